@@ -1,0 +1,25 @@
+"""Cell types the lab reports, and the published system's binary grouping of them."""
+
+FOUR_CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
+BINARY_CLASSES = ("MONONUCLEAR", "POLYNUCLEAR")
+
+# Basophils, when a lab adds them, are polymorphonuclear granulocytes too.
+BINARY_GROUP = {
+    "EOSINOPHIL": "POLYNUCLEAR",
+    "NEUTROPHIL": "POLYNUCLEAR",
+    "BASOPHIL": "POLYNUCLEAR",
+    "LYMPHOCYTE": "MONONUCLEAR",
+    "MONOCYTE": "MONONUCLEAR",
+}
+
+TASK_CLASSES = {"binary": BINARY_CLASSES, "4class": FOUR_CLASSES}
+
+
+def binary_probabilities(probabilities):
+    """Sum per-type probabilities into MONONUCLEAR / POLYNUCLEAR; binary input passes through."""
+    if set(probabilities) <= set(BINARY_CLASSES):
+        return {name: float(probabilities.get(name, 0.0)) for name in BINARY_CLASSES}
+    summed = dict.fromkeys(BINARY_CLASSES, 0.0)
+    for name, value in probabilities.items():
+        summed[BINARY_GROUP[name]] += float(value)
+    return summed

@@ -1,0 +1,224 @@
+"""The lab's records: samples, their smear images, the cells found in them, and model versions.
+
+Model versions keep the serialized network itself so any worker on any machine can load the
+exact bytes that produced a result; every Cell points at the version that classified it.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ModelVersion(models.Model):
+    class Status(models.TextChoices):
+        TRAINING = "training", "Training"
+        READY = "ready", "Ready"
+        ACTIVE = "active", "Active"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Task(models.TextChoices):
+        BINARY = "binary", "Binary (mononuclear / polynuclear)"
+        FOUR_CLASS = "4class", "Four cell types"
+
+    class Source(models.TextChoices):
+        BUNDLED = "bundled", "Bundled with the software"
+        COMMAND = "command", "Management command"
+        SITE = "site", "Retrained from the site"
+
+    architecture = models.CharField(max_length=64)
+    task = models.CharField(max_length=16, choices=Task.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.TRAINING)
+    failure_reason = models.TextField(blank=True)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.COMMAND)
+
+    class_names = models.JSONField(default=list)
+    # How a cell becomes network input: size, and whether the network sees the whole field around
+    # the cell or a window cut around it (see classifier.preparation).
+    input_spec = models.JSONField(default=dict)
+    hyperparameters = models.JSONField(default=dict)
+    seed = models.IntegerField(null=True, blank=True)
+    temperature = models.FloatField(default=1.0)
+
+    dataset_path = models.CharField(max_length=1024, blank=True)
+    class_counts = models.JSONField(default=dict)
+    dataset_fingerprint = models.CharField(max_length=64, blank=True)
+    include_reviewed_cells = models.BooleanField(default=False)
+
+    history = models.JSONField(default=list)  # one dict per epoch
+    metrics = models.JSONField(default=dict)  # held-out metrics
+    progress = models.JSONField(default=dict)  # live progress while training
+    training_seconds = models.FloatField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    celery_task_id = models.CharField(max_length=64, blank=True)
+
+    model_bytes = models.BinaryField(null=True, blank=True, editable=False)
+    model_sha256 = models.CharField(max_length=64, blank=True)
+    size_bytes = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # Exactly one network may serve at a time; activation swaps inside a transaction.
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="active"), name="one_active_model_version"
+            ),
+        ]
+
+    def __str__(self):
+        return f"v{self.pk} {self.architecture}/{self.task} ({self.status})"
+
+    @property
+    def label(self):
+        return f"v{self.pk}"
+
+    @property
+    def is_active(self):
+        return self.status == self.Status.ACTIVE
+
+
+class ModelActivation(models.Model):
+    """Audit trail of which version served when, and who switched it."""
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="activations")
+    previous_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    activated_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-activated_at"]
+
+
+class Sample(models.Model):
+    """One specimen as the lab knows it: an accession number, never a patient name."""
+
+    accession_number = models.CharField(max_length=64, db_index=True)
+    note = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="samples"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.accession_number
+
+
+class SmearImage(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        PROCESSING = "processing", "Processing"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="images")
+    image = models.ImageField(upload_to="smears/%Y/%m/%d/")
+    original_filename = models.CharField(max_length=255)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    file_size = models.PositiveIntegerField()
+    checksum = models.CharField(max_length=64, db_index=True)  # SHA-256 of the stored file
+    conversion_note = models.CharField(max_length=255, blank=True)
+
+    quality = models.JSONField(default=dict)
+    quality_warnings = models.JSONField(default=list)
+
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
+    error = models.TextField(blank=True)
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="images"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self):
+        return f"{self.sample} / {self.original_filename}"
+
+
+class Cell(models.Model):
+    """A leukocyte found in a smear image and the network's call on it.
+
+    Re-classifying an image with another version adds new Cells and keeps the old ones, so the
+    history shows what each version said.
+    """
+
+    image = models.ForeignKey(SmearImage, on_delete=models.CASCADE, related_name="cells")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="cells")
+    index = models.PositiveIntegerField()  # order within the image for this version
+
+    x0 = models.PositiveIntegerField()
+    y0 = models.PositiveIntegerField()
+    x1 = models.PositiveIntegerField()
+    y1 = models.PositiveIntegerField()
+    detection_score = models.FloatField(default=1.0)
+
+    crop = models.ImageField(upload_to="cells/%Y/%m/%d/", blank=True)
+    heatmap = models.ImageField(upload_to="heatmaps/%Y/%m/%d/", blank=True)
+
+    predicted_type = models.CharField(max_length=32)
+    probabilities = models.JSONField(default=dict)  # class name -> calibrated probability
+    confidence = models.FloatField()
+    binary_call = models.CharField(max_length=16)  # MONONUCLEAR / POLYNUCLEAR
+    needs_review = models.BooleanField(default=False)
+
+    corrected_type = models.CharField(max_length=32, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    # The label the formula counts: the reviewer's where present, else the network's. Stored, not
+    # computed, so the history can filter and index on it.
+    cell_type = models.CharField(max_length=32)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["image", "model_version", "index"], name="one_cell_per_index_and_version"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="cell_newest"),
+            models.Index(fields=["cell_type", "-created_at"], name="cell_type_newest"),
+            models.Index(fields=["model_version", "-created_at"], name="cell_version_newest"),
+            models.Index(fields=["needs_review", "-created_at"], name="cell_review_newest"),
+            models.Index(fields=["confidence"], name="cell_confidence"),
+        ]
+
+    @property
+    def is_reviewed(self):
+        return bool(self.corrected_type)
+
+
+class CellReview(models.Model):
+    """Every relabelling, kept even when a later review overrides it."""
+
+    cell = models.ForeignKey(Cell, on_delete=models.CASCADE, related_name="reviews")
+    from_type = models.CharField(max_length=32)
+    to_type = models.CharField(max_length=32)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-reviewed_at"]
