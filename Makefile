@@ -1,0 +1,47 @@
+# The two commands that matter: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA ?= ../shared/datasets
+
+.PHONY: run install setup test lint bench bench-classify bench-detect bench-web bench-latency clean
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+setup: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py ensure_default_model
+	$(PY) manage.py ensure_admin
+
+run: setup
+	$(PY) manage.py runlab
+
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check .
+
+bench: bench-classify bench-detect bench-web bench-latency
+
+bench-classify: setup
+	$(PY) manage.py bench_classify --data $(DATA)/blood-cell-images
+
+bench-detect: install
+	$(PY) -m classifier.bench.detect --data $(DATA)
+
+bench-web: setup
+	$(PY) bench/web.py
+
+bench-latency: setup
+	$(PY) bench/latency.py --data $(DATA)
+
+clean:
+	rm -rf $(VENV) var

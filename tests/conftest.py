@@ -1,0 +1,110 @@
+"""Shared fixtures: a real Redis, a real Celery worker process, and an isolated media folder.
+
+The worker is another process, so tests that use it need committed rows (`transactional_db`) and
+a database it can open: a SQLite file (see settings) or the PostgreSQL test database.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from webapp.broker import embedded_redis_forced, redis_answers, start_embedded_redis
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATASETS_DIR = Path(os.environ.get("LEUKOSCOPE_DATASETS_DIR", REPO_ROOT.parent / "shared" / "datasets"))
+TEST_REDIS_URL = "redis://127.0.0.1:6379/15"  # a database number of its own, away from `make run`
+
+
+def require_dataset(*parts):
+    path = DATASETS_DIR.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"dataset not available at {path} (set LEUKOSCOPE_DATASETS_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def broker_url(tmp_path_factory):
+    from webapp.celery import app as celery_app
+
+    embedded = None
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        if not embedded_redis_forced() and redis_answers(TEST_REDIS_URL):
+            url = TEST_REDIS_URL
+        else:
+            embedded = start_embedded_redis(tmp_path_factory.mktemp("redis"))
+            url = embedded.url
+    celery_app.conf.broker_url = url
+    celery_app.pool.force_close_all()
+    yield url
+    if embedded:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_media_root(tmp_path_factory):
+    from django.conf import settings
+
+    media = tmp_path_factory.mktemp("media")
+    settings.MEDIA_ROOT = str(media)
+    return media
+
+
+def _database_url_for_worker():
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = quote(db["USER"] or "")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"])
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, broker_url, isolated_media_root, tmp_path_factory):
+    """A real `celery worker` process on both queues, sharing the test database and media."""
+    from webapp.celery import app as celery_app
+
+    celery_app.control.purge()
+    with django_db_blocker.unblock():
+        database_url = _database_url_for_worker()
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    env = dict(
+        os.environ,
+        DATABASE_URL=database_url,
+        REDIS_URL=broker_url,
+        LEUKOSCOPE_MEDIA_ROOT=str(isolated_media_root),
+        PYTHONUNBUFFERED="1",
+    )
+    name = f"test-{os.getpid()}@%h"
+    log = open(log_path, "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", "classify,train",
+         "--concurrency", "1", "-n", name, "--loglevel", "INFO", "--without-gossip",
+         "--without-mingle"],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"Celery worker exited at start:\n{log_path.read_text()[-4000:]}")
+        replies = celery_app.control.ping(timeout=0.5) or []
+        if any(name.split("@")[0] in reply_name for reply in replies for reply_name in reply):
+            break
+    else:
+        process.kill()
+        pytest.fail(f"Celery worker did not answer:\n{log_path.read_text()[-4000:]}")
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()

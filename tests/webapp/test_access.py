@@ -1,0 +1,60 @@
+"""Every page but the login page (and the machine-facing health check) needs a signed-in user."""
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+PUBLIC = {"login", "healthz"}
+
+
+def _walk(patterns, prefix=""):
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            yield from _walk(pattern.url_patterns, prefix + str(pattern.pattern))
+        elif isinstance(pattern, URLPattern):
+            yield prefix + str(pattern.pattern), pattern
+
+
+def _example_path(route):
+    """Turn a route like 'samples/<int:pk>/' into a concrete path; regex admin routes included."""
+    import re
+
+    path = re.sub(r"<int:[^>]+>", "1", route)
+    path = re.sub(r"<path:[^>]+>", "x/y.png", path)
+    path = re.sub(r"<[^>]+>", "x", path)
+    path = path.lstrip("^").rstrip("$").replace("\\Z", "")
+    path = re.sub(r"\(\?P<[^>]+>[^)]*\)", "1", path)
+    return "/" + path
+
+
+def test_every_url_pattern_sends_anonymous_visitors_to_login(client, db):
+    routes = [(route, p) for route, p in _walk(get_resolver().url_patterns)]
+    assert len(routes) > 5
+    checked = 0
+    for route, pattern in routes:
+        if pattern.name in PUBLIC:
+            continue
+        path = _example_path(route)
+        response = client.get(path)
+        assert response.status_code in (302, 301), f"{path} answered {response.status_code}"
+        location = response["Location"]
+        assert "/login/" in location, f"{path} redirected to {location}, not to login"
+        checked += 1
+    assert checked >= 5
+
+
+def test_login_page_is_public(client, db):
+    response = client.get(reverse("login"))
+    assert response.status_code == 200
+    assert b"Sign in" in response.content
+
+
+def test_signed_in_user_reaches_home(client, django_user_model):
+    user = django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
+    client.force_login(user)
+    assert client.get(reverse("home")).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/media/../../etc/passwd", "/media/nope.png"])
+def test_media_outside_root_or_missing_is_404(client, django_user_model, path):
+    client.force_login(django_user_model.objects.create_user("t2", password="a-long-passphrase-1"))
+    assert client.get(path).status_code == 404

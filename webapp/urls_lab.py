@@ -1,0 +1,3 @@
+"""Routes of the lab workflow: samples, uploads, cells, history, export and the read-only API."""
+
+urlpatterns = []

@@ -1,0 +1,3 @@
+"""Routes for model versions and retraining (staff only)."""
+
+urlpatterns = []
