@@ -1,0 +1,20 @@
+from django.core.management.base import BaseCommand
+
+from webapp.models import ModelVersion
+from webapp.services.model_versions import ensure_default_model
+
+
+class Command(BaseCommand):
+    help = "Register the bundled classification models (once) and activate the default if none is active."
+
+    def handle(self, *args, **options):
+        registered = ensure_default_model()
+        for version, created in registered:
+            if created:
+                self.stdout.write(f"Registered bundled model {version}.")
+        active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+        if active:
+            self.stdout.write(f"Active model: {active}.")
+        else:
+            self.stderr.write(self.style.WARNING(
+                "No model version is active: train one with `manage.py train --activate`."))

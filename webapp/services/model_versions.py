@@ -1,0 +1,120 @@
+"""Storing, registering and activating model versions."""
+
+import hashlib
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from webapp.models import ModelActivation, ModelVersion
+
+BUNDLED_MODELS_DIR = Path(settings.BASE_DIR) / "classifier" / "default_model"
+
+
+class ModelVersionError(ValueError):
+    """A user-facing reason why a version cannot be used."""
+
+
+def _model_file(directory):
+    files = sorted(Path(directory).glob("*.keras"))
+    if len(files) != 1:
+        raise ModelVersionError(f"{directory} should hold exactly one .keras file, found {len(files)}.")
+    return files[0]
+
+
+def store_training_result(version, result):
+    """Fill a version from a classifier.training.TrainingResult and mark it ready."""
+    version.model_bytes = result.model_bytes
+    version.model_sha256 = result.model_sha256
+    version.size_bytes = len(result.model_bytes)
+    version.class_names = list(result.class_names)
+    version.input_spec = dict(result.input_spec)
+    version.hyperparameters = dict(result.hyperparameters)
+    version.seed = result.seed
+    version.temperature = float(result.temperature)
+    version.class_counts = dict(result.class_counts)
+    version.dataset_fingerprint = result.dataset_fingerprint
+    version.history = list(result.history)
+    version.metrics = dict(result.metrics, skipped_files=result.skipped_files)
+    version.training_seconds = result.training_seconds
+    version.status = ModelVersion.Status.READY
+    version.failure_reason = ""
+    version.finished_at = timezone.now()
+    version.save()
+    return version
+
+
+def register_model_directory(directory, source=ModelVersion.Source.BUNDLED, dataset_path=""):
+    """Register a saved model folder (a .keras file + metadata.json); idempotent by file hash."""
+    directory = Path(directory)
+    model_bytes = _model_file(directory).read_bytes()
+    sha = hashlib.sha256(model_bytes).hexdigest()
+    existing = ModelVersion.objects.filter(model_sha256=sha).first()
+    if existing:
+        return existing, False
+    meta = json.loads((directory / "metadata.json").read_text())
+    version = ModelVersion.objects.create(
+        architecture=meta["architecture"],
+        task=meta["task"],
+        status=ModelVersion.Status.READY,
+        source=source,
+        class_names=meta["class_names"],
+        input_spec=meta["input_spec"],
+        hyperparameters=meta.get("hyperparameters", {}),
+        seed=meta.get("seed"),
+        temperature=meta.get("temperature", 1.0),
+        dataset_path=dataset_path or meta.get("dataset_path", ""),
+        class_counts=meta.get("class_counts", {}),
+        dataset_fingerprint=meta.get("dataset_fingerprint", ""),
+        history=meta.get("history", []),
+        metrics=meta.get("metrics", {}),
+        training_seconds=meta.get("training_seconds"),
+        model_bytes=model_bytes,
+        model_sha256=sha,
+        size_bytes=len(model_bytes),
+        finished_at=timezone.now(),
+    )
+    return version, True
+
+
+def bundled_model_directories():
+    """Bundled models, the one to serve first listed first (metadata.json's `default: true`)."""
+    folders = [p.parent for p in sorted(BUNDLED_MODELS_DIR.glob("*/metadata.json"))]
+
+    def is_default(folder):
+        return bool(json.loads((folder / "metadata.json").read_text()).get("default"))
+
+    return sorted(folders, key=lambda folder: not is_default(folder))
+
+
+def ensure_default_model():
+    """On a fresh install, register the bundled models and activate the default one."""
+    registered = []
+    for directory in bundled_model_directories():
+        version, created = register_model_directory(directory)
+        registered.append((version, created))
+    if registered and not ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).exists():
+        activate_version(registered[0][0], user=None)
+    return registered
+
+
+@transaction.atomic
+def activate_version(version, user=None):
+    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    if version.status == ModelVersion.Status.ACTIVE:
+        return version
+    if version.status != ModelVersion.Status.READY or not version.model_sha256:
+        raise ModelVersionError(
+            f"Version v{version.pk} is {version.get_status_display().lower()}; only a ready version "
+            "can be activated."
+        )
+    previous = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
+    if previous:
+        previous.status = ModelVersion.Status.READY
+        previous.save(update_fields=["status"])
+    version.status = ModelVersion.Status.ACTIVE
+    version.save(update_fields=["status"])
+    ModelActivation.objects.create(version=version, previous_version=previous, activated_by=user)
+    return version
