@@ -171,6 +171,9 @@ class Cell(models.Model):
 
     crop = models.ImageField(upload_to="cells/%Y/%m/%d/", blank=True)
     heatmap = models.ImageField(upload_to="heatmaps/%Y/%m/%d/", blank=True)
+    # The 240x320 context window the network saw (PNG, lossless): retraining from reviewed cells
+    # feeds these back as training images, so they must not be re-cut from a later detector.
+    window = models.ImageField(upload_to="windows/%Y/%m/%d/", blank=True)
 
     predicted_type = models.CharField(max_length=32)
     probabilities = models.JSONField(default=dict)  # class name -> calibrated probability
