@@ -16,7 +16,9 @@ import pytest
 from webapp.broker import embedded_redis_forced, redis_answers, start_embedded_redis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DATASETS_DIR = Path(os.environ.get("LEUKOSCOPE_DATASETS_DIR", REPO_ROOT.parent / "shared" / "datasets"))
+DATASETS_DIR = Path(
+    os.environ.get("LEUKOSCOPE_DATASETS_DIR", REPO_ROOT.parent / "shared" / "datasets")
+)
 TEST_REDIS_URL = "redis://127.0.0.1:6379/15"  # a database number of its own, away from `make run`
 
 
@@ -27,10 +29,24 @@ def require_dataset(*parts):
     return path
 
 
-@pytest.fixture(scope="session")
-def broker_url(tmp_path_factory):
+def point_celery_at(url):
+    """Send this process's task messages to `url`, dropping pooled connections to the old broker.
+
+    Celery has no public call to swap brokers at run time; clearing its pools (as it does itself
+    after a fork) makes the next publish connect afresh.
+    """
     from webapp.celery import app as celery_app
 
+    celery_app.conf.broker_url = url
+    if celery_app._pool is not None:
+        celery_app._pool.force_close_all()
+    celery_app._pool = None
+    celery_app.amqp.__dict__.pop("_producer_pool", None)
+    celery_app.amqp._producer_pool = None
+
+
+@pytest.fixture(scope="session")
+def broker_url(tmp_path_factory):
     embedded = None
     url = os.environ.get("REDIS_URL")
     if not url:
@@ -39,8 +55,7 @@ def broker_url(tmp_path_factory):
         else:
             embedded = start_embedded_redis(tmp_path_factory.mktemp("redis"))
             url = embedded.url
-    celery_app.conf.broker_url = url
-    celery_app.pool.force_close_all()
+    point_celery_at(url)
     yield url
     if embedded:
         embedded.stop()
@@ -68,7 +83,9 @@ def _database_url_for_worker():
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, broker_url, isolated_media_root, tmp_path_factory):
+def celery_worker(
+    django_db_setup, django_db_blocker, broker_url, isolated_media_root, tmp_path_factory
+):
     """A real `celery worker` process on both queues, sharing the test database and media."""
     from webapp.celery import app as celery_app
 

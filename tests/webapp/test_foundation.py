@@ -1,0 +1,159 @@
+"""The skeleton's promises: broker resolution, health reporting, deploy checks, the launcher."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from django.urls import reverse
+
+from tests.conftest import point_celery_at
+from webapp.broker import redis_answers, resolve_broker, start_embedded_redis
+from webapp.models import ModelVersion
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_embedded_redis_starts_answers_and_stops(tmp_path):
+    server = start_embedded_redis(tmp_path)
+    try:
+        assert redis_answers(server.url)
+    finally:
+        server.stop()
+    assert not redis_answers(server.url, timeout=0.2)
+
+
+def test_forced_embedded_redis_is_used_even_when_a_local_one_answers(tmp_path, monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("LEUKOSCOPE_EMBEDDED_REDIS", "1")
+    url, embedded = resolve_broker(tmp_path)
+    try:
+        assert embedded is not None
+        assert url != "redis://127.0.0.1:6379/0"
+        assert redis_answers(url)
+    finally:
+        embedded.stop()
+
+
+def test_unreachable_redis_url_is_reported_clearly(tmp_path, monkeypatch):
+    from webapp.broker import BrokerUnavailable
+
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    with pytest.raises(BrokerUnavailable, match="does not answer"):
+        resolve_broker(tmp_path)
+
+
+@pytest.mark.worker
+def test_healthz_reports_every_part_with_a_worker(client, transactional_db, celery_worker):
+    ModelVersion.objects.create(architecture="paper", task="binary", status="active",
+                                model_sha256="x" * 64)
+    response = client.get(reverse("healthz"))
+    report = response.json()
+    assert response.status_code == 200, report
+    assert report["checks"]["database"]["ok"]
+    assert report["checks"]["broker"]["ok"]
+    assert report["checks"]["worker"]["workers"]
+    assert report["checks"]["model"]["architecture"] == "paper"
+
+
+def test_healthz_names_the_broker_when_it_is_down(client, db, broker_url):
+    point_celery_at("redis://127.0.0.1:1/0")
+    try:
+        response = client.get(reverse("healthz"))
+    finally:
+        point_celery_at(broker_url)
+    report = response.json()
+    assert response.status_code == 503
+    assert "broker" in report["failing"]
+    assert "worker" in report["failing"]
+    assert "model" in report["failing"]  # nothing active in an empty database
+
+
+def test_deploy_check_is_clean_with_production_settings(tmp_path):
+    env = dict(
+        os.environ,
+        LEUKOSCOPE_SECRET_KEY="k" * 64 + "-production-secret-for-the-check",
+        LEUKOSCOPE_ALLOWED_HOSTS="lab.example.org",
+        LEUKOSCOPE_SECURE="1",
+        LEUKOSCOPE_VAR_DIR=str(tmp_path),
+    )
+    env.pop("LEUKOSCOPE_DEBUG", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get_json(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.worker
+def test_launcher_serves_the_site_with_an_embedded_redis_and_stops_everything(tmp_path):
+    """What `make run` does after setup, on the embedded-Redis path, end to end in real processes."""
+    env = dict(os.environ, LEUKOSCOPE_VAR_DIR=str(tmp_path), LEUKOSCOPE_EMBEDDED_REDIS="1",
+               PYTHONUNBUFFERED="1")
+    for name in ("REDIS_URL", "DATABASE_URL"):
+        env.pop(name, None)
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO_ROOT, env=env,
+                   check=True, capture_output=True, timeout=300)
+    port = _free_port()
+    log = open(tmp_path / "runlab.log", "w+")
+    launcher = subprocess.Popen(
+        [sys.executable, "manage.py", "runlab", "--port", str(port), "--web-workers", "1"],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    report = None
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                status, report = _get_json(base + "/healthz")
+                if report["checks"]["worker"]["ok"]:
+                    break
+            except (OSError, ValueError):
+                pass
+            assert launcher.poll() is None, (tmp_path / "runlab.log").read_text()
+            time.sleep(1)
+        assert report and report["checks"]["worker"]["ok"], (tmp_path / "runlab.log").read_text()
+        assert report["checks"]["broker"]["ok"]
+        with urllib.request.urlopen(base + "/accounts/login/", timeout=5) as response:
+            assert response.status == 200
+        log.seek(0)
+        startup = log.read()
+        assert "embedded Redis started by Leukoscope" in startup
+        broker_port = int(startup.split("embedded Redis started by Leukoscope at redis://127.0.0.1:")[1]
+                          .split("/")[0])
+    finally:
+        launcher.send_signal(signal.SIGINT)
+        try:
+            launcher.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            raise
+    log.seek(0)
+    output = log.read()
+    assert "Traceback" not in output, output
+    assert "Stopped." in output
+    assert not redis_answers(f"redis://127.0.0.1:{broker_port}/0", timeout=0.3)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(base + "/healthz", timeout=2)
