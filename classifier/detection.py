@@ -18,11 +18,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-# Red-cell "ruler" reading (see _rbc_ruler) at the reference scale: the median over the BCCD
-# photographs shrunk to 320x240, where the annotated red cells are about 52 px across.
-REFERENCE_RBC_RULER = 43.5
-# The ruler is read on an image brought to roughly this reading; it is least biased there.
+# Red-cell diameter (as _rbc_diameter measures it) at the reference scale: half the median over
+# the BCCD photographs, whose annotated red-cell boxes are ~104 px across.
+REFERENCE_RBC_DIAMETER = 47.8
+# The rough ruler runs on a copy no larger than this, the circle search on cells this big.
 _RULER_IMAGE_LONG_SIDE = 320
+_CIRCLE_SEARCH_DIAMETER = 24.0
+# Hough accumulator votes for a circle, and circles needed before the measurement is trusted.
+_CIRCLE_VOTES = 16
+_MIN_CIRCLES = 4
 # Fewer measurable red-cell pixels than this (share of the image) and the ruler is not trusted.
 _MIN_RBC_SHARE = 0.08
 
@@ -35,10 +39,9 @@ _LOBE_JOIN_RADIUS = 7
 # A platelet covers ~250 reference px², the smallest lymphocyte nucleus well over 800.
 _MIN_NUCLEUS_AREA = 450.0
 _FULL_SCORE_NUCLEUS_AREA = 1100.0
-# Annotated BCCD leukocyte boxes reach past the nucleus into the cytoplasm by about this many
-# reference px on each side, and are never narrower than a leukocyte with a small nucleus.
-_CYTOPLASM_MARGIN = 12.0
-_MIN_CELL_SIDE = 70.0
+# Box side = share of the nucleus extent + margin x sqrt(nucleus area), fitted on the BCCD boxes.
+_NUCLEUS_EXTENT_SHARE = 0.9
+_CYTOPLASM_MARGIN = 0.4
 
 
 @dataclass(frozen=True)
@@ -78,33 +81,38 @@ def _resize(rgb: np.ndarray, factor: float) -> np.ndarray:
     return cv2.resize(rgb, size, interpolation=interpolation)
 
 
-def _normalised_channels(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Red, green, blue rescaled so the smear's background reads 200 in each.
+def _background_gains(rgb: np.ndarray) -> np.ndarray:
+    """Per-channel gains that bring the smear's background (its brightest part) to 200.
 
-    White-balancing on the background makes the thresholds hold across lamps, cameras and stain
-    batches. Black pixels are the corners a rotated field leaves empty; they get no say.
+    White-balancing on the background makes the colour thresholds hold across lamps, cameras and
+    stain batches. Black pixels are the corners a rotated field leaves empty; they get no say.
+    A sparse sample is plenty for a median and keeps this off the profile.
     """
-    pixels = rgb.reshape(-1, 3)
+    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 20000)))
+    pixels = rgb[::step, ::step].reshape(-1, 3)
     lit = pixels[pixels.max(axis=1) > 40]
     if len(lit) < 16:
         lit = pixels
     green = lit[:, 1]
     background = lit[green >= np.percentile(green, 85)]
-    reference = np.maximum(np.median(background, axis=0), 1.0)
-    gains = (200.0 / reference).astype(np.float32)
+    return (200.0 / np.maximum(np.median(background, axis=0), 1.0)).astype(np.float32)
+
+
+def _balanced(rgb: np.ndarray, gains: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     image = rgb.astype(np.float32)
     return image[..., 0] * gains[0], image[..., 1] * gains[1], image[..., 2] * gains[2]
 
 
-def _rbc_ruler(rgb: np.ndarray) -> float | None:
-    """A diameter-like reading of the red cells in pixels, or None when too few are visible.
+def _rbc_ruler(rgb: np.ndarray, gains: np.ndarray) -> float | None:
+    """A rough red-cell diameter in pixels, or None when too few red cells are visible.
 
     Red cells touch and overlap, so they cannot be counted one by one. Instead: mask everything
     stained but not nuclear, fill the pale centres, and take the 90th percentile of each pixel's
     distance to the nearest background; for a disc of radius R that percentile is ~0.68 R whether
-    the disc stands alone or in a clump.
+    the disc stands alone or in a loose clump. Dense clumps read up to twice too large, which is
+    why _rbc_diameter only uses this to aim its circle search.
     """
-    red, green, blue = _normalised_channels(rgb)
+    _, green, blue = _balanced(rgb, gains)
     lit = rgb.max(axis=2) > 40
     stained = ((200.0 - green) > 30.0) & ((blue - green) < 40.0) & lit
     mask = cv2.morphologyEx(stained.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
@@ -119,24 +127,62 @@ def _rbc_ruler(rgb: np.ndarray) -> float | None:
     return float(np.percentile(inside, 90)) / 0.68 * 2.0
 
 
-def estimate_scale(rgb: np.ndarray) -> float | None:
-    """Image pixels per reference pixel, from the red cells; None when too few are visible."""
+def _circle_diameter(rgb: np.ndarray, gains: np.ndarray, expected: float) -> float | None:
+    """Median diameter of the red-cell outlines a Hough search finds, or None if it finds few."""
+    _, green, _ = _balanced(rgb, gains)
+    grey = np.clip(green, 0, 255).astype(np.uint8)
+    circles = cv2.HoughCircles(
+        grey,
+        cv2.HOUGH_GRADIENT,
+        dp=1,
+        minDist=expected * 0.5,
+        param1=60,
+        param2=_CIRCLE_VOTES,
+        minRadius=max(3, int(expected * 0.2)),
+        maxRadius=int(expected * 1.1),
+    )
+    if circles is None or len(circles[0]) < _MIN_CIRCLES:
+        return None
+    return 2.0 * float(np.median(circles[0][:, 2]))
+
+
+def _rbc_diameter(rgb: np.ndarray, gains: np.ndarray) -> float | None:
+    """Typical red-cell diameter in image pixels, or None when too few red cells are visible.
+
+    The cheap ruler aims a Hough circle search run on a copy shrunk so the cells are about
+    _CIRCLE_SEARCH_DIAMETER px across: small enough to be fast, large enough to be accurate.
+    On the BCCD photographs, which share one magnification, this spreads 0.91-1.17x around the
+    median (5th-95th percentile) against 0.85-1.38x for the ruler alone.
+    """
     height, width = rgb.shape[:2]
     factor = min(1.0, _RULER_IMAGE_LONG_SIDE / max(height, width))
-    reading = _rbc_ruler(_resize(rgb, factor))
+    reading = _rbc_ruler(_resize(rgb, factor), gains)
     if reading is None:
         return None
-    # A photograph taken at a very different magnification is read once more near the
-    # ruler's own working size, where its small morphology does not bias it.
-    refine = REFERENCE_RBC_RULER / reading
-    if not 0.7 < refine < 1.4 and min(height, width) * factor * refine >= 24:
-        factor *= refine
-        reading = _rbc_ruler(_resize(rgb, factor)) or reading
-    return reading / factor / REFERENCE_RBC_RULER
+    diameter = reading / factor
+    for _ in range(2):
+        factor = min(1.0, _CIRCLE_SEARCH_DIAMETER / diameter)
+        expected = diameter * factor
+        found = _circle_diameter(_resize(rgb, factor), gains, expected)
+        if found is None:
+            break
+        diameter = found / factor
+        # A second pass only when the ruler aimed far off, so the cells were mis-sized.
+        if 0.8 < found / expected < 1.25:
+            break
+    return diameter
 
 
-def _nucleus_mask(rgb: np.ndarray) -> np.ndarray:
-    _, green, blue = _normalised_channels(rgb)
+def estimate_scale(rgb: np.ndarray, gains: np.ndarray | None = None) -> float | None:
+    """Image pixels per reference pixel, from the red cells; None when too few are visible."""
+    if gains is None:
+        gains = _background_gains(rgb)
+    diameter = _rbc_diameter(rgb, gains)
+    return None if diameter is None else diameter / REFERENCE_RBC_DIAMETER
+
+
+def _nucleus_mask(rgb: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    _, green, blue = _balanced(rgb, gains)
     mask = ((blue - green) > _NUCLEUS_CONTRAST).astype(np.uint8)
     return cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
 
@@ -158,33 +204,43 @@ def _nucleus_groups(mask: np.ndarray) -> list[tuple[tuple[int, int, int, int], f
     return groups
 
 
-def _cell_box(nucleus_box, scale, image_shape) -> tuple[int, int, int, int]:
+def _cell_box(nucleus_box, nucleus_area, image_shape) -> tuple[int, int, int, int]:
+    """The annotated-style whole-cell box around a nucleus, everything in image pixels.
+
+    Fitted on the BCCD boxes (mean IoU 0.84 given the right nucleus): the cell reaches past the
+    nucleus by a margin that grows with the nucleus, 0.2 sqrt(area) a side. Using only the
+    nucleus' own size keeps the box free of errors in the red-cell scale.
+    """
     x0, y0, x1, y1 = nucleus_box
     cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-    width = max(x1 - x0 + 2 * _CYTOPLASM_MARGIN, _MIN_CELL_SIDE)
-    height = max(y1 - y0 + 2 * _CYTOPLASM_MARGIN, _MIN_CELL_SIDE)
+    margin = _CYTOPLASM_MARGIN * np.sqrt(nucleus_area)
+    width = _NUCLEUS_EXTENT_SHARE * (x1 - x0) + margin
+    height = _NUCLEUS_EXTENT_SHARE * (y1 - y0) + margin
     image_height, image_width = image_shape[:2]
     return (
-        int(np.clip(round((cx - width / 2) * scale), 0, image_width)),
-        int(np.clip(round((cy - height / 2) * scale), 0, image_height)),
-        int(np.clip(round((cx + width / 2) * scale), 0, image_width)),
-        int(np.clip(round((cy + height / 2) * scale), 0, image_height)),
+        int(np.clip(round(cx - width / 2), 0, image_width)),
+        int(np.clip(round(cy - height / 2), 0, image_height)),
+        int(np.clip(round(cx + width / 2), 0, image_width)),
+        int(np.clip(round(cy + height / 2), 0, image_height)),
     )
 
 
 def detect_leukocytes(rgb: np.ndarray) -> DetectionResult:
     """Every leukocyte in an RGB smear photograph, best first, and the photograph's scale."""
     _check_rgb(rgb)
-    scale = estimate_scale(rgb)
+    gains = _background_gains(rgb)
+    scale = estimate_scale(rgb, gains)
     if scale is None:
         scale = 1.0
     working = _resize(rgb, 1.0 / scale)
     # Factor actually applied, after rounding the working size to whole pixels.
     scale_x = rgb.shape[1] / working.shape[1]
     cells = []
-    for nucleus_box, area in _nucleus_groups(_nucleus_mask(working)):
+    for nucleus_box, area in _nucleus_groups(_nucleus_mask(working, gains)):
         score = float(min(1.0, area / _FULL_SCORE_NUCLEUS_AREA))
-        cells.append(DetectedCell(box=_cell_box(nucleus_box, scale_x, rgb.shape), score=score))
+        in_image = tuple(value * scale_x for value in nucleus_box)
+        box = _cell_box(in_image, area * scale_x**2, rgb.shape)
+        cells.append(DetectedCell(box=box, score=score))
     cells.sort(key=lambda cell: cell.score, reverse=True)
     return DetectionResult(cells=cells, scale=float(scale))
 
