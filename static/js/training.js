@@ -1,0 +1,64 @@
+// Follows a running training on the model pages: polls the version's progress JSON and updates the
+// panel in place; when the run ends (ready, failed or cancelled) reloads so the page shows the result.
+(function () {
+  "use strict";
+  var panel = document.querySelector("[data-progress-url]");
+  if (!panel) return;
+  var url = panel.getAttribute("data-progress-url");
+  var POLL_MS = 2000;
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined || seconds === "") return "–";
+    seconds = Math.round(Number(seconds));
+    var h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+    if (h) return h + " h " + m + " min";
+    if (m) return m + " min " + s + " s";
+    return s + " s";
+  }
+
+  function figure(value) {
+    return value === null || value === undefined ? "–" : Number(value).toFixed(4);
+  }
+
+  function set(field, text) {
+    var node = panel.querySelector('[data-field="' + field + '"]');
+    if (node) node.textContent = text;
+  }
+
+  function show(p) {
+    set("status_display", p.status_display);
+    set("phase", p.phase);
+    set("epoch", p.epoch);
+    set("epochs", p.epochs);
+    ["loss", "accuracy", "val_loss", "val_accuracy"].forEach(function (key) { set(key, figure(p[key])); });
+    set("elapsed_seconds", duration(p.elapsed_seconds));
+    set("eta_seconds", duration(p.eta_seconds));
+    var bar = panel.querySelector('[data-field="percent"]');
+    if (bar) bar.style.width = p.percent + "%";
+    var meter = panel.querySelector('[role="progressbar"]');
+    if (meter) meter.setAttribute("aria-valuenow", p.percent);
+  }
+
+  function poll() {
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (p) {
+        show(p);
+        if (p.status !== "training") {
+          window.location.reload();
+          return;
+        }
+        window.setTimeout(poll, POLL_MS);
+      })
+      .catch(function () { window.setTimeout(poll, POLL_MS * 3); });
+  }
+
+  ["elapsed_seconds", "eta_seconds"].forEach(function (field) {
+    var node = panel.querySelector('[data-field="' + field + '"]');
+    if (node) node.textContent = duration(node.getAttribute("data-seconds"));
+  });
+  window.setTimeout(poll, POLL_MS);
+})();

@@ -1,0 +1,439 @@
+"""Staff-only model pages and the training service, without TensorFlow: train_classifier is
+replaced by fakes here; tests/e2e/test_retraining.py trains for real through a worker."""
+
+import threading
+from types import SimpleNamespace
+
+import pytest
+from django.db import connection
+from django.urls import URLPattern, reverse
+
+from classifier.errors import TrainingCancelled, TrainingDataError
+from webapp import urls_models
+from webapp.models import Cell, ModelActivation, ModelVersion, Sample, SmearImage
+from webapp.services import training
+from webapp.services.model_versions import activate_version
+from webapp.views.models import learning_curve_chart, metric_tables
+
+PASSWORD = "a-long-passphrase-1"
+
+FOUR = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+
+
+def four_class_metrics(accuracy=0.9):
+    per_class = {name: {"precision": 0.9, "recall": 0.8, "f1": 0.85, "support": 10} for name in FOUR}
+    matrix = [[10 if i == j else 0 for j in range(4)] for i in range(4)]
+    table = {
+        "n": 40, "class_names": FOUR, "accuracy": accuracy, "balanced_accuracy": accuracy,
+        "per_class": per_class, "confusion_matrix": matrix, "ece": 0.03, "log_loss": 0.3,
+    }
+    return {"best_epoch": 2, "temperature": 1.3, "validation": dict(table), "TEST": dict(table)}
+
+
+HISTORY = [
+    {"epoch": 1, "loss": 1.2, "accuracy": 0.5, "val_loss": 1.1, "val_accuracy": 0.55, "seconds": 3},
+    {"epoch": 2, "loss": 0.8, "accuracy": 0.7, "val_loss": 0.9, "val_accuracy": 0.66, "seconds": 3},
+    {"epoch": 3, "loss": 0.5, "accuracy": 0.85, "val_loss": 0.7, "val_accuracy": 0.8, "seconds": 3},
+]
+
+
+def make_version(status=ModelVersion.Status.READY, **fields):
+    values = dict(
+        architecture="paper", task="4class", status=status, class_names=FOUR,
+        input_spec={"height": 120, "width": 160, "mode": "field"},
+        hyperparameters={"epochs": 3, "batch_size": 64}, seed=7, dataset_path="/data/cells",
+        class_counts={name: 100 for name in FOUR}, dataset_fingerprint="ab" * 32,
+        history=HISTORY, metrics=four_class_metrics(), training_seconds=42.0,
+        model_bytes=b"not-a-real-network", model_sha256="cd" * 32, size_bytes=18,
+    )
+    values.update(fields)
+    return ModelVersion.objects.create(**values)
+
+
+@pytest.fixture
+def staff(django_user_model):
+    return django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True)
+
+
+@pytest.fixture
+def staff_client(client, staff):
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def no_enqueue(monkeypatch):
+    """Record what would go to the broker instead of sending it."""
+    from webapp import tasks
+
+    sent = []
+
+    def fake_delay(name):
+        def delay(*args, **kwargs):
+            sent.append((name, args, kwargs))
+            return SimpleNamespace(id=f"task-{len(sent)}")
+
+        return delay
+
+    monkeypatch.setattr(tasks.train_model_version, "delay", fake_delay("train"))
+    monkeypatch.setattr(tasks.classify_image, "delay", fake_delay("classify"))
+    return sent
+
+
+def _example_path(pattern):
+    return "/models/" + str(pattern.pattern).replace("<int:pk>", "1")
+
+
+@pytest.mark.django_db
+def test_signed_in_non_staff_get_403_on_every_models_url(client, django_user_model):
+    make_version()
+    user = django_user_model.objects.create_user("tech", password=PASSWORD)
+    client.force_login(user)
+    patterns = [p for p in urls_models.urlpatterns if isinstance(p, URLPattern)]
+    assert len(patterns) >= 6
+    for pattern in patterns:
+        path = _example_path(pattern)
+        assert client.get(path).status_code == 403, path
+        assert client.post(path, {"epochs": 1, "all_samples": "on"}).status_code == 403, path
+    assert not ModelVersion.objects.filter(status=ModelVersion.Status.TRAINING).exists()
+    assert "Models" not in client.get(reverse("home")).content.decode()
+
+
+@pytest.mark.django_db
+def test_models_page_lists_versions_with_data_metrics_cells_and_activation_log(staff_client, staff):
+    old = make_version()
+    new = make_version(metrics=four_class_metrics(0.93))
+    activate_version(old, user=staff)
+    activate_version(new, user=staff)  # old is now a roll-back candidate
+    failed = make_version(status=ModelVersion.Status.FAILED, failure_reason="too few images per class",
+                          model_sha256="", metrics={}, history=[])
+    sample = Sample.objects.create(accession_number="H26-1")
+    image = SmearImage.objects.create(sample=sample, image="smears/a.png", original_filename="a.png",
+                                      width=640, height=480, file_size=10, checksum="0" * 64)
+    for index in range(3):
+        Cell.objects.create(image=image, model_version=new, index=index, x0=0, y0=0, x1=5, y1=5,
+                            predicted_type="NEUTROPHIL", confidence=0.9, binary_call="POLYNUCLEAR",
+                            cell_type="NEUTROPHIL")
+
+    page = staff_client.get(reverse("models:list")).content.decode()
+
+    assert f"v{failed.pk}" in page and "too few images per class" in page
+    assert "0.9300" in page and "/data/cells" in page and "abababababab" in page
+    assert "batch_size: 64" in page
+    assert "precision" in page and "Confusion matrix" in page
+    assert f"Roll back to v{old.pk}" in page
+    assert ">3</td>" in page  # cells classified by the active version
+    assert page.count(staff.username) >= 2  # the activation log names who switched
+    assert reverse("models:list") in staff_client.get(reverse("home")).content.decode()
+
+
+@pytest.mark.django_db
+def test_version_page_draws_learning_curves_as_inline_svg(staff_client):
+    version = make_version()
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert page.count("<svg") == 2
+    assert page.count('class="series train"') == 2 and page.count('class="series val"') == 2
+    assert "<script src=\"http" not in page and "cdn" not in page.lower()
+    assert "TEST split" in page and "calibration temperature 1.300" in page
+
+
+def test_learning_curve_chart_handles_one_epoch_and_missing_validation():
+    one = learning_curve_chart([{"epoch": 1, "loss": 0.7, "val_loss": float("nan")}], "loss", "Loss")
+    assert [s["label"] for s in one["series"]] == ["training"]
+    assert len(one["series"][0]["dots"]) == 1
+    assert learning_curve_chart([], "loss", "Loss") is None
+    chart = learning_curve_chart(HISTORY, "accuracy", "Accuracy")
+    ys = [dot["y"] for dot in chart["series"][0]["dots"]]
+    assert ys == sorted(ys, reverse=True)  # rising accuracy is drawn upwards
+    assert all(chart["top"] <= y <= chart["bottom"] for y in ys)
+
+
+def test_metric_tables_read_flat_and_nested_metrics():
+    nested = four_class_metrics()
+    assert [t["title"].split(" ")[0] for t in metric_tables(nested)] == ["TEST", "Validation"]
+    assert metric_tables(nested["TEST"])[0]["accuracy"] == 0.9
+    assert metric_tables({}) == []
+
+
+@pytest.mark.django_db
+def test_retrain_form_queues_one_training_on_commit(staff_client, staff, no_enqueue,
+                                                     django_capture_on_commit_callbacks):
+    make_version(status=ModelVersion.Status.ACTIVE)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(reverse("models:train"), {
+            "architecture": "paper", "task": "binary", "epochs": 2, "include_reviewed": "on",
+            "data_dir": "/somewhere/cells",
+        })
+    version = ModelVersion.objects.get(status=ModelVersion.Status.TRAINING)
+    assert response.status_code == 302 and response["Location"] == reverse("models:detail", args=[version.pk])
+    assert (version.source, version.architecture, version.task) == ("site", "paper", "binary")
+    assert version.dataset_path == "/somewhere/cells" and version.include_reviewed_cells
+    assert version.hyperparameters["epochs"] == 2 and version.created_by == staff
+    assert no_enqueue == [("train", (version.pk,), {})]
+    assert ModelVersion.objects.get(pk=version.pk).celery_task_id == "task-1"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(reverse("models:train"), {"architecture": "paper", "task": "4class",
+                                                               "epochs": 1}, follow=True)
+    assert f"v{version.pk} is already training" in response.content.decode()
+    assert ModelVersion.objects.filter(status=ModelVersion.Status.TRAINING).count() == 1
+    assert len(no_enqueue) == 1
+
+
+@pytest.mark.django_db
+def test_retrain_form_defaults_to_the_configured_data_and_rejects_bad_epochs(staff_client, settings,
+                                                                               no_enqueue):
+    response = staff_client.post(reverse("models:train"), {"architecture": "paper", "task": "4class",
+                                                           "epochs": 0})
+    assert response.status_code == 400 and not ModelVersion.objects.exists()
+    staff_client.post(reverse("models:train"), {"architecture": "nope", "task": "4class", "epochs": 1})
+    assert not ModelVersion.objects.exists()
+    staff_client.post(reverse("models:train"), {"architecture": "paper", "task": "4class", "epochs": 1})
+    assert ModelVersion.objects.get().dataset_path == str(settings.TRAINING_DATA_DIR)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_simultaneous_starts_create_one_training(django_user_model, no_enqueue):
+    user = django_user_model.objects.create_user("a", is_staff=True)
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def start():
+        barrier.wait()
+        try:
+            outcomes.append(training.start_training(user, "paper", 1, task="4class", data_dir="/x"))
+        except training.TrainingRefused as exc:
+            outcomes.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(type(o).__name__ for o in outcomes) == ["ModelVersion", "TrainingRefused"]
+    assert ModelVersion.objects.filter(status=ModelVersion.Status.TRAINING).count() == 1
+
+
+@pytest.mark.django_db
+def test_progress_json_and_cancel(staff_client):
+    version = make_version(status=ModelVersion.Status.TRAINING, history=[], metrics={}, model_sha256="",
+                           progress={"state": "running", "epoch": 2, "epochs": 8, "loss": 0.61,
+                                     "accuracy": 0.7, "elapsed_seconds": 20.0, "eta_seconds": 60.0})
+    data = staff_client.get(reverse("models:progress", args=[version.pk])).json()
+    assert (data["status"], data["epoch"], data["epochs"], data["percent"]) == ("training", 2, 8, 25)
+    assert data["loss"] == 0.61 and data["eta_seconds"] == 60.0
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert "Cancel training" in page and "js/training.js" in page
+
+    staff_client.post(reverse("models:cancel", args=[version.pk]))
+    version.refresh_from_db()
+    assert version.status == "cancelled" and version.cancel_requested
+    assert "lead" in version.failure_reason
+    assert staff_client.get(reverse("models:progress", args=[version.pk])).json()["status"] == "cancelled"
+    response = staff_client.post(reverse("models:cancel", args=[version.pk]), follow=True)
+    assert "not training" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_activate_and_roll_back_are_one_post_each_and_logged(staff_client, staff):
+    first = make_version(status=ModelVersion.Status.ACTIVE)
+    second = make_version()
+    assert staff_client.get(reverse("models:activate", args=[second.pk])).status_code == 405
+
+    staff_client.post(reverse("models:activate", args=[second.pk]))
+    staff_client.post(reverse("models:activate", args=[first.pk]), {"next": "detail"})
+
+    assert ModelVersion.objects.get(status="active") == first
+    log = list(ModelActivation.objects.order_by("id"))
+    assert [(a.version, a.previous_version, a.activated_by) for a in log] == [
+        (second, first, staff), (first, second, staff)
+    ]
+
+
+@pytest.mark.django_db
+def test_activating_a_failed_version_says_why_and_changes_nothing(staff_client):
+    active = make_version(status=ModelVersion.Status.ACTIVE)
+    failed = make_version(status=ModelVersion.Status.FAILED, model_sha256="")
+    response = staff_client.post(reverse("models:activate", args=[failed.pk]), follow=True)
+    assert "only a ready version can be activated" in response.content.decode()
+    assert ModelVersion.objects.get(status="active") == active
+
+
+@pytest.mark.django_db
+def test_reclassify_queues_the_chosen_sample_with_the_active_version(staff_client, no_enqueue,
+                                                                      django_capture_on_commit_callbacks):
+    active = make_version(status=ModelVersion.Status.ACTIVE)
+    chosen, other = Sample.objects.create(accession_number="H1"), Sample.objects.create(accession_number="H2")
+    images = {}
+    for sample in (chosen, other):
+        images[sample] = SmearImage.objects.create(
+            sample=sample, image="smears/a.png", original_filename="a.png", width=640, height=480,
+            file_size=10, checksum="0" * 64, status=SmearImage.Status.DONE)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_client.post(reverse("models:reclassify"), {"accession_number": "H1"})
+    assert no_enqueue == [("classify", (images[chosen].pk,), {"model_version_id": active.pk})]
+    assert SmearImage.objects.get(pk=images[chosen].pk).status == "queued"
+
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_client.post(reverse("models:reclassify"), {"all_samples": "on"})
+    assert len(no_enqueue) == 3
+
+    response = staff_client.post(reverse("models:reclassify"), {})
+    assert response.status_code == 400 and len(no_enqueue) == 3
+
+
+# --- run_training with a stand-in for the ML core ------------------------------------------------
+
+
+def fake_result():
+    return SimpleNamespace(
+        model_bytes=b"network", model_sha256="ef" * 32, metadata={}, class_names=FOUR,
+        input_spec={"height": 120, "width": 160, "mode": "field"},
+        hyperparameters={"epochs": 2, "batch_size": 64, "learning_rate": 0.001}, seed=5, temperature=1.1,
+        class_counts={name: 3 for name in FOUR}, dataset_fingerprint="12" * 32, history=HISTORY[:2],
+        metrics=four_class_metrics(), training_seconds=3.5, skipped_files=0,
+    )
+
+
+@pytest.fixture
+def fake_trainer(monkeypatch):
+    import classifier.training
+
+    calls = []
+
+    def install(behaviour):
+        def train_classifier(config, on_epoch=None, should_stop=None, progress_bar=False):
+            calls.append(config)
+            return behaviour(config, on_epoch, should_stop)
+
+        monkeypatch.setattr(classifier.training, "train_classifier", train_classifier)
+        return calls
+
+    return install
+
+
+def queued_version(**fields):
+    values = dict(history=[], metrics={}, model_sha256="", model_bytes=None, progress={"state": "queued"})
+    return make_version(status=ModelVersion.Status.TRAINING, **{**values, **fields})
+
+
+@pytest.mark.django_db
+def test_run_training_stores_a_ready_version_with_progress_and_never_activates(fake_trainer):
+    active = make_version(status=ModelVersion.Status.ACTIVE)
+    version = queued_version(hyperparameters={"epochs": 2, "max_images_per_class": 5})
+    seen = []
+
+    def behaviour(config, on_epoch, should_stop):
+        on_epoch({"epoch": 1, "epochs": 2, "loss": 0.9, "accuracy": 0.6, "val_loss": 1.0,
+                  "val_accuracy": 0.5, "elapsed_seconds": 1.0, "eta_seconds": 1.0})
+        seen.append(ModelVersion.objects.get(pk=version.pk).progress)
+        assert should_stop() is False
+        return fake_result()
+
+    calls = fake_trainer(behaviour)
+    training.run_training(version.pk)
+
+    config = calls[0]
+    assert (config.architecture, config.task, config.epochs) == ("paper", "4class", 2)
+    assert config.max_images_per_class == 5
+    assert config.data_dir == "/data/cells" and config.seed == 7
+    assert seen[0]["epoch"] == 1 and seen[0]["eta_seconds"] == 1.0 and len(seen[0]["history"]) == 1
+    version.refresh_from_db()
+    assert version.status == "ready" and bytes(version.model_bytes) == b"network"
+    assert version.progress["state"] == "done" and version.history == HISTORY[:2]
+    assert ModelVersion.objects.get(status="active") == active
+
+    training.run_training(version.pk)  # a duplicate delivery does nothing
+    assert len(calls) == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (TrainingDataError("training data folder /nope does not exist"), "/nope does not exist"),
+        (MemoryError(), "ran out of memory"),
+        (RuntimeError("cuDNN exploded\nstack..."), "unexpected error (RuntimeError: cuDNN exploded)"),
+    ],
+)
+def test_run_training_failure_is_recorded_readably(fake_trainer, error, expected):
+    version = queued_version()
+
+    def behaviour(config, on_epoch, should_stop):
+        raise error
+
+    fake_trainer(behaviour)
+    training.run_training(version.pk)
+    version.refresh_from_db()
+    assert version.status == "failed" and expected in version.failure_reason
+    assert not version.model_sha256 and version.progress["state"] == "failed"
+
+
+@pytest.mark.django_db
+def test_cancel_reaches_the_running_training_and_nothing_is_stored(fake_trainer, staff, monkeypatch):
+    monkeypatch.setattr(training, "CANCEL_POLL_SECONDS", 0)
+    version = queued_version()
+
+    def behaviour(config, on_epoch, should_stop):
+        assert not should_stop()
+        training.cancel_training(version, staff)
+        if should_stop():
+            raise TrainingCancelled("cancelled")
+        return fake_result()
+
+    fake_trainer(behaviour)
+    training.run_training(version.pk)
+    version.refresh_from_db()
+    assert version.status == "cancelled" and not version.model_sha256
+
+
+@pytest.mark.django_db
+def test_a_result_arriving_after_cancel_is_not_stored(fake_trainer, staff):
+    version = queued_version()
+
+    def behaviour(config, on_epoch, should_stop):
+        training.cancel_training(version, staff)
+        return fake_result()
+
+    fake_trainer(behaviour)
+    training.run_training(version.pk)
+    version.refresh_from_db()
+    assert version.status == "cancelled" and version.model_bytes is None
+
+
+@pytest.mark.django_db
+def test_a_redelivered_training_whose_worker_died_is_marked_failed(fake_trainer):
+    version = queued_version(progress={"state": "running", "epoch": 3, "epochs": 10})
+    calls = fake_trainer(lambda *args: fake_result())
+    training.run_training(version.pk)
+    version.refresh_from_db()
+    assert version.status == "failed" and "ran out of memory" in version.failure_reason
+    assert calls == []
+
+
+@pytest.mark.django_db
+def test_reviewed_cells_go_to_training_once_with_their_corrected_type(fake_trainer, isolated_media_root):
+    window = isolated_media_root / "windows" / "c1.png"
+    window.parent.mkdir(parents=True, exist_ok=True)
+    window.write_bytes(b"png")
+    old, new = make_version(), make_version(status=ModelVersion.Status.ACTIVE)
+    sample = Sample.objects.create(accession_number="H3")
+    image = SmearImage.objects.create(sample=sample, image="smears/a.png", original_filename="a.png",
+                                      width=640, height=480, file_size=10, checksum="0" * 64)
+    common = dict(image=image, index=0, x0=1, y0=2, x1=30, y1=40, predicted_type="NEUTROPHIL",
+                  confidence=0.6, binary_call="POLYNUCLEAR", window="windows/c1.png")
+    Cell.objects.create(model_version=old, corrected_type="EOSINOPHIL", cell_type="EOSINOPHIL", **common)
+    Cell.objects.create(model_version=new, corrected_type="EOSINOPHIL", cell_type="EOSINOPHIL", **common)
+    Cell.objects.create(model_version=new, **{**common, "index": 1, "x0": 50, "window": "windows/none.png"},
+                        corrected_type="LYMPHOCYTE", cell_type="LYMPHOCYTE")
+    Cell.objects.create(model_version=new, **{**common, "index": 2, "x0": 90}, cell_type="NEUTROPHIL")
+
+    assert training.reviewed_cell_samples() == [(str(window), "EOSINOPHIL")]
+
+    version = queued_version(include_reviewed_cells=True)
+    calls = fake_trainer(lambda *args: fake_result())
+    training.run_training(version.pk)
+    assert calls[0].extra_samples == [(str(window), "EOSINOPHIL")]

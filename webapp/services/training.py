@@ -1,0 +1,328 @@
+"""Training model versions: starting one from the site, running it in the `train` worker,
+cancelling it, and re-classifying samples with the active version.
+
+The web process imports this module, so TensorFlow and classifier.training are imported only
+inside `run_training`, which runs in a worker or a management command.
+"""
+
+import logging
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from webapp.models import Cell, ModelVersion, Sample, SmearImage
+from webapp.services.model_registry import active_version
+from webapp.services.model_versions import store_training_result
+
+logger = logging.getLogger(__name__)
+
+# Cancellation is polled between batches; a query per poll is cheap, but there is no need to ask
+# the database more than once a second.
+CANCEL_POLL_SECONDS = 1.0
+
+
+class TrainingRefused(ValueError):
+    """A user-facing reason why a training cannot be started or cancelled."""
+
+
+def architecture_names():
+    from classifier.architectures import ARCHITECTURES  # plain Python: no TensorFlow here
+
+    return list(ARCHITECTURES)
+
+
+def default_epochs(architecture):
+    from classifier.architectures import DEFAULT_EPOCHS
+
+    return DEFAULT_EPOCHS.get(architecture, 20)
+
+
+def training_in_progress():
+    return ModelVersion.objects.filter(status=ModelVersion.Status.TRAINING).first()
+
+
+def _lock_training_slot():
+    """Serialise concurrent starts so at most one version is ever in status training.
+
+    PostgreSQL: both requests lock the same row (the oldest version) with SELECT ... FOR UPDATE,
+    so the second waits until the first commits and then sees its new training row. SQLite
+    ignores FOR UPDATE, but the settings open every transaction as BEGIN IMMEDIATE, which takes
+    the database's write lock up front and serialises the same way.
+    """
+    first = ModelVersion.objects.select_for_update().order_by("pk").values_list("pk", flat=True)[:1]
+    list(first)
+    if connection.vendor == "postgresql":
+        # An empty table has no row to lock: an advisory lock for this transaction covers that.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [0x1E0C0])
+
+
+def create_training_version(
+    *,
+    architecture,
+    task,
+    epochs,
+    data_dir,
+    source,
+    user=None,
+    include_reviewed=False,
+    batch_size=None,
+    seed=None,
+    learning_rate=None,
+    max_images_per_class=None,
+    refuse_if_training=True,
+):
+    """A ModelVersion in status training holding the requested settings (not yet enqueued)."""
+    if architecture not in architecture_names():
+        raise TrainingRefused(
+            f"Unknown architecture {architecture!r}; choose one of {', '.join(architecture_names())}."
+        )
+    if task not in ModelVersion.Task.values:
+        raise TrainingRefused(f"Unknown task {task!r}; choose one of {', '.join(ModelVersion.Task.values)}.")
+    if int(epochs) < 1:
+        raise TrainingRefused("Train for at least one epoch.")
+    # What was asked for; store_training_result replaces it with what the run actually used.
+    requested = {"epochs": int(epochs)}
+    for key, value in (
+        ("batch_size", batch_size),
+        ("learning_rate", learning_rate),
+        ("max_images_per_class", max_images_per_class),
+    ):
+        if value is not None:
+            requested[key] = value
+    with transaction.atomic():
+        _lock_training_slot()
+        if refuse_if_training:
+            running = training_in_progress()
+            if running is not None:
+                raise TrainingRefused(
+                    f"Version v{running.pk} is already training; wait for it to finish or cancel it "
+                    "before starting another."
+                )
+        return ModelVersion.objects.create(
+            architecture=architecture,
+            task=task,
+            status=ModelVersion.Status.TRAINING,
+            source=source,
+            dataset_path=str(data_dir or settings.TRAINING_DATA_DIR),
+            include_reviewed_cells=bool(include_reviewed),
+            hyperparameters=requested,
+            seed=seed,
+            progress={"state": "queued", "epoch": 0, "epochs": int(epochs)},
+            created_by=user,
+        )
+
+
+def start_training(user, architecture, epochs, include_reviewed=False, *, task=None, data_dir=None):
+    """Create a version and queue its training on the `train` queue; one training at a time."""
+    from webapp.tasks import train_model_version
+
+    if task is None:
+        current = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+        task = current.task if current else ModelVersion.Task.FOUR_CLASS
+    with transaction.atomic():
+        version = create_training_version(
+            architecture=architecture,
+            task=task,
+            epochs=epochs,
+            data_dir=data_dir,
+            source=ModelVersion.Source.SITE,
+            user=user,
+            include_reviewed=include_reviewed,
+        )
+        version_id = version.pk
+
+        def enqueue():
+            result = train_model_version.delay(version_id)
+            ModelVersion.objects.filter(pk=version_id).update(celery_task_id=result.id or "")
+
+        transaction.on_commit(enqueue)
+    return version
+
+
+def cancel_training(version, user=None):
+    """Stop a training: the version is cancelled at once and the worker stops at its next check.
+
+    Marking it here, rather than waiting for the worker, means a version whose worker died (or was
+    never started) can still be cleared, and the result guard in run_training makes sure a run
+    that finishes anyway never stores a network into it.
+    """
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.status != ModelVersion.Status.TRAINING:
+            raise TrainingRefused(f"Version v{version.pk} is {version.get_status_display().lower()}, "
+                                  "not training.")
+        who = user.get_username() if user is not None else "someone"
+        version.cancel_requested = True
+        version.status = ModelVersion.Status.CANCELLED
+        version.failure_reason = f"Cancelled by {who}."
+        version.finished_at = timezone.now()
+        version.progress = dict(version.progress, state="cancelled")
+        version.save(update_fields=["cancel_requested", "status", "failure_reason", "finished_at",
+                                    "progress"])
+    return version
+
+
+def reviewed_cell_samples():
+    """(context window path, corrected type) for every reviewed cell whose window is on disk.
+
+    A cell classified by several versions is one physical cell: keep it once, with the newest
+    review, so re-classification does not weight it twice.
+    """
+    samples = {}
+    cells = (
+        Cell.objects.exclude(corrected_type="")
+        .exclude(window="")
+        .order_by("reviewed_at", "id")
+        .values_list("image_id", "x0", "y0", "x1", "y1", "window", "corrected_type")
+    )
+    storage = Cell._meta.get_field("window").storage
+    for image_id, x0, y0, x1, y1, window, corrected in cells:
+        path = Path(storage.path(window))
+        if path.is_file():
+            samples[(image_id, x0, y0, x1, y1)] = (str(path), corrected)
+    return list(samples.values())
+
+
+def _update_progress(version_id, **changes):
+    version = ModelVersion.objects.filter(pk=version_id).values_list("progress", flat=True).first()
+    progress = dict(version or {}, **changes, updated_at=timezone.now().isoformat())
+    # update(), not save(): a save would write back a stale cancel_requested over the user's click.
+    ModelVersion.objects.filter(pk=version_id, status=ModelVersion.Status.TRAINING).update(progress=progress)
+    return progress
+
+
+def _finish(version_id, status, reason="", result=None):
+    """Record how a run ended, but only if the version is still training (not cancelled meanwhile)."""
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().filter(pk=version_id).first()
+        if version is None or version.status != ModelVersion.Status.TRAINING:
+            return version
+        if result is not None and version.cancel_requested:
+            status, reason, result = ModelVersion.Status.CANCELLED, "Cancelled.", None
+        state = {ModelVersion.Status.READY: "done"}.get(status, str(status))
+        version.progress = dict(version.progress, state=state, updated_at=timezone.now().isoformat())
+        if result is not None:
+            return store_training_result(version, result)
+        version.status = status
+        version.failure_reason = reason
+        version.finished_at = timezone.now()
+        version.save(update_fields=["status", "failure_reason", "finished_at", "progress"])
+        return version
+
+
+def _failure_reason(exc):
+    from classifier.errors import TrainingDataError
+
+    if isinstance(exc, TrainingDataError):
+        return str(exc)
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
+        return ("Training ran out of memory. Try a smaller batch size or fewer images, or free "
+                "memory on the training machine.")
+    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    name = type(exc).__name__
+    return f"Training stopped with an unexpected error ({name}{': ' + detail if detail else ''})."
+
+
+def run_training(version_id, progress_bar=False):
+    """Train a version in status training and store the result as ready (never activated).
+
+    Idempotent: a version that is not training is left alone. A redelivered task (its worker was
+    killed, e.g. by the kernel's out-of-memory killer, after it had started) finds the progress of
+    the first attempt and marks the version failed instead of looping on the same crash.
+    """
+    version = ModelVersion.objects.filter(pk=version_id).first()
+    if version is None or version.status != ModelVersion.Status.TRAINING:
+        return version
+    if version.progress.get("state") == "running":
+        return _finish(
+            version_id,
+            ModelVersion.Status.FAILED,
+            "The training worker stopped in the middle of this run (often because it ran out of "
+            "memory); start a new training, with fewer images or a smaller batch size if it recurs.",
+        )
+    _update_progress(version_id, state="running", started_at=timezone.now().isoformat())
+
+    from classifier.errors import TrainingCancelled, TrainingDataError
+    from classifier.training import TrainingConfig, train_classifier
+
+    requested = dict(version.hyperparameters)
+    config = {
+        "data_dir": version.dataset_path or str(settings.TRAINING_DATA_DIR),
+        "architecture": version.architecture,
+        "task": version.task,
+        "epochs": requested.get("epochs"),
+    }
+    for key in ("batch_size", "learning_rate", "max_images_per_class"):
+        if requested.get(key) is not None:
+            config[key] = requested[key]
+    if version.seed is not None:
+        config["seed"] = version.seed
+    if version.include_reviewed_cells:
+        config["extra_samples"] = reviewed_cell_samples()
+
+    curve = []
+
+    def on_epoch(report):
+        curve.append({k: report.get(k) for k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")})
+        _update_progress(version_id, state="running", history=list(curve), **report)
+
+    last_poll = [0.0, False]
+
+    def should_stop():
+        now = time.monotonic()
+        if now - last_poll[0] >= CANCEL_POLL_SECONDS:
+            last_poll[0] = now
+            row = ModelVersion.objects.filter(pk=version_id).values_list("status", "cancel_requested").first()
+            last_poll[1] = row is None or row[1] or row[0] != ModelVersion.Status.TRAINING
+        return last_poll[1]
+
+    try:
+        result = train_classifier(
+            TrainingConfig(**config), on_epoch=on_epoch, should_stop=should_stop, progress_bar=progress_bar
+        )
+    except TrainingCancelled:
+        return _finish(version_id, ModelVersion.Status.CANCELLED, "Cancelled.")
+    except KeyboardInterrupt:
+        _finish(version_id, ModelVersion.Status.CANCELLED, "Interrupted at the terminal (Ctrl-C).")
+        raise
+    except Exception as exc:  # every failure, MemoryError included, must end as a readable reason
+        if isinstance(exc, TrainingDataError):
+            logger.info("Training of model version v%s refused its data: %s", version_id, exc)
+        else:
+            logger.exception("Training of model version v%s failed", version_id)
+        return _finish(version_id, ModelVersion.Status.FAILED, _failure_reason(exc))
+    try:
+        return _finish(version_id, ModelVersion.Status.READY, result=result)
+    except Exception as exc:  # e.g. the database refused a very large network
+        logger.exception("Storing model version v%s failed", version_id)
+        return _finish(version_id, ModelVersion.Status.FAILED, _failure_reason(exc))
+
+
+def reclassify(samples=None, user=None):
+    """Queue every image of the given samples (None: all samples) for the active version.
+
+    Earlier cells are kept: each version's cells stay in the history beside the new ones.
+    Returns (active version, number of images queued).
+    """
+    from webapp.tasks import classify_image
+
+    version = active_version()
+    images = SmearImage.objects.all()
+    if samples is not None:
+        if isinstance(samples, Sample):
+            samples = [samples]
+        images = images.filter(sample__in=list(samples))
+    image_ids = list(images.values_list("id", flat=True))
+    with transaction.atomic():
+        SmearImage.objects.filter(id__in=image_ids).update(status=SmearImage.Status.QUEUED, error="")
+        for image_id in image_ids:
+            transaction.on_commit(
+                lambda image_id=image_id: classify_image.delay(image_id, model_version_id=version.pk)
+            )
+    logger.info("%s queued %d image(s) for re-classification with v%s",
+                user.get_username() if user else "system", len(image_ids), version.pk)
+    return version, len(image_ids)
