@@ -1,3 +1,26 @@
 """Routes of the lab workflow: samples, uploads, cells, history, export and the read-only API."""
 
-urlpatterns = []
+from django.urls import path
+
+from webapp.views import api, lab
+
+app_name = "lab"
+
+urlpatterns = [
+    path("samples/", lab.sample_list, name="sample-list"),
+    path("samples/new/", lab.upload, name="upload"),
+    path("samples/<int:pk>/", lab.sample_detail, name="sample-detail"),
+    path("samples/<int:pk>/results/", lab.sample_results, name="sample-results"),
+    path("samples/<int:pk>/status/", lab.sample_status, name="sample-status"),
+    path("samples/<int:pk>/images/", lab.sample_add_images, name="sample-add-images"),
+    path("samples/<int:pk>/export.csv", lab.sample_export_csv, name="sample-export"),
+    path("samples/<int:pk>/delete/", lab.sample_delete, name="sample-delete"),
+    path("images/<int:pk>/retry/", lab.image_retry, name="image-retry"),
+    path("cells/<int:pk>/", lab.cell_detail, name="cell-detail"),
+    path("cells/<int:pk>/review/", lab.cell_review, name="cell-review"),
+    path("history/", lab.history, name="history"),
+    path("api/samples/", api.sample_list, name="api-samples"),
+    path("api/samples/<int:pk>/", api.sample_detail, name="api-sample"),
+    path("api/cells/", api.cell_list, name="api-cells"),
+    path("api/cells/<int:pk>/", api.cell_detail, name="api-cell"),
+]

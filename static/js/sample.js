@@ -1,0 +1,141 @@
+// Sample page: live progress while the worker classifies, one-click review with keyboard shortcuts.
+// The results part is server-rendered; this script swaps in a fresh copy when something changed.
+(function () {
+  "use strict";
+  var progress = document.getElementById("progress");
+  var results = document.getElementById("results");
+  if (!progress || !results) return;
+  var statusUrl = progress.dataset.statusUrl;
+  var resultsUrl = progress.dataset.resultsUrl;
+  var finished = parseInt(progress.dataset.finished, 10) || 0;
+  var selected = null; // data-cell id of the selected cell
+  var POLL_MS = 1500;
+
+  function refreshResults() {
+    return fetch(resultsUrl, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (response) { if (!response.ok) throw new Error(response.status); return response.text(); })
+      .then(function (html) {
+        results.innerHTML = html;
+        if (selected) select(selected, false);
+      });
+  }
+
+  function setProgress(data) {
+    var bar = progress.querySelector(".progress");
+    bar.querySelector("span").style.width = data.percent + "%";
+    bar.setAttribute("aria-valuenow", data.percent);
+    bar.classList.toggle("complete", data.complete);
+    var text = document.getElementById("progress-text");
+    var failed = (data.counts && data.counts.failed) || 0;
+    if (data.complete) {
+      text.textContent = "All " + data.total + " photograph" + (data.total === 1 ? "" : "s") + " classified" +
+        (failed ? " (" + failed + " failed)" : "");
+    } else {
+      text.innerHTML = '<span class="spinner"></span>';
+      text.appendChild(document.createTextNode(data.finished + " of " + data.total + " photographs classified"));
+    }
+    data.images.forEach(function (image) {
+      var card = document.getElementById("image-" + image.id);
+      if (!card || card.dataset.status === image.status) return;
+      var badge = card.querySelector("[data-role=status]");
+      if (badge && (image.status === "processing" || image.status === "queued")) {
+        badge.className = "badge " + image.status;
+        badge.textContent = image.status === "processing" ? "Processing" : "Queued";
+        card.dataset.status = image.status;
+        var state = card.querySelector(".image-state");
+        if (state && image.status === "processing") state.lastChild.textContent = "Classifying…";
+      }
+    });
+  }
+
+  function poll() {
+    fetch(statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) { if (!response.ok) throw new Error(response.status); return response.json(); })
+      .then(function (data) {
+        setProgress(data);
+        var changed = data.finished !== finished;
+        finished = data.finished;
+        var next = changed ? refreshResults() : Promise.resolve();
+        return next.then(function () {
+          progress.dataset.complete = data.complete ? "1" : "0";
+          if (!data.complete) window.setTimeout(poll, POLL_MS);
+        });
+      })
+      .catch(function () { window.setTimeout(poll, POLL_MS * 3); });
+  }
+
+  function rows() { return Array.prototype.slice.call(results.querySelectorAll("tr.cellrow")); }
+
+  function select(cellId, scroll) {
+    selected = cellId;
+    results.querySelectorAll(".selected").forEach(function (el) { el.classList.remove("selected"); });
+    results.querySelectorAll('[data-cell="' + cellId + '"]').forEach(function (el) { el.classList.add("selected"); });
+    var row = results.querySelector('tr.cellrow[data-cell="' + cellId + '"]');
+    if (row && scroll) {
+      row.focus({ preventScroll: true });
+      row.scrollIntoView({ block: "nearest", behavior: "smooth" });
+    }
+  }
+
+  function move(step) {
+    var all = rows();
+    if (!all.length) return;
+    var index = all.findIndex(function (row) { return row.dataset.cell === selected; });
+    index = index < 0 ? 0 : Math.min(all.length - 1, Math.max(0, index + step));
+    select(all[index].dataset.cell, true);
+  }
+
+  function submitReview(form, type) {
+    var body = new FormData(form);
+    body.set("cell_type", type);
+    form.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+    return fetch(form.action, {
+      method: "POST", body: body, credentials: "same-origin",
+      headers: { Accept: "application/json", "X-CSRFToken": body.get("csrfmiddlewaretoken") },
+    })
+      .then(function (response) {
+        return response.json().then(function (data) {
+          if (!response.ok) throw new Error(data.error || "The review was not saved.");
+          return data;
+        });
+      })
+      .then(refreshResults)
+      .catch(function (error) {
+        window.alert(error.message);
+        form.querySelectorAll("button").forEach(function (b) { b.disabled = false; });
+      });
+  }
+
+  results.addEventListener("click", function (event) {
+    var button = event.target.closest("button[name=cell_type]");
+    if (button) {
+      event.preventDefault();
+      var form = button.closest("form");
+      select(form.closest("tr").dataset.cell, false);
+      submitReview(form, button.value);
+      return;
+    }
+    if (event.target.closest("a, form")) return;
+    var target = event.target.closest("[data-cell]");
+    if (target) select(target.dataset.cell, true);
+  });
+
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.target.closest("input, textarea, select")) return;
+    var key = event.key;
+    if (key === "j" || key === "ArrowDown") { event.preventDefault(); move(1); return; }
+    if (key === "k" || key === "ArrowUp") { event.preventDefault(); move(-1); return; }
+    if (!selected) return;
+    var row = results.querySelector('tr.cellrow[data-cell="' + selected + '"]');
+    if (!row) return;
+    if (key === "Enter") { window.location.href = row.dataset.href; return; }
+    var button = row.querySelector('button[data-key="' + key.toUpperCase() + '"]');
+    if (button && key.length === 1) { event.preventDefault(); submitReview(button.closest("form"), button.value); }
+  });
+
+  var addInput = document.getElementById("add-images-input");
+  if (addInput) addInput.addEventListener("change", function () { if (addInput.files.length) addInput.form.submit(); });
+
+  if (progress.dataset.complete !== "1") window.setTimeout(poll, POLL_MS);
+})();

@@ -1,0 +1,73 @@
+// Drop zone for the upload form: photographs dropped or picked accumulate in the file input, so the
+// form still posts as plain multipart (and works without this script).
+(function () {
+  "use strict";
+  var form = document.getElementById("upload-form");
+  if (!form) return;
+  var zone = document.getElementById("dropzone");
+  var input = zone.querySelector("input[type=file]");
+  var list = document.getElementById("filelist");
+  var button = document.getElementById("upload-button");
+  var chosen = [];
+
+  function sizeText(bytes) {
+    if (bytes >= 1048576) return (bytes / 1048576).toFixed(1) + " MB";
+    return Math.max(1, Math.round(bytes / 1024)) + " kB";
+  }
+
+  function sync() {
+    var transfer = new DataTransfer();
+    chosen.forEach(function (file) { transfer.items.add(file); });
+    input.files = transfer.files;
+    list.textContent = "";
+    chosen.forEach(function (file, index) {
+      var item = document.createElement("li");
+      var name = document.createElement("span");
+      name.textContent = file.name;
+      var right = document.createElement("span");
+      right.className = "size";
+      right.textContent = sizeText(file.size) + " ";
+      var remove = document.createElement("button");
+      remove.type = "button";
+      remove.textContent = "Remove";
+      remove.setAttribute("aria-label", "Remove " + file.name);
+      remove.addEventListener("click", function () { chosen.splice(index, 1); sync(); });
+      right.appendChild(remove);
+      item.appendChild(name);
+      item.appendChild(right);
+      list.appendChild(item);
+    });
+    button.textContent = chosen.length
+      ? "Upload " + chosen.length + " photograph" + (chosen.length === 1 ? "" : "s") + " and classify"
+      : "Upload and classify";
+  }
+
+  function add(files) {
+    Array.prototype.forEach.call(files, function (file) {
+      var duplicate = chosen.some(function (c) {
+        return c.name === file.name && c.size === file.size && c.lastModified === file.lastModified;
+      });
+      if (!duplicate) chosen.push(file);
+    });
+    sync();
+  }
+
+  input.addEventListener("change", function () { add(input.files); });
+  zone.addEventListener("click", function (event) { if (event.target !== input) input.click(); });
+  zone.addEventListener("keydown", function (event) {
+    if (event.key === "Enter" || event.key === " ") { event.preventDefault(); input.click(); }
+  });
+  ["dragenter", "dragover"].forEach(function (type) {
+    zone.addEventListener(type, function (event) { event.preventDefault(); zone.classList.add("over"); });
+  });
+  ["dragleave", "drop"].forEach(function (type) {
+    zone.addEventListener(type, function (event) { event.preventDefault(); zone.classList.remove("over"); });
+  });
+  zone.addEventListener("drop", function (event) {
+    if (event.dataTransfer && event.dataTransfer.files) add(event.dataTransfer.files);
+  });
+  form.addEventListener("submit", function () {
+    button.disabled = true;
+    button.textContent = "Uploading…";
+  });
+})();

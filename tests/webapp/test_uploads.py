@@ -1,0 +1,289 @@
+"""Uploads: every kind of bad input gets a clear reason and leaves nothing stored; good files go on."""
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from PIL import Image
+
+from webapp.models import Sample, SmearImage
+from webapp.services import uploads
+from webapp.services.uploads import ImageRejected, check_image, create_sample_with_images
+
+
+def smear_array(width=120, height=90, seed=0):
+    """A colourful stand-in for a smear photograph: pink field, one purple blob."""
+    rng = np.random.default_rng(seed)
+    rgb = np.empty((height, width, 3), np.uint8)
+    rgb[...] = (230, 190, 200)
+    rgb[height // 3 : height // 2, width // 3 : width // 2] = (110, 60, 160)
+    noise = rng.integers(0, 12, size=rgb.shape, dtype=np.uint8)
+    return rgb - noise
+
+
+def encoded(image, fmt, **params):
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def upload(name, data, content_type="application/octet-stream"):
+    return SimpleUploadedFile(name, data, content_type=content_type)
+
+
+def jpeg_bytes(**kwargs):
+    return encoded(Image.fromarray(smear_array(**kwargs)), "JPEG", quality=90)
+
+
+def png_chunk(kind, payload):
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def png_with_claimed_size(width, height):
+    """A tiny PNG file whose header claims an enormous image: a decompression bomb's first bytes."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    row = b"\x00" + b"\x00" * 3 * 4
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+            + png_chunk(b"IDAT", zlib.compress(row * 4)) + png_chunk(b"IEND", b""))
+
+
+def rejection(data, name="file.jpg"):
+    with pytest.raises(ImageRejected) as caught:
+        check_image(upload(name, data))
+    return str(caught.value)
+
+
+@pytest.fixture
+def queued(monkeypatch):
+    """Image ids that would have gone to the classify queue (no broker in these tests)."""
+    ids = []
+    monkeypatch.setattr(uploads, "_enqueue_classification", ids.append)
+    return ids
+
+
+# --- one file at a time -------------------------------------------------------------------------
+
+def test_plain_rgb_jpeg_is_kept_byte_for_byte():
+    data = jpeg_bytes()
+    checked = check_image(upload("a.jpeg", data))
+    assert checked.content == data
+    assert checked.extension == ".jpg"
+    assert (checked.width, checked.height) == (120, 90)
+    assert checked.conversion_note == ""
+
+
+def test_text_file_named_like_a_photograph_is_refused_by_content():
+    assert "not an image" in rejection(b"accession,cells\nH1,12\n" * 20, "smear.jpg")
+
+
+def test_empty_file_is_refused():
+    assert "empty" in rejection(b"")
+
+
+def test_truncated_jpeg_is_refused():
+    data = jpeg_bytes(width=400, height=300)
+    assert "damaged or truncated" in rejection(data[: len(data) // 2])
+
+
+def test_corrupt_png_data_is_refused():
+    data = bytearray(encoded(Image.fromarray(smear_array()), "PNG"))
+    middle = len(data) // 2
+    data[middle : middle + 40] = b"\xff" * 40  # inside IDAT: the CRC and the deflate stream break
+    assert "damaged" in rejection(bytes(data), "x.png")
+
+
+def test_file_over_the_byte_limit_is_refused(settings):
+    settings.MAX_UPLOAD_BYTES = 1000
+    message = rejection(jpeg_bytes(width=300, height=300))
+    assert "limit" in message
+
+
+def test_image_over_the_pixel_limit_is_refused_before_decoding(settings):
+    settings.MAX_IMAGE_PIXELS = 10_000
+    assert "more than" in rejection(jpeg_bytes(width=200, height=100))
+
+
+def test_decompression_bomb_header_is_refused_without_allocating():
+    # 60000 x 60000 pixels would need 10 GB decoded; the header alone must stop it.
+    message = rejection(png_with_claimed_size(60_000, 60_000), "bomb.png")
+    assert "pixels" in message
+
+
+def test_greyscale_is_refused_with_the_clinical_reason():
+    grey = Image.fromarray(smear_array()).convert("L")
+    assert "greyscale" in rejection(encoded(grey, "PNG"), "grey.png")
+
+
+def test_sixteen_bit_greyscale_is_refused():
+    grey16 = Image.fromarray((np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16))
+    assert "greyscale" in rejection(encoded(grey16, "PNG"), "g16.png")
+
+
+def test_sixteen_bit_rgb_is_reduced_to_eight_bit(tmp_path):
+    import cv2
+
+    rgb16 = smear_array().astype(np.uint16) * 257
+    path = tmp_path / "rgb16.png"
+    cv2.imwrite(str(path), rgb16[..., ::-1])
+    checked = check_image(upload("rgb16.png", path.read_bytes()))
+    assert "16-bit" in checked.conversion_note
+    stored = Image.open(io.BytesIO(checked.content))
+    assert stored.mode == "RGB" and stored.format == "PNG"
+
+
+def test_rgba_is_flattened_to_rgb():
+    rgba = Image.fromarray(smear_array()).convert("RGBA")
+    checked = check_image(upload("alpha.png", encoded(rgba, "PNG")))
+    assert "transparency" in checked.conversion_note
+    assert Image.open(io.BytesIO(checked.content)).mode == "RGB"
+
+
+def test_cmyk_jpeg_is_converted_to_rgb():
+    cmyk = Image.fromarray(smear_array()).convert("CMYK")
+    checked = check_image(upload("print.jpg", encoded(cmyk, "JPEG")))
+    assert "CMYK" in checked.conversion_note
+    assert Image.open(io.BytesIO(checked.content)).mode == "RGB"
+
+
+def test_palette_image_is_expanded_to_rgb():
+    palette = Image.fromarray(smear_array()).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    checked = check_image(upload("pal.png", encoded(palette, "PNG")))
+    assert "palette" in checked.conversion_note
+    assert Image.open(io.BytesIO(checked.content)).mode == "RGB"
+
+
+def test_exif_rotated_photograph_is_stored_upright():
+    image = Image.fromarray(smear_array(width=120, height=90))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    checked = check_image(upload("phone.jpg", encoded(image, "JPEG", exif=exif)))
+    assert (checked.width, checked.height) == (90, 120)
+    assert "EXIF" in checked.conversion_note
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_one_bad_file_does_not_sink_the_batch(queued, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        result = create_sample_with_images(
+            "H26-0001", "", [upload("good.jpg", jpeg_bytes()), upload("bad.jpg", b"nope"),
+                             upload("good2.jpg", jpeg_bytes(seed=3))],
+        )
+    assert [item.name for item in result.rejected] == ["bad.jpg"]
+    assert len(result.stored) == 2
+    images = list(result.sample.images.all())
+    assert [image.original_filename for image in images] == ["good.jpg", "good2.jpg"]
+    assert all(Path(image.image.path).is_file() for image in images)
+    assert all(image.status == SmearImage.Status.QUEUED and len(image.checksum) == 64 for image in images)
+    assert queued == [image.pk for image in images]
+
+
+@pytest.mark.django_db
+def test_nothing_is_stored_when_every_file_is_bad(queued, isolated_media_root):
+    before = {p for p in Path(isolated_media_root).rglob("*") if p.is_file()}
+    result = create_sample_with_images("H26-0002", "", [upload("a.jpg", b""), upload("b.png", b"GIF89a")])
+    assert result.sample is None and len(result.rejected) == 2
+    assert not Sample.objects.exists()
+    assert {p for p in Path(isolated_media_root).rglob("*") if p.is_file()} == before
+    assert queued == []
+
+
+@pytest.mark.django_db
+def test_a_failed_database_write_removes_the_files_already_written(queued, monkeypatch, isolated_media_root):
+    before = {p for p in Path(isolated_media_root).rglob("*") if p.is_file()}
+    original_save = SmearImage.save
+    calls = []
+
+    def failing_save(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("database went away")
+        return original_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(SmearImage, "save", failing_save)
+    with pytest.raises(RuntimeError):
+        create_sample_with_images("H26-0003", "", [upload("a.jpg", jpeg_bytes()), upload("b.jpg", jpeg_bytes())])
+    assert not Sample.objects.exists()
+    assert {p for p in Path(isolated_media_root).rglob("*") if p.is_file()} == before
+
+
+# --- the page -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def tech(client, django_user_model):
+    user = django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
+    client.force_login(user)
+    return user
+
+
+@pytest.mark.django_db
+def test_upload_page_renders_the_drop_zone(client, tech):
+    response = client.get(reverse("lab:upload"))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert 'id="dropzone"' in body and "multiple" in body and "upload.js" in body
+    assert "patient" in body.lower()  # the warning not to enter patient details
+
+
+@pytest.mark.django_db
+def test_upload_page_stores_good_files_and_lists_rejected_ones(client, tech, queued,
+                                                               django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("lab:upload"), {
+            "accession_number": "H26-0100",
+            "note": "Wright-Giemsa",
+            "images": [upload("smear.jpg", jpeg_bytes()), upload("notes.jpg", b"hello"), upload("e.png", b"")],
+        }, follow=True)
+    assert response.status_code == 200
+    sample = Sample.objects.get()
+    assert sample.created_by == tech and sample.note == "Wright-Giemsa"
+    assert response.redirect_chain[-1][0] == reverse("lab:sample-detail", args=[sample.pk])
+    body = response.content.decode()
+    assert "notes.jpg was not stored" in body and "not an image" in body
+    assert "e.png was not stored" in body and "empty" in body
+    assert queued == [sample.images.get().pk]
+
+
+@pytest.mark.django_db
+def test_upload_page_with_only_bad_files_stores_nothing_and_says_why(client, tech, queued):
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": "H26-0101", "images": [upload("x.jpg", b"\xff\xd8\xff\xe0garbage")],
+    })
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "nothing was saved" in body and "x.jpg" in body
+    assert not Sample.objects.exists()
+    assert "Traceback" not in body
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("accession", ["", "Doe, John <script>"])
+def test_upload_form_requires_a_plain_accession_number(client, tech, queued, accession):
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": accession, "images": [upload("s.jpg", jpeg_bytes())],
+    })
+    assert response.status_code == 400
+    assert not Sample.objects.exists()
+
+
+@pytest.mark.django_db
+def test_upload_without_files_asks_for_one(client, tech):
+    response = client.post(reverse("lab:upload"), {"accession_number": "H1"})
+    assert response.status_code == 400
+    assert "at least one" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_upload_needs_csrf(tech, django_user_model):
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(tech)
+    response = strict.post(reverse("lab:upload"), {"accession_number": "H1", "images": [upload("s.jpg", b"x")]})
+    assert response.status_code == 403

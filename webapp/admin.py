@@ -1,0 +1,78 @@
+"""Admin for the lab's records. What the network produced is shown read-only: a correction goes
+through the review page, so it is recorded in CellReview like any other."""
+
+from django.contrib import admin
+
+from webapp.models import Cell, CellReview, Sample, SmearImage
+
+
+class SmearImageInline(admin.TabularInline):
+    model = SmearImage
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ("original_filename", "width", "height", "status", "model_version", "processed_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Sample)
+class SampleAdmin(admin.ModelAdmin):
+    list_display = ("accession_number", "created_at", "created_by", "image_count")
+    search_fields = ("accession_number",)
+    date_hierarchy = "created_at"
+    readonly_fields = ("created_by", "created_at")
+    inlines = [SmearImageInline]
+    list_select_related = ("created_by",)
+
+    @admin.display(description="photographs")
+    def image_count(self, sample):
+        return sample.images.count()
+
+
+@admin.register(SmearImage)
+class SmearImageAdmin(admin.ModelAdmin):
+    list_display = ("id", "sample", "original_filename", "status", "model_version", "width", "height",
+                    "processed_at")
+    list_filter = ("status",)
+    search_fields = ("sample__accession_number", "original_filename", "checksum")
+    list_select_related = ("sample",)
+    readonly_fields = ("sample", "image", "original_filename", "width", "height", "file_size", "checksum",
+                       "conversion_note", "quality", "quality_warnings", "status", "error", "model_version",
+                       "created_at", "processed_at")
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Cell)
+class CellAdmin(admin.ModelAdmin):
+    list_display = ("id", "image", "index", "cell_type", "predicted_type", "confidence", "needs_review",
+                    "corrected_type", "model_version", "created_at")
+    list_filter = ("cell_type", "needs_review")
+    search_fields = ("image__sample__accession_number",)
+    list_select_related = ("image__sample", "model_version")
+    readonly_fields = [field.name for field in Cell._meta.fields]
+    show_full_result_count = False  # COUNT(*) over every cell on each page load is slow
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("model_version__model_bytes")
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(CellReview)
+class CellReviewAdmin(admin.ModelAdmin):
+    list_display = ("id", "cell", "from_type", "to_type", "reviewed_by", "reviewed_at")
+    list_filter = ("to_type",)
+    list_select_related = ("reviewed_by",)
+    readonly_fields = ("cell", "from_type", "to_type", "reviewed_by", "reviewed_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

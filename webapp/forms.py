@@ -1,0 +1,116 @@
+"""Forms of the lab workflow: the upload of a sample, the history filters, a cell review."""
+
+from django import forms
+from django.conf import settings
+from django.core.validators import RegexValidator
+
+from webapp.models import ModelVersion
+from webapp.selectors import HistoryFilters, known_cell_types
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleImageField(forms.FileField):
+    """Many files under one name; each is judged later, by content, in services.uploads."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*", "multiple": True}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        files = data if isinstance(data, list | tuple) else ([data] if data else [])
+        if not files:
+            raise forms.ValidationError("Choose at least one smear photograph.", code="required")
+        if len(files) > settings.MAX_FILES_PER_UPLOAD:
+            raise forms.ValidationError(
+                f"At most {settings.MAX_FILES_PER_UPLOAD} photographs per upload; split the batch."
+            )
+        return list(files)
+
+
+class SampleUploadForm(forms.Form):
+    accession_number = forms.CharField(
+        max_length=64,
+        label="Accession number",
+        help_text="The laboratory's specimen number. Never a patient's name.",
+        validators=[
+            RegexValidator(
+                r"^[A-Za-z0-9][A-Za-z0-9 ._/\-]*$",
+                "Use letters, digits, spaces and . _ / - only, as on the specimen label.",
+            )
+        ],
+        widget=forms.TextInput(
+            attrs={"autocomplete": "off", "autofocus": True, "placeholder": "e.g. H26-004512"}
+        ),
+    )
+    note = forms.CharField(
+        required=False,
+        max_length=2000,
+        help_text="Optional, e.g. stain or microscope. Do not enter patient-identifying details.",
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+    images = MultipleImageField(label="Smear photographs")
+
+
+def _type_choices():
+    return [("", "Any type")] + [(name, name.title()) for name in known_cell_types()]
+
+
+class HistoryFilterForm(forms.Form):
+    YES_NO = [("", "Any"), ("yes", "Yes"), ("no", "No")]
+
+    cell_type = forms.ChoiceField(required=False, label="Type")
+    confidence_min = forms.IntegerField(required=False, min_value=0, max_value=100, label="Confidence from %")
+    confidence_max = forms.IntegerField(required=False, min_value=0, max_value=100, label="to %")
+    reviewed = forms.ChoiceField(required=False, choices=YES_NO)
+    needs_review = forms.ChoiceField(required=False, choices=YES_NO, label="Flagged for review")
+    accession = forms.CharField(required=False, max_length=64, label="Accession number")
+    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    model_version = forms.ModelChoiceField(
+        required=False,
+        queryset=ModelVersion.objects.only("id", "architecture", "task", "status"),
+        empty_label="Any version",
+        label="Model version",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["cell_type"].choices = _type_choices()
+
+    def clean(self):
+        data = super().clean()
+        low, high = data.get("confidence_min"), data.get("confidence_max")
+        if low is not None and high is not None and low > high:
+            self.add_error("confidence_max", "The upper bound is below the lower one.")
+        start, end = data.get("date_from"), data.get("date_to")
+        if start and end and start > end:
+            self.add_error("date_to", "The end date is before the start date.")
+        return data
+
+    def filters(self):
+        """HistoryFilters from the valid fields; an invalid form filters on nothing it got wrong."""
+        if self.is_valid():
+            data = self.cleaned_data
+        else:
+            cleaned = getattr(self, "cleaned_data", {})
+            data = {name: value for name, value in cleaned.items() if name not in self.errors}
+        version = data.get("model_version")
+        low, high = data.get("confidence_min"), data.get("confidence_max")
+        return HistoryFilters(
+            cell_type=data.get("cell_type") or "",
+            confidence_min=low / 100 if low is not None else None,
+            confidence_max=high / 100 if high is not None else None,
+            reviewed=data.get("reviewed") or "",
+            needs_review=data.get("needs_review") or "",
+            accession=data.get("accession") or "",
+            date_from=data.get("date_from"),
+            date_to=data.get("date_to"),
+            model_version=version.pk if version else None,
+        )
+
+
+class ReviewForm(forms.Form):
+    cell_type = forms.CharField(max_length=32)

@@ -1,0 +1,213 @@
+"""Queries that read the lab's records: samples and their progress, the leukocyte formula, cell history.
+
+Each image is counted with the model version that last classified it (SmearImage.model_version):
+older versions' cells stay in the history but never enter a sample's formula twice.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, time
+
+from django.core.paginator import Paginator
+from django.db.models import Count, F, Q
+from django.utils import timezone
+from django.utils.functional import cached_property
+
+from classifier.labels import BINARY_CLASSES, BINARY_GROUP, FOUR_CLASSES
+from webapp.models import Cell, ModelVersion, Sample, SmearImage
+
+CELL_FIELDS = (
+    "id", "index", "x0", "y0", "x1", "y1", "crop", "predicted_type", "confidence", "binary_call",
+    "needs_review", "corrected_type", "cell_type", "created_at", "model_version", "image",
+)
+HISTORY_FIELDS = (*CELL_FIELDS, "image__sample", "image__original_filename",
+                  "image__sample__accession_number")
+# Past this many matches the history says "more than N" instead of counting them all.
+HISTORY_COUNT_CAP = 10_000
+
+
+def type_order(name):
+    return (FOUR_CLASSES.index(name), name) if name in FOUR_CLASSES else (len(FOUR_CLASSES), name)
+
+
+def known_cell_types():
+    """Every type any stored model can call, in the lab's usual order."""
+    names = set(FOUR_CLASSES)
+    for class_names in ModelVersion.objects.values_list("class_names", flat=True):
+        names.update(class_names or [])
+    return sorted(names, key=type_order)
+
+
+def samples_with_progress():
+    done = Count("images", filter=Q(images__status=SmearImage.Status.DONE))
+    failed = Count("images", filter=Q(images__status=SmearImage.Status.FAILED))
+    return Sample.objects.annotate(image_count=Count("images"), done_count=done, failed_count=failed)
+
+
+@dataclass
+class SampleProgress:
+    total: int
+    counts: dict
+
+    @property
+    def finished(self):
+        return self.counts.get("done", 0) + self.counts.get("failed", 0)
+
+    @property
+    def percent(self):
+        return round(100 * self.finished / self.total) if self.total else 100
+
+    @property
+    def complete(self):
+        return self.finished >= self.total
+
+
+def sample_progress(sample):
+    counts = dict(sample.images.values_list("status").annotate(n=Count("id")).order_by())
+    return SampleProgress(total=sum(counts.values()), counts=counts)
+
+
+def current_cells(sample=None, image=None):
+    """Cells as the latest model version that classified each image called them."""
+    cells = Cell.objects.filter(model_version_id=F("image__model_version_id"))
+    if sample is not None:
+        cells = cells.filter(image__sample=sample)
+    if image is not None:
+        cells = cells.filter(image=image)
+    return cells
+
+
+def sample_images_with_cells(sample):
+    """The sample's images, each with `.current` = its current cells in detection order."""
+    images = list(sample.images.all())
+    cells = current_cells(sample).only(*CELL_FIELDS, "probabilities").order_by("image_id", "index")
+    by_image = {}
+    for cell in cells:
+        by_image.setdefault(cell.image_id, []).append(cell)
+    for image in images:
+        image.current = by_image.get(image.pk, [])
+        for cell in image.current:
+            cell.image = image  # no query per cell for its image
+    return images
+
+
+@dataclass
+class FormulaRow:
+    name: str
+    count: int
+    percent: float
+
+
+@dataclass
+class LeukocyteFormula:
+    total: int = 0
+    rows: list = field(default_factory=list)
+    groups: list = field(default_factory=list)  # mononuclear / polynuclear
+    reviewed: int = 0
+    awaiting_review: int = 0
+
+    def as_dict(self):
+        return {
+            "total": self.total,
+            "reviewed": self.reviewed,
+            "awaiting_review": self.awaiting_review,
+            "types": {row.name: {"count": row.count, "percent": row.percent} for row in self.rows},
+            "groups": {row.name: {"count": row.count, "percent": row.percent} for row in self.groups},
+        }
+
+
+def _percent(count, total):
+    return round(100.0 * count / total, 1) if total else 0.0
+
+
+def leukocyte_formula(sample):
+    """Count and percentage of each leukocyte type in a sample, reviewers' labels first.
+
+    `cell_type` already holds the reviewed label where a technologist corrected the network.
+    """
+    per_type = dict(
+        current_cells(sample).values_list("cell_type").annotate(n=Count("id")).order_by()
+    )
+    flags = current_cells(sample).aggregate(
+        reviewed=Count("id", filter=~Q(corrected_type="")),
+        awaiting=Count("id", filter=Q(needs_review=True, corrected_type="")),
+    )
+    total = sum(per_type.values())
+    # A four-type formula lists every type, zeros included, as a lab report does.
+    binary_only = bool(per_type) and set(per_type) <= set(BINARY_CLASSES)
+    names = sorted(set(per_type) | (set() if binary_only else set(FOUR_CLASSES)), key=type_order)
+    rows = [FormulaRow(name, per_type.get(name, 0), _percent(per_type.get(name, 0), total)) for name in names]
+    grouped = dict.fromkeys(BINARY_CLASSES, 0)
+    for name, count in per_type.items():
+        group = BINARY_GROUP.get(name, name if name in BINARY_CLASSES else None)
+        if group:
+            grouped[group] += count
+    groups = [FormulaRow(name, count, _percent(count, total)) for name, count in grouped.items()]
+    return LeukocyteFormula(total, rows, groups, flags["reviewed"], flags["awaiting"])
+
+
+@dataclass
+class HistoryFilters:
+    cell_type: str = ""
+    confidence_min: float | None = None  # 0..1
+    confidence_max: float | None = None
+    reviewed: str = ""  # "yes" / "no" / ""
+    needs_review: str = ""
+    accession: str = ""
+    date_from: object = None
+    date_to: object = None
+    model_version: int | None = None
+
+
+def _day_start(day):
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def cell_history(filters=None):
+    """Every classified cell, newest first, narrowed by the filters."""
+    filters = filters or HistoryFilters()
+    cells = Cell.objects.select_related("image__sample").only(*HISTORY_FIELDS)
+    if filters.cell_type:
+        cells = cells.filter(cell_type=filters.cell_type)
+    if filters.confidence_min is not None:
+        cells = cells.filter(confidence__gte=filters.confidence_min)
+    if filters.confidence_max is not None:
+        cells = cells.filter(confidence__lte=filters.confidence_max)
+    if filters.reviewed == "yes":
+        cells = cells.exclude(corrected_type="")
+    elif filters.reviewed == "no":
+        cells = cells.filter(corrected_type="")
+    if filters.needs_review == "yes":
+        cells = cells.filter(needs_review=True)
+    elif filters.needs_review == "no":
+        cells = cells.filter(needs_review=False)
+    if filters.accession:
+        cells = cells.filter(image__sample__accession_number=filters.accession.strip())
+    if filters.date_from:
+        cells = cells.filter(created_at__gte=_day_start(filters.date_from))
+    if filters.date_to:
+        cells = cells.filter(created_at__lt=_day_start(filters.date_to) + timezone.timedelta(days=1))
+    if filters.model_version:
+        cells = cells.filter(model_version_id=filters.model_version)
+    return cells.order_by("-created_at", "-id")
+
+
+class CappedPaginator(Paginator):
+    """A Paginator that stops counting at a cap: COUNT(*) over 100,000 filtered rows costs more than
+    the page itself, and nobody pages to the 2,000th page of a history."""
+
+    def __init__(self, object_list, per_page, cap=HISTORY_COUNT_CAP, **kwargs):
+        super().__init__(object_list, per_page, **kwargs)
+        self.cap = cap
+
+    @cached_property
+    def count(self):
+        return self.object_list[: self.cap + 1].count()
+
+    @property
+    def capped(self):
+        return self.count > self.cap
+
+
+def history_page(filters, page_number, per_page=48):
+    return CappedPaginator(cell_history(filters), per_page).get_page(page_number)
+

@@ -1,0 +1,233 @@
+"""Classifying a stored smear photograph in the worker: find the leukocytes, call the network on all of
+them at once, and store each cell with its crop, context window and Grad-CAM picture.
+
+Runs only inside a Celery worker (TensorFlow is loaded there by model_registry). Re-running for the
+same image and model version updates that version's cells in place, keyed by (image, version,
+index), so a retried task never duplicates cells and never drops a technologist's review.
+"""
+
+import io
+import logging
+import time
+
+import cv2
+import numpy as np
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+from PIL import Image
+
+from classifier.labels import BINARY_GROUP
+from webapp.models import Cell, ModelVersion, SmearImage
+from webapp.services.model_registry import NoActiveModel, active_version, load_classifier
+
+logger = logging.getLogger(__name__)
+
+# Room around the detector's box in the thumbnail, so the cell's edge is visible.
+CROP_MARGIN = 0.15
+THUMBNAIL_MAX_SIDE = 200
+HEATMAP_MIN_SIDE = 240
+
+
+class ClassificationError(RuntimeError):
+    """A failure whose message is meant for the lab staff reading the sample page."""
+
+
+def _encode(rgb, fmt, **params):
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def crop_thumbnail(rgb, box):
+    x0, y0, x1, y1 = box
+    height, width = rgb.shape[:2]
+    pad_x, pad_y = int((x1 - x0) * CROP_MARGIN), int((y1 - y0) * CROP_MARGIN)
+    crop = rgb[max(0, y0 - pad_y) : min(height, y1 + pad_y), max(0, x0 - pad_x) : min(width, x1 + pad_x)]
+    if crop.size == 0:
+        crop = rgb[max(0, y0) : y0 + 1, max(0, x0) : x0 + 1]
+    longest = max(crop.shape[:2])
+    if longest > THUMBNAIL_MAX_SIDE:
+        factor = THUMBNAIL_MAX_SIDE / longest
+        size = (max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
+        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+    return crop
+
+
+def heatmap_overlay(network_input, heatmap):
+    """Grad-CAM drawn over exactly what the network saw; weak attention leaves the cell visible."""
+    height, width = network_input.shape[:2]
+    heat = cv2.resize(np.asarray(heatmap, dtype=np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+    heat = np.clip(np.nan_to_num(heat), 0.0, 1.0)
+    colours = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    alpha = (0.65 * heat)[..., None]
+    blended = network_input.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha
+    overlay = blended.clip(0, 255).astype(np.uint8)
+    shortest = min(height, width)
+    if shortest < HEATMAP_MIN_SIDE:
+        factor = HEATMAP_MIN_SIDE / shortest
+        overlay = cv2.resize(overlay, (round(width * factor), round(height * factor)),
+                             interpolation=cv2.INTER_LINEAR)
+    return overlay
+
+
+def _load_rgb(image):
+    try:
+        with image.image.open("rb") as handle, Image.open(handle) as picture:
+            return np.asarray(picture.convert("RGB"))
+    except FileNotFoundError:
+        raise ClassificationError("The stored photograph is missing from storage.") from None
+    except OSError:
+        raise ClassificationError("The stored photograph could not be read.") from None
+
+
+def _version_for(model_version_id):
+    if model_version_id is None:
+        return active_version()
+    try:
+        return ModelVersion.objects.defer("model_bytes").get(pk=model_version_id)
+    except ModelVersion.DoesNotExist:
+        raise ClassificationError(f"Model version v{model_version_id} no longer exists.") from None
+
+
+def _readable(exc):
+    if isinstance(exc, ClassificationError | NoActiveModel):
+        return str(exc)
+    detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return (
+        f"Classification failed unexpectedly ({type(exc).__name__}{': ' + detail if detail else ''}). "
+        "The full error is in the worker's log; re-run the image or ask an administrator."
+    )
+
+
+def _binary_call(predicted_type, probabilities):
+    group = BINARY_GROUP.get(predicted_type)
+    if group:
+        return group
+    return predicted_type if predicted_type in ("MONONUCLEAR", "POLYNUCLEAR") else ""
+
+
+class _Written:
+    """Files saved during one run, so a failed run leaves none behind."""
+
+    def __init__(self, storage):
+        self.storage = storage
+        self.names = []
+
+    def save(self, field_file, name, content):
+        field_file.save(name, ContentFile(content), save=False)
+        self.names.append(field_file.name)
+
+    def discard(self):
+        for name in self.names:
+            self.storage.delete(name)
+
+
+def _cell_outputs(rgb, analysis, classifier):
+    """Per detected cell: the model's call and the three pictures, all computed before any DB write."""
+    from classifier.preparation import prepare_window
+
+    outputs = []
+    class_names = list(classifier.class_names)
+    for found in analysis.cells:
+        probabilities = {name: float(found.probabilities.get(name, 0.0)) for name in class_names}
+        predicted = found.predicted_type
+        class_index = class_names.index(predicted) if predicted in class_names else None
+        window = np.asarray(found.window, dtype=np.uint8)
+        heatmap = classifier.gradcam(window, class_index=class_index)
+        network_input = prepare_window(window, classifier.input_spec)
+        box = tuple(int(v) for v in found.cell.box)
+        outputs.append({
+            "box": box,
+            "score": float(found.cell.score),
+            "predicted_type": predicted,
+            "probabilities": probabilities,
+            "confidence": float(found.confidence),
+            "binary_call": found.binary_call or _binary_call(predicted, probabilities),
+            "crop": _encode(crop_thumbnail(rgb, box), "JPEG", quality=90),
+            "window": _encode(window, "PNG", compress_level=3),
+            "heatmap": _encode(heatmap_overlay(network_input, heatmap), "JPEG", quality=88),
+        })
+    return outputs
+
+
+def _store_cells(image, version, outputs, written):
+    """Upsert this version's cells of the image; return the file names they no longer use."""
+    existing = {cell.index: cell for cell in Cell.objects.filter(image=image, model_version=version)}
+    threshold = settings.REVIEW_CONFIDENCE_THRESHOLD
+    stale_files, to_create, to_update = [], [], []
+    stem = f"img{image.pk}-v{version.pk}"
+    for index, out in enumerate(outputs):
+        cell = existing.pop(index, None)
+        if cell is None:
+            cell = Cell(image=image, model_version=version, index=index)
+            to_create.append(cell)
+        else:
+            stale_files += [f.name for f in (cell.crop, cell.heatmap, cell.window) if f]
+            to_update.append(cell)
+        cell.x0, cell.y0, cell.x1, cell.y1 = out["box"]
+        cell.detection_score = out["score"]
+        cell.predicted_type = out["predicted_type"]
+        cell.probabilities = out["probabilities"]
+        cell.confidence = out["confidence"]
+        cell.binary_call = out["binary_call"]
+        cell.needs_review = out["confidence"] < threshold
+        cell.cell_type = cell.corrected_type or out["predicted_type"]
+        written.save(cell.crop, f"{stem}-c{index}.jpg", out["crop"])
+        written.save(cell.window, f"{stem}-c{index}.png", out["window"])
+        written.save(cell.heatmap, f"{stem}-c{index}.jpg", out["heatmap"])
+    for cell in existing.values():  # the detector now finds fewer cells than last time
+        stale_files += [f.name for f in (cell.crop, cell.heatmap, cell.window) if f]
+    Cell.objects.filter(pk__in=[cell.pk for cell in existing.values()]).delete()
+    Cell.objects.bulk_create(to_create)
+    Cell.objects.bulk_update(to_update, [
+        "x0", "y0", "x1", "y1", "detection_score", "predicted_type", "probabilities", "confidence",
+        "binary_call", "needs_review", "cell_type", "crop", "window", "heatmap",
+    ])
+    return stale_files
+
+
+def classify_smear_image(image_id, model_version_id=None):
+    """Classify one stored image; always ends with the image marked done or failed."""
+    from classifier.quality import assess_quality
+
+    from classifier.pipeline import analyse_smear
+
+    started = time.monotonic()
+    if not SmearImage.objects.filter(pk=image_id).update(status=SmearImage.Status.PROCESSING, error=""):
+        logger.warning("Image %s was deleted before it could be classified.", image_id)
+        return None
+    written = _Written(Cell._meta.get_field("crop").storage)
+    try:
+        image = SmearImage.objects.get(pk=image_id)
+        version = _version_for(model_version_id)
+        classifier = load_classifier(version)
+        rgb = _load_rgb(image)
+        quality = assess_quality(rgb)
+        analysis = analyse_smear(rgb, classifier)
+        outputs = _cell_outputs(rgb, analysis, classifier)
+        with transaction.atomic():
+            stale_files = _store_cells(image, version, outputs, written)
+            updated = SmearImage.objects.filter(pk=image.pk).update(
+                status=SmearImage.Status.DONE,
+                error="",
+                quality=quality.to_dict(),
+                quality_warnings=list(quality.warnings),
+                model_version=version,
+                processed_at=timezone.now(),
+            )
+            if not updated:
+                raise ClassificationError("The image was deleted while it was being classified.")
+    except Exception as exc:
+        written.discard()
+        logger.exception("Classifying image %s failed", image_id)
+        SmearImage.objects.filter(pk=image_id).update(
+            status=SmearImage.Status.FAILED, error=_readable(exc), processed_at=timezone.now()
+        )
+        return None
+    for name in stale_files:
+        written.storage.delete(name)
+    logger.info("Image %s: %d cell(s) with v%s in %.2f s", image_id, len(outputs), version.pk,
+                time.monotonic() - started)
+    return len(outputs)

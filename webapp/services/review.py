@@ -1,0 +1,45 @@
+"""A technologist's relabelling of a cell: the formula counts it, the audit trail keeps it."""
+
+from django.db import transaction
+from django.utils import timezone
+
+from webapp.models import Cell, CellReview
+
+
+class ReviewError(ValueError):
+    """A relabelling that cannot be accepted; the message is for the technologist."""
+
+
+def allowed_types(cell):
+    """The types a reviewer may pick: those of the network that classified the cell."""
+    return list(cell.model_version.class_names) if cell.model_version_id else []
+
+
+@transaction.atomic
+def review_cell(cell, new_type, user):
+    """Set a cell's type as a reviewer sees it; every change is recorded in CellReview.
+
+    Choosing the type the network predicted confirms it (the cell counts as reviewed). Choosing the
+    type the cell already has records nothing new.
+    """
+    cell = Cell.objects.select_for_update().select_related("model_version").only(
+        "id", "predicted_type", "corrected_type", "cell_type", "reviewed_by", "reviewed_at",
+        "model_version", "model_version__class_names",
+    ).get(pk=cell.pk)
+    new_type = (new_type or "").strip().upper()
+    choices = allowed_types(cell)
+    if new_type not in choices:
+        raise ReviewError(
+            f"{new_type or 'An empty type'} is not one of this model's types: {', '.join(choices)}."
+        )
+    if cell.corrected_type == new_type:
+        return cell, None
+    review = CellReview.objects.create(
+        cell=cell, from_type=cell.cell_type, to_type=new_type, reviewed_by=user
+    )
+    cell.corrected_type = new_type
+    cell.cell_type = new_type
+    cell.reviewed_by = user
+    cell.reviewed_at = timezone.now()
+    cell.save(update_fields=["corrected_type", "cell_type", "reviewed_by", "reviewed_at"])
+    return cell, review

@@ -1,0 +1,307 @@
+"""Taking smear photographs in: checking each file by its content, storing the good ones, queueing them.
+
+A batch is judged file by file: one damaged photograph never sinks the others, and nothing is stored
+for a file that fails. Every rejection carries a sentence a technologist can act on.
+"""
+
+import hashlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import PurePath
+
+import numpy as np
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from webapp.models import Sample, SmearImage
+
+logger = logging.getLogger(__name__)
+
+# Formats a microscope camera or a slide scanner writes; anything else is refused by content.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP")
+# Modes Pillow can turn into 8-bit RGB without losing the stain colours, and how to say so.
+CONVERTIBLE_MODES = {
+    "RGBA": "transparency removed (flattened on white)",
+    "RGBa": "transparency removed (flattened on white)",
+    "RGBX": "padding channel dropped",
+    "CMYK": "converted from CMYK",
+    "YCbCr": "converted from YCbCr",
+    "LAB": "converted from Lab",
+    "HSV": "converted from HSV",
+    "P": "palette colours expanded",
+    "PA": "palette colours expanded, transparency removed",
+}
+EXIF_ORIENTATION = 0x0112
+GREYSCALE_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+class ImageRejected(ValueError):
+    """A file that cannot be stored as a smear photograph; the message is for the technologist."""
+
+
+@dataclass
+class CheckedImage:
+    content: bytes
+    extension: str
+    width: int
+    height: int
+    conversion_note: str = ""
+
+
+@dataclass
+class RejectedFile:
+    name: str
+    reason: str
+
+
+@dataclass
+class UploadResult:
+    sample: Sample | None = None
+    stored: list = field(default_factory=list)
+    rejected: list = field(default_factory=list)
+
+
+def _megabytes(size):
+    return f"{size / (1024 * 1024):.0f} MB"
+
+
+def _read_upload(uploaded):
+    size = getattr(uploaded, "size", None)
+    if size == 0:
+        raise ImageRejected("The file is empty.")
+    if size is not None and size > settings.MAX_UPLOAD_BYTES:
+        raise ImageRejected(
+            f"The file is {_megabytes(size)}; the limit is {_megabytes(settings.MAX_UPLOAD_BYTES)}."
+        )
+    uploaded.seek(0)
+    # Read one byte past the limit so a file whose declared size lies is still caught.
+    data = uploaded.read(settings.MAX_UPLOAD_BYTES + 1)
+    if not data:
+        raise ImageRejected("The file is empty.")
+    if len(data) > settings.MAX_UPLOAD_BYTES:
+        raise ImageRejected(f"The file is larger than the {_megabytes(settings.MAX_UPLOAD_BYTES)} limit.")
+    return data
+
+
+def _open(data):
+    try:
+        return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError:
+        raise ImageRejected(
+            "This is not an image Leukoscope can read (JPEG, PNG, TIFF, BMP or WebP expected)."
+        ) from None
+    except Image.DecompressionBombError:
+        raise ImageRejected(_too_many_pixels_message()) from None
+    except (OSError, SyntaxError, ValueError, EOFError):
+        raise ImageRejected("The file looks like an image but its header is damaged.") from None
+
+
+def _too_many_pixels_message(width=None, height=None):
+    limit = f"{settings.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels"
+    if width and height:
+        return f"The image is {width}x{height} pixels, more than the {limit} limit."
+    return f"The image has more pixels than the {limit} limit."
+
+
+def _decode(data):
+    """The fully decoded image, after checking its size from the header alone."""
+    with warnings.catch_warnings():
+        # Pillow only warns between its own limit and twice it; any bomb must stop here.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        probe = _open(data)
+        width, height = probe.size
+        if width * height > settings.MAX_IMAGE_PIXELS:
+            raise ImageRejected(_too_many_pixels_message(width, height))
+        if width < 32 or height < 32:
+            raise ImageRejected(f"The image is only {width}x{height} pixels; a smear field is far larger.")
+        try:
+            probe.verify()
+            image = _open(data)  # verify() leaves the image unusable; decode a fresh one
+            image.load()
+        except ImageRejected:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ImageRejected(_too_many_pixels_message(width, height)) from None
+        except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError):
+            raise ImageRejected(
+                "The image is damaged or truncated (the upload may have been cut short)."
+            ) from None
+    return image
+
+
+def _bits_per_channel_note(image):
+    # Pillow reduces 48-bit RGB to 8 bits while decoding; the tile's raw mode still says so.
+    tiles = getattr(image, "tile", None) or []
+    for tile in tiles:
+        args = tile.args if hasattr(tile, "args") else tile[3]
+        rawmode = args[0] if isinstance(args, tuple) else args
+        if isinstance(rawmode, str) and ";16" in rawmode:
+            return "16-bit channels reduced to 8-bit"
+    return ""
+
+
+def _has_colour(rgb_image):
+    sample = rgb_image.copy()
+    sample.thumbnail((256, 256))
+    pixels = np.asarray(sample, dtype=np.int16)
+    spread = pixels.max(axis=2) - pixels.min(axis=2)
+    return float(np.percentile(spread, 99)) > 4
+
+
+def check_image(uploaded):
+    """Check one uploaded file by content and return what to store, or raise ImageRejected."""
+    data = _read_upload(uploaded)
+    probe = _open(data)
+    bits_note = _bits_per_channel_note(probe)
+    image = _decode(data)
+    source_format = image.format or "image"
+    notes = [bits_note] if bits_note else []
+
+    if image.mode in GREYSCALE_MODES:
+        # The stain colours are what tells a lymphocyte from a neutrophil; grey cannot be undone.
+        raise ImageRejected(
+            "This is a greyscale image. Leukoscope needs a colour photograph of the stained smear."
+        )
+    if image.getexif().get(EXIF_ORIENTATION, 1) not in (0, 1):
+        # Browsers show a photograph turned by its EXIF flag; the stored pixels must match what
+        # staff see, or the cell outlines land in the wrong place.
+        notes.append("rotated upright from its EXIF orientation")
+        image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA"):
+        rgba = image.convert("RGBA")
+        flattened = Image.new("RGB", rgba.size, (255, 255, 255))
+        flattened.paste(rgba, mask=rgba.getchannel("A"))
+        notes.append(CONVERTIBLE_MODES.get(image.mode, "transparency removed"))
+        image = flattened
+    elif image.mode != "RGB":
+        if image.mode not in CONVERTIBLE_MODES:
+            raise ImageRejected(f"Leukoscope cannot use images in the {image.mode} colour mode.")
+        notes.append(CONVERTIBLE_MODES[image.mode])
+        image = image.convert("RGB")
+    if not _has_colour(image):
+        raise ImageRejected(
+            "This image holds no colour. Leukoscope needs a colour photograph of the stained smear."
+        )
+
+    width, height = image.size
+    if not notes and source_format in ("JPEG", "PNG"):
+        # Keep the photograph byte for byte when nothing had to change.
+        return CheckedImage(data, ".jpg" if source_format == "JPEG" else ".png", width, height)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, compress_level=3)
+    note = f"{source_format} stored as 8-bit RGB PNG: " + ", ".join(notes or ["re-encoded"])
+    return CheckedImage(buffer.getvalue(), ".png", width, height, note[:255])
+
+
+def _stored_name(original_name, extension):
+    stem = PurePath(original_name or "smear").stem[:80] or "smear"
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
+    return f"{safe}{extension}"
+
+
+def _enqueue_classification(image_id):
+    from webapp.tasks import classify_image
+
+    classify_image.delay(image_id)
+
+
+def check_files(files):
+    """Split uploaded files into (name, CheckedImage) pairs and RejectedFile entries."""
+    accepted, rejected = [], []
+    for uploaded in files:
+        name = getattr(uploaded, "name", "") or "unnamed file"
+        try:
+            accepted.append((name, check_image(uploaded)))
+        except ImageRejected as exc:
+            rejected.append(RejectedFile(name, str(exc)))
+        except MemoryError:
+            rejected.append(RejectedFile(name, "The image is too large to open."))
+    return accepted, rejected
+
+
+def add_images(sample, accepted):
+    """Store checked images under a sample and queue each for classification once committed."""
+    stored, written = [], []
+    try:
+        with transaction.atomic():
+            for name, checked in accepted:
+                image = SmearImage(
+                    sample=sample,
+                    original_filename=name[:255],
+                    width=checked.width,
+                    height=checked.height,
+                    file_size=len(checked.content),
+                    checksum=hashlib.sha256(checked.content).hexdigest(),
+                    conversion_note=checked.conversion_note,
+                )
+                image.image.save(_stored_name(name, checked.extension), ContentFile(checked.content),
+                                 save=False)
+                written.append(image.image.name)
+                image.save()
+                stored.append(image)
+                transaction.on_commit(lambda pk=image.pk: _enqueue_classification(pk))
+    except Exception:
+        # The rows rolled back; the files did not. Leave no orphan photograph behind.
+        for name in written:
+            SmearImage._meta.get_field("image").storage.delete(name)
+        raise
+    return stored
+
+
+def create_sample_with_images(accession_number, note, files, user=None):
+    """One sample and its photographs. Nothing is stored when no file is usable."""
+    accepted, rejected = check_files(files)
+    result = UploadResult(rejected=rejected)
+    if not accepted:
+        return result
+    with transaction.atomic():
+        sample = Sample.objects.create(
+            accession_number=accession_number.strip(), note=note.strip(), created_by=user
+        )
+        result.stored = add_images(sample, accepted)
+    result.sample = sample
+    logger.info("Sample %s: %d image(s) queued, %d rejected", sample.pk, len(result.stored), len(rejected))
+    return result
+
+
+def add_images_to_sample(sample, files):
+    accepted, rejected = check_files(files)
+    stored = add_images(sample, accepted) if accepted else []
+    return UploadResult(sample=sample, stored=stored, rejected=rejected)
+
+
+def requeue_image(image):
+    """Queue an image again (after a failure, or to re-run it with the active model)."""
+    SmearImage.objects.filter(pk=image.pk).update(status=SmearImage.Status.QUEUED, error="")
+    transaction.on_commit(lambda: _enqueue_classification(image.pk))
+
+
+def sample_file_names(sample):
+    """Every stored file of a sample: photographs, and each cell's crop, window and heatmap."""
+    from webapp.models import Cell
+
+    names = list(sample.images.exclude(image="").values_list("image", flat=True))
+    for row in Cell.objects.filter(image__sample=sample).values_list("crop", "window", "heatmap"):
+        names.extend(name for name in row if name)
+    return names
+
+
+def delete_sample(sample):
+    """Delete a sample, its records and, once that is committed, its files."""
+    storage = SmearImage._meta.get_field("image").storage
+    sample_id = sample.pk
+
+    def delete_files():
+        for name in names:
+            storage.delete(name)
+
+    with transaction.atomic():
+        names = sample_file_names(sample)
+        sample.delete()
+        # Files go only after the rows are gone for good; a rolled-back delete keeps both.
+        transaction.on_commit(delete_files)
+    logger.info("Deleted sample %s and %d file(s)", sample_id, len(names))

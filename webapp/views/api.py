@@ -1,0 +1,158 @@
+"""A read-only JSON API for a laboratory information system: samples, their formula, their cells.
+
+Session authentication (the site's login); every view answers GET only. Lists are paginated with
+`?page=` and `?page_size=` (at most 200).
+"""
+
+from django.core.paginator import Paginator
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from webapp.forms import HistoryFilterForm
+from webapp.models import Cell, Sample
+from webapp.selectors import (
+    HISTORY_FIELDS,
+    CappedPaginator,
+    cell_history,
+    leukocyte_formula,
+    sample_images_with_cells,
+    sample_progress,
+    samples_with_progress,
+)
+
+MAX_PAGE_SIZE = 200
+
+
+def _page_size(request, default=50):
+    try:
+        return max(1, min(MAX_PAGE_SIZE, int(request.GET.get("page_size", default))))
+    except ValueError:
+        return default
+
+
+def _paginated(request, paginator, serialize):
+    page = paginator.get_page(request.GET.get("page"))
+    query = request.GET.copy()
+
+    def link(number):
+        query["page"] = number
+        return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+
+    return {
+        "count": paginator.count,
+        "count_capped": getattr(paginator, "capped", False),
+        "page": page.number,
+        "pages": paginator.num_pages,
+        "next": link(page.next_page_number()) if page.has_next() else None,
+        "previous": link(page.previous_page_number()) if page.has_previous() else None,
+        "results": [serialize(request, item) for item in page.object_list],
+    }
+
+
+def _media(request, field_file):
+    return request.build_absolute_uri(field_file.url) if field_file else None
+
+
+def cell_json(request, cell, with_image=True):
+    data = {
+        "id": cell.pk,
+        "url": request.build_absolute_uri(reverse("lab:api-cell", args=[cell.pk])),
+        "image": cell.image_id,
+        "index": cell.index,
+        "box": [cell.x0, cell.y0, cell.x1, cell.y1],
+        "cell_type": cell.cell_type,
+        "predicted_type": cell.predicted_type,
+        "corrected_type": cell.corrected_type or None,
+        "confidence": round(cell.confidence, 4),
+        "binary_call": cell.binary_call,
+        "needs_review": cell.needs_review,
+        "model_version": cell.model_version_id,
+        "created_at": cell.created_at.isoformat(),
+        "crop": _media(request, cell.crop),
+    }
+    if with_image:
+        data["sample"] = cell.image.sample_id
+        data["accession_number"] = cell.image.sample.accession_number
+    return data
+
+
+def _sample_summary(request, sample):
+    return {
+        "id": sample.pk,
+        "url": request.build_absolute_uri(reverse("lab:api-sample", args=[sample.pk])),
+        "accession_number": sample.accession_number,
+        "created_at": sample.created_at.isoformat(),
+        "images": sample.image_count,
+        "images_done": sample.done_count,
+        "images_failed": sample.failed_count,
+    }
+
+
+@require_GET
+def sample_list(request):
+    samples = samples_with_progress()
+    accession = request.GET.get("accession_number", "").strip()
+    if accession:
+        samples = samples.filter(accession_number=accession)
+    return JsonResponse(_paginated(request, Paginator(samples, _page_size(request)), _sample_summary))
+
+
+@require_GET
+def sample_detail(request, pk):
+    sample = get_object_or_404(Sample, pk=pk)
+    progress = sample_progress(sample)
+    images = []
+    for image in sample_images_with_cells(sample):
+        images.append({
+            "id": image.pk,
+            "original_filename": image.original_filename,
+            "width": image.width,
+            "height": image.height,
+            "status": image.status,
+            "error": image.error or None,
+            "conversion_note": image.conversion_note or None,
+            "quality_warnings": image.quality_warnings,
+            "model_version": image.model_version_id,
+            "processed_at": image.processed_at.isoformat() if image.processed_at else None,
+            "file": _media(request, image.image),
+            "cells": [dict(cell_json(request, cell, with_image=False), probabilities=cell.probabilities)
+                      for cell in image.current],
+        })
+    return JsonResponse({
+        "id": sample.pk,
+        "accession_number": sample.accession_number,
+        "note": sample.note,
+        "created_at": sample.created_at.isoformat(),
+        "complete": progress.complete,
+        "progress": {"total": progress.total, "finished": progress.finished, "counts": progress.counts},
+        "formula": leukocyte_formula(sample).as_dict(),
+        "images": images,
+    })
+
+
+@require_GET
+def cell_list(request):
+    form = HistoryFilterForm(request.GET or None)
+    if request.GET and not form.is_valid():
+        return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+    paginator = CappedPaginator(cell_history(form.filters()), _page_size(request))
+    return JsonResponse(_paginated(request, paginator, cell_json))
+
+
+@require_GET
+def cell_detail(request, pk):
+    cell = get_object_or_404(
+        Cell.objects.select_related("image__sample").only(*HISTORY_FIELDS, "probabilities", "heatmap",
+                                                          "window", "reviewed_at", "detection_score"),
+        pk=pk,
+    )
+    return JsonResponse(dict(
+        cell_json(request, cell),
+        probabilities=cell.probabilities,
+        detection_score=round(cell.detection_score, 4),
+        reviewed_at=cell.reviewed_at.isoformat() if cell.reviewed_at else None,
+        heatmap=_media(request, cell.heatmap),
+        window=_media(request, cell.window),
+    ))

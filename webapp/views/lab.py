@@ -1,0 +1,284 @@
+"""Pages of the lab workflow. Thin: forms and services change things, selectors read them."""
+
+import csv
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Prefetch
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from webapp.forms import HistoryFilterForm, ReviewForm, SampleUploadForm
+from webapp.models import Cell, CellReview, ModelVersion, Sample, SmearImage
+from webapp.selectors import (
+    history_page,
+    leukocyte_formula,
+    sample_images_with_cells,
+    sample_progress,
+    samples_with_progress,
+    type_order,
+)
+from webapp.services.review import ReviewError, allowed_types, review_cell
+from webapp.services.uploads import (
+    add_images_to_sample,
+    create_sample_with_images,
+    delete_sample,
+    requeue_image,
+)
+
+
+def type_shortcuts(names):
+    """One key per type (its first letter) where the first letters do not clash."""
+    letters = [name[0].upper() for name in names]
+    pairs = zip(names, letters, strict=True)
+    return [(name, letter if letters.count(letter) == 1 else "") for name, letter in pairs]
+
+
+@require_GET
+def sample_list(request):
+    query = request.GET.get("q", "").strip()
+    samples = samples_with_progress().select_related("created_by")
+    if query:
+        samples = samples.filter(accession_number__icontains=query)
+    page = Paginator(samples, 25).get_page(request.GET.get("page"))
+    return render(request, "lab/sample_list.html", {
+        "page": page, "query": query, "page_query": urlencode({"q": query}) if query else "",
+    })
+
+
+def _report_rejections(request, rejected):
+    for item in rejected:
+        messages.error(request, f"{item.name} was not stored: {item.reason}")
+
+
+@require_http_methods(["GET", "POST"])
+def upload(request):
+    form = SampleUploadForm(request.POST or None, request.FILES or None)
+    rejected = []
+    if request.method == "POST" and form.is_valid():
+        result = create_sample_with_images(
+            form.cleaned_data["accession_number"], form.cleaned_data["note"], form.cleaned_data["images"],
+            user=request.user,
+        )
+        if result.sample:
+            count = len(result.stored)
+            plural = "s" if count != 1 else ""
+            messages.success(request, f"{count} photograph{plural} queued for classification.")
+            _report_rejections(request, result.rejected)
+            return redirect("lab:sample-detail", pk=result.sample.pk)
+        rejected = result.rejected
+        form.add_error("images", "None of the files could be stored; nothing was saved.")
+    status = 200 if request.method == "GET" else 400
+    return render(request, "lab/upload.html", {
+        "form": form,
+        "rejected": rejected,
+        "max_upload_mb": settings.MAX_UPLOAD_BYTES // (1024 * 1024),
+        "max_files": settings.MAX_FILES_PER_UPLOAD,
+    }, status=status)
+
+
+def _sample_context(sample):
+    images = sample_images_with_cells(sample)
+    for image in images:
+        # Labels scale with the photograph so they read the same at any resolution.
+        image.label_size = max(12, round(image.width / 38))
+        for cell in image.current:
+            above = cell.y0 - 0.3 * image.label_size
+            cell.label_y = round(above if above >= image.label_size else cell.y1 + image.label_size)
+    version_ids = {image.model_version_id for image in images if image.model_version_id}
+    class_lists = ModelVersion.objects.filter(pk__in=version_ids).values_list("class_names", flat=True)
+    types = {name for names in class_lists for name in names}
+    review_types = sorted(types, key=type_order)
+    return {
+        "sample": sample,
+        "images": images,
+        "formula": leukocyte_formula(sample),
+        "progress": sample_progress(sample),
+        "review_types": type_shortcuts(review_types),
+    }
+
+
+def _sample(pk):
+    return get_object_or_404(Sample.objects.select_related("created_by"), pk=pk)
+
+
+@require_GET
+def sample_detail(request, pk):
+    sample = _sample(pk)
+    return render(request, "lab/sample_detail.html", _sample_context(sample))
+
+
+@require_GET
+def sample_results(request, pk):
+    """The results part of the sample page alone, swapped in by sample.js as images finish."""
+    sample = _sample(pk)
+    return render(request, "lab/_sample_results.html", _sample_context(sample))
+
+
+@require_GET
+def sample_status(request, pk):
+    sample = get_object_or_404(Sample, pk=pk)
+    images = list(sample.images.values("id", "status", "error", "original_filename"))
+    progress = sample_progress(sample)
+    response = JsonResponse({
+        "sample": sample.pk,
+        "total": progress.total,
+        "finished": progress.finished,
+        "percent": progress.percent,
+        "complete": progress.complete,
+        "counts": progress.counts,
+        "images": images,
+    })
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+def sample_add_images(request, pk):
+    sample = _sample(pk)
+    files = request.FILES.getlist("images")
+    if not files:
+        messages.error(request, "Choose at least one smear photograph.")
+        return redirect("lab:sample-detail", pk=sample.pk)
+    result = add_images_to_sample(sample, files)
+    if result.stored:
+        messages.success(request, f"{len(result.stored)} more photograph(s) queued for classification.")
+    _report_rejections(request, result.rejected)
+    return redirect("lab:sample-detail", pk=sample.pk)
+
+
+@require_POST
+def image_retry(request, pk):
+    image = get_object_or_404(SmearImage, pk=pk)
+    requeue_image(image)
+    messages.success(request, f"{image.original_filename} queued again.")
+    return redirect("lab:sample-detail", pk=image.sample_id)
+
+
+@require_http_methods(["GET", "POST"])
+def sample_delete(request, pk):
+    sample = get_object_or_404(Sample, pk=pk)
+    if request.method == "POST":
+        accession = sample.accession_number
+        delete_sample(sample)
+        messages.success(request, f"Sample {accession} and all its pictures were deleted.")
+        return redirect("lab:sample-list")
+    counts = {
+        "images": sample.images.count(),
+        "cells": Cell.objects.filter(image__sample=sample).count(),
+    }
+    return render(request, "lab/sample_confirm_delete.html", {"sample": sample, "counts": counts})
+
+
+@require_GET
+def sample_export_csv(request, pk):
+    sample = _sample(pk)
+    images = sample_images_with_cells(sample)
+    formula = leukocyte_formula(sample)
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    safe_name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in sample.accession_number)
+    response["Content-Disposition"] = f'attachment; filename="leukoscope-{safe_name}.csv"'
+    writer = csv.writer(response)
+    class_names = sorted({name for image in images for cell in image.current for name in cell.probabilities},
+                         key=type_order)
+    writer.writerow(["accession_number", sample.accession_number])
+    writer.writerow(["exported_at", timezone.now().isoformat(timespec="seconds")])
+    writer.writerow([])
+    writer.writerow(["formula", "count", "percent"])
+    for row in formula.rows + formula.groups:
+        writer.writerow([row.name, row.count, row.percent])
+    writer.writerow(["TOTAL", formula.total, 100.0 if formula.total else 0.0])
+    writer.writerow([])
+    writer.writerow(["cell_id", "image", "index", "x0", "y0", "x1", "y1", "cell_type", "predicted_type",
+                     "corrected_type", "confidence", "binary_call", "needs_review", "model_version",
+                     *[f"p_{name}" for name in class_names]])
+    for image in images:
+        for cell in image.current:
+            writer.writerow([
+                cell.pk, image.original_filename, cell.index, cell.x0, cell.y0, cell.x1, cell.y1,
+                cell.cell_type, cell.predicted_type, cell.corrected_type, f"{cell.confidence:.4f}",
+                cell.binary_call, "yes" if cell.needs_review else "no", f"v{cell.model_version_id}",
+                *[f"{cell.probabilities.get(name, 0.0):.4f}" for name in class_names],
+            ])
+    return response
+
+
+@require_GET
+def cell_detail(request, pk):
+    cell = get_object_or_404(
+        Cell.objects.select_related("image__sample", "reviewed_by").defer("model_version__model_bytes")
+        .select_related("model_version").prefetch_related(
+            Prefetch("reviews", queryset=CellReview.objects.select_related("reviewed_by"))
+        ),
+        pk=pk,
+    )
+    siblings = list(
+        Cell.objects.filter(image=cell.image, model_version=cell.model_version).order_by("index")
+        .values_list("pk", flat=True)
+    )
+    position = siblings.index(cell.pk)
+    probabilities = sorted(cell.probabilities.items(), key=lambda item: -item[1])
+    return render(request, "lab/cell_detail.html", {
+        "cell": cell,
+        "sample": cell.image.sample,
+        "probabilities": [(name, p, round(p * 100, 1)) for name, p in probabilities],
+        "review_types": type_shortcuts(allowed_types(cell)),
+        "previous_id": siblings[position - 1] if position > 0 else None,
+        "next_id": siblings[position + 1] if position + 1 < len(siblings) else None,
+        "position": position + 1,
+        "sibling_count": len(siblings),
+    })
+
+
+def _wants_json(request):
+    return "application/json" in request.headers.get("Accept", "")
+
+
+@require_POST
+def cell_review(request, pk):
+    cell = get_object_or_404(Cell.objects.select_related("image"), pk=pk)
+    form = ReviewForm(request.POST)
+    error = None
+    if form.is_valid():
+        try:
+            cell, _ = review_cell(cell, form.cleaned_data["cell_type"], request.user)
+        except ReviewError as exc:
+            error = str(exc)
+    else:
+        error = "Choose a cell type."
+    if _wants_json(request):
+        if error:
+            return JsonResponse({"error": error}, status=400)
+        formula = leukocyte_formula(cell.image.sample)
+        return JsonResponse({"cell": cell.pk, "cell_type": cell.cell_type, "formula": formula.as_dict()})
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, f"Cell {cell.pk} is now {cell.cell_type.title()}.")
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        target = reverse("lab:cell-detail", args=[cell.pk])
+    return redirect(target)
+
+
+@require_GET
+def history(request):
+    form = HistoryFilterForm(request.GET or None)
+    page = history_page(form.filters(), request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    page_query = query.urlencode()
+    query.pop("view", None)
+    return render(request, "lab/history.html", {
+        "form": form,
+        "page": page,
+        "page_query": page_query,
+        "query_without_view": query.urlencode(),
+        "view": "table" if request.GET.get("view") == "table" else "grid",
+    })
