@@ -10,8 +10,12 @@ from webapp.services.model_registry import NoActiveModel, active_version, load_c
 class Command(BaseCommand):
     help = "Evaluate a stored model version on a labelled split: metrics table and confusion matrix."
 
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        # Django's own --version (print Django's version) would shadow the model version option.
+        return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
+
     def add_arguments(self, parser):
-        parser.add_argument("--version", type=int, help="version id (default: the active one)")
+        parser.add_argument("--version", type=int, help="model version id (default: the active one)")
         parser.add_argument("--data", default=str(settings.TRAINING_DATA_DIR))
         parser.add_argument("--split", default="TEST")
 

@@ -1,0 +1,119 @@
+"""Management commands for model versions: models, activate_model, train, evaluate."""
+
+import os
+import subprocess
+import sys
+from io import StringIO
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+
+from tests.synthetic_cells import write_cell_folder
+from webapp.models import ModelActivation, ModelVersion
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def make_version(status, **fields):
+    return ModelVersion.objects.create(
+        architecture="paper", task="4class", status=status,
+        model_sha256="" if status == "failed" else "ab" * 32,
+        metrics={"TEST": {"accuracy": 0.875, "confusion_matrix": [[1]], "per_class": {}}}, **fields
+    )
+
+
+def run(*args):
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_models_lists_every_version_with_its_accuracy():
+    assert "No model versions yet" in run("models")
+    make_version("active")
+    ModelVersion.objects.create(architecture="paper", task="4class", status="failed",
+                                failure_reason="no images")
+    listing = run("models")
+    lines = listing.splitlines()
+    assert lines[0].split()[:4] == ["id", "status", "architecture", "task"]
+    assert "active" in lines[1] and "0.8750" in lines[1] and lines[1].rstrip().endswith("0")
+    assert "failed" in lines[2] and " - " in lines[2]
+
+
+@pytest.mark.django_db
+def test_activate_model_switches_and_explains_refusals():
+    old = make_version("active")
+    new = make_version("ready")
+    assert f"v{new.pk} is now the active model" in run("activate_model", str(new.pk))
+    assert ModelVersion.objects.get(status="active") == new
+    assert ModelActivation.objects.get(version=new).previous_version == old
+    assert "already" in run("activate_model", str(new.pk))
+
+    failed = make_version("failed")
+    with pytest.raises(CommandError, match="only a ready version can be activated"):
+        run("activate_model", str(failed.pk))
+    with pytest.raises(CommandError, match="no model version 9999"):
+        run("activate_model", "9999")
+    assert ModelVersion.objects.get(status="active") == new
+
+
+@pytest.mark.django_db
+def test_train_with_a_bad_path_fails_the_version_cleanly(tmp_path):
+    active = make_version("active")
+    missing = tmp_path / "not-there"
+    with pytest.raises(CommandError, match="does not exist"):
+        run("train", "--data", str(missing), "--arch", "paper", "--epochs", "1", "--activate")
+    failed = ModelVersion.objects.exclude(pk=active.pk).get()
+    assert failed.status == "failed" and str(missing) in failed.failure_reason
+    assert (failed.source, failed.dataset_path) == ("command", str(missing))
+    assert ModelVersion.objects.get(status="active") == active
+
+
+@pytest.mark.django_db(transaction=True)
+def test_train_with_a_bad_path_prints_one_line_and_no_traceback(tmp_path):
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the subprocess is pointed at the SQLite test database file")
+    env = dict(os.environ, DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}")
+    completed = subprocess.run(
+        [sys.executable, "manage.py", "train", "--data", str(tmp_path / "nope"), "--arch", "paper",
+         "--epochs", "1"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 1
+    assert "Traceback" not in completed.stderr + completed.stdout
+    assert "CommandError: Training failed" in completed.stderr and "does not exist" in completed.stderr
+    assert ModelVersion.objects.get().status == "failed"
+
+
+@pytest.mark.django_db
+def test_train_one_epoch_on_a_tiny_set_stores_a_network_that_loads_back(tmp_path, monkeypatch):
+    import classifier.dataset
+
+    monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    data = write_cell_folder(tmp_path / "cells", per_class=4, test_per_class=2)
+
+    output = run("train", "--data", str(data), "--arch", "paper", "--task", "4class", "--epochs", "1",
+                 "--batch-size", "8", "--seed", "3", "--activate")
+
+    version = ModelVersion.objects.get()
+    assert version.status == "active" and version.source == "command"
+    assert version.seed == 3 and version.hyperparameters["epochs"] == 1
+    assert len(version.history) == 1 and set(version.class_counts) == set(version.class_names)
+    assert version.progress["state"] == "done" and version.progress["epoch"] == 1
+    assert "confusion matrix" in output and "is now the active model" in output
+    assert "TEST" in version.metrics and ModelActivation.objects.filter(version=version).exists()
+
+    from classifier.inference import CellClassifier
+    from webapp.services.model_registry import classifier_metadata
+
+    loaded = CellClassifier.from_bytes(bytes(version.model_bytes), classifier_metadata(version))
+    window = np.full((240, 320, 3), 200, dtype=np.uint8)
+    probabilities = loaded.predict([window])
+    assert probabilities.shape == (1, 4) and abs(probabilities.sum() - 1) < 1e-4
+
+    report = run("evaluate", "--version", str(version.pk), "--data", str(data), "--split", "TEST")
+    assert "n=8" in report and "confusion matrix" in report and "binary grouping" in report
