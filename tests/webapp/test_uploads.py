@@ -120,7 +120,7 @@ def test_greyscale_is_refused_with_the_clinical_reason():
 
 
 def test_sixteen_bit_greyscale_is_refused():
-    grey16 = Image.fromarray((np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16))
+    grey16 = Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)
     assert "greyscale" in rejection(encoded(grey16, "PNG"), "g16.png")
 
 
@@ -208,7 +208,8 @@ def test_a_failed_database_write_removes_the_files_already_written(queued, monke
 
     monkeypatch.setattr(SmearImage, "save", failing_save)
     with pytest.raises(RuntimeError):
-        create_sample_with_images("H26-0003", "", [upload("a.jpg", jpeg_bytes()), upload("b.jpg", jpeg_bytes())])
+        files = [upload("a.jpg", jpeg_bytes()), upload("b.jpg", jpeg_bytes())]
+        create_sample_with_images("H26-0003", "", files)
     assert not Sample.objects.exists()
     assert {p for p in Path(isolated_media_root).rglob("*") if p.is_file()} == before
 
@@ -238,7 +239,8 @@ def test_upload_page_stores_good_files_and_lists_rejected_ones(client, tech, que
         response = client.post(reverse("lab:upload"), {
             "accession_number": "H26-0100",
             "note": "Wright-Giemsa",
-            "images": [upload("smear.jpg", jpeg_bytes()), upload("notes.jpg", b"hello"), upload("e.png", b"")],
+            "images": [upload("smear.jpg", jpeg_bytes()), upload("notes.jpg", b"hello"),
+                       upload("e.png", b"")],
         }, follow=True)
     assert response.status_code == 200
     sample = Sample.objects.get()
@@ -285,5 +287,6 @@ def test_upload_needs_csrf(tech, django_user_model):
 
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(tech)
-    response = strict.post(reverse("lab:upload"), {"accession_number": "H1", "images": [upload("s.jpg", b"x")]})
+    data = {"accession_number": "H1", "images": [upload("s.jpg", b"x")]}
+    response = strict.post(reverse("lab:upload"), data)
     assert response.status_code == 403

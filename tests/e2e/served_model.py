@@ -1,0 +1,32 @@
+"""Which real network the end-to-end and browser tests serve: the bundled default model when
+classifier/default_model/ holds one, else a quick model a developer trained into var/dev-model."""
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUNDLED_DIR = REPO_ROOT / "classifier" / "default_model"
+DEV_MODEL_DIR = REPO_ROOT / "var" / "dev-model"
+
+
+def activate_served_model():
+    """Register and activate the model to test with; skip when there is none."""
+    from webapp.services.model_versions import (
+        activate_version,
+        ensure_default_model,
+        register_model_directory,
+    )
+
+    if any(BUNDLED_DIR.glob("*/metadata.json")):
+        registered = ensure_default_model()
+        version = registered[0][0]
+    elif (DEV_MODEL_DIR / "metadata.json").exists():
+        version, _ = register_model_directory(DEV_MODEL_DIR)
+    else:
+        pytest.skip(
+            "no trained model: classifier/default_model/ is empty and var/dev-model/ is absent "
+            "(train one: python -m classifier.train_cli --data ../shared/datasets/blood-cell-images "
+            "--arch leukonet --task 4class --epochs 1 --max-images-per-class 150 --out var/dev-model)"
+        )
+    return activate_version(version)
