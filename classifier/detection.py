@@ -40,6 +40,10 @@ _LOBE_JOIN_RADIUS = 7
 _MIN_NUCLEUS_AREA = 450.0
 # Pieces of nucleus mask below this are platelets (95% under 210 reference px²) or specks.
 _SPECK_AREA = 220.0
+# Median area of the largest connected piece of a leukocyte nucleus on BCCD, reference px².
+_TYPICAL_NUCLEUS_PIECE = 3500.0
+# Beyond this many times that area (a nucleus ~2.5 red cells wide) the red-cell scale is wrong.
+_IMPLAUSIBLE_PIECE_FACTOR = 4.0
 _FULL_SCORE_NUCLEUS_AREA = 1100.0
 # Box side = share of the nucleus extent + margin x sqrt(nucleus area), fitted on the BCCD boxes.
 _NUCLEUS_EXTENT_SHARE = 0.9
@@ -162,12 +166,14 @@ def _rbc_diameter(rgb: np.ndarray, gains: np.ndarray) -> float | None:
     if reading is None:
         return None
     diameter = reading / factor
-    for _ in range(2):
+    for attempt in range(2):
         factor = min(1.0, _CIRCLE_SEARCH_DIAMETER / diameter)
         expected = diameter * factor
         found = _circle_diameter(_resize(rgb, factor), gains, expected)
         if found is None:
-            break
+            # Without circles the stained area is rarely red cells: a tight crop of a
+            # leukocyte holds only slivers of them, which the ruler reads far too small.
+            return None if attempt == 0 else diameter
         diameter = found / factor
         # A second pass only when the ruler aimed far off, so the cells were mis-sized.
         if 0.8 < found / expected < 1.25:
@@ -181,6 +187,26 @@ def estimate_scale(rgb: np.ndarray, gains: np.ndarray | None = None) -> float | 
         gains = _background_gains(rgb)
     diameter = _rbc_diameter(rgb, gains)
     return None if diameter is None else diameter / REFERENCE_RBC_DIAMETER
+
+
+def _largest_piece(mask: np.ndarray) -> float:
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+    return float(stats[1:, cv2.CC_STAT_AREA].max()) if count > 1 else 0.0
+
+
+def _scale_from_nuclei(rgb: np.ndarray, gains: np.ndarray) -> float | None:
+    """Fallback scale from the largest piece of nucleus, for a photograph without red cells.
+
+    On BCCD the largest connected piece of a leukocyte nucleus covers a median 3500 reference
+    px² (5th-95th percentile 1700-5800), so this is good to about -30%/+30%: enough to join the
+    lobes of a tight crop of one cell, which is what such photographs usually are.
+    """
+    factor = min(1.0, 2 * _RULER_IMAGE_LONG_SIDE / max(rgb.shape[:2]))
+    mask = _nucleus_mask(_resize(rgb, factor), gains)
+    largest = _largest_piece(mask)
+    if largest < _SPECK_AREA * 0.25:
+        return None
+    return float(np.sqrt(largest / _TYPICAL_NUCLEUS_PIECE)) / factor
 
 
 def _nucleus_mask(rgb: np.ndarray, gains: np.ndarray) -> np.ndarray:
@@ -236,14 +262,22 @@ def detect_leukocytes(rgb: np.ndarray) -> DetectionResult:
     """Every leukocyte in an RGB smear photograph, best first, and the photograph's scale."""
     _check_rgb(rgb)
     gains = _background_gains(rgb)
-    scale = estimate_scale(rgb, gains)
+    scale = estimate_scale(rgb, gains) or _scale_from_nuclei(rgb, gains)
     if scale is None:
-        scale = 1.0
+        # Neither red cells nor anything nuclear: there is no leukocyte to find at any scale.
+        return DetectionResult(cells=[], scale=1.0)
     working = _resize(rgb, 1.0 / scale)
+    mask = _nucleus_mask(working, gains)
+    if _largest_piece(mask) > _IMPLAUSIBLE_PIECE_FACTOR * _TYPICAL_NUCLEUS_PIECE:
+        # A nucleus several red cells wide means the red-cell ruler misread (e.g. a crop whose
+        # slivers of red cells happened to look like circles): the nucleus is the better ruler.
+        scale = _scale_from_nuclei(rgb, gains) or scale
+        working = _resize(rgb, 1.0 / scale)
+        mask = _nucleus_mask(working, gains)
     # Factor actually applied, after rounding the working size to whole pixels.
     scale_x = rgb.shape[1] / working.shape[1]
     cells = []
-    for nucleus_box, area in _nucleus_groups(_nucleus_mask(working, gains)):
+    for nucleus_box, area in _nucleus_groups(mask):
         score = float(min(1.0, area / _FULL_SCORE_NUCLEUS_AREA))
         in_image = tuple(value * scale_x for value in nucleus_box)
         box = _cell_box(in_image, area * scale_x**2, rgb.shape)
