@@ -40,7 +40,9 @@ def known_cell_types():
 def samples_with_progress():
     done = Count("images", filter=Q(images__status=SmearImage.Status.DONE))
     failed = Count("images", filter=Q(images__status=SmearImage.Status.FAILED))
-    return Sample.objects.annotate(image_count=Count("images"), done_count=done, failed_count=failed)
+    return Sample.objects.annotate(
+        image_count=Count("images"), done_count=done, failed_count=failed
+    ).order_by("-created_at", "-id")
 
 
 @dataclass

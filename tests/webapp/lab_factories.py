@@ -1,0 +1,41 @@
+"""Lab records made directly in the database, for page and selector tests that need no worker."""
+
+import itertools
+
+from classifier.labels import BINARY_GROUP, FOUR_CLASSES
+from webapp.models import Cell, ModelVersion, Sample, SmearImage
+
+_counter = itertools.count(1)
+
+
+def make_version(class_names=FOUR_CLASSES, status=ModelVersion.Status.ACTIVE):
+    if status == ModelVersion.Status.ACTIVE:
+        ModelVersion.objects.filter(status=status).update(status=ModelVersion.Status.READY)
+    return ModelVersion.objects.create(
+        architecture="leukonet", task="4class" if len(class_names) > 2 else "binary", status=status,
+        class_names=list(class_names), input_spec={"height": 96, "width": 96, "mode": "cell", "crop": 120},
+        model_sha256=f"{next(_counter):064d}",
+    )
+
+
+def make_sample(accession="H26-0001", types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL"), version=None,
+                confidence=0.9, user=None):
+    """A sample with one classified image holding one cell per entry of `types`."""
+    version = version or make_version()
+    sample = Sample.objects.create(accession_number=accession, created_by=user)
+    image = SmearImage.objects.create(
+        sample=sample, image=f"smears/{accession}.png", original_filename=f"{accession}.png",
+        width=640, height=480, file_size=1000, checksum="0" * 64, status=SmearImage.Status.DONE,
+        model_version=version, quality={"focus": 20.0}, quality_warnings=[],
+    )
+    for index, name in enumerate(types):
+        probabilities = {other: (1 - confidence) / (len(version.class_names) - 1)
+                         for other in version.class_names}
+        probabilities[name] = confidence
+        Cell.objects.create(
+            image=image, model_version=version, index=index, x0=10 + 100 * index, y0=20,
+            x1=90 + 100 * index, y1=100, predicted_type=name, probabilities=probabilities,
+            confidence=confidence, binary_call=BINARY_GROUP.get(name, name), cell_type=name,
+            needs_review=confidence < 0.8, crop=f"cells/{accession}-{index}.jpg",
+        )
+    return sample

@@ -1,0 +1,84 @@
+"""The read-only JSON API a laboratory information system fetches results from."""
+
+import pytest
+from django.urls import reverse
+
+from tests.webapp.lab_factories import make_sample
+from webapp.models import Cell
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def tech(client, django_user_model):
+    user = django_user_model.objects.create_user("lis", password="a-long-passphrase-1")
+    client.force_login(user)
+    return user
+
+
+def test_api_needs_a_signed_in_user(client):
+    make_sample()
+    response = client.get(reverse("lab:api-samples"))
+    assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_sample_list_is_paginated(client, tech):
+    for n in range(5):
+        make_sample(f"S-{n}", types=("NEUTROPHIL",))
+    first = client.get(reverse("lab:api-samples"), {"page_size": 2}).json()
+    assert first["count"] == 5 and first["pages"] == 3 and len(first["results"]) == 2
+    assert first["previous"] is None and "page=2" in first["next"]
+    assert first["results"][0]["accession_number"] == "S-4"  # newest first
+    assert first["results"][0]["images"] == 1 and first["results"][0]["images_done"] == 1
+    last = client.get(first["next"].replace("page=2", "page=3")).json()
+    assert len(last["results"]) == 1 and last["next"] is None
+    only = client.get(reverse("lab:api-samples"), {"accession_number": "S-2"}).json()
+    assert [row["accession_number"] for row in only["results"]] == ["S-2"]
+
+
+def test_sample_detail_carries_formula_images_and_cells(client, tech):
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL"))
+    Cell.objects.filter(index=1).update(corrected_type="MONOCYTE", cell_type="MONOCYTE")
+    data = client.get(reverse("lab:api-sample", args=[sample.pk])).json()
+    assert data["accession_number"] == sample.accession_number and data["complete"]
+    assert data["formula"]["total"] == 3
+    assert data["formula"]["types"]["MONOCYTE"] == {"count": 1, "percent": 33.3}
+    assert data["formula"]["groups"]["POLYNUCLEAR"]["count"] == 2
+    cells = data["images"][0]["cells"]
+    assert [cell["cell_type"] for cell in cells] == ["NEUTROPHIL", "MONOCYTE", "NEUTROPHIL"]
+    assert cells[1]["predicted_type"] == "LYMPHOCYTE" and cells[1]["corrected_type"] == "MONOCYTE"
+    assert abs(sum(cells[0]["probabilities"].values()) - 1) < 1e-6
+    assert cells[0]["box"] == [10, 20, 90, 100]
+
+
+def test_cell_list_filters_and_detail(client, tech):
+    make_sample("A", types=("NEUTROPHIL", "EOSINOPHIL"))
+    make_sample("B", types=("EOSINOPHIL",), confidence=0.5)
+    listed = client.get(reverse("lab:api-cells"), {"cell_type": "EOSINOPHIL"}).json()
+    assert listed["count"] == 2
+    assert [row["accession_number"] for row in listed["results"]] == ["B", "A"]
+    flagged = client.get(reverse("lab:api-cells"), {"needs_review": "yes"}).json()
+    assert flagged["count"] == 1
+    detail = client.get(listed["results"][0]["url"]).json()
+    assert detail["id"] == listed["results"][0]["id"] and "probabilities" in detail
+    assert detail["crop"].startswith("http://testserver/media/")
+
+
+def test_cell_list_reports_bad_filters(client, tech):
+    response = client.get(reverse("lab:api-cells"), {"confidence_min": "abc"})
+    assert response.status_code == 400 and "confidence_min" in response.json()["errors"]
+
+
+def test_api_is_read_only(client, tech):
+    sample = make_sample()
+    assert client.post(reverse("lab:api-samples")).status_code == 405
+    assert client.delete(reverse("lab:api-sample", args=[sample.pk])).status_code == 405
+
+
+def test_csv_export(client, tech):
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE"))
+    response = client.get(reverse("lab:sample-export", args=[sample.pk]))
+    assert response["Content-Type"].startswith("text/csv")
+    text = response.content.decode()
+    assert "NEUTROPHIL,1,50.0" in text and "MONONUCLEAR,1,50.0" in text and "TOTAL,2,100.0" in text
+    assert "p_EOSINOPHIL" in text

@@ -1,0 +1,122 @@
+"""History: every classified cell, newest first, filtered and paginated in a constant number of queries."""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from tests.webapp.lab_factories import make_sample, make_version
+from webapp.forms import HistoryFilterForm
+from webapp.models import Cell
+from webapp.selectors import CappedPaginator, HistoryFilters, cell_history
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def tech(client, django_user_model):
+    user = django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def records():
+    old_version = make_version(status="ready")
+    new_version = make_version()
+    a = make_sample("A-1", types=("NEUTROPHIL", "LYMPHOCYTE"), version=old_version, confidence=0.95)
+    b = make_sample("B-2", types=("EOSINOPHIL", "NEUTROPHIL", "MONOCYTE"), version=new_version,
+                    confidence=0.6)
+    week_ago = timezone.now() - timedelta(days=7)
+    Cell.objects.filter(image__sample=a).update(created_at=week_ago)
+    Cell.objects.filter(image__sample=b, index=2).update(corrected_type="LYMPHOCYTE", cell_type="LYMPHOCYTE")
+    return {"a": a, "b": b, "old": old_version, "new": new_version, "week_ago": week_ago}
+
+
+def ids(queryset):
+    return [(cell.image.sample.accession_number, cell.index) for cell in queryset]
+
+
+def test_newest_first(records):
+    assert ids(cell_history()) == [("B-2", 2), ("B-2", 1), ("B-2", 0), ("A-1", 1), ("A-1", 0)]
+
+
+@pytest.mark.parametrize("filters, expected", [
+    (HistoryFilters(cell_type="NEUTROPHIL"), [("B-2", 1), ("A-1", 0)]),
+    (HistoryFilters(cell_type="LYMPHOCYTE"), [("B-2", 2), ("A-1", 1)]),  # the reviewed label counts
+    (HistoryFilters(confidence_min=0.9), [("A-1", 1), ("A-1", 0)]),
+    (HistoryFilters(confidence_max=0.7), [("B-2", 2), ("B-2", 1), ("B-2", 0)]),
+    (HistoryFilters(reviewed="yes"), [("B-2", 2)]),
+    (HistoryFilters(reviewed="no", accession="B-2"), [("B-2", 1), ("B-2", 0)]),
+    (HistoryFilters(needs_review="no"), [("A-1", 1), ("A-1", 0)]),
+    (HistoryFilters(accession="A-1"), [("A-1", 1), ("A-1", 0)]),
+])
+def test_filters(records, filters, expected):
+    assert ids(cell_history(filters)) == expected
+
+
+def test_date_range_and_model_version(records):
+    day = records["week_ago"].date()
+    assert ids(cell_history(HistoryFilters(date_from=day, date_to=day))) == [("A-1", 1), ("A-1", 0)]
+    assert len(cell_history(HistoryFilters(date_from=day + timedelta(days=1)))) == 3
+    assert ids(cell_history(HistoryFilters(model_version=records["old"].pk))) == [("A-1", 1), ("A-1", 0)]
+
+
+def test_filter_form_turns_percent_into_probability(records):
+    form = HistoryFilterForm({"confidence_min": "90", "confidence_max": "100", "cell_type": "LYMPHOCYTE",
+                              "model_version": str(records["old"].pk)})
+    assert form.is_valid(), form.errors
+    filters = form.filters()
+    assert (filters.confidence_min, filters.confidence_max) == (0.9, 1.0)
+    assert filters.model_version == records["old"].pk
+
+
+def test_filter_form_rejects_reversed_ranges(client, tech, records):
+    response = client.get(reverse("lab:history"), {"confidence_min": "80", "confidence_max": "20"})
+    assert response.status_code == 200
+    assert "upper bound is below" in response.content.decode()
+
+
+def test_history_page_filters_and_views(client, tech, records):
+    response = client.get(reverse("lab:history"), {"cell_type": "EOSINOPHIL", "view": "table"})
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert body.count('class="chip t-eosinophil"') == 1
+    assert "B-2" in body and "A-1" not in body.split("<tbody>")[1]
+    grid = client.get(reverse("lab:history")).content.decode()
+    assert grid.count('class="tile"') == 5
+
+
+def test_history_page_runs_a_fixed_number_of_queries(client, tech, records, django_assert_max_num_queries):
+    for n in range(3):
+        make_sample(f"C-{n}", types=("NEUTROPHIL",) * 20, version=records["new"])
+    # session + user + count + page + version choices: not one per cell, never the model bytes.
+    with django_assert_max_num_queries(8) as captured:
+        response = client.get(reverse("lab:history"), {"reviewed": "no"})
+    assert response.status_code == 200
+    assert not any("model_bytes" in query["sql"] for query in captured.captured_queries)
+
+
+def test_pagination_stops_counting_at_the_cap(records):
+    # Past the cap the pages end: the filters, not paging, are how staff reach older cells.
+    paginator = CappedPaginator(cell_history(), per_page=2, cap=3)
+    assert paginator.count == 4 and paginator.capped
+    page = paginator.get_page(2)
+    assert len(page.object_list) == 2 and not page.has_next()
+    exact = CappedPaginator(cell_history(), per_page=2, cap=100)
+    assert exact.count == 5 and not exact.capped
+
+
+def test_history_pages_link_with_the_filters_kept(client, tech, records):
+    for n in range(3):
+        make_sample(f"D-{n}", types=("NEUTROPHIL",) * 20, version=records["new"])
+    body = client.get(reverse("lab:history"), {"cell_type": "NEUTROPHIL"}).content.decode()
+    assert "cell_type=NEUTROPHIL&amp;page=2" in body
+
+
+def test_sample_list_shows_progress(client, tech, records):
+    body = client.get(reverse("lab:sample-list")).content.decode()
+    assert "A-1" in body and "B-2" in body and "Done" in body
+    found = client.get(reverse("lab:sample-list"), {"q": "b-2"}).content.decode()
+    assert "B-2" in found and "A-1" not in found

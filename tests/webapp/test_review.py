@@ -1,0 +1,145 @@
+"""Review: one click changes a cell's type, the formula follows, every change is on record."""
+
+import pytest
+from django.urls import reverse
+
+from tests.webapp.lab_factories import make_sample, make_version
+from webapp.models import Cell, CellReview
+from webapp.selectors import leukocyte_formula
+from webapp.services.review import ReviewError, review_cell
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def tech(client, django_user_model):
+    user = django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
+    client.force_login(user)
+    return user
+
+
+def formula_counts(sample):
+    formula = leukocyte_formula(sample)
+    return {row.name: row.count for row in formula.rows}, {row.name: row.count for row in formula.groups}
+
+
+def test_formula_counts_and_percentages():
+    sample = make_sample(types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE", "EOSINOPHIL"))
+    formula = leukocyte_formula(sample)
+    rows = {row.name: (row.count, row.percent) for row in formula.rows}
+    assert rows == {"EOSINOPHIL": (1, 25.0), "LYMPHOCYTE": (1, 25.0), "MONOCYTE": (0, 0.0),
+                    "NEUTROPHIL": (2, 50.0)}
+    groups = {row.name: (row.count, row.percent) for row in formula.groups}
+    assert groups == {"MONONUCLEAR": (1, 25.0), "POLYNUCLEAR": (3, 75.0)}
+    assert formula.total == 4
+
+
+def test_review_changes_the_formula_and_is_recorded(tech):
+    sample = make_sample()
+    cell = Cell.objects.get(index=0)
+    updated, review = review_cell(cell, "monocyte", tech)
+    assert updated.cell_type == updated.corrected_type == "MONOCYTE"
+    assert updated.predicted_type == "NEUTROPHIL"
+    assert (review.from_type, review.to_type, review.reviewed_by) == ("NEUTROPHIL", "MONOCYTE", tech)
+    types, groups = formula_counts(sample)
+    assert types["MONOCYTE"] == 1 and types["NEUTROPHIL"] == 1
+    assert groups == {"MONONUCLEAR": 2, "POLYNUCLEAR": 1}
+    assert leukocyte_formula(sample).reviewed == 1
+
+
+def test_every_change_is_kept_and_repeating_a_choice_records_nothing(tech):
+    make_sample()
+    cell = Cell.objects.get(index=0)
+    review_cell(cell, "MONOCYTE", tech)
+    review_cell(cell, "MONOCYTE", tech)
+    review_cell(cell, "EOSINOPHIL", tech)
+    trail = list(CellReview.objects.filter(cell=cell).order_by("id").values_list("from_type", "to_type"))
+    assert trail == [("NEUTROPHIL", "MONOCYTE"), ("MONOCYTE", "EOSINOPHIL")]
+
+
+def test_confirming_the_prediction_marks_the_cell_reviewed(tech):
+    make_sample(confidence=0.5)
+    cell = Cell.objects.get(index=1)
+    updated, _ = review_cell(cell, "LYMPHOCYTE", tech)
+    assert updated.is_reviewed and updated.cell_type == "LYMPHOCYTE"
+    assert leukocyte_formula(updated.image.sample).awaiting_review == 2
+
+
+def test_a_type_outside_the_model_is_refused(tech):
+    make_sample(version=make_version())
+    with pytest.raises(ReviewError):
+        review_cell(Cell.objects.get(index=0), "PLATELET", tech)
+    assert not CellReview.objects.exists()
+
+
+def test_review_button_posts_and_redirects_back(client, tech):
+    sample = make_sample()
+    cell = Cell.objects.get(index=0)
+    back = reverse("lab:sample-detail", args=[sample.pk])
+    response = client.post(reverse("lab:cell-review", args=[cell.pk]),
+                           {"cell_type": "EOSINOPHIL", "next": back})
+    assert response.status_code == 302 and response["Location"] == back
+    assert Cell.objects.get(pk=cell.pk).cell_type == "EOSINOPHIL"
+
+
+def test_review_answers_json_with_the_new_formula(client, tech):
+    make_sample()
+    cell = Cell.objects.get(index=0)
+    response = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "LYMPHOCYTE"},
+                           headers={"accept": "application/json"})
+    assert response.status_code == 200
+    data = response.json()
+    assert data["cell_type"] == "LYMPHOCYTE"
+    assert data["formula"]["types"]["LYMPHOCYTE"]["count"] == 2
+    bad = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "X"},
+                      headers={"accept": "application/json"})
+    assert bad.status_code == 400 and "not one of" in bad.json()["error"]
+
+
+def test_review_ignores_an_offsite_next(client, tech):
+    make_sample()
+    cell = Cell.objects.get(index=0)
+    response = client.post(reverse("lab:cell-review", args=[cell.pk]),
+                           {"cell_type": "LYMPHOCYTE", "next": "https://evil.example/"})
+    assert response["Location"] == reverse("lab:cell-detail", args=[cell.pk])
+
+
+def test_review_needs_post_and_csrf(tech):
+    from django.test import Client
+
+    make_sample()
+    cell = Cell.objects.get(index=0)
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(tech)
+    assert strict.get(reverse("lab:cell-review", args=[cell.pk])).status_code == 405
+    response = strict.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "LYMPHOCYTE"})
+    assert response.status_code == 403
+
+
+def test_sample_page_shows_overlay_table_formula_and_review_buttons(client, tech):
+    sample = make_sample(confidence=0.6)
+    Cell.objects.filter(index=0).update(corrected_type="MONOCYTE", cell_type="MONOCYTE")
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert body.count("<polygon") == 3
+    assert "Leukocyte formula" in body and "Needs review" in body and "Reviewed" in body
+    assert 'data-key="E"' in body and 'data-key="N"' in body
+    assert "sample.js" in body
+
+
+def test_cell_page_shows_every_probability_and_the_heatmap(client, tech):
+    make_sample()
+    cell = Cell.objects.get(index=1)
+    Cell.objects.filter(pk=cell.pk).update(heatmap="heatmaps/x.jpg", window="windows/x.png")
+    body = client.get(reverse("lab:cell-detail", args=[cell.pk])).content.decode()
+    for name in ("Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"):
+        assert name in body
+    assert "/media/heatmaps/x.jpg" in body and "/media/windows/x.png" in body
+    assert "Grad-CAM" in body
+
+
+def test_results_fragment_and_status_json(client, tech):
+    sample = make_sample()
+    fragment = client.get(reverse("lab:sample-results", args=[sample.pk])).content.decode()
+    assert "<html" not in fragment and "Leukocyte formula" in fragment
+    status = client.get(reverse("lab:sample-status", args=[sample.pk])).json()
+    assert status == {**status, "total": 1, "finished": 1, "percent": 100, "complete": True}
