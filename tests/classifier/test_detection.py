@@ -1,0 +1,239 @@
+"""Leukocyte detector: synthetic smears drawn in code, then a few real BCCD and training images."""
+
+import os
+from pathlib import Path
+from xml.etree import ElementTree
+
+import cv2
+import numpy as np
+import pytest
+
+from classifier.detection import DetectedCell, DetectionResult, cell_window, detect_leukocytes
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DATASETS = Path(
+    os.environ.get("LEUKOSCOPE_DATASETS_DIR", PROJECT_ROOT.parent / "shared" / "datasets")
+)
+
+BACKGROUND = (222, 218, 228)
+RED_CELL = (212, 158, 166)
+RED_CELL_PALLOR = (220, 186, 194)
+CYTOPLASM = (214, 198, 226)
+NUCLEUS = (112, 72, 192)
+PLATELET = (150, 110, 205)
+RED_CELL_RADIUS = 50  # BCCD magnification: a 640x480 smear is at scale ~2
+
+
+def iou(a, b):
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union
+
+
+def draw_smear(leukocytes=(), platelets=(), size=(480, 640), seed=0):
+    """A smear photograph at BCCD magnification: red cells on a grid, leukocytes, platelets.
+
+    Each leukocyte is (cx, cy, (radius, lobes)); lobes are (dx, dy, rx, ry) ellipses of nucleus in
+    a disc of cytoplasm. Red cells are left out where they would overlap a leukocyte. Returns the
+    RGB image and the whole-cell boxes of the leukocytes.
+    """
+    rng = np.random.default_rng(seed)
+    height, width = size
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:] = BACKGROUND
+    step = 2 * RED_CELL_RADIUS + 14
+    for y in range(RED_CELL_RADIUS // 2, height, step):
+        for x in range(RED_CELL_RADIUS // 2 + (y // step % 2) * step // 2, width, step):
+            x_j, y_j = x + int(rng.integers(-6, 7)), y + int(rng.integers(-6, 7))
+            if any(
+                np.hypot(x_j - cx, y_j - cy) < radius + 6 + RED_CELL_RADIUS
+                for cx, cy, (radius, _) in leukocytes
+            ):
+                continue
+            cv2.circle(image, (x_j, y_j), RED_CELL_RADIUS, RED_CELL, -1, cv2.LINE_AA)
+            cv2.circle(image, (x_j, y_j), RED_CELL_RADIUS // 3, RED_CELL_PALLOR, -1, cv2.LINE_AA)
+    boxes = []
+    for cx, cy, (radius, lobes) in leukocytes:
+        cv2.circle(image, (cx, cy), radius, CYTOPLASM, -1, cv2.LINE_AA)
+        for dx, dy, rx, ry in lobes:
+            cv2.ellipse(image, (cx + dx, cy + dy), (rx, ry), 0, 0, 360, NUCLEUS, -1, cv2.LINE_AA)
+        boxes.append((cx - radius, cy - radius, cx + radius + 1, cy + radius + 1))
+    for x, y in platelets:
+        cv2.circle(image, (x, y), 7, PLATELET, -1, cv2.LINE_AA)
+    image = cv2.GaussianBlur(image, (0, 0), 1.2)
+    noise = rng.normal(0, 3, image.shape)
+    return np.clip(image + noise, 0, 255).astype(np.uint8), boxes
+
+
+# A neutrophil: four nuclear lobes in a C, with clear gaps between them, in ample cytoplasm.
+LOBED = (70, ((-40, -25, 20, 24), (-30, 28, 20, 22), (15, 35, 20, 20), (38, -10, 18, 26)))
+# A lymphocyte: one round nucleus in a thin rim of cytoplasm.
+ROUND = (56, ((0, 0, 44, 40),))
+
+
+def nucleus_pieces(rgb):
+    """Separate pieces of drawn nucleus, to check a drawing really has its lobes apart."""
+    close = np.abs(rgb.astype(int) - NUCLEUS).sum(axis=2) < 90
+    return cv2.connectedComponents(close.astype(np.uint8))[0] - 1
+
+
+def test_one_lobed_leukocyte_is_one_cell_with_the_whole_cell_box():
+    rgb, (truth,) = draw_smear(leukocytes=[(320, 240, LOBED)])
+    assert nucleus_pieces(rgb) == 4
+
+    result = detect_leukocytes(rgb)
+
+    assert isinstance(result, DetectionResult)
+    assert len(result.cells) == 1, "the four lobes must be merged into one leukocyte"
+    cell = result.cells[0]
+    assert isinstance(cell, DetectedCell)
+    assert iou(cell.box, truth) >= 0.6
+    assert abs(cell.centre[0] - 320) < 20 and abs(cell.centre[1] - 240) < 20
+    assert 0.5 <= cell.score <= 1.0
+    assert 1.5 <= result.scale <= 2.7
+
+
+def test_two_leukocytes_are_two_cells_sorted_by_score():
+    rgb, truths = draw_smear(leukocytes=[(150, 160, LOBED), (470, 320, ROUND)])
+
+    cells = detect_leukocytes(rgb).cells
+
+    assert len(cells) == 2
+    assert cells[0].score >= cells[1].score
+    for truth in truths:
+        assert max(iou(cell.box, truth) for cell in cells) >= 0.5
+
+
+def test_smear_without_leukocyte_gives_no_cells():
+    rgb, _ = draw_smear(platelets=[(60, 60), (400, 200), (590, 420)])
+
+    result = detect_leukocytes(rgb)
+
+    assert result.cells == []
+    assert result.scale > 0
+
+
+def test_platelets_beside_a_leukocyte_are_ignored():
+    platelets = [(320 + 100, 240), (320, 240 - 98), (80, 400), (560, 60), (300, 440)]
+    rgb, (truth,) = draw_smear(leukocytes=[(320, 240, ROUND)], platelets=platelets)
+
+    cells = detect_leukocytes(rgb).cells
+
+    assert len(cells) == 1
+    assert iou(cells[0].box, truth) >= 0.6
+
+
+def test_tight_crop_of_one_leukocyte_gives_one_cell():
+    rgb, _ = draw_smear(leukocytes=[(320, 240, LOBED)])
+    crop = np.ascontiguousarray(rgb[165:316, 245:396])
+
+    cells = detect_leukocytes(crop).cells
+
+    assert len(cells) == 1
+    assert abs(cells[0].centre[0] - 75) < 20 and abs(cells[0].centre[1] - 75) < 20
+
+
+def test_scale_follows_the_magnification_not_the_pixel_count():
+    rgb, _ = draw_smear(leukocytes=[(320, 240, LOBED)])
+    bigger = cv2.resize(rgb, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)
+
+    small, large = detect_leukocytes(rgb), detect_leukocytes(bigger)
+
+    assert large.scale / small.scale == pytest.approx(1.5, rel=0.15)
+    assert len(large.cells) == 1
+    assert large.cells[0].centre == pytest.approx((480, 360), abs=30)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((48, 64), np.uint8),
+        np.zeros((48, 64, 4), np.uint8),
+        np.zeros((48, 64, 3), np.float32),
+        np.zeros((4, 4, 3), np.uint8),
+        [[[0, 0, 0]]],
+    ],
+    ids=["grey", "rgba", "float", "tiny", "list"],
+)
+def test_wrong_input_raises_value_error(bad):
+    with pytest.raises(ValueError):
+        detect_leukocytes(bad)
+
+
+def test_cell_window_is_a_training_sized_field_centred_on_the_cell():
+    rgb, _ = draw_smear(leukocytes=[(320, 240, ROUND)])
+    result = detect_leukocytes(rgb)
+
+    window = cell_window(rgb, result.cells[0], result.scale)
+
+    assert window.shape == (240, 320, 3) and window.dtype == np.uint8
+    centre = window[110:130, 150:170].reshape(-1, 3).mean(axis=0)
+    assert centre[2] - centre[1] > 60, "the nucleus should fill the window's centre"
+
+
+def test_cell_window_pads_with_black_past_the_image_edge():
+    rgb, _ = draw_smear(leukocytes=[(320, 240, ROUND)])
+    corner = DetectedCell(box=(0, 0, 40, 40), score=1.0)
+
+    window = cell_window(rgb, corner, 2.0)
+
+    assert window[:100, :140].max() == 0
+    assert window[-60:, -60:].min() > 60
+
+
+# --- real images (skipped where the shared datasets are absent) ---
+
+
+def _dataset(*parts):
+    path = DATASETS.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"dataset not available at {path} (set LEUKOSCOPE_DATASETS_DIR)")
+    return path
+
+
+def _read_rgb(path):
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def _wbc_boxes(xml_path):
+    boxes = []
+    for obj in ElementTree.parse(xml_path).findall("object"):
+        if obj.findtext("name") == "WBC":
+            box = obj.find("bndbox")
+            boxes.append(tuple(int(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")))
+    return boxes
+
+
+@pytest.mark.parametrize("number", [0, 1, 36, 100, 150, 222, 300, 410])
+def test_real_smear_matches_its_annotated_leukocyte(number):
+    bccd = _dataset("bccd-smears")
+    stem = f"BloodImage_{number:05d}"
+
+    result = detect_leukocytes(_read_rgb(bccd / "JPEGImages" / f"{stem}.jpg"))
+
+    truths = _wbc_boxes(bccd / "Annotations" / f"{stem}.xml")
+    assert len(result.cells) == len(truths)
+    for truth in truths:
+        assert max(iou(cell.box, truth) for cell in result.cells) >= 0.5
+    assert 1.6 <= result.scale <= 2.6
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "TEST/EOSINOPHIL/_0_7845.jpeg",
+        "TEST/LYMPHOCYTE/_0_1248.jpeg",
+        "TEST/MONOCYTE/_0_2900.jpeg",
+        "TEST/NEUTROPHIL/_0_2399.jpeg",
+    ],
+)
+def test_training_style_field_gives_one_cell_near_the_centre(name):
+    rgb = _read_rgb(_dataset("blood-cell-images", name))
+
+    result = detect_leukocytes(rgb)
+
+    assert len(result.cells) == 1
+    x, y = result.cells[0].centre
+    assert abs(x - 160) < 80 and abs(y - 120) < 60
+    assert 0.7 <= result.scale <= 1.4

@@ -1,0 +1,121 @@
+"""Image-quality report: a clean drawn smear passes, degraded copies of it warn."""
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from classifier.quality import QualityReport, assess_quality
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DATASETS = Path(
+    os.environ.get("LEUKOSCOPE_DATASETS_DIR", PROJECT_ROOT.parent / "shared" / "datasets")
+)
+
+
+@pytest.fixture(scope="module")
+def smear():
+    """Red cells with pale centres and one leukocyte on a pale background, with camera noise."""
+    rng = np.random.default_rng(3)
+    image = np.zeros((480, 640, 3), np.uint8)
+    image[:] = (222, 218, 228)
+    for y in range(40, 480, 110):
+        for x in range(40, 640, 110):
+            cv2.circle(image, (x, y), 48, (212, 158, 166), -1, cv2.LINE_AA)
+            cv2.circle(image, (x, y), 16, (220, 186, 194), -1, cv2.LINE_AA)
+    cv2.circle(image, (320, 240), 70, (214, 198, 226), -1, cv2.LINE_AA)
+    cv2.ellipse(image, (320, 240), (40, 30), 20, 0, 360, (112, 72, 192), -1, cv2.LINE_AA)
+    image = cv2.GaussianBlur(image, (0, 0), 1.0)
+    return np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+
+
+def scaled(rgb, gains):
+    return np.clip(rgb.astype(np.float32) * np.float32(gains), 0, 255).astype(np.uint8)
+
+
+def test_clean_smear_has_no_warnings(smear):
+    report = assess_quality(smear)
+
+    assert isinstance(report, QualityReport)
+    assert report.warnings == [] and report.ok
+    assert report.clipped_highlights == 0 and report.clipped_shadows == 0
+    assert 0.45 < report.brightness < 0.9
+
+
+def test_blurred_smear_warns_out_of_focus(smear):
+    sharp = assess_quality(smear)
+    blurred = assess_quality(cv2.GaussianBlur(smear, (0, 0), 3))
+
+    assert blurred.focus < sharp.focus / 3
+    assert any("out of focus" in warning for warning in blurred.warnings)
+
+
+def test_focus_is_comparable_between_image_sizes(smear):
+    bigger = cv2.resize(smear, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+
+    assert assess_quality(bigger).focus == pytest.approx(assess_quality(smear).focus, rel=0.5)
+
+
+def test_overexposed_smear_warns(smear):
+    report = assess_quality(scaled(smear, 1.5))
+
+    assert report.clipped_highlights > 0.5
+    assert any("overexposed" in warning for warning in report.warnings)
+
+
+def test_underexposed_smear_warns(smear):
+    report = assess_quality(scaled(smear, 0.4))
+
+    assert report.brightness < 0.45
+    assert any("underexposed" in warning for warning in report.warnings)
+
+
+def test_black_field_stop_alone_does_not_warn_but_a_black_image_does(smear):
+    vignetted = smear.copy()
+    outside = np.ones(smear.shape[:2], np.uint8)
+    cv2.circle(outside, (320, 240), 300, 0, -1)
+    vignetted[outside > 0] = 0
+    mostly_black = smear.copy()
+    mostly_black[:, 150:] = 0
+
+    assert assess_quality(vignetted).warnings == []
+    assert any("black" in warning for warning in assess_quality(mostly_black).warnings)
+
+
+@pytest.mark.parametrize("gains", [(1.0, 0.85, 1.1), (1.05, 1.0, 0.8)], ids=["magenta", "yellow"])
+def test_colour_cast_warns(smear, gains):
+    report = assess_quality(scaled(smear, gains))
+
+    assert max(abs(report.background_a), abs(report.background_b)) > 10
+    assert any("colour cast" in warning for warning in report.warnings)
+
+
+def test_report_round_trips_through_json(smear):
+    report = assess_quality(cv2.GaussianBlur(smear, (0, 0), 3))
+
+    stored = json.loads(json.dumps(report.to_dict()))
+
+    assert stored["warnings"] == report.warnings
+    assert set(stored) >= {"focus", "clipped_highlights", "clipped_shadows", "brightness"}
+    assert stored["focus"] == report.focus
+
+
+@pytest.mark.parametrize(
+    "bad", [np.zeros((48, 64), np.uint8), np.zeros((48, 64, 3), np.float64), "image.jpg"]
+)
+def test_wrong_input_raises_value_error(bad):
+    with pytest.raises(ValueError):
+        assess_quality(bad)
+
+
+@pytest.mark.parametrize("number", [0, 36, 150, 300])
+def test_real_smears_pass_without_warnings(number):
+    path = DATASETS / "bccd-smears" / "JPEGImages" / f"BloodImage_{number:05d}.jpg"
+    if not path.exists():
+        pytest.skip(f"dataset not available at {path} (set LEUKOSCOPE_DATASETS_DIR)")
+    rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+    assert assess_quality(rgb).warnings == []
