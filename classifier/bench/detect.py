@@ -1,16 +1,22 @@
 """Detector benchmark against the BCCD leukocyte boxes.
 
-    python -m classifier.bench.detect [--data DIR]
+    python -m classifier.bench.detect [--data DIR] [--model MODEL_DIR]
 
 DIR is the shared datasets folder or its bccd-smears sub-folder (default: ../shared/datasets from
-the project root). Prints recall and precision at IoU >= 0.5, the mean IoU of matched boxes,
-images per second on ONE core (OpenCV is pinned to one thread, as a Celery worker process gets),
-and every miss and false positive.
+the project root). Part 1 prints recall and precision at IoU >= 0.5, the mean IoU of matched
+boxes, images per second on ONE core (OpenCV is pinned to one thread, as a Celery worker process
+gets), and every miss and false positive.
+
+Part 2 runs the whole smear pipeline (detector + classifier) on the smears whose photograph no
+training image was made from, and prints the share whose cell gets its labelled type, 4-class and
+binary. It needs a saved model folder (--model, default: the first bundled model) and the
+blood-cell-images originals.csv next to bccd-smears.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -23,6 +29,7 @@ from classifier.detection import detect_leukocytes
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "datasets"
+BUNDLED_MODELS = PROJECT_ROOT / "classifier" / "default_model"
 IOU_MATCH = 0.5
 
 
@@ -122,13 +129,95 @@ def print_detection(figures: DetectionFigures) -> None:
         print(f"    {line}")
 
 
+# --- Part 2: the whole smear pipeline, on smears the classifier never saw -----------------------
+
+
+def unseen_smears(bccd: Path) -> list[str]:
+    """BCCD photographs no TRAIN image was made from: TEST originals and unreferenced ones."""
+    originals_csv = bccd.parent / "blood-cell-images" / "originals.csv"
+    if not originals_csv.exists():
+        raise FileNotFoundError(f"{originals_csv} is needed to tell unseen smears apart")
+    split_of = {}
+    with originals_csv.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            split_of.setdefault(row["original"], set()).add(row["split"])
+    stems = sorted(path.stem for path in (bccd / "JPEGImages").glob("*.jpg"))
+    return [stem for stem in stems if "TRAIN" not in split_of.get(stem, set())]
+
+
+def labelled_types(bccd: Path) -> dict[str, list[str]]:
+    """Each photograph's labelled leukocyte types; photographs without a label are left out."""
+    labels = {}
+    with (bccd / "labels.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            types = [name.strip().upper() for name in row["category"].split(",") if name.strip()]
+            if types:
+                labels[Path(row["image"]).stem] = types
+    return labels
+
+
+def benchmark_pipeline(bccd: Path, model_dir: Path) -> None:
+    """Share of unseen smears whose leukocyte(s) get the labelled type, 4-class and binary.
+
+    A smear counts as right when the types of its best-scoring detections, as many as it has
+    labels, equal its labels; a missed cell makes it wrong. Binary calls use the same rule.
+    """
+    from classifier.inference import CellClassifier
+    from classifier.labels import BINARY_GROUP
+    from classifier.pipeline import analyse_smear
+
+    classifier = CellClassifier.from_directory(model_dir)
+    labels = labelled_types(bccd)
+    smears = [stem for stem in unseen_smears(bccd) if stem in labels]
+    right_4class = right_binary = 0
+    wrong = []
+    start = time.perf_counter()
+    for stem in smears:
+        bgr = cv2.imread(str(bccd / "JPEGImages" / f"{stem}.jpg"))
+        analysis = analyse_smear(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), classifier)
+        expected = sorted(labels[stem])
+        called = sorted(cell.predicted_type for cell in analysis.cells[: len(expected)])
+        right_4class += called == expected
+        right_binary += sorted(BINARY_GROUP.get(name, name) for name in called) == sorted(
+            BINARY_GROUP.get(name, name) for name in expected
+        )
+        if called != expected:
+            wrong.append(f"{stem}: labelled {', '.join(expected)}, got {', '.join(called) or '-'}")
+    seconds = time.perf_counter() - start
+    count = max(len(smears), 1)
+    print(f"Smear pipeline with model {model_dir} on {len(smears)} smears no training image")
+    print("came from (TEST originals + photographs originals.csv never references)")
+    print(f"  cell type right, 4-class: {right_4class / count:.3f} ({right_4class}/{len(smears)})")
+    print(f"  cell type right, binary:  {right_binary / count:.3f} ({right_binary}/{len(smears)})")
+    print(f"  {seconds / count * 1000:.0f} ms per smear")
+    print(f"  wrong 4-class ({len(wrong)}):")
+    for line in wrong:
+        print(f"    {line}")
+
+
+def default_model() -> Path | None:
+    bundled = sorted(BUNDLED_MODELS.glob("*/metadata.json"))
+    return bundled[0].parent if bundled else None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="datasets or bccd folder")
+    parser.add_argument("--model", type=Path, default=None, help="saved model folder (part 2)")
+    parser.add_argument("--skip-pipeline", action="store_true", help="run part 1 only")
     args = parser.parse_args(argv)
     # One core, as a Celery worker process gets: the images/s figure is per core.
     cv2.setNumThreads(1)
-    print_detection(benchmark_detector(bccd_folder(args.data)))
+    bccd = bccd_folder(args.data)
+    print_detection(benchmark_detector(bccd))
+    if args.skip_pipeline:
+        return
+    model_dir = args.model or default_model()
+    print()
+    if model_dir is None:
+        print(f"Smear pipeline skipped: no --model given and no bundled model in {BUNDLED_MODELS}")
+        return
+    benchmark_pipeline(bccd, model_dir)
 
 
 if __name__ == "__main__":
