@@ -1,5 +1,9 @@
 """The read-only JSON API a laboratory information system fetches results from."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 from django.urls import reverse
 
@@ -82,3 +86,15 @@ def test_csv_export(client, tech):
     text = response.content.decode()
     assert "NEUTROPHIL,1,50.0" in text and "MONONUCLEAR,1,50.0" in text and "TOTAL,2,100.0" in text
     assert "p_EOSINOPHIL" in text
+
+
+def test_the_web_process_never_imports_tensorflow():
+    code = (
+        "import django, sys; django.setup();"
+        "from django.urls import get_resolver; get_resolver().url_patterns;"
+        "import webapp.views.lab, webapp.views.api, webapp.admin, webapp.selectors;"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'classifier.inference') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.settings"})
+    assert result.stdout.strip() == "[]"

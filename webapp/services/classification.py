@@ -19,6 +19,9 @@ from django.utils import timezone
 from PIL import Image
 
 from classifier.labels import BINARY_GROUP
+from classifier.pipeline import analyse_smear
+from classifier.preparation import prepare_window
+from classifier.quality import assess_quality
 from webapp.models import Cell, ModelVersion, SmearImage
 from webapp.services.model_registry import NoActiveModel, active_version, load_classifier
 
@@ -26,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 # Room around the detector's box in the thumbnail, so the cell's edge is visible.
 CROP_MARGIN = 0.15
-THUMBNAIL_MAX_SIDE = 200
+THUMBNAIL_MAX_SIDE = 320  # the cell page shows the crop large; the grids scale it down
 HEATMAP_MIN_SIDE = 240
 
 
@@ -126,8 +129,6 @@ class _Written:
 
 def _cell_outputs(rgb, analysis, classifier):
     """Per detected cell: the model's call and the three pictures, all computed before any DB write."""
-    from classifier.preparation import prepare_window
-
     outputs = []
     class_names = list(classifier.class_names)
     for found in analysis.cells:
@@ -190,10 +191,6 @@ def _store_cells(image, version, outputs, written):
 
 def classify_smear_image(image_id, model_version_id=None):
     """Classify one stored image; always ends with the image marked done or failed."""
-    from classifier.quality import assess_quality
-
-    from classifier.pipeline import analyse_smear
-
     started = time.monotonic()
     if not SmearImage.objects.filter(pk=image_id).update(status=SmearImage.Status.PROCESSING, error=""):
         logger.warning("Image %s was deleted before it could be classified.", image_id)

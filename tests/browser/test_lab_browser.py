@@ -1,0 +1,104 @@
+"""A technologist's session in a real browser: sign in, upload a smear, watch it finish, relabel a cell.
+
+Drives Debian's Chromium headless through Playwright against a live server, the real Celery worker
+and the real network. Leaves a screenshot of the sample page in test-output/.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, require_dataset
+from webapp.models import Cell, CellReview
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = REPO_ROOT / "test-output"
+PASSWORD = "a-long-passphrase-1"
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def browser_page(monkeypatch):
+    if not CHROMIUM.exists():
+        pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an asyncio loop in this thread; the ORM calls the test makes
+    # between browser steps are ordinary synchronous calls, not calls from a coroutine.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"],
+        )
+        context = browser.new_context(viewport={"width": 1360, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        yield page
+        browser.close()
+        assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def formula_count(page, cell_type):
+    return int(page.locator(f'#formula tr[data-type="{cell_type}"] [data-role=count]').inner_text())
+
+
+def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, served_model, browser_page,
+                                                  django_user_model):
+    smear = sorted(require_dataset("bccd-smears", "JPEGImages").glob("BloodImage_*.jpg"))[2]
+    django_user_model.objects.create_user("tech", password=PASSWORD)
+    page = browser_page
+
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("#id_username", "tech")
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/$"))
+
+    page.click("text=New sample")
+    page.fill("#id_accession_number", "BR-0001")
+    page.fill("#id_note", "Wright-Giemsa, x100 oil")
+    page.set_input_files("#id_images", str(smear))
+    assert smear.name in page.locator("#filelist").inner_text()
+    page.click("#upload-button")
+    page.wait_for_url(re.compile(r".*/samples/\d+/$"))
+
+    # The page updates itself: no reload until every photograph is classified.
+    page.wait_for_selector("text=All 1 photograph classified", timeout=240_000)
+    page.wait_for_selector("tr.cellrow")
+    assert page.locator("svg .cellbox").count() == page.locator("tr.cellrow").count() >= 1
+
+    row = page.locator("tr.cellrow").first
+    cell_id = int(row.get_attribute("data-cell"))
+    before_type = Cell.objects.get(pk=cell_id).cell_type
+    new_type = sorted(set(served_model.class_names) - {before_type})[0]
+    before_new, before_old = formula_count(page, new_type), formula_count(page, before_type)
+
+    # Select the cell with a click, relabel it with its keyboard shortcut.
+    row.click(position={"x": 10, "y": 10})
+    page.keyboard.press(new_type[0])
+    page.wait_for_function(
+        "([type, n]) => Number(document.querySelector(`#formula tr[data-type=\"${type}\"] "
+        "[data-role=count]`).textContent) === n",
+        arg=[new_type, before_new + 1],
+    )
+    assert formula_count(page, before_type) == before_old - 1
+    assert page.locator(f'tr.cellrow[data-cell="{cell_id}"] .was').count() == 1
+    review = CellReview.objects.get(cell_id=cell_id)
+    assert (review.from_type, review.to_type, review.reviewed_by.username) == (before_type, new_type, "tech")
+
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(SCREENSHOTS / "sample-page.png"), full_page=True)
+
+    page.goto(f"{live_server.url}/cells/{cell_id}/")
+    assert page.locator(".probs tr").count() == len(served_model.class_names)
+    page.screenshot(path=str(SCREENSHOTS / "cell-page.png"), full_page=True)
+    page.goto(f"{live_server.url}/history/")
+    page.screenshot(path=str(SCREENSHOTS / "history-page.png"), full_page=True)
