@@ -170,10 +170,16 @@ def cell_history(filters=None):
     cells = Cell.objects.select_related("image__sample").only(*HISTORY_FIELDS)
     if filters.cell_type:
         cells = cells.filter(cell_type=filters.cell_type)
+    if filters.confidence_min is not None or filters.confidence_max is not None:
+        # Measured on 100,000 cells (bench/web.py): given a confidence range, SQLite walks the
+        # confidence index and sorts thousands of rows (135 ms); walking the newest-first indexes
+        # and checking confidence row by row stops after one page (20 ms). "+ 0" hides the column
+        # from the planner's index choice without changing the filter.
+        cells = cells.alias(confidence_value=F("confidence") + 0.0)
     if filters.confidence_min is not None:
-        cells = cells.filter(confidence__gte=filters.confidence_min)
+        cells = cells.filter(confidence_value__gte=filters.confidence_min)
     if filters.confidence_max is not None:
-        cells = cells.filter(confidence__lte=filters.confidence_max)
+        cells = cells.filter(confidence_value__lte=filters.confidence_max)
     if filters.reviewed == "yes":
         cells = cells.exclude(corrected_type="")
     elif filters.reviewed == "no":
@@ -203,7 +209,8 @@ class CappedPaginator(Paginator):
 
     @cached_property
     def count(self):
-        return self.object_list[: self.cap + 1].count()
+        # Counting needs neither the joins select_related adds nor the ordering.
+        return self.object_list.order_by().values("pk")[: self.cap + 1].count()
 
     @property
     def capped(self):

@@ -1,0 +1,191 @@
+"""How fast the lab pages render with 100,000 stored cells.
+
+    python bench/web.py [--cells 100000] [--requests 60] [--rebuild]
+
+Builds (once) a separate SQLite database under var/bench/, with samples of two photographs and
+ten cells each spread over a year, then renders the history page (with and without filters) and
+the sample page through Django's test Client as a signed-in user and prints p50/p95 per page.
+Target: p95 <= 150 ms each.
+"""
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = REPO_ROOT / "var" / "bench"
+CELLS_PER_IMAGE = 10
+IMAGES_PER_SAMPLE = 2
+TYPES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
+TARGET_P95_MS = 150
+
+
+def configure(database):
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(REPO_ROOT))
+    os.environ["DATABASE_URL"] = f"sqlite:///{database}"
+    os.environ.setdefault("LEUKOSCOPE_MEDIA_ROOT", str(BENCH_DIR / "media"))
+    os.environ["DJANGO_SETTINGS_MODULE"] = "webapp.settings"
+    os.environ.pop("LEUKOSCOPE_DEBUG", None)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def populate(n_cells, seed=7):
+    from django.contrib.auth import get_user_model
+    from django.db import transaction
+    from django.utils import timezone
+
+    from classifier.labels import BINARY_GROUP
+    from webapp.models import Cell, ModelVersion, Sample, SmearImage
+
+    if Cell.objects.count() >= n_cells:
+        return
+    print(f"building {n_cells:,} cells in {BENCH_DIR} (once) ...", flush=True)
+    started = time.perf_counter()
+    rng = random.Random(seed)
+    user, _ = get_user_model().objects.get_or_create(username="bench", defaults={"is_staff": True})
+    versions = [
+        ModelVersion.objects.create(architecture="leukonet", task="4class", status=status,
+                                    class_names=list(TYPES), model_sha256=f"bench{status}")
+        for status in (ModelVersion.Status.READY, ModelVersion.Status.ACTIVE)
+    ]
+    per_sample = CELLS_PER_IMAGE * IMAGES_PER_SAMPLE
+    n_samples = n_cells // per_sample
+    now = timezone.now()
+    # bulk_create would stamp every row "now"; the history needs a year of dates.
+    for model in (Sample, SmearImage, Cell):
+        model._meta.get_field("created_at").auto_now_add = False
+    for start in range(0, n_samples, 500):
+        with transaction.atomic():
+            samples = []
+            for number in range(start, min(n_samples, start + 500)):
+                created = now - timedelta(minutes=(n_samples - number) * 525_600 / n_samples)
+                samples.append(
+                    Sample(accession_number=f"H26-{number:06d}", created_by=user, created_at=created)
+                )
+            Sample.objects.bulk_create(samples)
+            images = []
+            for sample in samples:
+                for index in range(IMAGES_PER_SAMPLE):
+                    images.append(SmearImage(
+                        sample=sample, image=f"smears/bench/{sample.accession_number}-{index}.jpg",
+                        original_filename=f"{sample.accession_number}-{index}.jpg", width=640, height=480,
+                        file_size=100_000, checksum="0" * 64, status=SmearImage.Status.DONE,
+                        model_version=versions[1] if sample.pk % 5 else versions[0],
+                        quality={"focus": 20.0}, created_at=sample.created_at, processed_at=sample.created_at,
+                    ))
+            SmearImage.objects.bulk_create(images)
+            cells = []
+            for image in images:
+                for index in range(CELLS_PER_IMAGE):
+                    predicted = rng.choice(TYPES)
+                    confidence = rng.uniform(0.3, 1.0)
+                    reviewed = rng.random() < 0.1
+                    corrected = rng.choice(TYPES) if reviewed else ""
+                    others = (1 - confidence) / 3
+                    cells.append(Cell(
+                        image=image, model_version=image.model_version, index=index,
+                        x0=20 + 50 * index, y0=40, x1=80 + 50 * index, y1=120,
+                        crop=f"cells/bench/{image.pk}-{index}.jpg", predicted_type=predicted,
+                        probabilities={name: (confidence if name == predicted else others) for name in TYPES},
+                        confidence=confidence, binary_call=BINARY_GROUP[predicted],
+                        needs_review=confidence < 0.8, corrected_type=corrected,
+                        reviewed_by=user if reviewed else None,
+                        reviewed_at=image.created_at if reviewed else None,
+                        cell_type=corrected or predicted, created_at=image.created_at,
+                    ))
+            Cell.objects.bulk_create(cells, batch_size=2000)
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    print(f"built {Cell.objects.count():,} cells in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def measure(client, url, n_requests):
+    for _ in range(3):  # warm caches and the template loader
+        response = client.get(url)
+        assert response.status_code == 200, (url, response.status_code)
+    timings = []
+    for _ in range(n_requests):
+        started = time.perf_counter()
+        response = client.get(url)
+        timings.append((time.perf_counter() - started) * 1000)
+        assert response.status_code == 200
+    timings.sort()
+    p95 = timings[min(len(timings) - 1, int(round(0.95 * (len(timings) - 1))))]
+    return statistics.median(timings), p95
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--cells", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--rebuild", action="store_true", help="start from an empty bench database")
+    args = parser.parse_args()
+
+    database = BENCH_DIR / "web.sqlite3"
+    if args.rebuild:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
+    configure(database)
+    populate(args.cells)
+
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from django.urls import reverse
+
+    from webapp.models import Cell, ModelVersion, Sample
+
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(get_user_model().objects.get(username="bench"))
+    samples = list(Sample.objects.order_by("?").values_list("pk", "accession_number")[:3])
+    ready = ModelVersion.objects.filter(status=ModelVersion.Status.READY).values_list("pk", flat=True).first()
+    today = Cell.objects.order_by("-created_at").values_list("created_at", flat=True).first().date()
+    history = reverse("lab:history")
+    pages = [
+        ("history, no filter", history),
+        ("history, page 100", f"{history}?page=100"),
+        ("history, table view", f"{history}?view=table"),
+        ("history, type", f"{history}?cell_type=MONOCYTE"),
+        ("history, type + confidence 40-60% + not reviewed",
+         f"{history}?cell_type=EOSINOPHIL&confidence_min=40&confidence_max=60&reviewed=no"),
+        ("history, reviewed", f"{history}?reviewed=yes"),
+        ("history, flagged for review", f"{history}?needs_review=yes"),
+        ("history, accession", f"{history}?accession={samples[0][1]}"),
+        ("history, last 30 days + older version",
+         f"{history}?date_from={today - timedelta(days=30)}&date_to={today}&model_version={ready}"),
+        ("history, rare: reviewed monocyte >95%",
+         f"{history}?cell_type=MONOCYTE&reviewed=yes&confidence_min=95"),
+        ("sample page", reverse("lab:sample-detail", args=[samples[1][0]])),
+        ("sample page (another)", reverse("lab:sample-detail", args=[samples[2][0]])),
+        ("sample status JSON", reverse("lab:sample-status", args=[samples[1][0]])),
+        ("API cells, type filter", f"{reverse('lab:api-cells')}?cell_type=LYMPHOCYTE"),
+        ("API sample", reverse("lab:api-sample", args=[samples[1][0]])),
+    ]
+    print(f"{Cell.objects.count():,} cells, {Sample.objects.count():,} samples; "
+          f"{args.requests} requests each")
+    print(f"{'page':52} {'p50 ms':>8} {'p95 ms':>8}")
+    worst = 0.0
+    for name, url in pages:
+        p50, p95 = measure(client, url, args.requests)
+        worst = max(worst, p95)
+        flag = "" if p95 <= TARGET_P95_MS else "  over target"
+        print(f"{name:52} {p50:8.1f} {p95:8.1f}{flag}", flush=True)
+    print(f"worst p95 {worst:.1f} ms (target {TARGET_P95_MS} ms)")
+
+
+if __name__ == "__main__":
+    main()
