@@ -31,6 +31,7 @@ def configure(database):
     os.environ["DATABASE_URL"] = f"sqlite:///{database}"
     os.environ.setdefault("LEUKOSCOPE_MEDIA_ROOT", str(BENCH_DIR / "media"))
     os.environ["DJANGO_SETTINGS_MODULE"] = "webapp.settings"
+    os.environ.setdefault("LEUKOSCOPE_LOG_LEVEL", "WARNING")
     os.environ.pop("LEUKOSCOPE_DEBUG", None)
     import django
 
