@@ -120,3 +120,14 @@ def test_sample_list_shows_progress(client, tech, records):
     assert "A-1" in body and "B-2" in body and "Done" in body
     found = client.get(reverse("lab:sample-list"), {"q": "b-2"}).content.decode()
     assert "B-2" in found and "A-1" not in found
+
+
+def test_admin_lists_the_lab_records_read_only(client, django_user_model, records):
+    admin = django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1")
+    client.force_login(admin)
+    cell = Cell.objects.first()
+    for name in ("sample", "smearimage", "cell", "cellreview"):
+        assert client.get(reverse(f"admin:webapp_{name}_changelist")).status_code == 200
+    page = client.get(reverse("admin:webapp_cell_change", args=[cell.pk])).content.decode()
+    assert 'name="predicted_type"' not in page  # shown, not editable
+    assert client.get(reverse("admin:webapp_cell_add")).status_code == 403

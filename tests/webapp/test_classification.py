@@ -1,0 +1,197 @@
+"""The worker's classification service, in-process with a stand-in network: idempotent upserts, files
+written and replaced, and never an image left "processing" after an error. The real network runs in
+tests/e2e."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from PIL import Image
+
+from classifier.detection import DetectedCell, DetectionResult
+from classifier.pipeline import ClassifiedCell, SmearAnalysis
+from tests.webapp.lab_factories import make_version
+from webapp.models import Cell, CellReview, SmearImage
+from webapp.services import classification, uploads
+from webapp.services.model_registry import NoActiveModel
+from webapp.services.review import review_cell
+
+pytestmark = pytest.mark.django_db
+
+CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
+
+
+class StandInClassifier:
+    class_names = CLASSES
+    task = "4class"
+    input_spec = {"height": 96, "width": 96, "mode": "cell", "crop": 120}
+
+    def gradcam(self, window, class_index=None):
+        heat = np.zeros((96, 96), np.float32)
+        heat[30:60, 30:60] = 1.0
+        return heat
+
+
+def analysis_with(boxes, predicted="NEUTROPHIL", confidence=0.9):
+    cells = []
+    for box in boxes:
+        probabilities = {name: (1 - confidence) / 3 for name in CLASSES}
+        probabilities[predicted] = confidence
+        cells.append(ClassifiedCell(
+            cell=DetectedCell(box=box, score=0.9), window=np.full((240, 320, 3), 180, np.uint8),
+            probabilities=probabilities, predicted_type=predicted, binary_call="POLYNUCLEAR",
+            confidence=confidence,
+        ))
+    return SmearAnalysis(detection=DetectionResult(cells=[c.cell for c in cells], scale=2.0), cells=cells)
+
+
+@pytest.fixture
+def network(monkeypatch):
+    """Serve the stand-in network; `network.analysis` is what the next analysis returns."""
+    class Control:
+        analysis = analysis_with([(100, 80, 220, 200), (300, 200, 400, 300)])
+        error = None
+
+    def fake_analyse(rgb, classifier):
+        if Control.error:
+            raise Control.error
+        assert rgb.dtype == np.uint8 and rgb.shape == (480, 640, 3)
+        return Control.analysis
+
+    monkeypatch.setattr(classification, "load_classifier", lambda version: StandInClassifier())
+    monkeypatch.setattr(classification, "analyse_smear", fake_analyse)
+    return Control
+
+
+@pytest.fixture
+def stored_image(monkeypatch, django_user_model):
+    monkeypatch.setattr(uploads, "_enqueue_classification", lambda pk: None)
+    rgb = np.full((480, 640, 3), (225, 185, 195), np.uint8)
+    rgb[100:200, 100:200] = (120, 70, 170)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG")
+    result = uploads.create_sample_with_images("C-1", "", [SimpleUploadedFile("s.jpg", buffer.getvalue())])
+    return result.stored[0]
+
+
+def files_of(cells):
+    return [Path(f.path) for cell in cells for f in (cell.crop, cell.window, cell.heatmap)]
+
+
+def test_cells_are_stored_with_pictures_and_flags(network, stored_image, settings):
+    version = make_version()
+    settings.REVIEW_CONFIDENCE_THRESHOLD = 0.95
+    assert classification.classify_smear_image(stored_image.pk) == 2
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert image.status == "done" and image.error == "" and image.model_version == version
+    assert image.processed_at is not None and "focus" in image.quality
+    cells = list(image.cells.order_by("index"))
+    assert [(c.x0, c.y0, c.x1, c.y1) for c in cells] == [(100, 80, 220, 200), (300, 200, 400, 300)]
+    assert all(c.cell_type == c.predicted_type == "NEUTROPHIL" and c.needs_review for c in cells)
+    assert all(path.is_file() for path in files_of(cells))
+    assert Image.open(cells[0].window.path).size == (320, 240)
+    assert Image.open(cells[0].crop.path).size == (156, 156)  # the box plus 15% on each side
+
+
+def test_running_twice_updates_in_place_and_keeps_reviews(network, stored_image, django_user_model):
+    make_version()
+    classification.classify_smear_image(stored_image.pk)
+    first = list(Cell.objects.order_by("index"))
+    old_files = files_of(first)
+    review_cell(first[0], "EOSINOPHIL", django_user_model.objects.create_user("t"))
+
+    network.analysis = analysis_with([(110, 90, 230, 210)], predicted="MONOCYTE", confidence=0.5)
+    classification.classify_smear_image(stored_image.pk)
+    cells = list(Cell.objects.order_by("index"))
+    assert [c.pk for c in cells] == [first[0].pk]  # index 1 is gone, index 0 updated, not re-created
+    cell = cells[0]
+    assert (cell.predicted_type, cell.corrected_type) == ("MONOCYTE", "EOSINOPHIL")
+    assert cell.cell_type == "EOSINOPHIL"
+    assert (cell.x0, cell.confidence, cell.needs_review) == (110, 0.5, True)
+    assert CellReview.objects.filter(cell=cell).count() == 1
+    assert not any(path.exists() for path in old_files)
+    assert all(path.is_file() for path in files_of(cells))
+
+
+def test_another_version_adds_cells_and_keeps_the_old_ones(network, stored_image):
+    old = make_version(status="ready")
+    make_version()
+    classification.classify_smear_image(stored_image.pk, model_version_id=old.pk)
+    classification.classify_smear_image(stored_image.pk)
+    assert Cell.objects.filter(model_version=old).count() == 2
+    assert Cell.objects.exclude(model_version=old).count() == 2
+
+
+def test_no_leukocyte_is_a_done_result(network, stored_image):
+    make_version()
+    network.analysis = analysis_with([])
+    assert classification.classify_smear_image(stored_image.pk) == 0
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert image.status == "done" and image.cells.count() == 0
+
+
+@pytest.mark.parametrize("error, message", [
+    (RuntimeError("tensor shapes differ"), "Classification failed unexpectedly (RuntimeError: tensor shapes"),
+    (MemoryError(), "Classification failed unexpectedly (MemoryError)"),
+])
+def test_an_error_marks_the_image_failed_with_a_readable_reason(network, stored_image, error, message,
+                                                                isolated_media_root):
+    make_version()
+    network.error = error
+    before = {p for p in Path(isolated_media_root).rglob("*") if p.is_file()}
+    assert classification.classify_smear_image(stored_image.pk) is None
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert image.status == "failed" and image.error.startswith(message)
+    assert {p for p in Path(isolated_media_root).rglob("*") if p.is_file()} == before
+
+
+def test_a_failure_while_storing_removes_the_new_pictures(network, stored_image, monkeypatch,
+                                                          isolated_media_root):
+    make_version()
+    before = {p for p in Path(isolated_media_root).rglob("*") if p.is_file()}
+
+    def broken_bulk_create(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Cell.objects, "bulk_create", broken_bulk_create)
+    classification.classify_smear_image(stored_image.pk)
+    assert SmearImage.objects.get(pk=stored_image.pk).status == "failed"
+    assert not Cell.objects.exists()
+    assert {p for p in Path(isolated_media_root).rglob("*") if p.is_file()} == before
+
+
+def test_without_an_active_model_the_reason_is_given(network, stored_image, monkeypatch):
+    def no_model():
+        raise NoActiveModel("No model version is active: an admin must activate one.")
+
+    monkeypatch.setattr(classification, "active_version", no_model)
+    classification.classify_smear_image(stored_image.pk)
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert image.status == "failed" and image.error.startswith("No model version is active")
+
+
+def test_a_deleted_image_is_skipped(network):
+    assert classification.classify_smear_image(987654) is None
+
+
+def test_deleting_a_sample_asks_first_then_removes_every_file(
+    network, stored_image, client, django_user_model, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    make_version()
+    classification.classify_smear_image(stored_image.pk)
+    client.force_login(django_user_model.objects.create_user("t"))
+    files = [Path(stored_image.image.path), *files_of(Cell.objects.all())]
+    assert len(files) == 7 and all(path.is_file() for path in files)
+    url = reverse("lab:sample-delete", args=[stored_image.sample_id])
+    confirm = client.get(url).content.decode()
+    assert "1 photograph," in confirm and "2 classified cells" in confirm and "csrfmiddlewaretoken" in confirm
+    assert all(path.is_file() for path in files)  # the question deletes nothing
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url)
+    assert response.status_code == 302 and response["Location"] == reverse("lab:sample-list")
+    assert not SmearImage.objects.exists() and not Cell.objects.exists()
+    assert not any(path.exists() for path in files)
