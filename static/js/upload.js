@@ -9,6 +9,9 @@
   var list = document.getElementById("filelist");
   var button = document.getElementById("upload-button");
   var chosen = [];
+  var maxFiles = parseInt(zone.dataset.maxFiles, 10) || 50;
+  var maxBytes = parseInt(zone.dataset.maxBytes, 10) || 0;
+  var warning = document.getElementById("upload-warning");
 
   function sizeText(bytes) {
     if (bytes >= 1048576) return (bytes / 1048576).toFixed(1) + " MB";
@@ -40,6 +43,16 @@
     button.textContent = chosen.length
       ? "Upload " + chosen.length + " photograph" + (chosen.length === 1 ? "" : "s") + " and classify"
       : "Upload and classify";
+    // The server checks all of this again; saying it here spares a long upload that would be refused.
+    var problems = [];
+    if (chosen.length > maxFiles) problems.push("At most " + maxFiles + " photographs per upload; remove " +
+      (chosen.length - maxFiles) + " or split the batch.");
+    var tooBig = chosen.filter(function (file) { return maxBytes && file.size > maxBytes; });
+    if (tooBig.length) problems.push(tooBig.map(function (f) { return f.name; }).join(", ") +
+      (tooBig.length === 1 ? " is" : " are") + " over the " + sizeText(maxBytes) + " limit and will be refused.");
+    warning.textContent = problems.join(" ");
+    warning.hidden = !problems.length;
+    button.disabled = chosen.length > maxFiles;
   }
 
   function add(files) {

@@ -66,6 +66,8 @@ def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, ser
     page.fill("#id_note", "Wright-Giemsa, x100 oil")
     page.set_input_files("#id_images", str(smear))
     assert smear.name in page.locator("#filelist").inner_text()
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "upload-page.png"), full_page=True)
     page.click("#upload-button")
     page.wait_for_url(re.compile(r".*/samples/\d+/$"))
 
@@ -93,7 +95,6 @@ def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, ser
     review = CellReview.objects.get(cell_id=cell_id)
     assert (review.from_type, review.to_type, review.reviewed_by.username) == (before_type, new_type, "tech")
 
-    SCREENSHOTS.mkdir(exist_ok=True)
     page.mouse.move(0, 0)
     page.screenshot(path=str(SCREENSHOTS / "sample-page.png"), full_page=True)
 

@@ -80,6 +80,7 @@ def upload(request):
         "form": form,
         "rejected": rejected,
         "max_upload_mb": settings.MAX_UPLOAD_BYTES // (1024 * 1024),
+        "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
         "max_files": settings.MAX_FILES_PER_UPLOAD,
     }, status=status)
 
