@@ -117,3 +117,19 @@ def test_train_one_epoch_on_a_tiny_set_stores_a_network_that_loads_back(tmp_path
 
     report = run("evaluate", "--version", str(version.pk), "--data", str(data), "--split", "TEST")
     assert "n=8" in report and "confusion matrix" in report and "binary grouping" in report
+
+
+@pytest.mark.django_db
+def test_ctrl_c_during_training_marks_the_version_cancelled(monkeypatch, tmp_path):
+    import classifier.training
+
+    def interrupted(config, on_epoch=None, should_stop=None, progress_bar=False):
+        assert progress_bar  # the terminal gets Keras' live bar
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(classifier.training, "train_classifier", interrupted)
+    with pytest.raises(CommandError, match="marked cancelled") as raised:
+        run("train", "--data", str(tmp_path), "--arch", "paper", "--epochs", "1")
+    assert raised.value.returncode == 130
+    version = ModelVersion.objects.get()
+    assert version.status == "cancelled" and "Ctrl-C" in version.failure_reason

@@ -430,8 +430,11 @@ def test_reviewed_cells_go_to_training_once_with_their_corrected_type(fake_train
     Cell.objects.create(model_version=new, **{**common, "index": 1, "x0": 50, "window": "windows/none.png"},
                         corrected_type="LYMPHOCYTE", cell_type="LYMPHOCYTE")
     Cell.objects.create(model_version=new, **{**common, "index": 2, "x0": 90}, cell_type="NEUTROPHIL")
+    Cell.objects.create(model_version=new, **{**common, "index": 3, "x0": 120}, corrected_type="MONONUCLEAR",
+                        cell_type="MONONUCLEAR")  # relabelled under a binary network
 
-    assert training.reviewed_cell_samples() == [(str(window), "EOSINOPHIL")]
+    assert training.reviewed_cell_samples("4class") == [(str(window), "EOSINOPHIL")]
+    assert len(training.reviewed_cell_samples("binary")) == 2
 
     version = queued_version(include_reviewed_cells=True)
     calls = fake_trainer(lambda *args: fake_result())

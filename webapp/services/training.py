@@ -166,12 +166,21 @@ def cancel_training(version, user=None):
     return version
 
 
-def reviewed_cell_samples():
+def reviewed_cell_samples(task=None):
     """(context window path, corrected type) for every reviewed cell whose window is on disk.
 
     A cell classified by several versions is one physical cell: keep it once, with the newest
-    review, so re-classification does not weight it twice.
+    review, so re-classification does not weight it twice. With a task, labels that have no place
+    in it are left out: a cell relabelled MONONUCLEAR under a binary network says nothing about
+    which of the four types it is, and would otherwise fail the whole run.
     """
+    fits = None
+    if task is not None:
+        from classifier.dataset import task_class
+
+        def fits(name):
+            return task_class(name, task) is not None
+
     samples = {}
     cells = (
         Cell.objects.exclude(corrected_type="")
@@ -182,7 +191,7 @@ def reviewed_cell_samples():
     storage = Cell._meta.get_field("window").storage
     for image_id, x0, y0, x1, y1, window, corrected in cells:
         path = Path(storage.path(window))
-        if path.is_file():
+        if (fits is None or fits(corrected)) and path.is_file():
             samples[(image_id, x0, y0, x1, y1)] = (str(path), corrected)
     return list(samples.values())
 
@@ -262,7 +271,7 @@ def run_training(version_id, progress_bar=False):
     if version.seed is not None:
         config["seed"] = version.seed
     if version.include_reviewed_cells:
-        config["extra_samples"] = reviewed_cell_samples()
+        config["extra_samples"] = reviewed_cell_samples(version.task)
 
     curve = []
 

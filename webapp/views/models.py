@@ -214,7 +214,7 @@ def learning_curve_chart(history, metric, title):
                 }
             )
     y_ticks = []
-    tick = low
+    tick = math.ceil(low / step - 1e-9) * step  # ticks on round numbers, not on the data's minimum
     while tick <= high + 1e-9:
         y_ticks.append({"y": round(y_of(tick), 1), "label": f"{tick:.2f}".rstrip("0").rstrip(".") or "0"})
         tick += step
