@@ -440,3 +440,25 @@ def test_reviewed_cells_go_to_training_once_with_their_corrected_type(fake_train
     calls = fake_trainer(lambda *args: fake_result())
     training.run_training(version.pk)
     assert calls[0].extra_samples == [(str(window), "EOSINOPHIL")]
+
+
+@pytest.mark.django_db
+def test_model_pages_never_load_the_stored_networks(staff_client, staff):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    old, new = make_version(), make_version()
+    activate_version(old, user=staff)
+    activate_version(new, user=staff)
+    for url in (reverse("models:list"), reverse("models:detail", args=[new.pk]),
+                reverse("models:progress", args=[new.pk])):
+        with CaptureQueriesContext(connection) as queries:
+            assert staff_client.get(url).status_code == 200
+        assert not [q["sql"] for q in queries.captured_queries if "model_bytes" in q["sql"]], url
+
+
+@pytest.mark.django_db
+def test_reclassify_without_an_active_version_says_so(staff_client, no_enqueue):
+    Sample.objects.create(accession_number="H9")
+    response = staff_client.post(reverse("models:reclassify"), {"all_samples": "on"}, follow=True)
+    assert "No model version is active" in response.content.decode() and no_enqueue == []

@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from webapp.models import Cell, ModelVersion, Sample, SmearImage
-from webapp.services.model_registry import active_version
+from webapp.services.model_registry import NoActiveModel
 from webapp.services.model_versions import store_training_result
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def start_training(user, architecture, epochs, include_reviewed=False, *, task=N
     from webapp.tasks import train_model_version
 
     if task is None:
-        current = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).first()
+        current = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).only("task").first()
         task = current.task if current else ModelVersion.Task.FOUR_CLASS
     with transaction.atomic():
         version = create_training_version(
@@ -319,7 +319,9 @@ def reclassify(samples=None, user=None):
     """
     from webapp.tasks import classify_image
 
-    version = active_version()
+    version = ModelVersion.objects.defer("model_bytes").filter(status=ModelVersion.Status.ACTIVE).first()
+    if version is None:
+        raise NoActiveModel("No model version is active: activate one before re-classifying.")
     images = SmearImage.objects.all()
     if samples is not None:
         if isinstance(samples, Sample):

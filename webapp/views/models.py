@@ -262,9 +262,8 @@ def _render_list(request, retrain_form=None, reclassify_form=None, status=200):
         "active": next((v for v in versions if v.is_active), None),
         "training": training,
         "training_progress": progress_report(training) if training else None,
-        "activations": ModelActivation.objects.select_related("version", "previous_version", "activated_by")[
-            :50
-        ],
+        # Only ids of the versions are shown: joining them would load every stored network.
+        "activations": ModelActivation.objects.select_related("activated_by")[:50],
         "retrain_form": retrain_form or RetrainForm(),
         "reclassify_form": reclassify_form or ReclassifyForm(),
     }
@@ -291,7 +290,7 @@ def version_detail(request, pk):
             for key in ("best_epoch", "temperature", "validation_groups", "skipped_files")
             if key in (version.metrics or {})
         },
-        "activations": version.activations.select_related("previous_version", "activated_by"),
+        "activations": version.activations.select_related("activated_by"),
         "was_active": version.activations.exists(),
     }
     return render(request, "models/detail.html", context)
