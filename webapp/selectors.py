@@ -189,7 +189,7 @@ def cell_history(filters=None):
     elif filters.needs_review == "no":
         cells = cells.filter(needs_review=False)
     if filters.accession:
-        cells = cells.filter(image__sample__accession_number=filters.accession.strip())
+        cells = cells.filter(image__sample__accession_number__iexact=filters.accession.strip())
     if filters.date_from:
         cells = cells.filter(created_at__gte=_day_start(filters.date_from))
     if filters.date_to:

@@ -208,7 +208,7 @@ def test_a_failed_database_write_removes_the_files_already_written(queued, monke
 
     monkeypatch.setattr(SmearImage, "save", failing_save)
     with pytest.raises(RuntimeError):
-        files = [upload("a.jpg", jpeg_bytes()), upload("b.jpg", jpeg_bytes())]
+        files = [upload("a.jpg", jpeg_bytes()), upload("b.jpg", jpeg_bytes(seed=9))]
         create_sample_with_images("H26-0003", "", files)
     assert not Sample.objects.exists()
     assert {p for p in Path(isolated_media_root).rglob("*") if p.is_file()} == before
@@ -290,3 +290,15 @@ def test_upload_needs_csrf(tech, django_user_model):
     data = {"accession_number": "H1", "images": [upload("s.jpg", b"x")]}
     response = strict.post(reverse("lab:upload"), data)
     assert response.status_code == 403
+
+
+@pytest.mark.django_db
+def test_the_same_photograph_twice_is_counted_once(queued):
+    data = jpeg_bytes()
+    result = create_sample_with_images("H26-0200", "", [upload("a.jpg", data), upload("copy.jpg", data)])
+    assert [image.original_filename for image in result.stored] == ["a.jpg"]
+    assert result.rejected[0].name == "copy.jpg" and "same photograph as a.jpg" in result.rejected[0].reason
+    again = uploads.add_images_to_sample(result.sample, [upload("again.jpg", data),
+                                                         upload("new.jpg", jpeg_bytes(seed=5))])
+    assert [image.original_filename for image in again.stored] == ["new.jpg"]
+    assert "same photograph as a.jpg" in again.rejected[0].reason

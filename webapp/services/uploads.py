@@ -50,6 +50,7 @@ class CheckedImage:
     width: int
     height: int
     conversion_note: str = ""
+    checksum: str = ""
 
 
 @dataclass
@@ -209,17 +210,32 @@ def _enqueue_classification(image_id):
     classify_image.delay(image_id)
 
 
-def check_files(files):
-    """Split uploaded files into (name, CheckedImage) pairs and RejectedFile entries."""
+def check_files(files, known_checksums=None):
+    """Split uploaded files into (name, CheckedImage) pairs and RejectedFile entries.
+
+    `known_checksums` maps the SHA-256 of photographs the sample already holds to their names.
+    """
     accepted, rejected = [], []
+    seen = dict(known_checksums or {})
     for uploaded in files:
         name = getattr(uploaded, "name", "") or "unnamed file"
         try:
-            accepted.append((name, check_image(uploaded)))
+            checked = check_image(uploaded)
         except ImageRejected as exc:
             rejected.append(RejectedFile(name, str(exc)))
+            continue
         except MemoryError:
             rejected.append(RejectedFile(name, "The image is too large to open."))
+            continue
+        checked.checksum = hashlib.sha256(checked.content).hexdigest()
+        if checked.checksum in seen:
+            # Its cells would be counted twice and skew the differential count.
+            rejected.append(RejectedFile(
+                name, f"This is the same photograph as {seen[checked.checksum]}; it is counted once."
+            ))
+            continue
+        seen[checked.checksum] = name
+        accepted.append((name, checked))
     return accepted, rejected
 
 
@@ -235,7 +251,7 @@ def add_images(sample, accepted):
                     width=checked.width,
                     height=checked.height,
                     file_size=len(checked.content),
-                    checksum=hashlib.sha256(checked.content).hexdigest(),
+                    checksum=checked.checksum or hashlib.sha256(checked.content).hexdigest(),
                     conversion_note=checked.conversion_note,
                 )
                 image.image.save(_stored_name(name, checked.extension), ContentFile(checked.content),
@@ -269,7 +285,8 @@ def create_sample_with_images(accession_number, note, files, user=None):
 
 
 def add_images_to_sample(sample, files):
-    accepted, rejected = check_files(files)
+    known = dict(sample.images.values_list("checksum", "original_filename"))
+    accepted, rejected = check_files(files, known)
     stored = add_images(sample, accepted) if accepted else []
     return UploadResult(sample=sample, stored=stored, rejected=rejected)
 
