@@ -114,6 +114,21 @@ def test_decompression_bomb_header_is_refused_without_allocating():
     assert "pixels" in message
 
 
+def test_pillows_own_bomb_warning_is_a_rejection_too(settings, monkeypatch):
+    # Between Pillow's limit and twice it, Pillow only warns; that must not pass or crash.
+    settings.MAX_IMAGE_PIXELS = 10**9
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5_000)
+    assert "pixels" in rejection(jpeg_bytes(width=100, height=80))
+
+
+def test_multi_frame_tiff_keeps_the_first_frame():
+    first, second = Image.fromarray(smear_array()), Image.fromarray(smear_array(seed=4))
+    data = encoded(first, "TIFF", save_all=True, append_images=[second])
+    checked = check_image(upload("stack.tif", data))
+    assert "first of 2 frames" in checked.conversion_note
+    assert getattr(Image.open(io.BytesIO(checked.content)), "n_frames", 1) == 1
+
+
 def test_greyscale_is_refused_with_the_clinical_reason():
     grey = Image.fromarray(smear_array()).convert("L")
     assert "greyscale" in rejection(encoded(grey, "PNG"), "grey.png")

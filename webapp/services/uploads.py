@@ -95,7 +95,7 @@ def _open(data):
         raise ImageRejected(
             "This is not an image Leukoscope can read (JPEG, PNG, TIFF, BMP or WebP expected)."
         ) from None
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRejected(_too_many_pixels_message()) from None
     except (OSError, SyntaxError, ValueError, EOFError):
         raise ImageRejected("The file looks like an image but its header is damaged.") from None
@@ -156,11 +156,13 @@ def _has_colour(rgb_image):
 def check_image(uploaded):
     """Check one uploaded file by content and return what to store, or raise ImageRejected."""
     data = _read_upload(uploaded)
-    probe = _open(data)
-    bits_note = _bits_per_channel_note(probe)
     image = _decode(data)
     source_format = image.format or "image"
-    notes = [bits_note] if bits_note else []
+    notes = [note for note in (_bits_per_channel_note(_open(data)),) if note]
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        # A multi-page TIFF or an animation: the worker reads the first frame, so store only that.
+        notes.append(f"first of {frames} frames kept")
 
     if image.mode in GREYSCALE_MODES:
         # The stain colours are what tells a lymphocyte from a neutrophil; grey cannot be undone.
