@@ -104,11 +104,11 @@ def _readable(exc):
     )
 
 
-def _binary_call(predicted_type, probabilities):
-    group = BINARY_GROUP.get(predicted_type)
-    if group:
-        return group
-    return predicted_type if predicted_type in ("MONONUCLEAR", "POLYNUCLEAR") else ""
+def _binary_call(predicted_type):
+    """Fallback when the pipeline gave no binary call: the group of the predicted type."""
+    if predicted_type in ("MONONUCLEAR", "POLYNUCLEAR"):
+        return predicted_type
+    return BINARY_GROUP.get(predicted_type, "")
 
 
 class _Written:
@@ -145,7 +145,7 @@ def _cell_outputs(rgb, analysis, classifier):
             "predicted_type": predicted,
             "probabilities": probabilities,
             "confidence": float(found.confidence),
-            "binary_call": found.binary_call or _binary_call(predicted, probabilities),
+            "binary_call": found.binary_call or _binary_call(predicted),
             "crop": _encode(crop_thumbnail(rgb, box), "JPEG", quality=90),
             "window": _encode(window, "PNG", compress_level=3),
             "heatmap": _encode(heatmap_overlay(network_input, heatmap), "JPEG", quality=88),
