@@ -90,7 +90,7 @@ def test_train_with_a_bad_path_prints_one_line_and_no_traceback(tmp_path):
 
 
 @pytest.mark.django_db
-def test_train_one_epoch_on_a_tiny_set_stores_a_network_that_loads_back(tmp_path, monkeypatch):
+def test_train_one_epoch_on_a_tiny_set_stores_a_network_that_loads_back(tmp_path, monkeypatch, capsys):
     import classifier.dataset
 
     monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", tmp_path / "cache")
@@ -117,6 +117,10 @@ def test_train_one_epoch_on_a_tiny_set_stores_a_network_that_loads_back(tmp_path
 
     report = run("evaluate", "--version", str(version.pk), "--data", str(data), "--split", "TEST")
     assert "n=8" in report and "confusion matrix" in report and "binary grouping" in report
+
+    capsys.readouterr()
+    run("bench_classify", "--data", str(data))  # what `make bench-classify` runs, on the active version
+    assert "TEST (n=8): accuracy" in capsys.readouterr().out
 
 
 @pytest.mark.django_db

@@ -462,3 +462,19 @@ def test_reclassify_without_an_active_version_says_so(staff_client, no_enqueue):
     Sample.objects.create(accession_number="H9")
     response = staff_client.post(reverse("models:reclassify"), {"all_samples": "on"}, follow=True)
     assert "No model version is active" in response.content.decode() and no_enqueue == []
+
+
+@pytest.mark.django_db
+def test_an_unreachable_queue_fails_the_version_instead_of_blocking_the_slot(staff, monkeypatch,
+                                                                              django_capture_on_commit_callbacks):
+    from webapp import tasks
+
+    def broker_down(*args, **kwargs):
+        raise ConnectionRefusedError("redis refused")
+
+    monkeypatch.setattr(tasks.train_model_version, "delay", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        version = training.start_training(staff, "paper", 1, task="4class", data_dir="/x")
+    version.refresh_from_db()
+    assert version.status == "failed" and "task queue could not be reached" in version.failure_reason
+    assert training.training_in_progress() is None

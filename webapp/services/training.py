@@ -136,7 +136,18 @@ def start_training(user, architecture, epochs, include_reviewed=False, *, task=N
         version_id = version.pk
 
         def enqueue():
-            result = train_model_version.delay(version_id)
+            try:
+                result = train_model_version.delay(version_id)
+            except Exception as exc:
+                # Left in status training, the version would hold the one training slot forever.
+                logger.exception("Could not queue the training of v%s", version_id)
+                ModelVersion.objects.filter(pk=version_id, status=ModelVersion.Status.TRAINING).update(
+                    status=ModelVersion.Status.FAILED,
+                    failure_reason=f"The task queue could not be reached ({type(exc).__name__}); "
+                    "check that Redis and the training worker are running, then start again.",
+                    finished_at=timezone.now(),
+                )
+                return
             ModelVersion.objects.filter(pk=version_id).update(celery_task_id=result.id or "")
 
         transaction.on_commit(enqueue)
