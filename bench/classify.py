@@ -1,0 +1,191 @@
+"""Benchmark a cell classifier on the official TEST split of blood-cell-images.
+
+    python bench/classify.py [--model-dir DIR] [--data DIR]
+
+Prints 4-class and binary accuracy (binary summed from the 4-class probabilities for a 4-class
+network), balanced accuracy, per-class recall, accuracy without the 87 same_cell_in_train images,
+TEST_SIMPLE accuracy, ECE before/after temperature scaling, cells/s at batch 64, ms/cell at
+batch 1, model size and the process's peak memory. ``run_benchmark`` and ``print_report`` are
+importable (the web app's ``make bench-classify`` benchmarks the active model version with them).
+"""
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from classifier import dataset  # noqa: E402
+from classifier.metrics import (  # noqa: E402
+    binary_from_four,
+    binary_labels,
+    classification_metrics,
+)
+
+DEFAULT_MODEL_DIR = ROOT / "classifier" / "default_model" / "leukonet"
+DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "blood-cell-images"
+
+
+def _split(classifier, layout, split, originals):
+    folder = layout.eval_dirs.get(split)
+    if folder is None:
+        return None
+    images = dataset.list_images(folder, classifier.task, split, originals)
+    scale = classifier.metadata.get("hyperparameters", {}).get("window_scale", "image")
+    inputs, ok, located = dataset.load_prepared(images, classifier.input_spec, 1.0, scale)
+    images = [i for i, good in zip(images, ok, strict=True) if good]
+    index = {name: k for k, name in enumerate(classifier.class_names)}
+    y = np.array([index[i.class_name] for i in images])
+    x = inputs[ok].astype(np.float32) / np.float32(255.0)
+    return images, x, y, located[ok]
+
+
+def _throughput(classifier, windows):
+    """cells/s at batch 64 and ms/cell at batch 1, through predict() (preparation included)."""
+    windows = list(windows)
+    classifier.predict(windows[:64])  # warm-up: first calls trace the graph
+    classifier.predict(windows[:1])
+    batch64 = windows[: 64 * max(1, len(windows) // 64)]
+    started = time.perf_counter()
+    repeats = 0
+    while time.perf_counter() - started < 3.0 or repeats < 2:
+        classifier.predict(batch64, batch_size=64)
+        repeats += 1
+    cells_per_second = repeats * len(batch64) / (time.perf_counter() - started)
+    singles = windows[:50]
+    started = time.perf_counter()
+    for window in singles:
+        classifier.predict([window], batch_size=1)
+    ms_per_cell = (time.perf_counter() - started) / len(singles) * 1000.0
+    return cells_per_second, ms_per_cell
+
+
+def run_benchmark(classifier, data_dir=DEFAULT_DATA) -> dict:
+    """Held-out figures and speed of a CellClassifier on data_dir's TEST (and TEST_SIMPLE)."""
+    layout = dataset.resolve_layout(data_dir)
+    originals = dataset.read_originals(layout.root)
+    names = list(classifier.class_names)
+    report = {
+        "architecture": classifier.architecture,
+        "task": classifier.task,
+        "class_names": names,
+        "input_spec": classifier.input_spec,
+        "temperature": classifier.temperature,
+        "size_bytes": classifier.size_bytes,
+        "data_dir": str(data_dir),
+    }
+    test = _split(classifier, layout, "TEST", originals)
+    if test is None:
+        raise FileNotFoundError(f"{data_dir} has no TEST folder")
+    images, x, y, located = test
+    calibrated = classifier.predict_inputs(x)
+    raw = classifier.predict_inputs(x, calibrated=False)
+    metrics = classification_metrics(y, calibrated, names)
+    report["test"] = metrics
+    report["test_n"] = len(y)
+    report["test_located_share"] = float(np.mean(located)) if len(located) else 0.0
+    report["ece_before_temperature"] = classification_metrics(y, raw, names)["ece"]
+    report["ece_after_temperature"] = metrics["ece"]
+    binary = classification_metrics(
+        binary_labels(y, names),
+        binary_from_four(calibrated, names),
+        ("MONONUCLEAR", "POLYNUCLEAR"),
+    )
+    report["test_binary"] = binary
+    same = np.array([i.same_cell_in_train for i in images])
+    keep = ~same
+    report["test_without_same_cell"] = {
+        "n": int(keep.sum()),
+        "accuracy": float((calibrated[keep].argmax(1) == y[keep]).mean()),
+        "binary_accuracy": float(
+            (binary_from_four(calibrated[keep], names).argmax(1) == binary_labels(y[keep], names)).mean()
+        ),
+    }
+    simple = _split(classifier, layout, "TEST_SIMPLE", originals)
+    if simple is not None:
+        _, xs, ys, _ = simple
+        ps = classifier.predict_inputs(xs)
+        report["test_simple"] = {
+            "n": int(len(ys)),
+            "accuracy": float((ps.argmax(1) == ys).mean()),
+            "binary_accuracy": float(
+                (binary_from_four(ps, names).argmax(1) == binary_labels(ys, names)).mean()
+            ),
+        }
+    windows = [w for w in dataset.load_context_windows(images[:256], classifier.input_spec) if w is not None]
+    cells_per_second, ms_per_cell = _throughput(classifier, windows)
+    report["cells_per_second_batch64"] = cells_per_second
+    report["ms_per_cell_batch1"] = ms_per_cell
+    # ru_maxrss is KiB on Linux.
+    report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return report
+
+
+def print_report(report: dict) -> None:
+    t = report["test"]
+    lines = [
+        f"model: {report['architecture']} / {report['task']}  input {report['input_spec']}  "
+        f"T={report['temperature']:.3f}  size {report['size_bytes'] / 1e6:.2f} MB",
+        f"data: {report['data_dir']}",
+        f"TEST (n={report['test_n']}): accuracy {t['accuracy']:.4f}  balanced {t['balanced_accuracy']:.4f}",
+    ]
+    if len(report["class_names"]) > 2:
+        b = report["test_binary"]
+        lines.append(
+            f"TEST binary (summed from 4-class): accuracy {b['accuracy']:.4f}  "
+            f"balanced {b['balanced_accuracy']:.4f}  ROC AUC {b['roc_auc']:.4f}"
+        )
+    elif t.get("roc_auc") is not None:
+        lines.append(f"TEST ROC AUC {t['roc_auc']:.4f}")
+    lines.append(
+        "per-class recall: " + "  ".join(f"{k} {v['recall']:.3f}" for k, v in t["per_class"].items())
+    )
+    w = report["test_without_same_cell"]
+    extra = f"  binary {w['binary_accuracy']:.4f}" if len(report["class_names"]) > 2 else ""
+    lines.append(f"TEST without same_cell_in_train (n={w['n']}): accuracy {w['accuracy']:.4f}{extra}")
+    if "test_simple" in report:
+        s = report["test_simple"]
+        extra = f"  binary {s['binary_accuracy']:.4f}" if len(report["class_names"]) > 2 else ""
+        lines.append(f"TEST_SIMPLE (n={s['n']}): accuracy {s['accuracy']:.4f}{extra}")
+    lines.append(
+        f"ECE (15 bins) before temperature {report['ece_before_temperature']:.4f}, "
+        f"after {report['ece_after_temperature']:.4f}"
+    )
+    lines.append(
+        f"speed: {report['cells_per_second_batch64']:.0f} cells/s at batch 64, "
+        f"{report['ms_per_cell_batch1']:.2f} ms/cell at batch 1 (preparation included)"
+    )
+    lines.append(f"peak memory (maxrss): {report['peak_rss_mib']:.0f} MiB")
+    matrix = t["confusion_matrix"]
+    lines.append("confusion matrix (rows true, columns predicted): " + json.dumps(matrix))
+    print("\n".join(lines))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", default=str(DEFAULT_MODEL_DIR))
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--json", help="also write the report as JSON here")
+    args = parser.parse_args(argv)
+    if not Path(args.data).is_dir():
+        print(f"dataset not found: {args.data}", file=sys.stderr)
+        return 2
+    from classifier.inference import CellClassifier
+
+    classifier = CellClassifier.from_directory(args.model_dir)
+    report = run_benchmark(classifier, args.data)
+    print_report(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

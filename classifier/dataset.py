@@ -1,0 +1,351 @@
+"""Labelled cell images on disk: layout checks, the group-held-out validation split, decoding,
+locating the cell, and an on-disk cache of the prepared arrays so decoding happens once.
+
+Layout: ``ROOT/SPLIT/CLASS/*.jpeg`` (also .jpg/.png), or a folder that directly holds ``CLASS/``
+subfolders. ``ROOT/originals.csv`` (blood-cell-images) names each image's original photograph
+and group; the validation split keeps whole groups on one side, since copies of one original on
+both sides overstate accuracy (see shared/datasets/README.md).
+"""
+
+import csv
+import hashlib
+import json
+import os
+import random
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from classifier.errors import TrainingDataError
+from classifier.labels import BINARY_CLASSES, BINARY_GROUP, TASK_CLASSES
+from classifier.preparation import WINDOW_SIZE, prepare_window
+
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+EVAL_SPLITS = ("TEST", "TEST_SIMPLE")
+CACHE_VERSION = "1"
+DEFAULT_CACHE_DIR = Path(
+    os.environ.get("LEUKOSCOPE_CLASSIFIER_CACHE", Path(__file__).resolve().parent.parent / "var" / "cache")
+)
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    path: str
+    class_name: str  # in the task's classes
+    folder_class: str  # as the folder names it
+    split: str
+    group: str | None = None
+    same_cell_in_train: bool = False
+    is_window: bool = False  # already a context window centred on the cell (reviewed cells)
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    root: Path
+    train_dir: Path
+    eval_dirs: dict  # split name -> folder
+
+
+def task_class(folder_name, task):
+    """The task class of a folder's class name, or None when it has no place in the task."""
+    name = folder_name.strip().upper()
+    if task not in TASK_CLASSES:
+        raise TrainingDataError(f"unknown task {task!r}; expected one of {', '.join(sorted(TASK_CLASSES))}")
+    if task == "binary":
+        if name in BINARY_CLASSES:
+            return name
+        return BINARY_GROUP.get(name)
+    return name if name in TASK_CLASSES[task] else None
+
+
+def _class_folders(folder):
+    return sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _image_files(folder):
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def resolve_layout(data_dir):
+    """Find TRAIN (and TEST, TEST_SIMPLE) under data_dir, or take data_dir as one split."""
+    if data_dir is None or str(data_dir).strip() == "":
+        raise TrainingDataError("no training data folder was given")
+    root = Path(data_dir).expanduser()
+    if not root.exists():
+        raise TrainingDataError(f"training data folder {root} does not exist")
+    if not root.is_dir():
+        raise TrainingDataError(f"training data path {root} is a file, not a folder")
+    if (root / "TRAIN").is_dir():
+        eval_dirs = {s: root / s for s in EVAL_SPLITS if (root / s).is_dir()}
+        return DatasetLayout(root=root, train_dir=root / "TRAIN", eval_dirs=eval_dirs)
+    folders = _class_folders(root)
+    if not folders:
+        loose = _image_files(root)
+        hint = f" ({len(loose)} images lie loose in it)" if loose else ""
+        raise TrainingDataError(
+            f"{root} is not a folder-per-class layout{hint}: expected TRAIN/CLASS/*.jpeg or "
+            "CLASS/*.jpeg subfolders such as EOSINOPHIL/, LYMPHOCYTE/, MONOCYTE/, NEUTROPHIL/"
+        )
+    return DatasetLayout(root=root, train_dir=root, eval_dirs={})
+
+
+def read_originals(root):
+    """(split, folder class, file name) -> (group, same_cell_in_train) from originals.csv."""
+    path = Path(root) / "originals.csv"
+    table = {}
+    if not path.is_file():
+        return table
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            key = (row["split"], row["class"].upper(), row["file"])
+            table[key] = (row.get("group") or row.get("original"), row.get("same_cell_in_train"))
+    return table
+
+
+def list_images(split_dir, task, split, originals=None):
+    """Every image under split_dir/CLASS/, labelled with the task's class names."""
+    originals = originals or {}
+    images = []
+    unknown = []
+    for folder in _class_folders(split_dir):
+        name = task_class(folder.name, task)
+        if name is None:
+            unknown.append(folder.name)
+            continue
+        for path in _image_files(folder):
+            group, same = originals.get((split, folder.name.upper(), path.name), (None, None))
+            images.append(
+                LabelledImage(
+                    path=str(path),
+                    class_name=name,
+                    folder_class=folder.name.upper(),
+                    split=split,
+                    group=group,
+                    same_cell_in_train=(same == "yes"),
+                )
+            )
+    if unknown and not images:
+        raise TrainingDataError(
+            f"{split_dir} has class folders {', '.join(unknown)} but none of the {task} task's "
+            f"classes ({', '.join(TASK_CLASSES[task])})"
+        )
+    return images
+
+
+def check_class_counts(images, task, min_per_class, where):
+    counts = Counter(image.class_name for image in images)
+    if not images:
+        raise TrainingDataError(f"{where} holds no images (.jpeg, .jpg or .png)")
+    too_few = [
+        f"{name}: {counts.get(name, 0)}" for name in TASK_CLASSES[task] if counts.get(name, 0) < min_per_class
+    ]
+    if too_few:
+        raise TrainingDataError(
+            f"too few images per class in {where} (need at least {min_per_class} of each): "
+            + ", ".join(too_few)
+        )
+    return {name: int(counts.get(name, 0)) for name in TASK_CLASSES[task]}
+
+
+def split_validation(images, fraction=0.15, seed=0):
+    """(train, validation): whole groups go to one side, chosen per class (stratified).
+
+    Without groups (no originals.csv) each file is its own group.
+    """
+    groups = defaultdict(list)
+    for image in images:
+        groups[image.group or image.path].append(image)
+    by_class = defaultdict(list)
+    for key, members in groups.items():
+        majority = Counter(m.class_name for m in members).most_common(1)[0][0]
+        by_class[majority].append(key)
+    rng = random.Random(seed)
+    validation_keys = set()
+    for name in sorted(by_class):
+        keys = sorted(by_class[name])
+        rng.shuffle(keys)
+        total = sum(len(groups[k]) for k in keys)
+        taken = 0
+        for key in keys[:-1]:  # always leave at least one group for training
+            if taken >= fraction * total:
+                break
+            validation_keys.add(key)
+            taken += len(groups[key])
+    train = [i for i in images if (i.group or i.path) not in validation_keys]
+    validation = [i for i in images if (i.group or i.path) in validation_keys]
+    return train, validation
+
+
+def decode_image(path):
+    """RGB uint8 array, or None when the file cannot be read as an image."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None or bgr.ndim != 3 or min(bgr.shape[:2]) < 8:
+        return None
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def as_reference_field(rgb):
+    """A field image at the 240x320 size of a context window."""
+    if rgb.shape[:2] == WINDOW_SIZE:
+        return rgb
+    return cv2.resize(rgb, WINDOW_SIZE[::-1], interpolation=cv2.INTER_AREA)
+
+
+def _detector():
+    try:
+        from classifier import detection
+    except ImportError:
+        return None
+    return detection
+
+
+def detector_version():
+    """Changes when classifier/detection.py changes, so cached windows are rebuilt."""
+    path = Path(__file__).with_name("detection.py")
+    if not path.is_file():
+        return "none"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def dataset_context_window(rgb, window_scale="image"):
+    """The context window of a labelled dataset image: centred on the detected leukocyte nearest
+    the image centre (the labelled cell is usually near it), or the image centre when none is
+    found. window_scale "image" uses the detector's scale estimate, "reference" uses 1.0."""
+    field = as_reference_field(rgb)
+    detection = _detector()
+    if detection is None:
+        return field, False
+    result = detection.detect_leukocytes(field)
+    if not result.cells:
+        return field, False
+    cy, cx = field.shape[0] / 2.0, field.shape[1] / 2.0
+    nearest = min(result.cells, key=lambda c: (c.centre[0] - cx) ** 2 + (c.centre[1] - cy) ** 2)
+    scale = float(result.scale) if window_scale == "image" else 1.0
+    return detection.cell_window(field, nearest, scale), True
+
+
+def _needs_location(input_spec):
+    return input_spec.get("mode") == "cell"
+
+
+def _prepare_one(image, input_spec, margins, window_scale):
+    rgb = decode_image(image.path)
+    if rgb is None:
+        return None, False
+    if image.is_window or not _needs_location(input_spec):
+        window, located = as_reference_field(rgb), image.is_window
+    else:
+        window, located = dataset_context_window(rgb, window_scale)
+    return [prepare_window(window, input_spec, m) for m in margins], located
+
+
+def fingerprint(images):
+    """SHA-256 over the file list (path, class, size): names one exact training set."""
+    digest = hashlib.sha256()
+    for image in sorted(images, key=lambda i: i.path):
+        try:
+            size = os.path.getsize(image.path)
+        except OSError:
+            size = -1
+        digest.update(f"{image.path}\t{image.class_name}\t{size}\n".encode())
+    return digest.hexdigest()
+
+
+def _files_fingerprint(images):
+    """Like fingerprint, without labels: a binary and a 4-class run share cached pixels."""
+    digest = hashlib.sha256()
+    for image in images:
+        digest.update(f"{image.path}\t{int(image.is_window)}\n".encode())
+    return digest.hexdigest()
+
+
+def _cache_path(cache_dir, images, input_spec, margin, window_scale):
+    key_source = json.dumps(
+        {
+            "files": _files_fingerprint(images),
+            "spec": input_spec,
+            "margin": margin,
+            "scale": window_scale,
+            "detector": detector_version() if _needs_location(input_spec) else "",
+            "version": CACHE_VERSION,
+        },
+        sort_keys=True,
+    )
+    key = hashlib.sha256(key_source.encode()).hexdigest()[:24]
+    return cache_dir / f"prepared-{key}.npz"
+
+
+def load_prepared_margins(
+    images, input_spec, margins=(1.0,), window_scale="image", cache_dir=None, workers=2
+):
+    """{margin: (inputs uint8 (N, H, W, 3), ok mask, located mask)} for images.
+
+    Decoding and detection run once for all margins; each result is cached under cache_dir
+    keyed by the file list, the spec, the margin and the detector's source, so a second training
+    run on the same data skips both.
+    """
+    cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
+    out = {}
+    for margin in margins:
+        path = _cache_path(cache_dir, images, input_spec, margin, window_scale)
+        if path.is_file():
+            try:
+                with np.load(path) as cached:
+                    out[margin] = (cached["inputs"], cached["ok"], cached["located"])
+            except (OSError, ValueError, KeyError):
+                pass
+    missing = [m for m in margins if m not in out]
+    if not missing:
+        return out
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(lambda i: _prepare_one(i, input_spec, missing, window_scale), images))
+    ok = np.array([r[0] is not None for r in results], dtype=bool)
+    located = np.array([r[1] for r in results], dtype=bool)
+    for k, margin in enumerate(missing):
+        shape = next((r[0][k].shape for r in results if r[0] is not None), (1, 1, 3))
+        inputs = np.zeros((len(images), *shape), dtype=np.uint8)
+        for row, (arrays, _) in enumerate(results):
+            if arrays is not None:
+                inputs[row] = arrays[k]
+        out[margin] = (inputs, ok, located)
+        path = _cache_path(cache_dir, images, input_spec, margin, window_scale)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.stem + ".tmp.npz")
+            np.savez(tmp, inputs=inputs, ok=ok, located=located)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only checkout still trains, only slower the next time
+    return out
+
+
+def load_prepared(images, input_spec, margin=1.0, window_scale="image", cache_dir=None, workers=2):
+    """uint8 (N, H, W, 3) network inputs, a bool mask of the images that decoded, and a bool
+    mask of those whose cell the detector located (see load_prepared_margins)."""
+    return load_prepared_margins(images, input_spec, (margin,), window_scale, cache_dir, workers)[margin]
+
+
+def load_context_windows(images, input_spec, window_scale="image", workers=2):
+    """240x320 context windows as training builds them for this input_spec (the image itself for
+    "field" mode, centred on the detected cell for "cell" mode); None where unreadable."""
+
+    def one(image):
+        rgb = decode_image(image.path)
+        if rgb is None:
+            return None
+        if image.is_window or not _needs_location(input_spec):
+            return as_reference_field(rgb)
+        return dataset_context_window(rgb, window_scale)[0]
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(one, images))

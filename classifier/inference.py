@@ -1,0 +1,155 @@
+"""Loading a trained network and calling it on context windows: calibrated probabilities and
+Grad-CAM heatmaps. TensorFlow is imported only when a model is loaded, so the web process can
+import this module for free.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from classifier import calibration
+from classifier.architectures import GRADCAM_LAYER
+from classifier.preparation import input_shape, prepare_batch
+
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+
+
+def save_model_directory(directory, model_bytes, metadata):
+    """The bundled-model folder: model.keras + metadata.json (with the file's sha256)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MODEL_FILE).write_bytes(model_bytes)
+    metadata = {
+        **metadata,
+        "model_file": MODEL_FILE,
+        "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "size_bytes": len(model_bytes),
+    }
+    (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+    return directory
+
+
+def _load_keras_bytes(model_bytes):
+    import keras
+
+    # Keras loads .keras archives from a path only; the temp file lives just long enough.
+    fd, path = tempfile.mkstemp(suffix=".keras")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(model_bytes)
+        return keras.models.load_model(path, compile=False)
+    finally:
+        os.unlink(path)
+
+
+class CellClassifier:
+    """A trained network plus what it needs to be used: classes, input spec, temperature."""
+
+    def __init__(self, model, metadata):
+        self.model = model
+        self.metadata = dict(metadata)
+        self.class_names = tuple(metadata["class_names"])
+        self.task = metadata["task"]
+        self.input_spec = dict(metadata["input_spec"])
+        self.temperature = float(metadata.get("temperature", 1.0))
+        self.architecture = metadata.get("architecture", "")
+        self.gradcam_layer = metadata.get("gradcam_layer", GRADCAM_LAYER)
+        self._gradcam_model = None
+
+    @classmethod
+    def from_bytes(cls, model_bytes: bytes, metadata: dict):
+        expected = metadata.get("model_sha256")
+        if expected and hashlib.sha256(model_bytes).hexdigest() != expected:
+            raise ValueError("model bytes do not match the sha256 recorded in the metadata")
+        return cls(_load_keras_bytes(bytes(model_bytes)), metadata)
+
+    @classmethod
+    def from_directory(cls, path):
+        path = Path(path)
+        metadata = json.loads((path / METADATA_FILE).read_text())
+        model_path = path / metadata.get("model_file", MODEL_FILE)
+        return cls.from_bytes(model_path.read_bytes(), metadata)
+
+    @property
+    def input_shape(self):
+        return input_shape(self.input_spec)
+
+    def _raw(self, inputs, batch_size=64):
+        outputs = []
+        for start in range(0, len(inputs), batch_size):
+            batch = np.ascontiguousarray(inputs[start : start + batch_size], dtype=np.float32)
+            outputs.append(self.model(batch, training=False).numpy().astype(np.float64))
+        if not outputs:
+            return np.zeros((0, max(1, len(self.class_names) if len(self.class_names) > 2 else 1)))
+        return np.concatenate(outputs)
+
+    def logits(self, inputs, batch_size=64):
+        """Uncalibrated logits (N, C) from prepared float inputs (up to a per-row constant)."""
+        raw = self._raw(inputs, batch_size)
+        if raw.shape[1] == 1:
+            return calibration.sigmoid_to_logits(raw[:, 0])
+        return calibration.logits_from_probabilities(raw)
+
+    def predict_inputs(self, inputs, calibrated=True, batch_size=64):
+        """(N, C) probabilities in class_names order from prepare_batch output."""
+        if len(inputs) == 0:
+            return np.zeros((0, len(self.class_names)))
+        temperature = self.temperature if calibrated else 1.0
+        return calibration.softmax(self.logits(inputs, batch_size), temperature)
+
+    def predict(self, windows, calibrated=True, batch_size=64):
+        """Calibrated (N, C) probabilities for context windows (uint8 240x320x3 each)."""
+        if len(windows) == 0:
+            return np.zeros((0, len(self.class_names)))
+        return self.predict_inputs(prepare_batch(windows, self.input_spec), calibrated, batch_size)
+
+    def probabilities_dicts(self, windows):
+        return [
+            {name: float(p) for name, p in zip(self.class_names, row, strict=True)}
+            for row in self.predict(windows)
+        ]
+
+    def gradcam(self, window, class_index=None):
+        """Grad-CAM heatmap (float32, network input size, [0, 1]) of the last conv layer for
+        class_index (default: the predicted class)."""
+        import tensorflow as tf
+
+        if self._gradcam_model is None:
+            import keras
+
+            layer = self.model.get_layer(self.gradcam_layer)
+            self._gradcam_model = keras.Model(self.model.inputs, [layer.output, self.model.output])
+        batch = tf.constant(prepare_batch([window], self.input_spec))
+        with tf.GradientTape() as tape:
+            features, output = self._gradcam_model(batch, training=False)
+            if output.shape[-1] == 1:
+                p = tf.clip_by_value(output[:, 0], 1e-7, 1 - 1e-7)
+                if class_index is None:
+                    class_index = int(p.numpy()[0] >= 0.5)
+                score = tf.math.log(p) - tf.math.log(1 - p)
+                score = score if class_index == 1 else -score
+            else:
+                if class_index is None:
+                    class_index = int(tf.argmax(output[0]).numpy())
+                score = tf.math.log(tf.clip_by_value(output[:, class_index], 1e-7, 1.0))
+        grads = tape.gradient(score, features)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+        cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[0].numpy()
+        height, width = self.input_shape[:2]
+        import cv2
+
+        cam = cv2.resize(cam.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+        cam = np.maximum(cam, 0)
+        peak = float(cam.max())
+        if peak > 0:
+            cam = cam / peak
+        return cam.astype(np.float32)
+
+    @property
+    def size_bytes(self):
+        return int(self.metadata.get("size_bytes", 0))

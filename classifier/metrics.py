@@ -1,0 +1,148 @@
+"""Held-out metrics, NumPy only, every value JSON-serialisable."""
+
+import numpy as np
+
+from classifier.labels import BINARY_CLASSES, BINARY_GROUP
+
+ECE_BINS = 15
+
+
+def confusion_matrix(y_true, y_pred, n_classes):
+    """Rows are the true class, columns the predicted one."""
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return matrix
+
+
+def expected_calibration_error(probabilities, y_true, n_bins=ECE_BINS):
+    """ECE of the top-class confidence over equal-width bins."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if len(probabilities) == 0:
+        return 0.0
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(y_true)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def roc_auc(y_true, scores):
+    """Rank-based (Mann-Whitney) ROC AUC; ties get average ranks. None without both classes."""
+    y_true = np.asarray(y_true).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(y_true.sum()), int((~y_true).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return float((ranks[y_true].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def log_loss(probabilities, y_true):
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if len(probabilities) == 0:
+        return 0.0
+    picked = probabilities[np.arange(len(probabilities)), np.asarray(y_true, int)]
+    return float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
+
+
+def classification_metrics(y_true, probabilities, class_names, n_bins=ECE_BINS):
+    """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix, ECE (+AUC)."""
+    class_names = list(class_names)
+    probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1, len(class_names))
+    y_true = np.asarray(y_true, dtype=int)
+    y_pred = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, int)
+    n_classes = len(class_names)
+    matrix = confusion_matrix(y_true, y_pred, n_classes)
+    per_class = {}
+    recalls = []
+    for k, name in enumerate(class_names):
+        tp = int(matrix[k, k])
+        support = int(matrix[k].sum())
+        predicted = int(matrix[:, k].sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {
+            "precision": float(precision),
+            "recall": float(recall),
+            "f1": float(f1),
+            "support": support,
+        }
+        if support:
+            recalls.append(recall)
+    n = int(len(y_true))
+    result = {
+        "n": n,
+        "class_names": class_names,
+        "accuracy": float((y_pred == y_true).mean()) if n else 0.0,
+        "balanced_accuracy": float(np.mean(recalls)) if recalls else 0.0,
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "ece": expected_calibration_error(probabilities, y_true, n_bins),
+        "log_loss": log_loss(probabilities, y_true),
+    }
+    if n_classes == 2:
+        result["roc_auc"] = roc_auc(y_true == 1, probabilities[:, 1])
+    return result
+
+
+def binary_from_four(probabilities, class_names):
+    """Sum per-type probability columns into (MONONUCLEAR, POLYNUCLEAR) columns."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    if tuple(class_names) == BINARY_CLASSES:
+        return probabilities
+    out = np.zeros((len(probabilities), 2))
+    for k, name in enumerate(class_names):
+        out[:, BINARY_CLASSES.index(BINARY_GROUP[name])] += probabilities[:, k]
+    return out
+
+
+def binary_labels(y_true, class_names):
+    class_names = list(class_names)
+    if tuple(class_names) == BINARY_CLASSES:
+        return np.asarray(y_true, int)
+    lookup = np.array([BINARY_CLASSES.index(BINARY_GROUP[name]) for name in class_names])
+    return lookup[np.asarray(y_true, int)]
+
+
+def format_metrics(metrics, title=None):
+    """A printable table: accuracy figures, per-class precision/recall/F1 and the confusion matrix."""
+    lines = []
+    if title:
+        lines.append(title)
+    names = metrics["class_names"]
+    head = (
+        f"n={metrics['n']}  accuracy={metrics['accuracy']:.4f}  "
+        f"balanced={metrics['balanced_accuracy']:.4f}  ECE={metrics['ece']:.4f}"
+    )
+    if metrics.get("roc_auc") is not None:
+        head += f"  ROC AUC={metrics['roc_auc']:.4f}"
+    lines.append(head)
+    width = max(12, *(len(name) + 1 for name in names))
+    lines.append(f"{'class':<{width}} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>8}")
+    for name in names:
+        row = metrics["per_class"][name]
+        lines.append(
+            f"{name:<{width}} {row['precision']:>9.3f} {row['recall']:>7.3f} "
+            f"{row['f1']:>7.3f} {row['support']:>8d}"
+        )
+    lines.append("confusion matrix (rows: true, columns: predicted)")
+    short = [name[:6] for name in names]
+    lines.append(" " * width + " ".join(f"{s:>7}" for s in short))
+    for name, row in zip(names, metrics["confusion_matrix"], strict=True):
+        lines.append(f"{name:<{width}}" + " ".join(f"{v:>7d}" for v in row))
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Train a classifier without Django: ``python -m classifier.train_cli --data DIR --arch NAME
+--task TASK --epochs N --out FOLDER`` writes FOLDER/model.keras + FOLDER/metadata.json."""
+
+import argparse
+import json
+import sys
+
+from classifier.architectures import ARCHITECTURES
+from classifier.errors import TrainingDataError
+from classifier.metrics import format_metrics
+from classifier.training import TrainingConfig, train_classifier
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", required=True, help="dataset root (with TRAIN/) or CLASS/ dirs")
+    parser.add_argument("--arch", default="leukonet", choices=ARCHITECTURES)
+    parser.add_argument("--task", default="4class", choices=("binary", "4class"))
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--max-images-per-class", type=int, default=None)
+    parser.add_argument("--window-scale", default="image", choices=("image", "reference"))
+    parser.add_argument(
+        "--input-spec", type=json.loads, default=None, help='e.g. {"height": 96, "width": 96, '
+        '"mode": "cell", "crop": 128} (default: the architecture\'s)'
+    )
+    parser.add_argument("--label-smoothing", type=float, default=None)
+    parser.add_argument("--no-test", action="store_true", help="skip TEST metrics")
+    parser.add_argument("--out", help="folder for model.keras + metadata.json")
+    parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
+    args = parser.parse_args(argv)
+
+    config = TrainingConfig(
+        data_dir=args.data,
+        architecture=args.arch,
+        task=args.task,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        seed=args.seed,
+        max_images_per_class=args.max_images_per_class,
+        window_scale=args.window_scale,
+        evaluate_test=not args.no_test,
+        input_spec=args.input_spec,
+        label_smoothing=args.label_smoothing,
+    )
+
+    def report(row):
+        print(
+            f"epoch {row['epoch']}/{row['epochs']} loss={row['loss']:.4f} "
+            f"acc={row['accuracy']:.4f} val_loss={row['val_loss']:.4f} "
+            f"val_acc={row['val_accuracy']:.4f} {row['seconds']:.0f}s "
+            f"eta={row['eta_seconds']:.0f}s",
+            flush=True,
+        )
+
+    try:
+        result = train_classifier(config, on_epoch=report, progress_bar=not args.quiet)
+    except TrainingDataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    metrics = result.metrics
+    print(
+        f"best epoch {metrics['best_epoch']}, temperature {result.temperature:.3f}, "
+        f"{result.training_seconds:.0f}s, skipped files {result.skipped_files}"
+    )
+    print(format_metrics(metrics["validation"], "validation (group-held-out from TRAIN)"))
+    for split in ("TEST", "TEST_SIMPLE"):
+        if split in metrics:
+            print(format_metrics(metrics[split], split))
+            if "binary" in metrics[split]:
+                print(format_metrics(metrics[split]["binary"], f"{split} binary (summed)"))
+    if args.out:
+        path = result.save(args.out)
+        print(f"saved {path} ({len(result.model_bytes)} bytes, sha256 {result.model_sha256})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

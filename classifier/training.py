@@ -1,0 +1,561 @@
+"""Training a cell classifier from a folder of labelled images, with progress, cancellation,
+best-epoch selection and temperature calibration on a group-held-out validation split.
+
+Plain Python + TensorFlow/Keras (imported lazily): the management command and the Celery task
+wrap ``train_classifier``; nothing here knows about Django.
+"""
+
+import hashlib
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from classifier import calibration, dataset
+from classifier.architectures import DEFAULT_EPOCHS, DEFAULT_INPUT_SPEC, GRADCAM_LAYER
+from classifier.errors import TrainingCancelled, TrainingDataError
+from classifier.labels import TASK_CLASSES
+from classifier.metrics import (
+    binary_from_four,
+    binary_labels,
+    classification_metrics,
+    format_metrics,
+)
+
+# Training crops for "cell" networks are cut from a window this much larger than the network's
+# view, so shifts and zooms show real pixels instead of padding.
+TRAIN_MARGIN = 1.25
+
+
+@dataclass
+class TrainingConfig:
+    data_dir: str
+    architecture: str = "leukonet"
+    task: str = "4class"
+    epochs: int | None = None  # None: the architecture's default
+    batch_size: int = 64
+    learning_rate: float | None = None  # None: the architecture's default
+    weight_decay: float = 0.005
+    label_smoothing: float | None = None
+    seed: int = 20261125
+    extra_samples: list = field(default_factory=list)  # [(path to a context window, class)]
+    max_images_per_class: int | None = None
+    min_images_per_class: int = 2
+    validation_fraction: float = 0.15
+    augment: bool | None = None  # None: leukonet augments, paper does not (as published)
+    input_spec: dict | None = None
+    window_scale: str = "image"
+    cache_dir: str | None = None
+    evaluate_test: bool = True
+    workers: int = 2
+
+
+@dataclass
+class TrainingResult:
+    model_bytes: bytes
+    model_sha256: str
+    metadata: dict
+    class_names: list
+    input_spec: dict
+    hyperparameters: dict
+    seed: int
+    temperature: float
+    class_counts: dict
+    dataset_fingerprint: str
+    history: list
+    metrics: dict
+    training_seconds: float
+    skipped_files: int = 0
+
+    def save(self, directory):
+        """Write the bundled-model folder (model.keras + metadata.json)."""
+        from classifier.inference import save_model_directory
+
+        return save_model_directory(directory, self.model_bytes, self.metadata)
+
+
+def _resolve(config):
+    if config.architecture not in DEFAULT_INPUT_SPEC:
+        raise TrainingDataError(
+            f"unknown architecture {config.architecture!r}; expected one of {', '.join(DEFAULT_INPUT_SPEC)}"
+        )
+    if config.task not in TASK_CLASSES:
+        raise TrainingDataError(
+            f"unknown task {config.task!r}; expected one of {', '.join(sorted(TASK_CLASSES))}"
+        )
+    paper = config.architecture == "paper"
+    return {
+        "architecture": config.architecture,
+        "task": config.task,
+        "epochs": int(config.epochs or DEFAULT_EPOCHS[config.architecture]),
+        "batch_size": int(config.batch_size),
+        "learning_rate": float(config.learning_rate or (1e-3 if paper else 3e-3)),
+        "weight_decay": 0.0 if paper else float(config.weight_decay),
+        "label_smoothing": float(
+            config.label_smoothing if config.label_smoothing is not None else (0.0 if paper else 0.1)
+        ),
+        "augment": bool(config.augment if config.augment is not None else not paper),
+        "optimizer": "adam" if paper else "adamw+cosine",
+        "validation_fraction": float(config.validation_fraction),
+        "window_scale": config.window_scale,
+        "max_images_per_class": config.max_images_per_class,
+        "input_spec": dict(config.input_spec or DEFAULT_INPUT_SPEC[config.architecture]),
+    }
+
+
+def _subsample(images, max_per_class, seed):
+    if not max_per_class:
+        return images
+    rng = np.random.default_rng(seed)
+    kept = []
+    for name in sorted({i.class_name for i in images}):
+        members = [i for i in images if i.class_name == name]
+        if len(members) > max_per_class:
+            picks = sorted(rng.choice(len(members), size=max_per_class, replace=False))
+            members = [members[k] for k in picks]
+        kept.extend(members)
+    return kept
+
+
+def _extra_images(extra_samples, task):
+    images = []
+    for path, name in extra_samples:
+        mapped = dataset.task_class(str(name), task)
+        if mapped is None:
+            raise TrainingDataError(f"reviewed cell {path} has class {name!r}, not one of {task}")
+        images.append(
+            dataset.LabelledImage(
+                path=str(path),
+                class_name=mapped,
+                folder_class=str(name).upper(),
+                split="EXTRA",
+                group=str(path),
+                is_window=True,
+            )
+        )
+    return images
+
+
+def _labels(images, class_names):
+    index = {name: k for k, name in enumerate(class_names)}
+    return np.array([index[i.class_name] for i in images], dtype=np.int64)
+
+
+def _augment_fn(tf, spec, margin):
+    """Per-sample rotation (any angle), zoom, shift, flips, stain (colour) jitter and occasional
+    blur as plain batched tensor ops: Keras augmentation layers cost ~200 ms/batch on this CPU,
+    these a few ms. Corners uncovered by a rotation are black, as in the dataset's own copies."""
+    height, width = int(spec["height"]), int(spec["width"])
+    blur_kernel = tf.constant(
+        np.outer([1, 2, 1], [1, 2, 1]).astype(np.float32)[:, :, None, None] / 16.0
+    )
+    blur_kernel = tf.tile(blur_kernel, [1, 1, 3, 1])
+
+    def augment(images, labels):
+        x = tf.cast(images, tf.float32) / 255.0
+        n = tf.shape(x)[0]
+        in_h = tf.cast(tf.shape(x)[1], tf.float32)
+        in_w = tf.cast(tf.shape(x)[2], tf.float32)
+        # Output pixel (u, v) samples the input at centre + zoom * R(angle) (u - cu, v - cv) +
+        # shift; the cache holds the view at the network's resolution with a margin around it.
+        angle = tf.random.uniform([n], -np.pi, np.pi)
+        zoom = tf.exp(tf.random.uniform([n], -0.12, 0.12))
+        room = (margin - 1.0) / 2.0
+        shift_x = tf.random.uniform([n], -1.0, 1.0) * room * width * 0.8
+        shift_y = tf.random.uniform([n], -1.0, 1.0) * room * height * 0.8
+        cos, sin = tf.cos(angle) * zoom, tf.sin(angle) * zoom
+        cu, cv = (width - 1) / 2.0, (height - 1) / 2.0
+        cx, cy = (in_w - 1) / 2.0 + shift_x, (in_h - 1) / 2.0 + shift_y
+        zeros = tf.zeros([n])
+        transforms = tf.stack(
+            [cos, -sin, cx - cos * cu + sin * cv, sin, cos, cy - sin * cu - cos * cv, zeros, zeros],
+            axis=1,
+        )
+        x = tf.raw_ops.ImageProjectiveTransformV3(
+            images=x,
+            transforms=transforms,
+            output_shape=tf.constant([height, width]),
+            fill_value=0.0,
+            interpolation="BILINEAR",
+            fill_mode="CONSTANT",
+        )
+
+        def maybe(p):
+            return tf.random.uniform([n, 1, 1, 1]) < p
+
+        x = tf.where(maybe(0.5), tf.reverse(x, axis=[2]), x)
+        # Stain jitter: per-channel gain, brightness, contrast, saturation.
+        x = x * tf.random.uniform([n, 1, 1, 3], 0.9, 1.1)
+        x = x + tf.random.uniform([n, 1, 1, 1], -0.08, 0.08)
+        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+        x = (x - mean) * tf.random.uniform([n, 1, 1, 1], 0.8, 1.2) + mean
+        grey = tf.reduce_mean(x, axis=3, keepdims=True)
+        x = (x - grey) * tf.random.uniform([n, 1, 1, 1], 0.75, 1.25) + grey
+        blurred = tf.nn.depthwise_conv2d(x, blur_kernel, [1, 1, 1, 1], "SAME")
+        x = tf.where(maybe(0.15), blurred, x)
+        return tf.clip_by_value(x, 0.0, 1.0), labels
+
+    return augment
+
+
+def _target(tf, labels, task, n_classes):
+    if task == "binary":
+        return tf.cast(tf.reshape(labels, [-1, 1]), tf.float32)
+    return tf.one_hot(labels, n_classes)
+
+
+def _scale_only(tf):
+    def scale(images, labels):
+        return tf.cast(images, tf.float32) / 255.0, labels
+
+    return scale
+
+
+def _predict_probabilities(model, inputs_uint8, task, batch_size=256):
+    """(N, C) probabilities in class order from uint8 inputs, without temperature."""
+    outputs = []
+    for start in range(0, len(inputs_uint8), batch_size):
+        batch = inputs_uint8[start : start + batch_size].astype(np.float32) / np.float32(255.0)
+        outputs.append(model(batch, training=False).numpy())
+    if not outputs:
+        return np.zeros((0, 2 if task == "binary" else 4))
+    raw = np.concatenate(outputs).astype(np.float64)
+    if raw.shape[1] == 1:
+        return np.concatenate([1.0 - raw, raw], axis=1)
+    return raw
+
+
+def raw_logits(probabilities, task):
+    """Logits (up to a per-row constant) for temperature scaling."""
+    if task == "binary" and probabilities.shape[1] == 2:
+        return calibration.sigmoid_to_logits(probabilities[:, 1])
+    return calibration.logits_from_probabilities(probabilities)
+
+
+def evaluation_metrics(probabilities, y, class_names, same_cell=None):
+    """Metrics for one split; 4-class results also get the binary grouping summed from them."""
+    result = classification_metrics(y, probabilities, class_names)
+    if tuple(class_names) != ("MONONUCLEAR", "POLYNUCLEAR"):
+        result["binary"] = classification_metrics(
+            binary_labels(y, class_names),
+            binary_from_four(probabilities, class_names),
+            ("MONONUCLEAR", "POLYNUCLEAR"),
+        )
+    if same_cell is not None and np.any(same_cell):
+        keep = ~np.asarray(same_cell, bool)
+        result["without_same_cell_in_train"] = classification_metrics(
+            y[keep], probabilities[keep], class_names
+        )
+    return result
+
+
+class _Progress:
+    """Keras callback: best-epoch weights, per-epoch reports, cancellation between batches."""
+
+    def __new__(cls, keras, epochs, on_epoch, should_stop):
+        class Progress(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.history = []
+                self.best = None
+                self.best_weights = None
+                self.cancelled = False
+                self.started = time.monotonic()
+                self.epoch_started = self.started
+
+            def _check_stop(self):
+                if should_stop is not None and should_stop():
+                    self.cancelled = True
+                    self.model.stop_training = True
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.epoch_started = time.monotonic()
+
+            def on_train_batch_end(self, batch, logs=None):
+                if batch % 10 == 0:
+                    self._check_stop()
+
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                now = time.monotonic()
+                row = {
+                    "epoch": epoch + 1,
+                    "loss": float(logs.get("loss", math.nan)),
+                    "accuracy": float(logs.get("accuracy", math.nan)),
+                    "val_loss": float(logs.get("val_loss", math.nan)),
+                    "val_accuracy": float(logs.get("val_accuracy", math.nan)),
+                    "seconds": round(now - self.epoch_started, 2),
+                }
+                self.history.append(row)
+                key = (row["val_accuracy"], -row["val_loss"])
+                if self.best is None or key > self.best[0]:
+                    self.best = (key, epoch + 1)
+                    self.best_weights = [w.copy() for w in self.model.get_weights()]
+                elapsed = now - self.started
+                if on_epoch is not None:
+                    on_epoch(
+                        {
+                            **row,
+                            "epochs": epochs,
+                            "elapsed_seconds": round(elapsed, 1),
+                            "eta_seconds": round(elapsed / (epoch + 1) * (epochs - epoch - 1), 1),
+                        }
+                    )
+                self._check_stop()
+
+        return Progress()
+
+
+def _compile(keras, model, hp, steps_per_epoch, task):
+    if hp["optimizer"] == "adam":
+        optimizer = keras.optimizers.Adam(hp["learning_rate"])
+    else:
+        total = max(1, hp["epochs"] * steps_per_epoch)
+        warmup = min(total // 10, 2 * steps_per_epoch)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=hp["learning_rate"] / 10,
+            decay_steps=max(1, total - warmup),
+            alpha=0.01,
+            warmup_target=hp["learning_rate"],
+            warmup_steps=warmup,
+        )
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=hp["weight_decay"])
+    if task == "binary":
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=hp["label_smoothing"])
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=hp["label_smoothing"])
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+
+
+def model_to_bytes(model):
+    """The .keras file of a model (weights and architecture, no optimizer state)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(path)
+        return path.read_bytes()
+
+
+def train_classifier(
+    config: TrainingConfig,
+    on_epoch: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress_bar: bool = False,
+) -> TrainingResult:
+    started = time.monotonic()
+    hp = _resolve(config)
+    task, spec = hp["task"], hp["input_spec"]
+    class_names = list(TASK_CLASSES[task])
+    seed = int(config.seed)
+
+    layout = dataset.resolve_layout(config.data_dir)
+    originals = dataset.read_originals(layout.root)
+    split_name = "TRAIN" if layout.train_dir != layout.root else ""
+    all_train = dataset.list_images(layout.train_dir, task, split_name, originals)
+    all_train = _subsample(all_train, config.max_images_per_class, seed)
+    dataset.check_class_counts(
+        all_train, task, config.min_images_per_class, f"training data folder {layout.train_dir}"
+    )
+    train_images, val_images = dataset.split_validation(all_train, config.validation_fraction, seed)
+    extras = _extra_images(config.extra_samples, task)
+    if should_stop is not None and should_stop():
+        raise TrainingCancelled("training was cancelled before it started")
+
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+
+    margin = TRAIN_MARGIN if (hp["augment"] and spec.get("mode") == "cell") else 1.0
+    load = dict(window_scale=hp["window_scale"], cache_dir=config.cache_dir, workers=config.workers)
+    # Whole-folder loads are cached once for any seed; the split picks rows out of them.
+    loaded = dataset.load_prepared_margins(all_train, spec, sorted({margin, 1.0}), **load)
+    all_inputs_m, all_ok_m, _ = loaded[margin]
+    all_inputs_1, all_ok_1, _ = loaded[1.0]
+    row = {image.path: k for k, image in enumerate(all_train)}
+    train_rows = np.array([row[i.path] for i in train_images], dtype=np.int64)
+    val_rows = np.array([row[i.path] for i in val_images], dtype=np.int64)
+    skipped = int((~all_ok_m).sum())
+    train_rows = train_rows[all_ok_m[train_rows]]
+    val_rows = val_rows[all_ok_1[val_rows]]
+    x_train = all_inputs_m[train_rows]
+    y_train = _labels([all_train[k] for k in train_rows], class_names)
+    if extras:
+        extra_inputs, extra_ok, _ = dataset.load_prepared(extras, spec, margin, **load)
+        skipped += int((~extra_ok).sum())
+        x_train = np.concatenate([x_train, extra_inputs[extra_ok]])
+        y_train = np.concatenate(
+            [y_train, _labels([e for e, ok in zip(extras, extra_ok, strict=True) if ok], class_names)]
+        )
+    x_val = all_inputs_1[val_rows]
+    y_val = _labels([all_train[k] for k in val_rows], class_names)
+    counts = Counter(class_names[k] for k in y_train)
+    class_counts = {name: int(counts.get(name, 0)) for name in class_names}
+    too_few = [f"{n}: {c}" for n, c in class_counts.items() if c < 1]
+    if too_few:
+        raise TrainingDataError(
+            "after setting aside the validation split and skipping unreadable files, some "
+            "classes have no training images left: " + ", ".join(too_few)
+        )
+    if len(x_val) == 0:  # tiny data: validate on the training images rather than not at all
+        x_val, y_val = all_inputs_1[train_rows], y_train[: len(train_rows)]
+
+    batch_size = hp["batch_size"]
+    n_classes = len(class_names)
+    train_ds = tf.data.Dataset.from_tensor_slices((x_train, y_train))
+    train_ds = train_ds.shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
+    train_ds = train_ds.batch(batch_size)
+    if hp["augment"]:
+        train_ds = train_ds.map(_augment_fn(tf, spec, margin), num_parallel_calls=2)
+    else:
+        train_ds = train_ds.map(_scale_only(tf))
+    target = lambda x, y: (x, _target(tf, y, task, n_classes))  # noqa: E731
+    train_ds = train_ds.map(target).prefetch(2)
+    val_ds = (
+        tf.data.Dataset.from_tensor_slices((x_val, y_val))
+        .batch(256)
+        .map(_scale_only(tf))
+        .map(target)
+        .prefetch(1)
+    )
+
+    from classifier.architectures import build_model
+
+    model = build_model(hp["architecture"], task, spec, n_classes)
+    steps = math.ceil(len(x_train) / batch_size)
+    _compile(keras, model, hp, steps, task)
+    progress = _Progress(keras, hp["epochs"], on_epoch, should_stop)
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=hp["epochs"],
+        callbacks=[progress],
+        verbose=1 if progress_bar else 0,
+    )
+    if progress.cancelled:
+        raise TrainingCancelled(f"training was cancelled after {len(progress.history)} epoch(s)")
+    best_epoch = progress.best[1] if progress.best else len(progress.history)
+    if progress.best_weights is not None:
+        model.set_weights(progress.best_weights)
+
+    # Temperature from the validation split, then held-out metrics with it.
+    val_raw = _predict_probabilities(model, x_val, task)
+    val_logits = raw_logits(val_raw, task)
+    temperature = calibration.fit_temperature(val_logits, y_val)
+    metrics = {
+        "best_epoch": best_epoch,
+        "temperature": temperature,
+        "validation": evaluation_metrics(calibration.softmax(val_logits, temperature), y_val, class_names),
+        "validation_uncalibrated_ece": classification_metrics(y_val, val_raw, class_names)["ece"],
+        "validation_groups": len({all_train[k].group or all_train[k].path for k in val_rows}),
+    }
+    if config.evaluate_test:
+        for split, folder in layout.eval_dirs.items():
+            images = dataset.list_images(folder, task, split, originals)
+            if not images:
+                continue
+            inputs, ok, _ = dataset.load_prepared(images, spec, 1.0, **load)
+            images = [i for i, good in zip(images, ok, strict=True) if good]
+            y = _labels(images, class_names)
+            raw = _predict_probabilities(model, inputs[ok], task)
+            probabilities = calibration.softmax(raw_logits(raw, task), temperature)
+            same = np.array([i.same_cell_in_train for i in images])
+            metrics[split] = evaluation_metrics(probabilities, y, class_names, same)
+            metrics[split]["uncalibrated_ece"] = classification_metrics(y, raw, class_names)["ece"]
+
+    # Save a fresh, uncompiled copy: no optimizer state in the bundled file.
+    from classifier.architectures import build_model as rebuild
+
+    export = rebuild(hp["architecture"], task, spec, n_classes)
+    export.set_weights(model.get_weights())
+    model_bytes = model_to_bytes(export)
+    sha = hashlib.sha256(model_bytes).hexdigest()
+    training_seconds = round(time.monotonic() - started, 1)
+    fingerprint = dataset.fingerprint(all_train + extras)
+    hyperparameters = {k: v for k, v in hp.items() if k not in ("architecture", "task")}
+    hyperparameters.pop("input_spec")
+    hyperparameters["best_epoch"] = best_epoch
+    hyperparameters["train_margin"] = margin
+    metadata = {
+        "format": 1,
+        "architecture": hp["architecture"],
+        "task": task,
+        "class_names": class_names,
+        "input_spec": spec,
+        "temperature": temperature,
+        "gradcam_layer": GRADCAM_LAYER,
+        "hyperparameters": hyperparameters,
+        "seed": seed,
+        "class_counts": class_counts,
+        "validation_count": int(len(y_val)),
+        "dataset_path": str(config.data_dir),
+        "dataset_fingerprint": fingerprint,
+        "extra_samples": len(extras),
+        "history": progress.history,
+        "metrics": metrics,
+        "training_seconds": training_seconds,
+        "skipped_files": skipped,
+        "model_sha256": sha,
+        "size_bytes": len(model_bytes),
+        "keras_version": keras.__version__,
+        "tensorflow_version": tf.__version__,
+    }
+    json.dumps(metadata)  # fail here, not in the database, if something is not serialisable
+    return TrainingResult(
+        model_bytes=model_bytes,
+        model_sha256=sha,
+        metadata=metadata,
+        class_names=class_names,
+        input_spec=spec,
+        hyperparameters=hyperparameters,
+        seed=seed,
+        temperature=temperature,
+        class_counts=class_counts,
+        dataset_fingerprint=fingerprint,
+        history=progress.history,
+        metrics=metrics,
+        training_seconds=training_seconds,
+        skipped_files=skipped,
+    )
+
+
+def evaluate_classifier(classifier, data_dir, split="TEST", window_scale=None, cache_dir=None):
+    """Held-out metrics of a CellClassifier on data_dir/split (or data_dir itself)."""
+    layout = dataset.resolve_layout(data_dir)
+    originals = dataset.read_originals(layout.root)
+    folder = layout.eval_dirs.get(split) or (layout.root / split)
+    if not Path(folder).is_dir():
+        if layout.train_dir == layout.root:
+            folder, split = layout.root, ""
+        else:
+            raise TrainingDataError(f"{data_dir} has no {split} folder")
+    images = dataset.list_images(folder, classifier.task, split, originals)
+    if not images:
+        raise TrainingDataError(f"{folder} holds no images for the {classifier.task} task")
+    scale = window_scale or classifier.metadata.get("hyperparameters", {}).get("window_scale", "image")
+    inputs, ok, _ = dataset.load_prepared(
+        images, classifier.input_spec, 1.0, window_scale=scale, cache_dir=cache_dir
+    )
+    images = [i for i, good in zip(images, ok, strict=True) if good]
+    y = _labels(images, list(classifier.class_names))
+    probabilities = classifier.predict_inputs(inputs[ok].astype(np.float32) / 255.0)
+    same = np.array([i.same_cell_in_train for i in images])
+    result = evaluation_metrics(probabilities, y, list(classifier.class_names), same)
+    result["skipped_files"] = int((~ok).sum())
+    return result
+
+
+__all__ = [
+    "TrainingConfig",
+    "TrainingResult",
+    "train_classifier",
+    "evaluate_classifier",
+    "format_metrics",
+    "asdict",
+]

@@ -1,0 +1,116 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from classifier import dataset
+from classifier.errors import TrainingDataError
+from classifier.labels import FOUR_CLASSES
+from classifier.preparation import prepare_batch, prepare_window
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "blood-cell-images"
+COLOURS = {
+    "EOSINOPHIL": (150, 60, 170),
+    "LYMPHOCYTE": (90, 60, 200),
+    "MONOCYTE": (120, 90, 190),
+    "NEUTROPHIL": (110, 50, 150),
+}
+
+
+def draw_field(class_name, seed):
+    """A 240x320 smear-like field: pale background, red cells, a purple nucleus near the centre."""
+    rng = np.random.default_rng(seed)
+    image = np.full((240, 320, 3), (225, 215, 220), np.uint8)
+    for _ in range(12):
+        centre = (int(rng.integers(0, 320)), int(rng.integers(0, 240)))
+        cv2.circle(image, centre, 24, (215, 150, 150), -1)
+    centre = (160 + int(rng.integers(-10, 10)), 120 + int(rng.integers(-10, 10)))
+    cv2.circle(image, centre, 30, (200, 180, 220), -1)
+    cv2.circle(image, centre, 18, COLOURS[class_name], -1)
+    return image
+
+
+def write_split(root, split, per_class, start=0):
+    for k, name in enumerate(FOUR_CLASSES):
+        folder = Path(root) / split / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            bgr = cv2.cvtColor(draw_field(name, start + 100 * k + i), cv2.COLOR_RGB2BGR)
+            cv2.imwrite(str(folder / f"_{i}_{k}.jpeg"), bgr)
+
+
+def test_layout_with_train_and_test(tmp_path):
+    write_split(tmp_path, "TRAIN", 2)
+    write_split(tmp_path, "TEST", 1)
+    layout = dataset.resolve_layout(tmp_path)
+    assert layout.train_dir == tmp_path / "TRAIN"
+    assert set(layout.eval_dirs) == {"TEST"}
+    images = dataset.list_images(layout.train_dir, "binary", "TRAIN")
+    assert {i.class_name for i in images} == {"MONONUCLEAR", "POLYNUCLEAR"}
+
+
+def test_a_folder_of_class_folders_is_its_own_split(tmp_path):
+    write_split(tmp_path, "ANY", 2)
+    layout = dataset.resolve_layout(tmp_path / "ANY")
+    assert layout.train_dir == tmp_path / "ANY" and layout.eval_dirs == {}
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: (p / "f.txt").write_text("x") and p / "f.txt", "is a file"),
+        (lambda p: p, "not a folder-per-class layout"),
+    ],
+)
+def test_bad_paths_raise_a_readable_error(tmp_path, make, message):
+    with pytest.raises(TrainingDataError, match=message):
+        dataset.resolve_layout(make(tmp_path))
+
+
+def test_validation_split_keeps_groups_together():
+    images = [
+        dataset.LabelledImage(f"/x/{c}{g}{k}.jpeg", c, c, "TRAIN", group=f"{c}{g}")
+        for c in FOUR_CLASSES
+        for g in range(6)
+        for k in range(5)
+    ]
+    train, validation = dataset.split_validation(images, 0.2, seed=1)
+    assert len(train) + len(validation) == len(images)
+    assert not {i.group for i in train} & {i.group for i in validation}
+    assert {i.class_name for i in validation} == set(FOUR_CLASSES)
+
+
+def test_unreadable_files_are_marked_not_fatal(tmp_path):
+    write_split(tmp_path, "TRAIN", 1)
+    bad = tmp_path / "TRAIN" / "MONOCYTE" / "broken.jpeg"
+    bad.write_bytes(b"not a jpeg")
+    images = dataset.list_images(tmp_path / "TRAIN", "4class", "TRAIN")
+    spec = {"height": 60, "width": 80, "mode": "field"}
+    inputs, ok, _ = dataset.load_prepared(images, spec, cache_dir=tmp_path / "cache")
+    assert ok.sum() == 4 and not ok[[i.path for i in images].index(str(bad))]
+    assert inputs.shape == (5, 60, 80, 3)
+    again, ok_again, _ = dataset.load_prepared(images, spec, cache_dir=tmp_path / "cache")
+    assert np.array_equal(again, inputs) and np.array_equal(ok, ok_again)
+
+
+def test_preparation_modes():
+    window = draw_field("LYMPHOCYTE", 0)
+    field = prepare_window(window, {"height": 120, "width": 160, "mode": "field"})
+    assert field.shape == (120, 160, 3) and field.dtype == np.uint8
+    cell = prepare_window(window, {"height": 96, "width": 96, "mode": "cell", "crop": 128})
+    assert cell.shape == (96, 96, 3)
+    wide = prepare_window(window, {"height": 96, "width": 96, "mode": "cell", "crop": 128}, 1.25)
+    assert wide.shape == (120, 120, 3)
+    batch = prepare_batch([window, window], {"height": 96, "width": 96, "mode": "cell", "crop": 128})
+    assert batch.dtype == np.float32 and batch.shape == (2, 96, 96, 3) and batch.max() <= 1.0
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared dataset not found at {SHARED}")
+def test_real_dataset_lists_and_groups():
+    originals = dataset.read_originals(SHARED)
+    images = dataset.list_images(SHARED / "TEST_SIMPLE", "4class", "TEST_SIMPLE", originals)
+    assert len(images) == 71
+    assert all(i.group for i in images)
+    assert sum(i.same_cell_in_train for i in images) == 4

@@ -1,0 +1,115 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from classifier.architectures import DEFAULT_INPUT_SPEC, build_model
+from classifier.inference import CellClassifier
+from classifier.labels import TASK_CLASSES
+from classifier.training import model_to_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLED = ROOT / "classifier" / "default_model"
+
+
+def make_classifier(architecture, task, temperature=1.5):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = build_model(architecture, task)
+    metadata = {
+        "architecture": architecture,
+        "task": task,
+        "class_names": list(TASK_CLASSES[task]),
+        "input_spec": DEFAULT_INPUT_SPEC[architecture],
+        "temperature": temperature,
+    }
+    return CellClassifier.from_bytes(model_to_bytes(model), metadata)
+
+
+def window(seed=0):
+    rng = np.random.default_rng(seed)
+    image = np.full((240, 320, 3), (225, 215, 220), np.uint8)
+    for _ in range(10):
+        centre = (int(rng.integers(0, 320)), int(rng.integers(0, 240)))
+        cv2.circle(image, centre, 24, (215, 150, 150), -1)
+    cv2.circle(image, (160, 120), 30, (200, 180, 220), -1)
+    cv2.circle(image, (160, 120), 18, (90, 50, 170), -1)
+    return image
+
+
+@pytest.fixture(scope="module")
+def leukonet():
+    return make_classifier("leukonet", "4class")
+
+
+@pytest.fixture(scope="module")
+def paper_binary():
+    return make_classifier("paper", "binary")
+
+
+def test_predict_rows_sum_to_one(leukonet, paper_binary):
+    windows = [window(k) for k in range(3)]
+    for classifier in (leukonet, paper_binary):
+        p = classifier.predict(windows)
+        assert p.shape == (3, len(classifier.class_names))
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+        assert (p >= 0).all()
+    assert leukonet.predict([]).shape == (0, 4)
+
+
+def test_temperature_softens_probabilities(paper_binary):
+    windows = [window(k) for k in range(3)]
+    raw = paper_binary.predict(windows, calibrated=False)
+    calibrated = paper_binary.predict(windows)
+    assert (np.abs(calibrated - 0.5) <= np.abs(raw - 0.5) + 1e-9).all()
+
+
+def test_gradcam_shape_and_range(leukonet, paper_binary):
+    for classifier in (leukonet, paper_binary):
+        heatmap = classifier.gradcam(window())
+        assert heatmap.shape == classifier.input_shape[:2]
+        assert heatmap.dtype == np.float32
+        assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
+
+
+def test_model_bytes_must_match_recorded_sha(leukonet):
+    metadata = {**leukonet.metadata, "model_sha256": "0" * 64}
+    with pytest.raises(ValueError, match="sha256"):
+        CellClassifier.from_bytes(b"whatever", metadata)
+
+
+def test_analyse_smear_classifies_every_detected_cell(leukonet):
+    from classifier.pipeline import analyse_smear
+
+    smear = cv2.resize(window(3), (640, 480), interpolation=cv2.INTER_LINEAR)
+    analysis = analyse_smear(smear, leukonet)
+    assert len(analysis.cells) == len(analysis.detection.cells)
+    for cell in analysis.cells:
+        assert cell.window.shape == (240, 320, 3)
+        assert sum(cell.probabilities.values()) == pytest.approx(1.0)
+        assert cell.predicted_type in leukonet.class_names
+        assert cell.binary_call in ("MONONUCLEAR", "POLYNUCLEAR")
+        assert cell.confidence == pytest.approx(cell.probabilities[cell.predicted_type])
+
+
+def test_importing_the_serving_path_does_not_import_tensorflow():
+    code = (
+        "import sys, classifier.inference, classifier.pipeline, classifier.training;"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+@pytest.mark.parametrize("name", ["leukonet", "paper-binary"])
+def test_bundled_models_load_and_predict(name):
+    folder = BUNDLED / name
+    if not (folder / "metadata.json").is_file():
+        pytest.skip(f"bundled model {folder} not present")
+    classifier = CellClassifier.from_directory(folder)
+    p = classifier.predict([window(1)])
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+    assert (folder / "model.keras").stat().st_size <= 10 * 1024 * 1024

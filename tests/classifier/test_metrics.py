@@ -1,0 +1,74 @@
+import json
+
+import numpy as np
+import pytest
+
+from classifier.calibration import fit_temperature, sigmoid_to_logits, softmax
+from classifier.metrics import (
+    binary_from_four,
+    binary_labels,
+    classification_metrics,
+    confusion_matrix,
+    expected_calibration_error,
+    format_metrics,
+    roc_auc,
+)
+
+NAMES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
+
+
+def one_hot_probabilities(predicted, n=4, confidence=0.7):
+    rest = (1 - confidence) / (n - 1)
+    p = np.full((len(predicted), n), rest)
+    p[np.arange(len(predicted)), predicted] = confidence
+    return p
+
+
+def test_metrics_match_a_hand_computed_confusion_matrix():
+    y_true = [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+    y_pred = [0, 0, 1, 1, 1, 2, 3, 3, 3, 3]
+    # rows true, columns predicted, counted by hand
+    expected = [[2, 1, 0, 0], [0, 2, 0, 0], [0, 0, 1, 2], [0, 0, 0, 2]]
+    assert confusion_matrix(y_true, y_pred, 4).tolist() == expected
+    m = classification_metrics(y_true, one_hot_probabilities(y_pred), NAMES)
+    assert m["confusion_matrix"] == expected
+    assert m["accuracy"] == pytest.approx(7 / 10)
+    recalls = [2 / 3, 1.0, 1 / 3, 1.0]
+    assert m["balanced_accuracy"] == pytest.approx(np.mean(recalls))
+    assert m["per_class"]["LYMPHOCYTE"]["precision"] == pytest.approx(2 / 3)
+    assert m["per_class"]["NEUTROPHIL"]["precision"] == pytest.approx(2 / 4)
+    assert m["per_class"]["MONOCYTE"]["f1"] == pytest.approx(2 * 1 * (1 / 3) / (1 + 1 / 3))
+    assert m["per_class"]["EOSINOPHIL"]["support"] == 3
+    # every confidence is 0.7 and accuracy is 0.7: perfectly calibrated
+    assert m["ece"] == pytest.approx(0.0, abs=1e-9)
+    json.dumps(m)
+    text = format_metrics(m, "hand")
+    assert "NEUTROPHIL" in text and "confusion matrix" in text
+
+
+def test_expected_calibration_error_of_overconfident_predictions():
+    p = one_hot_probabilities([0, 1, 2, 3], confidence=0.9)
+    assert expected_calibration_error(p, [0, 1, 0, 0]) == pytest.approx(0.9 - 0.5)
+
+
+def test_rank_based_roc_auc_with_ties():
+    assert roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == pytest.approx(0.75)
+    assert roc_auc([0, 1], [0.5, 0.5]) == pytest.approx(0.5)
+    assert roc_auc([1, 1], [0.1, 0.2]) is None
+
+
+def test_binary_grouping_sums_four_class_columns():
+    p = np.array([[0.1, 0.2, 0.3, 0.4]])
+    assert binary_from_four(p, NAMES)[0].tolist() == pytest.approx([0.5, 0.5])
+    assert binary_labels([0, 1, 2, 3], NAMES).tolist() == [1, 0, 0, 1]
+    m = classification_metrics([0, 1], [[0.3, 0.7], [0.8, 0.2]], ("MONONUCLEAR", "POLYNUCLEAR"))
+    assert m["roc_auc"] == pytest.approx(0.0)
+
+
+def test_temperature_scaling_recovers_an_overconfident_temperature():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(size=(4000, 4)) * 2
+    y = np.array([rng.choice(4, p=row) for row in softmax(true_logits)])
+    fitted = fit_temperature(true_logits * 3.0, y)
+    assert fitted == pytest.approx(3.0, rel=0.15)
+    assert softmax(sigmoid_to_logits([0.8]))[0, 1] == pytest.approx(0.8)

@@ -1,0 +1,127 @@
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from classifier.errors import TrainingCancelled, TrainingDataError
+from classifier.labels import FOUR_CLASSES
+from classifier.metrics import format_metrics
+from classifier.training import TrainingConfig, evaluate_classifier, train_classifier
+
+COLOURS = {
+    "EOSINOPHIL": (150, 60, 170),
+    "LYMPHOCYTE": (90, 60, 200),
+    "MONOCYTE": (120, 90, 190),
+    "NEUTROPHIL": (110, 50, 150),
+}
+
+
+def draw_field(class_name, seed):
+    rng = np.random.default_rng(seed)
+    image = np.full((240, 320, 3), (225, 215, 220), np.uint8)
+    for _ in range(12):
+        centre = (int(rng.integers(0, 320)), int(rng.integers(0, 240)))
+        cv2.circle(image, centre, 24, (215, 150, 150), -1)
+    centre = (160 + int(rng.integers(-10, 10)), 120 + int(rng.integers(-10, 10)))
+    cv2.circle(image, centre, 30, (200, 180, 220), -1)
+    cv2.circle(image, centre, 18, COLOURS[class_name], -1)
+    return image
+
+
+def write_split(root, split, per_class, start=0):
+    for k, name in enumerate(FOUR_CLASSES):
+        folder = Path(root) / split / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            bgr = cv2.cvtColor(draw_field(name, start + 100 * k + i), cv2.COLOR_RGB2BGR)
+            cv2.imwrite(str(folder / f"_{i}_{k}.jpeg"), bgr)
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    write_split(tmp_path / "data", "TRAIN", 6)
+    write_split(tmp_path / "data", "TEST", 2, start=50)
+    return tmp_path / "data"
+
+
+def config(data, tmp_path, **kwargs):
+    defaults = dict(architecture="leukonet", task="4class", epochs=1, batch_size=8, cache_dir=tmp_path / "c")
+    return TrainingConfig(data_dir=str(data), **{**defaults, **kwargs})
+
+
+def test_training_stores_a_loadable_result(tiny_data, tmp_path):
+    from classifier.inference import CellClassifier
+
+    seen = []
+    result = train_classifier(config(tiny_data, tmp_path, epochs=2), on_epoch=seen.append)
+    assert [row["epoch"] for row in seen] == [1, 2]
+    assert {"loss", "val_accuracy", "eta_seconds", "elapsed_seconds"} <= set(seen[0])
+    assert len(result.history) == 2 and result.class_names == list(FOUR_CLASSES)
+    assert result.class_counts and sum(result.class_counts.values()) > 0
+    assert "validation" in result.metrics and "TEST" in result.metrics
+    assert result.metadata["seed"] == result.seed and result.temperature > 0
+    assert len(result.dataset_fingerprint) == 64 and result.skipped_files == 0
+
+    loaded = CellClassifier.from_bytes(result.model_bytes, result.metadata)
+    windows = [draw_field(name, 999) for name in FOUR_CLASSES]
+    again = CellClassifier.from_bytes(result.model_bytes, result.metadata)
+    np.testing.assert_allclose(loaded.predict(windows), again.predict(windows), atol=1e-6)
+    saved = CellClassifier.from_directory(result.save(tmp_path / "bundle"))
+    np.testing.assert_allclose(saved.predict(windows), loaded.predict(windows), atol=1e-6)
+
+    metrics = evaluate_classifier(loaded, tiny_data, "TEST", cache_dir=tmp_path / "c")
+    assert metrics["n"] == 8
+    assert "confusion matrix" in format_metrics(metrics)
+
+
+def test_paper_binary_network_and_extra_samples(tiny_data, tmp_path):
+    extra = tmp_path / "reviewed.png"
+    cv2.imwrite(str(extra), cv2.cvtColor(draw_field("MONOCYTE", 7), cv2.COLOR_RGB2BGR))
+    result = train_classifier(
+        config(
+            tiny_data, tmp_path, architecture="paper", task="binary", extra_samples=[(str(extra), "MONOCYTE")]
+        )
+    )
+    assert result.class_names == ["MONONUCLEAR", "POLYNUCLEAR"]
+    assert result.input_spec["mode"] == "field"
+    assert result.metadata["extra_samples"] == 1
+    assert result.metrics["TEST"]["roc_auc"] is not None
+
+
+def test_unreadable_files_are_skipped_and_counted(tiny_data, tmp_path):
+    (tiny_data / "TRAIN" / "NEUTROPHIL" / "corrupt.jpeg").write_bytes(b"\xff\xd8garbage")
+    (tiny_data / "TRAIN" / "NEUTROPHIL" / "empty.png").write_bytes(b"")
+    result = train_classifier(config(tiny_data, tmp_path, architecture="paper"))
+    assert result.skipped_files == 2
+
+
+def test_should_stop_cancels(tiny_data, tmp_path):
+    with pytest.raises(TrainingCancelled):
+        train_classifier(config(tiny_data, tmp_path, epochs=3), should_stop=lambda: True)
+
+
+@pytest.mark.parametrize(
+    "setup, kwargs, message",
+    [
+        (lambda p: p / "nowhere", {}, "does not exist"),
+        (lambda p: p, {}, "not a folder-per-class layout"),
+        (lambda p: [(p / n).mkdir() for n in FOUR_CLASSES] and p, {}, "holds no images"),
+        (lambda p: p, {"architecture": "resnet900"}, "unknown architecture"),
+        (lambda p: p, {"task": "7class"}, "unknown task"),
+    ],
+)
+def test_bad_data_raises_training_data_error(tmp_path, setup, kwargs, message):
+    data = setup(tmp_path)
+    with pytest.raises(TrainingDataError, match=message):
+        train_classifier(config(data, tmp_path, **kwargs))
+
+
+def test_too_few_images_per_class_names_the_counts(tmp_path):
+    write_split(tmp_path, "TRAIN", 3)
+    for path in list((tmp_path / "TRAIN" / "MONOCYTE").iterdir())[1:]:
+        path.unlink()
+    with pytest.raises(TrainingDataError, match=r"at least 2 of each\): MONOCYTE: 1"):
+        train_classifier(config(tmp_path, tmp_path))
+    with pytest.raises(TrainingDataError, match="at least 5"):
+        train_classifier(config(tmp_path, tmp_path, min_images_per_class=5))
