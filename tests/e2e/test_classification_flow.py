@@ -148,10 +148,13 @@ def test_no_leukocyte_is_done_and_a_missing_file_fails_readably(tech, celery_wor
     for _ in range(25):
         y, x = rng.integers(20, 220), rng.integers(20, 300)
         field[max(0, y - 12) : y + 12, max(0, x - 12) : x + 12] = (214, 150, 160)
-    buffer = io.BytesIO()
-    Image.fromarray(field).save(buffer, format="PNG")
-    empty = SimpleUploadedFile("empty-field.png", buffer.getvalue())
-    broken = SimpleUploadedFile("will-vanish.png", buffer.getvalue())
+    def png(rgb):
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    empty = SimpleUploadedFile("empty-field.png", png(field))
+    broken = SimpleUploadedFile("will-vanish.png", png(field[::-1]))  # another photograph
     result = create_sample_with_images("E2E-0002", "", [empty, broken], user=tech)
     empty_image, broken_image = result.stored
     # Simulate storage losing the photograph before the worker reaches it.
