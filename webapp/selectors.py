@@ -134,16 +134,18 @@ def leukocyte_formula(sample):
         awaiting=Count("id", filter=Q(needs_review=True, corrected_type="")),
     )
     total = sum(per_type.values())
-    # A four-type formula lists every type, zeros included, as a lab report does.
-    binary_only = bool(per_type) and set(per_type) <= set(BINARY_CLASSES)
-    names = sorted(set(per_type) | (set() if binary_only else set(FOUR_CLASSES)), key=type_order)
-    rows = [FormulaRow(name, per_type.get(name, 0), _percent(per_type.get(name, 0), total)) for name in names]
     grouped = dict.fromkeys(BINARY_CLASSES, 0)
     for name, count in per_type.items():
         group = BINARY_GROUP.get(name, name if name in BINARY_CLASSES else None)
         if group:
             grouped[group] += count
     groups = [FormulaRow(name, count, _percent(count, total)) for name, count in grouped.items()]
+    if per_type and set(per_type) <= set(BINARY_CLASSES):
+        # A binary model's formula is the mononuclear / polynuclear split itself.
+        return LeukocyteFormula(total, groups, [], flags["reviewed"], flags["awaiting"])
+    # A four-type formula lists every type, zeros included, as a lab report does.
+    names = sorted(set(per_type) | set(FOUR_CLASSES), key=type_order)
+    rows = [FormulaRow(name, per_type.get(name, 0), _percent(per_type.get(name, 0), total)) for name in names]
     return LeukocyteFormula(total, rows, groups, flags["reviewed"], flags["awaiting"])
 
 

@@ -34,6 +34,17 @@ def test_formula_counts_and_percentages():
     assert formula.total == 4
 
 
+def test_a_binary_model_formula_is_the_split_itself(tech):
+    sample = make_sample(types=("POLYNUCLEAR", "POLYNUCLEAR", "MONONUCLEAR"),
+                         version=make_version(class_names=("MONONUCLEAR", "POLYNUCLEAR")))
+    formula = leukocyte_formula(sample)
+    assert [(row.name, row.count, row.percent) for row in formula.rows] == [
+        ("MONONUCLEAR", 1, 33.3), ("POLYNUCLEAR", 2, 66.7)]
+    assert formula.groups == []
+    review_cell(Cell.objects.get(index=0), "MONONUCLEAR", tech)
+    assert [row.count for row in leukocyte_formula(sample).rows] == [2, 1]
+
+
 def test_review_changes_the_formula_and_is_recorded(tech):
     sample = make_sample()
     cell = Cell.objects.get(index=0)
