@@ -1,6 +1,8 @@
-"""Which real network the end-to-end and browser tests serve: the bundled default model when
-classifier/default_model/ holds one, else a quick model a developer trained into var/dev-model."""
+"""Which real network the end-to-end and browser tests serve: LEUKOSCOPE_TEST_MODEL_DIR where set, else
+the bundled default model when classifier/default_model/ holds one, else a quick model a developer
+trained into var/dev-model."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,10 @@ def activate_served_model():
         register_model_directory,
     )
 
-    if any(BUNDLED_DIR.glob("*/metadata.json")):
+    chosen = os.environ.get("LEUKOSCOPE_TEST_MODEL_DIR")  # e.g. to run the suite on another bundled model
+    if chosen:
+        version, _ = register_model_directory(Path(chosen))
+    elif any(BUNDLED_DIR.glob("*/metadata.json")):
         registered = ensure_default_model()
         version = registered[0][0]
     elif (DEV_MODEL_DIR / "metadata.json").exists():
