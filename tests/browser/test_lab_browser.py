@@ -51,7 +51,7 @@ def formula_count(page, cell_type):
 
 def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, served_model, browser_page,
                                                   django_user_model):
-    smear = sorted(require_dataset("bccd-smears", "JPEGImages").glob("BloodImage_*.jpg"))[2]
+    smears = sorted(require_dataset("bccd-smears", "JPEGImages").glob("BloodImage_*.jpg"))[2:4]
     django_user_model.objects.create_user("tech", password=PASSWORD)
     page = browser_page
 
@@ -64,15 +64,15 @@ def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, ser
     page.click("text=New sample")
     page.fill("#id_accession_number", "BR-0001")
     page.fill("#id_note", "Wright-Giemsa, x100 oil")
-    page.set_input_files("#id_images", str(smear))
-    assert smear.name in page.locator("#filelist").inner_text()
+    page.set_input_files("#id_images", [str(path) for path in smears])
+    assert all(path.name in page.locator("#filelist").inner_text() for path in smears)
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "upload-page.png"), full_page=True)
     page.click("#upload-button")
     page.wait_for_url(re.compile(r".*/samples/\d+/$"))
 
     # The page updates itself: no reload until every photograph is classified.
-    page.wait_for_selector("text=All 1 photograph classified", timeout=240_000)
+    page.wait_for_selector("text=All 2 photographs classified", timeout=240_000)
     page.wait_for_selector("tr.cellrow")
     assert page.locator("svg .cellbox").count() == page.locator("tr.cellrow").count() >= 1
 
@@ -96,6 +96,7 @@ def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, ser
     assert (review.from_type, review.to_type, review.reviewed_by.username) == (before_type, new_type, "tech")
 
     page.mouse.move(0, 0)
+    page.evaluate("window.scrollTo(0, 0)")  # the formula panel is sticky: shoot it where it sits
     page.screenshot(path=str(SCREENSHOTS / "sample-page.png"), full_page=True)
 
     page.goto(f"{live_server.url}/cells/{cell_id}/")
@@ -103,3 +104,6 @@ def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, ser
     page.screenshot(path=str(SCREENSHOTS / "cell-page.png"), full_page=True)
     page.goto(f"{live_server.url}/history/")
     page.screenshot(path=str(SCREENSHOTS / "history-page.png"), full_page=True)
+    page.click("text=Samples")
+    assert "BR-0001" in page.locator("table").inner_text()
+    page.screenshot(path=str(SCREENSHOTS / "sample-list.png"), full_page=True)
