@@ -4,6 +4,7 @@ through the review page, so it is recorded in CellReview like any other."""
 from django.contrib import admin
 
 from webapp.models import Cell, CellReview, Sample, SmearImage
+from webapp.services.uploads import delete_sample
 
 
 class SmearImageInline(admin.TabularInline):
@@ -30,6 +31,14 @@ class SampleAdmin(admin.ModelAdmin):
     @admin.display(description="photographs")
     def image_count(self, sample):
         return sample.images.count()
+
+    # Deleting here must remove the pictures from storage too, as the sample page's delete does.
+    def delete_model(self, request, obj):
+        delete_sample(obj)
+
+    def delete_queryset(self, request, queryset):
+        for sample in queryset:
+            delete_sample(sample)
 
 
 @admin.register(SmearImage)

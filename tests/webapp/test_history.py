@@ -131,3 +131,19 @@ def test_admin_lists_the_lab_records_read_only(client, django_user_model, record
     page = client.get(reverse("admin:webapp_cell_change", args=[cell.pk])).content.decode()
     assert 'name="predicted_type"' not in page  # shown, not editable
     assert client.get(reverse("admin:webapp_cell_add")).status_code == 403
+
+
+def test_deleting_a_sample_in_the_admin_removes_its_files(client, django_user_model, isolated_media_root,
+                                                          django_capture_on_commit_callbacks):
+    from pathlib import Path
+
+    admin = django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1")
+    client.force_login(admin)
+    sample = make_sample("DEL-1", types=("NEUTROPHIL",))
+    crop = Path(isolated_media_root) / Cell.objects.get().crop.name
+    crop.parent.mkdir(parents=True, exist_ok=True)
+    crop.write_bytes(b"jpeg")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("admin:webapp_sample_delete", args=[sample.pk]), {"post": "yes"})
+    assert response.status_code == 302
+    assert not crop.exists() and not Cell.objects.exists()

@@ -154,3 +154,19 @@ def test_results_fragment_and_status_json(client, tech):
     assert "<html" not in fragment and "Leukocyte formula" in fragment
     status = client.get(reverse("lab:sample-status", args=[sample.pk])).json()
     assert status == {**status, "total": 1, "finished": 1, "percent": 100, "complete": True}
+
+
+def test_a_long_queued_photograph_says_the_worker_may_be_down(client, tech):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.models import SmearImage
+
+    sample = make_sample(types=())
+    SmearImage.objects.update(status="queued", created_at=timezone.now() - timedelta(minutes=5))
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "worker may not be running" in body
+    SmearImage.objects.update(created_at=timezone.now())
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "worker may not be running" not in body and "Waiting for the classifier" in body

@@ -1,6 +1,7 @@
 """Pages of the lab workflow. Thin: forms and services change things, selectors read them."""
 
 import csv
+from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -32,6 +33,9 @@ from webapp.services.uploads import (
     delete_sample,
     requeue_image,
 )
+
+# A photograph still queued after this long means no classify worker is consuming the queue.
+STALLED_AFTER = timedelta(minutes=2)
 
 
 def type_shortcuts(names):
@@ -87,7 +91,9 @@ def upload(request):
 
 def _sample_context(sample):
     images = sample_images_with_cells(sample)
+    stalled_before = timezone.now() - STALLED_AFTER
     for image in images:
+        image.stalled = image.status == SmearImage.Status.QUEUED and image.created_at < stalled_before
         # Labels scale with the photograph so they read the same at any resolution.
         image.label_size = max(12, round(image.width / 38))
         for cell in image.current:
