@@ -91,6 +91,12 @@ def upload(request):
 
 def _sample_context(sample):
     images = sample_images_with_cells(sample)
+    version_ids = {image.model_version_id for image in images if image.model_version_id}
+    # A cell can be relabelled only as one of the types of the network that classified it.
+    shortcuts = {
+        pk: type_shortcuts(sorted(names, key=type_order))
+        for pk, names in ModelVersion.objects.filter(pk__in=version_ids).values_list("pk", "class_names")
+    }
     stalled_before = timezone.now() - STALLED_AFTER
     for image in images:
         image.stalled = image.status == SmearImage.Status.QUEUED and image.created_at < stalled_before
@@ -98,18 +104,16 @@ def _sample_context(sample):
         image.label_size = max(12, round(image.width / 38))
         for cell in image.current:
             cell.group = BINARY_GROUP.get(cell.cell_type, cell.binary_call)
+            cell.review_types = shortcuts.get(cell.model_version_id, [])
             above = cell.y0 - 0.3 * image.label_size
             cell.label_y = round(above if above >= image.label_size else cell.y1 + image.label_size)
-    version_ids = {image.model_version_id for image in images if image.model_version_id}
-    class_lists = ModelVersion.objects.filter(pk__in=version_ids).values_list("class_names", flat=True)
-    types = {name for names in class_lists for name in names}
-    review_types = sorted(types, key=type_order)
+    legend = {pair for pairs in shortcuts.values() for pair in pairs}
     return {
         "sample": sample,
         "images": images,
         "formula": leukocyte_formula(sample),
         "progress": sample_progress(sample),
-        "review_types": type_shortcuts(review_types),
+        "review_types": sorted(legend, key=lambda pair: type_order(pair[0])),
     }
 
 
