@@ -205,6 +205,10 @@ def classify_smear_image(image_id, model_version_id=None):
         analysis = analyse_smear(rgb, classifier)
         outputs = _cell_outputs(rgb, analysis, classifier)
         with transaction.atomic():
+            # A redelivered task may run beside the first one: the row lock makes the second
+            # upsert see the first one's cells and update them instead of colliding with them.
+            if not SmearImage.objects.select_for_update().filter(pk=image.pk).exists():
+                raise ClassificationError("The image was deleted while it was being classified.")
             stale_files = _store_cells(image, version, outputs, written)
             updated = SmearImage.objects.filter(pk=image.pk).update(
                 status=SmearImage.Status.DONE,
