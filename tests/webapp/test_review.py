@@ -34,7 +34,7 @@ def test_formula_counts_and_percentages():
     assert formula.total == 4
 
 
-def test_a_binary_model_formula_is_the_split_itself(tech):
+def test_a_binary_model_formula_is_the_split_itself(client, tech):
     sample = make_sample(types=("POLYNUCLEAR", "POLYNUCLEAR", "MONONUCLEAR"),
                          version=make_version(class_names=("MONONUCLEAR", "POLYNUCLEAR")))
     formula = leukocyte_formula(sample)
@@ -43,6 +43,11 @@ def test_a_binary_model_formula_is_the_split_itself(tech):
     assert formula.groups == []
     review_cell(Cell.objects.get(index=0), "MONONUCLEAR", tech)
     assert [row.count for row in leukocyte_formula(sample).rows] == [2, 1]
+    client.force_login(tech)
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    first_row = body.split('class="cellrow"')[1]
+    assert '<td class="muted">Mononuclear</td>' in first_row  # the group follows the reviewed label
+    assert 'data-key="M"' in first_row and 'data-key="P"' in first_row
 
 
 def test_review_changes_the_formula_and_is_recorded(tech):

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from classifier.labels import BINARY_GROUP
+from classifier.labels import BINARY_CLASSES, BINARY_GROUP
 from webapp.forms import HistoryFilterForm, ReviewForm, SampleUploadForm
 from webapp.models import Cell, CellReview, ModelVersion, Sample, SmearImage
 from webapp.selectors import (
@@ -103,7 +103,8 @@ def _sample_context(sample):
         # Labels scale with the photograph so they read the same at any resolution.
         image.label_size = max(12, round(image.width / 38))
         for cell in image.current:
-            cell.group = BINARY_GROUP.get(cell.cell_type, cell.binary_call)
+            cell.group = (cell.cell_type if cell.cell_type in BINARY_CLASSES
+                          else BINARY_GROUP.get(cell.cell_type, cell.binary_call))
             cell.review_types = shortcuts.get(cell.model_version_id, [])
             above = cell.y0 - 0.3 * image.label_size
             cell.label_y = round(above if above >= image.label_size else cell.y1 + image.label_size)
