@@ -93,7 +93,8 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The test database must be a file, not memory: the Celery worker the tests start is another
     # process and has to see the rows the tests write.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-leukoscope.sqlite3")}
+    # Named per process so two test runs in one checkout never share (and clobber) a database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-leukoscope-{os.getpid()}.sqlite3")}
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
