@@ -105,7 +105,9 @@ def run_benchmark(classifier, data_dir=DEFAULT_DATA) -> dict:
         "n": int(keep.sum()),
         "accuracy": float((calibrated[keep].argmax(1) == y[keep]).mean()),
         "binary_accuracy": float(
-            (binary_from_four(calibrated[keep], names).argmax(1) == binary_labels(y[keep], names)).mean()
+            (
+                binary_from_four(calibrated[keep], names).argmax(1) == binary_labels(y[keep], names)
+            ).mean()
         ),
     }
     simple = _split(classifier, layout, "TEST_SIMPLE", originals)
@@ -119,7 +121,11 @@ def run_benchmark(classifier, data_dir=DEFAULT_DATA) -> dict:
                 (binary_from_four(ps, names).argmax(1) == binary_labels(ys, names)).mean()
             ),
         }
-    windows = [w for w in dataset.load_context_windows(images[:256], classifier.input_spec) if w is not None]
+    windows = [
+        w
+        for w in dataset.load_context_windows(images[:256], classifier.input_spec)
+        if w is not None
+    ]
     cells_per_second, ms_per_cell = _throughput(classifier, windows)
     report["cells_per_second_batch64"] = cells_per_second
     report["ms_per_cell_batch1"] = ms_per_cell
@@ -134,7 +140,8 @@ def print_report(report: dict) -> None:
         f"model: {report['architecture']} / {report['task']}  input {report['input_spec']}  "
         f"T={report['temperature']:.3f}  size {report['size_bytes'] / 1e6:.2f} MB",
         f"data: {report['data_dir']}",
-        f"TEST (n={report['test_n']}): accuracy {t['accuracy']:.4f}  balanced {t['balanced_accuracy']:.4f}",
+        f"TEST (n={report['test_n']}): accuracy {t['accuracy']:.4f}  "
+        f"balanced {t['balanced_accuracy']:.4f}",
     ]
     if len(report["class_names"]) > 2:
         b = report["test_binary"]
@@ -145,11 +152,14 @@ def print_report(report: dict) -> None:
     elif t.get("roc_auc") is not None:
         lines.append(f"TEST ROC AUC {t['roc_auc']:.4f}")
     lines.append(
-        "per-class recall: " + "  ".join(f"{k} {v['recall']:.3f}" for k, v in t["per_class"].items())
+        "per-class recall: "
+        + "  ".join(f"{k} {v['recall']:.3f}" for k, v in t["per_class"].items())
     )
     w = report["test_without_same_cell"]
     extra = f"  binary {w['binary_accuracy']:.4f}" if len(report["class_names"]) > 2 else ""
-    lines.append(f"TEST without same_cell_in_train (n={w['n']}): accuracy {w['accuracy']:.4f}{extra}")
+    lines.append(
+        f"TEST without same_cell_in_train (n={w['n']}): accuracy {w['accuracy']:.4f}{extra}"
+    )
     if "test_simple" in report:
         s = report["test_simple"]
         extra = f"  binary {s['binary_accuracy']:.4f}" if len(report["class_names"]) > 2 else ""

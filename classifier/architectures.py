@@ -84,9 +84,13 @@ def build_model(name, task, input_spec=None, n_classes=None):
     from classifier.labels import TASK_CLASSES
 
     if name not in DEFAULT_INPUT_SPEC:
-        raise TrainingDataError(f"unknown architecture {name!r}; expected one of {', '.join(ARCHITECTURES)}")
+        raise TrainingDataError(
+            f"unknown architecture {name!r}; expected one of {', '.join(ARCHITECTURES)}"
+        )
     if task not in TASK_CLASSES:
-        raise TrainingDataError(f"unknown task {task!r}; expected one of {', '.join(sorted(TASK_CLASSES))}")
+        raise TrainingDataError(
+            f"unknown task {task!r}; expected one of {', '.join(sorted(TASK_CLASSES))}"
+        )
     spec = dict(input_spec or DEFAULT_INPUT_SPEC[name])
     n_classes = n_classes or len(TASK_CLASSES[task])
     builder = {"paper": build_paper, "leukonet": build_leukonet}[name]

@@ -28,7 +28,9 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 EVAL_SPLITS = ("TEST", "TEST_SIMPLE")
 CACHE_VERSION = "1"
 DEFAULT_CACHE_DIR = Path(
-    os.environ.get("LEUKOSCOPE_CLASSIFIER_CACHE", Path(__file__).resolve().parent.parent / "var" / "cache")
+    os.environ.get(
+        "LEUKOSCOPE_CLASSIFIER_CACHE", Path(__file__).resolve().parent.parent / "var" / "cache"
+    )
 )
 
 
@@ -54,7 +56,9 @@ def task_class(folder_name, task):
     """The task class of a folder's class name, or None when it has no place in the task."""
     name = folder_name.strip().upper()
     if task not in TASK_CLASSES:
-        raise TrainingDataError(f"unknown task {task!r}; expected one of {', '.join(sorted(TASK_CLASSES))}")
+        raise TrainingDataError(
+            f"unknown task {task!r}; expected one of {', '.join(sorted(TASK_CLASSES))}"
+        )
     if task == "binary":
         if name in BINARY_CLASSES:
             return name
@@ -67,7 +71,9 @@ def _class_folders(folder):
 
 
 def _image_files(folder):
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(
+        p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
 
 
 def resolve_layout(data_dir):
@@ -141,7 +147,9 @@ def check_class_counts(images, task, min_per_class, where):
     if not images:
         raise TrainingDataError(f"{where} holds no images (.jpeg, .jpg or .png)")
     too_few = [
-        f"{name}: {counts.get(name, 0)}" for name in TASK_CLASSES[task] if counts.get(name, 0) < min_per_class
+        f"{name}: {counts.get(name, 0)}"
+        for name in TASK_CLASSES[task]
+        if counts.get(name, 0) < min_per_class
     ]
     if too_few:
         raise TrainingDataError(
@@ -308,7 +316,9 @@ def load_prepared_margins(
     if not missing:
         return out
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(lambda i: _prepare_one(i, input_spec, missing, window_scale), images))
+        results = list(
+            pool.map(lambda i: _prepare_one(i, input_spec, missing, window_scale), images)
+        )
     ok = np.array([r[0] is not None for r in results], dtype=bool)
     located = np.array([r[1] for r in results], dtype=bool)
     for k, margin in enumerate(missing):
@@ -332,7 +342,9 @@ def load_prepared_margins(
 def load_prepared(images, input_spec, margin=1.0, window_scale="image", cache_dir=None, workers=2):
     """uint8 (N, H, W, 3) network inputs, a bool mask of the images that decoded, and a bool
     mask of those whose cell the detector located (see load_prepared_margins)."""
-    return load_prepared_margins(images, input_spec, (margin,), window_scale, cache_dir, workers)[margin]
+    return load_prepared_margins(images, input_spec, (margin,), window_scale, cache_dir, workers)[
+        margin
+    ]
 
 
 def load_context_windows(images, input_spec, window_scale="image", workers=2):

@@ -120,7 +120,7 @@ def binary_labels(y_true, class_names):
 
 
 def format_metrics(metrics, title=None):
-    """A printable table: accuracy figures, per-class precision/recall/F1 and the confusion matrix."""
+    """A printable table: accuracy figures, per-class precision/recall/F1, confusion matrix."""
     lines = []
     if title:
         lines.append(title)

@@ -23,10 +23,16 @@ def main(argv=None):
     parser.add_argument("--max-images-per-class", type=int, default=None)
     parser.add_argument("--window-scale", default="image", choices=("image", "reference"))
     parser.add_argument(
-        "--input-spec", type=json.loads, default=None, help='e.g. {"height": 96, "width": 96, '
-        '"mode": "cell", "crop": 128} (default: the architecture\'s)'
+        "--input-spec",
+        type=json.loads,
+        default=None,
+        help='e.g. {"height": 96, "width": 96, '
+        '"mode": "cell", "crop": 128} (default: the architecture\'s)',
     )
     parser.add_argument("--label-smoothing", type=float, default=None)
+    parser.add_argument("--validation-seed", type=int, default=None, help="default: --seed")
+    parser.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a); 0 = off")
+    parser.add_argument("--weight-decay", type=float, default=0.005)
     parser.add_argument("--no-test", action="store_true", help="skip TEST metrics")
     parser.add_argument("--out", help="folder for model.keras + metadata.json")
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
@@ -45,6 +51,9 @@ def main(argv=None):
         evaluate_test=not args.no_test,
         input_spec=args.input_spec,
         label_smoothing=args.label_smoothing,
+        mixup=args.mixup,
+        validation_seed=args.validation_seed,
+        weight_decay=args.weight_decay,
     )
 
     def report(row):

@@ -47,7 +47,9 @@ class TrainingConfig:
     max_images_per_class: int | None = None
     min_images_per_class: int = 2
     validation_fraction: float = 0.15
+    validation_seed: int | None = None  # None: seed; fix it to compare runs on one split
     augment: bool | None = None  # None: leukonet augments, paper does not (as published)
+    mixup: float = 0.0  # Beta(a, a) mixup of augmented training batches; 0 = off
     input_spec: dict | None = None
     window_scale: str = "image"
     cache_dir: str | None = None
@@ -82,7 +84,8 @@ class TrainingResult:
 def _resolve(config):
     if config.architecture not in DEFAULT_INPUT_SPEC:
         raise TrainingDataError(
-            f"unknown architecture {config.architecture!r}; expected one of {', '.join(DEFAULT_INPUT_SPEC)}"
+            f"unknown architecture {config.architecture!r}; "
+            f"expected one of {', '.join(DEFAULT_INPUT_SPEC)}"
         )
     if config.task not in TASK_CLASSES:
         raise TrainingDataError(
@@ -94,14 +97,18 @@ def _resolve(config):
         "task": config.task,
         "epochs": int(config.epochs or DEFAULT_EPOCHS[config.architecture]),
         "batch_size": int(config.batch_size),
-        "learning_rate": float(config.learning_rate or (1e-3 if paper else 3e-3)),
+        "learning_rate": float(config.learning_rate or (3e-4 if paper else 3e-3)),
         "weight_decay": 0.0 if paper else float(config.weight_decay),
         "label_smoothing": float(
-            config.label_smoothing if config.label_smoothing is not None else (0.0 if paper else 0.1)
+            config.label_smoothing
+            if config.label_smoothing is not None
+            else (0.0 if paper else 0.1)
         ),
         "augment": bool(config.augment if config.augment is not None else not paper),
+        "mixup": float(config.mixup),
         "optimizer": "adam" if paper else "adamw+cosine",
         "validation_fraction": float(config.validation_fraction),
+        "validation_seed": config.validation_seed,
         "window_scale": config.window_scale,
         "max_images_per_class": config.max_images_per_class,
         "input_spec": dict(config.input_spec or DEFAULT_INPUT_SPEC[config.architecture]),
@@ -207,6 +214,24 @@ def _target(tf, labels, task, n_classes):
     if task == "binary":
         return tf.cast(tf.reshape(labels, [-1, 1]), tf.float32)
     return tf.one_hot(labels, n_classes)
+
+
+def _mixup_fn(tf, alpha):
+    """Blend each sample (and its target) with another of the batch, weight ~ Beta(a, a)."""
+
+    def mix(images, targets):
+        n = tf.shape(images)[0]
+        a = tf.random.gamma([n], alpha)
+        b = tf.random.gamma([n], alpha)
+        lam = tf.maximum(a / (a + b), b / (a + b))  # the sample keeps the larger share
+        order = tf.random.shuffle(tf.range(n))
+        lam_x = tf.reshape(lam, [-1, 1, 1, 1])
+        lam_y = tf.reshape(lam, [-1, 1])
+        images = lam_x * images + (1.0 - lam_x) * tf.gather(images, order)
+        targets = lam_y * targets + (1.0 - lam_y) * tf.gather(targets, order)
+        return images, targets
+
+    return mix
 
 
 def _scale_only(tf):
@@ -362,7 +387,10 @@ def train_classifier(
     dataset.check_class_counts(
         all_train, task, config.min_images_per_class, f"training data folder {layout.train_dir}"
     )
-    train_images, val_images = dataset.split_validation(all_train, config.validation_fraction, seed)
+    split_seed = seed if config.validation_seed is None else int(config.validation_seed)
+    train_images, val_images = dataset.split_validation(
+        all_train, config.validation_fraction, split_seed
+    )
     extras = _extra_images(config.extra_samples, task)
     if should_stop is not None and should_stop():
         raise TrainingCancelled("training was cancelled before it started")
@@ -391,7 +419,10 @@ def train_classifier(
         skipped += int((~extra_ok).sum())
         x_train = np.concatenate([x_train, extra_inputs[extra_ok]])
         y_train = np.concatenate(
-            [y_train, _labels([e for e, ok in zip(extras, extra_ok, strict=True) if ok], class_names)]
+            [
+                y_train,
+                _labels([e for e, ok in zip(extras, extra_ok, strict=True) if ok], class_names),
+            ]
         )
     x_val = all_inputs_1[val_rows]
     y_val = _labels([all_train[k] for k in val_rows], class_names)
@@ -416,7 +447,10 @@ def train_classifier(
     else:
         train_ds = train_ds.map(_scale_only(tf))
     target = lambda x, y: (x, _target(tf, y, task, n_classes))  # noqa: E731
-    train_ds = train_ds.map(target).prefetch(2)
+    train_ds = train_ds.map(target)
+    if hp["mixup"] > 0:
+        train_ds = train_ds.map(_mixup_fn(tf, hp["mixup"]))
+    train_ds = train_ds.prefetch(2)
     val_ds = (
         tf.data.Dataset.from_tensor_slices((x_val, y_val))
         .batch(256)
@@ -451,7 +485,9 @@ def train_classifier(
     metrics = {
         "best_epoch": best_epoch,
         "temperature": temperature,
-        "validation": evaluation_metrics(calibration.softmax(val_logits, temperature), y_val, class_names),
+        "validation": evaluation_metrics(
+            calibration.softmax(val_logits, temperature), y_val, class_names
+        ),
         "validation_uncalibrated_ece": classification_metrics(y_val, val_raw, class_names)["ece"],
         "validation_groups": len({all_train[k].group or all_train[k].path for k in val_rows}),
     }
@@ -538,7 +574,9 @@ def evaluate_classifier(classifier, data_dir, split="TEST", window_scale=None, c
     images = dataset.list_images(folder, classifier.task, split, originals)
     if not images:
         raise TrainingDataError(f"{folder} holds no images for the {classifier.task} task")
-    scale = window_scale or classifier.metadata.get("hyperparameters", {}).get("window_scale", "image")
+    scale = window_scale or classifier.metadata.get("hyperparameters", {}).get(
+        "window_scale", "image"
+    )
     inputs, ok, _ = dataset.load_prepared(
         images, classifier.input_spec, 1.0, window_scale=scale, cache_dir=cache_dir
     )

@@ -103,7 +103,9 @@ def test_preparation_modes():
     assert cell.shape == (96, 96, 3)
     wide = prepare_window(window, {"height": 96, "width": 96, "mode": "cell", "crop": 128}, 1.25)
     assert wide.shape == (120, 120, 3)
-    batch = prepare_batch([window, window], {"height": 96, "width": 96, "mode": "cell", "crop": 128})
+    batch = prepare_batch(
+        [window, window], {"height": 96, "width": 96, "mode": "cell", "crop": 128}
+    )
     assert batch.dtype == np.float32 and batch.shape == (2, 96, 96, 3) and batch.max() <= 1.0
 
 

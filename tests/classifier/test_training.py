@@ -46,7 +46,9 @@ def tiny_data(tmp_path):
 
 
 def config(data, tmp_path, **kwargs):
-    defaults = dict(architecture="leukonet", task="4class", epochs=1, batch_size=8, cache_dir=tmp_path / "c")
+    defaults = dict(
+        architecture="leukonet", task="4class", epochs=1, batch_size=8, cache_dir=tmp_path / "c"
+    )
     return TrainingConfig(data_dir=str(data), **{**defaults, **kwargs})
 
 
@@ -54,7 +56,8 @@ def test_training_stores_a_loadable_result(tiny_data, tmp_path):
     from classifier.inference import CellClassifier
 
     seen = []
-    result = train_classifier(config(tiny_data, tmp_path, epochs=2), on_epoch=seen.append)
+    settings = config(tiny_data, tmp_path, epochs=2, mixup=0.2, validation_seed=3)
+    result = train_classifier(settings, on_epoch=seen.append)
     assert [row["epoch"] for row in seen] == [1, 2]
     assert {"loss", "val_accuracy", "eta_seconds", "elapsed_seconds"} <= set(seen[0])
     assert len(result.history) == 2 and result.class_names == list(FOUR_CLASSES)
@@ -80,7 +83,11 @@ def test_paper_binary_network_and_extra_samples(tiny_data, tmp_path):
     cv2.imwrite(str(extra), cv2.cvtColor(draw_field("MONOCYTE", 7), cv2.COLOR_RGB2BGR))
     result = train_classifier(
         config(
-            tiny_data, tmp_path, architecture="paper", task="binary", extra_samples=[(str(extra), "MONOCYTE")]
+            tiny_data,
+            tmp_path,
+            architecture="paper",
+            task="binary",
+            extra_samples=[(str(extra), "MONOCYTE")],
         )
     )
     assert result.class_names == ["MONONUCLEAR", "POLYNUCLEAR"]
