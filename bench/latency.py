@@ -11,7 +11,6 @@ from posting the form to the image being "done". Target: p50 <= 2 s with a warm 
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,27 +23,6 @@ TARGET_P50_S = 2.0
 def percentile(values, q):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
-def start_worker(env, log_path):
-    from webapp.celery import app as celery_app
-
-    name = f"bench-latency-{os.getpid()}"
-    log = open(log_path, "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", "classify", "--concurrency", "1",
-         "-n", f"{name}@%h", "--loglevel", "WARNING", "--without-gossip", "--without-mingle"],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"the worker exited at start; see {log_path}")
-        replies = celery_app.control.ping(timeout=0.5) or []
-        if any(name in reply_name for reply in replies for reply_name in reply):
-            return process
-    process.kill()
-    sys.exit(f"the worker did not answer; see {log_path}")
 
 
 def serve_a_model():
@@ -97,6 +75,7 @@ def main():
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     sys.path.insert(0, str(REPO_ROOT))
     from webapp.broker import resolve_broker
+    from webapp.worker_process import WorkerDidNotStart, start_worker, stop_worker
 
     # A database number of its own: a worker of `make run` on the same Redis must not take these tasks.
     broker_url, embedded = resolve_broker(BENCH_DIR / "redis", local_url="redis://127.0.0.1:6379/14")
@@ -128,7 +107,11 @@ def main():
     client.force_login(user)
     content = image_path.read_bytes()
 
-    worker = start_worker(env, BENCH_DIR / "latency-worker.log")
+    try:
+        worker = start_worker(f"bench-latency-{os.getpid()}", "classify", env,
+                              BENCH_DIR / "latency-worker.log", loglevel="WARNING")
+    except WorkerDidNotStart as exc:
+        sys.exit(str(exc))
     print(f"broker {broker_url}{' (embedded)' if embedded else ''}; model v{version.pk} "
           f"{version.architecture}/{version.task}; smear {image_path.name}", flush=True)
     try:
@@ -151,11 +134,7 @@ def main():
                 totals.append(elapsed)
                 posts.append(posted - started)
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        stop_worker(worker)
         if embedded:
             embedded.stop()
     p50 = statistics.median(totals)

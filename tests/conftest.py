@@ -5,15 +5,13 @@ a database it can open: a SQLite file (see settings) or the PostgreSQL test data
 """
 
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from webapp.broker import embedded_redis_forced, redis_answers, start_embedded_redis
+from webapp.worker_process import WorkerDidNotStart, start_worker, stop_worker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASETS_DIR = Path(
@@ -100,28 +98,9 @@ def celery_worker(
         LEUKOSCOPE_MEDIA_ROOT=str(isolated_media_root),
         PYTHONUNBUFFERED="1",
     )
-    name = f"test-{os.getpid()}@%h"
-    log = open(log_path, "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", "classify,train",
-         "--concurrency", "1", "-n", name, "--loglevel", "INFO", "--without-gossip",
-         "--without-mingle"],
-        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"Celery worker exited at start:\n{log_path.read_text()[-4000:]}")
-        replies = celery_app.control.ping(timeout=0.5) or []
-        if any(name.split("@")[0] in reply_name for reply in replies for reply_name in reply):
-            break
-    else:
-        process.kill()
-        pytest.fail(f"Celery worker did not answer:\n{log_path.read_text()[-4000:]}")
-    yield process
-    process.terminate()
     try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        process = start_worker(f"test-{os.getpid()}", "classify,train", env, log_path)
+    except WorkerDidNotStart as exc:
+        pytest.fail(str(exc))
+    yield process
+    stop_worker(process)

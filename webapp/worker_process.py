@@ -1,0 +1,47 @@
+"""A Celery worker as a child process, started and waited for: what tests and benchmarks need.
+
+`runlab` starts its long-lived workers itself; this is for callers that must not go on until the
+worker answers a ping, and that stop it again when they are done.
+"""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class WorkerDidNotStart(RuntimeError):
+    pass
+
+
+def start_worker(name, queues, env, log_path, loglevel="INFO", timeout=90.0):
+    """Start `celery worker -n NAME@host -Q QUEUES` and return once it answers a ping."""
+    from webapp.celery import app as celery_app
+
+    log_path = Path(log_path)
+    with open(log_path, "wb") as log:  # the child keeps its own handle
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queues,
+             "--concurrency", "1", "-n", f"{name}@%h", "--loglevel", loglevel,
+             "--without-gossip", "--without-mingle"],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise WorkerDidNotStart(f"the Celery worker exited at start:\n{log_path.read_text()[-4000:]}")
+        replies = celery_app.control.ping(timeout=0.5) or []
+        if any(name in reply_name for reply in replies for reply_name in reply):
+            return process
+    process.kill()
+    raise WorkerDidNotStart(f"the Celery worker did not answer:\n{log_path.read_text()[-4000:]}")
+
+
+def stop_worker(process, timeout=20):
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
