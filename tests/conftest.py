@@ -59,6 +59,14 @@ def broker_url(tmp_path_factory):
         embedded.stop()
 
 
+@pytest.fixture
+def tech(client, django_user_model):
+    """A signed-in lab technologist (no staff rights)."""
+    user = django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
+    client.force_login(user)
+    return user
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_media_root(tmp_path_factory):
     from django.conf import settings

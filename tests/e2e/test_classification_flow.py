@@ -45,13 +45,6 @@ def media_file(field_file):
     return Path(field_file.path)
 
 
-@pytest.fixture
-def tech(client, django_user_model):
-    user = django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
-    client.force_login(user)
-    return user
-
-
 def test_upload_classify_review_export_delete(client, tech, celery_worker, served_model):
     smear_path = sorted(require_dataset("bccd-smears", "JPEGImages").glob("BloodImage_*.jpg"))[0]
     single_path = sorted(require_dataset("blood-cell-images", "TEST", "NEUTROPHIL").glob("*.jpeg"))[0]

@@ -13,13 +13,6 @@ from webapp.models import Cell
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def tech(client, django_user_model):
-    user = django_user_model.objects.create_user("lis", password="a-long-passphrase-1")
-    client.force_login(user)
-    return user
-
-
 def test_api_needs_a_signed_in_user(client):
     make_sample()
     response = client.get(reverse("lab:api-samples"))

@@ -15,13 +15,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def tech(client, django_user_model):
-    user = django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
 def records():
     old_version = make_version(status="ready")
     new_version = make_version()

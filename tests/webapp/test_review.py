@@ -11,13 +11,6 @@ from webapp.services.review import ReviewError, review_cell
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def tech(client, django_user_model):
-    user = django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
-    client.force_login(user)
-    return user
-
-
 def formula_counts(sample):
     formula = leukocyte_formula(sample)
     return {row.name: row.count for row in formula.rows}, {row.name: row.count for row in formula.groups}

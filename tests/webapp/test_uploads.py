@@ -231,13 +231,6 @@ def test_a_failed_database_write_removes_the_files_already_written(queued, monke
 
 # --- the page -----------------------------------------------------------------------------------
 
-@pytest.fixture
-def tech(client, django_user_model):
-    user = django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
-    client.force_login(user)
-    return user
-
-
 @pytest.mark.django_db
 def test_upload_page_renders_the_drop_zone(client, tech):
     response = client.get(reverse("lab:upload"))
