@@ -1,6 +1,5 @@
 """What /healthz reports: can we reach the database, the broker and a worker, and which model serves."""
 
-from django.conf import settings
 from django.db import connection
 
 from webapp.celery import app as celery_app
@@ -55,5 +54,4 @@ def system_health():
     else:
         checks["model"] = {"ok": False, "error": "database unreachable"}
     failing = [name for name, result in checks.items() if not result["ok"]]
-    return {"status": "ok" if not failing else "failing", "failing": failing, "checks": checks,
-            "debug": settings.DEBUG}
+    return {"status": "ok" if not failing else "failing", "failing": failing, "checks": checks}

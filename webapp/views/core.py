@@ -15,7 +15,6 @@ from webapp.services.health import system_health
 @require_GET
 def healthz(request):
     report = system_health()
-    report.pop("debug", None)
     return JsonResponse(report, status=200 if not report["failing"] else 503)
 
 
