@@ -4,9 +4,11 @@
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from classifier.architectures import ARCHITECTURES
 from classifier.errors import TrainingDataError
+from classifier.inference import METADATA_FILE
 from classifier.metrics import format_metrics
 from classifier.training import TrainingConfig, train_classifier
 
@@ -31,12 +33,41 @@ def main(argv=None):
     )
     parser.add_argument("--label-smoothing", type=float, default=None)
     parser.add_argument("--validation-seed", type=int, default=None, help="default: --seed")
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.15,
+        help="share of TRAIN groups held out per class; 0 trains on every group (a refit: "
+        "the last epoch is kept, and --temperature-from or --temperature is required)",
+    )
+    calibration = parser.add_mutually_exclusive_group()
+    calibration.add_argument(
+        "--temperature-from",
+        metavar="MODEL_DIR",
+        help="use the calibration temperature of this trained model folder (same recipe, held out)",
+    )
+    calibration.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a); 0 = off")
     parser.add_argument("--weight-decay", type=float, default=0.005)
     parser.add_argument("--no-test", action="store_true", help="skip TEST metrics")
     parser.add_argument("--out", help="folder for model.keras + metadata.json")
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
     args = parser.parse_args(argv)
+    temperature, temperature_source = args.temperature, ""
+    if args.temperature is not None:
+        temperature_source = "given on the command line"
+    if args.temperature_from:
+        try:
+            source = json.loads((Path(args.temperature_from) / METADATA_FILE).read_text())
+            temperature = float(source["temperature"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            print(f"error: no temperature in {args.temperature_from}: {error}", file=sys.stderr)
+            return 2
+        split_seed = source.get("hyperparameters", {}).get("validation_seed") or source.get("seed")
+        best_epoch = source.get("metrics", {}).get("best_epoch")
+        temperature_source = (
+            f"{args.temperature_from} (validation split seed {split_seed}, best epoch {best_epoch})"
+        )
 
     config = TrainingConfig(
         data_dir=args.data,
@@ -54,6 +85,9 @@ def main(argv=None):
         mixup=args.mixup,
         validation_seed=args.validation_seed,
         weight_decay=args.weight_decay,
+        validation_fraction=args.validation_fraction,
+        temperature=temperature,
+        temperature_source=temperature_source,
     )
 
     def report(row):
@@ -75,7 +109,10 @@ def main(argv=None):
         f"best epoch {metrics['best_epoch']}, temperature {result.temperature:.3f}, "
         f"{result.training_seconds:.0f}s, skipped files {result.skipped_files}"
     )
-    print(format_metrics(metrics["validation"], "validation (group-held-out from TRAIN)"))
+    if "validation" in metrics:
+        print(format_metrics(metrics["validation"], "validation (group-held-out from TRAIN)"))
+    else:
+        print(f"trained on every TRAIN group; temperature from {temperature_source}")
     for split in ("TEST", "TEST_SIMPLE"):
         if split in metrics:
             print(format_metrics(metrics[split], split))

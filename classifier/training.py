@@ -46,8 +46,12 @@ class TrainingConfig:
     extra_samples: list = field(default_factory=list)  # [(path to a context window, class)]
     max_images_per_class: int | None = None
     min_images_per_class: int = 2
+    # 0 refits on every TRAIN group: the epochs and the calibration temperature then come from
+    # a held-out run of the same recipe, since nothing is left to choose or fit them on.
     validation_fraction: float = 0.15
     validation_seed: int | None = None  # None: seed; fix it to compare runs on one split
+    temperature: float | None = None  # required when validation_fraction is 0
+    temperature_source: str = ""  # where that temperature was fitted, for the record
     augment: bool | None = None  # None: leukonet augments, paper does not (as published)
     mixup: float = 0.0  # Beta(a, a) mixup of augmented training batches; 0 = off
     input_spec: dict | None = None
@@ -92,6 +96,15 @@ def _resolve(config):
             f"unknown task {config.task!r}; expected one of {', '.join(sorted(TASK_CLASSES))}"
         )
     paper = config.architecture == "paper"
+    if not 0.0 <= float(config.validation_fraction) < 1.0:
+        raise TrainingDataError(
+            f"validation fraction {config.validation_fraction} must be at least 0 and below 1"
+        )
+    if float(config.validation_fraction) == 0.0 and not (config.temperature or 0) > 0:
+        raise TrainingDataError(
+            "training on every group leaves no held-out split to fit the calibration "
+            "temperature on: give the temperature of a held-out run of the same recipe"
+        )
     return {
         "architecture": config.architecture,
         "task": config.task,
@@ -280,9 +293,10 @@ def evaluation_metrics(probabilities, y, class_names, same_cell=None):
 
 
 class _Progress:
-    """Keras callback: best-epoch weights, per-epoch reports, cancellation between batches."""
+    """Keras callback: best-epoch weights (unless select_best is off: a refit keeps its last
+    epoch), per-epoch reports, cancellation between batches."""
 
-    def __new__(cls, keras, epochs, on_epoch, should_stop):
+    def __new__(cls, keras, epochs, on_epoch, should_stop, select_best=True):
         class Progress(keras.callbacks.Callback):
             def __init__(self):
                 super().__init__()
@@ -318,7 +332,7 @@ class _Progress:
                 }
                 self.history.append(row)
                 key = (row["val_accuracy"], -row["val_loss"])
-                if self.best is None or key > self.best[0]:
+                if select_best and (self.best is None or key > self.best[0]):
                     self.best = (key, epoch + 1)
                     self.best_weights = [w.copy() for w in self.model.get_weights()]
                 elapsed = now - self.started
@@ -387,10 +401,14 @@ def train_classifier(
     dataset.check_class_counts(
         all_train, task, config.min_images_per_class, f"training data folder {layout.train_dir}"
     )
+    refit = hp["validation_fraction"] == 0.0
     split_seed = seed if config.validation_seed is None else int(config.validation_seed)
-    train_images, val_images = dataset.split_validation(
-        all_train, config.validation_fraction, split_seed
-    )
+    if refit:
+        train_images, val_images = all_train, []
+    else:
+        train_images, val_images = dataset.split_validation(
+            all_train, config.validation_fraction, split_seed
+        )
     extras = _extra_images(config.extra_samples, task)
     if should_stop is not None and should_stop():
         raise TrainingCancelled("training was cancelled before it started")
@@ -434,7 +452,7 @@ def train_classifier(
             "after setting aside the validation split and skipping unreadable files, some "
             "classes have no training images left: " + ", ".join(too_few)
         )
-    if len(x_val) == 0:  # tiny data: validate on the training images rather than not at all
+    if len(x_val) == 0 and not refit:  # tiny data: validate on training images, not on nothing
         x_val, y_val = all_inputs_1[train_rows], y_train[: len(train_rows)]
 
     batch_size = hp["batch_size"]
@@ -464,10 +482,10 @@ def train_classifier(
     model = build_model(hp["architecture"], task, spec, n_classes)
     steps = math.ceil(len(x_train) / batch_size)
     _compile(keras, model, hp, steps, task)
-    progress = _Progress(keras, hp["epochs"], on_epoch, should_stop)
+    progress = _Progress(keras, hp["epochs"], on_epoch, should_stop, select_best=not refit)
     model.fit(
         train_ds,
-        validation_data=val_ds,
+        validation_data=None if refit else val_ds,
         epochs=hp["epochs"],
         callbacks=[progress],
         verbose=1 if progress_bar else 0,
@@ -478,19 +496,28 @@ def train_classifier(
     if progress.best_weights is not None:
         model.set_weights(progress.best_weights)
 
-    # Temperature from the validation split, then held-out metrics with it.
-    val_raw = _predict_probabilities(model, x_val, task)
-    val_logits = raw_logits(val_raw, task)
-    temperature = calibration.fit_temperature(val_logits, y_val)
-    metrics = {
-        "best_epoch": best_epoch,
-        "temperature": temperature,
-        "validation": evaluation_metrics(
-            calibration.softmax(val_logits, temperature), y_val, class_names
-        ),
-        "validation_uncalibrated_ece": classification_metrics(y_val, val_raw, class_names)["ece"],
-        "validation_groups": len({all_train[k].group or all_train[k].path for k in val_rows}),
-    }
+    if refit:
+        temperature = float(config.temperature)
+        metrics = {
+            "temperature": temperature,
+            "refit": {"epochs": len(progress.history), "temperature_source": config.temperature_source},
+        }
+    else:
+        # Temperature from the validation split, then held-out metrics with it.
+        val_raw = _predict_probabilities(model, x_val, task)
+        val_logits = raw_logits(val_raw, task)
+        temperature = calibration.fit_temperature(val_logits, y_val)
+        metrics = {
+            "best_epoch": best_epoch,
+            "temperature": temperature,
+            "validation": evaluation_metrics(
+                calibration.softmax(val_logits, temperature), y_val, class_names
+            ),
+            "validation_uncalibrated_ece": classification_metrics(y_val, val_raw, class_names)[
+                "ece"
+            ],
+            "validation_groups": len({all_train[k].group or all_train[k].path for k in val_rows}),
+        }
     if config.evaluate_test:
         for split, folder in layout.eval_dirs.items():
             images = dataset.list_images(folder, task, split, originals)

@@ -74,6 +74,34 @@ def test_unreadable_files_are_skipped_and_counted(tiny_data, tmp_path):
     assert result.skipped_files == 2
 
 
+def test_refit_trains_on_every_group_with_the_given_temperature(tiny_data, tmp_path):
+    seen = []
+    settings = config(
+        tiny_data,
+        tmp_path,
+        epochs=2,
+        validation_fraction=0.0,
+        temperature=1.7,
+        temperature_source="run A",
+    )
+    result = train_classifier(settings, on_epoch=seen.append)
+    assert result.temperature == 1.7 and result.metadata["temperature"] == 1.7
+    assert "validation" not in result.metrics and result.metadata["validation_count"] == 0
+    assert result.metrics["refit"] == {"epochs": 2, "temperature_source": "run A"}
+    # Every TRAIN image is trained on: 6 per class.
+    assert result.class_counts == {name: 6 for name in FOUR_CLASSES}
+    assert result.hyperparameters["best_epoch"] == 2  # the last epoch is kept, none is chosen
+    assert all(np.isnan(row["val_accuracy"]) for row in seen)
+    assert "TEST" in result.metrics
+
+
+def test_refit_without_a_temperature_is_refused(tiny_data, tmp_path):
+    with pytest.raises(TrainingDataError, match="calibration temperature"):
+        train_classifier(config(tiny_data, tmp_path, validation_fraction=0.0))
+    with pytest.raises(TrainingDataError, match="validation fraction"):
+        train_classifier(config(tiny_data, tmp_path, validation_fraction=1.0, temperature=1.0))
+
+
 def test_should_stop_cancels(tiny_data, tmp_path):
     with pytest.raises(TrainingCancelled):
         train_classifier(config(tiny_data, tmp_path, epochs=3), should_stop=lambda: True)

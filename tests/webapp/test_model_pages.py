@@ -137,6 +137,18 @@ def test_version_page_draws_learning_curves_as_inline_svg(staff_client):
     assert "TEST split" in page and "calibration temperature 1.300" in page
 
 
+@pytest.mark.django_db
+def test_version_page_says_a_refit_has_no_validation_split(staff_client):
+    metrics = four_class_metrics()
+    del metrics["validation"], metrics["best_epoch"]
+    metrics["refit"] = {"epochs": 3, "temperature_source": "leukonet-heldout (validation split seed 7)"}
+    version = make_version(metrics=metrics)
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert "Trained on every TRAIN group" in page and "its last epoch (3)" in page
+    assert "leukonet-heldout (validation split seed 7)" in page
+    assert "the best on validation" not in page and "Validation split" not in page
+
+
 def test_learning_curve_chart_handles_one_epoch_and_missing_validation():
     one = learning_curve_chart([{"epoch": 1, "loss": 0.7, "val_loss": float("nan")}], "loss", "Loss")
     assert [s["label"] for s in one["series"]] == ["training"]
