@@ -217,12 +217,16 @@ def _detector():
     return detection
 
 
-def detector_version():
-    """Changes when classifier/detection.py changes, so cached windows are rebuilt."""
-    path = Path(__file__).with_name("detection.py")
+def _source_version(module_file):
+    path = Path(__file__).with_name(module_file)
     if not path.is_file():
         return "none"
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def detector_version():
+    """Changes when classifier/detection.py changes, so cached windows are rebuilt."""
+    return _source_version("detection.py")
 
 
 def dataset_context_window(rgb, window_scale="image"):
@@ -285,6 +289,7 @@ def _cache_path(cache_dir, images, input_spec, margin, window_scale):
             "margin": margin,
             "scale": window_scale,
             "detector": detector_version() if _needs_location(input_spec) else "",
+            "preparation": _source_version("preparation.py"),
             "version": CACHE_VERSION,
         },
         sort_keys=True,

@@ -43,13 +43,24 @@ def main(argv=None):
     calibration = parser.add_mutually_exclusive_group()
     calibration.add_argument(
         "--temperature-from",
-        metavar="MODEL_DIR",
-        help="use the calibration temperature of this trained model folder (same recipe, held out)",
+        metavar="PATH",
+        help="use the calibration temperature of a held-out run of the same recipe: its model "
+        "folder, or its metadata.json",
     )
     calibration.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a); 0 = off")
     parser.add_argument("--weight-decay", type=float, default=0.005)
+    parser.add_argument(
+        "--colour-jitter",
+        type=float,
+        default=None,
+        help="+- per-channel gain of the stain augmentation (default 0.04 for white-balanced "
+        "inputs, else 0.1)",
+    )
     parser.add_argument("--no-test", action="store_true", help="skip TEST metrics")
+    parser.add_argument(
+        "--cache-dir", default=None, help="prepared-input cache (default: var/cache of the checkout)"
+    )
     parser.add_argument("--out", help="folder for model.keras + metadata.json")
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
     args = parser.parse_args(argv)
@@ -58,7 +69,8 @@ def main(argv=None):
         temperature_source = "given on the command line"
     if args.temperature_from:
         try:
-            source = json.loads((Path(args.temperature_from) / METADATA_FILE).read_text())
+            path = Path(args.temperature_from)
+            source = json.loads((path / METADATA_FILE if path.is_dir() else path).read_text())
             temperature = float(source["temperature"])
         except (OSError, ValueError, KeyError, TypeError) as error:
             print(f"error: no temperature in {args.temperature_from}: {error}", file=sys.stderr)
@@ -85,6 +97,8 @@ def main(argv=None):
         mixup=args.mixup,
         validation_seed=args.validation_seed,
         weight_decay=args.weight_decay,
+        colour_jitter=args.colour_jitter,
+        cache_dir=args.cache_dir,
         validation_fraction=args.validation_fraction,
         temperature=temperature,
         temperature_source=temperature_source,
@@ -105,8 +119,13 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 2
     metrics = result.metrics
+    kept = (
+        f"best epoch {metrics['best_epoch']}"
+        if "best_epoch" in metrics
+        else f"last epoch {metrics['refit']['epochs']}"
+    )
     print(
-        f"best epoch {metrics['best_epoch']}, temperature {result.temperature:.3f}, "
+        f"{kept}, temperature {result.temperature:.3f}, "
         f"{result.training_seconds:.0f}s, skipped files {result.skipped_files}"
     )
     if "validation" in metrics:

@@ -54,6 +54,9 @@ class TrainingConfig:
     temperature_source: str = ""  # where that temperature was fitted, for the record
     augment: bool | None = None  # None: leukonet augments, paper does not (as published)
     mixup: float = 0.0  # Beta(a, a) mixup of augmented training batches; 0 = off
+    # Per-channel gain jitter (+-): white-balanced inputs need little, and a large one blurs the
+    # cytoplasm tint that separates eosinophils from neutrophils.
+    colour_jitter: float | None = None  # None: 0.04 with white_balance in the input spec, else 0.1
     input_spec: dict | None = None
     window_scale: str = "image"
     cache_dir: str | None = None
@@ -96,6 +99,7 @@ def _resolve(config):
             f"unknown task {config.task!r}; expected one of {', '.join(sorted(TASK_CLASSES))}"
         )
     paper = config.architecture == "paper"
+    spec = dict(config.input_spec or DEFAULT_INPUT_SPEC[config.architecture])
     if not 0.0 <= float(config.validation_fraction) < 1.0:
         raise TrainingDataError(
             f"validation fraction {config.validation_fraction} must be at least 0 and below 1"
@@ -124,7 +128,12 @@ def _resolve(config):
         "validation_seed": config.validation_seed,
         "window_scale": config.window_scale,
         "max_images_per_class": config.max_images_per_class,
-        "input_spec": dict(config.input_spec or DEFAULT_INPUT_SPEC[config.architecture]),
+        "input_spec": spec,
+        "colour_jitter": float(
+            config.colour_jitter
+            if config.colour_jitter is not None
+            else (0.04 if spec.get("white_balance") else 0.1)
+        ),
     }
 
 
@@ -166,7 +175,7 @@ def _labels(images, class_names):
     return np.array([index[i.class_name] for i in images], dtype=np.int64)
 
 
-def _augment_fn(tf, spec, margin):
+def _augment_fn(tf, spec, margin, colour_jitter):
     """Per-sample rotation (any angle), zoom, shift, flips, stain (colour) jitter and occasional
     blur as plain batched tensor ops: Keras augmentation layers cost ~200 ms/batch on this CPU,
     these a few ms. Corners uncovered by a rotation are black, as in the dataset's own copies."""
@@ -210,7 +219,7 @@ def _augment_fn(tf, spec, margin):
 
         x = tf.where(maybe(0.5), tf.reverse(x, axis=[2]), x)
         # Stain jitter: per-channel gain, brightness, contrast, saturation.
-        x = x * tf.random.uniform([n, 1, 1, 3], 0.9, 1.1)
+        x = x * tf.random.uniform([n, 1, 1, 3], 1.0 - colour_jitter, 1.0 + colour_jitter)
         x = x + tf.random.uniform([n, 1, 1, 1], -0.08, 0.08)
         mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
         x = (x - mean) * tf.random.uniform([n, 1, 1, 1], 0.8, 1.2) + mean
@@ -461,7 +470,7 @@ def train_classifier(
     train_ds = train_ds.shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
     train_ds = train_ds.batch(batch_size)
     if hp["augment"]:
-        train_ds = train_ds.map(_augment_fn(tf, spec, margin), num_parallel_calls=2)
+        train_ds = train_ds.map(_augment_fn(tf, spec, margin, hp["colour_jitter"]), num_parallel_calls=2)
     else:
         train_ds = train_ds.map(_scale_only(tf))
     target = lambda x, y: (x, _target(tf, y, task, n_classes))  # noqa: E731

@@ -81,6 +81,28 @@ def test_preparation_modes():
     assert batch.dtype == np.float32 and batch.shape == (2, 96, 96, 3) and batch.max() <= 1.0
 
 
+def test_white_balance_removes_a_photographs_tint_but_keeps_the_cells_colours():
+    window = draw_field("EOSINOPHIL", 3)
+    tinted = np.clip(window.astype(np.float32) * [0.85, 1.0, 1.12], 0, 255).astype(np.uint8)
+    spec = {"height": 96, "width": 96, "mode": "cell", "crop": 160}
+    balanced = {**spec, "white_balance": True}
+
+    def gap(a, b):
+        return np.abs(a.astype(float) - b.astype(float)).mean(axis=(0, 1))
+
+    # Without balancing the red and blue channels move with the tint; with it they come back.
+    assert gap(prepare_window(window, spec), prepare_window(tinted, spec)).max() > 12
+    assert gap(prepare_window(window, balanced), prepare_window(tinted, balanced)).max() < 3
+    # The background becomes neutral grey, and a stained nucleus stays far from it.
+    out = prepare_window(window, balanced).astype(float)
+    plain = prepare_window(window, spec).astype(float)
+    is_background = np.abs(plain - (225, 215, 220)).max(axis=2) < 3
+    assert is_background.sum() > 100
+    assert np.ptp(out[is_background].mean(axis=0)) < 4
+    centre = out[44:52, 44:52].reshape(-1, 3).mean(axis=0)
+    assert centre[2] - centre[1] > 30  # blue over green: the nucleus' stain survives
+
+
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared dataset not found at {SHARED}")
 def test_real_dataset_lists_and_groups():
     originals = dataset.read_originals(SHARED)

@@ -36,6 +36,8 @@ def test_training_stores_a_loadable_result(tiny_data, tmp_path):
     assert "validation" in result.metrics and "TEST" in result.metrics
     assert result.metadata["seed"] == result.seed and result.temperature > 0
     assert len(result.dataset_fingerprint) == 64 and result.skipped_files == 0
+    # LeukoNet's inputs are white-balanced, so its stain jitter is the mild one.
+    assert result.input_spec["white_balance"] and result.hyperparameters["colour_jitter"] == 0.04
 
     loaded = CellClassifier.from_bytes(result.model_bytes, result.metadata)
     windows = [draw_field(name, 999) for name in FOUR_CLASSES]
@@ -131,3 +133,25 @@ def test_too_few_images_per_class_names_the_counts(tmp_path):
         train_classifier(config(tmp_path, tmp_path))
     with pytest.raises(TrainingDataError, match="at least 5"):
         train_classifier(config(tmp_path, tmp_path, min_images_per_class=5))
+
+
+def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, tmp_path, capsys):
+    import json
+
+    from classifier.train_cli import main
+
+    cache = ["--epochs", "1", "--batch-size", "8", "--quiet", "--no-test", "--cache-dir", str(tmp_path)]
+    held_out = tmp_path / "held-out.json"
+    held_out.write_text(json.dumps({"temperature": 0.8, "seed": 7, "metrics": {"best_epoch": 1}}))
+    out = tmp_path / "refit"
+    argv = ["--data", str(tiny_data), "--validation-fraction", "0", *cache, "--out", str(out)]
+    assert main([*argv, "--temperature-from", str(held_out)]) == 0
+    saved = json.loads((out / "metadata.json").read_text())
+    assert saved["temperature"] == 0.8 and "validation" not in saved["metrics"]
+    assert saved["metrics"]["refit"]["temperature_source"].startswith(str(held_out))
+    assert "trained on every TRAIN group" in capsys.readouterr().out
+
+    assert main(argv) == 2
+    assert "calibration temperature" in capsys.readouterr().err
+    assert main([*argv, "--temperature-from", str(tmp_path / "missing")]) == 2
+    assert "no temperature in" in capsys.readouterr().err
