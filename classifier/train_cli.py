@@ -3,6 +3,7 @@
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -62,6 +63,11 @@ def main(argv=None):
         "--cache-dir", default=None, help="prepared-input cache (default: var/cache of the checkout)"
     )
     parser.add_argument("--out", help="folder for model.keras + metadata.json")
+    parser.add_argument(
+        "--mark-default",
+        action="store_true",
+        help="mark the saved folder as the bundled model a fresh install activates",
+    )
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
     args = parser.parse_args(argv)
     temperature, temperature_source = args.temperature, ""
@@ -105,10 +111,14 @@ def main(argv=None):
     )
 
     def report(row):
+        validation = (
+            ""
+            if math.isnan(row["val_loss"])
+            else f"val_loss={row['val_loss']:.4f} val_acc={row['val_accuracy']:.4f} "
+        )
         print(
             f"epoch {row['epoch']}/{row['epochs']} loss={row['loss']:.4f} "
-            f"acc={row['accuracy']:.4f} val_loss={row['val_loss']:.4f} "
-            f"val_acc={row['val_accuracy']:.4f} {row['seconds']:.0f}s "
+            f"acc={row['accuracy']:.4f} {validation}{row['seconds']:.0f}s "
             f"eta={row['eta_seconds']:.0f}s",
             flush=True,
         )
@@ -138,7 +148,7 @@ def main(argv=None):
             if "binary" in metrics[split]:
                 print(format_metrics(metrics[split]["binary"], f"{split} binary (summed)"))
     if args.out:
-        path = result.save(args.out)
+        path = result.save(args.out, default=args.mark_default)
         print(f"saved {path} ({len(result.model_bytes)} bytes, sha256 {result.model_sha256})")
     return 0
 

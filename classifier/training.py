@@ -81,11 +81,13 @@ class TrainingResult:
     training_seconds: float
     skipped_files: int = 0
 
-    def save(self, directory):
-        """Write the bundled-model folder (model.keras + metadata.json)."""
+    def save(self, directory, default=False):
+        """Write the bundled-model folder (model.keras + metadata.json); ``default`` marks it as
+        the bundled model a fresh install activates."""
         from classifier.inference import save_model_directory
 
-        return save_model_directory(directory, self.model_bytes, self.metadata)
+        metadata = {**self.metadata, "default": True} if default else self.metadata
+        return save_model_directory(directory, self.model_bytes, metadata)
 
 
 def _resolve(config):

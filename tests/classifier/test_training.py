@@ -148,8 +148,13 @@ def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, t
     assert main([*argv, "--temperature-from", str(held_out)]) == 0
     saved = json.loads((out / "metadata.json").read_text())
     assert saved["temperature"] == 0.8 and "validation" not in saved["metrics"]
+    assert "default" not in saved
+    assert main([*argv, "--temperature-from", str(held_out), "--mark-default"]) == 0
+    assert json.loads((out / "metadata.json").read_text())["default"] is True
     assert saved["metrics"]["refit"]["temperature_source"].startswith(str(held_out))
-    assert "trained on every TRAIN group" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "trained on every TRAIN group" in printed
+    assert "epoch 1/1 loss=" in printed and "val_" not in printed
 
     assert main(argv) == 2
     assert "calibration temperature" in capsys.readouterr().err
