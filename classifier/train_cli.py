@@ -3,7 +3,6 @@
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -12,6 +11,10 @@ from classifier.errors import TrainingDataError
 from classifier.inference import METADATA_FILE
 from classifier.metrics import format_metrics
 from classifier.training import TrainingConfig, train_classifier
+
+
+def _figure(value):
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def main(argv=None):
@@ -113,12 +116,12 @@ def main(argv=None):
     def report(row):
         validation = (
             ""
-            if math.isnan(row["val_loss"])
-            else f"val_loss={row['val_loss']:.4f} val_acc={row['val_accuracy']:.4f} "
+            if row["val_loss"] is None
+            else f"val_loss={_figure(row['val_loss'])} val_acc={_figure(row['val_accuracy'])} "
         )
         print(
-            f"epoch {row['epoch']}/{row['epochs']} loss={row['loss']:.4f} "
-            f"acc={row['accuracy']:.4f} {validation}{row['seconds']:.0f}s "
+            f"epoch {row['epoch']}/{row['epochs']} loss={_figure(row['loss'])} "
+            f"acc={_figure(row['accuracy'])} {validation}{row['seconds']:.0f}s "
             f"eta={row['eta_seconds']:.0f}s",
             flush=True,
         )

@@ -303,6 +303,15 @@ def evaluation_metrics(probabilities, y, class_names, same_cell=None):
     return result
 
 
+def _finite_or_none(value):
+    """A metric as a float, or None where there is none (a refit has no validation) or it
+    diverged: JSON, and so the database, has no NaN."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 class _Progress:
     """Keras callback: best-epoch weights (unless select_best is off: a refit keeps its last
     epoch), per-epoch reports, cancellation between batches."""
@@ -335,14 +344,18 @@ class _Progress:
                 now = time.monotonic()
                 row = {
                     "epoch": epoch + 1,
-                    "loss": float(logs.get("loss", math.nan)),
-                    "accuracy": float(logs.get("accuracy", math.nan)),
-                    "val_loss": float(logs.get("val_loss", math.nan)),
-                    "val_accuracy": float(logs.get("val_accuracy", math.nan)),
+                    "loss": _finite_or_none(logs.get("loss")),
+                    "accuracy": _finite_or_none(logs.get("accuracy")),
+                    "val_loss": _finite_or_none(logs.get("val_loss")),
+                    "val_accuracy": _finite_or_none(logs.get("val_accuracy")),
                     "seconds": round(now - self.epoch_started, 2),
                 }
                 self.history.append(row)
-                key = (row["val_accuracy"], -row["val_loss"])
+                worst = -math.inf
+                key = (
+                    worst if row["val_accuracy"] is None else row["val_accuracy"],
+                    worst if row["val_loss"] is None else -row["val_loss"],
+                )
                 if select_best and (self.best is None or key > self.best[0]):
                     self.best = (key, epoch + 1)
                     self.best_weights = [w.copy() for w in self.model.get_weights()]
@@ -580,7 +593,8 @@ def train_classifier(
         "keras_version": keras.__version__,
         "tensorflow_version": tf.__version__,
     }
-    json.dumps(metadata)  # fail here, not in the database, if something is not serialisable
+    # Fail here, not in the database, if something is not serialisable or not valid JSON (NaN).
+    json.dumps(metadata, allow_nan=False)
     return TrainingResult(
         model_bytes=model_bytes,
         model_sha256=sha,

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,11 @@ def test_bundled_models_load_and_predict(name):
     folder = BUNDLED / name
     if not (folder / "metadata.json").is_file():
         pytest.skip(f"bundled model {folder} not present")
+    # Strict JSON: NaN or Infinity would load here but be refused by the database's JSON columns.
+    def refuse(constant):
+        raise ValueError(f"{constant} in {folder / 'metadata.json'}")
+
+    json.loads((folder / "metadata.json").read_text(), parse_constant=refuse)
     classifier = CellClassifier.from_directory(folder)
     p = classifier.predict([window(1)])
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
