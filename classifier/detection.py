@@ -35,6 +35,8 @@ _MIN_RBC_SHARE = 0.08
 _NUCLEUS_CONTRAST = 45.0
 # Lobes of one neutrophil nucleus are joined across gaps up to twice this radius (reference px).
 # A red cell is ~52 px across, two neighbouring leukocytes are separated by their cytoplasm.
+# Narrower (4) would part BloodImage_00034's two cells, ~10 px apart, but also the lobes of a
+# tight crop, whose scale comes from the nucleus and is only good to +-30%.
 _LOBE_JOIN_RADIUS = 7
 # A platelet covers ~250 reference px², the smallest lymphocyte nucleus well over 800.
 _MIN_NUCLEUS_AREA = 450.0
@@ -45,6 +47,11 @@ _TYPICAL_NUCLEUS_PIECE = 3500.0
 # Beyond this many times that area (a nucleus ~2.5 red cells wide) the red-cell scale is wrong.
 _IMPLAUSIBLE_PIECE_FACTOR = 4.0
 _FULL_SCORE_NUCLEUS_AREA = 1100.0
+# A nucleus group splits in two when its two halves lie this far apart (reference px) and each
+# is at least this big (reference px²): see _split_touching_nuclei. On BCCD the halves of one
+# nucleus lie at most 67.6 px apart (a bilobed eosinophil), two touching cells' 69.6-79.3.
+_TWO_NUCLEI_DISTANCE = 72.0
+_TWO_NUCLEI_MIN_PART = 1500
 # Box side = share of the nucleus extent + margin x sqrt(nucleus area), fitted on the BCCD boxes.
 _NUCLEUS_EXTENT_SHARE = 0.9
 _CYTOPLASM_MARGIN = 0.4
@@ -216,8 +223,11 @@ def _nucleus_mask(rgb: np.ndarray, gains: np.ndarray) -> np.ndarray:
     return cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
 
 
-def _nucleus_groups(mask: np.ndarray) -> list[tuple[tuple[int, int, int, int], float]]:
-    """Boxes (x0, y0, x1, y1) and areas of nuclei, lobes of one nucleus joined."""
+def _nucleus_groups(
+    mask: np.ndarray, split_touching: bool = True
+) -> list[tuple[tuple[int, int, int, int], float]]:
+    """Boxes (x0, y0, x1, y1) and areas of nuclei, lobes of one nucleus joined, and two touching
+    nuclei split apart when split_touching (the scale is known well enough to tell them)."""
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask)
     # Platelets and stain specks are dropped before joining, or a platelet lying against a
     # leukocyte would stretch its box.
@@ -233,9 +243,45 @@ def _nucleus_groups(mask: np.ndarray) -> list[tuple[tuple[int, int, int, int], f
         ys, xs = np.nonzero(joined == label)
         if len(xs) < _MIN_NUCLEUS_AREA:
             continue
-        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-        groups.append((box, float(len(xs))))
+        parts = _split_touching_nuclei(xs, ys) if split_touching else [(xs, ys)]
+        for part_xs, part_ys in parts:
+            box = (
+                int(part_xs.min()),
+                int(part_ys.min()),
+                int(part_xs.max()) + 1,
+                int(part_ys.max()) + 1,
+            )
+            groups.append((box, float(len(part_xs))))
     return groups
+
+
+def _split_touching_nuclei(xs: np.ndarray, ys: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The nucleus pixels of a group, as two nuclei when it is two cells lying side by side.
+
+    Two leukocytes touching join into one group when their nuclei come within the lobe-joining
+    gap. Splitting the group's pixels into two clusters (k-means) tells them apart by size: the
+    two halves of one nucleus lie closer than two whole nuclei side by side. The margin is
+    narrow: a lymphocyte nucleus pressed against a neutrophil's (BloodImage_00313, 69.6 px) is
+    left joined rather than risk cutting bilobed eosinophils (up to 67.6 px) in two.
+    """
+    if len(xs) < 2 * _TWO_NUCLEI_MIN_PART:
+        return [(xs, ys)]
+    points = np.column_stack([xs, ys]).astype(np.float32)
+    centred = points - points.mean(axis=0)
+    # Start from the halves either side of the principal axis' midpoint: deterministic, and
+    # already the split k-means refines for two blobs side by side.
+    _, _, axes = np.linalg.svd(centred[:: max(1, len(points) // 2000)], full_matrices=False)
+    initial = (centred @ axes[0] > 0).astype(np.int32).reshape(-1, 1)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.25)
+    _, labels, centres = cv2.kmeans(
+        points, 2, initial, criteria, 1, cv2.KMEANS_USE_INITIAL_LABELS
+    )
+    labels = labels.ravel()
+    sizes = np.bincount(labels, minlength=2)
+    apart = float(np.hypot(*(centres[0] - centres[1])))
+    if apart < _TWO_NUCLEI_DISTANCE or sizes.min() < _TWO_NUCLEI_MIN_PART:
+        return [(xs, ys)]
+    return [(xs[labels == k], ys[labels == k]) for k in (0, 1)]
 
 
 def _cell_box(nucleus_box, nucleus_area, image_shape) -> tuple[int, int, int, int]:
@@ -263,7 +309,11 @@ def detect_leukocytes(rgb: np.ndarray) -> DetectionResult:
     """Every leukocyte in an RGB smear photograph, best first, and the photograph's scale."""
     _check_rgb(rgb)
     gains = _background_gains(rgb)
-    scale = estimate_scale(rgb, gains) or _scale_from_nuclei(rgb, gains)
+    scale = estimate_scale(rgb, gains)
+    # Telling two touching nuclei from the lobes of one takes a trustworthy size: the red cells
+    # give one, the nucleus fallback (+-30%) does not, and would cut a tight crop's cell in two.
+    split_touching = scale is not None
+    scale = scale or _scale_from_nuclei(rgb, gains)
     if scale is None:
         # Neither red cells nor anything nuclear: there is no leukocyte to find at any scale.
         return DetectionResult(cells=[], scale=1.0)
@@ -273,12 +323,13 @@ def detect_leukocytes(rgb: np.ndarray) -> DetectionResult:
         # A nucleus several red cells wide means the red-cell ruler misread (e.g. a crop whose
         # slivers of red cells happened to look like circles): the nucleus is the better ruler.
         scale = _scale_from_nuclei(rgb, gains) or scale
+        split_touching = False
         working = _resize(rgb, 1.0 / scale)
         mask = _nucleus_mask(working, gains)
     # Factor actually applied, after rounding the working size to whole pixels.
     scale_x = rgb.shape[1] / working.shape[1]
     cells = []
-    for nucleus_box, area in _nucleus_groups(mask):
+    for nucleus_box, area in _nucleus_groups(mask, split_touching):
         score = float(min(1.0, area / _FULL_SCORE_NUCLEUS_AREA))
         in_image = tuple(value * scale_x for value in nucleus_box)
         box = _cell_box(in_image, area * scale_x**2, rgb.shape)

@@ -105,6 +105,18 @@ def test_two_leukocytes_are_two_cells_sorted_by_score():
         assert max(iou(cell.box, truth) for cell in cells) >= 0.5
 
 
+def test_touching_nuclei_of_two_large_leukocytes_are_split_in_two():
+    # BCCD-sized nuclei (~80 reference px across, wider than a red cell) pressed together.
+    big = (96, ((0, 0, 88, 76),))
+    rgb, truths = draw_smear(leukocytes=[(235, 240, big), (405, 240, big)])
+
+    cells = detect_leukocytes(rgb).cells
+
+    assert len(cells) == 2
+    centres = sorted(cell.centre[0] for cell in cells)
+    assert abs(centres[0] - 235) < 25 and abs(centres[1] - 405) < 25
+
+
 def test_smear_without_leukocyte_gives_no_cells():
     rgb, _ = draw_smear(platelets=[(60, 60), (400, 200), (590, 420)])
 
