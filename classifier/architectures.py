@@ -15,7 +15,10 @@ DEFAULT_INPUT_SPEC = {
     "paper": {"height": 120, "width": 160, "mode": "field"},
     "leukonet": {"height": 96, "width": 96, "mode": "cell", "crop": 160, "white_balance": True},
 }
-DEFAULT_EPOCHS = {"paper": 20, "leukonet": 40}
+# The recipes of the bundled networks (classifier/default_model/MODEL_CARD.md), so a retraining
+# from the site or `manage.py train` with no options repeats the recipe of the shipped model.
+DEFAULT_EPOCHS = {"paper": 20, "leukonet": 16}
+DEFAULT_MIXUP = {"paper": 0.0, "leukonet": 0.3}
 ARCHITECTURES = tuple(DEFAULT_INPUT_SPEC)
 GRADCAM_LAYER = "gradcam_target"
 

@@ -4,6 +4,9 @@ Works on logits; for the published binary network (one sigmoid unit) a logit z b
 two-column logits [0, z], whose softmax is exactly [1 - sigmoid(z), sigmoid(z)].
 """
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 
@@ -51,3 +54,24 @@ def fit_temperature(logits, y_true, low=0.05, high=20.0):
             d = a + ratio * (b - a)
             fd = negative_log_likelihood(logits, y_true, np.exp(d))
     return float(np.exp((a + b) / 2))
+
+
+def temperature_of_run(path):
+    """(temperature, where it came from) of a held-out training run, for a refit of its recipe.
+
+    ``path`` is the run's model folder or its metadata.json. Raises ValueError with a message for
+    the operator when there is no such file or no temperature in it.
+    """
+    path = Path(path)
+    metadata_file = path / "metadata.json" if path.is_dir() else path
+    try:
+        metadata = json.loads(metadata_file.read_text())
+        temperature = float(metadata["temperature"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"no calibration temperature in {path}: {error}") from None
+    if not temperature > 0:
+        raise ValueError(f"the temperature in {path} is {temperature}, not a positive number")
+    hyperparameters = metadata.get("hyperparameters") or {}
+    split_seed = hyperparameters.get("validation_seed") or metadata.get("seed")
+    best_epoch = (metadata.get("metrics") or {}).get("best_epoch")
+    return temperature, f"{path} (validation split seed {split_seed}, best epoch {best_epoch})"

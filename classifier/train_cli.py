@@ -4,11 +4,10 @@
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from classifier.architectures import ARCHITECTURES
+from classifier.calibration import temperature_of_run
 from classifier.errors import TrainingDataError
-from classifier.inference import METADATA_FILE
 from classifier.metrics import format_metrics
 from classifier.training import TrainingConfig, train_classifier
 
@@ -52,7 +51,9 @@ def main(argv=None):
         "folder, or its metadata.json",
     )
     calibration.add_argument("--temperature", type=float, default=None)
-    parser.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a); 0 = off")
+    parser.add_argument(
+        "--mixup", type=float, default=None, help="mixup Beta(a, a); 0 = off (default: the arch's)"
+    )
     parser.add_argument("--weight-decay", type=float, default=0.005)
     parser.add_argument(
         "--colour-jitter",
@@ -78,17 +79,10 @@ def main(argv=None):
         temperature_source = "given on the command line"
     if args.temperature_from:
         try:
-            path = Path(args.temperature_from)
-            source = json.loads((path / METADATA_FILE if path.is_dir() else path).read_text())
-            temperature = float(source["temperature"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            print(f"error: no temperature in {args.temperature_from}: {error}", file=sys.stderr)
+            temperature, temperature_source = temperature_of_run(args.temperature_from)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
             return 2
-        split_seed = source.get("hyperparameters", {}).get("validation_seed") or source.get("seed")
-        best_epoch = source.get("metrics", {}).get("best_epoch")
-        temperature_source = (
-            f"{args.temperature_from} (validation split seed {split_seed}, best epoch {best_epoch})"
-        )
 
     config = TrainingConfig(
         data_dir=args.data,

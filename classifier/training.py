@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from classifier import calibration, dataset
-from classifier.architectures import DEFAULT_EPOCHS, DEFAULT_INPUT_SPEC, GRADCAM_LAYER
+from classifier.architectures import DEFAULT_EPOCHS, DEFAULT_INPUT_SPEC, DEFAULT_MIXUP, GRADCAM_LAYER
 from classifier.errors import TrainingCancelled, TrainingDataError
 from classifier.labels import TASK_CLASSES
 from classifier.metrics import (
@@ -53,7 +53,7 @@ class TrainingConfig:
     temperature: float | None = None  # required when validation_fraction is 0
     temperature_source: str = ""  # where that temperature was fitted, for the record
     augment: bool | None = None  # None: leukonet augments, paper does not (as published)
-    mixup: float = 0.0  # Beta(a, a) mixup of augmented training batches; 0 = off
+    mixup: float | None = None  # Beta(a, a) mixup of training batches; 0 = off, None: the arch's
     # Per-channel gain jitter (+-): white-balanced inputs need little, and a large one blurs the
     # cytoplasm tint that separates eosinophils from neutrophils.
     colour_jitter: float | None = None  # None: 0.04 with white_balance in the input spec, else 0.1
@@ -124,7 +124,9 @@ def _resolve(config):
             else (0.0 if paper else 0.1)
         ),
         "augment": bool(config.augment if config.augment is not None else not paper),
-        "mixup": float(config.mixup),
+        "mixup": float(
+            config.mixup if config.mixup is not None else DEFAULT_MIXUP[config.architecture]
+        ),
         "optimizer": "adam" if paper else "adamw+cosine",
         "validation_fraction": float(config.validation_fraction),
         "validation_seed": config.validation_seed,

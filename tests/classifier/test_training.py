@@ -161,4 +161,4 @@ def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, t
     assert main(argv) == 2
     assert "calibration temperature" in capsys.readouterr().err
     assert main([*argv, "--temperature-from", str(tmp_path / "missing")]) == 2
-    assert "no temperature in" in capsys.readouterr().err
+    assert "no calibration temperature in" in capsys.readouterr().err

@@ -124,6 +124,36 @@ def test_train_one_epoch_on_a_tiny_set_stores_a_network_that_loads_back(tmp_path
 
 
 @pytest.mark.django_db
+def test_train_refits_on_every_group_with_the_temperature_of_a_held_out_version(tmp_path, monkeypatch):
+    import classifier.dataset
+
+    monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    data = write_cell_folder(tmp_path / "cells", per_class=4, test_per_class=2)
+    tiny = ("--data", str(data), "--arch", "paper", "--task", "4class", "--epochs", "1", "--batch-size", "8")
+    run("train", *tiny, "--seed", "3")
+    held_out = ModelVersion.objects.get()
+    ModelVersion.objects.filter(pk=held_out.pk).update(temperature=1.37)
+
+    with pytest.raises(CommandError, match="--temperature-from"):
+        run("train", *tiny, "--validation-fraction", "0")
+    with pytest.raises(CommandError, match="no model version v9999"):
+        run("train", *tiny, "--validation-fraction", "0", "--temperature-from", "9999")
+    with pytest.raises(CommandError, match="no calibration temperature"):
+        run("train", *tiny, "--validation-fraction", "0", "--temperature-from", str(tmp_path / "none"))
+    assert ModelVersion.objects.count() == 1, "a refused refit stores no version"
+
+    run("train", *tiny, "--validation-fraction", "0", "--temperature-from", f"v{held_out.pk}",
+        "--mixup", "0.2")
+
+    refit = ModelVersion.objects.exclude(pk=held_out.pk).get()
+    assert refit.status == "ready" and refit.temperature == pytest.approx(1.37)
+    assert refit.hyperparameters["validation_fraction"] == 0 and refit.hyperparameters["mixup"] == 0.2
+    assert f"v{held_out.pk}" in refit.metrics["refit"]["temperature_source"]
+    assert refit.history[0]["val_loss"] is None and "TEST" in refit.metrics
+    assert sum(refit.class_counts.values()) == 16, "the refit trains on every TRAIN image"
+
+
+@pytest.mark.django_db
 def test_ctrl_c_during_training_marks_the_version_cancelled(monkeypatch, tmp_path):
     import classifier.training
 

@@ -28,6 +28,10 @@ class TrainingRefused(ValueError):
     """A user-facing reason why a training cannot be started or cancelled."""
 
 
+# TrainingConfig settings a version may ask for beyond epochs, batch size and learning rate.
+RECIPE_SETTINGS = ("mixup", "validation_fraction", "validation_seed", "temperature", "temperature_source")
+
+
 def architecture_names():
     from classifier.architectures import ARCHITECTURES  # plain Python: no TensorFlow here
 
@@ -74,8 +78,16 @@ def create_training_version(
     learning_rate=None,
     max_images_per_class=None,
     refuse_if_training=True,
+    **recipe,
 ):
-    """A ModelVersion in status training holding the requested settings (not yet enqueued)."""
+    """A ModelVersion in status training holding the requested settings (not yet enqueued).
+
+    ``recipe`` takes further TrainingConfig settings by name (RECIPE_SETTINGS), for the
+    management command: mixup, the validation split, a refit's temperature.
+    """
+    unknown = set(recipe) - set(RECIPE_SETTINGS)
+    if unknown:
+        raise TypeError(f"unknown training settings: {', '.join(sorted(unknown))}")
     if architecture not in architecture_names():
         raise TrainingRefused(
             f"Unknown architecture {architecture!r}; choose one of {', '.join(architecture_names())}."
@@ -90,6 +102,7 @@ def create_training_version(
         ("batch_size", batch_size),
         ("learning_rate", learning_rate),
         ("max_images_per_class", max_images_per_class),
+        *recipe.items(),
     ):
         if value is not None:
             requested[key] = value
@@ -276,7 +289,7 @@ def run_training(version_id, progress_bar=False):
         "task": version.task,
         "epochs": requested.get("epochs"),
     }
-    for key in ("batch_size", "learning_rate", "max_images_per_class"):
+    for key in ("batch_size", "learning_rate", "max_images_per_class", *RECIPE_SETTINGS):
         if requested.get(key) is not None:
             config[key] = requested[key]
     if version.seed is not None:

@@ -22,6 +22,26 @@ def held_out_metrics(metrics):
     return None, None
 
 
+def held_out_temperature(source):
+    """(temperature, where from) of a held-out run: a version number (7 or v7), or a folder/file."""
+    number = source.lower().removeprefix("v")
+    if number.isdigit():
+        version = ModelVersion.objects.filter(pk=int(number)).first()
+        if version is None:
+            raise CommandError(f"There is no model version v{number}.")
+        if version.status not in (ModelVersion.Status.READY, ModelVersion.Status.ACTIVE):
+            raise CommandError(
+                f"v{number} is {version.get_status_display().lower()}: it has no fitted temperature.")
+        best_epoch = (version.metrics or {}).get("best_epoch")
+        return version.temperature, f"model version v{number} (best epoch {best_epoch})"
+    from classifier.calibration import temperature_of_run
+
+    try:
+        return temperature_of_run(source)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
 class Command(BaseCommand):
     help = "Train a new model version in this terminal and store it as ready (optionally activate it)."
 
@@ -33,6 +53,18 @@ class Command(BaseCommand):
         parser.add_argument("--epochs", type=int, help="default: the architecture's own")
         parser.add_argument("--batch-size", type=int)
         parser.add_argument("--seed", type=int)
+        parser.add_argument("--lr", type=float, help="peak learning rate (default: the architecture's)")
+        parser.add_argument("--mixup", type=float,
+                            help="mixup Beta(a, a); 0 = off (default: the architecture's)")
+        parser.add_argument("--validation-seed", type=int,
+                            help="seed of the group validation split (default: --seed)")
+        parser.add_argument("--validation-fraction", type=float,
+                            help="share of TRAIN groups held out per class (default 0.15); 0 trains on "
+                                 "every group (a refit: the last epoch is kept, and --temperature-from "
+                                 "is required)")
+        parser.add_argument("--temperature-from", metavar="VERSION_OR_PATH",
+                            help="calibration temperature of a held-out run of the same recipe: a model "
+                                 "version number, or a model folder / metadata.json")
         parser.add_argument("--max-images-per-class", type=int,
                             help="train on a random subset (quick trials)")
         parser.add_argument("--include-reviewed", action="store_true",
@@ -42,6 +74,17 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
         epochs = options["epochs"] or default_epochs(options["arch"])
+        recipe = {key: options[key] for key in ("mixup", "validation_seed", "validation_fraction")
+                  if options[key] is not None}
+        fraction = options["validation_fraction"]
+        if fraction is not None and not 0.0 <= fraction < 1.0:
+            raise CommandError(f"--validation-fraction must be at least 0 and below 1, got {fraction}.")
+        if options["temperature_from"]:
+            recipe["temperature"], recipe["temperature_source"] = held_out_temperature(
+                options["temperature_from"])
+        elif fraction == 0:
+            raise CommandError("--validation-fraction 0 leaves nothing to fit the calibration temperature "
+                               "on: give --temperature-from, a held-out run of the same recipe.")
         try:
             version = create_training_version(
                 architecture=options["arch"],
@@ -52,9 +95,11 @@ class Command(BaseCommand):
                 include_reviewed=options["include_reviewed"],
                 batch_size=options["batch_size"],
                 seed=options["seed"],
+                learning_rate=options["lr"],
                 max_images_per_class=options["max_images_per_class"],
                 # The terminal is the operator's own: a site training may run beside it.
                 refuse_if_training=False,
+                **recipe,
             )
         except TrainingRefused as exc:
             raise CommandError(str(exc)) from None
