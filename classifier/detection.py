@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from classifier.preparation import background_gains
+
 # Red-cell diameter (as _rbc_diameter measures it) at the reference scale: half the median over
 # the BCCD photographs, whose annotated red-cell boxes are ~104 px across.
 REFERENCE_RBC_DIAMETER = 47.8
@@ -98,17 +100,11 @@ def _background_gains(rgb: np.ndarray) -> np.ndarray:
     """Per-channel gains that bring the smear's background (its brightest part) to 200.
 
     White-balancing on the background makes the colour thresholds hold across lamps, cameras and
-    stain batches. Black pixels are the corners a rotated field leaves empty; they get no say.
-    A sparse sample is plenty for a median and keeps this off the profile.
+    stain batches. A sample of ~20,000 pixels is plenty for a median and keeps this off the
+    profile.
     """
     step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 20000)))
-    pixels = rgb[::step, ::step].reshape(-1, 3)
-    lit = pixels[pixels.max(axis=1) > 40]
-    if len(lit) < 16:
-        lit = pixels
-    green = lit[:, 1]
-    background = lit[green >= np.percentile(green, 85)]
-    return (200.0 / np.maximum(np.median(background, axis=0), 1.0)).astype(np.float32)
+    return background_gains(rgb, level=200.0, step=step)
 
 
 def _balanced(rgb: np.ndarray, gains: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

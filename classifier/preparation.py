@@ -28,20 +28,29 @@ BACKGROUND_LEVEL = 225.0
 _BACKGROUND_SAMPLE_STEP = 8
 
 
-def background_gains(window):
-    """Per-channel gains that bring the window's background to BACKGROUND_LEVEL.
+def background_colour(image, step=_BACKGROUND_SAMPLE_STEP):
+    """Median RGB of the bare slide in every step-th pixel each way, or None when too few are lit.
 
     The background is the brightest 15% (by green) of the lit pixels; black pixels are padding
-    past a photograph's edge or a rotated field's corners and get no say.
+    past a photograph's edge or a rotated field's corners and get no say. The detector's colour
+    thresholds and the networks' white balance both stand on this one estimate.
     """
-    pixels = window[::_BACKGROUND_SAMPLE_STEP, ::_BACKGROUND_SAMPLE_STEP].reshape(-1, 3)
+    pixels = image[::step, ::step].reshape(-1, 3)
     lit = pixels[pixels.max(axis=1) > 40]
     if len(lit) < 16:
-        return np.ones(3, dtype=np.float32)
+        return None
     green = lit[:, 1]
     rank = int(0.85 * (len(green) - 1))
     background = lit[green >= np.partition(green, rank)[rank]]
-    return (BACKGROUND_LEVEL / np.maximum(np.median(background, axis=0), 1.0)).astype(np.float32)
+    return np.median(background, axis=0)
+
+
+def background_gains(window, level=BACKGROUND_LEVEL, step=_BACKGROUND_SAMPLE_STEP):
+    """Per-channel gains that bring the window's background to ``level`` (ones if none is lit)."""
+    colour = background_colour(window, step)
+    if colour is None:
+        return np.ones(3, dtype=np.float32)
+    return (level / np.maximum(colour, 1.0)).astype(np.float32)
 
 
 def white_balanced(image, gains):
