@@ -5,7 +5,8 @@
 Prints 4-class and binary accuracy (binary summed from the 4-class probabilities for a 4-class
 network), balanced accuracy, per-class recall, accuracy without the 87 same_cell_in_train images,
 TEST_SIMPLE accuracy, ECE before/after temperature scaling, cells/s at batch 64, ms/cell at
-batch 1, model size and the process's peak memory. ``run_benchmark`` and ``print_report`` are
+batch 1, model size, the process's peak memory, and the TEST photograph groups whose copies are
+mostly misclassified (the few that decide the accuracy). ``run_benchmark`` and ``print_report`` are
 importable (the web app's ``make bench-classify`` benchmarks the active model version with them).
 """
 
@@ -67,6 +68,34 @@ def _throughput(classifier, windows):
     return cells_per_second, ms_per_cell
 
 
+def _by_photograph(images, probabilities, y, names, below=0.5):
+    """(number of TEST groups, the groups whose copies are mostly misclassified). TEST holds 12-156
+    copies of each of 71 photographs in 67 groups (originals.csv: photographs of one slide area
+    share a group), so a few of them decide the accuracy."""
+    groups = {}
+    for k, image in enumerate(images):
+        if image.group:
+            groups.setdefault(image.group, []).append(k)
+    predicted = probabilities.argmax(1)
+    worst = []
+    for group, members in groups.items():
+        members = np.array(members)
+        right = float((predicted[members] == y[members]).mean())
+        if right < below:
+            called = np.bincount(predicted[members], minlength=len(names))
+            worst.append(
+                {
+                    "group": group,
+                    "label": names[int(y[members[0]])],
+                    "copies": int(len(members)),
+                    "share_of_test": float(len(members) / len(y)),
+                    "accuracy": right,
+                    "mostly_called": names[int(called.argmax())],
+                }
+            )
+    return len(groups), sorted(worst, key=lambda row: -row["copies"] * (1 - row["accuracy"]))
+
+
 def run_benchmark(classifier, data_dir=DEFAULT_DATA) -> dict:
     """Held-out figures and speed of a CellClassifier on data_dir's TEST (and TEST_SIMPLE)."""
     layout = dataset.resolve_layout(data_dir)
@@ -110,6 +139,9 @@ def run_benchmark(classifier, data_dir=DEFAULT_DATA) -> dict:
             ).mean()
         ),
     }
+    report["test_photographs"], report["test_worst_photographs"] = _by_photograph(
+        images, calibrated, y, names
+    )
     simple = _split(classifier, layout, "TEST_SIMPLE", originals)
     if simple is not None:
         _, xs, ys, _ = simple
@@ -173,6 +205,19 @@ def print_report(report: dict) -> None:
         f"{report['ms_per_cell_batch1']:.2f} ms/cell at batch 1 (preparation included)"
     )
     lines.append(f"peak memory (maxrss): {report['peak_rss_mib']:.0f} MiB")
+    worst = report.get("test_worst_photographs") or []
+    if report.get("test_photographs"):
+        photographs = report["test_photographs"]
+        lost = sum(row["copies"] * (1 - row["accuracy"]) for row in worst) / report["test_n"]
+        lines.append(
+            f"TEST photograph groups mostly right: {photographs - len(worst)}/{photographs}; "
+            f"the {len(worst)} others cost {lost:.1%} of TEST accuracy:"
+        )
+        lines.extend(
+            f"  {row['group']} {row['label']}: {row['copies']} copies, "
+            f"{row['accuracy']:.0%} right, mostly called {row['mostly_called']}"
+            for row in worst
+        )
     matrix = t["confusion_matrix"]
     lines.append("confusion matrix (rows true, columns predicted): " + json.dumps(matrix))
     print("\n".join(lines))
