@@ -495,13 +495,15 @@ def train_classifier(
     if hp["mixup"] > 0:
         train_ds = train_ds.map(_mixup_fn(tf, hp["mixup"]))
     train_ds = train_ds.prefetch(2)
-    val_ds = (
-        tf.data.Dataset.from_tensor_slices((x_val, y_val))
-        .batch(256)
-        .map(_scale_only(tf))
-        .map(target)
-        .prefetch(1)
-    )
+    val_ds = None
+    if not refit:
+        val_ds = (
+            tf.data.Dataset.from_tensor_slices((x_val, y_val))
+            .batch(256)
+            .map(_scale_only(tf))
+            .map(target)
+            .prefetch(1)
+        )
 
     from classifier.architectures import build_model
 
@@ -511,7 +513,7 @@ def train_classifier(
     progress = _Progress(keras, hp["epochs"], on_epoch, should_stop, select_best=not refit)
     model.fit(
         train_ds,
-        validation_data=None if refit else val_ds,
+        validation_data=val_ds,
         epochs=hp["epochs"],
         callbacks=[progress],
         verbose=1 if progress_bar else 0,
