@@ -62,6 +62,9 @@ def main(argv=None):
         help="+- per-channel gain of the stain augmentation (default 0.04 for white-balanced "
         "inputs, else 0.1)",
     )
+    parser.add_argument(
+        "--zoom", type=float, default=0.22, help="zoom augmentation: scale factor exp(U(-z, z))"
+    )
     parser.add_argument("--no-test", action="store_true", help="skip TEST metrics")
     parser.add_argument(
         "--cache-dir", default=None, help="prepared-input cache (default: var/cache of the checkout)"
@@ -101,6 +104,7 @@ def main(argv=None):
         validation_seed=args.validation_seed,
         weight_decay=args.weight_decay,
         colour_jitter=args.colour_jitter,
+        zoom=args.zoom,
         cache_dir=args.cache_dir,
         validation_fraction=args.validation_fraction,
         temperature=temperature,
