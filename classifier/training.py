@@ -451,10 +451,12 @@ def train_classifier(
 
     margin = TRAIN_MARGIN if (hp["augment"] and spec.get("mode") == "cell") else 1.0
     load = dict(window_scale=hp["window_scale"], cache_dir=config.cache_dir, workers=config.workers)
-    # Whole-folder loads are cached once for any seed; the split picks rows out of them.
-    loaded = dataset.load_prepared_margins(all_train, spec, sorted({margin, 1.0}), **load)
+    # Whole-folder loads are cached once for any seed; the split picks rows out of them. A refit
+    # validates on nothing, so it needs only the training view.
+    margins = [margin] if refit else sorted({margin, 1.0})
+    loaded = dataset.load_prepared_margins(all_train, spec, margins, **load)
     all_inputs_m, all_ok_m, _ = loaded[margin]
-    all_inputs_1, all_ok_1, _ = loaded[1.0]
+    all_inputs_1, all_ok_1, _ = loaded.get(1.0, loaded[margin])
     row = {image.path: k for k, image in enumerate(all_train)}
     train_rows = np.array([row[i.path] for i in train_images], dtype=np.int64)
     val_rows = np.array([row[i.path] for i in val_images], dtype=np.int64)
