@@ -94,6 +94,19 @@ class TrainingResult:
         return save_model_directory(directory, self.model_bytes, metadata)
 
 
+def check_validation_split(validation_fraction, temperature=None):
+    """Raise TrainingDataError unless the fraction is in [0, 1) and a refit (0) has a temperature."""
+    if not 0.0 <= float(validation_fraction) < 1.0:
+        raise TrainingDataError(
+            f"validation fraction {validation_fraction} must be at least 0 and below 1"
+        )
+    if float(validation_fraction) == 0.0 and not (temperature or 0) > 0:
+        raise TrainingDataError(
+            "training on every group leaves no held-out split to fit the calibration "
+            "temperature on: give the temperature of a held-out run of the same recipe"
+        )
+
+
 def _resolve(config):
     if config.architecture not in DEFAULT_INPUT_SPEC:
         raise TrainingDataError(
@@ -106,15 +119,7 @@ def _resolve(config):
         )
     paper = config.architecture == "paper"
     spec = dict(config.input_spec or DEFAULT_INPUT_SPEC[config.architecture])
-    if not 0.0 <= float(config.validation_fraction) < 1.0:
-        raise TrainingDataError(
-            f"validation fraction {config.validation_fraction} must be at least 0 and below 1"
-        )
-    if float(config.validation_fraction) == 0.0 and not (config.temperature or 0) > 0:
-        raise TrainingDataError(
-            "training on every group leaves no held-out split to fit the calibration "
-            "temperature on: give the temperature of a held-out run of the same recipe"
-        )
+    check_validation_split(config.validation_fraction, config.temperature)
     return {
         "architecture": config.architecture,
         "task": config.task,

@@ -76,15 +76,18 @@ class Command(BaseCommand):
         epochs = options["epochs"] or default_epochs(options["arch"])
         recipe = {key: options[key] for key in ("mixup", "validation_seed", "validation_fraction")
                   if options[key] is not None}
-        fraction = options["validation_fraction"]
-        if fraction is not None and not 0.0 <= fraction < 1.0:
-            raise CommandError(f"--validation-fraction must be at least 0 and below 1, got {fraction}.")
         if options["temperature_from"]:
             recipe["temperature"], recipe["temperature_source"] = held_out_temperature(
                 options["temperature_from"])
-        elif fraction == 0:
-            raise CommandError("--validation-fraction 0 leaves nothing to fit the calibration temperature "
-                               "on: give --temperature-from, a held-out run of the same recipe.")
+        if options["validation_fraction"] is not None:
+            from classifier.errors import TrainingDataError
+            from classifier.training import check_validation_split
+
+            # Refused here, before a version is stored, rather than failing it once queued.
+            try:
+                check_validation_split(options["validation_fraction"], recipe.get("temperature"))
+            except TrainingDataError as exc:
+                raise CommandError(f"{exc} (options --validation-fraction, --temperature-from).") from None
         try:
             version = create_training_version(
                 architecture=options["arch"],
