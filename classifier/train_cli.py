@@ -9,7 +9,7 @@ from classifier.architectures import ARCHITECTURES
 from classifier.calibration import temperature_of_run
 from classifier.errors import TrainingDataError
 from classifier.metrics import format_metrics
-from classifier.training import TrainingConfig, train_classifier
+from classifier.training import DEFAULT_ZOOM, TrainingConfig, train_classifier
 
 
 def _figure(value):
@@ -63,7 +63,10 @@ def main(argv=None):
         "inputs, else 0.1)",
     )
     parser.add_argument(
-        "--zoom", type=float, default=0.22, help="zoom augmentation: scale factor exp(U(-z, z))"
+        "--zoom",
+        type=float,
+        default=None,
+        help=f"zoom augmentation: scale factor exp(U(-z, z)) (default {DEFAULT_ZOOM})",
     )
     parser.add_argument("--no-test", action="store_true", help="skip TEST metrics")
     parser.add_argument(

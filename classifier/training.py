@@ -27,6 +27,11 @@ from classifier.metrics import (
     format_metrics,
 )
 
+# Zoom augmentation, scale factor exp(U(-zoom, zoom)): 0.80-1.25x covers the spread of the
+# detector's red-cell scale estimate (0.89-1.22x, 5th-95th percentile on BCCD) that every served
+# window carries, and small and large cells of one type.
+DEFAULT_ZOOM = 0.22
+
 # Training crops for "cell" networks are cut from a window this much larger than the network's
 # view, so shifts and zooms show real pixels instead of padding.
 TRAIN_MARGIN = 1.25
@@ -57,10 +62,7 @@ class TrainingConfig:
     # Per-channel gain jitter (+-): white-balanced inputs need little, and a large one blurs the
     # cytoplasm tint that separates eosinophils from neutrophils.
     colour_jitter: float | None = None  # None: 0.04 with white_balance in the input spec, else 0.1
-    # Zoom augmentation, scale factor exp(U(-zoom, zoom)): 0.80-1.25x covers the spread of the
-    # detector's red-cell scale estimate (0.89-1.22x, 5th-95th percentile on BCCD) that every
-    # served window carries, and small and large cells of one type.
-    zoom: float = 0.22
+    zoom: float | None = None  # zoom augmentation exp(U(-zoom, zoom)); None: DEFAULT_ZOOM
     input_spec: dict | None = None
     window_scale: str = "image"
     cache_dir: str | None = None
@@ -147,7 +149,7 @@ def _resolve(config):
             if config.colour_jitter is not None
             else (0.04 if spec.get("white_balance") else 0.1)
         ),
-        "zoom": float(config.zoom),
+        "zoom": float(config.zoom if config.zoom is not None else DEFAULT_ZOOM),
     }
 
 
