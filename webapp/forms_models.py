@@ -4,7 +4,7 @@ from django import forms
 from django.conf import settings
 
 from webapp.models import ModelVersion, Sample
-from webapp.services.training import architecture_names, default_epochs
+from webapp.services.training import architecture_names, default_epochs, held_out_runs
 
 MAX_EPOCHS = 200
 
@@ -26,8 +26,24 @@ class RetrainForm(forms.Form):
         "training machine. Empty: the configured default.",
     )
 
+    refit_from = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.none(),
+        required=False,
+        label="Refit on every group",
+        empty_label="No: hold out a validation split",
+        help_text="Train on all of the data, keep the last epoch and take the calibration of this "
+        "held-out run of the same recipe: how the bundled network is made. Give its architecture, "
+        "task and epochs.",
+    )
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        refit = self.fields["refit_from"]
+        refit.queryset = held_out_runs()
+        refit.label_from_instance = lambda version: (
+            f"v{version.pk}: {version.architecture} / {version.task}, "
+            f"{version.hyperparameters.get('epochs')} epochs, temperature {version.temperature:.3f}"
+        )
         names = architecture_names()
         self.fields["architecture"].choices = [(name, name) for name in names]
         active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).only("task", "architecture")

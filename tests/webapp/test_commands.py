@@ -151,6 +151,8 @@ def test_train_refits_on_every_group_with_the_temperature_of_a_held_out_version(
     assert f"v{held_out.pk}" in refit.metrics["refit"]["temperature_source"]
     assert refit.history[0]["val_loss"] is None and "TEST" in refit.metrics
     assert sum(refit.class_counts.values()) == 16, "the refit trains on every TRAIN image"
+    with pytest.raises(CommandError, match="without a validation split"):
+        run("train", *tiny, "--validation-fraction", "0", "--temperature-from", f"v{refit.pk}")
 
 
 @pytest.mark.django_db

@@ -9,6 +9,7 @@ from django.db import connection
 from django.urls import URLPattern, reverse
 
 from classifier.errors import TrainingCancelled, TrainingDataError
+from tests.synthetic_cells import write_cell_folder
 from webapp import urls_models
 from webapp.models import Cell, ModelActivation, ModelVersion, Sample, SmearImage
 from webapp.services import training
@@ -202,6 +203,43 @@ def test_retrain_form_defaults_to_the_configured_data_and_rejects_bad_epochs(sta
     assert not ModelVersion.objects.exists()
     staff_client.post(reverse("models:train"), {"architecture": "paper", "task": "4class", "epochs": 1})
     assert ModelVersion.objects.get().dataset_path == str(settings.TRAINING_DATA_DIR)
+
+
+@pytest.mark.django_db
+def test_retrain_form_refits_a_held_out_run_on_every_group_with_its_temperature(
+        staff_client, no_enqueue, tmp_path, monkeypatch, django_capture_on_commit_callbacks):
+    import classifier.dataset
+
+    monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    data = write_cell_folder(tmp_path / "cells", per_class=3, test_per_class=1)
+    held_out = make_version(temperature=1.37, hyperparameters={"epochs": 1, "batch_size": 8, "mixup": 0.2})
+    refit = make_version(metrics={"temperature": 1.37, "refit": {"epochs": 1}})
+    make_version(status=ModelVersion.Status.FAILED)
+    page = staff_client.get(reverse("models:list")).content.decode()
+    assert f"v{held_out.pk}: paper / 4class, 1 epochs, temperature 1.370" in page
+    assert f"v{refit.pk}: paper" not in page, "a refit's borrowed temperature is not offered again"
+    form = {"architecture": "paper", "task": "4class", "epochs": 1, "data_dir": str(data),
+            "refit_from": held_out.pk}
+
+    assert staff_client.post(reverse("models:train"), {**form, "refit_from": refit.pk}).status_code == 400
+    for changed, reason in (({"task": "binary"}, "must repeat its architecture and task"),
+                            ({"epochs": 4}, "trains as long as it did: 1 epochs")):
+        response = staff_client.post(reverse("models:train"), {**form, **changed}, follow=True)
+        assert reason in response.content.decode()
+    assert ModelVersion.objects.count() == 3 and not no_enqueue
+
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_client.post(reverse("models:train"), form)
+    version = ModelVersion.objects.get(status=ModelVersion.Status.TRAINING)
+    assert no_enqueue == [("train", (version.pk,), {})]
+    training.run_training(version.pk)  # what the worker runs, on a few drawn cells
+
+    version.refresh_from_db()
+    assert version.status == "ready", version.failure_reason
+    assert version.temperature == pytest.approx(1.37) and version.hyperparameters["mixup"] == 0.2
+    assert version.hyperparameters["validation_fraction"] == 0
+    assert f"v{held_out.pk}" in version.metrics["refit"]["temperature_source"]
+    assert sum(version.class_counts.values()) == 12, "the refit trains on every TRAIN image"
 
 
 @pytest.mark.django_db(transaction=True)

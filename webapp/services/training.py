@@ -44,6 +44,33 @@ def default_epochs(architecture):
     return DEFAULT_EPOCHS.get(architecture, 20)
 
 
+def held_out_runs():
+    """Finished versions trained with a validation split: those a refit can take a temperature from.
+
+    A refit's own temperature is borrowed, so refits are not offered as a source in turn.
+    """
+    return (
+        ModelVersion.objects.defer("model_bytes")
+        .filter(status__in=(ModelVersion.Status.READY, ModelVersion.Status.ACTIVE))
+        .filter(metrics__has_key="best_epoch")
+    )
+
+
+def held_out_temperature(version):
+    """(temperature, where it comes from) of a held-out run, for a refit of the same recipe."""
+    if version.status not in (ModelVersion.Status.READY, ModelVersion.Status.ACTIVE):
+        raise TrainingRefused(
+            f"v{version.pk} is {version.get_status_display().lower()}: it has no fitted temperature."
+        )
+    best_epoch = (version.metrics or {}).get("best_epoch")
+    if best_epoch is None:
+        raise TrainingRefused(
+            f"v{version.pk} was trained on every group, without a validation split: its temperature "
+            "was itself borrowed. Refit from the held-out run it came from."
+        )
+    return version.temperature, f"model version v{version.pk} (best epoch {best_epoch})"
+
+
 def training_in_progress():
     return ModelVersion.objects.filter(status=ModelVersion.Status.TRAINING).first()
 
@@ -129,13 +156,42 @@ def create_training_version(
         )
 
 
-def start_training(user, architecture, epochs, include_reviewed=False, *, task=None, data_dir=None):
-    """Create a version and queue its training on the `train` queue; one training at a time."""
+def _refit_recipe(refit_from, architecture, task, epochs):
+    """Settings that repeat a held-out run's recipe on every group, with its temperature."""
+    if (refit_from.architecture, refit_from.task) != (architecture, task):
+        raise TrainingRefused(
+            f"v{refit_from.pk} is a {refit_from.architecture} / {refit_from.task} run: a refit "
+            "must repeat its architecture and task."
+        )
+    source_epochs = (refit_from.hyperparameters or {}).get("epochs")
+    if source_epochs is not None and int(epochs) != source_epochs:
+        # Its temperature was fitted near the end of that many epochs: a refit trained longer or
+        # shorter would be calibrated with a temperature that does not fit it.
+        raise TrainingRefused(
+            f"A refit of v{refit_from.pk} trains as long as it did: {source_epochs} epochs."
+        )
+    temperature, source = held_out_temperature(refit_from)
+    recipe = {"validation_fraction": 0.0, "temperature": temperature, "temperature_source": source}
+    mixup = (refit_from.hyperparameters or {}).get("mixup")
+    if mixup is not None:
+        recipe["mixup"] = mixup
+    return recipe
+
+
+def start_training(
+    user, architecture, epochs, include_reviewed=False, *, task=None, data_dir=None, refit_from=None
+):
+    """Create a version and queue its training on the `train` queue; one training at a time.
+
+    With refit_from (a held-out run of the same recipe), the version trains on every group, keeps
+    its last epoch and takes that run's temperature: how the bundled network is made.
+    """
     from webapp.tasks import train_model_version
 
     if task is None:
         current = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).only("task").first()
         task = current.task if current else ModelVersion.Task.FOUR_CLASS
+    recipe = {} if refit_from is None else _refit_recipe(refit_from, architecture, task, epochs)
     with transaction.atomic():
         version = create_training_version(
             architecture=architecture,
@@ -145,6 +201,7 @@ def start_training(user, architecture, epochs, include_reviewed=False, *, task=N
             source=ModelVersion.Source.SITE,
             user=user,
             include_reviewed=include_reviewed,
+            **recipe,
         )
         version_id = version.pk
 

@@ -319,6 +319,7 @@ def train(request):
             data["include_reviewed"],
             task=data["task"],
             data_dir=data["data_dir"],
+            refit_from=data["refit_from"],
         )
     except TrainingRefused as exc:
         messages.error(request, str(exc))

@@ -10,6 +10,7 @@ from webapp.services.training import (
     architecture_names,
     create_training_version,
     default_epochs,
+    held_out_temperature,
     run_training,
 )
 
@@ -22,18 +23,17 @@ def held_out_metrics(metrics):
     return None, None
 
 
-def held_out_temperature(source):
+def temperature_from(source):
     """(temperature, where from) of a held-out run: a version number (7 or v7), or a folder/file."""
     number = source.lower().removeprefix("v")
     if number.isdigit():
-        version = ModelVersion.objects.filter(pk=int(number)).first()
+        version = ModelVersion.objects.defer("model_bytes").filter(pk=int(number)).first()
         if version is None:
             raise CommandError(f"There is no model version v{number}.")
-        if version.status not in (ModelVersion.Status.READY, ModelVersion.Status.ACTIVE):
-            raise CommandError(
-                f"v{number} is {version.get_status_display().lower()}: it has no fitted temperature.")
-        best_epoch = (version.metrics or {}).get("best_epoch")
-        return version.temperature, f"model version v{number} (best epoch {best_epoch})"
+        try:
+            return held_out_temperature(version)
+        except TrainingRefused as exc:
+            raise CommandError(str(exc)) from None
     from classifier.calibration import temperature_of_run
 
     try:
@@ -77,7 +77,7 @@ class Command(BaseCommand):
         recipe = {key: options[key] for key in ("mixup", "validation_seed", "validation_fraction")
                   if options[key] is not None}
         if options["temperature_from"]:
-            recipe["temperature"], recipe["temperature_source"] = held_out_temperature(
+            recipe["temperature"], recipe["temperature_source"] = temperature_from(
                 options["temperature_from"])
         if options["validation_fraction"] is not None:
             from classifier.errors import TrainingDataError
