@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?= ../shared/datasets
 
-.PHONY: run install setup test lint bench bench-classify bench-detect bench-web bench-latency clean
+.PHONY: run install setup test lint bench bench-classify bench-detect bench-web bench-latency bench-group-cv clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ bench-detect: install
 
 bench-web: setup
 	$(PY) bench/web.py
+
+# Not part of `make bench`: one full training per split (about 40 minutes for LeukoNet).
+bench-group-cv: install
+	$(PY) bench/group_cv.py --data $(DATA)/blood-cell-images
 
 bench-latency: setup
 	$(PY) bench/latency.py --data $(DATA)
