@@ -9,7 +9,7 @@ from classifier.architectures import ARCHITECTURES
 from classifier.calibration import temperature_of_run
 from classifier.errors import TrainingDataError
 from classifier.metrics import format_metrics
-from classifier.training import DEFAULT_ZOOM, TrainingConfig, train_classifier
+from classifier.training import DEFAULT_ZOOM, TrainingConfig, pooled_temperature, train_classifier
 
 
 def _figure(value):
@@ -47,8 +47,10 @@ def main(argv=None):
     calibration.add_argument(
         "--temperature-from",
         metavar="PATH",
+        nargs="+",
         help="use the calibration temperature of a held-out run of the same recipe: its model "
-        "folder, or its metadata.json",
+        "folder, or its metadata.json; with several run folders (each its own validation split), "
+        "one temperature fitted on their pooled validation predictions",
     )
     calibration.add_argument("--temperature", type=float, default=None)
     parser.add_argument(
@@ -85,7 +87,12 @@ def main(argv=None):
         temperature_source = "given on the command line"
     if args.temperature_from:
         try:
-            temperature, temperature_source = temperature_of_run(args.temperature_from)
+            if len(args.temperature_from) == 1:
+                temperature, temperature_source = temperature_of_run(args.temperature_from[0])
+            else:
+                temperature, temperature_source = pooled_temperature(
+                    args.temperature_from, args.data, args.cache_dir
+                )
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

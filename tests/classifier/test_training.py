@@ -162,3 +162,35 @@ def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, t
     assert "calibration temperature" in capsys.readouterr().err
     assert main([*argv, "--temperature-from", str(tmp_path / "missing")]) == 2
     assert "no calibration temperature in" in capsys.readouterr().err
+
+
+def test_pooled_temperature_rebuilds_each_run_split_and_fits_one_temperature(tiny_data, tmp_path):
+    from classifier.training import pooled_temperature
+
+    runs = []
+    for split_seed in (3, 4):
+        result = train_classifier(
+            config(tiny_data, tmp_path, architecture="paper", validation_seed=split_seed,
+                   evaluate_test=False))
+        runs.append((result, result.save(tmp_path / f"run{split_seed}")))
+
+    # One run: its own split rebuilt gives back the temperature training fitted on it.
+    alone, source = pooled_temperature([runs[0][1]], tiny_data, cache_dir=tmp_path / "c")
+    assert alone == pytest.approx(runs[0][0].temperature, rel=1e-4)
+    assert "split seeds 3;" in source
+
+    pooled, source = pooled_temperature([path for _, path in runs], tiny_data, cache_dir=tmp_path / "c")
+    count = sum(result.metadata["validation_count"] for result, _ in runs)
+    assert f"split seeds 3, 4; {count} images" in source
+    # The NLL is convex in 1 / T, so the pooled minimum lies between the two runs' own.
+    low, high = sorted(result.temperature for result, _ in runs)
+    assert low * (1 - 1e-3) <= pooled <= high * (1 + 1e-3)
+
+    other = tmp_path / "other"
+    write_split(other, "TRAIN", 20, start=100)
+    with pytest.raises(ValueError, match="not the data it was trained on"):
+        pooled_temperature([runs[0][1]], other, cache_dir=tmp_path / "c")
+    refit = train_classifier(config(tiny_data, tmp_path, architecture="paper", validation_fraction=0,
+                                    temperature=0.9, evaluate_test=False))
+    with pytest.raises(ValueError, match="without a validation split"):
+        pooled_temperature([refit.save(tmp_path / "refit")], tiny_data, cache_dir=tmp_path / "c")
