@@ -10,13 +10,22 @@ split seed each time; the training seed stays fixed) and prints, per split, the 
 accuracy at the last epoch (what a refit keeps) and at the best one, the ECE after temperature
 scaling, and the mean and spread over the splits. TEST is never read. Each split is a full
 training run: about 8 minutes for LeukoNet on this machine's 2 cores.
+
+Then calibration, split by split: the ECE a split gets with the temperature fitted on the pooled
+predictions of all the other splits, against the mean ECE it gets with each other split's own
+temperature (what borrowing one held-out run's temperature, as a refit does, gives). The run
+folders are kept with --keep DIR; `classifier.train_cli --validation-fraction 0 --temperature-from
+DIR/split-*` refits the recipe with the temperature pooled over all of them.
 """
 
 import argparse
 import statistics
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -33,13 +42,16 @@ class SplitResult:
     best_accuracy: float
     best_epoch: int
     ece: float
+    temperature: float
+    run_dir: str = ""
 
 
-def run_split(config_values, split_seed):
+def run_split(config_values, split_seed, keep_dir=None):
     from classifier.training import TrainingConfig, train_classifier
 
     config = TrainingConfig(**config_values, validation_seed=split_seed, evaluate_test=False)
     result = train_classifier(config)
+    run_dir = str(result.save(Path(keep_dir) / f"split-{split_seed}")) if keep_dir else ""
     history = result.metadata["history"]
     metrics = result.metadata["metrics"]
     return SplitResult(
@@ -49,7 +61,32 @@ def run_split(config_values, split_seed):
         best_accuracy=metrics["validation"]["accuracy"],
         best_epoch=metrics["best_epoch"],
         ece=metrics["validation"]["ece"],
+        temperature=result.temperature,
+        run_dir=run_dir,
     )
+
+
+def calibration_by_split(results, data_dir, cache_dir=None):
+    """Per split: (ECE with the temperature pooled over the other splits, mean ECE with each
+    other split's own temperature), from the kept run folders."""
+    from classifier.calibration import fit_temperature, softmax
+    from classifier.metrics import expected_calibration_error
+    from classifier.training import validation_predictions
+
+    predictions = [validation_predictions(r.run_dir, data_dir, cache_dir) for r in results]
+    rows = []
+    for k, (logits, labels, _) in enumerate(predictions):
+        others = [p for j, p in enumerate(predictions) if j != k]
+        pooled = fit_temperature(
+            np.concatenate([p[0] for p in others]), np.concatenate([p[1] for p in others])
+        )
+        borrowed = [r.temperature for j, r in enumerate(results) if j != k]
+        rows.append((
+            pooled,
+            expected_calibration_error(softmax(logits, pooled), labels),
+            statistics.fmean(expected_calibration_error(softmax(logits, t), labels) for t in borrowed),
+        ))
+    return rows
 
 
 def summary(results):
@@ -70,7 +107,7 @@ def print_split(result):
     print(
         f"  split seed {result.split_seed}: {result.groups} groups held out, validation accuracy "
         f"{result.last_accuracy:.4f} at the last epoch, {result.best_accuracy:.4f} at the best "
-        f"(epoch {result.best_epoch}), ECE {result.ece:.3f}",
+        f"(epoch {result.best_epoch}), ECE {result.ece:.3f} at its temperature {result.temperature:.3f}",
         flush=True,
     )
 
@@ -80,6 +117,19 @@ def print_summary(figures):
         f"over {figures['splits']} splits: last-epoch validation accuracy "
         f"{figures['last_accuracy_mean']:.4f} +- {figures['last_accuracy_sd']:.4f} (sd), "
         f"worst {figures['worst_last_accuracy']:.4f}; ECE {figures['ece_mean']:.3f}"
+    )
+
+
+def print_calibration(results, rows):
+    print("calibration of each split with a temperature from the others:")
+    for result, (pooled, pooled_ece, borrowed_ece) in zip(results, rows, strict=True):
+        print(
+            f"  split seed {result.split_seed}: pooled over the others T {pooled:.3f} -> ECE "
+            f"{pooled_ece:.3f}; one other split's T -> ECE {borrowed_ece:.3f} (mean)"
+        )
+    print(
+        f"mean ECE: pooled {statistics.fmean(r[1] for r in rows):.3f}, "
+        f"one other split's {statistics.fmean(r[2] for r in rows):.3f}"
     )
 
 
@@ -95,6 +145,7 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--mixup", type=float, default=None)
     parser.add_argument("--zoom", type=float, default=None)
+    parser.add_argument("--keep", help="keep each split's run folder here (default: a temporary one)")
     args = parser.parse_args(argv)
     if not Path(args.data).is_dir():
         print(f"dataset not found: {args.data}", file=sys.stderr)
@@ -115,15 +166,19 @@ def main(argv=None):
         zoom=args.zoom,
     )
     print(f"{args.arch} / {args.task} on {args.data}, {args.splits} group splits", flush=True)
-    results = []
-    for split_seed in range(args.first_split_seed, args.first_split_seed + args.splits):
-        try:
-            results.append(run_split(config_values, split_seed))
-        except TrainingDataError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print_split(results[-1])
-    print_summary(summary(results))
+    with tempfile.TemporaryDirectory() as scratch:
+        keep_dir = args.keep or scratch
+        results = []
+        for split_seed in range(args.first_split_seed, args.first_split_seed + args.splits):
+            try:
+                results.append(run_split(config_values, split_seed, keep_dir))
+            except TrainingDataError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            print_split(results[-1])
+        print_summary(summary(results))
+        if len(results) > 1:
+            print_calibration(results, calibration_by_split(results, args.data))
     return 0
 
 

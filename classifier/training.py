@@ -670,68 +670,76 @@ __all__ = [
 ]
 
 
+def validation_predictions(run_dir, data_dir, cache_dir=None):
+    """(uncalibrated logits, labels, split seed) of a held-out run on its own validation split.
+
+    The split is rebuilt from the run's metadata (validation seed and fraction) on data_dir,
+    which must be the data it was trained on. Raises ValueError with a message for the operator.
+    """
+    from classifier.inference import CellClassifier
+
+    try:
+        classifier = CellClassifier.from_directory(run_dir)
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"{run_dir} is not a model folder: {error}") from None
+    metadata = classifier.metadata
+    hyperparameters = metadata.get("hyperparameters") or {}
+    fraction = float(hyperparameters.get("validation_fraction") or 0.0)
+    if fraction <= 0.0 or not metadata.get("validation_count"):
+        raise ValueError(f"{run_dir} was trained without a validation split: it has nothing to lend")
+    split_seed = hyperparameters.get("validation_seed")
+    split_seed = int(metadata["seed"] if split_seed is None else split_seed)
+    class_names = list(classifier.class_names)
+    layout = dataset.resolve_layout(data_dir)
+    split_name = "TRAIN" if layout.train_dir != layout.root else ""
+    all_train = dataset.list_images(
+        layout.train_dir, metadata["task"], split_name, dataset.read_originals(layout.root)
+    )
+    all_train = _subsample(all_train, hyperparameters.get("max_images_per_class"), int(metadata["seed"]))
+    _, validation = dataset.split_validation(all_train, fraction, split_seed)
+    inputs, ok, _ = dataset.load_prepared(
+        all_train,
+        classifier.input_spec,
+        1.0,
+        window_scale=hyperparameters.get("window_scale", "image"),
+        cache_dir=cache_dir,
+    )
+    row = {image.path: k for k, image in enumerate(all_train)}
+    rows = np.array([row[image.path] for image in validation], dtype=np.int64)
+    rows = rows[ok[rows]]
+    y = _labels([all_train[k] for k in rows], class_names)
+    per_class = (metadata.get("metrics") or {}).get("validation", {}).get("per_class", {})
+    recorded = [int(per_class.get(name, {}).get("support", -1)) for name in class_names]
+    rebuilt = np.bincount(y, minlength=len(class_names)).tolist()
+    if rebuilt != recorded:
+        raise ValueError(
+            f"{data_dir} gives {run_dir}'s validation split (seed {split_seed}) {rebuilt} "
+            f"images per class where the run had {recorded}: not the data it was trained on"
+        )
+    logits = classifier.logits(inputs[rows].astype(np.float32) / np.float32(255.0))
+    return logits, y, split_seed
+
+
 def pooled_temperature(run_dirs, data_dir, cache_dir=None):
     """(temperature, where it came from) fitted on the pooled validation predictions of several
     held-out runs of one recipe, each on its own group split, for a refit of that recipe.
 
     One split of ~40 groups gives a temperature that swings with the photographs it holds (0.46 to
-    0.78 for LeukoNet over five splits); pooled over splits, it is steadier and, fitted on all but
-    one split, calibrates the one left out better than any single split's. Each run's split is
-    rebuilt from its metadata (validation seed and fraction) on data_dir, which must be the data
-    it was trained on. Raises ValueError with a message for the operator.
+    0.78 for LeukoNet over five splits); pooled over splits it is steadier, and fitted on all but
+    one split it calibrates the one left out better than another single split's does
+    (bench/group_cv.py measures this). Raises ValueError with a message for the operator.
     """
-    from classifier.inference import CellClassifier
-
     if not run_dirs:
         raise ValueError("give at least one held-out run folder")
-    layout = dataset.resolve_layout(data_dir)
-    originals = dataset.read_originals(layout.root)
-    logits, labels, seeds = [], [], []
-    for run_dir in run_dirs:
-        try:
-            classifier = CellClassifier.from_directory(run_dir)
-        except (OSError, ValueError, KeyError) as error:
-            raise ValueError(f"{run_dir} is not a model folder: {error}") from None
-        metadata = classifier.metadata
-        hyperparameters = metadata.get("hyperparameters") or {}
-        fraction = float(hyperparameters.get("validation_fraction") or 0.0)
-        if fraction <= 0.0 or not metadata.get("validation_count"):
-            raise ValueError(f"{run_dir} was trained without a validation split: it has nothing to lend")
-        split_seed = hyperparameters.get("validation_seed")
-        split_seed = int(metadata["seed"] if split_seed is None else split_seed)
-        class_names = list(classifier.class_names)
-        split_name = "TRAIN" if layout.train_dir != layout.root else ""
-        all_train = dataset.list_images(layout.train_dir, metadata["task"], split_name, originals)
-        all_train = _subsample(
-            all_train, hyperparameters.get("max_images_per_class"), int(metadata["seed"])
-        )
-        _, validation = dataset.split_validation(all_train, fraction, split_seed)
-        inputs, ok, _ = dataset.load_prepared(
-            all_train,
-            classifier.input_spec,
-            1.0,
-            window_scale=hyperparameters.get("window_scale", "image"),
-            cache_dir=cache_dir,
-        )
-        row = {image.path: k for k, image in enumerate(all_train)}
-        rows = np.array([row[image.path] for image in validation], dtype=np.int64)
-        rows = rows[ok[rows]]
-        y = _labels([all_train[k] for k in rows], class_names)
-        per_class = (metadata.get("metrics") or {}).get("validation", {}).get("per_class", {})
-        recorded = [int(per_class.get(name, {}).get("support", -1)) for name in class_names]
-        rebuilt = np.bincount(y, minlength=len(class_names)).tolist()
-        if rebuilt != recorded:
-            raise ValueError(
-                f"{data_dir} gives {run_dir}'s validation split (seed {split_seed}) {rebuilt} "
-                f"images per class where the run had {recorded}: not the data it was trained on"
-            )
-        logits.append(classifier.logits(inputs[rows].astype(np.float32) / np.float32(255.0)))
-        labels.append(y)
-        seeds.append(split_seed)
-    temperature = calibration.fit_temperature(np.concatenate(logits), np.concatenate(labels))
-    count = sum(len(y) for y in labels)
+    predictions = [validation_predictions(run_dir, data_dir, cache_dir) for run_dir in run_dirs]
+    temperature = calibration.fit_temperature(
+        np.concatenate([logits for logits, _, _ in predictions]),
+        np.concatenate([labels for _, labels, _ in predictions]),
+    )
+    count = sum(len(labels) for _, labels, _ in predictions)
+    seeds = ", ".join(str(seed) for _, _, seed in predictions)
     source = (
-        f"pooled validation predictions of {len(run_dirs)} held-out runs (split seeds "
-        f"{', '.join(map(str, seeds))}; {count} images)"
+        f"pooled validation predictions of {len(run_dirs)} held-out runs (split seeds {seeds}; "
+        f"{count} images)"
     )
     return temperature, source
