@@ -28,6 +28,7 @@ from classifier.metrics import (  # noqa: E402
     binary_from_four,
     binary_labels,
     classification_metrics,
+    groups_mostly_wrong,
 )
 
 DEFAULT_MODEL_DIR = ROOT / "classifier" / "default_model" / "leukonet"
@@ -66,34 +67,6 @@ def _throughput(classifier, windows):
         classifier.predict([window], batch_size=1)
     ms_per_cell = (time.perf_counter() - started) / len(singles) * 1000.0
     return cells_per_second, ms_per_cell
-
-
-def _by_photograph(images, probabilities, y, names, below=0.5):
-    """(number of TEST groups, the groups whose copies are mostly misclassified). TEST holds 12-156
-    copies of each of 71 photographs in 67 groups (originals.csv: photographs of one slide area
-    share a group), so a few of them decide the accuracy."""
-    groups = {}
-    for k, image in enumerate(images):
-        if image.group:
-            groups.setdefault(image.group, []).append(k)
-    predicted = probabilities.argmax(1)
-    worst = []
-    for group, members in groups.items():
-        members = np.array(members)
-        right = float((predicted[members] == y[members]).mean())
-        if right < below:
-            called = np.bincount(predicted[members], minlength=len(names))
-            worst.append(
-                {
-                    "group": group,
-                    "label": names[int(y[members[0]])],
-                    "copies": int(len(members)),
-                    "share_of_test": float(len(members) / len(y)),
-                    "accuracy": right,
-                    "mostly_called": names[int(called.argmax())],
-                }
-            )
-    return len(groups), sorted(worst, key=lambda row: -row["copies"] * (1 - row["accuracy"]))
 
 
 def run_benchmark(classifier, data_dir=DEFAULT_DATA) -> dict:
@@ -139,7 +112,7 @@ def run_benchmark(classifier, data_dir=DEFAULT_DATA) -> dict:
             ).mean()
         ),
     }
-    report["test_photographs"], report["test_worst_photographs"] = _by_photograph(
+    report["test_photographs"], report["test_worst_photographs"] = groups_mostly_wrong(
         images, calibrated, y, names
     )
     simple = _split(classifier, layout, "TEST_SIMPLE", originals)

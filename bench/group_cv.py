@@ -66,31 +66,8 @@ def run_split(config_values, split_seed, keep_dir=None):
     )
 
 
-def calibration_by_split(results, data_dir, cache_dir=None):
-    """Per split: (ECE with the temperature pooled over the other splits, mean ECE with each
-    other split's own temperature), from the kept run folders."""
-    from classifier.calibration import fit_temperature, softmax
-    from classifier.metrics import expected_calibration_error
-    from classifier.training import validation_predictions
-
-    predictions = [validation_predictions(r.run_dir, data_dir, cache_dir) for r in results]
-    rows = []
-    for k, (logits, labels, _) in enumerate(predictions):
-        others = [p for j, p in enumerate(predictions) if j != k]
-        pooled = fit_temperature(
-            np.concatenate([p[0] for p in others]), np.concatenate([p[1] for p in others])
-        )
-        borrowed = [r.temperature for j, r in enumerate(results) if j != k]
-        rows.append((
-            pooled,
-            expected_calibration_error(softmax(logits, pooled), labels),
-            statistics.fmean(expected_calibration_error(softmax(logits, t), labels) for t in borrowed),
-        ))
-    return rows
-
-
 def summary(results):
-    """Mean and sample standard deviation of the last-epoch accuracy and of the ECE."""
+    """Mean and sample standard deviation of the last-epoch accuracy, and the mean ECE."""
     last = [r.last_accuracy for r in results]
     eces = [r.ece for r in results]
     spread = statistics.stdev if len(results) > 1 else (lambda values: 0.0)
@@ -101,6 +78,44 @@ def summary(results):
         "worst_last_accuracy": min(last),
         "ece_mean": statistics.fmean(eces),
     }
+
+
+def calibration_by_split(results, predictions):
+    """Per split: (the temperature pooled over the other splits, the ECE it gives this split, the
+    mean ECE each other split's own temperature gives it)."""
+    from classifier.calibration import fit_temperature, softmax
+    from classifier.metrics import expected_calibration_error
+
+    rows = []
+    for k, split in enumerate(predictions):
+        others = [p for j, p in enumerate(predictions) if j != k]
+        pooled = fit_temperature(
+            np.concatenate([p.logits for p in others]), np.concatenate([p.labels for p in others])
+        )
+        borrowed = [r.temperature for j, r in enumerate(results) if j != k]
+        rows.append((
+            pooled,
+            expected_calibration_error(softmax(split.logits, pooled), split.labels),
+            statistics.fmean(
+                expected_calibration_error(softmax(split.logits, t), split.labels) for t in borrowed
+            ),
+        ))
+    return rows
+
+
+def print_groups_mostly_wrong(predictions):
+    from classifier.metrics import groups_mostly_wrong
+
+    print("photographs mostly misclassified (group, true type, copies, mostly called):")
+    for split in predictions:
+        _, worst = groups_mostly_wrong(
+            split.images, split.logits, split.labels, split.class_names
+        )
+        listed = "; ".join(
+            f"{row['group']} {row['label']} ({row['copies']}) as {row['mostly_called']}"
+            for row in worst
+        )
+        print(f"  split seed {split.split_seed}: {listed or 'none'}")
 
 
 def print_split(result):
@@ -177,8 +192,12 @@ def main(argv=None):
                 return 2
             print_split(results[-1])
         print_summary(summary(results))
+        from classifier.training import validation_predictions
+
+        predictions = [validation_predictions(r.run_dir, args.data) for r in results]
+        print_groups_mostly_wrong(predictions)
         if len(results) > 1:
-            print_calibration(results, calibration_by_split(results, args.data))
+            print_calibration(results, calibration_by_split(results, predictions))
     return 0
 
 

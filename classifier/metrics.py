@@ -146,3 +146,34 @@ def format_metrics(metrics, title=None):
     for name, row in zip(names, metrics["confusion_matrix"], strict=True):
         lines.append(f"{name:<{width}}" + " ".join(f"{v:>7d}" for v in row))
     return "\n".join(lines)
+
+
+def groups_mostly_wrong(images, probabilities, y, names, below=0.5):
+    """(number of photograph groups, the groups whose copies are mostly misclassified), worst first.
+
+    blood-cell-images holds 12-156 augmented copies of each original photograph, and photographs
+    of one slide area share a group (originals.csv), so a few groups decide an accuracy figure.
+    ``share_of_test`` is the group's share of the images given.
+    """
+    groups = {}
+    for k, image in enumerate(images):
+        if image.group:
+            groups.setdefault(image.group, []).append(k)
+    predicted = probabilities.argmax(1)
+    worst = []
+    for group, members in groups.items():
+        members = np.array(members)
+        right = float((predicted[members] == y[members]).mean())
+        if right < below:
+            called = np.bincount(predicted[members], minlength=len(names))
+            worst.append(
+                {
+                    "group": group,
+                    "label": names[int(y[members[0]])],
+                    "copies": int(len(members)),
+                    "share_of_test": float(len(members) / len(y)),
+                    "accuracy": right,
+                    "mostly_called": names[int(called.argmax())],
+                }
+            )
+    return len(groups), sorted(worst, key=lambda row: -row["copies"] * (1 - row["accuracy"]))

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -670,8 +671,16 @@ __all__ = [
 ]
 
 
+class ValidationPredictions(NamedTuple):
+    logits: np.ndarray  # uncalibrated, (N, C)
+    labels: np.ndarray  # (N,) indices into class_names
+    split_seed: int
+    images: list  # the N validation images (dataset.LabelledImage)
+    class_names: list
+
+
 def validation_predictions(run_dir, data_dir, cache_dir=None):
-    """(uncalibrated logits, labels, split seed) of a held-out run on its own validation split.
+    """A held-out run's uncalibrated predictions on its own validation split.
 
     The split is rebuilt from the run's metadata (validation seed and fraction) on data_dir,
     which must be the data it was trained on. Raises ValueError with a message for the operator.
@@ -717,7 +726,7 @@ def validation_predictions(run_dir, data_dir, cache_dir=None):
             f"images per class where the run had {recorded}: not the data it was trained on"
         )
     logits = classifier.logits(inputs[rows].astype(np.float32) / np.float32(255.0))
-    return logits, y, split_seed
+    return ValidationPredictions(logits, y, split_seed, [all_train[k] for k in rows], class_names)
 
 
 def pooled_temperature(run_dirs, data_dir, cache_dir=None):
@@ -734,11 +743,11 @@ def pooled_temperature(run_dirs, data_dir, cache_dir=None):
         raise ValueError("give at least one held-out run folder")
     predictions = [validation_predictions(run_dir, data_dir, cache_dir) for run_dir in run_dirs]
     temperature = calibration.fit_temperature(
-        np.concatenate([logits for logits, _, _ in predictions]),
-        np.concatenate([labels for _, labels, _ in predictions]),
+        np.concatenate([p.logits for p in predictions]),
+        np.concatenate([p.labels for p in predictions]),
     )
-    count = sum(len(labels) for _, labels, _ in predictions)
-    seeds = ", ".join(str(seed) for _, _, seed in predictions)
+    count = sum(len(p.labels) for p in predictions)
+    seeds = ", ".join(str(p.split_seed) for p in predictions)
     source = (
         f"pooled validation predictions of {len(run_dirs)} held-out runs (split seeds {seeds}; "
         f"{count} images)"

@@ -38,7 +38,12 @@ def test_each_split_trains_on_its_own_held_out_files_and_the_summary_averages_th
     assert figures["worst_last_accuracy"] == min(r.last_accuracy for r in results)
 
     # With two splits, "pooled over the others" is the other split alone: its own temperature.
-    rows = bench.calibration_by_split(results, str(data))
+    from classifier.training import validation_predictions
+
+    predictions = [validation_predictions(r.run_dir, str(data)) for r in results]
+    assert [p.split_seed for p in predictions] == [1, 2]
+    assert all(len(p.images) == len(p.labels) == r.groups for p, r in zip(predictions, results, strict=True))
+    rows = bench.calibration_by_split(results, predictions)
     for (pooled, pooled_ece, borrowed_ece), other in zip(rows, reversed(results), strict=True):
         assert pooled == pytest.approx(other.temperature, rel=1e-4)
         assert pooled_ece == pytest.approx(borrowed_ece, abs=1e-6)
@@ -54,7 +59,7 @@ def test_the_command_prints_every_split_the_spread_and_the_calibration(tmp_path,
     assert load_bench().main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.count("at the last epoch") == 2 and "over 2 splits" in printed
-    assert "mean ECE: pooled" in printed
+    assert "mean ECE: pooled" in printed and "photographs mostly misclassified" in printed
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["split-101", "split-102"]
 
 
