@@ -32,8 +32,8 @@ class RetrainForm(forms.Form):
         label="Refit on every group",
         empty_label="No: hold out a validation split",
         help_text="Train on all of the data, keep the last epoch and take the calibration of this "
-        "held-out run of the same recipe: how the bundled network is made. Give its architecture, "
-        "task and epochs.",
+        "held-out run of the same recipe: how the bundled network is made. Set the architecture, "
+        "task and epochs to the chosen run's.",
     )
 
     def __init__(self, *args, **kwargs):
