@@ -192,6 +192,20 @@ def _labels(images, class_names):
     return np.array([index[i.class_name] for i in images], dtype=np.int64)
 
 
+def _train_folder_images(layout, originals, task, max_per_class, seed):
+    """The images of the data's TRAIN folder (or root), subsampled as the run asked."""
+    split_name = "TRAIN" if layout.train_dir != layout.root else ""
+    images = dataset.list_images(layout.train_dir, task, split_name, originals)
+    return _subsample(images, max_per_class, seed)
+
+
+def _decoded_rows(all_train, images, ok):
+    """Row numbers of images in all_train's prepared arrays, those that did not decode left out."""
+    row = {image.path: k for k, image in enumerate(all_train)}
+    rows = np.array([row[image.path] for image in images], dtype=np.int64)
+    return rows[ok[rows]]
+
+
 def _augment_fn(tf, spec, margin, colour_jitter, zoom_range):
     """Per-sample rotation (any angle), zoom, shift, flips, stain (colour) jitter and occasional
     blur as plain batched tensor ops: Keras augmentation layers cost ~200 ms/batch on this CPU,
@@ -434,9 +448,7 @@ def train_classifier(
 
     layout = dataset.resolve_layout(config.data_dir)
     originals = dataset.read_originals(layout.root)
-    split_name = "TRAIN" if layout.train_dir != layout.root else ""
-    all_train = dataset.list_images(layout.train_dir, task, split_name, originals)
-    all_train = _subsample(all_train, config.max_images_per_class, seed)
+    all_train = _train_folder_images(layout, originals, task, config.max_images_per_class, seed)
     dataset.check_class_counts(
         all_train, task, config.min_images_per_class, f"training data folder {layout.train_dir}"
     )
@@ -465,12 +477,9 @@ def train_classifier(
     loaded = dataset.load_prepared_margins(all_train, spec, margins, **load)
     all_inputs_m, all_ok_m, _ = loaded[margin]
     all_inputs_1, all_ok_1, _ = loaded.get(1.0, loaded[margin])
-    row = {image.path: k for k, image in enumerate(all_train)}
-    train_rows = np.array([row[i.path] for i in train_images], dtype=np.int64)
-    val_rows = np.array([row[i.path] for i in val_images], dtype=np.int64)
     skipped = int((~all_ok_m).sum())
-    train_rows = train_rows[all_ok_m[train_rows]]
-    val_rows = val_rows[all_ok_1[val_rows]]
+    train_rows = _decoded_rows(all_train, train_images, all_ok_m)
+    val_rows = _decoded_rows(all_train, val_images, all_ok_1)
     x_train = all_inputs_m[train_rows]
     y_train = _labels([all_train[k] for k in train_rows], class_names)
     if extras:
@@ -661,14 +670,6 @@ def evaluate_classifier(classifier, data_dir, split="TEST", window_scale=None, c
     return result
 
 
-__all__ = [
-    "TrainingConfig",
-    "TrainingResult",
-    "train_classifier",
-    "evaluate_classifier",
-    "format_metrics",
-    "asdict",
-]
 
 
 class ValidationPredictions(NamedTuple):
@@ -700,11 +701,13 @@ def validation_predictions(run_dir, data_dir, cache_dir=None):
     split_seed = int(metadata["seed"] if split_seed is None else split_seed)
     class_names = list(classifier.class_names)
     layout = dataset.resolve_layout(data_dir)
-    split_name = "TRAIN" if layout.train_dir != layout.root else ""
-    all_train = dataset.list_images(
-        layout.train_dir, metadata["task"], split_name, dataset.read_originals(layout.root)
+    all_train = _train_folder_images(
+        layout,
+        dataset.read_originals(layout.root),
+        metadata["task"],
+        hyperparameters.get("max_images_per_class"),
+        int(metadata["seed"]),
     )
-    all_train = _subsample(all_train, hyperparameters.get("max_images_per_class"), int(metadata["seed"]))
     _, validation = dataset.split_validation(all_train, fraction, split_seed)
     inputs, ok, _ = dataset.load_prepared(
         all_train,
@@ -713,9 +716,7 @@ def validation_predictions(run_dir, data_dir, cache_dir=None):
         window_scale=hyperparameters.get("window_scale", "image"),
         cache_dir=cache_dir,
     )
-    row = {image.path: k for k, image in enumerate(all_train)}
-    rows = np.array([row[image.path] for image in validation], dtype=np.int64)
-    rows = rows[ok[rows]]
+    rows = _decoded_rows(all_train, validation, ok)
     y = _labels([all_train[k] for k in rows], class_names)
     per_class = (metadata.get("metrics") or {}).get("validation", {}).get("per_class", {})
     recorded = [int(per_class.get(name, {}).get("support", -1)) for name in class_names]
@@ -753,3 +754,16 @@ def pooled_temperature(run_dirs, data_dir, cache_dir=None):
         f"{count} images)"
     )
     return temperature, source
+
+
+__all__ = [
+    "TrainingConfig",
+    "TrainingResult",
+    "train_classifier",
+    "evaluate_classifier",
+    "check_validation_split",
+    "validation_predictions",
+    "pooled_temperature",
+    "format_metrics",
+    "asdict",
+]
