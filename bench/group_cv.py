@@ -2,6 +2,7 @@
 
     python bench/group_cv.py [--data DIR] [--arch leukonet] [--task 4class] [--splits 5]
                              [--first-split-seed 101] [--epochs N] [--mixup A] [--zoom Z]
+                             [--input-spec JSON] [--keep DIR]
 
 TEST holds copies of only 71 original photographs (4 of them monocytes), so its accuracy moves in
 steps of one photograph's 12-156 copies, and one validation split of ~40 groups is little better.
@@ -19,6 +20,7 @@ DIR/split-*` refits the recipe with the temperature pooled over all of them.
 """
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -54,12 +56,14 @@ def run_split(config_values, split_seed, keep_dir=None):
     run_dir = str(result.save(Path(keep_dir) / f"split-{split_seed}")) if keep_dir else ""
     history = result.metadata["history"]
     metrics = result.metadata["metrics"]
+    # From the history: a recipe that keeps its last epoch stores no best one.
+    best = max(history, key=lambda row: row["val_accuracy"])
     return SplitResult(
         split_seed=split_seed,
         groups=metrics["validation_groups"],
         last_accuracy=history[-1]["val_accuracy"],
-        best_accuracy=metrics["validation"]["accuracy"],
-        best_epoch=metrics["best_epoch"],
+        best_accuracy=best["val_accuracy"],
+        best_epoch=best["epoch"],
         ece=metrics["validation"]["ece"],
         temperature=result.temperature,
         run_dir=run_dir,
@@ -160,6 +164,12 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--mixup", type=float, default=None)
     parser.add_argument("--zoom", type=float, default=None)
+    parser.add_argument(
+        "--input-spec",
+        type=json.loads,
+        default=None,
+        help="network input as JSON, e.g. with \"stain_normalise\": true (default: the arch's)",
+    )
     parser.add_argument("--keep", help="keep each split's run folder here (default: a temporary one)")
     args = parser.parse_args(argv)
     if not Path(args.data).is_dir():
@@ -179,6 +189,7 @@ def main(argv=None):
         seed=args.seed,
         mixup=args.mixup,
         zoom=args.zoom,
+        input_spec=args.input_spec,
     )
     print(f"{args.arch} / {args.task} on {args.data}, {args.splits} group splits", flush=True)
     with tempfile.TemporaryDirectory() as scratch:

@@ -2,7 +2,8 @@
 
 - ``paper``: the published network, layer for layer: the whole field at 120x160.
 - ``leukonet``: a small batch-normalised CNN that sees the whole cell with a ring of red cells
-  around it (a 96x96 view of the central 160x160 of the context window), trained with
+  around it (a 96x96 view of the central 160x160 of the context window, white-balanced on the
+  background, stain-normalised on the red cells: ``classifier.preparation``), trained with
   augmentation. Monocytes measure ~120 reference px across (BCCD boxes, 90th percentile 142): a
   tighter view cuts off the cytoplasm that tells them from neutrophils, and the red cells around
   a leukocyte are the ruler for its size.
@@ -13,12 +14,23 @@ final activation as a separate layer (``probabilities``) so logits are one layer
 
 DEFAULT_INPUT_SPEC = {
     "paper": {"height": 120, "width": 160, "mode": "field"},
-    "leukonet": {"height": 96, "width": 96, "mode": "cell", "crop": 160, "white_balance": True},
+    "leukonet": {
+        "height": 96,
+        "width": 96,
+        "mode": "cell",
+        "crop": 160,
+        "white_balance": True,
+        "stain_normalise": True,
+    },
 }
 # The recipes of the bundled networks (classifier/default_model/MODEL_CARD.md), so a retraining
 # from the site or `manage.py train` with no options repeats the recipe of the shipped model.
 DEFAULT_EPOCHS = {"paper": 20, "leukonet": 16}
 DEFAULT_MIXUP = {"paper": 0.0, "leukonet": 0.3}
+# LeukoNet is served as a refit, which keeps its last epoch (nothing is left to choose one on):
+# its held-out run keeps the last epoch too, so the temperature the refit borrows was fitted on
+# the network it will be, not on an earlier epoch's.
+DEFAULT_KEEP_LAST_EPOCH = {"paper": False, "leukonet": True}
 ARCHITECTURES = tuple(DEFAULT_INPUT_SPEC)
 GRADCAM_LAYER = "gradcam_target"
 
@@ -69,7 +81,7 @@ def build_leukonet(keras, input_spec, task, n_classes, dropout=0.3):
     # CPU (measured 1.2 s vs 0.24 s per batch of 64) for the same depth.
     x = _conv_bn(layers, x, 24, "stem", strides=2)
     x = layers.MaxPooling2D(2)(x)
-    # Widths sized for serving: with preparation (crop, resize, white balance: ~0.3 ms a cell)
+    # Widths sized for serving: with preparation (crop, resize, white balance, stain: ~0.3 ms)
     # the whole predict() must stay above 1,000 cells/s on two cores; this network alone runs
     # ~1,900 cells/s at batch 64 there, the earlier 0.95 M-parameter one ~1,000.
     x = _conv_bn(layers, x, 48, "b1a")

@@ -6,7 +6,12 @@ import pytest
 from classifier import dataset
 from classifier.errors import TrainingDataError
 from classifier.labels import FOUR_CLASSES
-from classifier.preparation import prepare_batch, prepare_window
+from classifier.preparation import (
+    REFERENCE_RED_CELL_DENSITY,
+    prepare_batch,
+    prepare_window,
+    red_cell_density,
+)
 from tests.classifier.drawn_fields import draw_field, write_split
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "blood-cell-images"
@@ -101,6 +106,46 @@ def test_white_balance_removes_a_photographs_tint_but_keeps_the_cells_colours():
     assert np.ptp(out[is_background].mean(axis=0)) < 4
     centre = out[44:52, 44:52].reshape(-1, 3).mean(axis=0)
     assert centre[2] - centre[1] > 30  # blue over green: the nucleus' stain survives
+
+
+def _stained(image, factor, background=(225, 215, 220)):
+    """The same field on a slide that took up ``factor`` times the stain (Beer-Lambert)."""
+    background = np.asarray(background, np.float32)
+    ratio = np.clip(image.astype(np.float32) / background, 1e-3, None)
+    return np.clip(background * ratio**factor, 0, 255).round().astype(np.uint8)
+
+
+def test_stain_normalisation_evens_out_how_much_stain_a_slide_took_up():
+    window = draw_field("EOSINOPHIL", 3)
+    # Red cells of a colour met on BCCD slides (the drawn ones are far redder than any).
+    window[(window == (215, 150, 150)).all(axis=2)] = (200, 160, 175)
+    light, heavy = _stained(window, 0.8), _stained(window, 1.3)
+    balanced = {"height": 96, "width": 96, "mode": "cell", "crop": 160, "white_balance": True}
+    normalised = {**balanced, "stain_normalise": True}
+
+    def gap(a, b):
+        return np.abs(a.astype(float) - b.astype(float)).mean(axis=(0, 1))
+
+    # White balance alone cannot undo a heavier stain; anchoring on the red cells does.
+    assert gap(prepare_window(light, balanced), prepare_window(heavy, balanced)).max() > 6
+    assert gap(prepare_window(light, normalised), prepare_window(heavy, normalised)).max() < 2
+    # Its red cells now absorb like the reference photograph's.
+    out = prepare_window(heavy, {**normalised, "height": 240, "width": 240, "crop": 240})
+    padded = np.zeros((240, 320, 3), np.uint8)
+    padded[:, 40:280] = out
+    density = red_cell_density(padded, np.ones(3, np.float32))
+    np.testing.assert_allclose(density, REFERENCE_RED_CELL_DENSITY, atol=0.02)
+
+
+def test_stain_normalisation_leaves_a_window_without_red_cells_as_white_balance_made_it():
+    window = draw_field("NEUTROPHIL", 5)
+    bare = np.full_like(window, (225, 215, 220))
+    bare[60:180, 100:220] = window[60:180, 100:220]  # the leukocyte, no red cells around it
+    balanced = {"height": 96, "width": 96, "mode": "cell", "crop": 160, "white_balance": True}
+    assert red_cell_density(bare, np.ones(3, np.float32)) is None
+    np.testing.assert_array_equal(
+        prepare_window(bare, {**balanced, "stain_normalise": True}), prepare_window(bare, balanced)
+    )
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared dataset not found at {SHARED}")
