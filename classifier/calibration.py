@@ -73,5 +73,10 @@ def temperature_of_run(path):
         raise ValueError(f"the temperature in {path} is {temperature}, not a positive number")
     hyperparameters = metadata.get("hyperparameters") or {}
     split_seed = hyperparameters.get("validation_seed") or metadata.get("seed")
-    best_epoch = (metadata.get("metrics") or {}).get("best_epoch")
-    return temperature, f"{path} (validation split seed {split_seed}, best epoch {best_epoch})"
+    label = kept_epoch_label(metadata.get("metrics") or {})
+    return temperature, f"{path} (validation split seed {split_seed}, {label})"
+
+
+def kept_epoch_label(metrics):
+    """Which epoch a held-out run stored, in words: "best epoch 9" or "last epoch 16"."""
+    return f"{metrics.get('epoch_choice', 'best')} epoch {metrics.get('best_epoch')}"

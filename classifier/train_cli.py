@@ -6,7 +6,7 @@ import json
 import sys
 
 from classifier.architectures import ARCHITECTURES
-from classifier.calibration import temperature_of_run
+from classifier.calibration import kept_epoch_label, temperature_of_run
 from classifier.errors import TrainingDataError
 from classifier.metrics import format_metrics
 from classifier.training import DEFAULT_ZOOM, TrainingConfig, pooled_temperature, train_classifier
@@ -55,6 +55,13 @@ def main(argv=None):
     calibration.add_argument("--temperature", type=float, default=None)
     parser.add_argument(
         "--mixup", type=float, default=None, help="mixup Beta(a, a); 0 = off (default: the arch's)"
+    )
+    parser.add_argument(
+        "--keep-last-epoch",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the last epoch's network, not the best on validation (default: the arch's "
+        "recipe; LeukoNet keeps the last, as its refit does)",
     )
     parser.add_argument("--weight-decay", type=float, default=0.005)
     parser.add_argument(
@@ -111,6 +118,7 @@ def main(argv=None):
         input_spec=args.input_spec,
         label_smoothing=args.label_smoothing,
         mixup=args.mixup,
+        keep_last_epoch=args.keep_last_epoch,
         validation_seed=args.validation_seed,
         weight_decay=args.weight_decay,
         colour_jitter=args.colour_jitter,
@@ -141,7 +149,7 @@ def main(argv=None):
         return 2
     metrics = result.metrics
     kept = (
-        f"best epoch {metrics['best_epoch']}"
+        kept_epoch_label(metrics)
         if "best_epoch" in metrics
         else f"last epoch {metrics['refit']['epochs']}"
     )

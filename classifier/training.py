@@ -18,7 +18,13 @@ from typing import NamedTuple
 import numpy as np
 
 from classifier import calibration, dataset
-from classifier.architectures import DEFAULT_EPOCHS, DEFAULT_INPUT_SPEC, DEFAULT_MIXUP, GRADCAM_LAYER
+from classifier.architectures import (
+    DEFAULT_EPOCHS,
+    DEFAULT_INPUT_SPEC,
+    DEFAULT_KEEP_LAST_EPOCH,
+    DEFAULT_MIXUP,
+    GRADCAM_LAYER,
+)
 from classifier.errors import TrainingCancelled, TrainingDataError
 from classifier.labels import TASK_CLASSES
 from classifier.metrics import (
@@ -60,6 +66,8 @@ class TrainingConfig:
     temperature_source: str = ""  # where that temperature was fitted, for the record
     augment: bool | None = None  # None: leukonet augments, paper does not (as published)
     mixup: float | None = None  # Beta(a, a) mixup of training batches; 0 = off, None: the arch's
+    # Keep the last epoch's network instead of the best on validation (None: the arch's recipe).
+    keep_last_epoch: bool | None = None
     # Per-channel gain jitter (+-): white-balanced inputs need little, and a large one blurs the
     # cytoplasm tint that separates eosinophils from neutrophils.
     colour_jitter: float | None = None  # None: 0.04 with white_balance in the input spec, else 0.1
@@ -138,6 +146,11 @@ def _resolve(config):
         "augment": bool(config.augment if config.augment is not None else not paper),
         "mixup": float(
             config.mixup if config.mixup is not None else DEFAULT_MIXUP[config.architecture]
+        ),
+        "keep_last_epoch": bool(
+            config.keep_last_epoch
+            if config.keep_last_epoch is not None
+            else DEFAULT_KEEP_LAST_EPOCH[config.architecture]
         ),
         "optimizer": "adam" if paper else "adamw+cosine",
         "validation_fraction": float(config.validation_fraction),
@@ -535,7 +548,13 @@ def train_classifier(
     model = build_model(hp["architecture"], task, spec, n_classes)
     steps = math.ceil(len(x_train) / batch_size)
     _compile(keras, model, hp, steps, task)
-    progress = _Progress(keras, hp["epochs"], on_epoch, should_stop, select_best=not refit)
+    progress = _Progress(
+        keras,
+        hp["epochs"],
+        on_epoch,
+        should_stop,
+        select_best=not (refit or hp["keep_last_epoch"]),
+    )
     model.fit(
         train_ds,
         validation_data=val_ds,
@@ -561,7 +580,9 @@ def train_classifier(
         val_logits = raw_logits(val_raw, task)
         temperature = calibration.fit_temperature(val_logits, y_val)
         metrics = {
+            # The epoch whose network is stored: the best on validation, or the last.
             "best_epoch": best_epoch,
+            "epoch_choice": "last" if hp["keep_last_epoch"] else "best",
             "temperature": temperature,
             "validation": evaluation_metrics(
                 calibration.softmax(val_logits, temperature), y_val, class_names

@@ -40,6 +40,7 @@ def test_training_stores_a_loadable_result(tiny_data, tmp_path):
     assert len(result.dataset_fingerprint) == 64 and result.skipped_files == 0
     # LeukoNet's inputs are white-balanced, so its stain jitter is the mild one.
     assert result.input_spec["white_balance"] and result.hyperparameters["colour_jitter"] == 0.04
+    assert result.input_spec["stain_normalise"]
 
     loaded = CellClassifier.from_bytes(result.model_bytes, result.metadata)
     windows = [draw_field(name, 999) for name in FOUR_CLASSES]
@@ -68,6 +69,7 @@ def test_paper_binary_network_and_extra_samples(tiny_data, tmp_path):
     assert result.class_names == ["MONONUCLEAR", "POLYNUCLEAR"]
     assert result.input_spec["mode"] == "field"
     assert result.metadata["extra_samples"] == 1
+    assert result.metrics["epoch_choice"] == "best"  # as published: the best epoch is stored
     assert result.metrics["TEST"]["roc_auc"] is not None
 
 
@@ -99,6 +101,14 @@ def test_refit_trains_on_every_group_with_the_given_temperature(tiny_data, tmp_p
     assert all(row["val_accuracy"] is None and row["val_loss"] is None for row in seen)
     json.dumps(result.metadata, allow_nan=False)
     assert "TEST" in result.metrics
+
+
+def test_leukonet_keeps_its_last_epoch_and_is_calibrated_and_measured_on_it(tiny_data, tmp_path):
+    result = train_classifier(config(tiny_data, tmp_path, epochs=3, validation_seed=3))
+    metrics = result.metrics
+    assert (metrics["best_epoch"], metrics["epoch_choice"]) == (3, "last")
+    # The held-out figures are those of the stored (last) network, whatever an earlier epoch did.
+    assert metrics["validation"]["accuracy"] == pytest.approx(result.history[-1]["val_accuracy"])
 
 
 def test_refit_without_a_temperature_is_refused(tiny_data, tmp_path):

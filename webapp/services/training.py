@@ -68,7 +68,9 @@ def held_out_temperature(version):
             f"v{version.pk} was trained on every group, without a validation split: its temperature "
             "was itself borrowed. Refit from the held-out run it came from."
         )
-    return version.temperature, f"model version v{version.pk} (best epoch {best_epoch})"
+    from classifier.calibration import kept_epoch_label
+
+    return version.temperature, f"model version v{version.pk} ({kept_epoch_label(version.metrics)})"
 
 
 def training_in_progress():

@@ -287,7 +287,14 @@ def version_detail(request, pk):
         "metric_tables": metric_tables(version.metrics),
         "extra_metrics": {
             key: version.metrics[key]
-            for key in ("best_epoch", "temperature", "validation_groups", "skipped_files", "refit")
+            for key in (
+                "best_epoch",
+                "epoch_choice",
+                "temperature",
+                "validation_groups",
+                "skipped_files",
+                "refit",
+            )
             if key in (version.metrics or {})
         },
         "activations": version.activations.select_related("activated_by"),
