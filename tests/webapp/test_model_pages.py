@@ -139,6 +139,17 @@ def test_version_page_draws_learning_curves_as_inline_svg(staff_client):
 
 
 @pytest.mark.django_db
+def test_version_page_says_which_epoch_a_held_out_run_stored(staff_client):
+    best = make_version()
+    last = make_version(metrics={**four_class_metrics(), "epoch_choice": "last"})
+    best_page = staff_client.get(reverse("models:detail", args=[best.pk])).content.decode()
+    last_page = staff_client.get(reverse("models:detail", args=[last.pk])).content.decode()
+    assert "epoch 2, the best on validation" in best_page
+    assert "epoch 2, the last, as a refit of this recipe keeps" in last_page
+    assert "the best on validation" not in last_page
+
+
+@pytest.mark.django_db
 def test_version_page_says_a_refit_has_no_validation_split(staff_client):
     metrics = four_class_metrics()
     del metrics["validation"], metrics["best_epoch"]
