@@ -223,7 +223,9 @@ def test_retrain_form_refits_a_held_out_run_on_every_group_with_its_temperature(
 
     monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", tmp_path / "cache")
     data = write_cell_folder(tmp_path / "cells", per_class=3, test_per_class=1)
-    held_out = make_version(temperature=1.37, hyperparameters={"epochs": 1, "batch_size": 8, "mixup": 0.2})
+    # Made under other defaults than today's: the refit repeats its inputs and augmentation.
+    held_out = make_version(temperature=1.37, input_spec={"height": 60, "width": 80, "mode": "field"},
+                            hyperparameters={"epochs": 1, "batch_size": 8, "mixup": 0.2, "zoom": 0.05})
     refit = make_version(metrics={"temperature": 1.37, "refit": {"epochs": 1}})
     make_version(status=ModelVersion.Status.FAILED)
     page = staff_client.get(reverse("models:list")).content.decode()
@@ -248,6 +250,8 @@ def test_retrain_form_refits_a_held_out_run_on_every_group_with_its_temperature(
     version.refresh_from_db()
     assert version.status == "ready", version.failure_reason
     assert version.temperature == pytest.approx(1.37) and version.hyperparameters["mixup"] == 0.2
+    assert version.hyperparameters["zoom"] == 0.05 and version.hyperparameters["batch_size"] == 8
+    assert version.input_spec == {"height": 60, "width": 80, "mode": "field"}
     assert version.hyperparameters["validation_fraction"] == 0
     assert f"v{held_out.pk}" in version.metrics["refit"]["temperature_source"]
     assert sum(version.class_counts.values()) == 12, "the refit trains on every TRAIN image"

@@ -29,7 +29,24 @@ class TrainingRefused(ValueError):
 
 
 # TrainingConfig settings a version may ask for beyond epochs, batch size and learning rate.
-RECIPE_SETTINGS = ("mixup", "validation_fraction", "validation_seed", "temperature", "temperature_source")
+RECIPE_SETTINGS = (
+    "mixup",
+    "validation_fraction",
+    "validation_seed",
+    "temperature",
+    "temperature_source",
+    # What a refit copies from its held-out run, so that a change of the defaults since that run
+    # cannot leave the refit on other inputs or augmentation than its borrowed temperature's.
+    "input_spec",
+    "zoom",
+    "colour_jitter",
+    "label_smoothing",
+    "weight_decay",
+    "window_scale",
+)
+# A held-out run's settings that its refit repeats (its input_spec is a field of its own).
+REFIT_COPIES = ("mixup", "zoom", "colour_jitter", "label_smoothing", "weight_decay", "window_scale",
+                "batch_size", "learning_rate")
 
 
 def architecture_names():
@@ -174,9 +191,10 @@ def _refit_recipe(refit_from, architecture, task, epochs):
         )
     temperature, source = held_out_temperature(refit_from)
     recipe = {"validation_fraction": 0.0, "temperature": temperature, "temperature_source": source}
-    mixup = (refit_from.hyperparameters or {}).get("mixup")
-    if mixup is not None:
-        recipe["mixup"] = mixup
+    used = refit_from.hyperparameters or {}
+    recipe.update({key: used[key] for key in REFIT_COPIES if used.get(key) is not None})
+    if refit_from.input_spec:
+        recipe["input_spec"] = dict(refit_from.input_spec)
     return recipe
 
 
