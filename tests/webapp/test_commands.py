@@ -142,12 +142,18 @@ def test_train_refits_on_every_group_with_the_temperature_of_a_held_out_version(
         run("train", *tiny, "--validation-fraction", "0", "--temperature-from", str(tmp_path / "none"))
     assert ModelVersion.objects.count() == 1, "a refused refit stores no version"
 
+    # Made under other defaults than today's: the refit repeats its inputs and augmentation.
+    ModelVersion.objects.filter(pk=held_out.pk).update(
+        input_spec={"height": 60, "width": 80, "mode": "field"},
+        hyperparameters={**held_out.hyperparameters, "zoom": 0.05, "mixup": 0.4})
     run("train", *tiny, "--validation-fraction", "0", "--temperature-from", f"v{held_out.pk}",
         "--mixup", "0.2")
 
     refit = ModelVersion.objects.exclude(pk=held_out.pk).get()
     assert refit.status == "ready" and refit.temperature == pytest.approx(1.37)
     assert refit.hyperparameters["validation_fraction"] == 0 and refit.hyperparameters["mixup"] == 0.2
+    assert refit.hyperparameters["zoom"] == 0.05 and refit.hyperparameters["batch_size"] == 8
+    assert refit.input_spec == {"height": 60, "width": 80, "mode": "field"}
     assert f"v{held_out.pk}" in refit.metrics["refit"]["temperature_source"]
     assert refit.history[0]["val_loss"] is None and "TEST" in refit.metrics
     assert sum(refit.class_counts.values()) == 16, "the refit trains on every TRAIN image"

@@ -191,11 +191,16 @@ def _refit_recipe(refit_from, architecture, task, epochs):
         )
     temperature, source = held_out_temperature(refit_from)
     recipe = {"validation_fraction": 0.0, "temperature": temperature, "temperature_source": source}
-    used = refit_from.hyperparameters or {}
-    recipe.update({key: used[key] for key in REFIT_COPIES if used.get(key) is not None})
-    if refit_from.input_spec:
-        recipe["input_spec"] = dict(refit_from.input_spec)
-    return recipe
+    return {**refit_settings(refit_from), **recipe}
+
+
+def refit_settings(held_out):
+    """The settings of a held-out version that a refit of it repeats: inputs and augmentation."""
+    used = held_out.hyperparameters or {}
+    settings_ = {key: used[key] for key in REFIT_COPIES if used.get(key) is not None}
+    if held_out.input_spec:
+        settings_["input_spec"] = dict(held_out.input_spec)
+    return settings_
 
 
 def start_training(

@@ -11,6 +11,7 @@ from webapp.services.training import (
     create_training_version,
     default_epochs,
     held_out_temperature,
+    refit_settings,
     run_training,
 )
 
@@ -24,20 +25,21 @@ def held_out_metrics(metrics):
 
 
 def temperature_from(source):
-    """(temperature, where from) of a held-out run: a version number (7 or v7), or a folder/file."""
+    """(temperature, where from, settings to repeat) of a held-out run: a version number (7 or
+    v7), whose inputs and augmentation a refit repeats, or a folder/file (nothing to repeat)."""
     number = source.lower().removeprefix("v")
     if number.isdigit():
         version = ModelVersion.objects.defer("model_bytes").filter(pk=int(number)).first()
         if version is None:
             raise CommandError(f"There is no model version v{number}.")
         try:
-            return held_out_temperature(version)
+            return (*held_out_temperature(version), refit_settings(version))
         except TrainingRefused as exc:
             raise CommandError(str(exc)) from None
     from classifier.calibration import temperature_of_run
 
     try:
-        return temperature_of_run(source)
+        return (*temperature_of_run(source), {})
     except ValueError as exc:
         raise CommandError(str(exc)) from None
 
@@ -76,9 +78,16 @@ class Command(BaseCommand):
         epochs = options["epochs"] or default_epochs(options["arch"])
         recipe = {key: options[key] for key in ("mixup", "validation_seed", "validation_fraction")
                   if options[key] is not None}
+        repeated = {}
         if options["temperature_from"]:
-            recipe["temperature"], recipe["temperature_source"] = temperature_from(
+            recipe["temperature"], recipe["temperature_source"], repeated = temperature_from(
                 options["temperature_from"])
+        # Options given on the command line win over what the held-out run used.
+        batch_size = options["batch_size"] or repeated.pop("batch_size", None)
+        learning_rate = options["lr"] or repeated.pop("learning_rate", None)
+        repeated.pop("batch_size", None)
+        repeated.pop("learning_rate", None)
+        recipe = {**repeated, **recipe}
         if options["validation_fraction"] is not None:
             from classifier.errors import TrainingDataError
             from classifier.training import check_validation_split
@@ -96,9 +105,9 @@ class Command(BaseCommand):
                 data_dir=options["data"],
                 source=ModelVersion.Source.COMMAND,
                 include_reviewed=options["include_reviewed"],
-                batch_size=options["batch_size"],
+                batch_size=batch_size,
                 seed=options["seed"],
-                learning_rate=options["lr"],
+                learning_rate=learning_rate,
                 max_images_per_class=options["max_images_per_class"],
                 # The terminal is the operator's own: a site training may run beside it.
                 refuse_if_training=False,
