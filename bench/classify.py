@@ -182,9 +182,10 @@ def print_report(report: dict) -> None:
     if report.get("test_photographs"):
         photographs = report["test_photographs"]
         lost = sum(row["copies"] * (1 - row["accuracy"]) for row in worst) / report["test_n"]
+        wrong_groups = len({row["group"] for row in worst})
         lines.append(
-            f"TEST photograph groups mostly right: {photographs - len(worst)}/{photographs}; "
-            f"the {len(worst)} others cost {lost:.1%} of TEST accuracy:"
+            f"TEST photograph groups mostly right: {photographs - wrong_groups}/{photographs}; "
+            f"the {wrong_groups} others cost {lost:.1%} of TEST accuracy:"
         )
         lines.extend(
             f"  {row['group']} {row['label']}: {row['copies']} copies, "
