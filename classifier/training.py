@@ -691,8 +691,6 @@ def evaluate_classifier(classifier, data_dir, split="TEST", window_scale=None, c
     return result
 
 
-
-
 class ValidationPredictions(NamedTuple):
     logits: np.ndarray  # uncalibrated, (N, C)
     labels: np.ndarray  # (N,) indices into class_names

@@ -76,18 +76,14 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
         epochs = options["epochs"] or default_epochs(options["arch"])
-        recipe = {key: options[key] for key in ("mixup", "validation_seed", "validation_fraction")
-                  if options[key] is not None}
-        repeated = {}
+        given = {"mixup": options["mixup"], "validation_seed": options["validation_seed"],
+                 "validation_fraction": options["validation_fraction"],
+                 "batch_size": options["batch_size"], "learning_rate": options["lr"]}
+        recipe = {key: value for key, value in given.items() if value is not None}
         if options["temperature_from"]:
-            recipe["temperature"], recipe["temperature_source"], repeated = temperature_from(
-                options["temperature_from"])
-        # Options given on the command line win over what the held-out run used.
-        batch_size = options["batch_size"] or repeated.pop("batch_size", None)
-        learning_rate = options["lr"] or repeated.pop("learning_rate", None)
-        repeated.pop("batch_size", None)
-        repeated.pop("learning_rate", None)
-        recipe = {**repeated, **recipe}
+            temperature, source, repeated = temperature_from(options["temperature_from"])
+            # Options given on the command line win over what the held-out run used.
+            recipe = {**repeated, **recipe, "temperature": temperature, "temperature_source": source}
         if options["validation_fraction"] is not None:
             from classifier.errors import TrainingDataError
             from classifier.training import check_validation_split
@@ -105,9 +101,7 @@ class Command(BaseCommand):
                 data_dir=options["data"],
                 source=ModelVersion.Source.COMMAND,
                 include_reviewed=options["include_reviewed"],
-                batch_size=batch_size,
                 seed=options["seed"],
-                learning_rate=learning_rate,
                 max_images_per_class=options["max_images_per_class"],
                 # The terminal is the operator's own: a site training may run beside it.
                 refuse_if_training=False,
