@@ -36,10 +36,12 @@ _MIN_RBC_SHARE = 0.08
 # background and cytoplasm stay below about 30; nuclei sit at 60-130 across the BCCD photographs.
 _NUCLEUS_CONTRAST = 45.0
 # Lobes of one neutrophil nucleus are joined across gaps up to twice this radius (reference px).
-# A red cell is ~52 px across, two neighbouring leukocytes are separated by their cytoplasm.
-# Narrower (4) would part BloodImage_00034's two cells, ~10 px apart, but also the lobes of a
-# tight crop, whose scale comes from the nucleus and is only good to +-30%.
-_LOBE_JOIN_RADIUS = 7
+# A red cell is ~52 px across, two neighbouring leukocytes are separated by their cytoplasm:
+# BloodImage_00034's two cells lie ~10 px apart. With the red cells as ruler the narrow radius
+# keeps every lobed nucleus on BCCD whole; a scale taken from the nucleus itself is only good to
+# +-30%, and there the narrow radius would cut a tight crop's lobes apart.
+_LOBE_JOIN_RADIUS = 4
+_LOBE_JOIN_RADIUS_ROUGH_SCALE = 7
 # A platelet covers ~250 reference px², the smallest lymphocyte nucleus well over 800.
 _MIN_NUCLEUS_AREA = 450.0
 # Pieces of nucleus mask below this are platelets (95% under 210 reference px²) or specks.
@@ -230,7 +232,8 @@ def _nucleus_groups(
     kept = np.zeros(count, np.uint8)
     kept[1:] = stats[1:, cv2.CC_STAT_AREA] >= _SPECK_AREA
     mask = kept[labels]
-    side = 2 * _LOBE_JOIN_RADIUS + 1
+    radius = _LOBE_JOIN_RADIUS if split_touching else _LOBE_JOIN_RADIUS_ROUGH_SCALE
+    side = 2 * radius + 1
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (side, side))
     count, joined = cv2.connectedComponents(cv2.dilate(mask, disc))
     joined = np.where(mask > 0, joined, 0)

@@ -117,6 +117,20 @@ def test_touching_nuclei_of_two_large_leukocytes_are_split_in_two():
     assert abs(centres[0] - 235) < 25 and abs(centres[1] - 405) < 25
 
 
+def test_two_small_leukocytes_a_cytoplasm_width_apart_are_two_cells():
+    # Two lymphocyte-sized nuclei ~11 reference px apart, as BloodImage_00034's two cells lie:
+    # too small and too close for the touching-nuclei split, so only the lobe-joining gap
+    # keeps them apart.
+    small = (40, ((0, 0, 34, 34),))
+    rgb, truths = draw_smear(leukocytes=[(270, 240, small), (360, 240, small)])
+
+    cells = detect_leukocytes(rgb).cells
+
+    assert len(cells) == 2
+    for truth in truths:
+        assert max(iou(cell.box, truth) for cell in cells) >= 0.5
+
+
 def test_smear_without_leukocyte_gives_no_cells():
     rgb, _ = draw_smear(platelets=[(60, 60), (400, 200), (590, 420)])
 
@@ -229,6 +243,19 @@ def test_real_smear_matches_its_annotated_leukocyte(number):
     for truth in truths:
         assert max(iou(cell.box, truth) for cell in result.cells) >= 0.5
     assert 1.6 <= result.scale <= 2.6
+
+
+def test_real_smear_with_two_neighbouring_leukocytes_gives_both():
+    # A basophil and a neutrophil whose nuclei lie ~10 reference px apart.
+    bccd = _dataset("bccd-smears")
+
+    result = detect_leukocytes(_read_rgb(bccd / "JPEGImages" / "BloodImage_00034.jpg"))
+
+    truths = _wbc_boxes(bccd / "Annotations" / "BloodImage_00034.xml")
+    assert len(truths) == 2
+    assert len(result.cells) == 2
+    for truth in truths:
+        assert max(iou(cell.box, truth) for cell in result.cells) >= 0.5
 
 
 @pytest.mark.parametrize(
