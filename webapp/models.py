@@ -159,6 +159,13 @@ class Cell(models.Model):
     history shows what each version said.
     """
 
+    # Labels only a reviewer gives. No training photograph holds a basophil (under 1% of
+    # leukocytes), so a network calls one something else; ARTEFACT marks a detection that is no
+    # white cell at all (a platelet clump, stain debris), which the formula leaves out.
+    BASOPHIL = "BASOPHIL"
+    ARTEFACT = "ARTEFACT"
+
+
     image = models.ForeignKey(SmearImage, on_delete=models.CASCADE, related_name="cells")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="cells")
     index = models.PositiveIntegerField()  # order within the image for this version

@@ -25,13 +25,19 @@ HISTORY_FIELDS = (*CELL_FIELDS, "image__sample", "image__original_filename",
 HISTORY_COUNT_CAP = 10_000
 
 
+# The lab's usual order; artefacts, which are no leukocytes, come last.
+_TYPE_ORDER = (*FOUR_CLASSES, Cell.BASOPHIL, *BINARY_CLASSES)
+
+
 def type_order(name):
-    return (FOUR_CLASSES.index(name), name) if name in FOUR_CLASSES else (len(FOUR_CLASSES), name)
+    if name == Cell.ARTEFACT:
+        return (len(_TYPE_ORDER) + 1, name)
+    return (_TYPE_ORDER.index(name), name) if name in _TYPE_ORDER else (len(_TYPE_ORDER), name)
 
 
 def known_cell_types():
-    """Every type any stored model can call, in the lab's usual order."""
-    names = set(FOUR_CLASSES)
+    """Every type any stored model can call or a reviewer can give, in the lab's usual order."""
+    names = {*FOUR_CLASSES, Cell.BASOPHIL, Cell.ARTEFACT}
     for class_names in ModelVersion.objects.values_list("class_names", flat=True):
         names.update(class_names or [])
     return sorted(names, key=type_order)
@@ -106,12 +112,14 @@ class LeukocyteFormula:
     groups: list = field(default_factory=list)  # mononuclear / polynuclear
     reviewed: int = 0
     awaiting_review: int = 0
+    artefacts: int = 0  # detections a reviewer marked as no white cell: not in the total
 
     def as_dict(self):
         return {
             "total": self.total,
             "reviewed": self.reviewed,
             "awaiting_review": self.awaiting_review,
+            "artefacts": self.artefacts,
             "types": {row.name: {"count": row.count, "percent": row.percent} for row in self.rows},
             "groups": {row.name: {"count": row.count, "percent": row.percent} for row in self.groups},
         }
@@ -125,10 +133,12 @@ def leukocyte_formula(sample):
     """Count and percentage of each leukocyte type in a sample, reviewers' labels first.
 
     `cell_type` already holds the reviewed label where a technologist corrected the network.
+    Cells marked as artefacts are counted apart: they are not leukocytes.
     """
     per_type = dict(
         current_cells(sample).values_list("cell_type").annotate(n=Count("id")).order_by()
     )
+    artefacts = per_type.pop(Cell.ARTEFACT, 0)
     flags = current_cells(sample).aggregate(
         reviewed=Count("id", filter=~Q(corrected_type="")),
         awaiting=Count("id", filter=Q(needs_review=True, corrected_type="")),
@@ -142,11 +152,11 @@ def leukocyte_formula(sample):
     groups = [FormulaRow(name, count, _percent(count, total)) for name, count in grouped.items()]
     if per_type and set(per_type) <= set(BINARY_CLASSES):
         # A binary model's formula is the mononuclear / polynuclear split itself.
-        return LeukocyteFormula(total, groups, [], flags["reviewed"], flags["awaiting"])
+        return LeukocyteFormula(total, groups, [], flags["reviewed"], flags["awaiting"], artefacts)
     # A four-type formula lists every type, zeros included, as a lab report does.
     names = sorted(set(per_type) | set(FOUR_CLASSES), key=type_order)
     rows = [FormulaRow(name, per_type.get(name, 0), _percent(per_type.get(name, 0), total)) for name in names]
-    return LeukocyteFormula(total, rows, groups, flags["reviewed"], flags["awaiting"])
+    return LeukocyteFormula(total, rows, groups, flags["reviewed"], flags["awaiting"], artefacts)
 
 
 @dataclass

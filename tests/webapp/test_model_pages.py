@@ -497,9 +497,14 @@ def test_reviewed_cells_go_to_training_once_with_their_corrected_type(fake_train
     Cell.objects.create(model_version=new, **{**common, "index": 2, "x0": 90}, cell_type="NEUTROPHIL")
     Cell.objects.create(model_version=new, **{**common, "index": 3, "x0": 120}, corrected_type="MONONUCLEAR",
                         cell_type="MONONUCLEAR")  # relabelled under a binary network
+    Cell.objects.create(model_version=new, **{**common, "index": 4, "x0": 150}, corrected_type="ARTEFACT",
+                        cell_type="ARTEFACT")  # no white cell: taught to no network
+    Cell.objects.create(model_version=new, **{**common, "index": 5, "x0": 180}, corrected_type="BASOPHIL",
+                        cell_type="BASOPHIL")  # a polynuclear cell, but none of the four types
 
     assert training.reviewed_cell_samples("4class") == [(str(window), "EOSINOPHIL")]
-    assert len(training.reviewed_cell_samples("binary")) == 2
+    assert sorted(name for _, name in training.reviewed_cell_samples("binary")) == [
+        "BASOPHIL", "EOSINOPHIL", "MONONUCLEAR"]
 
     version = queued_version(include_reviewed_cells=True)
     calls = fake_trainer(lambda *args: fake_result())

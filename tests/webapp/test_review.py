@@ -81,6 +81,42 @@ def test_a_type_outside_the_model_is_refused(tech):
     assert not CellReview.objects.exists()
 
 
+def test_a_basophil_counts_as_polynuclear_and_an_artefact_leaves_the_formula(client, tech):
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL"))
+    review_cell(Cell.objects.get(index=0), "basophil", tech)
+    review_cell(Cell.objects.get(index=1), "ARTEFACT", tech)
+
+    formula = leukocyte_formula(sample)
+    rows = {row.name: (row.count, row.percent) for row in formula.rows}
+    assert rows == {"EOSINOPHIL": (0, 0.0), "LYMPHOCYTE": (0, 0.0), "MONOCYTE": (0, 0.0),
+                    "NEUTROPHIL": (1, 50.0), "BASOPHIL": (1, 50.0)}
+    assert [(row.name, row.count) for row in formula.groups] == [("MONONUCLEAR", 0), ("POLYNUCLEAR", 2)]
+    assert (formula.total, formula.artefacts, formula.reviewed) == (2, 1, 2)
+    assert formula.as_dict()["artefacts"] == 1
+    assert CellReview.objects.filter(to_type="ARTEFACT", from_type="LYMPHOCYTE").exists()
+
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert 'data-key="B"' in body and 'data-key="A"' in body
+    assert "1 marked artefact, not counted" in body
+
+
+def test_a_sample_whose_every_cell_is_an_artefact_has_no_leukocytes_to_count(client, tech):
+    sample = make_sample(types=("NEUTROPHIL",))
+    review_cell(Cell.objects.get(index=0), "ARTEFACT", tech)
+    assert (leukocyte_formula(sample).total, leukocyte_formula(sample).artefacts) == (0, 1)
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "Every cell found was marked an artefact (1)" in body
+
+
+def test_a_binary_model_cell_can_be_an_artefact_but_not_a_basophil(tech):
+    make_sample(types=("POLYNUCLEAR",), version=make_version(class_names=("MONONUCLEAR", "POLYNUCLEAR")))
+    cell = Cell.objects.get(index=0)
+    with pytest.raises(ReviewError, match="MONONUCLEAR, POLYNUCLEAR, ARTEFACT"):
+        review_cell(cell, "BASOPHIL", tech)
+    updated, _ = review_cell(cell, "ARTEFACT", tech)
+    assert updated.cell_type == "ARTEFACT"
+
+
 def test_review_button_posts_and_redirects_back(client, tech):
     sample = make_sample()
     cell = Cell.objects.get(index=0)

@@ -3,6 +3,7 @@
 from django.db import transaction
 from django.utils import timezone
 
+from classifier.labels import BINARY_CLASSES
 from webapp.models import Cell, CellReview
 
 
@@ -10,9 +11,20 @@ class ReviewError(ValueError):
     """A relabelling that cannot be accepted; the message is for the technologist."""
 
 
+def review_types(class_names):
+    """The types a reviewer may give a cell called by a network with these classes.
+
+    The network's own, the basophil where the network names leukocyte types (under a binary
+    network a basophil is simply POLYNUCLEAR), and ARTEFACT for a detection that is no white cell.
+    """
+    names = list(class_names)
+    if not set(names) <= set(BINARY_CLASSES) and Cell.BASOPHIL not in names:
+        names.append(Cell.BASOPHIL)
+    return [*names, Cell.ARTEFACT]
+
+
 def allowed_types(cell):
-    """The types a reviewer may pick: those of the network that classified the cell."""
-    return list(cell.model_version.class_names) if cell.model_version_id else []
+    return review_types(cell.model_version.class_names) if cell.model_version_id else []
 
 
 @transaction.atomic

@@ -26,7 +26,7 @@ from webapp.selectors import (
     samples_with_progress,
     type_order,
 )
-from webapp.services.review import ReviewError, allowed_types, review_cell
+from webapp.services.review import ReviewError, allowed_types, review_cell, review_types
 from webapp.services.uploads import (
     add_images_to_sample,
     create_sample_with_images,
@@ -92,9 +92,10 @@ def upload(request):
 def _sample_context(sample):
     images = sample_images_with_cells(sample)
     version_ids = {image.model_version_id for image in images if image.model_version_id}
-    # A cell can be relabelled only as one of the types of the network that classified it.
+    # A cell can be relabelled only as one of the types of the network that classified it, a
+    # basophil, or an artefact.
     shortcuts = {
-        pk: type_shortcuts(sorted(names, key=type_order))
+        pk: type_shortcuts(sorted(review_types(names), key=type_order))
         for pk, names in ModelVersion.objects.filter(pk__in=version_ids).values_list("pk", "class_names")
     }
     stalled_before = timezone.now() - STALLED_AFTER
@@ -103,8 +104,11 @@ def _sample_context(sample):
         # Labels scale with the photograph so they read the same at any resolution.
         image.label_size = max(12, round(image.width / 38))
         for cell in image.current:
-            cell.group = (cell.cell_type if cell.cell_type in BINARY_CLASSES
-                          else BINARY_GROUP.get(cell.cell_type, cell.binary_call))
+            if cell.cell_type == Cell.ARTEFACT:
+                cell.group = ""
+            else:
+                cell.group = (cell.cell_type if cell.cell_type in BINARY_CLASSES
+                              else BINARY_GROUP.get(cell.cell_type, cell.binary_call))
             cell.review_types = shortcuts.get(cell.model_version_id, [])
             above = cell.y0 - 0.3 * image.label_size
             cell.label_y = round(above if above >= image.label_size else cell.y1 + image.label_size)
