@@ -95,6 +95,16 @@ def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, ser
     review = CellReview.objects.get(cell_id=cell_id)
     assert (review.from_type, review.to_type, review.reviewed_by.username) == (before_type, new_type, "tech")
 
+    # A detection that is no white cell: its key marks it an artefact and the formula drops it.
+    total = int(page.locator("#formula [data-role=total]").inner_text())
+    page.keyboard.press("A")
+    if total > 1:
+        page.wait_for_selector("#formula [data-role=artefacts]")
+        assert int(page.locator("#formula [data-role=total]").inner_text()) == total - 1
+    else:
+        page.wait_for_selector("text=Every cell found was marked an artefact")
+    assert Cell.objects.get(pk=cell_id).cell_type == "ARTEFACT"
+
     page.mouse.move(0, 0)
     page.evaluate("window.scrollTo(0, 0)")  # the formula panel is sticky: shoot it where it sits
     page.screenshot(path=str(SCREENSHOTS / "sample-page.png"), full_page=True)
