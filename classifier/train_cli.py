@@ -22,11 +22,13 @@ def main(argv=None):
     parser.add_argument("--arch", default="leukonet", choices=ARCHITECTURES)
     parser.add_argument("--task", default="4class", choices=("binary", "4class"))
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None, help="default 64")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--max-images-per-class", type=int, default=None)
-    parser.add_argument("--window-scale", default="image", choices=("image", "reference"))
+    parser.add_argument(
+        "--window-scale", default=None, choices=("image", "reference"), help="default: image"
+    )
     parser.add_argument(
         "--input-spec",
         type=json.loads,
@@ -50,7 +52,8 @@ def main(argv=None):
         nargs="+",
         help="use the calibration temperature of a held-out run of the same recipe: its model "
         "folder, or its metadata.json; with several run folders (each its own validation split), "
-        "one temperature fitted on their pooled validation predictions",
+        "one temperature fitted on their pooled validation predictions. The refit repeats the "
+        "run's input spec and augmentation unless given here",
     )
     calibration.add_argument("--temperature", type=float, default=None)
     parser.add_argument(
@@ -63,7 +66,7 @@ def main(argv=None):
         help="keep the last epoch's network, not the best on validation (default: the arch's "
         "recipe; LeukoNet keeps the last, as its refit does)",
     )
-    parser.add_argument("--weight-decay", type=float, default=0.005)
+    parser.add_argument("--weight-decay", type=float, default=None, help="default 0.005")
     parser.add_argument(
         "--colour-jitter",
         type=float,
@@ -89,44 +92,48 @@ def main(argv=None):
     )
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
     args = parser.parse_args(argv)
-    temperature, temperature_source = args.temperature, ""
+    temperature, temperature_source, recipe = args.temperature, "", {}
     if args.temperature is not None:
         temperature_source = "given on the command line"
     if args.temperature_from:
         try:
-            if len(args.temperature_from) == 1:
-                temperature, temperature_source = temperature_of_run(args.temperature_from[0])
-            else:
-                temperature, temperature_source = pooled_temperature(
-                    args.temperature_from, args.data, args.cache_dir
-                )
+            temperature, temperature_source, recipe = _held_out_calibration(args)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+    given = {
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "window_scale": args.window_scale,
+        "input_spec": args.input_spec,
+        "label_smoothing": args.label_smoothing,
+        "mixup": args.mixup,
+        "weight_decay": args.weight_decay,
+        "colour_jitter": args.colour_jitter,
+        "zoom": args.zoom,
+    }
+    given = {key: value for key, value in given.items() if value is not None}
+    repeated = {key: value for key, value in recipe.items() if key not in given}
+    if repeated:
+        listed = ", ".join(f"{key} {value}" for key, value in sorted(repeated.items()))
+        print(f"repeating the held-out run's settings: {listed}")
 
     config = TrainingConfig(
         data_dir=args.data,
         architecture=args.arch,
         task=args.task,
         epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
         seed=args.seed,
         max_images_per_class=args.max_images_per_class,
-        window_scale=args.window_scale,
         evaluate_test=not args.no_test,
-        input_spec=args.input_spec,
-        label_smoothing=args.label_smoothing,
-        mixup=args.mixup,
         keep_last_epoch=args.keep_last_epoch,
         validation_seed=args.validation_seed,
-        weight_decay=args.weight_decay,
-        colour_jitter=args.colour_jitter,
-        zoom=args.zoom,
         cache_dir=args.cache_dir,
         validation_fraction=args.validation_fraction,
         temperature=temperature,
         temperature_source=temperature_source,
+        **repeated,
+        **given,
     )
 
     def report(row):
@@ -170,6 +177,24 @@ def main(argv=None):
         path = result.save(args.out, default=args.mark_default)
         print(f"saved {path} ({len(result.model_bytes)} bytes, sha256 {result.model_sha256})")
     return 0
+
+
+def _held_out_calibration(args):
+    """(temperature, where from, settings to repeat) of the --temperature-from run(s)."""
+    runs = [temperature_of_run(path) for path in args.temperature_from]
+    if len(runs) == 1:
+        return runs[0]
+    recipes = [recipe for _, _, recipe in runs]
+    differing = sorted(
+        key for key in set().union(*recipes) if len({repr(r.get(key)) for r in recipes}) > 1
+    )
+    if differing:
+        raise ValueError(
+            "the held-out runs were trained with different settings "
+            f"({', '.join(differing)}): pool only runs of one recipe"
+        )
+    temperature, source = pooled_temperature(args.temperature_from, args.data, args.cache_dir)
+    return temperature, source, recipes[0]
 
 
 if __name__ == "__main__":

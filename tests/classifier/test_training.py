@@ -154,12 +154,20 @@ def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, t
 
     cache = ["--epochs", "1", "--batch-size", "8", "--quiet", "--no-test", "--cache-dir", str(tmp_path)]
     held_out = tmp_path / "held-out.json"
-    held_out.write_text(json.dumps({"temperature": 0.8, "seed": 7, "metrics": {"best_epoch": 1}}))
+    # Made under other settings than today's defaults: the refit repeats them unless told otherwise.
+    spec = {"height": 64, "width": 64, "mode": "cell", "crop": 128, "white_balance": False}
+    held_out.write_text(json.dumps({
+        "temperature": 0.8, "seed": 7, "metrics": {"best_epoch": 1}, "input_spec": spec,
+        "hyperparameters": {"zoom": 0.05, "mixup": 0.4, "batch_size": 4, "weight_decay": 0.01}}))
     out = tmp_path / "refit"
     argv = ["--data", str(tiny_data), "--validation-fraction", "0", *cache, "--out", str(out)]
-    assert main([*argv, "--temperature-from", str(held_out)]) == 0
+    assert main([*argv, "--temperature-from", str(held_out), "--mixup", "0.2"]) == 0
     saved = json.loads((out / "metadata.json").read_text())
     assert saved["temperature"] == 0.8 and "validation" not in saved["metrics"]
+    assert saved["input_spec"] == spec
+    used = saved["hyperparameters"]
+    assert (used["zoom"], used["weight_decay"], used["mixup"], used["batch_size"]) == (0.05, 0.01, 0.2, 8)
+    assert "repeating the held-out run's settings: input_spec" in capsys.readouterr().out
     assert "default" not in saved
     assert main([*argv, "--temperature-from", str(held_out), "--mark-default"]) == 0
     assert json.loads((out / "metadata.json").read_text())["default"] is True
@@ -172,6 +180,10 @@ def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, t
     assert "calibration temperature" in capsys.readouterr().err
     assert main([*argv, "--temperature-from", str(tmp_path / "missing")]) == 2
     assert "no calibration temperature in" in capsys.readouterr().err
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"temperature": 0.9, "hyperparameters": {"zoom": 0.2}}))
+    assert main([*argv, "--temperature-from", str(held_out), str(other)]) == 2
+    assert "different settings (batch_size, input_spec, mixup, weight_decay, zoom)" in capsys.readouterr().err
 
 
 def test_pooled_temperature_rebuilds_each_run_split_and_fits_one_temperature(tiny_data, tmp_path):

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from classifier.calibration import refit_recipe
 from webapp.models import Cell, ModelVersion, Sample, SmearImage
 from webapp.services.model_registry import NoActiveModel
 from webapp.services.model_versions import store_training_result
@@ -44,9 +45,6 @@ RECIPE_SETTINGS = (
     "weight_decay",
     "window_scale",
 )
-# A held-out run's settings that its refit repeats (its input_spec is a field of its own).
-REFIT_COPIES = ("mixup", "zoom", "colour_jitter", "label_smoothing", "weight_decay", "window_scale",
-                "batch_size", "learning_rate")
 
 
 def architecture_names():
@@ -196,11 +194,7 @@ def _refit_recipe(refit_from, architecture, task, epochs):
 
 def refit_settings(held_out):
     """The settings of a held-out version that a refit of it repeats: inputs and augmentation."""
-    used = held_out.hyperparameters or {}
-    settings_ = {key: used[key] for key in REFIT_COPIES if used.get(key) is not None}
-    if held_out.input_spec:
-        settings_["input_spec"] = dict(held_out.input_spec)
-    return settings_
+    return refit_recipe(held_out.hyperparameters, held_out.input_spec)
 
 
 def start_training(

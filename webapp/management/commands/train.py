@@ -26,7 +26,7 @@ def held_out_metrics(metrics):
 
 def temperature_from(source):
     """(temperature, where from, settings to repeat) of a held-out run: a version number (7 or
-    v7), whose inputs and augmentation a refit repeats, or a folder/file (nothing to repeat)."""
+    v7), or a run's model folder / metadata.json: a refit repeats its inputs and augmentation."""
     number = source.lower().removeprefix("v")
     if number.isdigit():
         version = ModelVersion.objects.defer("model_bytes").filter(pk=int(number)).first()
@@ -39,7 +39,7 @@ def temperature_from(source):
     from classifier.calibration import temperature_of_run
 
     try:
-        return (*temperature_of_run(source), {})
+        return temperature_of_run(source)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
 
