@@ -1,5 +1,6 @@
 """Management commands for model versions: models, activate_model, train, evaluate."""
 
+import json
 import os
 import subprocess
 import sys
@@ -159,6 +160,17 @@ def test_train_refits_on_every_group_with_the_temperature_of_a_held_out_version(
     assert sum(refit.class_counts.values()) == 16, "the refit trains on every TRAIN image"
     with pytest.raises(CommandError, match="without a validation split"):
         run("train", *tiny, "--validation-fraction", "0", "--temperature-from", f"v{refit.pk}")
+
+    # A held-out run kept as a folder (train_cli --out) is repeated the same way.
+    run_folder = tmp_path / "run"
+    run_folder.mkdir()
+    (run_folder / "metadata.json").write_text(json.dumps({
+        "temperature": 1.1, "input_spec": {"height": 60, "width": 80, "mode": "field"},
+        "hyperparameters": {"zoom": 0.07}}))
+    run("train", *tiny, "--validation-fraction", "0", "--temperature-from", str(run_folder))
+    from_folder = ModelVersion.objects.order_by("-pk").first()
+    assert from_folder.temperature == pytest.approx(1.1) and from_folder.hyperparameters["zoom"] == 0.07
+    assert from_folder.input_spec == {"height": 60, "width": 80, "mode": "field"}
 
 
 @pytest.mark.django_db
