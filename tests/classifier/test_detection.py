@@ -8,7 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from classifier.detection import DetectedCell, DetectionResult, cell_window, detect_leukocytes
+from classifier.detection import (
+    DetectedCell,
+    DetectionResult,
+    cell_window,
+    detect_leukocytes,
+    estimate_scale,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DATASETS = Path(
@@ -169,6 +175,24 @@ def test_scale_follows_the_magnification_not_the_pixel_count():
     assert large.scale / small.scale == pytest.approx(1.5, rel=0.15)
     assert len(large.cells) == 1
     assert large.cells[0].centre == pytest.approx((480, 360), abs=30)
+
+
+def test_background_ringed_by_red_cells_does_not_inflate_the_scale():
+    # Loose red cells, and a ring of touching ones around a patch of background the size of
+    # several cells: only the cells' own pale centres may count as cell.
+    loose, _ = draw_smear()
+    ringed = np.zeros_like(loose)
+    ringed[:] = BACKGROUND
+    ringed[:, :210] = loose[:, :210]
+    centre, radius = (440, 240), 150
+    for angle in np.linspace(0, 2 * np.pi, 13)[:-1]:
+        x = int(centre[0] + radius * np.cos(angle))
+        y = int(centre[1] + radius * np.sin(angle))
+        cv2.circle(ringed, (x, y), RED_CELL_RADIUS, RED_CELL, -1, cv2.LINE_AA)
+        cv2.circle(ringed, (x, y), RED_CELL_RADIUS // 3, RED_CELL_PALLOR, -1, cv2.LINE_AA)
+    ringed = cv2.GaussianBlur(ringed, (0, 0), 1.2)
+
+    assert estimate_scale(ringed) == pytest.approx(estimate_scale(loose), rel=0.15)
 
 
 @pytest.mark.parametrize(
