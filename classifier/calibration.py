@@ -78,7 +78,12 @@ def refit_recipe(hyperparameters, input_spec):
     return recipe
 
 
-def _run_metadata(path):
+def temperature_of_run(path):
+    """(temperature, where it came from, recipe to repeat) of a held-out run, for its refit.
+
+    ``path`` is the run's model folder or its metadata.json. Raises ValueError with a message for
+    the operator when there is no such file or no temperature in it.
+    """
     path = Path(path)
     metadata_file = path / "metadata.json" if path.is_dir() else path
     try:
@@ -88,16 +93,6 @@ def _run_metadata(path):
         raise ValueError(f"no calibration temperature in {path}: {error}") from None
     if not temperature > 0:
         raise ValueError(f"the temperature in {path} is {temperature}, not a positive number")
-    return metadata, temperature
-
-
-def temperature_of_run(path):
-    """(temperature, where it came from, recipe to repeat) of a held-out run, for its refit.
-
-    ``path`` is the run's model folder or its metadata.json. Raises ValueError with a message for
-    the operator when there is no such file or no temperature in it.
-    """
-    metadata, temperature = _run_metadata(path)
     hyperparameters = metadata.get("hyperparameters") or {}
     split_seed = hyperparameters.get("validation_seed") or metadata.get("seed")
     label = kept_epoch_label(metadata.get("metrics") or {})

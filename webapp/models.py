@@ -165,7 +165,6 @@ class Cell(models.Model):
     BASOPHIL = "BASOPHIL"
     ARTEFACT = "ARTEFACT"
 
-
     image = models.ForeignKey(SmearImage, on_delete=models.CASCADE, related_name="cells")
     model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="cells")
     index = models.PositiveIntegerField()  # order within the image for this version

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from classifier.calibration import refit_recipe
+from classifier.calibration import REFIT_COPIED_SETTINGS, kept_epoch_label, refit_recipe
 from webapp.models import Cell, ModelVersion, Sample, SmearImage
 from webapp.services.model_registry import NoActiveModel
 from webapp.services.model_versions import store_training_result
@@ -29,21 +29,17 @@ class TrainingRefused(ValueError):
     """A user-facing reason why a training cannot be started or cancelled."""
 
 
-# TrainingConfig settings a version may ask for beyond epochs, batch size and learning rate.
+# TrainingConfig settings a version may ask for beyond epochs, batch size and learning rate:
+# those of its split and calibration, and everything a refit copies from its held-out run, so
+# that a change of the defaults since that run cannot leave the refit on other inputs or
+# augmentation than its borrowed temperature's.
 RECIPE_SETTINGS = (
-    "mixup",
     "validation_fraction",
     "validation_seed",
     "temperature",
     "temperature_source",
-    # What a refit copies from its held-out run, so that a change of the defaults since that run
-    # cannot leave the refit on other inputs or augmentation than its borrowed temperature's.
     "input_spec",
-    "zoom",
-    "colour_jitter",
-    "label_smoothing",
-    "weight_decay",
-    "window_scale",
+    *(key for key in REFIT_COPIED_SETTINGS if key not in ("batch_size", "learning_rate")),
 )
 
 
@@ -83,8 +79,6 @@ def held_out_temperature(version):
             f"v{version.pk} was trained on every group, without a validation split: its temperature "
             "was itself borrowed. Refit from the held-out run it came from."
         )
-    from classifier.calibration import kept_epoch_label
-
     return version.temperature, f"model version v{version.pk} ({kept_epoch_label(version.metrics)})"
 
 
