@@ -75,6 +75,9 @@ def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, ser
     page.wait_for_selector("text=All 2 photographs classified", timeout=240_000)
     page.wait_for_selector("tr.cellrow")
     assert page.locator("svg .cellbox").count() == page.locator("tr.cellrow").count() >= 1
+    # Two photographs hold a few cells, far from a manual differential's 100: the page says so.
+    low_count_note = page.locator("#formula [data-role=low-count]").inner_text()
+    assert "a manual differential counts at least 100" in low_count_note
 
     row = page.locator("tr.cellrow").first
     cell_id = int(row.get_attribute("data-cell"))

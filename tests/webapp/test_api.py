@@ -39,7 +39,8 @@ def test_sample_detail_carries_formula_images_and_cells(client, tech):
     data = client.get(reverse("lab:api-sample", args=[sample.pk])).json()
     assert data["accession_number"] == sample.accession_number and data["complete"]
     assert data["formula"]["total"] == 3
-    assert data["formula"]["types"]["MONOCYTE"] == {"count": 1, "percent": 33.3}
+    assert data["formula"]["types"]["MONOCYTE"] == {"count": 1, "percent": 33.3, "range_95": [6.1, 79.2]}
+    assert data["formula"]["below_manual_count"] is True
     assert data["formula"]["groups"]["POLYNUCLEAR"]["count"] == 2
     cells = data["images"][0]["cells"]
     assert [cell["cell_type"] for cell in cells] == ["NEUTROPHIL", "MONOCYTE", "NEUTROPHIL"]
@@ -77,7 +78,9 @@ def test_csv_export(client, tech):
     response = client.get(reverse("lab:sample-export", args=[sample.pk]))
     assert response["Content-Type"].startswith("text/csv")
     text = response.content.decode()
-    assert "NEUTROPHIL,1,50.0" in text and "MONONUCLEAR,1,50.0" in text and "TOTAL,2,100.0" in text
+    assert "formula,count,percent,percent_low_95,percent_high_95" in text
+    assert "NEUTROPHIL,1,50.0,9.5,90.5" in text and "MONONUCLEAR,1,50.0,9.5,90.5" in text
+    assert "TOTAL,2,100.0" in text
     assert "p_EOSINOPHIL" in text
 
 

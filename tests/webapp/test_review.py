@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from tests.webapp.lab_factories import make_sample, make_version
 from webapp.models import Cell, CellReview
-from webapp.selectors import leukocyte_formula
+from webapp.selectors import leukocyte_formula, wilson_interval
 from webapp.services.review import ReviewError, review_cell
 
 pytestmark = pytest.mark.django_db
@@ -25,6 +25,33 @@ def test_formula_counts_and_percentages():
     groups = {row.name: (row.count, row.percent) for row in formula.groups}
     assert groups == {"MONONUCLEAR": (1, 25.0), "POLYNUCLEAR": (3, 75.0)}
     assert formula.total == 4
+
+
+def test_each_percentage_carries_its_95_percent_range():
+    # Reference values of the Wilson score interval (Brown, Cai & DasGupta 2001), worked by hand.
+    assert wilson_interval(50, 100) == (40.4, 59.6)
+    assert wilson_interval(5, 100) == (2.2, 11.2)
+    assert wilson_interval(0, 20) == (0.0, 16.1)  # a type not seen in 20 cells may still be 16%
+    assert wilson_interval(20, 20) == (83.9, 100.0)
+    assert wilson_interval(0, 0) == (0.0, 0.0)
+    formula = leukocyte_formula(make_sample(types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE", "EOSINOPHIL")))
+    ranges = {row.name: (row.low, row.percent, row.high) for row in formula.rows + formula.groups}
+    assert ranges["NEUTROPHIL"] == (15.0, 50.0, 85.0)
+    assert ranges["MONOCYTE"] == (0.0, 0.0, 49.0)
+    assert ranges["POLYNUCLEAR"][0] < 75.0 < ranges["POLYNUCLEAR"][2]
+
+
+def test_the_page_warns_when_fewer_cells_than_a_manual_differential_were_counted(client, tech):
+    client.force_login(tech)
+    few = make_sample("FEW", types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE", "EOSINOPHIL"))
+    body = client.get(reverse("lab:sample-detail", args=[few.pk])).content.decode()
+    assert "Only 4 leukocytes counted; a manual differential counts at least 100." in body
+    assert '<div class="range" data-role="range">15.0–85.0</div>' in body
+    enough = make_sample("ENOUGH", types=("NEUTROPHIL",) * 60 + ("LYMPHOCYTE",) * 40)
+    body = client.get(reverse("lab:sample-detail", args=[enough.pk])).content.decode()
+    assert 'data-role="low-count"' not in body
+    assert '<div class="range" data-role="range">50.2–69.1</div>' in body  # 60 of 100
+    assert leukocyte_formula(enough).as_dict()["below_manual_count"] is False
 
 
 def test_a_binary_model_formula_is_the_split_itself(client, tech):

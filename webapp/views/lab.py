@@ -208,9 +208,9 @@ def sample_export_csv(request, pk):
     writer.writerow(["accession_number", sample.accession_number])
     writer.writerow(["exported_at", timezone.now().isoformat(timespec="seconds")])
     writer.writerow([])
-    writer.writerow(["formula", "count", "percent"])
+    writer.writerow(["formula", "count", "percent", "percent_low_95", "percent_high_95"])
     for row in formula.rows + formula.groups:
-        writer.writerow([row.name, row.count, row.percent])
+        writer.writerow([row.name, row.count, row.percent, row.low, row.high])
     writer.writerow(["TOTAL", formula.total, 100.0 if formula.total else 0.0])
     writer.writerow([])
     writer.writerow(["cell_id", "image", "index", "x0", "y0", "x1", "y1", "cell_type", "predicted_type",
