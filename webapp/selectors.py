@@ -15,6 +15,7 @@ from django.utils.functional import cached_property
 
 from classifier.labels import BINARY_CLASSES, BINARY_GROUP, FOUR_CLASSES
 from webapp.models import Cell, ModelVersion, Sample, SmearImage
+from webapp.services.review import review_types
 
 CELL_FIELDS = (
     "id", "index", "x0", "y0", "x1", "y1", "crop", "predicted_type", "confidence", "binary_call",
@@ -199,6 +200,87 @@ def leukocyte_formula(sample):
     names = sorted(set(per_type) | set(FOUR_CLASSES), key=type_order)
     rows = [FormulaRow.of(name, per_type.get(name, 0), total) for name in names]
     return LeukocyteFormula(total, rows, groups, flags["reviewed"], flags["awaiting"], artefacts)
+
+
+@dataclass
+class Agreement:
+    """How many reviewed calls the reviewers kept, with the 95% range of that share."""
+
+    reviewed: int = 0
+    kept: int = 0
+
+    @property
+    def percent(self):
+        return _percent(self.kept, self.reviewed)
+
+    @property
+    def range_95(self):
+        return wilson_interval(self.kept, self.reviewed)
+
+
+@dataclass
+class ReviewAgreement:
+    """What reviewers said about one model version's calls, on the cells they reviewed.
+
+    Leukocytes only: a cell marked artefact was a detection fault, not a wrong type, and is counted
+    apart. Flagged and unflagged calls are kept apart because staff review flagged cells first:
+    the reviewed cells are no random sample, and the unflagged ones come closest to one.
+    """
+
+    overall: Agreement
+    flagged: Agreement
+    unflagged: Agreement
+    artefacts: int
+    predicted_types: list
+    reviewer_types: list
+    matrix: list  # rows: the network's call, columns: the reviewer's type
+
+    @property
+    def matrix_rows(self):
+        """(network's type, [(count, the reviewer kept it), ...]) per row, for the page."""
+        rows = []
+        for name, row in zip(self.predicted_types, self.matrix, strict=True):
+            cells = zip(row, self.reviewer_types, strict=True)
+            rows.append((name, [(n, n > 0 and column == name) for n, column in cells]))
+        return rows
+
+
+def review_agreement(version):
+    pairs = (
+        Cell.objects.filter(model_version=version).exclude(corrected_type="")
+        .values_list("predicted_type", "corrected_type", "needs_review").annotate(n=Count("id")).order_by()
+    )
+    overall, flagged, unflagged = Agreement(), Agreement(), Agreement()
+    predicted_types = list(version.class_names or [])
+    reviewer_types = review_types(predicted_types)
+    counts, artefacts = {}, 0
+    for predicted, corrected, needs_review, n in pairs:
+        counts[predicted, corrected] = counts.get((predicted, corrected), 0) + n
+        # Types outside today's lists (a label an older form of the site allowed) are shown, not lost.
+        if predicted not in predicted_types:
+            predicted_types.append(predicted)
+        if corrected not in reviewer_types:
+            reviewer_types.append(corrected)
+        if corrected == Cell.ARTEFACT:
+            artefacts += n
+            continue
+        for agreement in (overall, flagged if needs_review else unflagged):
+            agreement.reviewed += n
+            agreement.kept += n if corrected == predicted else 0
+    matrix = [[counts.get((row, column), 0) for column in reviewer_types] for row in predicted_types]
+    return ReviewAgreement(overall, flagged, unflagged, artefacts, predicted_types, reviewer_types, matrix)
+
+
+def review_agreement_by_version():
+    """Version id -> Agreement over its reviewed leukocytes, for the list of versions."""
+    reviewed = ~Q(corrected_type="") & ~Q(corrected_type=Cell.ARTEFACT)
+    rows = (
+        Cell.objects.values("model_version")
+        .annotate(reviewed=Count("id", filter=reviewed),
+                  kept=Count("id", filter=reviewed & Q(corrected_type=F("predicted_type"))))
+        .filter(reviewed__gt=0).order_by()
+    )
+    return {row["model_version"]: Agreement(row["reviewed"], row["kept"]) for row in rows}
 
 
 @dataclass

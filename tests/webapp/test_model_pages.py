@@ -10,10 +10,13 @@ from django.urls import URLPattern, reverse
 
 from classifier.errors import TrainingCancelled, TrainingDataError
 from tests.synthetic_cells import write_cell_folder
+from tests.webapp.lab_factories import make_sample
 from webapp import urls_models
 from webapp.models import Cell, ModelActivation, ModelVersion, Sample, SmearImage
+from webapp.selectors import review_agreement
 from webapp.services import training
 from webapp.services.model_versions import activate_version
+from webapp.services.review import review_cell
 from webapp.views.models import learning_curve_chart, metric_tables
 
 PASSWORD = "a-long-passphrase-1"
@@ -159,6 +162,41 @@ def test_version_page_says_a_refit_has_no_validation_split(staff_client):
     assert "Trained on every TRAIN group" in page and "its last epoch (3)" in page
     assert "leukonet-heldout (validation split seed 7)" in page
     assert "the best on validation" not in page and "Validation split" not in page
+
+
+def test_version_pages_show_what_reviewers_kept_of_its_calls(staff_client, staff):
+    version = make_version()
+    untouched = make_version()
+    sample = make_sample(types=("NEUTROPHIL", "NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE", "EOSINOPHIL",
+                                "MONOCYTE"), version=version)
+    cells = list(Cell.objects.filter(image__sample=sample).order_by("index"))
+    Cell.objects.filter(pk__in=[cells[3].pk, cells[4].pk]).update(needs_review=True)
+    labels = ("NEUTROPHIL", "EOSINOPHIL", "ARTEFACT", "LYMPHOCYTE", "BASOPHIL")
+    for cell, label in zip(cells[:5], labels, strict=True):
+        review_cell(cell, label, staff)
+    # Kept: N->N (unflagged) and L->L (flagged); changed: N->E (unflagged), E->basophil (flagged);
+    # the artefact is a detection fault, counted apart; the monocyte was never reviewed.
+    review = review_agreement(version)
+    assert (review.overall.reviewed, review.overall.kept, review.overall.range_95) == (4, 2, (15.0, 85.0))
+    assert (review.unflagged.reviewed, review.unflagged.kept) == (2, 1)
+    assert (review.flagged.reviewed, review.flagged.kept) == (2, 1)
+    assert review.artefacts == 1
+    assert review.reviewer_types == [*FOUR, "BASOPHIL", "ARTEFACT"]
+    assert dict(zip(review.predicted_types, review.matrix, strict=True)) == {
+        "EOSINOPHIL": [0, 0, 0, 0, 1, 0], "LYMPHOCYTE": [0, 1, 0, 0, 0, 0],
+        "MONOCYTE": [0, 0, 0, 0, 0, 0], "NEUTROPHIL": [1, 0, 0, 1, 0, 1]}
+    review_cell(cells[1], "NEUTROPHIL", staff)  # a second look: only the final label counts
+    assert (review_agreement(version).overall.kept, review_agreement(version).overall.reviewed) == (3, 4)
+
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert "75.0% of 4" in page and "(95% range 30.1–95.4)" in page
+    # Kept calls stand out: neutrophil twice, lymphocyte once.
+    assert '<td class="num kept">2</td>' in page and '<td class="num kept">1</td>' in page
+    assert page.count('class="num kept"') == 2
+    page = staff_client.get(reverse("models:detail", args=[untouched.pk])).content.decode()
+    assert f"No cell classified by v{untouched.pk} has been reviewed yet." in page
+    listing = staff_client.get(reverse("models:list")).content.decode()
+    assert '75.0%<div class="muted small">of 4</div>' in listing
 
 
 def test_learning_curve_chart_handles_one_epoch_and_missing_validation():

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webapp.forms_models import ReclassifyForm, RetrainForm
 from webapp.models import ModelActivation, ModelVersion
+from webapp.selectors import review_agreement, review_agreement_by_version
 from webapp.services.model_registry import NoActiveModel
 from webapp.services.model_versions import ModelVersionError, activate_version
 from webapp.services.training import (
@@ -253,9 +254,11 @@ def learning_curves(version):
 def _render_list(request, retrain_form=None, reclassify_form=None, status=200):
     versions = list(_versions().annotate(cell_count=Count("cells")).order_by("-pk"))
     ever_active = set(ModelActivation.objects.values_list("version_id", flat=True))
+    agreement = review_agreement_by_version()
     for version in versions:
         version.headline = headline(version.metrics)
         version.was_active = version.pk in ever_active
+        version.review_agreement = agreement.get(version.pk)
     training = next((v for v in versions if v.status == ModelVersion.Status.TRAINING), None)
     context = {
         "versions": versions,
@@ -299,6 +302,7 @@ def version_detail(request, pk):
         },
         "activations": version.activations.select_related("activated_by"),
         "was_active": version.activations.exists(),
+        "review": review_agreement(version),
     }
     return render(request, "models/detail.html", context)
 
