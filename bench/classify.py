@@ -29,10 +29,13 @@ from classifier.metrics import (  # noqa: E402
     binary_labels,
     classification_metrics,
     groups_mostly_wrong,
+    review_flagging,
 )
 
 DEFAULT_MODEL_DIR = ROOT / "classifier" / "default_model" / "leukonet"
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "blood-cell-images"
+# The site flags calls under LEUKOSCOPE_REVIEW_THRESHOLD (0.80 unless set); the others show the trade.
+REVIEW_THRESHOLDS = (0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 def _split(classifier, layout, split, originals):
@@ -69,7 +72,7 @@ def _throughput(classifier, windows):
     return cells_per_second, ms_per_cell
 
 
-def run_benchmark(classifier, data_dir=DEFAULT_DATA) -> dict:
+def run_benchmark(classifier, data_dir=DEFAULT_DATA, review_threshold=0.8) -> dict:
     """Held-out figures and speed of a CellClassifier on data_dir's TEST (and TEST_SIMPLE)."""
     layout = dataset.resolve_layout(data_dir)
     originals = dataset.read_originals(layout.root)
@@ -112,6 +115,9 @@ def run_benchmark(classifier, data_dir=DEFAULT_DATA) -> dict:
             ).mean()
         ),
     }
+    report["review_threshold"] = review_threshold
+    thresholds = sorted({*REVIEW_THRESHOLDS, review_threshold})
+    report["review_flagging"] = review_flagging(y, calibrated, thresholds)
     report["test_photographs"], report["test_worst_photographs"] = groups_mostly_wrong(
         images, calibrated, y, names
     )
@@ -178,6 +184,14 @@ def print_report(report: dict) -> None:
         f"{report['ms_per_cell_batch1']:.2f} ms/cell at batch 1 (preparation included)"
     )
     lines.append(f"peak memory (maxrss): {report['peak_rss_mib']:.0f} MiB")
+    lines.append("review flag (calibrated confidence under the threshold), on TEST:")
+    lines.extend(
+        f"  under {row['threshold']:.2f}: {row['flagged_share']:.1%} of cells flagged, "
+        f"{row['errors_caught']:.1%} of the errors among them, unflagged calls "
+        f"{row['unflagged_accuracy']:.1%} right"
+        + ("  <- the site's threshold" if row["threshold"] == report["review_threshold"] else "")
+        for row in report["review_flagging"]
+    )
     worst = report.get("test_worst_photographs") or []
     if report.get("test_photographs"):
         photographs = report["test_photographs"]
@@ -202,6 +216,8 @@ def main(argv=None):
     parser.add_argument("--model-dir", default=str(DEFAULT_MODEL_DIR))
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--json", help="also write the report as JSON here")
+    parser.add_argument("--review-threshold", type=float, default=0.8,
+                        help="the site's LEUKOSCOPE_REVIEW_THRESHOLD, marked in the report")
     args = parser.parse_args(argv)
     if not Path(args.data).is_dir():
         print(f"dataset not found: {args.data}", file=sys.stderr)
@@ -209,7 +225,7 @@ def main(argv=None):
     from classifier.inference import CellClassifier
 
     classifier = CellClassifier.from_directory(args.model_dir)
-    report = run_benchmark(classifier, args.data)
+    report = run_benchmark(classifier, args.data, args.review_threshold)
     print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

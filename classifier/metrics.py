@@ -119,6 +119,30 @@ def binary_labels(y_true, class_names):
     return lookup[np.asarray(y_true, int)]
 
 
+def review_flagging(y_true, probabilities, thresholds):
+    """What flagging every call below a confidence threshold for review buys, per threshold.
+
+    For each threshold: the share of cells flagged, the share of the network's errors among them
+    (what review can catch), and the accuracy of the calls left unflagged (what staff accept
+    unread).
+    """
+    y_true = np.asarray(y_true)
+    probabilities = np.asarray(probabilities)
+    confidence = probabilities.max(axis=1)
+    wrong = probabilities.argmax(axis=1) != y_true
+    rows = []
+    for threshold in thresholds:
+        flagged = confidence < threshold
+        unflagged = ~flagged
+        rows.append({
+            "threshold": float(threshold),
+            "flagged_share": float(flagged.mean()) if len(y_true) else 0.0,
+            "errors_caught": float(wrong[flagged].sum() / wrong.sum()) if wrong.any() else 1.0,
+            "unflagged_accuracy": float(1 - wrong[unflagged].mean()) if unflagged.any() else 1.0,
+        })
+    return rows
+
+
 def format_metrics(metrics, title=None):
     """A printable table: accuracy figures, per-class precision/recall/F1, confusion matrix."""
     lines = []

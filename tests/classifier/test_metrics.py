@@ -11,6 +11,7 @@ from classifier.metrics import (
     confusion_matrix,
     expected_calibration_error,
     format_metrics,
+    review_flagging,
     roc_auc,
 )
 
@@ -44,6 +45,19 @@ def test_metrics_match_a_hand_computed_confusion_matrix():
     json.dumps(m)
     text = format_metrics(m, "hand")
     assert "NEUTROPHIL" in text and "confusion matrix" in text
+
+
+def test_review_flagging_counts_flagged_cells_caught_errors_and_unflagged_accuracy():
+    # Five cells: confident right, confident wrong, unsure right, unsure wrong, very unsure wrong.
+    y = [0, 0, 1, 1, 0]
+    p = [[0.95, 0.05], [0.1, 0.9], [0.3, 0.7], [0.65, 0.35], [0.45, 0.55]]
+    at_08, at_06 = review_flagging(y, p, (0.8, 0.6))
+    # Under 0.8: cells 3, 4, 5 flagged; 2 of the 3 errors among them; unflagged 1 of 2 right.
+    assert at_08 == {"threshold": 0.8, "flagged_share": 0.6, "errors_caught": 2 / 3,
+                     "unflagged_accuracy": 0.5}
+    # Under 0.6 only cell 5 (0.55): 1 of 3 errors; unflagged 2 of 4 right.
+    assert at_06 == {"threshold": 0.6, "flagged_share": 0.2, "errors_caught": 1 / 3,
+                     "unflagged_accuracy": 0.5}
 
 
 def test_expected_calibration_error_of_overconfident_predictions():

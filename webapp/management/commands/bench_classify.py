@@ -25,7 +25,7 @@ class Command(ModelVersionCommand):
             f"Benchmarking v{model_version.pk} ({model_version.architecture}/{model_version.task})"
         )
         try:
-            report = bench.run_benchmark(classifier, data)
+            report = bench.run_benchmark(classifier, data, settings.REVIEW_CONFIDENCE_THRESHOLD)
         except (TrainingDataError, FileNotFoundError) as exc:
             raise CommandError(str(exc)) from None
         bench.print_report(report)
