@@ -25,17 +25,17 @@ if str(ROOT) not in sys.path:
 
 from classifier import dataset  # noqa: E402
 from classifier.metrics import (  # noqa: E402
+    REVIEW_THRESHOLDS,
     binary_from_four,
     binary_labels,
     classification_metrics,
+    format_review_flagging,
     groups_mostly_wrong,
     review_flagging,
 )
 
 DEFAULT_MODEL_DIR = ROOT / "classifier" / "default_model" / "leukonet"
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "blood-cell-images"
-# The site flags calls under LEUKOSCOPE_REVIEW_THRESHOLD (0.80 unless set); the others show the trade.
-REVIEW_THRESHOLDS = (0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 def _split(classifier, layout, split, originals):
@@ -184,14 +184,7 @@ def print_report(report: dict) -> None:
         f"{report['ms_per_cell_batch1']:.2f} ms/cell at batch 1 (preparation included)"
     )
     lines.append(f"peak memory (maxrss): {report['peak_rss_mib']:.0f} MiB")
-    lines.append("review flag (calibrated confidence under the threshold), on TEST:")
-    lines.extend(
-        f"  under {row['threshold']:.2f}: {row['flagged_share']:.1%} of cells flagged, "
-        f"{row['errors_caught']:.1%} of the errors among them, unflagged calls "
-        f"{row['unflagged_accuracy']:.1%} right"
-        + ("  <- the site's threshold" if row["threshold"] == report["review_threshold"] else "")
-        for row in report["review_flagging"]
-    )
+    lines.extend(format_review_flagging(report["review_flagging"], report["review_threshold"], ", on TEST"))
     worst = report.get("test_worst_photographs") or []
     if report.get("test_photographs"):
         photographs = report["test_photographs"]

@@ -3,10 +3,14 @@ Grad-CAM heatmaps. TensorFlow is imported only when a model is loaded, so the we
 import this module for free.
 """
 
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +21,9 @@ from classifier.preparation import input_shape, prepare_batch
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
+RUNTIMES = ("litert", "tensorflow")
+
+logger = logging.getLogger(__name__)
 
 
 def save_model_directory(directory, model_bytes, metadata):
@@ -47,10 +54,72 @@ def _load_keras_bytes(model_bytes):
         os.unlink(path)
 
 
-class CellClassifier:
-    """A trained network plus what it needs to be used: classes, input spec, temperature."""
+def _cpu_count():
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
-    def __init__(self, model, metadata):
+
+class _LiteRTForward:
+    """The network converted once to a LiteRT flatbuffer and run by its XNNPACK CPU kernels.
+
+    On this project's 2-core AVX2 machine the traced TensorFlow call managed ~980 cells/s at
+    batch 64 and 3-5 ms at batch 1 (its per-call overhead); LiteRT ~1,360 cells/s and 0.6 ms, its
+    outputs within 3e-7 of Keras's. A batch is padded up to a power of two so that each
+    interpreter, which plans its memory for one batch size, is made once per size and reused.
+    """
+
+    def __init__(self, model, input_shape):
+        import tensorflow as tf
+        from ai_edge_litert.interpreter import Interpreter
+
+        # Keras prints a summary of the graph it exports on the way: nothing a worker's log needs.
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._flatbuffer = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+        self._interpreter_class = Interpreter
+        self._input_shape = tuple(input_shape)
+        self._threads = _cpu_count()
+        self._interpreters = {}
+        # An interpreter holds its tensors between set and get: one caller at a time.
+        self._lock = threading.Lock()
+
+    def _interpreter(self, size):
+        interpreter = self._interpreters.get(size)
+        if interpreter is None:
+            interpreter = self._interpreter_class(model_content=self._flatbuffer, num_threads=self._threads)
+            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"],
+                                            [size, *self._input_shape])
+            interpreter.allocate_tensors()
+            self._interpreters[size] = interpreter
+        return interpreter
+
+    def __call__(self, batch):
+        count = len(batch)
+        size = 1 << max(0, count - 1).bit_length()
+        if size != count:
+            padded = np.zeros((size, *self._input_shape), np.float32)
+            padded[:count] = batch
+            batch = padded
+        with self._lock:
+            interpreter = self._interpreter(size)
+            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
+            interpreter.invoke()
+            output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        return output[:count]
+
+
+class CellClassifier:
+    """A trained network plus what it needs to be used: classes, input spec, temperature.
+
+    ``runtime`` "litert" (the default) serves the network through LiteRT and falls back to the
+    traced TensorFlow call, with a warning, where a network cannot be converted; "tensorflow"
+    always uses TensorFlow. Grad-CAM needs gradients and always runs on Keras.
+    """
+
+    def __init__(self, model, metadata, runtime="litert"):
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r} (expected one of {', '.join(RUNTIMES)})")
+        self.runtime = runtime
         self.model = model
         self.metadata = dict(metadata)
         self.class_names = tuple(metadata["class_names"])
@@ -63,40 +132,50 @@ class CellClassifier:
         self._call = None
 
     @classmethod
-    def from_bytes(cls, model_bytes: bytes, metadata: dict):
+    def from_bytes(cls, model_bytes: bytes, metadata: dict, runtime="litert"):
         expected = metadata.get("model_sha256")
         if expected and hashlib.sha256(model_bytes).hexdigest() != expected:
             raise ValueError("model bytes do not match the sha256 recorded in the metadata")
-        return cls(_load_keras_bytes(bytes(model_bytes)), metadata)
+        return cls(_load_keras_bytes(bytes(model_bytes)), metadata, runtime)
 
     @classmethod
-    def from_directory(cls, path):
+    def from_directory(cls, path, runtime="litert"):
         path = Path(path)
         metadata = json.loads((path / METADATA_FILE).read_text())
         model_path = path / metadata.get("model_file", MODEL_FILE)
-        return cls.from_bytes(model_path.read_bytes(), metadata)
+        return cls.from_bytes(model_path.read_bytes(), metadata, runtime)
 
     @property
     def input_shape(self):
         return input_shape(self.input_spec)
 
     def _forward(self):
+        """A function from a float32 batch to the network's outputs as a NumPy array."""
+        if self._call is None and self.runtime == "litert":
+            try:
+                self._call = _LiteRTForward(self.model, self.input_shape)
+            except Exception as exc:  # the converter raises many kinds; TensorFlow still serves
+                logger.warning("LiteRT cannot run this network (%s); serving it with TensorFlow.", exc)
+        if self._call is None:
+            self._call = self._traced_call()
+        return self._call
+
+    def _traced_call(self):
         """model(batch, training=False) as one traced graph for any batch size: eager calls
         dispatch op by op, which cost several times the arithmetic at serving batch sizes."""
-        if self._call is None:
-            import tensorflow as tf
+        import tensorflow as tf
 
-            spec = tf.TensorSpec([None, *self.input_shape], tf.float32)
-            model = self.model
-            self._call = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-        return self._call
+        spec = tf.TensorSpec([None, *self.input_shape], tf.float32)
+        model = self.model
+        traced = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        return lambda batch: traced(batch).numpy()
 
     def _raw(self, inputs, batch_size=64):
         outputs = []
         forward = self._forward()
         for start in range(0, len(inputs), batch_size):
             batch = np.ascontiguousarray(inputs[start : start + batch_size], dtype=np.float32)
-            outputs.append(forward(batch).numpy().astype(np.float64))
+            outputs.append(np.asarray(forward(batch), dtype=np.float64))
         if not outputs:
             return np.zeros((0, max(1, len(self.class_names) if len(self.class_names) > 2 else 1)))
         return np.concatenate(outputs)

@@ -5,6 +5,8 @@ import numpy as np
 from classifier.labels import BINARY_CLASSES, BINARY_GROUP
 
 ECE_BINS = 15
+# Confidence thresholds at which review flagging is reported (the site flags under 0.80 by default).
+REVIEW_THRESHOLDS = (0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 def confusion_matrix(y_true, y_pred, n_classes):
@@ -94,6 +96,7 @@ def classification_metrics(y_true, probabilities, class_names, n_bins=ECE_BINS):
         "confusion_matrix": matrix.tolist(),
         "ece": expected_calibration_error(probabilities, y_true, n_bins),
         "log_loss": log_loss(probabilities, y_true),
+        "review_flagging": review_flagging(y_true, probabilities, REVIEW_THRESHOLDS),
     }
     if n_classes == 2:
         result["roc_auc"] = roc_auc(y_true == 1, probabilities[:, 1])
@@ -169,7 +172,23 @@ def format_metrics(metrics, title=None):
     lines.append(" " * width + " ".join(f"{s:>7}" for s in short))
     for name, row in zip(names, metrics["confusion_matrix"], strict=True):
         lines.append(f"{name:<{width}}" + " ".join(f"{v:>7d}" for v in row))
+    lines.extend(format_review_flagging(metrics.get("review_flagging") or []))
     return "\n".join(lines)
+
+
+def format_review_flagging(rows, site_threshold=None, where=""):
+    """Printable lines, one per threshold, for review_flagging's rows."""
+    if not rows:
+        return []
+    lines = [f"review flag (calibrated confidence under the threshold){where}:"]
+    for row in rows:
+        mark = "  <- the site's threshold" if row["threshold"] == site_threshold else ""
+        lines.append(
+            f"  under {row['threshold']:.2f}: {row['flagged_share']:.1%} of cells flagged, "
+            f"{row['errors_caught']:.1%} of the errors among them, unflagged calls "
+            f"{row['unflagged_accuracy']:.1%} right{mark}"
+        )
+    return lines
 
 
 def groups_mostly_wrong(images, probabilities, y, names, below=0.5):

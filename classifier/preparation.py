@@ -45,7 +45,8 @@ def background_colour(image, step=_BACKGROUND_SAMPLE_STEP):
     thresholds and the networks' white balance both stand on this one estimate.
     """
     pixels = image[::step, ::step].reshape(-1, 3)
-    lit = pixels[pixels.max(axis=1) > 40]
+    # Two elementwise maxima, not max(axis=1): a reduction over 3 values costs ~15x as much.
+    lit = pixels[np.maximum(np.maximum(pixels[:, 0], pixels[:, 1]), pixels[:, 2]) > 40]
     if len(lit) < 16:
         return None
     green = lit[:, 1]

@@ -52,6 +52,23 @@ def paper_binary():
     return make_classifier("paper", "binary")
 
 
+@pytest.mark.parametrize("architecture, task", [("leukonet", "4class"), ("paper", "binary")])
+def test_litert_serves_what_tensorflow_computes_at_every_batch_length(architecture, task):
+    served = make_classifier(architecture, task)
+    reference = CellClassifier(served.model, served.metadata, runtime="tensorflow")
+    windows = [window(k) for k in range(7)]
+    # 7 cells in batches of 3: lengths 3, 3, 1, padded to 4, 4 and 1 inside LiteRT.
+    litert = served.predict(windows, batch_size=3)
+    assert type(served._call).__name__ == "_LiteRTForward"  # converted, not fallen back
+    np.testing.assert_allclose(litert, reference.predict(windows, batch_size=3), atol=1e-5)
+    np.testing.assert_allclose(served.predict(windows[:1], batch_size=1), litert[:1], atol=1e-5)
+
+
+def test_an_unknown_runtime_is_refused(leukonet):
+    with pytest.raises(ValueError, match="unknown runtime 'onnx'"):
+        CellClassifier(leukonet.model, leukonet.metadata, runtime="onnx")
+
+
 def test_predict_rows_sum_to_one(leukonet, paper_binary):
     windows = [window(k) for k in range(3)]
     for classifier in (leukonet, paper_binary):

@@ -142,6 +142,22 @@ def test_version_page_draws_learning_curves_as_inline_svg(staff_client):
 
 
 @pytest.mark.django_db
+def test_version_page_shows_what_the_review_flag_catches_at_the_sites_threshold(staff_client, settings):
+    settings.REVIEW_CONFIDENCE_THRESHOLD = 0.8
+    metrics = four_class_metrics()
+    metrics["TEST"]["review_flagging"] = [
+        {"threshold": 0.7, "flagged_share": 0.065, "errors_caught": 0.257, "unflagged_accuracy": 0.902},
+        {"threshold": 0.8, "flagged_share": 0.109, "errors_caught": 0.391, "unflagged_accuracy": 0.916},
+    ]
+    version = make_version(metrics=metrics)
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert page.count('class="review-flagging"') == 1  # TEST has the figures, validation has none
+    site_row = page.split('class="site-threshold"')[1].split("</tr>")[0]
+    assert "0.80 · this site" in site_row and ">11%<" in site_row and ">39%<" in site_row
+    assert ">0.916<" in site_row
+
+
+@pytest.mark.django_db
 def test_version_page_says_which_epoch_a_held_out_run_stored(staff_client):
     best = make_version()
     last = make_version(metrics={**four_class_metrics(), "epoch_choice": "last"})

@@ -7,6 +7,7 @@ Learning curves are SVG drawn here on the server: no chart library, nothing from
 import math
 from functools import wraps
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
@@ -79,6 +80,10 @@ def _metric_table(title, metrics):
         "class_names": names,
         "per_class": per_class,
         "matrix": matrix,
+        "review_flagging": [
+            {**row, "site": math.isclose(row["threshold"], settings.REVIEW_CONFIDENCE_THRESHOLD)}
+            for row in metrics.get("review_flagging") or []
+        ],
     }
 
 
