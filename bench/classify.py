@@ -84,6 +84,7 @@ def run_benchmark(classifier, data_dir=DEFAULT_DATA, review_threshold=0.8) -> di
         "input_spec": classifier.input_spec,
         "temperature": classifier.temperature,
         "size_bytes": classifier.size_bytes,
+        "runtime": classifier.runtime,
         "data_dir": str(data_dir),
     }
     test = _split(classifier, layout, "TEST", originals)
@@ -149,7 +150,8 @@ def print_report(report: dict) -> None:
     t = report["test"]
     lines = [
         f"model: {report['architecture']} / {report['task']}  input {report['input_spec']}  "
-        f"T={report['temperature']:.3f}  size {report['size_bytes'] / 1e6:.2f} MB",
+        f"T={report['temperature']:.3f}  size {report['size_bytes'] / 1e6:.2f} MB  "
+        f"runtime {report['runtime']}",
         f"data: {report['data_dir']}",
         f"TEST (n={report['test_n']}): accuracy {t['accuracy']:.4f}  "
         f"balanced {t['balanced_accuracy']:.4f}",
@@ -209,6 +211,8 @@ def main(argv=None):
     parser.add_argument("--model-dir", default=str(DEFAULT_MODEL_DIR))
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--json", help="also write the report as JSON here")
+    parser.add_argument("--runtime", default="litert", choices=("litert", "tensorflow"),
+                        help="what computes the network (the site serves with litert)")
     parser.add_argument("--review-threshold", type=float, default=0.8,
                         help="the site's LEUKOSCOPE_REVIEW_THRESHOLD, marked in the report")
     args = parser.parse_args(argv)
@@ -217,7 +221,7 @@ def main(argv=None):
         return 2
     from classifier.inference import CellClassifier
 
-    classifier = CellClassifier.from_directory(args.model_dir)
+    classifier = CellClassifier.from_directory(args.model_dir, runtime=args.runtime)
     report = run_benchmark(classifier, args.data, args.review_threshold)
     print_report(report)
     if args.json:
