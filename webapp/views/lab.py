@@ -119,6 +119,7 @@ def _sample_context(sample):
         "formula": leukocyte_formula(sample),
         "progress": sample_progress(sample),
         "review_types": sorted(legend, key=lambda pair: type_order(pair[0])),
+        "review_threshold_percent": round(100 * settings.REVIEW_CONFIDENCE_THRESHOLD),
     }
 
 
