@@ -21,6 +21,10 @@ varies from photograph to photograph (blue-channel density of the red cells 0.14
 TRAIN photographs, 5th-95th percentile), and slides of eosinophils in TRAIN run pinker than those
 of neutrophils, a cue about the slide, not the cell.
 
+``"mask_radius": R`` (reference px) replaces everything farther than R from the window's centre
+with the background level, so a network sees the leukocyte and not the red cells and stain of the
+slide around it (an experiment: see the model card).
+
 Networks take float32 RGB in [0, 1]; ``prepare_batch`` does the scaling, the model does not.
 """
 
@@ -144,6 +148,13 @@ def central_crop(window, size):
     return window[y0 : y0 + size, x0 : x0 + size]
 
 
+@functools.lru_cache(maxsize=16)
+def _outside_circle(size, radius):
+    yy, xx = np.mgrid[0:size[0], 0:size[1]]
+    centre_y, centre_x = (size[0] - 1) / 2.0, (size[1] - 1) / 2.0
+    return (yy - centre_y) ** 2 + (xx - centre_x) ** 2 > radius**2
+
+
 def prepare_window(window, input_spec, margin=1.0):
     """One window as uint8 network input (HxWx3).
 
@@ -174,6 +185,12 @@ def prepare_window(window, input_spec, margin=1.0):
             density = red_cell_density(window, gains)
             if density is not None:
                 prepared = stain_normalised(prepared, density)
+    if input_spec.get("mask_radius"):
+        # Reference px to output px: the region shown (crop or window) maps onto the output.
+        radius = float(input_spec["mask_radius"]) * prepared.shape[0] / region.shape[0]
+        if np.shares_memory(prepared, window):
+            prepared = prepared.copy()
+        prepared[_outside_circle(prepared.shape[:2], radius)] = int(BACKGROUND_LEVEL)
     return prepared
 
 
