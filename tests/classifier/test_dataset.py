@@ -86,6 +86,23 @@ def test_preparation_modes():
     assert batch.dtype == np.float32 and batch.shape == (2, 96, 96, 3) and batch.max() <= 1.0
 
 
+def test_mask_radius_keeps_the_cell_and_blanks_its_surroundings():
+    window = draw_field("NEUTROPHIL", 1)
+    spec = {"height": 96, "width": 96, "mode": "cell", "crop": 160, "white_balance": True}
+    plain, masked = prepare_window(window, spec), prepare_window(window, {**spec, "mask_radius": 60})
+    # 60 reference px of a 160 px crop shown at 96 px: a 36 px radius around the centre stays.
+    assert np.array_equal(masked[48, 14:82], plain[48, 14:82])
+    assert (masked[48, :10] == 225).all() and (masked[:8, :8] == 225).all()
+    assert not (plain[:8, :8] == 225).all()  # the field's own red cells and background were there
+    # A training crop with a margin masks the same circle at the same scale.
+    wide = prepare_window(window, {**spec, "mask_radius": 60}, 1.25)
+    assert np.array_equal(wide[60, 26:94], prepare_window(window, spec, 1.25)[60, 26:94])
+    assert (wide[60, :20] == 225).all()
+    untouched = window.copy()
+    prepare_window(window, {"height": 240, "width": 320, "mode": "field", "mask_radius": 60})
+    assert np.array_equal(window, untouched)  # the caller's window is never painted over
+
+
 def test_white_balance_removes_a_photographs_tint_but_keeps_the_cells_colours():
     window = draw_field("EOSINOPHIL", 3)
     tinted = np.clip(window.astype(np.float32) * [0.85, 1.0, 1.12], 0, 255).astype(np.uint8)
