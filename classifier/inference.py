@@ -84,14 +84,16 @@ class _LiteRTForward:
         self._lock = threading.Lock()
 
     def _interpreter(self, size):
-        interpreter = self._interpreters.get(size)
-        if interpreter is None:
+        """(interpreter, input index, output index) planned for batches of ``size``."""
+        entry = self._interpreters.get(size)
+        if entry is None:
             interpreter = self._interpreter_class(model_content=self._flatbuffer, num_threads=self._threads)
-            interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"],
-                                            [size, *self._input_shape])
+            input_index = interpreter.get_input_details()[0]["index"]
+            interpreter.resize_tensor_input(input_index, [size, *self._input_shape])
             interpreter.allocate_tensors()
-            self._interpreters[size] = interpreter
-        return interpreter
+            entry = (interpreter, input_index, interpreter.get_output_details()[0]["index"])
+            self._interpreters[size] = entry
+        return entry
 
     def __call__(self, batch):
         count = len(batch)
@@ -101,10 +103,10 @@ class _LiteRTForward:
             padded[:count] = batch
             batch = padded
         with self._lock:
-            interpreter = self._interpreter(size)
-            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], batch)
+            interpreter, input_index, output_index = self._interpreter(size)
+            interpreter.set_tensor(input_index, batch)
             interpreter.invoke()
-            output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+            output = interpreter.get_tensor(output_index)
         return output[:count]
 
 
