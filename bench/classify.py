@@ -25,13 +25,11 @@ if str(ROOT) not in sys.path:
 
 from classifier import dataset  # noqa: E402
 from classifier.metrics import (  # noqa: E402
-    REVIEW_THRESHOLDS,
     binary_from_four,
     binary_labels,
     classification_metrics,
     format_review_flagging,
     groups_mostly_wrong,
-    review_flagging,
 )
 
 DEFAULT_MODEL_DIR = ROOT / "classifier" / "default_model" / "leukonet"
@@ -84,7 +82,7 @@ def run_benchmark(classifier, data_dir=DEFAULT_DATA, review_threshold=0.8) -> di
         "input_spec": classifier.input_spec,
         "temperature": classifier.temperature,
         "size_bytes": classifier.size_bytes,
-        "runtime": classifier.runtime,
+        "runtime": classifier.serving_runtime,
         "data_dir": str(data_dir),
     }
     test = _split(classifier, layout, "TEST", originals)
@@ -93,7 +91,7 @@ def run_benchmark(classifier, data_dir=DEFAULT_DATA, review_threshold=0.8) -> di
     images, x, y, located = test
     calibrated = classifier.predict_inputs(x)
     raw = classifier.predict_inputs(x, calibrated=False)
-    metrics = classification_metrics(y, calibrated, names)
+    metrics = classification_metrics(y, calibrated, names, review_thresholds=[review_threshold])
     report["test"] = metrics
     report["test_n"] = len(y)
     report["test_located_share"] = float(np.mean(located)) if len(located) else 0.0
@@ -117,8 +115,7 @@ def run_benchmark(classifier, data_dir=DEFAULT_DATA, review_threshold=0.8) -> di
         ),
     }
     report["review_threshold"] = review_threshold
-    thresholds = sorted({*REVIEW_THRESHOLDS, review_threshold})
-    report["review_flagging"] = review_flagging(y, calibrated, thresholds)
+    report["review_flagging"] = metrics["review_flagging"]
     report["test_photographs"], report["test_worst_photographs"] = groups_mostly_wrong(
         images, calibrated, y, names
     )

@@ -148,6 +148,11 @@ class CellClassifier:
         return cls.from_bytes(model_path.read_bytes(), metadata, runtime)
 
     @property
+    def serving_runtime(self):
+        """What computes the network: ``runtime``, or "tensorflow" where LiteRT fell back."""
+        return "litert" if isinstance(self._forward(), _LiteRTForward) else "tensorflow"
+
+    @property
     def input_shape(self):
         return input_shape(self.input_spec)
 

@@ -1,5 +1,7 @@
 """Held-out metrics, NumPy only, every value JSON-serialisable."""
 
+import math
+
 import numpy as np
 
 from classifier.labels import BINARY_CLASSES, BINARY_GROUP
@@ -61,8 +63,9 @@ def log_loss(probabilities, y_true):
     return float(-np.mean(np.log(np.clip(picked, 1e-12, 1.0))))
 
 
-def classification_metrics(y_true, probabilities, class_names, n_bins=ECE_BINS):
-    """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix, ECE (+AUC)."""
+def classification_metrics(y_true, probabilities, class_names, n_bins=ECE_BINS, review_thresholds=()):
+    """Accuracy, balanced accuracy, per-class precision/recall/F1, confusion matrix, ECE (+AUC),
+    and the review flag's figures at REVIEW_THRESHOLDS plus any ``review_thresholds`` given."""
     class_names = list(class_names)
     probabilities = np.asarray(probabilities, dtype=np.float64).reshape(-1, len(class_names))
     y_true = np.asarray(y_true, dtype=int)
@@ -96,11 +99,22 @@ def classification_metrics(y_true, probabilities, class_names, n_bins=ECE_BINS):
         "confusion_matrix": matrix.tolist(),
         "ece": expected_calibration_error(probabilities, y_true, n_bins),
         "log_loss": log_loss(probabilities, y_true),
-        "review_flagging": review_flagging(y_true, probabilities, REVIEW_THRESHOLDS),
+        "review_flagging": review_flagging(
+            y_true, probabilities, _merged_thresholds(REVIEW_THRESHOLDS, review_thresholds)
+        ),
     }
     if n_classes == 2:
         result["roc_auc"] = roc_auc(y_true == 1, probabilities[:, 1])
     return result
+
+
+def _merged_thresholds(standard, extra):
+    """Sorted thresholds, an extra one that equals a standard one (to float error) kept once."""
+    merged = list(standard)
+    for threshold in extra:
+        if not any(math.isclose(threshold, known) for known in merged):
+            merged.append(float(threshold))
+    return sorted(merged)
 
 
 def binary_from_four(probabilities, class_names):
@@ -182,7 +196,8 @@ def format_review_flagging(rows, site_threshold=None, where=""):
         return []
     lines = [f"review flag (calibrated confidence under the threshold){where}:"]
     for row in rows:
-        mark = "  <- the site's threshold" if row["threshold"] == site_threshold else ""
+        at_site = site_threshold is not None and math.isclose(row["threshold"], site_threshold)
+        mark = "  <- the site's threshold" if at_site else ""
         lines.append(
             f"  under {row['threshold']:.2f}: {row['flagged_share']:.1%} of cells flagged, "
             f"{row['errors_caught']:.1%} of the errors among them, unflagged calls "

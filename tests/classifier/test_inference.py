@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from classifier import inference
 from classifier.architectures import DEFAULT_INPUT_SPEC, build_model
 from classifier.inference import CellClassifier
 from classifier.labels import TASK_CLASSES
@@ -59,9 +60,26 @@ def test_litert_serves_what_tensorflow_computes_at_every_batch_length(architectu
     windows = [window(k) for k in range(7)]
     # 7 cells in batches of 3: lengths 3, 3, 1, padded to 4, 4 and 1 inside LiteRT.
     litert = served.predict(windows, batch_size=3)
-    assert type(served._call).__name__ == "_LiteRTForward"  # converted, not fallen back
+    assert served.serving_runtime == "litert"  # converted, not fallen back
     np.testing.assert_allclose(litert, reference.predict(windows, batch_size=3), atol=1e-5)
     np.testing.assert_allclose(served.predict(windows[:1], batch_size=1), litert[:1], atol=1e-5)
+
+
+def test_a_network_litert_cannot_convert_is_served_by_tensorflow(monkeypatch, caplog):
+    class ConverterRefuses:
+        def __init__(self, model, input_shape):
+            raise RuntimeError("op not supported")
+
+    monkeypatch.setattr(inference, "_LiteRTForward", ConverterRefuses)
+    served = make_classifier("leukonet", "4class")
+    reference = CellClassifier(served.model, served.metadata, runtime="tensorflow")
+    windows = [window(k) for k in range(3)]
+    with caplog.at_level("WARNING", logger="classifier.inference"):
+        probabilities = served.predict(windows)
+    assert served.runtime == "litert"  # what was asked for ...
+    assert served.serving_runtime == "tensorflow"  # ... and what serves
+    assert "LiteRT cannot run this network (op not supported)" in caplog.text
+    np.testing.assert_allclose(probabilities, reference.predict(windows), atol=1e-6)
 
 
 def test_an_unknown_runtime_is_refused(leukonet):

@@ -11,6 +11,7 @@ from classifier.metrics import (
     confusion_matrix,
     expected_calibration_error,
     format_metrics,
+    format_review_flagging,
     review_flagging,
     roc_auc,
 )
@@ -58,6 +59,20 @@ def test_review_flagging_counts_flagged_cells_caught_errors_and_unflagged_accura
     # Under 0.6 only cell 5 (0.55): 1 of 3 errors; unflagged 2 of 4 right.
     assert at_06 == {"threshold": 0.6, "flagged_share": 0.2, "errors_caught": 1 / 3,
                      "unflagged_accuracy": 0.5}
+
+
+def test_a_sites_review_threshold_joins_the_standard_ones_once_and_is_marked():
+    y = [0, 0, 1, 1, 0]
+    p = [[0.95, 0.05], [0.1, 0.9], [0.3, 0.7], [0.65, 0.35], [0.45, 0.55]]
+    names = ("MONONUCLEAR", "POLYNUCLEAR")
+    own = classification_metrics(y, p, names, review_thresholds=[0.85])["review_flagging"]
+    assert [row["threshold"] for row in own] == [0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
+    # 0.1 * 8 is 0.8000000000000002: the same threshold, not a seventh row.
+    same = classification_metrics(y, p, names, review_thresholds=[0.1 * 8])["review_flagging"]
+    assert [row["threshold"] for row in same] == [0.6, 0.7, 0.8, 0.9, 0.95]
+    marked = [line for line in format_review_flagging(same, 0.1 * 8) if "site's threshold" in line]
+    assert marked == ["  under 0.80: 60.0% of cells flagged, 66.7% of the errors among them, "
+                      "unflagged calls 50.0% right  <- the site's threshold"]
 
 
 def test_expected_calibration_error_of_overconfident_predictions():
