@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from classifier import dataset  # noqa: E402
+from classifier.inference import DEFAULT_RUNTIME, RUNTIMES  # noqa: E402  (no TensorFlow import)
 from classifier.metrics import (  # noqa: E402
     binary_from_four,
     binary_labels,
@@ -208,8 +209,9 @@ def main(argv=None):
     parser.add_argument("--model-dir", default=str(DEFAULT_MODEL_DIR))
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--json", help="also write the report as JSON here")
-    parser.add_argument("--runtime", default="litert", choices=("litert", "tensorflow"),
-                        help="what computes the network (the site serves with litert)")
+    parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES,
+                        help=f"what computes the network (default: {DEFAULT_RUNTIME}, the site's "
+                        "default, LEUKOSCOPE_INFERENCE_RUNTIME)")
     parser.add_argument("--review-threshold", type=float, default=0.8,
                         help="the site's LEUKOSCOPE_REVIEW_THRESHOLD, marked in the report")
     args = parser.parse_args(argv)

@@ -21,7 +21,10 @@ from classifier.preparation import input_shape, prepare_batch
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
-RUNTIMES = ("litert", "tensorflow")
+# "litert-int8" serves: int8 weights, activations quantized per cell as they go (see
+# _LiteRTForward). "litert" is the same runtime in float32, "tensorflow" the traced Keras call.
+RUNTIMES = ("litert-int8", "litert", "tensorflow")
+DEFAULT_RUNTIME = "litert-int8"
 
 logger = logging.getLogger(__name__)
 
@@ -67,15 +70,25 @@ class _LiteRTForward:
     batch 64 and 3-5 ms at batch 1 (its per-call overhead); LiteRT ~1,360 cells/s and 0.6 ms, its
     outputs within 3e-7 of Keras's. A batch is padded up to a power of two so that each
     interpreter, which plans its memory for one batch size, is made once per size and reused.
+
+    ``int8_weights`` stores the weights as int8 (dynamic-range quantization) and XNNPACK then
+    quantizes each cell's activations on the fly, per cell, so a cell's result does not depend on
+    its batchmates. LeukoNet's forward pass ran 4x faster so (2,090 -> 8,370 cells/s at batch 64
+    on a 2-core AVX-512 host); on the 2,487 TEST cells its probabilities moved by at most 0.016
+    and one call of 2,487 changed.
     """
 
-    def __init__(self, model, input_shape):
+    def __init__(self, model, input_shape, int8_weights=False):
         import tensorflow as tf
         from ai_edge_litert.interpreter import Interpreter
 
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        if int8_weights:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no sample data: dynamic range
         # Keras prints a summary of the graph it exports on the way: nothing a worker's log needs.
         with contextlib.redirect_stdout(io.StringIO()):
-            self._flatbuffer = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+            self._flatbuffer = converter.convert()
+        self.runtime = "litert-int8" if int8_weights else "litert"
         self._interpreter_class = Interpreter
         self._input_shape = tuple(input_shape)
         self._threads = _cpu_count()
@@ -113,12 +126,13 @@ class _LiteRTForward:
 class CellClassifier:
     """A trained network plus what it needs to be used: classes, input spec, temperature.
 
-    ``runtime`` "litert" (the default) serves the network through LiteRT and falls back to the
-    traced TensorFlow call, with a warning, where a network cannot be converted; "tensorflow"
-    always uses TensorFlow. Grad-CAM needs gradients and always runs on Keras.
+    ``runtime`` "litert-int8" (the default) serves the network through LiteRT with int8 weights,
+    "litert" through LiteRT in float32; both fall back to the traced TensorFlow call, with a
+    warning, where a network cannot be converted. "tensorflow" always uses TensorFlow. Grad-CAM
+    needs gradients and always runs on the float Keras model.
     """
 
-    def __init__(self, model, metadata, runtime="litert"):
+    def __init__(self, model, metadata, runtime=DEFAULT_RUNTIME):
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r} (expected one of {', '.join(RUNTIMES)})")
         self.runtime = runtime
@@ -134,14 +148,14 @@ class CellClassifier:
         self._call = None
 
     @classmethod
-    def from_bytes(cls, model_bytes: bytes, metadata: dict, runtime="litert"):
+    def from_bytes(cls, model_bytes: bytes, metadata: dict, runtime=DEFAULT_RUNTIME):
         expected = metadata.get("model_sha256")
         if expected and hashlib.sha256(model_bytes).hexdigest() != expected:
             raise ValueError("model bytes do not match the sha256 recorded in the metadata")
         return cls(_load_keras_bytes(bytes(model_bytes)), metadata, runtime)
 
     @classmethod
-    def from_directory(cls, path, runtime="litert"):
+    def from_directory(cls, path, runtime=DEFAULT_RUNTIME):
         path = Path(path)
         metadata = json.loads((path / METADATA_FILE).read_text())
         model_path = path / metadata.get("model_file", MODEL_FILE)
@@ -150,7 +164,8 @@ class CellClassifier:
     @property
     def serving_runtime(self):
         """What computes the network: ``runtime``, or "tensorflow" where LiteRT fell back."""
-        return "litert" if isinstance(self._forward(), _LiteRTForward) else "tensorflow"
+        forward = self._forward()
+        return forward.runtime if isinstance(forward, _LiteRTForward) else "tensorflow"
 
     @property
     def input_shape(self):
@@ -158,9 +173,11 @@ class CellClassifier:
 
     def _forward(self):
         """A function from a float32 batch to the network's outputs as a NumPy array."""
-        if self._call is None and self.runtime == "litert":
+        if self._call is None and self.runtime.startswith("litert"):
             try:
-                self._call = _LiteRTForward(self.model, self.input_shape)
+                self._call = _LiteRTForward(
+                    self.model, self.input_shape, int8_weights=self.runtime == "litert-int8"
+                )
             except Exception as exc:  # the converter raises many kinds; TensorFlow still serves
                 logger.warning("LiteRT cannot run this network (%s); serving it with TensorFlow.", exc)
         if self._call is None:

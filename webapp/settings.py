@@ -10,6 +10,9 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from classifier.inference import DEFAULT_RUNTIME, RUNTIMES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -148,6 +151,13 @@ TRAINING_DATA_DIR = Path(
 )
 # Cells whose top calibrated probability falls below this are flagged for a human to look at.
 REVIEW_CONFIDENCE_THRESHOLD = float(os.environ.get("LEUKOSCOPE_REVIEW_THRESHOLD", 0.80))
+# What computes the network in the worker (classifier.inference.RUNTIMES): int8 weights by
+# default, "litert" for float32, "tensorflow" for the plain Keras model.
+INFERENCE_RUNTIME = os.environ.get("LEUKOSCOPE_INFERENCE_RUNTIME", DEFAULT_RUNTIME)
+if INFERENCE_RUNTIME not in RUNTIMES:
+    raise ImproperlyConfigured(
+        f"LEUKOSCOPE_INFERENCE_RUNTIME={INFERENCE_RUNTIME!r}: expected one of {', '.join(RUNTIMES)}"
+    )
 
 # Celery: Redis broker; the launcher exports REDIS_URL when it starts an embedded Redis.
 CELERY_BROKER_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "classifier" / "default_model"
 
 
-def make_classifier(architecture, task, temperature=1.5):
+def make_classifier(architecture, task, temperature=1.5, runtime="litert-int8"):
     import keras
 
     keras.utils.set_random_seed(0)
@@ -29,7 +29,7 @@ def make_classifier(architecture, task, temperature=1.5):
         "input_spec": DEFAULT_INPUT_SPEC[architecture],
         "temperature": temperature,
     }
-    return CellClassifier.from_bytes(model_to_bytes(model), metadata)
+    return CellClassifier.from_bytes(model_to_bytes(model), metadata, runtime)
 
 
 def window(seed=0):
@@ -55,7 +55,7 @@ def paper_binary():
 
 @pytest.mark.parametrize("architecture, task", [("leukonet", "4class"), ("paper", "binary")])
 def test_litert_serves_what_tensorflow_computes_at_every_batch_length(architecture, task):
-    served = make_classifier(architecture, task)
+    served = make_classifier(architecture, task, runtime="litert")
     reference = CellClassifier(served.model, served.metadata, runtime="tensorflow")
     windows = [window(k) for k in range(7)]
     # 7 cells in batches of 3: lengths 3, 3, 1, padded to 4, 4 and 1 inside LiteRT.
@@ -67,7 +67,7 @@ def test_litert_serves_what_tensorflow_computes_at_every_batch_length(architectu
 
 def test_a_network_litert_cannot_convert_is_served_by_tensorflow(monkeypatch, caplog):
     class ConverterRefuses:
-        def __init__(self, model, input_shape):
+        def __init__(self, model, input_shape, int8_weights=False):
             raise RuntimeError("op not supported")
 
     monkeypatch.setattr(inference, "_LiteRTForward", ConverterRefuses)
@@ -76,7 +76,7 @@ def test_a_network_litert_cannot_convert_is_served_by_tensorflow(monkeypatch, ca
     windows = [window(k) for k in range(3)]
     with caplog.at_level("WARNING", logger="classifier.inference"):
         probabilities = served.predict(windows)
-    assert served.runtime == "litert"  # what was asked for ...
+    assert served.runtime == "litert-int8"  # what was asked for ...
     assert served.serving_runtime == "tensorflow"  # ... and what serves
     assert "LiteRT cannot run this network (op not supported)" in caplog.text
     np.testing.assert_allclose(probabilities, reference.predict(windows), atol=1e-6)
@@ -154,3 +154,19 @@ def test_bundled_models_load_and_predict(name):
     p = classifier.predict([window(1)])
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
     assert (folder / "model.keras").stat().st_size <= 10 * 1024 * 1024
+
+
+@pytest.mark.parametrize("name", ["leukonet", "paper-binary"])
+def test_int8_serving_stays_close_to_float_and_ignores_batchmates(name):
+    folder = BUNDLED / name
+    if not (folder / "metadata.json").is_file():
+        pytest.skip(f"bundled model {folder} not present")
+    served = CellClassifier.from_directory(folder)  # the default: int8 weights
+    exact = CellClassifier(served.model, served.metadata, runtime="tensorflow")
+    windows = [window(k) for k in range(6)]
+    together = served.predict(windows)
+    assert served.serving_runtime == "litert-int8"
+    np.testing.assert_allclose(together, exact.predict(windows), atol=0.05)
+    # Activations are quantized per cell: a cell comes out the same alone as among others.
+    alone = np.concatenate([served.predict([w], batch_size=1) for w in windows])
+    np.testing.assert_array_equal(alone, together)

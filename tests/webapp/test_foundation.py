@@ -92,6 +92,15 @@ def test_deploy_check_is_clean_with_production_settings(tmp_path):
     assert "no issues" in result.stdout
 
 
+def test_an_unknown_inference_runtime_is_refused_by_name(tmp_path):
+    env = dict(os.environ, LEUKOSCOPE_INFERENCE_RUNTIME="onnx", LEUKOSCOPE_VAR_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert ("LEUKOSCOPE_INFERENCE_RUNTIME='onnx': expected one of litert-int8, litert, tensorflow"
+            in result.stderr)
+
+
 def _free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -6,6 +6,8 @@ changed, so an admin's activation takes effect without restarting anything.
 
 import threading
 
+from django.conf import settings
+
 from webapp.models import ModelVersion
 
 
@@ -48,6 +50,7 @@ def load_classifier(version):
             if not model_bytes:
                 raise NoActiveModel(f"Model version v{version.pk} holds no stored network.")
             _loaded.clear()  # keep one network in memory; versions switch rarely
-            _loaded[version.pk] = CellClassifier.from_bytes(bytes(model_bytes),
-                                                            classifier_metadata(version))
+            _loaded[version.pk] = CellClassifier.from_bytes(
+                bytes(model_bytes), classifier_metadata(version), runtime=settings.INFERENCE_RUNTIME
+            )
         return _loaded[version.pk]
