@@ -8,6 +8,7 @@ from classifier.errors import TrainingDataError
 from classifier.labels import FOUR_CLASSES
 from classifier.preparation import (
     REFERENCE_RED_CELL_DENSITY,
+    column_medians,
     prepare_batch,
     prepare_window,
     red_cell_density,
@@ -101,6 +102,24 @@ def test_mask_radius_keeps_the_cell_and_blanks_its_surroundings():
     untouched = window.copy()
     prepare_window(window, {"height": 240, "width": 320, "mode": "field", "mask_radius": 60})
     assert np.array_equal(window, untouched)  # the caller's window is never painted over
+
+
+def test_mask_radius_paints_exactly_the_pixels_beyond_the_circle():
+    window = draw_field("MONOCYTE", 2)
+    spec = {"height": 96, "width": 96, "mode": "cell", "crop": 160, "white_balance": True}
+    plain, masked = prepare_window(window, spec), prepare_window(window, {**spec, "mask_radius": 65})
+    yy, xx = np.mgrid[0:96, 0:96]
+    beyond = (yy - 47.5) ** 2 + (xx - 47.5) ** 2 > (65 * 96 / 160) ** 2
+    assert np.array_equal(masked[beyond], np.full((beyond.sum(), 3), 225, np.uint8))
+    assert np.array_equal(masked[~beyond], plain[~beyond])
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 300, 301])
+def test_column_medians_are_numpys_medians(count):
+    values = np.random.default_rng(count).integers(0, 256, (count, 3)).astype(np.uint8)
+    medians = column_medians(values)
+    assert medians.dtype == np.float64
+    assert np.array_equal(medians, np.median(values, axis=0))
 
 
 def test_white_balance_removes_a_photographs_tint_but_keeps_the_cells_colours():
