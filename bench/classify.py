@@ -24,7 +24,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from classifier import dataset  # noqa: E402
-from classifier.inference import DEFAULT_RUNTIME, RUNTIMES  # noqa: E402  (no TensorFlow import)
 from classifier.metrics import (  # noqa: E402
     binary_from_four,
     binary_labels,
@@ -32,6 +31,7 @@ from classifier.metrics import (  # noqa: E402
     format_review_flagging,
     groups_mostly_wrong,
 )
+from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES  # noqa: E402
 
 DEFAULT_MODEL_DIR = ROOT / "classifier" / "default_model" / "leukonet"
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "blood-cell-images"

@@ -18,13 +18,10 @@ import numpy as np
 from classifier import calibration
 from classifier.architectures import GRADCAM_LAYER
 from classifier.preparation import input_shape, prepare_batch
+from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES
 
 MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
-# "litert-int8" serves: int8 weights, activations quantized per cell as they go (see
-# _LiteRTForward). "litert" is the same runtime in float32, "tensorflow" the traced Keras call.
-RUNTIMES = ("litert-int8", "litert", "tensorflow")
-DEFAULT_RUNTIME = "litert-int8"
 
 logger = logging.getLogger(__name__)
 

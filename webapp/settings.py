@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from classifier.inference import DEFAULT_RUNTIME, RUNTIMES
+from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
