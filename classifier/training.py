@@ -708,7 +708,8 @@ def validation_predictions(run_dir, data_dir, cache_dir=None):
     from classifier.inference import CellClassifier
 
     try:
-        classifier = CellClassifier.from_directory(run_dir)
+        # Float32, as the run fitted its own temperature: a pooled temperature must agree with it.
+        classifier = CellClassifier.from_directory(run_dir, runtime="litert")
     except (OSError, ValueError, KeyError) as error:
         raise ValueError(f"{run_dir} is not a model folder: {error}") from None
     metadata = classifier.metadata
