@@ -21,6 +21,9 @@ DEFAULT_INPUT_SPEC = {
         "crop": 160,
         "white_balance": True,
         "stain_normalise": True,
+        # The slide beyond the cell's reach blanked: the network learns the cell, not the red
+        # cells and stain around it (0.874 against 0.864 over five group splits; model card).
+        "mask_radius": 65,
     },
 }
 # The recipes of the bundled networks (classifier/default_model/MODEL_CARD.md), so a retraining
