@@ -1,8 +1,9 @@
 """Repeated group hold-out of a training recipe: how it does on photographs it never saw.
 
     python bench/group_cv.py [--data DIR] [--arch leukonet] [--task 4class] [--splits 5]
-                             [--first-split-seed 101] [--epochs N] [--mixup A] [--zoom Z]
-                             [--input-spec JSON] [--keep DIR]
+                             [--first-split-seed 101] [--epochs N] [--keep DIR]
+                             [the recipe options of classifier.train_cli: --mixup A, --zoom Z,
+                              --input-spec JSON, --lr, --weight-decay, ...]
 
 TEST holds copies of only 71 original photographs (4 of them monocytes), so its accuracy moves in
 steps of one photograph's 12-156 copies, and one validation split of ~40 groups is little better.
@@ -20,7 +21,6 @@ DIR/split-*` refits the recipe with the temperature pooled over all of them.
 """
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -32,6 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from classifier.train_cli import add_recipe_arguments, recipe_given  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "blood-cell-images"
 
@@ -161,15 +163,7 @@ def main(argv=None):
     parser.add_argument("--first-split-seed", type=int, default=101)
     parser.add_argument("--seed", type=int, default=7, help="training seed, the same for every split")
     parser.add_argument("--epochs", type=int, default=None, help="default: the architecture's")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--mixup", type=float, default=None)
-    parser.add_argument("--zoom", type=float, default=None)
-    parser.add_argument(
-        "--input-spec",
-        type=json.loads,
-        default=None,
-        help="network input as JSON, e.g. with \"stain_normalise\": true (default: the arch's)",
-    )
+    add_recipe_arguments(parser)  # --batch-size, --lr, --input-spec, --mixup, --zoom, ...
     parser.add_argument("--keep", help="keep each split's run folder here (default: a temporary one)")
     args = parser.parse_args(argv)
     if not Path(args.data).is_dir():
@@ -185,11 +179,8 @@ def main(argv=None):
         architecture=args.arch,
         task=args.task,
         epochs=args.epochs,
-        batch_size=args.batch_size,
         seed=args.seed,
-        mixup=args.mixup,
-        zoom=args.zoom,
-        input_spec=args.input_spec,
+        **recipe_given(args),
     )
     print(f"{args.arch} / {args.task} on {args.data}, {args.splits} group splits", flush=True)
     with tempfile.TemporaryDirectory() as scratch:

@@ -16,16 +16,11 @@ def _figure(value):
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", required=True, help="dataset root (with TRAIN/) or CLASS/ dirs")
-    parser.add_argument("--arch", default="leukonet", choices=ARCHITECTURES)
-    parser.add_argument("--task", default="4class", choices=("binary", "4class"))
-    parser.add_argument("--epochs", type=int, default=None)
+def add_recipe_arguments(parser):
+    """The training-recipe options (each defaults to the architecture's recipe), shared with
+    bench/group_cv.py so that a recipe compared over group splits is the one trained here."""
     parser.add_argument("--batch-size", type=int, default=None, help="default 64")
     parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=20261125)
-    parser.add_argument("--max-images-per-class", type=int, default=None)
     parser.add_argument(
         "--window-scale", default=None, choices=("image", "reference"), help="default: image"
     )
@@ -37,6 +32,50 @@ def main(argv=None):
         '"mode": "cell", "crop": 128} (default: the architecture\'s)',
     )
     parser.add_argument("--label-smoothing", type=float, default=None)
+    parser.add_argument(
+        "--mixup", type=float, default=None, help="mixup Beta(a, a); 0 = off (default: the arch's)"
+    )
+    parser.add_argument("--weight-decay", type=float, default=None, help="default 0.005")
+    parser.add_argument(
+        "--colour-jitter",
+        type=float,
+        default=None,
+        help="+- per-channel gain of the stain augmentation (default 0.04 for white-balanced "
+        "inputs, else 0.1)",
+    )
+    parser.add_argument(
+        "--zoom",
+        type=float,
+        default=None,
+        help=f"zoom augmentation: scale factor exp(U(-z, z)) (default {DEFAULT_ZOOM})",
+    )
+
+
+def recipe_given(args):
+    """TrainingConfig fields for the recipe options given on the command line (None: not given)."""
+    given = {
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "window_scale": args.window_scale,
+        "input_spec": args.input_spec,
+        "label_smoothing": args.label_smoothing,
+        "mixup": args.mixup,
+        "weight_decay": args.weight_decay,
+        "colour_jitter": args.colour_jitter,
+        "zoom": args.zoom,
+    }
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", required=True, help="dataset root (with TRAIN/) or CLASS/ dirs")
+    parser.add_argument("--arch", default="leukonet", choices=ARCHITECTURES)
+    parser.add_argument("--task", default="4class", choices=("binary", "4class"))
+    parser.add_argument("--epochs", type=int, default=None)
+    add_recipe_arguments(parser)
+    parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--max-images-per-class", type=int, default=None)
     parser.add_argument("--validation-seed", type=int, default=None, help="default: --seed")
     parser.add_argument(
         "--validation-fraction",
@@ -57,28 +96,11 @@ def main(argv=None):
     )
     calibration.add_argument("--temperature", type=float, default=None)
     parser.add_argument(
-        "--mixup", type=float, default=None, help="mixup Beta(a, a); 0 = off (default: the arch's)"
-    )
-    parser.add_argument(
         "--keep-last-epoch",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="keep the last epoch's network, not the best on validation (default: the arch's "
         "recipe; LeukoNet keeps the last, as its refit does)",
-    )
-    parser.add_argument("--weight-decay", type=float, default=None, help="default 0.005")
-    parser.add_argument(
-        "--colour-jitter",
-        type=float,
-        default=None,
-        help="+- per-channel gain of the stain augmentation (default 0.04 for white-balanced "
-        "inputs, else 0.1)",
-    )
-    parser.add_argument(
-        "--zoom",
-        type=float,
-        default=None,
-        help=f"zoom augmentation: scale factor exp(U(-z, z)) (default {DEFAULT_ZOOM})",
     )
     parser.add_argument("--no-test", action="store_true", help="skip TEST metrics")
     parser.add_argument(
@@ -101,18 +123,7 @@ def main(argv=None):
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-    given = {
-        "batch_size": args.batch_size,
-        "learning_rate": args.lr,
-        "window_scale": args.window_scale,
-        "input_spec": args.input_spec,
-        "label_smoothing": args.label_smoothing,
-        "mixup": args.mixup,
-        "weight_decay": args.weight_decay,
-        "colour_jitter": args.colour_jitter,
-        "zoom": args.zoom,
-    }
-    given = {key: value for key, value in given.items() if value is not None}
+    given = recipe_given(args)
     repeated = {key: value for key, value in recipe.items() if key not in given}
     if repeated:
         listed = ", ".join(f"{key} {value}" for key, value in sorted(repeated.items()))
