@@ -93,6 +93,17 @@ def test_colour_cast_warns(smear, gains):
     assert any("colour cast" in warning for warning in report.warnings)
 
 
+def test_the_cast_read_is_the_one_white_balance_removes(smear):
+    from classifier.preparation import background_gains, white_balanced
+
+    tinted = scaled(smear, (1.0, 0.85, 1.1))
+    balanced = white_balanced(tinted, background_gains(tinted))
+    report = assess_quality(balanced)
+
+    assert max(abs(report.background_a), abs(report.background_b)) < 1.5
+    assert not any("colour cast" in warning for warning in report.warnings)
+
+
 def test_report_round_trips_through_json(smear):
     report = assess_quality(cv2.GaussianBlur(smear, (0, 0), 3))
 
