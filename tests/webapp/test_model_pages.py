@@ -158,6 +158,17 @@ def test_version_page_shows_what_the_review_flag_catches_at_the_sites_threshold(
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("runtime, words", [("litert-int8", "LiteRT with int8 weights"),
+                                            ("tensorflow", "TensorFlow, the float network itself")])
+def test_version_page_says_how_the_workers_compute_the_network(staff_client, settings, runtime, words):
+    settings.INFERENCE_RUNTIME = runtime
+    version = make_version()
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    note = page.split('data-role="serving-runtime">')[1].split("</p>")[0]
+    assert "Measured on the float network when it was trained" in note and words in note
+
+
+@pytest.mark.django_db
 def test_version_page_says_which_epoch_a_held_out_run_stored(staff_client):
     best = make_version()
     last = make_version(metrics={**four_class_metrics(), "epoch_choice": "last"})

@@ -30,6 +30,14 @@ from webapp.services.training import (
     start_training,
 )
 
+# How the worker computes a network (settings.INFERENCE_RUNTIME), in an admin's words.
+SERVING_RUNTIME_LABELS = {
+    "litert-int8": "LiteRT with int8 weights (calls within ~0.02 of the float network's "
+    "probabilities; on the bundled networks' TEST cells, at most one call in 2,487 differs)",
+    "litert": "LiteRT in float32 (the same probabilities as the float network, to 1e-6)",
+    "tensorflow": "TensorFlow, the float network itself",
+}
+
 
 def staff_required(view):
     """Signed-in staff only; any other signed-in user gets 403 rather than a login loop."""
@@ -308,6 +316,7 @@ def version_detail(request, pk):
         "activations": version.activations.select_related("activated_by"),
         "was_active": version.activations.exists(),
         "review": review_agreement(version),
+        "serving_runtime": SERVING_RUNTIME_LABELS[settings.INFERENCE_RUNTIME],
     }
     return render(request, "models/detail.html", context)
 
