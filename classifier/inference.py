@@ -160,7 +160,8 @@ class CellClassifier:
 
     @property
     def serving_runtime(self):
-        """What computes the network: ``runtime``, or "tensorflow" where LiteRT fell back."""
+        """What computes the network (built here if not yet): ``runtime``, or "tensorflow" where
+        LiteRT fell back."""
         forward = self._forward()
         return forward.runtime if isinstance(forward, _LiteRTForward) else "tensorflow"
 
