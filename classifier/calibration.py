@@ -61,7 +61,7 @@ def fit_temperature(logits, y_true, low=0.05, high=20.0):
 # of its own, is repeated too).
 REFIT_COPIED_SETTINGS = (
     "mixup", "zoom", "colour_jitter", "label_smoothing", "weight_decay", "window_scale",
-    "batch_size", "learning_rate",
+    "batch_size", "learning_rate", "width",
 )
 
 

@@ -33,6 +33,9 @@ def add_recipe_arguments(parser):
     )
     parser.add_argument("--label-smoothing", type=float, default=None)
     parser.add_argument(
+        "--width", type=float, default=None, help="LeukoNet's filter counts times this (default 1)"
+    )
+    parser.add_argument(
         "--mixup", type=float, default=None, help="mixup Beta(a, a); 0 = off (default: the arch's)"
     )
     parser.add_argument("--weight-decay", type=float, default=None, help="default 0.005")
@@ -63,6 +66,7 @@ def recipe_given(args):
         "weight_decay": args.weight_decay,
         "colour_jitter": args.colour_jitter,
         "zoom": args.zoom,
+        "width": args.width,
     }
     return {key: value for key, value in given.items() if value is not None}
 

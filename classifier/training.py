@@ -73,6 +73,7 @@ class TrainingConfig:
     colour_jitter: float | None = None  # None: 0.04 with white_balance in the input spec, else 0.1
     zoom: float | None = None  # zoom augmentation exp(U(-zoom, zoom)); None: DEFAULT_ZOOM
     input_spec: dict | None = None
+    width: float | None = None  # LeukoNet's filter counts scaled by this; None: 1
     window_scale: str = "image"
     cache_dir: str | None = None
     evaluate_test: bool = True
@@ -164,6 +165,7 @@ def _resolve(config):
             else (0.04 if spec.get("white_balance") else 0.1)
         ),
         "zoom": float(config.zoom if config.zoom is not None else DEFAULT_ZOOM),
+        "width": float(config.width if config.width is not None else 1.0),
     }
 
 
@@ -545,7 +547,7 @@ def train_classifier(
 
     from classifier.architectures import build_model
 
-    model = build_model(hp["architecture"], task, spec, n_classes)
+    model = build_model(hp["architecture"], task, spec, n_classes, hp["width"])
     steps = math.ceil(len(x_train) / batch_size)
     _compile(keras, model, hp, steps, task)
     progress = _Progress(
@@ -609,7 +611,7 @@ def train_classifier(
     # Save a fresh, uncompiled copy: no optimizer state in the bundled file.
     from classifier.architectures import build_model as rebuild
 
-    export = rebuild(hp["architecture"], task, spec, n_classes)
+    export = rebuild(hp["architecture"], task, spec, n_classes, hp["width"])
     export.set_weights(model.get_weights())
     model_bytes = model_to_bytes(export)
     sha = hashlib.sha256(model_bytes).hexdigest()

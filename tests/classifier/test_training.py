@@ -149,6 +149,20 @@ def test_too_few_images_per_class_names_the_counts(tmp_path):
         train_classifier(config(tmp_path, tmp_path, min_images_per_class=5))
 
 
+def test_width_scales_leukonets_filters_and_the_paper_network_keeps_its_own():
+    from classifier.architectures import build_model
+
+    def conv_filters(model):
+        return [layer.filters for layer in model.layers if layer.name.endswith("_conv")]
+
+    assert conv_filters(build_model("leukonet", "4class")) == [24, 48, 96, 96, 160, 192]
+    assert conv_filters(build_model("leukonet", "4class", width=0.5)) == [16, 24, 48, 48, 80, 96]
+    with pytest.raises(TrainingDataError, match="its widths are fixed"):
+        build_model("paper", "binary", width=2.0)
+    with pytest.raises(TrainingDataError, match="width must be a positive number"):
+        build_model("leukonet", "4class", width=0)
+
+
 def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, tmp_path, capsys):
     from classifier.train_cli import main
 
@@ -158,7 +172,8 @@ def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, t
     spec = {"height": 64, "width": 64, "mode": "cell", "crop": 128, "white_balance": False}
     held_out.write_text(json.dumps({
         "temperature": 0.8, "seed": 7, "metrics": {"best_epoch": 1}, "input_spec": spec,
-        "hyperparameters": {"zoom": 0.05, "mixup": 0.4, "batch_size": 4, "weight_decay": 0.01}}))
+        "hyperparameters": {"zoom": 0.05, "mixup": 0.4, "batch_size": 4, "weight_decay": 0.01,
+                            "width": 0.5}}))
     out = tmp_path / "refit"
     argv = ["--data", str(tiny_data), "--validation-fraction", "0", *cache, "--out", str(out)]
     assert main([*argv, "--temperature-from", str(held_out), "--mixup", "0.2"]) == 0
@@ -167,6 +182,7 @@ def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, t
     assert saved["input_spec"] == spec
     used = saved["hyperparameters"]
     assert (used["zoom"], used["weight_decay"], used["mixup"], used["batch_size"]) == (0.05, 0.01, 0.2, 8)
+    assert used["width"] == 0.5
     assert "repeating the held-out run's settings: input_spec" in capsys.readouterr().out
     assert "default" not in saved
     assert main([*argv, "--temperature-from", str(held_out), "--mark-default"]) == 0
@@ -183,7 +199,7 @@ def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, t
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"temperature": 0.9, "hyperparameters": {"zoom": 0.2}}))
     assert main([*argv, "--temperature-from", str(held_out), str(other)]) == 2
-    assert "different settings (batch_size, input_spec, mixup, weight_decay, zoom)" in capsys.readouterr().err
+    assert "different settings (batch_size, input_spec, mixup, weight_decay, width, zoom)" in capsys.readouterr().err
 
 
 def test_pooled_temperature_rebuilds_each_run_split_and_fits_one_temperature(tiny_data, tmp_path):
