@@ -199,7 +199,8 @@ def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, t
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"temperature": 0.9, "hyperparameters": {"zoom": 0.2}}))
     assert main([*argv, "--temperature-from", str(held_out), str(other)]) == 2
-    assert "different settings (batch_size, input_spec, mixup, weight_decay, width, zoom)" in capsys.readouterr().err
+    differing = "different settings (batch_size, input_spec, mixup, weight_decay, width, zoom)"
+    assert differing in capsys.readouterr().err
 
 
 def test_pooled_temperature_rebuilds_each_run_split_and_fits_one_temperature(tiny_data, tmp_path):
