@@ -50,7 +50,7 @@ class SmearImageAdmin(admin.ModelAdmin):
     list_select_related = ("sample",)
     readonly_fields = ("sample", "image", "original_filename", "width", "height", "file_size", "checksum",
                        "conversion_note", "quality", "quality_warnings", "status", "error", "model_version",
-                       "created_at", "processed_at")
+                       "inference_runtime", "created_at", "processed_at")
 
     def has_add_permission(self, request):
         return False

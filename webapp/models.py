@@ -142,6 +142,9 @@ class SmearImage(models.Model):
     model_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="images"
     )
+    # What computed the network for this image (classifier.runtimes: int8 weights by default),
+    # so a result can be traced to the exact arithmetic behind it.
+    inference_runtime = models.CharField(max_length=32, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 

@@ -68,6 +68,7 @@ def test_upload_classify_review_export_delete(client, tech, celery_worker, serve
         image = finished[image.pk]
         assert image.status == "done", image.error
         assert image.model_version_id == served_model.pk
+        assert image.inference_runtime == "litert-int8"  # the site's default: int8 weights
         assert isinstance(image.quality, dict) and image.quality
         assert isinstance(image.quality_warnings, list)
         cells = list(image.cells.order_by("index"))

@@ -26,7 +26,8 @@ def make_sample(accession="H26-0001", types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTRO
     image = SmearImage.objects.create(
         sample=sample, image=f"smears/{accession}.png", original_filename=f"{accession}.png",
         width=640, height=480, file_size=1000, checksum="0" * 64, status=SmearImage.Status.DONE,
-        model_version=version, quality={"focus": 20.0}, quality_warnings=[],
+        model_version=version, inference_runtime="litert-int8", quality={"focus": 20.0},
+        quality_warnings=[],
     )
     for index, name in enumerate(types):
         probabilities = {other: (1 - confidence) / (len(version.class_names) - 1)

@@ -42,6 +42,7 @@ def test_sample_detail_carries_formula_images_and_cells(client, tech):
     assert data["formula"]["types"]["MONOCYTE"] == {"count": 1, "percent": 33.3, "range_95": [6.1, 79.2]}
     assert data["formula"]["below_manual_count"] is True
     assert data["formula"]["groups"]["POLYNUCLEAR"]["count"] == 2
+    assert data["images"][0]["inference_runtime"] == "litert-int8"
     cells = data["images"][0]["cells"]
     assert [cell["cell_type"] for cell in cells] == ["NEUTROPHIL", "MONOCYTE", "NEUTROPHIL"]
     assert cells[1]["predicted_type"] == "LYMPHOCYTE" and cells[1]["corrected_type"] == "MONOCYTE"

@@ -27,6 +27,7 @@ class StandInClassifier:
     class_names = CLASSES
     task = "4class"
     input_spec = {"height": 96, "width": 96, "mode": "cell", "crop": 120}
+    serving_runtime = "tensorflow"
 
     def gradcam(self, window, class_index=None):
         heat = np.zeros((96, 96), np.float32)
@@ -87,6 +88,7 @@ def test_cells_are_stored_with_pictures_and_flags(network, stored_image, setting
     image = SmearImage.objects.get(pk=stored_image.pk)
     assert image.status == "done" and image.error == "" and image.model_version == version
     assert image.processed_at is not None and "focus" in image.quality
+    assert image.inference_runtime == "tensorflow"  # what the classifier said computed it
     cells = list(image.cells.order_by("index"))
     assert [(c.x0, c.y0, c.x1, c.y1) for c in cells] == [(100, 80, 220, 200), (300, 200, 400, 300)]
     assert all(c.cell_type == c.predicted_type == "NEUTROPHIL" and c.needs_review for c in cells)

@@ -216,6 +216,7 @@ def classify_smear_image(image_id, model_version_id=None):
                 quality=quality.to_dict(),
                 quality_warnings=list(quality.warnings),
                 model_version=version,
+                inference_runtime=classifier.serving_runtime,
                 processed_at=timezone.now(),
             )
             if not updated:

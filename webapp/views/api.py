@@ -116,6 +116,7 @@ def sample_detail(request, pk):
             "quality_warnings": image.quality_warnings,
             "model_version": image.model_version_id,
             "processed_at": image.processed_at.isoformat() if image.processed_at else None,
+            "inference_runtime": image.inference_runtime or None,
             "file": _media(request, image.image),
             "cells": [dict(cell_json(request, cell, with_image=False), probabilities=cell.probabilities)
                       for cell in image.current],
