@@ -40,7 +40,7 @@ bench-detect: install
 bench-web: setup
 	$(PY) bench/web.py
 
-# Not part of `make bench`: one full training per split (about 40 minutes for LeukoNet).
+# Not part of `make bench`: one full training per split (40-70 minutes for LeukoNet on two cores).
 bench-group-cv: install
 	$(PY) bench/group_cv.py --data $(DATA)/blood-cell-images
 
