@@ -82,9 +82,16 @@ class _LiteRTForward:
         converter = tf.lite.TFLiteConverter.from_keras_model(model)
         if int8_weights:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no sample data: dynamic range
-        # Keras prints a summary of the graph it exports on the way: nothing a worker's log needs.
-        with contextlib.redirect_stdout(io.StringIO()):
-            self._flatbuffer = converter.convert()
+        # Keras prints a summary of the graph it exports on the way, and TensorFlow logs where it
+        # wrote it: nothing a worker's log needs.
+        tensorflow_log = logging.getLogger("tensorflow")
+        level = tensorflow_log.level
+        tensorflow_log.setLevel(logging.WARNING)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                self._flatbuffer = converter.convert()
+        finally:
+            tensorflow_log.setLevel(level)
         self.runtime = "litert-int8" if int8_weights else "litert"
         self._interpreter_class = Interpreter
         self._input_shape = tuple(input_shape)
