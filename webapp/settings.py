@@ -151,7 +151,7 @@ TRAINING_DATA_DIR = Path(
 )
 # Cells whose top calibrated probability falls below this are flagged for a human to look at.
 REVIEW_CONFIDENCE_THRESHOLD = float(os.environ.get("LEUKOSCOPE_REVIEW_THRESHOLD", 0.80))
-# What computes the network in the worker (classifier.inference.RUNTIMES): int8 weights by
+# What computes the network in the worker (classifier.runtimes.RUNTIMES): int8 weights by
 # default, "litert" for float32, "tensorflow" for the plain Keras model.
 INFERENCE_RUNTIME = os.environ.get("LEUKOSCOPE_INFERENCE_RUNTIME", DEFAULT_RUNTIME)
 if INFERENCE_RUNTIME not in RUNTIMES:
