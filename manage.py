@@ -2,11 +2,12 @@
 import os
 import sys
 
+from classifier.runtimes import quiet_tensorflow_startup
+
 
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
-    # TensorFlow's C++ start-up chatter (oneDNN, CPU features) means nothing to lab staff.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow_startup(os.environ)
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

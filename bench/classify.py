@@ -12,6 +12,7 @@ importable (the web app's ``make bench-classify`` benchmarks the active model ve
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -31,7 +32,7 @@ from classifier.metrics import (  # noqa: E402
     format_review_flagging,
     groups_mostly_wrong,
 )
-from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES  # noqa: E402
+from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES, quiet_tensorflow_startup  # noqa: E402
 
 DEFAULT_MODEL_DIR = ROOT / "classifier" / "default_model" / "leukonet"
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "blood-cell-images"
@@ -219,6 +220,7 @@ def print_report(report: dict) -> None:
 
 
 def main(argv=None):
+    quiet_tensorflow_startup(os.environ)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=str(DEFAULT_MODEL_DIR))
     parser.add_argument("--data", default=str(DEFAULT_DATA))

@@ -21,6 +21,7 @@ DIR/split-*` refits the recipe with the temperature pooled over all of them.
 """
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from classifier.runtimes import quiet_tensorflow_startup  # noqa: E402
 from classifier.train_cli import add_recipe_arguments, recipe_given  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "blood-cell-images"
@@ -155,6 +157,7 @@ def print_calibration(results, rows):
 
 
 def main(argv=None):
+    quiet_tensorflow_startup(os.environ)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--arch", default="leukonet")

@@ -3,12 +3,14 @@
 
 import argparse
 import json
+import os
 import sys
 
 from classifier.architectures import ARCHITECTURES
 from classifier.calibration import kept_epoch_label, temperature_of_run
 from classifier.errors import TrainingDataError
 from classifier.metrics import format_metrics
+from classifier.runtimes import quiet_tensorflow_startup
 from classifier.training import DEFAULT_ZOOM, TrainingConfig, pooled_temperature, train_classifier
 
 
@@ -72,6 +74,7 @@ def recipe_given(args):
 
 
 def main(argv=None):
+    quiet_tensorflow_startup(os.environ)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", required=True, help="dataset root (with TRAIN/) or CLASS/ dirs")
     parser.add_argument("--arch", default="leukonet", choices=ARCHITECTURES)

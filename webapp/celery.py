@@ -5,9 +5,10 @@ import os
 from celery import Celery
 from kombu import Queue
 
+from classifier.runtimes import quiet_tensorflow_startup
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
-# TensorFlow's C++ start-up chatter (oneDNN, CPU features) means nothing to lab staff.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_tensorflow_startup(os.environ)
 
 app = Celery("webapp")
 app.config_from_object("django.conf:settings", namespace="CELERY")

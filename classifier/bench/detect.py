@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import cv2
 import numpy as np
 
 from classifier.detection import detect_leukocytes
+from classifier.runtimes import quiet_tensorflow_startup
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "datasets"
@@ -216,6 +218,7 @@ def default_model() -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    quiet_tensorflow_startup(os.environ)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="datasets or bccd folder")
     parser.add_argument("--model", type=Path, default=None, help="saved model folder (part 2)")

@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from classifier.runtimes import RUNTIME_DESCRIPTIONS
 from webapp.forms_models import ReclassifyForm, RetrainForm
 from webapp.models import ModelActivation, ModelVersion
 from webapp.selectors import review_agreement, review_agreement_by_version
@@ -29,14 +30,6 @@ from webapp.services.training import (
     reclassify,
     start_training,
 )
-
-# How the worker computes a network (settings.INFERENCE_RUNTIME), in an admin's words.
-SERVING_RUNTIME_LABELS = {
-    "litert-int8": "LiteRT with int8 weights (calls within ~0.02 of the float network's "
-    "probabilities; on the bundled networks' TEST cells, at most one call in 2,487 differs)",
-    "litert": "LiteRT in float32 (the same probabilities as the float network, to 1e-6)",
-    "tensorflow": "TensorFlow, the float network itself",
-}
 
 
 def staff_required(view):
@@ -316,7 +309,7 @@ def version_detail(request, pk):
         "activations": version.activations.select_related("activated_by"),
         "was_active": version.activations.exists(),
         "review": review_agreement(version),
-        "serving_runtime": SERVING_RUNTIME_LABELS[settings.INFERENCE_RUNTIME],
+        "serving_runtime": RUNTIME_DESCRIPTIONS[settings.INFERENCE_RUNTIME],
     }
     return render(request, "models/detail.html", context)
 

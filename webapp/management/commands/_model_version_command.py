@@ -6,6 +6,7 @@ import os
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from classifier.runtimes import quiet_tensorflow_startup
 from webapp.models import ModelVersion
 from webapp.services.model_registry import NoActiveModel, active_version
 
@@ -23,7 +24,7 @@ class ModelVersionCommand(BaseCommand):
 
     def trained_version(self, version):
         """The named (or active) version, or a one-line CommandError when it has no network."""
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        quiet_tensorflow_startup(os.environ)
         try:
             model_version = ModelVersion.objects.get(pk=version) if version else active_version()
         except ModelVersion.DoesNotExist:

@@ -3,6 +3,7 @@ import os
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from classifier.runtimes import quiet_tensorflow_startup
 from webapp.models import ModelVersion
 from webapp.services.model_versions import ModelVersionError, activate_version
 from webapp.services.training import (
@@ -74,7 +75,7 @@ class Command(BaseCommand):
         parser.add_argument("--activate", action="store_true", help="serve the new version when it is ready")
 
     def handle(self, *args, **options):
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
+        quiet_tensorflow_startup(os.environ)
         epochs = options["epochs"] or default_epochs(options["arch"])
         given = {"mixup": options["mixup"], "validation_seed": options["validation_seed"],
                  "validation_fraction": options["validation_fraction"],
