@@ -75,6 +75,11 @@ class HistoryFilterForm(forms.Form):
         empty_label="Any version",
         label="Model version",
     )
+    calls = forms.ChoiceField(
+        required=False,
+        choices=[("", "Counted in formulas"), ("all", "Also superseded by a later version")],
+        label="Calls",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -109,6 +114,7 @@ class HistoryFilterForm(forms.Form):
             date_from=data.get("date_from"),
             date_to=data.get("date_to"),
             model_version=version.pk if version else None,
+            calls=data.get("calls") or "",
         )
 
 

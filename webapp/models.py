@@ -195,6 +195,12 @@ class Cell(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     reviewed_at = models.DateTimeField(null=True, blank=True)
+    # Set when the review was made on another version's call on this physical cell and carried
+    # here when this version re-classified the image: the label is the reviewer's, but they never
+    # saw this version's call, so it says nothing about how often this version is right.
+    review_carried_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     # The label the formula counts: the reviewer's where present, else the network's. Stored, not
     # computed, so the history can filter and index on it.
     cell_type = models.CharField(max_length=32)
@@ -219,6 +225,10 @@ class Cell(models.Model):
     @property
     def is_reviewed(self):
         return bool(self.corrected_type)
+
+    @property
+    def box(self):
+        return (self.x0, self.y0, self.x1, self.y1)
 
 
 class CellReview(models.Model):

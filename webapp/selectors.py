@@ -1,7 +1,7 @@
 """Queries that read the lab's records: samples and their progress, the leukocyte formula, cell history.
 
 Each image is counted with the model version that last classified it (SmearImage.model_version):
-older versions' cells stay in the history but never enter a sample's formula twice.
+older versions' cells stay in the history, as superseded calls, but never enter a sample's formula.
 """
 
 import math
@@ -13,6 +13,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from classifier.boxes import SAME_CELL_IOU, match_boxes
 from classifier.labels import BINARY_CLASSES, BINARY_GROUP, FOUR_CLASSES
 from webapp.models import Cell, ModelVersion, Sample, SmearImage
 from webapp.services.review import review_types
@@ -21,7 +22,7 @@ CELL_FIELDS = (
     "id", "index", "x0", "y0", "x1", "y1", "crop", "predicted_type", "confidence", "binary_call",
     "needs_review", "corrected_type", "cell_type", "created_at", "model_version", "image",
 )
-HISTORY_FIELDS = (*CELL_FIELDS, "image__sample", "image__original_filename",
+HISTORY_FIELDS = (*CELL_FIELDS, "image__sample", "image__original_filename", "image__model_version",
                   "image__sample__accession_number")
 # Past this many matches the history says "more than N" instead of counting them all.
 HISTORY_COUNT_CAP = 10_000
@@ -84,6 +85,13 @@ def current_cells(sample=None, image=None):
     if image is not None:
         cells = cells.filter(image=image)
     return cells
+
+
+def current_counterpart(cell):
+    """For a superseded call, the same physical cell as the version now counted called it, if found."""
+    candidates = list(current_cells(image=cell.image_id).only("id", "x0", "y0", "x1", "y1"))
+    matched = match_boxes([cell.box], [candidate.box for candidate in candidates], SAME_CELL_IOU)
+    return candidates[matched[0][1]] if matched else None
 
 
 def sample_images_with_cells(sample):
@@ -149,6 +157,7 @@ class LeukocyteFormula:
     reviewed: int = 0
     awaiting_review: int = 0
     artefacts: int = 0  # detections a reviewer marked as no white cell: not in the total
+    model_versions: list = field(default_factory=list)  # ids of the versions whose calls it counts
     manual_differential_count = MANUAL_DIFFERENTIAL_COUNT
 
     def as_dict(self):
@@ -158,9 +167,16 @@ class LeukocyteFormula:
             "awaiting_review": self.awaiting_review,
             "artefacts": self.artefacts,
             "below_manual_count": self.below_manual_count,
+            "model_versions": self.model_versions,
             "types": {row.name: row.as_dict() for row in self.rows},
             "groups": {row.name: row.as_dict() for row in self.groups},
         }
+
+    @property
+    def mixed_versions(self):
+        """Photographs of the sample were classified by different networks: one formula should
+        come from one network, so the page asks for the sample to be re-classified."""
+        return len(self.model_versions) > 1
 
     @property
     def below_manual_count(self):
@@ -187,6 +203,11 @@ def leukocyte_formula(sample):
         awaiting=Count("id", filter=Q(needs_review=True, corrected_type="")),
     )
     total = sum(per_type.values())
+    versions = sorted(
+        sample.images.exclude(model_version=None).values_list("model_version_id", flat=True)
+        .order_by().distinct()
+    )
+    counts = (flags["reviewed"], flags["awaiting"], artefacts, versions)
     grouped = dict.fromkeys(BINARY_CLASSES, 0)
     for name, count in per_type.items():
         group = BINARY_GROUP.get(name, name if name in BINARY_CLASSES else None)
@@ -195,11 +216,12 @@ def leukocyte_formula(sample):
     groups = [FormulaRow.of(name, count, total) for name, count in grouped.items()]
     if per_type and set(per_type) <= set(BINARY_CLASSES):
         # A binary model's formula is the mononuclear / polynuclear split itself.
-        return LeukocyteFormula(total, groups, [], flags["reviewed"], flags["awaiting"], artefacts)
-    # A four-type formula lists every type, zeros included, as a lab report does.
-    names = sorted(set(per_type) | set(FOUR_CLASSES), key=type_order)
+        return LeukocyteFormula(total, groups, [], *counts)
+    # A four-type formula lists every type, zeros included, as a lab report does. Cells a binary
+    # network called (a sample classified by two networks) count in the groups alone.
+    names = sorted((set(per_type) | set(FOUR_CLASSES)) - set(BINARY_CLASSES), key=type_order)
     rows = [FormulaRow.of(name, per_type.get(name, 0), total) for name in names]
-    return LeukocyteFormula(total, rows, groups, flags["reviewed"], flags["awaiting"], artefacts)
+    return LeukocyteFormula(total, rows, groups, *counts)
 
 
 @dataclass
@@ -247,7 +269,8 @@ class ReviewAgreement:
 
 def review_agreement(version):
     pairs = (
-        Cell.objects.filter(model_version=version).exclude(corrected_type="")
+        Cell.objects.filter(model_version=version, review_carried_from__isnull=True)
+        .exclude(corrected_type="")
         .values_list("predicted_type", "corrected_type", "needs_review").annotate(n=Count("id")).order_by()
     )
     overall, flagged, unflagged = Agreement(), Agreement(), Agreement()
@@ -273,7 +296,8 @@ def review_agreement(version):
 
 def review_agreement_by_version():
     """Version id -> Agreement over its reviewed leukocytes, for the list of versions."""
-    reviewed = ~Q(corrected_type="") & ~Q(corrected_type=Cell.ARTEFACT)
+    # Labels carried from another version's call were never a verdict on this version's.
+    reviewed = ~Q(corrected_type="") & ~Q(corrected_type=Cell.ARTEFACT) & Q(review_carried_from__isnull=True)
     rows = (
         Cell.objects.values("model_version")
         .annotate(reviewed=Count("id", filter=reviewed),
@@ -294,6 +318,8 @@ class HistoryFilters:
     date_from: object = None
     date_to: object = None
     model_version: int | None = None
+    # "": the calls the formulas count (each image's latest version); "all": superseded ones too.
+    calls: str = ""
 
 
 def _day_start(day):
@@ -304,6 +330,8 @@ def cell_history(filters=None):
     """Every classified cell, newest first, narrowed by the filters."""
     filters = filters or HistoryFilters()
     cells = Cell.objects.select_related("image__sample").only(*HISTORY_FIELDS)
+    if filters.calls != "all":
+        cells = cells.filter(model_version_id=F("image__model_version_id"))
     if filters.cell_type:
         cells = cells.filter(cell_type=filters.cell_type)
     if filters.confidence_min is not None or filters.confidence_max is not None:

@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from classifier.boxes import box_iou, match_boxes
 from classifier.detection import detect_leukocytes
 from classifier.runtimes import quiet_tensorflow_startup
 
@@ -56,26 +57,10 @@ def voc_boxes(xml_path: Path, name: str = "WBC") -> list[tuple[int, int, int, in
     return boxes
 
 
-def iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def match(truth, found) -> tuple[list[tuple[int, int, float]], list[int], list[int]]:
     """Greedy one-to-one matching by IoU: (truth, found, iou) pairs, unmatched truth, found."""
-    pairs = sorted(
-        ((iou(t, f), i, j) for i, t in enumerate(truth) for j, f in enumerate(found)), reverse=True
-    )
-    matched, used_t, used_f = [], set(), set()
-    for overlap, i, j in pairs:
-        if overlap < IOU_MATCH or i in used_t or j in used_f:
-            continue
-        matched.append((i, j, overlap))
-        used_t.add(i)
-        used_f.add(j)
+    matched = match_boxes(truth, found, IOU_MATCH)
+    used_t, used_f = {i for i, _, _ in matched}, {j for _, j, _ in matched}
     misses = [i for i in range(len(truth)) if i not in used_t]
     extras = [j for j in range(len(found)) if j not in used_f]
     return matched, misses, extras
@@ -107,7 +92,7 @@ def benchmark_detector(bccd: Path) -> DetectionFigures:
         figures.found += len(found)
         figures.ious.extend(overlap for _, _, overlap in matched)
         for i in misses:
-            best = max((iou(truth[i], f) for f in found), default=0.0)
+            best = max((box_iou(truth[i], f) for f in found), default=0.0)
             figures.misses.append(f"{image_path.stem} WBC {truth[i]} best IoU {best:.2f}")
         for j in extras:
             cell = result.cells[j]

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from classifier.boxes import box_iou
 from classifier.detection import (
     DetectedCell,
     DetectionResult,
@@ -28,13 +29,6 @@ CYTOPLASM = (214, 198, 226)
 NUCLEUS = (112, 72, 192)
 PLATELET = (150, 110, 205)
 RED_CELL_RADIUS = 50  # BCCD magnification: a 640x480 smear is at scale ~2
-
-
-def iou(a, b):
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return ix * iy / union
 
 
 def draw_smear(leukocytes=(), platelets=(), size=(480, 640), seed=0):
@@ -94,7 +88,7 @@ def test_one_lobed_leukocyte_is_one_cell_with_the_whole_cell_box():
     assert len(result.cells) == 1, "the four lobes must be merged into one leukocyte"
     cell = result.cells[0]
     assert isinstance(cell, DetectedCell)
-    assert iou(cell.box, truth) >= 0.6
+    assert box_iou(cell.box, truth) >= 0.6
     assert abs(cell.centre[0] - 320) < 20 and abs(cell.centre[1] - 240) < 20
     assert 0.5 <= cell.score <= 1.0
     assert 1.5 <= result.scale <= 2.7
@@ -108,7 +102,7 @@ def test_two_leukocytes_are_two_cells_sorted_by_score():
     assert len(cells) == 2
     assert cells[0].score >= cells[1].score
     for truth in truths:
-        assert max(iou(cell.box, truth) for cell in cells) >= 0.5
+        assert max(box_iou(cell.box, truth) for cell in cells) >= 0.5
 
 
 def test_touching_nuclei_of_two_large_leukocytes_are_split_in_two():
@@ -134,7 +128,7 @@ def test_two_small_leukocytes_a_cytoplasm_width_apart_are_two_cells():
 
     assert len(cells) == 2
     for truth in truths:
-        assert max(iou(cell.box, truth) for cell in cells) >= 0.5
+        assert max(box_iou(cell.box, truth) for cell in cells) >= 0.5
 
 
 def test_smear_without_leukocyte_gives_no_cells():
@@ -153,7 +147,7 @@ def test_platelets_beside_a_leukocyte_are_ignored():
     cells = detect_leukocytes(rgb).cells
 
     assert len(cells) == 1
-    assert iou(cells[0].box, truth) >= 0.6
+    assert box_iou(cells[0].box, truth) >= 0.6
 
 
 def test_tight_crop_of_one_leukocyte_gives_one_cell():
@@ -265,7 +259,7 @@ def test_real_smear_matches_its_annotated_leukocyte(number):
     truths = _wbc_boxes(bccd / "Annotations" / f"{stem}.xml")
     assert len(result.cells) == len(truths)
     for truth in truths:
-        assert max(iou(cell.box, truth) for cell in result.cells) >= 0.5
+        assert max(box_iou(cell.box, truth) for cell in result.cells) >= 0.5
     assert 1.6 <= result.scale <= 2.6
 
 
@@ -279,7 +273,7 @@ def test_real_smear_with_two_neighbouring_leukocytes_gives_both():
     assert len(truths) == 2
     assert len(result.cells) == 2
     for truth in truths:
-        assert max(iou(cell.box, truth) for cell in result.cells) >= 0.5
+        assert max(box_iou(cell.box, truth) for cell in result.cells) >= 0.5
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,7 @@ def rejection(data, name="file.jpg"):
 def queued(monkeypatch):
     """Image ids that would have gone to the classify queue (no broker in these tests)."""
     ids = []
-    monkeypatch.setattr(uploads, "_enqueue_classification", ids.append)
+    monkeypatch.setattr(uploads, "_enqueue_classification", lambda pk, version_id=None: ids.append(pk))
     return ids
 
 

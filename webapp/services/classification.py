@@ -18,12 +18,14 @@ from django.db import transaction
 from django.utils import timezone
 from PIL import Image
 
+from classifier.boxes import SAME_CELL_IOU, match_boxes
 from classifier.labels import BINARY_GROUP
 from classifier.pipeline import analyse_smear
 from classifier.preparation import prepare_window
 from classifier.quality import assess_quality
 from webapp.models import Cell, ModelVersion, SmearImage
 from webapp.services.model_registry import NoActiveModel, active_version, load_classifier
+from webapp.services.review import carried_label
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +191,38 @@ def _store_cells(image, version, outputs, written):
     return stale_files
 
 
+def _carry_reviews(image, previous_version_id, version):
+    """Give this version's cells the labels reviewers gave the same cells under the version that
+    classified the image before, unless a cell has a newer review of its own.
+
+    A reviewer's label is about the cell, not about one network's call on it: without this, moving
+    a sample to a new version would silently drop every correction from its formula.
+    """
+    reviewed = list(
+        Cell.objects.filter(image=image, model_version_id=previous_version_id).exclude(corrected_type="")
+        .only("x0", "y0", "x1", "y1", "corrected_type", "reviewed_by", "reviewed_at")
+    )
+    if not reviewed:
+        return
+    cells = list(Cell.objects.filter(image=image, model_version=version))
+    changed = []
+    for i, j, _ in match_boxes([c.box for c in reviewed], [c.box for c in cells], SAME_CELL_IOU):
+        source, cell = reviewed[i], cells[j]
+        label = carried_label(source.corrected_type, version.class_names)
+        newer = cell.reviewed_at is None or (source.reviewed_at and source.reviewed_at > cell.reviewed_at)
+        if label is None or not newer:
+            continue
+        cell.corrected_type = cell.cell_type = label
+        cell.reviewed_by_id, cell.reviewed_at = source.reviewed_by_id, source.reviewed_at
+        cell.review_carried_from = source
+        changed.append(cell)
+    Cell.objects.bulk_update(
+        changed, ["corrected_type", "cell_type", "reviewed_by", "reviewed_at", "review_carried_from"]
+    )
+    logger.info("Image %s: %d review(s) carried from v%s to v%s", image.pk, len(changed),
+                previous_version_id, version.pk)
+
+
 def classify_smear_image(image_id, model_version_id=None):
     """Classify one stored image; always ends with the image marked done or failed."""
     started = time.monotonic()
@@ -207,9 +241,13 @@ def classify_smear_image(image_id, model_version_id=None):
         with transaction.atomic():
             # A redelivered task may run beside the first one: the row lock makes the second
             # upsert see the first one's cells and update them instead of colliding with them.
-            if not SmearImage.objects.select_for_update().filter(pk=image.pk).exists():
+            locked = SmearImage.objects.select_for_update().filter(pk=image.pk)
+            previous_version_ids = list(locked.values_list("model_version_id", flat=True))
+            if not previous_version_ids:
                 raise ClassificationError("The image was deleted while it was being classified.")
             stale_files = _store_cells(image, version, outputs, written)
+            if previous_version_ids[0] not in (None, version.pk):
+                _carry_reviews(image, previous_version_ids[0], version)
             updated = SmearImage.objects.filter(pk=image.pk).update(
                 status=SmearImage.Status.DONE,
                 error="",

@@ -5,6 +5,7 @@ changed, so an admin's activation takes effect without restarting anything.
 """
 
 import threading
+from collections import OrderedDict
 
 from django.conf import settings
 
@@ -16,7 +17,10 @@ class NoActiveModel(RuntimeError):
 
 
 _cache_lock = threading.Lock()
-_loaded = {}  # version id -> CellClassifier, at most a couple of entries
+_loaded = OrderedDict()  # version id -> CellClassifier, most recently used last
+# The active network, and the one a sample classified before an activation (photographs added to
+# that sample keep its network), serve side by side without reloading one another.
+LOADED_NETWORKS = 2
 
 
 def classifier_metadata(version):
@@ -41,7 +45,9 @@ def active_version():
 def load_classifier(version):
     """The CellClassifier for a version, loaded once per process from the bytes in the database."""
     with _cache_lock:
-        if version.pk not in _loaded:
+        if version.pk in _loaded:
+            _loaded.move_to_end(version.pk)
+        else:
             from classifier.inference import CellClassifier  # TensorFlow: worker processes only
 
             model_bytes = (
@@ -49,8 +55,9 @@ def load_classifier(version):
             )
             if not model_bytes:
                 raise NoActiveModel(f"Model version v{version.pk} holds no stored network.")
-            _loaded.clear()  # keep one network in memory; versions switch rarely
             _loaded[version.pk] = CellClassifier.from_bytes(
                 bytes(model_bytes), classifier_metadata(version), runtime=settings.INFERENCE_RUNTIME
             )
+            while len(_loaded) > LOADED_NETWORKS:
+                _loaded.popitem(last=False)
         return _loaded[version.pk]

@@ -3,7 +3,7 @@
 from django.db import transaction
 from django.utils import timezone
 
-from classifier.labels import BINARY_CLASSES
+from classifier.labels import BINARY_CLASSES, BINARY_GROUP
 from webapp.models import Cell, CellReview
 
 
@@ -27,6 +27,24 @@ def allowed_types(cell):
     return review_types(cell.model_version.class_names) if cell.model_version_id else []
 
 
+def carried_label(label, class_names):
+    """A reviewer's label restated in another network's types, or None where it has no place.
+
+    A binary network's cell takes a type's group (a lymphocyte is MONONUCLEAR); a four-type
+    network's cell cannot take MONONUCLEAR, which does not say which type the cell is.
+    """
+    allowed = review_types(class_names)
+    if label in allowed:
+        return label
+    group = BINARY_GROUP.get(label)
+    return group if group in allowed else None
+
+
+def is_superseded(cell):
+    """Another version has classified the cell's image since: the formula counts its call instead."""
+    return cell.model_version_id != cell.image.model_version_id
+
+
 @transaction.atomic
 def review_cell(cell, new_type, user):
     """Set a cell's type as a reviewer sees it; every change is recorded in CellReview.
@@ -34,17 +52,22 @@ def review_cell(cell, new_type, user):
     Choosing the type the network predicted confirms it (the cell counts as reviewed). Choosing the
     type the cell already has records nothing new.
     """
-    cell = Cell.objects.select_for_update().select_related("model_version").only(
+    cell = Cell.objects.select_for_update(of=("self",)).select_related("model_version", "image").only(
         "id", "predicted_type", "corrected_type", "cell_type", "reviewed_by", "reviewed_at",
-        "model_version", "model_version__class_names",
+        "review_carried_from", "model_version", "model_version__class_names", "image__model_version",
     ).get(pk=cell.pk)
+    if is_superseded(cell):
+        raise ReviewError(
+            f"This is model v{cell.model_version_id}'s earlier call; the sample now counts "
+            f"v{cell.image.model_version_id}'s call on this photograph. Review that one instead."
+        )
     new_type = (new_type or "").strip().upper()
     choices = allowed_types(cell)
     if new_type not in choices:
         raise ReviewError(
             f"{new_type or 'An empty type'} is not one of this model's types: {', '.join(choices)}."
         )
-    if cell.corrected_type == new_type:
+    if cell.corrected_type == new_type and not cell.review_carried_from_id:
         return cell, None
     review = CellReview.objects.create(
         cell=cell, from_type=cell.cell_type, to_type=new_type, reviewed_by=user
@@ -53,5 +76,7 @@ def review_cell(cell, new_type, user):
     cell.cell_type = new_type
     cell.reviewed_by = user
     cell.reviewed_at = timezone.now()
-    cell.save(update_fields=["corrected_type", "cell_type", "reviewed_by", "reviewed_at"])
+    cell.review_carried_from = None  # the reviewer has now seen this version's call
+    cell.save(update_fields=["corrected_type", "cell_type", "reviewed_by", "reviewed_at",
+                             "review_carried_from"])
     return cell, review

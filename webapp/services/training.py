@@ -264,7 +264,8 @@ def reviewed_cell_samples(task=None):
     """(context window path, corrected type) for every reviewed cell whose window is on disk.
 
     A cell classified by several versions is one physical cell: keep it once, with the newest
-    review, so re-classification does not weight it twice. With a task, labels that have no place
+    review, so re-classification does not weight it twice (a label carried to a later version's
+    call is the same review, read from the cell it was made on). With a task, labels that have no place
     in it are left out: a cell relabelled MONONUCLEAR under a binary network says nothing about
     which of the four types it is, and would otherwise fail the whole run.
     """
@@ -278,6 +279,7 @@ def reviewed_cell_samples(task=None):
     samples = {}
     cells = (
         Cell.objects.exclude(corrected_type="")
+        .filter(review_carried_from__isnull=True)
         .exclude(window="")
         .order_by("reviewed_at", "id")
         .values_list("image_id", "x0", "y0", "x1", "y1", "window", "corrected_type")

@@ -206,10 +206,24 @@ def _stored_name(original_name, extension):
     return f"{safe}{extension}"
 
 
-def _enqueue_classification(image_id):
+def _enqueue_classification(image_id, model_version_id=None):
     from webapp.tasks import classify_image
 
-    classify_image.delay(image_id)
+    classify_image.delay(image_id, model_version_id=model_version_id)
+
+
+def sample_version_id(sample):
+    """The version that classified every classified photograph of the sample, if they share one.
+
+    Photographs added to a sample later, or tried again, are classified by it even after another
+    version is activated: one differential count comes from one network. An administrator moves
+    a whole sample to the active version by re-classifying it.
+    """
+    versions = list(
+        sample.images.exclude(model_version=None).order_by()
+        .values_list("model_version_id", flat=True).distinct()[:2]
+    )
+    return versions[0] if len(versions) == 1 else None
 
 
 def check_files(files, known_checksums=None):
@@ -241,8 +255,9 @@ def check_files(files, known_checksums=None):
     return accepted, rejected
 
 
-def add_images(sample, accepted):
-    """Store checked images under a sample and queue each for classification once committed."""
+def add_images(sample, accepted, model_version_id=None):
+    """Store checked images under a sample and queue each for classification once committed
+    (by the given version; None: the active one)."""
     stored, written = [], []
     try:
         with transaction.atomic():
@@ -261,7 +276,9 @@ def add_images(sample, accepted):
                 written.append(image.image.name)
                 image.save()
                 stored.append(image)
-                transaction.on_commit(lambda pk=image.pk: _enqueue_classification(pk))
+                transaction.on_commit(
+                    lambda pk=image.pk: _enqueue_classification(pk, model_version_id)
+                )
     except Exception:
         # The rows rolled back; the files did not. Leave no orphan photograph behind.
         for name in written:
@@ -289,14 +306,15 @@ def create_sample_with_images(accession_number, note, files, user=None):
 def add_images_to_sample(sample, files):
     known = dict(sample.images.values_list("checksum", "original_filename"))
     accepted, rejected = check_files(files, known)
-    stored = add_images(sample, accepted) if accepted else []
+    stored = add_images(sample, accepted, sample_version_id(sample)) if accepted else []
     return UploadResult(sample=sample, stored=stored, rejected=rejected)
 
 
 def requeue_image(image):
-    """Queue an image again (after a failure, or to re-run it with the active model)."""
+    """Queue an image again after a failure, with the version its sample's photographs share."""
+    version_id = sample_version_id(image.sample)
     SmearImage.objects.filter(pk=image.pk).update(status=SmearImage.Status.QUEUED, error="")
-    transaction.on_commit(lambda: _enqueue_classification(image.pk))
+    transaction.on_commit(lambda: _enqueue_classification(image.pk, version_id))
 
 
 def sample_file_names(sample):

@@ -69,6 +69,8 @@ def cell_json(request, cell, with_image=True):
         "binary_call": cell.binary_call,
         "needs_review": cell.needs_review,
         "model_version": cell.model_version_id,
+        # False once another version re-classified the image: the formula counts that call instead.
+        "counted": cell.model_version_id == cell.image.model_version_id,
         "created_at": cell.created_at.isoformat(),
         "crop": _media(request, cell.crop),
     }
@@ -146,7 +148,8 @@ def cell_list(request):
 def cell_detail(request, pk):
     cell = get_object_or_404(
         Cell.objects.select_related("image__sample").only(*HISTORY_FIELDS, "probabilities", "heatmap",
-                                                          "window", "reviewed_at", "detection_score"),
+                                                          "window", "reviewed_at", "detection_score",
+                                                          "review_carried_from"),
         pk=pk,
     )
     return JsonResponse(dict(
@@ -154,6 +157,7 @@ def cell_detail(request, pk):
         probabilities=cell.probabilities,
         detection_score=round(cell.detection_score, 4),
         reviewed_at=cell.reviewed_at.isoformat() if cell.reviewed_at else None,
+        review_carried_from=cell.review_carried_from_id,
         heatmap=_media(request, cell.heatmap),
         window=_media(request, cell.window),
     ))

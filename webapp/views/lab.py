@@ -19,6 +19,7 @@ from classifier.labels import BINARY_CLASSES, BINARY_GROUP
 from webapp.forms import HistoryFilterForm, ReviewForm, SampleUploadForm
 from webapp.models import Cell, CellReview, ModelVersion, Sample, SmearImage
 from webapp.selectors import (
+    current_counterpart,
     history_page,
     leukocyte_formula,
     sample_images_with_cells,
@@ -26,7 +27,7 @@ from webapp.selectors import (
     samples_with_progress,
     type_order,
 )
-from webapp.services.review import ReviewError, allowed_types, review_cell, review_types
+from webapp.services.review import ReviewError, allowed_types, is_superseded, review_cell, review_types
 from webapp.services.uploads import (
     add_images_to_sample,
     create_sample_with_images,
@@ -231,8 +232,8 @@ def sample_export_csv(request, pk):
 @require_GET
 def cell_detail(request, pk):
     cell = get_object_or_404(
-        Cell.objects.select_related("image__sample", "reviewed_by").defer("model_version__model_bytes")
-        .select_related("model_version").prefetch_related(
+        Cell.objects.select_related("image__sample", "reviewed_by", "review_carried_from")
+        .defer("model_version__model_bytes").select_related("model_version").prefetch_related(
             Prefetch("reviews", queryset=CellReview.objects.select_related("reviewed_by"))
         ),
         pk=pk,
@@ -248,6 +249,8 @@ def cell_detail(request, pk):
         "sample": cell.image.sample,
         "probabilities": [(name, p, round(p * 100, 1)) for name, p in probabilities],
         "review_types": type_shortcuts(allowed_types(cell)),
+        "superseded": is_superseded(cell),
+        "counted_call": current_counterpart(cell) if is_superseded(cell) else None,
         "previous_id": siblings[position - 1] if position > 0 else None,
         "next_id": siblings[position + 1] if position + 1 < len(siblings) else None,
         "position": position + 1,

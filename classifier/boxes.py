@@ -1,0 +1,28 @@
+"""Comparing boxes (x0, y0, x1, y1, x1 and y1 exclusive): one cell found twice, or found and annotated."""
+
+# Boxes of one cell found on two runs of the detector overlap far more than this; two cells never do.
+SAME_CELL_IOU = 0.5
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two boxes; 0 for boxes that do not overlap."""
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_boxes(first, second, min_iou=0.5) -> list[tuple[int, int, float]]:
+    """Greedy one-to-one matching, best overlap first: (index in first, index in second, IoU)."""
+    pairs = sorted(
+        ((box_iou(a, b), i, j) for i, a in enumerate(first) for j, b in enumerate(second)), reverse=True
+    )
+    matched, used_first, used_second = [], set(), set()
+    for overlap, i, j in pairs:
+        if overlap < min_iou or i in used_first or j in used_second:
+            continue
+        matched.append((i, j, overlap))
+        used_first.add(i)
+        used_second.add(j)
+    return matched
