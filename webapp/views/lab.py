@@ -19,9 +19,11 @@ from classifier.labels import BINARY_CLASSES, BINARY_GROUP
 from webapp.forms import HistoryFilterForm, ReviewForm, SampleUploadForm
 from webapp.models import Cell, CellReview, ModelVersion, Sample, SmearImage
 from webapp.selectors import (
+    SampleCounts,
     current_counterpart,
     history_page,
     leukocyte_formula,
+    sample_cell_counts,
     sample_images_with_cells,
     sample_progress,
     samples_with_progress,
@@ -53,6 +55,9 @@ def sample_list(request):
     if query:
         samples = samples.filter(accession_number__icontains=query)
     page = Paginator(samples, 25).get_page(request.GET.get("page"))
+    counts = sample_cell_counts(sample.pk for sample in page.object_list)
+    for sample in page.object_list:
+        sample.cell_counts = counts.get(sample.pk, SampleCounts())
     return render(request, "lab/sample_list.html", {
         "page": page, "query": query, "page_query": urlencode({"q": query}) if query else "",
     })

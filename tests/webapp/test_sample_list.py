@@ -1,0 +1,43 @@
+"""The sample list says, per sample, how many leukocytes its formula counts and how many flagged calls
+still wait for a reviewer, so staff see at a glance which reports are ready."""
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from tests.webapp.lab_factories import make_sample, make_version
+from webapp.models import Cell
+from webapp.selectors import sample_cell_counts
+
+pytestmark = pytest.mark.django_db
+
+
+def test_counts_leave_out_artefacts_reviewed_flags_and_superseded_calls(client, django_user_model):
+    old = make_version()
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE"), confidence=0.6, version=old)
+    cells = list(Cell.objects.filter(image__sample=sample).order_by("index"))
+    Cell.objects.filter(pk=cells[0].pk).update(corrected_type=Cell.ARTEFACT, cell_type=Cell.ARTEFACT)
+    Cell.objects.filter(pk=cells[1].pk).update(corrected_type="LYMPHOCYTE")
+    quiet = make_sample(accession="Q-1", types=("NEUTROPHIL",), confidence=0.95, version=old)
+    # A later version re-classified Q-1 and found two cells; its one old call no longer counts.
+    new = make_version()
+    image = quiet.images.get()
+    for index in range(2):
+        Cell.objects.create(image=image, model_version=new, index=index, x0=0, y0=0, x1=9, y1=9,
+                            predicted_type="EOSINOPHIL", confidence=0.9, binary_call="POLYNUCLEAR",
+                            cell_type="EOSINOPHIL")
+    image.model_version = new
+    image.save(update_fields=["model_version"])
+    empty = make_sample(accession="E-1", types=())
+
+    counts = sample_cell_counts([sample.pk, quiet.pk, empty.pk])
+    assert (counts[sample.pk].leukocytes, counts[sample.pk].awaiting_review) == (2, 1)
+    assert (counts[quiet.pk].leukocytes, counts[quiet.pk].awaiting_review) == (2, 0)
+    assert empty.pk not in counts
+
+    client.force_login(django_user_model.objects.create_user("t"))
+    page = client.get(reverse("lab:sample-list")).content.decode()
+    leukocytes = re.findall(r'data-role="leukocytes">(\d+)<', page)
+    assert leukocytes == ["0", "2", "2"]  # newest sample first: E-1, Q-1, H26-0001
+    assert page.count('data-role="awaiting-review"><span class="badge flag"') == 1
