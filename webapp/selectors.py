@@ -156,8 +156,11 @@ class FormulaRow:
     high: float
 
     @classmethod
-    def of(cls, name, count, total):
-        return cls(name, count, _percent(count, total), *wilson_interval(count, total))
+    def rows(cls, counts, total):
+        """One row per (name, count), the percentages rounded to add up to exactly 100.0."""
+        percents = _shares_adding_to_100([count for _, count in counts], total)
+        return [cls(name, count, percent, *wilson_interval(count, total))
+                for (name, count), percent in zip(counts, percents, strict=True)]
 
     @property
     def range_width(self):
@@ -206,6 +209,19 @@ def _percent(count, total):
     return round(100.0 * count / total, 1) if total else 0.0
 
 
+def _shares_adding_to_100(counts, total):
+    """Percentages to one decimal that add up to the 100.0 of the Total row (largest remainder):
+    rounding each alone gives 99.9 or 100.1 for three types of 1 cell each."""
+    if not total:
+        return [0.0] * len(counts)
+    tenths = [1000 * count / total for count in counts]
+    floored = [int(value) for value in tenths]
+    by_remainder = sorted(range(len(counts)), key=lambda i: floored[i] - tenths[i])
+    for i in by_remainder[: 1000 * sum(counts) // total - sum(floored)]:
+        floored[i] += 1
+    return [value / 10 for value in floored]
+
+
 def leukocyte_formula(sample):
     """Count and percentage of each leukocyte type in a sample, reviewers' labels first.
 
@@ -231,14 +247,14 @@ def leukocyte_formula(sample):
         group = BINARY_GROUP.get(name, name if name in BINARY_CLASSES else None)
         if group:
             grouped[group] += count
-    groups = [FormulaRow.of(name, count, total) for name, count in grouped.items()]
+    groups = FormulaRow.rows(list(grouped.items()), total)
     if per_type and set(per_type) <= set(BINARY_CLASSES):
         # A binary model's formula is the mononuclear / polynuclear split itself.
         return LeukocyteFormula(total, groups, [], *counts)
     # A four-type formula lists every type, zeros included, as a lab report does. Cells a binary
     # network called (a sample classified by two networks) count in the groups alone.
     names = sorted((set(per_type) | set(FOUR_CLASSES)) - set(BINARY_CLASSES), key=type_order)
-    rows = [FormulaRow.of(name, per_type.get(name, 0), total) for name in names]
+    rows = FormulaRow.rows([(name, per_type.get(name, 0)) for name in names], total)
     return LeukocyteFormula(total, rows, groups, *counts)
 
 

@@ -27,6 +27,17 @@ def test_formula_counts_and_percentages():
     assert formula.total == 4
 
 
+def test_shown_percentages_add_up_to_the_total_of_100():
+    # Rounded alone, three shares of 1/3 read 33.3 each: 99.9 beside a Total of 100.0.
+    formula = leukocyte_formula(make_sample(types=("NEUTROPHIL", "LYMPHOCYTE", "EOSINOPHIL")))
+    assert sorted(row.percent for row in formula.rows) == [0.0, 33.3, 33.3, 33.4]
+    assert round(sum(row.percent for row in formula.groups), 1) == 100.0
+    types = ("NEUTROPHIL",) * 7 + ("LYMPHOCYTE",) * 7 + ("MONOCYTE",) * 7  # 33.33% each
+    formula = leukocyte_formula(make_sample("S-21", types=types))
+    assert round(sum(row.percent for row in formula.rows), 1) == 100.0
+    assert all(abs(row.percent - 100 * row.count / 21) <= 0.1 for row in formula.rows)
+
+
 def test_each_percentage_carries_its_95_percent_range():
     # Reference values of the Wilson score interval (Brown, Cai & DasGupta 2001), worked by hand.
     assert wilson_interval(50, 100) == (40.4, 59.6)
