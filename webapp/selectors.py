@@ -365,7 +365,12 @@ def cell_history(filters=None):
     filters = filters or HistoryFilters()
     cells = Cell.objects.select_related("image__sample").only(*HISTORY_FIELDS)
     if filters.calls != "all":
-        cells = cells.filter(model_version_id=F("image__model_version_id"))
+        # "+ 0" as for confidence below: compared bare, the column lets SQLite drive the query from
+        # the (image, version, index) key and sort all 100,000 cells (117 ms a page, against 2 ms
+        # walking the newest-first index; bench/web.py).
+        cells = cells.alias(counted_version=F("model_version_id") + 0).filter(
+            counted_version=F("image__model_version_id")
+        )
     if filters.cell_type:
         cells = cells.filter(cell_type=filters.cell_type)
     if filters.confidence_min is not None or filters.confidence_max is not None:
