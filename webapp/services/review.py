@@ -50,7 +50,9 @@ def review_cell(cell, new_type, user):
     """Set a cell's type as a reviewer sees it; every change is recorded in CellReview.
 
     Choosing the type the network predicted confirms it (the cell counts as reviewed). Choosing the
-    type the cell already has records nothing new.
+    type the cell already has records nothing new, unless that label was carried over from another
+    version's call: choosing it makes it the reviewer's verdict on this call. A superseded call is
+    refused: the formula counts the later version's call on the cell.
     """
     cell = Cell.objects.select_for_update(of=("self",)).select_related("model_version", "image").only(
         "id", "predicted_type", "corrected_type", "cell_type", "reviewed_by", "reviewed_at",
