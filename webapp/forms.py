@@ -7,6 +7,18 @@ from django.core.validators import RegexValidator
 from webapp.models import ModelVersion
 from webapp.selectors import HistoryFilters, known_cell_types
 
+# No smear in this system was classified before 2000 or will be after 2100: a date outside is a typo.
+PLAUSIBLE_YEARS = range(2000, 2101)
+
+
+def validate_plausible_date(day):
+    if day.year not in PLAUSIBLE_YEARS:
+        raise forms.ValidationError(
+            f"{day.isoformat()} is not a plausible date: give one between "
+            f"{PLAUSIBLE_YEARS[0]} and {PLAUSIBLE_YEARS[-1]}.",
+            code="implausible_date",
+        )
+
 
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
@@ -67,8 +79,10 @@ class HistoryFilterForm(forms.Form):
     reviewed = forms.ChoiceField(required=False, choices=YES_NO)
     needs_review = forms.ChoiceField(required=False, choices=YES_NO, label="Flagged for review")
     accession = forms.CharField(required=False, max_length=64, label="Accession number")
-    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    date_from = forms.DateField(required=False, label="From", validators=[validate_plausible_date],
+                                widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="To", validators=[validate_plausible_date],
+                              widget=forms.DateInput(attrs={"type": "date"}))
     model_version = forms.ModelChoiceField(
         required=False,
         queryset=ModelVersion.objects.only("id", "architecture", "task", "status"),
