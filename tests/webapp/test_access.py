@@ -27,19 +27,25 @@ def _example_path(route):
 
 
 def test_every_url_pattern_sends_anonymous_visitors_to_login(client, db):
+    """Pages redirect to the login page; the JSON API, read by programs, answers 401 in JSON."""
     routes = [(route, p) for route, p in _walk(get_resolver().url_patterns)]
     assert len(routes) > 5
-    checked = 0
+    pages = api = 0
     for route, pattern in routes:
         if pattern.name in PUBLIC:
             continue
         path = _example_path(route)
         response = client.get(path)
+        if path.startswith("/api/"):
+            assert response.status_code == 401, f"{path} answered {response.status_code}"
+            assert "Sign in" in response.json()["error"]
+            api += 1
+            continue
         assert response.status_code in (302, 301), f"{path} answered {response.status_code}"
         location = response["Location"]
         assert "/login/" in location, f"{path} redirected to {location}, not to login"
-        checked += 1
-    assert checked >= 5
+        pages += 1
+    assert pages >= 5 and api == 4
 
 
 def test_login_page_is_public(client, db):

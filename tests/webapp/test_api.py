@@ -16,7 +16,15 @@ pytestmark = pytest.mark.django_db
 def test_api_needs_a_signed_in_user(client):
     make_sample()
     response = client.get(reverse("lab:api-samples"))
-    assert response.status_code == 302 and "/login/" in response["Location"]
+    assert response.status_code == 401
+    assert response.json() == {"error": "Sign in first: the API uses the site's login session."}
+
+
+def test_api_answers_missing_records_and_unknown_addresses_in_json(client, tech):
+    missing = client.get(reverse("lab:api-sample", args=[999999]))
+    assert missing.status_code == 404 and missing.json() == {"error": "No Sample matches the given query."}
+    unknown = client.get("/api/no-such-thing/")
+    assert unknown.status_code == 404 and unknown.json() == {"error": "Not found."}
 
 
 def test_sample_list_is_paginated(client, tech):
