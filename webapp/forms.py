@@ -66,6 +66,12 @@ class SampleUploadForm(forms.Form):
     images = MultipleImageField(label="Smear photographs")
 
 
+class AddImagesForm(forms.Form):
+    """More photographs for an existing sample, from its page."""
+
+    images = MultipleImageField(label="Smear photographs")
+
+
 def _type_choices():
     return [("", "Any type")] + [(name, name.title()) for name in known_cell_types()]
 

@@ -139,7 +139,9 @@ MEDIA_URL = "/media/"
 MAX_UPLOAD_BYTES = int(os.environ.get("LEUKOSCOPE_MAX_UPLOAD_BYTES", 25 * 1024 * 1024))
 MAX_IMAGE_PIXELS = int(os.environ.get("LEUKOSCOPE_MAX_IMAGE_PIXELS", 40_000_000))
 MAX_FILES_PER_UPLOAD = int(os.environ.get("LEUKOSCOPE_MAX_FILES_PER_UPLOAD", 50))
-DATA_UPLOAD_MAX_NUMBER_FILES = MAX_FILES_PER_UPLOAD
+# Django refuses a request over this before any form sees it, with a bare 400; set well above the
+# form's limit so that an ordinary oversized batch gets the form's own message instead.
+DATA_UPLOAD_MAX_NUMBER_FILES = 4 * MAX_FILES_PER_UPLOAD
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 # Where training data lives; a user points this (or the command's --data) at their own folder.

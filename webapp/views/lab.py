@@ -16,7 +16,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from classifier.labels import BINARY_CLASSES, BINARY_GROUP
-from webapp.forms import HistoryFilterForm, ReviewForm, SampleUploadForm
+from webapp.forms import AddImagesForm, HistoryFilterForm, ReviewForm, SampleUploadForm
 from webapp.models import Cell, CellReview, ModelVersion, Sample, SmearImage
 from webapp.selectors import (
     history_page,
@@ -130,7 +130,9 @@ def _sample(pk):
 @require_GET
 def sample_detail(request, pk):
     sample = _sample(pk)
-    return render(request, "lab/sample_detail.html", _sample_context(sample))
+    context = _sample_context(sample)
+    context["max_files"] = settings.MAX_FILES_PER_UPLOAD
+    return render(request, "lab/sample_detail.html", context)
 
 
 @require_GET
@@ -161,11 +163,12 @@ def sample_status(request, pk):
 @require_POST
 def sample_add_images(request, pk):
     sample = _sample(pk)
-    files = request.FILES.getlist("images")
-    if not files:
-        messages.error(request, "Choose at least one smear photograph.")
+    form = AddImagesForm(request.POST, request.FILES)
+    if not form.is_valid():
+        for error in form.errors["images"]:
+            messages.error(request, error)
         return redirect("lab:sample-detail", pk=sample.pk)
-    result = add_images_to_sample(sample, files)
+    result = add_images_to_sample(sample, form.cleaned_data["images"])
     if result.stored:
         messages.success(request, f"{len(result.stored)} more photograph(s) queued for classification.")
     _report_rejections(request, result.rejected)
