@@ -34,11 +34,11 @@ class SampleAdmin(admin.ModelAdmin):
 
     # Deleting here must remove the pictures from storage too, as the sample page's delete does.
     def delete_model(self, request, obj):
-        delete_sample(obj)
+        delete_sample(obj, user=request.user)
 
     def delete_queryset(self, request, queryset):
         for sample in queryset:
-            delete_sample(sample)
+            delete_sample(sample, user=request.user)
 
 
 @admin.register(SmearImage)

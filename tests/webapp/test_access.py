@@ -64,3 +64,47 @@ def test_signed_in_user_reaches_home(client, django_user_model):
 def test_media_outside_root_or_missing_is_404(client, django_user_model, path):
     client.force_login(django_user_model.objects.create_user("t2", password="a-long-passphrase-1"))
     assert client.get(path).status_code == 404
+
+
+# --- deleting a sample -------------------------------------------------------------------------
+
+@pytest.fixture
+def entered_sample(django_user_model):
+    from tests.webapp.lab_factories import make_sample
+
+    creator = django_user_model.objects.create_user("creator", password="a-long-passphrase-1")
+    return make_sample("H26-DEL", types=("NEUTROPHIL",), user=creator)
+
+
+def test_only_the_creator_or_staff_may_delete_a_sample(client, tech, entered_sample):
+    from webapp.models import Sample
+
+    detail = client.get(reverse("lab:sample-detail", args=[entered_sample.pk])).content.decode()
+    url = reverse("lab:sample-delete", args=[entered_sample.pk])
+    assert url not in detail  # no Delete button for someone who may not
+    for response in (client.get(url), client.post(url)):
+        assert response.status_code == 403
+        assert ("Only the person who entered sample H26-DEL (creator) or a staff member may delete it."
+                in response.content.decode())
+    assert Sample.objects.filter(pk=entered_sample.pk).exists()
+
+
+@pytest.mark.parametrize("who", ["creator", "staff"])
+def test_the_creator_and_staff_delete_and_the_log_names_them(client, django_user_model, entered_sample,
+                                                             caplog, who):
+    import logging
+
+    from webapp.models import Sample
+
+    if who == "creator":
+        user = entered_sample.created_by
+    else:
+        user = django_user_model.objects.create_user("lead", password="a-long-passphrase-1", is_staff=True)
+    client.force_login(user)
+    url = reverse("lab:sample-delete", args=[entered_sample.pk])
+    assert url in client.get(reverse("lab:sample-detail", args=[entered_sample.pk])).content.decode()
+    with caplog.at_level(logging.INFO, logger="webapp.services.uploads"):
+        assert client.post(url).status_code == 302
+    assert not Sample.objects.filter(pk=entered_sample.pk).exists()
+    assert (f"Sample {entered_sample.pk} (accession H26-DEL) with 1 image(s) deleted by {user.username}"
+            in caplog.text)

@@ -309,18 +309,26 @@ def sample_file_names(sample):
     return names
 
 
-def delete_sample(sample):
+def may_delete_sample(user, sample):
+    """Deleting a specimen's photographs and results is for the person who entered it, or staff."""
+    return user.is_staff or (sample.created_by_id is not None and sample.created_by_id == user.pk)
+
+
+def delete_sample(sample, user=None):
     """Delete a sample, its records and, once that is committed, its files."""
     storage = SmearImage._meta.get_field("image").storage
-    sample_id = sample.pk
+    sample_id, accession = sample.pk, sample.accession_number
 
     def delete_files():
         for name in names:
             storage.delete(name)
 
     with transaction.atomic():
+        image_count = sample.images.count()
         names = sample_file_names(sample)
         sample.delete()
         # Files go only after the rows are gone for good; a rolled-back delete keeps both.
         transaction.on_commit(delete_files)
-    logger.info("Deleted sample %s and %d file(s)", sample_id, len(names))
+    logger.info("Sample %s (accession %s) with %d image(s) deleted by %s; %d file(s) removed",
+                sample_id, accession, image_count, user.get_username() if user else "an unnamed caller",
+                len(names))

@@ -5,6 +5,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Prefetch
 from django.http import HttpResponse, JsonResponse
@@ -31,6 +32,7 @@ from webapp.services.uploads import (
     add_images_to_sample,
     create_sample_with_images,
     delete_sample,
+    may_delete_sample,
     requeue_image,
 )
 
@@ -128,6 +130,7 @@ def sample_detail(request, pk):
     sample = _sample(pk)
     context = _sample_context(sample)
     context["max_files"] = settings.MAX_FILES_PER_UPLOAD
+    context["may_delete"] = may_delete_sample(request.user, sample)
     return render(request, "lab/sample_detail.html", context)
 
 
@@ -181,10 +184,16 @@ def image_retry(request, pk):
 
 @require_http_methods(["GET", "POST"])
 def sample_delete(request, pk):
-    sample = get_object_or_404(Sample, pk=pk)
+    sample = _sample(pk)
+    if not may_delete_sample(request.user, sample):
+        entered_by = f" ({sample.created_by.get_username()})" if sample.created_by else ""
+        raise PermissionDenied(
+            f"Only the person who entered sample {sample.accession_number}{entered_by} or a staff "
+            "member may delete it."
+        )
     if request.method == "POST":
         accession = sample.accession_number
-        delete_sample(sample)
+        delete_sample(sample, user=request.user)
         messages.success(request, f"Sample {accession} and all its pictures were deleted.")
         return redirect("lab:sample-list")
     counts = {
