@@ -3,8 +3,11 @@
 from django import forms
 from django.conf import settings
 from django.core.validators import RegexValidator
+from django.db.models.functions import Trim
+from django.urls import reverse
+from django.utils.html import format_html
 
-from webapp.models import ModelVersion
+from webapp.models import ModelVersion, Sample
 from webapp.selectors import HistoryFilters, known_cell_types
 
 # No smear in this system was classified before 2000 or will be after 2100: a date outside is a typo.
@@ -64,6 +67,22 @@ class SampleUploadForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
     )
     images = MultipleImageField(label="Smear photographs")
+
+    def clean_accession_number(self):
+        accession = self.cleaned_data["accession_number"]
+        # No database constraint: earlier records may hold duplicates, and those must stay readable.
+        existing = (
+            Sample.objects.annotate(trimmed=Trim("accession_number")).filter(trimmed__iexact=accession)
+            .order_by("created_at").first()
+        )
+        if existing is not None:
+            # A second sample would split one specimen's cells over two formulas.
+            raise forms.ValidationError(
+                format_html('Sample <a href="{}">{}</a> already exists: add photographs to it instead.',
+                            reverse("lab:sample-detail", args=[existing.pk]), existing.accession_number),
+                code="duplicate",
+            )
+        return accession
 
 
 class AddImagesForm(forms.Form):

@@ -351,3 +351,39 @@ def test_far_too_many_files_get_a_readable_400_page(client, tech, settings):
     body = response.content.decode()
     assert f"Upload at most {settings.MAX_FILES_PER_UPLOAD} photographs at a time." in body
     assert "Sign out" in body  # the site's page, not Django's bare one
+
+
+# --- accession numbers ---------------------------------------------------------------------------
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("typed", ["H26-1", " h26-1 ", "h26-1"])
+def test_a_known_accession_number_links_the_existing_sample_instead(client, tech, queued, typed):
+    existing = Sample.objects.create(accession_number="H26-1")
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": typed, "images": [upload("s.jpg", jpeg_bytes())],
+    })
+    assert response.status_code == 400
+    link = reverse("lab:sample-detail", args=[existing.pk])
+    assert (f'Sample <a href="{link}">H26-1</a> already exists: add photographs to it instead.'
+            in response.content.decode())
+    assert Sample.objects.count() == 1 and queued == []
+
+
+@pytest.mark.django_db
+def test_an_old_duplicate_with_stray_spaces_is_found_too(client, tech, queued):
+    Sample.objects.create(accession_number=" H26-2 ")
+    Sample.objects.create(accession_number="H26-2")  # made before the check: both stay readable
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": "H26-2", "images": [upload("s.jpg", jpeg_bytes())],
+    })
+    assert response.status_code == 400 and "already exists" in response.content.decode()
+    assert Sample.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_new_accession_number_that_merely_contains_a_known_one_is_accepted(client, tech, queued):
+    Sample.objects.create(accession_number="H26-3")
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": "H26-33", "images": [upload("s.jpg", jpeg_bytes())],
+    })
+    assert response.status_code == 302 and Sample.objects.count() == 2
