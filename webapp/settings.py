@@ -114,6 +114,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# Lab workstations are shared: a sign-in lasts one long shift, not Django's two weeks.
+SESSION_HOURS = float(os.environ.get("LEUKOSCOPE_SESSION_HOURS", 12))
+if not SESSION_HOURS > 0:
+    raise ImproperlyConfigured(f"LEUKOSCOPE_SESSION_HOURS={SESSION_HOURS:g}: expected a positive number")
+SESSION_COOKIE_AGE = round(SESSION_HOURS * 3600)
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 

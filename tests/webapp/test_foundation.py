@@ -92,6 +92,24 @@ def test_deploy_check_is_clean_with_production_settings(tmp_path):
     assert "no issues" in result.stdout
 
 
+@pytest.mark.django_db
+def test_a_sign_in_lasts_twelve_hours(client, django_user_model):
+    django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
+    response = client.post(reverse("login"), {"username": "tech", "password": "a-long-passphrase-1"})
+    assert response.status_code == 302
+    assert response.cookies["sessionid"]["max-age"] == 12 * 3600
+    assert client.session.get_expire_at_browser_close() is False
+
+
+@pytest.mark.parametrize("hours, expected", [("8", "28800"), ("0", "LEUKOSCOPE_SESSION_HOURS=0")])
+def test_session_length_comes_from_the_environment(tmp_path, hours, expected):
+    env = dict(os.environ, LEUKOSCOPE_SESSION_HOURS=hours, LEUKOSCOPE_VAR_DIR=str(tmp_path))
+    code = "import webapp.settings as s; print(s.SESSION_COOKIE_AGE)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert expected in result.stdout + result.stderr
+
+
 def test_an_unknown_inference_runtime_is_refused_by_name(tmp_path):
     env = dict(os.environ, LEUKOSCOPE_INFERENCE_RUNTIME="onnx", LEUKOSCOPE_VAR_DIR=str(tmp_path))
     result = subprocess.run([sys.executable, "manage.py", "check"], cwd=REPO_ROOT, env=env,
