@@ -108,3 +108,31 @@ def test_the_creator_and_staff_delete_and_the_log_names_them(client, django_user
     assert not Sample.objects.filter(pk=entered_sample.pk).exists()
     assert (f"Sample {entered_sample.pk} (accession H26-DEL) with 1 image(s) deleted by {user.username}"
             in caplog.text)
+
+
+# --- password guessing ---------------------------------------------------------------------------
+
+def test_five_failed_sign_ins_pause_that_user_name_on_that_computer(client, django_user_model):
+    django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
+    login = reverse("login")
+    answers = [client.post(login, {"username": "tech", "password": "guess"}).status_code for _ in range(5)]
+    assert answers == [200, 200, 200, 200, 429]
+    paused = client.post(login, {"username": "tech", "password": "a-long-passphrase-1"})
+    assert paused.status_code == 429
+    assert "refused here for 15 minutes" in paused.content.decode()
+    assert "_auth_user_id" not in client.session
+    elsewhere = client.post(login, {"username": "tech", "password": "a-long-passphrase-1"},
+                            REMOTE_ADDR="10.0.0.7")
+    assert elsewhere.status_code == 302
+
+
+def test_a_successful_sign_in_forgets_earlier_failures(client, django_user_model):
+    django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
+    login = reverse("login")
+    for _ in range(4):
+        client.post(login, {"username": "tech", "password": "guess"})
+    assert client.post(login, {"username": "tech", "password": "a-long-passphrase-1"}).status_code == 302
+    client.logout()
+    for _ in range(4):
+        client.post(login, {"username": "tech", "password": "guess"})
+    assert client.post(login, {"username": "tech", "password": "a-long-passphrase-1"}).status_code == 302
