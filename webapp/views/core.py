@@ -7,15 +7,22 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from webapp.services.health import system_health
+from webapp.services.health import public_summary, system_health
 
 
 @login_not_required
 @never_cache
 @require_GET
 def healthz(request):
+    """Open to monitoring without a sign-in; the details only for signed-in staff.
+
+    It takes about a second: a Celery ping waits its whole timeout for every worker to answer.
+    """
     report = system_health()
-    return JsonResponse(report, status=200 if not report["failing"] else 503)
+    status = 200 if not report["failing"] else 503
+    if not request.user.is_staff:
+        report = public_summary(report)
+    return JsonResponse(report, status=status)
 
 
 def home(request):
