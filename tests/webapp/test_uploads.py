@@ -181,6 +181,17 @@ def test_exif_rotated_photograph_is_stored_upright():
     assert "EXIF" in checked.conversion_note
 
 
+@pytest.mark.parametrize("orientation", [0, 1, 9, 65535])
+def test_an_exif_orientation_that_turns_nothing_is_neither_applied_nor_mentioned(orientation):
+    image = Image.fromarray(smear_array(width=120, height=90))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encoded(image, "JPEG", exif=exif)
+    checked = check_image(upload("odd.jpg", data))
+    assert (checked.width, checked.height) == (120, 90)
+    assert checked.conversion_note == "" and checked.content == data  # kept byte for byte
+
+
 # --- batches ------------------------------------------------------------------------------------
 
 @pytest.mark.django_db

@@ -36,6 +36,9 @@ CONVERTIBLE_MODES = {
     "PA": "palette colours expanded, transparency removed",
 }
 EXIF_ORIENTATION = 0x0112
+# The values that turn or mirror a photograph; 1 is upright, anything else (0, 9, ...) is no
+# orientation at all, and Pillow leaves such an image as it is.
+EXIF_TURNED = range(2, 9)
 GREYSCALE_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -169,7 +172,7 @@ def check_image(uploaded):
         raise ImageRejected(
             "This is a greyscale image. Leukoscope needs a colour photograph of the stained smear."
         )
-    if image.getexif().get(EXIF_ORIENTATION, 1) not in (0, 1):
+    if image.getexif().get(EXIF_ORIENTATION, 1) in EXIF_TURNED:
         # Browsers show a photograph turned by its EXIF flag; the stored pixels must match what
         # staff see, or the cell outlines land in the wrong place.
         notes.append("rotated upright from its EXIF orientation")
