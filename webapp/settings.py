@@ -220,6 +220,8 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LEUKOSCOPE_LOG_LEVEL", "INFO")},
     "loggers": {
         "django.server": {"level": "WARNING"},
+        # Failed sign-ins and lock-outs are warnings; every successful sign-in and sign-out is not news.
+        "axes": {"level": "WARNING"},
         "django.request": {"filters": ["forbidden_in_one_line"]},
     },
 }
