@@ -15,6 +15,14 @@ BINARY_GROUP = {
 TASK_CLASSES = {"binary": BINARY_CLASSES, "4class": FOUR_CLASSES}
 
 
+def binary_group(cell_type):
+    """MONONUCLEAR or POLYNUCLEAR for a cell type (a binary network's call is its own group), or ""
+    for a label in neither, such as a reviewer's ARTEFACT: no white cell, no group."""
+    if cell_type in BINARY_CLASSES:
+        return cell_type
+    return BINARY_GROUP.get(cell_type, "")
+
+
 def binary_probabilities(probabilities):
     """Sum per-type probabilities into MONONUCLEAR / POLYNUCLEAR; binary input passes through."""
     if set(probabilities) <= set(BINARY_CLASSES):

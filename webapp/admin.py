@@ -1,10 +1,25 @@
 """Admin for the lab's records. What the network produced is shown read-only: a correction goes
-through the review page, so it is recorded in CellReview like any other."""
+through the review page, so it is recorded in CellReview like any other. Cells and reviews are the
+audit trail of what the network said and what reviewers changed: they go only with the photograph
+or sample they belong to, whose deletion goes through the services that remove the stored files."""
 
 from django.contrib import admin
 
 from webapp.models import Cell, CellReview, Sample, SmearImage
-from webapp.services.uploads import delete_sample
+from webapp.services.uploads import delete_image, delete_sample
+
+
+class DeletesCellsWithIt:
+    """For the admin of a record whose deletion takes its cells and their reviews along.
+
+    Those cannot be deleted on their own (their admin refuses it), which Django's confirmation page
+    would otherwise count as a missing permission and refuse the whole deletion.
+    """
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed -= {Cell._meta.verbose_name, CellReview._meta.verbose_name}
+        return deleted, counts, perms_needed, protected
 
 
 class SmearImageInline(admin.TabularInline):
@@ -20,7 +35,7 @@ class SmearImageInline(admin.TabularInline):
 
 
 @admin.register(Sample)
-class SampleAdmin(admin.ModelAdmin):
+class SampleAdmin(DeletesCellsWithIt, admin.ModelAdmin):
     list_display = ("accession_number", "created_at", "created_by", "image_count")
     search_fields = ("accession_number",)
     date_hierarchy = "created_at"
@@ -34,15 +49,15 @@ class SampleAdmin(admin.ModelAdmin):
 
     # Deleting here must remove the pictures from storage too, as the sample page's delete does.
     def delete_model(self, request, obj):
-        delete_sample(obj)
+        delete_sample(obj, user=request.user)
 
     def delete_queryset(self, request, queryset):
         for sample in queryset:
-            delete_sample(sample)
+            delete_sample(sample, user=request.user)
 
 
 @admin.register(SmearImage)
-class SmearImageAdmin(admin.ModelAdmin):
+class SmearImageAdmin(DeletesCellsWithIt, admin.ModelAdmin):
     list_display = ("id", "sample", "original_filename", "status", "model_version", "width", "height",
                     "processed_at")
     list_filter = ("status",)
@@ -54,6 +69,14 @@ class SmearImageAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+    # As for samples: the photograph, its cell crops, windows and heatmaps leave storage too.
+    def delete_model(self, request, obj):
+        delete_image(obj, user=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for image in queryset:
+            delete_image(image, user=request.user)
 
 
 @admin.register(Cell)
@@ -72,6 +95,12 @@ class CellAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
 
 @admin.register(CellReview)
 class CellReviewAdmin(admin.ModelAdmin):
@@ -84,4 +113,7 @@ class CellReviewAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

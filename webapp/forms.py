@@ -3,9 +3,24 @@
 from django import forms
 from django.conf import settings
 from django.core.validators import RegexValidator
+from django.db.models.functions import Trim
+from django.urls import reverse
+from django.utils.html import format_html
 
-from webapp.models import ModelVersion
+from webapp.models import ModelVersion, Sample
 from webapp.selectors import HistoryFilters, known_cell_types
+
+# No smear in this system was classified before 2000 or will be after 2100: a date outside is a typo.
+PLAUSIBLE_YEARS = range(2000, 2101)
+
+
+def validate_plausible_date(day):
+    if day.year not in PLAUSIBLE_YEARS:
+        raise forms.ValidationError(
+            f"{day.isoformat()} is not a plausible date: give one between "
+            f"{PLAUSIBLE_YEARS[0]} and {PLAUSIBLE_YEARS[-1]}.",
+            code="implausible_date",
+        )
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -53,6 +68,28 @@ class SampleUploadForm(forms.Form):
     )
     images = MultipleImageField(label="Smear photographs")
 
+    def clean_accession_number(self):
+        accession = self.cleaned_data["accession_number"]
+        # No database constraint: earlier records may hold duplicates, and those must stay readable.
+        existing = (
+            Sample.objects.annotate(trimmed=Trim("accession_number")).filter(trimmed__iexact=accession)
+            .order_by("created_at").first()
+        )
+        if existing is not None:
+            # A second sample would split one specimen's cells over two formulas.
+            raise forms.ValidationError(
+                format_html('Sample <a href="{}">{}</a> already exists: add photographs to it instead.',
+                            reverse("lab:sample-detail", args=[existing.pk]), existing.accession_number),
+                code="duplicate",
+            )
+        return accession
+
+
+class AddImagesForm(forms.Form):
+    """More photographs for an existing sample, from its page."""
+
+    images = MultipleImageField(label="Smear photographs")
+
 
 def _type_choices():
     return [("", "Any type")] + [(name, name.title()) for name in known_cell_types()]
@@ -67,8 +104,10 @@ class HistoryFilterForm(forms.Form):
     reviewed = forms.ChoiceField(required=False, choices=YES_NO)
     needs_review = forms.ChoiceField(required=False, choices=YES_NO, label="Flagged for review")
     accession = forms.CharField(required=False, max_length=64, label="Accession number")
-    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    date_from = forms.DateField(required=False, label="From", validators=[validate_plausible_date],
+                                widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(required=False, label="To", validators=[validate_plausible_date],
+                              widget=forms.DateInput(attrs={"type": "date"}))
     model_version = forms.ModelChoiceField(
         required=False,
         queryset=ModelVersion.objects.only("id", "architecture", "task", "status"),

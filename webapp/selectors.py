@@ -6,7 +6,7 @@ older versions' cells stay in the history, as superseded calls, but never enter 
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import date, datetime, time
 
 from django.core.paginator import Paginator
 from django.db.models import Count, F, Q
@@ -395,7 +395,7 @@ def cell_history(filters=None):
         cells = cells.filter(image__sample__accession_number__iexact=filters.accession.strip())
     if filters.date_from:
         cells = cells.filter(created_at__gte=_day_start(filters.date_from))
-    if filters.date_to:
+    if filters.date_to and filters.date_to < date.max:  # no day follows date.max: no upper bound
         cells = cells.filter(created_at__lt=_day_start(filters.date_to) + timezone.timedelta(days=1))
     if filters.model_version:
         cells = cells.filter(model_version_id=filters.model_version)

@@ -7,6 +7,7 @@ LEUKOSCOPE_SECURE=1 behind HTTPS.
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -55,6 +56,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "axes",
     "webapp",
 ]
 
@@ -65,9 +67,10 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "webapp.middleware.LoginRequiredOrUnauthorizedMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -113,7 +116,24 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Password guessing: after five failed sign-ins for one user name from one address, that pair is
+# refused for a quarter of an hour (`manage.py axes_reset_username NAME` lifts it sooner). The pair,
+# not the name alone, so nobody elsewhere can lock a colleague out by typing wrong passwords.
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 LOGIN_URL = "login"
+# Lab workstations are shared: a sign-in lasts one long shift, not Django's two weeks.
+SESSION_HOURS = float(os.environ.get("LEUKOSCOPE_SESSION_HOURS", 12))
+if not SESSION_HOURS > 0:
+    raise ImproperlyConfigured(f"LEUKOSCOPE_SESSION_HOURS={SESSION_HOURS:g}: expected a positive number")
+SESSION_COOKIE_AGE = round(SESSION_HOURS * 3600)
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
@@ -139,7 +159,9 @@ MEDIA_URL = "/media/"
 MAX_UPLOAD_BYTES = int(os.environ.get("LEUKOSCOPE_MAX_UPLOAD_BYTES", 25 * 1024 * 1024))
 MAX_IMAGE_PIXELS = int(os.environ.get("LEUKOSCOPE_MAX_IMAGE_PIXELS", 40_000_000))
 MAX_FILES_PER_UPLOAD = int(os.environ.get("LEUKOSCOPE_MAX_FILES_PER_UPLOAD", 50))
-DATA_UPLOAD_MAX_NUMBER_FILES = MAX_FILES_PER_UPLOAD
+# Django refuses a request over this before any form sees it, with a bare 400; set well above the
+# form's limit so that an ordinary oversized batch gets the form's own message instead.
+DATA_UPLOAD_MAX_NUMBER_FILES = 4 * MAX_FILES_PER_UPLOAD
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 # Where training data lives; a user points this (or the command's --data) at their own folder.
@@ -194,6 +216,12 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"forbidden_in_one_line": {"()": "webapp.log_filters.ForbiddenInOneLine"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LEUKOSCOPE_LOG_LEVEL", "INFO")},
-    "loggers": {"django.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        # Failed sign-ins and lock-outs are warnings; every successful sign-in and sign-out is not news.
+        "axes": {"level": "WARNING"},
+        "django.request": {"filters": ["forbidden_in_one_line"]},
+    },
 }

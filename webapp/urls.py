@@ -4,6 +4,11 @@ from django.urls import include, path
 
 from webapp.views import core
 
+handler400 = "webapp.views.errors.bad_request"
+handler403 = "webapp.views.errors.permission_denied"
+handler404 = "webapp.views.errors.page_not_found"
+handler500 = "webapp.views.errors.server_error"
+
 urlpatterns = [
     path("", core.home, name="home"),
     path("healthz", core.healthz, name="healthz"),

@@ -135,7 +135,21 @@
   });
 
   var addInput = document.getElementById("add-images-input");
-  if (addInput) addInput.addEventListener("change", function () { if (addInput.files.length) addInput.form.submit(); });
+  if (addInput) addInput.addEventListener("change", function () {
+    var count = addInput.files.length;
+    var maxFiles = parseInt(addInput.form.dataset.maxFiles, 10) || 50;
+    var warning = document.getElementById("add-images-warning");
+    // The server refuses the batch too; saying so here spares a long upload that would be refused.
+    if (count > maxFiles) {
+      warning.textContent = count + " photographs chosen: at most " + maxFiles +
+        " per upload. Choose fewer, or add them in several batches.";
+      warning.hidden = false;
+      addInput.value = "";
+      return;
+    }
+    warning.hidden = true;
+    if (count) addInput.form.submit();
+  });
 
   if (progress.dataset.complete !== "1") window.setTimeout(poll, POLL_MS);
 })();

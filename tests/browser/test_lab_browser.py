@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT, require_dataset
+from tests.webapp.lab_factories import make_sample
 from webapp.models import Cell, CellReview
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,6 +46,25 @@ def browser_page(monkeypatch):
         assert not errors, f"JavaScript errors on the page: {errors}"
 
 
+def sign_in(page, base_url, username):
+    page.goto(f"{base_url}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r".*/$"))
+
+
+def contrast_on_white(css_colour):
+    """WCAG contrast ratio of an rgb(...) colour against white."""
+    def linear(channel):
+        channel /= 255
+        return channel / 12.92 if channel <= 0.03928 else ((channel + 0.055) / 1.055) ** 2.4
+
+    red, green, blue = (int(part) for part in re.findall(r"\d+", css_colour)[:3])
+    luminance = 0.2126 * linear(red) + 0.7152 * linear(green) + 0.0722 * linear(blue)
+    return 1.05 / (luminance + 0.05)
+
+
 def formula_count(page, cell_type):
     return int(page.locator(f'#formula tr[data-type="{cell_type}"] [data-role=count]').inner_text())
 
@@ -54,12 +74,7 @@ def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, ser
     smears = sorted(require_dataset("bccd-smears", "JPEGImages").glob("BloodImage_*.jpg"))[2:4]
     django_user_model.objects.create_user("tech", password=PASSWORD)
     page = browser_page
-
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("#id_username", "tech")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r".*/$"))
+    sign_in(page, live_server.url, "tech")
 
     page.click("text=New sample")
     page.fill("#id_accession_number", "BR-0001")
@@ -120,3 +135,18 @@ def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, ser
     page.click("text=Samples")
     assert "BR-0001" in page.locator("table").inner_text()
     page.screenshot(path=str(SCREENSHOTS / "sample-list.png"), full_page=True)
+
+
+def test_the_artefact_button_reads_as_one_to_press(live_server, browser_page, django_user_model):
+    user = django_user_model.objects.create_user("tech", password=PASSWORD)
+    sample = make_sample("BR-ART", types=("NEUTROPHIL",), user=user)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    buttons = page.evaluate("""() => Array.from(document.querySelectorAll('.typebtn')).map(b => {
+        const style = getComputedStyle(b);
+        return [b.value, style.color, style.backgroundColor, b.disabled, style.opacity];
+    })""")
+    artefact = next(button for button in buttons if button[0] == "ARTEFACT")
+    assert artefact[2] == "rgb(255, 255, 255)" and artefact[3] is False and artefact[4] == "1"
+    assert contrast_on_white(artefact[1]) >= 4.5, artefact  # WCAG AA for text

@@ -27,19 +27,25 @@ def _example_path(route):
 
 
 def test_every_url_pattern_sends_anonymous_visitors_to_login(client, db):
+    """Pages redirect to the login page; the JSON API, read by programs, answers 401 in JSON."""
     routes = [(route, p) for route, p in _walk(get_resolver().url_patterns)]
     assert len(routes) > 5
-    checked = 0
+    pages = api = 0
     for route, pattern in routes:
         if pattern.name in PUBLIC:
             continue
         path = _example_path(route)
         response = client.get(path)
+        if path.startswith("/api/"):
+            assert response.status_code == 401, f"{path} answered {response.status_code}"
+            assert "Sign in" in response.json()["error"]
+            api += 1
+            continue
         assert response.status_code in (302, 301), f"{path} answered {response.status_code}"
         location = response["Location"]
         assert "/login/" in location, f"{path} redirected to {location}, not to login"
-        checked += 1
-    assert checked >= 5
+        pages += 1
+    assert pages >= 5 and api == 4
 
 
 def test_login_page_is_public(client, db):
@@ -58,3 +64,75 @@ def test_signed_in_user_reaches_home(client, django_user_model):
 def test_media_outside_root_or_missing_is_404(client, django_user_model, path):
     client.force_login(django_user_model.objects.create_user("t2", password="a-long-passphrase-1"))
     assert client.get(path).status_code == 404
+
+
+# --- deleting a sample -------------------------------------------------------------------------
+
+@pytest.fixture
+def entered_sample(django_user_model):
+    from tests.webapp.lab_factories import make_sample
+
+    creator = django_user_model.objects.create_user("creator", password="a-long-passphrase-1")
+    return make_sample("H26-DEL", types=("NEUTROPHIL",), user=creator)
+
+
+def test_only_the_creator_or_staff_may_delete_a_sample(client, tech, entered_sample):
+    from webapp.models import Sample
+
+    detail = client.get(reverse("lab:sample-detail", args=[entered_sample.pk])).content.decode()
+    url = reverse("lab:sample-delete", args=[entered_sample.pk])
+    assert url not in detail  # no Delete button for someone who may not
+    for response in (client.get(url), client.post(url)):
+        assert response.status_code == 403
+        assert ("Only the person who entered sample H26-DEL (creator) or a staff member may delete it."
+                in response.content.decode())
+    assert Sample.objects.filter(pk=entered_sample.pk).exists()
+
+
+@pytest.mark.parametrize("who", ["creator", "staff"])
+def test_the_creator_and_staff_delete_and_the_log_names_them(client, django_user_model, entered_sample,
+                                                             caplog, who):
+    import logging
+
+    from webapp.models import Sample
+
+    if who == "creator":
+        user = entered_sample.created_by
+    else:
+        user = django_user_model.objects.create_user("lead", password="a-long-passphrase-1", is_staff=True)
+    client.force_login(user)
+    url = reverse("lab:sample-delete", args=[entered_sample.pk])
+    assert url in client.get(reverse("lab:sample-detail", args=[entered_sample.pk])).content.decode()
+    with caplog.at_level(logging.INFO, logger="webapp.services.uploads"):
+        assert client.post(url).status_code == 302
+    assert not Sample.objects.filter(pk=entered_sample.pk).exists()
+    assert (f"Sample {entered_sample.pk} (accession H26-DEL) with 1 image(s) deleted by {user.username}"
+            in caplog.text)
+
+
+# --- password guessing ---------------------------------------------------------------------------
+
+def test_five_failed_sign_ins_pause_that_user_name_on_that_computer(client, django_user_model):
+    django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
+    login = reverse("login")
+    answers = [client.post(login, {"username": "tech", "password": "guess"}).status_code for _ in range(5)]
+    assert answers == [200, 200, 200, 200, 429]
+    paused = client.post(login, {"username": "tech", "password": "a-long-passphrase-1"})
+    assert paused.status_code == 429
+    assert "refused here for 15 minutes" in paused.content.decode()
+    assert "_auth_user_id" not in client.session
+    elsewhere = client.post(login, {"username": "tech", "password": "a-long-passphrase-1"},
+                            REMOTE_ADDR="10.0.0.7")
+    assert elsewhere.status_code == 302
+
+
+def test_a_successful_sign_in_forgets_earlier_failures(client, django_user_model):
+    django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
+    login = reverse("login")
+    for _ in range(4):
+        client.post(login, {"username": "tech", "password": "guess"})
+    assert client.post(login, {"username": "tech", "password": "a-long-passphrase-1"}).status_code == 302
+    client.logout()
+    for _ in range(4):
+        client.post(login, {"username": "tech", "password": "guess"})
+    assert client.post(login, {"username": "tech", "password": "a-long-passphrase-1"}).status_code == 302

@@ -1,5 +1,7 @@
 """The read-only JSON API a laboratory information system fetches results from."""
 
+import csv
+import io
 import os
 import subprocess
 import sys
@@ -8,7 +10,8 @@ import pytest
 from django.urls import reverse
 
 from tests.webapp.lab_factories import make_sample
-from webapp.models import Cell
+from webapp.models import Cell, Sample, SmearImage
+from webapp.services.review import review_cell
 
 pytestmark = pytest.mark.django_db
 
@@ -16,7 +19,15 @@ pytestmark = pytest.mark.django_db
 def test_api_needs_a_signed_in_user(client):
     make_sample()
     response = client.get(reverse("lab:api-samples"))
-    assert response.status_code == 302 and "/login/" in response["Location"]
+    assert response.status_code == 401
+    assert response.json() == {"error": "Sign in first: the API uses the site's login session."}
+
+
+def test_api_answers_missing_records_and_unknown_addresses_in_json(client, tech):
+    missing = client.get(reverse("lab:api-sample", args=[999999]))
+    assert missing.status_code == 404 and missing.json() == {"error": "No Sample matches the given query."}
+    unknown = client.get("/api/no-such-thing/")
+    assert unknown.status_code == 404 and unknown.json() == {"error": "Not found."}
 
 
 def test_sample_list_is_paginated(client, tech):
@@ -83,6 +94,47 @@ def test_csv_export(client, tech):
     assert "NEUTROPHIL,1,50.0,9.5,90.5" in text and "MONONUCLEAR,1,50.0,9.5,90.5" in text
     assert "TOTAL,2,100.0" in text
     assert "p_EOSINOPHIL" in text
+
+
+def _exported_rows(client, sample):
+    response = client.get(reverse("lab:sample-export", args=[sample.pk]))
+    return list(csv.reader(io.StringIO(response.content.decode())))
+
+
+@pytest.mark.parametrize("text", ["=2+5+cmd|calc!A0", "+SUM(A1)", "-2+3", "@SUM(A1)", "\tx", "\rx"])
+def test_csv_export_keeps_user_text_from_becoming_a_formula(client, tech, text):
+    sample = make_sample(types=("NEUTROPHIL",))
+    Sample.objects.filter(pk=sample.pk).update(accession_number=text, note=text)
+    SmearImage.objects.filter(sample=sample).update(original_filename=f"{text}.jpg")
+    rows = _exported_rows(client, sample)
+    assert rows[0] == ["accession_number", "'" + text]
+    assert rows[1] == ["note", "'" + text]
+    header = rows.index(next(row for row in rows if row[:1] == ["cell_id"]))
+    assert rows[header + 1][1] == f"'{text}.jpg"
+
+
+def test_csv_export_leaves_ordinary_text_and_numbers_alone(client, tech):
+    sample = make_sample("H26-7", types=("NEUTROPHIL",))
+    rows = _exported_rows(client, sample)
+    assert rows[0] == ["accession_number", "H26-7"]
+    cell_row = rows[-1]
+    assert cell_row[1] == "H26-7.png" and cell_row[10] == "0.9000"
+
+
+def test_csv_export_groups_cells_by_the_type_the_formula_counts(client, tech):
+    sample = make_sample(types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE"))
+    cells = list(Cell.objects.filter(image__sample=sample).order_by("index"))
+    for cell, label in zip(cells[1:], ("LYMPHOCYTE", "BASOPHIL", "ARTEFACT"), strict=True):
+        review_cell(cell, label, tech)
+    rows = _exported_rows(client, sample)
+    header = next(row for row in rows if row[:1] == ["cell_id"])
+    exported = [dict(zip(header, row, strict=True)) for row in rows[rows.index(header) + 1:]]
+    assert [(row["cell_type"], row["binary_call"], row["predicted_binary_call"]) for row in exported] == [
+        ("NEUTROPHIL", "POLYNUCLEAR", "POLYNUCLEAR"),
+        ("LYMPHOCYTE", "MONONUCLEAR", "POLYNUCLEAR"),  # corrected: counted as a lymphocyte
+        ("BASOPHIL", "POLYNUCLEAR", "MONONUCLEAR"),  # a basophil is a polynuclear granulocyte
+        ("ARTEFACT", "", "MONONUCLEAR"),  # no white cell, no group
+    ]
 
 
 def test_the_web_process_never_imports_tensorflow():

@@ -13,7 +13,7 @@ from PIL import Image
 from classifier.detection import DetectedCell, DetectionResult
 from classifier.pipeline import ClassifiedCell, SmearAnalysis
 from tests.webapp.lab_factories import make_version
-from webapp.models import Cell, CellReview, SmearImage
+from webapp.models import Cell, CellReview, Sample, SmearImage
 from webapp.services import classification, uploads
 from webapp.services.model_registry import NoActiveModel
 from webapp.services.review import review_cell
@@ -185,7 +185,9 @@ def test_deleting_a_sample_asks_first_then_removes_every_file(
 
     make_version()
     classification.classify_smear_image(stored_image.pk)
-    client.force_login(django_user_model.objects.create_user("t"))
+    creator = django_user_model.objects.create_user("t")
+    Sample.objects.filter(pk=stored_image.sample_id).update(created_by=creator)
+    client.force_login(creator)
     files = [Path(stored_image.image.path), *files_of(Cell.objects.all())]
     assert len(files) == 7 and all(path.is_file() for path in files)
     url = reverse("lab:sample-delete", args=[stored_image.sample_id])

@@ -50,9 +50,11 @@ def test_unreachable_redis_url_is_reported_clearly(tmp_path, monkeypatch):
 
 
 @pytest.mark.worker
-def test_healthz_reports_every_part_with_a_worker(client, transactional_db, celery_worker):
+def test_healthz_reports_every_part_with_a_worker(client, transactional_db, celery_worker,
+                                                  django_user_model):
     ModelVersion.objects.create(architecture="paper", task="binary", status="active",
                                 model_sha256="x" * 64)
+    client.force_login(django_user_model.objects.create_user("ops", is_staff=True))
     response = client.get(reverse("healthz"))
     report = response.json()
     assert response.status_code == 200, report
@@ -75,6 +77,27 @@ def test_healthz_names_the_broker_when_it_is_down(client, db, broker_url):
     assert "model" in report["failing"]  # nothing active in an empty database
 
 
+def test_healthz_tells_anyone_what_works_and_only_staff_the_details(client, db, broker_url,
+                                                                    django_user_model):
+    ModelVersion.objects.create(architecture="paper", task="binary", status="active",
+                                model_sha256="x" * 64)
+    point_celery_at("redis://127.0.0.1:1/0")
+    try:
+        anonymous = client.get(reverse("healthz"))
+        client.force_login(django_user_model.objects.create_user("ops", is_staff=True))
+        staff = client.get(reverse("healthz"))
+    finally:
+        point_celery_at(broker_url)
+    assert anonymous.status_code == staff.status_code == 503
+    assert anonymous.json() == {
+        "status": "failing", "failing": ["broker", "worker"],
+        "checks": {"database": {"ok": True}, "broker": {"ok": False}, "worker": {"ok": False},
+                   "model": {"ok": True}},
+    }
+    details = staff.json()["checks"]
+    assert details["model"]["architecture"] == "paper" and "error" in details["broker"]
+
+
 def test_deploy_check_is_clean_with_production_settings(tmp_path):
     env = dict(
         os.environ,
@@ -90,6 +113,24 @@ def test_deploy_check_is_clean_with_production_settings(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+@pytest.mark.django_db
+def test_a_sign_in_lasts_twelve_hours(client, django_user_model):
+    django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
+    response = client.post(reverse("login"), {"username": "tech", "password": "a-long-passphrase-1"})
+    assert response.status_code == 302
+    assert response.cookies["sessionid"]["max-age"] == 12 * 3600
+    assert client.session.get_expire_at_browser_close() is False
+
+
+@pytest.mark.parametrize("hours, expected", [("8", "28800"), ("0", "LEUKOSCOPE_SESSION_HOURS=0")])
+def test_session_length_comes_from_the_environment(tmp_path, hours, expected):
+    env = dict(os.environ, LEUKOSCOPE_SESSION_HOURS=hours, LEUKOSCOPE_VAR_DIR=str(tmp_path))
+    code = "import webapp.settings as s; print(s.SESSION_COOKIE_AGE)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert expected in result.stdout + result.stderr
 
 
 def test_an_unknown_inference_runtime_is_refused_by_name(tmp_path):

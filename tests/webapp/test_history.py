@@ -1,6 +1,6 @@
 """History: every classified cell, newest first, filtered and paginated in a constant number of queries."""
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
 from django.urls import reverse
@@ -54,6 +54,29 @@ def test_date_range_and_model_version(records):
     assert ids(cell_history(HistoryFilters(date_from=day, date_to=day))) == [("A-1", 1), ("A-1", 0)]
     assert len(cell_history(HistoryFilters(date_from=day + timedelta(days=1)))) == 3
     assert ids(cell_history(HistoryFilters(model_version=records["old"].pk))) == [("A-1", 1), ("A-1", 0)]
+
+
+def test_the_last_representable_day_bounds_nothing(records):
+    assert len(cell_history(HistoryFilters(date_to=date.max))) == 5
+
+
+@pytest.mark.parametrize("field", ["date_from", "date_to"])
+@pytest.mark.parametrize("value", ["9999-12-31", "1999-12-31", "2101-01-01"])
+def test_filter_form_refuses_implausible_dates(field, value):
+    form = HistoryFilterForm({field: value})
+    assert not form.is_valid()
+    assert form.errors[field] == [f"{value} is not a plausible date: give one between 2000 and 2100."]
+    assert getattr(form.filters(), field) is None
+
+
+def test_history_page_and_api_explain_an_implausible_date(client, tech, records):
+    page = client.get(reverse("lab:history"), {"date_to": "9999-12-31"})
+    assert page.status_code == 200
+    assert "9999-12-31 is not a plausible date" in page.content.decode()
+    assert page.context["page"].paginator.count == 5  # the rejected bound filters nothing
+    api = client.get(reverse("lab:api-cells"), {"date_to": "9999-12-31"})
+    assert api.status_code == 400
+    assert "not a plausible date" in api.json()["errors"]["date_to"][0]["message"]
 
 
 def test_filter_form_turns_percent_into_probability(records):

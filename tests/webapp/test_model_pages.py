@@ -191,6 +191,32 @@ def test_version_page_says_a_refit_has_no_validation_split(staff_client):
     assert "the best on validation" not in page and "Validation split" not in page
 
 
+@pytest.mark.django_db
+def test_version_page_names_a_held_out_run_by_its_folder_name_not_its_path(staff_client):
+    metrics = four_class_metrics()
+    del metrics["validation"], metrics["best_epoch"]
+    source = "/tmp/runs/masked_heldout (validation split seed 7, last epoch 16)"
+    metrics["refit"] = {"epochs": 16, "temperature_source": source}
+    version = make_version(metrics=metrics, hyperparameters={"epochs": 16, "temperature_source": source})
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert "/tmp/runs" not in page
+    assert "held-out run of the same recipe: masked_heldout (validation split seed 7, last epoch 16)." in page
+    assert "<dd>masked_heldout (validation split seed 7, last epoch 16)</dd>" in page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("extra, notes", [
+    ({}, "calibration temperature 1.300"),
+    ({"skipped_files": 2}, "calibration temperature 1.300 · 2 unreadable file(s) skipped"),
+    ({"validation_groups": 9, "skipped_files": 0},
+     "calibration temperature 1.300 · 9 photograph groups held out for validation"),
+])
+def test_version_page_separates_its_metric_notes_without_a_dangling_dot(staff_client, extra, notes):
+    version = make_version(metrics={**four_class_metrics(), **extra})
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert f'<p class="muted small">{notes}</p>' in page
+
+
 def test_version_pages_show_what_reviewers_kept_of_its_calls(staff_client, staff):
     version = make_version()
     untouched = make_version()

@@ -181,6 +181,17 @@ def test_exif_rotated_photograph_is_stored_upright():
     assert "EXIF" in checked.conversion_note
 
 
+@pytest.mark.parametrize("orientation", [0, 1, 9, 65535])
+def test_an_exif_orientation_that_turns_nothing_is_neither_applied_nor_mentioned(orientation):
+    image = Image.fromarray(smear_array(width=120, height=90))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encoded(image, "JPEG", exif=exif)
+    checked = check_image(upload("odd.jpg", data))
+    assert (checked.width, checked.height) == (120, 90)
+    assert checked.conversion_note == "" and checked.content == data  # kept byte for byte
+
+
 # --- batches ------------------------------------------------------------------------------------
 
 @pytest.mark.django_db
@@ -310,3 +321,80 @@ def test_the_same_photograph_twice_is_counted_once(queued):
                                                          upload("new.jpg", jpeg_bytes(seed=5))])
     assert [image.original_filename for image in again.stored] == ["new.jpg"]
     assert "same photograph as a.jpg" in again.rejected[0].reason
+
+
+# --- too many files in one request ---------------------------------------------------------------
+
+def tiny_files(count):
+    return [upload(f"f{n}.jpg", b"x") for n in range(count)]
+
+
+@pytest.mark.django_db
+def test_a_batch_over_the_limit_gets_the_form_back_with_its_message(client, tech, queued, settings):
+    too_many = settings.MAX_FILES_PER_UPLOAD + 1
+    response = client.post(reverse("lab:upload"), {"accession_number": "H26-0300",
+                                                   "images": tiny_files(too_many)})
+    assert response.status_code == 400
+    assert f"At most {settings.MAX_FILES_PER_UPLOAD} photographs per upload" in response.content.decode()
+    assert response.context["form"]["accession_number"].value() == "H26-0300"
+    assert not Sample.objects.exists()
+
+
+@pytest.mark.django_db
+def test_adding_a_batch_over_the_limit_to_a_sample_says_so_and_stores_nothing(client, tech, queued,
+                                                                              settings):
+    sample = Sample.objects.create(accession_number="H26-0301")
+    response = client.post(reverse("lab:sample-add-images", args=[sample.pk]),
+                           {"images": tiny_files(settings.MAX_FILES_PER_UPLOAD + 1)}, follow=True)
+    assert response.redirect_chain[-1][0] == reverse("lab:sample-detail", args=[sample.pk])
+    body = response.content.decode()
+    assert f"At most {settings.MAX_FILES_PER_UPLOAD} photographs per upload" in body
+    assert f'data-max-files="{settings.MAX_FILES_PER_UPLOAD}"' in body  # for the page's own check
+    assert not sample.images.exists() and queued == []
+
+
+@pytest.mark.django_db
+def test_far_too_many_files_get_a_readable_400_page(client, tech, settings):
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": "H26-0302", "images": tiny_files(settings.DATA_UPLOAD_MAX_NUMBER_FILES + 1),
+    })
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert f"Upload at most {settings.MAX_FILES_PER_UPLOAD} photographs at a time." in body
+    assert "Sign out" in body  # the site's page, not Django's bare one
+
+
+# --- accession numbers ---------------------------------------------------------------------------
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("typed", ["H26-1", " h26-1 ", "h26-1"])
+def test_a_known_accession_number_links_the_existing_sample_instead(client, tech, queued, typed):
+    existing = Sample.objects.create(accession_number="H26-1")
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": typed, "images": [upload("s.jpg", jpeg_bytes())],
+    })
+    assert response.status_code == 400
+    link = reverse("lab:sample-detail", args=[existing.pk])
+    assert (f'Sample <a href="{link}">H26-1</a> already exists: add photographs to it instead.'
+            in response.content.decode())
+    assert Sample.objects.count() == 1 and queued == []
+
+
+@pytest.mark.django_db
+def test_an_old_duplicate_with_stray_spaces_is_found_too(client, tech, queued):
+    Sample.objects.create(accession_number=" H26-2 ")
+    Sample.objects.create(accession_number="H26-2")  # made before the check: both stay readable
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": "H26-2", "images": [upload("s.jpg", jpeg_bytes())],
+    })
+    assert response.status_code == 400 and "already exists" in response.content.decode()
+    assert Sample.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_new_accession_number_that_merely_contains_a_known_one_is_accepted(client, tech, queued):
+    Sample.objects.create(accession_number="H26-3")
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": "H26-33", "images": [upload("s.jpg", jpeg_bytes())],
+    })
+    assert response.status_code == 302 and Sample.objects.count() == 2

@@ -55,3 +55,13 @@ def system_health():
         checks["model"] = {"ok": False, "error": "database unreachable"}
     failing = [name for name, result in checks.items() if not result["ok"]]
     return {"status": "ok" if not failing else "failing", "failing": failing, "checks": checks}
+
+
+def public_summary(report):
+    """What anyone may see: the overall status and whether each part works. Worker host names, the
+    serving model and error messages help an attacker as much as an administrator: staff only."""
+    return {
+        "status": report["status"],
+        "failing": report["failing"],
+        "checks": {name: {"ok": result["ok"]} for name, result in report["checks"].items()},
+    }

@@ -17,7 +17,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from webapp.models import Sample, SmearImage
+from webapp.models import Cell, Sample, SmearImage
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ CONVERTIBLE_MODES = {
     "PA": "palette colours expanded, transparency removed",
 }
 EXIF_ORIENTATION = 0x0112
+# The values that turn or mirror a photograph; 1 is upright, anything else (0, 9, ...) is no
+# orientation at all, and Pillow leaves such an image as it is.
+EXIF_TURNED = range(2, 9)
 GREYSCALE_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -169,7 +172,7 @@ def check_image(uploaded):
         raise ImageRejected(
             "This is a greyscale image. Leukoscope needs a colour photograph of the stained smear."
         )
-    if image.getexif().get(EXIF_ORIENTATION, 1) not in (0, 1):
+    if image.getexif().get(EXIF_ORIENTATION, 1) in EXIF_TURNED:
         # Browsers show a photograph turned by its EXIF flag; the stored pixels must match what
         # staff see, or the cell outlines land in the wrong place.
         notes.append("rotated upright from its EXIF orientation")
@@ -317,28 +320,62 @@ def requeue_image(image):
     transaction.on_commit(lambda: _enqueue_classification(image.pk, version_id))
 
 
-def sample_file_names(sample):
-    """Every stored file of a sample: photographs, and each cell's crop, window and heatmap."""
-    from webapp.models import Cell
-
-    names = list(sample.images.exclude(image="").values_list("image", flat=True))
-    for row in Cell.objects.filter(image__sample=sample).values_list("crop", "window", "heatmap"):
+def _cell_file_names(cells):
+    names = []
+    for row in cells.values_list("crop", "window", "heatmap"):
         names.extend(name for name in row if name)
     return names
 
 
-def delete_sample(sample):
-    """Delete a sample, its records and, once that is committed, its files."""
+def sample_file_names(sample):
+    """Every stored file of a sample: photographs, and each cell's crop, window and heatmap."""
+    names = list(sample.images.exclude(image="").values_list("image", flat=True))
+    return names + _cell_file_names(Cell.objects.filter(image__sample=sample))
+
+
+def image_file_names(image):
+    """Every stored file of one photograph: itself, and each of its cells' crop, window and heatmap."""
+    return ([image.image.name] if image.image else []) + _cell_file_names(image.cells.all())
+
+
+def _delete_with_files(record, file_names):
+    """Delete a record (its rows cascade) and, once that is committed, its files."""
     storage = SmearImage._meta.get_field("image").storage
-    sample_id = sample.pk
 
     def delete_files():
-        for name in names:
+        for name in file_names:
             storage.delete(name)
 
+    record.delete()
+    # Files go only after the rows are gone for good; a rolled-back delete keeps both.
+    transaction.on_commit(delete_files)
+
+
+def _who(user):
+    return user.get_username() if user else "an unnamed caller"
+
+
+def may_delete_sample(user, sample):
+    """Deleting a specimen's photographs and results is for the person who entered it, or staff."""
+    return user.is_staff or (sample.created_by_id is not None and sample.created_by_id == user.pk)
+
+
+def delete_sample(sample, user=None):
+    """Delete a sample, its records and, once that is committed, its files."""
+    sample_id, accession = sample.pk, sample.accession_number
     with transaction.atomic():
+        image_count = sample.images.count()
         names = sample_file_names(sample)
-        sample.delete()
-        # Files go only after the rows are gone for good; a rolled-back delete keeps both.
-        transaction.on_commit(delete_files)
-    logger.info("Deleted sample %s and %d file(s)", sample_id, len(names))
+        _delete_with_files(sample, names)
+    logger.info("Sample %s (accession %s) with %d image(s) deleted by %s; %d file(s) removed",
+                sample_id, accession, image_count, _who(user), len(names))
+
+
+def delete_image(image, user=None):
+    """Delete one photograph of a sample, its cells and reviews and, once committed, its files."""
+    image_id, name, sample_id = image.pk, image.original_filename, image.sample_id
+    with transaction.atomic():
+        names = image_file_names(image)
+        _delete_with_files(image, names)
+    logger.info("Image %s (%s) of sample %s deleted by %s; %d file(s) removed",
+                image_id, name, sample_id, _who(user), len(names))

@@ -1,6 +1,7 @@
 """A read-only JSON API for a laboratory information system: samples, their formula, their cells.
 
-Session authentication (the site's login); every view answers GET only. Lists are paginated with
+Session authentication (the site's login): without one the API answers 401, and its errors are
+JSON too ({"error": "..."}, see views.errors). Every view answers GET only. Lists are paginated with
 `?page=` and `?page_size=` (at most 200).
 """
 

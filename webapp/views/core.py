@@ -2,24 +2,55 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
+from django.db.models import Count, F
 from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from webapp.services.health import system_health
+from webapp.models import SmearImage
+from webapp.selectors import current_cells
+from webapp.services.health import public_summary, system_health
 
 
 @login_not_required
 @never_cache
 @require_GET
 def healthz(request):
+    """Open to monitoring without a sign-in; the details only for signed-in staff.
+
+    It takes about a second: a Celery ping waits its whole timeout for every worker to answer.
+    """
     report = system_health()
-    return JsonResponse(report, status=200 if not report["failing"] else 503)
+    status = 200 if not report["failing"] else 503
+    if not request.user.is_staff:
+        report = public_summary(report)
+    return JsonResponse(report, status=status)
+
+
+# The home page lists this many of the samples waiting for a reviewer, newest first.
+HOME_AWAITING_REVIEW_SHOWN = 10
+
+
+def _samples_awaiting_review():
+    """Samples holding cells the network was unsure of that no one has reviewed, newest first,
+    each with how many; counted on the cells each photograph's formula counts."""
+    return (
+        current_cells().filter(needs_review=True, corrected_type="")
+        .values(sample_id=F("image__sample_id"), accession=F("image__sample__accession_number"))
+        .annotate(flagged=Count("id")).order_by("-sample_id")
+    )
 
 
 def home(request):
-    return render(request, "home.html")
+    """Where a technologist starts: what waits for review and what is still being classified."""
+    awaiting = _samples_awaiting_review()
+    in_progress = (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING)
+    return render(request, "home.html", {
+        "awaiting_review": awaiting[:HOME_AWAITING_REVIEW_SHOWN],
+        "awaiting_review_count": awaiting.count(),
+        "images_in_progress": SmearImage.objects.filter(status__in=in_progress).count(),
+    })
 
 
 @require_GET

@@ -1,11 +1,11 @@
 """Pages of the lab workflow. Thin: forms and services change things, selectors read them."""
 
-import csv
 from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Prefetch
 from django.http import HttpResponse, JsonResponse
@@ -15,8 +15,9 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from classifier.labels import BINARY_CLASSES, BINARY_GROUP
-from webapp.forms import HistoryFilterForm, ReviewForm, SampleUploadForm
+from classifier.labels import binary_group
+from webapp.exports import export_file_name, write_sample_csv
+from webapp.forms import AddImagesForm, HistoryFilterForm, ReviewForm, SampleUploadForm
 from webapp.models import Cell, CellReview, ModelVersion, Sample, SmearImage
 from webapp.selectors import (
     SampleCounts,
@@ -34,6 +35,7 @@ from webapp.services.uploads import (
     add_images_to_sample,
     create_sample_with_images,
     delete_sample,
+    may_delete_sample,
     requeue_image,
 )
 
@@ -110,11 +112,7 @@ def _sample_context(sample):
         # Labels scale with the photograph so they read the same at any resolution.
         image.label_size = max(12, round(image.width / 38))
         for cell in image.current:
-            if cell.cell_type == Cell.ARTEFACT:
-                cell.group = ""
-            else:
-                cell.group = (cell.cell_type if cell.cell_type in BINARY_CLASSES
-                              else BINARY_GROUP.get(cell.cell_type, cell.binary_call))
+            cell.group = binary_group(cell.cell_type)
             cell.review_types = shortcuts.get(cell.model_version_id, [])
             above = cell.y0 - 0.3 * image.label_size
             cell.label_y = round(above if above >= image.label_size else cell.y1 + image.label_size)
@@ -136,7 +134,10 @@ def _sample(pk):
 @require_GET
 def sample_detail(request, pk):
     sample = _sample(pk)
-    return render(request, "lab/sample_detail.html", _sample_context(sample))
+    context = _sample_context(sample)
+    context["max_files"] = settings.MAX_FILES_PER_UPLOAD
+    context["may_delete"] = may_delete_sample(request.user, sample)
+    return render(request, "lab/sample_detail.html", context)
 
 
 @require_GET
@@ -167,11 +168,12 @@ def sample_status(request, pk):
 @require_POST
 def sample_add_images(request, pk):
     sample = _sample(pk)
-    files = request.FILES.getlist("images")
-    if not files:
-        messages.error(request, "Choose at least one smear photograph.")
+    form = AddImagesForm(request.POST, request.FILES)
+    if not form.is_valid():
+        for error in form.errors["images"]:
+            messages.error(request, error)
         return redirect("lab:sample-detail", pk=sample.pk)
-    result = add_images_to_sample(sample, files)
+    result = add_images_to_sample(sample, form.cleaned_data["images"])
     if result.stored:
         messages.success(request, f"{len(result.stored)} more photograph(s) queued for classification.")
     _report_rejections(request, result.rejected)
@@ -188,10 +190,16 @@ def image_retry(request, pk):
 
 @require_http_methods(["GET", "POST"])
 def sample_delete(request, pk):
-    sample = get_object_or_404(Sample, pk=pk)
+    sample = _sample(pk)
+    if not may_delete_sample(request.user, sample):
+        entered_by = f" ({sample.created_by.get_username()})" if sample.created_by else ""
+        raise PermissionDenied(
+            f"Only the person who entered sample {sample.accession_number}{entered_by} or a staff "
+            "member may delete it."
+        )
     if request.method == "POST":
         accession = sample.accession_number
-        delete_sample(sample)
+        delete_sample(sample, user=request.user)
         messages.success(request, f"Sample {accession} and all its pictures were deleted.")
         return redirect("lab:sample-list")
     counts = {
@@ -204,33 +212,9 @@ def sample_delete(request, pk):
 @require_GET
 def sample_export_csv(request, pk):
     sample = _sample(pk)
-    images = sample_images_with_cells(sample)
-    formula = leukocyte_formula(sample)
     response = HttpResponse(content_type="text/csv; charset=utf-8")
-    safe_name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in sample.accession_number)
-    response["Content-Disposition"] = f'attachment; filename="leukoscope-{safe_name}.csv"'
-    writer = csv.writer(response)
-    class_names = sorted({name for image in images for cell in image.current for name in cell.probabilities},
-                         key=type_order)
-    writer.writerow(["accession_number", sample.accession_number])
-    writer.writerow(["exported_at", timezone.now().isoformat(timespec="seconds")])
-    writer.writerow([])
-    writer.writerow(["formula", "count", "percent", "percent_low_95", "percent_high_95"])
-    for row in formula.rows + formula.groups:
-        writer.writerow([row.name, row.count, row.percent, row.low, row.high])
-    writer.writerow(["TOTAL", formula.total, 100.0 if formula.total else 0.0])
-    writer.writerow([])
-    writer.writerow(["cell_id", "image", "index", "x0", "y0", "x1", "y1", "cell_type", "predicted_type",
-                     "corrected_type", "confidence", "binary_call", "needs_review", "model_version",
-                     *[f"p_{name}" for name in class_names]])
-    for image in images:
-        for cell in image.current:
-            writer.writerow([
-                cell.pk, image.original_filename, cell.index, cell.x0, cell.y0, cell.x1, cell.y1,
-                cell.cell_type, cell.predicted_type, cell.corrected_type, f"{cell.confidence:.4f}",
-                cell.binary_call, "yes" if cell.needs_review else "no", f"v{cell.model_version_id}",
-                *[f"{cell.probabilities.get(name, 0.0):.4f}" for name in class_names],
-            ])
+    response["Content-Disposition"] = f'attachment; filename="{export_file_name(sample)}"'
+    write_sample_csv(sample, response)
     return response
 
 

@@ -6,6 +6,7 @@ Learning curves are SVG drawn here on the server: no chart library, nothing from
 
 import math
 from functools import wraps
+from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.contrib import messages
@@ -285,27 +286,51 @@ def version_list(request):
     return _render_list(request)
 
 
+def shown_temperature_source(source):
+    """Where a refit's temperature came from, as the page says it: a held-out run named by its
+    folder by the folder's name alone. The full path is one on the machine that trained it, which
+    means nothing here and tells every visitor about that machine."""
+    where, bracket, rest = (source or "").partition(" (")
+    if "/" not in where and "\\" not in where:
+        return source or ""
+    name = PurePosixPath(where.replace("\\", "/")).name
+    return f"{name}{bracket}{rest}" if name else ""
+
+
+def metric_notes(metrics):
+    """The held-out metrics' side notes, each only where it was recorded."""
+    notes = []
+    if metrics.get("temperature"):
+        notes.append(f"calibration temperature {metrics['temperature']:.3f}")
+    if metrics.get("validation_groups"):
+        notes.append(f"{metrics['validation_groups']} photograph groups held out for validation")
+    if metrics.get("skipped_files"):
+        notes.append(f"{metrics['skipped_files']} unreadable file(s) skipped")
+    return notes
+
+
 @staff_required
 @require_GET
 def version_detail(request, pk):
     version = get_object_or_404(_versions().annotate(cell_count=Count("cells")), pk=pk)
+    metrics = version.metrics or {}
+    refit = metrics.get("refit")
+    if refit:
+        refit = dict(refit, temperature_source=shown_temperature_source(refit.get("temperature_source")))
+    hyperparameters = {
+        key: shown_temperature_source(value) if key == "temperature_source" else value
+        for key, value in (version.hyperparameters or {}).items()
+    }
     context = {
         "version": version,
         "progress": progress_report(version),
         "charts": learning_curves(version),
         "metric_tables": metric_tables(version.metrics),
-        "extra_metrics": {
-            key: version.metrics[key]
-            for key in (
-                "best_epoch",
-                "epoch_choice",
-                "temperature",
-                "validation_groups",
-                "skipped_files",
-                "refit",
-            )
-            if key in (version.metrics or {})
-        },
+        "best_epoch": metrics.get("best_epoch"),
+        "epoch_choice": metrics.get("epoch_choice"),
+        "refit": refit,
+        "metric_notes": metric_notes(metrics),
+        "hyperparameters": hyperparameters,
         "activations": version.activations.select_related("activated_by"),
         "was_active": version.activations.exists(),
         "review": review_agreement(version),

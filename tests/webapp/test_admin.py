@@ -1,0 +1,88 @@
+"""The admin: deleting a photograph or a sample takes its stored files along; cells and their reviews,
+the audit trail, can be neither deleted nor edited on their own."""
+
+from pathlib import Path
+
+import pytest
+from django.urls import reverse
+
+from tests.webapp.lab_factories import make_sample
+from webapp.models import Cell, CellReview, Sample, SmearImage
+from webapp.services.review import review_cell
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client, django_user_model):
+    client.force_login(django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1"))
+    return client
+
+
+def stored_files(sample, media_root):
+    """Write every file the sample's records name, as classification would have; return their paths."""
+    for pk in Cell.objects.filter(image__sample=sample).values_list("pk", flat=True):
+        Cell.objects.filter(pk=pk).update(window=f"windows/{pk}.png", heatmap=f"heatmaps/{pk}.png")
+    names = [image.image.name for image in sample.images.all()]
+    for cell in Cell.objects.filter(image__sample=sample):
+        names += [cell.crop.name, cell.window.name, cell.heatmap.name]
+    paths = [Path(media_root) / name for name in names]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"picture")
+    return paths
+
+
+def test_deleting_a_photograph_removes_its_files_and_keeps_the_others(
+        admin_client, isolated_media_root, django_capture_on_commit_callbacks):
+    doomed = make_sample("IMG-1", types=("NEUTROPHIL", "LYMPHOCYTE"))
+    kept = make_sample("IMG-2", types=("MONOCYTE",))
+    doomed_files = stored_files(doomed, isolated_media_root)
+    kept_files = stored_files(kept, isolated_media_root)
+    assert len(doomed_files) == 7
+    image = doomed.images.get()
+    url = reverse("admin:webapp_smearimage_delete", args=[image.pk])
+    confirm = admin_client.get(url)
+    assert confirm.status_code == 200 and not confirm.context["perms_lacking"]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(url, {"post": "yes"})
+    assert response.status_code == 302
+    assert not SmearImage.objects.filter(pk=image.pk).exists()
+    assert not Cell.objects.filter(image__sample=doomed).exists()
+    assert not any(path.exists() for path in doomed_files)
+    assert all(path.exists() for path in kept_files)
+
+
+@pytest.mark.parametrize("model", ["smearimage", "sample"])
+def test_the_bulk_delete_action_removes_files_too(admin_client, isolated_media_root, model,
+                                                  django_capture_on_commit_callbacks):
+    samples = [make_sample(f"BULK-{n}", types=("NEUTROPHIL",)) for n in range(2)]
+    files = [path for sample in samples for path in stored_files(sample, isolated_media_root)]
+    review_cell(Cell.objects.filter(image__sample=samples[0]).first(), "LYMPHOCYTE", None)
+    records = SmearImage.objects.all() if model == "smearimage" else Sample.objects.all()
+    changelist = reverse(f"admin:webapp_{model}_changelist")
+    selection = {"action": "delete_selected", "_selected_action": [record.pk for record in records]}
+    confirm = admin_client.post(changelist, selection)
+    assert confirm.status_code == 200 and not confirm.context["perms_lacking"]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(changelist, {**selection, "post": "yes"})
+    assert response.status_code == 302
+    assert not SmearImage.objects.exists() and not Cell.objects.exists() and not CellReview.objects.exists()
+    assert not any(path.exists() for path in files)
+
+
+@pytest.mark.parametrize("model", ["cell", "cellreview"])
+def test_cells_and_reviews_cannot_be_deleted_or_edited_in_the_admin(admin_client, model):
+    sample = make_sample("AUDIT-1", types=("NEUTROPHIL",))
+    cell = Cell.objects.get(image__sample=sample)
+    review_cell(cell, "LYMPHOCYTE", None)
+    record = cell if model == "cell" else CellReview.objects.get()
+    assert admin_client.post(reverse(f"admin:webapp_{model}_delete", args=[record.pk]),
+                             {"post": "yes"}).status_code == 403
+    changelist = admin_client.get(reverse(f"admin:webapp_{model}_changelist"))
+    assert "delete_selected" not in changelist.content.decode()
+    admin_client.post(reverse(f"admin:webapp_{model}_change", args=[record.pk]),
+                      {"corrected_type": "MONOCYTE", "to_type": "MONOCYTE"})
+    cell.refresh_from_db()
+    assert cell.corrected_type == "LYMPHOCYTE" and CellReview.objects.get().to_type == "LYMPHOCYTE"
+    assert Cell.objects.filter(pk=cell.pk).exists() and CellReview.objects.count() == 1

@@ -1,0 +1,86 @@
+"""Error answers: the site's own pages for people, JSON for programs under /api/, quiet logs for 403."""
+
+import logging
+
+import pytest
+from django.core.exceptions import PermissionDenied, TooManyFilesSent
+from django.template import loader
+from django.urls import reverse
+
+from webapp.views import errors
+
+pytestmark = pytest.mark.django_db
+
+
+def test_not_found_page_has_the_site_navigation_for_a_signed_in_user(client, tech):
+    response = client.get(reverse("lab:sample-detail", args=[999999]))
+    assert response.status_code == 404
+    assert [t.name for t in response.templates][0] == "404.html"
+    body = response.content.decode()
+    assert "There is nothing at <code>/samples/999999/</code>" in body
+    assert 'href="/samples/new/"' in body  # the navigation
+    assert "Sign out" in body and 'name="csrfmiddlewaretoken"' in body
+
+
+def test_not_found_page_for_a_visitor_shows_no_navigation(client):
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    body = response.content.decode()
+    assert "Not found" in body and 'href="/samples/new/"' not in body
+
+
+def test_forbidden_page_gives_the_reason_the_view_raised(client, tech):
+    response = client.get(reverse("models:list"))
+    assert response.status_code == 403
+    body = response.content.decode()
+    assert "Model versions and retraining are for staff only." in body
+    assert 'href="/history/"' in body
+
+
+def test_a_403_is_logged_in_one_line_without_a_traceback(client, tech, caplog):
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        client.get(reverse("models:list"))
+    [record] = [r for r in caplog.records if r.name == "django.request"]
+    assert record.exc_info is None
+    assert record.getMessage() == ("Forbidden (Permission denied): /models/ - user tech - "
+                                   "Model versions and retraining are for staff only.")
+
+
+def test_a_server_error_keeps_its_traceback_in_the_log(rf, caplog):
+    from django.utils.log import log_response
+
+    request = rf.get("/samples/")
+    try:
+        raise RuntimeError("broken")
+    except RuntimeError as exc:
+        with caplog.at_level(logging.ERROR, logger="django.request"):
+            log_response("%s: %s", "Internal Server Error", request.path, request=request,
+                         response=errors.server_error(request), exception=exc)
+    [record] = [r for r in caplog.records if r.name == "django.request"]
+    assert record.exc_info is not None
+
+
+def test_server_error_page_renders_without_context_or_database(rf, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        html = loader.get_template("500.html").render()
+        response = errors.server_error(rf.get("/samples/"))
+    assert "Something went wrong on the server" in html
+    assert response.status_code == 500 and b"Something went wrong" in response.content
+
+
+def test_api_errors_answer_json(rf):
+    request = rf.get("/api/cells/")
+    denied = errors.permission_denied(request, PermissionDenied("Not your sample."))
+    assert denied.status_code == 403 and denied["Content-Type"] == "application/json"
+    assert denied.content == b'{"error": "Not your sample."}'
+    failed = errors.server_error(request)
+    assert failed.status_code == 500 and failed["Content-Type"] == "application/json"
+
+
+def test_bad_request_page_says_what_the_user_can_do(rf, settings):
+    settings.MAX_FILES_PER_UPLOAD = 50
+    response = errors.bad_request(rf.post("/samples/new/"), TooManyFilesSent("too many"))
+    assert response.status_code == 400
+    assert "Upload at most 50 photographs at a time." in response.content.decode()
+    vague = errors.bad_request(rf.get("/samples/"), ValueError("internal detail"))
+    assert "internal detail" not in vague.content.decode()

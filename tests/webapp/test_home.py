@@ -1,0 +1,47 @@
+"""The home page and the navigation around every page."""
+
+import pytest
+from django.urls import reverse
+
+from tests.webapp.lab_factories import make_sample, make_version
+from webapp.models import Cell, SmearImage
+from webapp.services.review import review_cell
+
+pytestmark = pytest.mark.django_db
+
+
+def test_every_page_links_to_changing_ones_password(client, tech):
+    for name in ("home", "lab:sample-list", "lab:history"):
+        body = client.get(reverse(name)).content.decode()
+        assert f'href="{reverse("password_change")}"' in body
+
+
+def test_home_lists_the_samples_awaiting_review(client, tech):
+    version = make_version()
+    unsure = make_sample("H26-10", types=("NEUTROPHIL", "LYMPHOCYTE"), version=version, confidence=0.5)
+    reviewed = make_sample("H26-11", types=("MONOCYTE",), version=version, confidence=0.5)
+    make_sample("H26-12", types=("NEUTROPHIL",), version=version, confidence=0.95)  # nothing flagged
+    review_cell(Cell.objects.get(image__sample=reviewed), "MONOCYTE", tech)
+    # Cells of a version the photograph was later re-classified away from are no longer counted.
+    old = make_version(status="ready")
+    Cell.objects.create(image=unsure.images.get(), model_version=old, index=0, x0=0, y0=0, x1=9, y1=9,
+                        predicted_type="EOSINOPHIL", confidence=0.4, binary_call="POLYNUCLEAR",
+                        cell_type="EOSINOPHIL", needs_review=True)
+    SmearImage.objects.create(sample=reviewed, image="smears/q.png", original_filename="q.png", width=64,
+                              height=64, file_size=1, checksum="1" * 64)
+
+    response = client.get(reverse("home"))
+    assert response.status_code == 200
+    assert [(row["accession"], row["flagged"]) for row in response.context["awaiting_review"]] == [
+        ("H26-10", 2)]
+    body = response.content.decode()
+    assert "1 sample has cells the network was unsure of" in body
+    assert f'href="{reverse("lab:sample-detail", args=[unsure.pk])}"' in body
+    assert "1 photograph waiting for or being classified." in body
+    assert f'href="{reverse("lab:upload")}"' in body and f'href="{reverse("models:list")}"' not in body
+
+
+def test_home_offers_staff_the_model_versions(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("lead", is_staff=True))
+    body = client.get(reverse("home")).content.decode()
+    assert "Model versions</a>" in body and "No cell waits for review." in body

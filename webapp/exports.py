@@ -1,0 +1,58 @@
+"""A sample's results as CSV, for a spreadsheet or a laboratory information system."""
+
+import csv
+
+from django.utils import timezone
+
+from classifier.labels import binary_group
+from webapp.selectors import leukocyte_formula, sample_images_with_cells, type_order
+
+# A spreadsheet reads a cell starting with one of these as a formula: a photograph named
+# "=HYPERLINK(...).jpg" would run when the export is opened (CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text):
+    """Text that a spreadsheet shows as text: a leading quote where it would start a formula (OWASP)."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def export_file_name(sample):
+    safe_name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in sample.accession_number)
+    return f"leukoscope-{safe_name}.csv"
+
+
+def _sample_rows(sample):
+    images = sample_images_with_cells(sample)
+    formula = leukocyte_formula(sample)
+    class_names = sorted({name for image in images for cell in image.current for name in cell.probabilities},
+                         key=type_order)
+    yield ["accession_number", sample.accession_number]
+    yield ["note", sample.note]
+    yield ["exported_at", timezone.now().isoformat(timespec="seconds")]
+    yield []
+    yield ["formula", "count", "percent", "percent_low_95", "percent_high_95"]
+    for row in formula.rows + formula.groups:
+        yield [row.name, row.count, row.percent, row.low, row.high]
+    yield ["TOTAL", formula.total, 100.0 if formula.total else 0.0]
+    yield []
+    # binary_call is the group of the type the formula counts (the reviewer's where there is one),
+    # as cell_type is; the network's own call stays beside it, as predicted_type does.
+    yield ["cell_id", "image", "index", "x0", "y0", "x1", "y1", "cell_type", "predicted_type",
+           "corrected_type", "confidence", "binary_call", "predicted_binary_call", "needs_review",
+           "model_version", *[f"p_{name}" for name in class_names]]
+    for image in images:
+        for cell in image.current:
+            yield [
+                cell.pk, image.original_filename, cell.index, cell.x0, cell.y0, cell.x1, cell.y1,
+                cell.cell_type, cell.predicted_type, cell.corrected_type, f"{cell.confidence:.4f}",
+                binary_group(cell.cell_type), cell.binary_call, "yes" if cell.needs_review else "no",
+                f"v{cell.model_version_id}",
+                *[f"{cell.probabilities.get(name, 0.0):.4f}" for name in class_names],
+            ]
+
+
+def write_sample_csv(sample, stream):
+    writer = csv.writer(stream)
+    for row in _sample_rows(sample):
+        writer.writerow([spreadsheet_safe(value) if isinstance(value, str) else value for value in row])

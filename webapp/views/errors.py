@@ -1,0 +1,63 @@
+"""The site's error answers: its own pages, with navigation, and JSON under /api/, where a program
+(a laboratory information system) reads the answer rather than a person."""
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.views import defaults
+from django.views.decorators.csrf import requires_csrf_token
+
+API_PREFIX = "/api/"
+
+
+def is_api_request(request):
+    return request.path_info.startswith(API_PREFIX)
+
+
+def _message(exception, default):
+    # Http404 and PermissionDenied carry a sentence written for the user; a failed URL match
+    # carries a dict of patterns, which is no answer for anyone.
+    message = exception.args[0] if exception is not None and exception.args else None
+    return message if isinstance(message, str) and message else default
+
+
+def _bad_request_reason(exception):
+    """What went wrong, only where the user can act on it: Django's own 400 says nothing so as not
+    to disclose what a tampered request tripped over."""
+    if isinstance(exception, TooManyFilesSent):
+        return (f"Too many files were sent at once. Upload at most {settings.MAX_FILES_PER_UPLOAD} "
+                "photographs at a time.")
+    if isinstance(exception, RequestDataTooBig | TooManyFieldsSent):
+        return "The form sent more data than the site accepts in one go."
+    return ""
+
+
+@requires_csrf_token
+def bad_request(request, exception):
+    reason = _bad_request_reason(exception)
+    if is_api_request(request):
+        return JsonResponse({"error": reason or "Bad request."}, status=400)
+    return render(request, "400.html", {"reason": reason}, status=400)
+
+
+@requires_csrf_token
+def permission_denied(request, exception):
+    if is_api_request(request):
+        return JsonResponse({"error": _message(exception, "Permission denied.")}, status=403)
+    return defaults.permission_denied(request, exception)
+
+
+@requires_csrf_token
+def page_not_found(request, exception):
+    if is_api_request(request):
+        return JsonResponse({"error": _message(exception, "Not found.")}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+@requires_csrf_token
+def server_error(request):
+    if is_api_request(request):
+        return JsonResponse({"error": "Server error: the failure is logged for the administrator."},
+                            status=500)
+    return defaults.server_error(request)
