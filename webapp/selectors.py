@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from classifier.boxes import SAME_CELL_IOU, match_boxes
-from classifier.labels import BINARY_CLASSES, BINARY_GROUP, FOUR_CLASSES
+from classifier.labels import BINARY_CLASSES, FOUR_CLASSES, binary_group
 from webapp.models import Cell, ModelVersion, Sample, SmearImage
 from webapp.services.review import review_types
 
@@ -52,6 +52,16 @@ def samples_with_progress():
     return Sample.objects.annotate(
         image_count=Count("images"), done_count=done, failed_count=failed
     ).order_by("-created_at", "-id")
+
+
+def samples_awaiting_review(since):
+    """Samples received since then holding calls the network was unsure of that no one has
+    reviewed, newest first, each with how many; counted on the cells each formula counts."""
+    return (
+        current_cells().filter(needs_review=True, corrected_type="", image__sample__created_at__gte=since)
+        .values(sample_id=F("image__sample_id"), accession=F("image__sample__accession_number"))
+        .annotate(flagged=Count("id")).order_by("-sample_id")
+    )
 
 
 @dataclass
@@ -244,7 +254,7 @@ def leukocyte_formula(sample):
     counts = (flags["reviewed"], flags["awaiting"], artefacts, versions)
     grouped = dict.fromkeys(BINARY_CLASSES, 0)
     for name, count in per_type.items():
-        group = BINARY_GROUP.get(name, name if name in BINARY_CLASSES else None)
+        group = binary_group(name)
         if group:
             grouped[group] += count
     groups = FormulaRow.rows(list(grouped.items()), total)

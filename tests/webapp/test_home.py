@@ -1,10 +1,13 @@
 """The home page and the navigation around every page."""
 
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from tests.webapp.lab_factories import make_sample, make_version
-from webapp.models import Cell, SmearImage
+from webapp.models import Cell, Sample, SmearImage
 from webapp.services.review import review_cell
 
 pytestmark = pytest.mark.django_db
@@ -29,13 +32,16 @@ def test_home_lists_the_samples_awaiting_review(client, tech):
                         cell_type="EOSINOPHIL", needs_review=True)
     SmearImage.objects.create(sample=reviewed, image="smears/q.png", original_filename="q.png", width=64,
                               height=64, file_size=1, checksum="1" * 64)
+    # A sample from two months ago waits too, but the landing page looks at recent work only.
+    stale = make_sample("H25-99", types=("NEUTROPHIL",), version=version, confidence=0.5)
+    Sample.objects.filter(pk=stale.pk).update(created_at=timezone.now() - timedelta(days=60))
 
     response = client.get(reverse("home"))
     assert response.status_code == 200
     assert [(row["accession"], row["flagged"]) for row in response.context["awaiting_review"]] == [
         ("H26-10", 2)]
     body = response.content.decode()
-    assert "1 sample has cells the network was unsure of" in body
+    assert "1 sample received in the last 30 days has cells the network was unsure of" in body
     assert f'href="{reverse("lab:sample-detail", args=[unsure.pk])}"' in body
     assert "1 photograph waiting for or being classified." in body
     assert f'href="{reverse("lab:upload")}"' in body and f'href="{reverse("models:list")}"' not in body

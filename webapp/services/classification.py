@@ -19,7 +19,7 @@ from django.utils import timezone
 from PIL import Image
 
 from classifier.boxes import SAME_CELL_IOU, match_boxes
-from classifier.labels import BINARY_GROUP
+from classifier.labels import binary_group
 from classifier.pipeline import analyse_smear
 from classifier.preparation import prepare_window
 from classifier.quality import assess_quality
@@ -106,13 +106,6 @@ def _readable(exc):
     )
 
 
-def _binary_call(predicted_type):
-    """Fallback when the pipeline gave no binary call: the group of the predicted type."""
-    if predicted_type in ("MONONUCLEAR", "POLYNUCLEAR"):
-        return predicted_type
-    return BINARY_GROUP.get(predicted_type, "")
-
-
 class _Written:
     """Files saved during one run, so a failed run leaves none behind."""
 
@@ -147,7 +140,7 @@ def _cell_outputs(rgb, analysis, classifier):
             "predicted_type": predicted,
             "probabilities": probabilities,
             "confidence": float(found.confidence),
-            "binary_call": found.binary_call or _binary_call(predicted),
+            "binary_call": found.binary_call or binary_group(predicted),
             "crop": _encode(crop_thumbnail(rgb, box), "JPEG", quality=90),
             "window": _encode(window, "PNG", compress_level=3),
             "heatmap": _encode(heatmap_overlay(network_input, heatmap), "JPEG", quality=88),

@@ -1,15 +1,16 @@
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.db.models import Count, F
 from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from webapp.models import SmearImage
-from webapp.selectors import current_cells
+from webapp.selectors import samples_awaiting_review
 from webapp.services.health import public_summary, system_health
 
 
@@ -28,27 +29,22 @@ def healthz(request):
     return JsonResponse(report, status=status)
 
 
-# The home page lists this many of the samples waiting for a reviewer, newest first.
+# The home page lists this many of the samples waiting for a reviewer, newest first ...
 HOME_AWAITING_REVIEW_SHOWN = 10
-
-
-def _samples_awaiting_review():
-    """Samples holding cells the network was unsure of that no one has reviewed, newest first,
-    each with how many; counted on the cells each photograph's formula counts."""
-    return (
-        current_cells().filter(needs_review=True, corrected_type="")
-        .values(sample_id=F("image__sample_id"), accession=F("image__sample__accession_number"))
-        .annotate(flagged=Count("id")).order_by("-sample_id")
-    )
+# ... among those received this recently: a page everybody lands on must not count through every
+# cell the lab ever stored (80 ms on 100,000 cells, growing with them).
+HOME_AWAITING_REVIEW_DAYS = 30
 
 
 def home(request):
     """Where a technologist starts: what waits for review and what is still being classified."""
-    awaiting = _samples_awaiting_review()
+    since = timezone.now() - timedelta(days=HOME_AWAITING_REVIEW_DAYS)
+    awaiting = samples_awaiting_review(since)
     in_progress = (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING)
     return render(request, "home.html", {
         "awaiting_review": awaiting[:HOME_AWAITING_REVIEW_SHOWN],
         "awaiting_review_count": awaiting.count(),
+        "awaiting_review_days": HOME_AWAITING_REVIEW_DAYS,
         "images_in_progress": SmearImage.objects.filter(status__in=in_progress).count(),
     })
 
