@@ -116,7 +116,8 @@ class HistoryFilterForm(forms.Form):
     )
     calls = forms.ChoiceField(
         required=False,
-        choices=[("", "Counted in formulas"), ("all", "Also superseded by a later version")],
+        # Superseded: a later version re-classified the photograph and the formula counts its call.
+        choices=[("", "Counted ones"), ("all", "Superseded too")],
         label="Calls",
     )
 
