@@ -10,6 +10,9 @@
   var finished = parseInt(progress.dataset.finished, 10) || 0;
   var selected = null; // data-cell id of the selected cell
   var POLL_MS = 1500;
+  var SIGNED_OUT = 401; // the sign-in expired: reloading takes the user to the login page and back
+
+  function signInAgain() { window.location.reload(); }
 
   function refreshResults() {
     return fetch(resultsUrl, { credentials: "same-origin", headers: { Accept: "text/html" } })
@@ -50,7 +53,11 @@
 
   function poll() {
     fetch(statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then(function (response) { if (!response.ok) throw new Error(response.status); return response.json(); })
+      .then(function (response) {
+        if (response.status === SIGNED_OUT) { signInAgain(); return new Promise(function () {}); }
+        if (!response.ok) throw new Error(response.status);
+        return response.json();
+      })
       .then(function (data) {
         setProgress(data);
         var changed = data.finished !== finished;
@@ -94,6 +101,11 @@
       headers: { Accept: "application/json", "X-CSRFToken": body.get("csrfmiddlewaretoken") },
     })
       .then(function (response) {
+        if (response.status === SIGNED_OUT) {
+          window.alert("Your sign-in has expired, so this review was not saved. Sign in again and repeat it.");
+          signInAgain();
+          return new Promise(function () {});
+        }
         return response.json().then(function (data) {
           if (!response.ok) throw new Error(data.error || "The review was not saved.");
           return data;

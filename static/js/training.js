@@ -42,6 +42,8 @@
   function poll() {
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {
+        // 401: the sign-in expired; reloading goes through the login page and back here.
+        if (response.status === 401) { window.location.reload(); return new Promise(function () {}); }
         if (!response.ok) throw new Error("HTTP " + response.status);
         return response.json();
       })

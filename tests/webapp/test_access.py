@@ -38,7 +38,7 @@ def test_every_url_pattern_sends_anonymous_visitors_to_login(client, db):
         response = client.get(path)
         if path.startswith("/api/"):
             assert response.status_code == 401, f"{path} answered {response.status_code}"
-            assert "Sign in" in response.json()["error"]
+            assert "sign in again" in response.json()["error"]
             api += 1
             continue
         assert response.status_code in (302, 301), f"{path} answered {response.status_code}"
@@ -136,3 +136,21 @@ def test_a_successful_sign_in_forgets_earlier_failures(client, django_user_model
     for _ in range(4):
         client.post(login, {"username": "tech", "password": "guess"})
     assert client.post(login, {"username": "tech", "password": "a-long-passphrase-1"}).status_code == 302
+
+
+def test_a_pages_script_gets_401_once_the_sign_in_expired(client, tech):
+    """The sample page's review clicks and progress polls read JSON: after the sign-in ends they get
+    401, which the script turns into a trip through the login page, not HTML it cannot read."""
+    from tests.webapp.lab_factories import make_sample
+
+    sample = make_sample()
+    cell = sample.images.get().cells.first()
+    client.logout()
+    as_script = {"HTTP_ACCEPT": "application/json"}
+    review = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "EOSINOPHIL"}, **as_script)
+    assert review.status_code == 401 and "sign in again" in review.json()["error"]
+    assert client.get(reverse("lab:sample-status", args=[sample.pk]), **as_script).status_code == 401
+    page = client.get(reverse("lab:sample-detail", args=[sample.pk]))
+    assert page.status_code == 302 and page["Location"].startswith(reverse("login"))
+    cell.refresh_from_db()
+    assert cell.cell_type == "NEUTROPHIL"

@@ -15,6 +15,11 @@ def is_api_request(request):
     return request.path_info.startswith(API_PREFIX)
 
 
+def wants_json(request):
+    """A page's own script asking (a review click, a progress poll): it reads JSON, not a page."""
+    return "application/json" in request.headers.get("Accept", "")
+
+
 def _message(exception, default):
     # Http404 and PermissionDenied carry a sentence written for the user; a failed URL match
     # carries a dict of patterns, which is no answer for anyone.

@@ -38,6 +38,7 @@ from webapp.services.uploads import (
     may_delete_sample,
     requeue_image,
 )
+from webapp.views.errors import wants_json
 
 # A photograph still queued after this long means no classify worker is consuming the queue.
 STALLED_AFTER = timedelta(minutes=2)
@@ -247,10 +248,6 @@ def cell_detail(request, pk):
     })
 
 
-def _wants_json(request):
-    return "application/json" in request.headers.get("Accept", "")
-
-
 @require_POST
 def cell_review(request, pk):
     cell = get_object_or_404(Cell.objects.select_related("image"), pk=pk)
@@ -263,7 +260,7 @@ def cell_review(request, pk):
             error = str(exc)
     else:
         error = "Choose a cell type."
-    if _wants_json(request):
+    if wants_json(request):
         if error:
             return JsonResponse({"error": error}, status=400)
         formula = leukocyte_formula(cell.image.sample)
