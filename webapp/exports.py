@@ -35,20 +35,29 @@ def _sample_rows(sample):
     for row in formula.rows + formula.groups:
         yield [row.name, row.count, row.percent, row.low, row.high]
     yield ["TOTAL", formula.total, 100.0 if formula.total else 0.0]
+    yield ["reviewed", formula.reviewed]
+    yield ["flagged_not_reviewed", formula.awaiting_review]
+    yield ["artefacts_not_counted", formula.artefacts]
+    yield ["model_versions", " ".join(f"v{pk}" for pk in formula.model_versions)]
+    if formula.mixed_versions:
+        yield ["warning", "Photographs classified by different model versions: the counts mix two "
+                          "networks' calls. Re-classify the sample with one version."]
     yield []
     # binary_call is the group of the type the formula counts (the reviewer's where there is one),
     # as cell_type is; the network's own call stays beside it, as predicted_type does.
     yield ["cell_id", "image", "index", "x0", "y0", "x1", "y1", "cell_type", "predicted_type",
            "corrected_type", "confidence", "binary_call", "predicted_binary_call", "needs_review",
-           "model_version", *[f"p_{name}" for name in class_names]]
+           "model_version", "review_carried_from", *[f"p_{name}" for name in class_names]]
     for image in images:
         for cell in image.current:
             yield [
                 cell.pk, image.original_filename, cell.index, cell.x0, cell.y0, cell.x1, cell.y1,
                 cell.cell_type, cell.predicted_type, cell.corrected_type, f"{cell.confidence:.4f}",
                 binary_group(cell.cell_type), cell.binary_call, "yes" if cell.needs_review else "no",
-                f"v{cell.model_version_id}",
-                *[f"{cell.probabilities.get(name, 0.0):.4f}" for name in class_names],
+                f"v{cell.model_version_id}", cell.review_carried_from_id or "",
+                # Blank, not 0, for a type the cell's network cannot call (a sample of two versions).
+                *[f"{cell.probabilities[name]:.4f}" if name in cell.probabilities else ""
+                  for name in class_names],
             ]
 
 

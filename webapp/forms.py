@@ -3,12 +3,11 @@
 from django import forms
 from django.conf import settings
 from django.core.validators import RegexValidator
-from django.db.models.functions import Trim
 from django.urls import reverse
 from django.utils.html import format_html
 
-from webapp.models import ModelVersion, Sample
-from webapp.selectors import HistoryFilters, known_cell_types
+from webapp.models import ModelVersion
+from webapp.selectors import HistoryFilters, known_cell_types, samples_with_accession
 
 # No smear in this system was classified before 2000 or will be after 2100: a date outside is a typo.
 PLAUSIBLE_YEARS = range(2000, 2101)
@@ -72,7 +71,7 @@ class SampleUploadForm(forms.Form):
         accession = self.cleaned_data["accession_number"]
         # No database constraint: earlier records may hold duplicates, and those must stay readable.
         existing = (
-            Sample.objects.annotate(trimmed=Trim("accession_number")).filter(trimmed__iexact=accession)
+            samples_with_accession(accession)
             .order_by("created_at").first()
         )
         if existing is not None:

@@ -3,7 +3,8 @@
 from django import forms
 from django.conf import settings
 
-from webapp.models import ModelVersion, Sample
+from webapp.models import ModelVersion
+from webapp.selectors import samples_with_accession
 from webapp.services.training import architecture_names, default_epochs, held_out_runs
 
 MAX_EPOCHS = 200
@@ -77,7 +78,7 @@ class ReclassifyForm(forms.Form):
         if not accession and not data.get("all_samples"):
             raise forms.ValidationError("Give an accession number, or tick “All samples”.")
         if accession:
-            samples = list(Sample.objects.filter(accession_number=accession))
+            samples = list(samples_with_accession(accession))
             if not samples:
                 raise forms.ValidationError(f"No sample has the accession number {accession}.")
             data["samples"] = samples

@@ -10,6 +10,7 @@ from datetime import date, datetime, time
 
 from django.core.paginator import Paginator
 from django.db.models import Count, F, Q
+from django.db.models.functions import Trim
 from django.utils import timezone
 from django.utils.functional import cached_property
 
@@ -21,6 +22,7 @@ from webapp.services.review import review_types
 CELL_FIELDS = (
     "id", "index", "x0", "y0", "x1", "y1", "crop", "predicted_type", "confidence", "binary_call",
     "needs_review", "corrected_type", "cell_type", "created_at", "model_version", "image",
+    "review_carried_from",
 )
 HISTORY_FIELDS = (*CELL_FIELDS, "image__sample", "image__original_filename", "image__model_version",
                   "image__sample__accession_number")
@@ -44,6 +46,13 @@ def known_cell_types():
     for class_names in ModelVersion.objects.values_list("class_names", flat=True):
         names.update(class_names or [])
     return sorted(names, key=type_order)
+
+
+def samples_with_accession(accession):
+    """Samples whose accession number is this one, whatever its case and surrounding spaces."""
+    return Sample.objects.annotate(trimmed=Trim("accession_number")).filter(
+        trimmed__iexact=accession.strip()
+    )
 
 
 def samples_with_progress():

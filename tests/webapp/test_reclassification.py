@@ -197,3 +197,76 @@ def test_photographs_added_to_a_sample_keep_its_network(
     # A sample already split between versions, or never classified, takes the active one.
     fresh = uploads.create_sample_with_images("N-1", "", [upload("c.jpg", jpeg_bytes(seed=4))]).sample
     assert uploads.sample_version_id(fresh) is None
+
+
+def test_a_newer_label_the_network_cannot_state_sends_the_cell_back_to_review(
+    network, stored_image, client, django_user_model  # noqa: F811
+):
+    """v1 (four types): a reviewer says basophil. v2 (binary): a later reviewer says MONONUCLEAR.
+    Back on v1, the older basophil must not outrank the newer verdict, which v1 cannot state."""
+    four = make_version()
+    classification.classify_smear_image(stored_image.pk)
+    reviewer = django_user_model.objects.create_user("reviewer")
+    review_cell(Cell.objects.get(model_version=four, index=0), Cell.BASOPHIL, reviewer)
+
+    binary = make_version(class_names=("MONONUCLEAR", "POLYNUCLEAR"))
+    network.analysis = analysis_with(BOXES, predicted="MONOCYTE")
+    classification.classify_smear_image(stored_image.pk)
+    on_binary = Cell.objects.get(model_version=binary, index=0)
+    assert on_binary.cell_type == "POLYNUCLEAR"  # the basophil, in the binary network's words
+    review_cell(on_binary, "MONONUCLEAR", reviewer)
+
+    classification.classify_smear_image(stored_image.pk, model_version_id=four.pk)
+    back = Cell.objects.get(model_version=four, index=0)
+    assert (back.corrected_type, back.cell_type, back.needs_review) == ("", "MONOCYTE", True)
+    assert back.review_carried_from_id == on_binary.pk
+    assert CellReview.objects.filter(cell=back, to_type=Cell.BASOPHIL).exists()  # the record stays
+    assert leukocyte_formula(stored_image.sample).awaiting_review >= 1
+    client.force_login(reviewer)
+    page = client.get(reverse("lab:cell-detail", args=[back.pk])).content.decode()
+    assert 'data-role="unplaced-review"' in page and "Mononuclear" in page
+
+
+def test_a_mixed_sample_export_says_so_and_leaves_other_networks_types_blank(client, django_user_model):
+    import csv
+    import io
+
+    four = make_version()
+    sample = make_sample(types=("LYMPHOCYTE",), version=four)
+    binary = make_version(class_names=("MONONUCLEAR", "POLYNUCLEAR"))
+    make_sample(accession="B-2", types=("MONONUCLEAR",), version=binary).images.update(sample=sample)
+    client.force_login(django_user_model.objects.create_user("t"))
+    rows = list(csv.reader(io.StringIO(
+        client.get(reverse("lab:sample-export", args=[sample.pk])).content.decode())))
+    assert ["model_versions", f"v{four.pk} v{binary.pk}"] in rows
+    assert any(row[:1] == ["warning"] for row in rows)
+    header = next(row for row in rows if row[:1] == ["cell_id"])
+    exported = [dict(zip(header, row, strict=True)) for row in rows[rows.index(header) + 1:]]
+    by_version = {row["model_version"]: row for row in exported}
+    assert by_version[f"v{binary.pk}"]["p_LYMPHOCYTE"] == ""
+    assert by_version[f"v{four.pk}"]["p_MONONUCLEAR"] == ""
+    assert by_version[f"v{four.pk}"]["p_LYMPHOCYTE"] == "0.9000"
+
+
+def test_a_stale_page_gets_a_readable_refusal_and_re_classify_finds_any_spelling(client, django_user_model):
+    from django.test import Client
+
+    from webapp.forms_models import ReclassifyForm
+
+    sample = make_sample(accession="AUD-002")
+    cell = sample.images.get().cells.first()
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(django_user_model.objects.create_user("t"))
+    as_script = strict.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "EOSINOPHIL"},
+                            HTTP_ACCEPT="application/json")
+    assert as_script.status_code == 403 and "reload the page" in as_script.json()["error"]
+    as_form = strict.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "EOSINOPHIL"})
+    assert as_form.status_code == 403 and "reload the page" in as_form.content.decode()
+
+    form = ReclassifyForm({"accession_number": " aud-002 "})
+    assert form.is_valid() and form.cleaned_data["samples"] == [sample]
+
+    client.logout()
+    login = client.get(reverse("login"), {"next": reverse("lab:sample-list")}).content.decode()
+    assert 'data-role="sign-in-needed"' in login and "12 hours" in login
+    assert 'data-role="sign-in-needed"' not in client.get(reverse("login")).content.decode()

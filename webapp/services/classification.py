@@ -189,7 +189,9 @@ def _carry_reviews(image, previous_version_id, version):
     classified the image before, unless a cell has a newer review of its own.
 
     A reviewer's label is about the cell, not about one network's call on it: without this, moving
-    a sample to a new version would silently drop every correction from its formula.
+    a sample to a new version would silently drop every correction from its formula. A newer label
+    this network's types cannot state (MONONUCLEAR, for a four-type network) still outranks an
+    older one: the cell goes back to awaiting review, the label named on its page.
     """
     reviewed = list(
         Cell.objects.filter(image=image, model_version_id=previous_version_id).exclude(corrected_type="")
@@ -201,17 +203,22 @@ def _carry_reviews(image, previous_version_id, version):
     changed = []
     for i, j, _ in match_boxes([c.box for c in reviewed], [c.box for c in cells], SAME_CELL_IOU):
         source, cell = reviewed[i], cells[j]
-        label = carried_label(source.corrected_type, version.class_names)
         newer = cell.reviewed_at is None or (source.reviewed_at and source.reviewed_at > cell.reviewed_at)
-        if label is None or not newer:
+        if not newer:
             continue
-        cell.corrected_type = cell.cell_type = label
-        cell.reviewed_by_id, cell.reviewed_at = source.reviewed_by_id, source.reviewed_at
+        label = carried_label(source.corrected_type, version.class_names)
+        if label is None:
+            cell.corrected_type, cell.cell_type = "", cell.predicted_type
+            cell.reviewed_by_id = cell.reviewed_at = None
+            cell.needs_review = True
+        else:
+            cell.corrected_type = cell.cell_type = label
+            cell.reviewed_by_id, cell.reviewed_at = source.reviewed_by_id, source.reviewed_at
         cell.review_carried_from = source
         changed.append(cell)
-    Cell.objects.bulk_update(
-        changed, ["corrected_type", "cell_type", "reviewed_by", "reviewed_at", "review_carried_from"]
-    )
+    Cell.objects.bulk_update(changed, [
+        "corrected_type", "cell_type", "reviewed_by", "reviewed_at", "review_carried_from", "needs_review",
+    ])
     logger.info("Image %s: %d review(s) carried from v%s to v%s", image.pk, len(changed),
                 previous_version_id, version.pk)
 

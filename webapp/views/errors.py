@@ -53,6 +53,16 @@ def permission_denied(request, exception):
     return defaults.permission_denied(request, exception)
 
 
+def csrf_failure(request, reason=""):
+    """A form or a click sent from a page opened under an earlier sign-in: common on a shared
+    workstation. Say what to do rather than Django's bare "CSRF verification failed"."""
+    message = ("This page was opened before the last sign-in or sign-out, so the site could not "
+               "trust the request: reload the page and do it again.")
+    if is_api_request(request) or wants_json(request):
+        return JsonResponse({"error": message}, status=403)
+    return render(request, "403.html", {"exception": message, "csrf_failure": True}, status=403)
+
+
 @requires_csrf_token
 def page_not_found(request, exception):
     if is_api_request(request):
