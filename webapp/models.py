@@ -142,6 +142,12 @@ class SmearImage(models.Model):
     model_version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="images"
     )
+    # The version the image was last queued for (None: whichever is active when the worker runs),
+    # so that photographs added meanwhile, or a "Try again" after a failed re-run, follow the
+    # version an administrator moved the sample to rather than the one it is leaving.
+    requested_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     # What computed the network for this image (classifier.runtimes: int8 weights by default),
     # so a result can be traced to the exact arithmetic behind it.
     inference_runtime = models.CharField(max_length=32, blank=True)

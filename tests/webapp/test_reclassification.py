@@ -270,3 +270,32 @@ def test_a_stale_page_gets_a_readable_refusal_and_re_classify_finds_any_spelling
     login = client.get(reverse("login"), {"next": reverse("lab:sample-list")}).content.decode()
     assert 'data-role="sign-in-needed"' in login and "12 hours" in login
     assert 'data-role="sign-in-needed"' not in client.get(reverse("login")).content.decode()
+
+
+def test_while_a_sample_moves_to_another_version_added_photographs_follow_it(
+    monkeypatch, stored_image, django_capture_on_commit_callbacks  # noqa: F811
+):
+    """An administrator re-classifies a sample with v2; its photographs still count with v1 until
+    the worker gets to them. A photograph added meanwhile, or one tried again after the v2 run
+    failed, goes to v2 as well, not back to v1."""
+    from webapp.services.training import reclassify
+
+    queued = []
+    monkeypatch.setattr(uploads, "_enqueue_classification",
+                        lambda pk, version_id=None: queued.append((pk, version_id)))
+    old = make_version()
+    SmearImage.objects.filter(pk=stored_image.pk).update(model_version=old, status="done")
+    new = make_version()
+    with django_capture_on_commit_callbacks(execute=False):
+        reclassify(stored_image.sample)  # queued for v2, not run yet
+    assert SmearImage.objects.get(pk=stored_image.pk).requested_version == new
+    with django_capture_on_commit_callbacks(execute=True):
+        added = uploads.add_images_to_sample(stored_image.sample, [upload("m.jpg", jpeg_bytes(seed=5))])
+    assert queued == [(added.stored[0].pk, new.pk)]
+
+    # The v2 run failed, and yet another version was activated since. "Try again" still means v2.
+    SmearImage.objects.filter(pk=stored_image.pk).update(status="failed")
+    make_version()
+    with django_capture_on_commit_callbacks(execute=True):
+        uploads.requeue_image(SmearImage.objects.get(pk=stored_image.pk))
+    assert queued[-1] == (stored_image.pk, new.pk)

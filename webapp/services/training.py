@@ -425,7 +425,9 @@ def reclassify(samples=None, user=None):
         images = images.filter(sample__in=list(samples))
     image_ids = list(images.values_list("id", flat=True))
     with transaction.atomic():
-        SmearImage.objects.filter(id__in=image_ids).update(status=SmearImage.Status.QUEUED, error="")
+        SmearImage.objects.filter(id__in=image_ids).update(
+            status=SmearImage.Status.QUEUED, error="", requested_version=version
+        )
         for image_id in image_ids:
             transaction.on_commit(
                 lambda image_id=image_id: classify_image.delay(image_id, model_version_id=version.pk)

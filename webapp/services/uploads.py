@@ -15,6 +15,7 @@ import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import Case, F, Q, When
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from webapp.models import Cell, Sample, SmearImage
@@ -220,11 +221,15 @@ def sample_version_id(sample):
 
     Photographs added to a sample later, or tried again, are classified by it even after another
     version is activated: one differential count comes from one network. An administrator moves
-    a whole sample to the active version by re-classifying it.
+    a whole sample to the active version by re-classifying it; while that runs, or where it
+    failed, a photograph counts with the version it was queued for.
     """
+    awaiting = Q(status__in=(SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING,
+                             SmearImage.Status.FAILED), requested_version__isnull=False)
     versions = list(
-        sample.images.exclude(model_version=None).order_by()
-        .values_list("model_version_id", flat=True).distinct()[:2]
+        sample.images.annotate(
+            headed_for=Case(When(awaiting, then=F("requested_version")), default=F("model_version"))
+        ).exclude(headed_for=None).order_by().values_list("headed_for", flat=True).distinct()[:2]
     )
     return versions[0] if len(versions) == 1 else None
 
@@ -273,6 +278,7 @@ def add_images(sample, accepted, model_version_id=None):
                     file_size=len(checked.content),
                     checksum=checked.checksum or hashlib.sha256(checked.content).hexdigest(),
                     conversion_note=checked.conversion_note,
+                    requested_version_id=model_version_id,
                 )
                 image.image.save(_stored_name(name, checked.extension), ContentFile(checked.content),
                                  save=False)
@@ -316,7 +322,9 @@ def add_images_to_sample(sample, files):
 def requeue_image(image):
     """Queue an image again after a failure, with the version its sample's photographs share."""
     version_id = sample_version_id(image.sample)
-    SmearImage.objects.filter(pk=image.pk).update(status=SmearImage.Status.QUEUED, error="")
+    SmearImage.objects.filter(pk=image.pk).update(
+        status=SmearImage.Status.QUEUED, error="", requested_version_id=version_id
+    )
     transaction.on_commit(lambda: _enqueue_classification(image.pk, version_id))
 
 
