@@ -84,3 +84,11 @@ def test_bad_request_page_says_what_the_user_can_do(rf, settings):
     assert "Upload at most 50 photographs at a time." in response.content.decode()
     vague = errors.bad_request(rf.get("/samples/"), ValueError("internal detail"))
     assert "internal detail" not in vague.content.decode()
+
+
+def test_a_forged_host_header_is_logged_in_one_line(client, caplog):
+    response = client.get("/", HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    records = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
+    assert records and all(record.exc_info is None for record in records)
+    assert "evil.example" in records[0].getMessage()
