@@ -236,6 +236,11 @@ class Cell(models.Model):
     def box(self):
         return (self.x0, self.y0, self.x1, self.y1)
 
+    @property
+    def is_superseded(self):
+        """Another version has classified the cell's image since: the formula counts its call instead."""
+        return self.model_version_id != self.image.model_version_id
+
 
 class CellReview(models.Model):
     """Every relabelling, kept even when a later review overrides it."""

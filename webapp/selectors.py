@@ -26,6 +26,8 @@ CELL_FIELDS = (
 )
 HISTORY_FIELDS = (*CELL_FIELDS, "image__sample", "image__original_filename", "image__model_version",
                   "image__sample__accession_number")
+# A call the network was unsure of that no reviewer has labelled yet.
+AWAITING_REVIEW = Q(needs_review=True, corrected_type="")
 # Past this many matches the history says "more than N" instead of counting them all.
 HISTORY_COUNT_CAP = 10_000
 
@@ -67,7 +69,7 @@ def samples_awaiting_review(since):
     """Samples received since then holding calls the network was unsure of that no one has
     reviewed, newest first, each with how many; counted on the cells each formula counts."""
     return (
-        current_cells().filter(needs_review=True, corrected_type="", image__sample__created_at__gte=since)
+        current_cells().filter(AWAITING_REVIEW, image__sample__created_at__gte=since)
         .values(sample_id=F("image__sample_id"), accession=F("image__sample__accession_number"))
         .annotate(flagged=Count("id")).order_by("-sample_id")
     )
@@ -85,7 +87,7 @@ def sample_cell_counts(sample_ids):
         current_cells().filter(image__sample__in=list(sample_ids)).values("image__sample")
         .annotate(
             leukocytes=Count("id", filter=~Q(cell_type=Cell.ARTEFACT)),
-            awaiting=Count("id", filter=Q(needs_review=True, corrected_type="")),
+            awaiting=Count("id", filter=AWAITING_REVIEW),
         ).order_by()
     )
     return {row["image__sample"]: SampleCounts(row["leukocytes"], row["awaiting"]) for row in rows}
@@ -116,7 +118,12 @@ def sample_progress(sample):
 
 def current_cells(sample=None, image=None):
     """Cells as the latest model version that classified each image called them."""
-    cells = Cell.objects.filter(model_version_id=F("image__model_version_id"))
+    # "+ 0", as for confidence in cell_history: compared bare, the column lets SQLite drive a
+    # newest-first history from the (image, version, index) key and sort all 100,000 cells (117 ms a
+    # page, against 2 ms walking the newest-first index; bench/web.py).
+    cells = Cell.objects.alias(counted_version=F("model_version_id") + 0).filter(
+        counted_version=F("image__model_version_id")
+    )
     if sample is not None:
         cells = cells.filter(image__sample=sample)
     if image is not None:
@@ -253,7 +260,7 @@ def leukocyte_formula(sample):
     artefacts = per_type.pop(Cell.ARTEFACT, 0)
     flags = current_cells(sample).aggregate(
         reviewed=Count("id", filter=~Q(corrected_type="")),
-        awaiting=Count("id", filter=Q(needs_review=True, corrected_type="")),
+        awaiting=Count("id", filter=AWAITING_REVIEW),
     )
     total = sum(per_type.values())
     versions = sorted(
@@ -382,14 +389,8 @@ def _day_start(day):
 def cell_history(filters=None):
     """Every classified cell, newest first, narrowed by the filters."""
     filters = filters or HistoryFilters()
-    cells = Cell.objects.select_related("image__sample").only(*HISTORY_FIELDS)
-    if filters.calls != "all":
-        # "+ 0" as for confidence below: compared bare, the column lets SQLite drive the query from
-        # the (image, version, index) key and sort all 100,000 cells (117 ms a page, against 2 ms
-        # walking the newest-first index; bench/web.py).
-        cells = cells.alias(counted_version=F("model_version_id") + 0).filter(
-            counted_version=F("image__model_version_id")
-        )
+    cells = Cell.objects if filters.calls == "all" else current_cells()
+    cells = cells.select_related("image__sample").only(*HISTORY_FIELDS)
     if filters.cell_type:
         cells = cells.filter(cell_type=filters.cell_type)
     if filters.confidence_min is not None or filters.confidence_max is not None:

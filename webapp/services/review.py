@@ -3,7 +3,7 @@
 from django.db import transaction
 from django.utils import timezone
 
-from classifier.labels import BINARY_CLASSES, BINARY_GROUP
+from classifier.labels import BINARY_CLASSES, binary_group
 from webapp.models import Cell, CellReview
 
 
@@ -36,13 +36,8 @@ def carried_label(label, class_names):
     allowed = review_types(class_names)
     if label in allowed:
         return label
-    group = BINARY_GROUP.get(label)
+    group = binary_group(label)
     return group if group in allowed else None
-
-
-def is_superseded(cell):
-    """Another version has classified the cell's image since: the formula counts its call instead."""
-    return cell.model_version_id != cell.image.model_version_id
 
 
 @transaction.atomic
@@ -58,7 +53,7 @@ def review_cell(cell, new_type, user):
         "id", "predicted_type", "corrected_type", "cell_type", "reviewed_by", "reviewed_at",
         "review_carried_from", "model_version", "model_version__class_names", "image__model_version",
     ).get(pk=cell.pk)
-    if is_superseded(cell):
+    if cell.is_superseded:
         raise ReviewError(
             f"This is model v{cell.model_version_id}'s earlier call; the sample now counts "
             f"v{cell.image.model_version_id}'s call on this photograph. Review that one instead."

@@ -71,7 +71,7 @@ def cell_json(request, cell, with_image=True):
         "needs_review": cell.needs_review,
         "model_version": cell.model_version_id,
         # False once another version re-classified the image: the formula counts that call instead.
-        "counted": cell.model_version_id == cell.image.model_version_id,
+        "counted": not cell.is_superseded,
         "created_at": cell.created_at.isoformat(),
         "crop": _media(request, cell.crop),
     }

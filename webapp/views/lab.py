@@ -30,7 +30,7 @@ from webapp.selectors import (
     samples_with_progress,
     type_order,
 )
-from webapp.services.review import ReviewError, allowed_types, is_superseded, review_cell, review_types
+from webapp.services.review import ReviewError, allowed_types, review_cell, review_types
 from webapp.services.uploads import (
     add_images_to_sample,
     create_sample_with_images,
@@ -239,8 +239,7 @@ def cell_detail(request, pk):
         "sample": cell.image.sample,
         "probabilities": [(name, p, round(p * 100, 1)) for name, p in probabilities],
         "review_types": type_shortcuts(allowed_types(cell)),
-        "superseded": is_superseded(cell),
-        "counted_call": current_counterpart(cell) if is_superseded(cell) else None,
+        "counted_call": current_counterpart(cell) if cell.is_superseded else None,
         "previous_id": siblings[position - 1] if position > 0 else None,
         "next_id": siblings[position + 1] if position + 1 < len(siblings) else None,
         "position": position + 1,
