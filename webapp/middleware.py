@@ -3,7 +3,7 @@
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.http import JsonResponse
 
-from webapp.views.errors import is_api_request, wants_json
+from webapp.views.errors import reads_json
 
 
 class LoginRequiredOrUnauthorizedMiddleware(LoginRequiredMiddleware):
@@ -11,7 +11,7 @@ class LoginRequiredOrUnauthorizedMiddleware(LoginRequiredMiddleware):
     after the sign-in expired, get 401 instead of the HTML login page they cannot read."""
 
     def handle_no_permission(self, request, view_func):
-        if is_api_request(request) or wants_json(request):
+        if reads_json(request):
             return JsonResponse(
                 {"error": "Not signed in, or the sign-in has expired: sign in again (the API uses the "
                           "site's login session)."},

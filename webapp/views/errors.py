@@ -20,6 +20,11 @@ def wants_json(request):
     return "application/json" in request.headers.get("Accept", "")
 
 
+def reads_json(request):
+    """A program or a page's script: a refusal must reach it as JSON, not as an HTML page."""
+    return is_api_request(request) or wants_json(request)
+
+
 def _message(exception, default):
     # Http404 and PermissionDenied carry a sentence written for the user; a failed URL match
     # carries a dict of patterns, which is no answer for anyone.
@@ -58,7 +63,7 @@ def csrf_failure(request, reason=""):
     workstation. Say what to do rather than Django's bare "CSRF verification failed"."""
     message = ("This page was opened before the last sign-in or sign-out, so the site could not "
                "trust the request: reload the page and do it again.")
-    if is_api_request(request) or wants_json(request):
+    if reads_json(request):
         return JsonResponse({"error": message}, status=403)
     return render(request, "403.html", {"exception": message, "csrf_failure": True}, status=403)
 
