@@ -9,6 +9,13 @@ import zipfile
 import numpy as np
 import pytest
 
+from classifier.backbones.efficientnet_lite import (
+    FEATURES,
+    WeightMismatch,
+    assign_torch_weights,
+    efficientnet_lite0,
+    imagenet_weights_path,
+)
 from classifier.backbones.torch_weights import (
     LEGACY_MAGIC_NUMBER,
     LEGACY_PROTOCOL_VERSION,
@@ -198,3 +205,96 @@ def test_reader_refuses_a_tensor_reaching_past_its_storage(tmp_path, torch_stand
     path.write_bytes(zip_archive(data, [("0", floats.array)]))
     with pytest.raises(CheckpointError, match="past the end"):
         read_state_dict(path)
+
+
+# -- the Keras port ------------------------------------------------------------------------------
+
+
+def striped_image(size):
+    """A fixed, busy test picture in [0, 1] (no random generator, so the same on every machine)."""
+    i, j = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    return np.stack([(i * 3 + j * 5 + c * 7) % 17 / 16 for c in range(3)], -1)[None].astype(np.float32)
+
+
+@pytest.mark.parametrize("normalization", ["batch", "group"])
+def test_trunk_builds_at_96_and_gives_pooled_features(normalization):
+    trunk = efficientnet_lite0((96, 96, 3), normalization=normalization)
+    features = np.asarray(trunk(np.repeat(striped_image(96), 2, axis=0), training=False))
+    assert features.shape == (2, FEATURES) and np.isfinite(features).all()
+    assert efficientnet_lite0((96, 96, 3), pooling=None).output.shape == (None, 3, 3, FEATURES)
+
+
+def test_network_saves_and_loads_with_keras_alone(tmp_path):
+    # A trained version is stored as a .keras file and loaded without this module: the network
+    # must be made of Keras's own layers only (stochastic depth included).
+    import keras
+
+    trunk = efficientnet_lite0((96, 96, 3), normalization="group")
+    network = keras.Model(trunk.input, keras.layers.Dense(4)(trunk.output))
+    network.save(tmp_path / "network.keras")
+    loaded = keras.saving.load_model(tmp_path / "network.keras")
+    image = striped_image(96)
+    saved, original = (np.asarray(model(image, training=False)) for model in (loaded, network))
+    np.testing.assert_allclose(saved, original, atol=1e-6)
+
+
+def test_network_has_the_reference_size():
+    # 4,694,024: the element count of the reference state dict, batch counters aside.
+    assert efficientnet_lite0((96, 96, 3), include_top=True).count_params() == 4_694_024
+
+
+def test_unknown_normalization_is_refused():
+    with pytest.raises(ValueError, match="normalization"):
+        efficientnet_lite0((96, 96, 3), normalization="layer")
+
+
+@pytest.fixture(scope="module")
+def imagenet_state():
+    try:
+        path = imagenet_weights_path()
+    except FileNotFoundError as missing:
+        pytest.skip(f"ImageNet weights not available: {missing}")
+    return read_state_dict(path)
+
+
+@pytest.mark.parametrize("normalization", ["batch", "group"])
+def test_imagenet_weights_fill_every_layer(imagenet_state, normalization):
+    import keras
+
+    trunk = efficientnet_lite0((96, 96, 3), normalization=normalization)
+    assignment = assign_torch_weights(trunk, imagenet_state)
+
+    assert set(assignment.assigned_layers) == {layer.name for layer in trunk.layers if layer.weights}
+    left_aside = {key for key in imagenet_state if key.startswith("_fc.") or key.endswith("_tracked")}
+    if normalization == "group":
+        left_aside |= {key for key in imagenet_state if key.endswith(("running_mean", "running_var"))}
+    assert set(assignment.ignored_keys) == left_aside
+    stem_norm = trunk.get_layer("stem_norm")
+    expected_type = (
+        keras.layers.BatchNormalization if normalization == "batch" else keras.layers.GroupNormalization
+    )
+    assert isinstance(stem_norm, expected_type)
+    np.testing.assert_array_equal(stem_norm.gamma.numpy(), imagenet_state["_bn0.weight"])
+
+
+def test_imagenet_network_answers_as_the_reference_does():
+    try:
+        network = efficientnet_lite0((96, 96, 3), include_top=True, weights="imagenet")
+    except FileNotFoundError as missing:
+        pytest.skip(f"ImageNet weights not available: {missing}")
+    logits = np.asarray(network(striped_image(96), training=False))[0]
+    # The reference (efficientnet_lite_pytorch 0.1.0, torch 2.13.0, eval mode) on the same
+    # picture: its five highest logits and their classes.
+    np.testing.assert_array_equal(np.argsort(-logits)[:5], [904, 556, 632, 828, 650])
+    np.testing.assert_allclose(np.sort(logits)[::-1][:5], [10.1382, 9.0569, 8.966, 6.9247, 6.5415], atol=1e-3)
+
+
+def test_a_state_dict_that_does_not_fit_is_refused_before_any_layer_is_set(imagenet_state):
+    trunk = efficientnet_lite0((96, 96, 3))
+    before = [weight.numpy().copy() for weight in trunk.weights]
+    missing = {key: value for key, value in imagenet_state.items() if key != "_blocks.7._bn2.running_var"}
+    with pytest.raises(WeightMismatch, match="_blocks.7._bn2.running_var"):
+        assign_torch_weights(trunk, missing)
+    with pytest.raises(WeightMismatch, match="fit no layer"):
+        assign_torch_weights(trunk, {**imagenet_state, "_blocks.16._bn0.weight": np.ones(8)})
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, trunk.weights, strict=True))
