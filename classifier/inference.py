@@ -6,39 +6,22 @@ import this module for free.
 import contextlib
 import hashlib
 import io
-import json
 import logging
 import os
 import tempfile
 import threading
-from pathlib import Path
 
 import numpy as np
 
-from classifier import calibration
+from classifier import calibration, model_folder
 from classifier.architectures import GRADCAM_LAYER
 from classifier.preparation import input_shape, prepare_batch
 from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES
 
-MODEL_FILE = "model.keras"
-METADATA_FILE = "metadata.json"
-
 logger = logging.getLogger(__name__)
 
-
-def save_model_directory(directory, model_bytes, metadata):
-    """The bundled-model folder: model.keras + metadata.json (with the file's sha256)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / MODEL_FILE).write_bytes(model_bytes)
-    metadata = {
-        **metadata,
-        "model_file": MODEL_FILE,
-        "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
-        "size_bytes": len(model_bytes),
-    }
-    (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
-    return directory
+# classifier.training saves its runs through this name; model_folder is where the format lives.
+save_model_directory = model_folder.write_model_folder
 
 
 def _load_keras_bytes(model_bytes):
@@ -160,10 +143,9 @@ class CellClassifier:
 
     @classmethod
     def from_directory(cls, path, runtime=DEFAULT_RUNTIME):
-        path = Path(path)
-        metadata = json.loads((path / METADATA_FILE).read_text())
-        model_path = path / metadata.get("model_file", MODEL_FILE)
-        return cls.from_bytes(model_path.read_bytes(), metadata, runtime)
+        """A saved model folder (classifier.model_folder, which checks the bytes' SHA-256)."""
+        model_bytes, metadata = model_folder.read_model_folder(path)
+        return cls(_load_keras_bytes(model_bytes), metadata, runtime)
 
     @property
     def serving_runtime(self):

@@ -11,10 +11,10 @@ from classifier import inference
 from classifier.architectures import DEFAULT_INPUT_SPEC, build_model
 from classifier.inference import CellClassifier
 from classifier.labels import TASK_CLASSES
+from classifier.model_folder import BUNDLED_MODELS_DIR, METADATA_FILE, MODEL_FILE, is_model_folder
 from classifier.training import model_to_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
-BUNDLED = ROOT / "classifier" / "default_model"
 
 
 def make_classifier(architecture, task, temperature=1.5, runtime="litert-int8"):
@@ -142,24 +142,24 @@ def test_importing_the_serving_path_does_not_import_tensorflow():
 
 @pytest.mark.parametrize("name", ["leukonet", "paper-binary"])
 def test_bundled_models_load_and_predict(name):
-    folder = BUNDLED / name
-    if not (folder / "metadata.json").is_file():
+    folder = BUNDLED_MODELS_DIR / name
+    if not is_model_folder(folder):
         pytest.skip(f"bundled model {folder} not present")
     # Strict JSON: NaN or Infinity would load here but be refused by the database's JSON columns.
     def refuse(constant):
-        raise ValueError(f"{constant} in {folder / 'metadata.json'}")
+        raise ValueError(f"{constant} in {folder / METADATA_FILE}")
 
-    json.loads((folder / "metadata.json").read_text(), parse_constant=refuse)
+    json.loads((folder / METADATA_FILE).read_text(), parse_constant=refuse)
     classifier = CellClassifier.from_directory(folder)
     p = classifier.predict([window(1)])
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
-    assert (folder / "model.keras").stat().st_size <= 10 * 1024 * 1024
+    assert (folder / MODEL_FILE).stat().st_size <= 10 * 1024 * 1024
 
 
 @pytest.mark.parametrize("name", ["leukonet", "paper-binary"])
 def test_int8_serving_stays_close_to_float_and_ignores_batchmates(name):
-    folder = BUNDLED / name
-    if not (folder / "metadata.json").is_file():
+    folder = BUNDLED_MODELS_DIR / name
+    if not is_model_folder(folder):
         pytest.skip(f"bundled model {folder} not present")
     served = CellClassifier.from_directory(folder)  # the default: int8 weights
     exact = CellClassifier(served.model, served.metadata, runtime="tensorflow")
