@@ -164,6 +164,15 @@ def test_a_failure_while_storing_removes_the_new_pictures(network, stored_image,
     assert {p for p in Path(isolated_media_root).rglob("*") if p.is_file()} == before
 
 
+def test_a_stored_file_that_is_no_image_fails_readably(network, stored_image):
+    make_version()
+    Path(stored_image.image.path).write_bytes(b"half a JPEG")
+    classification.classify_smear_image(stored_image.pk)
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert image.status == "failed"
+    assert image.error == "The photograph could not be read: the file is damaged or is not an image."
+
+
 def test_without_an_active_model_the_reason_is_given(network, stored_image, monkeypatch):
     def no_model():
         raise NoActiveModel("No model version is active: an admin must activate one.")

@@ -6,81 +6,37 @@ same image and model version updates that version's cells in place, keyed by (im
 index), so a retried task never duplicates cells and never drops a technologist's review.
 """
 
-import io
 import logging
 import time
 
-import cv2
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
-from PIL import Image
 
 from classifier.boxes import SAME_CELL_IOU, match_boxes
+from classifier.errors import UnreadablePhotograph
 from classifier.labels import binary_group
 from classifier.pipeline import analyse_smear
 from classifier.preparation import prepare_window
 from classifier.quality import assess_quality
+from classifier.rendering import cell_pictures, decode_rgb
 from webapp.models import Cell, ModelVersion, SmearImage
 from webapp.services.model_registry import NoActiveModel, active_version, load_classifier
 from webapp.services.review import carried_label
 
 logger = logging.getLogger(__name__)
 
-# Room around the detector's box in the thumbnail, so the cell's edge is visible.
-CROP_MARGIN = 0.15
-THUMBNAIL_MAX_SIDE = 320  # the cell page shows the crop large; the grids scale it down
-HEATMAP_MIN_SIDE = 240
-
 
 class ClassificationError(RuntimeError):
     """A failure whose message is meant for the lab staff reading the sample page."""
 
 
-def _encode(rgb, fmt, **params):
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format=fmt, **params)
-    return buffer.getvalue()
-
-
-def crop_thumbnail(rgb, box):
-    x0, y0, x1, y1 = box
-    height, width = rgb.shape[:2]
-    pad_x, pad_y = int((x1 - x0) * CROP_MARGIN), int((y1 - y0) * CROP_MARGIN)
-    crop = rgb[max(0, y0 - pad_y) : min(height, y1 + pad_y), max(0, x0 - pad_x) : min(width, x1 + pad_x)]
-    if crop.size == 0:
-        crop = rgb[max(0, y0) : y0 + 1, max(0, x0) : x0 + 1]
-    longest = max(crop.shape[:2])
-    if longest > THUMBNAIL_MAX_SIDE:
-        factor = THUMBNAIL_MAX_SIDE / longest
-        size = (max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
-        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
-    return crop
-
-
-def heatmap_overlay(network_input, heatmap):
-    """Grad-CAM drawn over exactly what the network saw; weak attention leaves the cell visible."""
-    height, width = network_input.shape[:2]
-    heat = cv2.resize(np.asarray(heatmap, dtype=np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    heat = np.clip(np.nan_to_num(heat), 0.0, 1.0)
-    colours = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-    alpha = (0.65 * heat)[..., None]
-    blended = network_input.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha
-    overlay = blended.clip(0, 255).astype(np.uint8)
-    shortest = min(height, width)
-    if shortest < HEATMAP_MIN_SIDE:
-        factor = HEATMAP_MIN_SIDE / shortest
-        overlay = cv2.resize(overlay, (round(width * factor), round(height * factor)),
-                             interpolation=cv2.INTER_LINEAR)
-    return overlay
-
-
 def _load_rgb(image):
     try:
-        with image.image.open("rb") as handle, Image.open(handle) as picture:
-            return np.asarray(picture.convert("RGB"))
+        with image.image.open("rb") as handle:
+            return decode_rgb(handle)
     except FileNotFoundError:
         raise ClassificationError("The stored photograph is missing from storage.") from None
     except OSError:
@@ -97,7 +53,7 @@ def _version_for(model_version_id):
 
 
 def _readable(exc):
-    if isinstance(exc, ClassificationError | NoActiveModel):
+    if isinstance(exc, ClassificationError | NoActiveModel | UnreadablePhotograph):
         return str(exc)
     detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
     return (
@@ -134,6 +90,7 @@ def _cell_outputs(rgb, analysis, classifier):
         heatmap = classifier.gradcam(window, class_index=class_index)
         network_input = prepare_window(window, classifier.input_spec)
         box = tuple(int(v) for v in found.cell.box)
+        crop, window_png, overlay = cell_pictures(rgb, box, window, network_input, heatmap)
         outputs.append({
             "box": box,
             "score": float(found.cell.score),
@@ -141,9 +98,9 @@ def _cell_outputs(rgb, analysis, classifier):
             "probabilities": probabilities,
             "confidence": float(found.confidence),
             "binary_call": found.binary_call or binary_group(predicted),
-            "crop": _encode(crop_thumbnail(rgb, box), "JPEG", quality=90),
-            "window": _encode(window, "PNG", compress_level=3),
-            "heatmap": _encode(heatmap_overlay(network_input, heatmap), "JPEG", quality=88),
+            "crop": crop,
+            "window": window_png,
+            "heatmap": overlay,
         })
     return outputs
 
