@@ -1,5 +1,5 @@
-"""Classifying a stored smear photograph in the worker: find the leukocytes, call the network on all of
-them at once, and store each cell with its crop, context window and Grad-CAM picture.
+"""Classifying a stored smear photograph in the worker: hand it to the classifier's pipeline and store
+each cell it returns, pictures included.
 
 Runs only inside a Celery worker (TensorFlow is loaded there by model_registry). Re-running for the
 same image and model version updates that version's cells in place, keyed by (image, version,
@@ -9,7 +9,6 @@ index), so a retried task never duplicates cells and never drops a technologist'
 import logging
 import time
 
-import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
@@ -17,11 +16,8 @@ from django.utils import timezone
 
 from classifier.boxes import SAME_CELL_IOU, match_boxes
 from classifier.errors import UnreadablePhotograph
-from classifier.labels import binary_group
 from classifier.pipeline import analyse_smear
-from classifier.preparation import prepare_window
-from classifier.quality import assess_quality
-from classifier.rendering import cell_pictures, decode_rgb
+from classifier.rendering import decode_rgb
 from webapp.models import Cell, ModelVersion, SmearImage
 from webapp.services.model_registry import NoActiveModel, active_version, load_classifier
 from webapp.services.review import carried_label
@@ -78,40 +74,13 @@ class _Written:
             self.storage.delete(name)
 
 
-def _cell_outputs(rgb, analysis, classifier):
-    """Per detected cell: the model's call and the three pictures, all computed before any DB write."""
-    outputs = []
-    class_names = list(classifier.class_names)
-    for found in analysis.cells:
-        probabilities = {name: float(found.probabilities.get(name, 0.0)) for name in class_names}
-        predicted = found.predicted_type
-        class_index = class_names.index(predicted) if predicted in class_names else None
-        window = np.asarray(found.window, dtype=np.uint8)
-        heatmap = classifier.gradcam(window, class_index=class_index)
-        network_input = prepare_window(window, classifier.input_spec)
-        box = tuple(int(v) for v in found.cell.box)
-        crop, window_png, overlay = cell_pictures(rgb, box, window, network_input, heatmap)
-        outputs.append({
-            "box": box,
-            "score": float(found.cell.score),
-            "predicted_type": predicted,
-            "probabilities": probabilities,
-            "confidence": float(found.confidence),
-            "binary_call": found.binary_call or binary_group(predicted),
-            "crop": crop,
-            "window": window_png,
-            "heatmap": overlay,
-        })
-    return outputs
-
-
-def _store_cells(image, version, outputs, written):
+def _store_cells(image, version, finished_cells, written):
     """Upsert this version's cells of the image; return the file names they no longer use."""
     existing = {cell.index: cell for cell in Cell.objects.filter(image=image, model_version=version)}
     threshold = settings.REVIEW_CONFIDENCE_THRESHOLD
     stale_files, to_create, to_update = [], [], []
     stem = f"img{image.pk}-v{version.pk}"
-    for index, out in enumerate(outputs):
+    for index, found in enumerate(finished_cells):
         cell = existing.pop(index, None)
         if cell is None:
             cell = Cell(image=image, model_version=version, index=index)
@@ -119,17 +88,17 @@ def _store_cells(image, version, outputs, written):
         else:
             stale_files += [f.name for f in (cell.crop, cell.heatmap, cell.window) if f]
             to_update.append(cell)
-        cell.x0, cell.y0, cell.x1, cell.y1 = out["box"]
-        cell.detection_score = out["score"]
-        cell.predicted_type = out["predicted_type"]
-        cell.probabilities = out["probabilities"]
-        cell.confidence = out["confidence"]
-        cell.binary_call = out["binary_call"]
-        cell.needs_review = out["confidence"] < threshold
-        cell.cell_type = cell.corrected_type or out["predicted_type"]
-        written.save(cell.crop, f"{stem}-c{index}.jpg", out["crop"])
-        written.save(cell.window, f"{stem}-c{index}.png", out["window"])
-        written.save(cell.heatmap, f"{stem}-c{index}.jpg", out["heatmap"])
+        cell.x0, cell.y0, cell.x1, cell.y1 = found.box
+        cell.detection_score = found.detection_score
+        cell.predicted_type = found.predicted_type
+        cell.probabilities = found.probabilities
+        cell.confidence = found.confidence
+        cell.binary_call = found.binary_call
+        cell.needs_review = found.confidence < threshold
+        cell.cell_type = cell.corrected_type or found.predicted_type
+        written.save(cell.crop, f"{stem}-c{index}.jpg", found.crop_jpeg)
+        written.save(cell.window, f"{stem}-c{index}.png", found.window_png)
+        written.save(cell.heatmap, f"{stem}-c{index}.jpg", found.heatmap_jpeg)
     for cell in existing.values():  # the detector now finds fewer cells than last time
         stale_files += [f.name for f in (cell.crop, cell.heatmap, cell.window) if f]
     Cell.objects.filter(pk__in=[cell.pk for cell in existing.values()]).delete()
@@ -191,10 +160,7 @@ def classify_smear_image(image_id, model_version_id=None):
         image = SmearImage.objects.get(pk=image_id)
         version = _version_for(model_version_id)
         classifier = load_classifier(version)
-        rgb = _load_rgb(image)
-        quality = assess_quality(rgb)
-        analysis = analyse_smear(rgb, classifier)
-        outputs = _cell_outputs(rgb, analysis, classifier)
+        analysis = analyse_smear(_load_rgb(image), classifier)
         with transaction.atomic():
             # A redelivered task may run beside the first one: the row lock makes the second
             # upsert see the first one's cells and update them instead of colliding with them.
@@ -202,14 +168,14 @@ def classify_smear_image(image_id, model_version_id=None):
             previous_version_ids = list(locked.values_list("model_version_id", flat=True))
             if not previous_version_ids:
                 raise ClassificationError("The image was deleted while it was being classified.")
-            stale_files = _store_cells(image, version, outputs, written)
+            stale_files = _store_cells(image, version, analysis.cells, written)
             if previous_version_ids[0] not in (None, version.pk):
                 _carry_reviews(image, previous_version_ids[0], version)
             updated = SmearImage.objects.filter(pk=image.pk).update(
                 status=SmearImage.Status.DONE,
                 error="",
-                quality=quality.to_dict(),
-                quality_warnings=list(quality.warnings),
+                quality=analysis.quality.to_dict(),
+                quality_warnings=list(analysis.quality.warnings),
                 model_version=version,
                 inference_runtime=classifier.serving_runtime,
                 processed_at=timezone.now(),
@@ -225,6 +191,6 @@ def classify_smear_image(image_id, model_version_id=None):
         return None
     for name in stale_files:
         written.storage.delete(name)
-    logger.info("Image %s: %d cell(s) with v%s in %.2f s", image_id, len(outputs), version.pk,
+    logger.info("Image %s: %d cell(s) with v%s in %.2f s", image_id, len(analysis.cells), version.pk,
                 time.monotonic() - started)
-    return len(outputs)
+    return len(analysis.cells)
