@@ -1,4 +1,5 @@
-"""Errors the classifier core raises for people to read (a training form, a management command)."""
+"""Errors the classifier core raises for people to read (a training form, a management command, a
+sample page)."""
 
 
 class TrainingDataError(ValueError):
@@ -7,3 +8,7 @@ class TrainingDataError(ValueError):
 
 class TrainingCancelled(Exception):
     """Training stopped because someone asked it to (should_stop returned True)."""
+
+
+class UnreadablePhotograph(ValueError):
+    """An image file that cannot be decoded; the message says so for the lab staff."""

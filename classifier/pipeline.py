@@ -1,69 +1,71 @@
-"""One smear photograph in, every leukocyte found and classified out: what the worker calls."""
+"""One smear photograph in, everything the site stores about it out: what the worker calls.
 
-from dataclasses import dataclass, field
+The photograph's quality, then every leukocyte found, classified in one network call and finished
+with the pictures the site shows of it, encoded as it stores them. Each cell's context window is
+prepared for the network once; the call, its Grad-CAM and the picture drawn under the heat map
+all use that one preparation.
+"""
+
+from dataclasses import dataclass
 
 import numpy as np
 
+from classifier.detection import cell_window, detect_leukocytes
 from classifier.labels import binary_probabilities
+from classifier.quality import QualityReport, assess_quality
+from classifier.rendering import cell_pictures
 
 
-@dataclass
-class ClassifiedCell:
-    cell: object  # classifier.detection.DetectedCell
-    window: np.ndarray  # uint8 240x320x3 context window at reference scale
-    probabilities: dict  # class name -> calibrated probability
+@dataclass(frozen=True)
+class FinishedCell:
+    """One leukocyte as the site stores it."""
+
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the photograph's pixels
+    detection_score: float
+    probabilities: dict[str, float]  # class name -> calibrated probability, in class_names order
     predicted_type: str
-    binary_call: str  # MONONUCLEAR / POLYNUCLEAR
     confidence: float  # calibrated probability of predicted_type
-    binary_probabilities: dict = field(default_factory=dict)
+    binary_call: str  # MONONUCLEAR / POLYNUCLEAR
+    crop_jpeg: bytes  # the cell in the photograph, with a margin
+    window_png: bytes  # the 240x320 context window the network saw, lossless
+    heatmap_jpeg: bytes  # Grad-CAM of the call over the network's input
 
 
-@dataclass
+@dataclass(frozen=True)
 class SmearAnalysis:
-    detection: object  # classifier.detection.DetectionResult
-    cells: list  # [ClassifiedCell], in detection order (best score first)
-
-    @property
-    def counts(self):
-        counts = {}
-        for cell in self.cells:
-            counts[cell.predicted_type] = counts.get(cell.predicted_type, 0) + 1
-        return counts
-
-
-def classify_windows(windows, classifier):
-    """Probabilities dicts, predicted types, binary calls and confidences for windows, batched."""
-    if len(windows) == 0:
-        return []
-    probabilities = classifier.predict(windows)
-    names = list(classifier.class_names)
-    out = []
-    for row in probabilities:
-        as_dict = {name: float(p) for name, p in zip(names, row, strict=True)}
-        best = int(np.argmax(row))
-        binary = binary_probabilities(as_dict)
-        out.append(
-            {
-                "probabilities": as_dict,
-                "predicted_type": names[best],
-                "confidence": float(row[best]),
-                "binary_probabilities": binary,
-                "binary_call": max(binary, key=binary.get),
-            }
-        )
-    return out
+    quality: QualityReport
+    cells: list[FinishedCell]  # in detection order (best score first)
 
 
 def analyse_smear(rgb, classifier) -> SmearAnalysis:
-    """Detect the leukocytes of an RGB uint8 photograph and classify them all in one model call."""
-    from classifier.detection import cell_window, detect_leukocytes
-
+    """Assess an RGB uint8 photograph, detect its leukocytes, classify them all in one network call
+    (classifier: a classifier.inference.CellClassifier) and finish each one."""
     rgb = np.asarray(rgb)
+    quality = assess_quality(rgb)
     detection = detect_leukocytes(rgb)
     windows = [cell_window(rgb, cell, detection.scale) for cell in detection.cells]
-    calls = classify_windows(windows, classifier)
-    cells = [
-        ClassifiedCell(cell=cell, window=window, **call)
-        for cell, window, call in zip(detection.cells, windows, calls, strict=True)
-    ]
-    return SmearAnalysis(detection=detection, cells=cells)
+    if not windows:
+        return SmearAnalysis(quality=quality, cells=[])
+    explained = classifier.explained_calls(windows)
+    names = list(classifier.class_names)
+    cells = []
+    for row, (found, window) in enumerate(zip(detection.cells, windows, strict=True)):
+        probabilities = {name: float(p) for name, p in zip(names, explained.probabilities[row], strict=True)}
+        best = int(np.argmax(explained.probabilities[row]))
+        binary = binary_probabilities(probabilities)
+        box = tuple(int(value) for value in found.box)
+        crop, window_png, heatmap = cell_pictures(
+            rgb, box, window, explained.network_inputs[row], explained.heatmaps[row]
+        )
+        cells.append(FinishedCell(
+            box=box,
+            detection_score=float(found.score),
+            probabilities=probabilities,
+            predicted_type=names[best],
+            confidence=float(explained.probabilities[row][best]),
+            binary_call=max(binary, key=binary.get),
+            crop_jpeg=crop,
+            window_png=window_png,
+            heatmap_jpeg=heatmap,
+        ))
+    return SmearAnalysis(quality=quality, cells=cells)

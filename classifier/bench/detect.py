@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import time
 import xml.etree.ElementTree as ET
@@ -29,11 +28,11 @@ import numpy as np
 
 from classifier.boxes import box_iou, match_boxes
 from classifier.detection import detect_leukocytes
+from classifier.model_folder import BUNDLED_MODELS_DIR, bundled_model_folders
 from classifier.runtimes import quiet_tensorflow_startup
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "datasets"
-BUNDLED_MODELS = PROJECT_ROOT / "classifier" / "default_model"
 IOU_MATCH = 0.5
 
 
@@ -187,19 +186,10 @@ def benchmark_pipeline(bccd: Path, model_dir: Path) -> None:
         f"{right_known / max(known_smears, 1):.3f} ({right_known}/{known_smears})"
     )
     print(f"  cell type right, binary:  {right_binary / count:.3f} ({right_binary}/{len(smears)})")
-    print(f"  {seconds / count * 1000:.0f} ms per smear")
+    print(f"  {seconds / count * 1000:.0f} ms per smear (quality, detection, network, Grad-CAM, pictures)")
     print(f"  wrong 4-class ({len(wrong)}):")
     for line in wrong:
         print(f"    {line}")
-
-
-def default_model() -> Path | None:
-    """The bundled model a fresh install serves (metadata `default: true`), else the first."""
-    bundled = sorted(BUNDLED_MODELS.glob("*/metadata.json"))
-    for metadata in bundled:
-        if json.loads(metadata.read_text()).get("default"):
-            return metadata.parent
-    return bundled[0].parent if bundled else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -215,10 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     print_detection(benchmark_detector(bccd))
     if args.skip_pipeline:
         return
-    model_dir = args.model or default_model()
+    # The bundled model a fresh install serves comes first.
+    model_dir = args.model or next(iter(bundled_model_folders()), None)
     print()
     if model_dir is None:
-        print(f"Smear pipeline skipped: no --model given and no bundled model in {BUNDLED_MODELS}")
+        print(f"Smear pipeline skipped: no --model given and no bundled model in {BUNDLED_MODELS_DIR}")
         return
     benchmark_pipeline(bccd, model_dir)
 

@@ -10,11 +10,14 @@ import pytest
 from classifier import inference
 from classifier.architectures import DEFAULT_INPUT_SPEC, build_model
 from classifier.inference import CellClassifier
-from classifier.labels import TASK_CLASSES
+from classifier.labels import FOUR_CLASSES, TASK_CLASSES
+from classifier.model_folder import BUNDLED_MODELS_DIR, METADATA_FILE, MODEL_FILE, is_model_folder
+from classifier.preparation import prepare_batch, prepare_window
+from classifier.rendering import decode_rgb
 from classifier.training import model_to_bytes
+from tests.classifier.drawn_fields import draw_field
 
 ROOT = Path(__file__).resolve().parents[2]
-BUNDLED = ROOT / "classifier" / "default_model"
 
 
 def make_classifier(architecture, task, temperature=1.5, runtime="litert-int8"):
@@ -106,10 +109,66 @@ def test_temperature_softens_probabilities(paper_binary):
 
 def test_gradcam_shape_and_range(leukonet, paper_binary):
     for classifier in (leukonet, paper_binary):
-        heatmap = classifier.gradcam(window())
-        assert heatmap.shape == classifier.input_shape[:2]
-        assert heatmap.dtype == np.float32
-        assert heatmap.min() >= 0.0 and heatmap.max() <= 1.0
+        heatmaps = classifier.heatmaps(classifier.network_inputs([window(), window(1)]))
+        assert heatmaps.shape == (2, *classifier.input_shape[:2])
+        assert heatmaps.dtype == np.float32
+        assert heatmaps.min() >= 0.0 and heatmaps.max() <= 1.0
+
+
+def eager_gradcam(classifier, window, class_index):
+    """Grad-CAM as the worker computed it before the pipeline shared one preparation: the window
+    prepared again, the Keras network called eagerly on it alone."""
+    import keras
+    import tensorflow as tf
+
+    layer = classifier.model.get_layer(classifier.gradcam_layer)
+    network = keras.Model(classifier.model.inputs, [layer.output, classifier.model.output])
+    with tf.GradientTape() as tape:
+        batch = tf.constant(prepare_batch([window], classifier.input_spec))
+        features, output = network(batch, training=False)
+        if output.shape[-1] == 1:
+            p = tf.clip_by_value(output[:, 0], 1e-7, 1 - 1e-7)
+            score = tf.math.log(p) - tf.math.log(1 - p)
+            score = score if class_index == 1 else -score
+        else:
+            score = tf.math.log(tf.clip_by_value(output[:, class_index], 1e-7, 1.0))
+    grads = tape.gradient(score, features)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[0].numpy()
+    height, width = classifier.input_shape[:2]
+    cam = np.maximum(cv2.resize(cam.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR), 0)
+    return cam / cam.max() if cam.max() > 0 else cam
+
+
+@pytest.mark.parametrize("architecture, task", [("leukonet", "4class"), ("paper", "binary")])
+def test_one_preparation_serves_the_call_the_heat_map_and_the_overlay(architecture, task):
+    # The trained weights of a bundled network where present: random ones leave much of Grad-CAM
+    # at zero, where a difference would go unseen.
+    bundled = BUNDLED_MODELS_DIR / ("leukonet" if architecture == "leukonet" else "paper-binary")
+    if is_model_folder(bundled):
+        classifier = CellClassifier.from_directory(bundled)
+    else:
+        classifier = make_classifier(architecture, task)
+    windows = [draw_field(name, seed) for seed, name in enumerate(FOUR_CLASSES)] + [window(5)]
+    explained = classifier.explained_calls(windows)
+
+    for row, one in enumerate(windows):
+        prepared = prepare_window(one, classifier.input_spec)
+        np.testing.assert_array_equal(explained.network_inputs[row], prepared)
+    np.testing.assert_array_equal(explained.probabilities, classifier.predict(windows))
+    calls = explained.probabilities.argmax(axis=1)
+    for row, one in enumerate(windows):
+        np.testing.assert_array_equal(explained.heatmaps[row], eager_gradcam(classifier, one, calls[row]))
+    # Another class than the call ...
+    others = (calls + 1) % len(classifier.class_names)
+    explaining_others = classifier.heatmaps(explained.network_inputs[:2], others[:2])
+    np.testing.assert_array_equal(explaining_others[1], eager_gradcam(classifier, windows[1], others[1]))
+    assert not np.array_equal(explaining_others[0], explained.heatmaps[0])
+    # ... and, where none is named, the float Keras network's own call.
+    float_calls = CellClassifier(classifier.model, classifier.metadata, "tensorflow").predict(windows[:2])
+    unnamed = classifier.heatmaps(explained.network_inputs[:2])
+    for row, call in enumerate(float_calls.argmax(axis=1)):
+        np.testing.assert_array_equal(unnamed[row], eager_gradcam(classifier, windows[row], call))
 
 
 def test_model_bytes_must_match_recorded_sha(leukonet):
@@ -118,18 +177,32 @@ def test_model_bytes_must_match_recorded_sha(leukonet):
         CellClassifier.from_bytes(b"whatever", metadata)
 
 
-def test_analyse_smear_classifies_every_detected_cell(leukonet):
+def test_analyse_smear_finishes_every_detected_cell(leukonet):
+    from classifier.detection import cell_window, detect_leukocytes
     from classifier.pipeline import analyse_smear
 
     smear = cv2.resize(window(3), (640, 480), interpolation=cv2.INTER_LINEAR)
     analysis = analyse_smear(smear, leukonet)
-    assert len(analysis.cells) == len(analysis.detection.cells)
-    for cell in analysis.cells:
-        assert cell.window.shape == (240, 320, 3)
+    detection = detect_leukocytes(smear)
+    assert [cell.box for cell in analysis.cells] == [found.box for found in detection.cells]
+    assert analysis.cells and "focus" in analysis.quality.to_dict()
+    for cell, found in zip(analysis.cells, detection.cells, strict=True):
+        assert cell.detection_score == found.score
         assert sum(cell.probabilities.values()) == pytest.approx(1.0)
         assert cell.predicted_type in leukonet.class_names
         assert cell.binary_call in ("MONONUCLEAR", "POLYNUCLEAR")
         assert cell.confidence == pytest.approx(cell.probabilities[cell.predicted_type])
+        # Lossless: the window stored is, pixel for pixel, the one the network was given.
+        np.testing.assert_array_equal(decode_rgb(cell.window_png), cell_window(smear, found, detection.scale))
+        assert cell.crop_jpeg[:2] == cell.heatmap_jpeg[:2] == b"\xff\xd8"  # JPEG
+        assert decode_rgb(cell.heatmap_jpeg).shape == (240, 240, 3)  # LeukoNet's 96x96, drawn larger
+
+
+def test_a_smear_without_leukocytes_has_no_cells(leukonet):
+    from classifier.pipeline import analyse_smear
+
+    analysis = analyse_smear(np.full((480, 640, 3), (225, 215, 220), np.uint8), leukonet)
+    assert analysis.cells == [] and analysis.quality.brightness > 0
 
 
 def test_importing_the_serving_path_does_not_import_tensorflow():
@@ -142,24 +215,24 @@ def test_importing_the_serving_path_does_not_import_tensorflow():
 
 @pytest.mark.parametrize("name", ["leukonet", "paper-binary"])
 def test_bundled_models_load_and_predict(name):
-    folder = BUNDLED / name
-    if not (folder / "metadata.json").is_file():
+    folder = BUNDLED_MODELS_DIR / name
+    if not is_model_folder(folder):
         pytest.skip(f"bundled model {folder} not present")
     # Strict JSON: NaN or Infinity would load here but be refused by the database's JSON columns.
     def refuse(constant):
-        raise ValueError(f"{constant} in {folder / 'metadata.json'}")
+        raise ValueError(f"{constant} in {folder / METADATA_FILE}")
 
-    json.loads((folder / "metadata.json").read_text(), parse_constant=refuse)
+    json.loads((folder / METADATA_FILE).read_text(), parse_constant=refuse)
     classifier = CellClassifier.from_directory(folder)
     p = classifier.predict([window(1)])
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
-    assert (folder / "model.keras").stat().st_size <= 10 * 1024 * 1024
+    assert (folder / MODEL_FILE).stat().st_size <= 10 * 1024 * 1024
 
 
 @pytest.mark.parametrize("name", ["leukonet", "paper-binary"])
 def test_int8_serving_stays_close_to_float_and_ignores_batchmates(name):
-    folder = BUNDLED / name
-    if not (folder / "metadata.json").is_file():
+    folder = BUNDLED_MODELS_DIR / name
+    if not is_model_folder(folder):
         pytest.skip(f"bundled model {folder} not present")
     served = CellClassifier.from_directory(folder)  # the default: int8 weights
     exact = CellClassifier(served.model, served.metadata, runtime="tensorflow")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from classifier.model_folder import bundled_model_folders, is_model_folder
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUNDLED_DIR = REPO_ROOT / "classifier" / "default_model"
 DEV_MODEL_DIR = REPO_ROOT / "var" / "dev-model"
 
 
@@ -23,10 +24,10 @@ def activate_served_model():
     chosen = os.environ.get("LEUKOSCOPE_TEST_MODEL_DIR")  # e.g. to run the suite on another bundled model
     if chosen:
         version, _ = register_model_directory(Path(chosen))
-    elif any(BUNDLED_DIR.glob("*/metadata.json")):
+    elif bundled_model_folders():
         registered = ensure_default_model()
         version = registered[0][0]
-    elif (DEV_MODEL_DIR / "metadata.json").exists():
+    elif is_model_folder(DEV_MODEL_DIR):
         version, _ = register_model_directory(DEV_MODEL_DIR)
     else:
         pytest.skip(

@@ -1,6 +1,6 @@
-"""The worker's classification service, in-process with a stand-in network: idempotent upserts, files
-written and replaced, and never an image left "processing" after an error. The real network runs in
-tests/e2e."""
+"""The worker's classification service, in-process with a stand-in for the classifier's pipeline:
+idempotent upserts, files written and replaced, and never an image left "processing" after an error.
+The real pipeline and network run in tests/e2e."""
 
 import io
 from pathlib import Path
@@ -10,8 +10,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
-from classifier.detection import DetectedCell, DetectionResult
-from classifier.pipeline import ClassifiedCell, SmearAnalysis
+from classifier.pipeline import FinishedCell, SmearAnalysis
+from classifier.quality import QualityReport
+from classifier.rendering import encode_jpeg, encode_png
 from tests.webapp.lab_factories import make_version
 from webapp.models import Cell, CellReview, Sample, SmearImage
 from webapp.services import classification, uploads
@@ -25,27 +26,25 @@ CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
 
 class StandInClassifier:
     class_names = CLASSES
-    task = "4class"
-    input_spec = {"height": 96, "width": 96, "mode": "cell", "crop": 120}
     serving_runtime = "tensorflow"
-
-    def gradcam(self, window, class_index=None):
-        heat = np.zeros((96, 96), np.float32)
-        heat[30:60, 30:60] = 1.0
-        return heat
 
 
 def analysis_with(boxes, predicted="NEUTROPHIL", confidence=0.9):
     cells = []
-    for box in boxes:
+    for index, box in enumerate(boxes):
         probabilities = {name: (1 - confidence) / 3 for name in CLASSES}
         probabilities[predicted] = confidence
-        cells.append(ClassifiedCell(
-            cell=DetectedCell(box=box, score=0.9), window=np.full((240, 320, 3), 180, np.uint8),
-            probabilities=probabilities, predicted_type=predicted, binary_call="POLYNUCLEAR",
-            confidence=confidence,
+        x0, y0, x1, y1 = box
+        cells.append(FinishedCell(
+            box=box, detection_score=0.9, probabilities=probabilities, predicted_type=predicted,
+            confidence=confidence, binary_call="POLYNUCLEAR",
+            crop_jpeg=encode_jpeg(np.full((y1 - y0, x1 - x0, 3), 150 + index, np.uint8), 90),
+            window_png=encode_png(np.full((240, 320, 3), 180 + index, np.uint8)),
+            heatmap_jpeg=encode_jpeg(np.full((240, 240, 3), 100 + index, np.uint8), 88),
         ))
-    return SmearAnalysis(detection=DetectionResult(cells=[c.cell for c in cells], scale=2.0), cells=cells)
+    quality = QualityReport(focus=11.5, clipped_highlights=0.0, clipped_shadows=0.0, brightness=0.7,
+                            background_a=1.0, background_b=2.0, warnings=["The image looks out of focus."])
+    return SmearAnalysis(quality=quality, cells=cells)
 
 
 @pytest.fixture
@@ -87,14 +86,20 @@ def test_cells_are_stored_with_pictures_and_flags(network, stored_image, setting
     assert classification.classify_smear_image(stored_image.pk) == 2
     image = SmearImage.objects.get(pk=stored_image.pk)
     assert image.status == "done" and image.error == "" and image.model_version == version
-    assert image.processed_at is not None and "focus" in image.quality
+    assert image.processed_at is not None and image.quality["focus"] == 11.5
+    assert image.quality_warnings == ["The image looks out of focus."]
     assert image.inference_runtime == "tensorflow"  # what the classifier said computed it
     cells = list(image.cells.order_by("index"))
     assert [(c.x0, c.y0, c.x1, c.y1) for c in cells] == [(100, 80, 220, 200), (300, 200, 400, 300)]
     assert all(c.cell_type == c.predicted_type == "NEUTROPHIL" and c.needs_review for c in cells)
-    assert all(path.is_file() for path in files_of(cells))
+    assert all(c.detection_score == 0.9 and c.binary_call == "POLYNUCLEAR" for c in cells)
+    assert cells[0].probabilities == network.analysis.cells[0].probabilities
+    # The pictures are stored as the pipeline encoded them, each cell its own.
+    for cell, finished in zip(cells, network.analysis.cells, strict=True):
+        assert Path(cell.crop.path).read_bytes() == finished.crop_jpeg
+        assert Path(cell.window.path).read_bytes() == finished.window_png
+        assert Path(cell.heatmap.path).read_bytes() == finished.heatmap_jpeg
     assert Image.open(cells[0].window.path).size == (320, 240)
-    assert Image.open(cells[0].crop.path).size == (156, 156)  # the box plus 15% on each side
 
 
 def test_running_twice_updates_in_place_and_keeps_reviews(network, stored_image, django_user_model):
@@ -162,6 +167,15 @@ def test_a_failure_while_storing_removes_the_new_pictures(network, stored_image,
     assert SmearImage.objects.get(pk=stored_image.pk).status == "failed"
     assert not Cell.objects.exists()
     assert {p for p in Path(isolated_media_root).rglob("*") if p.is_file()} == before
+
+
+def test_a_stored_file_that_is_no_image_fails_readably(network, stored_image):
+    make_version()
+    Path(stored_image.image.path).write_bytes(b"half a JPEG")
+    classification.classify_smear_image(stored_image.pk)
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert image.status == "failed"
+    assert image.error == "The photograph could not be read: the file is damaged or is not an image."
 
 
 def test_without_an_active_model_the_reason_is_given(network, stored_image, monkeypatch):

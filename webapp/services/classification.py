@@ -1,86 +1,38 @@
-"""Classifying a stored smear photograph in the worker: find the leukocytes, call the network on all of
-them at once, and store each cell with its crop, context window and Grad-CAM picture.
+"""Classifying a stored smear photograph in the worker: hand it to the classifier's pipeline and store
+each cell it returns, pictures included.
 
 Runs only inside a Celery worker (TensorFlow is loaded there by model_registry). Re-running for the
 same image and model version updates that version's cells in place, keyed by (image, version,
 index), so a retried task never duplicates cells and never drops a technologist's review.
 """
 
-import io
 import logging
 import time
 
-import cv2
-import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
-from PIL import Image
 
 from classifier.boxes import SAME_CELL_IOU, match_boxes
-from classifier.labels import binary_group
+from classifier.errors import UnreadablePhotograph
 from classifier.pipeline import analyse_smear
-from classifier.preparation import prepare_window
-from classifier.quality import assess_quality
+from classifier.rendering import decode_rgb
 from webapp.models import Cell, ModelVersion, SmearImage
 from webapp.services.model_registry import NoActiveModel, active_version, load_classifier
 from webapp.services.review import carried_label
 
 logger = logging.getLogger(__name__)
 
-# Room around the detector's box in the thumbnail, so the cell's edge is visible.
-CROP_MARGIN = 0.15
-THUMBNAIL_MAX_SIDE = 320  # the cell page shows the crop large; the grids scale it down
-HEATMAP_MIN_SIDE = 240
-
 
 class ClassificationError(RuntimeError):
     """A failure whose message is meant for the lab staff reading the sample page."""
 
 
-def _encode(rgb, fmt, **params):
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format=fmt, **params)
-    return buffer.getvalue()
-
-
-def crop_thumbnail(rgb, box):
-    x0, y0, x1, y1 = box
-    height, width = rgb.shape[:2]
-    pad_x, pad_y = int((x1 - x0) * CROP_MARGIN), int((y1 - y0) * CROP_MARGIN)
-    crop = rgb[max(0, y0 - pad_y) : min(height, y1 + pad_y), max(0, x0 - pad_x) : min(width, x1 + pad_x)]
-    if crop.size == 0:
-        crop = rgb[max(0, y0) : y0 + 1, max(0, x0) : x0 + 1]
-    longest = max(crop.shape[:2])
-    if longest > THUMBNAIL_MAX_SIDE:
-        factor = THUMBNAIL_MAX_SIDE / longest
-        size = (max(1, round(crop.shape[1] * factor)), max(1, round(crop.shape[0] * factor)))
-        crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
-    return crop
-
-
-def heatmap_overlay(network_input, heatmap):
-    """Grad-CAM drawn over exactly what the network saw; weak attention leaves the cell visible."""
-    height, width = network_input.shape[:2]
-    heat = cv2.resize(np.asarray(heatmap, dtype=np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    heat = np.clip(np.nan_to_num(heat), 0.0, 1.0)
-    colours = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-    alpha = (0.65 * heat)[..., None]
-    blended = network_input.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha
-    overlay = blended.clip(0, 255).astype(np.uint8)
-    shortest = min(height, width)
-    if shortest < HEATMAP_MIN_SIDE:
-        factor = HEATMAP_MIN_SIDE / shortest
-        overlay = cv2.resize(overlay, (round(width * factor), round(height * factor)),
-                             interpolation=cv2.INTER_LINEAR)
-    return overlay
-
-
 def _load_rgb(image):
     try:
-        with image.image.open("rb") as handle, Image.open(handle) as picture:
-            return np.asarray(picture.convert("RGB"))
+        with image.image.open("rb") as handle:
+            return decode_rgb(handle)
     except FileNotFoundError:
         raise ClassificationError("The stored photograph is missing from storage.") from None
     except OSError:
@@ -97,7 +49,7 @@ def _version_for(model_version_id):
 
 
 def _readable(exc):
-    if isinstance(exc, ClassificationError | NoActiveModel):
+    if isinstance(exc, ClassificationError | NoActiveModel | UnreadablePhotograph):
         return str(exc)
     detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
     return (
@@ -122,39 +74,13 @@ class _Written:
             self.storage.delete(name)
 
 
-def _cell_outputs(rgb, analysis, classifier):
-    """Per detected cell: the model's call and the three pictures, all computed before any DB write."""
-    outputs = []
-    class_names = list(classifier.class_names)
-    for found in analysis.cells:
-        probabilities = {name: float(found.probabilities.get(name, 0.0)) for name in class_names}
-        predicted = found.predicted_type
-        class_index = class_names.index(predicted) if predicted in class_names else None
-        window = np.asarray(found.window, dtype=np.uint8)
-        heatmap = classifier.gradcam(window, class_index=class_index)
-        network_input = prepare_window(window, classifier.input_spec)
-        box = tuple(int(v) for v in found.cell.box)
-        outputs.append({
-            "box": box,
-            "score": float(found.cell.score),
-            "predicted_type": predicted,
-            "probabilities": probabilities,
-            "confidence": float(found.confidence),
-            "binary_call": found.binary_call or binary_group(predicted),
-            "crop": _encode(crop_thumbnail(rgb, box), "JPEG", quality=90),
-            "window": _encode(window, "PNG", compress_level=3),
-            "heatmap": _encode(heatmap_overlay(network_input, heatmap), "JPEG", quality=88),
-        })
-    return outputs
-
-
-def _store_cells(image, version, outputs, written):
+def _store_cells(image, version, finished_cells, written):
     """Upsert this version's cells of the image; return the file names they no longer use."""
     existing = {cell.index: cell for cell in Cell.objects.filter(image=image, model_version=version)}
     threshold = settings.REVIEW_CONFIDENCE_THRESHOLD
     stale_files, to_create, to_update = [], [], []
     stem = f"img{image.pk}-v{version.pk}"
-    for index, out in enumerate(outputs):
+    for index, found in enumerate(finished_cells):
         cell = existing.pop(index, None)
         if cell is None:
             cell = Cell(image=image, model_version=version, index=index)
@@ -162,17 +88,17 @@ def _store_cells(image, version, outputs, written):
         else:
             stale_files += [f.name for f in (cell.crop, cell.heatmap, cell.window) if f]
             to_update.append(cell)
-        cell.x0, cell.y0, cell.x1, cell.y1 = out["box"]
-        cell.detection_score = out["score"]
-        cell.predicted_type = out["predicted_type"]
-        cell.probabilities = out["probabilities"]
-        cell.confidence = out["confidence"]
-        cell.binary_call = out["binary_call"]
-        cell.needs_review = out["confidence"] < threshold
-        cell.cell_type = cell.corrected_type or out["predicted_type"]
-        written.save(cell.crop, f"{stem}-c{index}.jpg", out["crop"])
-        written.save(cell.window, f"{stem}-c{index}.png", out["window"])
-        written.save(cell.heatmap, f"{stem}-c{index}.jpg", out["heatmap"])
+        cell.x0, cell.y0, cell.x1, cell.y1 = found.box
+        cell.detection_score = found.detection_score
+        cell.predicted_type = found.predicted_type
+        cell.probabilities = found.probabilities
+        cell.confidence = found.confidence
+        cell.binary_call = found.binary_call
+        cell.needs_review = found.confidence < threshold
+        cell.cell_type = cell.corrected_type or found.predicted_type
+        written.save(cell.crop, f"{stem}-c{index}.jpg", found.crop_jpeg)
+        written.save(cell.window, f"{stem}-c{index}.png", found.window_png)
+        written.save(cell.heatmap, f"{stem}-c{index}.jpg", found.heatmap_jpeg)
     for cell in existing.values():  # the detector now finds fewer cells than last time
         stale_files += [f.name for f in (cell.crop, cell.heatmap, cell.window) if f]
     Cell.objects.filter(pk__in=[cell.pk for cell in existing.values()]).delete()
@@ -234,10 +160,7 @@ def classify_smear_image(image_id, model_version_id=None):
         image = SmearImage.objects.get(pk=image_id)
         version = _version_for(model_version_id)
         classifier = load_classifier(version)
-        rgb = _load_rgb(image)
-        quality = assess_quality(rgb)
-        analysis = analyse_smear(rgb, classifier)
-        outputs = _cell_outputs(rgb, analysis, classifier)
+        analysis = analyse_smear(_load_rgb(image), classifier)
         with transaction.atomic():
             # A redelivered task may run beside the first one: the row lock makes the second
             # upsert see the first one's cells and update them instead of colliding with them.
@@ -245,14 +168,14 @@ def classify_smear_image(image_id, model_version_id=None):
             previous_version_ids = list(locked.values_list("model_version_id", flat=True))
             if not previous_version_ids:
                 raise ClassificationError("The image was deleted while it was being classified.")
-            stale_files = _store_cells(image, version, outputs, written)
+            stale_files = _store_cells(image, version, analysis.cells, written)
             if previous_version_ids[0] not in (None, version.pk):
                 _carry_reviews(image, previous_version_ids[0], version)
             updated = SmearImage.objects.filter(pk=image.pk).update(
                 status=SmearImage.Status.DONE,
                 error="",
-                quality=quality.to_dict(),
-                quality_warnings=list(quality.warnings),
+                quality=analysis.quality.to_dict(),
+                quality_warnings=list(analysis.quality.warnings),
                 model_version=version,
                 inference_runtime=classifier.serving_runtime,
                 processed_at=timezone.now(),
@@ -268,6 +191,6 @@ def classify_smear_image(image_id, model_version_id=None):
         return None
     for name in stale_files:
         written.storage.delete(name)
-    logger.info("Image %s: %d cell(s) with v%s in %.2f s", image_id, len(outputs), version.pk,
+    logger.info("Image %s: %d cell(s) with v%s in %.2f s", image_id, len(analysis.cells), version.pk,
                 time.monotonic() - started)
-    return len(outputs)
+    return len(analysis.cells)

@@ -1,27 +1,16 @@
 """Storing, registering and activating model versions."""
 
 import hashlib
-import json
-from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from classifier.model_folder import ModelFolderError, bundled_model_folders, read_model_folder
 from webapp.models import ModelActivation, ModelVersion
-
-BUNDLED_MODELS_DIR = Path(settings.BASE_DIR) / "classifier" / "default_model"
 
 
 class ModelVersionError(ValueError):
     """A user-facing reason why a version cannot be used."""
-
-
-def _model_file(directory):
-    files = sorted(Path(directory).glob("*.keras"))
-    if len(files) != 1:
-        raise ModelVersionError(f"{directory} should hold exactly one .keras file, found {len(files)}.")
-    return files[0]
 
 
 def store_training_result(version, result):
@@ -47,14 +36,15 @@ def store_training_result(version, result):
 
 
 def register_model_directory(directory, source=ModelVersion.Source.BUNDLED, dataset_path=""):
-    """Register a saved model folder (a .keras file + metadata.json); idempotent by file hash."""
-    directory = Path(directory)
-    model_bytes = _model_file(directory).read_bytes()
+    """Register a saved model folder (classifier.model_folder); idempotent by the network's hash."""
+    try:
+        model_bytes, meta = read_model_folder(directory)
+    except ModelFolderError as error:
+        raise ModelVersionError(str(error)) from None
     sha = hashlib.sha256(model_bytes).hexdigest()
     existing = ModelVersion.objects.filter(model_sha256=sha).first()
     if existing:
         return existing, False
-    meta = json.loads((directory / "metadata.json").read_text())
     version = ModelVersion.objects.create(
         architecture=meta["architecture"],
         task=meta["task"],
@@ -79,20 +69,10 @@ def register_model_directory(directory, source=ModelVersion.Source.BUNDLED, data
     return version, True
 
 
-def bundled_model_directories():
-    """Bundled models, the one to serve first listed first (metadata.json's `default: true`)."""
-    folders = [p.parent for p in sorted(BUNDLED_MODELS_DIR.glob("*/metadata.json"))]
-
-    def is_default(folder):
-        return bool(json.loads((folder / "metadata.json").read_text()).get("default"))
-
-    return sorted(folders, key=lambda folder: not is_default(folder))
-
-
 def ensure_default_model():
     """On a fresh install, register the bundled models and activate the default one."""
     registered = []
-    for directory in bundled_model_directories():
+    for directory in bundled_model_folders():
         version, created = register_model_directory(directory)
         registered.append((version, created))
     if registered and not ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).exists():

@@ -1,0 +1,78 @@
+"""A trained network kept as a folder: ``model.keras`` (the Keras archive, no optimizer state) and
+``metadata.json`` (what serving it needs, where it came from, and the archive's SHA-256).
+
+``train_cli --out`` writes one, the bundled networks ship as several under
+``classifier/default_model/``, and the site registers them as model versions. This module alone
+knows the two file names and the layout; everything else asks it.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+BUNDLED_MODELS_DIR = Path(__file__).resolve().parent / "default_model"
+
+
+class ModelFolderError(ValueError):
+    """A folder that is no usable model folder; the message says what is wrong with it."""
+
+
+def write_model_folder(directory, model_bytes, metadata):
+    """Write model.keras + metadata.json (with the archive's SHA-256 and size) into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MODEL_FILE).write_bytes(model_bytes)
+    metadata = {
+        **metadata,
+        "model_file": MODEL_FILE,
+        "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "size_bytes": len(model_bytes),
+    }
+    (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+    return directory
+
+
+def is_model_folder(path):
+    return (Path(path) / METADATA_FILE).is_file()
+
+
+def read_metadata(path):
+    """The metadata of a model folder, given the folder or its metadata.json."""
+    path = Path(path)
+    metadata_file = path / METADATA_FILE if path.is_dir() else path
+    try:
+        return json.loads(metadata_file.read_text())
+    except FileNotFoundError:
+        raise ModelFolderError(f"{path} is not a model folder: it holds no {METADATA_FILE}.") from None
+    except (OSError, ValueError) as error:
+        raise ModelFolderError(f"{metadata_file} cannot be read: {error}") from None
+
+
+def read_model_folder(directory):
+    """(model bytes, metadata) of a model folder, the bytes checked against the recorded SHA-256."""
+    directory = Path(directory)
+    metadata = read_metadata(directory)
+    model_file = directory / metadata.get("model_file", MODEL_FILE)
+    try:
+        model_bytes = model_file.read_bytes()
+    except OSError as error:
+        raise ModelFolderError(
+            f"{directory} holds no readable network ({error.strerror}: {model_file.name})."
+        ) from None
+    expected = metadata.get("model_sha256")
+    if expected and hashlib.sha256(model_bytes).hexdigest() != expected:
+        raise ModelFolderError(
+            f"{model_file} does not match the SHA-256 recorded in its {METADATA_FILE}: the file is "
+            "damaged or was replaced without its metadata."
+        )
+    return model_bytes, metadata
+
+
+def bundled_model_folders(root=BUNDLED_MODELS_DIR):
+    """The bundled networks' folders, the one a fresh install serves (``"default": true`` in its
+    metadata) first, the others by name."""
+    root = Path(root)
+    folders = sorted(path for path in root.iterdir() if is_model_folder(path)) if root.is_dir() else []
+    return sorted(folders, key=lambda folder: not read_metadata(folder).get("default"))

@@ -1,0 +1,58 @@
+"""The model folder: what train_cli writes, the bundled networks ship as and the site registers."""
+
+import hashlib
+import json
+
+import pytest
+
+from classifier import model_folder
+from classifier.model_folder import (
+    METADATA_FILE,
+    MODEL_FILE,
+    ModelFolderError,
+    bundled_model_folders,
+    read_metadata,
+    read_model_folder,
+    write_model_folder,
+)
+
+
+def test_a_written_folder_reads_back_with_its_hash_recorded(tmp_path):
+    folder = write_model_folder(tmp_path / "run", b"network bytes", {"task": "binary", "temperature": 1.2})
+    model_bytes, metadata = read_model_folder(folder)
+    assert model_bytes == b"network bytes" == (folder / MODEL_FILE).read_bytes()
+    assert metadata["task"] == "binary" and metadata["temperature"] == 1.2
+    assert metadata["model_sha256"] == hashlib.sha256(b"network bytes").hexdigest()
+    assert metadata["size_bytes"] == len(b"network bytes") and metadata["model_file"] == MODEL_FILE
+    assert read_metadata(folder / METADATA_FILE) == read_metadata(folder) == metadata
+
+
+def test_a_replaced_network_or_a_missing_file_is_refused_with_a_reason(tmp_path):
+    folder = write_model_folder(tmp_path / "run", b"network bytes", {"task": "binary"})
+    (folder / MODEL_FILE).write_bytes(b"another network")
+    with pytest.raises(ModelFolderError, match="does not match the SHA-256"):
+        read_model_folder(folder)
+    (folder / MODEL_FILE).unlink()
+    with pytest.raises(ModelFolderError, match="holds no readable network"):
+        read_model_folder(folder)
+    with pytest.raises(ModelFolderError, match=f"not a model folder: it holds no {METADATA_FILE}"):
+        read_model_folder(tmp_path / "elsewhere")
+    (folder / METADATA_FILE).write_text("{not json")
+    with pytest.raises(ModelFolderError, match="cannot be read"):
+        read_metadata(folder)
+
+
+def test_the_default_bundled_model_is_listed_first(tmp_path):
+    for name, default in (("alpha", False), ("beta", True), ("gamma", False)):
+        write_model_folder(tmp_path / name, name.encode(), {"default": True} if default else {})
+    (tmp_path / "notes").mkdir()  # no metadata: not a model
+    assert [folder.name for folder in bundled_model_folders(tmp_path)] == ["beta", "alpha", "gamma"]
+    assert bundled_model_folders(tmp_path / "absent") == []
+
+
+def test_the_shipped_default_is_leukonet():
+    folders = bundled_model_folders()
+    if not folders:
+        pytest.skip(f"no bundled model in {model_folder.BUNDLED_MODELS_DIR}")
+    assert folders[0].name == "leukonet"
+    assert json.loads((folders[0] / METADATA_FILE).read_text())["default"] is True

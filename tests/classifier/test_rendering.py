@@ -1,0 +1,72 @@
+"""The pictures the site keeps of a cell, and the stored photograph decoded back to RGB."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from classifier.errors import UnreadablePhotograph
+from classifier.rendering import (
+    HEATMAP_MIN_SIDE,
+    cell_pictures,
+    crop_thumbnail,
+    decode_rgb,
+    encode_png,
+    heatmap_overlay,
+)
+
+
+def photograph(height=480, width=640):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def test_the_thumbnail_is_the_box_with_a_margin_and_at_most_320_px():
+    rgb = photograph()
+    crop = crop_thumbnail(rgb, (100, 80, 220, 200))
+    assert crop.shape == (156, 156, 3)  # 120 px and 15% of it on each side
+    np.testing.assert_array_equal(crop, rgb[62:218, 82:238])
+    assert crop_thumbnail(rgb, (0, 0, 40, 30)).shape == (34, 46, 3)  # margin only inside
+    assert max(crop_thumbnail(photograph(1200, 1600), (100, 100, 900, 500)).shape[:2]) == 320
+
+
+def test_the_heat_map_is_drawn_over_what_the_network_saw():
+    network_input = np.full((96, 96, 3), 200, np.uint8)
+    heat = np.zeros((96, 96), np.float32)
+    heat[40:56, 40:56] = 1.0
+    overlay = heatmap_overlay(network_input, heat)
+    assert overlay.shape == (HEATMAP_MIN_SIDE, HEATMAP_MIN_SIDE, 3)
+    assert (overlay[:60, :60] == 200).all()  # no attention: the cell as the network saw it
+    # Full attention: JET's dark red (128, 0, 0) at 65% over the grey.
+    np.testing.assert_allclose(overlay[120, 120], (153, 70, 70), atol=1)
+
+
+def test_cell_pictures_are_jpeg_png_jpeg_and_the_window_lossless():
+    rgb = photograph()
+    window = photograph(240, 320)
+    crop, window_png, overlay = cell_pictures(
+        rgb, (100, 80, 220, 200), window, np.full((96, 96, 3), 128, np.uint8), np.zeros((96, 96), np.float32)
+    )
+    assert Image.open(io.BytesIO(crop)).format == Image.open(io.BytesIO(overlay)).format == "JPEG"
+    assert Image.open(io.BytesIO(window_png)).format == "PNG"
+    np.testing.assert_array_equal(decode_rgb(window_png), window)
+
+
+def test_decoding_takes_bytes_or_a_file_and_gives_8_bit_rgb():
+    grey = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8))
+    buffer = io.BytesIO()
+    grey.save(buffer, format="PNG")
+    from_bytes = decode_rgb(buffer.getvalue())
+    buffer.seek(0)
+    from_file = decode_rgb(buffer)
+    assert from_bytes.shape == (8, 8, 3) and from_bytes.dtype == np.uint8
+    np.testing.assert_array_equal(from_bytes, from_file)
+    np.testing.assert_array_equal(from_bytes[..., 1], np.arange(64).reshape(8, 8))
+    np.testing.assert_array_equal(decode_rgb(encode_png(photograph(8, 8))), photograph(8, 8))
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", encode_png(photograph(64, 64))[:200]])
+def test_an_undecodable_file_is_refused_in_words(content):
+    with pytest.raises(UnreadablePhotograph, match="damaged or is not an image"):
+        decode_rgb(content)
