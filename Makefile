@@ -31,11 +31,13 @@ lint: install
 
 bench: bench-classify bench-detect bench-web bench-latency
 
+# Benchmarks are scripts under bench/, run one way: `make bench-...`. bench-classify measures the
+# active model version as the site's workers compute it.
 bench-classify: setup
-	$(PY) manage.py bench_classify --data $(DATA)/blood-cell-images
+	$(PY) bench/classify.py --model-version active --data $(DATA)/blood-cell-images
 
 bench-detect: install
-	$(PY) -m classifier.bench.detect --data $(DATA)
+	$(PY) bench/detect.py --data $(DATA)
 
 bench-web: setup
 	$(PY) bench/web.py
