@@ -16,6 +16,7 @@ $(VENV)/.installed: requirements.txt
 install: $(VENV)/.installed
 
 setup: install
+	$(PY) manage.py ensure_instance
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_default_model
 	$(PY) manage.py ensure_admin
