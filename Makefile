@@ -7,10 +7,12 @@ DATA ?= ../shared/datasets
 
 .PHONY: run install setup test lint bench bench-classify bench-detect bench-web bench-latency bench-group-cv clean
 
-$(VENV)/.installed: requirements.txt
+# Direct dependencies are listed in requirements.in (runtime) and requirements-dev.in (test, lint);
+# the pinned locks are requirements.txt and requirements-dev.txt, which includes it.
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 install: $(VENV)/.installed
