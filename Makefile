@@ -7,15 +7,18 @@ DATA ?= ../shared/datasets
 
 .PHONY: run install setup test lint bench bench-classify bench-detect bench-web bench-latency bench-group-cv clean
 
-$(VENV)/.installed: requirements.txt
+# Direct dependencies are listed in requirements.in (runtime) and requirements-dev.in (test, lint);
+# the pinned locks are requirements.txt and requirements-dev.txt, which includes it.
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 install: $(VENV)/.installed
 
 setup: install
+	$(PY) manage.py ensure_instance
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py ensure_default_model
 	$(PY) manage.py ensure_admin
@@ -31,11 +34,13 @@ lint: install
 
 bench: bench-classify bench-detect bench-web bench-latency
 
+# Benchmarks are scripts under bench/, run one way: `make bench-...`. bench-classify measures the
+# active model version as the site's workers compute it.
 bench-classify: setup
-	$(PY) manage.py bench_classify --data $(DATA)/blood-cell-images
+	$(PY) bench/classify.py --model-version active --data $(DATA)/blood-cell-images
 
 bench-detect: install
-	$(PY) -m classifier.bench.detect --data $(DATA)
+	$(PY) bench/detect.py --data $(DATA)
 
 bench-web: setup
 	$(PY) bench/web.py

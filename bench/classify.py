@@ -1,13 +1,15 @@
 """Benchmark a cell classifier on the official TEST split of blood-cell-images.
 
-    python bench/classify.py [--model-dir DIR] [--data DIR]
+    python bench/classify.py [--model-dir DIR | --model-version active|ID] [--data DIR]
+
+A model folder (default: the bundled LeukoNet), or a version stored in the site's database, loaded
+as its workers load it (`make bench-classify` benchmarks the active one).
 
 Prints 4-class and binary accuracy (binary summed from the 4-class probabilities for a 4-class
 network), balanced accuracy, per-class recall, accuracy without the 87 same_cell_in_train images,
 TEST_SIMPLE accuracy, ECE before/after temperature scaling, cells/s at batch 64, ms/cell at
 batch 1, model size, the process's peak memory, and the TEST photograph groups whose copies are
-mostly misclassified (the few that decide the accuracy). ``run_benchmark`` and ``print_report`` are
-importable (the web app's ``make bench-classify`` benchmarks the active model version with them).
+mostly misclassified (the few that decide the accuracy).
 """
 
 import argparse
@@ -25,6 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from classifier import dataset  # noqa: E402
+from classifier.errors import TrainingDataError  # noqa: E402
 from classifier.metrics import (  # noqa: E402
     binary_from_four,
     binary_labels,
@@ -219,25 +222,68 @@ def print_report(report: dict) -> None:
     print("\n".join(lines))
 
 
+def stored_model(version):
+    """(CellClassifier, review threshold) of a model version in the site's database, "active" or
+    an id, computed by the site's runtime (LEUKOSCOPE_INFERENCE_RUNTIME) as its workers compute it."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    import django
+    from django.apps import apps
+
+    if not apps.ready:
+        django.setup()
+    from django.conf import settings
+
+    from webapp.management.commands._model_version_command import ModelVersionCommand
+    from webapp.services.model_registry import load_classifier
+
+    model_version = ModelVersionCommand().trained_version(None if version == "active" else int(version))
+    classifier = load_classifier(model_version)
+    classifier.metadata.setdefault("size_bytes", model_version.size_bytes)
+    print(f"Benchmarking v{model_version.pk} ({model_version.architecture}/{model_version.task})")
+    return classifier, settings.REVIEW_CONFIDENCE_THRESHOLD
+
+
 def main(argv=None):
     quiet_tensorflow_startup(os.environ)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", default=str(DEFAULT_MODEL_DIR))
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--model-dir", default=str(DEFAULT_MODEL_DIR))
+    model.add_argument("--model-version", metavar="active|ID",
+                       help="a model version stored in the site's database instead of a folder")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--json", help="also write the report as JSON here")
     parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES,
-                        help=f"what computes the network (default: {DEFAULT_RUNTIME}, the site's "
+                        help=f"what computes a --model-dir network (default: {DEFAULT_RUNTIME}, the site's "
                         "default, LEUKOSCOPE_INFERENCE_RUNTIME)")
-    parser.add_argument("--review-threshold", type=float, default=0.8,
-                        help="the site's LEUKOSCOPE_REVIEW_THRESHOLD, marked in the report")
+    parser.add_argument("--review-threshold", type=float, default=None,
+                        help="the site's LEUKOSCOPE_REVIEW_THRESHOLD, marked in the report (default: 0.8, "
+                        "or the site's setting for --model-version)")
     args = parser.parse_args(argv)
+    if args.model_version is not None and args.model_version != "active" and not args.model_version.isdigit():
+        parser.error(f"--model-version takes 'active' or a version id, not {args.model_version!r}")
     if not Path(args.data).is_dir():
         print(f"dataset not found: {args.data}", file=sys.stderr)
         return 2
-    from classifier.inference import CellClassifier
+    if args.model_version is not None:
+        from django.core.management.base import CommandError
 
-    classifier = CellClassifier.from_directory(args.model_dir, runtime=args.runtime)
-    report = run_benchmark(classifier, args.data, args.review_threshold)
+        try:
+            classifier, review_threshold = stored_model(args.model_version)
+        except CommandError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    else:
+        from classifier.inference import CellClassifier
+
+        classifier = CellClassifier.from_directory(args.model_dir, runtime=args.runtime)
+        review_threshold = 0.8
+    if args.review_threshold is not None:
+        review_threshold = args.review_threshold
+    try:
+        report = run_benchmark(classifier, args.data, review_threshold)
+    except (TrainingDataError, FileNotFoundError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
     print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from django.conf import settings
 
 from webapp.broker import embedded_redis_forced, redis_answers, start_embedded_redis
 from webapp.worker_process import WorkerDidNotStart, start_worker, stop_worker
@@ -67,10 +68,17 @@ def tech(client, django_user_model):
     return user
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """Make the folder of the SQLite test database (var/, see settings), which reading the settings
+    no longer makes: on a fresh clone nothing else has made it yet."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        Path(database["TEST"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_media_root(tmp_path_factory):
-    from django.conf import settings
-
     media = tmp_path_factory.mktemp("media")
     settings.MEDIA_ROOT = str(media)
     return media

@@ -6,7 +6,7 @@ or sample they belong to, whose deletion goes through the services that remove t
 from django.contrib import admin
 
 from webapp.models import Cell, CellReview, Sample, SmearImage
-from webapp.services.uploads import delete_image, delete_sample
+from webapp.services.deletion import delete_image, delete_sample
 
 
 class DeletesCellsWithIt:

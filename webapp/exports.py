@@ -5,7 +5,8 @@ import csv
 from django.utils import timezone
 
 from classifier.labels import binary_group
-from webapp.selectors import leukocyte_formula, sample_images_with_cells, type_order
+from webapp.cell_types import type_order
+from webapp.selectors import leukocyte_formula, sample_images_with_cells
 
 # A spreadsheet reads a cell starting with one of these as a formula: a photograph named
 # "=HYPERLINK(...).jpg" would run when the export is opened (CSV injection).
@@ -25,7 +26,7 @@ def export_file_name(sample):
 def _sample_rows(sample):
     images = sample_images_with_cells(sample)
     formula = leukocyte_formula(sample)
-    class_names = sorted({name for image in images for cell in image.current for name in cell.probabilities},
+    class_names = sorted({name for entry in images for cell in entry.cells for name in cell.probabilities},
                          key=type_order)
     yield ["accession_number", sample.accession_number]
     yield ["note", sample.note]
@@ -48,10 +49,10 @@ def _sample_rows(sample):
     yield ["cell_id", "image", "index", "x0", "y0", "x1", "y1", "cell_type", "predicted_type",
            "corrected_type", "confidence", "binary_call", "predicted_binary_call", "needs_review",
            "model_version", "review_carried_from", *[f"p_{name}" for name in class_names]]
-    for image in images:
-        for cell in image.current:
+    for entry in images:
+        for cell in entry.cells:
             yield [
-                cell.pk, image.original_filename, cell.index, cell.x0, cell.y0, cell.x1, cell.y1,
+                cell.pk, entry.image.original_filename, cell.index, cell.x0, cell.y0, cell.x1, cell.y1,
                 cell.cell_type, cell.predicted_type, cell.corrected_type, f"{cell.confidence:.4f}",
                 binary_group(cell.cell_type), cell.binary_call, "yes" if cell.needs_review else "no",
                 f"v{cell.model_version_id}", cell.review_carried_from_id or "",

@@ -27,7 +27,7 @@ class MultipleFileInput(forms.ClearableFileInput):
 
 
 class MultipleImageField(forms.FileField):
-    """Many files under one name; each is judged later, by content, in services.uploads."""
+    """Many files under one name; each is judged later, by content, in webapp.intake."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*", "multiple": True}))

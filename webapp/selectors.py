@@ -1,4 +1,5 @@
-"""Queries that read the lab's records: samples and their progress, the leukocyte formula, cell history.
+"""Queries that read the lab's records: samples and their progress, the leukocyte formula, cell history,
+model versions and their activations, the files a record holds in storage.
 
 Each image is counted with the model version that last classified it (SmearImage.model_version):
 older versions' cells stay in the history, as superseded calls, but never enter a sample's formula.
@@ -9,15 +10,15 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 
 from django.core.paginator import Paginator
-from django.db.models import Count, F, Q
+from django.db.models import Case, Count, F, Prefetch, Q, When
 from django.db.models.functions import Trim
 from django.utils import timezone
 from django.utils.functional import cached_property
 
 from classifier.boxes import SAME_CELL_IOU, match_boxes
 from classifier.labels import BINARY_CLASSES, FOUR_CLASSES, binary_group
-from webapp.models import Cell, ModelVersion, Sample, SmearImage
-from webapp.services.review import review_types
+from webapp.cell_types import review_types, type_order
+from webapp.models import Cell, CellReview, ModelActivation, ModelVersion, Sample, SmearImage
 
 CELL_FIELDS = (
     "id", "index", "x0", "y0", "x1", "y1", "crop", "predicted_type", "confidence", "binary_call",
@@ -30,16 +31,6 @@ HISTORY_FIELDS = (*CELL_FIELDS, "image__sample", "image__original_filename", "im
 AWAITING_REVIEW = Q(needs_review=True, corrected_type="")
 # Past this many matches the history says "more than N" instead of counting them all.
 HISTORY_COUNT_CAP = 10_000
-
-
-# The lab's usual order; artefacts, which are no leukocytes, come last.
-_TYPE_ORDER = (*FOUR_CLASSES, Cell.BASOPHIL, *BINARY_CLASSES)
-
-
-def type_order(name):
-    if name == Cell.ARTEFACT:
-        return (len(_TYPE_ORDER) + 1, name)
-    return (_TYPE_ORDER.index(name), name) if name in _TYPE_ORDER else (len(_TYPE_ORDER), name)
 
 
 def known_cell_types():
@@ -57,12 +48,19 @@ def samples_with_accession(accession):
     )
 
 
-def samples_with_progress():
+def samples_with_progress(*, accession="", accession_contains=""):
+    """Samples newest first, each with how many photographs it has, are done and failed; narrowed
+    to one accession number, or to those containing a piece of one."""
     done = Count("images", filter=Q(images__status=SmearImage.Status.DONE))
     failed = Count("images", filter=Q(images__status=SmearImage.Status.FAILED))
-    return Sample.objects.annotate(
+    samples = Sample.objects.select_related("created_by").annotate(
         image_count=Count("images"), done_count=done, failed_count=failed
     ).order_by("-created_at", "-id")
+    if accession:
+        samples = samples.filter(accession_number=accession)
+    if accession_contains:
+        samples = samples.filter(accession_number__icontains=accession_contains)
+    return samples
 
 
 def samples_awaiting_review(since):
@@ -116,6 +114,37 @@ def sample_progress(sample):
     return SampleProgress(total=sum(counts.values()), counts=counts)
 
 
+def image_statuses(sample):
+    """Each photograph's id, status, error and file name, for the sample page's progress poll."""
+    return list(sample.images.values("id", "status", "error", "original_filename"))
+
+
+def sample_record_counts(sample):
+    """How many photographs and classified cells (every version's) a sample holds."""
+    return {
+        "images": sample.images.count(),
+        "cells": Cell.objects.filter(image__sample=sample).count(),
+    }
+
+
+def sample_version_id(sample):
+    """The version that classified every classified photograph of the sample, if they share one.
+
+    Photographs added to a sample later, or tried again, are classified by it even after another
+    version is activated: one differential count comes from one network. An administrator moves
+    a whole sample to the active version by re-classifying it; while that runs, or where it
+    failed, a photograph counts with the version it was queued for.
+    """
+    awaiting = Q(status__in=(SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING,
+                             SmearImage.Status.FAILED), requested_version__isnull=False)
+    versions = list(
+        sample.images.annotate(
+            headed_for=Case(When(awaiting, then=F("requested_version")), default=F("model_version"))
+        ).exclude(headed_for=None).order_by().values_list("headed_for", flat=True).distinct()[:2]
+    )
+    return versions[0] if len(versions) == 1 else None
+
+
 def current_cells(sample=None, image=None):
     """Cells as the latest model version that classified each image called them."""
     # "+ 0", as for confidence in cell_history: compared bare, the column lets SQLite drive a
@@ -138,18 +167,59 @@ def current_counterpart(cell):
     return candidates[matched[0][1]] if matched else None
 
 
+@dataclass
+class ImageCells:
+    """A photograph and the cells its sample's formula counts on it, in detection order."""
+
+    image: SmearImage
+    cells: list
+
+
 def sample_images_with_cells(sample):
-    """The sample's images, each with `.current` = its current cells in detection order."""
+    """The sample's photographs, each with its current cells (ImageCells), in two queries."""
     images = list(sample.images.all())
     cells = current_cells(sample).only(*CELL_FIELDS, "probabilities").order_by("image_id", "index")
     by_image = {}
     for cell in cells:
         by_image.setdefault(cell.image_id, []).append(cell)
+    photographs = []
     for image in images:
-        image.current = by_image.get(image.pk, [])
-        for cell in image.current:
+        current = by_image.get(image.pk, [])
+        for cell in current:
             cell.image = image  # no query per cell for its image
-    return images
+        photographs.append(ImageCells(image, current))
+    return photographs
+
+
+def cells_with_review_trail():
+    """Cells with their photograph, sample, reviewers, review trail and the call whose label they
+    carried over, for the cell page."""
+    return (
+        Cell.objects.select_related("image__sample", "reviewed_by", "review_carried_from")
+        .defer("model_version__model_bytes").select_related("model_version")
+        .prefetch_related(Prefetch("reviews", queryset=CellReview.objects.select_related("reviewed_by")))
+    )
+
+
+def cells_with_details():
+    """Cells with everything the API tells of one: probabilities, stored pictures, review dates."""
+    return Cell.objects.select_related("image__sample").only(
+        *HISTORY_FIELDS, "probabilities", "heatmap", "window", "reviewed_at", "detection_score",
+        "review_carried_from",
+    )
+
+
+def sibling_cell_ids(cell):
+    """Ids of the cells the same version found on the same photograph, in detection order."""
+    return list(
+        Cell.objects.filter(image=cell.image, model_version=cell.model_version).order_by("index")
+        .values_list("pk", flat=True)
+    )
+
+
+def class_names_by_version(version_ids):
+    """Version id -> the class names its network calls."""
+    return dict(ModelVersion.objects.filter(pk__in=version_ids).values_list("pk", "class_names"))
 
 
 # A manual differential counts at least this many leukocytes; below it, say how loose each share is.
@@ -443,3 +513,50 @@ class CappedPaginator(Paginator):
 def history_page(filters, page_number, per_page=48):
     return CappedPaginator(cell_history(filters), per_page).get_page(page_number)
 
+
+# --- model versions ------------------------------------------------------------------------------
+
+
+def model_versions():
+    """Model versions without their stored networks: those are megabytes each, never needed to
+    draw a page."""
+    return ModelVersion.objects.defer("model_bytes").select_related("created_by")
+
+
+def model_versions_with_cell_counts():
+    """Every version, newest first, each with how many cells it classified (`cell_count`)."""
+    return model_versions().annotate(cell_count=Count("cells")).order_by("-pk")
+
+
+def ever_active_version_ids():
+    return set(ModelActivation.objects.values_list("version_id", flat=True))
+
+
+def recent_activations(limit=50):
+    # Only ids of the versions are shown: joining them would load every stored network.
+    return ModelActivation.objects.select_related("activated_by")[:limit]
+
+
+def activations_of(version):
+    return version.activations.select_related("activated_by")
+
+
+# --- stored files --------------------------------------------------------------------------------
+
+
+def _cell_file_names(cells):
+    names = []
+    for row in cells.values_list("crop", "window", "heatmap"):
+        names.extend(name for name in row if name)
+    return names
+
+
+def sample_file_names(sample):
+    """Every stored file of a sample: photographs, and each cell's crop, window and heatmap."""
+    names = list(sample.images.exclude(image="").values_list("image", flat=True))
+    return names + _cell_file_names(Cell.objects.filter(image__sample=sample))
+
+
+def image_file_names(image):
+    """Every stored file of one photograph: itself, and each of its cells' crop, window and heatmap."""
+    return ([image.image.name] if image.image else []) + _cell_file_names(image.cells.all())

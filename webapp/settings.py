@@ -29,21 +29,27 @@ def env_list(name, default):
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+# Reading the settings makes nothing: `make setup` (manage.py ensure_instance) makes these folders
+# and the embedded secret key; the test run makes its database folder itself (tests/conftest.py).
 VAR_DIR = Path(os.environ.get("LEUKOSCOPE_VAR_DIR", BASE_DIR / "var"))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# A per-installation key kept beside the embedded database, so sessions survive restarts without a
+# secret ever being committed.
+SECRET_KEY_FILE = VAR_DIR / "secret_key"
 
 
 def _embedded_secret_key():
-    # A per-installation key kept beside the embedded database, so sessions survive restarts
-    # without a secret ever being committed.
-    key_file = VAR_DIR / "secret_key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
-    return key_file.read_text().strip()
+    try:
+        return SECRET_KEY_FILE.read_text().strip(), True
+    except FileNotFoundError:
+        # Not set up yet (a test run on a fresh clone): a key for this process alone, whose
+        # sessions end with it. webapp.checks warns about it.
+        return secrets.token_urlsafe(50), False
 
 
-SECRET_KEY = os.environ.get("LEUKOSCOPE_SECRET_KEY") or _embedded_secret_key()
+if os.environ.get("LEUKOSCOPE_SECRET_KEY"):
+    SECRET_KEY, SECRET_KEY_KEPT = os.environ["LEUKOSCOPE_SECRET_KEY"], True
+else:
+    SECRET_KEY, SECRET_KEY_KEPT = _embedded_secret_key()
 DEBUG = env_flag("LEUKOSCOPE_DEBUG")
 ALLOWED_HOSTS = env_list("LEUKOSCOPE_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("LEUKOSCOPE_CSRF_TRUSTED_ORIGINS", "")
@@ -144,8 +150,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = VAR_DIR / "static_root"
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+# No STATIC_ROOT: WhiteNoise serves straight from static/ through the finders, with no
+# collectstatic step (given a folder, it would warn at every start while that folder is missing).
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

@@ -103,7 +103,7 @@ def test_the_creator_and_staff_delete_and_the_log_names_them(client, django_user
     client.force_login(user)
     url = reverse("lab:sample-delete", args=[entered_sample.pk])
     assert url in client.get(reverse("lab:sample-detail", args=[entered_sample.pk])).content.decode()
-    with caplog.at_level(logging.INFO, logger="webapp.services.uploads"):
+    with caplog.at_level(logging.INFO, logger="webapp.services.deletion"):
         assert client.post(url).status_code == 302
     assert not Sample.objects.filter(pk=entered_sample.pk).exists()
     assert (f"Sample {entered_sample.pk} (accession H26-DEL) with 1 image(s) deleted by {user.username}"

@@ -1,10 +1,13 @@
-"""Management commands for model versions: models, activate_model, train, evaluate."""
+"""Management commands for model versions: models, activate_model, train, evaluate; and the
+classifier benchmark of a stored version."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from io import StringIO
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +25,14 @@ def make_version(status, **fields):
         model_sha256="" if status == "failed" else "ab" * 32,
         metrics={"TEST": {"accuracy": 0.875, "confusion_matrix": [[1]], "per_class": {}}}, **fields
     )
+
+
+def load_script(path):
+    """A benchmark script of bench/, loaded as a module (bench/ is no package)."""
+    spec = importlib.util.spec_from_file_location(f"bench_script_{Path(path).stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run(*args):
@@ -120,8 +131,11 @@ def test_train_one_epoch_on_a_tiny_set_stores_a_network_that_loads_back(tmp_path
     assert "n=8" in report and "confusion matrix" in report and "binary grouping" in report
 
     capsys.readouterr()
-    run("bench_classify", "--data", str(data))  # what `make bench-classify` runs, on the active version
-    assert "TEST (n=8): accuracy" in capsys.readouterr().out
+    bench = load_script(Path(REPO_ROOT) / "bench" / "classify.py")
+    # What `make bench-classify` runs, on the active version.
+    assert bench.main(["--model-version", "active", "--data", str(data)]) == 0
+    printed = capsys.readouterr().out
+    assert f"Benchmarking v{version.pk} (paper/4class)" in printed and "TEST (n=8): accuracy" in printed
 
 
 @pytest.mark.django_db
@@ -187,3 +201,13 @@ def test_ctrl_c_during_training_marks_the_version_cancelled(monkeypatch, tmp_pat
     assert raised.value.returncode == 130
     version = ModelVersion.objects.get()
     assert version.status == "cancelled" and "Ctrl-C" in version.failure_reason
+
+
+@pytest.mark.django_db
+def test_the_classifier_benchmark_of_a_stored_version_says_why_it_cannot_run(tmp_path, capsys):
+    bench = load_script(Path(REPO_ROOT) / "bench" / "classify.py")
+    assert bench.main(["--model-version", "active", "--data", str(tmp_path)]) == 2
+    assert "No model version is active" in capsys.readouterr().err
+    failed = make_version("failed")
+    assert bench.main(["--model-version", str(failed.pk), "--data", str(tmp_path)]) == 2
+    assert "holds no trained network" in capsys.readouterr().err

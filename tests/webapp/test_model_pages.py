@@ -13,11 +13,12 @@ from tests.synthetic_cells import write_cell_folder
 from tests.webapp.lab_factories import make_sample
 from webapp import urls_models
 from webapp.models import Cell, ModelActivation, ModelVersion, Sample, SmearImage
+from webapp.presenters.charts import learning_curve_chart
+from webapp.presenters.models import metric_tables
 from webapp.selectors import review_agreement
 from webapp.services import training
 from webapp.services.model_versions import activate_version
 from webapp.services.review import review_cell
-from webapp.views.models import learning_curve_chart, metric_tables
 
 PASSWORD = "a-long-passphrase-1"
 

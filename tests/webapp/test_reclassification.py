@@ -10,6 +10,7 @@ from classifier.boxes import SAME_CELL_IOU, box_iou, match_boxes
 from tests.webapp.lab_factories import make_sample, make_version
 from tests.webapp.test_classification import analysis_with, network, stored_image  # noqa: F401
 from tests.webapp.test_uploads import jpeg_bytes, upload
+from webapp.cell_types import carried_label
 from webapp.models import Cell, CellReview, SmearImage
 from webapp.selectors import (
     HistoryFilters,
@@ -19,7 +20,7 @@ from webapp.selectors import (
     review_agreement,
 )
 from webapp.services import classification, uploads
-from webapp.services.review import ReviewError, carried_label, review_cell
+from webapp.services.review import ReviewError, review_cell
 
 pytestmark = pytest.mark.django_db
 

@@ -11,9 +11,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image
 
+from webapp.intake import ImageRejected, check_image
 from webapp.models import Sample, SmearImage
 from webapp.services import uploads
-from webapp.services.uploads import ImageRejected, check_image, create_sample_with_images
+from webapp.services.uploads import create_sample_with_images
 
 
 def smear_array(width=120, height=90, seed=0):

@@ -3,41 +3,15 @@
 from django.db import transaction
 from django.utils import timezone
 
-from classifier.labels import BINARY_CLASSES, binary_group
+from webapp.cell_types import allowed_types
+
+# Re-exported until services/classification.py imports it from webapp.cell_types.
+from webapp.cell_types import carried_label as carried_label
 from webapp.models import Cell, CellReview
 
 
 class ReviewError(ValueError):
     """A relabelling that cannot be accepted; the message is for the technologist."""
-
-
-def review_types(class_names):
-    """The types a reviewer may give a cell called by a network with these classes.
-
-    The network's own, the basophil where the network names leukocyte types (under a binary
-    network a basophil is simply POLYNUCLEAR), and ARTEFACT for a detection that is no white cell.
-    """
-    names = list(class_names)
-    if not set(names) <= set(BINARY_CLASSES) and Cell.BASOPHIL not in names:
-        names.append(Cell.BASOPHIL)
-    return [*names, Cell.ARTEFACT]
-
-
-def allowed_types(cell):
-    return review_types(cell.model_version.class_names) if cell.model_version_id else []
-
-
-def carried_label(label, class_names):
-    """A reviewer's label restated in another network's types, or None where it has no place.
-
-    A binary network's cell takes a type's group (a lymphocyte is MONONUCLEAR); a four-type
-    network's cell cannot take MONONUCLEAR, which does not say which type the cell is.
-    """
-    allowed = review_types(class_names)
-    if label in allowed:
-        return label
-    group = binary_group(label)
-    return group if group in allowed else None
 
 
 @transaction.atomic

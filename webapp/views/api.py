@@ -12,11 +12,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from webapp.forms import HistoryFilterForm
-from webapp.models import Cell, Sample
+from webapp.models import Sample
 from webapp.selectors import (
-    HISTORY_FIELDS,
     CappedPaginator,
     cell_history,
+    cells_with_details,
     leukocyte_formula,
     sample_images_with_cells,
     sample_progress,
@@ -95,10 +95,7 @@ def _sample_summary(request, sample):
 
 @require_GET
 def sample_list(request):
-    samples = samples_with_progress()
-    accession = request.GET.get("accession_number", "").strip()
-    if accession:
-        samples = samples.filter(accession_number=accession)
+    samples = samples_with_progress(accession=request.GET.get("accession_number", "").strip())
     return JsonResponse(_paginated(request, Paginator(samples, _page_size(request)), _sample_summary))
 
 
@@ -107,7 +104,8 @@ def sample_detail(request, pk):
     sample = get_object_or_404(Sample, pk=pk)
     progress = sample_progress(sample)
     images = []
-    for image in sample_images_with_cells(sample):
+    for entry in sample_images_with_cells(sample):
+        image = entry.image
         images.append({
             "id": image.pk,
             "original_filename": image.original_filename,
@@ -122,7 +120,7 @@ def sample_detail(request, pk):
             "inference_runtime": image.inference_runtime or None,
             "file": _media(request, image.image),
             "cells": [dict(cell_json(request, cell, with_image=False), probabilities=cell.probabilities)
-                      for cell in image.current],
+                      for cell in entry.cells],
         })
     return JsonResponse({
         "id": sample.pk,
@@ -147,12 +145,7 @@ def cell_list(request):
 
 @require_GET
 def cell_detail(request, pk):
-    cell = get_object_or_404(
-        Cell.objects.select_related("image__sample").only(*HISTORY_FIELDS, "probabilities", "heatmap",
-                                                          "window", "reviewed_at", "detection_score",
-                                                          "review_carried_from"),
-        pk=pk,
-    )
+    cell = get_object_or_404(cells_with_details(), pk=pk)
     return JsonResponse(dict(
         cell_json(request, cell),
         probabilities=cell.probabilities,

@@ -1,68 +1,44 @@
-"""Pages of the lab workflow. Thin: forms and services change things, selectors read them."""
+"""Pages of the lab workflow. Thin: forms and services change things, selectors read them and
+presenters (webapp.presenters.lab) shape what the pages show."""
 
-from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db.models import Prefetch
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from classifier.labels import binary_group
 from webapp.exports import export_file_name, write_sample_csv
 from webapp.forms import AddImagesForm, HistoryFilterForm, ReviewForm, SampleUploadForm
-from webapp.models import Cell, CellReview, ModelVersion, Sample, SmearImage
+from webapp.models import Cell, Sample, SmearImage
+from webapp.presenters import lab as lab_pages
 from webapp.selectors import (
-    SampleCounts,
-    current_counterpart,
+    cells_with_review_trail,
     history_page,
+    image_statuses,
     leukocyte_formula,
-    sample_cell_counts,
-    sample_images_with_cells,
     sample_progress,
+    sample_record_counts,
     samples_with_progress,
-    type_order,
 )
-from webapp.services.review import ReviewError, allowed_types, review_cell, review_types
-from webapp.services.uploads import (
-    add_images_to_sample,
-    create_sample_with_images,
-    delete_sample,
-    may_delete_sample,
-    requeue_image,
-)
+from webapp.services.deletion import delete_sample, may_delete_sample
+from webapp.services.review import ReviewError, review_cell
+from webapp.services.uploads import add_images_to_sample, create_sample_with_images, requeue_image
 from webapp.views.errors import wants_json
-
-# A photograph still queued after this long means no classify worker is consuming the queue.
-STALLED_AFTER = timedelta(minutes=2)
-
-
-def type_shortcuts(names):
-    """One key per type (its first letter) where the first letters do not clash."""
-    letters = [name[0].upper() for name in names]
-    pairs = zip(names, letters, strict=True)
-    return [(name, letter if letters.count(letter) == 1 else "") for name, letter in pairs]
 
 
 @require_GET
 def sample_list(request):
     query = request.GET.get("q", "").strip()
-    samples = samples_with_progress().select_related("created_by")
-    if query:
-        samples = samples.filter(accession_number__icontains=query)
-    page = Paginator(samples, 25).get_page(request.GET.get("page"))
-    counts = sample_cell_counts(sample.pk for sample in page.object_list)
-    for sample in page.object_list:
-        sample.cell_counts = counts.get(sample.pk, SampleCounts())
+    page = Paginator(samples_with_progress(accession_contains=query), 25).get_page(request.GET.get("page"))
     return render(request, "lab/sample_list.html", {
-        "page": page, "query": query, "page_query": urlencode({"q": query}) if query else "",
+        "page": page, "rows": lab_pages.sample_rows(page.object_list), "query": query,
+        "page_query": urlencode({"q": query}) if query else "",
     })
 
 
@@ -99,33 +75,7 @@ def upload(request):
 
 
 def _sample_context(sample):
-    images = sample_images_with_cells(sample)
-    version_ids = {image.model_version_id for image in images if image.model_version_id}
-    # A cell can be relabelled only as one of the types of the network that classified it, a
-    # basophil, or an artefact.
-    shortcuts = {
-        pk: type_shortcuts(sorted(review_types(names), key=type_order))
-        for pk, names in ModelVersion.objects.filter(pk__in=version_ids).values_list("pk", "class_names")
-    }
-    stalled_before = timezone.now() - STALLED_AFTER
-    for image in images:
-        image.stalled = image.status == SmearImage.Status.QUEUED and image.created_at < stalled_before
-        # Labels scale with the photograph so they read the same at any resolution.
-        image.label_size = max(12, round(image.width / 38))
-        for cell in image.current:
-            cell.group = binary_group(cell.cell_type)
-            cell.review_types = shortcuts.get(cell.model_version_id, [])
-            above = cell.y0 - 0.3 * image.label_size
-            cell.label_y = round(above if above >= image.label_size else cell.y1 + image.label_size)
-    legend = {pair for pairs in shortcuts.values() for pair in pairs}
-    return {
-        "sample": sample,
-        "images": images,
-        "formula": leukocyte_formula(sample),
-        "progress": sample_progress(sample),
-        "review_types": sorted(legend, key=lambda pair: type_order(pair[0])),
-        "review_threshold_percent": round(100 * settings.REVIEW_CONFIDENCE_THRESHOLD),
-    }
+    return {"sample": sample, **lab_pages.sample_results(sample).as_context()}
 
 
 def _sample(pk):
@@ -151,7 +101,7 @@ def sample_results(request, pk):
 @require_GET
 def sample_status(request, pk):
     sample = get_object_or_404(Sample, pk=pk)
-    images = list(sample.images.values("id", "status", "error", "original_filename"))
+    images = image_statuses(sample)
     progress = sample_progress(sample)
     response = JsonResponse({
         "sample": sample.pk,
@@ -203,11 +153,8 @@ def sample_delete(request, pk):
         delete_sample(sample, user=request.user)
         messages.success(request, f"Sample {accession} and all its pictures were deleted.")
         return redirect("lab:sample-list")
-    counts = {
-        "images": sample.images.count(),
-        "cells": Cell.objects.filter(image__sample=sample).count(),
-    }
-    return render(request, "lab/sample_confirm_delete.html", {"sample": sample, "counts": counts})
+    return render(request, "lab/sample_confirm_delete.html",
+                  {"sample": sample, "counts": sample_record_counts(sample)})
 
 
 @require_GET
@@ -221,30 +168,8 @@ def sample_export_csv(request, pk):
 
 @require_GET
 def cell_detail(request, pk):
-    cell = get_object_or_404(
-        Cell.objects.select_related("image__sample", "reviewed_by", "review_carried_from")
-        .defer("model_version__model_bytes").select_related("model_version").prefetch_related(
-            Prefetch("reviews", queryset=CellReview.objects.select_related("reviewed_by"))
-        ),
-        pk=pk,
-    )
-    siblings = list(
-        Cell.objects.filter(image=cell.image, model_version=cell.model_version).order_by("index")
-        .values_list("pk", flat=True)
-    )
-    position = siblings.index(cell.pk)
-    probabilities = sorted(cell.probabilities.items(), key=lambda item: -item[1])
-    return render(request, "lab/cell_detail.html", {
-        "cell": cell,
-        "sample": cell.image.sample,
-        "probabilities": [(name, p, round(p * 100, 1)) for name, p in probabilities],
-        "review_types": type_shortcuts(allowed_types(cell)),
-        "counted_call": current_counterpart(cell) if cell.is_superseded else None,
-        "previous_id": siblings[position - 1] if position > 0 else None,
-        "next_id": siblings[position + 1] if position + 1 < len(siblings) else None,
-        "position": position + 1,
-        "sibling_count": len(siblings),
-    })
+    cell = get_object_or_404(cells_with_review_trail(), pk=pk)
+    return render(request, "lab/cell_detail.html", lab_pages.cell_page(cell).as_context())
 
 
 @require_POST

@@ -1,5 +1,7 @@
 from django.core.management.base import CommandError
 
+from classifier.errors import TrainingDataError
+from classifier.metrics import format_metrics
 from webapp.management.commands._model_version_command import ModelVersionCommand
 from webapp.services.model_registry import load_classifier
 
@@ -13,9 +15,7 @@ class Command(ModelVersionCommand):
 
     def handle(self, *args, version=None, data, split, **options):
         model_version = self.trained_version(version)
-        from classifier.errors import TrainingDataError
-        from classifier.metrics import format_metrics
-        from classifier.training import evaluate_classifier
+        from classifier.training import evaluate_classifier  # TensorFlow: only when a command evaluates
 
         classifier = load_classifier(model_version)
         try:

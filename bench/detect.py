@@ -1,6 +1,6 @@
 """Detector benchmark against the BCCD leukocyte boxes.
 
-    python -m classifier.bench.detect [--data DIR] [--model MODEL_DIR]
+    python bench/detect.py [--data DIR] [--model MODEL_DIR]
 
 DIR is the shared datasets folder or its bccd-smears sub-folder (default: ../shared/datasets from
 the project root). Part 1 prints recall and precision at IoU >= 0.5, the mean IoU of matched
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -26,12 +27,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from classifier.boxes import box_iou, match_boxes
-from classifier.detection import detect_leukocytes
-from classifier.model_folder import BUNDLED_MODELS_DIR, bundled_model_folders
-from classifier.runtimes import quiet_tensorflow_startup
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Run as a script (`python bench/detect.py`), Python puts bench/ on the path, not the project.
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from classifier.boxes import box_iou, match_boxes  # noqa: E402
+from classifier.detection import detect_leukocytes  # noqa: E402
+from classifier.model_folder import BUNDLED_MODELS_DIR, bundled_model_folders  # noqa: E402
+from classifier.runtimes import quiet_tensorflow_startup  # noqa: E402
+
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "datasets"
 IOU_MATCH = 0.5
 

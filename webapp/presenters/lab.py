@@ -1,0 +1,146 @@
+"""The lab pages' view models: the sample list, a sample's photographs with their cells drawn over
+them and the formula beside them, and one cell's page."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from classifier.labels import binary_group
+from webapp.cell_types import allowed_types, review_types, type_order
+from webapp.models import Cell, Sample, SmearImage
+from webapp.presenters import ViewModel
+from webapp.selectors import (
+    LeukocyteFormula,
+    SampleCounts,
+    SampleProgress,
+    class_names_by_version,
+    current_counterpart,
+    leukocyte_formula,
+    sample_cell_counts,
+    sample_images_with_cells,
+    sample_progress,
+    sibling_cell_ids,
+)
+
+# A photograph still queued after this long means no classify worker is consuming the queue.
+STALLED_AFTER = timedelta(minutes=2)
+
+
+def type_shortcuts(names):
+    """(type, key) per type: its first letter where the first letters do not clash, else ""."""
+    letters = [name[0].upper() for name in names]
+    pairs = zip(names, letters, strict=True)
+    return [(name, letter if letters.count(letter) == 1 else "") for name, letter in pairs]
+
+
+@dataclass
+class SampleRow:
+    """One line of the sample list."""
+
+    sample: Sample  # with the progress counts of selectors.samples_with_progress
+    counts: SampleCounts
+
+
+def sample_rows(samples):
+    """The rows of one page of the sample list, its cell counts in one query."""
+    samples = list(samples)
+    counts = sample_cell_counts(sample.pk for sample in samples)
+    return [SampleRow(sample, counts.get(sample.pk, SampleCounts())) for sample in samples]
+
+
+@dataclass
+class CellMark:
+    """A cell as the sample page outlines it on its photograph and lists it below."""
+
+    cell: Cell
+    group: str  # MONONUCLEAR / POLYNUCLEAR of the type it counts as; "" for an artefact
+    review_types: list  # (type, shortcut key) a reviewer may give it
+    label_y: int  # baseline of its label, in photograph pixels
+
+
+@dataclass
+class Photograph:
+    """One photograph of a sample, with the cells its formula counts."""
+
+    image: SmearImage
+    cells: list  # CellMark, in detection order
+    stalled: bool  # queued for longer than STALLED_AFTER
+    label_size: int  # font size of the cell labels, in photograph pixels
+
+
+@dataclass
+class SampleResults(ViewModel):
+    """The results part of the sample page, which its script swaps in as photographs finish."""
+
+    photographs: list
+    formula: LeukocyteFormula
+    progress: SampleProgress
+    review_types: list  # every (type, key) offered on the page, for the keyboard legend
+    review_threshold_percent: int
+
+
+def _photograph(entry, shortcuts, stalled_before):
+    image = entry.image
+    # Labels scale with the photograph so they read the same at any resolution.
+    label_size = max(12, round(image.width / 38))
+    marks = []
+    for cell in entry.cells:
+        # Above the box, or below it where the box touches the photograph's top edge.
+        above = cell.y0 - 0.3 * label_size
+        label_y = round(above if above >= label_size else cell.y1 + label_size)
+        marks.append(CellMark(cell, binary_group(cell.cell_type), shortcuts.get(cell.model_version_id, []),
+                              label_y))
+    stalled = image.status == SmearImage.Status.QUEUED and image.created_at < stalled_before
+    return Photograph(image, marks, stalled, label_size)
+
+
+def sample_results(sample):
+    images = sample_images_with_cells(sample)
+    version_ids = {entry.image.model_version_id for entry in images if entry.image.model_version_id}
+    # A cell can be relabelled only as one of the types of the network that classified it, a
+    # basophil, or an artefact.
+    shortcuts = {
+        pk: type_shortcuts(sorted(review_types(names), key=type_order))
+        for pk, names in class_names_by_version(version_ids).items()
+    }
+    stalled_before = timezone.now() - STALLED_AFTER
+    legend = {pair for pairs in shortcuts.values() for pair in pairs}
+    return SampleResults(
+        photographs=[_photograph(entry, shortcuts, stalled_before) for entry in images],
+        formula=leukocyte_formula(sample),
+        progress=sample_progress(sample),
+        review_types=sorted(legend, key=lambda pair: type_order(pair[0])),
+        review_threshold_percent=round(100 * settings.REVIEW_CONFIDENCE_THRESHOLD),
+    )
+
+
+@dataclass
+class CellPage(ViewModel):
+    cell: Cell
+    sample: Sample
+    probabilities: list  # (type, probability, percent), the most probable first
+    review_types: list  # (type, shortcut key)
+    counted_call: Cell | None  # for a superseded call, the call the formula counts instead
+    previous_id: int | None  # neighbours on the photograph, in detection order
+    next_id: int | None
+    position: int
+    sibling_count: int
+
+
+def cell_page(cell):
+    siblings = sibling_cell_ids(cell)
+    position = siblings.index(cell.pk)
+    probabilities = sorted(cell.probabilities.items(), key=lambda item: -item[1])
+    return CellPage(
+        cell=cell,
+        sample=cell.image.sample,
+        probabilities=[(name, p, round(p * 100, 1)) for name, p in probabilities],
+        review_types=type_shortcuts(allowed_types(cell)),
+        counted_call=current_counterpart(cell) if cell.is_superseded else None,
+        previous_id=siblings[position - 1] if position > 0 else None,
+        next_id=siblings[position + 1] if position + 1 < len(siblings) else None,
+        position=position + 1,
+        sibling_count=len(siblings),
+    )

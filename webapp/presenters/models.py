@@ -1,0 +1,237 @@
+"""The model pages' figures: held-out metric tables, training progress (also served as JSON to the
+page's poll), the rows of the version list and one version's page."""
+
+import math
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from django.conf import settings
+from django.urls import reverse
+
+from classifier.runtimes import RUNTIME_DESCRIPTIONS
+from webapp.models import ModelVersion
+from webapp.presenters import ViewModel
+from webapp.presenters.charts import finite, learning_curves
+from webapp.selectors import (
+    Agreement,
+    ReviewAgreement,
+    activations_of,
+    ever_active_version_ids,
+    model_versions_with_cell_counts,
+    recent_activations,
+    review_agreement,
+    review_agreement_by_version,
+)
+
+
+def _metric_table(title, metrics):
+    """One metrics dict (classifier.metrics.classification_metrics) as rows a template can loop over."""
+    names = list(metrics.get("class_names") or metrics.get("per_class", {}).keys())
+    by_name = metrics.get("per_class", {})
+    per_class = [dict(name=name, **by_name[name]) for name in names if name in by_name]
+    matrix = []
+    for name, row in zip(names, metrics.get("confusion_matrix", []), strict=False):
+        total = sum(row) or 1
+        matrix.append(
+            {
+                "name": name,
+                "cells": [
+                    {"count": count, "share": round(count / total, 3), "diagonal": k == len(matrix)}
+                    for k, count in enumerate(row)
+                ],
+            }
+        )
+    return {
+        "title": title,
+        "n": metrics.get("n"),
+        "accuracy": metrics.get("accuracy"),
+        "balanced_accuracy": metrics.get("balanced_accuracy"),
+        "ece": metrics.get("ece"),
+        "roc_auc": metrics.get("roc_auc"),
+        "class_names": names,
+        "per_class": per_class,
+        "matrix": matrix,
+        "review_flagging": [
+            {**row, "site": math.isclose(row["threshold"], settings.REVIEW_CONFIDENCE_THRESHOLD)}
+            for row in metrics.get("review_flagging") or []
+        ],
+    }
+
+
+def _is_metrics(value):
+    return isinstance(value, dict) and "confusion_matrix" in value and "per_class" in value
+
+
+def metric_tables(metrics):
+    """Every set of held-out figures in a version's metrics, the official TEST split first."""
+    metrics = metrics or {}
+    if _is_metrics(metrics):  # a bundled model may store one flat table
+        return [_metric_table("Held-out", metrics)]
+    tables = []
+    for key, title in (
+        ("TEST", "TEST split (held out)"),
+        ("TEST_SIMPLE", "TEST_SIMPLE (originals, no augmentation)"),
+        ("validation", "Validation split (held-out groups of TRAIN)"),
+    ):
+        value = metrics.get(key)
+        if not _is_metrics(value):
+            continue
+        tables.append(_metric_table(title, value))
+        if _is_metrics(value.get("binary")):
+            tables.append(_metric_table(f"{title}: binary grouping", value["binary"]))
+        without = value.get("without_same_cell_in_train")
+        if _is_metrics(without):
+            tables.append(_metric_table(f"{title}: without cells also photographed in TRAIN", without))
+    return tables
+
+
+def headline(metrics):
+    """(accuracy, where) of the figure to show in a list: TEST where there was one, else validation."""
+    tables = metric_tables(metrics)
+    if not tables:
+        return None
+    return {"accuracy": tables[0]["accuracy"], "where": tables[0]["title"].split(" ")[0], "table": tables[0]}
+
+
+def progress_report(version):
+    progress = dict(version.progress or {})
+    epochs = int(progress.get("epochs") or version.hyperparameters.get("epochs") or 0)
+    epoch = int(progress.get("epoch") or 0)
+    if version.status == ModelVersion.Status.READY or version.status == ModelVersion.Status.ACTIVE:
+        percent = 100
+    else:
+        percent = round(100 * epoch / epochs) if epochs else 0
+    state = progress.get("state", "")
+    if version.status == ModelVersion.Status.TRAINING:
+        phase = {"queued": "waiting for the training worker", "running": "training"}.get(state, state)
+        if state == "running" and epoch == 0:
+            phase = "loading images and building the network"
+    else:
+        phase = version.get_status_display().lower()
+
+    def number(key):
+        value = progress.get(key)
+        return value if finite(value) else None
+
+    return {
+        "id": version.pk,
+        "status": version.status,
+        "status_display": version.get_status_display(),
+        "phase": phase,
+        "epoch": epoch,
+        "epochs": epochs,
+        "percent": percent,
+        "loss": number("loss"),
+        "accuracy": number("accuracy"),
+        "val_loss": number("val_loss"),
+        "val_accuracy": number("val_accuracy"),
+        "elapsed_seconds": number("elapsed_seconds"),
+        "eta_seconds": number("eta_seconds"),
+        "failure_reason": version.failure_reason,
+        "cancel_requested": version.cancel_requested,
+        "detail_url": reverse("models:detail", args=[version.pk]),
+    }
+
+
+def shown_temperature_source(source):
+    """Where a refit's temperature came from, as the page says it: a held-out run named by its
+    folder by the folder's name alone. The full path is one on the machine that trained it, which
+    means nothing here and tells every visitor about that machine."""
+    where, bracket, rest = (source or "").partition(" (")
+    if "/" not in where and "\\" not in where:
+        return source or ""
+    name = PurePosixPath(where.replace("\\", "/")).name
+    return f"{name}{bracket}{rest}" if name else ""
+
+
+def metric_notes(metrics):
+    """The held-out metrics' side notes, each only where it was recorded."""
+    notes = []
+    if metrics.get("temperature"):
+        notes.append(f"calibration temperature {metrics['temperature']:.3f}")
+    if metrics.get("validation_groups"):
+        notes.append(f"{metrics['validation_groups']} photograph groups held out for validation")
+    if metrics.get("skipped_files"):
+        notes.append(f"{metrics['skipped_files']} unreadable file(s) skipped")
+    return notes
+
+
+@dataclass
+class VersionRow:
+    """One line of the version list."""
+
+    version: ModelVersion  # with its `cell_count`
+    headline: dict | None  # the figure to show: see headline()
+    was_active: bool  # activating it again is a roll-back
+    review_agreement: Agreement | None
+
+
+@dataclass
+class VersionList(ViewModel):
+    versions: list  # VersionRow, newest first
+    active: ModelVersion | None
+    training: ModelVersion | None
+    training_progress: dict | None
+    activations: object  # the latest ModelActivation records
+
+
+def listed_versions():
+    versions = list(model_versions_with_cell_counts())
+    ever_active = ever_active_version_ids()
+    agreement = review_agreement_by_version()
+    rows = [
+        VersionRow(version, headline(version.metrics), version.pk in ever_active, agreement.get(version.pk))
+        for version in versions
+    ]
+    training = next((v for v in versions if v.status == ModelVersion.Status.TRAINING), None)
+    return VersionList(
+        versions=rows,
+        active=next((v for v in versions if v.is_active), None),
+        training=training,
+        training_progress=progress_report(training) if training else None,
+        activations=recent_activations(),
+    )
+
+
+@dataclass
+class VersionPage(ViewModel):
+    version: ModelVersion
+    progress: dict
+    charts: list
+    metric_tables: list
+    best_epoch: int | None
+    epoch_choice: str | None
+    refit: dict | None  # a refit's record, its temperature's source as shown_temperature_source says
+    metric_notes: list
+    hyperparameters: dict
+    activations: object
+    was_active: bool
+    review: ReviewAgreement
+    serving_runtime: str
+
+
+def version_page(version):
+    metrics = version.metrics or {}
+    refit = metrics.get("refit")
+    if refit:
+        refit = dict(refit, temperature_source=shown_temperature_source(refit.get("temperature_source")))
+    hyperparameters = {
+        key: shown_temperature_source(value) if key == "temperature_source" else value
+        for key, value in (version.hyperparameters or {}).items()
+    }
+    activations = activations_of(version)
+    return VersionPage(
+        version=version,
+        progress=progress_report(version),
+        charts=learning_curves(version),
+        metric_tables=metric_tables(version.metrics),
+        best_epoch=metrics.get("best_epoch"),
+        epoch_choice=metrics.get("epoch_choice"),
+        refit=refit,
+        metric_notes=metric_notes(metrics),
+        hyperparameters=hyperparameters,
+        activations=activations,
+        was_active=activations.exists(),
+        review=review_agreement(version),
+        serving_runtime=RUNTIME_DESCRIPTIONS[settings.INFERENCE_RUNTIME],
+    )

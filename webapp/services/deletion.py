@@ -1,0 +1,58 @@
+"""Deleting a sample or one photograph: its records, its cells' reviews, and every stored file.
+
+The rows go in a transaction; the files only once it is committed, so a rolled-back delete keeps
+both. Each deletion is logged with who asked for it.
+"""
+
+import logging
+
+from django.db import transaction
+
+from webapp.models import SmearImage
+from webapp.selectors import image_file_names, sample_file_names
+
+logger = logging.getLogger(__name__)
+
+
+def delete_stored_files(names):
+    """Remove files from the media storage by their stored names."""
+    storage = SmearImage._meta.get_field("image").storage
+    for name in names:
+        storage.delete(name)
+
+
+def _delete_with_files(record, file_names):
+    """Delete a record (its rows cascade) and, once that is committed, its files."""
+    record.delete()
+    # Files go only after the rows are gone for good; a rolled-back delete keeps both.
+    transaction.on_commit(lambda: delete_stored_files(file_names))
+
+
+def _who(user):
+    return user.get_username() if user else "an unnamed caller"
+
+
+def may_delete_sample(user, sample):
+    """Deleting a specimen's photographs and results is for the person who entered it, or staff."""
+    return user.is_staff or (sample.created_by_id is not None and sample.created_by_id == user.pk)
+
+
+def delete_sample(sample, user=None):
+    """Delete a sample, its records and, once that is committed, its files."""
+    sample_id, accession = sample.pk, sample.accession_number
+    with transaction.atomic():
+        image_count = sample.images.count()
+        names = sample_file_names(sample)
+        _delete_with_files(sample, names)
+    logger.info("Sample %s (accession %s) with %d image(s) deleted by %s; %d file(s) removed",
+                sample_id, accession, image_count, _who(user), len(names))
+
+
+def delete_image(image, user=None):
+    """Delete one photograph of a sample, its cells and reviews and, once committed, its files."""
+    image_id, name, sample_id = image.pk, image.original_filename, image.sample_id
+    with transaction.atomic():
+        names = image_file_names(image)
+        _delete_with_files(image, names)
+    logger.info("Image %s (%s) of sample %s deleted by %s; %d file(s) removed",
+                image_id, name, sample_id, _who(user), len(names))
