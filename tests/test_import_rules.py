@@ -38,12 +38,6 @@ KNOWN_VIOLATIONS = {
     ("webapp.tasks", "webapp.services.classification"),
     ("webapp.tasks", "webapp.services.training"),
     ("webapp.worker_process", "webapp.celery"),
-    # `cells`: image work moves from services/classification.py into classifier/ (rendering.py);
-    # inference.py and pipeline.py import OpenCV and the detector at module level.
-    ("webapp.services.classification", "cv2"),
-    ("webapp.services.classification", "PIL"),
-    ("classifier.inference", "cv2"),
-    ("classifier.pipeline", "classifier.detection"),
     # `recipe`: function-level imports of plain modules in the training code and its command.
     ("classifier.architectures", "classifier.errors"),
     ("classifier.architectures", "classifier.labels"),

@@ -18,9 +18,9 @@ from classifier.boxes import SAME_CELL_IOU, match_boxes
 from classifier.errors import UnreadablePhotograph
 from classifier.pipeline import analyse_smear
 from classifier.rendering import decode_rgb
+from webapp.cell_types import carried_label
 from webapp.models import Cell, ModelVersion, SmearImage
 from webapp.services.model_registry import NoActiveModel, active_version, load_classifier
-from webapp.services.review import carried_label
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,6 @@ from django.utils import timezone
 from webapp.cell_types import allowed_types
 
 # Re-exported until services/classification.py imports it from webapp.cell_types.
-from webapp.cell_types import carried_label as carried_label
 from webapp.models import Cell, CellReview
 
 
