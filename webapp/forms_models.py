@@ -89,10 +89,6 @@ class RetrainForm(forms.Form):
                 pass
         return {s.name: getattr(recipe, s.name) for s in form_settings()}
 
-    def recipe_settings(self):
-        """The recipe settings asked for, by name, for services.training.start_training."""
-        return {s.name: self.cleaned_data[s.name] for s in form_settings()}
-
     def clean_data_dir(self):
         # Whether the folder holds usable images is the training run's to judge: it fails the version
         # with the reason, which the page then shows beside it.

@@ -17,6 +17,7 @@ import enum
 import types
 import typing
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -53,6 +54,8 @@ class Derived:
 
 @dataclass(frozen=True)
 class Setting:
+    """What the recipe knows of one setting; name and kind come from its Recipe field."""
+
     help: str
     offered: Offered
     # A value, PER_ARCHITECTURE or Derived; ARCHITECTURE_DEFAULTS may override any of them.
@@ -285,10 +288,6 @@ class Recipe:
         """The settings a version records among its hyperparameters (of a resolved recipe)."""
         return {s.name: getattr(self, s.name) for s in SETTINGS if s.in_hyperparameters}
 
-    def given(self):
-        """The settings given, by name (None: not given)."""
-        return {s.name: getattr(self, s.name) for s in SETTINGS if getattr(self, s.name) is not None}
-
 
 def _value_type(annotation):
     """int for ``int | None``."""
@@ -330,12 +329,11 @@ def _default(setting_, resolved):
 def _typed(setting_, value):
     if value is None or isinstance(value, setting_.kind):
         return dict(value) if isinstance(value, dict) else value
-    try:
-        return setting_.kind(value)
-    except (TypeError, ValueError):
-        raise RecipeError(
-            f"{setting_.label} {value!r} is not {KIND_WORDS[setting_.kind]}", setting_.name
-        ) from None
+    # Anything converts to a bool ("false" to True): a yes-or-no setting takes only True or False.
+    if setting_.kind is not bool:
+        with suppress(TypeError, ValueError):
+            return setting_.kind(value)
+    raise RecipeError(f"{setting_.label} {value!r} is not {KIND_WORDS[setting_.kind]}", setting_.name)
 
 
 def _checked(setting_, value):

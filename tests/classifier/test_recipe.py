@@ -91,6 +91,7 @@ def test_defaults_are_copies_a_run_cannot_change_for_the_next():
         ({"task": "7class"}, "unknown task '7class'", ("task",)),
         ({"epochs": 0}, "epochs 0 must be at least 1", ("epochs",)),
         ({"epochs": "many"}, "epochs 'many' is not a whole number", ("epochs",)),
+        ({"augment": "false"}, "augment 'false' is not true or false", ("augment",)),
         ({"validation_fraction": 1.0, "temperature": 1.0},
          "validation fraction 1.0 must be at least 0 and below 1", ("validation_fraction",)),
         ({"validation_fraction": 0}, "no held-out split to fit the calibration temperature on",

@@ -105,7 +105,8 @@ def create_training_version(
     try:
         recipe = Recipe(**given).resolved()
     except RecipeError as exc:
-        raise TrainingRefused(f"{str(exc)[:1].upper()}{str(exc)[1:]}.") from None
+        reason = str(exc)
+        raise TrainingRefused(f"{reason[:1].upper()}{reason[1:]}.") from None
     # What was asked for, and the epochs the progress counts; store_training_result replaces it
     # with what the run actually used.
     requested = {"epochs": recipe.epochs}
