@@ -1,9 +1,8 @@
 """Repeated group hold-out of a training recipe: how it does on photographs it never saw.
 
-    python bench/group_cv.py [--data DIR] [--arch leukonet] [--task 4class] [--splits 5]
-                             [--first-split-seed 101] [--epochs N] [--keep DIR]
-                             [the recipe options of classifier.train_cli: --mixup A, --zoom Z,
-                              --input-spec JSON, --lr, --weight-decay, ...]
+    python bench/group_cv.py [--data DIR] [--splits 5] [--first-split-seed 101] [--keep DIR]
+                             [the recipe options of classifier.train_cli: --arch, --task,
+                              --epochs, --mixup A, --zoom Z, --input-spec JSON, --lr, ...]
 
 TEST holds copies of only 71 original photographs (4 of them monocytes), so its accuracy moves in
 steps of one photograph's 12-156 copies, and one validation split of ~40 groups is little better.
@@ -35,9 +34,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from classifier.runtimes import quiet_tensorflow_startup  # noqa: E402
-from classifier.train_cli import add_recipe_arguments, recipe_given  # noqa: E402
+from classifier.training.command_line import add_recipe_arguments, recipe_given  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "blood-cell-images"
+# Recipe settings the benchmark sets itself: each split its validation seed, and no refit.
+BENCH_SETS = ("validation_seed", "temperature")
 
 
 @dataclass
@@ -160,13 +161,10 @@ def main(argv=None):
     quiet_tensorflow_startup(os.environ)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(DEFAULT_DATA))
-    parser.add_argument("--arch", default="leukonet")
-    parser.add_argument("--task", default="4class", choices=("binary", "4class"))
     parser.add_argument("--splits", type=int, default=5)
     parser.add_argument("--first-split-seed", type=int, default=101)
+    add_recipe_arguments(parser, exclude=(*BENCH_SETS, "seed"))
     parser.add_argument("--seed", type=int, default=7, help="training seed, the same for every split")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the architecture's")
-    add_recipe_arguments(parser)  # --batch-size, --lr, --input-spec, --mixup, --zoom, ...
     parser.add_argument("--keep", help="keep each split's run folder here (default: a temporary one)")
     args = parser.parse_args(argv)
     if not Path(args.data).is_dir():
@@ -176,16 +174,16 @@ def main(argv=None):
         print("--splits must be at least 1", file=sys.stderr)
         return 2
     from classifier.errors import TrainingDataError
+    from classifier.training import Recipe
 
-    config_values = dict(
-        data_dir=args.data,
-        architecture=args.arch,
-        task=args.task,
-        epochs=args.epochs,
-        seed=args.seed,
-        **recipe_given(args),
-    )
-    print(f"{args.arch} / {args.task} on {args.data}, {args.splits} group splits", flush=True)
+    settings = recipe_given(args, exclude=BENCH_SETS)
+    try:
+        recipe = Recipe(**settings).resolved()
+    except TrainingDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    config_values = dict(data_dir=args.data, **settings)
+    print(f"{recipe.architecture} / {recipe.task} on {args.data}, {args.splits} group splits", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         keep_dir = args.keep or scratch
         results = []

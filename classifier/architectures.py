@@ -26,15 +26,6 @@ DEFAULT_INPUT_SPEC = {
         "mask_radius": 65,
     },
 }
-# The recipes of the bundled networks (classifier/default_model/MODEL_CARD.md), so a retraining
-# from the site or `manage.py train` with no options repeats the recipe of the shipped model.
-DEFAULT_EPOCHS = {"paper": 20, "leukonet": 16}
-DEFAULT_MIXUP = {"paper": 0.0, "leukonet": 0.3}
-# LeukoNet is served as a refit, which keeps its last epoch (nothing is left to choose one on):
-# its held-out run keeps the last epoch too, so the temperature the refit borrows was fitted on
-# the network it will be, not on an earlier epoch's.
-DEFAULT_KEEP_LAST_EPOCH = {"paper": False, "leukonet": True}
-ARCHITECTURES = tuple(DEFAULT_INPUT_SPEC)
 GRADCAM_LAYER = "gradcam_target"
 
 
@@ -51,7 +42,11 @@ def _head(keras, x, task, n_classes):
     return layers.Activation("softmax", name="probabilities")(x)
 
 
-def build_paper(keras, input_spec, task, n_classes):
+def build_paper(keras, input_spec, task, n_classes, width=1.0):
+    if width != 1.0:
+        from classifier.errors import TrainingDataError
+
+        raise TrainingDataError("the paper network is the published one: its widths are fixed")
     layers = keras.layers
     inputs = keras.Input(shape=(input_spec["height"], input_spec["width"], 3), name="image")
     x = layers.Conv2D(32, 3, activation="relu", name="conv1")(inputs)
@@ -105,27 +100,22 @@ def build_leukonet(keras, input_spec, task, n_classes, dropout=0.3, width=1.0):
     return keras.Model(inputs, _head(keras, x, task, n_classes), name="leukonet")
 
 
+BUILDERS = {"paper": build_paper, "leukonet": build_leukonet}
+
+
 def build_model(name, task, input_spec=None, n_classes=None, width=1.0):
-    """A fresh, uncompiled Keras model; ``width`` scales LeukoNet's filter counts."""
+    """A fresh, uncompiled Keras model; ``width`` scales LeukoNet's filter counts. The training
+    recipe (classifier.training.recipe) says which architectures and tasks there are."""
     import keras
 
     from classifier.errors import TrainingDataError
     from classifier.labels import TASK_CLASSES
+    from classifier.training.recipe import check_architecture, check_task
 
-    if name not in DEFAULT_INPUT_SPEC:
-        raise TrainingDataError(
-            f"unknown architecture {name!r}; expected one of {', '.join(ARCHITECTURES)}"
-        )
-    if task not in TASK_CLASSES:
-        raise TrainingDataError(
-            f"unknown task {task!r}; expected one of {', '.join(sorted(TASK_CLASSES))}"
-        )
+    check_architecture(name)
+    check_task(task)
     spec = dict(input_spec or DEFAULT_INPUT_SPEC[name])
     n_classes = n_classes or len(TASK_CLASSES[task])
     if not width > 0:
         raise TrainingDataError(f"width must be a positive number, got {width}")
-    if name == "leukonet":
-        return build_leukonet(keras, spec, task, n_classes, width=float(width))
-    if width != 1.0:
-        raise TrainingDataError("the paper network is the published one: its widths are fixed")
-    return build_paper(keras, spec, task, n_classes)
+    return BUILDERS[name](keras, spec, task, n_classes, width=float(width))

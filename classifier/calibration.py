@@ -4,9 +4,6 @@ Works on logits; for the published binary network (one sigmoid unit) a logit z b
 two-column logits [0, z], whose softmax is exactly [1 - sigmoid(z), sigmoid(z)].
 """
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 
@@ -54,52 +51,3 @@ def fit_temperature(logits, y_true, low=0.05, high=20.0):
             d = a + ratio * (b - a)
             fd = negative_log_likelihood(logits, y_true, np.exp(d))
     return float(np.exp((a + b) / 2))
-
-
-# A held-out run's settings that a refit borrowing its temperature repeats, so that the temperature
-# is fitted on the inputs and augmentation the refit trains with (the input spec, a metadata field
-# of its own, is repeated too).
-REFIT_COPIED_SETTINGS = (
-    "mixup", "zoom", "colour_jitter", "label_smoothing", "weight_decay", "window_scale",
-    "batch_size", "learning_rate", "width",
-)
-
-
-def refit_recipe(hyperparameters, input_spec):
-    """The TrainingConfig settings a refit repeats, from a held-out run's stored settings."""
-    hyperparameters = hyperparameters or {}
-    recipe = {
-        key: hyperparameters[key]
-        for key in REFIT_COPIED_SETTINGS
-        if hyperparameters.get(key) is not None
-    }
-    if input_spec:
-        recipe["input_spec"] = dict(input_spec)
-    return recipe
-
-
-def temperature_of_run(path):
-    """(temperature, where it came from, recipe to repeat) of a held-out run, for its refit.
-
-    ``path`` is the run's model folder or its metadata.json. Raises ValueError with a message for
-    the operator when there is no such file or no temperature in it.
-    """
-    path = Path(path)
-    metadata_file = path / "metadata.json" if path.is_dir() else path
-    try:
-        metadata = json.loads(metadata_file.read_text())
-        temperature = float(metadata["temperature"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"no calibration temperature in {path}: {error}") from None
-    if not temperature > 0:
-        raise ValueError(f"the temperature in {path} is {temperature}, not a positive number")
-    hyperparameters = metadata.get("hyperparameters") or {}
-    split_seed = hyperparameters.get("validation_seed") or metadata.get("seed")
-    label = kept_epoch_label(metadata.get("metrics") or {})
-    recipe = refit_recipe(hyperparameters, metadata.get("input_spec"))
-    return temperature, f"{path} (validation split seed {split_seed}, {label})", recipe
-
-
-def kept_epoch_label(metrics):
-    """Which epoch a held-out run stored, in words: "best epoch 9" or "last epoch 16"."""
-    return f"{metrics.get('epoch_choice', 'best')} epoch {metrics.get('best_epoch')}"

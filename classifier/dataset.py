@@ -54,11 +54,11 @@ class DatasetLayout:
 
 def task_class(folder_name, task):
     """The task class of a folder's class name, or None when it has no place in the task."""
+    # Imported here: the training package imports this module.
+    from classifier.training.recipe import check_task
+
+    check_task(task)
     name = folder_name.strip().upper()
-    if task not in TASK_CLASSES:
-        raise TrainingDataError(
-            f"unknown task {task!r}; expected one of {', '.join(sorted(TASK_CLASSES))}"
-        )
     if task == "binary":
         if name in BINARY_CLASSES:
             return name

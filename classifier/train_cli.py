@@ -2,112 +2,45 @@
 --task TASK --epochs N --out FOLDER`` writes FOLDER/model.keras + FOLDER/metadata.json."""
 
 import argparse
-import json
 import os
 import sys
 
-from classifier.architectures import ARCHITECTURES
-from classifier.calibration import kept_epoch_label, temperature_of_run
 from classifier.errors import TrainingDataError
 from classifier.metrics import format_metrics
 from classifier.runtimes import quiet_tensorflow_startup
-from classifier.training import DEFAULT_ZOOM, TrainingConfig, pooled_temperature, train_classifier
+from classifier.training import (
+    TrainingConfig,
+    kept_epoch_label,
+    pooled_temperature,
+    temperature_of_run,
+    train_classifier,
+)
+from classifier.training.command_line import (
+    add_recipe_arguments,
+    recipe_given,
+    repeated_line,
+    with_held_out_settings,
+)
 
 
 def _figure(value):
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def add_recipe_arguments(parser):
-    """The training-recipe options (each defaults to the architecture's recipe), shared with
-    bench/group_cv.py so that a recipe compared over group splits is the one trained here."""
-    parser.add_argument("--batch-size", type=int, default=None, help="default 64")
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument(
-        "--window-scale", default=None, choices=("image", "reference"), help="default: image"
-    )
-    parser.add_argument(
-        "--input-spec",
-        type=json.loads,
-        default=None,
-        help='e.g. {"height": 96, "width": 96, '
-        '"mode": "cell", "crop": 128} (default: the architecture\'s)',
-    )
-    parser.add_argument("--label-smoothing", type=float, default=None)
-    parser.add_argument(
-        "--width", type=float, default=None, help="LeukoNet's filter counts times this (default 1)"
-    )
-    parser.add_argument(
-        "--mixup", type=float, default=None, help="mixup Beta(a, a); 0 = off (default: the arch's)"
-    )
-    parser.add_argument("--weight-decay", type=float, default=None, help="default 0.005")
-    parser.add_argument(
-        "--colour-jitter",
-        type=float,
-        default=None,
-        help="+- per-channel gain of the stain augmentation (default 0.04 for white-balanced "
-        "inputs, else 0.1)",
-    )
-    parser.add_argument(
-        "--zoom",
-        type=float,
-        default=None,
-        help=f"zoom augmentation: scale factor exp(U(-z, z)) (default {DEFAULT_ZOOM})",
-    )
-
-
-def recipe_given(args):
-    """TrainingConfig fields for the recipe options given on the command line (None: not given)."""
-    given = {
-        "batch_size": args.batch_size,
-        "learning_rate": args.lr,
-        "window_scale": args.window_scale,
-        "input_spec": args.input_spec,
-        "label_smoothing": args.label_smoothing,
-        "mixup": args.mixup,
-        "weight_decay": args.weight_decay,
-        "colour_jitter": args.colour_jitter,
-        "zoom": args.zoom,
-        "width": args.width,
-    }
-    return {key: value for key, value in given.items() if value is not None}
-
-
-def main(argv=None):
-    quiet_tensorflow_startup(os.environ)
+def build_parser():
+    """The options: every recipe setting offered on the command line (classifier.training.recipe),
+    and those of this run: its data, a held-out run to calibrate a refit with, and its output."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", required=True, help="dataset root (with TRAIN/) or CLASS/ dirs")
-    parser.add_argument("--arch", default="leukonet", choices=ARCHITECTURES)
-    parser.add_argument("--task", default="4class", choices=("binary", "4class"))
-    parser.add_argument("--epochs", type=int, default=None)
     add_recipe_arguments(parser)
-    parser.add_argument("--seed", type=int, default=20261125)
-    parser.add_argument("--max-images-per-class", type=int, default=None)
-    parser.add_argument("--validation-seed", type=int, default=None, help="default: --seed")
     parser.add_argument(
-        "--validation-fraction",
-        type=float,
-        default=0.15,
-        help="share of TRAIN groups held out per class; 0 trains on every group (a refit: "
-        "the last epoch is kept, and --temperature-from or --temperature is required)",
-    )
-    calibration = parser.add_mutually_exclusive_group()
-    calibration.add_argument(
         "--temperature-from",
         metavar="PATH",
         nargs="+",
         help="use the calibration temperature of a held-out run of the same recipe: its model "
         "folder, or its metadata.json; with several run folders (each its own validation split), "
         "one temperature fitted on their pooled validation predictions. The refit repeats the "
-        "run's input spec and augmentation unless given here",
-    )
-    calibration.add_argument("--temperature", type=float, default=None)
-    parser.add_argument(
-        "--keep-last-epoch",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="keep the last epoch's network, not the best on validation (default: the arch's "
-        "recipe; LeukoNet keeps the last, as its refit does)",
+        "run's input spec and augmentation unless given here (not with --temperature)",
     )
     parser.add_argument("--no-test", action="store_true", help="skip TEST metrics")
     parser.add_argument(
@@ -120,38 +53,34 @@ def main(argv=None):
         help="mark the saved folder as the bundled model a fresh install activates",
     )
     parser.add_argument("--quiet", action="store_true", help="no Keras progress bar")
-    args = parser.parse_args(argv)
-    temperature, temperature_source, recipe = args.temperature, "", {}
-    if args.temperature is not None:
-        temperature_source = "given on the command line"
-    if args.temperature_from:
-        try:
-            temperature, temperature_source, recipe = _held_out_calibration(args)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    given = recipe_given(args)
-    repeated = {key: value for key, value in recipe.items() if key not in given}
-    if repeated:
-        listed = ", ".join(f"{key} {value}" for key, value in sorted(repeated.items()))
-        print(f"repeating the held-out run's settings: {listed}")
+    return parser
 
+
+def _settings(args):
+    """The recipe settings of the run: those given, and a held-out run's for a refit of it."""
+    given = recipe_given(args)
+    if args.temperature_from:
+        if args.temperature is not None:
+            raise ValueError("give --temperature or --temperature-from, not both")
+        settings, repeated = with_held_out_settings(given, *_held_out_calibration(args))
+        if repeated:
+            print(repeated_line(repeated))
+        return settings
+    if args.temperature is not None:
+        given["temperature_source"] = "given on the command line"
+    return given
+
+
+def main(argv=None):
+    quiet_tensorflow_startup(os.environ)
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     config = TrainingConfig(
-        data_dir=args.data,
-        architecture=args.arch,
-        task=args.task,
-        epochs=args.epochs,
-        seed=args.seed,
-        max_images_per_class=args.max_images_per_class,
-        evaluate_test=not args.no_test,
-        keep_last_epoch=args.keep_last_epoch,
-        validation_seed=args.validation_seed,
-        cache_dir=args.cache_dir,
-        validation_fraction=args.validation_fraction,
-        temperature=temperature,
-        temperature_source=temperature_source,
-        **repeated,
-        **given,
+        data_dir=args.data, evaluate_test=not args.no_test, cache_dir=args.cache_dir, **settings
     )
 
     def report(row):
@@ -185,7 +114,7 @@ def main(argv=None):
     if "validation" in metrics:
         print(format_metrics(metrics["validation"], "validation (group-held-out from TRAIN)"))
     else:
-        print(f"trained on every TRAIN group; temperature from {temperature_source}")
+        print(f"trained on every TRAIN group; temperature from {config.temperature_source}")
     for split in ("TEST", "TEST_SIMPLE"):
         if split in metrics:
             print(format_metrics(metrics[split], split))

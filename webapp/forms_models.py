@@ -3,17 +3,43 @@
 from django import forms
 from django.conf import settings
 
+from classifier.training.recipe import SETTINGS, Offered, Recipe, RecipeError
 from webapp.models import ModelVersion
 from webapp.selectors import samples_with_accession
-from webapp.services.training import architecture_names, default_epochs, held_out_runs
+from webapp.services.training import held_out_runs
 
+# A site user holds the one training slot for as long as the run lasts; longer runs are for the
+# command line.
 MAX_EPOCHS = 200
+# The site's own limits and words for some recipe settings.
+FORM_MAXIMA = {"epochs": MAX_EPOCHS}
+CHOICE_LABELS = {"task": dict(ModelVersion.Task.choices)}
+
+
+def recipe_field(setting):
+    """The form field of a recipe setting (classifier.training.recipe), from its type and limits."""
+    required = setting.default is not None and setting.kind is not bool
+    options = {"required": required}
+    if setting.choices:
+        labels = CHOICE_LABELS.get(setting.name, {})
+        choices = [(value, labels.get(value, value)) for value in setting.choices]
+        return forms.ChoiceField(choices=choices, **options)
+    if setting.kind in (int, float):
+        field = forms.IntegerField if setting.kind is int else forms.FloatField
+        low = setting.at_least if setting.at_least is not None else setting.above
+        return field(min_value=low, max_value=FORM_MAXIMA.get(setting.name), **options)
+    fields = {bool: forms.BooleanField, dict: forms.JSONField, str: forms.CharField}
+    return fields[setting.kind](**options)
+
+
+def form_settings():
+    return [s for s in SETTINGS if s.offered is Offered.EVERYWHERE]
 
 
 class RetrainForm(forms.Form):
-    architecture = forms.ChoiceField()
-    task = forms.ChoiceField(choices=ModelVersion.Task.choices)
-    epochs = forms.IntegerField(min_value=1, max_value=MAX_EPOCHS)
+    """The recipe settings offered on the site (classifier.training.recipe: Offered.EVERYWHERE),
+    then the run's own: its data and, for a refit, the held-out run it repeats."""
+
     include_reviewed = forms.BooleanField(
         required=False,
         label="Include reviewed cells",
@@ -39,24 +65,29 @@ class RetrainForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields = {**{s.name: recipe_field(s) for s in form_settings()}, **self.fields}
         refit = self.fields["refit_from"]
         refit.queryset = held_out_runs()
         refit.label_from_instance = lambda version: (
             f"v{version.pk}: {version.architecture} / {version.task}, "
             f"{version.hyperparameters.get('epochs')} epochs, temperature {version.temperature:.3f}"
         )
-        names = architecture_names()
-        self.fields["architecture"].choices = [(name, name) for name in names]
+        for name, value in self._recipe_initial().items():
+            self.initial.setdefault(name, value)
+        self.fields["data_dir"].widget.attrs["placeholder"] = str(settings.TRAINING_DATA_DIR)
+
+    @staticmethod
+    def _recipe_initial():
+        """The recipe's defaults for the active version's architecture and task (else its own)."""
+        recipe = Recipe().resolved()
         active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).only("task", "architecture")
         active = active.first()
-        if active and active.architecture in names:
-            architecture = active.architecture
-        else:
-            architecture = "leukonet" if "leukonet" in names else names[0]
-        self.initial.setdefault("architecture", architecture)
-        self.initial.setdefault("task", active.task if active else ModelVersion.Task.FOUR_CLASS)
-        self.initial.setdefault("epochs", default_epochs(architecture))
-        self.fields["data_dir"].widget.attrs["placeholder"] = str(settings.TRAINING_DATA_DIR)
+        if active is not None:
+            try:
+                recipe = Recipe(architecture=active.architecture, task=active.task).resolved()
+            except RecipeError:  # an architecture the recipe no longer trains
+                pass
+        return {s.name: getattr(recipe, s.name) for s in form_settings()}
 
     def clean_data_dir(self):
         # Whether the folder holds usable images is the training run's to judge: it fails the version

@@ -1,8 +1,9 @@
 """Training model versions: starting one from the site, running it in the `train` worker,
 cancelling it, and re-classifying samples with the active version.
 
-The web process imports this module, so TensorFlow and classifier.training are imported only
-inside `run_training`, which runs in a worker or a management command.
+The web process imports this module, and with it the training recipe (classifier.training), which
+imports TensorFlow only when a run starts: inside `run_training`, in a worker or a management
+command.
 """
 
 import logging
@@ -13,7 +14,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from classifier.calibration import REFIT_COPIED_SETTINGS, kept_epoch_label, refit_recipe
+from classifier.training.held_out import kept_epoch_label
+from classifier.training.recipe import SETTINGS, Recipe, RecipeError
+from classifier.training.recipe import refit_settings as stored_refit_settings
 from webapp.models import Cell, ModelVersion, Sample, SmearImage
 from webapp.services.model_registry import NoActiveModel
 from webapp.services.model_versions import store_training_result
@@ -29,30 +32,11 @@ class TrainingRefused(ValueError):
     """A user-facing reason why a training cannot be started or cancelled."""
 
 
-# TrainingConfig settings a version may ask for beyond epochs, batch size and learning rate:
-# those of its split and calibration, and everything a refit copies from its held-out run, so
-# that a change of the defaults since that run cannot leave the refit on other inputs or
-# augmentation than its borrowed temperature's.
-RECIPE_SETTINGS = (
-    "validation_fraction",
-    "validation_seed",
-    "temperature",
-    "temperature_source",
-    "input_spec",
-    *(key for key in REFIT_COPIED_SETTINGS if key not in ("batch_size", "learning_rate")),
-)
-
-
-def architecture_names():
-    from classifier.architectures import ARCHITECTURES  # plain Python: no TensorFlow here
-
-    return list(ARCHITECTURES)
-
-
-def default_epochs(architecture):
-    from classifier.architectures import DEFAULT_EPOCHS
-
-    return DEFAULT_EPOCHS.get(architecture, 20)
+# The recipe settings (classifier.training.recipe) a version in status training keeps among its
+# requested hyperparameters, for run_training to hand to TrainingConfig; the others have fields of
+# their own (architecture, task, seed).
+VERSION_FIELDS = ("architecture", "task", "seed")
+RECIPE_SETTINGS = tuple(s.name for s in SETTINGS if s.name not in VERSION_FIELDS)
 
 
 def held_out_runs():
@@ -104,46 +88,33 @@ def _lock_training_slot():
 
 def create_training_version(
     *,
-    architecture,
-    task,
-    epochs,
     data_dir,
     source,
     user=None,
     include_reviewed=False,
-    batch_size=None,
-    seed=None,
-    learning_rate=None,
-    max_images_per_class=None,
     refuse_if_training=True,
-    **recipe,
+    **given,
 ):
     """A ModelVersion in status training holding the requested settings (not yet enqueued).
 
-    ``recipe`` takes further TrainingConfig settings by name (RECIPE_SETTINGS), for the
-    management command: mixup, the validation split, a refit's temperature.
+    ``given`` are training-recipe settings by name (classifier.training.recipe.Recipe): architecture,
+    task and epochs from the site, any of them from the command; those left out or None take the
+    recipe's defaults. They are checked here, so that no version is queued with settings its run
+    would refuse.
     """
-    unknown = set(recipe) - set(RECIPE_SETTINGS)
-    if unknown:
-        raise TypeError(f"unknown training settings: {', '.join(sorted(unknown))}")
-    if architecture not in architecture_names():
-        raise TrainingRefused(
-            f"Unknown architecture {architecture!r}; choose one of {', '.join(architecture_names())}."
-        )
-    if task not in ModelVersion.Task.values:
-        raise TrainingRefused(f"Unknown task {task!r}; choose one of {', '.join(ModelVersion.Task.values)}.")
-    if int(epochs) < 1:
-        raise TrainingRefused("Train for at least one epoch.")
-    # What was asked for; store_training_result replaces it with what the run actually used.
-    requested = {"epochs": int(epochs)}
-    for key, value in (
-        ("batch_size", batch_size),
-        ("learning_rate", learning_rate),
-        ("max_images_per_class", max_images_per_class),
-        *recipe.items(),
-    ):
-        if value is not None:
-            requested[key] = value
+    try:
+        recipe = Recipe(**given).resolved()
+    except RecipeError as exc:
+        reason = str(exc)
+        raise TrainingRefused(f"{reason[:1].upper()}{reason[1:]}.") from None
+    # What was asked for, and the epochs the progress counts; store_training_result replaces it
+    # with what the run actually used.
+    requested = {"epochs": recipe.epochs}
+    requested.update(
+        (name, getattr(recipe, name))
+        for name in RECIPE_SETTINGS
+        if given.get(name) is not None
+    )
     with transaction.atomic():
         _lock_training_slot()
         if refuse_if_training:
@@ -154,15 +125,15 @@ def create_training_version(
                     "before starting another."
                 )
         return ModelVersion.objects.create(
-            architecture=architecture,
-            task=task,
+            architecture=recipe.architecture,
+            task=recipe.task,
             status=ModelVersion.Status.TRAINING,
             source=source,
             dataset_path=str(data_dir or settings.TRAINING_DATA_DIR),
             include_reviewed_cells=bool(include_reviewed),
             hyperparameters=requested,
-            seed=seed,
-            progress={"state": "queued", "epoch": 0, "epochs": int(epochs)},
+            seed=recipe.seed if given.get("seed") is not None else None,
+            progress={"state": "queued", "epoch": 0, "epochs": recipe.epochs},
             created_by=user,
         )
 
@@ -186,9 +157,25 @@ def _refit_recipe(refit_from, architecture, task, epochs):
     return {**refit_settings(refit_from), **recipe}
 
 
+def training_settings(version):
+    """The TrainingConfig of a version's run, by name: the recipe settings it asked for (the rest
+    take the recipe's defaults when it runs), its data and, if asked, the reviewed cells."""
+    requested = {key: value for key, value in version.hyperparameters.items() if key in RECIPE_SETTINGS}
+    config = {
+        "data_dir": version.dataset_path or str(settings.TRAINING_DATA_DIR),
+        "architecture": version.architecture,
+        "task": version.task,
+        "seed": version.seed,
+        **requested,
+    }
+    if version.include_reviewed_cells:
+        config["extra_samples"] = reviewed_cell_samples(version.task)
+    return config
+
+
 def refit_settings(held_out):
     """The settings of a held-out version that a refit of it repeats: inputs and augmentation."""
-    return refit_recipe(held_out.hyperparameters, held_out.input_spec)
+    return stored_refit_settings(held_out.hyperparameters, held_out.input_spec)
 
 
 def start_training(
@@ -354,20 +341,7 @@ def run_training(version_id, progress_bar=False):
     from classifier.errors import TrainingCancelled, TrainingDataError
     from classifier.training import TrainingConfig, train_classifier
 
-    requested = dict(version.hyperparameters)
-    config = {
-        "data_dir": version.dataset_path or str(settings.TRAINING_DATA_DIR),
-        "architecture": version.architecture,
-        "task": version.task,
-        "epochs": requested.get("epochs"),
-    }
-    for key in ("batch_size", "learning_rate", "max_images_per_class", *RECIPE_SETTINGS):
-        if requested.get(key) is not None:
-            config[key] = requested[key]
-    if version.seed is not None:
-        config["seed"] = version.seed
-    if version.include_reviewed_cells:
-        config["extra_samples"] = reviewed_cell_samples(version.task)
+    config = training_settings(version)
 
     curve = []
 

@@ -4,13 +4,18 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from classifier.runtimes import quiet_tensorflow_startup
+from classifier.training.command_line import (
+    add_recipe_arguments,
+    recipe_given,
+    repeated_line,
+    with_held_out_settings,
+)
+from classifier.training.recipe import SETTINGS_BY_NAME, Recipe, RecipeError
 from webapp.models import ModelVersion
 from webapp.services.model_versions import ModelVersionError, activate_version
 from webapp.services.training import (
     TrainingRefused,
-    architecture_names,
     create_training_version,
-    default_epochs,
     held_out_temperature,
     refit_settings,
     run_training,
@@ -37,7 +42,7 @@ def temperature_from(source):
             return (*held_out_temperature(version), refit_settings(version))
         except TrainingRefused as exc:
             raise CommandError(str(exc)) from None
-    from classifier.calibration import temperature_of_run
+    from classifier.training.held_out import temperature_of_run
 
     try:
         return temperature_of_run(source)
@@ -51,65 +56,52 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--data", default=str(settings.TRAINING_DATA_DIR),
                             help="folder of TRAIN/CLASS/*.jpeg (and TEST/) or CLASS/*.jpeg")
-        parser.add_argument("--arch", default="leukonet", choices=architecture_names())
-        parser.add_argument("--task", default=ModelVersion.Task.FOUR_CLASS, choices=ModelVersion.Task.values)
-        parser.add_argument("--epochs", type=int, help="default: the architecture's own")
-        parser.add_argument("--batch-size", type=int)
-        parser.add_argument("--seed", type=int)
-        parser.add_argument("--lr", type=float, help="peak learning rate (default: the architecture's)")
-        parser.add_argument("--mixup", type=float,
-                            help="mixup Beta(a, a); 0 = off (default: the architecture's)")
-        parser.add_argument("--validation-seed", type=int,
-                            help="seed of the group validation split (default: --seed)")
-        parser.add_argument("--validation-fraction", type=float,
-                            help="share of TRAIN groups held out per class (default 0.15); 0 trains on "
-                                 "every group (a refit: the last epoch is kept, and --temperature-from "
-                                 "is required)")
+        add_recipe_arguments(parser)  # every recipe setting offered on the command line
         parser.add_argument("--temperature-from", metavar="VERSION_OR_PATH",
                             help="calibration temperature of a held-out run of the same recipe: a model "
-                                 "version number, or a model folder / metadata.json")
-        parser.add_argument("--max-images-per-class", type=int,
-                            help="train on a random subset (quick trials)")
+                                 "version number, or a model folder / metadata.json; the refit repeats "
+                                 "its inputs and augmentation unless given here (not with --temperature)")
         parser.add_argument("--include-reviewed", action="store_true",
                             help="add the cells technologists relabelled, with their corrected type")
         parser.add_argument("--activate", action="store_true", help="serve the new version when it is ready")
 
+    def recipe_settings(self, options):
+        """The recipe settings asked for: those given, and a held-out run's for a refit of it."""
+        given = recipe_given(options)
+        if options["temperature_from"]:
+            if options["temperature"] is not None:
+                raise CommandError("Give --temperature or --temperature-from, not both.")
+            temperature, source, repeated = temperature_from(options["temperature_from"])
+            given, repeated = with_held_out_settings(given, temperature, source, repeated)
+            if repeated:
+                self.stdout.write(repeated_line(repeated))
+        elif options["temperature"] is not None:
+            given["temperature_source"] = "given on the command line"
+        # Refused here, naming the options, before a version is stored.
+        try:
+            Recipe(**given).resolved()
+        except RecipeError as exc:
+            flags = [SETTINGS_BY_NAME[name].option for name in exc.settings]
+            if "temperature" in exc.settings:
+                flags.append("--temperature-from")
+            raise CommandError(f"{exc} (options {', '.join(flags)}).") from None
+        return given
+
     def handle(self, *args, **options):
         quiet_tensorflow_startup(os.environ)
-        epochs = options["epochs"] or default_epochs(options["arch"])
-        given = {"mixup": options["mixup"], "validation_seed": options["validation_seed"],
-                 "validation_fraction": options["validation_fraction"],
-                 "batch_size": options["batch_size"], "learning_rate": options["lr"]}
-        recipe = {key: value for key, value in given.items() if value is not None}
-        if options["temperature_from"]:
-            temperature, source, repeated = temperature_from(options["temperature_from"])
-            # Options given on the command line win over what the held-out run used.
-            recipe = {**repeated, **recipe, "temperature": temperature, "temperature_source": source}
-        if options["validation_fraction"] is not None:
-            from classifier.errors import TrainingDataError
-            from classifier.training import check_validation_split
-
-            # Refused here, before a version is stored, rather than failing it once queued.
-            try:
-                check_validation_split(options["validation_fraction"], recipe.get("temperature"))
-            except TrainingDataError as exc:
-                raise CommandError(f"{exc} (options --validation-fraction, --temperature-from).") from None
+        recipe = self.recipe_settings(options)
         try:
             version = create_training_version(
-                architecture=options["arch"],
-                task=options["task"],
-                epochs=epochs,
                 data_dir=options["data"],
                 source=ModelVersion.Source.COMMAND,
                 include_reviewed=options["include_reviewed"],
-                seed=options["seed"],
-                max_images_per_class=options["max_images_per_class"],
                 # The terminal is the operator's own: a site training may run beside it.
                 refuse_if_training=False,
                 **recipe,
             )
         except TrainingRefused as exc:
             raise CommandError(str(exc)) from None
+        epochs = version.hyperparameters["epochs"]
         self.stdout.write(
             f"Training v{version.pk}: {version.architecture} / {version.task}, {epochs} epoch(s), "
             f"data {version.dataset_path}"

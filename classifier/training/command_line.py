@@ -1,0 +1,64 @@
+"""The training recipe as command-line options, one per setting offered on the command line, for
+``python -m classifier.train_cli``, ``manage.py train`` and bench/group_cv.py alike.
+
+Every option defaults to None, "not given", so that the recipe resolves the default for the
+architecture chosen, and a refit can tell the settings given from those it repeats.
+"""
+
+import argparse
+import json
+
+from classifier.training.recipe import SETTINGS, Offered
+
+# How each type of setting is read from the command line.
+_PARSERS = {int: int, float: float, str: str, dict: json.loads}
+
+
+def command_line_settings(exclude=()):
+    return [
+        s for s in SETTINGS if s.offered is not Offered.NOWHERE and s.name not in exclude
+    ]
+
+
+def add_recipe_arguments(parser, exclude=()):
+    """Add an option for every recipe setting offered on the command line, but those in exclude."""
+    for setting in command_line_settings(exclude):
+        options = dict(
+            dest=setting.name,
+            default=None,
+            help=f"{setting.help} (default: {setting.default_text()})",
+        )
+        if setting.kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["type"] = _PARSERS[setting.kind]
+        if setting.choices:
+            options["choices"] = setting.choices
+        if setting.kind is dict:
+            options["metavar"] = "JSON"
+        parser.add_argument(setting.option, **options)
+
+
+def recipe_given(values, exclude=()):
+    """{setting: value} of the recipe options given; values is the parsed arguments (a Namespace
+    or, as Django hands them to a command, a dict)."""
+    values = values if isinstance(values, dict) else vars(values)
+    return {
+        s.name: values[s.name]
+        for s in command_line_settings(exclude)
+        if values.get(s.name) is not None
+    }
+
+
+def with_held_out_settings(given, temperature, source, repeated):
+    """(settings, those repeated) of a refit borrowing a held-out run's temperature and repeating
+    its recipe (refit_settings): settings given on the command line win over the run's."""
+    repeated = {key: value for key, value in repeated.items() if key not in given}
+    settings = {**repeated, **given, "temperature": temperature, "temperature_source": source}
+    return settings, repeated
+
+
+def repeated_line(repeated):
+    """The line that tells the operator which of the held-out run's settings a refit repeats."""
+    listed = ", ".join(f"{key} {value}" for key, value in sorted(repeated.items()))
+    return f"repeating the held-out run's settings: {listed}"

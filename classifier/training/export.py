@@ -1,0 +1,112 @@
+"""What a training run leaves behind: the network as the bytes of a .keras file, and the metadata
+a model folder and a model version keep beside it (recipe, data, history, metrics, versions)."""
+
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from classifier import dataset
+from classifier.architectures import GRADCAM_LAYER, build_model
+
+
+@dataclass
+class TrainingResult:
+    model_bytes: bytes
+    model_sha256: str
+    metadata: dict
+    class_names: list
+    input_spec: dict
+    hyperparameters: dict
+    seed: int
+    temperature: float
+    class_counts: dict
+    dataset_fingerprint: str
+    history: list
+    metrics: dict
+    training_seconds: float
+    skipped_files: int = 0
+
+    def save(self, directory, default=False):
+        """Write the bundled-model folder (model.keras + metadata.json); ``default`` marks it as
+        the bundled model a fresh install activates."""
+        from classifier.inference import save_model_directory
+
+        metadata = {**self.metadata, "default": True} if default else self.metadata
+        return save_model_directory(directory, self.model_bytes, metadata)
+
+
+def model_to_bytes(model):
+    """The .keras file of a model (weights and architecture, no optimizer state)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(path)
+        return path.read_bytes()
+
+
+def _exported_bytes(model, recipe):
+    """A fresh, uncompiled copy of the trained network: no optimizer state in the stored file."""
+    n_classes = len(recipe.class_names)
+    export = build_model(recipe.architecture, recipe.task, recipe.input_spec, n_classes, recipe.width)
+    export.set_weights(model.get_weights())
+    return model_to_bytes(export)
+
+
+def training_result(config, recipe, selection, arrays, fitted, temperature, metrics, started):
+    """The TrainingResult of a finished run; ``started`` is its time.monotonic() at the start."""
+    import keras
+    import tensorflow as tf
+
+    model_bytes = _exported_bytes(fitted.model, recipe)
+    sha = hashlib.sha256(model_bytes).hexdigest()
+    training_seconds = round(time.monotonic() - started, 1)
+    fingerprint = dataset.fingerprint(selection.all_train + selection.extras)
+    hyperparameters = {
+        **recipe.hyperparameters(),
+        "best_epoch": fitted.best_epoch,
+        "train_margin": arrays.margin,
+    }
+    metadata = {
+        "format": 1,
+        "architecture": recipe.architecture,
+        "task": recipe.task,
+        "class_names": arrays.class_names,
+        "input_spec": recipe.input_spec,
+        "temperature": temperature,
+        "gradcam_layer": GRADCAM_LAYER,
+        "hyperparameters": hyperparameters,
+        "seed": recipe.seed,
+        "class_counts": arrays.class_counts,
+        "validation_count": int(len(arrays.y_val)),
+        "dataset_path": str(config.data_dir),
+        "dataset_fingerprint": fingerprint,
+        "extra_samples": len(selection.extras),
+        "history": fitted.history,
+        "metrics": metrics,
+        "training_seconds": training_seconds,
+        "skipped_files": arrays.skipped,
+        "model_sha256": sha,
+        "size_bytes": len(model_bytes),
+        "keras_version": keras.__version__,
+        "tensorflow_version": tf.__version__,
+    }
+    # Fail here, not in the database, if something is not serialisable or not valid JSON (NaN).
+    json.dumps(metadata, allow_nan=False)
+    return TrainingResult(
+        model_bytes=model_bytes,
+        model_sha256=sha,
+        metadata=metadata,
+        class_names=arrays.class_names,
+        input_spec=recipe.input_spec,
+        hyperparameters=hyperparameters,
+        seed=recipe.seed,
+        temperature=temperature,
+        class_counts=arrays.class_counts,
+        dataset_fingerprint=fingerprint,
+        history=fitted.history,
+        metrics=metrics,
+        training_seconds=training_seconds,
+        skipped_files=arrays.skipped,
+    )

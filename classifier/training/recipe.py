@@ -1,0 +1,388 @@
+"""The training recipe: every setting of a training run, its default for each architecture, its
+valid values, and where a person may set it.
+
+This is the one schema every way of starting a training reads: the site's retraining form
+(webapp/forms_models.py), ``manage.py train``, ``python -m classifier.train_cli`` and
+bench/group_cv.py build their options from ``SETTINGS`` (classifier/training/command_line.py for the
+command lines), ``train_classifier`` resolves a ``Recipe`` before it touches the data, and a
+version's stored ``hyperparameters`` are written from the resolved recipe. A new setting is one
+field of ``Recipe`` here (plus the code that uses it); it then appears wherever it is offered.
+A new architecture is one entry of ``ARCHITECTURE_DEFAULTS`` and a builder in
+``classifier.architectures``.
+
+Plain Python, no TensorFlow: the web process imports it to build its form.
+"""
+
+import enum
+import types
+import typing
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from classifier.architectures import DEFAULT_INPUT_SPEC
+from classifier.errors import TrainingDataError
+from classifier.labels import TASK_CLASSES
+
+
+class Offered(enum.Enum):
+    """Where a person may set a setting."""
+
+    EVERYWHERE = "the retraining form, manage.py train and classifier.train_cli"
+    COMMAND_LINE = "manage.py train and classifier.train_cli, not the retraining form"
+    NOWHERE = "set by the code that sets a setting it goes with"
+
+
+class PerArchitecture:
+    """A setting every architecture names its own default for (in ARCHITECTURE_DEFAULTS)."""
+
+    def __repr__(self):
+        return "PER_ARCHITECTURE"
+
+
+PER_ARCHITECTURE = PerArchitecture()
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A default computed from the settings resolved before it (in field order)."""
+
+    describe: str
+    compute: Callable[[dict], Any]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What the recipe knows of one setting; name and kind come from its Recipe field."""
+
+    help: str
+    offered: Offered
+    # A value, PER_ARCHITECTURE or Derived; ARCHITECTURE_DEFAULTS may override any of them.
+    default: Any = None
+    default_note: str = ""  # the default in words where the value alone does not say it
+    flag: str = ""  # the command-line option; "" is --name-with-dashes
+    choices: tuple = ()
+    at_least: float | None = None
+    above: float | None = None
+    below: float | None = None
+    # False: a version records it in a field of its own (architecture, task, input_spec, seed,
+    # temperature, the refit's temperature_source) rather than among its hyperparameters.
+    in_hyperparameters: bool = True
+    # A refit repeats it from the held-out run whose temperature it borrows: that temperature was
+    # fitted on the inputs and augmentation of that run, and fits no others.
+    refit_repeats: bool = False
+    name: str = ""  # filled in from the Recipe field
+    kind: type = object  # the field's type, None aside
+
+    @property
+    def option(self):
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def label(self):
+        return self.name.replace("_", " ")
+
+    def default_text(self):
+        """The default in words, as the command lines' help shows it."""
+        per_architecture = {
+            name: defaults[self.name]
+            for name, defaults in ARCHITECTURE_DEFAULTS.items()
+            if self.name in defaults
+        }
+        if self.default_note:
+            return self.default_note
+        if any(isinstance(value, dict) for value in per_architecture.values()):
+            return "the architecture's"
+        if per_architecture:
+            return ", ".join(f"{name} {value}" for name, value in per_architecture.items())
+        if isinstance(self.default, Derived):
+            return self.default.describe
+        return "none" if self.default is None else str(self.default)
+
+    def bounds(self):
+        """[(the bound in words, whether a value keeps it)] of a number."""
+        bounds = []
+        if self.at_least is not None:
+            bounds.append((f"at least {self.at_least:g}", lambda value: value >= self.at_least))
+        if self.above is not None:
+            bounds.append((f"above {self.above:g}", lambda value: value > self.above))
+        if self.below is not None:
+            bounds.append((f"below {self.below:g}", lambda value: value < self.below))
+        return bounds
+
+
+def setting(**options):
+    """A Recipe field: None until resolved, then the given value or the default."""
+    return field(default=None, metadata={"setting": Setting(**options)})
+
+
+# What each architecture trains with unless a run says otherwise: the recipes of the bundled
+# networks (classifier/default_model/MODEL_CARD.md), so that a retraining from the site or
+# `manage.py train` with no options repeats the recipe of the shipped model.
+ARCHITECTURE_DEFAULTS = {
+    # The published network and its published training: plain Adam, no augmentation.
+    "paper": {
+        "input_spec": DEFAULT_INPUT_SPEC["paper"],
+        "epochs": 20,
+        "optimizer": "adam",
+        "learning_rate": 3e-4,
+        "label_smoothing": 0.0,
+        "augment": False,
+        "mixup": 0.0,
+        "keep_last_epoch": False,
+    },
+    "leukonet": {
+        "input_spec": DEFAULT_INPUT_SPEC["leukonet"],
+        "epochs": 16,
+        "optimizer": "adamw+cosine",
+        "learning_rate": 3e-3,
+        "label_smoothing": 0.1,
+        "augment": True,
+        "mixup": 0.3,
+        # LeukoNet is served as a refit, which keeps its last epoch (nothing is left to choose one
+        # on): its held-out run keeps the last epoch too, so the temperature the refit borrows was
+        # fitted on the network it will be, not on an earlier epoch's.
+        "keep_last_epoch": True,
+    },
+}
+ARCHITECTURES = tuple(ARCHITECTURE_DEFAULTS)
+TASKS = tuple(TASK_CLASSES)
+OPTIMIZERS = ("adam", "adamw+cosine")
+EVERYWHERE, COMMAND_LINE, NOWHERE = Offered.EVERYWHERE, Offered.COMMAND_LINE, Offered.NOWHERE
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    """Every setting of a training run. None stands for "not given": ``resolved()`` fills in the
+    architecture's default, checks every value and returns the recipe a run trains with."""
+
+    architecture: str | None = setting(
+        help="the network to train", offered=EVERYWHERE, default="leukonet", flag="--arch",
+        choices=ARCHITECTURES, in_hyperparameters=False,
+    )
+    task: str | None = setting(
+        help="the classes it tells apart", offered=EVERYWHERE, default="4class", choices=TASKS,
+        in_hyperparameters=False,
+    )
+    epochs: int | None = setting(
+        help="passes over the training images", offered=EVERYWHERE, default=PER_ARCHITECTURE,
+        at_least=1,
+    )
+    batch_size: int | None = setting(
+        help="images per training step", offered=COMMAND_LINE, default=64, at_least=1,
+        refit_repeats=True,
+    )
+    optimizer: str | None = setting(
+        help="adam: a constant learning rate, as published; adamw+cosine: decoupled weight decay, "
+        "a warm-up and a cosine decay of the learning rate",
+        offered=COMMAND_LINE, default=PER_ARCHITECTURE, choices=OPTIMIZERS, refit_repeats=True,
+    )
+    learning_rate: float | None = setting(
+        help="(peak) learning rate", offered=COMMAND_LINE, default=PER_ARCHITECTURE, flag="--lr",
+        above=0, refit_repeats=True,
+    )
+    weight_decay: float | None = setting(
+        help="decoupled weight decay of adamw+cosine", offered=COMMAND_LINE,
+        default=Derived("0 with adam, which has none; else 0.005",
+                        lambda resolved: 0.0 if resolved["optimizer"] == "adam" else 0.005),
+        at_least=0, refit_repeats=True,
+    )
+    label_smoothing: float | None = setting(
+        help="label smoothing of the cross-entropy loss", offered=COMMAND_LINE,
+        default=PER_ARCHITECTURE, at_least=0, below=1, refit_repeats=True,
+    )
+    augment: bool | None = setting(
+        help="rotate, zoom, shift, flip, blur and stain-jitter the training images",
+        offered=COMMAND_LINE, default=PER_ARCHITECTURE, refit_repeats=True,
+    )
+    mixup: float | None = setting(
+        help="mixup of training batches, blend weight ~ Beta(a, a); 0 is off", offered=COMMAND_LINE,
+        default=PER_ARCHITECTURE, at_least=0, refit_repeats=True,
+    )
+    keep_last_epoch: bool | None = setting(
+        help="keep the last epoch's network, not the best on validation (a refit always keeps "
+        "the last)", offered=COMMAND_LINE, default=PER_ARCHITECTURE,
+    )
+    validation_fraction: float | None = setting(
+        help="share of TRAIN groups (original photographs) held out per class to choose the epoch "
+        "and fit the calibration temperature on; 0 trains on every group (a refit: the last epoch "
+        "is kept, and the temperature of a held-out run of the same recipe is required)",
+        offered=COMMAND_LINE, default=0.15, at_least=0, below=1,
+    )
+    validation_seed: int | None = setting(
+        help="seed of the group validation split; fix it to compare runs on one split",
+        offered=COMMAND_LINE, default_note="the seed",
+    )
+    window_scale: str | None = setting(
+        help="the scale a training image's context window is cut at: the detector's estimate "
+        "from the image's red cells, or the reference scale", offered=COMMAND_LINE,
+        default="image", choices=("image", "reference"), refit_repeats=True,
+    )
+    max_images_per_class: int | None = setting(
+        help="train on a random subset of each class (quick trials)", offered=COMMAND_LINE,
+        at_least=1,
+    )
+    input_spec: dict | None = setting(
+        help='what the network sees, as JSON, e.g. {"height": 96, "width": 96, "mode": "cell", '
+        '"crop": 128} (classifier.preparation)', offered=COMMAND_LINE, default=PER_ARCHITECTURE,
+        in_hyperparameters=False, refit_repeats=True,
+    )
+    # Per-channel gain jitter (+-): white-balanced inputs need little, and a large one blurs the
+    # cytoplasm tint that separates eosinophils from neutrophils.
+    colour_jitter: float | None = setting(
+        help="+- per-channel gain of the stain augmentation", offered=COMMAND_LINE,
+        default=Derived("0.04 for white-balanced inputs, else 0.1",
+                        lambda resolved: 0.04 if resolved["input_spec"].get("white_balance") else 0.1),
+        at_least=0, below=1, refit_repeats=True,
+    )
+    # Scale factor exp(U(-zoom, zoom)): 0.80-1.25x covers the spread of the detector's red-cell
+    # scale estimate (0.89-1.22x, 5th-95th percentile on BCCD) that every served window carries,
+    # and small and large cells of one type.
+    zoom: float | None = setting(
+        help="zoom augmentation: scale factor exp(U(-zoom, zoom))", offered=COMMAND_LINE,
+        default=0.22, at_least=0, refit_repeats=True,
+    )
+    width: float | None = setting(
+        help="LeukoNet's filter counts times this", offered=COMMAND_LINE, default=1.0, above=0,
+        refit_repeats=True,
+    )
+    seed: int | None = setting(
+        help="seed of the weights, the shuffling and the augmentation (and of the validation "
+        "split unless it has its own)", offered=COMMAND_LINE, default=20261125,
+        in_hyperparameters=False,
+    )
+    temperature: float | None = setting(
+        help="calibration temperature of a refit (validation fraction 0), as fitted by a held-out "
+        "run of the same recipe", offered=COMMAND_LINE, above=0, in_hyperparameters=False,
+    )
+    temperature_source: str | None = setting(
+        help="where that temperature was fitted, for the record", offered=NOWHERE, default="",
+        in_hyperparameters=False,
+    )
+
+    @property
+    def refit(self):
+        """Trains on every TRAIN group, with a temperature borrowed from a held-out run."""
+        return self.validation_fraction == 0.0
+
+    @property
+    def class_names(self):
+        return list(TASK_CLASSES[self.task])
+
+    @property
+    def split_seed(self):
+        return self.seed if self.validation_seed is None else self.validation_seed
+
+    def resolved(self) -> "Recipe":
+        """The recipe with every default filled in and every value checked; raises RecipeError."""
+        values = {}
+        for setting_ in SETTINGS:
+            given = getattr(self, setting_.name)
+            value = _default(setting_, values) if given is None else given
+            values[setting_.name] = _checked(setting_, _typed(setting_, value))
+        _check_combinations(values)
+        return Recipe(**values)
+
+    def hyperparameters(self):
+        """The settings a version records among its hyperparameters (of a resolved recipe)."""
+        return {s.name: getattr(self, s.name) for s in SETTINGS if s.in_hyperparameters}
+
+
+def _value_type(annotation):
+    """int for ``int | None``."""
+    if isinstance(annotation, types.UnionType):
+        return next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    return annotation
+
+
+SETTINGS = tuple(
+    replace(f.metadata["setting"], name=f.name, kind=_value_type(f.type)) for f in fields(Recipe)
+)
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+class RecipeError(TrainingDataError):
+    """A setting a run cannot train with; ``settings`` names the settings at fault."""
+
+    def __init__(self, message, *settings):
+        super().__init__(message)
+        self.settings = settings
+
+
+KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false",
+              dict: "a JSON object", str: "text"}
+
+
+def _default(setting_, resolved):
+    if setting_.name == "architecture":
+        return setting_.default
+    defaults = ARCHITECTURE_DEFAULTS[resolved["architecture"]]
+    if setting_.name in defaults:
+        value = defaults[setting_.name]
+        return dict(value) if isinstance(value, dict) else value
+    if isinstance(setting_.default, Derived):
+        return setting_.default.compute(resolved)
+    return setting_.default
+
+
+def _typed(setting_, value):
+    if value is None or isinstance(value, setting_.kind):
+        return dict(value) if isinstance(value, dict) else value
+    # Anything converts to a bool ("false" to True): a yes-or-no setting takes only True or False.
+    if setting_.kind is not bool:
+        with suppress(TypeError, ValueError):
+            return setting_.kind(value)
+    raise RecipeError(f"{setting_.label} {value!r} is not {KIND_WORDS[setting_.kind]}", setting_.name)
+
+
+def _checked(setting_, value):
+    if value is None:
+        return value
+    if setting_.choices and value not in setting_.choices:
+        raise RecipeError(
+            f"unknown {setting_.label} {value!r}; expected one of {', '.join(setting_.choices)}",
+            setting_.name,
+        )
+    bounds = setting_.bounds()
+    if not all(holds(value) for _, holds in bounds):
+        wanted = " and ".join(text for text, _ in bounds)
+        raise RecipeError(f"{setting_.label} {value} must be {wanted}", setting_.name)
+    return value
+
+
+def _check_combinations(values):
+    if values["validation_fraction"] == 0.0 and values["temperature"] is None:
+        raise RecipeError(
+            "training on every group leaves no held-out split to fit the calibration "
+            "temperature on: give the temperature of a held-out run of the same recipe",
+            "validation_fraction", "temperature",
+        )
+    if values["optimizer"] == "adam" and values["weight_decay"] != 0.0:
+        raise RecipeError(
+            f"weight decay {values['weight_decay']} needs the adamw+cosine optimizer: adam, "
+            "the published network's, has none", "weight_decay", "optimizer",
+        )
+
+
+def check_architecture(name):
+    """Raise RecipeError unless ``name`` is an architecture a recipe can train."""
+    _checked(SETTINGS_BY_NAME["architecture"], name)
+
+
+def check_task(name):
+    """Raise RecipeError unless ``name`` is a task a recipe can train."""
+    _checked(SETTINGS_BY_NAME["task"], name)
+
+
+def refit_settings(hyperparameters, input_spec):
+    """The settings a refit repeats, from the hyperparameters and input spec a held-out run stored.
+
+    Older runs stored fewer settings: what they lack takes today's default.
+    """
+    stored = {**(hyperparameters or {}), "input_spec": dict(input_spec) if input_spec else None}
+    return {
+        s.name: stored[s.name]
+        for s in SETTINGS
+        if s.refit_repeats and stored.get(s.name) is not None
+    }

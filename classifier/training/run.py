@@ -1,0 +1,48 @@
+"""One training run, end to end: resolve the recipe, choose and load the images, fit the network,
+calibrate it, measure it on the held-out splits and export it with its metadata."""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from classifier.errors import TrainingCancelled
+from classifier.training import data, evaluation, export, fitting
+from classifier.training.recipe import Recipe
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingConfig(Recipe):
+    """A training run: its recipe (every Recipe field; None takes the recipe's default), the data it
+    learns from, and how the machine runs it, none of which changes the network it trains."""
+
+    data_dir: str
+    extra_samples: list = field(default_factory=list)  # [(path to a context window, class)]
+    min_images_per_class: int = 2
+    cache_dir: str | None = None  # prepared-input cache; None: classifier.dataset's default
+    evaluate_test: bool = True
+    workers: int = 2  # threads decoding and preparing images
+
+
+def train_classifier(
+    config: TrainingConfig,
+    on_epoch: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress_bar: bool = False,
+) -> export.TrainingResult:
+    """Train the network config describes. on_epoch gets a report after each epoch; should_stop is
+    asked between batches and raises TrainingCancelled when it answers True. Bad settings or data
+    raise TrainingDataError (a RecipeError for settings) before anything is trained."""
+    started = time.monotonic()
+    recipe = config.resolved()
+    selection = data.select_images(config, recipe)
+    if should_stop is not None and should_stop():
+        raise TrainingCancelled("training was cancelled before it started")
+    keras, tf = fitting.seeded_keras(recipe.seed)
+    arrays = data.load_arrays(selection, recipe, config)
+    fitted = fitting.fit(keras, tf, arrays, recipe, on_epoch, should_stop, progress_bar)
+    temperature, metrics = evaluation.calibrate(fitted, arrays, recipe)
+    if config.evaluate_test:
+        metrics.update(evaluation.test_split_metrics(fitted.model, selection, recipe, temperature, config))
+    return export.training_result(
+        config, recipe, selection, arrays, fitted, temperature, metrics, started
+    )

@@ -1,0 +1,152 @@
+"""The training recipe: defaults per architecture, checks, what a version records and what a refit
+repeats (classifier/training/recipe.py)."""
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from classifier.architectures import BUILDERS, DEFAULT_INPUT_SPEC
+from classifier.training import Recipe, RecipeError, TrainingConfig
+from classifier.training.recipe import (
+    ARCHITECTURE_DEFAULTS,
+    ARCHITECTURES,
+    PER_ARCHITECTURE,
+    SETTINGS,
+    SETTINGS_BY_NAME,
+    refit_settings,
+)
+
+BUNDLED = Path(__file__).resolve().parents[2] / "classifier" / "default_model"
+
+
+def test_defaults_are_the_recipes_of_the_bundled_networks():
+    paper = Recipe(architecture="paper", task="binary").resolved()
+    leukonet = Recipe().resolved()
+    assert (leukonet.architecture, leukonet.task) == ("leukonet", "4class")
+    expected = {
+        # name: (paper, leukonet)
+        "epochs": (20, 16),
+        "batch_size": (64, 64),
+        "optimizer": ("adam", "adamw+cosine"),
+        "learning_rate": (3e-4, 3e-3),
+        "weight_decay": (0.0, 0.005),
+        "label_smoothing": (0.0, 0.1),
+        "augment": (False, True),
+        "mixup": (0.0, 0.3),
+        "keep_last_epoch": (False, True),
+        "validation_fraction": (0.15, 0.15),
+        "validation_seed": (None, None),
+        "window_scale": ("image", "image"),
+        "max_images_per_class": (None, None),
+        "input_spec": (DEFAULT_INPUT_SPEC["paper"], DEFAULT_INPUT_SPEC["leukonet"]),
+        # White-balanced inputs (LeukoNet's) get the milder stain jitter.
+        "colour_jitter": (0.1, 0.04),
+        "zoom": (0.22, 0.22),
+        "width": (1.0, 1.0),
+        "seed": (20261125, 20261125),
+        "temperature": (None, None),
+        "temperature_source": ("", ""),
+    }
+    for name, (paper_value, leukonet_value) in expected.items():
+        assert (getattr(paper, name), getattr(leukonet, name)) == (paper_value, leukonet_value), name
+    assert set(expected) | {"architecture", "task"} == set(SETTINGS_BY_NAME)
+
+
+def test_a_run_records_the_same_hyperparameters_as_before_the_recipe_had_an_owner():
+    # The keys stored versions have held since width was added: the version pages, refits and
+    # validation_predictions read them.
+    recorded = set(Recipe().resolved().hyperparameters()) | {"best_epoch", "train_margin"}
+    assert recorded == {
+        "epochs", "batch_size", "learning_rate", "weight_decay", "label_smoothing", "augment", "mixup",
+        "keep_last_epoch", "optimizer", "validation_fraction", "validation_seed", "window_scale",
+        "max_images_per_class", "colour_jitter", "zoom", "width", "best_epoch", "train_margin",
+    }
+
+
+def test_a_given_setting_wins_and_a_derived_default_follows_what_it_derives_from():
+    recipe = Recipe(architecture="leukonet", epochs=3, mixup=0, input_spec={"height": 64, "width": 64,
+                                                                           "mode": "cell"}).resolved()
+    assert (recipe.epochs, recipe.mixup, recipe.learning_rate) == (3, 0.0, 3e-3)
+    assert recipe.colour_jitter == 0.1, "no white balance in the given input spec: the stronger jitter"
+    assert Recipe(optimizer="adam").resolved().weight_decay == 0.0
+    assert Recipe(architecture="paper", optimizer="adamw+cosine").resolved().weight_decay == 0.005
+    assert Recipe(seed=5).resolved().split_seed == 5
+    assert Recipe(seed=5, validation_seed=9).resolved().split_seed == 9
+
+
+def test_defaults_are_copies_a_run_cannot_change_for_the_next():
+    first = Recipe().resolved()
+    first.input_spec["height"] = 1
+    assert Recipe().resolved().input_spec == DEFAULT_INPUT_SPEC["leukonet"]
+
+
+@pytest.mark.parametrize(
+    "settings, message, named",
+    [
+        ({"architecture": "resnet900"}, "unknown architecture 'resnet900'; expected one of paper, "
+                                        "leukonet", ("architecture",)),
+        ({"task": "7class"}, "unknown task '7class'", ("task",)),
+        ({"epochs": 0}, "epochs 0 must be at least 1", ("epochs",)),
+        ({"epochs": "many"}, "epochs 'many' is not a whole number", ("epochs",)),
+        ({"augment": "false"}, "augment 'false' is not true or false", ("augment",)),
+        ({"validation_fraction": 1.0, "temperature": 1.0},
+         "validation fraction 1.0 must be at least 0 and below 1", ("validation_fraction",)),
+        ({"validation_fraction": 0}, "no held-out split to fit the calibration temperature on",
+         ("validation_fraction", "temperature")),
+        ({"validation_fraction": 0, "temperature": 0}, "temperature 0.0 must be above 0",
+         ("temperature",)),
+        ({"architecture": "paper", "weight_decay": 0.01}, "needs the adamw+cosine optimizer",
+         ("weight_decay", "optimizer")),
+        ({"width": 0}, "width 0.0 must be above 0", ("width",)),
+        ({"window_scale": "field"}, "unknown window scale 'field'", ("window_scale",)),
+    ],
+)
+def test_a_setting_no_run_can_train_with_is_refused_by_name(settings, message, named):
+    with pytest.raises(RecipeError, match=re.escape(message)) as refused:
+        TrainingConfig(data_dir="anywhere", **settings).resolved()
+    assert refused.value.settings == named
+
+
+def test_every_architecture_has_its_defaults_an_input_and_a_network():
+    needed = {s.name for s in SETTINGS if s.default is PER_ARCHITECTURE}
+    for architecture, defaults in ARCHITECTURE_DEFAULTS.items():
+        assert needed <= set(defaults) <= set(SETTINGS_BY_NAME), architecture
+        assert defaults["input_spec"] == DEFAULT_INPUT_SPEC[architecture]
+        Recipe(architecture=architecture).resolved()
+    assert set(ARCHITECTURES) == set(BUILDERS) == set(DEFAULT_INPUT_SPEC)
+
+
+def test_a_training_config_is_a_recipe_on_data():
+    recipe_fields = {f.name for f in dataclasses.fields(Recipe)}
+    config_fields = {f.name for f in dataclasses.fields(TrainingConfig)}
+    assert recipe_fields < config_fields
+    assert config_fields - recipe_fields == {
+        "data_dir", "extra_samples", "min_images_per_class", "cache_dir", "evaluate_test", "workers"
+    }
+    config = TrainingConfig(data_dir="cells", architecture="paper", mixup=0.2, cache_dir="c")
+    assert config.resolved() == Recipe(architecture="paper", mixup=0.2).resolved()
+
+
+@pytest.mark.parametrize("name", ["leukonet", "paper-binary"])
+def test_a_refit_repeats_what_an_older_held_out_run_stored_and_defaults_the_rest(name):
+    metadata_file = BUNDLED / name / "metadata.json"
+    if not metadata_file.is_file():
+        pytest.skip(f"bundled model {metadata_file.parent} not present")
+    metadata = json.loads(metadata_file.read_text())
+    stored = metadata["hyperparameters"]
+    repeated = refit_settings(stored, metadata["input_spec"])
+    assert repeated["input_spec"] == metadata["input_spec"]
+    for key, value in repeated.items():
+        assert SETTINGS_BY_NAME[key].refit_repeats
+        assert value == (metadata["input_spec"] if key == "input_spec" else stored[key])
+    # Stored before zoom, colour jitter or width were settings, the paper network's run lacks them.
+    missing = {s.name for s in SETTINGS if s.refit_repeats} - set(repeated)
+    assert missing <= {"zoom", "colour_jitter", "width"}
+    refit = Recipe(architecture=metadata["architecture"], task=metadata["task"], validation_fraction=0,
+                   temperature=metadata["temperature"], **repeated).resolved()
+    for key, value in repeated.items():
+        assert getattr(refit, key) == value
+    assert refit.refit and refit.zoom == 0.22
