@@ -35,9 +35,10 @@ from classifier.metrics import (  # noqa: E402
     format_review_flagging,
     groups_mostly_wrong,
 )
+from classifier.model_folder import BUNDLED_MODELS_DIR  # noqa: E402
 from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES, quiet_tensorflow_startup  # noqa: E402
 
-DEFAULT_MODEL_DIR = ROOT / "classifier" / "default_model" / "leukonet"
+DEFAULT_MODEL_DIR = BUNDLED_MODELS_DIR / "leukonet"
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "blood-cell-images"
 
 

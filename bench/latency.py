@@ -26,6 +26,7 @@ def percentile(values, q):
 
 
 def serve_a_model():
+    from classifier.model_folder import is_model_folder
     from webapp.services.model_versions import (
         activate_version,
         ensure_default_model,
@@ -36,7 +37,7 @@ def serve_a_model():
     if registered:
         return activate_version(registered[0][0])
     dev_model = REPO_ROOT / "var" / "dev-model"
-    if (dev_model / "metadata.json").exists():
+    if is_model_folder(dev_model):
         return activate_version(register_model_directory(dev_model)[0])
     sys.exit("no model: classifier/default_model/ is empty and var/dev-model/ is absent")
 

@@ -22,10 +22,6 @@ from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES
 
 logger = logging.getLogger(__name__)
 
-# classifier.training saves its runs through this name; model_folder is where the format lives.
-save_model_directory = model_folder.write_model_folder
-
-
 def _load_keras_bytes(model_bytes):
     import keras
 

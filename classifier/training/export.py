@@ -10,6 +10,7 @@ from pathlib import Path
 
 from classifier import dataset
 from classifier.architectures import GRADCAM_LAYER, build_model
+from classifier.model_folder import write_model_folder
 
 
 @dataclass
@@ -32,10 +33,8 @@ class TrainingResult:
     def save(self, directory, default=False):
         """Write the bundled-model folder (model.keras + metadata.json); ``default`` marks it as
         the bundled model a fresh install activates."""
-        from classifier.inference import save_model_directory
-
         metadata = {**self.metadata, "default": True} if default else self.metadata
-        return save_model_directory(directory, self.model_bytes, metadata)
+        return write_model_folder(directory, self.model_bytes, metadata)
 
 
 def model_to_bytes(model):

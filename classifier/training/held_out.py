@@ -6,13 +6,13 @@ fitted on the pooled validation predictions of several held-out runs, each split
 data (pooled_temperature), and repeats those runs' inputs and augmentation (recipe.refit_settings).
 """
 
-import json
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from classifier import calibration, dataset
+from classifier.model_folder import ModelFolderError, read_metadata
 from classifier.training.data import decoded_rows, labels, train_folder_images
 from classifier.training.recipe import refit_settings
 
@@ -109,11 +109,10 @@ def temperature_of_run(path):
     the operator when there is no such file or no temperature in it.
     """
     path = Path(path)
-    metadata_file = path / "metadata.json" if path.is_dir() else path
     try:
-        metadata = json.loads(metadata_file.read_text())
+        metadata = read_metadata(path)
         temperature = float(metadata["temperature"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (ModelFolderError, KeyError, TypeError, ValueError) as error:
         raise ValueError(f"no calibration temperature in {path}: {error}") from None
     if not temperature > 0:
         raise ValueError(f"the temperature in {path} is {temperature}, not a positive number")
