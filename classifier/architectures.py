@@ -12,6 +12,9 @@ Both name their last convolutional activation ``gradcam_target`` for Grad-CAM, a
 final activation as a separate layer (``probabilities``) so logits are one layer below.
 """
 
+from classifier.errors import TrainingDataError
+from classifier.labels import TASK_CLASSES
+
 DEFAULT_INPUT_SPEC = {
     "paper": {"height": 120, "width": 160, "mode": "field"},
     "leukonet": {
@@ -44,8 +47,6 @@ def _head(keras, x, task, n_classes):
 
 def build_paper(keras, input_spec, task, n_classes, width=1.0):
     if width != 1.0:
-        from classifier.errors import TrainingDataError
-
         raise TrainingDataError("the paper network is the published one: its widths are fixed")
     layers = keras.layers
     inputs = keras.Input(shape=(input_spec["height"], input_spec["width"], 3), name="image")
@@ -108,8 +109,6 @@ def build_model(name, task, input_spec=None, n_classes=None, width=1.0):
     recipe (classifier.training.recipe) says which architectures and tasks there are."""
     import keras
 
-    from classifier.errors import TrainingDataError
-    from classifier.labels import TASK_CLASSES
     from classifier.training.recipe import check_architecture, check_task
 
     check_architecture(name)

@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from classifier import detection
 from classifier.errors import TrainingDataError
 from classifier.labels import BINARY_CLASSES, BINARY_GROUP, TASK_CLASSES
 from classifier.preparation import WINDOW_SIZE, prepare_window
@@ -209,14 +210,6 @@ def as_reference_field(rgb):
     return cv2.resize(rgb, WINDOW_SIZE[::-1], interpolation=cv2.INTER_AREA)
 
 
-def _detector():
-    try:
-        from classifier import detection
-    except ImportError:
-        return None
-    return detection
-
-
 def _source_version(module_file):
     path = Path(__file__).with_name(module_file)
     if not path.is_file():
@@ -234,9 +227,6 @@ def dataset_context_window(rgb, window_scale="image"):
     the image centre (the labelled cell is usually near it), or the image centre when none is
     found. window_scale "image" uses the detector's scale estimate, "reference" uses 1.0."""
     field = as_reference_field(rgb)
-    detection = _detector()
-    if detection is None:
-        return field, False
     result = detection.detect_leukocytes(field)
     if not result.cells:
         return field, False

@@ -39,13 +39,6 @@ KNOWN_VIOLATIONS = {
     ("webapp.tasks", "webapp.services.training"),
     ("webapp.worker_process", "webapp.celery"),
     # `recipe`: function-level imports of plain modules in the training code and its command.
-    ("classifier.architectures", "classifier.errors"),
-    ("classifier.architectures", "classifier.labels"),
-    ("classifier.dataset", "classifier.detection"),
-    ("classifier.training", "tempfile"),
-    ("webapp.management.commands.train", "classifier.calibration"),
-    ("webapp.management.commands.train", "classifier.errors"),
-    ("webapp.management.commands.train", "classifier.metrics"),
     ("webapp.services.training", "classifier.dataset"),
     ("webapp.services.training", "classifier.errors"),
 }

@@ -3,6 +3,7 @@ import os
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from classifier.metrics import format_metrics
 from classifier.runtimes import quiet_tensorflow_startup
 from classifier.training.command_line import (
     add_recipe_arguments,
@@ -116,8 +117,6 @@ class Command(BaseCommand):
         if version.status != ModelVersion.Status.READY:
             raise CommandError(f"v{version.pk} ended {version.get_status_display().lower()}: "
                                f"{version.failure_reason}")
-        from classifier.metrics import format_metrics
-
         title, metrics = held_out_metrics(version.metrics)
         if metrics:
             self.stdout.write(format_metrics(metrics, title=f"v{version.pk} on the {title}"))
