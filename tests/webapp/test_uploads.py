@@ -59,11 +59,13 @@ def rejection(data, name="file.jpg"):
 
 
 @pytest.fixture
-def queued(monkeypatch):
-    """Image ids that would have gone to the classify queue (no broker in these tests)."""
-    ids = []
-    monkeypatch.setattr(uploads, "_enqueue_classification", lambda pk, version_id=None: ids.append(pk))
-    return ids
+def queued(sent_tasks):
+    """What would have gone to the queues (no broker in these tests)."""
+    return sent_tasks
+
+
+def classify(*image_ids):
+    return [("classify_image", (pk,)) for pk in image_ids]
 
 
 # --- one file at a time -------------------------------------------------------------------------
@@ -207,7 +209,7 @@ def test_one_bad_file_does_not_sink_the_batch(queued, django_capture_on_commit_c
     assert [image.original_filename for image in images] == ["good.jpg", "good2.jpg"]
     assert all(Path(image.image.path).is_file() for image in images)
     assert all(image.status == SmearImage.Status.QUEUED and len(image.checksum) == 64 for image in images)
-    assert queued == [image.pk for image in images]
+    assert queued == classify(*[image.pk for image in images])
 
 
 @pytest.mark.django_db
@@ -268,7 +270,7 @@ def test_upload_page_stores_good_files_and_lists_rejected_ones(client, tech, que
     body = response.content.decode()
     assert "notes.jpg was not stored" in body and "not an image" in body
     assert "e.png was not stored" in body and "empty" in body
-    assert queued == [sample.images.get().pk]
+    assert queued == classify(sample.images.get().pk)
 
 
 @pytest.mark.django_db

@@ -16,9 +16,11 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import Case, F, Q, When
+from django.utils import timezone
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from webapp.models import Cell, Sample, SmearImage
+from webapp.queueing import queue_classifications
 
 logger = logging.getLogger(__name__)
 
@@ -210,12 +212,6 @@ def _stored_name(original_name, extension):
     return f"{safe}{extension}"
 
 
-def _enqueue_classification(image_id, model_version_id=None):
-    from webapp.tasks import classify_image
-
-    classify_image.delay(image_id, model_version_id=model_version_id)
-
-
 def sample_version_id(sample):
     """The version that classified every classified photograph of the sample, if they share one.
 
@@ -285,9 +281,7 @@ def add_images(sample, accepted, model_version_id=None):
                 written.append(image.image.name)
                 image.save()
                 stored.append(image)
-                transaction.on_commit(
-                    lambda pk=image.pk: _enqueue_classification(pk, model_version_id)
-                )
+            queue_classifications([image.pk for image in stored])
     except Exception:
         # The rows rolled back; the files did not. Leave no orphan photograph behind.
         for name in written:
@@ -320,12 +314,14 @@ def add_images_to_sample(sample, files):
 
 
 def requeue_image(image):
-    """Queue an image again after a failure, with the version its sample's photographs share."""
+    """Queue an image again, after a failure or when it waited too long ("Try again"), with the
+    version its sample's photographs share."""
     version_id = sample_version_id(image.sample)
     SmearImage.objects.filter(pk=image.pk).update(
-        status=SmearImage.Status.QUEUED, error="", requested_version_id=version_id
+        status=SmearImage.Status.QUEUED, error="", requested_version_id=version_id,
+        queued_at=timezone.now(), sent_at=None,
     )
-    transaction.on_commit(lambda: _enqueue_classification(image.pk, version_id))
+    queue_classifications([image.pk])
 
 
 def _cell_file_names(cells):

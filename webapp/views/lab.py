@@ -1,6 +1,5 @@
 """Pages of the lab workflow. Thin: forms and services change things, selectors read them."""
 
-from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -11,7 +10,6 @@ from django.db.models import Prefetch
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -30,6 +28,7 @@ from webapp.selectors import (
     samples_with_progress,
     type_order,
 )
+from webapp.services.liveness import stuck_images
 from webapp.services.review import ReviewError, allowed_types, review_cell, review_types
 from webapp.services.uploads import (
     add_images_to_sample,
@@ -39,9 +38,6 @@ from webapp.services.uploads import (
     requeue_image,
 )
 from webapp.views.errors import wants_json
-
-# A photograph still queued after this long means no classify worker is consuming the queue.
-STALLED_AFTER = timedelta(minutes=2)
 
 
 def type_shortcuts(names):
@@ -94,6 +90,7 @@ def upload(request):
         "rejected": rejected,
         "max_upload_mb": settings.MAX_UPLOAD_BYTES // (1024 * 1024),
         "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
+        "max_megapixels": f"{settings.MAX_IMAGE_PIXELS / 1e6:g}",
         "max_files": settings.MAX_FILES_PER_UPLOAD,
     }, status=status)
 
@@ -107,9 +104,9 @@ def _sample_context(sample):
         pk: type_shortcuts(sorted(review_types(names), key=type_order))
         for pk, names in ModelVersion.objects.filter(pk__in=version_ids).values_list("pk", "class_names")
     }
-    stalled_before = timezone.now() - STALLED_AFTER
+    stuck = set(stuck_images().filter(sample=sample).values_list("pk", flat=True))
     for image in images:
-        image.stalled = image.status == SmearImage.Status.QUEUED and image.created_at < stalled_before
+        image.stalled = image.pk in stuck
         # Labels scale with the photograph so they read the same at any resolution.
         image.label_size = max(12, round(image.width / 38))
         for cell in image.current:
