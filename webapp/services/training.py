@@ -6,6 +6,8 @@ inside `run_training`, which runs in a worker or a management command.
 """
 
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -360,7 +362,9 @@ def run_training(version_id, progress_bar=False):
 
 
 def _train(version_id, version, progress_bar):
-    _update_progress(version_id, state="running", started_at=timezone.now().isoformat())
+    # Which process trains it: what an operator looks for before killing anything by hand.
+    _update_progress(version_id, state="running", started_at=timezone.now().isoformat(),
+                     process={"host": socket.gethostname(), "pid": os.getpid()})
 
     from classifier.errors import TrainingCancelled, TrainingDataError
     from classifier.training import TrainingConfig, train_classifier
