@@ -23,6 +23,9 @@ CLASSIFY_TASK = "webapp.tasks.classify_image"
 TRAIN_TASK = "webapp.tasks.train_model_version"
 CLASSIFY_QUEUE = "classify"
 TRAIN_QUEUE = "train"
+# Re-classifying a whole archive sends tens of thousands at once; SQLite takes at most 32,766
+# parameters in one statement.
+SENT_MARK_BATCH = 1000
 
 
 def publish(task_name, args, *, queue, task_id=None):
@@ -47,8 +50,9 @@ def send_classifications(image_ids):
         if not publish(CLASSIFY_TASK, (image_id,), queue=CLASSIFY_QUEUE):
             break
         sent.append(image_id)
-    if sent:
-        SmearImage.objects.filter(pk__in=sent).update(sent_at=timezone.now())
+    sent_at = timezone.now()
+    for start in range(0, len(sent), SENT_MARK_BATCH):
+        SmearImage.objects.filter(pk__in=sent[start : start + SENT_MARK_BATCH]).update(sent_at=sent_at)
     return sent
 
 

@@ -161,6 +161,19 @@ def test_deploy_check_is_clean_with_production_settings(tmp_path):
     assert "no issues" in result.stdout
 
 
+def test_deploy_check_refuses_a_generated_secret_key_behind_https(tmp_path):
+    env = dict(os.environ, LEUKOSCOPE_ALLOWED_HOSTS="lab.example.org", LEUKOSCOPE_SECURE="1",
+               LEUKOSCOPE_VAR_DIR=str(tmp_path))
+    for name in ("LEUKOSCOPE_DEBUG", "LEUKOSCOPE_SECRET_KEY"):
+        env.pop(name, None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "leukoscope.E002" in result.stderr and "LEUKOSCOPE_SECRET_KEY" in result.stderr
+
+
 @pytest.mark.django_db
 def test_a_sign_in_lasts_twelve_hours(client, django_user_model):
     django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
