@@ -400,3 +400,16 @@ def test_a_new_accession_number_that_merely_contains_a_known_one_is_accepted(cli
         "accession_number": "H26-33", "images": [upload("s.jpg", jpeg_bytes())],
     })
     assert response.status_code == 302 and Sample.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_the_upload_page_says_what_it_accepts_before_a_file_is_chosen(client, tech, settings):
+    settings.MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+    settings.MAX_IMAGE_PIXELS = 40_000_000
+    settings.MAX_FILES_PER_UPLOAD = 50
+    body = client.get(reverse("lab:upload")).content.decode()
+    accepts = body[body.index('id="upload-accepts"'):body.index('id="upload-form"')]
+    assert "colour photographs of a stained blood smear" in accepts
+    assert "Greyscale images are refused: the stain" in accepts
+    assert "JPEG, PNG, TIFF, BMP or WebP, up to 25 MB and 40 megapixels each" in accepts
+    assert "Up to 50 photographs at a time" in accepts
