@@ -225,7 +225,9 @@ def start_training(
 
 
 def cancel_training(version, user=None):
-    """Stop a training: the version is cancelled at once and the worker stops at its next check.
+    """Stop a training: the version is cancelled at once, and once that is committed the worker
+    terminates the process that trains it (the training loop's own check between batches is the
+    fallback, e.g. for `manage.py train` in a terminal or with the broker down).
 
     Marking it here, rather than waiting for the worker, means a version whose worker died (or was
     never started) can still be cleared, and the result guard in run_training makes sure a run
