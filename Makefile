@@ -52,5 +52,11 @@ bench-group-cv: install
 bench-latency: setup
 	$(PY) bench/latency.py --data $(DATA)
 
+# Not part of `make bench`: N uploaders x M smears against gunicorn and K classify workers on
+# loopback, in a folder of its own under var/bench-load/ (about 3 minutes per 200 photographs).
+.PHONY: bench-load
+bench-load: install
+	$(PY) bench/load.py --data $(DATA) $(BENCH_LOAD_ARGS)
+
 clean:
 	rm -rf $(VENV) var

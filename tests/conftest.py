@@ -61,6 +61,25 @@ def broker_url(tmp_path_factory):
 
 
 @pytest.fixture
+def sent_tasks(monkeypatch):
+    """What would have gone to the broker, as (task, args) in order: nothing is sent.
+
+    Tasks carry ids alone; the version a photograph is classified with is on its row
+    (``requested_version``).
+    """
+    from webapp import queueing
+
+    sent = []
+
+    def publish(task_name, args, *, queue, task_id=None):
+        sent.append((task_name.rsplit(".", 1)[-1], tuple(args)))
+        return True
+
+    monkeypatch.setattr(queueing, "publish", publish)
+    return sent
+
+
+@pytest.fixture
 def tech(client, django_user_model):
     """A signed-in lab technologist (no staff rights)."""
     user = django_user_model.objects.create_user("tech", password="a-long-passphrase-1")

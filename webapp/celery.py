@@ -1,11 +1,16 @@
-"""The Celery app. Workers consume two queues: `classify` (fast, many) and `train` (one at a time)."""
+"""The Celery app. Workers consume two queues: `classify` (fast, many) and `train` (one at a time).
+
+Every worker keeps its name on the roll in Redis (webapp.broker) while it runs, for /healthz.
+"""
 
 import os
 
 from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
 from kombu import Queue
 
 from classifier.runtimes import quiet_tensorflow_startup
+from webapp.broker import WorkerRollCall
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 quiet_tensorflow_startup(os.environ)
@@ -14,3 +19,18 @@ app = Celery("webapp")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = (Queue("classify"), Queue("train"))
 app.autodiscover_tasks(["webapp"])
+
+
+_roll_calls = []
+
+
+@worker_ready.connect
+def _join_worker_roll(sender, **_):
+    # In the worker's main process, which stays up while pool children come and go.
+    _roll_calls.append(WorkerRollCall(app.conf.broker_url, sender.hostname).start())
+
+
+@worker_shutdown.connect
+def _leave_worker_roll(**_):
+    while _roll_calls:
+        _roll_calls.pop().stop()

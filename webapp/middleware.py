@@ -1,7 +1,9 @@
 """Site-wide request handling beyond Django's own."""
 
+from urllib.parse import unquote_to_bytes
+
 from django.contrib.auth.middleware import LoginRequiredMiddleware
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
 
 from webapp.views.errors import reads_json
 
@@ -18,3 +20,17 @@ class LoginRequiredOrUnauthorizedMiddleware(LoginRequiredMiddleware):
                 status=401,
             )
         return super().handle_no_permission(request, view_func)
+
+
+class NulInUrlIsNotFound:
+    """A NUL byte anywhere in the URL answers 404: the file system refuses it in a path and
+    PostgreSQL in a query parameter, each with an exception that would otherwise answer 500."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        query = unquote_to_bytes(request.META.get("QUERY_STRING", ""))
+        if "\x00" in request.path or b"\x00" in query:
+            raise Http404("No such page.")
+        return self.get_response(request)

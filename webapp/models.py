@@ -7,6 +7,7 @@ exact bytes that produced a result; every Cell points at the version that classi
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class ModelVersion(models.Model):
@@ -51,6 +52,11 @@ class ModelVersion(models.Model):
     training_seconds = models.FloatField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
     celery_task_id = models.CharField(max_length=64, blank=True)
+    # When the training task last went to the broker (None: not yet; the reconciler sends it), and
+    # the last sign of life of the process training it: without one for WORKER_LOST_AFTER, the
+    # reconciler marks the version failed so that the one training slot is free again.
+    sent_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     model_bytes = models.BinaryField(null=True, blank=True, editable=False)
     model_sha256 = models.CharField(max_length=64, blank=True)
@@ -153,6 +159,14 @@ class SmearImage(models.Model):
     inference_runtime = models.CharField(max_length=32, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+
+    # Delivery bookkeeping (webapp.services.liveness, webapp.services.reconciler): when the image
+    # was last asked to be classified; when that request last went to the broker (None: not yet,
+    # e.g. the broker was down); which task took it and its last sign of life while it works.
+    queued_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

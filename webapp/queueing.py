@@ -2,48 +2,110 @@
 
 Tasks are sent by name, after the surrounding transaction commits (a worker never looks for a row
 that is not there yet), and a broker that cannot be reached never fails the request that asked for
-the work: the record keeps its state (a photograph stays ``queued``, a training stays ``training``
-with no task id) and is logged; the reconciler queues such work again once the broker answers.
+the work: the record keeps its state (a photograph stays ``queued``, a training stays ``training``)
+with no ``sent_at``, the failure is logged, and the reconciler (``services/reconciler.py``) sends
+it once the broker answers. Settings keep a failed send short (one quick retry, two-second socket
+timeouts), so an upload answers in about a second even with the broker down.
 """
 
 import logging
+import uuid
 
 from celery import current_app
 from django.db import transaction
+from django.utils import timezone
+
+from webapp.models import ModelVersion, SmearImage
 
 logger = logging.getLogger(__name__)
 
 CLASSIFY_TASK = "webapp.tasks.classify_image"
 TRAIN_TASK = "webapp.tasks.train_model_version"
-RECONCILE_TASK = "webapp.tasks.reconcile_work"
+CLASSIFY_QUEUE = "classify"
+TRAIN_QUEUE = "train"
+# Re-classifying a whole archive sends tens of thousands at once; SQLite takes at most 32,766
+# parameters in one statement.
+SENT_MARK_BATCH = 1000
 
 
-def send_now(task_name, *, args=(), kwargs=None, queue):
-    """Send one task; return its id, or None (logged) when the broker cannot be reached."""
+def publish(task_name, args, *, queue, task_id=None):
+    """Send one task now; False (logged) when the broker cannot be reached."""
     try:
-        result = current_app.send_task(task_name, args=list(args), kwargs=kwargs or {}, queue=queue)
+        current_app.send_task(task_name, args=list(args), queue=queue, task_id=task_id)
     except Exception as exc:  # kombu raises OperationalError, redis its own errors: any means "not sent"
         logger.warning("Broker unreachable, %s%s left for the reconciler (%s: %s)",
                        task_name, tuple(args), type(exc).__name__, exc)
+        return False
+    return True
+
+
+def send_classifications(image_ids):
+    """Send one classify task per photograph now and record which went; returns their ids.
+
+    Stops at the first failure: the broker is down, and every further try would cost the request
+    its timeout again. What was not sent keeps ``sent_at`` empty for the reconciler.
+    """
+    sent = []
+    for image_id in image_ids:
+        if not publish(CLASSIFY_TASK, (image_id,), queue=CLASSIFY_QUEUE):
+            break
+        sent.append(image_id)
+    sent_at = timezone.now()
+    for start in range(0, len(sent), SENT_MARK_BATCH):
+        SmearImage.objects.filter(pk__in=sent[start : start + SENT_MARK_BATCH]).update(sent_at=sent_at)
+    return sent
+
+
+def queue_classifications(image_ids):
+    """Classify these stored photographs once the current transaction commits.
+
+    The task carries the image id alone: the worker reads the version to use from the row
+    (``requested_version``), so a message that arrives late or twice never classifies a photograph
+    with a version it has since been moved away from.
+    """
+    image_ids = list(image_ids)
+    if image_ids:
+        transaction.on_commit(lambda: send_classifications(image_ids))
+
+
+def send_training(version_id):
+    """Send the training task of a version now; True when it went (its id is recorded)."""
+    task_id = str(uuid.uuid4())
+    if not publish(TRAIN_TASK, (version_id,), queue=TRAIN_QUEUE, task_id=task_id):
+        return False
+    ModelVersion.objects.filter(pk=version_id).update(celery_task_id=task_id, sent_at=timezone.now())
+    return True
+
+
+def queue_training(version_id):
+    """Train a version once the current transaction commits."""
+    transaction.on_commit(lambda: send_training(version_id))
+
+
+def stop_task(task_id):
+    """Kill the worker process running a task (the task is not run if it has not started).
+
+    For a training cancelled mid-run: the training loop only looks for a cancel between batches,
+    and preparing the inputs or a validation pass can keep both cores busy for half a minute
+    without looking. The train worker starts a fresh process per task, so nothing else is lost.
+    """
+    if not task_id:
+        return False
+    try:
+        current_app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+    except Exception as exc:  # the broker is down: the training loop still stops at its next check
+        logger.warning("Could not ask the workers to stop task %s (%s: %s)", task_id,
+                       type(exc).__name__, exc)
+        return False
+    return True
+
+
+def queue_length(queue):
+    """How many messages wait in a queue, or None when the broker cannot be reached."""
+    try:
+        with current_app.connection_for_write() as connection:
+            # Not passive: the Redis transport reports an emptied queue as missing.
+            return connection.default_channel.queue_declare(queue=queue, passive=False).message_count
+    except Exception as exc:
+        logger.debug("Queue %s could not be measured (%s: %s)", queue, type(exc).__name__, exc)
         return None
-    return result.id
-
-
-def _on_commit(task_name, *, args, kwargs=None, queue, on_sent=None):
-    def send():
-        task_id = send_now(task_name, args=args, kwargs=kwargs, queue=queue)
-        if task_id and on_sent is not None:
-            on_sent(task_id)
-
-    transaction.on_commit(send)
-
-
-def queue_classification(image_id, model_version_id=None):
-    """Classify one stored photograph once the current transaction commits."""
-    _on_commit(CLASSIFY_TASK, args=(image_id,), kwargs={"model_version_id": model_version_id},
-               queue="classify")
-
-
-def queue_training(version_id, on_sent=None):
-    """Train one version once the current transaction commits; ``on_sent(task_id)`` records the id."""
-    _on_commit(TRAIN_TASK, args=(version_id,), queue="train", on_sent=on_sent)

@@ -7,8 +7,9 @@ older versions' cells stay in the history, as superseded calls, but never enter 
 
 import math
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 
+from django.conf import settings
 from django.core.paginator import Paginator
 from django.db.models import Case, Count, F, Prefetch, Q, When
 from django.db.models.functions import Trim
@@ -560,3 +561,52 @@ def sample_file_names(sample):
 def image_file_names(image):
     """Every stored file of one photograph: itself, and each of its cells' crop, window and heatmap."""
     return ([image.image.name] if image.image else []) + _cell_file_names(image.cells.all())
+
+
+# --- work that no live task will finish (see services/liveness.py for claims and heartbeats) ---
+
+
+def worker_lost_cutoff(now=None):
+    """Heartbeats older than this come from a worker that has stopped."""
+    return (now or timezone.now()) - timedelta(seconds=settings.WORKER_LOST_AFTER)
+
+
+def queued_stuck_cutoff(now=None):
+    return (now or timezone.now()) - timedelta(seconds=settings.QUEUED_STUCK_AFTER)
+
+
+def silent_heartbeat(now=None):
+    """Records whose worker stopped writing its heartbeat (or never wrote one)."""
+    return Q(heartbeat_at__lt=worker_lost_cutoff(now)) | Q(heartbeat_at__isnull=True)
+
+
+def _processing_lost(now):
+    # A claim writes the first heartbeat; none at all means the photograph was taken before
+    # heartbeats existed, so the time it was queued says how old it is.
+    cutoff = worker_lost_cutoff(now)
+    return Q(status=SmearImage.Status.PROCESSING) & (
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, queued_at__lt=cutoff)
+    )
+
+
+def lost_images(now=None):
+    """Photographs left processing by a worker that has stopped."""
+    return SmearImage.objects.filter(_processing_lost(now or timezone.now()))
+
+
+def stuck_images(now=None):
+    """Photographs that no live task will finish unless someone sends them again: queued for
+    longer than QUEUED_STUCK_AFTER, or processing by a worker that has stopped."""
+    now = now or timezone.now()
+    queued_long = Q(status=SmearImage.Status.QUEUED, queued_at__lt=queued_stuck_cutoff(now))
+    return SmearImage.objects.filter(queued_long | _processing_lost(now))
+
+
+def abandoned_trainings(now=None):
+    """Versions in status training whose training process stopped sending its heartbeat."""
+    claimed_and_silent = Q(heartbeat_at__lt=worker_lost_cutoff(now))
+    # Started before heartbeats existed: "running" with none at all.
+    running_without_heartbeat = Q(heartbeat_at__isnull=True, progress__state="running")
+    return ModelVersion.objects.filter(status=ModelVersion.Status.TRAINING).filter(
+        claimed_and_silent | running_without_heartbeat
+    )

@@ -73,6 +73,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "webapp.middleware.NulInUrlIsNotFound",
     "webapp.middleware.LoginRequiredOrUnauthorizedMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -202,8 +203,46 @@ CELERY_TASK_ROUTES = {
     "webapp.tasks.train_model_version": {"queue": "train"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 4 * 3600}
+
+
+def env_seconds(name, default):
+    value = float(os.environ.get(name, default))
+    if not value > 0:
+        raise ImproperlyConfigured(f"{name}={value:g}: expected a positive number of seconds")
+    return value
+
+
+# A message a worker took but never acknowledged (its worker died) goes back to the queue this long
+# after it was taken. Classifying a photograph takes seconds, so minutes return a dead worker's
+# photographs soon; training is acknowledged on receipt and never waits on this (see tasks.py).
+BROKER_VISIBILITY_TIMEOUT = env_seconds("LEUKOSCOPE_BROKER_VISIBILITY_TIMEOUT", 300)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": BROKER_VISIBILITY_TIMEOUT,
+    # kombu looks for such messages every 10 s x this throttle (100 s by default): every 10 s.
+    "unacked_restore_throttle": 1,
+    # Without these a Redis that stops answering without closing the connection (a frozen host, a
+    # firewall) holds every publish, and so every upload, forever.
+    "socket_connect_timeout": 2,
+    "socket_timeout": 2,
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+# One quick retry, not Celery's three: a photograph that could not be sent is stored as queued and
+# sent by the reconciler, so the upload need not wait for the broker to come back.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2,
+                                    "interval_max": 0.2}
 CELERY_TASK_ALWAYS_EAGER = False
+
+# The reconciler (manage.py reconcile, started by `make run`) queues again what no live task will
+# finish. A running task writes a heartbeat this often ...
+HEARTBEAT_SECONDS = env_seconds("LEUKOSCOPE_HEARTBEAT_SECONDS", 10)
+# ... and its worker is taken for dead when none came for this long: its photograph is queued
+# again, its training marked failed.
+WORKER_LOST_AFTER = env_seconds("LEUKOSCOPE_WORKER_LOST_AFTER", 60)
+# A photograph or training still queued this long after it was sent is sent again (when the queue
+# holds nothing else it could be waiting behind), and the sample page offers "Try again".
+QUEUED_STUCK_AFTER = env_seconds("LEUKOSCOPE_QUEUED_STUCK_AFTER", 300)
+# How often the reconciler looks.
+RECONCILE_EVERY = env_seconds("LEUKOSCOPE_RECONCILE_EVERY", 30)
 
 SECURE = env_flag("LEUKOSCOPE_SECURE")
 SESSION_COOKIE_SECURE = SECURE

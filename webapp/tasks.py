@@ -1,17 +1,37 @@
-"""Celery tasks: thin, idempotent wrappers that take ids and call one service each."""
+"""Celery tasks: thin, idempotent wrappers that take ids and call one service each.
+
+Only ``webapp.queueing`` sends them.
+"""
+
+import logging
 
 from celery import shared_task
 
+from webapp.models import SmearImage
+from webapp.services.classification import classify_smear_image
+from webapp.services.liveness import claim_image, heartbeat
+from webapp.services.training import run_training
 
-@shared_task(name="webapp.tasks.classify_image", acks_late=True)
-def classify_image(image_id, model_version_id=None):
-    from webapp.services.classification import classify_smear_image
-
-    classify_smear_image(image_id, model_version_id=model_version_id)
+logger = logging.getLogger(__name__)
 
 
-@shared_task(name="webapp.tasks.train_model_version", acks_late=True)
+# Acknowledged when done: a photograph whose worker dies mid-way comes back (at once when only the
+# worker child dies, after the broker's visibility timeout when the whole worker does), and the
+# claim makes sure a second delivery never classifies it twice.
+@shared_task(name="webapp.tasks.classify_image", acks_late=True, bind=True)
+def classify_image(self, image_id, model_version_id=None):
+    # model_version_id: messages sent before the version was read from the row carry it; ignored.
+    if not claim_image(image_id, self.request.id):
+        return
+    version_id = SmearImage.objects.filter(pk=image_id).values_list("requested_version", flat=True).first()
+    with heartbeat(SmearImage, image_id):
+        classify_smear_image(image_id, model_version_id=version_id)
+    logger.info("Image %s finished by task %s", image_id, self.request.id)
+
+
+# Acknowledged on receipt: a training runs far longer than any visibility timeout, and must not be
+# handed to a second worker while the first still trains. If its worker dies the message is gone;
+# the heartbeat goes silent and the reconciler marks the version failed with the reason.
+@shared_task(name="webapp.tasks.train_model_version", acks_late=False)
 def train_model_version(version_id):
-    from webapp.services.training import run_training
-
     run_training(version_id)

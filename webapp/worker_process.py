@@ -4,10 +4,14 @@
 worker answers a ping, and that stop it again when they are done.
 """
 
+import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from webapp.celery import app as celery_app
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,17 +20,18 @@ class WorkerDidNotStart(RuntimeError):
     pass
 
 
-def start_worker(name, queues, env, log_path, loglevel="INFO", timeout=90.0):
-    """Start `celery worker -n NAME@host -Q QUEUES` and return once it answers a ping."""
-    from webapp.celery import app as celery_app
+def start_worker(name, queues, env, log_path, loglevel="INFO", timeout=90.0, extra_args=()):
+    """Start `celery worker -n NAME@host -Q QUEUES` and return once it answers a ping.
 
+    The worker leads a process group of its own, which `kill_worker` kills whole.
+    """
     log_path = Path(log_path)
-    with open(log_path, "wb") as log:  # the child keeps its own handle
+    with open(log_path, "ab") as log:  # the child keeps its own handle; a restart appends
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queues,
              "--concurrency", "1", "-n", f"{name}@%h", "--loglevel", loglevel,
-             "--without-gossip", "--without-mingle"],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+             "--without-gossip", "--without-mingle", *extra_args],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -45,3 +50,12 @@ def stop_worker(process, timeout=20):
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+def kill_worker(process):
+    """`kill -9` the whole worker, its pool children included, as a crash or the OOM killer would."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()

@@ -66,8 +66,7 @@ def network(monkeypatch):
 
 
 @pytest.fixture
-def stored_image(monkeypatch, django_user_model):
-    monkeypatch.setattr(uploads, "_enqueue_classification", lambda pk, version_id=None: None)
+def stored_image(sent_tasks, django_user_model):
     rgb = np.full((480, 640, 3), (225, 185, 195), np.uint8)
     rgb[100:200, 100:200] = (120, 70, 170)
     buffer = io.BytesIO()

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
@@ -92,10 +93,55 @@ def test_healthz_tells_anyone_what_works_and_only_staff_the_details(client, db, 
     assert anonymous.json() == {
         "status": "failing", "failing": ["broker", "worker"],
         "checks": {"database": {"ok": True}, "broker": {"ok": False}, "worker": {"ok": False},
-                   "model": {"ok": True}},
+                   "model": {"ok": True}, "work": {"ok": True}},
     }
     details = staff.json()["checks"]
     assert details["model"]["architecture"] == "paper" and "error" in details["broker"]
+
+
+def test_healthz_reconnects_after_a_redis_restart_and_names_stuck_work(client, db, tmp_path, settings,
+                                                                        broker_url, django_user_model):
+    from django.utils import timezone
+
+    from tests.webapp.lab_factories import make_sample
+    from webapp.broker import announce_worker
+    from webapp.models import SmearImage
+
+    server = start_embedded_redis(tmp_path / "redis")
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    client.force_login(django_user_model.objects.create_user("ops", is_staff=True))
+    try:
+        point_celery_at(server.url)
+        announce_worker(server.url, "classify@lab-1")
+        make_sample(types=())
+        first = client.get(reverse("healthz")).json()
+        assert first["status"] == "ok", first
+        assert first["checks"]["worker"]["workers"] == ["classify@lab-1"]
+
+        server.stop()
+        server = start_embedded_redis(tmp_path / "redis", port=port)
+        # Each web process holds a connection the restart closed; the first answer after it is true.
+        after_restart = client.get(reverse("healthz")).json()
+        assert after_restart["checks"]["broker"]["ok"], after_restart
+        assert after_restart["checks"]["worker"]["workers"] == ["classify@lab-1"], "kept in the AOF"
+
+        settings.QUEUED_STUCK_AFTER = 300
+        SmearImage.objects.update(status="queued", queued_at=timezone.now() - timedelta(minutes=6))
+        response = client.get(reverse("healthz"))
+        assert response.status_code == 503
+        assert response.json()["checks"]["work"] == {
+            "ok": False, "queued_photographs": 1, "processing_photographs": 0, "abandoned_trainings": 0,
+            "error": "1 photograph(s) queued and 0 processing past their time, 0 training(s) without a "
+                     "heartbeat"}
+    finally:
+        server.stop()
+        point_celery_at(broker_url)
+
+
+def test_a_nul_byte_anywhere_in_a_url_is_not_found(client, db, tech):
+    for url in ("/media/smears/a%00b.png", "/samples/%00/", "/samples/?q=%00", "/api/cells/?cell_type=%00",
+                "/accounts/login/?next=/%00"):
+        assert client.get(url).status_code == 404, url
 
 
 def test_deploy_check_is_clean_with_production_settings(tmp_path):
@@ -113,6 +159,19 @@ def test_deploy_check_is_clean_with_production_settings(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_deploy_check_refuses_a_generated_secret_key_behind_https(tmp_path):
+    env = dict(os.environ, LEUKOSCOPE_ALLOWED_HOSTS="lab.example.org", LEUKOSCOPE_SECURE="1",
+               LEUKOSCOPE_VAR_DIR=str(tmp_path))
+    for name in ("LEUKOSCOPE_DEBUG", "LEUKOSCOPE_SECRET_KEY"):
+        env.pop(name, None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "leukoscope.E002" in result.stderr and "LEUKOSCOPE_SECRET_KEY" in result.stderr
 
 
 @pytest.mark.django_db
@@ -158,7 +217,10 @@ def _get_json(url):
 
 @pytest.mark.worker
 def test_launcher_serves_the_site_with_an_embedded_redis_and_stops_everything(tmp_path):
-    """What `make run` does after setup, on the embedded-Redis path, end to end in real processes."""
+    """What `make run` does after setup, on the embedded-Redis path, end to end in real processes;
+    Ctrl-C reaches the whole terminal's process group, and leaves no process and no port behind."""
+    import psutil
+
     env = dict(os.environ, LEUKOSCOPE_VAR_DIR=str(tmp_path), LEUKOSCOPE_EMBEDDED_REDIS="1",
                PYTHONUNBUFFERED="1")
     for name in ("REDIS_URL", "DATABASE_URL"):
@@ -193,8 +255,13 @@ def test_launcher_serves_the_site_with_an_embedded_redis_and_stops_everything(tm
         assert "embedded Redis started by Leukoscope" in startup
         broker_port = int(startup.split("embedded Redis started by Leukoscope at redis://127.0.0.1:")[1]
                           .split("/")[0])
+        started = psutil.Process(launcher.pid).children(recursive=True)
+        commands = [" ".join(process.cmdline()) for process in started]
+        assert any("manage.py reconcile" in command for command in commands), commands
+        assert (tmp_path / "redis" / "appendonly.aof").exists() or any(
+            (tmp_path / "redis").glob("appendonlydir/*")), "the embedded Redis keeps an append-only file"
     finally:
-        launcher.send_signal(signal.SIGINT)
+        os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         try:
             launcher.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -207,3 +274,11 @@ def test_launcher_serves_the_site_with_an_embedded_redis_and_stops_everything(tm
     assert not redis_answers(f"redis://127.0.0.1:{broker_port}/0", timeout=0.3)
     with pytest.raises(OSError):
         urllib.request.urlopen(base + "/healthz", timeout=2)
+    left = [process for process in started if process.is_running() and
+            process.status() != psutil.STATUS_ZOMBIE]
+    assert not left, [" ".join(process.cmdline()) for process in left]
+    with socket.socket() as sock:
+        # As a web server binds (gunicorn sets SO_REUSEADDR): fails only while something listens.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()

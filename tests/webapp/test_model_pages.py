@@ -2,11 +2,13 @@
 replaced by fakes here; tests/e2e/test_retraining.py trains for real through a worker."""
 
 import threading
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 from django.db import connection
 from django.urls import URLPattern, reverse
+from django.utils import timezone
 
 from classifier.errors import TrainingCancelled, TrainingDataError
 from tests.synthetic_cells import write_cell_folder
@@ -67,22 +69,9 @@ def staff_client(client, staff):
 
 
 @pytest.fixture
-def no_enqueue(monkeypatch):
+def no_enqueue(sent_tasks):
     """Record what would go to the broker instead of sending it."""
-    from webapp import tasks
-
-    sent = []
-
-    def fake_delay(name):
-        def delay(*args, **kwargs):
-            sent.append((name, args, kwargs))
-            return SimpleNamespace(id=f"task-{len(sent)}")
-
-        return delay
-
-    monkeypatch.setattr(tasks.train_model_version, "delay", fake_delay("train"))
-    monkeypatch.setattr(tasks.classify_image, "delay", fake_delay("classify"))
-    return sent
+    return sent_tasks
 
 
 def _example_path(pattern):
@@ -285,8 +274,9 @@ def test_retrain_form_queues_one_training_on_commit(staff_client, staff, no_enqu
     assert (version.source, version.architecture, version.task) == ("site", "paper", "binary")
     assert version.dataset_path == "/somewhere/cells" and version.include_reviewed_cells
     assert version.hyperparameters["epochs"] == 2 and version.created_by == staff
-    assert no_enqueue == [("train", (version.pk,), {})]
-    assert ModelVersion.objects.get(pk=version.pk).celery_task_id == "task-1"
+    assert no_enqueue == [("train_model_version", (version.pk,))]
+    sent = ModelVersion.objects.get(pk=version.pk)
+    assert sent.celery_task_id and sent.sent_at is not None  # the id Cancel stops it by
 
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(reverse("models:train"), {"architecture": "paper", "task": "4class",
@@ -336,7 +326,7 @@ def test_retrain_form_refits_a_held_out_run_on_every_group_with_its_temperature(
     with django_capture_on_commit_callbacks(execute=True):
         staff_client.post(reverse("models:train"), form)
     version = ModelVersion.objects.get(status=ModelVersion.Status.TRAINING)
-    assert no_enqueue == [("train", (version.pk,), {})]
+    assert no_enqueue == [("train_model_version", (version.pk,))]
     training.run_training(version.pk)  # what the worker runs, on a few drawn cells
 
     version.refresh_from_db()
@@ -431,8 +421,9 @@ def test_reclassify_queues_the_chosen_sample_with_the_active_version(staff_clien
 
     with django_capture_on_commit_callbacks(execute=True):
         staff_client.post(reverse("models:reclassify"), {"accession_number": "H1"})
-    assert no_enqueue == [("classify", (images[chosen].pk,), {"model_version_id": active.pk})]
-    assert SmearImage.objects.get(pk=images[chosen].pk).status == "queued"
+    assert no_enqueue == [("classify_image", (images[chosen].pk,))]
+    queued = SmearImage.objects.get(pk=images[chosen].pk)
+    assert queued.status == "queued" and queued.requested_version == active
 
     with django_capture_on_commit_callbacks(execute=True):
         staff_client.post(reverse("models:reclassify"), {"all_samples": "on"})
@@ -627,16 +618,32 @@ def test_reclassify_without_an_active_version_says_so(staff_client, no_enqueue):
 
 
 @pytest.mark.django_db
-def test_an_unreachable_queue_fails_the_version_instead_of_blocking_the_slot(staff, monkeypatch,
-                                                                              django_capture_on_commit_callbacks):
-    from webapp import tasks
+def test_with_the_broker_down_a_training_waits_unsent_until_the_reconciler_sends_it(
+        staff, monkeypatch, django_capture_on_commit_callbacks):
+    from celery import current_app
+
+    from webapp import queueing
+    from webapp.services.reconciler import reconcile_work
 
     def broker_down(*args, **kwargs):
         raise ConnectionRefusedError("redis refused")
 
-    monkeypatch.setattr(tasks.train_model_version, "delay", broker_down)
+    monkeypatch.setattr(current_app, "send_task", broker_down)
     with django_capture_on_commit_callbacks(execute=True):
         version = training.start_training(staff, "paper", 1, task="4class", data_dir="/x")
     version.refresh_from_db()
-    assert version.status == "failed" and "task queue could not be reached" in version.failure_reason
+    assert version.status == "training" and version.sent_at is None and not version.celery_task_id
+    later = timezone.now() + timedelta(minutes=1)
+    assert reconcile_work(later).trainings_sent == 0 and version.sent_at is None  # still down
+
+    sent = []
+    monkeypatch.setattr(queueing, "publish", lambda name, args, *, queue, task_id=None:
+                        sent.append((name, tuple(args), queue, task_id)) or True)
+    monkeypatch.setattr(queueing, "queue_length", lambda queue: 0)
+    assert reconcile_work(later).trainings_sent == 1
+    version.refresh_from_db()
+    assert sent == [(queueing.TRAIN_TASK, (version.pk,), "train", version.celery_task_id)]
+    assert reconcile_work(later).trainings_sent == 0, "sent once, not at every sweep"
+    # Meanwhile the slot is held, and Cancel frees it.
+    training.cancel_training(version, staff)
     assert training.training_in_progress() is None

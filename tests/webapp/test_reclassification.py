@@ -181,19 +181,22 @@ def test_a_formula_from_two_versions_says_so_and_keeps_groups_apart_from_types(c
     assert not leukocyte_formula(make_sample(accession="C-1")).mixed_versions
 
 
+def queued_with_versions(sent):
+    """(image id, the version it was queued for) of each photograph sent to the classify queue."""
+    versions = dict(SmearImage.objects.values_list("pk", "requested_version_id"))
+    return [(args[0], versions[args[0]]) for task, args in sent if task == "classify_image"]
+
+
 def test_photographs_added_to_a_sample_keep_its_network(
-    monkeypatch, stored_image, django_capture_on_commit_callbacks  # noqa: F811
+    sent_tasks, stored_image, django_capture_on_commit_callbacks  # noqa: F811
 ):
-    queued = []
-    monkeypatch.setattr(uploads, "_enqueue_classification",
-                        lambda pk, version_id=None: queued.append((pk, version_id)))
     old = make_version()
     SmearImage.objects.filter(pk=stored_image.pk).update(model_version=old)
     make_version()  # activated after the sample was classified
     with django_capture_on_commit_callbacks(execute=True):
         added = uploads.add_images_to_sample(stored_image.sample, [upload("b.jpg", jpeg_bytes(seed=3))])
         uploads.requeue_image(SmearImage.objects.get(pk=stored_image.pk))
-    assert queued == [(added.stored[0].pk, old.pk), (stored_image.pk, old.pk)]
+    assert queued_with_versions(sent_tasks) == [(added.stored[0].pk, old.pk), (stored_image.pk, old.pk)]
 
     # A sample already split between versions, or never classified, takes the active one.
     fresh = uploads.create_sample_with_images("N-1", "", [upload("c.jpg", jpeg_bytes(seed=4))]).sample
@@ -274,16 +277,13 @@ def test_a_stale_page_gets_a_readable_refusal_and_re_classify_finds_any_spelling
 
 
 def test_while_a_sample_moves_to_another_version_added_photographs_follow_it(
-    monkeypatch, stored_image, django_capture_on_commit_callbacks  # noqa: F811
+    sent_tasks, stored_image, django_capture_on_commit_callbacks  # noqa: F811
 ):
     """An administrator re-classifies a sample with v2; its photographs still count with v1 until
     the worker gets to them. A photograph added meanwhile, or one tried again after the v2 run
     failed, goes to v2 as well, not back to v1."""
     from webapp.services.training import reclassify
 
-    queued = []
-    monkeypatch.setattr(uploads, "_enqueue_classification",
-                        lambda pk, version_id=None: queued.append((pk, version_id)))
     old = make_version()
     SmearImage.objects.filter(pk=stored_image.pk).update(model_version=old, status="done")
     new = make_version()
@@ -292,11 +292,11 @@ def test_while_a_sample_moves_to_another_version_added_photographs_follow_it(
     assert SmearImage.objects.get(pk=stored_image.pk).requested_version == new
     with django_capture_on_commit_callbacks(execute=True):
         added = uploads.add_images_to_sample(stored_image.sample, [upload("m.jpg", jpeg_bytes(seed=5))])
-    assert queued == [(added.stored[0].pk, new.pk)]
+    assert queued_with_versions(sent_tasks) == [(added.stored[0].pk, new.pk)]
 
     # The v2 run failed, and yet another version was activated since. "Try again" still means v2.
     SmearImage.objects.filter(pk=stored_image.pk).update(status="failed")
     make_version()
     with django_capture_on_commit_callbacks(execute=True):
         uploads.requeue_image(SmearImage.objects.get(pk=stored_image.pk))
-    assert queued[-1] == (stored_image.pk, new.pk)
+    assert queued_with_versions(sent_tasks)[-1] == (stored_image.pk, new.pk)

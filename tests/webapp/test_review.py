@@ -229,17 +229,41 @@ def test_results_fragment_and_status_json(client, tech):
     assert status == {**status, "total": 1, "finished": 1, "percent": 100, "complete": True}
 
 
-def test_a_long_queued_photograph_says_the_worker_may_be_down(client, tech):
+def test_a_long_queued_photograph_says_the_worker_may_be_down_and_offers_to_try_again(
+        client, tech, settings, sent_tasks):
     from datetime import timedelta
 
     from django.utils import timezone
 
     from webapp.models import SmearImage
 
+    settings.QUEUED_STUCK_AFTER = 300
     sample = make_sample(types=())
-    SmearImage.objects.update(status="queued", created_at=timezone.now() - timedelta(minutes=5))
+    image = sample.images.get()
+    SmearImage.objects.update(status="queued", sent_at=timezone.now(),
+                              queued_at=timezone.now() - timedelta(minutes=7))
     body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
-    assert "worker may not be running" in body
-    SmearImage.objects.update(created_at=timezone.now())
+    assert "Queued 7\xa0minutes ago: the classifier worker may not be running" in body
+    assert reverse("lab:image-retry", args=[image.pk]) in body
+
+    client.post(reverse("lab:image-retry", args=[image.pk]))
     body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
     assert "worker may not be running" not in body and "Waiting for the classifier" in body
+    assert SmearImage.objects.get().queued_at > timezone.now() - timedelta(minutes=1)
+
+    # A worker that died mid-way: its heartbeat went silent.
+    SmearImage.objects.update(status="processing", heartbeat_at=timezone.now() - timedelta(minutes=2))
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "The worker classifying it has stopped" in body and "Try again" in body
+    SmearImage.objects.update(heartbeat_at=timezone.now())
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "has stopped" not in body and "Classifying" in body
+
+
+def test_a_photograph_the_broker_never_got_says_it_waits_for_the_queue(client, tech):
+    from webapp.models import SmearImage
+
+    sample = make_sample(types=())
+    SmearImage.objects.update(status="queued", sent_at=None)
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "The task queue cannot be reached just now: the photograph is stored" in body

@@ -60,11 +60,13 @@ def rejection(data, name="file.jpg"):
 
 
 @pytest.fixture
-def queued(monkeypatch):
-    """Image ids that would have gone to the classify queue (no broker in these tests)."""
-    ids = []
-    monkeypatch.setattr(uploads, "_enqueue_classification", lambda pk, version_id=None: ids.append(pk))
-    return ids
+def queued(sent_tasks):
+    """What would have gone to the queues (no broker in these tests)."""
+    return sent_tasks
+
+
+def classify(*image_ids):
+    return [("classify_image", (pk,)) for pk in image_ids]
 
 
 # --- one file at a time -------------------------------------------------------------------------
@@ -208,7 +210,7 @@ def test_one_bad_file_does_not_sink_the_batch(queued, django_capture_on_commit_c
     assert [image.original_filename for image in images] == ["good.jpg", "good2.jpg"]
     assert all(Path(image.image.path).is_file() for image in images)
     assert all(image.status == SmearImage.Status.QUEUED and len(image.checksum) == 64 for image in images)
-    assert queued == [image.pk for image in images]
+    assert queued == classify(*[image.pk for image in images])
 
 
 @pytest.mark.django_db
@@ -269,7 +271,7 @@ def test_upload_page_stores_good_files_and_lists_rejected_ones(client, tech, que
     body = response.content.decode()
     assert "notes.jpg was not stored" in body and "not an image" in body
     assert "e.png was not stored" in body and "empty" in body
-    assert queued == [sample.images.get().pk]
+    assert queued == classify(sample.images.get().pk)
 
 
 @pytest.mark.django_db
@@ -399,3 +401,16 @@ def test_a_new_accession_number_that_merely_contains_a_known_one_is_accepted(cli
         "accession_number": "H26-33", "images": [upload("s.jpg", jpeg_bytes())],
     })
     assert response.status_code == 302 and Sample.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_the_upload_page_says_what_it_accepts_before_a_file_is_chosen(client, tech, settings):
+    settings.MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+    settings.MAX_IMAGE_PIXELS = 40_000_000
+    settings.MAX_FILES_PER_UPLOAD = 50
+    body = client.get(reverse("lab:upload")).content.decode()
+    accepts = body[body.index('id="upload-accepts"'):body.index('id="upload-form"')]
+    assert "colour photographs of a stained blood smear" in accepts
+    assert "Greyscale images are refused: the stain" in accepts
+    assert "JPEG, PNG, TIFF, BMP or WebP, up to 25 MB and 40 megapixels each" in accepts
+    assert "Up to 50 photographs at a time" in accepts

@@ -2,10 +2,8 @@
 them and the formula beside them, and one cell's page."""
 
 from dataclasses import dataclass
-from datetime import timedelta
 
 from django.conf import settings
-from django.utils import timezone
 
 from classifier.labels import binary_group
 from webapp.cell_types import allowed_types, review_types, type_order
@@ -22,10 +20,8 @@ from webapp.selectors import (
     sample_images_with_cells,
     sample_progress,
     sibling_cell_ids,
+    stuck_images,
 )
-
-# A photograph still queued after this long means no classify worker is consuming the queue.
-STALLED_AFTER = timedelta(minutes=2)
 
 
 def type_shortcuts(names):
@@ -66,7 +62,7 @@ class Photograph:
 
     image: SmearImage
     cells: list  # CellMark, in detection order
-    stalled: bool  # queued for longer than STALLED_AFTER
+    stalled: bool  # no live task will finish it: queued too long, or its worker stopped
     label_size: int  # font size of the cell labels, in photograph pixels
 
 
@@ -81,7 +77,7 @@ class SampleResults(ViewModel):
     review_threshold_percent: int
 
 
-def _photograph(entry, shortcuts, stalled_before):
+def _photograph(entry, shortcuts, stuck_ids):
     image = entry.image
     # Labels scale with the photograph so they read the same at any resolution.
     label_size = max(12, round(image.width / 38))
@@ -92,8 +88,7 @@ def _photograph(entry, shortcuts, stalled_before):
         label_y = round(above if above >= label_size else cell.y1 + label_size)
         marks.append(CellMark(cell, binary_group(cell.cell_type), shortcuts.get(cell.model_version_id, []),
                               label_y))
-    stalled = image.status == SmearImage.Status.QUEUED and image.created_at < stalled_before
-    return Photograph(image, marks, stalled, label_size)
+    return Photograph(image, marks, image.pk in stuck_ids, label_size)
 
 
 def sample_results(sample):
@@ -105,10 +100,10 @@ def sample_results(sample):
         pk: type_shortcuts(sorted(review_types(names), key=type_order))
         for pk, names in class_names_by_version(version_ids).items()
     }
-    stalled_before = timezone.now() - STALLED_AFTER
+    stuck_ids = set(stuck_images().filter(sample=sample).values_list("pk", flat=True))
     legend = {pair for pairs in shortcuts.values() for pair in pairs}
     return SampleResults(
-        photographs=[_photograph(entry, shortcuts, stalled_before) for entry in images],
+        photographs=[_photograph(entry, shortcuts, stuck_ids) for entry in images],
         formula=leukocyte_formula(sample),
         progress=sample_progress(sample),
         review_types=sorted(legend, key=lambda pair: type_order(pair[0])),

@@ -1,9 +1,18 @@
-"""What /healthz reports: can we reach the database, the broker and a worker, and which model serves."""
+"""What /healthz reports: can we reach the database, the broker and a worker, which model serves,
+and whether any work is stuck.
+
+Quick by design (a few milliseconds): monitoring calls it often, and a load balancer may give up
+on a slow answer. The broker is asked with one PING on a client that reconnects by itself after a
+Redis restart, and the workers are read from the roll they keep in Redis (webapp.broker) rather
+than pinged, which would wait a whole timeout for answers.
+"""
 
 from django.db import connection
 
+from webapp.broker import broker_client, live_workers
 from webapp.celery import app as celery_app
-from webapp.models import ModelVersion
+from webapp.models import ModelVersion, SmearImage
+from webapp.selectors import abandoned_trainings, stuck_images
 
 
 def _check_database():
@@ -14,17 +23,30 @@ def _check_database():
 
 
 def _check_broker():
-    with celery_app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=2)
+    broker_client(celery_app.conf.broker_url).ping()
     return {"ok": True}
 
 
 def _check_workers():
-    replies = celery_app.control.ping(timeout=1.0) or []
-    names = sorted(name for reply in replies for name in reply)
+    names = live_workers(celery_app.conf.broker_url)
     if not names:
         return {"ok": False, "error": "no Celery worker answered"}
     return {"ok": True, "workers": names}
+
+
+def _check_work():
+    """Photographs and trainings that wait past the settings: what the reconciler should take
+    back. Any here long means the reconciler is not running, or cannot reach the broker."""
+    stuck = stuck_images()
+    queued = stuck.filter(status=SmearImage.Status.QUEUED).count()
+    processing = stuck.filter(status=SmearImage.Status.PROCESSING).count()
+    trainings = abandoned_trainings().count()
+    result = {"ok": not (queued or processing or trainings), "queued_photographs": queued,
+              "processing_photographs": processing, "abandoned_trainings": trainings}
+    if not result["ok"]:
+        result["error"] = (f"{queued} photograph(s) queued and {processing} processing past their "
+                           f"time, {trainings} training(s) without a heartbeat")
+    return result
 
 
 def _active_model():
@@ -35,24 +57,20 @@ def _active_model():
             "task": version.task}
 
 
+def _outcome(check):
+    try:
+        return check()
+    except Exception as exc:  # any failure of a dependency is what health reports
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
 def system_health():
-    checks = {}
-    for name, check in (("database", _check_database), ("broker", _check_broker)):
-        try:
-            checks[name] = check()
-        except Exception as exc:  # any failure of a dependency is what health reports
-            checks[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    if checks["broker"]["ok"]:
-        try:
-            checks["worker"] = _check_workers()
-        except Exception as exc:
-            checks["worker"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-    else:
-        checks["worker"] = {"ok": False, "error": "broker unreachable"}
-    if checks["database"]["ok"]:
-        checks["model"] = _active_model()
-    else:
-        checks["model"] = {"ok": False, "error": "database unreachable"}
+    checks = {"database": _outcome(_check_database), "broker": _outcome(_check_broker)}
+    needs = {"worker": ("broker", _check_workers), "model": ("database", _active_model),
+             "work": ("database", _check_work)}
+    for name, (needed, check) in needs.items():
+        unreachable = {"ok": False, "error": f"{needed} unreachable"}
+        checks[name] = _outcome(check) if checks[needed]["ok"] else unreachable
     failing = [name for name, result in checks.items() if not result["ok"]]
     return {"status": "ok" if not failing else "failing", "failing": failing, "checks": checks}
 

@@ -7,6 +7,8 @@ command.
 """
 
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -14,10 +16,15 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from classifier.dataset import task_class
+from classifier.errors import TrainingCancelled, TrainingDataError
 from classifier.training.held_out import kept_epoch_label
 from classifier.training.recipe import SETTINGS, Recipe, RecipeError
 from classifier.training.recipe import refit_settings as stored_refit_settings
 from webapp.models import Cell, ModelVersion, Sample, SmearImage
+from webapp.queueing import queue_classifications, queue_training, stop_task
+from webapp.selectors import abandoned_trainings
+from webapp.services.liveness import TrainingClaim, claim_training, heartbeat
 from webapp.services.model_registry import NoActiveModel
 from webapp.services.model_versions import store_training_result
 
@@ -186,8 +193,6 @@ def start_training(
     With refit_from (a held-out run of the same recipe), the version trains on every group, keeps
     its last epoch and takes that run's temperature: how the bundled network is made.
     """
-    from webapp.tasks import train_model_version
-
     if task is None:
         current = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).only("task").first()
         task = current.task if current else ModelVersion.Task.FOUR_CLASS
@@ -203,29 +208,16 @@ def start_training(
             include_reviewed=include_reviewed,
             **recipe,
         )
-        version_id = version.pk
-
-        def enqueue():
-            try:
-                result = train_model_version.delay(version_id)
-            except Exception as exc:
-                # Left in status training, the version would hold the one training slot forever.
-                logger.exception("Could not queue the training of v%s", version_id)
-                ModelVersion.objects.filter(pk=version_id, status=ModelVersion.Status.TRAINING).update(
-                    status=ModelVersion.Status.FAILED,
-                    failure_reason=f"The task queue could not be reached ({type(exc).__name__}); "
-                    "check that Redis and the training worker are running, then start again.",
-                    finished_at=timezone.now(),
-                )
-                return
-            ModelVersion.objects.filter(pk=version_id).update(celery_task_id=result.id or "")
-
-        transaction.on_commit(enqueue)
+        # With the broker down the version waits, queued and unsent, and the reconciler sends it
+        # when the broker answers; Cancel frees the training slot meanwhile.
+        queue_training(version.pk)
     return version
 
 
 def cancel_training(version, user=None):
-    """Stop a training: the version is cancelled at once and the worker stops at its next check.
+    """Stop a training: the version is cancelled at once, and once that is committed the worker
+    terminates the process that trains it (the training loop's own check between batches is the
+    fallback, e.g. for `manage.py train` in a terminal or with the broker down).
 
     Marking it here, rather than waiting for the worker, means a version whose worker died (or was
     never started) can still be cleared, and the result guard in run_training makes sure a run
@@ -244,6 +236,7 @@ def cancel_training(version, user=None):
         version.progress = dict(version.progress, state="cancelled")
         version.save(update_fields=["cancel_requested", "status", "failure_reason", "finished_at",
                                     "progress"])
+        transaction.on_commit(lambda task_id=version.celery_task_id: stop_task(task_id))
     return version
 
 
@@ -258,8 +251,6 @@ def reviewed_cell_samples(task=None):
     """
     fits = None
     if task is not None:
-        from classifier.dataset import task_class
-
         def fits(name):
             return task_class(name, task) is not None
 
@@ -307,8 +298,6 @@ def _finish(version_id, status, reason="", result=None):
 
 
 def _failure_reason(exc):
-    from classifier.errors import TrainingDataError
-
     if isinstance(exc, TrainingDataError):
         return str(exc)
     if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
@@ -319,26 +308,52 @@ def _failure_reason(exc):
     return f"Training stopped with an unexpected error ({name}{': ' + detail if detail else ''})."
 
 
+WORKER_DIED_REASON = (
+    "The training worker stopped in the middle of this run (often because it ran out of memory); "
+    "start a new training, with fewer images or a smaller batch size if it recurs."
+)
+
+
+def fail_abandoned_training(version_id):
+    """Mark a training failed whose process stopped sending its heartbeat; True if it was.
+
+    The version lock and the second look make it safe beside a heartbeat written meanwhile and
+    beside a second reconciler doing the same.
+    """
+    with transaction.atomic():
+        ModelVersion.objects.select_for_update().filter(pk=version_id).values_list("pk").first()
+        if not abandoned_trainings().filter(pk=version_id).exists():
+            return False
+        _finish(version_id, ModelVersion.Status.FAILED, WORKER_DIED_REASON)
+    logger.warning("Training v%s marked failed: its worker stopped sending a heartbeat", version_id)
+    return True
+
+
 def run_training(version_id, progress_bar=False):
     """Train a version in status training and store the result as ready (never activated).
 
-    Idempotent: a version that is not training is left alone. A redelivered task (its worker was
-    killed, e.g. by the kernel's out-of-memory killer, after it had started) finds the progress of
-    the first attempt and marks the version failed instead of looping on the same crash.
+    Idempotent: a version that is not training, or that a live process already trains (a second
+    delivery of its message), is left alone. One whose earlier process died (e.g. killed by the
+    kernel's out-of-memory killer) is marked failed instead of looping on the same crash.
     """
     version = ModelVersion.objects.filter(pk=version_id).first()
     if version is None or version.status != ModelVersion.Status.TRAINING:
         return version
-    if version.progress.get("state") == "running":
-        return _finish(
-            version_id,
-            ModelVersion.Status.FAILED,
-            "The training worker stopped in the middle of this run (often because it ran out of "
-            "memory); start a new training, with fewer images or a smaller batch size if it recurs.",
-        )
-    _update_progress(version_id, state="running", started_at=timezone.now().isoformat())
+    claim = claim_training(version_id)
+    if claim == TrainingClaim.ABANDONED:
+        return _finish(version_id, ModelVersion.Status.FAILED, WORKER_DIED_REASON)
+    if claim != TrainingClaim.CLAIMED:
+        logger.info("Training v%s not started by this delivery: it is %s", version_id, claim)
+        return ModelVersion.objects.filter(pk=version_id).first()
+    with heartbeat(ModelVersion, version_id):
+        return _train(version_id, version, progress_bar)
 
-    from classifier.errors import TrainingCancelled, TrainingDataError
+
+def _train(version_id, version, progress_bar):
+    # Which process trains it: what an operator looks for before killing anything by hand.
+    _update_progress(version_id, state="running", started_at=timezone.now().isoformat(),
+                     process={"host": socket.gethostname(), "pid": os.getpid()})
+
     from classifier.training import TrainingConfig, train_classifier
 
     config = training_settings(version)
@@ -387,8 +402,6 @@ def reclassify(samples=None, user=None):
     Earlier cells are kept: each version's cells stay in the history beside the new ones.
     Returns (active version, number of images queued).
     """
-    from webapp.tasks import classify_image
-
     version = ModelVersion.objects.defer("model_bytes").filter(status=ModelVersion.Status.ACTIVE).first()
     if version is None:
         raise NoActiveModel("No model version is active: activate one before re-classifying.")
@@ -400,12 +413,10 @@ def reclassify(samples=None, user=None):
     image_ids = list(images.values_list("id", flat=True))
     with transaction.atomic():
         SmearImage.objects.filter(id__in=image_ids).update(
-            status=SmearImage.Status.QUEUED, error="", requested_version=version
+            status=SmearImage.Status.QUEUED, error="", requested_version=version,
+            queued_at=timezone.now(), sent_at=None,
         )
-        for image_id in image_ids:
-            transaction.on_commit(
-                lambda image_id=image_id: classify_image.delay(image_id, model_version_id=version.pk)
-            )
+        queue_classifications(image_ids)
     logger.info("%s queued %d image(s) for re-classification with v%s",
                 user.get_username() if user else "system", len(image_ids), version.pk)
     return version, len(image_ids)

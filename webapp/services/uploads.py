@@ -12,9 +12,11 @@ from pathlib import PurePath
 
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.utils import timezone
 
 from webapp.intake import check_files
 from webapp.models import Sample, SmearImage
+from webapp.queueing import queue_classifications
 from webapp.selectors import sample_version_id
 from webapp.services.deletion import delete_stored_files
 
@@ -32,12 +34,6 @@ def _stored_name(original_name, extension):
     stem = PurePath(original_name or "smear").stem[:80] or "smear"
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
     return f"{safe}{extension}"
-
-
-def _enqueue_classification(image_id, model_version_id=None):
-    from webapp.tasks import classify_image
-
-    classify_image.delay(image_id, model_version_id=model_version_id)
 
 
 def add_images(sample, accepted, model_version_id=None):
@@ -62,9 +58,7 @@ def add_images(sample, accepted, model_version_id=None):
                 written.append(image.image.name)
                 image.save()
                 stored.append(image)
-                transaction.on_commit(
-                    lambda pk=image.pk: _enqueue_classification(pk, model_version_id)
-                )
+            queue_classifications([image.pk for image in stored])
     except Exception:
         # The rows rolled back; the files did not. Leave no orphan photograph behind.
         delete_stored_files(written)
@@ -96,9 +90,11 @@ def add_images_to_sample(sample, files):
 
 
 def requeue_image(image):
-    """Queue an image again after a failure, with the version its sample's photographs share."""
+    """Queue an image again, after a failure or when it waited too long ("Try again"), with the
+    version its sample's photographs share."""
     version_id = sample_version_id(image.sample)
     SmearImage.objects.filter(pk=image.pk).update(
-        status=SmearImage.Status.QUEUED, error="", requested_version_id=version_id
+        status=SmearImage.Status.QUEUED, error="", requested_version_id=version_id,
+        queued_at=timezone.now(), sent_at=None,
     )
-    transaction.on_commit(lambda: _enqueue_classification(image.pk, version_id))
+    queue_classifications([image.pk])

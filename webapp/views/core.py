@@ -18,10 +18,7 @@ from webapp.services.health import public_summary, system_health
 @never_cache
 @require_GET
 def healthz(request):
-    """Open to monitoring without a sign-in; the details only for signed-in staff.
-
-    It takes about a second: a Celery ping waits its whole timeout for every worker to answer.
-    """
+    """Open to monitoring without a sign-in; the details only for signed-in staff."""
     report = system_health()
     status = 200 if not report["failing"] else 503
     if not request.user.is_staff:

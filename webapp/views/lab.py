@@ -70,6 +70,7 @@ def upload(request):
         "rejected": rejected,
         "max_upload_mb": settings.MAX_UPLOAD_BYTES // (1024 * 1024),
         "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
+        "max_megapixels": f"{settings.MAX_IMAGE_PIXELS / 1e6:g}",
         "max_files": settings.MAX_FILES_PER_UPLOAD,
     }, status=status)
 

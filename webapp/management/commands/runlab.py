@@ -1,4 +1,12 @@
-"""Serve Leukoscope: a broker, the two Celery workers and the web server, stopped together on Ctrl-C."""
+"""Serve Leukoscope: a broker, the two Celery workers, the reconciler and the web server, stopped
+together on Ctrl-C.
+
+Each child runs in a process group of its own, so Ctrl-C in the terminal reaches this launcher
+alone; it then stops every group whole (a gunicorn master and its workers, a Celery worker and
+its pool), web server first and broker last, and kills what is left after a grace period. A
+gunicorn worker that the terminal's SIGINT and the launcher's SIGTERM reached in the wrong order
+could otherwise outlive its master and keep the port.
+"""
 
 import os
 import signal
@@ -36,6 +44,7 @@ class Command(BaseCommand):
             # A fresh process per training releases TensorFlow's memory when the run ends.
             "train worker": celery + ["-Q", "train", "-n", "train@%h", "--concurrency", "1",
                                       "--max-tasks-per-child", "1"],
+            "reconciler": [python, "manage.py", "reconcile"],
             "web server": [python, "-m", "gunicorn", "webapp.wsgi", "--bind", f"{host}:{port}",
                            "--workers", str(web_workers), "--threads", "4", "--timeout", "120",
                            "--access-logfile", "-", "--log-level", "warning"],
@@ -51,7 +60,8 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         try:
             for name, command in commands.items():
-                processes[name] = subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)
+                processes[name] = subprocess.Popen(command, env=env, cwd=settings.BASE_DIR,
+                                                   start_new_session=True)
             self.stdout.write(self.style.SUCCESS(
                 f"Leukoscope is running at http://{host}:{port}/  (Ctrl-C stops everything)"))
             while not stopping:
@@ -62,15 +72,34 @@ class Command(BaseCommand):
                 time.sleep(0.5)
         finally:
             self.stdout.write("Stopping Leukoscope ...")
-            for process in processes.values():
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 20
+            # A signal during the stop must not cut it short and leave processes behind.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            for process in reversed(processes.values()):
+                _signal_group(process, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_GRACE_SECONDS
             for process in processes.values():
                 try:
                     process.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    process.kill()
+                    pass
+            for process in processes.values():
+                # Whatever is left of each group: a worker busy past the grace period, an orphaned
+                # child. A photograph it was classifying comes back to the queue (late ack).
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
             if embedded:
                 embedded.stop()
             self.stdout.write("Stopped.")
+
+
+# Long enough for a photograph in progress to finish; a training in progress is given up (the
+# reconciler marks it failed on the next start).
+STOP_GRACE_SECONDS = 20
+
+
+def _signal_group(process, signum):
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass  # the whole group has exited
