@@ -13,7 +13,7 @@ from tests.webapp.lab_factories import make_sample, make_version
 from tests.webapp.test_uploads import jpeg_bytes, upload
 from webapp import queueing, selectors, tasks
 from webapp.models import ModelVersion, SmearImage
-from webapp.services import classification, liveness, training
+from webapp.services import liveness, training
 from webapp.services.reconciler import reconcile_work
 from webapp.services.uploads import create_sample_with_images
 
@@ -162,7 +162,7 @@ def classified(monkeypatch):
         calls.append((image_id, model_version_id))
         SmearImage.objects.filter(pk=image_id).update(status="done")
 
-    monkeypatch.setattr(classification, "classify_smear_image", classify_smear_image)
+    monkeypatch.setattr(tasks, "classify_smear_image", classify_smear_image)
     return calls
 
 
