@@ -182,6 +182,7 @@ class CellClassifier:
         self.ood_head = ood.OodHead.from_model(model)
         self._gradcam_call = None
         self._call = None
+        self._serving_runtime = None
 
     @classmethod
     def from_bytes(cls, model_bytes: bytes, metadata: dict, runtime=DEFAULT_RUNTIME):
@@ -200,8 +201,8 @@ class CellClassifier:
     def serving_runtime(self):
         """What computes the network (built here if not yet): ``runtime``, or "tensorflow" where
         LiteRT fell back."""
-        forward = self._forward()
-        return forward.runtime if isinstance(forward, _LiteRTForward) else "tensorflow"
+        self._forward()
+        return self._serving_runtime
 
     @property
     def input_shape(self):
@@ -211,27 +212,39 @@ class CellClassifier:
     def has_ood_score(self):
         return self.ood_head is not None
 
-    def _served_model(self):
-        """The network as serving runs it: its probabilities, and the penultimate features its
-        out-of-distribution score is computed from (in NumPy: classifier.ood says why)."""
-        import keras
-
-        probabilities, features = ood.served_tensors(self.model)
-        outputs = [probabilities] if features is None else [probabilities, features]
-        return keras.Model(self.model.input, outputs, name=self.model.name)
-
     def _forward(self):
-        """A function from a float32 batch to the served outputs, a list of NumPy arrays."""
+        """A function from a float32 batch to (the network's output as a NumPy array, its
+        out-of-distribution scores (N,) or None)."""
         if self._call is None and self.runtime.startswith("litert"):
             try:
-                self._call = _LiteRTForward(
-                    self._served_model(), self.input_shape, int8_weights=self.runtime == "litert-int8"
-                )
+                self._call = self._litert_call()
             except Exception as exc:  # the converter raises many kinds; TensorFlow still serves
                 logger.warning("LiteRT cannot run this network (%s); serving it with TensorFlow.", exc)
         if self._call is None:
-            self._call = self._traced_call()
+            self._call, self._serving_runtime = self._traced_call(), "tensorflow"
         return self._call
+
+    def _litert_call(self):
+        """The network through LiteRT; its out-of-distribution score, where it has one, computed by
+        a second, float32 interpreter from the penultimate features (classifier.ood says why)."""
+        import keras
+
+        probabilities, features = ood.served_tensors(self.model)
+        int8 = self.runtime == "litert-int8"
+        if features is None:
+            network = _LiteRTForward(self.model, self.input_shape, int8_weights=int8)
+            self._serving_runtime = network.runtime
+            return lambda batch: (network(batch)[0], None)
+        served = keras.Model(self.model.input, [probabilities, features], name=self.model.name)
+        network = _LiteRTForward(served, self.input_shape, int8_weights=int8)
+        score = _LiteRTForward(ood.score_network(self.ood_head), (self.ood_head.kernel.shape[0],))
+        self._serving_runtime = network.runtime
+
+        def call(batch):
+            output, penultimate = network(batch)
+            return output, score(penultimate)[0][:, 0]
+
+        return call
 
     def _traced_call(self):
         """model(batch, training=False) as one traced graph for any batch size: eager calls
@@ -239,9 +252,14 @@ class CellClassifier:
         import tensorflow as tf
 
         spec = tf.TensorSpec([None, *self.input_shape], tf.float32)
-        model = self._served_model()
-        traced = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-        return lambda batch: [output.numpy() for output in tf.nest.flatten(traced(batch))]
+        model = self.model
+        traced = tf.function(lambda x: tf.nest.flatten(model(x, training=False)), input_signature=[spec])
+
+        def call(batch):
+            outputs = [output.numpy() for output in traced(batch)]
+            return outputs[0], (outputs[1][:, 0] if len(outputs) > 1 else None)
+
+        return call
 
     def _raw(self, inputs, batch_size=64):
         """(the network's own outputs (N, 1 or C), out-of-distribution scores (N,) or None)."""
@@ -249,10 +267,10 @@ class CellClassifier:
         forward = self._forward()
         for start in range(0, len(inputs), batch_size):
             batch = np.ascontiguousarray(inputs[start : start + batch_size], dtype=np.float32)
-            served = forward(batch)
-            outputs.append(np.asarray(served[0], dtype=np.float64))
-            if self.ood_head is not None:
-                scores.append(self.ood_head(served[1]))
+            output, score = forward(batch)
+            outputs.append(np.asarray(output, dtype=np.float64))
+            if score is not None:
+                scores.append(np.asarray(score, dtype=np.float64))
         if not outputs:
             width = max(1, len(self.class_names) if len(self.class_names) > 2 else 1)
             return np.zeros((0, width)), (None if self.ood_head is None else np.zeros(0))

@@ -11,8 +11,9 @@ differently and the served figure is a compromise the record shows.
 
 import numpy as np
 
-from classifier import calibration, ood
+from classifier import calibration, dataset, ood
 from classifier.metrics import expected_calibration_error
+from classifier.training.data import labels, train_folder_images
 
 # The batch the penultimate features are computed in: ~7 MB of LeukoNet input.
 FEATURE_BATCH = 256
@@ -98,3 +99,55 @@ def fit_ood(fitted, arrays, recipe):
         quantile, fitted_on = ood.HELD_OUT_QUANTILE, "validation cells"
     head, record = ood.fit_ood_head(train_features, arrays.y_train, n_classes, reference, quantile)
     return head, {**record, "threshold_fitted_on": fitted_on}
+
+
+def _folder_images(classifier, data_dir):
+    """(training images, in-distribution reference images, quantile, where the threshold comes from)
+    of a trained network's data folder, its validation split rebuilt as its run made it."""
+    hyperparameters = classifier.metadata.get("hyperparameters") or {}
+    layout = dataset.resolve_layout(data_dir)
+    seed = int(classifier.metadata.get("seed") or 0)
+    images = train_folder_images(
+        layout, dataset.read_originals(layout.root), classifier.task,
+        hyperparameters.get("max_images_per_class"), seed,
+    )
+    fraction = float(hyperparameters.get("validation_fraction") or 0.0)
+    if fraction <= 0.0:
+        return images, images, ood.REFIT_QUANTILE, "training cells"
+    split_seed = hyperparameters.get("validation_seed")
+    split_seed = seed if split_seed is None else int(split_seed)
+    train, validation = dataset.split_validation(images, fraction, split_seed)
+    return train, validation, ood.HELD_OUT_QUANTILE, "validation cells"
+
+
+def with_fitted_ood(classifier, data_dir, cache_dir=None):
+    """(a CellClassifier of the same network with an out-of-distribution score fitted on the TRAIN
+    folder of data_dir, the score's record): to measure what the score would do for a network
+    trained before runs fitted one. data_dir must be the data the network was trained on."""
+    import keras
+
+    from classifier.inference import CellClassifier
+
+    train, reference, quantile, fitted_on = _folder_images(classifier, data_dir)
+    scale = (classifier.metadata.get("hyperparameters") or {}).get("window_scale", "image")
+    union = list({image.path: image for image in train + reference}.values())
+    inputs, ok, _ = dataset.load_prepared(union, classifier.input_spec, 1.0, scale, cache_dir=cache_dir)
+    row = {image.path: k for k, image in enumerate(union)}
+    network = keras.Model(classifier.model.input, classifier.model.outputs[0], name=classifier.model.name)
+    shape = tuple(classifier.input_shape)
+
+    def features(images):
+        kept = [image for image in images if ok[row[image.path]]]
+        rows = np.array([row[image.path] for image in kept], np.int64)
+        return kept, penultimate_features(network, inputs[rows], shape)
+
+    train, train_features = features(train)
+    reference, reference_features = features(reference)
+    groups = [image.group or image.path for image in reference]
+    head, record = ood.fit_ood_head(
+        train_features, labels(train, list(classifier.class_names)), len(classifier.class_names),
+        (reference_features, None, groups), quantile,
+    )
+    record = {**record, "threshold_fitted_on": fitted_on, "data": str(data_dir)}
+    scored = CellClassifier(ood.with_ood_output(network, head), classifier.metadata, classifier.runtime)
+    return scored, record
