@@ -28,6 +28,17 @@ def validation_sources(arrays):
     return list(names), np.asarray(rows, np.int64)
 
 
+def _training_sources(arrays):
+    """Each training row's source index for the threshold's balance, or None for one source.
+    Reviewed cells (the source after the data folders) count with the first folder: a handful of
+    them must not weigh as much as a lab."""
+    rows = getattr(arrays, "train_sources", None)
+    if rows is None:
+        return None
+    rows = np.asarray(rows, np.int64)
+    return np.where(rows >= len(arrays.source_names), 0, rows)
+
+
 def _ece(logits, y, temperature):
     return expected_calibration_error(calibration.softmax(logits, temperature), y)
 
@@ -89,8 +100,7 @@ def fit_ood(fitted, arrays, recipe):
     train_features = penultimate_features(fitted.model, arrays.x_train, shape)
     n_classes = len(arrays.class_names)
     if recipe.refit or len(arrays.y_val) == 0:
-        train_sources = getattr(arrays, "train_sources", None)
-        reference = (train_features, train_sources, None)
+        reference = (train_features, _training_sources(arrays), None)
         quantile, fitted_on = ood.REFIT_QUANTILE, "training cells"
     else:
         _, sources = validation_sources(arrays)
