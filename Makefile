@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?= ../shared/datasets
 
-.PHONY: run install setup test lint bench bench-classify bench-detect bench-web bench-latency bench-group-cv clean
+.PHONY: run install setup test lint bench bench-classify bench-detect bench-web bench-latency bench-group-cv bench-sources clean
 
 # Direct dependencies are listed in requirements.in (runtime) and requirements-dev.in (test, lint);
 # the pinned locks are requirements.txt and requirements-dev.txt, which includes it.
@@ -35,9 +35,9 @@ lint: install
 bench: bench-classify bench-detect bench-web bench-latency
 
 # Benchmarks are scripts under bench/, run one way: `make bench-...`. bench-classify measures the
-# active model version as the site's workers compute it.
+# active model version as the site's workers compute it, on each source's TEST split.
 bench-classify: setup
-	$(PY) bench/classify.py --model-version active --data $(DATA)/blood-cell-images
+	$(PY) bench/classify.py --model-version active --data $(DATA)/blood-cell-images --data $(DATA)/pbc
 
 bench-detect: install
 	$(PY) bench/detect.py --data $(DATA)
@@ -48,6 +48,12 @@ bench-web: setup
 # Not part of `make bench`: one full training per split (40-70 minutes for LeukoNet on two cores).
 bench-group-cv: install
 	$(PY) bench/group_cv.py --data $(DATA)/blood-cell-images
+
+# Not part of `make bench` either: the recipe trained on each source alone and on both (hours on two
+# cores for the shipped recipe), then the (trained on) x (tested on) matrix. Runs are kept in
+# var/bench-sources and reused; RECIPE takes train_cli's recipe options, e.g. RECIPE="--epochs 2".
+bench-sources: install
+	$(PY) bench/sources.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc $(RECIPE)
 
 bench-latency: setup
 	$(PY) bench/latency.py --data $(DATA)

@@ -1,15 +1,22 @@
-"""Benchmark a cell classifier on the official TEST split of blood-cell-images.
+"""Benchmark a cell classifier on the held-out TEST split of every source it may meet.
 
-    python bench/classify.py [--model-dir DIR | --model-version active|ID] [--data DIR]
+    python bench/classify.py [--model-dir DIR | --model-version active|ID] [--data DIR ...]
 
 A model folder (default: the bundled LeukoNet), or a version stored in the site's database, loaded
-as its workers load it (`make bench-classify` benchmarks the active one).
+as its workers load it (`make bench-classify` benchmarks the active one), on each data folder given
+(default: ../shared/datasets/blood-cell-images and ../shared/datasets/pbc, those present).
 
-Prints 4-class and binary accuracy (binary summed from the 4-class probabilities for a 4-class
-network), balanced accuracy, per-class recall, accuracy without the 87 same_cell_in_train images,
-TEST_SIMPLE accuracy, ECE before/after temperature scaling, cells/s at batch 64, ms/cell at
-batch 1, model size, the process's peak memory, and the TEST photograph groups whose copies are
-mostly misclassified (the few that decide the accuracy).
+For each source: accuracy, balanced accuracy, per-class recall and the confusion matrix over the
+network's classes the source holds (the probabilities renormalised over them, as a lab that knows
+its slides hold no others would read them), and over the four leukocyte types every source shares
+where it holds more; binary accuracy (summed from a typed network's probabilities), ECE before and
+after temperature scaling, the review flag as the site raises it (calibrated confidence under the
+threshold, or an out-of-distribution score above 1) with the share of cells flagged and of the
+network's errors among them, the share flagged of cells of types the network has no class for;
+cells/s at batch 64 and ms/cell at batch 1 on the source's own images (preparation included).
+Where the source says so (blood-cell-images): accuracy without the same_cell_in_train images,
+TEST_SIMPLE, and the TEST photograph groups whose copies are mostly misclassified (the few that
+decide the accuracy). Then the model's size and the process's peak memory.
 """
 
 import argparse
@@ -18,6 +25,7 @@ import os
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,46 +34,156 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from classifier import dataset  # noqa: E402
+from classifier import dataset, ood  # noqa: E402
 from classifier.errors import TrainingDataError  # noqa: E402
+from classifier.labels import BINARY_CLASSES, BINARY_GROUP, FOUR_CLASSES  # noqa: E402
 from classifier.metrics import (  # noqa: E402
+    REVIEW_THRESHOLDS,
     binary_from_four,
     binary_labels,
     classification_metrics,
     format_review_flagging,
     groups_mostly_wrong,
+    review_flagging,
 )
 from classifier.model_folder import BUNDLED_MODELS_DIR  # noqa: E402
 from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES, quiet_tensorflow_startup  # noqa: E402
 
 DEFAULT_MODEL_DIR = BUNDLED_MODELS_DIR / "leukonet"
-DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "blood-cell-images"
+DATASETS = ROOT.parent / "shared" / "datasets"
+DEFAULT_SOURCES = (DATASETS / "blood-cell-images", DATASETS / "pbc")
+
+
+@dataclass(frozen=True)
+class SplitCalls:
+    """A network's calls on one split of a source: every cell whose type the network has a class
+    for (``y``, indices into its classes) and, apart, the cells of types it has none for."""
+
+    images: list  # dataset.LabelledImage of the known-type cells, in y's order
+    y: np.ndarray
+    calibrated: np.ndarray  # (N, C) served probabilities
+    uncalibrated: np.ndarray  # (N, C) at temperature 1
+    ood_scores: np.ndarray | None  # (N,), None for a network without the score
+    located: np.ndarray  # bool (N,): the detector found the cell
+    foreign: dict  # {type the network has no class for: (cells, confidence, ood scores or None)}
+
+
+def _split_images(folder, task, split, originals):
+    """(images of the task's classes, {other folder's type: its images}) of a split folder."""
+    try:
+        known = dataset.list_images(folder, task, split, originals)
+    except TrainingDataError:  # none of the task's classes
+        known = []
+    foreign = {}
+    for class_folder in sorted(path for path in Path(folder).iterdir() if path.is_dir()):
+        if dataset.task_class(class_folder.name, task) is None:
+            files = sorted(p for p in class_folder.iterdir() if p.suffix.lower() in dataset.IMAGE_EXTENSIONS)
+            name = class_folder.name.upper()
+            foreign[name] = [dataset.LabelledImage(str(p), name, name, split) for p in files]
+    return known, foreign
 
 
 def _split(classifier, layout, split, originals):
-    folder = layout.eval_dirs.get(split)
-    if folder is None:
+    """SplitCalls of a source's split, or None where the source has no such split."""
+    folder = layout.eval_dirs.get(split) or layout.root / split  # a lab may send TEST/ alone
+    if not folder.is_dir():
         return None
-    images = dataset.list_images(folder, classifier.task, split, originals)
+    known, foreign = _split_images(folder, classifier.task, split, originals)
+    images = known + [image for members in foreign.values() for image in members]
     scale = classifier.metadata.get("hyperparameters", {}).get("window_scale", "image")
     inputs, ok, located = dataset.load_prepared(images, classifier.input_spec, 1.0, scale)
-    images = [i for i, good in zip(images, ok, strict=True) if good]
+    x = inputs.astype(np.float32) / np.float32(255.0)
+    calls = classifier.classify_inputs(x)
+    uncalibrated = classifier.predict_inputs(x, calibrated=False)
     index = {name: k for k, name in enumerate(classifier.class_names)}
-    y = np.array([index[i.class_name] for i in images])
-    x = inputs[ok].astype(np.float32) / np.float32(255.0)
-    return images, x, y, located[ok]
+    count = len(known)
+    mine = ok.copy()
+    mine[count:] = False
+    scores = calls.ood_scores
+    others, start = {}, count
+    for name, members in foreign.items():
+        rows = np.arange(start, start + len(members))
+        rows = rows[ok[rows]]
+        others[name] = (len(rows), calls.confidence[rows], None if scores is None else scores[rows])
+        start += len(members)
+    return SplitCalls(
+        images=[image for image, good in zip(known, ok[:count], strict=True) if good],
+        y=np.array([index[image.class_name] for image, good in zip(known, ok, strict=False) if good], int),
+        calibrated=calls.probabilities[mine],
+        uncalibrated=uncalibrated[mine],
+        ood_scores=None if scores is None else scores[mine],
+        located=located[mine],
+        foreign=others,
+    )
+
+
+def restricted(probabilities, y, class_names, kept):
+    """(probabilities over the kept classes, renormalised; labels as indices into kept; the mask
+    of the rows kept) for the rows whose class is one of kept."""
+    columns = [list(class_names).index(name) for name in kept]
+    rows = np.isin(y, columns)
+    picked = np.asarray(probabilities, np.float64)[rows][:, columns]
+    picked = picked / np.maximum(picked.sum(axis=1, keepdims=True), 1e-300)
+    position = {column: k for k, column in enumerate(columns)}
+    return picked, np.array([position[value] for value in y[rows]], dtype=np.int64), rows
+
+
+def _binary_metrics(probabilities, y, class_names):
+    """Binary figures summed from a typed network's call, on the cells of a type with a group."""
+    grouped = [name for name in class_names if name in BINARY_GROUP]
+    picked, picked_y, _ = restricted(probabilities, y, class_names, grouped)
+    return classification_metrics(
+        binary_labels(picked_y, grouped), binary_from_four(picked, grouped), BINARY_CLASSES
+    )
+
+
+def review_figures(calls, review_threshold):
+    """The review flag as the site raises it, on the cells of known types (served calls against
+    the truth) and on the cells of types the network has no class for."""
+    confidence = calls.calibrated.max(axis=1) if len(calls.y) else np.zeros(0)
+    wrong = calls.calibrated.argmax(axis=1) != calls.y if len(calls.y) else np.zeros(0, bool)
+
+    def figures(flagged):
+        caught = float(flagged[wrong].sum() / wrong.sum()) if wrong.any() else 1.0
+        return {
+            "flagged_share": float(flagged.mean()) if len(flagged) else 0.0,
+            "errors_caught": caught,
+            "unflagged_accuracy": float(1 - wrong[~flagged].mean()) if (~flagged).any() else 1.0,
+        }
+
+    flagged = ood.needs_review(confidence, calls.ood_scores, review_threshold)
+    foreign_cells = sum(count for count, _, _ in calls.foreign.values())
+    foreign_flagged = sum(
+        int(ood.needs_review(conf, scores, review_threshold).sum())
+        for _, conf, scores in calls.foreign.values()
+    )
+    unfamiliar = calls.ood_scores is not None and len(calls.y)
+    return {
+        "threshold": review_threshold,
+        "has_ood_score": calls.ood_scores is not None,
+        "errors": int(wrong.sum()),
+        **figures(flagged),
+        "confidence_only": figures(confidence < review_threshold),
+        "unfamiliar_share": float((calls.ood_scores > ood.UNFAMILIAR_ABOVE).mean()) if unfamiliar else None,
+        "foreign": {
+            "cells": foreign_cells,
+            "types": {name: count for name, (count, _, _) in calls.foreign.items()},
+            "flagged_share": foreign_flagged / foreign_cells if foreign_cells else None,
+        },
+    }
 
 
 def _throughput(classifier, windows):
-    """(cells/s at batch 64, ms/cell at batch 1, spread) through predict(), preparation included.
+    """(cells/s at batch 64, ms/cell at batch 1, spread) through classify(), preparation and the
+    out-of-distribution score included.
 
     Each batch is timed on its own for at least 3 s and the figures come from the median call, so
     that a neighbour's burst on a shared machine moves them less than it moves a mean; the spread
     (10th-90th percentile of the batch-64 calls, in cells/s) is reported beside them.
     """
     windows = list(windows)
-    classifier.predict(windows[:64])  # warm-up: first calls trace the graph
-    classifier.predict(windows[:1])
+    classifier.classify(windows[:64])  # warm-up: first calls trace the graph
+    classifier.classify(windows[:1])
     batch64 = windows[:64]
 
     def timed_calls(batch, batch_size, minimum_seconds=3.0, minimum_calls=5):
@@ -73,7 +191,7 @@ def _throughput(classifier, windows):
         started = time.perf_counter()
         while time.perf_counter() - started < minimum_seconds or len(seconds) < minimum_calls:
             call_started = time.perf_counter()
-            classifier.predict(batch, batch_size=batch_size)
+            classifier.classify(batch, batch_size=batch_size)
             seconds.append(time.perf_counter() - call_started)
         return np.array(seconds)
 
@@ -87,139 +205,242 @@ def _throughput(classifier, windows):
     return float(np.median(rates)), float(np.median(single_seconds)) * 1000.0, spread
 
 
-def run_benchmark(classifier, data_dir=DEFAULT_DATA, review_threshold=0.8) -> dict:
-    """Held-out figures and speed of a CellClassifier on data_dir's TEST (and TEST_SIMPLE)."""
+def _accuracy_figures(calls, names):
+    """The split's figures over the network's classes it holds (renormalised where it holds fewer),
+    binary figures, and the four shared types' where it holds more."""
+    held = [name for k, name in enumerate(names) if (calls.y == k).any()]
+    figures = {"held_classes": held}
+    if held == names:
+        probabilities, y = calls.calibrated, calls.y
+        raw = calls.uncalibrated
+    else:
+        probabilities, y, _ = restricted(calls.calibrated, calls.y, names, held)
+        raw = restricted(calls.uncalibrated, calls.y, names, held)[0]
+        figures["restricted_to"] = held
+    figures["test"] = classification_metrics(y, probabilities, held)
+    figures["ece_before_temperature"] = classification_metrics(y, raw, held)["ece"]
+    figures["ece_after_temperature"] = figures["test"]["ece"]
+    if tuple(names) != BINARY_CLASSES:
+        figures["test_binary"] = _binary_metrics(calls.calibrated, calls.y, names)
+        if set(FOUR_CLASSES) <= set(held) and len(held) > len(FOUR_CLASSES):
+            four, four_y, _ = restricted(calls.calibrated, calls.y, names, FOUR_CLASSES)
+            figures["four_classes"] = classification_metrics(four_y, four, FOUR_CLASSES)
+    return figures
+
+
+def _blood_cell_images_figures(classifier, layout, originals, calls, names):
+    """What only a source with originals.csv and TEST_SIMPLE (blood-cell-images) can say."""
+    figures = {}
+    same = np.array([i.same_cell_in_train for i in calls.images], bool)
+    keep = ~same
+    predicted = calls.calibrated.argmax(1)
+    figures["test_without_same_cell"] = {
+        "n": int(keep.sum()),
+        "accuracy": float((predicted[keep] == calls.y[keep]).mean()) if keep.any() else 0.0,
+    }
+    if tuple(names) != BINARY_CLASSES and keep.any():
+        binary = _binary_metrics(calls.calibrated[keep], calls.y[keep], names)
+        figures["test_without_same_cell"]["binary_accuracy"] = binary["accuracy"]
+    figures["test_photographs"], figures["test_worst_photographs"] = groups_mostly_wrong(
+        calls.images, calls.calibrated, calls.y, names
+    )
+    simple = _split(classifier, layout, "TEST_SIMPLE", originals)
+    if simple is not None and len(simple.y):
+        figures["test_simple"] = {
+            "n": int(len(simple.y)),
+            "accuracy": float((simple.calibrated.argmax(1) == simple.y).mean()),
+        }
+        if tuple(names) != BINARY_CLASSES:
+            binary = _binary_metrics(simple.calibrated, simple.y, names)
+            figures["test_simple"]["binary_accuracy"] = binary["accuracy"]
+    return figures
+
+
+def source_benchmark(classifier, data_dir, review_threshold=0.8, speed=True) -> dict:
+    """Held-out figures (and speed) of a CellClassifier on one source's TEST split."""
     layout = dataset.resolve_layout(data_dir)
     originals = dataset.read_originals(layout.root)
     names = list(classifier.class_names)
+    calls = _split(classifier, layout, "TEST", originals)
+    if calls is None:
+        raise FileNotFoundError(f"{data_dir} has no TEST folder")
+    if not len(calls.y):
+        raise TrainingDataError(f"{data_dir}'s TEST holds none of the network's classes ({', '.join(names)})")
+    report = {"data_dir": str(data_dir), "name": layout.root.name, "test_n": int(len(calls.y))}
+    report.update(_accuracy_figures(calls, names))
+    report["test_located_share"] = float(np.mean(calls.located))
+    report["review_threshold"] = review_threshold
+    report["review_flagging"] = review_flagging(
+        calls.y, calls.calibrated, sorted({*REVIEW_THRESHOLDS, review_threshold})
+    )
+    report["review"] = review_figures(calls, review_threshold)
+    if originals:
+        report.update(_blood_cell_images_figures(classifier, layout, originals, calls, names))
+    if speed:
+        windows = dataset.load_context_windows(calls.images[:256], classifier.input_spec)
+        windows = [window for window in windows if window is not None]
+        cells_per_second, ms_per_cell, spread = _throughput(classifier, windows)
+        report["cells_per_second_batch64"] = cells_per_second
+        report["cells_per_second_batch64_p10_p90"] = spread
+        report["ms_per_cell_batch1"] = ms_per_cell
+    return report
+
+
+def run_benchmark(classifier, data_dirs=None, review_threshold=0.8, speed=True) -> dict:
+    """The model's figures on each source's TEST (source_benchmark), its size and peak memory."""
+    data_dirs = [str(d) for d in (data_dirs or default_sources())]
     report = {
         "architecture": classifier.architecture,
         "task": classifier.task,
-        "class_names": names,
+        "class_names": list(classifier.class_names),
         "input_spec": classifier.input_spec,
         "temperature": classifier.temperature,
+        "has_ood_score": classifier.has_ood_score,
         "size_bytes": classifier.size_bytes,
         "runtime": classifier.serving_runtime,
-        "data_dir": str(data_dir),
+        "sources": [source_benchmark(classifier, d, review_threshold, speed) for d in data_dirs],
     }
-    test = _split(classifier, layout, "TEST", originals)
-    if test is None:
-        raise FileNotFoundError(f"{data_dir} has no TEST folder")
-    images, x, y, located = test
-    calibrated = classifier.predict_inputs(x)
-    raw = classifier.predict_inputs(x, calibrated=False)
-    metrics = classification_metrics(y, calibrated, names, review_thresholds=[review_threshold])
-    report["test"] = metrics
-    report["test_n"] = len(y)
-    report["test_located_share"] = float(np.mean(located)) if len(located) else 0.0
-    report["ece_before_temperature"] = classification_metrics(y, raw, names)["ece"]
-    report["ece_after_temperature"] = metrics["ece"]
-    binary = classification_metrics(
-        binary_labels(y, names),
-        binary_from_four(calibrated, names),
-        ("MONONUCLEAR", "POLYNUCLEAR"),
-    )
-    report["test_binary"] = binary
-    same = np.array([i.same_cell_in_train for i in images])
-    keep = ~same
-    report["test_without_same_cell"] = {
-        "n": int(keep.sum()),
-        "accuracy": float((calibrated[keep].argmax(1) == y[keep]).mean()),
-        "binary_accuracy": float(
-            (
-                binary_from_four(calibrated[keep], names).argmax(1) == binary_labels(y[keep], names)
-            ).mean()
-        ),
-    }
-    report["review_threshold"] = review_threshold
-    report["review_flagging"] = metrics["review_flagging"]
-    report["test_photographs"], report["test_worst_photographs"] = groups_mostly_wrong(
-        images, calibrated, y, names
-    )
-    simple = _split(classifier, layout, "TEST_SIMPLE", originals)
-    if simple is not None:
-        _, xs, ys, _ = simple
-        ps = classifier.predict_inputs(xs)
-        report["test_simple"] = {
-            "n": int(len(ys)),
-            "accuracy": float((ps.argmax(1) == ys).mean()),
-            "binary_accuracy": float(
-                (binary_from_four(ps, names).argmax(1) == binary_labels(ys, names)).mean()
-            ),
-        }
-    windows = [
-        w
-        for w in dataset.load_context_windows(images[:256], classifier.input_spec)
-        if w is not None
-    ]
-    cells_per_second, ms_per_cell, spread = _throughput(classifier, windows)
-    report["cells_per_second_batch64"] = cells_per_second
-    report["cells_per_second_batch64_p10_p90"] = spread
-    report["ms_per_cell_batch1"] = ms_per_cell
     # ru_maxrss is KiB on Linux.
     report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return report
 
 
-def print_report(report: dict) -> None:
-    t = report["test"]
-    low, high = report["cells_per_second_batch64_p10_p90"]
-    lines = [
-        f"model: {report['architecture']} / {report['task']}  input {report['input_spec']}  "
-        f"T={report['temperature']:.3f}  size {report['size_bytes'] / 1e6:.2f} MB  "
-        f"runtime {report['runtime']}",
-        f"data: {report['data_dir']}",
-        f"TEST (n={report['test_n']}): accuracy {t['accuracy']:.4f}  "
-        f"balanced {t['balanced_accuracy']:.4f}",
-    ]
-    if len(report["class_names"]) > 2:
-        b = report["test_binary"]
+def default_sources():
+    """The shared datasets' labelled single-cell sources that are present."""
+    return [path for path in DEFAULT_SOURCES if path.is_dir()]
+
+
+def _percent(value):
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _accuracy_lines(source, names):
+    t = source["test"]
+    lines = []
+    if source.get("restricted_to"):
         lines.append(
-            f"TEST binary (summed from 4-class): accuracy {b['accuracy']:.4f}  "
-            f"balanced {b['balanced_accuracy']:.4f}  ROC AUC {b['roc_auc']:.4f}"
+            f"scored on the {len(source['held_classes'])} of the network's classes this source holds "
+            f"({', '.join(source['held_classes'])}): probabilities renormalised over them"
+        )
+    lines.append(
+        f"TEST (n={source['test_n']}): accuracy {t['accuracy']:.4f}  balanced {t['balanced_accuracy']:.4f}"
+    )
+    if "test_binary" in source:
+        b = source["test_binary"]
+        auc = "n/a" if b.get("roc_auc") is None else f"{b['roc_auc']:.4f}"
+        lines.append(
+            f"TEST binary (summed from {len(names)}-class): accuracy {b['accuracy']:.4f}  "
+            f"balanced {b['balanced_accuracy']:.4f}  ROC AUC {auc}"
         )
     elif t.get("roc_auc") is not None:
         lines.append(f"TEST ROC AUC {t['roc_auc']:.4f}")
-    lines.append(
-        "per-class recall: "
-        + "  ".join(f"{k} {v['recall']:.3f}" for k, v in t["per_class"].items())
-    )
-    w = report["test_without_same_cell"]
-    extra = f"  binary {w['binary_accuracy']:.4f}" if len(report["class_names"]) > 2 else ""
-    lines.append(
-        f"TEST without same_cell_in_train (n={w['n']}): accuracy {w['accuracy']:.4f}{extra}"
-    )
-    if "test_simple" in report:
-        s = report["test_simple"]
-        extra = f"  binary {s['binary_accuracy']:.4f}" if len(report["class_names"]) > 2 else ""
-        lines.append(f"TEST_SIMPLE (n={s['n']}): accuracy {s['accuracy']:.4f}{extra}")
-    lines.append(
-        f"ECE (15 bins) before temperature {report['ece_before_temperature']:.4f}, "
-        f"after {report['ece_after_temperature']:.4f}"
-    )
-    lines.append(
-        f"speed: {report['cells_per_second_batch64']:.0f} cells/s at batch 64 "
-        f"(median call; 10-90%: {low:.0f}-{high:.0f}), "
-        f"{report['ms_per_cell_batch1']:.2f} ms/cell at batch 1 (median; preparation included)"
-    )
-    lines.append(f"peak memory (maxrss): {report['peak_rss_mib']:.0f} MiB")
-    lines.extend(format_review_flagging(report["review_flagging"], report["review_threshold"], ", on TEST"))
-    worst = report.get("test_worst_photographs") or []
-    if report.get("test_photographs"):
-        photographs = report["test_photographs"]
-        lost = sum(row["copies"] * (1 - row["accuracy"]) for row in worst) / report["test_n"]
-        wrong_groups = len({row["group"] for row in worst})
+    recalls = "  ".join(f"{name} {row['recall']:.3f}" for name, row in t["per_class"].items())
+    lines.append("per-class recall: " + recalls)
+    four = source.get("four_classes")
+    if four:
         lines.append(
-            f"TEST photograph groups mostly right: {photographs - wrong_groups}/{photographs}; "
-            f"the {wrong_groups} others cost {lost:.1%} of TEST accuracy:"
+            f"TEST over the four shared types (n={four['n']}): accuracy {four['accuracy']:.4f}  "
+            f"balanced {four['balanced_accuracy']:.4f}  recall "
+            + "  ".join(f"{k} {v['recall']:.3f}" for k, v in four["per_class"].items())
         )
-        lines.extend(
-            f"  {row['group']} {row['label']}: {row['copies']} copies, "
-            f"{row['accuracy']:.0%} right, mostly called {row['mostly_called']}"
-            for row in worst
+    return lines
+
+
+def _blood_cell_images_lines(source, names):
+    lines = []
+    w = source.get("test_without_same_cell")
+    if w:
+        extra = f"  binary {w['binary_accuracy']:.4f}" if "binary_accuracy" in w else ""
+        lines.append(f"TEST without same_cell_in_train (n={w['n']}): accuracy {w['accuracy']:.4f}{extra}")
+    if "test_simple" in source:
+        s = source["test_simple"]
+        extra = f"  binary {s['binary_accuracy']:.4f}" if "binary_accuracy" in s else ""
+        lines.append(f"TEST_SIMPLE (n={s['n']}): accuracy {s['accuracy']:.4f}{extra}")
+    return lines
+
+
+def _review_lines(source):
+    review = source["review"]
+    rule = f"calibrated confidence under {review['threshold']:.2f}"
+    if review["has_ood_score"]:
+        rule += " or out-of-distribution score above 1"
+    lines = [
+        f"review flag as the site raises it ({rule}), on TEST: {review['flagged_share']:.1%} of "
+        f"cells flagged, {review['errors_caught']:.1%} of the {review['errors']} errors among them, "
+        f"unflagged calls {review['unflagged_accuracy']:.1%} right"
+    ]
+    if review["has_ood_score"]:
+        alone = review["confidence_only"]
+        lines.append(
+            f"  confidence alone: {alone['flagged_share']:.1%} flagged, {alone['errors_caught']:.1%} of "
+            f"the errors; out-of-distribution score above 1: {_percent(review['unfamiliar_share'])} of cells"
         )
-    matrix = t["confusion_matrix"]
+    else:
+        lines.append("  (this network carries no out-of-distribution score: the flag is confidence alone)")
+    foreign = review["foreign"]
+    if foreign["cells"]:
+        types = ", ".join(f"{name} {count}" for name, count in foreign["types"].items())
+        lines.append(
+            f"cells of types the network has no class for ({types}): {foreign['flagged_share']:.1%} "
+            "of them flagged"
+        )
+    return lines
+
+
+def _groups_lines(source):
+    worst = source.get("test_worst_photographs") or []
+    if not source.get("test_photographs"):
+        return []
+    photographs = source["test_photographs"]
+    lost = sum(row["copies"] * (1 - row["accuracy"]) for row in worst) / source["test_n"]
+    wrong_groups = len({row["group"] for row in worst})
+    lines = [
+        f"TEST photograph groups mostly right: {photographs - wrong_groups}/{photographs}; "
+        f"the {wrong_groups} others cost {lost:.1%} of TEST accuracy:"
+    ]
+    lines.extend(
+        f"  {row['group']} {row['label']}: {row['copies']} copies, "
+        f"{row['accuracy']:.0%} right, mostly called {row['mostly_called']}"
+        for row in worst
+    )
+    return lines
+
+
+def source_lines(source, names):
+    """The printed report of one source (source_benchmark's)."""
+    lines = [f"data: {source['data_dir']}"]
+    lines += _accuracy_lines(source, names)
+    lines += _blood_cell_images_lines(source, names)
+    lines.append(
+        f"ECE (15 bins) before temperature {source['ece_before_temperature']:.4f}, "
+        f"after {source['ece_after_temperature']:.4f}"
+    )
+    if "cells_per_second_batch64" in source:
+        low, high = source["cells_per_second_batch64_p10_p90"]
+        lines.append(
+            f"speed: {source['cells_per_second_batch64']:.0f} cells/s at batch 64 "
+            f"(median call; 10-90%: {low:.0f}-{high:.0f}), "
+            f"{source['ms_per_cell_batch1']:.2f} ms/cell at batch 1 (median; preparation included)"
+        )
+    lines += _review_lines(source)
+    lines += format_review_flagging(source["review_flagging"], source["review_threshold"], ", on TEST")
+    lines += _groups_lines(source)
+    matrix = source["test"]["confusion_matrix"]
     lines.append("confusion matrix (rows true, columns predicted): " + json.dumps(matrix))
+    return lines
+
+
+def print_report(report: dict) -> None:
+    names = report["class_names"]
+    score = "out-of-distribution score" if report["has_ood_score"] else "no out-of-distribution score"
+    lines = [
+        f"model: {report['architecture']} / {report['task']}  input {report['input_spec']}  "
+        f"T={report['temperature']:.3f}  size {report['size_bytes'] / 1e6:.2f} MB  "
+        f"runtime {report['runtime']}  {score}",
+    ]
+    for source in report["sources"]:
+        lines += source_lines(source, names)
+    lines.append(f"peak memory (maxrss): {report['peak_rss_mib']:.0f} MiB")
     print("\n".join(lines))
 
 
@@ -251,7 +472,13 @@ def main(argv=None):
     model.add_argument("--model-dir", default=str(DEFAULT_MODEL_DIR))
     model.add_argument("--model-version", metavar="active|ID",
                        help="a model version stored in the site's database instead of a folder")
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--data", action="append", metavar="DIR",
+                        help="a source's data folder (TEST/CLASS/*.jpeg); repeat for several (default: "
+                        + " and ".join(str(path) for path in DEFAULT_SOURCES) + ", those present)")
+    parser.add_argument("--no-speed", action="store_true", help="skip the timing (figures only)")
+    parser.add_argument("--fit-ood", metavar="DIR",
+                        help="first fit an out-of-distribution score for the network on DIR's TRAIN (the "
+                        "data it was trained on), for a network trained before runs fitted one")
     parser.add_argument("--json", help="also write the report as JSON here")
     parser.add_argument("--runtime", default=DEFAULT_RUNTIME, choices=RUNTIMES,
                         help=f"what computes a --model-dir network (default: {DEFAULT_RUNTIME}, the site's "
@@ -262,8 +489,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.model_version is not None and args.model_version != "active" and not args.model_version.isdigit():
         parser.error(f"--model-version takes 'active' or a version id, not {args.model_version!r}")
-    if not Path(args.data).is_dir():
-        print(f"dataset not found: {args.data}", file=sys.stderr)
+    data_dirs = args.data or [str(path) for path in default_sources()]
+    missing = [path for path in data_dirs if not Path(path).is_dir()]
+    if missing or not data_dirs:
+        print(f"dataset not found: {', '.join(missing) or ' or '.join(map(str, DEFAULT_SOURCES))}",
+              file=sys.stderr)
         return 2
     if args.model_version is not None:
         from django.core.management.base import CommandError
@@ -281,10 +511,23 @@ def main(argv=None):
     if args.review_threshold is not None:
         review_threshold = args.review_threshold
     try:
-        report = run_benchmark(classifier, args.data, review_threshold)
+        fitted_here = None
+        if args.fit_ood:
+            from classifier.training.trust import with_fitted_ood
+
+            classifier, fitted_here = with_fitted_ood(classifier, args.fit_ood)
+        report = run_benchmark(classifier, data_dirs, review_threshold, speed=not args.no_speed)
     except (TrainingDataError, FileNotFoundError) as exc:
         print(exc, file=sys.stderr)
         return 2
+    if fitted_here:
+        report["ood_fitted_here"] = fitted_here
+        print(
+            f"out-of-distribution score fitted here on {fitted_here['data']}'s TRAIN: threshold "
+            f"{fitted_here['threshold_distance']:.1f} (quantile {fitted_here['quantile']} of the "
+            f"{fitted_here['threshold_fitted_on']}), shrinkage {fitted_here['shrinkage']:.4f}; the size "
+            "below is the network's without it"
+        )
     print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from classifier import calibration, model_folder
+from classifier import calibration, model_folder, ood
 from classifier.architectures import GRADCAM_LAYER
 from classifier.preparation import input_shape, prepare_batch, prepare_uint8
 from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES
@@ -57,6 +57,7 @@ class _LiteRTForward:
     """
 
     def __init__(self, model, input_shape, int8_weights=False):
+        """``model``'s outputs are returned as a list, in its order."""
         import tensorflow as tf
         from ai_edge_litert.interpreter import Interpreter
 
@@ -82,14 +83,14 @@ class _LiteRTForward:
         self._lock = threading.Lock()
 
     def _interpreter(self, size):
-        """(interpreter, input index, output index) planned for batches of ``size``."""
+        """(interpreter, input index, output indices) planned for batches of ``size``."""
         entry = self._interpreters.get(size)
         if entry is None:
             interpreter = self._interpreter_class(model_content=self._flatbuffer, num_threads=self._threads)
             input_index = interpreter.get_input_details()[0]["index"]
             interpreter.resize_tensor_input(input_index, [size, *self._input_shape])
             interpreter.allocate_tensors()
-            entry = (interpreter, input_index, interpreter.get_output_details()[0]["index"])
+            entry = (interpreter, input_index, _output_indices(interpreter))
             self._interpreters[size] = entry
         return entry
 
@@ -101,11 +102,22 @@ class _LiteRTForward:
             padded[:count] = batch
             batch = padded
         with self._lock:
-            interpreter, input_index, output_index = self._interpreter(size)
+            interpreter, input_index, output_indices = self._interpreter(size)
             interpreter.set_tensor(input_index, batch)
             interpreter.invoke()
-            output = interpreter.get_tensor(output_index)
-        return output[:count]
+            outputs = [interpreter.get_tensor(index)[:count] for index in output_indices]
+        return outputs
+
+
+def _output_indices(interpreter):
+    """The tensor indices of a converted network's outputs in the Keras model's order.
+
+    get_output_details() lists a two-output network's outputs in the flatbuffer's own order (the
+    score before the probabilities, as converted here); the signature names them output_0,
+    output_1, ... in the order of the Keras model's outputs.
+    """
+    outputs = interpreter.get_signature_runner().get_output_details()
+    return [outputs[name]["index"] for name in sorted(outputs, key=lambda name: int(name.rsplit("_", 1)[1]))]
 
 
 def _as_float_batch(inputs):
@@ -118,16 +130,36 @@ def _as_float_batch(inputs):
 
 
 @dataclass(frozen=True)
-class ExplainedCalls:
+class CellCalls:
+    """A network's calls on a batch of cells, and how far each cell lies from what it was trained on."""
+
+    probabilities: np.ndarray  # (N, C) calibrated, class_names order
+    # (N,) classifier.ood scores, above 1 unfamiliar; None for a network trained without them
+    ood_scores: np.ndarray | None
+
+    @property
+    def confidence(self):
+        """(N,) the calibrated probability of each row's call."""
+        if len(self.probabilities) == 0:
+            return np.zeros(0)
+        return self.probabilities.max(axis=1)
+
+    def needs_review(self, confidence_threshold):
+        """(N,) bool: under the site's confidence threshold, or unfamiliar to the network."""
+        return ood.needs_review(self.confidence, self.ood_scores, confidence_threshold)
+
+
+@dataclass(frozen=True)
+class ExplainedCalls(CellCalls):
     """A network's calls on a batch of context windows, with what it saw and where it looked."""
 
     network_inputs: np.ndarray  # uint8 (N, H, W, 3): each window prepared once, as the network saw it
-    probabilities: np.ndarray  # (N, C) calibrated, class_names order
     heatmaps: np.ndarray  # float32 (N, H, W) in [0, 1]: Grad-CAM of each row's call
 
 
 class CellClassifier:
-    """A trained network plus what it needs to be used: classes, input spec, temperature.
+    """A trained network plus what it needs to be used: classes, input spec, temperature, and the
+    out-of-distribution score its weights carry, if any (classifier.ood).
 
     ``runtime`` "litert-int8" (the default) serves the network through LiteRT with int8 weights,
     "litert" through LiteRT in float32; both fall back to the traced TensorFlow call, with a
@@ -147,8 +179,10 @@ class CellClassifier:
         self.temperature = float(metadata.get("temperature", 1.0))
         self.architecture = metadata.get("architecture", "")
         self.gradcam_layer = metadata.get("gradcam_layer", GRADCAM_LAYER)
+        self.ood_head = ood.OodHead.from_model(model)
         self._gradcam_call = None
         self._call = None
+        self._serving_runtime = None
 
     @classmethod
     def from_bytes(cls, model_bytes: bytes, metadata: dict, runtime=DEFAULT_RUNTIME):
@@ -167,25 +201,50 @@ class CellClassifier:
     def serving_runtime(self):
         """What computes the network (built here if not yet): ``runtime``, or "tensorflow" where
         LiteRT fell back."""
-        forward = self._forward()
-        return forward.runtime if isinstance(forward, _LiteRTForward) else "tensorflow"
+        self._forward()
+        return self._serving_runtime
 
     @property
     def input_shape(self):
         return input_shape(self.input_spec)
 
+    @property
+    def has_ood_score(self):
+        return self.ood_head is not None
+
     def _forward(self):
-        """A function from a float32 batch to the network's outputs as a NumPy array."""
+        """A function from a float32 batch to (the network's output as a NumPy array, its
+        out-of-distribution scores (N,) or None)."""
         if self._call is None and self.runtime.startswith("litert"):
             try:
-                self._call = _LiteRTForward(
-                    self.model, self.input_shape, int8_weights=self.runtime == "litert-int8"
-                )
+                self._call = self._litert_call()
             except Exception as exc:  # the converter raises many kinds; TensorFlow still serves
                 logger.warning("LiteRT cannot run this network (%s); serving it with TensorFlow.", exc)
         if self._call is None:
-            self._call = self._traced_call()
+            self._call, self._serving_runtime = self._traced_call(), "tensorflow"
         return self._call
+
+    def _litert_call(self):
+        """The network through LiteRT; its out-of-distribution score, where it has one, computed by
+        a second, float32 interpreter from the penultimate features (classifier.ood says why)."""
+        import keras
+
+        probabilities, features = ood.served_tensors(self.model)
+        int8 = self.runtime == "litert-int8"
+        if features is None:
+            network = _LiteRTForward(self.model, self.input_shape, int8_weights=int8)
+            self._serving_runtime = network.runtime
+            return lambda batch: (network(batch)[0], None)
+        served = keras.Model(self.model.input, [probabilities, features], name=self.model.name)
+        network = _LiteRTForward(served, self.input_shape, int8_weights=int8)
+        score = _LiteRTForward(ood.score_network(self.ood_head), (self.ood_head.kernel.shape[0],))
+        self._serving_runtime = network.runtime
+
+        def call(batch):
+            output, penultimate = network(batch)
+            return output, score(penultimate)[0][:, 0]
+
+        return call
 
     def _traced_call(self):
         """model(batch, training=False) as one traced graph for any batch size: eager calls
@@ -194,51 +253,81 @@ class CellClassifier:
 
         spec = tf.TensorSpec([None, *self.input_shape], tf.float32)
         model = self.model
-        traced = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-        return lambda batch: traced(batch).numpy()
+        traced = tf.function(lambda x: tf.nest.flatten(model(x, training=False)), input_signature=[spec])
+
+        def call(batch):
+            outputs = [output.numpy() for output in traced(batch)]
+            return outputs[0], (outputs[1][:, 0] if len(outputs) > 1 else None)
+
+        return call
 
     def _raw(self, inputs, batch_size=64):
-        outputs = []
+        """(the network's own outputs (N, 1 or C), out-of-distribution scores (N,) or None)."""
+        outputs, scores = [], []
         forward = self._forward()
         for start in range(0, len(inputs), batch_size):
             batch = np.ascontiguousarray(inputs[start : start + batch_size], dtype=np.float32)
-            outputs.append(np.asarray(forward(batch), dtype=np.float64))
+            output, score = forward(batch)
+            outputs.append(np.asarray(output, dtype=np.float64))
+            if score is not None:
+                scores.append(np.asarray(score, dtype=np.float64))
         if not outputs:
-            return np.zeros((0, max(1, len(self.class_names) if len(self.class_names) > 2 else 1)))
-        return np.concatenate(outputs)
+            width = max(1, len(self.class_names) if len(self.class_names) > 2 else 1)
+            return np.zeros((0, width)), (None if self.ood_head is None else np.zeros(0))
+        return np.concatenate(outputs), (np.concatenate(scores) if scores else None)
 
-    def logits(self, inputs, batch_size=64):
-        """Uncalibrated logits (N, C) from prepared float inputs (up to a per-row constant)."""
-        raw = self._raw(inputs, batch_size)
+    @staticmethod
+    def _logits_of(raw):
         if raw.shape[1] == 1:
             return calibration.sigmoid_to_logits(raw[:, 0])
         return calibration.logits_from_probabilities(raw)
 
-    def predict_inputs(self, inputs, calibrated=True, batch_size=64):
-        """(N, C) probabilities in class_names order from prepared inputs: ``network_inputs``
-        (uint8) or ``prepare_batch`` (float32 in [0, 1]) output."""
+    def logits(self, inputs, batch_size=64):
+        """Uncalibrated logits (N, C) from prepared float inputs (up to a per-row constant)."""
+        return self._logits_of(self._raw(inputs, batch_size)[0])
+
+    def classify_inputs(self, inputs, calibrated=True, batch_size=64):
+        """CellCalls from prepared inputs: ``network_inputs`` (uint8) or ``prepare_batch``
+        (float32 in [0, 1]) output."""
         if len(inputs) == 0:
-            return np.zeros((0, len(self.class_names)))
+            empty_scores = None if self.ood_head is None else np.zeros(0)
+            return CellCalls(probabilities=np.zeros((0, len(self.class_names))), ood_scores=empty_scores)
         temperature = self.temperature if calibrated else 1.0
-        return calibration.softmax(self.logits(_as_float_batch(inputs), batch_size), temperature)
+        raw, scores = self._raw(_as_float_batch(inputs), batch_size)
+        probabilities = calibration.softmax(self._logits_of(raw), temperature)
+        return CellCalls(probabilities=probabilities, ood_scores=scores)
+
+    def classify(self, windows, calibrated=True, batch_size=64):
+        """CellCalls for context windows (uint8 240x320x3 each): calibrated probabilities and each
+        cell's out-of-distribution score, from which ``needs_review`` decides the review flag."""
+        if len(windows) == 0:
+            return self.classify_inputs([], calibrated, batch_size)
+        return self.classify_inputs(prepare_batch(windows, self.input_spec), calibrated, batch_size)
+
+    def predict_inputs(self, inputs, calibrated=True, batch_size=64):
+        """(N, C) probabilities in class_names order from prepared inputs (classify_inputs's)."""
+        return self.classify_inputs(inputs, calibrated, batch_size).probabilities
 
     def predict(self, windows, calibrated=True, batch_size=64):
-        """Calibrated (N, C) probabilities for context windows (uint8 240x320x3 each)."""
-        if len(windows) == 0:
-            return np.zeros((0, len(self.class_names)))
-        return self.predict_inputs(prepare_batch(windows, self.input_spec), calibrated, batch_size)
+        """Calibrated (N, C) probabilities for context windows (classify's, without the scores)."""
+        return self.classify(windows, calibrated, batch_size).probabilities
 
     def network_inputs(self, windows):
         """What the network sees of each context window, as uint8 (N, H, W, 3)."""
         return prepare_uint8(windows, self.input_spec)
 
     def explained_calls(self, windows):
-        """Calibrated probabilities and the Grad-CAM heat map of each window's call, from one
-        preparation of each window (ExplainedCalls)."""
+        """Calibrated probabilities, out-of-distribution scores and the Grad-CAM heat map of each
+        window's call, from one preparation of each window (ExplainedCalls)."""
         inputs = self.network_inputs(windows)
-        probabilities = self.predict_inputs(inputs)
-        heatmaps = self.heatmaps(inputs, probabilities.argmax(axis=1))
-        return ExplainedCalls(network_inputs=inputs, probabilities=probabilities, heatmaps=heatmaps)
+        calls = self.classify_inputs(inputs)
+        heatmaps = self.heatmaps(inputs, calls.probabilities.argmax(axis=1))
+        return ExplainedCalls(
+            probabilities=calls.probabilities,
+            ood_scores=calls.ood_scores,
+            network_inputs=inputs,
+            heatmaps=heatmaps,
+        )
 
     def heatmaps(self, inputs, class_indices=None):
         """Grad-CAM heat maps (float32 (N, H, W) at network input size, each in [0, 1]) of the last
@@ -270,7 +359,8 @@ class CellClassifier:
             import tensorflow as tf
 
             layer = self.model.get_layer(self.gradcam_layer)
-            network = keras.Model(self.model.inputs, [layer.output, self.model.output])
+            probabilities, _ = ood.served_tensors(self.model)
+            network = keras.Model(self.model.inputs, [layer.output, probabilities])
 
             def class_activation_maps(batch, class_indices):
                 with tf.GradientTape() as tape:

@@ -1,9 +1,10 @@
 """One smear photograph in, everything the site stores about it out: what the worker calls.
 
 The photograph's quality, then every leukocyte found, classified in one network call and finished
-with the pictures the site shows of it, encoded as it stores them. Each cell's context window is
-prepared for the network once; the call, its Grad-CAM and the picture drawn under the heat map
-all use that one preparation.
+with the pictures the site shows of it, encoded as it stores them, and with the review decision:
+a call under the site's confidence threshold, or a cell unlike those the network was trained on
+(classifier.ood), goes to a person. Each cell's context window is prepared for the network once;
+the call, its Grad-CAM and the picture drawn under the heat map all use that one preparation.
 """
 
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ class FinishedCell:
     probabilities: dict[str, float]  # class name -> calibrated probability, in class_names order
     predicted_type: str
     confidence: float  # calibrated probability of predicted_type
+    # How unfamiliar the cell is to the network (classifier.ood: above 1, unlike its training
+    # cells); None for a network trained without the score.
+    ood_score: float | None
+    needs_review: bool  # confidence under the site's threshold, or ood_score above 1
     binary_call: str  # MONONUCLEAR / POLYNUCLEAR
     crop_jpeg: bytes  # the cell in the photograph, with a margin
     window_png: bytes  # the 240x320 context window the network saw, lossless
@@ -37,9 +42,10 @@ class SmearAnalysis:
     cells: list[FinishedCell]  # in detection order (best score first)
 
 
-def analyse_smear(rgb, classifier) -> SmearAnalysis:
+def analyse_smear(rgb, classifier, *, review_threshold) -> SmearAnalysis:
     """Assess an RGB uint8 photograph, detect its leukocytes, classify them all in one network call
-    (classifier: a classifier.inference.CellClassifier) and finish each one."""
+    (classifier: a classifier.inference.CellClassifier) and finish each one, flagging for review
+    the calls under ``review_threshold`` (the site's confidence threshold) and unfamiliar cells."""
     rgb = np.asarray(rgb)
     quality = assess_quality(rgb)
     detection = detect_leukocytes(rgb)
@@ -48,6 +54,8 @@ def analyse_smear(rgb, classifier) -> SmearAnalysis:
         return SmearAnalysis(quality=quality, cells=[])
     explained = classifier.explained_calls(windows)
     names = list(classifier.class_names)
+    flags = explained.needs_review(review_threshold)
+    scores = explained.ood_scores
     cells = []
     for row, (found, window) in enumerate(zip(detection.cells, windows, strict=True)):
         probabilities = {name: float(p) for name, p in zip(names, explained.probabilities[row], strict=True)}
@@ -63,6 +71,8 @@ def analyse_smear(rgb, classifier) -> SmearAnalysis:
             probabilities=probabilities,
             predicted_type=names[best],
             confidence=float(explained.probabilities[row][best]),
+            ood_score=None if scores is None else float(scores[row]),
+            needs_review=bool(flags[row]),
             binary_call=max(binary, key=binary.get),
             crop_jpeg=crop,
             window_png=window_png,

@@ -178,7 +178,8 @@ DATASETS_DIR = Path(
 TRAINING_DATA_DIR = Path(
     os.environ.get("LEUKOSCOPE_TRAINING_DATA", DATASETS_DIR / "blood-cell-images")
 )
-# Cells whose top calibrated probability falls below this are flagged for a human to look at.
+# Cells whose top calibrated probability falls below this are flagged for a human to look at, as are
+# cells whose out-of-distribution score (classifier.ood) is above their version's threshold.
 REVIEW_CONFIDENCE_THRESHOLD = float(os.environ.get("LEUKOSCOPE_REVIEW_THRESHOLD", 0.80))
 # What computes the network in the worker (classifier.runtimes.RUNTIMES): int8 weights by
 # default, "litert" for float32, "tensorflow" for the plain Keras model.

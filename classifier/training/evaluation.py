@@ -9,6 +9,7 @@ import numpy as np
 from classifier import calibration, dataset
 from classifier.errors import TrainingDataError
 from classifier.metrics import binary_from_four, binary_labels, classification_metrics
+from classifier.training import trust
 from classifier.training.data import labels
 
 
@@ -60,7 +61,7 @@ def calibrate(fitted, arrays, recipe):
         }
     raw = predict_probabilities(fitted.model, arrays.x_val, recipe.task)
     logits = raw_logits(raw, recipe.task)
-    temperature = calibration.fit_temperature(logits, arrays.y_val)
+    temperature, by_source = trust.served_temperature(logits, arrays)
     class_names, y_val = arrays.class_names, arrays.y_val
     return temperature, {
         # The epoch whose network is stored: the best on validation, or the last.
@@ -72,6 +73,7 @@ def calibrate(fitted, arrays, recipe):
         ),
         "validation_uncalibrated_ece": classification_metrics(y_val, raw, class_names)["ece"],
         "validation_groups": arrays.validation_groups,
+        "calibration": by_source,
     }
 
 

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from classifier import dataset
+from classifier import dataset, ood
 from classifier.architectures import GRADCAM_LAYER, build_model
 from classifier.model_folder import write_model_folder
 
@@ -45,20 +45,23 @@ def model_to_bytes(model):
         return path.read_bytes()
 
 
-def _exported_bytes(model, recipe):
-    """A fresh, uncompiled copy of the trained network: no optimizer state in the stored file."""
+def _exported_bytes(model, recipe, ood_head=None):
+    """A fresh, uncompiled copy of the trained network: no optimizer state in the stored file;
+    with the out-of-distribution score as its second output where ``ood_head`` is given."""
     n_classes = len(recipe.class_names)
     export = build_model(recipe.architecture, recipe.task, recipe.input_spec, n_classes, recipe.width)
     export.set_weights(model.get_weights())
+    if ood_head is not None:
+        export = ood.with_ood_output(export, ood_head)
     return model_to_bytes(export)
 
 
-def training_result(config, recipe, selection, arrays, fitted, temperature, metrics, started):
+def training_result(config, recipe, selection, arrays, fitted, temperature, metrics, started, ood_head=None):
     """The TrainingResult of a finished run; ``started`` is its time.monotonic() at the start."""
     import keras
     import tensorflow as tf
 
-    model_bytes = _exported_bytes(fitted.model, recipe)
+    model_bytes = _exported_bytes(fitted.model, recipe, ood_head)
     sha = hashlib.sha256(model_bytes).hexdigest()
     training_seconds = round(time.monotonic() - started, 1)
     fingerprint = dataset.fingerprint(selection.all_train + selection.extras)

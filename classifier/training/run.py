@@ -1,12 +1,13 @@
 """One training run, end to end: resolve the recipe, choose and load the images, fit the network,
-calibrate it, measure it on the held-out splits and export it with its metadata."""
+calibrate it, fit its out-of-distribution score, measure it on the held-out splits and export it
+with its metadata."""
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from classifier.errors import TrainingCancelled
-from classifier.training import data, evaluation, export, fitting
+from classifier.training import data, evaluation, export, fitting, trust
 from classifier.training.recipe import Recipe
 
 
@@ -41,8 +42,9 @@ def train_classifier(
     arrays = data.load_arrays(selection, recipe, config)
     fitted = fitting.fit(keras, tf, arrays, recipe, on_epoch, should_stop, progress_bar)
     temperature, metrics = evaluation.calibrate(fitted, arrays, recipe)
+    ood_head, metrics["ood"] = trust.fit_ood(fitted, arrays, recipe)
     if config.evaluate_test:
         metrics.update(evaluation.test_split_metrics(fitted.model, selection, recipe, temperature, config))
     return export.training_result(
-        config, recipe, selection, arrays, fitted, temperature, metrics, started
+        config, recipe, selection, arrays, fitted, temperature, metrics, started, ood_head
     )

@@ -182,7 +182,7 @@ def test_analyse_smear_finishes_every_detected_cell(leukonet):
     from classifier.pipeline import analyse_smear
 
     smear = cv2.resize(window(3), (640, 480), interpolation=cv2.INTER_LINEAR)
-    analysis = analyse_smear(smear, leukonet)
+    analysis = analyse_smear(smear, leukonet, review_threshold=0.8)
     detection = detect_leukocytes(smear)
     assert [cell.box for cell in analysis.cells] == [found.box for found in detection.cells]
     assert analysis.cells and "focus" in analysis.quality.to_dict()
@@ -192,6 +192,8 @@ def test_analyse_smear_finishes_every_detected_cell(leukonet):
         assert cell.predicted_type in leukonet.class_names
         assert cell.binary_call in ("MONONUCLEAR", "POLYNUCLEAR")
         assert cell.confidence == pytest.approx(cell.probabilities[cell.predicted_type])
+        # A network trained without the out-of-distribution score: flagged by confidence alone.
+        assert cell.ood_score is None and cell.needs_review == (cell.confidence < 0.8)
         # Lossless: the window stored is, pixel for pixel, the one the network was given.
         np.testing.assert_array_equal(decode_rgb(cell.window_png), cell_window(smear, found, detection.scale))
         assert cell.crop_jpeg[:2] == cell.heatmap_jpeg[:2] == b"\xff\xd8"  # JPEG
@@ -201,7 +203,8 @@ def test_analyse_smear_finishes_every_detected_cell(leukonet):
 def test_a_smear_without_leukocytes_has_no_cells(leukonet):
     from classifier.pipeline import analyse_smear
 
-    analysis = analyse_smear(np.full((480, 640, 3), (225, 215, 220), np.uint8), leukonet)
+    blank = np.full((480, 640, 3), (225, 215, 220), np.uint8)
+    analysis = analyse_smear(blank, leukonet, review_threshold=0.8)
     assert analysis.cells == [] and analysis.quality.brightness > 0
 
 

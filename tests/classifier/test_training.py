@@ -101,6 +101,10 @@ def test_refit_trains_on_every_group_with_the_given_temperature(tiny_data, tmp_p
     assert all(row["val_accuracy"] is None and row["val_loss"] is None for row in seen)
     json.dumps(result.metadata, allow_nan=False)
     assert "TEST" in result.metrics
+    # No unseen cells: the out-of-distribution threshold comes from the training cells, higher up.
+    ood = result.metrics["ood"]
+    assert (ood["threshold_fitted_on"], ood["quantile"]) == ("training cells", 0.975)
+    assert ood["training_cells"] == ood["threshold_cells"] == 24
 
 
 def test_leukonet_keeps_its_last_epoch_and_is_calibrated_and_measured_on_it(tiny_data, tmp_path):

@@ -2,6 +2,7 @@
 idempotent upserts, files written and replaced, and never an image left "processing" after an error.
 The real pipeline and network run in tests/e2e."""
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
+from classifier import ood
 from classifier.pipeline import FinishedCell, SmearAnalysis
 from classifier.quality import QualityReport
 from classifier.rendering import encode_jpeg, encode_png
@@ -29,7 +31,7 @@ class StandInClassifier:
     serving_runtime = "tensorflow"
 
 
-def analysis_with(boxes, predicted="NEUTROPHIL", confidence=0.9):
+def analysis_with(boxes, predicted="NEUTROPHIL", confidence=0.9, ood_score=None):
     cells = []
     for index, box in enumerate(boxes):
         probabilities = {name: (1 - confidence) / 3 for name in CLASSES}
@@ -37,7 +39,7 @@ def analysis_with(boxes, predicted="NEUTROPHIL", confidence=0.9):
         x0, y0, x1, y1 = box
         cells.append(FinishedCell(
             box=box, detection_score=0.9, probabilities=probabilities, predicted_type=predicted,
-            confidence=confidence, binary_call="POLYNUCLEAR",
+            confidence=confidence, ood_score=ood_score, needs_review=False, binary_call="POLYNUCLEAR",
             crop_jpeg=encode_jpeg(np.full((y1 - y0, x1 - x0, 3), 150 + index, np.uint8), 90),
             window_png=encode_png(np.full((240, 320, 3), 180 + index, np.uint8)),
             heatmap_jpeg=encode_jpeg(np.full((240, 240, 3), 100 + index, np.uint8), 88),
@@ -54,11 +56,18 @@ def network(monkeypatch):
         analysis = analysis_with([(100, 80, 220, 200), (300, 200, 400, 300)])
         error = None
 
-    def fake_analyse(rgb, classifier):
+    def fake_analyse(rgb, classifier, review_threshold):
         if Control.error:
             raise Control.error
         assert rgb.dtype == np.uint8 and rgb.shape == (480, 640, 3)
-        return Control.analysis
+        # The pipeline's own decision, from the threshold the service passed it.
+        cells = [
+            dataclasses.replace(cell, needs_review=bool(ood.needs_review(
+                [cell.confidence], None if cell.ood_score is None else [cell.ood_score], review_threshold
+            )[0]))
+            for cell in Control.analysis.cells
+        ]
+        return dataclasses.replace(Control.analysis, cells=cells)
 
     monkeypatch.setattr(classification, "load_classifier", lambda version: StandInClassifier())
     monkeypatch.setattr(classification, "analyse_smear", fake_analyse)
@@ -99,6 +108,18 @@ def test_cells_are_stored_with_pictures_and_flags(network, stored_image, setting
         assert Path(cell.window.path).read_bytes() == finished.window_png
         assert Path(cell.heatmap.path).read_bytes() == finished.heatmap_jpeg
     assert Image.open(cells[0].window.path).size == (320, 240)
+
+
+def test_a_confident_call_on_a_cell_unlike_the_training_cells_is_flagged(network, stored_image, settings):
+    make_version()
+    settings.REVIEW_CONFIDENCE_THRESHOLD = 0.8
+    network.analysis = analysis_with([(100, 80, 220, 200)], confidence=0.97, ood_score=3.0)
+    classification.classify_smear_image(stored_image.pk)
+    assert Cell.objects.get().needs_review
+
+    network.analysis = analysis_with([(100, 80, 220, 200)], confidence=0.97, ood_score=0.4)
+    classification.classify_smear_image(stored_image.pk)
+    assert not Cell.objects.get().needs_review
 
 
 def test_running_twice_updates_in_place_and_keeps_reviews(network, stored_image, django_user_model):

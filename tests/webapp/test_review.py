@@ -205,7 +205,8 @@ def test_sample_page_shows_overlay_table_formula_and_review_buttons(client, tech
     body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
     assert body.count("<polygon") == 3
     assert "Leukocyte formula" in body and "Needs review" in body and "Reviewed" in body
-    assert "less than 80% sure of. Confident calls can be wrong too" in body
+    assert "less than 80% sure of, and cells unlike those it was trained on" in body
+    assert "Confident calls can be wrong too" in body
     assert 'data-key="E"' in body and 'data-key="N"' in body
     assert "sample.js" in body
 

@@ -77,7 +77,6 @@ class _Written:
 def _store_cells(image, version, finished_cells, written):
     """Upsert this version's cells of the image; return the file names they no longer use."""
     existing = {cell.index: cell for cell in Cell.objects.filter(image=image, model_version=version)}
-    threshold = settings.REVIEW_CONFIDENCE_THRESHOLD
     stale_files, to_create, to_update = [], [], []
     stem = f"img{image.pk}-v{version.pk}"
     for index, found in enumerate(finished_cells):
@@ -94,7 +93,7 @@ def _store_cells(image, version, finished_cells, written):
         cell.probabilities = found.probabilities
         cell.confidence = found.confidence
         cell.binary_call = found.binary_call
-        cell.needs_review = found.confidence < threshold
+        cell.needs_review = found.needs_review
         cell.cell_type = cell.corrected_type or found.predicted_type
         written.save(cell.crop, f"{stem}-c{index}.jpg", found.crop_jpeg)
         written.save(cell.window, f"{stem}-c{index}.png", found.window_png)
@@ -160,7 +159,9 @@ def classify_smear_image(image_id, model_version_id=None):
         image = SmearImage.objects.get(pk=image_id)
         version = _version_for(model_version_id)
         classifier = load_classifier(version)
-        analysis = analyse_smear(_load_rgb(image), classifier)
+        analysis = analyse_smear(
+            _load_rgb(image), classifier, review_threshold=settings.REVIEW_CONFIDENCE_THRESHOLD
+        )
         with transaction.atomic():
             # A redelivered task may run beside the first one: the row lock makes the second
             # upsert see the first one's cells and update them instead of colliding with them.

@@ -1,0 +1,120 @@
+"""The per-source classifier benchmark and the leave-one-source-out matrix, on two tiny drawn
+sources and networks trained on them for one epoch."""
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.synthetic_cells import draw_cell, write_cell_folder
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_bench(name):
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}_script", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+    """Two sources (the second with a type no network here knows in its TEST), a run trained on
+    each, and a stand-in for the run on both."""
+    import classifier.dataset
+
+    root = tmp_path_factory.mktemp("sources")
+    cache = classifier.dataset.DEFAULT_CACHE_DIR
+    classifier.dataset.DEFAULT_CACHE_DIR = root / "cache"
+    try:
+        first = write_cell_folder(root / "lab-a", per_class=6, test_per_class=2, seed=1)
+        second = write_cell_folder(root / "lab-b", per_class=6, test_per_class=2, seed=2)
+        basophils = second / "TEST" / "BASOPHIL"
+        basophils.mkdir()
+        import numpy as np
+
+        rng = np.random.default_rng(3)
+        for k in range(3):
+            draw_cell("NEUTROPHIL", rng).save(basophils / f"basophil_{k}.jpeg")
+        bench = load_bench("sources")
+        runs = root / "runs"
+        settings = dict(architecture="paper", task="4class", epochs=1, batch_size=8)
+        # What a run on both would be; a stand-in here (several data folders are the training
+        # package's to take), so only the single-source runs are trained.
+        bench.train_run([str(first)], runs / "lab-a", settings)
+        shutil.copytree(runs / "lab-a", runs / "lab-a+lab-b")
+        results, trained_on = bench.run_matrix([str(first), str(second)], runs, settings)
+        yield bench, results, trained_on, runs, (first, second)
+    finally:
+        classifier.dataset.DEFAULT_CACHE_DIR = cache
+
+
+def test_each_source_alone_and_all_together_are_trained_once_and_measured_on_every_source(matrix):
+    bench, results, trained_on, runs, (first, second) = matrix
+    assert [name for name, _ in bench.training_sets([str(first), str(second)])] == [
+        "lab-a", "lab-b", "lab-a+lab-b"]
+    assert sorted(path.name for path in runs.iterdir()) == ["lab-a", "lab-a+lab-b", "lab-b"]
+    assert trained_on == {"lab-a": {"lab-a"}, "lab-b": {"lab-b"}, "lab-a+lab-b": {"lab-a", "lab-b"}}
+    for reports in results.values():
+        assert set(reports) == {"lab-a", "lab-b"}
+        for report in reports.values():
+            assert report["test_n"] == 8 and 0.0 <= bench.four_type_accuracy(report) <= 1.0
+            assert "cells_per_second_batch64" not in report  # the matrix is not timed
+    foreign = results["lab-a"]["lab-b"]["review"]["foreign"]
+    assert foreign["cells"] == 3 and foreign["types"] == {"BASOPHIL": 3}
+    assert 0.0 <= foreign["flagged_share"] <= 1.0
+
+
+def test_the_matrix_marks_the_sources_a_run_never_saw(matrix):
+    bench, results, trained_on, _, _ = matrix
+    lines = bench.matrix_lines(results, trained_on)
+    text = "\n".join(lines)
+    accuracy_matrix = lines[: lines.index("")]
+    rows = {line.split()[0]: line for line in accuracy_matrix if line.startswith("lab-")}
+    accuracy = {run: bench.four_type_accuracy(results[run]["lab-b"]) for run in results}
+    assert f"{accuracy['lab-a']:.1%}*" in rows["lab-a"]  # lab-b is unseen for lab-a
+    assert "*" not in rows["lab-a+lab-b"]
+    unseen = [line for line in lines if line.startswith("unseen")]
+    assert len(unseen) == 2 and unseen[0].startswith("unseen lab-b for lab-a: ")
+    assert "cells of types it has no class for: " in unseen[0] and "of 3 flagged" in unseen[0]
+    assert "errors caught" in text and "cells flagged / errors caught" in text
+
+
+def test_a_missing_run_is_named_when_training_is_off(matrix, tmp_path):
+    bench, _, _, _, (first, second) = matrix
+    with pytest.raises(LookupError, match="no run folder .*lab-a"):
+        bench.run_matrix([str(first), str(second)], tmp_path, {}, train=False)
+
+
+def test_the_classifier_benchmark_reports_every_source_and_the_classes_it_shares(matrix, tmp_path, capsys):
+    from classifier.inference import CellClassifier
+
+    _, _, _, runs, (first, second) = matrix
+    classify = load_bench("classify")
+    partial = tmp_path / "lab-c"
+    shutil.copytree(first / "TEST", partial / "TEST")
+    shutil.rmtree(partial / "TEST" / "MONOCYTE")  # a lab whose slides held no monocyte
+    classifier = CellClassifier.from_directory(runs / "lab-a")
+
+    report = classify.run_benchmark(classifier, [first, second, partial], speed=False)
+    classify.print_report(report)
+
+    printed = capsys.readouterr().out
+    assert [source["name"] for source in report["sources"]] == ["lab-a", "lab-b", "lab-c"]
+    assert printed.count("TEST (n=8): accuracy") == 2 and "TEST (n=6): accuracy" in printed
+    assert "scored on the 3 of the network's classes this source holds" in printed
+    assert "cells of types the network has no class for (BASOPHIL 3)" in printed
+    # Runs fit the out-of-distribution score: the flag takes it beside the confidence.
+    assert report["has_ood_score"] and "or out-of-distribution score above 1), on TEST" in printed
+    assert "  confidence alone: " in printed
+    lab_c = report["sources"][2]
+    assert lab_c["restricted_to"] == ["EOSINOPHIL", "LYMPHOCYTE", "NEUTROPHIL"]
+    assert len(lab_c["test"]["confusion_matrix"]) == 3
+    review = lab_c["review"]
+    assert review["flagged_share"] >= review["confidence_only"]["flagged_share"]
+    assert review["flagged_share"] >= review["unfamiliar_share"]

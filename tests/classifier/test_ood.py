@@ -1,0 +1,197 @@
+"""Knowing when the network does not know: the out-of-distribution score a run fits and stores in
+its network, the review decision that weighs it beside confidence, and the served temperature
+that weighs each source alike, on a tiny network trained on drawn fields."""
+
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from classifier import calibration, dataset, ood
+from classifier.architectures import DEFAULT_INPUT_SPEC, build_model
+from classifier.inference import CellCalls, CellClassifier
+from classifier.labels import FOUR_CLASSES
+from classifier.training import TrainingConfig, model_to_bytes, train_classifier, validation_predictions
+from classifier.training.trust import served_temperature
+from tests.classifier.drawn_fields import draw_field, write_split
+
+# Ruifrok & Johnston's optical densities of haematoxylin, eosin and DAB (rows), as scikit-image's
+# rgb2hed has them: a re-staining scales each dye's amount.
+RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+
+
+def restained(rgb, haematoxylin, eosin):
+    """The photograph as a slide stained with these multiples of each dye would look."""
+    density = -np.log(np.maximum(rgb.astype(np.float64), 1.0) / 255.0)
+    stains = density @ np.linalg.inv(RGB_FROM_HED) * np.array([haematoxylin, eosin, 1.0])
+    return np.clip(255.0 * np.exp(-(stains @ RGB_FROM_HED)), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ood")
+    write_split(root / "data", "TRAIN", 12)
+    write_split(root / "data", "TEST", 2, start=50)
+    config = TrainingConfig(
+        data_dir=str(root / "data"), architecture="leukonet", task="4class", epochs=2, batch_size=8,
+        cache_dir=str(root / "cache"),
+    )
+    result = train_classifier(config)
+    return SimpleNamespace(root=root, result=result, folder=result.save(root / "model"))
+
+
+def prepared(classifier, images, cache_dir):
+    inputs, ok, _ = dataset.load_prepared(images, classifier.input_spec, 1.0, "image", cache_dir=cache_dir)
+    assert ok.all()
+    return inputs
+
+
+def test_a_run_carries_its_score_in_its_network_and_records_how_it_was_fitted(trained):
+    import keras
+
+    record = trained.result.metrics["ood"]
+    assert record["threshold_fitted_on"] == "validation cells" and record["quantile"] == ood.HELD_OUT_QUANTILE
+    assert record["threshold_distance"] > 0 and record["dimensions"] == 192
+    assert 0 < record["shrinkage"] < 1  # fewer training cells than features: shrunk
+    served = CellClassifier.from_directory(trained.folder, runtime="tensorflow")
+    assert served.model.output_names == ["probabilities", ood.OUTPUT_NAME]
+    assert served.has_ood_score
+
+    windows = [draw_field(name, 900 + k) for k, name in enumerate(FOUR_CLASSES)]
+    inputs = served.network_inputs(windows).astype(np.float32) / np.float32(255.0)
+    probabilities, keras_scores = (np.asarray(output) for output in served.model(inputs, training=False))
+    calls = served.classify(windows, calibrated=False)
+    # Serving computes the score in NumPy from the features: the network's own output agrees.
+    np.testing.assert_allclose(calls.ood_scores, keras_scores[:, 0], rtol=1e-4)
+    np.testing.assert_allclose(calls.probabilities, probabilities, atol=1e-6)
+    litert = CellClassifier.from_directory(trained.folder, runtime="litert")
+    np.testing.assert_allclose(litert.classify(windows).ood_scores, keras_scores[:, 0], rtol=1e-4)
+    # What the pipeline asks for: the same scores beside the calls' Grad-CAM.
+    explained = litert.explained_calls(windows)
+    np.testing.assert_allclose(explained.ood_scores, keras_scores[:, 0], rtol=1e-4)
+    assert explained.heatmaps.shape == (4, 96, 96) and explained.needs_review(0.0).dtype == bool
+    # A copy of the network without its score serves the same calls.
+    plain = keras.Model(served.model.input, served.model.outputs[0])
+    bare = CellClassifier.from_bytes(model_to_bytes(plain), {**trained.result.metadata, "model_sha256": ""})
+    assert not bare.has_ood_score and bare.classify(windows).ood_scores is None
+    np.testing.assert_allclose(bare.predict(windows), served.predict(windows), atol=0.05)
+
+
+def test_the_score_is_higher_on_a_strongly_restained_copy_of_a_validation_image(trained, tmp_path):
+    cache = trained.root / "cache"
+    validation = validation_predictions(trained.folder, trained.root / "data", cache_dir=cache).images
+    assert len(validation) >= 4
+    copies = []
+    for k, image in enumerate(validation):
+        path = tmp_path / f"restained_{k}.png"
+        # Pale nuclei on deep pink: red cells carry eosin, so the preparation's stain normalisation
+        # on them cannot undo this.
+        copy = restained(dataset.decode_image(image.path), haematoxylin=0.3, eosin=2.0)
+        cv2.imwrite(str(path), cv2.cvtColor(copy, cv2.COLOR_RGB2BGR))
+        copies.append(dataset.LabelledImage(str(path), image.class_name, image.folder_class, "COPY"))
+    classifier = CellClassifier.from_directory(trained.folder)
+
+    originals = classifier.classify_inputs(prepared(classifier, validation, cache))
+    stained = classifier.classify_inputs(prepared(classifier, copies, tmp_path / "cache"))
+
+    assert (stained.ood_scores > originals.ood_scores).all()
+    assert (stained.ood_scores > ood.UNFAMILIAR_ABOVE).all()
+    # Unfamiliar cells go to review however confident their calls.
+    assert stained.needs_review(confidence_threshold=0.0).all()
+
+
+def test_a_network_trained_without_the_score_predicts_with_score_none():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    metadata = {"architecture": "leukonet", "task": "4class", "class_names": list(FOUR_CLASSES),
+                "input_spec": DEFAULT_INPUT_SPEC["leukonet"], "temperature": 1.0}
+    classifier = CellClassifier.from_bytes(model_to_bytes(build_model("leukonet", "4class")), metadata)
+    calls = classifier.classify([draw_field(name, 7) for name in FOUR_CLASSES])
+    assert calls.ood_scores is None and calls.probabilities.shape == (4, 4)
+    threshold = float(np.median(calls.confidence))
+    np.testing.assert_array_equal(calls.needs_review(threshold), calls.confidence < threshold)
+    assert classifier.classify([]).ood_scores is None
+
+
+def test_the_review_flag_takes_a_low_confidence_or_an_unfamiliar_cell():
+    confidence = [0.95, 0.50, 0.95, 0.50]
+    scores = [0.2, 0.2, 3.0, 3.0]
+    assert ood.needs_review(confidence, scores, 0.8).tolist() == [False, True, True, True]
+    assert ood.needs_review(confidence, None, 0.8).tolist() == [False, True, False, True]
+    calls = CellCalls(probabilities=np.array([[0.95, 0.05], [0.5, 0.5]]), ood_scores=np.array([1.5, 0.1]))
+    assert calls.needs_review(0.8).tolist() == [True, True]
+    assert calls.needs_review(0.4).tolist() == [True, False]
+
+
+def test_the_score_is_the_mahalanobis_distance_to_the_nearest_class_over_the_threshold():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0, 0, 0], [6, 0, 0, 0], [0, 6, 0, 0]], np.float64)
+    mixing = rng.normal(size=(4, 4))
+    labels = rng.integers(0, 3, 3000)
+    features = centres[labels] + rng.normal(size=(3000, 4)) @ mixing
+    reference = centres[labels[:1000]] + rng.normal(size=(1000, 4)) @ mixing
+
+    head, record = ood.fit_ood_head(features, labels, 3, (reference, None, None), quantile=0.9)
+
+    means = np.stack([features[labels == k].mean(axis=0) for k in range(3)])
+    residuals = features - means[labels]
+    covariance = residuals.T @ residuals / len(features)
+    shrinkage = record["shrinkage"]
+    assert shrinkage == pytest.approx(ood.ledoit_wolf_shrinkage(residuals)) and shrinkage < 0.05
+    covariance = (1 - shrinkage) * covariance + shrinkage * np.trace(covariance) / 4 * np.eye(4)
+    precision = np.linalg.inv(covariance)
+    probe = rng.normal(size=(50, 4)) * 5
+    distances = np.min([np.einsum("nd,de,ne->n", probe - m, precision, probe - m) for m in means], axis=0)
+    np.testing.assert_allclose(head(probe), distances / record["threshold_distance"], rtol=1e-8)
+    assert np.mean(head(reference) > 1) == pytest.approx(0.1, abs=0.002)
+    # The network's own Keras layers compute the same.
+    import keras
+
+    inputs = keras.Input((4,))
+    logits = keras.layers.Dense(3, name=ood.FEATURE_LAYER)(keras.layers.Identity()(inputs))
+    network = keras.Model(inputs, logits)
+    with_score = ood.with_ood_output(network, head)
+    keras_scores = np.asarray(with_score(probe.astype(np.float32))[1])[:, 0]
+    np.testing.assert_allclose(keras_scores, head(probe), rtol=1e-4, atol=1e-5)
+    read_back = ood.OodHead.from_model(with_score)
+    np.testing.assert_allclose(read_back(probe), head(probe), rtol=1e-5)
+
+
+def test_each_source_weighs_alike_and_each_photograph_once_in_the_threshold():
+    weights = ood.balanced_weights(5, sources=[0, 0, 0, 0, 1], groups=["a", "a", "b", "c", "d"])
+    np.testing.assert_allclose(weights, [1 / 12, 1 / 12, 1 / 6, 1 / 6, 1 / 2])
+    values = [1.0, 2.0, 3.0, 4.0, 10.0]
+    assert ood.weighted_quantile(values, 0.5, weights) == 4.0
+    assert ood.weighted_quantile(values, 0.5, np.full(5, 0.2)) == 3.0
+
+
+def test_the_served_temperature_weighs_each_source_alike():
+    rng = np.random.default_rng(1)
+
+    def source(count, overconfidence):
+        truth = rng.normal(size=(count, 4)) * 2
+        labels = np.array([rng.choice(4, p=calibration.softmax(row[None])[0]) for row in truth])
+        return truth * overconfidence, labels
+
+    big_logits, big_labels = source(3000, 3.0)  # three times too sure of itself: T ~ 3
+    small_logits, small_labels = source(300, 1.0)  # calibrated: T ~ 1
+    logits = np.concatenate([big_logits, small_logits])
+    arrays = SimpleNamespace(
+        y_val=np.concatenate([big_labels, small_labels]),
+        source_names=["big-lab", "small-lab"],
+        val_sources=np.repeat([0, 1], [3000, 300]),
+    )
+
+    temperature, record = served_temperature(logits, arrays)
+
+    by_source = record["sources"]
+    assert by_source["big-lab"]["temperature"] == pytest.approx(3.0, rel=0.15)
+    assert by_source["small-lab"]["temperature"] == pytest.approx(1.0, rel=0.25)
+    pooled = calibration.fit_temperature(logits, arrays.y_val)  # the big lab would set it
+    assert by_source["small-lab"]["temperature"] < temperature < pooled
+    assert record["temperature"] == temperature
+    big = by_source["big-lab"]
+    assert big["validation_cells"] == 3000
+    assert big["ece_own_temperature"] < big["ece_served_temperature"] < big["ece_uncalibrated"]
