@@ -48,6 +48,7 @@ from classifier.metrics import (  # noqa: E402
 )
 from classifier.model_folder import BUNDLED_MODELS_DIR  # noqa: E402
 from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES, quiet_tensorflow_startup  # noqa: E402
+from classifier.training.evaluation import restricted  # noqa: E402
 
 DEFAULT_MODEL_DIR = BUNDLED_MODELS_DIR / "leukonet"
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -115,17 +116,6 @@ def _split(classifier, layout, split, originals):
         located=located[mine],
         foreign=others,
     )
-
-
-def restricted(probabilities, y, class_names, kept):
-    """(probabilities over the kept classes, renormalised; labels as indices into kept; the mask
-    of the rows kept) for the rows whose class is one of kept."""
-    columns = [list(class_names).index(name) for name in kept]
-    rows = np.isin(y, columns)
-    picked = np.asarray(probabilities, np.float64)[rows][:, columns]
-    picked = picked / np.maximum(picked.sum(axis=1, keepdims=True), 1e-300)
-    position = {column: k for k, column in enumerate(columns)}
-    return picked, np.array([position[value] for value in y[rows]], dtype=np.int64), rows
 
 
 def _binary_metrics(probabilities, y, class_names):

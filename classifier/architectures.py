@@ -8,10 +8,20 @@
   tighter view cuts off the cytoplasm that tells them from neutrophils, and the red cells around
   a leukocyte are the ruler for its size.
 
-Both name their last convolutional activation ``gradcam_target`` for Grad-CAM, and keep the
+- ``leukonet-gn``: LeukoNet with group norm in place of batch norm, whose statistics are those of
+  each image rather than of the training batches: batch statistics learnt in one lab are reported
+  to hurt white-cell classifiers in the next (Tsutsui et al. 2023).
+- ``effnet-lite0``: the EfficientNet-Lite0 trunk (classifier.backbones.efficientnet_lite), set
+  from its ImageNet weights when a run builds it for training, with a small head. A trained
+  version carries its own weights; serving never reads ImageNet's.
+
+All name their last convolutional activation ``gradcam_target`` for Grad-CAM, and keep the
 final activation as a separate layer (``probabilities``) so logits are one layer below.
 """
 
+import functools
+
+from classifier.backbones.efficientnet_lite import efficientnet_lite0
 from classifier.errors import TrainingDataError
 from classifier.labels import TASK_CLASSES
 
@@ -29,7 +39,12 @@ DEFAULT_INPUT_SPEC = {
         "mask_radius": 65,
     },
 }
+DEFAULT_INPUT_SPEC["leukonet-gn"] = dict(DEFAULT_INPUT_SPEC["leukonet"])
+# What LeukoNet sees, at the smallest size the trunk's five stride-2 stages leave a 3x3 map of.
+DEFAULT_INPUT_SPEC["effnet-lite0"] = dict(DEFAULT_INPUT_SPEC["leukonet"])
 GRADCAM_LAYER = "gradcam_target"
+# Group norm's groups in LeukoNet: every one of its filter counts is a multiple of 8.
+LEUKONET_NORM_GROUPS = 8
 
 
 def output_units(task):
@@ -63,16 +78,20 @@ def build_paper(keras, input_spec, task, n_classes, width=1.0):
     return keras.Model(inputs, _head(keras, x, task, n_classes), name="paper")
 
 
-def _conv_bn(layers, x, filters, name, activation_name=None, strides=1):
+def _conv_bn(layers, x, filters, name, activation_name=None, strides=1, norm="batch"):
     x = layers.Conv2D(
         filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
     )(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    if norm == "batch":
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    else:
+        x = layers.GroupNormalization(groups=LEUKONET_NORM_GROUPS, name=f"{name}_gn")(x)
     return layers.Activation("relu", name=activation_name or f"{name}_relu")(x)
 
 
-def build_leukonet(keras, input_spec, task, n_classes, dropout=0.3, width=1.0):
+def build_leukonet(keras, input_spec, task, n_classes, dropout=0.3, width=1.0, norm="batch"):
     layers = keras.layers
+    conv = functools.partial(_conv_bn, layers, norm=norm)
 
     def filters(count):
         # Multiples of 8 keep the convolution kernels on their fast paths; width 1 is the recipe.
@@ -83,30 +102,60 @@ def build_leukonet(keras, input_spec, task, n_classes, dropout=0.3, width=1.0):
     x = layers.Rescaling(2.0, offset=-1.0, name="centre")(inputs)
     # A strided stem: full-resolution conv + batch norm layers cost 5-10x more per epoch on this
     # CPU (measured 1.2 s vs 0.24 s per batch of 64) for the same depth.
-    x = _conv_bn(layers, x, filters(24), "stem", strides=2)
+    x = conv(x, filters(24), "stem", strides=2)
     x = layers.MaxPooling2D(2)(x)
     # Widths sized for serving: with preparation (crop, resize, white balance, stain: ~0.3 ms)
     # the whole predict() must stay above 1,000 cells/s on two cores; this network alone ran
     # ~1,900 cells/s at batch 64 there in float32, the earlier 0.95 M-parameter one ~1,000.
     # Served with int8 weights it runs ~4x faster, hence ``width`` for wider experiments.
-    x = _conv_bn(layers, x, filters(48), "b1a")
+    x = conv(x, filters(48), "b1a")
     x = layers.MaxPooling2D(2)(x)
-    x = _conv_bn(layers, x, filters(96), "b2a")
-    x = _conv_bn(layers, x, filters(96), "b2b")
+    x = conv(x, filters(96), "b2a")
+    x = conv(x, filters(96), "b2b")
     x = layers.MaxPooling2D(2)(x)
-    x = _conv_bn(layers, x, filters(160), "b3a")
-    x = _conv_bn(layers, x, filters(192), "b3b", activation_name=GRADCAM_LAYER)
+    x = conv(x, filters(160), "b3a")
+    x = conv(x, filters(192), "b3b", activation_name=GRADCAM_LAYER)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(dropout)(x)
-    return keras.Model(inputs, _head(keras, x, task, n_classes), name="leukonet")
+    name = "leukonet" if norm == "batch" else "leukonet_gn"
+    return keras.Model(inputs, _head(keras, x, task, n_classes), name=name)
 
 
-BUILDERS = {"paper": build_paper, "leukonet": build_leukonet}
+def build_leukonet_gn(keras, input_spec, task, n_classes, width=1.0):
+    return build_leukonet(keras, input_spec, task, n_classes, width=width, norm="group")
 
 
-def build_model(name, task, input_spec=None, n_classes=None, width=1.0):
-    """A fresh, uncompiled Keras model; ``width`` scales LeukoNet's filter counts. The training
-    recipe (classifier.training.recipe) says which architectures and tasks there are."""
+def build_effnet_lite0(keras, input_spec, task, n_classes, width=1.0, pretrained=False):
+    """The EfficientNet-Lite0 trunk, ImageNet-initialised when ``pretrained`` (a run building it
+    to train), a dropout and the task's head on its pooled features."""
+    if width != 1.0:
+        raise TrainingDataError("effnet-lite0 is ImageNet's network: its widths are fixed")
+    layers = keras.layers
+    trunk = efficientnet_lite0(
+        (input_spec["height"], input_spec["width"], 3),
+        weights="imagenet" if pretrained else None,
+        pooling=None,
+    )
+    x = layers.Activation("linear", name=GRADCAM_LAYER)(trunk.output)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(0.3)(x)
+    return keras.Model(trunk.input, _head(keras, x, task, n_classes), name="effnet_lite0")
+
+
+BUILDERS = {
+    "paper": build_paper,
+    "leukonet": build_leukonet,
+    "leukonet-gn": build_leukonet_gn,
+    "effnet-lite0": build_effnet_lite0,
+}
+# Those that start from weights learnt elsewhere when built for training.
+PRETRAINED = {"effnet-lite0"}
+
+
+def build_model(name, task, input_spec=None, n_classes=None, width=1.0, pretrained=False):
+    """A fresh, uncompiled Keras model; ``width`` scales LeukoNet's filter counts; ``pretrained``
+    (a run building it to train) sets a network in PRETRAINED from the weights it starts from. The
+    training recipe (classifier.training.recipe) says which architectures and tasks there are."""
     import keras
 
     from classifier.training.recipe import check_architecture, check_task
@@ -117,4 +166,5 @@ def build_model(name, task, input_spec=None, n_classes=None, width=1.0):
     n_classes = n_classes or len(TASK_CLASSES[task])
     if not width > 0:
         raise TrainingDataError(f"width must be a positive number, got {width}")
-    return BUILDERS[name](keras, spec, task, n_classes, width=float(width))
+    options = {"pretrained": True} if pretrained and name in PRETRAINED else {}
+    return BUILDERS[name](keras, spec, task, n_classes, width=float(width), **options)

@@ -23,7 +23,7 @@ import numpy as np
 from classifier import detection
 from classifier.errors import TrainingDataError
 from classifier.labels import BINARY_CLASSES, BINARY_GROUP, TASK_CLASSES
-from classifier.preparation import WINDOW_SIZE, prepare_window
+from classifier.preparation import WINDOW_SIZE, as_window, prepare_window
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 EVAL_SPLITS = ("TEST", "TEST_SIMPLE")
@@ -203,11 +203,28 @@ def decode_image(path):
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def as_reference_field(rgb):
-    """A field image at the 240x320 size of a context window."""
+def _window_scale(result, window_scale):
+    return float(result.scale) if window_scale == "image" else 1.0
+
+
+def _centred_window(rgb, scale):
+    """The context window around the photograph's centre (where a labelled cell usually is)."""
+    height, width = rgb.shape[:2]
+    centre = detection.DetectedCell(box=(0, 0, width, height), score=0.0)
+    return detection.cell_window(rgb, centre, scale)
+
+
+def reference_field(rgb, window_scale="image"):
+    """A labelled photograph as a 240x320 field at reference scale, centred on its centre.
+
+    A blood-cell-images field is one already. Any other photograph is brought to reference scale
+    by the detector's red-cell ruler (window_scale "image"; "reference" takes its pixels as
+    reference pixels) with its aspect ratio kept: stretching a square single-cell crop into the
+    4:3 window would widen every cell in it by a third.
+    """
     if rgb.shape[:2] == WINDOW_SIZE:
         return rgb
-    return cv2.resize(rgb, WINDOW_SIZE[::-1], interpolation=cv2.INTER_AREA)
+    return _centred_window(rgb, _window_scale(detection.detect_leukocytes(rgb), window_scale))
 
 
 def _source_version(module_file):
@@ -225,15 +242,16 @@ def detector_version():
 def dataset_context_window(rgb, window_scale="image"):
     """The context window of a labelled dataset image: centred on the detected leukocyte nearest
     the image centre (the labelled cell is usually near it), or the image centre when none is
-    found. window_scale "image" uses the detector's scale estimate, "reference" uses 1.0."""
-    field = as_reference_field(rgb)
-    result = detection.detect_leukocytes(field)
+    found. window_scale "image" uses the detector's scale estimate, "reference" uses 1.0. The
+    photograph is detected at its own size and shape, never resized to the window's first."""
+    result = detection.detect_leukocytes(rgb)
     if not result.cells:
-        return field, False
-    cy, cx = field.shape[0] / 2.0, field.shape[1] / 2.0
+        if rgb.shape[:2] == WINDOW_SIZE:
+            return rgb, False
+        return _centred_window(rgb, _window_scale(result, window_scale)), False
+    cy, cx = rgb.shape[0] / 2.0, rgb.shape[1] / 2.0
     nearest = min(result.cells, key=lambda c: (c.centre[0] - cx) ** 2 + (c.centre[1] - cy) ** 2)
-    scale = float(result.scale) if window_scale == "image" else 1.0
-    return detection.cell_window(field, nearest, scale), True
+    return detection.cell_window(rgb, nearest, _window_scale(result, window_scale)), True
 
 
 def _needs_location(input_spec):
@@ -244,8 +262,10 @@ def _prepare_one(image, input_spec, margins, window_scale):
     rgb = decode_image(image.path)
     if rgb is None:
         return None, False
-    if image.is_window or not _needs_location(input_spec):
-        window, located = as_reference_field(rgb), image.is_window
+    if image.is_window:
+        window, located = rgb, True  # preparation.as_window centres one of another size
+    elif not _needs_location(input_spec):
+        window, located = reference_field(rgb, window_scale), False
     else:
         window, located = dataset_context_window(rgb, window_scale)
     return [prepare_window(window, input_spec, m) for m in margins], located
@@ -350,8 +370,10 @@ def load_context_windows(images, input_spec, window_scale="image", workers=2):
         rgb = decode_image(image.path)
         if rgb is None:
             return None
-        if image.is_window or not _needs_location(input_spec):
-            return as_reference_field(rgb)
+        if image.is_window:
+            return as_window(rgb)
+        if not _needs_location(input_spec):
+            return reference_field(rgb, window_scale)
         return dataset_context_window(rgb, window_scale)[0]
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

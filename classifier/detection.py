@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from classifier.preparation import background_gains
+from classifier.preparation import background_colour, background_gains
 
 # Red-cell diameter (as _rbc_diameter measures it) at the reference scale: half the median over
 # the BCCD photographs, whose annotated red-cell boxes are ~104 px across.
@@ -351,13 +351,35 @@ def detect_leukocytes(rgb: np.ndarray) -> DetectionResult:
     return DetectionResult(cells=cells, scale=float(scale))
 
 
+def photograph_background(rgb: np.ndarray) -> tuple[float, float, float]:
+    """The bare slide's colour in a photograph (its brightest part), black where none is lit."""
+    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / 20000)))
+    colour = background_colour(rgb, step)
+    return (0.0, 0.0, 0.0) if colour is None else tuple(float(value) for value in colour)
+
+
+def _window_fill(rgb: np.ndarray, size: tuple[int, int]) -> tuple[float, float, float]:
+    return (0.0, 0.0, 0.0) if rgb.shape[:2] == tuple(size) else photograph_background(rgb)
+
+
 def cell_window(
     rgb: np.ndarray,
     cell: DetectedCell,
     scale: float,
     size: tuple[int, int] = (240, 320),
+    fill: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
-    """A (H, W) = size field at the reference scale centred on the cell, like a training image."""
+    """A (H, W) = size field at the reference scale centred on the cell, like a training image.
+
+    Where the window runs past the photograph's edge it shows ``fill``. By default that is the
+    photograph's own background (photograph_background): a tight crop of one cell (a lab's own
+    120x120 picture, a 224x224 analyser crop) leaves most of the window past its edge, and black
+    there would read as a dark stain all round the cell and leave the network a black frame it
+    never saw around a cell in a real field. A photograph of the window's own size is a reference
+    field like blood-cell-images', rotated copies whose uncovered corners are black: it is padded
+    black as they are, so the networks trained on those fields see what they learnt (the bundled
+    LeukoNet scores 0.8749 on their TEST so, 0.8766 with the background instead).
+    """
     _check_rgb(rgb)
     if scale <= 0:
         raise ValueError(f"The scale must be positive, got {scale}.")
@@ -379,14 +401,11 @@ def cell_window(
         ],
         dtype=np.float64,
     )
-    # The training fields are rotated and shifted copies whose uncovered corners are black, so a
-    # window running past the photograph's edge is padded black too: the classifier has learnt to
-    # ignore black corners, while a reflected edge would show it mirrored cells it never saw.
     return cv2.warpAffine(
         source,
         to_source,
         (out_width, out_height),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(0, 0, 0),
+        borderValue=_window_fill(rgb, size) if fill is None else fill,
     )

@@ -3,7 +3,9 @@
 FOUR_CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
 BINARY_CLASSES = ("MONONUCLEAR", "POLYNUCLEAR")
 
-# Basophils, when a lab adds them, are polymorphonuclear granulocytes too.
+# Basophils, when a lab adds them, are polymorphonuclear granulocytes too. Immature granulocytes
+# (promyelocytes to metamyelocytes) have no segmented nucleus yet, and erythroblasts and platelets
+# are no leukocytes: the published grouping has no place for them.
 BINARY_GROUP = {
     "EOSINOPHIL": "POLYNUCLEAR",
     "NEUTROPHIL": "POLYNUCLEAR",
@@ -12,7 +14,21 @@ BINARY_GROUP = {
     "MONOCYTE": "MONONUCLEAR",
 }
 
-TASK_CLASSES = {"binary": BINARY_CLASSES, "4class": FOUR_CLASSES}
+# The PBC dataset's eight (shared/datasets/pbc): the five leukocyte types, the immature
+# granulocytes a differential must not count as neutrophils, and two cells that are no leukocyte
+# but that the detector finds: nucleated red cells (erythroblasts) and platelets or their clumps.
+EIGHT_CLASSES = (
+    "BASOPHIL",
+    "EOSINOPHIL",
+    "ERYTHROBLAST",
+    "IMMATURE_GRANULOCYTE",
+    "LYMPHOCYTE",
+    "MONOCYTE",
+    "NEUTROPHIL",
+    "PLATELET",
+)
+
+TASK_CLASSES = {"binary": BINARY_CLASSES, "4class": FOUR_CLASSES, "8class": EIGHT_CLASSES}
 
 
 def binary_group(cell_type):
@@ -29,5 +45,6 @@ def binary_probabilities(probabilities):
         return {name: float(probabilities.get(name, 0.0)) for name in BINARY_CLASSES}
     summed = dict.fromkeys(BINARY_CLASSES, 0.0)
     for name, value in probabilities.items():
-        summed[BINARY_GROUP[name]] += float(value)
+        if name in BINARY_GROUP:
+            summed[BINARY_GROUP[name]] += float(value)
     return summed

@@ -118,21 +118,27 @@ def _merged_thresholds(standard, extra):
 
 
 def binary_from_four(probabilities, class_names):
-    """Sum per-type probability columns into (MONONUCLEAR, POLYNUCLEAR) columns."""
+    """Sum per-type probability columns into (MONONUCLEAR, POLYNUCLEAR) columns; a type in
+    neither group (an erythroblast, a platelet) adds to neither."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     if tuple(class_names) == BINARY_CLASSES:
         return probabilities
     out = np.zeros((len(probabilities), 2))
     for k, name in enumerate(class_names):
-        out[:, BINARY_CLASSES.index(BINARY_GROUP[name])] += probabilities[:, k]
+        if name in BINARY_GROUP:
+            out[:, BINARY_CLASSES.index(BINARY_GROUP[name])] += probabilities[:, k]
     return out
 
 
 def binary_labels(y_true, class_names):
+    """The binary group (index into BINARY_CLASSES) of each label, -1 for a type in neither."""
     class_names = list(class_names)
     if tuple(class_names) == BINARY_CLASSES:
         return np.asarray(y_true, int)
-    lookup = np.array([BINARY_CLASSES.index(BINARY_GROUP[name]) for name in class_names])
+    lookup = np.array([
+        BINARY_CLASSES.index(BINARY_GROUP[name]) if name in BINARY_GROUP else -1
+        for name in class_names
+    ])
     return lookup[np.asarray(y_true, int)]
 
 

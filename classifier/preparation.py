@@ -137,16 +137,31 @@ def stain_normalised(balanced, density, level=BACKGROUND_LEVEL):
     return cv2.LUT(balanced, table.reshape(256, 1, 3))
 
 
-def _as_window(window):
+def as_window(window):
+    """A uint8 HxWx3 array as a 240x320 context window.
+
+    Anything of another size is taken to be a field at reference scale: it is centred in the
+    window as it is, cropped where larger and surrounded by its own background where smaller,
+    never resized, which would change its scale and, unless it is 4:3, stretch its cells.
+    """
     window = np.asarray(window)
     if window.ndim != 3 or window.shape[2] != 3:
         raise ValueError(f"a context window is an HxWx3 RGB array, got shape {window.shape}")
     if window.dtype != np.uint8:
         window = np.clip(window, 0, 255).astype(np.uint8)
-    if window.shape[:2] != WINDOW_SIZE:
-        # Anything else is taken to be a field at reference scale of another size.
-        window = cv2.resize(window, WINDOW_SIZE[::-1], interpolation=cv2.INTER_AREA)
-    return window
+    if window.shape[:2] == WINDOW_SIZE:
+        return window
+    colour = background_colour(window)
+    fill = (0, 0, 0) if colour is None else tuple(int(round(value)) for value in colour)
+    height, width = window.shape[:2]
+    # Crop what overhangs, then pad what is missing, both split evenly between the two sides.
+    y0, x0 = max(0, (height - WINDOW_SIZE[0]) // 2), max(0, (width - WINDOW_SIZE[1]) // 2)
+    cropped = window[y0 : y0 + WINDOW_SIZE[0], x0 : x0 + WINDOW_SIZE[1]]
+    pad_y, pad_x = WINDOW_SIZE[0] - cropped.shape[0], WINDOW_SIZE[1] - cropped.shape[1]
+    return cv2.copyMakeBorder(
+        cropped, pad_y // 2, pad_y - pad_y // 2, pad_x // 2, pad_x - pad_x // 2,
+        cv2.BORDER_CONSTANT, value=fill,
+    )
 
 
 def central_crop(window, size):
@@ -175,7 +190,7 @@ def prepare_window(window, input_spec, margin=1.0):
     ``margin`` > 1 keeps a border around the cell crop (training cuts shifted and zoomed crops
     from it); the output is then ``round(S * margin)`` pixels square.
     """
-    window = _as_window(window)
+    window = as_window(window)
     mode = input_spec.get("mode", "field")
     height, width = int(input_spec["height"]), int(input_spec["width"])
     if mode == "field":

@@ -31,7 +31,11 @@ def build_parser():
     """The options: every recipe setting offered on the command line (classifier.training.recipe),
     and those of this run: its data, a held-out run to calibrate a refit with, and its output."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", required=True, help="dataset root (with TRAIN/) or CLASS/ dirs")
+    parser.add_argument(
+        "--data", required=True, action="append",
+        help="a data folder (with TRAIN/, or CLASS/ dirs); give it again for each further source "
+        "(one lab's photographs each), trained on together and measured apart",
+    )
     add_recipe_arguments(parser)
     parser.add_argument(
         "--temperature-from",
@@ -80,7 +84,7 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return 2
     config = TrainingConfig(
-        data_dir=args.data, evaluate_test=not args.no_test, cache_dir=args.cache_dir, **settings
+        data_dir=list(args.data), evaluate_test=not args.no_test, cache_dir=args.cache_dir, **settings
     )
 
     def report(row):
@@ -115,15 +119,29 @@ def main(argv=None):
         print(format_metrics(metrics["validation"], "validation (group-held-out from TRAIN)"))
     else:
         print(f"trained on every TRAIN group; temperature from {config.temperature_source}")
-    for split in ("TEST", "TEST_SIMPLE"):
-        if split in metrics:
-            print(format_metrics(metrics[split], split))
-            if "binary" in metrics[split]:
-                print(format_metrics(metrics[split]["binary"], f"{split} binary (summed)"))
+    print_source_metrics(metrics)
     if args.out:
         path = result.save(args.out, default=args.mark_default)
         print(f"saved {path} ({len(result.model_bytes)} bytes, sha256 {result.model_sha256})")
     return 0
+
+
+def print_source_metrics(metrics):
+    """Each source's record and held-out figures, one source after the other."""
+    for name, source in metrics.get("sources", {}).items():
+        counts = ", ".join(f"{key} {value}" for key, value in source["train_counts"].items())
+        print(f"source {name}: {source['path']}; validation split {source['validation_split']}; "
+              f"TRAIN {counts}")
+        for split in ("TEST", "TEST_SIMPLE"):
+            figures = source.get(split)
+            if not figures:
+                continue
+            shown = figures.get("restricted_to") and " (on the classes it holds)" or ""
+            print(format_metrics(figures, f"{name} {split}{shown}"))
+            if "four_classes" in figures:
+                print(format_metrics(figures["four_classes"], f"{name} {split}, the four shared types"))
+            if "binary" in figures:
+                print(format_metrics(figures["binary"], f"{name} {split} binary (summed)"))
 
 
 def _held_out_calibration(args):

@@ -1,12 +1,14 @@
 """Forms of the staff-only model pages: retraining and re-classification."""
 
-from django import forms
-from django.conf import settings
+import os
 
+from django import forms
+
+from classifier.training.data import data_folders
 from classifier.training.recipe import SETTINGS, Offered, Recipe, RecipeError
 from webapp.models import ModelVersion
 from webapp.selectors import samples_with_accession
-from webapp.services.training import held_out_runs
+from webapp.services.training import default_data_folders, held_out_runs
 
 # A site user holds the one training slot for as long as the run lasts; longer runs are for the
 # command line.
@@ -45,12 +47,19 @@ class RetrainForm(forms.Form):
         label="Include reviewed cells",
         help_text="Add every cell a technologist relabelled, with its corrected type.",
     )
+    data_sources = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Training data folders",
+        help_text="Each one lab's photographs: trained on together, measured apart.",
+    )
     data_dir = forms.CharField(
         required=False,
         max_length=1024,
-        label="Training data folder",
-        help_text="TRAIN/CLASS/*.jpeg (with TEST/ for held-out figures) or CLASS/*.jpeg on the "
-        "training machine. Empty: the configured default.",
+        label="Other data folder",
+        help_text=f"TRAIN/CLASS/*.jpeg (with TEST/ for held-out figures) or CLASS/*.jpeg on the "
+        f"training machine; several separated by “{os.pathsep}”. With no folder ticked or given: "
+        "every configured one.",
     )
 
     refit_from = forms.ModelChoiceField(
@@ -74,7 +83,9 @@ class RetrainForm(forms.Form):
         )
         for name, value in self._recipe_initial().items():
             self.initial.setdefault(name, value)
-        self.fields["data_dir"].widget.attrs["placeholder"] = str(settings.TRAINING_DATA_DIR)
+        configured = default_data_folders()
+        self.fields["data_sources"].choices = [(folder, folder) for folder in configured]
+        self.initial.setdefault("data_sources", configured)
 
     @staticmethod
     def _recipe_initial():
@@ -89,10 +100,15 @@ class RetrainForm(forms.Form):
                 pass
         return {s.name: getattr(recipe, s.name) for s in form_settings()}
 
-    def clean_data_dir(self):
-        # Whether the folder holds usable images is the training run's to judge: it fails the version
-        # with the reason, which the page then shows beside it.
-        return self.cleaned_data["data_dir"].strip() or str(settings.TRAINING_DATA_DIR)
+    def clean(self):
+        """The run's data folders, ticked and given, as one os.pathsep-separated data_dir."""
+        data = super().clean()
+        folders = [*data.get("data_sources", []), *data_folders(data.get("data_dir", ""))]
+        # Whether the folders hold usable images is the training run's to judge: it fails the
+        # version with the reason, which the page then shows beside it.
+        folders = folders or default_data_folders()
+        data["data_dir"] = os.pathsep.join(dict.fromkeys(folder.strip() for folder in folders))
+        return data
 
 
 class ReclassifyForm(forms.Form):

@@ -21,6 +21,7 @@ class ModelVersion(models.Model):
     class Task(models.TextChoices):
         BINARY = "binary", "Binary (mononuclear / polynuclear)"
         FOUR_CLASS = "4class", "Four cell types"
+        EIGHT_CLASS = "8class", "Eight cell types"
 
     class Source(models.TextChoices):
         BUNDLED = "bundled", "Bundled with the software"

@@ -175,9 +175,18 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 DATASETS_DIR = Path(
     os.environ.get("LEUKOSCOPE_DATASETS_DIR", BASE_DIR.parent / "shared" / "datasets")
 )
-TRAINING_DATA_DIR = Path(
-    os.environ.get("LEUKOSCOPE_TRAINING_DATA", DATASETS_DIR / "blood-cell-images")
-)
+# One folder or several, separated by os.pathsep as PATH's are: each one lab's photographs, trained
+# on together and measured apart (classifier.training.data). The site's retraining form offers
+# each; commands that read one folder (evaluate) take the first.
+TRAINING_DATA_DIRS = [
+    Path(folder)
+    for folder in os.environ.get(
+        "LEUKOSCOPE_TRAINING_DATA",
+        os.pathsep.join(str(DATASETS_DIR / name) for name in ("blood-cell-images", "pbc")),
+    ).split(os.pathsep)
+    if folder.strip()
+]
+TRAINING_DATA_DIR = TRAINING_DATA_DIRS[0] if TRAINING_DATA_DIRS else DATASETS_DIR / "blood-cell-images"
 # Cells whose top calibrated probability falls below this are flagged for a human to look at, as are
 # cells whose out-of-distribution score (classifier.ood) is above their version's threshold.
 REVIEW_CONFIDENCE_THRESHOLD = float(os.environ.get("LEUKOSCOPE_REVIEW_THRESHOLD", 0.80))

@@ -1,8 +1,12 @@
-"""Augmentation of training batches: rotation, zoom, shift, flips, stain (colour) jitter, blur and
-mixup, as plain batched tensor ops.
+"""Augmentation of training batches, as plain batched tensor ops: rotation, zoom, shift and flips;
+what another lab's stain, lamp, microscope and camera do to a photograph (stain amounts in
+optical density, colour, focus, sensor noise, JPEG); and mixup.
 
 Measured on this 2-core CPU: Keras's augmentation layers cost about 200 ms per batch of 64, as
-much as the training step itself; these ops cost a few ms.
+much as the training step itself; these ops cost a few ms (JPEG, one image at a time, the most).
+
+Each photometric op takes float32 images in [0, 1] of shape (N, H, W, 3) and returns the same
+shape and range, one random draw per image; ``augment_fn`` chains them as the recipe says.
 """
 
 import numpy as np
@@ -11,27 +15,111 @@ import numpy as np
 # view, so shifts and zooms show real pixels instead of padding.
 TRAIN_MARGIN = 1.25
 
+# Ruifrok & Johnston 2001: the optical density per RGB channel of haematoxylin, eosin and DAB, the
+# stain vectors scikit-image's rgb2hed uses. Giemsa-type stains are not H&E, but their two dyes,
+# a blue (azure) and eosin, sit close to these two; DAB's vector carries the residual.
+RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float32)
+HED_FROM_RGB = np.linalg.inv(RGB_FROM_HED).astype(np.float32)
+# The darkest value optical density is taken of: log(0) has none.
+_DARKEST = 1.0 / 255.0
+# NTSC YIQ: Y is luminance, I and Q the colour plane a hue turn rotates and saturation scales.
+YIQ_FROM_RGB = np.array(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32
+)
+RGB_FROM_YIQ = np.linalg.inv(YIQ_FROM_RGB).astype(np.float32)
+# A slide out of focus: the detail lost by a shrink to 1/BLUR_FACTOR, blended in by a random amount.
+BLUR_FACTOR = 3
+JPEG_QUALITY = (40, 95)
+
 
 def training_margin(recipe):
     """How much larger than the network's view the training inputs are cut (1: not at all)."""
     return TRAIN_MARGIN if (recipe.augment and recipe.input_spec.get("mode") == "cell") else 1.0
 
 
-def augment_fn(tf, spec, margin, colour_jitter, zoom_range):
-    """Per-sample rotation (any angle), zoom, shift, flips, stain (colour) jitter and occasional
-    blur as plain batched tensor ops: Keras augmentation layers cost ~200 ms/batch on this CPU,
-    these a few ms. Corners uncovered by a rotation are black, as in the dataset's own copies."""
-    height, width = int(spec["height"]), int(spec["width"])
-    blur_kernel = tf.constant(
-        np.outer([1, 2, 1], [1, 2, 1]).astype(np.float32)[:, :, None, None] / 16.0
-    )
-    blur_kernel = tf.tile(blur_kernel, [1, 1, 3, 1])
+def _per_image(tf, images, low, high):
+    """One uniform draw per image, shaped to broadcast over its pixels."""
+    return tf.random.uniform([tf.shape(images)[0], 1, 1, 1], low, high)
 
-    def augment(images, labels):
-        x = tf.cast(images, tf.float32) / 255.0
+
+def _chosen(tf, images, share):
+    """True for about ``share`` of the images, one draw each."""
+    return _per_image(tf, images, 0.0, 1.0) < share
+
+
+def stain_jitter(tf, images, scale, shift):
+    """Each image's haematoxylin, eosin and residual optical densities (Ruifrok-Johnston
+    deconvolution) times U(1 - scale, 1 + scale) plus U(-shift, shift), back to RGB: the spread
+    of stain uptake between slides and labs (Tellez et al. 2019)."""
+    n = tf.shape(images)[0]
+    density = -tf.math.log(tf.maximum(images, _DARKEST))
+    stains = tf.einsum("nhwc,cs->nhws", density, tf.constant(HED_FROM_RGB))
+    factor = tf.random.uniform([n, 1, 1, 3], 1.0 - scale, 1.0 + scale)
+    offset = tf.random.uniform([n, 1, 1, 3], -shift, shift)
+    density = tf.einsum("nhws,sc->nhwc", stains * factor + offset, tf.constant(RGB_FROM_HED))
+    return tf.clip_by_value(tf.exp(-density), 0.0, 1.0)
+
+
+def colour_jitter(tf, images, gain, brightness, contrast, saturation, hue):
+    """Per-channel gain (a lamp's or a camera's white balance), brightness, contrast, saturation
+    and a hue turn, one draw each per image."""
+    n = tf.shape(images)[0]
+    images = images * tf.random.uniform([n, 1, 1, 3], 1.0 - gain, 1.0 + gain)
+    images = images + _per_image(tf, images, -brightness, brightness)
+    mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+    images = (images - mean) * _per_image(tf, images, 1.0 - contrast, 1.0 + contrast) + mean
+    # Saturation and hue in one 3x3 matrix per image: scale and turn YIQ's colour plane.
+    angle = tf.random.uniform([n], -hue, hue) * (2.0 * np.pi)
+    amount = tf.random.uniform([n], 1.0 - saturation, 1.0 + saturation)
+    cos, sin = tf.cos(angle) * amount, tf.sin(angle) * amount
+    ones, zeros = tf.ones([n]), tf.zeros([n])
+    turn = tf.reshape(
+        tf.stack([ones, zeros, zeros, zeros, cos, -sin, zeros, sin, cos], axis=1), [n, 3, 3]
+    )
+    matrix = tf.einsum("ij,njk,kl->nil", RGB_FROM_YIQ, turn, YIQ_FROM_RGB)
+    return tf.clip_by_value(tf.einsum("nhwc,ndc->nhwd", images, matrix), 0.0, 1.0)
+
+
+def blur(tf, images, share):
+    """About ``share`` of the images blurred, each by its own amount up to the loss of detail of a
+    shrink to 1/BLUR_FACTOR and back (about a Gaussian of 1.3 px): a slide or a camera a little
+    out of focus. The shrink costs ~4 ms a batch of 64 at 96x96 here; a 5x5 Gaussian as two
+    depthwise convolutions ~230 ms, as much as the training step."""
+    height, width = tf.shape(images)[1], tf.shape(images)[2]
+    smaller = tf.image.resize(images, [height // BLUR_FACTOR, width // BLUR_FACTOR], "area")
+    blurred = tf.image.resize(smaller, [height, width], "bilinear")
+    amount = _per_image(tf, images, 0.0, 1.0) * tf.cast(_chosen(tf, images, share), tf.float32)
+    return images + amount * (blurred - images)
+
+
+def noise(tf, images, largest):
+    """Gaussian sensor noise, its standard deviation U(0, largest) per image."""
+    spread = _per_image(tf, images, 0.0, largest)
+    return tf.clip_by_value(images + tf.random.normal(tf.shape(images)) * spread, 0.0, 1.0)
+
+
+def jpeg(tf, images, share):
+    """About ``share`` of the images re-encoded as JPEG at a quality drawn from JPEG_QUALITY."""
+    chosen = tf.random.uniform([tf.shape(images)[0]]) < share
+    quality = tf.random.uniform([tf.shape(images)[0]], JPEG_QUALITY[0], JPEG_QUALITY[1] + 1, tf.int32)
+
+    def one(args):
+        image, pick, level = args
+        # adjust_jpeg_quality takes one image, not a batch; only the chosen are encoded.
+        return tf.cond(pick, lambda: tf.image.adjust_jpeg_quality(image, level), lambda: image)
+
+    return tf.map_fn(one, (images, chosen, quality), fn_output_signature=tf.float32)
+
+
+def geometric_fn(tf, spec, margin, zoom_range):
+    """Per-image rotation (any angle), zoom exp(U(-zoom, zoom)), shift within the margin and
+    horizontal flip, cutting the network's view out of the wider training crop. Corners
+    uncovered by a rotation are black, as in blood-cell-images' own copies."""
+    height, width = int(spec["height"]), int(spec["width"])
+
+    def transform(x):
         n = tf.shape(x)[0]
-        in_h = tf.cast(tf.shape(x)[1], tf.float32)
-        in_w = tf.cast(tf.shape(x)[2], tf.float32)
+        in_h, in_w = tf.cast(tf.shape(x)[1], tf.float32), tf.cast(tf.shape(x)[2], tf.float32)
         # Output pixel (u, v) samples the input at centre + zoom * R(angle) (u - cu, v - cv) +
         # shift; the cache holds the view at the network's resolution with a margin around it.
         angle = tf.random.uniform([n], -np.pi, np.pi)
@@ -55,20 +143,28 @@ def augment_fn(tf, spec, margin, colour_jitter, zoom_range):
             interpolation="BILINEAR",
             fill_mode="CONSTANT",
         )
+        return tf.where(_chosen(tf, x, 0.5), tf.reverse(x, axis=[2]), x)
 
-        def maybe(p):
-            return tf.random.uniform([n, 1, 1, 1]) < p
+    return transform
 
-        x = tf.where(maybe(0.5), tf.reverse(x, axis=[2]), x)
-        # Stain jitter: per-channel gain, brightness, contrast, saturation.
-        x = x * tf.random.uniform([n, 1, 1, 3], 1.0 - colour_jitter, 1.0 + colour_jitter)
-        x = x + tf.random.uniform([n, 1, 1, 1], -0.08, 0.08)
-        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-        x = (x - mean) * tf.random.uniform([n, 1, 1, 1], 0.8, 1.2) + mean
-        grey = tf.reduce_mean(x, axis=3, keepdims=True)
-        x = (x - grey) * tf.random.uniform([n, 1, 1, 1], 0.75, 1.25) + grey
-        blurred = tf.nn.depthwise_conv2d(x, blur_kernel, [1, 1, 1, 1], "SAME")
-        x = tf.where(maybe(0.15), blurred, x)
+
+def augment_fn(tf, recipe, margin):
+    """The recipe's augmentation of a batch of uint8 inputs and their labels: geometry, then what
+    another lab's slide and camera would change, each op left out where its setting is 0."""
+    geometric = geometric_fn(tf, recipe.input_spec, margin, recipe.zoom)
+    r = recipe
+
+    def augment(images, labels):
+        x = geometric(tf.cast(images, tf.float32) / 255.0)
+        if r.stain_scale > 0 or r.stain_shift > 0:
+            x = stain_jitter(tf, x, r.stain_scale, r.stain_shift)
+        x = colour_jitter(tf, x, r.colour_jitter, r.brightness, r.contrast, r.saturation, r.hue)
+        if r.blur > 0:
+            x = blur(tf, x, r.blur)
+        if r.noise > 0:
+            x = noise(tf, x, r.noise)
+        if r.jpeg > 0:
+            x = jpeg(tf, x, r.jpeg)
         return tf.clip_by_value(x, 0.0, 1.0), labels
 
     return augment

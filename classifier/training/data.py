@@ -1,13 +1,18 @@
 """The images a training run learns from, and the arrays it trains and validates on.
 
-The data folder's TRAIN images (subsampled when the recipe asks) are split by original photograph
-into training and validation (classifier.dataset keeps each photograph's copies on one side), the
-reviewed cells a run adds join the training side, and every image is prepared once into network
-input at the views training needs (classifier.dataset caches the arrays between runs).
+A run learns from one or more data folders, its sources (one lab's photographs each, such as
+blood-cell-images and pbc). Each source's TRAIN images (subsampled when the recipe asks) are split
+into training and validation on their own: by original photograph where the folder's
+originals.csv names them (classifier.dataset keeps each photograph's copies on one side), else by
+file. Reviewed cells a run adds join the training side. Every image is prepared once into network
+input at the views training needs, one source at a time, so that classifier.dataset's cache of a
+source serves every run that uses it, alone or beside others.
 """
 
+import os
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -15,17 +20,36 @@ from classifier import dataset
 from classifier.errors import TrainingDataError
 from classifier.training.augmentation import training_margin
 
+SPLIT_BY_GROUP = "by original photograph (originals.csv group)"
+SPLIT_BY_FILE = "by file"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One data folder of a run, its TRAIN images and their split, before any is decoded."""
+
+    name: str  # the folder's name, made unique within the run
+    layout: dataset.DatasetLayout
+    originals: dict  # classifier.dataset.read_originals of the folder
+    all_train: list  # every TRAIN image the run may use (dataset.LabelledImage)
+    train: list
+    validation: list
+
+    @property
+    def split_rule(self):
+        return SPLIT_BY_GROUP if self.originals else SPLIT_BY_FILE
+
 
 @dataclass(frozen=True)
 class ImageSelection:
     """Which images a run trains and validates on, before any is decoded."""
 
-    layout: dataset.DatasetLayout
-    originals: dict  # classifier.dataset.read_originals of the data folder
-    all_train: list  # every TRAIN image the run may use (dataset.LabelledImage)
-    train: list
-    validation: list
+    sources: list  # Source, in the order given
     extras: list  # reviewed cells, context windows with a reviewer's label
+
+    @property
+    def all_train(self):
+        return [image for source in self.sources for image in source.all_train]
 
 
 @dataclass(frozen=True)
@@ -41,6 +65,28 @@ class TrainingArrays:
     skipped: int  # files that did not decode
     margin: float
     validation_groups: int
+    source_names: list  # the sources', in order; reviewed cells are the source after them
+    train_sources: np.ndarray  # per training row, the index of its source
+    val_sources: np.ndarray  # per validation row, the index of its source
+
+
+def data_folders(data):
+    """The data folders of a run: one path, several separated by os.pathsep (as PATH lists
+    folders, and as LEUKOSCOPE_TRAINING_DATA and a version's dataset_path hold them), or a list."""
+    if data is None:
+        return []
+    if isinstance(data, str | os.PathLike):
+        return [part for part in str(data).split(os.pathsep) if part.strip()]
+    return [str(part) for part in data if str(part).strip()]
+
+
+def source_names(folders):
+    """Each folder's name, numbered where two folders share one."""
+    names = []
+    for folder in folders:
+        name = Path(folder).expanduser().resolve().name or str(folder)
+        names.append(name if name not in names else f"{name}-{len(names) + 1}")
+    return names
 
 
 def subsample(images, max_per_class, seed):
@@ -98,27 +144,62 @@ def decoded_rows(all_train, images, ok):
     return rows[ok[rows]]
 
 
+def select_sources(data, task, max_per_class, seed, validation_fraction, split_seed):
+    """Every data folder's TRAIN images, each split on its own into training and validation (a
+    validation_fraction of 0 keeps every image for training)."""
+    folders = data_folders(data)
+    if not folders:
+        raise TrainingDataError("no training data folder was given")
+    sources = []
+    for name, folder in zip(source_names(folders), folders, strict=True):
+        layout = dataset.resolve_layout(folder)
+        originals = dataset.read_originals(layout.root)
+        all_train = train_folder_images(layout, originals, task, max_per_class, seed)
+        if not all_train:
+            raise TrainingDataError(f"training data folder {layout.train_dir} holds no images for "
+                                    f"the {task} task")
+        if validation_fraction > 0:
+            train, validation = dataset.split_validation(all_train, validation_fraction, split_seed)
+        else:
+            train, validation = all_train, []
+        sources.append(Source(name, layout, originals, all_train, train, validation))
+    return sources
+
+
 def select_images(config, recipe):
-    """The run's training and validation images (by original photograph) and reviewed cells."""
-    layout = dataset.resolve_layout(config.data_dir)
-    originals = dataset.read_originals(layout.root)
-    all_train = train_folder_images(
-        layout, originals, recipe.task, recipe.max_images_per_class, recipe.seed
+    """The run's sources, their training and validation images, and the reviewed cells."""
+    fraction = 0.0 if recipe.refit else recipe.validation_fraction
+    sources = select_sources(
+        config.data_dir, recipe.task, recipe.max_images_per_class, recipe.seed, fraction,
+        recipe.split_seed,
     )
+    where = " and ".join(str(source.layout.train_dir) for source in sources)
     dataset.check_class_counts(
-        all_train,
+        [image for source in sources for image in source.all_train],
         recipe.task,
         config.min_images_per_class,
-        f"training data folder {layout.train_dir}",
+        f"training data folder{'s' if len(sources) > 1 else ''} {where}",
     )
-    if recipe.refit:
-        train, validation = all_train, []
-    else:
-        train, validation = dataset.split_validation(
-            all_train, recipe.validation_fraction, recipe.split_seed
-        )
-    extras = extra_images(config.extra_samples, recipe.task)
-    return ImageSelection(layout, originals, all_train, train, validation, extras)
+    return ImageSelection(sources, extra_images(config.extra_samples, recipe.task))
+
+
+@dataclass
+class _Rows:
+    """Arrays gathered source by source."""
+
+    x: list
+    y: list
+    source: list
+
+    def add(self, inputs, images, class_names, source_index):
+        self.x.append(inputs)
+        self.y.append(labels(images, class_names))
+        self.source.append(np.full(len(images), source_index, dtype=np.int64))
+
+    def arrays(self, shape):
+        if not self.x:
+            return np.zeros((0, *shape), np.uint8), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(self.x), np.concatenate(self.y), np.concatenate(self.source)
 
 
 def load_arrays(selection, recipe, config):
@@ -128,28 +209,29 @@ def load_arrays(selection, recipe, config):
     # Whole-folder loads are cached once for any seed; the split picks rows out of them. A refit
     # validates on nothing, so it needs only the training view.
     margins = [margin] if recipe.refit else sorted({margin, 1.0})
-    all_train = selection.all_train
-    loaded = dataset.load_prepared_margins(all_train, recipe.input_spec, margins, **load)
-    inputs_at_margin, ok_at_margin, _ = loaded[margin]
-    inputs_unaugmented, ok_unaugmented, _ = loaded.get(1.0, loaded[margin])
-    skipped = int((~ok_at_margin).sum())
     class_names = recipe.class_names
-    train_rows = decoded_rows(all_train, selection.train, ok_at_margin)
-    val_rows = decoded_rows(all_train, selection.validation, ok_unaugmented)
-    x_train = inputs_at_margin[train_rows]
-    y_train = labels([all_train[k] for k in train_rows], class_names)
+    train, val = _Rows([], [], []), _Rows([], [], [])
+    skipped, groups = 0, set()
+    for index, source in enumerate(selection.sources):
+        loaded = dataset.load_prepared_margins(source.all_train, recipe.input_spec, margins, **load)
+        at_margin, ok_at_margin, _ = loaded[margin]
+        unaugmented, ok_unaugmented, _ = loaded.get(1.0, loaded[margin])
+        skipped += int((~ok_at_margin).sum())
+        rows = decoded_rows(source.all_train, source.train, ok_at_margin)
+        train.add(at_margin[rows], [source.all_train[k] for k in rows], class_names, index)
+        rows = decoded_rows(source.all_train, source.validation, ok_unaugmented)
+        val.add(unaugmented[rows], [source.all_train[k] for k in rows], class_names, index)
+        groups.update(source.all_train[k].group or source.all_train[k].path for k in rows)
     if selection.extras:
-        extra_inputs, extra_ok, _ = dataset.load_prepared(
-            selection.extras, recipe.input_spec, margin, **load
-        )
-        skipped += int((~extra_ok).sum())
-        kept = [image for image, ok in zip(selection.extras, extra_ok, strict=True) if ok]
-        x_train = np.concatenate([x_train, extra_inputs[extra_ok]])
-        y_train = np.concatenate([y_train, labels(kept, class_names)])
-    x_val = inputs_unaugmented[val_rows]
-    y_val = labels([all_train[k] for k in val_rows], class_names)
-    if len(x_val) == 0 and not recipe.refit:  # tiny data: validate on training images, not on nothing
-        x_val, y_val = inputs_unaugmented[train_rows], y_train[: len(train_rows)]
+        inputs, ok, _ = dataset.load_prepared(selection.extras, recipe.input_spec, margin, **load)
+        skipped += int((~ok).sum())
+        kept = [image for image, good in zip(selection.extras, ok, strict=True) if good]
+        train.add(inputs[ok], kept, class_names, len(selection.sources))
+    x_train, y_train, train_sources = train.arrays(_shape(recipe, margin))
+    x_val, y_val, val_sources = val.arrays(_shape(recipe, 1.0))
+    if len(x_val) == 0 and not recipe.refit:
+        # Tiny data: validate on training images, not on nothing.
+        x_val, y_val, val_sources = _unaugmented_training_rows(selection, recipe, load, class_names)
     return TrainingArrays(
         class_names=class_names,
         x_train=x_train,
@@ -159,8 +241,28 @@ def load_arrays(selection, recipe, config):
         class_counts=_class_counts(y_train, class_names),
         skipped=skipped,
         margin=margin,
-        validation_groups=len({all_train[k].group or all_train[k].path for k in val_rows}),
+        validation_groups=len(groups),
+        source_names=[source.name for source in selection.sources],
+        train_sources=train_sources,
+        val_sources=val_sources,
     )
+
+
+def _shape(recipe, margin):
+    spec = recipe.input_spec
+    if spec.get("mode") == "cell":
+        side = int(round(int(spec["height"]) * margin))
+        return (side, side, 3)
+    return (int(spec["height"]), int(spec["width"]), 3)
+
+
+def _unaugmented_training_rows(selection, recipe, load, class_names):
+    rows = _Rows([], [], [])
+    for index, source in enumerate(selection.sources):
+        inputs, ok, _ = dataset.load_prepared(source.all_train, recipe.input_spec, 1.0, **load)
+        picked = decoded_rows(source.all_train, source.train, ok)
+        rows.add(inputs[picked], [source.all_train[k] for k in picked], class_names, index)
+    return rows.arrays(_shape(recipe, 1.0))
 
 
 def _class_counts(y_train, class_names):

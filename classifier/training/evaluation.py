@@ -1,6 +1,13 @@
 """Measuring a trained network: the calibration temperature fitted on the validation split (or
-borrowed by a refit), held-out figures with that temperature on TEST and TEST_SIMPLE, and the
-figures of a stored classifier on any labelled folder."""
+borrowed by a refit), held-out figures with that temperature on each source's TEST and
+TEST_SIMPLE, each source apart, and the figures of a stored classifier on any labelled folder.
+
+A source holding fewer classes than the network is measured on the classes it holds: the call is
+the most probable of those (the probabilities restricted to them and renormalised), as a lab that
+knows its slides hold no erythroblasts would read it. Where a source holds more than the four
+leukocyte types blood-cell-images has, its figures over those four alone are kept too, so that
+networks and sources can be compared on the classes they share.
+"""
 
 from pathlib import Path
 
@@ -8,19 +15,20 @@ import numpy as np
 
 from classifier import calibration, dataset
 from classifier.errors import TrainingDataError
+from classifier.labels import FOUR_CLASSES
 from classifier.metrics import binary_from_four, binary_labels, classification_metrics
 from classifier.training import trust
 from classifier.training.data import labels
 
 
-def predict_probabilities(model, inputs_uint8, task, batch_size=256):
+def predict_probabilities(model, inputs_uint8, task, batch_size=256, n_classes=None):
     """(N, C) probabilities in class order from uint8 inputs, without temperature."""
     outputs = []
     for start in range(0, len(inputs_uint8), batch_size):
         batch = inputs_uint8[start : start + batch_size].astype(np.float32) / np.float32(255.0)
         outputs.append(model(batch, training=False).numpy())
     if not outputs:
-        return np.zeros((0, 2 if task == "binary" else 4))
+        return np.zeros((0, 2 if task == "binary" else n_classes or len(FOUR_CLASSES)))
     raw = np.concatenate(outputs).astype(np.float64)
     if raw.shape[1] == 1:
         return np.concatenate([1.0 - raw, raw], axis=1)
@@ -34,20 +42,57 @@ def raw_logits(probabilities, task):
     return calibration.logits_from_probabilities(probabilities)
 
 
+def restricted(probabilities, y, class_names, kept):
+    """(probabilities over the kept classes, renormalised; labels as indices into kept; the mask
+    of the rows kept) for the rows whose class is one of kept."""
+    class_names = list(class_names)
+    columns = [class_names.index(name) for name in kept]
+    rows = np.isin(y, columns)
+    picked = np.asarray(probabilities, np.float64)[rows][:, columns]
+    picked = picked / np.maximum(picked.sum(axis=1, keepdims=True), 1e-300)
+    position = {column: k for k, column in enumerate(columns)}
+    return picked, np.array([position[value] for value in y[rows]], dtype=np.int64), rows
+
+
+def _binary_metrics(probabilities, y, class_names):
+    """Binary figures summed from a typed network's call, on the cells of a type with a group."""
+    groups = binary_labels(y, class_names)
+    rows = groups >= 0
+    summed = binary_from_four(probabilities[rows], class_names)
+    if np.any(summed.sum(axis=1) < 1 - 1e-9):  # types in neither group left out: renormalise
+        summed = summed / np.maximum(summed.sum(axis=1, keepdims=True), 1e-300)
+    return classification_metrics(groups[rows], summed, ("MONONUCLEAR", "POLYNUCLEAR"))
+
+
 def evaluation_metrics(probabilities, y, class_names, same_cell=None):
-    """Metrics for one split; 4-class results also get the binary grouping summed from them."""
+    """Metrics for one split; a typed network's results also get the binary grouping summed from
+    them (over the cells of a type the grouping has a place for)."""
+    probabilities, y = np.asarray(probabilities, np.float64), np.asarray(y, np.int64)
     result = classification_metrics(y, probabilities, class_names)
     if tuple(class_names) != ("MONONUCLEAR", "POLYNUCLEAR"):
-        result["binary"] = classification_metrics(
-            binary_labels(y, class_names),
-            binary_from_four(probabilities, class_names),
-            ("MONONUCLEAR", "POLYNUCLEAR"),
-        )
+        result["binary"] = _binary_metrics(probabilities, y, list(class_names))
     if same_cell is not None and np.any(same_cell):
         keep = ~np.asarray(same_cell, bool)
         result["without_same_cell_in_train"] = classification_metrics(
             y[keep], probabilities[keep], class_names
         )
+    return result
+
+
+def source_split_metrics(probabilities, y, class_names, source_classes, same_cell=None):
+    """One source's figures on one split: over the classes it holds (all the network's where it
+    holds them all) and, where it holds more than the four shared leukocyte types, over those."""
+    kept = [name for name in class_names if name in set(source_classes)]
+    if kept == list(class_names):
+        result = evaluation_metrics(probabilities, y, class_names, same_cell)
+    else:
+        picked, picked_y, rows = restricted(probabilities, y, class_names, kept)
+        same = None if same_cell is None else np.asarray(same_cell, bool)[rows]
+        result = evaluation_metrics(picked, picked_y, kept, same)
+        result["restricted_to"] = kept
+    if set(FOUR_CLASSES) <= set(kept) and len(kept) > len(FOUR_CLASSES):
+        picked, picked_y, _ = restricted(probabilities, y, class_names, FOUR_CLASSES)
+        result["four_classes"] = classification_metrics(picked_y, picked, FOUR_CLASSES)
     return result
 
 
@@ -59,22 +104,37 @@ def calibrate(fitted, arrays, recipe):
             "temperature": recipe.temperature,
             "refit": {"epochs": len(fitted.history), "temperature_source": recipe.temperature_source},
         }
-    raw = predict_probabilities(fitted.model, arrays.x_val, recipe.task)
+    raw = predict_probabilities(fitted.model, arrays.x_val, recipe.task, n_classes=len(arrays.class_names))
     logits = raw_logits(raw, recipe.task)
     temperature, by_source = trust.served_temperature(logits, arrays)
     class_names, y_val = arrays.class_names, arrays.y_val
+    calibrated = calibration.softmax(logits, temperature)
     return temperature, {
         # The epoch whose network is stored: the best on validation, or the last.
         "best_epoch": fitted.best_epoch,
         "epoch_choice": "last" if recipe.keep_last_epoch else "best",
         "temperature": temperature,
-        "validation": evaluation_metrics(
-            calibration.softmax(logits, temperature), y_val, class_names
-        ),
+        "validation": evaluation_metrics(calibrated, y_val, class_names),
         "validation_uncalibrated_ece": classification_metrics(y_val, raw, class_names)["ece"],
         "validation_groups": arrays.validation_groups,
         "calibration": by_source,
+        "sources": _validation_by_source(calibrated, arrays),
     }
+
+
+def _validation_by_source(calibrated, arrays):
+    """{source: {"validation": figures}} of every source with validation images."""
+    figures = {}
+    for index, name in enumerate(arrays.source_names):
+        rows = arrays.val_sources == index
+        if not rows.any():
+            continue
+        held = arrays.y_train[arrays.train_sources == index]
+        classes = [arrays.class_names[k] for k in sorted({*held.tolist(), *arrays.y_val[rows].tolist()})]
+        figures[name] = {"validation": source_split_metrics(
+            calibrated[rows], arrays.y_val[rows], arrays.class_names, classes
+        )}
+    return figures
 
 
 def prepared_split(images, input_spec, class_names, **load):
@@ -84,26 +144,44 @@ def prepared_split(images, input_spec, class_names, **load):
     return inputs[ok], labels(images, class_names), images, int((~ok).sum())
 
 
-def test_split_metrics(model, selection, recipe, temperature, config):
-    """{split: metrics} on the data's TEST and TEST_SIMPLE folders, calibrated with temperature."""
+def _source_test_metrics(model, source, recipe, temperature, load):
+    """{split: figures} on a source's TEST and TEST_SIMPLE folders, calibrated with temperature."""
     class_names = recipe.class_names
-    load = dict(window_scale=recipe.window_scale, cache_dir=config.cache_dir, workers=config.workers)
+    source_classes = {image.class_name for image in source.all_train}
     metrics = {}
-    for split, folder in selection.layout.eval_dirs.items():
-        images = dataset.list_images(folder, recipe.task, split, selection.originals)
+    for split, folder in source.layout.eval_dirs.items():
+        images = dataset.list_images(folder, recipe.task, split, source.originals)
         if not images:
             continue
         inputs, y, images, _ = prepared_split(images, recipe.input_spec, class_names, **load)
-        raw = predict_probabilities(model, inputs, recipe.task)
+        raw = predict_probabilities(model, inputs, recipe.task, n_classes=len(class_names))
         probabilities = calibration.softmax(raw_logits(raw, recipe.task), temperature)
         same = np.array([i.same_cell_in_train for i in images])
-        metrics[split] = evaluation_metrics(probabilities, y, class_names, same)
-        metrics[split]["uncalibrated_ece"] = classification_metrics(y, raw, class_names)["ece"]
+        classes = source_classes | {image.class_name for image in images}
+        metrics[split] = source_split_metrics(probabilities, y, class_names, classes, same)
+        uncalibrated = source_split_metrics(raw, y, class_names, classes)
+        metrics[split]["uncalibrated_ece"] = uncalibrated["ece"]
+    return metrics
+
+
+def test_split_metrics(model, selection, recipe, temperature, config):
+    """{"sources": {source: {split: figures}}} on every source's TEST and TEST_SIMPLE folders,
+    calibrated with temperature; a run on one source also keeps its figures at the top level,
+    where they have always been."""
+    load = dict(window_scale=recipe.window_scale, cache_dir=config.cache_dir, workers=config.workers)
+    by_source = {
+        source.name: _source_test_metrics(model, source, recipe, temperature, load)
+        for source in selection.sources
+    }
+    metrics = {"sources": by_source}
+    if len(selection.sources) == 1:
+        metrics.update(next(iter(by_source.values())))
     return metrics
 
 
 def evaluate_classifier(classifier, data_dir, split="TEST", window_scale=None, cache_dir=None):
-    """Held-out metrics of a CellClassifier on data_dir/split (or data_dir itself)."""
+    """Held-out metrics of a CellClassifier on data_dir/split (or data_dir itself), on the
+    network's classes the folder holds (source_split_metrics)."""
     layout = dataset.resolve_layout(data_dir)
     originals = dataset.read_originals(layout.root)
     folder = layout.eval_dirs.get(split) or (layout.root / split)
@@ -124,6 +202,7 @@ def evaluate_classifier(classifier, data_dir, split="TEST", window_scale=None, c
     )
     probabilities = classifier.predict_inputs(inputs.astype(np.float32) / 255.0)
     same = np.array([i.same_cell_in_train for i in images])
-    result = evaluation_metrics(probabilities, y, class_names, same)
+    held = {image.class_name for image in images}
+    result = source_split_metrics(probabilities, y, class_names, held, same)
     result["skipped_files"] = skipped
     return result

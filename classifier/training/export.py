@@ -3,14 +3,17 @@ a model folder and a model version keep beside it (recipe, data, history, metric
 
 import hashlib
 import json
+import os
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from classifier import dataset, ood
 from classifier.architectures import GRADCAM_LAYER, build_model
 from classifier.model_folder import write_model_folder
+from classifier.training.data import data_folders
 
 
 @dataclass
@@ -56,6 +59,40 @@ def _exported_bytes(model, recipe, ood_head=None):
     return model_to_bytes(export)
 
 
+def source_record(source, task):
+    """What a version keeps of one data folder it learnt from: where it was, which classes it held
+    and how many of each, which exact files (fingerprint), and how its validation split was made."""
+    test_counts = {}
+    for split, folder in source.layout.eval_dirs.items():
+        images = dataset.list_images(folder, task, split, source.originals)
+        if images:
+            test_counts[split] = dict(sorted(Counter(image.class_name for image in images).items()))
+    return {
+        "path": str(source.layout.root),
+        "classes": sorted({image.class_name for image in source.all_train}),
+        "train_counts": dict(sorted(Counter(i.class_name for i in source.all_train).items())),
+        "validation_count": len(source.validation),
+        "test_counts": test_counts,
+        "fingerprint": dataset.fingerprint(source.all_train),
+        "validation_split": source.split_rule,
+    }
+
+
+def with_source_records(metrics, tests, selection, recipe):
+    """The run's metrics with every source's record and figures under "sources", in the order
+    the sources were given (validation from calibrate, held-out splits from the tests)."""
+    validation = metrics.get("sources", {})
+    sources = {
+        source.name: {
+            **source_record(source, recipe.task),
+            **validation.get(source.name, {}),
+            **tests["sources"].get(source.name, {}),
+        }
+        for source in selection.sources
+    }
+    return {**metrics, **{k: v for k, v in tests.items() if k != "sources"}, "sources": sources}
+
+
 def training_result(config, recipe, selection, arrays, fitted, temperature, metrics, started, ood_head=None):
     """The TrainingResult of a finished run; ``started`` is its time.monotonic() at the start."""
     import keras
@@ -82,7 +119,7 @@ def training_result(config, recipe, selection, arrays, fitted, temperature, metr
         "seed": recipe.seed,
         "class_counts": arrays.class_counts,
         "validation_count": int(len(arrays.y_val)),
-        "dataset_path": str(config.data_dir),
+        "dataset_path": os.pathsep.join(data_folders(config.data_dir)),
         "dataset_fingerprint": fingerprint,
         "extra_samples": len(selection.extras),
         "history": fitted.history,

@@ -143,7 +143,9 @@ def fit(keras, tf, arrays, recipe, on_epoch=None, should_stop=None, progress_bar
     training = batches.training_batches(tf, arrays, recipe)
     validation = batches.validation_batches(tf, arrays, recipe)
     n_classes = len(arrays.class_names)
-    model = build_model(recipe.architecture, recipe.task, recipe.input_spec, n_classes, recipe.width)
+    model = build_model(
+        recipe.architecture, recipe.task, recipe.input_spec, n_classes, recipe.width, pretrained=True
+    )
     compile_model(keras, model, recipe, math.ceil(len(arrays.x_train) / recipe.batch_size))
     progress = TrainingProgress(
         recipe.epochs, on_epoch, should_stop, select_best=not (recipe.refit or recipe.keep_last_epoch)

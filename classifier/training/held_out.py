@@ -13,7 +13,7 @@ import numpy as np
 
 from classifier import calibration, dataset
 from classifier.model_folder import ModelFolderError, read_metadata
-from classifier.training.data import decoded_rows, labels, train_folder_images
+from classifier.training.data import decoded_rows, labels, select_sources
 from classifier.training.recipe import refit_settings
 
 
@@ -28,8 +28,9 @@ class ValidationPredictions(NamedTuple):
 def validation_predictions(run_dir, data_dir, cache_dir=None):
     """A held-out run's uncalibrated predictions on its own validation split.
 
-    The split is rebuilt from the run's metadata (validation seed and fraction) on data_dir,
-    which must be the data it was trained on. Raises ValueError with a message for the operator.
+    The split is rebuilt from the run's metadata (validation seed and fraction) on data_dir (one
+    folder or several, as data.data_folders reads them), which must be the data it was trained
+    on. Raises ValueError with a message for the operator.
     """
     from classifier.inference import CellClassifier
 
@@ -46,24 +47,28 @@ def validation_predictions(run_dir, data_dir, cache_dir=None):
     split_seed = hyperparameters.get("validation_seed")
     split_seed = int(metadata["seed"] if split_seed is None else split_seed)
     class_names = list(classifier.class_names)
-    layout = dataset.resolve_layout(data_dir)
-    all_train = train_folder_images(
-        layout,
-        dataset.read_originals(layout.root),
+    sources = select_sources(
+        data_dir,
         metadata["task"],
         hyperparameters.get("max_images_per_class"),
         int(metadata["seed"]),
+        fraction,
+        split_seed,
     )
-    _, validation = dataset.split_validation(all_train, fraction, split_seed)
-    inputs, ok, _ = dataset.load_prepared(
-        all_train,
-        classifier.input_spec,
-        1.0,
-        window_scale=hyperparameters.get("window_scale", "image"),
-        cache_dir=cache_dir,
-    )
-    rows = decoded_rows(all_train, validation, ok)
-    y = labels([all_train[k] for k in rows], class_names)
+    inputs, images = [], []
+    for source in sources:
+        prepared, ok, _ = dataset.load_prepared(
+            source.all_train,
+            classifier.input_spec,
+            1.0,
+            window_scale=hyperparameters.get("window_scale", "image"),
+            cache_dir=cache_dir,
+        )
+        rows = decoded_rows(source.all_train, source.validation, ok)
+        inputs.append(prepared[rows])
+        images.extend(source.all_train[k] for k in rows)
+    inputs = np.concatenate(inputs)
+    y = labels(images, class_names)
     per_class = (metadata.get("metrics") or {}).get("validation", {}).get("per_class", {})
     recorded = [int(per_class.get(name, {}).get("support", -1)) for name in class_names]
     rebuilt = np.bincount(y, minlength=len(class_names)).tolist()
@@ -72,8 +77,8 @@ def validation_predictions(run_dir, data_dir, cache_dir=None):
             f"{data_dir} gives {run_dir}'s validation split (seed {split_seed}) {rebuilt} "
             f"images per class where the run had {recorded}: not the data it was trained on"
         )
-    logits = classifier.logits(inputs[rows].astype(np.float32) / np.float32(255.0))
-    return ValidationPredictions(logits, y, split_seed, [all_train[k] for k in rows], class_names)
+    logits = classifier.logits(inputs.astype(np.float32) / np.float32(255.0))
+    return ValidationPredictions(logits, y, split_seed, images, class_names)
 
 
 def pooled_temperature(run_dirs, data_dir, cache_dir=None):

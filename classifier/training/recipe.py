@@ -66,12 +66,16 @@ class Setting:
     at_least: float | None = None
     above: float | None = None
     below: float | None = None
+    at_most: float | None = None
     # False: a version records it in a field of its own (architecture, task, input_spec, seed,
     # temperature, the refit's temperature_source) rather than among its hyperparameters.
     in_hyperparameters: bool = True
     # A refit repeats it from the held-out run whose temperature it borrows: that temperature was
     # fitted on the inputs and augmentation of that run, and fits no others.
     refit_repeats: bool = False
+    # What a run that stored no value for it trained with (it came later): a refit of such a run
+    # repeats that, not today's default. None: today's default.
+    absent_means: Any = None
     name: str = ""  # filled in from the Recipe field
     kind: type = object  # the field's type, None aside
 
@@ -109,6 +113,8 @@ class Setting:
             bounds.append((f"above {self.above:g}", lambda value: value > self.above))
         if self.below is not None:
             bounds.append((f"below {self.below:g}", lambda value: value < self.below))
+        if self.at_most is not None:
+            bounds.append((f"at most {self.at_most:g}", lambda value: value <= self.at_most))
         return bounds
 
 
@@ -131,6 +137,7 @@ ARCHITECTURE_DEFAULTS = {
         "augment": False,
         "mixup": 0.0,
         "keep_last_epoch": False,
+        "sampling": "shuffle",
     },
     "leukonet": {
         "input_spec": DEFAULT_INPUT_SPEC["leukonet"],
@@ -144,11 +151,26 @@ ARCHITECTURE_DEFAULTS = {
         # on): its held-out run keeps the last epoch too, so the temperature the refit borrows was
         # fitted on the network it will be, not on an earlier epoch's.
         "keep_last_epoch": True,
+        "sampling": "balanced",
     },
+}
+# LeukoNet with group norm: the same recipe; only the normalisation differs, for the comparison of
+# the two under a change of lab (classifier.architectures).
+ARCHITECTURE_DEFAULTS["leukonet-gn"] = {
+    **ARCHITECTURE_DEFAULTS["leukonet"], "input_spec": DEFAULT_INPUT_SPEC["leukonet-gn"],
+}
+# An ImageNet-initialised trunk fine-tuned end to end: a tenth of LeukoNet's peak learning rate
+# keeps the first epochs from wiping out what ImageNet taught it, and it needs fewer epochs.
+ARCHITECTURE_DEFAULTS["effnet-lite0"] = {
+    **ARCHITECTURE_DEFAULTS["leukonet"],
+    "input_spec": DEFAULT_INPUT_SPEC["effnet-lite0"],
+    "epochs": 8,
+    "learning_rate": 1e-3,
 }
 ARCHITECTURES = tuple(ARCHITECTURE_DEFAULTS)
 TASKS = tuple(TASK_CLASSES)
 OPTIMIZERS = ("adam", "adamw+cosine")
+SAMPLINGS = ("shuffle", "balanced")
 EVERYWHERE, COMMAND_LINE, NOWHERE = Offered.EVERYWHERE, Offered.COMMAND_LINE, Offered.NOWHERE
 
 
@@ -235,6 +257,64 @@ class Recipe:
         default=Derived("0.04 for white-balanced inputs, else 0.1",
                         lambda resolved: 0.04 if resolved["input_spec"].get("white_balance") else 0.1),
         at_least=0, below=1, refit_repeats=True,
+    )
+    # Tellez et al. 2019 ("HED-light" 0.05, "HED-strong" 0.2 on histopathology): these inputs are
+    # white-balanced and stain-normalised already, so a moderate jitter covers what is left of a
+    # lab's stain.
+    stain_scale: float | None = setting(
+        help="stain augmentation: each of the haematoxylin, eosin and residual optical densities "
+        "(Ruifrok-Johnston) times U(1 - s, 1 + s); 0 is off", offered=COMMAND_LINE, default=0.1,
+        at_least=0, below=1, refit_repeats=True, absent_means=0.0,
+    )
+    stain_shift: float | None = setting(
+        help="stain augmentation: each stain density plus U(-b, b); 0 is off", offered=COMMAND_LINE,
+        default=0.02, at_least=0, refit_repeats=True, absent_means=0.0,
+    )
+    brightness: float | None = setting(
+        help="+- brightness added to the [0, 1] image", offered=COMMAND_LINE, default=0.08,
+        at_least=0, below=1, refit_repeats=True,
+    )
+    contrast: float | None = setting(
+        help="contrast times U(1 - c, 1 + c)", offered=COMMAND_LINE, default=0.2, at_least=0,
+        below=1, refit_repeats=True,
+    )
+    saturation: float | None = setting(
+        help="saturation times U(1 - s, 1 + s)", offered=COMMAND_LINE, default=0.25, at_least=0,
+        below=1, refit_repeats=True,
+    )
+    # Hue carries the stain's message (an eosinophil's orange granules against a neutrophil's
+    # lilac ones): a small turn of the colour wheel, no more.
+    hue: float | None = setting(
+        help="+- hue turn, as a share of the colour wheel", offered=COMMAND_LINE, default=0.02,
+        at_least=0, below=0.5, refit_repeats=True, absent_means=0.0,
+    )
+    blur: float | None = setting(
+        help="share of training images blurred (by up to about a Gaussian of 1.3 px), as a slide "
+        "out of focus", offered=COMMAND_LINE, default=0.2, at_least=0, at_most=1, refit_repeats=True,
+        # Before: a 3x3 binomial blur of 15% of the images, the nearest this setting comes to it.
+        absent_means=0.15,
+    )
+    noise: float | None = setting(
+        help="largest standard deviation of the Gaussian noise added to the [0, 1] image",
+        offered=COMMAND_LINE, default=0.02, at_least=0, below=1, refit_repeats=True,
+        absent_means=0.0,
+    )
+    jpeg: float | None = setting(
+        help="share of training images re-encoded as JPEG at quality 40-95, as another lab's "
+        "camera or export may have", offered=COMMAND_LINE, default=0.3, at_least=0, at_most=1,
+        refit_repeats=True, absent_means=0.0,
+    )
+    sampling: str | None = setting(
+        help="shuffle: every training image once an epoch; balanced: each batch draws the data "
+        "folders equally (or by source weights) and, within each, its classes equally",
+        offered=COMMAND_LINE, default=PER_ARCHITECTURE, choices=SAMPLINGS, refit_repeats=True,
+        absent_means="shuffle",
+    )
+    source_weights: dict | None = setting(
+        help='balanced sampling: weight of each data folder, by folder name, e.g. {"pbc": 2}; '
+        "those not named weigh 1", offered=COMMAND_LINE,
+        default=Derived("every folder 1", lambda resolved: {}),
+        refit_repeats=True,
     )
     # Scale factor exp(U(-zoom, zoom)): 0.80-1.25x covers the spread of the detector's red-cell
     # scale estimate (0.89-1.22x, 5th-95th percentile on BCCD) that every served window carries,
@@ -358,10 +438,22 @@ def _check_combinations(values):
             "temperature on: give the temperature of a held-out run of the same recipe",
             "validation_fraction", "temperature",
         )
+    _check_source_weights(values)
     if values["optimizer"] == "adam" and values["weight_decay"] != 0.0:
         raise RecipeError(
             f"weight decay {values['weight_decay']} needs the adamw+cosine optimizer: adam, "
             "the published network's, has none", "weight_decay", "optimizer",
+        )
+
+
+def _check_source_weights(values):
+    weights = values["source_weights"] or {}
+    bad = [f"{name}: {weight!r}" for name, weight in weights.items()
+           if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0]
+    if bad or (weights and not any(weights.values())):
+        raise RecipeError(
+            "source weights must be numbers of at least 0, not all 0: " + (", ".join(bad) or "all 0"),
+            "source_weights",
         )
 
 
@@ -378,11 +470,16 @@ def check_task(name):
 def refit_settings(hyperparameters, input_spec):
     """The settings a refit repeats, from the hyperparameters and input spec a held-out run stored.
 
-    Older runs stored fewer settings: what they lack takes today's default.
+    Older runs stored fewer settings: what they lack takes what such a run trained with where the
+    setting says (absent_means: no stain augmentation before it existed), else today's default.
     """
     stored = {**(hyperparameters or {}), "input_spec": dict(input_spec) if input_spec else None}
-    return {
-        s.name: stored[s.name]
-        for s in SETTINGS
-        if s.refit_repeats and stored.get(s.name) is not None
-    }
+    repeated = {}
+    for s in SETTINGS:
+        if not s.refit_repeats:
+            continue
+        if stored.get(s.name) is not None:
+            repeated[s.name] = stored[s.name]
+        elif hyperparameters and s.absent_means is not None:
+            repeated[s.name] = s.absent_means
+    return repeated

@@ -16,7 +16,7 @@ class TrainingConfig(Recipe):
     """A training run: its recipe (every Recipe field; None takes the recipe's default), the data it
     learns from, and how the machine runs it, none of which changes the network it trains."""
 
-    data_dir: str
+    data_dir: str | list  # one data folder, several separated by os.pathsep, or a list of them
     extra_samples: list = field(default_factory=list)  # [(path to a context window, class)]
     min_images_per_class: int = 2
     cache_dir: str | None = None  # prepared-input cache; None: classifier.dataset's default
@@ -43,8 +43,10 @@ def train_classifier(
     fitted = fitting.fit(keras, tf, arrays, recipe, on_epoch, should_stop, progress_bar)
     temperature, metrics = evaluation.calibrate(fitted, arrays, recipe)
     ood_head, metrics["ood"] = trust.fit_ood(fitted, arrays, recipe)
+    tests = {"sources": {}}
     if config.evaluate_test:
-        metrics.update(evaluation.test_split_metrics(fitted.model, selection, recipe, temperature, config))
+        tests = evaluation.test_split_metrics(fitted.model, selection, recipe, temperature, config)
+    metrics = export.with_source_records(metrics, tests, selection, recipe)
     return export.training_result(
         config, recipe, selection, arrays, fitted, temperature, metrics, started, ood_head
     )

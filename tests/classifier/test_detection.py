@@ -216,14 +216,28 @@ def test_cell_window_is_a_training_sized_field_centred_on_the_cell():
     assert centre[2] - centre[1] > 60, "the nucleus should fill the window's centre"
 
 
-def test_cell_window_pads_with_black_past_the_image_edge():
+def test_cell_window_shows_the_photographs_background_past_its_edge():
     rgb, _ = draw_smear(leukocytes=[(320, 240, ROUND)])
     corner = DetectedCell(box=(0, 0, 40, 40), score=1.0)
 
     window = cell_window(rgb, corner, 2.0)
 
-    assert window[:100, :140].max() == 0
+    # Past the edge: the bare slide's colour (the drawn background, blurred and noisy), not black.
+    past_edge = window[:100, :140].reshape(-1, 3).astype(int)
+    assert np.abs(past_edge - BACKGROUND).max() <= 8
     assert window[-60:, -60:].min() > 60
+
+
+def test_cell_window_of_a_reference_field_pads_black_as_its_training_copies_do():
+    # A 240x320 photograph is a field like blood-cell-images', whose rotated copies have black
+    # corners: the bundled networks learnt windows padded the same way.
+    rgb, _ = draw_smear(leukocytes=[(160, 120, ROUND)], size=(240, 320))
+    corner = DetectedCell(box=(0, 0, 40, 40), score=1.0)
+
+    window = cell_window(rgb, corner, 1.0)
+
+    assert window[:100, :140].max() == 0
+    assert window[-60:, -60:].min() > 40  # the photograph itself, nucleus and all
 
 
 # --- real images (skipped where the shared datasets are absent) ---

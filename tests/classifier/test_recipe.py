@@ -45,6 +45,18 @@ def test_defaults_are_the_recipes_of_the_bundled_networks():
         # White-balanced inputs (LeukoNet's) get the milder stain jitter.
         "colour_jitter": (0.1, 0.04),
         "zoom": (0.22, 0.22),
+        # What another lab's stain, lamp, microscope and camera change (augment is off for paper).
+        "stain_scale": (0.1, 0.1),
+        "stain_shift": (0.02, 0.02),
+        "brightness": (0.08, 0.08),
+        "contrast": (0.2, 0.2),
+        "saturation": (0.25, 0.25),
+        "hue": (0.02, 0.02),
+        "blur": (0.2, 0.2),
+        "noise": (0.02, 0.02),
+        "jpeg": (0.3, 0.3),
+        "sampling": ("shuffle", "balanced"),
+        "source_weights": ({}, {}),
         "width": (1.0, 1.0),
         "seed": (20261125, 20261125),
         "temperature": (None, None),
@@ -63,6 +75,9 @@ def test_a_run_records_the_same_hyperparameters_as_before_the_recipe_had_an_owne
         "epochs", "batch_size", "learning_rate", "weight_decay", "label_smoothing", "augment", "mixup",
         "keep_last_epoch", "optimizer", "validation_fraction", "validation_seed", "window_scale",
         "max_images_per_class", "colour_jitter", "zoom", "width", "best_epoch", "train_margin",
+        # Since several data folders and the robustness augmentation (issue 19):
+        "stain_scale", "stain_shift", "brightness", "contrast", "saturation", "hue", "blur", "noise",
+        "jpeg", "sampling", "source_weights",
     }
 
 
@@ -141,10 +156,18 @@ def test_a_refit_repeats_what_an_older_held_out_run_stored_and_defaults_the_rest
     assert repeated["input_spec"] == metadata["input_spec"]
     for key, value in repeated.items():
         assert SETTINGS_BY_NAME[key].refit_repeats
-        assert value == (metadata["input_spec"] if key == "input_spec" else stored[key])
-    # Stored before zoom, colour jitter or width were settings, the paper network's run lacks them.
+        if key in stored or key == "input_spec":
+            assert value == (metadata["input_spec"] if key == "input_spec" else stored[key])
+        else:  # a setting that came later: what the run trained with before it existed
+            absent_means = SETTINGS_BY_NAME[key].absent_means
+            assert absent_means is not None and value == absent_means, key
+    # Stored before zoom, colour jitter or width were settings, the paper network's run lacks them;
+    # both bundled runs predate the robustness augmentation and balanced sampling, and a refit
+    # repeats what they trained with instead: no stain, hue, noise or JPEG augmentation, shuffling.
     missing = {s.name for s in SETTINGS if s.refit_repeats} - set(repeated)
-    assert missing <= {"zoom", "colour_jitter", "width"}
+    assert missing <= {"zoom", "colour_jitter", "width", "brightness", "contrast", "saturation",
+                       "source_weights"}
+    assert (repeated["stain_scale"], repeated["jpeg"], repeated["sampling"]) == (0.0, 0.0, "shuffle")
     refit = Recipe(architecture=metadata["architecture"], task=metadata["task"], validation_fraction=0,
                    temperature=metadata["temperature"], **repeated).resolved()
     for key, value in repeated.items():

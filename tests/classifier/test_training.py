@@ -187,7 +187,10 @@ def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, t
     used = saved["hyperparameters"]
     assert (used["zoom"], used["weight_decay"], used["mixup"], used["batch_size"]) == (0.05, 0.01, 0.2, 8)
     assert used["width"] == 0.5
-    assert "repeating the held-out run's settings: input_spec" in capsys.readouterr().out
+    repeated = capsys.readouterr().out.splitlines()[0]
+    assert repeated.startswith("repeating the held-out run's settings: ")
+    # Its input spec, and no stain augmentation: the run was stored before that setting existed.
+    assert "input_spec {'height': 64" in repeated and "stain_scale 0.0" in repeated
     assert "default" not in saved
     assert main([*argv, "--temperature-from", str(held_out), "--mark-default"]) == 0
     assert json.loads((out / "metadata.json").read_text())["default"] is True

@@ -6,6 +6,7 @@ real training costs seconds; most of the wait is the worker importing TensorFlow
 """
 
 import io
+import os
 import time
 
 import numpy as np
@@ -14,6 +15,7 @@ from django.core.files.base import ContentFile
 from django.urls import reverse
 from PIL import Image, ImageDraw
 
+from tests.classifier.sources import CROP_LAB_CLASSES, write_two_sources
 from tests.conftest import DATASETS_DIR
 from tests.synthetic_cells import write_cell_folder
 from webapp.models import ModelActivation, ModelVersion, Sample, SmearImage
@@ -113,6 +115,29 @@ def test_retrain_watch_progress_activate_and_reclassify(client, staff, celery_wo
         assert cells, "the detector found no leukocyte in a BCCD smear"
     assert all(cell.model_version_id == version.pk for cell in cells)
     assert all(cell.predicted_type in version.class_names for cell in cells)
+
+
+def test_a_training_on_two_labs_stores_and_shows_each_labs_figures(client, staff, celery_worker,
+                                                                    tmp_path):
+    fields, crops = write_two_sources(tmp_path / "labs", train=4, test=2)
+    client.post(reverse("models:train"), {
+        "architecture": "paper", "task": "4class", "epochs": 1,
+        "data_dir": os.pathsep.join([str(fields), str(crops)]),
+    })
+    version = ModelVersion.objects.get()
+
+    final, _ = follow_progress(client, version)
+
+    assert final["status"] == "ready", final["failure_reason"]
+    version.refresh_from_db()
+    assert version.dataset_path == os.pathsep.join([str(fields), str(crops)])
+    by_lab = version.metrics["sources"]
+    assert list(by_lab) == ["field-lab", "crop-lab"] and "TEST" not in version.metrics
+    assert by_lab["crop-lab"]["TEST"]["restricted_to"] == list(CROP_LAB_CLASSES)
+    page = client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert "field-lab: TEST split (held out)" in page
+    assert "crop-lab: TEST split (held out), on the 3 classes it holds" in page
+    assert str(crops) in page and page.count('data-role="source"') == 2
 
 
 def test_training_on_a_missing_folder_ends_failed_with_its_reason(client, staff, celery_worker, tmp_path):

@@ -1,6 +1,7 @@
 """Staff-only model pages and the training service, without TensorFlow: train_classifier is
 replaced by fakes here; tests/e2e/test_retraining.py trains for real through a worker."""
 
+import os
 import threading
 from datetime import timedelta
 from types import SimpleNamespace
@@ -260,6 +261,45 @@ def test_metric_tables_read_flat_and_nested_metrics():
     assert metric_tables({}) == []
 
 
+def two_lab_metrics():
+    """A run on two data folders: each one's TEST apart, the second's also over the four types."""
+    four = four_class_metrics()["TEST"]
+    eight = dict(four, class_names=FOUR + ["PLATELET"], accuracy=0.97, four_classes=dict(four, accuracy=0.95),
+                 per_class={**four["per_class"], "PLATELET": four["per_class"]["MONOCYTE"]},
+                 confusion_matrix=[[10] * 5] * 5)
+    record = {"train_counts": {"NEUTROPHIL": 9}, "test_counts": {"TEST": {"NEUTROPHIL": 3}},
+              "validation_split": "by file", "fingerprint": "ef" * 32}
+    return {
+        "best_epoch": 2, "temperature": 1.1, "validation": four,
+        "sources": {
+            "cells": {**record, "path": "/data/cells", "TEST": dict(four, accuracy=0.88)},
+            "pbc": {**record, "path": "/data/pbc", "TEST": eight, "validation": four},
+        },
+    }
+
+
+def test_a_version_trained_on_two_folders_shows_each_folders_figures_apart():
+    titles = [table["title"] for table in metric_tables(two_lab_metrics())]
+    assert titles == [
+        "cells: TEST split (held out)",
+        "pbc: TEST split (held out)",
+        "pbc: TEST split (held out): the four types both sources share",
+        "Validation split (held-out groups of TRAIN)",
+    ]
+    assert metric_tables(two_lab_metrics())[0]["where"] == "cells TEST"
+
+
+@pytest.mark.django_db
+def test_version_page_lists_each_data_folder_and_its_figures(staff_client):
+    version = make_version(metrics=two_lab_metrics(), dataset_path=f"/data/cells{os.pathsep}/data/pbc")
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert page.count('data-role="source"') == 2 and "/data/pbc" in page
+    assert "validation split by file" in page and "efefefefefefefef…" in page
+    assert "pbc: TEST split (held out): the four types both sources share" in page
+    listing = staff_client.get(reverse("models:list")).content.decode()
+    assert "0.8800" in listing and "cells TEST" in listing  # the first folder's TEST heads the row
+
+
 @pytest.mark.django_db
 def test_retrain_form_queues_one_training_on_commit(staff_client, staff, no_enqueue,
                                                      django_capture_on_commit_callbacks):
@@ -295,7 +335,25 @@ def test_retrain_form_defaults_to_the_configured_data_and_rejects_bad_epochs(sta
     staff_client.post(reverse("models:train"), {"architecture": "nope", "task": "4class", "epochs": 1})
     assert not ModelVersion.objects.exists()
     staff_client.post(reverse("models:train"), {"architecture": "paper", "task": "4class", "epochs": 1})
-    assert ModelVersion.objects.get().dataset_path == str(settings.TRAINING_DATA_DIR)
+    configured = os.pathsep.join(str(folder) for folder in settings.TRAINING_DATA_DIRS)
+    assert ModelVersion.objects.get().dataset_path == configured
+
+
+@pytest.mark.django_db
+def test_retrain_form_offers_each_configured_folder_and_trains_on_those_ticked(
+        staff_client, settings, no_enqueue, tmp_path):
+    labs = [str(tmp_path / name) for name in ("lab-a", "lab-b")]
+    settings.TRAINING_DATA_DIRS = [tmp_path / "lab-a", tmp_path / "lab-b"]
+    listing = staff_client.get(reverse("models:list")).content.decode()
+    assert all(f'value="{lab}"' in listing for lab in labs)
+    staff_client.post(reverse("models:train"), {
+        "architecture": "paper", "task": "4class", "epochs": 1, "data_sources": [labs[1]],
+        "data_dir": f"/elsewhere/lab-c{os.pathsep}{labs[1]}",
+    })
+    version = ModelVersion.objects.get()
+    # Ticked, then given, each once.
+    assert version.dataset_path == os.pathsep.join([labs[1], "/elsewhere/lab-c"])
+    assert training.training_settings(version)["data_dir"] == version.dataset_path
 
 
 @pytest.mark.django_db

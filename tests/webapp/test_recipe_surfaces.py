@@ -21,7 +21,7 @@ ON_FORM = {s.name for s in SETTINGS if s.offered is Offered.EVERYWHERE}
 ON_COMMAND_LINE = {s.name for s in SETTINGS if s.offered in (Offered.EVERYWHERE, Offered.COMMAND_LINE)}
 # What each surface asks beyond the recipe: the run's data, a held-out run to calibrate a refit with,
 # and what to do with the result.
-FORM_RUN_FIELDS = {"include_reviewed", "data_dir", "refit_from"}
+FORM_RUN_FIELDS = {"include_reviewed", "data_sources", "data_dir", "refit_from"}
 COMMAND_RUN_OPTIONS = {"data", "temperature_from", "include_reviewed", "activate"}
 CLI_RUN_OPTIONS = {"data", "temperature_from", "no_test", "cache_dir", "out", "mark_default", "quiet"}
 

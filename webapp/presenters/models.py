@@ -62,35 +62,86 @@ def _is_metrics(value):
     return isinstance(value, dict) and "confusion_matrix" in value and "per_class" in value
 
 
-def metric_tables(metrics):
-    """Every set of held-out figures in a version's metrics, the official TEST split first."""
-    metrics = metrics or {}
-    if _is_metrics(metrics):  # a bundled model may store one flat table
-        return [_metric_table("Held-out", metrics)]
+SPLIT_TITLES = (
+    ("TEST", "TEST split (held out)"),
+    ("TEST_SIMPLE", "TEST_SIMPLE (originals, no augmentation)"),
+    ("validation", "Validation split (held-out groups of TRAIN)"),
+)
+
+
+def _split_tables(metrics, source=""):
+    """The tables of one set of splits: each split, then its binary grouping, its figures without
+    cells also photographed in TRAIN and, for a source holding more than the four shared types,
+    its figures over those four."""
     tables = []
-    for key, title in (
-        ("TEST", "TEST split (held out)"),
-        ("TEST_SIMPLE", "TEST_SIMPLE (originals, no augmentation)"),
-        ("validation", "Validation split (held-out groups of TRAIN)"),
-    ):
+    for key, title in SPLIT_TITLES:
         value = metrics.get(key)
         if not _is_metrics(value):
             continue
-        tables.append(_metric_table(title, value))
-        if _is_metrics(value.get("binary")):
-            tables.append(_metric_table(f"{title}: binary grouping", value["binary"]))
-        without = value.get("without_same_cell_in_train")
-        if _is_metrics(without):
-            tables.append(_metric_table(f"{title}: without cells also photographed in TRAIN", without))
+        title = f"{source}: {title}" if source else title
+        restricted = value.get("restricted_to")
+        shown = f"{title}, on the {len(restricted)} classes it holds" if restricted else title
+        tables.append(dict(_metric_table(shown, value), where=f"{source} {key}".strip()))
+        for part, words in (
+            ("four_classes", "the four types both sources share"),
+            ("binary", "binary grouping"),
+            ("without_same_cell_in_train", "without cells also photographed in TRAIN"),
+        ):
+            if _is_metrics(value.get(part)):
+                tables.append(_metric_table(f"{title}: {words}", value[part]))
     return tables
 
 
+def metric_tables(metrics):
+    """Every set of held-out figures in a version's metrics, the official TEST split first; a
+    version trained on several data folders shows each folder's apart, in the order given, then
+    the validation split they pooled."""
+    metrics = metrics or {}
+    if _is_metrics(metrics):  # a bundled model may store one flat table
+        return [dict(_metric_table("Held-out", metrics), where="Held-out")]
+    sources = metrics.get("sources") or {}
+    if len(sources) < 2:  # one folder's figures are at the top level, as they always were
+        return _split_tables(metrics)
+    tables = []
+    for name, figures in sources.items():
+        tables.extend(_split_tables({k: v for k, v in figures.items() if k != "validation"}, name))
+    return tables + _split_tables({"validation": metrics.get("validation")})
+
+
 def headline(metrics):
-    """(accuracy, where) of the figure to show in a list: TEST where there was one, else validation."""
+    """(accuracy, where) of the figure to show in a list: TEST where there was one (the first data
+    folder's), else validation."""
     tables = metric_tables(metrics)
     if not tables:
         return None
-    return {"accuracy": tables[0]["accuracy"], "where": tables[0]["title"].split(" ")[0], "table": tables[0]}
+    return {"accuracy": tables[0]["accuracy"], "where": tables[0]["where"], "table": tables[0]}
+
+
+@dataclass
+class SourceRecord:
+    """One data folder a version learnt from, as its page lists it."""
+
+    name: str
+    path: str
+    train_counts: dict
+    test_counts: dict  # images per class in its TEST folder
+    validation_split: str
+    fingerprint: str
+
+
+def source_records(metrics):
+    """The data folders a version learnt from (none recorded before several could be given)."""
+    return [
+        SourceRecord(
+            name=name,
+            path=figures.get("path", ""),
+            train_counts=figures.get("train_counts", {}),
+            test_counts=(figures.get("test_counts") or {}).get("TEST", {}),
+            validation_split=figures.get("validation_split", ""),
+            fingerprint=figures.get("fingerprint", ""),
+        )
+        for name, figures in ((metrics or {}).get("sources") or {}).items()
+    ]
 
 
 def progress_report(version):
@@ -203,6 +254,7 @@ class VersionPage(ViewModel):
     epoch_choice: str | None
     refit: dict | None  # a refit's record, its temperature's source as shown_temperature_source says
     metric_notes: list
+    sources: list  # SourceRecord of each data folder, where recorded
     hyperparameters: dict
     activations: object
     was_active: bool
@@ -229,6 +281,7 @@ def version_page(version):
         epoch_choice=metrics.get("epoch_choice"),
         refit=refit,
         metric_notes=metric_notes(metrics),
+        sources=source_records(metrics),
         hyperparameters=hyperparameters,
         activations=activations,
         was_active=activations.exists(),

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from classifier.dataset import task_class
 from classifier.errors import TrainingCancelled, TrainingDataError
+from classifier.training.data import data_folders
 from classifier.training.held_out import kept_epoch_label
 from classifier.training.recipe import SETTINGS, Recipe, RecipeError
 from classifier.training.recipe import refit_settings as stored_refit_settings
@@ -71,6 +72,11 @@ def held_out_temperature(version):
             "was itself borrowed. Refit from the held-out run it came from."
         )
     return version.temperature, f"model version v{version.pk} ({kept_epoch_label(version.metrics)})"
+
+
+def default_data_folders():
+    """The configured data folders (settings.TRAINING_DATA_DIRS), as a run's data_dir lists them."""
+    return [str(folder) for folder in settings.TRAINING_DATA_DIRS]
 
 
 def training_in_progress():
@@ -136,7 +142,7 @@ def create_training_version(
             task=recipe.task,
             status=ModelVersion.Status.TRAINING,
             source=source,
-            dataset_path=str(data_dir or settings.TRAINING_DATA_DIR),
+            dataset_path=os.pathsep.join(data_folders(data_dir) or default_data_folders()),
             include_reviewed_cells=bool(include_reviewed),
             hyperparameters=requested,
             seed=recipe.seed if given.get("seed") is not None else None,
@@ -169,7 +175,7 @@ def training_settings(version):
     take the recipe's defaults when it runs), its data and, if asked, the reviewed cells."""
     requested = {key: value for key, value in version.hyperparameters.items() if key in RECIPE_SETTINGS}
     config = {
-        "data_dir": version.dataset_path or str(settings.TRAINING_DATA_DIR),
+        "data_dir": version.dataset_path or os.pathsep.join(default_data_folders()),
         "architecture": version.architecture,
         "task": version.task,
         "seed": version.seed,

@@ -1,6 +1,5 @@
 import os
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from classifier.metrics import format_metrics
@@ -55,8 +54,9 @@ class Command(BaseCommand):
     help = "Train a new model version in this terminal and store it as ready (optionally activate it)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--data", default=str(settings.TRAINING_DATA_DIR),
-                            help="folder of TRAIN/CLASS/*.jpeg (and TEST/) or CLASS/*.jpeg")
+        parser.add_argument("--data", action="append",
+                            help="folder of TRAIN/CLASS/*.jpeg (and TEST/) or CLASS/*.jpeg; again for "
+                                 "each further source (default: LEUKOSCOPE_TRAINING_DATA's folders)")
         add_recipe_arguments(parser)  # every recipe setting offered on the command line
         parser.add_argument("--temperature-from", metavar="VERSION_OR_PATH",
                             help="calibration temperature of a held-out run of the same recipe: a model "

@@ -1,0 +1,251 @@
+"""Several data folders in one training, each measured apart; the context window of a photograph
+of any shape; balanced sampling; the robustness augmentation; the comparison's architectures."""
+
+import os
+
+import numpy as np
+import pytest
+
+from classifier import dataset
+from classifier.labels import EIGHT_CLASSES, FOUR_CLASSES, binary_probabilities
+from classifier.preparation import as_window
+from classifier.training import TrainingConfig, evaluate_classifier, train_classifier
+from classifier.training.batches import sampling_probabilities
+from classifier.training.data import data_folders, source_names
+from tests.classifier.drawn_fields import draw_field
+from tests.classifier.sources import CROP_LAB_CLASSES, draw_crop, write_two_sources
+
+
+@pytest.fixture
+def two_sources(tmp_path):
+    return write_two_sources(tmp_path / "labs")
+
+
+def config(data, tmp_path, **kwargs):
+    defaults = dict(architecture="leukonet", task="4class", epochs=1, batch_size=8,
+                    cache_dir=tmp_path / "c")
+    return TrainingConfig(data_dir=data, **{**defaults, **kwargs})
+
+
+def test_two_sources_train_together_and_are_measured_apart(two_sources, tmp_path):
+    fields, crops = two_sources
+    result = train_classifier(config([str(fields), str(crops)], tmp_path, epochs=2, validation_seed=3))
+    metrics = result.metrics
+    assert len(result.history) == 2, "a balanced epoch is as long as the training set, every epoch"
+    assert result.metadata["dataset_path"] == os.pathsep.join([str(fields), str(crops)])
+    assert list(metrics["sources"]) == ["field-lab", "crop-lab"]
+    # Two labs' TEST figures are never pooled into one.
+    assert "TEST" not in metrics
+    field_lab, crop_lab = metrics["sources"]["field-lab"], metrics["sources"]["crop-lab"]
+
+    assert field_lab["path"] == str(fields) and crop_lab["path"] == str(crops)
+    assert field_lab["train_counts"] == dict.fromkeys(FOUR_CLASSES, 6)
+    assert crop_lab["train_counts"] == dict.fromkeys(CROP_LAB_CLASSES, 6)
+    assert crop_lab["test_counts"] == {"TEST": dict.fromkeys(CROP_LAB_CLASSES, 2)}
+    assert field_lab["validation_split"] == "by file"  # neither folder has an originals.csv
+    assert len(field_lab["fingerprint"]) == 64 and field_lab["fingerprint"] != crop_lab["fingerprint"]
+    assert field_lab["validation_count"] + crop_lab["validation_count"] == result.metadata["validation_count"]
+
+    # The field lab holds every class of the network; the crop lab is measured on its three.
+    assert field_lab["TEST"]["class_names"] == list(FOUR_CLASSES) and field_lab["TEST"]["n"] == 8
+    assert "restricted_to" not in field_lab["TEST"]
+    assert crop_lab["TEST"]["restricted_to"] == list(CROP_LAB_CLASSES)
+    assert crop_lab["TEST"]["class_names"] == list(CROP_LAB_CLASSES) and crop_lab["TEST"]["n"] == 6
+    assert "validation" in crop_lab and crop_lab["validation"]["class_names"] == list(CROP_LAB_CLASSES)
+    assert sum(result.class_counts.values()) + result.metadata["validation_count"] == 4 * 6 + 3 * 6
+
+
+def test_a_network_is_measured_on_the_classes_a_folder_holds(two_sources, tmp_path):
+    from classifier.inference import CellClassifier
+
+    fields, crops = two_sources
+    result = train_classifier(config(str(fields), tmp_path, evaluate_test=False))
+    classifier = CellClassifier.from_bytes(result.model_bytes, result.metadata)
+    metrics = evaluate_classifier(classifier, crops, "TEST", cache_dir=tmp_path / "c")
+    assert metrics["restricted_to"] == list(CROP_LAB_CLASSES) and metrics["n"] == 6
+    # The call is the most probable of the folder's classes: no cell is called a monocyte.
+    assert all(len(row) == 3 for row in metrics["confusion_matrix"])
+    # One folder: its figures stay where they always were, and under its name.
+    assert "TEST" not in result.metrics and list(result.metrics["sources"]) == ["field-lab"]
+
+
+def test_one_folder_keeps_its_figures_at_the_top_level_too(two_sources, tmp_path):
+    fields, _ = two_sources
+    result = train_classifier(config(str(fields), tmp_path, architecture="paper", task="binary"))
+    assert result.metrics["TEST"] == {
+        key: value for key, value in result.metrics["sources"]["field-lab"]["TEST"].items()
+    }
+    assert result.metadata["dataset_path"] == str(fields)
+
+
+def test_data_folders_are_read_as_path_lists():
+    assert data_folders(f"a{os.pathsep}b{os.pathsep}") == ["a", "b"]
+    assert data_folders(["a", "b"]) == ["a", "b"] and data_folders("only") == ["only"]
+    assert source_names(["/x/pbc", "/y/pbc", "/z/cells"]) == ["pbc", "pbc-2", "cells"]
+
+
+def test_balanced_sampling_draws_sources_equally_and_classes_equally_within_each():
+    # Source 0: 90 of class 0 and 10 of class 1; source 1: 300 of class 2; then 4 reviewed cells.
+    sources = np.array([0] * 100 + [1] * 300 + [2] * 4)
+    labels = np.array([0] * 90 + [1] * 10 + [2] * 300 + [0] * 4)
+    p = sampling_probabilities(sources, labels, ["a", "b"], {})
+    reviewed = 4 / 404
+    assert p.sum() == pytest.approx(1.0)
+    assert p[sources == 2].sum() == pytest.approx(reviewed)
+    assert p[sources == 0].sum() == pytest.approx(p[sources == 1].sum())
+    assert p[(sources == 0) & (labels == 0)].sum() == pytest.approx(p[(sources == 0) & (labels == 1)].sum())
+    weighted = sampling_probabilities(sources[:400], labels[:400], ["a", "b"], {"b": 3})
+    assert weighted[100:].sum() == pytest.approx(3 * weighted[:100].sum())
+
+
+def test_eight_classes_and_their_binary_grouping():
+    assert set(FOUR_CLASSES) < set(EIGHT_CLASSES) and len(EIGHT_CLASSES) == 8
+    called = dict.fromkeys(EIGHT_CLASSES, 0.05) | {"NEUTROPHIL": 0.4, "ERYTHROBLAST": 0.25}
+    grouped = binary_probabilities(called)
+    # An erythroblast or a platelet is no leukocyte of either group.
+    assert grouped["POLYNUCLEAR"] == pytest.approx(0.5) and grouped["MONONUCLEAR"] == pytest.approx(0.1)
+
+
+# --- the context window of a photograph of any shape ---
+
+
+def _nucleus_extent(window):
+    """(width, height) of the drawn nucleus: blue far above green, as the detector sees it."""
+    balanced = window.astype(int)
+    ys, xs = np.nonzero(balanced[..., 2] - balanced[..., 1] > 60)
+    return xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+
+
+def test_a_square_photograph_is_not_stretched_into_the_window():
+    crop = draw_crop("LYMPHOCYTE", 4)  # a round nucleus in a square photograph
+    window, located = dataset.dataset_context_window(crop)
+    assert located and window.shape == (240, 320, 3)
+    width, height = _nucleus_extent(window)
+    # Stretched into 4:3 the round nucleus came out a third wider than high.
+    assert width / height == pytest.approx(1.0, abs=0.08)
+
+
+def test_a_tight_crop_is_surrounded_by_its_own_background_not_black():
+    crop = draw_crop("NEUTROPHIL", 5)[40:160, 40:160]  # 120x120 around the cell
+    window, _ = dataset.dataset_context_window(crop)
+    background = np.median(crop[:8, :8].reshape(-1, 3), axis=0)
+    for corner in (window[:20, :20], window[:20, -20:], window[-20:, :20], window[-20:, -20:]):
+        assert np.abs(corner.reshape(-1, 3).astype(float) - background).max() < 30
+
+
+def test_a_field_of_reference_size_is_used_as_it_is():
+    field = draw_field("MONOCYTE", 6)
+    window, _ = dataset.dataset_context_window(field)
+    assert window.shape == field.shape
+    assert dataset.reference_field(field) is field
+
+
+def test_a_window_of_another_size_is_centred_not_resized():
+    patch = draw_crop("EOSINOPHIL", 7)[50:150, 30:170]  # 100 high, 140 wide
+    window = as_window(patch)
+    assert window.shape == (240, 320, 3)
+    assert np.array_equal(window[70:170, 90:230], patch)
+    assert (window[:60].reshape(-1, 3).std(axis=0) < 1).all(), "one background colour around it"
+    bigger = np.tile(draw_field("EOSINOPHIL", 8), (2, 2, 1))  # 480x640
+    assert np.array_equal(as_window(bigger), bigger[120:360, 160:480])
+
+
+# --- robustness augmentation ---
+
+
+@pytest.fixture(scope="module")
+def tf():
+    import tensorflow
+
+    tensorflow.random.set_seed(1)
+    return tensorflow
+
+
+@pytest.fixture
+def cells(tf):
+    from classifier.preparation import prepare_uint8
+
+    spec = {"height": 48, "width": 48, "mode": "cell", "crop": 160, "white_balance": True}
+    windows = [draw_field(name, 9) for name in FOUR_CLASSES]
+    return tf.constant(prepare_uint8(windows, spec).astype(np.float32) / 255.0)
+
+
+def _augmentations():
+    from classifier.training import augmentation as a
+
+    return {
+        "stain": lambda tf, x: a.stain_jitter(tf, x, 0.2, 0.05),
+        "colour": lambda tf, x: a.colour_jitter(tf, x, 0.05, 0.1, 0.2, 0.3, 0.05),
+        "blur": lambda tf, x: a.blur(tf, x, 1.0),
+        "noise": lambda tf, x: a.noise(tf, x, 0.05),
+        "jpeg": lambda tf, x: a.jpeg(tf, x, 1.0),
+    }
+
+
+@pytest.mark.parametrize("name", ["stain", "colour", "blur", "noise", "jpeg"])
+def test_each_augmentation_changes_the_images_and_keeps_shape_type_and_range(tf, cells, name):
+    augmented = _augmentations()[name](tf, cells).numpy()
+    assert augmented.shape == tuple(cells.shape) and augmented.dtype == np.float32
+    assert augmented.min() >= 0.0 and augmented.max() <= 1.0
+    change = np.abs(augmented - cells.numpy()).mean(axis=(1, 2, 3))
+    assert (change > 1e-3).all(), f"{name} left an image as it was"
+
+
+def test_stain_jitter_of_nothing_gives_the_image_back(tf, cells):
+    from classifier.training.augmentation import stain_jitter
+
+    np.testing.assert_allclose(stain_jitter(tf, cells, 0.0, 0.0).numpy(), cells.numpy(), atol=2e-3)
+
+
+def test_the_recipes_augmentation_runs_end_to_end_on_uint8_batches(tf):
+    from classifier.training import Recipe
+    from classifier.training.augmentation import augment_fn
+
+    recipe = Recipe(input_spec={"height": 32, "width": 32, "mode": "cell", "crop": 160}).resolved()
+    images = tf.constant(np.random.default_rng(0).integers(0, 256, (4, 40, 40, 3)).astype(np.uint8))
+    augmented, labels = augment_fn(tf, recipe, 1.25)(images, tf.constant([0, 1, 2, 3]))
+    assert tuple(augmented.shape) == (4, 32, 32, 3) and augmented.dtype == tf.float32
+    assert list(labels.numpy()) == [0, 1, 2, 3]
+
+
+# --- the comparison's architectures ---
+
+
+def _layer_types(model):
+    return {type(layer).__name__ for layer in model.layers}
+
+
+def test_leukonet_gn_is_leukonet_with_group_norm():
+    from classifier.architectures import GRADCAM_LAYER, build_model
+
+    batch_norm, group_norm = build_model("leukonet", "8class"), build_model("leukonet-gn", "8class")
+    assert "BatchNormalization" in _layer_types(batch_norm) - _layer_types(group_norm)
+    assert "GroupNormalization" in _layer_types(group_norm)
+    def trainable(model):
+        return sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+
+    assert trainable(batch_norm) == trainable(group_norm)  # no running statistics in group norm
+    assert group_norm.get_layer(GRADCAM_LAYER) and group_norm.output_shape == (None, 8)
+
+
+def test_effnet_lite0_is_the_imagenet_trunk_with_the_tasks_head_and_a_gradcam_layer():
+    from classifier.architectures import GRADCAM_LAYER, build_model
+
+    model = build_model("effnet-lite0", "4class")
+    assert model.output_shape == (None, 4) and model.get_layer(GRADCAM_LAYER)
+    assert model.get_layer("stem_conv") and 3.3e6 < model.count_params() < 3.5e6
+
+
+def test_effnet_lite0_starts_from_imagenet_only_when_built_to_train():
+    from classifier.architectures import build_model
+    from classifier.backbones.efficientnet_lite import imagenet_weights_path
+
+    try:
+        imagenet_weights_path()
+    except FileNotFoundError as missing:
+        pytest.skip(f"{missing}")
+    fresh = build_model("effnet-lite0", "4class")
+    trained_from = build_model("effnet-lite0", "4class", pretrained=True)
+    again = build_model("effnet-lite0", "4class", pretrained=True)
+    stem = [model.get_layer("stem_conv").get_weights()[0] for model in (fresh, trained_from, again)]
+    assert np.array_equal(stem[1], stem[2]) and not np.array_equal(stem[0], stem[1])
