@@ -79,16 +79,18 @@ def source_record(source, task):
 
 
 def with_source_records(metrics, tests, selection, recipe):
-    """The run's metrics with every source's record and figures under "sources", in the order
-    the sources were given (validation from calibrate, held-out splits from the tests)."""
+    """The run's metrics with every source's record and figures under "sources", each with its
+    position in the order the sources were given (validation from calibrate, held-out splits from
+    the tests). The position is stored because PostgreSQL's jsonb keeps no key order."""
     validation = metrics.get("sources", {})
     sources = {
         source.name: {
+            "order": position,
             **source_record(source, recipe.task),
             **validation.get(source.name, {}),
             **tests["sources"].get(source.name, {}),
         }
-        for source in selection.sources
+        for position, source in enumerate(selection.sources)
     }
     return {**metrics, **{k: v for k, v in tests.items() if k != "sources"}, "sources": sources}
 

@@ -132,7 +132,8 @@ def test_a_training_on_two_labs_stores_and_shows_each_labs_figures(client, staff
     version.refresh_from_db()
     assert version.dataset_path == os.pathsep.join([str(fields), str(crops)])
     by_lab = version.metrics["sources"]
-    assert list(by_lab) == ["field-lab", "crop-lab"] and "TEST" not in version.metrics
+    in_given_order = sorted(by_lab, key=lambda name: by_lab[name]["order"])
+    assert in_given_order == ["field-lab", "crop-lab"] and "TEST" not in version.metrics
     assert by_lab["crop-lab"]["TEST"]["restricted_to"] == list(CROP_LAB_CLASSES)
     page = client.get(reverse("models:detail", args=[version.pk])).content.decode()
     assert "field-lab: TEST split (held out)" in page

@@ -272,8 +272,8 @@ def two_lab_metrics():
     return {
         "best_epoch": 2, "temperature": 1.1, "validation": four,
         "sources": {
-            "cells": {**record, "path": "/data/cells", "TEST": dict(four, accuracy=0.88)},
-            "pbc": {**record, "path": "/data/pbc", "TEST": eight, "validation": four},
+            "pbc": {**record, "order": 1, "path": "/data/pbc", "TEST": eight, "validation": four},
+            "cells": {**record, "order": 0, "path": "/data/cells", "TEST": dict(four, accuracy=0.88)},
         },
     }
 

@@ -92,6 +92,13 @@ def _split_tables(metrics, source=""):
     return tables
 
 
+def sources_in_given_order(metrics):
+    """(name, figures) of each data folder a version learnt from, in the order they were given:
+    each record's "order", since a PostgreSQL jsonb field keeps no key order."""
+    sources = ((metrics or {}).get("sources") or {}).items()
+    return sorted(sources, key=lambda item: item[1].get("order", 0))
+
+
 def metric_tables(metrics):
     """Every set of held-out figures in a version's metrics, the official TEST split first; a
     version trained on several data folders shows each folder's apart, in the order given, then
@@ -103,7 +110,7 @@ def metric_tables(metrics):
     if len(sources) < 2:  # one folder's figures are at the top level, as they always were
         return _split_tables(metrics)
     tables = []
-    for name, figures in sources.items():
+    for name, figures in sources_in_given_order(metrics):
         tables.extend(_split_tables({k: v for k, v in figures.items() if k != "validation"}, name))
     return tables + _split_tables({"validation": metrics.get("validation")})
 
@@ -140,7 +147,7 @@ def source_records(metrics):
             validation_split=figures.get("validation_split", ""),
             fingerprint=figures.get("fingerprint", ""),
         )
-        for name, figures in ((metrics or {}).get("sources") or {}).items()
+        for name, figures in sources_in_given_order(metrics)
     ]
 
 
