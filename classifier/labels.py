@@ -3,13 +3,14 @@
 FOUR_CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
 BINARY_CLASSES = ("MONONUCLEAR", "POLYNUCLEAR")
 
-# Basophils, when a lab adds them, are polymorphonuclear granulocytes too. Immature granulocytes
-# (promyelocytes to metamyelocytes) have no segmented nucleus yet, and erythroblasts and platelets
-# are no leukocytes: the published grouping has no place for them.
+# Basophils, when a lab adds them, are granulocytes too, as are immature granulocytes
+# (promyelocytes to metamyelocytes): the lab's POLYNUCLEAR group is the granulocytes, segmented or
+# not yet. Erythroblasts and platelets are no leukocytes: the grouping has no place for them.
 BINARY_GROUP = {
     "EOSINOPHIL": "POLYNUCLEAR",
     "NEUTROPHIL": "POLYNUCLEAR",
     "BASOPHIL": "POLYNUCLEAR",
+    "IMMATURE_GRANULOCYTE": "POLYNUCLEAR",
     "LYMPHOCYTE": "MONONUCLEAR",
     "MONOCYTE": "MONONUCLEAR",
 }

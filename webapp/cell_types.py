@@ -1,39 +1,49 @@
 """The cell-type vocabulary of the lab's pages: which types a reviewer may give a cell, how a label
 carries over to another network's types, and the order types are listed in.
 
-Plain functions of type names: the selectors that count cells and the services that change them
-both read it, so neither has to import the other.
+Plain functions of type names over the counting rules (webapp/counting.py): the selectors that
+count cells and the services that change them both read it, so neither imports the other.
 """
 
-from classifier.labels import BINARY_CLASSES, FOUR_CLASSES, binary_group
-from webapp.models import Cell
+from webapp.counting import (
+    LAB_TYPES,
+    MONONUCLEAR,
+    POLYNUCLEAR,
+    REVIEWER_ONLY,
+    TYPELESS,
+    group_of,
+    rule_for,
+    type_order,
+)
 
-# The lab's usual order; artefacts, which are no leukocytes, come last.
-TYPE_ORDER = (*FOUR_CLASSES, Cell.BASOPHIL, *BINARY_CLASSES)
-
-
-def type_order(name):
-    """Sort key: the lab's usual order, unknown types after it by name, artefacts last."""
-    if name == Cell.ARTEFACT:
-        return (len(TYPE_ORDER) + 1, name)
-    return (TYPE_ORDER.index(name), name) if name in TYPE_ORDER else (len(TYPE_ORDER), name)
+__all__ = ["allowed_types", "carried_label", "review_types", "type_order", "type_shortcuts"]
 
 
 def review_types(class_names):
-    """The types a reviewer may give a cell called by a network with these classes.
+    """The types a reviewer may give a cell called by a network with these classes, in the
+    report's order.
 
-    The network's own, the basophil where the network names leukocyte types (under a binary
-    network a basophil is simply POLYNUCLEAR), and ARTEFACT for a detection that is no white cell.
+    A network that names leukocyte types: its own, every type of the lab's differential (a
+    four-type network knows no basophil, yet a basophil is what the reviewer sees) and the
+    reviewer-only types. A binary network: its two groups and the reviewer-only types that name
+    no leukocyte type (a smudge cell, an artefact, an unidentified cell).
     """
-    names = list(class_names)
-    if not set(names) <= set(BINARY_CLASSES) and Cell.BASOPHIL not in names:
-        names.append(Cell.BASOPHIL)
-    return [*names, Cell.ARTEFACT]
+    names = set(class_names)
+    if names <= {MONONUCLEAR, POLYNUCLEAR}:
+        names |= set(TYPELESS)
+    else:
+        names |= set(LAB_TYPES) | set(REVIEWER_ONLY)
+    return sorted(names, key=type_order)
 
 
 def allowed_types(cell):
     """The types a reviewer may give this cell: those of the network that called it."""
     return review_types(cell.model_version.class_names) if cell.model_version_id else []
+
+
+def type_shortcuts(names):
+    """(type, key) per type: the type's fixed key, or "" for a lab's own type the rules lack."""
+    return [(name, rule_for(name).key) for name in names]
 
 
 def carried_label(label, class_names):
@@ -45,5 +55,5 @@ def carried_label(label, class_names):
     allowed = review_types(class_names)
     if label in allowed:
         return label
-    group = binary_group(label)
+    group = group_of(label)
     return group if group in allowed else None

@@ -4,8 +4,8 @@ import csv
 
 from django.utils import timezone
 
-from classifier.labels import binary_group
 from webapp.cell_types import type_order
+from webapp.counting import group_of
 from webapp.selectors import leukocyte_formula, sample_images_with_cells
 
 # A spreadsheet reads a cell starting with one of these as a formula: a photograph named
@@ -54,7 +54,7 @@ def _sample_rows(sample):
             yield [
                 cell.pk, entry.image.original_filename, cell.index, cell.x0, cell.y0, cell.x1, cell.y1,
                 cell.cell_type, cell.predicted_type, cell.corrected_type, f"{cell.confidence:.4f}",
-                binary_group(cell.cell_type), cell.binary_call, "yes" if cell.needs_review else "no",
+                group_of(cell.cell_type), cell.binary_call, "yes" if cell.needs_review else "no",
                 f"v{cell.model_version_id}", cell.review_carried_from_id or "",
                 # Blank, not 0, for a type the cell's network cannot call (a sample of two versions).
                 *[f"{cell.probabilities[name]:.4f}" if name in cell.probabilities else ""

@@ -106,8 +106,21 @@ class ModelActivation(models.Model):
         ordering = ["-activated_at"]
 
 
+def default_target_count():
+    return settings.LEUKOSCOPE_TARGET_COUNT
+
+
 class Sample(models.Model):
-    """One specimen as the lab knows it: an accession number, never a patient name."""
+    """One specimen as the lab knows it: an accession number, never a patient name.
+
+    A hematologist's signature locks it (webapp.services.sign_off): until a reopening, nothing
+    that changes its result is accepted.
+    """
+
+    class Status(models.TextChoices):
+        IN_PROGRESS = "in_progress", "In progress"
+        SIGNED = "signed", "Signed"
+        REOPENED = "reopened", "Reopened"
 
     accession_number = models.CharField(max_length=64, db_index=True)
     note = models.TextField(blank=True)
@@ -116,8 +129,34 @@ class Sample(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
+    # How many leukocytes the differential should count before it is signed (100 by default, as a
+    # manual differential; 200 where a lab wants tighter ranges).
+    target_count = models.PositiveSmallIntegerField(default=default_target_count)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.IN_PROGRESS, db_index=True
+    )
+    signed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    signed_at = models.DateTimeField(null=True, blank=True)
+    # Why it was signed with fewer leukocytes than the target ("" when the target was reached).
+    below_target_reason = models.TextField(blank=True)
+    # The hematologist signed with unidentified cells left as such (listed apart on the report).
+    unidentified_kept = models.BooleanField(default=False)
+    times_signed = models.PositiveSmallIntegerField(default=0)  # >1: the report is amended
+    reopened_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reopened_at = models.DateTimeField(null=True, blank=True)
+    reopen_reason = models.TextField(blank=True)
+
     class Meta:
         ordering = ["-created_at"]
+        permissions = [("sign_sample", "Can sign a sample's result and reopen a signed one")]
+
+    @property
+    def is_signed(self):
+        return self.status == self.Status.SIGNED
 
     def __str__(self):
         return self.accession_number
@@ -225,6 +264,16 @@ class Cell(models.Model):
     # The label the formula counts: the reviewer's where present, else the network's. Stored, not
     # computed, so the history can filter and index on it.
     cell_type = models.CharField(max_length=32)
+
+    # Drawn by a reviewer around a cell the detector missed; the worker classified the box.
+    added_by_hand = models.BooleanField(default=False)
+    # The photograph's edge cuts the cell: shown and reviewable, left out of the formula unless a
+    # reviewer counts it in (count_partial).
+    is_partial = models.BooleanField(default=False)
+    count_partial = models.BooleanField(default=False)
+    # The classifier's out-of-distribution score (score / threshold: above 1, unlike the cells it
+    # was trained on); None for a network that has none.
+    ood_score = models.FloatField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
 

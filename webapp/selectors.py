@@ -17,26 +17,32 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from classifier.boxes import SAME_CELL_IOU, match_boxes
-from classifier.labels import BINARY_CLASSES, FOUR_CLASSES, binary_group
+from classifier.labels import BINARY_CLASSES, FOUR_CLASSES
 from webapp.cell_types import review_types, type_order
+from webapp.counting import RULES, Counting, counting_of, group_of, rule_for
 from webapp.models import Cell, CellReview, ModelActivation, ModelVersion, Sample, SmearImage
 
 CELL_FIELDS = (
     "id", "index", "x0", "y0", "x1", "y1", "crop", "predicted_type", "confidence", "binary_call",
     "needs_review", "corrected_type", "cell_type", "created_at", "model_version", "image",
-    "review_carried_from",
+    "review_carried_from", "added_by_hand", "is_partial", "count_partial", "ood_score",
 )
 HISTORY_FIELDS = (*CELL_FIELDS, "image__sample", "image__original_filename", "image__model_version",
                   "image__sample__accession_number")
 # A call the network was unsure of that no reviewer has labelled yet.
 AWAITING_REVIEW = Q(needs_review=True, corrected_type="")
+# A cell the photograph's edge cuts that no reviewer has counted in: the formula leaves it out.
+PARTIAL_LEFT_OUT = Q(is_partial=True, count_partial=False)
+# Cells the differential counts: leukocytes (a lab's own types too), whole or counted in.
+IN_DIFFERENTIAL = ~Q(cell_type__in=[name for name, rule in RULES.items()
+                                    if rule.counting is not Counting.DIFFERENTIAL]) & ~PARTIAL_LEFT_OUT
 # Past this many matches the history says "more than N" instead of counting them all.
 HISTORY_COUNT_CAP = 10_000
 
 
 def known_cell_types():
     """Every type any stored model can call or a reviewer can give, in the lab's usual order."""
-    names = {*FOUR_CLASSES, Cell.BASOPHIL, Cell.ARTEFACT}
+    names = {*FOUR_CLASSES, *review_types(FOUR_CLASSES)}
     for class_names in ModelVersion.objects.values_list("class_names", flat=True):
         names.update(class_names or [])
     return sorted(names, key=type_order)
@@ -76,7 +82,7 @@ def samples_awaiting_review(since):
 
 @dataclass
 class SampleCounts:
-    leukocytes: int = 0  # cells the formula counts (artefacts left out)
+    leukocytes: int = 0  # cells the differential counts
     awaiting_review: int = 0  # flagged calls nobody has reviewed yet
 
 
@@ -85,7 +91,7 @@ def sample_cell_counts(sample_ids):
     rows = (
         current_cells().filter(image__sample__in=list(sample_ids)).values("image__sample")
         .annotate(
-            leukocytes=Count("id", filter=~Q(cell_type=Cell.ARTEFACT)),
+            leukocytes=Count("id", filter=IN_DIFFERENTIAL),
             awaiting=Count("id", filter=AWAITING_REVIEW),
         ).order_by()
     )
@@ -268,13 +274,31 @@ class FormulaRow:
 
 
 @dataclass
+class PerHundredRow:
+    """A count reported per 100 leukocytes beside the differential (NRBC, smudge cells)."""
+
+    name: str
+    reported_as: str
+    count: int
+    per_100: float  # per 100 leukocytes of the differential; 0.0 when there are none
+
+    def as_dict(self):
+        return {"type": self.name, "count": self.count, "per_100_leukocytes": self.per_100}
+
+
+@dataclass
 class LeukocyteFormula:
-    total: int = 0
-    rows: list = field(default_factory=list)
-    groups: list = field(default_factory=list)  # mononuclear / polynuclear
+    """A sample's differential and what is reported beside it, by the rules of webapp.counting."""
+
+    total: int = 0  # leukocytes in the differential
+    rows: list = field(default_factory=list)  # FormulaRow per leukocyte type, adding to 100
+    groups: list = field(default_factory=list)  # mononuclear / polynuclear, its own table
     reviewed: int = 0
     awaiting_review: int = 0
-    artefacts: int = 0  # detections a reviewer marked as no white cell: not in the total
+    per_100: list = field(default_factory=list)  # PerHundredRow: erythroblasts (NRBC), smudge cells
+    listed_apart: list = field(default_factory=list)  # (type, count): platelets, artefacts
+    unidentified: int = 0  # cells a reviewer could not name: sign-off waits on them
+    partial_left_out: int = 0  # cells cut by the photograph's edge, not counted in
     model_versions: list = field(default_factory=list)  # ids of the versions whose calls it counts
     manual_differential_count = MANUAL_DIFFERENTIAL_COUNT
 
@@ -288,7 +312,20 @@ class LeukocyteFormula:
             "model_versions": self.model_versions,
             "types": {row.name: row.as_dict() for row in self.rows},
             "groups": {row.name: row.as_dict() for row in self.groups},
+            "per_100_leukocytes": {row.reported_as: row.as_dict() for row in self.per_100},
+            "listed_apart": dict(self.listed_apart),
+            "unidentified": self.unidentified,
+            "partial_left_out": self.partial_left_out,
         }
+
+    @property
+    def artefacts(self):
+        return dict(self.listed_apart).get(Cell.ARTEFACT, 0)
+
+    @property
+    def not_counted(self):
+        """Detections found but outside the differential and its per-100 figures."""
+        return sum(count for _, count in self.listed_apart) + self.unidentified
 
     @property
     def mixed_versions(self):
@@ -320,39 +357,58 @@ def _shares_adding_to_100(counts, total):
 
 
 def leukocyte_formula(sample):
-    """Count and percentage of each leukocyte type in a sample, reviewers' labels first.
+    """The sample's differential, per-100 figures and left-out detections, reviewers' labels first.
 
-    `cell_type` already holds the reviewed label where a technologist corrected the network.
-    Cells marked as artefacts are counted apart: they are not leukocytes.
+    `cell_type` already holds the reviewed label where a technologist corrected the network. How
+    each type counts is webapp.counting's rule; cells the photograph's edge cuts count only where
+    a reviewer counted them in.
     """
+    cells = current_cells(sample)
     per_type = dict(
-        current_cells(sample).values_list("cell_type").annotate(n=Count("id")).order_by()
+        cells.exclude(PARTIAL_LEFT_OUT).values_list("cell_type").annotate(n=Count("id")).order_by()
     )
-    artefacts = per_type.pop(Cell.ARTEFACT, 0)
-    flags = current_cells(sample).aggregate(
+    flags = cells.aggregate(
         reviewed=Count("id", filter=~Q(corrected_type="")),
         awaiting=Count("id", filter=AWAITING_REVIEW),
+        partial=Count("id", filter=PARTIAL_LEFT_OUT),
     )
-    total = sum(per_type.values())
     versions = sorted(
         sample.images.exclude(model_version=None).values_list("model_version_id", flat=True)
         .order_by().distinct()
     )
-    counts = (flags["reviewed"], flags["awaiting"], artefacts, versions)
+    network_types = {name for names in class_names_by_version(versions).values() for name in names}
+    differential = {name: n for name, n in per_type.items()
+                    if counting_of(name) is Counting.DIFFERENTIAL}
+    total = sum(differential.values())
+    per_100 = [
+        PerHundredRow(name, rule_for(name).reported_as, per_type.get(name, 0),
+                      round(100 * per_type.get(name, 0) / total, 1) if total else 0.0)
+        for name in sorted(RULES, key=type_order)
+        if counting_of(name) is Counting.PER_100_LEUKOCYTES
+        and (per_type.get(name) or name in network_types)
+    ]
+    listed_apart = [(name, per_type[name]) for name in sorted(per_type, key=type_order)
+                    if counting_of(name) is Counting.LISTED_APART]
+    unidentified = sum(n for name, n in per_type.items() if counting_of(name) is Counting.UNRESOLVED)
     grouped = dict.fromkeys(BINARY_CLASSES, 0)
-    for name, count in per_type.items():
-        group = binary_group(name)
-        if group:
-            grouped[group] += count
+    for name, count in differential.items():
+        if group_of(name):
+            grouped[group_of(name)] += count
     groups = FormulaRow.rows(list(grouped.items()), total)
-    if per_type and set(per_type) <= set(BINARY_CLASSES):
+    extras = dict(reviewed=flags["reviewed"], awaiting_review=flags["awaiting"], per_100=per_100,
+                  listed_apart=listed_apart, unidentified=unidentified,
+                  partial_left_out=flags["partial"], model_versions=versions)
+    if differential and set(differential) <= set(BINARY_CLASSES):
         # A binary model's formula is the mononuclear / polynuclear split itself.
-        return LeukocyteFormula(total, groups, [], *counts)
-    # A four-type formula lists every type, zeros included, as a lab report does. Cells a binary
-    # network called (a sample classified by two networks) count in the groups alone.
-    names = sorted((set(per_type) | set(FOUR_CLASSES)) - set(BINARY_CLASSES), key=type_order)
-    rows = FormulaRow.rows([(name, per_type.get(name, 0)) for name in names], total)
-    return LeukocyteFormula(total, rows, groups, *counts)
+        return LeukocyteFormula(total, groups, [], **extras)
+    # A formula lists every leukocyte type its network names, zeros included, as a lab report
+    # does. Cells a binary network called (a sample classified by two networks) count in the
+    # groups alone.
+    named = {name for name in network_types | set(FOUR_CLASSES)
+             if counting_of(name) is Counting.DIFFERENTIAL}
+    names = sorted((set(differential) | named) - set(BINARY_CLASSES), key=type_order)
+    rows = FormulaRow.rows([(name, differential.get(name, 0)) for name in names], total)
+    return LeukocyteFormula(total, rows, groups, **extras)
 
 
 @dataclass
@@ -421,6 +477,9 @@ def review_agreement(version):
         for agreement in (overall, flagged if needs_review else unflagged):
             agreement.reviewed += n
             agreement.kept += n if corrected == predicted else 0
+    # The network's own types, and of the many a reviewer may give, those reviewers gave.
+    given = {corrected for _, corrected in counts}
+    reviewer_types = [name for name in reviewer_types if name in predicted_types or name in given]
     matrix = [[counts.get((row, column), 0) for column in reviewer_types] for row in predicted_types]
     return ReviewAgreement(overall, flagged, unflagged, artefacts, predicted_types, reviewer_types, matrix)
 

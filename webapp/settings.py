@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "axes",
+    "auditlog",
     "webapp",
 ]
 
@@ -73,6 +74,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Records who made each change the audit trail keeps (webapp.audit).
+    "auditlog.middleware.AuditlogMiddleware",
     "webapp.middleware.NulInUrlIsNotFound",
     "webapp.middleware.LoginRequiredOrUnauthorizedMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -190,6 +193,9 @@ TRAINING_DATA_DIR = TRAINING_DATA_DIRS[0] if TRAINING_DATA_DIRS else DATASETS_DI
 # Cells whose top calibrated probability falls below this are flagged for a human to look at, as are
 # cells whose out-of-distribution score (classifier.ood) is above their version's threshold.
 REVIEW_CONFIDENCE_THRESHOLD = float(os.environ.get("LEUKOSCOPE_REVIEW_THRESHOLD", 0.80))
+# Leukocytes a sample's differential counts before it is signed, unless a hematologist writes why
+# fewer will do; a sample's own target may be raised (200 for tighter ranges).
+LEUKOSCOPE_TARGET_COUNT = int(os.environ.get("LEUKOSCOPE_TARGET_COUNT", 100))
 # What computes the network in the worker (classifier.runtimes.RUNTIMES): int8 weights by
 # default, "litert" for float32, "tensorflow" for the plain Keras model.
 INFERENCE_RUNTIME = os.environ.get("LEUKOSCOPE_INFERENCE_RUNTIME", DEFAULT_RUNTIME)

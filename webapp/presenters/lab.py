@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from classifier.labels import binary_group
-from webapp.cell_types import allowed_types, review_types, type_order
+from webapp.cell_types import allowed_types, review_types, type_order, type_shortcuts
+from webapp.counting import group_of
 from webapp.models import Cell, Sample, SmearImage
 from webapp.presenters import ViewModel
 from webapp.selectors import (
@@ -22,13 +22,6 @@ from webapp.selectors import (
     sibling_cell_ids,
     stuck_images,
 )
-
-
-def type_shortcuts(names):
-    """(type, key) per type: its first letter where the first letters do not clash, else ""."""
-    letters = [name[0].upper() for name in names]
-    pairs = zip(names, letters, strict=True)
-    return [(name, letter if letters.count(letter) == 1 else "") for name, letter in pairs]
 
 
 @dataclass
@@ -86,7 +79,7 @@ def _photograph(entry, shortcuts, stuck_ids):
         # Above the box, or below it where the box touches the photograph's top edge.
         above = cell.y0 - 0.3 * label_size
         label_y = round(above if above >= label_size else cell.y1 + label_size)
-        marks.append(CellMark(cell, binary_group(cell.cell_type), shortcuts.get(cell.model_version_id, []),
+        marks.append(CellMark(cell, group_of(cell.cell_type), shortcuts.get(cell.model_version_id, []),
                               label_y))
     return Photograph(image, marks, image.pk in stuck_ids, label_size)
 

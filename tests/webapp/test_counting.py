@@ -1,0 +1,64 @@
+"""The counting rules: the differential counts leukocytes only; erythroblasts are NRBC per 100
+leukocytes; platelets and artefacts are listed apart; edge cells count only when counted in."""
+
+import pytest
+
+from classifier.labels import EIGHT_CLASSES
+from tests.webapp.lab_factories import make_sample, make_version
+from webapp.cell_types import review_types
+from webapp.counting import REVIEWER_ONLY, RULES, Counting, counting_of, group_of
+from webapp.models import Cell
+from webapp.selectors import leukocyte_formula, sample_cell_counts
+
+pytestmark = pytest.mark.django_db
+
+
+def test_every_rule_has_a_key_of_its_own_within_what_one_network_offers():
+    for class_names in (EIGHT_CLASSES, ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"),
+                        ("MONONUCLEAR", "POLYNUCLEAR")):
+        keys = [RULES[name].key for name in review_types(class_names)]
+        assert len(keys) == len(set(keys)), class_names
+
+
+def test_the_binary_grouping_is_the_granulocytes_against_lymphocytes_and_monocytes():
+    assert {name for name in RULES if group_of(name) == "POLYNUCLEAR"} >= {
+        "NEUTROPHIL", "EOSINOPHIL", "BASOPHIL", "IMMATURE_GRANULOCYTE"}
+    assert group_of("ERYTHROBLAST") == group_of("PLATELET") == group_of("BLAST") == ""
+    assert counting_of("A_LABS_OWN_TYPE") is Counting.DIFFERENTIAL
+
+
+def test_erythroblasts_are_reported_per_100_leukocytes_and_platelets_listed_apart():
+    version = make_version(class_names=EIGHT_CLASSES)
+    types = ("NEUTROPHIL",) * 3 + ("LYMPHOCYTE", "ERYTHROBLAST", "PLATELET", "IMMATURE_GRANULOCYTE")
+    sample = make_sample(types=types, version=version)
+
+    formula = leukocyte_formula(sample)
+
+    assert formula.total == 5
+    shares = {row.name: row.percent for row in formula.rows}
+    assert "ERYTHROBLAST" not in shares and "PLATELET" not in shares
+    assert shares["NEUTROPHIL"] == 60.0 and shares["IMMATURE_GRANULOCYTE"] == 20.0
+    assert shares["BASOPHIL"] == 0.0  # the network names it: listed with its zero
+    assert sum(shares.values()) == 100.0
+    (nrbc,) = formula.per_100
+    assert (nrbc.reported_as, nrbc.count, nrbc.per_100) == ("NRBC", 1, 20.0)
+    assert formula.listed_apart == [("PLATELET", 1)]
+    assert {row.name: row.count for row in formula.groups} == {"MONONUCLEAR": 1, "POLYNUCLEAR": 4}
+    assert sample_cell_counts([sample.pk])[sample.pk].leukocytes == 5
+
+
+def test_an_edge_cell_is_left_out_until_a_reviewer_counts_it_in():
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE", "LYMPHOCYTE"))
+    Cell.objects.filter(index=2).update(is_partial=True)
+    formula = leukocyte_formula(sample)
+    assert (formula.total, formula.partial_left_out) == (2, 1)
+
+    Cell.objects.filter(index=2).update(count_partial=True)
+    formula = leukocyte_formula(sample)
+    assert (formula.total, formula.partial_left_out) == (3, 0)
+
+
+def test_reviewer_only_types_are_offered_beside_a_four_type_network():
+    offered = review_types(("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"))
+    assert set(REVIEWER_ONLY) <= set(offered)
+    assert {"BASOPHIL", "IMMATURE_GRANULOCYTE", "ERYTHROBLAST", "PLATELET"} <= set(offered)
