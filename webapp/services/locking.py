@@ -1,0 +1,30 @@
+"""A signed sample is locked: every service that would change its result asks here first.
+
+Relabelling, counting an edge cell in, adding photographs or cells, re-classifying and deleting
+are refused with a message that says who signed and how to reopen, until a hematologist reopens
+the sample with a reason (webapp.services.sign_off).
+"""
+
+from django.utils import formats
+
+from webapp.models import Sample
+
+
+class SampleLocked(PermissionError):
+    """The sample is signed; the message is for the person who asked."""
+
+
+def ensure_editable(sample, action):
+    """Raise SampleLocked, saying why, if `action` (e.g. "Relabelling a cell") would change a
+    signed sample's result."""
+    status = Sample.objects.filter(pk=sample.pk).values_list("status", flat=True).first()
+    if status != Sample.Status.SIGNED:
+        return
+    sample = Sample.objects.select_related("signed_by").get(pk=sample.pk)
+    who = f" by {sample.signed_by.get_username()}" if sample.signed_by else ""
+    when = formats.date_format(sample.signed_at, "Y-m-d H:i") if sample.signed_at else ""
+    raise SampleLocked(
+        f"Sample {sample.accession_number} was signed{who}{' on ' + when if when else ''}: "
+        f"{action} is refused while it is signed. A hematologist can reopen it, with a reason, "
+        f"from the sample page."
+    )
