@@ -1,12 +1,14 @@
 """The FHIR export a laboratory information system fetches: a Bundle with the DiagnosticReport
 first and one Observation per reported figure, LOINC-coded, for a signed sample only."""
 
+from decimal import Decimal
+
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 from fhir.resources.R4B.bundle import Bundle
 
-from tests.webapp.lab_factories import make_sample
+from tests.webapp.lab_factories import make_sample, make_version
 from webapp.models import Sample
 
 pytestmark = pytest.mark.django_db
@@ -120,3 +122,13 @@ def test_export_needs_a_sign_in(client, hematologist):
 def test_missing_sample_answers_404_in_json(client, tech):
     missing = client.get(reverse("lab:api-sample-fhir", args=[999999]))
     assert missing.status_code == 404 and missing.json() == {"error": "No Sample matches the given query."}
+
+
+def test_binary_network_result_sends_its_two_groups(client, tech, hematologist):
+    version = make_version(class_names=("MONONUCLEAR", "POLYNUCLEAR"))
+    sample = sign(make_sample("H26-0106", types=("POLYNUCLEAR", "POLYNUCLEAR", "MONONUCLEAR"),
+                              version=version), hematologist)
+    observations = observations_by_code(fetch(client, sample))
+    # FHIR decimals parse back as Decimal.
+    assert observations["34999-3"].valueQuantity.value == Decimal("66.7")  # polymorphonuclear cells
+    assert observations["Mononuclear (% of leukocytes)"].valueQuantity.value == Decimal("33.3")

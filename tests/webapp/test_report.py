@@ -148,3 +148,11 @@ def test_report_needs_a_sign_in(client):
     for name in ("lab:sample-report", "lab:sample-report-pdf"):
         response = client.get(reverse(name, args=[sample.pk]))
         assert response.status_code == 302 and "/login" in response["Location"]
+
+
+def test_report_of_a_sample_without_photographs_still_draws(client, tech):
+    sample = Sample.objects.create(accession_number="H26-0050")
+    page = client.get(reverse("lab:sample-report", args=[sample.pk]))
+    assert page.status_code == 200 and "0 leukocytes counted" in page.content.decode()
+    pdf = client.get(reverse("lab:sample-report-pdf", args=[sample.pk]))
+    assert pdf.status_code == 200 and b"H26-0050" in pdf_text(pdf.content)
