@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from webapp.views import api, lab
+from webapp.views import api, lab, report
 
 app_name = "lab"
 
@@ -15,12 +15,15 @@ urlpatterns = [
     path("samples/<int:pk>/images/", lab.sample_add_images, name="sample-add-images"),
     path("samples/<int:pk>/export.csv", lab.sample_export_csv, name="sample-export"),
     path("samples/<int:pk>/delete/", lab.sample_delete, name="sample-delete"),
+    path("samples/<int:pk>/report/", report.report_page, name="sample-report"),
+    path("samples/<int:pk>/report.pdf", report.report_pdf, name="sample-report-pdf"),
     path("images/<int:pk>/retry/", lab.image_retry, name="image-retry"),
     path("cells/<int:pk>/", lab.cell_detail, name="cell-detail"),
     path("cells/<int:pk>/review/", lab.cell_review, name="cell-review"),
     path("history/", lab.history, name="history"),
     path("api/samples/", api.sample_list, name="api-samples"),
     path("api/samples/<int:pk>/", api.sample_detail, name="api-sample"),
+    path("api/samples/<int:pk>/fhir", report.sample_fhir, name="api-sample-fhir"),
     path("api/cells/", api.cell_list, name="api-cells"),
     path("api/cells/<int:pk>/", api.cell_detail, name="api-cell"),
 ]

@@ -1,0 +1,134 @@
+"""The FHIR export a laboratory information system fetches: a Bundle with the DiagnosticReport
+first and one Observation per reported figure, LOINC-coded, for a signed sample only."""
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+from fhir.resources.R4B.bundle import Bundle
+
+from tests.webapp.lab_factories import make_sample, make_version
+from webapp.models import Sample
+
+pytestmark = pytest.mark.django_db
+
+TYPES = ("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL", "ERYTHROBLAST")
+LOINC = "http://loinc.org"
+
+
+@pytest.fixture
+def hematologist(django_user_model):
+    return django_user_model.objects.create_user(
+        "haem", password="a-long-passphrase-2", first_name="Ada", last_name="Lovelace")
+
+
+def sign(sample, user, times=1):
+    sample.status = Sample.Status.SIGNED
+    sample.signed_by = user
+    sample.signed_at = timezone.now()
+    sample.times_signed = times
+    sample.save()
+    return sample
+
+
+def fetch(client, sample):
+    response = client.get(reverse("lab:api-sample-fhir", args=[sample.pk]))
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "application/fhir+json"
+    return Bundle.model_validate_json(response.content)
+
+
+def observations_by_code(bundle):
+    found = {}
+    for entry in bundle.entry[1:]:
+        observation = entry.resource
+        assert observation.get_resource_type() == "Observation"
+        codes = [coding.code for coding in observation.code.coding or [] if coding.system == LOINC]
+        found[codes[0] if codes else observation.code.text] = observation
+    return found
+
+
+def test_signed_sample_exports_a_final_report_with_loinc_coded_figures(client, tech, hematologist):
+    sample = sign(make_sample("H26-0101", types=TYPES), hematologist)
+    bundle = fetch(client, sample)
+    assert bundle.type == "collection"
+    report = bundle.entry[0].resource
+    assert report.get_resource_type() == "DiagnosticReport"
+    assert report.status == "final"
+    assert report.identifier[0].value == "H26-0101"
+    assert report.code.coding[0].system == LOINC and report.code.coding[0].code == "24318-8"
+    assert report.performer[0].display == "Ada Lovelace"
+    assert report.issued == sample.signed_at
+    assert "below the target of 100" in report.conclusion
+    # `result` references every Observation of the Bundle, and nothing else.
+    assert [ref.reference for ref in report.result] == [entry.fullUrl for entry in bundle.entry[1:]]
+
+    observations = observations_by_code(bundle)
+    neutrophils, lymphocytes, nrbc = observations["26511-6"], observations["26478-8"], observations["19048-8"]
+    assert neutrophils.valueQuantity.value == 75.0 and lymphocytes.valueQuantity.value == 25.0
+    for observation in (neutrophils, lymphocytes):
+        quantity = observation.valueQuantity
+        assert (quantity.unit, quantity.system, quantity.code) == ("%", "http://unitsofmeasure.org", "%")
+    assert nrbc.valueQuantity.value == 25.0 and nrbc.valueQuantity.code == "/100{WBCs}"
+    # The four-type network's other types are reported at zero, as a lab report lists them.
+    assert observations["26485-3"].valueQuantity.value == 0.0  # monocytes
+    assert observations["26450-7"].valueQuantity.value == 0.0  # eosinophils
+    assert {observation.status for observation in observations.values()} == {"final"}
+    assert "95% range" in neutrophils.note[0].text
+
+
+def test_a_type_without_a_loinc_code_goes_with_a_text_code(client, tech, hematologist):
+    sample = sign(make_sample("H26-0102", types=("NEUTROPHIL", "MEGAKARYOCYTE")), hematologist)
+    observations = observations_by_code(fetch(client, sample))
+    own = observations["Megakaryocyte (% of leukocytes)"]
+    assert own.code.coding is None and own.valueQuantity.value == 50.0
+
+
+def test_report_is_amended_after_a_reopening_and_a_second_signature(client, tech, hematologist):
+    sample = sign(make_sample("H26-0103", types=TYPES), hematologist)
+    first = fetch(client, sample)
+    assert first.model_dump_json() == fetch(client, sample).model_dump_json()  # same result, same ids
+
+    sample.status, sample.reopen_reason = Sample.Status.REOPENED, "Relabel a smudge cell"
+    sample.reopened_by, sample.reopened_at = hematologist, timezone.now()
+    sample.save()
+    reopened = client.get(reverse("lab:api-sample-fhir", args=[sample.pk]))
+    assert reopened.status_code == 409 and "not signed" in reopened.json()["error"]
+
+    sign(sample, hematologist, times=2)
+    second = fetch(client, sample)
+    assert second.entry[0].resource.status == "amended"
+    assert {entry.resource.status for entry in second.entry[1:]} == {"amended"}
+    assert {entry.fullUrl for entry in second.entry}.isdisjoint({entry.fullUrl for entry in first.entry})
+
+
+def test_unsigned_sample_is_refused_with_409(client, tech):
+    sample = make_sample("H26-0104", types=TYPES)
+    response = client.get(reverse("lab:api-sample-fhir", args=[sample.pk]))
+    assert response.status_code == 409
+    assert response.json() == {"error": "Sample H26-0104 is not signed: only a signed result is sent "
+                                        "to the laboratory information system."}
+
+
+def test_export_needs_a_sign_in(client, hematologist):
+    sample = sign(make_sample("H26-0105", types=TYPES), hematologist)
+    response = client.get(reverse("lab:api-sample-fhir", args=[sample.pk]))
+    assert response.status_code == 401 and "error" in response.json()
+    missing = client.get(reverse("lab:api-sample-fhir", args=[999999]))
+    assert missing.status_code == 401
+
+
+def test_missing_sample_answers_404_in_json(client, tech):
+    missing = client.get(reverse("lab:api-sample-fhir", args=[999999]))
+    assert missing.status_code == 404 and missing.json() == {"error": "No Sample matches the given query."}
+
+
+def test_binary_network_result_sends_its_two_groups(client, tech, hematologist):
+    version = make_version(class_names=("MONONUCLEAR", "POLYNUCLEAR"))
+    sample = sign(make_sample("H26-0106", types=("POLYNUCLEAR", "POLYNUCLEAR", "MONONUCLEAR"),
+                              version=version), hematologist)
+    observations = observations_by_code(fetch(client, sample))
+    # FHIR decimals parse back as Decimal.
+    assert observations["34999-3"].valueQuantity.value == Decimal("66.7")  # polymorphonuclear cells
+    assert observations["Mononuclear (% of leukocytes)"].valueQuantity.value == Decimal("33.3")

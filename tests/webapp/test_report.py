@@ -1,0 +1,158 @@
+"""The printable report of a sample and its PDF: one view model, the same figures on both."""
+
+import base64
+import io
+import re
+import zlib
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.urls import reverse
+from django.utils import timezone
+from PIL import Image
+
+from tests.webapp.lab_factories import make_sample, make_version
+from webapp.models import Cell, Sample, SmearImage
+
+pytestmark = pytest.mark.django_db
+
+TYPES = ("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL", "ERYTHROBLAST")
+
+
+@pytest.fixture
+def hematologist(django_user_model):
+    return django_user_model.objects.create_user(
+        "haem", password="a-long-passphrase-2", first_name="Ada", last_name="Lovelace")
+
+
+def sign(sample, user, times=1):
+    sample.status = Sample.Status.SIGNED
+    sample.signed_by = user
+    sample.signed_at = timezone.now()
+    sample.times_signed = times
+    sample.save()
+    return sample
+
+
+def store_crops(sample):
+    """Real JPEG crops where the factory's cells point, as the worker would have stored them."""
+    for cell in Cell.objects.filter(image__sample=sample):
+        picture = io.BytesIO()
+        # Each its own colour: ReportLab stores identical pictures once.
+        Image.new("RGB", (40, 40), (180, 60 + 20 * cell.index, 160)).save(picture, "JPEG")
+        if default_storage.exists(cell.crop.name):
+            default_storage.delete(cell.crop.name)
+        default_storage.save(cell.crop.name, ContentFile(picture.getvalue()))
+
+
+def pdf_text(data):
+    """The page content of a PDF, its streams decoded (no PDF reader is installed): ReportLab
+    writes them Flate-compressed, then ASCII85-encoded."""
+    texts = [data]
+    for stream in re.findall(rb"/ASCII85Decode /FlateDecode \][^>]*>>\s*stream\r?\n(.*?)endstream",
+                             data, re.S):
+        texts.append(zlib.decompress(base64.a85decode(stream.strip(), adobe=True)))
+    return b"\n".join(texts)
+
+
+def test_report_page_shows_accession_figures_nrbc_and_signer(client, tech, hematologist):
+    sample = sign(make_sample("H26-0042", types=TYPES), hematologist)
+    page = client.get(reverse("lab:sample-report", args=[sample.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "H26-0042" in html
+    assert "Ada Lovelace" in html and "NOT SIGNED" not in html and "amended" not in html
+    assert re.search(r'data-type="NEUTROPHIL"><td>Neutrophil</td><td class="num">3</td>'
+                     r'<td class="num">75.0</td>', html)
+    assert re.search(r'data-type="LYMPHOCYTE"><td>Lymphocyte</td><td class="num">1</td>'
+                     r'<td class="num">25.0</td>', html)
+    assert re.search(r'data-type="ERYTHROBLAST"><td>NRBC</td><td class="num">1</td>'
+                     r'<td class="num">25.0</td>', html)
+    assert "Mononuclear" in html and "Polynuclear" in html
+    assert "4 leukocytes counted, below the target of 100" in html
+    assert f"v{sample.images.get().model_version_id} (leukonet, Four cell types)" in html
+    assert "css/report.css" in html and 'class="mainnav"' not in html
+
+
+def test_unsigned_report_is_marked_preliminary_and_a_resigned_one_amended(client, tech, hematologist):
+    sample = make_sample("H26-0043", types=TYPES)
+    html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert "NOT SIGNED &mdash; preliminary" in html or "NOT SIGNED — preliminary" in html
+    sign(sample, hematologist, times=2)
+    html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert "NOT SIGNED" not in html and "amended" in html and "signed 2 times" in html
+
+
+def test_report_lists_what_was_left_out_and_why_figures_may_mislead(client, tech, hematologist):
+    sample = make_sample("H26-0044", types=(*TYPES, "PLATELET", "UNIDENTIFIED", "NEUTROPHIL"))
+    image = sample.images.get()
+    SmearImage.objects.filter(pk=image.pk).update(
+        quality_warnings=["The image looks out of focus: results may be unreliable."])
+    Cell.objects.filter(image=image, index=7).update(is_partial=True)
+    # Most of the photograph's cells unlike the training cells: another lab's stain or camera.
+    Cell.objects.filter(image=image, index__lt=6).update(ood_score=1.7)
+    Cell.objects.filter(image=image, index__gte=6).update(ood_score=0.4)
+    sample.below_target_reason = "Leukopenic sample: 5 cells in all the smear."
+    sign(sample, hematologist)
+    html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert "Platelet: 1" in html and "Unidentified: 1" in html
+    assert "Cut by the photograph's edge, left out: 1" in html
+    assert "out of focus" in html
+    assert "6 of its 8 cells are unlike those the network was trained on" in html
+    assert "Signed below the target count of 100: Leukopenic sample" in html
+
+
+def test_report_warns_when_photographs_were_classified_by_different_networks(client, tech):
+    sample = make_sample("H26-0045", types=TYPES)
+    other = make_sample("H26-0046", types=("MONOCYTE",), version=make_version())
+    other.images.update(sample=sample)
+    html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert "classified by different networks" in html
+
+
+def test_pdf_has_the_page_content_and_the_crops(client, tech, hematologist):
+    sample = sign(make_sample("H26-0047", types=TYPES), hematologist)
+    store_crops(sample)
+    response = client.get(reverse("lab:sample-report-pdf", args=[sample.pk]))
+    assert response.status_code == 200 and response["Content-Type"] == "application/pdf"
+    assert response["Content-Disposition"] == 'attachment; filename="H26-0047-report.pdf"'
+    data = response.content
+    assert data.startswith(b"%PDF") and data.rstrip().endswith(b"%%EOF")
+    text = pdf_text(data)
+    for expected in (b"H26-0047", b"Ada Lovelace", b"75.0", b"25.0", b"NRBC", b"Neutrophil"):
+        assert expected in text, expected
+    assert b"NOT SIGNED" not in text
+    # One picture per stored crop: three types on the sample, five cells.
+    assert len(re.findall(rb"/Subtype\s*/Image", data)) == 5
+
+
+def test_pdf_of_an_unsigned_sample_says_so_and_survives_odd_text(client, tech):
+    sample = make_sample('A<1>&"é/x', types=TYPES)  # no crops stored: the gallery is left out
+    response = client.get(reverse("lab:sample-report-pdf", args=[sample.pk]))
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == 'attachment; filename="A_1_____x-report.pdf"'
+    text = pdf_text(response.content)
+    assert b"NOT SIGNED" in text and b"A&lt;1&gt;" not in text
+
+
+def test_sample_page_links_to_the_report_and_pdf(client, tech):
+    sample = make_sample("H26-0048")
+    html = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert reverse("lab:sample-report", args=[sample.pk]) in html
+    assert reverse("lab:sample-report-pdf", args=[sample.pk]) in html
+
+
+def test_report_needs_a_sign_in(client):
+    sample = make_sample("H26-0049")
+    for name in ("lab:sample-report", "lab:sample-report-pdf"):
+        response = client.get(reverse(name, args=[sample.pk]))
+        assert response.status_code == 302 and "/login" in response["Location"]
+
+
+def test_report_of_a_sample_without_photographs_still_draws(client, tech):
+    sample = Sample.objects.create(accession_number="H26-0050")
+    page = client.get(reverse("lab:sample-report", args=[sample.pk]))
+    assert page.status_code == 200 and "0 leukocytes counted" in page.content.decode()
+    pdf = client.get(reverse("lab:sample-report-pdf", args=[sample.pk]))
+    assert pdf.status_code == 200 and b"H26-0050" in pdf_text(pdf.content)

@@ -1,0 +1,212 @@
+"""A sample's report as one view model: the printable page, the PDF (webapp.reports.pdf) and the
+FHIR export's figures (webapp.reports.fhir) are all drawn from it, so the three never disagree.
+
+What it holds: who signed and when (or that nobody has: a preliminary report), the differential
+with each share's 95% range, the mononuclear / polynuclear table, the per-100-leukocytes figures
+(NRBC), what was left out of the count and why, every warning a reader of the figures should see,
+a few crops of each type, and the networks that made the calls.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.utils import timezone
+
+from webapp.cell_types import type_order
+from webapp.counting import rule_for
+from webapp.models import Sample
+from webapp.presenters import ViewModel
+from webapp.selectors import (
+    LeukocyteFormula,
+    leukocyte_formula,
+    model_versions,
+    sample_images_with_cells,
+)
+
+# Crops shown per type in the report's gallery.
+GALLERY_CROPS = 4
+# An out-of-distribution score above 1: unlike the cells the network was trained on.
+OOD_THRESHOLD = 1.0
+
+PERCENT = "percent"
+PER_100 = "per_100"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One reported number: a type's share of the differential, in percent, or its count per 100
+    leukocytes (NRBC); the FHIR export sends one Observation per Figure."""
+
+    name: str  # the cell type (webapp.counting)
+    label: str  # as the report prints it
+    kind: str  # PERCENT or PER_100
+    value: float
+    count: int
+    low: float | None = None  # 95% range of a percentage (Wilson); None for per-100 figures
+    high: float | None = None
+
+    @property
+    def unit(self):
+        return "%" if self.kind == PERCENT else "/100 WBC"
+
+
+@dataclass(frozen=True)
+class GalleryType:
+    name: str
+    label: str
+    count: int  # cells of this type on the sample (the gallery shows a few)
+    crops: list  # Cell, with a stored crop
+
+
+@dataclass(frozen=True)
+class VersionLine:
+    label: str  # v12
+    architecture: str
+    task: str
+
+
+@dataclass
+class SampleReport(ViewModel):
+    sample: Sample
+    accession: str
+    signed: bool
+    signed_by: str  # display name of the signing hematologist; "" when not signed
+    signed_at: datetime | None
+    amended: bool  # signed again after a reopening
+    times_signed: int
+    reopened: bool  # reopened since its last signature, not signed again yet
+    reopened_by: str
+    reopened_at: datetime | None
+    reopen_reason: str
+    formula: LeukocyteFormula
+    differential: list  # Figure (PERCENT), in the report's type order
+    groups: list  # selectors.FormulaRow: MONONUCLEAR / POLYNUCLEAR, when types were named
+    per_100: list  # Figure (PER_100)
+    listed_apart: list  # (label, count): platelets, artefacts
+    unidentified: int
+    unidentified_kept: bool
+    partial_left_out: int
+    target_count: int
+    below_target: bool
+    below_target_reason: str
+    warnings: list  # sentences for the reader of the figures
+    gallery: list  # GalleryType
+    versions: list  # VersionLine
+    generated_at: datetime = field(default_factory=timezone.now)
+
+    @property
+    def figures(self):
+        """Every reported number, as the FHIR export sends them."""
+        return self.differential + self.per_100
+
+    @property
+    def status_text(self):
+        if self.signed:
+            return "Amended" if self.amended else "Final"
+        return "NOT SIGNED \u2014 preliminary"
+
+
+def _person(user):
+    if user is None:
+        return ""
+    return user.get_full_name() or user.get_username()
+
+
+def _label(name):
+    return rule_for(name).label
+
+
+def _unfamiliar(entry):
+    """Most of a photograph's cells score above the out-of-distribution threshold."""
+    scored = [cell for cell in entry.cells if cell.ood_score is not None]
+    unusual = sum(1 for cell in scored if cell.ood_score > OOD_THRESHOLD)
+    return bool(scored) and unusual * 2 > len(entry.cells), unusual
+
+
+def _warnings(sample, formula, photographs, version_lines):
+    warnings = []
+    if formula.total < sample.target_count:
+        line = (f"{formula.total} leukocytes counted, below the target of {sample.target_count}: "
+                "the percentages are less precise (see each 95% range).")
+        warnings.append(line)
+    if formula.mixed_versions:
+        names = ", ".join(line.label for line in version_lines)
+        warnings.append(f"The photographs were classified by different networks ({names}): one "
+                        "differential should come from one network.")
+    if formula.awaiting_review:
+        warnings.append(f"{formula.awaiting_review} uncertain call(s) were not reviewed.")
+    if formula.unidentified:
+        kept = " (kept as unidentified by the signing hematologist)" if sample.unidentified_kept else ""
+        warnings.append(f"{formula.unidentified} cell(s) could not be identified{kept}; they are "
+                        "not counted.")
+    for entry in photographs:
+        image = entry.image
+        if image.status != image.Status.DONE:
+            state = "failed" if image.status == image.Status.FAILED else "is not classified yet"
+            warnings.append(f"Photograph {image.original_filename} {state}"
+                            f"{': ' + image.error if image.error else ''}.")
+        for warning in image.quality_warnings or []:
+            warnings.append(f"Photograph {image.original_filename}: {warning}")
+        unfamiliar, unusual = _unfamiliar(entry)
+        if unfamiliar:
+            warnings.append(
+                f"Photograph {image.original_filename}: {unusual} of its {len(entry.cells)} cells "
+                "are unlike those the network was trained on (another stain or camera?): check "
+                "its calls by eye.")
+    return warnings
+
+
+def _gallery(photographs):
+    by_type = {}
+    for entry in photographs:
+        for cell in entry.cells:
+            if cell.is_partial and not cell.count_partial:
+                continue
+            by_type.setdefault(cell.cell_type, []).append(cell)
+    return [
+        GalleryType(name, _label(name), len(cells), [cell for cell in cells if cell.crop][:GALLERY_CROPS])
+        for name, cells in sorted(by_type.items(), key=lambda item: type_order(item[0]))
+    ]
+
+
+def sample_report(sample):
+    """The report of a sample loaded with its signer and reopener (select_related)."""
+    formula = leukocyte_formula(sample)
+    photographs = sample_images_with_cells(sample)
+    versions = [
+        VersionLine(version.label, version.architecture, version.get_task_display())
+        for version in model_versions().filter(pk__in=formula.model_versions).order_by("pk")
+    ]
+    differential = [Figure(row.name, _label(row.name), PERCENT, row.percent, row.count, row.low, row.high)
+                    for row in formula.rows]
+    per_100 = [Figure(row.name, row.reported_as or _label(row.name), PER_100, row.per_100, row.count)
+               for row in formula.per_100]
+    signed = sample.status == Sample.Status.SIGNED
+    return SampleReport(
+        sample=sample,
+        accession=sample.accession_number,
+        signed=signed,
+        signed_by=_person(sample.signed_by) if signed else "",
+        signed_at=sample.signed_at if signed else None,
+        amended=signed and sample.times_signed > 1,
+        times_signed=sample.times_signed,
+        reopened=sample.status == Sample.Status.REOPENED,
+        reopened_by=_person(sample.reopened_by),
+        reopened_at=sample.reopened_at,
+        reopen_reason=sample.reopen_reason,
+        formula=formula,
+        differential=differential,
+        groups=formula.groups,
+        per_100=per_100,
+        listed_apart=[(_label(name), count) for name, count in formula.listed_apart],
+        unidentified=formula.unidentified,
+        unidentified_kept=sample.unidentified_kept,
+        partial_left_out=formula.partial_left_out,
+        target_count=sample.target_count,
+        below_target=formula.total < sample.target_count,
+        below_target_reason=sample.below_target_reason,
+        warnings=_warnings(sample, formula, photographs, versions),
+        gallery=_gallery(photographs),
+        versions=versions,
+    )
+

@@ -1,0 +1,147 @@
+"""A signed sample's result as FHIR for a laboratory information system.
+
+A Bundle of type "collection": the DiagnosticReport first, then one Observation per reported
+figure (each differential percentage, each count per 100 leukocytes), which the report lists in
+`result`. Built with fhir.resources' R4B models (FHIR 4.3: the package's default models are R5 and
+it has no 4.0.1 set; DiagnosticReport, Observation and Bundle read the same in R4 and R4B for
+every element used here), so each resource is validated as it is built.
+
+The figures come from webapp.presenters.report's view model, as the page and the PDF do. Ids are
+derived from the sample, its signature count and the figure, so fetching the same signed result
+twice gives the same resources and an amended result new ones.
+"""
+
+import uuid
+
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+from fhir.resources.R4B.observation import Observation
+
+from webapp.presenters.report import PERCENT
+from webapp.reports import loinc
+
+CONTENT_TYPE = "application/fhir+json"
+_NAMESPACE = uuid.UUID("6c9f5d3e-1b8e-4b7a-9a55-4c1b8f0d2a71")  # Leukoscope's, for uuid5 ids
+_CATEGORY = {"coding": [{
+    "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+    "code": "laboratory", "display": "Laboratory"}]}
+_REPORT_CATEGORY = {"coding": [{
+    "system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "HM", "display": "Hematology"}]}
+_ACCESSION_TYPE = {"coding": [{
+    "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN",
+    "display": "Accession ID"}], "text": "Accession number"}
+METHOD_TEXT = ("Digital morphology of a blood smear: cells pre-classified by a neural network, "
+               "reviewed by laboratory staff")
+
+
+class NotFinal(Exception):
+    """The sample is not signed: there is no final result to send."""
+
+
+def _present(fields):
+    """The fields that have a value: FHIR allows neither empty strings nor empty lists."""
+    return {name: value for name, value in fields.items() if value not in (None, "", [])}
+
+
+def _urn(report, key):
+    """A stable id: the same signature of the same sample gives the same one; a database that
+    reuses a deleted sample's number does not (its accession number or signing time differ)."""
+    name = f"{report.sample.pk}/{report.accession}/{report.signed_at.isoformat()}/{key}"
+    return f"urn:uuid:{uuid.uuid5(_NAMESPACE, name)}"
+
+
+def _code(figure):
+    entry = loinc.code_for(figure.name, figure.kind)
+    text = (f"{figure.label} (% of leukocytes)" if figure.kind == PERCENT
+            else f"{figure.label} per 100 leukocytes")
+    if entry is None:
+        return {"text": text}  # a type without a LOINC code: a text code only
+    return {"coding": [{"system": loinc.SYSTEM, "code": entry.code, "display": entry.display}],
+            "text": text}
+
+
+def _quantity(figure):
+    unit = loinc.PERCENT_UNIT if figure.kind == PERCENT else loinc.PER_100_UNIT
+    return {"value": figure.value, "unit": unit, "system": loinc.UCUM, "code": unit}
+
+
+def _observation(report, figure, status, performer, issued):
+    total = report.formula.total
+    if figure.kind == PERCENT:
+        note = (f"{figure.count} of {total} leukocytes counted; 95% range "
+                f"{figure.low}-{figure.high} % (Wilson score interval)")
+    else:
+        note = f"{figure.count} counted beside {total} leukocytes"
+    return Observation.model_validate(_present({
+        "resourceType": "Observation",
+        "status": status,
+        "category": [_CATEGORY],
+        "code": _code(figure),
+        "effectiveDateTime": issued,
+        "issued": issued,
+        "performer": performer,
+        "valueQuantity": _quantity(figure),
+        "method": {"text": METHOD_TEXT},
+        "note": [{"text": note}],
+    }))
+
+
+def _conclusion(report):
+    lines = list(report.warnings)
+    if report.below_target_reason:
+        lines.append(f"Signed below the target count of {report.target_count}: "
+                     f"{report.below_target_reason}")
+    if report.listed_apart:
+        lines.append("Listed apart, not counted: "
+                     + ", ".join(f"{label} {count}" for label, count in report.listed_apart) + ".")
+    if report.partial_left_out:
+        lines.append(f"{report.partial_left_out} cell(s) cut by a photograph's edge left out.")
+    versions = ", ".join(f"{v.label} ({v.architecture}, {v.task})" for v in report.versions)
+    if versions:
+        lines.append(f"Classified by {versions}.")
+    return " ".join(lines)
+
+
+def diagnostic_bundle(report):
+    """The report's Bundle (fhir.resources model); NotFinal for an unsigned sample."""
+    if not report.signed or report.signed_at is None:
+        raise NotFinal(f"Sample {report.accession} is not signed: only a signed result is sent to "
+                       "the laboratory information system.")
+    status = "amended" if report.amended else "final"
+    # Leukoscope does not know when the blood was drawn: the result is effective when signed.
+    issued = report.signed_at.isoformat()
+    performer = [{"display": report.signed_by}] if report.signed_by else []
+    observations = [
+        (_urn(report, f"{figure.kind}/{figure.name}"),
+         _observation(report, figure, status, performer, issued))
+        for figure in report.figures
+    ]
+    diagnostic = DiagnosticReport.model_validate(_present({
+        "resourceType": "DiagnosticReport",
+        "identifier": [{"type": _ACCESSION_TYPE, "value": report.accession}],
+        "status": status,
+        "category": [_REPORT_CATEGORY],
+        "code": {"coding": [{"system": loinc.SYSTEM, "code": loinc.PANEL.code,
+                             "display": loinc.PANEL.display}],
+                 "text": "Leukocyte differential (digital morphology)"},
+        "effectiveDateTime": issued,
+        "issued": issued,
+        "performer": performer,
+        "resultsInterpreter": performer,
+        "result": [{"reference": urn} for urn, _ in observations],
+        "conclusion": _conclusion(report),
+    }))
+    entries = [{"fullUrl": _urn(report, "report"), "resource": diagnostic}]
+    entries += [{"fullUrl": urn, "resource": observation} for urn, observation in observations]
+    return Bundle.model_validate({
+        "resourceType": "Bundle",
+        "identifier": {"system": "urn:ietf:rfc:3986", "value": _urn(report, "bundle")},
+        "type": "collection",
+        "timestamp": issued,
+        "entry": entries,
+    })
+
+
+def bundle_json(report):
+    """The Bundle as FHIR JSON text."""
+    return diagnostic_bundle(report).model_dump_json(exclude_none=True)

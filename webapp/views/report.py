@@ -1,0 +1,45 @@
+"""A sample's report: the printable page, its PDF, and the FHIR export for a laboratory information
+system. Thin: the view model is webapp.presenters.report's, drawn by a template, by
+webapp.reports.pdf or by webapp.reports.fhir."""
+
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.views.decorators.http import require_GET
+
+from webapp.models import Sample
+from webapp.presenters.report import sample_report
+from webapp.reports.fhir import CONTENT_TYPE, NotFinal, bundle_json
+from webapp.reports.pdf import render_pdf
+
+
+def _report(pk):
+    sample = get_object_or_404(Sample.objects.select_related("signed_by", "reopened_by"), pk=pk)
+    return sample_report(sample)
+
+
+def report_file_name(accession):
+    safe = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_") else "_" for ch in accession)
+    return f"{safe or 'sample'}-report.pdf"
+
+
+@require_GET
+def report_page(request, pk):
+    return render(request, "lab/report.html", _report(pk).as_context())
+
+
+@require_GET
+def report_pdf(request, pk):
+    report = _report(pk)
+    response = HttpResponse(render_pdf(report), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="{report_file_name(report.accession)}"'
+    return response
+
+
+@require_GET
+def sample_fhir(request, pk):
+    report = _report(pk)
+    try:
+        body = bundle_json(report)
+    except NotFinal as refusal:
+        return JsonResponse({"error": str(refusal)}, status=409)
+    return HttpResponse(body, content_type=CONTENT_TYPE)
