@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?= ../shared/datasets
 
-.PHONY: run install setup test lint bench bench-classify bench-detect bench-web bench-latency bench-group-cv bench-sources clean
+.PHONY: run install setup test lint bench bench-classify bench-detect bench-web bench-latency bench-group-cv bench-sources bench-adapt clean
 
 # Direct dependencies are listed in requirements.in (runtime) and requirements-dev.in (test, lint);
 # the pinned locks are requirements.txt and requirements-dev.txt, which includes it.
@@ -54,6 +54,12 @@ bench-group-cv: install
 # var/bench-sources and reused; RECIPE takes train_cli's recipe options, e.g. RECIPE="--epochs 2".
 bench-sources: install
 	$(PY) bench/sources.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc $(RECIPE)
+
+# Not part of `make bench`: each leave-one-source-out network of bench-sources (trained with
+# RECIPE="--arch leukonet-gn" into var/bench-sources-gn) adapted on k = 25, 50, 100, 200 reviewed
+# cells of the source it never saw, measured on both sources' TEST, with the fine-tune time.
+bench-adapt: install
+	$(PY) bench/adapt.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc --networks var/bench-sources-gn $(BENCH_ADAPT_ARGS)
 
 bench-latency: setup
 	$(PY) bench/latency.py --data $(DATA)

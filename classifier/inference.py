@@ -22,7 +22,8 @@ from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES
 
 logger = logging.getLogger(__name__)
 
-def _load_keras_bytes(model_bytes):
+def load_keras_bytes(model_bytes):
+    """A Keras network from the bytes of its .keras file, uncompiled."""
     import keras
 
     # Keras loads .keras archives from a path only; the temp file lives just long enough.
@@ -189,13 +190,13 @@ class CellClassifier:
         expected = metadata.get("model_sha256")
         if expected and hashlib.sha256(model_bytes).hexdigest() != expected:
             raise ValueError("model bytes do not match the sha256 recorded in the metadata")
-        return cls(_load_keras_bytes(bytes(model_bytes)), metadata, runtime)
+        return cls(load_keras_bytes(bytes(model_bytes)), metadata, runtime)
 
     @classmethod
     def from_directory(cls, path, runtime=DEFAULT_RUNTIME):
         """A saved model folder (classifier.model_folder, which checks the bytes' SHA-256)."""
         model_bytes, metadata = model_folder.read_model_folder(path)
-        return cls(_load_keras_bytes(model_bytes), metadata, runtime)
+        return cls(load_keras_bytes(model_bytes), metadata, runtime)
 
     @property
     def serving_runtime(self):

@@ -27,6 +27,7 @@ class ModelVersion(models.Model):
         BUNDLED = "bundled", "Bundled with the software"
         COMMAND = "command", "Management command"
         SITE = "site", "Retrained from the site"
+        ADAPTED = "adapted", "Adapted to this lab"
 
     architecture = models.CharField(max_length=64)
     task = models.CharField(max_length=16, choices=Task.choices)
@@ -46,6 +47,10 @@ class ModelVersion(models.Model):
     class_counts = models.JSONField(default=dict)
     dataset_fingerprint = models.CharField(max_length=64, blank=True)
     include_reviewed_cells = models.BooleanField(default=False)
+    # The version this one was fine-tuned from on the lab's reviewed cells ("Adapt to this lab").
+    adapted_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="adaptations"
+    )
 
     history = models.JSONField(default=list)  # one dict per epoch
     metrics = models.JSONField(default=dict)  # held-out metrics

@@ -198,6 +198,26 @@ def sample_images_with_cells(sample):
     return photographs
 
 
+def reviewed_cell_windows():
+    """(stored context window name, reviewer's type) of every reviewed cell that has a window.
+
+    A cell classified by several versions is one physical cell: it is listed once, with its newest
+    review (a label carried to a later version's call is the same review, read from the cell it
+    was made on), so re-classification does not weight it twice.
+    """
+    cells = (
+        Cell.objects.exclude(corrected_type="")
+        .filter(review_carried_from__isnull=True)
+        .exclude(window="")
+        .order_by("reviewed_at", "id")
+        .values_list("image_id", "x0", "y0", "x1", "y1", "window", "corrected_type")
+    )
+    windows = {}
+    for image_id, x0, y0, x1, y1, window, corrected in cells:
+        windows[(image_id, x0, y0, x1, y1)] = (window, corrected)
+    return list(windows.values())
+
+
 def cells_with_review_trail():
     """Cells with their photograph, sample, reviewers, review trail and the call whose label they
     carried over, for the cell page."""

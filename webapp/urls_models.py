@@ -9,6 +9,7 @@ app_name = "models"
 urlpatterns = [
     path("", views.version_list, name="list"),
     path("train/", views.train, name="train"),
+    path("adapt/", views.adapt, name="adapt"),
     path("reclassify/", views.reclassify_samples, name="reclassify"),
     path("<int:pk>/", views.version_detail, name="detail"),
     path("<int:pk>/progress.json", views.version_progress, name="progress"),

@@ -140,16 +140,22 @@ def fit(keras, tf, arrays, recipe, on_epoch=None, should_stop=None, progress_bar
     """Build the recipe's network and train it; raises TrainingCancelled when should_stop says so."""
     from classifier.architectures import build_model
 
-    training = batches.training_batches(tf, arrays, recipe)
-    validation = batches.validation_batches(tf, arrays, recipe)
     n_classes = len(arrays.class_names)
     model = build_model(
         recipe.architecture, recipe.task, recipe.input_spec, n_classes, recipe.width, pretrained=True
     )
+    select_best = not (recipe.refit or recipe.keep_last_epoch)
+    return train_network(keras, tf, model, arrays, recipe, on_epoch, should_stop, progress_bar, select_best)
+
+
+def train_network(keras, tf, model, arrays, recipe, on_epoch=None, should_stop=None, progress_bar=False,
+                  select_best=True):
+    """Compile ``model`` with the recipe's optimizer and loss and train it on the arrays (a new
+    network, or a trained one being fine-tuned); raises TrainingCancelled when should_stop says so."""
+    training = batches.training_batches(tf, arrays, recipe)
+    validation = batches.validation_batches(tf, arrays, recipe)
     compile_model(keras, model, recipe, math.ceil(len(arrays.x_train) / recipe.batch_size))
-    progress = TrainingProgress(
-        recipe.epochs, on_epoch, should_stop, select_best=not (recipe.refit or recipe.keep_last_epoch)
-    )
+    progress = TrainingProgress(recipe.epochs, on_epoch, should_stop, select_best=select_best)
     model.fit(
         training,
         validation_data=validation,

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from classifier.runtimes import RUNTIME_DESCRIPTIONS
+from classifier.training.adaptation import MIN_CELLS, usable_count
 from webapp.models import ModelVersion
 from webapp.presenters import ViewModel
 from webapp.presenters.charts import finite, learning_curves
@@ -21,6 +22,7 @@ from webapp.selectors import (
     recent_activations,
     review_agreement,
     review_agreement_by_version,
+    reviewed_cell_windows,
 )
 
 
@@ -162,6 +164,8 @@ def progress_report(version):
     state = progress.get("state", "")
     if version.status == ModelVersion.Status.TRAINING:
         phase = {"queued": "waiting for the training worker", "running": "training"}.get(state, state)
+        if state == "running" and progress.get("stage"):
+            phase = progress["stage"]  # an adaptation's fold or final fine-tune
         if state == "running" and epoch == 0:
             phase = "loading images and building the network"
     else:
@@ -214,6 +218,51 @@ def metric_notes(metrics):
     return notes
 
 
+def _percent(value):
+    return None if value is None else round(100.0 * value, 1)
+
+
+def adaptation_record(version):
+    """What the version page says of an adapted version: the version it came from, the lab's cells
+    it was tuned on, its cross-validated figure on them beside its parent's, and the out-of-fold
+    calls as a network-versus-reviewer table; None for a version that was not adapted."""
+    record = (version.metrics or {}).get("adaptation")
+    if version.adapted_from_id is None and not record:
+        return None
+    record = record or {}
+    cv, before = record.get("cross_validated") or {}, record.get("before") or {}
+    names = list(cv.get("class_names") or [])
+    matrix = cv.get("confusion_matrix") or []  # rows: the reviewer's type, columns: the call
+    rows = [
+        (name, [(matrix[j][i], matrix[j][i] > 0 and i == j) for j in range(len(names))])
+        for i, name in enumerate(names)
+    ] if matrix else []
+    return {
+        "from_id": version.adapted_from_id,
+        "cells": record.get("cells"),
+        "per_class": record.get("per_class") or {},
+        "left_out": record.get("left_out") or {},
+        "folds": record.get("folds"),
+        "cv_percent": _percent(cv.get("accuracy")),
+        "before_percent": _percent(before.get("accuracy")),
+        "replay": record.get("replay") or {},
+        "temperature_fitted_on": record.get("temperature_fitted_on", ""),
+        "seconds": record.get("seconds"),
+        "reviewer_types": names,
+        "matrix_rows": rows,
+    }
+
+
+def adaptation_offer(active):
+    """The "Adapt to this lab" card: the active version, and how many reviewed cells an adaptation
+    of it would use and leave out (the site has their windows; the run checks the files)."""
+    if active is None:
+        return None
+    types = [corrected for _, corrected in reviewed_cell_windows()]
+    usable = usable_count(types, active.task)
+    return {"version": active, "usable": usable, "left_out": len(types) - usable, "minimum": MIN_CELLS}
+
+
 @dataclass
 class VersionRow:
     """One line of the version list."""
@@ -231,6 +280,7 @@ class VersionList(ViewModel):
     training: ModelVersion | None
     training_progress: dict | None
     activations: object  # the latest ModelActivation records
+    adaptation: dict | None  # adaptation_offer of the active version
 
 
 def listed_versions():
@@ -242,9 +292,11 @@ def listed_versions():
         for version in versions
     ]
     training = next((v for v in versions if v.status == ModelVersion.Status.TRAINING), None)
+    active = next((v for v in versions if v.is_active), None)
     return VersionList(
         versions=rows,
-        active=next((v for v in versions if v.is_active), None),
+        active=active,
+        adaptation=adaptation_offer(active),
         training=training,
         training_progress=progress_report(training) if training else None,
         activations=recent_activations(),
@@ -267,6 +319,7 @@ class VersionPage(ViewModel):
     was_active: bool
     review: ReviewAgreement
     serving_runtime: str
+    adaptation: dict | None  # adaptation_record
 
 
 def version_page(version):
@@ -294,4 +347,5 @@ def version_page(version):
         was_active=activations.exists(),
         review=review_agreement(version),
         serving_runtime=RUNTIME_DESCRIPTIONS[settings.INFERENCE_RUNTIME],
+        adaptation=adaptation_record(version),
     )

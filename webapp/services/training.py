@@ -18,15 +18,16 @@ from django.utils import timezone
 
 from classifier.dataset import task_class
 from classifier.errors import TrainingCancelled, TrainingDataError
+from classifier.training.adaptation import DEFAULT_EPOCHS, DEFAULT_FOLDS, check_enough, lab_cells
 from classifier.training.data import data_folders
 from classifier.training.held_out import kept_epoch_label
 from classifier.training.recipe import SETTINGS, Recipe, RecipeError
 from classifier.training.recipe import refit_settings as stored_refit_settings
 from webapp.models import Cell, ModelVersion, Sample, SmearImage
 from webapp.queueing import queue_classifications, queue_training, stop_task
-from webapp.selectors import abandoned_trainings
+from webapp.selectors import abandoned_trainings, reviewed_cell_windows
 from webapp.services.liveness import TrainingClaim, claim_training, heartbeat
-from webapp.services.model_registry import NoActiveModel
+from webapp.services.model_registry import NoActiveModel, classifier_metadata
 from webapp.services.model_versions import store_training_result
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ logger = logging.getLogger(__name__)
 # Cancellation is polled between batches; a query per poll is cheap, but there is no need to ask
 # the database more than once a second.
 CANCEL_POLL_SECONDS = 1.0
+
+
+# "Adapt to this lab": epochs of each fine-tune, and the cross-validation folds (each a fine-tune).
+ADAPTATION_EPOCHS = DEFAULT_EPOCHS
+ADAPTATION_FOLDS = DEFAULT_FOLDS
 
 
 class TrainingRefused(ValueError):
@@ -99,6 +105,18 @@ def _lock_training_slot():
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [0x1E0C0])
 
 
+def _claim_training_slot(refuse_if_training=True):
+    """Inside a transaction: hold the training slot, or refuse while a version trains."""
+    _lock_training_slot()
+    if refuse_if_training:
+        running = training_in_progress()
+        if running is not None:
+            raise TrainingRefused(
+                f"Version v{running.pk} is already training; wait for it to finish or cancel it "
+                "before starting another."
+            )
+
+
 def create_training_version(
     *,
     data_dir,
@@ -129,14 +147,7 @@ def create_training_version(
         if given.get(name) is not None
     )
     with transaction.atomic():
-        _lock_training_slot()
-        if refuse_if_training:
-            running = training_in_progress()
-            if running is not None:
-                raise TrainingRefused(
-                    f"Version v{running.pk} is already training; wait for it to finish or cancel it "
-                    "before starting another."
-                )
+        _claim_training_slot(refuse_if_training)
         return ModelVersion.objects.create(
             architecture=recipe.architecture,
             task=recipe.task,
@@ -220,6 +231,84 @@ def start_training(
     return version
 
 
+def adaptation_cells(version):
+    """The lab's reviewed cells an adaptation of ``version`` would learn from, and those of types
+    it has no class for (classifier.training.adaptation.LabCells)."""
+    return lab_cells(reviewed_cell_samples(), version.task)
+
+
+def adaptation_epochs():
+    """Every epoch of an adaptation: one fine-tune per cross-validation fold, then the final one."""
+    folds = ADAPTATION_FOLDS if ADAPTATION_FOLDS >= 2 else 0
+    return (folds + 1) * ADAPTATION_EPOCHS
+
+
+def start_adaptation(user):
+    """Queue "Adapt to this lab": a fine-tune of the active version on the lab's reviewed cells
+    (classifier.training.adaptation), as a new version on the `train` queue; one training at a
+    time, cancelled and followed like a retraining."""
+    base = ModelVersion.objects.defer("model_bytes").filter(status=ModelVersion.Status.ACTIVE).first()
+    if base is None:
+        raise TrainingRefused("No version is active: there is nothing to adapt.")
+    try:
+        check_enough(adaptation_cells(base), version=f"v{base.pk}")
+    except TrainingDataError as exc:
+        raise TrainingRefused(str(exc)) from None
+    epochs = adaptation_epochs()
+    with transaction.atomic():
+        _claim_training_slot()
+        version = ModelVersion.objects.create(
+            architecture=base.architecture,
+            task=base.task,
+            status=ModelVersion.Status.TRAINING,
+            source=ModelVersion.Source.ADAPTED,
+            adapted_from=base,
+            dataset_path=base.dataset_path,
+            include_reviewed_cells=True,
+            hyperparameters={"epochs": epochs},
+            seed=base.seed,
+            progress={"state": "queued", "epoch": 0, "epochs": epochs},
+            created_by=user,
+        )
+        queue_training(version.pk)
+    return version
+
+
+def replay_folders(version):
+    """(the data folders a version learnt from that are on this machine, those that are not): a
+    folder missing where it was is looked for among the configured ones by its name."""
+    configured = {Path(folder).name: folder for folder in default_data_folders()}
+    present, missing = [], []
+    for folder in data_folders(version.dataset_path):
+        if Path(folder).expanduser().is_dir():
+            present.append(folder)
+        elif Path(folder).name in configured and Path(configured[Path(folder).name]).is_dir():
+            present.append(configured[Path(folder).name])
+        else:
+            missing.append(folder)
+    return present, missing
+
+
+def adaptation_settings(version):
+    """The AdaptationConfig of an adapting version, by name: the network it starts from, the
+    lab's reviewed cells and the replayed data folders of that network."""
+    base = version.adapted_from
+    if base is None or not base.model_sha256:
+        raise TrainingDataError("The version to adapt is gone or holds no network.")
+    model_bytes = ModelVersion.objects.filter(pk=base.pk).values_list("model_bytes", flat=True).get()
+    present, missing = replay_folders(base)
+    metadata = {**classifier_metadata(base), "label": f"v{base.pk}", "model_sha256": base.model_sha256}
+    return {
+        "model_bytes": bytes(model_bytes),
+        "metadata": metadata,
+        "reviewed": reviewed_cell_samples(),
+        "data_dir": present,
+        "missing_folders": missing,
+        "epochs": ADAPTATION_EPOCHS,
+        "folds": ADAPTATION_FOLDS,
+    }
+
+
 def cancel_training(version, user=None):
     """Stop a training: the version is cancelled at once, and once that is committed the worker
     terminates the process that trains it (the training loop's own check between batches is the
@@ -247,33 +336,22 @@ def cancel_training(version, user=None):
 
 
 def reviewed_cell_samples(task=None):
-    """(context window path, corrected type) for every reviewed cell whose window is on disk.
+    """(context window path, corrected type) for every reviewed cell whose window is on disk, each
+    physical cell once with its newest review (selectors.reviewed_cell_windows).
 
-    A cell classified by several versions is one physical cell: keep it once, with the newest
-    review, so re-classification does not weight it twice (a label carried to a later version's
-    call is the same review, read from the cell it was made on). With a task, labels that have no place
-    in it are left out: a cell relabelled MONONUCLEAR under a binary network says nothing about
-    which of the four types it is, and would otherwise fail the whole run.
+    With a task, labels that have no place in it are left out: a cell relabelled MONONUCLEAR under
+    a binary network says nothing about which of the four types it is, and would otherwise fail
+    the whole run.
     """
-    fits = None
-    if task is not None:
-        def fits(name):
-            return task_class(name, task) is not None
-
-    samples = {}
-    cells = (
-        Cell.objects.exclude(corrected_type="")
-        .filter(review_carried_from__isnull=True)
-        .exclude(window="")
-        .order_by("reviewed_at", "id")
-        .values_list("image_id", "x0", "y0", "x1", "y1", "window", "corrected_type")
-    )
     storage = Cell._meta.get_field("window").storage
-    for image_id, x0, y0, x1, y1, window, corrected in cells:
+    samples = []
+    for window, corrected in reviewed_cell_windows():
+        if task is not None and task_class(corrected, task) is None:
+            continue
         path = Path(storage.path(window))
-        if (fits is None or fits(corrected)) and path.is_file():
-            samples[(image_id, x0, y0, x1, y1)] = (str(path), corrected)
-    return list(samples.values())
+        if path.is_file():
+            samples.append((str(path), corrected))
+    return samples
 
 
 def _update_progress(version_id, **changes):
@@ -361,8 +439,13 @@ def _train(version_id, version, progress_bar):
                      process={"host": socket.gethostname(), "pid": os.getpid()})
 
     from classifier.training import TrainingConfig, train_classifier
+    from classifier.training.adaptation import AdaptationConfig, adapt_classifier
 
-    config = training_settings(version)
+    def run(on_epoch, should_stop):
+        if version.adapted_from_id is not None:
+            return adapt_classifier(AdaptationConfig(**adaptation_settings(version)), on_epoch, should_stop)
+        config = TrainingConfig(**training_settings(version))
+        return train_classifier(config, on_epoch=on_epoch, should_stop=should_stop, progress_bar=progress_bar)
 
     curve = []
 
@@ -381,9 +464,7 @@ def _train(version_id, version, progress_bar):
         return last_poll[1]
 
     try:
-        result = train_classifier(
-            TrainingConfig(**config), on_epoch=on_epoch, should_stop=should_stop, progress_bar=progress_bar
-        )
+        result = run(on_epoch, should_stop)
     except TrainingCancelled:
         return _finish(version_id, ModelVersion.Status.CANCELLED, "Cancelled.")
     except KeyboardInterrupt:

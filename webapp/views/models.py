@@ -23,6 +23,7 @@ from webapp.services.training import (
     TrainingRefused,
     cancel_training,
     reclassify,
+    start_adaptation,
     start_training,
 )
 
@@ -90,6 +91,20 @@ def train(request):
         messages.error(request, str(exc))
         return redirect("models:list")
     messages.success(request, f"Training of v{version.pk} is queued on the training worker.")
+    return redirect("models:detail", pk=version.pk)
+
+
+@staff_required
+@require_POST
+def adapt(request):
+    """"Adapt to this lab": fine-tune the active version on the lab's reviewed cells."""
+    try:
+        version = start_adaptation(request.user)
+    except TrainingRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("models:list")
+    messages.success(request, f"Adapting v{version.adapted_from_id} to this lab as v{version.pk}: "
+                              "queued on the training worker.")
     return redirect("models:detail", pk=version.pk)
 
 

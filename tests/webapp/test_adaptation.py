@@ -1,0 +1,159 @@
+""""Adapt to this lab" from the Models page: the active version fine-tuned on the lab's reviewed
+cells through the real service and training code (a tiny network on drawn cells, run as the train
+worker runs it), the refusals, staff-only access and cancellation."""
+
+import numpy as np
+import pytest
+from django.urls import reverse
+
+from classifier.training import TrainingConfig, train_classifier
+from tests.synthetic_cells import draw_cell, write_cell_folder
+from tests.webapp.lab_factories import make_sample
+from webapp.models import Cell, ModelVersion
+from webapp.services import training
+from webapp.services.model_versions import activate_version, register_model_directory
+
+PASSWORD = "a-long-passphrase-1"
+FOUR = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
+
+
+@pytest.fixture(scope="module")
+def tiny_network(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapt-site")
+    data = write_cell_folder(root / "lab-a", per_class=4, test_per_class=1, seed=4)
+    config = TrainingConfig(data_dir=str(data), architecture="paper", task="4class", epochs=1,
+                            batch_size=8, cache_dir=str(root / "cache"))
+    return train_classifier(config).save(root / "model"), data, root / "cache"
+
+
+@pytest.fixture
+def active(tiny_network, monkeypatch):
+    import classifier.dataset
+
+    folder, data, cache = tiny_network
+    monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", cache)
+    monkeypatch.setattr(training, "ADAPTATION_EPOCHS", 1)
+    monkeypatch.setattr(training, "ADAPTATION_FOLDS", 2)
+    version, _ = register_model_directory(folder, dataset_path=str(data))
+    return activate_version(version)
+
+
+def reviewed_cells(version, media_root, per_type=2, extra=()):
+    """A sample whose cells were reviewed, each with its context window stored as the site stores
+    it; the reviewer gave each cell the type of the drawn cell."""
+    types = [name for name in FOUR for _ in range(per_type)] + list(extra)
+    sample = make_sample(accession=f"H-{len(types)}", types=["NEUTROPHIL"] * len(types), version=version)
+    rng = np.random.default_rng(11)
+    for cell, name in zip(Cell.objects.filter(image__sample=sample).order_by("index"), types, strict=True):
+        window = f"windows/adapt-{cell.pk}.png"
+        (media_root / "windows").mkdir(parents=True, exist_ok=True)
+        draw_cell(name if name in FOUR else "NEUTROPHIL", rng).save(media_root / window)
+        Cell.objects.filter(pk=cell.pk).update(window=window, corrected_type=name, cell_type=name)
+    return sample
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    staff = django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True)
+    client.force_login(staff)
+    return client
+
+
+@pytest.mark.django_db
+def test_adapting_the_active_version_makes_a_new_cross_validated_version(
+        staff_client, active, isolated_media_root, sent_tasks, django_capture_on_commit_callbacks):
+    reviewed_cells(active, isolated_media_root, extra=("BASOPHIL",))
+    page = staff_client.get(reverse("models:list")).content.decode()
+    assert "Adapt to this lab" in page
+    assert "<strong>8</strong> reviewed cells of v" in page and "1 of other types left out" in page
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_client.post(reverse("models:adapt"))
+    version = ModelVersion.objects.get(status=ModelVersion.Status.TRAINING)
+    assert response.url == reverse("models:detail", args=[version.pk])
+    assert sent_tasks == [("train_model_version", (version.pk,))]
+    assert version.adapted_from == active and version.source == "adapted"
+    assert version.progress["epochs"] == 3  # two folds and the final fine-tune, one epoch each
+
+    training.run_training(version.pk)  # what the train worker runs
+    version.refresh_from_db()
+    assert version.status == "ready", version.failure_reason
+    assert version.adapted_from_id == active.pk and version.include_reviewed_cells
+    record = version.metrics["adaptation"]
+    assert record["cells"] == 8 and record["left_out"] == {"BASOPHIL": 1} and record["folds"] == 2
+    assert record["cross_validated"]["n"] == 8
+    assert record["replay"]["sources"] == ["lab-a"] and record["replay"]["cells"] == 16
+    assert version.metrics["sources"]["lab-a"]["TEST"]["n"] == 4
+    assert version.progress["state"] == "done" and version.progress["epoch"] == 3
+    assert ModelVersion.objects.get(pk=active.pk).status == ModelVersion.Status.ACTIVE  # not replaced
+
+    detail = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    percent = f"{100 * record['cross_validated']['accuracy']:.1f}%"
+    assert (f"Adapted from <a href=\"{reverse('models:detail', args=[active.pk])}\">v{active.pk}</a> on 8 "
+            f"reviewed cells of this lab: cross-validated <strong>{percent}</strong> right") in detail
+    assert 'data-role="adaptation-confusion"' in detail and "basophil 1" in detail
+
+
+@pytest.mark.django_db
+def test_too_few_reviewed_cells_are_refused_with_the_reason(staff_client, active, isolated_media_root,
+                                                             sent_tasks):
+    reviewed_cells(active, isolated_media_root, per_type=1)  # 4 cells
+    response = staff_client.post(reverse("models:adapt"), follow=True)
+    assert "Adapting needs at least 5 reviewed cells of the types" in response.content.decode()
+    assert not ModelVersion.objects.filter(status=ModelVersion.Status.TRAINING).exists()
+    assert sent_tasks == []
+
+
+@pytest.mark.django_db
+def test_nothing_to_adapt_without_an_active_version(staff_client):
+    response = staff_client.post(reverse("models:adapt"), follow=True)
+    assert "No version is active: there is nothing to adapt." in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_adapting_is_for_staff_only(client, django_user_model, active, isolated_media_root):
+    reviewed_cells(active, isolated_media_root)
+    client.force_login(django_user_model.objects.create_user("tech", password=PASSWORD))
+    assert client.post(reverse("models:adapt")).status_code == 403
+    assert not ModelVersion.objects.filter(status=ModelVersion.Status.TRAINING).exists()
+
+
+@pytest.mark.django_db
+def test_a_cancelled_adaptation_stores_nothing_and_frees_the_slot(
+        staff_client, active, isolated_media_root, sent_tasks, django_capture_on_commit_callbacks):
+    reviewed_cells(active, isolated_media_root)
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_client.post(reverse("models:adapt"))
+    version = ModelVersion.objects.get(status=ModelVersion.Status.TRAINING)
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert "Cancel training" in page
+    second = staff_client.post(reverse("models:adapt"), follow=True).content.decode()
+    assert f"Version v{version.pk} is already training" in second
+
+    staff_client.post(reverse("models:cancel", args=[version.pk]))
+    training.run_training(version.pk)  # a delivery arriving after the cancel does nothing
+    version.refresh_from_db()
+    assert version.status == "cancelled" and not version.model_sha256
+    assert not ModelVersion.objects.filter(status=ModelVersion.Status.TRAINING).exists()
+
+
+@pytest.mark.django_db
+def test_a_running_adaptation_stops_at_the_cancel(active, isolated_media_root, sent_tasks, monkeypatch,
+                                                  django_user_model):
+    reviewed_cells(active, isolated_media_root)
+    version = training.start_adaptation(django_user_model.objects.create_user("lead", is_staff=True))
+    updates = []
+    real = training._update_progress
+
+    def cancel_after_first_epoch(version_id, **changes):
+        updates.append(changes)
+        if changes.get("epoch") == 1:
+            ModelVersion.objects.filter(pk=version_id).update(cancel_requested=True)
+        return real(version_id, **changes)
+
+    monkeypatch.setattr(training, "_update_progress", cancel_after_first_epoch)
+    monkeypatch.setattr(training, "CANCEL_POLL_SECONDS", 0.0)
+    training.run_training(version.pk)
+    version.refresh_from_db()
+    assert version.status == "cancelled" and not version.model_sha256
+    assert [u["epoch"] for u in updates if "epoch" in u] == [1]
