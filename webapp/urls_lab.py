@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from webapp.views import api, lab
+from webapp.views import added_cells, api, lab
 
 app_name = "lab"
 
@@ -16,7 +16,9 @@ urlpatterns = [
     path("samples/<int:pk>/export.csv", lab.sample_export_csv, name="sample-export"),
     path("samples/<int:pk>/delete/", lab.sample_delete, name="sample-delete"),
     path("images/<int:pk>/retry/", lab.image_retry, name="image-retry"),
+    path("images/<int:pk>/cells/add/", added_cells.add_cell, name="image-add-cell"),
     path("cells/<int:pk>/", lab.cell_detail, name="cell-detail"),
+    path("cells/<int:pk>/count-in/", added_cells.cell_count_in, name="cell-count-in"),
     path("cells/<int:pk>/review/", lab.cell_review, name="cell-review"),
     path("history/", lab.history, name="history"),
     path("api/samples/", api.sample_list, name="api-samples"),
