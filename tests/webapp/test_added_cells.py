@@ -139,6 +139,21 @@ def test_an_edge_cell_is_left_out_until_a_reviewer_counts_it_in(client, tech):
     assert response.status_code == 400 and "always counted" in response.json()["error"]
 
 
+@pytest.mark.django_db
+def test_a_box_the_broker_missed_is_sent_by_the_reconciler(client, tech, sent_tasks, monkeypatch):
+    from webapp.services.reconciler import reconcile_work
+
+    image = make_sample().images.get()
+    post_box(client, image, (400, 300, 480, 380))  # its on_commit send never runs here: unsent
+    request = AddedCellRequest.objects.get()
+    assert request.sent_at is None
+    monkeypatch.setattr(queueing, "queue_length", lambda queue: 0)
+    assert reconcile_work().added_cells_sent == 0, "left to its own request for a few seconds"
+    AddedCellRequest.objects.update(requested_at=timezone.now() - timezone.timedelta(minutes=1))
+    assert reconcile_work().added_cells_sent == 1 and sent_tasks == [("add_cell", (request.pk,))]
+    assert reconcile_work().added_cells_sent == 0, "sent once, not at every sweep"
+
+
 # --- the real network, in this process ---------------------------------------------------------
 
 
