@@ -2,6 +2,9 @@
 
 # Boxes of one cell found on two runs of the detector overlap far more than this; two cells never do.
 SAME_CELL_IOU = 0.5
+# A box this close to the photograph's edge (px) belongs to a cell the edge cuts: the detector
+# clips its boxes to the photograph, so a cut cell's box ends on the edge itself.
+EDGE_MARGIN = 2
 
 
 def box_iou(a, b) -> float:
@@ -26,3 +29,9 @@ def match_boxes(first, second, min_iou=0.5) -> list[tuple[int, int, float]]:
         used_first.add(i)
         used_second.add(j)
     return matched
+
+
+def touches_edge(box, width, height, margin=EDGE_MARGIN) -> bool:
+    """Whether a box in a width x height photograph reaches within ``margin`` px of its edge."""
+    x0, y0, x1, y1 = box
+    return x0 <= margin or y0 <= margin or x1 >= width - margin or y1 >= height - margin

@@ -3,15 +3,20 @@
 The photograph's quality, then every leukocyte found, classified in one network call and finished
 with the pictures the site shows of it, encoded as it stores them, and with the review decision:
 a call under the site's confidence threshold, or a cell unlike those the network was trained on
-(classifier.ood), goes to a person. Each cell's context window is prepared for the network once;
-the call, its Grad-CAM and the picture drawn under the heat map all use that one preparation.
+(classifier.ood), goes to a person, and so does every cell of a photograph whose quality measures
+warn (out of focus, badly exposed, colour cast): there no call can be taken on trust. Each cell's
+context window is prepared for the network once; the call, its Grad-CAM and the picture drawn
+under the heat map all use that one preparation.
+
+Boxes a person drew around cells the detector missed (``given_boxes``) are finished the same way,
+in the same network call, at the scale the detector read from the photograph's red cells.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from classifier.detection import cell_window, detect_leukocytes
+from classifier.detection import DetectedCell, cell_window, detect_leukocytes
 from classifier.labels import binary_probabilities
 from classifier.quality import QualityReport, assess_quality
 from classifier.rendering import cell_pictures
@@ -29,7 +34,8 @@ class FinishedCell:
     # How unfamiliar the cell is to the network (classifier.ood: above 1, unlike its training
     # cells); None for a network trained without the score.
     ood_score: float | None
-    needs_review: bool  # confidence under the site's threshold, or ood_score above 1
+    # Confidence under the site's threshold, ood_score above 1, or a photograph whose quality warns.
+    needs_review: bool
     binary_call: str  # MONONUCLEAR / POLYNUCLEAR
     crop_jpeg: bytes  # the cell in the photograph, with a margin
     window_png: bytes  # the 240x320 context window the network saw, lossless
@@ -40,24 +46,50 @@ class FinishedCell:
 class SmearAnalysis:
     quality: QualityReport
     cells: list[FinishedCell]  # in detection order (best score first)
+    # The boxes given to analyse_smear (drawn by a person), finished in the order given.
+    given_cells: list[FinishedCell] = field(default_factory=list)
 
 
-def analyse_smear(rgb, classifier, *, review_threshold) -> SmearAnalysis:
+def analyse_smear(rgb, classifier, *, review_threshold, given_boxes=()) -> SmearAnalysis:
     """Assess an RGB uint8 photograph, detect its leukocytes, classify them all in one network call
     (classifier: a classifier.inference.CellClassifier) and finish each one, flagging for review
-    the calls under ``review_threshold`` (the site's confidence threshold) and unfamiliar cells."""
+    the calls under ``review_threshold`` (the site's confidence threshold), unfamiliar cells and
+    every cell of a photograph whose quality warns. ``given_boxes`` (x0, y0, x1, y1 in the
+    photograph's pixels) are cells a person drew: finished alike, returned apart."""
     rgb = np.asarray(rgb)
     quality = assess_quality(rgb)
     detection = detect_leukocytes(rgb)
-    windows = [cell_window(rgb, cell, detection.scale) for cell in detection.cells]
+    given = [DetectedCell(box=tuple(int(v) for v in box), score=1.0) for box in given_boxes]
+    finished = _finish_cells(rgb, classifier, [*detection.cells, *given], detection.scale,
+                             review_threshold=review_threshold, doubtful_photograph=bool(quality.warnings))
+    found = len(detection.cells)
+    return SmearAnalysis(quality=quality, cells=finished[:found], given_cells=finished[found:])
+
+
+def finish_box(rgb, box, classifier, *, review_threshold) -> FinishedCell:
+    """One cell a person drew (box: x0, y0, x1, y1 in the photograph's pixels) finished as
+    analyse_smear finishes the detected ones: the window is cut at the scale the detector reads
+    from the photograph, and the photograph's quality warnings flag it as they flag those."""
+    rgb = np.asarray(rgb)
+    quality = assess_quality(rgb)
+    scale = detect_leukocytes(rgb).scale
+    cell = DetectedCell(box=tuple(int(v) for v in box), score=1.0)
+    (finished,) = _finish_cells(rgb, classifier, [cell], scale, review_threshold=review_threshold,
+                                doubtful_photograph=bool(quality.warnings))
+    return finished
+
+
+def _finish_cells(rgb, classifier, found_cells, scale, *, review_threshold, doubtful_photograph):
+    """Classify the cells in one network call and finish each one (FinishedCell, in order)."""
+    windows = [cell_window(rgb, cell, scale) for cell in found_cells]
     if not windows:
-        return SmearAnalysis(quality=quality, cells=[])
+        return []
     explained = classifier.explained_calls(windows)
     names = list(classifier.class_names)
-    flags = explained.needs_review(review_threshold)
+    flags = explained.needs_review(review_threshold) | doubtful_photograph
     scores = explained.ood_scores
     cells = []
-    for row, (found, window) in enumerate(zip(detection.cells, windows, strict=True)):
+    for row, (found, window) in enumerate(zip(found_cells, windows, strict=True)):
         probabilities = {name: float(p) for name, p in zip(names, explained.probabilities[row], strict=True)}
         best = int(np.argmax(explained.probabilities[row]))
         binary = binary_probabilities(probabilities)
@@ -78,4 +110,4 @@ def analyse_smear(rgb, classifier, *, review_threshold) -> SmearAnalysis:
             window_png=window_png,
             heatmap_jpeg=heatmap,
         ))
-    return SmearAnalysis(quality=quality, cells=cells)
+    return cells

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from webapp.cell_types import type_order
 from webapp.counting import group_of
-from webapp.selectors import leukocyte_formula, sample_images_with_cells
+from webapp.selectors import leukocyte_formula, sample_images_with_cells, unfamiliar_photograph
 
 # A spreadsheet reads a cell starting with one of these as a formula: a photograph named
 # "=HYPERLINK(...).jpg" would run when the export is opened (CSV injection).
@@ -43,19 +43,29 @@ def _sample_rows(sample):
     if formula.mixed_versions:
         yield ["warning", "Photographs classified by different model versions: the counts mix two "
                           "networks' calls. Re-classify the sample with one version."]
+    unfamiliar = [entry.image.original_filename for entry in images if unfamiliar_photograph(entry.cells)]
+    if unfamiliar:
+        yield ["warning", "Photographs unlike the images the network was trained on (check every call): "
+                          + ", ".join(unfamiliar)]
     yield []
     # binary_call is the group of the type the formula counts (the reviewer's where there is one),
     # as cell_type is; the network's own call stays beside it, as predicted_type does.
     yield ["cell_id", "image", "index", "x0", "y0", "x1", "y1", "cell_type", "predicted_type",
            "corrected_type", "confidence", "binary_call", "predicted_binary_call", "needs_review",
-           "model_version", "review_carried_from", *[f"p_{name}" for name in class_names]]
+           "model_version", "review_carried_from", "ood_score", "image_unfamiliar", "added_by_hand",
+           "partial", "counted_in", *[f"p_{name}" for name in class_names]]
     for entry in images:
+        image_unfamiliar = "yes" if unfamiliar_photograph(entry.cells) else "no"
         for cell in entry.cells:
             yield [
                 cell.pk, entry.image.original_filename, cell.index, cell.x0, cell.y0, cell.x1, cell.y1,
                 cell.cell_type, cell.predicted_type, cell.corrected_type, f"{cell.confidence:.4f}",
                 group_of(cell.cell_type), cell.binary_call, "yes" if cell.needs_review else "no",
                 f"v{cell.model_version_id}", cell.review_carried_from_id or "",
+                "" if cell.ood_score is None else f"{cell.ood_score:.3f}", image_unfamiliar,
+                "yes" if cell.added_by_hand else "no", "yes" if cell.is_partial else "no",
+                # An edge cell counts only where a reviewer counted it in; a whole cell always does.
+                "yes" if (not cell.is_partial or cell.count_partial) else "no",
                 # Blank, not 0, for a type the cell's network cannot call (a sample of two versions).
                 *[f"{cell.probabilities[name]:.4f}" if name in cell.probabilities else ""
                   for name in class_names],

@@ -324,3 +324,36 @@ class CellReview(models.Model):
 
     class Meta:
         ordering = ["-reviewed_at"]
+
+
+class AddedCellRequest(models.Model):
+    """A box a reviewer drew around a cell the detector missed, waiting for the worker to classify
+    it (webapp.services.added_cells). Once done it points at the Cell made from it: the task adds
+    the cell only while the request has none, so a message delivered twice adds one cell."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting for the classifier"
+        DONE = "done", "Added"
+        FAILED = "failed", "Failed"
+
+    image = models.ForeignKey(SmearImage, on_delete=models.CASCADE, related_name="added_cell_requests")
+    x0 = models.PositiveIntegerField()
+    y0 = models.PositiveIntegerField()
+    x1 = models.PositiveIntegerField()
+    y1 = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    error = models.TextField(blank=True)
+    cell = models.OneToOneField(Cell, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)  # None: the broker was down, not sent yet
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    @property
+    def box(self):
+        return (self.x0, self.y0, self.x1, self.y1)

@@ -15,12 +15,13 @@ from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
-from webapp.models import ModelVersion, SmearImage
+from webapp.models import AddedCellRequest, ModelVersion, SmearImage
 
 logger = logging.getLogger(__name__)
 
 CLASSIFY_TASK = "webapp.tasks.classify_image"
 TRAIN_TASK = "webapp.tasks.train_model_version"
+ADD_CELL_TASK = "webapp.tasks.add_cell"
 CLASSIFY_QUEUE = "classify"
 TRAIN_QUEUE = "train"
 # Re-classifying a whole archive sends tens of thousands at once; SQLite takes at most 32,766
@@ -66,6 +67,25 @@ def queue_classifications(image_ids):
     image_ids = list(image_ids)
     if image_ids:
         transaction.on_commit(lambda: send_classifications(image_ids))
+
+
+def send_added_cells(request_ids):
+    """Send one add_cell task per drawn box now (on the classify queue: it needs the network);
+    returns the ids that went. Stops at the first failure, as send_classifications does."""
+    sent = []
+    for request_id in request_ids:
+        if not publish(ADD_CELL_TASK, (request_id,), queue=CLASSIFY_QUEUE):
+            break
+        sent.append(request_id)
+    AddedCellRequest.objects.filter(pk__in=sent).update(sent_at=timezone.now())
+    return sent
+
+
+def queue_added_cells(request_ids):
+    """Classify these drawn boxes (webapp.services.added_cells) once the transaction commits."""
+    request_ids = list(request_ids)
+    if request_ids:
+        transaction.on_commit(lambda: send_added_cells(request_ids))
 
 
 def send_training(version_id):

@@ -18,9 +18,18 @@ from django.utils.functional import cached_property
 
 from classifier.boxes import SAME_CELL_IOU, match_boxes
 from classifier.labels import BINARY_CLASSES, FOUR_CLASSES
+from classifier.ood import UNFAMILIAR_ABOVE
 from webapp.cell_types import review_types, type_order
 from webapp.counting import RULES, Counting, counting_of, group_of, rule_for
-from webapp.models import Cell, CellReview, ModelActivation, ModelVersion, Sample, SmearImage
+from webapp.models import (
+    AddedCellRequest,
+    Cell,
+    CellReview,
+    ModelActivation,
+    ModelVersion,
+    Sample,
+    SmearImage,
+)
 
 CELL_FIELDS = (
     "id", "index", "x0", "y0", "x1", "y1", "crop", "predicted_type", "confidence", "binary_call",
@@ -216,6 +225,36 @@ def reviewed_cell_windows():
     for image_id, x0, y0, x1, y1, window, corrected in cells:
         windows[(image_id, x0, y0, x1, y1)] = (window, corrected)
     return list(windows.values())
+
+
+# A photograph where more than this share of the cells is unfamiliar to the network (ood_score
+# above 1) is unlike the images it was trained on as a whole: another stain, camera or lab.
+UNFAMILIAR_SHARE = 0.5
+
+
+def unfamiliar_photograph(cells):
+    """Whether most of a photograph's cells (those with a score) are unfamiliar to the network."""
+    scores = [cell.ood_score for cell in cells if cell.ood_score is not None]
+    unfamiliar = sum(score > UNFAMILIAR_ABOVE for score in scores)
+    return bool(scores) and unfamiliar > UNFAMILIAR_SHARE * len(scores)
+
+
+# A failed drawn box is shown beside its photograph for this long, then only kept on record.
+FAILED_ADDITION_SHOWN_FOR = timedelta(hours=24)
+
+
+def added_cell_requests(sample, now=None):
+    """Image id -> the boxes drawn on it still waiting for the worker and those that failed lately
+    (AddedCellRequest, oldest first)."""
+    since = (now or timezone.now()) - FAILED_ADDITION_SHOWN_FOR
+    requests = AddedCellRequest.objects.filter(image__sample=sample).filter(
+        Q(status=AddedCellRequest.Status.PENDING)
+        | Q(status=AddedCellRequest.Status.FAILED, finished_at__gte=since)
+    ).order_by("id")
+    by_image = {}
+    for request in requests:
+        by_image.setdefault(request.image_id, []).append(request)
+    return by_image
 
 
 def cells_with_review_trail():

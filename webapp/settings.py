@@ -216,6 +216,7 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_TASK_DEFAULT_QUEUE = "classify"
 CELERY_TASK_ROUTES = {
     "webapp.tasks.classify_image": {"queue": "classify"},
+    "webapp.tasks.add_cell": {"queue": "classify"},
     "webapp.tasks.train_model_version": {"queue": "train"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -8,6 +8,7 @@ import logging
 from celery import shared_task
 
 from webapp.models import SmearImage
+from webapp.services.added_cells import finish_added_cell
 from webapp.services.classification import classify_smear_image
 from webapp.services.liveness import claim_image, heartbeat
 from webapp.services.training import run_training
@@ -27,6 +28,13 @@ def classify_image(self, image_id, model_version_id=None):
     with heartbeat(SmearImage, image_id):
         classify_smear_image(image_id, model_version_id=version_id)
     logger.info("Image %s finished by task %s", image_id, self.request.id)
+
+
+# A box a reviewer drew around a missed cell. Acknowledged when done, like a photograph: the
+# service adds the cell only while its request has none, so a second delivery adds nothing.
+@shared_task(name="webapp.tasks.add_cell", acks_late=True)
+def add_cell(request_id):
+    finish_added_cell(request_id)
 
 
 # Acknowledged on receipt: a training runs far longer than any visibility timeout, and must not be

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from webapp.views import api, lab, report
+from webapp.views import added_cells, api, lab, report
 
 app_name = "lab"
 
@@ -18,7 +18,9 @@ urlpatterns = [
     path("samples/<int:pk>/report/", report.report_page, name="sample-report"),
     path("samples/<int:pk>/report.pdf", report.report_pdf, name="sample-report-pdf"),
     path("images/<int:pk>/retry/", lab.image_retry, name="image-retry"),
+    path("images/<int:pk>/cells/add/", added_cells.add_cell, name="image-add-cell"),
     path("cells/<int:pk>/", lab.cell_detail, name="cell-detail"),
+    path("cells/<int:pk>/count-in/", added_cells.cell_count_in, name="cell-count-in"),
     path("cells/<int:pk>/review/", lab.cell_review, name="cell-review"),
     path("history/", lab.history, name="history"),
     path("api/samples/", api.sample_list, name="api-samples"),

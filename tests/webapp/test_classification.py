@@ -56,7 +56,7 @@ def network(monkeypatch):
         analysis = analysis_with([(100, 80, 220, 200), (300, 200, 400, 300)])
         error = None
 
-    def fake_analyse(rgb, classifier, review_threshold):
+    def fake_analyse(rgb, classifier, review_threshold, given_boxes=()):
         if Control.error:
             raise Control.error
         assert rgb.dtype == np.uint8 and rgb.shape == (480, 640, 3)

@@ -1,7 +1,7 @@
 """The lab pages' view models: the sample list, a sample's photographs with their cells drawn over
 them and the formula beside them, and one cell's page."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
@@ -13,6 +13,7 @@ from webapp.selectors import (
     LeukocyteFormula,
     SampleCounts,
     SampleProgress,
+    added_cell_requests,
     class_names_by_version,
     current_counterpart,
     leukocyte_formula,
@@ -21,6 +22,7 @@ from webapp.selectors import (
     sample_progress,
     sibling_cell_ids,
     stuck_images,
+    unfamiliar_photograph,
 )
 
 
@@ -57,6 +59,18 @@ class Photograph:
     cells: list  # CellMark, in detection order
     stalled: bool  # no live task will finish it: queued too long, or its worker stopped
     label_size: int  # font size of the cell labels, in photograph pixels
+    # Most of its cells are unlike those the network was trained on (selectors.unfamiliar_photograph).
+    unfamiliar: bool = False
+    # Boxes a reviewer drew on it (AddedCellRequest): waiting for the worker, or lately failed.
+    added_boxes: list = field(default_factory=list)
+
+    @property
+    def pending_boxes(self):
+        return [box for box in self.added_boxes if box.status == box.Status.PENDING]
+
+    @property
+    def failed_boxes(self):
+        return [box for box in self.added_boxes if box.status == box.Status.FAILED]
 
 
 @dataclass
@@ -70,7 +84,7 @@ class SampleResults(ViewModel):
     review_threshold_percent: int
 
 
-def _photograph(entry, shortcuts, stuck_ids):
+def _photograph(entry, shortcuts, stuck_ids, added_boxes):
     image = entry.image
     # Labels scale with the photograph so they read the same at any resolution.
     label_size = max(12, round(image.width / 38))
@@ -81,7 +95,9 @@ def _photograph(entry, shortcuts, stuck_ids):
         label_y = round(above if above >= label_size else cell.y1 + label_size)
         marks.append(CellMark(cell, group_of(cell.cell_type), shortcuts.get(cell.model_version_id, []),
                               label_y))
-    return Photograph(image, marks, image.pk in stuck_ids, label_size)
+    return Photograph(image, marks, image.pk in stuck_ids, label_size,
+                      unfamiliar=unfamiliar_photograph(entry.cells),
+                      added_boxes=added_boxes.get(image.pk, []))
 
 
 def sample_results(sample):
@@ -95,8 +111,9 @@ def sample_results(sample):
     }
     stuck_ids = set(stuck_images().filter(sample=sample).values_list("pk", flat=True))
     legend = {pair for pairs in shortcuts.values() for pair in pairs}
+    added_boxes = added_cell_requests(sample)
     return SampleResults(
-        photographs=[_photograph(entry, shortcuts, stuck_ids) for entry in images],
+        photographs=[_photograph(entry, shortcuts, stuck_ids, added_boxes) for entry in images],
         formula=leukocyte_formula(sample),
         progress=sample_progress(sample),
         review_types=sorted(legend, key=lambda pair: type_order(pair[0])),

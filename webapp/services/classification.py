@@ -4,6 +4,15 @@ each cell it returns, pictures included.
 Runs only inside a Celery worker (TensorFlow is loaded there by model_registry). Re-running for the
 same image and model version updates that version's cells in place, keyed by (image, version,
 index), so a retried task never duplicates cells and never drops a technologist's review.
+
+Cells a reviewer added by hand (webapp.services.added_cells) are part of the photograph's result:
+every re-run, with the same version or another, classifies their boxes again beside the detected
+cells (indexes after the detector's), so they are neither lost nor left to an older network. A
+drawn box the detector now finds itself is dropped: the detected cell takes its place (and, with
+another version, its review, matched by box as any other).
+
+A cell whose box touches the photograph's edge is stored partial (Cell.is_partial): the formula
+leaves it out unless a reviewer counts it in, and that choice is kept across re-runs.
 """
 
 import logging
@@ -14,7 +23,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
-from classifier.boxes import SAME_CELL_IOU, match_boxes
+from classifier.boxes import SAME_CELL_IOU, match_boxes, touches_edge
 from classifier.errors import UnreadablePhotograph
 from classifier.pipeline import analyse_smear
 from classifier.rendering import decode_rgb
@@ -29,7 +38,7 @@ class ClassificationError(RuntimeError):
     """A failure whose message is meant for the lab staff reading the sample page."""
 
 
-def _load_rgb(image):
+def load_rgb(image):
     try:
         with image.image.open("rb") as handle:
             return decode_rgb(handle)
@@ -48,7 +57,7 @@ def _version_for(model_version_id):
         raise ClassificationError(f"Model version v{model_version_id} no longer exists.") from None
 
 
-def _readable(exc):
+def readable_error(exc):
     if isinstance(exc, ClassificationError | NoActiveModel | UnreadablePhotograph):
         return str(exc)
     detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
@@ -58,7 +67,7 @@ def _readable(exc):
     )
 
 
-class _Written:
+class Written:
     """Files saved during one run, so a failed run leaves none behind."""
 
     def __init__(self, storage):
@@ -74,12 +83,43 @@ class _Written:
             self.storage.delete(name)
 
 
-def _store_cells(image, version, finished_cells, written):
-    """Upsert this version's cells of the image; return the file names they no longer use."""
+def fill_cell(cell, found, image, name_stem, written):
+    """Set a Cell's call, flags and pictures from a classifier.pipeline.FinishedCell (not saved)."""
+    cell.x0, cell.y0, cell.x1, cell.y1 = found.box
+    cell.detection_score = found.detection_score
+    cell.predicted_type = found.predicted_type
+    cell.probabilities = found.probabilities
+    cell.confidence = found.confidence
+    cell.binary_call = found.binary_call
+    cell.needs_review = found.needs_review
+    cell.ood_score = found.ood_score
+    cell.is_partial = touches_edge(found.box, image.width, image.height)
+    cell.cell_type = cell.corrected_type or found.predicted_type
+    written.save(cell.crop, f"{name_stem}.jpg", found.crop_jpeg)
+    written.save(cell.window, f"{name_stem}.png", found.window_png)
+    written.save(cell.heatmap, f"{name_stem}.jpg", found.heatmap_jpeg)
+
+
+def _hand_added_boxes(image):
+    """The boxes reviewers drew on the photograph, as the version that last classified it holds them."""
+    if image.model_version_id is None:
+        return []
+    cells = Cell.objects.filter(image=image, model_version_id=image.model_version_id, added_by_hand=True)
+    return [cell.box for cell in cells.order_by("index").only("x0", "y0", "x1", "y1")]
+
+
+def _store_cells(image, version, analysis, written):
+    """Upsert this version's cells of the image, the detected ones then those added by hand;
+    return the file names they no longer use."""
+    found_again = {i for i, _, _ in match_boxes([c.box for c in analysis.given_cells],
+                                                 [c.box for c in analysis.cells], SAME_CELL_IOU)}
+    rows = [(found, False) for found in analysis.cells] + [
+        (found, True) for i, found in enumerate(analysis.given_cells) if i not in found_again
+    ]
     existing = {cell.index: cell for cell in Cell.objects.filter(image=image, model_version=version)}
     stale_files, to_create, to_update = [], [], []
     stem = f"img{image.pk}-v{version.pk}"
-    for index, found in enumerate(finished_cells):
+    for index, (found, by_hand) in enumerate(rows):
         cell = existing.pop(index, None)
         if cell is None:
             cell = Cell(image=image, model_version=version, index=index)
@@ -87,24 +127,16 @@ def _store_cells(image, version, finished_cells, written):
         else:
             stale_files += [f.name for f in (cell.crop, cell.heatmap, cell.window) if f]
             to_update.append(cell)
-        cell.x0, cell.y0, cell.x1, cell.y1 = found.box
-        cell.detection_score = found.detection_score
-        cell.predicted_type = found.predicted_type
-        cell.probabilities = found.probabilities
-        cell.confidence = found.confidence
-        cell.binary_call = found.binary_call
-        cell.needs_review = found.needs_review
-        cell.cell_type = cell.corrected_type or found.predicted_type
-        written.save(cell.crop, f"{stem}-c{index}.jpg", found.crop_jpeg)
-        written.save(cell.window, f"{stem}-c{index}.png", found.window_png)
-        written.save(cell.heatmap, f"{stem}-c{index}.jpg", found.heatmap_jpeg)
+        cell.added_by_hand = by_hand
+        fill_cell(cell, found, image, f"{stem}-c{index}", written)
     for cell in existing.values():  # the detector now finds fewer cells than last time
         stale_files += [f.name for f in (cell.crop, cell.heatmap, cell.window) if f]
     Cell.objects.filter(pk__in=[cell.pk for cell in existing.values()]).delete()
     Cell.objects.bulk_create(to_create)
     Cell.objects.bulk_update(to_update, [
         "x0", "y0", "x1", "y1", "detection_score", "predicted_type", "probabilities", "confidence",
-        "binary_call", "needs_review", "cell_type", "crop", "window", "heatmap",
+        "binary_call", "needs_review", "cell_type", "crop", "window", "heatmap", "added_by_hand",
+        "is_partial", "ood_score",
     ])
     return stale_files
 
@@ -148,19 +180,32 @@ def _carry_reviews(image, previous_version_id, version):
                 previous_version_id, version.pk)
 
 
+def _carry_count_in(image, previous_version_id, version):
+    """Edge cells a reviewer counted in under the previous version stay counted in under this one."""
+    counted_in = list(Cell.objects.filter(image=image, model_version_id=previous_version_id,
+                                          is_partial=True, count_partial=True).only("x0", "y0", "x1", "y1"))
+    if not counted_in:
+        return
+    cells = list(Cell.objects.filter(image=image, model_version=version, is_partial=True)
+                 .only("x0", "y0", "x1", "y1"))
+    matched = match_boxes([c.box for c in counted_in], [c.box for c in cells], SAME_CELL_IOU)
+    Cell.objects.filter(pk__in=[cells[j].pk for _, j, _ in matched]).update(count_partial=True)
+
+
 def classify_smear_image(image_id, model_version_id=None):
     """Classify one stored image; always ends with the image marked done or failed."""
     started = time.monotonic()
     if not SmearImage.objects.filter(pk=image_id).update(status=SmearImage.Status.PROCESSING, error=""):
         logger.warning("Image %s was deleted before it could be classified.", image_id)
         return None
-    written = _Written(Cell._meta.get_field("crop").storage)
+    written = Written(Cell._meta.get_field("crop").storage)
     try:
         image = SmearImage.objects.get(pk=image_id)
         version = _version_for(model_version_id)
         classifier = load_classifier(version)
         analysis = analyse_smear(
-            _load_rgb(image), classifier, review_threshold=settings.REVIEW_CONFIDENCE_THRESHOLD
+            load_rgb(image), classifier, review_threshold=settings.REVIEW_CONFIDENCE_THRESHOLD,
+            given_boxes=_hand_added_boxes(image),
         )
         with transaction.atomic():
             # A redelivered task may run beside the first one: the row lock makes the second
@@ -169,9 +214,10 @@ def classify_smear_image(image_id, model_version_id=None):
             previous_version_ids = list(locked.values_list("model_version_id", flat=True))
             if not previous_version_ids:
                 raise ClassificationError("The image was deleted while it was being classified.")
-            stale_files = _store_cells(image, version, analysis.cells, written)
+            stale_files = _store_cells(image, version, analysis, written)
             if previous_version_ids[0] not in (None, version.pk):
                 _carry_reviews(image, previous_version_ids[0], version)
+                _carry_count_in(image, previous_version_ids[0], version)
             updated = SmearImage.objects.filter(pk=image.pk).update(
                 status=SmearImage.Status.DONE,
                 error="",
@@ -187,7 +233,7 @@ def classify_smear_image(image_id, model_version_id=None):
         written.discard()
         logger.exception("Classifying image %s failed", image_id)
         SmearImage.objects.filter(pk=image_id).update(
-            status=SmearImage.Status.FAILED, error=_readable(exc), processed_at=timezone.now()
+            status=SmearImage.Status.FAILED, error=readable_error(exc), processed_at=timezone.now()
         )
         return None
     for name in stale_files:

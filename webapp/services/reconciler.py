@@ -8,6 +8,8 @@ Each sweep, in this order:
 4. photographs and trainings sent more than QUEUED_STUCK_AFTER ago and still waiting are sent
    again, but only while their queue in the broker is empty: then their message was lost (a Redis
    restarted without its append-only file), rather than waiting its turn behind others.
+Boxes drawn around missed cells (AddedCellRequest, still pending) go through 3 and 4 beside the
+photographs, on the same queue.
 
 Safe to run twice at once: each change of a record is a conditional UPDATE that one sweep wins,
 and a task delivered twice runs once (see services/liveness.py). `manage.py reconcile` runs it.
@@ -20,7 +22,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from webapp import queueing
-from webapp.models import ModelVersion, SmearImage
+from webapp.models import AddedCellRequest, ModelVersion, SmearImage
 from webapp.selectors import abandoned_trainings, lost_images, queued_stuck_cutoff
 from webapp.services.training import fail_abandoned_training
 
@@ -37,13 +39,15 @@ class SweepReport:
     images_requeued: int = 0
     images_sent: int = 0
     trainings_sent: int = 0
+    added_cells_sent: int = 0  # boxes drawn around missed cells (webapp.services.added_cells)
     broker_reachable: bool = True
 
     def __str__(self):
         broker = "" if self.broker_reachable else "; the broker did not answer, nothing was sent"
         return (f"{self.trainings_failed} abandoned training(s) failed, {self.images_requeued} "
                 f"photograph(s) of stopped workers queued again, {self.images_sent} photograph(s) "
-                f"and {self.trainings_sent} training(s) sent{broker}")
+                f"and {self.trainings_sent} training(s) sent, {self.added_cells_sent} drawn box(es) "
+                f"sent{broker}")
 
 
 def reconcile_work(now=None):
@@ -68,6 +72,13 @@ def reconcile_work(now=None):
     for candidates in images:
         rows = list(candidates.order_by("queued_at", "pk").values_list("pk", "sent_at"))
         report.images_sent += _send_each(queued, rows, now, _send_classification, report)
+    pending = AddedCellRequest.objects.filter(status=AddedCellRequest.Status.PENDING)
+    boxes = [pending.filter(sent_at__isnull=True, requested_at__lt=now - UNSENT_GRACE)]
+    if classify_waiting == 0:
+        boxes.append(pending.filter(sent_at__lt=queued_stuck_cutoff(now)))
+    for candidates in boxes:
+        rows = list(candidates.order_by("pk").values_list("pk", "sent_at"))
+        report.added_cells_sent += _send_each(pending, rows, now, _send_added_cell, report)
 
     waiting = ModelVersion.objects.filter(
         status=ModelVersion.Status.TRAINING, heartbeat_at__isnull=True
@@ -83,6 +94,10 @@ def reconcile_work(now=None):
 
 def _send_classification(image_id):
     return queueing.publish(queueing.CLASSIFY_TASK, (image_id,), queue=queueing.CLASSIFY_QUEUE)
+
+
+def _send_added_cell(request_id):
+    return queueing.publish(queueing.ADD_CELL_TASK, (request_id,), queue=queueing.CLASSIFY_QUEUE)
 
 
 def _send_each(still_waiting, rows, now, send, report):
@@ -103,7 +118,8 @@ def _send_each(still_waiting, rows, now, send, report):
 
 
 def _logged(report):
-    if report.trainings_failed or report.images_requeued or report.images_sent or report.trainings_sent:
+    if (report.trainings_failed or report.images_requeued or report.images_sent or report.trainings_sent
+            or report.added_cells_sent):
         logger.warning("Reconciler: %s", report)
     elif not report.broker_reachable:
         logger.info("Reconciler: %s", report)

@@ -21,6 +21,7 @@ from webapp.selectors import (
     sample_images_with_cells,
     sample_progress,
     samples_with_progress,
+    unfamiliar_photograph,
 )
 
 MAX_PAGE_SIZE = 200
@@ -69,6 +70,13 @@ def cell_json(request, cell, with_image=True):
         "confidence": round(cell.confidence, 4),
         "binary_call": cell.binary_call,
         "needs_review": cell.needs_review,
+        # classifier.ood's score: above 1, unlike the cells the network was trained on (None: a
+        # network without one).
+        "ood_score": None if cell.ood_score is None else round(cell.ood_score, 4),
+        "added_by_hand": cell.added_by_hand,
+        # Cut by the photograph's edge: counted only where a reviewer counted it in.
+        "partial": cell.is_partial,
+        "count_partial": cell.count_partial,
         "model_version": cell.model_version_id,
         # False once another version re-classified the image: the formula counts that call instead.
         "counted": not cell.is_superseded,
@@ -115,6 +123,8 @@ def sample_detail(request, pk):
             "error": image.error or None,
             "conversion_note": image.conversion_note or None,
             "quality_warnings": image.quality_warnings,
+            # Most of its cells are unlike those the network was trained on: check every call.
+            "unfamiliar": unfamiliar_photograph(entry.cells),
             "model_version": image.model_version_id,
             "processed_at": image.processed_at.isoformat() if image.processed_at else None,
             "inference_runtime": image.inference_runtime or None,

@@ -1,0 +1,325 @@
+"""A missed cell drawn by hand, cells cut by the photograph's edge, and cells unlike the network's
+training cells: checked on the request, with the real network in this process, and end to end
+with the real worker.
+
+The smears are drawn in code (tests/classifier/test_detection.py's draw_smear): one lobed
+leukocyte in the middle, one round one in the top-left corner, which the edge cuts.
+"""
+
+import csv
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from django.utils import timezone
+from PIL import Image
+
+from classifier.model_folder import bundled_model_folders, read_metadata, write_model_folder
+from tests.classifier.test_detection import LOBED, ROUND, draw_smear
+from tests.e2e.served_model import activate_served_model
+from tests.webapp.lab_factories import make_sample
+from webapp import queueing
+from webapp.models import AddedCellRequest, Cell, Sample, SmearImage
+from webapp.selectors import leukocyte_formula
+from webapp.services import classification, model_registry, uploads
+from webapp.services.added_cells import finish_added_cell, request_added_cell
+from webapp.services.edge_cells import set_counted_in
+from webapp.services.model_versions import activate_version, register_model_directory
+from webapp.services.review import review_cell
+
+WORKER_TIMEOUT_S = 240
+# Where the detector misses nothing: red cells only, away from both leukocytes.
+MISSED_BOX = (420, 330, 560, 460)
+
+
+def smear_jpeg(darken=1.0):
+    rgb, _ = draw_smear(leukocytes=[(320, 240, LOBED), (20, 25, ROUND)])
+    buffer = io.BytesIO()
+    Image.fromarray((rgb * darken).astype(np.uint8)).save(buffer, format="PNG")
+    return SimpleUploadedFile("smear.png", buffer.getvalue())
+
+
+def no_pure_black(field_file):
+    with Image.open(field_file.path) as picture:
+        pixels = np.asarray(picture.convert("RGB"))
+    return not (pixels.max(axis=2) == 0).any()
+
+
+def post_box(client, image, box, **headers):
+    data = dict(zip(("x0", "y0", "x1", "y1"), box, strict=True))
+    return client.post(reverse("lab:image-add-cell", args=[image.pk]), data, **headers)
+
+
+# --- the request: bad boxes, signed samples, edge cells counted in -----------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("box, message", [
+    ((600, 400, 700, 470), "runs outside the photograph"),
+    ((100, 200, 104, 260), "at least 8 pixels a side"),
+    (("a", "", "3", "4"), "four whole numbers"),
+    ((12, 22, 88, 98), "Cell 1 of this photograph already covers that box"),
+])
+def test_a_bad_box_is_refused_with_a_reason_and_nothing_is_stored(client, tech, sent_tasks, box, message):
+    image = make_sample().images.get()
+    response = post_box(client, image, box)
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    response = post_box(client, image, box, HTTP_ACCEPT="application/json")
+    assert response.status_code == 400 and message in response.json()["error"]
+    assert not AddedCellRequest.objects.exists() and sent_tasks == []
+
+
+@pytest.mark.django_db
+def test_a_good_box_waits_for_the_worker_and_shows_as_pending(client, tech, sent_tasks,
+                                                              django_capture_on_commit_callbacks):
+    image = make_sample().images.get()
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post_box(client, image, (400, 300, 480, 380))
+    assert response.status_code == 302
+    request = AddedCellRequest.objects.get()
+    assert request.box == (400, 300, 480, 380) and request.status == "pending"
+    assert request.requested_by == tech and request.sent_at is not None
+    assert sent_tasks == [("add_cell", (request.pk,))]
+    page = client.get(reverse("lab:sample-detail", args=[image.sample_id])).content.decode()
+    assert 'data-role="pending-cell"' in page and 'points="400,300 480,300 480,380 400,380"' in page
+    assert 'data-role="add-cell"' in page and "js/add_cell.js" in page
+    # The same box again, while it waits, is refused.
+    assert post_box(client, image, (402, 301, 480, 380)).status_code == 400
+
+
+@pytest.mark.django_db
+def test_a_photograph_not_yet_classified_takes_no_box(client, tech, sent_tasks):
+    image = make_sample().images.get()
+    SmearImage.objects.filter(pk=image.pk).update(status=SmearImage.Status.PROCESSING)
+    response = post_box(client, image, (400, 300, 480, 380))
+    assert response.status_code == 400 and "not classified yet" in response.content.decode()
+    assert not AddedCellRequest.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_signed_sample_takes_no_box_and_no_count_in(client, tech, sent_tasks):
+    sample = make_sample()
+    image = sample.images.get()
+    edge = image.cells.get(index=0)
+    Cell.objects.filter(pk=edge.pk).update(is_partial=True)
+    Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.SIGNED, signed_by=tech,
+                                               signed_at=timezone.now())
+    response = post_box(client, image, (400, 300, 480, 380))
+    assert response.status_code == 403 and "Adding a cell is refused" in response.content.decode()
+    assert not AddedCellRequest.objects.exists() and sent_tasks == []
+    response = client.post(reverse("lab:cell-count-in", args=[edge.pk]), HTTP_ACCEPT="application/json")
+    assert response.status_code == 403 and "refused while it is signed" in response.json()["error"]
+    assert not Cell.objects.get(pk=edge.pk).count_partial
+
+
+@pytest.mark.django_db
+def test_an_edge_cell_is_left_out_until_a_reviewer_counts_it_in(client, tech):
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE"))
+    edge, whole = sample.images.get().cells.order_by("index")
+    Cell.objects.filter(pk=edge.pk).update(is_partial=True)
+    formula = leukocyte_formula(sample)
+    assert formula.total == 1 and formula.partial_left_out == 1
+
+    page = client.get(reverse("lab:cell-detail", args=[edge.pk])).content.decode()
+    assert "left out of the formula" in page and 'data-role="count-in"' in page
+    response = client.post(reverse("lab:cell-count-in", args=[edge.pk]), {"count_in": "1"})
+    assert response.status_code == 302
+    assert Cell.objects.get(pk=edge.pk).count_partial
+    formula = leukocyte_formula(sample)
+    assert formula.total == 2 and formula.partial_left_out == 0
+    # Posted without a value, it toggles: out again.
+    client.post(reverse("lab:cell-count-in", args=[edge.pk]))
+    assert leukocyte_formula(sample).total == 1
+    # A whole cell is always counted: nothing to toggle.
+    response = client.post(reverse("lab:cell-count-in", args=[whole.pk]), HTTP_ACCEPT="application/json")
+    assert response.status_code == 400 and "always counted" in response.json()["error"]
+
+
+@pytest.mark.django_db
+def test_a_box_the_broker_missed_is_sent_by_the_reconciler(client, tech, sent_tasks, monkeypatch):
+    from webapp.services.reconciler import reconcile_work
+
+    image = make_sample().images.get()
+    post_box(client, image, (400, 300, 480, 380))  # its on_commit send never runs here: unsent
+    request = AddedCellRequest.objects.get()
+    assert request.sent_at is None
+    monkeypatch.setattr(queueing, "queue_length", lambda queue: 0)
+    assert reconcile_work().added_cells_sent == 0, "left to its own request for a few seconds"
+    AddedCellRequest.objects.update(requested_at=timezone.now() - timezone.timedelta(minutes=1))
+    assert reconcile_work().added_cells_sent == 1 and sent_tasks == [("add_cell", (request.pk,))]
+    assert reconcile_work().added_cells_sent == 0, "sent once, not at every sweep"
+
+
+# --- the real network, in this process ---------------------------------------------------------
+
+
+def bundled_or_skip():
+    folders = bundled_model_folders()
+    if not folders:
+        pytest.skip("no bundled network in classifier/default_model/")
+    return folders[0]
+
+
+@pytest.fixture(scope="module")
+def unfamiliar_network_folder(tmp_path_factory):
+    """The bundled network with an out-of-distribution output that finds every cell unfamiliar:
+    its whitening maps any features to one point at distance sqrt(D) from every class point, so
+    each cell scores D (192 for LeukoNet) threshold units, whatever the network's confidence."""
+    from classifier import ood
+    from classifier.inference import CellClassifier
+    from classifier.training import model_to_bytes
+
+    folder = bundled_or_skip()
+    model = CellClassifier.from_directory(folder, runtime="tensorflow").model
+    dimensions = int(ood.feature_tensor(model).shape[-1])
+    classes = int(model.outputs[0].shape[-1])
+    head = ood.OodHead(kernel=np.zeros((dimensions, dimensions)), bias=np.ones(dimensions),
+                       class_points=np.zeros((classes, dimensions)))
+    metadata = {key: value for key, value in read_metadata(folder).items() if key != "model_sha256"}
+    target = tmp_path_factory.mktemp("unfamiliar") / "model"
+    write_model_folder(target, model_to_bytes(ood.with_ood_output(model, head)), metadata)
+    return target
+
+
+@pytest.fixture
+def classify_here(sent_tasks, settings):
+    """Store a drawn smear and classify it in this process with a network folder (the bundled one
+    by default), every call flagged by confidence switched off (threshold 0)."""
+    settings.REVIEW_CONFIDENCE_THRESHOLD = 0.0
+    model_registry._loaded.clear()  # versions' ids come round again after each test's rollback
+
+    def classify(folder=None, darken=1.0):
+        version, _ = register_model_directory(Path(folder or bundled_or_skip()))
+        activate_version(version)
+        image = uploads.create_sample_with_images("OOD-1", "", [smear_jpeg(darken)]).stored[0]
+        assert classification.classify_smear_image(image.pk, model_version_id=version.pk)
+        return SmearImage.objects.get(pk=image.pk)
+
+    return classify
+
+
+@pytest.mark.django_db
+def test_edge_cells_are_partial_scored_and_show_no_black_wedges(classify_here):
+    image = classify_here()
+    assert image.status == "done" and image.quality_warnings == []
+    cells = list(image.cells.order_by("index"))
+    assert len(cells) == 2
+    edge = next(cell for cell in cells if cell.x0 == 0 and cell.y0 == 0)
+    whole = next(cell for cell in cells if cell is not edge)
+    assert edge.is_partial and not edge.count_partial and not whole.is_partial
+    # The bundled network carries no out-of-distribution score; the threshold flags nothing.
+    assert all(cell.ood_score is None and not cell.needs_review for cell in cells)
+    assert leukocyte_formula(image.sample).partial_left_out == 1
+    # Past the photograph's edge the crop and the window show the slide, never black.
+    assert no_pure_black(edge.crop) and no_pure_black(edge.window)
+
+
+@pytest.mark.django_db
+def test_an_unfamiliar_cell_needs_review_however_sure_the_network_is(client, tech, classify_here,
+                                                                     unfamiliar_network_folder):
+    image = classify_here(unfamiliar_network_folder)
+    cells = list(image.cells.all())
+    assert cells and image.quality_warnings == []
+    assert all(cell.ood_score > 1 and cell.needs_review for cell in cells)
+
+    page = client.get(reverse("lab:sample-detail", args=[image.sample_id])).content.decode()
+    assert "This photograph does not look like the images this network was trained on" in page
+    api = client.get(reverse("lab:api-sample", args=[image.sample_id])).json()
+    assert api["images"][0]["unfamiliar"] is True
+    assert all(cell["ood_score"] > 1 for cell in api["images"][0]["cells"])
+    rows = list(csv.reader(io.StringIO(client.get(reverse("lab:sample-export", args=[image.sample_id]))
+                                       .content.decode())))
+    header = next(row for row in rows if row and row[0] == "cell_id")
+    body = [dict(zip(header, row, strict=False)) for row in rows[rows.index(header) + 1:]]
+    assert body and all(float(row["ood_score"]) > 1 and row["image_unfamiliar"] == "yes" for row in body)
+
+
+@pytest.mark.django_db
+def test_a_quality_warning_sends_every_cell_of_the_photograph_to_review(classify_here):
+    image = classify_here(darken=0.3)
+    assert any("underexposed" in warning for warning in image.quality_warnings)
+    cells = list(image.cells.all())
+    assert cells and all(cell.needs_review for cell in cells)
+
+
+@pytest.mark.django_db
+def test_another_version_classifies_the_drawn_box_again_and_keeps_what_reviewers_said(
+        classify_here, unfamiliar_network_folder, tech):
+    image = classify_here()
+    cell = finish_added_cell(request_added_cell(image, MISSED_BOX, user=tech).pk)
+    assert cell.added_by_hand and cell.box == MISSED_BOX and cell.ood_score is None
+    review_cell(cell, "MONOCYTE", tech)
+    edge = image.cells.get(is_partial=True)
+    set_counted_in(edge, True)
+
+    version, _ = register_model_directory(unfamiliar_network_folder)
+    assert classification.classify_smear_image(image.pk, model_version_id=version.pk)
+    again = Cell.objects.get(image=image, model_version=version, added_by_hand=True)
+    assert again.box == MISSED_BOX and again.ood_score > 1 and again.needs_review
+    assert again.cell_type == "MONOCYTE" and again.review_carried_from_id == cell.pk
+    assert Cell.objects.get(image=image, model_version=version, is_partial=True).count_partial
+
+
+# --- end to end, with the real worker ----------------------------------------------------------
+
+
+@pytest.fixture
+def served_model(transactional_db):
+    return activate_served_model()
+
+
+def wait_for(condition, what, timeout=WORKER_TIMEOUT_S):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.25)
+    pytest.fail(f"{what} did not happen within {timeout} s")
+
+
+def classified(image, after=None):
+    row = SmearImage.objects.get(pk=image.pk)
+    return row.status in ("done", "failed") and (after is None or row.processed_at > after)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_drawn_box_is_classified_by_the_worker_once_and_kept_by_a_rerun(client, tech, celery_worker,
+                                                                          served_model):
+    image = uploads.create_sample_with_images("ADD-1", "", [smear_jpeg()], user=tech).stored[0]
+    wait_for(lambda: classified(image), "the photograph's classification")
+    image = SmearImage.objects.get(pk=image.pk)
+    assert image.status == "done", image.error
+    detected = image.cells.count()
+
+    assert post_box(client, image, MISSED_BOX).status_code == 302
+    request = AddedCellRequest.objects.get()
+    wait_for(lambda: AddedCellRequest.objects.get(pk=request.pk).status != "pending", "the drawn box's cell")
+    request = AddedCellRequest.objects.get(pk=request.pk)
+    assert request.status == "done", request.error
+    cell = request.cell
+    assert cell.added_by_hand and cell.box == MISSED_BOX and cell.index == detected
+    assert cell.model_version_id == image.model_version_id and cell.detection_score == 1.0
+    assert set(cell.probabilities) == set(served_model.class_names)
+    assert sum(cell.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
+    assert cell.crop and cell.window and cell.heatmap and not cell.is_partial
+
+    # The task delivered again adds nothing.
+    assert finish_added_cell(request.pk) is None
+    queueing.send_added_cells([request.pk])
+    page = client.get(reverse("lab:sample-detail", args=[image.sample_id])).content.decode()
+    assert "added by hand" in page and 'data-role="pending-cell"' not in page
+    assert "added by hand" in client.get(reverse("lab:cell-detail", args=[cell.pk])).content.decode()
+
+    # Classifying the photograph again classifies the drawn box again: kept, at the same index.
+    before = timezone.now()
+    uploads.requeue_image(image)
+    wait_for(lambda: classified(image, after=before), "the photograph's re-classification")
+    added = Cell.objects.filter(image=image, added_by_hand=True)
+    assert added.count() == 1 and added.get().index == detected and added.get().box == MISSED_BOX
+    assert Cell.objects.filter(image=image).count() == detected + 1

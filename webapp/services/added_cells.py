@@ -1,0 +1,142 @@
+"""A cell the detector missed, added by a reviewer who draws a box around it on the photograph.
+
+The request checks the box and stores it as an AddedCellRequest (pending); the worker
+(`tasks.add_cell`) classifies the box with the network that classified the photograph, as the
+pipeline finishes a detected cell (classifier.pipeline.finish_box), and stores a Cell marked
+``added_by_hand`` at the photograph's next index. The task adds the cell only while its request
+has none, in one conditional update inside the transaction that creates it, so a message
+delivered twice adds one cell. Until then the sample page shows the box as pending.
+"""
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from classifier.boxes import SAME_CELL_IOU, box_iou, touches_edge
+from classifier.pipeline import finish_box
+from webapp import queueing
+from webapp.models import AddedCellRequest, Cell, SmearImage
+from webapp.selectors import current_cells
+from webapp.services.classification import Written, fill_cell, load_rgb, readable_error
+from webapp.services.locking import SampleLocked, ensure_editable
+from webapp.services.model_registry import load_classifier
+
+logger = logging.getLogger(__name__)
+
+# A cell is tens of pixels across in any photograph the detector reads; a smaller box is a slip
+# of the mouse, not a cell.
+MIN_SIDE_PX = 8
+ACTION = "Adding a cell"
+
+
+class AddCellError(ValueError):
+    """The box cannot be added; the message says why, for the reviewer who drew it."""
+
+
+def _check_box(image, box):
+    try:
+        x0, y0, x1, y1 = (int(value) for value in box)
+    except (TypeError, ValueError):
+        raise AddCellError("The box must be four whole numbers of pixels: x0, y0, x1, y1.") from None
+    if x0 > x1:
+        x0, x1 = x1, x0
+    if y0 > y1:
+        y0, y1 = y1, y0
+    if x0 < 0 or y0 < 0 or x1 > image.width or y1 > image.height:
+        raise AddCellError(
+            f"The box ({x0},{y0})-({x1},{y1}) runs outside the photograph, which is "
+            f"{image.width}×{image.height} pixels: draw it on the photograph."
+        )
+    if x1 - x0 < MIN_SIDE_PX or y1 - y0 < MIN_SIDE_PX:
+        raise AddCellError(
+            f"The box is {x1 - x0}×{y1 - y0} pixels: a cell needs at least {MIN_SIDE_PX} pixels a "
+            "side. Drag from one corner of the cell to the opposite one."
+        )
+    return x0, y0, x1, y1
+
+
+def request_added_cell(image, box, user=None):
+    """Store a box drawn on a classified photograph and queue its classification; returns the
+    AddedCellRequest. Raises AddCellError for a box that cannot be a missed cell, SampleLocked
+    for a signed sample."""
+    ensure_editable(image.sample, ACTION)
+    box = _check_box(image, box)
+    if image.status != SmearImage.Status.DONE or image.model_version_id is None:
+        raise AddCellError(
+            f"{image.original_filename} is not classified yet ({image.get_status_display().lower()}): "
+            "add a missed cell once its classification is done."
+        )
+    for index, cell in enumerate(current_cells(image=image).order_by("index").only("x0", "y0", "x1", "y1")):
+        if box_iou(box, cell.box) >= SAME_CELL_IOU:
+            raise AddCellError(f"Cell {index + 1} of this photograph already covers that box: review it "
+                               "instead of adding it again.")
+    pending = AddedCellRequest.objects.filter(image=image, status=AddedCellRequest.Status.PENDING)
+    if any(box_iou(box, other.box) >= SAME_CELL_IOU for other in pending):
+        raise AddCellError("That box is already waiting for the classifier.")
+    x0, y0, x1, y1 = box
+    with transaction.atomic():
+        request = AddedCellRequest.objects.create(image=image, x0=x0, y0=y0, x1=x1, y1=y1,
+                                                  requested_by=user)
+        queueing.queue_added_cells([request.pk])
+    return request
+
+
+def _fail(request_id, message):
+    AddedCellRequest.objects.filter(pk=request_id, status=AddedCellRequest.Status.PENDING).update(
+        status=AddedCellRequest.Status.FAILED, error=message, finished_at=timezone.now()
+    )
+
+
+def finish_added_cell(request_id):
+    """Classify a pending box and store its Cell; returns the Cell, or None when there is nothing
+    to do (already done, failed or deleted) or it failed (the request says why)."""
+    request = AddedCellRequest.objects.select_related("image__sample").filter(pk=request_id).first()
+    if request is None or request.status != AddedCellRequest.Status.PENDING:
+        return None
+    image = request.image
+    written = Written(Cell._meta.get_field("crop").storage)
+    try:
+        ensure_editable(image.sample, ACTION)
+        if image.status != SmearImage.Status.DONE or image.model_version_id is None:
+            raise AddCellError("The photograph was being classified again when the box reached the "
+                               "classifier: draw the box again once it is done.")
+        version = image.model_version
+        finished = finish_box(load_rgb(image), request.box, load_classifier(version),
+                              review_threshold=settings.REVIEW_CONFIDENCE_THRESHOLD)
+        with transaction.atomic():
+            # The photograph's row lock orders this beside a re-classification of the photograph.
+            locked = SmearImage.objects.select_for_update().filter(
+                pk=image.pk, status=SmearImage.Status.DONE, model_version=version
+            )
+            if not locked.exists():
+                raise AddCellError("The photograph was classified again while the box was being "
+                                   "classified: draw the box again.")
+            claimed = AddedCellRequest.objects.filter(
+                pk=request.pk, status=AddedCellRequest.Status.PENDING, cell__isnull=True
+            ).update(status=AddedCellRequest.Status.DONE, finished_at=timezone.now())
+            if not claimed:  # another delivery of the task added it meanwhile
+                written.discard()
+                return None
+            siblings = Cell.objects.filter(image=image, model_version=version)
+            last = siblings.aggregate(last=Max("index"))["last"]
+            index = 0 if last is None else last + 1
+            cell = Cell(image=image, model_version=version, index=index, added_by_hand=True)
+            fill_cell(cell, finished, image, f"img{image.pk}-v{version.pk}-c{index}-added", written)
+            cell.detection_score = 1.0
+            cell.is_partial = touches_edge(cell.box, image.width, image.height)
+            cell.save()
+            AddedCellRequest.objects.filter(pk=request.pk).update(cell=cell)
+    except (AddCellError, SampleLocked) as exc:
+        written.discard()
+        _fail(request_id, str(exc))
+        return None
+    except Exception as exc:
+        written.discard()
+        logger.exception("Adding the cell of request %s failed", request_id)
+        _fail(request_id, readable_error(exc))
+        return None
+    logger.info("Image %s: cell %s added by hand (request %s)", image.pk, cell.pk, request_id)
+    return cell

@@ -1,0 +1,33 @@
+"""Cells the photograph's edge cuts (Cell.is_partial): left out of the formula unless a reviewer
+counts one in, as a manual differential counts a cell at the field's edge only when it can be
+named with certainty (and counts it once: the neighbouring field may hold the rest of it)."""
+
+from django.db import transaction
+
+from webapp.models import Cell
+from webapp.services.locking import ensure_editable
+
+
+class CountInError(ValueError):
+    """The cell cannot be counted in or out; the message says why."""
+
+
+@transaction.atomic
+def set_counted_in(cell, counted_in):
+    """Count an edge cell in the formula (True) or leave it out again (False); returns the cell.
+
+    Raises CountInError for a whole cell or a superseded call, SampleLocked for a signed sample.
+    """
+    cell = Cell.objects.select_for_update(of=("self",)).select_related("image__sample").get(pk=cell.pk)
+    ensure_editable(cell.image.sample, "Counting an edge cell in or out")
+    if not cell.is_partial:
+        raise CountInError("This cell lies whole inside the photograph: it is always counted.")
+    if cell.is_superseded:
+        raise CountInError(
+            f"This is model v{cell.model_version_id}'s earlier call; the sample now counts "
+            f"v{cell.image.model_version_id}'s call on this photograph."
+        )
+    if cell.count_partial != counted_in:
+        cell.count_partial = counted_in
+        cell.save(update_fields=["count_partial"])
+    return cell

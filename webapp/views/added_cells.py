@@ -1,0 +1,68 @@
+"""A reviewer's own additions to a photograph's result: a missed cell drawn as a box, an edge cell
+counted in. Thin: webapp.services.added_cells and webapp.services.edge_cells decide."""
+
+from django.conf import settings
+from django.contrib import messages
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from webapp.models import Cell, SmearImage
+from webapp.presenters import lab as lab_pages
+from webapp.services.added_cells import AddCellError, request_added_cell
+from webapp.services.deletion import may_delete_sample
+from webapp.services.edge_cells import CountInError, set_counted_in
+from webapp.services.locking import SampleLocked
+from webapp.views.errors import wants_json
+
+BOX_FIELDS = ("x0", "y0", "x1", "y1")
+
+
+def _refused_on_sample_page(request, sample, message, status):
+    """The sample page again, saying why, with the refusal's status (the box is not kept)."""
+    if wants_json(request):
+        return JsonResponse({"error": message}, status=status)
+    messages.error(request, message)
+    context = {"sample": sample, **lab_pages.sample_results(sample).as_context(),
+               "max_files": settings.MAX_FILES_PER_UPLOAD,
+               "may_delete": may_delete_sample(request.user, sample)}
+    return render(request, "lab/sample_detail.html", context, status=status)
+
+
+@require_POST
+def add_cell(request, pk):
+    image = get_object_or_404(SmearImage.objects.select_related("sample"), pk=pk)
+    box = [request.POST.get(name, "").strip() for name in BOX_FIELDS]
+    try:
+        added = request_added_cell(image, box, user=request.user)
+    except AddCellError as exc:
+        return _refused_on_sample_page(request, image.sample, str(exc), 400)
+    except SampleLocked as exc:
+        return _refused_on_sample_page(request, image.sample, str(exc), 403)
+    if wants_json(request):
+        return JsonResponse({"request": added.pk, "status": added.status, "box": list(added.box)},
+                            status=202)
+    messages.success(request, f"The box on {image.original_filename} went to the classifier: the cell "
+                              "appears in the list, marked “added by hand”, once it is classified.")
+    return redirect(f"{reverse('lab:sample-detail', args=[image.sample_id])}#image-{image.pk}")
+
+
+@require_POST
+def cell_count_in(request, pk):
+    cell = get_object_or_404(Cell, pk=pk)
+    wanted = request.POST.get("count_in")
+    counted_in = (not cell.count_partial) if wanted is None else wanted == "1"
+    try:
+        cell = set_counted_in(cell, counted_in)
+    except (CountInError, SampleLocked) as exc:
+        status = 403 if isinstance(exc, SampleLocked) else 400
+        if wants_json(request):
+            return JsonResponse({"error": str(exc)}, status=status)
+        messages.error(request, str(exc))
+        return redirect("lab:cell-detail", pk=cell.pk)
+    if wants_json(request):
+        return JsonResponse({"cell": cell.pk, "count_partial": cell.count_partial})
+    now = "counted in" if cell.count_partial else "left out of"
+    messages.success(request, f"Cell {cell.pk} is now {now} the formula.")
+    return redirect("lab:cell-detail", pk=cell.pk)
