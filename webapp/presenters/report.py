@@ -12,6 +12,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
+from classifier.ood import UNFAMILIAR_ABOVE
 from webapp.cell_types import type_order
 from webapp.counting import rule_for
 from webapp.models import Sample
@@ -21,12 +22,12 @@ from webapp.selectors import (
     leukocyte_formula,
     model_versions,
     sample_images_with_cells,
+    unfamiliar_photograph,
 )
 
 # Crops shown per type in the report's gallery.
 GALLERY_CROPS = 4
 # An out-of-distribution score above 1: unlike the cells the network was trained on.
-OOD_THRESHOLD = 1.0
 
 PERCENT = "percent"
 PER_100 = "per_100"
@@ -117,10 +118,10 @@ def _label(name):
 
 
 def _unfamiliar(entry):
-    """Most of a photograph's cells score above the out-of-distribution threshold."""
-    scored = [cell for cell in entry.cells if cell.ood_score is not None]
-    unusual = sum(1 for cell in scored if cell.ood_score > OOD_THRESHOLD)
-    return bool(scored) and unusual * 2 > len(entry.cells), unusual
+    """Whether the photograph is unfamiliar to its network, and how many of its cells are."""
+    unusual = sum(1 for cell in entry.cells
+                  if cell.ood_score is not None and cell.ood_score > UNFAMILIAR_ABOVE)
+    return unfamiliar_photograph(entry.cells), unusual
 
 
 def _warnings(sample, formula, photographs, version_lines):
