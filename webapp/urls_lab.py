@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from webapp.views import api, lab
+from webapp.views import api, gallery, lab
 
 app_name = "lab"
 
@@ -15,6 +15,8 @@ urlpatterns = [
     path("samples/<int:pk>/images/", lab.sample_add_images, name="sample-add-images"),
     path("samples/<int:pk>/export.csv", lab.sample_export_csv, name="sample-export"),
     path("samples/<int:pk>/delete/", lab.sample_delete, name="sample-delete"),
+    path("samples/<int:pk>/gallery/", gallery.sample_gallery, name="sample-gallery"),
+    path("samples/<int:pk>/gallery/review/", gallery.gallery_review, name="gallery-review"),
     path("images/<int:pk>/retry/", lab.image_retry, name="image-retry"),
     path("cells/<int:pk>/", lab.cell_detail, name="cell-detail"),
     path("cells/<int:pk>/review/", lab.cell_review, name="cell-review"),
