@@ -36,6 +36,14 @@ def _sample_rows(sample):
     for row in formula.rows + formula.groups:
         yield [row.name, row.count, row.percent, row.low, row.high]
     yield ["TOTAL", formula.total, 100.0 if formula.total else 0.0]
+    # Beside the differential, by webapp.counting's rules: per 100 leukocytes (NRBC), then what
+    # is listed apart and not counted.
+    for row in formula.per_100:
+        yield [f"per_100_leukocytes_{row.reported_as}", row.count, row.per_100]
+    for name, count in formula.listed_apart:
+        yield [f"listed_apart_{name}", count]
+    yield ["unidentified_not_counted", formula.unidentified]
+    yield ["edge_cells_not_counted", formula.partial_left_out]
     yield ["reviewed", formula.reviewed]
     yield ["flagged_not_reviewed", formula.awaiting_review]
     yield ["artefacts_not_counted", formula.artefacts]

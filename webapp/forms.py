@@ -159,3 +159,30 @@ class HistoryFilterForm(forms.Form):
 
 class ReviewForm(forms.Form):
     cell_type = forms.CharField(max_length=32)
+
+
+# At most this many cells in one gallery relabelling: a sample's worth, not the whole history.
+MAX_CELLS_PER_REVIEW = 2000
+
+
+class GalleryReviewForm(forms.Form):
+    """The gallery's relabelling of a selection: cell ids (repeated `cells`, or comma-separated)
+    and the type they are given."""
+
+    cells = forms.CharField(error_messages={"required": "Select at least one cell to relabel."})
+    cell_type = forms.CharField(max_length=32, error_messages={"required": "Choose a cell type."})
+
+    def __init__(self, data=None, *args, **kwargs):
+        if data is not None and hasattr(data, "getlist"):
+            data = data.copy()
+            data["cells"] = ",".join(data.getlist("cells"))
+        super().__init__(data, *args, **kwargs)
+
+    def clean_cells(self):
+        parts = [part.strip() for part in self.cleaned_data["cells"].split(",") if part.strip()]
+        if not parts or not all(part.isdigit() for part in parts):
+            raise forms.ValidationError("The selection should be a list of cell numbers.")
+        if len(parts) > MAX_CELLS_PER_REVIEW:
+            raise forms.ValidationError(
+                f"{len(parts)} cells selected: relabel at most {MAX_CELLS_PER_REVIEW} at a time.")
+        return sorted({int(part) for part in parts})

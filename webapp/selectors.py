@@ -728,3 +728,30 @@ def abandoned_trainings(now=None):
     return ModelVersion.objects.filter(status=ModelVersion.Status.TRAINING).filter(
         claimed_and_silent | running_without_heartbeat
     )
+
+
+# --- the cell gallery and the formula's notes ----------------------------------------------------
+
+GALLERY_FIELDS = (
+    "id", "index", "crop", "predicted_type", "confidence", "needs_review", "corrected_type",
+    "cell_type", "model_version", "image", "review_carried_from", "added_by_hand", "is_partial",
+    "count_partial", "ood_score",
+)
+
+
+def gallery_cells(sample):
+    """Every cell the sample's formula counts, with what its tile shows, in one query: by
+    photograph and detection order (the gallery sorts them into rows)."""
+    return list(current_cells(sample).only(*GALLERY_FIELDS).order_by("image_id", "index"))
+
+
+def version_tasks(version_ids):
+    """(id, task as people say it) per version, in id order: "Eight cell types"."""
+    versions = ModelVersion.objects.filter(pk__in=list(version_ids)).only("pk", "task").order_by("pk")
+    return [(version.pk, version.get_task_display()) for version in versions]
+
+
+def sample_cells_by_ids(sample, cell_ids):
+    """The sample's counted cells among these ids (others' and superseded calls left out)."""
+    return list(current_cells(sample).filter(pk__in=list(cell_ids)).select_related("image")
+                .only("id", "image__sample").order_by("pk"))

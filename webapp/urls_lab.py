@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from webapp.views import added_cells, api, lab, report
+from webapp.views import added_cells, api, gallery, lab, report
 
 app_name = "lab"
 
@@ -17,6 +17,8 @@ urlpatterns = [
     path("samples/<int:pk>/delete/", lab.sample_delete, name="sample-delete"),
     path("samples/<int:pk>/report/", report.report_page, name="sample-report"),
     path("samples/<int:pk>/report.pdf", report.report_pdf, name="sample-report-pdf"),
+    path("samples/<int:pk>/gallery/", gallery.sample_gallery, name="sample-gallery"),
+    path("samples/<int:pk>/gallery/review/", gallery.gallery_review, name="gallery-review"),
     path("images/<int:pk>/retry/", lab.image_retry, name="image-retry"),
     path("images/<int:pk>/cells/add/", added_cells.add_cell, name="image-add-cell"),
     path("cells/<int:pk>/", lab.cell_detail, name="cell-detail"),

@@ -9,6 +9,7 @@ from webapp.cell_types import allowed_types, review_types, type_order, type_shor
 from webapp.counting import group_of
 from webapp.models import Cell, Sample, SmearImage
 from webapp.presenters import ViewModel
+from webapp.presenters.formula import FormulaNotes, formula_notes
 from webapp.selectors import (
     LeukocyteFormula,
     SampleCounts,
@@ -82,6 +83,7 @@ class SampleResults(ViewModel):
     progress: SampleProgress
     review_types: list  # every (type, key) offered on the page, for the keyboard legend
     review_threshold_percent: int
+    formula_notes: FormulaNotes  # which network counted and how each type counts
 
 
 def _photograph(entry, shortcuts, stuck_ids, added_boxes):
@@ -112,9 +114,11 @@ def sample_results(sample):
     stuck_ids = set(stuck_images().filter(sample=sample).values_list("pk", flat=True))
     legend = {pair for pairs in shortcuts.values() for pair in pairs}
     added_boxes = added_cell_requests(sample)
+    formula = leukocyte_formula(sample)
     return SampleResults(
         photographs=[_photograph(entry, shortcuts, stuck_ids, added_boxes) for entry in images],
-        formula=leukocyte_formula(sample),
+        formula=formula,
+        formula_notes=formula_notes(formula),
         progress=sample_progress(sample),
         review_types=sorted(legend, key=lambda pair: type_order(pair[0])),
         review_threshold_percent=round(100 * settings.REVIEW_CONFIDENCE_THRESHOLD),

@@ -6,7 +6,8 @@ from django.utils import timezone
 from webapp.cell_types import allowed_types
 
 # Re-exported until services/classification.py imports it from webapp.cell_types.
-from webapp.models import Cell, CellReview
+from webapp.models import Cell, CellReview, Sample
+from webapp.services.locking import ensure_editable
 
 
 class ReviewError(ValueError):
@@ -50,3 +51,27 @@ def review_cell(cell, new_type, user):
     cell.save(update_fields=["corrected_type", "cell_type", "reviewed_by", "reviewed_at",
                              "review_carried_from"])
     return cell, review
+
+
+@transaction.atomic
+def review_cells(cells, new_type, user):
+    """Give several cells one type (the gallery's selection): all of them, or none.
+
+    Each goes through review_cell, so each change is recorded as one review would be; the first
+    refusal (a type this cell's network has no place for, a superseded call, a signed sample)
+    undoes the others and says which cell stopped it. Returns [(cell, review or None), ...].
+    """
+    cells = list(cells)
+    if not cells:
+        raise ReviewError("Select at least one cell to relabel.")
+    sample_ids = {cell.image.sample_id for cell in cells}
+    for sample in Sample.objects.filter(pk__in=sample_ids).only("pk"):
+        ensure_editable(sample, f"Relabelling {len(cells)} cell{'s' if len(cells) != 1 else ''}")
+    results = []
+    for cell in cells:
+        try:
+            results.append(review_cell(cell, new_type, user))
+        except ReviewError as exc:
+            raise ReviewError(f"Cell {cell.pk}: {exc} None of the {len(cells)} selected cells "
+                              "was changed.") from exc
+    return results

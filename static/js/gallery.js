@@ -1,0 +1,183 @@
+// Cell gallery: select cells (click, Shift+click for a range, Ctrl/Cmd+click to toggle, arrow keys),
+// press a type's key to relabel the selection. The server answers with the cells' new types and the
+// formula; tiles move to their new rows and the formula is swapped in, without reloading the page.
+(function () {
+  "use strict";
+  var gallery = document.getElementById("gallery");
+  if (!gallery) return;
+  var reviewUrl = gallery.dataset.reviewUrl;
+  var cellUrl = gallery.dataset.cellUrl; // ends in /0/: the cell's id goes there
+  var message = document.getElementById("gallery-message");
+  var csrf = gallery.querySelector("input[name=csrfmiddlewaretoken]").value;
+  var keys = {}; // "N" -> "NEUTROPHIL"
+  gallery.querySelectorAll(".keylist [data-key]").forEach(function (item) { keys[item.dataset.key] = item.dataset.type; });
+  var anchor = null; // the tile a Shift range starts from
+  var busy = false;
+  var SIGNED_OUT = 401;
+
+  function tiles() { return Array.prototype.slice.call(gallery.querySelectorAll(".gallery-row:not([hidden]) .gtile")); }
+  function selectedTiles() { return Array.prototype.slice.call(gallery.querySelectorAll(".gtile.selected")); }
+
+  function setSelected(tile, on) {
+    tile.classList.toggle("selected", on);
+    tile.setAttribute("aria-selected", on ? "true" : "false");
+  }
+  function clearSelection() { selectedTiles().forEach(function (tile) { setSelected(tile, false); }); }
+  function focusTile(tile) { tile.focus({ preventScroll: true }); tile.scrollIntoView({ block: "nearest" }); }
+
+  function selectRange(from, to) {
+    var all = tiles();
+    var a = all.indexOf(from), b = all.indexOf(to);
+    if (a < 0) a = b;
+    clearSelection();
+    for (var i = Math.min(a, b); i <= Math.max(a, b); i++) setSelected(all[i], true);
+  }
+
+  // mode: "only" (a click), "range" (Shift), "toggle" (Ctrl / Cmd)
+  function pick(tile, mode) {
+    if (mode === "range" && anchor && anchor.isConnected) {
+      selectRange(anchor, tile);
+    } else if (mode === "toggle") {
+      setSelected(tile, !tile.classList.contains("selected"));
+      anchor = tile;
+    } else {
+      clearSelection();
+      setSelected(tile, true);
+      anchor = tile;
+    }
+    focusTile(tile);
+    say("");
+  }
+
+  function say(text) {
+    message.textContent = text;
+    message.hidden = !text;
+  }
+
+  // The tile beside, or the nearest one on the line above or below, as laid out on screen.
+  function neighbour(tile, key) {
+    var all = tiles();
+    var index = all.indexOf(tile);
+    if (key === "ArrowLeft") return all[index - 1] || null;
+    if (key === "ArrowRight") return all[index + 1] || null;
+    var here = tile.getBoundingClientRect();
+    var centre = here.left + here.width / 2;
+    var best = null, bestLine = null, bestDistance = Infinity;
+    all.forEach(function (other) {
+      var box = other.getBoundingClientRect();
+      var beyond = key === "ArrowDown" ? box.top > here.top + 1 : box.top < here.top - 1;
+      if (!beyond) return;
+      var closer = bestLine === null || (key === "ArrowDown" ? box.top < bestLine - 1 : box.top > bestLine + 1);
+      var distance = Math.abs(box.left + box.width / 2 - centre);
+      if (closer || (Math.abs(box.top - bestLine) <= 1 && distance < bestDistance)) {
+        best = other; bestLine = box.top; bestDistance = distance;
+      }
+    });
+    return best;
+  }
+
+  function updateRow(row) {
+    var rowTiles = row.querySelectorAll(".gtile");
+    row.querySelector("[data-role=row-count]").textContent = rowTiles.length;
+    row.querySelector("[data-role=row-plural]").textContent = rowTiles.length === 1 ? "" : "s";
+    row.querySelector("[data-role=row-awaiting]").textContent = row.querySelectorAll(".gtile.awaiting").length;
+    if (rowTiles.length) row.hidden = false;
+  }
+
+  function sortRow(row) {
+    var box = row.querySelector(".tiles");
+    var sorted = Array.prototype.slice.call(box.children).sort(function (a, b) {
+      var flagged = b.classList.contains("awaiting") - a.classList.contains("awaiting");
+      return flagged || (a.dataset.image - b.dataset.image) || (a.dataset.index - b.dataset.index);
+    });
+    sorted.forEach(function (tile) { box.appendChild(tile); });
+  }
+
+  function applyResult(data) {
+    var touched = new Set();
+    data.cells.forEach(function (cell) {
+      var tile = gallery.querySelector('.gtile[data-cell="' + cell.id + '"]');
+      var row = gallery.querySelector('.gallery-row[data-type="' + cell.cell_type + '"]');
+      if (!tile || !row) return;
+      touched.add(tile.closest(".gallery-row"));
+      touched.add(row);
+      tile.classList.toggle("reviewed", cell.reviewed);
+      if (cell.reviewed) tile.classList.remove("awaiting");
+      row.querySelector(".tiles").appendChild(tile);
+    });
+    touched.forEach(function (row) { sortRow(row); updateRow(row); });
+    document.getElementById("gallery-formula").innerHTML = data.formula_html;
+  }
+
+  function relabel(type) {
+    var chosen = selectedTiles();
+    if (!chosen.length) { say("Select one or more cells first, then press the type's key."); return; }
+    if (busy) return;
+    busy = true;
+    var body = new FormData();
+    chosen.forEach(function (tile) { body.append("cells", tile.dataset.cell); tile.classList.add("pending"); });
+    body.append("cell_type", type);
+    fetch(reviewUrl, {
+      method: "POST", body: body, credentials: "same-origin",
+      headers: { Accept: "application/json", "X-CSRFToken": csrf },
+    })
+      .then(function (response) {
+        if (response.status === SIGNED_OUT) {
+          window.alert("Your sign-in has expired, so this relabelling was not saved. Sign in again and repeat it.");
+          window.location.reload();
+          return new Promise(function () {});
+        }
+        return response.json().then(function (data) {
+          if (!response.ok) throw new Error(data.error || "The relabelling was not saved.");
+          return data;
+        });
+      })
+      .then(function (data) {
+        applyResult(data);
+        say("");
+        var focused = document.activeElement;
+        if (focused && focused.classList.contains("gtile")) focusTile(focused);
+      })
+      .catch(function (error) { say(error.message); })
+      .then(function () {
+        busy = false;
+        chosen.forEach(function (tile) { tile.classList.remove("pending"); });
+      });
+  }
+
+  gallery.addEventListener("click", function (event) {
+    var tile = event.target.closest(".gtile");
+    if (!tile) return;
+    event.preventDefault();
+    pick(tile, event.shiftKey ? "range" : (event.ctrlKey || event.metaKey) ? "toggle" : "only");
+  });
+  gallery.addEventListener("dblclick", function (event) {
+    var tile = event.target.closest(".gtile");
+    if (tile) window.location.href = cellUrl.replace(/\/0\/$/, "/" + tile.dataset.cell + "/");
+  });
+
+  document.addEventListener("keydown", function (event) {
+    if (event.target.closest("input, textarea, select, summary")) return;
+    var focused = document.activeElement && document.activeElement.closest ? document.activeElement.closest(".gtile") : null;
+    var key = event.key;
+    if (key.indexOf("Arrow") === 0) {
+      var from = focused || selectedTiles()[0];
+      var to = from ? neighbour(from, key) : tiles()[0];
+      if (!to) return;
+      event.preventDefault();
+      if (event.shiftKey) { selectRange(anchor || from, to); focusTile(to); }
+      else if (event.ctrlKey || event.metaKey) focusTile(to);
+      else pick(to, "only");
+      return;
+    }
+    if (key === "Escape") { clearSelection(); say(""); return; }
+    if (key === " " && focused) { event.preventDefault(); pick(focused, "toggle"); return; }
+    if (key === "Enter" && focused) {
+      window.location.href = cellUrl.replace(/\/0\/$/, "/" + focused.dataset.cell + "/");
+      return;
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey || key.length !== 1) return;
+    var type = keys[key.toUpperCase()];
+    if (type) { event.preventDefault(); relabel(type); }
+  });
+})();

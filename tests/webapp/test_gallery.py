@@ -1,0 +1,223 @@
+"""The cell gallery: every counted cell's crop in its type's row, flagged cells first, relabelled
+several at a time; and the formula's look beside it (groups apart, per-100 figures, notes)."""
+
+import csv
+import io
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from classifier.labels import BINARY_CLASSES
+from tests.webapp.lab_factories import make_sample, make_version
+from webapp.models import Cell, CellReview, Sample, SmearImage
+from webapp.selectors import leukocyte_formula
+from webapp.services.review import ReviewError, review_cell, review_cells
+
+pytestmark = pytest.mark.django_db
+JSON = {"HTTP_ACCEPT": "application/json"}
+
+
+def cells_of(sample):
+    return list(Cell.objects.filter(image__sample=sample).order_by("index"))
+
+
+def post_review(client, sample, cells, cell_type):
+    return client.post(reverse("lab:gallery-review", args=[sample.pk]),
+                       {"cells": [cell.pk for cell in cells], "cell_type": cell_type}, **JSON)
+
+
+def test_gallery_rows_follow_the_type_order_with_flagged_cells_first(client, tech):
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL", "NEUTROPHIL"))
+    cells = cells_of(sample)
+    Cell.objects.filter(pk=cells[2].pk).update(needs_review=True)
+    Cell.objects.filter(pk=cells[3].pk).update(is_partial=True)
+    response = client.get(reverse("lab:sample-gallery", args=[sample.pk]))
+    assert response.status_code == 200
+    rows = {row.name: row for row in response.context["rows"]}
+    shown = [row.name for row in response.context["rows"] if row.shown]
+    # The network's four types (a row each, empty ones too), in the report's order.
+    assert shown == ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+    assert [tile.cell.pk for tile in rows["NEUTROPHIL"].tiles] == [cells[2].pk, cells[0].pk, cells[3].pk]
+    assert rows["NEUTROPHIL"].awaiting == 1 and rows["NEUTROPHIL"].left_out == 1
+    # Reviewer-only rows wait hidden for their first cell; those outside the differential say so.
+    assert not rows["BASOPHIL"].shown and "not in" in rows["ERYTHROBLAST"].note
+    body = response.content.decode()
+    assert body.count('role="option"') == 4 and body.count('loading="lazy"') == 4
+    flagged = ('class="gtile awaiting" role="option" aria-selected="false" tabindex="-1" '
+               f'data-cell="{cells[2].pk}"')
+    assert flagged in body
+    assert "cut by the photograph's edge, not counted" in body
+    # The keyboard legend: each type's fixed key from webapp.counting.
+    assert 'data-key="N" data-type="NEUTROPHIL"' in body and 'data-key="R" data-type="ERYTHROBLAST"' in body
+    assert "gallery.js" in body and "gallery.css" in body
+
+
+def test_the_sample_page_links_to_its_gallery(client, tech):
+    sample = make_sample()
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert f'href="{reverse("lab:sample-gallery", args=[sample.pk])}"' in body
+
+
+def test_relabelling_a_selection_changes_the_labels_and_the_formula(client, tech):
+    sample = make_sample(types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE"), confidence=0.6)
+    first, second, third = cells_of(sample)
+    response = post_review(client, sample, [first, second], "MONOCYTE")
+    assert response.status_code == 200
+    data = response.json()
+    assert [(cell["id"], cell["cell_type"], cell["reviewed"]) for cell in data["cells"]] == [
+        (first.pk, "MONOCYTE", True), (second.pk, "MONOCYTE", True)]
+    assert data["formula"]["types"]["MONOCYTE"]["count"] == 2
+    assert data["formula"]["types"]["NEUTROPHIL"]["count"] == 0
+    assert data["formula"]["reviewed"] == 2 and data["formula"]["awaiting_review"] == 1
+    monocytes = ('data-type="MONOCYTE"><td><span class="chip">Monocyte</span></td>'
+                 '<td class="num" data-role="count">2<')
+    assert monocytes in data["formula_html"]
+    assert {cell.cell_type for cell in cells_of(sample)} == {"MONOCYTE", "LYMPHOCYTE"}
+    assert CellReview.objects.filter(to_type="MONOCYTE", reviewed_by=tech).count() == 2
+    # Confirming the network's call on a cell counts as a review too.
+    assert post_review(client, sample, [third], "LYMPHOCYTE").json()["cells"][0]["reviewed"] is True
+
+
+def test_a_type_outside_the_allowed_ones_changes_nothing(client, tech):
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE"))
+    # A second photograph classified by a binary network: its cell has no place for NEUTROPHIL.
+    binary = make_version(class_names=BINARY_CLASSES, status="ready")
+    image = SmearImage.objects.create(
+        sample=sample, image="smears/b.png", original_filename="b.png", width=64, height=64,
+        file_size=1, checksum="1" * 64, status="done", model_version=binary)
+    Cell.objects.create(image=image, model_version=binary, index=0, x0=0, y0=0, x1=9, y1=9,
+                        predicted_type="POLYNUCLEAR", confidence=0.9, binary_call="POLYNUCLEAR",
+                        cell_type="POLYNUCLEAR")
+    cells = list(Cell.objects.filter(image__sample=sample).order_by("pk"))
+    before = [(cell.pk, cell.cell_type) for cell in cells]
+
+    response = post_review(client, sample, cells, "EOSINOPHIL")
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert f"Cell {cells[2].pk}: EOSINOPHIL is not one of this model's types" in error
+    assert "None of the 3 selected cells was changed" in error
+    assert [(cell.pk, cell.cell_type) for cell in Cell.objects.order_by("pk")] == before
+    assert not CellReview.objects.exists()
+
+    for cell_type, message in (("", "Choose a cell type."), ("WHATEVER", "not one of this model's types")):
+        response = post_review(client, sample, cells[:1], cell_type)
+        assert response.status_code == 400 and message in response.json()["error"]
+    response = client.post(reverse("lab:gallery-review", args=[sample.pk]), {"cell_type": "MONOCYTE"}, **JSON)
+    assert response.json() == {"error": "Select at least one cell to relabel."}
+    response = client.post(reverse("lab:gallery-review", args=[sample.pk]),
+                           {"cells": "1;DROP", "cell_type": "MONOCYTE"}, **JSON)
+    assert response.status_code == 400 and "list of cell numbers" in response.json()["error"]
+    other = make_sample("H26-OTHER")
+    response = post_review(client, sample, cells_of(other)[:1], "MONOCYTE")
+    assert response.status_code == 400 and "not counted in sample H26-0001" in response.json()["error"]
+    assert not CellReview.objects.exists()
+
+
+def test_review_cells_is_all_or_nothing(tech):
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE"))
+    with pytest.raises(ReviewError, match="Select at least one cell"):
+        review_cells([], "MONOCYTE", tech)
+    cells = list(Cell.objects.select_related("image").order_by("index"))
+    results = review_cells(cells, "BASOPHIL", tech)
+    assert [cell.cell_type for cell, _ in results] == ["BASOPHIL", "BASOPHIL"]
+    assert leukocyte_formula(sample).rows[-1].name == "BASOPHIL"
+
+
+def test_a_signed_sample_answers_409_and_keeps_its_labels(client, tech):
+    sample = make_sample(types=("NEUTROPHIL",))
+    Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.SIGNED, signed_by=tech,
+                                               signed_at=timezone.now())
+    response = post_review(client, sample, cells_of(sample), "MONOCYTE")
+    assert response.status_code == 409
+    assert "was signed by tech" in response.json()["error"]
+    assert cells_of(sample)[0].cell_type == "NEUTROPHIL"
+
+
+def test_the_gallery_reads_a_bounded_number_of_queries(client, tech, django_assert_max_num_queries):
+    few = make_sample("H26-FEW", types=("NEUTROPHIL",) * 5)
+    many = make_sample("H26-MANY", types=("NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL") * 13,
+                       version=few.images.get().model_version, confidence=0.6)
+    Cell.objects.filter(image__sample=many, index__lt=5).update(is_partial=True)
+    review_cell(Cell.objects.get(image__sample=many, index=7), "ERYTHROBLAST", tech)
+    counts = []
+    for sample in (few, many):
+        with django_assert_max_num_queries(20) as captured:
+            assert client.get(reverse("lab:sample-gallery", args=[sample.pk])).status_code == 200
+        counts.append(len(captured))
+    assert counts[0] == counts[1]  # no query per cell
+
+
+def test_the_gallery_needs_a_sign_in(client):
+    sample = make_sample()
+    for url in (reverse("lab:sample-gallery", args=[sample.pk]),):
+        response = client.get(url)
+        assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+    response = client.post(reverse("lab:gallery-review", args=[sample.pk]),
+                           {"cells": "1", "cell_type": "MONOCYTE"})
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+    assert not CellReview.objects.exists()
+
+
+def test_the_formula_shows_groups_apart_per_100_figures_and_what_is_left_out(client, tech):
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL", "MONOCYTE", "NEUTROPHIL",
+                                "EOSINOPHIL"))
+    cells = cells_of(sample)
+    review_cell(cells[2], "ERYTHROBLAST", tech)
+    review_cell(cells[4], "PLATELET", tech)
+    review_cell(cells[5], "UNIDENTIFIED", tech)
+    Cell.objects.filter(pk=cells[3].pk).update(is_partial=True)
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    def table(role):
+        start = body.index(f'data-role="{role}"')
+        return body[start:body.index("</table>", start)]
+
+    types_table, groups_table = table("types"), table("groups")
+    # Neutrophil and lymphocyte are counted (the monocyte is cut by the edge): the groups add to
+    # 100 in their own table, not under the types' total.
+    assert 'data-group' not in types_table and 'data-role="total">2<' in types_table
+    assert groups_table.count("data-group=") == 2 and ">50.0<" in groups_table
+    assert "NRBC</span>: 50 per 100 leukocytes (1 cell)" in body
+    apart = ('data-role="listed-apart">Listed apart, not counted: '
+             '<span class="chip t-platelet">Platelet 1</span>')
+    assert apart in body
+    assert "1 unidentified cell, not counted" in body
+    assert "1 cell cut by the photograph's edge, not counted." in body
+    version = sample.images.get().model_version
+    assert f"Counted from model v{version.pk} (four cell types)." in body
+    # The note is written from webapp.counting's rules.
+    assert "Erythroblast (NRBC), Smudge cell (Smudge cells): reported per 100 leukocytes" in body
+    assert "Platelet, Artefact: listed apart, not counted." in body
+    assert "<dt>Mononuclear</dt><dd>Lymphocyte, Monocyte, Reactive lymphocyte.</dd>" in body
+
+
+def test_the_export_and_the_api_carry_the_types_beside_the_differential(client, tech):
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL", "MONOCYTE"))
+    cells = cells_of(sample)
+    review_cell(cells[2], "ERYTHROBLAST", tech)
+    review_cell(cells[3], "PLATELET", tech)
+    Cell.objects.filter(pk=cells[1].pk).update(is_partial=True)
+    text = client.get(reverse("lab:sample-export", args=[sample.pk])).content.decode()
+    rows = list(csv.reader(io.StringIO(text)))
+    assert ["per_100_leukocytes_NRBC", "1", "100.0"] in rows
+    assert ["listed_apart_PLATELET", "1"] in rows
+    assert ["edge_cells_not_counted", "1"] in rows and ["unidentified_not_counted", "0"] in rows
+    assert ["TOTAL", "1", "100.0"] in rows
+    exported = {row[0]: row for row in rows if len(row) > 7 and row[0].isdigit()}
+    assert exported[str(cells[2].pk)][7] == "ERYTHROBLAST"
+
+    formula = client.get(reverse("lab:api-sample", args=[sample.pk])).json()["formula"]
+    assert formula["per_100_leukocytes"]["NRBC"] == {"type": "ERYTHROBLAST", "count": 1,
+                                                     "per_100_leukocytes": 100.0}
+    assert formula["listed_apart"] == {"PLATELET": 1}
+    assert formula["partial_left_out"] == 1 and formula["total"] == 1
+
+
+def test_an_unconfirmed_call_looks_different_from_a_confirmed_one(client, tech):
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE"))
+    review_cell(cells_of(sample)[1], "LYMPHOCYTE", tech)
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    # One of each on the cells' buttons, one of each in the legend that explains them.
+    assert body.count("current unconfirmed") == 2 and body.count("current confirmed") == 2
+    assert "the network's call, not yet confirmed" in body
+    assert 'data-role="box-legend"' in body and 'Dashed, "?" on the label: needs review' in body

@@ -1,0 +1,58 @@
+"""The cell gallery of a sample: every counted cell's crop in its type's row, relabelled by
+selection and key. Thin: the presenter shapes the page, review_cells changes the labels."""
+
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET, require_POST
+
+from webapp.forms import GalleryReviewForm
+from webapp.models import Sample
+from webapp.presenters import gallery as gallery_pages
+from webapp.selectors import sample_cells_by_ids
+from webapp.services.locking import SampleLocked
+from webapp.services.review import ReviewError, review_cells
+
+
+def _sample(pk):
+    return get_object_or_404(Sample.objects.select_related("created_by"), pk=pk)
+
+
+@require_GET
+def sample_gallery(request, pk):
+    page = gallery_pages.gallery_page(_sample(pk))
+    return render(request, "lab/gallery.html", page.as_context())
+
+
+def _refused(message, status=400):
+    return JsonResponse({"error": message}, status=status)
+
+
+@require_POST
+def gallery_review(request, pk):
+    """Relabel the selected cells as one type: all of them or, with a message, none."""
+    sample = _sample(pk)
+    form = GalleryReviewForm(request.POST)
+    if not form.is_valid():
+        return _refused(" ".join(message for messages in form.errors.values() for message in messages))
+    wanted = form.cleaned_data["cells"]
+    cells = sample_cells_by_ids(sample, wanted)
+    if len(cells) != len(wanted):
+        missing = sorted(set(wanted) - {cell.pk for cell in cells})
+        return _refused(
+            f"Cell{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} "
+            f"{'are' if len(missing) > 1 else 'is'} not counted in sample {sample.accession_number} "
+            "(another sample's, or an earlier version's call): nothing was changed. Reload the gallery.")
+    try:
+        reviewed = review_cells(cells, form.cleaned_data["cell_type"], request.user)
+    except SampleLocked as exc:
+        return _refused(str(exc), status=409)
+    except ReviewError as exc:
+        return _refused(str(exc))
+    panel = gallery_pages.formula_panel(sample)
+    return JsonResponse({
+        "cells": [{"id": cell.pk, "cell_type": cell.cell_type, "reviewed": bool(cell.corrected_type)}
+                  for cell, _ in reviewed],
+        "formula": panel["formula"].as_dict(),
+        "formula_html": render_to_string("lab/_formula.html", panel, request=request),
+    })
