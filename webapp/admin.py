@@ -3,10 +3,11 @@ through the review page, so it is recorded in CellReview like any other. Cells a
 audit trail of what the network said and what reviewers changed: they go only with the photograph
 or sample they belong to, whose deletion goes through the services that remove the stored files."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from webapp.models import Cell, CellReview, Sample, SmearImage
 from webapp.services.deletion import delete_image, delete_sample
+from webapp.services.locking import SampleLocked
 
 
 class DeletesCellsWithIt:
@@ -47,13 +48,20 @@ class SampleAdmin(DeletesCellsWithIt, admin.ModelAdmin):
     def image_count(self, sample):
         return sample.images.count()
 
+    # A signed sample is locked (webapp.services.locking): it is reopened on its page first.
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and not (obj is not None and obj.is_signed)
+
     # Deleting here must remove the pictures from storage too, as the sample page's delete does.
     def delete_model(self, request, obj):
         delete_sample(obj, user=request.user)
 
     def delete_queryset(self, request, queryset):
         for sample in queryset:
-            delete_sample(sample, user=request.user)
+            try:
+                delete_sample(sample, user=request.user)
+            except SampleLocked as exc:
+                self.message_user(request, str(exc), messages.ERROR)
 
 
 @admin.register(SmearImage)
@@ -74,9 +82,15 @@ class SmearImageAdmin(DeletesCellsWithIt, admin.ModelAdmin):
     def delete_model(self, request, obj):
         delete_image(obj, user=request.user)
 
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and not (obj is not None and obj.sample.is_signed)
+
     def delete_queryset(self, request, queryset):
         for image in queryset:
-            delete_image(image, user=request.user)
+            try:
+                delete_image(image, user=request.user)
+            except SampleLocked as exc:
+                self.message_user(request, str(exc), messages.ERROR)
 
 
 @admin.register(Cell)

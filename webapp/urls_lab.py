@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from webapp.views import api, lab
+from webapp.views import api, lab, sign_off
 
 app_name = "lab"
 
@@ -15,6 +15,9 @@ urlpatterns = [
     path("samples/<int:pk>/images/", lab.sample_add_images, name="sample-add-images"),
     path("samples/<int:pk>/export.csv", lab.sample_export_csv, name="sample-export"),
     path("samples/<int:pk>/delete/", lab.sample_delete, name="sample-delete"),
+    path("samples/<int:pk>/sign/", sign_off.sample_sign, name="sample-sign"),
+    path("samples/<int:pk>/reopen/", sign_off.sample_reopen, name="sample-reopen"),
+    path("samples/<int:pk>/target/", sign_off.sample_target, name="sample-target"),
     path("images/<int:pk>/retry/", lab.image_retry, name="image-retry"),
     path("cells/<int:pk>/", lab.cell_detail, name="cell-detail"),
     path("cells/<int:pk>/review/", lab.cell_review, name="cell-review"),

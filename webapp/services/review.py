@@ -3,10 +3,12 @@
 from django.db import transaction
 from django.utils import timezone
 
+from webapp.audit import disable_auditlog
 from webapp.cell_types import allowed_types
 
 # Re-exported until services/classification.py imports it from webapp.cell_types.
 from webapp.models import Cell, CellReview
+from webapp.services.locking import ensure_editable
 
 
 class ReviewError(ValueError):
@@ -20,12 +22,15 @@ def review_cell(cell, new_type, user):
     Choosing the type the network predicted confirms it (the cell counts as reviewed). Choosing the
     type the cell already has records nothing new, unless that label was carried over from another
     version's call: choosing it makes it the reviewer's verdict on this call. A superseded call is
-    refused: the formula counts the later version's call on the cell.
+    refused: the formula counts the later version's call on the cell, and so is any relabelling
+    on a signed sample (webapp.services.locking).
     """
     cell = Cell.objects.select_for_update(of=("self",)).select_related("model_version", "image").only(
         "id", "predicted_type", "corrected_type", "cell_type", "reviewed_by", "reviewed_at",
         "review_carried_from", "model_version", "model_version__class_names", "image__model_version",
+        "image__sample",
     ).get(pk=cell.pk)
+    ensure_editable(cell.image.sample, "relabelling a cell")
     if cell.is_superseded:
         raise ReviewError(
             f"This is model v{cell.model_version_id}'s earlier call; the sample now counts "
@@ -47,6 +52,8 @@ def review_cell(cell, new_type, user):
     cell.reviewed_by = user
     cell.reviewed_at = timezone.now()
     cell.review_carried_from = None  # the reviewer has now seen this version's call
-    cell.save(update_fields=["corrected_type", "cell_type", "reviewed_by", "reviewed_at",
-                             "review_carried_from"])
+    # The CellReview row above is the review's audit row (from, to, who, when): one row a review.
+    with disable_auditlog():
+        cell.save(update_fields=["corrected_type", "cell_type", "reviewed_by", "reviewed_at",
+                                 "review_carried_from"])
     return cell, review
