@@ -16,9 +16,10 @@ imports no model of ours.
 
 from auditlog import get_logentry_model
 from auditlog.context import disable_auditlog
+from auditlog.diff import model_instance_diff
 from auditlog.registry import auditlog
 
-__all__ = ["disable_auditlog", "record", "register_models"]
+__all__ = ["disable_auditlog", "record", "register_models", "save_as"]
 
 AUDITED_FIELDS = {
     "Sample": ["accession_number", "note", "status", "target_count", "signed_by", "signed_at",
@@ -58,6 +59,24 @@ def record(instance, action, changes, actor=None, note="", **extra):
         actor=actor if actor is not None and actor.is_authenticated else None,
         additional_data=data,
     )
+
+
+def save_as(instance, actor, update_fields=None):
+    """Save `instance` and write its audit row with `actor` as the one who did it, request or not
+    (a service that knows who acts: signing, reopening, a review), instead of leaving the actor to
+    the request's middleware."""
+    LogEntry = get_logentry_model()
+    created = instance._state.adding
+    old = None if created else type(instance).objects.filter(pk=instance.pk).first()
+    with disable_auditlog():
+        instance.save(update_fields=update_fields)
+    changes = model_instance_diff(old, instance, fields_to_check=None if created else update_fields)
+    if changes:
+        LogEntry.objects.log_create(
+            instance, action=LogEntry.Action.CREATE if created else LogEntry.Action.UPDATE,
+            changes=changes, actor=actor if actor is not None and actor.is_authenticated else None,
+        )
+    return instance
 
 
 def _text(value):

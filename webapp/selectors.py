@@ -11,6 +11,7 @@ from datetime import date, datetime, time, timedelta
 
 from auditlog.models import LogEntry
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db.models import Case, Count, F, Prefetch, Q, When
 from django.db.models.functions import Trim
@@ -201,6 +202,13 @@ def sign_off_facts_for(sample_ids):
 
 def sign_off_facts(sample):
     return sign_off_facts_for([sample.pk])[sample.pk]
+
+
+def usernames(user_ids):
+    """User id -> user name, for the ids an audit row names."""
+    ids = [int(pk) for pk in user_ids if str(pk).isdigit()]
+    return {str(pk): name for pk, name in
+            get_user_model().objects.filter(pk__in=ids).values_list("pk", get_user_model().USERNAME_FIELD)}
 
 
 def sample_timeline(sample_id):

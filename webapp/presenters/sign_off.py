@@ -10,6 +10,7 @@ from webapp.selectors import (
     sample_timeline,
     sign_off_facts,
     sign_off_facts_for,
+    usernames,
 )
 
 WORKER = "the worker"  # an audit row without an actor: written outside any request
@@ -75,12 +76,24 @@ def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=2
 # --- the audit timeline --------------------------------------------------------------------------
 
 _EMPTY = {"None", "", "False", "0"}
+_USER_FIELDS = {"signed_by", "reopened_by", "reviewed_by"}
+_VERSION_FIELDS = {"model_version", "requested_version"}
 _LABELS = {"model_version": "model version", "requested_version": "queued for version",
            "cell_type": "type", "corrected_type": "reviewer's type", "from_type": "from",
            "to_type": "to", "original_filename": "file"}
 
 
-def _changes(entry, created):
+def _shown(name, value, names):
+    if value == "None":
+        return ""
+    if name in _USER_FIELDS:
+        return names.get(value, value)
+    if name in _VERSION_FIELDS and value.isdigit():
+        return f"v{value}"
+    return value
+
+
+def _changes(entry, created, names):
     shown = []
     for name, pair in (entry.changes or {}).items():
         if not isinstance(pair, list | tuple) or len(pair) != 2:
@@ -88,8 +101,8 @@ def _changes(entry, created):
         old, new = (str(value) for value in pair)
         if old == new or (created and new in _EMPTY):
             continue
-        shown.append(Change(_LABELS.get(name, name.replace("_", " ")), "" if old == "None" else old,
-                            "" if new == "None" else new))
+        shown.append(Change(_LABELS.get(name, name.replace("_", " ")), _shown(name, old, names),
+                            _shown(name, new, names)))
     return shown
 
 
@@ -126,11 +139,14 @@ def _what(entry, model, changes):
 
 
 def timeline(sample_id, limit=200):
+    rows = list(sample_timeline(sample_id)[:limit])
+    names = usernames({str(value) for entry in rows for name, pair in (entry.changes or {}).items()
+                       if name in _USER_FIELDS and isinstance(pair, list | tuple) for value in pair})
     entries = []
-    for entry in sample_timeline(sample_id)[:limit]:
+    for entry in rows:
         model = entry.content_type.model if entry.content_type_id else ""
         created = entry.action == entry.Action.CREATE
-        changes = _changes(entry, created)
+        changes = _changes(entry, created, names)
         who = entry.actor.get_username() if entry.actor else WORKER
         entries.append(TimelineEntry(entry.timestamp, who, _what(entry, model, changes), changes))
     return entries

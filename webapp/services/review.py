@@ -3,7 +3,7 @@
 from django.db import transaction
 from django.utils import timezone
 
-from webapp.audit import disable_auditlog
+from webapp import audit
 from webapp.cell_types import allowed_types
 
 # Re-exported until services/classification.py imports it from webapp.cell_types.
@@ -44,16 +44,15 @@ def review_cell(cell, new_type, user):
         )
     if cell.corrected_type == new_type and not cell.review_carried_from_id:
         return cell, None
-    review = CellReview.objects.create(
-        cell=cell, from_type=cell.cell_type, to_type=new_type, reviewed_by=user
-    )
+    # The review's row is the review's audit row (from, to, who, when): one row a review.
+    review = audit.save_as(CellReview(cell=cell, from_type=cell.cell_type, to_type=new_type,
+                                      reviewed_by=user), user)
     cell.corrected_type = new_type
     cell.cell_type = new_type
     cell.reviewed_by = user
     cell.reviewed_at = timezone.now()
     cell.review_carried_from = None  # the reviewer has now seen this version's call
-    # The CellReview row above is the review's audit row (from, to, who, when): one row a review.
-    with disable_auditlog():
+    with audit.disable_auditlog():
         cell.save(update_fields=["corrected_type", "cell_type", "reviewed_by", "reviewed_at",
                                  "review_carried_from"])
     return cell, review

@@ -12,6 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
 
+from webapp import audit
 from webapp.models import Sample
 from webapp.selectors import sign_off_facts
 from webapp.services.locking import ensure_editable
@@ -70,8 +71,8 @@ def sign_sample(sample, user, below_target_reason="", keep_unidentified=False):
     sample.below_target_reason = below_target_reason if facts.leukocytes < sample.target_count else ""
     sample.unidentified_kept = bool(keep_unidentified and facts.unidentified)
     sample.times_signed += 1
-    sample.save(update_fields=["status", "signed_by", "signed_at", "below_target_reason",
-                               "unidentified_kept", "times_signed"])
+    audit.save_as(sample, user, ["status", "signed_by", "signed_at", "below_target_reason",
+                                 "unidentified_kept", "times_signed"])
     return sample
 
 
@@ -90,11 +91,11 @@ def reopen_sample(sample, user, reason):
     sample.reopened_by = user
     sample.reopened_at = timezone.now()
     sample.reopen_reason = reason
-    sample.save(update_fields=["status", "reopened_by", "reopened_at", "reopen_reason"])
+    audit.save_as(sample, user, ["status", "reopened_by", "reopened_at", "reopen_reason"])
     return sample
 
 
-def set_target_count(sample, target_count):
+def set_target_count(sample, target_count, user=None):
     """How many leukocytes the sample should count before it is signed: 100 or 200."""
     ensure_editable(sample, "changing the target count")
     if target_count not in TARGET_CHOICES:
@@ -102,5 +103,5 @@ def set_target_count(sample, target_count):
     sample = Sample.objects.get(pk=sample.pk)
     if sample.target_count != target_count:
         sample.target_count = target_count
-        sample.save(update_fields=["target_count"])
+        audit.save_as(sample, user, ["target_count"])
     return sample

@@ -81,7 +81,7 @@ def sample_target(request, pk):
     if not form.is_valid():
         return _answer(request, sample, _form_error(form))
     try:
-        sample = set_target_count(sample, form.cleaned_data["target_count"])
+        sample = set_target_count(sample, form.cleaned_data["target_count"], request.user)
     except (SampleLocked, SignOffRefused) as exc:
         return _answer(request, sample, str(exc))
     return _answer(request, sample, done=f"Target count set to {sample.target_count} leukocytes.")
