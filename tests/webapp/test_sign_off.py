@@ -26,6 +26,7 @@ from webapp.services.uploads import add_images_to_sample, requeue_image
 
 pytestmark = pytest.mark.django_db
 
+JSON = {"Accept": "application/json"}
 THREE = ("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL")
 
 
@@ -88,6 +89,8 @@ def test_a_technologist_sees_the_status_but_cannot_sign(client, technologist):
     assert 'data-role="sign-form"' not in body
     response = client.post(reverse("lab:sample-sign", args=[sample.pk]))
     assert response.status_code == 403
+    response = client.post(reverse("lab:sample-sign", args=[sample.pk]), headers=JSON)
+    assert response.status_code == 403 and "for hematologists" in response.json()["error"]
     assert Sample.objects.get(pk=sample.pk).status == Sample.Status.IN_PROGRESS
     with pytest.raises(PermissionDenied):
         sign_sample(sample, technologist)
@@ -160,6 +163,8 @@ def test_fewer_leukocytes_than_the_target_need_a_written_reason(client, hematolo
     response = client.post(reverse("lab:sample-sign", args=[sample.pk]), {"below_target_reason": "  "},
                            follow=True)
     assert "cannot be signed yet" in response.content.decode()
+    response = client.post(reverse("lab:sample-sign", args=[sample.pk]), headers=JSON)
+    assert response.status_code == 409 and "3 of 100 leukocytes counted" in response.json()["error"]
     assert not Sample.objects.get(pk=sample.pk).is_signed
     client.post(reverse("lab:sample-sign", args=[sample.pk]),
                 {"below_target_reason": "Leukopenic sample: no more cells on the slide."})

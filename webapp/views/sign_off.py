@@ -37,6 +37,15 @@ def _answer(request, sample, error=None, done=""):
     return redirect("lab:sample-detail", pk=sample.pk)
 
 
+def _refuse_unless_may_sign(request, action):
+    if not may_sign(request.user):
+        message = f"{action} is for hematologists (the sign_sample permission)."
+        if wants_json(request):
+            return JsonResponse({"error": message}, status=403)
+        raise PermissionDenied(message)
+    return None
+
+
 def _form_error(form):
     return " ".join(str(error) for errors in form.errors.values() for error in errors)
 
@@ -44,8 +53,8 @@ def _form_error(form):
 @require_POST
 def sample_sign(request, pk):
     sample = get_object_or_404(Sample, pk=pk)
-    if not may_sign(request.user):
-        raise PermissionDenied("Signing a sample is for hematologists.")
+    if refused := _refuse_unless_may_sign(request, "Signing a sample"):
+        return refused
     form = SignForm(request.POST)
     if not form.is_valid():
         return _answer(request, sample, _form_error(form))
@@ -61,8 +70,8 @@ def sample_sign(request, pk):
 @require_POST
 def sample_reopen(request, pk):
     sample = get_object_or_404(Sample, pk=pk)
-    if not may_sign(request.user):
-        raise PermissionDenied("Reopening a signed sample is for hematologists.")
+    if refused := _refuse_unless_may_sign(request, "Reopening a signed sample"):
+        return refused
     form = ReopenForm(request.POST)
     if not form.is_valid():
         return _answer(request, sample, _form_error(form))
