@@ -37,10 +37,14 @@ class SmearImageInline(admin.TabularInline):
 
 @admin.register(Sample)
 class SampleAdmin(DeletesCellsWithIt, admin.ModelAdmin):
-    list_display = ("accession_number", "created_at", "created_by", "image_count")
+    list_display = ("accession_number", "created_at", "created_by", "image_count", "status")
     search_fields = ("accession_number",)
     date_hierarchy = "created_at"
-    readonly_fields = ("created_by", "created_at")
+    # Signing and reopening go through the sample page (webapp.services.sign_off): their checks,
+    # the lock and the audit trail's actor are there, not here.
+    readonly_fields = ("created_by", "created_at", "status", "target_count", "signed_by", "signed_at",
+                       "below_target_reason", "unidentified_kept", "times_signed", "reopened_by",
+                       "reopened_at", "reopen_reason")
     inlines = [SmearImageInline]
     list_select_related = ("created_by",)
 
