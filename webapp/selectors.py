@@ -139,7 +139,8 @@ class SignOffFacts:
         if self.unidentified:
             found.append(Refusal(
                 "unidentified", f"{_cells(self.unidentified)} {_were(self.unidentified)} marked "
-                "unidentified: name them, or keep them as unidentified when signing.", True))
+                f"unidentified: name {_them(self.unidentified)}, or keep {_them(self.unidentified)} "
+                "as unidentified when signing.", True))
         if not self.images:
             found.append(Refusal("photographs", "The sample has no photograph."))
         if self.unfinished:
@@ -177,6 +178,10 @@ def _cells(n):
 
 def _were(n):
     return "was" if n == 1 else "were"
+
+
+def _them(n):
+    return "it" if n == 1 else "them"
 
 
 def sign_off_facts_for(sample_ids):

@@ -71,7 +71,9 @@ def test_signing_and_reopening_are_on_record(client, hematologist):  # noqa: F81
     assert changes(reopened)["reopen_reason"] == ("", "Recount the monocytes.")
     shown = timeline(sample.pk)
     assert [entry.what for entry in shown[:2]] == ["Reopened", "Signed"]
-    assert ("signed by", "", "hema") in [(c.field, c.old, c.new) for c in shown[1].changes]
+    shown_changes = [(c.field, c.old, c.new) for c in shown[1].changes]
+    assert ("signed by", "", "hema") in shown_changes
+    assert ("status", "In progress", "Signed") in shown_changes
     page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
     assert 'data-role="timeline"' in page and "Recount the monocytes." in page
 

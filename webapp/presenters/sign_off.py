@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 
-from webapp.models import Sample
+from webapp.models import Sample, SmearImage
 from webapp.presenters import ViewModel
 from webapp.selectors import (
     SignOffFacts,
@@ -78,6 +78,7 @@ def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=2
 _EMPTY = {"None", "", "False", "0"}
 _USER_FIELDS = {"signed_by", "reopened_by", "reviewed_by"}
 _VERSION_FIELDS = {"model_version", "requested_version"}
+_STATUS_WORDS = {**dict(Sample.Status.choices), **dict(SmearImage.Status.choices)}
 _LABELS = {"model_version": "model version", "requested_version": "queued for version",
            "cell_type": "type", "corrected_type": "reviewer's type", "from_type": "from",
            "to_type": "to", "original_filename": "file"}
@@ -90,6 +91,8 @@ def _shown(name, value, names):
         return names.get(value, value)
     if name in _VERSION_FIELDS and value.isdigit():
         return f"v{value}"
+    if name == "status":
+        return _STATUS_WORDS.get(value, value)
     return value
 
 
