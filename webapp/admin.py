@@ -3,10 +3,11 @@ through the review page, so it is recorded in CellReview like any other. Cells a
 audit trail of what the network said and what reviewers changed: they go only with the photograph
 or sample they belong to, whose deletion goes through the services that remove the stored files."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from webapp.models import Cell, CellReview, Sample, SmearImage
 from webapp.services.deletion import delete_image, delete_sample
+from webapp.services.locking import SampleLocked
 
 
 class DeletesCellsWithIt:
@@ -36,10 +37,14 @@ class SmearImageInline(admin.TabularInline):
 
 @admin.register(Sample)
 class SampleAdmin(DeletesCellsWithIt, admin.ModelAdmin):
-    list_display = ("accession_number", "created_at", "created_by", "image_count")
+    list_display = ("accession_number", "created_at", "created_by", "image_count", "status")
     search_fields = ("accession_number",)
     date_hierarchy = "created_at"
-    readonly_fields = ("created_by", "created_at")
+    # Signing and reopening go through the sample page (webapp.services.sign_off): their checks,
+    # the lock and the audit trail's actor are there, not here.
+    readonly_fields = ("created_by", "created_at", "status", "target_count", "signed_by", "signed_at",
+                       "below_target_reason", "unidentified_kept", "times_signed", "reopened_by",
+                       "reopened_at", "reopen_reason")
     inlines = [SmearImageInline]
     list_select_related = ("created_by",)
 
@@ -47,13 +52,20 @@ class SampleAdmin(DeletesCellsWithIt, admin.ModelAdmin):
     def image_count(self, sample):
         return sample.images.count()
 
+    # A signed sample is locked (webapp.services.locking): it is reopened on its page first.
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and not (obj is not None and obj.is_signed)
+
     # Deleting here must remove the pictures from storage too, as the sample page's delete does.
     def delete_model(self, request, obj):
         delete_sample(obj, user=request.user)
 
     def delete_queryset(self, request, queryset):
         for sample in queryset:
-            delete_sample(sample, user=request.user)
+            try:
+                delete_sample(sample, user=request.user)
+            except SampleLocked as exc:
+                self.message_user(request, str(exc), messages.ERROR)
 
 
 @admin.register(SmearImage)
@@ -74,9 +86,15 @@ class SmearImageAdmin(DeletesCellsWithIt, admin.ModelAdmin):
     def delete_model(self, request, obj):
         delete_image(obj, user=request.user)
 
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and not (obj is not None and obj.sample.is_signed)
+
     def delete_queryset(self, request, queryset):
         for image in queryset:
-            delete_image(image, user=request.user)
+            try:
+                delete_image(image, user=request.user)
+            except SampleLocked as exc:
+                self.message_user(request, str(exc), messages.ERROR)
 
 
 @admin.register(Cell)

@@ -9,6 +9,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from webapp import audit
+
 
 class ModelVersion(models.Model):
     class Status(models.TextChoices):
@@ -166,6 +168,11 @@ class Sample(models.Model):
     def __str__(self):
         return self.accession_number
 
+    def get_additional_data(self):
+        # django-auditlog stores this with each of the record's audit rows: a sample's timeline
+        # (its photographs', cells' and reviews' rows too) is one query (webapp.audit).
+        return {"sample_id": self.pk}
+
 
 class SmearImage(models.Model):
     class Status(models.TextChoices):
@@ -218,6 +225,9 @@ class SmearImage(models.Model):
 
     def __str__(self):
         return f"{self.sample} / {self.original_filename}"
+
+    def get_additional_data(self):
+        return {"sample_id": self.sample_id, "image_id": self.pk}
 
 
 class Cell(models.Model):
@@ -310,6 +320,15 @@ class Cell(models.Model):
         """Another version has classified the cell's image since: the formula counts its call instead."""
         return self.model_version_id != self.image.model_version_id
 
+    def __str__(self):
+        return f"cell {self.pk}"
+
+    def get_additional_data(self):
+        # Read by id, not through self.image: a cell's audit row may be written after its
+        # photograph's row is gone.
+        sample_id = SmearImage.objects.filter(pk=self.image_id).values_list("sample_id", flat=True).first()
+        return {"sample_id": sample_id, "image_id": self.image_id, "cell_id": self.pk}
+
 
 class CellReview(models.Model):
     """Every relabelling, kept even when a later review overrides it."""
@@ -324,6 +343,14 @@ class CellReview(models.Model):
 
     class Meta:
         ordering = ["-reviewed_at"]
+
+    def __str__(self):
+        return f"review of cell {self.cell_id}"
+
+    def get_additional_data(self):
+        sample_id = (Cell.objects.filter(pk=self.cell_id).values_list("image__sample_id", flat=True)
+                     .first())
+        return {"sample_id": sample_id, "cell_id": self.cell_id}
 
 
 class AddedCellRequest(models.Model):
@@ -357,3 +384,6 @@ class AddedCellRequest(models.Model):
     @property
     def box(self):
         return (self.x0, self.y0, self.x1, self.y1)
+
+
+audit.register_models(Sample, SmearImage, Cell, CellReview)

@@ -9,7 +9,9 @@ import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
+from auditlog.models import LogEntry
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db.models import Case, Count, F, Prefetch, Q, When
 from django.db.models.functions import Trim
@@ -37,7 +39,7 @@ CELL_FIELDS = (
     "review_carried_from", "added_by_hand", "is_partial", "count_partial", "ood_score",
 )
 HISTORY_FIELDS = (*CELL_FIELDS, "image__sample", "image__original_filename", "image__model_version",
-                  "image__sample__accession_number")
+                  "image__sample__accession_number", "image__sample__status")
 # A call the network was unsure of that no reviewer has labelled yet.
 AWAITING_REVIEW = Q(needs_review=True, corrected_type="")
 # A cell the photograph's edge cuts that no reviewer has counted in: the formula leaves it out.
@@ -45,6 +47,8 @@ PARTIAL_LEFT_OUT = Q(is_partial=True, count_partial=False)
 # Cells the differential counts: leukocytes (a lab's own types too), whole or counted in.
 IN_DIFFERENTIAL = ~Q(cell_type__in=[name for name, rule in RULES.items()
                                     if rule.counting is not Counting.DIFFERENTIAL]) & ~PARTIAL_LEFT_OUT
+# Cells a reviewer could not name: the sign-off waits until they are named or kept as such.
+UNRESOLVED = Q(cell_type__in=[name for name, rule in RULES.items() if rule.counting is Counting.UNRESOLVED])
 # Past this many matches the history says "more than N" instead of counting them all.
 HISTORY_COUNT_CAP = 10_000
 
@@ -93,6 +97,7 @@ def samples_awaiting_review(since):
 class SampleCounts:
     leukocytes: int = 0  # cells the differential counts
     awaiting_review: int = 0  # flagged calls nobody has reviewed yet
+    unidentified: int = 0  # cells a reviewer marked unidentified
 
 
 def sample_cell_counts(sample_ids):
@@ -102,9 +107,131 @@ def sample_cell_counts(sample_ids):
         .annotate(
             leukocytes=Count("id", filter=IN_DIFFERENTIAL),
             awaiting=Count("id", filter=AWAITING_REVIEW),
+            unidentified=Count("id", filter=UNRESOLVED & ~PARTIAL_LEFT_OUT),
         ).order_by()
     )
-    return {row["image__sample"]: SampleCounts(row["leukocytes"], row["awaiting"]) for row in rows}
+    return {row["image__sample"]: SampleCounts(row["leukocytes"], row["awaiting"], row["unidentified"])
+            for row in rows}
+
+
+# --- sign-off ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One reason a sample cannot be signed now, in words for the person signing."""
+
+    code: str  # "unreviewed", "unidentified", "below_target", "photographs"
+    message: str
+    overridable: bool = False  # the hematologist may sign anyway: with a reason, or keeping them
+
+
+@dataclass
+class SignOffFacts:
+    """What decides whether a sample can be signed, read in a few queries for one or many samples."""
+
+    status: str
+    target_count: int
+    leukocytes: int = 0
+    awaiting_review: int = 0
+    unidentified: int = 0
+    images: int = 0
+    unfinished: int = 0  # photographs queued or being classified
+    failed: int = 0
+
+    def refusals(self):
+        """Every reason the sample cannot be signed as it stands (webapp.services.sign_off)."""
+        found = []
+        if self.awaiting_review:
+            found.append(Refusal("unreviewed", f"{_cells(self.awaiting_review)} flagged for review "
+                                 f"{_were(self.awaiting_review)} not reviewed yet."))
+        if self.unidentified:
+            found.append(Refusal(
+                "unidentified", f"{_cells(self.unidentified)} {_were(self.unidentified)} marked "
+                f"unidentified: name {_them(self.unidentified)}, or keep {_them(self.unidentified)} "
+                "as unidentified when signing.", True))
+        if not self.images:
+            found.append(Refusal("photographs", "The sample has no photograph."))
+        if self.unfinished:
+            found.append(Refusal("photographs", f"{self.unfinished} photograph(s) still queued or "
+                                 "being classified: wait until they are done."))
+        if self.failed:
+            found.append(Refusal("photographs", f"{self.failed} photograph(s) failed: try them again "
+                                 "or delete them."))
+        if self.leukocytes < self.target_count:
+            found.append(Refusal(
+                "below_target", f"{self.leukocytes} of {self.target_count} leukocytes counted: add "
+                "photographs, or give the reason for signing below the target.", True))
+        return found
+
+    @property
+    def ready(self):
+        """In progress (or reopened) and nothing stands in the way: "ready to sign" in lists."""
+        return self.status != Sample.Status.SIGNED and not self.refusals()
+
+    @property
+    def badge(self):
+        """(state, words) for a status badge: in_progress / ready / signed / reopened."""
+        if self.status == Sample.Status.SIGNED:
+            return "signed", "Signed"
+        if self.ready:
+            return "ready", "Ready to sign"
+        if self.status == Sample.Status.REOPENED:
+            return "reopened", "Reopened"
+        return "in_progress", "In progress"
+
+
+def _cells(n):
+    return f"{n} cell{'s' if n != 1 else ''}"
+
+
+def _were(n):
+    return "was" if n == 1 else "were"
+
+
+def _them(n):
+    return "it" if n == 1 else "them"
+
+
+def sign_off_facts_for(sample_ids):
+    """Sample id -> SignOffFacts, in three queries whatever the number of samples."""
+    sample_ids = list(sample_ids)
+    unfinished = (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING)
+    facts = {
+        row["pk"]: SignOffFacts(row["status"], row["target_count"], images=row["n_images"],
+                                unfinished=row["n_unfinished"], failed=row["n_failed"])
+        for row in Sample.objects.filter(pk__in=sample_ids).values("pk", "status", "target_count")
+        .annotate(n_images=Count("images"),
+                  n_unfinished=Count("images", filter=Q(images__status__in=unfinished)),
+                  n_failed=Count("images", filter=Q(images__status=SmearImage.Status.FAILED)))
+        .order_by()
+    }
+    for sample_id, counts in sample_cell_counts(facts).items():
+        entry = facts[sample_id]
+        entry.leukocytes = counts.leukocytes
+        entry.awaiting_review = counts.awaiting_review
+        entry.unidentified = counts.unidentified
+    return facts
+
+
+def sign_off_facts(sample):
+    return sign_off_facts_for([sample.pk])[sample.pk]
+
+
+def usernames(user_ids):
+    """User id -> user name, for the ids an audit row names."""
+    ids = [int(pk) for pk in user_ids if str(pk).isdigit()]
+    return {str(pk): name for pk, name in
+            get_user_model().objects.filter(pk__in=ids).values_list("pk", get_user_model().USERNAME_FIELD)}
+
+
+def sample_timeline(sample_id):
+    """The sample's audit trail, newest first: its own rows and its photographs', cells' and
+    reviews' (each carries the sample's id, webapp.audit), kept after the sample is deleted."""
+    return (
+        LogEntry.objects.filter(additional_data__sample_id=sample_id)
+        .select_related("actor", "content_type").order_by("-timestamp", "-id")
+    )
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from webapp.views import added_cells, api, gallery, lab, report
+from webapp.views import added_cells, api, gallery, lab, report, sign_off
 
 app_name = "lab"
 
@@ -19,6 +19,9 @@ urlpatterns = [
     path("samples/<int:pk>/report.pdf", report.report_pdf, name="sample-report-pdf"),
     path("samples/<int:pk>/gallery/", gallery.sample_gallery, name="sample-gallery"),
     path("samples/<int:pk>/gallery/review/", gallery.gallery_review, name="gallery-review"),
+    path("samples/<int:pk>/sign/", sign_off.sample_sign, name="sample-sign"),
+    path("samples/<int:pk>/reopen/", sign_off.sample_reopen, name="sample-reopen"),
+    path("samples/<int:pk>/target/", sign_off.sample_target, name="sample-target"),
     path("images/<int:pk>/retry/", lab.image_retry, name="image-retry"),
     path("images/<int:pk>/cells/add/", added_cells.add_cell, name="image-add-cell"),
     path("cells/<int:pk>/", lab.cell_detail, name="cell-detail"),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from auditlog.models import LogEntry
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -17,7 +18,7 @@ from PIL import Image
 
 from tests.conftest import require_dataset
 from webapp.models import Cell, CellReview, SmearImage
-from webapp.selectors import leukocyte_formula
+from webapp.selectors import leukocyte_formula, sample_timeline
 from webapp.services.review import review_cell
 from webapp.services.uploads import create_sample_with_images
 
@@ -90,6 +91,12 @@ def test_upload_classify_review_export_delete(client, tech, celery_worker, serve
                 assert media_file(picture).is_file()
             assert Image.open(cell.window.path).size == (320, 240)
 
+    # The audit trail: one row a classified photograph, written by the worker (no actor), none a cell.
+    classified = [entry for entry in sample_timeline(sample.pk) if "classified by" in
+                  (entry.additional_data or {}).get("note", "")]
+    assert len(classified) == 2 and all(entry.actor is None for entry in classified)
+    assert not sample_timeline(sample.pk).filter(content_type__model="cell").exists()
+
     formula = leukocyte_formula(sample)
     total = Cell.objects.filter(image__sample=sample).count()
     assert formula.total == total
@@ -137,6 +144,7 @@ def test_upload_classify_review_export_delete(client, tech, celery_worker, serve
     assert response.status_code == 302
     assert not any(path.exists() for path in files)
     assert not Cell.objects.exists()
+    assert sample_timeline(sample.pk).filter(action=LogEntry.Action.DELETE, actor=tech).count() == 1
 
 
 def test_no_leukocyte_is_done_and_a_missing_file_fails_readably(tech, celery_worker, served_model):

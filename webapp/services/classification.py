@@ -27,6 +27,7 @@ from classifier.boxes import SAME_CELL_IOU, match_boxes, touches_edge
 from classifier.errors import UnreadablePhotograph
 from classifier.pipeline import analyse_smear
 from classifier.rendering import decode_rgb
+from webapp import audit
 from webapp.cell_types import carried_label
 from webapp.models import Cell, ModelVersion, SmearImage
 from webapp.services.model_registry import NoActiveModel, active_version, load_classifier
@@ -192,6 +193,17 @@ def _carry_count_in(image, previous_version_id, version):
     Cell.objects.filter(pk__in=[cells[j].pk for _, j, _ in matched]).update(count_partial=True)
 
 
+def _record_failure(image_id, error):
+    failed = SmearImage.objects.filter(pk=image_id).first()
+    if failed is None:  # deleted meanwhile: its deletion is on record
+        return
+    try:
+        audit.record(failed, "update", {"status": (SmearImage.Status.PROCESSING, SmearImage.Status.FAILED)},
+                     note=f"classification failed: {error}")
+    except Exception:  # the photograph is marked failed; a missing audit row must not hide that
+        logger.exception("Recording the failure of image %s in the audit trail failed", image_id)
+
+
 def classify_smear_image(image_id, model_version_id=None):
     """Classify one stored image; always ends with the image marked done or failed."""
     started = time.monotonic()
@@ -214,10 +226,18 @@ def classify_smear_image(image_id, model_version_id=None):
             previous_version_ids = list(locked.values_list("model_version_id", flat=True))
             if not previous_version_ids:
                 raise ClassificationError("The image was deleted while it was being classified.")
-            stale_files = _store_cells(image, version, analysis, written)
-            if previous_version_ids[0] not in (None, version.pk):
-                _carry_reviews(image, previous_version_ids[0], version)
-                _carry_count_in(image, previous_version_ids[0], version)
+            # One audit row for the photograph (below), not one per cell (webapp.audit).
+            with audit.disable_auditlog():
+                stale_files = _store_cells(image, version, analysis, written)
+                if previous_version_ids[0] not in (None, version.pk):
+                    _carry_reviews(image, previous_version_ids[0], version)
+                    _carry_count_in(image, previous_version_ids[0], version)
+            stored = Cell.objects.filter(image=image, model_version=version).count()
+            previous = f"v{previous_version_ids[0]}" if previous_version_ids[0] else None
+            audit.record(image, "update", {
+                "status": (SmearImage.Status.PROCESSING, SmearImage.Status.DONE),
+                "model_version": (previous, version.label), "cells": (None, stored),
+            }, note=f"classified by {version.label}: {stored} cell(s)")
             updated = SmearImage.objects.filter(pk=image.pk).update(
                 status=SmearImage.Status.DONE,
                 error="",
@@ -232,9 +252,11 @@ def classify_smear_image(image_id, model_version_id=None):
     except Exception as exc:
         written.discard()
         logger.exception("Classifying image %s failed", image_id)
+        error = readable_error(exc)
         SmearImage.objects.filter(pk=image_id).update(
-            status=SmearImage.Status.FAILED, error=readable_error(exc), processed_at=timezone.now()
+            status=SmearImage.Status.FAILED, error=error, processed_at=timezone.now()
         )
+        _record_failure(image_id, error)
         return None
     for name in stale_files:
         written.storage.delete(name)

@@ -8,8 +8,10 @@ import logging
 
 from django.db import transaction
 
-from webapp.models import SmearImage
+from webapp import audit
+from webapp.models import Cell, SmearImage
 from webapp.selectors import image_file_names, sample_file_names
+from webapp.services.locking import ensure_editable
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +24,13 @@ def delete_stored_files(names):
 
 
 def _delete_with_files(record, file_names):
-    """Delete a record (its rows cascade) and, once that is committed, its files."""
-    record.delete()
+    """Delete a record (its rows cascade) and, once that is committed, its files.
+
+    The caller has written the deletion's one audit row: the cascade writes none (a sample's
+    hundreds of cells would each add one), and the rows already written stay.
+    """
+    with audit.disable_auditlog():
+        record.delete()
     # Files go only after the rows are gone for good; a rolled-back delete keeps both.
     transaction.on_commit(lambda: delete_stored_files(file_names))
 
@@ -38,11 +45,17 @@ def may_delete_sample(user, sample):
 
 
 def delete_sample(sample, user=None):
-    """Delete a sample, its records and, once that is committed, its files."""
+    """Delete a sample, its records and, once that is committed, its files; refused (SampleLocked)
+    while it is signed."""
+    ensure_editable(sample, "deleting the sample")
     sample_id, accession = sample.pk, sample.accession_number
     with transaction.atomic():
         image_count = sample.images.count()
+        cell_count = Cell.objects.filter(image__sample=sample).count()
         names = sample_file_names(sample)
+        audit.record(sample, "delete", {"accession_number": (accession, None),
+                                        "photographs": (image_count, 0), "cells": (cell_count, 0)},
+                     actor=user, note=f"deleted with {image_count} photograph(s) and {cell_count} cell(s)")
         _delete_with_files(sample, names)
     logger.info("Sample %s (accession %s) with %d image(s) deleted by %s; %d file(s) removed",
                 sample_id, accession, image_count, _who(user), len(names))
@@ -50,9 +63,13 @@ def delete_sample(sample, user=None):
 
 def delete_image(image, user=None):
     """Delete one photograph of a sample, its cells and reviews and, once committed, its files."""
+    ensure_editable(image.sample, "deleting a photograph")
     image_id, name, sample_id = image.pk, image.original_filename, image.sample_id
     with transaction.atomic():
         names = image_file_names(image)
+        cell_count = image.cells.count()
+        audit.record(image, "delete", {"original_filename": (name, None), "cells": (cell_count, 0)},
+                     actor=user, note=f"photograph {name} deleted with {cell_count} cell(s)")
         _delete_with_files(image, names)
     logger.info("Image %s (%s) of sample %s deleted by %s; %d file(s) removed",
                 image_id, name, sample_id, _who(user), len(names))

@@ -3,6 +3,7 @@
 from django.db import transaction
 from django.utils import timezone
 
+from webapp import audit
 from webapp.cell_types import allowed_types
 
 # Re-exported until services/classification.py imports it from webapp.cell_types.
@@ -21,12 +22,15 @@ def review_cell(cell, new_type, user):
     Choosing the type the network predicted confirms it (the cell counts as reviewed). Choosing the
     type the cell already has records nothing new, unless that label was carried over from another
     version's call: choosing it makes it the reviewer's verdict on this call. A superseded call is
-    refused: the formula counts the later version's call on the cell.
+    refused: the formula counts the later version's call on the cell, and so is any relabelling
+    on a signed sample (webapp.services.locking).
     """
     cell = Cell.objects.select_for_update(of=("self",)).select_related("model_version", "image").only(
         "id", "predicted_type", "corrected_type", "cell_type", "reviewed_by", "reviewed_at",
         "review_carried_from", "model_version", "model_version__class_names", "image__model_version",
+        "image__sample",
     ).get(pk=cell.pk)
+    ensure_editable(cell.image.sample, "relabelling a cell")
     if cell.is_superseded:
         raise ReviewError(
             f"This is model v{cell.model_version_id}'s earlier call; the sample now counts "
@@ -40,16 +44,17 @@ def review_cell(cell, new_type, user):
         )
     if cell.corrected_type == new_type and not cell.review_carried_from_id:
         return cell, None
-    review = CellReview.objects.create(
-        cell=cell, from_type=cell.cell_type, to_type=new_type, reviewed_by=user
-    )
+    # The review's row is the review's audit row (from, to, who, when): one row a review.
+    review = audit.save_as(CellReview(cell=cell, from_type=cell.cell_type, to_type=new_type,
+                                      reviewed_by=user), user)
     cell.corrected_type = new_type
     cell.cell_type = new_type
     cell.reviewed_by = user
     cell.reviewed_at = timezone.now()
     cell.review_carried_from = None  # the reviewer has now seen this version's call
-    cell.save(update_fields=["corrected_type", "cell_type", "reviewed_by", "reviewed_at",
-                             "review_carried_from"])
+    with audit.disable_auditlog():
+        cell.save(update_fields=["corrected_type", "cell_type", "reviewed_by", "reviewed_at",
+                                 "review_carried_from"])
     return cell, review
 
 

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -23,10 +24,12 @@ from classifier.training.data import data_folders
 from classifier.training.held_out import kept_epoch_label
 from classifier.training.recipe import SETTINGS, Recipe, RecipeError
 from classifier.training.recipe import refit_settings as stored_refit_settings
+from webapp import audit
 from webapp.models import Cell, ModelVersion, Sample, SmearImage
 from webapp.queueing import queue_classifications, queue_training, stop_task
 from webapp.selectors import abandoned_trainings, reviewed_cell_windows
 from webapp.services.liveness import TrainingClaim, claim_training, heartbeat
+from webapp.services.locking import ensure_editable
 from webapp.services.model_registry import NoActiveModel, classifier_metadata
 from webapp.services.model_versions import store_training_result
 
@@ -483,27 +486,47 @@ def _train(version_id, version, progress_bar):
         return _finish(version_id, ModelVersion.Status.FAILED, _failure_reason(exc))
 
 
+@dataclass
+class Reclassification:
+    version: ModelVersion  # the active version the photographs were queued for
+    queued: int  # photographs queued
+    signed_skipped: list  # accession numbers of signed samples left untouched
+
+
 def reclassify(samples=None, user=None):
     """Queue every image of the given samples (None: all samples) for the active version.
 
-    Earlier cells are kept: each version's cells stay in the history beside the new ones.
-    Returns (active version, number of images queued).
+    Earlier cells are kept: each version's cells stay in the history beside the new ones. Signed
+    samples are locked (webapp.services.locking): they are left untouched and named in the
+    result; asked for signed samples alone, it refuses with SampleLocked.
     """
     version = ModelVersion.objects.defer("model_bytes").filter(status=ModelVersion.Status.ACTIVE).first()
     if version is None:
         raise NoActiveModel("No model version is active: activate one before re-classifying.")
-    images = SmearImage.objects.all()
+    chosen = Sample.objects.all()
     if samples is not None:
         if isinstance(samples, Sample):
             samples = [samples]
-        images = images.filter(sample__in=list(samples))
-    image_ids = list(images.values_list("id", flat=True))
+        chosen = chosen.filter(pk__in=[sample.pk for sample in samples])
     with transaction.atomic():
+        signed = list(chosen.filter(status=Sample.Status.SIGNED).order_by("pk"))
+        if samples is not None and len(signed) == len(samples):
+            for sample in signed:
+                ensure_editable(sample, "re-classifying the sample")
+        images = SmearImage.objects.filter(sample__in=chosen.exclude(status=Sample.Status.SIGNED))
+        per_sample = {}
+        for image_id, sample_id in images.values_list("id", "sample_id"):
+            per_sample.setdefault(sample_id, []).append(image_id)
+        image_ids = [image_id for ids in per_sample.values() for image_id in ids]
         SmearImage.objects.filter(id__in=image_ids).update(
             status=SmearImage.Status.QUEUED, error="", requested_version=version,
             queued_at=timezone.now(), sent_at=None,
         )
+        for sample in Sample.objects.filter(pk__in=per_sample):
+            count = len(per_sample[sample.pk])
+            audit.record(sample, "update", {"requested_version": (None, version.label)}, actor=user,
+                         note=f"re-classification with {version.label} queued: {count} photograph(s)")
         queue_classifications(image_ids)
-    logger.info("%s queued %d image(s) for re-classification with v%s",
-                user.get_username() if user else "system", len(image_ids), version.pk)
-    return version, len(image_ids)
+    logger.info("%s queued %d image(s) for re-classification with v%s; %d signed sample(s) left as they are",
+                user.get_username() if user else "system", len(image_ids), version.pk, len(signed))
+    return Reclassification(version, len(image_ids), [sample.accession_number for sample in signed])

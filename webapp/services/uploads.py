@@ -14,11 +14,13 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
 
+from webapp import audit
 from webapp.intake import check_files
 from webapp.models import Sample, SmearImage
 from webapp.queueing import queue_classifications
 from webapp.selectors import sample_version_id
 from webapp.services.deletion import delete_stored_files
+from webapp.services.locking import ensure_editable
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +85,8 @@ def create_sample_with_images(accession_number, note, files, user=None):
 
 
 def add_images_to_sample(sample, files):
+    """More photographs for a sample; refused (SampleLocked) while it is signed."""
+    ensure_editable(sample, "adding photographs")
     known = dict(sample.images.values_list("checksum", "original_filename"))
     accepted, rejected = check_files(files, known)
     stored = add_images(sample, accepted, sample_version_id(sample)) if accepted else []
@@ -92,7 +96,10 @@ def add_images_to_sample(sample, files):
 def requeue_image(image):
     """Queue an image again, after a failure or when it waited too long ("Try again"), with the
     version its sample's photographs share."""
+    ensure_editable(image.sample, "classifying a photograph again")
     version_id = sample_version_id(image.sample)
+    audit.record(image, "update", {"status": (image.status, SmearImage.Status.QUEUED)},
+                 note="queued again")
     SmearImage.objects.filter(pk=image.pk).update(
         status=SmearImage.Status.QUEUED, error="", requested_version_id=version_id,
         queued_at=timezone.now(), sent_at=None,

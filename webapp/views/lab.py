@@ -17,6 +17,7 @@ from webapp.exports import export_file_name, write_sample_csv
 from webapp.forms import AddImagesForm, HistoryFilterForm, ReviewForm, SampleUploadForm
 from webapp.models import Cell, Sample, SmearImage
 from webapp.presenters import lab as lab_pages
+from webapp.presenters import sign_off as sign_off_pages
 from webapp.selectors import (
     cells_with_review_trail,
     history_page,
@@ -27,7 +28,9 @@ from webapp.selectors import (
     samples_with_progress,
 )
 from webapp.services.deletion import delete_sample, may_delete_sample
+from webapp.services.locking import SampleLocked
 from webapp.services.review import ReviewError, review_cell
+from webapp.services.sign_off import TARGET_CHOICES, may_sign
 from webapp.services.uploads import add_images_to_sample, create_sample_with_images, requeue_image
 from webapp.views.errors import wants_json
 
@@ -38,6 +41,7 @@ def sample_list(request):
     page = Paginator(samples_with_progress(accession_contains=query), 25).get_page(request.GET.get("page"))
     return render(request, "lab/sample_list.html", {
         "page": page, "rows": lab_pages.sample_rows(page.object_list), "query": query,
+        "status_badges": sign_off_pages.status_badges(sample.pk for sample in page.object_list),
         "page_query": urlencode({"q": query}) if query else "",
     })
 
@@ -89,6 +93,7 @@ def sample_detail(request, pk):
     context = _sample_context(sample)
     context["max_files"] = settings.MAX_FILES_PER_UPLOAD
     context["may_delete"] = may_delete_sample(request.user, sample)
+    context["sign_off_panel"] = sign_off_pages.sign_off_panel(sample, may_sign(request.user), TARGET_CHOICES)
     return render(request, "lab/sample_detail.html", context)
 
 
@@ -125,7 +130,11 @@ def sample_add_images(request, pk):
         for error in form.errors["images"]:
             messages.error(request, error)
         return redirect("lab:sample-detail", pk=sample.pk)
-    result = add_images_to_sample(sample, form.cleaned_data["images"])
+    try:
+        result = add_images_to_sample(sample, form.cleaned_data["images"])
+    except SampleLocked as exc:
+        messages.error(request, str(exc))
+        return redirect("lab:sample-detail", pk=sample.pk)
     if result.stored:
         messages.success(request, f"{len(result.stored)} more photograph(s) queued for classification.")
     _report_rejections(request, result.rejected)
@@ -135,7 +144,11 @@ def sample_add_images(request, pk):
 @require_POST
 def image_retry(request, pk):
     image = get_object_or_404(SmearImage, pk=pk)
-    requeue_image(image)
+    try:
+        requeue_image(image)
+    except SampleLocked as exc:
+        messages.error(request, str(exc))
+        return redirect("lab:sample-detail", pk=image.sample_id)
     messages.success(request, f"{image.original_filename} queued again.")
     return redirect("lab:sample-detail", pk=image.sample_id)
 
@@ -151,7 +164,11 @@ def sample_delete(request, pk):
         )
     if request.method == "POST":
         accession = sample.accession_number
-        delete_sample(sample, user=request.user)
+        try:
+            delete_sample(sample, user=request.user)
+        except SampleLocked as exc:
+            messages.error(request, str(exc))
+            return redirect("lab:sample-detail", pk=sample.pk)
         messages.success(request, f"Sample {accession} and all its pictures were deleted.")
         return redirect("lab:sample-list")
     return render(request, "lab/sample_confirm_delete.html",
@@ -177,17 +194,19 @@ def cell_detail(request, pk):
 def cell_review(request, pk):
     cell = get_object_or_404(Cell.objects.select_related("image"), pk=pk)
     form = ReviewForm(request.POST)
-    error = None
+    error, status = None, 400
     if form.is_valid():
         try:
             cell, _ = review_cell(cell, form.cleaned_data["cell_type"], request.user)
         except ReviewError as exc:
             error = str(exc)
+        except SampleLocked as exc:
+            error, status = str(exc), 409
     else:
         error = "Choose a cell type."
     if wants_json(request):
         if error:
-            return JsonResponse({"error": error}, status=400)
+            return JsonResponse({"error": error}, status=status)
         formula = leukocyte_formula(cell.image.sample)
         return JsonResponse({"cell": cell.pk, "cell_type": cell.cell_type, "formula": formula.as_dict()})
     if error:
@@ -211,6 +230,7 @@ def history(request):
     return render(request, "lab/history.html", {
         "form": form,
         "page": page,
+        "status_badges": sign_off_pages.status_badges(cell.image.sample_id for cell in page.object_list),
         "page_query": page_query,
         "query_without_view": query.urlencode(),
         "view": "table" if request.GET.get("view") == "table" else "grid",

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from webapp.forms_models import ReclassifyForm, RetrainForm
 from webapp.presenters.models import listed_versions, progress_report, version_page
 from webapp.selectors import model_versions, model_versions_with_cell_counts
+from webapp.services.locking import SampleLocked
 from webapp.services.model_registry import NoActiveModel
 from webapp.services.model_versions import ModelVersionError, activate_version
 from webapp.services.training import (
@@ -145,10 +146,15 @@ def reclassify_samples(request):
     if not form.is_valid():
         return _render_list(request, reclassify_form=form, status=400)
     try:
-        version, count = reclassify(form.cleaned_data["samples"], request.user)
-    except NoActiveModel as exc:
+        done = reclassify(form.cleaned_data["samples"], request.user)
+    except (NoActiveModel, SampleLocked) as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"{count} image(s) queued for re-classification with v{version.pk}; "
-                                  "earlier results stay in the history.")
+        messages.success(request, f"{done.queued} image(s) queued for re-classification with "
+                                  f"v{done.version.pk}; earlier results stay in the history.")
+        if done.signed_skipped:
+            messages.warning(request, f"{len(done.signed_skipped)} signed sample(s) left as they are "
+                                      f"({', '.join(done.signed_skipped[:20])}"
+                                      f"{', ...' if len(done.signed_skipped) > 20 else ''}): "
+                                      "reopen a sample to re-classify it.")
     return redirect("models:list")

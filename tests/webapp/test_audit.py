@@ -1,0 +1,158 @@
+"""The audit trail: uploads, reviews, sign-off, reopening, re-classification and deletions are each
+on record with who, when, from what and to what; the worker's cells are one row a photograph."""
+
+import pytest
+from auditlog.models import LogEntry
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from tests.webapp.lab_factories import make_sample, make_version
+from tests.webapp.test_classification import analysis_with, network, stored_image  # noqa: F401
+from tests.webapp.test_sign_off import hematologist, member, small_sample  # noqa: F401
+from tests.webapp.test_uploads import jpeg_bytes
+from webapp.models import Cell, Sample
+from webapp.presenters.sign_off import timeline
+from webapp.selectors import sample_timeline
+from webapp.services import classification
+from webapp.services.sign_off import reopen_sample, sign_sample
+from webapp.services.training import reclassify
+
+pytestmark = pytest.mark.django_db
+
+
+def rows(sample_id, model=None):
+    found = sample_timeline(sample_id)
+    return list(found.filter(content_type__model=model) if model else found)
+
+
+def changes(entry):
+    return {name: tuple(pair) for name, pair in entry.changes.items()}
+
+
+def test_an_upload_is_on_record_with_who_sent_it(client, tech, sent_tasks):
+    photograph = SimpleUploadedFile("smear-1.jpg", jpeg_bytes(), content_type="image/jpeg")
+    client.post(reverse("lab:upload"), {"accession_number": "A-1", "images": [photograph]})
+    sample = Sample.objects.get(accession_number="A-1")
+    created = rows(sample.pk, "sample")
+    assert [(e.action, e.actor) for e in created] == [(LogEntry.Action.CREATE, tech)]
+    assert changes(created[0])["accession_number"] == ("None", "A-1")
+    uploaded = rows(sample.pk, "smearimage")
+    assert [(e.action, e.actor) for e in uploaded] == [(LogEntry.Action.CREATE, tech)]
+    assert changes(uploaded[0])["original_filename"] == ("None", "smear-1.jpg")
+    assert [entry.what for entry in timeline(sample.pk)] == ["Photograph smear-1.jpg uploaded",
+                                                             "Sample A-1 received"]
+
+
+def test_each_review_is_one_row_from_one_type_to_another(client, tech):
+    sample = make_sample()
+    before = len(rows(sample.pk))
+    cell = Cell.objects.get(image__sample=sample, index=0)
+    client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "MONOCYTE"})
+    client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "LYMPHOCYTE"})
+    added = rows(sample.pk)[: len(rows(sample.pk)) - before]
+    assert [(e.content_type.model, e.actor) for e in added] == [("cellreview", tech)] * 2
+    assert changes(added[1])["from_type"] == ("None", "NEUTROPHIL")
+    assert changes(added[1])["to_type"] == ("None", "MONOCYTE")
+    newest = timeline(sample.pk)[0]
+    assert newest.what == f"Cell {cell.pk} relabelled" and newest.who == "tech"
+    assert [(c.field, c.new) for c in newest.changes][:2] == [("from", "MONOCYTE"), ("to", "LYMPHOCYTE")]
+
+
+def test_signing_and_reopening_are_on_record(client, hematologist):  # noqa: F811
+    sample = small_sample()
+    client.force_login(hematologist)
+    client.post(reverse("lab:sample-sign", args=[sample.pk]))
+    client.post(reverse("lab:sample-reopen", args=[sample.pk]), {"reason": "Recount the monocytes."})
+    reopened, signed = rows(sample.pk, "sample")[:2]
+    assert signed.actor == reopened.actor == hematologist
+    assert changes(signed)["status"] == ("in_progress", "signed")
+    assert changes(signed)["times_signed"] == ("0", "1")
+    assert changes(reopened)["status"] == ("signed", "reopened")
+    assert changes(reopened)["reopen_reason"] == ("", "Recount the monocytes.")
+    shown = timeline(sample.pk)
+    assert [entry.what for entry in shown[:2]] == ["Reopened", "Signed"]
+    shown_changes = [(c.field, c.old, c.new) for c in shown[1].changes]
+    assert ("signed by", "", "hema") in shown_changes
+    assert ("status", "In progress", "Signed") in shown_changes
+    page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert 'data-role="timeline"' in page and "Recount the monocytes." in page
+
+
+def test_the_worker_writes_one_row_a_photograph_not_one_a_cell(network, stored_image):  # noqa: F811
+    version = make_version()
+    network.analysis = analysis_with([(10 + 60 * i, 10, 60 + 60 * i, 60) for i in range(8)])
+    assert classification.classify_smear_image(stored_image.pk) == 8
+    sample_id = stored_image.sample_id
+    assert rows(sample_id, "cell") == []
+    classified = rows(sample_id, "smearimage")[0]
+    assert classified.actor is None
+    assert classified.additional_data["note"] == f"classified by v{version.pk}: 8 cell(s)"
+    assert changes(classified)["status"] == ("processing", "done")
+    newest = timeline(sample_id)[0]
+    assert (newest.who, newest.what) == ("the worker", f"Classified by v{version.pk}: 8 cell(s)")
+
+
+def test_a_failed_classification_is_on_record(network, stored_image):  # noqa: F811
+    make_version()
+    network.error = RuntimeError("out of memory")
+    classification.classify_smear_image(stored_image.pk)
+    failed = rows(stored_image.sample_id, "smearimage")[0]
+    assert failed.additional_data["note"].startswith("classification failed: ")
+    assert changes(failed)["status"] == ("processing", "failed")
+
+
+def test_a_cell_added_by_hand_is_a_row_of_its_own():
+    sample = make_sample(types=())
+    image = sample.images.get()
+    version = image.model_version
+    cell = Cell.objects.create(
+        image=image, model_version=version, index=0, x0=1, y0=2, x1=50, y1=60, predicted_type="MONOCYTE",
+        confidence=0.7, binary_call="MONONUCLEAR", cell_type="MONOCYTE", added_by_hand=True,
+    )
+    added = rows(sample.pk, "cell")
+    assert len(added) == 1 and added[0].additional_data["cell_id"] == cell.pk
+    assert timeline(sample.pk)[0].what == f"Cell {cell.pk} added by hand"
+
+
+def test_a_reclassification_is_on_record(django_user_model, sent_tasks):
+    staff = django_user_model.objects.create_user("staff", is_staff=True)
+    sample = make_sample()
+    version = make_version()
+    reclassify(sample, staff)
+    queued = rows(sample.pk, "sample")[0]
+    assert queued.actor == staff
+    assert queued.additional_data["note"] == f"re-classification with v{version.pk} queued: 1 photograph(s)"
+
+
+def test_a_deletion_is_one_row_and_the_trail_outlives_the_sample(client, tech):
+    sample = make_sample(user=tech)
+    sample_id = sample.pk
+    before = len(rows(sample_id))
+    client.post(reverse("lab:sample-delete", args=[sample.pk]))
+    assert not Sample.objects.filter(pk=sample_id).exists()
+    trail = rows(sample_id)
+    assert len(trail) == before + 1  # no row per cascaded photograph, cell or review
+    deleted = trail[0]
+    assert (deleted.action, deleted.actor, deleted.content_type.model) == (LogEntry.Action.DELETE, tech,
+                                                                          "sample")
+    assert changes(deleted)["cells"] == ("3", "0")
+    assert timeline(sample_id)[0].what == "Deleted with 1 photograph(s) and 3 cell(s)"
+
+
+def test_deleting_a_photograph_is_on_record(django_user_model):
+    from webapp.services.deletion import delete_image
+
+    user = django_user_model.objects.create_user("someone")
+    sample = make_sample()
+    delete_image(sample.images.get(), user)
+    deleted = rows(sample.pk, "smearimage")[0]
+    assert (deleted.action, deleted.actor) == (LogEntry.Action.DELETE, user)
+    assert deleted.additional_data["note"] == "photograph H26-0001.png deleted with 3 cell(s)"
+
+
+def test_sign_off_rows_carry_the_services_actor_without_a_request(hematologist):  # noqa: F811
+    sample = small_sample()
+    sign_sample(sample, hematologist)
+    reopen_sample(sample, hematologist, "typo")
+    assert [e.actor for e in rows(sample.pk, "sample")[:2]] == [hematologist, hematologist]
+    assert timeline(sample.pk)[0].who == "hema"

@@ -1,0 +1,356 @@
+"""Sign-off: who may sign, what stops a signature, what a signature locks, and reopening."""
+
+import pytest
+from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from tests.webapp.lab_factories import make_sample
+from tests.webapp.test_uploads import jpeg_bytes
+from webapp.models import Cell, CellReview, Sample, SmearImage
+from webapp.services.deletion import delete_image, delete_sample
+from webapp.services.locking import SampleLocked
+from webapp.services.review import review_cell
+from webapp.services.sign_off import (
+    SignOffRefused,
+    reopen_sample,
+    set_target_count,
+    sign_off_refusals,
+    sign_sample,
+)
+from webapp.services.training import reclassify
+from webapp.services.uploads import add_images_to_sample, requeue_image
+
+pytestmark = pytest.mark.django_db
+
+JSON = {"Accept": "application/json"}
+THREE = ("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL")
+
+
+def member(django_user_model, name, group):
+    user = django_user_model.objects.create_user(name, password="a-long-passphrase-1")
+    user.groups.add(Group.objects.get(name=group))
+    return user
+
+
+@pytest.fixture
+def hematologist(django_user_model):
+    return member(django_user_model, "hema", "hematologist")
+
+
+@pytest.fixture
+def technologist(django_user_model):
+    return member(django_user_model, "techno", "technologist")
+
+
+def small_sample(accession="H26-0001", types=THREE, **kwargs):
+    """A sample whose target is the cells it holds (the form offers 100 or 200; a test needs few)."""
+    sample = make_sample(accession, types=types, **kwargs)
+    Sample.objects.filter(pk=sample.pk).update(target_count=len(types))
+    return Sample.objects.get(pk=sample.pk)
+
+
+def codes(sample):
+    return [refusal.code for refusal in sign_off_refusals(sample)]
+
+
+def signed_sample(hematologist, accession="H26-0001"):
+    return sign_sample(small_sample(accession), hematologist)
+
+
+# --- who may sign ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["lab:sample-sign", "lab:sample-reopen", "lab:sample-target"])
+def test_anonymous_visitors_are_sent_to_sign_in(client, name):
+    sample = small_sample()
+    response = client.post(reverse(name, args=[sample.pk]))
+    assert response.status_code == 302 and "/login/" in response["Location"]
+    response = client.post(reverse(name, args=[sample.pk]), headers={"Accept": "application/json"})
+    assert response.status_code == 401
+    assert Sample.objects.get(pk=sample.pk).status == Sample.Status.IN_PROGRESS
+
+
+def test_the_new_urls_answer_post_only(client, hematologist):
+    client.force_login(hematologist)
+    sample = small_sample()
+    for name in ("lab:sample-sign", "lab:sample-reopen", "lab:sample-target"):
+        assert client.get(reverse(name, args=[sample.pk])).status_code == 405
+
+
+def test_a_technologist_sees_the_status_but_cannot_sign(client, technologist):
+    client.force_login(technologist)
+    sample = small_sample()
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert 'data-role="sign-off"' in body and "Ready to sign" in body
+    assert 'data-role="sign-form"' not in body
+    response = client.post(reverse("lab:sample-sign", args=[sample.pk]))
+    assert response.status_code == 403
+    response = client.post(reverse("lab:sample-sign", args=[sample.pk]), headers=JSON)
+    assert response.status_code == 403 and "for hematologists" in response.json()["error"]
+    assert Sample.objects.get(pk=sample.pk).status == Sample.Status.IN_PROGRESS
+    with pytest.raises(PermissionDenied):
+        sign_sample(sample, technologist)
+
+
+def test_a_hematologist_signs_from_the_sample_page(client, hematologist):
+    client.force_login(hematologist)
+    sample = small_sample()
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert 'data-role="sign-form"' in body
+    response = client.post(reverse("lab:sample-sign", args=[sample.pk]), follow=True)
+    assert "Sample H26-0001 signed." in response.content.decode()
+    sample.refresh_from_db()
+    assert sample.status == Sample.Status.SIGNED and sample.signed_by == hematologist
+    assert sample.signed_at is not None and sample.times_signed == 1
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "Signed by hema on" in body and 'data-role="reopen-form"' in body
+    assert 'data-role="sign-form"' not in body
+
+
+def test_a_superuser_may_sign(django_user_model):
+    boss = django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1")
+    assert sign_sample(small_sample(), boss).status == Sample.Status.SIGNED
+
+
+# --- what stops a signature --------------------------------------------------------------------
+
+
+def test_a_sample_with_nothing_in_the_way_is_ready():
+    assert codes(small_sample()) == []
+
+
+def test_flagged_cells_not_yet_reviewed_stop_the_signature(hematologist):
+    sample = small_sample(confidence=0.5)  # under the review threshold: each cell flagged
+    refusals = sign_off_refusals(sample)
+    assert [r.code for r in refusals] == ["unreviewed"]
+    assert refusals[0].message == "3 cells flagged for review were not reviewed yet."
+    with pytest.raises(SignOffRefused, match="3 cells flagged for review were not reviewed yet"):
+        sign_sample(sample, hematologist, below_target_reason="urgent", keep_unidentified=True)
+    for cell in Cell.objects.filter(image__sample=sample):
+        review_cell(cell, cell.predicted_type, hematologist)
+    assert sign_sample(sample, hematologist).is_signed
+
+
+def test_unidentified_cells_stop_it_unless_kept(client, hematologist):
+    sample = small_sample()
+    review_cell(Cell.objects.get(index=0), "UNIDENTIFIED", hematologist)
+    Sample.objects.filter(pk=sample.pk).update(target_count=2)
+    assert codes(sample) == ["unidentified"]
+    with pytest.raises(SignOffRefused, match="1 cell was marked unidentified"):
+        sign_sample(sample, hematologist)
+    client.force_login(hematologist)
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert 'name="keep_unidentified"' in body
+    client.post(reverse("lab:sample-sign", args=[sample.pk]), {"keep_unidentified": "on"})
+    sample.refresh_from_db()
+    assert sample.is_signed and sample.unidentified_kept
+
+
+def test_fewer_leukocytes_than_the_target_need_a_written_reason(client, hematologist):
+    sample = small_sample()
+    Sample.objects.filter(pk=sample.pk).update(target_count=100)
+    refusals = sign_off_refusals(sample)
+    assert [r.code for r in refusals] == ["below_target"] and refusals[0].overridable
+    assert refusals[0].message.startswith("3 of 100 leukocytes counted: add photographs")
+    client.force_login(hematologist)
+    page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "3 of 100 leukocytes counted: add photographs." in page
+    assert 'name="below_target_reason"' in page
+    response = client.post(reverse("lab:sample-sign", args=[sample.pk]), {"below_target_reason": "  "},
+                           follow=True)
+    assert "cannot be signed yet" in response.content.decode()
+    response = client.post(reverse("lab:sample-sign", args=[sample.pk]), headers=JSON)
+    assert response.status_code == 409 and "3 of 100 leukocytes counted" in response.json()["error"]
+    assert not Sample.objects.get(pk=sample.pk).is_signed
+    client.post(reverse("lab:sample-sign", args=[sample.pk]),
+                {"below_target_reason": "Leukopenic sample: no more cells on the slide."})
+    sample.refresh_from_db()
+    assert sample.is_signed
+    assert sample.below_target_reason == "Leukopenic sample: no more cells on the slide."
+
+
+def test_photographs_not_finished_stop_the_signature(hematologist):
+    sample = small_sample()
+    image = sample.images.get()
+    for status, words in ((SmearImage.Status.QUEUED, "still queued or being classified"),
+                          (SmearImage.Status.PROCESSING, "still queued or being classified"),
+                          (SmearImage.Status.FAILED, r"1 photograph\(s\) failed")):
+        SmearImage.objects.filter(pk=image.pk).update(status=status)
+        assert "photographs" in codes(sample)
+        with pytest.raises(SignOffRefused, match=words):
+            sign_sample(sample, hematologist, below_target_reason="urgent", keep_unidentified=True)
+    empty = Sample.objects.create(accession_number="EMPTY")
+    assert "The sample has no photograph." in [r.message for r in sign_off_refusals(empty)]
+
+
+def test_every_reason_is_listed_at_once(hematologist):
+    sample = small_sample(confidence=0.5)
+    Sample.objects.filter(pk=sample.pk).update(target_count=100)
+    SmearImage.objects.filter(sample=sample).update(status=SmearImage.Status.FAILED)
+    with pytest.raises(SignOffRefused) as refused:
+        sign_sample(sample, hematologist)
+    assert [r.code for r in refused.value.reasons] == ["unreviewed", "photographs", "below_target"]
+
+
+def test_a_signed_sample_cannot_be_signed_twice(hematologist):
+    sample = signed_sample(hematologist)
+    with pytest.raises(SignOffRefused, match="already signed"):
+        sign_sample(sample, hematologist)
+
+
+# --- the lock ----------------------------------------------------------------------------------
+
+
+def test_relabelling_a_cell_of_a_signed_sample_is_refused(client, hematologist):
+    sample = signed_sample(hematologist)
+    cell = Cell.objects.get(image__sample=sample, index=0)
+    with pytest.raises(SampleLocked, match="H26-0001 was signed by hema"):
+        review_cell(cell, "MONOCYTE", hematologist)
+    client.force_login(hematologist)
+    response = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "MONOCYTE"},
+                           headers={"Accept": "application/json"})
+    assert response.status_code == 409 and "reopen" in response.json()["error"]
+    response = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "MONOCYTE"},
+                           follow=True)
+    assert "relabelling a cell is refused while it is signed" in response.content.decode()
+    cell.refresh_from_db()
+    assert (cell.cell_type, cell.corrected_type) == ("NEUTROPHIL", "")
+    assert not CellReview.objects.exists()
+
+
+def test_adding_photographs_to_a_signed_sample_is_refused(client, hematologist, sent_tasks):
+    sample = signed_sample(hematologist)
+    photograph = SimpleUploadedFile("more.jpg", jpeg_bytes(), content_type="image/jpeg")
+    with pytest.raises(SampleLocked):
+        add_images_to_sample(sample, [photograph])
+    client.force_login(hematologist)
+    photograph.seek(0)
+    response = client.post(reverse("lab:sample-add-images", args=[sample.pk]), {"images": [photograph]},
+                           follow=True)
+    assert "adding photographs is refused while it is signed" in response.content.decode()
+    assert sample.images.count() == 1 and sent_tasks == []
+
+
+def test_trying_a_photograph_again_on_a_signed_sample_is_refused(client, hematologist, sent_tasks):
+    sample = signed_sample(hematologist)
+    image = sample.images.get()
+    with pytest.raises(SampleLocked):
+        requeue_image(image)
+    client.force_login(hematologist)
+    response = client.post(reverse("lab:image-retry", args=[image.pk]), follow=True)
+    assert "refused while it is signed" in response.content.decode()
+    image.refresh_from_db()
+    assert image.status == SmearImage.Status.DONE and sent_tasks == []
+
+
+def test_reclassifying_leaves_signed_samples_untouched_and_says_so(
+        client, hematologist, sent_tasks, django_user_model, django_capture_on_commit_callbacks):
+    signed = signed_sample(hematologist, "SIGNED-1")
+    open_one = small_sample("OPEN-1")
+    with pytest.raises(SampleLocked), django_capture_on_commit_callbacks(execute=True):
+        reclassify(signed)
+    assert sent_tasks == []
+    with django_capture_on_commit_callbacks(execute=True):
+        done = reclassify(None)
+    assert done.signed_skipped == ["SIGNED-1"] and done.queued == 1
+    assert [args for _, args in sent_tasks] == [(open_one.images.get().pk,)]
+    image = signed.images.get()
+    assert image.status == SmearImage.Status.DONE and image.requested_version is None
+    staff = django_user_model.objects.create_user("staff", password="a-long-passphrase-1", is_staff=True)
+    client.force_login(staff)
+    response = client.post(reverse("models:reclassify"), {"all_samples": "on"}, follow=True)
+    assert "1 signed sample(s) left as they are (SIGNED-1)" in response.content.decode()
+    assert signed.images.get().status == SmearImage.Status.DONE
+
+
+def test_deleting_a_signed_sample_or_its_photograph_is_refused(client, hematologist):
+    sample = signed_sample(hematologist)
+    image = sample.images.get()
+    stored = default_storage.save(image.image.name, ContentFile(jpeg_bytes()))
+    SmearImage.objects.filter(pk=image.pk).update(image=stored)
+    image.refresh_from_db()
+    with pytest.raises(SampleLocked):
+        delete_sample(sample, hematologist)
+    with pytest.raises(SampleLocked):
+        delete_image(image, hematologist)
+    Sample.objects.filter(pk=sample.pk).update(created_by=hematologist)
+    client.force_login(hematologist)
+    response = client.post(reverse("lab:sample-delete", args=[sample.pk]), follow=True)
+    assert "deleting the sample is refused while it is signed" in response.content.decode()
+    assert Sample.objects.filter(pk=sample.pk).exists() and SmearImage.objects.filter(pk=image.pk).exists()
+    assert Cell.objects.filter(image=image).count() == 3
+    assert default_storage.exists(stored)
+
+
+def test_the_target_count_is_set_from_the_page_and_locked_with_the_sample(client, hematologist):
+    sample = make_sample()
+    assert sample.target_count == 100  # settings.LEUKOSCOPE_TARGET_COUNT
+    client.force_login(hematologist)
+    client.post(reverse("lab:sample-target", args=[sample.pk]), {"target_count": "200"})
+    assert Sample.objects.get(pk=sample.pk).target_count == 200
+    response = client.post(reverse("lab:sample-target", args=[sample.pk]), {"target_count": "150"},
+                           follow=True)
+    assert "The target count is 100 or 200 leukocytes." in response.content.decode()
+    assert Sample.objects.get(pk=sample.pk).target_count == 200
+    signed = signed_sample(hematologist, "S-2")
+    with pytest.raises(SampleLocked):
+        set_target_count(signed, 200)
+    assert Sample.objects.get(pk=signed.pk).target_count == 3
+
+
+def test_the_page_says_when_the_target_is_reached(client, tech):
+    sample = small_sample()
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "Target of 3 reached" in body
+
+
+# --- reopening ---------------------------------------------------------------------------------
+
+
+def test_reopening_needs_a_reason_and_unlocks_the_sample(client, hematologist, technologist):
+    sample = signed_sample(hematologist)
+    with pytest.raises(SignOffRefused, match="Give the reason"):
+        reopen_sample(sample, hematologist, "   ")
+    client.force_login(technologist)
+    assert client.post(reverse("lab:sample-reopen", args=[sample.pk]), {"reason": "x"}).status_code == 403
+    client.force_login(hematologist)
+    response = client.post(reverse("lab:sample-reopen", args=[sample.pk]), {"reason": ""}, follow=True)
+    assert "Give the reason for reopening the sample." in response.content.decode()
+    assert Sample.objects.get(pk=sample.pk).is_signed
+    client.post(reverse("lab:sample-reopen", args=[sample.pk]), {"reason": "Cell 2 is a monocyte."})
+    sample.refresh_from_db()
+    assert sample.status == Sample.Status.REOPENED and sample.reopened_by == hematologist
+    assert sample.reopen_reason == "Cell 2 is a monocyte."
+    cell = Cell.objects.get(image__sample=sample, index=1)
+    review_cell(cell, "MONOCYTE", hematologist)  # unlocked
+    assert Cell.objects.get(pk=cell.pk).cell_type == "MONOCYTE"
+    again = sign_sample(sample, hematologist)
+    assert again.times_signed == 2 and again.is_signed
+
+
+def test_reopening_an_unsigned_sample_is_refused(hematologist):
+    with pytest.raises(SignOffRefused, match="not signed"):
+        reopen_sample(small_sample(), hematologist, "why not")
+
+
+# --- the lists ---------------------------------------------------------------------------------
+
+
+def test_the_sample_list_and_history_show_each_status(client, tech, hematologist):
+    small_sample("READY-1")
+    make_sample("BUSY-1")  # 3 of 100 leukocytes: in progress
+    signed_sample(hematologist, "SIGNED-1")
+    reopened = reopen_sample(signed_sample(hematologist, "REOPENED-1"), hematologist, "recount")
+    Sample.objects.filter(pk=reopened.pk).update(target_count=100)
+    client.force_login(tech)
+    body = client.get(reverse("lab:sample-list")).content.decode()
+    for state, words in (("ready", "Ready to sign"), ("in_progress", "In progress"),
+                         ("signed", "Signed"), ("reopened", "Reopened")):
+        assert f'data-state="{state}">{words}</span>' in body
+    history = client.get(reverse("lab:history"), {"view": "table"}).content.decode()
+    assert 'data-state="signed">Signed</span>' in history
+    assert 'data-state="ready">Ready to sign</span>' in history

@@ -1,0 +1,83 @@
+"""The audit trail: who changed what on a sample, when, from what, to what (django-auditlog).
+
+Sample, SmearImage, Cell and CellReview are registered with the fields that make the trail
+meaningful; each row carries its sample's id in `additional_data` (the models'
+`get_additional_data`), so a sample's timeline is one query (selectors.sample_timeline). Signals
+write rows for what goes through `save()` and `delete()`: an upload, a review, a sign-off, a
+reopening, a target count, a cell added by hand. What goes through bulk queries, or would write
+hundreds of rows, is recorded here instead, one row for the whole: a classified photograph ("classified by v3:
+37 cells", the worker creating its cells with auditlog off), a re-classification or a "Try
+again", a deletion with everything it takes along. The worker has no request: its rows have no
+actor, shown as "the worker".
+
+webapp.models registers its records here as it defines them (auditlog's own way): this module
+imports no model of ours.
+"""
+
+from auditlog import get_logentry_model
+from auditlog.context import disable_auditlog
+from auditlog.diff import model_instance_diff
+from auditlog.registry import auditlog
+
+__all__ = ["disable_auditlog", "record", "register_models", "save_as"]
+
+AUDITED_FIELDS = {
+    "Sample": ["accession_number", "note", "status", "target_count", "signed_by", "signed_at",
+               "below_target_reason", "unidentified_kept", "times_signed", "reopened_by",
+               "reopened_at", "reopen_reason"],
+    "SmearImage": ["original_filename", "status", "error", "model_version", "requested_version"],
+    "Cell": ["cell_type", "corrected_type", "count_partial", "is_partial", "added_by_hand", "x0", "y0",
+             "x1", "y1"],
+    "CellReview": ["from_type", "to_type", "reviewed_by"],
+}
+
+
+def register_models(*models):
+    """Register the lab's records with django-auditlog, each with its fields of AUDITED_FIELDS."""
+    for model in models:
+        if not auditlog.contains(model):
+            auditlog.register(model, include_fields=AUDITED_FIELDS[model.__name__])
+
+
+def record(instance, action, changes, actor=None, note="", **extra):
+    """One audit row written by hand for `instance`: `changes` maps a field or a word to
+    (from, to); `note` says in a sentence what happened ("classified by v3: 37 cells").
+
+    action: "create", "update" or "delete".
+    """
+    LogEntry = get_logentry_model()
+    actions = {"create": LogEntry.Action.CREATE, "update": LogEntry.Action.UPDATE,
+               "delete": LogEntry.Action.DELETE}
+    data = dict(instance.get_additional_data(), **extra)
+    if note:
+        data["note"] = note
+    return LogEntry.objects.log_create(
+        instance,
+        force_log=True,
+        action=actions[action],
+        changes={key: [_text(old), _text(new)] for key, (old, new) in changes.items()},
+        actor=actor if actor is not None and actor.is_authenticated else None,
+        additional_data=data,
+    )
+
+
+def save_as(instance, actor, update_fields=None):
+    """Save `instance` and write its audit row with `actor` as the one who did it, request or not
+    (a service that knows who acts: signing, reopening, a review), instead of leaving the actor to
+    the request's middleware."""
+    LogEntry = get_logentry_model()
+    created = instance._state.adding
+    old = None if created else type(instance).objects.filter(pk=instance.pk).first()
+    with disable_auditlog():
+        instance.save(update_fields=update_fields)
+    changes = model_instance_diff(old, instance, fields_to_check=None if created else update_fields)
+    if changes:
+        LogEntry.objects.log_create(
+            instance, action=LogEntry.Action.CREATE if created else LogEntry.Action.UPDATE,
+            changes=changes, actor=actor if actor is not None and actor.is_authenticated else None,
+        )
+    return instance
+
+
+def _text(value):
+    return "None" if value is None else str(value)

@@ -1,0 +1,35 @@
+"""Forms of the sign-off panel on the sample page: sign, reopen, target count."""
+
+from django import forms
+
+from webapp.services.sign_off import TARGET_CHOICES
+
+
+class SignForm(forms.Form):
+    below_target_reason = forms.CharField(
+        required=False, max_length=2000, label="Reason for signing below the target count",
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+    keep_unidentified = forms.BooleanField(
+        required=False, label="Keep the unidentified cells as unidentified (listed apart on the report)"
+    )
+
+
+class ReopenForm(forms.Form):
+    reason = forms.CharField(
+        max_length=2000, label="Reason for reopening", widget=forms.Textarea(attrs={"rows": 2}),
+        error_messages={"required": "Give the reason for reopening the sample."},
+    )
+
+    def clean_reason(self):
+        reason = self.cleaned_data["reason"].strip()
+        if not reason:
+            raise forms.ValidationError("Give the reason for reopening the sample.")
+        return reason
+
+
+class TargetCountForm(forms.Form):
+    target_count = forms.TypedChoiceField(
+        choices=[(n, f"{n} leukocytes") for n in TARGET_CHOICES], coerce=int, label="Target count",
+        error_messages={"invalid_choice": "The target count is 100 or 200 leukocytes."},
+    )

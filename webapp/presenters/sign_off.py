@@ -1,0 +1,155 @@
+"""The sign-off panel of the sample page, its audit timeline, and the status badges of the lists."""
+
+from dataclasses import dataclass, field
+
+from webapp.models import Sample, SmearImage
+from webapp.presenters import ViewModel
+from webapp.selectors import (
+    SignOffFacts,
+    leukocyte_formula,
+    sample_timeline,
+    sign_off_facts,
+    sign_off_facts_for,
+    usernames,
+)
+
+WORKER = "the worker"  # an audit row without an actor: written outside any request
+
+
+@dataclass
+class StatusBadge:
+    state: str  # in_progress / ready / signed / reopened
+    words: str
+
+
+def status_badges(sample_ids):
+    """Sample id -> StatusBadge for the samples of a list page, in a few queries."""
+    return {pk: StatusBadge(*facts.badge) for pk, facts in sign_off_facts_for(set(sample_ids)).items()}
+
+
+@dataclass
+class Change:
+    field: str
+    old: str
+    new: str
+
+
+@dataclass
+class TimelineEntry:
+    when: object
+    who: str
+    what: str
+    changes: list = field(default_factory=list)  # Change
+
+
+@dataclass
+class SignOffPanel(ViewModel):
+    sign_off: SignOffFacts
+    badge: StatusBadge
+    refusals: list  # selectors.Refusal
+    leukocytes: int
+    target_reached: bool
+    may_sign: bool  # the person looking may sign and reopen
+    below_target: bool  # the sign form asks for a reason
+    show_keep_unidentified: bool
+    target_choices: tuple
+    timeline: list  # TimelineEntry, newest first
+
+
+def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=200):
+    facts = sign_off_facts(sample)
+    leukocytes = leukocyte_formula(sample).total
+    return SignOffPanel(
+        sign_off=facts,
+        badge=StatusBadge(*facts.badge),
+        refusals=facts.refusals() if sample.status != Sample.Status.SIGNED else [],
+        leukocytes=leukocytes,
+        target_reached=leukocytes >= sample.target_count,
+        may_sign=may_sign,
+        below_target=leukocytes < sample.target_count,
+        show_keep_unidentified=facts.unidentified > 0,
+        target_choices=target_choices,
+        timeline=timeline(sample.pk, timeline_limit),
+    )
+
+
+# --- the audit timeline --------------------------------------------------------------------------
+
+_EMPTY = {"None", "", "False", "0"}
+_USER_FIELDS = {"signed_by", "reopened_by", "reviewed_by"}
+_VERSION_FIELDS = {"model_version", "requested_version"}
+_STATUS_WORDS = {**dict(Sample.Status.choices), **dict(SmearImage.Status.choices)}
+_LABELS = {"model_version": "model version", "requested_version": "queued for version",
+           "cell_type": "type", "corrected_type": "reviewer's type", "from_type": "from",
+           "to_type": "to", "original_filename": "file"}
+
+
+def _shown(name, value, names):
+    if value == "None":
+        return ""
+    if name in _USER_FIELDS:
+        return names.get(value, value)
+    if name in _VERSION_FIELDS and value.isdigit():
+        return f"v{value}"
+    if name == "status":
+        return _STATUS_WORDS.get(value, value)
+    return value
+
+
+def _changes(entry, created, names):
+    shown = []
+    for name, pair in (entry.changes or {}).items():
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            continue
+        old, new = (str(value) for value in pair)
+        if old == new or (created and new in _EMPTY):
+            continue
+        shown.append(Change(_LABELS.get(name, name.replace("_", " ")), _shown(name, old, names),
+                            _shown(name, new, names)))
+    return shown
+
+
+def _what(entry, model, changes):
+    data = entry.additional_data or {}
+    if data.get("note"):
+        return data["note"][0].upper() + data["note"][1:]
+    action = entry.get_action_display().lower()
+    new = {name: pair[1] for name, pair in (entry.changes or {}).items()
+           if isinstance(pair, list | tuple) and len(pair) == 2}
+    if model == "sample":
+        status = new.get("status")
+        if entry.action == entry.Action.CREATE:
+            return f"Sample {entry.object_repr} received"
+        if status == Sample.Status.SIGNED:
+            return "Signed"
+        if status == Sample.Status.REOPENED:
+            return "Reopened"
+        if "target_count" in new:
+            return f"Target count set to {new['target_count']}"
+        return f"Sample {action}"
+    if model == "smearimage":
+        if entry.action == entry.Action.CREATE:
+            return f"Photograph {new.get('original_filename') or entry.object_repr} uploaded"
+        return f"Photograph {entry.object_repr} {action}"
+    if model == "cellreview":
+        return f"Cell {data.get('cell_id', '')} relabelled"
+    if model == "cell":
+        if entry.action == entry.Action.CREATE:
+            by_hand = new.get("added_by_hand") == "True"
+            return f"Cell {data.get('cell_id', '')} added{' by hand' if by_hand else ''}"
+        return f"Cell {data.get('cell_id', '')} {action}"
+    return f"{entry.object_repr} {action}"
+
+
+def timeline(sample_id, limit=200):
+    rows = list(sample_timeline(sample_id)[:limit])
+    names = usernames({str(value) for entry in rows for name, pair in (entry.changes or {}).items()
+                       if name in _USER_FIELDS and isinstance(pair, list | tuple) for value in pair})
+    entries = []
+    for entry in rows:
+        model = entry.content_type.model if entry.content_type_id else ""
+        created = entry.action == entry.Action.CREATE
+        changes = _changes(entry, created, names)
+        who = entry.actor.get_username() if entry.actor else WORKER
+        entries.append(TimelineEntry(entry.timestamp, who, _what(entry, model, changes), changes))
+    return entries

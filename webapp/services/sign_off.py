@@ -1,0 +1,107 @@
+"""A hematologist's signature on a sample's result, its reopening, and the target count.
+
+Signing locks the sample (webapp.services.locking): until a hematologist reopens it, with a
+reason, nothing that changes its result is accepted. A sample is signed only when nothing stands
+in the way (selectors.SignOffFacts.refusals): no flagged cell left unreviewed, every photograph
+classified, no unidentified cell unless the hematologist keeps them as such, and the target count
+of leukocytes reached unless a written reason says why not. Signing and reopening need the
+permission webapp.sign_sample (the hematologist group; superusers have it).
+"""
+
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
+
+from webapp import audit
+from webapp.models import Sample
+from webapp.selectors import sign_off_facts
+from webapp.services.locking import ensure_editable
+
+SIGN_PERMISSION = "webapp.sign_sample"
+TARGET_CHOICES = (100, 200)
+
+
+class SignOffRefused(ValueError):
+    """The sample cannot be signed (or reopened) now; the message lists why, for the person asking."""
+
+    def __init__(self, message, reasons=()):
+        super().__init__(message)
+        self.reasons = list(reasons)
+
+
+def may_sign(user):
+    return bool(user and user.is_authenticated and user.has_perm(SIGN_PERMISSION))
+
+
+def _ensure_may_sign(user, action):
+    if not may_sign(user):
+        raise PermissionDenied(f"{action} a sample is for hematologists (the sign_sample permission).")
+
+
+def sign_off_refusals(sample):
+    """The reasons the sample cannot be signed now, as Refusal records ([] when it can)."""
+    return sign_off_facts(sample).refusals()
+
+
+@transaction.atomic
+def sign_sample(sample, user, below_target_reason="", keep_unidentified=False):
+    """Sign the sample's result, or raise SignOffRefused saying every reason it cannot be.
+
+    Fewer leukocytes than the target count pass with a written reason; unidentified cells pass
+    when the hematologist keeps them as unidentified (they are listed apart on the report).
+    """
+    _ensure_may_sign(user, "Signing")
+    sample = Sample.objects.select_for_update().get(pk=sample.pk)
+    if sample.is_signed:
+        raise SignOffRefused(f"Sample {sample.accession_number} is already signed.")
+    below_target_reason = (below_target_reason or "").strip()
+    facts = sign_off_facts(sample)
+    standing = [
+        refusal for refusal in facts.refusals()
+        if not (refusal.code == "below_target" and below_target_reason)
+        and not (refusal.code == "unidentified" and keep_unidentified)
+    ]
+    if standing:
+        raise SignOffRefused(
+            f"Sample {sample.accession_number} cannot be signed yet: "
+            + " ".join(refusal.message for refusal in standing), standing)
+    sample.status = Sample.Status.SIGNED
+    sample.signed_by = user
+    sample.signed_at = timezone.now()
+    sample.below_target_reason = below_target_reason if facts.leukocytes < sample.target_count else ""
+    sample.unidentified_kept = bool(keep_unidentified and facts.unidentified)
+    sample.times_signed += 1
+    audit.save_as(sample, user, ["status", "signed_by", "signed_at", "below_target_reason",
+                                 "unidentified_kept", "times_signed"])
+    return sample
+
+
+@transaction.atomic
+def reopen_sample(sample, user, reason):
+    """Reopen a signed sample so that its result can change again; the reason is required and kept."""
+    _ensure_may_sign(user, "Reopening")
+    sample = Sample.objects.select_for_update().get(pk=sample.pk)
+    reason = (reason or "").strip()
+    if not sample.is_signed:
+        raise SignOffRefused(f"Sample {sample.accession_number} is not signed: there is nothing to reopen.")
+    if not reason:
+        raise SignOffRefused("Give the reason for reopening the sample: it is kept in its audit trail "
+                             "and on the amended report.")
+    sample.status = Sample.Status.REOPENED
+    sample.reopened_by = user
+    sample.reopened_at = timezone.now()
+    sample.reopen_reason = reason
+    audit.save_as(sample, user, ["status", "reopened_by", "reopened_at", "reopen_reason"])
+    return sample
+
+
+def set_target_count(sample, target_count, user=None):
+    """How many leukocytes the sample should count before it is signed: 100 or 200."""
+    ensure_editable(sample, "changing the target count")
+    if target_count not in TARGET_CHOICES:
+        raise SignOffRefused(f"The target count is one of {', '.join(map(str, TARGET_CHOICES))} leukocytes.")
+    sample = Sample.objects.get(pk=sample.pk)
+    if sample.target_count != target_count:
+        sample.target_count = target_count
+        audit.save_as(sample, user, ["target_count"])
+    return sample

@@ -1,0 +1,96 @@
+"""The sample page's sign-off panel: sign, reopen, set the target count (POST only).
+
+Signing and reopening need the permission webapp.sign_sample (the hematologist group): anyone else
+gets 403. A refusal (what still stands in the way, a locked sample) comes back as a message on the
+sample page, or as JSON with 409 to a script that asks for JSON.
+"""
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.views.decorators.http import require_POST
+
+from webapp.forms_sign_off import ReopenForm, SignForm, TargetCountForm
+from webapp.models import Sample
+from webapp.services.locking import SampleLocked
+from webapp.services.sign_off import (
+    SignOffRefused,
+    may_sign,
+    reopen_sample,
+    set_target_count,
+    sign_sample,
+)
+from webapp.views.errors import wants_json
+
+
+def _answer(request, sample, error=None, done=""):
+    if wants_json(request):
+        if error:
+            return JsonResponse({"error": error}, status=409)
+        current = Sample.objects.get(pk=sample.pk)
+        return JsonResponse({"sample": sample.pk, "status": current.status, "message": done})
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, done)
+    return redirect("lab:sample-detail", pk=sample.pk)
+
+
+def _refuse_unless_may_sign(request, action):
+    if not may_sign(request.user):
+        message = f"{action} is for hematologists (the sign_sample permission)."
+        if wants_json(request):
+            return JsonResponse({"error": message}, status=403)
+        raise PermissionDenied(message)
+    return None
+
+
+def _form_error(form):
+    return " ".join(str(error) for errors in form.errors.values() for error in errors)
+
+
+@require_POST
+def sample_sign(request, pk):
+    sample = get_object_or_404(Sample, pk=pk)
+    if refused := _refuse_unless_may_sign(request, "Signing a sample"):
+        return refused
+    form = SignForm(request.POST)
+    if not form.is_valid():
+        return _answer(request, sample, _form_error(form))
+    try:
+        sample = sign_sample(sample, request.user, form.cleaned_data["below_target_reason"],
+                             form.cleaned_data["keep_unidentified"])
+    except SignOffRefused as exc:
+        return _answer(request, sample, str(exc))
+    amended = " (amended result)" if sample.times_signed > 1 else ""
+    return _answer(request, sample, done=f"Sample {sample.accession_number} signed{amended}.")
+
+
+@require_POST
+def sample_reopen(request, pk):
+    sample = get_object_or_404(Sample, pk=pk)
+    if refused := _refuse_unless_may_sign(request, "Reopening a signed sample"):
+        return refused
+    form = ReopenForm(request.POST)
+    if not form.is_valid():
+        return _answer(request, sample, _form_error(form))
+    try:
+        sample = reopen_sample(sample, request.user, form.cleaned_data["reason"])
+    except SignOffRefused as exc:
+        return _answer(request, sample, str(exc))
+    return _answer(request, sample, done=f"Sample {sample.accession_number} reopened: its result can "
+                                         "change again until it is signed anew.")
+
+
+@require_POST
+def sample_target(request, pk):
+    sample = get_object_or_404(Sample, pk=pk)
+    form = TargetCountForm(request.POST)
+    if not form.is_valid():
+        return _answer(request, sample, _form_error(form))
+    try:
+        sample = set_target_count(sample, form.cleaned_data["target_count"], request.user)
+    except (SampleLocked, SignOffRefused) as exc:
+        return _answer(request, sample, str(exc))
+    return _answer(request, sample, done=f"Target count set to {sample.target_count} leukocytes.")
