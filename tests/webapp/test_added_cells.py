@@ -24,6 +24,7 @@ from tests.e2e.served_model import activate_served_model
 from tests.webapp.lab_factories import make_sample
 from webapp import queueing
 from webapp.models import AddedCellRequest, Cell, Sample, SmearImage
+from webapp.presenters.sign_off import timeline
 from webapp.selectors import leukocyte_formula
 from webapp.services import classification, model_registry, uploads
 from webapp.services.added_cells import finish_added_cell, request_added_cell
@@ -308,6 +309,9 @@ def test_a_drawn_box_is_classified_by_the_worker_once_and_kept_by_a_rerun(client
     assert set(cell.probabilities) == set(served_model.class_names)
     assert sum(cell.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
     assert cell.crop and cell.window and cell.heatmap and not cell.is_partial
+    # The worker stored it; the audit trail names the technologist who drew the box.
+    drawn = [row for row in timeline(image.sample_id) if row.what == f"Cell {cell.pk} added by hand"]
+    assert [row.who for row in drawn] == [tech.get_username()]
 
     # The task delivered again adds nothing.
     assert finish_added_cell(request.pk) is None

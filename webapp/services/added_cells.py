@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from classifier.boxes import SAME_CELL_IOU, box_iou, touches_edge
 from classifier.pipeline import finish_box
-from webapp import queueing
+from webapp import audit, queueing
 from webapp.models import AddedCellRequest, Cell, SmearImage
 from webapp.selectors import current_cells
 from webapp.services.classification import Written, fill_cell, load_rgb, readable_error
@@ -127,7 +127,8 @@ def finish_added_cell(request_id):
             fill_cell(cell, finished, image, f"img{image.pk}-v{version.pk}-c{index}-added", written)
             cell.detection_score = 1.0
             cell.is_partial = touches_edge(cell.box, image.width, image.height)
-            cell.save()
+            # The worker saves it; the audit trail names who drew the box.
+            audit.save_as(cell, request.requested_by)
             AddedCellRequest.objects.filter(pk=request.pk).update(cell=cell)
     except (AddCellError, SampleLocked) as exc:
         written.discard()
