@@ -705,3 +705,20 @@ def test_with_the_broker_down_a_training_waits_unsent_until_the_reconciler_sends
     # Meanwhile the slot is held, and Cancel frees it.
     training.cancel_training(version, staff)
     assert training.training_in_progress() is None
+
+
+@pytest.mark.django_db
+def test_a_lab_lead_reads_each_sources_figure_and_what_the_version_is_valid_for(staff_client):
+    version = make_version(metrics=two_lab_metrics(), dataset_path=f"/data/cells{os.pathsep}/data/pbc",
+                           hyperparameters={"learning_rate": 0.001, "batch_size": 32})
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    words = page.split('data-role="in-words"')[1].split("</section>")[0]
+    assert "on photographs like cells/TEST: 88% of cells right" in words
+    assert "on photographs like pbc/TEST:" in words
+    # pbc is a folder the site knows: its stain and analyser are named; "cells" is the lab's own.
+    assert "CellaVision DM96" in words and "stain and analyser not recorded" in words
+    # Raw settings sit behind a disclosure; the review flag's columns say what they mean.
+    assert 'data-role="hyperparameters"' in page and "learning_rate" in page
+    listing = staff_client.get(reverse("models:list")).content.decode()
+    assert "On photographs like cells/TEST: 88% of cells right" in listing
+    assert "<details><summary>2 settings</summary>" in listing

@@ -2,8 +2,9 @@
 page's poll), the rows of the version list and one version's page."""
 
 import math
+import os
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.urls import reverse
@@ -124,6 +125,60 @@ def headline(metrics):
     if not tables:
         return None
     return {"accuracy": tables[0]["accuracy"], "where": tables[0]["where"], "table": tables[0]}
+
+
+# What the site knows of the public data folders a bundled or lab-trained version may have learnt
+# from (shared/datasets/README.md); a lab's own folder is named by its path alone.
+KNOWN_SOURCES = {
+    "blood-cell-images": "BCCD smears (Wright-Giemsa stain, one lab's microscope camera), "
+                         "augmented single-cell fields",
+    "pbc": "Hospital Clinic of Barcelona (May-Grünwald-Giemsa stain, CellaVision DM96 analyser), "
+           "single-cell photographs",
+}
+
+
+@dataclass
+class PlainFigure:
+    """One held-out figure as a lab lead reads it."""
+
+    where: str  # "pbc/TEST"
+    percent: float
+    n: int | None
+
+    @property
+    def sentence(self):
+        return f"on photographs like {self.where}: {self.percent:.0f}% of cells right"
+
+
+def plain_figures(version):
+    """Each source's TEST figure in words, in the order the sources were given; a version with no
+    TEST figure is described by its validation split."""
+    metrics = version.metrics or {}
+    folder = Path(version.dataset_path.split(os.pathsep)[0]).name if version.dataset_path else ""
+    figures = []
+    for table in metric_tables(metrics):
+        where = table.get("where", "")
+        if not where.endswith("TEST") or table.get("accuracy") is None:
+            continue
+        source = where.removesuffix("TEST").strip() or folder
+        figures.append(PlainFigure(f"{source}/TEST" if source else "its TEST photographs",
+                                   round(100 * table["accuracy"], 1), table.get("n")))
+    if not figures:
+        validation = next((t for t in metric_tables(metrics) if t.get("where", "").endswith("validation")),
+                          None)
+        if validation and validation.get("accuracy") is not None:
+            figures.append(PlainFigure("its held-out training photographs",
+                                       round(100 * validation["accuracy"], 1), validation.get("n")))
+    return figures
+
+
+def valid_for(version):
+    """(source name, what it is) of each data folder the version learnt from."""
+    names = [name for name, _ in sources_in_given_order(version.metrics)]
+    if not names and version.dataset_path:
+        names = [Path(path).name for path in version.dataset_path.split(os.pathsep) if path]
+    return [(name, KNOWN_SOURCES.get(name, "this lab's own photographs; stain and analyser not "
+                                           "recorded")) for name in names]
 
 
 @dataclass
@@ -269,6 +324,7 @@ class VersionRow:
 
     version: ModelVersion  # with its `cell_count`
     headline: dict | None  # the figure to show: see headline()
+    in_words: list  # PlainFigure per source
     was_active: bool  # activating it again is a roll-back
     review_agreement: Agreement | None
 
@@ -288,7 +344,8 @@ def listed_versions():
     ever_active = ever_active_version_ids()
     agreement = review_agreement_by_version()
     rows = [
-        VersionRow(version, headline(version.metrics), version.pk in ever_active, agreement.get(version.pk))
+        VersionRow(version, headline(version.metrics), plain_figures(version), version.pk in ever_active,
+                   agreement.get(version.pk))
         for version in versions
     ]
     training = next((v for v in versions if v.status == ModelVersion.Status.TRAINING), None)
@@ -320,6 +377,8 @@ class VersionPage(ViewModel):
     review: ReviewAgreement
     serving_runtime: str
     adaptation: dict | None  # adaptation_record
+    in_words: list  # PlainFigure per source
+    valid_for: list  # (source, what it is)
 
 
 def version_page(version):
@@ -348,4 +407,6 @@ def version_page(version):
         review=review_agreement(version),
         serving_runtime=RUNTIME_DESCRIPTIONS[settings.INFERENCE_RUNTIME],
         adaptation=adaptation_record(version),
+        in_words=plain_figures(version),
+        valid_for=valid_for(version),
     )
