@@ -73,7 +73,7 @@ def samples_with_progress(*, accession="", accession_contains=""):
     to one accession number, or to those containing a piece of one."""
     done = Count("images", filter=Q(images__status=SmearImage.Status.DONE))
     failed = Count("images", filter=Q(images__status=SmearImage.Status.FAILED))
-    samples = Sample.objects.select_related("created_by").annotate(
+    samples = Sample.objects.select_related("created_by", "signed_by").annotate(
         image_count=Count("images"), done_count=done, failed_count=failed
     ).order_by("-created_at", "-id")
     if accession:
@@ -138,6 +138,7 @@ class SignOffFacts:
     images: int = 0
     unfinished: int = 0  # photographs queued or being classified
     failed: int = 0
+    boxes_waiting: int = 0  # cells drawn by hand the worker has not classified yet
 
     def refusals(self):
         """Every reason the sample cannot be signed as it stands (webapp.services.sign_off)."""
@@ -158,6 +159,9 @@ class SignOffFacts:
         if self.failed:
             found.append(Refusal("photographs", f"{self.failed} photograph(s) failed: try them again "
                                  "or delete them."))
+        if self.boxes_waiting:
+            found.append(Refusal("photographs", f"{self.boxes_waiting} cell(s) drawn by hand still "
+                                 "being classified: wait until they are done."))
         if self.leukocytes < self.target_count:
             found.append(Refusal(
                 "below_target", f"{self.leukocytes} of {self.target_count} leukocytes counted: add "
@@ -194,7 +198,7 @@ def _them(n):
 
 
 def sign_off_facts_for(sample_ids):
-    """Sample id -> SignOffFacts, in three queries whatever the number of samples."""
+    """Sample id -> SignOffFacts, in four queries whatever the number of samples."""
     sample_ids = list(sample_ids)
     unfinished = (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING)
     facts = {
@@ -211,6 +215,11 @@ def sign_off_facts_for(sample_ids):
         entry.leukocytes = counts.leukocytes
         entry.awaiting_review = counts.awaiting_review
         entry.unidentified = counts.unidentified
+    waiting = (AddedCellRequest.objects.filter(image__sample__in=sample_ids,
+                                               status=AddedCellRequest.Status.PENDING)
+               .values_list("image__sample").annotate(n=Count("id")).order_by())
+    for sample_id, n in waiting:
+        facts[sample_id].boxes_waiting = n
     return facts
 
 

@@ -10,7 +10,7 @@ import pytest
 from django.conf import settings
 from PIL import Image
 
-from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, browser_page, sign_in  # noqa: F401
+from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
 from tests.webapp.lab_factories import make_sample
 from webapp.models import Cell, CellReview
 
@@ -34,7 +34,7 @@ def row_count(page, cell_type):
     return int(page.locator(f'.gallery-row[data-type="{cell_type}"] [data-role=row-count]').inner_text())
 
 
-def test_select_a_range_and_relabel_it_with_a_key(live_server, browser_page, django_user_model):  # noqa: F811
+def test_select_a_range_and_relabel_it_with_a_key(live_server, browser_page, django_user_model):
     user = django_user_model.objects.create_user("tech", password=PASSWORD)
     sample = make_sample("BR-GAL", types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL"), user=user)
     write_crops(sample)

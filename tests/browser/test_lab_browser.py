@@ -5,7 +5,6 @@ and the real network. Leaves a screenshot of the sample page in test-output/.
 """
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -13,37 +12,10 @@ from tests.conftest import REPO_ROOT, require_dataset
 from tests.webapp.lab_factories import make_sample
 from webapp.models import Cell, CellReview
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO_ROOT / "test-output"
 PASSWORD = "a-long-passphrase-1"
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def browser_page(monkeypatch):
-    if not CHROMIUM.exists():
-        pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an asyncio loop in this thread; the ORM calls the test makes
-    # between browser steps are ordinary synchronous calls, not calls from a coroutine.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )
-        context = browser.new_context(viewport={"width": 1360, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        yield page
-        browser.close()
-        assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def sign_in(page, base_url, username):

@@ -147,3 +147,21 @@ def test_the_web_process_never_imports_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env={**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.settings"})
     assert result.stdout.strip() == "[]"
+
+
+def test_the_sample_list_says_which_results_are_signed_and_where_their_fhir_is(client, tech,
+                                                                              django_user_model):
+    from django.utils import timezone
+
+    make_sample("S-OPEN", types=("NEUTROPHIL",))
+    signed = make_sample("S-DONE", types=("NEUTROPHIL",))
+    hema = django_user_model.objects.create_user("hema")
+    Sample.objects.filter(pk=signed.pk).update(status=Sample.Status.SIGNED, signed_by=hema,
+                                               signed_at=timezone.now(), times_signed=1)
+    rows = {row["accession_number"]: row for row in client.get(reverse("lab:api-samples")).json()["results"]}
+    assert rows["S-OPEN"]["status"] == "in_progress" and rows["S-OPEN"]["fhir"] is None
+    assert rows["S-DONE"]["status"] == "signed" and rows["S-DONE"]["signed_by"] == "hema"
+    assert rows["S-DONE"]["fhir"].endswith(reverse("lab:api-sample-fhir", args=[signed.pk]))
+    assert client.get(rows["S-DONE"]["fhir"]).status_code == 200
+    detail = client.get(reverse("lab:api-sample", args=[signed.pk])).json()
+    assert (detail["status"], detail["fhir"]) == ("signed", rows["S-DONE"]["fhir"])

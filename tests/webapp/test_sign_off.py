@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from tests.webapp.lab_factories import make_sample
 from tests.webapp.test_uploads import jpeg_bytes
-from webapp.models import Cell, CellReview, Sample, SmearImage
+from webapp.models import AddedCellRequest, Cell, CellReview, Sample, SmearImage
 from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.locking import SampleLocked
 from webapp.services.review import review_cell
@@ -185,6 +185,16 @@ def test_photographs_not_finished_stop_the_signature(hematologist):
             sign_sample(sample, hematologist, below_target_reason="urgent", keep_unidentified=True)
     empty = Sample.objects.create(accession_number="EMPTY")
     assert "The sample has no photograph." in [r.message for r in sign_off_refusals(empty)]
+
+
+def test_a_cell_drawn_by_hand_still_being_classified_stops_the_signature(hematologist):
+    sample = small_sample()
+    request = AddedCellRequest.objects.create(image=sample.images.get(), x0=5, y0=5, x1=40, y1=40)
+    with pytest.raises(SignOffRefused, match=r"1 cell\(s\) drawn by hand still being classified"):
+        sign_sample(sample, hematologist, below_target_reason="urgent", keep_unidentified=True)
+    AddedCellRequest.objects.filter(pk=request.pk).update(status=AddedCellRequest.Status.DONE)
+    sign_sample(sample, hematologist, below_target_reason="urgent", keep_unidentified=True)
+    assert Sample.objects.get(pk=sample.pk).is_signed
 
 
 def test_every_reason_is_listed_at_once(hematologist):

@@ -98,6 +98,19 @@ def _sample_summary(request, sample):
         "images": sample.image_count,
         "images_done": sample.done_count,
         "images_failed": sample.failed_count,
+        **_sign_off_fields(request, sample),
+    }
+
+
+def _sign_off_fields(request, sample):
+    """What a laboratory information system polls for: only a signed result has a FHIR export."""
+    return {
+        "status": sample.status,
+        "signed_by": sample.signed_by.get_username() if sample.signed_by else None,
+        "signed_at": sample.signed_at.isoformat() if sample.signed_at else None,
+        "times_signed": sample.times_signed,
+        "fhir": (request.build_absolute_uri(reverse("lab:api-sample-fhir", args=[sample.pk]))
+                 if sample.is_signed else None),
     }
 
 
@@ -109,7 +122,7 @@ def sample_list(request):
 
 @require_GET
 def sample_detail(request, pk):
-    sample = get_object_or_404(Sample, pk=pk)
+    sample = get_object_or_404(Sample.objects.select_related("signed_by"), pk=pk)
     progress = sample_progress(sample)
     images = []
     for entry in sample_images_with_cells(sample):
@@ -138,6 +151,7 @@ def sample_detail(request, pk):
         "note": sample.note,
         "created_at": sample.created_at.isoformat(),
         "complete": progress.complete,
+        **_sign_off_fields(request, sample),
         "progress": {"total": progress.total, "finished": progress.finished, "counts": progress.counts},
         "formula": leukocyte_formula(sample).as_dict(),
         "images": images,

@@ -1,0 +1,137 @@
+"""From upload to a signed, locked report in a real browser, with the real worker and network.
+
+A technologist uploads two smears, draws a box around a cell the detector "missed", works through
+the gallery with the mouse and the keyboard (one cell becomes an erythroblast: the formula's NRBC
+line appears); a hematologist signs below the target with a reason; the report and its PDF are
+linked; a relabel on the signed sample is refused and changes nothing. Leaves gallery-journey.png,
+report.png and signed-sample.png in test-output/.
+"""
+
+import re
+import time
+
+import pytest
+from django.contrib.auth.models import Group
+
+from classifier.boxes import box_iou
+from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
+from tests.conftest import require_dataset
+from webapp.models import Cell, CellReview, Sample
+from webapp.selectors import leukocyte_formula
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+def free_box(image, side=70):
+    """A box of the photograph that overlaps no cell found in it, away from its edges."""
+    taken = [cell.box for cell in Cell.objects.filter(image=image)]
+    for y0 in range(20, image.height - side - 20, 15):
+        for x0 in range(20, image.width - side - 20, 15):
+            box = (x0, y0, x0 + side, y0 + side)
+            if all(box_iou(box, other) == 0 for other in taken):
+                return box
+    pytest.fail("no free place on the photograph to draw a box")
+
+
+def wait_until(check, what, seconds=120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_gallery_missed_cell_sign_off_report_and_lock(live_server, celery_worker, served_model,
+                                                      browser_page, django_user_model):
+    smears = sorted(require_dataset("bccd-smears", "JPEGImages").glob("BloodImage_*.jpg"))[6:8]
+    django_user_model.objects.create_user("tech", password=PASSWORD)
+    hema = django_user_model.objects.create_user("hema", password=PASSWORD)
+    hema.groups.add(Group.objects.get(name="hematologist"))
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+
+    page.click("text=New sample")
+    page.fill("#id_accession_number", "BR-SIGN")
+    page.set_input_files("#id_images", [str(path) for path in smears])
+    page.click("#upload-button")
+    page.wait_for_url(re.compile(r".*/samples/\d+/$"))
+    page.wait_for_selector("text=All 2 photographs classified", timeout=240_000)
+    sample = Sample.objects.get(accession_number="BR-SIGN")
+    sample_url = page.url
+
+    # A cell the detector missed: drag a box around it on the first photograph.
+    image = sample.images.order_by("id").first()
+    x0, y0, x1, y1 = free_box(image)
+    page.locator("[data-role=add-cell-toggle]").first.click()
+    frame = page.locator(".smear-frame").first
+    frame.scroll_into_view_if_needed()
+    bounds = frame.bounding_box()
+    scale = bounds["width"] / image.width
+    page.mouse.move(bounds["x"] + x0 * scale, bounds["y"] + y0 * scale)
+    page.mouse.down()
+    page.mouse.move(bounds["x"] + x1 * scale, bounds["y"] + y1 * scale, steps=5)
+    page.mouse.up()
+    wait_until(lambda: Cell.objects.filter(image=image, added_by_hand=True).exists(), "the drawn cell")
+    added = Cell.objects.get(image=image, added_by_hand=True)
+    assert abs(added.x0 - x0) <= 2 and abs(added.y1 - y1) <= 2  # screen pixels, rounded
+    page.wait_for_selector("text=added by hand")
+
+    # The gallery: confirm every cell in one go, then make one an erythroblast by its key.
+    page.click("[data-role=gallery-link]")
+    page.wait_for_selector(".gtile")
+    tiles = page.locator(".gtile")
+    count = tiles.count()
+    assert count == Cell.objects.filter(image__sample=sample).count() >= 2
+    tiles.nth(0).click()
+    tiles.nth(count - 1).click(modifiers=["Shift"])
+    assert page.locator(".gtile.selected").count() == count
+    page.keyboard.press("n")
+    wait_until(lambda: CellReview.objects.filter(cell__image__sample=sample).count() >= count,
+               "the reviews of every cell")
+    page.wait_for_function(f"() => document.querySelectorAll('.gallery-row[data-type=\"NEUTROPHIL\"] "
+                           f".gtile').length === {count}")
+    assert page.locator("#formula [data-role=per-100]").count() == 0  # no erythroblast yet
+    first = page.locator('.gallery-row[data-type="NEUTROPHIL"] .gtile').first
+    first.click()
+    page.keyboard.press("ArrowRight")  # the keyboard moves the selection to the next cell
+    page.keyboard.press("r")
+    page.wait_for_selector("#formula [data-role=per-100]")
+    nrbc = page.locator("#formula [data-role=per-100]").inner_text()
+    (expected,) = leukocyte_formula(sample).per_100  # one erythroblast per the differential's cells
+    assert expected.count == 1 and f"NRBC: {expected.per_100:g} per 100 leukocytes (1 cell)" in nrbc, nrbc
+    assert Cell.objects.filter(image__sample=sample, cell_type="ERYTHROBLAST").count() == 1
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "gallery-journey.png"), full_page=True)
+
+    # A technologist sees the sign-off state but no sign button.
+    page.goto(sample_url)
+    assert page.locator("[data-role=sign-form]").count() == 0
+
+    # The hematologist signs with fewer leukocytes than the target, saying why.
+    page.context.clear_cookies()
+    sign_in(page, live_server.url, "hema")
+    page.goto(sample_url)
+    page.fill("#below-target-reason", "Leukopenic sample: all fields scanned")
+    page.click("[data-role=sign-form] button[type=submit]")
+    page.wait_for_selector("[data-role=signed-by]")
+    sample.refresh_from_db()
+    assert sample.is_signed and sample.signed_by == hema
+    assert page.locator("[data-role=add-cell-toggle]").count() == 0  # locked: no drawing
+    page.screenshot(path=str(SCREENSHOTS / "signed-sample.png"), full_page=True)
+
+    pdf = page.request.get(live_server.url + page.locator("a", has_text="PDF").first.get_attribute("href"))
+    assert pdf.status == 200 and pdf.body().startswith(b"%PDF")
+    page.click("a:has-text('Report')")
+    page.wait_for_selector("text=BR-SIGN")
+    report = page.content()
+    assert "hema" in report and "NRBC" in report and "NOT SIGNED" not in report
+    page.screenshot(path=str(SCREENSHOTS / "report.png"), full_page=True)
+
+    # On the signed sample a relabel is refused with a message, and nothing changes.
+    page.goto(f"{live_server.url}/samples/{sample.pk}/gallery/")
+    page.locator(".gtile").first.click()
+    page.keyboard.press("l")
+    page.wait_for_selector("#gallery-message:has-text('signed')")
+    assert Cell.objects.filter(image__sample=sample, cell_type="LYMPHOCYTE").count() == 0
+    assert CellReview.objects.filter(cell__image__sample=sample, to_type="LYMPHOCYTE").count() == 0
