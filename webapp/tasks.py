@@ -6,6 +6,8 @@ Only ``webapp.queueing`` sends them.
 import logging
 
 from celery import shared_task
+from celery.signals import task_prerun
+from django.contrib.contenttypes.models import ContentType
 
 from webapp.models import SmearImage
 from webapp.services.added_cells import finish_added_cell
@@ -14,6 +16,14 @@ from webapp.services.liveness import claim_image, heartbeat
 from webapp.services.training import run_training
 
 logger = logging.getLogger(__name__)
+
+
+@task_prerun.connect
+def _forget_content_type_ids(**_):
+    # Audit rows name each record's content type by id. A long-lived worker caches those ids;
+    # after the database is restored or re-created under it (a restore, a test's flush) they name
+    # rows that are gone and every audit row fails. One small query per task reads them afresh.
+    ContentType.objects.clear_cache()
 
 
 # Acknowledged when done: a photograph whose worker dies mid-way comes back (at once when only the

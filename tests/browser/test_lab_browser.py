@@ -61,12 +61,15 @@ def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, ser
     # The page updates itself: no reload until every photograph is classified.
     page.wait_for_selector("text=All 2 photographs classified", timeout=240_000)
     page.wait_for_selector("tr.cellrow")
-    assert page.locator("svg .cellbox").count() == page.locator("tr.cellrow").count() >= 1
+    assert page.locator(".smear-frame svg .cellbox").count() == page.locator("tr.cellrow").count() >= 1
     # Two photographs hold a few cells, far from a manual differential's 100: the page says so.
     low_count_note = page.locator("#formula [data-role=low-count]").inner_text()
     assert "a manual differential counts at least 100" in low_count_note
 
-    row = page.locator("tr.cellrow").first
+    # A whole cell: one cut by the photograph's edge is left out of the formula until counted in.
+    whole = Cell.objects.filter(image__sample__accession_number="BR-0001", is_partial=False)
+    assert whole.exists(), "every cell found touches the photograph's edge"
+    row = page.locator(f'tr.cellrow[data-cell="{whole.order_by("image_id", "index").first().pk}"]')
     cell_id = int(row.get_attribute("data-cell"))
     before_type = Cell.objects.get(pk=cell_id).cell_type
     new_type = sorted(set(served_model.class_names) - {before_type})[0]

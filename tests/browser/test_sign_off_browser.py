@@ -11,7 +11,7 @@ import re
 import time
 
 import pytest
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
 
 from classifier.boxes import box_iou
 from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
@@ -47,7 +47,10 @@ def test_gallery_missed_cell_sign_off_report_and_lock(live_server, celery_worker
     smears = sorted(require_dataset("bccd-smears", "JPEGImages").glob("BloodImage_*.jpg"))[6:8]
     django_user_model.objects.create_user("tech", password=PASSWORD)
     hema = django_user_model.objects.create_user("hema", password=PASSWORD)
-    hema.groups.add(Group.objects.get(name="hematologist"))
+    # A transactional test's flush empties the groups migration 0009 made; permissions come back.
+    hematologists, _ = Group.objects.get_or_create(name="hematologist")
+    hematologists.permissions.add(Permission.objects.get(codename="sign_sample"))
+    hema.groups.add(hematologists)
     page = browser_page
     sign_in(page, live_server.url, "tech")
 

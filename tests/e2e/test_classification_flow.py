@@ -167,7 +167,7 @@ def test_no_leukocyte_is_done_and_a_missing_file_fails_readably(tech, celery_wor
     Path(broken_image.image.path).unlink()
 
     finished = wait_until_finished(result.stored)
-    assert finished[empty_image.pk].status == "done"
+    assert finished[empty_image.pk].status == "done", finished[empty_image.pk].error
     assert finished[empty_image.pk].cells.count() == 0
     assert finished[broken_image.pk].status == "failed"
     assert "missing from storage" in finished[broken_image.pk].error
