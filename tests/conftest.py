@@ -34,6 +34,8 @@ def point_celery_at(url):
     Celery has no public call to swap brokers at run time; clearing its pools (as it does itself
     after a fork) makes the next publish connect afresh.
     """
+    from kombu import pools as kombu_pools
+
     from webapp.celery import app as celery_app
 
     celery_app.conf.broker_url = url
@@ -42,6 +44,9 @@ def point_celery_at(url):
     celery_app._pool = None
     celery_app.amqp.__dict__.pop("_producer_pool", None)
     celery_app.amqp._producer_pool = None
+    # Celery takes its producer pool from kombu's process-wide registry, keyed by broker URL:
+    # pointing back at a broker used before would get that URL's pool, already closed above.
+    kombu_pools.reset()
 
 
 @pytest.fixture(scope="session")
