@@ -50,9 +50,12 @@ def test_the_default_bundled_model_is_listed_first(tmp_path):
     assert bundled_model_folders(tmp_path / "absent") == []
 
 
-def test_the_shipped_default_is_leukonet():
+def test_the_shipped_default_is_the_eight_type_network():
     folders = bundled_model_folders()
     if not folders:
         pytest.skip(f"no bundled model in {model_folder.BUNDLED_MODELS_DIR}")
-    assert folders[0].name == "leukonet"
+    assert folders[0].name == "leukonet-gn-8class"
     assert json.loads((folders[0] / METADATA_FILE).read_text())["default"] is True
+    # One default: the four-type network and the published binary one ship beside it.
+    assert [json.loads((folder / METADATA_FILE).read_text()).get("default") for folder in folders[1:]] \
+        == [None, None]
