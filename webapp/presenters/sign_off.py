@@ -96,9 +96,17 @@ def _shown(name, value, names):
     return value
 
 
+def _in_field_order(entry):
+    """The entry's changes in its model's field order: PostgreSQL's jsonb keeps no key order, so
+    the stored order would differ between databases. Words that are no field come after, by name."""
+    model = entry.content_type.model_class() if entry.content_type_id else None
+    order = {field.name: i for i, field in enumerate(model._meta.fields)} if model else {}
+    return sorted((entry.changes or {}).items(), key=lambda item: (order.get(item[0], len(order)), item[0]))
+
+
 def _changes(entry, created, names):
     shown = []
-    for name, pair in (entry.changes or {}).items():
+    for name, pair in _in_field_order(entry):
         if not isinstance(pair, list | tuple) or len(pair) != 2:
             continue
         old, new = (str(value) for value in pair)
