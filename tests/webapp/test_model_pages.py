@@ -722,3 +722,24 @@ def test_a_lab_lead_reads_each_sources_figure_and_what_the_version_is_valid_for(
     listing = staff_client.get(reverse("models:list")).content.decode()
     assert "On photographs like cells/TEST: 88% of cells right" in listing
     assert "<details><summary>2 settings</summary>" in listing
+
+
+@pytest.mark.django_db
+def test_version_page_shows_each_sources_calibration_and_the_out_of_distribution_threshold(staff_client):
+    metrics = dict(two_lab_metrics(), calibration={
+        "served": "fitted on the pooled validation split",
+        "sources": {"pbc": {"ece_uncalibrated": 0.102, "ece_served_temperature": 0.0397,
+                            "ece_own_temperature": 0.0282, "temperature": 0.658, "validation_cells": 1400},
+                    "cells": {"ece_uncalibrated": 0.052, "ece_served_temperature": 0.0701,
+                              "ece_own_temperature": 0.0463, "temperature": 0.93, "validation_cells": 1608}},
+    }, ood={"score": "squared Mahalanobis distance", "quantile": 0.9, "threshold_cells": 3008,
+            "threshold_fitted_on": "validation cells", "threshold_distance": 440.3})
+    version = make_version(metrics=metrics)
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    trust = page.split('data-role="trust"')[1].split("</section>")[0]
+    # In the order the sources were given (cells, then pbc), whatever order jsonb keeps.
+    assert trust.index('data-source="cells"') < trust.index('data-source="pbc"')
+    assert "0.040" in trust and "0.658" in trust and "90th percentile of 3008 validation cells" in trust
+    plain = make_version(metrics=two_lab_metrics())
+    page = staff_client.get(reverse("models:detail", args=[plain.pk])).content.decode()
+    assert 'data-role="trust"' not in page

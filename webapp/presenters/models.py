@@ -182,6 +182,35 @@ def valid_for(version):
 
 
 @dataclass
+class CalibrationRow:
+    """How well one source's confidences match its accuracy, on its validation cells."""
+
+    source: str
+    cells: int | None
+    ece_uncalibrated: float | None
+    ece_served: float | None  # with the one temperature the version serves
+    ece_own: float | None  # with a temperature fitted on this source alone
+    temperature: float | None  # that source's own temperature
+
+
+def trust_record(metrics):
+    """(calibration rows per source, the served temperature's note, the out-of-distribution
+    score's record) for a version page; empty parts for a version trained before they existed."""
+    calibration = (metrics or {}).get("calibration") or {}
+    order = {name: i for i, (name, _) in enumerate(sources_in_given_order(metrics))}
+    rows = [
+        CalibrationRow(name, figures.get("validation_cells"), figures.get("ece_uncalibrated"),
+                       figures.get("ece_served_temperature"), figures.get("ece_own_temperature"),
+                       figures.get("temperature"))
+        for name, figures in sorted((calibration.get("sources") or {}).items(),
+                                    key=lambda item: order.get(item[0], len(order)))
+    ]
+    ood = (metrics or {}).get("ood") or {}
+    return {"calibration": rows, "served": calibration.get("served", ""),
+            "ood": ood if ood.get("threshold_distance") is not None else None}
+
+
+@dataclass
 class SourceRecord:
     """One data folder a version learnt from, as its page lists it."""
 
@@ -379,6 +408,7 @@ class VersionPage(ViewModel):
     adaptation: dict | None  # adaptation_record
     in_words: list  # PlainFigure per source
     valid_for: list  # (source, what it is)
+    trust: dict  # trust_record
 
 
 def version_page(version):
@@ -409,4 +439,5 @@ def version_page(version):
         adaptation=adaptation_record(version),
         in_words=plain_figures(version),
         valid_for=valid_for(version),
+        trust=trust_record(metrics),
     )
