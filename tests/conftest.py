@@ -5,6 +5,7 @@ a database it can open: a SQLite file (see settings) or the PostgreSQL test data
 """
 
 import os
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -26,6 +27,18 @@ def require_dataset(*parts):
     if not path.exists():
         pytest.skip(f"dataset not available at {path} (set LEUKOSCOPE_DATASETS_DIR)")
     return path
+
+
+def wait_for(condition, what, timeout, poll=0.1):
+    """Poll condition() until it returns something true and return that; fail the test, naming
+    `what`, after `timeout` seconds. Waiting is for the real worker: nothing here measures time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(poll)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 def point_celery_at(url):

@@ -8,16 +8,18 @@ report.png and signed-sample.png in test-output/.
 """
 
 import re
-import time
 
 import pytest
 from django.contrib.auth.models import Group, Permission
 
 from classifier.boxes import box_iou
 from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
-from tests.conftest import require_dataset
+from tests.conftest import require_dataset, wait_for
 from webapp.models import Cell, CellReview, Sample
 from webapp.selectors import leukocyte_formula
+
+# Generous: the machine running the suite may be busy. Nothing here measures time.
+WORKER_TIMEOUT_S = 120
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -31,15 +33,6 @@ def free_box(image, side=70):
             if all(box_iou(box, other) == 0 for other in taken):
                 return box
     pytest.fail("no free place on the photograph to draw a box")
-
-
-def wait_until(check, what, seconds=120):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_gallery_missed_cell_sign_off_report_and_lock(live_server, celery_worker, served_model,
@@ -75,7 +68,8 @@ def test_gallery_missed_cell_sign_off_report_and_lock(live_server, celery_worker
     page.mouse.down()
     page.mouse.move(bounds["x"] + x1 * scale, bounds["y"] + y1 * scale, steps=5)
     page.mouse.up()
-    wait_until(lambda: Cell.objects.filter(image=image, added_by_hand=True).exists(), "the drawn cell")
+    wait_for(lambda: Cell.objects.filter(image=image, added_by_hand=True).exists(), "the drawn cell",
+             WORKER_TIMEOUT_S)
     added = Cell.objects.get(image=image, added_by_hand=True)
     assert abs(added.x0 - x0) <= 2 and abs(added.y1 - y1) <= 2  # screen pixels, rounded
     page.wait_for_selector("text=added by hand")
@@ -90,8 +84,8 @@ def test_gallery_missed_cell_sign_off_report_and_lock(live_server, celery_worker
     tiles.nth(count - 1).click(modifiers=["Shift"])
     assert page.locator(".gtile.selected").count() == count
     page.keyboard.press("n")
-    wait_until(lambda: CellReview.objects.filter(cell__image__sample=sample).count() >= count,
-               "the reviews of every cell")
+    wait_for(lambda: CellReview.objects.filter(cell__image__sample=sample).count() >= count,
+             "the reviews of every cell", WORKER_TIMEOUT_S)
     page.wait_for_function(f"() => document.querySelectorAll('.gallery-row[data-type=\"NEUTROPHIL\"] "
                            f".gtile').length === {count}")
     # No erythroblast yet: an eight-type network's formula shows NRBC at 0, a four-type one none.

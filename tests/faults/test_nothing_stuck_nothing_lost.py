@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -22,6 +21,7 @@ from django.test import Client
 from django.urls import reverse
 
 from tests.conftest import _database_url_for_worker, point_celery_at, require_dataset
+from tests.conftest import wait_for as shared_wait_for
 from tests.synthetic_cells import write_cell_folder
 from webapp.broker import redis_answers, start_embedded_redis
 from webapp.worker_process import REPO_ROOT, kill_worker, start_worker, stop_worker
@@ -36,13 +36,7 @@ PHOTOGRAPHS_PER_SAMPLE = 4
 
 
 def wait_for(condition, what, timeout=DEADLINE_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
+    return shared_wait_for(condition, what, timeout)
 
 
 class FaultLab:

@@ -2,6 +2,8 @@
 
 import itertools
 
+from django.utils import timezone
+
 from classifier.labels import BINARY_GROUP, FOUR_CLASSES
 from webapp.models import Cell, ModelVersion, Sample, SmearImage
 
@@ -40,3 +42,19 @@ def make_sample(accession="H26-0001", types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTRO
             needs_review=confidence < 0.8, crop=f"cells/{accession}-{index}.jpg",
         )
     return sample
+
+
+def mark_signed(sample, user, times=1):
+    """Set a sample's sign-off fields directly (tests of what reads them, not of signing)."""
+    sample.status = Sample.Status.SIGNED
+    sample.signed_by = user
+    sample.signed_at = timezone.now()
+    sample.times_signed = times
+    sample.save()
+    return sample
+
+
+def named_hematologist(user_model):
+    """The signer the report and the LIS export name: a full name, not only a user name."""
+    return user_model.objects.create_user(
+        "haem", password="a-long-passphrase-2", first_name="Ada", last_name="Lovelace")

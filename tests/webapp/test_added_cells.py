@@ -8,7 +8,6 @@ leukocyte in the middle, one round one in the top-left corner, which the edge cu
 
 import csv
 import io
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from classifier.model_folder import (
     write_model_folder,
 )
 from tests.classifier.test_detection import LOBED, ROUND, draw_smear
+from tests.conftest import wait_for
 from tests.e2e.served_model import activate_served_model
 from tests.webapp.lab_factories import make_sample
 from webapp import queueing
@@ -281,15 +281,6 @@ def served_model(transactional_db):
     return activate_served_model()
 
 
-def wait_for(condition, what, timeout=WORKER_TIMEOUT_S):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    pytest.fail(f"{what} did not happen within {timeout} s")
-
-
 def classified(image, after=None):
     row = SmearImage.objects.get(pk=image.pk)
     return row.status in ("done", "failed") and (after is None or row.processed_at > after)
@@ -300,14 +291,15 @@ def classified(image, after=None):
 def test_a_drawn_box_is_classified_by_the_worker_once_and_kept_by_a_rerun(client, tech, celery_worker,
                                                                           served_model):
     image = uploads.create_sample_with_images("ADD-1", "", [smear_jpeg()], user=tech).stored[0]
-    wait_for(lambda: classified(image), "the photograph's classification")
+    wait_for(lambda: classified(image), "the photograph's classification", WORKER_TIMEOUT_S)
     image = SmearImage.objects.get(pk=image.pk)
     assert image.status == "done", image.error
     detected = image.cells.count()
 
     assert post_box(client, image, MISSED_BOX).status_code == 302
     request = AddedCellRequest.objects.get()
-    wait_for(lambda: AddedCellRequest.objects.get(pk=request.pk).status != "pending", "the drawn box's cell")
+    wait_for(lambda: AddedCellRequest.objects.get(pk=request.pk).status != "pending", "the drawn box's cell",
+             WORKER_TIMEOUT_S)
     request = AddedCellRequest.objects.get(pk=request.pk)
     assert request.status == "done", request.error
     cell = request.cell
@@ -330,7 +322,8 @@ def test_a_drawn_box_is_classified_by_the_worker_once_and_kept_by_a_rerun(client
     # Classifying the photograph again classifies the drawn box again: kept, at the same index.
     before = timezone.now()
     uploads.requeue_image(image)
-    wait_for(lambda: classified(image, after=before), "the photograph's re-classification")
+    wait_for(lambda: classified(image, after=before), "the photograph's re-classification",
+             WORKER_TIMEOUT_S)
     added = Cell.objects.filter(image=image, added_by_hand=True)
     assert added.count() == 1 and added.get().index == detected and added.get().box == MISSED_BOX
     assert Cell.objects.filter(image=image).count() == detected + 1

@@ -8,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from fhir.resources.R4B.bundle import Bundle
 
-from tests.webapp.lab_factories import make_sample, make_version
+from tests.webapp.lab_factories import make_sample, make_version, mark_signed, named_hematologist
 from webapp.models import Sample
 
 pytestmark = pytest.mark.django_db
@@ -19,17 +19,8 @@ LOINC = "http://loinc.org"
 
 @pytest.fixture
 def hematologist(django_user_model):
-    return django_user_model.objects.create_user(
-        "haem", password="a-long-passphrase-2", first_name="Ada", last_name="Lovelace")
+    return named_hematologist(django_user_model)
 
-
-def sign(sample, user, times=1):
-    sample.status = Sample.Status.SIGNED
-    sample.signed_by = user
-    sample.signed_at = timezone.now()
-    sample.times_signed = times
-    sample.save()
-    return sample
 
 
 def fetch(client, sample):
@@ -50,7 +41,7 @@ def observations_by_code(bundle):
 
 
 def test_signed_sample_exports_a_final_report_with_loinc_coded_figures(client, tech, hematologist):
-    sample = sign(make_sample("H26-0101", types=TYPES), hematologist)
+    sample = mark_signed(make_sample("H26-0101", types=TYPES), hematologist)
     bundle = fetch(client, sample)
     assert bundle.type == "collection"
     report = bundle.entry[0].resource
@@ -79,14 +70,14 @@ def test_signed_sample_exports_a_final_report_with_loinc_coded_figures(client, t
 
 
 def test_a_type_without_a_loinc_code_goes_with_a_text_code(client, tech, hematologist):
-    sample = sign(make_sample("H26-0102", types=("NEUTROPHIL", "MEGAKARYOCYTE")), hematologist)
+    sample = mark_signed(make_sample("H26-0102", types=("NEUTROPHIL", "MEGAKARYOCYTE")), hematologist)
     observations = observations_by_code(fetch(client, sample))
     own = observations["Megakaryocyte (% of leukocytes)"]
     assert own.code.coding is None and own.valueQuantity.value == 50.0
 
 
 def test_report_is_amended_after_a_reopening_and_a_second_signature(client, tech, hematologist):
-    sample = sign(make_sample("H26-0103", types=TYPES), hematologist)
+    sample = mark_signed(make_sample("H26-0103", types=TYPES), hematologist)
     first = fetch(client, sample)
     assert first.model_dump_json() == fetch(client, sample).model_dump_json()  # same result, same ids
 
@@ -96,7 +87,7 @@ def test_report_is_amended_after_a_reopening_and_a_second_signature(client, tech
     reopened = client.get(reverse("lab:api-sample-fhir", args=[sample.pk]))
     assert reopened.status_code == 409 and "not signed" in reopened.json()["error"]
 
-    sign(sample, hematologist, times=2)
+    mark_signed(sample, hematologist, times=2)
     second = fetch(client, sample)
     assert second.entry[0].resource.status == "amended"
     assert {entry.resource.status for entry in second.entry[1:]} == {"amended"}
@@ -112,7 +103,7 @@ def test_unsigned_sample_is_refused_with_409(client, tech):
 
 
 def test_export_needs_a_sign_in(client, hematologist):
-    sample = sign(make_sample("H26-0105", types=TYPES), hematologist)
+    sample = mark_signed(make_sample("H26-0105", types=TYPES), hematologist)
     response = client.get(reverse("lab:api-sample-fhir", args=[sample.pk]))
     assert response.status_code == 401 and "error" in response.json()
     missing = client.get(reverse("lab:api-sample-fhir", args=[999999]))
@@ -126,7 +117,7 @@ def test_missing_sample_answers_404_in_json(client, tech):
 
 def test_binary_network_result_sends_its_two_groups(client, tech, hematologist):
     version = make_version(class_names=("MONONUCLEAR", "POLYNUCLEAR"))
-    sample = sign(make_sample("H26-0106", types=("POLYNUCLEAR", "POLYNUCLEAR", "MONONUCLEAR"),
+    sample = mark_signed(make_sample("H26-0106", types=("POLYNUCLEAR", "POLYNUCLEAR", "MONONUCLEAR"),
                               version=version), hematologist)
     observations = observations_by_code(fetch(client, sample))
     # FHIR decimals parse back as Decimal.

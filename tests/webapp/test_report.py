@@ -9,10 +9,9 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.urls import reverse
-from django.utils import timezone
 from PIL import Image
 
-from tests.webapp.lab_factories import make_sample, make_version
+from tests.webapp.lab_factories import make_sample, make_version, mark_signed, named_hematologist
 from webapp.models import Cell, Sample, SmearImage
 
 pytestmark = pytest.mark.django_db
@@ -22,17 +21,8 @@ TYPES = ("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL", "ERYTHROBLAST")
 
 @pytest.fixture
 def hematologist(django_user_model):
-    return django_user_model.objects.create_user(
-        "haem", password="a-long-passphrase-2", first_name="Ada", last_name="Lovelace")
+    return named_hematologist(django_user_model)
 
-
-def sign(sample, user, times=1):
-    sample.status = Sample.Status.SIGNED
-    sample.signed_by = user
-    sample.signed_at = timezone.now()
-    sample.times_signed = times
-    sample.save()
-    return sample
 
 
 def store_crops(sample):
@@ -57,7 +47,7 @@ def pdf_text(data):
 
 
 def test_report_page_shows_accession_figures_nrbc_and_signer(client, tech, hematologist):
-    sample = sign(make_sample("H26-0042", types=TYPES), hematologist)
+    sample = mark_signed(make_sample("H26-0042", types=TYPES), hematologist)
     page = client.get(reverse("lab:sample-report", args=[sample.pk]))
     assert page.status_code == 200
     html = page.content.decode()
@@ -79,7 +69,7 @@ def test_unsigned_report_is_marked_preliminary_and_a_resigned_one_amended(client
     sample = make_sample("H26-0043", types=TYPES)
     html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
     assert "NOT SIGNED &mdash; preliminary" in html or "NOT SIGNED — preliminary" in html
-    sign(sample, hematologist, times=2)
+    mark_signed(sample, hematologist, times=2)
     html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
     assert "NOT SIGNED" not in html and "amended" in html and "signed 2 times" in html
 
@@ -94,7 +84,7 @@ def test_report_lists_what_was_left_out_and_why_figures_may_mislead(client, tech
     Cell.objects.filter(image=image, index__lt=6).update(ood_score=1.7)
     Cell.objects.filter(image=image, index__gte=6).update(ood_score=0.4)
     sample.below_target_reason = "Leukopenic sample: 5 cells in all the smear."
-    sign(sample, hematologist)
+    mark_signed(sample, hematologist)
     html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
     assert "Platelet: 1" in html and "Unidentified: 1" in html
     assert "Cut by the photograph's edge, left out: 1" in html
@@ -112,7 +102,7 @@ def test_report_warns_when_photographs_were_classified_by_different_networks(cli
 
 
 def test_pdf_has_the_page_content_and_the_crops(client, tech, hematologist):
-    sample = sign(make_sample("H26-0047", types=TYPES), hematologist)
+    sample = mark_signed(make_sample("H26-0047", types=TYPES), hematologist)
     store_crops(sample)
     response = client.get(reverse("lab:sample-report-pdf", args=[sample.pk]))
     assert response.status_code == 200 and response["Content-Type"] == "application/pdf"
