@@ -6,7 +6,6 @@ from webapp.models import Sample, SmearImage
 from webapp.presenters import ViewModel
 from webapp.selectors import (
     SignOffFacts,
-    leukocyte_formula,
     sample_timeline,
     sign_off_facts,
     sign_off_facts_for,
@@ -58,7 +57,7 @@ class SignOffPanel(ViewModel):
 
 def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=200):
     facts = sign_off_facts(sample)
-    leukocytes = leukocyte_formula(sample).total
+    leukocytes = facts.leukocytes  # the differential's count, as the formula's total
     return SignOffPanel(
         sign_off=facts,
         badge=StatusBadge(*facts.badge),
