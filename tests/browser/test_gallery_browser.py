@@ -76,4 +76,10 @@ def test_select_a_range_and_relabel_it_with_a_key(live_server, browser_page, dja
     page.keyboard.press("x")
     assert page.locator("#gallery-message").is_hidden()
 
+    # Every type's name fits inside the key legend's card, the longest ones included.
+    overflowing = page.evaluate(
+        "() => [...document.querySelectorAll('[data-role=keys] .keylist li')].filter(item => "
+        "item.getBoundingClientRect().right > item.closest('[data-role=keys]').getBoundingClientRect().right)"
+        ".map(item => item.textContent.trim())")
+    assert overflowing == []
     page.screenshot(path=str(SCREENSHOTS / "gallery.png"), full_page=True)
