@@ -2,7 +2,8 @@
 never saw, and what it costs the lab it was trained on.
 
     python bench/adapt.py --data DIR --data DIR [--networks DIR] [--ks 25,50,100,200]
-                          [--max-test-per-class N] [--folds F] [--epochs E] [--replay-per-class R]
+                          [--max-test-per-class N] [--folds F] [--epochs E] [--learning-rate LR]
+                          [--replay-per-class R]
 
 For each source X given, the network trained without X (bench/sources.py's leave-one-source-out
 run, kept in NETWORKS/<the other sources' names joined by "+">, default var/bench-sources-gn) is
@@ -110,7 +111,7 @@ def adapt_one(model_bytes, metadata, reviewed, replay, options):
     config = AdaptationConfig(
         model_bytes=model_bytes, metadata=metadata, reviewed=reviewed, data_dir=replay,
         folds=options.folds, epochs=options.epochs, replay_per_class=options.replay_per_class,
-        evaluate_test=False,
+        learning_rate=options.learning_rate, evaluate_test=False,
     )
     return adapt_classifier(config)
 
@@ -189,6 +190,8 @@ def build_parser():
                         help="measure on at most this many TEST images per class (a quick run)")
     parser.add_argument("--folds", type=int, default=0, help="cross-validation folds (default 0: none)")
     parser.add_argument("--epochs", type=int, default=None, help="fine-tune epochs (default: the site's)")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="fine-tune learning rate (default: the site's share of the recipe's)")
     parser.add_argument("--replay-per-class", type=int, default=None,
                         help="replayed TRAIN images per class of the network's sources (default: the site's)")
     return parser
