@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from classifier import dataset, ood  # noqa: E402
+from classifier import calibration, dataset, ood  # noqa: E402
 from classifier.errors import TrainingDataError  # noqa: E402
 from classifier.labels import BINARY_CLASSES, BINARY_GROUP, FOUR_CLASSES  # noqa: E402
 from classifier.metrics import (  # noqa: E402
@@ -195,9 +195,10 @@ def _throughput(classifier, windows):
     return float(np.median(rates)), float(np.median(single_seconds)) * 1000.0, spread
 
 
-def _accuracy_figures(calls, names):
+def _accuracy_figures(calls, names, own_temperature=None):
     """The split's figures over the network's classes it holds (renormalised where it holds fewer),
-    binary figures, and the four shared types' where it holds more."""
+    binary figures, and the four shared types' where it holds more. ``own_temperature``: the one
+    fitted on this source's validation cells alone, where the network learnt from it."""
     held = [name for k, name in enumerate(names) if (calls.y == k).any()]
     figures = {"held_classes": held}
     if held == names:
@@ -210,6 +211,12 @@ def _accuracy_figures(calls, names):
     figures["test"] = classification_metrics(y, probabilities, held)
     figures["ece_before_temperature"] = classification_metrics(y, raw, held)["ece"]
     figures["ece_after_temperature"] = figures["test"]["ece"]
+    if own_temperature:
+        # The served temperature is one for every lab; this says how much a lab-specific one (what
+        # "Adapt to this lab" fits on the lab's own cells) would change the calibration.
+        own = calibration.softmax(calibration.logits_from_probabilities(raw), own_temperature)
+        figures["ece_own_temperature"] = classification_metrics(y, own, held)["ece"]
+        figures["own_temperature"] = own_temperature
     if tuple(names) != BINARY_CLASSES:
         figures["test_binary"] = _binary_metrics(calls.calibrated, calls.y, names)
         if set(FOUR_CLASSES) <= set(held) and len(held) > len(FOUR_CLASSES):
@@ -257,7 +264,9 @@ def source_benchmark(classifier, data_dir, review_threshold=0.8, speed=True) -> 
     if not len(calls.y):
         raise TrainingDataError(f"{data_dir}'s TEST holds none of the network's classes ({', '.join(names)})")
     report = {"data_dir": str(data_dir), "name": layout.root.name, "test_n": int(len(calls.y))}
-    report.update(_accuracy_figures(calls, names))
+    own = (classifier.metadata.get("metrics", {}).get("calibration", {}).get("sources", {})
+           .get(layout.root.name, {}).get("temperature"))
+    report.update(_accuracy_figures(calls, names, own))
     report["test_located_share"] = float(np.mean(calls.located))
     report["review_threshold"] = review_threshold
     report["review_flagging"] = review_flagging(
@@ -404,6 +413,9 @@ def source_lines(source, names):
     lines.append(
         f"ECE (15 bins) before temperature {source['ece_before_temperature']:.4f}, "
         f"after {source['ece_after_temperature']:.4f}"
+        + (f"; with the temperature fitted on this source's validation cells alone "
+           f"({source['own_temperature']:.3f}): {source['ece_own_temperature']:.4f}"
+           if "ece_own_temperature" in source else "")
     )
     if "cells_per_second_batch64" in source:
         low, high = source["cells_per_second_batch64_p10_p90"]

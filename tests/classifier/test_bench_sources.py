@@ -118,3 +118,29 @@ def test_the_classifier_benchmark_reports_every_source_and_the_classes_it_shares
     review = lab_c["review"]
     assert review["flagged_share"] >= review["confidence_only"]["flagged_share"]
     assert review["flagged_share"] >= review["unfamiliar_share"]
+
+
+def test_the_benchmark_reports_the_ece_a_sources_own_temperature_would_give():
+    import numpy as np
+
+    bench = load_bench("classify")
+    names = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 400)
+    # An overconfident network: 60% right, yet 97% sure of every call.
+    called = np.where(rng.random(400) < 0.6, y, (y + 1) % 4)
+    raw = np.full((400, 4), 0.01)
+    raw[np.arange(400), called] = 0.97
+
+    class Calls:
+        calibrated = raw
+        uncalibrated = raw
+
+    Calls.y = y
+    served_only = bench._accuracy_figures(Calls, names)
+    assert "ece_own_temperature" not in served_only
+    flattened = bench._accuracy_figures(Calls, names, own_temperature=3.0)
+    assert flattened["own_temperature"] == 3.0
+    assert flattened["ece_own_temperature"] < flattened["ece_after_temperature"] - 0.2
+    unchanged = bench._accuracy_figures(Calls, names, own_temperature=1.0)
+    assert unchanged["ece_own_temperature"] == pytest.approx(unchanged["ece_after_temperature"])
