@@ -19,8 +19,22 @@
       .then(function (response) { if (!response.ok) throw new Error(response.status); return response.text(); })
       .then(function (html) {
         results.innerHTML = html;
+        refreshSignOff(results.querySelector("template[data-role=sign-off-fresh]"));
         if (selected) select(selected, false);
       });
+  }
+
+  // The sign-off panel's count and refusals follow the results; it is left alone while someone is
+  // writing in it, so that a photograph finishing never wipes a half-typed reason.
+  function refreshSignOff(fresh) {
+    if (!fresh) return;
+    fresh.remove();
+    var current = document.getElementById("sign-off");
+    var section = fresh.content.querySelector("#sign-off");
+    if (!current || !section) return;
+    var typing = current.contains(document.activeElement) ||
+      Array.prototype.some.call(current.querySelectorAll("textarea"), function (box) { return box.value.trim(); });
+    if (!typing) current.replaceWith(section);
   }
 
   function setProgress(data) {

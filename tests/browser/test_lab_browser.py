@@ -61,6 +61,12 @@ def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, ser
     # The page updates itself: no reload until every photograph is classified.
     page.wait_for_selector("text=All 2 photographs classified", timeout=240_000)
     page.wait_for_selector("tr.cellrow")
+    # The sign-off panel follows without a reload: no photograph waits any more, and it counts the
+    # leukocytes the formula counts.
+    page.wait_for_function(
+        "() => !document.querySelector('#sign-off').textContent.includes('being classified')")
+    counted = page.locator("#sign-off [data-role=target-progress]").inner_text()
+    assert counted.startswith(page.locator("#formula [data-role=total]").inner_text() + " of 100")
     assert page.locator(".smear-frame svg .cellbox").count() == page.locator("tr.cellrow").count() >= 1
     # Two photographs hold a few cells, far from a manual differential's 100: the page says so.
     low_count_note = page.locator("#formula [data-role=low-count]").inner_text()

@@ -228,6 +228,9 @@ def test_results_fragment_and_status_json(client, tech):
     sample = make_sample()
     fragment = client.get(reverse("lab:sample-results", args=[sample.pk])).content.decode()
     assert "<html" not in fragment and "Leukocyte formula" in fragment
+    # A fresh sign-off panel rides along, for the page's script to swap in as the results change.
+    fresh = fragment.split('<template data-role="sign-off-fresh">', 1)[1].split("</template>", 1)[0]
+    assert 'id="sign-off"' in fresh and "3 of 100 leukocytes counted" in fresh
     status = client.get(reverse("lab:sample-status", args=[sample.pk])).json()
     assert status == {**status, "total": 1, "finished": 1, "percent": 100, "complete": True}
 

@@ -83,6 +83,10 @@ def _sample_context(sample):
     return {"sample": sample, **lab_pages.sample_results(sample).as_context()}
 
 
+def _sign_off_panel(request, sample):
+    return sign_off_pages.sign_off_panel(sample, may_sign(request.user), TARGET_CHOICES)
+
+
 def _sample(pk):
     return get_object_or_404(Sample.objects.select_related("created_by"), pk=pk)
 
@@ -93,15 +97,18 @@ def sample_detail(request, pk):
     context = _sample_context(sample)
     context["max_files"] = settings.MAX_FILES_PER_UPLOAD
     context["may_delete"] = may_delete_sample(request.user, sample)
-    context["sign_off_panel"] = sign_off_pages.sign_off_panel(sample, may_sign(request.user), TARGET_CHOICES)
+    context["sign_off_panel"] = _sign_off_panel(request, sample)
     return render(request, "lab/sample_detail.html", context)
 
 
 @require_GET
 def sample_results(request, pk):
-    """The results part of the sample page alone, swapped in by sample.js as images finish."""
+    """The results part of the sample page and its sign-off panel, swapped in by sample.js as
+    images finish and cells are reviewed."""
     sample = _sample(pk)
-    return render(request, "lab/_sample_results.html", _sample_context(sample))
+    context = _sample_context(sample)
+    context["sign_off_panel"] = _sign_off_panel(request, sample)
+    return render(request, "lab/_sample_results_live.html", context)
 
 
 @require_GET
