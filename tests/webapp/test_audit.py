@@ -156,3 +156,18 @@ def test_sign_off_rows_carry_the_services_actor_without_a_request(hematologist):
     reopen_sample(sample, hematologist, "typo")
     assert [e.actor for e in rows(sample.pk, "sample")[:2]] == [hematologist, hematologist]
     assert timeline(sample.pk)[0].who == "hema"
+
+
+@pytest.mark.django_db
+def test_the_timeline_reads_the_sample_id_index_not_the_whole_audit_table():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the sample-id index is PostgreSQL's (webapp/migrations/0012_audit_sample_index.py)")
+    sample = make_sample()
+    query, params = sample_timeline(sample.pk).query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a tiny table: ask whether it can
+        cursor.execute(f"EXPLAIN {query}", params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "webapp_auditlog_sample_id" in plan, plan
