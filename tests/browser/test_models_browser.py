@@ -1,0 +1,50 @@
+"""The Models page as a lab lead reads it, in a real browser, with the bundled versions registered as
+a fresh install registers them. Leaves test-output/models-list.png and models-version.png.
+
+No worker: the page reads the figures stored with each version and never loads a network.
+"""
+
+import re
+
+import pytest
+
+from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
+from webapp.models import ModelVersion
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_a_lab_lead_reads_the_active_version_in_words(live_server, browser_page, django_user_model):
+    from webapp.services.model_versions import ensure_default_model
+
+    registered = ensure_default_model()
+    if not registered:
+        pytest.skip("classifier/default_model/ holds no bundled network")
+    active = ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE)
+    django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True)
+    page = browser_page
+    sign_in(page, live_server.url, "lead")
+
+    page.goto(f"{live_server.url}/models/")
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "models-list.png"), full_page=True)
+    assert page.get_by_role("button", name="Start training").is_visible()
+    assert page.locator("text=Adapt to this lab").first.is_visible()
+    page.click(f"a[href='/models/{active.pk}/']")
+
+    page.wait_for_url(re.compile(rf".*/models/{active.pk}/$"))
+    words = page.locator("[data-role=in-words]").inner_text()
+    # Each training source's TEST figure as a sentence, and what the version is valid for.
+    for source in active.metrics.get("sources", {}):
+        assert re.search(rf"on photographs like {re.escape(source)}/TEST: \d+% of cells right", words), words
+    assert "Valid for" in words
+    valid_for = page.locator("[data-role=valid-for]").all_inner_texts()
+    assert set(valid_for) == set(active.metrics.get("sources", {}))
+    # The review flag's columns say what they mean; raw settings wait behind a disclosure.
+    assert page.locator("th", has_text="errors caught").first.is_visible()
+    assert page.locator("th", has_text="cells flagged").first.is_visible()
+    settings_box = page.locator("[data-role=hyperparameters]")
+    assert not settings_box.locator("dl").is_visible()
+    settings_box.locator("summary").click()
+    assert settings_box.locator("dl").is_visible()
+    page.screenshot(path=str(SCREENSHOTS / "models-version.png"), full_page=True)
