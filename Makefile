@@ -49,17 +49,20 @@ bench-web: setup
 bench-group-cv: install
 	$(PY) bench/group_cv.py --data $(DATA)/blood-cell-images
 
-# Not part of `make bench` either: the recipe trained on each source alone and on both (hours on two
-# cores for the shipped recipe), then the (trained on) x (tested on) matrix. Runs are kept in
-# var/bench-sources and reused; RECIPE takes train_cli's recipe options, e.g. RECIPE="--epochs 2".
+# Not part of `make bench` either: the shipped recipe (the bundled eight-type network's; MODEL_CARD.md)
+# trained on each source alone and on both (about 1.5 hours on two cores), then the (trained on) x
+# (tested on) matrix. Runs are kept in SOURCES_RUNS and reused; RECIPE takes train_cli's recipe
+# options, e.g. RECIPE="--arch leukonet --task 8class" SOURCES_RUNS=var/bench-sources-bn.
+RECIPE ?= --arch leukonet-gn --task 8class --epochs 30
+SOURCES_RUNS ?= var/bench-sources-gn
 bench-sources: install
-	$(PY) bench/sources.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc $(RECIPE)
+	$(PY) bench/sources.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc --runs $(SOURCES_RUNS) $(RECIPE)
 
-# Not part of `make bench`: each leave-one-source-out network of bench-sources (trained with
-# RECIPE="--arch leukonet-gn" into var/bench-sources-gn) adapted on k = 25, 50, 100, 200 reviewed
-# cells of the source it never saw, measured on both sources' TEST, with the fine-tune time.
+# Not part of `make bench`: each leave-one-source-out network of bench-sources (in SOURCES_RUNS)
+# adapted on k = 25, 50, 100, 200 reviewed cells of the source it never saw, measured on both
+# sources' TEST, with the fine-tune time.
 bench-adapt: install
-	$(PY) bench/adapt.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc --networks var/bench-sources-gn $(BENCH_ADAPT_ARGS)
+	$(PY) bench/adapt.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc --networks $(SOURCES_RUNS) $(BENCH_ADAPT_ARGS)
 
 bench-latency: setup
 	$(PY) bench/latency.py --data $(DATA)
