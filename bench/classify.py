@@ -463,6 +463,7 @@ def stored_model(version):
     model_version = ModelVersionCommand().trained_version(None if version == "active" else int(version))
     classifier = load_classifier(model_version)
     classifier.metadata.setdefault("size_bytes", model_version.size_bytes)
+    classifier.metadata.setdefault("metrics", model_version.metrics or {})  # per-source calibration
     print(f"Benchmarking v{model_version.pk} ({model_version.architecture}/{model_version.task})")
     return classifier, settings.REVIEW_CONFIDENCE_THRESHOLD
 

@@ -132,10 +132,14 @@ def test_train_one_epoch_on_a_tiny_set_stores_a_network_that_loads_back(tmp_path
 
     capsys.readouterr()
     bench = load_script(Path(REPO_ROOT) / "bench" / "classify.py")
+    # A source's own validation temperature, as a run on several sources stores it.
+    own = {"calibration": {"sources": {data.name: {"temperature": 1.5}}}}
+    ModelVersion.objects.filter(pk=version.pk).update(metrics={**version.metrics, **own})
     # What `make bench-classify` runs, on the active version.
     assert bench.main(["--model-version", "active", "--data", str(data)]) == 0
     printed = capsys.readouterr().out
     assert f"Benchmarking v{version.pk} (paper/4class)" in printed and "TEST (n=8): accuracy" in printed
+    assert "with the temperature fitted on this source's validation cells alone (1.500)" in printed
 
 
 @pytest.mark.django_db
