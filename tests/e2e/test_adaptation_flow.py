@@ -17,7 +17,7 @@ from webapp.services.model_versions import activate_version, register_model_dire
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-ADAPTATION_TIMEOUT_S = 420  # six fine-tunes of six epochs each, after TensorFlow's import
+ADAPTATION_TIMEOUT_S = 420  # six fine-tunes (five folds and the final one), after TensorFlow's import
 
 
 def test_adapt_to_this_lab_runs_on_the_worker_and_records_its_cells(client, django_user_model, celery_worker,
