@@ -53,7 +53,7 @@ bench-group-cv: install
 # trained on each source alone and on both (about 1.5 hours on two cores), then the (trained on) x
 # (tested on) matrix. Runs are kept in SOURCES_RUNS and reused; RECIPE takes train_cli's recipe
 # options, e.g. RECIPE="--arch leukonet --task 8class" SOURCES_RUNS=var/bench-sources-bn.
-RECIPE ?= --arch leukonet-gn --task 8class --epochs 30
+RECIPE ?= --arch leukonet-gn --task 8class
 SOURCES_RUNS ?= var/bench-sources-gn
 bench-sources: install
 	$(PY) bench/sources.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc --runs $(SOURCES_RUNS) $(RECIPE)

@@ -340,6 +340,21 @@ def test_retrain_form_defaults_to_the_configured_data_and_rejects_bad_epochs(sta
 
 
 @pytest.mark.django_db
+def test_retrain_form_starts_from_the_recipe_of_the_active_network():
+    from webapp.forms_models import RetrainForm
+
+    ModelVersion.objects.create(
+        architecture="leukonet-gn", task="8class", status=ModelVersion.Status.ACTIVE,
+        class_names=["BASOPHIL", "EOSINOPHIL", "ERYTHROBLAST", "IMMATURE_GRANULOCYTE", "LYMPHOCYTE",
+                     "MONOCYTE", "NEUTROPHIL", "PLATELET"],
+        input_spec={"height": 96, "width": 96, "mode": "cell", "crop": 160}, model_sha256="e" * 64,
+    )
+    initial = RetrainForm().initial
+    # The bundled eight-type network's recipe, 30 epochs included: a retraining repeats it.
+    assert (initial["architecture"], initial["task"], initial["epochs"]) == ("leukonet-gn", "8class", 30)
+
+
+@pytest.mark.django_db
 def test_retrain_form_offers_each_configured_folder_and_trains_on_those_ticked(
         staff_client, settings, no_enqueue, tmp_path):
     labs = [str(tmp_path / name) for name in ("lab-a", "lab-b")]
