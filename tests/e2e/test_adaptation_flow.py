@@ -8,10 +8,8 @@ cells drawn in code, so the wait is mostly the worker importing TensorFlow.
 import pytest
 from django.urls import reverse
 
-from classifier.training import TrainingConfig, train_classifier
 from tests.e2e.test_retraining import follow_progress
-from tests.synthetic_cells import write_cell_folder
-from tests.webapp.test_adaptation import reviewed_cells
+from tests.webapp.test_adaptation import reviewed_cells, train_tiny_network
 from webapp.models import ModelVersion
 from webapp.services.model_versions import activate_version, register_model_directory
 
@@ -22,10 +20,7 @@ ADAPTATION_TIMEOUT_S = 420  # six fine-tunes (five folds and the final one), aft
 
 def test_adapt_to_this_lab_runs_on_the_worker_and_records_its_cells(client, django_user_model, celery_worker,
                                                                      isolated_media_root, tmp_path):
-    data = write_cell_folder(tmp_path / "lab-a", per_class=4, test_per_class=1, seed=4)
-    config = TrainingConfig(data_dir=str(data), architecture="paper", task="4class", epochs=1, batch_size=8,
-                            cache_dir=str(tmp_path / "cache"))
-    folder = train_classifier(config).save(tmp_path / "model")
+    folder, data, _ = train_tiny_network(tmp_path)
     base, _ = register_model_directory(folder, dataset_path=str(data))
     base = activate_version(base)
     reviewed_cells(base, isolated_media_root)  # two reviewed cells of each of the four types

@@ -17,13 +17,18 @@ PASSWORD = "a-long-passphrase-1"
 FOUR = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
 
 
-@pytest.fixture(scope="module")
-def tiny_network(tmp_path_factory):
-    root = tmp_path_factory.mktemp("adapt-site")
+def train_tiny_network(root):
+    """(model folder, its data folder "lab-a", its prepared-input cache): the published network
+    trained for one epoch on a few drawn cells, in seconds."""
     data = write_cell_folder(root / "lab-a", per_class=4, test_per_class=1, seed=4)
     config = TrainingConfig(data_dir=str(data), architecture="paper", task="4class", epochs=1,
                             batch_size=8, cache_dir=str(root / "cache"))
     return train_classifier(config).save(root / "model"), data, root / "cache"
+
+
+@pytest.fixture(scope="module")
+def tiny_network(tmp_path_factory):
+    return train_tiny_network(tmp_path_factory.mktemp("adapt-site"))
 
 
 @pytest.fixture
