@@ -125,9 +125,11 @@ def build_leukonet_gn(keras, input_spec, task, n_classes, width=1.0):
     return build_leukonet(keras, input_spec, task, n_classes, width=width, norm="group")
 
 
-def build_effnet_lite0(keras, input_spec, task, n_classes, width=1.0, pretrained=False):
+def build_effnet_lite0(keras, input_spec, task, n_classes, width=1.0, pretrained=False,
+                       freeze_trunk=False):
     """The EfficientNet-Lite0 trunk, ImageNet-initialised when ``pretrained`` (a run building it
-    to train), a dropout and the task's head on its pooled features."""
+    to train), a dropout and the task's head on its pooled features; ``freeze_trunk`` leaves the
+    trunk's weights (batch-norm statistics included) as they start and trains the head alone."""
     if width != 1.0:
         raise TrainingDataError("effnet-lite0 is ImageNet's network: its widths are fixed")
     layers = keras.layers
@@ -136,6 +138,8 @@ def build_effnet_lite0(keras, input_spec, task, n_classes, width=1.0, pretrained
         weights="imagenet" if pretrained else None,
         pooling=None,
     )
+    # A frozen batch-norm layer also normalises with its stored statistics, in training as in use.
+    trunk.trainable = not freeze_trunk
     x = layers.Activation("linear", name=GRADCAM_LAYER)(trunk.output)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(0.3)(x)
@@ -152,9 +156,11 @@ BUILDERS = {
 PRETRAINED = {"effnet-lite0"}
 
 
-def build_model(name, task, input_spec=None, n_classes=None, width=1.0, pretrained=False):
+def build_model(name, task, input_spec=None, n_classes=None, width=1.0, pretrained=False,
+                freeze_trunk=False):
     """A fresh, uncompiled Keras model; ``width`` scales LeukoNet's filter counts; ``pretrained``
-    (a run building it to train) sets a network in PRETRAINED from the weights it starts from. The
+    (a run building it to train) sets a network in PRETRAINED from the weights it starts from, and
+    ``freeze_trunk`` keeps that trunk as it starts (a recipe allows it for those alone). The
     training recipe (classifier.training.recipe) says which architectures and tasks there are."""
     import keras
 
@@ -167,4 +173,6 @@ def build_model(name, task, input_spec=None, n_classes=None, width=1.0, pretrain
     if not width > 0:
         raise TrainingDataError(f"width must be a positive number, got {width}")
     options = {"pretrained": True} if pretrained and name in PRETRAINED else {}
+    if freeze_trunk:
+        options["freeze_trunk"] = True
     return BUILDERS[name](keras, spec, task, n_classes, width=float(width), **options)

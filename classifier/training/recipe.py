@@ -21,7 +21,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from classifier.architectures import DEFAULT_INPUT_SPEC
+from classifier.architectures import DEFAULT_INPUT_SPEC, PRETRAINED
 from classifier.errors import TrainingDataError
 from classifier.labels import TASK_CLASSES
 
@@ -328,6 +328,13 @@ class Recipe:
         help="LeukoNet's filter counts times this", offered=COMMAND_LINE, default=1.0, above=0,
         refit_repeats=True,
     )
+    # On a CPU the whole trunk trains at ~10 images/s; frozen, a run costs its forward passes
+    # alone, and the ImageNet features are all a network trained on one lab carries to the next.
+    freeze_trunk: bool | None = setting(
+        help="an ImageNet-initialised network (effnet-lite0): keep its trunk's weights and train "
+        "the head alone", offered=COMMAND_LINE, default=False, refit_repeats=True,
+        absent_means=False,
+    )
     seed: int | None = setting(
         help="seed of the weights, the shuffling and the augmentation (and of the validation "
         "split unless it has its own)", offered=COMMAND_LINE, default=20261125,
@@ -440,6 +447,12 @@ def _check_combinations(values):
             "validation_fraction", "temperature",
         )
     _check_source_weights(values)
+    if values["freeze_trunk"] and values["architecture"] not in PRETRAINED:
+        raise RecipeError(
+            f"{values['architecture']} starts from random weights: only a network that starts "
+            f"from ImageNet's ({', '.join(sorted(PRETRAINED))}) has a trunk worth freezing",
+            "freeze_trunk", "architecture",
+        )
     if values["optimizer"] == "adam" and values["weight_decay"] != 0.0:
         raise RecipeError(
             f"weight decay {values['weight_decay']} needs the adamw+cosine optimizer: adam, "

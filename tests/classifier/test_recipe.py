@@ -58,6 +58,7 @@ def test_defaults_are_the_recipes_of_the_bundled_networks():
         "sampling": ("shuffle", "balanced"),
         "source_weights": ({}, {}),
         "width": (1.0, 1.0),
+        "freeze_trunk": (False, False),
         "seed": (20261125, 20261125),
         "temperature": (None, None),
         "temperature_source": ("", ""),
@@ -78,6 +79,8 @@ def test_a_run_records_the_same_hyperparameters_as_before_the_recipe_had_an_owne
         # Since several data folders and the robustness augmentation (issue 19):
         "stain_scale", "stain_shift", "brightness", "contrast", "saturation", "hue", "blur", "noise",
         "jpeg", "sampling", "source_weights",
+        # Since an ImageNet trunk can be kept frozen:
+        "freeze_trunk",
     }
 
 
@@ -117,6 +120,8 @@ def test_defaults_are_copies_a_run_cannot_change_for_the_next():
          ("weight_decay", "optimizer")),
         ({"width": 0}, "width 0.0 must be above 0", ("width",)),
         ({"window_scale": "field"}, "unknown window scale 'field'", ("window_scale",)),
+        ({"architecture": "leukonet-gn", "freeze_trunk": True},
+         "leukonet-gn starts from random weights", ("freeze_trunk", "architecture")),
     ],
 )
 def test_a_setting_no_run_can_train_with_is_refused_by_name(settings, message, named):

@@ -237,6 +237,26 @@ def test_effnet_lite0_is_the_imagenet_trunk_with_the_tasks_head_and_a_gradcam_la
     assert model.get_layer("stem_conv") and 3.3e6 < model.count_params() < 3.5e6
 
 
+def test_a_frozen_effnet_lite0_trunk_keeps_its_weights_and_statistics_while_the_head_learns():
+    import keras
+
+    from classifier.architectures import build_model
+
+    model = build_model("effnet-lite0", "4class", input_spec={"height": 32, "width": 32},
+                        freeze_trunk=True)
+    assert sorted(weight.path for weight in model.trainable_weights) == ["logits/bias", "logits/kernel"]
+    before = {weight.path: weight.numpy().copy() for weight in model.weights}
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    model.fit(rng.random((16, 32, 32, 3), dtype=np.float32), rng.integers(0, 4, 16), epochs=2,
+              batch_size=8, verbose=0)
+    changed = {weight.path for weight in model.weights
+               if not np.array_equal(weight.numpy(), before[weight.path])}
+    # Batch norm's moving mean and variance among the unchanged: the trunk normalises as it did.
+    assert changed == {"logits/bias", "logits/kernel"}
+    assert any("moving_mean" in path for path in before)
+
+
 def test_effnet_lite0_starts_from_imagenet_only_when_built_to_train():
     from classifier.architectures import build_model
     from classifier.backbones.efficientnet_lite import imagenet_weights_path
