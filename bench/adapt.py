@@ -7,7 +7,8 @@ never saw, and what it costs the lab it was trained on.
 
 For each source X given, the network trained without X (bench/sources.py's leave-one-source-out
 run, kept in NETWORKS/<the other sources' names joined by "+">, default var/bench-sources-gn) is
-adapted on k cells of X's TRAIN, drawn stratified by the network's classes (seeded), for each k.
+adapted on k different cells of X's TRAIN (one copy of an augmented original, none whose original
+TEST also shows), drawn stratified by the network's classes (seeded), for each k.
 The cells reach the adaptation as the site's reviewed cells do: each is cut into its 240x320
 context window by the code that cuts training windows (classifier.dataset.load_context_windows),
 written as a PNG, and handed as (window path, type) to the entry point the site's service calls
@@ -50,19 +51,42 @@ def network_without(folders, target, networks):
 
 
 def stratified_cells(folder, class_names, k, seed=SEED):
-    """k TRAIN images of the folder, spread as evenly as can be over the network's classes it holds."""
+    """k different cells of the folder's TRAIN, as a lab reviews them, spread as evenly as can be
+    over the network's classes it holds.
+
+    A lab reviews k cells it photographed, not k views of fewer cells: where TRAIN holds augmented
+    copies of each original (blood-cell-images, by originals.csv's group), one seeded copy of an
+    original stands for it, and an original that TEST also shows is never drawn, so the adapted
+    network is not scored on a cell it was tuned on.
+    """
     layout = dataset.resolve_layout(folder)
     task = "8class" if len(class_names) > 4 else ("binary" if len(class_names) == 2 else "4class")
-    images = dataset.list_images(layout.train_dir, task, "TRAIN", dataset.read_originals(layout.root))
-    by_class = {name: [i for i in images if i.class_name == name] for name in class_names}
-    by_class = {name: members for name, members in by_class.items() if members}
+    originals = dataset.read_originals(layout.root)
+    images = dataset.list_images(layout.train_dir, task, "TRAIN", originals)
+    test_dir = layout.eval_dirs.get("TEST")
+    in_test = set()
+    if test_dir is not None and originals:
+        in_test = {i.group for i in dataset.list_images(test_dir, task, "TEST", originals) if i.group}
     rng = np.random.default_rng(seed)
+    by_class = {}
+    for name in class_names:
+        cells = {}
+        for image in images:
+            if image.class_name == name and image.group not in in_test:
+                cells.setdefault(image.group or image.path, []).append(image)
+        copies = [cells[cell] for cell in sorted(cells)]
+        by_class[name] = [group[rng.integers(len(group))] for group in copies]
+    by_class = {name: members for name, members in by_class.items() if members}
     order = {name: rng.permutation(len(members)) for name, members in by_class.items()}
-    picked, round_ = [], 0
+    picked, drawn_cells, round_ = [], set(), 0
     while len(picked) < k and any(round_ < len(members) for members in by_class.values()):
         for name, members in by_class.items():
             if round_ < len(members) and len(picked) < k:
-                picked.append(members[order[name][round_]])
+                image = members[order[name][round_]]
+                # One photograph filed under two types (two cells in it) is still one review.
+                if (image.group or image.path) not in drawn_cells:
+                    drawn_cells.add(image.group or image.path)
+                    picked.append(image)
         round_ += 1
     return picked
 
@@ -150,7 +174,8 @@ def run(folders, networks, ks, options, work):
                          **{f"test:{t}": a for t, a in adapted.items()},
                          "seconds": record["fine_tune_seconds"], "total_seconds": round(seconds, 1),
                          "cv": cv["accuracy"] if cv else None})
-            print(f"adapted to {name} on k={k}: {record['fine_tune_seconds']:.0f} s", flush=True)
+            drawn = ", ".join(f"{cls.lower()} {n}" for cls, n in record["per_class"].items())
+            print(f"adapted to {name} on k={k} ({drawn}): {record['fine_tune_seconds']:.0f} s", flush=True)
     return rows, list(tests)
 
 

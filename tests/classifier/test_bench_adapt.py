@@ -28,3 +28,26 @@ def test_adapting_a_network_to_the_source_it_never_saw_prints_the_table(tmp_path
     rows = [line for line in out.splitlines() if line.startswith("lab-a")]
     assert [line.split()[1] for line in rows] == ["0", "6"]
     assert "TEST lab-a" in out and "TEST lab-b" in out and "%" in rows[1]
+
+
+def test_the_draw_reviews_different_cells_and_none_that_test_shows(tmp_path):
+    """Augmented copies of one original are one cell to a lab; an original TEST also shows is
+    never drawn, so the adapted network is not scored on a cell it was tuned on."""
+    root = write_cell_folder(tmp_path / "lab", per_class=6, test_per_class=1, seed=3)
+    rows = ["split,class,file,original,group,same_cell_in_train"]
+    for class_dir in sorted((root / "TRAIN").iterdir()):
+        for index, path in enumerate(sorted(class_dir.iterdir())):
+            # Three copies of each of two originals a class.
+            rows.append(f"TRAIN,{class_dir.name},{path.name},o,{class_dir.name}-{index // 3},")
+    for class_dir in sorted((root / "TEST").iterdir()):
+        for path in class_dir.iterdir():
+            rows.append(f"TEST,{class_dir.name},{path.name},o,{class_dir.name}-0,yes")
+    (root / "originals.csv").write_text("\n".join(rows) + "\n")
+    bench = load_bench("adapt")
+    classes = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+
+    picked = bench.stratified_cells(str(root), classes, 8)
+
+    # Original 0 of every class is in TEST: only original 1 is left, one copy of it a class.
+    assert len(picked) == 4
+    assert sorted(image.group for image in picked) == [f"{name}-1" for name in classes]
