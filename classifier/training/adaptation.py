@@ -39,9 +39,13 @@ from classifier.training.recipe import Recipe, RecipeError, refit_settings
 # Fewer reviewed cells of the network's types than this: nothing to adapt on.
 MIN_CELLS = 5
 # An epoch is one pass over the lab's cells and the replay (a few hundred cells, a handful of
-# steps). bench-adapt, a PBC-only network adapted on 100 BCCD cells: 6 epochs at a tenth of the
-# recipe's rate gave 75.6% on BCCD TEST; 12 at a third 81.5%; 20 at a third 83.7%; 30 at a third
-# 82.4%; 12 at the full rate 83.1%; PBC TEST moved by under a point in each.
+# steps). bench-adapt, a PBC-only network adapted on 100 BCCD cells, when its draw still took
+# augmented copies (74 different cells): 6 epochs at a tenth of the recipe's rate gave 75.6% on
+# BCCD TEST; 12 at a third 81.5%; 20 at a third 83.7%; 30 at a third 82.4%; 12 at the full rate
+# 83.1%. On 100 different cells, 20 at a third gave 80.7-81.6% over three seeds, and none of these
+# moved it past 82.6%: 30 or 40 epochs, the full rate, no colour or stain jitter, the lab's cells
+# drawn twice as often as the replay, no mixup or label smoothing. PBC TEST moved by under a point
+# in each.
 DEFAULT_EPOCHS = 20
 DEFAULT_FOLDS = 5
 # Cells per class drawn from each of the version's TRAIN folders, replayed beside the lab's.
