@@ -174,5 +174,10 @@ def build_model(name, task, input_spec=None, n_classes=None, width=1.0, pretrain
         raise TrainingDataError(f"width must be a positive number, got {width}")
     options = {"pretrained": True} if pretrained and name in PRETRAINED else {}
     if freeze_trunk:
+        if name not in PRETRAINED:
+            raise TrainingDataError(
+                f"{name} starts from random weights: only a network that starts from ImageNet's "
+                f"({', '.join(sorted(PRETRAINED))}) can keep its trunk frozen"
+            )
         options["freeze_trunk"] = True
     return BUILDERS[name](keras, spec, task, n_classes, width=float(width), **options)

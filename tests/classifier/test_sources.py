@@ -257,6 +257,14 @@ def test_a_frozen_effnet_lite0_trunk_keeps_its_weights_and_statistics_while_the_
     assert any("moving_mean" in path for path in before)
 
 
+def test_only_an_imagenet_network_can_be_built_with_a_frozen_trunk():
+    from classifier.architectures import build_model
+    from classifier.errors import TrainingDataError
+
+    with pytest.raises(TrainingDataError, match="leukonet-gn starts from random weights"):
+        build_model("leukonet-gn", "4class", freeze_trunk=True)
+
+
 def test_effnet_lite0_starts_from_imagenet_only_when_built_to_train():
     from classifier.architectures import build_model
     from classifier.backbones.efficientnet_lite import imagenet_weights_path
