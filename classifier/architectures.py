@@ -156,6 +156,14 @@ BUILDERS = {
 PRETRAINED = {"effnet-lite0"}
 
 
+def frozen_trunk_refusal(name):
+    """Why the network ``name`` cannot keep its trunk frozen, or None where it can."""
+    if name in PRETRAINED:
+        return None
+    return (f"{name} starts from random weights: only a network that starts from ImageNet's "
+            f"({', '.join(sorted(PRETRAINED))}) has a trunk worth freezing")
+
+
 def build_model(name, task, input_spec=None, n_classes=None, width=1.0, pretrained=False,
                 freeze_trunk=False):
     """A fresh, uncompiled Keras model; ``width`` scales LeukoNet's filter counts; ``pretrained``
@@ -174,10 +182,7 @@ def build_model(name, task, input_spec=None, n_classes=None, width=1.0, pretrain
         raise TrainingDataError(f"width must be a positive number, got {width}")
     options = {"pretrained": True} if pretrained and name in PRETRAINED else {}
     if freeze_trunk:
-        if name not in PRETRAINED:
-            raise TrainingDataError(
-                f"{name} starts from random weights: only a network that starts from ImageNet's "
-                f"({', '.join(sorted(PRETRAINED))}) can keep its trunk frozen"
-            )
+        if refusal := frozen_trunk_refusal(name):
+            raise TrainingDataError(refusal)
         options["freeze_trunk"] = True
     return BUILDERS[name](keras, spec, task, n_classes, width=float(width), **options)

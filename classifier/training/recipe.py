@@ -21,7 +21,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from classifier.architectures import DEFAULT_INPUT_SPEC, PRETRAINED
+from classifier.architectures import DEFAULT_INPUT_SPEC, frozen_trunk_refusal
 from classifier.errors import TrainingDataError
 from classifier.labels import TASK_CLASSES
 
@@ -447,12 +447,9 @@ def _check_combinations(values):
             "validation_fraction", "temperature",
         )
     _check_source_weights(values)
-    if values["freeze_trunk"] and values["architecture"] not in PRETRAINED:
-        raise RecipeError(
-            f"{values['architecture']} starts from random weights: only a network that starts "
-            f"from ImageNet's ({', '.join(sorted(PRETRAINED))}) has a trunk worth freezing",
-            "freeze_trunk", "architecture",
-        )
+    refusal = frozen_trunk_refusal(values["architecture"])
+    if values["freeze_trunk"] and refusal:
+        raise RecipeError(refusal, "freeze_trunk", "architecture")
     if values["optimizer"] == "adam" and values["weight_decay"] != 0.0:
         raise RecipeError(
             f"weight decay {values['weight_decay']} needs the adamw+cosine optimizer: adam, "
