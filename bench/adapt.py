@@ -67,16 +67,13 @@ def stratified_cells(folder, class_names, k, seed=SEED):
     in_test = set()
     if test_dir is not None and originals:
         in_test = {i.group for i in dataset.list_images(test_dir, task, "TEST", originals) if i.group}
+    copies = {}  # {class: {cell: its images}}
+    for image in images:
+        if image.group not in in_test:
+            copies.setdefault(image.class_name, {}).setdefault(image.cell_key, []).append(image)
     rng = np.random.default_rng(seed)
-    by_class = {}
-    for name in class_names:
-        cells = {}
-        for image in images:
-            if image.class_name == name and image.group not in in_test:
-                cells.setdefault(image.group or image.path, []).append(image)
-        copies = [cells[cell] for cell in sorted(cells)]
-        by_class[name] = [group[rng.integers(len(group))] for group in copies]
-    by_class = {name: members for name, members in by_class.items() if members}
+    by_class = {name: [cell[rng.integers(len(cell))] for _, cell in sorted(copies[name].items())]
+                for name in class_names if name in copies}
     order = {name: rng.permutation(len(members)) for name, members in by_class.items()}
     picked, drawn_cells, round_ = [], set(), 0
     while len(picked) < k and any(round_ < len(members) for members in by_class.values()):
@@ -84,8 +81,8 @@ def stratified_cells(folder, class_names, k, seed=SEED):
             if round_ < len(members) and len(picked) < k:
                 image = members[order[name][round_]]
                 # One photograph filed under two types (two cells in it) is still one review.
-                if (image.group or image.path) not in drawn_cells:
-                    drawn_cells.add(image.group or image.path)
+                if image.cell_key not in drawn_cells:
+                    drawn_cells.add(image.cell_key)
                     picked.append(image)
         round_ += 1
     return picked

@@ -45,6 +45,12 @@ class LabelledImage:
     same_cell_in_train: bool = False
     is_window: bool = False  # already a context window centred on the cell (reviewed cells)
 
+    @property
+    def cell_key(self):
+        """The photographed cell this image shows: its originals.csv group (augmented copies of
+        one photograph share it), else the file itself."""
+        return self.group or self.path
+
 
 @dataclass(frozen=True)
 class DatasetLayout:
@@ -167,7 +173,7 @@ def split_validation(images, fraction=0.15, seed=0):
     """
     groups = defaultdict(list)
     for image in images:
-        groups[image.group or image.path].append(image)
+        groups[image.cell_key].append(image)
     by_class = defaultdict(list)
     for key, members in groups.items():
         majority = Counter(m.class_name for m in members).most_common(1)[0][0]
@@ -184,8 +190,8 @@ def split_validation(images, fraction=0.15, seed=0):
                 break
             validation_keys.add(key)
             taken += len(groups[key])
-    train = [i for i in images if (i.group or i.path) not in validation_keys]
-    validation = [i for i in images if (i.group or i.path) in validation_keys]
+    train = [i for i in images if i.cell_key not in validation_keys]
+    validation = [i for i in images if i.cell_key in validation_keys]
     return train, validation
 
 

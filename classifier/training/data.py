@@ -221,7 +221,7 @@ def load_arrays(selection, recipe, config):
         train.add(at_margin[rows], [source.all_train[k] for k in rows], class_names, index)
         rows = decoded_rows(source.all_train, source.validation, ok_unaugmented)
         val.add(unaugmented[rows], [source.all_train[k] for k in rows], class_names, index)
-        groups.update(source.all_train[k].group or source.all_train[k].path for k in rows)
+        groups.update(source.all_train[k].cell_key for k in rows)
     if selection.extras:
         inputs, ok, _ = dataset.load_prepared(selection.extras, recipe.input_spec, margin, **load)
         skipped += int((~ok).sum())

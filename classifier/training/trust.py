@@ -153,7 +153,7 @@ def with_fitted_ood(classifier, data_dir, cache_dir=None):
 
     train, train_features = features(train)
     reference, reference_features = features(reference)
-    groups = [image.group or image.path for image in reference]
+    groups = [image.cell_key for image in reference]
     head, record = ood.fit_ood_head(
         train_features, labels(train, list(classifier.class_names)), len(classifier.class_names),
         (reference_features, None, groups), quantile,
