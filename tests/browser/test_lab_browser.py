@@ -49,6 +49,10 @@ def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, ser
     sign_in(page, live_server.url, "tech")
 
     page.click("text=New sample")
+    # The file list is drawn by a deferred script: files picked before it runs are posted all the
+    # same but never listed, so let the page finish loading first.
+    page.wait_for_url(re.compile(r".*/samples/new/$"))
+    page.wait_for_load_state()
     page.fill("#id_accession_number", "BR-0001")
     page.fill("#id_note", "Wright-Giemsa, x100 oil")
     page.set_input_files("#id_images", [str(path) for path in smears])
