@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA ?= ../shared/datasets
 
-.PHONY: run install setup test lint bench bench-classify bench-detect bench-web bench-latency bench-group-cv bench-sources bench-adapt clean
+.PHONY: run install setup test lint bench bench-classify bench-detect bench-web bench-latency bench-group-cv bench-sources bench-adapt bench-shifts clean
 
 # Direct dependencies are listed in requirements.in (runtime) and requirements-dev.in (test, lint);
 # the pinned locks are requirements.txt and requirements-dev.txt, which includes it.
@@ -32,7 +32,7 @@ test: install
 lint: install
 	$(PY) -m ruff check .
 
-bench: bench-classify bench-detect bench-web bench-latency
+bench: bench-classify bench-detect bench-web bench-latency bench-shifts
 
 # Benchmarks are scripts under bench/, run one way: `make bench-...`. bench-classify measures the
 # active model version as the site's workers compute it, on each source's TEST split.
@@ -63,6 +63,11 @@ bench-sources: install
 # sources' TEST, with the fine-tune time.
 bench-adapt: install
 	$(PY) bench/adapt.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc --networks $(SOURCES_RUNS) $(BENCH_ADAPT_ARGS)
+
+# The bundled eight-type network on up to 40 TEST cells per type of each source, each photograph
+# changed as another lab's camera, microscope or stain would change it (about 6 minutes).
+bench-shifts: install
+	$(PY) bench/shifts.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc
 
 bench-latency: setup
 	$(PY) bench/latency.py --data $(DATA)

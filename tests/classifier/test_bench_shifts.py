@@ -1,0 +1,58 @@
+"""bench/shifts.py: each change of a photograph does what its name says, and the bundled network
+is measured on every one of them for a tiny drawn source."""
+
+import numpy as np
+
+from tests.classifier.test_bench_sources import load_bench
+from tests.synthetic_cells import write_cell_folder
+
+bench = load_bench("shifts")
+
+
+def field():
+    """A pale 240x320 slide with a purple nucleus in its centre."""
+    image = np.full((240, 320, 3), (230, 214, 200), np.uint8)
+    image[100:140, 140:180] = (110, 60, 170)
+    return image
+
+
+def changed(name, rgb):
+    (shift,) = [shift for shift in bench.SHIFTS if shift.name.startswith(name)]
+    return shift, shift.change(rgb)
+
+
+def test_a_magnification_resizes_the_photograph_and_says_by_how_much():
+    shift, bigger = changed("magnified 2x", field())
+
+    assert bigger.shape == (480, 640, 3) and shift.magnification == 2.0
+
+
+def test_a_warmer_camera_clips_at_white_as_a_camera_does():
+    _, warm = changed("warm camera", field())
+
+    assert warm[0, 0].tolist() == [255, 214, 170]
+
+
+def test_stain_strength_scales_optical_density_and_leaves_white_white():
+    rgb = field()
+    rgb[0, 0] = (255, 255, 255)
+    heavier = bench._stain_strength(1.35)(rgb)
+    density = -np.log(rgb[120, 160].astype(float) / 255)
+
+    assert heavier[0, 0].tolist() == [255, 255, 255]
+    assert np.allclose(-np.log(heavier[120, 160] / 255), 1.35 * density, atol=0.02)
+
+
+def test_every_shift_is_measured_on_each_source(tmp_path, capsys):
+    source = write_cell_folder(tmp_path / "lab", per_class=1, test_per_class=2, seed=4)
+
+    bench.main(["--data", str(source), "--per-class", "2"])
+
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    table = lines[[k for k, line in enumerate(lines) if line.startswith("photographed as")][0] + 1:]
+    rows = {line[:40].strip(): line[40:].split() for line in table if line.strip()}
+    assert list(rows) == [shift.name for shift in bench.SHIFTS]
+    cells, accuracy = rows["as photographed"][:2]
+    assert int(cells) == 8 and accuracy.endswith("%")
+    assert rows["magnified 2x"][-2] != "-"  # the scale reading is compared with the zoom
