@@ -30,6 +30,13 @@ RGB_FROM_YIQ = np.linalg.inv(YIQ_FROM_RGB).astype(np.float32)
 # A slide out of focus: the detail lost by a shrink to 1/BLUR_FACTOR, blended in by a random amount.
 BLUR_FACTOR = 3
 JPEG_QUALITY = (40, 95)
+# A window with too few red cells (a lab's tight crop of one cell) is served without stain
+# normalisation. How far that leaves a channel from the reference: the normalisation's density
+# ratios run 0.65-1.4 over BCCD's TRAIN photographs (blue, 5th-95th percentile) and reach 0.59 for
+# PBC's red, so each channel's density is scaled by up to exp(+-0.5), 0.61-1.65x.
+UNNORMALISED_SPREAD = 0.5
+# preparation.BACKGROUND_LEVEL in [0, 1]: the level the stain normalisation holds fixed.
+UNNORMALISED_LEVEL = 225.0 / 255.0
 
 
 def training_margin(recipe):
@@ -58,6 +65,18 @@ def stain_jitter(tf, images, scale, shift):
     offset = tf.random.uniform([n, 1, 1, 3], -shift, shift)
     density = tf.einsum("nhws,sc->nhwc", stains * factor + offset, tf.constant(RGB_FROM_HED))
     return tf.clip_by_value(tf.exp(-density), 0.0, 1.0)
+
+
+def stain_reference_lost(tf, images, share, spread=UNNORMALISED_SPREAD, level=UNNORMALISED_LEVEL):
+    """About ``share`` of the images shown as a window without red cells is served: not
+    stain-normalised (``preparation.stain_normalised`` needs red cells to read the stain from), so
+    each channel's optical density against the background level is the lab's own, times
+    exp(U(-spread, spread)) here; the background itself keeps its level."""
+    n = tf.shape(images)[0]
+    power = tf.exp(tf.random.uniform([n, 1, 1, 3], -spread, spread))
+    power = tf.where(_chosen(tf, images, share), power, tf.ones_like(power))
+    relative = tf.maximum(images, _DARKEST) / level
+    return tf.clip_by_value(level * tf.pow(relative, power), 0.0, 1.0)
 
 
 def colour_jitter(tf, images, gain, brightness, contrast, saturation, hue):
@@ -158,6 +177,8 @@ def augment_fn(tf, recipe, margin):
         x = geometric(tf.cast(images, tf.float32) / 255.0)
         if r.stain_scale > 0 or r.stain_shift > 0:
             x = stain_jitter(tf, x, r.stain_scale, r.stain_shift)
+        if r.unnormalised_stain > 0:
+            x = stain_reference_lost(tf, x, r.unnormalised_stain)
         x = colour_jitter(tf, x, r.colour_jitter, r.brightness, r.contrast, r.saturation, r.hue)
         if r.blur > 0:
             x = blur(tf, x, r.blur)

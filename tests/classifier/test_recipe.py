@@ -48,6 +48,7 @@ def test_defaults_are_the_recipes_of_the_bundled_networks():
         # What another lab's stain, lamp, microscope and camera change (augment is off for paper).
         "stain_scale": (0.1, 0.1),
         "stain_shift": (0.02, 0.02),
+        "unnormalised_stain": (0.0, 0.0),
         "brightness": (0.08, 0.08),
         "contrast": (0.2, 0.2),
         "saturation": (0.25, 0.25),
@@ -81,6 +82,8 @@ def test_a_run_records_the_same_hyperparameters_as_before_the_recipe_had_an_owne
         "jpeg", "sampling", "source_weights",
         # Since an ImageNet trunk can be kept frozen:
         "freeze_trunk",
+        # Since windows without red cells (no stain reference) are trained for:
+        "unnormalised_stain",
     }
 
 

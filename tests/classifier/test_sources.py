@@ -180,10 +180,11 @@ def _augmentations():
         "blur": lambda tf, x: a.blur(tf, x, 1.0),
         "noise": lambda tf, x: a.noise(tf, x, 0.05),
         "jpeg": lambda tf, x: a.jpeg(tf, x, 1.0),
+        "unnormalised": lambda tf, x: a.stain_reference_lost(tf, x, 1.0),
     }
 
 
-@pytest.mark.parametrize("name", ["stain", "colour", "blur", "noise", "jpeg"])
+@pytest.mark.parametrize("name", ["stain", "colour", "blur", "noise", "jpeg", "unnormalised"])
 def test_each_augmentation_changes_the_images_and_keeps_shape_type_and_range(tf, cells, name):
     augmented = _augmentations()[name](tf, cells).numpy()
     assert augmented.shape == tuple(cells.shape) and augmented.dtype == np.float32
@@ -196,6 +197,25 @@ def test_stain_jitter_of_nothing_gives_the_image_back(tf, cells):
     from classifier.training.augmentation import stain_jitter
 
     np.testing.assert_allclose(stain_jitter(tf, cells, 0.0, 0.0).numpy(), cells.numpy(), atol=2e-3)
+
+
+def test_a_lost_stain_reference_scales_each_channels_density_and_keeps_the_background(tf):
+    """As a window without red cells is served: the background at the normalisation's level stays
+    there, and each stained pixel's density against it is raised to one power per channel."""
+    from classifier.training.augmentation import UNNORMALISED_LEVEL, UNNORMALISED_SPREAD, stain_reference_lost
+
+    level = UNNORMALISED_LEVEL
+    images = np.full((6, 4, 4, 3), level, np.float32)
+    images[:, 2:, 2:] = (0.4, 0.3, 0.6)
+    kept = stain_reference_lost(tf, tf.constant(images), 0.0).numpy()
+    lost = stain_reference_lost(tf, tf.constant(images), 1.0).numpy()
+
+    np.testing.assert_allclose(kept, images, atol=1e-6)
+    np.testing.assert_allclose(lost[:, :2, :2], level, atol=1e-5)
+    power = np.log(lost[:, 3, 3] / level) / np.log(images[:, 3, 3] / level)  # (6, 3)
+    assert np.all(np.abs(np.log(power)) <= UNNORMALISED_SPREAD + 1e-4)
+    assert np.ptp(power, axis=1).min() > 0  # a power of its own for each channel
+    assert np.allclose(lost[:, 3, 3], lost[:, 2, 2])  # one draw per image
 
 
 def test_the_recipes_augmentation_runs_end_to_end_on_uint8_batches(tf):
