@@ -11,6 +11,8 @@ shape and range, one random draw per image; ``augment_fn`` chains them as the re
 
 import numpy as np
 
+from classifier.preparation import BACKGROUND_LEVEL
+
 # Training crops for "cell" networks are cut from a window this much larger than the network's
 # view, so shifts and zooms show real pixels instead of padding.
 TRAIN_MARGIN = 1.25
@@ -35,8 +37,8 @@ JPEG_QUALITY = (40, 95)
 # ratios run 0.65-1.4 over BCCD's TRAIN photographs (blue, 5th-95th percentile) and reach 0.59 for
 # PBC's red, so each channel's density is scaled by up to exp(+-0.5), 0.61-1.65x.
 UNNORMALISED_SPREAD = 0.5
-# preparation.BACKGROUND_LEVEL in [0, 1]: the level the stain normalisation holds fixed.
-UNNORMALISED_LEVEL = 225.0 / 255.0
+# The level the stain normalisation holds fixed, in [0, 1].
+UNNORMALISED_LEVEL = BACKGROUND_LEVEL / 255.0
 
 
 def training_margin(recipe):
