@@ -148,13 +148,12 @@ SHIFTS = (
 )
 
 
-def sampled_cells(data_dir, class_names, per_class, seed):
+def sampled_cells(data_dir, task, class_names, per_class, seed):
     """Up to per_class TEST images of each of the network's types the source holds, and on
     blood-cell-images one copy per photograph group first, so the draw spans many cells."""
     layout = dataset.resolve_layout(data_dir)
     originals = dataset.read_originals(layout.root)
     folder = layout.eval_dirs.get("TEST") or layout.root / "TEST"
-    task = "8class" if len(class_names) == 8 else "4class"
     images = dataset.list_images(folder, task, "TEST", originals)
     rng = np.random.default_rng(seed)
     drawn = []
@@ -211,11 +210,14 @@ def shift_figures(classifier, images, shift, review_threshold, baseline_scales):
     # As the site flags: a doubtful call, an unfamiliar cell, or any cell of a photograph whose
     # quality warns.
     flagged = ood.needs_review(calls.probabilities.max(1), calls.ood_scores, review_threshold) | warned
-    four, four_y, _ = restricted(calls.probabilities, y, names, FOUR_CLASSES)
+    four_type_accuracy = float("nan")
+    if set(FOUR_CLASSES) <= set(names):
+        four, four_y, _ = restricted(calls.probabilities, y, names, FOUR_CLASSES)
+        four_type_accuracy = float((four.argmax(1) == four_y).mean()) if len(four_y) else float("nan")
     figures = {
         "cells": int(ok.sum()),
         "accuracy": float(1 - wrong.mean()),
-        "four_type_accuracy": float((four.argmax(1) == four_y).mean()) if len(four_y) else float("nan"),
+        "four_type_accuracy": four_type_accuracy,
         "warned": float(warned.mean()),
         "flagged": float(flagged.mean()),
         "errors_caught": float(flagged[wrong].mean()) if wrong.any() else float("nan"),
@@ -263,7 +265,8 @@ def main(argv=None):
     print(f"{Path(args.model_dir).name}: {', '.join(classifier.class_names)}; review threshold "
           f"{args.review_threshold}, up to {args.per_class} TEST cells per type, seed {args.seed}")
     for data_dir in sources:
-        name, images = sampled_cells(data_dir, classifier.class_names, args.per_class, args.seed)
+        name, images = sampled_cells(
+            data_dir, classifier.task, classifier.class_names, args.per_class, args.seed)
         baseline_scales = _baseline_scales(images)
         rows = [(shift.name, shift_figures(classifier, images, shift, args.review_threshold, baseline_scales))
                 for shift in SHIFTS]

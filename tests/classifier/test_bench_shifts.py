@@ -56,3 +56,16 @@ def test_every_shift_is_measured_on_each_source(tmp_path, capsys):
     cells, accuracy = rows["as photographed"][:2]
     assert int(cells) == 8 and accuracy.endswith("%")
     assert rows["magnified 2x"][-2] != "-"  # the scale reading is compared with the zoom
+
+
+def test_the_published_binary_network_is_measured_too(tmp_path, capsys):
+    from classifier.model_folder import BUNDLED_MODELS_DIR
+
+    source = write_cell_folder(tmp_path / "lab", per_class=1, test_per_class=1, seed=5)
+    binary = BUNDLED_MODELS_DIR / "paper-binary"
+
+    bench.main(["--data", str(source), "--per-class", "2", "--model-dir", str(binary)])
+
+    out = capsys.readouterr().out
+    row = [line for line in out.splitlines() if line.startswith("as photographed")][0].split()
+    assert row[2] == "4" and row[3].endswith("%") and row[4] == "-"  # no four types to score
