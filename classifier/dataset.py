@@ -245,18 +245,26 @@ def detector_version():
     return _source_version("detection.py")
 
 
-def dataset_context_window(rgb, window_scale="image"):
+def cell_nearest_centre(cells, shape):
+    """Of detected cells, the one nearest the centre of a photograph of (height, width, ...)
+    ``shape``, where a labelled dataset image's cell usually is; None when there are none."""
+    cy, cx = shape[0] / 2.0, shape[1] / 2.0
+    return min(cells, key=lambda c: (c.centre[0] - cx) ** 2 + (c.centre[1] - cy) ** 2, default=None)
+
+
+def dataset_context_window(rgb, window_scale="image", result=None):
     """The context window of a labelled dataset image: centred on the detected leukocyte nearest
     the image centre (the labelled cell is usually near it), or the image centre when none is
     found. window_scale "image" uses the detector's scale estimate, "reference" uses 1.0. The
-    photograph is detected at its own size and shape, never resized to the window's first."""
-    result = detection.detect_leukocytes(rgb)
-    if not result.cells:
+    photograph is detected at its own size and shape, never resized to the window's first;
+    ``result``, the detector's result for it where the caller has one already."""
+    if result is None:
+        result = detection.detect_leukocytes(rgb)
+    nearest = cell_nearest_centre(result.cells, rgb.shape)
+    if nearest is None:
         if rgb.shape[:2] == WINDOW_SIZE:
             return rgb, False
         return _centred_window(rgb, _window_scale(result, window_scale)), False
-    cy, cx = rgb.shape[0] / 2.0, rgb.shape[1] / 2.0
-    nearest = min(result.cells, key=lambda c: (c.centre[0] - cx) ** 2 + (c.centre[1] - cy) ** 2)
     return detection.cell_window(rgb, nearest, _window_scale(result, window_scale)), True
 
 
