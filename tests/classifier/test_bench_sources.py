@@ -144,3 +144,23 @@ def test_the_benchmark_reports_the_ece_a_sources_own_temperature_would_give():
     assert flattened["ece_own_temperature"] < flattened["ece_after_temperature"] - 0.2
     unchanged = bench._accuracy_figures(Calls, names, own_temperature=1.0)
     assert unchanged["ece_own_temperature"] == pytest.approx(unchanged["ece_after_temperature"])
+
+
+def test_a_flatter_temperature_sends_more_of_an_overconfident_networks_errors_to_review():
+    import numpy as np
+
+    bench = load_bench("classify")
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 4, 400)
+    called = np.where(rng.random(400) < 0.6, y, (y + 1) % 4)
+    raw = np.full((400, 4), 0.01)
+    raw[np.arange(400), called] = 0.97
+    calls = bench.SplitCalls(images=[], y=y, calibrated=raw, uncalibrated=raw, ood_scores=None,
+                             located=np.ones(400, bool), foreign={})
+
+    served = bench.review_figures(calls, 0.8)
+    flattened = bench.review_figures(bench.at_temperature(calls, 3.0), 0.8)
+    assert served["errors_caught"] == 0.0 and served["flagged_share"] == 0.0
+    assert flattened["errors_caught"] == 1.0 and flattened["flagged_share"] == 1.0
+    kept = bench.at_temperature(calls, 1.0)
+    assert np.allclose(kept.calibrated, raw / raw.sum(axis=1, keepdims=True))
