@@ -50,11 +50,13 @@ bench-group-cv: install
 	$(PY) bench/group_cv.py --data $(DATA)/blood-cell-images
 
 # Not part of `make bench` either: the shipped recipe (the bundled eight-type network's; MODEL_CARD.md)
-# trained on each source alone and on both (about 1.5 hours on two cores), then the (trained on) x
+# trained on each source alone and on both (1.5-2.5 hours on two cores), then the (trained on) x
 # (tested on) matrix. Runs are kept in SOURCES_RUNS and reused; RECIPE takes train_cli's recipe
 # options, e.g. RECIPE="--arch leukonet --task 8class" SOURCES_RUNS=var/bench-sources-bn.
 RECIPE ?= --arch leukonet-gn --task 8class
-SOURCES_RUNS ?= var/bench-sources-gn
+# Runs of the recipe before the fifteenth session (every window stain-normalised) were kept in
+# var/bench-sources-gn; a new folder keeps them from being reused for today's recipe.
+SOURCES_RUNS ?= var/bench-sources-unnorm
 bench-sources: install
 	$(PY) bench/sources.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc --runs $(SOURCES_RUNS) $(RECIPE)
 
