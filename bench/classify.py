@@ -195,6 +195,11 @@ def _throughput(classifier, windows):
     return float(np.median(rates)), float(np.median(single_seconds)) * 1000.0, spread
 
 
+def probabilities_at(uncalibrated, temperature):
+    """Probabilities a network gave at temperature 1, calibrated at another temperature."""
+    return calibration.softmax(calibration.logits_from_probabilities(uncalibrated), temperature)
+
+
 def _accuracy_figures(calls, names, own_temperature=None):
     """The split's figures over the network's classes it holds (renormalised where it holds fewer),
     binary figures, and the four shared types' where it holds more. ``own_temperature``: the one
@@ -214,7 +219,7 @@ def _accuracy_figures(calls, names, own_temperature=None):
     if own_temperature:
         # The served temperature is one for every lab; this says how much a lab-specific one (what
         # "Adapt to this lab" fits on the lab's own cells) would change the calibration.
-        own = calibration.softmax(calibration.logits_from_probabilities(raw), own_temperature)
+        own = probabilities_at(raw, own_temperature)
         figures["ece_own_temperature"] = classification_metrics(y, own, held)["ece"]
         figures["own_temperature"] = own_temperature
     if tuple(names) != BINARY_CLASSES:
@@ -255,8 +260,7 @@ def _blood_cell_images_figures(classifier, layout, originals, calls, names):
 
 def at_temperature(calls, temperature):
     """The split's calls with their probabilities calibrated at another temperature."""
-    logits = calibration.logits_from_probabilities(calls.uncalibrated)
-    return replace(calls, calibrated=calibration.softmax(logits, temperature))
+    return replace(calls, calibrated=probabilities_at(calls.uncalibrated, temperature))
 
 
 def source_benchmark(classifier, data_dir, review_threshold=0.8, speed=True) -> dict:
