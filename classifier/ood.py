@@ -214,6 +214,12 @@ def score_network(head):
     return _set_score_weights(keras.Model(features, score, name="ood_score"), head)
 
 
+def fitted_confidence_threshold(metrics):
+    """The review flag's confidence threshold a version fitted on its validation cells
+    (classifier.training.trust.fit_review_threshold), or None where it fitted none."""
+    return ((metrics or {}).get("review") or {}).get("confidence_threshold")
+
+
 def needs_review(confidence, ood_scores, confidence_threshold):
     """The review flag of each cell: its call's confidence is under the site's threshold, or the
     cell is unfamiliar to the network (score above 1; a network without a score: never)."""

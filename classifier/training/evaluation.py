@@ -122,6 +122,19 @@ def calibrate(fitted, arrays, recipe):
     }
 
 
+def review_record(model, arrays, recipe, temperature, head):
+    """The review threshold's record of a trained network (None for a refit, which has no unseen
+    cells to fit it on), from its calibrated validation calls and their out-of-distribution scores."""
+    if recipe.refit or len(arrays.y_val) == 0:
+        return None
+    raw = predict_probabilities(model, arrays.x_val, recipe.task, n_classes=len(arrays.class_names))
+    calibrated = calibration.softmax(raw_logits(raw, recipe.task), temperature)
+    shape = tuple(model.inputs[0].shape[1:])
+    scores = head(trust.penultimate_features(model, arrays.x_val, shape)) if head is not None else None
+    names, sources = trust.validation_sources(arrays)
+    return trust.fit_review_threshold(calibrated, scores, arrays.y_val, sources, names)[1]
+
+
 def _validation_by_source(calibrated, arrays):
     """{source: {"validation": figures}} of every source with validation images."""
     figures = {}

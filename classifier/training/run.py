@@ -43,6 +43,9 @@ def train_classifier(
     fitted = fitting.fit(keras, tf, arrays, recipe, on_epoch, should_stop, progress_bar)
     temperature, metrics = evaluation.calibrate(fitted, arrays, recipe)
     ood_head, metrics["ood"] = trust.fit_ood(fitted, arrays, recipe)
+    review = evaluation.review_record(fitted.model, arrays, recipe, temperature, ood_head)
+    if review is not None:
+        metrics["review"] = review
     tests = {"sources": {}}
     if config.evaluate_test:
         tests = evaluation.test_split_metrics(fitted.model, selection, recipe, temperature, config)

@@ -161,3 +161,60 @@ def with_fitted_ood(classifier, data_dir, cache_dir=None):
     record = {**record, "threshold_fitted_on": fitted_on, "data": str(data_dir)}
     scored = CellClassifier(ood.with_ood_output(network, head), classifier.metadata, classifier.runtime)
     return scored, record
+
+
+# The review flag's budget: at most this share of a source's cells flagged for a human to look at
+# (a fifth of a 100-cell differential is what a technologist can re-read beside the count).
+REVIEW_BUDGET = 0.20
+# Confidence thresholds tried, in hundredths: what the Models page and the sample page print.
+REVIEW_THRESHOLD_GRID = tuple(round(0.50 + 0.01 * k, 2) for k in range(50))
+
+
+def review_shares(confidence, ood_scores, correct, threshold):
+    """(share of cells the review flag raises at a confidence threshold, share of the wrong calls
+    among them, or None where no call is wrong)."""
+    flagged = ood.needs_review(confidence, ood_scores, threshold)
+    wrong = ~np.asarray(correct, bool)
+    caught = float(flagged[wrong].mean()) if wrong.any() else None
+    return float(flagged.mean()), caught
+
+
+def fit_review_threshold(probabilities, ood_scores, y, sources, names, budget=REVIEW_BUDGET):
+    """(the confidence threshold, its record): the highest threshold of the grid at which the
+    review flag (confidence under it, or an unfamiliar cell) raises at most ``budget`` of every
+    source's validation cells.
+
+    Why fitted, not one number for every network: a network's confidence depends on its classes
+    and temperature (a binary call is never under 0.50; an eight-type one may be 0.13), so a fixed
+    0.80 flags a different share of cells, and misses a different share of errors, for each
+    version. The budget is the same for all; each source must keep to it because a lab's
+    photographs may look like any one of them.
+    """
+    probabilities = np.asarray(probabilities, np.float64)
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(y)
+    sources = np.asarray(sources)
+    present = [(index, name) for index, name in enumerate(names) if (sources == index).any()]
+
+    def shares(threshold):
+        return {
+            name: review_shares(confidence[sources == index],
+                                None if ood_scores is None else np.asarray(ood_scores)[sources == index],
+                                correct[sources == index], threshold)
+            for index, name in present
+        }
+
+    within = [t for t in REVIEW_THRESHOLD_GRID if all(flagged <= budget for flagged, _ in shares(t).values())]
+    threshold = max(within) if within else REVIEW_THRESHOLD_GRID[0]
+    record = {
+        "confidence_threshold": threshold,
+        "budget": budget,
+        "fitted_on": "validation cells",
+        "within_budget": bool(within),
+        "sources": {
+            name: {"cells": int((sources == index).sum()), "flagged_share": flagged, "errors_caught": caught}
+            for (index, name), (flagged, caught) in zip(present, shares(threshold).values(), strict=True)
+        },
+    }
+    return threshold, record
+

@@ -105,6 +105,8 @@ def test_refit_trains_on_every_group_with_the_given_temperature(tiny_data, tmp_p
     ood = result.metrics["ood"]
     assert (ood["threshold_fitted_on"], ood["quantile"]) == ("training cells", 0.975)
     assert ood["training_cells"] == ood["threshold_cells"] == 24
+    # Nor any to fit the review threshold on: the site's default applies to it.
+    assert "review" not in result.metrics
 
 
 def test_leukonet_keeps_its_last_epoch_and_is_calibrated_and_measured_on_it(tiny_data, tmp_path):
