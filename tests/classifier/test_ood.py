@@ -2,17 +2,26 @@
 its network, the review decision that weighs it beside confidence, and the served temperature
 that weighs each source alike, on a tiny network trained on drawn fields."""
 
+import json
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 
-from classifier import calibration, dataset, ood
+from classifier import calibration, dataset, fit_review_cli, ood
 from classifier.architectures import DEFAULT_INPUT_SPEC, build_model
 from classifier.inference import CellCalls, CellClassifier
 from classifier.labels import FOUR_CLASSES
-from classifier.training import TrainingConfig, model_to_bytes, train_classifier, validation_predictions
+from classifier.training import (
+    TrainingConfig,
+    model_to_bytes,
+    train_classifier,
+    trust,
+    validation_predictions,
+)
 from classifier.training.trust import served_temperature
 from tests.classifier.drawn_fields import draw_field, write_split
 
@@ -195,3 +204,57 @@ def test_the_served_temperature_weighs_each_source_alike():
     big = by_source["big-lab"]
     assert big["validation_cells"] == 3000
     assert big["ece_own_temperature"] < big["ece_served_temperature"] < big["ece_uncalibrated"]
+
+
+def test_the_review_threshold_is_the_highest_that_keeps_every_source_within_the_budget():
+    unsure = np.linspace(0.5, 0.999, 200)  # one source's confidences spread out, the other's all high
+    confidence = np.concatenate([unsure, np.full(200, 0.99)])
+    probabilities = np.stack([confidence, 1.0 - confidence], axis=1)
+    y = np.zeros(400, int)
+    y[:20] = 1  # the 20 least sure calls of the first source are wrong
+    sources = np.repeat([0, 1], 200)
+    names = ["spread", "sure"]
+    threshold, record = trust.fit_review_threshold(probabilities, None, y, sources, names, budget=0.2)
+    assert threshold in trust.REVIEW_THRESHOLD_GRID and record["within_budget"]
+    assert record["confidence_threshold"] == threshold and record["fitted_on"] == "validation cells"
+    assert record["sources"]["spread"]["flagged_share"] == np.mean(unsure < threshold) <= 0.2
+    assert np.mean(unsure < round(threshold + 0.01, 2)) > 0.2  # one step higher overspends the budget
+    assert record["sources"]["spread"]["errors_caught"] == 1.0
+    assert record["sources"]["sure"] == {"cells": 200, "flagged_share": 0.0, "errors_caught": None}
+
+    # Unfamiliar cells count against the budget too: where they alone overspend it, the lowest
+    # threshold is taken and the record says the budget could not be kept.
+    scores = np.where(sources == 1, 3.0, 0.1)
+    threshold, record = trust.fit_review_threshold(probabilities, scores, y, sources, names)
+    assert threshold == trust.REVIEW_THRESHOLD_GRID[0] and not record["within_budget"]
+    assert record["sources"]["sure"]["flagged_share"] == 1.0
+
+
+def test_a_run_fits_its_review_threshold_and_the_command_refits_it_from_the_folder(trained, tmp_path, capsys):
+    record = trained.result.metrics["review"]
+    assert record["confidence_threshold"] in trust.REVIEW_THRESHOLD_GRID
+    cells = sum(figures["cells"] for figures in record["sources"].values())
+    assert cells == trained.result.metadata["validation_count"]
+    assert CellClassifier.from_directory(trained.folder).metadata["metrics"]["review"] == record
+
+    # A folder saved before runs fitted it: the command rebuilds the run's validation split and
+    # fits the same threshold.
+    folder = Path(shutil.copytree(trained.folder, tmp_path / "model"))
+    metadata = json.loads((folder / "metadata.json").read_text())
+    del metadata["metrics"]["review"]
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    data = ["--data", str(trained.root / "data"), "--cache-dir", str(trained.root / "cache")]
+    assert fit_review_cli.main(["--model", str(folder), *data]) == 0
+    refitted = json.loads((folder / "metadata.json").read_text())["metrics"]["review"]
+    assert refitted["confidence_threshold"] == record["confidence_threshold"]
+    for name, figures in record["sources"].items():
+        assert refitted["sources"][name]["cells"] == figures["cells"]
+        assert refitted["sources"][name]["flagged_share"] == pytest.approx(figures["flagged_share"], abs=0.02)
+
+    # Other data than the network's: refused in one line, the folder left as it was.
+    write_split(tmp_path / "other", "TRAIN", 5)
+    before = (folder / "metadata.json").read_text()
+    capsys.readouterr()
+    assert fit_review_cli.main(["--model", str(folder), "--data", str(tmp_path / "other")]) == 2
+    assert "validation split holds" in capsys.readouterr().err
+    assert (folder / "metadata.json").read_text() == before
