@@ -419,6 +419,13 @@ def sibling_cell_ids(cell):
     )
 
 
+def fitted_review_thresholds(version_ids):
+    """The review thresholds these versions fitted on their validation cells (None for each that
+    fitted none)."""
+    return list(ModelVersion.objects.filter(pk__in=version_ids).values_list(
+        "metrics__review__confidence_threshold", flat=True))
+
+
 def class_names_by_version(version_ids):
     """Version id -> the class names its network calls."""
     return dict(ModelVersion.objects.filter(pk__in=version_ids).values_list("pk", "class_names"))

@@ -190,9 +190,14 @@ TRAINING_DATA_DIRS = [
     if folder.strip()
 ]
 TRAINING_DATA_DIR = TRAINING_DATA_DIRS[0] if TRAINING_DATA_DIRS else DATASETS_DIR / "blood-cell-images"
-# Cells whose top calibrated probability falls below this are flagged for a human to look at, as are
-# cells whose out-of-distribution score (classifier.ood) is above their version's threshold.
-REVIEW_CONFIDENCE_THRESHOLD = float(os.environ.get("LEUKOSCOPE_REVIEW_THRESHOLD", 0.80))
+# Cells whose top calibrated probability falls below a threshold are flagged for a human to look at,
+# as are cells whose out-of-distribution score (classifier.ood) is above their version's threshold.
+# Each version fits its confidence threshold on its validation cells (metrics.review); a lab that
+# sets LEUKOSCOPE_REVIEW_THRESHOLD uses that one for every version instead, and versions without a
+# fitted one (trained before runs fitted it, refits, adaptations) use the default.
+_review_threshold = os.environ.get("LEUKOSCOPE_REVIEW_THRESHOLD")
+REVIEW_CONFIDENCE_THRESHOLD = float(_review_threshold) if _review_threshold else None
+DEFAULT_REVIEW_CONFIDENCE_THRESHOLD = 0.80
 # Leukocytes a sample's differential counts before it is signed, unless a hematologist writes why
 # fewer will do; a sample's own target may be raised (200 for tighter ranges).
 LEUKOSCOPE_TARGET_COUNT = int(os.environ.get("LEUKOSCOPE_TARGET_COUNT", 100))

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from auditlog.models import LogEntry
-from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image
 
 from tests.conftest import require_dataset
 from webapp.models import Cell, CellReview, SmearImage
+from webapp.review_flag import review_threshold
 from webapp.selectors import leukocyte_formula, sample_timeline
 from webapp.services.review import review_cell
 from webapp.services.uploads import create_sample_with_images
@@ -81,7 +81,7 @@ def test_upload_classify_review_export_delete(client, tech, celery_worker, serve
             assert sum(cell.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
             assert cell.confidence == pytest.approx(max(cell.probabilities.values()), abs=1e-6)
             assert cell.binary_call in ("MONONUCLEAR", "POLYNUCLEAR")
-            unsure = cell.confidence < settings.REVIEW_CONFIDENCE_THRESHOLD
+            unsure = cell.confidence < review_threshold(served_model)
             if "ood" in (served_model.metrics or {}):  # unfamiliar cells are flagged too
                 assert cell.needs_review or not unsure
             else:

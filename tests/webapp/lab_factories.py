@@ -10,13 +10,13 @@ from webapp.models import Cell, ModelVersion, Sample, SmearImage
 _counter = itertools.count(1)
 
 
-def make_version(class_names=FOUR_CLASSES, status=ModelVersion.Status.ACTIVE):
+def make_version(class_names=FOUR_CLASSES, status=ModelVersion.Status.ACTIVE, metrics=None):
     if status == ModelVersion.Status.ACTIVE:
         ModelVersion.objects.filter(status=status).update(status=ModelVersion.Status.READY)
     return ModelVersion.objects.create(
         architecture="leukonet", task="4class" if len(class_names) > 2 else "binary", status=status,
         class_names=list(class_names), input_spec={"height": 96, "width": 96, "mode": "cell", "crop": 120},
-        model_sha256=f"{next(_counter):064d}",
+        model_sha256=f"{next(_counter):064d}", metrics=metrics or {},
     )
 
 

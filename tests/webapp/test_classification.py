@@ -233,3 +233,28 @@ def test_deleting_a_sample_asks_first_then_removes_every_file(
     assert response.status_code == 302 and response["Location"] == reverse("lab:sample-list")
     assert not SmearImage.objects.exists() and not Cell.objects.exists()
     assert not any(path.exists() for path in files)
+
+
+def test_the_versions_own_review_threshold_flags_calls_unless_the_site_sets_one(network, stored_image,
+                                                                                settings):
+    settings.REVIEW_CONFIDENCE_THRESHOLD = None  # LEUKOSCOPE_REVIEW_THRESHOLD not set
+    version = make_version(metrics={"review": {"confidence_threshold": 0.95}})
+    network.analysis = analysis_with([(100, 80, 220, 200)], confidence=0.9)
+    classification.classify_smear_image(stored_image.pk)
+    assert Cell.objects.get().needs_review  # 0.90 is under the version's 0.95
+
+    version.metrics = {"review": {"confidence_threshold": 0.86}}
+    version.save()
+    classification.classify_smear_image(stored_image.pk)
+    assert not Cell.objects.get().needs_review
+
+    version.metrics = {}  # a version that fitted none: the site's default, 0.80
+    version.save()
+    classification.classify_smear_image(stored_image.pk)
+    assert not Cell.objects.get().needs_review
+
+    settings.REVIEW_CONFIDENCE_THRESHOLD = 0.95  # the lab's own setting wins over every version's
+    version.metrics = {"review": {"confidence_threshold": 0.86}}
+    version.save()
+    classification.classify_smear_image(stored_image.pk)
+    assert Cell.objects.get().needs_review

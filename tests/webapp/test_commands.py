@@ -215,3 +215,28 @@ def test_the_classifier_benchmark_of_a_stored_version_says_why_it_cannot_run(tmp
     failed = make_version("failed")
     assert bench.main(["--model-version", str(failed.pk), "--data", str(tmp_path)]) == 2
     assert "holds no trained network" in capsys.readouterr().err
+
+
+@pytest.mark.django_db
+def test_a_bundled_version_takes_the_records_its_folder_gains_and_a_trained_one_keeps_its_own(tmp_path):
+    from classifier.model_folder import write_model_folder
+    from webapp.services.model_versions import register_model_directory
+
+    metadata = {"architecture": "leukonet", "task": "binary", "class_names": ["MONONUCLEAR", "POLYNUCLEAR"],
+                "input_spec": {"height": 96, "width": 96, "mode": "field"}, "metrics": {"temperature": 1.2}}
+    folder = write_model_folder(tmp_path / "bundled", b"the same network", metadata)
+    version, created = register_model_directory(folder)
+    assert created and version.metrics == {"temperature": 1.2}
+    # A newer release fits the same network's review threshold beside it.
+    review = {"confidence_threshold": 0.86, "budget": 0.2}
+    newer = {**metadata, "metrics": {"temperature": 1.2, "review": review}}
+    write_model_folder(folder, b"the same network", newer)
+    again, created = register_model_directory(folder)
+    assert not created and again.pk == version.pk
+    assert ModelVersion.objects.get(pk=version.pk).metrics["review"] == review
+
+    trained = write_model_folder(tmp_path / "trained", b"a lab's network", metadata)
+    lab_version, _ = register_model_directory(trained, source=ModelVersion.Source.COMMAND)
+    write_model_folder(trained, b"a lab's network", {**metadata, "metrics": {"rewritten": True}})
+    register_model_directory(trained, source=ModelVersion.Source.COMMAND)
+    assert ModelVersion.objects.get(pk=lab_version.pk).metrics == {"temperature": 1.2}

@@ -758,6 +758,40 @@ def test_version_page_shows_each_sources_calibration_and_the_out_of_distribution
     # In the order the sources were given (cells, then pbc), whatever order jsonb keeps.
     assert trust.index('data-source="cells"') < trust.index('data-source="pbc"')
     assert "0.040" in trust and "0.658" in trust and "90th percentile of 3008 validation cells" in trust
+    # A version trained before either existed: no table, and the page says only confidence flags.
     plain = make_version(metrics=two_lab_metrics())
-    page = staff_client.get(reverse("models:detail", args=[plain.pk])).content.decode()
-    assert 'data-role="trust"' not in page
+    trust = staff_client.get(reverse("models:detail", args=[plain.pk])).content.decode().split(
+        'data-role="trust"')[1].split("</section>")[0]
+    assert 'class="calibration"' not in trust and "has no out-of-distribution score" in trust
+
+
+@pytest.mark.django_db
+def test_version_page_says_which_review_threshold_the_version_chose_and_on_what(staff_client, settings):
+    settings.REVIEW_CONFIDENCE_THRESHOLD = None
+    metrics = four_class_metrics()
+    metrics["TEST"]["review_flagging"] = [
+        {"threshold": 0.8, "flagged_share": 0.109, "errors_caught": 0.391, "unflagged_accuracy": 0.916},
+        {"threshold": 0.86, "flagged_share": 0.17, "errors_caught": 0.81, "unflagged_accuracy": 0.95},
+    ]
+    metrics["review"] = {
+        "confidence_threshold": 0.86, "budget": 0.2, "fitted_on": "validation cells", "within_budget": True,
+        "sources": {"cells": {"cells": 300, "flagged_share": 0.198, "errors_caught": 0.835}},
+    }
+    version = make_version(metrics=metrics)
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    site_row = page.split('class="site-threshold"')[1].split("</tr>")[0]
+    assert "0.86 · this site" in site_row and ">81%<" in site_row
+    note = re.sub(r"\s+", " ", page.split('data-role="review-threshold">')[1].split("</p>")[0])
+    assert "less than 86% sure of it" in note and "chose it on its validation cells" in note
+    assert "at most 20% of each source's cells; cells: 20% of cells flagged, 84% of its wrong calls" in note
+
+    settings.REVIEW_CONFIDENCE_THRESHOLD = 0.8  # the lab's LEUKOSCOPE_REVIEW_THRESHOLD
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert "0.80 · this site" in page.split('class="site-threshold"')[1].split("</tr>")[0]
+    assert "This site sets that threshold for every version" in page
+
+    settings.REVIEW_CONFIDENCE_THRESHOLD = None
+    del metrics["review"]
+    older = make_version(metrics=metrics, model_sha256="ef" * 32)
+    page = staff_client.get(reverse("models:detail", args=[older.pk])).content.decode()
+    assert "less than 80% sure of it" in page and "did not choose its own" in page

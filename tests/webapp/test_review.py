@@ -273,3 +273,17 @@ def test_a_photograph_the_broker_never_got_says_it_waits_for_the_queue(client, t
     SmearImage.objects.update(status="queued", sent_at=None)
     body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
     assert "The task queue cannot be reached just now: the photograph is stored" in body
+
+
+def test_sample_page_states_the_review_threshold_of_the_networks_that_classified_it(client, tech, settings):
+    settings.REVIEW_CONFIDENCE_THRESHOLD = None
+    fitted = make_version(metrics={"review": {"confidence_threshold": 0.86}})
+    sample = make_sample(version=fitted)
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "less than 86% sure of" in body
+
+    # A photograph added later, classified by a version that fitted none (the default, 80%).
+    other = make_sample("H26-0002", version=make_version())
+    other.images.update(sample=sample)
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "less than 80-86% sure of" in body

@@ -3,13 +3,12 @@ them and the formula beside them, and one cell's page."""
 
 from dataclasses import dataclass, field
 
-from django.conf import settings
-
 from webapp.cell_types import allowed_types, review_types, type_order, type_shortcuts
 from webapp.counting import group_of
 from webapp.models import Cell, Sample, SmearImage
 from webapp.presenters import ViewModel
 from webapp.presenters.formula import FormulaNotes, formula_notes
+from webapp.review_flag import review_threshold_of
 from webapp.selectors import (
     LeukocyteFormula,
     SampleCounts,
@@ -17,6 +16,7 @@ from webapp.selectors import (
     added_cell_requests,
     class_names_by_version,
     current_counterpart,
+    fitted_review_thresholds,
     leukocyte_formula,
     sample_cell_counts,
     sample_images_with_cells,
@@ -82,7 +82,7 @@ class SampleResults(ViewModel):
     formula: LeukocyteFormula
     progress: SampleProgress
     review_types: list  # every (type, key) offered on the page, for the keyboard legend
-    review_threshold_percent: int
+    review_threshold_percent: str
     formula_notes: FormulaNotes  # which network counted and how each type counts
 
 
@@ -100,6 +100,16 @@ def _photograph(entry, shortcuts, stuck_ids, added_boxes):
     return Photograph(image, marks, image.pk in stuck_ids, label_size,
                       unfamiliar=unfamiliar_photograph(entry.cells),
                       added_boxes=added_boxes.get(image.pk, []))
+
+
+def _review_threshold_text(version_ids):
+    """The review thresholds of the networks that classified a sample, in percent: "85", or
+    "80-85" where photographs were classified by networks with different ones."""
+    fitted = fitted_review_thresholds(version_ids)
+    percents = sorted({round(100 * review_threshold_of(value)) for value in fitted}) or [
+        round(100 * review_threshold_of(None))
+    ]
+    return str(percents[0]) if len(percents) == 1 else f"{percents[0]}-{percents[-1]}"
 
 
 def sample_results(sample):
@@ -121,7 +131,7 @@ def sample_results(sample):
         formula_notes=formula_notes(formula),
         progress=sample_progress(sample),
         review_types=sorted(legend, key=lambda pair: type_order(pair[0])),
-        review_threshold_percent=round(100 * settings.REVIEW_CONFIDENCE_THRESHOLD),
+        review_threshold_percent=_review_threshold_text(version_ids),
     )
 
 

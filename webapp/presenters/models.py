@@ -9,11 +9,13 @@ from pathlib import Path, PurePosixPath
 from django.conf import settings
 from django.urls import reverse
 
+from classifier import ood
 from classifier.runtimes import RUNTIME_DESCRIPTIONS
 from classifier.training.adaptation import MIN_CELLS, usable_count
 from webapp.models import ModelVersion
 from webapp.presenters import ViewModel
 from webapp.presenters.charts import finite, learning_curves
+from webapp.review_flag import review_threshold_of
 from webapp.selectors import (
     Agreement,
     ReviewAgreement,
@@ -27,8 +29,9 @@ from webapp.selectors import (
 )
 
 
-def _metric_table(title, metrics):
-    """One metrics dict (classifier.metrics.classification_metrics) as rows a template can loop over."""
+def _metric_table(title, metrics, threshold=None):
+    """One metrics dict (classifier.metrics.classification_metrics) as rows a template can loop
+    over; the review-flag row at ``threshold`` (the version's, as this site applies it) is marked."""
     names = list(metrics.get("class_names") or metrics.get("per_class", {}).keys())
     by_name = metrics.get("per_class", {})
     per_class = [dict(name=name, **by_name[name]) for name in names if name in by_name]
@@ -55,7 +58,7 @@ def _metric_table(title, metrics):
         "per_class": per_class,
         "matrix": matrix,
         "review_flagging": [
-            {**row, "site": math.isclose(row["threshold"], settings.REVIEW_CONFIDENCE_THRESHOLD)}
+            {**row, "site": threshold is not None and math.isclose(row["threshold"], threshold)}
             for row in metrics.get("review_flagging") or []
         ],
     }
@@ -72,7 +75,7 @@ SPLIT_TITLES = (
 )
 
 
-def _split_tables(metrics, source=""):
+def _split_tables(metrics, source="", threshold=None):
     """The tables of one set of splits: each split, then its binary grouping, its figures without
     cells also photographed in TRAIN and, for a source holding more than the four shared types,
     its figures over those four."""
@@ -84,14 +87,14 @@ def _split_tables(metrics, source=""):
         title = f"{source}: {title}" if source else title
         restricted = value.get("restricted_to")
         shown = f"{title}, on the {len(restricted)} classes it holds" if restricted else title
-        tables.append(dict(_metric_table(shown, value), where=f"{source} {key}".strip()))
+        tables.append(dict(_metric_table(shown, value, threshold), where=f"{source} {key}".strip()))
         for part, words in (
             ("four_classes", "the four types both sources share"),
             ("binary", "binary grouping"),
             ("without_same_cell_in_train", "without cells also photographed in TRAIN"),
         ):
             if _is_metrics(value.get(part)):
-                tables.append(_metric_table(f"{title}: {words}", value[part]))
+                tables.append(_metric_table(f"{title}: {words}", value[part], threshold))
     return tables
 
 
@@ -107,15 +110,16 @@ def metric_tables(metrics):
     version trained on several data folders shows each folder's apart, in the order given, then
     the validation split they pooled."""
     metrics = metrics or {}
+    threshold = review_threshold_of(ood.fitted_confidence_threshold(metrics))
     if _is_metrics(metrics):  # a bundled model may store one flat table
-        return [dict(_metric_table("Held-out", metrics), where="Held-out")]
+        return [dict(_metric_table("Held-out", metrics, threshold), where="Held-out")]
     sources = metrics.get("sources") or {}
     if len(sources) < 2:  # one folder's figures are at the top level, as they always were
-        return _split_tables(metrics)
+        return _split_tables(metrics, threshold=threshold)
     tables = []
     for name, figures in sources_in_given_order(metrics):
-        tables.extend(_split_tables({k: v for k, v in figures.items() if k != "validation"}, name))
-    return tables + _split_tables({"validation": metrics.get("validation")})
+        tables.extend(_split_tables({k: v for k, v in figures.items() if k != "validation"}, name, threshold))
+    return tables + _split_tables({"validation": metrics.get("validation")}, threshold=threshold)
 
 
 def headline(metrics):
@@ -195,7 +199,8 @@ class CalibrationRow:
 
 def trust_record(metrics):
     """(calibration rows per source, the served temperature's note, the out-of-distribution
-    score's record) for a version page; empty parts for a version trained before they existed."""
+    score's record, the review flag's threshold and how it was chosen) for a version page; empty
+    parts for a version trained before they existed."""
     calibration = (metrics or {}).get("calibration") or {}
     order = {name: i for i, (name, _) in enumerate(sources_in_given_order(metrics))}
     rows = [
@@ -205,9 +210,18 @@ def trust_record(metrics):
         for name, figures in sorted((calibration.get("sources") or {}).items(),
                                     key=lambda item: order.get(item[0], len(order)))
     ]
-    ood = (metrics or {}).get("ood") or {}
+    ood_record = (metrics or {}).get("ood") or {}
+    fitted = ((metrics or {}).get("review") or {})
+    review = {
+        "threshold": review_threshold_of(ood.fitted_confidence_threshold(metrics)),
+        "site_setting": settings.REVIEW_CONFIDENCE_THRESHOLD is not None,
+        "fitted": fitted if fitted.get("confidence_threshold") is not None else None,
+        "sources": sorted(((name, figures) for name, figures in (fitted.get("sources") or {}).items()),
+                          key=lambda item: order.get(item[0], len(order))),
+    }
     return {"calibration": rows, "served": calibration.get("served", ""),
-            "ood": ood if ood.get("threshold_distance") is not None else None}
+            "ood": ood_record if ood_record.get("threshold_distance") is not None else None,
+            "review": review}
 
 
 @dataclass

@@ -10,7 +10,6 @@ delivered twice adds one cell. Until then the sample page shows the box as pendi
 
 import logging
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -19,6 +18,7 @@ from classifier.boxes import SAME_CELL_IOU, box_iou, touches_edge
 from classifier.pipeline import finish_box
 from webapp import audit, queueing
 from webapp.models import AddedCellRequest, Cell, SmearImage
+from webapp.review_flag import review_threshold
 from webapp.selectors import current_cells
 from webapp.services.classification import Written, fill_cell, load_rgb, readable_error
 from webapp.services.locking import SampleLocked, ensure_editable
@@ -105,7 +105,7 @@ def finish_added_cell(request_id):
                                "classifier: draw the box again once it is done.")
         version = image.model_version
         finished = finish_box(load_rgb(image), request.box, load_classifier(version),
-                              review_threshold=settings.REVIEW_CONFIDENCE_THRESHOLD)
+                              review_threshold=review_threshold(version))
         with transaction.atomic():
             # The photograph's row lock orders this beside a re-classification of the photograph.
             locked = SmearImage.objects.select_for_update().filter(

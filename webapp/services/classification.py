@@ -18,7 +18,6 @@ leaves it out unless a reviewer counts it in, and that choice is kept across re-
 import logging
 import time
 
-from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
@@ -30,6 +29,7 @@ from classifier.rendering import decode_rgb
 from webapp import audit
 from webapp.cell_types import carried_label
 from webapp.models import Cell, ModelVersion, SmearImage
+from webapp.review_flag import review_threshold
 from webapp.services.model_registry import NoActiveModel, active_version, load_classifier
 
 logger = logging.getLogger(__name__)
@@ -216,7 +216,7 @@ def classify_smear_image(image_id, model_version_id=None):
         version = _version_for(model_version_id)
         classifier = load_classifier(version)
         analysis = analyse_smear(
-            load_rgb(image), classifier, review_threshold=settings.REVIEW_CONFIDENCE_THRESHOLD,
+            load_rgb(image), classifier, review_threshold=review_threshold(version),
             given_boxes=_hand_added_boxes(image),
         )
         with transaction.atomic():

@@ -44,6 +44,12 @@ def register_model_directory(directory, source=ModelVersion.Source.BUNDLED, data
     sha = hashlib.sha256(model_bytes).hexdigest()
     existing = ModelVersion.objects.filter(model_sha256=sha).first()
     if existing:
+        bundled = existing.source == ModelVersion.Source.BUNDLED
+        if bundled and meta.get("metrics") and existing.metrics != meta["metrics"]:
+            # The same network with records a newer release fitted beside it (its review threshold,
+            # say): the bundled folder is the record of the network it ships.
+            existing.metrics = meta["metrics"]
+            existing.save(update_fields=["metrics"])
         return existing, False
     version = ModelVersion.objects.create(
         architecture=meta["architecture"],
