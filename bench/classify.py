@@ -475,9 +475,9 @@ def stored_model(version):
 
     if not apps.ready:
         django.setup()
-    from django.conf import settings
 
     from webapp.management.commands._model_version_command import ModelVersionCommand
+    from webapp.review_flag import review_threshold
     from webapp.services.model_registry import load_classifier
 
     model_version = ModelVersionCommand().trained_version(None if version == "active" else int(version))
@@ -485,7 +485,7 @@ def stored_model(version):
     classifier.metadata.setdefault("size_bytes", model_version.size_bytes)
     classifier.metadata.setdefault("metrics", model_version.metrics or {})  # per-source calibration
     print(f"Benchmarking v{model_version.pk} ({model_version.architecture}/{model_version.task})")
-    return classifier, settings.REVIEW_CONFIDENCE_THRESHOLD
+    return classifier, review_threshold(model_version)
 
 
 def main(argv=None):
@@ -507,8 +507,9 @@ def main(argv=None):
                         help=f"what computes a --model-dir network (default: {DEFAULT_RUNTIME}, the site's "
                         "default, LEUKOSCOPE_INFERENCE_RUNTIME)")
     parser.add_argument("--review-threshold", type=float, default=None,
-                        help="the site's LEUKOSCOPE_REVIEW_THRESHOLD, marked in the report (default: 0.8, "
-                        "or the site's setting for --model-version)")
+                        help="the review flag's confidence threshold (default: the one the version "
+                        "fitted on its validation cells, else 0.8; for --model-version, the site's "
+                        "LEUKOSCOPE_REVIEW_THRESHOLD where set)")
     args = parser.parse_args(argv)
     if args.model_version is not None and args.model_version != "active" and not args.model_version.isdigit():
         parser.error(f"--model-version takes 'active' or a version id, not {args.model_version!r}")
@@ -530,7 +531,7 @@ def main(argv=None):
         from classifier.inference import CellClassifier
 
         classifier = CellClassifier.from_directory(args.model_dir, runtime=args.runtime)
-        review_threshold = 0.8
+        review_threshold = ood.fitted_confidence_threshold(classifier.metadata.get("metrics")) or 0.8
     if args.review_threshold is not None:
         review_threshold = args.review_threshold
     try:

@@ -254,13 +254,17 @@ def main(argv=None):
                         help="a source with a TEST folder (repeatable; default: both shared sources)")
     parser.add_argument("--per-class", type=int, default=40, help="TEST cells per type (default 40)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--review-threshold", type=float, default=0.8)
+    parser.add_argument("--review-threshold", type=float, default=None,
+                        help="the review flag's confidence threshold (default: the one the network "
+                        "fitted on its validation cells, else 0.8)")
     args = parser.parse_args(argv)
     quiet_tensorflow_startup(os.environ)
     sources = args.data or [str(path) for path in DEFAULT_SOURCES if path.is_dir()]
     if not sources:
         parser.error("no data folder: pass --data DIR (a source with a TEST folder)")
     classifier = CellClassifier.from_directory(args.model_dir)
+    if args.review_threshold is None:
+        args.review_threshold = ood.fitted_confidence_threshold(classifier.metadata.get("metrics")) or 0.8
     print(f"{Path(args.model_dir).name}: {', '.join(classifier.class_names)}; review threshold "
           f"{args.review_threshold}, up to {args.per_class} TEST cells per type, seed {args.seed}")
     for data_dir in sources:
