@@ -19,6 +19,7 @@ from classifier import calibration, model_folder, ood
 from classifier.architectures import GRADCAM_LAYER
 from classifier.preparation import input_shape, prepare_batch, prepare_uint8
 from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES
+from classifier.serving_graph import litert_graph
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class _LiteRTForward:
         import tensorflow as tf
         from ai_edge_litert.interpreter import Interpreter
 
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        converter = tf.lite.TFLiteConverter.from_keras_model(litert_graph(model))
         if int8_weights:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no sample data: dynamic range
         # Keras prints a summary of the graph it exports on the way, and TensorFlow logs where it

@@ -56,7 +56,8 @@ def paper_binary():
     return make_classifier("paper", "binary")
 
 
-@pytest.mark.parametrize("architecture, task", [("leukonet", "4class"), ("paper", "binary")])
+@pytest.mark.parametrize("architecture, task", [("leukonet", "4class"), ("paper", "binary"),
+                                                ("leukonet-gn", "8class")])
 def test_litert_serves_what_tensorflow_computes_at_every_batch_length(architecture, task):
     served = make_classifier(architecture, task, runtime="litert")
     reference = CellClassifier(served.model, served.metadata, runtime="tensorflow")
@@ -218,7 +219,7 @@ def test_importing_the_serving_path_does_not_import_tensorflow():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
-@pytest.mark.parametrize("name", ["leukonet", "paper-binary"])
+@pytest.mark.parametrize("name", ["leukonet-gn-8class", "leukonet", "paper-binary"])
 def test_bundled_models_load_and_predict(name):
     folder = BUNDLED_MODELS_DIR / name
     if not is_model_folder(folder):
@@ -234,7 +235,7 @@ def test_bundled_models_load_and_predict(name):
     assert (folder / MODEL_FILE).stat().st_size <= 10 * 1024 * 1024
 
 
-@pytest.mark.parametrize("name", ["leukonet", "paper-binary"])
+@pytest.mark.parametrize("name", ["leukonet-gn-8class", "leukonet", "paper-binary"])
 def test_int8_serving_stays_close_to_float_and_ignores_batchmates(name):
     folder = BUNDLED_MODELS_DIR / name
     if not is_model_folder(folder):
