@@ -14,7 +14,8 @@ TrainingResult like a training run's:
   of a network trained on them. The out-of-fold calls also fit the temperature (from
   MIN_TEMPERATURE_CELLS cells on; below that the version's is kept);
 - the out-of-distribution score is fitted again on the adapted network's features of the cells it
-  was tuned on (a refit's rule: no cell is left unseen) and baked in as its second output;
+  was tuned on (a refit's rule: no cell is left unseen) and baked in as its second output; the
+  review flag's confidence threshold is the version's, kept;
 - each replayed source's TEST is measured as a training run measures it.
 
 Types the network has no class for (a basophil for a four-type network, artefacts) are left out and
@@ -397,6 +398,11 @@ def adapt_classifier(
     if config.evaluate_test and sources:
         tests = evaluation.test_split_metrics(fitted.model, selection, recipe, temperature, config)
     metrics = {"temperature": temperature, "ood": ood_record, "adaptation": adaptation}
+    review = (metadata.get("metrics") or {}).get("review") or {}
+    if review.get("confidence_threshold") is not None:
+        # A handful of the lab's cells cannot fit a threshold to a budget: the lab keeps the one
+        # its cells were flagged at, rather than falling back to the site's default.
+        metrics["review"] = {**review, "carried_from": version}
     metrics = export.with_source_records(metrics, tests, selection, recipe)
     adaptation["seconds"] = round(time.monotonic() - started, 1)
     replayed = [str(source.layout.root) for source in sources]

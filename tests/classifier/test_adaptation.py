@@ -82,6 +82,10 @@ def test_an_adaptation_is_cross_validated_replays_its_sources_and_refits_its_sco
     # Each replayed source's TEST figures, as a training run stores them.
     assert result.metrics["TEST"]["n"] == 8 and result.metrics["sources"]["lab-a"]["TEST"]["n"] == 8
     assert result.metrics["ood"]["threshold_fitted_on"] == "training cells"
+    # Too few cells to fit the review threshold to a budget: the version's is kept, and says whose.
+    kept = base.metadata["metrics"]["review"]["confidence_threshold"]
+    assert result.metrics["review"]["confidence_threshold"] == kept
+    assert result.metrics["review"]["carried_from"] == "v1"
     assert result.metadata["extra_samples"] == 8
     # Two folds and the final fine-tune, one epoch each, as one progress count.
     assert [(r["epoch"], r["epochs"]) for r in reports] == [(1, 3), (2, 3), (3, 3)]

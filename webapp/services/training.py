@@ -300,7 +300,8 @@ def adaptation_settings(version):
         raise TrainingDataError("The version to adapt is gone or holds no network.")
     model_bytes = ModelVersion.objects.filter(pk=base.pk).values_list("model_bytes", flat=True).get()
     present, missing = replay_folders(base)
-    metadata = {**classifier_metadata(base), "label": f"v{base.pk}", "model_sha256": base.model_sha256}
+    metadata = {**classifier_metadata(base), "label": f"v{base.pk}", "model_sha256": base.model_sha256,
+                "metrics": {"review": (base.metrics or {}).get("review")}}
     return {
         "model_bytes": bytes(model_bytes),
         "metadata": metadata,
