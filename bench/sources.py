@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.classify import default_sources, source_benchmark  # noqa: E402
-from classifier import dataset  # noqa: E402
+from classifier import dataset, ood  # noqa: E402
 from classifier.errors import TrainingDataError  # noqa: E402
 from classifier.labels import FOUR_CLASSES, TASK_CLASSES  # noqa: E402
 from classifier.model_folder import is_model_folder  # noqa: E402
@@ -39,7 +39,7 @@ from classifier.training.command_line import add_recipe_arguments, recipe_given 
 from classifier.training.recipe import Recipe  # noqa: E402
 
 DEFAULT_RUNS = ROOT / "var" / "bench-sources"
-REVIEW_THRESHOLD = 0.8  # the site's default
+REVIEW_THRESHOLD = 0.8  # the site's default, for runs that fitted none
 # Every run is a held-out run: its validation split fits the temperature and the score's threshold.
 BENCH_SETS = ("validation_fraction", "temperature")
 
@@ -79,11 +79,15 @@ def train_run(folders, run_dir, settings):
     return Path(run_dir)
 
 
-def evaluate_run(run_dir, test_folders, review_threshold=REVIEW_THRESHOLD):
-    """{test source: bench/classify.py's figures of the run on its TEST split}."""
+def evaluate_run(run_dir, test_folders, review_threshold=None):
+    """{test source: bench/classify.py's figures of the run on its TEST split}, the review flag at
+    ``review_threshold``, else at the run's fitted one as the site would apply it."""
     from classifier.inference import CellClassifier
 
     classifier = CellClassifier.from_directory(run_dir)
+    if review_threshold is None:
+        fitted = ood.fitted_confidence_threshold(classifier.metadata.get("metrics"))
+        review_threshold = REVIEW_THRESHOLD if fitted is None else fitted
     return {
         source_name(folder): source_benchmark(classifier, folder, review_threshold, speed=False)
         for folder in test_folders
@@ -116,8 +120,10 @@ def matrix_lines(results, trained_on):
             cells.append(f"{'n/a' if accuracy is None else f'{accuracy:.1%}'}{mark}".rjust(column))
         lines.append(f"{run:<{width}}" + "".join(cells))
     lines.append("")
-    lines.append(f"review flag (confidence under {REVIEW_THRESHOLD:.2f} or out-of-distribution score above "
-                 "1): cells flagged / errors caught")
+    thresholds = ", ".join(f"{run} {next(iter(reports.values()))['review_threshold']:.2f}"
+                           for run, reports in results.items())
+    lines.append(f"review flag (confidence under the run's threshold: {thresholds}; or out-of-distribution "
+                 "score above 1): cells flagged / errors caught")
     lines.append(header)
     for run, reports in results.items():
         cells = []

@@ -71,7 +71,9 @@ def test_each_source_alone_and_all_together_are_trained_once_and_measured_on_eve
 
 
 def test_the_matrix_marks_the_sources_a_run_never_saw(matrix):
-    bench, results, trained_on, _, _ = matrix
+    from classifier.inference import CellClassifier
+
+    bench, results, trained_on, runs, _ = matrix
     lines = bench.matrix_lines(results, trained_on)
     text = "\n".join(lines)
     accuracy_matrix = lines[: lines.index("")]
@@ -83,6 +85,11 @@ def test_the_matrix_marks_the_sources_a_run_never_saw(matrix):
     assert len(unseen) == 2 and unseen[0].startswith("unseen lab-b for lab-a: ")
     assert "cells of types it has no class for: " in unseen[0] and "of 3 flagged" in unseen[0]
     assert "errors caught" in text and "cells flagged / errors caught" in text
+    # Each run flags at the threshold it fitted on its validation cells, as the site would.
+    metrics = CellClassifier.from_directory(runs / "lab-a").metadata["metrics"]
+    fitted = metrics["review"]["confidence_threshold"]
+    assert results["lab-a"]["lab-b"]["review_threshold"] == fitted
+    assert f"lab-a {fitted:.2f}" in text
 
 
 def test_a_missing_run_is_named_when_training_is_off(matrix, tmp_path):
