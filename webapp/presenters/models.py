@@ -211,7 +211,7 @@ def trust_record(metrics):
                                     key=lambda item: order.get(item[0], len(order)))
     ]
     ood_record = (metrics or {}).get("ood") or {}
-    fitted = ((metrics or {}).get("review") or {})
+    fitted = (metrics or {}).get("review") or {}
     review = {
         "threshold": review_threshold_of(ood.fitted_confidence_threshold(metrics)),
         "site_setting": settings.REVIEW_CONFIDENCE_THRESHOLD is not None,
