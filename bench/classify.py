@@ -531,7 +531,7 @@ def main(argv=None):
         from classifier.inference import CellClassifier
 
         classifier = CellClassifier.from_directory(args.model_dir, runtime=args.runtime)
-        review_threshold = ood.fitted_confidence_threshold(classifier.metadata.get("metrics")) or 0.8
+        review_threshold = ood.confidence_threshold(classifier.metadata.get("metrics"))
     if args.review_threshold is not None:
         review_threshold = args.review_threshold
     try:

@@ -264,7 +264,7 @@ def main(argv=None):
         parser.error("no data folder: pass --data DIR (a source with a TEST folder)")
     classifier = CellClassifier.from_directory(args.model_dir)
     if args.review_threshold is None:
-        args.review_threshold = ood.fitted_confidence_threshold(classifier.metadata.get("metrics")) or 0.8
+        args.review_threshold = ood.confidence_threshold(classifier.metadata.get("metrics"))
     print(f"{Path(args.model_dir).name}: {', '.join(classifier.class_names)}; review threshold "
           f"{args.review_threshold}, up to {args.per_class} TEST cells per type, seed {args.seed}")
     for data_dir in sources:

@@ -39,7 +39,6 @@ from classifier.training.command_line import add_recipe_arguments, recipe_given 
 from classifier.training.recipe import Recipe  # noqa: E402
 
 DEFAULT_RUNS = ROOT / "var" / "bench-sources"
-REVIEW_THRESHOLD = 0.8  # the site's default, for runs that fitted none
 # Every run is a held-out run: its validation split fits the temperature and the score's threshold.
 BENCH_SETS = ("validation_fraction", "temperature")
 
@@ -86,8 +85,7 @@ def evaluate_run(run_dir, test_folders, review_threshold=None):
 
     classifier = CellClassifier.from_directory(run_dir)
     if review_threshold is None:
-        fitted = ood.fitted_confidence_threshold(classifier.metadata.get("metrics"))
-        review_threshold = REVIEW_THRESHOLD if fitted is None else fitted
+        review_threshold = ood.confidence_threshold(classifier.metadata.get("metrics"))
     return {
         source_name(folder): source_benchmark(classifier, folder, review_threshold, speed=False)
         for folder in test_folders

@@ -39,6 +39,9 @@ FEATURE_LAYER = "logits"
 OUTPUT_NAME = "ood_score"
 # Above this a cell is unfamiliar: the score is in units of the version's threshold.
 UNFAMILIAR_ABOVE = 1.0
+# Calls under this confidence need review where a version fitted no threshold of its own (trained
+# before runs fitted one, or a refit, which holds no cells out to fit it on).
+DEFAULT_CONFIDENCE_THRESHOLD = 0.80
 # Which share of in-distribution cells stays under the threshold. A held-out run fits it on its
 # validation cells, unseen in training: one in ten scores above it, and the flag's budget (20% of
 # a lab's cells) leaves room for the low-confidence calls beside them. A refit has no unseen cells
@@ -218,6 +221,12 @@ def fitted_confidence_threshold(metrics):
     """The review flag's confidence threshold a version fitted on its validation cells
     (classifier.training.trust.fit_review_threshold), or None where it fitted none."""
     return ((metrics or {}).get("review") or {}).get("confidence_threshold")
+
+
+def confidence_threshold(metrics):
+    """The review flag's confidence threshold of a version: the one it fitted, else the default."""
+    fitted = fitted_confidence_threshold(metrics)
+    return DEFAULT_CONFIDENCE_THRESHOLD if fitted is None else float(fitted)
 
 
 def needs_review(confidence, ood_scores, confidence_threshold):

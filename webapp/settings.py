@@ -194,10 +194,9 @@ TRAINING_DATA_DIR = TRAINING_DATA_DIRS[0] if TRAINING_DATA_DIRS else DATASETS_DI
 # as are cells whose out-of-distribution score (classifier.ood) is above their version's threshold.
 # Each version fits its confidence threshold on its validation cells (metrics.review); a lab that
 # sets LEUKOSCOPE_REVIEW_THRESHOLD uses that one for every version instead, and versions without a
-# fitted one (trained before runs fitted it, refits, adaptations) use the default.
+# fitted one (trained before runs fitted it, refits) use classifier.ood's default, 0.80.
 _review_threshold = os.environ.get("LEUKOSCOPE_REVIEW_THRESHOLD")
 REVIEW_CONFIDENCE_THRESHOLD = float(_review_threshold) if _review_threshold else None
-DEFAULT_REVIEW_CONFIDENCE_THRESHOLD = 0.80
 # Leukocytes a sample's differential counts before it is signed, unless a hematologist writes why
 # fewer will do; a sample's own target may be raised (200 for tighter ranges).
 LEUKOSCOPE_TARGET_COUNT = int(os.environ.get("LEUKOSCOPE_TARGET_COUNT", 100))

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier import calibration, dataset
+from classifier import calibration, dataset, ood
 from classifier.errors import TrainingCancelled, TrainingDataError
 from classifier.metrics import classification_metrics
 from classifier.training import data, evaluation, export, fitting, trust
@@ -398,11 +398,10 @@ def adapt_classifier(
     if config.evaluate_test and sources:
         tests = evaluation.test_split_metrics(fitted.model, selection, recipe, temperature, config)
     metrics = {"temperature": temperature, "ood": ood_record, "adaptation": adaptation}
-    review = (metadata.get("metrics") or {}).get("review") or {}
-    if review.get("confidence_threshold") is not None:
+    if ood.fitted_confidence_threshold(metadata.get("metrics")) is not None:
         # A handful of the lab's cells cannot fit a threshold to a budget: the lab keeps the one
         # its cells were flagged at, rather than falling back to the site's default.
-        metrics["review"] = {**review, "carried_from": version}
+        metrics["review"] = {**metadata["metrics"]["review"], "carried_from": version}
     metrics = export.with_source_records(metrics, tests, selection, recipe)
     adaptation["seconds"] = round(time.monotonic() - started, 1)
     replayed = [str(source.layout.root) for source in sources]
