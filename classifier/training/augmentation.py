@@ -56,14 +56,17 @@ def _chosen(tf, images, share):
     return _per_image(tf, images, 0.0, 1.0) < share
 
 
-def stain_jitter(tf, images, scale, shift):
+def stain_jitter(tf, images, scale, shift, haematoxylin_spread=0.0):
     """Each image's haematoxylin, eosin and residual optical densities (Ruifrok-Johnston
     deconvolution) times U(1 - scale, 1 + scale) plus U(-shift, shift), back to RGB: the spread
-    of stain uptake between slides and labs (Tellez et al. 2019)."""
+    of stain uptake between slides and labs (Tellez et al. 2019). The haematoxylin density is
+    further scaled by exp(U(-haematoxylin_spread, haematoxylin_spread))."""
     n = tf.shape(images)[0]
     density = -tf.math.log(tf.maximum(images, _DARKEST))
     stains = tf.einsum("nhwc,cs->nhws", density, tf.constant(HED_FROM_RGB))
     factor = tf.random.uniform([n, 1, 1, 3], 1.0 - scale, 1.0 + scale)
+    nuclear = tf.exp(tf.random.uniform([n, 1, 1, 1], -haematoxylin_spread, haematoxylin_spread))
+    factor = factor * tf.concat([nuclear, tf.ones([n, 1, 1, 2])], axis=-1)
     offset = tf.random.uniform([n, 1, 1, 3], -shift, shift)
     density = tf.einsum("nhws,sc->nhwc", stains * factor + offset, tf.constant(RGB_FROM_HED))
     return tf.clip_by_value(tf.exp(-density), 0.0, 1.0)
@@ -101,13 +104,14 @@ def colour_jitter(tf, images, gain, brightness, contrast, saturation, hue):
     return tf.clip_by_value(tf.einsum("nhwc,ndc->nhwd", images, matrix), 0.0, 1.0)
 
 
-def blur(tf, images, share):
+def blur(tf, images, share, shrink=BLUR_FACTOR):
     """About ``share`` of the images blurred, each by its own amount up to the loss of detail of a
-    shrink to 1/BLUR_FACTOR and back (about a Gaussian of 1.3 px): a slide or a camera a little
+    shrink to 1/shrink and back (about a Gaussian of 1.3 px for 3): a slide or a camera a little
     out of focus. The shrink costs ~4 ms a batch of 64 at 96x96 here; a 5x5 Gaussian as two
     depthwise convolutions ~230 ms, as much as the training step."""
     height, width = tf.shape(images)[1], tf.shape(images)[2]
-    smaller = tf.image.resize(images, [height // BLUR_FACTOR, width // BLUR_FACTOR], "area")
+    smaller_size = tf.cast(tf.cast(tf.stack([height, width]), tf.float32) / shrink, tf.int32)
+    smaller = tf.image.resize(images, tf.maximum(smaller_size, 1), "area")
     blurred = tf.image.resize(smaller, [height, width], "bilinear")
     amount = _per_image(tf, images, 0.0, 1.0) * tf.cast(_chosen(tf, images, share), tf.float32)
     return images + amount * (blurred - images)
@@ -177,13 +181,13 @@ def augment_fn(tf, recipe, margin):
 
     def augment(images, labels):
         x = geometric(tf.cast(images, tf.float32) / 255.0)
-        if r.stain_scale > 0 or r.stain_shift > 0:
-            x = stain_jitter(tf, x, r.stain_scale, r.stain_shift)
+        if r.stain_scale > 0 or r.stain_shift > 0 or r.haematoxylin_spread > 0:
+            x = stain_jitter(tf, x, r.stain_scale, r.stain_shift, r.haematoxylin_spread)
         if r.unnormalised_stain > 0:
             x = stain_reference_lost(tf, x, r.unnormalised_stain)
         x = colour_jitter(tf, x, r.colour_jitter, r.brightness, r.contrast, r.saturation, r.hue)
         if r.blur > 0:
-            x = blur(tf, x, r.blur)
+            x = blur(tf, x, r.blur, r.blur_shrink)
         if r.noise > 0:
             x = noise(tf, x, r.noise)
         if r.jpeg > 0:

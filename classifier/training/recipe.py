@@ -307,6 +307,20 @@ class Recipe:
         # Before: a 3x3 binomial blur of 15% of the images, the nearest this setting comes to it.
         absent_means=0.15,
     )
+    # Measured at the network's 128x128 view (median over 300 TRAIN cells, the Laplacian's
+    # spread): BCCD's camera 0.022, PBC's analyser 0.085; PBC shrunk to 1/3 and back 0.024, to
+    # 1/4 0.017. Another lab's optics may be blurrier still than either.
+    blur_shrink: float | None = setting(
+        help="the strongest blur: the detail lost by a shrink to 1/f and back", offered=COMMAND_LINE,
+        default=3.0, at_least=1, refit_repeats=True, absent_means=3.0,
+    )
+    # Nuclei against the red cells the stain is normalised on: BCCD's darkest 2% of a cell's pixels
+    # read 0.61 (grey, median over 300 TRAIN cells), PBC's 0.35, an optical density half as large;
+    # how much azure a nucleus takes up is the lab's protocol, not the cell's type.
+    haematoxylin_spread: float | None = setting(
+        help="each image's haematoxylin (blue) optical density times exp(U(-s, s)); 0 is off",
+        offered=COMMAND_LINE, default=0.0, at_least=0, refit_repeats=True, absent_means=0.0,
+    )
     noise: float | None = setting(
         help="largest standard deviation of the Gaussian noise added to the [0, 1] image",
         offered=COMMAND_LINE, default=0.02, at_least=0, below=1, refit_repeats=True,

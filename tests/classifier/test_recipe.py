@@ -54,6 +54,8 @@ def test_defaults_are_the_recipes_of_the_bundled_networks():
         "saturation": (0.25, 0.25),
         "hue": (0.02, 0.02),
         "blur": (0.2, 0.2),
+        "blur_shrink": (3.0, 3.0),
+        "haematoxylin_spread": (0.0, 0.0),
         "noise": (0.02, 0.02),
         "jpeg": (0.3, 0.3),
         "sampling": ("shuffle", "balanced"),
@@ -84,6 +86,8 @@ def test_a_run_records_the_same_hyperparameters_as_before_the_recipe_had_an_owne
         "freeze_trunk",
         # Since windows without red cells (no stain reference) are trained for:
         "unnormalised_stain",
+        # Since a lab's optics and nuclear stain uptake are spread further:
+        "blur_shrink", "haematoxylin_spread",
     }
 
 

@@ -186,6 +186,9 @@ def _augmentations():
 
 @pytest.mark.parametrize("name", ["stain", "colour", "blur", "noise", "jpeg", "unnormalised"])
 def test_each_augmentation_changes_the_images_and_keeps_shape_type_and_range(tf, cells, name):
+    # Draws are per image (a blur's amount is U(0, 1)): a fixed seed keeps a near-zero draw from
+    # depending on which tests ran before.
+    tf.random.set_seed(11)
     augmented = _augmentations()[name](tf, cells).numpy()
     assert augmented.shape == tuple(cells.shape) and augmented.dtype == np.float32
     assert augmented.min() >= 0.0 and augmented.max() <= 1.0
@@ -216,6 +219,36 @@ def test_a_lost_stain_reference_scales_each_channels_density_and_keeps_the_backg
     assert np.all(np.abs(np.log(power)) <= UNNORMALISED_SPREAD + 1e-4)
     assert np.ptp(power, axis=1).min() > 0  # a power of its own for each channel
     assert np.allclose(lost[:, 3, 3], lost[:, 2, 2])  # one draw per image
+
+
+def test_the_haematoxylin_spread_changes_a_nucleus_and_leaves_pure_eosin_alone(tf):
+    """A lab's nuclear stain uptake varies; the eosin of its red cells and granules is what the
+    spread must not touch."""
+    from classifier.training.augmentation import RGB_FROM_HED, stain_jitter
+
+    images = np.ones((8, 4, 4, 3), np.float32)
+    images[:, :2] = np.exp(-0.8 * RGB_FROM_HED[1])  # pure eosin
+    images[:, 2:] = np.exp(-0.8 * RGB_FROM_HED[0])  # pure haematoxylin
+    spread = stain_jitter(tf, tf.constant(images), 0.0, 0.0, haematoxylin_spread=0.7).numpy()
+
+    np.testing.assert_allclose(spread[:, :2], images[:, :2], atol=2e-3)
+    nuclear = -np.log(spread[:, 3, 3]) / -np.log(images[:, 3, 3])  # the density's factor, per channel
+    assert np.all(np.abs(np.log(nuclear)) <= 0.7 + 1e-3)
+    assert np.ptp(nuclear[:, 0]) > 0.1, "one factor of its own for each image"
+
+
+def test_a_stronger_blur_shrink_removes_more_detail(tf, cells):
+    from classifier.training.augmentation import blur
+
+    def detail(images):
+        return np.abs(np.diff(images.numpy(), axis=2)).mean(axis=(1, 2, 3))
+
+    tf.random.set_seed(3)
+    mild = blur(tf, cells, 1.0, shrink=2.0)
+    tf.random.set_seed(3)  # the same amount for each image: only the shrink differs
+    strong = blur(tf, cells, 1.0, shrink=4.0)
+    assert np.all(detail(strong) <= detail(mild) + 1e-6)
+    assert detail(strong).mean() < detail(mild).mean()
 
 
 def test_the_recipes_augmentation_runs_end_to_end_on_uint8_batches(tf):
