@@ -230,27 +230,39 @@ def _accuracy_figures(calls, names, own_temperature=None):
     return figures
 
 
+def _over_held(probabilities, y, names, held):
+    """(probabilities, labels, class names) over the held classes, renormalised, as the TEST
+    figures are read: a network with classes the source lacks is not charged for calling them."""
+    if list(held) == list(names):
+        return probabilities, y, list(names)
+    picked, picked_y, _ = restricted(probabilities, y, names, held)
+    return picked, picked_y, list(held)
+
+
 def _blood_cell_images_figures(classifier, layout, originals, calls, names):
     """What only a source with originals.csv and TEST_SIMPLE (blood-cell-images) can say."""
     figures = {}
+    held = [name for k, name in enumerate(names) if (calls.y == k).any()]
     same = np.array([i.same_cell_in_train for i in calls.images], bool)
     keep = ~same
-    predicted = calls.calibrated.argmax(1)
+    probabilities, y, held = _over_held(calls.calibrated, calls.y, names, held)
+    predicted = probabilities.argmax(1)
     figures["test_without_same_cell"] = {
         "n": int(keep.sum()),
-        "accuracy": float((predicted[keep] == calls.y[keep]).mean()) if keep.any() else 0.0,
+        "accuracy": float((predicted[keep] == y[keep]).mean()) if keep.any() else 0.0,
     }
     if tuple(names) != BINARY_CLASSES and keep.any():
         binary = _binary_metrics(calls.calibrated[keep], calls.y[keep], names)
         figures["test_without_same_cell"]["binary_accuracy"] = binary["accuracy"]
     figures["test_photographs"], figures["test_worst_photographs"] = groups_mostly_wrong(
-        calls.images, calls.calibrated, calls.y, names
+        calls.images, probabilities, y, held
     )
     simple = _split(classifier, layout, "TEST_SIMPLE", originals)
     if simple is not None and len(simple.y):
+        simple_probabilities, simple_y, _ = _over_held(simple.calibrated, simple.y, names, held)
         figures["test_simple"] = {
-            "n": int(len(simple.y)),
-            "accuracy": float((simple.calibrated.argmax(1) == simple.y).mean()),
+            "n": int(len(simple_y)),
+            "accuracy": float((simple_probabilities.argmax(1) == simple_y).mean()),
         }
         if tuple(names) != BINARY_CLASSES:
             binary = _binary_metrics(simple.calibrated, simple.y, names)

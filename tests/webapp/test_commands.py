@@ -217,6 +217,21 @@ def test_the_classifier_benchmark_of_a_stored_version_says_why_it_cannot_run(tmp
     assert "holds no trained network" in capsys.readouterr().err
 
 
+def test_the_classifier_benchmark_reads_every_blood_cell_images_figure_over_the_held_types():
+    """An eight-type network on a four-type source: TEST without same-cell copies and the worst
+    photographs are read as TEST is, over the four, not charged for calls of a type it lacks."""
+    bench = load_script(Path(REPO_ROOT) / "bench" / "classify.py")
+    names = ["EOSINOPHIL", "LYMPHOCYTE", "NEUTROPHIL", "PLATELET"]
+    # Both cells are neutrophils; PLATELET is the first call, NEUTROPHIL the first of the held.
+    probabilities = np.array([[0.1, 0.1, 0.3, 0.5], [0.1, 0.1, 0.2, 0.6]])
+    y = np.array([2, 2])
+    picked, picked_y, held = bench._over_held(probabilities, y, names, names[:3])
+    assert held == names[:3] and list(picked.argmax(1)) == list(picked_y) == [2, 2]
+    np.testing.assert_allclose(picked.sum(axis=1), 1.0)
+    same = bench._over_held(probabilities, y, names, names)
+    assert same[0] is probabilities and same[2] == names
+
+
 @pytest.mark.django_db
 def test_a_bundled_version_takes_the_records_its_folder_gains_and_a_trained_one_keeps_its_own(tmp_path):
     from classifier.model_folder import write_model_folder
