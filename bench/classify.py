@@ -204,14 +204,11 @@ def _accuracy_figures(calls, names, own_temperature=None):
     """The split's figures over the network's classes it holds (renormalised where it holds fewer),
     binary figures, and the four shared types' where it holds more. ``own_temperature``: the one
     fitted on this source's validation cells alone, where the network learnt from it."""
-    held = [name for k, name in enumerate(names) if (calls.y == k).any()]
+    held = _held_classes(calls.y, names)
     figures = {"held_classes": held}
-    if held == names:
-        probabilities, y = calls.calibrated, calls.y
-        raw = calls.uncalibrated
-    else:
-        probabilities, y, _ = restricted(calls.calibrated, calls.y, names, held)
-        raw = restricted(calls.uncalibrated, calls.y, names, held)[0]
+    probabilities, y, _ = _over_held(calls.calibrated, calls.y, names, held)
+    raw = _over_held(calls.uncalibrated, calls.y, names, held)[0]
+    if held != list(names):
         figures["restricted_to"] = held
     figures["test"] = classification_metrics(y, probabilities, held)
     figures["ece_before_temperature"] = classification_metrics(y, raw, held)["ece"]
@@ -230,6 +227,11 @@ def _accuracy_figures(calls, names, own_temperature=None):
     return figures
 
 
+def _held_classes(y, names):
+    """The network's classes that the cells y (indices into names) hold, in the network's order."""
+    return [name for k, name in enumerate(names) if (y == k).any()]
+
+
 def _over_held(probabilities, y, names, held):
     """(probabilities, labels, class names) over the held classes, renormalised, as the TEST
     figures are read: a network with classes the source lacks is not charged for calling them."""
@@ -242,7 +244,7 @@ def _over_held(probabilities, y, names, held):
 def _blood_cell_images_figures(classifier, layout, originals, calls, names):
     """What only a source with originals.csv and TEST_SIMPLE (blood-cell-images) can say."""
     figures = {}
-    held = [name for k, name in enumerate(names) if (calls.y == k).any()]
+    held = _held_classes(calls.y, names)
     same = np.array([i.same_cell_in_train for i in calls.images], bool)
     keep = ~same
     probabilities, y, held = _over_held(calls.calibrated, calls.y, names, held)

@@ -225,7 +225,11 @@ def fitted_confidence_threshold(metrics):
 
 def confidence_threshold(metrics):
     """The review flag's confidence threshold of a version: the one it fitted, else the default."""
-    fitted = fitted_confidence_threshold(metrics)
+    return fitted_or_default_threshold(fitted_confidence_threshold(metrics))
+
+
+def fitted_or_default_threshold(fitted):
+    """A fitted confidence threshold (None: none was fitted), else DEFAULT_CONFIDENCE_THRESHOLD."""
     return DEFAULT_CONFIDENCE_THRESHOLD if fitted is None else float(fitted)
 
 

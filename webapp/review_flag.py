@@ -12,7 +12,7 @@ def review_threshold_of(fitted):
     where set, else the fitted one, else the default (settings.py says why)."""
     if settings.REVIEW_CONFIDENCE_THRESHOLD is not None:
         return settings.REVIEW_CONFIDENCE_THRESHOLD
-    return float(fitted) if fitted is not None else ood.DEFAULT_CONFIDENCE_THRESHOLD
+    return ood.fitted_or_default_threshold(fitted)
 
 
 def review_threshold(version):
