@@ -21,6 +21,7 @@ from classifier.training.command_line import (
     repeated_line,
     with_held_out_settings,
 )
+from classifier.training.recipe import HeldOutCalibration
 
 
 def _figure(value):
@@ -66,7 +67,7 @@ def _settings(args):
     if args.temperature_from:
         if args.temperature is not None:
             raise ValueError("give --temperature or --temperature-from, not both")
-        settings, repeated = with_held_out_settings(given, *_held_out_calibration(args))
+        settings, repeated = with_held_out_settings(given, _held_out_calibration(args))
         if repeated:
             print(repeated_line(repeated))
         return settings
@@ -145,11 +146,12 @@ def print_source_metrics(metrics):
 
 
 def _held_out_calibration(args):
-    """(temperature, where from, settings to repeat) of the --temperature-from run(s)."""
+    """The recipe.HeldOutCalibration of the --temperature-from run(s). A pooled temperature is no
+    run's own, so the runs' review thresholds, each fitted at its run's temperature, are not lent."""
     runs = [temperature_of_run(path) for path in args.temperature_from]
     if len(runs) == 1:
         return runs[0]
-    recipes = [recipe for _, _, recipe in runs]
+    recipes = [run.repeated for run in runs]
     differing = sorted(
         key for key in set().union(*recipes) if len({repr(r.get(key)) for r in recipes}) > 1
     )
@@ -159,7 +161,7 @@ def _held_out_calibration(args):
             f"({', '.join(differing)}): pool only runs of one recipe"
         )
     temperature, source = pooled_temperature(args.temperature_from, args.data, args.cache_dir)
-    return temperature, source, recipes[0]
+    return HeldOutCalibration(temperature, source, recipes[0])
 
 
 if __name__ == "__main__":

@@ -50,11 +50,12 @@ def recipe_given(values, exclude=()):
     }
 
 
-def with_held_out_settings(given, temperature, source, repeated):
-    """(settings, those repeated) of a refit borrowing a held-out run's temperature and repeating
-    its recipe (refit_settings): settings given on the command line win over the run's."""
-    repeated = {key: value for key, value in repeated.items() if key not in given}
-    settings = {**repeated, **given, "temperature": temperature, "temperature_source": source}
+def with_held_out_settings(given, borrowed):
+    """(settings, those repeated) of a refit borrowing a held-out run's calibration (a
+    recipe.HeldOutCalibration) and repeating its recipe: settings given on the command line win
+    over the run's."""
+    repeated = {key: value for key, value in borrowed.repeated.items() if key not in given}
+    settings = {**repeated, **given, **borrowed.settings()}
     return settings, repeated
 
 

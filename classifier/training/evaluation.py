@@ -123,9 +123,15 @@ def calibrate(fitted, arrays, recipe):
 
 
 def review_record(model, arrays, recipe, temperature, head):
-    """The review threshold's record of a trained network (None for a refit, which has no unseen
-    cells to fit it on), from its calibrated validation calls and their out-of-distribution scores."""
-    if recipe.refit or len(arrays.y_val) == 0:
+    """The review threshold's record of a trained network, from its calibrated validation calls and
+    their out-of-distribution scores. A refit has no unseen cells to fit one on: it takes the one
+    its held-out run fitted at the temperature it borrows, where it was given one (else None)."""
+    if recipe.refit:
+        if recipe.review_threshold is None:
+            return None
+        return {"confidence_threshold": recipe.review_threshold,
+                "fitted_on": "validation cells of the held-out run", "refit_from": recipe.temperature_source}
+    if len(arrays.y_val) == 0:
         return None
     raw = predict_probabilities(model, arrays.x_val, recipe.task, n_classes=len(arrays.class_names))
     calibrated = calibration.softmax(raw_logits(raw, recipe.task), temperature)

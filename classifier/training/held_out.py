@@ -11,10 +11,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from classifier import calibration, dataset
+from classifier import calibration, dataset, ood
 from classifier.model_folder import ModelFolderError, read_metadata
 from classifier.training.data import decoded_rows, labels, select_sources
-from classifier.training.recipe import refit_settings
+from classifier.training.recipe import HeldOutCalibration, refit_settings
 
 
 class ValidationPredictions(NamedTuple):
@@ -108,7 +108,8 @@ def pooled_temperature(run_dirs, data_dir, cache_dir=None):
 
 
 def temperature_of_run(path):
-    """(temperature, where it came from, settings to repeat) of a held-out run, for its refit.
+    """The calibration a refit of a held-out run borrows (recipe.HeldOutCalibration): its
+    temperature, where it came from, the settings to repeat and its review threshold.
 
     ``path`` is the run's model folder or its metadata.json. Raises ValueError with a message for
     the operator when there is no such file or no temperature in it.
@@ -125,7 +126,10 @@ def temperature_of_run(path):
     split_seed = hyperparameters.get("validation_seed") or metadata.get("seed")
     label = kept_epoch_label(metadata.get("metrics") or {})
     repeated = refit_settings(hyperparameters, metadata.get("input_spec"))
-    return temperature, f"{path} (validation split seed {split_seed}, {label})", repeated
+    return HeldOutCalibration(
+        temperature, f"{path} (validation split seed {split_seed}, {label})", repeated,
+        ood.fitted_confidence_threshold(metadata.get("metrics")),
+    )
 
 
 def kept_epoch_label(metrics):

@@ -19,7 +19,7 @@ import typing
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from classifier.architectures import DEFAULT_INPUT_SPEC, frozen_trunk_refusal
 from classifier.errors import TrainingDataError
@@ -374,6 +374,11 @@ class Recipe:
         help="where that temperature was fitted, for the record", offered=NOWHERE, default="",
         in_hyperparameters=False,
     )
+    review_threshold: float | None = setting(
+        help="the review flag's confidence threshold of a refit: the one its held-out run fitted at "
+        "the temperature the refit borrows (None: the site's default)", offered=NOWHERE, above=0,
+        below=1, in_hyperparameters=False,
+    )
 
     @property
     def refit(self):
@@ -472,6 +477,11 @@ def _check_combinations(values):
             "temperature on: give the temperature of a held-out run of the same recipe",
             "validation_fraction", "temperature",
         )
+    if values["review_threshold"] is not None and values["validation_fraction"] != 0.0:
+        raise RecipeError(
+            "a run with a validation split fits its own review threshold: only a refit borrows one",
+            "review_threshold", "validation_fraction",
+        )
     _check_source_weights(values)
     refusal = frozen_trunk_refusal(values["architecture"])
     if values["freeze_trunk"] and refusal:
@@ -520,3 +530,21 @@ def refit_settings(hyperparameters, input_spec):
         elif hyperparameters and s.absent_means is not None:
             repeated[s.name] = s.absent_means
     return repeated
+
+
+class HeldOutCalibration(NamedTuple):
+    """What a refit borrows from a held-out run of its recipe."""
+
+    temperature: float
+    source: str  # where the temperature was fitted, for the record
+    repeated: dict  # the run's settings the refit repeats (refit_settings)
+    # The review threshold the run fitted at that temperature; None where it fitted none, or where
+    # the temperature was pooled over runs, at which no run fitted one.
+    review_threshold: float | None = None
+
+    def settings(self):
+        """The refit's calibration settings: temperature, its source and the review threshold."""
+        borrowed = {"temperature": self.temperature, "temperature_source": self.source}
+        if self.review_threshold is not None:
+            borrowed["review_threshold"] = self.review_threshold
+        return borrowed

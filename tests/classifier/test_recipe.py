@@ -65,6 +65,7 @@ def test_defaults_are_the_recipes_of_the_bundled_networks():
         "seed": (20261125, 20261125),
         "temperature": (None, None),
         "temperature_source": ("", ""),
+        "review_threshold": (None, None),
     }
     for name, (paper_value, leukonet_value) in expected.items():
         assert (getattr(paper, name), getattr(leukonet, name)) == (paper_value, leukonet_value), name
@@ -129,6 +130,9 @@ def test_defaults_are_copies_a_run_cannot_change_for_the_next():
         ({"window_scale": "field"}, "unknown window scale 'field'", ("window_scale",)),
         ({"architecture": "leukonet-gn", "freeze_trunk": True},
          "leukonet-gn starts from random weights", ("freeze_trunk", "architecture")),
+        ({"review_threshold": 0.9}, "only a refit borrows one", ("review_threshold", "validation_fraction")),
+        ({"validation_fraction": 0, "temperature": 1.0, "review_threshold": 1.0},
+         "review threshold 1.0 must be above 0 and below 1", ("review_threshold",)),
     ],
 )
 def test_a_setting_no_run_can_train_with_is_refused_by_name(settings, message, named):

@@ -177,7 +177,8 @@ def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, t
     # Made under other settings than today's defaults: the refit repeats them unless told otherwise.
     spec = {"height": 64, "width": 64, "mode": "cell", "crop": 128, "white_balance": False}
     held_out.write_text(json.dumps({
-        "temperature": 0.8, "seed": 7, "metrics": {"best_epoch": 1}, "input_spec": spec,
+        "temperature": 0.8, "seed": 7, "input_spec": spec,
+        "metrics": {"best_epoch": 1, "review": {"confidence_threshold": 0.86, "budget": 0.2}},
         "hyperparameters": {"zoom": 0.05, "mixup": 0.4, "batch_size": 4, "weight_decay": 0.01,
                             "width": 0.5}}))
     out = tmp_path / "refit"
@@ -185,6 +186,9 @@ def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, t
     assert main([*argv, "--temperature-from", str(held_out), "--mixup", "0.2"]) == 0
     saved = json.loads((out / "metadata.json").read_text())
     assert saved["temperature"] == 0.8 and "validation" not in saved["metrics"]
+    # The review threshold the run fitted at that temperature comes with it.
+    review = saved["metrics"]["review"]
+    assert review["confidence_threshold"] == 0.86 and review["refit_from"].startswith(str(held_out))
     assert saved["input_spec"] == spec
     used = saved["hyperparameters"]
     assert (used["zoom"], used["weight_decay"], used["mixup"], used["batch_size"]) == (0.05, 0.01, 0.2, 8)

@@ -15,6 +15,7 @@ from django.core.management import CommandError, call_command
 
 from tests.synthetic_cells import write_cell_folder
 from webapp.models import ModelActivation, ModelVersion
+from webapp.review_flag import review_threshold
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -151,7 +152,8 @@ def test_train_refits_on_every_group_with_the_temperature_of_a_held_out_version(
     tiny = ("--data", str(data), "--arch", "paper", "--task", "4class", "--epochs", "1", "--batch-size", "8")
     run("train", *tiny, "--seed", "3")
     held_out = ModelVersion.objects.get()
-    ModelVersion.objects.filter(pk=held_out.pk).update(temperature=1.37)
+    ModelVersion.objects.filter(pk=held_out.pk).update(
+        temperature=1.37, metrics={**held_out.metrics, "review": {"confidence_threshold": 0.83}})
 
     with pytest.raises(CommandError, match="--temperature-from"):
         run("train", *tiny, "--validation-fraction", "0")
@@ -174,6 +176,8 @@ def test_train_refits_on_every_group_with_the_temperature_of_a_held_out_version(
     assert refit.hyperparameters["zoom"] == 0.05 and refit.hyperparameters["batch_size"] == 8
     assert refit.input_spec == {"height": 60, "width": 80, "mode": "field"}
     assert f"v{held_out.pk}" in refit.metrics["refit"]["temperature_source"]
+    assert review_threshold(refit) == pytest.approx(0.83), "the held-out run's review threshold comes too"
+    assert f"v{held_out.pk}" in refit.metrics["review"]["refit_from"]
     assert refit.history[0]["val_loss"] is None and "TEST" in refit.metrics
     assert sum(refit.class_counts.values()) == 16, "the refit trains on every TRAIN image"
     with pytest.raises(CommandError, match="without a validation split"):
@@ -189,6 +193,7 @@ def test_train_refits_on_every_group_with_the_temperature_of_a_held_out_version(
     from_folder = ModelVersion.objects.order_by("-pk").first()
     assert from_folder.temperature == pytest.approx(1.1) and from_folder.hyperparameters["zoom"] == 0.07
     assert from_folder.input_spec == {"height": 60, "width": 80, "mode": "field"}
+    assert "review" not in from_folder.metrics, "a run that fitted no threshold lends none"
 
 
 @pytest.mark.django_db

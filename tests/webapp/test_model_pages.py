@@ -383,7 +383,8 @@ def test_retrain_form_refits_a_held_out_run_on_every_group_with_its_temperature(
     data = write_cell_folder(tmp_path / "cells", per_class=3, test_per_class=1)
     # Made under other defaults than today's: the refit repeats its inputs and augmentation.
     held_out = make_version(temperature=1.37, input_spec={"height": 60, "width": 80, "mode": "field"},
-                            hyperparameters={"epochs": 1, "batch_size": 8, "mixup": 0.2, "zoom": 0.05})
+                            hyperparameters={"epochs": 1, "batch_size": 8, "mixup": 0.2, "zoom": 0.05},
+                            metrics={**four_class_metrics(), "review": {"confidence_threshold": 0.91}})
     refit = make_version(metrics={"temperature": 1.37, "refit": {"epochs": 1}})
     make_version(status=ModelVersion.Status.FAILED)
     page = staff_client.get(reverse("models:list")).content.decode()
@@ -413,6 +414,10 @@ def test_retrain_form_refits_a_held_out_run_on_every_group_with_its_temperature(
     assert version.hyperparameters["validation_fraction"] == 0
     assert f"v{held_out.pk}" in version.metrics["refit"]["temperature_source"]
     assert sum(version.class_counts.values()) == 12, "the refit trains on every TRAIN image"
+    # Its review threshold is the held-out run's, fitted at the temperature it borrows.
+    assert version.metrics["review"]["confidence_threshold"] == pytest.approx(0.91)
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert "less than 91% sure of it" in page and "whose temperature this refit borrows" in page
 
 
 @pytest.mark.django_db(transaction=True)

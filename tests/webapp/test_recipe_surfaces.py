@@ -36,7 +36,7 @@ def option_dests(parser, leave_out=()):
 @pytest.mark.django_db
 def test_each_surface_offers_exactly_the_recipe_settings_offered_there():
     assert ON_FORM and ON_FORM < ON_COMMAND_LINE
-    assert {s.name for s in SETTINGS} - ON_COMMAND_LINE == {"temperature_source"}
+    assert {s.name for s in SETTINGS} - ON_COMMAND_LINE == {"temperature_source", "review_threshold"}
 
     form = RetrainForm()
     assert set(form.fields) == ON_FORM | FORM_RUN_FIELDS

@@ -17,12 +17,13 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from classifier import ood
 from classifier.dataset import task_class
 from classifier.errors import TrainingCancelled, TrainingDataError
 from classifier.training.adaptation import DEFAULT_EPOCHS, DEFAULT_FOLDS, check_enough, lab_cells
 from classifier.training.data import data_folders
 from classifier.training.held_out import kept_epoch_label
-from classifier.training.recipe import SETTINGS, Recipe, RecipeError
+from classifier.training.recipe import SETTINGS, HeldOutCalibration, Recipe, RecipeError
 from classifier.training.recipe import refit_settings as stored_refit_settings
 from webapp import audit
 from webapp.models import Cell, ModelVersion, Sample, SmearImage
@@ -68,8 +69,9 @@ def held_out_runs():
     )
 
 
-def held_out_temperature(version):
-    """(temperature, where it comes from) of a held-out run, for a refit of the same recipe."""
+def held_out_calibration(version):
+    """What a refit of a held-out run borrows from it (recipe.HeldOutCalibration): its temperature,
+    the settings to repeat, and the review threshold it fitted at that temperature."""
     if version.status not in (ModelVersion.Status.READY, ModelVersion.Status.ACTIVE):
         raise TrainingRefused(
             f"v{version.pk} is {version.get_status_display().lower()}: it has no fitted temperature."
@@ -80,7 +82,12 @@ def held_out_temperature(version):
             f"v{version.pk} was trained on every group, without a validation split: its temperature "
             "was itself borrowed. Refit from the held-out run it came from."
         )
-    return version.temperature, f"model version v{version.pk} ({kept_epoch_label(version.metrics)})"
+    return HeldOutCalibration(
+        version.temperature,
+        f"model version v{version.pk} ({kept_epoch_label(version.metrics)})",
+        refit_settings(version),
+        ood.fitted_confidence_threshold(version.metrics),
+    )
 
 
 def default_data_folders():
@@ -179,9 +186,8 @@ def _refit_recipe(refit_from, architecture, task, epochs):
         raise TrainingRefused(
             f"A refit of v{refit_from.pk} trains as long as it did: {source_epochs} epochs."
         )
-    temperature, source = held_out_temperature(refit_from)
-    recipe = {"validation_fraction": 0.0, "temperature": temperature, "temperature_source": source}
-    return {**refit_settings(refit_from), **recipe}
+    borrowed = held_out_calibration(refit_from)
+    return {**borrowed.repeated, "validation_fraction": 0.0, **borrowed.settings()}
 
 
 def training_settings(version):

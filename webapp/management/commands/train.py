@@ -16,8 +16,7 @@ from webapp.services.model_versions import ModelVersionError, activate_version
 from webapp.services.training import (
     TrainingRefused,
     create_training_version,
-    held_out_temperature,
-    refit_settings,
+    held_out_calibration,
     run_training,
 )
 
@@ -31,15 +30,16 @@ def held_out_metrics(metrics):
 
 
 def temperature_from(source):
-    """(temperature, where from, settings to repeat) of a held-out run: a version number (7 or
-    v7), or a run's model folder / metadata.json: a refit repeats its inputs and augmentation."""
+    """The calibration (recipe.HeldOutCalibration) a refit borrows from a held-out run: a version
+    number (7 or v7), or a run's model folder / metadata.json: a refit repeats its inputs and
+    augmentation and takes its temperature and review threshold."""
     number = source.lower().removeprefix("v")
     if number.isdigit():
         version = ModelVersion.objects.defer("model_bytes").filter(pk=int(number)).first()
         if version is None:
             raise CommandError(f"There is no model version v{number}.")
         try:
-            return (*held_out_temperature(version), refit_settings(version))
+            return held_out_calibration(version)
         except TrainingRefused as exc:
             raise CommandError(str(exc)) from None
     from classifier.training.held_out import temperature_of_run
@@ -72,8 +72,7 @@ class Command(BaseCommand):
         if options["temperature_from"]:
             if options["temperature"] is not None:
                 raise CommandError("Give --temperature or --temperature-from, not both.")
-            temperature, source, repeated = temperature_from(options["temperature_from"])
-            given, repeated = with_held_out_settings(given, temperature, source, repeated)
+            given, repeated = with_held_out_settings(given, temperature_from(options["temperature_from"]))
             if repeated:
                 self.stdout.write(repeated_line(repeated))
         elif options["temperature"] is not None:
