@@ -396,7 +396,8 @@ def adapt_classifier(
     selection = data.ImageSelection(sources, prepared.lab_images)
     tests = {"sources": {}}
     if config.evaluate_test and sources:
-        tests = evaluation.test_split_metrics(fitted.model, selection, recipe, temperature, config)
+        flag = (ood.confidence_threshold(metadata.get("metrics")), ood_head)
+        tests = evaluation.test_split_metrics(fitted.model, selection, recipe, temperature, config, flag)
     metrics = {"temperature": temperature, "ood": ood_record, "adaptation": adaptation}
     if ood.fitted_confidence_threshold(metadata.get("metrics")) is not None:
         # A handful of the lab's cells cannot fit a threshold to a budget: the lab keeps the one

@@ -163,8 +163,23 @@ def prepared_split(images, input_spec, class_names, **load):
     return inputs[ok], labels(images, class_names), images, int((~ok).sum())
 
 
-def _source_test_metrics(model, source, recipe, temperature, load):
-    """{split: figures} on a source's TEST and TEST_SIMPLE folders, calibrated with temperature."""
+def review_flag_figures(model, inputs, probabilities, y, flag):
+    """The review flag as the site raises it, on a held-out split: a call under the version's
+    confidence threshold, or an unfamiliar cell. ``flag`` is (that threshold, the OodHead or None);
+    an error is the site's call, the most probable of every class the network has, gone wrong."""
+    threshold, head = flag
+    scores = None
+    if head is not None:
+        scores = head(trust.penultimate_features(model, inputs, tuple(model.inputs[0].shape[1:])))
+    correct = probabilities.argmax(axis=1) == y
+    flagged, caught = trust.review_shares(probabilities.max(axis=1), scores, correct, threshold)
+    return {"confidence_threshold": threshold, "ood_score": head is not None, "cells": int(len(y)),
+            "errors": int((~correct).sum()), "flagged_share": flagged, "errors_caught": caught}
+
+
+def _source_test_metrics(model, source, recipe, temperature, load, flag):
+    """{split: figures} on a source's TEST and TEST_SIMPLE folders, calibrated with temperature,
+    with the review flag's figures where ``flag`` (review_flag_figures's) is given."""
     class_names = recipe.class_names
     source_classes = {image.class_name for image in source.all_train}
     metrics = {}
@@ -180,16 +195,19 @@ def _source_test_metrics(model, source, recipe, temperature, load):
         metrics[split] = source_split_metrics(probabilities, y, class_names, classes, same)
         uncalibrated = source_split_metrics(raw, y, class_names, classes)
         metrics[split]["uncalibrated_ece"] = uncalibrated["ece"]
+        if flag is not None:
+            metrics[split]["review_flag"] = review_flag_figures(model, inputs, probabilities, y, flag)
     return metrics
 
 
-def test_split_metrics(model, selection, recipe, temperature, config):
+def test_split_metrics(model, selection, recipe, temperature, config, flag=None):
     """{"sources": {source: {split: figures}}} on every source's TEST and TEST_SIMPLE folders,
-    calibrated with temperature; a run on one source also keeps its figures at the top level,
-    where they have always been."""
+    calibrated with temperature, and the review flag's figures where ``flag`` (the version's
+    confidence threshold, its OodHead or None) is given; a run on one source also keeps its
+    figures at the top level, where they have always been."""
     load = dict(window_scale=recipe.window_scale, cache_dir=config.cache_dir, workers=config.workers)
     by_source = {
-        source.name: _source_test_metrics(model, source, recipe, temperature, load)
+        source.name: _source_test_metrics(model, source, recipe, temperature, load, flag)
         for source in selection.sources
     }
     metrics = {"sources": by_source}

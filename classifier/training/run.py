@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from classifier import ood
 from classifier.errors import TrainingCancelled
 from classifier.training import data, evaluation, export, fitting, trust
 from classifier.training.recipe import Recipe
@@ -48,7 +49,8 @@ def train_classifier(
         metrics["review"] = review
     tests = {"sources": {}}
     if config.evaluate_test:
-        tests = evaluation.test_split_metrics(fitted.model, selection, recipe, temperature, config)
+        flag = (ood.confidence_threshold(metrics), ood_head)
+        tests = evaluation.test_split_metrics(fitted.model, selection, recipe, temperature, config, flag)
     metrics = export.with_source_records(metrics, tests, selection, recipe)
     return export.training_result(
         config, recipe, selection, arrays, fitted, temperature, metrics, started, ood_head

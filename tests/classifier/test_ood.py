@@ -230,6 +230,23 @@ def test_the_review_threshold_is_the_highest_that_keeps_every_source_within_the_
     assert record["sources"]["sure"]["flagged_share"] == 1.0
 
 
+def test_a_run_measures_on_test_the_review_flag_the_site_would_raise(trained):
+    from classifier.training.data import labels
+
+    figures = trained.result.metrics["TEST"]["review_flag"]
+    threshold = trained.result.metrics["review"]["confidence_threshold"]
+    assert figures["confidence_threshold"] == threshold and figures["ood_score"] is True
+    # The saved network, served, flags the same TEST cells: its confidence or its score.
+    served = CellClassifier.from_directory(trained.folder, runtime="tensorflow")
+    images = dataset.list_images(trained.root / "data" / "TEST", "4class", "TEST")
+    calls = served.classify_inputs(prepared(served, images, trained.root / "cache"))
+    flagged = calls.needs_review(threshold)
+    wrong = calls.probabilities.argmax(axis=1) != labels(images, served.class_names)
+    assert figures["cells"] == len(images) == 8 and figures["errors"] == int(wrong.sum())
+    assert figures["flagged_share"] == pytest.approx(flagged.mean())
+    assert figures["errors_caught"] == (pytest.approx(flagged[wrong].mean()) if wrong.any() else None)
+
+
 def test_a_run_fits_its_review_threshold_and_the_command_refits_it_from_the_folder(trained, tmp_path, capsys):
     record = trained.result.metrics["review"]
     assert record["confidence_threshold"] in trust.REVIEW_THRESHOLD_GRID

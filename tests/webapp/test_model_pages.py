@@ -782,10 +782,15 @@ def test_version_page_says_which_review_threshold_the_version_chose_and_on_what(
         "confidence_threshold": 0.86, "budget": 0.2, "fitted_on": "validation cells", "within_budget": True,
         "sources": {"cells": {"cells": 300, "flagged_share": 0.198, "errors_caught": 0.835}},
     }
+    metrics["TEST"]["review_flag"] = {"confidence_threshold": 0.86, "ood_score": True, "cells": 40,
+                                      "errors": 4, "flagged_share": 0.17, "errors_caught": 0.75}
     version = make_version(metrics=metrics)
     page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
     site_row = page.split('class="site-threshold"')[1].split("</tr>")[0]
     assert "0.86 · this site" in site_row and ">81%<" in site_row
+    on_test = re.sub(r"\s+", " ", page.split('data-role="split-review-flag">')[1].split("</p>")[0])
+    assert on_test == ("The review flag as this site raises it (a call under 86% sure, or an unfamiliar "
+                       "cell): 17% of these 40 cells flagged, 75% of the 4 wrong calls among them.")
     note = re.sub(r"\s+", " ", page.split('data-role="review-threshold">')[1].split("</p>")[0])
     assert "less than 86% sure of it" in note and "chose it on its validation cells" in note
     assert "at most 20% of each source's cells; cells: 20% of cells flagged, 84% of its wrong calls" in note
@@ -794,6 +799,7 @@ def test_version_page_says_which_review_threshold_the_version_chose_and_on_what(
     page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
     assert "0.80 · this site" in page.split('class="site-threshold"')[1].split("</tr>")[0]
     assert "This site sets that threshold for every version" in page
+    assert 'data-role="split-review-flag"' not in page, "TEST's figures at 0.86 do not hold at 0.80"
 
     settings.REVIEW_CONFIDENCE_THRESHOLD = None
     del metrics["review"]

@@ -61,7 +61,17 @@ def _metric_table(title, metrics, threshold=None):
             {**row, "site": threshold is not None and math.isclose(row["threshold"], threshold)}
             for row in metrics.get("review_flagging") or []
         ],
+        "review_flag": _applied_review_flag(metrics.get("review_flag"), threshold),
     }
+
+
+def _applied_review_flag(figures, threshold):
+    """The split's review-flag figures at the version's threshold, unless the site applies
+    another (LEUKOSCOPE_REVIEW_THRESHOLD), at which they do not hold."""
+    if not figures:
+        return None
+    applied = threshold is None or math.isclose(figures["confidence_threshold"], threshold)
+    return figures if applied else None
 
 
 def _is_metrics(value):
