@@ -802,6 +802,14 @@ def test_version_page_says_which_review_threshold_the_version_chose_and_on_what(
     assert 'data-role="split-review-flag"' not in page, "TEST's figures at 0.86 do not hold at 0.80"
 
     settings.REVIEW_CONFIDENCE_THRESHOLD = None
+    # Adapted from a refit, which had borrowed its threshold: the page names both.
+    metrics["review"] = {"confidence_threshold": 0.9, "fitted_on": "validation cells of the held-out run",
+                         "refit_from": "model version v3 (last epoch 30)", "carried_from": "v4"}
+    adapted = make_version(metrics=metrics, model_sha256="ab" * 32)
+    page = staff_client.get(reverse("models:detail", args=[adapted.pk])).content.decode()
+    note = re.sub(r"\s+", " ", page.split('data-role="review-threshold">')[1].split("</p>")[0])
+    assert note.strip().endswith("the version it was adapted from (v4), a refit that took it from its "
+                                 "held-out run (model version v3 (last epoch 30)).")
     del metrics["review"]
     older = make_version(metrics=metrics, model_sha256="ef" * 32)
     page = staff_client.get(reverse("models:detail", args=[older.pk])).content.decode()
