@@ -1,14 +1,20 @@
-"""Fit the review threshold of a trained model folder that has none: ``python -m
-classifier.fit_review_cli --model FOLDER --data DIR [--data DIR ...]``.
+"""Fit the review threshold of a trained model folder that has none, and measure the flag on each
+source's TEST: ``python -m classifier.fit_review_cli --model FOLDER --data DIR [--data DIR ...]
+[--test]``.
 
-A training run fits it itself (classifier.training.evaluation.review_record); this repeats that
-step for a network trained before runs did, on the validation split its run held out, rebuilt from
-its recorded seed and settings (the cell count is checked against the run's), and writes the record
-into the folder's metadata.json under metrics.review. The network's weights are not touched.
+A training run does both itself (classifier.training.evaluation.review_record and
+review_flag_figures); this repeats them for a network trained before runs did. The threshold is
+fitted on the validation split its run held out, rebuilt from its recorded seed and settings (the
+cell count is checked against the run's), and written into the folder's metadata.json under
+metrics.review. With ``--test`` a folder that has a threshold keeps it, and the flag as the site
+raises it at that threshold is measured on each source's TEST and written beside that split's
+figures (``review_flag``), once the TEST figures recomputed agree with those the run stored.
+The network's weights are not touched.
 """
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -21,8 +27,8 @@ from classifier.training import TrainingConfig, data, evaluation
 from classifier.training.recipe import Recipe, refit_settings
 
 
-def validation_arrays(metadata, data_dirs, cache_dir=None):
-    """The training arrays of the run that made ``metadata``, its validation split as it held it out."""
+def run_recipe(metadata, data_dirs, cache_dir=None):
+    """(recipe, config, image selection) of the run that made ``metadata``, on data_dirs."""
     hyperparameters = metadata.get("hyperparameters") or {}
     recipe = Recipe(
         architecture=metadata["architecture"], task=metadata["task"],
@@ -31,32 +37,91 @@ def validation_arrays(metadata, data_dirs, cache_dir=None):
         validation_seed=hyperparameters.get("validation_seed"),
         max_images_per_class=hyperparameters.get("max_images_per_class"),
         seed=metadata.get("seed"),
+        # A refit's, borrowed: the recipe wants one to train on every cell.
+        temperature=metadata.get("temperature") if hyperparameters.get("validation_fraction") == 0 else None,
     ).resolved()
+    config = TrainingConfig(data_dir=list(data_dirs), cache_dir=cache_dir)
+    return recipe, config, data.select_images(config, recipe)
+
+
+def validation_arrays(metadata, recipe, config, selection):
+    """The training arrays of the run that made ``metadata``, its validation split as it held it out."""
     if recipe.refit:
         raise TrainingDataError("the network was trained on every TRAIN cell: it has no validation split")
-    config = TrainingConfig(data_dir=list(data_dirs), cache_dir=cache_dir)
-    arrays = data.load_arrays(data.select_images(config, recipe), recipe, config)
+    arrays = data.load_arrays(selection, recipe, config)
     expected = metadata.get("validation_count")
     if expected is not None and len(arrays.y_val) != int(expected):
         raise TrainingDataError(
             f"the rebuilt validation split holds {len(arrays.y_val)} cells, the run's held {expected}: "
             "give the data folders the network was trained on, in the same order"
         )
-    return recipe, arrays
+    return arrays
 
 
-def fit_review(model_dir, data_dirs, cache_dir=None):
-    """The review record of a model folder's network, fitted on its run's validation split."""
+def _network_and_score(model_dir):
+    """(metadata, the network's probabilities alone, as a run has them before the score is added,
+    its OodHead or None)."""
     import keras
 
     model_bytes, metadata = model_folder.read_model_folder(model_dir)
     model = load_keras_bytes(model_bytes)
     head = ood.OodHead.from_model(model)
-    # The probabilities alone, as a training run's network gives them before the score is added.
-    network = keras.Model(model.input, model.outputs[0], name=model.name)
-    recipe, arrays = validation_arrays(metadata, data_dirs, cache_dir)
+    return metadata, keras.Model(model.input, model.outputs[0], name=model.name), head
+
+
+def fit_review(model_dir, data_dirs, cache_dir=None):
+    """The review record of a model folder's network, fitted on its run's validation split."""
+    metadata, network, head = _network_and_score(model_dir)
+    recipe, config, selection = run_recipe(metadata, data_dirs, cache_dir)
+    arrays = validation_arrays(metadata, recipe, config, selection)
     temperature = float(metadata.get("temperature") or 1.0)
     return evaluation.review_record(network, arrays, recipe, temperature, head)
+
+
+def test_review_flags(model_dir, data_dirs, threshold, cache_dir=None):
+    """{source: {split: review_flag figures}} of a model folder's network on each source's TEST
+    (and TEST_SIMPLE) at ``threshold``. Raises TrainingDataError where a split's cell count or
+    accuracy is not the one the run stored: other data than the network was measured on."""
+    metadata, network, head = _network_and_score(model_dir)
+    recipe, config, selection = run_recipe(metadata, data_dirs, cache_dir)
+    temperature = float(metadata.get("temperature") or 1.0)
+    tests = evaluation.test_split_metrics(network, selection, recipe, temperature, config, (threshold, head))
+    metrics = metadata.get("metrics") or {}
+    flags = {}
+    for source, splits in tests["sources"].items():
+        stored = _stored_splits(metrics, source)
+        for split, figures in splits.items():
+            recorded = [(place.get("n"), place["accuracy"]) for place in stored[split]]
+            same = recorded and recorded[0][0] == figures["n"] and math.isclose(
+                recorded[0][1], figures["accuracy"], abs_tol=1e-3)
+            if not same:
+                was = f"n = {recorded[0][0]}, accuracy {recorded[0][1]:.4f}" if recorded else "none"
+                raise TrainingDataError(
+                    f"{source} {split}: n = {figures['n']}, accuracy {figures['accuracy']:.4f} where the "
+                    f"run stored {was}: give the data folders the network was measured on"
+                )
+            flags.setdefault(source, {})[split] = figures["review_flag"]
+    return flags
+
+
+def record_test_flags(metrics, flags):
+    """Write each split's review_flag figures beside its stored figures, wherever they are kept."""
+    for source, splits in flags.items():
+        stored = _stored_splits(metrics, source)
+        for split, figures in splits.items():
+            for place in stored[split]:
+                place["review_flag"] = figures
+
+
+def _stored_splits(metrics, source):
+    """[each stored figures dict of a source's TEST and TEST_SIMPLE, by split]: under
+    metrics.sources, and, for a run on one source, at the top level too, where it keeps them."""
+    sources = metrics.get("sources") or {}
+    places = [sources.get(source) or {}]
+    if list(sources) in ([], [source]):
+        places.append(metrics)
+    return {split: [place[split] for place in places if isinstance(place.get(split), dict)]
+            for split in ("TEST", "TEST_SIMPLE")}
 
 
 def main(argv=None):
@@ -64,19 +129,28 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="a model folder (model.keras + metadata.json)")
     parser.add_argument("--data", required=True, action="append",
                         help="a data folder the network was trained on; again for each further one, in order")
+    parser.add_argument("--test", action="store_true",
+                        help="keep the folder's threshold where it has one, and measure the flag on each "
+                             "source's TEST at it")
     parser.add_argument("--cache-dir", default=None, help="prepared-input cache (default: var/cache)")
     args = parser.parse_args(argv)
     quiet_tensorflow_startup(os.environ)
+    metadata_file = Path(args.model) / "metadata.json"
     try:
-        record = fit_review(args.model, args.data, args.cache_dir)
+        metadata = json.loads(metadata_file.read_text())
+        metrics = metadata.setdefault("metrics", {})
+        if not (args.test and ood.fitted_confidence_threshold(metrics) is not None):
+            metrics["review"] = fit_review(args.model, args.data, args.cache_dir)
+        printed = {"review": metrics["review"]}
+        if args.test:
+            threshold = ood.confidence_threshold(metrics)
+            printed["TEST"] = test_review_flags(args.model, args.data, threshold, args.cache_dir)
+            record_test_flags(metrics, printed["TEST"])
     except (TrainingDataError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    metadata_file = Path(args.model) / "metadata.json"
-    metadata = json.loads(metadata_file.read_text())
-    metadata.setdefault("metrics", {})["review"] = record
     metadata_file.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-    print(json.dumps(record, indent=1))
+    print(json.dumps(printed, indent=1))
     return 0
 
 

@@ -275,3 +275,54 @@ def test_a_run_fits_its_review_threshold_and_the_command_refits_it_from_the_fold
     assert fit_review_cli.main(["--model", str(folder), "--data", str(tmp_path / "other")]) == 2
     assert "validation split holds" in capsys.readouterr().err
     assert (folder / "metadata.json").read_text() == before
+
+
+def test_the_command_measures_the_review_flag_on_test_at_the_folders_own_threshold(trained, tmp_path, capsys):
+    folder = Path(shutil.copytree(trained.folder, tmp_path / "model"))
+    metadata = json.loads((folder / "metadata.json").read_text())
+    (name,) = metadata["metrics"]["sources"]
+    for place in (metadata["metrics"], metadata["metrics"]["sources"][name]):
+        del place["TEST"]["review_flag"]  # as a folder trained before runs measured it
+    metadata["metrics"]["review"]["confidence_threshold"] = 0.97  # kept, not fitted again
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    data = ["--data", str(trained.root / "data"), "--cache-dir", str(trained.root / "cache")]
+    assert fit_review_cli.main(["--model", str(folder), *data, "--test"]) == 0
+    measured = json.loads((folder / "metadata.json").read_text())["metrics"]
+    assert measured["review"]["confidence_threshold"] == 0.97
+    figures = measured["sources"][name]["TEST"]["review_flag"]
+    assert measured["TEST"]["review_flag"] == figures and figures["confidence_threshold"] == 0.97
+    # What the run itself measured at its own threshold: at a higher one, as many cells or more.
+    at_run = trained.result.metrics["TEST"]["review_flag"]
+    assert figures["cells"] == at_run["cells"] and figures["errors"] == at_run["errors"]
+    assert figures["flagged_share"] >= at_run["flagged_share"]
+
+    # TEST folders other than the network was measured on: refused, the folder left as it was.
+    write_split(tmp_path / "other", "TRAIN", 12)
+    write_split(tmp_path / "other", "TEST", 3, start=80)
+    before = (folder / "metadata.json").read_text()
+    capsys.readouterr()
+    other = ["--data", str(tmp_path / "other"), "--cache-dir", str(tmp_path / "cache")]
+    assert fit_review_cli.main(["--model", str(folder), *other, "--test"]) == 2
+    assert "where the run stored" in capsys.readouterr().err
+    assert (folder / "metadata.json").read_text() == before
+
+
+def test_the_command_measures_a_refits_borrowed_threshold_but_cannot_fit_one(trained, tmp_path, capsys):
+    data = str(trained.root / "data")
+    refit = train_classifier(TrainingConfig(
+        data_dir=data, architecture="leukonet", task="4class", epochs=1, batch_size=8,
+        validation_fraction=0, temperature=1.2, review_threshold=0.9, cache_dir=str(trained.root / "cache"),
+    ))
+    folder = refit.save(tmp_path / "refit")
+    cache = ["--cache-dir", str(trained.root / "cache")]
+    assert fit_review_cli.main(["--model", str(folder), "--data", data, *cache, "--test"]) == 0
+    measured = json.loads((folder / "metadata.json").read_text())["metrics"]["TEST"]["review_flag"]
+    assert measured == pytest.approx(refit.metrics["TEST"]["review_flag"])
+    assert measured["confidence_threshold"] == 0.9
+
+    metadata = json.loads((folder / "metadata.json").read_text())
+    del metadata["metrics"]["review"]
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    capsys.readouterr()
+    assert fit_review_cli.main(["--model", str(folder), "--data", data, *cache]) == 2
+    assert "trained on every TRAIN cell: it has no validation split" in capsys.readouterr().err
