@@ -151,7 +151,7 @@ def _held_out_calibration(args):
     runs = [temperature_of_run(path) for path in args.temperature_from]
     if len(runs) == 1:
         return runs[0]
-    recipes = [run.repeated for run in runs]
+    recipes = [{**(run.trained_as or {}), **run.repeated} for run in runs]
     differing = sorted(
         key for key in set().union(*recipes) if len({repr(r.get(key)) for r in recipes}) > 1
     )
@@ -161,7 +161,7 @@ def _held_out_calibration(args):
             f"({', '.join(differing)}): pool only runs of one recipe"
         )
     temperature, source = pooled_temperature(args.temperature_from, args.data, args.cache_dir)
-    return HeldOutCalibration(temperature, source, recipes[0])
+    return HeldOutCalibration(temperature, source, runs[0].repeated, trained_as=runs[0].trained_as)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,14 @@ import os
 from django import forms
 
 from classifier.training.data import data_folders
-from classifier.training.recipe import SETTINGS, Offered, Recipe, RecipeError
+from classifier.training.recipe import SETTINGS, Offered, Recipe
 from webapp.models import ModelVersion
 from webapp.selectors import samples_with_accession
-from webapp.services.training import default_data_folders, held_out_runs
+from webapp.services.training import (
+    default_data_folders,
+    held_out_runs,
+    retrainable_active_version,
+)
 
 # A site user holds the one training slot for as long as the run lasts; longer runs are for the
 # command line.
@@ -90,14 +94,9 @@ class RetrainForm(forms.Form):
     @staticmethod
     def _recipe_initial():
         """The recipe's defaults for the active version's architecture and task (else its own)."""
-        recipe = Recipe().resolved()
-        active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).only("task", "architecture")
-        active = active.first()
-        if active is not None:
-            try:
-                recipe = Recipe(architecture=active.architecture, task=active.task).resolved()
-            except RecipeError:  # an architecture the recipe no longer trains
-                pass
+        active = retrainable_active_version()
+        network = {} if active is None else {"architecture": active.architecture, "task": active.task}
+        recipe = Recipe(**network).resolved()
         return {s.name: getattr(recipe, s.name) for s in form_settings()}
 
     def clean(self):

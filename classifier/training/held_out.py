@@ -14,7 +14,7 @@ import numpy as np
 from classifier import calibration, dataset, ood
 from classifier.model_folder import ModelFolderError, read_metadata
 from classifier.training.data import decoded_rows, labels, select_sources
-from classifier.training.recipe import HeldOutCalibration, refit_settings
+from classifier.training.recipe import HeldOutCalibration, refit_settings, trained_as
 
 
 class ValidationPredictions(NamedTuple):
@@ -129,6 +129,7 @@ def temperature_of_run(path):
     return HeldOutCalibration(
         temperature, f"{path} (validation split seed {split_seed}, {label})", repeated,
         ood.fitted_confidence_threshold(metadata.get("metrics")),
+        trained_as(metadata.get("architecture"), metadata.get("task"), hyperparameters),
     )
 
 

@@ -532,6 +532,17 @@ def refit_settings(hyperparameters, input_spec):
     return repeated
 
 
+def trained_as(architecture, task, hyperparameters):
+    """{setting: value} of what a refit must train as its held-out run did (the run's network, its
+    classes and its length), of those the run recorded."""
+    recorded = {
+        "architecture": architecture,
+        "task": task,
+        "epochs": (hyperparameters or {}).get("epochs"),
+    }
+    return {key: value for key, value in recorded.items() if value is not None}
+
+
 class HeldOutCalibration(NamedTuple):
     """What a refit borrows from a held-out run of its recipe."""
 
@@ -541,6 +552,9 @@ class HeldOutCalibration(NamedTuple):
     # The review threshold the run fitted at that temperature; None where it fitted none, or where
     # the temperature was pooled over runs, at which no run fitted one.
     review_threshold: float | None = None
+    # The run's network, classes and length (trained_as): its temperature and threshold were
+    # fitted on that network after that many epochs, and are not another network's to borrow.
+    trained_as: dict | None = None
 
     def settings(self):
         """The refit's calibration settings: temperature, its source and the review threshold."""

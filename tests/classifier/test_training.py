@@ -210,10 +210,14 @@ def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, t
     assert main([*argv, "--temperature-from", str(tmp_path / "missing")]) == 2
     assert "no calibration temperature in" in capsys.readouterr().err
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({"temperature": 0.9, "hyperparameters": {"zoom": 0.2}}))
+    other.write_text(json.dumps({"temperature": 0.9, "architecture": "paper",
+                                 "hyperparameters": {"zoom": 0.2, "epochs": 3}}))
     assert main([*argv, "--temperature-from", str(held_out), str(other)]) == 2
-    differing = "different settings (batch_size, input_spec, mixup, weight_decay, width, zoom)"
+    differing = "different settings (architecture, batch_size, epochs, input_spec, mixup, weight_decay"
     assert differing in capsys.readouterr().err
+    # Its temperature was fitted on its network after its epochs: a refit trains the same.
+    assert main([*argv, "--temperature-from", str(other)]) == 2
+    assert "epochs 1 (the run: 3)" in capsys.readouterr().err
 
 
 def test_pooled_temperature_rebuilds_each_run_split_and_fits_one_temperature(tiny_data, tmp_path):

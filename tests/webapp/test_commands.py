@@ -20,9 +20,9 @@ from webapp.review_flag import review_threshold
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def make_version(status, **fields):
+def make_version(status, task="4class", **fields):
     return ModelVersion.objects.create(
-        architecture="paper", task="4class", status=status,
+        architecture="paper", task=task, status=status,
         model_sha256="" if status == "failed" else "ab" * 32,
         metrics={"TEST": {"accuracy": 0.875, "confusion_matrix": [[1]], "per_class": {}}}, **fields
     )
@@ -182,18 +182,56 @@ def test_train_refits_on_every_group_with_the_temperature_of_a_held_out_version(
     assert sum(refit.class_counts.values()) == 16, "the refit trains on every TRAIN image"
     with pytest.raises(CommandError, match="without a validation split"):
         run("train", *tiny, "--validation-fraction", "0", "--temperature-from", f"v{refit.pk}")
+    # Its temperature was fitted on that network after that many epochs: another is refused.
+    for changed, named in ((("--epochs", "2"), "epochs 2 .the run: 1."),
+                           (("--task", "binary"), "task binary .the run: 4class.")):
+        with pytest.raises(CommandError, match=named):
+            run("train", "--data", str(data), *changed, "--validation-fraction", "0",
+                "--temperature-from", f"v{held_out.pk}")
+    # Not given, they are the run's, whatever the active version is.
+    make_version("active", task="binary")
+    output = run("train", "--data", str(data), "--batch-size", "8", "--validation-fraction", "0",
+                 "--temperature-from", f"v{held_out.pk}")
+    repeated = ModelVersion.objects.order_by("-pk").first()
+    trained = (repeated.architecture, repeated.task, repeated.hyperparameters["epochs"])
+    assert trained == ("paper", "4class", 1)
+    assert "architecture paper" in output and "epochs 1" in output and "task 4class" in output
 
     # A held-out run kept as a folder (train_cli --out) is repeated the same way.
     run_folder = tmp_path / "run"
     run_folder.mkdir()
     (run_folder / "metadata.json").write_text(json.dumps({
         "temperature": 1.1, "input_spec": {"height": 60, "width": 80, "mode": "field"},
-        "hyperparameters": {"zoom": 0.07}}))
+        "architecture": "paper", "task": "4class", "hyperparameters": {"zoom": 0.07, "epochs": 1}}))
+    with pytest.raises(CommandError, match="architecture leukonet .the run: paper."):
+        run("train", *tiny, "--arch", "leukonet", "--validation-fraction", "0",
+            "--temperature-from", str(run_folder))
     run("train", *tiny, "--validation-fraction", "0", "--temperature-from", str(run_folder))
     from_folder = ModelVersion.objects.order_by("-pk").first()
     assert from_folder.temperature == pytest.approx(1.1) and from_folder.hyperparameters["zoom"] == 0.07
     assert from_folder.input_spec == {"height": 60, "width": 80, "mode": "field"}
     assert "review" not in from_folder.metrics, "a run that fitted no threshold lends none"
+
+
+@pytest.mark.django_db
+def test_train_without_arch_or_task_trains_the_active_versions_network(tmp_path, monkeypatch):
+    import classifier.dataset
+
+    monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    data = write_cell_folder(tmp_path / "cells", per_class=4, test_per_class=1)
+    active = make_version("active", task="binary")
+    tiny = ("--data", str(data), "--epochs", "1", "--batch-size", "8")
+
+    output = run("train", *tiny)
+    trained = ModelVersion.objects.exclude(pk=active.pk).get()
+    assert (trained.architecture, trained.task) == ("paper", "binary") and trained.status == "ready"
+    assert f"active version's network: paper / binary (v{active.pk})" in output
+
+    ModelVersion.objects.filter(pk=trained.pk).delete()
+    run("train", *tiny, "--arch", "paper")
+    assert ModelVersion.objects.exclude(pk=active.pk).get().task == "4class", (
+        "an architecture given takes the recipe's task, not the active version's"
+    )
 
 
 @pytest.mark.django_db

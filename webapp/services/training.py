@@ -23,7 +23,13 @@ from classifier.errors import TrainingCancelled, TrainingDataError
 from classifier.training.adaptation import DEFAULT_EPOCHS, DEFAULT_FOLDS, check_enough, lab_cells
 from classifier.training.data import data_folders
 from classifier.training.held_out import kept_epoch_label
-from classifier.training.recipe import SETTINGS, HeldOutCalibration, Recipe, RecipeError
+from classifier.training.recipe import (
+    SETTINGS,
+    HeldOutCalibration,
+    Recipe,
+    RecipeError,
+    trained_as,
+)
 from classifier.training.recipe import refit_settings as stored_refit_settings
 from webapp import audit
 from webapp.models import Cell, ModelVersion, Sample, SmearImage
@@ -87,7 +93,23 @@ def held_out_calibration(version):
         f"model version v{version.pk} ({kept_epoch_label(version.metrics)})",
         refit_settings(version),
         ood.fitted_confidence_threshold(version.metrics),
+        trained_as(version.architecture, version.task, version.hyperparameters),
     )
+
+
+def retrainable_active_version():
+    """The active version, whose architecture and task a retraining trains unless told otherwise
+    (a lab retrains the network it serves); None with none active, or where the recipe no longer
+    trains its architecture."""
+    active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).only("task", "architecture")
+    active = active.first()
+    if active is None:
+        return None
+    try:
+        Recipe(architecture=active.architecture, task=active.task).resolved()
+    except RecipeError:
+        return None
+    return active
 
 
 def default_data_folders():

@@ -17,6 +17,7 @@ from webapp.services.training import (
     TrainingRefused,
     create_training_version,
     held_out_calibration,
+    retrainable_active_version,
     run_training,
 )
 
@@ -51,7 +52,11 @@ def temperature_from(source):
 
 
 class Command(BaseCommand):
-    help = "Train a new model version in this terminal and store it as ready (optionally activate it)."
+    help = (
+        "Train a new model version in this terminal and store it as ready (optionally activate it). "
+        "With neither --arch nor --task it trains the active version's network and classes, as the "
+        "retraining form does; a refit (--temperature-from) trains its held-out run's."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--data", action="append",
@@ -72,11 +77,16 @@ class Command(BaseCommand):
         if options["temperature_from"]:
             if options["temperature"] is not None:
                 raise CommandError("Give --temperature or --temperature-from, not both.")
-            given, repeated = with_held_out_settings(given, temperature_from(options["temperature_from"]))
+            try:
+                given, repeated = with_held_out_settings(given, temperature_from(options["temperature_from"]))
+            except ValueError as exc:
+                raise CommandError(f"Refused: {exc}.") from None
             if repeated:
                 self.stdout.write(repeated_line(repeated))
-        elif options["temperature"] is not None:
-            given["temperature_source"] = "given on the command line"
+        else:
+            if options["temperature"] is not None:
+                given["temperature_source"] = "given on the command line"
+            self.follow_active_version(given)
         # Refused here, naming the options, before a version is stored.
         try:
             Recipe(**given).resolved()
@@ -86,6 +96,20 @@ class Command(BaseCommand):
                 flags.append("--temperature-from")
             raise CommandError(f"{exc} (options {', '.join(flags)}).") from None
         return given
+
+    def follow_active_version(self, given):
+        """With neither --arch nor --task, train the active version's network and classes, as the
+        site's retraining form offers: a lab retrains the network it serves."""
+        if "architecture" in given or "task" in given:
+            return
+        active = retrainable_active_version()
+        if active is None:
+            return
+        given.update(architecture=active.architecture, task=active.task)
+        self.stdout.write(
+            f"Training the active version's network: {active.architecture} / {active.task} "
+            f"(v{active.pk}); --arch and --task choose another."
+        )
 
     def handle(self, *args, **options):
         quiet_tensorflow_startup(os.environ)
