@@ -19,7 +19,6 @@ from classifier.training.command_line import (
     add_recipe_arguments,
     recipe_given,
     repeated_line,
-    with_held_out_settings,
 )
 from classifier.training.recipe import HeldOutCalibration
 
@@ -67,7 +66,7 @@ def _settings(args):
     if args.temperature_from:
         if args.temperature is not None:
             raise ValueError("give --temperature or --temperature-from, not both")
-        settings, repeated = with_held_out_settings(given, _held_out_calibration(args))
+        settings, repeated = _held_out_calibration(args).for_refit(given)
         if repeated:
             print(repeated_line(repeated))
         return settings

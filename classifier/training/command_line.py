@@ -50,29 +50,6 @@ def recipe_given(values, exclude=()):
     }
 
 
-def with_held_out_settings(given, borrowed):
-    """(settings, those repeated) of a refit borrowing a held-out run's calibration (a
-    recipe.HeldOutCalibration) and repeating its recipe: settings given on the command line win
-    over the run's, but for its network, classes and length, which a refit must share with it.
-    Raises ValueError, naming the settings that differ."""
-    trained_as = borrowed.trained_as or {}
-    differing = [
-        f"{key} {given[key]} (the run: {value})"
-        for key, value in trained_as.items()
-        if key in given and given[key] != value
-    ]
-    if differing:
-        raise ValueError(
-            "a refit trains the network its held-out run trained, for as many epochs, or the "
-            f"run's temperature does not fit it: {', '.join(differing)}"
-        )
-    repeated = {
-        key: value for key, value in {**trained_as, **borrowed.repeated}.items() if key not in given
-    }
-    settings = {**repeated, **given, **borrowed.settings()}
-    return settings, repeated
-
-
 def repeated_line(repeated):
     """The line that tells the operator which of the held-out run's settings a refit repeats."""
     listed = ", ".join(f"{key} {value}" for key, value in sorted(repeated.items()))

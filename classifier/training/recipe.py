@@ -543,6 +543,19 @@ def trained_as(architecture, task, hyperparameters):
     return {key: value for key, value in recorded.items() if value is not None}
 
 
+class RefitMismatch(ValueError):
+    """A refit told to train other than its held-out run did; ``differing`` holds, for each
+    setting concerned, (what the refit was given, what the run trained)."""
+
+    def __init__(self, differing):
+        self.differing = differing
+        listed = ", ".join(f"{key} {given} (the run: {run})" for key, (given, run) in differing.items())
+        super().__init__(
+            "a refit trains the network its held-out run trained, for as many epochs, or the "
+            f"run's temperature does not fit it: {listed}"
+        )
+
+
 class HeldOutCalibration(NamedTuple):
     """What a refit borrows from a held-out run of its recipe."""
 
@@ -562,3 +575,16 @@ class HeldOutCalibration(NamedTuple):
         if self.review_threshold is not None:
             borrowed["review_threshold"] = self.review_threshold
         return borrowed
+
+    def for_refit(self, given):
+        """(settings, those repeated) of a refit that borrows this calibration and repeats the
+        run's recipe: settings given win over the run's, but for its network, classes and length,
+        which a refit must share with it. Raises RefitMismatch, naming the settings that differ."""
+        run = self.trained_as or {}
+        differing = {
+            key: (given[key], value) for key, value in run.items() if key in given and given[key] != value
+        }
+        if differing:
+            raise RefitMismatch(differing)
+        repeated = {key: value for key, value in {**run, **self.repeated}.items() if key not in given}
+        return {**repeated, **given, **self.settings()}, repeated

@@ -16,7 +16,10 @@ from classifier.training.recipe import (
     PER_ARCHITECTURE,
     SETTINGS,
     SETTINGS_BY_NAME,
+    HeldOutCalibration,
+    RefitMismatch,
     refit_settings,
+    trained_as,
 )
 
 BUNDLED = Path(__file__).resolve().parents[2] / "classifier" / "default_model"
@@ -189,3 +192,20 @@ def test_a_refit_repeats_what_an_older_held_out_run_stored_and_defaults_the_rest
     for key, value in repeated.items():
         assert getattr(refit, key) == value
     assert refit.refit and refit.zoom == 0.22
+
+
+def test_a_refit_repeats_its_runs_network_and_refuses_another():
+    run = HeldOutCalibration(
+        0.8, "run A", {"mixup": 0.2}, review_threshold=0.9,
+        trained_as=trained_as("leukonet-gn", "8class", {"epochs": 30}),
+    )
+    settings, repeated = run.for_refit({"mixup": 0.3, "epochs": 30})
+    assert repeated == {"architecture": "leukonet-gn", "task": "8class"}
+    assert settings == {"architecture": "leukonet-gn", "task": "8class", "epochs": 30, "mixup": 0.3,
+                        "temperature": 0.8, "temperature_source": "run A", "review_threshold": 0.9}
+
+    with pytest.raises(RefitMismatch) as refused:
+        run.for_refit({"architecture": "leukonet", "epochs": 30, "task": "4class"})
+    assert refused.value.differing == {"architecture": ("leukonet", "leukonet-gn"),
+                                       "task": ("4class", "8class")}
+    assert "architecture leukonet (the run: leukonet-gn), task 4class (the run: 8class)" in str(refused.value)

@@ -28,6 +28,7 @@ from classifier.training.recipe import (
     HeldOutCalibration,
     Recipe,
     RecipeError,
+    RefitMismatch,
     trained_as,
 )
 from classifier.training.recipe import refit_settings as stored_refit_settings
@@ -194,22 +195,23 @@ def create_training_version(
         )
 
 
-def _refit_recipe(refit_from, architecture, task, epochs):
-    """Settings that repeat a held-out run's recipe on every group, with its temperature."""
-    if (refit_from.architecture, refit_from.task) != (architecture, task):
+def _refit_recipe(refit_from, network):
+    """The settings of a refit of ``refit_from`` on every group, with its temperature: ``network``
+    (architecture, task, epochs), the run's inputs and augmentation, and its calibration."""
+    borrowed = held_out_calibration(refit_from)
+    try:
+        settings, _ = borrowed.for_refit(network)
+    except RefitMismatch as mismatch:
+        if "epochs" in mismatch.differing and len(mismatch.differing) == 1:
+            _, run_epochs = mismatch.differing["epochs"]
+            raise TrainingRefused(
+                f"A refit of v{refit_from.pk} trains as long as it did: {run_epochs} epochs."
+            ) from None
         raise TrainingRefused(
             f"v{refit_from.pk} is a {refit_from.architecture} / {refit_from.task} run: a refit "
             "must repeat its architecture and task."
-        )
-    source_epochs = (refit_from.hyperparameters or {}).get("epochs")
-    if source_epochs is not None and int(epochs) != source_epochs:
-        # Its temperature was fitted near the end of that many epochs: a refit trained longer or
-        # shorter would be calibrated with a temperature that does not fit it.
-        raise TrainingRefused(
-            f"A refit of v{refit_from.pk} trains as long as it did: {source_epochs} epochs."
-        )
-    borrowed = held_out_calibration(refit_from)
-    return {**borrowed.repeated, "validation_fraction": 0.0, **borrowed.settings()}
+        ) from None
+    return {**settings, "validation_fraction": 0.0}
 
 
 def training_settings(version):
@@ -242,14 +244,13 @@ def start_training(
     its last epoch and takes that run's temperature: how the bundled network is made.
     """
     if task is None:
-        current = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).only("task").first()
+        current = retrainable_active_version()
         task = current.task if current else ModelVersion.Task.FOUR_CLASS
-    recipe = {} if refit_from is None else _refit_recipe(refit_from, architecture, task, epochs)
+    recipe = {"architecture": architecture, "task": task, "epochs": int(epochs)}
+    if refit_from is not None:
+        recipe = _refit_recipe(refit_from, recipe)
     with transaction.atomic():
         version = create_training_version(
-            architecture=architecture,
-            task=task,
-            epochs=epochs,
             data_dir=data_dir,
             source=ModelVersion.Source.SITE,
             user=user,

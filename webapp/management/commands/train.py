@@ -8,7 +8,6 @@ from classifier.training.command_line import (
     add_recipe_arguments,
     recipe_given,
     repeated_line,
-    with_held_out_settings,
 )
 from classifier.training.recipe import SETTINGS_BY_NAME, Recipe, RecipeError
 from webapp.models import ModelVersion
@@ -78,7 +77,7 @@ class Command(BaseCommand):
             if options["temperature"] is not None:
                 raise CommandError("Give --temperature or --temperature-from, not both.")
             try:
-                given, repeated = with_held_out_settings(given, temperature_from(options["temperature_from"]))
+                given, repeated = temperature_from(options["temperature_from"]).for_refit(given)
             except ValueError as exc:
                 raise CommandError(f"Refused: {exc}.") from None
             if repeated:
