@@ -246,7 +246,9 @@ def start_training(
     if task is None:
         current = retrainable_active_version()
         task = current.task if current else ModelVersion.Task.FOUR_CLASS
-    recipe = {"architecture": architecture, "task": task, "epochs": int(epochs)}
+    recipe = {"architecture": architecture, "task": task}
+    if epochs is not None:
+        recipe["epochs"] = int(epochs)
     if refit_from is not None:
         recipe = _refit_recipe(refit_from, recipe)
     with transaction.atomic():
