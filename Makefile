@@ -54,10 +54,10 @@ bench-group-cv: install
 # (tested on) matrix. Runs are kept in SOURCES_RUNS and reused; RECIPE takes train_cli's recipe
 # options, e.g. RECIPE="--arch leukonet --task 8class" SOURCES_RUNS=var/bench-sources-bn.
 RECIPE ?= --arch leukonet-gn --task 8class
-# Runs of earlier recipes were kept in var/bench-sources-gn (every window stain-normalised, 96x96)
-# and var/bench-sources-unnorm (96x96); a new folder keeps them from being reused for today's
-# recipe (128x128 since the sixteenth session).
-SOURCES_RUNS ?= var/bench-sources-128
+# Runs of earlier recipes were kept in var/bench-sources-gn (every window stain-normalised, 96x96),
+# var/bench-sources-unnorm (96x96) and var/bench-sources-128 (saturation 0.75-1.25x); a new folder
+# keeps them from being reused for today's recipe (saturation 0.1-1.9x since the twentieth session).
+SOURCES_RUNS ?= var/bench-sources-sat09
 bench-sources: install
 	$(PY) bench/sources.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc --runs $(SOURCES_RUNS) $(RECIPE)
 

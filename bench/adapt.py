@@ -6,7 +6,7 @@ never saw, and what it costs the lab it was trained on.
                           [--replay-per-class R]
 
 For each source X given, the network trained without X (bench/sources.py's leave-one-source-out
-run, kept in NETWORKS/<the other sources' names joined by "+">, default var/bench-sources-128) is
+run, kept in NETWORKS/<the other sources' names joined by "+">, default var/bench-sources-sat09) is
 adapted on k different cells of X's TRAIN (one copy of an augmented original, none whose original
 TEST also shows), drawn stratified by the network's classes (seeded), for each k.
 The cells reach the adaptation as the site's reviewed cells do: each is cut into its 240x320
@@ -39,7 +39,7 @@ from classifier.errors import TrainingDataError  # noqa: E402
 from classifier.model_folder import is_model_folder, read_model_folder  # noqa: E402
 from classifier.runtimes import quiet_tensorflow_startup  # noqa: E402
 
-DEFAULT_NETWORKS = ROOT / "var" / "bench-sources-128"
+DEFAULT_NETWORKS = ROOT / "var" / "bench-sources-sat09"
 DEFAULT_KS = (25, 50, 100, 200)
 SEED = 20261125
 
@@ -205,7 +205,7 @@ def build_parser():
                         help="a source's data folder (TRAIN/ and TEST/); repeat for each (default: the "
                         "shared datasets' blood-cell-images and pbc)")
     parser.add_argument("--networks", default=str(DEFAULT_NETWORKS),
-                        help="bench/sources.py's run folders (default: var/bench-sources-128)")
+                        help="bench/sources.py's run folders (default: var/bench-sources-sat09)")
     parser.add_argument("--ks", default=",".join(map(str, DEFAULT_KS)),
                         help="reviewed cells per adaptation, comma-separated (default: 25,50,100,200)")
     parser.add_argument("--max-test-per-class", type=int, default=None,
