@@ -202,7 +202,7 @@ def _refit_recipe(refit_from, network):
     try:
         settings, _ = borrowed.for_refit(network)
     except RefitMismatch as mismatch:
-        if "epochs" in mismatch.differing and len(mismatch.differing) == 1:
+        if set(mismatch.differing) == {"epochs"}:
             _, run_epochs = mismatch.differing["epochs"]
             raise TrainingRefused(
                 f"A refit of v{refit_from.pk} trains as long as it did: {run_epochs} epochs."
