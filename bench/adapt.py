@@ -205,7 +205,8 @@ def build_parser():
                         help="a source's data folder (TRAIN/ and TEST/); repeat for each (default: the "
                         "shared datasets' blood-cell-images and pbc)")
     parser.add_argument("--networks", default=str(DEFAULT_NETWORKS),
-                        help="bench/sources.py's run folders (default: var/bench-sources-sat09)")
+                        help="bench/sources.py's run folders "
+                        f"(default: {DEFAULT_NETWORKS.relative_to(ROOT)})")
     parser.add_argument("--ks", default=",".join(map(str, DEFAULT_KS)),
                         help="reviewed cells per adaptation, comma-separated (default: 25,50,100,200)")
     parser.add_argument("--max-test-per-class", type=int, default=None,
