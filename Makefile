@@ -54,18 +54,18 @@ bench-group-cv: install
 # (tested on) matrix. Runs are kept in SOURCES_RUNS and reused; RECIPE takes train_cli's recipe
 # options, e.g. RECIPE="--arch leukonet --task 8class" SOURCES_RUNS=var/bench-sources-bn.
 RECIPE ?= --arch leukonet-gn --task 8class
-# Runs of earlier recipes were kept in var/bench-sources-gn (every window stain-normalised, 96x96),
-# var/bench-sources-unnorm (96x96) and var/bench-sources-128 (saturation 0.75-1.25x); a new folder
-# keeps them from being reused for today's recipe (saturation 0.1-1.9x since the twentieth session).
-SOURCES_RUNS ?= var/bench-sources-sat09
+# SOURCES_RUNS unset: bench/sources.py's DEFAULT_RUNS, a folder for today's recipe.
+SOURCES_RUNS ?=
+RUNS_OPTION = $(if $(SOURCES_RUNS),--runs $(SOURCES_RUNS))
+NETWORKS_OPTION = $(if $(SOURCES_RUNS),--networks $(SOURCES_RUNS))
 bench-sources: install
-	$(PY) bench/sources.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc --runs $(SOURCES_RUNS) $(RECIPE)
+	$(PY) bench/sources.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc $(RUNS_OPTION) $(RECIPE)
 
 # Not part of `make bench`: each leave-one-source-out network of bench-sources (in SOURCES_RUNS)
 # adapted on k = 25, 50, 100, 200 reviewed cells of the source it never saw, measured on both
 # sources' TEST, with the fine-tune time.
 bench-adapt: install
-	$(PY) bench/adapt.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc --networks $(SOURCES_RUNS) $(BENCH_ADAPT_ARGS)
+	$(PY) bench/adapt.py --data $(DATA)/blood-cell-images --data $(DATA)/pbc $(NETWORKS_OPTION) $(BENCH_ADAPT_ARGS)
 
 # The bundled eight-type network on up to 40 TEST cells per type of each source, each photograph
 # changed as another lab's camera, microscope or stain would change it (about 6 minutes).

@@ -6,7 +6,7 @@ never saw, and what it costs the lab it was trained on.
                           [--replay-per-class R]
 
 For each source X given, the network trained without X (bench/sources.py's leave-one-source-out
-run, kept in NETWORKS/<the other sources' names joined by "+">, default var/bench-sources-sat09) is
+run, kept in NETWORKS/<the other sources' names joined by "+">, default bench/sources.py's DEFAULT_RUNS) is
 adapted on k different cells of X's TRAIN (one copy of an augmented original, none whose original
 TEST also shows), drawn stratified by the network's classes (seeded), for each k.
 The cells reach the adaptation as the site's reviewed cells do: each is cut into its 240x320
@@ -33,13 +33,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.classify import default_sources, source_benchmark  # noqa: E402
-from bench.sources import four_type_accuracy, source_name  # noqa: E402
+from bench.sources import DEFAULT_RUNS, four_type_accuracy, source_name  # noqa: E402
 from classifier import dataset  # noqa: E402
 from classifier.errors import TrainingDataError  # noqa: E402
 from classifier.model_folder import is_model_folder, read_model_folder  # noqa: E402
 from classifier.runtimes import quiet_tensorflow_startup  # noqa: E402
 
-DEFAULT_NETWORKS = ROOT / "var" / "bench-sources-sat09"
+DEFAULT_NETWORKS = DEFAULT_RUNS
 DEFAULT_KS = (25, 50, 100, 200)
 SEED = 20261125
 

@@ -16,7 +16,7 @@ bench/classify.py does, and prints:
 
 A task whose classes a training set lacks (the 8 PBC classes, on blood-cell-images alone) falls
 back to the four shared types for that run. Run folders are kept in --runs DIR (default:
-var/bench-sources), one per training set, named after its sources joined by "+"; one already
+DEFAULT_RUNS), one per training set, named after its sources joined by "+"; one already
 there is reused, so a long training need not be repeated (--no-train: reuse only).
 """
 
@@ -38,7 +38,10 @@ from classifier.runtimes import quiet_tensorflow_startup  # noqa: E402
 from classifier.training.command_line import add_recipe_arguments, recipe_given  # noqa: E402
 from classifier.training.recipe import Recipe  # noqa: E402
 
-DEFAULT_RUNS = ROOT / "var" / "bench-sources"
+# A folder per recipe, so that runs of an earlier recipe are not reused as today's: earlier ones
+# were kept in var/bench-sources-gn (every window stain-normalised, 96x96), var/bench-sources-unnorm
+# (96x96) and var/bench-sources-128 (saturation 0.75-1.25x); today's varies it 0.1-1.9x.
+DEFAULT_RUNS = ROOT / "var" / "bench-sources-sat09"
 # Every run is a held-out run: its validation split fits the temperature and the score's threshold.
 BENCH_SETS = ("validation_fraction", "temperature")
 
@@ -162,7 +165,8 @@ def build_parser():
                         help="a source's data folder (TRAIN/ and TEST/); repeat for each (default: the "
                         "shared datasets' blood-cell-images and pbc)")
     parser.add_argument("--runs", default=str(DEFAULT_RUNS),
-                        help="where the run folders are kept and reused (default: var/bench-sources)")
+                        help="where the run folders are kept and reused "
+                        f"(default: {DEFAULT_RUNS.relative_to(ROOT)})")
     parser.add_argument("--no-train", action="store_true", help="reuse the run folders only; train none")
     add_recipe_arguments(parser, exclude=BENCH_SETS)
     return parser
