@@ -363,16 +363,27 @@ def reviewed_cell_windows():
     return list(windows.values())
 
 
-# A photograph where more than this share of the cells is unfamiliar to the network (ood_score
-# above 1) is unlike the images it was trained on as a whole: another stain, camera or lab.
+# A photograph or a sample where more than this share of the cells is unfamiliar to the network
+# (ood_score above 1) is unlike the images it was trained on as a whole: another stain, camera or
+# lab.
 UNFAMILIAR_SHARE = 0.5
+# ... judged on at least this many scored cells. One in ten of the training labs' own cells scores
+# above 1 by design (classifier.ood.HELD_OUT_QUANTILE), so a photograph of one cell, which is most
+# single-cell crops and many smear fields, would be called unlike the training images one time in
+# ten; with two cells, both unfamiliar, about one in a hundred. The cell's own flag still shows.
+UNFAMILIAR_MIN_CELLS = 2
+
+
+def mostly_unfamiliar(unfamiliar, scored):
+    """Whether ``unfamiliar`` of ``scored`` cells make their photograph or sample unlike the
+    network's training images."""
+    return scored >= UNFAMILIAR_MIN_CELLS and unfamiliar > UNFAMILIAR_SHARE * scored
 
 
 def unfamiliar_photograph(cells):
     """Whether most of a photograph's cells (those with a score) are unfamiliar to the network."""
     scores = [cell.ood_score for cell in cells if cell.ood_score is not None]
-    unfamiliar = sum(score > UNFAMILIAR_ABOVE for score in scores)
-    return bool(scores) and unfamiliar > UNFAMILIAR_SHARE * len(scores)
+    return mostly_unfamiliar(sum(score > UNFAMILIAR_ABOVE for score in scores), len(scores))
 
 
 # A failed drawn box is shown beside its photograph for this long, then only kept on record.
@@ -502,6 +513,8 @@ class LeukocyteFormula:
     unidentified: int = 0  # cells a reviewer could not name: sign-off waits on them
     partial_left_out: int = 0  # cells cut by the photograph's edge, not counted in
     model_versions: list = field(default_factory=list)  # ids of the versions whose calls it counts
+    scored_cells: int = 0  # cells with an out-of-distribution score
+    unfamiliar_cells: int = 0  # of them, those unlike the network's training cells (score above 1)
     manual_differential_count = MANUAL_DIFFERENTIAL_COUNT
 
     def as_dict(self):
@@ -518,6 +531,8 @@ class LeukocyteFormula:
             "listed_apart": dict(self.listed_apart),
             "unidentified": self.unidentified,
             "partial_left_out": self.partial_left_out,
+            "unfamiliar_cells": self.unfamiliar_cells,
+            "mostly_unfamiliar": self.mostly_unfamiliar,
         }
 
     @property
@@ -539,6 +554,12 @@ class LeukocyteFormula:
     def below_manual_count(self):
         """Fewer cells than a manual differential counts: the percentages are imprecise."""
         return 0 < self.total < MANUAL_DIFFERENTIAL_COUNT
+
+    @property
+    def mostly_unfamiliar(self):
+        """Most of the sample's cells are unlike those its network was trained on: a lab, stain or
+        camera it does not know, where a single-cell photograph's own warning is not raised."""
+        return mostly_unfamiliar(self.unfamiliar_cells, self.scored_cells)
 
 
 def _percent(count, total):
@@ -573,6 +594,8 @@ def leukocyte_formula(sample):
         reviewed=Count("id", filter=~Q(corrected_type="")),
         awaiting=Count("id", filter=AWAITING_REVIEW),
         partial=Count("id", filter=PARTIAL_LEFT_OUT),
+        scored=Count("id", filter=Q(ood_score__isnull=False)),
+        unfamiliar=Count("id", filter=Q(ood_score__gt=UNFAMILIAR_ABOVE)),
     )
     versions = sorted(
         sample.images.exclude(model_version=None).values_list("model_version_id", flat=True)
@@ -599,7 +622,8 @@ def leukocyte_formula(sample):
     groups = FormulaRow.rows(list(grouped.items()), total)
     extras = dict(reviewed=flags["reviewed"], awaiting_review=flags["awaiting"], per_100=per_100,
                   listed_apart=listed_apart, unidentified=unidentified,
-                  partial_left_out=flags["partial"], model_versions=versions)
+                  partial_left_out=flags["partial"], model_versions=versions,
+                  scored_cells=flags["scored"], unfamiliar_cells=flags["unfamiliar"])
     if differential and set(differential) <= set(BINARY_CLASSES):
         # A binary model's formula is the mononuclear / polynuclear split itself.
         return LeukocyteFormula(total, groups, [], **extras)

@@ -134,6 +134,10 @@ def _warnings(sample, formula, photographs, version_lines):
         names = ", ".join(line.label for line in version_lines)
         warnings.append(f"The photographs were classified by different networks ({names}): one "
                         "differential should come from one network.")
+    if formula.mostly_unfamiliar:
+        warnings.append(f"{formula.unfamiliar_cells} of the sample's {formula.scored_cells} cells are unlike "
+                        "those the network was trained on (another stain, camera or lab?): check its "
+                        "calls by eye.")
     if formula.awaiting_review:
         warnings.append(f"{formula.awaiting_review} uncertain call(s) were not reviewed.")
     if formula.unidentified:
