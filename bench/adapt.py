@@ -6,9 +6,10 @@ never saw, and what it costs the lab it was trained on.
                           [--replay-per-class R]
 
 For each source X given, the network trained without X (bench/sources.py's leave-one-source-out
-run, kept in NETWORKS/<the other sources' names joined by "+">, default bench/sources.py's DEFAULT_RUNS) is
-adapted on k different cells of X's TRAIN (one copy of an augmented original, none whose original
-TEST also shows), drawn stratified by the network's classes (seeded), for each k.
+run, kept in NETWORKS/<the other sources' names joined by "+">, default bench/sources.py's
+DEFAULT_RUNS) is adapted on k different cells of X's TRAIN (one copy of an augmented original,
+none whose original TEST also shows), drawn stratified by the network's classes (seeded), for
+each k.
 The cells reach the adaptation as the site's reviewed cells do: each is cut into its 240x320
 context window by the code that cuts training windows (classifier.dataset.load_context_windows),
 written as a PNG, and handed as (window path, type) to the entry point the site's service calls

@@ -531,6 +531,7 @@ class LeukocyteFormula:
             "listed_apart": dict(self.listed_apart),
             "unidentified": self.unidentified,
             "partial_left_out": self.partial_left_out,
+            "scored_cells": self.scored_cells,
             "unfamiliar_cells": self.unfamiliar_cells,
             "mostly_unfamiliar": self.mostly_unfamiliar,
         }

@@ -63,7 +63,8 @@ def test_a_sample_of_single_cell_photographs_mostly_unfamiliar_is_warned_of_as_a
     assert "4 of the 5 cells of this sample are unlike" in page
     assert PHOTOGRAPH_WARNING not in page  # each photograph holds one cell: none is judged alone
     api = client.get(reverse("lab:api-sample", args=[sample.pk])).json()
-    assert api["formula"]["mostly_unfamiliar"] is True and api["formula"]["unfamiliar_cells"] == 4
+    counts = api["formula"]
+    assert (counts["mostly_unfamiliar"], counts["unfamiliar_cells"], counts["scored_cells"]) == (True, 4, 5)
     report = html.unescape(client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode())
     assert "4 of the sample's 5 cells are unlike those the network was trained on" in report
     rows = list(csv.reader(io.StringIO(
