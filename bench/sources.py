@@ -17,7 +17,8 @@ bench/classify.py does, and prints:
 A task whose classes a training set lacks (the 8 PBC classes, on blood-cell-images alone) falls
 back to the four shared types for that run. Run folders are kept in --runs DIR (default:
 DEFAULT_RUNS), one per training set, named after its sources joined by "+"; one already
-there is reused, so a long training need not be repeated (--no-train: reuse only).
+there is reused, so a long training need not be repeated (--no-train: reuse only, and print the
+matrix of the runs there).
 """
 
 import argparse
@@ -167,26 +168,32 @@ def build_parser():
     parser.add_argument("--runs", default=str(DEFAULT_RUNS),
                         help="where the run folders are kept and reused "
                         f"(default: {DEFAULT_RUNS.relative_to(ROOT)})")
-    parser.add_argument("--no-train", action="store_true", help="reuse the run folders only; train none")
+    parser.add_argument("--no-train", action="store_true", help="reuse the run folders only; train none, "
+                        "and leave the missing runs out of the matrix")
     add_recipe_arguments(parser, exclude=BENCH_SETS)
     return parser
 
 
 def run_matrix(folders, runs, settings, train=True):
     """(results {run name: {test source: report}}, {run name: the sources it learnt from}),
-    training the runs not yet in ``runs``; raises LookupError for a missing run with train off."""
+    training the runs not yet in ``runs``. With train off a missing run is left out of the matrix
+    (a run cut short still prints what it trained); LookupError where none is there."""
     task = Recipe(task=settings.get("task")).resolved().task
-    results, trained_on = {}, {}
+    results, trained_on, missing = {}, {}, []
     for name, members in training_sets(folders):
         run_dir = Path(runs) / name
         if not is_model_folder(run_dir):
             if not train:
-                raise LookupError(f"no run folder {run_dir} (--no-train)")
+                missing.append(str(run_dir))
+                print(f"left out: no run folder {run_dir} (--no-train)", file=sys.stderr, flush=True)
+                continue
             run_task = task_for(members, task)
             print(f"training {name} ({run_task}) into {run_dir}", flush=True)
             train_run(members, run_dir, {**settings, "task": run_task})
         results[name] = evaluate_run(run_dir, folders)
         trained_on[name] = {source_name(folder) for folder in members}
+    if not results:
+        raise LookupError(f"no run folder {', '.join(missing)} (--no-train)")
     return results, trained_on
 
 

@@ -92,10 +92,19 @@ def test_the_matrix_marks_the_sources_a_run_never_saw(matrix):
     assert f"lab-a {fitted:.2f}" in text
 
 
-def test_a_missing_run_is_named_when_training_is_off(matrix, tmp_path):
-    bench, _, _, _, (first, second) = matrix
+def test_with_training_off_the_runs_there_are_measured_and_the_missing_named(matrix, tmp_path, capsys):
+    bench, results, _, runs, (first, second) = matrix
     with pytest.raises(LookupError, match="no run folder .*lab-a"):
-        bench.run_matrix([str(first), str(second)], tmp_path, {}, train=False)
+        bench.run_matrix([str(first), str(second)], tmp_path / "empty", {}, train=False)
+
+    kept = tmp_path / "kept"
+    shutil.copytree(runs / "lab-a+lab-b", kept / "lab-a+lab-b")  # the single-source runs cut short
+    partial, trained_on = bench.run_matrix([str(first), str(second)], kept, {}, train=False)
+
+    assert list(partial) == ["lab-a+lab-b"] and trained_on == {"lab-a+lab-b": {"lab-a", "lab-b"}}
+    assert partial["lab-a+lab-b"]["lab-b"]["test"] == results["lab-a+lab-b"]["lab-b"]["test"]
+    assert "left out: no run folder" in capsys.readouterr().err
+    assert "lab-a+lab-b" in "\n".join(bench.matrix_lines(partial, trained_on))
 
 
 def test_the_classifier_benchmark_reports_every_source_and_the_classes_it_shares(matrix, tmp_path, capsys):
