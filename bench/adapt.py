@@ -40,7 +40,6 @@ from classifier.errors import TrainingDataError  # noqa: E402
 from classifier.model_folder import is_model_folder, read_model_folder  # noqa: E402
 from classifier.runtimes import quiet_tensorflow_startup  # noqa: E402
 
-DEFAULT_NETWORKS = DEFAULT_RUNS
 DEFAULT_KS = (25, 50, 100, 200)
 SEED = 20261125
 
@@ -205,9 +204,9 @@ def build_parser():
     parser.add_argument("--data", action="append", metavar="DIR",
                         help="a source's data folder (TRAIN/ and TEST/); repeat for each (default: the "
                         "shared datasets' blood-cell-images and pbc)")
-    parser.add_argument("--networks", default=str(DEFAULT_NETWORKS),
+    parser.add_argument("--networks", default=str(DEFAULT_RUNS),
                         help="bench/sources.py's run folders "
-                        f"(default: {DEFAULT_NETWORKS.relative_to(ROOT)})")
+                        f"(default: {DEFAULT_RUNS.relative_to(ROOT)})")
     parser.add_argument("--ks", default=",".join(map(str, DEFAULT_KS)),
                         help="reviewed cells per adaptation, comma-separated (default: 25,50,100,200)")
     parser.add_argument("--max-test-per-class", type=int, default=None,
