@@ -28,7 +28,10 @@ slide around it (LeukoNet's recipe since the seventh session: see the model card
 Networks take float32 RGB in [0, 1]; ``prepare_batch`` does the scaling, the model does not.
 """
 
+import concurrent.futures
 import functools
+import os
+import threading
 
 import cv2
 import numpy as np
@@ -125,16 +128,41 @@ def red_cell_density(window, gains, level=BACKGROUND_LEVEL, step=_RED_CELL_SAMPL
     return -np.log(np.clip(colour, 1.0, level) / level)
 
 
-def stain_normalised(balanced, density, level=BACKGROUND_LEVEL):
-    """A white-balanced uint8 image with each channel's optical density scaled by the ratio of
-    the reference red-cell density to this window's (``density``), the background unchanged."""
+def stain_tables(densities, level=BACKGROUND_LEVEL):
+    """(N, 256, 3) uint8 lookup tables that scale each channel's optical density of a
+    white-balanced image by the ratio of the reference red-cell density to its window's
+    (``densities``, N x 3), the background unchanged."""
     ratios = np.clip(
-        REFERENCE_RED_CELL_DENSITY / np.maximum(density, 1e-3), *_DENSITY_RATIO_RANGE
+        REFERENCE_RED_CELL_DENSITY / np.maximum(densities, 1e-3), *_DENSITY_RATIO_RANGE
     )
     values = np.arange(256, dtype=np.float32)[:, None] / level
     # value = level * exp(-density), so scaling the density is raising to a power.
-    table = np.clip(level * np.power(values, ratios[None, :]), 0, 255).round().astype(np.uint8)
-    return cv2.LUT(balanced, table.reshape(256, 1, 3))
+    tables = np.power(values[None], ratios[:, None, :])
+    return np.clip(level * tables, 0, 255).round().astype(np.uint8)
+
+
+# Every uint8 value in each channel: white-balancing it gives the balance's lookup table.
+_EVERY_VALUE = np.repeat(np.arange(256, dtype=np.uint8)[:, None, None], 3, axis=2)
+
+
+def colour_tables(windows, input_spec):
+    """(N, 256, 3) uint8 per-channel lookup tables that white-balance (and, where the spec asks,
+    stain-normalise) each of N context windows' network input; None where the spec does neither.
+
+    Both steps map each channel's values pixel by pixel, so one table composed of the two gives
+    what applying them in turn gives, in one pass over the network input instead of two.
+    """
+    if not input_spec.get("white_balance"):
+        return None
+    gains = [background_gains(window) for window in windows]
+    tables = np.stack([white_balanced(_EVERY_VALUE, row)[:, 0] for row in gains])
+    if input_spec.get("stain_normalise"):
+        densities = [red_cell_density(window, row) for window, row in zip(windows, gains, strict=True)]
+        read = [index for index, density in enumerate(densities) if density is not None]
+        if read:
+            stain = stain_tables(np.stack([densities[index] for index in read]))
+            tables[read] = np.take_along_axis(stain, tables[read].astype(np.intp), axis=1)
+    return tables
 
 
 def as_window(window):
@@ -184,13 +212,8 @@ def _background_outside_circle(size, radius):
     return outside, np.full((*size, 3), int(BACKGROUND_LEVEL), np.uint8)
 
 
-def prepare_window(window, input_spec, margin=1.0):
-    """One window as uint8 network input (HxWx3).
-
-    ``margin`` > 1 keeps a border around the cell crop (training cuts shifted and zoomed crops
-    from it); the output is then ``round(S * margin)`` pixels square.
-    """
-    window = as_window(window)
+def _resized_view(window, input_spec, margin):
+    """(the part of a context window the network sees, it at the network's size, uint8)."""
     mode = input_spec.get("mode", "field")
     height, width = int(input_spec["height"]), int(input_spec["width"])
     if mode == "field":
@@ -202,35 +225,75 @@ def prepare_window(window, input_spec, margin=1.0):
     else:
         raise ValueError(f"unknown input_spec mode {mode!r} (expected 'field' or 'cell')")
     if region.shape[:2] == (height, width):
-        prepared = np.ascontiguousarray(region)
-    else:
-        interpolation = cv2.INTER_AREA if region.shape[0] >= height else cv2.INTER_LINEAR
-        prepared = cv2.resize(region, (width, height), interpolation=interpolation)
-    if input_spec.get("white_balance"):
-        # Gains from the whole window: a cell crop can be nearly all cell and red cells.
-        gains = background_gains(window)
-        prepared = white_balanced(prepared, gains)
-        if input_spec.get("stain_normalise"):
-            density = red_cell_density(window, gains)
-            if density is not None:
-                prepared = stain_normalised(prepared, density)
-    if input_spec.get("mask_radius"):
-        # Reference px to output px: the region shown (crop or window) maps onto the output.
-        radius = float(input_spec["mask_radius"]) * prepared.shape[0] / region.shape[0]
-        if np.shares_memory(prepared, window):
-            prepared = prepared.copy()
-        outside, background = _background_outside_circle(prepared.shape[:2], radius)
-        prepared = cv2.copyTo(background, outside, prepared)
-    return prepared
+        return region, np.ascontiguousarray(region)
+    interpolation = cv2.INTER_AREA if region.shape[0] >= height else cv2.INTER_LINEAR
+    return region, cv2.resize(region, (width, height), interpolation=interpolation)
+
+
+_resizer = None
+_resizer_lock = threading.Lock()
+
+
+def _resizing_thread():
+    """The thread that crops and resizes windows while the caller reads their colours.
+
+    OpenCV lets go of the GIL while it resizes and NumPy's many small calls on a window's
+    statistics hold it, so the two overlap: preparing 64 windows took ~23 ms instead of ~31 on a
+    2-core host.
+    """
+    global _resizer
+    with _resizer_lock:
+        if _resizer is None:
+            _resizer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="leukoscope-resize")
+        return _resizer
+
+
+def _forget_resizing_thread():
+    # A forked child (a Celery worker) inherits the executor but not its thread.
+    global _resizer, _resizer_lock
+    _resizer, _resizer_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_resizing_thread)
 
 
 def prepare_uint8(windows, input_spec, margin=1.0):
-    """A list/array of windows as a uint8 (N, H, W, 3) array."""
-    prepared = [prepare_window(window, input_spec, margin) for window in windows]
-    if not prepared:
+    """Context windows (a sequence of uint8 HxWx3, ``as_window``) as uint8 (N, H, W, 3) network
+    input.
+
+    ``margin`` > 1 keeps a border around the cell crop (training cuts shifted and zoomed crops
+    from it); the output is then ``round(S * margin)`` pixels square.
+    """
+    windows = [as_window(window) for window in windows]
+    if not windows:
         size = input_shape(input_spec)
         return np.zeros((0, *size), dtype=np.uint8)
+
+    def resized_views():
+        return [_resized_view(window, input_spec, margin) for window in windows]
+
+    overlap = len(windows) > 1 and input_spec.get("white_balance")
+    views = _resizing_thread().submit(resized_views) if overlap else None
+    # Gains and stain from the whole window: a cell crop can be nearly all cell and red cells.
+    tables = colour_tables(windows, input_spec)
+    prepared = []
+    for index, (region, network_view) in enumerate(views.result() if overlap else resized_views()):
+        if tables is not None:
+            network_view = cv2.LUT(network_view, tables[index].reshape(256, 1, 3))
+        if input_spec.get("mask_radius"):
+            # Reference px to output px: the region shown (crop or window) maps onto the output.
+            radius = float(input_spec["mask_radius"]) * network_view.shape[0] / region.shape[0]
+            if np.shares_memory(network_view, windows[index]):
+                network_view = network_view.copy()
+            outside, background = _background_outside_circle(network_view.shape[:2], radius)
+            network_view = cv2.copyTo(background, outside, network_view)
+        prepared.append(network_view)
     return np.stack(prepared)
+
+
+def prepare_window(window, input_spec, margin=1.0):
+    """One context window as uint8 network input (HxWx3): ``prepare_uint8`` of it alone."""
+    return prepare_uint8([window], input_spec, margin)[0]
 
 
 def prepare_batch(windows, input_spec):
