@@ -2,7 +2,9 @@
 one lookup table per window does what white balance and stain normalisation did in turn."""
 
 import os
-import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -74,18 +76,35 @@ def test_one_table_does_what_white_balance_then_stain_normalisation_did():
     assert any(read) and not all(read)
 
 
+# Run in a fresh interpreter: forking pytest itself would copy its database connections and
+# TensorFlow's threads into the child.
+_FORK_AFTER_PREPARING = """
+import os, signal, sys
+import numpy as np
+from classifier.preparation import prepare_uint8
+from tests.classifier.test_preparation import SERVED, _mixed_windows
+
+windows = _mixed_windows()
+expected = prepare_uint8(windows, SERVED)  # the parent's resizing thread now exists
+child = os.fork()
+if child == 0:  # a Celery prefork worker's situation
+    signal.alarm(20)  # a hang kills the child, which the parent reports
+    code = 2
+    try:
+        code = 0 if np.array_equal(prepare_uint8(windows, SERVED), expected) else 1
+    finally:
+        os._exit(code)
+_, status = os.waitpid(child, 0)
+sys.exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 3)
+"""
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_worker_prepares_batches_after_its_parent_did():
-    windows = _mixed_windows()
-    expected = prepare_uint8(windows, SERVED)  # the parent's resizing thread now exists
-    child = os.fork()
-    if child == 0:  # a Celery prefork worker's situation; never return into pytest from here
-        signal.alarm(20)  # a hang kills the child, which the parent reports
-        code = 2
-        try:
-            code = 0 if np.array_equal(prepare_uint8(windows, SERVED), expected) else 1
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(child, 0)
-    assert os.WIFEXITED(status), "the child hung or died preparing windows"
-    assert os.WEXITSTATUS(status) == 0
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", _FORK_AFTER_PREPARING], cwd=root, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(root)}, timeout=120,
+    )
+    outcome = {1: "prepared different inputs", 2: "raised", 3: "hung or died"}.get(result.returncode)
+    assert result.returncode == 0, f"the forked child {outcome or 'failed'}: {result.stderr[-2000:]}"
