@@ -108,10 +108,20 @@ def tech(client, django_user_model):
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     """Make the folder of the SQLite test database (var/, see settings), which reading the settings
-    no longer makes: on a fresh clone nothing else has made it yet."""
+    no longer makes: on a fresh clone nothing else has made it yet; and, after Django has deleted
+    the database (this fixture's teardown comes after django_db_setup's), its write-ahead log.
+
+    A connection still open when the database is deleted (the live server's, in the browser tests)
+    is never closed before the process ends, so SQLite leaves its -wal and -shm files behind:
+    10 MB in var/ for every test run."""
     database = settings.DATABASES["default"]
-    if database["ENGINE"].endswith("sqlite3"):
+    sqlite = database["ENGINE"].endswith("sqlite3")
+    if sqlite:
         Path(database["TEST"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    yield
+    if sqlite:
+        for suffix in ("-wal", "-shm"):
+            Path(database["TEST"]["NAME"] + suffix).unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
