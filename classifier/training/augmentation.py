@@ -74,7 +74,7 @@ def stain_jitter(tf, images, scale, shift, haematoxylin_spread=0.0):
 
 def stain_reference_lost(tf, images, share, spread=UNNORMALISED_SPREAD, level=UNNORMALISED_LEVEL):
     """About ``share`` of the images shown as a window without red cells is served: not
-    stain-normalised (``preparation.red_cell_densities`` needs red cells to read the stain from), so
+    stain-normalised (``preparation.red_cell_density`` needs red cells to read the stain from), so
     each channel's optical density against the background level is the lab's own, times
     exp(U(-spread, spread)) here; the background itself keeps its level."""
     n = tf.shape(images)[0]
