@@ -273,11 +273,12 @@ def prepare_uint8(windows, input_spec, margin=1.0):
         return [_resized_view(window, input_spec, margin) for window in windows]
 
     overlap = len(windows) > 1 and input_spec.get("white_balance")
-    views = _resizing_thread().submit(resized_views) if overlap else None
+    pending = _resizing_thread().submit(resized_views) if overlap else None
     # Gains and stain from the whole window: a cell crop can be nearly all cell and red cells.
     tables = colour_tables(windows, input_spec)
+    views = pending.result() if pending else resized_views()
     prepared = []
-    for index, (region, network_view) in enumerate(views.result() if overlap else resized_views()):
+    for index, (region, network_view) in enumerate(views):
         if tables is not None:
             network_view = cv2.LUT(network_view, tables[index].reshape(256, 1, 3))
         if input_spec.get("mask_radius"):
