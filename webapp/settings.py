@@ -200,6 +200,27 @@ REVIEW_CONFIDENCE_THRESHOLD = float(_review_threshold) if _review_threshold else
 # Leukocytes a sample's differential counts before it is signed, unless a hematologist writes why
 # fewer will do; a sample's own target may be raised (200 for tighter ranges).
 LEUKOSCOPE_TARGET_COUNT = int(os.environ.get("LEUKOSCOPE_TARGET_COUNT", 100))
+
+
+def env_count(name, minimum):
+    """A whole number from the environment, or None (the classifier's default) where unset."""
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = None
+    if count is None or count < minimum:
+        raise ImproperlyConfigured(f"{name}={value!r}: expected a whole number of at least {minimum}")
+    return count
+
+
+# "Adapt to this lab": epochs of each fine-tune and cross-validation folds (each one more fine-tune;
+# 0 or 1: none). Unset, classifier.training.adaptation's defaults (20 epochs, 5 folds); a lab on a
+# slow machine may trade the cross-validated figure's precision for a shorter wait.
+ADAPTATION_EPOCHS = env_count("LEUKOSCOPE_ADAPTATION_EPOCHS", 1)
+ADAPTATION_FOLDS = env_count("LEUKOSCOPE_ADAPTATION_FOLDS", 0)
 # What computes the network in the worker (classifier.runtimes.RUNTIMES): int8 weights by
 # default, "litert" for float32, "tensorflow" for the plain Keras model.
 INFERENCE_RUNTIME = os.environ.get("LEUKOSCOPE_INFERENCE_RUNTIME", DEFAULT_RUNTIME)

@@ -7,6 +7,7 @@ import pytest
 from django.urls import reverse
 
 from classifier.training import TrainingConfig, train_classifier
+from classifier.training.adaptation import DEFAULT_EPOCHS, DEFAULT_FOLDS
 from tests.synthetic_cells import draw_cell, write_cell_folder
 from tests.webapp.lab_factories import make_sample
 from webapp.models import Cell, ModelVersion
@@ -32,13 +33,12 @@ def tiny_network(tmp_path_factory):
 
 
 @pytest.fixture
-def active(tiny_network, monkeypatch):
+def active(tiny_network, monkeypatch, settings):
     import classifier.dataset
 
     folder, data, cache = tiny_network
     monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", cache)
-    monkeypatch.setattr(training, "ADAPTATION_EPOCHS", 1)
-    monkeypatch.setattr(training, "ADAPTATION_FOLDS", 2)
+    settings.ADAPTATION_EPOCHS, settings.ADAPTATION_FOLDS = 1, 2
     version, _ = register_model_directory(folder, dataset_path=str(data))
     return activate_version(version)
 
@@ -101,6 +101,19 @@ def test_adapting_the_active_version_makes_a_new_cross_validated_version(
     kept = active.metrics["review"]["confidence_threshold"]
     assert version.metrics["review"]["confidence_threshold"] == kept
     assert f"the version it was adapted from (v{active.pk})" in detail
+
+
+@pytest.mark.parametrize("epochs, folds, plan, every_epoch", [
+    (None, None, (DEFAULT_EPOCHS, DEFAULT_FOLDS), (DEFAULT_FOLDS + 1) * DEFAULT_EPOCHS),
+    (4, None, (4, DEFAULT_FOLDS), (DEFAULT_FOLDS + 1) * 4),
+    (None, 1, (DEFAULT_EPOCHS, 1), DEFAULT_EPOCHS),  # one fold is no cross-validation: the final alone
+    (2, 3, (2, 3), 8),
+])
+def test_the_sites_settings_plan_an_adaptation_and_unset_leave_the_classifiers(settings, epochs, folds, plan,
+                                                                               every_epoch):
+    settings.ADAPTATION_EPOCHS, settings.ADAPTATION_FOLDS = epochs, folds
+    assert training.adaptation_plan() == plan
+    assert training.adaptation_epochs() == every_epoch
 
 
 @pytest.mark.django_db

@@ -192,6 +192,23 @@ def test_session_length_comes_from_the_environment(tmp_path, hours, expected):
     assert expected in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("epochs, folds, expected", [
+    ("3", "0", "(3, 0)"),
+    (None, None, "(None, None)"),  # the classifier's defaults
+    ("0", "2", "LEUKOSCOPE_ADAPTATION_EPOCHS='0': expected a whole number of at least 1"),
+    ("5", "two", "LEUKOSCOPE_ADAPTATION_FOLDS='two': expected a whole number of at least 0"),
+])
+def test_the_adaptation_plan_comes_from_the_environment(tmp_path, epochs, folds, expected):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LEUKOSCOPE_ADAPTATION_")}
+    given = {"LEUKOSCOPE_ADAPTATION_EPOCHS": epochs, "LEUKOSCOPE_ADAPTATION_FOLDS": folds}
+    env.update({name: value for name, value in given.items() if value is not None})
+    env["LEUKOSCOPE_VAR_DIR"] = str(tmp_path)
+    code = "import webapp.settings as s; print((s.ADAPTATION_EPOCHS, s.ADAPTATION_FOLDS))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert expected in result.stdout + result.stderr
+
+
 def test_an_unknown_inference_runtime_is_refused_by_name(tmp_path):
     env = dict(os.environ, LEUKOSCOPE_INFERENCE_RUNTIME="onnx", LEUKOSCOPE_VAR_DIR=str(tmp_path))
     result = subprocess.run([sys.executable, "manage.py", "check"], cwd=REPO_ROOT, env=env,

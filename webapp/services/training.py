@@ -48,9 +48,12 @@ logger = logging.getLogger(__name__)
 CANCEL_POLL_SECONDS = 1.0
 
 
-# "Adapt to this lab": epochs of each fine-tune, and the cross-validation folds (each a fine-tune).
-ADAPTATION_EPOCHS = DEFAULT_EPOCHS
-ADAPTATION_FOLDS = DEFAULT_FOLDS
+def adaptation_plan():
+    """(epochs of each fine-tune, cross-validation folds) of "Adapt to this lab": the site's
+    settings where set, else the classifier's defaults."""
+    epochs = settings.ADAPTATION_EPOCHS if settings.ADAPTATION_EPOCHS is not None else DEFAULT_EPOCHS
+    folds = settings.ADAPTATION_FOLDS if settings.ADAPTATION_FOLDS is not None else DEFAULT_FOLDS
+    return epochs, folds
 
 
 class TrainingRefused(ValueError):
@@ -273,8 +276,8 @@ def adaptation_cells(version):
 
 def adaptation_epochs():
     """Every epoch of an adaptation: one fine-tune per cross-validation fold, then the final one."""
-    folds = ADAPTATION_FOLDS if ADAPTATION_FOLDS >= 2 else 0
-    return (folds + 1) * ADAPTATION_EPOCHS
+    epochs, folds = adaptation_plan()
+    return ((folds if folds >= 2 else 0) + 1) * epochs
 
 
 def start_adaptation(user):
@@ -333,14 +336,15 @@ def adaptation_settings(version):
     present, missing = replay_folders(base)
     metadata = {**classifier_metadata(base), "label": f"v{base.pk}", "model_sha256": base.model_sha256,
                 "metrics": {"review": (base.metrics or {}).get("review")}}
+    epochs, folds = adaptation_plan()
     return {
         "model_bytes": bytes(model_bytes),
         "metadata": metadata,
         "reviewed": reviewed_cell_samples(),
         "data_dir": present,
         "missing_folders": missing,
-        "epochs": ADAPTATION_EPOCHS,
-        "folds": ADAPTATION_FOLDS,
+        "epochs": epochs,
+        "folds": folds,
     }
 
 
