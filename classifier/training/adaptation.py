@@ -103,6 +103,12 @@ def usable_count(reviewed_types, task):
     return sum(1 for name in reviewed_types if dataset.task_class(str(name), task) is not None)
 
 
+def cross_validation_folds(folds, cells):
+    """The folds an adaptation cross-validates on: none where fewer than 2 are asked for, and never
+    more than there are cells."""
+    return min(folds, cells) if folds >= 2 else 0
+
+
 def check_enough(cells, min_cells=MIN_CELLS, version="the version"):
     """Raise TrainingDataError, with the reason, unless there are enough cells to adapt on."""
     count = len(cells.images)
@@ -341,7 +347,7 @@ def adapt_classifier(
     check_enough(LabCells(prepared.lab_images, cells.left_out), config.min_cells, version)
     class_names = recipe.class_names
     lab_labels = prepared.y[prepared.lab_rows]
-    folds = min(config.folds, len(lab_labels)) if config.folds >= 2 else 0
+    folds = cross_validation_folds(config.folds, len(lab_labels))
     progress = _Progress(folds + 1, recipe.epochs, on_epoch)
 
     base = _base_network(keras, config.model_bytes)

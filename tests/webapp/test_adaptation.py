@@ -108,12 +108,13 @@ def test_adapting_the_active_version_makes_a_new_cross_validated_version(
     (4, None, (4, DEFAULT_FOLDS), (DEFAULT_FOLDS + 1) * 4),
     (None, 1, (DEFAULT_EPOCHS, 1), DEFAULT_EPOCHS),  # one fold is no cross-validation: the final alone
     (2, 3, (2, 3), 8),
+    (2, 20, (2, 20), 18),  # no more folds than the 8 cells: 8 and the final
 ])
 def test_the_sites_settings_plan_an_adaptation_and_unset_leave_the_classifiers(settings, epochs, folds, plan,
                                                                                every_epoch):
     settings.ADAPTATION_EPOCHS, settings.ADAPTATION_FOLDS = epochs, folds
     assert training.adaptation_plan() == plan
-    assert training.adaptation_epochs() == every_epoch
+    assert training.adaptation_epochs(8) == every_epoch
 
 
 @pytest.mark.django_db

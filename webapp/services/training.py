@@ -20,7 +20,13 @@ from django.utils import timezone
 from classifier import ood
 from classifier.dataset import task_class
 from classifier.errors import TrainingCancelled, TrainingDataError
-from classifier.training.adaptation import DEFAULT_EPOCHS, DEFAULT_FOLDS, check_enough, lab_cells
+from classifier.training.adaptation import (
+    DEFAULT_EPOCHS,
+    DEFAULT_FOLDS,
+    check_enough,
+    cross_validation_folds,
+    lab_cells,
+)
 from classifier.training.data import data_folders
 from classifier.training.held_out import kept_epoch_label
 from classifier.training.recipe import (
@@ -274,10 +280,11 @@ def adaptation_cells(version):
     return lab_cells(reviewed_cell_samples(), version.task)
 
 
-def adaptation_epochs():
-    """Every epoch of an adaptation: one fine-tune per cross-validation fold, then the final one."""
+def adaptation_epochs(cells):
+    """Every epoch of an adaptation on ``cells`` lab cells: one fine-tune per cross-validation
+    fold, then the final one."""
     epochs, folds = adaptation_plan()
-    return ((folds if folds >= 2 else 0) + 1) * epochs
+    return (cross_validation_folds(folds, cells) + 1) * epochs
 
 
 def start_adaptation(user):
@@ -287,11 +294,12 @@ def start_adaptation(user):
     base = ModelVersion.objects.defer("model_bytes").filter(status=ModelVersion.Status.ACTIVE).first()
     if base is None:
         raise TrainingRefused("No version is active: there is nothing to adapt.")
+    cells = adaptation_cells(base)
     try:
-        check_enough(adaptation_cells(base), version=f"v{base.pk}")
+        check_enough(cells, version=f"v{base.pk}")
     except TrainingDataError as exc:
         raise TrainingRefused(str(exc)) from None
-    epochs = adaptation_epochs()
+    epochs = adaptation_epochs(len(cells.images))
     with transaction.atomic():
         _claim_training_slot()
         version = ModelVersion.objects.create(
