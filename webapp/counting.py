@@ -88,6 +88,11 @@ def rule_for(name):
     return RULES.get(name) or TypeRule(name, Counting.DIFFERENTIAL, "")
 
 
+def type_label(name):
+    """IMMATURE_GRANULOCYTE -> Immature granulocyte: the name people read, never the stored one."""
+    return rule_for(name).label if name else ""
+
+
 def counting_of(name):
     return rule_for(name).counting
 

@@ -6,6 +6,7 @@ from django.core.validators import RegexValidator
 from django.urls import reverse
 from django.utils.html import format_html
 
+from webapp.counting import type_label
 from webapp.models import ModelVersion
 from webapp.selectors import HistoryFilters, known_cell_types, samples_with_accession
 
@@ -91,7 +92,7 @@ class AddImagesForm(forms.Form):
 
 
 def _type_choices():
-    return [("", "Any type")] + [(name, name.title()) for name in known_cell_types()]
+    return [("", "Any type")] + [(name, type_label(name)) for name in known_cell_types()]
 
 
 class HistoryFilterForm(forms.Form):

@@ -2,6 +2,7 @@
 leukocytes; platelets and artefacts are listed apart; edge cells count only when counted in."""
 
 import pytest
+from django.urls import reverse
 
 from classifier.labels import EIGHT_CLASSES
 from tests.webapp.lab_factories import make_sample, make_version
@@ -62,3 +63,17 @@ def test_reviewer_only_types_are_offered_beside_a_four_type_network():
     offered = review_types(("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"))
     assert set(REVIEWER_ONLY) <= set(offered)
     assert {"BASOPHIL", "IMMATURE_GRANULOCYTE", "ERYTHROBLAST", "PLATELET"} <= set(offered)
+
+
+def test_pages_name_a_type_as_people_write_it(client, tech):
+    version = make_version(class_names=EIGHT_CLASSES)
+    sample = make_sample(types=("NEUTROPHIL", "IMMATURE_GRANULOCYTE", "IMMATURE_GRANULOCYTE"),
+                         version=version, confidence=0.7)
+    cell = sample.images.get().cells.get(index=2)  # the network's call, then a reviewer's
+    Cell.objects.filter(pk=cell.pk).update(cell_type="BASOPHIL", corrected_type="BASOPHIL")
+
+    for page in (reverse("lab:sample-detail", args=[sample.pk]), reverse("lab:cell-detail", args=[cell.pk]),
+                 reverse("lab:history")):
+        text = client.get(page).content.decode()
+        assert "Immature granulocyte" in text, page
+        assert "Immature_Granulocyte" not in text, page

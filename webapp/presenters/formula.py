@@ -4,7 +4,7 @@ written from the records and from webapp.counting, never by hand per type."""
 from dataclasses import dataclass, field
 
 from webapp.cell_types import review_types, type_order
-from webapp.counting import MONONUCLEAR, POLYNUCLEAR, RULES, Counting, group_of, rule_for
+from webapp.counting import MONONUCLEAR, POLYNUCLEAR, RULES, Counting, group_of, rule_for, type_label
 from webapp.selectors import class_names_by_version, version_tasks
 
 # What each way of counting means on the formula, in the order the note gives them.
@@ -37,10 +37,6 @@ class FormulaNotes:
     networks: list = field(default_factory=list)  # (version id, "eight cell types")
     counting: list = field(default_factory=list)  # CountingLine per way of counting
     groups: list = field(default_factory=list)  # (group label, [type labels])
-
-
-def type_label(name):
-    return rule_for(name).label
 
 
 def _type_names(version_ids):

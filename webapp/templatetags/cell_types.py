@@ -2,12 +2,7 @@
 
 from django import template
 
-from webapp.counting import rule_for
+from webapp.counting import type_label
 
 register = template.Library()
-
-
-@register.filter
-def type_label(name):
-    """IMMATURE_GRANULOCYTE -> Immature granulocyte."""
-    return rule_for(name or "").label if name else ""
+register.filter("type_label", type_label)

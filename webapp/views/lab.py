@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from webapp.counting import type_label
 from webapp.exports import export_file_name, write_sample_csv
 from webapp.forms import AddImagesForm, HistoryFilterForm, ReviewForm, SampleUploadForm
 from webapp.models import Cell, Sample, SmearImage
@@ -219,7 +220,7 @@ def cell_review(request, pk):
     if error:
         messages.error(request, error)
     else:
-        messages.success(request, f"Cell {cell.pk} is now {cell.cell_type.title()}.")
+        messages.success(request, f"Cell {cell.pk} is now {type_label(cell.cell_type)}.")
     target = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
         target = reverse("lab:cell-detail", args=[cell.pk])
