@@ -61,7 +61,7 @@ def test_report_page_shows_accession_figures_nrbc_and_signer(client, tech, hemat
                      r'<td class="num">25.0</td>', html)
     assert "Mononuclear" in html and "Polynuclear" in html
     assert "4 leukocytes counted, below the target of 100" in html
-    assert f"v{sample.images.get().model_version_id} (leukonet, Four cell types)" in html
+    assert f"v{sample.images.get().model_version_id} (leukonet, four cell types)" in html
     assert "css/report.css" in html and 'class="mainnav"' not in html
 
 
@@ -146,3 +146,15 @@ def test_report_of_a_sample_without_photographs_still_draws(client, tech):
     assert page.status_code == 200 and "0 leukocytes counted" in page.content.decode()
     pdf = client.get(reverse("lab:sample-report-pdf", args=[sample.pk]))
     assert pdf.status_code == 200 and b"H26-0050" in pdf_text(pdf.content)
+
+
+@pytest.mark.parametrize("types, expected", [
+    (("NEUTROPHIL",), ["1 leukocyte counted,", "1 uncertain call was not reviewed."]),
+    (("NEUTROPHIL", "LYMPHOCYTE"), ["2 leukocytes counted,", "2 uncertain calls were not reviewed."]),
+])
+def test_the_reports_warnings_count_in_words(client, tech, types, expected):
+    sample = make_sample("H26-0050", types=types, confidence=0.6)
+    html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    for line in expected:
+        assert line in html
+    assert "(s)" not in html

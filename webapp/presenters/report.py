@@ -10,6 +10,7 @@ a few crops of each type, and the networks that made the calls.
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 
 from classifier.ood import UNFAMILIAR_ABOVE
@@ -63,7 +64,7 @@ class GalleryType:
 class VersionLine:
     label: str  # v12
     architecture: str
-    task: str
+    task: str  # as said mid-sentence: "eight cell types"
 
 
 @dataclass
@@ -127,8 +128,8 @@ def _unfamiliar(entry):
 def _warnings(sample, formula, photographs, version_lines):
     warnings = []
     if formula.total < sample.target_count:
-        line = (f"{formula.total} leukocytes counted, below the target of {sample.target_count}: "
-                "the percentages are less precise (see each 95% range).")
+        line = (f"{formula.total} leukocyte{pluralize(formula.total)} counted, below the target of "
+                f"{sample.target_count}: the percentages are less precise (see each 95% range).")
         warnings.append(line)
     if formula.mixed_versions:
         names = ", ".join(line.label for line in version_lines)
@@ -139,11 +140,13 @@ def _warnings(sample, formula, photographs, version_lines):
                         "those the network was trained on (another stain, camera or lab?): check its "
                         "calls by eye.")
     if formula.awaiting_review:
-        warnings.append(f"{formula.awaiting_review} uncertain call(s) were not reviewed.")
+        n = formula.awaiting_review
+        warnings.append(f"{n} uncertain call{pluralize(n)} {pluralize(n, 'was,were')} not reviewed.")
     if formula.unidentified:
         kept = " (kept as unidentified by the signing hematologist)" if sample.unidentified_kept else ""
-        warnings.append(f"{formula.unidentified} cell(s) could not be identified{kept}; they are "
-                        "not counted.")
+        n = formula.unidentified
+        warnings.append(f"{n} cell{pluralize(n)} could not be identified{kept}; "
+                        f"{pluralize(n, 'it is,they are')} not counted.")
     for entry in photographs:
         image = entry.image
         if image.status != image.Status.DONE:
@@ -179,7 +182,7 @@ def sample_report(sample):
     formula = leukocyte_formula(sample)
     photographs = sample_images_with_cells(sample)
     versions = [
-        VersionLine(version.label, version.architecture, version.get_task_display())
+        VersionLine(version.label, version.architecture, version.get_task_display().lower())
         for version in model_versions().filter(pk__in=formula.model_versions).order_by("pk")
     ]
     differential = [Figure(row.name, _label(row.name), PERCENT, row.percent, row.count, row.low, row.high)
