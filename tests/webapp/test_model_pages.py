@@ -364,6 +364,10 @@ def test_retrain_form_offers_each_configured_folder_and_trains_on_those_ticked(
     settings.TRAINING_DATA_DIRS = [tmp_path / "lab-a", tmp_path / "lab-b"]
     listing = staff_client.get(reverse("models:list")).content.decode()
     assert all(f'value="{lab}"' in listing for lab in labs)
+    # One label a folder, under the field's own name: not every box inside one label.
+    assert re.search(r'<fieldset class="choices"><legend>Training data folders</legend>'
+                     r'(<label class="check" for="[^"]+"><input type="checkbox"[^>]*> [^<]+</label>){2}'
+                     r'</fieldset>', listing)
     staff_client.post(reverse("models:train"), {
         "architecture": "paper", "task": "4class", "epochs": 1, "data_sources": [labs[1]],
         "data_dir": f"/elsewhere/lab-c{os.pathsep}{labs[1]}",
