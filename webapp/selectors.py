@@ -32,6 +32,7 @@ from webapp.models import (
     Sample,
     SmearImage,
 )
+from webapp.wording import count_of
 
 CELL_FIELDS = (
     "id", "index", "x0", "y0", "x1", "y1", "crop", "predicted_type", "confidence", "binary_call",
@@ -144,23 +145,23 @@ class SignOffFacts:
         """Every reason the sample cannot be signed as it stands (webapp.services.sign_off)."""
         found = []
         if self.awaiting_review:
-            found.append(Refusal("unreviewed", f"{_cells(self.awaiting_review)} flagged for review "
+            found.append(Refusal("unreviewed", f"{count_of(self.awaiting_review, 'cell')} flagged for review "
                                  f"{_were(self.awaiting_review)} not reviewed yet."))
         if self.unidentified:
             found.append(Refusal(
-                "unidentified", f"{_cells(self.unidentified)} {_were(self.unidentified)} marked "
+                "unidentified", f"{count_of(self.unidentified, 'cell')} {_were(self.unidentified)} marked "
                 f"unidentified: name {_them(self.unidentified)}, or keep {_them(self.unidentified)} "
                 "as unidentified when signing.", True))
         if not self.images:
             found.append(Refusal("photographs", "The sample has no photograph."))
         if self.unfinished:
-            found.append(Refusal("photographs", f"{self.unfinished} photograph(s) still queued or "
+            found.append(Refusal("photographs", f"{count_of(self.unfinished, 'photograph')} still queued or "
                                  "being classified: wait until they are done."))
         if self.failed:
-            found.append(Refusal("photographs", f"{self.failed} photograph(s) failed: try them again "
-                                 "or delete them."))
+            found.append(Refusal("photographs", f"{count_of(self.failed, 'photograph')} failed: try "
+                                 f"{_them(self.failed)} again or delete {_them(self.failed)}."))
         if self.boxes_waiting:
-            found.append(Refusal("photographs", f"{self.boxes_waiting} cell(s) drawn by hand still "
+            found.append(Refusal("photographs", f"{count_of(self.boxes_waiting, 'cell')} drawn by hand still "
                                  "being classified: wait until they are done."))
         if self.leukocytes < self.target_count:
             found.append(Refusal(
@@ -183,10 +184,6 @@ class SignOffFacts:
         if self.status == Sample.Status.REOPENED:
             return "reopened", "Reopened"
         return "in_progress", "In progress"
-
-
-def _cells(n):
-    return f"{n} cell{'s' if n != 1 else ''}"
 
 
 def _were(n):

@@ -86,10 +86,10 @@ def test_the_worker_writes_one_row_a_photograph_not_one_a_cell(network, stored_i
     assert rows(sample_id, "cell") == []
     classified = rows(sample_id, "smearimage")[0]
     assert classified.actor is None
-    assert classified.additional_data["note"] == f"classified by v{version.pk}: 8 cell(s)"
+    assert classified.additional_data["note"] == f"classified by v{version.pk}: 8 cells"
     assert changes(classified)["status"] == ("processing", "done")
     newest = timeline(sample_id)[0]
-    assert (newest.who, newest.what) == ("the worker", f"Classified by v{version.pk}: 8 cell(s)")
+    assert (newest.who, newest.what) == ("the worker", f"Classified by v{version.pk}: 8 cells")
 
 
 def test_a_failed_classification_is_on_record(network, stored_image):  # noqa: F811
@@ -121,7 +121,7 @@ def test_a_reclassification_is_on_record(django_user_model, sent_tasks):
     reclassify(sample, staff)
     queued = rows(sample.pk, "sample")[0]
     assert queued.actor == staff
-    assert queued.additional_data["note"] == f"re-classification with v{version.pk} queued: 1 photograph(s)"
+    assert queued.additional_data["note"] == f"re-classification with v{version.pk} queued: 1 photograph"
 
 
 def test_a_deletion_is_one_row_and_the_trail_outlives_the_sample(client, tech):
@@ -136,7 +136,7 @@ def test_a_deletion_is_one_row_and_the_trail_outlives_the_sample(client, tech):
     assert (deleted.action, deleted.actor, deleted.content_type.model) == (LogEntry.Action.DELETE, tech,
                                                                           "sample")
     assert changes(deleted)["cells"] == ("3", "0")
-    assert timeline(sample_id)[0].what == "Deleted with 1 photograph(s) and 3 cell(s)"
+    assert timeline(sample_id)[0].what == "Deleted with 1 photograph and 3 cells"
 
 
 def test_deleting_a_photograph_is_on_record(django_user_model):
@@ -147,7 +147,7 @@ def test_deleting_a_photograph_is_on_record(django_user_model):
     delete_image(sample.images.get(), user)
     deleted = rows(sample.pk, "smearimage")[0]
     assert (deleted.action, deleted.actor) == (LogEntry.Action.DELETE, user)
-    assert deleted.additional_data["note"] == "photograph H26-0001.png deleted with 3 cell(s)"
+    assert deleted.additional_data["note"] == "photograph H26-0001.png deleted with 3 cells"
 
 
 def test_sign_off_rows_carry_the_services_actor_without_a_request(hematologist):  # noqa: F811

@@ -201,7 +201,7 @@ def test_version_page_names_a_held_out_run_by_its_folder_name_not_its_path(staff
 @pytest.mark.django_db
 @pytest.mark.parametrize("extra, notes", [
     ({}, "calibration temperature 1.300"),
-    ({"skipped_files": 2}, "calibration temperature 1.300 · 2 unreadable file(s) skipped"),
+    ({"skipped_files": 2}, "calibration temperature 1.300 · 2 unreadable files skipped"),
     ({"validation_groups": 9, "skipped_files": 0},
      "calibration temperature 1.300 · 9 photograph groups held out for validation"),
 ])

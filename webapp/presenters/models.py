@@ -27,6 +27,7 @@ from webapp.selectors import (
     review_agreement_by_version,
     reviewed_cell_windows,
 )
+from webapp.wording import count_of
 
 
 def _metric_table(title, metrics, threshold=None):
@@ -322,7 +323,7 @@ def metric_notes(metrics):
     if metrics.get("validation_groups"):
         notes.append(f"{metrics['validation_groups']} photograph groups held out for validation")
     if metrics.get("skipped_files"):
-        notes.append(f"{metrics['skipped_files']} unreadable file(s) skipped")
+        notes.append(f"{count_of(metrics['skipped_files'], 'unreadable file')} skipped")
     return notes
 
 

@@ -19,6 +19,7 @@ from fhir.resources.R4B.observation import Observation
 
 from webapp.presenters.report import PERCENT
 from webapp.reports import loinc
+from webapp.wording import count_of
 
 CONTENT_TYPE = "application/fhir+json"
 _NAMESPACE = uuid.UUID("6c9f5d3e-1b8e-4b7a-9a55-4c1b8f0d2a71")  # Leukoscope's, for uuid5 ids
@@ -95,7 +96,7 @@ def _conclusion(report):
         lines.append("Listed apart, not counted: "
                      + ", ".join(f"{label} {count}" for label, count in report.listed_apart) + ".")
     if report.partial_left_out:
-        lines.append(f"{report.partial_left_out} cell(s) cut by a photograph's edge left out.")
+        lines.append(f"{count_of(report.partial_left_out, 'cell')} cut by a photograph's edge left out.")
     versions = ", ".join(f"{v.label} ({v.architecture}, {v.task})" for v in report.versions)
     if versions:
         lines.append(f"Classified by {versions}.")

@@ -31,6 +31,7 @@ from webapp.cell_types import carried_label
 from webapp.models import Cell, ModelVersion, SmearImage
 from webapp.review_flag import review_threshold
 from webapp.services.model_registry import NoActiveModel, active_version, load_classifier
+from webapp.wording import count_of
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +238,7 @@ def classify_smear_image(image_id, model_version_id=None):
             audit.record(image, "update", {
                 "status": (SmearImage.Status.PROCESSING, SmearImage.Status.DONE),
                 "model_version": (previous, version.label), "cells": (None, stored),
-            }, note=f"classified by {version.label}: {stored} cell(s)")
+            }, note=f"classified by {version.label}: {count_of(stored, 'cell')}")
             updated = SmearImage.objects.filter(pk=image.pk).update(
                 status=SmearImage.Status.DONE,
                 error="",

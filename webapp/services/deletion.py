@@ -12,6 +12,7 @@ from webapp import audit
 from webapp.models import Cell, SmearImage
 from webapp.selectors import image_file_names, sample_file_names
 from webapp.services.locking import ensure_editable
+from webapp.wording import count_of
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ def delete_sample(sample, user=None):
         names = sample_file_names(sample)
         audit.record(sample, "delete", {"accession_number": (accession, None),
                                         "photographs": (image_count, 0), "cells": (cell_count, 0)},
-                     actor=user, note=f"deleted with {image_count} photograph(s) and {cell_count} cell(s)")
+                     actor=user, note=f"deleted with {count_of(image_count, 'photograph')} and "
+                                      f"{count_of(cell_count, 'cell')}")
         _delete_with_files(sample, names)
     logger.info("Sample %s (accession %s) with %d image(s) deleted by %s; %d file(s) removed",
                 sample_id, accession, image_count, _who(user), len(names))
@@ -69,7 +71,7 @@ def delete_image(image, user=None):
         names = image_file_names(image)
         cell_count = image.cells.count()
         audit.record(image, "delete", {"original_filename": (name, None), "cells": (cell_count, 0)},
-                     actor=user, note=f"photograph {name} deleted with {cell_count} cell(s)")
+                     actor=user, note=f"photograph {name} deleted with {count_of(cell_count, 'cell')}")
         _delete_with_files(image, names)
     logger.info("Image %s (%s) of sample %s deleted by %s; %d file(s) removed",
                 image_id, name, sample_id, _who(user), len(names))

@@ -46,6 +46,7 @@ from webapp.services.liveness import TrainingClaim, claim_training, heartbeat
 from webapp.services.locking import ensure_editable
 from webapp.services.model_registry import NoActiveModel, classifier_metadata
 from webapp.services.model_versions import store_training_result
+from webapp.wording import count_of
 
 logger = logging.getLogger(__name__)
 
@@ -569,7 +570,8 @@ def reclassify(samples=None, user=None):
         for sample in Sample.objects.filter(pk__in=per_sample):
             count = len(per_sample[sample.pk])
             audit.record(sample, "update", {"requested_version": (None, version.label)}, actor=user,
-                         note=f"re-classification with {version.label} queued: {count} photograph(s)")
+                         note=f"re-classification with {version.label} queued: "
+                              f"{count_of(count, 'photograph')}")
         queue_classifications(image_ids)
     logger.info("%s queued %d image(s) for re-classification with v%s; %d signed sample(s) left as they are",
                 user.get_username() if user else "system", len(image_ids), version.pk, len(signed))

@@ -34,6 +34,7 @@ from webapp.services.review import ReviewError, review_cell
 from webapp.services.sign_off import TARGET_CHOICES, may_sign
 from webapp.services.uploads import add_images_to_sample, create_sample_with_images, requeue_image
 from webapp.views.errors import wants_json
+from webapp.wording import count_of
 
 
 @require_GET
@@ -62,9 +63,8 @@ def upload(request):
             user=request.user,
         )
         if result.sample:
-            count = len(result.stored)
-            plural = "s" if count != 1 else ""
-            messages.success(request, f"{count} photograph{plural} queued for classification.")
+            queued = count_of(len(result.stored), "photograph")
+            messages.success(request, f"{queued} queued for classification.")
             _report_rejections(request, result.rejected)
             return redirect("lab:sample-detail", pk=result.sample.pk)
         rejected = result.rejected
@@ -144,7 +144,8 @@ def sample_add_images(request, pk):
         messages.error(request, str(exc))
         return redirect("lab:sample-detail", pk=sample.pk)
     if result.stored:
-        messages.success(request, f"{len(result.stored)} more photograph(s) queued for classification.")
+        queued = count_of(len(result.stored), "more photograph")
+        messages.success(request, f"{queued} queued for classification.")
     _report_rejections(request, result.rejected)
     return redirect("lab:sample-detail", pk=sample.pk)
 

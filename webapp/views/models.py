@@ -11,6 +11,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
@@ -27,6 +28,7 @@ from webapp.services.training import (
     start_adaptation,
     start_training,
 )
+from webapp.wording import count_of
 
 
 def staff_required(view):
@@ -150,10 +152,12 @@ def reclassify_samples(request):
     except (NoActiveModel, SampleLocked) as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"{done.queued} image(s) queued for re-classification with "
+        messages.success(request, f"{count_of(done.queued, 'photograph')} queued for re-classification with "
                                   f"v{done.version.pk}; earlier results stay in the history.")
         if done.signed_skipped:
-            messages.warning(request, f"{len(done.signed_skipped)} signed sample(s) left as they are "
+            skipped = len(done.signed_skipped)
+            messages.warning(request, f"{count_of(skipped, 'signed sample')} left as "
+                                      f"{pluralize(skipped, 'it is,they are')} "
                                       f"({', '.join(done.signed_skipped[:20])}"
                                       f"{', ...' if len(done.signed_skipped) > 20 else ''}): "
                                       "reopen a sample to re-classify it.")

@@ -4,6 +4,7 @@ from classifier.errors import TrainingDataError
 from classifier.metrics import format_metrics
 from webapp.management.commands._model_version_command import ModelVersionCommand
 from webapp.services.model_registry import load_classifier
+from webapp.wording import count_of
 
 
 class Command(ModelVersionCommand):
@@ -33,4 +34,4 @@ class Command(ModelVersionCommand):
             self.stdout.write(f"\nwithout images of cells also in TRAIN: n={without['n']}  "
                               f"accuracy={without['accuracy']:.4f}")
         if metrics.get("skipped_files"):
-            self.stdout.write(f"{metrics['skipped_files']} unreadable file(s) skipped")
+            self.stdout.write(f"{count_of(metrics['skipped_files'], 'unreadable file')} skipped")

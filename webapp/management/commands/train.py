@@ -19,6 +19,7 @@ from webapp.services.training import (
     retrainable_active_version,
     run_training,
 )
+from webapp.wording import count_of
 
 
 def held_out_metrics(metrics):
@@ -126,7 +127,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         epochs = version.hyperparameters["epochs"]
         self.stdout.write(
-            f"Training v{version.pk}: {version.architecture} / {version.task}, {epochs} epoch(s), "
+            f"Training v{version.pk}: {version.architecture} / {version.task}, {count_of(epochs, 'epoch')}, "
             f"data {version.dataset_path}"
         )
         try:
