@@ -245,6 +245,22 @@ def test_adding_photographs_to_a_signed_sample_is_refused(client, hematologist, 
     assert sample.images.count() == 1 and sent_tasks == []
 
 
+def test_a_signed_samples_page_offers_nothing_it_would_refuse(client, hematologist):
+    sample = small_sample(types=THREE)
+    Sample.objects.filter(pk=sample.pk).update(target_count=100, created_by=hematologist)
+    sign_sample(Sample.objects.get(pk=sample.pk), hematologist, below_target_reason="leukopenic")
+    client.force_login(hematologist)
+    page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "add-images-form" not in page and reverse("lab:sample-delete", args=[sample.pk]) not in page
+    assert "add photographs" not in page.lower()
+    assert "3 of 100 leukocytes counted." in page
+
+    reopen_sample(Sample.objects.get(pk=sample.pk), hematologist, reason="one more field")
+    page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "add-images-form" in page and reverse("lab:sample-delete", args=[sample.pk]) in page
+    assert "3 of 100 leukocytes counted: add photographs." in page
+
+
 def test_trying_a_photograph_again_on_a_signed_sample_is_refused(client, hematologist, sent_tasks):
     sample = signed_sample(hematologist)
     image = sample.images.get()
