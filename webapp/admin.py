@@ -9,6 +9,11 @@ from webapp.models import Cell, CellReview, Sample, SmearImage
 from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.locking import SampleLocked
 
+# The lab's staff see the product's name, not the framework's, on the user and record pages.
+admin.site.site_header = "Leukoscope administration"
+admin.site.site_title = "Leukoscope admin"
+admin.site.index_title = "Users, roles and lab records"
+
 
 class DeletesCellsWithIt:
     """For the admin of a record whose deletion takes its cells and their reviews along.

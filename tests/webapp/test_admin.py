@@ -86,3 +86,8 @@ def test_cells_and_reviews_cannot_be_deleted_or_edited_in_the_admin(admin_client
     cell.refresh_from_db()
     assert cell.corrected_type == "LYMPHOCYTE" and CellReview.objects.get().to_type == "LYMPHOCYTE"
     assert Cell.objects.filter(pk=cell.pk).exists() and CellReview.objects.count() == 1
+
+
+def test_the_admin_carries_the_products_name(admin_client):
+    page = admin_client.get(reverse("admin:index")).content.decode()
+    assert "Leukoscope administration" in page and "Django administration" not in page
