@@ -224,6 +224,31 @@ def sign_off_facts(sample):
     return sign_off_facts_for([sample.pk])[sample.pk]
 
 
+@dataclass
+class AwaitingSignature:
+    sample_id: int
+    accession: str
+    leukocytes: int
+    target_count: int
+    decisions: list  # the overridable Refusals a signer decides on; empty: ready to sign
+
+
+def samples_awaiting_signature(since, newest=200):
+    """Unsigned samples received since then, among the `newest`, that a hematologist can sign now:
+    classified and reviewed, at least one leukocyte counted, with at most a decision of the signer's
+    own left (signing below the target, keeping unidentified cells). Newest first."""
+    candidates = list(Sample.objects.filter(created_at__gte=since).exclude(status=Sample.Status.SIGNED)
+                      .order_by("-pk").values_list("pk", "accession_number")[:newest])
+    facts = sign_off_facts_for(pk for pk, _ in candidates)
+    rows = []
+    for pk, accession in candidates:
+        refusals = facts[pk].refusals()
+        if facts[pk].leukocytes and all(refusal.overridable for refusal in refusals):
+            rows.append(AwaitingSignature(pk, accession, facts[pk].leukocytes, facts[pk].target_count,
+                                          refusals))
+    return rows
+
+
 def usernames(user_ids):
     """User id -> user name, for the ids an audit row names."""
     ids = [int(pk) for pk in user_ids if str(pk).isdigit()]

@@ -3,9 +3,11 @@
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils import timezone
 
+from classifier.labels import EIGHT_CLASSES
 from tests.webapp.lab_factories import make_sample, make_version
 from webapp.models import Cell, Sample, SmearImage
 from webapp.services.review import review_cell
@@ -54,3 +56,34 @@ def test_home_does_not_repeat_the_navigation_bar(client, django_user_model):
     # Staff reach the model versions from the bar; each of its links appears once on the page.
     for name in ("lab:upload", "lab:sample-list", "lab:history", "models:list"):
         assert body.count(f'href="{reverse(name)}"') == 1, name
+
+
+def test_home_lists_for_a_signer_the_samples_only_a_signature_waits_for(client, django_user_model, tech):
+    hematologist = django_user_model.objects.create_user("hema", password="a-long-passphrase-1")
+    hematologist.groups.add(Group.objects.get(name="hematologist"))
+    version = make_version()
+    ready = make_sample("H26-20", types=("NEUTROPHIL", "LYMPHOCYTE"), version=version, confidence=0.95)
+    Sample.objects.filter(pk=ready.pk).update(target_count=2)
+    short = make_sample("H26-21", types=("MONOCYTE",), version=version, confidence=0.95)
+    unreviewed = make_sample("H26-22", types=("NEUTROPHIL",), version=version, confidence=0.5)
+    classifying = make_sample("H26-23", types=("NEUTROPHIL",), version=version, confidence=0.95)
+    SmearImage.objects.create(sample=classifying, image="smears/q.png", original_filename="q.png",
+                              width=64, height=64, file_size=1, checksum="1" * 64)
+    signed = make_sample("H26-24", types=("NEUTROPHIL",), version=version, confidence=0.95)
+    Sample.objects.filter(pk=signed.pk).update(status=Sample.Status.SIGNED)
+    nothing_counted = make_sample("H26-25", types=("PLATELET",), version=make_version(EIGHT_CLASSES),
+                                  confidence=0.95)
+
+    client.force_login(hematologist)
+    section = client.get(reverse("home")).content.decode().split('data-role="awaiting-signature"')[1]
+    section = section.split("</section>")[0]
+    listed = [sample.accession_number for sample in (ready, short, unreviewed, classifying, signed,
+                                                      nothing_counted)
+              if f">{sample.accession_number}</a>" in section]
+    assert listed == ["H26-20", "H26-21"]
+    assert section.index("H26-21") < section.index("H26-20")  # newest first
+    assert "2 of 2" in section and "Ready to sign." in section
+    assert "1 of 100" in section and "Below the target: signing needs a reason." in section
+
+    client.force_login(tech)  # a technologist does not sign: no such section
+    assert 'data-role="awaiting-signature"' not in client.get(reverse("home")).content.decode()

@@ -10,8 +10,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from webapp.models import SmearImage
-from webapp.selectors import samples_awaiting_review
+from webapp.selectors import samples_awaiting_review, samples_awaiting_signature
 from webapp.services.health import public_summary, system_health
+from webapp.services.sign_off import may_sign
 
 
 @login_not_required
@@ -34,11 +35,14 @@ HOME_AWAITING_REVIEW_DAYS = 30
 
 
 def home(request):
-    """Where a technologist starts: what waits for review and what is still being classified."""
+    """Where the lab starts: what waits for review, what is still being classified and, for those
+    who sign, what waits for a signature."""
     since = timezone.now() - timedelta(days=HOME_AWAITING_REVIEW_DAYS)
     awaiting = samples_awaiting_review(since)
     in_progress = (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING)
+    awaiting_signature = samples_awaiting_signature(since) if may_sign(request.user) else None
     return render(request, "home.html", {
+        "awaiting_signature": awaiting_signature,
         "awaiting_review": awaiting[:HOME_AWAITING_REVIEW_SHOWN],
         "awaiting_review_count": awaiting.count(),
         "awaiting_review_days": HOME_AWAITING_REVIEW_DAYS,
