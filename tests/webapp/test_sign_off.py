@@ -254,11 +254,16 @@ def test_a_signed_samples_page_offers_nothing_it_would_refuse(client, hematologi
     assert "add-images-form" not in page and reverse("lab:sample-delete", args=[sample.pk]) not in page
     assert "add photographs" not in page.lower()
     assert "3 of 100 leukocytes counted." in page
+    cell_page = client.get(reverse("lab:cell-detail", args=[sample.images.get().cells.first().pk]))
+    assert "cell-review-form" not in cell_page.content.decode()
+    assert "labels are locked until a hematologist reopens it" in cell_page.content.decode()
 
     reopen_sample(Sample.objects.get(pk=sample.pk), hematologist, reason="one more field")
     page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
     assert "add-images-form" in page and reverse("lab:sample-delete", args=[sample.pk]) in page
     assert "3 of 100 leukocytes counted: add photographs." in page
+    cell_page = client.get(reverse("lab:cell-detail", args=[sample.images.get().cells.first().pk]))
+    assert "cell-review-form" in cell_page.content.decode()
 
 
 def test_trying_a_photograph_again_on_a_signed_sample_is_refused(client, hematologist, sent_tasks):
