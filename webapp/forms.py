@@ -95,6 +95,23 @@ def _type_choices():
     return [("", "Any type")] + [(name, type_label(name)) for name in known_cell_types()]
 
 
+class SampleListFilterForm(forms.Form):
+    """The sample list's search: a piece of an accession number, and where the result stands."""
+
+    STATUSES = {"": None, "unsigned": ("in_progress", "reopened"), "signed": ("signed",),
+                "reopened": ("reopened",)}
+
+    q = forms.CharField(required=False, max_length=64, label="Accession number")
+    status = forms.ChoiceField(required=False, label="Status", choices=[
+        ("", "Any status"), ("unsigned", "Not signed"), ("signed", "Signed"), ("reopened", "Reopened")])
+
+    def filters(self):
+        """Keyword arguments for selectors.samples_with_progress; an unknown value filters nothing."""
+        data = self.cleaned_data if self.is_valid() else {}
+        return {"accession_contains": (data.get("q") or "").strip(),
+                "statuses": self.STATUSES[data.get("status") or ""]}
+
+
 class HistoryFilterForm(forms.Form):
     YES_NO = [("", "Any"), ("yes", "Yes"), ("no", "No")]
 

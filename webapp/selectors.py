@@ -69,9 +69,9 @@ def samples_with_accession(accession):
     )
 
 
-def samples_with_progress(*, accession="", accession_contains=""):
+def samples_with_progress(*, accession="", accession_contains="", statuses=None):
     """Samples newest first, each with how many photographs it has, are done and failed; narrowed
-    to one accession number, or to those containing a piece of one."""
+    to one accession number, or to those containing a piece of one, and to some sign-off states."""
     done = Count("images", filter=Q(images__status=SmearImage.Status.DONE))
     failed = Count("images", filter=Q(images__status=SmearImage.Status.FAILED))
     samples = Sample.objects.select_related("created_by", "signed_by").annotate(
@@ -81,6 +81,8 @@ def samples_with_progress(*, accession="", accession_contains=""):
         samples = samples.filter(accession_number=accession)
     if accession_contains:
         samples = samples.filter(accession_number__icontains=accession_contains)
+    if statuses:
+        samples = samples.filter(status__in=statuses)
     return samples
 
 

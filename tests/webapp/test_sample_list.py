@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 
 from tests.webapp.lab_factories import make_sample, make_version
-from webapp.models import Cell
+from webapp.models import Cell, Sample
 from webapp.selectors import sample_cell_counts
 
 pytestmark = pytest.mark.django_db
@@ -41,3 +41,29 @@ def test_counts_leave_out_artefacts_reviewed_flags_and_superseded_calls(client, 
     leukocytes = re.findall(r'data-role="leukocytes">(\d+)<', page)
     assert leukocytes == ["0", "2", "2"]  # newest sample first: E-1, Q-1, H26-0001
     assert page.count('data-role="awaiting-review"><span class="badge flag"') == 1
+
+
+def test_the_list_narrows_to_a_sign_off_state_and_keeps_it_across_pages(client, django_user_model):
+    version = make_version()
+    for n in range(26):
+        make_sample(accession=f"OPEN-{n:02d}", types=("NEUTROPHIL",), version=version)
+    signed = make_sample(accession="DONE-1", types=("NEUTROPHIL",), version=version)
+    Sample.objects.filter(pk=signed.pk).update(status=Sample.Status.SIGNED)
+    reopened = make_sample(accession="AGAIN-1", types=("NEUTROPHIL",), version=version)
+    Sample.objects.filter(pk=reopened.pk).update(status=Sample.Status.REOPENED)
+    client.force_login(django_user_model.objects.create_user("t"))
+
+    def listed(**query):
+        page = client.get(reverse("lab:sample-list"), query).content.decode()
+        return re.findall(r"<strong>([A-Z]+-\d+)</strong>", page), page
+
+    names, _ = listed(status="signed")
+    assert names == ["DONE-1"]
+    names, page = listed(status="unsigned")
+    assert "DONE-1" not in names and names[0] == "AGAIN-1" and len(names) == 25
+    assert "status=unsigned&amp;page=2" in page  # the next page keeps the filter
+    assert listed(status="reopened", q="again")[0] == ["AGAIN-1"]
+    names, page = listed(status="signed", q="open")
+    assert names == [] and "No sample matches this search." in page
+    names, page = listed(status="no-such-state")  # refused quietly: every sample, as unfiltered
+    assert len(names) == 25 and 'name="status"' in page

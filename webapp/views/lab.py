@@ -15,7 +15,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from webapp.counting import type_label
 from webapp.exports import export_file_name, write_sample_csv
-from webapp.forms import AddImagesForm, HistoryFilterForm, ReviewForm, SampleUploadForm
+from webapp.forms import (
+    AddImagesForm,
+    HistoryFilterForm,
+    ReviewForm,
+    SampleListFilterForm,
+    SampleUploadForm,
+)
 from webapp.models import Cell, Sample, SmearImage
 from webapp.presenters import lab as lab_pages
 from webapp.presenters import sign_off as sign_off_pages
@@ -39,12 +45,14 @@ from webapp.wording import count_of
 
 @require_GET
 def sample_list(request):
-    query = request.GET.get("q", "").strip()
-    page = Paginator(samples_with_progress(accession_contains=query), 25).get_page(request.GET.get("page"))
+    form = SampleListFilterForm(request.GET or None)
+    filters = form.filters() if form.is_bound else {}
+    page = Paginator(samples_with_progress(**filters), 25).get_page(request.GET.get("page"))
+    searched = {name: value for name, value in request.GET.items() if name in form.fields and value}
     return render(request, "lab/sample_list.html", {
-        "page": page, "rows": lab_pages.sample_rows(page.object_list), "query": query,
+        "page": page, "rows": lab_pages.sample_rows(page.object_list), "form": form,
         "status_badges": sign_off_pages.status_badges(sample.pk for sample in page.object_list),
-        "page_query": urlencode({"q": query}) if query else "",
+        "page_query": urlencode(searched), "searched": bool(searched),
     })
 
 
