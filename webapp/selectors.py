@@ -454,6 +454,16 @@ def sibling_cell_ids(cell):
     )
 
 
+def walk_cell_ids(cell):
+    """Ids of the cells a reviewer walks through from this one's page: the sample's counted calls,
+    photograph by photograph as uploaded, each in detection order; from a superseded call, the calls
+    its version made on its photograph."""
+    if cell.is_superseded:
+        return sibling_cell_ids(cell)
+    return list(current_cells(sample=cell.image.sample_id).order_by("image_id", "index")
+                .values_list("pk", flat=True))
+
+
 def fitted_review_thresholds(version_ids):
     """The review thresholds these versions fitted on their validation cells (None for each that
     fitted none)."""

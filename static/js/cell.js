@@ -1,4 +1,4 @@
-// Cell page: type keys review the cell, arrow keys walk through the cells of the photograph.
+// Cell page: type keys review the cell, arrow keys walk through the cells of the sample.
 (function () {
   "use strict";
   var form = document.getElementById("cell-review-form");

@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from tests.webapp.lab_factories import make_sample, make_version
-from webapp.models import Cell, CellReview
+from webapp.models import Cell, CellReview, SmearImage
 from webapp.selectors import leukocyte_formula, wilson_interval
 from webapp.services.review import ReviewError, review_cell
 
@@ -287,3 +287,34 @@ def test_sample_page_states_the_review_threshold_of_the_networks_that_classified
     other.images.update(sample=sample)
     body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
     assert "less than 80-86% sure of" in body
+
+
+def test_the_cell_page_walks_through_the_whole_sample(client, tech):
+    version = make_version()
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE"), version=version)
+    first_photograph = sample.images.get()
+    second_photograph = SmearImage.objects.create(
+        sample=sample, image="smears/two.png", original_filename="two.png", width=640, height=480,
+        file_size=1, checksum="2" * 64, status=SmearImage.Status.DONE, model_version=version)
+    for index in range(2):
+        Cell.objects.create(image=second_photograph, model_version=version, index=index, x0=0, y0=0,
+                            x1=9, y1=9, predicted_type="MONOCYTE", confidence=0.9,
+                            binary_call="MONONUCLEAR", cell_type="MONOCYTE")
+    # An older version's call on the first photograph: superseded, walked only among its own.
+    old = make_version(status="ready")
+    superseded = Cell.objects.create(image=first_photograph, model_version=old, index=0, x0=0, y0=0,
+                                     x1=9, y1=9, predicted_type="EOSINOPHIL", confidence=0.9,
+                                     binary_call="POLYNUCLEAR", cell_type="EOSINOPHIL")
+    walk = [cell.pk for photograph in (first_photograph, second_photograph)
+            for cell in photograph.cells.filter(model_version=version).order_by("index")]
+
+    page = client.get(reverse("lab:cell-detail", args=[walk[1]])).content.decode()
+    assert "Cell 2 of 2 on its photograph" in page and "2 of 4 in the sample" in page
+    assert reverse("lab:cell-detail", args=[walk[0]]) in page  # previous
+    assert reverse("lab:cell-detail", args=[walk[2]]) in page  # next: the second photograph's first
+    page = client.get(reverse("lab:cell-detail", args=[walk[3]])).content.decode()
+    assert 'id="next-cell"' not in page and "4 of 4 in the sample" in page
+
+    page = client.get(reverse("lab:cell-detail", args=[superseded.pk])).content.decode()
+    assert "Cell 1 of 1" in page and "in the sample" not in page
+    assert 'id="next-cell"' not in page and 'id="prev-cell"' not in page

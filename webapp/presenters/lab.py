@@ -24,6 +24,7 @@ from webapp.selectors import (
     sibling_cell_ids,
     stuck_images,
     unfamiliar_photograph,
+    walk_cell_ids,
 )
 
 
@@ -142,15 +143,18 @@ class CellPage(ViewModel):
     probabilities: list  # (type, probability, percent), the most probable first
     review_types: list  # (type, shortcut key)
     counted_call: Cell | None  # for a superseded call, the call the formula counts instead
-    previous_id: int | None  # neighbours on the photograph, in detection order
+    previous_id: int | None  # neighbours in the sample (selectors.walk_cell_ids)
     next_id: int | None
-    position: int
+    position: int  # on its photograph, as the photograph's outlines number it
     sibling_count: int
+    walk_position: int  # in the sample
+    walk_count: int
 
 
 def cell_page(cell):
     siblings = sibling_cell_ids(cell)
-    position = siblings.index(cell.pk)
+    walk = walk_cell_ids(cell)
+    position = walk.index(cell.pk)
     probabilities = sorted(cell.probabilities.items(), key=lambda item: -item[1])
     return CellPage(
         cell=cell,
@@ -158,8 +162,10 @@ def cell_page(cell):
         probabilities=[(name, p, round(p * 100, 1)) for name, p in probabilities],
         review_types=type_shortcuts(allowed_types(cell)),
         counted_call=current_counterpart(cell) if cell.is_superseded else None,
-        previous_id=siblings[position - 1] if position > 0 else None,
-        next_id=siblings[position + 1] if position + 1 < len(siblings) else None,
-        position=position + 1,
+        previous_id=walk[position - 1] if position > 0 else None,
+        next_id=walk[position + 1] if position + 1 < len(walk) else None,
+        position=siblings.index(cell.pk) + 1,
         sibling_count=len(siblings),
+        walk_position=position + 1,
+        walk_count=len(walk),
     )
