@@ -4,6 +4,7 @@ from urllib.parse import unquote_to_bytes
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.http import Http404, JsonResponse
+from django.shortcuts import render
 
 from webapp.views.errors import reads_json
 
@@ -34,3 +35,26 @@ class NulInUrlIsNotFound:
         if "\x00" in request.path or b"\x00" in query:
             raise Http404("No such page.")
         return self.get_response(request)
+
+
+class MethodNotAllowedExplained:
+    """Django answers a GET to an address that only a form's button posts to (sign, review, retry,
+    activate) with an empty 405: someone following a bookmark, a history entry or a typed address
+    saw a blank page. The answer becomes the site's page, or JSON for a program, saying what the
+    address takes."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if response.status_code != 405 or response.content:
+            return response
+        allowed = response.get("Allow", "")
+        if reads_json(request):
+            answer = JsonResponse({"error": f"{request.method} is not accepted here; this address takes "
+                                            f"{allowed or 'another method'}."}, status=405)
+        else:
+            answer = render(request, "405.html", {"request_path": request.path}, status=405)
+        answer["Allow"] = allowed
+        return answer

@@ -81,6 +81,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
+    "webapp.middleware.MethodNotAllowedExplained",
 ]
 
 ROOT_URLCONF = "webapp.urls"

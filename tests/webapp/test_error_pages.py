@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied, TooManyFilesSent
 from django.template import loader
 from django.urls import reverse
 
+from tests.webapp.lab_factories import make_sample
 from webapp.views import errors
 
 pytestmark = pytest.mark.django_db
@@ -92,3 +93,16 @@ def test_a_forged_host_header_is_logged_in_one_line(client, caplog):
     records = [r for r in caplog.records if r.name == "django.security.DisallowedHost"]
     assert records and all(record.exc_info is None for record in records)
     assert "evil.example" in records[0].getMessage()
+
+
+def test_opening_an_address_only_a_button_posts_to_explains_itself(client, tech):
+    sample = make_sample()
+    response = client.get(reverse("lab:sample-sign", args=[sample.pk]))
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    assert [t.name for t in response.templates][0] == "405.html"
+    body = response.content.decode()
+    assert "Not a page to open" in body and "nothing was changed" in body and "Sign out" in body
+
+    answer = client.post(reverse("lab:api-samples"))
+    assert answer.status_code == 405 and answer["Allow"] == "GET"
+    assert answer.json() == {"error": "POST is not accepted here; this address takes GET."}
