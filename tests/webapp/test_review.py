@@ -1,5 +1,7 @@
 """Review: one click changes a cell's type, the formula follows, every change is on record."""
 
+from types import SimpleNamespace
+
 import pytest
 from django.urls import reverse
 
@@ -7,6 +9,7 @@ from tests.webapp.lab_factories import make_sample, make_version
 from webapp.models import Cell, CellReview, SmearImage
 from webapp.selectors import leukocyte_formula, wilson_interval
 from webapp.services.review import ReviewError, review_cell
+from webapp.templatetags.review_buttons import review_buttons
 
 pytestmark = pytest.mark.django_db
 
@@ -318,3 +321,15 @@ def test_the_cell_page_walks_through_the_whole_sample(client, tech):
     page = client.get(reverse("lab:cell-detail", args=[superseded.pk])).content.decode()
     assert "Cell 1 of 1" in page and "in the sample" not in page
     assert 'id="next-cell"' not in page and 'id="prev-cell"' not in page
+
+
+def test_the_type_buttons_mark_the_current_call_and_escape_a_labs_own_type():
+    types = [("NEUTROPHIL", "N"), ("ARTEFACT", "A"), ('LAB_"X"&Y', "")]
+    unconfirmed = review_buttons(types, SimpleNamespace(cell_type="NEUTROPHIL", corrected_type=""))
+    assert ('class="typebtn t-neutrophil current unconfirmed" title="Neutrophil (key N): the network\'s '
+            'call, not yet confirmed" data-key="N">N</button>') in unconfirmed
+    assert 'title="Not a white cell: left out of the formula (key A)"' in unconfirmed
+    assert 'value="LAB_&quot;X&quot;&amp;Y"' in unconfirmed and ">LAB</button>" in unconfirmed
+    confirmed = review_buttons(types, SimpleNamespace(cell_type="NEUTROPHIL", corrected_type="NEUTROPHIL"))
+    assert "current confirmed" in confirmed and ": confirmed by a reviewer" in confirmed
+    assert confirmed.count("current") == 1
