@@ -1,5 +1,6 @@
 """Review: one click changes a cell's type, the formula follows, every change is on record."""
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -333,3 +334,24 @@ def test_the_type_buttons_mark_the_current_call_and_escape_a_labs_own_type():
     confirmed = review_buttons(types, SimpleNamespace(cell_type="NEUTROPHIL", corrected_type="NEUTROPHIL"))
     assert "current confirmed" in confirmed and ": confirmed by a reviewer" in confirmed
     assert confirmed.count("current") == 1
+
+
+def test_the_cell_page_says_why_a_call_needs_review(client, tech, settings):
+    settings.REVIEW_CONFIDENCE_THRESHOLD = 0.8
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE"), confidence=0.9)
+    unsure, unfamiliar, sure = sample.images.get().cells.order_by("index")
+    Cell.objects.filter(pk=unsure.pk).update(confidence=0.55, needs_review=True)
+    Cell.objects.filter(pk=unfamiliar.pk).update(ood_score=1.7, needs_review=True)
+
+    def reasons(cell):
+        page = client.get(reverse("lab:cell-detail", args=[cell.pk])).content.decode()
+        found = re.search(r'data-role="review-reasons">([^<]*)<', page)
+        return found.group(1) if found else None
+
+    assert reasons(unsure) == ("because its confidence, 55%, is under this network&#x27;s review "
+                               "threshold of 80%.")
+    assert reasons(unfamiliar) == "because it is unlike the cells the network was trained on."
+    assert reasons(sure) is None
+    SmearImage.objects.filter(pk=sample.images.get().pk).update(quality_warnings=["Out of focus."])
+    Cell.objects.filter(pk=sure.pk).update(needs_review=True)
+    assert reasons(sure) == "because its photograph&#x27;s quality measures warn."

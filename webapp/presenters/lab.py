@@ -3,12 +3,13 @@ them and the formula beside them, and one cell's page."""
 
 from dataclasses import dataclass, field
 
+from classifier.ood import UNFAMILIAR_ABOVE
 from webapp.cell_types import allowed_types, review_types, type_order, type_shortcuts
 from webapp.counting import group_of
 from webapp.models import Cell, Sample, SmearImage
 from webapp.presenters import ViewModel
 from webapp.presenters.formula import FormulaNotes, formula_notes
-from webapp.review_flag import review_threshold_of
+from webapp.review_flag import review_threshold, review_threshold_of
 from webapp.selectors import (
     LeukocyteFormula,
     SampleCounts,
@@ -149,6 +150,26 @@ class CellPage(ViewModel):
     sibling_count: int
     walk_position: int  # in the sample
     walk_count: int
+    review_reasons: list  # why the call is flagged for review, in words; empty where it is not
+
+
+def review_reasons(cell):
+    """Why the network's call on this cell was flagged for review: the rules the worker applied
+    (classifier.pipeline), read back from what the cell and its photograph store."""
+    if not cell.needs_review:
+        return []
+    reasons = []
+    threshold = review_threshold(cell.model_version)
+    if cell.confidence < threshold:
+        reasons.append(f"its confidence, {round(100 * cell.confidence)}%, is under this network's review "
+                       f"threshold of {round(100 * threshold)}%")
+    if cell.ood_score is not None and cell.ood_score > UNFAMILIAR_ABOVE:
+        reasons.append("it is unlike the cells the network was trained on")
+    if cell.image.quality_warnings:
+        reasons.append("its photograph's quality measures warn")
+    if cell.review_carried_from_id and not cell.corrected_type:
+        reasons.append("a reviewer's earlier label is not one of this network's types")
+    return reasons or ["it was flagged when it was classified"]
 
 
 def cell_page(cell):
@@ -168,4 +189,5 @@ def cell_page(cell):
         sibling_count=len(siblings),
         walk_position=position + 1,
         walk_count=len(walk),
+        review_reasons=review_reasons(cell),
     )
