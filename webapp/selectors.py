@@ -446,22 +446,15 @@ def cells_with_details():
     )
 
 
-def sibling_cell_ids(cell):
-    """Ids of the cells the same version found on the same photograph, in detection order."""
-    return list(
-        Cell.objects.filter(image=cell.image, model_version=cell.model_version).order_by("index")
-        .values_list("pk", flat=True)
-    )
-
-
-def walk_cell_ids(cell):
-    """Ids of the cells a reviewer walks through from this one's page: the sample's counted calls,
-    photograph by photograph as uploaded, each in detection order; from a superseded call, the calls
-    its version made on its photograph."""
+def walk_cells(cell):
+    """(id, photograph id) of the cells a reviewer walks through from this one's page, in order: the
+    sample's counted calls, photograph by photograph as uploaded, each in detection order; from a
+    superseded call, the calls its version made on its photograph."""
     if cell.is_superseded:
-        return sibling_cell_ids(cell)
-    return list(current_cells(sample=cell.image.sample_id).order_by("image_id", "index")
-                .values_list("pk", flat=True))
+        cells = Cell.objects.filter(image=cell.image, model_version=cell.model_version)
+    else:
+        cells = current_cells(sample=cell.image.sample_id)
+    return list(cells.order_by("image_id", "index").values_list("pk", "image_id"))
 
 
 def fitted_review_thresholds(version_ids):

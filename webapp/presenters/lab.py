@@ -22,10 +22,9 @@ from webapp.selectors import (
     sample_cell_counts,
     sample_images_with_cells,
     sample_progress,
-    sibling_cell_ids,
     stuck_images,
     unfamiliar_photograph,
-    walk_cell_ids,
+    walk_cells,
 )
 
 
@@ -144,7 +143,7 @@ class CellPage(ViewModel):
     probabilities: list  # (type, probability, percent), the most probable first
     review_types: list  # (type, shortcut key)
     counted_call: Cell | None  # for a superseded call, the call the formula counts instead
-    previous_id: int | None  # neighbours in the sample (selectors.walk_cell_ids)
+    previous_id: int | None  # neighbours in the sample (selectors.walk_cells)
     next_id: int | None
     position: int  # on its photograph, as the photograph's outlines number it
     sibling_count: int
@@ -173,8 +172,9 @@ def review_reasons(cell):
 
 
 def cell_page(cell):
-    siblings = sibling_cell_ids(cell)
-    walk = walk_cell_ids(cell)
+    walked = walk_cells(cell)
+    walk = [pk for pk, _ in walked]
+    siblings = [pk for pk, image_id in walked if image_id == cell.image_id]
     position = walk.index(cell.pk)
     probabilities = sorted(cell.probabilities.items(), key=lambda item: -item[1])
     return CellPage(
