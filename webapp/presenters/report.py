@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from classifier.ood import UNFAMILIAR_ABOVE
 from webapp.cell_types import type_order
-from webapp.counting import rule_for
+from webapp.counting import type_label
 from webapp.models import Sample
 from webapp.presenters import ViewModel
 from webapp.selectors import (
@@ -25,6 +25,7 @@ from webapp.selectors import (
     sample_images_with_cells,
     unfamiliar_photograph,
 )
+from webapp.wording import count_of
 
 # Crops shown per type in the report's gallery.
 GALLERY_CROPS = 4
@@ -114,10 +115,6 @@ def _person(user):
     return user.get_full_name() or user.get_username()
 
 
-def _label(name):
-    return rule_for(name).label
-
-
 def _unfamiliar(entry):
     """Whether the photograph is unfamiliar to its network, and how many of its cells are."""
     unusual = sum(1 for cell in entry.cells
@@ -128,7 +125,7 @@ def _unfamiliar(entry):
 def _warnings(sample, formula, photographs, version_lines):
     warnings = []
     if formula.total < sample.target_count:
-        line = (f"{formula.total} leukocyte{pluralize(formula.total)} counted, below the target of "
+        line = (f"{count_of(formula.total, 'leukocyte')} counted, below the target of "
                 f"{sample.target_count}: the percentages are less precise (see each 95% range).")
         warnings.append(line)
     if formula.mixed_versions:
@@ -141,11 +138,11 @@ def _warnings(sample, formula, photographs, version_lines):
                         "calls by eye.")
     if formula.awaiting_review:
         n = formula.awaiting_review
-        warnings.append(f"{n} uncertain call{pluralize(n)} {pluralize(n, 'was,were')} not reviewed.")
+        warnings.append(f"{count_of(n, 'uncertain call')} {pluralize(n, 'was,were')} not reviewed.")
     if formula.unidentified:
         kept = " (kept as unidentified by the signing hematologist)" if sample.unidentified_kept else ""
         n = formula.unidentified
-        warnings.append(f"{n} cell{pluralize(n)} could not be identified{kept}; "
+        warnings.append(f"{count_of(n, 'cell')} could not be identified{kept}; "
                         f"{pluralize(n, 'it is,they are')} not counted.")
     for entry in photographs:
         image = entry.image
@@ -172,7 +169,7 @@ def _gallery(photographs):
                 continue
             by_type.setdefault(cell.cell_type, []).append(cell)
     return [
-        GalleryType(name, _label(name), len(cells), [cell for cell in cells if cell.crop][:GALLERY_CROPS])
+        GalleryType(name, type_label(name), len(cells), [cell for cell in cells if cell.crop][:GALLERY_CROPS])
         for name, cells in sorted(by_type.items(), key=lambda item: type_order(item[0]))
     ]
 
@@ -185,9 +182,9 @@ def sample_report(sample):
         VersionLine(version.label, version.architecture, version.get_task_display().lower())
         for version in model_versions().filter(pk__in=formula.model_versions).order_by("pk")
     ]
-    differential = [Figure(row.name, _label(row.name), PERCENT, row.percent, row.count, row.low, row.high)
+    differential = [Figure(row.name, type_label(row.name), PERCENT, row.percent, row.count, row.low, row.high)
                     for row in formula.rows]
-    per_100 = [Figure(row.name, row.reported_as or _label(row.name), PER_100, row.per_100, row.count)
+    per_100 = [Figure(row.name, row.reported_as or type_label(row.name), PER_100, row.per_100, row.count)
                for row in formula.per_100]
     signed = sample.status == Sample.Status.SIGNED
     return SampleReport(
@@ -206,7 +203,7 @@ def sample_report(sample):
         differential=differential,
         groups=formula.groups,
         per_100=per_100,
-        listed_apart=[(_label(name), count) for name, count in formula.listed_apart],
+        listed_apart=[(type_label(name), count) for name, count in formula.listed_apart],
         unidentified=formula.unidentified,
         unidentified_kept=sample.unidentified_kept,
         partial_left_out=formula.partial_left_out,

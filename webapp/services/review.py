@@ -9,6 +9,7 @@ from webapp.cell_types import allowed_types
 # Re-exported until services/classification.py imports it from webapp.cell_types.
 from webapp.models import Cell, CellReview, Sample
 from webapp.services.locking import ensure_editable
+from webapp.wording import count_of
 
 
 class ReviewError(ValueError):
@@ -71,7 +72,7 @@ def review_cells(cells, new_type, user):
         raise ReviewError("Select at least one cell to relabel.")
     sample_ids = {cell.image.sample_id for cell in cells}
     for sample in Sample.objects.filter(pk__in=sample_ids).only("pk"):
-        ensure_editable(sample, f"Relabelling {len(cells)} cell{'s' if len(cells) != 1 else ''}")
+        ensure_editable(sample, f"Relabelling {count_of(len(cells), 'cell')}")
     results = []
     for cell in cells:
         try:
