@@ -27,7 +27,8 @@ def healthz(request):
     return JsonResponse(report, status=status)
 
 
-# The home page lists this many of the samples waiting for a reviewer, newest first ...
+# The home page lists this many of the samples waiting for a reviewer, and of those waiting for a
+# signature, newest first ...
 HOME_AWAITING_REVIEW_SHOWN = 10
 # ... among those received this recently: a page everybody lands on must not count through every
 # cell the lab ever stored (80 ms on 100,000 cells, growing with them).
@@ -42,7 +43,8 @@ def home(request):
     in_progress = (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING)
     awaiting_signature = samples_awaiting_signature(since) if may_sign(request.user) else None
     return render(request, "home.html", {
-        "awaiting_signature": awaiting_signature,
+        "awaiting_signature": awaiting_signature and awaiting_signature[:HOME_AWAITING_REVIEW_SHOWN],
+        "awaiting_signature_count": len(awaiting_signature or ()),
         "awaiting_review": awaiting[:HOME_AWAITING_REVIEW_SHOWN],
         "awaiting_review_count": awaiting.count(),
         "awaiting_review_days": HOME_AWAITING_REVIEW_DAYS,
