@@ -11,6 +11,11 @@
 - ``leukonet-gn``: LeukoNet with group norm in place of batch norm, whose statistics are those of
   each image rather than of the training batches: batch statistics learnt in one lab are reported
   to hurt white-cell classifiers in the next (Tsutsui et al. 2023).
+- ``mixstyle`` (LeukoNet, training only): each image's early feature maps take on, at random, a
+  blend of their own channel statistics and another image's of the batch (Zhou et al. 2021,
+  "Domain generalization with MixStyle"). A map's means and spreads are what a lab's stain and
+  camera change first; a network that cannot count on them must read shape. The layers hold no
+  weights and do nothing in inference: the stored network is built without them.
 - ``effnet-lite0``: the EfficientNet-Lite0 trunk (classifier.backbones.efficientnet_lite), set
   from its ImageNet weights when a run builds it for training, with a small head. A trained
   version carries its own weights; serving never reads ImageNet's.
@@ -48,6 +53,37 @@ DEFAULT_INPUT_SPEC["effnet-lite0"] = dict(DEFAULT_INPUT_SPEC["leukonet"])
 GRADCAM_LAYER = "gradcam_target"
 # Group norm's groups in LeukoNet: every one of its filter counts is a multiple of 8.
 LEUKONET_NORM_GROUPS = 8
+# MixStyle's blend weight ~ Beta(a, a), as its authors set it: most blends stay near one image.
+MIXSTYLE_ALPHA = 0.1
+MIXSTYLE_ARCHITECTURES = ("leukonet", "leukonet-gn")
+
+
+def _mixstyle_layer(keras, probability, name):
+    """A layer that, in training and for a batch drawn with ``probability``, gives each image's
+    channels the mean and spread of a blend of its own and another image's (gradients do not flow
+    through the statistics, as in the paper); identity otherwise."""
+    from keras import ops
+
+    class MixStyle(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.seeds = keras.random.SeedGenerator()
+
+        def call(self, x, training=None):
+            if not training:
+                return x
+            mean = ops.stop_gradient(ops.mean(x, axis=(1, 2), keepdims=True))
+            spread = ops.stop_gradient(ops.sqrt(ops.var(x, axis=(1, 2), keepdims=True) + 1e-6))
+            batch = ops.shape(x)[0]
+            weight = keras.random.beta((batch, 1, 1, 1), MIXSTYLE_ALPHA, MIXSTYLE_ALPHA, seed=self.seeds)
+            other = keras.random.shuffle(ops.arange(batch), seed=self.seeds)
+            mixed_mean = weight * mean + (1.0 - weight) * ops.take(mean, other, axis=0)
+            mixed_spread = weight * spread + (1.0 - weight) * ops.take(spread, other, axis=0)
+            mixed = (x - mean) / spread * mixed_spread + mixed_mean
+            applies = keras.random.uniform((), seed=self.seeds) < probability
+            return ops.where(applies, mixed, x)
+
+    return MixStyle()
 
 
 def output_units(task):
@@ -92,9 +128,12 @@ def _conv_bn(layers, x, filters, name, activation_name=None, strides=1, norm="ba
     return layers.Activation("relu", name=activation_name or f"{name}_relu")(x)
 
 
-def build_leukonet(keras, input_spec, task, n_classes, dropout=0.3, width=1.0, norm="batch"):
+def build_leukonet(keras, input_spec, task, n_classes, dropout=0.3, width=1.0, norm="batch", mixstyle=0.0):
     layers = keras.layers
     conv = functools.partial(_conv_bn, layers, norm=norm)
+
+    def restyle(x, name):
+        return _mixstyle_layer(keras, mixstyle, name)(x) if mixstyle > 0 else x
 
     def filters(count):
         # Multiples of 8 keep the convolution kernels on their fast paths; width 1 is the recipe.
@@ -105,16 +144,16 @@ def build_leukonet(keras, input_spec, task, n_classes, dropout=0.3, width=1.0, n
     x = layers.Rescaling(2.0, offset=-1.0, name="centre")(inputs)
     # A strided stem: full-resolution conv + batch norm layers cost 5-10x more per epoch on this
     # CPU (measured 1.2 s vs 0.24 s per batch of 64) for the same depth.
-    x = conv(x, filters(24), "stem", strides=2)
+    x = restyle(conv(x, filters(24), "stem", strides=2), "stem_mixstyle")
     x = layers.MaxPooling2D(2)(x)
     # Widths sized for serving: with preparation (crop, resize, white balance, stain: ~0.3 ms)
     # the whole predict() must stay above 1,000 cells/s on two cores; this network alone ran
     # ~1,900 cells/s at batch 64 there in float32, the earlier 0.95 M-parameter one ~1,000.
     # Served with int8 weights it runs ~4x faster, hence ``width`` for wider experiments.
-    x = conv(x, filters(48), "b1a")
+    x = restyle(conv(x, filters(48), "b1a"), "b1_mixstyle")
     x = layers.MaxPooling2D(2)(x)
     x = conv(x, filters(96), "b2a")
-    x = conv(x, filters(96), "b2b")
+    x = restyle(conv(x, filters(96), "b2b"), "b2_mixstyle")
     x = layers.MaxPooling2D(2)(x)
     x = conv(x, filters(160), "b3a")
     x = conv(x, filters(192), "b3b", activation_name=GRADCAM_LAYER)
@@ -124,8 +163,8 @@ def build_leukonet(keras, input_spec, task, n_classes, dropout=0.3, width=1.0, n
     return keras.Model(inputs, _head(keras, x, task, n_classes), name=name)
 
 
-def build_leukonet_gn(keras, input_spec, task, n_classes, width=1.0):
-    return build_leukonet(keras, input_spec, task, n_classes, width=width, norm="group")
+def build_leukonet_gn(keras, input_spec, task, n_classes, width=1.0, mixstyle=0.0):
+    return build_leukonet(keras, input_spec, task, n_classes, width=width, norm="group", mixstyle=mixstyle)
 
 
 def build_effnet_lite0(keras, input_spec, task, n_classes, width=1.0, pretrained=False,
@@ -167,11 +206,20 @@ def frozen_trunk_refusal(name):
             f"({', '.join(sorted(PRETRAINED))}) has a trunk worth freezing")
 
 
+def mixstyle_refusal(name):
+    """Why the network ``name`` cannot train with MixStyle, or None where it can."""
+    if name in MIXSTYLE_ARCHITECTURES:
+        return None
+    placed = ", ".join(MIXSTYLE_ARCHITECTURES)
+    return f"MixStyle is placed in LeukoNet's early stages ({placed}), not in {name}"
+
+
 def build_model(name, task, input_spec=None, n_classes=None, width=1.0, pretrained=False,
-                freeze_trunk=False):
+                freeze_trunk=False, mixstyle=0.0):
     """A fresh, uncompiled Keras model; ``width`` scales LeukoNet's filter counts; ``pretrained``
     (a run building it to train) sets a network in PRETRAINED from the weights it starts from, and
-    ``freeze_trunk`` keeps that trunk as it starts (a recipe allows it for those alone). The
+    ``freeze_trunk`` keeps that trunk as it starts (a recipe allows it for those alone);
+    ``mixstyle`` (a run building LeukoNet to train) the share of batches MixStyle restyles. The
     training recipe (classifier.training.recipe) says which architectures and tasks there are."""
     import keras
 
@@ -188,4 +236,8 @@ def build_model(name, task, input_spec=None, n_classes=None, width=1.0, pretrain
         if refusal := frozen_trunk_refusal(name):
             raise TrainingDataError(refusal)
         options["freeze_trunk"] = True
+    if mixstyle:
+        if refusal := mixstyle_refusal(name):
+            raise TrainingDataError(refusal)
+        options["mixstyle"] = float(mixstyle)
     return BUILDERS[name](keras, spec, task, n_classes, width=float(width), **options)

@@ -143,7 +143,7 @@ def fit(keras, tf, arrays, recipe, on_epoch=None, should_stop=None, progress_bar
     n_classes = len(arrays.class_names)
     model = build_model(
         recipe.architecture, recipe.task, recipe.input_spec, n_classes, recipe.width, pretrained=True,
-        freeze_trunk=recipe.freeze_trunk,
+        freeze_trunk=recipe.freeze_trunk, mixstyle=recipe.mixstyle,
     )
     select_best = not (recipe.refit or recipe.keep_last_epoch)
     return train_network(keras, tf, model, arrays, recipe, on_epoch, should_stop, progress_bar, select_best)

@@ -21,7 +21,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, NamedTuple
 
-from classifier.architectures import DEFAULT_INPUT_SPEC, frozen_trunk_refusal
+from classifier.architectures import DEFAULT_INPUT_SPEC, frozen_trunk_refusal, mixstyle_refusal
 from classifier.errors import TrainingDataError
 from classifier.labels import TASK_CLASSES
 
@@ -365,6 +365,14 @@ class Recipe:
         "the head alone", offered=COMMAND_LINE, default=False, refit_repeats=True,
         absent_means=False,
     )
+    # Zhou et al. 2021 place it after a ResNet's first stages at 0.5 (photographs to paintings and
+    # sketches). Colour augmentation changes an image's pixels; a lab's stain and camera also shift
+    # what the early filters respond to, and those statistics are what this varies.
+    mixstyle: float | None = setting(
+        help="share of training batches whose early LeukoNet feature maps take on a blend of another "
+        "image's channel statistics (MixStyle); 0 is off", offered=COMMAND_LINE, default=0.0,
+        at_least=0, at_most=1, refit_repeats=True, absent_means=0.0,
+    )
     seed: int | None = setting(
         help="seed of the weights, the shuffling and the augmentation (and of the validation "
         "split unless it has its own)", offered=COMMAND_LINE, default=20261125,
@@ -490,6 +498,8 @@ def _check_combinations(values):
     refusal = frozen_trunk_refusal(values["architecture"])
     if values["freeze_trunk"] and refusal:
         raise RecipeError(refusal, "freeze_trunk", "architecture")
+    if values["mixstyle"] and (refusal := mixstyle_refusal(values["architecture"])):
+        raise RecipeError(refusal, "mixstyle", "architecture")
     if values["optimizer"] == "adam" and values["weight_decay"] != 0.0:
         raise RecipeError(
             f"weight decay {values['weight_decay']} needs the adamw+cosine optimizer: adam, "

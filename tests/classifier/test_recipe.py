@@ -65,6 +65,7 @@ def test_defaults_are_the_recipes_of_the_bundled_networks():
         "source_weights": ({}, {}),
         "width": (1.0, 1.0),
         "freeze_trunk": (False, False),
+        "mixstyle": (0.0, 0.0),
         "seed": (20261125, 20261125),
         "temperature": (None, None),
         "temperature_source": ("", ""),
@@ -92,6 +93,8 @@ def test_a_run_records_the_same_hyperparameters_as_before_the_recipe_had_an_owne
         "unnormalised_stain",
         # Since a lab's optics and nuclear stain uptake are spread further:
         "blur_shrink", "haematoxylin_spread",
+        # Since early feature statistics can be mixed across images (MixStyle):
+        "mixstyle",
     }
 
 
@@ -133,6 +136,9 @@ def test_defaults_are_copies_a_run_cannot_change_for_the_next():
         ({"window_scale": "field"}, "unknown window scale 'field'", ("window_scale",)),
         ({"architecture": "leukonet-gn", "freeze_trunk": True},
          "leukonet-gn starts from random weights", ("freeze_trunk", "architecture")),
+        ({"architecture": "paper", "mixstyle": 0.5}, "MixStyle is placed in LeukoNet's early stages",
+         ("mixstyle", "architecture")),
+        ({"mixstyle": 1.5}, "mixstyle 1.5 must be at least 0 and at most 1", ("mixstyle",)),
         ({"review_threshold": 0.9}, "only a refit borrows one", ("review_threshold", "validation_fraction")),
         ({"validation_fraction": 0, "temperature": 1.0, "review_threshold": 1.0},
          "review threshold 1.0 must be above 0 and below 1", ("review_threshold",)),

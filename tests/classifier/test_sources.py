@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from classifier import dataset
+from classifier.inference import CellClassifier
 from classifier.labels import EIGHT_CLASSES, FOUR_CLASSES, binary_probabilities
 from classifier.preparation import as_window
 from classifier.training import TrainingConfig, evaluate_classifier, train_classifier
@@ -29,7 +30,12 @@ def config(data, tmp_path, **kwargs):
 
 def test_two_sources_train_together_and_are_measured_apart(two_sources, tmp_path):
     fields, crops = two_sources
-    result = train_classifier(config([str(fields), str(crops)], tmp_path, epochs=2, validation_seed=3))
+    # MixStyle trains across the two labs' feature statistics; the stored network is without it.
+    result = train_classifier(config([str(fields), str(crops)], tmp_path, epochs=2, validation_seed=3,
+                                     mixstyle=0.5))
+    stored = CellClassifier.from_bytes(result.model_bytes, result.metadata)
+    assert result.metadata["hyperparameters"]["mixstyle"] == 0.5
+    assert not [layer.name for layer in stored.model.layers if "mixstyle" in layer.name]
     metrics = result.metrics
     assert len(result.history) == 2, "a balanced epoch is as long as the training set, every epoch"
     assert result.metadata["dataset_path"] == os.pathsep.join([str(fields), str(crops)])
@@ -56,8 +62,6 @@ def test_two_sources_train_together_and_are_measured_apart(two_sources, tmp_path
 
 
 def test_a_network_is_measured_on_the_classes_a_folder_holds(two_sources, tmp_path):
-    from classifier.inference import CellClassifier
-
     fields, crops = two_sources
     result = train_classifier(config(str(fields), tmp_path, evaluate_test=False))
     classifier = CellClassifier.from_bytes(result.model_bytes, result.metadata)
@@ -280,6 +284,54 @@ def test_leukonet_gn_is_leukonet_with_group_norm():
 
     assert trainable(batch_norm) == trainable(group_norm)  # no running statistics in group norm
     assert group_norm.get_layer(GRADCAM_LAYER) and group_norm.output_shape == (None, 8)
+
+
+def _channel_statistics(maps):
+    return maps.mean(axis=(1, 2)), maps.std(axis=(1, 2))
+
+
+def test_mixstyle_gives_each_image_a_blend_of_two_images_channel_statistics_in_training_only():
+    import keras
+
+    from classifier.architectures import _mixstyle_layer
+
+    rng = np.random.default_rng(4)
+    # Two images whose 3 channels differ in level and spread: another lab's stain in miniature.
+    maps = np.stack([rng.normal(0.2, 0.1, (6, 6, 3)), rng.normal(3.0, 2.0, (6, 6, 3))]).astype(np.float32)
+    always = _mixstyle_layer(keras, 1.0, "always_mixstyle")
+    assert np.array_equal(np.asarray(always(maps, training=False)), maps)
+    mean, spread = _channel_statistics(maps)
+    blended = False
+    for _ in range(20):
+        restyled = np.asarray(always(maps, training=True))
+        new_mean, new_spread = _channel_statistics(restyled)
+        # Each image's statistics lie between the two images' own (a convex blend)...
+        assert np.all(new_mean >= mean.min(axis=0) - 1e-4) and np.all(new_mean <= mean.max(axis=0) + 1e-4)
+        assert np.all(new_spread >= spread.min(axis=0) - 1e-4)
+        assert np.all(new_spread <= spread.max(axis=0) + 1e-4)
+        # ...and its pattern, the content, is its own.
+        for image in range(2):
+            for channel in range(3):
+                own = maps[image, ..., channel].ravel()
+                assert np.corrcoef(restyled[image, ..., channel].ravel(), own)[0, 1] > 0.999
+        blended |= bool(np.abs(new_mean - mean).max() > 0.1)
+    assert blended, "twenty training batches and no image took on another's statistics"
+    never = _mixstyle_layer(keras, 0.0, "never_mixstyle")
+    assert np.array_equal(np.asarray(never(maps, training=True)), maps)
+
+
+def test_mixstyle_trains_leukonet_alone_and_leaves_no_weights_behind():
+    from classifier.architectures import build_model
+    from classifier.errors import TrainingDataError
+
+    trained = build_model("leukonet-gn", "8class", mixstyle=0.5)
+    assert [layer.name for layer in trained.layers if "mixstyle" in layer.name] == [
+        "stem_mixstyle", "b1_mixstyle", "b2_mixstyle"]
+    # The stored network is built without them and takes the trained weights one for one.
+    stored = build_model("leukonet-gn", "8class")
+    assert [w.shape for w in trained.get_weights()] == [w.shape for w in stored.get_weights()]
+    with pytest.raises(TrainingDataError, match="MixStyle is placed in LeukoNet's early stages"):
+        build_model("paper", "binary", mixstyle=0.5)
 
 
 def test_effnet_lite0_is_the_imagenet_trunk_with_the_tasks_head_and_a_gradcam_layer():
