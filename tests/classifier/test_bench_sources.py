@@ -18,6 +18,8 @@ def load_bench(name):
         sys.path.insert(0, str(ROOT))
     spec = importlib.util.spec_from_file_location(f"bench_{name}_script", ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    # A dataclass looks its module up by name while it is being defined.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 

@@ -1,0 +1,38 @@
+"""bench/detect.py: the smear pipeline is also read as the site's formula counts."""
+
+from types import SimpleNamespace
+
+from tests.classifier.test_bench_sources import load_bench
+
+bench = load_bench("detect")
+
+
+def cell(predicted_type, box):
+    return SimpleNamespace(predicted_type=predicted_type, box=box)
+
+
+def test_the_formula_leaves_out_cells_the_edge_cuts_and_calls_that_are_no_leukocyte():
+    cells = [  # best detection first, in a 640x480 photograph
+        cell("NEUTROPHIL", (223, 0, 340, 122)),  # cut by the top edge
+        cell("PLATELET", (400, 300, 440, 340)),
+        cell("MONOCYTE", (50, 200, 230, 370)),
+        cell("ERYTHROBLAST", (300, 100, 360, 160)),
+        cell("EOSINOPHIL", (450, 50, 600, 200)),
+        cell("LYMPHOCYTE", (460, 250, 560, 350)),
+    ]
+    assert bench.counted_calls(cells, 640, 480, 2) == ["EOSINOPHIL", "MONOCYTE"]
+    assert bench.counted_calls(cells[:2], 640, 480, 1) == []
+    # A binary network's calls are their own group: every one of them is a leukocyte.
+    assert bench.counted_calls([cell("POLYNUCLEAR", (10, 10, 90, 90))], 640, 480, 1) == ["POLYNUCLEAR"]
+
+
+def test_a_smear_is_right_when_its_calls_are_its_labels_and_binary_right_by_group():
+    score = bench.PipelineScore()
+    score.add("a", ["NEUTROPHIL"], ["NEUTROPHIL"])
+    score.add("b", ["EOSINOPHIL"], ["NEUTROPHIL"])  # wrong type, right group
+    score.add("c", ["NEUTROPHIL"], [])  # nothing counted
+    score.add("d", ["MONOCYTE"], ["PLATELET"])
+    assert (score.smears, score.right, score.right_binary) == (4, 1, 2)
+    assert score.wrong == ["b: labelled EOSINOPHIL, got NEUTROPHIL", "c: labelled NEUTROPHIL, got -",
+                           "d: labelled MONOCYTE, got PLATELET"]
+    assert score.shares() == "0.250 (1/4), binary 0.500 (2/4)"
