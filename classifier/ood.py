@@ -233,10 +233,17 @@ def fitted_or_default_threshold(fitted):
     return DEFAULT_CONFIDENCE_THRESHOLD if fitted is None else float(fitted)
 
 
-def needs_review(confidence, ood_scores, confidence_threshold):
-    """The review flag of each cell: its call's confidence is under the site's threshold, or the
-    cell is unfamiliar to the network (score above 1; a network without a score: never)."""
-    flagged = np.asarray(confidence, np.float64) < confidence_threshold
+def review_flags(confidence, ood_scores, confidence_threshold):
+    """Why each cell's call would be flagged, as two boolean arrays: its confidence is under the
+    site's threshold; the cell is unfamiliar to the network (score above 1; a network without a
+    score: never). The one statement of the network's review rule, which pages explain from."""
+    unsure = np.asarray(confidence, np.float64) < confidence_threshold
     if ood_scores is None:
-        return flagged
-    return flagged | (np.asarray(ood_scores, np.float64) > UNFAMILIAR_ABOVE)
+        return unsure, np.zeros_like(unsure)
+    return unsure, np.asarray(ood_scores, np.float64) > UNFAMILIAR_ABOVE
+
+
+def needs_review(confidence, ood_scores, confidence_threshold):
+    """The review flag of each cell: either reason of ``review_flags``."""
+    unsure, unfamiliar = review_flags(confidence, ood_scores, confidence_threshold)
+    return unsure | unfamiliar

@@ -3,7 +3,7 @@ them and the formula beside them, and one cell's page."""
 
 from dataclasses import dataclass, field
 
-from classifier.ood import UNFAMILIAR_ABOVE
+from classifier.ood import review_flags
 from webapp.cell_types import allowed_types, review_types, type_order, type_shortcuts
 from webapp.counting import group_of
 from webapp.models import Cell, Sample, SmearImage
@@ -153,16 +153,19 @@ class CellPage(ViewModel):
 
 
 def review_reasons(cell):
-    """Why the network's call on this cell was flagged for review: the rules the worker applied
-    (classifier.pipeline), read back from what the cell and its photograph store."""
+    """Why the network's call on this cell was flagged for review: the worker's rule
+    (classifier.ood.review_flags, and the photograph's quality in classifier.pipeline) applied
+    again to what the cell and its photograph store."""
     if not cell.needs_review:
         return []
     reasons = []
     threshold = review_threshold(cell.model_version)
-    if cell.confidence < threshold:
+    scores = None if cell.ood_score is None else [cell.ood_score]
+    (unsure,), (unfamiliar,) = review_flags([cell.confidence], scores, threshold)
+    if unsure:
         reasons.append(f"its confidence, {round(100 * cell.confidence)}%, is under this network's review "
                        f"threshold of {round(100 * threshold)}%")
-    if cell.ood_score is not None and cell.ood_score > UNFAMILIAR_ABOVE:
+    if unfamiliar:
         reasons.append("it is unlike the cells the network was trained on")
     if cell.image.quality_warnings:
         reasons.append("its photograph's quality measures warn")
