@@ -34,6 +34,7 @@ if str(PROJECT_ROOT) not in sys.path:
 
 from classifier.boxes import box_iou, match_boxes, touches_edge  # noqa: E402
 from classifier.detection import detect_leukocytes  # noqa: E402
+from classifier.labels import binary_group  # noqa: E402
 from classifier.model_folder import BUNDLED_MODELS_DIR, bundled_model_folders  # noqa: E402
 from classifier.runtimes import quiet_tensorflow_startup  # noqa: E402
 
@@ -152,8 +153,6 @@ def counted_calls(cells, width: int, height: int, how_many: int) -> list[str]:
     """The types of the first ``how_many`` cells (best detection first) that the site's formula
     counts as leukocytes: a cell the photograph's edge cuts is left out of it, and so is a call that
     is no leukocyte (platelet, erythroblast); sorted, to compare with a smear's labels."""
-    from classifier.labels import binary_group
-
     # binary_group names no group for a platelet or an erythroblast; a binary network's calls
     # are their own group.
     counted = [cell.predicted_type for cell in cells
@@ -171,8 +170,6 @@ class PipelineScore:
     wrong: list[str] = field(default_factory=list)
 
     def add(self, stem: str, expected: list[str], called: list[str]) -> None:
-        from classifier.labels import binary_group
-
         self.smears += 1
         self.right += called == expected
         self.right_binary += sorted(map(binary_group, called)) == sorted(map(binary_group, expected))
