@@ -42,6 +42,7 @@ from classifier.metrics import (  # noqa: E402
     binary_from_four,
     binary_labels,
     classification_metrics,
+    expected_calibration_error,
     format_review_flagging,
     groups_mostly_wrong,
     review_flagging,
@@ -210,6 +211,9 @@ def _accuracy_figures(calls, names, own_temperature=None):
     raw = _over_held(calls.uncalibrated, calls.y, names, held)[0]
     if held != list(names):
         figures["restricted_to"] = held
+        # What a user reads: the served probabilities over every class, a call of a type this
+        # source lacks counting wrong. Renormalised over fewer types, confidence only goes up.
+        figures["ece_as_served"] = expected_calibration_error(calls.calibrated, calls.y)
     figures["test"] = classification_metrics(y, probabilities, held)
     figures["ece_before_temperature"] = classification_metrics(y, raw, held)["ece"]
     figures["ece_after_temperature"] = figures["test"]["ece"]
@@ -445,6 +449,12 @@ def source_lines(source, names):
            f"({source['own_temperature']:.3f}): {source['ece_own_temperature']:.4f}"
            if "ece_own_temperature" in source else "")
     )
+    if "ece_as_served" in source:
+        lines.append(
+            f"  ECE of the probabilities as served, over all {len(names)} of the network's types "
+            f"(not renormalised; a call of a type this source lacks counts wrong): "
+            f"{source['ece_as_served']:.4f}"
+        )
     if "review_own_temperature" in source:
         own = source["review_own_temperature"]
         lines.append(

@@ -164,6 +164,33 @@ def test_the_benchmark_reports_the_ece_a_sources_own_temperature_would_give():
     assert unchanged["ece_own_temperature"] == pytest.approx(unchanged["ece_after_temperature"])
 
 
+def test_a_source_with_fewer_types_also_gets_the_ece_of_the_probabilities_as_served():
+    import numpy as np
+
+    bench = load_bench("classify")
+    names = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL", "PLATELET"]
+    y = np.random.default_rng(5).integers(0, 4, 300)  # the source holds no platelet
+    # Every call right and 0.6 sure, 0.3 left on platelet: renormalised over the four types the
+    # source holds, each call reads 0.6 / 0.7 sure; as served, 0.6.
+    served = np.full((300, 5), 0.1 / 3)
+    served[np.arange(300), y] = 0.6
+    served[:, 4] = 0.3
+
+    class Calls:
+        calibrated = served
+        uncalibrated = served
+
+    Calls.y = y
+    figures = bench._accuracy_figures(Calls, names)
+    assert figures["restricted_to"] == names[:4]
+    assert figures["ece_after_temperature"] == pytest.approx(1 - 0.6 / 0.7)
+    assert figures["ece_as_served"] == pytest.approx(0.4)
+    # A source holding every type is read as served already: no second figure.
+    Calls.y = np.arange(300) % 5
+    assert "restricted_to" not in (every_type := bench._accuracy_figures(Calls, names))
+    assert "ece_as_served" not in every_type
+
+
 def test_a_flatter_temperature_sends_more_of_an_overconfident_networks_errors_to_review():
     import numpy as np
 
