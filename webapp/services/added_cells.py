@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 # of the mouse, not a cell.
 MIN_SIDE_PX = 8
 ACTION = "Adding a cell"
+# A drawn box this much inside a cell's box is part of that cell; a cell's box this much inside a
+# drawn box is held by it. Neighbouring cells' boxes overlap by far less.
+INSIDE_SHARE = 0.6
 
 
 class AddCellError(ValueError):
@@ -58,6 +61,14 @@ def _check_box(image, box):
     return x0, y0, x1, y1
 
 
+def _covered_share(inner, outer):
+    """The share of box ``inner``'s area that lies inside box ``outer``."""
+    width = max(0, min(inner[2], outer[2]) - max(inner[0], outer[0]))
+    height = max(0, min(inner[3], outer[3]) - max(inner[1], outer[1]))
+    area = (inner[2] - inner[0]) * (inner[3] - inner[1])
+    return width * height / area if area > 0 else 0.0
+
+
 def request_added_cell(image, box, user=None):
     """Store a box drawn on a classified photograph and queue its classification; returns the
     AddedCellRequest. Raises AddCellError for a box that cannot be a missed cell, SampleLocked
@@ -73,6 +84,14 @@ def request_added_cell(image, box, user=None):
         if box_iou(box, cell.box) >= SAME_CELL_IOU:
             raise AddCellError(f"Cell {index + 1} of this photograph already covers that box: review it "
                                "instead of adding it again.")
+        # Two boxes of one cell need not look alike: a box drawn on a lobe, or around the whole
+        # field, would count a cell twice.
+        if _covered_share(box, cell.box) >= INSIDE_SHARE:
+            raise AddCellError(f"That box lies inside cell {index + 1}'s outline: review cell {index + 1} "
+                               "instead of adding part of it as another cell.")
+        if _covered_share(cell.box, box) >= INSIDE_SHARE:
+            raise AddCellError(f"That box holds cell {index + 1}, already counted: draw around the missed "
+                               "cell alone.")
     pending = AddedCellRequest.objects.filter(image=image, status=AddedCellRequest.Status.PENDING)
     if any(box_iou(box, other.box) >= SAME_CELL_IOU for other in pending):
         raise AddCellError("That box is already waiting for the classifier.")
