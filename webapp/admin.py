@@ -5,6 +5,7 @@ or sample they belong to, whose deletion goes through the services that remove t
 
 from django.contrib import admin, messages
 
+from webapp.forms import SampleAdminForm
 from webapp.models import Cell, CellReview, Sample, SmearImage
 from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.locking import SampleLocked
@@ -52,6 +53,17 @@ class SampleAdmin(DeletesCellsWithIt, admin.ModelAdmin):
                        "reopened_at", "reopen_reason")
     inlines = [SmearImageInline]
     list_select_related = ("created_by",)
+    form = SampleAdminForm
+
+    # A sample comes from the upload form, which checks its photographs and its accession number.
+    def has_add_permission(self, request):
+        return False
+
+    # A signed result is locked (webapp.services.locking) here too: reopened on its page first.
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.is_signed:
+            return ("accession_number", "note", *self.readonly_fields)
+        return self.readonly_fields
 
     @admin.display(description="photographs")
     def image_count(self, sample):

@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from webapp.counting import type_label
-from webapp.models import ModelVersion
+from webapp.models import ModelVersion, Sample
 from webapp.selectors import HistoryFilters, known_cell_types, samples_with_accession
 
 # No smear in this system was classified before 2000 or will be after 2100: a date outside is a typo.
@@ -44,18 +44,27 @@ class MultipleImageField(forms.FileField):
             )
         return list(files)
 
+ACCESSION_RULE = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9 ._/\-]*$",
+    "Use letters, digits, spaces and . _ / - only, as on the specimen label.",
+)
+
+
+def _duplicate_accession_error(existing):
+    # A second sample would split one specimen's cells over two formulas.
+    return forms.ValidationError(
+        format_html('Sample <a href="{}">{}</a> already exists: add photographs to it instead.',
+                    reverse("lab:sample-detail", args=[existing.pk]), existing.accession_number),
+        code="duplicate",
+    )
+
 
 class SampleUploadForm(forms.Form):
     accession_number = forms.CharField(
         max_length=64,
         label="Accession number",
         help_text="The laboratory's specimen number. Never a patient's name.",
-        validators=[
-            RegexValidator(
-                r"^[A-Za-z0-9][A-Za-z0-9 ._/\-]*$",
-                "Use letters, digits, spaces and . _ / - only, as on the specimen label.",
-            )
-        ],
+        validators=[ACCESSION_RULE],
         widget=forms.TextInput(
             attrs={"autocomplete": "off", "autofocus": True, "placeholder": "e.g. H26-004512"}
         ),
@@ -76,12 +85,25 @@ class SampleUploadForm(forms.Form):
             .order_by("created_at").first()
         )
         if existing is not None:
-            # A second sample would split one specimen's cells over two formulas.
-            raise forms.ValidationError(
-                format_html('Sample <a href="{}">{}</a> already exists: add photographs to it instead.',
-                            reverse("lab:sample-detail", args=[existing.pk]), existing.accession_number),
-                code="duplicate",
-            )
+            raise _duplicate_accession_error(existing)
+        return accession
+
+
+class SampleAdminForm(forms.ModelForm):
+    """A sample's accession number and note as the Django admin edits them: held to the upload
+    form's rules, so a correction cannot bring in a number the upload would refuse."""
+
+    class Meta:
+        model = Sample
+        fields = ("accession_number", "note")
+
+    def clean_accession_number(self):
+        accession = self.cleaned_data["accession_number"].strip()
+        ACCESSION_RULE(accession)
+        others = samples_with_accession(accession).exclude(pk=self.instance.pk)
+        existing = others.order_by("created_at").first()
+        if existing is not None:
+            raise _duplicate_accession_error(existing)
         return accession
 
 

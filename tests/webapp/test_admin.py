@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from tests.webapp.lab_factories import make_sample
+from tests.webapp.lab_factories import make_sample, mark_signed
 from webapp.models import Cell, CellReview, Sample, SmearImage
 from webapp.services.review import review_cell
 
@@ -91,3 +91,34 @@ def test_cells_and_reviews_cannot_be_deleted_or_edited_in_the_admin(admin_client
 def test_the_admin_carries_the_products_name(admin_client):
     page = admin_client.get(reverse("admin:index")).content.decode()
     assert "Leukoscope administration" in page and "Django administration" not in page
+
+
+def _change_sample(admin_client, sample, **fields):
+    image = sample.images.get()
+    data = {"accession_number": sample.accession_number, "note": sample.note,
+            "images-TOTAL_FORMS": "1", "images-INITIAL_FORMS": "1", "images-MIN_NUM_FORMS": "0",
+            "images-MAX_NUM_FORMS": "1000", "images-0-id": str(image.pk), "images-0-sample": str(sample.pk),
+            **fields}
+    return admin_client.post(reverse("admin:webapp_sample_change", args=[sample.pk]), data)
+
+
+def test_the_admin_holds_an_accession_number_to_the_upload_forms_rules(admin_client):
+    sample = make_sample("H26-0001")
+    make_sample("H26-0002")
+    for wrong, message in (("=cmd|x <i>", "Use letters, digits"), (" h26-0002 ", "already exists")):
+        response = _change_sample(admin_client, sample, accession_number=wrong)
+        assert response.status_code == 200 and message in response.content.decode()
+    assert _change_sample(admin_client, sample, accession_number="H26-0001A", note="typo").status_code == 302
+    sample.refresh_from_db()
+    assert (sample.accession_number, sample.note) == ("H26-0001A", "typo")
+    # Samples come from the upload form alone.
+    assert admin_client.get(reverse("admin:webapp_sample_add")).status_code == 403
+
+
+def test_a_signed_samples_accession_number_and_note_cannot_change_in_the_admin(admin_client,
+                                                                               django_user_model):
+    sample = make_sample("H26-0003")
+    mark_signed(sample, django_user_model.objects.get(username="boss"))
+    _change_sample(admin_client, sample, accession_number="H26-0003-EDITED", note="changed")
+    sample.refresh_from_db()
+    assert (sample.accession_number, sample.note) == ("H26-0003", "")
