@@ -203,6 +203,8 @@ class ReviewForm(forms.Form):
 
 # At most this many cells in one gallery relabelling: a sample's worth, not the whole history.
 MAX_CELLS_PER_REVIEW = 2000
+# The largest primary key SQLite and PostgreSQL's bigint hold.
+MAX_CELL_ID = 2**63 - 1
 
 
 class GalleryReviewForm(forms.Form):
@@ -220,9 +222,15 @@ class GalleryReviewForm(forms.Form):
 
     def clean_cells(self):
         parts = [part.strip() for part in self.cleaned_data["cells"].split(",") if part.strip()]
-        if not parts or not all(part.isdigit() for part in parts):
+        # isdigit() alone would take "²", which int() refuses.
+        if not parts or not all(part.isascii() and part.isdigit() for part in parts):
             raise forms.ValidationError("The selection should be a list of cell numbers.")
         if len(parts) > MAX_CELLS_PER_REVIEW:
             raise forms.ValidationError(
                 f"{len(parts)} cells selected: relabel at most {MAX_CELLS_PER_REVIEW} at a time.")
-        return sorted({int(part) for part in parts})
+        ids = sorted({int(part) for part in parts})
+        # A number past the database's largest key is no cell; the database would refuse the query.
+        beyond = [cell_id for cell_id in ids if cell_id > MAX_CELL_ID]
+        if beyond:
+            raise forms.ValidationError(f"There is no cell {beyond[0]}: select cells on this page.")
+        return ids

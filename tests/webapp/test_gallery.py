@@ -108,6 +108,11 @@ def test_a_type_outside_the_allowed_ones_changes_nothing(client, tech):
     response = client.post(reverse("lab:gallery-review", args=[sample.pk]),
                            {"cells": "1;DROP", "cell_type": "MONOCYTE"}, **JSON)
     assert response.status_code == 400 and "list of cell numbers" in response.json()["error"]
+    for selection, message in ((f"{cells[0].pk},{10**30}", f"There is no cell {10**30}"),
+                               ("\u00b2", "list of cell numbers")):
+        response = client.post(reverse("lab:gallery-review", args=[sample.pk]),
+                               {"cells": selection, "cell_type": "MONOCYTE"}, **JSON)
+        assert response.status_code == 400 and message in response.json()["error"]
     other = make_sample("H26-OTHER")
     response = post_review(client, sample, cells_of(other)[:1], "MONOCYTE")
     assert response.status_code == 400 and "not counted in sample H26-0001" in response.json()["error"]
