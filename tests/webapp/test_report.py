@@ -91,6 +91,10 @@ def test_report_lists_what_was_left_out_and_why_figures_may_mislead(client, tech
     assert "out of focus" in html
     assert "6 of its 8 cells are unlike those the network was trained on" in html
     assert "Signed below the target count of 100: Leukopenic sample" in html
+    # Reopened, the result is preliminary again: the earlier signature's reason no longer stands.
+    Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.REOPENED)
+    html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert "NOT SIGNED" in html and "Signed below the target count" not in html
 
 
 def test_report_warns_when_photographs_were_classified_by_different_networks(client, tech):
