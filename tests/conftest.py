@@ -103,7 +103,10 @@ def sent_tasks(monkeypatch):
 @pytest.fixture
 def tech(client, django_user_model):
     """A signed-in lab technologist (no staff rights)."""
-    user = django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
+    from tests.webapp.lab_factories import with_role
+
+    user = with_role(django_user_model.objects.create_user("tech", password="a-long-passphrase-1"),
+                     "technologist")
     client.force_login(user)
     return user
 

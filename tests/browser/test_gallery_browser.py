@@ -11,7 +11,7 @@ from django.conf import settings
 from PIL import Image
 
 from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
-from tests.webapp.lab_factories import make_sample
+from tests.webapp.lab_factories import make_sample, with_role
 from webapp.models import Cell, CellReview
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -35,7 +35,7 @@ def row_count(page, cell_type):
 
 
 def test_select_a_range_and_relabel_it_with_a_key(live_server, browser_page, django_user_model):
-    user = django_user_model.objects.create_user("tech", password=PASSWORD)
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
     sample = make_sample("BR-GAL", types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL"), user=user)
     write_crops(sample)
     page = browser_page

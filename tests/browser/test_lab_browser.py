@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.conftest import REPO_ROOT, require_dataset
-from tests.webapp.lab_factories import make_sample
+from tests.webapp.lab_factories import make_sample, with_role
 from webapp.models import Cell, CellReview
 
 SCREENSHOTS = REPO_ROOT / "test-output"
@@ -44,7 +44,7 @@ def formula_count(page, cell_type):
 def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, served_model, browser_page,
                                                   django_user_model):
     smears = sorted(require_dataset("bccd-smears", "JPEGImages").glob("BloodImage_*.jpg"))[2:4]
-    django_user_model.objects.create_user("tech", password=PASSWORD)
+    with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
     page = browser_page
     sign_in(page, live_server.url, "tech")
 
@@ -123,7 +123,7 @@ def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, ser
 
 
 def test_the_artefact_button_reads_as_one_to_press(live_server, browser_page, django_user_model):
-    user = django_user_model.objects.create_user("tech", password=PASSWORD)
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
     sample = make_sample("BR-ART", types=("NEUTROPHIL",), user=user)
     page = browser_page
     sign_in(page, live_server.url, "tech")

@@ -10,11 +10,11 @@ report.png and signed-sample.png in test-output/.
 import re
 
 import pytest
-from django.contrib.auth.models import Group, Permission
 
 from classifier.boxes import box_iou
 from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
 from tests.conftest import require_dataset, wait_for
+from tests.webapp.lab_factories import with_role
 from webapp.models import Cell, CellReview, Sample
 from webapp.selectors import leukocyte_formula
 
@@ -38,12 +38,8 @@ def free_box(image, side=70):
 def test_gallery_missed_cell_sign_off_report_and_lock(live_server, celery_worker, served_model,
                                                       browser_page, django_user_model):
     smears = sorted(require_dataset("bccd-smears", "JPEGImages").glob("BloodImage_*.jpg"))[6:8]
-    django_user_model.objects.create_user("tech", password=PASSWORD)
-    hema = django_user_model.objects.create_user("hema", password=PASSWORD)
-    # A transactional test's flush empties the groups migration 0009 made; permissions come back.
-    hematologists, _ = Group.objects.get_or_create(name="hematologist")
-    hematologists.permissions.add(Permission.objects.get(codename="sign_sample"))
-    hema.groups.add(hematologists)
+    with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    hema = with_role(django_user_model.objects.create_user("hema", password=PASSWORD), "hematologist")
     page = browser_page
     sign_in(page, live_server.url, "tech")
 

@@ -23,6 +23,7 @@ from django.urls import reverse
 from tests.conftest import _database_url_for_worker, point_celery_at, require_dataset
 from tests.conftest import wait_for as shared_wait_for
 from tests.synthetic_cells import write_cell_folder
+from tests.webapp.lab_factories import with_role
 from webapp.broker import redis_answers, start_embedded_redis
 from webapp.worker_process import REPO_ROOT, kill_worker, start_worker, stop_worker
 
@@ -144,7 +145,7 @@ def lab(fault_lab, django_user_model):
     from tests.e2e.served_model import activate_served_model
 
     fault_lab.version = activate_served_model()
-    fault_lab.user = django_user_model.objects.create_user("faults", is_staff=True)
+    fault_lab.user = with_role(django_user_model.objects.create_user("faults", is_staff=True), "technologist")
     fault_lab.begin_test()
     return fault_lab
 

@@ -1,7 +1,9 @@
 """Lab records made directly in the database, for page and selector tests that need no worker."""
 
+import importlib
 import itertools
 
+from django.contrib.auth.models import Group, Permission
 from django.utils import timezone
 
 from classifier.labels import BINARY_GROUP, FOUR_CLASSES
@@ -58,3 +60,15 @@ def named_hematologist(user_model):
     """The signer the report and the LIS export name: a full name, not only a user name."""
     return user_model.objects.create_user(
         "haem", password="a-long-passphrase-2", first_name="Ada", last_name="Lovelace")
+
+
+def with_role(user, role):
+    """The user in one of the lab's groups (technologist, hematologist, admin), made with the
+    permissions migration 0009 gives it where a transactional test's flush has removed it."""
+    group, made = Group.objects.get_or_create(name=role)
+    if made:
+        roles = importlib.import_module("webapp.migrations.0009_roles").ROLES[role]
+        group.permissions.set([Permission.objects.get(content_type__app_label=app, codename=codename)
+                               for app, codename in roles])
+    user.groups.add(group)
+    return user

@@ -154,3 +154,41 @@ def test_a_pages_script_gets_401_once_the_sign_in_expired(client, tech):
     assert page.status_code == 302 and page["Location"].startswith(reverse("login"))
     cell.refresh_from_db()
     assert cell.cell_type == "NEUTROPHIL"
+
+
+@pytest.mark.django_db
+def test_an_account_without_a_role_reads_results_but_changes_nothing(client, django_user_model, sent_tasks):
+    from tests.webapp.lab_factories import make_sample, with_role
+    from webapp.models import Cell, CellReview, Sample
+
+    sample = make_sample("H26-ROLE")
+    image, cell = sample.images.get(), Cell.objects.filter(image__sample=sample).first()
+    client.force_login(django_user_model.objects.create_user("nobody", password="a-long-passphrase-1"))
+    changes = [
+        (reverse("lab:upload"), {"accession_number": "H26-NEW"}),
+        (reverse("lab:sample-add-images", args=[sample.pk]), {}),
+        (reverse("lab:image-retry", args=[image.pk]), {}),
+        (reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "MONOCYTE"}),
+        (reverse("lab:gallery-review", args=[sample.pk]), {"cells": str(cell.pk), "cell_type": "MONOCYTE"}),
+        (reverse("lab:image-add-cell", args=[image.pk]), {"x0": 400, "y0": 300, "x1": 480, "y1": 380}),
+        (reverse("lab:cell-count-in", args=[cell.pk]), {}),
+        (reverse("lab:sample-target", args=[sample.pk]), {"target_count": 200}),
+    ]
+    for path, data in changes:
+        response = client.post(path, data)
+        assert response.status_code == 403, path
+        assert "your account has neither role" in response.content.decode(), path
+        # A page's script reads the refusal as JSON.
+        response = client.post(path, data, HTTP_ACCEPT="application/json")
+        assert response.status_code == 403 and "neither role" in response.json()["error"], path
+    assert client.get(reverse("lab:upload")).status_code == 403
+    assert Sample.objects.count() == 1 and not CellReview.objects.exists() and sent_tasks == []
+    assert Sample.objects.get().target_count == 100
+    # Reading is open to every signed-in account (a laboratory information system has no role).
+    assert client.get(reverse("lab:sample-detail", args=[sample.pk])).status_code == 200
+    assert client.get(reverse("lab:api-sample", args=[sample.pk])).status_code == 200
+    # Given the technologist's role, the same account relabels.
+    with_role(django_user_model.objects.get(username="nobody"), "technologist")
+    response = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "MONOCYTE"},
+                           HTTP_ACCEPT="application/json")
+    assert response.status_code == 200 and CellReview.objects.count() == 1

@@ -14,6 +14,7 @@ from webapp.services.added_cells import AddCellError, request_added_cell
 from webapp.services.deletion import may_delete_sample
 from webapp.services.edge_cells import CountInError, set_counted_in
 from webapp.services.locking import SampleLocked
+from webapp.views import roles
 from webapp.views.errors import wants_json
 
 BOX_FIELDS = ("x0", "y0", "x1", "y1")
@@ -31,6 +32,7 @@ def _refused_on_sample_page(request, sample, message, status):
 
 
 @require_POST
+@roles.lab_work(roles.REVIEW, "Adding a missed cell")
 def add_cell(request, pk):
     image = get_object_or_404(SmearImage.objects.select_related("sample"), pk=pk)
     box = [request.POST.get(name, "").strip() for name in BOX_FIELDS]
@@ -49,6 +51,7 @@ def add_cell(request, pk):
 
 
 @require_POST
+@roles.lab_work(roles.REVIEW, "Counting an edge cell in")
 def cell_count_in(request, pk):
     cell = get_object_or_404(Cell, pk=pk)
     wanted = request.POST.get("count_in")

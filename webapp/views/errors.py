@@ -53,7 +53,7 @@ def bad_request(request, exception):
 
 @requires_csrf_token
 def permission_denied(request, exception):
-    if is_api_request(request):
+    if reads_json(request):
         return JsonResponse({"error": _message(exception, "Permission denied.")}, status=403)
     return defaults.permission_denied(request, exception)
 

@@ -12,6 +12,7 @@ from webapp.presenters import gallery as gallery_pages
 from webapp.selectors import sample_cells_by_ids
 from webapp.services.locking import SampleLocked
 from webapp.services.review import ReviewError, review_cells
+from webapp.views import roles
 
 
 def _sample(pk):
@@ -29,6 +30,7 @@ def _refused(message, status=400):
 
 
 @require_POST
+@roles.lab_work(roles.REVIEW, "Relabelling cells")
 def gallery_review(request, pk):
     """Relabel the selected cells as one type: all of them or, with a message, none."""
     sample = _sample(pk)

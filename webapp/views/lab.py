@@ -39,6 +39,7 @@ from webapp.services.locking import SampleLocked
 from webapp.services.review import ReviewError, review_cell
 from webapp.services.sign_off import TARGET_CHOICES, may_sign
 from webapp.services.uploads import add_images_to_sample, create_sample_with_images, requeue_image
+from webapp.views import roles
 from webapp.views.errors import wants_json
 from webapp.wording import count_of
 
@@ -62,6 +63,7 @@ def _report_rejections(request, rejected):
 
 
 @require_http_methods(["GET", "POST"])
+@roles.lab_work(roles.UPLOAD, "Uploading photographs")
 def upload(request):
     form = SampleUploadForm(request.POST or None, request.FILES or None)
     rejected = []
@@ -139,6 +141,7 @@ def sample_status(request, pk):
 
 
 @require_POST
+@roles.lab_work(roles.ADD_PHOTOGRAPHS, "Adding photographs")
 def sample_add_images(request, pk):
     sample = _sample(pk)
     form = AddImagesForm(request.POST, request.FILES)
@@ -159,6 +162,7 @@ def sample_add_images(request, pk):
 
 
 @require_POST
+@roles.lab_work(roles.ADD_PHOTOGRAPHS, "Classifying a photograph again")
 def image_retry(request, pk):
     image = get_object_or_404(SmearImage, pk=pk)
     try:
@@ -208,6 +212,7 @@ def cell_detail(request, pk):
 
 
 @require_POST
+@roles.lab_work(roles.REVIEW, "Relabelling a cell")
 def cell_review(request, pk):
     cell = get_object_or_404(Cell.objects.select_related("image"), pk=pk)
     form = ReviewForm(request.POST)

@@ -21,6 +21,7 @@ from webapp.services.sign_off import (
     set_target_count,
     sign_sample,
 )
+from webapp.views import roles
 from webapp.views.errors import wants_json
 
 
@@ -84,6 +85,7 @@ def sample_reopen(request, pk):
 
 
 @require_POST
+@roles.lab_work(roles.REVIEW, "Setting the target count")
 def sample_target(request, pk):
     sample = get_object_or_404(Sample, pk=pk)
     form = TargetCountForm(request.POST)
