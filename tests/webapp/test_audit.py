@@ -56,6 +56,10 @@ def test_each_review_is_one_row_from_one_type_to_another(client, tech):
     newest = timeline(sample.pk)[0]
     assert newest.what == f"Cell {cell.pk} relabelled" and newest.who == "tech"
     assert [(c.field, c.new) for c in newest.changes][:2] == [("from", "MONOCYTE"), ("to", "LYMPHOCYTE")]
+    # The network's own call kept by a reviewer: a review row, read as a confirmation.
+    lymphocyte = Cell.objects.get(image__sample=sample, index=1)
+    client.post(reverse("lab:cell-review", args=[lymphocyte.pk]), {"cell_type": "LYMPHOCYTE"})
+    assert timeline(sample.pk)[0].what == f"Cell {lymphocyte.pk} confirmed"
 
 
 def test_signing_and_reopening_are_on_record(client, hematologist):  # noqa: F811

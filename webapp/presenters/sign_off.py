@@ -139,7 +139,9 @@ def _what(entry, model, changes):
             return f"Photograph {new.get('original_filename') or entry.object_repr} uploaded"
         return f"Photograph {entry.object_repr} {action}"
     if model == "cellreview":
-        return f"Cell {data.get('cell_id', '')} relabelled"
+        # A reviewer who gives a cell the type it already had confirms it; nothing was relabelled.
+        done = "confirmed" if new.get("from_type") == new.get("to_type") else "relabelled"
+        return f"Cell {data.get('cell_id', '')} {done}"
     if model == "cell":
         if entry.action == entry.Action.CREATE:
             by_hand = new.get("added_by_hand") == "True"
