@@ -65,7 +65,7 @@ def test_activate_model_switches_and_explains_refusals():
     assert "already" in run("activate_model", str(new.pk))
 
     failed = make_version("failed")
-    with pytest.raises(CommandError, match="only a ready version can be activated"):
+    with pytest.raises(CommandError, match="only a ready version can serve"):
         run("activate_model", str(failed.pk))
     with pytest.raises(CommandError, match="no model version 9999"):
         run("activate_model", "9999")

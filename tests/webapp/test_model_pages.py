@@ -489,7 +489,7 @@ def test_activating_a_failed_version_says_why_and_changes_nothing(staff_client):
     active = make_version(status=ModelVersion.Status.ACTIVE)
     failed = make_version(status=ModelVersion.Status.FAILED, model_sha256="")
     response = staff_client.post(reverse("models:activate", args=[failed.pk]), follow=True)
-    assert "only a ready version can be activated" in response.content.decode()
+    assert "only a ready version can serve" in response.content.decode()
     assert ModelVersion.objects.get(status="active") == active
 
 

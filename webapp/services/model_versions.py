@@ -93,8 +93,8 @@ def activate_version(version, user=None):
         return version
     if version.status != ModelVersion.Status.READY or not version.model_sha256:
         raise ModelVersionError(
-            f"Version v{version.pk} is {version.get_status_display().lower()}; only a ready version "
-            "can be activated."
+            f"Version v{version.pk} cannot be activated: its status is "
+            f"\u201c{version.get_status_display().lower()}\u201d, and only a ready version can serve."
         )
     previous = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
     if previous:
