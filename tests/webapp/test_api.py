@@ -59,6 +59,18 @@ def test_sample_detail_carries_formula_images_and_cells(client, tech):
     assert cells[1]["predicted_type"] == "LYMPHOCYTE" and cells[1]["corrected_type"] == "MONOCYTE"
     assert abs(sum(cells[0]["probabilities"].values()) - 1) < 1e-6
     assert cells[0]["box"] == [10, 20, 90, 100]
+    assert [cell["in_differential"] for cell in cells] == [True, True, True]
+
+
+def test_a_cell_says_whether_the_differential_counts_it(client, tech):
+    sample = make_sample(types=("NEUTROPHIL", "PLATELET", "LYMPHOCYTE"))
+    Cell.objects.filter(index=2).update(is_partial=True)  # cut by the photograph's edge
+    cells = client.get(reverse("lab:api-sample", args=[sample.pk])).json()["images"][0]["cells"]
+    assert [c["counted"] for c in cells] == [True, True, True]  # none superseded
+    assert [c["in_differential"] for c in cells] == [True, False, False]
+    Cell.objects.filter(index=2).update(count_partial=True)  # a reviewer counted it in
+    cells = client.get(reverse("lab:api-sample", args=[sample.pk])).json()["images"][0]["cells"]
+    assert cells[2]["in_differential"] is True
 
 
 def test_cell_list_filters_and_detail(client, tech):

@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from webapp.counting import Counting, counting_of
 from webapp.forms import HistoryFilterForm
 from webapp.models import Sample
 from webapp.selectors import (
@@ -79,7 +80,12 @@ def cell_json(request, cell, with_image=True):
         "count_partial": cell.count_partial,
         "model_version": cell.model_version_id,
         # False once another version re-classified the image: the formula counts that call instead.
+        # (The name is older than the field below; it says "current", not "in the differential".)
         "counted": not cell.is_superseded,
+        # Whether the differential counts this cell: current, whole or counted in, and of a type
+        # the differential counts (not a platelet, artefact, erythroblast or unidentified cell).
+        "in_differential": (not cell.is_superseded and (not cell.is_partial or cell.count_partial)
+                            and counting_of(cell.cell_type) is Counting.DIFFERENTIAL),
         "created_at": cell.created_at.isoformat(),
         "crop": _media(request, cell.crop),
     }
