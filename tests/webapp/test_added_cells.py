@@ -118,10 +118,10 @@ def test_a_signed_sample_takes_no_box_and_no_count_in(client, tech, sent_tasks):
     Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.SIGNED, signed_by=tech,
                                                signed_at=timezone.now())
     response = post_box(client, image, (400, 300, 480, 380))
-    assert response.status_code == 403 and "Adding a cell is refused" in response.content.decode()
+    assert response.status_code == 409 and "adding a cell is refused" in response.content.decode()
     assert not AddedCellRequest.objects.exists() and sent_tasks == []
     response = client.post(reverse("lab:cell-count-in", args=[edge.pk]), HTTP_ACCEPT="application/json")
-    assert response.status_code == 403 and "refused while it is signed" in response.json()["error"]
+    assert response.status_code == 409 and "refused while it is signed" in response.json()["error"]
     assert not Cell.objects.get(pk=edge.pk).count_partial
 
 

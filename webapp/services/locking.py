@@ -23,6 +23,8 @@ def ensure_editable(sample, action):
     sample = Sample.objects.select_related("signed_by").get(pk=sample.pk)
     who = f" by {sample.signed_by.get_username()}" if sample.signed_by else ""
     when = formats.date_format(sample.signed_at, "Y-m-d H:i") if sample.signed_at else ""
+    # The action reads mid-sentence, after the colon, whatever case its caller wrote it in.
+    action = action[:1].lower() + action[1:]
     raise SampleLocked(
         f"Sample {sample.accession_number} was signed{who}{' on ' + when if when else ''}: "
         f"{action} is refused while it is signed. A hematologist can reopen it, with a reason, "

@@ -41,7 +41,8 @@ def add_cell(request, pk):
     except AddCellError as exc:
         return _refused_on_sample_page(request, image.sample, str(exc), 400)
     except SampleLocked as exc:
-        return _refused_on_sample_page(request, image.sample, str(exc), 403)
+        # 409, as every other change to a signed sample: the request conflicts with its state.
+        return _refused_on_sample_page(request, image.sample, str(exc), 409)
     if wants_json(request):
         return JsonResponse({"request": added.pk, "status": added.status, "box": list(added.box)},
                             status=202)
@@ -59,7 +60,7 @@ def cell_count_in(request, pk):
     try:
         cell = set_counted_in(cell, counted_in)
     except (CountInError, SampleLocked) as exc:
-        status = 403 if isinstance(exc, SampleLocked) else 400
+        status = 409 if isinstance(exc, SampleLocked) else 400
         if wants_json(request):
             return JsonResponse({"error": str(exc)}, status=status)
         messages.error(request, str(exc))
