@@ -197,8 +197,12 @@ class HistoryFilterForm(forms.Form):
         )
 
 
+# No type's name is longer than the stored field; a longer one is no type at all.
+CELL_TYPE_ERRORS = {"required": "Choose a cell type.", "max_length": "That is not one of this model's types."}
+
+
 class ReviewForm(forms.Form):
-    cell_type = forms.CharField(max_length=32)
+    cell_type = forms.CharField(max_length=32, error_messages=CELL_TYPE_ERRORS)
 
 
 # At most this many cells in one gallery relabelling: a sample's worth, not the whole history.
@@ -212,7 +216,7 @@ class GalleryReviewForm(forms.Form):
     and the type they are given."""
 
     cells = forms.CharField(error_messages={"required": "Select at least one cell to relabel."})
-    cell_type = forms.CharField(max_length=32, error_messages={"required": "Choose a cell type."})
+    cell_type = forms.CharField(max_length=32, error_messages=CELL_TYPE_ERRORS)
 
     def __init__(self, data=None, *args, **kwargs):
         if data is not None and hasattr(data, "getlist"):

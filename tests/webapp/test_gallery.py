@@ -100,7 +100,8 @@ def test_a_type_outside_the_allowed_ones_changes_nothing(client, tech):
     assert [(cell.pk, cell.cell_type) for cell in Cell.objects.order_by("pk")] == before
     assert not CellReview.objects.exists()
 
-    for cell_type, message in (("", "Choose a cell type."), ("WHATEVER", "not one of this model's types")):
+    for cell_type, message in (("", "Choose a cell type."), ("WHATEVER", "not one of this model's types"),
+                               ("X" * 40, "not one of this model's types")):
         response = post_review(client, sample, cells[:1], cell_type)
         assert response.status_code == 400 and message in response.json()["error"]
     response = client.post(reverse("lab:gallery-review", args=[sample.pk]), {"cell_type": "MONOCYTE"}, **JSON)

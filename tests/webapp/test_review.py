@@ -183,6 +183,11 @@ def test_review_answers_json_with_the_new_formula(client, tech):
     bad = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "X"},
                       headers={"accept": "application/json"})
     assert bad.status_code == 400 and "not one of" in bad.json()["error"]
+    for cell_type, message in (("X" * 40, "That is not one of this model's types."),
+                               ("", "Choose a cell type.")):
+        bad = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": cell_type},
+                          headers={"accept": "application/json"})
+        assert bad.status_code == 400 and bad.json()["error"] == message
 
 
 def test_review_ignores_an_offsite_next(client, tech):

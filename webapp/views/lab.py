@@ -225,7 +225,7 @@ def cell_review(request, pk):
         except SampleLocked as exc:
             error, status = str(exc), 409
     else:
-        error = "Choose a cell type."
+        error = form.errors["cell_type"][0]
     if wants_json(request):
         if error:
             return JsonResponse({"error": error}, status=status)
