@@ -749,6 +749,11 @@ def test_a_lab_lead_reads_each_sources_figure_and_what_the_version_is_valid_for(
     listing = staff_client.get(reverse("models:list")).content.decode()
     assert "On photographs like cells/TEST: 88% of cells right" in listing
     assert "<details><summary>2 settings</summary>" in listing
+    # A version that failed learnt nothing: its page claims it is valid for nothing.
+    assert "Valid for</strong>" in page
+    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.FAILED)
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert "Valid for</strong>" not in page
 
 
 @pytest.mark.django_db

@@ -188,7 +188,10 @@ def plain_figures(version):
 
 
 def valid_for(version):
-    """(source name, what it is) of each data folder the version learnt from."""
+    """(source name, what it is) of each data folder the version learnt from; none for a version
+    that holds no trained network (queued, training, failed or cancelled): it is valid for nothing."""
+    if version.status not in (ModelVersion.Status.READY, ModelVersion.Status.ACTIVE):
+        return []
     names = [name for name, _ in sources_in_given_order(version.metrics)]
     if not names and version.dataset_path:
         names = [Path(path).name for path in version.dataset_path.split(os.pathsep) if path]
