@@ -70,7 +70,7 @@ def post_box(client, image, box, **headers):
     (("a", "", "3", "4"), "four whole numbers"),
     ((12, 22, 88, 98), "Cell 1 of this photograph already covers that box"),
     ((120, 30, 160, 70), "lies inside cell 2"),  # a box drawn on a lobe of cell 2
-    ((0, 0, 640, 480), "holds cell 1, already counted"),  # the whole field
+    ((0, 0, 640, 480), "holds cell 1, already found"),  # the whole field
 ])
 def test_a_bad_box_is_refused_with_a_reason_and_nothing_is_stored(client, tech, sent_tasks, box, message):
     image = make_sample().images.get()

@@ -90,7 +90,7 @@ def request_added_cell(image, box, user=None):
             raise AddCellError(f"That box lies inside cell {index + 1}'s outline: review cell {index + 1} "
                                "instead of adding part of it as another cell.")
         if _covered_share(cell.box, box) >= INSIDE_SHARE:
-            raise AddCellError(f"That box holds cell {index + 1}, already counted: draw around the missed "
+            raise AddCellError(f"That box holds cell {index + 1}, already found: draw around the missed "
                                "cell alone.")
     pending = AddedCellRequest.objects.filter(image=image, status=AddedCellRequest.Status.PENDING)
     if any(box_iou(box, other.box) >= SAME_CELL_IOU for other in pending):
