@@ -212,7 +212,8 @@ def _accuracy_figures(calls, names, own_temperature=None):
     if held != list(names):
         figures["restricted_to"] = held
         # What a user reads: the served probabilities over every class, a call of a type this
-        # source lacks counting wrong. Renormalised over fewer types, confidence only goes up.
+        # source lacks counting wrong. Renormalised over fewer types, a call within them reads
+        # surer than the site ever shows it.
         figures["ece_as_served"] = expected_calibration_error(calls.calibrated, calls.y)
     figures["test"] = classification_metrics(y, probabilities, held)
     figures["ece_before_temperature"] = classification_metrics(y, raw, held)["ece"]
