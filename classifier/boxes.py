@@ -7,13 +7,25 @@ SAME_CELL_IOU = 0.5
 EDGE_MARGIN = 2
 
 
+def _area(box):
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
+def _intersection(a, b):
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
 def box_iou(a, b) -> float:
     """Intersection over union of two boxes; 0 for boxes that do not overlap."""
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    inter = _intersection(a, b)
+    union = _area(a) + _area(b) - inter
     return inter / union if union > 0 else 0.0
+
+
+def covered_share(inner, outer) -> float:
+    """The share of box ``inner``'s area that lies inside box ``outer``; 0 for an empty box."""
+    area = _area(inner)
+    return _intersection(inner, outer) / area if area > 0 else 0.0
 
 
 def match_boxes(first, second, min_iou=0.5) -> list[tuple[int, int, float]]:

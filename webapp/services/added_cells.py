@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from classifier.boxes import SAME_CELL_IOU, box_iou, touches_edge
+from classifier.boxes import SAME_CELL_IOU, box_iou, covered_share, touches_edge
 from classifier.pipeline import finish_box
 from webapp import audit, queueing
 from webapp.models import AddedCellRequest, Cell, SmearImage
@@ -61,14 +61,6 @@ def _check_box(image, box):
     return x0, y0, x1, y1
 
 
-def _covered_share(inner, outer):
-    """The share of box ``inner``'s area that lies inside box ``outer``."""
-    width = max(0, min(inner[2], outer[2]) - max(inner[0], outer[0]))
-    height = max(0, min(inner[3], outer[3]) - max(inner[1], outer[1]))
-    area = (inner[2] - inner[0]) * (inner[3] - inner[1])
-    return width * height / area if area > 0 else 0.0
-
-
 def request_added_cell(image, box, user=None):
     """Store a box drawn on a classified photograph and queue its classification; returns the
     AddedCellRequest. Raises AddCellError for a box that cannot be a missed cell, SampleLocked
@@ -86,10 +78,10 @@ def request_added_cell(image, box, user=None):
                                "instead of adding it again.")
         # Two boxes of one cell need not look alike: a box drawn on a lobe, or around the whole
         # field, would count a cell twice.
-        if _covered_share(box, cell.box) >= INSIDE_SHARE:
+        if covered_share(box, cell.box) >= INSIDE_SHARE:
             raise AddCellError(f"That box lies inside cell {index + 1}'s outline: review cell {index + 1} "
                                "instead of adding part of it as another cell.")
-        if _covered_share(cell.box, box) >= INSIDE_SHARE:
+        if covered_share(cell.box, box) >= INSIDE_SHARE:
             raise AddCellError(f"That box holds cell {index + 1}, already found: draw around the missed "
                                "cell alone.")
     pending = AddedCellRequest.objects.filter(image=image, status=AddedCellRequest.Status.PENDING)
