@@ -89,8 +89,7 @@ def _sample_rows(sample):
                 f"v{cell.model_version_id}", cell.review_carried_from_id or "",
                 "" if cell.ood_score is None else f"{cell.ood_score:.3f}", image_unfamiliar,
                 "yes" if cell.added_by_hand else "no", "yes" if cell.is_partial else "no",
-                # An edge cell counts only where a reviewer counted it in; a whole cell always does.
-                "yes" if (not cell.is_partial or cell.count_partial) else "no",
+                "yes" if cell.is_counted_in else "no",
                 # Blank, not 0, for a type the cell's network cannot call (a sample of two versions).
                 *[f"{cell.probabilities[name]:.4f}" if name in cell.probabilities else ""
                   for name in class_names],

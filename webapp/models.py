@@ -316,6 +316,12 @@ class Cell(models.Model):
         return (self.x0, self.y0, self.x1, self.y1)
 
     @property
+    def is_counted_in(self):
+        """Whole, or cut by the edge and counted in by a reviewer (the opposite of
+        selectors.PARTIAL_LEFT_OUT)."""
+        return not self.is_partial or self.count_partial
+
+    @property
     def is_superseded(self):
         """Another version has classified the cell's image since: the formula counts its call instead."""
         return self.model_version_id != self.image.model_version_id

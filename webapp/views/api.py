@@ -84,7 +84,7 @@ def cell_json(request, cell, with_image=True):
         "counted": not cell.is_superseded,
         # Whether the differential counts this cell: current, whole or counted in, and of a type
         # the differential counts (not a platelet, artefact, erythroblast or unidentified cell).
-        "in_differential": (not cell.is_superseded and (not cell.is_partial or cell.count_partial)
+        "in_differential": (not cell.is_superseded and cell.is_counted_in
                             and counting_of(cell.cell_type) is Counting.DIFFERENTIAL),
         "created_at": cell.created_at.isoformat(),
         "crop": _media(request, cell.crop),
