@@ -96,6 +96,15 @@ class ModelVersion(models.Model):
     def is_active(self):
         return self.status == self.Status.ACTIVE
 
+    @property
+    def is_trained(self):
+        """It holds a finished network (ready or serving)."""
+        return self.status in TRAINED_STATUSES
+
+
+# The statuses of a version whose training finished: it holds a network and its metrics.
+TRAINED_STATUSES = (ModelVersion.Status.READY, ModelVersion.Status.ACTIVE)
+
 
 class ModelActivation(models.Model):
     """Audit trail of which version served when, and who switched it."""

@@ -190,7 +190,7 @@ def plain_figures(version):
 def valid_for(version):
     """(source name, what it is) of each data folder the version learnt from; none for a version
     that holds no trained network (queued, training, failed or cancelled): it is valid for nothing."""
-    if version.status not in (ModelVersion.Status.READY, ModelVersion.Status.ACTIVE):
+    if not version.is_trained:
         return []
     names = [name for name, _ in sources_in_given_order(version.metrics)]
     if not names and version.dataset_path:
@@ -269,7 +269,7 @@ def progress_report(version):
     progress = dict(version.progress or {})
     epochs = int(progress.get("epochs") or version.hyperparameters.get("epochs") or 0)
     epoch = int(progress.get("epoch") or 0)
-    if version.status == ModelVersion.Status.READY or version.status == ModelVersion.Status.ACTIVE:
+    if version.is_trained:
         percent = 100
     else:
         percent = round(100 * epoch / epochs) if epochs else 0

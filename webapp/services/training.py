@@ -39,7 +39,7 @@ from classifier.training.recipe import (
 )
 from classifier.training.recipe import refit_settings as stored_refit_settings
 from webapp import audit
-from webapp.models import Cell, ModelVersion, Sample, SmearImage
+from webapp.models import TRAINED_STATUSES, Cell, ModelVersion, Sample, SmearImage
 from webapp.queueing import queue_classifications, queue_training, stop_task
 from webapp.selectors import abandoned_trainings, reviewed_cell_windows
 from webapp.services.liveness import TrainingClaim, claim_training, heartbeat
@@ -81,7 +81,7 @@ def held_out_runs():
     """
     return (
         ModelVersion.objects.defer("model_bytes")
-        .filter(status__in=(ModelVersion.Status.READY, ModelVersion.Status.ACTIVE))
+        .filter(status__in=TRAINED_STATUSES)
         .filter(metrics__has_key="best_epoch")
     )
 
@@ -89,7 +89,7 @@ def held_out_runs():
 def held_out_calibration(version):
     """What a refit of a held-out run borrows from it (recipe.HeldOutCalibration): its temperature,
     the settings to repeat, and the review threshold it fitted at that temperature."""
-    if version.status not in (ModelVersion.Status.READY, ModelVersion.Status.ACTIVE):
+    if not version.is_trained:
         raise TrainingRefused(
             f"v{version.pk} is {version.get_status_display().lower()}: it has no fitted temperature."
         )
