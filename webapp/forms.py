@@ -50,13 +50,21 @@ ACCESSION_RULE = RegexValidator(
 )
 
 
-def _duplicate_accession_error(existing):
-    # A second sample would split one specimen's cells over two formulas.
-    return forms.ValidationError(
-        format_html('Sample <a href="{}">{}</a> already exists: add photographs to it instead.',
-                    reverse("lab:sample-detail", args=[existing.pk]), existing.accession_number),
-        code="duplicate",
-    )
+def _refuse_duplicate_accession(accession, sample=None):
+    """Raise a ValidationError naming the sample that already holds this accession number (other
+    than ``sample``, the one being edited). A second sample would split one specimen's cells over
+    two formulas. There is no database constraint: earlier records may hold duplicates, and those
+    must stay readable."""
+    others = samples_with_accession(accession)
+    if sample is not None and sample.pk is not None:
+        others = others.exclude(pk=sample.pk)
+    existing = others.order_by("created_at").first()
+    if existing is not None:
+        raise forms.ValidationError(
+            format_html('Sample <a href="{}">{}</a> already exists: add photographs to it instead.',
+                        reverse("lab:sample-detail", args=[existing.pk]), existing.accession_number),
+            code="duplicate",
+        )
 
 
 class SampleUploadForm(forms.Form):
@@ -79,13 +87,7 @@ class SampleUploadForm(forms.Form):
 
     def clean_accession_number(self):
         accession = self.cleaned_data["accession_number"]
-        # No database constraint: earlier records may hold duplicates, and those must stay readable.
-        existing = (
-            samples_with_accession(accession)
-            .order_by("created_at").first()
-        )
-        if existing is not None:
-            raise _duplicate_accession_error(existing)
+        _refuse_duplicate_accession(accession)
         return accession
 
 
@@ -93,17 +95,15 @@ class SampleAdminForm(forms.ModelForm):
     """A sample's accession number and note as the Django admin edits them: held to the upload
     form's rules, so a correction cannot bring in a number the upload would refuse."""
 
+    accession_number = forms.CharField(max_length=64, label="Accession number", validators=[ACCESSION_RULE])
+
     class Meta:
         model = Sample
         fields = ("accession_number", "note")
 
     def clean_accession_number(self):
-        accession = self.cleaned_data["accession_number"].strip()
-        ACCESSION_RULE(accession)
-        others = samples_with_accession(accession).exclude(pk=self.instance.pk)
-        existing = others.order_by("created_at").first()
-        if existing is not None:
-            raise _duplicate_accession_error(existing)
+        accession = self.cleaned_data["accession_number"]
+        _refuse_duplicate_accession(accession, self.instance)
         return accession
 
 
