@@ -39,12 +39,9 @@ def _answer(request, sample, error=None, done=""):
 
 
 def _refuse_unless_may_sign(request, action):
+    # views.errors.permission_denied answers a page's script in JSON, a person with a page.
     if not may_sign(request.user):
-        message = f"{action} is for hematologists (the sign_sample permission)."
-        if wants_json(request):
-            return JsonResponse({"error": message}, status=403)
-        raise PermissionDenied(message)
-    return None
+        raise PermissionDenied(f"{action} is for hematologists (the sign_sample permission).")
 
 
 def _form_error(form):
@@ -54,8 +51,7 @@ def _form_error(form):
 @require_POST
 def sample_sign(request, pk):
     sample = get_object_or_404(Sample, pk=pk)
-    if refused := _refuse_unless_may_sign(request, "Signing a sample"):
-        return refused
+    _refuse_unless_may_sign(request, "Signing a sample")
     form = SignForm(request.POST)
     if not form.is_valid():
         return _answer(request, sample, _form_error(form))
@@ -71,8 +67,7 @@ def sample_sign(request, pk):
 @require_POST
 def sample_reopen(request, pk):
     sample = get_object_or_404(Sample, pk=pk)
-    if refused := _refuse_unless_may_sign(request, "Reopening a signed sample"):
-        return refused
+    _refuse_unless_may_sign(request, "Reopening a signed sample")
     form = ReopenForm(request.POST)
     if not form.is_valid():
         return _answer(request, sample, _form_error(form))
