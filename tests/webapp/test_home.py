@@ -3,12 +3,11 @@
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils import timezone
 
 from classifier.labels import EIGHT_CLASSES
-from tests.webapp.lab_factories import make_sample, make_version
+from tests.webapp.lab_factories import make_sample, make_version, with_role
 from webapp.models import Cell, Sample, SmearImage
 from webapp.services.review import review_cell
 
@@ -59,8 +58,8 @@ def test_home_does_not_repeat_the_navigation_bar(client, django_user_model):
 
 
 def test_home_lists_for_a_signer_the_samples_only_a_signature_waits_for(client, django_user_model, tech):
-    hematologist = django_user_model.objects.create_user("hema", password="a-long-passphrase-1")
-    hematologist.groups.add(Group.objects.get(name="hematologist"))
+    hematologist = with_role(django_user_model.objects.create_user("hema", password="a-long-passphrase-1"),
+                             "hematologist")
     version = make_version()
     ready = make_sample("H26-20", types=("NEUTROPHIL", "LYMPHOCYTE"), version=version, confidence=0.95)
     Sample.objects.filter(pk=ready.pk).update(target_count=2)

@@ -1,14 +1,13 @@
 """Sign-off: who may sign, what stops a signature, what a signature locks, and reopening."""
 
 import pytest
-from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from tests.webapp.lab_factories import make_sample
+from tests.webapp.lab_factories import make_sample, with_role
 from tests.webapp.test_uploads import jpeg_bytes
 from webapp.models import AddedCellRequest, Cell, CellReview, Sample, SmearImage
 from webapp.services.deletion import delete_image, delete_sample
@@ -31,9 +30,7 @@ THREE = ("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL")
 
 
 def member(django_user_model, name, group):
-    user = django_user_model.objects.create_user(name, password="a-long-passphrase-1")
-    user.groups.add(Group.objects.get(name=group))
-    return user
+    return with_role(django_user_model.objects.create_user(name, password="a-long-passphrase-1"), group)
 
 
 @pytest.fixture
