@@ -14,6 +14,8 @@ after temperature scaling, the review flag as the site raises it (calibrated con
 threshold, or an out-of-distribution score above 1) with the share of cells flagged and of the
 network's errors among them, the share flagged of cells of types the network has no class for;
 cells/s at batch 64 and ms/cell at batch 1 on the source's own images (preparation included).
+Calls are the site's: a second look at other magnifications where the network is unsure
+(classifier.second_look), the review flag the first look's or a call the second look changed.
 Where the source says so (blood-cell-images): accuracy without the same_cell_in_train images,
 TEST_SIMPLE, and the TEST photograph groups whose copies are mostly misclassified (the few that
 decide the accuracy). Then the model's size and the process's peak memory.
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from classifier import calibration, dataset, ood  # noqa: E402
+from classifier import calibration, dataset, detection, ood, second_look  # noqa: E402
 from classifier.errors import TrainingDataError  # noqa: E402
 from classifier.labels import BINARY_CLASSES, BINARY_GROUP, FOUR_CLASSES  # noqa: E402
 from classifier.metrics import (  # noqa: E402
@@ -65,9 +67,31 @@ class SplitCalls:
     y: np.ndarray
     calibrated: np.ndarray  # (N, C) served probabilities
     uncalibrated: np.ndarray  # (N, C) at temperature 1
-    ood_scores: np.ndarray | None  # (N,), None for a network without the score
+    ood_scores: np.ndarray | None  # (N,) the first look's, None for a network without the score
     located: np.ndarray  # bool (N,): the detector found the cell
-    foreign: dict  # {type the network has no class for: (cells, confidence, ood scores or None)}
+    # {type the network has no class for: (cells, review-flagged cells)}
+    foreign: dict
+    # (N, C) the first look at temperature 1, where a second look (classifier.second_look) was
+    # taken: the review flag is the first look's, or a call the second look changed.
+    first_uncalibrated: np.ndarray | None = None
+    first_calibrated: np.ndarray | None = None
+
+    @property
+    def first_confidence(self):
+        """(N,) the confidence the review flag reads: the first look's."""
+        first = self.calibrated if self.first_calibrated is None else self.first_calibrated
+        return first.max(axis=1) if len(first) else np.zeros(0)
+
+    @property
+    def changed(self):
+        """(N,) bool: calls a second look changed, which the review flag takes too."""
+        if self.first_calibrated is None or not len(self.calibrated):
+            return np.zeros(len(self.calibrated), bool)
+        return self.first_calibrated.argmax(axis=1) != self.calibrated.argmax(axis=1)
+
+    def review_flags(self, review_threshold):
+        """(N,) the site's review flag of each known-type cell."""
+        return ood.needs_review(self.first_confidence, self.ood_scores, review_threshold) | self.changed
 
 
 def _split_images(folder, task, split, originals):
@@ -85,38 +109,67 @@ def _split_images(folder, task, split, originals):
     return known, foreign
 
 
-def _split(classifier, layout, split, originals):
-    """SplitCalls of a source's split, or None where the source has no such split."""
+def _split(classifier, layout, split, originals, review_threshold):
+    """SplitCalls of a source's split, as the site calls them (with its second looks), or None
+    where the source has no such split."""
     folder = layout.eval_dirs.get(split) or layout.root / split  # a lab may send TEST/ alone
     if not folder.is_dir():
         return None
     known, foreign = _split_images(folder, classifier.task, split, originals)
     images = known + [image for members in foreign.values() for image in members]
-    scale = classifier.metadata.get("hyperparameters", {}).get("window_scale", "image")
+    scale = _window_scale(classifier)
     inputs, ok, located = dataset.load_prepared(images, classifier.input_spec, 1.0, scale)
-    x = inputs.astype(np.float32) / np.float32(255.0)
-    calls = classifier.classify_inputs(x)
-    uncalibrated = classifier.predict_inputs(x, calibrated=False)
+    first = classifier.classify_inputs(inputs)
+    looks = second_look.look_again(classifier, inputs, first, _window_cutter(images, scale))
+    calibrated = looks.probabilities
+    uncalibrated = classifier.predict_inputs(looks.inputs, calibrated=False)
+    first_uncalibrated = classifier.predict_inputs(inputs, calibrated=False)
     index = {name: k for k, name in enumerate(classifier.class_names)}
     count = len(known)
     mine = ok.copy()
     mine[count:] = False
-    scores = calls.ood_scores
+    scores = first.ood_scores
+    flagged = looks.needs_review(review_threshold)
     others, start = {}, count
     for name, members in foreign.items():
         rows = np.arange(start, start + len(members))
         rows = rows[ok[rows]]
-        others[name] = (len(rows), calls.confidence[rows], None if scores is None else scores[rows])
+        others[name] = (len(rows), int(flagged[rows].sum()))
         start += len(members)
     return SplitCalls(
         images=[image for image, good in zip(known, ok[:count], strict=True) if good],
         y=np.array([index[image.class_name] for image, good in zip(known, ok, strict=False) if good], int),
-        calibrated=calls.probabilities[mine],
+        calibrated=calibrated[mine],
         uncalibrated=uncalibrated[mine],
         ood_scores=None if scores is None else scores[mine],
         located=located[mine],
         foreign=others,
+        first_uncalibrated=first_uncalibrated[mine],
+        first_calibrated=first.probabilities[mine],
     )
+
+
+def _window_scale(classifier):
+    """How the network's windows were scaled in training: "image" (the detector's reading) or
+    "reference"."""
+    return classifier.metadata.get("hyperparameters", {}).get("window_scale", "image")
+
+
+def _window_cutter(images, window_scale):
+    """window_at(row, factor) for a second look: image ``row``'s context window at factor times its
+    scale, each photograph decoded and detected once."""
+    photographs = {}
+
+    def window_at(row, factor):
+        if row not in photographs:
+            rgb = dataset.decode_image(images[row].path)
+            photographs[row] = None if rgb is None else (rgb, detection.detect_leukocytes(rgb))
+        if photographs[row] is None:  # unreadable: left out of every figure
+            return np.zeros((*dataset.WINDOW_SIZE, 3), np.uint8)
+        rgb, result = photographs[row]
+        return dataset.dataset_context_window(rgb, window_scale, result, factor)[0]
+
+    return window_at
 
 
 def _binary_metrics(probabilities, y, class_names):
@@ -131,7 +184,6 @@ def _binary_metrics(probabilities, y, class_names):
 def review_figures(calls, review_threshold):
     """The review flag as the site raises it, on the cells of known types (served calls against
     the truth) and on the cells of types the network has no class for."""
-    confidence = calls.calibrated.max(axis=1) if len(calls.y) else np.zeros(0)
     wrong = calls.calibrated.argmax(axis=1) != calls.y if len(calls.y) else np.zeros(0, bool)
 
     def figures(flagged):
@@ -142,55 +194,60 @@ def review_figures(calls, review_threshold):
             "unflagged_accuracy": float(1 - wrong[~flagged].mean()) if (~flagged).any() else 1.0,
         }
 
-    flagged = ood.needs_review(confidence, calls.ood_scores, review_threshold)
-    foreign_cells = sum(count for count, _, _ in calls.foreign.values())
-    foreign_flagged = sum(
-        int(ood.needs_review(conf, scores, review_threshold).sum())
-        for _, conf, scores in calls.foreign.values()
-    )
+    flagged = calls.review_flags(review_threshold)
+    foreign_cells = sum(count for count, _ in calls.foreign.values())
+    foreign_flagged = sum(flagged_count for _, flagged_count in calls.foreign.values())
     unfamiliar = calls.ood_scores is not None and len(calls.y)
     return {
         "threshold": review_threshold,
         "has_ood_score": calls.ood_scores is not None,
         "errors": int(wrong.sum()),
         **figures(flagged),
-        "confidence_only": figures(confidence < review_threshold),
+        "confidence_only": figures((calls.first_confidence < review_threshold) | calls.changed),
         "unfamiliar_share": float((calls.ood_scores > ood.UNFAMILIAR_ABOVE).mean()) if unfamiliar else None,
         "foreign": {
             "cells": foreign_cells,
-            "types": {name: count for name, (count, _, _) in calls.foreign.items()},
+            "types": {name: count for name, (count, _) in calls.foreign.items()},
             "flagged_share": foreign_flagged / foreign_cells if foreign_cells else None,
         },
     }
 
 
-def _throughput(classifier, windows):
-    """(cells/s at batch 64, ms/cell at batch 1, spread) through classify(), preparation and the
-    out-of-distribution score included.
+def _throughput(classifier, windows, window_at):
+    """(cells/s at batch 64, ms/cell at batch 1, spread) as the site serves cells from their context
+    windows (``windows``; ``window_at(row, factor)`` cuts a second look's): preparation, the
+    out-of-distribution score and the second looks (classifier.second_look) included.
 
     Each batch is timed on its own for at least 3 s and the figures come from the median call, so
     that a neighbour's burst on a shared machine moves them less than it moves a mean; the spread
     (10th-90th percentile of the batch-64 calls, in cells/s) is reported beside them.
     """
     windows = list(windows)
-    classifier.classify(windows[:64])  # warm-up: first calls trace the graph
-    classifier.classify(windows[:1])
-    batch64 = windows[:64]
 
-    def timed_calls(batch, batch_size, minimum_seconds=3.0, minimum_calls=5):
+    def served(rows):
+        def cut(k, factor):
+            return windows[rows[k]] if factor == 1.0 else window_at(rows[k], factor)
+
+        return second_look.classify_cells(classifier, cut, len(rows))
+
+    served(range(min(64, len(windows))))  # warm-up: first calls trace the graph
+    served([0])
+    batch64 = list(range(min(64, len(windows))))
+
+    def timed_calls(rows, minimum_seconds=3.0, minimum_calls=5):
         seconds = []
         started = time.perf_counter()
         while time.perf_counter() - started < minimum_seconds or len(seconds) < minimum_calls:
             call_started = time.perf_counter()
-            classifier.classify(batch, batch_size=batch_size)
+            served(rows)
             seconds.append(time.perf_counter() - call_started)
         return np.array(seconds)
 
-    batch_seconds = timed_calls(batch64, 64)
+    batch_seconds = timed_calls(batch64)
     rates = len(batch64) / batch_seconds
-    singles = windows[:50]
     single_seconds = np.array([
-        np.median(timed_calls([window], 1, minimum_seconds=0.0, minimum_calls=3)) for window in singles
+        np.median(timed_calls([row], minimum_seconds=0.0, minimum_calls=3))
+        for row in range(min(50, len(windows)))
     ])
     spread = (float(np.percentile(rates, 10)), float(np.percentile(rates, 90)))
     return float(np.median(rates)), float(np.median(single_seconds)) * 1000.0, spread
@@ -246,7 +303,7 @@ def _over_held(probabilities, y, names, held):
     return picked, picked_y, list(held)
 
 
-def _blood_cell_images_figures(classifier, layout, originals, calls, names):
+def _blood_cell_images_figures(classifier, layout, originals, calls, names, review_threshold):
     """What only a source with originals.csv and TEST_SIMPLE (blood-cell-images) can say."""
     figures = {}
     held = _held_classes(calls.y, names)
@@ -264,7 +321,7 @@ def _blood_cell_images_figures(classifier, layout, originals, calls, names):
     figures["test_photographs"], figures["test_worst_photographs"] = groups_mostly_wrong(
         calls.images, probabilities, y, held
     )
-    simple = _split(classifier, layout, "TEST_SIMPLE", originals)
+    simple = _split(classifier, layout, "TEST_SIMPLE", originals, review_threshold)
     if simple is not None and len(simple.y):
         simple_probabilities, simple_y, _ = _over_held(simple.calibrated, simple.y, names, held)
         figures["test_simple"] = {
@@ -279,7 +336,9 @@ def _blood_cell_images_figures(classifier, layout, originals, calls, names):
 
 def at_temperature(calls, temperature):
     """The split's calls with their probabilities calibrated at another temperature."""
-    return replace(calls, calibrated=probabilities_at(calls.uncalibrated, temperature))
+    first = calls.first_uncalibrated
+    return replace(calls, calibrated=probabilities_at(calls.uncalibrated, temperature),
+                   first_calibrated=None if first is None else probabilities_at(first, temperature))
 
 
 def source_benchmark(classifier, data_dir, review_threshold=0.8, speed=True) -> dict:
@@ -287,7 +346,7 @@ def source_benchmark(classifier, data_dir, review_threshold=0.8, speed=True) -> 
     layout = dataset.resolve_layout(data_dir)
     originals = dataset.read_originals(layout.root)
     names = list(classifier.class_names)
-    calls = _split(classifier, layout, "TEST", originals)
+    calls = _split(classifier, layout, "TEST", originals, review_threshold)
     if calls is None:
         raise FileNotFoundError(f"{data_dir} has no TEST folder")
     if not len(calls.y):
@@ -299,7 +358,8 @@ def source_benchmark(classifier, data_dir, review_threshold=0.8, speed=True) -> 
     report["test_located_share"] = float(np.mean(calls.located))
     report["review_threshold"] = review_threshold
     report["review_flagging"] = review_flagging(
-        calls.y, calls.calibrated, sorted({*REVIEW_THRESHOLDS, review_threshold})
+        calls.y, calls.calibrated, sorted({*REVIEW_THRESHOLDS, review_threshold}),
+        confidence=calls.first_confidence, also_flagged=calls.changed,
     )
     report["review"] = review_figures(calls, review_threshold)
     if own:
@@ -307,11 +367,16 @@ def source_benchmark(classifier, data_dir, review_threshold=0.8, speed=True) -> 
         # confidence threshold: the two figures are printed side by side to show that trade.
         report["review_own_temperature"] = review_figures(at_temperature(calls, own), review_threshold)
     if originals:
-        report.update(_blood_cell_images_figures(classifier, layout, originals, calls, names))
+        report.update(
+            _blood_cell_images_figures(classifier, layout, originals, calls, names, review_threshold)
+        )
     if speed:
-        windows = dataset.load_context_windows(calls.images[:256], classifier.input_spec)
-        windows = [window for window in windows if window is not None]
-        cells_per_second, ms_per_cell, spread = _throughput(classifier, windows)
+        images = calls.images[:256]
+        windows = dataset.load_context_windows(images, classifier.input_spec)
+        readable = [k for k, window in enumerate(windows) if window is not None]
+        window_at = _window_cutter([images[k] for k in readable], _window_scale(classifier))
+        cells_per_second, ms_per_cell, spread = _throughput(
+            classifier, [windows[k] for k in readable], window_at)
         report["cells_per_second_batch64"] = cells_per_second
         report["cells_per_second_batch64_p10_p90"] = spread
         report["ms_per_cell_batch1"] = ms_per_cell

@@ -16,7 +16,8 @@ change; 1.4 for a 1.4x magnification) with the share of readings more than 20% o
 
 The cells go through what the site does with a single-cell photograph: the detector's red-cell
 ruler and the leukocyte nearest the centre, the served network (int8 LiteRT) and its calibrated
-probabilities and out-of-distribution score.
+probabilities and out-of-distribution score, with a second look at other magnifications where the
+network is unsure (classifier.second_look).
 """
 
 import argparse
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from classifier import dataset, detection, ood  # noqa: E402
+from classifier import dataset, detection, ood, second_look  # noqa: E402
 from classifier.inference import CellClassifier  # noqa: E402
 from classifier.labels import FOUR_CLASSES  # noqa: E402
 from classifier.model_folder import BUNDLED_MODELS_DIR  # noqa: E402
@@ -200,18 +201,29 @@ def shift_figures(classifier, images, shift, shifted, baseline_scales, review_th
     y_all = np.array([names.index(image.class_name) for image in images])
     windows, scales, warned = shifted.windows, shifted.scales, shifted.warned
     ok = np.array([window is not None for window in windows])
-    calls = classifier.classify([window for window in windows if window is not None])
+    readable = [k for k, window in enumerate(windows) if window is not None]
+
+    def window_at(row, factor):
+        # A second look's window: the photograph shifted and detected again, only for the calls
+        # the network is unsure of (holding every shifted photograph would take a gigabyte).
+        if factor == 1.0:
+            return windows[readable[row]]
+        photograph = shift.change(dataset.decode_image(images[readable[row]].path))
+        result = detection.detect_leukocytes(photograph)
+        return dataset.dataset_context_window(photograph, result=result, factor=factor)[0]
+
+    looks = second_look.classify_cells(classifier, window_at, len(readable))
     y = y_all[ok]
     held = [name for k, name in enumerate(names) if (y == k).any()]
-    probabilities, y_held, _ = restricted(calls.probabilities, y, names, held)
+    probabilities, y_held, _ = restricted(looks.probabilities, y, names, held)
     predicted = probabilities.argmax(1)
     wrong = predicted != y_held
-    # As the site flags: a doubtful call, an unfamiliar cell, or any cell of a photograph whose
-    # quality warns.
-    flagged = ood.needs_review(calls.probabilities.max(1), calls.ood_scores, review_threshold) | warned
+    # As the site flags: a doubtful call, an unfamiliar cell, a call the second look changed, or
+    # any cell of a photograph whose quality warns.
+    flagged = looks.needs_review(review_threshold) | warned
     four_type_accuracy = float("nan")
     if set(FOUR_CLASSES) <= set(names):
-        four, four_y, _ = restricted(calls.probabilities, y, names, FOUR_CLASSES)
+        four, four_y, _ = restricted(looks.probabilities, y, names, FOUR_CLASSES)
         four_type_accuracy = float((four.argmax(1) == four_y).mean()) if len(four_y) else float("nan")
     figures = {
         "cells": int(ok.sum()),

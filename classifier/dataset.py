@@ -252,20 +252,22 @@ def cell_nearest_centre(cells, shape):
     return min(cells, key=lambda c: (c.centre[0] - cx) ** 2 + (c.centre[1] - cy) ** 2, default=None)
 
 
-def dataset_context_window(rgb, window_scale="image", result=None):
+def dataset_context_window(rgb, window_scale="image", result=None, factor=1.0):
     """The context window of a labelled dataset image: centred on the detected leukocyte nearest
     the image centre (the labelled cell is usually near it), or the image centre when none is
-    found. window_scale "image" uses the detector's scale estimate, "reference" uses 1.0. The
-    photograph is detected at its own size and shape, never resized to the window's first;
-    ``result``, the detector's result for it where the caller has one already."""
+    found. window_scale "image" uses the detector's scale estimate, "reference" uses 1.0; either
+    times ``factor`` (a second look's, classifier.second_look). The photograph is detected at its
+    own size and shape, never resized to the window's first; ``result``, the detector's result for
+    it where the caller has one already."""
     if result is None:
         result = detection.detect_leukocytes(rgb)
     nearest = cell_nearest_centre(result.cells, rgb.shape)
+    scale = _window_scale(result, window_scale) * factor
     if nearest is None:
-        if rgb.shape[:2] == WINDOW_SIZE:
+        if rgb.shape[:2] == WINDOW_SIZE and factor == 1.0:
             return rgb, False
-        return _centred_window(rgb, _window_scale(result, window_scale)), False
-    return detection.cell_window(rgb, nearest, _window_scale(result, window_scale)), True
+        return _centred_window(rgb, scale), False
+    return detection.cell_window(rgb, nearest, scale), True
 
 
 def _needs_location(input_spec):

@@ -142,20 +142,22 @@ def binary_labels(y_true, class_names):
     return lookup[np.asarray(y_true, int)]
 
 
-def review_flagging(y_true, probabilities, thresholds):
+def review_flagging(y_true, probabilities, thresholds, confidence=None, also_flagged=None):
     """What flagging every call below a confidence threshold for review buys, per threshold.
 
     For each threshold: the share of cells flagged, the share of the network's errors among them
     (what review can catch), and the accuracy of the calls left unflagged (what staff accept
-    unread).
+    unread). ``confidence``: what the flag reads where it is not the call's own (a first look's,
+    classifier.second_look); ``also_flagged``: cells flagged at every threshold (bool mask).
     """
     y_true = np.asarray(y_true)
     probabilities = np.asarray(probabilities)
-    confidence = probabilities.max(axis=1)
+    confidence = probabilities.max(axis=1) if confidence is None else np.asarray(confidence)
     wrong = probabilities.argmax(axis=1) != y_true
+    also_flagged = np.zeros(len(y_true), bool) if also_flagged is None else np.asarray(also_flagged)
     rows = []
     for threshold in thresholds:
-        flagged = confidence < threshold
+        flagged = (confidence < threshold) | also_flagged
         unflagged = ~flagged
         rows.append({
             "threshold": float(threshold),

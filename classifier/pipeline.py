@@ -1,12 +1,13 @@
 """One smear photograph in, everything the site stores about it out: what the worker calls.
 
-The photograph's quality, then every leukocyte found, classified in one network call and finished
+The photograph's quality, then every leukocyte found, classified in one network call (and a second
+look at other magnifications where the network is unsure: classifier.second_look) and finished
 with the pictures the site shows of it, encoded as it stores them, and with the review decision:
 a call under the site's confidence threshold, or a cell unlike those the network was trained on
 (classifier.ood), goes to a person, and so does every cell of a photograph whose quality measures
-warn (out of focus, badly exposed, colour cast): there no call can be taken on trust. Each cell's
-context window is prepared for the network once; the call, its Grad-CAM and the picture drawn
-under the heat map all use that one preparation.
+warn (out of focus, badly exposed, colour cast): there no call can be taken on trust. The call,
+its Grad-CAM and the picture drawn under the heat map all use one preparation of the view the
+call came from.
 
 Boxes a person drew around cells the detector missed (``given_boxes``) are finished the same way,
 in the same network call, at the scale the detector read from the photograph's red cells.
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from classifier import second_look
 from classifier.detection import DetectedCell, cell_window, detect_leukocytes
 from classifier.labels import binary_probabilities
 from classifier.quality import QualityReport, assess_quality
@@ -31,14 +33,15 @@ class FinishedCell:
     probabilities: dict[str, float]  # class name -> calibrated probability, in class_names order
     predicted_type: str
     confidence: float  # calibrated probability of predicted_type
-    # How unfamiliar the cell is to the network (classifier.ood: above 1, unlike its training
-    # cells); None for a network trained without the score.
+    # How unfamiliar the cell is to the network at the photograph's scale (classifier.ood: above 1,
+    # unlike its training cells); None for a network trained without the score.
     ood_score: float | None
-    # Confidence under the site's threshold, ood_score above 1, or a photograph whose quality warns.
+    # Confidence under the site's threshold, ood_score above 1, a call the second look changed
+    # (classifier.second_look), or a photograph whose quality warns.
     needs_review: bool
     binary_call: str  # MONONUCLEAR / POLYNUCLEAR
     crop_jpeg: bytes  # the cell in the photograph, with a margin
-    window_png: bytes  # the 240x320 context window the network saw, lossless
+    window_png: bytes  # the 240x320 context window the network's call came from, lossless
     heatmap_jpeg: bytes  # Grad-CAM of the call over the network's input
 
 
@@ -80,29 +83,31 @@ def finish_box(rgb, box, classifier, *, review_threshold) -> FinishedCell:
 
 
 def _finish_cells(rgb, classifier, found_cells, scale, *, review_threshold, doubtful_photograph):
-    """Classify the cells in one network call and finish each one (FinishedCell, in order)."""
-    windows = [cell_window(rgb, cell, scale) for cell in found_cells]
-    if not windows:
+    """Classify the cells in one network call, with a second look at other magnifications where
+    the network is unsure (classifier.second_look), and finish each one (FinishedCell, in order)."""
+    if not found_cells:
         return []
-    explained = classifier.explained_calls(windows)
+    looks = second_look.classify_cells(
+        classifier, lambda row, factor: cell_window(rgb, found_cells[row], scale * factor), len(found_cells)
+    )
+    heatmaps = classifier.heatmaps(looks.inputs, looks.probabilities.argmax(axis=1))
     names = list(classifier.class_names)
-    flags = explained.needs_review(review_threshold) | doubtful_photograph
-    scores = explained.ood_scores
+    flags = looks.needs_review(review_threshold) | doubtful_photograph
+    # The first look's score: how unfamiliar the cell is at the photograph's own scale.
+    scores = looks.first.ood_scores
     cells = []
-    for row, (found, window) in enumerate(zip(found_cells, windows, strict=True)):
-        probabilities = {name: float(p) for name, p in zip(names, explained.probabilities[row], strict=True)}
-        best = int(np.argmax(explained.probabilities[row]))
+    for row, (found, window) in enumerate(zip(found_cells, looks.windows, strict=True)):
+        probabilities = {name: float(p) for name, p in zip(names, looks.probabilities[row], strict=True)}
+        best = int(np.argmax(looks.probabilities[row]))
         binary = binary_probabilities(probabilities)
         box = tuple(int(value) for value in found.box)
-        crop, window_png, heatmap = cell_pictures(
-            rgb, box, window, explained.network_inputs[row], explained.heatmaps[row]
-        )
+        crop, window_png, heatmap = cell_pictures(rgb, box, window, looks.inputs[row], heatmaps[row])
         cells.append(FinishedCell(
             box=box,
             detection_score=float(found.score),
             probabilities=probabilities,
             predicted_type=names[best],
-            confidence=float(explained.probabilities[row][best]),
+            confidence=float(looks.probabilities[row][best]),
             ood_score=None if scores is None else float(scores[row]),
             needs_review=bool(flags[row]),
             binary_call=max(binary, key=binary.get),

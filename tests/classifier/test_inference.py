@@ -203,6 +203,45 @@ def test_analyse_smear_finishes_every_detected_cell(leukonet):
         assert decode_rgb(cell.heatmap_jpeg).shape == (240, 240, 3)  # LeukoNet's 96x96, drawn larger
 
 
+def test_the_pipeline_takes_a_second_look_where_the_network_is_unsure():
+    from classifier import second_look
+    from classifier.detection import cell_window, detect_leukocytes
+    from classifier.pipeline import analyse_smear
+
+    folder = BUNDLED_MODELS_DIR / "leukonet-gn-8class"
+    if not is_model_folder(folder):
+        pytest.skip(f"bundled model {folder} not present")
+    classifier = CellClassifier.from_directory(folder)
+    names = list(classifier.class_names)
+    factors = (1.0, *second_look.SECOND_LOOK_FACTORS)
+    looked_again, switched = 0, 0
+    # Drawn cells: the network is unsure of several (confidence 0.5-0.9).
+    for seed, name in enumerate(FOUR_CLASSES):
+        smear = draw_field(name, seed)
+        analysis = analyse_smear(smear, classifier, review_threshold=0.8)
+        detection = detect_leukocytes(smear)
+        views = {f: [cell_window(smear, cell, detection.scale * f) for cell in detection.cells]
+                 for f in factors}
+        calls = {f: classifier.classify(views[f]) for f in factors}
+        first = calls[1.0]
+        unsure = first.confidence < second_look.SECOND_LOOK_BELOW
+        looked_again += int(unsure.sum())
+        doubtful = bool(analysis.quality.warnings)
+        for row, cell in enumerate(analysis.cells):
+            # The view with the lowest out-of-distribution score, for an unsure call; else the first.
+            chosen = min(factors, key=lambda f: calls[f].ood_scores[row]) if unsure[row] else 1.0
+            switched += chosen != 1.0
+            np.testing.assert_array_equal(decode_rgb(cell.window_png), views[chosen][row])
+            np.testing.assert_allclose(list(cell.probabilities.values()), calls[chosen].probabilities[row],
+                                       atol=1e-6)
+            # The score and the flag are the first look's; a call the second look changed is flagged.
+            assert cell.ood_score == pytest.approx(float(first.ood_scores[row]))
+            changed = cell.predicted_type != names[int(first.probabilities[row].argmax())]
+            first_flag = bool(first.needs_review(0.8)[row])
+            assert cell.needs_review == (first_flag or changed or doubtful)
+    assert looked_again and switched, "no drawn cell was called from another view: nothing was tested"
+
+
 def test_a_smear_without_leukocytes_has_no_cells(leukonet):
     from classifier.pipeline import analyse_smear
 
