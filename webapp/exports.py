@@ -23,12 +23,6 @@ def export_file_name(sample):
     return f"leukoscope-{safe_name}.csv"
 
 
-def _result_status(sample):
-    if not sample.is_signed:
-        return "NOT SIGNED - preliminary"
-    return "signed (amended)" if sample.times_signed > 1 else "signed"
-
-
 def _sample_rows(sample):
     images = sample_images_with_cells(sample)
     formula = leukocyte_formula(sample)
@@ -37,8 +31,9 @@ def _sample_rows(sample):
     yield ["accession_number", sample.accession_number]
     yield ["note", sample.note]
     yield ["exported_at", timezone.now().isoformat(timespec="seconds")]
-    # As the report's banner: a preliminary result must not pass for a signed one.
-    yield ["result", _result_status(sample)]
+    # The report's status (preliminary, final, amended), in the FHIR export's codes: a preliminary
+    # result must not pass for a signed one.
+    yield ["result", sample.result.value]
     if sample.is_signed:
         yield ["signed_by", sample.signed_by.get_username() if sample.signed_by else ""]
         yield ["signed_at", sample.signed_at.isoformat(timespec="seconds") if sample.signed_at else ""]

@@ -170,9 +170,23 @@ class Sample(models.Model):
         ordering = ["-created_at"]
         permissions = [("sign_sample", "Can sign a sample's result and reopen a signed one")]
 
+    class Result(models.TextChoices):
+        """What the result is, in FHIR's DiagnosticReport status codes, and as the report says it."""
+
+        PRELIMINARY = "preliminary", "NOT SIGNED \u2014 preliminary"
+        FINAL = "final", "Final"
+        AMENDED = "amended", "Amended"
+
     @property
     def is_signed(self):
         return self.status == self.Status.SIGNED
+
+    @property
+    def result(self):
+        """Sample.Result: preliminary until signed; amended once signed again after a reopening."""
+        if not self.is_signed:
+            return self.Result.PRELIMINARY
+        return self.Result.AMENDED if self.times_signed > 1 else self.Result.FINAL
 
     def __str__(self):
         return self.accession_number

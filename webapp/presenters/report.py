@@ -75,6 +75,7 @@ class SampleReport(ViewModel):
     signed: bool
     signed_by: str  # display name of the signing hematologist; "" when not signed
     signed_at: datetime | None
+    result: Sample.Result  # preliminary, final or amended
     amended: bool  # signed again after a reopening
     times_signed: int
     reopened: bool  # reopened since its last signature, not signed again yet
@@ -101,12 +102,6 @@ class SampleReport(ViewModel):
     def figures(self):
         """Every reported number, as the FHIR export sends them."""
         return self.differential + self.per_100
-
-    @property
-    def status_text(self):
-        if self.signed:
-            return "Amended" if self.amended else "Final"
-        return "NOT SIGNED \u2014 preliminary"
 
 
 def _person(user):
@@ -193,7 +188,8 @@ def sample_report(sample):
         signed=signed,
         signed_by=_person(sample.signed_by) if signed else "",
         signed_at=sample.signed_at if signed else None,
-        amended=signed and sample.times_signed > 1,
+        result=sample.result,
+        amended=sample.result == Sample.Result.AMENDED,
         times_signed=sample.times_signed,
         reopened=sample.status == Sample.Status.REOPENED,
         reopened_by=_person(sample.reopened_by),

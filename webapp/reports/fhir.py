@@ -108,7 +108,7 @@ def diagnostic_bundle(report):
     if not report.signed or report.signed_at is None:
         raise NotFinal(f"Sample {report.accession} is not signed: only a signed result is sent to "
                        "the laboratory information system.")
-    status = "amended" if report.amended else "final"
+    status = report.result.value
     # Leukoscope does not know when the blood was drawn: the result is effective when signed.
     issued = report.signed_at.isoformat()
     performer = [{"display": report.signed_by}] if report.signed_by else []

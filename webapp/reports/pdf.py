@@ -65,7 +65,7 @@ def _status(report, styles):
         if report.amended:
             line += f" \u2014 <b>amended</b> (signed {report.times_signed} times)"
         return [Paragraph(line, styles["Normal"])]
-    flowables = [Paragraph("<b>NOT SIGNED \u2014 preliminary</b>", styles["banner"])]
+    flowables = [Paragraph(f"<b>{report.result.label}</b>", styles["banner"])]
     if report.reopened:
         flowables.append(Paragraph(
             f"Reopened by {_text(report.reopened_by)} on {_when(report.reopened_at)}: "

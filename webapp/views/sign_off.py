@@ -60,7 +60,7 @@ def sample_sign(request, pk):
                              form.cleaned_data["keep_unidentified"])
     except SignOffRefused as exc:
         return _answer(request, sample, str(exc))
-    amended = " (amended result)" if sample.times_signed > 1 else ""
+    amended = " (amended result)" if sample.result == Sample.Result.AMENDED else ""
     return _answer(request, sample, done=f"Sample {sample.accession_number} signed{amended}.")
 
 
