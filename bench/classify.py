@@ -77,10 +77,10 @@ class SplitCalls:
     first_calibrated: np.ndarray | None = None
 
     @property
-    def first_confidence(self):
-        """(N,) the confidence the review flag reads: the first look's."""
+    def flag_confidence(self):
+        """(N,) the confidence the review flag reads: the first look's or the served one, the lower."""
         first = self.calibrated if self.first_calibrated is None else self.first_calibrated
-        return first.max(axis=1) if len(first) else np.zeros(0)
+        return np.minimum(first.max(axis=1), self.calibrated.max(axis=1)) if len(first) else np.zeros(0)
 
     @property
     def changed(self):
@@ -91,7 +91,7 @@ class SplitCalls:
 
     def review_flags(self, review_threshold):
         """(N,) the site's review flag of each known-type cell."""
-        return ood.needs_review(self.first_confidence, self.ood_scores, review_threshold) | self.changed
+        return ood.needs_review(self.flag_confidence, self.ood_scores, review_threshold) | self.changed
 
 
 def _split_images(folder, task, split, originals):
@@ -203,7 +203,7 @@ def review_figures(calls, review_threshold):
         "has_ood_score": calls.ood_scores is not None,
         "errors": int(wrong.sum()),
         **figures(flagged),
-        "confidence_only": figures((calls.first_confidence < review_threshold) | calls.changed),
+        "confidence_only": figures((calls.flag_confidence < review_threshold) | calls.changed),
         "unfamiliar_share": float((calls.ood_scores > ood.UNFAMILIAR_ABOVE).mean()) if unfamiliar else None,
         "foreign": {
             "cells": foreign_cells,
@@ -359,7 +359,7 @@ def source_benchmark(classifier, data_dir, review_threshold=0.8, speed=True) -> 
     report["review_threshold"] = review_threshold
     report["review_flagging"] = review_flagging(
         calls.y, calls.calibrated, sorted({*REVIEW_THRESHOLDS, review_threshold}),
-        confidence=calls.first_confidence, also_flagged=calls.changed,
+        confidence=calls.flag_confidence, also_flagged=calls.changed,
     )
     report["review"] = review_figures(calls, review_threshold)
     if own:

@@ -36,13 +36,19 @@ class FinishedCell:
     # How unfamiliar the cell is to the network at the photograph's scale (classifier.ood: above 1,
     # unlike its training cells); None for a network trained without the score.
     ood_score: float | None
-    # Confidence under the site's threshold, ood_score above 1, a call the second look changed
-    # (classifier.second_look), or a photograph whose quality warns.
+    # Confidence under the site's threshold (at the photograph's scale or as served), ood_score
+    # above 1, a call the second look changed (classifier.second_look), or a photograph whose
+    # quality warns.
     needs_review: bool
     binary_call: str  # MONONUCLEAR / POLYNUCLEAR
     crop_jpeg: bytes  # the cell in the photograph, with a margin
     window_png: bytes  # the 240x320 context window the network's call came from, lossless
     heatmap_jpeg: bytes  # Grad-CAM of the call over the network's input
+    # The view the call came from, as a factor of the photograph's scale: 1.0, or a second look's.
+    view_factor: float = 1.0
+    # Where a second look was taken, the first look's call and confidence ("" and None where not).
+    first_look_type: str = ""
+    first_look_confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -114,5 +120,18 @@ def _finish_cells(rgb, classifier, found_cells, scale, *, review_threshold, doub
             crop_jpeg=crop,
             window_png=window_png,
             heatmap_jpeg=heatmap,
+            **_first_look(looks, row, names),
         ))
     return cells
+
+
+def _first_look(looks, row, names):
+    """The second look's record of cell ``row`` (FinishedCell's last three fields)."""
+    if not looks.looked_again[row]:
+        return {}
+    first = looks.first.probabilities[row]
+    return {
+        "view_factor": float(looks.factors[row]),
+        "first_look_type": names[int(np.argmax(first))],
+        "first_look_confidence": float(first.max()),
+    }

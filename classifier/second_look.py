@@ -11,8 +11,10 @@ the call. Confident calls, most of a smear's, cost nothing more.
 
 Chosen on the shipped network's own validation split (never trained on), before its TEST was
 read; the model card gives the figures. The review flag stays the first look's (confidence and
-out-of-distribution score at the photograph's scale), and a cell whose call the second look
-changed is flagged as well: the views disagreeing is a reason for a person to look.
+out-of-distribution score at the photograph's scale, on which its threshold was fitted); a cell
+whose call the second look changed is flagged as well (the views disagreeing is a reason for a
+person to look), and so is a call whose served confidence is under the threshold, so that no call
+shown under it goes unflagged.
 """
 
 from dataclasses import dataclass
@@ -31,13 +33,15 @@ class Looks:
     each row from its chosen view; ``factors`` (N,), the chosen view's factor of the photograph's
     scale (1.0 where the first look stands); ``inputs`` (N, H, W, 3) uint8, what the network saw
     of the chosen views; ``windows``, their context windows (where the first looks' were given);
-    ``first``, the first look's CellCalls, from which the review flag is raised."""
+    ``first``, the first look's CellCalls, from which the review flag is raised; ``looked_again``
+    (N,) bool, the cells a second look was taken of."""
 
     probabilities: np.ndarray
     factors: np.ndarray
     inputs: np.ndarray
     windows: list | None
     first: object  # classifier.inference.CellCalls
+    looked_again: np.ndarray
 
     @property
     def changed(self):
@@ -45,8 +49,10 @@ class Looks:
         return self.probabilities.argmax(axis=1) != self.first.probabilities.argmax(axis=1)
 
     def needs_review(self, confidence_threshold):
-        """(N,) bool: the first look's review flag, or a call the second look changed."""
-        return self.first.needs_review(confidence_threshold) | self.changed
+        """(N,) bool: the first look's review flag, a call the second look changed, or a served
+        confidence under the threshold."""
+        served_unsure = self.probabilities.max(axis=1) < confidence_threshold
+        return self.first.needs_review(confidence_threshold) | self.changed | served_unsure
 
 
 def looks_again(classifier):
@@ -62,7 +68,8 @@ def look_again(classifier, inputs, first, window_at, windows=None) -> Looks:
     inputs = np.array(inputs, copy=True)
     factors = np.ones(len(probabilities))
     chosen_windows = None if windows is None else list(windows)
-    rows = np.flatnonzero(first.confidence < SECOND_LOOK_BELOW) if looks_again(classifier) else []
+    unsure = first.confidence < SECOND_LOOK_BELOW
+    rows = np.flatnonzero(unsure) if looks_again(classifier) else np.zeros(0, int)
     if len(rows):
         lowest = first.ood_scores[rows].copy()
         for factor in SECOND_LOOK_FACTORS:
@@ -78,8 +85,10 @@ def look_again(classifier, inputs, first, window_at, windows=None) -> Looks:
                 if chosen_windows is not None:
                     chosen_windows[row] = views[k]
             lowest = np.where(better, calls.ood_scores, lowest)
+    looked_again = np.zeros(len(probabilities), bool)
+    looked_again[rows] = True
     return Looks(probabilities=probabilities, factors=factors, inputs=inputs, windows=chosen_windows,
-                 first=first)
+                 first=first, looked_again=looked_again)
 
 
 def classify_cells(classifier, window_at, count) -> Looks:

@@ -278,7 +278,7 @@ class Cell(models.Model):
 
     crop = models.ImageField(upload_to="cells/%Y/%m/%d/", blank=True)
     heatmap = models.ImageField(upload_to="heatmaps/%Y/%m/%d/", blank=True)
-    # The 240x320 context window the network saw (PNG, lossless): retraining from reviewed cells
+    # The 240x320 context window the call came from (PNG, lossless): retraining from reviewed cells
     # feeds these back as training images, so they must not be re-cut from a later detector.
     window = models.ImageField(upload_to="windows/%Y/%m/%d/", blank=True)
 
@@ -287,6 +287,12 @@ class Cell(models.Model):
     confidence = models.FloatField()
     binary_call = models.CharField(max_length=16)  # MONONUCLEAR / POLYNUCLEAR
     needs_review = models.BooleanField(default=False)
+    # The second look (classifier.second_look) at an unsure call: the view the call came from, as a
+    # factor of the photograph's scale, and the first look's call and confidence ("" and None where
+    # no second look was taken, as for every cell classified before there was one).
+    view_factor = models.FloatField(default=1.0)
+    first_look_type = models.CharField(max_length=32, blank=True)
+    first_look_confidence = models.FloatField(null=True, blank=True)
 
     corrected_type = models.CharField(max_length=32, blank=True)
     reviewed_by = models.ForeignKey(

@@ -234,11 +234,19 @@ def test_the_pipeline_takes_a_second_look_where_the_network_is_unsure():
             np.testing.assert_array_equal(decode_rgb(cell.window_png), views[chosen][row])
             np.testing.assert_allclose(list(cell.probabilities.values()), calls[chosen].probabilities[row],
                                        atol=1e-6)
-            # The score and the flag are the first look's; a call the second look changed is flagged.
+            assert cell.view_factor == chosen
+            first_type = names[int(first.probabilities[row].argmax())]
+            if unsure[row]:
+                assert cell.first_look_type == first_type
+                assert cell.first_look_confidence == pytest.approx(float(first.confidence[row]))
+            else:
+                assert (cell.first_look_type, cell.first_look_confidence) == ("", None)
+            # The score is the first look's; the flag is the first look's, or a call the second
+            # look changed, or a served confidence under the threshold.
             assert cell.ood_score == pytest.approx(float(first.ood_scores[row]))
-            changed = cell.predicted_type != names[int(first.probabilities[row].argmax())]
+            changed = cell.predicted_type != first_type
             first_flag = bool(first.needs_review(0.8)[row])
-            assert cell.needs_review == (first_flag or changed or doubtful)
+            assert cell.needs_review == (first_flag or changed or cell.confidence < 0.8 or doubtful)
     assert looked_again and switched, "no drawn cell was called from another view: nothing was tested"
 
 

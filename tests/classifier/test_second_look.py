@@ -61,29 +61,32 @@ def test_a_confident_call_is_not_looked_at_again():
 def test_an_unsure_call_takes_the_view_the_network_finds_most_familiar():
     small, large = second_look.SECOND_LOOK_FACTORS
     looks, cut = looks_at({
-        1.0: [view(0, 85, 8), view(1, 70, 5), view(2, 97, 4)],
-        small: [view(1, 80, 6), view(2, 90, 8), None],
-        large: [view(2, 99, 7), view(0, 99, 6), None],
+        1.0: [view(0, 85, 8), view(1, 70, 5), view(2, 97, 4), view(1, 85, 8)],
+        small: [view(1, 80, 6), view(2, 90, 8), None, view(1, 70, 6)],
+        large: [view(2, 99, 7), view(0, 99, 6), None, view(1, 95, 9)],
     })
     # The confident third cell is cut once; each unsure one at every factor.
-    assert sorted(cut) == sorted([(0, 1.0), (1, 1.0), (2, 1.0),
-                                  (0, small), (1, small), (0, large), (1, large)])
+    assert sorted(cut) == sorted([(0, 1.0), (1, 1.0), (2, 1.0), (3, 1.0), (0, small), (1, small),
+                                  (3, small), (0, large), (1, large), (3, large)])
     # Cell 0: the small view scores lowest (0.6), not the most confident one (the large, 99%).
     # Cell 1: its first look already scores lowest (0.5) and stands.
-    assert looks.factors.tolist() == [small, 1.0, 1.0]
-    assert looks.probabilities.argmax(axis=1).tolist() == [1, 1, 2]
+    # Cell 3: the small view again, its call the same but less sure.
+    assert looks.factors.tolist() == [small, 1.0, 1.0, small]
+    assert looks.probabilities.argmax(axis=1).tolist() == [1, 1, 2, 1]
     assert looks.probabilities[0, 1] == pytest.approx(0.8)
     # What the network saw and the window it came from are the chosen view's.
     np.testing.assert_array_equal(looks.inputs[0], view(1, 80, 6))
     np.testing.assert_array_equal(looks.windows[0], view(1, 80, 6))
     np.testing.assert_array_equal(looks.windows[1], view(1, 70, 5))
-    # The flag: the first look's, or a call the second look changed (cell 0: sure enough at 0.85,
-    # familiar at 0.8, but the views disagree).
-    assert looks.changed.tolist() == [True, False, False]
-    assert looks.first.ood_scores.tolist() == [0.8, 0.5, 0.4]
-    assert looks.needs_review(0.65).tolist() == [True, False, False]
-    # A call the second look did not change is flagged only as its first look would be.
-    assert looks.needs_review(0.75).tolist() == [True, True, False]
+    # The flag: the first look's, or a call the second look changed (cell 0: sure enough at 0.85
+    # and 0.80, familiar at 0.8, but the views disagree), or a served confidence under it.
+    assert looks.changed.tolist() == [True, False, False, False]
+    assert looks.looked_again.tolist() == [True, True, False, True]
+    assert looks.first.ood_scores.tolist() == [0.8, 0.5, 0.4, 0.8]
+    assert looks.needs_review(0.65).tolist() == [True, False, False, False]
+    # A call the second look did not change is flagged as its first look would be (cell 1), or
+    # where its served confidence is under the threshold (cell 3: 0.85 at first, served at 0.70).
+    assert looks.needs_review(0.75).tolist() == [True, True, False, True]
 
 
 def test_a_network_without_the_score_keeps_its_first_look():

@@ -360,3 +360,35 @@ def test_the_cell_page_says_why_a_call_needs_review(client, tech, settings):
     SmearImage.objects.filter(pk=sample.images.get().pk).update(quality_warnings=["Out of focus."])
     Cell.objects.filter(pk=sure.pk).update(needs_review=True)
     assert reasons(sure) == "because its photograph&#x27;s quality measures warn."
+
+
+def test_the_cell_page_says_what_a_second_look_did(client, tech, settings):
+    settings.REVIEW_CONFIDENCE_THRESHOLD = 0.8
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE"), confidence=0.9)
+    changed, unsure_at_first, kept = sample.images.get().cells.order_by("index")
+    # The second look at 1.25x changed a monocyte call into a neutrophil one ...
+    Cell.objects.filter(pk=changed.pk).update(
+        view_factor=1.25, first_look_type="MONOCYTE", first_look_confidence=0.62, needs_review=True)
+    # ... read a lymphocyte better at 0.8x, same call, sure enough only there ...
+    Cell.objects.filter(pk=unsure_at_first.pk).update(
+        view_factor=0.8, first_look_type="LYMPHOCYTE", first_look_confidence=0.7, needs_review=True)
+    # ... and kept the first look of a monocyte (no view found more familiar).
+    Cell.objects.filter(pk=kept.pk).update(first_look_type="MONOCYTE", first_look_confidence=0.85)
+
+    def page(cell):
+        html = client.get(reverse("lab:cell-detail", args=[cell.pk])).content.decode()
+        reasons = re.search(r'data-role="review-reasons">([^<]*)<', html)
+        said = re.search(r'data-role="second-look"[^>]*>([^<]*)<', html)
+        return (reasons.group(1) if reasons else None), (said.group(1) if said else None)
+
+    reasons, said = page(changed)
+    assert reasons == ("because at the photograph&#x27;s own scale its confidence, 62%, was under this "
+                       "network&#x27;s review threshold of 80%; a second look at 1.25x changed the "
+                       "network&#x27;s call from Monocyte.")
+    assert said == ("Called from a second look at 1.25x the scale read from the photograph&#x27;s red "
+                    "cells, the view the network found most familiar (at that scale: Monocyte, 62%).")
+    reasons, said = page(unsure_at_first)
+    assert reasons == ("because at the photograph&#x27;s own scale its confidence, 70%, was under this "
+                       "network&#x27;s review threshold of 80%.")
+    assert said.startswith("Called from a second look at 0.8x") and "Lymphocyte, 70%" in said
+    assert page(kept) == (None, None)

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from classifier.ood import review_flags
 from webapp.cell_types import allowed_types, review_types, type_order, type_shortcuts
-from webapp.counting import group_of
+from webapp.counting import group_of, type_label
 from webapp.models import Cell, Sample, SmearImage
 from webapp.presenters import ViewModel
 from webapp.presenters.formula import FormulaNotes, formula_notes
@@ -150,6 +150,16 @@ class CellPage(ViewModel):
     walk_position: int  # in the sample
     walk_count: int
     review_reasons: list  # why the call is flagged for review, in words; empty where it is not
+    second_look: str  # where the call came from a second look at another magnification, in words
+
+
+def second_look_text(cell):
+    """The call's second look (classifier.second_look) in words, where it gave the call."""
+    if cell.view_factor == 1.0 or not cell.first_look_type:
+        return ""
+    first = f"{type_label(cell.first_look_type)}, {round(100 * cell.first_look_confidence)}%"
+    return (f"Called from a second look at {cell.view_factor:g}x the scale read from the photograph's "
+            f"red cells, the view the network found most familiar (at that scale: {first}).")
 
 
 def review_reasons(cell):
@@ -165,6 +175,13 @@ def review_reasons(cell):
     if unsure:
         reasons.append(f"its confidence, {round(100 * cell.confidence)}%, is under this network's review "
                        f"threshold of {round(100 * threshold)}%")
+    elif cell.first_look_confidence is not None and cell.first_look_confidence < threshold:
+        first = round(100 * cell.first_look_confidence)
+        reasons.append(f"at the photograph's own scale its confidence, {first}%, was under this "
+                       f"network's review threshold of {round(100 * threshold)}%")
+    if cell.first_look_type and cell.first_look_type != cell.predicted_type:
+        reasons.append(f"a second look at {cell.view_factor:g}x changed the network's call from "
+                       f"{type_label(cell.first_look_type)}")
     if unfamiliar:
         reasons.append("it is unlike the cells the network was trained on")
     if cell.image.quality_warnings:
@@ -193,4 +210,5 @@ def cell_page(cell):
         walk_position=position + 1,
         walk_count=len(walk),
         review_reasons=review_reasons(cell),
+        second_look=second_look_text(cell),
     )

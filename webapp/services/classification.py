@@ -95,6 +95,9 @@ def fill_cell(cell, found, image, name_stem, written):
     cell.binary_call = found.binary_call
     cell.needs_review = found.needs_review
     cell.ood_score = found.ood_score
+    cell.view_factor = found.view_factor
+    cell.first_look_type = found.first_look_type
+    cell.first_look_confidence = found.first_look_confidence
     cell.is_partial = touches_edge(found.box, image.width, image.height)
     cell.cell_type = cell.corrected_type or found.predicted_type
     written.save(cell.crop, f"{name_stem}.jpg", found.crop_jpeg)
@@ -138,7 +141,7 @@ def _store_cells(image, version, analysis, written):
     Cell.objects.bulk_update(to_update, [
         "x0", "y0", "x1", "y1", "detection_score", "predicted_type", "probabilities", "confidence",
         "binary_call", "needs_review", "cell_type", "crop", "window", "heatmap", "added_by_hand",
-        "is_partial", "ood_score",
+        "is_partial", "ood_score", "view_factor", "first_look_type", "first_look_confidence",
     ])
     return stale_files
 
