@@ -110,6 +110,7 @@
   }
 
   function relabel(type) {
+    if (!reviewUrl) { say("Relabelling is for technologists and hematologists: your account reads results only."); return; }
     var chosen = selectedTiles();
     if (!chosen.length) { say("Select one or more cells first, then press the type's key."); return; }
     if (busy) return;

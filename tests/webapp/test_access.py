@@ -192,3 +192,39 @@ def test_an_account_without_a_role_reads_results_but_changes_nothing(client, dja
     response = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "MONOCYTE"},
                            HTTP_ACCEPT="application/json")
     assert response.status_code == 200 and CellReview.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_an_account_without_a_role_is_offered_no_change_it_would_be_refused(client, django_user_model):
+    from tests.webapp.lab_factories import make_sample, with_role
+    from webapp.models import Cell, SmearImage
+
+    sample = make_sample("H26-OFFER", types=("NEUTROPHIL", "LYMPHOCYTE"))
+    image = sample.images.get()
+    cell, edge = Cell.objects.filter(image=image).order_by("index")
+    Cell.objects.filter(pk=edge.pk).update(is_partial=True)
+    failed = SmearImage.objects.create(sample=sample, image=image.image.name, original_filename="b.png",
+                                       width=64, height=48, file_size=1, checksum="f" * 64,
+                                       status=SmearImage.Status.FAILED, error="Unreadable.")
+    controls = {
+        reverse("lab:sample-list"): [reverse("lab:upload")],
+        reverse("lab:sample-detail", args=[sample.pk]): [
+            reverse("lab:sample-add-images", args=[sample.pk]), reverse("lab:image-retry", args=[failed.pk]),
+            reverse("lab:cell-review", args=[cell.pk]), reverse("lab:image-add-cell", args=[image.pk]),
+            reverse("lab:sample-target", args=[sample.pk])],
+        reverse("lab:cell-detail", args=[edge.pk]): [
+            reverse("lab:cell-review", args=[edge.pk]), reverse("lab:cell-count-in", args=[edge.pk])],
+        reverse("lab:sample-gallery", args=[sample.pk]): [reverse("lab:gallery-review", args=[sample.pk])],
+    }
+    reader = django_user_model.objects.create_user("reader", password="a-long-passphrase-1")
+    client.force_login(reader)
+    for page, addresses in controls.items():
+        html = client.get(page).content.decode()
+        assert [address for address in addresses if address in html] == [], page
+    html = client.get(reverse("lab:cell-detail", args=[edge.pk])).content.decode()
+    assert "your account reads results only" in html
+    # The same pages offer a technologist every one of them.
+    with_role(reader, "technologist")
+    for page, addresses in controls.items():
+        html = client.get(page).content.decode()
+        assert [address for address in addresses if address not in html] == [], page
