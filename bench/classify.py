@@ -163,11 +163,12 @@ def _window_cutter(images, window_scale):
     def window_at(row, factor):
         if row not in photographs:
             rgb = dataset.decode_image(images[row].path)
-            photographs[row] = None if rgb is None else (rgb, detection.detect_leukocytes(rgb))
+            photographs[row] = None if rgb is None else (
+                rgb, detection.detect_leukocytes(rgb), detection.window_fill(rgb))
         if photographs[row] is None:  # unreadable: left out of every figure
             return np.zeros((*dataset.WINDOW_SIZE, 3), np.uint8)
-        rgb, result = photographs[row]
-        return dataset.dataset_context_window(rgb, window_scale, result, factor)[0]
+        rgb, result, fill = photographs[row]
+        return dataset.dataset_context_window(rgb, window_scale, result, factor, fill)[0]
 
     return window_at
 

@@ -213,11 +213,11 @@ def _window_scale(result, window_scale):
     return float(result.scale) if window_scale == "image" else 1.0
 
 
-def _centred_window(rgb, scale):
+def _centred_window(rgb, scale, fill=None):
     """The context window around the photograph's centre (where a labelled cell usually is)."""
     height, width = rgb.shape[:2]
     centre = detection.DetectedCell(box=(0, 0, width, height), score=0.0)
-    return detection.cell_window(rgb, centre, scale)
+    return detection.cell_window(rgb, centre, scale, fill=fill)
 
 
 def reference_field(rgb, window_scale="image"):
@@ -252,13 +252,14 @@ def cell_nearest_centre(cells, shape):
     return min(cells, key=lambda c: (c.centre[0] - cx) ** 2 + (c.centre[1] - cy) ** 2, default=None)
 
 
-def dataset_context_window(rgb, window_scale="image", result=None, factor=1.0):
+def dataset_context_window(rgb, window_scale="image", result=None, factor=1.0, fill=None):
     """The context window of a labelled dataset image: centred on the detected leukocyte nearest
     the image centre (the labelled cell is usually near it), or the image centre when none is
     found. window_scale "image" uses the detector's scale estimate, "reference" uses 1.0; either
     times ``factor`` (a second look's, classifier.second_look). The photograph is detected at its
-    own size and shape, never resized to the window's first; ``result``, the detector's result for
-    it where the caller has one already."""
+    own size and shape, never resized to the window's first; ``result`` and ``fill``
+    (detection.window_fill), the detector's result for it and what a window shows past its edge,
+    where the caller has them already."""
     if result is None:
         result = detection.detect_leukocytes(rgb)
     nearest = cell_nearest_centre(result.cells, rgb.shape)
@@ -266,8 +267,8 @@ def dataset_context_window(rgb, window_scale="image", result=None, factor=1.0):
     if nearest is None:
         if rgb.shape[:2] == WINDOW_SIZE and factor == 1.0:
             return rgb, False
-        return _centred_window(rgb, scale), False
-    return detection.cell_window(rgb, nearest, scale), True
+        return _centred_window(rgb, scale, fill), False
+    return detection.cell_window(rgb, nearest, scale, fill=fill), True
 
 
 def _needs_location(input_spec):

@@ -358,7 +358,9 @@ def photograph_background(rgb: np.ndarray) -> tuple[float, float, float]:
     return (0.0, 0.0, 0.0) if colour is None else tuple(float(value) for value in colour)
 
 
-def _window_fill(rgb: np.ndarray, size: tuple[int, int]) -> tuple[float, float, float]:
+def window_fill(rgb: np.ndarray, size: tuple[int, int] = (240, 320)) -> tuple[float, float, float]:
+    """What a context window of ``size`` cut from the photograph shows past its edge (cell_window
+    says why): read once by a caller that cuts several windows from one photograph."""
     return (0.0, 0.0, 0.0) if rgb.shape[:2] == tuple(size) else photograph_background(rgb)
 
 
@@ -407,5 +409,5 @@ def cell_window(
         (out_width, out_height),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT,
-        borderValue=_window_fill(rgb, size) if fill is None else fill,
+        borderValue=window_fill(rgb, size) if fill is None else fill,
     )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from classifier import second_look
-from classifier.detection import DetectedCell, cell_window, detect_leukocytes
+from classifier.detection import DetectedCell, cell_window, detect_leukocytes, window_fill
 from classifier.labels import binary_probabilities
 from classifier.quality import QualityReport, assess_quality
 from classifier.rendering import cell_pictures
@@ -93,9 +93,12 @@ def _finish_cells(rgb, classifier, found_cells, scale, *, review_threshold, doub
     the network is unsure (classifier.second_look), and finish each one (FinishedCell, in order)."""
     if not found_cells:
         return []
-    looks = second_look.classify_cells(
-        classifier, lambda row, factor: cell_window(rgb, found_cells[row], scale * factor), len(found_cells)
-    )
+    fill = window_fill(rgb)  # the photograph's background: read once, not once a window
+
+    def window_at(row, factor):
+        return cell_window(rgb, found_cells[row], scale * factor, fill=fill)
+
+    looks = second_look.classify_cells(classifier, window_at, len(found_cells))
     heatmaps = classifier.heatmaps(looks.inputs, looks.probabilities.argmax(axis=1))
     names = list(classifier.class_names)
     flags = looks.needs_review(review_threshold) | doubtful_photograph
