@@ -124,7 +124,7 @@ def sample_cell_counts(sample_ids):
 class Refusal:
     """One reason a sample cannot be signed now, in words for the person signing."""
 
-    code: str  # "unreviewed", "unidentified", "below_target", "photographs"
+    code: str  # "unreviewed", "unidentified", "below_target", "photographs", "no_leukocytes"
     message: str
     overridable: bool = False  # the hematologist may sign anyway: with a reason, or keeping them
 
@@ -165,6 +165,10 @@ class SignOffFacts:
         if self.boxes_waiting:
             found.append(Refusal("photographs", f"{count_of(self.boxes_waiting, 'cell')} drawn by hand still "
                                  "being classified: wait until they are done."))
+        if self.images and not self.unfinished and not self.leukocytes:
+            # A differential of no cells is no result: 0% of every type, with no range to give.
+            found.append(Refusal("no_leukocytes", "No leukocyte is counted: there is no differential to "
+                                 "sign. Add photographs, or draw a missed cell on a photograph."))
         if self.leukocytes < self.target_count:
             found.append(Refusal(
                 "below_target", f"{self.leukocytes} of {self.target_count} leukocytes counted: add "

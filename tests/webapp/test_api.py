@@ -42,6 +42,35 @@ def test_sample_list_is_paginated(client, tech):
     assert len(last["results"]) == 1 and last["next"] is None
     only = client.get(reverse("lab:api-samples"), {"accession_number": "S-2"}).json()
     assert [row["accession_number"] for row in only["results"]] == ["S-2"]
+    # A reader walking the pages gets an error past the last, not the last page again.
+    past = client.get(reverse("lab:api-samples"), {"page_size": 2, "page": 4})
+    assert past.status_code == 404 and past.json() == {"error": "There is no page 4: the list has 3."}
+    for bad in ({"page": "-1"}, {"page": "0"}, {"page": "abc"}, {"page_size": "abc"}, {"page_size": 0},
+                {"page_size": 201}):
+        answer = client.get(reverse("lab:api-samples"), bad)
+        assert answer.status_code == 400 and "whole number" in answer.json()["error"], bad
+    assert client.get(reverse("lab:api-cells"), {"page": "abc"}).status_code == 400
+
+
+def test_sample_list_filters_by_sign_off_status(client, tech, django_user_model):
+    hematologist = named_hematologist(django_user_model)
+    signed = mark_signed(make_sample("S-SIGNED", types=("NEUTROPHIL",)), hematologist)
+    make_sample("S-OPEN", types=("NEUTROPHIL",))
+    reopened = mark_signed(make_sample("S-REOPENED", types=("NEUTROPHIL",)), hematologist)
+    Sample.objects.filter(pk=reopened.pk).update(status=Sample.Status.REOPENED)
+
+    def listed(status):
+        rows = client.get(reverse("lab:api-samples"), {"status": status}).json()["results"]
+        return {row["accession_number"]: row for row in rows}
+
+    assert set(listed("signed")) == {"S-SIGNED"} and listed("signed")["S-SIGNED"]["result"] == "final"
+    assert set(listed("unsigned")) == {"S-OPEN", "S-REOPENED"} and set(listed("reopened")) == {"S-REOPENED"}
+    # A reopened sample's withdrawn signature is not passed off as the one in force.
+    withdrawn = listed("reopened")["S-REOPENED"]
+    assert (withdrawn["result"], withdrawn["signed_by"], withdrawn["signed_at"]) == ("preliminary", None, None)
+    assert listed("signed")["S-SIGNED"]["signed_by"] == signed.signed_by.get_username()
+    refused = client.get(reverse("lab:api-samples"), {"status": "final"})
+    assert refused.status_code == 400 and "status" in refused.json()["errors"]
 
 
 def test_sample_detail_carries_formula_images_and_cells(client, tech):

@@ -41,7 +41,9 @@ def observations_by_code(bundle):
 
 
 def test_signed_sample_exports_a_final_report_with_loinc_coded_figures(client, tech, hematologist):
-    sample = mark_signed(make_sample("H26-0101", types=TYPES), hematologist)
+    sample = make_sample("H26-0101", types=TYPES)
+    sample.below_target_reason = "Leukopenic sample"  # no full stop: the next sentence must not run on
+    sample = mark_signed(sample, hematologist)
     bundle = fetch(client, sample)
     assert bundle.type == "collection"
     report = bundle.entry[0].resource
@@ -52,6 +54,7 @@ def test_signed_sample_exports_a_final_report_with_loinc_coded_figures(client, t
     assert report.performer[0].display == "Ada Lovelace"
     assert report.issued == sample.signed_at
     assert "below the target of 100" in report.conclusion
+    assert "Signed below the target count of 100: Leukopenic sample." in report.conclusion
     # `result` references every Observation of the Bundle, and nothing else.
     assert [ref.reference for ref in report.result] == [entry.fullUrl for entry in bundle.entry[1:]]
 
@@ -92,6 +95,10 @@ def test_report_is_amended_after_a_reopening_and_a_second_signature(client, tech
     assert second.entry[0].resource.status == "amended"
     assert {entry.resource.status for entry in second.entry[1:]} == {"amended"}
     assert {entry.fullUrl for entry in second.entry}.isdisjoint({entry.fullUrl for entry in first.entry})
+    # Issued when signed again; effective, like the first result, when the photographs came in.
+    assert second.entry[0].resource.issued == sample.signed_at != first.entry[0].resource.issued
+    effective = {bundle.entry[k].resource.effectiveDateTime for bundle in (first, second) for k in (0, 1)}
+    assert effective == {sample.created_at}
 
 
 def test_unsigned_sample_is_refused_with_409(client, tech):

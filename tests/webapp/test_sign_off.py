@@ -170,6 +170,16 @@ def test_fewer_leukocytes_than_the_target_need_a_written_reason(client, hematolo
     assert sample.below_target_reason == "Leukopenic sample: no more cells on the slide."
 
 
+def test_a_sample_with_no_leukocyte_counted_cannot_be_signed_even_with_a_reason(hematologist):
+    # The audit signed one and the LIS received a "final" 0% differential with 0.0-0.0 ranges.
+    sample = small_sample()
+    Cell.objects.filter(image__sample=sample).update(cell_type="ARTEFACT", corrected_type="ARTEFACT")
+    assert codes(sample) == ["no_leukocytes", "below_target"]
+    with pytest.raises(SignOffRefused, match="No leukocyte is counted: there is no differential to sign"):
+        sign_sample(sample, hematologist, below_target_reason="leukopenic", keep_unidentified=True)
+    assert not Sample.objects.get(pk=sample.pk).is_signed
+
+
 def test_photographs_not_finished_stop_the_signature(hematologist):
     sample = small_sample()
     image = sample.images.get()
@@ -240,6 +250,29 @@ def test_adding_photographs_to_a_signed_sample_is_refused(client, hematologist, 
                            follow=True)
     assert "adding photographs is refused while it is signed" in response.content.decode()
     assert sample.images.count() == 1 and sent_tasks == []
+
+
+def test_photographs_are_refused_when_the_sample_is_signed_while_they_are_read(
+        hematologist, sent_tasks, monkeypatch, settings, tmp_path):
+    # The audit's race: a signature lands while a large upload's files are being checked.
+    from webapp.services import uploads
+
+    settings.MEDIA_ROOT = tmp_path
+    sample = small_sample(types=THREE)
+    Sample.objects.filter(pk=sample.pk).update(target_count=3)
+    checked = uploads.check_files
+
+    def checked_while_signing(files, known=None):
+        result = checked(files, known)
+        sign_sample(Sample.objects.get(pk=sample.pk), hematologist)
+        return result
+
+    monkeypatch.setattr(uploads, "check_files", checked_while_signing)
+    photograph = SimpleUploadedFile("more.jpg", jpeg_bytes(), content_type="image/jpeg")
+    with pytest.raises(SampleLocked, match="adding photographs is refused while it is signed"):
+        add_images_to_sample(Sample.objects.get(pk=sample.pk), [photograph])
+    assert sample.images.count() == 1 and sent_tasks == []
+    assert not list(tmp_path.rglob("more*"))  # no file left behind either
 
 
 def test_a_signed_samples_page_offers_nothing_it_would_refuse(client, hematologist):

@@ -66,7 +66,7 @@ def _quantity(figure):
     return {"value": figure.value, "unit": unit, "system": loinc.UCUM, "code": unit}
 
 
-def _observation(report, figure, status, performer, issued):
+def _observation(report, figure, status, performer, issued, effective):
     total = report.formula.total
     if figure.kind == PERCENT:
         note = (f"{figure.count} of {total} leukocytes counted; 95% range "
@@ -78,7 +78,7 @@ def _observation(report, figure, status, performer, issued):
         "status": status,
         "category": [_CATEGORY],
         "code": _code(figure),
-        "effectiveDateTime": issued,
+        "effectiveDateTime": effective,
         "issued": issued,
         "performer": performer,
         "valueQuantity": _quantity(figure),
@@ -90,8 +90,10 @@ def _observation(report, figure, status, performer, issued):
 def _conclusion(report):
     lines = list(report.warnings)
     if report.below_target_reason:
-        lines.append(f"Signed below the target count of {report.target_count}: "
-                     f"{report.below_target_reason}")
+        reason = report.below_target_reason.strip()
+        # The reason is the hematologist's words; the next sentence must not run on from them.
+        end = "" if reason.endswith((".", "!", "?")) else "."
+        lines.append(f"Signed below the target count of {report.target_count}: {reason}{end}")
     if report.listed_apart:
         lines.append("Listed apart, not counted: "
                      + ", ".join(f"{label} {count}" for label, count in report.listed_apart) + ".")
@@ -109,12 +111,14 @@ def diagnostic_bundle(report):
         raise NotFinal(f"Sample {report.accession} is not signed: only a signed result is sent to "
                        "the laboratory information system.")
     status = report.result.value
-    # Leukoscope does not know when the blood was drawn: the result is effective when signed.
     issued = report.signed_at.isoformat()
+    # Leukoscope does not know when the blood was drawn; the nearest time it knows is when the
+    # photographs were received, which an amendment, unlike a signature, leaves where it was.
+    effective = report.sample.created_at.isoformat()
     performer = [{"display": report.signed_by}] if report.signed_by else []
     observations = [
         (_urn(report, f"{figure.kind}/{figure.name}"),
-         _observation(report, figure, status, performer, issued))
+         _observation(report, figure, status, performer, issued, effective))
         for figure in report.figures
     ]
     diagnostic = DiagnosticReport.model_validate(_present({
@@ -125,7 +129,7 @@ def diagnostic_bundle(report):
         "code": {"coding": [{"system": loinc.SYSTEM, "code": loinc.PANEL.code,
                              "display": loinc.PANEL.display}],
                  "text": "Leukocyte differential (digital morphology)"},
-        "effectiveDateTime": issued,
+        "effectiveDateTime": effective,
         "issued": issued,
         "performer": performer,
         "resultsInterpreter": performer,

@@ -5,6 +5,7 @@ are refused with a message that says who signed and how to reopen, until a hemat
 the sample with a reason (webapp.services.sign_off).
 """
 
+from django.db import transaction
 from django.utils import formats
 
 from webapp.models import Sample
@@ -16,8 +17,15 @@ class SampleLocked(PermissionError):
 
 def ensure_editable(sample, action):
     """Raise SampleLocked, saying why, if `action` (e.g. "Relabelling a cell") would change a
-    signed sample's result."""
-    status = Sample.objects.filter(pk=sample.pk).values_list("status", flat=True).first()
+    signed sample's result.
+
+    Inside a transaction the sample's row is locked until it ends (on PostgreSQL; SQLite takes one
+    writer at a time anyway), as sign_sample locks it: a signature cannot slip in between this
+    check and the change the caller then writes."""
+    rows = Sample.objects.filter(pk=sample.pk)
+    if transaction.get_connection().in_atomic_block:
+        rows = rows.select_for_update()
+    status = rows.values_list("status", flat=True).first()
     if status != Sample.Status.SIGNED:
         return
     sample = Sample.objects.select_related("signed_by").get(pk=sample.pk)

@@ -86,13 +86,19 @@ def create_sample_with_images(accession_number, note, files, user=None):
 
 def add_images_to_sample(sample, files):
     """More photographs for a sample; refused (SampleLocked) while it is signed."""
-    ensure_editable(sample, "adding photographs")
+    ensure_editable(sample, "adding photographs")  # before reading the files: refused at once
     known = dict(sample.images.values_list("checksum", "original_filename"))
     accepted, rejected = check_files(files, known)
-    stored = add_images(sample, accepted, sample_version_id(sample)) if accepted else []
+    stored = []
+    if accepted:
+        with transaction.atomic():
+            # Again, the sample locked: it may have been signed while the files were read.
+            ensure_editable(sample, "adding photographs")
+            stored = add_images(sample, accepted, sample_version_id(sample))
     return UploadResult(sample=sample, stored=stored, rejected=rejected)
 
 
+@transaction.atomic
 def requeue_image(image):
     """Queue an image again, after a failure or when it waited too long ("Try again"), with the
     version its sample's photographs share."""

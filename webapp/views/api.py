@@ -2,17 +2,19 @@
 
 Session authentication (the site's login): without one the API answers 401, and its errors are
 JSON too ({"error": "..."}, see views.errors). Every view answers GET only. Lists are paginated with
-`?page=` and `?page_size=` (at most 200).
+`?page=` and `?page_size=` (1 to 200): a malformed one answers 400, a page past the last 404, so
+that a reader walking the pages cannot loop on the last one. The sample list takes `?status=`
+(signed, unsigned, reopened) and `?accession_number=`.
 """
 
-from django.core.paginator import Paginator
+from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from webapp.counting import Counting, counting_of
-from webapp.forms import HistoryFilterForm
+from webapp.forms import HistoryFilterForm, SampleListFilterForm
 from webapp.models import Sample
 from webapp.selectors import (
     CappedPaginator,
@@ -28,15 +30,46 @@ from webapp.selectors import (
 MAX_PAGE_SIZE = 200
 
 
+class _BadPage(ValueError):
+    """A page or page size the list cannot give; ``status`` is the answer's (400 or 404)."""
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.status = status
+
+
 def _page_size(request, default=50):
-    try:
-        return max(1, min(MAX_PAGE_SIZE, int(request.GET.get("page_size", default))))
-    except ValueError:
+    raw = request.GET.get("page_size")
+    if raw is None:
         return default
+    try:
+        size = int(raw)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise _BadPage(f"page_size must be a whole number from 1 to {MAX_PAGE_SIZE}, not {raw!r}.")
+    return size
+
+
+def _listing(request, rows, serialize, paginator_class=Paginator):
+    """The JSON answer of a list view: a page of ``rows``, each serialize(request, row), or a
+    400/404 saying what was wrong with ?page= or ?page_size=."""
+    try:
+        return JsonResponse(_paginated(request, paginator_class(rows, _page_size(request)), serialize))
+    except _BadPage as bad:
+        return JsonResponse({"error": str(bad)}, status=bad.status)
 
 
 def _paginated(request, paginator, serialize):
-    page = paginator.get_page(request.GET.get("page"))
+    raw = request.GET.get("page", "1")
+    try:
+        page = paginator.page(raw)
+    except PageNotAnInteger:
+        raise _BadPage(f"page must be a whole number from 1, not {raw!r}.") from None
+    except EmptyPage:
+        if not raw.isdigit() or int(raw) < 1:
+            raise _BadPage(f"page must be a whole number from 1, not {raw!r}.") from None
+        raise _BadPage(f"There is no page {raw}: the list has {paginator.num_pages}.", status=404) from None
     query = request.GET.copy()
 
     def link(number):
@@ -112,8 +145,12 @@ def _sign_off_fields(request, sample):
     """What a laboratory information system polls for: only a signed result has a FHIR export."""
     return {
         "status": sample.status,
-        "signed_by": sample.signed_by.get_username() if sample.signed_by else None,
-        "signed_at": sample.signed_at.isoformat() if sample.signed_at else None,
+        # preliminary, final or amended: the FHIR export's status, the report's banner.
+        "result": sample.result.value,
+        # The signature in force: none while the sample is reopened (the withdrawn one is in the
+        # audit trail).
+        "signed_by": sample.signed_by.get_username() if sample.is_signed and sample.signed_by else None,
+        "signed_at": sample.signed_at.isoformat() if sample.is_signed and sample.signed_at else None,
         "times_signed": sample.times_signed,
         "fhir": (request.build_absolute_uri(reverse("lab:api-sample-fhir", args=[sample.pk]))
                  if sample.is_signed else None),
@@ -122,8 +159,12 @@ def _sign_off_fields(request, sample):
 
 @require_GET
 def sample_list(request):
-    samples = samples_with_progress(accession=request.GET.get("accession_number", "").strip())
-    return JsonResponse(_paginated(request, Paginator(samples, _page_size(request)), _sample_summary))
+    form = SampleListFilterForm(request.GET)
+    if not form.is_valid():
+        return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+    samples = samples_with_progress(accession=request.GET.get("accession_number", "").strip(),
+                                    statuses=form.filters()["statuses"])
+    return _listing(request, samples, _sample_summary)
 
 
 @require_GET
@@ -169,8 +210,7 @@ def cell_list(request):
     form = HistoryFilterForm(request.GET or None)
     if request.GET and not form.is_valid():
         return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
-    paginator = CappedPaginator(cell_history(form.filters()), _page_size(request))
-    return JsonResponse(_paginated(request, paginator, cell_json))
+    return _listing(request, cell_history(form.filters()), cell_json, CappedPaginator)
 
 
 @require_GET
