@@ -74,9 +74,12 @@ def post_box(client, image, box, **headers):
 ])
 def test_a_bad_box_is_refused_with_a_reason_and_nothing_is_stored(client, tech, sent_tasks, box, message):
     image = make_sample().images.get()
-    response = post_box(client, image, box)
-    assert response.status_code == 400
-    assert message in response.content.decode()
+    # Back to the photograph on the sample page, saying why: the whole page, sign-off panel
+    # included, at its own address (a reload sends nothing again).
+    response = post_box(client, image, box, follow=True)
+    sample_page = reverse("lab:sample-detail", args=[image.sample_id])
+    assert response.redirect_chain == [(f"{sample_page}#image-{image.pk}", 302)]
+    assert message in response.content.decode() and 'data-role="target-progress"' in response.content.decode()
     response = post_box(client, image, box, HTTP_ACCEPT="application/json")
     assert response.status_code == 400 and message in response.json()["error"]
     assert not AddedCellRequest.objects.exists() and sent_tasks == []
@@ -97,15 +100,15 @@ def test_a_good_box_waits_for_the_worker_and_shows_as_pending(client, tech, sent
     assert 'data-role="pending-cell"' in page and 'points="400,300 480,300 480,380 400,380"' in page
     assert 'data-role="add-cell"' in page and "js/add_cell.js" in page
     # The same box again, while it waits, is refused.
-    assert post_box(client, image, (402, 301, 480, 380)).status_code == 400
+    assert post_box(client, image, (402, 301, 480, 380), HTTP_ACCEPT="application/json").status_code == 400
 
 
 @pytest.mark.django_db
 def test_a_photograph_not_yet_classified_takes_no_box(client, tech, sent_tasks):
     image = make_sample().images.get()
     SmearImage.objects.filter(pk=image.pk).update(status=SmearImage.Status.PROCESSING)
-    response = post_box(client, image, (400, 300, 480, 380))
-    assert response.status_code == 400 and "not classified yet" in response.content.decode()
+    response = post_box(client, image, (400, 300, 480, 380), HTTP_ACCEPT="application/json")
+    assert response.status_code == 400 and "not classified yet" in response.json()["error"]
     assert not AddedCellRequest.objects.exists()
 
 
@@ -117,8 +120,10 @@ def test_a_signed_sample_takes_no_box_and_no_count_in(client, tech, sent_tasks):
     Cell.objects.filter(pk=edge.pk).update(is_partial=True)
     Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.SIGNED, signed_by=tech,
                                                signed_at=timezone.now())
-    response = post_box(client, image, (400, 300, 480, 380))
-    assert response.status_code == 409 and "adding a cell is refused" in response.content.decode()
+    response = post_box(client, image, (400, 300, 480, 380), HTTP_ACCEPT="application/json")
+    assert response.status_code == 409 and "adding a cell is refused" in response.json()["error"]
+    response = post_box(client, image, (400, 300, 480, 380), follow=True)
+    assert "adding a cell is refused" in response.content.decode()
     assert not AddedCellRequest.objects.exists() and sent_tasks == []
     response = client.post(reverse("lab:cell-count-in", args=[edge.pk]), HTTP_ACCEPT="application/json")
     assert response.status_code == 409 and "refused while it is signed" in response.json()["error"]

@@ -1,17 +1,14 @@
 """A reviewer's own additions to a photograph's result: a missed cell drawn as a box, an edge cell
 counted in. Thin: webapp.services.added_cells and webapp.services.edge_cells decide."""
 
-from django.conf import settings
 from django.contrib import messages
 from django.http import JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from webapp.models import Cell, SmearImage
-from webapp.presenters import lab as lab_pages
 from webapp.services.added_cells import AddCellError, request_added_cell
-from webapp.services.deletion import may_delete_sample
 from webapp.services.edge_cells import CountInError, set_counted_in
 from webapp.services.locking import SampleLocked
 from webapp.views import roles
@@ -20,15 +17,13 @@ from webapp.views.errors import wants_json
 BOX_FIELDS = ("x0", "y0", "x1", "y1")
 
 
-def _refused_on_sample_page(request, sample, message, status):
-    """The sample page again, saying why, with the refusal's status (the box is not kept)."""
+def _refused(request, image, message, status):
+    """The refusal: in JSON with its status to the page's script; else back to the photograph on
+    the sample page, saying why (the box is not kept, and a reload sends nothing again)."""
     if wants_json(request):
         return JsonResponse({"error": message}, status=status)
     messages.error(request, message)
-    context = {"sample": sample, **lab_pages.sample_results(sample).as_context(),
-               "max_files": settings.MAX_FILES_PER_UPLOAD,
-               "may_delete": may_delete_sample(request.user, sample)}
-    return render(request, "lab/sample_detail.html", context, status=status)
+    return redirect(f"{reverse('lab:sample-detail', args=[image.sample_id])}#image-{image.pk}")
 
 
 @require_POST
@@ -39,10 +34,10 @@ def add_cell(request, pk):
     try:
         added = request_added_cell(image, box, user=request.user)
     except AddCellError as exc:
-        return _refused_on_sample_page(request, image.sample, str(exc), 400)
+        return _refused(request, image, str(exc), 400)
     except SampleLocked as exc:
         # 409, as every other change to a signed sample: the request conflicts with its state.
-        return _refused_on_sample_page(request, image.sample, str(exc), 409)
+        return _refused(request, image, str(exc), 409)
     if wants_json(request):
         return JsonResponse({"request": added.pk, "status": added.status, "box": list(added.box)},
                             status=202)
