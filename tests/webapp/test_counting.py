@@ -77,3 +77,14 @@ def test_pages_name_a_type_as_people_write_it(client, tech):
         text = client.get(page).content.decode()
         assert "Immature granulocyte" in text, page
         assert "Immature_Granulocyte" not in text, page
+
+
+def test_groups_that_leave_some_cells_out_are_rounded_to_the_nearest_tenth():
+    # The audit's sample: 4 mononuclear and 18 polynuclear cells of 24, two blasts in neither
+    # group. 4 / 24 is 16.67%: it read 16.6 on the page, report, PDF, CSV and API.
+    sample = make_sample(types=("LYMPHOCYTE",) * 4 + ("NEUTROPHIL",) * 18 + ("BLAST",) * 2)
+    formula = leukocyte_formula(sample)
+    groups = {row.name: row.percent for row in formula.groups}
+    assert formula.total == 24 and groups == {"MONONUCLEAR": 16.7, "POLYNUCLEAR": 75.0}
+    # The types still add up to the Total's 100.0.
+    assert round(sum(row.percent for row in formula.rows), 1) == 100.0

@@ -51,7 +51,7 @@ def test_report_page_shows_accession_figures_nrbc_and_signer(client, tech, hemat
     page = client.get(reverse("lab:sample-report", args=[sample.pk]))
     assert page.status_code == 200
     html = page.content.decode()
-    assert "H26-0042" in html
+    assert "H26-0042" in html and "img/favicon.svg" in html  # its own head: no /favicon.ico 404
     assert "Ada Lovelace" in html and "NOT SIGNED" not in html and "amended" not in html
     assert re.search(r'data-type="NEUTROPHIL"><td>Neutrophil</td><td class="num">3</td>'
                      r'<td class="num">75.0</td>', html)
@@ -117,6 +117,11 @@ def test_pdf_has_the_page_content_and_the_crops(client, tech, hematologist):
     for expected in (b"H26-0047", b"Ada Lovelace", b"75.0", b"25.0", b"NRBC", b"Neutrophil"):
         assert expected in text, expected
     assert b"NOT SIGNED" not in text
+    # Every page says whose result it is, how final, and which page it is.
+    pages = len(re.findall(rb"/Type\s*/Page\b", data))
+    assert pages >= 1
+    assert text.count(rb"(Leukocyte differential H26-0047 \227 Final) Tj") == pages
+    assert [int(n) for n in re.findall(rb"\(Page (\d+)\) Tj", text)] == list(range(1, pages + 1))
     # One picture per stored crop: three types on the sample, five cells.
     assert len(re.findall(rb"/Subtype\s*/Image", data)) == 5
 

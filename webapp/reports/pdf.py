@@ -163,5 +163,16 @@ def render_pdf(report, compress=True):
     story.append(Spacer(1, 4 * mm))
     story += _networks(report, styles)
     story.append(Paragraph(f"Printed {_when(report.generated_at)}", styles["small"]))
-    document.build(story)
+
+    def footer(canvas, page):
+        # A page that comes loose from the others still says whose result it is, and how final.
+        canvas.saveState()
+        canvas.setFont("Helvetica", 8)
+        canvas.setFillColor(colors.grey)
+        canvas.drawString(18 * mm, 9 * mm, f"Leukocyte differential {report.accession} \u2014 "
+                                           f"{report.result.label}")
+        canvas.drawRightString(A4[0] - 18 * mm, 9 * mm, f"Page {page.page}")
+        canvas.restoreState()
+
+    document.build(story, onFirstPage=footer, onLaterPages=footer)
     return buffer.getvalue()
