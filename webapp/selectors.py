@@ -546,6 +546,9 @@ class LeukocyteFormula:
     model_versions: list = field(default_factory=list)  # ids of the versions whose calls it counts
     scored_cells: int = 0  # cells with an out-of-distribution score
     unfamiliar_cells: int = 0  # of them, those unlike the network's training cells (score above 1)
+    # Cells a network without the score called (a version trained before there was one): nothing
+    # flags such a cell for being of a type the network was never taught.
+    unscored_cells: int = 0
     manual_differential_count = MANUAL_DIFFERENTIAL_COUNT
 
     def as_dict(self):
@@ -564,6 +567,7 @@ class LeukocyteFormula:
             "partial_left_out": self.partial_left_out,
             "scored_cells": self.scored_cells,
             "unfamiliar_cells": self.unfamiliar_cells,
+            "unscored_cells": self.unscored_cells,
             "mostly_unfamiliar": self.mostly_unfamiliar,
         }
 
@@ -629,6 +633,7 @@ def leukocyte_formula(sample):
         awaiting=Count("id", filter=AWAITING_REVIEW),
         partial=Count("id", filter=PARTIAL_LEFT_OUT),
         scored=Count("id", filter=Q(ood_score__isnull=False)),
+        unscored=Count("id", filter=Q(ood_score__isnull=True)),
         unfamiliar=Count("id", filter=Q(ood_score__gt=UNFAMILIAR_ABOVE)),
     )
     versions = sorted(
@@ -657,7 +662,8 @@ def leukocyte_formula(sample):
     extras = dict(reviewed=flags["reviewed"], awaiting_review=flags["awaiting"], per_100=per_100,
                   listed_apart=listed_apart, unidentified=unidentified,
                   partial_left_out=flags["partial"], model_versions=versions,
-                  scored_cells=flags["scored"], unfamiliar_cells=flags["unfamiliar"])
+                  scored_cells=flags["scored"], unfamiliar_cells=flags["unfamiliar"],
+                  unscored_cells=flags["unscored"])
     if differential and set(differential) <= set(BINARY_CLASSES):
         # A binary model's formula is the mononuclear / polynuclear split itself.
         return LeukocyteFormula(total, groups, [], **extras)

@@ -23,8 +23,9 @@ def make_version(class_names=FOUR_CLASSES, status=ModelVersion.Status.ACTIVE, me
 
 
 def make_sample(accession="H26-0001", types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL"), version=None,
-                confidence=0.9, user=None):
-    """A sample with one classified image holding one cell per entry of `types`."""
+                confidence=0.9, user=None, ood_score=0.5):
+    """A sample with one classified image holding one cell per entry of `types`, each with an
+    out-of-distribution score as the bundled network gives (None: a network without one)."""
     version = version or make_version()
     sample = Sample.objects.create(accession_number=accession, created_by=user)
     image = SmearImage.objects.create(
@@ -41,7 +42,7 @@ def make_sample(accession="H26-0001", types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTRO
             image=image, model_version=version, index=index, x0=10 + 100 * index, y0=20,
             x1=90 + 100 * index, y1=100, predicted_type=name, probabilities=probabilities,
             confidence=confidence, binary_call=BINARY_GROUP.get(name, name), cell_type=name,
-            needs_review=confidence < 0.8, crop=f"cells/{accession}-{index}.jpg",
+            needs_review=confidence < 0.8, crop=f"cells/{accession}-{index}.jpg", ood_score=ood_score,
         )
     return sample
 

@@ -131,6 +131,13 @@ def _warnings(sample, formula, photographs, version_lines):
         warnings.append(f"{formula.unfamiliar_cells} of the sample's {formula.scored_cells} cells are unlike "
                         "those the network was trained on (another stain, camera or lab?): check its "
                         "calls by eye.")
+    if formula.unscored_cells:
+        n = formula.unscored_cells
+        warnings.append(
+            f"{count_of(n, 'cell')} {pluralize(n, 'was,were')} classified by a network without an "
+            "unfamiliarity score: a cell of a type it was never taught, or from a stain or camera it "
+            "does not know, is called as one of its own types, often confidently, and nothing flags "
+            "it. Check those calls by eye.")
     if formula.awaiting_review:
         n = formula.awaiting_review
         warnings.append(f"{count_of(n, 'uncertain call')} {pluralize(n, 'was,were')} not reviewed.")
