@@ -175,3 +175,26 @@ def test_the_timeline_reads_the_sample_id_index_not_the_whole_audit_table():
         cursor.execute(f"EXPLAIN {query}", params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "webapp_auditlog_sample_id" in plan, plan
+
+
+def test_a_long_trail_says_how_much_of_it_the_page_shows(client, tech):
+    # The audit's sample of 110 photographs showed "Audit trail (200 entries)" and silently
+    # dropped the oldest rows, "Sample received" among them.
+    from django.template.loader import render_to_string
+
+    from webapp import audit
+    from webapp.presenters.sign_off import sign_off_panel
+
+    sample = make_sample("H26-LONG")
+    for n in range(4):
+        audit.record(sample, "update", {"note": (str(n), str(n + 1))}, note=f"change {n}")
+    total = sign_off_panel(sample, may_sign=False).timeline_total
+    assert total >= 4
+    panel = sign_off_panel(sample, may_sign=False, timeline_limit=3)
+    assert len(panel.timeline) == 3 and panel.timeline_total == total
+    html = render_to_string("lab/_timeline.html", {"panel": panel, "timeline": panel.timeline})
+    assert f"Audit trail (the newest 3 of {total} entries)" in html
+    assert f"{total} entries in all: the older ones are kept" in html
+    whole = sign_off_panel(sample, may_sign=False)
+    html = render_to_string("lab/_timeline.html", {"panel": whole, "timeline": whole.timeline})
+    assert f"Audit trail ({total} entries)" in html and "the older ones" not in html

@@ -53,6 +53,7 @@ class SignOffPanel(ViewModel):
     show_keep_unidentified: bool
     target_choices: tuple
     timeline: list  # TimelineEntry, newest first
+    timeline_total: int  # entries in the whole trail: more than are shown where it is long
 
 
 def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=200):
@@ -68,7 +69,8 @@ def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=2
         below_target=leukocytes < sample.target_count,
         show_keep_unidentified=facts.unidentified > 0,
         target_choices=target_choices,
-        timeline=timeline(sample.pk, timeline_limit),
+        timeline=(entries := timeline(sample.pk, timeline_limit)),
+        timeline_total=timeline_length(sample.pk, entries, timeline_limit),
     )
 
 
@@ -148,6 +150,12 @@ def _what(entry, model, changes):
             return f"Cell {data.get('cell_id', '')} added{' by hand' if by_hand else ''}"
         return f"Cell {data.get('cell_id', '')} {action}"
     return f"{entry.object_repr} {action}"
+
+
+def timeline_length(sample_id, shown, limit):
+    """How many entries the sample's whole trail holds, counted only where ``shown`` (its newest,
+    up to ``limit``) may not be all of them."""
+    return sample_timeline(sample_id).count() if len(shown) >= limit else len(shown)
 
 
 def timeline(sample_id, limit=200):
