@@ -23,6 +23,7 @@ urlpatterns = [
     path("samples/<int:pk>/reopen/", sign_off.sample_reopen, name="sample-reopen"),
     path("samples/<int:pk>/target/", sign_off.sample_target, name="sample-target"),
     path("images/<int:pk>/retry/", lab.image_retry, name="image-retry"),
+    path("images/<int:pk>/delete/", lab.image_delete, name="image-delete"),
     path("images/<int:pk>/cells/add/", added_cells.add_cell, name="image-add-cell"),
     path("cells/<int:pk>/", lab.cell_detail, name="cell-detail"),
     path("cells/<int:pk>/count-in/", added_cells.cell_count_in, name="cell-count-in"),

@@ -89,6 +89,32 @@ def test_only_the_creator_or_staff_may_delete_a_sample(client, tech, entered_sam
     assert Sample.objects.filter(pk=entered_sample.pk).exists()
 
 
+def test_the_creator_deletes_a_photograph_that_failed_and_no_other(client, tech, entered_sample,
+                                                                  django_user_model):
+    # A photograph that can never be read kept its sample from being signed: "try it again or
+    # delete it", with nothing on the page to delete it with.
+    from webapp.models import Cell, SmearImage
+
+    done = entered_sample.images.get()
+    failed = SmearImage.objects.create(
+        sample=entered_sample, image="smears/broken.png", original_filename="broken.png", width=64,
+        height=48, file_size=1, checksum="f" * 64, status=SmearImage.Status.FAILED, error="Unreadable.")
+    url = reverse("lab:image-delete", args=[failed.pk])
+    page = client.get(reverse("lab:sample-detail", args=[entered_sample.pk])).content.decode()
+    assert url not in page  # tech did not enter it
+    response = client.post(url)
+    assert response.status_code == 403 and "may delete its photographs" in response.content.decode()
+
+    client.force_login(django_user_model.objects.get(username="creator"))
+    page = client.get(reverse("lab:sample-detail", args=[entered_sample.pk])).content.decode()
+    assert url in page and reverse("lab:image-delete", args=[done.pk]) not in page
+    response = client.post(reverse("lab:image-delete", args=[done.pk]), follow=True)
+    assert "only a photograph whose classification failed is deleted from here" in response.content.decode()
+    response = client.post(url, follow=True)
+    assert "broken.png and its cells were deleted." in response.content.decode()
+    assert list(entered_sample.images.all()) == [done] and Cell.objects.filter(image=done).count() == 1
+
+
 @pytest.mark.parametrize("who", ["creator", "staff"])
 def test_the_creator_and_staff_delete_and_the_log_names_them(client, django_user_model, entered_sample,
                                                              caplog, who):

@@ -34,7 +34,7 @@ from webapp.selectors import (
     sample_record_counts,
     samples_with_progress,
 )
-from webapp.services.deletion import delete_sample, may_delete_sample
+from webapp.services.deletion import delete_image, delete_sample, may_delete_sample
 from webapp.services.locking import SampleLocked
 from webapp.services.review import ReviewError, review_cell
 from webapp.services.sign_off import TARGET_CHOICES, may_sign
@@ -118,6 +118,7 @@ def sample_results(request, pk):
     images finish and cells are reviewed."""
     sample = _sample(pk)
     context = _sample_context(sample)
+    context["may_delete"] = may_delete_sample(request.user, sample)
     context["sign_off_panel"] = _sign_off_panel(request, sample)
     return render(request, "lab/_sample_results_live.html", context)
 
@@ -172,6 +173,31 @@ def image_retry(request, pk):
         return redirect("lab:sample-detail", pk=image.sample_id)
     messages.success(request, f"{image.original_filename} queued again.")
     return redirect("lab:sample-detail", pk=image.sample_id)
+
+
+@require_POST
+def image_delete(request, pk):
+    """A photograph that failed, deleted by whoever may delete its sample: one that can never be
+    read would otherwise keep the sample from being signed."""
+    image = get_object_or_404(SmearImage.objects.select_related("sample__created_by"), pk=pk)
+    sample = image.sample
+    if not may_delete_sample(request.user, sample):
+        entered_by = f" ({sample.created_by.get_username()})" if sample.created_by else ""
+        raise PermissionDenied(
+            f"Only the person who entered sample {sample.accession_number}{entered_by} or a staff "
+            "member may delete its photographs."
+        )
+    if image.status != SmearImage.Status.FAILED:
+        messages.error(request, f"{image.original_filename} was not deleted: only a photograph whose "
+                                "classification failed is deleted from here.")
+        return redirect("lab:sample-detail", pk=sample.pk)
+    try:
+        delete_image(image, user=request.user)
+    except SampleLocked as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{image.original_filename} and its cells were deleted.")
+    return redirect("lab:sample-detail", pk=sample.pk)
 
 
 @require_http_methods(["GET", "POST"])
