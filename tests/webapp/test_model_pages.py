@@ -320,6 +320,10 @@ def test_retrain_form_queues_one_training_on_commit(staff_client, staff, no_enqu
     assert no_enqueue == [("train_model_version", (version.pk,))]
     sent = ModelVersion.objects.get(pk=version.pk)
     assert sent.celery_task_id and sent.sent_at is not None  # the id Cancel stops it by
+    # Its page does not say it has no score or chose no threshold before it has finished.
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert "fitted when training ends" in page
+    assert "has no out-of-distribution score" not in page and "did not choose its own" not in page
 
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(reverse("models:train"), {"architecture": "paper", "task": "4class",
@@ -482,6 +486,23 @@ def test_activate_and_roll_back_are_one_post_each_and_logged(staff_client, staff
     assert [(a.version, a.previous_version, a.activated_by) for a in log] == [
         (second, first, staff), (first, second, staff)
     ]
+
+
+@pytest.mark.django_db
+def test_a_version_no_better_than_guessing_says_so_before_and_after_activation(staff_client):
+    # The audit trained one on 96 images: 25% on four types, labelled Ready, one click to serve.
+    make_version(status=ModelVersion.Status.ACTIVE)
+    guessing = make_version(status=ModelVersion.Status.READY, metrics={"validation": {"accuracy": 0.25}})
+    sound = make_version(status=ModelVersion.Status.READY, metrics={"validation": {"accuracy": 0.88}})
+    words = (f"The held-out accuracy of v{guessing.pk}, 25%, is no better than guessing among its 4 "
+             "types (25%)")
+    assert words in staff_client.get(reverse("models:detail", args=[guessing.pk])).content.decode()
+    assert "no better than guessing" not in staff_client.get(
+        reverse("models:detail", args=[sound.pk])).content.decode()
+    response = staff_client.post(reverse("models:activate", args=[guessing.pk]), follow=True)
+    page = response.content.decode()
+    assert words in page and "Activate another version to stop it." in page
+    assert ModelVersion.objects.get(status="active") == guessing
 
 
 @pytest.mark.django_db

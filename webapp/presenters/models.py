@@ -417,6 +417,24 @@ def listed_versions():
     )
 
 
+# A held-out accuracy within this of guessing: the version learnt nothing a lab can use.
+CHANCE_MARGIN = 0.1
+
+
+def chance_level_warning(version):
+    """A sentence where the version's held-out accuracy (validation, else its first TEST) is no
+    better than guessing among its types, as a run on too few images ends; "" otherwise."""
+    metrics = version.metrics or {}
+    held_out = metrics.get("validation") or metrics.get("TEST") or {}
+    accuracy = held_out.get("accuracy")
+    types = len(version.class_names or [])
+    if accuracy is None or types < 2 or accuracy > 1 / types + CHANCE_MARGIN:
+        return ""
+    return (f"The held-out accuracy of v{version.pk}, {round(100 * accuracy)}%, is no better than "
+            f"guessing among its {types} types ({round(100 / types)}%): it would serve calls a lab "
+            "cannot use.")
+
+
 @dataclass
 class VersionPage(ViewModel):
     version: ModelVersion
@@ -437,6 +455,7 @@ class VersionPage(ViewModel):
     in_words: list  # PlainFigure per source
     valid_for: list  # (source, what it is)
     trust: dict  # trust_record
+    chance_warning: str  # where its held-out accuracy is no better than guessing
 
 
 def version_page(version):
@@ -468,4 +487,5 @@ def version_page(version):
         in_words=plain_figures(version),
         valid_for=valid_for(version),
         trust=trust_record(metrics),
+        chance_warning=chance_level_warning(version),
     )
