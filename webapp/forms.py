@@ -50,21 +50,26 @@ ACCESSION_RULE = RegexValidator(
 )
 
 
+def duplicate_accession_error(existing):
+    """The ValidationError naming ``existing``, the sample that already holds an accession number."""
+    return forms.ValidationError(
+        format_html('Sample <a href="{}">{}</a> already exists: add photographs to it instead.',
+                    reverse("lab:sample-detail", args=[existing.pk]), existing.accession_number),
+        code="duplicate",
+    )
+
+
 def _refuse_duplicate_accession(accession, sample=None):
-    """Raise a ValidationError naming the sample that already holds this accession number (other
-    than ``sample``, the one being edited). A second sample would split one specimen's cells over
-    two formulas. There is no database constraint: earlier records may hold duplicates, and those
-    must stay readable."""
+    """Raise duplicate_accession_error where another sample (than ``sample``, the one being edited)
+    holds this accession number. A second sample would split one specimen's cells over two
+    formulas. There is no database constraint: earlier records may hold duplicates, and those must
+    stay readable; an upload checks again, holding the number (services.uploads)."""
     others = samples_with_accession(accession)
     if sample is not None and sample.pk is not None:
         others = others.exclude(pk=sample.pk)
     existing = others.order_by("created_at").first()
     if existing is not None:
-        raise forms.ValidationError(
-            format_html('Sample <a href="{}">{}</a> already exists: add photographs to it instead.',
-                        reverse("lab:sample-detail", args=[existing.pk]), existing.accession_number),
-            code="duplicate",
-        )
+        raise duplicate_accession_error(existing)
 
 
 class SampleUploadForm(forms.Form):

@@ -384,6 +384,27 @@ def test_a_known_accession_number_links_the_existing_sample_instead(client, tech
 
 
 @pytest.mark.django_db
+def test_an_accession_number_taken_while_the_files_were_read_is_refused(client, tech, queued,
+                                                                         monkeypatch):
+    # The audit's two tabs posting H26-DBL-1 at once made two samples: the form's check had
+    # passed for both before either was stored.
+    checked = uploads.check_files
+
+    def read_while_another_upload_stores(files, known=None):
+        result = checked(files, known)
+        Sample.objects.create(accession_number="h26-dbl-1")  # the other tab, done first
+        return result
+
+    monkeypatch.setattr(uploads, "check_files", read_while_another_upload_stores)
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": "H26-DBL-1", "images": [upload("s.jpg", jpeg_bytes())],
+    })
+    assert response.status_code == 400
+    assert "h26-dbl-1</a> already exists: add photographs to it instead." in response.content.decode()
+    assert Sample.objects.count() == 1 and not SmearImage.objects.exists() and queued == []
+
+
+@pytest.mark.django_db
 def test_an_old_duplicate_with_stray_spaces_is_found_too(client, tech, queued):
     Sample.objects.create(accession_number=" H26-2 ")
     Sample.objects.create(accession_number="H26-2")  # made before the check: both stay readable

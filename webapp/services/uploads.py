@@ -11,18 +11,37 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from webapp import audit
 from webapp.intake import check_files
 from webapp.models import Sample, SmearImage
 from webapp.queueing import queue_classifications
-from webapp.selectors import sample_version_id
+from webapp.selectors import sample_version_id, samples_with_accession
 from webapp.services.deletion import delete_stored_files
 from webapp.services.locking import ensure_editable
 
 logger = logging.getLogger(__name__)
+
+
+class DuplicateAccession(ValueError):
+    """Another sample already holds the accession number; ``existing`` is that sample."""
+
+    def __init__(self, existing):
+        super().__init__(f"Sample {existing.accession_number} already exists.")
+        self.existing = existing
+
+
+def _hold_accession(accession):
+    """Keep any other upload of this accession number waiting until this transaction ends, so that
+    two at once cannot both find it free. PostgreSQL: an advisory lock on the number's hash;
+    SQLite takes its write lock when the transaction begins (settings: "IMMEDIATE")."""
+    if connection.vendor != "postgresql":
+        return
+    key = int.from_bytes(hashlib.sha256(accession.strip().lower().encode()).digest()[:8], "big", signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
 @dataclass
@@ -69,12 +88,17 @@ def add_images(sample, accepted, model_version_id=None):
 
 
 def create_sample_with_images(accession_number, note, files, user=None):
-    """One sample and its photographs. Nothing is stored when no file is usable."""
+    """One sample and its photographs. Nothing is stored when no file is usable; DuplicateAccession
+    where another sample holds the number, also one stored while these files were read."""
     accepted, rejected = check_files(files)
     result = UploadResult(rejected=rejected)
     if not accepted:
         return result
     with transaction.atomic():
+        _hold_accession(accession_number)
+        existing = samples_with_accession(accession_number).order_by("created_at").first()
+        if existing is not None:
+            raise DuplicateAccession(existing)
         sample = Sample.objects.create(
             accession_number=accession_number.strip(), note=note.strip(), created_by=user
         )

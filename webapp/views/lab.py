@@ -21,6 +21,7 @@ from webapp.forms import (
     ReviewForm,
     SampleListFilterForm,
     SampleUploadForm,
+    duplicate_accession_error,
 )
 from webapp.models import Cell, Sample, SmearImage
 from webapp.presenters import lab as lab_pages
@@ -38,7 +39,12 @@ from webapp.services.deletion import delete_image, delete_sample, may_delete_sam
 from webapp.services.locking import SampleLocked
 from webapp.services.review import ReviewError, review_cell
 from webapp.services.sign_off import TARGET_CHOICES, may_sign
-from webapp.services.uploads import add_images_to_sample, create_sample_with_images, requeue_image
+from webapp.services.uploads import (
+    DuplicateAccession,
+    add_images_to_sample,
+    create_sample_with_images,
+    requeue_image,
+)
 from webapp.views import roles
 from webapp.views.errors import wants_json
 from webapp.wording import count_of
@@ -67,11 +73,16 @@ def _report_rejections(request, rejected):
 def upload(request):
     form = SampleUploadForm(request.POST or None, request.FILES or None)
     rejected = []
+    result = None
     if request.method == "POST" and form.is_valid():
-        result = create_sample_with_images(
-            form.cleaned_data["accession_number"], form.cleaned_data["note"], form.cleaned_data["images"],
-            user=request.user,
-        )
+        try:
+            result = create_sample_with_images(
+                form.cleaned_data["accession_number"], form.cleaned_data["note"],
+                form.cleaned_data["images"], user=request.user,
+            )
+        except DuplicateAccession as duplicate:  # stored by another upload while this one was read
+            form.add_error("accession_number", duplicate_accession_error(duplicate.existing))
+    if result is not None:
         if result.sample:
             queued = count_of(len(result.stored), "photograph")
             messages.success(request, f"{queued} queued for classification.")
