@@ -167,3 +167,17 @@ def test_the_reports_warnings_count_in_words(client, tech, types, expected):
     for line in expected:
         assert line in html
     assert "(s)" not in html
+
+
+def test_times_on_the_report_say_their_zone(client, tech, hematologist, settings):
+    # A report leaves the lab: "Signed ... on 10:47" must say in which time zone.
+    import datetime
+
+    settings.TIME_ZONE = "Europe/Madrid"
+    sample = mark_signed(make_sample("H26-0050", types=TYPES), hematologist)
+    Sample.objects.filter(pk=sample.pk).update(
+        signed_at=datetime.datetime(2026, 12, 4, 10, 47, tzinfo=datetime.UTC))
+    html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert "2026-12-04 11:47 CET" in html
+    text = pdf_text(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
+    assert b"2026-12-04 11:47 CET" in text

@@ -37,7 +37,7 @@ _GRID = TableStyle([
 
 
 def _when(moment):
-    return formats.date_format(timezone.localtime(moment), "Y-m-d H:i") if moment else ""
+    return formats.date_format(timezone.localtime(moment), "Y-m-d H:i T") if moment else ""
 
 
 def _text(value):

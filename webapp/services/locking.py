@@ -6,7 +6,7 @@ the sample with a reason (webapp.services.sign_off).
 """
 
 from django.db import transaction
-from django.utils import formats
+from django.utils import formats, timezone
 
 from webapp.models import Sample
 
@@ -30,7 +30,9 @@ def ensure_editable(sample, action):
         return
     sample = Sample.objects.select_related("signed_by").get(pk=sample.pk)
     who = f" by {sample.signed_by.get_username()}" if sample.signed_by else ""
-    when = formats.date_format(sample.signed_at, "Y-m-d H:i") if sample.signed_at else ""
+    when = ""
+    if sample.signed_at:
+        when = formats.date_format(timezone.localtime(sample.signed_at), "Y-m-d H:i T")
     # The action reads mid-sentence, after the colon, whatever case its caller wrote it in.
     action = action[:1].lower() + action[1:]
     raise SampleLocked(
