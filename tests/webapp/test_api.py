@@ -223,3 +223,15 @@ def test_the_sample_list_says_which_results_are_signed_and_where_their_fhir_is(c
     assert client.get(rows["S-DONE"]["fhir"]).status_code == 200
     detail = client.get(reverse("lab:api-sample", args=[signed.pk])).json()
     assert (detail["status"], detail["fhir"]) == ("signed", rows["S-DONE"]["fhir"])
+
+
+def test_the_api_answers_other_methods_405_and_head_like_get(client, tech):
+    # A POST came back 403 "opened before the last sign-in" (the CSRF check), telling a
+    # laboratory system to sign in again; HEAD was refused.
+    sample = make_sample("S-HEAD", types=("NEUTROPHIL",))
+    for path in (reverse("lab:api-samples"), reverse("lab:api-sample", args=[sample.pk]),
+                 reverse("lab:api-cells"), reverse("lab:api-sample-fhir", args=[sample.pk])):
+        for method in (client.post, client.delete, client.put):
+            response = method(path)
+            assert response.status_code == 405 and "error" in response.json(), (path, method)
+    assert client.head(reverse("lab:api-samples")).status_code == 200

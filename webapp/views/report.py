@@ -10,6 +10,7 @@ from webapp.models import Sample
 from webapp.presenters.report import sample_report
 from webapp.reports.fhir import CONTENT_TYPE, NotFinal, bundle_json
 from webapp.reports.pdf import render_pdf
+from webapp.views.api import read_only
 
 
 def _report(pk):
@@ -35,7 +36,7 @@ def report_pdf(request, pk):
     return response
 
 
-@require_GET
+@read_only
 def sample_fhir(request, pk):
     report = _report(pk)
     try:
