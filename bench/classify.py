@@ -91,7 +91,8 @@ class SplitCalls:
 
     def review_flags(self, review_threshold):
         """(N,) the site's review flag of each known-type cell."""
-        return ood.needs_review(self.flag_confidence, self.ood_scores, review_threshold) | self.changed
+        first = self.calibrated if self.first_calibrated is None else self.first_calibrated
+        return second_look.needs_review(first, self.calibrated, self.ood_scores, review_threshold)
 
 
 def _split_images(folder, task, split, originals):

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from classifier import ood
+
 # A calibrated confidence under this, and the cell is looked at again.
 SECOND_LOOK_BELOW = 0.9
 # The magnifications of the second look, as factors of the photograph's scale.
@@ -49,10 +51,21 @@ class Looks:
         return self.probabilities.argmax(axis=1) != self.first.probabilities.argmax(axis=1)
 
     def needs_review(self, confidence_threshold):
-        """(N,) bool: the first look's review flag, a call the second look changed, or a served
-        confidence under the threshold."""
-        served_unsure = self.probabilities.max(axis=1) < confidence_threshold
-        return self.first.needs_review(confidence_threshold) | self.changed | served_unsure
+        """(N,) bool: the site's review flag of each cell (needs_review below)."""
+        return needs_review(self.first.probabilities, self.probabilities, self.first.ood_scores,
+                            confidence_threshold)
+
+
+def needs_review(first_probabilities, probabilities, first_ood_scores, confidence_threshold):
+    """(N,) bool: the review flag after a second look: the first look's (its confidence under the
+    threshold, or its out-of-distribution score above 1), a served confidence under the threshold,
+    or a call the second look changed."""
+    first_probabilities, probabilities = np.asarray(first_probabilities), np.asarray(probabilities)
+    if not len(probabilities):
+        return np.zeros(0, bool)
+    confidence = np.minimum(first_probabilities.max(axis=1), probabilities.max(axis=1))
+    changed = first_probabilities.argmax(axis=1) != probabilities.argmax(axis=1)
+    return ood.needs_review(confidence, first_ood_scores, confidence_threshold) | changed
 
 
 def looks_again(classifier):
