@@ -225,9 +225,13 @@ def test_the_sample_list_says_which_results_are_signed_and_where_their_fhir_is(c
     assert (detail["status"], detail["fhir"]) == ("signed", rows["S-DONE"]["fhir"])
 
 
-def test_the_api_answers_other_methods_405_and_head_like_get(client, tech):
-    # A POST came back 403 "opened before the last sign-in" (the CSRF check), telling a
-    # laboratory system to sign in again; HEAD was refused.
+def test_the_api_answers_other_methods_405_and_head_like_get(tech):
+    # A POST came back 403 "opened before the last sign-in" (the CSRF check, which Django's test
+    # client skips unless asked), telling a laboratory system to sign in again; HEAD was refused.
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(tech)
     sample = make_sample("S-HEAD", types=("NEUTROPHIL",))
     for path in (reverse("lab:api-samples"), reverse("lab:api-sample", args=[sample.pk]),
                  reverse("lab:api-cells"), reverse("lab:api-sample-fhir", args=[sample.pk])):

@@ -104,5 +104,5 @@ def test_opening_an_address_only_a_button_posts_to_explains_itself(client, tech)
     assert "Not a page to open" in body and "nothing was changed" in body and "Sign out" in body
 
     answer = client.post(reverse("lab:api-samples"))
-    assert answer.status_code == 405 and answer["Allow"] == "GET"
-    assert answer.json() == {"error": "POST is not accepted here; this address takes GET."}
+    assert answer.status_code == 405 and answer["Allow"] == "GET, HEAD"
+    assert answer.json() == {"error": "POST is not accepted here; this address takes GET, HEAD."}
