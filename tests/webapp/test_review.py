@@ -386,7 +386,8 @@ def test_the_cell_page_says_what_a_second_look_did(client, tech, settings):
                        "network&#x27;s review threshold of 80%; a second look at 1.25x changed the "
                        "network&#x27;s call from Monocyte.")
     assert said == ("Called from a second look at 1.25x the scale read from the photograph&#x27;s red "
-                    "cells, the view the network found most familiar (at that scale: Monocyte, 62%).")
+                    "cells, the view the network found most familiar; at the red cells&#x27; scale it "
+                    "read Monocyte, 62%.")
     reasons, said = page(unsure_at_first)
     assert reasons == ("because at the photograph&#x27;s own scale its confidence, 70%, was under this "
                        "network&#x27;s review threshold of 80%.")

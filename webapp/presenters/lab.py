@@ -159,7 +159,8 @@ def second_look_text(cell):
         return ""
     first = f"{type_label(cell.first_look_type)}, {round(100 * cell.first_look_confidence)}%"
     return (f"Called from a second look at {cell.view_factor:g}x the scale read from the photograph's "
-            f"red cells, the view the network found most familiar (at that scale: {first}).")
+            f"red cells, the view the network found most familiar; at the red cells' scale it read "
+            f"{first}.")
 
 
 def review_reasons(cell):
