@@ -1,6 +1,8 @@
 """The audit trail: uploads, reviews, sign-off, reopening, re-classification and deletions are each
 on record with who, when, from what and to what; the worker's cells are one row a photograph."""
 
+import re
+
 import pytest
 from auditlog.models import LogEntry
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -55,7 +57,8 @@ def test_each_review_is_one_row_from_one_type_to_another(client, tech):
     assert changes(added[1])["to_type"] == ("None", "MONOCYTE")
     newest = timeline(sample.pk)[0]
     assert newest.what == f"Cell {cell.pk} relabelled" and newest.who == "tech"
-    assert [(c.field, c.new) for c in newest.changes][:2] == [("from", "MONOCYTE"), ("to", "LYMPHOCYTE")]
+    # Types as every page names them, not as they are stored.
+    assert [(c.field, c.new) for c in newest.changes][:2] == [("from", "Monocyte"), ("to", "Lymphocyte")]
     # The network's own call kept by a reviewer: a review row, read as a confirmation.
     lymphocyte = Cell.objects.get(image__sample=sample, index=1)
     client.post(reverse("lab:cell-review", args=[lymphocyte.pk]), {"cell_type": "LYMPHOCYTE"})
@@ -78,6 +81,9 @@ def test_signing_and_reopening_are_on_record(client, hematologist):  # noqa: F81
     shown_changes = [(c.field, c.old, c.new) for c in shown[1].changes]
     assert ("signed by", "", "hema") in shown_changes
     assert ("status", "In progress", "Signed") in shown_changes
+    # A time as the pages show one, to the second with its zone, not Python's str() of it.
+    (signed_at,) = [new for field, _, new in shown_changes if field == "signed at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", signed_at), signed_at
     page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
     assert 'data-role="timeline"' in page and "Recount the monocytes." in page
 

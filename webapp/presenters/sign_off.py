@@ -1,7 +1,12 @@
 """The sign-off panel of the sample page, its audit timeline, and the status badges of the lists."""
 
+import datetime
 from dataclasses import dataclass, field
 
+from django.utils import formats, timezone
+from django.utils.dateparse import parse_datetime
+
+from webapp.counting import type_label
 from webapp.models import Sample, SmearImage
 from webapp.presenters import ViewModel
 from webapp.selectors import (
@@ -79,6 +84,7 @@ def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=2
 _EMPTY = {"None", "", "False", "0"}
 _USER_FIELDS = {"signed_by", "reopened_by", "reviewed_by"}
 _VERSION_FIELDS = {"model_version", "requested_version"}
+_TYPE_FIELDS = {"cell_type", "corrected_type", "predicted_type", "from_type", "to_type", "first_look_type"}
 _STATUS_WORDS = {**dict(Sample.Status.choices), **dict(SmearImage.Status.choices)}
 _LABELS = {"model_version": "model version", "requested_version": "queued for version",
            "cell_type": "type", "corrected_type": "reviewer's type", "from_type": "from",
@@ -94,6 +100,12 @@ def _shown(name, value, names):
         return f"v{value}"
     if name == "status":
         return _STATUS_WORDS.get(value, value)
+    if name in _TYPE_FIELDS and value:
+        return type_label(value)  # "Immature granulocyte", as every page names it
+    if name.endswith("_at") and (moment := parse_datetime(value)) is not None:
+        if timezone.is_naive(moment):
+            moment = timezone.make_aware(moment, datetime.UTC)  # stored in UTC (USE_TZ)
+        return formats.date_format(timezone.localtime(moment), "Y-m-d H:i:s T")
     return value
 
 
