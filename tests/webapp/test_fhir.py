@@ -130,3 +130,12 @@ def test_binary_network_result_sends_its_two_groups(client, tech, hematologist):
     # FHIR decimals parse back as Decimal.
     assert observations["34999-3"].valueQuantity.value == Decimal("66.7")  # polymorphonuclear cells
     assert observations["Mononuclear (% of leukocytes)"].valueQuantity.value == Decimal("33.3")
+
+
+def test_a_reader_asking_for_xml_only_is_told_what_there_is(client, tech, hematologist):
+    sample = mark_signed(make_sample("H26-0109", types=TYPES), hematologist)
+    path = reverse("lab:api-sample-fhir", args=[sample.pk])
+    refused = client.get(path, HTTP_ACCEPT="application/fhir+xml")
+    assert refused.status_code == 406 and "application/fhir+json" in refused.json()["error"]
+    for accept in ("application/fhir+json", "application/json", "*/*", "application/fhir+xml, */*;q=0.1"):
+        assert client.get(path, HTTP_ACCEPT=accept).status_code == 200, accept

@@ -38,6 +38,9 @@ def report_pdf(request, pk):
 
 @read_only
 def sample_fhir(request, pk):
+    if not (request.accepts(CONTENT_TYPE) or request.accepts("application/json")):
+        # Asked for FHIR's XML (or anything else) only: say what there is, not JSON with a 200.
+        return JsonResponse({"error": f"Only {CONTENT_TYPE} is served here."}, status=406)
     report = _report(pk)
     try:
         body = bundle_json(report)
