@@ -33,6 +33,9 @@ class TypeRule:
     group: str = ""  # MONONUCLEAR / POLYNUCLEAR, "" where the published grouping has no place
     reviewer_only: bool = False  # no network calls it; only a reviewer gives it
     reported_as: str = ""  # the name a per-100 figure goes by on reports (NRBC)
+    # The per-100 figure's key in the CSV and the API: a code a lab's system can match on, apart
+    # from the words a report prints ("Smudge cells").
+    export_code: str = ""
     meaning: str = ""
 
     @property
@@ -64,9 +67,9 @@ RULES = {rule.name: rule for rule in (
     # A binary network's calls are the groups themselves.
     TypeRule(MONONUCLEAR, _D, "M", MONONUCLEAR),
     TypeRule(POLYNUCLEAR, _D, "P", POLYNUCLEAR),
-    TypeRule("ERYTHROBLAST", _P, "R", reported_as="NRBC",
+    TypeRule("ERYTHROBLAST", _P, "R", reported_as="NRBC", export_code="NRBC",
              meaning="nucleated red cells per 100 leukocytes"),
-    TypeRule("SMUDGE_CELL", _P, "S", reviewer_only=True, reported_as="Smudge cells",
+    TypeRule("SMUDGE_CELL", _P, "S", reviewer_only=True, reported_as="Smudge cells", export_code="SMUDGE",
              meaning="smudge cells per 100 leukocytes"),
     TypeRule("PLATELET", _A, "G"),  # G: a platelet clump is the usual false detection
     TypeRule("ARTEFACT", _A, "A", reviewer_only=True),

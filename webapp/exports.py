@@ -48,7 +48,7 @@ def _sample_rows(sample):
     # Beside the differential, by webapp.counting's rules: per 100 leukocytes (NRBC), then what
     # is listed apart and not counted.
     for row in formula.per_100:
-        yield [f"per_100_leukocytes_{row.reported_as}", row.count, row.per_100]
+        yield [f"per_100_leukocytes_{row.code}", row.count, row.per_100]
     for name, count in formula.listed_apart:
         yield [f"listed_apart_{name}", count]
     yield ["unidentified_not_counted", formula.unidentified]

@@ -522,7 +522,8 @@ class PerHundredRow:
     """A count reported per 100 leukocytes beside the differential (NRBC, smudge cells)."""
 
     name: str
-    reported_as: str
+    reported_as: str  # as reports print it
+    code: str  # its key in the CSV and the API
     count: int
     per_100: float  # per 100 leukocytes of the differential; 0.0 when there are none
 
@@ -561,7 +562,7 @@ class LeukocyteFormula:
             "model_versions": self.model_versions,
             "types": {row.name: row.as_dict() for row in self.rows},
             "groups": {row.name: row.as_dict() for row in self.groups},
-            "per_100_leukocytes": {row.reported_as: row.as_dict() for row in self.per_100},
+            "per_100_leukocytes": {row.code: row.as_dict() for row in self.per_100},
             "listed_apart": dict(self.listed_apart),
             "unidentified": self.unidentified,
             "partial_left_out": self.partial_left_out,
@@ -645,7 +646,7 @@ def leukocyte_formula(sample):
                     if counting_of(name) is Counting.DIFFERENTIAL}
     total = sum(differential.values())
     per_100 = [
-        PerHundredRow(name, rule_for(name).reported_as, per_type.get(name, 0),
+        PerHundredRow(name, rule_for(name).reported_as, rule_for(name).export_code, per_type.get(name, 0),
                       round(100 * per_type.get(name, 0) / total, 1) if total else 0.0)
         for name in sorted(RULES, key=type_order)
         if counting_of(name) is Counting.PER_100_LEUKOCYTES

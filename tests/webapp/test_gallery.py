@@ -198,14 +198,17 @@ def test_the_formula_shows_groups_apart_per_100_figures_and_what_is_left_out(cli
 
 
 def test_the_export_and_the_api_carry_the_types_beside_the_differential(client, tech):
-    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL", "MONOCYTE"))
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL", "MONOCYTE", "NEUTROPHIL"))
     cells = cells_of(sample)
     review_cell(cells[2], "ERYTHROBLAST", tech)
     review_cell(cells[3], "PLATELET", tech)
+    review_cell(cells[4], "SMUDGE_CELL", tech)
     Cell.objects.filter(pk=cells[1].pk).update(is_partial=True)
     text = client.get(reverse("lab:sample-export", args=[sample.pk])).content.decode()
     rows = list(csv.reader(io.StringIO(text)))
     assert ["per_100_leukocytes_NRBC", "1", "100.0"] in rows
+    # Keyed by a code a lab's system matches on, not by the words the report prints.
+    assert ["per_100_leukocytes_SMUDGE", "1", "100.0"] in rows
     assert ["listed_apart_PLATELET", "1"] in rows
     assert ["edge_cells_not_counted", "1"] in rows and ["unidentified_not_counted", "0"] in rows
     assert ["TOTAL", "1", "100.0"] in rows
@@ -215,6 +218,8 @@ def test_the_export_and_the_api_carry_the_types_beside_the_differential(client, 
     formula = client.get(reverse("lab:api-sample", args=[sample.pk])).json()["formula"]
     assert formula["per_100_leukocytes"]["NRBC"] == {"type": "ERYTHROBLAST", "count": 1,
                                                      "per_100_leukocytes": 100.0}
+    assert formula["per_100_leukocytes"]["SMUDGE"] == {"type": "SMUDGE_CELL", "count": 1,
+                                                       "per_100_leukocytes": 100.0}
     assert formula["listed_apart"] == {"PLATELET": 1}
     assert formula["partial_left_out"] == 1 and formula["total"] == 1
 
