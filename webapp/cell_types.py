@@ -25,12 +25,14 @@ def review_types(class_names):
 
     A network that names leukocyte types: its own, every type of the lab's differential (a
     four-type network knows no basophil, yet a basophil is what the reviewer sees) and the
-    reviewer-only types. A binary network: its two groups and the reviewer-only types that name
-    no leukocyte type (a smudge cell, an artefact, an unidentified cell).
+    reviewer-only types. A binary network: its two groups, the lab's types that are no leukocyte
+    (an erythroblast, a platelet: the formula counts them apart whatever network called the cell)
+    and the reviewer-only types that name no leukocyte type (a smudge cell, an artefact, an
+    unidentified cell).
     """
     names = set(class_names)
     if names <= {MONONUCLEAR, POLYNUCLEAR}:
-        names |= set(TYPELESS)
+        names |= set(TYPELESS) | {name for name in LAB_TYPES if not rule_for(name).in_differential}
     else:
         names |= set(LAB_TYPES) | set(REVIEWER_ONLY)
     return sorted(names, key=type_order)

@@ -41,6 +41,10 @@ def test_box_overlap_and_one_to_one_matching():
     ("LYMPHOCYTE", ("MONONUCLEAR", "POLYNUCLEAR"), "MONONUCLEAR"),
     ("BASOPHIL", ("MONONUCLEAR", "POLYNUCLEAR"), "POLYNUCLEAR"),
     ("ARTEFACT", ("MONONUCLEAR", "POLYNUCLEAR"), "ARTEFACT"),
+    # No leukocyte, whatever network called it: a binary network's cell can be one too.
+    ("PLATELET", ("MONONUCLEAR", "POLYNUCLEAR"), "PLATELET"),
+    ("ERYTHROBLAST", ("MONONUCLEAR", "POLYNUCLEAR"), "ERYTHROBLAST"),
+    ("BLAST", ("MONONUCLEAR", "POLYNUCLEAR"), None),  # a leukocyte in neither group
     ("MONONUCLEAR", ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"), None),  # which type?
 ])
 def test_a_label_is_restated_in_the_new_networks_types(label, class_names, carried):
@@ -201,6 +205,27 @@ def test_photographs_added_to_a_sample_keep_its_network(
     # A sample already split between versions, or never classified, takes the active one.
     fresh = uploads.create_sample_with_images("N-1", "", [upload("c.jpg", jpeg_bytes(seed=4))]).sample
     assert uploads.sample_version_id(fresh) is None
+
+
+def test_cells_a_reviewer_named_no_leukocyte_stay_out_of_a_binary_networks_differential(
+    network, stored_image, django_user_model  # noqa: F811
+):
+    four = make_version()
+    classification.classify_smear_image(stored_image.pk)
+    reviewer = django_user_model.objects.create_user("reviewer")
+    review_cell(Cell.objects.get(model_version=four, index=0), "PLATELET", reviewer)
+    review_cell(Cell.objects.get(model_version=four, index=1), "ERYTHROBLAST", reviewer)
+
+    binary = make_version(class_names=("MONONUCLEAR", "POLYNUCLEAR"))
+    network.analysis = analysis_with(BOXES, predicted="NEUTROPHIL")
+    classification.classify_smear_image(stored_image.pk)
+
+    cells = Cell.objects.filter(model_version=binary).order_by("index")
+    assert [(cell.cell_type, cell.needs_review) for cell in cells] == [
+        ("PLATELET", False), ("ERYTHROBLAST", False)]
+    formula = leukocyte_formula(stored_image.sample)
+    assert formula.total == 0 and formula.listed_apart == [("PLATELET", 1)]
+    assert [(row.code, row.count) for row in formula.per_100] == [("NRBC", 1)]
 
 
 def test_a_newer_label_the_network_cannot_state_sends_the_cell_back_to_review(

@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from webapp import audit
 from webapp.cell_types import allowed_types
+from webapp.counting import RULES, type_label
 
 # Re-exported until services/classification.py imports it from webapp.cell_types.
 from webapp.models import Cell, CellReview, Sample
@@ -40,9 +41,9 @@ def review_cell(cell, new_type, user):
     new_type = (new_type or "").strip().upper()
     choices = allowed_types(cell)
     if new_type not in choices:
-        raise ReviewError(
-            f"{new_type or 'An empty type'} is not one of this model's types: {', '.join(choices)}."
-        )
+        named = type_label(new_type) if new_type in RULES else new_type
+        raise ReviewError(f"{named or 'An empty type'} is not one of this model's types: "
+                          f"{', '.join(type_label(name) for name in choices)}.")
     if cell.corrected_type == new_type and not cell.review_carried_from_id:
         return cell, None
     # The review's row is the review's audit row (from, to, who, when): one row a review.
