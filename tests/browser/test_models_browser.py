@@ -9,6 +9,7 @@ import re
 import pytest
 
 from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
+from tests.webapp.lab_factories import with_role
 from webapp.models import ModelVersion
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -21,7 +22,7 @@ def test_a_lab_lead_reads_the_active_version_in_words(live_server, browser_page,
     if not registered:
         pytest.skip("classifier/default_model/ holds no bundled network")
     active = ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE)
-    django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True)
+    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
     page = browser_page
     sign_in(page, live_server.url, "lead")
 

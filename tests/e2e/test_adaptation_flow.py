@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from tests.conftest import WORKER_ADAPTATION_EPOCHS, WORKER_ADAPTATION_FOLDS
 from tests.e2e.test_retraining import follow_progress
+from tests.webapp.lab_factories import with_role
 from tests.webapp.test_adaptation import reviewed_cells, train_tiny_network
 from webapp.models import ModelVersion
 from webapp.services.model_versions import activate_version, register_model_directory
@@ -27,7 +28,8 @@ def test_adapt_to_this_lab_runs_on_the_worker_and_records_its_cells(client, djan
     base, _ = register_model_directory(folder, dataset_path=str(data))
     base = activate_version(base)
     reviewed_cells(base, isolated_media_root)  # two reviewed cells of each of the four types
-    lead = django_user_model.objects.create_user("lead", password="a-long-passphrase-1", is_staff=True)
+    lead = with_role(django_user_model.objects.create_user(
+        "lead", password="a-long-passphrase-1", is_staff=True), "admin")
     client.force_login(lead)
 
     response = client.post(reverse("models:adapt"))

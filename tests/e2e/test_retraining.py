@@ -18,6 +18,7 @@ from PIL import Image, ImageDraw
 from tests.classifier.sources import CROP_LAB_CLASSES, write_two_sources
 from tests.conftest import DATASETS_DIR
 from tests.synthetic_cells import write_cell_folder
+from tests.webapp.lab_factories import with_role
 from webapp.models import ModelActivation, ModelVersion, Sample, SmearImage
 from webapp.services.model_registry import active_version
 
@@ -29,7 +30,8 @@ CLASSIFY_TIMEOUT_S = 180
 
 @pytest.fixture
 def staff(client, django_user_model):
-    user = django_user_model.objects.create_user("lead", password="a-long-passphrase-1", is_staff=True)
+    user = with_role(django_user_model.objects.create_user(
+        "lead", password="a-long-passphrase-1", is_staff=True), "admin")
     client.force_login(user)
     return user
 

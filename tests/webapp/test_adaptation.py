@@ -9,7 +9,7 @@ from django.urls import reverse
 from classifier.training import TrainingConfig, train_classifier
 from classifier.training.adaptation import DEFAULT_EPOCHS, DEFAULT_FOLDS
 from tests.synthetic_cells import draw_cell, write_cell_folder
-from tests.webapp.lab_factories import make_sample
+from tests.webapp.lab_factories import make_sample, with_role
 from webapp.models import Cell, ModelVersion
 from webapp.services import training
 from webapp.services.model_versions import activate_version, register_model_directory
@@ -59,7 +59,8 @@ def reviewed_cells(version, media_root, per_type=2, extra=()):
 
 @pytest.fixture
 def staff_client(client, django_user_model):
-    staff = django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True)
+    staff = with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True),
+                      "admin")
     client.force_login(staff)
     return client
 

@@ -34,7 +34,7 @@ def test_forbidden_page_gives_the_reason_the_view_raised(client, tech):
     response = client.get(reverse("models:list"))
     assert response.status_code == 403
     body = response.content.decode()
-    assert "Model versions and retraining are for staff only." in body
+    assert "Model versions and retraining are for the lab&#x27;s administrators" in body
     assert 'href="/history/"' in body
 
 
@@ -44,7 +44,8 @@ def test_a_403_is_logged_in_one_line_without_a_traceback(client, tech, caplog):
     [record] = [r for r in caplog.records if r.name == "django.request"]
     assert record.exc_info is None
     assert record.getMessage() == ("Forbidden (Permission denied): /models/ - user tech - "
-                                   "Model versions and retraining are for staff only.")
+                                   "Model versions and retraining are for the lab's administrators: "
+                                   "the admin role, with staff status.")
 
 
 def test_a_server_error_keeps_its_traceback_in_the_log(rf, caplog):

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from classifier.errors import TrainingCancelled, TrainingDataError
 from tests.synthetic_cells import write_cell_folder
-from tests.webapp.lab_factories import make_sample
+from tests.webapp.lab_factories import make_sample, with_role
 from webapp import urls_models
 from webapp.models import Cell, ModelActivation, ModelVersion, Sample, SmearImage
 from webapp.presenters.charts import learning_curve_chart
@@ -61,7 +61,7 @@ def make_version(status=ModelVersion.Status.READY, **fields):
 
 @pytest.fixture
 def staff(django_user_model):
-    return django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True)
+    return with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
 
 
 @pytest.fixture
@@ -81,17 +81,21 @@ def _example_path(pattern):
 
 
 @pytest.mark.django_db
-def test_signed_in_non_staff_get_403_on_every_models_url(client, django_user_model):
-    make_version()
-    user = django_user_model.objects.create_user("tech", password=PASSWORD)
+@pytest.mark.parametrize("who", ["technologist", "staff technologist", "admin without staff status"])
+def test_only_the_admin_role_with_staff_status_reaches_any_models_url(client, django_user_model, who):
+    version = make_version(status=ModelVersion.Status.READY)
+    user = django_user_model.objects.create_user("someone", password=PASSWORD,
+                                                 is_staff=who != "admin without staff status")
+    with_role(user, "admin" if who.startswith("admin") else "technologist")
     client.force_login(user)
     patterns = [p for p in urls_models.urlpatterns if isinstance(p, URLPattern)]
     assert len(patterns) >= 6
     for pattern in patterns:
-        path = _example_path(pattern)
+        path = _example_path(pattern).replace("/1/", f"/{version.pk}/")
         assert client.get(path).status_code == 403, path
         assert client.post(path, {"epochs": 1, "all_samples": "on"}).status_code == 403, path
     assert not ModelVersion.objects.filter(status=ModelVersion.Status.TRAINING).exists()
+    assert ModelVersion.objects.get(pk=version.pk).status == ModelVersion.Status.READY  # not activated
     assert "Models" not in client.get(reverse("home")).content.decode()
 
 

@@ -13,6 +13,7 @@ import classifier.train_cli
 import classifier.training
 from classifier.errors import TrainingDataError
 from classifier.training.recipe import SETTINGS, Offered, Recipe
+from tests.webapp.lab_factories import with_role
 from webapp.forms_models import RetrainForm
 from webapp.management.commands.train import Command as TrainCommand
 from webapp.models import ModelVersion
@@ -151,8 +152,8 @@ def test_a_frozen_imagenet_trunk_given_on_either_command_line_reaches_the_run(ca
 
 @pytest.mark.django_db
 def test_every_setting_on_the_retraining_form_reaches_the_version(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("lead", password="x-long-pass-1",
-                                                             is_staff=True))
+    client.force_login(with_role(django_user_model.objects.create_user("lead", password="x-long-pass-1",
+                                                                       is_staff=True), "admin"))
     values = other_values(ON_FORM)
     form = RetrainForm()
     assert {name: form.initial[name] for name in ON_FORM} == {

@@ -321,7 +321,8 @@ def test_reclassifying_leaves_signed_samples_untouched_and_says_so(
     assert [args for _, args in sent_tasks] == [(open_one.images.get().pk,)]
     image = signed.images.get()
     assert image.status == SmearImage.Status.DONE and image.requested_version is None
-    staff = django_user_model.objects.create_user("staff", password="a-long-passphrase-1", is_staff=True)
+    staff = with_role(django_user_model.objects.create_user("staff", password="a-long-passphrase-1",
+                                                            is_staff=True), "admin")
     client.force_login(staff)
     response = client.post(reverse("models:reclassify"), {"all_samples": "on"}, follow=True)
     assert "1 signed sample left as it is (SIGNED-1)" in response.content.decode()

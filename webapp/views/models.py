@@ -30,16 +30,26 @@ from webapp.services.training import (
 )
 from webapp.wording import count_of
 
+# The admin role's permission (migration 0009): staff status alone lets a person into the Django
+# admin, not decide which network counts the lab's cells.
+MODEL_ADMIN_PERMISSION = "webapp.change_modelversion"
+
+
+def can_manage_models(user):
+    return user.is_staff and user.has_perm(MODEL_ADMIN_PERMISSION)
+
 
 def staff_required(view):
-    """Signed-in staff only; any other signed-in user gets 403 rather than a login loop."""
+    """Signed-in staff in the admin role only; any other signed-in user gets 403 rather than a
+    login loop."""
 
     @wraps(view)
     def wrapped(request, *args, **kwargs):
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
-        if not request.user.is_staff:
-            raise PermissionDenied("Model versions and retraining are for staff only.")
+        if not can_manage_models(request.user):
+            raise PermissionDenied("Model versions and retraining are for the lab's administrators: "
+                                   "the admin role, with staff status.")
         return view(request, *args, **kwargs)
 
     return wrapped
