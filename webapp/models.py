@@ -211,6 +211,8 @@ class SmearImage(models.Model):
     height = models.PositiveIntegerField()
     file_size = models.PositiveIntegerField()
     checksum = models.CharField(max_length=64, db_index=True)  # SHA-256 of the stored file
+    # webapp.intake.fingerprint of its pixels: the same field in another file ("" before 0014).
+    fingerprint = models.CharField(max_length=64, blank=True, default="", db_index=True)
     conversion_note = models.CharField(max_length=255, blank=True)
 
     quality = models.JSONField(default=dict)

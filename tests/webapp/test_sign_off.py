@@ -262,8 +262,8 @@ def test_photographs_are_refused_when_the_sample_is_signed_while_they_are_read(
     Sample.objects.filter(pk=sample.pk).update(target_count=3)
     checked = uploads.check_files
 
-    def checked_while_signing(files, known=None):
-        result = checked(files, known)
+    def checked_while_signing(files, *known):
+        result = checked(files, *known)
         sign_sample(Sample.objects.get(pk=sample.pk), hematologist)
         return result
 

@@ -5,6 +5,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -25,6 +26,19 @@ def smear_array(width=120, height=90, seed=0):
     rgb[height // 3 : height // 2, width // 3 : width // 2] = (110, 60, 160)
     noise = rng.integers(0, 12, size=rgb.shape, dtype=np.uint8)
     return rgb - noise
+
+
+def field_array(seed=0, width=320, height=240):
+    """A smear field as a camera sees it: soft-edged red cells and a nucleus, mild sensor noise."""
+    rng = np.random.default_rng(seed)
+    rgb = np.full((height, width, 3), (232, 215, 205), np.uint8)
+    for _ in range(14):
+        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        cv2.circle(rgb, centre, int(rng.integers(14, 22)), (205, 130, 140), -1)
+    cv2.circle(rgb, (int(rng.integers(80, width - 80)), int(rng.integers(60, height - 60))), 26,
+               (110, 60, 160), -1)
+    rgb = cv2.GaussianBlur(rgb, (0, 0), 2)
+    return np.clip(rgb.astype(np.int16) + rng.integers(-3, 4, rgb.shape), 0, 255).astype(np.uint8)
 
 
 def encoded(image, fmt, **params):
@@ -130,6 +144,16 @@ def test_multi_frame_tiff_keeps_the_first_frame():
     checked = check_image(upload("stack.tif", data))
     assert "first of 2 frames" in checked.conversion_note
     assert getattr(Image.open(io.BytesIO(checked.content)), "n_frames", 1) == 1
+
+
+def test_a_tiff_that_opens_with_a_thumbnail_keeps_its_largest_page():
+    field = Image.fromarray(smear_array(width=240, height=180))
+    thumbnail = field.resize((80, 60))
+    data = encoded(thumbnail, "TIFF", save_all=True, append_images=[field])
+    checked = check_image(upload("with-thumbnail.tif", data))
+    assert (checked.width, checked.height) == (240, 180)
+    assert "page 2 of 2 kept, the largest" in checked.conversion_note
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(checked.content))), np.asarray(field))
 
 
 def test_greyscale_is_refused_with_the_clinical_reason():
@@ -324,6 +348,58 @@ def test_the_same_photograph_twice_is_counted_once(queued):
                                                          upload("new.jpg", jpeg_bytes(seed=5))])
     assert [image.original_filename for image in again.stored] == ["new.jpg"]
     assert "same photograph as a.jpg" in again.rejected[0].reason
+
+
+@pytest.mark.django_db
+def test_the_same_field_in_another_file_format_or_orientation_flag_is_counted_once(queued):
+    jpeg = encoded(Image.fromarray(field_array()), "JPEG", quality=95)
+    as_png = encoded(Image.open(io.BytesIO(jpeg)), "PNG")
+    resaved = encoded(Image.open(io.BytesIO(jpeg)), "JPEG", quality=80)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "turn 90 degrees to be upright": the pixels stored turned the other way
+    turned = encoded(Image.open(io.BytesIO(jpeg)).transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95,
+                     exif=exif.tobytes())
+    result = create_sample_with_images("H26-0201", "", [upload("field.jpg", jpeg),
+                                                        upload("field.png", as_png)])
+    assert [image.original_filename for image in result.stored] == ["field.jpg"]
+    assert "same photograph as field.jpg" in result.rejected[0].reason
+    again = uploads.add_images_to_sample(result.sample, [upload("resaved.jpg", resaved),
+                                                         upload("turned.jpg", turned),
+                                                         upload("other.jpg", encoded(Image.fromarray(
+                                                             field_array(seed=3)), "JPEG"))])
+    assert [image.original_filename for image in again.stored] == ["other.jpg"]
+    assert [item.name for item in again.rejected] == ["resaved.jpg", "turned.jpg"]
+    assert all("same photograph as field.jpg" in item.reason for item in again.rejected)
+
+
+@pytest.mark.django_db
+def test_a_photograph_stored_by_another_upload_while_the_files_were_read_is_refused(queued, monkeypatch):
+    sample = create_sample_with_images("H26-0202", "", [upload("a.jpg", jpeg_bytes())]).sample
+    data = jpeg_bytes(seed=8)
+    check_files = uploads.check_files
+
+    def read_while_another_upload_lands(files, *known):
+        checked = check_files(files, *known)
+        uploads.add_images(sample, checked[0])  # the other upload of the same file, stored first
+        return checked
+
+    monkeypatch.setattr(uploads, "check_files", read_while_another_upload_lands)
+    result = uploads.add_images_to_sample(sample, [upload("b.jpg", data)])
+    assert result.stored == [] and "same photograph as b.jpg" in result.rejected[0].reason
+    assert sample.images.filter(original_filename="b.jpg").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_photograph_another_sample_holds_is_stored_with_a_warning(client, tech, queued):
+    data = jpeg_bytes(seed=9)
+    create_sample_with_images("H26-0203", "", [upload("field.jpg", data)])
+    as_png = encoded(Image.open(io.BytesIO(data)), "PNG")
+    response = client.post(reverse("lab:upload"), {"accession_number": "H26-0204",
+                                                   "images": [upload("field.png", as_png)]}, follow=True)
+    body = response.content.decode()
+    assert Sample.objects.get(accession_number="H26-0204").images.count() == 1
+    assert ("field.png is the same photograph as one in sample H26-0203: check that it belongs to this "
+            "patient.") in body
 
 
 # --- too many files in one request ---------------------------------------------------------------

@@ -12,10 +12,11 @@ from pathlib import PurePath
 
 from django.core.files.base import ContentFile
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from webapp import audit
-from webapp.intake import check_files
+from webapp.intake import RejectedFile, check_files, duplicate_reason, same_field_name
 from webapp.models import Sample, SmearImage
 from webapp.queueing import queue_classifications
 from webapp.selectors import sample_version_id, samples_with_accession
@@ -49,6 +50,10 @@ class UploadResult:
     sample: Sample | None = None
     stored: list = field(default_factory=list)
     rejected: list = field(default_factory=list)
+    # (file name, accession numbers): stored photographs another sample holds too. Not refused
+    # (a teaching slide may be entered twice), but a field in two patients' samples is more often
+    # a mix-up, which the person uploading should hear of at once.
+    also_elsewhere: list = field(default_factory=list)
 
 
 def _stored_name(original_name, extension):
@@ -71,6 +76,7 @@ def add_images(sample, accepted, model_version_id=None):
                     height=checked.height,
                     file_size=len(checked.content),
                     checksum=checked.checksum or hashlib.sha256(checked.content).hexdigest(),
+                    fingerprint=checked.fingerprint,
                     conversion_note=checked.conversion_note,
                     requested_version_id=model_version_id,
                 )
@@ -104,6 +110,7 @@ def create_sample_with_images(accession_number, note, files, user=None):
         )
         result.stored = add_images(sample, accepted)
     result.sample = sample
+    result.also_elsewhere = _also_elsewhere(sample, result.stored)
     logger.info("Sample %s: %d image(s) queued, %d rejected", sample.pk, len(result.stored), len(rejected))
     return result
 
@@ -111,15 +118,45 @@ def create_sample_with_images(accession_number, note, files, user=None):
 def add_images_to_sample(sample, files):
     """More photographs for a sample; refused (SampleLocked) while it is signed."""
     ensure_editable(sample, "adding photographs")  # before reading the files: refused at once
-    known = dict(sample.images.values_list("checksum", "original_filename"))
-    accepted, rejected = check_files(files, known)
+    accepted, rejected = check_files(files, *_known_photographs(sample))
     stored = []
     if accepted:
         with transaction.atomic():
-            # Again, the sample locked: it may have been signed while the files were read.
+            # Again, the sample locked: it may have been signed, or been given the same photograph
+            # by another upload, while the files were read.
             ensure_editable(sample, "adding photographs")
+            checksums, fingerprints = _known_photographs(sample)
+            for name, checked in list(accepted):
+                same = checksums.get(checked.checksum) or same_field_name(checked.fingerprint, fingerprints)
+                if same is not None:
+                    accepted.remove((name, checked))
+                    rejected.append(RejectedFile(name, duplicate_reason(same)))
             stored = add_images(sample, accepted, sample_version_id(sample))
-    return UploadResult(sample=sample, stored=stored, rejected=rejected)
+    return UploadResult(sample=sample, stored=stored, rejected=rejected,
+                        also_elsewhere=_also_elsewhere(sample, stored))
+
+
+def _known_photographs(sample):
+    """({checksum: file name}, {fingerprint: file name}) of the sample's photographs."""
+    rows = list(sample.images.values_list("checksum", "fingerprint", "original_filename"))
+    return ({checksum: name for checksum, _, name in rows},
+            {fingerprint: name for _, fingerprint, name in rows if fingerprint})
+
+
+def _also_elsewhere(sample, stored):
+    """[(file name, [accession numbers])] of the stored photographs other samples hold too: the
+    same file, or the same pixels in another one (an equal fingerprint, which its index finds)."""
+    found = []
+    for image in stored:
+        alike = Q(checksum=image.checksum)
+        if image.fingerprint:
+            alike |= Q(fingerprint=image.fingerprint)
+        same = (SmearImage.objects.exclude(sample=sample).filter(alike).order_by("sample__created_at")
+                .values_list("sample__accession_number", flat=True))
+        accessions = list(dict.fromkeys(same))
+        if accessions:
+            found.append((image.original_filename, accessions))
+    return found
 
 
 @transaction.atomic

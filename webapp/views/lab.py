@@ -68,6 +68,12 @@ def _report_rejections(request, rejected):
         messages.error(request, f"{item.name} was not stored: {item.reason}")
 
 
+def _report_also_elsewhere(request, also_elsewhere):
+    for name, accessions in also_elsewhere:
+        messages.warning(request, f"{name} is the same photograph as one in sample {', '.join(accessions)}: "
+                                  "check that it belongs to this patient.")
+
+
 @require_http_methods(["GET", "POST"])
 @roles.lab_work(roles.UPLOAD, "Uploading photographs")
 def upload(request):
@@ -87,6 +93,7 @@ def upload(request):
             queued = count_of(len(result.stored), "photograph")
             messages.success(request, f"{queued} queued for classification.")
             _report_rejections(request, result.rejected)
+            _report_also_elsewhere(request, result.also_elsewhere)
             return redirect("lab:sample-detail", pk=result.sample.pk)
         rejected = result.rejected
         form.add_error("images", "None of the files could be stored; nothing was saved.")
@@ -170,6 +177,7 @@ def sample_add_images(request, pk):
         queued = count_of(len(result.stored), "more photograph")
         messages.success(request, f"{queued} queued for classification.")
     _report_rejections(request, result.rejected)
+    _report_also_elsewhere(request, result.also_elsewhere)
     return redirect("lab:sample-detail", pk=sample.pk)
 
 
