@@ -504,10 +504,9 @@ class FormulaRow:
 
     @classmethod
     def rows(cls, counts, total):
-        """One row per (name, count), the percentages rounded to add up to exactly 100.0."""
-        percents = _shares_adding_to_100([count for _, count in counts], total)
-        return [cls(name, count, percent, *wilson_interval(count, total))
-                for (name, count), percent in zip(counts, percents, strict=True)]
+        """One row per (name, count), each percentage rounded on its own (_percent)."""
+        return [cls(name, count, _percent(count, total), *wilson_interval(count, total))
+                for name, count in counts]
 
     @property
     def range_width(self):
@@ -536,7 +535,7 @@ class LeukocyteFormula:
     """A sample's differential and what is reported beside it, by the rules of webapp.counting."""
 
     total: int = 0  # leukocytes in the differential
-    rows: list = field(default_factory=list)  # FormulaRow per leukocyte type, adding to 100
+    rows: list = field(default_factory=list)  # FormulaRow per leukocyte type, each rounded alone
     groups: list = field(default_factory=list)  # mononuclear / polynuclear, its own table
     reviewed: int = 0
     awaiting_review: int = 0
@@ -600,22 +599,11 @@ class LeukocyteFormula:
 
 
 def _percent(count, total):
-    return round(100.0 * count / total, 1) if total else 0.0
-
-
-def _shares_adding_to_100(counts, total):
-    """Percentages to one decimal that add up to the 100.0 of the Total row (largest remainder):
-    rounding each alone gives 99.9 or 100.1 for three types of 1 cell each. Rows that leave some
-    of the total out (the mononuclear and polynuclear groups, with blasts in neither) add up to
-    their own share, rounded: 4 and 18 of 24 read 16.7 and 75.0, not 16.6."""
-    if not total:
-        return [0.0] * len(counts)
-    tenths = [1000 * count / total for count in counts]
-    floored = [int(value) for value in tenths]
-    by_remainder = sorted(range(len(counts)), key=lambda i: floored[i] - tenths[i])
-    for i in by_remainder[: round(1000 * sum(counts) / total) - sum(floored)]:
-        floored[i] += 1
-    return [value / 10 for value in floored]
+    """100 * count / total to one decimal, halves up, in integers (a float's 0.05 may fall either
+    side). Each share is rounded on its own, so that one count reads one percentage wherever it is
+    shown (a type, a group, two types of equal count): the column may then add up to a few tenths
+    more or less than 100, as an analyser's does, which the formula's note says."""
+    return (2000 * count + total) // (2 * total) / 10 if total else 0.0
 
 
 def leukocyte_formula(sample):
@@ -853,6 +841,11 @@ def model_versions():
 def model_versions_with_cell_counts():
     """Every version, newest first, each with how many cells it classified (`cell_count`)."""
     return model_versions().annotate(cell_count=Count("cells")).order_by("-pk")
+
+
+def active_version_id():
+    """The id of the version that classifies new samples, or None."""
+    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("pk", flat=True).first()
 
 
 def ever_active_version_ids():

@@ -191,6 +191,7 @@ def test_the_formula_shows_groups_apart_per_100_figures_and_what_is_left_out(cli
     assert "1 cell cut by the photograph's edge, not counted." in body
     version = sample.images.get().model_version
     assert f"Counted from model v{version.pk} (four cell types)." in body
+    assert "New samples are counted by" not in body  # its network is the active one
     # The note is written from webapp.counting's rules.
     assert "Erythroblast (NRBC), Smudge cell (Smudge cells): reported per 100 leukocytes" in body
     assert "Platelet, Artefact: listed apart, not counted." in body
@@ -232,3 +233,12 @@ def test_an_unconfirmed_call_looks_different_from_a_confirmed_one(client, tech):
     assert body.count("current unconfirmed") == 2 and body.count("current confirmed") == 2
     assert "the network's call, not yet confirmed" in body
     assert 'data-role="box-legend"' in body and 'Dashed, "?" on the label: needs review' in body
+
+
+def test_a_sample_counted_by_an_earlier_network_says_which_counts_new_samples(client, tech):
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE"))
+    earlier = sample.images.get().model_version
+    newer = make_version()  # activated: it classifies new samples from now on
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert (f"Counted from model v{earlier.pk} (four cell types). New samples are counted by model "
+            f"v{newer.pk} now; photographs added to this one keep its network") in body

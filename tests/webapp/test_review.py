@@ -31,15 +31,19 @@ def test_formula_counts_and_percentages():
     assert formula.total == 4
 
 
-def test_shown_percentages_add_up_to_the_total_of_100():
-    # Rounded alone, three shares of 1/3 read 33.3 each: 99.9 beside a Total of 100.0.
+def test_one_count_reads_one_percentage_wherever_it_is_shown():
+    # Three types of one cell each read 33.3 each (99.9 beside the Total's 100.0), never one of
+    # them 33.4: a hematologist reads unequal shares of equal counts as an error.
     formula = leukocyte_formula(make_sample(types=("NEUTROPHIL", "LYMPHOCYTE", "EOSINOPHIL")))
-    assert sorted(row.percent for row in formula.rows) == [0.0, 33.3, 33.3, 33.4]
-    assert round(sum(row.percent for row in formula.groups), 1) == 100.0
-    types = ("NEUTROPHIL",) * 7 + ("LYMPHOCYTE",) * 7 + ("MONOCYTE",) * 7  # 33.33% each
-    formula = leukocyte_formula(make_sample("S-21", types=types))
-    assert round(sum(row.percent for row in formula.rows), 1) == 100.0
-    assert all(abs(row.percent - 100 * row.count / 21) <= 0.1 for row in formula.rows)
+    assert sorted(row.percent for row in formula.rows) == [0.0, 33.3, 33.3, 33.3]
+    # 3 lymphocytes of 7 are 42.9% as a type and as the mononuclear group (42.857...).
+    types = ("LYMPHOCYTE",) * 3 + ("NEUTROPHIL",) * 4
+    formula = leukocyte_formula(make_sample("S-7", types=types))
+    assert {row.name: row.percent for row in formula.rows}["LYMPHOCYTE"] == 42.9
+    assert {row.name: row.percent for row in formula.groups} == {"MONONUCLEAR": 42.9, "POLYNUCLEAR": 57.1}
+    # Halves round up, exactly: 1 of 8 is 12.5%, 1 of 80 is 1.25% -> 1.3.
+    formula = leukocyte_formula(make_sample("S-80", types=("MONOCYTE",) + ("NEUTROPHIL",) * 79))
+    assert {row.name: row.percent for row in formula.rows}["MONOCYTE"] == 1.3
 
 
 def test_each_percentage_carries_its_95_percent_range():

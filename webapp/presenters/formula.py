@@ -5,11 +5,13 @@ from dataclasses import dataclass, field
 
 from webapp.cell_types import review_types, type_order
 from webapp.counting import MONONUCLEAR, POLYNUCLEAR, RULES, Counting, group_of, rule_for, type_label
-from webapp.selectors import class_names_by_version, version_tasks
+from webapp.selectors import active_version_id, class_names_by_version, version_tasks
 
 # What each way of counting means on the formula, in the order the note gives them.
 COUNTING_NOTES = {
-    Counting.DIFFERENTIAL: "percent of the leukocytes counted; the percentages add up to 100",
+    Counting.DIFFERENTIAL: "percent of the leukocytes counted, each rounded to a tenth on its own, so "
+                           "that equal counts read equal (together they may add up to a few tenths more or "
+                           "less than 100)",
     Counting.PER_100_LEUKOCYTES: "reported per 100 leukocytes beside the differential, not in it",
     Counting.LISTED_APART: "listed apart, not counted",
     Counting.UNRESOLVED: "not counted; the sample cannot be signed until a reviewer names these "
@@ -35,6 +37,9 @@ class FormulaNotes:
     """Which network made the formula and how each type it may hold is counted."""
 
     networks: list = field(default_factory=list)  # (version id, "eight cell types")
+    # The active version, where none of the formula's networks is it: new samples are counted by
+    # another network than this one, which a reader comparing samples should know.
+    active_elsewhere: int | None = None
     counting: list = field(default_factory=list)  # CountingLine per way of counting
     groups: list = field(default_factory=list)  # (group label, [type labels])
 
@@ -59,8 +64,10 @@ def formula_notes(formula):
     groups = [(type_label(group), [type_label(name) for name in names
                                    if group_of(name) == group and name != group])
               for group in (MONONUCLEAR, POLYNUCLEAR)]
+    active = active_version_id() if formula.model_versions else None
     return FormulaNotes(
         networks=[(pk, task[:1].lower() + task[1:]) for pk, task in version_tasks(formula.model_versions)],
+        active_elsewhere=active if active not in formula.model_versions else None,
         counting=counting,
         groups=[(group, members) for group, members in groups if members],
     )
