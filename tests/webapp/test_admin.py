@@ -91,6 +91,8 @@ def test_cells_and_reviews_cannot_be_deleted_or_edited_in_the_admin(admin_client
 def test_the_admin_carries_the_products_name(admin_client):
     page = admin_client.get(reverse("admin:index")).content.decode()
     assert "Leukoscope administration" in page and "Django administration" not in page
+    # The site's icon, so that the browser does not ask for a /favicon.ico that is not there.
+    assert '<link rel="icon" href="/static/img/favicon.svg"' in page
 
 
 def _change_sample(admin_client, sample, **fields):
