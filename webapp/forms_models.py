@@ -102,7 +102,13 @@ class RetrainForm(forms.Form):
     def clean(self):
         """The run's data folders, ticked and given, as one os.pathsep-separated data_dir."""
         data = super().clean()
-        folders = [*data.get("data_sources", []), *data_folders(data.get("data_dir", ""))]
+        given = data_folders(data.get("data_dir", ""))
+        missing = [folder for folder in given if not os.path.isdir(os.path.expanduser(folder.strip()))]
+        if missing:
+            # A typing slip would otherwise make a version that fails at once and stays listed.
+            self.add_error("data_dir", f"No such folder on this server: {', '.join(missing)}.")
+            return data
+        folders = [*data.get("data_sources", []), *given]
         # Whether the folders hold usable images is the training run's to judge: it fails the
         # version with the reason, which the page then shows beside it.
         folders = folders or default_data_folders()

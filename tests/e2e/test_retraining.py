@@ -143,21 +143,23 @@ def test_a_training_on_two_labs_stores_and_shows_each_labs_figures(client, staff
     assert str(crops) in page and page.count('data-role="source"') == 2
 
 
-def test_training_on_a_missing_folder_ends_failed_with_its_reason(client, staff, celery_worker, tmp_path):
-    missing = tmp_path / "no-such-folder"
+def test_training_on_a_folder_without_images_ends_failed_with_its_reason(client, staff, celery_worker,
+                                                                         tmp_path):
+    empty = tmp_path / "no-images-here"
+    empty.mkdir()
     client.post(reverse("models:train"), {"architecture": "paper", "task": "4class", "epochs": 1,
-                                          "data_dir": str(missing)})
+                                          "data_dir": str(empty)})
     version = ModelVersion.objects.get()
 
     final, _ = follow_progress(client, version)
 
-    assert final["status"] == "failed" and "does not exist" in final["failure_reason"]
+    assert final["status"] == "failed" and "is not a folder-per-class layout" in final["failure_reason"]
     page = client.get(reverse("models:detail", args=[version.pk])).content.decode()
-    assert "Training failed" in page and str(missing) in page
+    assert "Training failed" in page and str(empty) in page
     listing = client.get(reverse("models:list")).content.decode()
-    assert "does not exist" in listing
+    assert "is not a folder-per-class layout" in listing
     # The failed run frees the slot: the next training may start.
     response = client.post(reverse("models:train"), {"architecture": "paper", "task": "4class", "epochs": 1,
-                                                     "data_dir": str(missing)}, follow=True)
+                                                     "data_dir": str(empty)}, follow=True)
     assert "already training" not in response.content.decode()
     follow_progress(client, ModelVersion.objects.latest("pk"))

@@ -97,7 +97,7 @@ def test_adapting_the_active_version_makes_a_new_cross_validated_version(
     percent = f"{100 * record['cross_validated']['accuracy']:.1f}%"
     assert (f"Adapted from <a href=\"{reverse('models:detail', args=[active.pk])}\">v{active.pk}</a> on 8 "
             f"reviewed cells of this lab: cross-validated <strong>{percent}</strong> right") in detail
-    assert 'data-role="adaptation-confusion"' in detail and "basophil 1" in detail
+    assert 'data-role="adaptation-confusion"' in detail and "Basophil 1" in detail
     # Its cells are flagged at the threshold the lab's cells were flagged at before.
     kept = active.metrics["review"]["confidence_threshold"]
     assert version.metrics["review"]["confidence_threshold"] == kept

@@ -1,6 +1,7 @@
 """Staff-only model pages and the training service, without TensorFlow: train_classifier is
 replaced by fakes here; tests/e2e/test_retraining.py trains for real through a worker."""
 
+import html
 import os
 import re
 import threading
@@ -146,6 +147,8 @@ def test_version_page_shows_what_the_review_flag_catches_at_the_sites_threshold(
     metrics["TEST"]["review_flagging"] = [
         {"threshold": 0.7, "flagged_share": 0.065, "errors_caught": 0.257, "unflagged_accuracy": 0.902},
         {"threshold": 0.8, "flagged_share": 0.109, "errors_caught": 0.391, "unflagged_accuracy": 0.916},
+        # Every cell flagged: no unflagged call to be right or wrong (the figure is 1.0 by convention).
+        {"threshold": 0.99, "flagged_share": 1.0, "errors_caught": 1.0, "unflagged_accuracy": 1.0},
     ]
     version = make_version(metrics=metrics)
     page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
@@ -153,6 +156,8 @@ def test_version_page_shows_what_the_review_flag_catches_at_the_sites_threshold(
     site_row = page.split('class="site-threshold"')[1].split("</tr>")[0]
     assert "0.80 · this site" in site_row and ">11%<" in site_row and ">39%<" in site_row
     assert ">0.916<" in site_row
+    all_flagged = page.split("<td>0.99</td>")[1].split("</tr>")[0]
+    assert '<span title="Every cell was flagged">–</span>' in all_flagged and "1.000" not in all_flagged
 
 
 @pytest.mark.django_db
@@ -173,7 +178,7 @@ def test_version_page_says_which_epoch_a_held_out_run_stored(staff_client):
     best_page = staff_client.get(reverse("models:detail", args=[best.pk])).content.decode()
     last_page = staff_client.get(reverse("models:detail", args=[last.pk])).content.decode()
     assert "epoch 2, the best on validation" in best_page
-    assert "epoch 2, the last, as a refit of this recipe keeps" in last_page
+    assert "epoch 2, the last, as this recipe keeps" in last_page
     assert "the best on validation" not in last_page
 
 
@@ -308,18 +313,20 @@ def test_version_page_lists_each_data_folder_and_its_figures(staff_client):
 
 
 @pytest.mark.django_db
-def test_retrain_form_queues_one_training_on_commit(staff_client, staff, no_enqueue,
+def test_retrain_form_queues_one_training_on_commit(staff_client, staff, no_enqueue, tmp_path,
                                                      django_capture_on_commit_callbacks):
     make_version(status=ModelVersion.Status.ACTIVE)
+    cells = tmp_path / "cells"
+    cells.mkdir()
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(reverse("models:train"), {
             "architecture": "paper", "task": "binary", "epochs": 2, "include_reviewed": "on",
-            "data_dir": "/somewhere/cells",
+            "data_dir": str(cells),
         })
     version = ModelVersion.objects.get(status=ModelVersion.Status.TRAINING)
     assert response.status_code == 302 and response["Location"] == reverse("models:detail", args=[version.pk])
     assert (version.source, version.architecture, version.task) == ("site", "paper", "binary")
-    assert version.dataset_path == "/somewhere/cells" and version.include_reviewed_cells
+    assert version.dataset_path == str(cells) and version.include_reviewed_cells
     assert version.hyperparameters["epochs"] == 2 and version.created_by == staff
     assert no_enqueue == [("train_model_version", (version.pk,))]
     sent = ModelVersion.objects.get(pk=version.pk)
@@ -366,10 +373,24 @@ def test_retrain_form_starts_from_the_recipe_of_the_active_network():
 
 
 @pytest.mark.django_db
+def test_a_data_folder_that_is_not_there_is_a_form_error_not_a_failed_version(staff_client, no_enqueue,
+                                                                               tmp_path):
+    missing = tmp_path / "no-such-folder"
+    response = staff_client.post(reverse("models:train"), {
+        "architecture": "paper", "task": "4class", "epochs": 1,
+        "data_dir": f"{tmp_path}{os.pathsep}{missing}"})
+    assert response.status_code == 400
+    assert f"No such folder on this server: {missing}." in response.content.decode()
+    assert not ModelVersion.objects.exists() and no_enqueue == []
+
+
+@pytest.mark.django_db
 def test_retrain_form_offers_each_configured_folder_and_trains_on_those_ticked(
         staff_client, settings, no_enqueue, tmp_path):
     labs = [str(tmp_path / name) for name in ("lab-a", "lab-b")]
     settings.TRAINING_DATA_DIRS = [tmp_path / "lab-a", tmp_path / "lab-b"]
+    for name in ("lab-a", "lab-b", "lab-c"):
+        (tmp_path / name).mkdir()
     listing = staff_client.get(reverse("models:list")).content.decode()
     assert all(f'value="{lab}"' in listing for lab in labs)
     # One label a folder, under the field's own name: not every box inside one label.
@@ -378,11 +399,11 @@ def test_retrain_form_offers_each_configured_folder_and_trains_on_those_ticked(
                      r'</fieldset>', listing)
     staff_client.post(reverse("models:train"), {
         "architecture": "paper", "task": "4class", "epochs": 1, "data_sources": [labs[1]],
-        "data_dir": f"/elsewhere/lab-c{os.pathsep}{labs[1]}",
+        "data_dir": f"{tmp_path / 'lab-c'}{os.pathsep}{labs[1]}",
     })
     version = ModelVersion.objects.get()
     # Ticked, then given, each once.
-    assert version.dataset_path == os.pathsep.join([labs[1], "/elsewhere/lab-c"])
+    assert version.dataset_path == os.pathsep.join([labs[1], str(tmp_path / "lab-c")])
     assert training.training_settings(version)["data_dir"] == version.dataset_path
 
 
@@ -507,6 +528,24 @@ def test_a_version_no_better_than_guessing_says_so_before_and_after_activation(s
     page = response.content.decode()
     assert words in page and "Activate another version to stop it." in page
     assert ModelVersion.objects.get(status="active") == guessing
+
+
+@pytest.mark.django_db
+def test_an_adapted_version_worse_than_its_parent_on_the_labs_cells_says_so(staff_client):
+    parent = make_version(status=ModelVersion.Status.ACTIVE)
+    adaptation = {"cells": 16, "cross_validated": {"accuracy": 0.875}, "before": {"accuracy": 0.9375}}
+    worse = make_version(status=ModelVersion.Status.READY, metrics={"adaptation": adaptation})
+    ModelVersion.objects.filter(pk=worse.pk).update(adapted_from=parent)
+    words = (f"Cross-validated on this lab's 16 reviewed cells, v{worse.pk} called 87.5% right, fewer than "
+             f"v{parent.pk} did (93.8%)")
+    detail = staff_client.get(reverse("models:detail", args=[worse.pk])).content.decode()
+    assert words in html.unescape(detail)
+    page = html.unescape(staff_client.post(reverse("models:activate", args=[worse.pk]), follow=True)
+                         .content.decode())
+    assert words in page and "Activate another version to stop it." in page
+    adaptation["cross_validated"]["accuracy"] = 0.95  # better than its parent: nothing to say
+    ModelVersion.objects.filter(pk=worse.pk).update(metrics={"adaptation": adaptation})
+    assert "fewer than" not in staff_client.get(reverse("models:detail", args=[worse.pk])).content.decode()
 
 
 @pytest.mark.django_db

@@ -151,7 +151,7 @@ def test_a_frozen_imagenet_trunk_given_on_either_command_line_reaches_the_run(ca
 
 
 @pytest.mark.django_db
-def test_every_setting_on_the_retraining_form_reaches_the_version(client, django_user_model):
+def test_every_setting_on_the_retraining_form_reaches_the_version(client, django_user_model, tmp_path):
     client.force_login(with_role(django_user_model.objects.create_user("lead", password="x-long-pass-1",
                                                                        is_staff=True), "admin"))
     values = other_values(ON_FORM)
@@ -159,7 +159,7 @@ def test_every_setting_on_the_retraining_form_reaches_the_version(client, django
     assert {name: form.initial[name] for name in ON_FORM} == {
         name: getattr(Recipe().resolved(), name) for name in ON_FORM}
     # The enqueue waits for a commit that a test's transaction never makes: nothing is queued.
-    response = client.post(reverse("models:train"), {**values, "data_dir": "/somewhere"})
+    response = client.post(reverse("models:train"), {**values, "data_dir": str(tmp_path)})
     assert response.status_code == 302
     version = ModelVersion.objects.get()
     recorded = {"architecture": version.architecture, "task": version.task, **version.hyperparameters}

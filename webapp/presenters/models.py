@@ -435,6 +435,26 @@ def chance_level_warning(version):
             "cannot use.")
 
 
+def worse_than_parent_warning(version):
+    """A sentence where an adapted version called fewer of the lab's reviewed cells right, cross-
+    validated, than the version it was adapted from; "" otherwise."""
+    record = (version.metrics or {}).get("adaptation") or {}
+    adapted = (record.get("cross_validated") or {}).get("accuracy")
+    before = (record.get("before") or {}).get("accuracy")
+    if adapted is None or before is None or adapted >= before:
+        return ""
+    cells = f"{record['cells']} " if record.get("cells") else ""
+    return (f"Cross-validated on this lab's {cells}reviewed cells, v{version.pk} called {100 * adapted:.1f}% "
+            f"right, fewer than v{version.adapted_from_id or '?'} did ({100 * before:.1f}%): it would serve "
+            "this lab worse calls than the version it was adapted from.")
+
+
+def activation_warning(version):
+    """What to say before, and on, activating a version that would serve calls a lab should not
+    want ("" where nothing)."""
+    return " ".join(filter(None, (chance_level_warning(version), worse_than_parent_warning(version))))
+
+
 @dataclass
 class VersionPage(ViewModel):
     version: ModelVersion
@@ -455,7 +475,7 @@ class VersionPage(ViewModel):
     in_words: list  # PlainFigure per source
     valid_for: list  # (source, what it is)
     trust: dict  # trust_record
-    chance_warning: str  # where its held-out accuracy is no better than guessing
+    chance_warning: str  # activation_warning: at chance level, or worse than its parent on the lab's cells
 
 
 def version_page(version):
@@ -487,5 +507,5 @@ def version_page(version):
         in_words=plain_figures(version),
         valid_for=valid_for(version),
         trust=trust_record(metrics),
-        chance_warning=chance_level_warning(version),
+        chance_warning=activation_warning(version),
     )

@@ -16,7 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.forms_models import ReclassifyForm, RetrainForm
-from webapp.presenters.models import chance_level_warning, listed_versions, progress_report, version_page
+from webapp.presenters.models import activation_warning, listed_versions, progress_report, version_page
 from webapp.selectors import model_versions, model_versions_with_cell_counts
 from webapp.services.locking import SampleLocked
 from webapp.services.model_registry import NoActiveModel
@@ -146,7 +146,7 @@ def activate(request, pk):
         messages.success(
             request, f"v{version.pk} is now the active model: new images are classified with it."
         )
-        if warning := chance_level_warning(version):
+        if warning := activation_warning(version):
             messages.warning(request, f"{warning} Activate another version to stop it.")
     if request.POST.get("next") == "detail":
         return redirect("models:detail", pk=pk)
