@@ -15,4 +15,5 @@ urlpatterns = [
     path("<int:pk>/progress.json", views.version_progress, name="progress"),
     path("<int:pk>/cancel/", views.cancel, name="cancel"),
     path("<int:pk>/activate/", views.activate, name="activate"),
+    path("<int:pk>/delete/", views.delete, name="delete"),
 ]

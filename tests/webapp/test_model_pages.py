@@ -373,6 +373,28 @@ def test_retrain_form_starts_from_the_recipe_of_the_active_network():
 
 
 @pytest.mark.django_db
+def test_a_failed_or_cancelled_training_can_be_deleted_and_nothing_else(staff_client):
+    failed = make_version(status=ModelVersion.Status.FAILED)
+    cancelled = make_version(status=ModelVersion.Status.CANCELLED)
+    ready = make_version(status=ModelVersion.Status.READY)
+    served = make_version(status=ModelVersion.Status.FAILED)
+    make_sample(types=("NEUTROPHIL",), version=served)  # results that name it
+    page = staff_client.get(reverse("models:detail", args=[failed.pk])).content.decode()
+    assert 'data-role="delete-version"' in page
+    for kept in (ready, served):
+        page = staff_client.get(reverse("models:detail", args=[kept.pk])).content.decode()
+        assert 'data-role="delete-version"' not in page
+        response = staff_client.post(reverse("models:delete", args=[kept.pk]), follow=True)
+        assert ModelVersion.objects.filter(pk=kept.pk).exists()
+        assert "only a failed or cancelled training" in response.content.decode() or \
+            "classified photographs, whose results name it: it stays." in response.content.decode()
+    for gone in (failed, cancelled):
+        response = staff_client.post(reverse("models:delete", args=[gone.pk]), follow=True)
+        assert f"v{gone.pk} is deleted." in response.content.decode()
+        assert not ModelVersion.objects.filter(pk=gone.pk).exists()
+
+
+@pytest.mark.django_db
 def test_a_data_folder_that_is_not_there_is_a_form_error_not_a_failed_version(staff_client, no_enqueue,
                                                                                tmp_path):
     missing = tmp_path / "no-such-folder"

@@ -1,12 +1,15 @@
-"""Storing, registering and activating model versions."""
+"""Storing, registering, activating and deleting model versions."""
 
 import hashlib
+import logging
 
 from django.db import transaction
 from django.utils import timezone
 
 from classifier.model_folder import ModelFolderError, bundled_model_folders, read_model_folder
 from webapp.models import ModelActivation, ModelVersion
+
+logger = logging.getLogger(__name__)
 
 
 class ModelVersionError(ValueError):
@@ -104,3 +107,23 @@ def activate_version(version, user=None):
     version.save(update_fields=["status"])
     ModelActivation.objects.create(version=version, previous_version=previous, activated_by=user)
     return version
+
+
+@transaction.atomic
+def delete_unfinished_version(version, user=None):
+    """Delete a training that failed or was cancelled and classified nothing (a typing slip on the
+    retraining form leaves one); any other version stays, so that every stored result keeps the
+    network that produced it. Returns the deleted version's id."""
+    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    if version.status not in (ModelVersion.Status.FAILED, ModelVersion.Status.CANCELLED):
+        raise ModelVersionError(
+            f"v{version.pk} is {version.get_status_display().lower()}: only a failed or cancelled "
+            "training can be deleted."
+        )
+    if version.cells.exists() or version.images.exists():
+        raise ModelVersionError(f"v{version.pk} classified photographs, whose results name it: it stays.")
+    pk = version.pk
+    version.delete()
+    logger.info("Model version v%s (%s) deleted by %s", pk, version.status,
+                user.get_username() if user else "a command")
+    return pk

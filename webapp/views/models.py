@@ -20,7 +20,7 @@ from webapp.presenters.models import activation_warning, listed_versions, progre
 from webapp.selectors import model_versions, model_versions_with_cell_counts
 from webapp.services.locking import SampleLocked
 from webapp.services.model_registry import NoActiveModel
-from webapp.services.model_versions import ModelVersionError, activate_version
+from webapp.services.model_versions import ModelVersionError, activate_version, delete_unfinished_version
 from webapp.services.training import (
     TrainingRefused,
     cancel_training,
@@ -132,6 +132,19 @@ def cancel(request, pk):
     else:
         messages.success(request, f"Training of v{version.pk} is cancelled.")
     return redirect("models:detail", pk=version.pk)
+
+
+@staff_required
+@require_POST
+def delete(request, pk):
+    version = get_object_or_404(model_versions(), pk=pk)
+    try:
+        delete_unfinished_version(version, user=request.user)
+    except ModelVersionError as exc:
+        messages.error(request, str(exc))
+        return redirect("models:detail", pk=pk)
+    messages.success(request, f"v{pk} is deleted.")
+    return redirect("models:list")
 
 
 @staff_required
