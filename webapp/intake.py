@@ -228,9 +228,11 @@ def fingerprint_difference(first, second):
     return (int(first, 16) ^ int(second, 16)).bit_count()
 
 
-def same_field_name(fingerprint, named):
-    """The name of the first photograph in ``named`` (fingerprint -> name) of the same field, or None."""
-    return next((name for other, name in named.items() if same_field(fingerprint, other)), None)
+def held_already(checked, checksums, fingerprints):
+    """The name of the photograph in ``checksums`` (SHA-256 -> name) or ``fingerprints``
+    (fingerprint -> name) that ``checked`` is a file of, or None."""
+    return checksums.get(checked.checksum) or next(
+        (name for other, name in fingerprints.items() if same_field(checked.fingerprint, other)), None)
 
 
 def same_field(first, second):
@@ -258,7 +260,7 @@ def check_files(files, known_checksums=None, known_fingerprints=None):
             rejected.append(RejectedFile(name, "The image is too large to open."))
             continue
         checked.checksum = hashlib.sha256(checked.content).hexdigest()
-        same = checksums.get(checked.checksum) or same_field_name(checked.fingerprint, fingerprints)
+        same = held_already(checked, checksums, fingerprints)
         if same is not None:
             # Its cells would be counted twice and skew the differential count.
             rejected.append(RejectedFile(name, duplicate_reason(same)))

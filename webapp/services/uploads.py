@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from webapp import audit
-from webapp.intake import RejectedFile, check_files, duplicate_reason, same_field_name
+from webapp.intake import RejectedFile, check_files, duplicate_reason, held_already
 from webapp.models import Sample, SmearImage
 from webapp.queueing import queue_classifications
 from webapp.selectors import sample_version_id, samples_with_accession
@@ -125,12 +125,10 @@ def add_images_to_sample(sample, files):
             # Again, the sample locked: it may have been signed, or been given the same photograph
             # by another upload, while the files were read.
             ensure_editable(sample, "adding photographs")
-            checksums, fingerprints = _known_photographs(sample)
-            for name, checked in list(accepted):
-                same = checksums.get(checked.checksum) or same_field_name(checked.fingerprint, fingerprints)
-                if same is not None:
-                    accepted.remove((name, checked))
-                    rejected.append(RejectedFile(name, duplicate_reason(same)))
+            known = _known_photographs(sample)
+            held = [(name, held_already(checked, *known)) for name, checked in accepted]
+            rejected += [RejectedFile(name, duplicate_reason(same)) for name, same in held if same]
+            accepted = [pair for pair, (_, same) in zip(accepted, held, strict=True) if not same]
             stored = add_images(sample, accepted, sample_version_id(sample))
     return UploadResult(sample=sample, stored=stored, rejected=rejected,
                         also_elsewhere=_also_elsewhere(sample, stored))
