@@ -334,3 +334,16 @@ def test_a_drawn_box_is_classified_by_the_worker_once_and_kept_by_a_rerun(client
     added = Cell.objects.filter(image=image, added_by_hand=True)
     assert added.count() == 1 and added.get().index == detected and added.get().box == MISSED_BOX
     assert Cell.objects.filter(image=image).count() == detected + 1
+
+
+@pytest.mark.django_db
+def test_a_photograph_with_no_cell_found_says_what_to_do_if_it_holds_one(client, tech, django_user_model):
+    sample = make_sample(types=())
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "No white cells found in this photograph. If it holds one" in body
+    assert 'draw its box with "Add a missed cell".' in body.replace("&quot;", '"')
+    # An account without a role is offered no such control, nor told to use it.
+    client.force_login(django_user_model.objects.create_user("reader"))
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "No white cells found in this photograph. If it holds one" in body
+    assert "draw its box" not in body
