@@ -111,11 +111,15 @@ def assess_quality(rgb: np.ndarray) -> QualityReport:
     cast_a, cast_b = _background_cast(rgb)
 
     warnings = []
-    if focus < MIN_FOCUS:
+    overexposed = highlights > MAX_CLIPPED_HIGHLIGHTS or brightness > BRIGHTNESS_RANGE[1]
+    # Blown highlights flatten the detail the focus measure reads: a sharp photograph exposed too
+    # long reads as blurred, and saying so would send staff to the focus knob, not the lamp.
+    if focus < MIN_FOCUS and not overexposed:
         warnings.append("The image looks out of focus: results may be unreliable.")
-    if highlights > MAX_CLIPPED_HIGHLIGHTS or brightness > BRIGHTNESS_RANGE[1]:
+    if overexposed:
         warnings.append(
-            "The image is overexposed (too bright): pale cells and cytoplasm may be missed."
+            "The image is overexposed (too bright): pale cells and cytoplasm may be missed; its "
+            "focus cannot be judged."
         )
     if brightness < BRIGHTNESS_RANGE[0]:
         warnings.append("The image is underexposed (too dark): cells may be missed or misread.")

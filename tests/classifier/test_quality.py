@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from classifier.quality import QualityReport, assess_quality
+from classifier.quality import MIN_FOCUS, QualityReport, assess_quality
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DATASETS = Path(
@@ -64,6 +64,15 @@ def test_overexposed_smear_warns(smear):
 
     assert report.clipped_highlights > 0.5
     assert any("overexposed" in warning for warning in report.warnings)
+
+
+def test_a_sharp_but_overexposed_smear_is_not_called_out_of_focus(smear):
+    # The audit's brightened field: its clipped highlights read as blur to the focus measure.
+    report = assess_quality(scaled(smear, 1.9))
+
+    assert report.focus < MIN_FOCUS < assess_quality(smear).focus  # it reads as blurred
+    assert [warning for warning in report.warnings if "overexposed" in warning]
+    assert not [warning for warning in report.warnings if "out of focus" in warning]
 
 
 def test_underexposed_smear_warns(smear):
