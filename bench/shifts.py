@@ -190,7 +190,7 @@ def shifted_photographs(images, shift):
         result = detection.detect_leukocytes(shifted)
         windows.append(dataset.dataset_context_window(shifted, result=result)[0])
         scales.append(result.scale)
-        warned.append(bool(assess_quality(shifted).warnings))
+        warned.append(bool(assess_quality(shifted, scale=result.scale if result.cells else None).warnings))
     return ShiftedPhotographs(windows, np.array(scales, np.float64), np.array(warned, bool))
 
 

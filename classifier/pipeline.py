@@ -66,8 +66,8 @@ def analyse_smear(rgb, classifier, *, review_threshold, given_boxes=()) -> Smear
     every cell of a photograph whose quality warns. ``given_boxes`` (x0, y0, x1, y1 in the
     photograph's pixels) are cells a person drew: finished alike, returned apart."""
     rgb = np.asarray(rgb)
-    quality = assess_quality(rgb)
     detection = detect_leukocytes(rgb)
+    quality = assess_quality(rgb, scale=detection.scale if detection.cells or given_boxes else None)
     given = [DetectedCell(box=tuple(int(v) for v in box), score=1.0) for box in given_boxes]
     finished = _finish_cells(rgb, classifier, [*detection.cells, *given], detection.scale,
                              review_threshold=review_threshold, doubtful_photograph=bool(quality.warnings))
@@ -80,8 +80,8 @@ def finish_box(rgb, box, classifier, *, review_threshold) -> FinishedCell:
     analyse_smear finishes the detected ones: the window is cut at the scale the detector reads
     from the photograph, and the photograph's quality warnings flag it as they flag those."""
     rgb = np.asarray(rgb)
-    quality = assess_quality(rgb)
     scale = detect_leukocytes(rgb).scale
+    quality = assess_quality(rgb, scale=scale)
     cell = DetectedCell(box=tuple(int(v) for v in box), score=1.0)
     (finished,) = _finish_cells(rgb, classifier, [cell], scale, review_threshold=review_threshold,
                                 doubtful_photograph=bool(quality.warnings))

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
+from classifier.detection import REFERENCE_RBC_DIAMETER
 from classifier.preparation import background_colour
 
 # Focus is measured on a copy with the long side at this size: the BCCD photographs shrunk by 2,
@@ -46,6 +47,12 @@ BRIGHTNESS_RANGE = (0.45, 0.9)
 # warning is kept for casts past what was measured harmless, where the white balance has not
 # been shown to undo them.
 MAX_BACKGROUND_CAST = 40.0
+# Image pixels per reference pixel (classifier.detection's scale) under which the cells reach the
+# network upsampled past what it can read: the training photographs sit at 0.8-1.2 (whole BCCD
+# smears at 2.0). The same 80 BCCD and 160 PBC TEST cells shrunk (bench/shifts.py's resize):
+# at 0.5x and 0.35x (scale ~0.5 and ~0.33) they lose at most 3 points of 8 types; at 0.25x
+# (~0.25) BCCD 86.2 -> 82.5% and PBC 96.2 -> 88.1%; at 0.18x (~0.17) 77.5% and 72.5%.
+MIN_SCALE = 0.3
 
 
 @dataclass
@@ -98,8 +105,10 @@ def _background_cast(rgb: np.ndarray) -> tuple[float, float]:
     return float(lab[0, 0, 1]), float(lab[0, 0, 2])
 
 
-def assess_quality(rgb: np.ndarray) -> QualityReport:
-    """Focus, exposure and colour cast of an RGB photograph, with plain-language warnings."""
+def assess_quality(rgb: np.ndarray, scale: float | None = None) -> QualityReport:
+    """Focus, exposure and colour cast of an RGB photograph, with plain-language warnings;
+    ``scale``, where the detector read one from cells it found (image px per reference px), also
+    says whether the cells are photographed at too low a resolution."""
     _check_rgb(rgb)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     focus = _focus(grey)
@@ -125,6 +134,13 @@ def assess_quality(rgb: np.ndarray) -> QualityReport:
         warnings.append("The image is underexposed (too dark): cells may be missed or misread.")
     if shadows > MAX_CLIPPED_SHADOWS:
         warnings.append("Most of the image is black: check the microscope's light and field.")
+    if scale is not None and scale < MIN_SCALE:
+        warnings.append(
+            f"The cells are photographed at low resolution (a red cell about "
+            f"{REFERENCE_RBC_DIAMETER * scale:.0f} pixels across, against "
+            f"{REFERENCE_RBC_DIAMETER * MIN_SCALE:.0f} or more needed): granules and chromatin "
+            "detail are lost, and results may be unreliable."
+        )
     if max(abs(cast_a), abs(cast_b)) > MAX_BACKGROUND_CAST:
         warnings.append(
             "The background has a strong colour cast (check the white balance, lamp or stain):"

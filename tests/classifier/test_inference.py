@@ -203,6 +203,22 @@ def test_analyse_smear_finishes_every_detected_cell(leukonet):
         assert decode_rgb(cell.heatmap_jpeg).shape == (240, 240, 3)  # LeukoNet's 96x96, drawn larger
 
 
+def test_cells_photographed_at_too_low_a_resolution_are_flagged(leukonet):
+    from classifier.detection import detect_leukocytes
+    from classifier.pipeline import analyse_smear
+    from classifier.quality import MIN_SCALE
+
+    smear = cv2.resize(window(3), (640, 480), interpolation=cv2.INTER_LINEAR)
+    factor = 0.8 * MIN_SCALE / detect_leukocytes(smear).scale
+    shrunk = cv2.resize(smear, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    analysis = analyse_smear(shrunk, leukonet, review_threshold=0.8)
+    assert analysis.cells, "the shrunk photograph's cell is still found"
+    assert any("photographed at low resolution" in warning for warning in analysis.quality.warnings)
+    assert all(cell.needs_review for cell in analysis.cells)
+    as_taken = analyse_smear(smear, leukonet, review_threshold=0.8)
+    assert not any("low resolution" in warning for warning in as_taken.quality.warnings)
+
+
 def test_the_pipeline_takes_a_second_look_where_the_network_is_unsure():
     from classifier import second_look
     from classifier.detection import cell_window, detect_leukocytes

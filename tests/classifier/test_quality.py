@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from classifier.quality import MIN_FOCUS, QualityReport, assess_quality
+from classifier.quality import MIN_FOCUS, MIN_SCALE, QualityReport, assess_quality
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DATASETS = Path(
@@ -169,3 +169,14 @@ def test_real_analyser_photographs_pass_without_warnings():
 
     assert [report.warnings for report in reports] == [[]] * len(paths)
     assert max(report.background_b for report in reports) > 10  # the cast is there, and harmless
+
+
+def test_cells_photographed_at_too_low_a_resolution_warn(smear):
+    # The scale is the detector's reading (image px per reference px): 0.8-1.2 for the training
+    # photographs; the audit's 40x40 photograph of a cell read far under MIN_SCALE.
+    assert assess_quality(smear, scale=1.0).warnings == []
+    assert assess_quality(smear, scale=MIN_SCALE).warnings == []
+    (warning,) = assess_quality(smear, scale=0.2).warnings
+    assert warning.startswith("The cells are photographed at low resolution (a red cell about 10 pixels "
+                              "across, against 14 or more needed)")
+    assert assess_quality(smear).warnings == []  # no cell found, no scale read: nothing to say
