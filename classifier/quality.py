@@ -10,6 +10,7 @@ on photographs the network reads well buries the cells that do need a person.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import cv2
@@ -136,9 +137,10 @@ def assess_quality(rgb: np.ndarray, scale: float | None = None) -> QualityReport
         warnings.append("Most of the image is black: check the microscope's light and field.")
     if scale is not None and scale < MIN_SCALE:
         warnings.append(
+            # Floored, so that a cell just under the limit never reads as at it.
             f"The cells are photographed at low resolution (a red cell about "
-            f"{REFERENCE_RBC_DIAMETER * scale:.0f} pixels across, against "
-            f"{REFERENCE_RBC_DIAMETER * MIN_SCALE:.0f} or more needed): granules and chromatin "
+            f"{math.floor(10 * REFERENCE_RBC_DIAMETER * scale) / 10:g} pixels across, against "
+            f"{REFERENCE_RBC_DIAMETER * MIN_SCALE:.1f} or more needed): granules and chromatin "
             "detail are lost, and results may be unreliable."
         )
     if max(abs(cast_a), abs(cast_b)) > MAX_BACKGROUND_CAST:

@@ -26,13 +26,15 @@ def review_types(class_names):
     A network that names leukocyte types: its own, every type of the lab's differential (a
     four-type network knows no basophil, yet a basophil is what the reviewer sees) and the
     reviewer-only types. A binary network: its two groups, the lab's types that are no leukocyte
-    (an erythroblast, a platelet: the formula counts them apart whatever network called the cell)
-    and the reviewer-only types that name no leukocyte type (a smudge cell, an artefact, an
+    (an erythroblast, a platelet: the formula counts them apart whatever network called the cell),
+    the reviewer-only types in neither group (a blast, a plasma cell: counted beside the groups,
+    never in one) and those that name no leukocyte type (a smudge cell, an artefact, an
     unidentified cell).
     """
     names = set(class_names)
     if names <= {MONONUCLEAR, POLYNUCLEAR}:
         names |= set(TYPELESS) | {name for name in LAB_TYPES if not rule_for(name).in_differential}
+        names |= {name for name in REVIEWER_ONLY if not group_of(name)}
     else:
         names |= set(LAB_TYPES) | set(REVIEWER_ONLY)
     return sorted(names, key=type_order)

@@ -653,9 +653,14 @@ def leukocyte_formula(sample):
                   partial_left_out=flags["partial"], model_versions=versions,
                   scored_cells=flags["scored"], unfamiliar_cells=flags["unfamiliar"],
                   unscored_cells=flags["unscored"])
-    if differential and set(differential) <= set(BINARY_CLASSES):
-        # A binary model's formula is the mononuclear / polynuclear split itself.
-        return LeukocyteFormula(total, groups, [], **extras)
+    ungrouped = set(differential) - set(BINARY_CLASSES)
+    if differential and (not ungrouped or (network_types and network_types <= set(BINARY_CLASSES)
+                                           and not any(group_of(name) for name in ungrouped))):
+        # A binary model's formula is the mononuclear / polynuclear split itself, with the
+        # leukocytes a reviewer named that belong to neither group (a blast) beside it.
+        counts = {**grouped, **{name: differential[name] for name in ungrouped}}
+        rows = FormulaRow.rows([(name, counts[name]) for name in sorted(counts, key=type_order)], total)
+        return LeukocyteFormula(total, rows, [], **extras)
     # A formula lists every leukocyte type its network names, zeros included, as a lab report
     # does. Cells a binary network called (a sample classified by two networks) count in the
     # groups alone.

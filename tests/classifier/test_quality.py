@@ -177,6 +177,8 @@ def test_cells_photographed_at_too_low_a_resolution_warn(smear):
     assert assess_quality(smear, scale=1.0).warnings == []
     assert assess_quality(smear, scale=MIN_SCALE).warnings == []
     (warning,) = assess_quality(smear, scale=0.2).warnings
-    assert warning.startswith("The cells are photographed at low resolution (a red cell about 10 pixels "
-                              "across, against 14 or more needed)")
+    assert warning.startswith("The cells are photographed at low resolution (a red cell about 9.5 "
+                              "pixels across, against 14.3 or more needed)")
+    (just_under,) = assess_quality(smear, scale=0.299).warnings  # 14.29 px: never "about 14.3"
+    assert "about 14.2 pixels across, against 14.3 or more needed" in just_under
     assert assess_quality(smear).warnings == []  # no cell found, no scale read: nothing to say

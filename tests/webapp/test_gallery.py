@@ -193,7 +193,7 @@ def test_the_formula_shows_groups_apart_per_100_figures_and_what_is_left_out(cli
     assert f"Counted from model v{version.pk} (four cell types)." in body
     assert "New samples are counted by" not in body  # its network is the active one
     # The note is written from webapp.counting's rules.
-    assert "Erythroblast (NRBC), Smudge cell (Smudge cells): reported per 100 leukocytes" in body
+    assert "Erythroblast (NRBC), Smudge cell: reported per 100 leukocytes" in body
     assert "Platelet, Artefact: listed apart, not counted." in body
     assert "<dt>Mononuclear</dt><dd>Lymphocyte, Monocyte, Reactive lymphocyte.</dd>" in body
 

@@ -44,7 +44,9 @@ def test_box_overlap_and_one_to_one_matching():
     # No leukocyte, whatever network called it: a binary network's cell can be one too.
     ("PLATELET", ("MONONUCLEAR", "POLYNUCLEAR"), "PLATELET"),
     ("ERYTHROBLAST", ("MONONUCLEAR", "POLYNUCLEAR"), "ERYTHROBLAST"),
-    ("BLAST", ("MONONUCLEAR", "POLYNUCLEAR"), None),  # a leukocyte in neither group
+    ("BLAST", ("MONONUCLEAR", "POLYNUCLEAR"), "BLAST"),  # a leukocyte in neither group: beside them
+    ("PLASMA_CELL", ("MONONUCLEAR", "POLYNUCLEAR"), "PLASMA_CELL"),
+    ("REACTIVE_LYMPHOCYTE", ("MONONUCLEAR", "POLYNUCLEAR"), "MONONUCLEAR"),
     ("MONONUCLEAR", ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"), None),  # which type?
 ])
 def test_a_label_is_restated_in_the_new_networks_types(label, class_names, carried):

@@ -87,6 +87,10 @@ def test_a_binary_model_formula_is_the_split_itself(client, tech):
     first_row = body.split('class="cellrow"')[1]
     assert '<td class="muted">Mononuclear</td>' in first_row  # the group follows the reviewed label
     assert 'data-key="M"' in first_row and 'data-key="P"' in first_row
+    # A blast is a leukocyte of neither group: counted beside the groups, not in one.
+    review_cell(Cell.objects.get(index=1), "BLAST", tech)
+    assert [(row.name, row.count) for row in leukocyte_formula(sample).rows] == [
+        ("BLAST", 1), ("MONONUCLEAR", 2), ("POLYNUCLEAR", 0)]
 
 
 def test_review_changes_the_formula_and_is_recorded(tech):
@@ -161,7 +165,8 @@ def test_a_binary_model_cell_can_be_an_artefact_or_a_platelet_but_not_a_basophil
     cell = Cell.objects.get(index=0)
     # Named as the pages name them; a platelet or an erythroblast is no leukocyte whatever
     # network called it, so a binary network's cell can be one.
-    types = "Mononuclear, Polynuclear, Erythroblast, Smudge cell, Platelet, Artefact, Unidentified"
+    types = ("Blast, Plasma cell, Mononuclear, Polynuclear, Erythroblast, Smudge cell, Platelet, Artefact, "
+             "Unidentified")
     with pytest.raises(ReviewError, match=f"Basophil is not one of this model's types: {types}."):
         review_cell(cell, "BASOPHIL", tech)
     updated, _ = review_cell(cell, "ARTEFACT", tech)

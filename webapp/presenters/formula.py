@@ -52,12 +52,18 @@ def _type_names(version_ids):
     return sorted(names or RULES, key=type_order)
 
 
+def _says_more(name):
+    """Whether a type's reported name adds to its label: "Erythroblast (NRBC)", not "Smudge cell
+    (Smudge cells)"."""
+    reported = rule_for(name).reported_as
+    return bool(reported) and not reported.lower().startswith(type_label(name).lower().rstrip("s"))
+
+
 def formula_notes(formula):
     names = _type_names(formula.model_versions)
     counting = []
     for how, meaning in COUNTING_NOTES.items():
-        types = [type_label(name) + (f" ({rule_for(name).reported_as})" if rule_for(name).reported_as
-                                     and rule_for(name).reported_as != type_label(name) else "")
+        types = [type_label(name) + (f" ({rule_for(name).reported_as})" if _says_more(name) else "")
                  for name in names if rule_for(name).counting is how]
         if types:
             counting.append(CountingLine(COUNTING_TITLES[how], types, meaning))
