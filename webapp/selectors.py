@@ -848,6 +848,27 @@ def model_versions_with_cell_counts():
     return model_versions().annotate(cell_count=Count("cells")).order_by("-pk")
 
 
+def photographs_held_elsewhere(sample, image_ids=None):
+    """{image id: [accession numbers, oldest sample first]} of the sample's photographs (those of
+    ``image_ids`` where given) that other samples hold too: the same stored file, or the same
+    pixels in another one (an equal fingerprint, which its index finds). One query."""
+    images = sample.images.all() if image_ids is None else sample.images.filter(pk__in=image_ids)
+    mine = list(images.values_list("pk", "checksum", "fingerprint"))
+    if not mine:
+        return {}
+    alike = Q(checksum__in={checksum for _, checksum, _ in mine})
+    alike |= Q(fingerprint__in={fingerprint for _, _, fingerprint in mine if fingerprint})
+    others = list(SmearImage.objects.exclude(sample=sample).filter(alike).order_by("sample__created_at")
+                  .values_list("checksum", "fingerprint", "sample__accession_number"))
+    held = {}
+    for pk, checksum, fingerprint in mine:
+        accessions = [accession for other_checksum, other_fingerprint, accession in others
+                      if other_checksum == checksum or (fingerprint and other_fingerprint == fingerprint)]
+        if accessions:
+            held[pk] = list(dict.fromkeys(accessions))
+    return held
+
+
 def active_version_id():
     """The id of the version that classifies new samples, or None."""
     return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("pk", flat=True).first()

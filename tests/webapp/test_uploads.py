@@ -400,6 +400,11 @@ def test_a_photograph_another_sample_holds_is_stored_with_a_warning(client, tech
     assert Sample.objects.get(accession_number="H26-0204").images.count() == 1
     assert ("field.png is the same photograph as one in sample H26-0203: check that it belongs to this "
             "patient.") in body
+    # Said on the page for as long as it is so, not only as the upload's message.
+    second = Sample.objects.get(accession_number="H26-0204")
+    later = client.get(reverse("lab:sample-detail", args=[second.pk]))
+    assert ('<li data-role="held-elsewhere">The same photograph is in sample H26-0203: check that it belongs '
+            "to this patient.</li>") in later.content.decode()
 
 
 # --- too many files in one request ---------------------------------------------------------------

@@ -19,6 +19,7 @@ from webapp.selectors import (
     current_counterpart,
     fitted_review_thresholds,
     leukocyte_formula,
+    photographs_held_elsewhere,
     sample_cell_counts,
     sample_images_with_cells,
     sample_progress,
@@ -65,6 +66,9 @@ class Photograph:
     unfamiliar: bool = False
     # Boxes a reviewer drew on it (AddedCellRequest): waiting for the worker, or lately failed.
     added_boxes: list = field(default_factory=list)
+    # Accession numbers of other samples that hold the same photograph: a possible mix-up, said
+    # on the page for as long as it is so, not only when it was uploaded.
+    held_elsewhere: list = field(default_factory=list)
 
     @property
     def pending_boxes(self):
@@ -87,7 +91,7 @@ class SampleResults(ViewModel):
     formula_notes: FormulaNotes  # which network counted and how each type counts
 
 
-def _photograph(entry, shortcuts, stuck_ids, added_boxes):
+def _photograph(entry, shortcuts, stuck_ids, added_boxes, held_elsewhere):
     image = entry.image
     # Labels scale with the photograph so they read the same at any resolution.
     label_size = max(12, round(image.width / 38))
@@ -100,7 +104,8 @@ def _photograph(entry, shortcuts, stuck_ids, added_boxes):
                               label_y))
     return Photograph(image, marks, image.pk in stuck_ids, label_size,
                       unfamiliar=unfamiliar_photograph(entry.cells),
-                      added_boxes=added_boxes.get(image.pk, []))
+                      added_boxes=added_boxes.get(image.pk, []),
+                      held_elsewhere=held_elsewhere.get(image.pk, []))
 
 
 def _review_threshold_text(version_ids):
@@ -125,9 +130,11 @@ def sample_results(sample):
     stuck_ids = set(stuck_images().filter(sample=sample).values_list("pk", flat=True))
     legend = {pair for pairs in shortcuts.values() for pair in pairs}
     added_boxes = added_cell_requests(sample)
+    held_elsewhere = photographs_held_elsewhere(sample)
     formula = leukocyte_formula(sample)
     return SampleResults(
-        photographs=[_photograph(entry, shortcuts, stuck_ids, added_boxes) for entry in images],
+        photographs=[_photograph(entry, shortcuts, stuck_ids, added_boxes, held_elsewhere)
+                     for entry in images],
         formula=formula,
         formula_notes=formula_notes(formula),
         progress=sample_progress(sample),

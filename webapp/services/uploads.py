@@ -12,14 +12,13 @@ from pathlib import PurePath
 
 from django.core.files.base import ContentFile
 from django.db import connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from webapp import audit
 from webapp.intake import RejectedFile, check_files, duplicate_reason, held_already
 from webapp.models import Sample, SmearImage
 from webapp.queueing import queue_classifications
-from webapp.selectors import sample_version_id, samples_with_accession
+from webapp.selectors import photographs_held_elsewhere, sample_version_id, samples_with_accession
 from webapp.services.deletion import delete_stored_files
 from webapp.services.locking import ensure_editable
 
@@ -142,19 +141,9 @@ def _known_photographs(sample):
 
 
 def _also_elsewhere(sample, stored):
-    """[(file name, [accession numbers])] of the stored photographs other samples hold too: the
-    same file, or the same pixels in another one (an equal fingerprint, which its index finds)."""
-    found = []
-    for image in stored:
-        alike = Q(checksum=image.checksum)
-        if image.fingerprint:
-            alike |= Q(fingerprint=image.fingerprint)
-        same = (SmearImage.objects.exclude(sample=sample).filter(alike).order_by("sample__created_at")
-                .values_list("sample__accession_number", flat=True))
-        accessions = list(dict.fromkeys(same))
-        if accessions:
-            found.append((image.original_filename, accessions))
-    return found
+    """[(file name, [accession numbers])] of the stored photographs other samples hold too."""
+    held = photographs_held_elsewhere(sample, [image.pk for image in stored])
+    return [(image.original_filename, held[image.pk]) for image in stored if image.pk in held]
 
 
 @transaction.atomic
