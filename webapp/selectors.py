@@ -635,7 +635,7 @@ def leukocyte_formula(sample):
     total = sum(differential.values())
     per_100 = [
         PerHundredRow(name, rule_for(name).reported_as, rule_for(name).export_code, per_type.get(name, 0),
-                      round(100 * per_type.get(name, 0) / total, 1) if total else 0.0)
+                      _percent(per_type.get(name, 0), total))
         for name in sorted(RULES, key=type_order)
         if counting_of(name) is Counting.PER_100_LEUKOCYTES
         and (per_type.get(name) or name in network_types)
