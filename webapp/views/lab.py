@@ -194,18 +194,24 @@ def image_retry(request, pk):
     return redirect("lab:sample-detail", pk=image.sample_id)
 
 
+def _ensure_may_delete(user, sample, what):
+    """PermissionDenied, naming who may, unless ``user`` may delete ``what`` of the sample ("it",
+    "its photographs"): the person who entered it, or staff (services.deletion)."""
+    if not may_delete_sample(user, sample):
+        entered_by = f" ({sample.created_by.get_username()})" if sample.created_by else ""
+        raise PermissionDenied(
+            f"Only the person who entered sample {sample.accession_number}{entered_by} or a staff "
+            f"member may delete {what}."
+        )
+
+
 @require_POST
 def image_delete(request, pk):
     """A photograph that failed, deleted by whoever may delete its sample: one that can never be
     read would otherwise keep the sample from being signed."""
     image = get_object_or_404(SmearImage.objects.select_related("sample__created_by"), pk=pk)
     sample = image.sample
-    if not may_delete_sample(request.user, sample):
-        entered_by = f" ({sample.created_by.get_username()})" if sample.created_by else ""
-        raise PermissionDenied(
-            f"Only the person who entered sample {sample.accession_number}{entered_by} or a staff "
-            "member may delete its photographs."
-        )
+    _ensure_may_delete(request.user, sample, "its photographs")
     if image.status != SmearImage.Status.FAILED:
         messages.error(request, f"{image.original_filename} was not deleted: only a photograph whose "
                                 "classification failed is deleted from here.")
@@ -222,12 +228,7 @@ def image_delete(request, pk):
 @require_http_methods(["GET", "POST"])
 def sample_delete(request, pk):
     sample = _sample(pk)
-    if not may_delete_sample(request.user, sample):
-        entered_by = f" ({sample.created_by.get_username()})" if sample.created_by else ""
-        raise PermissionDenied(
-            f"Only the person who entered sample {sample.accession_number}{entered_by} or a staff "
-            "member may delete it."
-        )
+    _ensure_may_delete(request.user, sample, "it")
     if request.method == "POST":
         accession = sample.accession_number
         try:
