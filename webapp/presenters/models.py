@@ -475,7 +475,7 @@ class VersionPage(ViewModel):
     in_words: list  # PlainFigure per source
     valid_for: list  # (source, what it is)
     trust: dict  # trust_record
-    chance_warning: str  # activation_warning: at chance level, or worse than its parent on the lab's cells
+    activation_warning: str  # at chance level, or worse than its parent on the lab's cells
 
 
 def version_page(version):
@@ -507,5 +507,5 @@ def version_page(version):
         in_words=plain_figures(version),
         valid_for=valid_for(version),
         trust=trust_record(metrics),
-        chance_warning=activation_warning(version),
+        activation_warning=activation_warning(version),
     )
