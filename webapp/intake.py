@@ -186,14 +186,15 @@ def check_image(uploaded):
         )
 
     width, height = image.size
+    pixels = fingerprint(image)
     if not notes and source_format in ("JPEG", "PNG"):
         # Keep the photograph byte for byte when nothing had to change.
         return CheckedImage(data, ".jpg" if source_format == "JPEG" else ".png", width, height,
-                            fingerprint=fingerprint(image))
+                            fingerprint=pixels)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False, compress_level=3)
     note = f"{source_format} stored as 8-bit RGB PNG: " + ", ".join(notes or ["re-encoded"])
-    return CheckedImage(buffer.getvalue(), ".png", width, height, note[:255], fingerprint=fingerprint(image))
+    return CheckedImage(buffer.getvalue(), ".png", width, height, note[:255], fingerprint=pixels)
 
 
 def _largest_page(image, frames):
