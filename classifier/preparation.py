@@ -93,7 +93,7 @@ _CELL_RADIUS = 65
 # Fewer red-cell pixels than this in the sample and the stain is left as it is.
 _MIN_RED_CELL_SAMPLES = 100
 # Density ratios beyond these are a misreading (few, odd red cells), not the stain.
-_DENSITY_RATIO_RANGE = (0.5, 2.0)
+DENSITY_RATIO_RANGE = (0.5, 2.0)
 _RED_CELL_SAMPLE_STEP = 6
 
 
@@ -133,7 +133,7 @@ def stain_tables(densities, level=BACKGROUND_LEVEL):
     white-balanced image by the ratio of the reference red-cell density to its window's
     (``densities``, N x 3), the background unchanged."""
     ratios = np.clip(
-        REFERENCE_RED_CELL_DENSITY / np.maximum(densities, 1e-3), *_DENSITY_RATIO_RANGE
+        REFERENCE_RED_CELL_DENSITY / np.maximum(densities, 1e-3), *DENSITY_RATIO_RANGE
     )
     values = np.arange(256, dtype=np.float32)[:, None] / level
     # value = level * exp(-density), so scaling the density is raising to a power.

@@ -11,7 +11,7 @@ shape and range, one random draw per image; ``augment_fn`` chains them as the re
 
 import numpy as np
 
-from classifier.preparation import BACKGROUND_LEVEL
+from classifier.preparation import BACKGROUND_LEVEL, DENSITY_RATIO_RANGE, REFERENCE_RED_CELL_DENSITY
 
 # Training crops for "cell" networks are cut from a window this much larger than the network's
 # view, so shifts and zooms show real pixels instead of padding.
@@ -39,6 +39,13 @@ JPEG_QUALITY = (40, 95)
 UNNORMALISED_SPREAD = 0.5
 # The level the stain normalisation holds fixed, in [0, 1].
 UNNORMALISED_LEVEL = BACKGROUND_LEVEL / 255.0
+# A camera's gain past the point where the background clips: PBC's analyser clips its red
+# background already (255 in 99% of its TEST photographs; BCCD's sits at ~214), so through a warmer
+# camera (red x1.12) or at 1.25x the exposure its cells come out brighter in that channel than the
+# white balance, reading a clipped background, can undo. The gain k lightens a channel's optical
+# density by log k before the stain normalisation, by p log k after it (p its power, 0.5-1 for
+# PBC's channels and BCCD's): 0.06-0.11 for those two shifts, up to 0.15 here.
+CLIPPED_DENSITY = 0.15
 
 
 def training_margin(recipe):
@@ -82,6 +89,23 @@ def stain_reference_lost(tf, images, share, spread=UNNORMALISED_SPREAD, level=UN
     power = tf.where(_chosen(tf, images, share), power, tf.ones_like(power))
     relative = tf.maximum(images, _DARKEST) / level
     return tf.clip_by_value(level * tf.pow(relative, power), 0.0, 1.0)
+
+
+def clipped_exposure(tf, images, share, largest=CLIPPED_DENSITY, level=UNNORMALISED_LEVEL):
+    """About ``share`` of the images as a camera that clips the background shows them once
+    prepared: each channel, with a chance of one half, lighter by an optical density
+    U(0, largest) against the background level, which it does not pass (clipped), then rescaled
+    as the served stain normalisation rescales it, its red cells now read that much lighter than
+    the reference they were normalised to."""
+    n = tf.shape(images)[0]
+    per_channel = tf.random.uniform([n, 1, 1, 3], 0.0, 1.0) < 0.5
+    lightened = tf.logical_and(_chosen(tf, images, share), per_channel)
+    lighter = tf.random.uniform([n, 1, 1, 3], 0.0, largest)
+    density = tf.maximum(-tf.math.log(tf.maximum(images, _DARKEST) / level) - lighter, 0.0)
+    reference = tf.constant(REFERENCE_RED_CELL_DENSITY)
+    ratio = tf.clip_by_value(reference / tf.maximum(reference - lighter, 1e-3), *DENSITY_RATIO_RANGE)
+    shown = tf.clip_by_value(level * tf.exp(-ratio * density), 0.0, 1.0)
+    return tf.where(lightened, shown, images)
 
 
 def colour_jitter(tf, images, gain, brightness, contrast, saturation, hue):
@@ -183,6 +207,8 @@ def augment_fn(tf, recipe, margin):
         x = geometric(tf.cast(images, tf.float32) / 255.0)
         if r.stain_scale > 0 or r.stain_shift > 0 or r.haematoxylin_spread > 0:
             x = stain_jitter(tf, x, r.stain_scale, r.stain_shift, r.haematoxylin_spread)
+        if r.clipped_exposure > 0:
+            x = clipped_exposure(tf, x, r.clipped_exposure)
         if r.unnormalised_stain > 0:
             x = stain_reference_lost(tf, x, r.unnormalised_stain)
         x = colour_jitter(tf, x, r.colour_jitter, r.brightness, r.contrast, r.saturation, r.hue)

@@ -287,6 +287,16 @@ class Recipe:
         "0 is off", offered=COMMAND_LINE, default=0.0, at_least=0, at_most=1, refit_repeats=True,
         absent_means=0.0,
     )
+    # PBC's red background is clipped in nearly every photograph, so a warmer camera or a longer
+    # exposure changes what its cells look like after the white balance: PBC TEST read 77% through
+    # a warmer camera and 60% exposed 1.25x, against 95% as photographed (bench/shifts.py).
+    clipped_exposure: float | None = setting(
+        help="share of training images shown as a camera that clips the background would show "
+        "them: a channel up to 0.15 lighter in optical density than the white balance can undo; 0 is "
+        "off",
+        offered=COMMAND_LINE, default=0.0, at_least=0, at_most=1, refit_repeats=True,
+        absent_means=0.0,
+    )
     brightness: float | None = setting(
         help="+- brightness added to the [0, 1] image", offered=COMMAND_LINE, default=0.08,
         at_least=0, below=1, refit_repeats=True,

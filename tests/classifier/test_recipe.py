@@ -52,6 +52,7 @@ def test_defaults_are_the_recipes_of_the_bundled_networks():
         "stain_scale": (0.1, 0.1),
         "stain_shift": (0.02, 0.02),
         "unnormalised_stain": (0.0, 0.0),
+        "clipped_exposure": (0.0, 0.0),
         "brightness": (0.08, 0.08),
         "contrast": (0.2, 0.2),
         "saturation": (0.25, 0.25),
@@ -95,6 +96,8 @@ def test_a_run_records_the_same_hyperparameters_as_before_the_recipe_had_an_owne
         "blur_shrink", "haematoxylin_spread",
         # Since early feature statistics can be mixed across images (MixStyle):
         "mixstyle",
+        # Since a camera that clips the background is trained for:
+        "clipped_exposure",
     }
 
 

@@ -185,10 +185,11 @@ def _augmentations():
         "noise": lambda tf, x: a.noise(tf, x, 0.05),
         "jpeg": lambda tf, x: a.jpeg(tf, x, 1.0),
         "unnormalised": lambda tf, x: a.stain_reference_lost(tf, x, 1.0),
+        "clipped": lambda tf, x: a.clipped_exposure(tf, x, 1.0),
     }
 
 
-@pytest.mark.parametrize("name", ["stain", "colour", "blur", "noise", "jpeg", "unnormalised"])
+@pytest.mark.parametrize("name", ["stain", "colour", "blur", "noise", "jpeg", "unnormalised", "clipped"])
 def test_each_augmentation_changes_the_images_and_keeps_shape_type_and_range(tf, cells, name):
     # Draws are per image (a blur's amount is U(0, 1)): a fixed seed keeps a near-zero draw from
     # depending on which tests ran before.
@@ -223,6 +224,30 @@ def test_a_lost_stain_reference_scales_each_channels_density_and_keeps_the_backg
     assert np.all(np.abs(np.log(power)) <= UNNORMALISED_SPREAD + 1e-4)
     assert np.ptp(power, axis=1).min() > 0  # a power of its own for each channel
     assert np.allclose(lost[:, 3, 3], lost[:, 2, 2])  # one draw per image
+
+
+def test_a_clipped_exposure_lightens_pale_pixels_darkens_nuclei_and_keeps_the_background(tf):
+    """A camera that clips the background leaves a channel's pale cytoplasm lighter than the white
+    balance can undo; the stain normalisation, reading its red cells lighter too, then stretches
+    what is left, so a nucleus comes out darker. Channels it leaves alone stay as they were."""
+    from classifier.training.augmentation import UNNORMALISED_LEVEL, clipped_exposure
+
+    level = UNNORMALISED_LEVEL
+    images = np.full((16, 3, 1, 3), level, np.float32)
+    images[:, 1] = level * np.exp(-0.05)  # pale cytoplasm
+    images[:, 2] = level * np.exp(-1.0)  # nucleus
+    tf.random.set_seed(5)
+    shown = clipped_exposure(tf, tf.constant(images), 1.0).numpy()
+
+    np.testing.assert_allclose(shown[:, 0], level, atol=1e-6)
+    touched = np.abs(shown - images).max(axis=(1, 2)) > 1e-6  # (16, 3): per image and channel
+    assert 0 < touched.mean() < 1, "about half the channels, not all or none"
+    pale, nucleus = (shown[:, row, 0] for row in (1, 2))  # (16, 3) each
+    assert np.all(pale[touched] > images[:, 1, 0][touched])
+    assert np.all(nucleus[touched] < images[:, 2, 0][touched])
+    np.testing.assert_allclose(pale[~touched], images[:, 1, 0][~touched])
+    np.testing.assert_allclose(nucleus[~touched], images[:, 2, 0][~touched])
+    assert np.allclose(clipped_exposure(tf, tf.constant(images), 0.0).numpy(), images)
 
 
 def test_the_haematoxylin_spread_changes_a_nucleus_and_leaves_pure_eosin_alone(tf):
