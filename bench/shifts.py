@@ -1,6 +1,7 @@
 """How a classifier holds up when the same cells are photographed as another lab would.
 
     python bench/shifts.py [--model-dir DIR] [--data DIR ...] [--per-class N] [--seed S]
+                           [--split validation]
 
 No other lab's photographs ship with the project, and the hidden set from further labs is scored
 only through the site. What can be measured here is each way a lab's photographs differ from the
@@ -18,6 +19,10 @@ The cells go through what the site does with a single-cell photograph: the detec
 ruler and the leukocyte nearest the centre, the served network (int8 LiteRT) and its calibrated
 probabilities and out-of-distribution score, with a second look at other magnifications where the
 network is unsure (classifier.second_look).
+
+``--split validation`` draws the cells from the network's own validation split instead (rebuilt
+from its metadata, as a held-out run's calibration is), so that a change of recipe can be chosen
+on these shifts without reading TEST.
 """
 
 import argparse
@@ -39,6 +44,7 @@ from classifier.labels import FOUR_CLASSES  # noqa: E402
 from classifier.model_folder import BUNDLED_MODELS_DIR  # noqa: E402
 from classifier.quality import assess_quality  # noqa: E402
 from classifier.runtimes import quiet_tensorflow_startup  # noqa: E402
+from classifier.training.data import select_sources  # noqa: E402
 from classifier.training.evaluation import restricted  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -146,13 +152,17 @@ SHIFTS = (
 )
 
 
-def sampled_cells(data_dir, task, class_names, per_class, seed):
+def sampled_cells(data_dir, task, class_names, per_class, seed, metadata=None):
     """Up to per_class TEST images of each of the network's types the source holds, and on
-    blood-cell-images one copy per photograph group first, so the draw spans many cells."""
+    blood-cell-images one copy per photograph group first, so the draw spans many cells. Given a
+    network's ``metadata``, from its validation split of the source instead."""
     layout = dataset.resolve_layout(data_dir)
-    originals = dataset.read_originals(layout.root)
-    folder = layout.eval_dirs.get("TEST") or layout.root / "TEST"
-    images = dataset.list_images(folder, task, "TEST", originals)
+    if metadata is None:
+        originals = dataset.read_originals(layout.root)
+        folder = layout.eval_dirs.get("TEST") or layout.root / "TEST"
+        images = dataset.list_images(folder, task, "TEST", originals)
+    else:
+        images = validation_images(data_dir, metadata)
     rng = np.random.default_rng(seed)
     drawn = []
     for name in class_names:
@@ -165,6 +175,20 @@ def sampled_cells(data_dir, task, class_names, per_class, seed):
             seen.add(image.cell_key)
         drawn.extend((first + rest)[:per_class])
     return layout.root.name, drawn
+
+
+def validation_images(data_dir, metadata):
+    """The source's images in the network's validation split, rebuilt from its seed and fraction
+    (each source is split on its own, so one folder gives what it gave in a run on several)."""
+    hyperparameters = metadata.get("hyperparameters") or {}
+    fraction = float(hyperparameters.get("validation_fraction") or 0.0)
+    if fraction <= 0.0:
+        raise SystemExit("the network was trained without a validation split: use TEST")
+    split_seed = hyperparameters.get("validation_seed")
+    split_seed = int(metadata["seed"] if split_seed is None else split_seed)
+    (source,) = select_sources([data_dir], metadata["task"], hyperparameters.get("max_images_per_class"),
+                               int(metadata["seed"]), fraction, split_seed)
+    return source.validation
 
 
 @dataclass(frozen=True)
@@ -264,8 +288,11 @@ def main(argv=None):
     parser.add_argument("--model-dir", default=str(DEFAULT_MODEL_DIR))
     parser.add_argument("--data", action="append", metavar="DIR",
                         help="a source with a TEST folder (repeatable; default: both shared sources)")
-    parser.add_argument("--per-class", type=int, default=40, help="TEST cells per type (default 40)")
+    parser.add_argument("--per-class", type=int, default=40, help="cells per type (default 40)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", choices=("TEST", "validation"), default="TEST",
+                        help="draw the cells from each source's TEST (default) or from the network's "
+                        "own validation split, to choose between recipes without reading TEST")
     parser.add_argument("--review-threshold", type=float, default=None,
                         help="the review flag's confidence threshold (default: the one the network "
                         "fitted on its validation cells, else 0.8)")
@@ -278,10 +305,11 @@ def main(argv=None):
     if args.review_threshold is None:
         args.review_threshold = ood.confidence_threshold(classifier.metadata.get("metrics"))
     print(f"{Path(args.model_dir).name}: {', '.join(classifier.class_names)}; review threshold "
-          f"{args.review_threshold}, up to {args.per_class} TEST cells per type, seed {args.seed}")
+          f"{args.review_threshold}, up to {args.per_class} {args.split} cells per type, seed {args.seed}")
+    metadata = classifier.metadata if args.split == "validation" else None
     for data_dir in sources:
         name, images = sampled_cells(
-            data_dir, classifier.task, classifier.class_names, args.per_class, args.seed)
+            data_dir, classifier.task, classifier.class_names, args.per_class, args.seed, metadata)
         as_they_are = shifted_photographs(images, SHIFTS[0])  # the first shift changes nothing
         rows = []
         for shift in SHIFTS:

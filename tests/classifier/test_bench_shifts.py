@@ -69,3 +69,23 @@ def test_the_published_binary_network_is_measured_too(tmp_path, capsys):
     out = capsys.readouterr().out
     row = [line for line in out.splitlines() if line.startswith("as photographed")][0].split()
     assert row[2] == "4" and row[3].endswith("%") and row[4] == "-"  # no four types to score
+
+
+def test_validation_cells_are_the_networks_own_validation_split_of_train(tmp_path):
+    """Choosing a recipe on the shifts must not read TEST: the cells come from the split the run
+    held out, rebuilt from its seed, and never from what it trained on."""
+    import pytest
+
+    from classifier.training.data import select_sources
+
+    source = write_cell_folder(tmp_path / "lab", per_class=6, test_per_class=1, seed=6)
+    metadata = {"task": "4class", "seed": 3, "hyperparameters": {"validation_fraction": 0.5}}
+
+    drawn = bench.validation_images(str(source), metadata)
+    (split,) = select_sources([str(source)], "4class", None, 3, 0.5, 3)
+
+    assert drawn and {image.path for image in drawn} == {image.path for image in split.validation}
+    assert not {image.path for image in drawn} & {image.path for image in split.train}
+    assert all("TRAIN" in str(image.path) for image in drawn)
+    with pytest.raises(SystemExit, match="without a validation split"):
+        bench.validation_images(str(source), {"task": "4class", "seed": 3, "hyperparameters": {}})
