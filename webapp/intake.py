@@ -227,6 +227,16 @@ def fingerprint(image):
     return f"{int(''.join('1' if rise else '0' for rise in rises), 2):064x}"
 
 
+def stored_fingerprint(field_file):
+    """The fingerprint of a photograph already stored (kept as checked: upright 8-bit RGB JPEG or
+    PNG), or "" where its file is gone or unreadable."""
+    try:
+        with field_file.open("rb") as handle, Image.open(handle) as image:
+            return fingerprint(image.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return ""
+
+
 def fingerprint_difference(first, second):
     """How many of the 256 grid steps two fingerprints disagree on."""
     return (int(first, 16) ^ int(second, 16)).bit_count()

@@ -407,6 +407,32 @@ def test_a_photograph_another_sample_holds_is_stored_with_a_warning(client, tech
             "to this patient.</li>") in later.content.decode()
 
 
+@pytest.mark.django_db
+def test_photographs_stored_before_fingerprints_get_theirs_from_their_files(queued):
+    """Migration 0015: a photograph stored before 0014 had no fingerprint, so its re-encoded copy
+    was counted again; it gets the one its file gives, and a photograph whose file is gone none."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("webapp.migrations.0015_fingerprint_stored_photographs")
+    data = jpeg_bytes(seed=12)
+    sample = create_sample_with_images("H26-0205", "", [upload("old.jpg", data),
+                                                        upload("gone.jpg", jpeg_bytes(seed=13))]).sample
+    old, gone = sample.images.order_by("original_filename").reverse()
+    taken_at_upload = old.fingerprint
+    gone.image.storage.delete(gone.image.name)
+    SmearImage.objects.filter(sample=sample).update(fingerprint="")
+
+    migration.fingerprint_stored_photographs(apps, None)
+
+    assert SmearImage.objects.get(pk=old.pk).fingerprint == taken_at_upload != ""
+    assert SmearImage.objects.get(pk=gone.pk).fingerprint == ""
+    as_png = encoded(Image.open(io.BytesIO(data)), "PNG")
+    copy = uploads.add_images_to_sample(sample, [upload("old.png", as_png)])
+    assert copy.stored == [] and "same photograph as old.jpg" in copy.rejected[0].reason
+
+
 # --- too many files in one request ---------------------------------------------------------------
 
 def tiny_files(count):

@@ -1,0 +1,24 @@
+from django.db import migrations
+
+
+def fingerprint_stored_photographs(apps, schema_editor):
+    """Photographs stored before 0014 have no fingerprint, so a re-encoded copy of one uploaded
+    later was counted again; each gets the one its file gives (none where the file is gone)."""
+    from webapp.intake import stored_fingerprint
+
+    smear_images = apps.get_model("webapp", "SmearImage").objects.filter(fingerprint="")
+    for photograph in smear_images.only("pk", "image").iterator(chunk_size=200):
+        taken = stored_fingerprint(photograph.image)
+        if taken:
+            smear_images.filter(pk=photograph.pk).update(fingerprint=taken)
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("webapp", "0014_smearimage_fingerprint"),
+    ]
+
+    operations = [
+        migrations.RunPython(fingerprint_stored_photographs, migrations.RunPython.noop, elidable=True),
+    ]
