@@ -231,8 +231,9 @@ def test_the_pipeline_takes_a_second_look_where_the_network_is_unsure():
     names = list(classifier.class_names)
     factors = (1.0, *second_look.SECOND_LOOK_FACTORS)
     looked_again, switched = 0, 0
-    # Drawn cells: the network is unsure of several (confidence 0.5-0.9).
-    for seed, name in enumerate(FOUR_CLASSES):
+    # Drawn cells, two of each type: the network is unsure of several (confidence 0.6-0.9), and
+    # takes some of those from another view.
+    for seed, name in enumerate(FOUR_CLASSES * 2):
         smear = draw_field(name, seed)
         analysis = analyse_smear(smear, classifier, review_threshold=0.8)
         detection = detect_leukocytes(smear)

@@ -218,3 +218,19 @@ def test_a_refit_repeats_its_runs_network_and_refuses_another():
     assert refused.value.differing == {"architecture": ("leukonet", "leukonet-gn"),
                                        "task": ("4class", "8class")}
     assert "architecture leukonet (the run: leukonet-gn), task 4class (the run: 8class)" in str(refused.value)
+
+
+def test_retraining_the_bundled_eight_type_network_repeats_its_recipe():
+    """`--arch leukonet-gn --task 8class` alone is what the model card says trained the bundled
+    network: a default changed without retraining it (or the other way round) shows here."""
+    import json
+
+    from classifier.model_folder import BUNDLED_MODELS_DIR
+
+    metadata = json.loads((BUNDLED_MODELS_DIR / "leukonet-gn-8class" / "metadata.json").read_text())
+    stored = metadata["hyperparameters"]
+    default = Recipe(architecture="leukonet-gn", task="8class").resolved().hyperparameters()
+    differing = {name: (stored[name], value) for name, value in default.items()
+                 if name in stored and stored[name] != value}
+    assert differing == {}
+    assert default["clipped_exposure"] == 0.3 and default["saturation"] == 0.9
