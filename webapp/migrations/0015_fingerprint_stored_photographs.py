@@ -1,11 +1,11 @@
 from django.db import migrations
 
+from webapp.intake import stored_fingerprint
+
 
 def fingerprint_stored_photographs(apps, schema_editor):
     """Photographs stored before 0014 have no fingerprint, so a re-encoded copy of one uploaded
     later was counted again; each gets the one its file gives (none where the file is gone)."""
-    from webapp.intake import stored_fingerprint
-
     smear_images = apps.get_model("webapp", "SmearImage").objects.filter(fingerprint="")
     for photograph in smear_images.only("pk", "image").iterator(chunk_size=200):
         taken = stored_fingerprint(photograph.image)
