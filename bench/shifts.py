@@ -44,8 +44,8 @@ from classifier.labels import FOUR_CLASSES  # noqa: E402
 from classifier.model_folder import BUNDLED_MODELS_DIR  # noqa: E402
 from classifier.quality import assess_quality  # noqa: E402
 from classifier.runtimes import quiet_tensorflow_startup  # noqa: E402
-from classifier.training.data import select_sources  # noqa: E402
 from classifier.training.evaluation import restricted  # noqa: E402
+from classifier.training.held_out import rebuilt_split  # noqa: E402
 
 DATASETS = ROOT.parent / "shared" / "datasets"
 DEFAULT_SOURCES = (DATASETS / "blood-cell-images", DATASETS / "pbc")
@@ -178,16 +178,11 @@ def sampled_cells(data_dir, task, class_names, per_class, seed, metadata=None):
 
 
 def validation_images(data_dir, metadata):
-    """The source's images in the network's validation split, rebuilt from its seed and fraction
-    (each source is split on its own, so one folder gives what it gave in a run on several)."""
-    hyperparameters = metadata.get("hyperparameters") or {}
-    fraction = float(hyperparameters.get("validation_fraction") or 0.0)
-    if fraction <= 0.0:
+    """The source's images in the network's validation split, rebuilt from its metadata."""
+    rebuilt = rebuilt_split(metadata, [data_dir])
+    if rebuilt is None:
         raise SystemExit("the network was trained without a validation split: use TEST")
-    split_seed = hyperparameters.get("validation_seed")
-    split_seed = int(metadata["seed"] if split_seed is None else split_seed)
-    (source,) = select_sources([data_dir], metadata["task"], hyperparameters.get("max_images_per_class"),
-                               int(metadata["seed"]), fraction, split_seed)
+    ((source,), _) = rebuilt
     return source.validation
 
 

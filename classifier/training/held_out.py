@@ -25,6 +25,22 @@ class ValidationPredictions(NamedTuple):
     class_names: list
 
 
+def rebuilt_split(metadata, data_dir):
+    """(sources, split seed): a run's data folders split into training and validation as it split
+    them, from the seed, fraction and per-class cap its metadata records; None where it held out
+    no validation split. Each folder is split on its own, so one folder of several gives what it
+    gave in the run."""
+    hyperparameters = metadata.get("hyperparameters") or {}
+    fraction = float(hyperparameters.get("validation_fraction") or 0.0)
+    if fraction <= 0.0 or not metadata.get("validation_count"):
+        return None
+    split_seed = hyperparameters.get("validation_seed")
+    split_seed = int(metadata["seed"] if split_seed is None else split_seed)
+    sources = select_sources(data_dir, metadata["task"], hyperparameters.get("max_images_per_class"),
+                             int(metadata["seed"]), fraction, split_seed)
+    return sources, split_seed
+
+
 def validation_predictions(run_dir, data_dir, cache_dir=None):
     """A held-out run's uncalibrated predictions on its own validation split.
 
@@ -41,20 +57,11 @@ def validation_predictions(run_dir, data_dir, cache_dir=None):
         raise ValueError(f"{run_dir} is not a model folder: {error}") from None
     metadata = classifier.metadata
     hyperparameters = metadata.get("hyperparameters") or {}
-    fraction = float(hyperparameters.get("validation_fraction") or 0.0)
-    if fraction <= 0.0 or not metadata.get("validation_count"):
+    rebuilt = rebuilt_split(metadata, data_dir)
+    if rebuilt is None:
         raise ValueError(f"{run_dir} was trained without a validation split: it has nothing to lend")
-    split_seed = hyperparameters.get("validation_seed")
-    split_seed = int(metadata["seed"] if split_seed is None else split_seed)
+    sources, split_seed = rebuilt
     class_names = list(classifier.class_names)
-    sources = select_sources(
-        data_dir,
-        metadata["task"],
-        hyperparameters.get("max_images_per_class"),
-        int(metadata["seed"]),
-        fraction,
-        split_seed,
-    )
     inputs, images = [], []
     for source in sources:
         prepared, ok, _ = dataset.load_prepared(

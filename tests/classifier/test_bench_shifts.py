@@ -79,7 +79,8 @@ def test_validation_cells_are_the_networks_own_validation_split_of_train(tmp_pat
     from classifier.training.data import select_sources
 
     source = write_cell_folder(tmp_path / "lab", per_class=6, test_per_class=1, seed=6)
-    metadata = {"task": "4class", "seed": 3, "hyperparameters": {"validation_fraction": 0.5}}
+    metadata = {"task": "4class", "seed": 3, "validation_count": 12,
+                "hyperparameters": {"validation_fraction": 0.5}}
 
     drawn = bench.validation_images(str(source), metadata)
     (split,) = select_sources([str(source)], "4class", None, 3, 0.5, 3)

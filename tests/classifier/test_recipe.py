@@ -223,11 +223,9 @@ def test_a_refit_repeats_its_runs_network_and_refuses_another():
 def test_retraining_the_bundled_eight_type_network_repeats_its_recipe():
     """`--arch leukonet-gn --task 8class` alone is what the model card says trained the bundled
     network: a default changed without retraining it (or the other way round) shows here."""
-    import json
+    from classifier.model_folder import BUNDLED_MODELS_DIR, read_metadata
 
-    from classifier.model_folder import BUNDLED_MODELS_DIR
-
-    metadata = json.loads((BUNDLED_MODELS_DIR / "leukonet-gn-8class" / "metadata.json").read_text())
+    metadata = read_metadata(BUNDLED_MODELS_DIR / "leukonet-gn-8class")
     stored = metadata["hyperparameters"]
     default = Recipe(architecture="leukonet-gn", task="8class").resolved().hyperparameters()
     differing = {name: (stored[name], value) for name, value in default.items()
