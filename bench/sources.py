@@ -18,7 +18,9 @@ A task whose classes a training set lacks (the 8 PBC classes, on blood-cell-imag
 back to the four shared types for that run. Run folders are kept in --runs DIR (default:
 DEFAULT_RUNS), one per training set, named after its sources joined by "+"; one already
 there is reused, so a long training need not be repeated (--no-train: reuse only, and print the
-matrix of the runs there).
+matrix of the runs there). A kept run is reused only where it was trained with this recipe (network,
+classes, seed and every recorded setting); another recipe's run is refused with the settings that
+differ, so its figures are never printed as this recipe's.
 """
 
 import argparse
@@ -34,15 +36,16 @@ from bench.classify import default_sources, source_benchmark  # noqa: E402
 from classifier import dataset, ood  # noqa: E402
 from classifier.errors import TrainingDataError  # noqa: E402
 from classifier.labels import FOUR_CLASSES, TASK_CLASSES  # noqa: E402
-from classifier.model_folder import is_model_folder  # noqa: E402
+from classifier.model_folder import is_model_folder, read_metadata  # noqa: E402
 from classifier.runtimes import quiet_tensorflow_startup  # noqa: E402
 from classifier.training.command_line import add_recipe_arguments, recipe_given  # noqa: E402
-from classifier.training.recipe import Recipe  # noqa: E402
+from classifier.training.recipe import Recipe, differences_from_run  # noqa: E402
 
-# A folder per recipe, so that runs of an earlier recipe are not reused as today's: earlier ones
-# were kept in var/bench-sources-gn (every window stain-normalised, 96x96), var/bench-sources-unnorm
-# (96x96) and var/bench-sources-128 (saturation 0.75-1.25x); today's varies it 0.1-1.9x.
-DEFAULT_RUNS = ROOT / "var" / "bench-sources-sat09"
+# A folder per recipe, so that a machine keeps each recipe's runs: earlier ones were kept in
+# var/bench-sources-gn (every window stain-normalised, 96x96), var/bench-sources-unnorm (96x96),
+# var/bench-sources-128 (saturation 0.75-1.25x) and var/bench-sources-sat09 (no clipped exposure).
+# A kept run trained otherwise than the recipe asked is refused, not reused (RecipeOfAnotherRun).
+DEFAULT_RUNS = ROOT / "var" / "bench-sources-clip03"
 # Every run is a held-out run: its validation split fits the temperature and the score's threshold.
 BENCH_SETS = ("validation_fraction", "temperature")
 
@@ -80,6 +83,25 @@ def train_run(folders, run_dir, settings):
     result = train_classifier(config)
     result.save(run_dir)
     return Path(run_dir)
+
+
+class RecipeOfAnotherRun(LookupError):
+    """A kept run folder trained otherwise than the recipe asked: its figures are not this recipe's."""
+
+    def __init__(self, run_dir, differing):
+        listed = ", ".join(f"{name} {run} (asked: {asked})" for name, (run, asked) in differing.items())
+        super().__init__(
+            f"{run_dir} holds a run of another recipe: {listed}. Give --runs a folder of its own for "
+            "this recipe, or remove that run to train it again"
+        )
+
+
+def check_kept_run(run_dir, settings):
+    """Raise RecipeOfAnotherRun where the run kept in run_dir was not trained as ``settings`` (its
+    task included) would train it."""
+    differing = differences_from_run(Recipe(**settings).resolved(), read_metadata(run_dir))
+    if differing:
+        raise RecipeOfAnotherRun(run_dir, differing)
 
 
 def evaluate_run(run_dir, test_folders, review_threshold=None):
@@ -182,14 +204,16 @@ def run_matrix(folders, runs, settings, train=True):
     results, trained_on, missing = {}, {}, []
     for name, members in training_sets(folders):
         run_dir = Path(runs) / name
-        if not is_model_folder(run_dir):
-            if not train:
-                missing.append(str(run_dir))
-                print(f"left out: no run folder {run_dir} (--no-train)", file=sys.stderr, flush=True)
-                continue
-            run_task = task_for(members, task)
-            print(f"training {name} ({run_task}) into {run_dir}", flush=True)
-            train_run(members, run_dir, {**settings, "task": run_task})
+        run_settings = {**settings, "task": task_for(members, task)}
+        if is_model_folder(run_dir):
+            check_kept_run(run_dir, run_settings)
+        elif not train:
+            missing.append(str(run_dir))
+            print(f"left out: no run folder {run_dir} (--no-train)", file=sys.stderr, flush=True)
+            continue
+        else:
+            print(f"training {name} ({run_settings['task']}) into {run_dir}", flush=True)
+            train_run(members, run_dir, run_settings)
         results[name] = evaluate_run(run_dir, folders)
         trained_on[name] = {source_name(folder) for folder in members}
     if not results:

@@ -561,6 +561,23 @@ def refit_settings(hyperparameters, input_spec):
     return repeated
 
 
+def differences_from_run(recipe, metadata):
+    """{setting: (the stored run's value, the recipe's)} of each setting a stored run was trained
+    with otherwise than ``recipe`` (resolved) trains: its network, classes, seed and recorded
+    hyperparameters. A setting the run did not record counts as what runs before it trained with
+    (absent_means), else as unknown (None): a run is not taken for today's recipe on trust."""
+    identity = ("architecture", "task", "seed")
+    stored = {**(metadata.get("hyperparameters") or {}), **{name: metadata.get(name) for name in identity}}
+    wanted = {**recipe.hyperparameters(), **{name: getattr(recipe, name) for name in identity}}
+    absent = {s.name: s.absent_means for s in SETTINGS}
+    differing = {}
+    for name, value in wanted.items():
+        was = stored[name] if stored.get(name) is not None else absent.get(name)
+        if was != value:
+            differing[name] = (was, value)
+    return differing
+
+
 def trained_as(architecture, task, hyperparameters):
     """{setting: value} of what a refit must train as its held-out run did (the run's network, its
     classes and its length), of those the run recorded."""

@@ -11,6 +11,8 @@ import pytest
 from tests.synthetic_cells import draw_cell, write_cell_folder
 
 ROOT = Path(__file__).resolve().parents[2]
+# The recipe every run of the matrix here is trained with: a one-epoch paper network.
+RECIPE = dict(architecture="paper", task="4class", epochs=1, batch_size=8)
 
 
 def load_bench(name):
@@ -45,7 +47,7 @@ def matrix(tmp_path_factory):
             draw_cell("NEUTROPHIL", rng).save(basophils / f"basophil_{k}.jpeg")
         bench = load_bench("sources")
         runs = root / "runs"
-        settings = dict(architecture="paper", task="4class", epochs=1, batch_size=8)
+        settings = dict(RECIPE)
         # What a run on both would be; a stand-in here (several data folders are the training
         # package's to take), so only the single-source runs are trained.
         bench.train_run([str(first)], runs / "lab-a", settings)
@@ -97,16 +99,35 @@ def test_the_matrix_marks_the_sources_a_run_never_saw(matrix):
 def test_with_training_off_the_runs_there_are_measured_and_the_missing_named(matrix, tmp_path, capsys):
     bench, results, _, runs, (first, second) = matrix
     with pytest.raises(LookupError, match="no run folder .*lab-a"):
-        bench.run_matrix([str(first), str(second)], tmp_path / "empty", {}, train=False)
+        bench.run_matrix([str(first), str(second)], tmp_path / "empty", RECIPE, train=False)
 
     kept = tmp_path / "kept"
     shutil.copytree(runs / "lab-a+lab-b", kept / "lab-a+lab-b")  # the single-source runs cut short
-    partial, trained_on = bench.run_matrix([str(first), str(second)], kept, {}, train=False)
+    partial, trained_on = bench.run_matrix([str(first), str(second)], kept, RECIPE, train=False)
 
     assert list(partial) == ["lab-a+lab-b"] and trained_on == {"lab-a+lab-b": {"lab-a", "lab-b"}}
     assert partial["lab-a+lab-b"]["lab-b"]["test"] == results["lab-a+lab-b"]["lab-b"]["test"]
     assert "left out: no run folder" in capsys.readouterr().err
     assert "lab-a+lab-b" in "\n".join(bench.matrix_lines(partial, trained_on))
+
+
+def test_a_kept_run_of_another_recipe_is_refused_not_measured_as_this_ones(matrix, tmp_path):
+    """Runs are kept by folder name; a folder trained with other settings (an earlier recipe, a
+    longer run) must not print its figures under today's recipe."""
+    bench, _, _, runs, (first, second) = matrix
+    kept = tmp_path / "kept"
+    shutil.copytree(runs / "lab-a+lab-b", kept / "lab-a+lab-b")
+    longer = {**RECIPE, "epochs": 3, "jpeg": 0.5}
+
+    with pytest.raises(bench.RecipeOfAnotherRun) as refused:
+        bench.run_matrix([str(first), str(second)], kept, longer, train=False)
+
+    message = str(refused.value)
+    assert "lab-a+lab-b holds a run of another recipe: " in message
+    assert "epochs 1 (asked: 3)" in message and "jpeg 0.3 (asked: 0.5)" in message
+    assert "batch_size" not in message and "architecture" not in message
+    assert bench.main(["--data", str(first), "--data", str(second), "--runs", str(kept), "--no-train",
+                       "--arch", "paper", "--task", "4class", "--epochs", "3"]) == 2
 
 
 def test_the_classifier_benchmark_reports_every_source_and_the_classes_it_shares(matrix, tmp_path, capsys):

@@ -18,6 +18,7 @@ from classifier.training.recipe import (
     SETTINGS_BY_NAME,
     HeldOutCalibration,
     RefitMismatch,
+    differences_from_run,
     refit_settings,
     trained_as,
 )
@@ -226,9 +227,19 @@ def test_retraining_the_bundled_eight_type_network_repeats_its_recipe():
     from classifier.model_folder import BUNDLED_MODELS_DIR, read_metadata
 
     metadata = read_metadata(BUNDLED_MODELS_DIR / "leukonet-gn-8class")
-    stored = metadata["hyperparameters"]
-    default = Recipe(architecture="leukonet-gn", task="8class").resolved().hyperparameters()
-    differing = {name: (stored[name], value) for name, value in default.items()
-                 if name in stored and stored[name] != value}
-    assert differing == {}
-    assert default["clipped_exposure"] == 0.3 and default["saturation"] == 0.9
+    default = Recipe(architecture="leukonet-gn", task="8class").resolved()
+    assert differences_from_run(default, metadata) == {}
+    assert default.clipped_exposure == 0.3 and default.saturation == 0.9
+
+
+def test_a_stored_run_differs_from_a_recipe_in_what_it_recorded_or_in_what_runs_before_had():
+    recipe = Recipe(architecture="leukonet-gn", task="8class").resolved()
+    run = {"architecture": "leukonet-gn", "task": "8class", "seed": recipe.seed,
+           "hyperparameters": {**recipe.hyperparameters(), "epochs": 20}}
+    assert differences_from_run(recipe, run) == {"epochs": (20, 30)}
+    # A run from before clipped exposure existed trained without it.
+    del run["hyperparameters"]["clipped_exposure"]
+    assert differences_from_run(recipe, run)["clipped_exposure"] == (0.0, 0.3)
+    # A setting with no known past (the run's seed) is not assumed to match.
+    del run["seed"]
+    assert differences_from_run(recipe, run)["seed"] == (None, recipe.seed)
