@@ -130,6 +130,27 @@ def test_a_kept_run_of_another_recipe_is_refused_not_measured_as_this_ones(matri
                        "--arch", "paper", "--task", "4class", "--epochs", "3"]) == 2
 
 
+def test_speed_is_timed_on_a_fixed_random_draw_of_the_split_not_its_first_type(matrix):
+    """A split lists its files type by type: its first cells are all of one type."""
+    from classifier.inference import CellClassifier
+
+    _, _, _, runs, (first, _) = matrix
+    classify = load_bench("classify")
+    types = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
+    listed = [f"{name}_{k}" for name in types for k in range(100)]
+    drawn = classify.speed_sample(listed, count=64)
+    assert drawn == classify.speed_sample(listed, count=64) and len(set(drawn)) == 64
+    assert {name.split("_")[0] for name in drawn} == set(types)
+
+    classifier = CellClassifier.from_directory(runs / "lab-a")
+    report = classify.source_benchmark(classifier, first)
+    printed = "\n".join(classify.source_lines(report, list(classifier.class_names)))
+
+    assert 0.0 <= report["looked_again_batch64"] <= 1.0 and 0.0 <= report["looked_again_test"] <= 1.0
+    assert report["cells_per_second_batch64"] > 0 and report["ms_per_cell_batch1"] > 0
+    assert "timed on 256 TEST cells drawn at random; second looks taken of " in printed
+
+
 def test_the_classifier_benchmark_reports_every_source_and_the_classes_it_shares(matrix, tmp_path, capsys):
     from classifier.inference import CellClassifier
 
