@@ -372,6 +372,44 @@ def test_the_same_field_in_another_file_format_or_orientation_flag_is_counted_on
     assert all("same photograph as field.jpg" in item.reason for item in again.rejected)
 
 
+def test_the_turned_fingerprints_are_those_of_the_turned_photograph():
+    from webapp.intake import SAME_FIELD_MAX_DIFFERENCE, fingerprint, fingerprint_difference, fingerprints
+
+    image = Image.fromarray(field_array(seed=4, width=331, height=217))  # no side a multiple of 17
+    upright, turned = fingerprints(image)
+    turns = Image.Transpose
+    in_their_order = [turns.ROTATE_180, turns.FLIP_LEFT_RIGHT, turns.FLIP_TOP_BOTTOM, turns.TRANSPOSE,
+                      turns.TRANSVERSE, turns.ROTATE_270, turns.ROTATE_90]
+    assert upright == fingerprint(image)
+    # Rounding may tip a near-tie step of a flat background: a few of 256, never near the threshold.
+    differences = [fingerprint_difference(fingerprint(image.transpose(turn)), mine)
+                   for turn, mine in zip(in_their_order, turned, strict=True)]
+    assert max(differences) <= 4 < SAME_FIELD_MAX_DIFFERENCE
+    assert min(fingerprint_difference(upright, mine) for mine in turned) > SAME_FIELD_MAX_DIFFERENCE
+
+
+@pytest.mark.django_db
+def test_a_copy_whose_pixels_were_turned_or_mirrored_is_counted_once(queued):
+    field = Image.fromarray(field_array(seed=6))
+    first = upload("field.jpg", encoded(field, "JPEG", quality=95))
+    result = create_sample_with_images("H26-0206", "", [first])
+    half_turned = encoded(field.transpose(Image.Transpose.ROTATE_180), "JPEG", quality=85)
+    mirrored = encoded(field.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "PNG")
+    quarter_turned = encoded(field.transpose(Image.Transpose.ROTATE_270), "JPEG", quality=90)
+    other = encoded(Image.fromarray(field_array(seed=7)), "JPEG")
+
+    again = uploads.add_images_to_sample(result.sample, [
+        upload("half.jpg", half_turned), upload("mirror.png", mirrored),
+        upload("quarter.jpg", quarter_turned), upload("other.jpg", other),
+    ])
+
+    assert [image.original_filename for image in again.stored] == ["other.jpg"]
+    assert [item.name for item in again.rejected] == ["half.jpg", "mirror.png", "quarter.jpg"]
+    assert all("same photograph as field.jpg (the same field, whatever its file format or orientation)"
+               in item.reason for item in again.rejected)
+    assert result.sample.images.count() == 2
+
+
 @pytest.mark.django_db
 def test_a_photograph_stored_by_another_upload_while_the_files_were_read_is_refused(queued, monkeypatch):
     sample = create_sample_with_images("H26-0202", "", [upload("a.jpg", jpeg_bytes())]).sample
