@@ -563,10 +563,11 @@ def refit_settings(hyperparameters, input_spec):
 
 def differences_from_run(recipe, metadata):
     """{setting: (the stored run's value, the recipe's)} of each setting a stored run was trained
-    with otherwise than ``recipe`` (resolved) trains: its network, classes, seed and recorded
-    hyperparameters. A setting the run did not record counts as what runs before it trained with
-    (absent_means), else as unknown (None): a run is not taken for today's recipe on trust."""
-    identity = ("architecture", "task", "seed")
+    with otherwise than ``recipe`` (resolved) trains: its network, classes, input, seed and
+    recorded hyperparameters. A setting the run did not record counts as what runs before it
+    trained with (absent_means), else as unknown (None): a run is not taken for today's recipe on
+    trust."""
+    identity = ("architecture", "task", "input_spec", "seed")
     stored = {**(metadata.get("hyperparameters") or {}), **{name: metadata.get(name) for name in identity}}
     wanted = {**recipe.hyperparameters(), **{name: getattr(recipe, name) for name in identity}}
     absent = {s.name: s.absent_means for s in SETTINGS}

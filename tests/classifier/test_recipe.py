@@ -235,8 +235,11 @@ def test_retraining_the_bundled_eight_type_network_repeats_its_recipe():
 def test_a_stored_run_differs_from_a_recipe_in_what_it_recorded_or_in_what_runs_before_had():
     recipe = Recipe(architecture="leukonet-gn", task="8class").resolved()
     run = {"architecture": "leukonet-gn", "task": "8class", "seed": recipe.seed,
+           "input_spec": {**recipe.input_spec, "crop": 192},
            "hyperparameters": {**recipe.hyperparameters(), "epochs": 20}}
-    assert differences_from_run(recipe, run) == {"epochs": (20, 30)}
+    assert differences_from_run(recipe, run) == {"epochs": (20, 30),
+                                                 "input_spec": (run["input_spec"], recipe.input_spec)}
+    run["input_spec"] = dict(recipe.input_spec)
     # A run from before clipped exposure existed trained without it.
     del run["hyperparameters"]["clipped_exposure"]
     assert differences_from_run(recipe, run)["clipped_exposure"] == (0.0, 0.3)
