@@ -5,7 +5,9 @@
 DIR is the shared datasets folder or its bccd-smears sub-folder (default: ../shared/datasets from
 the project root). Part 1 prints recall and precision at IoU >= 0.5, the mean IoU of matched
 boxes, images per second on ONE core (OpenCV is pinned to one thread, as a Celery worker process
-gets), and every miss and false positive.
+gets), every miss and false positive, and the matched cells the site's edge rule (a cell the
+photograph's edge cuts is left out of the formula) decides otherwise on the detected box than on
+the annotated one.
 
 Part 2 runs the whole smear pipeline (detector + classifier) on the smears whose photograph no
 training image was made from, and prints the share whose cell gets its labelled type, 4-class and
@@ -71,6 +73,17 @@ def match(truth, found) -> tuple[list[tuple[int, int, float]], list[int], list[i
     return matched, misses, extras
 
 
+def edge_disagreements(truth, found, matched, width, height):
+    """([(truth, found) index pairs the edge rule leaves out on the detected box but not on the
+    annotated one], [those it counts on the detected box though the annotated one is cut])."""
+    left_out, kept = [], []
+    for i, j, _ in matched:
+        annotated_cut, found_cut = (touches_edge(box, width, height) for box in (truth[i], found[j]))
+        if annotated_cut != found_cut:
+            (left_out if found_cut else kept).append((i, j))
+    return left_out, kept
+
+
 @dataclass
 class DetectionFigures:
     images: int = 0
@@ -80,6 +93,10 @@ class DetectionFigures:
     seconds: float = 0.0
     misses: list[str] = field(default_factory=list)
     false_positives: list[str] = field(default_factory=list)
+    # Matched cells the site's edge rule (classifier.boxes.touches_edge: cut by the photograph's
+    # edge, left out of the formula) decides otherwise on the detected box than on the annotated one.
+    edge_left_out: list[str] = field(default_factory=list)  # annotated clear of the edge
+    edge_kept: list[str] = field(default_factory=list)  # annotated at the edge
 
 
 def benchmark_detector(bccd: Path) -> DetectionFigures:
@@ -96,6 +113,9 @@ def benchmark_detector(bccd: Path) -> DetectionFigures:
         figures.truths += len(truth)
         figures.found += len(found)
         figures.ious.extend(overlap for _, _, overlap in matched)
+        left_out, kept = edge_disagreements(truth, found, matched, rgb.shape[1], rgb.shape[0])
+        for pairs, lines in ((left_out, figures.edge_left_out), (kept, figures.edge_kept)):
+            lines.extend(f"{image_path.stem} WBC {truth[i]} detected {found[j]}" for i, j in pairs)
         for i in misses:
             best = max((box_iou(truth[i], f) for f in found), default=0.0)
             figures.misses.append(f"{image_path.stem} WBC {truth[i]} best IoU {best:.2f}")
@@ -120,6 +140,13 @@ def print_detection(figures: DetectionFigures) -> None:
     print(f"  false positives ({len(figures.false_positives)}):")
     for line in figures.false_positives:
         print(f"    {line}")
+    print(f"  the edge rule on the {len(figures.ious)} matched cells, detected box against annotated: "
+          f"{len(figures.edge_left_out)} left out as cut by the edge though annotated clear of it, "
+          f"{len(figures.edge_kept)} counted though annotated at it")
+    for line in figures.edge_left_out:
+        print(f"    left out: {line}")
+    for line in figures.edge_kept:
+        print(f"    counted: {line}")
 
 
 # --- Part 2: the whole smear pipeline, on smears the classifier never saw -----------------------

@@ -36,3 +36,12 @@ def test_a_smear_is_right_when_its_calls_are_its_labels_and_binary_right_by_grou
     assert score.wrong == ["b: labelled EOSINOPHIL, got NEUTROPHIL", "c: labelled NEUTROPHIL, got -",
                            "d: labelled MONOCYTE, got PLATELET"]
     assert score.shares() == "0.250 (1/4), binary 0.500 (2/4)"
+
+
+def test_the_edge_rule_is_read_against_the_annotated_boxes():
+    truth = [(23, 229, 204, 421), (2, 187, 228, 359), (300, 0, 400, 90), (400, 100, 500, 200)]
+    found = [(30, 218, 202, 480), (34, 188, 212, 363), (305, 0, 398, 95), (405, 98, 498, 205)]
+    matched = [(k, k, 0.8) for k in range(4)]
+    # A box stretched to the bottom edge (a platelet clump joined to the nucleus) leaves a whole
+    # cell out; a box short of a cut cell's edge counts it; both cut, or both clear, agree.
+    assert bench.edge_disagreements(truth, found, matched, 640, 480) == ([(0, 0)], [(1, 1)])
