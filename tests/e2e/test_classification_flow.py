@@ -148,19 +148,20 @@ def test_upload_classify_review_export_delete(client, tech, celery_worker, serve
 
 
 def test_no_leukocyte_is_done_and_a_missing_file_fails_readably(tech, celery_worker, served_model):
-    # A pale, evenly stained field with red-cell-coloured blobs and no nucleus anywhere.
-    rng = np.random.default_rng(1)
-    field = np.full((240, 320, 3), (238, 214, 214), np.uint8)
-    for _ in range(25):
-        y, x = rng.integers(20, 220), rng.integers(20, 300)
-        field[max(0, y - 12) : y + 12, max(0, x - 12) : x + 12] = (214, 150, 160)
-    def png(rgb):
+    def field_png(seed):
+        """A pale, evenly stained field with red-cell-coloured blobs and no nucleus anywhere."""
+        rng = np.random.default_rng(seed)
+        field = np.full((240, 320, 3), (238, 214, 214), np.uint8)
+        for _ in range(25):
+            y, x = rng.integers(20, 220), rng.integers(20, 300)
+            field[max(0, y - 12) : y + 12, max(0, x - 12) : x + 12] = (214, 150, 160)
         buffer = io.BytesIO()
-        Image.fromarray(rgb).save(buffer, format="PNG")
+        Image.fromarray(field).save(buffer, format="PNG")
         return buffer.getvalue()
 
-    empty = SimpleUploadedFile("empty-field.png", png(field))
-    broken = SimpleUploadedFile("will-vanish.png", png(field[::-1]))  # another photograph
+    empty = SimpleUploadedFile("empty-field.png", field_png(1))
+    # Another field: a mirrored copy of the first would be refused as the same photograph.
+    broken = SimpleUploadedFile("will-vanish.png", field_png(2))
     result = create_sample_with_images("E2E-0002", "", [empty, broken], user=tech)
     empty_image, broken_image = result.stored
     # Simulate storage losing the photograph before the worker reaches it.
