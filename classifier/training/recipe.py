@@ -570,10 +570,9 @@ def differences_from_run(recipe, metadata):
     identity = ("architecture", "task", "input_spec", "seed")
     stored = {**(metadata.get("hyperparameters") or {}), **{name: metadata.get(name) for name in identity}}
     wanted = {**recipe.hyperparameters(), **{name: getattr(recipe, name) for name in identity}}
-    absent = {s.name: s.absent_means for s in SETTINGS}
     differing = {}
     for name, value in wanted.items():
-        was = stored[name] if stored.get(name) is not None else absent.get(name)
+        was = stored[name] if stored.get(name) is not None else SETTINGS_BY_NAME[name].absent_means
         if was != value:
             differing[name] = (was, value)
     return differing
