@@ -48,7 +48,7 @@ class CheckedImage:
     conversion_note: str = ""
     checksum: str = ""
     fingerprint: str = ""  # fingerprint(): the same field's photograph, however it was encoded
-    # fingerprints(): the field's seven other orientations, to find a copy turned or mirrored
+    # oriented_fingerprints(): the field's seven other orientations, to find a turned copy
     turned: tuple = ()
 
 
@@ -188,7 +188,7 @@ def check_image(uploaded):
         )
 
     width, height = image.size
-    pixels, turned = fingerprints(image)
+    pixels, turned = oriented_fingerprints(image)
     if not notes and source_format in ("JPEG", "PNG"):
         # Keep the photograph byte for byte when nothing had to change.
         return CheckedImage(data, ".jpg" if source_format == "JPEG" else ".png", width, height,
@@ -243,7 +243,7 @@ _SAME_SHAPE_TURNS = (Image.Transpose.ROTATE_180, Image.Transpose.FLIP_LEFT_RIGHT
                      Image.Transpose.FLIP_TOP_BOTTOM)
 
 
-def fingerprints(image):
+def oriented_fingerprints(image):
     """(fingerprint(image), the fingerprints of its seven other orientations: turned a quarter, a
     half or three quarters, or mirrored), each the one its file turned so would have. Software that
     rotates the pixels themselves, not the orientation flag, makes a copy of the same field.
@@ -290,7 +290,7 @@ def held_already(checked, checksums, fingerprints):
 
 def same_field(first, second):
     """Two fingerprints of one photograph (another encoding, copy or orientation flag of it); a
-    turned copy's fingerprint is one of those fingerprints() turns."""
+    turned copy's fingerprint is one of those oriented_fingerprints() turns."""
     return bool(first and second) and fingerprint_difference(first, second) <= SAME_FIELD_MAX_DIFFERENCE
 
 

@@ -373,10 +373,15 @@ def test_the_same_field_in_another_file_format_or_orientation_flag_is_counted_on
 
 
 def test_the_turned_fingerprints_are_those_of_the_turned_photograph():
-    from webapp.intake import SAME_FIELD_MAX_DIFFERENCE, fingerprint, fingerprint_difference, fingerprints
+    from webapp.intake import (
+        SAME_FIELD_MAX_DIFFERENCE,
+        fingerprint,
+        fingerprint_difference,
+        oriented_fingerprints,
+    )
 
     image = Image.fromarray(field_array(seed=4, width=331, height=217))  # no side a multiple of 17
-    upright, turned = fingerprints(image)
+    upright, turned = oriented_fingerprints(image)
     turns = Image.Transpose
     in_their_order = [turns.ROTATE_180, turns.FLIP_LEFT_RIGHT, turns.FLIP_TOP_BOTTOM, turns.TRANSPOSE,
                       turns.TRANSVERSE, turns.ROTATE_270, turns.ROTATE_90]
