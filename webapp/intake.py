@@ -9,6 +9,7 @@ import hashlib
 import io
 import warnings
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from django.conf import settings
@@ -264,14 +265,14 @@ def oriented_fingerprints(image):
     return _rises(upright), turned
 
 
-def stored_fingerprint(field_file):
-    """The fingerprint of a photograph already stored (kept as checked: upright 8-bit RGB JPEG or
-    PNG), or "" where its file is gone or unreadable."""
+def stored_oriented_fingerprints(field_file):
+    """oriented_fingerprints() of a photograph already stored (kept as checked: upright 8-bit RGB
+    JPEG or PNG), or ("", ()) where its file is gone or unreadable."""
     try:
         with field_file.open("rb") as handle, Image.open(handle) as image:
-            return fingerprint(image.convert("RGB"))
+            return oriented_fingerprints(image.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError):
-        return ""
+        return "", ()
 
 
 def fingerprint_difference(first, second):
@@ -292,6 +293,23 @@ def same_field(first, second):
     """Two fingerprints of one photograph (another encoding, copy or orientation flag of it); a
     turned copy's fingerprint is one of those oriented_fingerprints() turns."""
     return bool(first and second) and fingerprint_difference(first, second) <= SAME_FIELD_MAX_DIFFERENCE
+
+
+# Two fingerprints within SAME_FIELD_MAX_DIFFERENCE steps of each other agree exactly on at least
+# one of SAME_FIELD_MAX_DIFFERENCE + 1 disjoint bands of them (there are more bands than steps that
+# differ), so indexed bands find a photograph's near copies among every sample's without comparing
+# it with each one.
+FINGERPRINT_BANDS = SAME_FIELD_MAX_DIFFERENCE + 1
+_FINGERPRINT_BITS = FINGERPRINT_GRID * FINGERPRINT_GRID
+_BAND_EDGES = [round(band * _FINGERPRINT_BITS / FINGERPRINT_BANDS) for band in range(FINGERPRINT_BANDS + 1)]
+_BAND_KEY_SHIFT = 16  # every band is 15 or 16 bits wide: its number goes above them in its key
+
+
+def fingerprint_bands(fingerprint):
+    """The FINGERPRINT_BANDS integers a fingerprint is found by, each a band's number and bits."""
+    value = int(fingerprint, 16)
+    return [band << _BAND_KEY_SHIFT | (value >> start) & ((1 << (end - start)) - 1)
+            for band, (start, end) in enumerate(pairwise(_BAND_EDGES))]
 
 
 def check_files(files, known_checksums=None, known_fingerprints=None):

@@ -213,6 +213,9 @@ class SmearImage(models.Model):
     checksum = models.CharField(max_length=64, db_index=True)  # SHA-256 of the stored file
     # webapp.intake.fingerprint of its pixels: the same field in another file ("" before 0014).
     fingerprint = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    # The fingerprints of its seven other orientations (webapp.intake.oriented_fingerprints), so
+    # that a copy turned by software is found in other samples without reading the file again.
+    turned_fingerprints = models.JSONField(default=list, blank=True)
     conversion_note = models.CharField(max_length=255, blank=True)
 
     quality = models.JSONField(default=dict)
@@ -253,6 +256,18 @@ class SmearImage(models.Model):
 
     def get_additional_data(self):
         return {"sample_id": self.sample_id, "image_id": self.pk}
+
+
+class FingerprintBand(models.Model):
+    """One of the bands of a stored photograph's fingerprint (webapp.intake.fingerprint_bands):
+    a near copy of the photograph shares at least one, which the index finds among every sample's
+    photographs without comparing it with each."""
+
+    image = models.ForeignKey(SmearImage, on_delete=models.CASCADE, related_name="fingerprint_bands")
+    key = models.PositiveIntegerField(db_index=True)
+
+    def __str__(self):
+        return f"{self.image_id}: {self.key}"
 
 
 class Cell(models.Model):

@@ -23,10 +23,12 @@ from classifier.labels import BINARY_CLASSES, FOUR_CLASSES
 from classifier.ood import UNFAMILIAR_ABOVE
 from webapp.cell_types import review_types, type_order
 from webapp.counting import RULES, Counting, counting_of, group_of, rule_for
+from webapp.intake import fingerprint_bands, same_field
 from webapp.models import (
     AddedCellRequest,
     Cell,
     CellReview,
+    FingerprintBand,
     ModelActivation,
     ModelVersion,
     Sample,
@@ -52,6 +54,9 @@ IN_DIFFERENTIAL = ~Q(cell_type__in=[name for name, rule in RULES.items()
 UNRESOLVED = Q(cell_type__in=[name for name, rule in RULES.items() if rule.counting is Counting.UNRESOLVED])
 # Past this many matches the history says "more than N" instead of counting them all.
 HISTORY_COUNT_CAP = 10_000
+# Photographs whose fingerprints' bands go into one query: 8 orientations x 17 bands each, well
+# under SQLite's 32,766 parameters.
+HELD_ELSEWHERE_BATCH = 100
 
 
 def known_cell_types():
@@ -850,22 +855,29 @@ def model_versions_with_cell_counts():
 
 def photographs_held_elsewhere(sample, image_ids=None):
     """{image id: [accession numbers, oldest sample first]} of the sample's photographs (those of
-    ``image_ids`` where given) that other samples hold too: the same stored file, or the same
-    pixels in another one (an equal fingerprint, which its index finds). One query."""
+    ``image_ids`` where given) that other samples hold too: the same stored file, or the same field
+    in another file, re-encoded, turned or mirrored (webapp.intake.same_field). The fingerprints'
+    indexed bands find the candidates; one query per HELD_ELSEWHERE_BATCH photographs."""
     images = sample.images.all() if image_ids is None else sample.images.filter(pk__in=image_ids)
-    mine = list(images.values_list("pk", "checksum", "fingerprint"))
-    if not mine:
-        return {}
-    alike = Q(checksum__in={checksum for _, checksum, _ in mine})
-    alike |= Q(fingerprint__in={fingerprint for _, _, fingerprint in mine if fingerprint})
-    others = list(SmearImage.objects.exclude(sample=sample).filter(alike).order_by("sample__created_at")
-                  .values_list("checksum", "fingerprint", "sample__accession_number"))
+    mine = [(pk, checksum, [print_ for print_ in (fingerprint, *turned) if print_])
+            for pk, checksum, fingerprint, turned
+            in images.values_list("pk", "checksum", "fingerprint", "turned_fingerprints")]
     held = {}
-    for pk, checksum, fingerprint in mine:
-        accessions = [accession for other_checksum, other_fingerprint, accession in others
-                      if other_checksum == checksum or (fingerprint and other_fingerprint == fingerprint)]
-        if accessions:
-            held[pk] = list(dict.fromkeys(accessions))
+    for start in range(0, len(mine), HELD_ELSEWHERE_BATCH):
+        batch = mine[start:start + HELD_ELSEWHERE_BATCH]
+        keys = {key for _, _, orientations in batch
+                for print_ in orientations for key in fingerprint_bands(print_)}
+        near = FingerprintBand.objects.filter(key__in=keys).values("image_id")
+        others = list(SmearImage.objects.exclude(sample=sample)
+                      .filter(Q(checksum__in={checksum for _, checksum, _ in batch}) | Q(pk__in=near))
+                      .order_by("sample__created_at", "pk")
+                      .values_list("checksum", "fingerprint", "sample__accession_number"))
+        for pk, checksum, orientations in batch:
+            accessions = [accession for other_checksum, other_fingerprint, accession in others
+                          if other_checksum == checksum
+                          or any(same_field(print_, other_fingerprint) for print_ in orientations)]
+            if accessions:
+                held[pk] = list(dict.fromkeys(accessions))
     return held
 
 

@@ -450,6 +450,86 @@ def test_a_photograph_another_sample_holds_is_stored_with_a_warning(client, tech
             "to this patient.</li>") in later.content.decode()
 
 
+def test_fingerprints_of_one_field_always_share_a_band():
+    """What lets an index find another sample's copy: any two fingerprints a copy can differ by
+    (up to SAME_FIELD_MAX_DIFFERENCE steps) agree on a whole band; unrelated ones rarely do."""
+    from webapp.intake import SAME_FIELD_MAX_DIFFERENCE, fingerprint_bands
+
+    rng = np.random.default_rng(19)
+    shared_by_strangers = 0
+    for _ in range(2000):
+        bits = rng.integers(0, 2, 256)
+        copy = bits.copy()
+        copy[rng.choice(256, SAME_FIELD_MAX_DIFFERENCE, replace=False)] ^= 1
+        stranger = rng.integers(0, 2, 256)
+        original, copied, other = (f"{int(''.join(map(str, row)), 2):064x}" for row in (bits, copy, stranger))
+        assert set(fingerprint_bands(original)) & set(fingerprint_bands(copied))
+        shared_by_strangers += bool(set(fingerprint_bands(original)) & set(fingerprint_bands(other)))
+    assert shared_by_strangers < 20
+
+
+@pytest.mark.django_db
+def test_another_samples_photograph_turned_and_re_encoded_is_stored_with_a_warning(client, tech, queued):
+    from webapp.intake import fingerprint_difference
+
+    field = Image.fromarray(field_array(seed=14, width=480, height=360))
+    create_sample_with_images("H26-0207", "", [upload("field.png", encoded(field, "PNG"))])
+    # Turned a quarter, a border of 4 pixels trimmed, saved as a small JPEG: its fingerprint is
+    # none of the original's eight (9 of 256 steps from the nearest), as a copy's often is not.
+    turned = field.transpose(Image.Transpose.ROTATE_90)
+    copy = turned.crop((4, 4, turned.width - 4, turned.height - 4))
+    other = encoded(Image.fromarray(field_array(seed=15, width=480, height=360)), "JPEG")
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": "H26-0208",
+        "images": [upload("copy.jpg", encoded(copy, "JPEG", quality=60)), upload("other.jpg", other)],
+    }, follow=True)
+
+    body = response.content.decode()
+    assert "copy.jpg is the same photograph as one in sample H26-0207" in body
+    assert "other.jpg is the same photograph" not in body
+    stored = {image.original_filename: image for image in SmearImage.objects.all()}
+    assert min(fingerprint_difference(print_, stored["copy.jpg"].fingerprint)
+               for print_ in (stored["field.png"].fingerprint, *stored["field.png"].turned_fingerprints)) > 0
+    # Both samples say so on their pages, the older one too.
+    first, second = (Sample.objects.get(accession_number=number) for number in ("H26-0207", "H26-0208"))
+    assert ('<li data-role="held-elsewhere">The same photograph is in sample H26-0208'
+            in client.get(reverse("lab:sample-detail", args=[first.pk])).content.decode())
+    page = client.get(reverse("lab:sample-detail", args=[second.pk])).content.decode()
+    assert page.count('data-role="held-elsewhere"') == 1 and "in sample H26-0207" in page
+
+
+@pytest.mark.django_db
+def test_photographs_stored_before_bands_get_them_from_their_files(client, tech, queued):
+    """Migration 0017: a photograph stored before 0016 had no bands or turned fingerprints, so a
+    turned copy in another sample went unwarned; it gets them from its file, and a photograph
+    whose file is gone the bands of the fingerprint it has."""
+    import importlib
+
+    from django.apps import apps
+
+    from webapp.models import FingerprintBand
+
+    migration = importlib.import_module("webapp.migrations.0017_index_stored_fingerprints")
+    field = Image.fromarray(field_array(seed=16))
+    sample = create_sample_with_images("H26-0209", "", [upload("old.jpg", encoded(field, "JPEG")),
+                                                        upload("gone.jpg", jpeg_bytes(seed=17))]).sample
+    old, gone = sample.images.order_by("original_filename").reverse()
+    taken_at_upload = {image.pk: (image.fingerprint, image.turned_fingerprints) for image in (old, gone)}
+    gone.image.storage.delete(gone.image.name)
+    FingerprintBand.objects.all().delete()
+    SmearImage.objects.update(turned_fingerprints=[])
+
+    migration.index_stored_fingerprints(apps, None)
+
+    assert SmearImage.objects.get(pk=old.pk).turned_fingerprints == taken_at_upload[old.pk][1] != []
+    assert SmearImage.objects.get(pk=gone.pk).turned_fingerprints == []
+    assert FingerprintBand.objects.filter(image=gone).count() == 17
+    turned = encoded(field.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "JPEG")
+    response = client.post(reverse("lab:upload"), {"accession_number": "H26-0210",
+                                                   "images": [upload("mirror.jpg", turned)]}, follow=True)
+    assert "mirror.jpg is the same photograph as one in sample H26-0209" in response.content.decode()
+
+
 @pytest.mark.django_db
 def test_photographs_stored_before_fingerprints_get_theirs_from_their_files(queued):
     """Migration 0015: a photograph stored before 0014 had no fingerprint, so its re-encoded copy

@@ -15,8 +15,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from webapp import audit
-from webapp.intake import RejectedFile, check_files, duplicate_reason, held_already
-from webapp.models import Sample, SmearImage
+from webapp.intake import RejectedFile, check_files, duplicate_reason, fingerprint_bands, held_already
+from webapp.models import FingerprintBand, Sample, SmearImage
 from webapp.queueing import queue_classifications
 from webapp.selectors import photographs_held_elsewhere, sample_version_id, samples_with_accession
 from webapp.services.deletion import delete_stored_files
@@ -76,6 +76,7 @@ def add_images(sample, accepted, model_version_id=None):
                     file_size=len(checked.content),
                     checksum=checked.checksum or hashlib.sha256(checked.content).hexdigest(),
                     fingerprint=checked.fingerprint,
+                    turned_fingerprints=list(checked.turned),
                     conversion_note=checked.conversion_note,
                     requested_version_id=model_version_id,
                 )
@@ -84,6 +85,9 @@ def add_images(sample, accepted, model_version_id=None):
                 written.append(image.image.name)
                 image.save()
                 stored.append(image)
+            FingerprintBand.objects.bulk_create(
+                FingerprintBand(image=image, key=key)
+                for image in stored if image.fingerprint for key in fingerprint_bands(image.fingerprint))
             queue_classifications([image.pk for image in stored])
     except Exception:
         # The rows rolled back; the files did not. Leave no orphan photograph behind.
