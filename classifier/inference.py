@@ -166,14 +166,6 @@ class CellCalls:
         return ood.needs_review(self.confidence, self.ood_scores, confidence_threshold)
 
 
-@dataclass(frozen=True)
-class ExplainedCalls(CellCalls):
-    """A network's calls on a batch of context windows, with what it saw and where it looked."""
-
-    network_inputs: np.ndarray  # uint8 (N, H, W, 3): each window prepared once, as the network saw it
-    heatmaps: np.ndarray  # float32 (N, H, W) in [0, 1]: Grad-CAM of each row's call
-
-
 class CellClassifier:
     """A trained network plus what it needs to be used: classes, input spec, temperature, and the
     out-of-distribution score its weights carry, if any (classifier.ood).
@@ -332,19 +324,6 @@ class CellClassifier:
     def network_inputs(self, windows):
         """What the network sees of each context window, as uint8 (N, H, W, 3)."""
         return prepare_uint8(windows, self.input_spec)
-
-    def explained_calls(self, windows):
-        """Calibrated probabilities, out-of-distribution scores and the Grad-CAM heat map of each
-        window's call, from one preparation of each window (ExplainedCalls)."""
-        inputs = self.network_inputs(windows)
-        calls = self.classify_inputs(inputs)
-        heatmaps = self.heatmaps(inputs, calls.probabilities.argmax(axis=1))
-        return ExplainedCalls(
-            probabilities=calls.probabilities,
-            ood_scores=calls.ood_scores,
-            network_inputs=inputs,
-            heatmaps=heatmaps,
-        )
 
     def heatmaps(self, inputs, class_indices=None):
         """Grad-CAM heat maps (float32 (N, H, W) at network input size, each in [0, 1]) of the last

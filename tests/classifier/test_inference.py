@@ -151,23 +151,26 @@ def test_one_preparation_serves_the_call_the_heat_map_and_the_overlay(architectu
     else:
         classifier = make_classifier(architecture, task)
     windows = [draw_field(name, seed) for seed, name in enumerate(FOUR_CLASSES)] + [window(5)]
-    explained = classifier.explained_calls(windows)
+    # As classifier.pipeline serves them: each window prepared once, called and explained from that.
+    inputs = classifier.network_inputs(windows)
+    probabilities = classifier.classify_inputs(inputs).probabilities
+    calls = probabilities.argmax(axis=1)
+    heatmaps = classifier.heatmaps(inputs, calls)
 
     for row, one in enumerate(windows):
         prepared = prepare_window(one, classifier.input_spec)
-        np.testing.assert_array_equal(explained.network_inputs[row], prepared)
-    np.testing.assert_array_equal(explained.probabilities, classifier.predict(windows))
-    calls = explained.probabilities.argmax(axis=1)
+        np.testing.assert_array_equal(inputs[row], prepared)
+    np.testing.assert_array_equal(probabilities, classifier.predict(windows))
     for row, one in enumerate(windows):
-        np.testing.assert_array_equal(explained.heatmaps[row], eager_gradcam(classifier, one, calls[row]))
+        np.testing.assert_array_equal(heatmaps[row], eager_gradcam(classifier, one, calls[row]))
     # Another class than the call ...
     others = (calls + 1) % len(classifier.class_names)
-    explaining_others = classifier.heatmaps(explained.network_inputs[:2], others[:2])
+    explaining_others = classifier.heatmaps(inputs[:2], others[:2])
     np.testing.assert_array_equal(explaining_others[1], eager_gradcam(classifier, windows[1], others[1]))
-    assert not np.array_equal(explaining_others[0], explained.heatmaps[0])
+    assert not np.array_equal(explaining_others[0], heatmaps[0])
     # ... and, where none is named, the float Keras network's own call.
     float_calls = CellClassifier(classifier.model, classifier.metadata, "tensorflow").predict(windows[:2])
-    unnamed = classifier.heatmaps(explained.network_inputs[:2])
+    unnamed = classifier.heatmaps(inputs[:2])
     for row, call in enumerate(float_calls.argmax(axis=1)):
         np.testing.assert_array_equal(unnamed[row], eager_gradcam(classifier, windows[row], call))
 

@@ -76,10 +76,13 @@ def test_a_run_carries_its_score_in_its_network_and_records_how_it_was_fitted(tr
     np.testing.assert_allclose(calls.probabilities, probabilities, atol=1e-6)
     litert = CellClassifier.from_directory(trained.folder, runtime="litert")
     np.testing.assert_allclose(litert.classify(windows).ood_scores, keras_scores[:, 0], rtol=1e-4)
-    # What the pipeline asks for: the same scores beside the calls' Grad-CAM.
-    explained = litert.explained_calls(windows)
-    np.testing.assert_allclose(explained.ood_scores, keras_scores[:, 0], rtol=1e-4)
-    assert explained.heatmaps.shape == (4, 96, 96) and explained.needs_review(0.0).dtype == bool
+    # What the pipeline asks for (classifier.second_look): the same scores from its prepared
+    # inputs, beside the calls' Grad-CAM.
+    prepared = litert.network_inputs(windows)
+    served_calls = litert.classify_inputs(prepared)
+    np.testing.assert_allclose(served_calls.ood_scores, keras_scores[:, 0], rtol=1e-4)
+    assert litert.heatmaps(prepared, served_calls.probabilities.argmax(axis=1)).shape == (4, 96, 96)
+    assert served_calls.needs_review(0.0).dtype == bool
     # A copy of the network without its score serves the same calls.
     plain = keras.Model(served.model.input, served.model.outputs[0])
     bare = CellClassifier.from_bytes(model_to_bytes(plain), {**trained.result.metadata, "model_sha256": ""})
