@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from classifier import calibration, dataset, detection, ood, second_look  # noqa: E402
+from classifier import calibration, dataset, ood, second_look  # noqa: E402
 from classifier.errors import TrainingDataError  # noqa: E402
 from classifier.labels import BINARY_CLASSES, BINARY_GROUP, FOUR_CLASSES  # noqa: E402
 from classifier.metrics import (  # noqa: E402
@@ -127,7 +127,7 @@ def _split(classifier, layout, split, originals, review_threshold):
     scale = _window_scale(classifier)
     inputs, ok, located = dataset.load_prepared(images, classifier.input_spec, 1.0, scale)
     first = classifier.classify_inputs(inputs)
-    looks = second_look.look_again(classifier, inputs, first, _window_cutter(images, scale))
+    looks = second_look.look_again(classifier, inputs, first, second_look.window_cutter(images, scale))
     calibrated = looks.probabilities
     uncalibrated = classifier.predict_inputs(looks.inputs, calibrated=False)
     first_uncalibrated = classifier.predict_inputs(inputs, calibrated=False)
@@ -161,24 +161,6 @@ def _window_scale(classifier):
     """How the network's windows were scaled in training: "image" (the detector's reading) or
     "reference"."""
     return classifier.metadata.get("hyperparameters", {}).get("window_scale", "image")
-
-
-def _window_cutter(images, window_scale):
-    """window_at(row, factor) for a second look: image ``row``'s context window at factor times its
-    scale, each photograph decoded and detected once."""
-    photographs = {}
-
-    def window_at(row, factor):
-        if row not in photographs:
-            rgb = dataset.decode_image(images[row].path)
-            photographs[row] = None if rgb is None else (
-                rgb, detection.detect_leukocytes(rgb), detection.window_fill(rgb))
-        if photographs[row] is None:  # unreadable: left out of every figure
-            return np.zeros((*dataset.WINDOW_SIZE, 3), np.uint8)
-        rgb, result, fill = photographs[row]
-        return dataset.dataset_context_window(rgb, window_scale, result, factor, fill)[0]
-
-    return window_at
 
 
 def _binary_metrics(probabilities, y, class_names):
@@ -391,7 +373,7 @@ def source_benchmark(classifier, data_dir, review_threshold=0.8, speed=True) -> 
         images = speed_sample(calls.images)
         windows = dataset.load_context_windows(images, classifier.input_spec)
         readable = [k for k, window in enumerate(windows) if window is not None]
-        window_at = _window_cutter([images[k] for k in readable], _window_scale(classifier))
+        window_at = second_look.window_cutter([images[k] for k in readable], _window_scale(classifier))
         cells_per_second, ms_per_cell, spread, looked_again = _throughput(
             classifier, [windows[k] for k in readable], window_at)
         report["cells_per_second_batch64"] = cells_per_second

@@ -6,22 +6,22 @@ A training run does both itself (classifier.training.evaluation.review_record an
 review_flag_figures); this repeats them for a network trained before runs did. The threshold is
 fitted on the validation split its run held out, rebuilt from its recorded seed and settings (the
 cell count is checked against the run's), and written into the folder's metadata.json under
-metrics.review. With ``--test`` a folder that has a threshold keeps it, and the flag as the site
-raises it at that threshold is measured on each source's TEST and written beside that split's
-figures (``review_flag``), once the TEST figures recomputed agree with those the run stored.
-The network's weights are not touched.
+metrics.review. With ``--test`` a folder that has a threshold keeps it, and each source's TEST is
+measured again as the site serves it (its runtime and second looks; runs stored the first look
+in float arithmetic until December 2026), the review flag at that threshold, and written in
+place of the figures the run stored, once the cell counts agree with the run's. The network's
+weights are not touched.
 """
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
 from classifier import model_folder, ood
 from classifier.errors import TrainingDataError
-from classifier.inference import load_keras_bytes
+from classifier.inference import CellClassifier, load_keras_bytes
 from classifier.runtimes import quiet_tensorflow_startup
 from classifier.training import TrainingConfig, data, evaluation
 from classifier.training.recipe import Recipe, refit_settings
@@ -78,39 +78,38 @@ def fit_review(model_dir, data_dirs, cache_dir=None):
     return evaluation.review_record(network, arrays, recipe, temperature, head)
 
 
-def test_review_flags(model_dir, data_dirs, threshold, cache_dir=None):
-    """{source: {split: review_flag figures}} of a model folder's network on each source's TEST
-    (and TEST_SIMPLE) at ``threshold``. Raises TrainingDataError where a split's cell count or
-    accuracy is not the one the run stored: other data than the network was measured on."""
-    metadata, network, head = _network_and_score(model_dir)
+def served_test_figures(model_dir, data_dirs, threshold, cache_dir=None):
+    """({source: {split: figures}}, the runtime that computed them): a model folder's network on
+    each source's TEST (and TEST_SIMPLE) as the site serves it (evaluation.test_split_metrics),
+    with the review flag at ``threshold``. Raises TrainingDataError where a split's cell count is
+    not the one the run stored: other data than the network was measured on."""
+    served = CellClassifier.from_directory(model_dir)
+    metadata = served.metadata
     recipe, config, selection = run_recipe(metadata, data_dirs, cache_dir)
-    temperature = float(metadata.get("temperature") or 1.0)
-    tests = evaluation.test_split_metrics(network, selection, recipe, temperature, config, (threshold, head))
+    tests = evaluation.test_split_metrics(served, selection, recipe, config, threshold)
     metrics = metadata.get("metrics") or {}
-    flags = {}
     for source, splits in tests["sources"].items():
         stored = _stored_splits(metrics, source)
         for split, figures in splits.items():
-            recorded = [(place.get("n"), place["accuracy"]) for place in stored[split]]
-            same = recorded and recorded[0][0] == figures["n"] and math.isclose(
-                recorded[0][1], figures["accuracy"], abs_tol=1e-3)
-            if not same:
-                was = f"n = {recorded[0][0]}, accuracy {recorded[0][1]:.4f}" if recorded else "none"
+            counts = [place.get("n") for place in stored[split]]
+            if counts[:1] != [figures["n"]]:
+                was = f"n = {counts[0]}" if counts else "none"
                 raise TrainingDataError(
-                    f"{source} {split}: n = {figures['n']}, accuracy {figures['accuracy']:.4f} where the "
-                    f"run stored {was}: give the data folders the network was measured on"
+                    f"{source} {split}: n = {figures['n']} where the run stored {was}: "
+                    "give the data folders the network was measured on"
                 )
-            flags.setdefault(source, {})[split] = figures["review_flag"]
-    return flags
+    return tests["sources"], served.serving_runtime
 
 
-def record_test_flags(metrics, flags):
-    """Write each split's review_flag figures beside its stored figures, wherever they are kept."""
-    for source, splits in flags.items():
+def record_test_figures(metrics, figures, runtime):
+    """Write each split's figures in place of those stored, wherever they are kept."""
+    for source, splits in figures.items():
         stored = _stored_splits(metrics, source)
-        for split, figures in splits.items():
+        for split, measured in splits.items():
             for place in stored[split]:
-                place["review_flag"] = figures
+                place.clear()
+                place.update(measured)
+    metrics["served_by"] = runtime
 
 
 def _stored_splits(metrics, source):
@@ -130,8 +129,8 @@ def main(argv=None):
     parser.add_argument("--data", required=True, action="append",
                         help="a data folder the network was trained on; again for each further one, in order")
     parser.add_argument("--test", action="store_true",
-                        help="keep the folder's threshold where it has one, and measure the flag on each "
-                             "source's TEST at it")
+                        help="keep the folder's threshold where it has one, and measure each source's TEST "
+                             "as the site serves it, with the flag at that threshold")
     parser.add_argument("--cache-dir", default=None, help="prepared-input cache (default: var/cache)")
     args = parser.parse_args(argv)
     quiet_tensorflow_startup(os.environ)
@@ -144,8 +143,8 @@ def main(argv=None):
         printed = {"review": metrics["review"]}
         if args.test:
             threshold = ood.confidence_threshold(metrics)
-            printed["TEST"] = test_review_flags(args.model, args.data, threshold, args.cache_dir)
-            record_test_flags(metrics, printed["TEST"])
+            printed["TEST"], runtime = served_test_figures(args.model, args.data, threshold, args.cache_dir)
+            record_test_figures(metrics, printed["TEST"], runtime)
     except (TrainingDataError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from classifier import ood
+from classifier import dataset, detection, ood
 
 # A calibrated confidence under this, and the cell is looked at again.
 SECOND_LOOK_BELOW = 0.9
@@ -111,3 +111,32 @@ def classify_cells(classifier, window_at, count) -> Looks:
     windows = [window_at(row, 1.0) for row in range(count)]
     inputs = classifier.network_inputs(windows)
     return look_again(classifier, inputs, classifier.classify_inputs(inputs), window_at, windows)
+
+
+def window_cutter(images, window_scale):
+    """window_at(row, factor) (look_again's) for dataset.LabelledImage photographs: image ``row``'s
+    context window at factor times its scale, as training cut it at 1 (``window_scale``: the
+    recipe's), each photograph decoded and detected once."""
+    photographs = {}
+
+    def window_at(row, factor):
+        if row not in photographs:
+            rgb = dataset.decode_image(images[row].path)
+            photographs[row] = None if rgb is None else (
+                rgb, detection.detect_leukocytes(rgb), detection.window_fill(rgb))
+        if photographs[row] is None:  # unreadable: left out of every figure
+            return np.zeros((*dataset.WINDOW_SIZE, 3), np.uint8)
+        rgb, result, fill = photographs[row]
+        return dataset.dataset_context_window(rgb, window_scale, result, factor, fill)[0]
+
+    return window_at
+
+
+def classify_images(classifier, images, window_scale, cache_dir=None, workers=2):
+    """(Looks, the images that decoded, those whose cell the detector located: bool (N,) each) of
+    single-cell photographs as the site calls a cell: the first look at the photograph's scale
+    from the prepared-input cache, a second where the network is unsure."""
+    inputs, ok, located = dataset.load_prepared(images, classifier.input_spec, 1.0, window_scale,
+                                                cache_dir, workers)
+    first = classifier.classify_inputs(inputs)
+    return look_again(classifier, inputs, first, window_cutter(images, window_scale)), ok, located

@@ -33,6 +33,7 @@ import numpy as np
 from classifier import calibration, dataset, ood
 from classifier.errors import TrainingCancelled, TrainingDataError
 from classifier.metrics import classification_metrics
+from classifier.runtimes import DEFAULT_RUNTIME
 from classifier.training import data, evaluation, export, fitting, trust
 from classifier.training.augmentation import training_margin
 from classifier.training.recipe import Recipe, RecipeError, refit_settings
@@ -76,6 +77,7 @@ class AdaptationConfig:
     cache_dir: str | None = None
     workers: int = 2
     evaluate_test: bool = True
+    runtime: str = DEFAULT_RUNTIME  # what computes the TEST figures: the site's (TrainingConfig's)
     missing_folders: list = field(default_factory=list)  # the version's folders not found, for the record
 
 
@@ -400,10 +402,12 @@ def adapt_classifier(
         adaptation["cross_validated"] = _lab_figures(calibrated, lab_labels, class_names)
 
     selection = data.ImageSelection(sources, prepared.lab_images)
+    model_bytes = export.exported_bytes(fitted.model, recipe, ood_head)
     tests = {"sources": {}}
     if config.evaluate_test and sources:
-        flag = (ood.confidence_threshold(metadata.get("metrics")), ood_head)
-        tests = evaluation.test_split_metrics(fitted.model, selection, recipe, temperature, config, flag)
+        served = export.served_classifier(model_bytes, recipe, temperature, config.runtime)
+        tests = evaluation.test_split_metrics(served, selection, recipe, config,
+                                              ood.confidence_threshold(metadata.get("metrics")))
     metrics = {"temperature": temperature, "ood": ood_record, "adaptation": adaptation}
     if ood.fitted_confidence_threshold(metadata.get("metrics")) is not None:
         # A handful of the lab's cells cannot fit a threshold to a budget: the lab keeps the one
@@ -413,7 +417,7 @@ def adapt_classifier(
     adaptation["seconds"] = round(time.monotonic() - started, 1)
     replayed = [str(source.layout.root) for source in sources]
     return export.training_result(
-        _DataOf(replayed), recipe, selection, arrays, fitted, temperature, metrics, started, ood_head
+        _DataOf(replayed), recipe, selection, arrays, fitted, temperature, metrics, started, model_bytes
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier import calibration, dataset
+from classifier import calibration, dataset, second_look
 from classifier.errors import TrainingDataError
 from classifier.labels import FOUR_CLASSES
 from classifier.metrics import binary_from_four, binary_labels, classification_metrics
@@ -156,69 +156,64 @@ def _validation_by_source(calibrated, arrays):
     return figures
 
 
-def prepared_split(images, input_spec, class_names, **load):
-    """(uint8 inputs, class indices, images) of the images that decoded, and how many did not."""
-    inputs, ok, _ = dataset.load_prepared(images, input_spec, 1.0, **load)
+def review_flag_figures(flagged, probabilities, y, threshold, ood_score):
+    """The review flag's figures on a held-out split: ``flagged`` (N,) bool, the flag as the site
+    raises it at the version's confidence ``threshold`` (second_look.needs_review; ``ood_score``:
+    the network's unfamiliar cells are flagged too); an error is the site's call, the most probable
+    of every class the network has, gone wrong."""
+    wrong = probabilities.argmax(axis=1) != y
+    return {"confidence_threshold": threshold, "ood_score": ood_score, "cells": int(len(y)),
+            "errors": int(wrong.sum()), "flagged_share": float(flagged.mean()) if len(y) else 0.0,
+            "errors_caught": float(flagged[wrong].mean()) if wrong.any() else None}
+
+
+def served_split_metrics(served, images, window_scale, held_classes, review_threshold=None, **load):
+    """source_split_metrics of a CellClassifier's calls on labelled single-cell photographs, as
+    the site serves them (its runtime, temperature and second looks: second_look.classify_images),
+    on ``held_classes``; with the uncalibrated ECE, the review flag's figures where a
+    ``review_threshold`` is given, and how many files did not decode (``skipped_files``)."""
+    looks, ok, _ = second_look.classify_images(served, images, window_scale, **load)
     images = [image for image, good in zip(images, ok, strict=True) if good]
-    return inputs[ok], labels(images, class_names), images, int((~ok).sum())
+    class_names = list(served.class_names)
+    y = labels(images, class_names)
+    same = np.array([image.same_cell_in_train for image in images])
+    probabilities = looks.probabilities[ok]
+    figures = source_split_metrics(probabilities, y, class_names, held_classes, same)
+    uncalibrated = served.predict_inputs(looks.inputs[ok], calibrated=False)
+    figures["uncalibrated_ece"] = source_split_metrics(uncalibrated, y, class_names, held_classes)["ece"]
+    if review_threshold is not None:
+        figures["review_flag"] = review_flag_figures(looks.needs_review(review_threshold)[ok], probabilities,
+                                                     y, review_threshold, served.has_ood_score)
+    figures["skipped_files"] = int((~ok).sum())
+    return figures
 
 
-def review_flag_figures(model, inputs, probabilities, y, flag):
-    """The review flag as the site raises it, on a held-out split: a call under the version's
-    confidence threshold, or an unfamiliar cell. ``flag`` is (that threshold, the OodHead or None);
-    an error is the site's call, the most probable of every class the network has, gone wrong."""
-    threshold, head = flag
-    scores = None
-    if head is not None:
-        scores = head(trust.penultimate_features(model, inputs, tuple(model.inputs[0].shape[1:])))
-    correct = probabilities.argmax(axis=1) == y
-    flagged, caught = trust.review_shares(probabilities.max(axis=1), scores, correct, threshold)
-    return {"confidence_threshold": threshold, "ood_score": head is not None, "cells": int(len(y)),
-            "errors": int((~correct).sum()), "flagged_share": flagged, "errors_caught": caught}
-
-
-def _source_test_metrics(model, source, recipe, temperature, load, flag):
-    """{split: figures} on a source's TEST and TEST_SIMPLE folders, calibrated with temperature,
-    with the review flag's figures where ``flag`` (review_flag_figures's) is given."""
-    class_names = recipe.class_names
-    source_classes = {image.class_name for image in source.all_train}
-    metrics = {}
-    for split, folder in source.layout.eval_dirs.items():
-        images = dataset.list_images(folder, recipe.task, split, source.originals)
-        if not images:
-            continue
-        inputs, y, images, _ = prepared_split(images, recipe.input_spec, class_names, **load)
-        raw = predict_probabilities(model, inputs, recipe.task, n_classes=len(class_names))
-        probabilities = calibration.softmax(raw_logits(raw, recipe.task), temperature)
-        same = np.array([i.same_cell_in_train for i in images])
-        classes = source_classes | {image.class_name for image in images}
-        metrics[split] = source_split_metrics(probabilities, y, class_names, classes, same)
-        uncalibrated = source_split_metrics(raw, y, class_names, classes)
-        metrics[split]["uncalibrated_ece"] = uncalibrated["ece"]
-        if flag is not None:
-            metrics[split]["review_flag"] = review_flag_figures(model, inputs, probabilities, y, flag)
-    return metrics
-
-
-def test_split_metrics(model, selection, recipe, temperature, config, flag=None):
-    """{"sources": {source: {split: figures}}} on every source's TEST and TEST_SIMPLE folders,
-    calibrated with temperature, and the review flag's figures where ``flag`` (the version's
-    confidence threshold, its OodHead or None) is given; a run on one source also keeps its
-    figures at the top level, where they have always been."""
-    load = dict(window_scale=recipe.window_scale, cache_dir=config.cache_dir, workers=config.workers)
-    by_source = {
-        source.name: _source_test_metrics(model, source, recipe, temperature, load, flag)
-        for source in selection.sources
-    }
-    metrics = {"sources": by_source}
+def test_split_metrics(served, selection, recipe, config, review_threshold=None):
+    """{"sources": {source: {split: figures}}, "served_by": the runtime} of a CellClassifier, as
+    the site serves it (served_split_metrics), on every source's TEST and TEST_SIMPLE folders,
+    each on the classes the source holds, with the review flag's figures where
+    ``review_threshold`` is given; a run on one source also keeps its figures at the top level,
+    where they have always been."""
+    load = dict(cache_dir=config.cache_dir, workers=config.workers)
+    by_source = {}
+    for source in selection.sources:
+        source_classes = {image.class_name for image in source.all_train}
+        by_source[source.name] = figures = {}
+        for split, folder in source.layout.eval_dirs.items():
+            images = dataset.list_images(folder, recipe.task, split, source.originals)
+            if images:
+                held = source_classes | {image.class_name for image in images}
+                figures[split] = served_split_metrics(served, images, recipe.window_scale, held,
+                                                      review_threshold, **load)
+    metrics = {"sources": by_source, "served_by": served.serving_runtime}
     if len(selection.sources) == 1:
         metrics.update(next(iter(by_source.values())))
     return metrics
 
 
 def evaluate_classifier(classifier, data_dir, split="TEST", window_scale=None, cache_dir=None):
-    """Held-out metrics of a CellClassifier on data_dir/split (or data_dir itself), on the
-    network's classes the folder holds (source_split_metrics)."""
+    """Held-out metrics of a CellClassifier on data_dir/split (or data_dir itself), as the site
+    serves it, on the network's classes the folder holds (served_split_metrics)."""
     layout = dataset.resolve_layout(data_dir)
     originals = dataset.read_originals(layout.root)
     folder = layout.eval_dirs.get(split) or (layout.root / split)
@@ -233,13 +228,5 @@ def evaluate_classifier(classifier, data_dir, split="TEST", window_scale=None, c
     scale = window_scale or classifier.metadata.get("hyperparameters", {}).get(
         "window_scale", "image"
     )
-    class_names = list(classifier.class_names)
-    inputs, y, images, skipped = prepared_split(
-        images, classifier.input_spec, class_names, window_scale=scale, cache_dir=cache_dir
-    )
-    probabilities = classifier.predict_inputs(inputs.astype(np.float32) / 255.0)
-    same = np.array([i.same_cell_in_train for i in images])
     held = {image.class_name for image in images}
-    result = source_split_metrics(probabilities, y, class_names, held, same)
-    result["skipped_files"] = skipped
-    return result
+    return served_split_metrics(classifier, images, scale, held, cache_dir=cache_dir)

@@ -48,7 +48,7 @@ def model_to_bytes(model):
         return path.read_bytes()
 
 
-def _exported_bytes(model, recipe, ood_head=None):
+def exported_bytes(model, recipe, ood_head=None):
     """A fresh, uncompiled copy of the trained network: no optimizer state in the stored file;
     with the out-of-distribution score as its second output where ``ood_head`` is given."""
     n_classes = len(recipe.class_names)
@@ -57,6 +57,16 @@ def _exported_bytes(model, recipe, ood_head=None):
     if ood_head is not None:
         export = ood.with_ood_output(export, ood_head)
     return model_to_bytes(export)
+
+
+def served_classifier(model_bytes, recipe, temperature, runtime):
+    """The exported network as the site's workers would serve it (CellClassifier), to measure it
+    so before its version exists."""
+    from classifier.inference import CellClassifier
+
+    metadata = {"architecture": recipe.architecture, "task": recipe.task, "class_names": recipe.class_names,
+                "input_spec": recipe.input_spec, "temperature": temperature, "gradcam_layer": GRADCAM_LAYER}
+    return CellClassifier.from_bytes(model_bytes, metadata, runtime)
 
 
 def source_record(source, task):
@@ -95,12 +105,12 @@ def with_source_records(metrics, tests, selection, recipe):
     return {**metrics, **{k: v for k, v in tests.items() if k != "sources"}, "sources": sources}
 
 
-def training_result(config, recipe, selection, arrays, fitted, temperature, metrics, started, ood_head=None):
-    """The TrainingResult of a finished run; ``started`` is its time.monotonic() at the start."""
+def training_result(config, recipe, selection, arrays, fitted, temperature, metrics, started, model_bytes):
+    """The TrainingResult of a finished run, its network exported (exported_bytes); ``started``
+    is its time.monotonic() at the start."""
     import keras
     import tensorflow as tf
 
-    model_bytes = _exported_bytes(fitted.model, recipe, ood_head)
     sha = hashlib.sha256(model_bytes).hexdigest()
     training_seconds = round(time.monotonic() - started, 1)
     fingerprint = dataset.fingerprint(selection.all_train + selection.extras)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from classifier import ood
 from classifier.errors import TrainingCancelled
+from classifier.runtimes import DEFAULT_RUNTIME
 from classifier.training import data, evaluation, export, fitting, trust
 from classifier.training.recipe import Recipe
 
@@ -23,6 +24,9 @@ class TrainingConfig(Recipe):
     cache_dir: str | None = None  # prepared-input cache; None: classifier.dataset's default
     evaluate_test: bool = True
     workers: int = 2  # threads decoding and preparing images
+    # What computes the TEST figures: the site's runtime (classifier.runtimes), so that a version's
+    # stored figures are its calls as served.
+    runtime: str = DEFAULT_RUNTIME
 
 
 def train_classifier(
@@ -47,11 +51,13 @@ def train_classifier(
     review = evaluation.review_record(fitted.model, arrays, recipe, temperature, ood_head)
     if review is not None:
         metrics["review"] = review
+    model_bytes = export.exported_bytes(fitted.model, recipe, ood_head)
     tests = {"sources": {}}
     if config.evaluate_test:
-        flag = (ood.confidence_threshold(metrics), ood_head)
-        tests = evaluation.test_split_metrics(fitted.model, selection, recipe, temperature, config, flag)
+        served = export.served_classifier(model_bytes, recipe, temperature, config.runtime)
+        tests = evaluation.test_split_metrics(served, selection, recipe, config,
+                                              ood.confidence_threshold(metrics))
     metrics = export.with_source_records(metrics, tests, selection, recipe)
     return export.training_result(
-        config, recipe, selection, arrays, fitted, temperature, metrics, started, ood_head
+        config, recipe, selection, arrays, fitted, temperature, metrics, started, model_bytes
     )

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from classifier import calibration, dataset, fit_review_cli, ood
+from classifier import calibration, dataset, fit_review_cli, ood, second_look
 from classifier.architectures import DEFAULT_INPUT_SPEC, build_model
 from classifier.inference import CellCalls, CellClassifier
 from classifier.labels import FOUR_CLASSES
@@ -239,13 +239,16 @@ def test_a_run_measures_on_test_the_review_flag_the_site_would_raise(trained):
     figures = trained.result.metrics["TEST"]["review_flag"]
     threshold = trained.result.metrics["review"]["confidence_threshold"]
     assert figures["confidence_threshold"] == threshold and figures["ood_score"] is True
-    # The saved network, served, flags the same TEST cells: its confidence or its score.
-    served = CellClassifier.from_directory(trained.folder, runtime="tensorflow")
+    # The saved network, as the site's workers serve it, flags the same TEST cells: its first
+    # look's confidence or score, or a call its second look changed.
+    served = CellClassifier.from_directory(trained.folder)
     images = dataset.list_images(trained.root / "data" / "TEST", "4class", "TEST")
-    calls = served.classify_inputs(prepared(served, images, trained.root / "cache"))
-    flagged = calls.needs_review(threshold)
-    wrong = calls.probabilities.argmax(axis=1) != labels(images, served.class_names)
+    looks, ok, _ = second_look.classify_images(served, images, "image", cache_dir=trained.root / "cache")
+    assert ok.all() and trained.result.metrics["served_by"] == served.serving_runtime == "litert-int8"
+    flagged = looks.needs_review(threshold)
+    wrong = looks.probabilities.argmax(axis=1) != labels(images, served.class_names)
     assert figures["cells"] == len(images) == 8 and figures["errors"] == int(wrong.sum())
+    assert trained.result.metrics["TEST"]["accuracy"] == pytest.approx(1 - wrong.mean())
     assert figures["flagged_share"] == pytest.approx(flagged.mean())
     assert figures["errors_caught"] == (pytest.approx(flagged[wrong].mean()) if wrong.any() else None)
 
@@ -280,24 +283,30 @@ def test_a_run_fits_its_review_threshold_and_the_command_refits_it_from_the_fold
     assert (folder / "metadata.json").read_text() == before
 
 
-def test_the_command_measures_the_review_flag_on_test_at_the_folders_own_threshold(trained, tmp_path, capsys):
+def test_the_command_measures_test_as_served_at_the_folders_own_threshold(trained, tmp_path, capsys):
     folder = Path(shutil.copytree(trained.folder, tmp_path / "model"))
     metadata = json.loads((folder / "metadata.json").read_text())
     (name,) = metadata["metrics"]["sources"]
     for place in (metadata["metrics"], metadata["metrics"]["sources"][name]):
-        del place["TEST"]["review_flag"]  # as a folder trained before runs measured it
+        # As a folder trained before runs measured TEST as served: a first look, no flag figures.
+        del place["TEST"]["review_flag"]
+        place["TEST"]["accuracy"] = 0.123
+    del metadata["metrics"]["served_by"]
     metadata["metrics"]["review"]["confidence_threshold"] = 0.97  # kept, not fitted again
     (folder / "metadata.json").write_text(json.dumps(metadata))
     data = ["--data", str(trained.root / "data"), "--cache-dir", str(trained.root / "cache")]
     assert fit_review_cli.main(["--model", str(folder), *data, "--test"]) == 0
     measured = json.loads((folder / "metadata.json").read_text())["metrics"]
-    assert measured["review"]["confidence_threshold"] == 0.97
-    figures = measured["sources"][name]["TEST"]["review_flag"]
-    assert measured["TEST"]["review_flag"] == figures and figures["confidence_threshold"] == 0.97
-    # What the run itself measured at its own threshold: at a higher one, as many cells or more.
-    at_run = trained.result.metrics["TEST"]["review_flag"]
-    assert figures["cells"] == at_run["cells"] and figures["errors"] == at_run["errors"]
-    assert figures["flagged_share"] >= at_run["flagged_share"]
+    assert measured["review"]["confidence_threshold"] == 0.97 and measured["served_by"] == "litert-int8"
+    test = measured["sources"][name]["TEST"]
+    assert measured["TEST"] == test and test["review_flag"]["confidence_threshold"] == 0.97
+    # What the run itself measured as served, at its own threshold: the same calls; at a higher
+    # threshold, as many cells flagged or more.
+    at_run = trained.result.metrics["TEST"]
+    assert test["accuracy"] == pytest.approx(at_run["accuracy"]) and test["n"] == at_run["n"]
+    figures, run_flag = test["review_flag"], at_run["review_flag"]
+    assert figures["cells"] == run_flag["cells"] and figures["errors"] == run_flag["errors"]
+    assert figures["flagged_share"] >= run_flag["flagged_share"]
 
     # TEST folders other than the network was measured on: refused, the folder left as it was.
     write_split(tmp_path / "other", "TRAIN", 12)

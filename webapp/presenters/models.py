@@ -471,6 +471,9 @@ class VersionPage(ViewModel):
     was_active: bool
     review: ReviewAgreement
     serving_runtime: str
+    # How its TEST figures were computed, in words, where as served (metrics["served_by"]); ""
+    # for a version whose run measured its float network's first look alone.
+    measured_as_served: str
     adaptation: dict | None  # adaptation_record
     in_words: list  # PlainFigure per source
     valid_for: list  # (source, what it is)
@@ -503,6 +506,7 @@ def version_page(version):
         was_active=activations.exists(),
         review=review_agreement(version),
         serving_runtime=RUNTIME_DESCRIPTIONS[settings.INFERENCE_RUNTIME],
+        measured_as_served=RUNTIME_DESCRIPTIONS.get(metrics.get("served_by"), ""),
         adaptation=adaptation_record(version),
         in_words=plain_figures(version),
         valid_for=valid_for(version),

@@ -233,6 +233,7 @@ def training_settings(version):
         "architecture": version.architecture,
         "task": version.task,
         "seed": version.seed,
+        "runtime": settings.INFERENCE_RUNTIME,
         **requested,
     }
     if version.include_reviewed_cells:
@@ -354,6 +355,7 @@ def adaptation_settings(version):
         "missing_folders": missing,
         "epochs": epochs,
         "folds": folds,
+        "runtime": settings.INFERENCE_RUNTIME,
     }
 
 
