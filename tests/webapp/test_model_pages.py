@@ -173,7 +173,7 @@ def test_version_page_says_how_the_workers_compute_the_network(staff_client, set
     served = make_version(metrics={**four_class_metrics(), "served_by": "litert-int8"})
     page = staff_client.get(reverse("models:detail", args=[served.pk])).content.decode()
     note = page.split('data-role="serving-runtime">')[1].split("</p>")[0]
-    assert "Measured as served when it was trained: computed with LiteRT with int8 weights" in note
+    assert "TEST measured as served when it was trained: computed with LiteRT with int8 weights" in note
     assert "float network when" not in note and words in note
 
 
