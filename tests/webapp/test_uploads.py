@@ -499,6 +499,30 @@ def test_another_samples_photograph_turned_and_re_encoded_is_stored_with_a_warni
 
 
 @pytest.mark.django_db
+def test_the_search_for_copies_in_other_samples_reads_the_band_index(queued):
+    """A lab holds tens of thousands of photographs: the search must look up their bands, not
+    read each one."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from webapp.selectors import photographs_held_elsewhere
+
+    create_sample_with_images("H26-0211", "", [upload("a.jpg", jpeg_bytes(seed=18))])
+    sample = create_sample_with_images("H26-0212", "", [upload("b.jpg", jpeg_bytes(seed=19))]).sample
+    with CaptureQueriesContext(connection) as queries:
+        photographs_held_elsewhere(sample)
+    (search,) = [query["sql"] for query in queries.captured_queries if "fingerprintband" in query["sql"]]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")  # tiny tables: ask whether it can
+            cursor.execute(f"EXPLAIN {search}")
+        else:
+            cursor.execute(f"EXPLAIN QUERY PLAN {search}")
+        plan = "\n".join(" ".join(map(str, row)) for row in cursor.fetchall())
+    assert "webapp_fingerprintband_key" in plan, plan
+
+
+@pytest.mark.django_db
 def test_photographs_stored_before_bands_get_them_from_their_files(client, tech, queued):
     """Migration 0017: a photograph stored before 0016 had no bands or turned fingerprints, so a
     turned copy in another sample went unwarned; it gets them from its file, and a photograph
