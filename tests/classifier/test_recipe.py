@@ -168,7 +168,8 @@ def test_a_training_config_is_a_recipe_on_data():
     config_fields = {f.name for f in dataclasses.fields(TrainingConfig)}
     assert recipe_fields < config_fields
     assert config_fields - recipe_fields == {
-        "data_dir", "extra_samples", "min_images_per_class", "cache_dir", "evaluate_test", "workers"
+        "data_dir", "extra_samples", "min_images_per_class", "cache_dir", "evaluate_test", "workers",
+        "runtime",
     }
     config = TrainingConfig(data_dir="cells", architecture="paper", mixup=0.2, cache_dir="c")
     assert config.resolved() == Recipe(architecture="paper", mixup=0.2).resolved()
