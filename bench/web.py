@@ -3,7 +3,9 @@
     python bench/web.py [--cells 100000] [--requests 60] [--rebuild]
 
 Builds (once) a separate SQLite database under var/bench/, with samples of two photographs and
-ten cells each spread over a year, and one sample of 500 cells for its cell gallery, then renders
+ten cells each spread over a year (each photograph with its own checksum and fingerprints, indexed
+as an upload indexes them, which the sample page searches for copies held by other samples), and
+one sample of 500 cells for its cell gallery, then renders
 the history page (with and without filters), the sample page and the gallery through Django's
 test Client as a signed-in user and prints p50/p95 per page. Target: p95 <= 150 ms each.
 """
@@ -43,6 +45,27 @@ def configure(database):
     call_command("migrate", verbosity=0)
 
 
+def photograph_fields(rng, name):
+    """A stored photograph's checksum and fingerprints, each its own, as an upload gives them:
+    the sample page searches every other photograph's fingerprint bands for copies of its own."""
+    import hashlib
+
+    return {
+        "checksum": hashlib.sha256(name.encode()).hexdigest(),
+        "fingerprint": f"{rng.getrandbits(256):064x}",
+        "turned_fingerprints": [f"{rng.getrandbits(256):064x}" for _ in range(7)],
+    }
+
+
+def index_fingerprints(images):
+    from webapp.intake import fingerprint_bands
+    from webapp.models import FingerprintBand
+
+    bands = (FingerprintBand(image=image, key=key)
+             for image in images for key in fingerprint_bands(image.fingerprint))
+    FingerprintBand.objects.bulk_create(bands, batch_size=5000)
+
+
 def populate(n_cells, seed=7):
     from django.contrib.auth import get_user_model
     from django.db import transaction
@@ -52,6 +75,9 @@ def populate(n_cells, seed=7):
     from webapp.models import Cell, ModelVersion, Sample, SmearImage
 
     if Cell.objects.count() >= n_cells:
+        if SmearImage.objects.filter(fingerprint="").exists():
+            raise SystemExit(f"{BENCH_DIR} holds a bench database built before photographs had "
+                             "fingerprints: run again with --rebuild")
         return
     print(f"building {n_cells:,} cells in {BENCH_DIR} (once) ...", flush=True)
     started = time.perf_counter()
@@ -83,11 +109,13 @@ def populate(n_cells, seed=7):
                     images.append(SmearImage(
                         sample=sample, image=f"smears/bench/{sample.accession_number}-{index}.jpg",
                         original_filename=f"{sample.accession_number}-{index}.jpg", width=640, height=480,
-                        file_size=100_000, checksum="0" * 64, status=SmearImage.Status.DONE,
+                        file_size=100_000, status=SmearImage.Status.DONE,
                         model_version=versions[1] if sample.pk % 5 else versions[0],
                         quality={"focus": 20.0}, created_at=sample.created_at, processed_at=sample.created_at,
+                        **photograph_fields(rng, f"{sample.accession_number}-{index}"),
                     ))
             SmearImage.objects.bulk_create(images)
+            index_fingerprints(images)
             cells = []
             for image in images:
                 for index in range(CELLS_PER_IMAGE):
@@ -137,8 +165,10 @@ def gallery_sample(seed=11):
             image = SmearImage.objects.create(
                 sample=sample, image=f"smears/bench/gallery-{number}.jpg",
                 original_filename=f"gallery-{number}.jpg", width=2048, height=1536, file_size=900_000,
-                checksum="0" * 64, status=SmearImage.Status.DONE, model_version=version, created_at=now,
+                status=SmearImage.Status.DONE, model_version=version, created_at=now,
+                **photograph_fields(rng, f"gallery-{number}"),
             )
+            index_fingerprints([image])
             cells = []
             for index in range(GALLERY_CELLS_PER_IMAGE):
                 predicted = rng.choice(TYPES)
