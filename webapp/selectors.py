@@ -41,8 +41,8 @@ CELL_FIELDS = (
     "needs_review", "corrected_type", "cell_type", "created_at", "model_version", "image",
     "review_carried_from", "added_by_hand", "is_partial", "count_partial", "ood_score",
 )
-HISTORY_FIELDS = (*CELL_FIELDS, "image__sample", "image__original_filename", "image__model_version",
-                  "image__sample__accession_number", "image__sample__status")
+HISTORY_CELL_FIELDS = (*CELL_FIELDS, "image__sample", "image__original_filename", "image__model_version")
+HISTORY_FIELDS = (*HISTORY_CELL_FIELDS, "image__sample__accession_number", "image__sample__status")
 # A call the network was unsure of that no reviewer has labelled yet.
 AWAITING_REVIEW = Q(needs_review=True, corrected_type="")
 # A cell the photograph's edge cuts that no reviewer has counted in: the formula leaves it out.
@@ -785,7 +785,11 @@ def cell_history(filters=None):
     """Every classified cell, newest first, narrowed by the filters."""
     filters = filters or HistoryFilters()
     cells = Cell.objects if filters.calls == "all" else current_cells()
-    cells = cells.select_related("image__sample").only(*HISTORY_FIELDS)
+    # The page's samples are read apart: joined in, they let SQLite drive the query from the
+    # samples table and sort every cell (130 ms a page on 100,000 cells, bench/web.py) where the
+    # newest-first index gives a page at once.
+    cells = cells.select_related("image").only(*HISTORY_CELL_FIELDS).prefetch_related(
+        Prefetch("image__sample", queryset=Sample.objects.only("id", "accession_number", "status")))
     if filters.cell_type:
         cells = cells.filter(cell_type=filters.cell_type)
     if filters.confidence_min is not None or filters.confidence_max is not None:

@@ -108,9 +108,10 @@ def test_history_page_runs_a_fixed_number_of_queries(client, tech, records, djan
     for n in range(3):
         make_sample(f"C-{n}", types=("NEUTROPHIL",) * 20, version=records["new"])
     # session + user + the account's permissions (its own and its groups', which the navigation
-    # reads to offer New sample) + count + page + version choices + the samples' sign-off facts
-    # (status, leukocytes, boxes still being classified): not one per cell, never the model bytes.
-    with django_assert_max_num_queries(11) as captured:
+    # reads to offer New sample) + count + page + the page's samples + version choices + the
+    # samples' sign-off facts (status, leukocytes, boxes still being classified): not one per
+    # cell, never the model bytes.
+    with django_assert_max_num_queries(12) as captured:
         response = client.get(reverse("lab:history"), {"reviewed": "no"})
     assert response.status_code == 200
     assert not any("model_bytes" in query["sql"] for query in captured.captured_queries)
