@@ -4,9 +4,10 @@ audit trail of what the network said and what reviewers changed: they go only wi
 or sample they belong to, whose deletion goes through the services that remove the stored files."""
 
 from django.contrib import admin, messages
+from django.utils.text import capfirst
 
 from webapp.forms import SampleAdminForm
-from webapp.models import Cell, CellReview, Sample, SmearImage
+from webapp.models import Cell, CellReview, FingerprintBand, Sample, SmearImage
 from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.locking import SampleLocked
 
@@ -26,7 +27,17 @@ class DeletesCellsWithIt:
     def get_deleted_objects(self, objs, request):
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
         perms_needed -= {Cell._meta.verbose_name, CellReview._meta.verbose_name}
-        return deleted, counts, perms_needed, protected
+        counts.pop(FingerprintBand._meta.verbose_name_plural, None)
+        return _without_fingerprint_bands(deleted), counts, perms_needed, protected
+
+
+def _without_fingerprint_bands(deleted):
+    """Django's nested list of what a deletion takes, without the photographs' fingerprint bands:
+    17 index rows a photograph (webapp.intake.fingerprint_bands), nothing a person deletes. An
+    unregistered model's rows are listed as "<verbose name>: <row>" with no children."""
+    band = f"{capfirst(FingerprintBand._meta.verbose_name)}: "
+    return [_without_fingerprint_bands(entry) if isinstance(entry, list) else entry
+            for entry in deleted if not (isinstance(entry, str) and entry.startswith(band))]
 
 
 class SmearImageInline(admin.TabularInline):

@@ -124,3 +124,17 @@ def test_a_signed_samples_accession_number_and_note_cannot_change_in_the_admin(a
     _change_sample(admin_client, sample, accession_number="H26-0003-EDITED", note="changed")
     sample.refresh_from_db()
     assert (sample.accession_number, sample.note) == ("H26-0003", "")
+
+
+def test_deleting_an_uploaded_sample_lists_its_photographs_not_their_fingerprint_bands(admin_client,
+                                                                                       sent_tasks):
+    from tests.webapp.test_uploads import jpeg_bytes, upload
+    from webapp.models import FingerprintBand
+    from webapp.services.uploads import create_sample_with_images
+
+    files = [upload(f"field-{seed}.jpg", jpeg_bytes(seed=seed)) for seed in (31, 32)]
+    sample = create_sample_with_images("BANDS-1", "", files).sample
+    assert FingerprintBand.objects.filter(image__sample=sample).count() == 34
+    page = admin_client.get(reverse("admin:webapp_sample_delete", args=[sample.pk])).content.decode()
+    assert "field-31.jpg" in page and "field-32.jpg" in page
+    assert "fingerprint band" not in page.lower()
