@@ -265,14 +265,14 @@ def oriented_fingerprints(image):
     return _rises(upright), turned
 
 
-def stored_oriented_fingerprints(field_file):
-    """oriented_fingerprints() of a photograph already stored (kept as checked: upright 8-bit RGB
-    JPEG or PNG), or ("", ()) where its file is gone or unreadable."""
+def measure_stored(field_file, measure):
+    """``measure`` (fingerprint or oriented_fingerprints) of a photograph already stored (kept as
+    checked: upright 8-bit RGB JPEG or PNG), or None where its file is gone or unreadable."""
     try:
         with field_file.open("rb") as handle, Image.open(handle) as image:
-            return oriented_fingerprints(image.convert("RGB"))
+            return measure(image.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError):
-        return "", ()
+        return None
 
 
 def fingerprint_difference(first, second):

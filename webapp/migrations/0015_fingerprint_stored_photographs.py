@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from webapp.intake import stored_oriented_fingerprints
+from webapp.intake import fingerprint, measure_stored
 
 
 def fingerprint_stored_photographs(apps, schema_editor):
@@ -8,7 +8,7 @@ def fingerprint_stored_photographs(apps, schema_editor):
     later was counted again; each gets the one its file gives (none where the file is gone)."""
     smear_images = apps.get_model("webapp", "SmearImage").objects.filter(fingerprint="")
     for photograph in smear_images.only("pk", "image").iterator(chunk_size=200):
-        taken, _ = stored_oriented_fingerprints(photograph.image)
+        taken = measure_stored(photograph.image, fingerprint)
         if taken:
             smear_images.filter(pk=photograph.pk).update(fingerprint=taken)
 

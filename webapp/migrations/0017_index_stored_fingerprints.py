@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from webapp.intake import fingerprint_bands, stored_oriented_fingerprints
+from webapp.intake import fingerprint_bands, measure_stored, oriented_fingerprints
 
 
 def index_stored_fingerprints(apps, schema_editor):
@@ -11,7 +11,7 @@ def index_stored_fingerprints(apps, schema_editor):
     smear_images = apps.get_model("webapp", "SmearImage").objects
     band = apps.get_model("webapp", "FingerprintBand")
     for photograph in smear_images.only("pk", "image", "fingerprint").iterator(chunk_size=200):
-        upright, turned = stored_oriented_fingerprints(photograph.image)
+        upright, turned = measure_stored(photograph.image, oriented_fingerprints) or ("", ())
         taken = photograph.fingerprint or upright
         if not taken:
             continue
