@@ -57,15 +57,6 @@ def photograph_fields(rng, name):
     }
 
 
-def index_fingerprints(images):
-    from webapp.intake import fingerprint_bands
-    from webapp.models import FingerprintBand
-
-    bands = (FingerprintBand(image=image, key=key)
-             for image in images for key in fingerprint_bands(image.fingerprint))
-    FingerprintBand.objects.bulk_create(bands, batch_size=5000)
-
-
 def populate(n_cells, seed=7):
     from django.contrib.auth import get_user_model
     from django.db import transaction
@@ -73,6 +64,7 @@ def populate(n_cells, seed=7):
 
     from classifier.labels import BINARY_GROUP
     from webapp.models import Cell, ModelVersion, Sample, SmearImage
+    from webapp.services.uploads import index_fingerprints
 
     if Cell.objects.count() >= n_cells:
         if SmearImage.objects.filter(fingerprint="").exists():
@@ -151,6 +143,7 @@ def gallery_sample(seed=11):
 
     from classifier.labels import BINARY_GROUP
     from webapp.models import Cell, ModelVersion, Sample, SmearImage
+    from webapp.services.uploads import index_fingerprints
 
     existing = Sample.objects.filter(accession_number=GALLERY_ACCESSION).first()
     if existing:

@@ -85,15 +85,23 @@ def add_images(sample, accepted, model_version_id=None):
                 written.append(image.image.name)
                 image.save()
                 stored.append(image)
-            FingerprintBand.objects.bulk_create(
-                FingerprintBand(image=image, key=key)
-                for image in stored if image.fingerprint for key in fingerprint_bands(image.fingerprint))
+            index_fingerprints(stored)
             queue_classifications([image.pk for image in stored])
     except Exception:
         # The rows rolled back; the files did not. Leave no orphan photograph behind.
         delete_stored_files(written)
         raise
     return stored
+
+
+def index_fingerprints(images):
+    """Store the bands of stored photographs' fingerprints, by which photographs_held_elsewhere
+    finds their copies in other samples."""
+    FingerprintBand.objects.bulk_create(
+        (FingerprintBand(image=image, key=key)
+         for image in images if image.fingerprint for key in fingerprint_bands(image.fingerprint)),
+        batch_size=5000,
+    )
 
 
 def create_sample_with_images(accession_number, note, files, user=None):
