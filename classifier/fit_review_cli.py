@@ -1,16 +1,16 @@
-"""Fit the review threshold of a trained model folder that has none, and measure the flag on each
-source's TEST: ``python -m classifier.fit_review_cli --model FOLDER --data DIR [--data DIR ...]
-[--test]``.
+"""Fit the review threshold of a trained model folder, and measure the flag on each source's TEST:
+``python -m classifier.fit_review_cli --model FOLDER --data DIR [--data DIR ...] [--test]``.
 
 A training run does both itself (classifier.training.evaluation.review_record and
-review_flag_figures); this repeats them for a network trained before runs did. The threshold is
-fitted on the validation split its run held out, rebuilt from its recorded seed and settings (the
-cell count is checked against the run's), and written into the folder's metadata.json under
-metrics.review. With ``--test`` a folder that has a threshold keeps it, and each source's TEST is
-measured again as the site serves it (its runtime and second looks; runs stored the first look
-in float arithmetic until December 2026), the review flag at that threshold, and written in
-place of the figures the run stored, once the cell counts agree with the run's. The network's
-weights are not touched.
+review_flag_figures); this repeats them for a network trained before runs did, or before runs
+fitted the threshold on the flag as served (December 2026; first looks in float arithmetic
+until then). The threshold is fitted on the validation split its run held out, rebuilt from its
+recorded seed and settings (the cell count is checked against the run's) and read as the site
+serves it, and written into the folder's metadata.json under metrics.review. With ``--test`` a
+folder that has a threshold keeps it, and each source's TEST is measured again as the site
+serves it (its runtime and second looks; runs stored the first look in float arithmetic until
+December 2026), the review flag at that threshold, and written in place of the figures the run
+stored, once the cell counts agree with the run's. The network's weights are not touched.
 """
 
 import argparse
@@ -19,9 +19,9 @@ import os
 import sys
 from pathlib import Path
 
-from classifier import model_folder, ood
+from classifier import ood
 from classifier.errors import TrainingDataError
-from classifier.inference import CellClassifier, load_keras_bytes
+from classifier.inference import CellClassifier
 from classifier.runtimes import quiet_tensorflow_startup
 from classifier.training import TrainingConfig, data, evaluation
 from classifier.training.recipe import Recipe, refit_settings
@@ -44,38 +44,23 @@ def run_recipe(metadata, data_dirs, cache_dir=None):
     return recipe, config, data.select_images(config, recipe)
 
 
-def validation_arrays(metadata, recipe, config, selection):
-    """The training arrays of the run that made ``metadata``, its validation split as it held it out."""
+def fit_review(model_dir, data_dirs, cache_dir=None):
+    """The review record of a model folder's network, fitted on its run's validation split as the
+    site serves it. Raises TrainingDataError where the rebuilt split is not the run's."""
+    served = CellClassifier.from_directory(model_dir)
+    metadata = served.metadata
+    recipe, config, selection = run_recipe(metadata, data_dirs, cache_dir)
     if recipe.refit:
         raise TrainingDataError("the network was trained on every TRAIN cell: it has no validation split")
-    arrays = data.load_arrays(selection, recipe, config)
+    record = evaluation.review_record(served, selection, recipe, config)
+    held = sum(figures["cells"] for figures in (record or {}).get("sources", {}).values())
     expected = metadata.get("validation_count")
-    if expected is not None and len(arrays.y_val) != int(expected):
+    if record is None or (expected is not None and held != int(expected)):
         raise TrainingDataError(
-            f"the rebuilt validation split holds {len(arrays.y_val)} cells, the run's held {expected}: "
+            f"the rebuilt validation split holds {held} cells, the run's held {expected}: "
             "give the data folders the network was trained on, in the same order"
         )
-    return arrays
-
-
-def _network_and_score(model_dir):
-    """(metadata, the network's probabilities alone, as a run has them before the score is added,
-    its OodHead or None)."""
-    import keras
-
-    model_bytes, metadata = model_folder.read_model_folder(model_dir)
-    model = load_keras_bytes(model_bytes)
-    head = ood.OodHead.from_model(model)
-    return metadata, keras.Model(model.input, model.outputs[0], name=model.name), head
-
-
-def fit_review(model_dir, data_dirs, cache_dir=None):
-    """The review record of a model folder's network, fitted on its run's validation split."""
-    metadata, network, head = _network_and_score(model_dir)
-    recipe, config, selection = run_recipe(metadata, data_dirs, cache_dir)
-    arrays = validation_arrays(metadata, recipe, config, selection)
-    temperature = float(metadata.get("temperature") or 1.0)
-    return evaluation.review_record(network, arrays, recipe, temperature, head)
+    return record
 
 
 def served_test_figures(model_dir, data_dirs, threshold, cache_dir=None):

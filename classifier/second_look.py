@@ -10,11 +10,12 @@ SECOND_LOOK_FACTORS times the scale, and the view with the lowest out-of-distrib
 the call. Confident calls, most of a smear's, cost nothing more.
 
 Chosen on the shipped network's own validation split (never trained on), before its TEST was
-read; the model card gives the figures. The review flag stays the first look's (confidence and
-out-of-distribution score at the photograph's scale, on which its threshold was fitted); a cell
-whose call the second look changed is flagged as well (the views disagreeing is a reason for a
-person to look), and so is a call whose served confidence is under the threshold, so that no call
-shown under it goes unflagged.
+read; the model card gives the figures. The review flag is raised by the first look (confidence
+and out-of-distribution score at the photograph's scale); a cell whose call the second look
+changed is flagged as well (the views disagreeing is a reason for a person to look), and so is a
+call whose served confidence is under the threshold, so that no call shown under it goes
+unflagged. A training run fits the threshold on this whole flag, as served, on its validation
+cells (classifier.training.evaluation.review_record).
 """
 
 from dataclasses import dataclass

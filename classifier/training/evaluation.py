@@ -122,23 +122,37 @@ def calibrate(fitted, arrays, recipe):
     }
 
 
-def review_record(model, arrays, recipe, temperature, head):
-    """The review threshold's record of a trained network, from its calibrated validation calls and
-    their out-of-distribution scores. A refit has no unseen cells to fit one on: it takes the one
-    its held-out run fitted at the temperature it borrows, where it was given one (else None)."""
+def review_record(served, selection, recipe, config):
+    """The review threshold's record of a trained network, fitted on its validation cells as the
+    site serves it (``served``, a CellClassifier: its runtime, temperature, second looks and the
+    flag those raise), so that the budget holds for the flag a technologist is shown. A refit has
+    no unseen cells to fit one on: it takes the one its held-out run fitted at the temperature it
+    borrows, where it was given one (else None)."""
     if recipe.refit:
         if recipe.review_threshold is None:
             return None
         return {"confidence_threshold": recipe.review_threshold,
                 "fitted_on": "validation cells of the held-out run", "refit_from": recipe.temperature_source}
-    if len(arrays.y_val) == 0:
+    looks, correct, sources = [], [], []
+    for index, source in enumerate(selection.sources):
+        if not source.validation:
+            continue
+        taken, ok, _ = second_look.classify_images(served, source.validation, recipe.window_scale,
+                                                   config.cache_dir, config.workers)
+        images = [image for image, good in zip(source.validation, ok, strict=True) if good]
+        y = labels(images, list(served.class_names))
+        looks.append((taken, ok))
+        correct.append(taken.probabilities[ok].argmax(axis=1) == y)
+        sources.append(np.full(len(y), index))
+    if not looks:
         return None
-    raw = predict_probabilities(model, arrays.x_val, recipe.task, n_classes=len(arrays.class_names))
-    calibrated = calibration.softmax(raw_logits(raw, recipe.task), temperature)
-    shape = tuple(model.inputs[0].shape[1:])
-    scores = head(trust.penultimate_features(model, arrays.x_val, shape)) if head is not None else None
-    names, sources = trust.validation_sources(arrays)
-    return trust.fit_review_threshold(calibrated, scores, arrays.y_val, sources, names)[1]
+
+    def flag_at(threshold):
+        return np.concatenate([taken.needs_review(threshold)[ok] for taken, ok in looks])
+
+    names = [source.name for source in selection.sources]
+    record = trust.fit_review_threshold(flag_at, np.concatenate(correct), np.concatenate(sources), names)[1]
+    return {**record, "fitted_on": "validation cells, as served", "served_by": served.serving_runtime}
 
 
 def _validation_by_source(calibrated, arrays):

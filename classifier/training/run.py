@@ -1,6 +1,6 @@
 """One training run, end to end: resolve the recipe, choose and load the images, fit the network,
-calibrate it, fit its out-of-distribution score, measure it on the held-out splits and export it
-with its metadata."""
+calibrate it, fit its out-of-distribution score, export it, fit its review threshold and measure it
+on the held-out splits as the site would serve it, and return it with its metadata."""
 
 import time
 from collections.abc import Callable
@@ -48,13 +48,13 @@ def train_classifier(
     fitted = fitting.fit(keras, tf, arrays, recipe, on_epoch, should_stop, progress_bar)
     temperature, metrics = evaluation.calibrate(fitted, arrays, recipe)
     ood_head, metrics["ood"] = trust.fit_ood(fitted, arrays, recipe)
-    review = evaluation.review_record(fitted.model, arrays, recipe, temperature, ood_head)
+    model_bytes = export.exported_bytes(fitted.model, recipe, ood_head)
+    served = export.served_classifier(model_bytes, recipe, temperature, config.runtime)
+    review = evaluation.review_record(served, selection, recipe, config)
     if review is not None:
         metrics["review"] = review
-    model_bytes = export.exported_bytes(fitted.model, recipe, ood_head)
     tests = {"sources": {}}
     if config.evaluate_test:
-        served = export.served_classifier(model_bytes, recipe, temperature, config.runtime)
         tests = evaluation.test_split_metrics(served, selection, recipe, config,
                                               ood.confidence_threshold(metrics))
     metrics = export.with_source_records(metrics, tests, selection, recipe)

@@ -170,19 +170,26 @@ REVIEW_BUDGET = 0.20
 REVIEW_THRESHOLD_GRID = tuple(round(0.50 + 0.01 * k, 2) for k in range(50))
 
 
-def review_shares(confidence, ood_scores, correct, threshold):
-    """(share of cells the review flag raises at a confidence threshold, share of the wrong calls
-    among them, or None where no call is wrong)."""
-    flagged = ood.needs_review(confidence, ood_scores, threshold)
-    wrong = ~np.asarray(correct, bool)
+def review_shares(flagged, correct):
+    """(share of cells the review flag raises, share of the wrong calls among them, or None where
+    no call is wrong)."""
+    flagged, wrong = np.asarray(flagged, bool), ~np.asarray(correct, bool)
     caught = float(flagged[wrong].mean()) if wrong.any() else None
     return float(flagged.mean()), caught
 
 
-def fit_review_threshold(probabilities, ood_scores, y, sources, names, budget=REVIEW_BUDGET):
+def confidence_flag(probabilities, ood_scores=None):
+    """flag_at(threshold) of calls taken once: a confidence under the threshold, or an unfamiliar
+    cell (ood.needs_review). A served network's flag also raises the cells its second look changed
+    (second_look.Looks.needs_review)."""
+    confidence = np.asarray(probabilities, np.float64).max(axis=1)
+    return lambda threshold: ood.needs_review(confidence, ood_scores, threshold)
+
+
+def fit_review_threshold(flag_at, correct, sources, names, budget=REVIEW_BUDGET):
     """(the confidence threshold, its record): the highest threshold of the grid at which the
-    review flag (confidence under it, or an unfamiliar cell) raises at most ``budget`` of every
-    source's validation cells.
+    review flag, ``flag_at(threshold)`` (N,) bool, raises at most ``budget`` of every source's
+    validation cells; ``correct`` (N,) bool, the calls that are right.
 
     Why fitted, not one number for every network: a network's confidence depends on its classes
     and temperature (a binary call is never under 0.50; an eight-type one may be 0.13), so a fixed
@@ -190,19 +197,13 @@ def fit_review_threshold(probabilities, ood_scores, y, sources, names, budget=RE
     version. The budget is the same for all; each source must keep to it because a lab's
     photographs may look like any one of them.
     """
-    probabilities = np.asarray(probabilities, np.float64)
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == np.asarray(y)
-    sources = np.asarray(sources)
+    correct, sources = np.asarray(correct, bool), np.asarray(sources)
     present = [(index, name) for index, name in enumerate(names) if (sources == index).any()]
 
     def shares(threshold):
-        return {
-            name: review_shares(confidence[sources == index],
-                                None if ood_scores is None else np.asarray(ood_scores)[sources == index],
-                                correct[sources == index], threshold)
-            for index, name in present
-        }
+        flagged = np.asarray(flag_at(threshold), bool)
+        return {name: review_shares(flagged[sources == index], correct[sources == index])
+                for index, name in present}
 
     within = [t for t in REVIEW_THRESHOLD_GRID if all(flagged <= budget for flagged, _ in shares(t).values())]
     threshold = max(within) if within else REVIEW_THRESHOLD_GRID[0]
@@ -217,4 +218,3 @@ def fit_review_threshold(probabilities, ood_scores, y, sources, names, budget=RE
         },
     }
     return threshold, record
-

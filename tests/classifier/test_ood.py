@@ -217,7 +217,9 @@ def test_the_review_threshold_is_the_highest_that_keeps_every_source_within_the_
     y[:20] = 1  # the 20 least sure calls of the first source are wrong
     sources = np.repeat([0, 1], 200)
     names = ["spread", "sure"]
-    threshold, record = trust.fit_review_threshold(probabilities, None, y, sources, names, budget=0.2)
+    correct = probabilities.argmax(axis=1) == y
+    threshold, record = trust.fit_review_threshold(trust.confidence_flag(probabilities), correct, sources,
+                                                   names, budget=0.2)
     assert threshold in trust.REVIEW_THRESHOLD_GRID and record["within_budget"]
     assert record["confidence_threshold"] == threshold and record["fitted_on"] == "validation cells"
     assert record["sources"]["spread"]["flagged_share"] == np.mean(unsure < threshold) <= 0.2
@@ -228,7 +230,8 @@ def test_the_review_threshold_is_the_highest_that_keeps_every_source_within_the_
     # Unfamiliar cells count against the budget too: where they alone overspend it, the lowest
     # threshold is taken and the record says the budget could not be kept.
     scores = np.where(sources == 1, 3.0, 0.1)
-    threshold, record = trust.fit_review_threshold(probabilities, scores, y, sources, names)
+    flag_at = trust.confidence_flag(probabilities, scores)
+    threshold, record = trust.fit_review_threshold(flag_at, correct, sources, names)
     assert threshold == trust.REVIEW_THRESHOLD_GRID[0] and not record["within_budget"]
     assert record["sources"]["sure"]["flagged_share"] == 1.0
 
@@ -258,7 +261,18 @@ def test_a_run_fits_its_review_threshold_and_the_command_refits_it_from_the_fold
     assert record["confidence_threshold"] in trust.REVIEW_THRESHOLD_GRID
     cells = sum(figures["cells"] for figures in record["sources"].values())
     assert cells == trained.result.metadata["validation_count"]
-    assert CellClassifier.from_directory(trained.folder).metadata["metrics"]["review"] == record
+    served = CellClassifier.from_directory(trained.folder)
+    assert served.metadata["metrics"]["review"] == record
+    # Fitted on the flag a technologist is shown: the validation cells' as the site serves them,
+    # second looks and all, which is what holds each source to the budget.
+    assert (record["fitted_on"], record["served_by"]) == ("validation cells, as served", "litert-int8")
+    _, _, selection = fit_review_cli.run_recipe(served.metadata, [trained.root / "data"])
+    (source,) = selection.sources
+    cache = trained.root / "cache"
+    looks, ok, _ = second_look.classify_images(served, source.validation, "image", cache_dir=cache)
+    flagged = looks.needs_review(record["confidence_threshold"])[ok]
+    assert record["sources"][source.name]["flagged_share"] == pytest.approx(flagged.mean())
+    assert flagged.mean() <= trust.REVIEW_BUDGET or not record["within_budget"]
 
     # A folder saved before runs fitted it: the command rebuilds the run's validation split and
     # fits the same threshold.
@@ -269,10 +283,7 @@ def test_a_run_fits_its_review_threshold_and_the_command_refits_it_from_the_fold
     data = ["--data", str(trained.root / "data"), "--cache-dir", str(trained.root / "cache")]
     assert fit_review_cli.main(["--model", str(folder), *data]) == 0
     refitted = json.loads((folder / "metadata.json").read_text())["metrics"]["review"]
-    assert refitted["confidence_threshold"] == record["confidence_threshold"]
-    for name, figures in record["sources"].items():
-        assert refitted["sources"][name]["cells"] == figures["cells"]
-        assert refitted["sources"][name]["flagged_share"] == pytest.approx(figures["flagged_share"], abs=0.02)
+    assert refitted == record
 
     # Other data than the network's: refused in one line, the folder left as it was.
     write_split(tmp_path / "other", "TRAIN", 5)

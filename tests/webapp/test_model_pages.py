@@ -895,6 +895,13 @@ def test_version_page_says_which_review_threshold_the_version_chose_and_on_what(
     note = re.sub(r"\s+", " ", page.split('data-role="review-threshold">')[1].split("</p>")[0])
     assert "less than 86% sure of it" in note and "chose it on its validation cells" in note
     assert "at most 20% of each source's cells; cells: 20% of cells flagged, 84% of its wrong calls" in note
+    assert "as this site serves them" not in note, "fitted on first looks, before December 2026"
+    version.metrics = {**metrics, "review": {**metrics["review"], "fitted_on": "validation cells, as served",
+                                             "served_by": "litert-int8"}}
+    version.save(update_fields=["metrics"])
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    note = re.sub(r"\s+", " ", page.split('data-role="review-threshold">')[1].split("</p>")[0])
+    assert "validation cells, as this site serves them (second looks included): the highest" in note
 
     settings.REVIEW_CONFIDENCE_THRESHOLD = 0.8  # the lab's LEUKOSCOPE_REVIEW_THRESHOLD
     page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
