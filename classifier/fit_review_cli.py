@@ -23,7 +23,7 @@ from classifier import ood
 from classifier.errors import TrainingDataError
 from classifier.inference import CellClassifier
 from classifier.runtimes import quiet_tensorflow_startup
-from classifier.training import TrainingConfig, data, evaluation
+from classifier.training import TrainingConfig, data, evaluation, export
 from classifier.training.recipe import Recipe, refit_settings
 
 
@@ -44,12 +44,36 @@ def run_recipe(metadata, data_dirs, cache_dir=None):
     return recipe, config, data.select_images(config, recipe)
 
 
+def check_recorded_data(metadata, selection, task):
+    """Raise TrainingDataError where a data folder is not the one the run recorded (a version
+    trained since runs kept per-source records): another position among the folders, or other
+    counts of each type in TRAIN or TEST. (The file-list fingerprint would be stricter, but it
+    hashes each path as given, so the same folder reached by another path reads as other data.)"""
+    recorded = (metadata.get("metrics") or {}).get("sources") or {}
+    for position, source in enumerate(selection.sources):
+        stored = recorded.get(source.name)
+        if not isinstance(stored, dict) or "train_counts" not in stored:
+            continue
+        if stored.get("order", position) != position:
+            raise TrainingDataError(f"{source.name} was data folder {stored['order'] + 1} of the run, here "
+                                    f"{position + 1}: give the folders in the run's order")
+        now = export.source_record(source, task)
+        splits = {"TRAIN": (now["train_counts"], stored["train_counts"]),
+                  **{split: (now["test_counts"].get(split), counts)
+                     for split, counts in (stored.get("test_counts") or {}).items()}}
+        for split, (found, counted) in splits.items():
+            if found != counted:
+                raise TrainingDataError(f"{source.name} {split}: cells of each type {found}, where the "
+                                        f"run counted {counted}: give the data the network was trained on")
+
+
 def fit_review(model_dir, data_dirs, cache_dir=None):
     """The review record of a model folder's network, fitted on its run's validation split as the
     site serves it. Raises TrainingDataError where the rebuilt split is not the run's."""
     served = CellClassifier.from_directory(model_dir)
     metadata = served.metadata
     recipe, config, selection = run_recipe(metadata, data_dirs, cache_dir)
+    check_recorded_data(metadata, selection, recipe.task)
     if recipe.refit:
         raise TrainingDataError("the network was trained on every TRAIN cell: it has no validation split")
     record = evaluation.review_record(served, selection, recipe, config)
@@ -71,6 +95,7 @@ def served_test_figures(model_dir, data_dirs, threshold, cache_dir=None):
     served = CellClassifier.from_directory(model_dir)
     metadata = served.metadata
     recipe, config, selection = run_recipe(metadata, data_dirs, cache_dir)
+    check_recorded_data(metadata, selection, recipe.task)
     tests = evaluation.test_split_metrics(served, selection, recipe, config, threshold)
     metrics = metadata.get("metrics") or {}
     for source, splits in tests["sources"].items():

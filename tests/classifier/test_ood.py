@@ -330,6 +330,31 @@ def test_the_command_measures_test_as_served_at_the_folders_own_threshold(traine
     assert (folder / "metadata.json").read_text() == before
 
 
+def test_the_command_refuses_a_folder_of_the_same_name_holding_other_files(trained, tmp_path, capsys):
+    folder = Path(shutil.copytree(trained.folder, tmp_path / "model"))
+    before = (folder / "metadata.json").read_text()
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+
+    def refused(data, *options):
+        capsys.readouterr()
+        assert fit_review_cli.main(["--model", str(folder), "--data", str(data), *cache, *options]) == 2
+        assert (folder / "metadata.json").read_text() == before
+        return capsys.readouterr().err
+
+    # One TEST photograph fewer: the cell counts would still be checked only after every call,
+    # the per-type counts the run recorded refuse it at once.
+    fewer_test = Path(shutil.copytree(trained.root / "data", tmp_path / "a" / "data"))
+    next((fewer_test / "TEST" / "LYMPHOCYTE").glob("*")).unlink()
+    assert "TEST: cells of each type" in refused(fewer_test, "--test")
+    # A TRAIN photograph fewer: refused before anything is fitted, with the type counts.
+    fewer_train = Path(shutil.copytree(trained.root / "data", tmp_path / "b" / "data"))
+    next((fewer_train / "TRAIN" / "MONOCYTE").glob("*")).unlink()
+    assert "data TRAIN: cells of each type" in refused(fewer_train)
+    # The same data in another place is the same data.
+    same = Path(shutil.copytree(trained.root / "data", tmp_path / "c" / "data"))
+    assert fit_review_cli.main(["--model", str(folder), "--data", str(same), *cache]) == 0
+
+
 def test_the_command_measures_a_refits_borrowed_threshold_but_cannot_fit_one(trained, tmp_path, capsys):
     data = str(trained.root / "data")
     refit = train_classifier(TrainingConfig(
