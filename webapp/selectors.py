@@ -106,6 +106,7 @@ class SampleCounts:
     leukocytes: int = 0  # cells the differential counts
     awaiting_review: int = 0  # flagged calls nobody has reviewed yet
     unidentified: int = 0  # cells a reviewer marked unidentified
+    awaiting_at_edge: int = 0  # of awaiting_review, cells the formula leaves out as cut by the edge
 
 
 def sample_cell_counts(sample_ids):
@@ -116,9 +117,11 @@ def sample_cell_counts(sample_ids):
             leukocytes=Count("id", filter=IN_DIFFERENTIAL),
             awaiting=Count("id", filter=AWAITING_REVIEW),
             unidentified=Count("id", filter=UNRESOLVED & ~PARTIAL_LEFT_OUT),
+            awaiting_at_edge=Count("id", filter=AWAITING_REVIEW & PARTIAL_LEFT_OUT),
         ).order_by()
     )
-    return {row["image__sample"]: SampleCounts(row["leukocytes"], row["awaiting"], row["unidentified"])
+    return {row["image__sample"]: SampleCounts(row["leukocytes"], row["awaiting"], row["unidentified"],
+                                               row["awaiting_at_edge"])
             for row in rows}
 
 
@@ -143,6 +146,7 @@ class SignOffFacts:
     leukocytes: int = 0
     awaiting_review: int = 0
     unidentified: int = 0
+    awaiting_at_edge: int = 0  # of awaiting_review, left out of the formula as cut by the edge
     images: int = 0
     unfinished: int = 0  # photographs queued or being classified
     failed: int = 0
@@ -152,8 +156,13 @@ class SignOffFacts:
         """Every reason the sample cannot be signed as it stands (webapp.services.sign_off)."""
         found = []
         if self.awaiting_review:
+            # A flagged cell the edge cuts is reviewed too: its type may be one the lab must not
+            # miss, and a reviewer may count it in. Said, since the formula beside shows none of them.
+            which = "it is" if self.awaiting_review == 1 else f"{self.awaiting_at_edge} of them"
+            at_edge = (f" ({which} cut by a photograph's edge: left out of the formula, reviewed all the "
+                       "same)" if self.awaiting_at_edge else "")
             found.append(Refusal("unreviewed", f"{count_of(self.awaiting_review, 'cell')} flagged for review "
-                                 f"{_were(self.awaiting_review)} not reviewed yet."))
+                                 f"{_were(self.awaiting_review)} not reviewed yet{at_edge}."))
         if self.unidentified:
             found.append(Refusal(
                 "unidentified", f"{count_of(self.unidentified, 'cell')} {_were(self.unidentified)} marked "
@@ -163,18 +172,18 @@ class SignOffFacts:
             found.append(Refusal("photographs", "The sample has no photograph."))
         if self.unfinished:
             found.append(Refusal("photographs", f"{count_of(self.unfinished, 'photograph')} still queued or "
-                                 "being classified: wait until they are done."))
+                                 f"being classified: wait until {_they_are(self.unfinished)} done."))
         if self.failed:
             found.append(Refusal("photographs", f"{count_of(self.failed, 'photograph')} failed: try "
                                  f"{_them(self.failed)} again or delete {_them(self.failed)}."))
         if self.boxes_waiting:
             found.append(Refusal("photographs", f"{count_of(self.boxes_waiting, 'cell')} drawn by hand still "
-                                 "being classified: wait until they are done."))
+                                 f"being classified: wait until {_they_are(self.boxes_waiting)} done."))
         if self.images and not self.unfinished and not self.leukocytes:
             # A differential of no cells is no result: 0% of every type, with no range to give.
             found.append(Refusal("no_leukocytes", "No leukocyte is counted: there is no differential to "
                                  "sign. Add photographs, or draw a missed cell on a photograph."))
-        if self.leukocytes < self.target_count:
+        if self.leukocytes and self.leukocytes < self.target_count:
             found.append(Refusal(
                 "below_target", f"{self.leukocytes} of {self.target_count} leukocytes counted: add "
                 "photographs, or give the reason for signing below the target.", True))
@@ -205,6 +214,10 @@ def _them(n):
     return "it" if n == 1 else "them"
 
 
+def _they_are(n):
+    return "it is" if n == 1 else "they are"
+
+
 def sign_off_facts_for(sample_ids):
     """Sample id -> SignOffFacts, in four queries whatever the number of samples."""
     sample_ids = list(sample_ids)
@@ -223,6 +236,7 @@ def sign_off_facts_for(sample_ids):
         entry.leukocytes = counts.leukocytes
         entry.awaiting_review = counts.awaiting_review
         entry.unidentified = counts.unidentified
+        entry.awaiting_at_edge = counts.awaiting_at_edge
     waiting = (AddedCellRequest.objects.filter(image__sample__in=sample_ids,
                                                status=AddedCellRequest.Status.PENDING)
                .values_list("image__sample").annotate(n=Count("id")).order_by())

@@ -132,6 +132,21 @@ def test_flagged_cells_not_yet_reviewed_stop_the_signature(hematologist):
     assert sign_sample(sample, hematologist).is_signed
 
 
+def test_the_refusal_says_which_flagged_cells_the_formula_leaves_out_at_the_edge(hematologist):
+    # A flagged cell the edge cuts is not in the formula beside the refusal, yet must be reviewed:
+    # "3 flagged" next to a formula counting none of them needs saying why.
+    sample = small_sample(confidence=0.5)
+    Cell.objects.filter(image__sample=sample, index__lt=2).update(is_partial=True)
+    refusal = next(r for r in sign_off_refusals(sample) if r.code == "unreviewed")
+    assert refusal.message == ("3 cells flagged for review were not reviewed yet (2 of them cut by a "
+                               "photograph's edge: left out of the formula, reviewed all the same).")
+    Cell.objects.filter(image__sample=sample, index=2).update(corrected_type="NEUTROPHIL")
+    Cell.objects.filter(image__sample=sample, index=1).update(corrected_type="LYMPHOCYTE")
+    refusal = next(r for r in sign_off_refusals(sample) if r.code == "unreviewed")
+    assert refusal.message == ("1 cell flagged for review was not reviewed yet (it is cut by a "
+                               "photograph's edge: left out of the formula, reviewed all the same).")
+
+
 def test_unidentified_cells_stop_it_unless_kept(client, hematologist):
     sample = small_sample()
     review_cell(Cell.objects.get(index=0), "UNIDENTIFIED", hematologist)
@@ -174,7 +189,8 @@ def test_a_sample_with_no_leukocyte_counted_cannot_be_signed_even_with_a_reason(
     # The audit signed one and the LIS received a "final" 0% differential with 0.0-0.0 ranges.
     sample = small_sample()
     Cell.objects.filter(image__sample=sample).update(cell_type="ARTEFACT", corrected_type="ARTEFACT")
-    assert codes(sample) == ["no_leukocytes", "below_target"]
+    # Not "below the target, a hematologist may sign anyway": no reason makes it signable.
+    assert codes(sample) == ["no_leukocytes"]
     with pytest.raises(SignOffRefused, match="No leukocyte is counted: there is no differential to sign"):
         sign_sample(sample, hematologist, below_target_reason="leukopenic", keep_unidentified=True)
     assert not Sample.objects.get(pk=sample.pk).is_signed
@@ -197,7 +213,7 @@ def test_photographs_not_finished_stop_the_signature(hematologist):
 def test_a_cell_drawn_by_hand_still_being_classified_stops_the_signature(hematologist):
     sample = small_sample()
     request = AddedCellRequest.objects.create(image=sample.images.get(), x0=5, y0=5, x1=40, y1=40)
-    with pytest.raises(SignOffRefused, match="1 cell drawn by hand still being classified"):
+    with pytest.raises(SignOffRefused, match="1 cell drawn by hand still being classified: wait until it is"):
         sign_sample(sample, hematologist, below_target_reason="urgent", keep_unidentified=True)
     AddedCellRequest.objects.filter(pk=request.pk).update(status=AddedCellRequest.Status.DONE)
     sign_sample(sample, hematologist, below_target_reason="urgent", keep_unidentified=True)
