@@ -82,8 +82,8 @@ def samples_with_progress(*, accession="", accession_contains="", statuses=None)
     samples = Sample.objects.select_related("created_by", "signed_by").annotate(
         image_count=Count("images"), done_count=done, failed_count=failed
     ).order_by("-created_at", "-id")
-    if accession:
-        samples = samples.filter(accession_number=accession)
+    if accession:  # one sample, matched as the upload form refuses a duplicate: whatever the case
+        samples = samples.filter(accession_number__iexact=accession)
     if accession_contains:
         samples = samples.filter(accession_number__icontains=accession_contains)
     if statuses:

@@ -72,6 +72,11 @@ def test_sample_list_filters_by_sign_off_status(client, tech, django_user_model)
     assert listed("signed")["S-SIGNED"]["signed_by"] == signed.signed_by.get_username()
     refused = client.get(reverse("lab:api-samples"), {"status": "final"})
     assert refused.status_code == 400 and "status" in refused.json()["errors"]
+    assert refused.json()["error"].startswith("Bad filter: status: Select a valid choice.")
+    # One sample by its accession number, whatever the case it is typed in, as the upload form
+    # takes "h26-0001" for H26-0001.
+    one = client.get(reverse("lab:api-samples"), {"accession_number": "s-signed "}).json()["results"]
+    assert [row["accession_number"] for row in one] == ["S-SIGNED"]
 
 
 def test_sample_detail_carries_formula_images_and_cells(client, tech):
@@ -119,6 +124,7 @@ def test_cell_list_filters_and_detail(client, tech):
 def test_cell_list_reports_bad_filters(client, tech):
     response = client.get(reverse("lab:api-cells"), {"confidence_min": "abc"})
     assert response.status_code == 400 and "confidence_min" in response.json()["errors"]
+    assert response.json()["error"] == "Bad filter: confidence_min: Enter a whole number."
 
 
 def test_api_is_read_only(client, tech):

@@ -165,11 +165,19 @@ def _sign_off_fields(request, sample):
     }
 
 
+def _invalid_filters(form):
+    """400 with the one "error" every API refusal carries (the README's promise), naming each bad
+    filter, and "errors": the form's per-field details for a program that reads them."""
+    reasons = "; ".join(f"{field}: {' '.join(messages)}" for field, messages in form.errors.items())
+    return JsonResponse({"error": f"Bad filter: {reasons}", "errors": form.errors.get_json_data()},
+                        status=400)
+
+
 @read_only
 def sample_list(request):
     form = SampleListFilterForm(request.GET)
     if not form.is_valid():
-        return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+        return _invalid_filters(form)
     samples = samples_with_progress(accession=request.GET.get("accession_number", "").strip(),
                                     statuses=form.filters()["statuses"])
     return _listing(request, samples, _sample_summary)
@@ -217,7 +225,7 @@ def sample_detail(request, pk):
 def cell_list(request):
     form = HistoryFilterForm(request.GET or None)
     if request.GET and not form.is_valid():
-        return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
+        return _invalid_filters(form)
     return _listing(request, cell_history(form.filters()), cell_json, CappedPaginator)
 
 
