@@ -161,6 +161,16 @@ def test_greyscale_is_refused_with_the_clinical_reason():
     assert "greyscale" in rejection(encoded(grey, "PNG"), "grey.png")
 
 
+def test_a_grey_photograph_saved_as_colour_is_refused_but_a_small_field_on_white_is_not():
+    grey = Image.fromarray(smear_array(640, 480)).convert("L").convert("RGB")
+    assert "holds no colour" in rejection(encoded(grey, "JPEG", quality=90), "grey-as-rgb.jpg")
+    # A scan whose stained field fills under 1% of a wide white page still holds the stain's colour.
+    page = np.full((3000, 3000, 3), 250, np.uint8)
+    page[1000:1240, 1000:1320] = smear_array(320, 240)
+    checked = check_image(upload("page.png", encoded(Image.fromarray(page), "PNG")))
+    assert (checked.width, checked.height) == (3000, 3000)
+
+
 def test_sixteen_bit_greyscale_is_refused():
     grey16 = Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)
     assert "greyscale" in rejection(encoded(grey16, "PNG"), "g16.png")
