@@ -27,6 +27,8 @@ from classifier.preparation import WINDOW_SIZE, as_window, prepare_window
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 EVAL_SPLITS = ("TEST", "TEST_SIMPLE")
+# Folders named in the error for a data folder holding none of the task's classes.
+FOLDERS_NAMED = 8
 CACHE_VERSION = "1"
 DEFAULT_CACHE_DIR = Path(
     os.environ.get(
@@ -142,8 +144,12 @@ def list_images(split_dir, task, split, originals=None):
                 )
             )
     if unknown and not images:
+        # A mistyped folder may be any directory (the walkthrough's /etc listed 90 names): a few
+        # names say what was found, and the count how much.
+        named = ", ".join(sorted(unknown)[:FOLDERS_NAMED]) + (
+            f" and {len(unknown) - FOLDERS_NAMED} more" if len(unknown) > FOLDERS_NAMED else "")
         raise TrainingDataError(
-            f"{split_dir} has class folders {', '.join(unknown)} but none of the {task} task's "
+            f"{split_dir} has class folders {named} but none of the {task} task's "
             f"classes ({', '.join(TASK_CLASSES[task])})"
         )
     return images

@@ -47,6 +47,18 @@ def test_bad_paths_raise_a_readable_error(tmp_path, make, message):
         dataset.resolve_layout(make(tmp_path))
 
 
+def test_a_folder_of_other_folders_is_refused_naming_a_few_of_them(tmp_path):
+    # A mistyped path may be any directory: the message names some of what it holds, not all.
+    for k in range(30):
+        (tmp_path / f"folder{k:02d}").mkdir()
+    with pytest.raises(TrainingDataError) as refused:
+        dataset.list_images(tmp_path, "4class", "TRAIN")
+    assert str(refused.value) == (
+        f"{tmp_path} has class folders folder00, folder01, folder02, folder03, folder04, folder05, "
+        "folder06, folder07 and 22 more but none of the 4class task's classes (EOSINOPHIL, "
+        "LYMPHOCYTE, MONOCYTE, NEUTROPHIL)")
+
+
 def test_validation_split_keeps_groups_together():
     images = [
         dataset.LabelledImage(f"/x/{c}{g}{k}.jpeg", c, c, "TRAIN", group=f"{c}{g}")
