@@ -74,6 +74,13 @@ def test_history_page_and_api_explain_an_implausible_date(client, tech, records)
     assert page.status_code == 200
     assert "9999-12-31 is not a plausible date" in page.content.decode()
     assert page.context["page"].paginator.count == 5  # the rejected bound filters nothing
+    # ... which the page says, so that the list is not read as filtered.
+    assert page.context["filters_left_out"] == ["To"]
+    assert "Left out, as it could not be read: To. The cells below are filtered" in page.content.decode()
+    reversed_range = client.get(reverse("lab:history"), {"confidence_min": "80", "confidence_max": "20"})
+    assert reversed_range.context["filters_left_out"] == ["to %"]  # the upper bound, refused
+    from_80 = client.get(reverse("lab:history"), {"confidence_min": "80"}).context["page"].paginator.count
+    assert reversed_range.context["page"].paginator.count == from_80 < 5  # on "from 80%" alone
     api = client.get(reverse("lab:api-cells"), {"date_to": "9999-12-31"})
     assert api.status_code == 400
     assert "not a plausible date" in api.json()["errors"]["date_to"][0]["message"]

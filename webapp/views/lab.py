@@ -297,6 +297,8 @@ def history(request):
     query.pop("view", None)
     return render(request, "lab/history.html", {
         "form": form,
+        # HistoryFilterForm.filters() drops a field it cannot read: said, lest the list read as filtered.
+        "filters_left_out": [form[name].label for name in form.errors if name in form.fields],
         "page": page,
         "status_badges": sign_off_pages.status_badges(cell.image.sample_id for cell in page.object_list),
         "page_query": page_query,
