@@ -81,6 +81,11 @@
     row.querySelector("[data-role=row-count]").textContent = rowTiles.length;
     row.querySelector("[data-role=row-plural]").textContent = rowTiles.length === 1 ? "" : "s";
     row.querySelector("[data-role=row-awaiting]").textContent = row.querySelectorAll(".gtile.awaiting").length;
+    // A relabel never counts an edge cell in, so a tile's left-out class travels with it; counting
+    // them per row gives the figure the server writes (presenters.gallery.GalleryRow.left_out).
+    var leftOut = row.querySelectorAll(".gtile.left-out").length;
+    row.querySelector("[data-role=row-left-out]").textContent = leftOut;
+    row.querySelector("[data-role=row-left-out-part]").hidden = !leftOut;
     if (rowTiles.length) row.hidden = false;
   }
 

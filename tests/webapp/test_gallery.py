@@ -242,3 +242,22 @@ def test_a_sample_counted_by_an_earlier_network_says_which_counts_new_samples(cl
     body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
     assert (f"Counted from model v{earlier.pk} (four cell types). New samples are counted by model "
             f"v{newer.pk} now; photographs added to this one keep its network") in body
+
+
+def test_every_row_carries_its_edge_figure_for_the_script_to_update(client, tech):
+    """gallery.js recounts the edge cells of the rows a relabel touches: each row, with edge cells or
+    none, carries the part it rewrites, shown only where the row holds one."""
+    sample = make_sample(types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE"))
+    first, second, _ = cells_of(sample)
+    Cell.objects.filter(pk__in=[first.pk, second.pk]).update(is_partial=True)
+    Cell.objects.filter(pk=second.pk).update(count_partial=True)  # counted in by a reviewer
+    body = client.get(reverse("lab:sample-gallery", args=[sample.pk])).content.decode()
+    rows = {row.split('"', 1)[0]: row for row in body.split('data-type="')[1:] if "row-figures" in row}
+    assert ('<span data-role="row-left-out-part"> · <span data-role="row-left-out">1</span> '
+            "at the edge, not counted</span>") in rows["NEUTROPHIL"]
+    assert ('<span data-role="row-left-out-part" hidden> · <span data-role="row-left-out">0</span>'
+            in rows["LYMPHOCYTE"])
+    # Only the tile left out carries the class the script counts.
+    left_out = (f'class="gtile left-out" role="option" aria-selected="false" '
+                f'tabindex="-1" data-cell="{first.pk}"')
+    assert body.count("gtile left-out") == 1 and left_out in body
