@@ -1,6 +1,7 @@
 // Cell gallery: select cells (click, Shift+click for a range, Ctrl/Cmd+click to toggle, arrow keys),
-// press a type's key to relabel the selection. The server answers with the cells' new types and the
-// formula; tiles move to their new rows and the formula is swapped in, without reloading the page.
+// press a type's key, or its button in the legend, to relabel the selection. The server answers with
+// the cells' new types and the formula; tiles move to their new rows and the formula is swapped in,
+// without reloading the page.
 (function () {
   "use strict";
   var gallery = document.getElementById("gallery");
@@ -117,7 +118,7 @@
   function relabel(type) {
     if (!reviewUrl) { say("Relabelling is for technologists and hematologists: your account reads results only."); return; }
     var chosen = selectedTiles();
-    if (!chosen.length) { say("Select one or more cells first, then press the type's key."); return; }
+    if (!chosen.length) { say("Select one or more cells first, then press the type's key or click it."); return; }
     if (busy) return;
     busy = true;
     var body = new FormData();
@@ -151,7 +152,22 @@
       });
   }
 
+  function openCell(tile) { window.location.href = cellUrl.replace(/\/0\/$/, "/" + tile.dataset.cell + "/"); }
+
+  // A double-click is out of reach on most touch screens. Opens the cell the selection began with,
+  // the tapped one where a single cell is selected.
+  function openSelected() {
+    var chosen = selectedTiles();
+    if (!chosen.length) { say("Select a cell first, then open it."); return; }
+    openCell(chosen.indexOf(anchor) >= 0 ? anchor : chosen[0]);
+  }
+
   gallery.addEventListener("click", function (event) {
+    // The legend's buttons go through relabel() as the keys do, so a mouse or a touch screen
+    // relabels a selection with the same request, checks and messages.
+    var typeButton = event.target.closest(".keylist [data-type]");
+    if (typeButton) { relabel(typeButton.dataset.type); return; }
+    if (event.target.closest("[data-role=open-cell]")) { openSelected(); return; }
     var tile = event.target.closest(".gtile");
     if (!tile) return;
     event.preventDefault();
@@ -159,7 +175,7 @@
   });
   gallery.addEventListener("dblclick", function (event) {
     var tile = event.target.closest(".gtile");
-    if (tile) window.location.href = cellUrl.replace(/\/0\/$/, "/" + tile.dataset.cell + "/");
+    if (tile) openCell(tile);
   });
 
   document.addEventListener("keydown", function (event) {
@@ -178,10 +194,7 @@
     }
     if (key === "Escape") { clearSelection(); say(""); return; }
     if (key === " " && focused) { event.preventDefault(); pick(focused, "toggle"); return; }
-    if (key === "Enter" && focused) {
-      window.location.href = cellUrl.replace(/\/0\/$/, "/" + focused.dataset.cell + "/");
-      return;
-    }
+    if (key === "Enter" && focused) { openCell(focused); return; }
     if (event.ctrlKey || event.metaKey || event.altKey || key.length !== 1) return;
     var type = keys[key.toUpperCase()];
     if (type) { event.preventDefault(); relabel(type); }

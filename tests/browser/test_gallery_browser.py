@@ -83,3 +83,59 @@ def test_select_a_range_and_relabel_it_with_a_key(live_server, browser_page, dja
         ".map(item => item.textContent.trim())")
     assert overflowing == []
     page.screenshot(path=str(SCREENSHOTS / "gallery.png"), full_page=True)
+
+
+def edge_figure(page, cell_type):
+    """A row's "N at the edge, not counted", or None where the row shows no such part."""
+    part = page.locator(f'.gallery-row[data-type="{cell_type}"] [data-role=row-left-out-part]')
+    return int(part.locator("[data-role=row-left-out]").inner_text()) if part.is_visible() else None
+
+
+def test_the_legend_buttons_relabel_and_the_edge_figures_follow(live_server, browser_page, django_user_model):
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-EDGE", types=("NEUTROPHIL", "NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE"), user=user)
+    write_crops(sample)
+    cells = list(Cell.objects.filter(image__sample=sample).order_by("index"))
+    Cell.objects.filter(pk__in=[cells[1].pk, cells[2].pk]).update(is_partial=True)  # two edge neutrophils
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/gallery/")
+    assert (edge_figure(page, "NEUTROPHIL"), edge_figure(page, "LYMPHOCYTE")) == (2, None)
+
+    # A mouse alone: click an edge cell, then the legend's Lymphocyte button.
+    page.locator(f'.gtile[data-cell="{cells[1].pk}"]').click()
+    legend = page.locator('[data-role=keys] .keylist button[data-type="LYMPHOCYTE"]')
+    assert legend.get_attribute("type") == "button"
+    legend.click()
+    page.wait_for_function(
+        "() => document.querySelector('.gallery-row[data-type=\"LYMPHOCYTE\"] [data-role=row-count]')"
+        ".textContent === '2'")
+    # The row that gained its first edge cell says so; the other counts one fewer.
+    assert (edge_figure(page, "NEUTROPHIL"), edge_figure(page, "LYMPHOCYTE")) == (1, 1)
+    assert Cell.objects.get(pk=cells[1].pk).cell_type == "LYMPHOCYTE"
+    moved = page.locator(f'.gallery-row[data-type="LYMPHOCYTE"] .gtile[data-cell="{cells[1].pk}"]')
+    assert moved.count() == 1
+
+    # The keyboard still relabels, and the row that loses its last edge cell drops the phrase.
+    page.locator(f'.gtile[data-cell="{cells[2].pk}"]').click()
+    page.keyboard.press("m")
+    page.wait_for_function(
+        "() => document.querySelector('.gallery-row[data-type=\"NEUTROPHIL\"] [data-role=row-count]')"
+        ".textContent === '1'")
+    assert (edge_figure(page, "NEUTROPHIL"), edge_figure(page, "LYMPHOCYTE"),
+            edge_figure(page, "MONOCYTE")) == (None, 1, 1)
+    # What the page says without a reload is what it says after one.
+    shown = {name: edge_figure(page, name) for name in ("NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE")}
+    page.reload()
+    assert {name: edge_figure(page, name) for name in shown} == shown
+
+    # With nothing selected, a legend button asks for a selection and changes nothing.
+    page.keyboard.press("Escape")
+    legend.click()
+    assert "Select one or more cells first" in page.locator("#gallery-message").inner_text()
+    assert CellReview.objects.filter(reviewed_by=user).count() == 2
+
+    # One tap opens a cell: select it, then "Open the selected cell".
+    page.locator(f'.gtile[data-cell="{cells[3].pk}"]').click()
+    page.click("[data-role=open-cell]")
+    page.wait_for_url(f"**/cells/{cells[3].pk}/")

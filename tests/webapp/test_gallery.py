@@ -261,3 +261,5 @@ def test_every_row_carries_its_edge_figure_for_the_script_to_update(client, tech
     left_out = (f'class="gtile left-out" role="option" aria-selected="false" '
                 f'tabindex="-1" data-cell="{first.pk}"')
     assert body.count("gtile left-out") == 1 and left_out in body
+    # The legend's entries are buttons.
+    assert '<button type="button" class="keybtn" data-key="N" data-type="NEUTROPHIL">' in body
