@@ -14,13 +14,37 @@
 
   function signInAgain() { window.location.reload(); }
 
-  function refreshResults() {
+  // Where the focus is in the results, as a place that survives a redraw: the cell's row, and the
+  // type button or link in it. null where the focus is elsewhere.
+  function focusPlace(element) {
+    if (!element || !results.contains(element)) return null;
+    var row = element.closest("tr.cellrow");
+    if (!row) return null;
+    var control = element === row ? null : element.closest("button[name=cell_type], a");
+    return { cell: row.dataset.cell, type: control && control.value, link: control && control.tagName === "A" };
+  }
+
+  // Swapping the results' HTML drops the focused element, and the focus falls back to <body>:
+  // a keyboard or screen-reader user would lose their place at every review and every photograph
+  // that finishes. The same row, and the same control in it where there is one, takes it back.
+  function restoreFocus(place) {
+    if (!place) return;
+    var row = results.querySelector('tr.cellrow[data-cell="' + place.cell + '"]');
+    if (!row) return;
+    var control = place.type ? row.querySelector('button[name=cell_type][value="' + place.type + '"]')
+      : place.link ? row.querySelector("a") : null;
+    (control || row).focus({ preventScroll: true });
+  }
+
+  function refreshResults(place) {
     return fetch(resultsUrl, { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (response) { if (!response.ok) throw new Error(response.status); return response.text(); })
       .then(function (html) {
+        var keep = place || focusPlace(document.activeElement);
         results.innerHTML = html;
         refreshSignOff(results.querySelector("template[data-role=sign-off-fresh]"));
         if (selected) select(selected, false);
+        restoreFocus(keep);
       });
   }
 
@@ -107,6 +131,8 @@
   }
 
   function submitReview(form, type) {
+    // Taken before the buttons are disabled, which moves the focus off a pressed one.
+    var place = focusPlace(document.activeElement) || { cell: form.closest("tr").dataset.cell };
     var body = new FormData(form);
     body.set("cell_type", type);
     form.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
@@ -125,7 +151,7 @@
           return data;
         });
       })
-      .then(refreshResults)
+      .then(function () { return refreshResults(place); })
       .catch(function (error) {
         window.alert(error.message);
         form.querySelectorAll("button").forEach(function (b) { b.disabled = false; });
@@ -146,16 +172,28 @@
     if (target) select(target.dataset.cell, true);
   });
 
+  // Tabbing into a row's buttons selects that row, so its keys act on the row the focus is in.
+  results.addEventListener("focusin", function (event) {
+    var row = event.target.closest("tr.cellrow");
+    if (row && row.dataset.cell !== selected) select(row.dataset.cell, false);
+  });
+
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (event.target.closest("input, textarea, select")) return;
     var key = event.key;
-    if (key === "j" || key === "ArrowDown") { event.preventDefault(); move(1); return; }
-    if (key === "k" || key === "ArrowUp") { event.preventDefault(); move(-1); return; }
+    // The arrows scroll the page unless the focus is on a cell's row: J and K always move.
+    var inRow = event.target.closest && event.target.closest("tr.cellrow");
+    if (key === "j" || (key === "ArrowDown" && inRow)) { event.preventDefault(); move(1); return; }
+    if (key === "k" || (key === "ArrowUp" && inRow)) { event.preventDefault(); move(-1); return; }
     if (!selected) return;
     var row = results.querySelector('tr.cellrow[data-cell="' + selected + '"]');
     if (!row) return;
-    if (key === "Enter") { window.location.href = row.dataset.href; return; }
+    if (key === "Enter") {
+      // A focused button or link answers Enter itself: a type button relabels, it does not open.
+      if (!event.target.closest("a, button, summary")) window.location.href = row.dataset.href;
+      return;
+    }
     var button = row.querySelector('button[data-key="' + key.toUpperCase() + '"]');
     if (button && key.length === 1) { event.preventDefault(); submitReview(button.closest("form"), button.value); }
   });

@@ -1,0 +1,91 @@
+"""The sample page from the keyboard: "Add photographs" is reached with Tab and opened with Space,
+the arrows scroll the page until a cell's row has the focus, and a review gives the focus back to
+the reviewed row (or the button pressed in it) once the results are redrawn.
+
+No worker: the sample is made in the database.
+"""
+
+import pytest
+
+from tests.browser.test_lab_browser import PASSWORD, sign_in
+from tests.webapp.lab_factories import make_sample, with_role
+from webapp.models import Cell, SmearImage
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def focused(page, selector):
+    return page.evaluate("(selector) => document.activeElement.matches(selector)", selector)
+
+
+def test_add_photographs_is_reached_with_tab_and_opened_with_space(live_server, browser_page,
+                                                                    django_user_model, tmp_path):
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-KEYS", types=("NEUTROPHIL",), user=user)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if focused(page, "#add-images-input"):
+            break
+    else:
+        pytest.fail("Tab never reaches the Add photographs control")
+    # The focus shows on the button-like label around the input.
+    assert page.evaluate("getComputedStyle(document.querySelector('#add-images-input').closest('label'))"
+                         ".outlineStyle") != "none"
+
+    # Space opens the chooser; the page's script still checks the choice before uploading.
+    limit = int(page.locator("#add-images-form").get_attribute("data-max-files"))
+    files = []
+    for number in range(limit + 1):
+        files.append(tmp_path / f"smear-{number}.jpg")
+        files[-1].write_bytes(b"not read: refused before upload")
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Space")
+    chooser.value.set_files([str(path) for path in files])
+    warning = page.locator("#add-images-warning")
+    warning.wait_for(state="visible")
+    assert f"{limit + 1} photographs chosen: at most {limit}" in warning.inner_text()
+    assert page.url.endswith(f"/samples/{sample.pk}/")
+    assert SmearImage.objects.filter(sample=sample).count() == 1
+
+
+def test_arrows_scroll_until_a_row_has_the_focus_and_a_review_keeps_the_place(live_server, browser_page,
+                                                                                 django_user_model):
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-ROWS", types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL"), user=user)
+    cells = list(Cell.objects.filter(image__sample=sample).order_by("index"))
+    page = browser_page
+    page.set_viewport_size({"width": 1360, "height": 420})  # short enough for the page to scroll
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    page.evaluate("window.prevented = []; window.addEventListener('keydown', "
+                  "event => window.prevented.push(event.defaultPrevented))")
+
+    # Nothing selected: ArrowDown is the browser's, it scrolls and selects no cell.
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("window.prevented") == [False]
+    assert page.locator("tr.cellrow.selected").count() == 0
+    page.wait_for_function("() => window.scrollY > 0")
+
+    # A clicked row takes the arrows: ArrowDown moves to the next one.
+    page.locator(f'tr.cellrow[data-cell="{cells[0].pk}"]').click(position={"x": 8, "y": 8})
+    page.keyboard.press("ArrowDown")
+    assert focused(page, f'tr.cellrow.selected[data-cell="{cells[1].pk}"]')
+
+    # Its key relabels it; once the results are redrawn the focus is back on that row.
+    page.keyboard.press("m")
+    page.wait_for_selector(f'tr.cellrow[data-cell="{cells[1].pk}"] .current.confirmed[value=MONOCYTE]')
+    assert focused(page, f'tr.cellrow[data-cell="{cells[1].pk}"]')
+    assert Cell.objects.get(pk=cells[1].pk).cell_type == "MONOCYTE"
+
+    # Enter on a type button presses it (it does not open the cell), and the focus comes back to
+    # that button, in the redrawn row.
+    button = f'tr.cellrow[data-cell="{cells[2].pk}"] button[value=EOSINOPHIL]'
+    page.focus(button)
+    page.keyboard.press("Enter")
+    page.wait_for_selector(f'tr.cellrow[data-cell="{cells[2].pk}"] .current.confirmed[value=EOSINOPHIL]')
+    assert page.url.endswith(f"/samples/{sample.pk}/")
+    assert focused(page, button)
+    assert Cell.objects.get(pk=cells[2].pk).cell_type == "EOSINOPHIL"
