@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
-from tests.webapp.lab_factories import with_role
+from tests.webapp.lab_factories import make_version, with_role
 from webapp.models import ModelVersion
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -49,3 +49,49 @@ def test_a_lab_lead_reads_the_active_version_in_words(live_server, browser_page,
     settings_box.locator("summary").click()
     assert settings_box.locator("dl").is_visible()
     page.screenshot(path=str(SCREENSHOTS / "models-version.png"), full_page=True)
+
+
+def test_activating_or_deleting_a_version_asks_first(live_server, browser_page, django_user_model):
+    serving = make_version()
+    other = make_version(status=ModelVersion.Status.READY)
+    failed = make_version(status=ModelVersion.Status.FAILED)
+    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    page = browser_page
+    sign_in(page, live_server.url, "lead")
+    asked = []
+
+    def answer(accept):
+        def handle(dialog):
+            asked.append(dialog.message)
+            dialog.accept() if accept else dialog.dismiss()
+        page.once("dialog", handle)
+
+    def active_version():
+        return ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE).pk
+
+    # Dismissed: nothing is sent, the lab keeps its network.
+    page.goto(f"{live_server.url}/models/")
+    activate = page.locator(f"form[action='/models/{other.pk}/activate/'] button")
+    answer(accept=False)
+    activate.click()
+    page.wait_for_load_state()
+    assert asked == [f"Activate v{other.pk}? Photographs of new samples will be classified by it; "
+                     "results already made stay as they are."]
+    assert active_version() == serving.pk and page.url.endswith("/models/")
+    # Accepted: the version is activated as before.
+    answer(accept=True)
+    activate.click()
+    page.wait_for_selector(f"text=v{other.pk} is now the active model")
+    assert active_version() == other.pk
+
+    # The same on a version's page, for its Delete button.
+    page.goto(f"{live_server.url}/models/{failed.pk}/")
+    answer(accept=False)
+    page.click("[data-role=delete-version] button")
+    page.wait_for_load_state()
+    assert asked[-1].startswith(f"Delete v{failed.pk}?")
+    assert ModelVersion.objects.filter(pk=failed.pk).exists()
+    answer(accept=True)
+    page.click("[data-role=delete-version] button")
+    page.wait_for_selector(f"text=v{failed.pk} is deleted.")
+    assert not ModelVersion.objects.filter(pk=failed.pk).exists()
