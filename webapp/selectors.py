@@ -6,6 +6,7 @@ older versions' cells stay in the history, as superseded calls, but never enter 
 """
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
@@ -478,6 +479,31 @@ def walk_cells(cell):
     else:
         cells = current_cells(sample=cell.image.sample_id)
     return list(cells.order_by("image_id", "index").values_list("pk", "image_id"))
+
+
+def cell_name(cell):
+    """"Cell 3 on smear-12.jpg": a cell as the sample page numbers it, its photograph's calls in
+    detection order (walk_cells), for messages a reviewer must match to a row."""
+    if cell.is_superseded:
+        siblings = Cell.objects.filter(image=cell.image_id, model_version=cell.model_version_id)
+    else:
+        siblings = current_cells(image=cell.image_id)
+    number = siblings.filter(index__lt=cell.index).count() + 1
+    return f"Cell {number} on {cell.image.original_filename}"
+
+
+def cell_names(cell_ids):
+    """Cell id -> cell_name, in two queries, for the cells of these ids that the sample page still
+    shows; a call a later version superseded, or a cell since deleted, gets none."""
+    cells = (current_cells().filter(pk__in=list(cell_ids))
+             .values_list("pk", "image_id", "image__original_filename"))
+    photographs = {image_id: name for _, image_id, name in cells}
+    numbers, seen = {}, Counter()
+    for pk, image_id in (current_cells().filter(image__in=list(photographs))
+                         .order_by("image_id", "index").values_list("pk", "image_id")):
+        seen[image_id] += 1
+        numbers[pk] = seen[image_id]
+    return {pk: f"Cell {numbers[pk]} on {photographs[image_id]}" for pk, image_id, _ in cells}
 
 
 def fitted_review_thresholds(version_ids):

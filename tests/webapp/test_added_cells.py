@@ -316,7 +316,8 @@ def test_a_drawn_box_is_classified_by_the_worker_once_and_kept_by_a_rerun(client
     assert sum(cell.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
     assert cell.crop and cell.window and cell.heatmap and not cell.is_partial
     # The worker stored it; the audit trail names the technologist who drew the box.
-    drawn = [row for row in timeline(image.sample_id) if row.what == f"Cell {cell.pk} added by hand"]
+    drawn = [row for row in timeline(image.sample_id)
+             if row.what == f"Cell {cell.index + 1} on {image.original_filename} added by hand"]
     assert [row.who for row in drawn] == [tech.get_username()]
 
     # The task delivered again adds nothing.

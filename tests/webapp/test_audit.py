@@ -56,13 +56,14 @@ def test_each_review_is_one_row_from_one_type_to_another(client, tech):
     assert changes(added[1])["from_type"] == ("None", "NEUTROPHIL")
     assert changes(added[1])["to_type"] == ("None", "MONOCYTE")
     newest = timeline(sample.pk)[0]
-    assert newest.what == f"Cell {cell.pk} relabelled" and newest.who == "tech"
+    # The cell as the sample page numbers it, on its photograph: not its database id.
+    assert newest.what == "Cell 1 on H26-0001.png relabelled" and newest.who == "tech"
     # Types as every page names them, not as they are stored.
     assert [(c.field, c.new) for c in newest.changes][:2] == [("from", "Monocyte"), ("to", "Lymphocyte")]
     # The network's own call kept by a reviewer: a review row, read as a confirmation.
     lymphocyte = Cell.objects.get(image__sample=sample, index=1)
     client.post(reverse("lab:cell-review", args=[lymphocyte.pk]), {"cell_type": "LYMPHOCYTE"})
-    assert timeline(sample.pk)[0].what == f"Cell {lymphocyte.pk} confirmed"
+    assert timeline(sample.pk)[0].what == "Cell 2 on H26-0001.png confirmed"
 
 
 def test_signing_and_reopening_are_on_record(client, hematologist):  # noqa: F811
@@ -121,7 +122,17 @@ def test_a_cell_added_by_hand_is_a_row_of_its_own():
     )
     added = rows(sample.pk, "cell")
     assert len(added) == 1 and added[0].additional_data["cell_id"] == cell.pk
-    assert timeline(sample.pk)[0].what == f"Cell {cell.pk} added by hand"
+    assert timeline(sample.pk)[0].what == "Cell 1 on H26-0001.png added by hand"
+    # An edge cell counted in, and left out again: said in words, not as a field's True and False.
+    for counted, words in ((True, "counted in"), (False, "left out of")):
+        cell.is_partial, cell.count_partial = True, counted
+        cell.save()
+        newest = timeline(sample.pk)[0]
+        assert newest.what == f"Cell 1 on H26-0001.png {words} the formula"
+        assert "count partial" not in [change.field for change in newest.changes]
+    # A cell since deleted keeps the id it had.
+    Cell.objects.filter(pk=cell.pk).delete()
+    assert timeline(sample.pk)[0].what == f"Cell {cell.pk} left out of the formula"
 
 
 def test_a_reclassification_is_on_record(django_user_model, sent_tasks):

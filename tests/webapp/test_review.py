@@ -183,6 +183,13 @@ def test_review_button_posts_and_redirects_back(client, tech):
                            {"cell_type": "EOSINOPHIL", "next": back})
     assert response.status_code == 302 and response["Location"] == back
     assert Cell.objects.get(pk=cell.pk).cell_type == "EOSINOPHIL"
+    # The message names the cell as the page numbers it, not by its database id.
+    second = Cell.objects.get(index=1)
+    Cell.objects.filter(pk=second.pk).update(id=4537)
+    page = client.post(reverse("lab:cell-review", args=[4537]), {"cell_type": "MONOCYTE", "next": back},
+                       follow=True).content.decode()
+    assert "Cell 2 on H26-0001.png is now Monocyte." in page and "Cell 4537" not in page
+    assert "Cell 2 on H26-0001.png relabelled" in page  # the audit trail names it so too
 
 
 def test_review_answers_json_with_the_new_formula(client, tech):

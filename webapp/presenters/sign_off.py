@@ -11,6 +11,7 @@ from webapp.models import Sample, SmearImage
 from webapp.presenters import ViewModel
 from webapp.selectors import (
     SignOffFacts,
+    cell_names,
     sample_timeline,
     sign_off_facts,
     sign_off_facts_for,
@@ -130,8 +131,10 @@ def _changes(entry, created, names):
     return shown
 
 
-def _what(entry, model, changes):
+def _what(entry, model, changes, cells):
     data = entry.additional_data or {}
+    # As the sample page numbers it, where it still shows the cell; its database id otherwise.
+    cell = cells.get(_cell_id(data)) or f"Cell {data.get('cell_id', '')}"
     if data.get("note"):
         return data["note"][0].upper() + data["note"][1:]
     action = entry.get_action_display().lower()
@@ -155,13 +158,20 @@ def _what(entry, model, changes):
     if model == "cellreview":
         # A reviewer who gives a cell the type it already had confirms it; nothing was relabelled.
         done = "confirmed" if new.get("from_type") == new.get("to_type") else "relabelled"
-        return f"Cell {data.get('cell_id', '')} {done}"
+        return f"{cell} {done}"
     if model == "cell":
         if entry.action == entry.Action.CREATE:
             by_hand = new.get("added_by_hand") == "True"
-            return f"Cell {data.get('cell_id', '')} added{' by hand' if by_hand else ''}"
-        return f"Cell {data.get('cell_id', '')} {action}"
+            return f"{cell} added{' by hand' if by_hand else ''}"
+        if "count_partial" in new:  # an edge cell a reviewer counted in, or left out again
+            return f"{cell} {'counted in' if new['count_partial'] == 'True' else 'left out of'} the formula"
+        return f"{cell} {action}"
     return f"{entry.object_repr} {action}"
+
+
+def _cell_id(data):
+    value = data.get("cell_id")
+    return int(value) if str(value).isdigit() else None
 
 
 def timeline_length(sample_id, shown, limit):
@@ -174,11 +184,14 @@ def timeline(sample_id, limit=200):
     rows = list(sample_timeline(sample_id)[:limit])
     names = usernames({str(value) for entry in rows for name, pair in (entry.changes or {}).items()
                        if name in _USER_FIELDS and isinstance(pair, list | tuple) for value in pair})
+    cells = cell_names({_cell_id(entry.additional_data or {}) for entry in rows} - {None})
     entries = []
     for entry in rows:
         model = entry.content_type.model if entry.content_type_id else ""
         created = entry.action == entry.Action.CREATE
         changes = _changes(entry, created, names)
+        if model == "cell" and "count_partial" in (entry.changes or {}):
+            changes = [change for change in changes if change.field != "count partial"]  # said in words
         who = entry.actor.get_username() if entry.actor else WORKER
-        entries.append(TimelineEntry(entry.timestamp, who, _what(entry, model, changes), changes))
+        entries.append(TimelineEntry(entry.timestamp, who, _what(entry, model, changes, cells), changes))
     return entries

@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from webapp.models import Cell, SmearImage
+from webapp.selectors import cell_name
 from webapp.services.added_cells import AddCellError, request_added_cell
 from webapp.services.edge_cells import CountInError, set_counted_in
 from webapp.services.locking import SampleLocked
@@ -63,5 +64,5 @@ def cell_count_in(request, pk):
     if wants_json(request):
         return JsonResponse({"cell": cell.pk, "count_partial": cell.count_partial})
     now = "counted in" if cell.count_partial else "left out of"
-    messages.success(request, f"Cell {cell.pk} is now {now} the formula.")
+    messages.success(request, f"{cell_name(cell)} is now {now} the formula.")
     return redirect("lab:cell-detail", pk=cell.pk)

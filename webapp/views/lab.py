@@ -27,6 +27,7 @@ from webapp.models import Cell, Sample, SmearImage
 from webapp.presenters import lab as lab_pages
 from webapp.presenters import sign_off as sign_off_pages
 from webapp.selectors import (
+    cell_name,
     cells_with_review_trail,
     history_page,
     image_statuses,
@@ -280,7 +281,7 @@ def cell_review(request, pk):
     if error:
         messages.error(request, error)
     else:
-        messages.success(request, f"Cell {cell.pk} is now {type_label(cell.cell_type)}.")
+        messages.success(request, f"{cell_name(cell)} is now {type_label(cell.cell_type)}.")
     target = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
         target = reverse("lab:cell-detail", args=[cell.pk])
