@@ -61,9 +61,9 @@ class RetrainForm(forms.Form):
         required=False,
         max_length=1024,
         label="Other data folder",
-        help_text=f"TRAIN/CLASS/*.jpeg (with TEST/ for held-out figures) or CLASS/*.jpeg on the "
-        f"training machine; several separated by “{os.pathsep}”. With no folder ticked or given: "
-        "every configured one.",
+        help_text=f"Its full path on the training machine, holding TRAIN/CLASS/*.jpeg (with TEST/ "
+        f"for held-out figures) or CLASS/*.jpeg; several separated by “{os.pathsep}”. With no "
+        "folder ticked or given: every configured one.",
     )
 
     refit_from = forms.ModelChoiceField(
@@ -103,6 +103,11 @@ class RetrainForm(forms.Form):
         """The run's data folders, ticked and given, as one os.pathsep-separated data_dir."""
         data = super().clean()
         given = data_folders(data.get("data_dir", ""))
+        relative = [folder for folder in given if not os.path.isabs(os.path.expanduser(folder.strip()))]
+        if relative:
+            # Read from the server's working directory, which the person typing does not see.
+            self.add_error("data_dir", f"Give each folder's full path, from /: {', '.join(relative)}.")
+            return data
         missing = [folder for folder in given if not os.path.isdir(os.path.expanduser(folder.strip()))]
         if missing:
             # A typing slip would otherwise make a version that fails at once and stays listed.

@@ -410,6 +410,13 @@ def test_a_data_folder_that_is_not_there_is_a_form_error_not_a_failed_version(st
     assert response.status_code == 400
     assert f"No such folder on this server: {missing}." in response.content.decode()
     assert not ModelVersion.objects.exists() and no_enqueue == []
+    # A relative path would be read from the server's working directory (the walkthrough's
+    # "../../etc" reached /etc): refused, asking for the full path.
+    response = staff_client.post(reverse("models:train"), {
+        "architecture": "paper", "task": "4class", "epochs": 1, "data_dir": "../../etc"})
+    assert response.status_code == 400
+    assert "Give each folder&#x27;s full path, from /: ../../etc." in response.content.decode()
+    assert not ModelVersion.objects.exists() and no_enqueue == []
 
 
 @pytest.mark.django_db
