@@ -106,6 +106,8 @@ def test_a_hematologist_signs_from_the_sample_page(client, hematologist):
     body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
     assert "Signed by hema on" in body and 'data-role="reopen-form"' in body
     assert 'data-role="sign-form"' not in body
+    # Folded until asked for: an open reason box on every signed sample invites a slip.
+    assert '<details class="reopen">\n    <summary>Reopen this result…</summary>' in body
 
 
 def test_a_superuser_may_sign(django_user_model):
