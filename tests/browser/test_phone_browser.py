@@ -1,0 +1,60 @@
+"""The site on a phone (390 px wide): the top bar wraps so that every page and "Sign out" are on
+screen, on the bar's purple; wide tables scroll inside their own box, so no page is wider than the
+screen; the sample page's type buttons wrap in rows. Leaves test-output/phone-sample.png.
+
+No worker: the records are made in the database.
+"""
+
+import pytest
+
+from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
+from tests.webapp.lab_factories import make_sample, make_version, with_role
+from webapp.models import ModelVersion
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+PHONE = {"width": 390, "height": 844}
+
+# The top bar's parts that must be on screen and on the bar: every page link and the account's.
+BAR_OUTSIDE = """() => {
+    const bar = document.querySelector('.topbar').getBoundingClientRect();
+    return Array.from(document.querySelectorAll('.topbar a, .topbar button')).filter(item => {
+        const box = item.getBoundingClientRect();
+        return box.left < 0 || box.right > window.innerWidth || box.left < bar.left || box.right > bar.right
+            || box.top < bar.top || box.bottom > bar.bottom;
+    }).map(item => item.textContent.trim());
+}"""
+
+
+def test_every_page_fits_a_phone_and_the_bar_wraps(live_server, browser_page, django_user_model):
+    lead = django_user_model.objects.create_user("lead-technologist", password=PASSWORD, is_staff=True)
+    for role in ("admin", "technologist", "hematologist"):
+        with_role(lead, role)
+    make_version(status=ModelVersion.Status.READY)
+    sample = make_sample("H26-PHONE-0001", types=("NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL"),
+                         user=lead, confidence=0.6)
+    page = browser_page
+    page.set_viewport_size(PHONE)
+    sign_in(page, live_server.url, "lead-technologist")
+    pages = ["/", "/samples/", f"/samples/{sample.pk}/", f"/samples/{sample.pk}/gallery/",
+             "/history/?view=table", "/models/", f"/models/{sample.images.get().model_version_id}/"]
+    for url in pages:
+        page.goto(live_server.url + url)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{url} is {width} px wide on a {PHONE['width']} px screen"
+        assert page.evaluate(BAR_OUTSIDE) == [], url
+        assert page.get_by_role("button", name="Sign out").is_visible()
+
+    # The sample page's review table scrolls by itself, and a cell's fifteen type buttons wrap in
+    # rows of several instead of one per line.
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    table = page.evaluate("(() => { const t = document.querySelector('table.cells');"
+                          " return [t.scrollWidth, t.clientWidth]; })()")
+    assert table[0] > table[1], "the review table fits: nothing here tests its scrolling"
+    lines = page.evaluate("""() => new Set(Array.from(
+        document.querySelector('tr.cellrow .review-form').querySelectorAll('button'),
+        button => Math.round(button.getBoundingClientRect().top))).size""")
+    buttons = page.locator("tr.cellrow").first.locator(".review-form button").count()
+    assert buttons >= 12 and lines <= 4, (buttons, lines)
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "phone-sample.png"), full_page=True)
