@@ -375,10 +375,14 @@ class ImageCells:
     cells: list
 
 
-def sample_images_with_cells(sample):
-    """The sample's photographs, each with its current cells (ImageCells), in two queries."""
-    images = list(sample.images.all())
+def sample_images_with_cells(sample, image_ids=None):
+    """The sample's photographs (those of ``image_ids`` where given), each with its current cells
+    (ImageCells), in two queries."""
+    images = sample.images.all()
     cells = current_cells(sample).only(*CELL_FIELDS, "probabilities").order_by("image_id", "index")
+    if image_ids is not None:
+        images, cells = images.filter(pk__in=image_ids), cells.filter(image__in=image_ids)
+    images = list(images)
     by_image = {}
     for cell in cells:
         by_image.setdefault(cell.image_id, []).append(cell)

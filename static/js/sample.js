@@ -36,16 +36,41 @@
     (control || row).focus({ preventScroll: true });
   }
 
+  function fetchHtml(url) {
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (response) { if (!response.ok) throw new Error(response.status); return response.text(); });
+  }
+
   function refreshResults(place) {
-    return fetch(resultsUrl, { credentials: "same-origin", headers: { Accept: "text/html" } })
-      .then(function (response) { if (!response.ok) throw new Error(response.status); return response.text(); })
-      .then(function (html) {
-        var keep = place || focusPlace(document.activeElement);
-        results.innerHTML = html;
-        refreshSignOff(results.querySelector("template[data-role=sign-off-fresh]"));
-        if (selected) select(selected, false);
-        restoreFocus(keep);
-      });
+    return fetchHtml(resultsUrl).then(function (html) {
+      var keep = place || focusPlace(document.activeElement);
+      results.innerHTML = html;
+      refreshSignOff(results.querySelector("template[data-role=sign-off-fresh]"));
+      if (selected) select(selected, false);
+      restoreFocus(keep);
+    });
+  }
+
+  // A review changes its photograph's card, the formula beside it and the sign-off panel, nothing
+  // else: those alone are fetched and swapped in, where a long sample's whole results would be
+  // hundreds of KiB to fetch and lay out again at every click.
+  function refreshPhotograph(imageId, place) {
+    var card = results.querySelector("#image-" + imageId);
+    var sidebar = results.querySelector("aside.sidebar");
+    if (!card || !sidebar) return refreshResults(place);
+    var separator = resultsUrl.indexOf("?") < 0 ? "?" : "&";
+    return fetchHtml(resultsUrl + separator + "image=" + encodeURIComponent(imageId)).then(function (html) {
+      var fresh = document.createElement("template");
+      fresh.innerHTML = html;
+      var freshCard = fresh.content.querySelector("#image-" + imageId);
+      var freshSidebar = fresh.content.querySelector("aside.sidebar");
+      if (!freshCard || !freshSidebar) return refreshResults(place);
+      card.replaceWith(freshCard);
+      sidebar.replaceWith(freshSidebar);
+      refreshSignOff(fresh.content.querySelector("template[data-role=sign-off-fresh]"));
+      if (selected) select(selected, false);
+      restoreFocus(place);
+    });
   }
 
   // The sign-off panel's count and refusals follow the results; it is left alone while someone is
@@ -151,7 +176,10 @@
           return data;
         });
       })
-      .then(function () { return refreshResults(place); })
+      .then(function () {
+        var card = form.closest("section.image-card");
+        return card ? refreshPhotograph(card.dataset.image, place) : refreshResults(place);
+      })
       .catch(function (error) {
         window.alert(error.message);
         form.querySelectorAll("button").forEach(function (b) { b.disabled = false; });

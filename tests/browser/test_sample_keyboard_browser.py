@@ -89,3 +89,41 @@ def test_arrows_scroll_until_a_row_has_the_focus_and_a_review_keeps_the_place(li
     assert page.url.endswith(f"/samples/{sample.pk}/")
     assert focused(page, button)
     assert Cell.objects.get(pk=cells[2].pk).cell_type == "EOSINOPHIL"
+
+
+def test_a_review_redraws_its_photograph_and_the_formula_not_the_whole_sample(live_server, browser_page,
+                                                                                django_user_model):
+    # A 100-photograph sample's results are some 600 KiB: a review fetches and swaps in only its
+    # photograph's card, the sidebar and the sign-off panel.
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-PART", types=("NEUTROPHIL", "LYMPHOCYTE"), user=user)
+    first = sample.images.get()
+    second = SmearImage.objects.create(
+        sample=sample, image=first.image.name, original_filename="second.png", width=640, height=480,
+        file_size=1000, checksum="2" * 64, status=SmearImage.Status.DONE, model_version=first.model_version)
+    cell = Cell.objects.filter(image=first).order_by("index").first()
+    Cell.objects.create(image=second, model_version=first.model_version, index=0, x0=10, y0=20, x1=90, y1=100,
+                        predicted_type="NEUTROPHIL", probabilities={"NEUTROPHIL": 0.9}, confidence=0.9,
+                        binary_call="POLYNUCLEAR", cell_type="NEUTROPHIL", ood_score=0.5)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    requests = []
+    page.on("request", lambda request: requests.append(request.url) if "/results/" in request.url else None)
+    # Marks on the page's own nodes: a node swapped in does not carry them.
+    page.evaluate(f"""() => {{
+        document.getElementById('image-{first.pk}').dataset.mark = 'old';
+        document.getElementById('image-{second.pk}').dataset.mark = 'kept';
+        document.querySelector('aside.sidebar').dataset.mark = 'old';
+    }}""")
+
+    page.locator(f'tr.cellrow[data-cell="{cell.pk}"] button[value=MONOCYTE]').click()
+    page.wait_for_selector(f'tr.cellrow[data-cell="{cell.pk}"] .current.confirmed[value=MONOCYTE]')
+    assert requests == [f"{live_server.url}/samples/{sample.pk}/results/?image={first.pk}"]
+    marks = page.evaluate(f"""() => [document.getElementById('image-{first.pk}').dataset.mark || null,
+        document.getElementById('image-{second.pk}').dataset.mark || null,
+        document.querySelector('aside.sidebar').dataset.mark || null]""")
+    assert marks == [None, "kept", None]
+    formula = page.locator("aside.sidebar").inner_text()
+    assert "Monocyte" in formula and page.locator("section.image-card").count() == 2
+    assert Cell.objects.get(pk=cell.pk).cell_type == "MONOCYTE"

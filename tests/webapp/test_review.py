@@ -265,6 +265,33 @@ def test_results_fragment_and_status_json(client, tech):
     assert status == {**status, "total": 1, "finished": 1, "percent": 100, "complete": True}
 
 
+def test_the_results_of_one_photograph_come_with_the_sidebar_and_sign_off_alone(client, tech):
+    # What the page's script fetches after a review: the reviewed photograph's card, the formula
+    # and the sign-off panel, not the whole of a long sample's results.
+    sample = make_sample()
+    first = sample.images.get()
+    other = SmearImage.objects.create(sample=sample, image="smears/other.png", original_filename="other.png",
+                                      width=640, height=480, file_size=1000, checksum="1" * 64,
+                                      status=SmearImage.Status.DONE, model_version=first.model_version)
+    url = reverse("lab:sample-results", args=[sample.pk])
+    whole = client.get(url).content.decode()
+    assert f'id="image-{first.pk}"' in whole and f'id="image-{other.pk}"' in whole
+    part = client.get(url, {"image": first.pk}).content.decode()
+    assert f'id="image-{first.pk}"' in part and f'id="image-{other.pk}"' not in part
+    assert part.count('class="sidebar"') == 1 and "Leukocyte formula" in part
+    assert '<template data-role="sign-off-fresh">' in part and "3 of 100 leukocytes counted" in part
+    # The card is the one the whole page renders for that photograph, cell rows and all.
+    def unmasked(html):  # each response masks the CSRF token anew
+        return re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", html)
+
+    opening = f'<section class="card image-card" id="image-{first.pk}"'
+    card = unmasked(part).split(opening)[1].split("</section>")[0]
+    assert card in unmasked(whole) and card.count('class="cellrow"') == 3
+    elsewhere = make_sample("H26-0002")
+    for image in ("abc", str(elsewhere.images.get().pk)):
+        assert client.get(url, {"image": image}).status_code == 404
+
+
 def test_a_long_queued_photograph_says_the_worker_may_be_down_and_offers_to_try_again(
         client, tech, settings, sent_tasks):
     from datetime import timedelta

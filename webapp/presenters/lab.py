@@ -118,9 +118,16 @@ def _review_threshold_text(version_ids):
     return str(percents[0]) if len(percents) == 1 else f"{percents[0]}-{percents[-1]}"
 
 
-def sample_results(sample):
-    images = sample_images_with_cells(sample)
-    version_ids = {entry.image.model_version_id for entry in images if entry.image.model_version_id}
+def sample_results(sample, image_ids=None):
+    """The sample page's results: every photograph, or those of ``image_ids`` (what a review on one
+    photograph changes, beside the formula and sign-off that depend on them all)."""
+    images = sample_images_with_cells(sample, image_ids)
+    # The review legend lists the types of every network that classified the sample.
+    if image_ids is None:
+        version_ids = {entry.image.model_version_id for entry in images}
+    else:
+        version_ids = set(sample.images.values_list("model_version_id", flat=True))
+    version_ids.discard(None)
     # A cell can be relabelled only as one of the types of the network that classified it, a
     # basophil, or an artefact.
     shortcuts = {
@@ -130,7 +137,7 @@ def sample_results(sample):
     stuck_ids = set(stuck_images().filter(sample=sample).values_list("pk", flat=True))
     legend = {pair for pairs in shortcuts.values() for pair in pairs}
     added_boxes = added_cell_requests(sample)
-    held_elsewhere = photographs_held_elsewhere(sample)
+    held_elsewhere = photographs_held_elsewhere(sample, image_ids)
     formula = leukocyte_formula(sample)
     return SampleResults(
         photographs=[_photograph(entry, shortcuts, stuck_ids, added_boxes, held_elsewhere)

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -109,8 +109,8 @@ def upload(request):
     }, status=status)
 
 
-def _sample_context(sample):
-    return {"sample": sample, **lab_pages.sample_results(sample).as_context()}
+def _sample_context(sample, image_ids=None):
+    return {"sample": sample, **lab_pages.sample_results(sample, image_ids).as_context()}
 
 
 def _sign_off_panel(request, sample):
@@ -134,12 +134,19 @@ def sample_detail(request, pk):
 @require_GET
 def sample_results(request, pk):
     """The results part of the sample page and its sign-off panel, swapped in by sample.js as
-    images finish and cells are reviewed."""
+    images finish and cells are reviewed; with ?image=ID, only that photograph's card beside the
+    sidebar and the panel: what a review changes (a 100-photograph page is some 600 KiB)."""
     sample = _sample(pk)
-    context = _sample_context(sample)
+    only = request.GET.get("image")
+    if only is None:
+        context, template = _sample_context(sample), "lab/_sample_results_live.html"
+    else:
+        if not only.isdigit() or not sample.images.filter(pk=int(only)).exists():
+            raise Http404(f"Sample {sample.accession_number} has no photograph {only}.")
+        context, template = _sample_context(sample, [int(only)]), "lab/_sample_results_part.html"
     context["may_delete"] = may_delete_sample(request.user, sample)
     context["sign_off_panel"] = _sign_off_panel(request, sample)
-    return render(request, "lab/_sample_results_live.html", context)
+    return render(request, template, context)
 
 
 @require_GET
