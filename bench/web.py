@@ -233,6 +233,8 @@ def main():
     ready = ModelVersion.objects.filter(status=ModelVersion.Status.READY).values_list("pk", flat=True).first()
     today = Cell.objects.order_by("-created_at").values_list("created_at", flat=True).first().date()
     history = reverse("lab:history")
+    gallery_results = reverse("lab:sample-results", args=[gallery.pk])
+    gallery_first_image = gallery.images.order_by("pk").values_list("pk", flat=True).first()
     pages = [
         ("history, no filter", history),
         ("history, page 100", f"{history}?page=100"),
@@ -252,6 +254,10 @@ def main():
         ("sample status JSON", reverse("lab:sample-status", args=[samples[1][0]])),
         ("cell gallery, 500 cells", reverse("lab:sample-gallery", args=[gallery.pk])),
         ("sample page, 500 cells", reverse("lab:sample-detail", args=[gallery.pk])),
+        # What the sample page fetches after each review: its photograph's card alone, and the
+        # whole results part it fetched before.
+        ("sample page after a review, 500 cells", f"{gallery_results}?image={gallery_first_image}"),
+        ("sample results part, 500 cells (all photographs)", gallery_results),
         ("API cells, type filter", f"{reverse('lab:api-cells')}?cell_type=LYMPHOCYTE"),
         ("API sample", reverse("lab:api-sample", args=[samples[1][0]])),
         ("sample list, not signed", f"{reverse('lab:sample-list')}?status=unsigned"),
