@@ -1,4 +1,5 @@
-// Cell gallery: select cells (click, Shift+click for a range, Ctrl/Cmd+click to toggle, arrow keys),
+// Cell gallery: select cells (click, Shift+click for a range, Ctrl/Cmd+click or the "each tap adds"
+// box to toggle, arrow keys),
 // press a type's key, or its button in the legend, to relabel the selection. The server answers with
 // the cells' new types and the formula; tiles move to their new rows and the formula is swapped in,
 // without reloading the page.
@@ -12,6 +13,7 @@
   var csrf = gallery.querySelector("input[name=csrfmiddlewaretoken]").value;
   var keys = {}; // "N" -> "NEUTROPHIL"
   gallery.querySelectorAll(".keylist [data-key]").forEach(function (item) { keys[item.dataset.key] = item.dataset.type; });
+  var addMode = document.getElementById("gallery-add-mode");
   var anchor = null; // the tile a Shift range starts from
   var busy = false;
   var SIGNED_OUT = 401;
@@ -171,7 +173,10 @@
     var tile = event.target.closest(".gtile");
     if (!tile) return;
     event.preventDefault();
-    pick(tile, event.shiftKey ? "range" : (event.ctrlKey || event.metaKey) ? "toggle" : "only");
+    // A touch screen has no Shift or Ctrl: with "Each tap adds or removes a cell" ticked, a plain
+    // click toggles, so several cells can be chosen and relabelled at once.
+    var adding = addMode && addMode.checked;
+    pick(tile, event.shiftKey ? "range" : (event.ctrlKey || event.metaKey || adding) ? "toggle" : "only");
   });
   gallery.addEventListener("dblclick", function (event) {
     var tile = event.target.closest(".gtile");

@@ -135,6 +135,22 @@ def test_the_legend_buttons_relabel_and_the_edge_figures_follow(live_server, bro
     assert "Select one or more cells first" in page.locator("#gallery-message").inner_text()
     assert CellReview.objects.filter(reviewed_by=user).count() == 2
 
+    # A touch screen has no Shift or Ctrl: with "each tap adds" ticked, plain clicks choose several
+    # cells, and one press of the legend relabels them all.
+    page.check("#gallery-add-mode")
+    page.locator(f'.gtile[data-cell="{cells[0].pk}"]').click()
+    page.locator(f'.gtile[data-cell="{cells[3].pk}"]').click()
+    page.locator(f'.gtile[data-cell="{cells[2].pk}"]').click()
+    page.locator(f'.gtile[data-cell="{cells[2].pk}"]').click()  # a second tap takes it out again
+    assert page.locator(".gtile.selected").count() == 2
+    page.locator('[data-role=keys] .keylist button[data-type="EOSINOPHIL"]').click()
+    page.wait_for_function(
+        "() => document.querySelector('.gallery-row[data-type=\"EOSINOPHIL\"] [data-role=row-count]')"
+        "?.textContent === '2'")
+    now = [Cell.objects.get(pk=cell.pk).cell_type for cell in cells]
+    assert now == ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "EOSINOPHIL"]
+    page.uncheck("#gallery-add-mode")
+
     # One tap opens a cell: select it, then "Open the selected cell".
     page.locator(f'.gtile[data-cell="{cells[3].pk}"]').click()
     page.click("[data-role=open-cell]")
