@@ -4,6 +4,7 @@ audit trail of what the network said and what reviewers changed: they go only wi
 or sample they belong to, whose deletion goes through the services that remove the stored files."""
 
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
 from django.utils.text import capfirst
 
 from webapp.forms import SampleAdminForm
@@ -31,6 +32,30 @@ class DeletesCellsWithIt:
         return _without_fingerprint_bands(deleted), counts, perms_needed, protected
 
 
+class LeavesSignedOut:
+    """For the admin of a record a signed sample locks: "Delete selected" leaves the signed ones out
+    and says why. Django's confirmation page would otherwise refuse the whole deletion as a missing
+    permission ("your account doesn't have permission"), to a superuser, about a locked result."""
+
+    signed_filter: str  # the lookup of a signed record, e.g. "status" or "sample__status"
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            _, name, description = actions["delete_selected"]
+            actions["delete_selected"] = (type(self)._delete_unsigned, name, description)
+        return actions
+
+    def _delete_unsigned(self, request, queryset):
+        signed = queryset.filter(**{self.signed_filter: Sample.Status.SIGNED})
+        if signed.exists():
+            names = ", ".join(str(record) for record in signed[:10])
+            self.message_user(request, f"Left out, as signed results are locked: {names}. Reopen the "
+                              "sample on its page before deleting it.", messages.WARNING)
+        unsigned = queryset.exclude(**{self.signed_filter: Sample.Status.SIGNED})
+        return delete_selected(self, request, unsigned) if unsigned.exists() else None
+
+
 def _without_fingerprint_bands(deleted):
     """Django's nested list of what a deletion takes, without the photographs' fingerprint bands:
     17 index rows a photograph (webapp.intake.fingerprint_bands), nothing a person deletes. An
@@ -53,7 +78,8 @@ class SmearImageInline(admin.TabularInline):
 
 
 @admin.register(Sample)
-class SampleAdmin(DeletesCellsWithIt, admin.ModelAdmin):
+class SampleAdmin(LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
+    signed_filter = "status"
     list_display = ("accession_number", "created_at", "created_by", "image_count", "status")
     search_fields = ("accession_number",)
     date_hierarchy = "created_at"
@@ -97,7 +123,8 @@ class SampleAdmin(DeletesCellsWithIt, admin.ModelAdmin):
 
 
 @admin.register(SmearImage)
-class SmearImageAdmin(DeletesCellsWithIt, admin.ModelAdmin):
+class SmearImageAdmin(LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
+    signed_filter = "sample__status"
     list_display = ("id", "sample", "original_filename", "status", "model_version", "width", "height",
                     "processed_at")
     list_filter = ("status",)

@@ -71,6 +71,35 @@ def test_the_bulk_delete_action_removes_files_too(admin_client, isolated_media_r
     assert not any(path.exists() for path in files)
 
 
+@pytest.mark.parametrize("model", ["smearimage", "sample"])
+def test_the_bulk_delete_leaves_signed_samples_out_and_says_why(admin_client, django_user_model, model,
+                                                                django_capture_on_commit_callbacks):
+    signed, open_ = make_sample("SIGNED-1"), make_sample("OPEN-1")
+    mark_signed(signed, django_user_model.objects.get(username="boss"))
+    records = SmearImage.objects.all() if model == "smearimage" else Sample.objects.all()
+    changelist = reverse(f"admin:webapp_{model}_changelist")
+    selection = {"action": "delete_selected", "_selected_action": [record.pk for record in records]}
+    confirm = admin_client.post(changelist, selection)
+    page = confirm.content.decode()
+    # Not "your account doesn't have permission", to a superuser: the signed one is named, left out.
+    assert confirm.status_code == 200 and not confirm.context["perms_lacking"]
+    assert "Left out, as signed results are locked: SIGNED-1" in page and "OPEN-1" in page
+    confirmed = [record.pk for record in confirm.context["queryset"]]
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(changelist, {"action": "delete_selected", "post": "yes",
+                                       "_selected_action": confirmed})
+    assert set(Sample.objects.values_list("accession_number", flat=True)) == (
+        {"SIGNED-1"} if model == "sample" else {"SIGNED-1", "OPEN-1"})
+    assert SmearImage.objects.filter(sample=signed).exists()
+    assert not SmearImage.objects.filter(sample=open_).exists()
+    # Only signed ones selected: nothing to confirm, the message alone.
+    left = [record.pk for record in records.model.objects.all()]
+    only_signed = admin_client.post(changelist, {"action": "delete_selected", "_selected_action": left},
+                                    follow=True)
+    assert "Left out, as signed results are locked" in only_signed.content.decode()
+    assert records.model.objects.count() == len(left)
+
+
 @pytest.mark.parametrize("model", ["cell", "cellreview"])
 def test_cells_and_reviews_cannot_be_deleted_or_edited_in_the_admin(admin_client, model):
     sample = make_sample("AUDIT-1", types=("NEUTROPHIL",))
