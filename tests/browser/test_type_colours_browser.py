@@ -29,6 +29,11 @@ def test_every_type_colour_reads_on_white(live_server, browser_page, django_user
     assert {"EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL", *BINARY_CLASSES} <= set(colours)
     ratios = {value: round(contrast_on_white(hex_to_rgb(colour)), 2) for value, colour in colours.items()}
     assert {value: ratio for value, ratio in ratios.items() if ratio < 4.5} == {}
+    # The network's unconfirmed call is marked by its dashed border, not a "?": on the photograph's
+    # labels "?" means "needs review", which a confident call does not.
+    marks = page.evaluate("""() => Array.from(document.querySelectorAll('.typebtn.current.unconfirmed'),
+        button => button.textContent + getComputedStyle(button, '::after').content)""")
+    assert marks and all("?" not in mark for mark in marks)
 
 
 def hex_to_rgb(colour):
