@@ -106,6 +106,9 @@ def test_a_hematologist_signs_from_the_sample_page(client, hematologist):
     body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
     assert "Signed by hema on" in body and 'data-role="reopen-form"' in body
     assert 'data-role="sign-form"' not in body
+    # Its stylesheet is in the page's head, once, not in the body where each redraw brought it.
+    head, page_body = body.split("</head>", 1)
+    assert "css/sign_off.css" in head and "css/sign_off.css" not in page_body
     # Folded until asked for: an open reason box on every signed sample invites a slip.
     assert '<details class="reopen">\n    <summary>Reopen this result…</summary>' in body
 
