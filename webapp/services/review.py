@@ -9,6 +9,7 @@ from webapp.counting import RULES, type_label
 
 # Re-exported until services/classification.py imports it from webapp.cell_types.
 from webapp.models import Cell, CellReview, Sample
+from webapp.selectors import cell_name
 from webapp.services.locking import ensure_editable
 from webapp.wording import count_of
 
@@ -79,6 +80,6 @@ def review_cells(cells, new_type, user):
         try:
             results.append(review_cell(cell, new_type, user))
         except ReviewError as exc:
-            raise ReviewError(f"Cell {cell.pk}: {exc} None of the {len(cells)} selected cells "
+            raise ReviewError(f"{cell_name(cell)}: {exc} None of the {len(cells)} selected cells "
                               "was changed.") from exc
     return results
