@@ -499,8 +499,8 @@ def cell_name(cell):
 def cell_names(cell_ids):
     """Cell id -> cell_name, in two queries, for the cells of these ids that the sample page still
     shows; a call a later version superseded, or a cell since deleted, gets none."""
-    cells = (current_cells().filter(pk__in=list(cell_ids))
-             .values_list("pk", "image_id", "image__original_filename"))
+    cells = list(current_cells().filter(pk__in=list(cell_ids))
+                 .values_list("pk", "image_id", "image__original_filename"))
     photographs = {image_id: name for _, image_id, name in cells}
     numbers, seen = {}, Counter()
     for pk, image_id in (current_cells().filter(image__in=list(photographs))
