@@ -137,10 +137,8 @@ def review_record(served, selection, recipe, config):
     for index, source in enumerate(selection.sources):
         if not source.validation:
             continue
-        taken, ok, _ = second_look.classify_images(served, source.validation, recipe.window_scale,
-                                                   config.cache_dir, config.workers)
-        images = [image for image, good in zip(source.validation, ok, strict=True) if good]
-        y = labels(images, list(served.class_names))
+        taken, ok, _, y = served_calls(served, source.validation, recipe.window_scale,
+                                       cache_dir=config.cache_dir, workers=config.workers)
         looks.append((taken, ok))
         correct.append(taken.probabilities[ok].argmax(axis=1) == y)
         sources.append(np.full(len(y), index))
@@ -181,15 +179,22 @@ def review_flag_figures(flagged, probabilities, y, threshold, ood_score):
             "errors_caught": float(flagged[wrong].mean()) if wrong.any() else None}
 
 
+def served_calls(served, images, window_scale, **load):
+    """(Looks, bool (N,) the photographs that decoded, those photographs, their class indices) of
+    a CellClassifier's calls on labelled single-cell photographs as the site serves them
+    (second_look.classify_images)."""
+    looks, ok, _ = second_look.classify_images(served, images, window_scale, **load)
+    kept = [image for image, good in zip(images, ok, strict=True) if good]
+    return looks, ok, kept, labels(kept, list(served.class_names))
+
+
 def served_split_metrics(served, images, window_scale, held_classes, review_threshold=None, **load):
     """source_split_metrics of a CellClassifier's calls on labelled single-cell photographs, as
     the site serves them (its runtime, temperature and second looks: second_look.classify_images),
     on ``held_classes``; with the uncalibrated ECE, the review flag's figures where a
     ``review_threshold`` is given, and how many files did not decode (``skipped_files``)."""
-    looks, ok, _ = second_look.classify_images(served, images, window_scale, **load)
-    images = [image for image, good in zip(images, ok, strict=True) if good]
+    looks, ok, images, y = served_calls(served, images, window_scale, **load)
     class_names = list(served.class_names)
-    y = labels(images, class_names)
     same = np.array([image.same_cell_in_train for image in images])
     probabilities = looks.probabilities[ok]
     figures = source_split_metrics(probabilities, y, class_names, held_classes, same)
