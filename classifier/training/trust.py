@@ -178,14 +178,6 @@ def review_shares(flagged, correct):
     return float(flagged.mean()), caught
 
 
-def confidence_flag(probabilities, ood_scores=None):
-    """flag_at(threshold) of calls taken once: a confidence under the threshold, or an unfamiliar
-    cell (ood.needs_review). A served network's flag also raises the cells its second look changed
-    (second_look.Looks.needs_review)."""
-    confidence = np.asarray(probabilities, np.float64).max(axis=1)
-    return lambda threshold: ood.needs_review(confidence, ood_scores, threshold)
-
-
 def fit_review_threshold(flag_at, correct, sources, names, budget=REVIEW_BUDGET):
     """(the confidence threshold, its record): the highest threshold of the grid at which the
     review flag, ``flag_at(threshold)`` (N,) bool, raises at most ``budget`` of every source's

@@ -209,6 +209,13 @@ def test_the_served_temperature_weighs_each_source_alike():
     assert big["ece_own_temperature"] < big["ece_served_temperature"] < big["ece_uncalibrated"]
 
 
+def confidence_flag(probabilities, ood_scores=None):
+    """flag_at(threshold) of calls taken once, for fit_review_threshold: a confidence under the
+    threshold, or an unfamiliar cell (runs pass the served flag, second_look.Looks.needs_review)."""
+    confidence = np.asarray(probabilities, np.float64).max(axis=1)
+    return lambda threshold: ood.needs_review(confidence, ood_scores, threshold)
+
+
 def test_the_review_threshold_is_the_highest_that_keeps_every_source_within_the_budget():
     unsure = np.linspace(0.5, 0.999, 200)  # one source's confidences spread out, the other's all high
     confidence = np.concatenate([unsure, np.full(200, 0.99)])
@@ -218,7 +225,7 @@ def test_the_review_threshold_is_the_highest_that_keeps_every_source_within_the_
     sources = np.repeat([0, 1], 200)
     names = ["spread", "sure"]
     correct = probabilities.argmax(axis=1) == y
-    threshold, record = trust.fit_review_threshold(trust.confidence_flag(probabilities), correct, sources,
+    threshold, record = trust.fit_review_threshold(confidence_flag(probabilities), correct, sources,
                                                    names, budget=0.2)
     assert threshold in trust.REVIEW_THRESHOLD_GRID and record["within_budget"]
     assert record["confidence_threshold"] == threshold and record["fitted_on"] == "validation cells"
@@ -230,7 +237,7 @@ def test_the_review_threshold_is_the_highest_that_keeps_every_source_within_the_
     # Unfamiliar cells count against the budget too: where they alone overspend it, the lowest
     # threshold is taken and the record says the budget could not be kept.
     scores = np.where(sources == 1, 3.0, 0.1)
-    flag_at = trust.confidence_flag(probabilities, scores)
+    flag_at = confidence_flag(probabilities, scores)
     threshold, record = trust.fit_review_threshold(flag_at, correct, sources, names)
     assert threshold == trust.REVIEW_THRESHOLD_GRID[0] and not record["within_budget"]
     assert record["sources"]["sure"]["flagged_share"] == 1.0
