@@ -485,15 +485,15 @@ def walk_cells(cell):
     return list(cells.order_by("image_id", "index").values_list("pk", "image_id"))
 
 
+def cell_number(cell, walked):
+    """The cell's number on its photograph, as the sample page and the cell's own page number it:
+    its place among its photograph's calls in ``walked`` (walk_cells)."""
+    return [pk for pk, image_id in walked if image_id == cell.image_id].index(cell.pk) + 1
+
+
 def cell_name(cell):
-    """"Cell 3 on smear-12.jpg": a cell as the sample page numbers it, its photograph's calls in
-    detection order (walk_cells), for messages a reviewer must match to a row."""
-    if cell.is_superseded:
-        siblings = Cell.objects.filter(image=cell.image_id, model_version=cell.model_version_id)
-    else:
-        siblings = current_cells(image=cell.image_id)
-    number = siblings.filter(index__lt=cell.index).count() + 1
-    return f"Cell {number} on {cell.image.original_filename}"
+    """"Cell 3 on smear-12.jpg", for messages a reviewer must match to a row."""
+    return f"Cell {cell_number(cell, walk_cells(cell))} on {cell.image.original_filename}"
 
 
 def cell_names(cell_ids):
