@@ -141,9 +141,11 @@ def sample_results(request, pk):
     if only is None:
         context, template = _sample_context(sample), "lab/_sample_results_live.html"
     else:
-        if not only.isdigit() or not sample.images.filter(pk=int(only)).exists():
+        # The photograph must be one of this sample's: the results then hold it.
+        context = _sample_context(sample, [int(only)]) if only.isdigit() else None
+        if not (context and context["photographs"]):
             raise Http404(f"Sample {sample.accession_number} has no photograph {only}.")
-        context, template = _sample_context(sample, [int(only)]), "lab/_sample_results_part.html"
+        template = "lab/_sample_results_part.html"
     context["may_delete"] = may_delete_sample(request.user, sample)
     context["sign_off_panel"] = _sign_off_panel(request, sample)
     return render(request, template, context)
