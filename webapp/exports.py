@@ -61,8 +61,8 @@ def _sample_rows(sample):
         yield ["warning", "Photographs classified by different model versions: the counts mix two "
                           "networks' calls. Re-classify the sample with one version."]
     if formula.mostly_unfamiliar:
-        yield ["warning", f"{formula.unfamiliar_cells} of the sample's {formula.scored_cells} cells are "
-                          "unlike those the network was trained on (check every call)."]
+        yield ["warning", f"{formula.unfamiliar_cells} of the {formula.scored_cells} cells found in the "
+                          "sample are unlike those the network was trained on (check every call)."]
     unfamiliar = [entry.image.original_filename for entry in images if unfamiliar_photograph(entry.cells)]
     if unfamiliar:
         yield ["warning", "Photographs unlike the images the network was trained on (check every call): "

@@ -432,10 +432,23 @@ def mostly_unfamiliar(unfamiliar, scored):
     return scored >= UNFAMILIAR_MIN_CELLS and unfamiliar > UNFAMILIAR_SHARE * scored
 
 
+# The verdict on a photograph or a sample rests on the cells the detector found. A reviewer draws a
+# box round what the detector missed, often an odd cell or nothing at all; two such boxes, each
+# flagged on its own, would otherwise call a whole photograph unlike the training images.
+JUDGED = Q(ood_score__isnull=False, added_by_hand=False)
+
+
+def familiarity(cells):
+    """(unfamiliar, scored): how many of the cells the detector found score above 1, and of how
+    many with a score; drawn boxes left out (JUDGED)."""
+    scores = [cell.ood_score for cell in cells if cell.ood_score is not None and not cell.added_by_hand]
+    return sum(score > UNFAMILIAR_ABOVE for score in scores), len(scores)
+
+
 def unfamiliar_photograph(cells):
-    """Whether most of a photograph's cells (those with a score) are unfamiliar to the network."""
-    scores = [cell.ood_score for cell in cells if cell.ood_score is not None]
-    return mostly_unfamiliar(sum(score > UNFAMILIAR_ABOVE for score in scores), len(scores))
+    """Whether most of a photograph's detected cells (those with a score) are unfamiliar to the
+    network."""
+    return mostly_unfamiliar(*familiarity(cells))
 
 
 # A failed drawn box is shown beside its photograph for this long, then only kept on record.
@@ -593,7 +606,7 @@ class LeukocyteFormula:
     unidentified: int = 0  # cells a reviewer could not name: sign-off waits on them
     partial_left_out: int = 0  # cells cut by the photograph's edge, not counted in
     model_versions: list = field(default_factory=list)  # ids of the versions whose calls it counts
-    scored_cells: int = 0  # cells with an out-of-distribution score
+    scored_cells: int = 0  # cells the detector found with an out-of-distribution score (JUDGED)
     unfamiliar_cells: int = 0  # of them, those unlike the network's training cells (score above 1)
     # Cells a network without the score called (a version trained before there was one): nothing
     # flags such a cell for being of a type the network was never taught.
@@ -670,9 +683,9 @@ def leukocyte_formula(sample):
         reviewed=Count("id", filter=~Q(corrected_type="")),
         awaiting=Count("id", filter=AWAITING_REVIEW),
         partial=Count("id", filter=PARTIAL_LEFT_OUT),
-        scored=Count("id", filter=Q(ood_score__isnull=False)),
+        scored=Count("id", filter=JUDGED),
         unscored=Count("id", filter=Q(ood_score__isnull=True)),
-        unfamiliar=Count("id", filter=Q(ood_score__gt=UNFAMILIAR_ABOVE)),
+        unfamiliar=Count("id", filter=JUDGED & Q(ood_score__gt=UNFAMILIAR_ABOVE)),
     )
     versions = sorted(
         sample.images.exclude(model_version=None).values_list("model_version_id", flat=True)

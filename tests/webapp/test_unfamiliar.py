@@ -16,7 +16,7 @@ from webapp.selectors import leukocyte_formula, mostly_unfamiliar
 pytestmark = pytest.mark.django_db
 
 PHOTOGRAPH_WARNING = "This photograph does not look like the images this network was trained on"
-SAMPLE_WARNING = "cells of this sample are unlike the cells this network was trained on"
+SAMPLE_WARNING = "cells found in this sample are unlike the cells this network was trained on"
 
 
 def single_cell_sample(accession, scores):
@@ -60,16 +60,16 @@ def test_a_sample_of_single_cell_photographs_mostly_unfamiliar_is_warned_of_as_a
 
     page = page_of(client, sample)
 
-    assert "4 of the 5 cells of this sample are unlike" in page
+    assert "4 of the 5 cells found in this sample are unlike" in page
     assert PHOTOGRAPH_WARNING not in page  # each photograph holds one cell: none is judged alone
     api = client.get(reverse("lab:api-sample", args=[sample.pk])).json()
     counts = api["formula"]
     assert (counts["mostly_unfamiliar"], counts["unfamiliar_cells"], counts["scored_cells"]) == (True, 4, 5)
     report = html.unescape(client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode())
-    assert "4 of the sample's 5 cells are unlike those the network was trained on" in report
+    assert "4 of the 5 cells found in the sample are unlike those the network was trained on" in report
     rows = list(csv.reader(io.StringIO(
         client.get(reverse("lab:sample-export", args=[sample.pk])).content.decode())))
-    assert ["warning", "4 of the sample's 5 cells are unlike those the network was trained on "
+    assert ["warning", "4 of the 5 cells found in the sample are unlike those the network was trained on "
                        "(check every call)."] in rows
 
 
@@ -80,6 +80,34 @@ def test_a_training_lab_sample_with_a_few_unfamiliar_cells_carries_no_warning(cl
 
     assert (formula.unfamiliar_cells, formula.scored_cells) == (2, 10) and not formula.mostly_unfamiliar
     assert SAMPLE_WARNING not in page_of(client, sample)
+
+
+def test_boxes_drawn_by_hand_do_not_make_their_photograph_or_sample_unfamiliar(client, tech):
+    # Two boxes drawn round nothing score far from every training cell; the one cell the detector
+    # found is familiar. Counted together they would be 2 of 3 and mark the photograph and the
+    # sample unlike the training images; each drawn box is flagged on its own instead.
+    sample = make_sample("OOD-0005", types=("NEUTROPHIL", "EOSINOPHIL", "EOSINOPHIL"))
+    found, *drawn = Cell.objects.filter(image__sample=sample).order_by("index")
+    Cell.objects.filter(pk__in=[cell.pk for cell in drawn]).update(
+        added_by_hand=True, ood_score=3.0, needs_review=True)
+
+    formula = leukocyte_formula(sample)
+
+    assert (formula.unfamiliar_cells, formula.scored_cells) == (0, 1) and not formula.mostly_unfamiliar
+    page = page_of(client, sample)
+    assert PHOTOGRAPH_WARNING not in page and SAMPLE_WARNING not in page
+    assert page.count('data-role="unfamiliar-cell"') == 2
+    api = client.get(reverse("lab:api-sample", args=[sample.pk])).json()
+    assert api["images"][0]["unfamiliar"] is False and api["formula"]["mostly_unfamiliar"] is False
+    report = html.unescape(client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode())
+    assert "unlike those the network was trained on" not in report
+
+    # The same scores on cells the detector found do mark both.
+    Cell.objects.filter(pk__in=[cell.pk for cell in drawn]).update(added_by_hand=False)
+    assert leukocyte_formula(sample).mostly_unfamiliar
+    assert PHOTOGRAPH_WARNING in page_of(client, sample)
+    report = html.unescape(client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode())
+    assert "OOD-0005.png: 2 of the 3 cells found on it are unlike" in report
 
 
 def test_a_network_without_a_score_never_calls_a_sample_unfamiliar_and_says_it_cannot(client, tech):

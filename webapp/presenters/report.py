@@ -13,23 +13,22 @@ from datetime import datetime
 from django.template.defaultfilters import pluralize
 from django.utils import timezone
 
-from classifier.ood import UNFAMILIAR_ABOVE
 from webapp.cell_types import type_order
 from webapp.counting import type_label
 from webapp.models import Sample
 from webapp.presenters import ViewModel
 from webapp.selectors import (
     LeukocyteFormula,
+    familiarity,
     leukocyte_formula,
     model_versions,
+    mostly_unfamiliar,
     sample_images_with_cells,
-    unfamiliar_photograph,
 )
 from webapp.wording import count_of
 
 # Crops shown per type in the report's gallery.
 GALLERY_CROPS = 4
-# An out-of-distribution score above 1: unlike the cells the network was trained on.
 
 PERCENT = "percent"
 PER_100 = "per_100"
@@ -110,11 +109,6 @@ def _person(user):
     return user.get_full_name() or user.get_username()
 
 
-def _unfamiliar(entry):
-    """Whether the photograph is unfamiliar to its network, and how many of its cells are."""
-    unusual = sum(1 for cell in entry.cells
-                  if cell.ood_score is not None and cell.ood_score > UNFAMILIAR_ABOVE)
-    return unfamiliar_photograph(entry.cells), unusual
 
 
 def _warnings(sample, formula, photographs, version_lines):
@@ -128,9 +122,9 @@ def _warnings(sample, formula, photographs, version_lines):
         warnings.append(f"The photographs were classified by different networks ({names}): one "
                         "differential should come from one network.")
     if formula.mostly_unfamiliar:
-        warnings.append(f"{formula.unfamiliar_cells} of the sample's {formula.scored_cells} cells are unlike "
-                        "those the network was trained on (another stain, camera or lab?): check its "
-                        "calls by eye.")
+        warnings.append(f"{formula.unfamiliar_cells} of the {formula.scored_cells} cells found in the "
+                        "sample are unlike those the network was trained on (another stain, camera or "
+                        "lab?): check its calls by eye.")
     if formula.unscored_cells:
         n = formula.unscored_cells
         warnings.append(
@@ -154,10 +148,10 @@ def _warnings(sample, formula, photographs, version_lines):
                             f"{': ' + image.error if image.error else ''}.")
         for warning in image.quality_warnings or []:
             warnings.append(f"Photograph {image.original_filename}: {warning}")
-        unfamiliar, unusual = _unfamiliar(entry)
-        if unfamiliar:
+        unusual, scored = familiarity(entry.cells)
+        if mostly_unfamiliar(unusual, scored):
             warnings.append(
-                f"Photograph {image.original_filename}: {unusual} of its {len(entry.cells)} cells "
+                f"Photograph {image.original_filename}: {unusual} of the {scored} cells found on it "
                 "are unlike those the network was trained on (another stain or camera?): check "
                 "its calls by eye.")
     return warnings
