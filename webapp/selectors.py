@@ -275,6 +275,13 @@ def samples_awaiting_signature(since, newest=200):
     return rows
 
 
+def recently_signed_samples(since):
+    """Samples signed since then, newest signature first, with their signer: what a results
+    reader (the lab's information system) fetches."""
+    return (Sample.objects.filter(status=Sample.Status.SIGNED, signed_at__gte=since)
+            .select_related("signed_by").order_by("-signed_at", "-pk"))
+
+
 def usernames(user_ids):
     """User id -> user name, for the ids an audit row names."""
     ids = [int(pk) for pk in user_ids if str(pk).isdigit()]

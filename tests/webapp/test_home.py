@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from classifier.labels import EIGHT_CLASSES
-from tests.webapp.lab_factories import make_sample, make_version, with_role
+from tests.webapp.lab_factories import make_sample, make_version, mark_signed, with_role
 from webapp.models import Cell, Sample, SmearImage
 from webapp.services.review import review_cell
 
@@ -93,3 +93,26 @@ def test_home_lists_for_a_signer_the_samples_only_a_signature_waits_for(client, 
 
     client.force_login(tech)  # a technologist does not sign: no such section
     assert 'data-role="awaiting-signature"' not in client.get(reverse("home")).content.decode()
+
+
+def test_home_shows_a_results_reader_the_signed_results_not_a_review_queue(client, django_user_model, tech):
+    version = make_version()
+    make_sample("H26-30", types=("NEUTROPHIL",), version=version, confidence=0.5)  # waits for review
+    first = mark_signed(make_sample("H26-31", types=("NEUTROPHIL",), version=version), tech)
+    amended = mark_signed(make_sample("H26-32", types=("LYMPHOCYTE",), version=version), tech, times=2)
+    Sample.objects.filter(pk=first.pk).update(signed_at=timezone.now() - timedelta(hours=2))
+    old = mark_signed(make_sample("H25-33", types=("MONOCYTE",), version=version), tech)
+    Sample.objects.filter(pk=old.pk).update(signed_at=timezone.now() - timedelta(days=60))
+    reader = django_user_model.objects.create_user("lis", password="a-long-passphrase-1")
+    client.force_login(reader)
+
+    response = client.get(reverse("home"))
+
+    body = response.content.decode()
+    assert "Awaiting review" not in body and "H26-30" not in body
+    assert [sample.accession_number for sample in response.context["signed"]] == ["H26-32", "H26-31"]
+    assert "2 samples were signed in the last 30 days" in body and "H25-33" not in body
+    assert f'href="{reverse("lab:sample-report", args=[amended.pk])}"' in body
+    assert f'href="{reverse("lab:api-sample-fhir", args=[first.pk])}"' in body
+    assert "Amended" in body and "Final" in body
+    assert f'href="{reverse("lab:upload")}"' not in body

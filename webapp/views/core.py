@@ -10,9 +10,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from webapp.models import SmearImage
-from webapp.selectors import samples_awaiting_review, samples_awaiting_signature
+from webapp.selectors import recently_signed_samples, samples_awaiting_review, samples_awaiting_signature
 from webapp.services.health import public_summary, system_health
 from webapp.services.sign_off import may_sign
+from webapp.views.roles import REVIEW
 
 
 @login_not_required
@@ -37,8 +38,15 @@ HOME_AWAITING_REVIEW_DAYS = 30
 
 def home(request):
     """Where the lab starts: what waits for review, what is still being classified and, for those
-    who sign, what waits for a signature."""
+    who sign, what waits for a signature. An account that only reads results (the lab's
+    information system) reviews nothing: it is shown the latest signed results instead."""
     since = timezone.now() - timedelta(days=HOME_AWAITING_REVIEW_DAYS)
+    if not request.user.has_perm(REVIEW) and not request.user.is_staff:
+        signed = recently_signed_samples(since)
+        return render(request, "home_reader.html", {
+            "signed": signed[:HOME_AWAITING_REVIEW_SHOWN], "signed_count": signed.count(),
+            "days": HOME_AWAITING_REVIEW_DAYS,
+        })
     awaiting = samples_awaiting_review(since)
     in_progress = (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING)
     awaiting_signature = samples_awaiting_signature(since) if may_sign(request.user) else None
