@@ -89,7 +89,7 @@ def test_report_lists_what_was_left_out_and_why_figures_may_mislead(client, tech
     assert "Platelet: 1" in html and "Unidentified: 1" in html
     assert "Cut by the photograph's edge, left out: 1" in html
     assert "out of focus" in html
-    assert "6 of its 8 cells are unlike those the network was trained on" in html
+    assert "6 of the 8 cells found on it are unlike those the network was trained on" in html
     assert "Signed below the target count of 100: Leukopenic sample" in html
     # Reopened, the result is preliminary again: the earlier signature's reason no longer stands.
     Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.REOPENED)
