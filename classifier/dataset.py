@@ -294,15 +294,30 @@ def _prepare_one(image, input_spec, margins, window_scale):
     return [prepare_window(window, input_spec, m) for m in margins], located
 
 
-def fingerprint(images):
-    """SHA-256 over the file list (path, class, size): names one exact training set."""
+def fingerprint(images, roots=()):
+    """SHA-256 over the file list (name, class, size): names one exact training set.
+
+    A file under one of ``roots`` (the run's data folders, in order) is named by that folder's
+    position and its path inside it, so the same folder reached by another path (relative or
+    absolute, on another machine) has the same fingerprint; any other file by its path as given.
+    """
+    bases = [os.path.abspath(root) for root in roots]
+    named = []
+    for image in images:
+        path = os.path.abspath(image.path)
+        name = image.path
+        for position, base in enumerate(bases):
+            if path.startswith(base + os.sep):
+                name = f"{position}:{Path(os.path.relpath(path, base)).as_posix()}"
+                break
+        named.append((name, image))
     digest = hashlib.sha256()
-    for image in sorted(images, key=lambda i: i.path):
+    for name, image in sorted(named, key=lambda pair: pair[0]):
         try:
             size = os.path.getsize(image.path)
         except OSError:
             size = -1
-        digest.update(f"{image.path}\t{image.class_name}\t{size}\n".encode())
+        digest.update(f"{name}\t{image.class_name}\t{size}\n".encode())
     return digest.hexdigest()
 
 

@@ -46,9 +46,10 @@ def run_recipe(metadata, data_dirs, cache_dir=None):
 
 def check_recorded_data(metadata, selection, task):
     """Raise TrainingDataError where a data folder is not the one the run recorded (a version
-    trained since runs kept per-source records): another position among the folders, or other
-    counts of each type in TRAIN or TEST. (The file-list fingerprint would be stricter, but it
-    hashes each path as given, so the same folder reached by another path reads as other data.)"""
+    trained since runs kept per-source records): another position among the folders, other
+    counts of each type in TRAIN or TEST, or, where the run's fingerprint names files inside their
+    folder (export.FINGERPRINT_NAMES; earlier records hashed each path as given, so the same
+    folder reached by another path would read as other data), other TRAIN files."""
     recorded = (metadata.get("metrics") or {}).get("sources") or {}
     for position, source in enumerate(selection.sources):
         stored = recorded.get(source.name)
@@ -65,6 +66,11 @@ def check_recorded_data(metadata, selection, task):
             if found != counted:
                 raise TrainingDataError(f"{source.name} {split}: cells of each type {found}, where the "
                                         f"run counted {counted}: give the data the network was trained on")
+        comparable = stored.get("fingerprint_names") == export.FINGERPRINT_NAMES
+        if comparable and stored.get("fingerprint") != now["fingerprint"]:
+            raise TrainingDataError(f"{source.name} TRAIN: as many cells of each type as the run's, but "
+                                    "other files (their names or sizes differ): give the data the network "
+                                    "was trained on")
 
 
 def fit_review(model_dir, data_dirs, cache_dir=None):

@@ -15,6 +15,11 @@ from classifier.architectures import GRADCAM_LAYER, build_model
 from classifier.model_folder import write_model_folder
 from classifier.training.data import data_folders
 
+# How a source's file-list fingerprint names its files (classifier.dataset.fingerprint): inside
+# the data folder, so it identifies the same data reached by any path. Records without this key
+# hashed each path as given.
+FINGERPRINT_NAMES = "relative to the data folder"
+
 
 @dataclass
 class TrainingResult:
@@ -83,7 +88,8 @@ def source_record(source, task):
         "train_counts": dict(sorted(Counter(i.class_name for i in source.all_train).items())),
         "validation_count": len(source.validation),
         "test_counts": test_counts,
-        "fingerprint": dataset.fingerprint(source.all_train),
+        "fingerprint": dataset.fingerprint(source.all_train, [source.layout.root]),
+        "fingerprint_names": FINGERPRINT_NAMES,
         "validation_split": source.split_rule,
     }
 
@@ -113,7 +119,8 @@ def training_result(config, recipe, selection, arrays, fitted, temperature, metr
 
     sha = hashlib.sha256(model_bytes).hexdigest()
     training_seconds = round(time.monotonic() - started, 1)
-    fingerprint = dataset.fingerprint(selection.all_train + selection.extras)
+    fingerprint = dataset.fingerprint(selection.all_train + selection.extras,
+                                      [source.layout.root for source in selection.sources])
     hyperparameters = {
         **recipe.hyperparameters(),
         "best_epoch": fitted.best_epoch,

@@ -3,6 +3,7 @@ its network, the review decision that weighs it beside confidence, and the serve
 that weighs each source alike, on a tiny network trained on drawn fields."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -357,9 +358,17 @@ def test_the_command_refuses_a_folder_of_the_same_name_holding_other_files(train
     fewer_train = Path(shutil.copytree(trained.root / "data", tmp_path / "b" / "data"))
     next((fewer_train / "TRAIN" / "MONOCYTE").glob("*")).unlink()
     assert "data TRAIN: cells of each type" in refused(fewer_train)
-    # The same data in another place is the same data.
+    # As many of each type, but one TRAIN photograph another: the run's file-list fingerprint,
+    # which names files inside their folder, refuses it (the validation split would differ).
+    renamed = Path(shutil.copytree(trained.root / "data", tmp_path / "d" / "data"))
+    photograph = next((renamed / "TRAIN" / "MONOCYTE").glob("*"))
+    photograph.rename(photograph.with_name("another-" + photograph.name))
+    assert "as many cells of each type as the run's, but other files" in refused(renamed)
+    # The same data in another place, or reached by a relative path, is the same data.
     same = Path(shutil.copytree(trained.root / "data", tmp_path / "c" / "data"))
     assert fit_review_cli.main(["--model", str(folder), "--data", str(same), *cache]) == 0
+    relative = os.path.relpath(trained.root / "data")
+    assert fit_review_cli.main(["--model", str(folder), "--data", relative, *cache]) == 0
 
 
 def test_the_command_measures_a_refits_borrowed_threshold_but_cannot_fit_one(trained, tmp_path, capsys):

@@ -2,6 +2,7 @@
 of any shape; balanced sampling; the robustness augmentation; the comparison's architectures."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from classifier.preparation import as_window
 from classifier.training import TrainingConfig, evaluate_classifier, train_classifier
 from classifier.training.batches import sampling_probabilities
 from classifier.training.data import data_folders, source_names
-from tests.classifier.drawn_fields import draw_field
+from tests.classifier.drawn_fields import draw_field, write_split
 from tests.classifier.sources import CROP_LAB_CLASSES, draw_crop, write_two_sources
 
 
@@ -50,6 +51,7 @@ def test_two_sources_train_together_and_are_measured_apart(two_sources, tmp_path
     assert crop_lab["test_counts"] == {"TEST": dict.fromkeys(CROP_LAB_CLASSES, 2)}
     assert field_lab["validation_split"] == "by file"  # neither folder has an originals.csv
     assert len(field_lab["fingerprint"]) == 64 and field_lab["fingerprint"] != crop_lab["fingerprint"]
+    assert field_lab["fingerprint_names"] == crop_lab["fingerprint_names"] == "relative to the data folder"
     assert field_lab["validation_count"] + crop_lab["validation_count"] == result.metadata["validation_count"]
 
     # The field lab holds every class of the network; the crop lab is measured on its three.
@@ -80,6 +82,22 @@ def test_one_folder_keeps_its_figures_at_the_top_level_too(two_sources, tmp_path
         key: value for key, value in result.metrics["sources"]["field-lab"]["TEST"].items()
     }
     assert result.metadata["dataset_path"] == str(fields)
+
+
+def test_a_file_list_fingerprint_names_the_files_not_the_path_they_were_reached_by(tmp_path, monkeypatch):
+    write_split(tmp_path / "lab", "TRAIN", 2)
+    (tmp_path / "elsewhere").symlink_to(tmp_path / "lab")
+    monkeypatch.chdir(tmp_path)
+
+    def fingerprint_of(root):
+        images = dataset.list_images(Path(root) / "TRAIN", "4class", "TRAIN")
+        return dataset.fingerprint(images, [root])
+
+    same = {fingerprint_of(root) for root in (tmp_path / "lab", "lab", "./lab", tmp_path / "elsewhere")}
+    assert len(same) == 1
+    one = next((tmp_path / "lab" / "TRAIN" / "NEUTROPHIL").glob("*"))
+    one.write_bytes(one.read_bytes() + b"\0")  # another file of the same name
+    assert fingerprint_of("lab") not in same
 
 
 def test_data_folders_are_read_as_path_lists():

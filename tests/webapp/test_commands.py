@@ -285,13 +285,15 @@ def test_a_bundled_version_takes_the_records_its_folder_gains_and_a_trained_one_
     folder = write_model_folder(tmp_path / "bundled", b"the same network", metadata)
     version, created = register_model_directory(folder)
     assert created and version.metrics == {"temperature": 1.2}
-    # A newer release fits the same network's review threshold beside it.
+    # A newer release fits the same network's review threshold beside it, and names its data's
+    # files another way.
     review = {"confidence_threshold": 0.86, "budget": 0.2}
-    newer = {**metadata, "metrics": {"temperature": 1.2, "review": review}}
+    newer = {**metadata, "metrics": {"temperature": 1.2, "review": review}, "dataset_fingerprint": "f" * 64}
     write_model_folder(folder, b"the same network", newer)
     again, created = register_model_directory(folder)
     assert not created and again.pk == version.pk
-    assert ModelVersion.objects.get(pk=version.pk).metrics["review"] == review
+    stored = ModelVersion.objects.get(pk=version.pk)
+    assert stored.metrics["review"] == review and stored.dataset_fingerprint == "f" * 64
 
     trained = write_model_folder(tmp_path / "trained", b"a lab's network", metadata)
     lab_version, _ = register_model_directory(trained, source=ModelVersion.Source.COMMAND)

@@ -47,12 +47,17 @@ def register_model_directory(directory, source=ModelVersion.Source.BUNDLED, data
     sha = hashlib.sha256(model_bytes).hexdigest()
     existing = ModelVersion.objects.filter(model_sha256=sha).first()
     if existing:
-        bundled = existing.source == ModelVersion.Source.BUNDLED
-        if bundled and meta.get("metrics") and existing.metrics != meta["metrics"]:
+        if existing.source == ModelVersion.Source.BUNDLED:
             # The same network with records a newer release fitted beside it (its review threshold,
-            # say): the bundled folder is the record of the network it ships.
-            existing.metrics = meta["metrics"]
-            existing.save(update_fields=["metrics"])
+            # say, or its data's fingerprint): the bundled folder is the record of the network it
+            # ships.
+            records = {"metrics": meta.get("metrics"), "dataset_fingerprint": meta.get("dataset_fingerprint")}
+            changed = [field for field, value in records.items()
+                       if value and getattr(existing, field) != value]
+            for field in changed:
+                setattr(existing, field, records[field])
+            if changed:
+                existing.save(update_fields=changed)
         return existing, False
     version = ModelVersion.objects.create(
         architecture=meta["architecture"],
