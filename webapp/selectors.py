@@ -494,6 +494,10 @@ def cells_with_details():
     )
 
 
+def _walk_order(cells):
+    return list(cells.order_by("image_id", "index").values_list("pk", "image_id"))
+
+
 def walk_cells(cell):
     """(id, photograph id) of the cells a reviewer walks through from this one's page, in order: the
     sample's counted calls, photograph by photograph as uploaded, each in detection order; from a
@@ -502,13 +506,22 @@ def walk_cells(cell):
         cells = Cell.objects.filter(image=cell.image, model_version=cell.model_version)
     else:
         cells = current_cells(sample=cell.image.sample_id)
-    return list(cells.order_by("image_id", "index").values_list("pk", "image_id"))
+    return _walk_order(cells)
+
+
+def numbers_on_photographs(walked):
+    """Cell id -> its number on its photograph, as the sample page and the cell's own page number
+    it: its place among its photograph's calls in ``walked`` (walk_cells' order)."""
+    numbers, seen = {}, Counter()
+    for pk, image_id in walked:
+        seen[image_id] += 1
+        numbers[pk] = seen[image_id]
+    return numbers
 
 
 def cell_number(cell, walked):
-    """The cell's number on its photograph, as the sample page and the cell's own page number it:
-    its place among its photograph's calls in ``walked`` (walk_cells)."""
-    return [pk for pk, image_id in walked if image_id == cell.image_id].index(cell.pk) + 1
+    """The cell's number on its photograph (numbers_on_photographs)."""
+    return numbers_on_photographs(walked)[cell.pk]
 
 
 def cell_name(cell):
@@ -522,11 +535,7 @@ def cell_names(cell_ids):
     cells = list(current_cells().filter(pk__in=list(cell_ids))
                  .values_list("pk", "image_id", "image__original_filename"))
     photographs = {image_id: name for _, image_id, name in cells}
-    numbers, seen = {}, Counter()
-    for pk, image_id in (current_cells().filter(image__in=list(photographs))
-                         .order_by("image_id", "index").values_list("pk", "image_id")):
-        seen[image_id] += 1
-        numbers[pk] = seen[image_id]
+    numbers = numbers_on_photographs(_walk_order(current_cells().filter(image__in=list(photographs))))
     return {pk: f"Cell {numbers[pk]} on {photographs[image_id]}" for pk, image_id, _ in cells}
 
 
