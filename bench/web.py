@@ -227,6 +227,16 @@ def main():
     signer.groups.add(Group.objects.get(name="hematologist"))
     signer_client = Client(HTTP_HOST="localhost")
     signer_client.force_login(signer)
+    # A technologist's sample page carries the type buttons on every row; the staff account above,
+    # without a lab role, is offered none.
+    technologist, _ = get_user_model().objects.get_or_create(username="bench-technologist")
+    technologist.groups.add(Group.objects.get(name="technologist"))
+    technologist_client = Client(HTTP_HOST="localhost")
+    technologist_client.force_login(technologist)
+    # The lab's information system: an account without a role, shown the signed results.
+    reader, _ = get_user_model().objects.get_or_create(username="bench-reader")
+    reader_client = Client(HTTP_HOST="localhost")
+    reader_client.force_login(reader)
     gallery = gallery_sample()
     samples = list(Sample.objects.exclude(pk=gallery.pk).order_by("?")
                    .values_list("pk", "accession_number")[:3])
@@ -254,6 +264,8 @@ def main():
         ("sample status JSON", reverse("lab:sample-status", args=[samples[1][0]])),
         ("cell gallery, 500 cells", reverse("lab:sample-gallery", args=[gallery.pk])),
         ("sample page, 500 cells", reverse("lab:sample-detail", args=[gallery.pk])),
+        ("sample page, 500 cells, a technologist's", reverse("lab:sample-detail", args=[gallery.pk]),
+         technologist_client),
         # What the sample page fetches after each review: its photograph's card alone, and the
         # whole results part it fetched before.
         ("sample page after a review, 500 cells", f"{gallery_results}?image={gallery_first_image}"),
@@ -263,6 +275,7 @@ def main():
         ("sample list, not signed", f"{reverse('lab:sample-list')}?status=unsigned"),
         ("home page", reverse("home")),
         ("home page, a hematologist's", reverse("home"), signer_client),
+        ("home page, a results reader's", reverse("home"), reader_client),
     ]
     print(f"{Cell.objects.count():,} cells, {Sample.objects.count():,} samples; "
           f"{args.requests} requests each")
