@@ -4,6 +4,7 @@ from urllib.parse import unquote_to_bytes
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.http import Http404, JsonResponse
+from django.middleware.gzip import GZipMiddleware
 from django.shortcuts import render
 
 from webapp.views.errors import reads_json
@@ -21,6 +22,19 @@ class LoginRequiredOrUnauthorizedMiddleware(LoginRequiredMiddleware):
                 status=401,
             )
         return super().handle_no_permission(request, view_func)
+
+
+class CompressTextMiddleware(GZipMiddleware):
+    """Django's gzip compression (with its BREACH mitigation: random gzip header padding; CSRF
+    tokens are masked anew per response), for text only. A technologist's 500-cell sample page is
+    1.4 MB of HTML and 44 KiB gzipped, compressed in about 5 ms; photographs, crops and PDFs are
+    compressed already, and a streamed photograph would only cost the worker CPU."""
+
+    def process_response(self, request, response):
+        content_type = response.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type.startswith("text/") or content_type.endswith(("/json", "+json")):
+            return super().process_response(request, response)
+        return response
 
 
 class NulInUrlIsNotFound:
