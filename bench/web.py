@@ -236,10 +236,6 @@ def main():
     technologist.groups.add(Group.objects.get(name="technologist"))
     technologist_client = Client(**BROWSER)
     technologist_client.force_login(technologist)
-    # The lab's information system: an account without a role, shown the signed results.
-    reader, _ = get_user_model().objects.get_or_create(username="bench-reader")
-    reader_client = Client(**BROWSER)
-    reader_client.force_login(reader)
     gallery = gallery_sample()
     samples = list(Sample.objects.exclude(pk=gallery.pk).order_by("?")
                    .values_list("pk", "accession_number")[:3])
@@ -278,7 +274,6 @@ def main():
         ("sample list, not signed", f"{reverse('lab:sample-list')}?status=unsigned"),
         ("home page", reverse("home")),
         ("home page, a hematologist's", reverse("home"), signer_client),
-        ("home page, a results reader's", reverse("home"), reader_client),
     ]
     print(f"{Cell.objects.count():,} cells, {Sample.objects.count():,} samples; "
           f"{args.requests} requests each")
