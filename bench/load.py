@@ -102,6 +102,9 @@ class Lab:
                                 start_new_session=True)
 
     def start(self):
+        # As `make setup`: a secret key the web server's processes share, or each would sign its
+        # sessions with one of its own.
+        self.manage("ensure_instance")
         self.manage("migrate", "--noinput")
         self.manage("ensure_default_model")
         python = sys.executable
@@ -226,9 +229,12 @@ def run(args):
         lab.start()
         setup_django(lab)
         from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
 
+        # Uploading is a technologist's work: an account without a role is refused it.
+        technologists = Group.objects.get(name="technologist")
         for k in range(args.uploaders):
-            get_user_model().objects.create_user(f"tech{k}", password=PASSWORD)
+            get_user_model().objects.create_user(f"tech{k}", password=PASSWORD).groups.add(technologists)
 
         # Warm-up, not measured: every worker loads the network.
         warm = Uploader(lab.base, "tech0", ["WARM-0"], photographs[: 2 * args.classify_workers])
