@@ -139,6 +139,27 @@ class SampleListFilterForm(forms.Form):
                 "statuses": self.STATUSES[data.get("status") or ""]}
 
 
+class ApiSampleListFilterForm(SampleListFilterForm):
+    """The API's sample list: the page's filters, and what a laboratory information system polls
+    with, the results signed since its last look."""
+
+    signed_since = forms.DateTimeField(
+        required=False, help_text="ISO 8601, e.g. 2026-12-05T06:00:00Z; without an offset, the "
+                                  "site's time zone (LEUKOSCOPE_TIME_ZONE, UTC by default).")
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("signed_since") and cleaned.get("status") not in ("", None, "signed"):
+            self.add_error("signed_since",
+                           "It lists signed results: leave status out, or give status=signed.")
+        return cleaned
+
+    def filters(self):
+        filters = super().filters()
+        since = self.cleaned_data.get("signed_since") if self.is_valid() else None
+        return {**filters, "signed_since": since}
+
+
 class HistoryFilterForm(forms.Form):
     YES_NO = [("", "Any"), ("yes", "Yes"), ("no", "No")]
 

@@ -75,9 +75,12 @@ def samples_with_accession(accession):
     )
 
 
-def samples_with_progress(*, accession="", accession_contains="", statuses=None):
+def samples_with_progress(*, accession="", accession_contains="", statuses=None, signed_since=None):
     """Samples newest first, each with how many photographs it has, are done and failed; narrowed
-    to one accession number, or to those containing a piece of one, and to some sign-off states."""
+    to one accession number, or to those containing a piece of one, and to some sign-off states.
+    With ``signed_since``, the results signed since then, in the order they were signed: a
+    laboratory information system files them oldest first and polls again from the last one's
+    signed_at (a result signed again after a reopening comes again, amended)."""
     done = Count("images", filter=Q(images__status=SmearImage.Status.DONE))
     failed = Count("images", filter=Q(images__status=SmearImage.Status.FAILED))
     samples = Sample.objects.select_related("created_by", "signed_by").annotate(
@@ -89,6 +92,9 @@ def samples_with_progress(*, accession="", accession_contains="", statuses=None)
         samples = samples.filter(accession_number__icontains=accession_contains)
     if statuses:
         samples = samples.filter(status__in=statuses)
+    if signed_since:
+        samples = samples.filter(status=Sample.Status.SIGNED, signed_at__gte=signed_since).order_by(
+            "signed_at", "id")
     return samples
 
 

@@ -5,9 +5,11 @@ import io
 import os
 import subprocess
 import sys
+from datetime import UTC, timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from tests.webapp.lab_factories import make_sample, mark_signed, named_hematologist
 from webapp.models import Cell, Sample, SmearImage
@@ -77,6 +79,36 @@ def test_sample_list_filters_by_sign_off_status(client, tech, django_user_model)
     # takes "h26-0001" for H26-0001.
     one = client.get(reverse("lab:api-samples"), {"accession_number": "s-signed "}).json()["results"]
     assert [row["accession_number"] for row in one] == ["S-SIGNED"]
+
+
+def test_an_information_system_polls_for_the_results_signed_since_its_last_look(client, tech,
+                                                                                django_user_model):
+    hematologist = named_hematologist(django_user_model)
+    now = timezone.now()
+    for accession, hours_ago in (("S-OLD", 30), ("S-LATER", 1), ("S-EARLIER", 3)):
+        sample = mark_signed(make_sample(accession, types=("NEUTROPHIL",)), hematologist)
+        Sample.objects.filter(pk=sample.pk).update(signed_at=now - timedelta(hours=hours_ago))
+    make_sample("S-OPEN", types=("NEUTROPHIL",))
+
+    def polled(**query):
+        response = client.get(reverse("lab:api-samples"), query)
+        return response.status_code, response.json()
+
+    since = (now - timedelta(hours=4)).isoformat()
+    status, body = polled(signed_since=since)
+    # Oldest signature first, so the system files them in order and polls next from the last one.
+    assert status == 200 and [row["accession_number"] for row in body["results"]] == ["S-EARLIER", "S-LATER"]
+    assert body["results"][-1]["signed_at"] == (now - timedelta(hours=1)).isoformat()
+    assert [row["accession_number"] for row in polled(signed_since=since, status="signed")[1]["results"]] == [
+        "S-EARLIER", "S-LATER"]
+    # "Z" for UTC, as most systems write it.
+    zulu = (now - timedelta(hours=2)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert [row["accession_number"] for row in polled(signed_since=zulu)[1]["results"]] == ["S-LATER"]
+
+    status, body = polled(signed_since="yesterday")
+    assert status == 400 and body["error"].startswith("Bad filter: signed_since: Enter a valid date/time.")
+    status, body = polled(signed_since=since, status="unsigned")
+    assert status == 400 and "leave status out, or give status=signed" in body["error"]
 
 
 def test_sample_detail_carries_formula_images_and_cells(client, tech):

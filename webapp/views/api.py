@@ -15,7 +15,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
 from webapp.counting import Counting, counting_of
-from webapp.forms import HistoryFilterForm, SampleListFilterForm
+from webapp.forms import ApiSampleListFilterForm, HistoryFilterForm
 from webapp.models import Sample
 from webapp.selectors import (
     CappedPaginator,
@@ -175,11 +175,12 @@ def _invalid_filters(form):
 
 @read_only
 def sample_list(request):
-    form = SampleListFilterForm(request.GET)
+    form = ApiSampleListFilterForm(request.GET)
     if not form.is_valid():
         return _invalid_filters(form)
+    filters = form.filters()
     samples = samples_with_progress(accession=request.GET.get("accession_number", "").strip(),
-                                    statuses=form.filters()["statuses"])
+                                    statuses=filters["statuses"], signed_since=filters["signed_since"])
     return _listing(request, samples, _sample_summary)
 
 
