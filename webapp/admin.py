@@ -5,10 +5,11 @@ or sample they belong to, whose deletion goes through the services that remove t
 
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
+from django.utils import timezone
 from django.utils.text import capfirst
 
 from webapp.forms import SampleAdminForm
-from webapp.models import Cell, CellReview, FingerprintBand, Sample, SmearImage
+from webapp.models import ApiToken, Cell, CellReview, FingerprintBand, Sample, SmearImage
 from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.locking import SampleLocked
 
@@ -190,3 +191,25 @@ class CellReviewAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Keys are made with `manage.py api_token create`, which shows the key once; here they are
+    listed and revoked (a revoked key stays on record)."""
+
+    list_display = ("id", "name", "user", "created_at", "last_used_at", "revoked_at")
+    list_select_related = ("user",)
+    readonly_fields = ("user", "name", "created_at", "last_used_at", "revoked_at")
+    actions = ("revoke",)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.action(description="Revoke the selected API keys")
+    def revoke(self, request, queryset):
+        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"{revoked} API key{'s' if revoked != 1 else ''} revoked.")

@@ -7,7 +7,8 @@ from django.http import Http404, JsonResponse
 from django.middleware.gzip import GZipMiddleware
 from django.shortcuts import render
 
-from webapp.views.errors import reads_json
+from webapp.services.api_tokens import user_for_key
+from webapp.views.errors import is_api_request, reads_json
 
 
 class LoginRequiredOrUnauthorizedMiddleware(LoginRequiredMiddleware):
@@ -22,6 +23,36 @@ class LoginRequiredOrUnauthorizedMiddleware(LoginRequiredMiddleware):
                 status=401,
             )
         return super().handle_no_permission(request, view_func)
+
+
+class ApiTokenMiddleware:
+    """An API request carrying `Authorization: Bearer <key>` is made as the key's account, with no
+    sign-in (webapp.services.api_tokens): how the lab's information system reads results. A key
+    only reads, whatever its account may do; a bad or revoked key answers 401, never the login page."""
+
+    READS = ("GET", "HEAD", "OPTIONS")
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        header = request.headers.get("Authorization")
+        if header is None or not is_api_request(request):
+            return self.get_response(request)
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return JsonResponse({"error": "Give the API key as 'Authorization: Bearer <key>'."}, status=401)
+        user = user_for_key(key.strip())
+        if user is None:
+            return JsonResponse({"error": "This API key is unknown or revoked: ask the lab's administrator "
+                                          "for a new one."}, status=401)
+        if request.method not in self.READS:
+            answer = JsonResponse({"error": f"An API key only reads: {request.method} is not accepted."},
+                                  status=405)
+            answer["Allow"] = ", ".join(self.READS)
+            return answer
+        request.user = user
+        return self.get_response(request)
 
 
 class CompressTextMiddleware(GZipMiddleware):

@@ -77,6 +77,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # A program's API key stands in for a sign-in, before the sign-in is required.
+    "webapp.middleware.ApiTokenMiddleware",
     # Records who made each change the audit trail keeps (webapp.audit).
     "auditlog.middleware.AuditlogMiddleware",
     "webapp.middleware.NulInUrlIsNotFound",

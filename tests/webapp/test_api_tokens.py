@@ -1,0 +1,125 @@
+"""The lab's information system reads the JSON API with a key, without a sign-in; a key only
+reads, and one revoked or unknown is refused in JSON."""
+
+import hashlib
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from tests.webapp.lab_factories import make_sample, mark_signed, named_hematologist, with_role
+from webapp.models import ApiToken
+from webapp.services.api_tokens import LAST_USED_EVERY, create_token
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def lis(django_user_model):
+    return django_user_model.objects.create_user("lis", password="a-long-passphrase-9")
+
+
+def bearer(key):
+    return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+
+
+def test_a_key_reads_signed_results_and_their_fhir_without_a_sign_in(client, lis, django_user_model):
+    signed = mark_signed(make_sample("K-0001", types=("NEUTROPHIL",)), named_hematologist(django_user_model))
+    token, key = create_token(lis, "LIS")
+
+    listed = client.get(reverse("lab:api-samples"), {"status": "signed"}, **bearer(key))
+    fhir = client.get(reverse("lab:api-sample-fhir", args=[signed.pk]), **bearer(key))
+
+    assert listed.status_code == 200 and [row["accession_number"] for row in listed.json()["results"]] == [
+        "K-0001"]
+    assert fhir.status_code == 200 and fhir.json()["resourceType"] == "Bundle"
+    # Only the key's digest is stored; its last use is on record.
+    token.refresh_from_db()
+    assert token.key_sha256 == hashlib.sha256(key.encode()).hexdigest() and key not in str(token.__dict__)
+    assert token.last_used_at is not None
+    # No session was made: the next request without the key is not signed in.
+    assert client.get(reverse("lab:api-samples")).status_code == 401
+
+
+def test_a_bad_revoked_or_malformed_key_is_refused_in_json(client, lis):
+    token, key = create_token(lis, "LIS")
+    url = reverse("lab:api-samples")
+
+    unknown = client.get(url, **bearer("not-a-key"))
+    assert unknown.status_code == 401 and "unknown or revoked" in unknown.json()["error"]
+    basic = client.get(url, HTTP_AUTHORIZATION="Basic bGlzOnB3")
+    assert basic.status_code == 401 and "Bearer <key>" in basic.json()["error"]
+
+    call_command("api_token", "revoke", str(token.pk))
+    assert client.get(url, **bearer(key)).status_code == 401
+    # A key of an account since made inactive reads nothing either.
+    _, other = create_token(lis, "spare")
+    lis.is_active = False
+    lis.save()
+    assert client.get(url, **bearer(other)).status_code == 401
+
+
+def test_a_key_only_reads_and_only_the_api(client, django_user_model):
+    technologist = with_role(django_user_model.objects.create_user("robot"), "technologist")
+    sample = make_sample("K-0002", types=("NEUTROPHIL",))
+    _, key = create_token(technologist, "script")
+    cell = sample.images.get().cells.get()
+
+    # Even an account that may relabel cannot with a key.
+    posted = client.post(reverse("lab:api-cell", args=[cell.pk]), {"cell_type": "MONOCYTE"}, **bearer(key))
+    assert posted.status_code == 405 and "only reads" in posted.json()["error"]
+    # Outside the API the key is no sign-in: the page sends it to the login page.
+    page = client.get(reverse("lab:sample-detail", args=[sample.pk]), **bearer(key))
+    assert page.status_code == 302 and "/accounts/login/" in page["Location"]
+
+
+def test_last_use_is_written_at_most_once_a_minute(client, lis):
+    token, key = create_token(lis, "LIS")
+    client.get(reverse("lab:api-samples"), **bearer(key))
+    token.refresh_from_db()
+    first = token.last_used_at
+    client.get(reverse("lab:api-samples"), **bearer(key))
+    token.refresh_from_db()
+    assert token.last_used_at == first
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=first - LAST_USED_EVERY - timedelta(seconds=1))
+    client.get(reverse("lab:api-samples"), **bearer(key))
+    token.refresh_from_db()
+    assert token.last_used_at > first - timedelta(seconds=1) and token.last_used_at <= timezone.now()
+
+
+def test_the_command_makes_a_key_shown_once_lists_and_revokes(lis, capsys, django_user_model):
+    call_command("api_token", "create", "lis", "--name", "LIS")
+    printed = capsys.readouterr().out
+    key = printed.splitlines()[1].strip()
+    token = ApiToken.objects.get()
+    assert token.key_sha256 == hashlib.sha256(key.encode()).hexdigest()
+
+    call_command("api_token", "list")
+    listing = capsys.readouterr().out
+    assert "lis\tLIS" in listing and "last used never\tactive" in listing and key not in listing
+
+    with pytest.raises(CommandError, match="There is no account 'nobody'"):
+        call_command("api_token", "create", "nobody", "--name", "x")
+    django_user_model.objects.create_user("boss", is_staff=True)
+    with pytest.raises(CommandError, match="staff account: give the program an account of its own"):
+        call_command("api_token", "create", "boss", "--name", "x")
+    with pytest.raises(CommandError, match="There is no API key 999"):
+        call_command("api_token", "revoke", "999")
+
+
+def test_the_admin_lists_keys_and_revokes_them_without_showing_any(client, lis, django_user_model):
+    token, key = create_token(lis, "LIS")
+    admin_user = django_user_model.objects.create_superuser("root", password="a-long-passphrase-8")
+    client.force_login(admin_user)
+    changelist = reverse("admin:webapp_apitoken_changelist")
+
+    page = client.get(changelist).content.decode()
+    assert "LIS" in page and key not in page and token.key_sha256 not in page
+    assert client.get(reverse("admin:webapp_apitoken_add")).status_code == 403
+    client.post(changelist, {"action": "revoke", "_selected_action": [token.pk]})
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    client.logout()
+    assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 401

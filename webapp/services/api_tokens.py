@@ -1,0 +1,60 @@
+"""API keys for programs: made and revoked by an administrator (manage.py api_token), checked on
+each API request that carries one (webapp.middleware.ApiTokenMiddleware).
+
+A key is 256 random bits, so its plain SHA-256 identifies it without a slow password hash, and the
+database never holds a key that would open the API.
+"""
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.utils import timezone
+
+from webapp.models import ApiToken
+
+# A key's last use is written at most this often: a program polling every few seconds must not
+# turn every read into a write.
+LAST_USED_EVERY = timedelta(minutes=1)
+
+
+class ApiTokenError(Exception):
+    """The key cannot be made or revoked; the message says why."""
+
+
+def _digest(key):
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_token(user, name):
+    """(ApiToken, key) for ``user``; the key is not kept and cannot be shown again."""
+    if not user.is_active:
+        raise ApiTokenError(f"{user.get_username()} is not active.")
+    if user.is_staff or user.is_superuser:
+        raise ApiTokenError(
+            f"{user.get_username()} is a staff account: give the program an account of its own, "
+            "without a role (it then reads results and changes nothing).")
+    key = secrets.token_urlsafe(32)
+    return ApiToken.objects.create(user=user, name=name, key_sha256=_digest(key)), key
+
+
+def revoke_token(token_id):
+    token = ApiToken.objects.filter(pk=token_id).first()
+    if token is None:
+        raise ApiTokenError(f"There is no API key {token_id}.")
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
+
+
+def user_for_key(key):
+    """The active account a key that is not revoked belongs to, else None."""
+    token = (ApiToken.objects.select_related("user")
+             .filter(key_sha256=_digest(key), revoked_at__isnull=True, user__is_active=True).first())
+    if token is None:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_EVERY:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user
