@@ -21,7 +21,8 @@ from datetime import timedelta
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = REPO_ROOT / "var" / "bench"
+# LEUKOSCOPE_BENCH_DIR: a folder of its own (the test that runs this bench on a tiny scale).
+BENCH_DIR = Path(os.environ.get("LEUKOSCOPE_BENCH_DIR") or REPO_ROOT / "var" / "bench")
 CELLS_PER_IMAGE = 10
 IMAGES_PER_SAMPLE = 2
 TYPES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")

@@ -1,0 +1,39 @@
+"""The benchmarks behind `make bench-web` and `make bench-latency` run to the end, on a tiny scale
+in a folder of their own: a change to the site (its roles once) must not leave them broken unseen.
+Nothing here reads their timings."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SMEAR = REPO_ROOT.parent / "shared" / "datasets" / "bccd-smears" / "JPEGImages" / "BloodImage_00001.jpg"
+
+
+def run_bench(script, tmp_path, *args):
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("DATABASE_URL", "LEUKOSCOPE_MEDIA_ROOT", "DJANGO_SETTINGS_MODULE")}
+    env["LEUKOSCOPE_BENCH_DIR"] = str(tmp_path / "bench")
+    return subprocess.run([sys.executable, f"bench/{script}", *args], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_web_bench_renders_every_page_it_times(tmp_path):
+    done = run_bench("web.py", tmp_path, "--cells", "200", "--requests", "1")
+
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("sample page", "history", "home"))]
+    assert len(rows) >= 15 and "worst p95" in done.stdout
+    assert (tmp_path / "bench" / "web.sqlite3").is_file()
+
+
+@pytest.mark.worker
+@pytest.mark.skipif(not SMEAR.is_file(), reason=f"needs the BCCD smears under {SMEAR.parents[1]}")
+def test_the_latency_bench_uploads_through_the_site_and_its_worker(tmp_path):
+    done = run_bench("latency.py", tmp_path, "-n", "2")
+
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "upload→done over 2 uploads" in done.stdout
