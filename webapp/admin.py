@@ -3,13 +3,16 @@ through the review page, so it is recorded in CellReview like any other. Cells a
 audit trail of what the network said and what reviewers changed: they go only with the photograph
 or sample they belong to, whose deletion goes through the services that remove the stored files."""
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
+from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.text import capfirst
 
 from webapp.forms import SampleAdminForm
 from webapp.models import ApiToken, Cell, CellReview, FingerprintBand, Sample, SmearImage
+from webapp.services import api_tokens
 from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.locking import SampleLocked
 
@@ -193,21 +196,52 @@ class CellReviewAdmin(admin.ModelAdmin):
         return False
 
 
+class ApiTokenForm(forms.ModelForm):
+    class Meta:
+        model = ApiToken
+        fields = ("user", "name")
+
+    def clean_user(self):
+        user = self.cleaned_data["user"]
+        if reason := api_tokens.refusal(user):
+            raise forms.ValidationError(reason)
+        return user
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    """Keys are made with `manage.py api_token create`, which shows the key once; here they are
-    listed and revoked (a revoked key stays on record)."""
+    """Keys for programs (the lab's information system): made here or with `manage.py api_token
+    create`, each shown once, on the page that made it, and never kept; listed and revoked here
+    (a revoked key stays on record)."""
 
     list_display = ("id", "name", "user", "created_at", "last_used_at", "revoked_at")
     list_select_related = ("user",)
-    readonly_fields = ("user", "name", "created_at", "last_used_at", "revoked_at")
     actions = ("revoke",)
 
-    def has_add_permission(self, request):
-        return False
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiTokenForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else ("user", "name", "created_at", "last_used_at", "revoked_at")
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def save_model(self, request, obj, form, change):
+        # The one way a key is made (services.api_tokens): the form's object takes its record.
+        token, request.api_key_made = api_tokens.create_token(obj.user, obj.name)
+        obj.pk, obj.key_sha256, obj.created_at = token.pk, token.key_sha256, token.created_at
+        obj._state.adding = False
+
+    def response_add(self, request, obj, post_url_continue=None):
+        # Shown on this page alone: a redirect would carry the key in the session's messages.
+        # (The admin's pages are sent never_cache: no browser or proxy keeps this one.)
+        return TemplateResponse(request, "admin/webapp/apitoken/made.html", {
+            **self.admin_site.each_context(request), "token": obj, "key": request.api_key_made,
+            "opts": self.opts, "title": "API key made",
+        })
 
     @admin.action(description="Revoke the selected API keys")
     def revoke(self, request, queryset):

@@ -456,6 +456,7 @@ class ApiToken(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        verbose_name = "API key"
 
     def __str__(self):
         return f"{self.name} ({self.user})"

@@ -2,6 +2,7 @@
 reads, and one revoked or unknown is refused in JSON."""
 
 import hashlib
+import re
 from datetime import timedelta
 
 import pytest
@@ -117,9 +118,29 @@ def test_the_admin_lists_keys_and_revokes_them_without_showing_any(client, lis, 
 
     page = client.get(changelist).content.decode()
     assert "LIS" in page and key not in page and token.key_sha256 not in page
-    assert client.get(reverse("admin:webapp_apitoken_add")).status_code == 403
     client.post(changelist, {"action": "revoke", "_selected_action": [token.pk]})
     token.refresh_from_db()
     assert token.revoked_at is not None
     client.logout()
     assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 401
+
+
+def test_an_administrator_makes_a_key_on_the_site_and_sees_it_once(client, lis, django_user_model):
+    client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+    add = reverse("admin:webapp_apitoken_add")
+
+    made = client.post(add, {"user": lis.pk, "name": "LIS"})
+
+    assert made.status_code == 200 and "no-store" in made["Cache-Control"]
+    key = re.search(r'data-role="api-key"[^>]*>([^<]+)<', made.content.decode()).group(1)
+    token = ApiToken.objects.get()
+    assert (token.user, token.name) == (lis, "LIS")
+    assert token.key_sha256 == hashlib.sha256(key.encode()).hexdigest()
+    client.logout()
+    assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 200
+    # Nothing shows it again, and a staff account gets none.
+    client.force_login(django_user_model.objects.get(username="root"))
+    assert key not in client.get(reverse("admin:webapp_apitoken_change", args=[token.pk])).content.decode()
+    refused = client.post(add, {"user": django_user_model.objects.get(username="root").pk, "name": "x"})
+    assert refused.status_code == 200 and "is a staff account" in refused.content.decode()
+    assert ApiToken.objects.count() == 1

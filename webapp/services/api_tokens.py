@@ -26,14 +26,20 @@ def _digest(key):
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def refusal(user):
+    """Why ``user`` may not have a key, or None."""
+    if not user.is_active:
+        return f"{user.get_username()} is not active."
+    if user.is_staff or user.is_superuser:
+        return (f"{user.get_username()} is a staff account: give the program an account of its own, "
+                "without a role (it then reads results and changes nothing).")
+    return None
+
+
 def create_token(user, name):
     """(ApiToken, key) for ``user``; the key is not kept and cannot be shown again."""
-    if not user.is_active:
-        raise ApiTokenError(f"{user.get_username()} is not active.")
-    if user.is_staff or user.is_superuser:
-        raise ApiTokenError(
-            f"{user.get_username()} is a staff account: give the program an account of its own, "
-            "without a role (it then reads results and changes nothing).")
+    if reason := refusal(user):
+        raise ApiTokenError(reason)
     key = secrets.token_urlsafe(32)
     return ApiToken.objects.create(user=user, name=name, key_sha256=_digest(key)), key
 
