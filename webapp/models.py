@@ -444,8 +444,8 @@ audit.register_models(Sample, SmearImage, Cell, CellReview)
 class ApiToken(models.Model):
     """A key a program (the lab's information system) reads the JSON API with in place of a sign-in,
     sent as `Authorization: Bearer <key>` (webapp.services.api_tokens). Only the key's SHA-256 is
-    kept: it is shown once, when made (manage.py api_token create). It reads what its account may
-    read, and nothing else: a key never changes anything."""
+    kept: it is shown once, when made (the Django admin or manage.py api_token create). It reads what
+    its account may read, and nothing else: a key never changes anything."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100, help_text="What uses it, e.g. the lab's information system.")

@@ -1,5 +1,6 @@
-"""API keys for programs: made and revoked by an administrator (manage.py api_token), checked on
-each API request that carries one (webapp.middleware.ApiTokenMiddleware).
+"""API keys for programs: made and revoked by an administrator (the Django admin's API keys, or
+manage.py api_token), checked on each API request that carries one
+(webapp.middleware.ApiTokenMiddleware).
 
 A key is 256 random bits, so its plain SHA-256 identifies it without a slow password hash, and the
 database never holds a key that would open the API.
