@@ -144,3 +144,17 @@ def test_an_administrator_makes_a_key_on_the_site_and_sees_it_once(client, lis, 
     refused = client.post(add, {"user": django_user_model.objects.get(username="root").pk, "name": "x"})
     assert refused.status_code == 200 and "is a staff account" in refused.content.decode()
     assert ApiToken.objects.count() == 1
+
+
+def test_the_admin_role_manages_api_keys(client, lis, django_user_model):
+    lead = with_role(django_user_model.objects.create_user("lead", is_staff=True), "admin")
+    client.force_login(lead)
+
+    made = client.post(reverse("admin:webapp_apitoken_add"), {"user": lis.pk, "name": "LIS"})
+
+    assert made.status_code == 200 and 'data-role="api-key"' in made.content.decode()
+    assert client.get(reverse("admin:webapp_apitoken_changelist")).status_code == 200
+    # A technologist, even with staff status, does not.
+    other = with_role(django_user_model.objects.create_user("t", is_staff=True), "technologist")
+    client.force_login(other)
+    assert client.get(reverse("admin:webapp_apitoken_add")).status_code == 403

@@ -23,20 +23,25 @@ ROLES = {
 }
 
 
-def create_roles(apps, schema_editor):
-    # Permissions are normally created after all migrations; the groups need them now.
+def grant(apps, roles):
+    """Give each role (group name -> [(app label, codename)]) these permissions, creating the
+    groups and, first, the permissions: Django creates them only after all migrations."""
     for app_config in apps.get_app_configs():
         app_config.models_module = True
         create_permissions(app_config, verbosity=0, apps=apps)
         app_config.models_module = None
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
-    for role, codenames in ROLES.items():
+    for role, codenames in roles.items():
         group, _ = Group.objects.get_or_create(name=role)
         for app_label, codename in codenames:
             group.permissions.add(
                 Permission.objects.get(content_type__app_label=app_label, codename=codename)
             )
+
+
+def create_roles(apps, schema_editor):
+    grant(apps, ROLES)
 
 
 def remove_roles(apps, schema_editor):
