@@ -14,8 +14,11 @@ SMEAR = REPO_ROOT.parent / "shared" / "datasets" / "bccd-smears" / "JPEGImages" 
 
 
 def run_bench(script, tmp_path, *args):
+    # The bench keeps to its own database, media and broker (REDIS_URL left out, it takes a Redis
+    # database of its own, or starts one): the test session's worker on REDIS_URL must not take
+    # the bench's photographs, which it would look for in the session's database.
     env = {key: value for key, value in os.environ.items()
-           if key not in ("DATABASE_URL", "LEUKOSCOPE_MEDIA_ROOT", "DJANGO_SETTINGS_MODULE")}
+           if key not in ("DATABASE_URL", "LEUKOSCOPE_MEDIA_ROOT", "DJANGO_SETTINGS_MODULE", "REDIS_URL")}
     env["LEUKOSCOPE_BENCH_DIR"] = str(tmp_path / "bench")
     return subprocess.run([sys.executable, f"bench/{script}", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
