@@ -7,7 +7,6 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.template.response import TemplateResponse
-from django.utils import timezone
 from django.utils.text import capfirst
 
 from webapp.forms import SampleAdminForm
@@ -245,5 +244,5 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected API keys")
     def revoke(self, request, queryset):
-        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        revoked = api_tokens.revoke_tokens(queryset)
         self.message_user(request, f"{revoked} API key{'s' if revoked != 1 else ''} revoked.")

@@ -45,14 +45,17 @@ def create_token(user, name):
     return ApiToken.objects.create(user=user, name=name, key_sha256=_digest(key)), key
 
 
+def revoke_tokens(tokens):
+    """Revoke those of ``tokens`` (a queryset) still in force; a revoked key keeps its first date.
+    Returns how many were revoked."""
+    return tokens.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
 def revoke_token(token_id):
-    token = ApiToken.objects.filter(pk=token_id).first()
-    if token is None:
+    if not ApiToken.objects.filter(pk=token_id).exists():
         raise ApiTokenError(f"There is no API key {token_id}.")
-    if token.revoked_at is None:
-        token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
-    return token
+    revoke_tokens(ApiToken.objects.filter(pk=token_id))
+    return ApiToken.objects.select_related("user").get(pk=token_id)
 
 
 def user_for_key(key):
