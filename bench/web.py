@@ -5,10 +5,11 @@
 Builds (once) a separate SQLite database under var/bench/, with samples of two photographs and
 ten cells each spread over a year (each photograph with its own checksum and fingerprints, indexed
 as an upload indexes them, which the sample page searches for copies held by other samples), and
-one sample of 500 cells for its cell gallery, then renders
-the history page (with and without filters), the sample page and the gallery through Django's
-test Client as a signed-in user, accepting gzip as a browser does, and prints p50/p95 per page
-and the bytes each sends. Target: p95 <= 150 ms each.
+one sample of 500 cells for its cell gallery and one signed sample of 500 cells (with stored
+crops, which its PDF report embeds), then renders the history page (with and without filters),
+the sample page, the gallery, the report (page, PDF, CSV) and the LIS's reads (FHIR, signed
+results) through Django's test Client as a signed-in user, accepting gzip as a browser does,
+and prints p50/p95 per page and the bytes each sends. Target: p95 <= 150 ms each.
 """
 
 import argparse
@@ -28,6 +29,8 @@ IMAGES_PER_SAMPLE = 2
 TYPES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
 TARGET_P95_MS = 150
 GALLERY_ACCESSION = "BENCH-GALLERY-500"
+# The same kind of 500-cell sample, signed: what a hematologist prints and the LIS fetches as FHIR.
+SIGNED_ACCESSION = "BENCH-SIGNED-500"
 GALLERY_IMAGES, GALLERY_CELLS_PER_IMAGE = 5, 100  # a 500-cell differential in five fields
 # Each request as a browser sends it: accepting gzip, so the timings include the compression.
 BROWSER = {"HTTP_HOST": "localhost", "HTTP_ACCEPT_ENCODING": "gzip, deflate, br"}
@@ -139,8 +142,10 @@ def populate(n_cells, seed=7):
     print(f"built {Cell.objects.count():,} cells in {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def gallery_sample(seed=11):
-    """The sample of 500 cells the gallery is timed on, made once beside the others."""
+def gallery_sample(seed=11, accession=GALLERY_ACCESSION, signed_by=None):
+    """The sample of 500 cells the gallery is timed on, made once beside the others; with
+    ``signed_by``, stored as that user's signed result (the fields the sign-off writes, without the
+    reviews its refusals would ask for first: the bench times reading a result, not signing it)."""
     from django.contrib.auth import get_user_model
     from django.db import transaction
     from django.utils import timezone
@@ -149,7 +154,7 @@ def gallery_sample(seed=11):
     from webapp.models import Cell, ModelVersion, Sample, SmearImage
     from webapp.services.uploads import index_fingerprints
 
-    existing = Sample.objects.filter(accession_number=GALLERY_ACCESSION).first()
+    existing = Sample.objects.filter(accession_number=accession).first()
     if existing:
         return existing
     rng = random.Random(seed)
@@ -157,13 +162,13 @@ def gallery_sample(seed=11):
     user = get_user_model().objects.get(username="bench")
     version = ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE)
     with transaction.atomic():
-        sample = Sample.objects.create(accession_number=GALLERY_ACCESSION, created_by=user, created_at=now)
+        sample = Sample.objects.create(accession_number=accession, created_by=user, created_at=now)
         for number in range(GALLERY_IMAGES):
             image = SmearImage.objects.create(
-                sample=sample, image=f"smears/bench/gallery-{number}.jpg",
+                sample=sample, image=f"smears/bench/{accession}-{number}.jpg",
                 original_filename=f"gallery-{number}.jpg", width=2048, height=1536, file_size=900_000,
                 status=SmearImage.Status.DONE, model_version=version, created_at=now,
-                **photograph_fields(rng, f"gallery-{number}"),
+                **photograph_fields(rng, f"{accession}-{number}"),
             )
             index_fingerprints([image])
             cells = []
@@ -174,7 +179,7 @@ def gallery_sample(seed=11):
                 corrected = rng.choice(("BASOPHIL", "ERYTHROBLAST", "PLATELET", *TYPES)) if reviewed else ""
                 cells.append(Cell(
                     image=image, model_version=version, index=index, x0=index, y0=0, x1=index + 60,
-                    y1=60, crop=f"cells/bench/gallery-{number}-{index}.jpg", predicted_type=predicted,
+                    y1=60, crop=f"cells/bench/{accession}-{number}-{index}.jpg", predicted_type=predicted,
                     probabilities={name: confidence if name == predicted else (1 - confidence) / 3
                                    for name in TYPES},
                     confidence=confidence, binary_call=BINARY_GROUP[predicted],
@@ -183,7 +188,30 @@ def gallery_sample(seed=11):
                     is_partial=rng.random() < 0.03, created_at=now,
                 ))
             Cell.objects.bulk_create(cells)
+        if signed_by is not None:
+            write_crops(sample, rng)
+            sample.status, sample.signed_by, sample.signed_at = Sample.Status.SIGNED, signed_by, now
+            sample.times_signed = 1
+            sample.save(update_fields=["status", "signed_by", "signed_at", "times_signed"])
     return sample
+
+
+def write_crops(sample, rng):
+    """A stored JPEG for each cell of ``sample``, the size of a real crop: the report and its PDF
+    show a few cells of each type, which a missing file would leave out."""
+    import io
+
+    import numpy as np
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+    from PIL import Image
+
+    noise = np.random.default_rng(rng.getrandbits(32))
+    for crop in sample.images.values_list("cells__crop", flat=True):
+        pixels = noise.integers(120, 230, size=(110, 110, 3), dtype=np.uint8)
+        encoded = io.BytesIO()
+        Image.fromarray(pixels).save(encoded, "JPEG", quality=90)
+        default_storage.save(crop, ContentFile(encoded.getvalue()))
 
 
 def measure(client, url, n_requests):
@@ -238,7 +266,8 @@ def main():
     technologist_client = Client(**BROWSER)
     technologist_client.force_login(technologist)
     gallery = gallery_sample()
-    samples = list(Sample.objects.exclude(pk=gallery.pk).order_by("?")
+    signed = gallery_sample(seed=13, accession=SIGNED_ACCESSION, signed_by=signer)
+    samples = list(Sample.objects.exclude(pk__in=[gallery.pk, signed.pk]).order_by("?")
                    .values_list("pk", "accession_number")[:3])
     ready = ModelVersion.objects.filter(status=ModelVersion.Status.READY).values_list("pk", flat=True).first()
     today = Cell.objects.order_by("-created_at").values_list("created_at", flat=True).first().date()
@@ -270,6 +299,13 @@ def main():
         # whole results part it fetched before.
         ("sample page after a review, 500 cells", f"{gallery_results}?image={gallery_first_image}"),
         ("sample results part, 500 cells (all photographs)", gallery_results),
+        ("report page, 500 cells", reverse("lab:sample-report", args=[gallery.pk])),
+        ("report PDF, 500 cells", reverse("lab:sample-report-pdf", args=[gallery.pk])),
+        ("CSV export, 500 cells", reverse("lab:sample-export", args=[gallery.pk])),
+        ("report PDF, 500 cells, signed", reverse("lab:sample-report-pdf", args=[signed.pk])),
+        ("API FHIR bundle, 500 cells, signed", reverse("lab:api-sample-fhir", args=[signed.pk])),
+        ("API signed results since 30 days ago",
+         f"{reverse('lab:api-samples')}?signed_since={today - timedelta(days=30)}T00:00:00Z"),
         ("API cells, type filter", f"{reverse('lab:api-cells')}?cell_type=LYMPHOCYTE"),
         ("API sample", reverse("lab:api-sample", args=[samples[1][0]])),
         ("sample list, not signed", f"{reverse('lab:sample-list')}?status=unsigned"),
