@@ -36,6 +36,8 @@ sys.path.insert(0, str(REPO_ROOT))
 from webapp.broker import live_workers, start_embedded_redis  # noqa: E402  (after the path above)
 
 PASSWORD = "bench-load-passphrase-1"
+# LEUKOSCOPE_BENCH_DIR: a folder of its own (the test that runs this bench on a tiny scale).
+BENCH_DIR = Path(os.environ.get("LEUKOSCOPE_BENCH_DIR") or REPO_ROOT / "var" / "bench-load")
 
 
 def free_port():
@@ -220,7 +222,7 @@ def run(args):
         raise SystemExit(f"needs BCCD smears in {args.data}/bccd-smears/JPEGImages (see --data)")
     photographs = photographs[: max(args.photographs_per_smear, 2 * args.classify_workers)]
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    work_dir = REPO_ROOT / "var" / "bench-load" / stamp
+    work_dir = BENCH_DIR / stamp
     work_dir.mkdir(parents=True)
     lab = Lab(work_dir, args.database_url, args.classify_workers)
     try:

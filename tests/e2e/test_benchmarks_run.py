@@ -1,6 +1,6 @@
-"""The benchmarks behind `make bench-web` and `make bench-latency` run to the end, on a tiny scale
-in a folder of their own: a change to the site (its roles once) must not leave them broken unseen.
-Nothing here reads their timings."""
+"""The benchmarks behind `make bench-web`, `make bench-latency` and `make bench-load` run to the
+end, on a tiny scale in a folder of their own: a change to the site (its roles once) must not leave
+them broken unseen. Nothing here reads their timings."""
 
 import os
 import subprocess
@@ -44,3 +44,16 @@ def test_the_latency_bench_uploads_through_the_site_and_its_worker(tmp_path):
 
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "upload→done over 2 uploads" in done.stdout
+
+
+@pytest.mark.worker
+@pytest.mark.skipif(not SMEAR.is_file(), reason=f"needs the BCCD smears under {SMEAR.parents[1]}")
+def test_the_load_bench_serves_uploaders_through_gunicorn_and_a_worker(tmp_path):
+    done = run_bench("load.py", tmp_path, "--uploaders", "2", "--smears", "1", "--timeout", "120",
+                     "--data", str(SMEAR.parents[2]))
+
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "HTTP errors: 0" in done.stdout
+    assert "photographs done: 2 of 2" in done.stdout
+    # Its folder (database, Redis, logs) is removed afterwards, as it says.
+    assert not any((tmp_path / "bench").iterdir())
