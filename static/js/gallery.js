@@ -136,8 +136,10 @@
           window.location.reload();
           return new Promise(function () {});
         }
-        return response.json().then(function (data) {
-          if (!response.ok) throw new Error(data.error || "The relabelling was not saved.");
+        // A proxy's or server's own error page is no JSON: say so rather than a parser's message.
+        return response.json().catch(function () { return {}; }).then(function (data) {
+          if (!response.ok) throw new Error(data.error || "The relabelling was not saved (the site answered " +
+            response.status + "). Reload the page and try again.");
           return data;
         });
       })

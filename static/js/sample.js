@@ -12,7 +12,17 @@
   var POLL_MS = 1500;
   var SIGNED_OUT = 401; // the sign-in expired: reloading takes the user to the login page and back
 
+  var GONE = 404; // someone deleted the sample while this page was open
+
   function signInAgain() { window.location.reload(); }
+
+  // Polling stops; the page says why instead of showing a sample that no longer exists as live.
+  function sampleGone() {
+    progress.querySelector(".progress").classList.remove("complete");
+    document.getElementById("progress-text").textContent =
+      "This sample has been deleted since the page was opened. Go back to the sample list.";
+    results.querySelectorAll("button").forEach(function (button) { button.disabled = true; });
+  }
 
   // Where the focus is in the results, as a place that survives a redraw: the cell's row, and the
   // type button or link in it. null where the focus is elsewhere.
@@ -118,6 +128,7 @@
     fetch(statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {
         if (response.status === SIGNED_OUT) { signInAgain(); return new Promise(function () {}); }
+        if (response.status === GONE) { sampleGone(); return new Promise(function () {}); }
         if (!response.ok) throw new Error(response.status);
         return response.json();
       })
@@ -171,8 +182,10 @@
           signInAgain();
           return new Promise(function () {});
         }
-        return response.json().then(function (data) {
-          if (!response.ok) throw new Error(data.error || "The review was not saved.");
+        // A proxy's or server's own error page is no JSON: say so rather than a parser's message.
+        return response.json().catch(function () { return {}; }).then(function (data) {
+          if (!response.ok) throw new Error(data.error || "The review was not saved (the site answered " +
+            response.status + "). Reload the page and try again.");
           return data;
         });
       })

@@ -132,3 +132,22 @@ def test_a_review_redraws_its_photograph_and_the_formula_not_the_whole_sample(li
     formula = page.locator("aside.sidebar").inner_text()
     assert "Monocyte" in formula and page.locator("section.image-card").count() == 2
     assert Cell.objects.get(pk=cell.pk).cell_type == "MONOCYTE"
+
+
+def test_a_review_of_a_sample_deleted_meanwhile_says_so(live_server, browser_page, django_user_model):
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-GONE", types=("NEUTROPHIL",), user=user)
+    cell = Cell.objects.get(image__sample=sample)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    sample.delete()  # by someone else, while the page is open
+
+    alerts = []
+    page.on("dialog", lambda dialog: (alerts.append(dialog.message), dialog.accept()))
+    page.locator(f'tr.cellrow[data-cell="{cell.pk}"] button[value="MONOCYTE"]').click()
+    page.wait_for_function("() => !document.querySelector('button[value=MONOCYTE]').disabled")
+
+    from webapp.views.errors import GONE
+
+    assert alerts == [GONE]

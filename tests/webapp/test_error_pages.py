@@ -107,3 +107,33 @@ def test_opening_an_address_only_a_button_posts_to_explains_itself(client, tech)
     answer = client.post(reverse("lab:api-samples"))
     assert answer.status_code == 405 and answer["Allow"] == "GET, HEAD"
     assert answer.json() == {"error": "POST is not accepted here; this address takes GET, HEAD."}
+
+
+def test_a_page_script_acting_on_a_deleted_cell_gets_a_sentence_in_json(client, tech):
+    sample = make_sample()
+    cell = sample.images.get().cells.first()
+    review = reverse("lab:cell-review", args=[cell.pk])
+    sample.delete()
+
+    response = client.post(review, {"cell_type": "MONOCYTE"}, HTTP_ACCEPT="application/json")
+
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
+    assert response.json() == {"error": errors.GONE}
+    # A person following a link still gets the page, with the site's navigation.
+    page = client.get(reverse("lab:cell-detail", args=[cell.pk]))
+    assert page.status_code == 404 and [t.name for t in page.templates][0] == "404.html"
+
+
+def test_a_page_scripts_server_error_and_bad_request_answer_json(rf):
+    request = rf.post("/cells/1/review/", HTTP_ACCEPT="application/json")
+    failed = errors.server_error(request)
+    assert failed.status_code == 500 and failed["Content-Type"] == "application/json"
+    refused = errors.bad_request(request, TooManyFilesSent("too many"))
+    assert refused.status_code == 400 and b"Upload at most" in refused.content
+
+
+@pytest.mark.parametrize("image", ["\u00b2", "99999999999999999999999", "-1", ""])
+def test_a_malformed_photograph_number_in_the_results_part_is_not_found(client, tech, image):
+    sample = make_sample()
+    response = client.get(reverse("lab:sample-results", args=[sample.pk]), {"image": image})
+    assert response.status_code == 404

@@ -32,6 +32,16 @@ def _message(exception, default):
     return message if isinstance(message, str) and message else default
 
 
+# What get_object_or_404 says ("No Cell matches the given query."): to a page's script, which acts on
+# something its page showed, the likeliest reason is that someone deleted it meanwhile.
+GONE = "It is no longer there: someone may have deleted it meanwhile. Reload the page."
+
+
+def _not_found_message(exception):
+    message = _message(exception, "Not found.")
+    return GONE if message.startswith("No ") and message.endswith("matches the given query.") else message
+
+
 def _bad_request_reason(exception):
     """What went wrong, only where the user can act on it: Django's own 400 says nothing so as not
     to disclose what a tampered request tripped over."""
@@ -46,7 +56,7 @@ def _bad_request_reason(exception):
 @requires_csrf_token
 def bad_request(request, exception):
     reason = _bad_request_reason(exception)
-    if is_api_request(request):
+    if reads_json(request):
         return JsonResponse({"error": reason or "Bad request."}, status=400)
     return render(request, "400.html", {"reason": reason}, status=400)
 
@@ -70,14 +80,14 @@ def csrf_failure(request, reason=""):
 
 @requires_csrf_token
 def page_not_found(request, exception):
-    if is_api_request(request):
-        return JsonResponse({"error": _message(exception, "Not found.")}, status=404)
+    if reads_json(request):
+        return JsonResponse({"error": _not_found_message(exception)}, status=404)
     return defaults.page_not_found(request, exception)
 
 
 @requires_csrf_token
 def server_error(request):
-    if is_api_request(request):
+    if reads_json(request):
         return JsonResponse({"error": "Server error: the failure is logged for the administrator."},
                             status=500)
     return defaults.server_error(request)

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from webapp.counting import type_label
 from webapp.exports import export_file_name, write_sample_csv
 from webapp.forms import (
+    MAX_CELL_ID,
     AddImagesForm,
     HistoryFilterForm,
     ReviewForm,
@@ -141,8 +142,10 @@ def sample_results(request, pk):
     if only is None:
         context, template = _sample_context(sample), "lab/_sample_results_live.html"
     else:
-        # The photograph must be one of this sample's: the results then hold it.
-        context = _sample_context(sample, [int(only)]) if only.isdigit() else None
+        # The photograph must be one of this sample's: the results then hold it. isdigit() alone
+        # takes "²", and the database refuses a number past its largest integer.
+        valid = only.isascii() and only.isdigit() and int(only) <= MAX_CELL_ID
+        context = _sample_context(sample, [int(only)]) if valid else None
         if not (context and context["photographs"]):
             raise Http404(f"Sample {sample.accession_number} has no photograph {only}.")
         template = "lab/_sample_results_part.html"
