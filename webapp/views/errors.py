@@ -32,14 +32,16 @@ def _message(exception, default):
     return message if isinstance(message, str) and message else default
 
 
-# What get_object_or_404 says ("No Cell matches the given query."): to a page's script, which acts on
-# something its page showed, the likeliest reason is that someone deleted it meanwhile.
+# What get_object_or_404 says ("No Cell matches the given query."), told to a page's script, which
+# acts on something its page showed: the likeliest reason is that someone deleted it meanwhile. A
+# program under /api/ keeps Django's sentence.
 GONE = "It is no longer there: someone may have deleted it meanwhile. Reload the page."
 
 
-def _not_found_message(exception):
+def _not_found_message(request, exception):
     message = _message(exception, "Not found.")
-    return GONE if message.startswith("No ") and message.endswith("matches the given query.") else message
+    generic = message.startswith("No ") and message.endswith("matches the given query.")
+    return GONE if generic and not is_api_request(request) else message
 
 
 def _bad_request_reason(exception):
@@ -81,7 +83,7 @@ def csrf_failure(request, reason=""):
 @requires_csrf_token
 def page_not_found(request, exception):
     if reads_json(request):
-        return JsonResponse({"error": _not_found_message(exception)}, status=404)
+        return JsonResponse({"error": _not_found_message(request, exception)}, status=404)
     return defaults.page_not_found(request, exception)
 
 
