@@ -80,7 +80,7 @@ def _sample_rows(sample):
             yield [
                 cell.pk, entry.image.original_filename, cell.index, cell.x0, cell.y0, cell.x1, cell.y1,
                 cell.cell_type, cell.predicted_type, cell.corrected_type, f"{cell.confidence:.4f}",
-                group_of(cell.cell_type), cell.binary_call, "yes" if cell.needs_review else "no",
+                group_of(cell.cell_type), cell.predicted_binary_call, "yes" if cell.needs_review else "no",
                 f"v{cell.model_version_id}", cell.review_carried_from_id or "",
                 "" if cell.ood_score is None else f"{cell.ood_score:.3f}", image_unfamiliar,
                 "yes" if cell.added_by_hand else "no", "yes" if cell.is_partial else "no",

@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from classifier.labels import binary_group
 from webapp import audit
 
 
@@ -360,6 +361,13 @@ class Cell(models.Model):
     @property
     def box(self):
         return (self.x0, self.y0, self.x1, self.y1)
+
+    @property
+    def predicted_binary_call(self):
+        """The network's mononuclear / polynuclear call (its leukocyte types' probabilities
+        summed), or "" where its call is no leukocyte: summed over the leukocyte types alone, a
+        platelet's few percent would make it "polynuclear"."""
+        return self.binary_call if binary_group(self.predicted_type) else ""
 
     @property
     def is_counted_in(self):

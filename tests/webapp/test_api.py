@@ -277,3 +277,33 @@ def test_the_api_answers_other_methods_405_and_head_like_get(tech):
             response = method(path)
             assert response.status_code == 405 and "error" in response.json(), (path, method)
     assert client.head(reverse("lab:api-samples")).status_code == 200
+
+
+def test_a_call_of_no_white_cell_has_no_mononuclear_or_polynuclear_group(client, tech):
+    from classifier.labels import EIGHT_CLASSES
+    from tests.webapp.lab_factories import make_version
+
+    sample = make_sample(types=("PLATELET", "NEUTROPHIL", "LYMPHOCYTE"), version=make_version(EIGHT_CLASSES))
+    # As the pipeline stores it: the leukocyte types' few percent summed still make a "call".
+    Cell.objects.filter(image__sample=sample).update(binary_call="POLYNUCLEAR")
+    platelet, neutrophil, lymphocyte = Cell.objects.filter(image__sample=sample).order_by("index")
+    review_cell(neutrophil, "ERYTHROBLAST", tech)
+
+    def api(cell):
+        row = client.get(reverse("lab:api-cell", args=[cell.pk])).json()
+        return row["cell_type"], row["binary_call"], row["predicted_binary_call"]
+
+    assert api(platelet) == ("PLATELET", None, None)
+    assert api(neutrophil) == ("ERYTHROBLAST", None, "POLYNUCLEAR")  # the network called a neutrophil
+    assert api(lymphocyte) == ("LYMPHOCYTE", "MONONUCLEAR", "POLYNUCLEAR")  # its summed probabilities
+
+    rows = _exported_rows(client, sample)
+    header = next(row for row in rows if row[:1] == ["cell_id"])
+    exported = [dict(zip(header, row, strict=True)) for row in rows[rows.index(header) + 1:]]
+    assert [(row["binary_call"], row["predicted_binary_call"]) for row in exported] == [
+        ("", ""), ("", "POLYNUCLEAR"), ("MONONUCLEAR", "POLYNUCLEAR")]
+
+    page = client.get(reverse("lab:cell-detail", args=[platelet.pk])).content.decode()
+    assert "Mononuclear or polynuclear" not in page
+    assert "Mononuclear or polynuclear (probabilities summed): Polynuclear" in client.get(
+        reverse("lab:cell-detail", args=[lymphocyte.pk])).content.decode()

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
-from webapp.counting import Counting, counting_of
+from webapp.counting import Counting, counting_of, group_of
 from webapp.forms import ApiSampleListFilterForm, HistoryFilterForm
 from webapp.models import Sample
 from webapp.selectors import (
@@ -110,7 +110,10 @@ def cell_json(request, cell, with_image=True):
         "predicted_type": cell.predicted_type,
         "corrected_type": cell.corrected_type or None,
         "confidence": round(cell.confidence, 4),
-        "binary_call": cell.binary_call,
+        # As in the CSV: the group of the type the formula counts (the reviewer's where there is one),
+        # and the network's own call beside it; None for no white cell (platelet, erythroblast).
+        "binary_call": group_of(cell.cell_type) or None,
+        "predicted_binary_call": cell.predicted_binary_call or None,
         "needs_review": cell.needs_review,
         # classifier.ood's score: above 1, unlike the cells the network was trained on (None: a
         # network without one).
