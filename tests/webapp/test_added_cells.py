@@ -255,6 +255,23 @@ def test_an_unfamiliar_cell_needs_review_however_sure_the_network_is(client, tec
 
 
 @pytest.mark.django_db
+def test_a_drawn_box_waits_for_a_persons_label_however_sure_the_network_is(client, tech, classify_here):
+    from webapp.services.sign_off import sign_off_refusals
+
+    image = classify_here()  # the confidence threshold is 0: the network's own calls go unflagged
+    assert not image.cells.filter(needs_review=True).exists()
+    cell = finish_added_cell(request_added_cell(image, (300, 20, 360, 80), user=tech).pk)  # bare slide
+
+    assert cell.needs_review
+    page = client.get(reverse("lab:cell-detail", args=[cell.pk])).content.decode()
+    assert ("it was drawn by hand, and the network&#x27;s call on a drawn box waits for a "
+            "person&#x27;s label") in page
+    assert [refusal.code for refusal in sign_off_refusals(image.sample)][:1] == ["unreviewed"]
+    review_cell(cell, "ARTEFACT", tech)
+    assert "unreviewed" not in [refusal.code for refusal in sign_off_refusals(image.sample)]
+
+
+@pytest.mark.django_db
 def test_a_quality_warning_sends_every_cell_of_the_photograph_to_review(classify_here):
     image = classify_here(darken=0.3)
     assert any("underexposed" in warning for warning in image.quality_warnings)

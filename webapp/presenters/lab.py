@@ -202,6 +202,9 @@ def review_reasons(cell):
         reasons.append("it is unlike the cells the network was trained on")
     if cell.image.quality_warnings:
         reasons.append("its photograph's quality measures warn")
+    if cell.added_by_hand:
+        reasons.append("it was drawn by hand, and the network's call on a drawn box waits for a "
+                       "person's label")
     if cell.review_carried_from_id and not cell.corrected_type:
         reasons.append("a reviewer's earlier label is not one of this network's types")
     return reasons or ["it was flagged when it was classified"]

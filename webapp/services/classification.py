@@ -93,7 +93,10 @@ def fill_cell(cell, found, image, name_stem, written):
     cell.probabilities = found.probabilities
     cell.confidence = found.confidence
     cell.binary_call = found.binary_call
-    cell.needs_review = found.needs_review
+    # A box a person drew waits for a person's label whatever the network says: it was drawn where
+    # the detector found no cell, and the network, which has no class for background, called a box
+    # of bare slide "eosinophil, 95%".
+    cell.needs_review = found.needs_review or cell.added_by_hand
     cell.ood_score = found.ood_score
     cell.view_factor = found.view_factor
     cell.first_look_type = found.first_look_type
