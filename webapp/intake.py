@@ -228,17 +228,34 @@ def _largest_page(image, frames):
 # augmented TEST copies of one original, one pair (15) reads as the same field.
 FINGERPRINT_GRID = 16
 SAME_FIELD_MAX_DIFFERENCE = 16
+# A grid with fewer steps than this that change brightness at all says too little to match on: a
+# blank frame, or a field so overexposed that most of it is clipped white, has next to no rises,
+# and any two such photographs "agree" on the steps where neither rises (an audit saw two
+# overexposed fields refused as copies of a blank one). Such a photograph is matched by its
+# checksum alone. Steps that change, of 256: real fields (40 BCCD smears, 60 PBC and 60
+# blood-cell-images TEST cells) 161-246; drawn test fields with flat backgrounds 80-133; a smear
+# at 1.5x its exposure 118 or more, at 1.8x 28 or more (median 43), at 2.2x 2 or more (median
+# 19), a flat frame 0. Two
+# grids of 48 changing steps each have about 24 rises apiece, and agree within
+# SAME_FIELD_MAX_DIFFERENCE only where they are one field.
+FINGERPRINT_MIN_STEPS = 48
 
 
 def fingerprint(image):
     """64 hex digits: where brightness rises left to right on a 16x17 grid of the RGB image (a
     difference hash), so that two files of one photograph are found alike however each was
-    encoded (fingerprint_difference)."""
-    return _rises(_fingerprint_grid(image.convert("L")))
+    encoded (fingerprint_difference); "" for a photograph too flat to tell (FINGERPRINT_MIN_STEPS)."""
+    grid = _fingerprint_grid(image.convert("L"))
+    return _rises(grid) if _tells_apart(grid) else ""
 
 
 def _fingerprint_grid(grey):
     return grey.resize((FINGERPRINT_GRID + 1, FINGERPRINT_GRID), Image.Resampling.BOX)
+
+
+def _tells_apart(grid):
+    brightness = np.asarray(grid, dtype=np.int16)
+    return int((brightness[:, 1:] != brightness[:, :-1]).sum()) >= FINGERPRINT_MIN_STEPS
 
 
 def _rises(grid):
@@ -255,7 +272,8 @@ _SAME_SHAPE_TURNS = (Image.Transpose.ROTATE_180, Image.Transpose.FLIP_LEFT_RIGHT
 
 def oriented_fingerprints(image):
     """(fingerprint(image), the fingerprints of its seven other orientations: turned a quarter, a
-    half or three quarters, or mirrored), each the one its file turned so would have. Software that
+    half or three quarters, or mirrored), each the one its file turned so would have; ("", ()) for
+    a photograph too flat to tell. Software that
     rotates the pixels themselves, not the orientation flag, makes a copy of the same field.
 
     A box average onto a grid gives the same grid, turned, whether the photograph or the grid is
@@ -265,6 +283,8 @@ def oriented_fingerprints(image):
     BCCD smears and 100 PBC cells, up to 3 on drawn fields with flat backgrounds."""
     grey = image.convert("L")
     upright = _fingerprint_grid(grey)
+    if not _tells_apart(upright):
+        return "", ()
     transposed = _fingerprint_grid(grey.transpose(Image.Transpose.TRANSPOSE))
     turned = (
         *(_rises(upright.transpose(turn)) for turn in _SAME_SHAPE_TURNS),

@@ -382,6 +382,31 @@ def test_the_same_field_in_another_file_format_or_orientation_flag_is_counted_on
     assert all("same photograph as field.jpg" in item.reason for item in again.rejected)
 
 
+@pytest.mark.django_db
+def test_blank_and_overexposed_photographs_are_no_copies_of_one_another(queued):
+    from webapp.intake import oriented_fingerprints
+
+    blank = Image.new("RGB", (320, 240), (120, 60, 90))
+    # Two different fields at 2.2x their exposure: clipped white but for their darkest parts.
+    glaring = [Image.fromarray(np.clip(field_array(seed=seed).astype(np.float32) * 2.2, 0, 255)
+                               .astype(np.uint8)) for seed in (21, 22)]
+    assert oriented_fingerprints(blank) == ("", ()) and oriented_fingerprints(glaring[0]) == ("", ())
+    result = create_sample_with_images("H26-0212", "", [
+        upload("blank.png", encoded(blank, "PNG")),
+        *(upload(f"glaring-{number}.png", encoded(image, "PNG")) for number, image in enumerate(glaring)),
+    ])
+    assert result.rejected == [] and len(result.stored) == 3
+    # Nor of another sample's: no false "check that it belongs to this patient".
+    other_blank = Image.new("RGB", (320, 240), (150, 90, 120))
+    again = create_sample_with_images("H26-0213", "", [upload("blank.png", encoded(other_blank, "PNG"))])
+    from webapp.selectors import photographs_held_elsewhere
+
+    assert again.rejected == [] and photographs_held_elsewhere(again.sample) == {}
+    # The same file is still the same photograph.
+    twice = uploads.add_images_to_sample(again.sample, [upload("copy.png", encoded(other_blank, "PNG"))])
+    assert twice.stored == [] and "same photograph as blank.png" in twice.rejected[0].reason
+
+
 def test_the_turned_fingerprints_are_those_of_the_turned_photograph():
     from webapp.intake import (
         SAME_FIELD_MAX_DIFFERENCE,
