@@ -1,11 +1,19 @@
 """Admin for the lab's records. What the network produced is shown read-only: a correction goes
 through the review page, so it is recorded in CellReview like any other. Cells and reviews are the
 audit trail of what the network said and what reviewers changed: they go only with the photograph
-or sample they belong to, whose deletion goes through the services that remove the stored files."""
+or sample they belong to, whose deletion goes through the services that remove the stored files.
+Accounts (LabUserAdmin) are the admin role's to manage short of superuser status, staff status, the
+admin role and single permissions, which only a superuser gives; API keys are revoked, never deleted."""
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
+from django.contrib.admin.utils import unquote
+from django.contrib.auth.admin import UserAdmin
+from django.contrib.auth.forms import UserChangeForm
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.template.response import TemplateResponse
 from django.utils.text import capfirst
 
@@ -228,6 +236,11 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    # A key is stopped by revoking it, and stays on record (who had it, when it was last used): the
+    # admin offers no "Delete" button or "Delete selected" action, to superusers neither.
+    def has_delete_permission(self, request, obj=None):
+        return False
+
     def save_model(self, request, obj, form, change):
         # The one way a key is made (services.api_tokens): the form's object takes its record.
         token, request.api_key_made = api_tokens.create_token(obj.user, obj.name)
@@ -246,3 +259,139 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         revoked = api_tokens.revoke_tokens(queryset)
         self.message_user(request, f"{revoked} API key{'s' if revoked != 1 else ''} revoked.")
+
+
+# Accounts. The admin role manages them (auth.add_user, auth.change_user, with staff status for this
+# admin), while a superuser passes every permission check, signing included. So for anyone who is not
+# a superuser:
+# - superuser status and the per-user permission list are shown, never changed: either grants any
+#   permission at all, webapp.sign_sample among them;
+# - a superuser's account is shown, never changed, deleted or given a new password;
+# - staff status and the admin role (admin_roles below) are given and taken by a superuser alone, so
+#   an account with staff status is a superuser's to change too, bar one's own. Why: they are what
+#   manages accounts. An administrator who could hand them out could have the new administrator put
+#   them in the hematologist group (the self-promotion refused below, in two steps), two could
+#   promote each other, and one could take them from, or reset the password of, a fellow
+#   administrator; staff status alone also deletes any sample (services.deletion.may_delete_sample);
+# - nobody changes their own groups or staff status.
+# Giving other accounts the lab's roles (technologist, hematologist) stays the admin role's job. (Who
+# sets an ordinary account's password can still sign in as it: that trust comes with the role.)
+ADMIN_ROLE = "admin"  # the group migration 0009 makes
+
+
+def admin_roles():
+    """The groups only a superuser gives or takes: the admin role, and any group that holds a
+    permission over accounts, groups or permissions (it would make its members administrators)."""
+    over_accounts = Q(permissions__content_type__app_label="auth")
+    return Group.objects.filter(Q(name=ADMIN_ROLE) | over_accounts).distinct()
+
+
+class LabUserChangeForm(UserChangeForm):
+    def clean_groups(self):
+        """The groups chosen, and the account's memberships of the groups this form does not offer
+        (admin_roles, to anyone but a superuser), which stay as they are."""
+        offered = self.fields["groups"].queryset
+        kept = self.instance.groups.exclude(pk__in=offered.values("pk")) if self.instance.pk else []
+        return Group.objects.filter(pk__in=[group.pk for group in (*self.cleaned_data["groups"], *kept)])
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class LabUserAdmin(UserAdmin):
+    form = LabUserChangeForm
+
+    def _superusers_only(self, request, account):
+        """Why only a superuser may change, delete or set the password of ``account``, or None."""
+        if request.user.is_superuser or account is None:
+            return None
+        if account.is_superuser:
+            return "it is a superuser's account"
+        if account.is_staff and account.pk != request.user.pk:
+            return "it has staff status, which a superuser gives and manages"
+        return None
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and not self._superusers_only(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and not self._superusers_only(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if request.user.is_superuser:
+            return fields
+        fields += ("is_staff", "is_superuser", "user_permissions")
+        if obj is not None and obj.pk == request.user.pk:
+            fields += ("groups",)
+        return fields
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or request.user.is_superuser or self._superusers_only(request, obj):
+            return fieldsets
+        note = ("Superuser status, staff status, single permissions and the admin role are given and "
+                "taken by a superuser.")
+        if obj.pk == request.user.pk:
+            note += " So are your own groups."
+        return [(name, {**options, "description": note} if "is_superuser" in options["fields"] else options)
+                for name, options in fieldsets]
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "groups" and not request.user.is_superuser:
+            kwargs["queryset"] = Group.objects.exclude(pk__in=admin_roles().values("pk"))
+            kwargs["help_text"] = ("The lab's roles this account holds. The admin role is given and taken "
+                                   "by a superuser.")
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if request.method == "GET":
+            account = self.get_object(request, unquote(object_id))
+            why = self._superusers_only(request, account)
+            if why and self.has_view_permission(request, account):
+                self.message_user(request, f"Only a superuser may change, delete or set the password of "
+                                  f"{account.get_username()}: {why}.", messages.INFO)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def user_change_password(self, request, id, form_url=""):
+        account = self.get_object(request, unquote(id))
+        if why := self._superusers_only(request, account):
+            raise PermissionDenied(f"Only a superuser may set the password of {account.get_username()}: "
+                                   f"{why}.")
+        return super().user_change_password(request, id, form_url)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        account = self.get_object(request, unquote(object_id))
+        if why := self._superusers_only(request, account):
+            raise PermissionDenied(f"Only a superuser may delete {account.get_username()}: {why}.")
+        return super().delete_view(request, object_id, extra_context)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            _, name, description = actions["delete_selected"]
+            actions["delete_selected"] = (type(self)._delete_within_reach, name, description)
+        return actions
+
+    def _delete_within_reach(self, request, queryset):
+        beyond = [account.get_username() for account in queryset if self._superusers_only(request, account)]
+        if beyond:
+            self.message_user(request, f"Only a superuser may delete {', '.join(beyond)}: superusers' "
+                              "accounts and those with staff status are theirs to manage. Nothing was "
+                              "deleted.", messages.ERROR)
+            return None
+        return delete_selected(self, request, queryset)
+
+    def get_deleted_objects(self, objs, request):
+        # An account's API keys would go with it (on_delete=CASCADE), but a key stays on record
+        # (ApiTokenAdmin): the account is made inactive instead, which stops its keys too.
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        if ApiToken._meta.verbose_name in perms_needed:
+            perms_needed.discard(ApiToken._meta.verbose_name)
+            protected = [*protected, *(f"{capfirst(ApiToken._meta.verbose_name)}: {key}"
+                                       for key in ApiToken.objects.filter(user__in=objs))]
+            self.message_user(request, "API keys stay on record, so an account that has any is not "
+                              "deleted: untick \"Active\" on it instead, which also stops its keys.",
+                              messages.WARNING)
+        return deleted, counts, perms_needed, protected

@@ -1,12 +1,14 @@
 """The admin: deleting a photograph or a sample takes its stored files along; cells and their reviews,
-the audit trail, can be neither deleted nor edited on their own."""
+the audit trail, can be neither deleted nor edited on their own. An administrator who is not a
+superuser gives the lab's roles, never superuser status, staff status, the admin role or single
+permissions, and cannot touch a superuser's account or their own role."""
 
 from pathlib import Path
 
 import pytest
 from django.urls import reverse
 
-from tests.webapp.lab_factories import make_sample, mark_signed
+from tests.webapp.lab_factories import make_sample, mark_signed, with_role
 from webapp.models import Cell, CellReview, Sample, SmearImage
 from webapp.services.review import review_cell
 
@@ -167,3 +169,192 @@ def test_deleting_an_uploaded_sample_lists_its_photographs_not_their_fingerprint
     page = admin_client.get(reverse("admin:webapp_sample_delete", args=[sample.pk])).content.decode()
     assert "field-31.jpg" in page and "field-32.jpg" in page
     assert "fingerprint band" not in page.lower()
+
+
+# --- accounts: what an administrator who is not a superuser may change ---------------------------
+
+@pytest.fixture
+def lead(django_user_model):
+    """The admin role with staff status, as the lab gives it: not a superuser."""
+    return with_role(django_user_model.objects.create_user("lead", password="a-long-passphrase-3",
+                                                           is_staff=True), "admin")
+
+
+@pytest.fixture
+def lead_client(client, lead):
+    client.force_login(lead)
+    return client
+
+
+def _account_form(account, **changes):
+    """What the account's change page posts, with ``changes`` (a checkbox is sent only when ticked)."""
+    from django.utils import timezone
+
+    joined = timezone.localtime(account.date_joined)
+    data = {"username": account.username, "first_name": account.first_name, "last_name": account.last_name,
+            "email": account.email, "date_joined_0": joined.strftime("%Y-%m-%d"),
+            "date_joined_1": joined.strftime("%H:%M:%S"),
+            "groups": [str(pk) for pk in account.groups.values_list("pk", flat=True)],
+            "user_permissions": [str(pk) for pk in account.user_permissions.values_list("pk", flat=True)]}
+    for flag in ("is_active", "is_staff", "is_superuser"):
+        if getattr(account, flag):
+            data[flag] = "on"
+    data.update(changes)
+    return {name: value for name, value in data.items() if value is not None}
+
+
+def _change_account(client, account, **changes):
+    url = reverse("admin:auth_user_change", args=[account.pk])
+    return client.post(url, _account_form(account, **changes))
+
+
+def _fresh(account):
+    """The account as stored now, without the permission caches of an earlier check."""
+    return type(account).objects.get(pk=account.pk)
+
+
+def _group(name):
+    from django.contrib.auth.models import Group
+
+    return Group.objects.get_or_create(name=name)[0]
+
+
+def _sign_permission():
+    from django.contrib.auth.models import Permission
+
+    return Permission.objects.get(content_type__app_label="webapp", codename="sign_sample")
+
+
+def test_an_administrator_cannot_give_superuser_status_or_single_permissions(lead_client, lead,
+                                                                            django_user_model):
+    tech = django_user_model.objects.create_user("tech", password="a-long-passphrase-4")
+    sign = str(_sign_permission().pk)
+
+    page = lead_client.get(reverse("admin:auth_user_change", args=[tech.pk])).content.decode()
+    assert 'name="is_superuser"' not in page and 'name="user_permissions"' not in page
+    assert "given and taken by a superuser" in page
+    for account in (tech, lead):  # another account, and their own
+        response = _change_account(lead_client, account, is_superuser="on", user_permissions=[sign])
+        assert response.status_code == 302
+        stored = _fresh(account)
+        assert not stored.is_superuser and not stored.user_permissions.exists()
+        assert not stored.has_perm("webapp.sign_sample")
+    # Nor on a new account: the add form has neither, and a crafted post is not heard.
+    add = reverse("admin:auth_user_add")
+    assert 'name="is_superuser"' not in lead_client.get(add).content.decode()
+    lead_client.post(add, {"username": "newcomer", "usable_password": "true",
+                           "password1": "a-long-passphrase-5", "password2": "a-long-passphrase-5",
+                           "is_superuser": "on", "is_staff": "on", "user_permissions": [sign]})
+    newcomer = django_user_model.objects.get(username="newcomer")
+    assert not (newcomer.is_superuser or newcomer.is_staff or newcomer.user_permissions.exists())
+
+
+def test_a_superusers_account_is_out_of_an_administrators_reach(lead_client, lead, django_user_model):
+    boss = django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1")
+    tech = django_user_model.objects.create_user("tech", password="a-long-passphrase-4")
+    change = reverse("admin:auth_user_change", args=[boss.pk])
+
+    # Listed and shown, read-only, saying why.
+    assert "boss" in lead_client.get(reverse("admin:auth_user_changelist")).content.decode()
+    shown = lead_client.get(change)
+    assert shown.status_code == 200 and not shown.context["has_change_permission"]
+    assert "Only a superuser may change, delete or set the password of boss" in shown.content.decode()
+    assert 'name="_save"' not in shown.content.decode()
+    # A crafted post changes nothing: not the groups, not "active", not superuser status.
+    posted = _change_account(lead_client, boss, groups=[str(_group("hematologist").pk)], is_active=None,
+                             is_superuser=None)
+    assert posted.status_code == 403
+    stored = _fresh(boss)
+    assert stored.is_active and stored.is_superuser and not stored.groups.exists()
+    # Nor its password.
+    password = reverse("admin:auth_user_password_change", args=[boss.pk])
+    refused = lead_client.get(password)
+    assert refused.status_code == 403 and "Only a superuser may set the password of boss" in (
+        refused.content.decode())
+    assert lead_client.post(password, {"password1": "taken-over-now-1", "password2": "taken-over-now-1",
+                                       "usable_password": "true"}).status_code == 403
+    assert _fresh(boss).check_password("a-long-passphrase-1")
+    # Nor is it deleted, even by an administrator given the permission to delete accounts.
+    from django.contrib.auth.models import Permission
+
+    lead.user_permissions.add(Permission.objects.get(content_type__app_label="auth", codename="delete_user"))
+    lead = _fresh(lead)
+    lead_client.force_login(lead)
+    deleting = lead_client.post(reverse("admin:auth_user_delete", args=[boss.pk]), {"post": "yes"})
+    assert deleting.status_code == 403 and "Only a superuser may delete boss" in deleting.content.decode()
+    changelist = reverse("admin:auth_user_changelist")
+    selection = {"action": "delete_selected", "_selected_action": [boss.pk, tech.pk]}
+    asked = lead_client.post(changelist, selection, follow=True)
+    assert "Only a superuser may delete boss" in asked.content.decode()
+    lead_client.post(changelist, {**selection, "post": "yes"})
+    assert django_user_model.objects.filter(username__in=["boss", "tech"]).count() == 2
+    # An ordinary account is still theirs to delete.
+    lead_client.post(changelist, {"action": "delete_selected", "_selected_action": [tech.pk], "post": "yes"})
+    assert not django_user_model.objects.filter(username="tech").exists()
+
+
+def test_an_administrator_cannot_promote_themselves(lead_client, lead):
+    page = lead_client.get(reverse("admin:auth_user_change", args=[lead.pk])).content.decode()
+    assert 'name="groups"' not in page and 'name="is_staff"' not in page
+    assert "So are your own groups" in page
+    hematologist = str(_group("hematologist").pk)
+    response = _change_account(lead_client, lead, groups=[hematologist], is_staff=None, first_name="Lee")
+    assert response.status_code == 302
+    stored = _fresh(lead)
+    # Their name is theirs to change; their role and staff status are not.
+    assert stored.first_name == "Lee" and stored.is_staff
+    assert list(stored.groups.values_list("name", flat=True)) == ["admin"]
+    assert not stored.has_perm("webapp.sign_sample")
+
+
+def test_an_administrator_gives_other_accounts_the_lab_roles_but_not_the_admin_role(lead_client, lead,
+                                                                                   django_user_model):
+    tech = django_user_model.objects.create_user("tech", password="a-long-passphrase-4")
+    technologist, hematologist, admin_role = map(_group, ("technologist", "hematologist", "admin"))
+
+    page = lead_client.get(reverse("admin:auth_user_change", args=[tech.pk]))
+    offered = set(page.context["adminform"].form.fields["groups"].queryset.values_list("name", flat=True))
+    assert {"technologist", "hematologist"} <= offered and "admin" not in offered
+    assert _change_account(lead_client, tech, groups=[str(hematologist.pk)]).status_code == 302
+    assert _fresh(tech).has_perm("webapp.sign_sample")
+    # The admin role and staff status are not theirs to give ...
+    refused = _change_account(lead_client, tech, groups=[str(admin_role.pk)], is_staff="on")
+    assert refused.status_code == 200 and "Select a valid choice" in refused.content.decode()
+    _change_account(lead_client, tech, groups=[str(technologist.pk)], is_staff="on")
+    stored = _fresh(tech)
+    assert not stored.is_staff and list(stored.groups.values_list("name", flat=True)) == ["technologist"]
+    # ... nor to take: an account a superuser made an administrator keeps the role when its lab roles
+    # change, and one with staff status (a fellow administrator) is a superuser's to change.
+    tech.groups.add(admin_role)
+    _change_account(lead_client, tech, groups=[str(hematologist.pk)])
+    assert set(_fresh(tech).groups.values_list("name", flat=True)) == {"admin", "hematologist"}
+    colleague = with_role(django_user_model.objects.create_user("colleague", is_staff=True), "admin")
+    assert _change_account(lead_client, colleague, groups=[], is_staff=None).status_code == 403
+    stored = _fresh(colleague)
+    assert stored.is_staff and list(stored.groups.values_list("name", flat=True)) == ["admin"]
+    assert lead_client.get(reverse("admin:auth_user_password_change", args=[colleague.pk])).status_code == 403
+
+
+def test_a_superuser_keeps_full_power_over_accounts(admin_client, django_user_model):
+    boss = django_user_model.objects.get(username="boss")
+    other = django_user_model.objects.create_superuser("other", password="a-long-passphrase-7")
+    tech = django_user_model.objects.create_user("tech", password="a-long-passphrase-4")
+    admin_role = _group("admin")
+
+    response = _change_account(admin_client, tech, is_superuser="on", is_staff="on",
+                               groups=[str(admin_role.pk)], user_permissions=[str(_sign_permission().pk)])
+    assert response.status_code == 302
+    stored = _fresh(tech)
+    assert stored.is_superuser and stored.is_staff and stored.groups.get() == admin_role
+    assert stored.user_permissions.get() == _sign_permission()
+    # Their own groups, another superuser's account, its password.
+    assert _change_account(admin_client, boss, groups=[str(admin_role.pk)]).status_code == 302
+    assert _fresh(boss).groups.get() == admin_role
+    assert admin_client.post(reverse("admin:auth_user_password_change", args=[other.pk]), {
+        "password1": "a-new-passphrase-8", "password2": "a-new-passphrase-8", "usable_password": "true",
+    }).status_code == 302
+    assert _fresh(other).check_password("a-new-passphrase-8")
+    changelist = reverse("admin:auth_user_changelist")
+    admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [other.pk, tech.pk],
+                                   "post": "yes"})
+    assert list(django_user_model.objects.values_list("username", flat=True)) == ["boss"]

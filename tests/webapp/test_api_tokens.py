@@ -158,3 +158,46 @@ def test_the_admin_role_manages_api_keys(client, lis, django_user_model):
     other = with_role(django_user_model.objects.create_user("t", is_staff=True), "technologist")
     client.force_login(other)
     assert client.get(reverse("admin:webapp_apitoken_add")).status_code == 403
+
+
+@pytest.mark.parametrize("role", ["superuser", "admin"])
+def test_an_api_key_is_revoked_never_deleted(client, lis, django_user_model, role):
+    token, key = create_token(lis, "LIS")
+    if role == "superuser":
+        client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+    else:
+        client.force_login(with_role(django_user_model.objects.create_user("lead", is_staff=True), "admin"))
+    changelist = reverse("admin:webapp_apitoken_changelist")
+
+    page = client.get(changelist).content.decode()
+    assert 'value="revoke"' in page and 'value="delete_selected"' not in page
+    client.post(changelist, {"action": "delete_selected", "_selected_action": [token.pk], "post": "yes"})
+    shown = client.get(reverse("admin:webapp_apitoken_change", args=[token.pk])).content.decode()
+    assert "deletelink" not in shown
+    delete = reverse("admin:webapp_apitoken_delete", args=[token.pk])
+    assert client.get(delete).status_code == 403
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    assert ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).exists()
+    # Revoking is how a key is stopped; it stays listed, with the date.
+    client.post(changelist, {"action": "revoke", "_selected_action": [token.pk]})
+    assert ApiToken.objects.get(pk=token.pk).revoked_at is not None
+    assert "LIS" in client.get(changelist).content.decode()
+
+
+def test_an_account_with_api_keys_is_made_inactive_not_deleted(client, lis, django_user_model):
+    token, key = create_token(lis, "LIS")
+    client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+    delete = reverse("admin:auth_user_delete", args=[lis.pk])
+
+    asked = client.get(delete)
+    page = asked.content.decode()
+    assert asked.context["protected"] == ["API key: LIS (lis)"] and not asked.context["perms_lacking"]
+    assert "API keys stay on record" in page and 'untick "Active"' in page.replace("&quot;", '"')
+    client.post(delete, {"post": "yes"})
+    assert django_user_model.objects.filter(pk=lis.pk).exists()
+    assert ApiToken.objects.filter(pk=token.pk).exists()
+    # The account made inactive, its key reads nothing.
+    lis.is_active = False
+    lis.save()
+    client.logout()
+    assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 401
