@@ -1,5 +1,7 @@
 """Forms of the lab workflow: the upload of a sample, the history filters, a cell review."""
 
+import re
+
 from django import forms
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -139,11 +141,22 @@ class SampleListFilterForm(forms.Form):
                 "statuses": self.STATUSES[data.get("status") or ""]}
 
 
+class QueryDateTimeField(forms.DateTimeField):
+    """An ISO 8601 date and time from a query string, where an offset's "+" sent unencoded arrives
+    as a space: a program that copies a result's signed_at ("...T08:28:24+00:00") into the URL as
+    it is means "+00:00", and no date-time has a space before its last HH:MM otherwise."""
+
+    def to_python(self, value):
+        if isinstance(value, str):
+            value = re.sub(r"(T[\d:.,]+) (\d{2}:?\d{2})$", r"\1+\2", value.strip())
+        return super().to_python(value)
+
+
 class ApiSampleListFilterForm(SampleListFilterForm):
     """The API's sample list: the page's filters, and what a laboratory information system polls
     with, the results signed since its last look."""
 
-    signed_since = forms.DateTimeField(
+    signed_since = QueryDateTimeField(
         required=False, help_text="ISO 8601, e.g. 2026-12-05T06:00:00Z; without an offset, the "
                                   "site's time zone (LEUKOSCOPE_TIME_ZONE, UTC by default).")
 

@@ -105,6 +105,12 @@ def test_an_information_system_polls_for_the_results_signed_since_its_last_look(
     zulu = (now - timedelta(hours=2)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert [row["accession_number"] for row in polled(signed_since=zulu)[1]["results"]] == ["S-LATER"]
 
+    # A signed_at copied into the URL unencoded: its "+" arrives as a space, and still means "+".
+    last = body["results"][-1]["signed_at"]
+    assert "+00:00" in last
+    response = client.get(f"{reverse('lab:api-samples')}?signed_since={last}")
+    assert [row["accession_number"] for row in response.json()["results"]] == ["S-LATER"]
+
     status, body = polled(signed_since="yesterday")
     assert status == 400 and body["error"].startswith("Bad filter: signed_since: Enter a valid date/time.")
     status, body = polled(signed_since=since, status="unsigned")
@@ -307,3 +313,18 @@ def test_a_call_of_no_white_cell_has_no_mononuclear_or_polynuclear_group(client,
     assert "Mononuclear or polynuclear" not in page
     assert "Mononuclear or polynuclear (probabilities summed): Polynuclear" in client.get(
         reverse("lab:cell-detail", args=[lymphocyte.pk])).content.decode()
+
+
+def test_a_parameter_a_list_does_not_take_is_refused_not_ignored(client, tech):
+    make_sample("H26-0301", types=("NEUTROPHIL",))
+    make_sample("H26-0302", types=("NEUTROPHIL",))
+    samples = reverse("lab:api-samples")
+
+    misspelt = client.get(samples, {"acession_number": "H26-0301"})
+    assert misspelt.status_code == 400
+    assert misspelt.json()["error"].startswith("Unknown parameter: acession_number. This list takes ")
+    assert "accession_number" in misspelt.json()["error"]
+    assert client.get(reverse("lab:api-cells"), {"type": "MONOCYTE"}).status_code == 400
+    # ?q= finds by a piece of the accession number, as the sample list's search box does.
+    found = client.get(samples, {"q": "0302", "page_size": 10}).json()["results"]
+    assert [row["accession_number"] for row in found] == ["H26-0302"]

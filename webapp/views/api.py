@@ -4,7 +4,8 @@ Session authentication (the site's login): without one the API answers 401, and 
 JSON too ({"error": "..."}, see views.errors). Every view answers GET only. Lists are paginated with
 `?page=` and `?page_size=` (1 to 200): a malformed one answers 400, a page past the last 404, so
 that a reader walking the pages cannot loop on the last one. The sample list takes `?status=`
-(signed, unsigned, reopened) and `?accession_number=`.
+(signed, unsigned, reopened), `?accession_number=` (one sample), `?q=` (a piece of one) and
+`?signed_since=`; a parameter a list does not take answers 400.
 """
 
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
@@ -29,6 +30,7 @@ from webapp.selectors import (
 )
 
 MAX_PAGE_SIZE = 200
+PAGING = ("page", "page_size")
 
 
 def read_only(view):
@@ -168,6 +170,18 @@ def _sign_off_fields(request, sample):
     }
 
 
+def _unknown_parameters(request, known):
+    """400 naming the query parameters this list does not take, or None: a misspelt filter
+    (?acession_number=) would otherwise be ignored, and a laboratory system would file the whole
+    list as the sample it asked for."""
+    unknown = sorted(set(request.GET) - set(known))
+    if not unknown:
+        return None
+    noun = "parameters" if len(unknown) > 1 else "parameter"
+    return JsonResponse({"error": f"Unknown {noun}: {', '.join(unknown)}. "
+                                  f"This list takes {', '.join(sorted(known))}."}, status=400)
+
+
 def _invalid_filters(form):
     """400 with the one "error" every API refusal carries (the README's promise), naming each bad
     filter, and "errors": the form's per-field details for a program that reads them."""
@@ -179,10 +193,14 @@ def _invalid_filters(form):
 @read_only
 def sample_list(request):
     form = ApiSampleListFilterForm(request.GET)
+    unknown = _unknown_parameters(request, [*form.fields, "accession_number", *PAGING])
+    if unknown:
+        return unknown
     if not form.is_valid():
         return _invalid_filters(form)
     filters = form.filters()
     samples = samples_with_progress(accession=request.GET.get("accession_number", "").strip(),
+                                    accession_contains=filters["accession_contains"],
                                     statuses=filters["statuses"], signed_since=filters["signed_since"])
     return _listing(request, samples, _sample_summary)
 
@@ -228,6 +246,9 @@ def sample_detail(request, pk):
 @read_only
 def cell_list(request):
     form = HistoryFilterForm(request.GET or None)
+    unknown = _unknown_parameters(request, [*form.fields, *PAGING])
+    if unknown:
+        return unknown
     if request.GET and not form.is_valid():
         return _invalid_filters(form)
     return _listing(request, cell_history(form.filters()), cell_json, CappedPaginator)
