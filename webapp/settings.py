@@ -273,6 +273,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_connect_timeout": 2,
     "socket_timeout": 2,
 }
+# `make run` on a Redis other instances find too keeps this instance's queues apart (webapp.broker).
+if os.environ.get("LEUKOSCOPE_BROKER_KEY_PREFIX"):
+    CELERY_BROKER_TRANSPORT_OPTIONS["global_keyprefix"] = os.environ["LEUKOSCOPE_BROKER_KEY_PREFIX"]
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 # One quick retry, not Celery's three: a photograph that could not be sent is stored as queued and
 # sent by the reconciler, so the upload need not wait for the broker to come back.

@@ -15,7 +15,14 @@ import pytest
 from django.urls import reverse
 
 from tests.conftest import point_celery_at
-from webapp.broker import redis_answers, resolve_broker, start_embedded_redis
+from webapp.broker import (
+    LOCAL_REDIS_URL,
+    WORKER_ROLL_KEY,
+    instance_key_prefix,
+    redis_answers,
+    resolve_broker,
+    start_embedded_redis,
+)
 from webapp.models import ModelVersion
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -232,16 +239,13 @@ def _get_json(url):
         return error.code, json.loads(error.read())
 
 
-@pytest.mark.worker
-def test_launcher_serves_the_site_with_an_embedded_redis_and_stops_everything(tmp_path):
-    """What `make run` does after setup, on the embedded-Redis path, end to end in real processes;
-    Ctrl-C reaches the whole terminal's process group, and leaves no process and no port behind."""
-    import psutil
-
-    env = dict(os.environ, LEUKOSCOPE_VAR_DIR=str(tmp_path), LEUKOSCOPE_EMBEDDED_REDIS="1",
-               PYTHONUNBUFFERED="1")
-    for name in ("REDIS_URL", "DATABASE_URL"):
-        env.pop(name, None)
+def _start_launcher(tmp_path, **extra_env):
+    """`manage.py runlab` (what `make run` serves with) on a database of its own in ``tmp_path``:
+    (the process, its address, its log)."""
+    env = dict(os.environ, LEUKOSCOPE_VAR_DIR=str(tmp_path), PYTHONUNBUFFERED="1", **extra_env)
+    for name in ("REDIS_URL", "DATABASE_URL", "LEUKOSCOPE_EMBEDDED_REDIS", "LEUKOSCOPE_BROKER_KEY_PREFIX"):
+        if name not in extra_env:
+            env.pop(name, None)
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO_ROOT, env=env,
                    check=True, capture_output=True, timeout=300)
     port = _free_port()
@@ -250,20 +254,69 @@ def test_launcher_serves_the_site_with_an_embedded_redis_and_stops_everything(tm
         [sys.executable, "manage.py", "runlab", "--port", str(port), "--web-workers", "1"],
         cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    base = f"http://127.0.0.1:{port}"
+    return launcher, f"http://127.0.0.1:{port}", log
+
+
+def _wait_for_workers(launcher, base, tmp_path):
+    """/healthz's report once it sees a live worker (failing with the launcher's log otherwise)."""
     report = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            status, report = _get_json(base + "/healthz")
+            if report["checks"]["worker"]["ok"]:
+                break
+        except (OSError, ValueError):
+            pass
+        assert launcher.poll() is None, (tmp_path / "runlab.log").read_text()
+        time.sleep(1)
+    assert report and report["checks"]["worker"]["ok"], (tmp_path / "runlab.log").read_text()
+    return report
+
+
+def _stop_launcher(launcher):
+    os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                status, report = _get_json(base + "/healthz")
-                if report["checks"]["worker"]["ok"]:
-                    break
-            except (OSError, ValueError):
-                pass
-            assert launcher.poll() is None, (tmp_path / "runlab.log").read_text()
-            time.sleep(1)
-        assert report and report["checks"]["worker"]["ok"], (tmp_path / "runlab.log").read_text()
+        launcher.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        raise
+
+
+@pytest.mark.worker
+@pytest.mark.skipif(not redis_answers(LOCAL_REDIS_URL), reason=f"needs a Redis running at {LOCAL_REDIS_URL}")
+def test_launcher_on_this_machines_redis_keeps_its_keys_apart(tmp_path):
+    """Two checkouts served on one machine find the same Redis: each keeps its queues and its roll
+    of workers under a prefix of its own, so neither takes the other's photographs."""
+    import redis
+
+    prefix = instance_key_prefix(tmp_path)
+    shared = redis.Redis.from_url(LOCAL_REDIS_URL)
+    launcher, base, log = _start_launcher(tmp_path)
+    try:
+        _wait_for_workers(launcher, base, tmp_path)
+        log.seek(0)
+        assert f"keys prefixed {prefix}" in log.read()
+        roll = {name.decode() for name in shared.smembers(prefix + WORKER_ROLL_KEY)}
+        assert any(name.startswith("classify@") for name in roll), roll
+        assert shared.exists(f"{prefix}_kombu.binding.classify")
+        # Another instance's roll, under its own prefix, is not this one's: its /healthz sees no
+        # worker there.
+        assert not shared.smembers(instance_key_prefix(tmp_path / "elsewhere") + WORKER_ROLL_KEY)
+    finally:
+        _stop_launcher(launcher)
+    assert not shared.smembers(prefix + WORKER_ROLL_KEY)  # the workers left the roll on the way out
+
+
+@pytest.mark.worker
+def test_launcher_serves_the_site_with_an_embedded_redis_and_stops_everything(tmp_path):
+    """What `make run` does after setup, on the embedded-Redis path, end to end in real processes;
+    Ctrl-C reaches the whole terminal's process group, and leaves no process and no port behind."""
+    import psutil
+
+    launcher, base, log = _start_launcher(tmp_path, LEUKOSCOPE_EMBEDDED_REDIS="1")
+    try:
+        report = _wait_for_workers(launcher, base, tmp_path)
         assert report["checks"]["broker"]["ok"]
         with urllib.request.urlopen(base + "/accounts/login/", timeout=5) as response:
             assert response.status == 200
@@ -278,12 +331,7 @@ def test_launcher_serves_the_site_with_an_embedded_redis_and_stops_everything(tm
         assert (tmp_path / "redis" / "appendonly.aof").exists() or any(
             (tmp_path / "redis").glob("appendonlydir/*")), "the embedded Redis keeps an append-only file"
     finally:
-        os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
-        try:
-            launcher.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(launcher.pid, signal.SIGKILL)
-            raise
+        _stop_launcher(launcher)
     log.seek(0)
     output = log.read()
     assert "Traceback" not in output, output
@@ -297,5 +345,5 @@ def test_launcher_serves_the_site_with_an_embedded_redis_and_stops_everything(tm
     with socket.socket() as sock:
         # As a web server binds (gunicorn sets SO_REUSEADDR): fails only while something listens.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
+        sock.bind(("127.0.0.1", int(base.rsplit(":", 1)[1])))
         sock.listen()

@@ -17,7 +17,13 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from webapp.broker import BrokerUnavailable, resolve_broker
+from webapp.broker import (
+    KEY_PREFIX_VARIABLE,
+    BrokerUnavailable,
+    instance_key_prefix,
+    resolve_broker,
+    shares_local_redis,
+)
 
 
 class Command(BaseCommand):
@@ -35,6 +41,9 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         env = dict(os.environ, REDIS_URL=broker_url, PYTHONUNBUFFERED="1")
         where = "embedded Redis started by Leukoscope" if embedded else "Redis"
+        if shares_local_redis(embedded):
+            env.setdefault(KEY_PREFIX_VARIABLE, instance_key_prefix(settings.VAR_DIR))
+            where = f"Redis shared on this machine (this instance's keys prefixed {env[KEY_PREFIX_VARIABLE]})"
         self.stdout.write(f"Broker: {where} at {broker_url}")
 
         python = sys.executable
