@@ -181,3 +181,17 @@ def test_times_on_the_report_say_their_zone(client, tech, hematologist, settings
     assert "2026-12-04 11:47 CET" in html
     text = pdf_text(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
     assert b"2026-12-04 11:47 CET" in text
+
+
+def test_the_samples_note_is_on_the_report_and_a_long_type_says_how_many_it_shows(client, tech):
+    sample = make_sample("H26-0048", types=("NEUTROPHIL",) * 6 + ("LYMPHOCYTE",))
+    Sample.objects.filter(pk=sample.pk).update(note="May-Grünwald-Giemsa, x100 oil\n<b>left shift?</b>")
+    store_crops(sample)
+
+    page = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert ('<strong>Note:</strong> May-Grünwald-Giemsa, x100 oil<br>&lt;b&gt;left shift?&lt;/b&gt;'
+            in page)
+    assert "Neutrophil (4 of 6 shown)" in page and "Lymphocyte (1)" in page
+
+    text = pdf_text(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
+    assert b"x100 oil" in text and b"Neutrophil \\(4 of 6 shown\\)" in text

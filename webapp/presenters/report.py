@@ -59,6 +59,15 @@ class GalleryType:
     count: int  # cells of this type on the sample (the gallery shows a few)
     crops: list  # Cell, with a stored crop
 
+    @property
+    def caption(self):
+        """The row's label: Neutrophil (3), or Neutrophil (4 of 57 shown) where it shows fewer cells
+        than were counted."""
+        shown = len(self.crops)
+        if shown >= self.count:
+            return f"{self.label} ({self.count})"
+        return f"{self.label} ({shown} of {self.count} shown)"
+
 
 @dataclass(frozen=True)
 class VersionLine:
@@ -71,6 +80,7 @@ class VersionLine:
 class SampleReport(ViewModel):
     sample: Sample
     accession: str
+    note: str  # what the technologist wrote with the sample (stain, microscope, clinical remark)
     signed: bool
     signed_by: str  # display name of the signing hematologist; "" when not signed
     signed_at: datetime | None
@@ -186,6 +196,7 @@ def sample_report(sample):
     return SampleReport(
         sample=sample,
         accession=sample.accession_number,
+        note=sample.note.strip(),
         signed=signed,
         signed_by=_person(sample.signed_by) if signed else "",
         signed_at=sample.signed_at if signed else None,

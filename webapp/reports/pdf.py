@@ -122,7 +122,7 @@ def _gallery(report, styles):
     for kind in report.gallery:
         pictures = [picture for picture in map(_crop, kind.crops) if picture is not None]
         if pictures:
-            rows.append([Paragraph(f"{_text(kind.label)} ({kind.count})", styles["Normal"]), *pictures])
+            rows.append([Paragraph(_text(kind.caption), styles["Normal"]), *pictures])
     if not rows:
         return []
     width = max(len(row) for row in rows)
@@ -153,6 +153,8 @@ def render_pdf(report, compress=True):
     )
     story = [Paragraph(f"Leukocyte differential \u2014 {_text(report.accession)}", styles["Title"])]
     story += _status(report, styles)
+    if report.note:
+        story.append(Paragraph(f"<b>Note:</b> {_text(report.note)}".replace("\n", "<br/>"), styles["Normal"]))
     if report.below_target_reason:
         story.append(Paragraph(f"Signed below the target count of {report.target_count}: "
                                f"{_text(report.below_target_reason)}", styles["Normal"]))
