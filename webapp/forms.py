@@ -46,10 +46,11 @@ class MultipleImageField(forms.FileField):
             )
         return list(files)
 
-ACCESSION_RULE = RegexValidator(
-    r"^[A-Za-z0-9][A-Za-z0-9 ._/\-]*$",
-    "Use letters, digits, spaces and . _ / - only, as on the specimen label.",
-)
+ACCESSION_MESSAGE = "Use letters, digits, spaces and . _ / - only, as on the specimen label."
+ACCESSION_RULE = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9 ._/\-]*$", ACCESSION_MESSAGE)
+# The same rule for the browser (an input's pattern, read with the v flag, wants / and - escaped in
+# a class): a typo is caught before the photographs are sent, which a refused form would drop.
+ACCESSION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9 ._\/\-]*"
 
 
 def duplicate_accession_error(existing):
@@ -81,7 +82,8 @@ class SampleUploadForm(forms.Form):
         help_text="The laboratory's specimen number. Never a patient's name.",
         validators=[ACCESSION_RULE],
         widget=forms.TextInput(
-            attrs={"autocomplete": "off", "autofocus": True, "placeholder": "e.g. H26-004512"}
+            attrs={"autocomplete": "off", "autofocus": True, "placeholder": "e.g. H26-004512",
+                   "pattern": ACCESSION_PATTERN, "title": ACCESSION_MESSAGE}
         ),
     )
     note = forms.CharField(

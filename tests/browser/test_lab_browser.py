@@ -135,3 +135,21 @@ def test_the_artefact_button_reads_as_one_to_press(live_server, browser_page, dj
     artefact = next(button for button in buttons if button[0] == "ARTEFACT")
     assert artefact[2] == "rgb(255, 255, 255)" and artefact[3] is False and artefact[4] == "1"
     assert contrast_on_white(artefact[1]) >= 4.5, artefact  # WCAG AA for text
+
+
+def test_the_browser_refuses_a_malformed_accession_number_before_sending_photographs(
+        live_server, browser_page, django_user_model):
+    from webapp.forms import ACCESSION_RULE
+
+    with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/new/")
+    field = page.locator("#id_accession_number")
+    # An input whose pattern the browser cannot compile checks nothing: the two rules must agree.
+    for typed in ("H26-1", "a b.c_d/e-f", "9", "-H26", "H26<1>", "H\u00e926", " H26", "H26+1"):
+        field.fill(typed)
+        valid = field.evaluate("input => input.checkValidity()")
+        assert valid == bool(ACCESSION_RULE.regex.match(typed)), typed
+    # The browser's bubble names the rule: it shows the input's title beside its own sentence.
+    assert "letters, digits, spaces" in field.get_attribute("title")

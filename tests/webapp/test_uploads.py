@@ -670,6 +670,9 @@ def test_a_known_accession_number_links_the_existing_sample_instead(client, tech
     assert (f'Sample <a href="{link}">H26-1</a> already exists: add photographs to it instead.'
             in response.content.decode())
     assert Sample.objects.count() == 1 and queued == []
+    # The browser has dropped the chosen files: the page says they must be chosen again.
+    assert ("The 1 photograph you chose was not stored: correct the form, then choose it again."
+            in response.content.decode())
 
 
 @pytest.mark.django_db
@@ -724,3 +727,13 @@ def test_the_upload_page_says_what_it_accepts_before_a_file_is_chosen(client, te
     assert "Greyscale images are refused: the stain" in accepts
     assert "JPEG, PNG, TIFF, BMP or WebP, up to 25 MB and 40 megapixels each" in accepts
     assert "Up to 50 photographs at a time" in accepts
+
+
+@pytest.mark.django_db
+def test_a_form_refused_for_its_photographs_does_not_ask_to_choose_them_again(client, tech, queued):
+    response = client.post(reverse("lab:upload"), {"accession_number": "H26-0400"})
+    assert response.status_code == 400 and 'data-role="choose-again"' not in response.content.decode()
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": "H26-0401", "images": [upload("a.txt", b"not a photograph")]})
+    assert response.status_code == 400 and 'data-role="choose-again"' not in response.content.decode()
+

@@ -100,9 +100,15 @@ def upload(request):
         rejected = result.rejected
         form.add_error("images", "None of the files could be stored; nothing was saved.")
     status = 200 if request.method == "GET" else 400
+    # A browser never fills a file input back in: photographs sent with a form refused for its
+    # accession number or note are gone from it, and the page must say so.
+    sent = len(request.FILES.getlist("images")) if result is None and not form.has_error("images") else 0
     return render(request, "lab/upload.html", {
         "form": form,
         "rejected": rejected,
+        "choose_again": (f"The {count_of(sent, 'photograph')} you chose {'was' if sent == 1 else 'were'} "
+                         f"not stored: correct the form, then choose {'it' if sent == 1 else 'them'} "
+                         "again.") if sent else "",
         "max_upload_mb": settings.MAX_UPLOAD_BYTES // (1024 * 1024),
         "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
         "max_megapixels": f"{settings.MAX_IMAGE_PIXELS / 1e6:g}",
