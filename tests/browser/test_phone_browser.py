@@ -1,6 +1,7 @@
 """The site on a phone (390 px wide): the top bar wraps so that every page and "Sign out" are on
 screen, on the bar's purple; wide tables scroll inside their own box, so no page is wider than the
-screen; the sample page's type buttons wrap in rows. Leaves test-output/phone-sample.png.
+screen; the sample page's cells are cards whose type buttons wrap in rows, all on screen. Leaves
+test-output/phone-sample.png.
 
 No worker: the records are made in the database.
 """
@@ -45,16 +46,22 @@ def test_every_page_fits_a_phone_and_the_bar_wraps(live_server, browser_page, dj
         assert page.evaluate(BAR_OUTSIDE) == [], url
         assert page.get_by_role("button", name="Sign out").is_visible()
 
-    # The sample page's review table scrolls by itself, and a cell's fifteen type buttons wrap in
-    # rows of several instead of one per line.
+    # The sample page's cells are cards: every type button of every cell is on screen without
+    # scrolling sideways, and a cell's fifteen buttons wrap in rows of several, not one per line.
     page.goto(f"{live_server.url}/samples/{sample.pk}/")
-    table = page.evaluate("(() => { const t = document.querySelector('table.cells');"
-                          " return [t.scrollWidth, t.clientWidth]; })()")
-    assert table[0] > table[1], "the review table fits: nothing here tests its scrolling"
+    off_screen = page.evaluate("""() => Array.from(
+        document.querySelectorAll('tr.cellrow button, tr.cellrow a')).filter(item => {
+            const box = item.getBoundingClientRect();
+            return box.left < 0 || box.right > window.innerWidth; })
+        .map(item => item.textContent.trim())""")
+    assert off_screen == [], off_screen
     lines = page.evaluate("""() => new Set(Array.from(
         document.querySelector('tr.cellrow .review-form').querySelectorAll('button'),
         button => Math.round(button.getBoundingClientRect().top))).size""")
     buttons = page.locator("tr.cellrow").first.locator(".review-form button").count()
     assert buttons >= 12 and lines <= 4, (buttons, lines)
+    # A press on the phone relabels the cell as on a desktop.
+    page.locator("tr.cellrow").first.locator(".review-form button[value=BASOPHIL]").click()
+    page.wait_for_function("() => document.querySelector('tr.cellrow .typebtn.current.confirmed')")
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "phone-sample.png"), full_page=True)
