@@ -30,7 +30,8 @@ class ApiTokenMiddleware:
     sign-in (webapp.services.api_tokens): how the lab's information system reads results. A key
     only reads, whatever its account may do; a bad or revoked key answers 401, never the login page."""
 
-    READS = ("GET", "HEAD", "OPTIONS")
+    # What the API's views answer (api.read_only): OPTIONS too would pass here, to be refused there.
+    READS = ("GET", "HEAD")
 
     def __init__(self, get_response):
         self.get_response = get_response

@@ -71,6 +71,10 @@ def test_a_key_only_reads_and_only_the_api(client, django_user_model):
     # Even an account that may relabel cannot with a key.
     posted = client.post(reverse("lab:api-cell", args=[cell.pk]), {"cell_type": "MONOCYTE"}, **bearer(key))
     assert posted.status_code == 405 and "only reads" in posted.json()["error"]
+    assert posted["Allow"] == "GET, HEAD"
+    # OPTIONS is refused in the same words: the API's views answer GET and HEAD only.
+    asked = client.options(reverse("lab:api-samples"), **bearer(key))
+    assert asked.status_code == 405 and "only reads" in asked.json()["error"]
     # Outside the API the key is no sign-in: the page sends it to the login page.
     page = client.get(reverse("lab:sample-detail", args=[sample.pk]), **bearer(key))
     assert page.status_code == 302 and "/accounts/login/" in page["Location"]
