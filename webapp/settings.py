@@ -154,6 +154,8 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
+# ISO dates everywhere, the Django admin included (webapp/formats/en/formats.py).
+FORMAT_MODULE_PATH = ["webapp.formats"]
 TIME_ZONE = os.environ.get("LEUKOSCOPE_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True

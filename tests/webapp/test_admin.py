@@ -358,3 +358,12 @@ def test_a_superuser_keeps_full_power_over_accounts(admin_client, django_user_mo
     admin_client.post(changelist, {"action": "delete_selected", "_selected_action": [other.pk, tech.pk],
                                    "post": "yes"})
     assert list(django_user_model.objects.values_list("username", flat=True)) == ["boss"]
+
+
+@pytest.mark.django_db
+def test_the_admin_writes_dates_as_the_lab_pages_do(admin_client):
+    sample = make_sample("H26-ADMIN-DATE", types=("NEUTROPHIL",))
+    Sample.objects.filter(pk=sample.pk).update(created_at="2026-03-04T17:05:00Z")
+    page = admin_client.get(reverse("admin:webapp_sample_changelist")).content.decode()
+    assert "2026-03-04 17:05 UTC" in page
+    assert "p.m." not in page
