@@ -235,8 +235,7 @@ SAME_FIELD_MAX_DIFFERENCE = 16
 # checksum alone. Steps that change, of 256: real fields (40 BCCD smears, 60 PBC and 60
 # blood-cell-images TEST cells) 161-246; drawn test fields with flat backgrounds 80-133; a smear
 # at 1.5x its exposure 118 or more, at 1.8x 28 or more (median 43), at 2.2x 2 or more (median
-# 19), a flat frame 0. Two
-# grids of 48 changing steps each have about 24 rises apiece, and agree within
+# 19), a flat frame 0. Two grids of 48 changing steps have about 24 rises apiece, and agree within
 # SAME_FIELD_MAX_DIFFERENCE only where they are one field.
 FINGERPRINT_MIN_STEPS = 48
 
@@ -273,8 +272,8 @@ _SAME_SHAPE_TURNS = (Image.Transpose.ROTATE_180, Image.Transpose.FLIP_LEFT_RIGHT
 def oriented_fingerprints(image):
     """(fingerprint(image), the fingerprints of its seven other orientations: turned a quarter, a
     half or three quarters, or mirrored), each the one its file turned so would have; ("", ()) for
-    a photograph too flat to tell. Software that
-    rotates the pixels themselves, not the orientation flag, makes a copy of the same field.
+    a photograph too flat to tell. Software that rotates the pixels themselves, not the orientation
+    flag, makes a copy of the same field.
 
     A box average onto a grid gives the same grid, turned, whether the photograph or the grid is
     turned, when the turn keeps the grid's shape: so one transpose of the full-size grey image
