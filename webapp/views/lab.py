@@ -49,7 +49,7 @@ from webapp.services.uploads import (
 )
 from webapp.views import roles
 from webapp.views.errors import wants_json
-from webapp.wording import count_of
+from webapp.wording import choose_again, count_of
 
 
 @require_GET
@@ -106,9 +106,7 @@ def upload(request):
     return render(request, "lab/upload.html", {
         "form": form,
         "rejected": rejected,
-        "choose_again": (f"The {count_of(sent, 'photograph')} you chose {'was' if sent == 1 else 'were'} "
-                         f"not stored: correct the form, then choose {'it' if sent == 1 else 'them'} "
-                         "again.") if sent else "",
+        "choose_again": choose_again(sent),
         "max_upload_mb": settings.MAX_UPLOAD_BYTES // (1024 * 1024),
         "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
         "max_megapixels": f"{settings.MAX_IMAGE_PIXELS / 1e6:g}",
