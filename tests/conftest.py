@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import pytest
 from django.conf import settings
+from django.test.utils import override_settings
 
 from webapp.broker import embedded_redis_forced, redis_answers, start_embedded_redis
 from webapp.worker_process import WorkerDidNotStart, start_worker, stop_worker
@@ -128,6 +129,17 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     if sqlite:
         for suffix in ("-wal", "-shm"):
             Path(database["TEST"]["NAME"] + suffix).unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing():
+    """Django's advice for test suites: a cheap hasher. The default PBKDF2 costs ~0.23 s a hash on
+    a 2-core host, and every signed-in fixture hashes a password. No test is about the hasher;
+    processes a test starts (the launcher, the benches) keep the site's own."""
+    fast = override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"])
+    fast.enable()
+    yield
+    fast.disable()
 
 
 @pytest.fixture(scope="session", autouse=True)
