@@ -1,7 +1,7 @@
 """The site on a phone (390 px wide): the top bar wraps so that every page and "Sign out" are on
 screen, on the bar's purple; wide tables scroll inside their own box, so no page is wider than the
-screen; the sample page's cells are cards whose type buttons wrap in rows, all on screen. Leaves
-test-output/phone-sample.png.
+screen; the sample list's rows and the sample page's cells are cards (type buttons in rows), all on
+screen. Leaves test-output/phone-sample.png.
 
 No worker: the records are made in the database.
 """
@@ -45,6 +45,15 @@ def test_every_page_fits_a_phone_and_the_bar_wraps(live_server, browser_page, dj
         assert width <= PHONE["width"], f"{url} is {width} px wide on a {PHONE['width']} px screen"
         assert page.evaluate(BAR_OUTSIDE) == [], url
         assert page.get_by_role("button", name="Sign out").is_visible()
+
+    # The sample list's rows are cards: each part of a row, a long accession number's included, is
+    # on screen rather than in columns scrolled out of sight.
+    make_sample("H26-" + "7" * 60, types=("NEUTROPHIL",), user=lead)
+    page.goto(f"{live_server.url}/samples/")
+    off_screen = page.evaluate("""() => Array.from(document.querySelectorAll('main table td'))
+        .filter(cell => cell.getBoundingClientRect().right > window.innerWidth)
+        .map(cell => cell.textContent.trim())""")
+    assert off_screen == [], off_screen
 
     # The sample page's cells are cards: every type button of every cell is on screen without
     # scrolling sideways, and a cell's fifteen buttons wrap in rows of several, not one per line.
