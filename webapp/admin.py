@@ -29,6 +29,15 @@ admin.site.site_title = "Leukoscope admin"
 admin.site.index_title = "Users, roles and lab records"
 
 
+def delete_selected_through(actions, action):
+    """The admin's ``actions`` with "Delete selected" (where offered) running ``action`` instead,
+    under the same name and label: an action that judges the selection first, then deletes."""
+    if "delete_selected" in actions:
+        _, name, description = actions["delete_selected"]
+        actions["delete_selected"] = (action, name, description)
+    return actions
+
+
 class DeletesCellsWithIt:
     """For the admin of a record whose deletion takes its cells and their reviews along.
 
@@ -51,11 +60,7 @@ class LeavesSignedOut:
     signed_filter: str  # the lookup of a signed record, e.g. "status" or "sample__status"
 
     def get_actions(self, request):
-        actions = super().get_actions(request)
-        if "delete_selected" in actions:
-            _, name, description = actions["delete_selected"]
-            actions["delete_selected"] = (type(self)._delete_unsigned, name, description)
-        return actions
+        return delete_selected_through(super().get_actions(request), type(self)._delete_unsigned)
 
     def _delete_unsigned(self, request, queryset):
         signed = queryset.filter(**{self.signed_filter: Sample.Status.SIGNED})
@@ -368,11 +373,7 @@ class LabUserAdmin(UserAdmin):
         return super().delete_view(request, object_id, extra_context)
 
     def get_actions(self, request):
-        actions = super().get_actions(request)
-        if "delete_selected" in actions:
-            _, name, description = actions["delete_selected"]
-            actions["delete_selected"] = (type(self)._delete_within_reach, name, description)
-        return actions
+        return delete_selected_through(super().get_actions(request), type(self)._delete_within_reach)
 
     def _delete_within_reach(self, request, queryset):
         beyond = [account.get_username() for account in queryset if self._superusers_only(request, account)]
