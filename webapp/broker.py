@@ -49,6 +49,14 @@ def key_prefix():
     return os.environ.get(KEY_PREFIX_VARIABLE, "")
 
 
+def _roll_key():
+    return key_prefix() + WORKER_ROLL_KEY
+
+
+def _mark_key(name):
+    return key_prefix() + WORKER_KEY_PREFIX + name
+
+
 def instance_key_prefix(var_dir):
     """The key prefix of the instance whose state lives in ``var_dir``: the same for all its
     processes, another for another checkout or instance folder."""
@@ -159,31 +167,29 @@ def broker_client(url):
 
 
 def announce_worker(url, name):
-    prefix = key_prefix()
     pipe = broker_client(url).pipeline()
-    pipe.sadd(prefix + WORKER_ROLL_KEY, name)
-    pipe.set(prefix + WORKER_KEY_PREFIX + name, "1", ex=WORKER_SILENT_AFTER)
+    pipe.sadd(_roll_key(), name)
+    pipe.set(_mark_key(name), "1", ex=WORKER_SILENT_AFTER)
     pipe.execute()
 
 
 def forget_worker(url, name):
-    prefix = key_prefix()
     pipe = broker_client(url).pipeline()
-    pipe.srem(prefix + WORKER_ROLL_KEY, name)
-    pipe.delete(prefix + WORKER_KEY_PREFIX + name)
+    pipe.srem(_roll_key(), name)
+    pipe.delete(_mark_key(name))
     pipe.execute()
 
 
 def live_workers(url):
     """Names of the workers that announced themselves within WORKER_SILENT_AFTER seconds."""
-    client, prefix = broker_client(url), key_prefix()
-    names = sorted(name.decode() for name in client.smembers(prefix + WORKER_ROLL_KEY))
+    client, roll = broker_client(url), _roll_key()
+    names = sorted(name.decode() for name in client.smembers(roll))
     if not names:
         return []
-    alive = client.mget([prefix + WORKER_KEY_PREFIX + name for name in names])
+    alive = client.mget([_mark_key(name) for name in names])
     gone = [name for name, mark in zip(names, alive, strict=True) if mark is None]
     if gone:
-        client.srem(prefix + WORKER_ROLL_KEY, *gone)
+        client.srem(roll, *gone)
     return [name for name, mark in zip(names, alive, strict=True) if mark is not None]
 
 
