@@ -52,10 +52,12 @@ def revoke_tokens(tokens):
 
 
 def revoke_token(token_id):
-    if not ApiToken.objects.filter(pk=token_id).exists():
+    token = ApiToken.objects.select_related("user").filter(pk=token_id).first()
+    if token is None:
         raise ApiTokenError(f"There is no API key {token_id}.")
-    revoke_tokens(ApiToken.objects.filter(pk=token_id))
-    return ApiToken.objects.select_related("user").get(pk=token_id)
+    revoke_tokens(ApiToken.objects.filter(pk=token.pk))
+    token.refresh_from_db(fields=["revoked_at"])
+    return token
 
 
 def user_for_key(key):
