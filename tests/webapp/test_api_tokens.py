@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
@@ -162,6 +163,14 @@ def test_the_admin_role_manages_api_keys(client, lis, django_user_model):
     other = with_role(django_user_model.objects.create_user("t", is_staff=True), "technologist")
     client.force_login(other)
     assert client.get(reverse("admin:webapp_apitoken_add")).status_code == 403
+
+
+def test_the_admin_role_holds_no_permission_to_delete_a_key():
+    # Migrations make the role; keys are revoked, never deleted, so the role's list says so.
+    admin_role = Group.objects.get(name="admin")
+    held = set(admin_role.permissions.filter(content_type__model="apitoken")
+               .values_list("codename", flat=True))
+    assert held == {"add_apitoken", "view_apitoken"}
 
 
 @pytest.mark.parametrize("role", ["superuser", "admin"])
