@@ -5,16 +5,19 @@ or sample they belong to, whose deletion goes through the services that remove t
 Accounts (LabUserAdmin) are the admin role's to manage short of superuser status, staff status, the
 admin role and single permissions, which only a superuser gives; API keys are revoked, never deleted."""
 
+import copy
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin
-from django.contrib.auth.forms import UserChangeForm
+from django.contrib.auth.forms import ReadOnlyPasswordHashWidget, UserChangeForm
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.template.response import TemplateResponse
+from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 
 from webapp.forms import SampleAdminForm
@@ -300,6 +303,18 @@ class LabUserChangeForm(UserChangeForm):
         return Group.objects.filter(pk__in=[group.pk for group in (*self.cleaned_data["groups"], *kept)])
 
 
+class PasswordSummaryWidget(ReadOnlyPasswordHashWidget):
+    """The password's summary (algorithm, masked salt and hash) without Django's "Reset password"
+    button: shown on an account whose password only a superuser sets, where the button led to a 403."""
+
+    def render(self, name, value, attrs=None, renderer=None):
+        summary = self.get_context(name, value, attrs)["summary"]
+        return format_html("<div><p>{}</p></div>", format_html_join(
+            " ", "<strong>{}</strong>{}",
+            ((entry["label"], format_html(": <bdi>{}</bdi>", entry["value"]) if entry.get("value") else "")
+             for entry in summary)))
+
+
 admin.site.unregister(User)
 
 
@@ -316,6 +331,15 @@ class LabUserAdmin(UserAdmin):
         if account.is_staff and account.pk != request.user.pk:
             return "it has staff status, which a superuser gives and manages"
         return None
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if "password" in form.base_fields and self._superusers_only(request, obj):
+            # A fresh field: the declared one is shared by every form class made from UserChangeForm.
+            password = copy.copy(form.base_fields["password"])
+            password.widget = PasswordSummaryWidget()
+            form.base_fields = {**form.base_fields, "password": password}
+        return form
 
     def has_change_permission(self, request, obj=None):
         return super().has_change_permission(request, obj) and not self._superusers_only(request, obj)

@@ -233,6 +233,7 @@ def test_an_administrator_cannot_give_superuser_status_or_single_permissions(lea
     page = lead_client.get(reverse("admin:auth_user_change", args=[tech.pk])).content.decode()
     assert 'name="is_superuser"' not in page and 'name="user_permissions"' not in page
     assert "given and taken by a superuser" in page
+    assert 'href="../password/"' in page  # an ordinary account's password is theirs to reset
     for account in (tech, lead):  # another account, and their own
         response = _change_account(lead_client, account, is_superuser="on", user_permissions=[sign])
         assert response.status_code == 302
@@ -260,6 +261,8 @@ def test_a_superusers_account_is_out_of_an_administrators_reach(lead_client, lea
     assert shown.status_code == 200 and not shown.context["has_change_permission"]
     assert "Only a superuser may change, delete or set the password of boss" in shown.content.decode()
     assert 'name="_save"' not in shown.content.decode()
+    # Its password is summarised, with no "Reset password" button leading to a refusal.
+    assert "algorithm" in shown.content.decode() and "../password/" not in shown.content.decode()
     # A crafted post changes nothing: not the groups, not "active", not superuser status.
     posted = _change_account(lead_client, boss, groups=[str(_group("hematologist").pk)], is_active=None,
                              is_superuser=None)
