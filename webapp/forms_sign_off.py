@@ -13,6 +13,12 @@ class SignForm(forms.Form):
     keep_unidentified = forms.BooleanField(
         required=False, label="Keep the unidentified cells as unidentified (listed apart on the report)"
     )
+    # The result the page showed (selectors.result_stamp): the service refuses to sign another one.
+    result_seen = forms.CharField(
+        max_length=4000, widget=forms.HiddenInput,
+        error_messages={"required": "Reload the page and sign again: the form did not say which result "
+                                    "you were shown."},
+    )
 
 
 class ReopenForm(forms.Form):

@@ -5,6 +5,7 @@ Each image is counted with the model version that last classified it (SmearImage
 older versions' cells stay in the history, as superseded calls, but never enter a sample's formula.
 """
 
+import hashlib
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -576,6 +577,28 @@ def wilson_interval(count, total, z=_Z_95):
     centre = (share + spread / 2) / (1 + spread)
     half_width = z / (1 + spread) * math.sqrt(share * (1 - share) / total + spread / (4 * total))
     return round(100 * max(0.0, centre - half_width), 1), round(100 * min(1.0, centre + half_width), 1)
+
+
+def result_stamp(sample):
+    """What a signature certifies, as a string a page carries: the count of each type the sample's
+    report shows (cells cut by the edge and left out aside), then a digest of which cell holds which
+    label. Two stamps differ when anything the report counts changed, including two cells whose
+    labels were swapped; read_result_stamp gives the counts back, to say what changed."""
+    counted = current_cells(sample).exclude(PARTIAL_LEFT_OUT)
+    per_type = dict(counted.values_list("cell_type").annotate(n=Count("id")).order_by())
+    labels = list(counted.order_by("pk").values_list("pk", "cell_type"))
+    digest = hashlib.sha256(repr(labels).encode()).hexdigest()[:16]
+    counts = ",".join(f"{name}:{per_type[name]}" for name in sorted(per_type, key=type_order))
+    return f"{counts};{digest}"
+
+
+def read_result_stamp(stamp):
+    """The type counts a result_stamp holds ({} for one that cannot be read)."""
+    counts, _, _ = (stamp or "").rpartition(";")
+    try:
+        return {name: int(n) for name, n in (part.rsplit(":", 1) for part in counts.split(",") if part)}
+    except ValueError:
+        return {}
 
 
 @dataclass

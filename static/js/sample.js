@@ -93,7 +93,11 @@
     if (!current || !section) return;
     var typing = current.contains(document.activeElement) ||
       Array.prototype.some.call(current.querySelectorAll("textarea"), function (box) { return box.value.trim(); });
-    if (!typing) current.replaceWith(section);
+    if (!typing) { current.replaceWith(section); return; }
+    // Kept for the half-typed reason, the panel still signs the result now on this page.
+    var seen = current.querySelector("input[name=result_seen]");
+    var fresher = section.querySelector("input[name=result_seen]");
+    if (seen && fresher) seen.value = fresher.value;
   }
 
   function setProgress(data) {

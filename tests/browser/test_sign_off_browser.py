@@ -107,6 +107,15 @@ def test_gallery_missed_cell_sign_off_report_and_lock(live_server, celery_worker
     sign_in(page, live_server.url, "hema")
     page.goto(sample_url)
     page.fill("#below-target-reason", "Leukopenic sample: all fields scanned")
+    # A relabel on this page while the reason is written keeps the reason, and the form then signs
+    # the result as this page now shows it (a result changed elsewhere is refused).
+    shown = page.input_value("input[name=result_seen]")
+    neutrophil = Cell.objects.filter(image__sample=sample, cell_type="NEUTROPHIL").first()
+    page.locator(f'tr.cellrow[data-cell="{neutrophil.pk}"]').click()
+    page.keyboard.press("m")
+    page.wait_for_function("shown => document.querySelector('input[name=result_seen]').value !== shown",
+                           arg=shown)
+    assert page.input_value("#below-target-reason") == "Leukopenic sample: all fields scanned"
     page.click("[data-role=sign-form] button[type=submit]")
     page.wait_for_selector("[data-role=signed-by]")
     sample.refresh_from_db()

@@ -14,7 +14,7 @@ from tests.webapp.test_sign_off import hematologist, member, small_sample  # noq
 from tests.webapp.test_uploads import jpeg_bytes
 from webapp.models import Cell, Sample
 from webapp.presenters.sign_off import timeline
-from webapp.selectors import sample_timeline
+from webapp.selectors import result_stamp, sample_timeline
 from webapp.services import classification
 from webapp.services.sign_off import reopen_sample, sign_sample
 from webapp.services.training import reclassify
@@ -69,7 +69,7 @@ def test_each_review_is_one_row_from_one_type_to_another(client, tech):
 def test_signing_and_reopening_are_on_record(client, hematologist):  # noqa: F811
     sample = small_sample()
     client.force_login(hematologist)
-    client.post(reverse("lab:sample-sign", args=[sample.pk]))
+    client.post(reverse("lab:sample-sign", args=[sample.pk]), {"result_seen": result_stamp(sample)})
     client.post(reverse("lab:sample-reopen", args=[sample.pk]), {"reason": "Recount the monocytes."})
     reopened, signed = rows(sample.pk, "sample")[:2]
     assert signed.actor == reopened.actor == hematologist

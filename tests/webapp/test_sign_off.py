@@ -1,5 +1,7 @@
 """Sign-off: who may sign, what stops a signature, what a signature locks, and reopening."""
 
+import re
+
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
@@ -10,6 +12,7 @@ from django.urls import reverse
 from tests.webapp.lab_factories import make_sample, with_role
 from tests.webapp.test_uploads import jpeg_bytes
 from webapp.models import AddedCellRequest, Cell, CellReview, Sample, SmearImage
+from webapp.selectors import result_stamp
 from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.locking import SampleLocked
 from webapp.services.review import review_cell
@@ -48,6 +51,11 @@ def small_sample(accession="H26-0001", types=THREE, **kwargs):
     sample = make_sample(accession, types=types, **kwargs)
     Sample.objects.filter(pk=sample.pk).update(target_count=len(types))
     return Sample.objects.get(pk=sample.pk)
+
+
+def shown(sample, **fields):
+    """The sign form as the sample page sends it: the fields, and the result the page showed."""
+    return {"result_seen": result_stamp(sample), **fields}
 
 
 def codes(sample):
@@ -98,7 +106,7 @@ def test_a_hematologist_signs_from_the_sample_page(client, hematologist):
     sample = small_sample()
     body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
     assert 'data-role="sign-form"' in body
-    response = client.post(reverse("lab:sample-sign", args=[sample.pk]), follow=True)
+    response = client.post(reverse("lab:sample-sign", args=[sample.pk]), shown(sample), follow=True)
     assert "Sample H26-0001 signed." in response.content.decode()
     sample.refresh_from_db()
     assert sample.status == Sample.Status.SIGNED and sample.signed_by == hematologist
@@ -152,6 +160,37 @@ def test_the_refusal_says_which_flagged_cells_the_formula_leaves_out_at_the_edge
                                "photograph's edge: left out of the formula, reviewed all the same).")
 
 
+def test_a_result_changed_since_the_page_was_loaded_is_not_signed(client, hematologist, technologist):
+    # The audit's hematologist signed a page that still said "Neutrophil 2" after a technologist,
+    # on another screen, had made one of them a blast: the LIS received the blast unseen.
+    sample = small_sample()
+    client.force_login(hematologist)
+    page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    seen = re.search(r'name="result_seen" value="([^"]+)"', page).group(1)
+    review_cell(Cell.objects.get(image__sample=sample, index=0), "BLAST", technologist)
+
+    response = client.post(reverse("lab:sample-sign", args=[sample.pk]), {"result_seen": seen}, follow=True)
+
+    message = response.content.decode()
+    assert "was not signed: its result changed since your page was loaded" in message
+    assert "Neutrophil 2 \u2192 1" in message and "Blast 0 \u2192 1" in message
+    assert not Sample.objects.get(pk=sample.pk).is_signed
+    # A form that does not say which result it signs is not signed either.
+    response = client.post(reverse("lab:sample-sign", args=[sample.pk]), headers=JSON)
+    assert response.status_code == 409 and "Reload the page" in response.json()["error"]
+    # Two labels swapped keep every count, and still change the result.
+    swapped = result_stamp(sample)
+    review_cell(Cell.objects.get(image__sample=sample, index=1), "BLAST", technologist)
+    review_cell(Cell.objects.get(image__sample=sample, index=0), "LYMPHOCYTE", technologist)
+    with pytest.raises(SignOffRefused, match="the same counts, but cells were relabelled"):
+        sign_sample(sample, hematologist, result_seen=swapped)
+    # The page reloaded signs.
+    page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    seen = re.search(r'name="result_seen" value="([^"]+)"', page).group(1)
+    client.post(reverse("lab:sample-sign", args=[sample.pk]), {"result_seen": seen})
+    assert Sample.objects.get(pk=sample.pk).is_signed
+
+
 def test_unidentified_cells_stop_it_unless_kept(client, hematologist):
     sample = small_sample()
     review_cell(Cell.objects.get(index=0), "UNIDENTIFIED", hematologist)
@@ -162,7 +201,7 @@ def test_unidentified_cells_stop_it_unless_kept(client, hematologist):
     client.force_login(hematologist)
     body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
     assert 'name="keep_unidentified"' in body
-    client.post(reverse("lab:sample-sign", args=[sample.pk]), {"keep_unidentified": "on"})
+    client.post(reverse("lab:sample-sign", args=[sample.pk]), shown(sample, keep_unidentified="on"))
     sample.refresh_from_db()
     assert sample.is_signed and sample.unidentified_kept
 
@@ -177,14 +216,14 @@ def test_fewer_leukocytes_than_the_target_need_a_written_reason(client, hematolo
     page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
     assert "3 of 100 leukocytes counted: add photographs." in page
     assert 'name="below_target_reason"' in page
-    response = client.post(reverse("lab:sample-sign", args=[sample.pk]), {"below_target_reason": "  "},
-                           follow=True)
+    response = client.post(reverse("lab:sample-sign", args=[sample.pk]),
+                           shown(sample, below_target_reason="  "), follow=True)
     assert "cannot be signed yet" in response.content.decode()
-    response = client.post(reverse("lab:sample-sign", args=[sample.pk]), headers=JSON)
+    response = client.post(reverse("lab:sample-sign", args=[sample.pk]), shown(sample), headers=JSON)
     assert response.status_code == 409 and "3 of 100 leukocytes counted" in response.json()["error"]
     assert not Sample.objects.get(pk=sample.pk).is_signed
     client.post(reverse("lab:sample-sign", args=[sample.pk]),
-                {"below_target_reason": "Leukopenic sample: no more cells on the slide."})
+                shown(sample, below_target_reason="Leukopenic sample: no more cells on the slide."))
     sample.refresh_from_db()
     assert sample.is_signed
     assert sample.below_target_reason == "Leukopenic sample: no more cells on the slide."

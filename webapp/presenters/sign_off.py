@@ -12,6 +12,7 @@ from webapp.presenters import ViewModel
 from webapp.selectors import (
     SignOffFacts,
     cell_names,
+    result_stamp,
     sample_timeline,
     sign_off_facts,
     sign_off_facts_for,
@@ -60,6 +61,7 @@ class SignOffPanel(ViewModel):
     target_choices: tuple
     timeline: list  # TimelineEntry, newest first
     timeline_total: int  # entries in the whole trail: more than are shown where it is long
+    result_seen: str  # selectors.result_stamp: the sign form says which result it signs
 
 
 def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=200):
@@ -77,6 +79,7 @@ def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=2
         target_choices=target_choices,
         timeline=(entries := timeline(sample.pk, timeline_limit)),
         timeline_total=timeline_length(sample.pk, entries, timeline_limit),
+        result_seen=result_stamp(sample) if may_sign and not sample.is_signed else "",
     )
 
 

@@ -13,8 +13,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from webapp import audit
+from webapp.cell_types import type_order
+from webapp.counting import type_label
 from webapp.models import Sample
-from webapp.selectors import sign_off_facts
+from webapp.selectors import read_result_stamp, result_stamp, sign_off_facts
 from webapp.services.locking import ensure_editable
 
 SIGN_PERMISSION = "webapp.sign_sample"
@@ -44,16 +46,23 @@ def sign_off_refusals(sample):
 
 
 @transaction.atomic
-def sign_sample(sample, user, below_target_reason="", keep_unidentified=False):
+def sign_sample(sample, user, below_target_reason="", keep_unidentified=False, result_seen=None):
     """Sign the sample's result, or raise SignOffRefused saying every reason it cannot be.
 
     Fewer leukocytes than the target count pass with a written reason; unidentified cells pass
     when the hematologist keeps them as unidentified (they are listed apart on the report).
+    ``result_seen`` is the selectors.result_stamp of the result the signer was shown (the sample
+    page sends it): a signature certifies that result, so one that changed since is refused.
     """
     _ensure_may_sign(user, "Signing")
     sample = Sample.objects.select_for_update().get(pk=sample.pk)
     if sample.is_signed:
         raise SignOffRefused(f"Sample {sample.accession_number} is already signed.")
+    if result_seen is not None and (current := result_stamp(sample)) != result_seen:
+        raise SignOffRefused(
+            f"Sample {sample.accession_number} was not signed: its result changed since your page "
+            f"was loaded ({result_changes(result_seen, current)}). Reload the page, check the result, "
+            "then sign.")
     below_target_reason = (below_target_reason or "").strip()
     facts = sign_off_facts(sample)
     standing = [
@@ -74,6 +83,15 @@ def sign_sample(sample, user, below_target_reason="", keep_unidentified=False):
     audit.save_as(sample, user, ["status", "signed_by", "signed_at", "below_target_reason",
                                  "unidentified_kept", "times_signed"])
     return sample
+
+
+def result_changes(seen, current):
+    """What changed between two result stamps, in words: "Neutrophil 2 -> 1, Blast 0 -> 1"."""
+    before, after = read_result_stamp(seen), read_result_stamp(current)
+    changed = [f"{type_label(name)} {before.get(name, 0)} \u2192 {after.get(name, 0)}"
+               for name in sorted(set(before) | set(after), key=type_order)
+               if before.get(name, 0) != after.get(name, 0)]
+    return ", ".join(changed) or "the same counts, but cells were relabelled"
 
 
 @transaction.atomic

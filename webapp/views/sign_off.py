@@ -57,7 +57,7 @@ def sample_sign(request, pk):
         return _answer(request, sample, _form_error(form))
     try:
         sample = sign_sample(sample, request.user, form.cleaned_data["below_target_reason"],
-                             form.cleaned_data["keep_unidentified"])
+                             form.cleaned_data["keep_unidentified"], form.cleaned_data["result_seen"])
     except SignOffRefused as exc:
         return _answer(request, sample, str(exc))
     amended = " (amended result)" if sample.result == Sample.Result.AMENDED else ""
