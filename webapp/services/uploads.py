@@ -55,10 +55,18 @@ class UploadResult:
     also_elsewhere: list = field(default_factory=list)
 
 
+# The stored name's stem, in characters: the field holds 100 with its "smears/YYYY/MM/DD/" folder, the
+# extension and the "_" + 7 characters storage adds to a name already taken.
+STORED_STEM_CHARACTERS = 60
+
+
 def _stored_name(original_name, extension):
-    stem = PurePath(original_name or "smear").stem[:80] or "smear"
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
-    return f"{safe}{extension}"
+    """A storage name for an upload: the original's stem, shortened, with no dot in it. Storage reads
+    everything after a name's first dot as its extension, and cannot shorten such a name to fit
+    the field: "Smear_v1.2_…_field-017.jpg" failed the whole batch."""
+    stem = PurePath(original_name or "smear").stem[:STORED_STEM_CHARACTERS]
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in stem)
+    return f"{safe or 'smear'}{extension}"
 
 
 def add_images(sample, accepted, model_version_id=None):
