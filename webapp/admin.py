@@ -125,9 +125,9 @@ class SampleAdmin(LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
     def image_count(self, sample):
         return sample.images.count()
 
-    # A signed sample is locked (webapp.services.locking): it is reopened on its page first.
+    # A result once signed stays on record (services.deletion.ensure_never_released).
     def has_delete_permission(self, request, obj=None):
-        return super().has_delete_permission(request, obj) and not (obj is not None and obj.is_signed)
+        return super().has_delete_permission(request, obj) and not (obj is not None and obj.times_signed)
 
     # Deleting here must remove the pictures from storage too, as the sample page's delete does.
     def delete_model(self, request, obj):

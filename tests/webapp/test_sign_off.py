@@ -350,7 +350,9 @@ def test_a_signed_samples_page_offers_nothing_it_would_refuse(client, hematologi
 
     reopen_sample(Sample.objects.get(pk=sample.pk), hematologist, reason="one more field")
     page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
-    assert "add-images-form" in page and reverse("lab:sample-delete", args=[sample.pk]) in page
+    assert "add-images-form" in page
+    # Its result was released once: it is corrected, never deleted.
+    assert reverse("lab:sample-delete", args=[sample.pk]) not in page
     assert "3 of 100 leukocytes counted: add photographs." in page
     cell_page = client.get(reverse("lab:cell-detail", args=[sample.images.get().cells.first().pk]))
     assert "cell-review-form" in cell_page.content.decode()
@@ -406,6 +408,31 @@ def test_deleting_a_signed_sample_or_its_photograph_is_refused(client, hematolog
     assert Sample.objects.filter(pk=sample.pk).exists() and SmearImage.objects.filter(pk=image.pk).exists()
     assert Cell.objects.filter(image=image).count() == 3
     assert default_storage.exists(stored)
+
+
+def test_a_result_once_released_is_never_deleted_but_its_photographs_may_be(client, hematologist,
+                                                                               django_user_model):
+    # The audit reopened a signed sample and its technologist then deleted it: the LIS, which had
+    # filed the result, found a 404 and no word of a withdrawal.
+    sample = signed_sample(hematologist)
+    reopen_sample(sample, hematologist, "Cell 1 is a basophil.")
+    Sample.objects.filter(pk=sample.pk).update(created_by=hematologist)
+    client.force_login(hematologist)
+    page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert reverse("lab:sample-delete", args=[sample.pk]) not in page
+    response = client.post(reverse("lab:sample-delete", args=[sample.pk]), follow=True)
+    assert "its result was released (signed 1 time), and a released result stays on record" in (
+        response.content.decode())
+    root = django_user_model.objects.create_superuser("root", password="a-long-passphrase-9")
+    with pytest.raises(SampleLocked, match="released"):
+        delete_sample(Sample.objects.get(pk=sample.pk), root)
+    client.force_login(root)
+    refused = client.post(reverse("admin:webapp_sample_delete", args=[sample.pk]), {"post": "yes"})
+    assert refused.status_code == 403
+    assert Sample.objects.filter(pk=sample.pk).exists()
+    # A photograph of it is still the hematologist's to take out while correcting it.
+    delete_image(sample.images.get(), hematologist)
+    assert not SmearImage.objects.filter(sample=sample).exists()
 
 
 def test_the_target_count_is_set_from_the_page_and_locked_with_the_sample(client, hematologist):

@@ -9,9 +9,9 @@ import logging
 from django.db import transaction
 
 from webapp import audit
-from webapp.models import Cell, SmearImage
+from webapp.models import Cell, Sample, SmearImage
 from webapp.selectors import image_file_names, sample_file_names
-from webapp.services.locking import ensure_editable
+from webapp.services.locking import SampleLocked, ensure_editable
 from webapp.wording import count_of
 
 logger = logging.getLogger(__name__)
@@ -45,10 +45,24 @@ def may_delete_sample(user, sample):
     return user.is_staff or (sample.created_by_id is not None and sample.created_by_id == user.pk)
 
 
+def ensure_never_released(sample):
+    """Raise SampleLocked if the sample's result was ever signed: the lab's information system may
+    have filed it (the API and FHIR serve it from then on), so the result stays on record. Reopened,
+    it is corrected and signed again, and goes out as an amended result; one of its photographs may
+    still be deleted on the way."""
+    times = Sample.objects.filter(pk=sample.pk).values_list("times_signed", flat=True).first()
+    if times:
+        raise SampleLocked(
+            f"Sample {sample.accession_number} cannot be deleted: its result was released (signed "
+            f"{count_of(times, 'time')}), and a released result stays on record. Correct it instead: "
+            "signed again, it is sent as an amended result.")
+
+
 def delete_sample(sample, user=None):
     """Delete a sample, its records and, once that is committed, its files; refused (SampleLocked)
-    while it is signed."""
+    while it is signed, or once it has ever been (ensure_never_released)."""
     ensure_editable(sample, "deleting the sample")
+    ensure_never_released(sample)
     sample_id, accession = sample.pk, sample.accession_number
     with transaction.atomic():
         image_count = sample.images.count()
