@@ -39,6 +39,11 @@ def _sample_rows(sample):
         yield ["signed_at", sample.signed_at.isoformat(timespec="seconds") if sample.signed_at else ""]
         if sample.below_target_reason:
             yield ["signed_below_target_reason", sample.below_target_reason]
+        if sample.amended_because:
+            yield ["amended_because", sample.amended_because]
+            reopened_at = sample.reopened_at.isoformat(timespec="seconds") if sample.reopened_at else ""
+            yield ["reopened_by", sample.reopened_by.get_username() if sample.reopened_by else ""]
+            yield ["reopened_at", reopened_at]
     yield ["target_count", sample.target_count]
     yield []
     yield ["formula", "count", "percent", "percent_low_95", "percent_high_95"]

@@ -189,6 +189,12 @@ class Sample(models.Model):
             return self.Result.PRELIMINARY
         return self.Result.AMENDED if self.times_signed > 1 else self.Result.FINAL
 
+    @property
+    def amended_because(self):
+        """Why a signed result was amended: the reason given when it was last reopened ("" for a
+        result that is not an amended one)."""
+        return self.reopen_reason if self.result == self.Result.AMENDED else ""
+
     def __str__(self):
         return self.accession_number
 

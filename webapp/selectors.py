@@ -84,7 +84,7 @@ def samples_with_progress(*, accession="", accession_contains="", statuses=None,
     signed_at (a result signed again after a reopening comes again, amended)."""
     done = Count("images", filter=Q(images__status=SmearImage.Status.DONE))
     failed = Count("images", filter=Q(images__status=SmearImage.Status.FAILED))
-    samples = Sample.objects.select_related("created_by", "signed_by").annotate(
+    samples = Sample.objects.select_related("created_by", "signed_by", "reopened_by").annotate(
         image_count=Count("images"), done_count=done, failed_count=failed
     ).order_by("-created_at", "-id")
     if accession:  # one sample, matched as the upload form refuses a duplicate: whatever the case

@@ -11,8 +11,10 @@ from django.core.files.storage import default_storage
 from django.urls import reverse
 from PIL import Image
 
-from tests.webapp.lab_factories import make_sample, make_version, mark_signed, named_hematologist
+from tests.webapp.lab_factories import make_sample, make_version, mark_signed, named_hematologist, with_role
 from webapp.models import Cell, Sample, SmearImage
+from webapp.services.review import review_cell
+from webapp.services.sign_off import reopen_sample, sign_sample
 
 pytestmark = pytest.mark.django_db
 
@@ -72,6 +74,36 @@ def test_unsigned_report_is_marked_preliminary_and_a_resigned_one_amended(client
     mark_signed(sample, hematologist, times=2)
     html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
     assert "NOT SIGNED" not in html and "amended" in html and "signed 2 times" in html
+
+
+def test_an_amended_result_says_why_wherever_it_is_read(client, tech, hematologist):
+    # The audit reopened a result ("Cell 1 is a basophil"), corrected and signed it again: the
+    # report, PDF, CSV, API and FHIR all said "amended" and none of them why.
+    with_role(hematologist, "hematologist")
+    sample = make_sample("H26-0052", types=TYPES)
+    sign_sample(sample, hematologist, below_target_reason="Leukopenic")
+    final = client.get(reverse("lab:api-sample", args=[sample.pk])).json()
+    assert final["result"] == "final" and final["amendment"] is None
+    reopen_sample(sample, hematologist, "Cell 3 is a basophil <not a lymphocyte>")
+    review_cell(Cell.objects.get(image__sample=sample, index=2), "BASOPHIL", hematologist)
+    sample = sign_sample(sample, hematologist, below_target_reason="Leukopenic")
+    why = "Amended after reopening by Ada Lovelace on "
+
+    html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert why in html and ": Cell 3 is a basophil &lt;not a lymphocyte&gt;</p>" in html
+    text = pdf_text(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
+    assert b"Amended after reopening by Ada Lovelace" in text and b"Cell 3 is a basophil" in text
+    csv_text = client.get(reverse("lab:sample-export", args=[sample.pk])).content.decode()
+    assert "amended_because,Cell 3 is a basophil <not a lymphocyte>" in csv_text
+    assert "reopened_by,haem" in csv_text
+    amended = client.get(reverse("lab:api-sample", args=[sample.pk])).json()
+    assert amended["result"] == "amended" and amended["amendment"]["reopened_by"] == "haem"
+    assert amended["amendment"]["reason"] == "Cell 3 is a basophil <not a lymphocyte>"
+    listed = client.get(reverse("lab:api-samples")).json()["results"][0]
+    assert listed["amendment"] == amended["amendment"]
+    conclusion = client.get(reverse("lab:api-sample-fhir", args=[sample.pk])).json()["entry"][0]["resource"][
+        "conclusion"]
+    assert conclusion.startswith(why) and "Cell 3 is a basophil <not a lymphocyte>. " in conclusion
 
 
 def test_report_lists_what_was_left_out_and_why_figures_may_mislead(client, tech, hematologist):

@@ -91,6 +91,8 @@ class SampleReport(ViewModel):
     reopened_by: str
     reopened_at: datetime | None
     reopen_reason: str
+    # An amended result: why, and who reopened it when (the reopening that led to this signature).
+    amended_because: str
     formula: LeukocyteFormula
     differential: list  # Figure (PERCENT), in the report's type order
     groups: list  # selectors.FormulaRow: MONONUCLEAR / POLYNUCLEAR, when types were named
@@ -207,6 +209,7 @@ def sample_report(sample):
         reopened_by=_person(sample.reopened_by),
         reopened_at=sample.reopened_at,
         reopen_reason=sample.reopen_reason,
+        amended_because=sample.amended_because,
         formula=formula,
         differential=differential,
         groups=formula.groups,

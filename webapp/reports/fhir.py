@@ -87,13 +87,22 @@ def _observation(report, figure, status, performer, issued, effective):
     }))
 
 
+def _sentence(words):
+    """The hematologist's words ending as a sentence, so that the next one does not run on."""
+    words = words.strip()
+    return words if words.endswith((".", "!", "?")) else f"{words}."
+
+
 def _conclusion(report):
-    lines = list(report.warnings)
+    lines = []
+    if report.amended_because:
+        reopened = report.reopened_at.isoformat(timespec="minutes") if report.reopened_at else "unknown"
+        lines.append(f"Amended after reopening by {report.reopened_by or 'unknown'} on {reopened}: "
+                     f"{_sentence(report.amended_because)}")
+    lines += report.warnings
     if report.below_target_reason:
-        reason = report.below_target_reason.strip()
-        # The reason is the hematologist's words; the next sentence must not run on from them.
-        end = "" if reason.endswith((".", "!", "?")) else "."
-        lines.append(f"Signed below the target count of {report.target_count}: {reason}{end}")
+        lines.append(f"Signed below the target count of {report.target_count}: "
+                     f"{_sentence(report.below_target_reason)}")
     if report.listed_apart:
         lines.append("Listed apart, not counted: "
                      + ", ".join(f"{label} {count}" for label, count in report.listed_apart) + ".")

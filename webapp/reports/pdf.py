@@ -64,7 +64,12 @@ def _status(report, styles):
         line = f"Signed by {_text(report.signed_by) or 'unknown'} on {_when(report.signed_at)}"
         if report.amended:
             line += f" \u2014 <b>amended</b> (signed {report.times_signed} times)"
-        return [Paragraph(line, styles["Normal"])]
+        flowables = [Paragraph(line, styles["Normal"])]
+        if report.amended_because:
+            flowables.append(Paragraph(
+                f"Amended after reopening by {_text(report.reopened_by) or 'unknown'} on "
+                f"{_when(report.reopened_at)}: {_text(report.amended_because)}", styles["Normal"]))
+        return flowables
     flowables = [Paragraph(f"<b>{report.result.label}</b>", styles["banner"])]
     if report.reopened:
         flowables.append(Paragraph(

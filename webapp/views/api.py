@@ -165,6 +165,11 @@ def _sign_off_fields(request, sample):
         "signed_by": sample.signed_by.get_username() if sample.is_signed and sample.signed_by else None,
         "signed_at": sample.signed_at.isoformat() if sample.is_signed and sample.signed_at else None,
         "times_signed": sample.times_signed,
+        # An amended result: why it was reopened, by whom, when (null for any other result).
+        "amendment": ({"reason": sample.amended_because,
+                       "reopened_by": sample.reopened_by.get_username() if sample.reopened_by else None,
+                       "reopened_at": sample.reopened_at.isoformat() if sample.reopened_at else None}
+                      if sample.amended_because else None),
         "fhir": (request.build_absolute_uri(reverse("lab:api-sample-fhir", args=[sample.pk]))
                  if sample.is_signed else None),
     }
@@ -207,7 +212,7 @@ def sample_list(request):
 
 @read_only
 def sample_detail(request, pk):
-    sample = get_object_or_404(Sample.objects.select_related("signed_by"), pk=pk)
+    sample = get_object_or_404(Sample.objects.select_related("signed_by", "reopened_by"), pk=pk)
     progress = sample_progress(sample)
     images = []
     for entry in sample_images_with_cells(sample):
