@@ -88,6 +88,8 @@ def test_an_amended_result_says_why_wherever_it_is_read(client, tech, hematologi
     review_cell(Cell.objects.get(image__sample=sample, index=2), "BASOPHIL", hematologist)
     sample = sign_sample(sample, hematologist, below_target_reason="Leukopenic")
     why = "Amended after reopening by Ada Lovelace on "
+    page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert 'data-role="amended-because">Amended after reopening by haem on ' in page
 
     html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
     assert why in html and ": Cell 3 is a basophil &lt;not a lymphocyte&gt;</p>" in html

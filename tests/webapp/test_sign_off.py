@@ -229,6 +229,23 @@ def test_fewer_leukocytes_than_the_target_need_a_written_reason(client, hematolo
     assert sample.below_target_reason == "Leukopenic sample: no more cells on the slide."
 
 
+def test_a_refused_signature_keeps_what_the_hematologist_wrote(client, hematologist):
+    # The form is drawn empty on the page a refusal returns to: the audit's reason was lost.
+    sample = small_sample()
+    Sample.objects.filter(pk=sample.pk).update(target_count=100)
+    Cell.objects.filter(image__sample=sample, index=0).update(needs_review=True)
+    client.force_login(hematologist)
+    reason = "Leukopenic: <all> fields scanned"
+    response = client.post(reverse("lab:sample-sign", args=[sample.pk]),
+                           shown(sample, below_target_reason=reason), follow=True)
+    page = response.content.decode()
+    assert "cannot be signed yet" in page and not Sample.objects.get(pk=sample.pk).is_signed
+    assert ">Leukopenic: &lt;all&gt; fields scanned</textarea>" in page
+    # Written in once: the next visit starts afresh.
+    page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert 'maxlength="2000"></textarea>' in page
+
+
 def test_a_sample_with_no_leukocyte_counted_cannot_be_signed_even_with_a_reason(hematologist):
     # The audit signed one and the LIS received a "final" 0% differential with 0.0-0.0 ranges.
     sample = small_sample()

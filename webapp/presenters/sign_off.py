@@ -62,15 +62,19 @@ class SignOffPanel(ViewModel):
     timeline: list  # TimelineEntry, newest first
     timeline_total: int  # entries in the whole trail: more than are shown where it is long
     result_seen: str  # selectors.result_stamp: the sign form says which result it signs
+    reason_draft: str = ""  # what a refused sign form held, written in again
+    keep_unidentified_draft: bool = False
 
 
-def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=200):
+def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=200, draft=None):
     facts = sign_off_facts(sample)
     leukocytes = facts.leukocytes  # the differential's count, as the formula's total
+    refusals = facts.refusals() if sample.status != Sample.Status.SIGNED else []
+    draft = draft or {}
     return SignOffPanel(
         sign_off=facts,
         badge=StatusBadge(*facts.badge),
-        refusals=facts.refusals() if sample.status != Sample.Status.SIGNED else [],
+        refusals=refusals,
         leukocytes=leukocytes,
         target_reached=leukocytes >= sample.target_count,
         may_sign=may_sign,
@@ -80,6 +84,8 @@ def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=2
         timeline=(entries := timeline(sample.pk, timeline_limit)),
         timeline_total=timeline_length(sample.pk, entries, timeline_limit),
         result_seen=result_stamp(sample) if may_sign and not sample.is_signed else "",
+        reason_draft=draft.get("below_target_reason", ""),
+        keep_unidentified_draft=bool(draft.get("keep_unidentified")),
     )
 
 

@@ -49,6 +49,7 @@ from webapp.services.uploads import (
 )
 from webapp.views import roles
 from webapp.views.errors import wants_json
+from webapp.views.sign_off import draft_key
 from webapp.wording import choose_again, count_of
 
 
@@ -118,8 +119,8 @@ def _sample_context(sample, image_ids=None):
     return {"sample": sample, **lab_pages.sample_results(sample, image_ids).as_context()}
 
 
-def _sign_off_panel(request, sample):
-    return sign_off_pages.sign_off_panel(sample, may_sign(request.user), TARGET_CHOICES)
+def _sign_off_panel(request, sample, draft=None):
+    return sign_off_pages.sign_off_panel(sample, may_sign(request.user), TARGET_CHOICES, draft=draft)
 
 
 def _sample(pk):
@@ -132,7 +133,8 @@ def sample_detail(request, pk):
     context = _sample_context(sample)
     context["max_files"] = settings.MAX_FILES_PER_UPLOAD
     context["may_delete"] = may_delete_sample(request.user, sample)
-    context["sign_off_panel"] = _sign_off_panel(request, sample)
+    context["sign_off_panel"] = _sign_off_panel(
+        request, sample, draft=request.session.pop(draft_key(sample.pk), None))
     return render(request, "lab/sample_detail.html", context)
 
 

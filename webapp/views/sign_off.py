@@ -44,6 +44,20 @@ def _refuse_unless_may_sign(request, action):
         raise PermissionDenied(f"{action} is for hematologists (the sign_sample permission).")
 
 
+def draft_key(sample_pk):
+    """Where a refused sign form's reason waits, in the session, for the page it returns to."""
+    return f"sign-off-draft-{sample_pk}"
+
+
+def _keep_draft(request, sample):
+    # A refused signature returns to the sample page, whose form is drawn empty: what the
+    # hematologist wrote is kept for it, once.
+    reason = request.POST.get("below_target_reason", "")[:2000]
+    if reason.strip() or request.POST.get("keep_unidentified"):
+        request.session[draft_key(sample.pk)] = {
+            "below_target_reason": reason, "keep_unidentified": bool(request.POST.get("keep_unidentified"))}
+
+
 def _form_error(form):
     return " ".join(str(error) for errors in form.errors.values() for error in errors)
 
@@ -54,11 +68,13 @@ def sample_sign(request, pk):
     _refuse_unless_may_sign(request, "Signing a sample")
     form = SignForm(request.POST)
     if not form.is_valid():
+        _keep_draft(request, sample)
         return _answer(request, sample, _form_error(form))
     try:
         sample = sign_sample(sample, request.user, form.cleaned_data["below_target_reason"],
                              form.cleaned_data["keep_unidentified"], form.cleaned_data["result_seen"])
     except SignOffRefused as exc:
+        _keep_draft(request, sample)
         return _answer(request, sample, str(exc))
     amended = " (amended result)" if sample.result == Sample.Result.AMENDED else ""
     return _answer(request, sample, done=f"Sample {sample.accession_number} signed{amended}.")
