@@ -382,9 +382,24 @@ def test_trying_a_photograph_again_on_a_signed_sample_is_refused(client, hematol
         requeue_image(image)
     client.force_login(hematologist)
     response = client.post(reverse("lab:image-retry", args=[image.pk]), follow=True)
-    assert "refused while it is signed" in response.content.decode()
+    assert "is already classified: nothing was queued again" in response.content.decode()
     image.refresh_from_db()
     assert image.status == SmearImage.Status.DONE and sent_tasks == []
+
+
+def test_try_again_on_a_photograph_already_classified_queues_nothing(client, technologist, sent_tasks,
+                                                                    django_capture_on_commit_callbacks):
+    # A page drawn while the photograph was stuck still offers "Try again" once it is done.
+    sample = small_sample()
+    image = sample.images.get()
+    client.force_login(technologist)
+    response = client.post(reverse("lab:image-retry", args=[image.pk]), follow=True)
+    assert "H26-0001.png is already classified: nothing was queued again." in response.content.decode()
+    assert SmearImage.objects.get(pk=image.pk).status == SmearImage.Status.DONE and sent_tasks == []
+    SmearImage.objects.filter(pk=image.pk).update(status=SmearImage.Status.FAILED, error="worker lost")
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("lab:image-retry", args=[image.pk]))
+    assert SmearImage.objects.get(pk=image.pk).status == SmearImage.Status.QUEUED and len(sent_tasks) == 1
 
 
 def test_reclassifying_leaves_signed_samples_untouched_and_says_so(

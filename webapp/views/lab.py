@@ -204,6 +204,11 @@ def sample_add_images(request, pk):
 @roles.lab_work(roles.ADD_PHOTOGRAPHS, "Classifying a photograph again")
 def image_retry(request, pk):
     image = get_object_or_404(SmearImage, pk=pk)
+    if image.status == SmearImage.Status.DONE:
+        # A page drawn before it finished offered "Try again"; a re-run would only mark the sample
+        # unsignable for a while and add to its audit trail.
+        messages.info(request, f"{image.original_filename} is already classified: nothing was queued again.")
+        return redirect("lab:sample-detail", pk=image.sample_id)
     try:
         requeue_image(image)
     except SampleLocked as exc:
