@@ -181,11 +181,15 @@ def check_image(uploaded):
         # staff see, or the cell outlines land in the wrong place.
         notes.append("rotated upright from its EXIF orientation")
         image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA"):
+    # A palette image may mark a colour transparent ("transparency" in its info): flattened on
+    # white like any other transparency, not shown in whatever colour the palette holds there.
+    transparent_palette = image.mode == "P" and "transparency" in image.info
+    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or transparent_palette:
         rgba = image.convert("RGBA")
         flattened = Image.new("RGB", rgba.size, (255, 255, 255))
         flattened.paste(rgba, mask=rgba.getchannel("A"))
-        notes.append(CONVERTIBLE_MODES.get(image.mode, "transparency removed"))
+        notes.append(CONVERTIBLE_MODES["PA" if transparent_palette else image.mode]
+                     if transparent_palette or image.mode in CONVERTIBLE_MODES else "transparency removed")
         image = flattened
     elif image.mode != "RGB":
         if image.mode not in CONVERTIBLE_MODES:

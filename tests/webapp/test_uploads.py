@@ -209,6 +209,19 @@ def test_palette_image_is_expanded_to_rgb():
     assert Image.open(io.BytesIO(checked.content)).mode == "RGB"
 
 
+def test_a_palette_colour_marked_transparent_is_flattened_on_white():
+    pixels = smear_array()
+    palette = Image.fromarray(pixels).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    indices = np.asarray(palette)
+    hidden = int(indices[0, 0])
+    palette.info["transparency"] = hidden
+    checked = check_image(upload("pal.png", encoded(palette, "PNG")))
+    assert checked.conversion_note.endswith(": palette colours expanded, transparency removed")
+    stored = np.asarray(Image.open(io.BytesIO(checked.content)))
+    assert (stored[indices == hidden] == 255).all()
+    assert not (stored[indices != hidden] == 255).all()
+
+
 def test_exif_rotated_photograph_is_stored_upright():
     image = Image.fromarray(smear_array(width=120, height=90))
     exif = Image.Exif()
