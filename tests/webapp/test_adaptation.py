@@ -151,6 +151,9 @@ def test_a_cancelled_adaptation_stores_nothing_and_frees_the_slot(
     version = ModelVersion.objects.get(status=ModelVersion.Status.TRAINING)
     page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
     assert "Cancel training" in page
+    # It says what it is, not only "training".
+    assert f"v{version.pk} is adapting v{active.pk} to this lab's reviewed cells" in page
+    assert f", adapted from v{active.pk} <span" in page
     second = staff_client.post(reverse("models:adapt"), follow=True).content.decode()
     assert f"Version v{version.pk} is already training" in second
 

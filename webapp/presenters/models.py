@@ -289,6 +289,7 @@ def progress_report(version):
 
     return {
         "id": version.pk,
+        "adapted_from": version.adapted_from_id,  # an adaptation says so while it runs
         "status": version.status,
         "status_display": version.get_status_display(),
         "phase": phase,
