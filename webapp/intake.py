@@ -81,10 +81,24 @@ def _read_upload(uploaded):
     return data
 
 
+# HEIF's file-type box (ISO BMFF "ftyp" and its brand): a phone's default photograph format, common
+# where a phone is held to the microscope's eyepiece. Pillow cannot read it without a plug-in.
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif")
+
+
+def _is_heif(data):
+    return data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS
+
+
 def _open(data):
     try:
         return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except UnidentifiedImageError:
+        if _is_heif(data):
+            raise ImageRejected(
+                "This is a HEIC/HEIF photograph (a phone's default format), which Leukoscope cannot "
+                "read: set the camera or phone to save JPEG, or export it as JPEG or PNG."
+            ) from None
         raise ImageRejected(
             "This is not an image Leukoscope can read (JPEG, PNG, TIFF, BMP or WebP expected)."
         ) from None

@@ -98,6 +98,15 @@ def test_text_file_named_like_a_photograph_is_refused_by_content():
     assert "not an image" in rejection(b"accession,cells\nH1,12\n" * 20, "smear.jpg")
 
 
+def test_a_heic_photograph_is_refused_naming_its_format():
+    # The first box of an iPhone's HEIC file; the rest does not matter to the refusal.
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
+    with pytest.raises(ImageRejected, match="HEIC/HEIF photograph .* export it as JPEG or PNG"):
+        check_image(upload("IMG_0042.HEIC", heic))
+    with pytest.raises(ImageRejected, match="not an image Leukoscope can read"):
+        check_image(upload("IMG_0042.jpg", b"\x00\x00\x00\x18ftypisom" + b"\x00" * 64))  # an MP4
+
+
 def test_empty_file_is_refused():
     assert "empty" in rejection(b"")
 
