@@ -12,8 +12,11 @@ from webapp.counting import type_label
 
 register = template.Library()
 
+# The visible text is the type's shortcut letter; the accessible name is the type's name, the
+# letter is offered to assistive technology as a key shortcut, and aria-pressed says which type the
+# cell has now (whether a reviewer confirmed it is in the title, read as the button's description).
 _BUTTON = ('<button type="submit" name="cell_type" value="{name}" class="{classes}" title="{title}" '
-           'data-key="{key}">{text}</button>')
+           'aria-label="{label}" aria-pressed="{pressed}"{shortcut} data-key="{key}">{text}</button>')
 
 
 def _attribute(text):
@@ -28,13 +31,17 @@ def _buttons(review_types, cell_type, confirmed):
         current = name == cell_type
         classes = f"typebtn t-{name.lower()}" + (
             f" current {'confirmed' if confirmed else 'unconfirmed'}" if current else "")
-        title = "Not a white cell: left out of the formula" if name == "ARTEFACT" else type_label(name)
+        label = type_label(name)
+        title = "Not a white cell: left out of the formula" if name == "ARTEFACT" else label
         if key:
             title += f" (key {key})"
         if current:
             title += ": confirmed by a reviewer" if confirmed else ": the network's call, not yet confirmed"
         buttons.append(_BUTTON.format(name=_attribute(name), classes=_attribute(classes),
-                                      title=_attribute(title), key=_attribute(key),
+                                      title=_attribute(title), label=_attribute(label),
+                                      pressed="true" if current else "false",
+                                      shortcut=f' aria-keyshortcuts="{_attribute(key)}"' if key else "",
+                                      key=_attribute(key),
                                       text=escape((key or name)[:3])))
     return "".join(buttons)
 
