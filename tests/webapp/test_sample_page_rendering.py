@@ -66,12 +66,26 @@ def test_a_row_says_type_confidence_group_review_state_and_links_the_cell(client
     assert '<td><span class="chip t-neutrophil">Neutrophil</span></td>' in first
     assert '<td class="num">67%</td><td class="muted">Polynuclear</td>' in first
     assert '<td><span class="badge flag">Needs review</span></td>' in first
-    assert first.endswith(f'<td><a href="{address}">Open</a></td></tr>')
+    # The picture is decorative: the row says its number and type, and its link is "Open cell 1".
+    assert first.endswith(f'<td><a href="{address}">Open<span class="visually-hidden"> cell 1</span></a>'
+                          '</td></tr>')
     # A reviewer's label beside what the network said; no picture where the cell has none.
     assert "<td>2</td><td></td>" in second
     assert ('<span class="chip t-monocyte">Monocyte</span><span class="was" title="The network said '
             'Lymphocyte">Lymphocyte</span></td>') in second
     assert '<td class="muted">Mononuclear</td><td><span class="badge reviewed">Reviewed</span></td>' in second
+
+
+def test_the_cell_table_and_progress_bar_have_names(client, tech):
+    sample = make_sample(types=("NEUTROPHIL",))
+    body = page(client, sample)
+    # No empty column header: the picture's and the link's say what they hold, to a screen reader.
+    assert ('<thead><tr><th>#</th><th><span class="visually-hidden">Picture</span></th><th>Type</th>'
+            in body)
+    assert '<th><span class="visually-hidden">Cell page</span></th></tr></thead>' in body
+    assert "<th></th>" not in re.search(r'<table class="cells">.*?</thead>', body).group()
+    assert ('role="progressbar" aria-label="Photographs classified" aria-describedby="progress-text"'
+            in body) and 'id="progress-text"' in body
 
 
 def test_a_row_carries_its_cells_marks(client, tech):
@@ -124,7 +138,7 @@ def test_only_a_reviewer_of_an_unsigned_sample_gets_the_type_buttons(client, tec
         rf'<input type="hidden" name="next" value="{back}"><button type="submit" name="cell_type" ', first)
     assert first.count('class="typebtn t-neutrophil current unconfirmed"') == 1
     assert first.endswith(f'</button></form></td><td><a href="{reverse("lab:cell-detail", args=[cell.pk])}">'
-                          "Open</a></td></tr>")
+                          'Open<span class="visually-hidden"> cell 1</span></a></td></tr>')
 
     reader = django_user_model.objects.create_user("reader", password="a-long-passphrase-1")
     client.force_login(reader)  # a role-less account reads, and changes nothing

@@ -26,7 +26,9 @@ _ROW = ('<tr class="cellrow" data-cell="{pk}" tabindex="-1" data-href="{url}">'
         '<td>{number}</td><td>{picture}</td>'
         '<td><span class="chip t-{type_class}">{label}</span>{network_said}{notes}</td>'
         '<td class="num">{percent}%</td><td class="muted">{group}</td><td>{review_state}</td>'
-        '<td>{set_type}</td><td><a href="{url}">Open</a></td></tr>')
+        '<td>{set_type}</td><td><a href="{url}">Open<span class="visually-hidden"> cell {number}</span></a>'
+        '</td></tr>')
+# Decorative: the row beside it says the cell's number and type, and its link is named "Open cell N".
 _PICTURE = '<img class="thumb" src="{}" alt="" loading="lazy">'
 _NETWORK_SAID = '<span class="was" title="The network said {0}">{0}</span>'
 _REVIEW_FORM = ('<form method="post" action="{action}" class="typebuttons review-form">{csrf}'
