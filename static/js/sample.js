@@ -170,9 +170,32 @@
     select(all[index].dataset.cell, true);
   }
 
+  // A polite live region outside the parts swapped in after a review: a screen reader hears what the
+  // review did, which the redrawn row only shows.
+  var reviewStatus = document.getElementById("review-status");
+
+  function announce(text) {
+    if (!reviewStatus) return;
+    // Emptied first, so that the same words twice running (two cells confirmed) are read twice.
+    reviewStatus.textContent = "";
+    window.setTimeout(function () { reviewStatus.textContent = text; }, 100);
+  }
+
+  // "Cell 3 relabelled neutrophil", or "confirmed as" where the type pressed is the one it has.
+  function reviewNews(form, type) {
+    var button = Array.prototype.find.call(form.querySelectorAll("button[name=cell_type]"),
+      function (candidate) { return candidate.value === type; });
+    var row = form.closest("tr.cellrow");
+    var number = row && row.cells.length ? row.cells[0].textContent.trim() : "";
+    var label = ((button && button.getAttribute("aria-label")) || type).toLowerCase();
+    var confirmed = button && button.getAttribute("aria-pressed") === "true";
+    return "Cell " + number + (confirmed ? " confirmed as " : " relabelled ") + label;
+  }
+
   function submitReview(form, type) {
     // Taken before the buttons are disabled, which moves the focus off a pressed one.
     var place = focusPlace(document.activeElement) || { cell: form.closest("tr").dataset.cell };
+    var news = reviewNews(form, type);
     var body = new FormData(form);
     body.set("cell_type", type);
     form.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
@@ -197,6 +220,7 @@
         var card = form.closest("section.image-card");
         return card ? refreshPhotograph(card.dataset.image, place) : refreshResults(place);
       })
+      .then(function () { announce(news); })
       .catch(function (error) {
         window.alert(error.message);
         form.querySelectorAll("button").forEach(function (b) { b.disabled = false; });

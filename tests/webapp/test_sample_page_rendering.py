@@ -76,7 +76,7 @@ def test_a_row_says_type_confidence_group_review_state_and_links_the_cell(client
     assert '<td class="muted">Mononuclear</td><td><span class="badge reviewed">Reviewed</span></td>' in second
 
 
-def test_the_cell_table_and_progress_bar_have_names(client, tech):
+def test_the_cell_table_and_progress_bar_have_names_and_reviews_a_live_region(client, tech):
     sample = make_sample(types=("NEUTROPHIL",))
     body = page(client, sample)
     # No empty column header: the picture's and the link's say what they hold, to a screen reader.
@@ -86,6 +86,9 @@ def test_the_cell_table_and_progress_bar_have_names(client, tech):
     assert "<th></th>" not in re.search(r'<table class="cells">.*?</thead>', body).group()
     assert ('role="progressbar" aria-label="Photographs classified" aria-describedby="progress-text"'
             in body) and 'id="progress-text"' in body
+    # The region sample.js says a review's outcome in lies outside what it swaps in after one.
+    region = body.index('<p class="visually-hidden" id="review-status" role="status"></p>')
+    assert region < body.index('id="results"') and region < body.index('id="sign-off"')
 
 
 def test_a_row_carries_its_cells_marks(client, tech):
