@@ -428,8 +428,10 @@ def test_retrain_form_offers_each_configured_folder_and_trains_on_those_ticked(
         (tmp_path / name).mkdir()
     listing = staff_client.get(reverse("models:list")).content.decode()
     assert all(f'value="{lab}"' in listing for lab in labs)
-    # One label a folder, under the field's own name: not every box inside one label.
-    assert re.search(r'<fieldset class="choices"><legend>Training data folders</legend>'
+    # One label a folder, under the field's own name: not every box inside one label. The group is
+    # described by its help text, as Django's own field template describes a fieldset.
+    assert re.search(r'<fieldset class="choices" aria-describedby="id_data_sources_helptext">'
+                     r'<legend>Training data folders</legend>'
                      r'(<label class="check" for="[^"]+"><input type="checkbox"[^>]*> [^<]+</label>){2}'
                      r'</fieldset>', listing)
     staff_client.post(reverse("models:train"), {
