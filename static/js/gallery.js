@@ -3,6 +3,9 @@
 // press a type's key, or its button in the legend, to relabel the selection. The server answers with
 // the cells' new types and the formula; tiles move to their new rows and the formula is swapped in,
 // without reloading the page.
+// Each type's row is a listbox of its own and one stop of the Tab key (a roving tabindex: the tile
+// last focused in it, else its first, has tabindex 0); a tile reached with Tab is selected where it
+// was not, so that a type's key then relabels the cell the focus is on.
 (function () {
   "use strict";
   var gallery = document.getElementById("gallery");
@@ -10,12 +13,14 @@
   var reviewUrl = gallery.dataset.reviewUrl;
   var cellUrl = gallery.dataset.cellUrl; // ends in /0/: the cell's id goes there
   var message = document.getElementById("gallery-message");
+  var status = document.getElementById("gallery-status"); // polite: says what a relabelling did
   var csrf = gallery.querySelector("input[name=csrfmiddlewaretoken]").value;
   var keys = {}; // "N" -> "NEUTROPHIL"
   gallery.querySelectorAll(".keylist [data-key]").forEach(function (item) { keys[item.dataset.key] = item.dataset.type; });
   var addMode = document.getElementById("gallery-add-mode");
   var anchor = null; // the tile a Shift range starts from
   var busy = false;
+  var steering = false; // the script moves the focus (arrows, clicks), not Tab
   var SIGNED_OUT = 401;
 
   function tiles() { return Array.prototype.slice.call(gallery.querySelectorAll(".gallery-row:not([hidden]) .gtile")); }
@@ -26,7 +31,54 @@
     tile.setAttribute("aria-selected", on ? "true" : "false");
   }
   function clearSelection() { selectedTiles().forEach(function (tile) { setSelected(tile, false); }); }
-  function focusTile(tile) { tile.focus({ preventScroll: true }); tile.scrollIntoView({ block: "nearest" }); }
+  function focusTile(tile) {
+    steering = true;
+    try { tile.focus({ preventScroll: true }); } finally { steering = false; }
+    tile.scrollIntoView({ block: "nearest" });
+  }
+
+  // The tile that takes the focus when Tab comes to its row: this one, the others of its row -1.
+  function makeTabStop(tile) {
+    var box = tile.closest("[role=listbox]");
+    if (!box) return;
+    box.querySelectorAll('.gtile[tabindex="0"]').forEach(function (other) { if (other !== tile) other.tabIndex = -1; });
+    tile.tabIndex = 0;
+  }
+
+  // A row that lost its stop, or gained a second one with a tile moved in, keeps one: the focused
+  // tile, else the stop it had, else a selected tile, else its first.
+  function fixTabStop(box) {
+    var tile = box.querySelector(".gtile:focus") || box.querySelector('.gtile[tabindex="0"]') ||
+      box.querySelector(".gtile.selected") || box.querySelector(".gtile");
+    if (tile) makeTabStop(tile);
+  }
+
+  // "Cell 68, neutrophil, needs review": the row's type and what the tile's marks show, in the
+  // words templatetags/gallery.py names it with.
+  function tileName(tile) {
+    var box = tile.closest("[role=listbox]");
+    var label = box && document.getElementById(box.getAttribute("aria-labelledby"));
+    var parts = ["Cell " + tile.dataset.cell];
+    if (label) parts.push(label.textContent.trim().toLowerCase());
+    if (tile.classList.contains("awaiting")) parts.push("needs review");
+    if (tile.classList.contains("reviewed")) parts.push("reviewed");
+    if (tile.classList.contains("left-out")) parts.push("at the edge, not counted");
+    return parts.join(", ");
+  }
+
+  function announce(text) {
+    if (!status) return;
+    // Emptied first, so that the same words twice running are read twice.
+    status.textContent = "";
+    window.setTimeout(function () { status.textContent = text; }, 100);
+  }
+
+  function typeLabel(type) {
+    var button = Array.prototype.find.call(gallery.querySelectorAll(".keylist [data-type]"),
+      function (candidate) { return candidate.dataset.type === type; });
+    var chip = button && button.querySelector(".chip");
+    return chip ? chip.textContent.trim().toLowerCase() : type.toLowerCase();
+  }
 
   function selectRange(from, to) {
     var all = tiles();
@@ -112,6 +164,7 @@
       tile.classList.toggle("reviewed", cell.reviewed);
       if (cell.reviewed) tile.classList.remove("awaiting");
       row.querySelector(".tiles").appendChild(tile);
+      tile.setAttribute("aria-label", tileName(tile));
     });
     touched.forEach(function (row) { sortRow(row); updateRow(row); });
     document.getElementById("gallery-formula").innerHTML = data.formula_html;
@@ -144,10 +197,18 @@
         });
       })
       .then(function (data) {
+        // Moving a tile to its new row takes the focus off it: it is given back, without scrolling
+        // the page to that row.
+        var focused = document.activeElement && document.activeElement.closest ? document.activeElement.closest(".gtile") : null;
         applyResult(data);
         say("");
-        var focused = document.activeElement;
-        if (focused && focused.classList.contains("gtile")) focusTile(focused);
+        if (focused && focused.isConnected && document.activeElement !== focused) {
+          steering = true;
+          try { focused.focus({ preventScroll: true }); } finally { steering = false; }
+        }
+        gallery.querySelectorAll(".gallery-row [role=listbox]").forEach(fixTabStop);
+        var count = data.cells.length;
+        announce((count === 1 ? "Cell " + data.cells[0].id : count + " cells") + " relabelled " + typeLabel(type));
       })
       .catch(function (error) { say(error.message); })
       .then(function () {
@@ -179,6 +240,16 @@
     // click toggles, so several cells can be chosen and relabelled at once.
     var adding = addMode && addMode.checked;
     pick(tile, event.shiftKey ? "range" : (event.ctrlKey || event.metaKey || adding) ? "toggle" : "only");
+  });
+  // A tile reached with Tab (or Shift+Tab) becomes its row's stop, and is selected where it was not;
+  // one the script focuses (arrows, a click) or a mouse focuses keeps the selection it was given.
+  gallery.addEventListener("focusin", function (event) {
+    var tile = event.target.closest && event.target.closest(".gtile");
+    if (!tile) return;
+    makeTabStop(tile);
+    var byKeyboard = false;
+    try { byKeyboard = tile.matches(":focus-visible"); } catch (error) { byKeyboard = false; }
+    if (!steering && byKeyboard && !tile.classList.contains("selected")) pick(tile, "only");
   });
   gallery.addEventListener("dblclick", function (event) {
     var tile = event.target.closest(".gtile");

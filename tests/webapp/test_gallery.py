@@ -3,6 +3,7 @@ several at a time; and the formula's look beside it (groups apart, per-100 figur
 
 import csv
 import io
+import re
 
 import pytest
 from django.urls import reverse
@@ -44,9 +45,26 @@ def test_gallery_rows_follow_the_type_order_with_flagged_cells_first(client, tec
     assert not rows["BASOPHIL"].shown and "not in" in rows["ERYTHROBLAST"].note
     body = response.content.decode()
     assert body.count('role="option"') == 4 and body.count('loading="lazy"') == 4
-    flagged = ('class="gtile awaiting" role="option" aria-selected="false" tabindex="-1" '
+    # Each row's first tile is the row's stop of the Tab key, the others are reached with the arrows.
+    flagged = ('class="gtile awaiting" role="option" aria-selected="false" tabindex="0" '
                f'data-cell="{cells[2].pk}"')
     assert flagged in body
+    assert ('class="gtile" role="option" aria-selected="false" tabindex="-1" '
+            f'data-cell="{cells[0].pk}"') in body
+    assert body.count('tabindex="0"') == 2  # the neutrophil row's and the lymphocyte row's
+    # A tile's name says its type and what its marks show.
+    assert f'aria-label="Cell {cells[2].pk}, neutrophil, needs review"' in body
+    assert f'aria-label="Cell {cells[1].pk}, lymphocyte"' in body
+    assert f'aria-label="Cell {cells[3].pk}, neutrophil, at the edge, not counted"' in body
+    # One listbox a row, named by the row's heading, which stays outside it.
+    listboxes = re.findall(r'<div class="tiles" role="listbox" aria-multiselectable="true" '
+                           r'aria-labelledby="([\w-]+)" aria-describedby="([\w -]+)">'
+                           r'(.*?)</div>\s*</section>', body, re.S)
+    assert len(listboxes) == len(response.context["rows"])
+    for name, description, content in listboxes:
+        assert f'<span class="chip" id="{name}">' in body
+        assert all(f'id="{part}"' in body for part in description.split())
+        assert "<h2" not in content and "<header" not in content
     assert "cut by the photograph's edge, not counted" in body
     # The keyboard legend: each type's fixed key from webapp.counting.
     assert 'data-key="N" data-type="NEUTROPHIL"' in body and 'data-key="R" data-type="ERYTHROBLAST"' in body
@@ -259,7 +277,7 @@ def test_every_row_carries_its_edge_figure_for_the_script_to_update(client, tech
             in rows["LYMPHOCYTE"])
     # Only the tile left out carries the class the script counts.
     left_out = (f'class="gtile left-out" role="option" aria-selected="false" '
-                f'tabindex="-1" data-cell="{first.pk}"')
+                f'tabindex="0" data-cell="{first.pk}"')
     assert body.count("gtile left-out") == 1 and left_out in body
     # The legend's entries are buttons.
     assert '<button type="button" class="keybtn" data-key="N" data-type="NEUTROPHIL">' in body

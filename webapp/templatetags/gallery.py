@@ -1,5 +1,11 @@
 """The gallery's tiles, written here rather than in a template loop: Django's template engine took
-~0.4 ms a tile, 200 ms for a 500-cell sample (bench/web.py). Every text is escaped here, once."""
+~0.4 ms a tile, 200 ms for a 500-cell sample (bench/web.py). Every text is escaped here, once.
+
+Each row's tiles are the options of a listbox of their own (templates/lab/gallery.html), one stop of
+the Tab key: its first tile takes the focus (tabindex 0), the others are reached with the arrow keys
+(a roving tabindex, kept by static/js/gallery.js). An option is named "Cell 68, neutrophil", with
+what its marks show ("needs review", "reviewed", "at the edge, not counted"); gallery.js names a
+tile again, in the same words, when a relabelling moves it to another row."""
 
 from html import escape
 
@@ -10,16 +16,29 @@ from webapp.counting import rule_for
 
 register = template.Library()
 
-_TILE = ('<div class="{classes}" role="option" aria-selected="false" tabindex="-1" data-cell="{pk}" '
-         'data-image="{image}" data-index="{index}" title="{title}">{picture}<span class="marks">'
-         '<i class="flag" title="Needs review">?</i><i class="ok" title="Reviewed">✓</i>{edge}'
-         '</span></div>')
-_PICTURE = '<img src="{url}" alt="Cell {pk}" loading="lazy" width="80" height="80">'
+_TILE = ('<div class="{classes}" role="option" aria-selected="false" tabindex="{tabindex}" data-cell="{pk}" '
+         'data-image="{image}" data-index="{index}" aria-label="{name}" title="{title}">{picture}'
+         '<span class="marks" aria-hidden="true"><i class="flag" title="Needs review">?</i>'
+         '<i class="ok" title="Reviewed">✓</i>{edge}</span></div>')
+# The option's name says what the picture is of; the picture itself adds nothing to it.
+_PICTURE = '<img src="{url}" alt="" loading="lazy" width="80" height="80">'
 _NO_PICTURE = '<span class="nocrop">no picture</span>'
 _EDGE = '<i class="edge" title="Cut by the photograph&#x27;s edge: not counted">edge</i>'
 
 
-def _tile(tile):
+def tile_name(pk, label, awaiting_review, reviewed, left_out):
+    """A tile's accessible name, as gallery.js's tileName writes it."""
+    parts = [f"Cell {pk}", label.lower()]
+    if awaiting_review:
+        parts.append("needs review")
+    if reviewed:
+        parts.append("reviewed")
+    if left_out:
+        parts.append("at the edge, not counted")
+    return ", ".join(parts)
+
+
+def _tile(tile, tab_stop):
     cell = tile.cell
     classes = "gtile" + (" awaiting" if tile.awaiting_review else "") + (
         " reviewed" if tile.reviewed else "") + (" left-out" if tile.left_out else "")
@@ -31,13 +50,16 @@ def _tile(tile):
         notes.append("reviewed")
     if tile.left_out:
         notes.append("cut by the photograph's edge, not counted")
-    picture = _PICTURE.format(url=escape(tile.crop_url), pk=cell.pk) if tile.crop_url else _NO_PICTURE
-    return _TILE.format(classes=classes, pk=cell.pk, image=cell.image_id, index=cell.index,
-                        title=escape(" · ".join(notes)), picture=picture,
-                        edge=_EDGE if tile.left_out else "")
+    name = tile_name(cell.pk, rule_for(cell.cell_type).label, tile.awaiting_review, tile.reviewed,
+                     tile.left_out)
+    picture = _PICTURE.format(url=escape(tile.crop_url)) if tile.crop_url else _NO_PICTURE
+    return _TILE.format(classes=classes, tabindex="0" if tab_stop else "-1", pk=cell.pk, image=cell.image_id,
+                        index=cell.index, name=escape(name), title=escape(" · ".join(notes)),
+                        picture=picture, edge=_EDGE if tile.left_out else "")
 
 
 @register.simple_tag
 def gallery_tiles(tiles):
-    """A row's tiles (presenters.gallery.GalleryTile) as the gallery's markup."""
-    return mark_safe("".join(_tile(tile) for tile in tiles))  # noqa: S308 - each part escaped above
+    """A row's tiles (presenters.gallery.GalleryTile) as the gallery's markup, the first its Tab stop."""
+    markup = "".join(_tile(tile, number == 0) for number, tile in enumerate(tiles))
+    return mark_safe(markup)  # noqa: S308 - each part escaped above
