@@ -166,10 +166,15 @@ def broker_client(url):
     return client
 
 
-def announce_worker(url, name):
+# A worker's mark holds the queues it consumes, comma-separated; this for one whose queues are not
+# known (a worker of a release that marked itself "1"), which is taken to consume every queue.
+ANY_QUEUE = "*"
+
+
+def announce_worker(url, name, queues=()):
     pipe = broker_client(url).pipeline()
     pipe.sadd(_roll_key(), name)
-    pipe.set(_mark_key(name), "1", ex=WORKER_SILENT_AFTER)
+    pipe.set(_mark_key(name), ",".join(sorted(queues)) or ANY_QUEUE, ex=WORKER_SILENT_AFTER)
     pipe.execute()
 
 
@@ -181,23 +186,33 @@ def forget_worker(url, name):
 
 
 def live_workers(url):
-    """Names of the workers that announced themselves within WORKER_SILENT_AFTER seconds."""
+    """The workers that announced themselves within WORKER_SILENT_AFTER seconds: name -> the
+    queues it consumes (None where they are not known: any)."""
     client, roll = broker_client(url), _roll_key()
     names = sorted(name.decode() for name in client.smembers(roll))
     if not names:
-        return []
-    alive = client.mget([_mark_key(name) for name in names])
-    gone = [name for name, mark in zip(names, alive, strict=True) if mark is None]
+        return {}
+    marks = client.mget([_mark_key(name) for name in names])
+    gone = [name for name, mark in zip(names, marks, strict=True) if mark is None]
     if gone:
         client.srem(roll, *gone)
-    return [name for name, mark in zip(names, alive, strict=True) if mark is not None]
+    return {name: _queues(mark.decode()) for name, mark in zip(names, marks, strict=True) if mark is not None}
+
+
+def _queues(mark):
+    return None if mark in (ANY_QUEUE, "1") else sorted(mark.split(","))
+
+
+def consumers_of(workers, queue):
+    """Of live_workers' answer, the names of those that take ``queue``."""
+    return [name for name, queues in workers.items() if queues is None or queue in queues]
 
 
 class WorkerRollCall:
     """Keeps one worker's name on the roll, from a thread, until stopped."""
 
-    def __init__(self, url, name):
-        self.url, self.name = url, name
+    def __init__(self, url, name, queues=()):
+        self.url, self.name, self.queues = url, name, tuple(queues)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._announce, name="leukoscope-worker-roll",
                                         daemon=True)
@@ -205,7 +220,7 @@ class WorkerRollCall:
     def _announce(self):
         while True:
             try:
-                announce_worker(self.url, self.name)
+                announce_worker(self.url, self.name, self.queues)
             except (redis.RedisError, OSError) as exc:  # Redis is restarting: the worker reconnects
                 logger.debug("Worker %s not announced (%s)", self.name, exc)
             if self._stop.wait(WORKER_ANNOUNCE_SECONDS):

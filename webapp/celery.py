@@ -26,8 +26,10 @@ _roll_calls = []
 
 @worker_ready.connect
 def _join_worker_roll(sender, **_):
-    # In the worker's main process, which stays up while pool children come and go.
-    _roll_calls.append(WorkerRollCall(app.conf.broker_url, sender.hostname).start())
+    # In the worker's main process, which stays up while pool children come and go. With the queues
+    # it consumes (-Q), so that /healthz can tell a classify worker from a train worker.
+    queues = sorted(sender.app.amqp.queues.consume_from)
+    _roll_calls.append(WorkerRollCall(app.conf.broker_url, sender.hostname, queues).start())
 
 
 @worker_shutdown.connect

@@ -69,7 +69,43 @@ def test_healthz_reports_every_part_with_a_worker(client, transactional_db, cele
     assert report["checks"]["database"]["ok"]
     assert report["checks"]["broker"]["ok"]
     assert report["checks"]["worker"]["workers"]
+    # The worker said which queues it takes (both, here): /healthz reads them from its mark.
+    assert report["checks"]["worker"]["queues"] == {"classify": report["checks"]["worker"]["workers"],
+                                                    "train": report["checks"]["worker"]["workers"]}
     assert report["checks"]["model"]["architecture"] == "paper"
+
+
+def test_healthz_fails_when_no_worker_takes_the_classify_queue(client, db, tmp_path, broker_url,
+                                                             django_user_model):
+    # The audit stopped the classify worker of a two-machine deployment: /healthz still said "ok",
+    # counting the train worker, while every photograph waited.
+    from webapp.broker import announce_worker, forget_worker
+
+    ModelVersion.objects.create(architecture="paper", task="binary", status="active",
+                                model_sha256="x" * 64)
+    server = start_embedded_redis(tmp_path / "redis")
+    client.force_login(django_user_model.objects.create_user("ops", is_staff=True))
+    try:
+        point_celery_at(server.url)
+        announce_worker(server.url, "train@lab-2", ["train"])
+        response = client.get(reverse("healthz"))
+        worker = response.json()["checks"]["worker"]
+        assert response.status_code == 503 and response.json()["failing"] == ["worker"]
+        assert worker["queues"] == {"classify": [], "train": ["train@lab-2"]}
+        assert worker["error"].startswith("no worker takes the classify queue, so photographs wait")
+
+        announce_worker(server.url, "classify1@lab-1", ["classify"])
+        response = client.get(reverse("healthz"))
+        assert response.status_code == 200, response.json()
+        assert "warning" not in response.json()["checks"]["worker"]
+        # Without a train worker the site classifies; a retraining would wait, and it says so.
+        forget_worker(server.url, "train@lab-2")
+        worker = client.get(reverse("healthz")).json()["checks"]["worker"]
+        assert worker["ok"], worker
+        assert worker["warning"] == "no worker takes the train queue: a retraining would wait"
+    finally:
+        server.stop()
+        point_celery_at(broker_url)
 
 
 def test_healthz_names_the_broker_when_it_is_down(client, db, broker_url):

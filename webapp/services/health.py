@@ -9,9 +9,10 @@ than pinged, which would wait a whole timeout for answers.
 
 from django.db import connection
 
-from webapp.broker import broker_client, live_workers
+from webapp.broker import broker_client, consumers_of, live_workers
 from webapp.celery import app as celery_app
 from webapp.models import ModelVersion, SmearImage
+from webapp.queueing import CLASSIFY_QUEUE, TRAIN_QUEUE
 from webapp.selectors import abandoned_trainings, stuck_images
 
 
@@ -28,10 +29,19 @@ def _check_broker():
 
 
 def _check_workers():
-    names = live_workers(celery_app.conf.broker_url)
-    if not names:
+    """A worker must take the classify queue, or photographs wait; one for the train queue is
+    reported, not required (a retraining waits for it, and a lab retrains seldom)."""
+    workers = live_workers(celery_app.conf.broker_url)
+    if not workers:
         return {"ok": False, "error": "no Celery worker answered"}
-    return {"ok": True, "workers": names}
+    takers = {queue: consumers_of(workers, queue) for queue in (CLASSIFY_QUEUE, TRAIN_QUEUE)}
+    result = {"ok": bool(takers[CLASSIFY_QUEUE]), "workers": sorted(workers), "queues": takers}
+    if not takers[CLASSIFY_QUEUE]:
+        result["error"] = (f"no worker takes the {CLASSIFY_QUEUE} queue, so photographs wait (workers: "
+                           f"{', '.join(sorted(workers))})")
+    elif not takers[TRAIN_QUEUE]:
+        result["warning"] = f"no worker takes the {TRAIN_QUEUE} queue: a retraining would wait"
+    return result
 
 
 def _check_work():
