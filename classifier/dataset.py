@@ -30,11 +30,19 @@ EVAL_SPLITS = ("TEST", "TEST_SIMPLE")
 # Folders named in the error for a data folder holding none of the task's classes.
 FOLDERS_NAMED = 8
 CACHE_VERSION = "1"
-DEFAULT_CACHE_DIR = Path(
-    os.environ.get(
-        "LEUKOSCOPE_CLASSIFIER_CACHE", Path(__file__).resolve().parent.parent / "var" / "cache"
-    )
-)
+
+
+def default_cache_dir(environ=os.environ):
+    """Where prepared inputs are cached: LEUKOSCOPE_CLASSIFIER_CACHE, else the instance's var folder
+    (LEUKOSCOPE_VAR_DIR, as the site's other files), else the checkout's var/, so that a release
+    folder that is read-only in production is never written."""
+    if environ.get("LEUKOSCOPE_CLASSIFIER_CACHE"):
+        return Path(environ["LEUKOSCOPE_CLASSIFIER_CACHE"])
+    var_dir = environ.get("LEUKOSCOPE_VAR_DIR") or Path(__file__).resolve().parent.parent / "var"
+    return Path(var_dir) / "cache"
+
+
+DEFAULT_CACHE_DIR = default_cache_dir()
 
 
 @dataclass(frozen=True)

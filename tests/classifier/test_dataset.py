@@ -203,3 +203,14 @@ def test_real_dataset_lists_and_groups():
     assert len(images) == 71
     assert all(i.group for i in images)
     assert sum(i.same_cell_in_train for i in images) == 4
+
+
+def test_the_cache_follows_the_instances_var_folder_unless_told_otherwise(tmp_path):
+    # A production install sets LEUKOSCOPE_VAR_DIR; the audit found a 143 MB cache in the release
+    # folder all the same.
+    from classifier.dataset import default_cache_dir
+
+    assert default_cache_dir({"LEUKOSCOPE_VAR_DIR": str(tmp_path / "var")}) == tmp_path / "var" / "cache"
+    told = {"LEUKOSCOPE_VAR_DIR": str(tmp_path / "var"), "LEUKOSCOPE_CLASSIFIER_CACHE": str(tmp_path / "c")}
+    assert default_cache_dir(told) == tmp_path / "c"
+    assert default_cache_dir({}).parts[-2:] == ("var", "cache")
