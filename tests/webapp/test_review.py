@@ -378,7 +378,7 @@ def test_the_cell_page_walks_through_the_whole_sample(client, tech):
 
 
 def test_the_type_buttons_mark_the_current_call_and_escape_a_labs_own_type():
-    types = [("NEUTROPHIL", "N"), ("ARTEFACT", "A"), ('LAB_"X"&Y', "")]
+    types = [("NEUTROPHIL", "N"), ("ARTEFACT", "A"), ('LAB_"X"&Y', ""), ("PLATELET", "G")]
     unconfirmed = review_buttons(types, SimpleNamespace(cell_type="NEUTROPHIL", corrected_type=""))
     # The letter is shown; the type's name is the button's accessible name, the letter its shortcut,
     # and the type the cell has now is the one pressed.
@@ -390,7 +390,9 @@ def test_the_type_buttons_mark_the_current_call_and_escape_a_labs_own_type():
     assert 'value="LAB_&quot;X&quot;&amp;Y"' in unconfirmed and ">LAB</button>" in unconfirmed
     # A lab's own type has no key: no shortcut, and its name escaped as its value is.
     assert 'aria-label="Lab &quot;x&quot;&amp;y" aria-pressed="false" data-key="">LAB</button>' in unconfirmed
-    assert unconfirmed.count('aria-pressed="true"') == 1 and unconfirmed.count('aria-pressed="false"') == 2
+    # A letter its name lacks joins the name: a voice user says what is on the button.
+    assert 'aria-label="Platelet (G)" aria-pressed="false" aria-keyshortcuts="G"' in unconfirmed
+    assert unconfirmed.count('aria-pressed="true"') == 1 and unconfirmed.count('aria-pressed="false"') == 3
     confirmed = review_buttons(types, SimpleNamespace(cell_type="NEUTROPHIL", corrected_type="NEUTROPHIL"))
     assert "current confirmed" in confirmed and ": confirmed by a reviewer" in confirmed
     assert confirmed.count("current") == 1 and confirmed.count('aria-pressed="true"') == 1

@@ -33,6 +33,9 @@ def _buttons(review_types, cell_type, confirmed):
             f" current {'confirmed' if confirmed else 'unconfirmed'}" if current else "")
         label = type_label(name)
         title = "Not a white cell: left out of the formula" if name == "ARTEFACT" else label
+        if key and key.lower() not in label.lower():
+            # The name holds the letter shown (Platelet's G), so that a voice user saying it is heard.
+            label += f" ({key})"
         if key:
             title += f" (key {key})"
         if current:
