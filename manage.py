@@ -10,7 +10,18 @@ def main():
     quiet_tensorflow_startup(os.environ)
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    try:
+        execute_from_command_line(sys.argv)
+    except Exception as error:
+        # A bad setting or a database that cannot be reached is the operator's to fix: one line
+        # naming the setting, not a traceback (LEUKOSCOPE_DEBUG=1 or --traceback shows it).
+        from webapp.configuration import configuration_error_line, wants_traceback
+
+        line = configuration_error_line(error)
+        if line is None or wants_traceback(sys.argv):
+            raise
+        print(f"Error: {line}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ def secret_key_is_kept(app_configs, **kwargs):
     if settings.SECRET_KEY_KEPT:
         return []
     return [checks.Warning(
-        f"No secret key: neither LEUKOSCOPE_SECRET_KEY nor {settings.SECRET_KEY_FILE} is set, so each "
-        "process signs sessions with a key of its own.",
-        hint="Run `make setup` (manage.py ensure_instance), or set LEUKOSCOPE_SECRET_KEY.",
+        f"No kept secret key: LEUKOSCOPE_SECRET_KEY is unset and {settings.SECRET_KEY_FILE} could not be "
+        "read or written, so each process signs sessions with a key of its own.",
+        hint="Make LEUKOSCOPE_VAR_DIR a folder this user can write (`manage.py ensure_instance` says "
+             "why it cannot), or set LEUKOSCOPE_SECRET_KEY.",
         id="leukoscope.W001",
     )]

@@ -5,6 +5,7 @@ starts. Production: set LEUKOSCOPE_SECRET_KEY, LEUKOSCOPE_ALLOWED_HOSTS, DATABAS
 LEUKOSCOPE_SECURE=1 behind HTTPS.
 """
 
+import math
 import os
 import secrets
 from datetime import timedelta
@@ -14,6 +15,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES
+from webapp.configuration import kept_secret_key, masked_url, positive_number, whole_number
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -29,21 +31,102 @@ def env_list(name, default):
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
-# Reading the settings makes nothing: `make setup` (manage.py ensure_instance) makes these folders
-# and the embedded secret key; the test run makes its database folder itself (tests/conftest.py).
+# Each number read from the environment goes through one of these: a value that is not one stops
+# every process at start with ImproperlyConfigured naming the variable, which manage.py prints as
+# one line (webapp.configuration.configuration_error_line).
+
+def env_count(name, minimum, default=None):
+    """A whole number of at least ``minimum`` from the environment; ``default`` where unset (None:
+    the classifier's default)."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return whole_number(value, minimum)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name}={value!r}: expected a whole number of at least {minimum}"
+        ) from None
+
+
+def env_positive(name, default, unit):
+    """A positive number (of ``unit``) from the environment, ``default`` where unset."""
+    value = os.environ.get(name)
+    if value is None:
+        return float(default)
+    try:
+        return positive_number(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value}: expected a positive number of {unit}") from None
+
+
+def env_seconds(name, default):
+    return env_positive(name, default, "seconds")
+
+
+def env_fraction(name):
+    """A number from 0 to 1 from the environment, or None where unset or empty."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not 0 <= number <= 1:
+        raise ImproperlyConfigured(f"{name}={value}: expected a number from 0 to 1 (a probability)")
+    return number
+
+
+def env_database(default):
+    """The default database from DATABASE_URL (``default`` where unset), or ImproperlyConfigured
+    saying what is wrong with it."""
+    url = os.environ.get("DATABASE_URL")
+    if url is None:
+        url = default
+    elif not url.strip():
+        raise ImproperlyConfigured(
+            "DATABASE_URL is set but empty: unset it for the embedded SQLite database under "
+            "LEUKOSCOPE_VAR_DIR, or set it to postgres://user:password@host:5432/name"
+        )
+    expected = "expected postgres://user:password@host:5432/name or sqlite:///path"
+    scheme, separator, _ = url.strip().partition("://")
+    if not separator:
+        raise ImproperlyConfigured(f"DATABASE_URL={masked_url(url)!r} is not a database URL ({expected})")
+    try:
+        return dj_database_url.parse(url.strip(), conn_max_age=60)
+    except dj_database_url.UnknownSchemeError:
+        raise ImproperlyConfigured(f"DATABASE_URL: unknown scheme {scheme!r} ({expected})") from None
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL={masked_url(url)} is not a valid URL: the port must be a number, and "
+            "characters such as @ : / in the user name or password must be %-encoded (%40 for @)"
+        ) from None
+
+
 VAR_DIR = Path(os.environ.get("LEUKOSCOPE_VAR_DIR", BASE_DIR / "var"))
 # A per-installation key kept beside the embedded database, so sessions survive restarts without a
-# secret ever being committed.
+# secret ever being committed. Reading the settings writes it where it is missing (the one thing
+# they make on disk); `make setup` (manage.py ensure_instance) makes the folders.
 SECRET_KEY_FILE = VAR_DIR / "secret_key"
 
 
 def _embedded_secret_key():
+    """This machine's kept key: the first process to find SECRET_KEY_FILE missing writes it, and
+    every process of the machine (gunicorn's workers, the Celery workers) reads the same one, so a
+    session signed by one is accepted by the others."""
     try:
-        return SECRET_KEY_FILE.read_text().strip(), True
-    except FileNotFoundError:
-        # Not set up yet (a test run on a fresh clone): a key for this process alone, whose
-        # sessions end with it. webapp.checks warns about it.
+        key, _ = kept_secret_key(SECRET_KEY_FILE)
+    except OSError:
+        # The folder cannot be written (read-only): a key for this process alone, whose sessions
+        # end with it. webapp.deploy_checks warns about it (leukoscope.W001).
         return secrets.token_urlsafe(50), False
+    if not key:
+        raise ImproperlyConfigured(
+            f"{SECRET_KEY_FILE} is empty: delete it to have a new key written (which signs everyone "
+            "out), or set LEUKOSCOPE_SECRET_KEY"
+        )
+    return key, True
 
 
 if os.environ.get("LEUKOSCOPE_SECRET_KEY"):
@@ -107,11 +190,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{VAR_DIR / 'leukoscope.sqlite3'}", conn_max_age=60
-    )
-}
+DATABASES = {"default": env_database(default=f"sqlite:///{VAR_DIR / 'leukoscope.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The test database must be a file, not memory: the Celery worker the tests start is another
     # process and has to see the rows the tests write.
@@ -146,9 +225,7 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 LOGIN_URL = "login"
 # Lab workstations are shared: a sign-in lasts one long shift, not Django's two weeks.
-SESSION_HOURS = float(os.environ.get("LEUKOSCOPE_SESSION_HOURS", 12))
-if not SESSION_HOURS > 0:
-    raise ImproperlyConfigured(f"LEUKOSCOPE_SESSION_HOURS={SESSION_HOURS:g}: expected a positive number")
+SESSION_HOURS = env_positive("LEUKOSCOPE_SESSION_HOURS", 12, "hours")
 SESSION_COOKIE_AGE = round(SESSION_HOURS * 3600)
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -174,9 +251,9 @@ MEDIA_ROOT = Path(os.environ.get("LEUKOSCOPE_MEDIA_ROOT", VAR_DIR / "media"))
 MEDIA_URL = "/media/"
 
 # Uploads: checked by content; limits guard the worker against huge files and decompression bombs.
-MAX_UPLOAD_BYTES = int(os.environ.get("LEUKOSCOPE_MAX_UPLOAD_BYTES", 25 * 1024 * 1024))
-MAX_IMAGE_PIXELS = int(os.environ.get("LEUKOSCOPE_MAX_IMAGE_PIXELS", 40_000_000))
-MAX_FILES_PER_UPLOAD = int(os.environ.get("LEUKOSCOPE_MAX_FILES_PER_UPLOAD", 50))
+MAX_UPLOAD_BYTES = env_count("LEUKOSCOPE_MAX_UPLOAD_BYTES", 1, default=25 * 1024 * 1024)
+MAX_IMAGE_PIXELS = env_count("LEUKOSCOPE_MAX_IMAGE_PIXELS", 1, default=40_000_000)
+MAX_FILES_PER_UPLOAD = env_count("LEUKOSCOPE_MAX_FILES_PER_UPLOAD", 1, default=50)
 # Django refuses a request over this before any form sees it, with a bare 400; set well above the
 # form's limit so that an ordinary oversized batch gets the form's own message instead.
 DATA_UPLOAD_MAX_NUMBER_FILES = 4 * MAX_FILES_PER_UPLOAD
@@ -203,25 +280,10 @@ TRAINING_DATA_DIR = TRAINING_DATA_DIRS[0] if TRAINING_DATA_DIRS else DATASETS_DI
 # Each version fits its confidence threshold on its validation cells (metrics.review); a lab that
 # sets LEUKOSCOPE_REVIEW_THRESHOLD uses that one for every version instead, and versions without a
 # fitted one (trained before runs fitted it, refits) use classifier.ood's default, 0.80.
-_review_threshold = os.environ.get("LEUKOSCOPE_REVIEW_THRESHOLD")
-REVIEW_CONFIDENCE_THRESHOLD = float(_review_threshold) if _review_threshold else None
+REVIEW_CONFIDENCE_THRESHOLD = env_fraction("LEUKOSCOPE_REVIEW_THRESHOLD")
 # Leukocytes a sample's differential counts before it is signed, unless a hematologist writes why
 # fewer will do; a sample's own target may be raised (200 for tighter ranges).
-LEUKOSCOPE_TARGET_COUNT = int(os.environ.get("LEUKOSCOPE_TARGET_COUNT", 100))
-
-
-def env_count(name, minimum):
-    """A whole number from the environment, or None (the classifier's default) where unset."""
-    value = os.environ.get(name)
-    if value is None:
-        return None
-    try:
-        count = int(value)
-    except ValueError:
-        count = None
-    if count is None or count < minimum:
-        raise ImproperlyConfigured(f"{name}={value!r}: expected a whole number of at least {minimum}")
-    return count
+LEUKOSCOPE_TARGET_COUNT = env_count("LEUKOSCOPE_TARGET_COUNT", 1, default=100)
 
 
 # "Adapt to this lab": epochs of each fine-tune and cross-validation folds (each one more fine-tune;
@@ -253,13 +315,6 @@ CELERY_TASK_ROUTES = {
     "webapp.tasks.train_model_version": {"queue": "train"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-
-
-def env_seconds(name, default):
-    value = float(os.environ.get(name, default))
-    if not value > 0:
-        raise ImproperlyConfigured(f"{name}={value:g}: expected a positive number of seconds")
-    return value
 
 
 # A message a worker took but never acknowledged (its worker died) goes back to the queue this long

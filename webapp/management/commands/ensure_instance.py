@@ -3,11 +3,12 @@ database, the media folder, and a secret key of its own. `make setup` runs it be
 it changes nothing that is already there."""
 
 import os
-import secrets
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+
+from webapp.configuration import kept_secret_key
 
 
 class Command(BaseCommand):
@@ -16,16 +17,26 @@ class Command(BaseCommand):
     requires_system_checks = []
 
     def handle(self, *args, **options):
-        for folder in (settings.VAR_DIR, Path(settings.MEDIA_ROOT)):
-            folder.mkdir(parents=True, exist_ok=True)
+        media = "LEUKOSCOPE_MEDIA_ROOT" if "LEUKOSCOPE_MEDIA_ROOT" in os.environ else "LEUKOSCOPE_VAR_DIR"
+        for folder, setting in ((Path(settings.VAR_DIR), "LEUKOSCOPE_VAR_DIR"),
+                                (Path(settings.MEDIA_ROOT), media)):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:
+                raise CommandError(f"{folder} is a file, not a folder: set {setting} to a folder.") from None
+            except OSError as exc:
+                raise CommandError(f"Cannot make the folder {folder} ({exc.strerror}): "
+                                   f"set {setting} to a folder this user can write.") from None
+        if os.environ.get("LEUKOSCOPE_SECRET_KEY"):
+            return
+        # The settings write the key as they are read (the same function); this reports a folder
+        # they could not write it to, where they fell back on a key for their process alone.
         key_file = Path(settings.SECRET_KEY_FILE)
-        if os.environ.get("LEUKOSCOPE_SECRET_KEY") or key_file.exists():
-            return
         try:
-            # Readable by its owner alone, and never written over a key another setup just wrote.
-            descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_urlsafe(50))
-        self.stdout.write(f"Secret key written to {key_file}.")
+            _, written = kept_secret_key(key_file)
+        except OSError as exc:
+            raise CommandError(f"Cannot write the secret key to {key_file} ({exc.strerror}): "
+                               "set LEUKOSCOPE_VAR_DIR to a folder this user can write, or set "
+                               "LEUKOSCOPE_SECRET_KEY.") from None
+        if written:
+            self.stdout.write(f"Secret key written to {key_file}.")

@@ -1,0 +1,142 @@
+"""What a production deployment meets first: one secret key for every process of a machine, a bad
+setting or an unreachable database told in one line, and commands that refuse what cannot work
+(a reconciler sweeping without pause, a web server on a port it cannot have, a training on a
+folder that is not there) before they start anything. Real `manage.py` processes where the exit
+status and what reaches the terminal are the point."""
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Variables a developer's shell or the test run may hold, which each case sets itself.
+OWN_VARIABLES = ("DATABASE_URL", "LEUKOSCOPE_SECRET_KEY", "LEUKOSCOPE_MEDIA_ROOT", "LEUKOSCOPE_DEBUG",
+                 "LEUKOSCOPE_PORT", "LEUKOSCOPE_EMBEDDED_REDIS", "LEUKOSCOPE_BROKER_KEY_PREFIX")
+
+
+def environment(var_dir, **given):
+    env = {name: value for name, value in os.environ.items() if name not in OWN_VARIABLES}
+    env.update(LEUKOSCOPE_VAR_DIR=str(var_dir), PYTHONUNBUFFERED="1", **given)
+    return env
+
+
+def manage(*args, env, timeout=60):
+    """`manage.py ARGS` in a process of its own: (exit status, stdout, stderr). One that outlives
+    ``timeout`` (a reconciler sweeping forever, a launcher serving) is stopped as Ctrl-C would, and
+    fails the test."""
+    process = subprocess.Popen([sys.executable, "manage.py", *args], cwd=REPO_ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGINT)
+        try:
+            out, err = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+        pytest.fail(f"manage.py {' '.join(args)} was still running after {timeout} s:\n{out}\n{err}")
+    return process.returncode, out, err
+
+
+def assert_one_line(err, expected):
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], err
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- one secret key per machine ---------------------------------------------------------------
+
+# Each process imports what comes before the settings, waits for the same moment, and only then
+# reads the settings, so that all of them find the key file missing together.
+SHOW_KEY_AT = ("import sys, time, webapp; time.sleep(max(0, float(sys.argv[1]) - time.time())); "
+               "import webapp.settings as s; print(s.SECRET_KEY_KEPT, s.SECRET_KEY)")
+
+
+def test_processes_starting_together_share_one_key_written_once_for_the_owner_alone(tmp_path):
+    var_dir = tmp_path / "var"
+    env = environment(var_dir)
+    start_at = str(time.time() + 4)
+    processes = [subprocess.Popen([sys.executable, "-c", SHOW_KEY_AT, start_at], cwd=REPO_ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+    answers = []
+    for process in processes:
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err
+        answers.append(out.split())
+
+    key_file = var_dir / "secret_key"
+    key = key_file.read_text()
+    assert answers == [["True", key]] * 4, "every process signs with the one kept key"
+    assert len(key) > 50
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert [path.name for path in var_dir.iterdir()] == ["secret_key"], "no temporary file is left"
+
+
+# --- a configuration error is one line ----------------------------------------------------------
+
+@pytest.mark.parametrize("setting, value, expected", [
+    ("DATABASE_URL", "postgress://lab:secret@db.example.org/leukoscope",
+     "DATABASE_URL: unknown scheme 'postgress' (expected postgres://"),
+    ("DATABASE_URL", "", "DATABASE_URL is set but empty"),
+    ("DATABASE_URL", "postgres://lab:secret@127.0.0.1:abc/leukoscope",
+     "DATABASE_URL=postgres://lab:***@127.0.0.1:abc/leukoscope is not a valid URL"),
+    ("LEUKOSCOPE_MAX_UPLOAD_BYTES", "abc", "LEUKOSCOPE_MAX_UPLOAD_BYTES='abc': expected a whole number"),
+    ("LEUKOSCOPE_SESSION_HOURS", "abc", "LEUKOSCOPE_SESSION_HOURS=abc: expected a positive number of hours"),
+])
+def test_a_bad_setting_is_one_line_naming_it(tmp_path, setting, value, expected):
+    status, _, err = manage("check", env=environment(tmp_path, **{setting: value}))
+    assert status == 1
+    assert_one_line(err, f"Error: {expected}")
+    assert "secret" not in err, "the password is never printed"
+
+
+def test_with_leukoscope_debug_a_bad_setting_shows_its_traceback(tmp_path):
+    status, _, err = manage("check", env=environment(tmp_path, LEUKOSCOPE_SESSION_HOURS="abc",
+                                                     LEUKOSCOPE_DEBUG="1"))
+    assert status == 1
+    assert "Traceback" in err and "ImproperlyConfigured: LEUKOSCOPE_SESSION_HOURS=abc" in err
+
+
+def test_a_database_that_refuses_the_connection_is_one_line_with_the_password_hidden(tmp_path):
+    url = f"postgres://lab:secret@127.0.0.1:{free_port()}/leukoscope"
+    status, _, err = manage("migrate", "--noinput", env=environment(tmp_path, DATABASE_URL=url))
+    assert status == 1
+    assert_one_line(err, "Error: The database cannot be reached (DATABASE_URL=postgres://lab:***@127.0.0.1:")
+    assert err.strip().endswith("/leukoscope): Connection refused"), err
+
+
+def test_a_database_file_that_cannot_be_opened_is_one_line(tmp_path):
+    url = f"sqlite:///{tmp_path / 'no-such-folder' / 'leukoscope.sqlite3'}"
+    status, _, err = manage("api_token", "list", env=environment(tmp_path, DATABASE_URL=url))
+    assert status == 1
+    assert_one_line(err, f"The database cannot be reached (DATABASE_URL={url}): unable to open database file")
+
+
+def test_ensure_instance_says_in_one_line_which_folder_it_cannot_make(tmp_path):
+    status, _, err = manage("ensure_instance", env=environment("/proc/leukoscope-nope"))
+    assert status == 1
+    assert_one_line(err, "Cannot make the folder /proc/leukoscope-nope (No such file or directory): "
+                         "set LEUKOSCOPE_VAR_DIR")
+
+    a_file = tmp_path / "media"
+    a_file.write_text("not a folder")
+    status, _, err = manage("ensure_instance", env=environment(tmp_path / "var",
+                                                               LEUKOSCOPE_MEDIA_ROOT=str(a_file)))
+    assert status == 1
+    assert_one_line(err, f"{a_file} is a file, not a folder: set LEUKOSCOPE_MEDIA_ROOT")

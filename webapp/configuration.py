@@ -1,0 +1,133 @@
+"""What the settings, manage.py and the commands share about an installation's configuration: its
+kept secret key, the checks of numbers given in the environment or on a command line, and the one
+line that a configuration error prints instead of a traceback.
+
+Standard library only: webapp.settings imports it before Django is set up.
+"""
+
+import math
+import os
+import re
+import secrets
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+
+def kept_secret_key(key_file):
+    """The secret key kept in ``key_file``, written there first where it is missing.
+
+    Every process of a machine that starts at once (gunicorn's workers, the Celery workers) must
+    end up with the same key: each writes a key of its own to a temporary file (mode 0600) in the
+    same folder and hard-links it to the name, which only the first link can take, and then reads
+    back whatever the name holds. Returns (key, whether this call wrote it); raises OSError where
+    the folder cannot be made or written (read-only), for the caller to decide.
+    """
+    key_file = Path(key_file)
+    try:
+        return key_file.read_text().strip(), False
+    except FileNotFoundError:
+        pass
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp creates the file readable and writable by its owner alone (0600).
+    descriptor, temporary = tempfile.mkstemp(dir=key_file.parent, prefix=f".{key_file.name}.")
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, key_file)
+            written = True
+        except FileExistsError:  # another process took the name first: its key is everyone's
+            written = False
+    finally:
+        os.unlink(temporary)
+    return key_file.read_text().strip(), written
+
+
+def positive_number(text):
+    """A finite number above 0 from ``text``, or ValueError."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(text)
+    return value
+
+
+def whole_number(text, minimum, maximum=None):
+    """A whole number from ``text`` within [minimum, maximum], or ValueError."""
+    value = int(str(text).strip())
+    if value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(text)
+    return value
+
+
+def masked_url(url):
+    """``url`` with any password replaced by ***, to print in a message."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # not even a URL: hide everything between "://" and the last "@"
+        return re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url)
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+def database_described():
+    """The database the settings point at, for a message: DATABASE_URL (password hidden), or the
+    embedded SQLite file where it is unset."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return f"DATABASE_URL={masked_url(url)}"
+    from django.conf import settings
+
+    return f"DATABASE_URL unset: the embedded SQLite database {settings.DATABASES['default']['NAME']}"
+
+
+# The driver's words for a connection that failed, less what the URL already says (the host and
+# port), so that the reason is left: "Connection refused", 'database "x" does not exist'.
+_CONNECTION_PREFIXES = re.compile(
+    r'^(connection failed:\s*)?(connection to server (at|on) .*? failed:\s*)?(FATAL:\s*)?'
+)
+
+
+def _while_connecting(error):
+    """Whether ``error`` was raised while opening a database connection (not by a query)."""
+    traceback = error.__traceback__
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_name in {"get_new_connection", "ensure_connection"}:
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
+def wants_traceback(argv):
+    """Whether a configuration error should show its traceback: with --traceback, or
+    LEUKOSCOPE_DEBUG set (read as webapp.settings.env_flag reads it)."""
+    debug = os.environ.get("LEUKOSCOPE_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
+    return debug or "--traceback" in argv
+
+
+def configuration_error_line(error):
+    """The one line to print for a configuration error (a bad setting, a database that cannot be
+    reached), or None for any other exception, whose traceback is wanted."""
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db.utils import InterfaceError, OperationalError
+
+    if isinstance(error, ImproperlyConfigured):
+        return " ".join(str(error).split())
+    if isinstance(error, OperationalError | InterfaceError):
+        lines = str(error).strip().splitlines() or [type(error).__name__]
+        if _while_connecting(error):
+            reason = _CONNECTION_PREFIXES.sub("", lines[0].strip()) or lines[0].strip()
+            return f"The database cannot be reached ({database_described()}): {reason}"
+        hint = ""
+        if "no such table" in lines[0] or re.search(r'relation ".*" does not exist', lines[0]):
+            hint = " (run manage.py migrate)"
+        return f"Database error ({database_described()}): {lines[0].strip()}{hint}"
+    return None
