@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -57,6 +58,17 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def url_of_the_test_database():
+    """DATABASE_URL of the database this test's rows are in, for a manage.py process to share it."""
+    from django.db import connection
+
+    database = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{database['NAME']}"
+    return (f"postgres://{quote(database['USER'] or '')}:{quote(database['PASSWORD'] or '')}@"
+            f"{database['HOST'] or 'localhost'}:{database['PORT'] or 5432}/{database['NAME']}")
 
 
 # --- one secret key per machine ---------------------------------------------------------------
@@ -140,3 +152,27 @@ def test_ensure_instance_says_in_one_line_which_folder_it_cannot_make(tmp_path):
                                                                LEUKOSCOPE_MEDIA_ROOT=str(a_file)))
     assert status == 1
     assert_one_line(err, f"{a_file} is a file, not a folder: set LEUKOSCOPE_MEDIA_ROOT")
+
+
+# --- the reconciler -------------------------------------------------------------------------------
+
+def test_reconcile_refuses_to_sweep_without_pause(tmp_path):
+    status, _, err = manage("reconcile", "--every", "0", env=environment(tmp_path), timeout=30)
+    assert status == 2
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        "manage.py reconcile: error: argument --every: expected a positive number of seconds, not '0'")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reconcile_once_exits_1_when_the_broker_did_not_answer(tmp_path, broker_url):
+    env = environment(tmp_path, DATABASE_URL=url_of_the_test_database(), REDIS_URL=broker_url)
+
+    status, out, err = manage("reconcile", "--once", env=dict(env, REDIS_URL=f"redis://127.0.0.1:{free_port()}/9"))
+    assert status == 1, out + err
+    assert "the broker did not answer, nothing was sent" in out
+    assert "CommandError: The broker did not answer: nothing was sent" in err and "Traceback" not in err
+
+    status, out, err = manage("reconcile", "--once", env=env)  # the test run's Redis answers
+    assert status == 0, out + err
+    assert "drawn box(es) sent" in out and "did not answer" not in out

@@ -4,17 +4,28 @@
 harm, see the reconciler, but do nothing more). `--once` is the recovery by hand.
 """
 
+import argparse
 import logging
 import signal
 import threading
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
+from webapp.configuration import positive_number
 from webapp.services.reconciler import reconcile_work
 
 logger = logging.getLogger(__name__)
+
+
+def seconds_between_sweeps(text):
+    """--every's value: a positive number, as LEUKOSCOPE_RECONCILE_EVERY must be (0 would sweep
+    without pause)."""
+    try:
+        return positive_number(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}") from None
 
 
 class Command(BaseCommand):
@@ -22,12 +33,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="One sweep, then exit.")
-        parser.add_argument("--every", type=float, default=settings.RECONCILE_EVERY,
+        parser.add_argument("--every", type=seconds_between_sweeps, default=settings.RECONCILE_EVERY,
                             help="Seconds between sweeps (LEUKOSCOPE_RECONCILE_EVERY).")
 
     def handle(self, *args, once, every, **options):
         if once:
-            self.stdout.write(str(reconcile_work()))
+            # A database that cannot be reached raises (manage.py says so in one line, exit 1).
+            report = reconcile_work()
+            self.stdout.write(str(report))
+            if not report.broker_reachable:
+                # Exit 1, so that a script can tell that the sweep's sending is still to do.
+                raise CommandError("The broker did not answer: nothing was sent (is Redis at REDIS_URL "
+                                   "running?). Run it again once it answers.")
             return
         stopping = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
