@@ -372,6 +372,7 @@ def test_launcher_serves_the_site_with_an_embedded_redis_and_stops_everything(tm
     output = log.read()
     assert "Traceback" not in output, output
     assert "Stopped." in output
+    assert launcher.returncode == 0, "the user's stop is no failure"
     assert not redis_answers(f"redis://127.0.0.1:{broker_port}/0", timeout=0.3)
     with pytest.raises(OSError):
         urllib.request.urlopen(base + "/healthz", timeout=2)

@@ -10,11 +10,16 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
+from io import StringIO
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from django.core.management import CommandError, call_command
+
+from webapp.management.commands import runlab
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Variables a developer's shell or the test run may hold, which each case sets itself.
@@ -176,3 +181,84 @@ def test_reconcile_once_exits_1_when_the_broker_did_not_answer(tmp_path, broker_
     status, out, err = manage("reconcile", "--once", env=env)  # the test run's Redis answers
     assert status == 0, out + err
     assert "drawn box(es) sent" in out and "did not answer" not in out
+
+
+# --- the launcher ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--port", "99999", "argument --port: expected a port number from 1 to 65535"),
+    ("--web-workers", "0", "argument --web-workers: expected a whole number of at least 1, not '0'"),
+])
+def test_runlab_refuses_a_bad_option_before_starting_anything(tmp_path, option, value, expected):
+    status, out, err = manage("runlab", option, value,
+                              env=environment(tmp_path, LEUKOSCOPE_EMBEDDED_REDIS="1"), timeout=30)
+    assert status == 2
+    assert "Traceback" not in err and expected in err.strip().splitlines()[-1]
+    assert "running" not in out and not (tmp_path / "redis").exists()
+
+
+def test_runlab_on_a_port_in_use_says_so_in_one_line_and_starts_nothing(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status, out, err = manage("runlab", "--port", str(port),
+                                  env=environment(tmp_path, LEUKOSCOPE_EMBEDDED_REDIS="1"), timeout=30)
+    assert status == 1
+    assert_one_line(err, f"CommandError: Port {port} is already in use on 127.0.0.1: set LEUKOSCOPE_PORT")
+    assert out == "", "no broker started, nothing announced"
+    assert not (tmp_path / "redis").exists()
+
+
+def sleeper(pid_file):
+    return [sys.executable, "-c",
+            f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"]
+
+
+@pytest.fixture
+def launcher_of(monkeypatch):
+    """runlab with the given processes in place of the broker, the workers and the web server: the
+    launcher's own supervision, in seconds."""
+    def launch(children):
+        # The stand-ins use no broker: resolving one must not start one.
+        monkeypatch.setattr(runlab, "resolve_broker", lambda folder: ("redis://127.0.0.1:6379/15", None))
+        monkeypatch.setattr(runlab.Command, "child_commands", lambda self, host, port, workers: children)
+        port = str(free_port())
+        return lambda: call_command("runlab", "--port", port, stdout=StringIO(), stderr=StringIO())
+    return launch
+
+
+def gone(pid_file):
+    pid = int(pid_file.read_text())
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_runlab_exits_non_zero_naming_the_process_that_stopped_on_its_own(tmp_path, launcher_of):
+    pid_file = tmp_path / "reconciler.pid"
+    run = launcher_of({"reconciler": sleeper(pid_file),
+                       "web server": [sys.executable, "-c", "import time, sys; time.sleep(1); sys.exit(3)"]})
+    stopped = r"because the web server stopped on its own \(exit code 3\)"
+    with pytest.raises(CommandError, match=stopped) as raised:
+        run()
+    assert raised.value.returncode == 1
+    assert gone(pid_file), "the others were stopped with it"
+
+
+def test_runlab_stopped_by_sigterm_exits_0_and_gives_its_signals_back(tmp_path, launcher_of):
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    pid_file = tmp_path / "web.pid"
+    run = launcher_of({"web server": sleeper(pid_file)})
+
+    def stop_once_started():  # the launcher has its handlers before it starts the first process
+        while not (pid_file.exists() and pid_file.read_text()):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_once_started, daemon=True).start()
+    run()  # no CommandError: the user's stop
+    assert gone(pid_file)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers

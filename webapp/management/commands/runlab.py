@@ -8,8 +8,11 @@ gunicorn worker that the terminal's SIGINT and the launcher's SIGTERM reached in
 could otherwise outlive its master and keep the port.
 """
 
+import argparse
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +27,56 @@ from webapp.broker import (
     resolve_broker,
     shares_local_redis,
 )
+from webapp.configuration import whole_number
+
+
+def port_number(text):
+    """--port's value (or LEUKOSCOPE_PORT's, its default): a TCP port."""
+    try:
+        return whole_number(text, 1, 65535)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a port number from 1 to 65535 (--port or LEUKOSCOPE_PORT), not {text!r}"
+        ) from None
+
+
+def process_count(text):
+    try:
+        return whole_number(text, 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}") from None
+
+
+def check_port_free(host, port):
+    """A one-line CommandError unless the web server could listen on host:port now: checked before
+    anything starts, so that a port in use stops nothing half-started."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise CommandError(
+            f"Cannot listen on {host!r} (--host or LEUKOSCOPE_HOST): {exc.strerror}."
+        ) from None
+    family, kind, protocol, _, address = addresses[0]
+    with socket.socket(family, kind, protocol) as probe:
+        # As gunicorn binds: with SO_REUSEADDR, only a socket still listening there refuses it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise CommandError(f"Port {port} is already in use on {host}: set LEUKOSCOPE_PORT "
+                                   "(or --port) to another, or stop what uses it.") from None
+            raise CommandError(f"Cannot listen on {host}:{port} ({exc.strerror}): set LEUKOSCOPE_HOST "
+                               "and LEUKOSCOPE_PORT (or --host and --port).") from None
+
+
+def exit_described(returncode):
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
 
 
 class Command(BaseCommand):
@@ -31,10 +84,27 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("LEUKOSCOPE_HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int, default=int(os.environ.get("LEUKOSCOPE_PORT", 8000)))
-        parser.add_argument("--web-workers", type=int, default=2)
+        # A string default goes through the type too, so a bad LEUKOSCOPE_PORT is refused alike.
+        parser.add_argument("--port", type=port_number, default=os.environ.get("LEUKOSCOPE_PORT", "8000"))
+        parser.add_argument("--web-workers", type=process_count, default=2)
+
+    def child_commands(self, host, port, web_workers):
+        """What runs, by name: each a process (group) the launcher starts and stops."""
+        python = sys.executable
+        celery = [python, "-m", "celery", "-A", "webapp", "worker", "--loglevel", "INFO"]
+        return {
+            "classify worker": celery + ["-Q", "classify", "-n", "classify@%h", "--concurrency", "1"],
+            # A fresh process per training releases TensorFlow's memory when the run ends.
+            "train worker": celery + ["-Q", "train", "-n", "train@%h", "--concurrency", "1",
+                                      "--max-tasks-per-child", "1"],
+            "reconciler": [python, "manage.py", "reconcile"],
+            "web server": [python, "-m", "gunicorn", "webapp.wsgi", "--bind", f"{host}:{port}",
+                           "--workers", str(web_workers), "--threads", "4", "--timeout", "120",
+                           "--access-logfile", "-", "--log-level", "warning"],
+        }
 
     def handle(self, *args, host, port, web_workers, **options):
+        check_port_free(host, port)
         try:
             broker_url, embedded = resolve_broker(settings.VAR_DIR / "redis")
         except BrokerUnavailable as exc:
@@ -46,27 +116,17 @@ class Command(BaseCommand):
             where = f"Redis shared on this machine (this instance's keys prefixed {env[KEY_PREFIX_VARIABLE]})"
         self.stdout.write(f"Broker: {where} at {broker_url}")
 
-        python = sys.executable
-        celery = [python, "-m", "celery", "-A", "webapp", "worker", "--loglevel", "INFO"]
-        commands = {
-            "classify worker": celery + ["-Q", "classify", "-n", "classify@%h", "--concurrency", "1"],
-            # A fresh process per training releases TensorFlow's memory when the run ends.
-            "train worker": celery + ["-Q", "train", "-n", "train@%h", "--concurrency", "1",
-                                      "--max-tasks-per-child", "1"],
-            "reconciler": [python, "manage.py", "reconcile"],
-            "web server": [python, "-m", "gunicorn", "webapp.wsgi", "--bind", f"{host}:{port}",
-                           "--workers", str(web_workers), "--threads", "4", "--timeout", "120",
-                           "--access-logfile", "-", "--log-level", "warning"],
-        }
+        commands = self.child_commands(host, port, web_workers)
         processes = {}
         stopping = False
+        died = None  # (name, exit status) of the first process that stopped on its own
 
         def stop(*_):
             nonlocal stopping
             stopping = True
 
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        previous_handlers = {signum: signal.signal(signum, stop)
+                             for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             for name, command in commands.items():
                 processes[name] = subprocess.Popen(command, env=env, cwd=settings.BASE_DIR,
@@ -75,8 +135,9 @@ class Command(BaseCommand):
                 f"Leukoscope is running at http://{host}:{port}/  (Ctrl-C stops everything)"))
             while not stopping:
                 for name, process in processes.items():
-                    if process.poll() is not None:
-                        self.stderr.write(f"The {name} stopped (exit code {process.returncode}).")
+                    if process.poll() is not None and not stopping:
+                        self.stderr.write(f"The {name} stopped ({exit_described(process.returncode)}).")
+                        died = (name, process.returncode)
                         stopping = True
                 time.sleep(0.5)
         finally:
@@ -100,6 +161,14 @@ class Command(BaseCommand):
             if embedded:
                 embedded.stop()
             self.stdout.write("Stopped.")
+            for signum, handler in previous_handlers.items():
+                if handler is not None:  # None: not installed from Python, nothing to put back
+                    signal.signal(signum, handler)
+        if died:
+            # Not the user's stop: a script or service manager must see that the site went down.
+            name, returncode = died
+            raise CommandError(f"Leukoscope stopped because the {name} stopped on its own "
+                               f"({exit_described(returncode)}).")
 
 
 # Long enough for a photograph in progress to finish; a training in progress is given up (the
