@@ -73,15 +73,12 @@ def test_activate_model_switches_and_explains_refusals():
 
 
 @pytest.mark.django_db
-def test_train_with_a_bad_path_fails_the_version_cleanly(tmp_path):
+def test_train_with_a_bad_path_is_refused_before_a_version_is_stored(tmp_path):
     active = make_version("active")
     missing = tmp_path / "not-there"
-    with pytest.raises(CommandError, match="does not exist"):
+    with pytest.raises(CommandError, match=f"Training data folder {missing} does not exist"):
         run("train", "--data", str(missing), "--arch", "paper", "--epochs", "1", "--activate")
-    failed = ModelVersion.objects.exclude(pk=active.pk).get()
-    assert failed.status == "failed" and str(missing) in failed.failure_reason
-    assert (failed.source, failed.dataset_path) == ("command", str(missing))
-    assert ModelVersion.objects.get(status="active") == active
+    assert list(ModelVersion.objects.all()) == [active], "no failed version left on the site"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -98,8 +95,9 @@ def test_train_with_a_bad_path_prints_one_line_and_no_traceback(tmp_path):
     )
     assert completed.returncode == 1
     assert "Traceback" not in completed.stderr + completed.stdout
-    assert "CommandError: Training failed" in completed.stderr and "does not exist" in completed.stderr
-    assert ModelVersion.objects.get().status == "failed"
+    assert completed.stderr.strip() == (
+        f"CommandError: Training data folder {tmp_path / 'nope'} does not exist (--data).")
+    assert not ModelVersion.objects.exists()
 
 
 @pytest.mark.django_db
@@ -243,6 +241,7 @@ def test_ctrl_c_during_training_marks_the_version_cancelled(monkeypatch, tmp_pat
         raise KeyboardInterrupt
 
     monkeypatch.setattr(classifier.training, "train_classifier", interrupted)
+    (tmp_path / "NEUTROPHIL").mkdir()  # a folder-per-class layout, which train checks first
     with pytest.raises(CommandError, match="marked cancelled") as raised:
         run("train", "--data", str(tmp_path), "--arch", "paper", "--epochs", "1")
     assert raised.value.returncode == 130

@@ -20,6 +20,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from webapp.management.commands import runlab
+from webapp.models import ModelVersion
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Variables a developer's shell or the test run may hold, which each case sets itself.
@@ -262,3 +263,20 @@ def test_runlab_stopped_by_sigterm_exits_0_and_gives_its_signals_back(tmp_path, 
     run()  # no CommandError: the user's stop
     assert gone(pid_file)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+
+
+# --- training on a folder that is not there -------------------------------------------------------
+
+@pytest.mark.django_db
+def test_train_on_a_missing_folder_is_refused_before_a_version_is_stored(tmp_path):
+    present = tmp_path / "cells"
+    (present / "NEUTROPHIL").mkdir(parents=True)
+    missing = tmp_path / "not-there"
+    with pytest.raises(CommandError, match=f"Training data folder {missing} does not exist"):
+        call_command("train", "--data", str(present), "--data", str(missing), "--epochs", "1",
+                     stdout=StringIO())
+    a_file = tmp_path / "cells.zip"
+    a_file.write_bytes(b"PK")
+    with pytest.raises(CommandError, match="is a file, not a folder"):
+        call_command("train", "--data", str(a_file), "--epochs", "1", stdout=StringIO())
+    assert not ModelVersion.objects.exists()

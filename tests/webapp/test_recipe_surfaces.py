@@ -95,8 +95,9 @@ def as_arguments(values):
 
 
 @pytest.fixture
-def caught_runs(monkeypatch):
+def caught_runs(monkeypatch, tmp_path):
     """The TrainingConfig of every run, which then stops before it loads anything."""
+    (tmp_path / "NEUTROPHIL").mkdir()  # the tests' --data: a folder-per-class layout, as train checks
     configs = []
 
     def train_classifier(config, **_):

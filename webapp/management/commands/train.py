@@ -2,6 +2,8 @@ import os
 
 from django.core.management.base import BaseCommand, CommandError
 
+from classifier.dataset import resolve_layout
+from classifier.errors import TrainingDataError
 from classifier.metrics import format_metrics
 from classifier.runtimes import quiet_tensorflow_startup
 from classifier.training.command_line import (
@@ -9,12 +11,14 @@ from classifier.training.command_line import (
     recipe_given,
     repeated_line,
 )
+from classifier.training.data import data_folders
 from classifier.training.recipe import SETTINGS_BY_NAME, Recipe, RecipeError
 from webapp.models import ModelVersion
 from webapp.services.model_versions import ModelVersionError, activate_version
 from webapp.services.training import (
     TrainingRefused,
     create_training_version,
+    default_data_folders,
     held_out_calibration,
     retrainable_active_version,
     run_training,
@@ -111,8 +115,24 @@ class Command(BaseCommand):
             f"(v{active.pk}); --arch and --task choose another."
         )
 
+    def check_data(self, data):
+        """Each folder the run would read, checked as the run (and `evaluate`) will check it, before
+        a version is stored: a missing folder is refused here, not left on the site as a failed
+        version."""
+        folders = data_folders(data) or default_data_folders()
+        if not folders:
+            raise CommandError("No training data folder: give --data, or set LEUKOSCOPE_TRAINING_DATA.")
+        given = "--data" if data else "LEUKOSCOPE_TRAINING_DATA; --data names another"
+        for folder in folders:
+            try:
+                resolve_layout(folder)
+            except TrainingDataError as exc:
+                reason = str(exc)
+                raise CommandError(f"{reason[:1].upper()}{reason[1:]} ({given}).") from None
+
     def handle(self, *args, **options):
         quiet_tensorflow_startup(os.environ)
+        self.check_data(options["data"])
         recipe = self.recipe_settings(options)
         try:
             version = create_training_version(
