@@ -2,7 +2,7 @@
 kept secret key, the checks of numbers given in the environment or on a command line, and the one
 line that a configuration error prints instead of a traceback.
 
-Standard library only: webapp.settings imports it before Django is set up.
+webapp.settings imports it: nothing here reads a setting until a function is called.
 """
 
 import math
@@ -12,6 +12,10 @@ import secrets
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db.utils import InterfaceError, OperationalError
 
 
 def kept_secret_key(key_file):
@@ -84,8 +88,6 @@ def database_described():
     url = os.environ.get("DATABASE_URL")
     if url:
         return f"DATABASE_URL={masked_url(url)}"
-    from django.conf import settings
-
     return f"DATABASE_URL unset: the embedded SQLite database {settings.DATABASES['default']['NAME']}"
 
 
@@ -116,9 +118,6 @@ def wants_traceback(argv):
 def configuration_error_line(error):
     """The one line to print for a configuration error (a bad setting, a database that cannot be
     reached), or None for any other exception, whose traceback is wanted."""
-    from django.core.exceptions import ImproperlyConfigured
-    from django.db.utils import InterfaceError, OperationalError
-
     if isinstance(error, ImproperlyConfigured):
         return " ".join(str(error).split())
     if isinstance(error, OperationalError | InterfaceError):
