@@ -142,6 +142,35 @@ def test_healthz_tells_anyone_what_works_and_only_staff_the_details(client, db, 
     assert details["model"]["architecture"] == "paper" and "error" in details["broker"]
 
 
+def test_the_sample_page_says_when_no_worker_takes_its_photographs(client, db, tmp_path, broker_url,
+                                                                  django_user_model):
+    from tests.webapp.lab_factories import make_sample, with_role
+    from webapp.broker import announce_worker
+    from webapp.models import SmearImage
+
+    sample = make_sample(types=())
+    SmearImage.objects.update(status="queued")
+    client.force_login(with_role(django_user_model.objects.create_user("tech"), "technologist"))
+    page = reverse("lab:sample-detail", args=[sample.pk])
+    server = start_embedded_redis(tmp_path / "redis")
+    try:
+        point_celery_at(server.url)
+        announce_worker(server.url, "train@lab-2", ["train"])
+        shown = client.get(page).content.decode()
+        assert "No classifier worker is running, so these photographs wait" in shown
+        announce_worker(server.url, "classify1@lab-1", ["classify"])
+        assert 'data-role="no-classifier"' not in client.get(page).content.decode()
+    finally:
+        server.stop()
+        point_celery_at(broker_url)
+    # A broker that cannot be asked is the "queue cannot be reached" note's to say, not this one's.
+    point_celery_at("redis://127.0.0.1:1/0")
+    try:
+        assert 'data-role="no-classifier"' not in client.get(page).content.decode()
+    finally:
+        point_celery_at(broker_url)
+
+
 def test_healthz_reconnects_after_a_redis_restart_and_names_stuck_work(client, db, tmp_path, settings,
                                                                         broker_url, django_user_model):
     from django.utils import timezone

@@ -7,6 +7,7 @@ Redis restart, and the workers are read from the roll they keep in Redis (webapp
 than pinged, which would wait a whole timeout for answers.
 """
 
+import redis
 from django.db import connection
 
 from webapp.broker import broker_client, consumers_of, live_workers
@@ -14,6 +15,15 @@ from webapp.celery import app as celery_app
 from webapp.models import ModelVersion, SmearImage
 from webapp.queueing import CLASSIFY_QUEUE, TRAIN_QUEUE
 from webapp.selectors import abandoned_trainings, stuck_images
+
+
+def classify_workers_running():
+    """Whether some worker takes the classify queue now; None where the broker cannot be asked (the
+    sample page then says the queue cannot be reached)."""
+    try:
+        return bool(consumers_of(live_workers(celery_app.conf.broker_url), CLASSIFY_QUEUE))
+    except (redis.RedisError, OSError):
+        return None
 
 
 def _check_database():

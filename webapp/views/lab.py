@@ -38,6 +38,7 @@ from webapp.selectors import (
     samples_with_progress,
 )
 from webapp.services.deletion import delete_image, delete_sample, may_delete_sample
+from webapp.services.health import classify_workers_running
 from webapp.services.locking import SampleLocked
 from webapp.services.review import ReviewError, review_cell
 from webapp.services.sign_off import TARGET_CHOICES, may_sign
@@ -135,6 +136,9 @@ def sample_detail(request, pk):
     context["may_delete"] = may_delete_sample(request.user, sample)
     context["sign_off_panel"] = _sign_off_panel(
         request, sample, draft=request.session.pop(draft_key(sample.pk), None))
+    # Photographs waiting with no worker to take them would wait silently until the reconciler's
+    # stuck time; the page says so at once.
+    context["no_classifier"] = not context["progress"].complete and classify_workers_running() is False
     return render(request, "lab/sample_detail.html", context)
 
 
