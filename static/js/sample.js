@@ -100,7 +100,18 @@
     if (seen && fresher) seen.value = fresher.value;
   }
 
+  // "No classifier worker is running" was true when the page was drawn; a photograph moving on
+  // (the worker came up, say just after the site started) makes it false.
+  var startedFinished = Number(progress.dataset.finished || 0);
+  function dropNoClassifierNote(data) {
+    var note = document.querySelector("[data-role=no-classifier]");
+    var movedOn = data.complete || data.finished > startedFinished ||
+      data.images.some(function (image) { return image.status === "processing"; });
+    if (note && movedOn) note.remove();
+  }
+
   function setProgress(data) {
+    dropNoClassifierNote(data);
     var bar = progress.querySelector(".progress");
     bar.querySelector("span").style.width = data.percent + "%";
     bar.setAttribute("aria-valuenow", data.percent);
