@@ -585,8 +585,8 @@ def result_stamp(sample):
     label. Two stamps differ when anything the report counts changed, including two cells whose
     labels were swapped; read_result_stamp gives the counts back, to say what changed."""
     counted = current_cells(sample).exclude(PARTIAL_LEFT_OUT)
-    per_type = dict(counted.values_list("cell_type").annotate(n=Count("id")).order_by())
     labels = list(counted.order_by("pk").values_list("pk", "cell_type"))
+    per_type = Counter(cell_type for _, cell_type in labels)
     digest = hashlib.sha256(repr(labels).encode()).hexdigest()[:16]
     counts = ",".join(f"{name}:{per_type[name]}" for name in sorted(per_type, key=type_order))
     return f"{counts};{digest}"
