@@ -11,14 +11,19 @@ its own database, and read each other's workers as their own. `make run` on that
 its processes a key prefix of their own (instance_key_prefix): Celery's queues (kombu's
 global_keyprefix, settings.py) and the roll of workers below carry it.
 
-Each worker writes its name into Redis every few seconds with an expiry (`announce_workers`), so
+Each worker writes its name into Redis every few seconds with an expiry (`announce_worker`), so
 /healthz can name the live workers in one round trip instead of broadcasting a ping and waiting a
-whole second for answers that may never come.
+whole second for answers that may never come. Its mark says which queues it consumes and whether it
+can use its media folder (`probe_media_folder`, run again before each announcement): web servers
+and workers may be machines apart that share LEUKOSCOPE_MEDIA_ROOT over a network mount, and a
+worker whose mount is missing fails every photograph it takes.
 """
 
 import hashlib
+import json
 import logging
 import os
+import secrets
 import socket
 import subprocess
 import threading
@@ -166,15 +171,55 @@ def broker_client(url):
     return client
 
 
-# A worker's mark holds the queues it consumes, comma-separated; this for one whose queues are not
-# known (a worker of a release that marked itself "1"), which is taken to consume every queue.
+# A worker's mark is JSON: the queues it consumes and the state of its media folder
+# ({"queues": ["classify"], "media": {"root": "/srv/media", "usable": true}}). Marks of older
+# releases are plain text: the queues comma-separated, or this (or "1") for a worker whose queues
+# are not known, which is taken to consume every queue; they say nothing of the media folder,
+# which is then taken to be usable.
 ANY_QUEUE = "*"
+MEDIA_VARIABLE = "LEUKOSCOPE_MEDIA_ROOT"
+# A probe of the media folder that has not answered within this many seconds (a network mount that
+# hangs) reports the folder unusable; the worker goes on announcing itself meanwhile.
+MEDIA_PROBE_TIMEOUT = 3
 
 
-def announce_worker(url, name, queues=()):
+@dataclass(frozen=True)
+class WorkerMark:
+    """What a live worker says of itself: the queues it consumes (None: any) and its media
+    folder's state (None: not reported, by a worker of an older release)."""
+
+    queues: list | None
+    media: dict | None = None
+
+    @property
+    def media_usable(self):
+        return self.media is None or bool(self.media.get("usable", True))
+
+
+def _encode_mark(queues, media):
+    mark = {"queues": sorted(queues) or None}
+    if media is not None:
+        mark["media"] = media
+    return json.dumps(mark, sort_keys=True)
+
+
+def _decode_mark(text):
+    if text.startswith("{"):
+        try:
+            mark = json.loads(text)
+        except ValueError:
+            mark = {}
+        queues, media = mark.get("queues"), mark.get("media")
+        return WorkerMark(sorted(queues) if queues else None, media if isinstance(media, dict) else None)
+    return WorkerMark(None if text in (ANY_QUEUE, "1") else sorted(text.split(",")))
+
+
+def announce_worker(url, name, queues=(), media=None):
+    """Put ``name`` on the roll for WORKER_SILENT_AFTER seconds, with the queues it consumes and
+    its media folder's state (probe_media_folder's answer; None: not known)."""
     pipe = broker_client(url).pipeline()
     pipe.sadd(_roll_key(), name)
-    pipe.set(_mark_key(name), ",".join(sorted(queues)) or ANY_QUEUE, ex=WORKER_SILENT_AFTER)
+    pipe.set(_mark_key(name), _encode_mark(queues, media), ex=WORKER_SILENT_AFTER)
     pipe.execute()
 
 
@@ -185,9 +230,9 @@ def forget_worker(url, name):
     pipe.execute()
 
 
-def live_workers(url):
-    """The workers that announced themselves within WORKER_SILENT_AFTER seconds: name -> the
-    queues it consumes (None where they are not known: any)."""
+def worker_marks(url):
+    """The workers that announced themselves within WORKER_SILENT_AFTER seconds: name -> its
+    WorkerMark."""
     client, roll = broker_client(url), _roll_key()
     names = sorted(name.decode() for name in client.smembers(roll))
     if not names:
@@ -196,11 +241,13 @@ def live_workers(url):
     gone = [name for name, mark in zip(names, marks, strict=True) if mark is None]
     if gone:
         client.srem(roll, *gone)
-    return {name: _queues(mark.decode()) for name, mark in zip(names, marks, strict=True) if mark is not None}
+    return {name: _decode_mark(mark.decode()) for name, mark in zip(names, marks, strict=True)
+            if mark is not None}
 
 
-def _queues(mark):
-    return None if mark in (ANY_QUEUE, "1") else sorted(mark.split(","))
+def live_workers(url):
+    """The live workers: name -> the queues it consumes (None where they are not known: any)."""
+    return {name: mark.queues for name, mark in worker_marks(url).items()}
 
 
 def consumers_of(workers, queue):
@@ -208,21 +255,96 @@ def consumers_of(workers, queue):
     return [name for name, queues in workers.items() if queues is None or queue in queues]
 
 
-class WorkerRollCall:
-    """Keeps one worker's name on the roll, from a thread, until stopped."""
+def _unusable(root, problem):
+    return {"root": str(root), "usable": False, "problem": problem}
 
-    def __init__(self, url, name, queues=()):
+
+def probe_media_folder(root):
+    """Whether this process can use the media folder ``root``: it is there, it is a folder, and a
+    small file written in it reads back and can be removed. Returns {"root", "usable"}, and where
+    it is not usable "problem", which completes "the worker NAME ...": "cannot write
+    LEUKOSCOPE_MEDIA_ROOT=/srv/media (Read-only file system)"."""
+    root = Path(root)
+    where = f"{MEDIA_VARIABLE}={root}"
+    try:
+        if not root.exists():
+            return _unusable(root, f"cannot find {where}: there is no such folder on its machine "
+                                   "(is the shared folder mounted there?)")
+        if not root.is_dir():
+            return _unusable(root, f"cannot use {where}: it is a file, not a folder")
+    except OSError as exc:
+        return _unusable(root, f"cannot reach {where} ({exc.strerror or exc})")
+    probe = root / f".leukoscope-probe-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    content = secrets.token_bytes(16)
+    try:
+        with open(probe, "xb") as handle:
+            handle.write(content)
+    except OSError as exc:
+        return _unusable(root, f"cannot write {where} ({exc.strerror or exc})")
+    problem = None
+    try:
+        if probe.read_bytes() != content:
+            problem = f"cannot read back what it writes in {where}"
+    except OSError as exc:
+        problem = f"cannot read {where} ({exc.strerror or exc})"
+    try:
+        probe.unlink()
+    except OSError as exc:
+        problem = problem or f"cannot remove files in {where} ({exc.strerror or exc})"
+    return _unusable(root, problem) if problem else {"root": str(root), "usable": True}
+
+
+class MediaFolderWatch:
+    """Probes a media folder from a thread of its own at each call of state(), so that a network
+    mount that hangs holds up no announcement: it is reported unusable instead, and not probed
+    again until the probe that hangs returns."""
+
+    def __init__(self, root, timeout=MEDIA_PROBE_TIMEOUT):
+        self.root, self.timeout = Path(root), timeout
+        self._probe, self._started, self._state = None, 0.0, None
+
+    def _run(self):
+        self._state = probe_media_folder(self.root)
+
+    def state(self):
+        if self._probe is None or not self._probe.is_alive():
+            self._probe = threading.Thread(target=self._run, name="leukoscope-media-probe", daemon=True)
+            self._started = time.monotonic()
+            self._probe.start()
+        self._probe.join(max(0.0, self._started + self.timeout - time.monotonic()))
+        if self._probe.is_alive():
+            return _unusable(self.root, f"cannot use {MEDIA_VARIABLE}={self.root}: it did not answer "
+                                        f"within {self.timeout} s (a network mount that hangs?)")
+        return self._state
+
+
+class WorkerRollCall:
+    """Keeps one worker's name on the roll, from a thread, until stopped; with ``media_root``, the
+    state of that media folder too, probed again before each announcement."""
+
+    def __init__(self, url, name, queues=(), media_root=None):
         self.url, self.name, self.queues = url, name, tuple(queues)
+        self._media = MediaFolderWatch(media_root) if media_root is not None else None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._announce, name="leukoscope-worker-roll",
                                         daemon=True)
 
     def _announce(self):
+        problem = None
         while True:
+            media = self._media.state() if self._media is not None else None
             try:
-                announce_worker(self.url, self.name, self.queues)
+                announce_worker(self.url, self.name, self.queues, media)
             except (redis.RedisError, OSError) as exc:  # Redis is restarting: the worker reconnects
                 logger.debug("Worker %s not announced (%s)", self.name, exc)
+            # Logged when it changes, not at every announcement.
+            now = media.get("problem") if media is not None else None
+            if now != problem:
+                if now:
+                    logger.warning("Worker %s %s", self.name, now)
+                else:
+                    logger.info("Worker %s can use %s again", self.name, MEDIA_VARIABLE)
+                problem = now
             if self._stop.wait(WORKER_ANNOUNCE_SECONDS):
                 return
 

@@ -7,6 +7,7 @@ import os
 
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
+from django.conf import settings
 from kombu import Queue
 
 from classifier.runtimes import quiet_tensorflow_startup
@@ -28,8 +29,11 @@ _roll_calls = []
 def _join_worker_roll(sender, **_):
     # In the worker's main process, which stays up while pool children come and go. With the queues
     # it consumes (-Q), so that /healthz can tell a classify worker from a train worker.
+    # With the state of its media folder, which it may see through a mount of its own: /healthz
+    # names a classify worker that cannot use it, whose every photograph would fail.
     queues = sorted(sender.app.amqp.queues.consume_from)
-    _roll_calls.append(WorkerRollCall(app.conf.broker_url, sender.hostname, queues).start())
+    _roll_calls.append(WorkerRollCall(app.conf.broker_url, sender.hostname, queues,
+                                      media_root=settings.MEDIA_ROOT).start())
 
 
 @worker_shutdown.connect

@@ -1,5 +1,5 @@
-"""What /healthz reports: can we reach the database, the broker and a worker, which model serves,
-and whether any work is stuck.
+"""What /healthz reports: can we reach the database, the broker and a worker (one that takes
+photographs and can use its media folder), which model serves, and whether any work is stuck.
 
 Quick by design (a few milliseconds): monitoring calls it often, and a load balancer may give up
 on a slow answer. The broker is asked with one PING on a client that reconnects by itself after a
@@ -10,7 +10,7 @@ than pinged, which would wait a whole timeout for answers.
 import redis
 from django.db import connection
 
-from webapp.broker import broker_client, consumers_of, live_workers
+from webapp.broker import broker_client, consumers_of, live_workers, worker_marks
 from webapp.celery import app as celery_app
 from webapp.models import ModelVersion, SmearImage
 from webapp.queueing import CLASSIFY_QUEUE, TRAIN_QUEUE
@@ -19,7 +19,12 @@ from webapp.selectors import abandoned_trainings, stuck_images
 
 def classify_workers_running():
     """Whether some worker takes the classify queue now; None where the broker cannot be asked (the
-    sample page then says the queue cannot be reached)."""
+    sample page then says the queue cannot be reached).
+
+    A worker that cannot use its media folder counts: it takes the photographs, which do not wait
+    but fail, each saying so on its card, and /healthz names the worker and its folder. The page's
+    note, that the photographs wait until a worker starts, would not be true of it.
+    """
     try:
         return bool(consumers_of(live_workers(celery_app.conf.broker_url), CLASSIFY_QUEUE))
     except (redis.RedisError, OSError):
@@ -38,19 +43,51 @@ def _check_broker():
     return {"ok": True}
 
 
+def _media_state(mark):
+    if mark.media is None:
+        return {"usable": True, "root": None, "note": "not reported (a worker of an older release)"}
+    return mark.media
+
+
 def _check_workers():
-    """A worker must take the classify queue, or photographs wait; one for the train queue is
-    reported, not required (a retraining waits for it, and a lab retrains seldom)."""
-    workers = live_workers(celery_app.conf.broker_url)
-    if not workers:
+    """A worker must take the classify queue, and one of those must be able to use its media
+    folder, or photographs wait or fail; one for the train queue is reported, not required (a
+    retraining waits for it, and a lab retrains seldom)."""
+    marks = worker_marks(celery_app.conf.broker_url)
+    if not marks:
         return {"ok": False, "error": "no Celery worker answered"}
+    workers = {name: mark.queues for name, mark in marks.items()}
     takers = {queue: consumers_of(workers, queue) for queue in (CLASSIFY_QUEUE, TRAIN_QUEUE)}
-    result = {"ok": bool(takers[CLASSIFY_QUEUE]), "workers": sorted(workers), "queues": takers}
-    if not takers[CLASSIFY_QUEUE]:
+    unusable = {queue: [name for name in names if not marks[name].media_usable]
+                for queue, names in takers.items()}
+    result = {"ok": bool(takers[CLASSIFY_QUEUE]) and unusable[CLASSIFY_QUEUE] != takers[CLASSIFY_QUEUE],
+              "workers": sorted(workers), "queues": takers,
+              "media": {name: _media_state(mark) for name, mark in sorted(marks.items())}}
+
+    def problems(names):
+        return "; ".join(f"{name} {marks[name].media['problem']}" for name in names)
+
+    warnings = []
+    classify, broken = takers[CLASSIFY_QUEUE], unusable[CLASSIFY_QUEUE]
+    if not classify:
         result["error"] = (f"no worker takes the {CLASSIFY_QUEUE} queue, so photographs wait (workers: "
                            f"{', '.join(sorted(workers))})")
-    elif not takers[TRAIN_QUEUE]:
-        result["warning"] = f"no worker takes the {TRAIN_QUEUE} queue: a retraining would wait"
+    elif len(broken) == len(classify) == 1:
+        result["error"] = f"the {CLASSIFY_QUEUE} worker {problems(broken)}, so every photograph fails"
+    elif broken == classify:
+        result["error"] = (f"no {CLASSIFY_QUEUE} worker can use its media folder, so every photograph "
+                           f"fails: {problems(broken)}")
+    elif broken:
+        warnings.append(f"the photographs these {CLASSIFY_QUEUE} workers take fail: {problems(broken)}")
+    if not takers[TRAIN_QUEUE]:
+        warnings.append(f"no worker takes the {TRAIN_QUEUE} queue: a retraining would wait")
+    elif unusable[TRAIN_QUEUE] == takers[TRAIN_QUEUE]:
+        # Training reads the reviewed cells' crops from the media folder, and leaves out those it
+        # cannot find.
+        warnings.append(f"a retraining would leave out the lab's reviewed cells: "
+                        f"{problems(unusable[TRAIN_QUEUE])}")
+    if warnings:
+        result["warning"] = "; ".join(warnings)
     return result
 
 

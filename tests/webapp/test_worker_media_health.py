@@ -1,0 +1,191 @@
+"""A worker that cannot use its media folder: web servers and workers may be machines apart sharing
+LEUKOSCOPE_MEDIA_ROOT over a network mount, and a classify worker whose mount is missing fails
+every photograph it takes ("The stored photograph is missing from storage"). Each worker's mark
+on the roll says whether its folder is usable, and /healthz fails naming the worker and the folder
+when no classify worker can use one. Against the test run's Redis, each test under a key prefix of
+its own."""
+
+import os
+import secrets
+
+import pytest
+from django.urls import reverse
+
+from tests.conftest import wait_for
+from webapp import broker
+from webapp.broker import (
+    WorkerRollCall,
+    announce_worker,
+    forget_worker,
+    probe_media_folder,
+    worker_marks,
+)
+from webapp.models import ModelVersion
+
+
+@pytest.fixture
+def roll(monkeypatch, broker_url):
+    """This test's own roll of workers on the test run's Redis, announced every 50 ms."""
+    monkeypatch.setenv(broker.KEY_PREFIX_VARIABLE, f"test-media-{secrets.token_hex(4)}:")
+    monkeypatch.setattr(broker, "WORKER_ANNOUNCE_SECONDS", 0.05)
+    return broker_url
+
+
+@pytest.fixture
+def staff_client(client, db, django_user_model):
+    ModelVersion.objects.create(architecture="paper", task="binary", status="active",
+                                model_sha256="x" * 64)
+    client.force_login(django_user_model.objects.create_user("ops", is_staff=True))
+    return client
+
+
+def healthz(client):
+    response = client.get(reverse("healthz"))
+    return response.status_code, response.json()
+
+
+# --- the probe ----------------------------------------------------------------------------------
+
+def test_a_folder_that_can_be_written_read_and_cleared_is_usable_and_left_as_it_was(tmp_path):
+    (tmp_path / "smears").mkdir()
+    assert probe_media_folder(tmp_path) == {"root": str(tmp_path), "usable": True}
+    assert [path.name for path in tmp_path.iterdir()] == ["smears"], "the probe file is removed"
+
+
+def test_a_missing_folder_or_a_file_is_not_usable_and_says_why(tmp_path):
+    missing = probe_media_folder(tmp_path / "mnt" / "media")
+    assert missing["usable"] is False
+    assert missing["problem"].startswith(f"cannot find LEUKOSCOPE_MEDIA_ROOT={tmp_path}/mnt/media: ")
+    (tmp_path / "media").write_text("")
+    assert probe_media_folder(tmp_path / "media")["problem"] == (
+        f"cannot use LEUKOSCOPE_MEDIA_ROOT={tmp_path}/media: it is a file, not a folder")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes where permissions say it may not")
+def test_a_folder_that_cannot_be_written_is_not_usable(tmp_path):
+    tmp_path.chmod(0o555)
+    try:
+        state = probe_media_folder(tmp_path)
+    finally:
+        tmp_path.chmod(0o755)
+    assert state["problem"] == f"cannot write LEUKOSCOPE_MEDIA_ROOT={tmp_path} (Permission denied)"
+
+
+# --- /healthz ------------------------------------------------------------------------------------
+
+def test_healthz_fails_naming_the_classify_worker_that_cannot_use_its_media_and_recovers(
+        roll, staff_client, tmp_path):
+    media = tmp_path / "nfs" / "media"  # the mount is missing on the classify worker's machine
+    call = WorkerRollCall(roll, "classify1@lab-2", ["classify"], media_root=media).start()
+    try:
+        wait_for(lambda: "classify1@lab-2" in worker_marks(roll), "the worker's first mark", 5)
+        status, report = healthz(staff_client)
+        worker = report["checks"]["worker"]
+        assert status == 503 and report["failing"] == ["worker"], report
+        assert worker["error"] == (
+            f"the classify worker classify1@lab-2 cannot find LEUKOSCOPE_MEDIA_ROOT={media}: there is "
+            "no such folder on its machine (is the shared folder mounted there?), so every "
+            "photograph fails")
+        assert worker["media"]["classify1@lab-2"]["usable"] is False
+        assert worker["queues"]["classify"] == ["classify1@lab-2"], "it is still a classify worker"
+
+        media.mkdir(parents=True)  # mounted again: the next announcement says so
+        wait_for(lambda: healthz(staff_client)[0] == 200, "/healthz to pass once the folder is back", 5)
+        worker = healthz(staff_client)[1]["checks"]["worker"]
+        assert worker["media"] == {"classify1@lab-2": {"root": str(media), "usable": True}}
+    finally:
+        call.stop()
+
+
+def test_one_worker_with_its_media_is_enough_and_the_other_is_named(roll, staff_client, tmp_path):
+    announce_worker(roll, "classify1@lab-1", ["classify"], probe_media_folder(tmp_path))
+    announce_worker(roll, "classify2@lab-2", ["classify"], probe_media_folder(tmp_path / "gone"))
+    status, report = healthz(staff_client)
+    worker = report["checks"]["worker"]
+    assert status == 200, report
+    assert worker["warning"].startswith(
+        f"the photographs these classify workers take fail: classify2@lab-2 cannot find "
+        f"LEUKOSCOPE_MEDIA_ROOT={tmp_path}/gone")
+    assert [worker["media"][name]["usable"] for name in worker["workers"]] == [True, False]
+
+    forget_worker(roll, "classify1@lab-1")
+    announce_worker(roll, "classify3@lab-3", ["classify"], probe_media_folder(tmp_path / "file"))
+    status, report = healthz(staff_client)
+    assert status == 503
+    assert report["checks"]["worker"]["error"].startswith(
+        "no classify worker can use its media folder, so every photograph fails: classify2@lab-2 "
+        f"cannot find LEUKOSCOPE_MEDIA_ROOT={tmp_path}/gone")
+    # Anyone may see that the worker check fails; the host names and the folder are for staff.
+    staff_client.logout()
+    assert healthz(staff_client)[1]["checks"]["worker"] == {"ok": False}
+
+
+def test_a_mark_without_the_media_state_counts_as_usable(roll, staff_client):
+    # Workers of an older release marked themselves with their queues as plain text ("1" earlier).
+    client = broker.broker_client(roll)
+    client.sadd(broker._roll_key(), "classify@old")
+    client.set(broker._mark_key("classify@old"), "classify", ex=broker.WORKER_SILENT_AFTER)
+    status, report = healthz(staff_client)
+    assert status == 200, report
+    assert report["checks"]["worker"]["media"]["classify@old"] == {
+        "usable": True, "root": None, "note": "not reported (a worker of an older release)"}
+    assert report["checks"]["worker"]["queues"]["classify"] == ["classify@old"]
+
+
+def test_a_train_worker_without_media_is_a_warning_not_a_failure(roll, staff_client, tmp_path):
+    announce_worker(roll, "classify@lab-1", ["classify"], probe_media_folder(tmp_path))
+    announce_worker(roll, "train@lab-2", ["train"], probe_media_folder(tmp_path / "gone"))
+    status, report = healthz(staff_client)
+    assert status == 200, report
+    assert report["checks"]["worker"]["warning"].startswith(
+        "a retraining would leave out the lab's reviewed cells: train@lab-2 cannot find")
+
+
+def test_the_sample_page_counts_a_classify_worker_without_media_as_running(roll, db, tmp_path):
+    # Its photographs do not wait for a worker to start: they are taken, and fail, each saying so;
+    # /healthz names the worker and its folder.
+    from webapp.services.health import classify_workers_running
+
+    assert classify_workers_running() is False
+    announce_worker(roll, "classify@lab-2", ["classify"], probe_media_folder(tmp_path / "gone"))
+    assert classify_workers_running() is True
+
+
+def test_a_media_folder_that_hangs_is_reported_without_holding_up_the_announcements(tmp_path,
+                                                                                  monkeypatch):
+    import threading
+
+    released = threading.Event()
+    monkeypatch.setattr(broker, "probe_media_folder", lambda root: released.wait(10) and {})
+    watch = broker.MediaFolderWatch(tmp_path, timeout=0.2)
+    try:
+        for _ in range(2):  # the second call does not wait again for the probe that hangs
+            state = watch.state()
+            assert state["usable"] is False
+            assert state["problem"] == (f"cannot use LEUKOSCOPE_MEDIA_ROOT={tmp_path}: it did not "
+                                        "answer within 0.2 s (a network mount that hangs?)")
+    finally:
+        released.set()
+
+
+# --- a real worker -------------------------------------------------------------------------------
+
+def test_a_celery_worker_marks_the_state_of_its_own_media_folder(broker_url, tmp_path):
+    from webapp.worker_process import start_worker, stop_worker
+
+    media = tmp_path / "not-mounted"
+    name = f"media-{secrets.token_hex(3)}"
+    env = dict(os.environ, REDIS_URL=broker_url, LEUKOSCOPE_VAR_DIR=str(tmp_path / "var"),
+               LEUKOSCOPE_MEDIA_ROOT=str(media), PYTHONUNBUFFERED="1")
+    env.pop(broker.KEY_PREFIX_VARIABLE, None)
+    # A queue of its own: it must take none of the photographs other tests queue.
+    process = start_worker(name, f"media-test-{name}", env, tmp_path / "worker.log", timeout=60)
+    try:
+        marks = wait_for(lambda: {n: m for n, m in worker_marks(broker_url).items() if n.startswith(name)},
+                         "the worker's mark", 10)
+        (mark,) = marks.values()
+        assert mark.queues == [f"media-test-{name}"]
+        assert mark.media["usable"] is False
+        assert mark.media["problem"].startswith(f"cannot find LEUKOSCOPE_MEDIA_ROOT={media}:")
+    finally:
+        stop_worker(process)
