@@ -263,13 +263,16 @@ def probe_media_folder(root):
     """Whether this process can use the media folder ``root``: it is there, it is a folder, and a
     small file written in it reads back and can be removed. Returns {"root", "usable"}, and where
     it is not usable "problem", which completes "the worker NAME ...": "cannot write
-    LEUKOSCOPE_MEDIA_ROOT=/srv/media (Read-only file system)"."""
+    LEUKOSCOPE_MEDIA_ROOT=/srv/media (Read-only file system)"; "missing" where there is no such
+    folder."""
     root = Path(root)
     where = f"{MEDIA_VARIABLE}={root}"
     try:
         if not root.exists():
-            return _unusable(root, f"cannot find {where}: there is no such folder on its machine "
-                                   "(is the shared folder mounted there?)")
+            # Also before anything is stored, where no one made the folder yet (the first upload
+            # does): /healthz tells the two apart.
+            return dict(_unusable(root, f"cannot find {where}: there is no such folder on its machine "
+                                        "(is the shared folder mounted there?)"), missing=True)
         if not root.is_dir():
             return _unusable(root, f"cannot use {where}: it is a file, not a folder")
     except OSError as exc:
@@ -343,7 +346,7 @@ class WorkerRollCall:
                 if now:
                     logger.warning("Worker %s %s", self.name, now)
                 else:
-                    logger.info("Worker %s can use %s again", self.name, MEDIA_VARIABLE)
+                    logger.info("Worker %s can use %s=%s", self.name, MEDIA_VARIABLE, media["root"])
                 problem = now
             if self._stop.wait(WORKER_ANNOUNCE_SECONDS):
                 return

@@ -120,6 +120,19 @@ def test_one_worker_with_its_media_is_enough_and_the_other_is_named(roll, staff_
     assert healthz(staff_client)[1]["checks"]["worker"] == {"ok": False}
 
 
+def test_a_worker_that_finds_no_folder_misses_nothing_while_nothing_is_stored(roll, staff_client,
+                                                                             settings, tmp_path):
+    # A new installation: no upload has made the folder yet, on the web server's machine either.
+    settings.MEDIA_ROOT = tmp_path / "media"
+    announce_worker(roll, "classify@lab-1", ["classify"], probe_media_folder(tmp_path / "media"))
+    status, report = healthz(staff_client)
+    assert status == 200, report
+    assert report["checks"]["worker"]["media"]["classify@lab-1"]["note"] == (
+        "not held against it: this web server has stored nothing yet")
+    (tmp_path / "media").mkdir()  # the first upload, stored where that worker cannot see it
+    assert healthz(staff_client)[0] == 503
+
+
 def test_a_mark_without_the_media_state_counts_as_usable(roll, staff_client):
     # Workers of an older release marked themselves with their queues as plain text ("1" earlier).
     client = broker.broker_client(roll)

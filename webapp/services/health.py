@@ -7,7 +7,10 @@ Redis restart, and the workers are read from the roll they keep in Redis (webapp
 than pinged, which would wait a whole timeout for answers.
 """
 
+from pathlib import Path
+
 import redis
+from django.conf import settings
 from django.db import connection
 
 from webapp.broker import broker_client, consumers_of, live_workers, worker_marks
@@ -43,9 +46,21 @@ def _check_broker():
     return {"ok": True}
 
 
-def _media_state(mark):
+def _media_usable(marks):
+    """Of ``marks``, the names of the workers that can use their media folder. One that finds no
+    folder counts while this web server has none either: nothing is stored yet (the first upload
+    makes the folder), so it misses nothing."""
+    missing = any(mark.media and mark.media.get("missing") for mark in marks.values())
+    nothing_stored = missing and not Path(settings.MEDIA_ROOT).is_dir()
+    return {name for name, mark in marks.items()
+            if mark.media_usable or (nothing_stored and mark.media.get("missing"))}
+
+
+def _media_state(mark, counted):
     if mark.media is None:
         return {"usable": True, "root": None, "note": "not reported (a worker of an older release)"}
+    if counted and not mark.media["usable"]:
+        return dict(mark.media, note="not held against it: this web server has stored nothing yet")
     return mark.media
 
 
@@ -58,11 +73,11 @@ def _check_workers():
         return {"ok": False, "error": "no Celery worker answered"}
     workers = {name: mark.queues for name, mark in marks.items()}
     takers = {queue: consumers_of(workers, queue) for queue in (CLASSIFY_QUEUE, TRAIN_QUEUE)}
-    unusable = {queue: [name for name in names if not marks[name].media_usable]
-                for queue, names in takers.items()}
+    usable = _media_usable(marks)
+    unusable = {queue: [name for name in names if name not in usable] for queue, names in takers.items()}
     result = {"ok": bool(takers[CLASSIFY_QUEUE]) and unusable[CLASSIFY_QUEUE] != takers[CLASSIFY_QUEUE],
               "workers": sorted(workers), "queues": takers,
-              "media": {name: _media_state(mark) for name, mark in sorted(marks.items())}}
+              "media": {name: _media_state(mark, name in usable) for name, mark in sorted(marks.items())}}
 
     def problems(names):
         return "; ".join(f"{name} {marks[name].media['problem']}" for name in names)
