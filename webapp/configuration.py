@@ -1,6 +1,7 @@
 """What the settings, manage.py and the commands share about an installation's configuration: its
 kept secret key, the checks of numbers given in the environment or on a command line, and the one
-line that a configuration error prints instead of a traceback.
+line that a configuration error prints instead of a traceback (manage.py, webapp.wsgi for gunicorn,
+webapp.celery for `celery worker`).
 
 webapp.settings imports it: nothing here reads a setting until a function is called.
 """
@@ -9,6 +10,7 @@ import math
 import os
 import re
 import secrets
+import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -130,3 +132,13 @@ def configuration_error_line(error):
             hint = " (run manage.py migrate)"
         return f"Database error ({database_described()}): {lines[0].strip()}{hint}"
     return None
+
+
+def exit_for_configuration_error(error, argv, status=1):
+    """For a configuration error, unless its traceback is wanted, print its one line (`Error: …`)
+    on stderr and exit with ``status``; else return, for the caller to raise ``error``."""
+    line = configuration_error_line(error)
+    if line is None or wants_traceback(argv):
+        return
+    print(f"Error: {line}", file=sys.stderr, flush=True)
+    raise SystemExit(status)

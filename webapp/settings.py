@@ -5,9 +5,11 @@ starts. Production: set LEUKOSCOPE_SECRET_KEY, LEUKOSCOPE_ALLOWED_HOSTS, DATABAS
 LEUKOSCOPE_SECURE=1 behind HTTPS.
 """
 
+import logging
 import math
 import os
 import secrets
+import zoneinfo
 from datetime import timedelta
 from pathlib import Path
 
@@ -76,6 +78,29 @@ def env_fraction(name):
     if not 0 <= number <= 1:
         raise ImproperlyConfigured(f"{name}={value}: expected a number from 0 to 1 (a probability)")
     return number
+
+
+def env_time_zone(name, default):
+    """An IANA time zone name from the environment (``default`` where unset or empty)."""
+    value = os.environ.get(name, "").strip() or default
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a time zone: expected a name from the IANA time zone "
+            "database, such as UTC or Europe/Madrid"
+        ) from None
+    return value
+
+
+def env_log_level(name, default):
+    """A logging level name from the environment, in any case (``default`` where unset or empty)."""
+    value = os.environ.get(name, "").strip() or default
+    if value.upper() not in logging.getLevelNamesMapping():
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a log level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        )
+    return value.upper()
 
 
 def env_database(default):
@@ -233,7 +258,7 @@ LOGOUT_REDIRECT_URL = "login"
 LANGUAGE_CODE = "en-us"
 # ISO dates everywhere, the Django admin included (webapp/formats/en/formats.py).
 FORMAT_MODULE_PATH = ["webapp.formats"]
-TIME_ZONE = os.environ.get("LEUKOSCOPE_TIME_ZONE", "UTC")
+TIME_ZONE = env_time_zone("LEUKOSCOPE_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 
@@ -365,13 +390,14 @@ SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 
+LOG_LEVEL = env_log_level("LEUKOSCOPE_LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "filters": {"refusal_in_one_line": {"()": "webapp.log_filters.RefusalInOneLine"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LEUKOSCOPE_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.server": {"level": "WARNING"},
         # Failed sign-ins and lock-outs are warnings; every successful sign-in and sign-out is not news.

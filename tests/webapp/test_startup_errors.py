@@ -1,0 +1,75 @@
+"""A bad setting stops every kind of process with one line naming it, as manage.py prints it: a
+Celery worker or gunicorn started directly (not through manage.py), and the settings Django itself
+would otherwise refuse with a traceback (the time zone, the log level). Real processes: the exit
+status and what reaches the terminal are the point."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+OWN_VARIABLES = ("DATABASE_URL", "LEUKOSCOPE_DEBUG", "LEUKOSCOPE_TIME_ZONE", "LEUKOSCOPE_LOG_LEVEL",
+                 "LEUKOSCOPE_REVIEW_THRESHOLD", "LEUKOSCOPE_BROKER_KEY_PREFIX")
+BIN = Path(sys.executable).parent
+
+
+def run(command, tmp_path, **given):
+    """``command`` in the repository with ``given`` set: (exit status, stderr and stdout)."""
+    env = {name: value for name, value in os.environ.items() if name not in OWN_VARIABLES}
+    env.update(LEUKOSCOPE_VAR_DIR=str(tmp_path), PYTHONUNBUFFERED="1", **given)
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stderr + done.stdout
+
+
+def error_lines(output):
+    assert "Traceback" not in output, output
+    return [line for line in output.splitlines() if line.startswith("Error: ")]
+
+
+@pytest.mark.parametrize("setting, value, expected", [
+    ("LEUKOSCOPE_TIME_ZONE", "Mars/Olympus",
+     "Error: LEUKOSCOPE_TIME_ZONE='Mars/Olympus' is not a time zone: expected a name from the IANA "
+     "time zone database, such as UTC or Europe/Madrid"),
+    ("LEUKOSCOPE_LOG_LEVEL", "LOUD",
+     "Error: LEUKOSCOPE_LOG_LEVEL='LOUD' is not a log level: expected DEBUG, INFO, WARNING, ERROR or "
+     "CRITICAL"),
+])
+def test_manage_py_names_a_bad_time_zone_or_log_level_in_one_line(tmp_path, setting, value, expected):
+    status, output = run([sys.executable, "manage.py", "check"], tmp_path, **{setting: value})
+    assert status == 1
+    assert output.strip() == expected
+
+
+def test_a_log_level_in_any_case_is_taken(tmp_path):
+    status, output = run([sys.executable, "manage.py", "check"], tmp_path, LEUKOSCOPE_LOG_LEVEL="warning",
+                         LEUKOSCOPE_TIME_ZONE="Europe/Madrid")
+    assert status == 0, output
+
+
+def test_a_celery_worker_started_directly_names_the_bad_setting_in_one_line(tmp_path):
+    status, output = run([str(BIN / "celery"), "-A", "webapp", "worker", "-Q", "classify"], tmp_path,
+                         DATABASE_URL="foo://x")
+    assert status == 1
+    assert output.strip() == ("Error: DATABASE_URL: unknown scheme 'foo' (expected "
+                              "postgres://user:password@host:5432/name or sqlite:///path)")
+
+
+def test_with_leukoscope_debug_the_celery_worker_shows_the_traceback(tmp_path):
+    status, output = run([str(BIN / "celery"), "-A", "webapp", "worker", "-Q", "classify"], tmp_path,
+                         LEUKOSCOPE_REVIEW_THRESHOLD="2", LEUKOSCOPE_DEBUG="1")
+    assert status != 0
+    assert "Traceback" in output
+    assert "ImproperlyConfigured: LEUKOSCOPE_REVIEW_THRESHOLD=2: expected a number from 0 to 1" in output
+
+
+def test_gunicorn_started_directly_names_the_bad_setting_and_stops(tmp_path):
+    status, output = run([str(BIN / "gunicorn"), "webapp.wsgi", "--bind", "127.0.0.1:0", "--workers", "1",
+                          "--no-control-socket"], tmp_path, LEUKOSCOPE_REVIEW_THRESHOLD="2")
+    # gunicorn's "worker failed to boot": its master stops instead of starting the worker again.
+    assert status == 3, output
+    assert error_lines(output) == [
+        "Error: LEUKOSCOPE_REVIEW_THRESHOLD=2: expected a number from 0 to 1 (a probability)"]
+    assert "Reason: Worker failed to boot." in output
