@@ -181,6 +181,9 @@ MEDIA_VARIABLE = "LEUKOSCOPE_MEDIA_ROOT"
 # A probe of the media folder that has not answered within this many seconds (a network mount that
 # hangs) reports the folder unusable; the worker goes on announcing itself meanwhile.
 MEDIA_PROBE_TIMEOUT = 3
+# The name of the small file each probe writes in the media folder and removes at once, a
+# millisecond later: whatever lists the folder may skip names that start with it.
+MEDIA_PROBE_PREFIX = ".leukoscope-probe-"
 
 
 @dataclass(frozen=True)
@@ -277,7 +280,7 @@ def probe_media_folder(root):
             return _unusable(root, f"cannot use {where}: it is a file, not a folder")
     except OSError as exc:
         return _unusable(root, f"cannot reach {where} ({exc.strerror or exc})")
-    probe = root / f".leukoscope-probe-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    probe = root / f"{MEDIA_PROBE_PREFIX}{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
     content = secrets.token_bytes(16)
     try:
         with open(probe, "xb") as handle:
