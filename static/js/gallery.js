@@ -66,6 +66,16 @@
     return parts.join(", ");
   }
 
+  // The tooltip as webapp/templatetags/gallery.py writes it: the cell and the network's call stay,
+  // the state after them follows the tile's classes.
+  function tileTitle(tile) {
+    var parts = (tile.getAttribute("title") || "").split(" · ").slice(0, 2);
+    if (tile.classList.contains("awaiting")) parts.push("needs review");
+    if (tile.classList.contains("reviewed")) parts.push("reviewed");
+    if (tile.classList.contains("left-out")) parts.push("cut by the photograph's edge, not counted");
+    return parts.join(" · ");
+  }
+
   function announce(text) {
     if (!status) return;
     // Emptied first, so that the same words twice running are read twice.
@@ -165,6 +175,7 @@
       if (cell.reviewed) tile.classList.remove("awaiting");
       row.querySelector(".tiles").appendChild(tile);
       tile.setAttribute("aria-label", tileName(tile));
+      tile.setAttribute("title", tileTitle(tile));
     });
     touched.forEach(function (row) { sortRow(row); updateRow(row); });
     document.getElementById("gallery-formula").innerHTML = data.formula_html;

@@ -123,6 +123,8 @@ def test_tab_reaches_the_gallery_and_a_type_key_relabels_the_cell(live_server, b
     eosinophils = page.get_by_role("listbox", name="Eosinophil", exact=True)
     moved = eosinophils.get_by_role("option", name=f"Cell {first.pk}, eosinophil, reviewed", exact=True)
     expect(moved).to_have_count(1)
+    # Its tooltip keeps what the network called it and now says it was reviewed.
+    expect(moved).to_have_attribute("title", f"Cell {first.pk} · network: Neutrophil 90% · reviewed")
     expect(page.locator("#gallery-status")).to_have_text(f"Cell {first.pk} relabelled eosinophil")
     assert Cell.objects.get(pk=first.pk).cell_type == "EOSINOPHIL"
     # The focus stays on the cell, and every row still has one Tab stop, where it had cells.
