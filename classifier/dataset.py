@@ -392,7 +392,9 @@ def load_prepared_margins(
         path = _cache_path(cache_dir, images, input_spec, margin, window_scale)
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.stem + ".tmp.npz")
+            # A name of this process's own: two trainings (or test processes) preparing the same
+            # images at once must not write into one half-written file.
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
             np.savez(tmp, inputs=inputs, ok=ok, located=located)
             os.replace(tmp, path)
         except OSError:
