@@ -26,8 +26,12 @@ setup: install
 run: setup
 	$(PY) manage.py runlab
 
+# The suite waits on its Celery workers and subprocesses about half the time: one test process per
+# core (pytest-xdist, each with its own database, Redis database and worker; a test file stays in
+# one process, for its module fixtures) halves it on two cores. TEST_PROCESSES=0 runs it in one.
+TEST_PROCESSES ?= 2
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 lint: install
 	$(PY) -m ruff check .

@@ -76,13 +76,15 @@ def main():
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     sys.path.insert(0, str(REPO_ROOT))
-    from webapp.broker import resolve_broker
+    from webapp.broker import KEY_PREFIX_VARIABLE, instance_key_prefix, resolve_broker
     from webapp.worker_process import WorkerDidNotStart, start_worker, stop_worker
 
-    # A database number of its own: a worker of `make run` on the same Redis must not take these tasks.
+    # Keys of its own: a worker of `make run`, or of a test process, on the same Redis must not take
+    # these tasks, nor this worker theirs.
     broker_url, embedded = resolve_broker(BENCH_DIR / "redis", local_url="redis://127.0.0.1:6379/14")
     env = dict(
         os.environ,
+        **{KEY_PREFIX_VARIABLE: instance_key_prefix(BENCH_DIR)},
         DATABASE_URL=f"sqlite:///{database}",
         REDIS_URL=broker_url,
         LEUKOSCOPE_MEDIA_ROOT=str(BENCH_DIR / "latency-media"),

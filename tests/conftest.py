@@ -4,16 +4,17 @@ The worker is another process, so tests that use it need committed rows (`transa
 a database it can open: a SQLite file (see settings) or the PostgreSQL test database.
 """
 
+import functools
 import os
 import time
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
 from django.test.utils import override_settings
 
-from webapp.broker import embedded_redis_forced, redis_answers, start_embedded_redis
+from webapp.broker import MEDIA_PROBE_PREFIX, embedded_redis_forced, redis_answers, start_embedded_redis
 from webapp.worker_process import WorkerDidNotStart, start_worker, stop_worker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,13 @@ def require_dataset(*parts):
     if not path.exists():
         pytest.skip(f"dataset not available at {path} (set LEUKOSCOPE_DATASETS_DIR)")
     return path
+
+
+def stored_files(media_root):
+    """Every file under the media folder, less the session worker's probe: it writes and removes one
+    there every few seconds to tell /healthz it can use the folder (webapp/broker.py)."""
+    return {path for path in Path(media_root).rglob("*")
+            if path.is_file() and not path.name.startswith(MEDIA_PROBE_PREFIX)}
 
 
 def wait_for(condition, what, timeout, poll=0.1):
@@ -66,16 +74,33 @@ def point_celery_at(url):
     kombu_pools.reset()
 
 
+def test_process_index():
+    """0, or this pytest-xdist process's number (gw0, gw1, ...) when `make test` runs in several."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+
+
+def redis_database_of_this_test_process(url):
+    """`url` with the database number counted down by this process's index (15, 14, ... from the
+    default). Each test process starts its own Celery worker, which purges and consumes the queues
+    of the database it is given: two processes on one database would take each other's tasks."""
+    parts = urlsplit(url)
+    database = int(parts.path.strip("/") or 0) - test_process_index()
+    if database < 0:
+        raise pytest.UsageError(f"too many test processes for the Redis databases below {url}")
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
 @pytest.fixture(scope="session")
 def broker_url(tmp_path_factory):
     embedded = None
     url = os.environ.get("REDIS_URL")
-    if not url:
-        if not embedded_redis_forced() and redis_answers(TEST_REDIS_URL):
-            url = TEST_REDIS_URL
-        else:
-            embedded = start_embedded_redis(tmp_path_factory.mktemp("redis"))
-            url = embedded.url
+    if url:
+        url = redis_database_of_this_test_process(url)
+    elif not embedded_redis_forced() and redis_answers(TEST_REDIS_URL):
+        url = redis_database_of_this_test_process(TEST_REDIS_URL)
+    else:
+        embedded = start_embedded_redis(tmp_path_factory.mktemp("redis"))
+        url = embedded.url
     point_celery_at(url)
     yield url
     if embedded:
@@ -129,6 +154,44 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     if sqlite:
         for suffix in ("-wal", "-shm"):
             Path(database["TEST"]["NAME"] + suffix).unlink(missing_ok=True)
+
+
+# The migrations that make the lab's roles (groups and their permissions), replayed in order.
+ROLE_MIGRATIONS = ("0009_roles", "0019_admin_manages_api_keys", "0020_admin_keeps_api_keys_on_record")
+DATABASE_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequences",
+                     "django_db_serialized_rollback"}
+
+
+@functools.cache
+def _roles_migration_state():
+    """The models as the last role migration knows them, for replaying the role migrations."""
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
+
+    loader = MigrationLoader(connection, ignore_no_migrations=True)
+    return loader, loader.project_state(("webapp", ROLE_MIGRATIONS[-1])).apps
+
+
+@pytest.fixture(autouse=True)
+def lab_roles_as_migrated(request):
+    """The lab's roles, as the migrations leave them, in every test that uses the database.
+
+    A transactional test ends by flushing every table, and Django recreates only the permissions:
+    the groups data migrations made are gone for every test after it in the same process. Run
+    serially, pytest-django orders all transactional tests last, so this never showed; split
+    across processes by file (`make test`), a file's transactional tests come before the next
+    file's others. The migrations themselves are replayed, so the roles are exactly theirs."""
+    from django.contrib.auth.models import Group
+
+    if not (request.node.get_closest_marker("django_db") or DATABASE_FIXTURES & set(request.fixturenames)):
+        return
+    request.getfixturevalue("_django_db_helper")
+    if Group.objects.filter(name="technologist").exists():
+        return
+    loader, state_apps = _roles_migration_state()
+    for name in ROLE_MIGRATIONS:
+        for operation in loader.get_migration("webapp", name).operations:
+            operation.code(state_apps, None)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,9 +1,8 @@
 """Lab records made directly in the database, for page and selector tests that need no worker."""
 
-import importlib
 import itertools
 
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from classifier.labels import BINARY_GROUP, FOUR_CLASSES
@@ -64,12 +63,7 @@ def named_hematologist(user_model):
 
 
 def with_role(user, role):
-    """The user in one of the lab's groups (technologist, hematologist, admin), made with the
-    permissions migration 0009 gives it where a transactional test's flush has removed it."""
-    group, made = Group.objects.get_or_create(name=role)
-    if made:
-        roles = importlib.import_module("webapp.migrations.0009_roles").ROLES[role]
-        group.permissions.set([Permission.objects.get(content_type__app_label=app, codename=codename)
-                               for app, codename in roles])
-    user.groups.add(group)
+    """The user in one of the lab's groups (technologist, hematologist, admin), as the migrations
+    made it (tests/conftest.py brings the groups back after a transactional test's flush)."""
+    user.groups.add(Group.objects.get(name=role))
     return user

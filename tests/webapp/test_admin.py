@@ -216,7 +216,7 @@ def _fresh(account):
 def _group(name):
     from django.contrib.auth.models import Group
 
-    return Group.objects.get_or_create(name=name)[0]
+    return Group.objects.get(name=name)
 
 
 def _sign_permission():

@@ -15,6 +15,7 @@ from classifier import ood
 from classifier.pipeline import FinishedCell, SmearAnalysis
 from classifier.quality import QualityReport
 from classifier.rendering import encode_jpeg, encode_png
+from tests.conftest import stored_files
 from tests.webapp.lab_factories import make_version
 from webapp.models import Cell, CellReview, Sample, SmearImage
 from webapp.services import classification, uploads
@@ -167,17 +168,17 @@ def test_an_error_marks_the_image_failed_with_a_readable_reason(network, stored_
                                                                 isolated_media_root):
     make_version()
     network.error = error
-    before = {p for p in Path(isolated_media_root).rglob("*") if p.is_file()}
+    before = stored_files(isolated_media_root)
     assert classification.classify_smear_image(stored_image.pk) is None
     image = SmearImage.objects.get(pk=stored_image.pk)
     assert image.status == "failed" and image.error.startswith(message)
-    assert {p for p in Path(isolated_media_root).rglob("*") if p.is_file()} == before
+    assert stored_files(isolated_media_root) == before
 
 
 def test_a_failure_while_storing_removes_the_new_pictures(network, stored_image, monkeypatch,
                                                           isolated_media_root):
     make_version()
-    before = {p for p in Path(isolated_media_root).rglob("*") if p.is_file()}
+    before = stored_files(isolated_media_root)
 
     def broken_bulk_create(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -186,7 +187,7 @@ def test_a_failure_while_storing_removes_the_new_pictures(network, stored_image,
     classification.classify_smear_image(stored_image.pk)
     assert SmearImage.objects.get(pk=stored_image.pk).status == "failed"
     assert not Cell.objects.exists()
-    assert {p for p in Path(isolated_media_root).rglob("*") if p.is_file()} == before
+    assert stored_files(isolated_media_root) == before
 
 
 def test_a_stored_file_that_is_no_image_fails_readably(network, stored_image):

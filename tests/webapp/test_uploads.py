@@ -12,6 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image
 
+from tests.conftest import stored_files
 from webapp.intake import ImageRejected, check_image
 from webapp.models import Sample, SmearImage
 from webapp.services import uploads
@@ -293,17 +294,17 @@ def test_long_names_with_dots_and_any_script_are_stored_under_a_name_that_fits(q
 
 @pytest.mark.django_db
 def test_nothing_is_stored_when_every_file_is_bad(queued, isolated_media_root):
-    before = {p for p in Path(isolated_media_root).rglob("*") if p.is_file()}
+    before = stored_files(isolated_media_root)
     result = create_sample_with_images("H26-0002", "", [upload("a.jpg", b""), upload("b.png", b"GIF89a")])
     assert result.sample is None and len(result.rejected) == 2
     assert not Sample.objects.exists()
-    assert {p for p in Path(isolated_media_root).rglob("*") if p.is_file()} == before
+    assert stored_files(isolated_media_root) == before
     assert queued == []
 
 
 @pytest.mark.django_db
 def test_a_failed_database_write_removes_the_files_already_written(queued, monkeypatch, isolated_media_root):
-    before = {p for p in Path(isolated_media_root).rglob("*") if p.is_file()}
+    before = stored_files(isolated_media_root)
     original_save = SmearImage.save
     calls = []
 
@@ -318,7 +319,7 @@ def test_a_failed_database_write_removes_the_files_already_written(queued, monke
         files = [upload("a.jpg", jpeg_bytes()), upload("b.jpg", jpeg_bytes(seed=9))]
         create_sample_with_images("H26-0003", "", files)
     assert not Sample.objects.exists()
-    assert {p for p in Path(isolated_media_root).rglob("*") if p.is_file()} == before
+    assert stored_files(isolated_media_root) == before
 
 
 # --- the page -----------------------------------------------------------------------------------
