@@ -5,7 +5,7 @@ import csv
 from django.utils import timezone
 
 from webapp.cell_types import type_order
-from webapp.counting import group_of
+from webapp.counting import Counting, counting_of, group_of
 from webapp.selectors import leukocyte_formula, sample_images_with_cells, unfamiliar_photograph
 
 # A spreadsheet reads a cell starting with one of these as a formula: a photograph named
@@ -73,12 +73,31 @@ def _sample_rows(sample):
         yield ["warning", "Photographs unlike the images the network was trained on (check every call): "
                           + ", ".join(unfamiliar)]
     yield []
+    # Every photograph, whatever became of it, so that one with no row below (no leukocyte found,
+    # still queued, failed) is told apart from one never uploaded, and two of the same file name
+    # apart by image_id. The name leads, not the id: a reader that takes rows starting with a
+    # number for cells (as cell_id) does not take these for cells. cells is how many rows below
+    # carry its image_id; cells_in_differential how many of them the formula's TOTAL counts.
+    yield ["image", "image_id", "status", "cells", "cells_in_differential", "model_version",
+           "quality_warnings", "error"]
+    for entry in images:
+        image = entry.image
+        yield [
+            image.original_filename, image.pk, image.status, len(entry.cells),
+            sum(1 for cell in entry.cells if _in_differential(cell)),
+            f"v{image.model_version_id}" if image.model_version_id else "",
+            "; ".join(map(str, image.quality_warnings or [])), image.error,
+        ]
+    yield []
     # binary_call is the group of the type the formula counts (the reviewer's where there is one),
     # as cell_type is; the network's own call stays beside it, as predicted_type does.
     yield ["cell_id", "image", "index", "x0", "y0", "x1", "y1", "cell_type", "predicted_type",
            "corrected_type", "confidence", "binary_call", "predicted_binary_call", "needs_review",
            "model_version", "review_carried_from", "ood_score", "image_unfamiliar", "added_by_hand",
-           "partial", "counted_in", *[f"p_{name}" for name in class_names]]
+           "partial", "counted_in", *[f"p_{name}" for name in class_names],
+           # Last, after the probabilities, so that no column before it moved when it came: a
+           # cell's photograph by id, as the photographs' table above lists it.
+           "image_id"]
     for entry in images:
         image_unfamiliar = "yes" if unfamiliar_photograph(entry.cells) else "no"
         for cell in entry.cells:
@@ -93,7 +112,14 @@ def _sample_rows(sample):
                 # Blank, not 0, for a type the cell's network cannot call (a sample of two versions).
                 *[f"{cell.probabilities[name]:.4f}" if name in cell.probabilities else ""
                   for name in class_names],
+                entry.image.pk,
             ]
+
+
+def _in_differential(cell):
+    """Whether the formula's TOTAL counts this current cell: whole or counted in, of a type the
+    differential counts (the API's in_differential; selectors.IN_DIFFERENTIAL)."""
+    return cell.is_counted_in and counting_of(cell.cell_type) is Counting.DIFFERENTIAL
 
 
 def write_sample_csv(sample, stream):
