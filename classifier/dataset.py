@@ -261,9 +261,10 @@ def detector_version():
 
 def cell_nearest_centre(cells, shape):
     """Of detected cells, the one nearest the centre of a photograph of (height, width, ...)
-    ``shape``, where a labelled dataset image's cell usually is; None when there are none."""
-    cy, cx = shape[0] / 2.0, shape[1] / 2.0
-    return min(cells, key=lambda c: (c.centre[0] - cx) ** 2 + (c.centre[1] - cy) ** 2, default=None)
+    ``shape``, where a labelled dataset image's cell usually is (the site's cell 1:
+    detection.centre_first); None when there are none."""
+    ordered = detection.centre_first(cells, shape)
+    return ordered[0] if ordered else None
 
 
 def dataset_context_window(rgb, window_scale="image", result=None, factor=1.0, fill=None):

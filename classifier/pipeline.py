@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from classifier import second_look
-from classifier.detection import DetectedCell, cell_window, detect_leukocytes, window_fill
+from classifier.detection import DetectedCell, cell_window, centre_first, detect_leukocytes, window_fill
 from classifier.labels import binary_probabilities
 from classifier.quality import QualityReport, assess_quality
 from classifier.rendering import cell_pictures
@@ -54,7 +54,7 @@ class FinishedCell:
 @dataclass(frozen=True)
 class SmearAnalysis:
     quality: QualityReport
-    cells: list[FinishedCell]  # in detection order (best score first)
+    cells: list[FinishedCell]  # the photograph's centre outwards (centre_first)
     # The boxes given to analyse_smear (drawn by a person), finished in the order given.
     given_cells: list[FinishedCell] = field(default_factory=list)
 
@@ -69,9 +69,10 @@ def analyse_smear(rgb, classifier, *, review_threshold, given_boxes=()) -> Smear
     detection = detect_leukocytes(rgb)
     quality = assess_quality(rgb, scale=detection.scale if detection.cells or given_boxes else None)
     given = [DetectedCell(box=tuple(int(v) for v in box), score=1.0) for box in given_boxes]
-    finished = _finish_cells(rgb, classifier, [*detection.cells, *given], detection.scale,
+    found_cells = centre_first(detection.cells, rgb.shape)
+    finished = _finish_cells(rgb, classifier, [*found_cells, *given], detection.scale,
                              review_threshold=review_threshold, doubtful_photograph=bool(quality.warnings))
-    found = len(detection.cells)
+    found = len(found_cells)
     return SmearAnalysis(quality=quality, cells=finished[:found], given_cells=finished[found:])
 
 

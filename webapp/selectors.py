@@ -383,7 +383,7 @@ def current_counterpart(cell):
 
 @dataclass
 class ImageCells:
-    """A photograph and the cells its sample's formula counts on it, in detection order."""
+    """A photograph and the cells its sample's formula counts on it, by number."""
 
     image: SmearImage
     cells: list
@@ -507,7 +507,7 @@ def _walk_order(cells):
 
 def walk_cells(cell):
     """(id, photograph id) of the cells a reviewer walks through from this one's page, in order: the
-    sample's counted calls, photograph by photograph as uploaded, each in detection order; from a
+    sample's counted calls, photograph by photograph as uploaded, each by cell number; from a
     superseded call, the calls its version made on its photograph."""
     if cell.is_superseded:
         cells = Cell.objects.filter(image=cell.image, model_version=cell.model_version)
@@ -1086,7 +1086,7 @@ GALLERY_FIELDS = (
 
 def gallery_cells(sample):
     """Every cell the sample's formula counts, with what its tile shows, in one query: by
-    photograph and detection order (the gallery sorts them into rows)."""
+    photograph and cell number (the gallery sorts them into rows)."""
     return list(current_cells(sample).only(*GALLERY_FIELDS).order_by("image_id", "index"))
 
 

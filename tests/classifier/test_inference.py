@@ -16,6 +16,7 @@ from classifier.preparation import prepare_batch, prepare_window
 from classifier.rendering import decode_rgb
 from classifier.training import model_to_bytes
 from tests.classifier.drawn_fields import draw_field
+from tests.conftest import require_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -182,15 +183,16 @@ def test_model_bytes_must_match_recorded_sha(leukonet):
 
 
 def test_analyse_smear_finishes_every_detected_cell(leukonet):
-    from classifier.detection import cell_window, detect_leukocytes
+    from classifier.detection import cell_window, centre_first, detect_leukocytes
     from classifier.pipeline import analyse_smear
 
     smear = cv2.resize(window(3), (640, 480), interpolation=cv2.INTER_LINEAR)
     analysis = analyse_smear(smear, leukonet, review_threshold=0.8)
     detection = detect_leukocytes(smear)
-    assert [cell.box for cell in analysis.cells] == [found.box for found in detection.cells]
+    found_cells = centre_first(detection.cells, smear.shape)
+    assert [cell.box for cell in analysis.cells] == [found.box for found in found_cells]
     assert analysis.cells and "focus" in analysis.quality.to_dict()
-    for cell, found in zip(analysis.cells, detection.cells, strict=True):
+    for cell, found in zip(analysis.cells, found_cells, strict=True):
         assert cell.detection_score == found.score
         assert sum(cell.probabilities.values()) == pytest.approx(1.0)
         assert cell.predicted_type in leukonet.class_names
@@ -204,6 +206,35 @@ def test_analyse_smear_finishes_every_detected_cell(leukonet):
         np.testing.assert_array_equal(decode_rgb(cell.window_png), cell_window(smear, found, detection.scale))
         assert cell.crop_jpeg[:2] == cell.heatmap_jpeg[:2] == b"\xff\xd8"  # JPEG
         assert decode_rgb(cell.heatmap_jpeg).shape == (240, 240, 3)  # LeukoNet's 96x96, drawn larger
+
+
+def test_a_photographs_cells_are_numbered_from_its_centre_outwards():
+    from classifier.detection import DetectedCell, centre_first
+
+    corner = DetectedCell(box=(0, 0, 60, 60), score=1.0)
+    centre = DetectedCell(box=(90, 70, 150, 130), score=0.3)
+    near = DetectedCell(box=(130, 70, 190, 130), score=0.9)
+    twin = DetectedCell(box=(90, 70, 150, 130), score=0.8)  # as near the centre: the better first
+    assert centre_first([corner, near, centre, twin], (200, 240, 3)) == [twin, centre, near, corner]
+
+
+@pytest.mark.parametrize("path, cell_type", [
+    # A clump of red cells beside a basophil, and a broken eosinophil's spilled granules: the
+    # detector scores each as high as the cell the photograph was taken of.
+    (("TEST", "BASOPHIL", "BA_812946.jpg"), "BASOPHIL"),
+    (("TEST", "EOSINOPHIL", "EO_956671.jpg"), "EOSINOPHIL"),
+])
+def test_a_single_cell_photographs_own_cell_comes_first(path, cell_type):
+    from classifier.pipeline import analyse_smear
+
+    photograph = require_dataset("pbc", *path)
+    folder = BUNDLED_MODELS_DIR / "leukonet-gn-8class"
+    if not is_model_folder(folder):
+        pytest.skip(f"bundled model {folder} not present")
+    analysis = analyse_smear(decode_rgb(photograph.read_bytes()), CellClassifier.from_directory(folder),
+                             review_threshold=0.8)
+    assert len(analysis.cells) == 2
+    assert analysis.cells[0].predicted_type == cell_type
 
 
 def test_cells_photographed_at_too_low_a_resolution_are_flagged(leukonet):
@@ -224,7 +255,7 @@ def test_cells_photographed_at_too_low_a_resolution_are_flagged(leukonet):
 
 def test_the_pipeline_takes_a_second_look_where_the_network_is_unsure():
     from classifier import second_look
-    from classifier.detection import cell_window, detect_leukocytes
+    from classifier.detection import cell_window, centre_first, detect_leukocytes
     from classifier.pipeline import analyse_smear
 
     folder = BUNDLED_MODELS_DIR / "leukonet-gn-8class"
@@ -240,8 +271,8 @@ def test_the_pipeline_takes_a_second_look_where_the_network_is_unsure():
         smear = draw_field(name, seed)
         analysis = analyse_smear(smear, classifier, review_threshold=0.8)
         detection = detect_leukocytes(smear)
-        views = {f: [cell_window(smear, cell, detection.scale * f) for cell in detection.cells]
-                 for f in factors}
+        views = {f: [cell_window(smear, cell, detection.scale * f)
+                     for cell in centre_first(detection.cells, smear.shape)] for f in factors}
         calls = {f: classifier.classify(views[f]) for f in factors}
         first = calls[1.0]
         unsure = first.confidence < second_look.SECOND_LOOK_BELOW

@@ -143,6 +143,27 @@ def test_running_twice_updates_in_place_and_keeps_reviews(network, stored_image,
     assert all(path.is_file() for path in files_of(cells))
 
 
+def test_a_rerun_finding_the_cells_in_another_order_keeps_each_review_with_its_cell(
+        network, stored_image, django_user_model):
+    # A re-run with the same version after an upgrade: the detector (or its order) changed, and
+    # now finds a third cell, numbered first, and the other two the other way round.
+    make_version()
+    left, right, middle = (100, 80, 220, 200), (300, 200, 400, 300), (230, 150, 290, 210)
+    network.analysis = analysis_with([left, right])
+    classification.classify_smear_image(stored_image.pk)
+    reviewed = Cell.objects.get(index=0)
+    review_cell(reviewed, "EOSINOPHIL", django_user_model.objects.create_user("t"))
+
+    network.analysis = analysis_with([middle, right, left], predicted="MONOCYTE")
+    classification.classify_smear_image(stored_image.pk)
+    cells = list(Cell.objects.order_by("index"))
+    assert [(c.index, c.box) for c in cells] == [(0, middle), (1, right), (2, left)]
+    assert cells[2].pk == reviewed.pk
+    assert [(c.cell_type, c.corrected_type) for c in cells] == [
+        ("MONOCYTE", ""), ("MONOCYTE", ""), ("EOSINOPHIL", "EOSINOPHIL")]
+    assert all(path.is_file() for path in files_of(cells))
+
+
 def test_another_version_adds_cells_and_keeps_the_old_ones(network, stored_image):
     old = make_version(status="ready")
     make_version()

@@ -40,7 +40,7 @@ class GalleryRow:
     key: str  # the type's review shortcut
     counting: Counting
     note: str  # how the type counts, where it is not in the differential ("" where it is)
-    tiles: list  # GalleryTile, awaiting review first, then by photograph and detection order
+    tiles: list  # GalleryTile, awaiting review first, then by photograph and cell number
     shown: bool  # a type present or one the network calls; others wait hidden for the first cell
 
     @property

@@ -60,7 +60,7 @@ class Photograph:
     """One photograph of a sample, with the cells its formula counts."""
 
     image: SmearImage
-    cells: list  # CellMark, in detection order
+    cells: list  # CellMark, by number (the photograph's centre outwards)
     stalled: bool  # no live task will finish it: queued too long, or its worker stopped
     label_size: int  # font size of the cell labels, in photograph pixels
     # Most of its cells are unlike those the network was trained on (selectors.unfamiliar_photograph).

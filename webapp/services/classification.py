@@ -2,8 +2,9 @@
 each cell it returns, pictures included.
 
 Runs only inside a Celery worker (TensorFlow is loaded there by model_registry). Re-running for the
-same image and model version updates that version's cells in place, keyed by (image, version,
-index), so a retried task never duplicates cells and never drops a technologist's review.
+same image and model version updates that version's cells in place, each matched to the cell it
+already holds by its box, so a retried task never duplicates cells and a technologist's review
+stays with its cell, whatever number the re-run gives it.
 
 Cells a reviewer added by hand (webapp.services.added_cells) are part of the photograph's result:
 every re-run, with the same version or another, classifies their boxes again beside the detected
@@ -20,6 +21,7 @@ import time
 
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from classifier.boxes import SAME_CELL_IOU, match_boxes, touches_edge
@@ -118,17 +120,24 @@ def _hand_added_boxes(image):
 
 def _store_cells(image, version, analysis, written):
     """Upsert this version's cells of the image, the detected ones then those added by hand;
-    return the file names they no longer use."""
+    return the file names they no longer use.
+
+    A cell this version already holds is matched by its box, not by its number: a re-run after an
+    upgrade may find the same cells in another order (or one more), and a reviewer's label stays
+    with the cell it was given to."""
     found_again = {i for i, _, _ in match_boxes([c.box for c in analysis.given_cells],
                                                  [c.box for c in analysis.cells], SAME_CELL_IOU)}
     rows = [(found, False) for found in analysis.cells] + [
         (found, True) for i, found in enumerate(analysis.given_cells) if i not in found_again
     ]
-    existing = {cell.index: cell for cell in Cell.objects.filter(image=image, model_version=version)}
+    existing = list(Cell.objects.filter(image=image, model_version=version))
+    same_cell = {i: existing[j] for i, j, _ in match_boxes([found.box for found, _ in rows],
+                                                           [cell.box for cell in existing], SAME_CELL_IOU)}
+    gone = [cell for cell in existing if cell not in same_cell.values()]
     stale_files, to_create, to_update = [], [], []
     stem = f"img{image.pk}-v{version.pk}"
     for index, (found, by_hand) in enumerate(rows):
-        cell = existing.pop(index, None)
+        cell = same_cell.get(index)
         if cell is None:
             cell = Cell(image=image, model_version=version, index=index)
             to_create.append(cell)
@@ -137,12 +146,20 @@ def _store_cells(image, version, analysis, written):
             to_update.append(cell)
         cell.added_by_hand = by_hand
         fill_cell(cell, found, image, f"{stem}-c{index}", written)
-    for cell in existing.values():  # the detector now finds fewer cells than last time
+    for cell in gone:  # the detector no longer finds these
         stale_files += [f.name for f in (cell.crop, cell.heatmap, cell.window) if f]
-    Cell.objects.filter(pk__in=[cell.pk for cell in existing.values()]).delete()
+    Cell.objects.filter(pk__in=[cell.pk for cell in gone]).delete()
+    # A cell's number is unique in its photograph and version: those that change number move out
+    # of the way first, past every number old or new, so no two ever hold one.
+    renumbered = [cell for index, cell in same_cell.items() if cell.index != index]
+    if renumbered:
+        Cell.objects.filter(pk__in=[cell.pk for cell in renumbered]).update(
+            index=F("index") + len(rows) + len(existing))
+    for index, cell in same_cell.items():
+        cell.index = index
     Cell.objects.bulk_create(to_create)
     Cell.objects.bulk_update(to_update, [
-        "x0", "y0", "x1", "y1", "detection_score", "predicted_type", "probabilities", "confidence",
+        "index", "x0", "y0", "x1", "y1", "detection_score", "predicted_type", "probabilities", "confidence",
         "binary_call", "needs_review", "cell_type", "crop", "window", "heatmap", "added_by_hand",
         "is_partial", "ood_score", "view_factor", "first_look_type", "first_look_confidence",
     ])
