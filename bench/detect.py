@@ -34,7 +34,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from classifier.boxes import box_iou, match_boxes, touches_edge  # noqa: E402
+from classifier.boxes import box_iou, cut_by_edge, match_boxes, touches_edge  # noqa: E402
 from classifier.detection import detect_leukocytes  # noqa: E402
 from classifier.labels import binary_group  # noqa: E402
 from classifier.model_folder import BUNDLED_MODELS_DIR, bundled_model_folders  # noqa: E402
@@ -78,7 +78,7 @@ def edge_disagreements(truth, found, matched, width, height):
     annotated one], [those it counts on the detected box though the annotated one is cut])."""
     left_out, kept = [], []
     for i, j, _ in matched:
-        annotated_cut, found_cut = (touches_edge(box, width, height) for box in (truth[i], found[j]))
+        annotated_cut, found_cut = (cut_by_edge(box, width, height) for box in (truth[i], found[j]))
         if annotated_cut != found_cut:
             (left_out if found_cut else kept).append((i, j))
     return left_out, kept
@@ -93,7 +93,7 @@ class DetectionFigures:
     seconds: float = 0.0
     misses: list[str] = field(default_factory=list)
     false_positives: list[str] = field(default_factory=list)
-    # Matched cells the site's edge rule (classifier.boxes.touches_edge: cut by the photograph's
+    # Matched cells the site's edge rule (classifier.boxes.cut_by_edge: cut by the photograph's
     # edge, left out of the formula) decides otherwise on the detected box than on the annotated one.
     edge_left_out: list[str] = field(default_factory=list)  # annotated clear of the edge
     edge_kept: list[str] = field(default_factory=list)  # annotated at the edge
@@ -183,7 +183,7 @@ def counted_calls(cells, width: int, height: int, how_many: int) -> list[str]:
     # binary_group names no group for a platelet or an erythroblast; a binary network's calls
     # are their own group.
     counted = [cell.predicted_type for cell in cells
-               if binary_group(cell.predicted_type) and not touches_edge(cell.box, width, height)]
+               if binary_group(cell.predicted_type) and not cut_by_edge(cell.box, width, height)]
     return sorted(counted[:how_many])
 
 

@@ -47,3 +47,21 @@ def touches_edge(box, width, height, margin=EDGE_MARGIN) -> bool:
     """Whether a box in a width x height photograph reaches within ``margin`` px of its edge."""
     x0, y0, x1, y1 = box
     return x0 <= margin or y0 <= margin or x1 >= width - margin or y1 >= height - margin
+
+
+def holds_centre(box, width, height) -> bool:
+    """Whether a box covers the middle of a width x height photograph."""
+    x0, y0, x1, y1 = box
+    return x0 <= width / 2 <= x1 and y0 <= height / 2 <= y1
+
+
+def cut_by_edge(box, width, height) -> bool:
+    """The site's edge rule: whether the cell in ``box`` is one the photograph's edge cuts, which
+    the differential leaves out (a reviewer may count it in).
+
+    A field of a smear cuts cells at its edges, and the next field may show them again. A cell
+    that reaches from the photograph's middle to its edge is another case: the photograph was
+    framed on it (a tight crop of one cell, an analyser's or a lab's own), so it is counted.
+    On a field the middle cell never reaches the edge unless it spans half the field."""
+    return touches_edge(box, width, height) and not holds_centre(box, width, height)
+

@@ -164,6 +164,15 @@ def test_a_rerun_finding_the_cells_in_another_order_keeps_each_review_with_its_c
     assert all(path.is_file() for path in files_of(cells))
 
 
+def test_a_cell_the_photograph_is_framed_on_counts_though_it_reaches_the_edge(network, stored_image):
+    # In the 640x480 photograph: a cell from its middle to the top edge, one the left edge cuts.
+    network.analysis = analysis_with([(200, 0, 440, 300), (0, 360, 100, 470)])
+    make_version()
+    classification.classify_smear_image(stored_image.pk)
+    framed_on, cut = Cell.objects.order_by("index")
+    assert (framed_on.is_partial, cut.is_partial) == (False, True)
+
+
 def test_another_version_adds_cells_and_keeps_the_old_ones(network, stored_image):
     old = make_version(status="ready")
     make_version()

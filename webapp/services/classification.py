@@ -12,8 +12,8 @@ cells (indexes after the detector's), so they are neither lost nor left to an ol
 drawn box the detector now finds itself is dropped: the detected cell takes its place (and, with
 another version, its review, matched by box as any other).
 
-A cell whose box touches the photograph's edge is stored partial (Cell.is_partial): the formula
-leaves it out unless a reviewer counts it in, and that choice is kept across re-runs.
+A cell the photograph's edge cuts (classifier.boxes.cut_by_edge) is stored partial (Cell.is_partial):
+the formula leaves it out unless a reviewer counts it in, and that choice is kept across re-runs.
 """
 
 import logging
@@ -24,7 +24,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from classifier.boxes import SAME_CELL_IOU, match_boxes, touches_edge
+from classifier.boxes import SAME_CELL_IOU, cut_by_edge, match_boxes
 from classifier.errors import UnreadablePhotograph
 from classifier.pipeline import analyse_smear
 from classifier.rendering import decode_rgb
@@ -103,7 +103,7 @@ def fill_cell(cell, found, image, name_stem, written):
     cell.view_factor = found.view_factor
     cell.first_look_type = found.first_look_type
     cell.first_look_confidence = found.first_look_confidence
-    cell.is_partial = touches_edge(found.box, image.width, image.height)
+    cell.is_partial = cut_by_edge(found.box, image.width, image.height)
     cell.cell_type = cell.corrected_type or found.predicted_type
     written.save(cell.crop, f"{name_stem}.jpg", found.crop_jpeg)
     written.save(cell.window, f"{name_stem}.png", found.window_png)
