@@ -286,7 +286,8 @@ def dataset_context_window(rgb, window_scale="image", result=None, factor=1.0, f
     return detection.cell_window(rgb, nearest, scale, fill=fill), True
 
 
-def _needs_location(input_spec):
+def locates_cell(input_spec):
+    """Whether a network with this input takes the window of the cell the detector finds."""
     return input_spec.get("mode") == "cell"
 
 
@@ -296,7 +297,7 @@ def _prepare_one(image, input_spec, margins, window_scale):
         return None, False
     if image.is_window:
         window, located = rgb, True  # preparation.as_window centres one of another size
-    elif not _needs_location(input_spec):
+    elif not locates_cell(input_spec):
         window, located = reference_field(rgb, window_scale), False
     else:
         window, located = dataset_context_window(rgb, window_scale)
@@ -345,7 +346,7 @@ def _cache_path(cache_dir, images, input_spec, margin, window_scale):
             "spec": input_spec,
             "margin": margin,
             "scale": window_scale,
-            "detector": detector_version() if _needs_location(input_spec) else "",
+            "detector": detector_version() if locates_cell(input_spec) else "",
             "preparation": _source_version("preparation.py"),
             "version": CACHE_VERSION,
         },
@@ -421,7 +422,7 @@ def load_context_windows(images, input_spec, window_scale="image", workers=2):
             return None
         if image.is_window:
             return as_window(rgb)
-        if not _needs_location(input_spec):
+        if not locates_cell(input_spec):
             return reference_field(rgb, window_scale)
         return dataset_context_window(rgb, window_scale)[0]
 

@@ -180,6 +180,38 @@ def test_the_classifier_benchmark_reports_every_source_and_the_classes_it_shares
     assert review["flagged_share"] >= review["unfamiliar_share"]
 
 
+def test_the_classifier_benchmark_says_what_the_site_would_score_where_no_cell_is_found(matrix, tmp_path):
+    from PIL import Image
+
+    from classifier.detection import detect_leukocytes
+    from classifier.inference import CellClassifier
+    from classifier.model_folder import BUNDLED_MODELS_DIR, is_model_folder
+    from classifier.rendering import decode_rgb
+
+    _, _, _, runs, (first, _) = matrix
+    folder = BUNDLED_MODELS_DIR / "leukonet-gn-8class"
+    if not is_model_folder(folder):
+        pytest.skip(f"bundled model {folder} not present")
+    classify = load_bench("classify")
+    lab = tmp_path / "lab-d"
+    shutil.copytree(first / "TEST", lab / "TEST")
+    size = Image.open(next((lab / "TEST" / "NEUTROPHIL").iterdir())).size
+    Image.new("RGB", size, (236, 226, 230)).save(lab / "TEST" / "NEUTROPHIL" / "bare_slide.png")
+    photographs = sorted((lab / "TEST").rglob("*.*"))
+    unlocated = sum(not detect_leukocytes(decode_rgb(path.read_bytes())).cells for path in photographs)
+
+    report = classify.source_benchmark(CellClassifier.from_directory(folder), lab, speed=False)
+    printed = "\n".join(classify.source_lines(report, list(report["held_classes"])))
+
+    assert report["test_n"] == len(photographs) == 9 and report["test_unlocated"] == unlocated >= 1
+    assert 0 <= report["test"]["accuracy"] - report["test_accuracy_unlocated_wrong"] <= unlocated / 9 + 1e-9
+    assert (f"the detector found no cell on {unlocated} photograph" in printed and
+            f"counting them wrong, accuracy {report['test_accuracy_unlocated_wrong']:.4f}" in printed)
+    # A network that reads the whole field locates nothing: the line is not for it.
+    whole_field = classify.source_benchmark(CellClassifier.from_directory(runs / "lab-a"), lab, speed=False)
+    assert "test_unlocated" not in whole_field
+
+
 def test_the_benchmark_reports_the_ece_a_sources_own_temperature_would_give():
     import numpy as np
 
