@@ -365,6 +365,10 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "inte
                                     "interval_max": 0.2}
 CELERY_TASK_ALWAYS_EAGER = False
 
+# A classify worker that cannot reach the media folder (a network mount missing on its machine)
+# puts the photograph back in the queue and tries it again after this long, instead of failing it.
+STORAGE_RETRY_SECONDS = env_seconds("LEUKOSCOPE_STORAGE_RETRY_SECONDS", 60)
+
 # The reconciler (manage.py reconcile, started by `make run`) queues again what no live task will
 # finish. A running task writes a heartbeat this often ...
 HEARTBEAT_SECONDS = env_seconds("LEUKOSCOPE_HEARTBEAT_SECONDS", 10)

@@ -7,11 +7,12 @@ import logging
 
 from celery import shared_task
 from celery.signals import task_prerun
+from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 
 from webapp.models import SmearImage
 from webapp.services.added_cells import finish_added_cell
-from webapp.services.classification import classify_smear_image
+from webapp.services.classification import StorageUnreachable, classify_smear_image
 from webapp.services.liveness import claim_image, heartbeat
 from webapp.services.training import run_training
 
@@ -35,8 +36,13 @@ def classify_image(self, image_id, model_version_id=None):
     if not claim_image(image_id, self.request.id):
         return
     version_id = SmearImage.objects.filter(pk=image_id).values_list("requested_version", flat=True).first()
-    with heartbeat(SmearImage, image_id):
-        classify_smear_image(image_id, model_version_id=version_id)
+    try:
+        with heartbeat(SmearImage, image_id):
+            classify_smear_image(image_id, model_version_id=version_id)
+    except StorageUnreachable as exc:
+        # The photograph is queued again; this message comes back later, to whichever worker
+        # takes it, until one can read the photograph. No limit: the photograph is not at fault.
+        raise self.retry(exc=exc, countdown=settings.STORAGE_RETRY_SECONDS, max_retries=None) from None
     logger.info("Image %s finished by task %s", image_id, self.request.id)
 
 

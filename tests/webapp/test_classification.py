@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+from django.utils.html import escape
 from PIL import Image
 
 from classifier import ood
@@ -171,6 +173,29 @@ def test_a_cell_the_photograph_is_framed_on_counts_though_it_reaches_the_edge(ne
     classification.classify_smear_image(stored_image.pk)
     framed_on, cut = Cell.objects.order_by("index")
     assert (framed_on.is_partial, cut.is_partial) == (False, True)
+
+
+def test_a_worker_that_cannot_reach_the_media_folder_puts_the_photograph_back(network, stored_image,
+                                                                               settings, tmp_path,
+                                                                               client, tech):
+    make_version()
+    mounted = settings.MEDIA_ROOT
+    # The shared folder is not mounted on this worker's machine: the photograph is not at fault.
+    settings.MEDIA_ROOT = str(tmp_path / "not-mounted")
+    with pytest.raises(classification.StorageUnreachable):
+        classification.classify_smear_image(stored_image.pk)
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert image.status == "queued" and not Cell.objects.exists()
+    assert image.error.startswith("Waiting: the classifier worker cannot find LEUKOSCOPE_MEDIA_ROOT="
+                                  f"{tmp_path / 'not-mounted'}: there is no such folder on its machine")
+    assert "tried again every 60 s" in image.error
+    page = client.get(reverse("lab:sample-detail", args=[image.sample_id])).content.decode()
+    assert f'<span data-role="waiting-reason">{escape(image.error)}</span>' in page
+
+    settings.MEDIA_ROOT = mounted  # mounted again: the next delivery classifies it
+    assert classification.classify_smear_image(stored_image.pk) == 2
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert (image.status, image.error) == ("done", "")
 
 
 def test_another_version_adds_cells_and_keeps_the_old_ones(network, stored_image):

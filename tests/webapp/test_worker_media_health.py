@@ -1,6 +1,6 @@
 """A worker that cannot use its media folder: web servers and workers may be machines apart sharing
 LEUKOSCOPE_MEDIA_ROOT over a network mount, and a classify worker whose mount is missing fails
-every photograph it takes ("The stored photograph is missing from storage"). Each worker's mark
+every photograph it takes, unless it puts them back in the queue, as it does. Each worker's mark
 on the roll says whether its folder is usable, and /healthz fails naming the worker and the folder
 when no classify worker can use one. Against the test run's Redis, each test under a key prefix of
 its own."""
@@ -202,3 +202,53 @@ def test_a_celery_worker_marks_the_state_of_its_own_media_folder(broker_url, tmp
         assert mark.media["problem"].startswith(f"cannot find LEUKOSCOPE_MEDIA_ROOT={media}:")
     finally:
         stop_worker(process)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_photograph_waits_while_its_worker_cannot_see_the_media_folder_then_is_classified(
+        broker_url, isolated_media_root, sent_tasks, tmp_path):
+    import io
+
+    import numpy as np
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image
+
+    from tests.conftest import _database_url_for_worker
+    from tests.e2e.served_model import activate_served_model
+    from webapp.models import SmearImage
+    from webapp.queueing import CLASSIFY_TASK
+    from webapp.services.uploads import create_sample_with_images
+    from webapp.worker_process import start_worker, stop_worker
+
+    activate_served_model()
+    rgb = np.full((480, 640, 3), (225, 185, 195), np.uint8)
+    rgb[200:280, 280:360] = (120, 70, 170)
+    photograph = io.BytesIO()
+    Image.fromarray(rgb).save(photograph, format="JPEG")
+    upload = SimpleUploadedFile("s.jpg", photograph.getvalue())
+    image = create_sample_with_images("MNT-1", "", [upload]).stored[0]
+    mount = tmp_path / "mnt" / "media"
+    name = f"unmounted-{secrets.token_hex(3)}"
+    env = dict(os.environ, REDIS_URL=broker_url, DATABASE_URL=_database_url_for_worker(),
+               LEUKOSCOPE_VAR_DIR=str(tmp_path / "var"), LEUKOSCOPE_MEDIA_ROOT=str(mount),
+               LEUKOSCOPE_STORAGE_RETRY_SECONDS="0.5", PYTHONUNBUFFERED="1")
+    env.pop(broker.KEY_PREFIX_VARIABLE, None)
+    queue = f"media-test-{name}"  # its own: it takes none of the photographs other tests queue
+    process = start_worker(name, queue, env, tmp_path / "worker.log", timeout=60)
+    try:
+        from webapp.celery import app
+
+        app.send_task(CLASSIFY_TASK, args=[image.pk], queue=queue)
+        waiting = wait_for(lambda: SmearImage.objects.filter(pk=image.pk, status="queued")
+                           .exclude(error="").first(), "the photograph back in the queue", 60)
+        assert waiting.error.startswith(f"Waiting: the classifier worker cannot find "
+                                        f"LEUKOSCOPE_MEDIA_ROOT={mount}:")
+        mount.parent.mkdir()
+        mount.symlink_to(isolated_media_root)  # the shared folder is mounted
+        done = wait_for(lambda: SmearImage.objects.filter(pk=image.pk, status="done").first(),
+                        "the photograph classified once the folder is there", 60)
+        assert done.error == "" and done.model_version_id is not None
+    finally:
+        stop_worker(process)
+

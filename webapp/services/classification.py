@@ -19,6 +19,7 @@ the formula leaves it out unless a reviewer counts it in, and that choice is kep
 import logging
 import time
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F
@@ -29,6 +30,7 @@ from classifier.errors import UnreadablePhotograph
 from classifier.pipeline import analyse_smear
 from classifier.rendering import decode_rgb
 from webapp import audit
+from webapp.broker import probe_media_folder
 from webapp.cell_types import carried_label
 from webapp.models import Cell, ModelVersion, SmearImage
 from webapp.review_flag import review_threshold
@@ -42,13 +44,24 @@ class ClassificationError(RuntimeError):
     """A failure whose message is meant for the lab staff reading the sample page."""
 
 
+class StorageUnreachable(RuntimeError):
+    """This worker cannot use the media folder at all (a network mount missing on its machine):
+    the photograph is not at fault, and waits in the queue (the task tries again later)."""
+
+
 def load_rgb(image):
     try:
         with image.image.open("rb") as handle:
             return decode_rgb(handle)
-    except FileNotFoundError:
-        raise ClassificationError("The stored photograph is missing from storage.") from None
-    except OSError:
+    except OSError as exc:
+        media = probe_media_folder(settings.MEDIA_ROOT)
+        if not media["usable"]:
+            raise StorageUnreachable(
+                f"Waiting: the classifier worker {media['problem']}. The photograph is kept and tried "
+                f"again every {settings.STORAGE_RETRY_SECONDS:g} s; an administrator can see this on "
+                "the health page (/healthz).") from None
+        if isinstance(exc, FileNotFoundError):
+            raise ClassificationError("The stored photograph is missing from storage.") from None
         raise ClassificationError("The stored photograph could not be read.") from None
 
 
@@ -229,7 +242,9 @@ def _record_failure(image_id, error):
 
 
 def classify_smear_image(image_id, model_version_id=None):
-    """Classify one stored image; always ends with the image marked done or failed."""
+    """Classify one stored image; ends with the image marked done or failed, or, where this worker
+    cannot reach the media folder, queued again with the reason and StorageUnreachable raised for
+    the task to try again (webapp.tasks)."""
     started = time.monotonic()
     if not SmearImage.objects.filter(pk=image_id).update(status=SmearImage.Status.PROCESSING, error=""):
         logger.warning("Image %s was deleted before it could be classified.", image_id)
@@ -273,6 +288,11 @@ def classify_smear_image(image_id, model_version_id=None):
             )
             if not updated:
                 raise ClassificationError("The image was deleted while it was being classified.")
+    except StorageUnreachable as exc:
+        written.discard()
+        logger.error("Image %s put back in the queue: %s", image_id, exc)
+        SmearImage.objects.filter(pk=image_id).update(status=SmearImage.Status.QUEUED, error=str(exc))
+        raise
     except Exception as exc:
         written.discard()
         logger.exception("Classifying image %s failed", image_id)
