@@ -20,13 +20,16 @@ def command_line_settings(exclude=()):
     ]
 
 
-def add_recipe_arguments(parser, exclude=()):
-    """Add an option for every recipe setting offered on the command line, but those in exclude."""
+def add_recipe_arguments(parser, exclude=(), defaults=None):
+    """Add an option for every recipe setting offered on the command line, but those in exclude.
+    ``defaults`` gives, by setting name, the default in words where the command's differs from the
+    recipe's (``manage.py train`` follows the active version's network)."""
+    defaults = defaults or {}
     for setting in command_line_settings(exclude):
         options = dict(
             dest=setting.name,
             default=None,
-            help=f"{setting.help} (default: {setting.default_text()})",
+            help=f"{setting.help} (default: {defaults.get(setting.name) or setting.default_text()})",
         )
         if setting.kind is bool:
             options["action"] = argparse.BooleanOptionalAction

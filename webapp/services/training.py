@@ -431,10 +431,14 @@ def _finish(version_id, status, reason="", result=None):
         return version
 
 
-def _failure_reason(exc):
+def _failure_reason(exc, adaptation=False):
+    """The reason a run that raised ``exc`` failed, as the page shows it; ``adaptation``: the run
+    was an "Adapt to this lab", which has no batch size or image count to change."""
     if isinstance(exc, TrainingDataError):
         return str(exc)
     if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
+        if adaptation:
+            return f"The adaptation ran out of memory. {ADAPTATION_MEMORY_ADVICE}"
         return ("Training ran out of memory. Try a smaller batch size or fewer images, or free "
                 "memory on the training machine.")
     detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
@@ -446,6 +450,22 @@ WORKER_DIED_REASON = (
     "The training worker stopped in the middle of this run (often because it ran out of memory); "
     "start a new training, with fewer images or a smaller batch size if it recurs."
 )
+# An adaptation's size is the lab's reviewed cells and the replayed sample of the version's own
+# sources: nothing a person sets. What helps is memory on the machine that runs it.
+ADAPTATION_MEMORY_ADVICE = (
+    "Press “Adapt to this lab” again; if it recurs, free memory on the training machine (another "
+    "worker or program using it) or run the train worker on a machine with more."
+)
+ADAPTATION_WORKER_DIED_REASON = (
+    "The training worker stopped in the middle of this adaptation (often because it ran out of "
+    f"memory). {ADAPTATION_MEMORY_ADVICE}"
+)
+
+
+def worker_died_reason(version_id):
+    """Why a run whose process died failed, with the advice that fits a training or an adaptation."""
+    adapted = ModelVersion.objects.filter(pk=version_id, adapted_from__isnull=False).exists()
+    return ADAPTATION_WORKER_DIED_REASON if adapted else WORKER_DIED_REASON
 
 
 def fail_abandoned_training(version_id):
@@ -458,7 +478,7 @@ def fail_abandoned_training(version_id):
         ModelVersion.objects.select_for_update().filter(pk=version_id).values_list("pk").first()
         if not abandoned_trainings().filter(pk=version_id).exists():
             return False
-        _finish(version_id, ModelVersion.Status.FAILED, WORKER_DIED_REASON)
+        _finish(version_id, ModelVersion.Status.FAILED, worker_died_reason(version_id))
     logger.warning("Training v%s marked failed: its worker stopped sending a heartbeat", version_id)
     return True
 
@@ -475,7 +495,7 @@ def run_training(version_id, progress_bar=False):
         return version
     claim = claim_training(version_id)
     if claim == TrainingClaim.ABANDONED:
-        return _finish(version_id, ModelVersion.Status.FAILED, WORKER_DIED_REASON)
+        return _finish(version_id, ModelVersion.Status.FAILED, worker_died_reason(version_id))
     if claim != TrainingClaim.CLAIMED:
         logger.info("Training v%s not started by this delivery: it is %s", version_id, claim)
         return ModelVersion.objects.filter(pk=version_id).first()
@@ -491,8 +511,10 @@ def _train(version_id, version, progress_bar):
     from classifier.training import TrainingConfig, train_classifier
     from classifier.training.adaptation import AdaptationConfig, adapt_classifier
 
+    adapting = version.adapted_from_id is not None
+
     def run(on_epoch, should_stop):
-        if version.adapted_from_id is not None:
+        if adapting:
             return adapt_classifier(AdaptationConfig(**adaptation_settings(version)), on_epoch, should_stop)
         config = TrainingConfig(**training_settings(version))
         return train_classifier(config, on_epoch=on_epoch, should_stop=should_stop, progress_bar=progress_bar)
@@ -525,12 +547,12 @@ def _train(version_id, version, progress_bar):
             logger.info("Training of model version v%s refused its data: %s", version_id, exc)
         else:
             logger.exception("Training of model version v%s failed", version_id)
-        return _finish(version_id, ModelVersion.Status.FAILED, _failure_reason(exc))
+        return _finish(version_id, ModelVersion.Status.FAILED, _failure_reason(exc, adapting))
     try:
         return _finish(version_id, ModelVersion.Status.READY, result=result)
     except Exception as exc:  # e.g. the database refused a very large network
         logger.exception("Storing model version v%s failed", version_id)
-        return _finish(version_id, ModelVersion.Status.FAILED, _failure_reason(exc))
+        return _finish(version_id, ModelVersion.Status.FAILED, _failure_reason(exc, adapting))
 
 
 @dataclass

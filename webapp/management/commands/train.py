@@ -66,13 +66,21 @@ class Command(BaseCommand):
         parser.add_argument("--data", action="append",
                             help="folder of TRAIN/CLASS/*.jpeg (and TEST/) or CLASS/*.jpeg; again for "
                                  "each further source (default: LEUKOSCOPE_TRAINING_DATA's folders)")
-        add_recipe_arguments(parser)  # every recipe setting offered on the command line
+        # Every recipe setting offered on the command line; the network and classes follow the
+        # active version's (follow_active_version), which their help says.
+        add_recipe_arguments(parser, defaults={
+            "architecture": "the active version's network when neither --arch nor --task is given, "
+                            "a refit's held-out run's with --temperature-from; else leukonet",
+            "task": "the active version's classes when neither --arch nor --task is given, a "
+                    "refit's held-out run's with --temperature-from; else 4class",
+        })
         parser.add_argument("--temperature-from", metavar="VERSION_OR_PATH",
                             help="calibration temperature of a held-out run of the same recipe: a model "
                                  "version number, or a model folder / metadata.json; the refit repeats "
                                  "its inputs and augmentation unless given here (not with --temperature)")
         parser.add_argument("--include-reviewed", action="store_true",
-                            help="add the cells technologists relabelled, with their corrected type")
+                            help="add every cell technologists reviewed, confirmed or relabelled, "
+                                 "with the type they gave it")
         parser.add_argument("--activate", action="store_true", help="serve the new version when it is ready")
 
     def recipe_settings(self, options):
