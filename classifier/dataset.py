@@ -27,8 +27,6 @@ from classifier.preparation import WINDOW_SIZE, as_window, prepare_window
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 EVAL_SPLITS = ("TEST", "TEST_SIMPLE")
-# Folders named in the error for a data folder holding none of the task's classes.
-FOLDERS_NAMED = 8
 CACHE_VERSION = "1"
 
 
@@ -152,13 +150,11 @@ def list_images(split_dir, task, split, originals=None):
                 )
             )
     if unknown and not images:
-        # A mistyped folder may be any directory (the walkthrough's /etc listed 90 names): a few
-        # names say what was found, and the count how much.
-        named = ", ".join(sorted(unknown)[:FOLDERS_NAMED]) + (
-            f" and {len(unknown) - FOLDERS_NAMED} more" if len(unknown) > FOLDERS_NAMED else "")
+        # A mistyped folder may be any directory (the walkthrough's /etc): the count says what was
+        # found, without naming a server's folders to whoever reads the reason on the site.
         raise TrainingDataError(
-            f"{split_dir} has class folders {named} but none of the {task} task's "
-            f"classes ({', '.join(TASK_CLASSES[task])})"
+            f"{split_dir} has {len(unknown)} folder{'s' if len(unknown) != 1 else ''} but none "
+            f"named for one of the {task} task's classes ({', '.join(TASK_CLASSES[task])})"
         )
     return images
 

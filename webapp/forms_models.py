@@ -9,6 +9,9 @@ from classifier.training.recipe import SETTINGS, Offered, Recipe
 from webapp.models import ModelVersion
 from webapp.selectors import samples_with_accession
 from webapp.services.training import (
+    DATA_FOLDER_EXPECTED,
+    UnusableDataFolder,
+    check_data,
     default_data_folders,
     held_out_runs,
     retrainable_active_version,
@@ -114,12 +117,29 @@ class RetrainForm(forms.Form):
             # A typing slip would otherwise make a version that fails at once and stays listed.
             self.add_error("data_dir", f"No such folder on this server: {', '.join(missing)}.")
             return data
+        unusable = self._unusable(given, data.get("task"))
+        if unusable:
+            # Refused as the run would refuse it, before a version is stored; in the words of what
+            # is expected, not of what the folder holds: a mistyped path may be any server folder.
+            self.add_error("data_dir", f"{unusable} is not a training data folder for "
+                                       f"the {data['task']} task: expected {DATA_FOLDER_EXPECTED}.")
+            return data
         folders = [*data.get("data_sources", []), *given]
-        # Whether the folders hold usable images is the training run's to judge: it fails the
-        # version with the reason, which the page then shows beside it.
         folders = folders or default_data_folders()
         data["data_dir"] = os.pathsep.join(dict.fromkeys(folder.strip() for folder in folders))
         return data
+
+    @staticmethod
+    def _unusable(folders, task):
+        """The first given folder a run of the task could not learn from, or None (none, or no
+        valid task to check them for)."""
+        if not task:
+            return None
+        try:
+            check_data([folder.strip() for folder in folders], task)
+        except UnusableDataFolder as refused:
+            return refused.folder
+        return None
 
 
 class ReclassifyForm(forms.Form):

@@ -144,6 +144,18 @@ def decoded_rows(all_train, images, ok):
     return rows[ok[rows]]
 
 
+def check_data_folder(folder, task):
+    """The folder's layout (dataset.DatasetLayout), or TrainingDataError with the reason a run of
+    the task would refuse it: no TRAIN/ or class folders, none of the task's classes among them,
+    or no image in those. What select_sources reads of each folder, before anything is decoded;
+    the site and `manage.py train` ask it before they store a version."""
+    layout = dataset.resolve_layout(folder)
+    if not train_folder_images(layout, {}, task, None, 0):
+        raise TrainingDataError(f"training data folder {layout.train_dir} holds no images for "
+                                f"the {task} task")
+    return layout
+
+
 def select_sources(data, task, max_per_class, seed, validation_fraction, split_seed):
     """Every data folder's TRAIN images, each split on its own into training and validation (a
     validation_fraction of 0 keeps every image for training)."""

@@ -145,21 +145,30 @@ def test_a_training_on_two_labs_stores_and_shows_each_labs_figures(client, staff
 
 def test_training_on_a_folder_without_images_ends_failed_with_its_reason(client, staff, celery_worker,
                                                                          tmp_path):
+    # A folder with no cell-type folder is refused by the form, before any version exists.
     empty = tmp_path / "no-images-here"
     empty.mkdir()
+    refused = client.post(reverse("models:train"), {"architecture": "paper", "task": "4class", "epochs": 1,
+                                                     "data_dir": str(empty)})
+    assert refused.status_code == 400 and "is not a training data folder" in refused.content.decode()
+    assert not ModelVersion.objects.exists()
+    # One that holds a cell type but too few images to train on fails in the run, with the reason.
+    scarce = tmp_path / "one-neutrophil"
+    (scarce / "TRAIN" / "NEUTROPHIL").mkdir(parents=True)
+    Image.new("RGB", (64, 48), "white").save(scarce / "TRAIN" / "NEUTROPHIL" / "only.jpeg")
     client.post(reverse("models:train"), {"architecture": "paper", "task": "4class", "epochs": 1,
-                                          "data_dir": str(empty)})
+                                          "data_dir": str(scarce)})
     version = ModelVersion.objects.get()
 
     final, _ = follow_progress(client, version)
 
-    assert final["status"] == "failed" and "is not a folder-per-class layout" in final["failure_reason"]
+    assert final["status"] == "failed" and "too few images per class" in final["failure_reason"]
     page = client.get(reverse("models:detail", args=[version.pk])).content.decode()
-    assert "Training failed" in page and str(empty) in page
+    assert "Training failed" in page and str(scarce) in page
     listing = client.get(reverse("models:list")).content.decode()
-    assert "is not a folder-per-class layout" in listing
+    assert "too few images per class" in listing
     # The failed run frees the slot: the next training may start.
     response = client.post(reverse("models:train"), {"architecture": "paper", "task": "4class", "epochs": 1,
-                                                     "data_dir": str(empty)}, follow=True)
+                                                     "data_dir": str(scarce)}, follow=True)
     assert "already training" not in response.content.decode()
     follow_progress(client, ModelVersion.objects.latest("pk"))

@@ -241,7 +241,9 @@ def test_ctrl_c_during_training_marks_the_version_cancelled(monkeypatch, tmp_pat
         raise KeyboardInterrupt
 
     monkeypatch.setattr(classifier.training, "train_classifier", interrupted)
-    (tmp_path / "NEUTROPHIL").mkdir()  # a folder-per-class layout, which train checks first
+    # A folder-per-class layout with an image of one type, which train checks first.
+    (tmp_path / "NEUTROPHIL").mkdir()
+    (tmp_path / "NEUTROPHIL" / "cell.jpeg").write_bytes(b"\xff\xd8\xff")
     with pytest.raises(CommandError, match="marked cancelled") as raised:
         run("train", "--data", str(tmp_path), "--arch", "paper", "--epochs", "1")
     assert raised.value.returncode == 130

@@ -322,8 +322,7 @@ def test_version_page_lists_each_data_folder_and_its_figures(staff_client):
 def test_retrain_form_queues_one_training_on_commit(staff_client, staff, no_enqueue, tmp_path,
                                                      django_capture_on_commit_callbacks):
     make_version(status=ModelVersion.Status.ACTIVE)
-    cells = tmp_path / "cells"
-    cells.mkdir()
+    cells = write_cell_folder(tmp_path / "cells", per_class=1, test_per_class=1)
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(reverse("models:train"), {
             "architecture": "paper", "task": "binary", "epochs": 2, "include_reviewed": "on",
@@ -425,7 +424,7 @@ def test_retrain_form_offers_each_configured_folder_and_trains_on_those_ticked(
     labs = [str(tmp_path / name) for name in ("lab-a", "lab-b")]
     settings.TRAINING_DATA_DIRS = [tmp_path / "lab-a", tmp_path / "lab-b"]
     for name in ("lab-a", "lab-b", "lab-c"):
-        (tmp_path / name).mkdir()
+        write_cell_folder(tmp_path / name, per_class=1, test_per_class=1)
     listing = staff_client.get(reverse("models:list")).content.decode()
     assert all(f'value="{lab}"' in listing for lab in labs)
     # One label a folder, under the field's own name: not every box inside one label. The group is

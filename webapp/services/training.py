@@ -27,7 +27,7 @@ from classifier.training.adaptation import (
     cross_validation_folds,
     lab_cells,
 )
-from classifier.training.data import data_folders
+from classifier.training.data import check_data_folder, data_folders
 from classifier.training.held_out import kept_epoch_label
 from classifier.training.recipe import (
     SETTINGS,
@@ -126,6 +126,34 @@ def retrainable_active_version():
 def default_data_folders():
     """The configured data folders (settings.TRAINING_DATA_DIRS), as a run's data_dir lists them."""
     return [str(folder) for folder in settings.TRAINING_DATA_DIRS]
+
+
+# What a data folder must hold, in the words the retraining form refuses one with.
+DATA_FOLDER_EXPECTED = (
+    "a folder with TRAIN/ and TEST/, each holding one folder per cell type (e.g. NEUTROPHIL/) "
+    "with its images"
+)
+
+
+class UnusableDataFolder(TrainingRefused):
+    """A data folder a run could not learn from; ``reason`` is the run's own (classifier.training
+    .data.check_data_folder), which names no folder inside it."""
+
+    def __init__(self, folder, reason):
+        super().__init__(f"{reason[:1].upper()}{reason[1:]}")
+        self.folder = folder
+        self.reason = reason
+
+
+def check_data(folders, task):
+    """Each data folder checked as its run will check it, before a version is stored, so that a
+    folder no run can learn from is refused at once rather than left listed as a failed version.
+    Raises UnusableDataFolder for the first that cannot work."""
+    for folder in folders:
+        try:
+            check_data_folder(folder, task)
+        except TrainingDataError as exc:
+            raise UnusableDataFolder(folder, str(exc)) from None
 
 
 def training_in_progress():

@@ -2,8 +2,6 @@ import os
 
 from django.core.management.base import BaseCommand, CommandError
 
-from classifier.dataset import resolve_layout
-from classifier.errors import TrainingDataError
 from classifier.metrics import format_metrics
 from classifier.runtimes import quiet_tensorflow_startup
 from classifier.training.command_line import (
@@ -17,6 +15,7 @@ from webapp.models import ModelVersion
 from webapp.services.model_versions import ModelVersionError, activate_version
 from webapp.services.training import (
     TrainingRefused,
+    check_data,
     create_training_version,
     default_data_folders,
     held_out_calibration,
@@ -123,25 +122,23 @@ class Command(BaseCommand):
             f"(v{active.pk}); --arch and --task choose another."
         )
 
-    def check_data(self, data):
+    def check_data(self, data, task):
         """Each folder the run would read, checked as the run (and `evaluate`) will check it, before
-        a version is stored: a missing folder is refused here, not left on the site as a failed
-        version."""
+        a version is stored: a folder it cannot learn from is refused here, not left on the site as
+        a failed version."""
         folders = data_folders(data) or default_data_folders()
         if not folders:
             raise CommandError("No training data folder: give --data, or set LEUKOSCOPE_TRAINING_DATA.")
         given = "--data" if data else "LEUKOSCOPE_TRAINING_DATA; --data names another"
-        for folder in folders:
-            try:
-                resolve_layout(folder)
-            except TrainingDataError as exc:
-                reason = str(exc)
-                raise CommandError(f"{reason[:1].upper()}{reason[1:]} ({given}).") from None
+        try:
+            check_data(folders, task)
+        except TrainingRefused as exc:
+            raise CommandError(f"{exc} ({given}).") from None
 
     def handle(self, *args, **options):
         quiet_tensorflow_startup(os.environ)
-        self.check_data(options["data"])
         recipe = self.recipe_settings(options)
+        self.check_data(options["data"], Recipe(**recipe).resolved().task)
         try:
             version = create_training_version(
                 data_dir=options["data"],

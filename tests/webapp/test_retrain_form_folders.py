@@ -1,0 +1,128 @@
+"""A data folder no run can learn from is refused by the retraining form and by `manage.py train`
+before a version is stored, in words that say what is expected without listing what the folder
+holds; a run that does fail on its data names none of a server's folders either."""
+
+import os
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from classifier.dataset import list_images
+from classifier.errors import TrainingDataError
+from tests.synthetic_cells import write_cell_folder
+from tests.webapp.lab_factories import with_role
+from webapp.models import ModelVersion
+
+PASSWORD = "a-long-passphrase-1"
+EXPECTED = ("expected a folder with TRAIN/ and TEST/, each holding one folder per cell type "
+            "(e.g. NEUTROPHIL/) with its images")
+SERVER_FOLDERS = ("PackageKit", "UPower", "X11", "alternatives", "apache2", "apparmor.d", "apt", "avahi",
+                  "cron.d", "dbus-1", "default")
+
+
+def etc_like(root):
+    """A system folder typed by mistake: a dozen folders, none a cell type."""
+    for name in SERVER_FOLDERS:
+        (root / name).mkdir(parents=True)
+    (root / "hostname").write_text("lab-server\n")
+    return root
+
+
+def smears_with_boxes(root):
+    """A folder of whole smears with Pascal VOC boxes (bccd-smears), not of class folders."""
+    (root / "Annotations").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    (root / "Annotations" / "BloodImage_00000.xml").write_text("<annotation/>")
+    (root / "JPEGImages" / "BloodImage_00000.jpg").write_bytes(b"\xff\xd8\xff")
+    (root / "labels.csv").write_text("Image,Category\n0,NEUTROPHIL\n")
+    return root
+
+
+def empty_class_folders(root):
+    """TRAIN/ and TEST/ with the cell-type folders made but no image in them."""
+    for split in ("TRAIN", "TEST"):
+        (root / split / "NEUTROPHIL").mkdir(parents=True)
+    return root
+
+
+@pytest.fixture
+def admin_client(client, django_user_model):
+    # An administrator by role, not a superuser: one who should not learn the server's folders.
+    admin = with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True),
+                      "admin")
+    assert not admin.is_superuser
+    client.force_login(admin)
+    return client
+
+
+def post_training(client, folder, task="4class"):
+    return client.post(reverse("models:train"), {
+        "architecture": "paper", "task": task, "epochs": 1, "data_dir": str(folder)})
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("make", [etc_like, smears_with_boxes, empty_class_folders])
+def test_the_form_refuses_a_folder_no_run_can_learn_from_before_a_version_exists(
+        admin_client, sent_tasks, tmp_path, make):
+    folder = make(tmp_path / "typed")
+    response = post_training(admin_client, folder)
+    page = response.content.decode()
+    assert response.status_code == 400
+    assert f"{folder} is not a training data folder for the 4class task: {EXPECTED}." in page
+    for name in (*SERVER_FOLDERS, "Annotations", "JPEGImages", "labels.csv", "hostname"):
+        assert name not in page
+    assert not ModelVersion.objects.exists() and sent_tasks == []
+
+
+@pytest.mark.django_db
+def test_the_form_refuses_the_servers_own_etc(admin_client, sent_tasks):
+    if not Path("/etc/apt").is_dir():
+        pytest.skip("a system without /etc/apt")
+    page = post_training(admin_client, "/etc").content.decode()
+    assert f"/etc is not a training data folder for the 4class task: {EXPECTED}." in page
+    assert "apparmor" not in page and not ModelVersion.objects.exists() and sent_tasks == []
+
+
+@pytest.mark.django_db
+def test_the_form_queues_a_folder_of_cell_types_for_the_task_chosen(admin_client, sent_tasks, tmp_path):
+    data = write_cell_folder(tmp_path / "cells", per_class=1, test_per_class=1)
+    # A binary network learns from the four types' folders too (a neutrophil is POLYNUCLEAR).
+    response = post_training(admin_client, data, task="binary")
+    version = ModelVersion.objects.get()
+    assert response.status_code == 302 and version.dataset_path == str(data)
+    assert version.task == "binary"
+
+
+@pytest.mark.django_db
+def test_the_form_checks_each_folder_given(admin_client, sent_tasks, tmp_path):
+    data = write_cell_folder(tmp_path / "cells", per_class=1, test_per_class=1)
+    smears = smears_with_boxes(tmp_path / "bccd-smears")
+    response = admin_client.post(reverse("models:train"), {
+        "architecture": "paper", "task": "4class", "epochs": 1,
+        "data_dir": f"{data}{os.pathsep}{smears}"})
+    assert response.status_code == 400
+    assert f"{smears} is not a training data folder" in response.content.decode()
+    assert not ModelVersion.objects.exists()
+
+
+@pytest.mark.django_db
+def test_train_refuses_the_same_folders_before_storing_a_version(tmp_path):
+    for make in (etc_like, smears_with_boxes, empty_class_folders):
+        folder = make(tmp_path / make.__name__)
+        with pytest.raises(CommandError) as refused:
+            call_command("train", "--data", str(folder), "--arch", "paper", "--epochs", "1")
+        assert str(refused.value).endswith("(--data).")
+        assert "PackageKit" not in str(refused.value) and "Annotations" not in str(refused.value)
+    assert not ModelVersion.objects.exists()
+
+
+def test_a_run_that_fails_on_a_folder_of_other_folders_counts_them_without_naming_them(tmp_path):
+    folder = etc_like(tmp_path / "etc")
+    with pytest.raises(TrainingDataError) as refused:
+        list_images(folder, "4class", "TRAIN")
+    reason = str(refused.value)
+    assert reason == (f"{folder} has 11 folders but none named for one of the 4class task's classes "
+                      "(EOSINOPHIL, LYMPHOCYTE, MONOCYTE, NEUTROPHIL)")
+    assert not any(name in reason for name in SERVER_FOLDERS if name not in str(folder))
