@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
@@ -28,6 +28,7 @@ from webapp.services.training import (
     start_adaptation,
     start_training,
 )
+from webapp.views.errors import wants_json
 from webapp.wording import count_of
 
 # The admin role's permission (migration 0009): staff status alone lets a person into the Django
@@ -39,9 +40,31 @@ def can_manage_models(user):
     return user.is_staff and user.has_perm(MODEL_ADMIN_PERMISSION)
 
 
+class MissingVersion(Exception):
+    """The address names a model version that is not there."""
+
+    def __init__(self, pk):
+        super().__init__(f"There is no model version v{pk}: it was deleted, or never existed.")
+        self.pk = pk
+
+
+def _version_or_missing(queryset, pk):
+    version = queryset.filter(pk=pk).first()
+    if version is None:
+        raise MissingVersion(pk)
+    return version
+
+
+def _missing(request, exc):
+    """A 404 that says what is missing: a model version, not a sample, photograph or cell."""
+    if wants_json(request):
+        return JsonResponse({"error": str(exc)}, status=404)
+    return render(request, "models/missing.html", {"pk": exc.pk, "message": str(exc)}, status=404)
+
+
 def staff_required(view):
     """Signed-in staff in the admin role only; any other signed-in user gets 403 rather than a
-    login loop."""
+    login loop. A model version the address names that is not there answers 404, saying so."""
 
     @wraps(view)
     def wrapped(request, *args, **kwargs):
@@ -50,7 +73,10 @@ def staff_required(view):
         if not can_manage_models(request.user):
             raise PermissionDenied("Model versions and retraining are for the lab's administrators: "
                                    "the admin role, with staff status.")
-        return view(request, *args, **kwargs)
+        try:
+            return view(request, *args, **kwargs)
+        except MissingVersion as exc:
+            return _missing(request, exc)
 
     return wrapped
 
@@ -71,7 +97,7 @@ def version_list(request):
 @staff_required
 @require_GET
 def version_detail(request, pk):
-    version = get_object_or_404(model_versions_with_cell_counts(), pk=pk)
+    version = _version_or_missing(model_versions_with_cell_counts(), pk)
     return render(request, "models/detail.html", version_page(version).as_context())
 
 
@@ -79,7 +105,7 @@ def version_detail(request, pk):
 @require_GET
 @never_cache
 def version_progress(request, pk):
-    version = get_object_or_404(model_versions(), pk=pk)
+    version = _version_or_missing(model_versions(), pk)
     return JsonResponse(progress_report(version))
 
 
@@ -124,7 +150,7 @@ def adapt(request):
 @staff_required
 @require_POST
 def cancel(request, pk):
-    version = get_object_or_404(model_versions(), pk=pk)
+    version = _version_or_missing(model_versions(), pk)
     try:
         cancel_training(version, request.user)
     except TrainingRefused as exc:
@@ -137,7 +163,7 @@ def cancel(request, pk):
 @staff_required
 @require_POST
 def delete(request, pk):
-    version = get_object_or_404(model_versions(), pk=pk)
+    version = _version_or_missing(model_versions(), pk)
     try:
         delete_unfinished_version(version, user=request.user)
     except ModelVersionError as exc:
@@ -150,7 +176,7 @@ def delete(request, pk):
 @staff_required
 @require_POST
 def activate(request, pk):
-    version = get_object_or_404(model_versions(), pk=pk)
+    version = _version_or_missing(model_versions(), pk)
     try:
         activate_version(version, user=request.user)
     except ModelVersionError as exc:
