@@ -28,8 +28,7 @@
   function show(p) {
     set("status_display", p.status_display);
     set("phase", p.phase);
-    set("epoch", p.epoch);
-    set("epochs", p.epochs);
+    set("counter", p.counter);
     ["loss", "accuracy", "val_loss", "val_accuracy"].forEach(function (key) { set(key, figure(p[key])); });
     set("elapsed_seconds", duration(p.elapsed_seconds));
     set("eta_seconds", duration(p.eta_seconds));

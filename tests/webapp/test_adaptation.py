@@ -94,14 +94,17 @@ def test_adapting_the_active_version_makes_a_new_cross_validated_version(
     assert ModelVersion.objects.get(pk=active.pk).status == ModelVersion.Status.ACTIVE  # not replaced
 
     detail = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
-    percent = f"{100 * record['cross_validated']['accuracy']:.1f}%"
+    right = round(8 * record["cross_validated"]["accuracy"])
     assert (f"Adapted from <a href=\"{reverse('models:detail', args=[active.pk])}\">v{active.pk}</a> on 8 "
-            f"reviewed cells of this lab: cross-validated <strong>{percent}</strong> right") in detail
+            "reviewed cells of this lab.") in detail
+    assert (f"Cross-validated on them: <strong>{right} of 8</strong> right ({100 * right / 8:.1f}%, "
+            "95% range") in detail
     assert 'data-role="adaptation-confusion"' in detail and "Basophil 1" in detail
     # Its cells are flagged at the threshold the lab's cells were flagged at before.
     kept = active.metrics["review"]["confidence_threshold"]
     assert version.metrics["review"]["confidence_threshold"] == kept
-    assert f"the version it was adapted from (v{active.pk})" in detail
+    assert (f"the confidence threshold of v{active.pk}, the version it was adapted from, kept "
+            "unchanged") in detail
 
 
 @pytest.mark.parametrize("epochs, folds, plan, every_epoch", [

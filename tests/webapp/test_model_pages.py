@@ -568,12 +568,14 @@ def test_a_version_no_better_than_guessing_says_so_before_and_after_activation(s
 
 @pytest.mark.django_db
 def test_an_adapted_version_worse_than_its_parent_on_the_labs_cells_says_so(staff_client):
+    # Beyond noise: 150 of 200 against 180 of 200 (14 of 16 against 15 of 16 is not: see
+    # tests/webapp/test_model_pages_honesty.py).
     parent = make_version(status=ModelVersion.Status.ACTIVE)
-    adaptation = {"cells": 16, "cross_validated": {"accuracy": 0.875}, "before": {"accuracy": 0.9375}}
+    adaptation = {"cells": 200, "cross_validated": {"accuracy": 0.75}, "before": {"accuracy": 0.9}}
     worse = make_version(status=ModelVersion.Status.READY, metrics={"adaptation": adaptation})
     ModelVersion.objects.filter(pk=worse.pk).update(adapted_from=parent)
-    words = (f"Cross-validated on this lab's 16 reviewed cells, v{worse.pk} called 87.5% right, fewer than "
-             f"v{parent.pk} did (93.8%)")
+    words = (f"Cross-validated on this lab's 200 reviewed cells, v{worse.pk} called 75.0% right, fewer than "
+             f"v{parent.pk} did (90.0%)")
     detail = staff_client.get(reverse("models:detail", args=[worse.pk])).content.decode()
     assert words in html.unescape(detail)
     page = html.unescape(staff_client.post(reverse("models:activate", args=[worse.pk]), follow=True)
@@ -923,9 +925,10 @@ def test_version_page_says_which_review_threshold_the_version_chose_and_on_what(
                          "refit_from": "model version v3 (last epoch 30)", "carried_from": "v4"}
     adapted = make_version(metrics=metrics, model_sha256="ab" * 32)
     page = staff_client.get(reverse("models:detail", args=[adapted.pk])).content.decode()
-    note = re.sub(r"\s+", " ", page.split('data-role="review-threshold">')[1].split("</p>")[0])
-    assert note.strip().endswith("the version it was adapted from (v4), a refit that took it from its "
-                                 "held-out run (model version v3 (last epoch 30)).")
+    note = html.unescape(re.sub(r"\s+", " ", page.split('data-role="review-threshold">')[1].split("</p>")[0]))
+    assert ("It is the confidence threshold of v4, the version it was adapted from, kept unchanged" in note
+            and "an earlier version (a refit that took it from its held-out run (model version v3 (last "
+                "epoch 30)))" in note)
     del metrics["review"]
     older = make_version(metrics=metrics, model_sha256="ef" * 32)
     page = staff_client.get(reverse("models:detail", args=[older.pk])).content.decode()

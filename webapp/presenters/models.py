@@ -3,6 +3,7 @@ page's poll), the rows of the version list and one version's page."""
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -21,11 +22,13 @@ from webapp.selectors import (
     ReviewAgreement,
     activations_of,
     ever_active_version_ids,
+    model_versions,
     model_versions_with_cell_counts,
     recent_activations,
     review_agreement,
     review_agreement_by_version,
     reviewed_cell_windows,
+    wilson_interval,
 )
 from webapp.wording import count_of
 
@@ -238,6 +241,70 @@ def trust_record(metrics):
             "review": review}
 
 
+def _threshold_chooser(parent):
+    """(the versions that had kept the threshold, nearest first, the version that chose it: None
+    where it is gone), walking up from ``parent`` through the versions that carried it."""
+    kept, current, seen = [], parent, set()
+    while current is not None and current.pk not in seen:
+        seen.add(current.pk)
+        if not ((current.metrics or {}).get("review") or {}).get("carried_from"):
+            return kept, current
+        kept.append(current)
+        current = parent_of(current)
+    return kept, None
+
+
+def adapted_review_note(version, parent, fitted, metrics):
+    """The review threshold of an adapted version in words: what it inherited (and from whom),
+    what was refitted, and how many cells the flag marks on its own TEST photographs."""
+    carried = f"v{parent.pk}" if parent else fitted.get("carried_from") or "the version it was adapted from"
+    words = [f"It is the confidence threshold of {carried}, the version it was adapted from, kept unchanged "
+             "(the lab's reviewed cells are too few to choose one on)."]
+    kept, chooser = _threshold_chooser(parent)
+    chain = [f"v{v.pk}" for v in kept] + ([f"v{chooser.pk}"] if chooser else ["a version since deleted"])
+    if len(chain) > 1:
+        further = "".join(f", and {a} from {b}" for a, b in zip(chain[1:], chain[2:], strict=False))
+        words.append(f"{chain[0]} had kept it from {chain[1]}{further}.")
+    refit = fitted.get("refit_from")
+    how = f"a refit that took it from its held-out run ({refit})" if refit else ""
+    if parent is None or chooser is None:
+        which = f" ({how})" if how else ""
+        words.append(f"It was chosen on the validation cells of an earlier version{which}, with that "
+                     "version's network and temperature.")
+    elif how:
+        words.append(f"{chain[-1]} is {how}, which chose it on its own validation cells, with its own "
+                     "network and temperature.")
+    else:
+        words.append(f"{chain[-1]} chose it on its own validation cells, with its own network and "
+                     "temperature.")
+    temperature = ((metrics or {}).get("adaptation") or {}).get("temperature_fitted_on") or ""
+    ood_record = (metrics or {}).get("ood") or {}
+    refitted = []
+    if ood_record.get("threshold_distance") is not None:
+        quantile = ood_record.get("quantile")
+        percentile = f"the {round(100 * quantile)}th percentile of " if finite(quantile) else ""
+        refitted.append(f"its out-of-distribution threshold ({percentile}its "
+                        f"{ood_record.get('threshold_fitted_on') or 'cells'})")
+    if temperature and not temperature.startswith("kept"):
+        refitted.append(f"its temperature ({temperature})")
+    if refitted:
+        words.append(f"Refitted for this version: {' and '.join(refitted)}; so the same threshold need not "
+                     f"flag as many cells as it did for {carried}.")
+    if temperature.startswith("kept"):
+        words.append(f"Its temperature is {carried}'s, kept.")
+    measured = []
+    for source, table in held_out_tables(version).items():
+        flag = table.get("review_flag")
+        if flag and flag.get("flagged_share") is not None:
+            caught = (f", {round(100 * flag['errors_caught'])}% of its wrong calls among them"
+                      if flag.get("errors_caught") is not None else "")
+            measured.append(f"{source}/TEST: {round(100 * flag['flagged_share'])}% of "
+                            f"{flag.get('cells', 'its')} cells flagged{caught}")
+    words.append(f"Measured on its own TEST photographs: {'; '.join(measured)}." if measured
+                 else "No flag rate was measured on its own TEST photographs.")
+    return " ".join(words)
+
+
 @dataclass
 class SourceRecord:
     """One data folder a version learnt from, as its page lists it."""
@@ -250,7 +317,17 @@ class SourceRecord:
     fingerprint: str
 
 
-def source_records(metrics):
+NO_VALIDATION_SPLIT = "none (every TRAIN image it drew was trained on)"
+
+
+def holds_no_validation_split(version):
+    """A run that held no TRAIN images back (a refit, an adaptation: validation_fraction 0), whose
+    source records still carry the rule a split would have followed."""
+    fraction = (version.hyperparameters or {}).get("validation_fraction")
+    return (finite(fraction) and fraction == 0) or (version.metrics or {}).get("adaptation") is not None
+
+
+def source_records(metrics, no_validation_split=False):
     """The data folders a version learnt from (none recorded before several could be given)."""
     return [
         SourceRecord(
@@ -258,11 +335,32 @@ def source_records(metrics):
             path=figures.get("path", ""),
             train_counts=figures.get("train_counts", {}),
             test_counts=(figures.get("test_counts") or {}).get("TEST", {}),
-            validation_split=figures.get("validation_split", ""),
+            validation_split=(NO_VALIDATION_SPLIT if no_validation_split
+                              else figures.get("validation_split", "")),
             fingerprint=figures.get("fingerprint", ""),
         )
         for name, figures in sources_in_given_order(metrics)
     ]
+
+
+_FOLD_STAGE = re.compile(r"fold (\d+) of (\d+)")
+
+
+def epoch_counter(epoch, epochs, stage, adapting):
+    """Where a run is, in words. A training counts its own epochs; an adaptation's progress counts
+    every epoch of all its fine-tunes (each cross-validation fold's, then the final one), so its
+    count says which fine-tune it is in where the stage names one, and "in all" otherwise."""
+    if not adapting:
+        return f"epoch {epoch} of {epochs}"
+    fold = _FOLD_STAGE.search(stage)
+    if fold and epochs:
+        k, folds = int(fold[1]), int(fold[2])
+        each, rest = divmod(epochs, folds + 1)
+        if not rest and each and (k - 1) * each < epoch <= k * each:
+            return (f"fold {k} of {folds}, epoch {epoch - (k - 1) * each} of {each} "
+                    f"({epoch} of {epochs} in all, the final fine-tune last)")
+    return (f"epoch {epoch} of {epochs} in all (each cross-validation fold's fine-tune, then the "
+            "final one on every reviewed cell)")
 
 
 def progress_report(version):
@@ -295,6 +393,8 @@ def progress_report(version):
         "phase": phase,
         "epoch": epoch,
         "epochs": epochs,
+        "counter": epoch_counter(epoch, epochs, progress.get("stage") or "",
+                                 adapting=version.adapted_from_id is not None),
         "percent": percent,
         "loss": number("loss"),
         "accuracy": number("accuracy"),
@@ -335,10 +435,152 @@ def _percent(value):
     return None if value is None else round(100.0 * value, 1)
 
 
-def adaptation_record(version):
+# When a difference between two versions' figures counts as more than noise, as the pages state it.
+NOISE_RULE = (
+    "A difference counts as beyond noise when its 95% interval leaves out zero (Newcombe's "
+    "interval for a difference of two proportions, from each figure's Wilson interval). The two "
+    "figures are treated as independent samples, which is cautious: both versions called the same "
+    "cells."
+)
+
+
+@dataclass
+class Share:
+    """k of n cells called right, with the 95% Wilson range of the share in percent."""
+
+    right: int
+    n: int
+
+    @classmethod
+    def of(cls, figures, n=None):
+        """The share of a metrics dict (its accuracy over its n, else over ``n``); None where
+        either is missing."""
+        figures = figures or {}
+        accuracy, n = figures.get("accuracy"), figures.get("n") or n
+        if not finite(accuracy) or not n:
+            return None
+        return cls(round(accuracy * n), int(n))
+
+    @property
+    def percent(self):
+        return round(100 * self.right / self.n, 1)
+
+    @property
+    def range_95(self):
+        return wilson_interval(self.right, self.n)
+
+
+@dataclass
+class Difference:
+    """A version's share minus its parent's, in percentage points, with its 95% interval."""
+
+    child: Share
+    parent: Share
+
+    @property
+    def points(self):
+        return round(100 * (self.child.right / self.child.n - self.parent.right / self.parent.n), 1)
+
+    @property
+    def range_95(self):
+        """Newcombe's hybrid score interval (his method 10) of child minus parent, in points."""
+        p1, p2 = 100 * self.child.right / self.child.n, 100 * self.parent.right / self.parent.n
+        (l1, u1), (l2, u2) = self.child.range_95, self.parent.range_95
+        d = p1 - p2
+        return (round(d - math.hypot(p1 - l1, u2 - p2), 1), round(d + math.hypot(u1 - p1, p2 - l2), 1))
+
+    @property
+    def worse(self):
+        """Fewer right, beyond noise (NOISE_RULE)."""
+        return self.range_95[1] < 0
+
+    @property
+    def better(self):
+        return self.range_95[0] > 0
+
+    @property
+    def verdict(self):
+        if self.worse:
+            return "worse, beyond noise"
+        return "better, beyond noise" if self.better else "within noise"
+
+    def words(self):
+        low, high = self.range_95
+        return f"{self.points:+.1f} points (95% interval {low:+.1f} to {high:+.1f})".replace("-", "−")
+
+
+def held_out_tables(version):
+    """{source: its TEST metrics} of a version, sources named as plain_figures names them."""
+    metrics = version.metrics or {}
+    folder = Path(version.dataset_path.split(os.pathsep)[0]).name if version.dataset_path else ""
+    sources = list((metrics.get("sources") or {}).keys())
+    only = sources[0] if len(sources) == 1 else ""
+    figures = {}
+    for table in metric_tables(metrics):
+        where = table.get("where", "")
+        if where.endswith("TEST") and table.get("accuracy") is not None:
+            source = where.removesuffix("TEST").strip() or only or folder or "TEST"
+            figures[source] = table
+    return figures
+
+
+@dataclass
+class HeldOutRow:
+    """One TEST source both an adapted version and its parent were measured on."""
+
+    source: str
+    child_percent: float
+    parent_percent: float
+    difference: Difference | None  # None where either figure has no n
+
+
+def held_out_comparison(version, parent):
+    """HeldOutRow for each TEST source measured on both the version and its parent (the photographs
+    neither trained on), in the version's order."""
+    if parent is None:
+        return []
+    theirs = held_out_tables(parent)
+    rows = []
+    for source, table in held_out_tables(version).items():
+        before = theirs.get(source)
+        if before is None:
+            continue
+        child, was = Share.of(table), Share.of(before)
+        rows.append(HeldOutRow(f"{source}/TEST", _percent(table["accuracy"]), _percent(before["accuracy"]),
+                               Difference(child, was) if child and was else None))
+    return rows
+
+
+def parent_of(version):
+    """The version an adapted version came from, without its stored network; None if none or gone."""
+    if version.adapted_from_id is None:
+        return None
+    return model_versions().filter(pk=version.adapted_from_id).first()
+
+
+def tuned_on_lab_cells(parent):
+    """Why ``parent``'s figure on the lab's reviewed cells is no fair comparison: it had trained on
+    them (it was adapted to this lab, or trained with its reviewed cells); "" where it had not."""
+    if parent is None:
+        return ""
+    if parent.adapted_from_id is not None or (parent.metrics or {}).get("adaptation") is not None:
+        return f"v{parent.pk} was itself adapted to this lab's reviewed cells"
+    if parent.include_reviewed_cells:
+        return f"v{parent.pk} was trained with this lab's reviewed cells"
+    return ""
+
+
+# A share of the lab's reviewed cells, of types the network has no class for, from which the page
+# says so at its top.
+LEFT_OUT_PROMINENT = 0.1
+
+
+def adaptation_record(version, parent=None):
     """What the version page says of an adapted version: the version it came from, the lab's cells
-    it was tuned on, its cross-validated figure on them beside its parent's, and the out-of-fold
-    calls as a network-versus-reviewer table; None for a version that was not adapted."""
+    it was tuned on, its cross-validated figure on them beside its parent's (each with its 95%
+    range, and whether they differ beyond noise), both versions' TEST figures, the lab's cells of
+    types it cannot call, and the out-of-fold calls as a network-versus-reviewer table; None for a
+    version that was not adapted."""
     record = (version.metrics or {}).get("adaptation")
     if version.adapted_from_id is None and not record:
         return None
@@ -350,14 +592,28 @@ def adaptation_record(version):
         (name, [(matrix[j][i], matrix[j][i] > 0 and i == j) for j in range(len(names))])
         for i, name in enumerate(names)
     ] if matrix else []
+    cv_share, before_share = Share.of(cv, record.get("cells")), Share.of(before, record.get("cells"))
+    left_out = record.get("left_out") or {}
+    others = sum(left_out.values())
+    reviewed = (record.get("cells") or 0) + others
     return {
         "from_id": version.adapted_from_id,
         "cells": record.get("cells"),
         "per_class": record.get("per_class") or {},
-        "left_out": record.get("left_out") or {},
+        "left_out": left_out,
+        "left_out_share": round(100 * others / reviewed) if others else 0,
+        "left_out_prominent": bool(others) and others / reviewed >= LEFT_OUT_PROMINENT,
+        "reviewed": reviewed,
+        "left_out_count": others,
         "folds": record.get("folds"),
         "cv_percent": _percent(cv.get("accuracy")),
         "before_percent": _percent(before.get("accuracy")),
+        "cv": cv_share,
+        "before": before_share,
+        "lab_difference": Difference(cv_share, before_share) if cv_share and before_share else None,
+        "parent_tuned": tuned_on_lab_cells(parent),
+        "held_out": held_out_comparison(version, parent),
+        "noise_rule": NOISE_RULE,
         "replay": record.get("replay") or {},
         "temperature_fitted_on": record.get("temperature_fitted_on", ""),
         "seconds": record.get("seconds"),
@@ -383,8 +639,29 @@ class VersionRow:
     version: ModelVersion  # with its `cell_count`
     headline: dict | None  # the figure to show: see headline()
     in_words: list  # PlainFigure per source
-    was_active: bool  # activating it again is a roll-back
+    was_active: bool  # it served before
     review_agreement: Agreement | None
+    roll_back: bool = False  # activating it goes back to an older version that served before
+    warning: str = ""  # activation_warning
+
+    @property
+    def question(self):
+        return activation_question(self.version, self.roll_back, self.warning)
+
+
+def is_roll_back(version, was_active, active_pk):
+    """Activating ``version`` goes back: it served before and is older than the one serving now.
+    A version newer than the one serving (one rolled back from, say) is activated, not rolled
+    back to."""
+    return was_active and active_pk is not None and version.pk < active_pk
+
+
+def activation_question(version, roll_back, warning):
+    """The confirm text of the button that activates ``version``, its activation warning in it."""
+    verb = f"Roll back to v{version.pk}" if roll_back else f"Activate v{version.pk}"
+    warned = f" Warning: {warning}" if warning else ""
+    return (f"{verb}?{warned} Photographs of new samples will be classified by it; results already made "
+            "stay as they are.")
 
 
 @dataclass
@@ -401,13 +678,18 @@ def listed_versions():
     versions = list(model_versions_with_cell_counts())
     ever_active = ever_active_version_ids()
     agreement = review_agreement_by_version()
-    rows = [
-        VersionRow(version, headline(version.metrics), plain_figures(version), version.pk in ever_active,
-                   agreement.get(version.pk))
-        for version in versions
-    ]
-    training = next((v for v in versions if v.status == ModelVersion.Status.TRAINING), None)
+    by_pk = {version.pk: version for version in versions}
     active = next((v for v in versions if v.is_active), None)
+    rows = []
+    for version in versions:
+        was_active = version.pk in ever_active
+        warning = ""
+        if version.status == ModelVersion.Status.READY:
+            warning = activation_warning(version, by_pk.get(version.adapted_from_id))
+        roll_back = is_roll_back(version, was_active, active and active.pk)
+        rows.append(VersionRow(version, headline(version.metrics), plain_figures(version), was_active,
+                               agreement.get(version.pk), roll_back, warning))
+    training = next((v for v in versions if v.status == ModelVersion.Status.TRAINING), None)
     return VersionList(
         versions=rows,
         active=active,
@@ -436,24 +718,53 @@ def chance_level_warning(version):
             "cannot use.")
 
 
-def worse_than_parent_warning(version):
+_NO_PARENT = object()
+
+
+def worse_than_parent_warning(version, parent=_NO_PARENT):
     """A sentence where an adapted version called fewer of the lab's reviewed cells right, cross-
-    validated, than the version it was adapted from; "" otherwise."""
+    validated, than the version it was adapted from, beyond noise (NOISE_RULE); "" otherwise, and
+    "" where that version had itself trained on those cells (its figure on them is inflated)."""
     record = (version.metrics or {}).get("adaptation") or {}
-    adapted = (record.get("cross_validated") or {}).get("accuracy")
-    before = (record.get("before") or {}).get("accuracy")
-    if adapted is None or before is None or adapted >= before:
+    adapted = Share.of(record.get("cross_validated"), record.get("cells"))
+    before = Share.of(record.get("before"), record.get("cells"))
+    if adapted is None or before is None or not Difference(adapted, before).worse:
         return ""
-    cells = f"{record['cells']} " if record.get("cells") else ""
-    return (f"Cross-validated on this lab's {cells}reviewed cells, v{version.pk} called {100 * adapted:.1f}% "
-            f"right, fewer than v{version.adapted_from_id or '?'} did ({100 * before:.1f}%): it would serve "
-            "this lab worse calls than the version it was adapted from.")
+    if parent is _NO_PARENT:
+        parent = parent_of(version)
+    if tuned_on_lab_cells(parent):
+        return ""
+    difference = Difference(adapted, before)
+    return (f"Cross-validated on this lab's {adapted.n} reviewed cells, v{version.pk} called "
+            f"{adapted.percent:.1f}% right, fewer than v{version.adapted_from_id or '?'} did "
+            f"({before.percent:.1f}%): {difference.words()}, beyond noise. It would serve this lab "
+            "worse calls than the version it was adapted from.")
 
 
-def activation_warning(version):
+def held_out_drop_warning(version, parent=_NO_PARENT):
+    """A sentence where an adapted version called fewer TEST photographs right than the version it
+    was adapted from, on a source both were measured on, beyond noise; "" otherwise."""
+    if version.adapted_from_id is None:
+        return ""
+    if parent is _NO_PARENT:
+        parent = parent_of(version)
+    drops = [row for row in held_out_comparison(version, parent) if row.difference and row.difference.worse]
+    if not drops:
+        return ""
+    where = "; ".join(f"{row.source} {row.child_percent:.1f}% against {row.parent_percent:.1f}% "
+                      f"({row.difference.words()})" for row in drops)
+    return (f"On held-out photographs neither version trained on, v{version.pk} called fewer right than "
+            f"v{parent.pk}, the version it was adapted from, beyond noise: {where}. It may serve "
+            "photographs like these worse.")
+
+
+def activation_warning(version, parent=_NO_PARENT):
     """What to say before, and on, activating a version that would serve calls a lab should not
-    want ("" where nothing)."""
-    return " ".join(filter(None, (chance_level_warning(version), worse_than_parent_warning(version))))
+    want ("" where nothing). ``parent``: the version it was adapted from, where the caller has it."""
+    if parent is _NO_PARENT:
+        parent = parent_of(version)
+    return " ".join(filter(None, (chance_level_warning(version), worse_than_parent_warning(version, parent),
+                                  held_out_drop_warning(version, parent))))
 
 
 @dataclass
@@ -479,7 +790,11 @@ class VersionPage(ViewModel):
     in_words: list  # PlainFigure per source
     valid_for: list  # (source, what it is)
     trust: dict  # trust_record
-    activation_warning: str  # at chance level, or worse than its parent on the lab's cells
+    activation_warning: str  # at chance level, or worse than its parent, beyond noise
+    roll_back: bool  # activating it goes back to an older version (is_roll_back)
+    activation_question: str  # the activate button's confirm text
+    # An unfinished adaptation's recorded epochs run across its folds' fine-tunes: not drawn.
+    curves_withheld: bool
 
 
 def version_page(version):
@@ -492,25 +807,39 @@ def version_page(version):
         for key, value in (version.hyperparameters or {}).items()
     }
     activations = activations_of(version)
+    parent = parent_of(version)
+    trust = trust_record(metrics)
+    fitted = trust["review"]["fitted"]
+    if fitted and (fitted.get("carried_from") or version.adapted_from_id is not None):
+        trust["review"]["adapted_note"] = adapted_review_note(version, parent, fitted, metrics)
+    warning = activation_warning(version, parent)
+    was_active = activations.exists()
+    active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("pk", flat=True)
+    active = active.first()
+    roll_back = is_roll_back(version, was_active, active)
+    curves_withheld = version.adapted_from_id is not None and not version.is_trained and not version.history
     return VersionPage(
         version=version,
         progress=progress_report(version),
-        charts=learning_curves(version),
+        charts=[] if curves_withheld else learning_curves(version),
         metric_tables=metric_tables(version.metrics),
         best_epoch=metrics.get("best_epoch"),
         epoch_choice=metrics.get("epoch_choice"),
         refit=refit,
         metric_notes=metric_notes(metrics),
-        sources=source_records(metrics),
+        sources=source_records(metrics, holds_no_validation_split(version)),
         hyperparameters=hyperparameters,
         activations=activations,
-        was_active=activations.exists(),
+        was_active=was_active,
         review=review_agreement(version),
         serving_runtime=RUNTIME_DESCRIPTIONS[settings.INFERENCE_RUNTIME],
         measured_as_served=RUNTIME_DESCRIPTIONS.get(metrics.get("served_by"), ""),
-        adaptation=adaptation_record(version),
+        adaptation=adaptation_record(version, parent),
         in_words=plain_figures(version),
         valid_for=valid_for(version),
-        trust=trust_record(metrics),
-        activation_warning=activation_warning(version),
+        trust=trust,
+        activation_warning=warning,
+        roll_back=roll_back,
+        activation_question=activation_question(version, roll_back, warning),
+        curves_withheld=curves_withheld,
     )
