@@ -409,8 +409,9 @@ def sample_images_with_cells(sample, image_ids=None):
     return photographs
 
 
-def reviewed_cell_windows():
-    """(stored context window name, reviewer's type) of every reviewed cell that has a window.
+def reviewed_cell_windows(with_image=False):
+    """(stored context window name, reviewer's type) of every reviewed cell that has a window, and
+    with_image its photograph's id as a third item.
 
     A cell classified by several versions is one physical cell: it is listed once, with its newest
     review (a label carried to a later version's call is the same review, read from the cell it
@@ -425,7 +426,7 @@ def reviewed_cell_windows():
     )
     windows = {}
     for image_id, x0, y0, x1, y1, window, corrected in cells:
-        windows[(image_id, x0, y0, x1, y1)] = (window, corrected)
+        windows[(image_id, x0, y0, x1, y1)] = (window, corrected, *((image_id,) if with_image else ()))
     return list(windows.values())
 
 

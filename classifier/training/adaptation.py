@@ -3,20 +3,27 @@ replay sample of the network's own training sources so that it does not forget t
 
 ``adapt_classifier`` takes a version's network (its .keras bytes and metadata, as
 classifier.model_folder reads them or a model version stores them), the lab's reviewed cells
-[(context window path, reviewer's type)] and the version's data folders, and returns a
-TrainingResult like a training run's:
+[(context window path, reviewer's type, and optionally its photograph)] and the version's data
+folders, and returns a TrainingResult like a training run's:
 
 - the fine-tune starts from the version's weights, with its recipe's augmentation and a third of
   its learning rate, for 20 short epochs; each batch draws the lab's cells and each replayed source
   equally (classes balanced within each), and the last epoch is kept;
-- cross-validated by cell: the lab's cells are split into k folds (stratified by type) and each
-  fold is called by a fine-tune that never saw it, so the figure on the lab's cells is never that
-  of a network trained on them. The out-of-fold calls also fit the temperature (from
+- cross-validated by photograph: the lab's cells are split into k folds, each photograph's cells
+  in one (cells given without a photograph each count as their own), stratified by type as far as
+  whole photographs allow; each fold is called by a fine-tune that never saw it nor any other cell
+  of its photographs, so the figure on the lab's cells is never that of a network trained on them
+  or on their neighbours. The out-of-fold calls also fit the temperature (from
   MIN_TEMPERATURE_CELLS cells on; below that the version's is kept);
 - the out-of-distribution score is fitted again on the adapted network's features of the cells it
   was tuned on (a refit's rule: no cell is left unseen) and baked in as its second output; the
   review flag's confidence threshold is the version's, kept;
 - each replayed source's TEST is measured as a training run measures it.
+
+Progress: each report carries ``epoch`` of ``epochs`` over every fine-tune (the bar), ``stage`` in
+words, and ``phase`` (PHASE_CROSS_VALIDATION, PHASE_FINAL or, once the last epoch is done,
+PHASE_EVALUATING), ``fold`` of ``folds`` (None in the final fine-tune and after it) and
+``phase_epoch`` of ``phase_epochs``, the epoch within the current fine-tune.
 
 Types the network has no class for (a basophil for a four-type network, artefacts) are left out and
 counted. Plain Python + Keras (imported when a run starts); nothing here knows about Django.
@@ -57,6 +64,11 @@ LEARNING_RATE_SHARE = 1 / 3
 # Out-of-fold calls on fewer lab cells than this fit no temperature: the version's is kept.
 MIN_TEMPERATURE_CELLS = 20
 LAB_SOURCE = "this lab's reviewed cells"
+# The phases a progress report names.
+PHASE_CROSS_VALIDATION = "cross-validation"
+PHASE_FINAL = "final fine-tune"
+PHASE_EVALUATING = "evaluating on each source's TEST"
+PHASE_FINISHING = "fitting the out-of-distribution score"  # where no TEST is measured
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +77,7 @@ class AdaptationConfig:
 
     model_bytes: bytes
     metadata: dict  # architecture, task, class_names, input_spec, temperature, hyperparameters, seed
-    reviewed: list  # [(path to a context window, the reviewer's type)]
+    reviewed: list  # [(path to a context window, the reviewer's type[, its photograph])]
     data_dir: str | list | None = None  # the version's data folders, replayed; None: no replay
     replay_per_class: int = REPLAY_PER_CLASS
     epochs: int = DEFAULT_EPOCHS
@@ -92,11 +104,11 @@ class LabCells:
 def lab_cells(reviewed, task):
     """(the reviewed cells of the task's types as labelled images, the others counted by type)."""
     images, left_out = [], Counter()
-    for path, name in reviewed:
+    for path, name, *photograph in reviewed:
         if dataset.task_class(str(name), task) is None:
             left_out[str(name)] += 1
         else:
-            images.extend(data.extra_images([(path, name)], task))
+            images.extend(data.extra_images([(path, name, *photograph)], task))
     return LabCells(images, dict(sorted(left_out.items())))
 
 
@@ -105,10 +117,11 @@ def usable_count(reviewed_types, task):
     return sum(1 for name in reviewed_types if dataset.task_class(str(name), task) is not None)
 
 
-def cross_validation_folds(folds, cells):
-    """The folds an adaptation cross-validates on: none where fewer than 2 are asked for, and never
-    more than there are cells."""
-    return min(folds, cells) if folds >= 2 else 0
+def cross_validation_folds(folds, photographs):
+    """The folds an adaptation cross-validates on: never more than there are photographs (a
+    photograph's cells stay in one fold), and none where that leaves fewer than 2."""
+    count = min(folds, photographs)
+    return count if count >= 2 else 0
 
 
 def check_enough(cells, min_cells=MIN_CELLS, version="the version"):
@@ -234,47 +247,95 @@ def _arrays(prepared, rows, class_names):
     )
 
 
-def stratified_folds(labels, folds, seed):
-    """A fold number per cell: each class's cells dealt round the folds in a seeded order."""
+def stratified_folds(labels, folds, seed, groups=None):
+    """A fold number per cell: every cell of a group (a photograph) in one fold, and each fold
+    holding as near its share of each type's cells as whole groups allow. Without groups each cell
+    is its own.
+
+    Groups are placed largest first (in a seeded order among equals), each in the fold where the
+    types' shares come out most even, the fold with fewest cells among equally good ones; no fold
+    is left empty while there are groups to fill it.
+    """
     labels = np.asarray(labels)
+    keys = list(range(len(labels))) if groups is None else list(groups)
+    if len(keys) != len(labels):
+        raise ValueError("one group per cell")
+    index = {key: k for k, key in enumerate(dict.fromkeys(keys))}
+    of_cell = np.array([index[key] for key in keys], np.int64)
+    classes, label_index = np.unique(labels, return_inverse=True)
+    counts = np.zeros((len(index), len(classes)), np.int64)
+    np.add.at(counts, (of_cell, label_index), 1)
+    totals = np.maximum(counts.sum(0), 1)
     rng = np.random.default_rng(seed)
-    assigned = np.zeros(len(labels), np.int64)
-    offset = 0
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        assigned[members] = (np.arange(len(members)) + offset) % folds
-        offset += len(members)
-    return assigned
+    shuffled = rng.permutation(len(index))
+    order = shuffled[np.argsort(-counts[shuffled].sum(1), kind="stable")]
+    per_fold = np.zeros((folds, len(classes)), np.int64)
+    fold_of = np.zeros(len(index), np.int64)
+    for placed, group in enumerate(order):
+        empty = np.flatnonzero(per_fold.sum(1) == 0)
+        left = len(order) - placed
+        candidates = empty if len(empty) >= left else range(folds)
+        best = None
+        for fold in candidates:
+            per_fold[fold] += counts[group]
+            spread = float(np.std(per_fold / totals, axis=0).mean())
+            per_fold[fold] -= counts[group]
+            key = (round(spread, 12), int(per_fold[fold].sum()), fold)
+            if best is None or key < best:
+                best = key
+        fold_of[group] = best[2]
+        per_fold[best[2]] += counts[group]
+    return fold_of[of_cell]
 
 
 class _Progress:
-    """One progress report over every fine-tune of an adaptation (the folds, then the final)."""
+    """One progress report over every fine-tune of an adaptation (the folds, then the final), and
+    the phase after them."""
 
-    def __init__(self, runs, epochs, on_epoch):
+    def __init__(self, runs, epochs, on_epoch, folds=0):
         self.total = runs * epochs
         self.epochs = epochs
+        self.folds = folds
         self.on_epoch = on_epoch
         self.done = 0
         self.started = time.monotonic()
         self.stage = ""
 
-    def run(self, stage):
+    def _where(self, stage, phase, fold):
+        return {"stage": stage, "phase": phase, "fold": fold, "folds": self.folds,
+                "phase_epochs": self.epochs}
+
+    def run(self, stage, phase, fold=None):
+        """The on_epoch of one fine-tune: ``fold`` (from 1) of the cross-validation, or None."""
         self.stage = stage
         offset = self.done
         self.done += self.epochs
+        where = self._where(stage, phase, fold)
 
         def report(row):
             if self.on_epoch is None:
                 return
-            epoch = offset + int(row["epoch"])
+            within = int(row["epoch"])
+            epoch = offset + within
             elapsed = time.monotonic() - self.started
             self.on_epoch({
-                **row, "epoch": epoch, "epochs": self.total, "stage": self.stage,
+                **row, **where, "epoch": epoch, "epochs": self.total, "phase_epoch": within,
                 "elapsed_seconds": round(elapsed, 1),
                 "eta_seconds": round(elapsed / epoch * (self.total - epoch), 1),
             })
 
         return report
+
+    def after_training(self, phase):
+        """Every epoch is done; the network is being finished (``phase``): no time left to tell."""
+        self.stage = phase
+        if self.on_epoch is None:
+            return
+        self.on_epoch({
+            **self._where(phase, phase, None), "epoch": self.done, "epochs": self.total,
+            "phase_epoch": None, "elapsed_seconds": round(time.monotonic() - self.started, 1),
+            "eta_seconds": None,
+        })
 
 
 def _base_network(keras, model_bytes):
@@ -308,15 +369,17 @@ def cross_validate(keras, tf, config, prepared, recipe, progress, folds, should_
     """Out-of-fold uncalibrated probabilities of every lab cell, each from a fine-tune on the
     other folds (and the replay)."""
     lab_labels = prepared.y[prepared.lab_rows]
-    assigned = stratified_folds(lab_labels, folds, recipe.seed)
+    photographs = [image.cell_key for image in prepared.lab_images]
+    assigned = stratified_folds(lab_labels, folds, recipe.seed, groups=photographs)
     replay = np.setdiff1d(np.arange(len(prepared.y)), prepared.lab_rows)
     out_of_fold = np.zeros((len(lab_labels), len(recipe.class_names)))
     for fold in range(folds):
         _stop_check(should_stop, f"before fold {fold + 1}")
         held = assigned == fold
         rows = np.concatenate([replay, prepared.lab_rows[~held]])
-        fitted, _ = _fine_tune(keras, tf, config, prepared, rows, recipe,
-                               progress.run(f"cross-validation fold {fold + 1} of {folds}"), should_stop)
+        report = progress.run(f"cross-validation fold {fold + 1} of {folds}", PHASE_CROSS_VALIDATION,
+                              fold + 1)
+        fitted, _ = _fine_tune(keras, tf, config, prepared, rows, recipe, report, should_stop)
         out_of_fold[held] = _predict(fitted.model, prepared, prepared.lab_rows[held], recipe)
     return out_of_fold
 
@@ -349,8 +412,9 @@ def adapt_classifier(
     check_enough(LabCells(prepared.lab_images, cells.left_out), config.min_cells, version)
     class_names = recipe.class_names
     lab_labels = prepared.y[prepared.lab_rows]
-    folds = cross_validation_folds(config.folds, len(lab_labels))
-    progress = _Progress(folds + 1, recipe.epochs, on_epoch)
+    photographs = len({image.cell_key for image in prepared.lab_images})
+    folds = cross_validation_folds(config.folds, photographs)
+    progress = _Progress(folds + 1, recipe.epochs, on_epoch, folds)
 
     base = _base_network(keras, config.model_bytes)
     before = _predict(base, prepared, prepared.lab_rows, recipe)
@@ -363,8 +427,11 @@ def adapt_classifier(
     _stop_check(should_stop, "before the final fine-tune")
     tune_started = time.monotonic()
     fitted, arrays = _fine_tune(keras, tf, config, prepared, np.arange(len(prepared.y)), recipe,
-                                progress.run("fine-tune on every reviewed cell"), should_stop)
+                                progress.run("fine-tune on every reviewed cell", PHASE_FINAL), should_stop)
     fine_tune_seconds = time.monotonic() - tune_started
+    # What follows (the score fitted again, the export, each source's TEST as served) takes a
+    # while after the last epoch: the page says what it waits for, not "0 s left".
+    progress.after_training(PHASE_EVALUATING if config.evaluate_test and sources else PHASE_FINISHING)
 
     temperature = float(metadata.get("temperature") or 1.0)
     temperature_from = "kept from the version adapted"
@@ -383,6 +450,7 @@ def adapt_classifier(
                                                    float(metadata.get("temperature") or 1.0)),
                                lab_labels, class_names),
         "folds": folds,
+        "photographs": photographs,  # the cells' photographs, each in one fold
         "cross_validated": None,
         "replay": {
             "per_class": config.replay_per_class,

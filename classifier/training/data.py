@@ -112,9 +112,11 @@ def train_folder_images(layout, originals, task, max_per_class, seed):
 
 
 def extra_images(extra_samples, task):
-    """Reviewed cells [(path to a context window, class)] as labelled images of the task."""
+    """Reviewed cells [(path to a context window, class)] as labelled images of the task. A third
+    item, where given, is the cell's group: its photograph (cells of one photograph share it), kept
+    together where cells are split; without it each cell is its own."""
     images = []
-    for path, name in extra_samples:
+    for path, name, *group in extra_samples:
         mapped = dataset.task_class(str(name), task)
         if mapped is None:
             raise TrainingDataError(f"reviewed cell {path} has class {name!r}, not one of {task}")
@@ -124,7 +126,7 @@ def extra_images(extra_samples, task):
                 class_name=mapped,
                 folder_class=str(name).upper(),
                 split="EXTRA",
-                group=str(path),
+                group=str(group[0]) if group and group[0] is not None else str(path),
                 is_window=True,
             )
         )

@@ -1,5 +1,6 @@
-"""Adapting a trained network to a lab's reviewed cells, on tiny drawn cells: cross-validated by
-cell, a replay of its own sources, the score fitted again, clear refusals and cancellation."""
+"""Adapting a trained network to a lab's reviewed cells, on tiny drawn cells: cross-validated (each
+cell its own photograph here), a replay of its own sources, the score fitted again, clear refusals
+and cancellation."""
 
 from pathlib import Path
 from types import SimpleNamespace
@@ -87,9 +88,10 @@ def test_an_adaptation_is_cross_validated_replays_its_sources_and_refits_its_sco
     assert result.metrics["review"]["confidence_threshold"] == kept
     assert result.metrics["review"]["carried_from"] == "v1"
     assert result.metadata["extra_samples"] == 8
-    # Two folds and the final fine-tune, one epoch each, as one progress count.
-    assert [(r["epoch"], r["epochs"]) for r in reports] == [(1, 3), (2, 3), (3, 3)]
-    assert reports[-1]["stage"] == "fine-tune on every reviewed cell"
+    # Two folds and the final fine-tune, one epoch each, as one progress count; then the TEST sets.
+    assert [(r["epoch"], r["epochs"]) for r in reports if "loss" in r] == [(1, 3), (2, 3), (3, 3)]
+    assert reports[-2]["stage"] == "fine-tune on every reviewed cell"
+    assert reports[-1]["stage"] == "evaluating on each source's TEST" and reports[-1]["epoch"] == 3
 
     from classifier.inference import CellClassifier
 

@@ -43,17 +43,23 @@ def active(tiny_network, monkeypatch, settings):
     return activate_version(version)
 
 
-def reviewed_cells(version, media_root, per_type=2, extra=()):
-    """A sample whose cells were reviewed, each with its context window stored as the site stores
-    it; the reviewer gave each cell the type of the drawn cell."""
-    types = [name for name in FOUR for _ in range(per_type)] + list(extra)
-    sample = make_sample(accession=f"H-{len(types)}", types=["NEUTROPHIL"] * len(types), version=version)
+def reviewed_cells(version, media_root, per_type=2, extra=(), photographs=None):
+    """Samples whose cells were reviewed, each with its context window stored as the site stores
+    it; the reviewer gave each cell the type of the drawn cell. ``photographs`` (default: per_type)
+    photographs share the cells in turn, each holding cells of several types."""
+    photographs = photographs or per_type
+    types = [name for _ in range(per_type) for name in FOUR] + list(extra)
+    shares = [types[k::photographs] for k in range(photographs)]
     rng = np.random.default_rng(11)
-    for cell, name in zip(Cell.objects.filter(image__sample=sample).order_by("index"), types, strict=True):
-        window = f"windows/adapt-{cell.pk}.png"
-        (media_root / "windows").mkdir(parents=True, exist_ok=True)
-        draw_cell(name if name in FOUR else "NEUTROPHIL", rng).save(media_root / window)
-        Cell.objects.filter(pk=cell.pk).update(window=window, corrected_type=name, cell_type=name)
+    (media_root / "windows").mkdir(parents=True, exist_ok=True)
+    for k, share in enumerate(shares):
+        sample = make_sample(accession=f"H-{len(types)}-{k}", types=["NEUTROPHIL"] * len(share),
+                             version=version)
+        cells = Cell.objects.filter(image__sample=sample).order_by("index")
+        for cell, name in zip(cells, share, strict=True):
+            window = f"windows/adapt-{cell.pk}.png"
+            draw_cell(name if name in FOUR else "NEUTROPHIL", rng).save(media_root / window)
+            Cell.objects.filter(pk=cell.pk).update(window=window, corrected_type=name, cell_type=name)
     return sample
 
 

@@ -307,14 +307,14 @@ def start_training(
 def adaptation_cells(version):
     """The lab's reviewed cells an adaptation of ``version`` would learn from, and those of types
     it has no class for (classifier.training.adaptation.LabCells)."""
-    return lab_cells(reviewed_cell_samples(), version.task)
+    return lab_cells(reviewed_cell_samples(photographs=True), version.task)
 
 
-def adaptation_epochs(cells):
-    """Every epoch of an adaptation on ``cells`` lab cells: one fine-tune per cross-validation
-    fold, then the final one."""
+def adaptation_epochs(photographs):
+    """Every epoch of an adaptation on the cells of ``photographs`` photographs: one fine-tune per
+    cross-validation fold (a photograph's cells in one fold), then the final one."""
     epochs, folds = adaptation_plan()
-    return (cross_validation_folds(folds, cells) + 1) * epochs
+    return (cross_validation_folds(folds, photographs) + 1) * epochs
 
 
 def start_adaptation(user):
@@ -329,7 +329,7 @@ def start_adaptation(user):
         check_enough(cells, version=f"v{base.pk}")
     except TrainingDataError as exc:
         raise TrainingRefused(str(exc)) from None
-    epochs = adaptation_epochs(len(cells.images))
+    epochs = adaptation_epochs(len({image.cell_key for image in cells.images}))
     with transaction.atomic():
         _claim_training_slot()
         version = ModelVersion.objects.create(
@@ -378,7 +378,7 @@ def adaptation_settings(version):
     return {
         "model_bytes": bytes(model_bytes),
         "metadata": metadata,
-        "reviewed": reviewed_cell_samples(),
+        "reviewed": reviewed_cell_samples(photographs=True),
         "data_dir": present,
         "missing_folders": missing,
         "epochs": epochs,
@@ -413,9 +413,11 @@ def cancel_training(version, user=None):
     return version
 
 
-def reviewed_cell_samples(task=None):
+def reviewed_cell_samples(task=None, photographs=False):
     """(context window path, corrected type) for every reviewed cell whose window is on disk, each
-    physical cell once with its newest review (selectors.reviewed_cell_windows).
+    physical cell once with its newest review (selectors.reviewed_cell_windows); with photographs,
+    a third item names the cell's photograph, so that an adaptation's cross-validation keeps a
+    photograph's cells in one fold.
 
     With a task, labels that have no place in it are left out: a cell relabelled MONONUCLEAR under
     a binary network says nothing about which of the four types it is, and would otherwise fail
@@ -423,12 +425,13 @@ def reviewed_cell_samples(task=None):
     """
     storage = Cell._meta.get_field("window").storage
     samples = []
-    for window, corrected in reviewed_cell_windows():
+    for window, corrected, image_id in reviewed_cell_windows(with_image=True):
         if task is not None and task_class(corrected, task) is None:
             continue
         path = Path(storage.path(window))
         if path.is_file():
-            samples.append((str(path), corrected))
+            photograph = (f"photograph {image_id}",) if photographs else ()
+            samples.append((str(path), corrected, *photograph))
     return samples
 
 
@@ -548,9 +551,13 @@ def _train(version_id, version, progress_bar):
         return train_classifier(config, on_epoch=on_epoch, should_stop=should_stop, progress_bar=progress_bar)
 
     curve = []
+    curve_keys = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 
     def on_epoch(report):
-        curve.append({k: report.get(k) for k in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")})
+        # An epoch's report carries its figures; an adaptation's report of the phase after its last
+        # epoch (classifier.training.adaptation.PHASE_EVALUATING) has none to add to the curve.
+        if "loss" in report:
+            curve.append({k: report.get(k) for k in curve_keys})
         _update_progress(version_id, state="running", history=list(curve), **report)
 
     last_poll = [0.0, False]
