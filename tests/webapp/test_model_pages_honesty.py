@@ -226,6 +226,18 @@ def test_the_activate_buttons_carry_the_warning_and_roll_back_only_goes_back(sta
     assert f"Roll back to v{v1.pk}? Photographs" in listing and f">Roll back to v{v1.pk}</button>" in listing
 
 
+def test_the_page_says_whether_an_adaptations_folds_kept_photographs_whole(staff_client):
+    v1 = make(ModelVersion.Status.ACTIVE, two_source_metrics(0.955, 0.875))
+    by_cell = make(metrics=adapted_metrics(0.95, 0.95, adaptation(0.95, 0.95), "v1"), parent=v1)
+    by_photograph = make(metrics=adapted_metrics(
+        0.95, 0.95, {**adaptation(0.95, 0.95), "photographs": 31}, "v1"), parent=v1)
+
+    assert ("2-fold cross-validation by cell: each cell called by a fine-tune that never saw it."
+            in detail(staff_client, by_cell))
+    assert ("2-fold cross-validation by photograph (31 photographs): each cell called by a fine-tune "
+            "that saw no cell of its photograph." in detail(staff_client, by_photograph))
+
+
 def test_smaller_wording_on_the_model_pages(staff_client):
     v1 = make(ModelVersion.Status.ACTIVE, two_source_metrics(0.955, 0.875),
               history=[{"epoch": 1, "loss": 1.0, "accuracy": 0.6},

@@ -606,6 +606,8 @@ def adaptation_record(version, parent=None):
         "reviewed": reviewed,
         "left_out_count": others,
         "folds": record.get("folds"),
+        # Folds by photograph since the record counts them; earlier adaptations' folds were by cell.
+        "photographs": record.get("photographs"),
         "cv_percent": _percent(cv.get("accuracy")),
         "before_percent": _percent(before.get("accuracy")),
         "cv": cv_share,
