@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import pytest
 from django.core.management import CommandError, call_command
+from PIL import Image
 
 from webapp.management.commands import runlab
 from webapp.models import ModelVersion
@@ -271,6 +272,7 @@ def test_runlab_stopped_by_sigterm_exits_0_and_gives_its_signals_back(tmp_path, 
 def test_train_on_a_missing_folder_is_refused_before_a_version_is_stored(tmp_path):
     present = tmp_path / "cells"
     (present / "NEUTROPHIL").mkdir(parents=True)
+    Image.new("RGB", (64, 48), (220, 190, 200)).save(present / "NEUTROPHIL" / "cell.png")
     missing = tmp_path / "not-there"
     with pytest.raises(CommandError, match=f"Training data folder {missing} does not exist"):
         call_command("train", "--data", str(present), "--data", str(missing), "--epochs", "1",

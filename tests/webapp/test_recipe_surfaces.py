@@ -8,6 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.core.management.base import BaseCommand
 from django.urls import reverse
+from PIL import Image
 
 import classifier.train_cli
 import classifier.training
@@ -94,10 +95,17 @@ def as_arguments(values):
     return arguments
 
 
+def one_cell_folder(folder):
+    (folder / "NEUTROPHIL").mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 48), (220, 190, 200)).save(folder / "NEUTROPHIL" / "cell.png")
+    return folder
+
+
 @pytest.fixture
 def caught_runs(monkeypatch, tmp_path):
     """The TrainingConfig of every run, which then stops before it loads anything."""
-    (tmp_path / "NEUTROPHIL").mkdir()  # the tests' --data: a folder-per-class layout, as train checks
+    # The tests' --data: a folder-per-class layout with an image, as train and the form check.
+    one_cell_folder(tmp_path)
     configs = []
 
     def train_classifier(config, **_):
@@ -160,7 +168,7 @@ def test_every_setting_on_the_retraining_form_reaches_the_version(client, django
     assert {name: form.initial[name] for name in ON_FORM} == {
         name: getattr(Recipe().resolved(), name) for name in ON_FORM}
     # The enqueue waits for a commit that a test's transaction never makes: nothing is queued.
-    response = client.post(reverse("models:train"), {**values, "data_dir": str(tmp_path)})
+    response = client.post(reverse("models:train"), {**values, "data_dir": str(one_cell_folder(tmp_path))})
     assert response.status_code == 302
     version = ModelVersion.objects.get()
     recorded = {"architecture": version.architecture, "task": version.task, **version.hyperparameters}
