@@ -29,15 +29,22 @@ class TrainingConfig(Recipe):
     runtime: str = DEFAULT_RUNTIME
 
 
+# What a run does after its last epoch, as its progress names it.
+FINISHING_STAGE = "calibrating, fitting the review flag and measuring each source's TEST"
+
+
 def train_classifier(
     config: TrainingConfig,
     on_epoch: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     progress_bar: bool = False,
+    on_stage: Callable[[str], None] | None = None,
 ) -> export.TrainingResult:
     """Train the network config describes. on_epoch gets a report after each epoch; should_stop is
-    asked between batches and raises TrainingCancelled when it answers True. Bad settings or data
-    raise TrainingDataError (a RecipeError for settings) before anything is trained."""
+    asked between batches and raises TrainingCancelled when it answers True. on_stage is told
+    FINISHING_STAGE after the last epoch: a minute or more of work is left then, which no epoch
+    report covers. Bad settings or data raise TrainingDataError (a RecipeError for settings)
+    before anything is trained."""
     started = time.monotonic()
     recipe = config.resolved()
     selection = data.select_images(config, recipe)
@@ -46,6 +53,8 @@ def train_classifier(
     keras, tf = fitting.seeded_keras(recipe.seed)
     arrays = data.load_arrays(selection, recipe, config)
     fitted = fitting.fit(keras, tf, arrays, recipe, on_epoch, should_stop, progress_bar)
+    if on_stage is not None:
+        on_stage(FINISHING_STAGE)
     temperature, metrics = evaluation.calibrate(fitted, arrays, recipe)
     ood_head, metrics["ood"] = trust.fit_ood(fitted, arrays, recipe)
     model_bytes = export.exported_bytes(fitted.model, recipe, ood_head)

@@ -30,9 +30,12 @@ def test_training_stores_a_loadable_result(tiny_data, tmp_path):
 
     seen = []
     settings = config(tiny_data, tmp_path, epochs=2, mixup=0.2, validation_seed=3)
-    result = train_classifier(settings, on_epoch=seen.append)
+    stages = []
+    result = train_classifier(settings, on_epoch=seen.append, on_stage=stages.append)
     assert [row["epoch"] for row in seen] == [1, 2]
     assert {"loss", "val_accuracy", "eta_seconds", "elapsed_seconds"} <= set(seen[0])
+    # After the last epoch, what the run is doing then (the site's progress says it).
+    assert stages == ["calibrating, fitting the review flag and measuring each source's TEST"]
     assert len(result.history) == 2 and result.class_names == list(FOUR_CLASSES)
     assert result.class_counts and sum(result.class_counts.values()) > 0
     assert "validation" in result.metrics and "TEST" in result.metrics

@@ -236,7 +236,7 @@ def test_train_without_arch_or_task_trains_the_active_versions_network(tmp_path,
 def test_ctrl_c_during_training_marks_the_version_cancelled(monkeypatch, tmp_path):
     import classifier.training
 
-    def interrupted(config, on_epoch=None, should_stop=None, progress_bar=False):
+    def interrupted(config, on_epoch=None, should_stop=None, progress_bar=False, on_stage=None):
         assert progress_bar  # the terminal gets Keras' live bar
         raise KeyboardInterrupt
 

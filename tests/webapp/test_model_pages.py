@@ -19,7 +19,7 @@ from tests.webapp.lab_factories import make_sample, with_role
 from webapp import urls_models
 from webapp.models import Cell, ModelActivation, ModelVersion, Sample, SmearImage
 from webapp.presenters.charts import learning_curve_chart
-from webapp.presenters.models import metric_tables
+from webapp.presenters.models import metric_tables, progress_report
 from webapp.selectors import review_agreement
 from webapp.services import training
 from webapp.services.model_versions import activate_version
@@ -640,8 +640,9 @@ def fake_trainer(monkeypatch):
     calls = []
 
     def install(behaviour):
-        def train_classifier(config, on_epoch=None, should_stop=None, progress_bar=False):
+        def train_classifier(config, on_epoch=None, should_stop=None, progress_bar=False, on_stage=None):
             calls.append(config)
+            install.on_stage = on_stage
             return behaviour(config, on_epoch, should_stop)
 
         monkeypatch.setattr(classifier.training, "train_classifier", train_classifier)
@@ -666,6 +667,8 @@ def test_run_training_stores_a_ready_version_with_progress_and_never_activates(f
                   "val_accuracy": 0.5, "elapsed_seconds": 1.0, "eta_seconds": 1.0})
         seen.append(ModelVersion.objects.get(pk=version.pk).progress)
         assert should_stop() is False
+        fake_trainer.on_stage("calibrating, fitting the review flag and measuring each source's TEST")
+        seen.append(progress_report(ModelVersion.objects.get(pk=version.pk)))
         return fake_result()
 
     calls = fake_trainer(behaviour)
@@ -676,6 +679,10 @@ def test_run_training_stores_a_ready_version_with_progress_and_never_activates(f
     assert config.max_images_per_class == 5
     assert config.data_dir == "/data/cells" and config.seed == 7
     assert seen[0]["epoch"] == 1 and seen[0]["eta_seconds"] == 1.0 and len(seen[0]["history"]) == 1
+    # After the last epoch the page says what is left to do, with no time to tell (not "0 s").
+    finishing = seen[1]
+    assert finishing["phase"] == "calibrating, fitting the review flag and measuring each source's TEST"
+    assert finishing["eta_seconds"] is None
     version.refresh_from_db()
     assert version.status == "ready" and bytes(version.model_bytes) == b"network"
     assert version.progress["state"] == "done" and version.history == HISTORY[:2]

@@ -375,7 +375,7 @@ def progress_report(version):
     if version.status == ModelVersion.Status.TRAINING:
         phase = {"queued": "waiting for the training worker", "running": "training"}.get(state, state)
         if state == "running" and progress.get("stage"):
-            phase = progress["stage"]  # an adaptation's fold or final fine-tune
+            phase = progress["stage"]  # an adaptation's fold or final fine-tune; after the last epoch
         if state == "running" and epoch == 0:
             phase = "loading images and building the network"
     else:

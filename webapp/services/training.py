@@ -548,7 +548,8 @@ def _train(version_id, version, progress_bar):
         if adapting:
             return adapt_classifier(AdaptationConfig(**adaptation_settings(version)), on_epoch, should_stop)
         config = TrainingConfig(**training_settings(version))
-        return train_classifier(config, on_epoch=on_epoch, should_stop=should_stop, progress_bar=progress_bar)
+        return train_classifier(config, on_epoch=on_epoch, should_stop=should_stop, progress_bar=progress_bar,
+                                on_stage=on_stage)
 
     curve = []
     curve_keys = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
@@ -559,6 +560,10 @@ def _train(version_id, version, progress_bar):
         if "loss" in report:
             curve.append({k: report.get(k) for k in curve_keys})
         _update_progress(version_id, state="running", history=list(curve), **report)
+
+    def on_stage(stage):
+        # After the last epoch: what the run does now, and no time left to tell (not "0 s").
+        _update_progress(version_id, state="running", stage=stage, eta_seconds=None)
 
     last_poll = [0.0, False]
 
