@@ -137,6 +137,22 @@ def tech(client, django_user_model):
     return user
 
 
+@pytest.fixture
+def staff(django_user_model):
+    """An administrator: staff status and the admin role (not signed in: see staff_client)."""
+    from tests.webapp.lab_factories import with_role
+
+    return with_role(django_user_model.objects.create_user("lead", password="a-long-passphrase-1",
+                                                           is_staff=True), "admin")
+
+
+@pytest.fixture
+def staff_client(client, staff):
+    """The test client, signed in as the administrator `staff`."""
+    client.force_login(staff)
+    return client
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     """Make the folder of the SQLite test database (var/, see settings), which reading the settings

@@ -61,17 +61,6 @@ def make_version(status=ModelVersion.Status.READY, **fields):
 
 
 @pytest.fixture
-def staff(django_user_model):
-    return with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
-
-
-@pytest.fixture
-def staff_client(client, staff):
-    client.force_login(staff)
-    return client
-
-
-@pytest.fixture
 def no_enqueue(sent_tasks):
     """Record what would go to the broker instead of sending it."""
     return sent_tasks

@@ -10,27 +10,14 @@ import re
 import pytest
 from django.urls import reverse
 
-from tests.webapp.lab_factories import with_role
 from webapp.models import ModelVersion
 from webapp.presenters import models as presenters
 from webapp.presenters.models import activation_warning
 from webapp.services.model_versions import activate_version
 
-PASSWORD = "a-long-passphrase-1"
 FOUR = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def staff(django_user_model):
-    return with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
-
-
-@pytest.fixture
-def staff_client(client, staff):
-    client.force_login(staff)
-    return client
 
 
 def split(accuracy, n, flagged=None):
