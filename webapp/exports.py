@@ -5,7 +5,7 @@ import csv
 from django.utils import timezone
 
 from webapp.cell_types import type_order
-from webapp.counting import Counting, counting_of, group_of
+from webapp.counting import group_of
 from webapp.selectors import leukocyte_formula, sample_images_with_cells, unfamiliar_photograph
 
 # A spreadsheet reads a cell starting with one of these as a formula: a photograph named
@@ -84,7 +84,7 @@ def _sample_rows(sample):
         image = entry.image
         yield [
             image.original_filename, image.pk, image.status, len(entry.cells),
-            sum(1 for cell in entry.cells if _in_differential(cell)),
+            sum(1 for cell in entry.cells if cell.in_differential),
             f"v{image.model_version_id}" if image.model_version_id else "",
             "; ".join(map(str, image.quality_warnings or [])), image.error,
         ]
@@ -114,12 +114,6 @@ def _sample_rows(sample):
                   for name in class_names],
                 entry.image.pk,
             ]
-
-
-def _in_differential(cell):
-    """Whether the formula's TOTAL counts this current cell: whole or counted in, of a type the
-    differential counts (the API's in_differential; selectors.IN_DIFFERENTIAL)."""
-    return cell.is_counted_in and counting_of(cell.cell_type) is Counting.DIFFERENTIAL
 
 
 def write_sample_csv(sample, stream):

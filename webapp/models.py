@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from classifier.labels import binary_group
 from webapp import audit
+from webapp.counting import Counting, counting_of
 
 
 class ModelVersion(models.Model):
@@ -380,6 +381,13 @@ class Cell(models.Model):
         """Whole, or cut by the edge and counted in by a reviewer (the opposite of
         selectors.PARTIAL_LEFT_OUT)."""
         return not self.is_partial or self.count_partial
+
+    @property
+    def in_differential(self):
+        """Whole or counted in, and of a type the differential counts (not a platelet, artefact,
+        erythroblast or unidentified cell): the row-by-row twin of selectors.IN_DIFFERENTIAL.
+        Whether its version is still the photograph's is is_superseded's to say."""
+        return self.is_counted_in and counting_of(self.cell_type) is Counting.DIFFERENTIAL
 
     @property
     def is_superseded(self):

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
-from webapp.counting import Counting, counting_of, group_of
+from webapp.counting import group_of
 from webapp.forms import ApiSampleListFilterForm, HistoryFilterForm
 from webapp.models import Sample
 from webapp.selectors import (
@@ -130,8 +130,7 @@ def cell_json(request, cell, with_image=True):
         "counted": not cell.is_superseded,
         # Whether the differential counts this cell: current, whole or counted in, and of a type
         # the differential counts (not a platelet, artefact, erythroblast or unidentified cell).
-        "in_differential": (not cell.is_superseded and cell.is_counted_in
-                            and counting_of(cell.cell_type) is Counting.DIFFERENTIAL),
+        "in_differential": not cell.is_superseded and cell.in_differential,
         "created_at": cell.created_at.isoformat(),
         "crop": _media(request, cell.crop),
     }
