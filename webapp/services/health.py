@@ -24,9 +24,9 @@ def classify_workers_running():
     """Whether some worker takes the classify queue now; None where the broker cannot be asked (the
     sample page then says the queue cannot be reached).
 
-    A worker that cannot use its media folder counts: it takes the photographs, which do not wait
-    but fail, each saying so on its card, and /healthz names the worker and its folder. The page's
-    note, that the photographs wait until a worker starts, would not be true of it.
+    A worker that cannot use its media folder counts: it takes the photographs and puts them back
+    in the queue, each card saying why (services.classification.StorageUnreachable), and /healthz
+    names the worker and its folder. The page's note, that no worker is running, would not be true.
     """
     try:
         return bool(consumers_of(live_workers(celery_app.conf.broker_url), CLASSIFY_QUEUE))
