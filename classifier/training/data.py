@@ -153,9 +153,12 @@ def check_data_folder(folder, task):
     the site and `manage.py train` ask it before they store a version."""
     layout = dataset.resolve_layout(folder)
     if not train_folder_images(layout, {}, task, None, 0):
-        raise TrainingDataError(f"training data folder {layout.train_dir} holds no images for "
-                                f"the {task} task")
+        raise _holds_no_images(layout, task)
     return layout
+
+
+def _holds_no_images(layout, task):
+    return TrainingDataError(f"training data folder {layout.train_dir} holds no images for the {task} task")
 
 
 def select_sources(data, task, max_per_class, seed, validation_fraction, split_seed):
@@ -170,8 +173,7 @@ def select_sources(data, task, max_per_class, seed, validation_fraction, split_s
         originals = dataset.read_originals(layout.root)
         all_train = train_folder_images(layout, originals, task, max_per_class, seed)
         if not all_train:
-            raise TrainingDataError(f"training data folder {layout.train_dir} holds no images for "
-                                    f"the {task} task")
+            raise _holds_no_images(layout, task)
         if validation_fraction > 0:
             train, validation = dataset.split_validation(all_train, validation_fraction, split_seed)
         else:
