@@ -723,33 +723,30 @@ def chance_level_warning(version):
 _NO_PARENT = object()
 
 
-def worse_than_parent_warning(version, parent=_NO_PARENT):
+def worse_than_parent_warning(version, parent):
     """A sentence where an adapted version called fewer of the lab's reviewed cells right, cross-
-    validated, than the version it was adapted from, beyond noise (NOISE_RULE); "" otherwise, and
-    "" where that version had itself trained on those cells (its figure on them is inflated)."""
+    validated, than ``parent``, the version it was adapted from, beyond noise (NOISE_RULE); ""
+    otherwise, and "" where that version had itself trained on those cells (its figure on them is
+    inflated)."""
     record = (version.metrics or {}).get("adaptation") or {}
     adapted = Share.of(record.get("cross_validated"), record.get("cells"))
     before = Share.of(record.get("before"), record.get("cells"))
-    if adapted is None or before is None or not Difference(adapted, before).worse:
-        return ""
-    if parent is _NO_PARENT:
-        parent = parent_of(version)
-    if tuned_on_lab_cells(parent):
+    if adapted is None or before is None or tuned_on_lab_cells(parent):
         return ""
     difference = Difference(adapted, before)
+    if not difference.worse:
+        return ""
     return (f"Cross-validated on this lab's {adapted.n} reviewed cells, v{version.pk} called "
             f"{adapted.percent:.1f}% right, fewer than v{version.adapted_from_id or '?'} did "
             f"({before.percent:.1f}%): {difference.words()}, beyond noise. It would serve this lab "
             "worse calls than the version it was adapted from.")
 
 
-def held_out_drop_warning(version, parent=_NO_PARENT):
-    """A sentence where an adapted version called fewer TEST photographs right than the version it
-    was adapted from, on a source both were measured on, beyond noise; "" otherwise."""
+def held_out_drop_warning(version, parent):
+    """A sentence where an adapted version called fewer TEST photographs right than ``parent``, the
+    version it was adapted from, on a source both were measured on, beyond noise; "" otherwise."""
     if version.adapted_from_id is None:
         return ""
-    if parent is _NO_PARENT:
-        parent = parent_of(version)
     drops = [row for row in held_out_comparison(version, parent) if row.difference and row.difference.worse]
     if not drops:
         return ""
