@@ -173,19 +173,6 @@ def test_deleting_an_uploaded_sample_lists_its_photographs_not_their_fingerprint
 
 # --- accounts: what an administrator who is not a superuser may change ---------------------------
 
-@pytest.fixture
-def lead(django_user_model):
-    """The admin role with staff status, as the lab gives it: not a superuser."""
-    return with_role(django_user_model.objects.create_user("lead", password="a-long-passphrase-3",
-                                                           is_staff=True), "admin")
-
-
-@pytest.fixture
-def lead_client(client, lead):
-    client.force_login(lead)
-    return client
-
-
 def _account_form(account, **changes):
     """What the account's change page posts, with ``changes`` (a checkbox is sent only when ticked)."""
     from django.utils import timezone
@@ -225,117 +212,118 @@ def _sign_permission():
     return Permission.objects.get(content_type__app_label="webapp", codename="sign_sample")
 
 
-def test_an_administrator_cannot_give_superuser_status_or_single_permissions(lead_client, lead,
+def test_an_administrator_cannot_give_superuser_status_or_single_permissions(staff_client, staff,
                                                                             django_user_model):
     tech = django_user_model.objects.create_user("tech", password="a-long-passphrase-4")
     sign = str(_sign_permission().pk)
 
-    page = lead_client.get(reverse("admin:auth_user_change", args=[tech.pk])).content.decode()
+    page = staff_client.get(reverse("admin:auth_user_change", args=[tech.pk])).content.decode()
     assert 'name="is_superuser"' not in page and 'name="user_permissions"' not in page
     assert "given and taken by a superuser" in page
     assert 'href="../password/"' in page  # an ordinary account's password is theirs to reset
-    for account in (tech, lead):  # another account, and their own
-        response = _change_account(lead_client, account, is_superuser="on", user_permissions=[sign])
+    for account in (tech, staff):  # another account, and their own
+        response = _change_account(staff_client, account, is_superuser="on", user_permissions=[sign])
         assert response.status_code == 302
         stored = _fresh(account)
         assert not stored.is_superuser and not stored.user_permissions.exists()
         assert not stored.has_perm("webapp.sign_sample")
     # Nor on a new account: the add form has neither, and a crafted post is not heard.
     add = reverse("admin:auth_user_add")
-    assert 'name="is_superuser"' not in lead_client.get(add).content.decode()
-    lead_client.post(add, {"username": "newcomer", "usable_password": "true",
+    assert 'name="is_superuser"' not in staff_client.get(add).content.decode()
+    staff_client.post(add, {"username": "newcomer", "usable_password": "true",
                            "password1": "a-long-passphrase-5", "password2": "a-long-passphrase-5",
                            "is_superuser": "on", "is_staff": "on", "user_permissions": [sign]})
     newcomer = django_user_model.objects.get(username="newcomer")
     assert not (newcomer.is_superuser or newcomer.is_staff or newcomer.user_permissions.exists())
 
 
-def test_a_superusers_account_is_out_of_an_administrators_reach(lead_client, lead, django_user_model):
+def test_a_superusers_account_is_out_of_an_administrators_reach(staff_client, staff, django_user_model):
     boss = django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1")
     tech = django_user_model.objects.create_user("tech", password="a-long-passphrase-4")
     change = reverse("admin:auth_user_change", args=[boss.pk])
 
     # Listed and shown, read-only, saying why.
-    assert "boss" in lead_client.get(reverse("admin:auth_user_changelist")).content.decode()
-    shown = lead_client.get(change)
+    assert "boss" in staff_client.get(reverse("admin:auth_user_changelist")).content.decode()
+    shown = staff_client.get(change)
     assert shown.status_code == 200 and not shown.context["has_change_permission"]
     assert "Only a superuser may change, delete or set the password of boss" in shown.content.decode()
     assert 'name="_save"' not in shown.content.decode()
     # Its password is summarised, with no "Reset password" button leading to a refusal.
     assert "algorithm" in shown.content.decode() and "../password/" not in shown.content.decode()
     # A crafted post changes nothing: not the groups, not "active", not superuser status.
-    posted = _change_account(lead_client, boss, groups=[str(_group("hematologist").pk)], is_active=None,
+    posted = _change_account(staff_client, boss, groups=[str(_group("hematologist").pk)], is_active=None,
                              is_superuser=None)
     assert posted.status_code == 403
     stored = _fresh(boss)
     assert stored.is_active and stored.is_superuser and not stored.groups.exists()
     # Nor its password.
     password = reverse("admin:auth_user_password_change", args=[boss.pk])
-    refused = lead_client.get(password)
+    refused = staff_client.get(password)
     assert refused.status_code == 403 and "Only a superuser may set the password of boss" in (
         refused.content.decode())
-    assert lead_client.post(password, {"password1": "taken-over-now-1", "password2": "taken-over-now-1",
+    assert staff_client.post(password, {"password1": "taken-over-now-1", "password2": "taken-over-now-1",
                                        "usable_password": "true"}).status_code == 403
     assert _fresh(boss).check_password("a-long-passphrase-1")
     # Nor is it deleted, even by an administrator given the permission to delete accounts.
     from django.contrib.auth.models import Permission
 
-    lead.user_permissions.add(Permission.objects.get(content_type__app_label="auth", codename="delete_user"))
-    lead = _fresh(lead)
-    lead_client.force_login(lead)
-    deleting = lead_client.post(reverse("admin:auth_user_delete", args=[boss.pk]), {"post": "yes"})
+    staff.user_permissions.add(Permission.objects.get(content_type__app_label="auth", codename="delete_user"))
+    staff = _fresh(staff)
+    staff_client.force_login(staff)
+    deleting = staff_client.post(reverse("admin:auth_user_delete", args=[boss.pk]), {"post": "yes"})
     assert deleting.status_code == 403 and "Only a superuser may delete boss" in deleting.content.decode()
     changelist = reverse("admin:auth_user_changelist")
     selection = {"action": "delete_selected", "_selected_action": [boss.pk, tech.pk]}
-    asked = lead_client.post(changelist, selection, follow=True)
+    asked = staff_client.post(changelist, selection, follow=True)
     assert "Only a superuser may delete boss" in asked.content.decode()
-    lead_client.post(changelist, {**selection, "post": "yes"})
+    staff_client.post(changelist, {**selection, "post": "yes"})
     assert django_user_model.objects.filter(username__in=["boss", "tech"]).count() == 2
     # An ordinary account is still theirs to delete.
-    lead_client.post(changelist, {"action": "delete_selected", "_selected_action": [tech.pk], "post": "yes"})
+    staff_client.post(changelist, {"action": "delete_selected", "_selected_action": [tech.pk], "post": "yes"})
     assert not django_user_model.objects.filter(username="tech").exists()
 
 
-def test_an_administrator_cannot_promote_themselves(lead_client, lead):
-    page = lead_client.get(reverse("admin:auth_user_change", args=[lead.pk])).content.decode()
+def test_an_administrator_cannot_promote_themselves(staff_client, staff):
+    page = staff_client.get(reverse("admin:auth_user_change", args=[staff.pk])).content.decode()
     assert 'name="groups"' not in page and 'name="is_staff"' not in page
     assert "So are your own groups" in page
     hematologist = str(_group("hematologist").pk)
-    response = _change_account(lead_client, lead, groups=[hematologist], is_staff=None, first_name="Lee")
+    response = _change_account(staff_client, staff, groups=[hematologist], is_staff=None, first_name="Lee")
     assert response.status_code == 302
-    stored = _fresh(lead)
+    stored = _fresh(staff)
     # Their name is theirs to change; their role and staff status are not.
     assert stored.first_name == "Lee" and stored.is_staff
     assert list(stored.groups.values_list("name", flat=True)) == ["admin"]
     assert not stored.has_perm("webapp.sign_sample")
 
 
-def test_an_administrator_gives_other_accounts_the_lab_roles_but_not_the_admin_role(lead_client, lead,
+def test_an_administrator_gives_other_accounts_the_lab_roles_but_not_the_admin_role(staff_client, staff,
                                                                                    django_user_model):
     tech = django_user_model.objects.create_user("tech", password="a-long-passphrase-4")
     technologist, hematologist, admin_role = map(_group, ("technologist", "hematologist", "admin"))
 
-    page = lead_client.get(reverse("admin:auth_user_change", args=[tech.pk]))
+    page = staff_client.get(reverse("admin:auth_user_change", args=[tech.pk]))
     offered = set(page.context["adminform"].form.fields["groups"].queryset.values_list("name", flat=True))
     assert {"technologist", "hematologist"} <= offered and "admin" not in offered
-    assert _change_account(lead_client, tech, groups=[str(hematologist.pk)]).status_code == 302
+    assert _change_account(staff_client, tech, groups=[str(hematologist.pk)]).status_code == 302
     assert _fresh(tech).has_perm("webapp.sign_sample")
     # The admin role and staff status are not theirs to give ...
-    refused = _change_account(lead_client, tech, groups=[str(admin_role.pk)], is_staff="on")
+    refused = _change_account(staff_client, tech, groups=[str(admin_role.pk)], is_staff="on")
     assert refused.status_code == 200 and "Select a valid choice" in refused.content.decode()
-    _change_account(lead_client, tech, groups=[str(technologist.pk)], is_staff="on")
+    _change_account(staff_client, tech, groups=[str(technologist.pk)], is_staff="on")
     stored = _fresh(tech)
     assert not stored.is_staff and list(stored.groups.values_list("name", flat=True)) == ["technologist"]
     # ... nor to take: an account a superuser made an administrator keeps the role when its lab roles
     # change, and one with staff status (a fellow administrator) is a superuser's to change.
     tech.groups.add(admin_role)
-    _change_account(lead_client, tech, groups=[str(hematologist.pk)])
+    _change_account(staff_client, tech, groups=[str(hematologist.pk)])
     assert set(_fresh(tech).groups.values_list("name", flat=True)) == {"admin", "hematologist"}
     colleague = with_role(django_user_model.objects.create_user("colleague", is_staff=True), "admin")
-    assert _change_account(lead_client, colleague, groups=[], is_staff=None).status_code == 403
+    assert _change_account(staff_client, colleague, groups=[], is_staff=None).status_code == 403
     stored = _fresh(colleague)
     assert stored.is_staff and list(stored.groups.values_list("name", flat=True)) == ["admin"]
-    assert lead_client.get(reverse("admin:auth_user_password_change", args=[colleague.pk])).status_code == 403
+    password_page = reverse("admin:auth_user_password_change", args=[colleague.pk])
+    assert staff_client.get(password_page).status_code == 403
 
 
 def test_a_superuser_keeps_full_power_over_accounts(admin_client, django_user_model):
