@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from classifier.preparation import background_colour, background_gains
+from classifier.preparation import CELL_RADIUS, background_colour, background_gains
 
 # Red-cell diameter (as _rbc_diameter measures it) at the reference scale: half the median over
 # the BCCD photographs, whose annotated red-cell boxes are ~104 px across.
@@ -365,6 +365,23 @@ def centre_first(cells, shape):
         return (x - width / 2.0) ** 2 + (y - height / 2.0) ** 2
 
     return sorted(cells, key=lambda cell: (distance(cell), -cell.score))
+
+
+def middle_cell(shape, scale):
+    """A leukocyte's reach (preparation.CELL_RADIUS reference px at ``scale``) around the middle of a
+    photograph of (height, width, ...) ``shape``, as a DetectedCell scored 0: where a photograph
+    taken of one cell shows it, when the detector outlined nothing there."""
+    height, width = shape[:2]
+    reach = CELL_RADIUS * scale
+    return DetectedCell(
+        box=(
+            int(max(0, round(width / 2 - reach))),
+            int(max(0, round(height / 2 - reach))),
+            int(min(width, round(width / 2 + reach))),
+            int(min(height, round(height / 2 + reach))),
+        ),
+        score=0.0,
+    )
 
 
 def photograph_background(rgb: np.ndarray) -> tuple[float, float, float]:

@@ -11,14 +11,26 @@ call came from.
 
 Boxes a person drew around cells the detector missed (``given_boxes``) are finished the same way,
 in the same network call, at the scale the detector read from the photograph's red cells.
+
+A photograph taken of one cell (an analyser's cell picture, a lab's own crop: ``one_cell``) gives
+one cell, the one in its middle: whatever else the detector outlined beside it (a neighbour's
+edge, a clump of red cells, spilled granules) is not that cell, and where the detector outlined
+nothing the photograph's middle is classified all the same and left to a person.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from classifier import second_look
-from classifier.detection import DetectedCell, cell_window, centre_first, detect_leukocytes, window_fill
+from classifier.detection import (
+    DetectedCell,
+    cell_window,
+    centre_first,
+    detect_leukocytes,
+    middle_cell,
+    window_fill,
+)
 from classifier.labels import binary_probabilities
 from classifier.quality import QualityReport, assess_quality
 from classifier.rendering import cell_pictures
@@ -49,6 +61,9 @@ class FinishedCell:
     # Where a second look was taken, the first look's call and confidence ("" and None where not).
     first_look_type: str = ""
     first_look_confidence: float | None = None
+    # False for a photograph of one cell whose middle was classified because the detector outlined
+    # no cell there (such a cell always needs review).
+    outlined: bool = True
 
 
 @dataclass(frozen=True)
@@ -59,21 +74,28 @@ class SmearAnalysis:
     given_cells: list[FinishedCell] = field(default_factory=list)
 
 
-def analyse_smear(rgb, classifier, *, review_threshold, given_boxes=()) -> SmearAnalysis:
+def analyse_smear(rgb, classifier, *, review_threshold, given_boxes=(), one_cell=False) -> SmearAnalysis:
     """Assess an RGB uint8 photograph, detect its leukocytes, classify them all in one network call
     (classifier: a classifier.inference.CellClassifier) and finish each one, flagging for review
     the calls under ``review_threshold`` (the site's confidence threshold), unfamiliar cells and
     every cell of a photograph whose quality warns. ``given_boxes`` (x0, y0, x1, y1 in the
-    photograph's pixels) are cells a person drew: finished alike, returned apart."""
+    photograph's pixels) are cells a person drew: finished alike, returned apart. ``one_cell``:
+    the photograph was taken of one cell, and gives the one in its middle (module docstring)."""
     rgb = np.asarray(rgb)
     detection = detect_leukocytes(rgb)
     quality = assess_quality(rgb, scale=detection.scale if detection.cells or given_boxes else None)
     given = [DetectedCell(box=tuple(int(v) for v in box), score=1.0) for box in given_boxes]
     found_cells = centre_first(detection.cells, rgb.shape)
+    unoutlined = one_cell and not found_cells
+    if one_cell:
+        found_cells = found_cells[:1] or [middle_cell(rgb.shape, detection.scale)]
     finished = _finish_cells(rgb, classifier, [*found_cells, *given], detection.scale,
                              review_threshold=review_threshold, doubtful_photograph=bool(quality.warnings))
     found = len(found_cells)
-    return SmearAnalysis(quality=quality, cells=finished[:found], given_cells=finished[found:])
+    cells = finished[:found]
+    if unoutlined:
+        cells = [replace(cells[0], needs_review=True, outlined=False)]
+    return SmearAnalysis(quality=quality, cells=cells, given_cells=finished[found:])
 
 
 def finish_box(rgb, box, classifier, *, review_threshold) -> FinishedCell:

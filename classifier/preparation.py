@@ -89,7 +89,7 @@ def white_balanced(image, gains):
 # white-balanced TRAIN windows of blood-cell-images (one window per original photograph).
 REFERENCE_RED_CELL_DENSITY = np.array([0.128, 0.269, 0.196], dtype=np.float32)
 # Pixels within this radius (reference px) of a window's centre belong to the leukocyte there.
-_CELL_RADIUS = 65
+CELL_RADIUS = 65
 # Fewer red-cell pixels than this in the sample and the stain is left as it is.
 _MIN_RED_CELL_SAMPLES = 100
 # Density ratios beyond these are a misreading (few, odd red cells), not the stain.
@@ -100,7 +100,7 @@ _RED_CELL_SAMPLE_STEP = 6
 @functools.lru_cache(maxsize=8)
 def _away_from_centre(height, width, step):
     ys, xs = np.mgrid[0:height:step, 0:width:step]
-    return (ys - height / 2.0) ** 2 + (xs - width / 2.0) ** 2 > _CELL_RADIUS**2
+    return (ys - height / 2.0) ** 2 + (xs - width / 2.0) ** 2 > CELL_RADIUS**2
 
 
 def red_cell_density(window, gains, level=BACKGROUND_LEVEL, step=_RED_CELL_SAMPLE_STEP):

@@ -104,8 +104,10 @@ class SampleAdmin(LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
     date_hierarchy = "created_at"
     # Signing and reopening go through the sample page (webapp.services.sign_off): their checks,
     # the lock and the audit trail's actor are there, not here.
-    readonly_fields = ("created_by", "created_at", "status", "target_count", "signed_by", "signed_at",
-                       "below_target_reason", "unidentified_kept", "times_signed", "reopened_by",
+    # What the photographs show (photographs) decided how the worker read them: changing it here
+    # would not read them again.
+    readonly_fields = ("photographs", "created_by", "created_at", "status", "target_count", "signed_by",
+                       "signed_at", "below_target_reason", "unidentified_kept", "times_signed", "reopened_by",
                        "reopened_at", "reopen_reason")
     inlines = [SmearImageInline]
     list_select_related = ("created_by",)

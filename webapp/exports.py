@@ -45,6 +45,8 @@ def _sample_rows(sample):
             yield ["reopened_by", sample.reopened_by.get_username() if sample.reopened_by else ""]
             yield ["reopened_at", reopened_at]
     yield ["target_count", sample.target_count]
+    # Last of the sample's lines, so that none above moved when it came.
+    yield ["photographs", sample.photographs]
     yield []
     yield ["formula", "count", "percent", "percent_low_95", "percent_high_95"]
     for row in formula.rows + formula.groups:

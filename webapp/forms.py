@@ -92,6 +92,15 @@ class SampleUploadForm(forms.Form):
         help_text="Optional, e.g. stain or microscope. Do not enter patient-identifying details.",
         widget=forms.Textarea(attrs={"rows": 2}),
     )
+    # Not required: a form posted without it (a script written before it existed) uploads fields.
+    photographs = forms.TypedChoiceField(
+        label="The photographs show",
+        choices=Sample.Photographs.choices,
+        required=False,
+        empty_value=Sample.Photographs.SMEAR_FIELDS,
+        initial=Sample.Photographs.SMEAR_FIELDS,
+        widget=forms.RadioSelect,
+    )
     images = MultipleImageField(label="Smear photographs")
 
     def clean_accession_number(self):

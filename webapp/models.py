@@ -140,8 +140,18 @@ class Sample(models.Model):
         SIGNED = "signed", "Signed"
         REOPENED = "reopened", "Reopened"
 
+    class Photographs(models.TextChoices):
+        """What the sample's photographs show, chosen at upload: it decides which cells count."""
+
+        SMEAR_FIELDS = "smear_fields", "Fields of a smear: every white cell found is counted"
+        ONE_CELL_EACH = "one_cell_each", (
+            "One white cell each (an analyser's cell pictures, a lab's own crops): the cell in the "
+            "middle is counted")
+
     accession_number = models.CharField(max_length=64, db_index=True)
     note = models.TextField(blank=True)
+    photographs = models.CharField(max_length=16, choices=Photographs.choices,
+                                   default=Photographs.SMEAR_FIELDS)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="samples"
     )
@@ -182,6 +192,10 @@ class Sample(models.Model):
     @property
     def is_signed(self):
         return self.status == self.Status.SIGNED
+
+    @property
+    def one_cell_each(self):
+        return self.photographs == self.Photographs.ONE_CELL_EACH
 
     @property
     def result(self):
@@ -340,6 +354,9 @@ class Cell(models.Model):
     # reviewer counts it in (count_partial).
     is_partial = models.BooleanField(default=False)
     count_partial = models.BooleanField(default=False)
+    # False where the detector outlined no cell on a photograph of one cell and its middle was
+    # classified (classifier.pipeline): such a call always waits for a person.
+    outlined = models.BooleanField(default=True)
     # The classifier's out-of-distribution score (score / threshold: above 1, unlike the cells it
     # was trained on); None for a network that has none.
     ood_score = models.FloatField(null=True, blank=True)

@@ -15,7 +15,9 @@ from classifier.detection import (
     cell_window,
     detect_leukocytes,
     estimate_scale,
+    middle_cell,
 )
+from classifier.preparation import CELL_RADIUS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DATASETS = Path(
@@ -308,3 +310,14 @@ def test_training_style_field_gives_one_cell_near_the_centre(name):
     x, y = result.cells[0].centre
     assert abs(x - 160) < 80 and abs(y - 120) < 60
     assert 0.7 <= result.scale <= 1.4
+
+
+def test_the_middle_cell_is_a_leukocytes_reach_around_the_photographs_middle_inside_it():
+    # At twice the reference scale the reach is 2 x CELL_RADIUS photograph pixels either side.
+    cell = middle_cell((480, 640, 3), 2.0)
+    assert cell.centre == (320.0, 240.0)
+    reach = 2 * CELL_RADIUS
+    assert cell.box == (320 - reach, 240 - reach, 320 + reach, 240 + reach)
+    assert cell.score == 0.0
+    # A tight crop smaller than the reach: the box is the whole photograph, never past its edge.
+    assert middle_cell((100, 120, 3), 1.0).box == (0, 0, 120, 100)

@@ -235,6 +235,39 @@ def test_a_single_cell_photographs_own_cell_comes_first(path, cell_type):
                              review_threshold=0.8)
     assert len(analysis.cells) == 2
     assert analysis.cells[0].predicted_type == cell_type
+    # Said to be a photograph of one cell, it gives that cell alone, as the field's cell 1.
+    one_cell = analyse_smear(decode_rgb(photograph.read_bytes()), CellClassifier.from_directory(folder),
+                             review_threshold=0.8, one_cell=True)
+    assert [cell.box for cell in one_cell.cells] == [analysis.cells[0].box]
+    assert one_cell.cells[0].predicted_type == cell_type and one_cell.cells[0].outlined
+
+
+def test_a_photograph_of_one_cell_with_no_outline_found_gives_its_middle_for_review():
+    """A BCCD TEST eosinophil on which the detector outlines no nucleus: a smear field gives no cell,
+    a photograph of one cell its middle, classified as the bench classifies it and flagged."""
+    from classifier.detection import detect_leukocytes, middle_cell
+    from classifier.pipeline import analyse_smear
+
+    rgb = decode_rgb(require_dataset("blood-cell-images", "TEST", "EOSINOPHIL", "_10_2029.jpeg").read_bytes())
+    folder = BUNDLED_MODELS_DIR / "leukonet-gn-8class"
+    if not is_model_folder(folder):
+        pytest.skip(f"bundled model {folder} not present")
+    classifier = CellClassifier.from_directory(folder)
+    assert analyse_smear(rgb, classifier, review_threshold=0.8).cells == []
+    (cell,) = analyse_smear(rgb, classifier, review_threshold=0.8, one_cell=True).cells
+    assert cell.box == middle_cell(rgb.shape, detect_leukocytes(rgb).scale).box
+    assert cell.predicted_type == "EOSINOPHIL" and cell.confidence > 0.8
+    assert not cell.outlined and cell.needs_review, "a confident call on an unoutlined cell still waits"
+
+
+def test_a_blank_photograph_said_to_hold_one_cell_gives_its_middle_flagged(leukonet):
+    from classifier.pipeline import analyse_smear
+
+    blank = np.full((363, 360, 3), (225, 215, 220), np.uint8)
+    (cell,) = analyse_smear(blank, leukonet, review_threshold=0.8, one_cell=True).cells
+    assert not cell.outlined and cell.needs_review and cell.detection_score == 0.0
+    x0, y0, x1, y1 = cell.box
+    assert (x0 + x1) / 2 == pytest.approx(180, abs=1) and (y0 + y1) / 2 == pytest.approx(181.5, abs=1)
 
 
 def test_cells_photographed_at_too_low_a_resolution_are_flagged(leukonet):

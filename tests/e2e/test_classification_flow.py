@@ -173,3 +173,29 @@ def test_no_leukocyte_is_done_and_a_missing_file_fails_readably(tech, celery_wor
     assert finished[broken_image.pk].status == "failed"
     assert "missing from storage" in finished[broken_image.pk].error
     assert leukocyte_formula(result.sample).total == 0
+
+
+def test_photographs_of_one_cell_each_give_one_counted_cell_apiece(client, tech, celery_worker, served_model):
+    """The real detector and network on two single-cell photographs uploaded as such: a PBC basophil
+    beside a clump of red cells (as a field, two cells) and a BCCD eosinophil whose nucleus the
+    detector does not outline (as a field, none). Each gives one cell, counted in the formula."""
+    basophil = require_dataset("pbc", "TEST", "BASOPHIL", "BA_812946.jpg")
+    unoutlined = require_dataset("blood-cell-images", "TEST", "EOSINOPHIL", "_10_2029.jpeg")
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": "E2E-0003", "photographs": "one_cell_each",
+        "images": [SimpleUploadedFile(path.name, path.read_bytes()) for path in (basophil, unoutlined)],
+    })
+    assert response.status_code == 302
+    images = list(SmearImage.objects.filter(sample__accession_number="E2E-0003").order_by("pk"))
+    finished = wait_until_finished(images)
+    assert all(image.status == "done" for image in finished.values())
+    (basophil_cell,) = finished[images[0].pk].cells.all()
+    (middle_cell,) = finished[images[1].pk].cells.all()
+    assert basophil_cell.outlined and not basophil_cell.is_partial
+    assert not middle_cell.outlined and middle_cell.needs_review and not middle_cell.is_partial
+    if "BASOPHIL" in served_model.class_names:
+        assert (basophil_cell.predicted_type, middle_cell.predicted_type) == ("BASOPHIL", "EOSINOPHIL")
+    assert leukocyte_formula(images[0].sample).total == 2
+    rows = list(csv.reader(io.StringIO(
+        client.get(reverse("lab:sample-export", args=[images[0].sample_id])).content.decode())))
+    assert ["photographs", "one_cell_each"] in rows

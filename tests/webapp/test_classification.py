@@ -58,10 +58,12 @@ def network(monkeypatch):
     class Control:
         analysis = analysis_with([(100, 80, 220, 200), (300, 200, 400, 300)])
         error = None
+        one_cell = None  # what the service last asked for
 
-    def fake_analyse(rgb, classifier, review_threshold, given_boxes=()):
+    def fake_analyse(rgb, classifier, review_threshold, given_boxes=(), one_cell=False):
         if Control.error:
             raise Control.error
+        Control.one_cell = one_cell
         assert rgb.dtype == np.uint8 and rgb.shape == (480, 640, 3)
         # The pipeline's own decision, from the threshold the service passed it.
         cells = [
@@ -173,6 +175,42 @@ def test_a_cell_the_photograph_is_framed_on_counts_though_it_reaches_the_edge(ne
     classification.classify_smear_image(stored_image.pk)
     framed_on, cut = Cell.objects.order_by("index")
     assert (framed_on.is_partial, cut.is_partial) == (False, True)
+
+
+def test_a_photograph_of_one_cell_counts_its_cell_wherever_it_lies(network, sent_tasks, client, tech):
+    """Said at upload to show one cell each, a photograph is analysed so (the pipeline gives the cell
+    in its middle), and its cell is never left out as cut by the edge: the photograph was taken of
+    it. A cell placed at the middle without an outline says so on its page and in the API."""
+    make_version()
+    rgb = np.full((480, 640, 3), (225, 185, 195), np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG")
+    upload = SimpleUploadedFile("crop.jpg", buffer.getvalue())
+    sample = uploads.create_sample_with_images("C-9", "", [upload],
+                                               photographs=Sample.Photographs.ONE_CELL_EACH).sample
+    image = sample.images.get()
+    (finished,) = analysis_with([(0, 360, 100, 470)]).cells  # where the edge rule would leave it out
+    network.analysis = dataclasses.replace(analysis_with([]), cells=[
+        dataclasses.replace(finished, outlined=False, needs_review=True)])
+    classification.classify_smear_image(image.pk)
+    assert network.one_cell is True
+    cell = Cell.objects.get()
+    assert not cell.is_partial and not cell.outlined and cell.in_differential
+    page = client.get(reverse("lab:cell-detail", args=[cell.pk])).content.decode()
+    assert 'data-role="unoutlined"' in page and "no cell outline on this photograph of one cell" in page
+    api = client.get(reverse("lab:api-sample", args=[sample.pk])).json()
+    assert api["photographs"] == "one_cell_each"
+    assert api["images"][0]["cells"][0]["outlined"] is False
+    assert api["images"][0]["cells"][0]["in_differential"] is True
+    sample_page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert 'data-role="photographs-kind"' in sample_page
+
+
+def test_a_field_of_a_smear_is_analysed_as_one(network, stored_image):
+    make_version()
+    classification.classify_smear_image(stored_image.pk)
+    assert network.one_cell is False
+    assert stored_image.sample.photographs == Sample.Photographs.SMEAR_FIELDS
 
 
 def test_a_worker_that_cannot_reach_the_media_folder_puts_the_photograph_back(network, stored_image,

@@ -376,6 +376,33 @@ def test_upload_form_requires_a_plain_accession_number(client, tech, queued, acc
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("sent, kept", [
+    ({"photographs": "one_cell_each"}, Sample.Photographs.ONE_CELL_EACH),
+    ({"photographs": "smear_fields"}, Sample.Photographs.SMEAR_FIELDS),
+    # A script that posts the form as it was before the choice existed uploads fields, as before.
+    ({}, Sample.Photographs.SMEAR_FIELDS),
+])
+def test_the_upload_says_what_its_photographs_show(client, tech, queued, sent, kept):
+    form = client.get(reverse("lab:upload")).content.decode()
+    assert 'name="photographs" value="smear_fields" id="id_photographs_0" checked>' in form
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": "H26-0110", "images": [upload("s.jpg", jpeg_bytes())], **sent,
+    })
+    assert response.status_code == 302
+    assert Sample.objects.get().photographs == kept
+
+
+@pytest.mark.django_db
+def test_an_unknown_kind_of_photograph_is_refused_with_the_choices_kept(client, tech, queued):
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": "H26-0111", "images": [upload("s.jpg", jpeg_bytes())], "photographs": "slides",
+    })
+    assert response.status_code == 400
+    assert "Select a valid choice" in response.content.decode()
+    assert not Sample.objects.exists()
+
+
+@pytest.mark.django_db
 def test_upload_without_files_asks_for_one(client, tech):
     response = client.post(reverse("lab:upload"), {"accession_number": "H1"})
     assert response.status_code == 400

@@ -202,6 +202,9 @@ def review_reasons(cell):
         reasons.append("it is unlike the cells the network was trained on")
     if cell.image.quality_warnings:
         reasons.append("its photograph's quality measures warn")
+    if not cell.outlined:
+        reasons.append("the detector found no cell outline on this photograph of one cell, and the "
+                       "network classified its middle")
     if cell.added_by_hand:
         reasons.append("it was drawn by hand, and the network's call on a drawn box waits for a "
                        "person's label")

@@ -14,6 +14,8 @@ another version, its review, matched by box as any other).
 
 A cell the photograph's edge cuts (classifier.boxes.cut_by_edge) is stored partial (Cell.is_partial):
 the formula leaves it out unless a reviewer counts it in, and that choice is kept across re-runs.
+A sample whose photographs show one cell each (Sample.photographs) has no partial cells: each
+photograph was taken of its cell, and gives that one cell (classifier.pipeline).
 """
 
 import logging
@@ -116,7 +118,8 @@ def fill_cell(cell, found, image, name_stem, written):
     cell.view_factor = found.view_factor
     cell.first_look_type = found.first_look_type
     cell.first_look_confidence = found.first_look_confidence
-    cell.is_partial = cut_by_edge(found.box, image.width, image.height)
+    cell.outlined = found.outlined
+    cell.is_partial = not image.sample.one_cell_each and cut_by_edge(found.box, image.width, image.height)
     cell.cell_type = cell.corrected_type or found.predicted_type
     written.save(cell.crop, f"{name_stem}.jpg", found.crop_jpeg)
     written.save(cell.window, f"{name_stem}.png", found.window_png)
@@ -174,7 +177,7 @@ def _store_cells(image, version, analysis, written):
     Cell.objects.bulk_update(to_update, [
         "index", "x0", "y0", "x1", "y1", "detection_score", "predicted_type", "probabilities", "confidence",
         "binary_call", "needs_review", "cell_type", "crop", "window", "heatmap", "added_by_hand",
-        "is_partial", "ood_score", "view_factor", "first_look_type", "first_look_confidence",
+        "is_partial", "outlined", "ood_score", "view_factor", "first_look_type", "first_look_confidence",
     ])
     return stale_files
 
@@ -251,12 +254,12 @@ def classify_smear_image(image_id, model_version_id=None):
         return None
     written = Written(Cell._meta.get_field("crop").storage)
     try:
-        image = SmearImage.objects.get(pk=image_id)
+        image = SmearImage.objects.select_related("sample").get(pk=image_id)
         version = _version_for(model_version_id)
         classifier = load_classifier(version)
         analysis = analyse_smear(
             load_rgb(image), classifier, review_threshold=review_threshold(version),
-            given_boxes=_hand_added_boxes(image),
+            given_boxes=_hand_added_boxes(image), one_cell=image.sample.one_cell_each,
         )
         with transaction.atomic():
             # A redelivered task may run beside the first one: the row lock makes the second

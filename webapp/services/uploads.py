@@ -112,9 +112,11 @@ def index_fingerprints(images):
     )
 
 
-def create_sample_with_images(accession_number, note, files, user=None):
-    """One sample and its photographs. Nothing is stored when no file is usable; DuplicateAccession
-    where another sample holds the number, also one stored while these files were read."""
+def create_sample_with_images(accession_number, note, files, user=None,
+                              photographs=Sample.Photographs.SMEAR_FIELDS):
+    """One sample and its photographs (``photographs``: what they show, Sample.Photographs). Nothing
+    is stored when no file is usable; DuplicateAccession where another sample holds the number, also
+    one stored while these files were read."""
     accepted, rejected = check_files(files)
     result = UploadResult(rejected=rejected)
     if not accepted:
@@ -125,7 +127,8 @@ def create_sample_with_images(accession_number, note, files, user=None):
         if existing is not None:
             raise DuplicateAccession(existing)
         sample = Sample.objects.create(
-            accession_number=accession_number.strip(), note=note.strip(), created_by=user
+            accession_number=accession_number.strip(), note=note.strip(), photographs=photographs,
+            created_by=user,
         )
         result.stored = add_images(sample, accepted)
     result.sample = sample

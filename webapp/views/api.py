@@ -124,6 +124,8 @@ def cell_json(request, cell, with_image=True):
         # Cut by the photograph's edge: counted only where a reviewer counted it in.
         "partial": cell.is_partial,
         "count_partial": cell.count_partial,
+        # False: no cell outline was found on a photograph of one cell, and its middle was classified.
+        "outlined": cell.outlined,
         "model_version": cell.model_version_id,
         # False once another version re-classified the image: the formula counts that call instead.
         # (The name is older than the field below; it says "current", not "in the differential".)
@@ -238,6 +240,8 @@ def sample_detail(request, pk):
         "id": sample.pk,
         "accession_number": sample.accession_number,
         "note": sample.note,
+        # smear_fields or one_cell_each (Sample.Photographs): which cells of a photograph count.
+        "photographs": sample.photographs,
         "created_at": sample.created_at.isoformat(),
         "complete": progress.complete,
         **_sign_off_fields(request, sample),

@@ -88,7 +88,7 @@ def upload(request):
         try:
             result = create_sample_with_images(
                 form.cleaned_data["accession_number"], form.cleaned_data["note"],
-                form.cleaned_data["images"], user=request.user,
+                form.cleaned_data["images"], user=request.user, photographs=form.cleaned_data["photographs"],
             )
         except DuplicateAccession as duplicate:  # stored by another upload while this one was read
             form.add_error("accession_number", duplicate_accession_error(duplicate.existing))
