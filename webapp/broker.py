@@ -33,6 +33,8 @@ from pathlib import Path
 
 import redis
 
+from webapp.child_processes import ended_with_parent
+
 logger = logging.getLogger(__name__)
 
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -122,8 +124,10 @@ def start_embedded_redis(work_dir, startup_timeout=10.0, port=None):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         # Its own session: Ctrl-C in the terminal reaches the launcher alone, which stops the
-        # broker last, after the workers that still need it.
+        # broker last, after the workers that still need it; a launcher killed outright takes it
+        # along (webapp.child_processes).
         start_new_session=True,
+        preexec_fn=ended_with_parent(),
     )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + startup_timeout

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from webapp.celery import app as celery_app
+from webapp.child_processes import ended_with_parent
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +24,9 @@ class WorkerDidNotStart(RuntimeError):
 def start_worker(name, queues, env, log_path, loglevel="INFO", timeout=90.0, extra_args=()):
     """Start `celery worker -n NAME@host -Q QUEUES` and return once it answers a ping.
 
-    The worker leads a process group of its own, which `kill_worker` kills whole.
+    The worker leads a process group of its own, which `kill_worker` kills whole, and ends when
+    the process that started it dies (webapp.child_processes): a test run killed by a timeout
+    left workers that took the next run's photographs from the same Redis database.
     """
     log_path = Path(log_path)
     with open(log_path, "ab") as log:  # the child keeps its own handle; a restart appends
@@ -32,6 +35,7 @@ def start_worker(name, queues, env, log_path, loglevel="INFO", timeout=90.0, ext
              "--concurrency", "1", "-n", f"{name}@%h", "--loglevel", loglevel,
              "--without-gossip", "--without-mingle", *extra_args],
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=ended_with_parent(),
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

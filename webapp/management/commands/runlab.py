@@ -27,6 +27,7 @@ from webapp.broker import (
     resolve_broker,
     shares_local_redis,
 )
+from webapp.child_processes import ended_with_parent
 from webapp.configuration import whole_number
 
 
@@ -129,8 +130,10 @@ class Command(BaseCommand):
                              for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             for name, command in commands.items():
+                # Its own session, so that Ctrl-C comes to the orderly stop below; ended with
+                # this process where it is killed outright and that stop never runs.
                 processes[name] = subprocess.Popen(command, env=env, cwd=settings.BASE_DIR,
-                                                   start_new_session=True)
+                                                   start_new_session=True, preexec_fn=ended_with_parent())
             self.stdout.write(self.style.SUCCESS(
                 f"Leukoscope is running at http://{host}:{port}/  (Ctrl-C stops everything)"))
             while not stopping:
