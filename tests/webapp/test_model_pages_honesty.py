@@ -10,6 +10,7 @@ import re
 import pytest
 from django.urls import reverse
 
+from classifier.training.adaptation import PHASE_CROSS_VALIDATION, PHASE_EVALUATING, PHASE_FINAL
 from webapp.models import ModelVersion
 from webapp.presenters import models as presenters
 from webapp.presenters.models import activation_warning
@@ -257,14 +258,22 @@ def test_smaller_wording_on_the_model_pages(staff_client):
     assert response.status_code == 404 and "model version v999999" in response.json()["error"]
 
 
+def adaptation_progress(epoch, stage, phase, fold, phase_epoch):
+    """An adaptation's progress record as classifier.training.adaptation writes it: two folds and
+    the final fine-tune, 3 epochs each."""
+    return {"state": "running", "epoch": epoch, "epochs": 9, "stage": stage, "phase": phase, "fold": fold,
+            "folds": 2, "phase_epoch": phase_epoch, "phase_epochs": 3}
+
+
 @pytest.mark.parametrize("progress, counter", [
     ({"state": "queued", "epoch": 0, "epochs": 9}, "epoch 0 of 9 in all (each cross-validation fold's"),
-    ({"state": "running", "epoch": 1, "epochs": 9, "stage": "cross-validation fold 1 of 2"},
+    (adaptation_progress(1, "cross-validation fold 1 of 2", PHASE_CROSS_VALIDATION, 1, 1),
      "fold 1 of 2, epoch 1 of 3 (1 of 9 in all"),
-    ({"state": "running", "epoch": 5, "epochs": 9, "stage": "cross-validation fold 2 of 2"},
+    (adaptation_progress(5, "cross-validation fold 2 of 2", PHASE_CROSS_VALIDATION, 2, 2),
      "fold 2 of 2, epoch 2 of 3 (5 of 9 in all"),
-    ({"state": "running", "epoch": 8, "epochs": 9, "stage": "fine-tune on every reviewed cell"},
-     "epoch 8 of 9 in all"),
+    (adaptation_progress(8, "fine-tune on every reviewed cell", PHASE_FINAL, None, 2),
+     "final fine-tune on every reviewed cell, epoch 2 of 3 (8 of 9 in all)"),
+    (adaptation_progress(9, PHASE_EVALUATING, PHASE_EVALUATING, None, None), "epoch 9 of 9 in all"),
 ])
 def test_an_adaptations_progress_counts_its_folds_epochs_honestly(staff_client, progress, counter):
     v1 = make(ModelVersion.Status.ACTIVE, two_source_metrics(0.955, 0.875))

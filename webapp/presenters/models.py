@@ -3,7 +3,6 @@ page's poll), the rows of the version list and one version's page."""
 
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -343,22 +342,20 @@ def source_records(metrics, no_validation_split=False):
     ]
 
 
-_FOLD_STAGE = re.compile(r"fold (\d+) of (\d+)")
-
-
-def epoch_counter(epoch, epochs, stage, adapting):
-    """Where a run is, in words. A training counts its own epochs; an adaptation's progress counts
-    every epoch of all its fine-tunes (each cross-validation fold's, then the final one), so its
-    count says which fine-tune it is in where the stage names one, and "in all" otherwise."""
+def epoch_counter(epoch, epochs, progress, adapting):
+    """Where a run is, in words. A training counts its own epochs. An adaptation's progress counts
+    every epoch of all its fine-tunes (each cross-validation fold's, then the final one) and records
+    which fine-tune it is in (classifier.training.adaptation: ``fold`` of ``folds``, ``phase_epoch``
+    of ``phase_epochs``); before its first epoch and after its last it says "in all"."""
     if not adapting:
         return f"epoch {epoch} of {epochs}"
-    fold = _FOLD_STAGE.search(stage)
-    if fold and epochs:
-        k, folds = int(fold[1]), int(fold[2])
-        each, rest = divmod(epochs, folds + 1)
-        if not rest and each and (k - 1) * each < epoch <= k * each:
-            return (f"fold {k} of {folds}, epoch {epoch - (k - 1) * each} of {each} "
-                    f"({epoch} of {epochs} in all, the final fine-tune last)")
+    within, each = progress.get("phase_epoch"), progress.get("phase_epochs")
+    if within and each:
+        in_all = f"{epoch} of {epochs} in all"
+        if progress.get("fold"):
+            return (f"fold {progress['fold']} of {progress.get('folds')}, epoch {within} of {each} "
+                    f"({in_all}, the final fine-tune last)")
+        return f"final fine-tune on every reviewed cell, epoch {within} of {each} ({in_all})"
     return (f"epoch {epoch} of {epochs} in all (each cross-validation fold's fine-tune, then the "
             "final one on every reviewed cell)")
 
@@ -393,8 +390,7 @@ def progress_report(version):
         "phase": phase,
         "epoch": epoch,
         "epochs": epochs,
-        "counter": epoch_counter(epoch, epochs, progress.get("stage") or "",
-                                 adapting=version.adapted_from_id is not None),
+        "counter": epoch_counter(epoch, epochs, progress, adapting=version.adapted_from_id is not None),
         "percent": percent,
         "loss": number("loss"),
         "accuracy": number("accuracy"),
