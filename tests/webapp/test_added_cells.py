@@ -272,6 +272,19 @@ def test_a_drawn_box_waits_for_a_persons_label_however_sure_the_network_is(clien
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("photographs, partial", [(Sample.Photographs.SMEAR_FIELDS, True),
+                                                  (Sample.Photographs.ONE_CELL_EACH, False)])
+def test_a_drawn_box_at_the_edge_counts_as_the_samples_photographs_say(tech, classify_here, photographs,
+                                                                       partial):
+    """A field's edge cuts a drawn cell as it cuts a found one; a photograph of one cell has none."""
+    image = classify_here()
+    Sample.objects.filter(pk=image.sample_id).update(photographs=photographs)
+    image = SmearImage.objects.get(pk=image.pk)
+    cell = finish_added_cell(request_added_cell(image, (580, 400, 640, 480), user=tech).pk)
+    assert cell.is_partial is partial
+
+
+@pytest.mark.django_db
 def test_a_quality_warning_sends_every_cell_of_the_photograph_to_review(classify_here):
     image = classify_here(darken=0.3)
     assert any("underexposed" in warning for warning in image.quality_warnings)

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from classifier.boxes import SAME_CELL_IOU, box_iou, covered_share, cut_by_edge
+from classifier.boxes import SAME_CELL_IOU, box_iou, covered_share
 from classifier.pipeline import finish_box
 from webapp import audit, queueing
 from webapp.models import AddedCellRequest, Cell, SmearImage
@@ -137,7 +137,6 @@ def finish_added_cell(request_id):
             cell = Cell(image=image, model_version=version, index=index, added_by_hand=True)
             fill_cell(cell, finished, image, f"img{image.pk}-v{version.pk}-c{index}-added", written)
             cell.detection_score = 1.0
-            cell.is_partial = cut_by_edge(cell.box, image.width, image.height)
             # The worker saves it; the audit trail names who drew the box.
             audit.save_as(cell, request.requested_by)
             AddedCellRequest.objects.filter(pk=request.pk).update(cell=cell)
