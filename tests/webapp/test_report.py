@@ -229,3 +229,12 @@ def test_the_samples_note_is_on_the_report_and_a_long_type_says_how_many_it_show
 
     text = pdf_text(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
     assert b"x100 oil" in text and b"Neutrophil \\(4 of 6 shown\\)" in text
+
+
+def test_a_report_of_one_cell_photographs_says_how_it_was_counted(client, tech):
+    sample = make_sample("H26-0049", types=("NEUTROPHIL", "LYMPHOCYTE"))
+    said = "Counted from photographs of one white cell each"
+    assert said not in client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    Sample.objects.filter(pk=sample.pk).update(photographs=Sample.Photographs.ONE_CELL_EACH)
+    assert said in client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert said.encode() in pdf_text(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)

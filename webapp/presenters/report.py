@@ -81,6 +81,8 @@ class SampleReport(ViewModel):
     sample: Sample
     accession: str
     note: str  # what the technologist wrote with the sample (stain, microscope, clinical remark)
+    # How the photographs were read where it is not as fields of a smear ("" for those).
+    photographs_note: str
     signed: bool
     signed_by: str  # display name of the signing hematologist; "" when not signed
     signed_at: datetime | None
@@ -199,6 +201,8 @@ def sample_report(sample):
         sample=sample,
         accession=sample.accession_number,
         note=sample.note.strip(),
+        photographs_note=("Counted from photographs of one white cell each: each photograph gives the "
+                          "cell in its middle." if sample.one_cell_each else ""),
         signed=signed,
         signed_by=_person(sample.signed_by) if signed else "",
         signed_at=sample.signed_at if signed else None,

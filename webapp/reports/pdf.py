@@ -160,6 +160,8 @@ def render_pdf(report, compress=True):
     story += _status(report, styles)
     if report.note:
         story.append(Paragraph(f"<b>Note:</b> {_text(report.note)}".replace("\n", "<br/>"), styles["Normal"]))
+    if report.photographs_note:
+        story.append(Paragraph(_text(report.photographs_note), styles["Normal"]))
     if report.below_target_reason:
         story.append(Paragraph(f"Signed below the target count of {report.target_count}: "
                                f"{_text(report.below_target_reason)}", styles["Normal"]))
