@@ -59,6 +59,10 @@ HISTORY_COUNT_CAP = 10_000
 # Photographs whose fingerprints' bands go into one query: 8 orientations x 17 bands each, well
 # under SQLite's 32,766 parameters.
 HELD_ELSEWHERE_BATCH = 100
+# Photographs on one page of the sample page. A sample of single-cell photographs holds thousands,
+# and every card is a photograph, its outlines and its cells' rows with their review forms: all of
+# 2,000 on one page was 16 MB of HTML and seconds to draw. Read at each call, so tests may set it.
+SAMPLE_PAGE_PHOTOGRAPHS = 100
 
 
 def known_cell_types():
@@ -389,10 +393,29 @@ class ImageCells:
     cells: list
 
 
+def _photographs_in_page_order(sample_id):
+    # By id, as uploaded: photograph_page_number counts the ids before a photograph's own.
+    return SmearImage.objects.filter(sample_id=sample_id).order_by("pk")
+
+
+def sample_photograph_page(sample, page_number):
+    """The Paginator page of the sample's photograph ids that the sample page's page
+    ``page_number`` shows, read as the other lists read theirs (Paginator.get_page): what is no
+    page number gives the first page, a number past the last or under 1 the last."""
+    ids = _photographs_in_page_order(sample.pk).values_list("pk", flat=True)
+    return Paginator(ids, SAMPLE_PAGE_PHOTOGRAPHS).get_page(page_number)
+
+
+def photograph_page_number(image):
+    """The page of its sample's page that shows this photograph's card."""
+    before = _photographs_in_page_order(image.sample_id).filter(pk__lt=image.pk)
+    return before.count() // SAMPLE_PAGE_PHOTOGRAPHS + 1
+
+
 def sample_images_with_cells(sample, image_ids=None):
     """The sample's photographs (those of ``image_ids`` where given), each with its current cells
     (ImageCells), in two queries."""
-    images = sample.images.all()
+    images = _photographs_in_page_order(sample.pk)
     cells = current_cells(sample).only(*CELL_FIELDS, "probabilities").order_by("image_id", "index")
     if image_ids is not None:
         images, cells = images.filter(pk__in=image_ids), cells.filter(image__in=image_ids)

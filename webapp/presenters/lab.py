@@ -3,6 +3,9 @@ them and the formula beside them, and one cell's page."""
 
 from dataclasses import dataclass, field
 
+from django.core.paginator import Page
+from django.urls import reverse
+
 from classifier.ood import review_flags
 from webapp.cell_types import allowed_types, review_types, type_order, type_shortcuts
 from webapp.counting import group_of, type_label
@@ -20,9 +23,11 @@ from webapp.selectors import (
     current_counterpart,
     fitted_review_thresholds,
     leukocyte_formula,
+    photograph_page_number,
     photographs_held_elsewhere,
     sample_cell_counts,
     sample_images_with_cells,
+    sample_photograph_page,
     sample_progress,
     stuck_images,
     unfamiliar_photograph,
@@ -63,6 +68,7 @@ class Photograph:
     cells: list  # CellMark, by number (the photograph's centre outwards)
     stalled: bool  # no live task will finish it: queued too long, or its worker stopped
     label_size: int  # font size of the cell labels, in photograph pixels
+    address: str  # its card on the sample page (photograph_address), where a review returns to
     # Most of its cells are unlike those the network was trained on (selectors.unfamiliar_photograph).
     unfamiliar: bool = False
     # Boxes a reviewer drew on it (AddedCellRequest): waiting for the worker, or lately failed.
@@ -80,11 +86,63 @@ class Photograph:
         return [box for box in self.added_boxes if box.status == box.Status.FAILED]
 
 
+def sample_page_address(sample_id, page_number):
+    """The address of a page of the sample page; the first is the sample page's own address."""
+    page = f"?page={page_number}" if page_number > 1 else ""
+    return f"{reverse('lab:sample-detail', args=[sample_id])}{page}"
+
+
+def photograph_address(image, page_number=None):
+    """The address of the photograph's card: the page of the sample page that shows it (its
+    number where known, else looked up), at the card."""
+    if page_number is None:
+        page_number = photograph_page_number(image)
+    return f"{sample_page_address(image.sample_id, page_number)}#image-{image.pk}"
+
+
+@dataclass
+class PhotographPage:
+    """Which of the sample's photographs the sample page shows, and the way to the others."""
+
+    page: Page  # of photograph ids (selectors.sample_photograph_page)
+    summary: str  # "Photographs 101-200 of 2,330"
+    links: list  # page numbers to link, None where some are left out
+    # Why this is not the page asked for, where it is not (no such page: the nearest is shown).
+    note: str = ""
+
+    @property
+    def paged(self):
+        return self.page.paginator.num_pages > 1
+
+
+def _photograph_page(sample, asked):
+    try:
+        asked_number = int(asked)  # as Paginator reads it
+    except (TypeError, ValueError):
+        asked_number = None
+    # Paginator answers a number under 1 with the last page; the nearest is the first.
+    page = sample_photograph_page(sample, 1 if asked_number is not None and asked_number < 1 else asked)
+    paginator = page.paginator
+    summary = (f"Photographs {page.start_index():,}-{page.end_index():,} of {paginator.count:,}"
+               if paginator.count else "")
+    shown = f"this is page {page.number} of {paginator.num_pages}."
+    note = ""
+    if asked_number is None and asked not in (None, ""):
+        note = f"The page asked for is not a page number: {shown}"
+    elif asked_number is not None and asked_number != page.number:
+        note = f"There is no page {asked_number} of this sample's photographs: {shown}"
+    links = [number if isinstance(number, int) else None
+             for number in paginator.get_elided_page_range(page.number, on_each_side=2, on_ends=1)]
+    return PhotographPage(page, summary, links, note)
+
+
 @dataclass
 class SampleResults(ViewModel):
     """The results part of the sample page, which its script swaps in as photographs finish."""
 
-    photographs: list
+    photographs: list  # of the page shown, or those asked for by id
+    # None where photographs were asked for by id (one card, swapped in after a review).
+    photograph_page: PhotographPage | None
     formula: LeukocyteFormula
     progress: SampleProgress
     review_types: list  # every (type, key) offered on the page, for the keyboard legend
@@ -92,7 +150,7 @@ class SampleResults(ViewModel):
     formula_notes: FormulaNotes  # which network counted and how each type counts
 
 
-def _photograph(entry, shortcuts, stuck_ids, added_boxes, held_elsewhere):
+def _photograph(entry, shortcuts, stuck_ids, added_boxes, held_elsewhere, page_number):
     image = entry.image
     # Labels scale with the photograph so they read the same at any resolution.
     label_size = max(12, round(image.width / 38))
@@ -104,6 +162,7 @@ def _photograph(entry, shortcuts, stuck_ids, added_boxes, held_elsewhere):
         marks.append(CellMark(cell, group_of(cell.cell_type), shortcuts.get(cell.model_version_id, []),
                               label_y))
     return Photograph(image, marks, image.pk in stuck_ids, label_size,
+                      photograph_address(image, page_number),
                       unfamiliar=unfamiliar_photograph(entry.cells),
                       added_boxes=added_boxes.get(image.pk, []),
                       held_elsewhere=held_elsewhere.get(image.pk, []))
@@ -119,15 +178,18 @@ def _review_threshold_text(version_ids):
     return str(percents[0]) if len(percents) == 1 else f"{percents[0]}-{percents[-1]}"
 
 
-def sample_results(sample, image_ids=None):
-    """The sample page's results: every photograph, or those of ``image_ids`` (what a review on one
-    photograph changes, beside the formula and sign-off that depend on them all)."""
-    images = sample_images_with_cells(sample, image_ids)
-    # The review legend lists the types of every network that classified the sample.
+def sample_results(sample, image_ids=None, page_number=None):
+    """The sample page's results: the photographs of its page ``page_number`` (the first where
+    None), or those of ``image_ids`` (what a review on one photograph changes), beside the formula,
+    progress and sign-off, which are the whole sample's."""
     if image_ids is None:
-        version_ids = {entry.image.model_version_id for entry in images}
+        photograph_page = _photograph_page(sample, page_number)
+        images = sample_images_with_cells(sample, list(photograph_page.page.object_list))
     else:
-        version_ids = set(sample.images.values_list("model_version_id", flat=True))
+        photograph_page = None
+        images = sample_images_with_cells(sample, image_ids)
+    # The review legend lists the types of every network that classified the sample, on any page.
+    version_ids = set(sample.images.order_by().values_list("model_version_id", flat=True).distinct())
     version_ids.discard(None)
     # A cell can be relabelled only as one of the types of the network that classified it, a
     # basophil, or an artefact.
@@ -138,11 +200,13 @@ def sample_results(sample, image_ids=None):
     stuck_ids = set(stuck_images().filter(sample=sample).values_list("pk", flat=True))
     legend = {pair for pairs in shortcuts.values() for pair in pairs}
     added_boxes = added_cell_requests(sample)
-    held_elsewhere = photographs_held_elsewhere(sample, image_ids)
+    held_elsewhere = photographs_held_elsewhere(sample, [entry.image.pk for entry in images])
     formula = leukocyte_formula(sample)
+    page_number = photograph_page.page.number if photograph_page else None
     return SampleResults(
-        photographs=[_photograph(entry, shortcuts, stuck_ids, added_boxes, held_elsewhere)
+        photographs=[_photograph(entry, shortcuts, stuck_ids, added_boxes, held_elsewhere, page_number)
                      for entry in images],
+        photograph_page=photograph_page,
         formula=formula,
         formula_notes=formula_notes(formula),
         progress=sample_progress(sample),
@@ -155,6 +219,7 @@ def sample_results(sample, image_ids=None):
 class CellPage(ViewModel):
     cell: Cell
     sample: Sample
+    photograph_address: str  # its photograph's card on the sample page (photograph_address)
     probabilities: list  # (type, probability, percent), the most probable first
     review_types: list  # (type, shortcut key)
     counted_call: Cell | None  # for a superseded call, the call the formula counts instead
@@ -222,6 +287,7 @@ def cell_page(cell):
     return CellPage(
         cell=cell,
         sample=cell.image.sample,
+        photograph_address=photograph_address(cell.image),
         probabilities=[(name, p, round(p * 100, 1)) for name, p in probabilities],
         review_types=type_shortcuts(allowed_types(cell)),
         counted_call=current_counterpart(cell) if cell.is_superseded else None,

@@ -136,8 +136,7 @@ def cell_rows(context, photograph, sample, may_review):
     elif may_review:
         review_address = _address_of("lab:cell-review")
         csrf = CsrfTokenNode().render(context)  # once for the photograph's forms, not once each
-        sample_address = reverse("lab:sample-detail", args=[sample.pk])
-        back = conditional_escape(f"{sample_address}#image-{photograph.image.pk}")
+        back = conditional_escape(photograph.address)
 
         def set_type(mark):
             return format_html(_REVIEW_FORM, action=review_address(mark.cell.pk), csrf=csrf, next=back,

@@ -4,10 +4,10 @@ counted in. Thin: webapp.services.added_cells and webapp.services.edge_cells dec
 from django.contrib import messages
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
-from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from webapp.models import Cell, SmearImage
+from webapp.presenters.lab import photograph_address
 from webapp.selectors import cell_name
 from webapp.services.added_cells import AddCellError, request_added_cell
 from webapp.services.edge_cells import CountInError, set_counted_in
@@ -24,7 +24,7 @@ def _refused(request, image, message, status):
     if wants_json(request):
         return JsonResponse({"error": message}, status=status)
     messages.error(request, message)
-    return redirect(f"{reverse('lab:sample-detail', args=[image.sample_id])}#image-{image.pk}")
+    return redirect(photograph_address(image))
 
 
 @require_POST
@@ -44,7 +44,7 @@ def add_cell(request, pk):
                             status=202)
     messages.success(request, f"The box on {image.original_filename} went to the classifier: the cell "
                               "appears in the list, marked “added by hand”, once it is classified.")
-    return redirect(f"{reverse('lab:sample-detail', args=[image.sample_id])}#image-{image.pk}")
+    return redirect(photograph_address(image))
 
 
 @require_POST

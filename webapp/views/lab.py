@@ -33,6 +33,7 @@ from webapp.selectors import (
     history_page,
     image_statuses,
     leukocyte_formula,
+    photograph_page_number,
     sample_progress,
     sample_record_counts,
     samples_with_progress,
@@ -116,8 +117,8 @@ def upload(request):
     }, status=status)
 
 
-def _sample_context(sample, image_ids=None):
-    return {"sample": sample, **lab_pages.sample_results(sample, image_ids).as_context()}
+def _sample_context(sample, image_ids=None, page_number=None):
+    return {"sample": sample, **lab_pages.sample_results(sample, image_ids, page_number).as_context()}
 
 
 def _sign_off_panel(request, sample, draft=None):
@@ -131,7 +132,7 @@ def _sample(pk):
 @require_GET
 def sample_detail(request, pk):
     sample = _sample(pk)
-    context = _sample_context(sample)
+    context = _sample_context(sample, page_number=request.GET.get("page"))
     context["max_files"] = settings.MAX_FILES_PER_UPLOAD
     context["may_delete"] = may_delete_sample(request.user, sample)
     context["sign_off_panel"] = _sign_off_panel(
@@ -145,12 +146,14 @@ def sample_detail(request, pk):
 @require_GET
 def sample_results(request, pk):
     """The results part of the sample page and its sign-off panel, swapped in by sample.js as
-    images finish and cells are reviewed; with ?image=ID, only that photograph's card beside the
-    sidebar and the panel: what a review changes (a 100-photograph page is some 600 KiB)."""
+    images finish and cells are reviewed, for the page of photographs ?page= names; with ?image=ID,
+    only that photograph's card beside the sidebar and the panel: what a review changes (a
+    100-photograph page is some 600 KiB)."""
     sample = _sample(pk)
     only = request.GET.get("image")
     if only is None:
-        context, template = _sample_context(sample), "lab/_sample_results_live.html"
+        context = _sample_context(sample, page_number=request.GET.get("page"))
+        template = "lab/_sample_results_live.html"
     else:
         # The photograph must be one of this sample's: the results then hold it. isdigit() alone
         # takes "²", and the database refuses a number past its largest integer.
@@ -212,14 +215,14 @@ def image_retry(request, pk):
         # A page drawn before it finished offered "Try again"; a re-run would only mark the sample
         # unsignable for a while and add to its audit trail.
         messages.info(request, f"{image.original_filename} is already classified: nothing was queued again.")
-        return redirect("lab:sample-detail", pk=image.sample_id)
+        return redirect(lab_pages.photograph_address(image))
     try:
         requeue_image(image)
     except SampleLocked as exc:
         messages.error(request, str(exc))
-        return redirect("lab:sample-detail", pk=image.sample_id)
+        return redirect(lab_pages.photograph_address(image))
     messages.success(request, f"{image.original_filename} queued again.")
-    return redirect("lab:sample-detail", pk=image.sample_id)
+    return redirect(lab_pages.photograph_address(image))
 
 
 def _ensure_may_delete(user, sample, what):
@@ -240,17 +243,19 @@ def image_delete(request, pk):
     image = get_object_or_404(SmearImage.objects.select_related("sample__created_by"), pk=pk)
     sample = image.sample
     _ensure_may_delete(request.user, sample, "its photographs")
+    page_number = photograph_page_number(image)
     if image.status != SmearImage.Status.FAILED:
         messages.error(request, f"{image.original_filename} was not deleted: only a photograph whose "
                                 "classification failed is deleted from here.")
-        return redirect("lab:sample-detail", pk=sample.pk)
+        return redirect(lab_pages.photograph_address(image, page_number))
     try:
         delete_image(image, user=request.user)
     except SampleLocked as exc:
         messages.error(request, str(exc))
-    else:
-        messages.success(request, f"{image.original_filename} and its cells were deleted.")
-    return redirect("lab:sample-detail", pk=sample.pk)
+        return redirect(lab_pages.photograph_address(image, page_number))
+    messages.success(request, f"{image.original_filename} and its cells were deleted.")
+    # The page it was on, which now shows its neighbours.
+    return redirect(lab_pages.sample_page_address(sample.pk, page_number))
 
 
 @require_http_methods(["GET", "POST"])

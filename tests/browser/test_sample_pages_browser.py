@@ -1,0 +1,81 @@
+"""A page of a long sample's photographs in a real browser: J/K and the type keys work among the
+cells of the page shown, and the live refresh, after a review or as a photograph finishes, redraws
+that page, not the first.
+
+No worker: the sample is made in the database, and a photograph "finishes" by an update.
+"""
+
+import pytest
+
+from classifier.labels import BINARY_GROUP
+from tests.browser.test_lab_browser import PASSWORD, sign_in
+from tests.webapp.lab_factories import make_sample, with_role
+from webapp import selectors
+from webapp.models import Cell, SmearImage
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def focused(page, selector):
+    return page.evaluate("(selector) => document.activeElement.matches(selector)", selector)
+
+
+def photograph(sample, name, status, types):
+    first = sample.images.order_by("pk").first()
+    image = SmearImage.objects.create(
+        sample=sample, image=first.image.name, original_filename=name, width=640, height=480, file_size=1000,
+        checksum=name.ljust(64, "0"), status=status, model_version=first.model_version)
+    add_cells(image, types)
+    return image
+
+
+def add_cells(image, types):
+    for index, name in enumerate(types):
+        Cell.objects.create(
+            image=image, model_version=image.model_version, index=index, x0=10 + 100 * index, y0=20,
+            x1=90 + 100 * index, y1=100, predicted_type=name, probabilities={name: 0.9}, confidence=0.9,
+            binary_call=BINARY_GROUP[name], cell_type=name, ood_score=0.5)
+
+
+def test_keys_and_the_live_refresh_stay_on_the_page_shown(live_server, browser_page, django_user_model,
+                                                          monkeypatch):
+    monkeypatch.setattr(selectors, "SAMPLE_PAGE_PHOTOGRAPHS", 1)
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-PAGES", types=("NEUTROPHIL",), user=user)
+    first = sample.images.get()
+    second = photograph(sample, "second.png", SmearImage.Status.DONE, ("NEUTROPHIL", "LYMPHOCYTE"))
+    # Still queued: the page polls, and the status it reads lists a photograph not on the page.
+    third = photograph(sample, "third.png", SmearImage.Status.QUEUED, ())
+    upper, lower = Cell.objects.filter(image=second).order_by("index")
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    results = []
+    page.on("request", lambda request: results.append(request.url) if "/results/" in request.url else None)
+    page.goto(f"{live_server.url}/samples/{sample.pk}/?page=2")
+    assert page.locator("section.image-card").evaluate_all("cards => cards.map(card => card.id)") == [
+        f"image-{second.pk}"]
+    assert "Photographs 2-2 of 3" in page.locator("nav.pagination").first.inner_text()
+
+    # J and K walk the page's cells and stop at its ends.
+    for key, cell in [("j", upper), ("j", lower), ("j", lower), ("k", upper)]:
+        page.keyboard.press(key)
+        assert focused(page, f'tr.cellrow.selected[data-cell="{cell.pk}"]')
+    # A type key relabels; only that photograph's card is fetched again, and the page stays.
+    page.keyboard.press("m")
+    page.wait_for_selector(f'tr.cellrow[data-cell="{upper.pk}"] .current.confirmed[value=MONOCYTE]')
+    assert Cell.objects.get(pk=upper.pk).cell_type == "MONOCYTE"
+    assert results == [f"{live_server.url}/samples/{sample.pk}/results/?page=2&image={second.pk}"]
+
+    # The third photograph finishes: the poll redraws page 2, whose formula now counts its cell.
+    add_cells(third, ("EOSINOPHIL",))
+    third.model_version = first.model_version
+    third.status = SmearImage.Status.DONE
+    third.save()
+    total = "document.querySelector('aside.sidebar [data-role=total]').textContent"
+    page.wait_for_function(f"() => {total} === '4'", timeout=15_000)
+    assert results[-1] == f"{live_server.url}/samples/{sample.pk}/results/?page=2"
+    assert page.locator("section.image-card").evaluate_all("cards => cards.map(card => card.id)") == [
+        f"image-{second.pk}"]
+    assert page.get_by_role("navigation", name="Pages of photographs", exact=True).count() == 1
+    assert page.url == f"{live_server.url}/samples/{sample.pk}/?page=2"
+    assert page.locator(f"#image-{first.pk}").count() == 0

@@ -1,0 +1,218 @@
+"""The sample page in pages of photographs: each page shows its own cards, while the formula, the
+progress and the sign-off stay the whole sample's; the live refresh, the review forms and every link
+to a photograph's card go to the page that shows it."""
+
+import re
+
+import pytest
+from django.urls import reverse
+
+from classifier.labels import BINARY_GROUP
+from tests.webapp.lab_factories import make_sample
+from webapp import selectors
+from webapp.models import Cell, SmearImage
+
+pytestmark = pytest.mark.django_db
+
+# Two photographs a page; the sample's five fill three pages, the last with one.
+PER_PAGE = 2
+
+
+@pytest.fixture(autouse=True)
+def small_pages(monkeypatch):
+    monkeypatch.setattr(selectors, "SAMPLE_PAGE_PHOTOGRAPHS", PER_PAGE)
+
+
+def add_photograph(sample, types):
+    """Another classified photograph of the sample, one cell per entry of ``types``."""
+    first = sample.images.order_by("pk").first()
+    number = sample.images.count()
+    image = SmearImage.objects.create(
+        sample=sample, image=f"smears/{sample.accession_number}-{number}.png",
+        original_filename=f"{sample.accession_number}-{number}.png", width=640, height=480, file_size=1000,
+        checksum=f"{number:064d}", status=SmearImage.Status.DONE, model_version=first.model_version,
+        inference_runtime="litert-int8", quality={"focus": 20.0}, quality_warnings=[],
+    )
+    for index, name in enumerate(types):
+        Cell.objects.create(
+            image=image, model_version=first.model_version, index=index, x0=10 + 100 * index, y0=20,
+            x1=90 + 100 * index, y1=100, predicted_type=name, probabilities={name: 0.9}, confidence=0.9,
+            binary_call=BINARY_GROUP.get(name, name), cell_type=name, ood_score=0.5,
+        )
+    return image
+
+
+@pytest.fixture
+def sample():
+    """Five photographs (1-2 cells each, 8 cells): 5 neutrophils, 2 lymphocytes, 1 monocyte."""
+    sample = make_sample("H26-PAGES", types=("NEUTROPHIL", "LYMPHOCYTE"))
+    add_photograph(sample, ("NEUTROPHIL",))
+    add_photograph(sample, ("MONOCYTE", "NEUTROPHIL"))
+    add_photograph(sample, ("LYMPHOCYTE",))
+    add_photograph(sample, ("NEUTROPHIL", "NEUTROPHIL"))
+    return sample
+
+
+def photograph_ids(sample):
+    return list(sample.images.order_by("pk").values_list("pk", flat=True))
+
+
+def get(client, name, sample, query=""):
+    response = client.get(reverse(name, args=[sample.pk]) + query)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def cards(body):
+    return [int(pk) for pk in re.findall(r'<section class="card image-card" id="image-(\d+)"', body)]
+
+
+def formula(body):
+    """Type -> count in the sidebar's differential, and its total."""
+    counts = dict((name, int(count)) for name, count in re.findall(
+        r'<tr class="t-\w+" data-type="(\w+)"><td><span class="chip">[^<]*</span></td>'
+        r'<td class="num" data-role="count">(\d+)</td>', body))
+    total = int(re.search(r'data-role="total">(\d+)<', body).group(1))
+    return counts, total
+
+
+def navs(body):
+    return re.findall(r'<nav class="pagination".*?</nav>', body, re.S)
+
+
+def review_returns(body):
+    return set(re.findall(r'<input type="hidden" name="next" value="([^"]*)">', body))
+
+
+def test_each_page_shows_its_own_photographs_and_the_whole_sample_s_formula(client, tech, sample):
+    ids = photograph_ids(sample)
+    first, second, third = (get(client, "lab:sample-detail", sample, query)
+                            for query in ("", "?page=2", "?page=3"))
+    assert cards(first) == ids[:2]
+    assert cards(second) == ids[2:4]
+    assert cards(third) == ids[4:]
+    for body in (first, second, third):
+        # Every photograph's cells count, on whichever page the formula is read.
+        assert formula(body) == ({"NEUTROPHIL": 5, "LYMPHOCYTE": 2, "MONOCYTE": 1, "EOSINOPHIL": 0}, 8)
+        assert "All 5 photographs classified" in body
+        assert "8 of 100 leukocytes counted" in body
+    # Which photographs are shown, top and bottom, with the way to the others.
+    top, bottom = navs(second)
+    for nav in (top, bottom):
+        assert "Photographs 3-4 of 5" in nav
+        assert 'href="?page=1">← Previous</a>' in nav and 'href="?page=3">Next →</a>' in nav
+        assert '<strong aria-current="page">2</strong>' in nav
+    assert 'aria-label="Pages of photographs"' in top and 'aria-label="Pages of photographs"' not in bottom
+    assert "Photographs 1-2 of 5" in navs(first)[0] and "Previous" not in navs(first)[0]
+    assert "Photographs 5-5 of 5" in navs(third)[0] and "Next" not in navs(third)[0]
+
+
+def test_a_sample_on_one_page_has_no_page_links(client, tech, monkeypatch):
+    monkeypatch.setattr(selectors, "SAMPLE_PAGE_PHOTOGRAPHS", 100)
+    sample = make_sample("H26-ONE")
+    add_photograph(sample, ("NEUTROPHIL",))
+    body = get(client, "lab:sample-detail", sample)
+    assert len(cards(body)) == 2
+    assert navs(body) == [] and "Photographs 1-2" not in body and 'data-role="page-note"' not in body
+    assert f'data-results-url="{reverse("lab:sample-results", args=[sample.pk])}"' in body
+    image = sample.images.order_by("pk").last()
+    assert review_returns(body) >= {f"{reverse('lab:sample-detail', args=[sample.pk])}#image-{image.pk}"}
+
+
+@pytest.mark.parametrize("asked, shown, note", [
+    ("abc", 1, "The page asked for is not a page number: this is page 1 of 3."),
+    ("2.5", 1, "The page asked for is not a page number: this is page 1 of 3."),
+    ("0", 1, "There is no page 0 of this sample&#x27;s photographs: this is page 1 of 3."),
+    ("-4", 1, "There is no page -4 of this sample&#x27;s photographs: this is page 1 of 3."),
+    ("99", 3, "There is no page 99 of this sample&#x27;s photographs: this is page 3 of 3."),
+    ("99999999999999999999999", 3, "There is no page 99999999999999999999999 of this sample&#x27;s"),
+])
+def test_a_page_that_is_not_one_shows_the_nearest_and_says_so(client, tech, sample, asked, shown, note):
+    pages = [photograph_ids(sample)[:2], photograph_ids(sample)[2:4], photograph_ids(sample)[4:]]
+    for name in ("lab:sample-detail", "lab:sample-results"):
+        body = get(client, name, sample, f"?page={asked}")
+        assert cards(body) == pages[shown - 1]
+        assert f'<p class="note-line" data-role="page-note">{note}' in body
+        assert formula(body)[1] == 8
+    # The page the script then refreshes is the one shown.
+    body = get(client, "lab:sample-detail", sample, f"?page={asked}")
+    assert f'data-results-url="{reverse("lab:sample-results", args=[sample.pk])}?page={shown}"' in body
+
+
+def test_the_page_asked_for_says_nothing_more(client, tech, sample):
+    for query in ("", "?page=", "?page=1", "?page=2"):
+        assert 'data-role="page-note"' not in get(client, "lab:sample-detail", sample, query)
+
+
+def test_the_live_refresh_fetches_the_page_shown(client, tech, sample):
+    ids = photograph_ids(sample)
+    body = get(client, "lab:sample-detail", sample, "?page=2")
+    results_url = re.search(r'data-results-url="([^"]*)"', body).group(1)
+    assert results_url == f"{reverse('lab:sample-results', args=[sample.pk])}?page=2"
+    live = client.get(results_url).content.decode()
+    assert cards(live) == ids[2:4]
+    assert formula(live)[1] == 8
+    assert 'data-role="sign-off-fresh"' in live and "Photographs 3-4 of 5" in live
+    # The script asks for one card after a review by adding ?image= to that address.
+    part = client.get(f"{results_url}&image={ids[3]}").content.decode()
+    assert cards(part) == [ids[3]]
+
+
+def test_review_forms_return_to_the_page_of_their_photograph(client, tech, sample):
+    ids = photograph_ids(sample)
+    sample_page = reverse("lab:sample-detail", args=[sample.pk])
+    assert review_returns(get(client, "lab:sample-detail", sample, "?page=2")) == {
+        f"{sample_page}?page=2#image-{ids[2]}", f"{sample_page}?page=2#image-{ids[3]}"}
+    assert review_returns(get(client, "lab:sample-detail", sample)) == {
+        f"{sample_page}#image-{ids[0]}", f"{sample_page}#image-{ids[1]}"}
+    # The one card swapped in after a review, whichever page's address asked for it.
+    part = get(client, "lab:sample-results", sample, f"?image={ids[4]}")
+    assert review_returns(part) == {f"{sample_page}?page=3#image-{ids[4]}"}
+
+    cell = Cell.objects.filter(image_id=ids[4]).first()
+    response = client.post(reverse("lab:cell-review", args=[cell.pk]),
+                           {"cell_type": "LYMPHOCYTE", "next": f"{sample_page}?page=3#image-{ids[4]}"})
+    assert response.status_code == 302 and response["Location"] == f"{sample_page}?page=3#image-{ids[4]}"
+
+
+def test_the_cell_page_links_to_the_page_of_its_photograph(client, tech, sample):
+    ids = photograph_ids(sample)
+    sample_page = reverse("lab:sample-detail", args=[sample.pk])
+    for image_id, address in [(ids[0], f"{sample_page}#image-{ids[0]}"),
+                              (ids[3], f"{sample_page}?page=2#image-{ids[3]}"),
+                              (ids[4], f"{sample_page}?page=3#image-{ids[4]}")]:
+        cell = Cell.objects.filter(image_id=image_id).first()
+        body = client.get(reverse("lab:cell-detail", args=[cell.pk])).content.decode()
+        assert f'<div class="meta"><a href="{address}">Sample H26-PAGES</a>' in body
+        # ... where that photograph's card is.
+        page, anchor = address.removeprefix(sample_page).split("#")
+        assert int(anchor.removeprefix("image-")) in cards(get(client, "lab:sample-detail", sample, page))
+
+
+def test_a_photograph_s_page_number_follows_the_page_s_order(sample):
+    ordered = [entry.image for entry in selectors.sample_images_with_cells(sample)]
+    assert [selectors.photograph_page_number(image) for image in ordered] == [1, 1, 2, 2, 3]
+    for number in (1, 2, 3):
+        page = selectors.sample_photograph_page(sample, number)
+        assert list(page.object_list) == [image.pk for image in ordered
+                                          if selectors.photograph_page_number(image) == number]
+
+
+def test_a_box_refused_and_a_photograph_tried_again_return_to_its_page(client, tech, sample):
+    ids = photograph_ids(sample)
+    sample_page = reverse("lab:sample-detail", args=[sample.pk])
+    refused = client.post(reverse("lab:image-add-cell", args=[ids[2]]),
+                          {"x0": "0", "y0": "0", "x1": "2", "y1": "2"})
+    assert refused.status_code == 302 and refused["Location"] == f"{sample_page}?page=2#image-{ids[2]}"
+    # Already classified: nothing is queued, and the page is the photograph's.
+    again = client.post(reverse("lab:image-retry", args=[ids[4]]))
+    assert again.status_code == 302 and again["Location"] == f"{sample_page}?page=3#image-{ids[4]}"
+
+
+def test_deleting_a_failed_photograph_returns_to_its_page(staff_client, sample):
+    ids = photograph_ids(sample)
+    SmearImage.objects.filter(pk=ids[3]).update(status=SmearImage.Status.FAILED, error="unreadable")
+    response = staff_client.post(reverse("lab:image-delete", args=[ids[3]]))
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('lab:sample-detail', args=[sample.pk])}?page=2"
+    assert cards(get(staff_client, "lab:sample-detail", sample, "?page=2")) == [ids[2], ids[4]]
