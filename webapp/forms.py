@@ -125,6 +125,12 @@ class SampleAdminForm(forms.ModelForm):
         return accession
 
 
+class PhotographsKindForm(forms.Form):
+    """What a sample's photographs show, changed from its page (webapp.services.photographs_kind)."""
+
+    photographs = forms.ChoiceField(choices=Sample.Photographs.choices)
+
+
 class AddImagesForm(forms.Form):
     """More photographs for an existing sample, from its page."""
 

@@ -148,6 +148,10 @@ class Sample(models.Model):
             "One white cell each (an analyser's cell pictures, a lab's own crops): the cell in the "
             "middle is counted")
 
+    # The choices in a few words, for sentences ("photographs read as one white cell each").
+    PHOTOGRAPHS_IN_SHORT = {Photographs.SMEAR_FIELDS: "fields of a smear",
+                            Photographs.ONE_CELL_EACH: "one white cell each"}
+
     accession_number = models.CharField(max_length=64, db_index=True)
     note = models.TextField(blank=True)
     photographs = models.CharField(max_length=16, choices=Photographs.choices,
@@ -196,6 +200,10 @@ class Sample(models.Model):
     @property
     def one_cell_each(self):
         return self.photographs == self.Photographs.ONE_CELL_EACH
+
+    @property
+    def photographs_in_short(self):
+        return self.PHOTOGRAPHS_IN_SHORT[self.photographs]
 
     @property
     def result(self):

@@ -19,6 +19,7 @@ from webapp.forms import (
     MAX_CELL_ID,
     AddImagesForm,
     HistoryFilterForm,
+    PhotographsKindForm,
     ReviewForm,
     SampleListFilterForm,
     SampleUploadForm,
@@ -41,6 +42,7 @@ from webapp.selectors import (
 from webapp.services.deletion import delete_image, delete_sample, may_delete_sample
 from webapp.services.health import classify_workers_running
 from webapp.services.locking import SampleLocked
+from webapp.services.photographs_kind import PhotographsKindKept, read_photographs_as
 from webapp.services.review import ReviewError, review_cell
 from webapp.services.sign_off import TARGET_CHOICES, may_sign
 from webapp.services.uploads import (
@@ -183,6 +185,28 @@ def sample_status(request, pk):
     })
     response["Cache-Control"] = "no-store"
     return response
+
+
+@require_POST
+@roles.lab_work(roles.ADD_PHOTOGRAPHS, "Changing what the photographs show")
+def sample_photographs(request, pk):
+    sample = _sample(pk)
+    form = PhotographsKindForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose what the photographs show: fields of a smear, or one white cell "
+                                "each.")
+        return redirect("lab:sample-detail", pk=sample.pk)
+    try:
+        queued = read_photographs_as(sample, form.cleaned_data["photographs"], user=request.user)
+    except (SampleLocked, PhotographsKindKept) as exc:
+        messages.error(request, str(exc))
+        return redirect("lab:sample-detail", pk=sample.pk)
+    if queued:
+        messages.success(request, f"The photographs are now read as {sample.photographs_in_short}: "
+                                  f"{count_of(queued, 'photograph')} queued to be classified again.")
+    else:
+        messages.info(request, f"The photographs were already read as {sample.photographs_in_short}.")
+    return redirect("lab:sample-detail", pk=sample.pk)
 
 
 @require_POST
