@@ -97,9 +97,10 @@ def _sample_rows(sample):
            "corrected_type", "confidence", "binary_call", "predicted_binary_call", "needs_review",
            "model_version", "review_carried_from", "ood_score", "image_unfamiliar", "added_by_hand",
            "partial", "counted_in", *[f"p_{name}" for name in class_names],
-           # Last, after the probabilities, so that no column before it moved when it came: a
-           # cell's photograph by id, as the photographs' table above lists it.
-           "image_id"]
+           # Last, after the probabilities, so that no column before them moved when they came: a
+           # cell's photograph by id, as the photographs' table above lists it; "no" where no cell
+           # was outlined on a photograph of one cell and its middle was classified.
+           "image_id", "outlined"]
     for entry in images:
         image_unfamiliar = "yes" if unfamiliar_photograph(entry.cells) else "no"
         for cell in entry.cells:
@@ -114,7 +115,7 @@ def _sample_rows(sample):
                 # Blank, not 0, for a type the cell's network cannot call (a sample of two versions).
                 *[f"{cell.probabilities[name]:.4f}" if name in cell.probabilities else ""
                   for name in class_names],
-                entry.image.pk,
+                entry.image.pk, "yes" if cell.outlined else "no",
             ]
 
 

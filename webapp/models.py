@@ -143,7 +143,8 @@ class Sample(models.Model):
     class Photographs(models.TextChoices):
         """What the sample's photographs show, chosen at upload: it decides which cells count."""
 
-        SMEAR_FIELDS = "smear_fields", "Fields of a smear: every white cell found is counted"
+        SMEAR_FIELDS = "smear_fields", (
+            "Fields of a smear: every white cell found is counted, bar those the edge cuts")
         ONE_CELL_EACH = "one_cell_each", (
             "One white cell each (an analyser's cell pictures, a lab's own crops): the cell in the "
             "middle is counted")

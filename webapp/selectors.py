@@ -41,7 +41,7 @@ from webapp.wording import count_of
 CELL_FIELDS = (
     "id", "index", "x0", "y0", "x1", "y1", "crop", "predicted_type", "confidence", "binary_call",
     "needs_review", "corrected_type", "cell_type", "created_at", "model_version", "image",
-    "review_carried_from", "added_by_hand", "is_partial", "count_partial", "ood_score",
+    "review_carried_from", "added_by_hand", "is_partial", "count_partial", "ood_score", "outlined",
 )
 HISTORY_CELL_FIELDS = (*CELL_FIELDS, "image__sample", "image__original_filename", "image__model_version")
 HISTORY_FIELDS = (*HISTORY_CELL_FIELDS, "image__sample__accession_number", "image__sample__status")
@@ -472,14 +472,17 @@ def mostly_unfamiliar(unfamiliar, scored):
 
 # The verdict on a photograph or a sample rests on the cells the detector found. A reviewer draws a
 # box round what the detector missed, often an odd cell or nothing at all; two such boxes, each
-# flagged on its own, would otherwise call a whole photograph unlike the training images.
-JUDGED = Q(ood_score__isnull=False, added_by_hand=False)
+# flagged on its own, would otherwise call a whole photograph unlike the training images. The
+# middle of a one-cell photograph where no cell was outlined is no found cell either: often bare
+# slide, and scored unfamiliar as such.
+JUDGED = Q(ood_score__isnull=False, added_by_hand=False, outlined=True)
 
 
 def familiarity(cells):
     """(unfamiliar, scored): how many of the cells the detector found score above 1, and of how
-    many with a score; drawn boxes left out (JUDGED)."""
-    scores = [cell.ood_score for cell in cells if cell.ood_score is not None and not cell.added_by_hand]
+    many with a score; drawn boxes and unoutlined middles left out (JUDGED)."""
+    scores = [cell.ood_score for cell in cells
+              if cell.ood_score is not None and not cell.added_by_hand and cell.outlined]
     return sum(score > UNFAMILIAR_ABOVE for score in scores), len(scores)
 
 

@@ -203,7 +203,15 @@ def test_a_photograph_of_one_cell_counts_its_cell_wherever_it_lies(network, sent
     assert api["images"][0]["cells"][0]["outlined"] is False
     assert api["images"][0]["cells"][0]["in_differential"] is True
     sample_page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
-    assert 'data-role="photographs-kind"' in sample_page
+    assert 'data-role="photographs-kind"' in sample_page and 'data-role="unoutlined"' in sample_page
+    csv_rows = client.get(reverse("lab:sample-export", args=[sample.pk])).content.decode().splitlines()
+    header = next(row for row in csv_rows if row.startswith("cell_id,")).split(",")
+    (cell_row,) = [row.split(",") for row in csv_rows if row.startswith(f"{cell.pk},")]
+    assert dict(zip(header, cell_row, strict=True))["outlined"] == "no"
+    assert "It counts in the formula" in page
+    review_cell(cell, "ARTEFACT", tech)  # a middle of bare slide
+    page = client.get(reverse("lab:cell-detail", args=[cell.pk])).content.decode()
+    assert 'data-role="unoutlined"' in page and "It counts in the formula" not in page
 
 
 def test_a_field_of_a_smear_is_analysed_as_one(network, stored_image):

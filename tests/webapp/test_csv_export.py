@@ -96,7 +96,8 @@ def test_each_cell_row_names_its_photograph_by_id(client, tech, three_photograph
     _, photographs = table(rows, "image")
     header, cells = table(rows, "cell_id")
     assert header[:len(CELL_COLUMNS)] == CELL_COLUMNS  # no column before moved
-    assert header[-1] == "image_id"
+    assert header[-2:] == ["image_id", "outlined"]
+    assert all(cell["outlined"] == "yes" for cell in cells)
     by_photograph = {}
     for cell in cells:
         by_photograph.setdefault(cell["image_id"], []).append(int(cell["cell_id"]))

@@ -82,6 +82,22 @@ def test_a_training_lab_sample_with_a_few_unfamiliar_cells_carries_no_warning(cl
     assert SAMPLE_WARNING not in page_of(client, sample)
 
 
+def test_unoutlined_middles_do_not_make_their_photographs_or_sample_unfamiliar(client, tech):
+    # One-cell photographs where the detector outlined nothing: their middles, often bare slide,
+    # score unfamiliar; flagged each, they are no found cells to judge the photographs by.
+    sample = make_sample("OOD-0006", types=("NEUTROPHIL", "EOSINOPHIL", "EOSINOPHIL"))
+    found, *middles = Cell.objects.filter(image__sample=sample).order_by("index")
+    Cell.objects.filter(pk__in=[cell.pk for cell in middles]).update(outlined=False, ood_score=3.0,
+                                                                       needs_review=True)
+    formula = leukocyte_formula(sample)
+    assert (formula.unfamiliar_cells, formula.scored_cells) == (0, 1) and not formula.mostly_unfamiliar
+    page = page_of(client, sample)
+    assert PHOTOGRAPH_WARNING not in page and SAMPLE_WARNING not in page
+    assert page.count('data-role="unoutlined"') == 2
+    Cell.objects.filter(pk__in=[cell.pk for cell in middles]).update(outlined=True)
+    assert leukocyte_formula(sample).mostly_unfamiliar and PHOTOGRAPH_WARNING in page_of(client, sample)
+
+
 def test_boxes_drawn_by_hand_do_not_make_their_photograph_or_sample_unfamiliar(client, tech):
     # Two boxes drawn round nothing score far from every training cell; the one cell the detector
     # found is familiar. Counted together they would be 2 of 3 and mark the photograph and the

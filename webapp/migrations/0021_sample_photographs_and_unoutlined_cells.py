@@ -18,6 +18,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='sample',
             name='photographs',
-            field=models.CharField(choices=[('smear_fields', 'Fields of a smear: every white cell found is counted'), ('one_cell_each', "One white cell each (an analyser's cell pictures, a lab's own crops): the cell in the middle is counted")], default='smear_fields', max_length=16),
+            field=models.CharField(choices=[('smear_fields', 'Fields of a smear: every white cell found is counted, bar those the edge cuts'), ('one_cell_each', "One white cell each (an analyser's cell pictures, a lab's own crops): the cell in the middle is counted")], default='smear_fields', max_length=16),
         ),
     ]

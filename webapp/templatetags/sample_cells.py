@@ -46,6 +46,9 @@ _FLAGGED = mark_safe('<span class="badge flag">Needs review</span>')
 _LOCKED = mark_safe('<span class="muted small" data-role="locked">signed: locked</span>')
 _ADDED_BY_HAND = mark_safe('<span class="badge added-by-hand" data-role="added-by-hand" title="A reviewer '
                            'drew this box around a cell the detector missed">added by hand</span>')
+_UNOUTLINED = mark_safe('<span class="badge unoutlined" data-role="unoutlined" title="No cell outline was '
+                        'found on this photograph of one cell: the network classified its middle">middle of '
+                        'the photograph</span>')
 
 
 def _address_of(name):
@@ -97,8 +100,10 @@ def cell_outlines(photograph):
 
 
 def _notes(cell):
-    """The badges beside a cell's type: drawn by hand, cut by the edge, unfamiliar to the network."""
-    if not (cell.added_by_hand or cell.is_partial or (cell.ood_score is not None and cell.ood_score > 1)):
+    """The badges beside a cell's type: drawn by hand, classified at a photograph's middle without an
+    outline, cut by the edge, unfamiliar to the network."""
+    if not (cell.added_by_hand or not cell.outlined or cell.is_partial
+            or (cell.ood_score is not None and cell.ood_score > 1)):
         return _NOTHING
     edge = _NOTHING
     if cell.is_partial:
@@ -106,7 +111,8 @@ def _notes(cell):
     unfamiliar = _NOTHING
     if cell.ood_score is not None and cell.ood_score > 1:
         unfamiliar = format_html(_UNFAMILIAR, floatformat(cell.ood_score, 1))
-    return format_html("{}{}{}", _ADDED_BY_HAND if cell.added_by_hand else _NOTHING, edge, unfamiliar)
+    return format_html("{}{}{}{}", _ADDED_BY_HAND if cell.added_by_hand else _NOTHING,
+                       _NOTHING if cell.outlined else _UNOUTLINED, edge, unfamiliar)
 
 
 def _row(mark, number, address, set_type):

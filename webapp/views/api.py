@@ -147,6 +147,7 @@ def _sample_summary(request, sample):
         "id": sample.pk,
         "url": request.build_absolute_uri(reverse("lab:api-sample", args=[sample.pk])),
         "accession_number": sample.accession_number,
+        "photographs": sample.photographs,
         "created_at": sample.created_at.isoformat(),
         "images": sample.image_count,
         "images_done": sample.done_count,
