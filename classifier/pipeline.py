@@ -15,7 +15,8 @@ in the same network call, at the scale the detector read from the photograph's r
 A photograph taken of one cell (an analyser's cell picture, a lab's own crop: ``one_cell``) gives
 one cell, the one in its middle: whatever else the detector outlined beside it (a neighbour's
 edge, a clump of red cells, spilled granules) is not that cell, and where the detector outlined
-nothing the photograph's middle is classified all the same and left to a person.
+nothing the photograph's middle is classified all the same and left to a person. A box a person
+drew there is that cell instead.
 """
 
 from dataclasses import dataclass, field, replace
@@ -86,9 +87,9 @@ def analyse_smear(rgb, classifier, *, review_threshold, given_boxes=(), one_cell
     quality = assess_quality(rgb, scale=detection.scale if detection.cells or given_boxes else None)
     given = [DetectedCell(box=tuple(int(v) for v in box), score=1.0) for box in given_boxes]
     found_cells = centre_first(detection.cells, rgb.shape)
-    unoutlined = one_cell and not found_cells
+    unoutlined = one_cell and not found_cells and not given
     if one_cell:
-        found_cells = found_cells[:1] or [middle_cell(rgb.shape, detection.scale)]
+        found_cells = [] if given else found_cells[:1] or [middle_cell(rgb.shape, detection.scale)]
     finished = _finish_cells(rgb, classifier, [*found_cells, *given], detection.scale,
                              review_threshold=review_threshold, doubtful_photograph=bool(quality.warnings))
     found = len(found_cells)

@@ -35,7 +35,10 @@
     var frame = frameOf(panel);
     frame.classList.toggle("drawing", on);
     panel.querySelector("[data-role=add-cell-help]").hidden = !on;
-    panel.querySelector("[data-role=add-cell-toggle]").textContent = on ? "Cancel" : "Add a missed cell";
+    var toggle = panel.querySelector("[data-role=add-cell-toggle]");
+    // Its words as the page drew them ("Add a missed cell", or a one-cell photograph's own).
+    if (!toggle.dataset.label) toggle.dataset.label = toggle.textContent;
+    toggle.textContent = on ? "Cancel" : toggle.dataset.label;
   }
 
   results.addEventListener("click", function (event) {

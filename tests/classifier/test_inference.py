@@ -268,6 +268,10 @@ def test_a_blank_photograph_said_to_hold_one_cell_gives_its_middle_flagged(leuko
     assert not cell.outlined and cell.needs_review and cell.detection_score == 0.0
     x0, y0, x1, y1 = cell.box
     assert (x0 + x1) / 2 == pytest.approx(180, abs=1) and (y0 + y1) / 2 == pytest.approx(181.5, abs=1)
+    # A box a person drew there is the photograph's cell: no middle is given beside it.
+    drawn = analyse_smear(blank, leukonet, review_threshold=0.8, one_cell=True,
+                          given_boxes=[(20, 30, 120, 130)])
+    assert drawn.cells == [] and [cell.box for cell in drawn.given_cells] == [(20, 30, 120, 130)]
 
 
 def test_cells_photographed_at_too_low_a_resolution_are_flagged(leukonet):

@@ -32,7 +32,7 @@ from webapp.models import AddedCellRequest, Cell, Sample, SmearImage
 from webapp.presenters.sign_off import timeline
 from webapp.selectors import leukocyte_formula
 from webapp.services import classification, model_registry, uploads
-from webapp.services.added_cells import finish_added_cell, request_added_cell
+from webapp.services.added_cells import AddCellError, finish_added_cell, request_added_cell
 from webapp.services.edge_cells import set_counted_in
 from webapp.services.model_versions import activate_version, register_model_directory
 from webapp.services.review import review_cell
@@ -282,6 +282,28 @@ def test_a_drawn_box_at_the_edge_counts_as_the_samples_photographs_say(tech, cla
     image = SmearImage.objects.get(pk=image.pk)
     cell = finish_added_cell(request_added_cell(image, (580, 400, 640, 480), user=tech).pk)
     assert cell.is_partial is partial
+
+
+@pytest.mark.django_db
+def test_on_a_photograph_of_one_cell_the_drawn_box_is_its_cell(tech, classify_here, settings,
+                                                               django_capture_on_commit_callbacks):
+    image = classify_here()
+    Sample.objects.filter(pk=image.sample_id).update(photographs=Sample.Photographs.ONE_CELL_EACH)
+    image = SmearImage.objects.select_related("sample").get(pk=image.pk)
+    given = list(image.cells.all())
+    # Inside the cell given: on a field, part of it; here, the cell the photograph was taken of.
+    x0, y0, x1, y1 = given[0].box
+    inside = (x0 + 10, y0 + 10, x1 - 10, y1 - 10)
+    with django_capture_on_commit_callbacks(execute=True):
+        cell = finish_added_cell(request_added_cell(image, inside, user=tech).pk)
+    assert list(image.cells.all()) == [cell] and cell.added_by_hand
+    assert not any(Path(settings.MEDIA_ROOT, old.crop.name).exists() for old in given)
+    assert leukocyte_formula(image.sample).total <= 1
+    with pytest.raises(AddCellError, match="has its cell drawn by hand already"):
+        request_added_cell(image, MISSED_BOX, user=tech)
+    # A re-run gives the drawn cell alone, as the worker left it.
+    assert classification.classify_smear_image(image.pk) == 0
+    assert [(c.box, c.added_by_hand) for c in image.cells.all()] == [(cell.box, True)]
 
 
 @pytest.mark.django_db

@@ -6,6 +6,10 @@ pipeline finishes a detected cell (classifier.pipeline.finish_box), and stores a
 ``added_by_hand`` at the photograph's next index. The task adds the cell only while its request
 has none, in one conditional update inside the transaction that creates it, so a message
 delivered twice adds one cell. Until then the sample page shows the box as pending.
+
+A photograph of one cell (Sample.photographs) holds one cell: the box drawn on it is that cell, in
+place of the one the pipeline gave (a neighbour nearer the middle, or a middle with no outline),
+as a re-run gives it (classifier.pipeline). A second box is refused.
 """
 
 import logging
@@ -72,7 +76,14 @@ def request_added_cell(image, box, user=None):
             f"{image.original_filename} is not classified yet ({image.get_status_display().lower()}): "
             "add a missed cell once its classification is done."
         )
-    for index, cell in enumerate(current_cells(image=image).order_by("index").only("x0", "y0", "x1", "y1")):
+    cells = current_cells(image=image).order_by("index").only("x0", "y0", "x1", "y1", "added_by_hand")
+    if image.sample.one_cell_each:
+        drawn = next((index for index, cell in enumerate(cells) if cell.added_by_hand), None)
+        if drawn is not None:
+            raise AddCellError(f"This photograph of one cell has its cell drawn by hand already "
+                               f"(cell {drawn + 1}): review that cell instead.")
+        cells = []  # the drawn box takes the place of the photograph's cell, wherever that lies
+    for index, cell in enumerate(cells):
         if box_iou(box, cell.box) >= SAME_CELL_IOU:
             raise AddCellError(f"Cell {index + 1} of this photograph already covers that box: review it "
                                "instead of adding it again.")
@@ -140,6 +151,13 @@ def finish_added_cell(request_id):
             # The worker saves it; the audit trail names who drew the box.
             audit.save_as(cell, request.requested_by)
             AddedCellRequest.objects.filter(pk=request.pk).update(cell=cell)
+            if image.sample.one_cell_each:
+                replaced = list(siblings.filter(added_by_hand=False))
+                replaced_files = [picture.name for old in replaced
+                                  for picture in (old.crop, old.window, old.heatmap) if picture]
+                for old in replaced:
+                    old.delete()  # one by one: each leaves its row in the audit trail
+                transaction.on_commit(lambda: [written.storage.delete(name) for name in replaced_files])
     except (AddCellError, SampleLocked) as exc:
         written.discard()
         _fail(request_id, str(exc))
