@@ -15,8 +15,10 @@ in the same network call, at the scale the detector read from the photograph's r
 A photograph taken of one cell (an analyser's cell picture, a lab's own crop: ``one_cell``) gives
 one cell, the one in its middle: whatever else the detector outlined beside it (a neighbour's
 edge, a clump of red cells, spilled granules) is not that cell, and where the detector outlined
-nothing the photograph's middle is classified all the same and left to a person. A box a person
-drew there is that cell instead.
+nothing the photograph's middle is classified all the same and left to a person. So is the cell
+taken where none covers the middle and the detector outlined others: the one nearest the middle
+may be a neighbour of the cell the photograph was taken of. A box a person drew there is that cell
+instead.
 """
 
 from dataclasses import dataclass, field, replace
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from classifier import second_look
+from classifier.boxes import holds_centre
 from classifier.detection import (
     DetectedCell,
     cell_window,
@@ -88,6 +91,9 @@ def analyse_smear(rgb, classifier, *, review_threshold, given_boxes=(), one_cell
     given = [DetectedCell(box=tuple(int(v) for v in box), score=1.0) for box in given_boxes]
     found_cells = centre_first(detection.cells, rgb.shape)
     unoutlined = one_cell and not found_cells and not given
+    height, width = rgb.shape[:2]
+    off_middle = (one_cell and len(found_cells) > 1 and not given
+                  and not holds_centre(found_cells[0].box, width, height))
     if one_cell:
         found_cells = [] if given else found_cells[:1] or [middle_cell(rgb.shape, detection.scale)]
     finished = _finish_cells(rgb, classifier, [*found_cells, *given], detection.scale,
@@ -96,6 +102,8 @@ def analyse_smear(rgb, classifier, *, review_threshold, given_boxes=(), one_cell
     cells = finished[:found]
     if unoutlined:
         cells = [replace(cells[0], needs_review=True, outlined=False)]
+    elif off_middle:
+        cells = [replace(cells[0], needs_review=True)]
     return SmearAnalysis(quality=quality, cells=cells, given_cells=finished[found:])
 
 

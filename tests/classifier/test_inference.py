@@ -384,3 +384,23 @@ def test_int8_serving_stays_close_to_float_and_ignores_batchmates(name):
     # Activations are quantized per cell: a cell comes out the same alone as among others.
     alone = np.concatenate([served.predict([w], batch_size=1) for w in windows])
     np.testing.assert_array_equal(alone, together)
+
+
+@pytest.mark.parametrize("leukocytes, flagged", [
+    # Two cells, neither over the middle: the one nearest it may be the photographed cell's neighbour.
+    ([(200, 240, "LOBED"), (500, 110, "ROUND")], True),
+    # One cell off the middle: the photograph's own, framed loosely.
+    ([(200, 240, "LOBED")], False),
+])
+def test_a_one_cell_pick_off_the_middle_beside_others_is_flagged(leukonet, leukocytes, flagged):
+    from classifier.boxes import holds_centre
+    from classifier.pipeline import analyse_smear
+    from tests.classifier import test_detection as drawn
+
+    smear, _ = drawn.draw_smear(leukocytes=[(x, y, getattr(drawn, kind)) for x, y, kind in leukocytes])
+    as_field = analyse_smear(smear, leukonet, review_threshold=0.0)
+    assert len(as_field.cells) == len(leukocytes) and not as_field.quality.warnings
+    assert not any(cell.needs_review for cell in as_field.cells)  # nothing else flags them
+    (cell,) = analyse_smear(smear, leukonet, review_threshold=0.0, one_cell=True).cells
+    assert cell.box == as_field.cells[0].box and not holds_centre(cell.box, 640, 480)
+    assert cell.needs_review is flagged and cell.outlined

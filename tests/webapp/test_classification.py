@@ -214,6 +214,21 @@ def test_a_photograph_of_one_cell_counts_its_cell_wherever_it_lies(network, sent
     assert 'data-role="unoutlined"' in page and "It counts in the formula" not in page
 
 
+def test_a_one_cell_pick_off_the_middle_says_so_where_it_is_flagged(network, sent_tasks, client, tech,
+                                                                      settings):
+    make_version()
+    settings.REVIEW_CONFIDENCE_THRESHOLD = 0.8
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((480, 640, 3), (225, 185, 195), np.uint8)).save(buffer, format="JPEG")
+    upload = SimpleUploadedFile("crop.jpg", buffer.getvalue())
+    sample = uploads.create_sample_with_images("C-10", "", [upload],
+                                               photographs=Sample.Photographs.ONE_CELL_EACH).sample
+    network.analysis = analysis_with([(0, 360, 100, 470)], confidence=0.6)
+    classification.classify_smear_image(sample.images.get().pk)
+    page = client.get(reverse("lab:cell-detail", args=[Cell.objects.get().pk])).content.decode()
+    assert "covers its middle: this is the one nearest it" in page
+
+
 def test_a_field_of_a_smear_is_analysed_as_one(network, stored_image):
     make_version()
     classification.classify_smear_image(stored_image.pk)

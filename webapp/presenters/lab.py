@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from django.core.paginator import Page
 from django.urls import reverse
 
+from classifier.boxes import holds_centre
 from classifier.ood import review_flags
 from webapp.cell_types import allowed_types, review_types, type_order, type_shortcuts
 from webapp.counting import group_of, type_label
@@ -270,6 +271,10 @@ def review_reasons(cell):
     if not cell.outlined:
         reasons.append("the detector found no cell outline on this photograph of one cell, and the "
                        "network classified its middle")
+    elif (cell.image.sample.one_cell_each and not cell.added_by_hand
+          and not holds_centre(cell.box, cell.image.width, cell.image.height)):
+        reasons.append("no cell outlined on this photograph of one cell covers its middle: this is the "
+                       "one nearest it, which may be a neighbour of the cell photographed")
     if cell.added_by_hand:
         reasons.append("it was drawn by hand, and the network's call on a drawn box waits for a "
                        "person's label")
