@@ -139,3 +139,15 @@ def test_a_reader_asking_for_xml_only_is_told_what_there_is(client, tech, hemato
     assert refused.status_code == 406 and "application/fhir+json" in refused.json()["error"]
     for accept in ("application/fhir+json", "application/json", "*/*", "application/fhir+xml, */*;q=0.1"):
         assert client.get(path, HTTP_ACCEPT=accept).status_code == 200, accept
+
+
+def test_the_method_says_when_cells_came_from_one_cell_photographs(client, tech, hematologist):
+    def methods(sample):
+        return {found.method.text for found in observations_by_code(fetch(client, sample)).values()}
+
+    sample = mark_signed(make_sample("H26-0108", types=TYPES), hematologist)
+    (as_fields,) = methods(sample)
+    assert "one white cell each" not in as_fields
+    Sample.objects.filter(pk=sample.pk).update(photographs=Sample.Photographs.ONE_CELL_EACH)
+    assert methods(sample) == {"Digital morphology of a blood smear, from photographs of one white cell "
+                               "each: cells pre-classified by a neural network, reviewed by laboratory staff"}

@@ -33,6 +33,9 @@ _ACCESSION_TYPE = {"coding": [{
     "display": "Accession ID"}], "text": "Accession number"}
 METHOD_TEXT = ("Digital morphology of a blood smear: cells pre-classified by a neural network, "
                "reviewed by laboratory staff")
+# Where the cells came from photographs of one cell each (an analyser's cell pictures), not fields.
+ONE_CELL_METHOD_TEXT = ("Digital morphology of a blood smear, from photographs of one white cell each: "
+                        "cells pre-classified by a neural network, reviewed by laboratory staff")
 
 
 class NotFinal(Exception):
@@ -82,7 +85,7 @@ def _observation(report, figure, status, performer, issued, effective):
         "issued": issued,
         "performer": performer,
         "valueQuantity": _quantity(figure),
-        "method": {"text": METHOD_TEXT},
+        "method": {"text": ONE_CELL_METHOD_TEXT if report.sample.one_cell_each else METHOD_TEXT},
         "note": [{"text": note}],
     }))
 
