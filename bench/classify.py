@@ -447,7 +447,8 @@ def _accuracy_lines(source, names):
         photographs = "1 photograph" if unlocated == 1 else f"{unlocated} photographs"
         lines.append(
             f"  the detector found no cell on {photographs}, called here from "
-            f"the photograph's middle; the site lists no cell there: counting them wrong, accuracy "
+            f"the photograph's middle, as the site calls photographs uploaded as one white cell each; "
+            f"uploaded as fields, the site lists no cell there: counting them wrong, accuracy "
             f"{source['test_accuracy_unlocated_wrong']:.4f}"
         )
     four = source.get("four_classes")
