@@ -332,9 +332,11 @@ def sample_progress(sample):
     return SampleProgress(total=sum(counts.values()), counts=counts)
 
 
-def image_statuses(sample):
-    """Each photograph's id, status, error and file name, for the sample page's progress poll."""
-    return list(sample.images.values("id", "status", "error", "original_filename"))
+def image_statuses(sample, image_ids=None):
+    """Each photograph's (those of ``image_ids`` where given) id, status, error and file name, for
+    the sample page's progress poll."""
+    images = sample.images.all() if image_ids is None else sample.images.filter(pk__in=image_ids)
+    return list(images.values("id", "status", "error", "original_filename"))
 
 
 def sample_record_counts(sample):

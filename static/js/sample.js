@@ -105,8 +105,8 @@
   var startedFinished = Number(progress.dataset.finished || 0);
   function dropNoClassifierNote(data) {
     var note = document.querySelector("[data-role=no-classifier]");
-    var movedOn = data.complete || data.finished > startedFinished ||
-      data.images.some(function (image) { return image.status === "processing"; });
+    // counts, not images: the poll lists only the photographs of the page shown.
+    var movedOn = data.complete || data.finished > startedFinished || Boolean(data.counts && data.counts.processing);
     if (note && movedOn) note.remove();
   }
 

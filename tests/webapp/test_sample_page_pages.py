@@ -216,3 +216,17 @@ def test_deleting_a_failed_photograph_returns_to_its_page(staff_client, sample):
     assert response.status_code == 302
     assert response["Location"] == f"{reverse('lab:sample-detail', args=[sample.pk])}?page=2"
     assert cards(get(staff_client, "lab:sample-detail", sample, "?page=2")) == [ids[2], ids[4]]
+
+
+def test_the_progress_poll_lists_the_photographs_of_the_page_shown(client, tech, sample):
+    ids = photograph_ids(sample)
+    SmearImage.objects.filter(pk=ids[4]).update(status=SmearImage.Status.PROCESSING)
+    page = get(client, "lab:sample-detail", sample, "?page=2")
+    status_url = re.search(r'data-status-url="([^"]+)"', page)[1]
+    assert status_url.endswith("?page=2")
+    polled = client.get(status_url).json()
+    assert [image["id"] for image in polled["images"]] == ids[2:4]
+    # The counts are the whole sample's: the photograph in progress is on page 3.
+    assert (polled["total"], polled["finished"], polled["counts"]["processing"]) == (5, 4, 1)
+    everything = client.get(reverse("lab:sample-status", args=[sample.pk])).json()
+    assert [image["id"] for image in everything["images"]] == ids

@@ -35,6 +35,7 @@ from webapp.selectors import (
     image_statuses,
     leukocyte_formula,
     photograph_page_number,
+    sample_photograph_page,
     sample_progress,
     sample_record_counts,
     samples_with_progress,
@@ -171,8 +172,13 @@ def sample_results(request, pk):
 
 @require_GET
 def sample_status(request, pk):
+    """The progress poll: the whole sample's counts, and the state of each photograph of the page
+    ``?page=`` shows (every photograph without it): thousands of one-cell photographs, each listed
+    at every poll, were a large answer to send every few seconds for the 100 cards on the page."""
     sample = get_object_or_404(Sample, pk=pk)
-    images = image_statuses(sample)
+    page = request.GET.get("page")
+    shown = None if page is None else list(sample_photograph_page(sample, page).object_list)
+    images = image_statuses(sample, shown)
     progress = sample_progress(sample)
     response = JsonResponse({
         "sample": sample.pk,
