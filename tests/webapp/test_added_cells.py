@@ -285,12 +285,14 @@ def test_a_drawn_box_at_the_edge_counts_as_the_samples_photographs_say(tech, cla
 
 
 @pytest.mark.django_db
-def test_on_a_photograph_of_one_cell_the_drawn_box_is_its_cell(tech, classify_here, settings,
+def test_on_a_photograph_of_one_cell_the_drawn_box_is_its_cell(client, tech, classify_here, settings,
                                                                django_capture_on_commit_callbacks):
     image = classify_here()
     Sample.objects.filter(pk=image.sample_id).update(photographs=Sample.Photographs.ONE_CELL_EACH)
     image = SmearImage.objects.select_related("sample").get(pk=image.pk)
     given = list(image.cells.all())
+    page = client.get(reverse("lab:sample-detail", args=[image.sample_id])).content.decode()
+    assert "Draw this photograph&#x27;s cell" in page or "Draw this photograph's cell" in page
     # Inside the cell given: on a field, part of it; here, the cell the photograph was taken of.
     x0, y0, x1, y1 = given[0].box
     inside = (x0 + 10, y0 + 10, x1 - 10, y1 - 10)
@@ -301,9 +303,43 @@ def test_on_a_photograph_of_one_cell_the_drawn_box_is_its_cell(tech, classify_he
     assert leukocyte_formula(image.sample).total <= 1
     with pytest.raises(AddCellError, match="has its cell drawn by hand already"):
         request_added_cell(image, MISSED_BOX, user=tech)
+    page = client.get(reverse("lab:sample-detail", args=[image.sample_id])).content.decode()
+    assert 'data-role="add-cell-toggle"' not in page  # its one cell is drawn: nothing more to draw
     # A re-run gives the drawn cell alone, as the worker left it.
     assert classification.classify_smear_image(image.pk) == 0
     assert [(c.box, c.added_by_hand) for c in image.cells.all()] == [(cell.box, True)]
+    # The trail says what became of the cell given, and who drew its replacement.
+    replaced = [entry for entry in timeline(image.sample_id)
+                if entry.what.endswith("replaced by a box drawn by hand")]
+    assert len(replaced) == len(given) and {entry.who for entry in replaced} == {tech.get_username()}
+
+
+@pytest.mark.django_db
+def test_a_photograph_of_one_cell_takes_one_box_and_keeps_a_persons_label(tech, classify_here):
+    image = classify_here()
+    Sample.objects.filter(pk=image.sample_id).update(photographs=Sample.Photographs.ONE_CELL_EACH)
+    image = SmearImage.objects.select_related("sample").get(pk=image.pk)
+    first = request_added_cell(image, MISSED_BOX, user=tech)
+    with pytest.raises(AddCellError, match="is waiting for the classifier already"):
+        request_added_cell(image, (100, 100, 200, 200), user=tech)
+    # A second box that slipped past that check (sent at the same moment) fails once the first is in.
+    second = AddedCellRequest.objects.create(image=image, x0=100, y0=100, x1=200, y1=200, requested_by=tech)
+    assert finish_added_cell(first.pk) is not None
+    assert finish_added_cell(second.pk) is None
+    second.refresh_from_db()
+    assert second.status == AddedCellRequest.Status.FAILED and "drawn by hand already" in second.error
+    assert image.cells.count() == 1
+
+
+
+@pytest.mark.django_db
+def test_a_box_drawn_on_a_photograph_of_one_cell_keeps_a_persons_label(tech, classify_here):
+    image = classify_here()
+    Sample.objects.filter(pk=image.sample_id).update(photographs=Sample.Photographs.ONE_CELL_EACH)
+    image = SmearImage.objects.select_related("sample").get(pk=image.pk)
+    review_cell(image.cells.order_by("index").first(), "MONOCYTE", tech)
+    with pytest.raises(AddCellError, match="Cell 1 of this photograph was labelled Monocyte by a person"):
+        request_added_cell(image, MISSED_BOX, user=tech)
 
 
 @pytest.mark.django_db

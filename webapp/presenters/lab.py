@@ -79,6 +79,10 @@ class Photograph:
     held_elsewhere: list = field(default_factory=list)
 
     @property
+    def cell_drawn_by_hand(self):
+        return any(mark.cell.added_by_hand for mark in self.cells)
+
+    @property
     def pending_boxes(self):
         return [box for box in self.added_boxes if box.status == box.Status.PENDING]
 

@@ -21,6 +21,7 @@ from django.utils import timezone
 from classifier.boxes import SAME_CELL_IOU, box_iou, covered_share
 from classifier.pipeline import finish_box
 from webapp import audit, queueing
+from webapp.counting import type_label
 from webapp.models import AddedCellRequest, Cell, SmearImage
 from webapp.review_flag import review_threshold
 from webapp.selectors import current_cells
@@ -76,12 +77,14 @@ def request_added_cell(image, box, user=None):
             f"{image.original_filename} is not classified yet ({image.get_status_display().lower()}): "
             "add a missed cell once its classification is done."
         )
-    cells = current_cells(image=image).order_by("index").only("x0", "y0", "x1", "y1", "added_by_hand")
+    cells = current_cells(image=image).order_by("index").only("x0", "y0", "x1", "y1", "added_by_hand",
+                                                              "corrected_type")
+    pending = AddedCellRequest.objects.filter(image=image, status=AddedCellRequest.Status.PENDING)
     if image.sample.one_cell_each:
-        drawn = next((index for index, cell in enumerate(cells) if cell.added_by_hand), None)
-        if drawn is not None:
-            raise AddCellError(f"This photograph of one cell has its cell drawn by hand already "
-                               f"(cell {drawn + 1}): review that cell instead.")
+        _ensure_replaceable(list(cells))
+        if pending.exists():
+            raise AddCellError("A box drawn on this photograph of one cell is waiting for the classifier "
+                               "already: it will take the place of the photograph's cell.")
         cells = []  # the drawn box takes the place of the photograph's cell, wherever that lies
     for index, cell in enumerate(cells):
         if box_iou(box, cell.box) >= SAME_CELL_IOU:
@@ -95,7 +98,6 @@ def request_added_cell(image, box, user=None):
         if covered_share(cell.box, box) >= INSIDE_SHARE:
             raise AddCellError(f"That box holds cell {index + 1}, already found: draw around the missed "
                                "cell alone.")
-    pending = AddedCellRequest.objects.filter(image=image, status=AddedCellRequest.Status.PENDING)
     if any(box_iou(box, other.box) >= SAME_CELL_IOU for other in pending):
         raise AddCellError("That box is already waiting for the classifier.")
     x0, y0, x1, y1 = box
@@ -104,6 +106,21 @@ def request_added_cell(image, box, user=None):
                                                   requested_by=user)
         queueing.queue_added_cells([request.pk])
     return request
+
+
+def _ensure_replaceable(cells):
+    """AddCellError unless the cell of a photograph of one cell (``cells``, by number) may give way
+    to a box drawn by hand: not drawn by hand itself, nor labelled by a person, whose label a
+    replacement would drop (as reading the photographs another way refuses to)."""
+    for number, cell in enumerate(cells, start=1):
+        if cell.added_by_hand:
+            raise AddCellError(f"This photograph of one cell has its cell drawn by hand already (cell "
+                               f"{number}): review that cell instead.")
+        if cell.corrected_type:
+            label = type_label(cell.corrected_type)
+            raise AddCellError(f"Cell {number} of this photograph was labelled {label} by a person: a "
+                               f"drawn box would take its place and drop that label. Review cell {number} "
+                               "instead.")
 
 
 def _fail(request_id, message):
@@ -136,13 +153,19 @@ def finish_added_cell(request_id):
             if not locked.exists():
                 raise AddCellError("The photograph was classified again while the box was being "
                                    "classified: draw the box again.")
+            siblings = Cell.objects.filter(image=image, model_version=version)
+            replaced = []
+            if image.sample.one_cell_each:
+                # Checked again under the photograph's lock: two boxes sent at once, or a label
+                # given while this one was classified.
+                replaced = list(siblings.order_by("index"))
+                _ensure_replaceable(replaced)
             claimed = AddedCellRequest.objects.filter(
                 pk=request.pk, status=AddedCellRequest.Status.PENDING, cell__isnull=True
             ).update(status=AddedCellRequest.Status.DONE, finished_at=timezone.now())
             if not claimed:  # another delivery of the task added it meanwhile
                 written.discard()
                 return None
-            siblings = Cell.objects.filter(image=image, model_version=version)
             last = siblings.aggregate(last=Max("index"))["last"]
             index = 0 if last is None else last + 1
             cell = Cell(image=image, model_version=version, index=index, added_by_hand=True)
@@ -151,12 +174,16 @@ def finish_added_cell(request_id):
             # The worker saves it; the audit trail names who drew the box.
             audit.save_as(cell, request.requested_by)
             AddedCellRequest.objects.filter(pk=request.pk).update(cell=cell)
-            if image.sample.one_cell_each:
-                replaced = list(siblings.filter(added_by_hand=False))
-                replaced_files = [picture.name for old in replaced
-                                  for picture in (old.crop, old.window, old.heatmap) if picture]
-                for old in replaced:
-                    old.delete()  # one by one: each leaves its row in the audit trail
+            replaced_files = [picture.name for old in replaced
+                              for picture in (old.crop, old.window, old.heatmap) if picture]
+            for old in replaced:
+                # On the trail as what it was, by whom: not a deletion by the worker.
+                audit.record(old, "delete", {"cell_type": (old.cell_type, None)}, actor=request.requested_by,
+                             note=f"the cell given at ({old.x0},{old.y0})-({old.x1},{old.y1}) replaced by "
+                                  "a box drawn by hand")
+                with audit.disable_auditlog():
+                    old.delete()
+            if replaced_files:
                 transaction.on_commit(lambda: [written.storage.delete(name) for name in replaced_files])
     except (AddCellError, SampleLocked) as exc:
         written.discard()

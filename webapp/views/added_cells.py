@@ -42,8 +42,11 @@ def add_cell(request, pk):
     if wants_json(request):
         return JsonResponse({"request": added.pk, "status": added.status, "box": list(added.box)},
                             status=202)
+    replaces = (", in place of the cell given: a photograph of one cell holds one"
+                if image.sample.one_cell_each else "")
     messages.success(request, f"The box on {image.original_filename} went to the classifier: the cell "
-                              "appears in the list, marked “added by hand”, once it is classified.")
+                              "appears in the list, marked “added by hand”, once it is classified"
+                              f"{replaces}.")
     return redirect(photograph_address(image))
 
 
