@@ -282,6 +282,12 @@ def test_a_drawn_box_at_the_edge_counts_as_the_samples_photographs_say(tech, cla
     image = SmearImage.objects.get(pk=image.pk)
     cell = finish_added_cell(request_added_cell(image, (580, 400, 640, 480), user=tech).pk)
     assert cell.is_partial is partial
+    if partial:  # once is enough: the trail keeps a box at the top left edge whole, zeros included
+        finish_added_cell(request_added_cell(image, (0, 200, 40, 260), user=tech).pk)
+        (added,) = [entry for entry in timeline(image.sample_id)
+                    if ("y0", "200") in {(change.field, change.new) for change in entry.changes}]
+        assert "added by hand" in added.what
+        assert ("x0", "0") in {(change.field, change.new) for change in added.changes}
 
 
 @pytest.mark.django_db

@@ -92,6 +92,8 @@ def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=2
 # --- the audit timeline --------------------------------------------------------------------------
 
 _EMPTY = {"None", "", "False", "0"}
+# Where 0 is a value like any other: a box drawn from a photograph's left or top edge.
+_COORDINATES = {"x0", "y0", "x1", "y1"}
 _USER_FIELDS = {"signed_by", "reopened_by", "reviewed_by"}
 _VERSION_FIELDS = {"model_version", "requested_version"}
 _TYPE_FIELDS = {"cell_type", "corrected_type", "predicted_type", "from_type", "to_type", "first_look_type"}
@@ -133,7 +135,7 @@ def _changes(entry, created, names):
         if not isinstance(pair, list | tuple) or len(pair) != 2:
             continue
         old, new = (str(value) for value in pair)
-        if old == new or (created and new in _EMPTY):
+        if old == new or (created and new in _EMPTY and not (name in _COORDINATES and new == "0")):
             continue
         shown.append(Change(_LABELS.get(name, name.replace("_", " ")), _shown(name, old, names),
                             _shown(name, new, names)))
