@@ -192,15 +192,19 @@
     window.setTimeout(function () { reviewStatus.textContent = text; }, 100);
   }
 
-  // "Cell 3 relabelled neutrophil", or "confirmed as" where the type pressed is the one it has.
+  // "Cell 3 on field-07.jpg relabelled neutrophil", or "confirmed as" where the type pressed is the
+  // one it has. The photograph is named: every photograph's cells are numbered from 1, and on a
+  // sample of one-cell photographs every cell is cell 1.
   function reviewNews(form, type) {
     var button = Array.prototype.find.call(form.querySelectorAll("button[name=cell_type]"),
       function (candidate) { return candidate.value === type; });
     var row = form.closest("tr.cellrow");
     var number = row && row.cells.length ? row.cells[0].textContent.trim() : "";
+    var heading = form.closest(".image-card") && form.closest(".image-card").querySelector("header h2");
+    var on = heading ? " on " + heading.textContent.trim() : "";
     var label = ((button && button.getAttribute("aria-label")) || type).toLowerCase();
     var confirmed = button && button.getAttribute("aria-pressed") === "true";
-    return "Cell " + number + (confirmed ? " confirmed as " : " relabelled ") + label;
+    return "Cell " + number + on + (confirmed ? " confirmed as " : " relabelled ") + label;
   }
 
   function submitReview(form, type) {

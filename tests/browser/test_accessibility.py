@@ -63,7 +63,7 @@ def test_type_buttons_say_their_type_and_state_and_a_review_is_announced(live_se
     expect(region).to_have_count(1)
     page.evaluate("() => { document.getElementById('review-status').dataset.mark = 'kept'; }")
     row.get_by_role("button", name="Monocyte", exact=True).click()
-    expect(region).to_have_text("Cell 1 relabelled monocyte")
+    expect(region).to_have_text("Cell 1 on BR-A11Y.png relabelled monocyte")
     expect(row.get_by_role("button", name="Monocyte", exact=True, pressed=True)).to_have_count(1)
     expect(neutrophil).to_have_count(0)
     expect(row.get_by_role("button", name="Neutrophil", exact=True, pressed=False)).to_have_count(1)
@@ -73,7 +73,7 @@ def test_type_buttons_say_their_type_and_state_and_a_review_is_announced(live_se
     # The keyboard's review says so too; a press of the cell's own type confirms the call.
     page.locator(f'tr.cellrow[data-cell="{second.pk}"]').click(position={"x": 8, "y": 8})
     page.keyboard.press("l")
-    expect(region).to_have_text("Cell 2 confirmed as lymphocyte")
+    expect(region).to_have_text("Cell 2 on BR-A11Y.png confirmed as lymphocyte")
     assert Cell.objects.get(pk=second.pk).corrected_type == "LYMPHOCYTE"
 
 
