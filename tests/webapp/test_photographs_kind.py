@@ -30,6 +30,7 @@ def test_the_photographs_are_read_the_other_way_by_the_same_version(client, tech
     sample = make_sample("K-1", version=version)
     page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
     assert "photographs read as fields of a smear" in page and 'data-role="change-photographs"' in page
+    assert 'name="photographs" value="one_cell_each"' in page and 'data-role="kind-kept"' not in page
 
     with django_capture_on_commit_callbacks(execute=True):
         response = change(client, sample, "one_cell_each")
@@ -63,6 +64,8 @@ def test_a_person_s_work_on_the_cells_keeps_the_kind(client, tech, sent_tasks, w
     else:
         marks = {"drawn": {"added_by_hand": True}, "counted in": {"is_partial": True, "count_partial": True}}
         Cell.objects.filter(pk=cell.pk).update(**marks[work])
+    shown = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert 'data-role="kind-kept"' in shown and 'name="photographs" value="one_cell_each"' not in shown
     page = change(client, sample, "one_cell_each").content.decode()
     assert "1 cell of this sample was already labelled, drawn or counted in by a person" in page
     assert "upload the photographs again as a new sample instead" in page

@@ -29,6 +29,19 @@ class PhotographsKindKept(ValueError):
     """The change cannot be made; the message says why, for the person who asked."""
 
 
+def why_kind_is_kept(sample):
+    """Why the photographs cannot be read another way now that people worked on the sample's cells,
+    in words; "" where they can (a signed sample aside: locking says that)."""
+    worked_on = current_cells(sample).filter(
+        Q(corrected_type__gt="") | Q(added_by_hand=True) | Q(count_partial=True)).count()
+    if not worked_on:
+        return ""
+    return (f"{count_of(worked_on, 'cell')} of this sample {'was' if worked_on == 1 else 'were'} already "
+            "labelled, drawn or counted in by a person. Read the other way, its photographs would give "
+            "other cells, and that work could be lost: upload the photographs again as a new sample "
+            "instead.")
+
+
 def read_photographs_as(sample, photographs, user=None):
     """Say the sample's photographs show ``photographs`` (a Sample.Photographs value) and queue
     every one of them to be classified again so; returns how many were queued (0 where they were
@@ -42,14 +55,9 @@ def read_photographs_as(sample, photographs, user=None):
         current = Sample.objects.values_list("photographs", flat=True).get(pk=sample.pk)
         if current == photographs:
             return 0
-        worked_on = current_cells(sample).filter(
-            Q(corrected_type__gt="") | Q(added_by_hand=True) | Q(count_partial=True)).count()
-        if worked_on:
-            raise PhotographsKindKept(
-                f"{count_of(worked_on, 'cell')} of this sample {'was' if worked_on == 1 else 'were'} "
-                "already labelled, drawn or counted in by a person. Read the other way, its photographs "
-                "would give other cells, and that work could be lost: upload the photographs again as "
-                "a new sample instead.")
+        refusal = why_kind_is_kept(sample)
+        if refusal:
+            raise PhotographsKindKept(refusal)
         version_id = sample_version_id(sample)
         image_ids = list(sample.images.values_list("pk", flat=True))
         Sample.objects.filter(pk=sample.pk).update(photographs=photographs)

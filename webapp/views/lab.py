@@ -43,7 +43,7 @@ from webapp.selectors import (
 from webapp.services.deletion import delete_image, delete_sample, may_delete_sample
 from webapp.services.health import classify_workers_running
 from webapp.services.locking import SampleLocked
-from webapp.services.photographs_kind import PhotographsKindKept, read_photographs_as
+from webapp.services.photographs_kind import PhotographsKindKept, read_photographs_as, why_kind_is_kept
 from webapp.services.review import ReviewError, review_cell
 from webapp.services.sign_off import TARGET_CHOICES, may_sign
 from webapp.services.uploads import (
@@ -138,6 +138,7 @@ def sample_detail(request, pk):
     context = _sample_context(sample, page_number=request.GET.get("page"))
     context["max_files"] = settings.MAX_FILES_PER_UPLOAD
     context["may_delete"] = may_delete_sample(request.user, sample)
+    context["photographs_kind_kept"] = why_kind_is_kept(sample) if not sample.is_signed else ""
     context["sign_off_panel"] = _sign_off_panel(
         request, sample, draft=request.session.pop(draft_key(sample.pk), None))
     # Photographs waiting with no worker to take them would wait silently until the reconciler's
