@@ -121,3 +121,14 @@ def test_read_again_as_one_cell_a_field_keeps_its_middle_cell_alone(sent_tasks, 
     (as_one_cell,) = image.cells.all()
     assert as_one_cell.pk == as_field[0].pk and as_one_cell.box == as_field[0].box
     assert as_one_cell.predicted_type == "BASOPHIL"
+
+
+def test_the_sample_list_and_gallery_say_which_samples_are_one_cell_each(client, tech):
+    fields, cells = make_sample("K-8"), make_sample("K-9")
+    Sample.objects.filter(pk=cells.pk).update(photographs=Sample.Photographs.ONE_CELL_EACH)
+    listed = client.get(reverse("lab:sample-list")).content.decode()
+    assert listed.count('data-role="one-cell-each"') == 1
+    assert "3 cells found in 1 photograph" in client.get(
+        reverse("lab:sample-gallery", args=[fields.pk])).content.decode()
+    assert "3 cells from 1 photograph of one cell each" in client.get(
+        reverse("lab:sample-gallery", args=[cells.pk])).content.decode()
