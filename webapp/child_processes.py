@@ -23,9 +23,12 @@ def ended_with_parent(signum=signal.SIGTERM):
     if not sys.platform.startswith("linux"):
         return None
     parent = os.getpid()
+    # Looked up here, in the parent: the child between fork and exec should take no lock another
+    # thread of the parent may have held at the fork, as the dynamic loader's.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def arrange():  # runs in the child, between fork and exec
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signum))
+        prctl(_PR_SET_PDEATHSIG, int(signum))
         if os.getppid() != parent:  # the parent died before the request was made
             os.kill(os.getpid(), signum)
 
