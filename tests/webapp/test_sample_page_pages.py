@@ -2,10 +2,14 @@
 progress and the sign-off stay the whole sample's; the live refresh, the review forms and every link
 to a photograph's card go to the page that shows it."""
 
+import io
 import re
 
+import numpy as np
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from PIL import Image
 
 from classifier.labels import BINARY_GROUP
 from tests.webapp.lab_factories import make_sample
@@ -230,3 +234,15 @@ def test_the_progress_poll_lists_the_photographs_of_the_page_shown(client, tech,
     assert (polled["total"], polled["finished"], polled["counts"]["processing"]) == (5, 4, 1)
     everything = client.get(reverse("lab:sample-status", args=[sample.pk])).json()
     assert [image["id"] for image in everything["images"]] == ids
+
+
+def test_photographs_added_are_shown_on_their_page(client, tech, sample, sent_tasks):
+    rgb = np.random.default_rng(3).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    response = client.post(reverse("lab:sample-add-images", args=[sample.pk]),
+                           {"images": [SimpleUploadedFile("more.png", buffer.getvalue())]})
+    added = sample.images.order_by("pk").last()
+    assert added.original_filename == "more.png"
+    # The sixth photograph, two a page: on page 3, where the first page would not show it.
+    assert response.status_code == 302 and response["Location"].endswith(f"?page=3#image-{added.pk}")

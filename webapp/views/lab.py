@@ -235,6 +235,8 @@ def sample_add_images(request, pk):
         messages.success(request, f"{queued} queued for classification.")
     _report_rejections(request, result.rejected)
     _report_also_elsewhere(request, result.also_elsewhere)
+    if result.stored:  # at the first new card: on a sample of many pages, the last, not the first
+        return redirect(lab_pages.photograph_address(result.stored[0]))
     return redirect("lab:sample-detail", pk=sample.pk)
 
 
