@@ -2,6 +2,7 @@
 
 import csv
 
+from django.http import HttpResponse
 from django.utils import timezone
 
 from webapp.cell_types import type_order
@@ -123,3 +124,11 @@ def write_sample_csv(sample, stream):
     writer = csv.writer(stream)
     for row in _sample_rows(sample):
         writer.writerow([spreadsheet_safe(value) if isinstance(value, str) else value for value in row])
+
+
+def sample_csv_response(sample):
+    """The sample's CSV as a download, for the sample page's "Export CSV" and the API's copy."""
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{export_file_name(sample)}"'
+    write_sample_csv(sample, response)
+    return response

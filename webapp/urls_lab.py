@@ -33,6 +33,7 @@ urlpatterns = [
     path("api/samples/", api.sample_list, name="api-samples"),
     path("api/samples/<int:pk>/", api.sample_detail, name="api-sample"),
     path("api/samples/<int:pk>/fhir", report.sample_fhir, name="api-sample-fhir"),
+    path("api/samples/<int:pk>/export.csv", api.sample_csv, name="api-sample-export"),
     path("api/cells/", api.cell_list, name="api-cells"),
     path("api/cells/<int:pk>/", api.cell_detail, name="api-cell"),
 ]

@@ -214,3 +214,17 @@ def test_an_account_with_api_keys_is_made_inactive_not_deleted(client, lis, djan
     lis.save()
     client.logout()
     assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 401
+
+
+def test_a_key_reads_a_samples_csv_from_the_api(client, lis):
+    sample = make_sample("K-0003", types=("NEUTROPHIL", "LYMPHOCYTE"))
+    _, key = create_token(lis, "LIS")
+    answer = client.get(reverse("lab:api-sample-export", args=[sample.pk]), **bearer(key))
+    assert answer.status_code == 200 and answer["Content-Type"].startswith("text/csv")
+    assert answer["Content-Disposition"] == 'attachment; filename="leukoscope-K-0003.csv"'
+    page_copy = client.get(reverse("lab:sample-export", args=[sample.pk]), **bearer(key))
+    assert page_copy.status_code == 302  # the page's own export is the signed-in user's
+    assert b"accession_number,K-0003" in answer.content
+    missing = client.get(reverse("lab:api-sample-export", args=[999999]), **bearer(key))
+    assert missing.status_code == 404 and "error" in missing.json()
+    assert client.get(reverse("lab:api-sample-export", args=[sample.pk])).status_code == 401

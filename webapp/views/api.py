@@ -16,6 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_safe
 
 from webapp.counting import group_of
+from webapp.exports import sample_csv_response
 from webapp.forms import ApiSampleListFilterForm, HistoryFilterForm
 from webapp.models import Sample
 from webapp.selectors import (
@@ -210,6 +211,13 @@ def sample_list(request):
                                     accession_contains=filters["accession_contains"],
                                     statuses=filters["statuses"], signed_since=filters["signed_since"])
     return _listing(request, samples, _sample_summary)
+
+
+@read_only
+def sample_csv(request, pk):
+    """The sample's CSV export, as the sample page's "Export CSV" gives it, for a program with an
+    API key (which signs in to the API alone)."""
+    return sample_csv_response(get_object_or_404(Sample, pk=pk))
 
 
 @read_only

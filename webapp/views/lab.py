@@ -7,14 +7,14 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.counting import type_label
-from webapp.exports import export_file_name, write_sample_csv
+from webapp.exports import sample_csv_response
 from webapp.forms import (
     MAX_CELL_ID,
     AddImagesForm,
@@ -310,11 +310,7 @@ def sample_delete(request, pk):
 
 @require_GET
 def sample_export_csv(request, pk):
-    sample = _sample(pk)
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{export_file_name(sample)}"'
-    write_sample_csv(sample, response)
-    return response
+    return sample_csv_response(_sample(pk))
 
 
 @require_GET
