@@ -402,8 +402,15 @@ def _photographs_in_page_order(sample_id):
 
 def sample_photograph_page(sample, page_number):
     """The Paginator page of the sample's photograph ids that the sample page's page
-    ``page_number`` shows, read as the other lists read theirs (Paginator.get_page): what is no
-    page number gives the first page, a number past the last or under 1 the last."""
+    ``page_number`` shows (its cards, and its progress poll's photographs), read as the other lists
+    read theirs (Paginator.get_page): what is no page number gives the first page, a number past
+    the last the last. A number under 1 gives the first, the nearest, where Paginator gives the
+    last."""
+    try:
+        if int(page_number) < 1:
+            page_number = 1
+    except (TypeError, ValueError):
+        pass  # no page number: Paginator's first page
     ids = _photographs_in_page_order(sample.pk).values_list("pk", flat=True)
     return Paginator(ids, SAMPLE_PAGE_PHOTOGRAPHS).get_page(page_number)
 

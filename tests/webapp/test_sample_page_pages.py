@@ -246,3 +246,10 @@ def test_photographs_added_are_shown_on_their_page(client, tech, sample, sent_ta
     assert added.original_filename == "more.png"
     # The sixth photograph, two a page: on page 3, where the first page would not show it.
     assert response.status_code == 302 and response["Location"].endswith(f"?page=3#image-{added.pk}")
+
+
+@pytest.mark.parametrize("asked", ["0", "-3"])
+def test_the_progress_poll_reads_a_page_under_one_as_the_page_does(client, tech, sample, asked):
+    shown = cards(get(client, "lab:sample-detail", sample, f"?page={asked}"))
+    polled = client.get(reverse("lab:sample-status", args=[sample.pk]) + f"?page={asked}").json()
+    assert [image["id"] for image in polled["images"]] == shown == photograph_ids(sample)[:PER_PAGE]

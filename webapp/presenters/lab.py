@@ -125,8 +125,7 @@ def _photograph_page(sample, asked):
         asked_number = int(asked)  # as Paginator reads it
     except (TypeError, ValueError):
         asked_number = None
-    # Paginator answers a number under 1 with the last page; the nearest is the first.
-    page = sample_photograph_page(sample, 1 if asked_number is not None and asked_number < 1 else asked)
+    page = sample_photograph_page(sample, asked)
     paginator = page.paginator
     summary = (f"Photographs {page.start_index():,}-{page.end_index():,} of {paginator.count:,}"
                if paginator.count else "")
