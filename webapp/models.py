@@ -207,6 +207,15 @@ class Sample(models.Model):
         return self.PHOTOGRAPHS_IN_SHORT[self.photographs]
 
     @property
+    def other_photographs(self):
+        """The kind its photographs may be read as instead (the sample page offers it)."""
+        return next(kind for kind in self.Photographs if kind != self.photographs)
+
+    @property
+    def other_photographs_in_short(self):
+        return self.PHOTOGRAPHS_IN_SHORT[self.other_photographs]
+
+    @property
     def result(self):
         """Sample.Result: preliminary until signed; amended once signed again after a reopening."""
         if not self.is_signed:

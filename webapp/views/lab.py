@@ -138,7 +138,9 @@ def sample_detail(request, pk):
     context = _sample_context(sample, page_number=request.GET.get("page"))
     context["max_files"] = settings.MAX_FILES_PER_UPLOAD
     context["may_delete"] = may_delete_sample(request.user, sample)
-    context["photographs_kind_kept"] = why_kind_is_kept(sample) if not sample.is_signed else ""
+    # Only where the page offers the change: a count over the sample's cells, for the refusal's words.
+    offered = not sample.is_signed and request.user.has_perm(roles.ADD_PHOTOGRAPHS)
+    context["photographs_kind_kept"] = why_kind_is_kept(sample) if offered else ""
     context["sign_off_panel"] = _sign_off_panel(
         request, sample, draft=request.session.pop(draft_key(sample.pk), None))
     # Photographs waiting with no worker to take them would wait silently until the reconciler's
