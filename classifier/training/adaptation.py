@@ -100,6 +100,11 @@ class LabCells:
     images: list  # dataset.LabelledImage, is_window
     left_out: dict  # {reviewer's type: cells}
 
+    @property
+    def photographs(self):
+        """How many photographs the cells come from: the most folds they can be split into."""
+        return len({image.cell_key for image in self.images})
+
 
 def lab_cells(reviewed, task):
     """(the reviewed cells of the task's types as labelled images, the others counted by type)."""
@@ -409,10 +414,11 @@ def adapt_classifier(
     _stop_check(should_stop, "before it started")
     keras, tf = fitting.seeded_keras(recipe.seed)
     prepared = prepare(sources, cells, recipe, config)
-    check_enough(LabCells(prepared.lab_images, cells.left_out), config.min_cells, version)
+    decoded = LabCells(prepared.lab_images, cells.left_out)
+    check_enough(decoded, config.min_cells, version)
     class_names = recipe.class_names
     lab_labels = prepared.y[prepared.lab_rows]
-    photographs = len({image.cell_key for image in prepared.lab_images})
+    photographs = decoded.photographs
     folds = cross_validation_folds(config.folds, photographs)
     progress = _Progress(folds + 1, recipe.epochs, on_epoch, folds)
 

@@ -329,7 +329,7 @@ def start_adaptation(user):
         check_enough(cells, version=f"v{base.pk}")
     except TrainingDataError as exc:
         raise TrainingRefused(str(exc)) from None
-    epochs = adaptation_epochs(len({image.cell_key for image in cells.images}))
+    epochs = adaptation_epochs(cells.photographs)
     with transaction.atomic():
         _claim_training_slot()
         version = ModelVersion.objects.create(
