@@ -264,5 +264,22 @@ def celery_worker(
         process = start_worker(f"test-{os.getpid()}", "classify,train", env, log_path)
     except WorkerDidNotStart as exc:
         pytest.fail(str(exc))
+    process.log_path = log_path  # for the report of a test that fails beside it
     yield process
     stop_worker(process)
+
+
+WORKER_LOG_LINES_ON_FAILURE = 60
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    # What the worker did while a test that uses it failed is often the why of the failure, and a
+    # CI run keeps nothing but the printed report.
+    report = yield
+    worker = getattr(item, "funcargs", {}).get("celery_worker")
+    log_path = getattr(worker, "log_path", None)
+    if report.failed and log_path is not None and log_path.exists():
+        lines = log_path.read_text(errors="replace").splitlines()[-WORKER_LOG_LINES_ON_FAILURE:]
+        report.sections.append((f"the Celery worker's log, its last {len(lines)} lines", "\n".join(lines)))
+    return report

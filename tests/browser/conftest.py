@@ -1,3 +1,5 @@
+from collections import deque
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ def served_model(transactional_db):
 
 
 CHROMIUM = Path("/usr/bin/chromium")
+PAGE_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture
@@ -31,9 +34,43 @@ def browser_page(monkeypatch):
         )
         context = browser.new_context(viewport={"width": 1360, "height": 900})
         page = context.new_page()
-        page.set_default_timeout(20_000)
+        # Generous: on CI's two cores this page, its server, the worker's network and another test
+        # process share the machine, and an upload's answer once came after 20 s. Nothing here
+        # measures time; a test that fails says where it waited (_keep_request_journal).
+        page.set_default_timeout(PAGE_TIMEOUT_MS)
         errors = []
         page.on("pageerror", lambda error: errors.append(str(error)))
+        _keep_request_journal(page)
         yield page
         browser.close()
         assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+REQUESTS_KEPT = 40
+
+
+def _keep_request_journal(page):
+    """When each of the page's last requests went and its answer came, for the report of a test
+    that fails (tests/browser/conftest.pytest_runtest_makereport): a timeout alone does not say
+    whether the browser, the server or the database was waiting."""
+    journal = page.request_journal = deque(maxlen=REQUESTS_KEPT)
+
+    def note(event, request, extra=""):
+        # The clock's time, as the worker's log and the captured log give theirs.
+        at = f"{datetime.now():%H:%M:%S.%f}"[:-3]
+        journal.append(f"{at}  {event:<9} {request.method} {request.url}{extra}")
+
+    page.on("request", lambda request: note("sent", request))
+    page.on("requestfinished", lambda request: note("answered", request))
+    page.on("requestfailed", lambda request: note("failed", request, f" ({request.failure})"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    page = getattr(item, "funcargs", {}).get("browser_page")
+    journal = getattr(page, "request_journal", None)
+    if report.failed and journal:
+        report.sections.append((f"the browser's last {len(journal)} requests",
+                                "\n".join(journal)))
+    return report
