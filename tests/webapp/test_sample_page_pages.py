@@ -12,9 +12,10 @@ from django.urls import reverse
 from PIL import Image
 
 from classifier.labels import BINARY_GROUP
-from tests.webapp.lab_factories import make_sample
+from tests.webapp.lab_factories import make_sample, with_role
 from webapp import selectors
-from webapp.models import Cell, SmearImage
+from webapp.models import Cell, Sample, SmearImage
+from webapp.selectors import result_stamp
 
 pytestmark = pytest.mark.django_db
 
@@ -253,3 +254,50 @@ def test_the_progress_poll_reads_a_page_under_one_as_the_page_does(client, tech,
     shown = cards(get(client, "lab:sample-detail", sample, f"?page={asked}"))
     polled = client.get(reverse("lab:sample-status", args=[sample.pk]) + f"?page={asked}").json()
     assert [image["id"] for image in polled["images"]] == shown == photograph_ids(sample)[:PER_PAGE]
+
+
+def form_page(body, role):
+    """The page of the sample page the sign-off panel's form ``role`` returns to."""
+    form = re.search(rf'<form [^>]*data-role="{role}">(.*?)</form>', body, re.S)[1]
+    page = re.search(r'<input type="hidden" name="page" value="(\d+)">', form)
+    return int(page[1]) if page else 1
+
+
+@pytest.fixture
+def hematologist_client(client, django_user_model):
+    user = django_user_model.objects.create_user("hema", password="a-long-passphrase-1")
+    client.force_login(with_role(user, "hematologist"))
+    return client
+
+
+def test_the_sign_off_panel_returns_to_the_page_it_was_on(hematologist_client, sample):
+    client, ids = hematologist_client, photograph_ids(sample)
+    sample_page = reverse("lab:sample-detail", args=[sample.pk])
+    for query, page in (("", 1), ("?page=2", 2), ("?page=99", 3)):
+        body = get(client, "lab:sample-detail", sample, query)
+        assert form_page(body, "target-form") == form_page(body, "sign-form") == page
+    # The panel swapped in after a review of page 3's photograph, and the page's live refresh.
+    assert form_page(get(client, "lab:sample-results", sample, f"?image={ids[4]}"), "sign-form") == 3
+    assert form_page(get(client, "lab:sample-results", sample, "?page=2"), "sign-form") == 2
+
+    target = client.post(reverse("lab:sample-target", args=[sample.pk]), {"target_count": "200", "page": "2"})
+    assert target.status_code == 302 and target["Location"] == f"{sample_page}?page=2"
+    # Refused (8 cells of 200, no reason given): back on its page with the refusal.
+    refused = client.post(reverse("lab:sample-sign", args=[sample.pk]),
+                          {"result_seen": result_stamp(sample), "page": "3"})
+    assert refused["Location"] == f"{sample_page}?page=3"
+    signed = client.post(reverse("lab:sample-sign", args=[sample.pk]), {
+        "result_seen": result_stamp(sample), "below_target_reason": "A leukopenic sample.", "page": "3"})
+    assert signed["Location"] == f"{sample_page}?page=3"
+    assert Sample.objects.get(pk=sample.pk).is_signed
+    body = get(client, "lab:sample-detail", sample, "?page=3")
+    assert form_page(body, "reopen-form") == 3
+    reopened = client.post(reverse("lab:sample-reopen", args=[sample.pk]),
+                           {"reason": "A mix-up.", "page": "3"})
+    assert reopened["Location"] == f"{sample_page}?page=3"
+    assert not Sample.objects.get(pk=sample.pk).is_signed
+    # A page that is not a number returns to the first.
+    for sent in ("x", "-2", "²", "1" * 30):
+        answer = client.post(reverse("lab:sample-target", args=[sample.pk]),
+                             {"target_count": "100", "page": sent})
+        assert answer["Location"] == sample_page

@@ -152,6 +152,9 @@ class SampleResults(ViewModel):
     review_types: list  # every (type, key) offered on the page, for the keyboard legend
     review_threshold_percent: str
     formula_notes: FormulaNotes  # which network counted and how each type counts
+    # The page of the sample page these results are part of, which the sign-off panel's forms
+    # return to (webapp.views.sign_off): a hematologist on page 3 stays there.
+    page_number: int = 1
 
 
 def _photograph(entry, shortcuts, stuck_ids, added_boxes, held_elsewhere, page_number):
@@ -207,6 +210,10 @@ def sample_results(sample, image_ids=None, page_number=None):
     held_elsewhere = photographs_held_elsewhere(sample, [entry.image.pk for entry in images])
     formula = leukocyte_formula(sample)
     page_number = photograph_page.page.number if photograph_page else None
+    if photograph_page:
+        shown_on = photograph_page.page.number
+    else:
+        shown_on = photograph_page_number(images[0].image) if images else 1
     return SampleResults(
         photographs=[_photograph(entry, shortcuts, stuck_ids, added_boxes, held_elsewhere, page_number)
                      for entry in images],
@@ -216,6 +223,7 @@ def sample_results(sample, image_ids=None, page_number=None):
         progress=sample_progress(sample),
         review_types=sorted(legend, key=lambda pair: type_order(pair[0])),
         review_threshold_percent=_review_threshold_text(version_ids),
+        page_number=shown_on,
     )
 
 

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 
 from webapp.forms_sign_off import ReopenForm, SignForm, TargetCountForm
 from webapp.models import Sample
+from webapp.presenters.lab import sample_page_address
 from webapp.services.locking import SampleLocked
 from webapp.services.sign_off import (
     SignOffRefused,
@@ -35,7 +36,13 @@ def _answer(request, sample, error=None, done=""):
         messages.error(request, error)
     else:
         messages.success(request, done)
-    return redirect("lab:sample-detail", pk=sample.pk)
+    return redirect(sample_page_address(sample.pk, _page_sent(request)))
+
+
+def _page_sent(request):
+    """The page of the sample page the panel was on (templates/lab/_page_field.html)."""
+    page = request.POST.get("page", "")
+    return int(page) if page.isascii() and page.isdigit() and len(page) <= 6 else 1
 
 
 def _refuse_unless_may_sign(request, action):
