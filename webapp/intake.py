@@ -57,6 +57,7 @@ class CheckedImage:
 class RejectedFile:
     name: str
     reason: str
+    over_budget: bool = False  # refused only for the upload's pixels together (check_files)
 
 
 def _megabytes(size):
@@ -367,8 +368,14 @@ def check_files(files, known_checksums=None, known_fingerprints=None):
     """
     accepted, rejected = [], []
     checksums, fingerprints = dict(known_checksums or {}), dict(known_fingerprints or {})
+    pixels_left = settings.MAX_UPLOAD_MEGAPIXELS * 1_000_000
     for uploaded in files:
         name = getattr(uploaded, "name", "") or "unnamed file"
+        if pixels_left < 0:
+            # Past the upload's pixel budget: not even opened, and so refused in order, that
+            # "the rest" is what the next upload sends.
+            rejected.append(RejectedFile(name, over_budget_reason(), over_budget=True))
+            continue
         try:
             checked = check_image(uploaded)
         except ImageRejected as exc:
@@ -383,9 +390,18 @@ def check_files(files, known_checksums=None, known_fingerprints=None):
             # Its cells would be counted twice and skew the differential count.
             rejected.append(RejectedFile(name, duplicate_reason(same)))
             continue
+        pixels_left -= checked.width * checked.height
+        if pixels_left < 0:
+            rejected.append(RejectedFile(name, over_budget_reason(), over_budget=True))
+            continue
         checksums[checked.checksum] = fingerprints[checked.fingerprint] = name
         accepted.append((name, checked))
     return accepted, rejected
+
+
+def over_budget_reason():
+    return (f"one upload may hold {settings.MAX_UPLOAD_MEGAPIXELS:,} megapixels of photographs, and those "
+            "before it and this one came to more. Add it, and those after it, in another upload.")
 
 
 def duplicate_reason(name):

@@ -278,11 +278,16 @@ MEDIA_URL = "/media/"
 # Uploads: checked by content; limits guard the worker against huge files and decompression bombs.
 MAX_UPLOAD_BYTES = env_count("LEUKOSCOPE_MAX_UPLOAD_BYTES", 1, default=25 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env_count("LEUKOSCOPE_MAX_IMAGE_PIXELS", 1, default=40_000_000)
-MAX_FILES_PER_UPLOAD = env_count("LEUKOSCOPE_MAX_FILES_PER_UPLOAD", 1, default=50)
+# A 200-cell differential of one-cell pictures (an analyser's export) in one upload; what bounds an
+# upload's time is the pixels to decode, counted together (webapp.intake.check_files): 2,000 is
+# 50 photographs at the largest MAX_IMAGE_PIXELS allows, some 60 s on one core.
+MAX_FILES_PER_UPLOAD = env_count("LEUKOSCOPE_MAX_FILES_PER_UPLOAD", 1, default=200)
+MAX_UPLOAD_MEGAPIXELS = env_count("LEUKOSCOPE_MAX_UPLOAD_MEGAPIXELS", 1, default=2000)
 # Django refuses a request over this before any form sees it, with a bare 400; set well above the
 # form's limit so that an ordinary oversized batch gets the form's own message instead.
 DATA_UPLOAD_MAX_NUMBER_FILES = 4 * MAX_FILES_PER_UPLOAD
-FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Larger files wait in temporary files: 200 photographs held in memory at once stay under 200 MB.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 # Where training data lives; a user points this (or the command's --data) at their own folder.
 DATASETS_DIR = Path(

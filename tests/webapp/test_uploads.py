@@ -728,6 +728,41 @@ def test_far_too_many_files_get_a_readable_400_page(client, tech, settings):
     assert "Sign out" in body  # the site's page, not Django's bare one
 
 
+
+@pytest.mark.django_db
+def test_photographs_past_the_upload_s_pixel_budget_are_refused_and_the_others_stored(client, tech, queued,
+                                                                                   settings):
+    # Four fields of 0.48 megapixels against a budget of 1: two fit, the third goes past it, and
+    # the fourth, small as it is, is refused with it: "the rest" is what the next upload sends.
+    settings.MAX_UPLOAD_MEGAPIXELS = 1
+    fields = [upload(f"field-{n}.jpg", jpeg_bytes(width=800, height=600, seed=n)) for n in range(3)]
+    small = upload("small.jpg", jpeg_bytes(seed=9))
+    response = client.post(reverse("lab:upload"), {"accession_number": "H26-0500",
+                                                   "images": [*fields, small]}, follow=True)
+    sample = Sample.objects.get(accession_number="H26-0500")
+    assert sorted(sample.images.values_list("original_filename", flat=True)) == ["field-0.jpg", "field-1.jpg"]
+    body = response.content.decode()
+    assert ("2 photographs from field-2.jpg on not stored: one upload may hold 1 megapixels of photographs "
+            "together. Add them to the sample in another upload.") in body
+
+    # Added to the sample, the rest fit.
+    response = client.post(reverse("lab:sample-add-images", args=[sample.pk]),
+                           {"images": [upload("field-2.jpg", jpeg_bytes(width=800, height=600, seed=2)),
+                                       upload("small.jpg", jpeg_bytes(seed=9))]}, follow=True)
+    assert sample.images.count() == 4 and "not stored" not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_one_photograph_past_a_budget_smaller_than_itself_is_refused_saying_why(client, tech, queued,
+                                                                              settings):
+    settings.MAX_UPLOAD_MEGAPIXELS = 1
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": "H26-0501", "images": [upload("wide.jpg", jpeg_bytes(width=1300, height=800))]})
+    assert response.status_code == 400 and not Sample.objects.exists()
+    body = response.content.decode()
+    assert "<strong>wide.jpg</strong>: one upload may hold 1 megapixels of photographs" in body
+    assert "None of the files could be stored; nothing was saved." in body
+
 # --- accession numbers ---------------------------------------------------------------------------
 
 @pytest.mark.django_db
@@ -793,12 +828,13 @@ def test_the_upload_page_says_what_it_accepts_before_a_file_is_chosen(client, te
     settings.MAX_UPLOAD_BYTES = 25 * 1024 * 1024
     settings.MAX_IMAGE_PIXELS = 40_000_000
     settings.MAX_FILES_PER_UPLOAD = 50
+    settings.MAX_UPLOAD_MEGAPIXELS = 2000
     body = client.get(reverse("lab:upload")).content.decode()
     accepts = body[body.index('id="upload-accepts"'):body.index('id="upload-form"')]
     assert "colour photographs of a stained blood smear" in accepts
     assert "Greyscale images are refused: the stain" in accepts
     assert "JPEG, PNG, TIFF, BMP or WebP, up to 25 MB and 40 megapixels each" in accepts
-    assert "Up to 50 photographs at a time" in accepts
+    assert "Up to 50 photographs at a time, 2,000 megapixels in all" in accepts
 
 
 @pytest.mark.django_db

@@ -72,8 +72,17 @@ def sample_list(request):
 
 
 def _report_rejections(request, rejected):
+    over_budget = [item for item in rejected if item.over_budget]
     for item in rejected:
-        messages.error(request, f"{item.name} was not stored: {item.reason}")
+        if not item.over_budget:
+            messages.error(request, f"{item.name} was not stored: {item.reason}")
+    if over_budget:
+        # One line for the batch past the budget, which can be most of a large upload.
+        count, them = len(over_budget), "it" if len(over_budget) == 1 else "them"
+        messages.error(request, (
+            f"{count_of(count, 'photograph')} from {over_budget[0].name} on not stored: one upload may "
+            f"hold {settings.MAX_UPLOAD_MEGAPIXELS:,} megapixels of photographs together. Add {them} to "
+            "the sample in another upload."))
 
 
 def _report_also_elsewhere(request, also_elsewhere):
@@ -117,6 +126,7 @@ def upload(request):
         "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
         "max_megapixels": f"{settings.MAX_IMAGE_PIXELS / 1e6:g}",
         "max_files": settings.MAX_FILES_PER_UPLOAD,
+        "max_upload_megapixels": f"{settings.MAX_UPLOAD_MEGAPIXELS:,}",
     }, status=status)
 
 
