@@ -369,11 +369,12 @@ def check_files(files, known_checksums=None, known_fingerprints=None):
     accepted, rejected = [], []
     checksums, fingerprints = dict(known_checksums or {}), dict(known_fingerprints or {})
     pixels_left = settings.MAX_UPLOAD_MEGAPIXELS * 1_000_000
+    bytes_left = settings.MAX_UPLOAD_TOTAL_MB * 1024 * 1024  # what is held until it is stored
     for uploaded in files:
         name = getattr(uploaded, "name", "") or "unnamed file"
-        if pixels_left < 0:
-            # Past the upload's pixel budget: not even opened, and so refused in order, that
-            # "the rest" is what the next upload sends.
+        if pixels_left < 0 or bytes_left < 0:
+            # Past the upload's budget: not even opened, and so refused in order, that "the rest"
+            # is what the next upload sends.
             rejected.append(RejectedFile(name, over_budget_reason(), over_budget=True))
             continue
         try:
@@ -391,7 +392,8 @@ def check_files(files, known_checksums=None, known_fingerprints=None):
             rejected.append(RejectedFile(name, duplicate_reason(same)))
             continue
         pixels_left -= checked.width * checked.height
-        if pixels_left < 0:
+        bytes_left -= len(checked.content)
+        if pixels_left < 0 or bytes_left < 0:
             rejected.append(RejectedFile(name, over_budget_reason(), over_budget=True))
             continue
         checksums[checked.checksum] = fingerprints[checked.fingerprint] = name
@@ -399,9 +401,15 @@ def check_files(files, known_checksums=None, known_fingerprints=None):
     return accepted, rejected
 
 
+def upload_budget():
+    """What one upload's photographs may come to together, in words."""
+    return (f"{settings.MAX_UPLOAD_MEGAPIXELS:,} megapixels and {settings.MAX_UPLOAD_TOTAL_MB:,} MB of "
+            "photographs together")
+
+
 def over_budget_reason():
-    return (f"one upload may hold {settings.MAX_UPLOAD_MEGAPIXELS:,} megapixels of photographs, and those "
-            "before it and this one came to more. Add it, and those after it, in another upload.")
+    return (f"one upload may hold {upload_budget()}, and those before it and this one came to more. "
+            "Add it, and those after it, in another upload.")
 
 
 def duplicate_reason(name):

@@ -278,11 +278,13 @@ MEDIA_URL = "/media/"
 # Uploads: checked by content; limits guard the worker against huge files and decompression bombs.
 MAX_UPLOAD_BYTES = env_count("LEUKOSCOPE_MAX_UPLOAD_BYTES", 1, default=25 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env_count("LEUKOSCOPE_MAX_IMAGE_PIXELS", 1, default=40_000_000)
-# A 200-cell differential of one-cell pictures (an analyser's export) in one upload; what bounds an
-# upload's time is the pixels to decode, counted together (webapp.intake.check_files): 2,000 is
-# 50 photographs at the largest MAX_IMAGE_PIXELS allows, some 60 s on one core.
+# A 200-cell differential of one-cell pictures (an analyser's export) in one upload. What bounds an
+# upload's time is the pixels to decode, and its memory the files held until they are stored, each
+# counted together (webapp.intake.check_files): 2,000 megapixels is 50 photographs at the largest
+# MAX_IMAGE_PIXELS allows (some 60 s on one core), 1,024 MB under 50 at the largest file allowed.
 MAX_FILES_PER_UPLOAD = env_count("LEUKOSCOPE_MAX_FILES_PER_UPLOAD", 1, default=200)
 MAX_UPLOAD_MEGAPIXELS = env_count("LEUKOSCOPE_MAX_UPLOAD_MEGAPIXELS", 1, default=2000)
+MAX_UPLOAD_TOTAL_MB = env_count("LEUKOSCOPE_MAX_UPLOAD_TOTAL_MB", 1, default=1024)
 # Django refuses a request over this before any form sees it, with a bare 400; set well above the
 # form's limit so that an ordinary oversized batch gets the form's own message instead.
 DATA_UPLOAD_MAX_NUMBER_FILES = 4 * MAX_FILES_PER_UPLOAD

@@ -13,6 +13,7 @@ from django.urls import reverse
 from PIL import Image
 
 from tests.conftest import stored_files
+from webapp import intake
 from webapp.intake import ImageRejected, check_image
 from webapp.models import Sample, SmearImage
 from webapp.services import uploads
@@ -742,8 +743,8 @@ def test_photographs_past_the_upload_s_pixel_budget_are_refused_and_the_others_s
     sample = Sample.objects.get(accession_number="H26-0500")
     assert sorted(sample.images.values_list("original_filename", flat=True)) == ["field-0.jpg", "field-1.jpg"]
     body = response.content.decode()
-    assert ("2 photographs from field-2.jpg on not stored: one upload may hold 1 megapixels of photographs "
-            "together. Add them to the sample in another upload.") in body
+    assert ("2 photographs from field-2.jpg on not stored: one upload may hold 1 megapixels and 1,024 MB of "
+            "photographs together. Add them to the sample in another upload.") in body
 
     # Added to the sample, the rest fit.
     response = client.post(reverse("lab:sample-add-images", args=[sample.pk]),
@@ -751,6 +752,23 @@ def test_photographs_past_the_upload_s_pixel_budget_are_refused_and_the_others_s
                                        upload("small.jpg", jpeg_bytes(seed=9))]}, follow=True)
     assert sample.images.count() == 4 and "not stored" not in response.content.decode()
 
+
+def test_files_past_the_upload_s_byte_budget_are_refused_unopened(settings, monkeypatch):
+    # The budget counts what is held until stored: one 0.6 MB PNG fits a budget of 1 MB, a second
+    # goes past it, and what follows is refused without being opened.
+    settings.MAX_UPLOAD_TOTAL_MB = 1
+    noise = [np.random.default_rng(n).integers(0, 255, (400, 500, 3), np.uint8) for n in range(3)]
+    noisy = [encoded(Image.fromarray(rgb), "PNG") for rgb in noise]
+    assert all(500_000 < len(data) < 700_000 for data in noisy)
+    opened, check = [], intake.check_image
+    monkeypatch.setattr(intake, "check_image",
+                        lambda uploaded: opened.append(uploaded.name) or check(uploaded))
+    accepted, rejected = intake.check_files([upload(f"noisy-{n}.png", data) for n, data in enumerate(noisy)]
+                                            + [upload("tiny.jpg", jpeg_bytes())])
+    assert [name for name, _ in accepted] == ["noisy-0.png"]
+    assert [(item.name, item.over_budget) for item in rejected] == [
+        ("noisy-1.png", True), ("noisy-2.png", True), ("tiny.jpg", True)]
+    assert opened == ["noisy-0.png", "noisy-1.png"]
 
 @pytest.mark.django_db
 def test_one_photograph_past_a_budget_smaller_than_itself_is_refused_saying_why(client, tech, queued,
@@ -760,7 +778,7 @@ def test_one_photograph_past_a_budget_smaller_than_itself_is_refused_saying_why(
         "accession_number": "H26-0501", "images": [upload("wide.jpg", jpeg_bytes(width=1300, height=800))]})
     assert response.status_code == 400 and not Sample.objects.exists()
     body = response.content.decode()
-    assert "<strong>wide.jpg</strong>: one upload may hold 1 megapixels of photographs" in body
+    assert "<strong>wide.jpg</strong>: one upload may hold 1 megapixels and 1,024 MB of photographs" in body
     assert "None of the files could be stored; nothing was saved." in body
 
 # --- accession numbers ---------------------------------------------------------------------------
@@ -828,13 +846,14 @@ def test_the_upload_page_says_what_it_accepts_before_a_file_is_chosen(client, te
     settings.MAX_UPLOAD_BYTES = 25 * 1024 * 1024
     settings.MAX_IMAGE_PIXELS = 40_000_000
     settings.MAX_FILES_PER_UPLOAD = 50
-    settings.MAX_UPLOAD_MEGAPIXELS = 2000
+    settings.MAX_UPLOAD_MEGAPIXELS, settings.MAX_UPLOAD_TOTAL_MB = 2000, 1024
     body = client.get(reverse("lab:upload")).content.decode()
     accepts = body[body.index('id="upload-accepts"'):body.index('id="upload-form"')]
     assert "colour photographs of a stained blood smear" in accepts
     assert "Greyscale images are refused: the stain" in accepts
     assert "JPEG, PNG, TIFF, BMP or WebP, up to 25 MB and 40 megapixels each" in accepts
-    assert "Up to 50 photographs at a time, 2,000 megapixels in all" in accepts
+    assert ("Up to 50 photographs at a time, at most 2,000 megapixels and 1,024 MB of photographs together;"
+            in accepts)
 
 
 @pytest.mark.django_db

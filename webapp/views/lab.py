@@ -25,6 +25,7 @@ from webapp.forms import (
     SampleUploadForm,
     duplicate_accession_error,
 )
+from webapp.intake import upload_budget
 from webapp.models import Cell, Sample, SmearImage
 from webapp.presenters import lab as lab_pages
 from webapp.presenters import sign_off as sign_off_pages
@@ -81,8 +82,7 @@ def _report_rejections(request, rejected):
         count, them = len(over_budget), "it" if len(over_budget) == 1 else "them"
         messages.error(request, (
             f"{count_of(count, 'photograph')} from {over_budget[0].name} on not stored: one upload may "
-            f"hold {settings.MAX_UPLOAD_MEGAPIXELS:,} megapixels of photographs together. Add {them} to "
-            "the sample in another upload."))
+            f"hold {upload_budget()}. Add {them} to the sample in another upload."))
 
 
 def _report_also_elsewhere(request, also_elsewhere):
@@ -126,7 +126,7 @@ def upload(request):
         "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
         "max_megapixels": f"{settings.MAX_IMAGE_PIXELS / 1e6:g}",
         "max_files": settings.MAX_FILES_PER_UPLOAD,
-        "max_upload_megapixels": f"{settings.MAX_UPLOAD_MEGAPIXELS:,}",
+        "upload_budget": upload_budget(),
     }, status=status)
 
 
