@@ -7,6 +7,7 @@ Pure file checks: nothing here touches the database or the storage.
 
 import hashlib
 import io
+import logging
 import warnings
 from dataclasses import dataclass
 from itertools import pairwise
@@ -14,6 +15,8 @@ from itertools import pairwise
 import numpy as np
 from django.conf import settings
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
 
 # Formats a microscope camera or a slide scanner writes; anything else is refused by content.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "TIFF", "BMP", "WEBP")
@@ -91,6 +94,27 @@ def _is_heif(data):
     return data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS
 
 
+# The first bytes of the formats accepted: a file that starts as one but will not open is damaged,
+# not of another kind.
+FORMAT_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\x00", "TIFF"),
+                     (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
+# Pillow's ways of saying that a file's data is not what its header promised.
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)
+DAMAGED = "The image is damaged or truncated (the upload may have been cut short)."
+
+
+def _signature_format(data):
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for signature, name in FORMAT_SIGNATURES if data.startswith(signature)), None)
+
+
+def _damaged_header(data):
+    kind = _signature_format(data)
+    return f"The file starts as a {kind} image, but its header is damaged." if kind else (
+        "The file looks like an image, but its header is damaged.")
+
+
 def _open(data):
     try:
         return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
@@ -100,13 +124,15 @@ def _open(data):
                 "This is a HEIC/HEIF photograph (a phone's default format), which Leukoscope cannot "
                 "read: set the camera or phone to save JPEG, or export it as JPEG or PNG."
             ) from None
+        if _signature_format(data):
+            raise ImageRejected(_damaged_header(data)) from None
         raise ImageRejected(
             "This is not an image Leukoscope can read (JPEG, PNG, TIFF, BMP or WebP expected)."
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRejected(_too_many_pixels_message()) from None
     except (OSError, SyntaxError, ValueError, EOFError):
-        raise ImageRejected("The file looks like an image but its header is damaged.") from None
+        raise ImageRejected(_damaged_header(data)) from None
 
 
 def _too_many_pixels_message(width=None, height=None):
@@ -135,10 +161,8 @@ def _decode(data):
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise ImageRejected(_too_many_pixels_message(width, height)) from None
-        except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError):
-            raise ImageRejected(
-                "The image is damaged or truncated (the upload may have been cut short)."
-            ) from None
+        except DECODE_ERRORS:
+            raise ImageRejected(DAMAGED) from None
     return image
 
 
@@ -176,15 +200,8 @@ def check_image(uploaded):
     image = _decode(data)
     source_format = image.format or "image"
     notes = [note for note in (_bits_per_channel_note(_open(data)),) if note]
-    frames = getattr(image, "n_frames", 1)
-    if frames > 1:
-        # A multi-page TIFF or an animation: one page is stored, the largest (a TIFF may open with
-        # a thumbnail), and only a page within the pixel limit.
-        page = _largest_page(image, frames)
-        image.seek(page)
-        image.load()
-        notes.append(f"page {page + 1} of {frames} kept, the largest" if page
-                     else f"first of {frames} frames kept")
+    if page_note := _keep_one_page(image):
+        notes.append(page_note)
 
     if image.mode in GREYSCALE_MODES:
         # The stain colours are what tells a lymphocyte from a neutrophil; grey cannot be undone.
@@ -227,6 +244,23 @@ def check_image(uploaded):
     note = f"{source_format} stored as 8-bit RGB PNG: " + ", ".join(notes or ["re-encoded"])
     return CheckedImage(buffer.getvalue(), ".png", width, height, note[:255],
                         fingerprint=pixels, turned=turned)
+
+
+def _keep_one_page(image):
+    """Of a multi-page TIFF or an animation, load the page stored: the largest (a TIFF may open
+    with a thumbnail), and only one within the pixel limit. Returns the note saying which, "" for
+    an image of one page. verify() read the first page alone: a later one may be cut short."""
+    try:
+        frames = getattr(image, "n_frames", 1)
+        if frames <= 1:
+            return ""
+        page = _largest_page(image, frames)
+        image.seek(page)
+        image.load()
+    except DECODE_ERRORS:
+        raise ImageRejected("The image is damaged or truncated: a page of it cannot be read (the upload "
+                            "may have been cut short).") from None
+    return f"page {page + 1} of {frames} kept, the largest" if page else f"first of {frames} frames kept"
 
 
 def _largest_page(image, frames):
@@ -384,6 +418,12 @@ def check_files(files, known_checksums=None, known_fingerprints=None):
             continue
         except MemoryError:
             rejected.append(RejectedFile(name, "The image is too large to open."))
+            continue
+        except DECODE_ERRORS:
+            # A damage the checks above did not foresee: this file is refused, the others of the
+            # batch are not lost with it.
+            logger.warning("Upload %r refused: Pillow could not read it", name, exc_info=True)
+            rejected.append(RejectedFile(name, DAMAGED))
             continue
         checked.checksum = hashlib.sha256(checked.content).hexdigest()
         same = held_already(checked, checksums, fingerprints)

@@ -167,6 +167,51 @@ def test_a_tiff_that_opens_with_a_thumbnail_keeps_its_largest_page():
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(checked.content))), np.asarray(field))
 
 
+
+def scanner_tiff():
+    """A slide scanner's layout: a thumbnail page, then two full pages."""
+    field = Image.fromarray(smear_array(width=640, height=480))
+    return encoded(field.resize((160, 120)), "TIFF", save_all=True, append_images=[field, field])
+
+
+def test_a_multi_page_tiff_cut_short_is_refused_as_damaged():
+    # verify() reads the first page alone: the full page past it failed later, out of any check.
+    data = scanner_tiff()
+    assert "a page of it cannot be read" in rejection(data[:len(data) // 2], "cut.tif")
+
+
+@pytest.mark.django_db
+def test_a_damaged_file_is_refused_alone_and_the_rest_of_its_batch_stored(client, tech, queued, monkeypatch):
+    data = scanner_tiff()
+    response = client.post(reverse("lab:upload"), {"accession_number": "H26-0600", "images": [
+        upload("good.jpg", jpeg_bytes()), upload("cut.tif", data[:len(data) // 2])]}, follow=True)
+    sample = Sample.objects.get(accession_number="H26-0600")
+    assert list(sample.images.values_list("original_filename", flat=True)) == ["good.jpg"]
+    assert "cut.tif was not stored: The image is damaged or truncated" in response.content.decode()
+
+    # A damage no check foresaw (Pillow raising past them) refuses that file, not the batch.
+    check = intake.check_image
+
+    def unforeseen(uploaded):
+        if uploaded.name == "odd.jpg":
+            raise OSError("decoder error -2")
+        return check(uploaded)
+
+    monkeypatch.setattr(intake, "check_image", unforeseen)
+    response = client.post(reverse("lab:sample-add-images", args=[sample.pk]), {"images": [
+        upload("odd.jpg", jpeg_bytes(seed=1)), upload("fine.jpg", jpeg_bytes(seed=2))]}, follow=True)
+    assert response.status_code == 200
+    assert sorted(sample.images.values_list("original_filename", flat=True)) == ["fine.jpg", "good.jpg"]
+    assert "odd.jpg was not stored: The image is damaged or truncated" in response.content.decode()
+
+
+@pytest.mark.parametrize("start, kind", [
+    (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\x00", "TIFF"), (b"RIFF\x00\x00\x00\x00WEBP", "WebP"),
+    (b"\xff\xd8\xff\xe0", "JPEG")])
+def test_a_damaged_header_names_the_format_the_file_starts_as(start, kind):
+    garbage = np.random.default_rng(4).integers(0, 255, 300, np.uint8).tobytes()
+    assert rejection(start + garbage) == f"The file starts as a {kind} image, but its header is damaged."
+
 def test_greyscale_is_refused_with_the_clinical_reason():
     grey = Image.fromarray(smear_array()).convert("L")
     assert "greyscale" in rejection(encoded(grey, "PNG"), "grey.png")
