@@ -1,6 +1,7 @@
 """Forms of the lab workflow: the upload of a sample, the history filters, a cell review."""
 
 import re
+from datetime import UTC, datetime
 
 from django import forms
 from django.conf import settings
@@ -176,6 +177,17 @@ class ApiSampleListFilterForm(SampleListFilterForm):
     signed_since = QueryDateTimeField(
         required=False, help_text="ISO 8601, e.g. 2026-12-05T06:00:00Z; without an offset, the "
                                   "site's time zone (LEUKOSCOPE_TIME_ZONE, UTC by default).")
+
+    def clean_signed_since(self):
+        since = self.cleaned_data["signed_since"]
+        if since is None:
+            return since
+        try:
+            return since.astimezone(UTC)
+        except OverflowError:
+            # Past what a date holds once in UTC (year 1 east of it, 9999 west): the earliest or the
+            # latest moment, as the program meant ("everything since the start").
+            return datetime.min.replace(tzinfo=UTC) if since.year == 1 else datetime.max.replace(tzinfo=UTC)
 
     def clean(self):
         cleaned = super().clean()

@@ -113,8 +113,22 @@ def test_an_information_system_polls_for_the_results_signed_since_its_last_look(
 
     status, body = polled(signed_since="yesterday")
     assert status == 400 and body["error"].startswith("Bad filter: signed_since: Enter a valid date/time.")
+    # "Since the start" and "from the far future", past what a date holds once in UTC: every signed
+    # result, and none (they answered 500).
+    since_the_start = polled(signed_since="0001-01-01T00:00:00+00:01")[1]["results"]
+    assert [row["accession_number"] for row in since_the_start] == ["S-OLD", "S-EARLIER", "S-LATER"]
+    assert polled(signed_since="9999-12-31T23:00:00-01:00") == (200, polled(signed_since="9999-01-01")[1])
+    assert polled(signed_since="9999-01-01")[1]["results"] == []
     status, body = polled(signed_since=since, status="unsigned")
     assert status == 400 and "leave status out, or give status=signed" in body["error"]
+
+
+def test_a_date_without_an_offset_east_of_utc_reads_to_the_start(client, tech, settings, django_user_model):
+    settings.TIME_ZONE = "Asia/Tokyo"
+    mark_signed(make_sample("S-TOKYO", types=("NEUTROPHIL",)), named_hematologist(django_user_model))
+    response = client.get(reverse("lab:api-samples"), {"signed_since": "0001-01-01"})
+    assert response.status_code == 200
+    assert [row["accession_number"] for row in response.json()["results"]] == ["S-TOKYO"]
 
 
 def test_sample_detail_carries_formula_images_and_cells(client, tech):
