@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -356,9 +356,11 @@ def cell_review(request, pk):
     else:
         messages.success(request, f"{cell_name(cell)} is now {type_label(cell.cell_type)}.")
     target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
-        target = reverse("lab:cell-detail", args=[cell.pk])
-    return redirect(target)
+    # An address on this site only. redirect() would read a bare word as a URL pattern's name and
+    # fail, after the review was saved.
+    local = (target.startswith("/") and target.isprintable()
+             and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()))
+    return HttpResponseRedirect(target if local else reverse("lab:cell-detail", args=[cell.pk]))
 
 
 @require_GET
