@@ -60,7 +60,8 @@ def test_signed_in_user_reaches_home(client, django_user_model):
     assert client.get(reverse("home")).status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/media/../../etc/passwd", "/media/nope.png"])
+@pytest.mark.parametrize("path", ["/media/../../etc/passwd", "/media/nope.png", "/media/" + "a" * 300,
+                                  "/media/smears/" + "b" * 300 + ".jpg"])
 def test_media_outside_root_or_missing_is_404(client, django_user_model, path):
     client.force_login(django_user_model.objects.create_user("t2", password="a-long-passphrase-1"))
     assert client.get(path).status_code == 404

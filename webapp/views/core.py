@@ -64,9 +64,13 @@ def home(request):
 def protected_media(request, path):
     """Smear photographs and cell crops are lab data: only signed-in staff may fetch them."""
     root = Path(settings.MEDIA_ROOT).resolve()
-    target = (root / path).resolve()
-    if root not in target.parents or not target.is_file():
-        raise Http404("No such file.")
-    response = FileResponse(target.open("rb"))
+    try:
+        target = (root / path).resolve()
+        if root not in target.parents or not target.is_file():
+            raise Http404("No such file.")
+        opened = target.open("rb")
+    except OSError:  # a name longer than the file system allows, a folder that cannot be read
+        raise Http404("No such file.") from None
+    response = FileResponse(opened)
     response["Cache-Control"] = "private, max-age=3600"
     return response
