@@ -9,6 +9,8 @@ class SignForm(forms.Form):
     below_target_reason = forms.CharField(
         required=False, max_length=2000, label="Reason for signing below the target count",
         widget=forms.Textarea(attrs={"rows": 2}),
+        error_messages={"max_length": "The reason for signing below the target count is at most 2,000 "
+                                      "characters."},
     )
     keep_unidentified = forms.BooleanField(
         required=False, label="Keep the unidentified cells as unidentified (listed apart on the report)"
@@ -17,14 +19,17 @@ class SignForm(forms.Form):
     result_seen = forms.CharField(
         max_length=4000, widget=forms.HiddenInput,
         error_messages={"required": "Reload the page and sign again: the form did not say which result "
-                                    "you were shown."},
+                                    "you were shown.",
+                        "max_length": "Reload the page and sign again: the form's record of the result you "
+                                      "were shown is not one this site wrote."},
     )
 
 
 class ReopenForm(forms.Form):
     reason = forms.CharField(
         max_length=2000, label="Reason for reopening", widget=forms.Textarea(attrs={"rows": 2}),
-        error_messages={"required": "Give the reason for reopening the sample."},
+        error_messages={"required": "Give the reason for reopening the sample.",
+                        "max_length": "The reason for reopening is at most 2,000 characters."},
     )
 
     def clean_reason(self):
@@ -37,5 +42,6 @@ class ReopenForm(forms.Form):
 class TargetCountForm(forms.Form):
     target_count = forms.TypedChoiceField(
         choices=[(n, f"{n} leukocytes") for n in TARGET_CHOICES], coerce=int, label="Target count",
-        error_messages={"invalid_choice": "The target count is 100 or 200 leukocytes."},
+        error_messages={"invalid_choice": "The target count is 100 or 200 leukocytes.",
+                        "required": "Choose the target count: 100 or 200 leukocytes."},
     )

@@ -177,7 +177,7 @@ def test_a_result_changed_since_the_page_was_loaded_is_not_signed(client, hemato
     assert not Sample.objects.get(pk=sample.pk).is_signed
     # A form that does not say which result it signs is not signed either.
     response = client.post(reverse("lab:sample-sign", args=[sample.pk]), headers=JSON)
-    assert response.status_code == 409 and "Reload the page" in response.json()["error"]
+    assert response.status_code == 400 and "Reload the page" in response.json()["error"]
     # Two labels swapped keep every count, and still change the result.
     swapped = result_stamp(sample)
     review_cell(Cell.objects.get(image__sample=sample, index=1), "BLAST", technologist)
@@ -535,3 +535,31 @@ def test_the_sample_list_and_history_show_each_status(client, tech, hematologist
     history = client.get(reverse("lab:history"), {"view": "table"}).content.decode()
     assert 'data-state="signed">Signed</span>' in history
     assert 'data-state="ready">Ready to sign</span>' in history
+
+
+@pytest.mark.parametrize("name, form, message", [
+    ("lab:sample-target", {"target_count": ""}, "Choose the target count: 100 or 200 leukocytes."),
+    ("lab:sample-target", {"target_count": "150"}, "The target count is 100 or 200 leukocytes."),
+    ("lab:sample-sign", {"result_seen": "x" * 5000},
+     "Reload the page and sign again: the form's record of the result you were shown is not one this site "
+     "wrote."),
+    ("lab:sample-sign", {"result_seen": "x", "below_target_reason": "y" * 2001},
+     "The reason for signing below the target count is at most 2,000 characters."),
+])
+def test_a_form_the_panel_cannot_read_is_a_400_saying_what_to_do(client, hematologist, name, form, message):
+    # Bad input is the caller's to mend (400), not a state of the sample that stands in the way (409).
+    client.force_login(hematologist)
+    sample = small_sample()
+    response = client.post(reverse(name, args=[sample.pk]), form, headers=JSON)
+    assert response.status_code == 400 and response.json() == {"error": message}
+    assert not Sample.objects.get(pk=sample.pk).is_signed
+
+
+def test_a_reopening_reason_too_long_is_a_400(client, hematologist):
+    client.force_login(hematologist)
+    sample = signed_sample(hematologist)
+    response = client.post(reverse("lab:sample-reopen", args=[sample.pk]), {"reason": "z" * 2001},
+                           headers=JSON)
+    assert response.status_code == 400
+    assert response.json() == {"error": "The reason for reopening is at most 2,000 characters."}
+    assert Sample.objects.get(pk=sample.pk).is_signed

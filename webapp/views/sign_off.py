@@ -2,7 +2,7 @@
 
 Signing and reopening need the permission webapp.sign_sample (the hematologist group): anyone else
 gets 403. A refusal (what still stands in the way, a locked sample) comes back as a message on the
-sample page, or as JSON with 409 to a script that asks for JSON.
+sample page, or as JSON with 409 to a script that asks for JSON (400 where the form itself is wrong).
 """
 
 from django.contrib import messages
@@ -26,10 +26,12 @@ from webapp.views import roles
 from webapp.views.errors import wants_json
 
 
-def _answer(request, sample, error=None, done=""):
+def _answer(request, sample, error=None, done="", status=409):
+    """The page again with a message, or JSON to a script: an error is a refusal of what the sample
+    stands at (409), or with ``status`` 400 a form the site cannot read."""
     if wants_json(request):
         if error:
-            return JsonResponse({"error": error}, status=409)
+            return JsonResponse({"error": error}, status=status)
         current = Sample.objects.get(pk=sample.pk)
         return JsonResponse({"sample": sample.pk, "status": current.status, "message": done})
     if error:
@@ -76,7 +78,7 @@ def sample_sign(request, pk):
     form = SignForm(request.POST)
     if not form.is_valid():
         _keep_draft(request, sample)
-        return _answer(request, sample, _form_error(form))
+        return _answer(request, sample, _form_error(form), status=400)
     try:
         sample = sign_sample(sample, request.user, form.cleaned_data["below_target_reason"],
                              form.cleaned_data["keep_unidentified"], form.cleaned_data["result_seen"])
@@ -93,7 +95,7 @@ def sample_reopen(request, pk):
     _refuse_unless_may_sign(request, "Reopening a signed sample")
     form = ReopenForm(request.POST)
     if not form.is_valid():
-        return _answer(request, sample, _form_error(form))
+        return _answer(request, sample, _form_error(form), status=400)
     try:
         sample = reopen_sample(sample, request.user, form.cleaned_data["reason"])
     except SignOffRefused as exc:
@@ -108,7 +110,7 @@ def sample_target(request, pk):
     sample = get_object_or_404(Sample, pk=pk)
     form = TargetCountForm(request.POST)
     if not form.is_valid():
-        return _answer(request, sample, _form_error(form))
+        return _answer(request, sample, _form_error(form), status=400)
     try:
         sample = set_target_count(sample, form.cleaned_data["target_count"], request.user)
     except (SampleLocked, SignOffRefused) as exc:
