@@ -9,13 +9,16 @@ import copy
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import ReadOnlyPasswordHashWidget, UserChangeForm
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
+from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
@@ -39,6 +42,30 @@ def delete_selected_through(actions, action):
         _, name, description = actions["delete_selected"]
         actions["delete_selected"] = (action, name, description)
     return actions
+
+
+# The largest primary key either database stores (a signed 64-bit integer).
+LARGEST_KEY = 2**63 - 1
+
+
+class ReadsOnlyWhatItCan:
+    """For every admin list here: a filter value or a selection the database cannot read (a year
+    past 9999, a row id of letters or beyond 64 bits, sent by an edited address or form) is the
+    admin's "bad lookup" note or a message, not a server error, and changes nothing."""
+
+    def get_changelist_instance(self, request):
+        try:
+            return super().get_changelist_instance(request)
+        except (ValueError, OverflowError) as error:
+            raise IncorrectLookupParameters(error) from error
+
+    def response_action(self, request, queryset):
+        chosen = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if not all(value.isascii() and value.isdigit() and int(value) <= LARGEST_KEY for value in chosen):
+            self.message_user(request, "Those are not rows of this list: reload the page and choose again.",
+                              messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset)
 
 
 class DeletesCellsWithIt:
@@ -97,7 +124,7 @@ class SmearImageInline(admin.TabularInline):
 
 
 @admin.register(Sample)
-class SampleAdmin(LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
+class SampleAdmin(ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
     signed_filter = "status"
     list_display = ("accession_number", "created_at", "created_by", "image_count", "status")
     search_fields = ("accession_number",)
@@ -144,7 +171,7 @@ class SampleAdmin(LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
 
 
 @admin.register(SmearImage)
-class SmearImageAdmin(LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
+class SmearImageAdmin(ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
     signed_filter = "sample__status"
     list_display = ("id", "sample", "original_filename", "status", "model_version", "width", "height",
                     "processed_at")
@@ -174,7 +201,7 @@ class SmearImageAdmin(LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
 
 
 @admin.register(Cell)
-class CellAdmin(admin.ModelAdmin):
+class CellAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
     list_display = ("id", "image", "index", "cell_type", "predicted_type", "confidence", "needs_review",
                     "corrected_type", "model_version", "created_at")
     list_filter = ("cell_type", "needs_review")
@@ -197,7 +224,7 @@ class CellAdmin(admin.ModelAdmin):
 
 
 @admin.register(CellReview)
-class CellReviewAdmin(admin.ModelAdmin):
+class CellReviewAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
     list_display = ("id", "cell", "from_type", "to_type", "reviewed_by", "reviewed_at")
     list_filter = ("to_type",)
     list_select_related = ("reviewed_by",)
@@ -226,7 +253,7 @@ class ApiTokenForm(forms.ModelForm):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
     """Keys for programs (the lab's information system): made here or with `manage.py api_token
     create`, each shown once, on the page that made it, and never kept; listed and revoked here
     (a revoked key stays on record)."""
@@ -321,7 +348,7 @@ admin.site.unregister(User)
 
 
 @admin.register(User)
-class LabUserAdmin(UserAdmin):
+class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
     form = LabUserChangeForm
 
     def _superusers_only(self, request, account):

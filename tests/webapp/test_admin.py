@@ -358,3 +358,23 @@ def test_the_admin_writes_dates_as_the_lab_pages_do(admin_client):
     page = admin_client.get(reverse("admin:webapp_sample_changelist")).content.decode()
     assert "2026-03-04 17:05 UTC" in page
     assert "p.m." not in page
+
+
+@pytest.mark.parametrize("model", ["cell", "smearimage", "sample", "cellreview", "apitoken"])
+def test_a_filter_the_database_cannot_read_is_the_admins_bad_lookup_note(admin_client, model):
+    # An edited address: a year past 9999 answered 500 on the cells' and photographs' lists.
+    response = admin_client.get(f"/admin/webapp/{model}/?created_at__year=99999")
+    assert response.status_code == 302 and response["Location"].endswith("?e=1")
+
+
+@pytest.mark.parametrize("url, action", [
+    ("/admin/webapp/apitoken/", "revoke"), ("/admin/webapp/sample/", "delete_selected"),
+    ("/admin/webapp/smearimage/", "delete_selected"), ("/admin/auth/user/", "delete_selected")])
+@pytest.mark.parametrize("chosen", ["abc", "99999999999999999999", "1\x00"])
+def test_a_selection_that_is_no_rows_changes_nothing_and_says_so(admin_client, url, action, chosen):
+    sample = make_sample()
+    response = admin_client.post(url, {"action": action, "_selected_action": [str(sample.pk), chosen]},
+                                 follow=True)
+    assert response.status_code == 200
+    assert "Those are not rows of this list: reload the page and choose again." in response.content.decode()
+    assert Sample.objects.filter(pk=sample.pk).exists()
