@@ -137,7 +137,8 @@ def test_a_reader_asking_for_xml_only_is_told_what_there_is(client, tech, hemato
     path = reverse("lab:api-sample-fhir", args=[sample.pk])
     refused = client.get(path, HTTP_ACCEPT="application/fhir+xml")
     assert refused.status_code == 406 and "application/fhir+json" in refused.json()["error"]
-    for accept in ("application/fhir+json", "application/json", "*/*", "application/fhir+xml, */*;q=0.1"):
+    for accept in ("application/fhir+json", "application/json", "*/*", "application/fhir+xml, */*;q=0.1", "",
+                   " "):
         assert client.get(path, HTTP_ACCEPT=accept).status_code == 200, accept
 
 

@@ -38,7 +38,9 @@ def report_pdf(request, pk):
 
 @read_only
 def sample_fhir(request, pk):
-    if not (request.accepts(CONTENT_TYPE) or request.accepts("application/json")):
+    # An Accept header left empty names no type: read it as none sent, as HTTP clients mean it.
+    named = request.headers.get("Accept", "").strip()
+    if named and not (request.accepts(CONTENT_TYPE) or request.accepts("application/json")):
         # Asked for FHIR's XML (or anything else) only: say what there is, not JSON with a 200.
         return JsonResponse({"error": f"Only {CONTENT_TYPE} is served here."}, status=406)
     report = _report(pk)
