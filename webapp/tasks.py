@@ -38,7 +38,7 @@ def classify_image(self, image_id, model_version_id=None):
     version_id = SmearImage.objects.filter(pk=image_id).values_list("requested_version", flat=True).first()
     try:
         with heartbeat(SmearImage, image_id):
-            classify_smear_image(image_id, model_version_id=version_id)
+            classify_smear_image(image_id, model_version_id=version_id, task_id=self.request.id)
     except StorageUnreachable as exc:
         # The photograph is queued again; this message comes back later, to whichever worker
         # takes it, until one can read the photograph. No limit: the photograph is not at fault.

@@ -20,7 +20,7 @@ from classifier.rendering import encode_jpeg, encode_png
 from tests.conftest import stored_files
 from tests.webapp.lab_factories import make_version
 from webapp.models import Cell, CellReview, Sample, SmearImage
-from webapp.services import classification, uploads
+from webapp.services import classification, liveness, uploads
 from webapp.services.model_registry import NoActiveModel
 from webapp.services.review import review_cell
 
@@ -59,8 +59,11 @@ def network(monkeypatch):
         analysis = analysis_with([(100, 80, 220, 200), (300, 200, 400, 300)])
         error = None
         one_cell = None  # what the service last asked for
+        during = None  # what happens elsewhere while the network runs
 
     def fake_analyse(rgb, classifier, review_threshold, given_boxes=(), one_cell=False):
+        if Control.during:
+            Control.during()
         if Control.error:
             raise Control.error
         Control.one_cell = one_cell
@@ -375,3 +378,48 @@ def test_the_versions_own_review_threshold_flags_calls_unless_the_site_sets_one(
     version.save()
     classification.classify_smear_image(stored_image.pk)
     assert Cell.objects.get().needs_review
+
+
+# --- a photograph queued again while it is classified ------------------------------------------
+
+def test_a_photograph_re_classified_while_a_run_holds_it_is_left_to_the_newer_run(network, stored_image):
+    # The concurrency audit: a re-classification queued while the worker classified the photograph
+    # was overwritten by the older run's "done", and the newer message then found it done.
+    older, newer = make_version(), make_version(status="ready")
+    assert liveness.claim_image(stored_image.pk, "older-task")
+    media = Path(Cell._meta.get_field("crop").storage.location)
+    files_before = stored_files(media)
+
+    def re_classified_meanwhile():
+        SmearImage.objects.filter(pk=stored_image.pk).update(status="queued", requested_version=newer)
+
+    network.during = re_classified_meanwhile
+    assert classification.classify_smear_image(stored_image.pk, older.pk, task_id="older-task") is None
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert (image.status, image.requested_version, image.model_version) == ("queued", newer, None)
+    assert not image.cells.exists() and stored_files(media) == files_before  # no cell's picture left
+
+    network.during = None
+    assert liveness.claim_image(stored_image.pk, "newer-task")
+    assert classification.classify_smear_image(stored_image.pk, newer.pk, task_id="newer-task") == 2
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert (image.status, image.model_version) == ("done", newer)
+
+
+def test_a_run_whose_photograph_another_task_took_drops_its_work(network, stored_image):
+    make_version()
+    assert liveness.claim_image(stored_image.pk, "older-task")
+    network.during = lambda: SmearImage.objects.filter(pk=stored_image.pk).update(task_id="other-task")
+    assert classification.classify_smear_image(stored_image.pk, task_id="older-task") is None
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert (image.status, image.task_id) == ("processing", "other-task") and not image.cells.exists()
+
+
+def test_a_run_that_fails_after_its_photograph_was_queued_again_leaves_it_queued(network, stored_image):
+    make_version()
+    assert liveness.claim_image(stored_image.pk, "older-task")
+    network.during = lambda: SmearImage.objects.filter(pk=stored_image.pk).update(status="queued")
+    network.error = RuntimeError("out of memory")
+    assert classification.classify_smear_image(stored_image.pk, task_id="older-task") is None
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert (image.status, image.error) == ("queued", "")

@@ -158,7 +158,7 @@ def classified(monkeypatch):
     """Image ids and versions the classification service was called with (a stand-in)."""
     calls = []
 
-    def classify_smear_image(image_id, model_version_id=None):
+    def classify_smear_image(image_id, model_version_id=None, task_id=None):
         calls.append((image_id, model_version_id))
         SmearImage.objects.filter(pk=image_id).update(status="done")
 

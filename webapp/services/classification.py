@@ -24,7 +24,7 @@ import time
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from classifier.boxes import SAME_CELL_IOU, cut_by_edge, match_boxes
@@ -49,6 +49,19 @@ class ClassificationError(RuntimeError):
 class StorageUnreachable(RuntimeError):
     """This worker cannot use the media folder at all (a network mount missing on its machine):
     the photograph is not at fault, and waits in the queue (the task tries again later)."""
+
+
+class Superseded(RuntimeError):
+    """The photograph was queued again while this run classified it (re-classified by another
+    version, its sample's photographs read another way, tried again), or taken by another task:
+    the newer run's cells are the ones to keep."""
+
+
+def _ours(task_id):
+    """The photograph's row while this run still holds it: processing, and claimed by ``task_id``
+    (liveness.claim_image) where a task runs it."""
+    held = Q(status=SmearImage.Status.PROCESSING)
+    return held & Q(task_id=task_id) if task_id else held
 
 
 def load_rgb(image):
@@ -244,13 +257,16 @@ def _record_failure(image_id, error):
         logger.exception("Recording the failure of image %s in the audit trail failed", image_id)
 
 
-def classify_smear_image(image_id, model_version_id=None):
+def classify_smear_image(image_id, model_version_id=None, task_id=None):
     """Classify one stored image; ends with the image marked done or failed, or, where this worker
     cannot reach the media folder, queued again with the reason and StorageUnreachable raised for
-    the task to try again (webapp.tasks)."""
+    the task to try again (webapp.tasks). ``task_id``: the task that claimed it. A photograph
+    queued again meanwhile is left to the newer run, and this run's work dropped (Superseded)."""
     started = time.monotonic()
-    if not SmearImage.objects.filter(pk=image_id).update(status=SmearImage.Status.PROCESSING, error=""):
-        logger.warning("Image %s was deleted before it could be classified.", image_id)
+    starting = SmearImage.objects.filter(pk=image_id)
+    if not (starting.filter(_ours(task_id)) if task_id else starting).update(
+            status=SmearImage.Status.PROCESSING, error=""):
+        logger.warning("Image %s was deleted or queued again before this run could classify it.", image_id)
         return None
     written = Written(Cell._meta.get_field("crop").storage)
     try:
@@ -268,6 +284,11 @@ def classify_smear_image(image_id, model_version_id=None):
             previous_version_ids = list(locked.values_list("model_version_id", flat=True))
             if not previous_version_ids:
                 raise ClassificationError("The image was deleted while it was being classified.")
+            # Checked under the lock that the update below holds on to: a run that stored its
+            # cells over a re-classification queued meanwhile kept the old version's, and the
+            # newer message then found the photograph done.
+            if not locked.filter(_ours(task_id)).exists():
+                raise Superseded(f"Image {image_id} was queued again while this run classified it.")
             # One audit row for the photograph (below), not one per cell (webapp.audit).
             with audit.disable_auditlog():
                 stale_files = _store_cells(image, version, analysis, written)
@@ -291,19 +312,25 @@ def classify_smear_image(image_id, model_version_id=None):
             )
             if not updated:
                 raise ClassificationError("The image was deleted while it was being classified.")
+    except Superseded as exc:
+        written.discard()
+        logger.info("%s Its cells from this run are dropped; the newer run classifies it.", exc)
+        return None
     except StorageUnreachable as exc:
         written.discard()
         logger.error("Image %s put back in the queue: %s", image_id, exc)
-        SmearImage.objects.filter(pk=image_id).update(status=SmearImage.Status.QUEUED, error=str(exc))
+        SmearImage.objects.filter(pk=image_id).filter(_ours(task_id)).update(
+            status=SmearImage.Status.QUEUED, error=str(exc))
         raise
     except Exception as exc:
         written.discard()
         logger.exception("Classifying image %s failed", image_id)
         error = readable_error(exc)
-        SmearImage.objects.filter(pk=image_id).update(
+        failed = SmearImage.objects.filter(pk=image_id).filter(_ours(task_id)).update(
             status=SmearImage.Status.FAILED, error=error, processed_at=timezone.now()
         )
-        _record_failure(image_id, error)
+        if failed:  # not where the photograph was queued again meanwhile: the newer run decides
+            _record_failure(image_id, error)
         return None
     for name in stale_files:
         written.storage.delete(name)
