@@ -198,15 +198,18 @@ def test_photographs_added_to_a_sample_keep_its_network(
 ):
     old = make_version()
     SmearImage.objects.filter(pk=stored_image.pk).update(model_version=old)
-    make_version()  # activated after the sample was classified
+    active = make_version()  # activated after the sample was classified
     with django_capture_on_commit_callbacks(execute=True):
         added = uploads.add_images_to_sample(stored_image.sample, [upload("b.jpg", jpeg_bytes(seed=3))])
         uploads.requeue_image(SmearImage.objects.get(pk=stored_image.pk))
     assert queued_with_versions(sent_tasks) == [(added.stored[0].pk, old.pk), (stored_image.pk, old.pk)]
 
-    # A sample already split between versions, or never classified, takes the active one.
+    # A sample uploaded now is headed for the version active now; one split between versions takes
+    # whichever is active.
     fresh = uploads.create_sample_with_images("N-1", "", [upload("c.jpg", jpeg_bytes(seed=4))]).sample
-    assert uploads.sample_version_id(fresh) is None
+    assert uploads.sample_version_id(fresh) == active.pk
+    SmearImage.objects.filter(pk=stored_image.pk).update(status=SmearImage.Status.DONE, model_version=active)
+    assert uploads.sample_version_id(stored_image.sample) is None
 
 
 def test_cells_a_reviewer_named_no_leukocyte_stay_out_of_a_binary_networks_differential(

@@ -13,6 +13,7 @@ from django.urls import reverse
 from PIL import Image
 
 from tests.conftest import stored_files
+from tests.webapp.lab_factories import make_version
 from webapp import intake
 from webapp.intake import ImageRejected, check_image
 from webapp.models import Sample, SmearImage
@@ -825,6 +826,22 @@ def test_one_photograph_past_a_budget_smaller_than_itself_is_refused_saying_why(
     body = response.content.decode()
     assert "<strong>wide.jpg</strong>: one upload may hold 1 megapixels and 1,024 MB of photographs" in body
     assert "None of the files could be stored; nothing was saved." in body
+
+
+@pytest.mark.django_db
+def test_a_sample_is_classified_by_the_version_active_when_it_was_uploaded(client, tech, queued):
+    # The concurrency audit activated another version 0.8 s after a 50-photograph upload: the worker
+    # took whichever was active as it reached each photograph, and split the sample 34/16.
+    nothing_active = create_sample_with_images("H26-0700", "", [upload("a.jpg", jpeg_bytes(seed=1))])
+    assert nothing_active.stored[0].requested_version is None  # it waits for whichever comes
+    uploaded_under = make_version()
+    files = [upload(f"{n}.jpg", jpeg_bytes(seed=n)) for n in (2, 3)]
+    sample = create_sample_with_images("H26-0701", "", files)
+    assert [image.requested_version for image in sample.stored] == [uploaded_under] * 2
+    make_version()  # activated while the worker has yet to reach them
+    client.post(reverse("lab:sample-add-images", args=[sample.sample.pk]),
+                {"images": [upload("4.jpg", jpeg_bytes(seed=4))]})
+    assert {image.requested_version for image in sample.sample.images.all()} == {uploaded_under}
 
 # --- accession numbers ---------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from webapp.queueing import queue_classifications
 from webapp.selectors import photographs_held_elsewhere, sample_version_id, samples_with_accession
 from webapp.services.deletion import delete_stored_files
 from webapp.services.locking import ensure_editable
+from webapp.services.model_registry import NoActiveModel, active_version
 
 logger = logging.getLogger(__name__)
 
@@ -130,11 +131,21 @@ def create_sample_with_images(accession_number, note, files, user=None,
             accession_number=accession_number.strip(), note=note.strip(), photographs=photographs,
             created_by=user,
         )
-        result.stored = add_images(sample, accepted)
+        # Each photograph by the version active now, not by whichever is active when the worker
+        # reaches it: one activated meanwhile split a 50-photograph sample 34/16 between two.
+        result.stored = add_images(sample, accepted, _active_version_id())
     result.sample = sample
     result.also_elsewhere = _also_elsewhere(sample, result.stored)
     logger.info("Sample %s: %d image(s) queued, %d rejected", sample.pk, len(result.stored), len(rejected))
     return result
+
+
+def _active_version_id():
+    """The active version's id; None with none active (the photographs wait for one)."""
+    try:
+        return active_version().pk
+    except NoActiveModel:
+        return None
 
 
 def add_images_to_sample(sample, files):
