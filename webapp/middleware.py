@@ -1,11 +1,14 @@
 """Site-wide request handling beyond Django's own."""
 
+import logging
 from urllib.parse import unquote_to_bytes
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware
-from django.http import Http404, JsonResponse
+from django.db import OperationalError
+from django.http import Http404, HttpResponse, JsonResponse
 from django.middleware.gzip import GZipMiddleware
 from django.shortcuts import render
+from django.template.loader import render_to_string
 
 from webapp.services.api_tokens import user_for_key
 from webapp.views.errors import is_api_request, reads_json
@@ -104,3 +107,32 @@ class MethodNotAllowedExplained:
             answer = render(request, "405.html", {"request_path": request.path}, status=405)
         answer["Allow"] = allowed
         return answer
+
+
+logger = logging.getLogger(__name__)
+
+DATABASE_BUSY = ("The database was busy or out of reach and did not answer in time, so this was not done. "
+                 "Try again in a moment.")
+
+
+class DatabaseBusyMiddleware:
+    """A request the database could not serve in time (SQLite's write lock held past its 20 s by a
+    long write, a PostgreSQL restarting) is a 503 that says to try again, not a server error: the
+    view's transaction was rolled back, and the next try usually goes through."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, OperationalError):
+            return None
+        logger.warning("%s %s: the database did not answer: %s", request.method, request.path, exception)
+        if reads_json(request):
+            response = JsonResponse({"error": DATABASE_BUSY}, status=503)
+        else:
+            response = HttpResponse(render_to_string("503.html", {"message": DATABASE_BUSY}), status=503)
+        response["Retry-After"] = "5"
+        return response

@@ -195,6 +195,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
     "webapp.middleware.MethodNotAllowedExplained",
+    # Last, so that its answer to a view's database error comes before any other's.
+    "webapp.middleware.DatabaseBusyMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"

@@ -9,6 +9,7 @@ from celery import shared_task
 from celery.signals import task_prerun
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
+from django.db import OperationalError
 
 from webapp.models import SmearImage
 from webapp.services.added_cells import finish_added_cell
@@ -17,6 +18,9 @@ from webapp.services.liveness import claim_image, heartbeat
 from webapp.services.training import run_training
 
 logger = logging.getLogger(__name__)
+
+# Two minutes of tries: SQLite's lock waits 20 s each time, a restarted PostgreSQL a few seconds.
+DATABASE_RETRY_SECONDS, DATABASE_RETRIES = 5, 24
 
 
 @task_prerun.connect
@@ -33,16 +37,23 @@ def _forget_content_type_ids(**_):
 @shared_task(name="webapp.tasks.classify_image", acks_late=True, bind=True)
 def classify_image(self, image_id, model_version_id=None):
     # model_version_id: messages sent before the version was read from the row carry it; ignored.
-    if not claim_image(image_id, self.request.id):
-        return
-    version_id = SmearImage.objects.filter(pk=image_id).values_list("requested_version", flat=True).first()
     try:
+        if not claim_image(image_id, self.request.id):
+            return
+        row = SmearImage.objects.filter(pk=image_id)
+        version_id = row.values_list("requested_version", flat=True).first()
         with heartbeat(SmearImage, image_id):
             classify_smear_image(image_id, model_version_id=version_id, task_id=self.request.id)
     except StorageUnreachable as exc:
         # The photograph is queued again; this message comes back later, to whichever worker
         # takes it, until one can read the photograph. No limit: the photograph is not at fault.
         raise self.retry(exc=exc, countdown=settings.STORAGE_RETRY_SECONDS, max_retries=None) from None
+    except OperationalError as exc:
+        # A database busy past its timeout (SQLite's write lock) or out of reach a moment: the same
+        # message again, which this task's claim still holds. Past the retries the photograph's
+        # heartbeat goes silent and the reconciler queues it again; it is never marked failed for it.
+        logger.warning("Image %s: the database did not answer (%s); trying again", image_id, exc)
+        raise self.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS, max_retries=DATABASE_RETRIES) from None
     logger.info("Image %s finished by task %s", image_id, self.request.id)
 
 

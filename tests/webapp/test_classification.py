@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import OperationalError
 from django.urls import reverse
 from django.utils.html import escape
 from PIL import Image
@@ -423,3 +424,13 @@ def test_a_run_that_fails_after_its_photograph_was_queued_again_leaves_it_queued
     assert classification.classify_smear_image(stored_image.pk, task_id="older-task") is None
     image = SmearImage.objects.get(pk=stored_image.pk)
     assert (image.status, image.error) == ("queued", "")
+
+
+def test_a_database_too_busy_to_answer_leaves_the_photograph_to_the_task_s_next_try(network, stored_image):
+    make_version()
+    assert liveness.claim_image(stored_image.pk, "busy-task")
+    network.error = OperationalError("database is locked")
+    with pytest.raises(OperationalError):
+        classification.classify_smear_image(stored_image.pk, task_id="busy-task")
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert (image.status, image.task_id, image.error) == ("processing", "busy-task", "")

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from celery import current_app
+from django.db import OperationalError
 from django.urls import reverse
 from django.utils import timezone
 
@@ -187,6 +188,39 @@ def test_a_photograph_a_live_task_holds_goes_only_to_that_task_again(classified,
     SmearImage.objects.filter(pk=image.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=2))
     assert liveness.claim_image(image.pk, "second"), "the holder's heartbeat went silent"
 
+
+
+@pytest.mark.django_db
+def test_a_database_too_busy_to_answer_is_tried_again_not_a_failed_photograph(monkeypatch):
+    # The concurrency audit held SQLite's write lock past its 20 s: the photograph being stored was
+    # marked failed ("database is locked"), and a claim that hit it lost its message.
+    image = queued_image()
+    calls = []
+
+    def busy_once(image_id, model_version_id=None, task_id=None):
+        calls.append(task_id)
+        if len(calls) == 1:
+            raise OperationalError("database is locked")
+        SmearImage.objects.filter(pk=image_id).update(status="done")
+
+    monkeypatch.setattr(tasks, "classify_smear_image", busy_once)
+    tasks.classify_image.apply(args=(image.pk,), task_id="busy")
+    assert calls == ["busy", "busy"], "tried again as the same task, whose claim holds the photograph"
+    assert SmearImage.objects.get(pk=image.pk).status == "done"
+
+    other = queued_image()
+    claim = liveness.claim_image
+    claims = []
+
+    def claim_busy_once(image_id, task_id):
+        claims.append(task_id)
+        if len(claims) == 1:
+            raise OperationalError("database is locked")
+        return claim(image_id, task_id)
+
+    monkeypatch.setattr(tasks, "claim_image", claim_busy_once)
+    tasks.classify_image.apply(args=(other.pk,), task_id="claimed-late")
+    assert claims == ["claimed-late", "claimed-late"] and SmearImage.objects.get(pk=other.pk).status == "done"
 
 @pytest.mark.django_db(transaction=True)
 def test_a_running_task_keeps_its_heartbeat(settings):

@@ -137,3 +137,30 @@ def test_a_malformed_photograph_number_in_the_results_part_is_not_found(client, 
     sample = make_sample()
     response = client.get(reverse("lab:sample-results", args=[sample.pk]), {"image": image})
     assert response.status_code == 404
+
+
+
+def test_a_database_too_busy_to_answer_is_a_503_that_says_to_try_again(client, django_user_model,
+                                                                       monkeypatch):
+    # The concurrency audit: with SQLite's write lock held past its 20 s, a relabel, an upload and a
+    # sign-in answered 500.
+    from django.db import OperationalError
+
+    from webapp.models import Cell
+    from webapp.views import lab
+
+    def locked(*args, **kwargs):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(lab, "review_cell", locked)
+    client.force_login(django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1"))
+    make_sample()
+    cell = Cell.objects.get(index=0)
+    page = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "LYMPHOCYTE"})
+    assert page.status_code == 503 and page["Retry-After"] == "5"
+    assert "The database did not answer in time" in page.content.decode()
+    assert "so this was not done. Try again in a moment." in page.content.decode()
+    script = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "LYMPHOCYTE"},
+                         headers={"Accept": "application/json"})
+    assert script.status_code == 503 and "Try again in a moment" in script.json()["error"]
+    assert Cell.objects.get(pk=cell.pk).cell_type == cell.cell_type

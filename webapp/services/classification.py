@@ -23,7 +23,7 @@ import time
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -316,6 +316,11 @@ def classify_smear_image(image_id, model_version_id=None, task_id=None):
         written.discard()
         logger.info("%s Its cells from this run are dropped; the newer run classifies it.", exc)
         return None
+    except OperationalError:
+        # The database busy or out of reach, not the photograph at fault: it stays this run's,
+        # for the task to try again (webapp.tasks), never marked failed for it.
+        written.discard()
+        raise
     except StorageUnreachable as exc:
         written.discard()
         logger.error("Image %s put back in the queue: %s", image_id, exc)
