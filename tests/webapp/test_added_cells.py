@@ -131,6 +131,27 @@ def test_a_signed_sample_takes_no_box_and_no_count_in(client, tech, sent_tasks):
 
 
 @pytest.mark.django_db
+def test_a_box_whose_sample_is_signed_while_it_is_checked_is_refused(tech, sent_tasks, monkeypatch):
+    # The concurrency audit, from reading: the sample was checked unsigned before the box's checks
+    # and never again, so a signature in between stored a box on a signed sample.
+    from webapp.services import added_cells
+    from webapp.services.locking import SampleLocked
+
+    sample = make_sample()
+    image = sample.images.get()
+    check = added_cells._check_box
+
+    def signed_meanwhile(image, box):
+        Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.SIGNED, signed_by=tech,
+                                                   signed_at=timezone.now())
+        return check(image, box)
+
+    monkeypatch.setattr(added_cells, "_check_box", signed_meanwhile)
+    with pytest.raises(SampleLocked):
+        request_added_cell(image, (400, 300, 480, 380), tech)
+    assert not AddedCellRequest.objects.exists() and sent_tasks == []
+
+@pytest.mark.django_db
 def test_an_edge_cell_is_left_out_until_a_reviewer_counts_it_in(client, tech):
     sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE"))
     edge, whole = sample.images.get().cells.order_by("index")

@@ -102,6 +102,8 @@ def request_added_cell(image, box, user=None):
         raise AddCellError("That box is already waiting for the classifier.")
     x0, y0, x1, y1 = box
     with transaction.atomic():
+        # Again under the sample's lock: a signature may have come while the box was checked.
+        ensure_editable(image.sample, ACTION)
         request = AddedCellRequest.objects.create(image=image, x0=x0, y0=y0, x1=x1, y1=y1,
                                                   requested_by=user)
         queueing.queue_added_cells([request.pk])

@@ -113,9 +113,10 @@ def reopen_sample(sample, user, reason):
     return sample
 
 
+@transaction.atomic
 def set_target_count(sample, target_count, user=None):
     """How many leukocytes the sample should count before it is signed: 100 or 200."""
-    ensure_editable(sample, "changing the target count")
+    ensure_editable(sample, "changing the target count")  # the sample locked until it is written
     if target_count not in TARGET_CHOICES:
         raise SignOffRefused(f"The target count is one of {', '.join(map(str, TARGET_CHOICES))} leukocytes.")
     sample = Sample.objects.get(pk=sample.pk)
