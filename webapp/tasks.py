@@ -43,7 +43,7 @@ def classify_image(self, image_id, model_version_id=None):
         row = SmearImage.objects.filter(pk=image_id)
         version_id = row.values_list("requested_version", flat=True).first()
         with heartbeat(SmearImage, image_id):
-            classify_smear_image(image_id, model_version_id=version_id, task_id=self.request.id)
+            cells = classify_smear_image(image_id, model_version_id=version_id, task_id=self.request.id)
     except StorageUnreachable as exc:
         # The photograph is queued again; this message comes back later, to whichever worker
         # takes it, until one can read the photograph. No limit: the photograph is not at fault.
@@ -54,7 +54,8 @@ def classify_image(self, image_id, model_version_id=None):
         # heartbeat goes silent and the reconciler queues it again; it is never marked failed for it.
         logger.warning("Image %s: the database did not answer (%s); trying again", image_id, exc)
         raise self.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS, max_retries=DATABASE_RETRIES) from None
-    logger.info("Image %s finished by task %s", image_id, self.request.id)
+    if cells is not None:  # None: failed, deleted or left to a newer run, each logged where it happened
+        logger.info("Image %s finished by task %s", image_id, self.request.id)
 
 
 # A box a reviewer drew around a missed cell. Acknowledged when done, like a photograph: the
