@@ -11,6 +11,7 @@
   var chosen = [];
   var maxFiles = parseInt(zone.dataset.maxFiles, 10) || 50;
   var maxBytes = parseInt(zone.dataset.maxBytes, 10) || 0;
+  var maxTotalBytes = parseInt(zone.dataset.maxTotalBytes, 10) || 0;
   var warning = document.getElementById("upload-warning");
 
   function sizeText(bytes) {
@@ -50,6 +51,11 @@
     var tooBig = chosen.filter(function (file) { return maxBytes && file.size > maxBytes; });
     if (tooBig.length) problems.push(tooBig.map(function (f) { return f.name; }).join(", ") +
       (tooBig.length === 1 ? " is" : " are") + " over the " + sizeText(maxBytes) + " limit and will be refused.");
+    var total = chosen.reduce(function (sum, file) { return sum + file.size; }, 0);
+    // Not refused outright: the server stores the photographs up to its budget and lists the rest.
+    if (maxTotalBytes && total > maxTotalBytes) problems.push("These photographs come to " + sizeText(total) +
+      "; one upload holds at most " + sizeText(maxTotalBytes) + ", so the last of them will not be stored: " +
+      "split the batch.");
     warning.textContent = problems.join(" ");
     warning.hidden = !problems.length;
     button.disabled = chosen.length > maxFiles;

@@ -127,6 +127,7 @@ def upload(request):
         "max_megapixels": f"{settings.MAX_IMAGE_PIXELS / 1e6:g}",
         "max_files": settings.MAX_FILES_PER_UPLOAD,
         "upload_budget": upload_budget(),
+        "max_upload_total_bytes": settings.MAX_UPLOAD_TOTAL_MB * 1024 * 1024,
     }, status=status)
 
 

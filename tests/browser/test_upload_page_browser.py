@@ -1,0 +1,46 @@
+"""The upload page's own checks, before anything is sent: what the server would refuse of a batch,
+said while the photographs are still being chosen."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+from tests.browser.test_lab_browser import PASSWORD, sign_in
+from tests.webapp.lab_factories import with_role
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def noisy_png(path, seed):
+    """About 0.6 MB: noise does not compress."""
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (400, 500, 3), np.uint8)).save(path)
+    return str(path)
+
+
+def test_a_batch_past_the_upload_s_bytes_or_files_is_named_before_it_is_sent(live_server, browser_page,
+                                                                            django_user_model, settings,
+                                                                            tmp_path):
+    settings.MAX_UPLOAD_TOTAL_MB, settings.MAX_FILES_PER_UPLOAD = 1, 3
+    with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/new/")
+    page.wait_for_load_state()
+    warning, button = page.locator("#upload-warning"), page.locator("#upload-button")
+
+    fields = [noisy_png(tmp_path / f"field-{n}.png", n) for n in range(2)]
+    total_mb = sum(Path(field).stat().st_size for field in fields) / 1024 / 1024
+    page.set_input_files("#id_images", fields)
+    expect(warning).to_be_visible()
+    expect(warning).to_contain_text(f"These photographs come to {total_mb:.1f} MB; one upload holds at most "
+                                    "1.0 MB, so the last of them will not be stored: split the batch.")
+    expect(button).to_be_enabled()  # the server stores those that fit, and lists the rest
+
+    page.get_by_role("button", name="Remove field-1.png").click()
+    expect(warning).to_be_hidden()
+    page.set_input_files("#id_images", [noisy_png(tmp_path / f"more-{n}.png", 10 + n) for n in range(3)])
+    expect(warning).to_contain_text("At most 3 photographs per upload; remove 1 or split the batch.")
+    expect(button).to_be_disabled()
