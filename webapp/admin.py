@@ -23,7 +23,7 @@ from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 
-from webapp.forms import SampleAdminForm
+from webapp.forms import SampleAdminForm, is_row_id
 from webapp.models import ApiToken, Cell, CellReview, FingerprintBand, Sample, SmearImage
 from webapp.services import api_tokens
 from webapp.services.deletion import delete_image, delete_sample
@@ -44,10 +44,6 @@ def delete_selected_through(actions, action):
     return actions
 
 
-# The largest primary key either database stores (a signed 64-bit integer).
-LARGEST_KEY = 2**63 - 1
-
-
 class ReadsOnlyWhatItCan:
     """For every admin list here: a filter value or a selection the database cannot read (a year
     past 9999, a row id of letters or beyond 64 bits, sent by an edited address or form) is the
@@ -61,7 +57,7 @@ class ReadsOnlyWhatItCan:
 
     def response_action(self, request, queryset):
         chosen = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
-        if not all(value.isascii() and value.isdigit() and int(value) <= LARGEST_KEY for value in chosen):
+        if not all(is_row_id(value) for value in chosen):
             self.message_user(request, "Those are not rows of this list: reload the page and choose again.",
                               messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())

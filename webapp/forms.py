@@ -279,6 +279,14 @@ MAX_CELLS_PER_REVIEW = 2000
 MAX_CELL_ID = 2**63 - 1
 
 
+def is_row_id(text):
+    """Whether ``text``, as a request sent it, can name a row: ASCII digits (isdigit() alone takes
+    "²", which int() refuses) of a number the databases' keys hold (int() refuses thousands of
+    digits outright, and the database a number past its largest key)."""
+    digits = text.isascii() and text.isdigit() and len(text) <= len(str(MAX_CELL_ID))
+    return digits and int(text) <= MAX_CELL_ID
+
+
 class GalleryReviewForm(forms.Form):
     """The gallery's relabelling of a selection: cell ids (repeated `cells`, or comma-separated)
     and the type they are given."""
@@ -300,9 +308,9 @@ class GalleryReviewForm(forms.Form):
         if len(parts) > MAX_CELLS_PER_REVIEW:
             raise forms.ValidationError(
                 f"{len(parts)} cells selected: relabel at most {MAX_CELLS_PER_REVIEW} at a time.")
-        ids = sorted({int(part) for part in parts})
         # A number past the database's largest key is no cell; the database would refuse the query.
-        beyond = [cell_id for cell_id in ids if cell_id > MAX_CELL_ID]
+        beyond = [part for part in parts if not is_row_id(part)]
         if beyond:
-            raise forms.ValidationError(f"There is no cell {beyond[0]}: select cells on this page.")
-        return ids
+            shown = beyond[0] if len(beyond[0]) <= 40 else f"{beyond[0][:40]}…"
+            raise forms.ValidationError(f"There is no cell {shown}: select cells on this page.")
+        return sorted({int(part) for part in parts})

@@ -370,7 +370,7 @@ def test_a_filter_the_database_cannot_read_is_the_admins_bad_lookup_note(admin_c
 @pytest.mark.parametrize("url, action", [
     ("/admin/webapp/apitoken/", "revoke"), ("/admin/webapp/sample/", "delete_selected"),
     ("/admin/webapp/smearimage/", "delete_selected"), ("/admin/auth/user/", "delete_selected")])
-@pytest.mark.parametrize("chosen", ["abc", "99999999999999999999", "1\x00"])
+@pytest.mark.parametrize("chosen", ["abc", "99999999999999999999", "1\x00", "9" * 5000])
 def test_a_selection_that_is_no_rows_changes_nothing_and_says_so(admin_client, url, action, chosen):
     sample = make_sample()
     response = admin_client.post(url, {"action": action, "_selected_action": [str(sample.pk), chosen]},

@@ -128,6 +128,7 @@ def test_a_type_outside_the_allowed_ones_changes_nothing(client, tech):
                            {"cells": "1;DROP", "cell_type": "MONOCYTE"}, **JSON)
     assert response.status_code == 400 and "list of cell numbers" in response.json()["error"]
     for selection, message in ((f"{cells[0].pk},{10**30}", f"There is no cell {10**30}"),
+                               ("9" * 5000, f"There is no cell {'9' * 40}…"),  # past what int() reads
                                ("\u00b2", "list of cell numbers")):
         response = client.post(reverse("lab:gallery-review", args=[sample.pk]),
                                {"cells": selection, "cell_type": "MONOCYTE"}, **JSON)

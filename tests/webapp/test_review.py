@@ -291,8 +291,8 @@ def test_the_results_of_one_photograph_come_with_the_sidebar_and_sign_off_alone(
     card = unmasked(part).split(opening)[1].split("</section>")[0]
     assert card in unmasked(whole) and card.count('class="cellrow"') == 3
     elsewhere = make_sample("H26-0002")
-    for image in ("abc", str(elsewhere.images.get().pk)):
-        assert client.get(url, {"image": image}).status_code == 404
+    for image in ("abc", str(elsewhere.images.get().pk), "²", str(2**63), "9" * 5000):
+        assert client.get(url, {"image": image}).status_code == 404, image[:20]
 
 
 def test_a_long_queued_photograph_says_the_worker_may_be_down_and_offers_to_try_again(

@@ -16,7 +16,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from webapp.counting import type_label
 from webapp.exports import sample_csv_response
 from webapp.forms import (
-    MAX_CELL_ID,
     AddImagesForm,
     HistoryFilterForm,
     PhotographsKindForm,
@@ -24,6 +23,7 @@ from webapp.forms import (
     SampleListFilterForm,
     SampleUploadForm,
     duplicate_accession_error,
+    is_row_id,
 )
 from webapp.intake import upload_budget
 from webapp.models import Cell, Sample, SmearImage
@@ -174,7 +174,7 @@ def sample_results(request, pk):
     else:
         # The photograph must be one of this sample's: the results then hold it. isdigit() alone
         # takes "²", and the database refuses a number past its largest integer.
-        valid = only.isascii() and only.isdigit() and int(only) <= MAX_CELL_ID
+        valid = is_row_id(only)
         context = _sample_context(sample, [int(only)]) if valid else None
         if not (context and context["photographs"]):
             raise Http404(f"Sample {sample.accession_number} has no photograph {only}.")
