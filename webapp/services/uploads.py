@@ -16,12 +16,11 @@ from django.utils import timezone
 
 from webapp import audit
 from webapp.intake import RejectedFile, check_files, duplicate_reason, fingerprint_bands, held_already
-from webapp.models import FingerprintBand, Sample, SmearImage
+from webapp.models import FingerprintBand, ModelVersion, Sample, SmearImage
 from webapp.queueing import queue_classifications
 from webapp.selectors import photographs_held_elsewhere, sample_version_id, samples_with_accession
 from webapp.services.deletion import delete_stored_files
 from webapp.services.locking import ensure_editable
-from webapp.services.model_registry import NoActiveModel, active_version
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +131,9 @@ def create_sample_with_images(accession_number, note, files, user=None,
             created_by=user,
         )
         # Each photograph by the version active now, not by whichever is active when the worker
-        # reaches it: one activated meanwhile split a 50-photograph sample 34/16 between two.
+        # reaches it: one activated meanwhile split a 50-photograph sample 34/16 between two. (On
+        # PostgreSQL a "re-classify all" committed while this upload is stored does not see it:
+        # this sample stays with the version it was uploaded under, whole.)
         result.stored = add_images(sample, accepted, _active_version_id())
     result.sample = sample
     result.also_elsewhere = _also_elsewhere(sample, result.stored)
@@ -141,11 +142,9 @@ def create_sample_with_images(accession_number, note, files, user=None,
 
 
 def _active_version_id():
-    """The active version's id; None with none active (the photographs wait for one)."""
-    try:
-        return active_version().pk
-    except NoActiveModel:
-        return None
+    """The active version's id; None with none active (the photographs wait for one). Its id alone:
+    the version's row holds its network's bytes, megabytes read inside the upload's transaction."""
+    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("pk", flat=True).first()
 
 
 def add_images_to_sample(sample, files):
