@@ -97,22 +97,29 @@ def _is_heif(data):
 # The first bytes of the formats accepted: a file that starts as one but will not open is damaged,
 # not of another kind.
 FORMAT_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\x00", "TIFF"),
-                     (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
-# Pillow's ways of saying that a file's data is not what its header promised.
+                     (b"MM\x00*", "TIFF"))
+# Pillow's ways of saying that a file's data is not what its header promised: within the few lines
+# where Pillow alone reads the file, all of them; around the whole check, those a reader raises
+# (a TypeError or IndexError there is more likely this code's own fault, and is not hidden).
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)
+PILLOW_READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
 DAMAGED = "The image is damaged or truncated (the upload may have been cut short)."
 
 
 def _signature_format(data):
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WebP"
+    if data[:2] == b"BM" and data[6:10] == b"\x00" * 4:  # "BM", the file's size, four reserved zeros
+        return "BMP"
     return next((name for signature, name in FORMAT_SIGNATURES if data.startswith(signature)), None)
 
 
-def _damaged_header(data):
-    kind = _signature_format(data)
-    return f"The file starts as a {kind} image, but its header is damaged." if kind else (
-        "The file looks like an image, but its header is damaged.")
+def _unreadable(data):
+    """Why a file that will not open is refused: damaged, where it starts as one of the formats
+    accepted; else not an image Leukoscope can read (a text that happens to start "BM" included)."""
+    if kind := _signature_format(data):
+        return f"The file starts as a {kind} image, but its header is damaged."
+    return "This is not an image Leukoscope can read (JPEG, PNG, TIFF, BMP or WebP expected)."
 
 
 def _open(data):
@@ -124,15 +131,11 @@ def _open(data):
                 "This is a HEIC/HEIF photograph (a phone's default format), which Leukoscope cannot "
                 "read: set the camera or phone to save JPEG, or export it as JPEG or PNG."
             ) from None
-        if _signature_format(data):
-            raise ImageRejected(_damaged_header(data)) from None
-        raise ImageRejected(
-            "This is not an image Leukoscope can read (JPEG, PNG, TIFF, BMP or WebP expected)."
-        ) from None
+        raise ImageRejected(_unreadable(data)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageRejected(_too_many_pixels_message()) from None
     except (OSError, SyntaxError, ValueError, EOFError):
-        raise ImageRejected(_damaged_header(data)) from None
+        raise ImageRejected(_unreadable(data)) from None
 
 
 def _too_many_pixels_message(width=None, height=None):
@@ -402,13 +405,22 @@ def check_files(files, known_checksums=None, known_fingerprints=None):
     """
     accepted, rejected = [], []
     checksums, fingerprints = dict(known_checksums or {}), dict(known_fingerprints or {})
-    pixels_left = settings.MAX_UPLOAD_MEGAPIXELS * 1_000_000
-    bytes_left = settings.MAX_UPLOAD_TOTAL_MB * 1024 * 1024  # what is held until it is stored
+    # At least one photograph at the largest each may be, whatever the settings say.
+    pixels_left = max(settings.MAX_UPLOAD_MEGAPIXELS * 1_000_000, settings.MAX_IMAGE_PIXELS)
+    bytes_left = max(settings.MAX_UPLOAD_TOTAL_MB * 1024 * 1024, settings.MAX_UPLOAD_BYTES)
     for uploaded in files:
         name = getattr(uploaded, "name", "") or "unnamed file"
+        # Charged before the file is decoded, and whatever comes of it: a duplicate or a greyscale
+        # photograph takes as long to decode as one that is stored.
+        claimed = 0
+        if pixels_left >= 0 and bytes_left >= 0:
+            claimed = _header_pixels(uploaded)
+            size = getattr(uploaded, "size", None) or 0
+            pixels_left -= claimed
+            bytes_left -= size if size <= settings.MAX_UPLOAD_BYTES else 0  # past it: refused unread
         if pixels_left < 0 or bytes_left < 0:
-            # Past the upload's budget: not even opened, and so refused in order, that "the rest"
-            # is what the next upload sends.
+            # Past the upload's budget: not decoded, and so refused in order, that "the rest" is
+            # what the next upload sends.
             rejected.append(RejectedFile(name, over_budget_reason(), over_budget=True))
             continue
         try:
@@ -419,26 +431,37 @@ def check_files(files, known_checksums=None, known_fingerprints=None):
         except MemoryError:
             rejected.append(RejectedFile(name, "The image is too large to open."))
             continue
-        except DECODE_ERRORS:
+        except PILLOW_READ_ERRORS:
             # A damage the checks above did not foresee: this file is refused, the others of the
-            # batch are not lost with it.
-            logger.warning("Upload %r refused: Pillow could not read it", name, exc_info=True)
+            # batch are not lost with it. Logged as an error: a fault of this code would read so too.
+            logger.error("Upload %r refused: Pillow could not read it", name, exc_info=True)
             rejected.append(RejectedFile(name, DAMAGED))
             continue
+        # A multi-page file's header gives its first page; the page kept may be larger.
+        pixels_left -= max(0, checked.width * checked.height - claimed)
         checked.checksum = hashlib.sha256(checked.content).hexdigest()
         same = held_already(checked, checksums, fingerprints)
         if same is not None:
             # Its cells would be counted twice and skew the differential count.
             rejected.append(RejectedFile(name, duplicate_reason(same)))
             continue
-        pixels_left -= checked.width * checked.height
-        bytes_left -= len(checked.content)
-        if pixels_left < 0 or bytes_left < 0:
-            rejected.append(RejectedFile(name, over_budget_reason(), over_budget=True))
-            continue
         checksums[checked.checksum] = fingerprints[checked.fingerprint] = name
         accepted.append((name, checked))
     return accepted, rejected
+
+
+def _header_pixels(uploaded):
+    """The pixels a file's header claims, read without decoding it: 0 where none can be read or it
+    claims more than one photograph may hold (check_image then refuses it undecoded, saying why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a bomb's warning: its pixel count says as much
+            width, height = Image.open(uploaded, formats=ACCEPTED_FORMATS).size
+    except Exception:  # whatever the header is, check_image reads it again and names the fault
+        return 0
+    finally:
+        uploaded.seek(0)
+    return width * height if width * height <= settings.MAX_IMAGE_PIXELS else 0
 
 
 def upload_budget():

@@ -282,8 +282,9 @@ MAX_UPLOAD_BYTES = env_count("LEUKOSCOPE_MAX_UPLOAD_BYTES", 1, default=25 * 1024
 MAX_IMAGE_PIXELS = env_count("LEUKOSCOPE_MAX_IMAGE_PIXELS", 1, default=40_000_000)
 # A 200-cell differential of one-cell pictures (an analyser's export) in one upload. What bounds an
 # upload's time is the pixels to decode, and its memory the files held until they are stored, each
-# counted together (webapp.intake.check_files): 2,000 megapixels is 50 photographs at the largest
-# MAX_IMAGE_PIXELS allows (some 60 s on one core), 1,024 MB under 50 at the largest file allowed.
+# counted together as the files are sent, whatever becomes of each (webapp.intake.check_files):
+# 2,000 megapixels is 50 photographs at the largest MAX_IMAGE_PIXELS allows (some 60 s on one
+# core), 1,024 MB under 50 at the largest file allowed. Never under one photograph of each limit.
 MAX_FILES_PER_UPLOAD = env_count("LEUKOSCOPE_MAX_FILES_PER_UPLOAD", 1, default=200)
 MAX_UPLOAD_MEGAPIXELS = env_count("LEUKOSCOPE_MAX_UPLOAD_MEGAPIXELS", 1, default=2000)
 MAX_UPLOAD_TOTAL_MB = env_count("LEUKOSCOPE_MAX_UPLOAD_TOTAL_MB", 1, default=1024)
