@@ -4,14 +4,13 @@ import logging
 from urllib.parse import unquote_to_bytes
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware
-from django.db import OperationalError
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, JsonResponse
 from django.middleware.gzip import GZipMiddleware
 from django.shortcuts import render
-from django.template.loader import render_to_string
 
+from webapp.db_errors import is_transient_database_error
 from webapp.services.api_tokens import user_for_key
-from webapp.views.errors import is_api_request, reads_json
+from webapp.views.errors import database_busy, is_api_request, reads_json
 
 
 class LoginRequiredOrUnauthorizedMiddleware(LoginRequiredMiddleware):
@@ -111,14 +110,13 @@ class MethodNotAllowedExplained:
 
 logger = logging.getLogger(__name__)
 
-DATABASE_BUSY = ("The database was busy or out of reach and did not answer in time, so this was not done. "
-                 "Try again in a moment.")
-
 
 class DatabaseBusyMiddleware:
-    """A request the database could not serve in time (SQLite's write lock held past its 20 s by a
-    long write, a PostgreSQL restarting) is a 503 that says to try again, not a server error: the
-    view's transaction was rolled back, and the next try usually goes through."""
+    """A view the database could not serve in time (SQLite's write lock held past its 20 s by a long
+    write, a PostgreSQL restarting) answers 503 and says to try again, not a server error: what the
+    view wrote in a transaction was rolled back, and the next try usually goes through. Other
+    database errors stay server errors (errors.is_transient_database_error); a failure in another
+    middleware reaches errors.server_error, which answers the same way."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -127,12 +125,8 @@ class DatabaseBusyMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if not isinstance(exception, OperationalError):
+        if not is_transient_database_error(exception):
             return None
-        logger.warning("%s %s: the database did not answer: %s", request.method, request.path, exception)
-        if reads_json(request):
-            response = JsonResponse({"error": DATABASE_BUSY}, status=503)
-        else:
-            response = HttpResponse(render_to_string("503.html", {"message": DATABASE_BUSY}), status=503)
-        response["Retry-After"] = "5"
-        return response
+        logger.warning("%s %s: the database did not answer in time", request.method, request.path,
+                       exc_info=exception)
+        return database_busy(request)

@@ -12,7 +12,7 @@ import logging
 import uuid
 
 from celery import current_app
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from webapp.models import AddedCellRequest, ModelVersion, SmearImage
@@ -52,9 +52,23 @@ def send_classifications(image_ids):
             break
         sent.append(image_id)
     sent_at = timezone.now()
-    for start in range(0, len(sent), SENT_MARK_BATCH):
-        SmearImage.objects.filter(pk__in=sent[start : start + SENT_MARK_BATCH]).update(sent_at=sent_at)
+
+    def mark():
+        for start in range(0, len(sent), SENT_MARK_BATCH):
+            SmearImage.objects.filter(pk__in=sent[start : start + SENT_MARK_BATCH]).update(sent_at=sent_at)
+
+    _record_sent(f"{len(sent)} classify task(s)", mark)
     return sent
+
+
+def _record_sent(what, mark):
+    """Run ``mark``, the update that records tasks as sent. It runs after the work was committed
+    (on_commit), so a database too busy to take it must not fail the request that did the work: it
+    is logged, and the reconciler may send the tasks again, which their claims make harmless."""
+    try:
+        mark()
+    except DatabaseError as exc:
+        logger.warning("%s sent but not recorded as sent (%s): the reconciler may send them again", what, exc)
 
 
 def queue_classifications(image_ids):
@@ -77,7 +91,8 @@ def send_added_cells(request_ids):
         if not publish(ADD_CELL_TASK, (request_id,), queue=CLASSIFY_QUEUE):
             break
         sent.append(request_id)
-    AddedCellRequest.objects.filter(pk__in=sent).update(sent_at=timezone.now())
+    _record_sent(f"{len(sent)} add_cell task(s)",
+                 lambda: AddedCellRequest.objects.filter(pk__in=sent).update(sent_at=timezone.now()))
     return sent
 
 
@@ -93,7 +108,8 @@ def send_training(version_id):
     task_id = str(uuid.uuid4())
     if not publish(TRAIN_TASK, (version_id,), queue=TRAIN_QUEUE, task_id=task_id):
         return False
-    ModelVersion.objects.filter(pk=version_id).update(celery_task_id=task_id, sent_at=timezone.now())
+    _record_sent(f"The training of v{version_id}", lambda: ModelVersion.objects.filter(pk=version_id).update(
+        celery_task_id=task_id, sent_at=timezone.now()))
     return True
 
 

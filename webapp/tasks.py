@@ -9,8 +9,9 @@ from celery import shared_task
 from celery.signals import task_prerun
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db import OperationalError
+from django.db import DatabaseError
 
+from webapp.db_errors import is_transient_database_error
 from webapp.models import SmearImage
 from webapp.services.added_cells import finish_added_cell
 from webapp.services.classification import StorageUnreachable, classify_smear_image
@@ -19,7 +20,9 @@ from webapp.services.training import run_training
 
 logger = logging.getLogger(__name__)
 
-# Two minutes of tries: SQLite's lock waits 20 s each time, a restarted PostgreSQL a few seconds.
+# A database that did not answer in time is tried again every 5 s, 24 times: two minutes where each
+# try fails at once (a PostgreSQL restarting), some ten where each waits out SQLite's 20 s lock
+# timeout. Each try classifies the photograph again: a tenth of a second of the network.
 DATABASE_RETRY_SECONDS, DATABASE_RETRIES = 5, 24
 
 
@@ -48,10 +51,12 @@ def classify_image(self, image_id, model_version_id=None):
         # The photograph is queued again; this message comes back later, to whichever worker
         # takes it, until one can read the photograph. No limit: the photograph is not at fault.
         raise self.retry(exc=exc, countdown=settings.STORAGE_RETRY_SECONDS, max_retries=None) from None
-    except OperationalError as exc:
+    except DatabaseError as exc:
         # A database busy past its timeout (SQLite's write lock) or out of reach a moment: the same
         # message again, which this task's claim still holds. Past the retries the photograph's
         # heartbeat goes silent and the reconciler queues it again; it is never marked failed for it.
+        if not is_transient_database_error(exc):
+            raise
         logger.warning("Image %s: the database did not answer (%s); trying again", image_id, exc)
         raise self.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS, max_retries=DATABASE_RETRIES) from None
     if cells is not None:  # None: failed, deleted or left to a newer run, each logged where it happened
@@ -60,9 +65,16 @@ def classify_image(self, image_id, model_version_id=None):
 
 # A box a reviewer drew around a missed cell. Acknowledged when done, like a photograph: the
 # service adds the cell only while its request has none, so a second delivery adds nothing.
-@shared_task(name="webapp.tasks.add_cell", acks_late=True)
-def add_cell(request_id):
-    finish_added_cell(request_id)
+@shared_task(name="webapp.tasks.add_cell", acks_late=True, bind=True)
+def add_cell(self, request_id):
+    try:
+        finish_added_cell(request_id)
+    except DatabaseError as exc:
+        # As for a photograph: the box stays pending, and this message comes again.
+        if not is_transient_database_error(exc):
+            raise
+        logger.warning("Drawn box %s: the database did not answer (%s); trying again", request_id, exc)
+        raise self.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS, max_retries=DATABASE_RETRIES) from None
 
 
 # Acknowledged on receipt: a training runs far longer than any visibility timeout, and must not be

@@ -434,3 +434,7 @@ def test_a_database_too_busy_to_answer_leaves_the_photograph_to_the_task_s_next_
         classification.classify_smear_image(stored_image.pk, task_id="busy-task")
     image = SmearImage.objects.get(pk=stored_image.pk)
     assert (image.status, image.task_id, image.error) == ("processing", "busy-task", "")
+    # A query the database refuses is no busy database: trying again would meet it again.
+    network.error = OperationalError("no such column: webapp_cell.outlined")
+    assert classification.classify_smear_image(stored_image.pk, task_id="busy-task") is None
+    assert SmearImage.objects.get(pk=stored_image.pk).status == "failed"

@@ -222,6 +222,35 @@ def test_a_database_too_busy_to_answer_is_tried_again_not_a_failed_photograph(mo
     tasks.classify_image.apply(args=(other.pk,), task_id="claimed-late")
     assert claims == ["claimed-late", "claimed-late"] and SmearImage.objects.get(pk=other.pk).status == "done"
 
+    # A drawn box likewise.
+    boxes = []
+
+    def box_busy_once(request_id):
+        boxes.append(request_id)
+        if len(boxes) == 1:
+            raise OperationalError("database is locked")
+
+    monkeypatch.setattr(tasks, "finish_added_cell", box_busy_once)
+    tasks.add_cell.apply(args=(7,))
+    assert boxes == [7, 7]
+
+
+@pytest.mark.django_db
+def test_tasks_sent_but_not_recorded_as_sent_fail_nothing(monkeypatch, sent_tasks, caplog):
+    # After the upload was committed, its tasks went, and recording them as sent met a busy database:
+    # the upload answered an error for work that was done. The reconciler sends them again instead.
+    image = queued_image()
+
+    class Busy:
+        def filter(self, **kwargs):
+            raise OperationalError("database is locked")
+
+    monkeypatch.setattr(queueing, "SmearImage", type("Images", (), {"objects": Busy()}))
+    assert queueing.send_classifications([image.pk]) == [image.pk]
+    assert sent_tasks == [("classify_image", (image.pk,))]
+    assert "sent but not recorded as sent" in caplog.text
+    assert SmearImage.objects.get(pk=image.pk).sent_at is None  # the reconciler's to send again
+
 @pytest.mark.django_db(transaction=True)
 def test_a_running_task_keeps_its_heartbeat(settings):
     image = queued_image(status="processing", heartbeat_at=timezone.now() - timedelta(hours=1))

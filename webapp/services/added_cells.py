@@ -22,6 +22,7 @@ from classifier.boxes import SAME_CELL_IOU, box_iou, covered_share
 from classifier.pipeline import finish_box
 from webapp import audit, queueing
 from webapp.counting import type_label
+from webapp.db_errors import is_transient_database_error
 from webapp.models import AddedCellRequest, Cell, SmearImage
 from webapp.review_flag import review_threshold
 from webapp.selectors import current_cells
@@ -193,6 +194,10 @@ def finish_added_cell(request_id):
         return None
     except Exception as exc:
         written.discard()
+        if is_transient_database_error(exc):
+            # The database busy or out of reach, not the box at fault: it stays pending for the
+            # task's next try (webapp.tasks), as a photograph stays processing.
+            raise
         logger.exception("Adding the cell of request %s failed", request_id)
         _fail(request_id, readable_error(exc))
         return None

@@ -23,7 +23,7 @@ import time
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import OperationalError, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -34,6 +34,7 @@ from classifier.rendering import decode_rgb
 from webapp import audit
 from webapp.broker import probe_media_folder
 from webapp.cell_types import carried_label
+from webapp.db_errors import is_transient_database_error
 from webapp.models import Cell, ModelVersion, SmearImage
 from webapp.review_flag import review_threshold
 from webapp.services.model_registry import NoActiveModel, active_version, load_classifier
@@ -316,11 +317,6 @@ def classify_smear_image(image_id, model_version_id=None, task_id=None):
         written.discard()
         logger.info("%s Its cells from this run are dropped; the newer run classifies it.", exc)
         return None
-    except OperationalError:
-        # The database busy or out of reach, not the photograph at fault: it stays this run's,
-        # for the task to try again (webapp.tasks), never marked failed for it.
-        written.discard()
-        raise
     except StorageUnreachable as exc:
         written.discard()
         logger.error("Image %s put back in the queue: %s", image_id, exc)
@@ -329,6 +325,10 @@ def classify_smear_image(image_id, model_version_id=None, task_id=None):
         raise
     except Exception as exc:
         written.discard()
+        if is_transient_database_error(exc):
+            # The database busy or out of reach, not the photograph at fault: it stays this run's,
+            # for the task to try again (webapp.tasks), never marked failed for it.
+            raise
         logger.exception("Classifying image %s failed", image_id)
         error = readable_error(exc)
         failed = SmearImage.objects.filter(pk=image_id).filter(_ours(task_id)).update(

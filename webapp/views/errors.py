@@ -1,12 +1,17 @@
 """The site's error answers: its own pages, with navigation, and JSON under /api/, where a program
 (a laboratory information system) reads the answer rather than a person."""
 
+import sys
+
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
+from django.template.loader import render_to_string
 from django.views import defaults
 from django.views.decorators.csrf import requires_csrf_token
+
+from webapp.db_errors import is_transient_database_error
 
 API_PREFIX = "/api/"
 
@@ -87,8 +92,24 @@ def page_not_found(request, exception):
     return defaults.page_not_found(request, exception)
 
 
+DATABASE_BUSY = ("The database was busy or out of reach and did not answer in time, so this may not have "
+                 "been done: reload the page to see, and try again in a moment if it was not.")
+def database_busy(request):
+    """The 503 answer to a transient database error: JSON to a program or a page's script, else a
+    page that needs no database to be drawn."""
+    if reads_json(request):
+        response = JsonResponse({"error": DATABASE_BUSY}, status=503)
+    else:
+        response = HttpResponse(render_to_string("503.html", {"message": DATABASE_BUSY}), status=503)
+    response["Retry-After"] = "5"
+    return response
+
+
 @requires_csrf_token
 def server_error(request):
+    # Reached for a failure outside the view too (a session read or saved by middleware).
+    if is_transient_database_error(sys.exc_info()[1]):
+        return database_busy(request)
     if reads_json(request):
         return JsonResponse({"error": "Server error: the failure is logged for the administrator."},
                             status=500)
