@@ -60,7 +60,7 @@ class CheckedImage:
 class RejectedFile:
     name: str
     reason: str
-    over_budget: bool = False  # refused only for the upload's pixels together (check_files)
+    over_budget: bool = False  # refused only for the upload's pixels or bytes together (check_files)
 
 
 def _megabytes(size):
