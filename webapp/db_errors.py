@@ -1,7 +1,7 @@
 """Which database errors a second try a moment later may not meet: the web answers them with a 503
 that says to try again (webapp.views.errors), the worker tries its task again (webapp.tasks)."""
 
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError
 
 # SQLite's words for its lock held past the timeout; PostgreSQL's states worth a second try: a
 # connection lost (08), a serialisation failure or deadlock, a lock not had, the server shutting down.
@@ -18,8 +18,10 @@ def is_transient_database_error(error):
         return False
     if any(words in str(error).lower() for words in SQLITE_BUSY):
         return True
-    state = getattr(error.__cause__, "sqlstate", None)
+    cause = error.__cause__
+    state = getattr(cause, "sqlstate", None)
     if state:
         return state.startswith("08") or state in POSTGRESQL_TRANSIENT
-    # No state: PostgreSQL could not be reached at all; SQLite's other errors are no busy database.
-    return connection.vendor == "postgresql"
+    # psycopg's own error with no state: PostgreSQL could not be reached at all. SQLite's other
+    # errors ("no such table", "too many SQL variables") are no busy database.
+    return cause is not None and type(cause).__module__.split(".")[0] == "psycopg"

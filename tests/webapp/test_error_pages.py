@@ -177,6 +177,7 @@ def test_only_a_busy_database_is_a_503(client, django_user_model, monkeypatch, e
     # the administrator needs the server error's trail.
     from django.db import OperationalError
 
+    from webapp.models import Cell
     from webapp.views import lab
 
     def fails(*args, **kwargs):
@@ -186,7 +187,8 @@ def test_only_a_busy_database_is_a_503(client, django_user_model, monkeypatch, e
     client.raise_request_exception = False
     client.force_login(django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1"))
     make_sample()
-    response = client.post(reverse("lab:cell-review", args=[1]), {"cell_type": "LYMPHOCYTE"})
+    response = client.post(reverse("lab:cell-review", args=[Cell.objects.first().pk]),
+                           {"cell_type": "LYMPHOCYTE"})
     assert response.status_code == status
 
 
@@ -201,3 +203,28 @@ def test_a_busy_database_outside_the_view_is_a_503_too(rf):
         script = errors.server_error(rf.get("/api/samples/"))
     assert page.status_code == script.status_code == 503 and page["Retry-After"] == "5"
     assert b"try again in a moment" in script.content
+
+
+
+def _raised(error, cause=None):
+    """``error`` as Django raises it, from the driver's ``cause``."""
+    try:
+        raise error from cause
+    except Exception as raised:
+        return raised
+
+
+def test_which_database_errors_are_worth_a_second_try():
+    import psycopg
+    from django.db import InterfaceError, OperationalError
+
+    from webapp.db_errors import is_transient_database_error as transient
+
+    assert transient(OperationalError("database is locked"))
+    assert transient(InterfaceError("connection already closed"))
+    unreachable = psycopg.OperationalError("connection failed")
+    assert transient(_raised(OperationalError("connection failed"), unreachable))
+    assert transient(_raised(OperationalError("deadlock"), psycopg.errors.DeadlockDetected("deadlock")))
+    assert not transient(OperationalError("no such table: webapp_cell"))
+    assert not transient(_raised(OperationalError("canceled"), psycopg.errors.QueryCanceled("timeout")))
+    assert not transient(ValueError("database is locked"))
