@@ -115,7 +115,7 @@ class DatabaseBusyMiddleware:
     """A view the database could not serve in time (SQLite's write lock held past its 20 s by a long
     write, a PostgreSQL restarting) answers 503 and says to try again, not a server error: what the
     view wrote in a transaction was rolled back, and the next try usually goes through. Other
-    database errors stay server errors (errors.is_transient_database_error); a failure in another
+    database errors stay server errors (db_errors.is_transient_database_error); a failure in another
     middleware reaches errors.server_error, which answers the same way."""
 
     def __init__(self, get_response):
