@@ -26,6 +26,16 @@ logger = logging.getLogger(__name__)
 DATABASE_RETRY_SECONDS, DATABASE_RETRIES = 5, 24
 
 
+def _retry_when_busy(task, error, what):
+    """Raise ``task``'s retry where ``error`` is a database busy past its timeout (SQLite's write
+    lock) or out of reach a moment (db_errors): the same message again shortly, which the task's
+    claim still holds. Any other database error is raised as it is."""
+    if not is_transient_database_error(error):
+        raise error
+    logger.warning("%s: the database did not answer (%s); trying again", what, error)
+    raise task.retry(exc=error, countdown=DATABASE_RETRY_SECONDS, max_retries=DATABASE_RETRIES) from None
+
+
 @task_prerun.connect
 def _forget_content_type_ids(**_):
     # Audit rows name each record's content type by id. A long-lived worker caches those ids;
@@ -52,13 +62,9 @@ def classify_image(self, image_id, model_version_id=None):
         # takes it, until one can read the photograph. No limit: the photograph is not at fault.
         raise self.retry(exc=exc, countdown=settings.STORAGE_RETRY_SECONDS, max_retries=None) from None
     except DatabaseError as exc:
-        # A database busy past its timeout (SQLite's write lock) or out of reach a moment: the same
-        # message again, which this task's claim still holds. Past the retries the photograph's
-        # heartbeat goes silent and the reconciler queues it again; it is never marked failed for it.
-        if not is_transient_database_error(exc):
-            raise
-        logger.warning("Image %s: the database did not answer (%s); trying again", image_id, exc)
-        raise self.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS, max_retries=DATABASE_RETRIES) from None
+        # Past the retries the photograph's heartbeat goes silent and the reconciler queues it
+        # again; it is never marked failed for a busy database.
+        _retry_when_busy(self, exc, f"Image {image_id}")
     if cells is not None:  # None: failed, deleted or left to a newer run, each logged where it happened
         logger.info("Image %s finished by task %s", image_id, self.request.id)
 
@@ -70,11 +76,7 @@ def add_cell(self, request_id):
     try:
         finish_added_cell(request_id)
     except DatabaseError as exc:
-        # As for a photograph: the box stays pending, and this message comes again.
-        if not is_transient_database_error(exc):
-            raise
-        logger.warning("Drawn box %s: the database did not answer (%s); trying again", request_id, exc)
-        raise self.retry(exc=exc, countdown=DATABASE_RETRY_SECONDS, max_retries=DATABASE_RETRIES) from None
+        _retry_when_busy(self, exc, f"Drawn box {request_id}")  # the box stays pending meanwhile
 
 
 # Acknowledged on receipt: a training runs far longer than any visibility timeout, and must not be
