@@ -210,10 +210,8 @@ def sample_results(sample, image_ids=None, page_number=None):
     held_elsewhere = photographs_held_elsewhere(sample, [entry.image.pk for entry in images])
     formula = leukocyte_formula(sample)
     page_number = photograph_page.page.number if photograph_page else None
-    if photograph_page:
-        shown_on = photograph_page.page.number
-    else:
-        shown_on = photograph_page_number(images[0].image) if images else 1
+    # Asked for by id (one card after a review): the panel returns to that card's page.
+    shown_on = page_number or (photograph_page_number(images[0].image) if images else 1)
     return SampleResults(
         photographs=[_photograph(entry, shortcuts, stuck_ids, added_boxes, held_elsewhere, page_number)
                      for entry in images],
