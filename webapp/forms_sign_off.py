@@ -2,7 +2,11 @@
 
 from django import forms
 
+from webapp.selectors import RESULT_STAMP_PATTERN
 from webapp.services.sign_off import TARGET_CHOICES
+
+NOT_OUR_STAMP = ("Reload the page and sign again: the form's record of the result you were shown is not one "
+                 "this site wrote.")
 
 
 class SignForm(forms.Form):
@@ -20,9 +24,15 @@ class SignForm(forms.Form):
         max_length=4000, widget=forms.HiddenInput,
         error_messages={"required": "Reload the page and sign again: the form did not say which result "
                                     "you were shown.",
-                        "max_length": "Reload the page and sign again: the form's record of the result you "
-                                      "were shown is not one this site wrote."},
+                        "max_length": NOT_OUR_STAMP},
     )
+
+    def clean_result_seen(self):
+        # A stamp the site did not write would otherwise be read as a result that changed since.
+        stamp = self.cleaned_data["result_seen"]
+        if not RESULT_STAMP_PATTERN.fullmatch(stamp):
+            raise forms.ValidationError(NOT_OUR_STAMP)
+        return stamp
 
 
 class ReopenForm(forms.Form):

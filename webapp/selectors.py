@@ -7,6 +7,7 @@ older versions' cells stay in the history, as superseded calls, but never enter 
 
 import hashlib
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -626,6 +627,11 @@ def result_stamp(sample):
     digest = hashlib.sha256(repr(labels).encode()).hexdigest()[:16]
     counts = ",".join(f"{name}:{per_type[name]}" for name in sorted(per_type, key=type_order))
     return f"{counts};{digest}"
+
+
+# What result_stamp writes: "TYPE:count" pairs, then ";" and 16 hex digits of the labels' digest.
+RESULT_STAMP_PATTERN = re.compile(r"(?:[^:,;]{1,64}:\d{1,9}(?:,[^:,;]{1,64}:\d{1,9})*)?;[0-9a-f]{16}",
+                                  re.ASCII)
 
 
 def read_result_stamp(stamp):

@@ -543,7 +543,15 @@ def test_the_sample_list_and_history_show_each_status(client, tech, hematologist
     ("lab:sample-sign", {"result_seen": "x" * 5000},
      "Reload the page and sign again: the form's record of the result you were shown is not one this site "
      "wrote."),
-    ("lab:sample-sign", {"result_seen": "x", "below_target_reason": "y" * 2001},
+    # Not a stamp at all: said so, rather than "its result changed since your page was loaded".
+    ("lab:sample-sign", {"result_seen": "garbage"},
+     "Reload the page and sign again: the form's record of the result you were shown is not one this site "
+     "wrote."),
+    ("lab:sample-sign", {"result_seen": "NEUTROPHIL:\u0663;0123456789abcdef"},
+     "Reload the page and sign again: the form's record of the result you were shown is not one this site "
+     "wrote."),
+    # A stamp of the site's form whose digest no result has: read, not refused as garbage.
+    ("lab:sample-sign", {"result_seen": "NEUTROPHIL:2;0123456789abcdef", "below_target_reason": "y" * 2001},
      "The reason for signing below the target count is at most 2,000 characters."),
 ])
 def test_a_form_the_panel_cannot_read_is_a_400_saying_what_to_do(client, hematologist, name, form, message):
