@@ -457,8 +457,13 @@ class CellReview(models.Model):
         return f"review of cell {self.cell_id}"
 
     def get_additional_data(self):
-        sample_id = (Cell.objects.filter(pk=self.cell_id).values_list("image__sample_id", flat=True)
-                     .first())
+        # A review is written with its cell and photograph in hand (services.review): read them
+        # there rather than once more per review; by id otherwise.
+        if CellReview.cell.is_cached(self) and Cell.image.is_cached(self.cell):
+            sample_id = self.cell.image.sample_id
+        else:
+            sample_id = (Cell.objects.filter(pk=self.cell_id).values_list("image__sample_id", flat=True)
+                         .first())
         return {"sample_id": sample_id, "cell_id": self.cell_id}
 
 

@@ -18,6 +18,64 @@ class ReviewError(ValueError):
     """A relabelling that cannot be accepted; the message is for the technologist."""
 
 
+_LOCKED_FIELDS = ("id", "predicted_type", "corrected_type", "cell_type", "reviewed_by", "reviewed_at",
+                  "review_carried_from", "model_version", "model_version__class_names",
+                  "image__model_version", "image__sample")
+
+
+def _locked(cells):
+    """The cells as stored now, locked until the transaction ends, by id: one query however many."""
+    rows = Cell.objects.select_for_update(of=("self",)).select_related("model_version", "image")
+    locked = rows.only(*_LOCKED_FIELDS).in_bulk([cell.pk for cell in cells])
+    if len(locked) < len(cells):
+        raise ReviewError("A cell you chose is no longer stored: its photograph was deleted or classified "
+                          "again meanwhile. Nothing was changed; reload the page.")
+    return locked
+
+
+def _check(cell, new_type):
+    """Raise ReviewError if this cell cannot take ``new_type``."""
+    if cell.is_superseded:
+        raise ReviewError(
+            f"This is model v{cell.model_version_id}'s earlier call; the sample now counts "
+            f"v{cell.image.model_version_id}'s call on this photograph. Review that one instead."
+        )
+    choices = allowed_types(cell)
+    if new_type not in choices:
+        named = type_label(new_type) if new_type in RULES else new_type
+        raise ReviewError(f"{named or 'An empty type'} is not one of this model's types: "
+                          f"{', '.join(type_label(name) for name in choices)}.")
+
+
+def _record(cells, new_type, user):
+    """Give the checked, locked ``cells`` ``new_type``: a review each, written together (a gallery
+    selection of 2,000 cells is a few queries a cell fewer than one review at a time, and holds
+    SQLite's write lock that much less). Returns [(cell, review or None), ...] in their order."""
+    # Choosing the label a cell already has records nothing, unless it was carried from another
+    # version's call: then it becomes the reviewer's verdict on this one.
+    changed = [cell for cell in cells if cell.corrected_type != new_type or cell.review_carried_from_id]
+    # The review's row is the review's audit row (from, to, who, when): one row a review.
+    reviews = audit.create_all_as(
+        [CellReview(cell=cell, from_type=cell.cell_type, to_type=new_type, reviewed_by=user)
+         for cell in changed], user)
+    reviewed_at = timezone.now()
+    # A queryset update sends no signals: the cells' own audit rows stay unwritten, as before.
+    Cell.objects.filter(pk__in=[cell.pk for cell in changed]).update(
+        corrected_type=new_type, cell_type=new_type, reviewed_by=user, reviewed_at=reviewed_at,
+        review_carried_from=None)
+    review_of = {}
+    for cell, review in zip(changed, reviews, strict=True):
+        cell.corrected_type = cell.cell_type = new_type
+        cell.reviewed_by, cell.reviewed_at = user, reviewed_at
+        cell.review_carried_from = None  # the reviewer has now seen this version's call
+        review_of[cell.pk] = review
+    return [(cell, review_of.get(cell.pk)) for cell in cells]
+
+
+def _wanted(new_type):
+    return (new_type or "").strip().upper()
+
+
 @transaction.atomic
 def review_cell(cell, new_type, user):
     """Set a cell's type as a reviewer sees it; every change is recorded in CellReview.
@@ -28,58 +86,33 @@ def review_cell(cell, new_type, user):
     refused: the formula counts the later version's call on the cell, and so is any relabelling
     on a signed sample (webapp.services.locking).
     """
-    cell = Cell.objects.select_for_update(of=("self",)).select_related("model_version", "image").only(
-        "id", "predicted_type", "corrected_type", "cell_type", "reviewed_by", "reviewed_at",
-        "review_carried_from", "model_version", "model_version__class_names", "image__model_version",
-        "image__sample",
-    ).get(pk=cell.pk)
+    cell = _locked([cell])[cell.pk]
     ensure_editable(cell.image.sample, "relabelling a cell")
-    if cell.is_superseded:
-        raise ReviewError(
-            f"This is model v{cell.model_version_id}'s earlier call; the sample now counts "
-            f"v{cell.image.model_version_id}'s call on this photograph. Review that one instead."
-        )
-    new_type = (new_type or "").strip().upper()
-    choices = allowed_types(cell)
-    if new_type not in choices:
-        named = type_label(new_type) if new_type in RULES else new_type
-        raise ReviewError(f"{named or 'An empty type'} is not one of this model's types: "
-                          f"{', '.join(type_label(name) for name in choices)}.")
-    if cell.corrected_type == new_type and not cell.review_carried_from_id:
-        return cell, None
-    # The review's row is the review's audit row (from, to, who, when): one row a review.
-    review = audit.save_as(CellReview(cell=cell, from_type=cell.cell_type, to_type=new_type,
-                                      reviewed_by=user), user)
-    cell.corrected_type = new_type
-    cell.cell_type = new_type
-    cell.reviewed_by = user
-    cell.reviewed_at = timezone.now()
-    cell.review_carried_from = None  # the reviewer has now seen this version's call
-    with audit.disable_auditlog():
-        cell.save(update_fields=["corrected_type", "cell_type", "reviewed_by", "reviewed_at",
-                                 "review_carried_from"])
-    return cell, review
+    new_type = _wanted(new_type)
+    _check(cell, new_type)
+    return _record([cell], new_type, user)[0]
 
 
 @transaction.atomic
 def review_cells(cells, new_type, user):
     """Give several cells one type (the gallery's selection): all of them, or none.
 
-    Each goes through review_cell, so each change is recorded as one review would be; the first
-    refusal (a type this cell's network has no place for, a superseded call, a signed sample)
-    undoes the others and says which cell stopped it. Returns [(cell, review or None), ...].
+    Each is checked and recorded as one review would be; the first refusal (a type this cell's
+    network has no place for, a superseded call, a signed sample) changes nothing and says which
+    cell stopped it. Returns [(cell, review or None), ...].
     """
-    cells = list(cells)
+    cells = list({cell.pk: cell for cell in cells}.values())
     if not cells:
         raise ReviewError("Select at least one cell to relabel.")
     sample_ids = {cell.image.sample_id for cell in cells}
     for sample in Sample.objects.filter(pk__in=sample_ids).only("pk"):
         ensure_editable(sample, f"Relabelling {count_of(len(cells), 'cell')}")
-    results = []
+    locked = _locked(cells)
+    new_type = _wanted(new_type)
     for cell in cells:
         try:
-            results.append(review_cell(cell, new_type, user))
+            _check(locked[cell.pk], new_type)
         except ReviewError as exc:
             raise ReviewError(f"{cell_name(cell)}: {exc} None of the {len(cells)} selected cells "
                               "was changed.") from exc
-    return results
+    return _record([locked[cell.pk] for cell in cells], new_type, user)
