@@ -939,3 +939,45 @@ def test_a_form_refused_for_its_photographs_does_not_ask_to_choose_them_again(cl
         "accession_number": "H26-0401", "images": [upload("a.txt", b"not a photograph")]})
     assert response.status_code == 400 and 'data-role="choose-again"' not in response.content.decode()
 
+
+
+def test_held_photographs_find_what_comparing_every_fingerprint_finds():
+    # The band lookup must find every photograph within SAME_FIELD_MAX_DIFFERENCE steps that a
+    # comparison with each one finds, in any orientation, and nothing past it.
+    rng = np.random.default_rng(3)
+
+    def random_print():
+        return "".join(f"{value:016x}" for value in rng.integers(0, 2**63, size=4, dtype=np.uint64))
+
+    def steps_away(fingerprint, steps):
+        value = int(fingerprint, 16)
+        for bit in rng.choice(256, size=steps, replace=False):
+            value ^= 1 << int(bit)
+        return f"{value:064x}"
+
+    stored = [(f"{n:064x}", random_print(), f"field-{n}.jpg") for n in range(1500)]
+    held = intake.HeldPhotographs(stored)
+    tried = 0
+    for steps in (0, 1, 8, 15, 16, 17, 24, 60):
+        for n in range(0, 1500, 75):
+            near = steps_away(stored[n][1], steps)
+            # The copy's own fingerprint, or one of its turned ones (a photograph turned on upload).
+            for orientation in (0, 4):
+                turned = tuple(random_print() for _ in range(7))
+                fingerprint = near if orientation == 0 else random_print()
+                if orientation:
+                    turned = (*turned[:orientation], near, *turned[orientation + 1:])
+                checked = intake.CheckedImage(b"", ".jpg", 1, 1, checksum="f" * 64,
+                                              fingerprint=fingerprint, turned=turned)
+                everyone = next((name for _, other, name in stored
+                                 if any(intake.same_field(mine, other) for mine in (fingerprint, *turned))),
+                                None)
+                assert held.holder(checked) == everyone, (steps, n, orientation)
+                assert (everyone == stored[n][2]) == (steps <= intake.SAME_FIELD_MAX_DIFFERENCE)
+                tried += 1
+    assert tried == 320
+    # The same file, by checksum, whatever its fingerprint; a photograph too flat to fingerprint
+    # ("") is found by checksum alone.
+    same_file = intake.CheckedImage(b"", ".png", 1, 1, checksum=stored[7][0], fingerprint="")
+    assert held.holder(same_file) == "field-7.jpg"
+    assert held.holder(intake.CheckedImage(b"", ".png", 1, 1, checksum="e" * 64)) is None

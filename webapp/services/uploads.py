@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from webapp import audit
-from webapp.intake import RejectedFile, check_files, duplicate_reason, fingerprint_bands, held_already
+from webapp.intake import HeldPhotographs, RejectedFile, check_files, duplicate_reason, fingerprint_bands
 from webapp.models import FingerprintBand, ModelVersion, Sample, SmearImage
 from webapp.queueing import queue_classifications
 from webapp.selectors import photographs_held_elsewhere, sample_version_id, samples_with_accession
@@ -150,27 +150,30 @@ def _active_version_id():
 def add_images_to_sample(sample, files):
     """More photographs for a sample; refused (SampleLocked) while it is signed."""
     ensure_editable(sample, "adding photographs")  # before reading the files: refused at once
-    accepted, rejected = check_files(files, *_known_photographs(sample))
+    known = _known_photographs(sample)
+    accepted, rejected = check_files(files, known.values())
     stored = []
     if accepted:
         with transaction.atomic():
             # Again, the sample locked: it may have been signed, or been given the same photograph
-            # by another upload, while the files were read.
+            # by another upload, while the files were read. Only photographs stored since are
+            # compared again: the write lock is held meanwhile.
             ensure_editable(sample, "adding photographs")
-            known = _known_photographs(sample)
-            held = [(name, held_already(checked, *known)) for name, checked in accepted]
-            rejected += [RejectedFile(name, duplicate_reason(same)) for name, same in held if same]
-            accepted = [pair for pair, (_, same) in zip(accepted, held, strict=True) if not same]
+            arrived = set(sample.images.values_list("pk", flat=True)) - known.keys()
+            held = HeldPhotographs(_known_photographs(sample, arrived).values() if arrived else ())
+            found = [(name, held.holder(checked)) for name, checked in accepted]
+            rejected += [RejectedFile(name, duplicate_reason(same)) for name, same in found if same]
+            accepted = [pair for pair, (_, same) in zip(accepted, found, strict=True) if not same]
             stored = add_images(sample, accepted, sample_version_id(sample))
     return UploadResult(sample=sample, stored=stored, rejected=rejected,
                         also_elsewhere=_also_elsewhere(sample, stored))
 
 
-def _known_photographs(sample):
-    """({checksum: file name}, {fingerprint: file name}) of the sample's photographs."""
-    rows = list(sample.images.values_list("checksum", "fingerprint", "original_filename"))
-    return ({checksum: name for checksum, _, name in rows},
-            {fingerprint: name for _, fingerprint, name in rows if fingerprint})
+def _known_photographs(sample, ids=None):
+    """{id: (checksum, fingerprint, file name)} of the sample's photographs (of those ``ids``)."""
+    rows = sample.images.all() if ids is None else sample.images.filter(pk__in=ids)
+    return {pk: photograph for pk, *photograph in
+            rows.values_list("pk", "checksum", "fingerprint", "original_filename")}
 
 
 def _also_elsewhere(sample, stored):
