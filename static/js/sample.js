@@ -150,9 +150,11 @@
       .then(function (data) {
         setProgress(data);
         var changed = data.finished !== finished;
-        finished = data.finished;
         var next = changed ? refreshResults() : Promise.resolve();
         return next.then(function () {
+          // Only once the results are drawn: a fetch that failed is made again at the next poll,
+          // rather than leaving the panel behind the progress line for good.
+          finished = data.finished;
           progress.dataset.complete = data.complete ? "1" : "0";
           if (!data.complete) window.setTimeout(poll, POLL_MS);
         });

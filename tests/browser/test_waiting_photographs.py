@@ -34,3 +34,37 @@ def test_the_no_classifier_note_goes_once_a_photograph_moves_on(live_server, bro
     finally:
         server.stop()
         point_celery_at(broker_url)
+
+
+def test_the_sign_off_panel_catches_up_after_a_results_fetch_that_failed(live_server, browser_page,
+                                                                         django_user_model):
+    # The page remembered the last photograph as finished before its results were fetched: when
+    # that fetch failed (a busy server's 503, a dropped connection), the next poll saw nothing new
+    # and stopped, the line saying "All 2 photographs classified" and the panel "still queued".
+    hema = with_role(django_user_model.objects.create_user("hema", password=PASSWORD), "hematologist")
+    sample = make_sample("BR-LAG", types=("NEUTROPHIL", "LYMPHOCYTE"), user=hema)
+    done = SmearImage.objects.get(sample=sample)
+    waiting = SmearImage.objects.create(
+        sample=sample, image="smears/BR-LAG-2.png", original_filename="BR-LAG-2.png", width=640,
+        height=480, file_size=1000, checksum="1" * 64, status="queued", queued_at=timezone.now(),
+        sent_at=timezone.now(), model_version=done.model_version)
+    page = browser_page
+    sign_in(page, live_server.url, "hema")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    panel = page.locator("#sign-off")
+    expect(panel).to_contain_text("1 photograph still queued")
+
+    failed = []
+
+    def fail_once(route):
+        if failed:
+            route.continue_()
+            return
+        failed.append(route.request.url)
+        route.fulfill(status=503, body="busy")
+
+    page.route(lambda url: "/results/" in url, fail_once)
+    SmearImage.objects.filter(pk=waiting.pk).update(status="done")
+    expect(page.locator("#progress-text")).to_have_text("All 2 photographs classified")
+    expect(panel).not_to_contain_text("still queued", timeout=15_000)
+    assert len(failed) == 1

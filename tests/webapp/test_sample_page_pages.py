@@ -144,6 +144,12 @@ def test_a_page_that_is_not_one_shows_the_nearest_and_says_so(client, tech, samp
     assert f'data-results-url="{reverse("lab:sample-results", args=[sample.pk])}?page={shown}"' in body
 
 
+def test_the_results_part_the_script_fetches_is_never_kept_by_a_cache(client, tech, sample):
+    for query in ("", f"?image={photograph_ids(sample)[0]}"):
+        response = client.get(reverse("lab:sample-results", args=[sample.pk]) + query)
+        assert response.status_code == 200 and "no-store" in response["Cache-Control"]
+
+
 def test_the_page_asked_for_says_nothing_more(client, tech, sample):
     for query in ("", "?page=", "?page=1", "?page=2"):
         assert 'data-role="page-note"' not in get(client, "lab:sample-detail", sample, query)

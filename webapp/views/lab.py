@@ -11,6 +11,7 @@ from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.counting import type_label
@@ -161,6 +162,7 @@ def sample_detail(request, pk):
 
 
 @require_GET
+@never_cache  # the live state of the sample, fetched again as it changes
 def sample_results(request, pk):
     """The results part of the sample page and its sign-off panel, swapped in by sample.js as
     images finish and cells are reviewed, for the page of photographs ?page= names; with ?image=ID,
