@@ -129,4 +129,7 @@ class DatabaseBusyMiddleware:
             return None
         logger.warning("%s %s: the database did not answer in time", request.method, request.path,
                        exc_info=exception)
-        return database_busy(request)
+        response = database_busy(request)
+        # Logged above, as a warning: Django's handler would log the 503 again, as an error.
+        response._has_been_logged = True
+        return response

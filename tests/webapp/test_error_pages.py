@@ -141,7 +141,7 @@ def test_a_malformed_photograph_number_in_the_results_part_is_not_found(client, 
 
 
 def test_a_database_too_busy_to_answer_is_a_503_that_says_to_try_again(client, django_user_model,
-                                                                       monkeypatch):
+                                                                       monkeypatch, caplog):
     # The concurrency audit: with SQLite's write lock held past its 20 s, a relabel, an upload and a
     # sign-in answered 500.
     from django.db import OperationalError
@@ -149,18 +149,23 @@ def test_a_database_too_busy_to_answer_is_a_503_that_says_to_try_again(client, d
     from webapp.models import Cell, CellReview
     from webapp.services import review
 
-    saved = review.audit.save_as
+    saved = review.audit.create_all_as
 
     def written_then_locked(*args, **kwargs):
         saved(*args, **kwargs)  # the review's row is written, then the next write waits too long
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr(review.audit, "save_as", written_then_locked)
+    monkeypatch.setattr(review.audit, "create_all_as", written_then_locked)
     client.force_login(django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1"))
     make_sample()
     cell = Cell.objects.get(index=0)
-    page = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "LYMPHOCYTE"})
+    with caplog.at_level(logging.WARNING):
+        page = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "LYMPHOCYTE"})
     assert page.status_code == 503 and page["Retry-After"] == "5"
+    # Logged once, as a warning with its cause; not a second time by Django as an error.
+    logged = [(record.name, record.levelname) for record in caplog.records]
+    assert logged == [("webapp.middleware", "WARNING")]
+    assert "database is locked" in caplog.text
     assert "The database did not answer in time" in page.content.decode()
     assert "reload the page to see, and try again in a moment if it was not." in page.content.decode()
     script = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "LYMPHOCYTE"},
