@@ -155,3 +155,24 @@ def test_the_legend_buttons_relabel_and_the_edge_figures_follow(live_server, bro
     page.locator(f'.gtile[data-cell="{cells[3].pk}"]').click()
     page.click("[data-role=open-cell]")
     page.wait_for_url(f"**/cells/{cells[3].pk}/")
+
+
+def test_a_selection_of_more_than_a_thousand_cells_is_relabelled_at_once(live_server, browser_page,
+                                                                         django_user_model):
+    # The page sent a form field per cell, and Django reads at most 1,000 fields from one form: a
+    # selection the site takes (up to 2,000 cells) was refused as "more data than the site accepts".
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-GAL-BIG", types=("NEUTROPHIL",) * 1200 + ("LYMPHOCYTE",), user=user)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/gallery/")
+    neutrophils = page.locator('.gallery-row[data-type="NEUTROPHIL"] .gtile')
+    neutrophils.first.click()
+    neutrophils.last.click(modifiers=["Shift"])
+    assert page.locator(".gtile.selected").count() == 1200
+    page.keyboard.press("m")
+    page.wait_for_function(
+        "() => document.querySelector('.gallery-row[data-type=\"MONOCYTE\"] [data-role=row-count]')"
+        ".textContent === '1200'")
+    assert page.locator("#gallery-message").is_hidden()
+    assert CellReview.objects.filter(reviewed_by=user, to_type="MONOCYTE").count() == 1200
