@@ -170,6 +170,7 @@ def test_a_large_selection_is_written_in_a_few_queries_with_a_review_and_audit_r
     assert {(row.actor, row.additional_data["sample_id"], row.remote_addr) for row in rows} == {
         (tech, sample.pk, "127.0.0.1")}
     assert {row.additional_data["cell_id"] for row in rows} == {cell.pk for cell in cells}
+    assert sorted(rows.values_list("object_id", flat=True)) == sorted(reviews.values_list("pk", flat=True))
     # The same label again records nothing new.
     assert post_review(client, sample, cells, "MONOCYTE").status_code == 200
     assert reviews.count() == 80 and rows.count() == 80
