@@ -368,8 +368,8 @@ class HeldPhotographs:
     """The photographs a file may be another file of (a sample's, and its upload's so far), each
     given as (checksum, fingerprint, name). A file is looked up by checksum, then by fingerprint in
     any orientation: a near copy agrees with it on at least one whole band (FINGERPRINT_BANDS), so
-    it is compared bit by bit only with the photographs sharing a band, not with every one (a
-    sample of 4,750 photographs took 19 ms a file that way)."""
+    it is compared bit by bit only with the photographs sharing a band. Compared with every one, a
+    file took 19 ms against a sample of 4,750 photographs."""
 
     def __init__(self, photographs=()):
         self._checksums = {}
