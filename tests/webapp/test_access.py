@@ -90,16 +90,20 @@ def test_only_the_creator_or_staff_may_delete_a_sample(client, tech, entered_sam
     assert Sample.objects.filter(pk=entered_sample.pk).exists()
 
 
-def test_the_creator_deletes_a_photograph_that_failed_and_no_other(client, tech, entered_sample,
-                                                                  django_user_model):
+def test_the_creator_deletes_a_photograph_that_failed_or_does_not_belong(client, tech, entered_sample,
+                                                                         django_user_model):
     # A photograph that can never be read kept its sample from being signed: "try it again or
-    # delete it", with nothing on the page to delete it with.
+    # delete it", with nothing on the page to delete it with. And one the upload warned another
+    # sample holds too ("check that it belongs to this patient") could not be taken out at all.
     from webapp.models import Cell, SmearImage
 
     done = entered_sample.images.get()
     failed = SmearImage.objects.create(
         sample=entered_sample, image="smears/broken.png", original_filename="broken.png", width=64,
         height=48, file_size=1, checksum="f" * 64, status=SmearImage.Status.FAILED, error="Unreadable.")
+    waiting = SmearImage.objects.create(
+        sample=entered_sample, image="smears/later.png", original_filename="later.png", width=64,
+        height=48, file_size=1, checksum="e" * 64, status=SmearImage.Status.PROCESSING)
     url = reverse("lab:image-delete", args=[failed.pk])
     page = client.get(reverse("lab:sample-detail", args=[entered_sample.pk])).content.decode()
     assert url not in page  # tech did not enter it
@@ -108,12 +112,25 @@ def test_the_creator_deletes_a_photograph_that_failed_and_no_other(client, tech,
 
     client.force_login(django_user_model.objects.get(username="creator"))
     page = client.get(reverse("lab:sample-detail", args=[entered_sample.pk])).content.decode()
-    assert url in page and reverse("lab:image-delete", args=[done.pk]) not in page
-    response = client.post(reverse("lab:image-delete", args=[done.pk]), follow=True)
-    assert "only a photograph whose classification failed is deleted from here" in response.content.decode()
+    done_url, waiting_url = (reverse("lab:image-delete", args=[image.pk]) for image in (done, waiting))
+    assert url in page and done_url in page and waiting_url not in page
+    # The classified one asks first: its cells and their reviews go with it.
+    assert (f'data-confirm="Delete {done.original_filename} and its 1 cell from sample H26-DEL? The '
+            "reviews of its cells go with them") in page and "js/confirm.js" in page
+    response = client.post(waiting_url, follow=True)
+    assert "later.png was not deleted: it is still being classified." in response.content.decode()
     response = client.post(url, follow=True)
     assert "broken.png and its cells were deleted." in response.content.decode()
-    assert list(entered_sample.images.all()) == [done] and Cell.objects.filter(image=done).count() == 1
+    cells = list(Cell.objects.filter(image=done).values_list("pk", flat=True))
+    response = client.post(done_url, follow=True)
+    assert f"{done.original_filename} and its cells were deleted." in response.content.decode()
+    assert list(entered_sample.images.all()) == [waiting] and not Cell.objects.filter(pk__in=cells).exists()
+    from auditlog.models import LogEntry
+
+    deletion = LogEntry.objects.get(action=LogEntry.Action.DELETE, object_id=done.pk,
+                                    content_type__model="smearimage")
+    assert deletion.actor.username == "creator"
+    assert deletion.additional_data["note"] == f"photograph {done.original_filename} deleted with 1 cell"
 
 
 @pytest.mark.parametrize("who", ["creator", "staff"])

@@ -286,15 +286,17 @@ def _ensure_may_delete(user, sample, what):
 
 @require_POST
 def image_delete(request, pk):
-    """A photograph that failed, deleted by whoever may delete its sample: one that can never be
-    read would otherwise keep the sample from being signed."""
+    """A photograph deleted by whoever may delete its sample: one that failed (it would keep the
+    sample from being signed), or one that does not belong to it (the page warns of a photograph
+    another sample holds too). One the classifier is still reading is left until it is done."""
     image = get_object_or_404(SmearImage.objects.select_related("sample__created_by"), pk=pk)
     sample = image.sample
     _ensure_may_delete(request.user, sample, "its photographs")
     page_number = photograph_page_number(image)
-    if image.status != SmearImage.Status.FAILED:
-        messages.error(request, f"{image.original_filename} was not deleted: only a photograph whose "
-                                "classification failed is deleted from here.")
+    if image.status not in (SmearImage.Status.DONE, SmearImage.Status.FAILED):
+        state = "being classified" if image.status == SmearImage.Status.PROCESSING else "queued"
+        messages.error(request, f"{image.original_filename} was not deleted: it is still {state}. "
+                                "Delete it once it is classified.")
         return redirect(lab_pages.photograph_address(image, page_number))
     try:
         delete_image(image, user=request.user)
