@@ -607,6 +607,9 @@ def test_a_photograph_another_sample_holds_is_stored_with_a_warning(client, tech
     later = client.get(reverse("lab:sample-detail", args=[second.pk]))
     assert ('<li data-role="held-elsewhere">The same photograph is in sample H26-0203: check that it belongs '
             "to this patient.</li>") in later.content.decode()
+    # And beside the sign form, where a hematologist signs the whole sample's result.
+    assert ('<div class="warning" data-role="also-elsewhere">1 photograph is also in sample H26-0203: check '
+            "that it belongs to this patient before signing") in later.content.decode()
 
 
 def test_fingerprints_of_one_field_always_share_a_band():

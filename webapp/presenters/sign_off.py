@@ -12,6 +12,7 @@ from webapp.presenters import ViewModel
 from webapp.selectors import (
     SignOffFacts,
     cell_names,
+    photographs_held_elsewhere,
     result_stamp,
     sample_timeline,
     sign_off_facts,
@@ -62,6 +63,10 @@ class SignOffPanel(ViewModel):
     timeline: list  # TimelineEntry, newest first
     timeline_total: int  # entries in the whole trail: more than are shown where it is long
     result_seen: str  # selectors.result_stamp: the sign form says which result it signs
+    # Other samples holding one of this one's photographs (accession numbers), said beside the sign
+    # form: the photograph page warns of each, and a field of another patient is a mix-up to catch.
+    also_elsewhere: list = field(default_factory=list)
+    photographs_also_elsewhere: int = 0
     reason_draft: str = ""  # what a refused sign form held, written in again
     keep_unidentified_draft: bool = False
 
@@ -71,6 +76,7 @@ def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=2
     leukocytes = facts.leukocytes  # the differential's count, as the formula's total
     refusals = facts.refusals() if sample.status != Sample.Status.SIGNED else []
     draft = draft or {}
+    held = photographs_held_elsewhere(sample) if not sample.is_signed else {}
     return SignOffPanel(
         sign_off=facts,
         badge=StatusBadge(*facts.badge),
@@ -84,6 +90,8 @@ def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=2
         timeline=(entries := timeline(sample.pk, timeline_limit)),
         timeline_total=timeline_length(sample.pk, entries, timeline_limit),
         result_seen=result_stamp(sample) if may_sign and not sample.is_signed else "",
+        also_elsewhere=list(dict.fromkeys(number for numbers in held.values() for number in numbers)),
+        photographs_also_elsewhere=len(held),
         reason_draft=draft.get("below_target_reason", ""),
         keep_unidentified_draft=bool(draft.get("keep_unidentified")),
     )
