@@ -52,7 +52,8 @@ def _sample_rows(sample):
     yield ["formula", "count", "percent", "percent_low_95", "percent_high_95"]
     for row in formula.rows + formula.groups:
         yield [row.name, row.count, row.percent, row.low, row.high]
-    yield ["TOTAL", formula.total, 100.0 if formula.total else 0.0]
+    # With no leukocyte counted there is no share to give: the cells stay empty, as the types' do.
+    yield ["TOTAL", formula.total, 100.0 if formula.total else ""]
     # Beside the differential, by webapp.counting's rules: per 100 leukocytes (NRBC), then what
     # is listed apart and not counted.
     for row in formula.per_100:

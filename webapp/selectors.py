@@ -647,22 +647,25 @@ def read_result_stamp(stamp):
 class FormulaRow:
     name: str
     count: int
-    percent: float
-    low: float  # 95% range of the percentage (Wilson)
-    high: float
+    percent: float | None  # None with no leukocyte counted: no share of nothing is 0% or 100%
+    low: float | None  # 95% range of the percentage (Wilson)
+    high: float | None
 
     @classmethod
     def rows(cls, counts, total):
         """One row per (name, count), each percentage rounded on its own (_percent)."""
+        if not total:
+            return [cls(name, count, None, None, None) for name, count in counts]
         return [cls(name, count, _percent(count, total), *wilson_interval(count, total))
                 for name, count in counts]
 
     @property
     def range_width(self):
-        return self.high - self.low
+        return 0.0 if self.percent is None else self.high - self.low
 
     def as_dict(self):
-        return {"count": self.count, "percent": self.percent, "range_95": [self.low, self.high]}
+        return {"count": self.count, "percent": self.percent,
+                "range_95": None if self.percent is None else [self.low, self.high]}
 
 
 @dataclass
@@ -673,7 +676,7 @@ class PerHundredRow:
     reported_as: str  # as reports print it
     code: str  # its key in the CSV and the API
     count: int
-    per_100: float  # per 100 leukocytes of the differential; 0.0 when there are none
+    per_100: float | None  # per 100 leukocytes of the differential; None when there are none
 
     def as_dict(self):
         return {"type": self.name, "count": self.count, "per_100_leukocytes": self.per_100}
@@ -784,7 +787,7 @@ def leukocyte_formula(sample):
     total = sum(differential.values())
     per_100 = [
         PerHundredRow(name, rule_for(name).reported_as, rule_for(name).export_code, per_type.get(name, 0),
-                      _percent(per_type.get(name, 0), total))
+                      _percent(per_type.get(name, 0), total) if total else None)
         for name in sorted(RULES, key=type_order)
         if counting_of(name) is Counting.PER_100_LEUKOCYTES
         and (per_type.get(name) or name in network_types)

@@ -1,6 +1,7 @@
 """The printable report of a sample and its PDF: one view model, the same figures on both."""
 
 import base64
+import csv
 import io
 import re
 import zlib
@@ -186,9 +187,37 @@ def test_report_needs_a_sign_in(client):
 def test_report_of_a_sample_without_photographs_still_draws(client, tech):
     sample = Sample.objects.create(accession_number="H26-0050")
     page = client.get(reverse("lab:sample-report", args=[sample.pk]))
-    assert page.status_code == 200 and "0 leukocytes counted" in page.content.decode()
+    assert page.status_code == 200 and "No leukocyte is counted" in page.content.decode()
     pdf = client.get(reverse("lab:sample-report-pdf", args=[sample.pk]))
     assert pdf.status_code == 200 and b"H26-0050" in pdf_text(pdf.content)
+
+
+def test_with_no_leukocyte_counted_no_share_or_per_100_figure_is_given(client, tech):
+    # An erythroblast and a platelet, nothing else: the report read "Total 0 100.0", every range
+    # "0.0-0.0" and "NRBC 1 0.0 /100 WBC"; the CSV said 0.0 where the report said 100.0.
+    from classifier.labels import EIGHT_CLASSES
+
+    sample = make_sample("H26-ZERO", types=("ERYTHROBLAST", "PLATELET"),
+                         version=make_version(class_names=EIGHT_CLASSES))
+    html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert "No leukocyte is counted: there is no differential, and no figure per 100 leukocytes." in html
+    assert "100.0" not in html and "0.0&ndash;0.0" not in html and "less precise" not in html
+    assert "<p>No leukocytes counted.</p>" in html
+    assert ('data-type="ERYTHROBLAST"><td>NRBC</td><td class="num">1</td><td class="num">&ndash;</td>'
+            in html)
+    text = pdf_text(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
+    assert b"No leukocytes counted." in text and b"100.0" not in text
+    rows = list(csv.reader(io.StringIO(client.get(reverse("lab:sample-export", args=[sample.pk])).content
+                                       .decode())))
+    assert ["TOTAL", "0", ""] in rows and ["per_100_leukocytes_NRBC", "1", ""] in rows
+    assert all(row[2:] == ["", "", ""] for row in rows if row[:1] in (["NEUTROPHIL"], ["MONONUCLEAR"]))
+    formula = client.get(reverse("lab:api-sample", args=[sample.pk])).json()["formula"]
+    assert formula["total"] == 0
+    assert formula["types"]["NEUTROPHIL"] == {"count": 0, "percent": None, "range_95": None}
+    assert formula["per_100_leukocytes"]["NRBC"]["per_100_leukocytes"] is None
+    # The sample page lists the erythroblast, without a figure per 100 of nothing.
+    page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "1 cell, not yet a figure per 100 leukocytes (none counted)" in page
 
 
 @pytest.mark.parametrize("types, expected", [

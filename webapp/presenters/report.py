@@ -127,7 +127,10 @@ def _person(user):
 
 def _warnings(sample, formula, photographs, version_lines):
     warnings = []
-    if formula.total < sample.target_count:
+    if not formula.total:
+        warnings.append("No leukocyte is counted: there is no differential, and no figure per 100 "
+                        "leukocytes.")
+    elif formula.total < sample.target_count:
         line = (f"{count_of(formula.total, 'leukocyte')} counted, below the target of "
                 f"{sample.target_count}: the percentages are less precise (see each 95% range).")
         warnings.append(line)
@@ -192,8 +195,9 @@ def sample_report(sample):
         VersionLine(version.label, version.architecture, version.get_task_display().lower())
         for version in model_versions().filter(pk__in=formula.model_versions).order_by("pk")
     ]
+    # No leukocyte counted: no table of shares (each would be a share of nothing).
     differential = [Figure(row.name, type_label(row.name), PERCENT, row.percent, row.count, row.low, row.high)
-                    for row in formula.rows]
+                    for row in formula.rows] if formula.total else []
     per_100 = [Figure(row.name, row.reported_as or type_label(row.name), PER_100, row.per_100, row.count)
                for row in formula.per_100]
     signed = sample.status == Sample.Status.SIGNED
@@ -216,7 +220,7 @@ def sample_report(sample):
         amended_because=sample.amended_because,
         formula=formula,
         differential=differential,
-        groups=formula.groups,
+        groups=formula.groups if formula.total else [],
         per_100=per_100,
         listed_apart=[(type_label(name), count) for name, count in formula.listed_apart],
         unidentified=formula.unidentified,

@@ -101,7 +101,8 @@ def _beside(report, styles):
     if report.per_100:
         story.append(Paragraph("Per 100 leukocytes", styles["Heading2"]))
         rows = [["Figure", "Count", "/100 WBC"]]
-        rows += [[figure.label, figure.count, f"{figure.value:.1f}"] for figure in report.per_100]
+        rows += [[figure.label, figure.count, "\u2013" if figure.value is None else f"{figure.value:.1f}"]
+                 for figure in report.per_100]
         story.append(_table(rows, [60 * mm, 20 * mm, 25 * mm]))
     apart = [f"{_text(label)}: {count}" for label, count in report.listed_apart]
     if report.unidentified:
