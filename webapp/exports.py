@@ -101,8 +101,10 @@ def _sample_rows(sample):
            "partial", "counted_in", *[f"p_{name}" for name in class_names],
            # Last, after the probabilities, so that no column before them moved when they came: a
            # cell's photograph by id, as the photographs' table above lists it; "no" where no cell
-           # was outlined on a photograph of one cell and its middle was classified.
-           "image_id", "outlined"]
+           # was outlined on a photograph of one cell and its middle was classified; whether the
+           # formula's TOTAL counts it (counted_in says only that the edge did not leave it out: a
+           # whole platelet is counted in, and listed apart).
+           "image_id", "outlined", "in_differential"]
     for entry in images:
         image_unfamiliar = "yes" if unfamiliar_photograph(entry.cells) else "no"
         for cell in entry.cells:
@@ -117,7 +119,7 @@ def _sample_rows(sample):
                 # Blank, not 0, for a type the cell's network cannot call (a sample of two versions).
                 *[f"{cell.probabilities[name]:.4f}" if name in cell.probabilities else ""
                   for name in class_names],
-                entry.image.pk, "yes" if cell.outlined else "no",
+                entry.image.pk, "yes" if cell.outlined else "no", "yes" if cell.in_differential else "no",
             ]
 
 

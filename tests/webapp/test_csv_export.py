@@ -96,7 +96,7 @@ def test_each_cell_row_names_its_photograph_by_id(client, tech, three_photograph
     _, photographs = table(rows, "image")
     header, cells = table(rows, "cell_id")
     assert header[:len(CELL_COLUMNS)] == CELL_COLUMNS  # no column before moved
-    assert header[-2:] == ["image_id", "outlined"]
+    assert header[-3:] == ["image_id", "outlined", "in_differential"]
     assert all(cell["outlined"] == "yes" for cell in cells)
     by_photograph = {}
     for cell in cells:
@@ -121,6 +121,11 @@ def test_photograph_rows_count_the_cells_the_formula_counts(client, tech):
     _, [photograph] = table(rows, "image")
     assert (photograph["cells"], photograph["cells_in_differential"]) == ("4", "2")
     assert ["TOTAL", "2", "100.0"] in rows
+    # Each cell says so too: counted_in is the edge's word alone (a whole platelet is counted in,
+    # and listed apart), in_differential the formula's.
+    _, rows_of_cells = table(rows, "cell_id")
+    by_id = {int(row["cell_id"]): (row["counted_in"], row["in_differential"]) for row in rows_of_cells}
+    assert [by_id[cell.pk] for cell in cells] == [("yes", "yes"), ("yes", "no"), ("no", "no"), ("yes", "yes")]
 
 
 def test_a_queued_photograph_is_listed_before_the_worker_has_seen_it(client, tech):
