@@ -542,9 +542,11 @@ def test_activate_and_roll_back_are_one_post_each_and_logged(staff_client, staff
 def test_a_version_no_better_than_guessing_says_so_before_and_after_activation(staff_client):
     # The audit trained one on 96 images: 25% on four types, labelled Ready, one click to serve.
     make_version(status=ModelVersion.Status.ACTIVE)
-    guessing = make_version(status=ModelVersion.Status.READY, metrics={"validation": {"accuracy": 0.25}})
-    sound = make_version(status=ModelVersion.Status.READY, metrics={"validation": {"accuracy": 0.88}})
-    words = (f"The held-out accuracy of v{guessing.pk}, 25%, is no better than guessing among its 4 "
+    guessing = make_version(status=ModelVersion.Status.READY,
+                            metrics={"validation": four_class_metrics(0.25)["validation"]})
+    sound = make_version(status=ModelVersion.Status.READY,
+                         metrics={"validation": four_class_metrics(0.88)["validation"]})
+    words = (f"v{guessing.pk} called 25% of its validation cells right, no better than guessing among its 4 "
              "types (25%)")
     assert words in staff_client.get(reverse("models:detail", args=[guessing.pk])).content.decode()
     assert "no better than guessing" not in staff_client.get(
@@ -553,6 +555,24 @@ def test_a_version_no_better_than_guessing_says_so_before_and_after_activation(s
     page = response.content.decode()
     assert words in page and "Activate another version to stop it." in page
     assert ModelVersion.objects.get(status="active") == guessing
+
+
+@pytest.mark.django_db
+def test_the_guessing_warning_names_the_figure_it_read(staff_client):
+    # The audit's 2-epoch run: the page's headline said 25% on tiny/TEST, the warning "the
+    # held-out accuracy, 17%" (its validation figure), two held-out accuracies for one version.
+    from classifier.labels import EIGHT_CLASSES
+
+    version = make_version(status=ModelVersion.Status.READY, class_names=EIGHT_CLASSES,
+                           metrics={"TEST": four_class_metrics(0.25)["TEST"],
+                                    "validation": four_class_metrics(0.17)["validation"]})
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert (f"v{version.pk} called 17% of its validation cells right, no better than guessing among its 8 "
+            "types (12%)") in page
+    ModelVersion.objects.filter(pk=version.pk).update(metrics={
+        "TEST": four_class_metrics(0.2)["TEST"], "validation": four_class_metrics(0.6)["validation"]})
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert f"v{version.pk} called 20% of the TEST cells right, no better than guessing" in page
 
 
 @pytest.mark.django_db

@@ -703,17 +703,22 @@ CHANCE_MARGIN = 0.1
 
 
 def chance_level_warning(version):
-    """A sentence where the version's held-out accuracy (validation, else its first TEST) is no
-    better than guessing among its types, as a run on too few images ends; "" otherwise."""
-    metrics = version.metrics or {}
-    held_out = metrics.get("validation") or metrics.get("TEST") or {}
-    accuracy = held_out.get("accuracy")
+    """A sentence where one of the version's held-out figures (in the page's order: each TEST, then
+    validation) is no better than guessing among its types, as a run on too few images ends; ""
+    otherwise. It names the figure: the page's headline may be another one."""
     types = len(version.class_names or [])
-    if accuracy is None or types < 2 or accuracy > 1 / types + CHANCE_MARGIN:
+    if types < 2:
         return ""
-    return (f"The held-out accuracy of v{version.pk}, {round(100 * accuracy)}%, is no better than "
-            f"guessing among its {types} types ({round(100 / types)}%): it would serve calls a lab "
-            "cannot use.")
+    for table in metric_tables(version.metrics):
+        accuracy, where = table.get("accuracy"), table.get("where")
+        if where is None or accuracy is None or accuracy > 1 / types + CHANCE_MARGIN:
+            continue
+        cells = ("its validation cells" if where.endswith("validation")
+                 else "its held-out cells" if where == "Held-out" else f"the {where} cells")
+        return (f"v{version.pk} called {round(100 * accuracy)}% of {cells} right, no better than "
+                f"guessing among its {types} types ({round(100 / types)}%): it would serve calls a lab "
+                "cannot use.")
+    return ""
 
 
 _NO_PARENT = object()
