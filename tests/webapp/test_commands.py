@@ -21,10 +21,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 
 def make_version(status, task="4class", **fields):
+    fields.setdefault("metrics", {"TEST": {"accuracy": 0.875, "confusion_matrix": [[1]], "per_class": {}}})
     return ModelVersion.objects.create(
         architecture="paper", task=task, status=status,
-        model_sha256="" if status == "failed" else "ab" * 32,
-        metrics={"TEST": {"accuracy": 0.875, "confusion_matrix": [[1]], "per_class": {}}}, **fields
+        model_sha256="" if status == "failed" else "ab" * 32, **fields
     )
 
 
@@ -48,11 +48,20 @@ def test_models_lists_every_version_with_its_accuracy():
     make_version("active")
     ModelVersion.objects.create(architecture="paper", task="4class", status="failed",
                                 failure_reason="no images")
+    # Trained on two folders, as the bundled network: each folder's TEST is kept apart, and the
+    # list showed its pooled validation figure, or "-" for an adapted version without one.
+    table = {"accuracy": 0.955, "confusion_matrix": [[1]], "per_class": {}}
+    make_version("ready", task="8class", metrics={
+        "sources": {"pbc": {"order": 1, "TEST": dict(table)},
+                    "blood-cell-images": {"order": 0, "TEST": dict(table, accuracy=0.881)}},
+        "validation": dict(table, accuracy=0.9)})
     listing = run("models")
     lines = listing.splitlines()
-    assert lines[0].split()[:4] == ["id", "status", "architecture", "task"]
-    assert "active" in lines[1] and "0.8750" in lines[1] and lines[1].rstrip().endswith("0")
+    assert lines[0].split() == ["id", "status", "architecture", "task", "accuracy", "created", "cells",
+                                "measured", "on"]
+    assert "active" in lines[1] and "0.8750" in lines[1] and lines[1].rstrip().endswith(" 0  TEST")
     assert "failed" in lines[2] and " - " in lines[2]
+    assert "0.8810" in lines[3] and lines[3].endswith("blood-cell-images TEST")
 
 
 @pytest.mark.django_db

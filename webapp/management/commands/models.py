@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand
 from django.db.models import Count
 
-from webapp.management.commands.train import held_out_metrics
 from webapp.models import ModelVersion
+from webapp.presenters.models import headline
 
 
 class Command(BaseCommand):
@@ -18,16 +18,17 @@ class Command(BaseCommand):
             )
             return
         header = (
-            f"{'id':>4}  {'status':<9}  {'architecture':<12}  {'task':<6}  {'accuracy':>13}  "
-            f"{'created':<16}  {'cells':>7}"
+            f"{'id':>4}  {'status':<9}  {'architecture':<12}  {'task':<6}  {'accuracy':>8}  "
+            f"{'created':<16}  {'cells':>7}  measured on"
         )
         self.stdout.write(header)
         for version in versions:
-            title, metrics = held_out_metrics(version.metrics)
-            accuracy = f"{metrics['accuracy']:.4f}" if metrics else "-"
-            if metrics and title.startswith("validation"):
-                accuracy += " (val)"
+            # The figure the model pages headline: the first source's TEST where there is one (a
+            # version trained on several folders keeps each folder's apart), else validation.
+            shown = headline(version.metrics)
+            accuracy = "-" if shown is None or shown["accuracy"] is None else f"{shown['accuracy']:.4f}"
             self.stdout.write(
                 f"{version.pk:>4}  {version.status:<9}  {version.architecture:<12}  {version.task:<6}  "
-                f"{accuracy:>13}  {version.created_at:%Y-%m-%d %H:%M}  {version.cell_count:>7}"
+                f"{accuracy:>8}  {version.created_at:%Y-%m-%d %H:%M}  {version.cell_count:>7}  "
+                f"{shown['where'] if shown else ''}"
             )
