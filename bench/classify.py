@@ -48,6 +48,7 @@ from classifier.metrics import (  # noqa: E402
     format_review_flagging,
     groups_mostly_wrong,
     review_flagging,
+    unflagged_words,
 )
 from classifier.model_folder import BUNDLED_MODELS_DIR  # noqa: E402
 from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES, quiet_tensorflow_startup  # noqa: E402
@@ -482,7 +483,7 @@ def _review_lines(source):
     lines = [
         f"review flag as the site raises it ({rule}), on TEST: {review['flagged_share']:.1%} of "
         f"cells flagged, {review['errors_caught']:.1%} of the {review['errors']} errors among them, "
-        f"unflagged calls {review['unflagged_accuracy']:.1%} right"
+        f"{unflagged_words(review['flagged_share'], review['unflagged_accuracy'])}"
     ]
     if review["has_ood_score"]:
         alone = review["confidence_only"]

@@ -208,10 +208,18 @@ def format_review_flagging(rows, site_threshold=None, where=""):
         mark = "  <- the site's threshold" if at_site else ""
         lines.append(
             f"  under {row['threshold']:.2f}: {row['flagged_share']:.1%} of cells flagged, "
-            f"{row['errors_caught']:.1%} of the errors among them, unflagged calls "
-            f"{row['unflagged_accuracy']:.1%} right{mark}"
+            f"{row['errors_caught']:.1%} of the errors among them, "
+            f"{unflagged_words(row['flagged_share'], row['unflagged_accuracy'])}{mark}"
         )
     return lines
+
+
+def unflagged_words(flagged_share, unflagged_accuracy):
+    """How right the unflagged calls were, in words; with every cell flagged there were none (the
+    stored figure is then 1.0, which "100.0% right" would misread)."""
+    if flagged_share >= 1:
+        return "no call left unflagged"
+    return f"unflagged calls {unflagged_accuracy:.1%} right"
 
 
 def groups_mostly_wrong(images, probabilities, y, names, below=0.5):

@@ -73,6 +73,10 @@ def test_a_sites_review_threshold_joins_the_standard_ones_once_and_is_marked():
     marked = [line for line in format_review_flagging(same, 0.1 * 8) if "site's threshold" in line]
     assert marked == ["  under 0.80: 60.0% of cells flagged, 66.7% of the errors among them, "
                       "unflagged calls 50.0% right  <- the site's threshold"]
+    # Every cell flagged leaves no unflagged call to be right or wrong (stored as 1.0).
+    every = review_flagging([0, 1], [[0.6, 0.4], [0.7, 0.3]], (0.9,))
+    assert format_review_flagging(every)[-1] == (
+        "  under 0.90: 100.0% of cells flagged, 100.0% of the errors among them, no call left unflagged")
 
 
 def test_expected_calibration_error_of_overconfident_predictions():
