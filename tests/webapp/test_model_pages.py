@@ -512,6 +512,11 @@ def test_progress_json_and_cancel(staff_client):
     assert data["loss"] == 0.61 and data["eta_seconds"] == 60.0
     page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
     assert "Cancel training" in page and "js/training.js" in page
+    assert 'data-seconds="60.0">60 s</dd>' in page
+    # After the last epoch no time left is known: a dash, not "– s".
+    ModelVersion.objects.filter(pk=version.pk).update(progress={**version.progress, "eta_seconds": None})
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert '<dt>time left</dt><dd data-field="eta_seconds" data-seconds="">–</dd>' in page
 
     staff_client.post(reverse("models:cancel", args=[version.pk]))
     version.refresh_from_db()
