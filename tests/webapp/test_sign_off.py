@@ -571,3 +571,60 @@ def test_a_reopening_reason_too_long_is_a_400(client, hematologist):
     assert response.status_code == 400
     assert response.json() == {"error": "The reason for reopening is at most 2,000 characters."}
     assert Sample.objects.get(pk=sample.pk).is_signed
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("delete", ["photograph", "sample"])
+def test_a_deletion_waits_for_a_signature_in_flight_and_is_then_refused(django_user_model, delete):
+    # A classified photograph may be deleted now: checked before the deletion's transaction, the
+    # lock was not taken, and a signature committed in between left a signed result without its
+    # photograph's cells. (SQLite takes one writer at a time: the race is PostgreSQL's.)
+    import threading
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
+    user = django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1")
+    sample = make_sample("H26-RACE", types=("NEUTROPHIL", "LYMPHOCYTE"))
+    image = sample.images.get()
+    locked, release = threading.Event(), threading.Event()
+    refused = []
+
+    def sign():  # as sign_sample does: the sample's row locked, written, committed
+        try:
+            with transaction.atomic():
+                Sample.objects.select_for_update().get(pk=sample.pk)
+                Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.SIGNED, signed_by=user,
+                                                           signed_at=timezone.now(), times_signed=1)
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def remove():
+        try:
+            if delete == "photograph":
+                delete_image(SmearImage.objects.select_related("sample").get(pk=image.pk), user=user,
+                             finished_only=True)
+            else:
+                delete_sample(Sample.objects.get(pk=sample.pk), user=user)
+        except SampleLocked as exc:
+            refused.append(str(exc))
+        finally:
+            connection.close()
+
+    signer = threading.Thread(target=sign)
+    signer.start()
+    assert locked.wait(10)
+    deleter = threading.Thread(target=remove)
+    deleter.start()
+    deleter.join(1.5)
+    assert deleter.is_alive(), "the deletion went ahead under a signature in flight"
+    release.set()
+    signer.join(10)
+    deleter.join(10)
+    assert refused and "is refused while it is signed" in refused[0]
+    assert Sample.objects.get(pk=sample.pk).status == Sample.Status.SIGNED
+    assert Cell.objects.filter(image__sample=sample).count() == 2

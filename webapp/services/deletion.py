@@ -61,10 +61,11 @@ def ensure_never_released(sample):
 def delete_sample(sample, user=None):
     """Delete a sample, its records and, once that is committed, its files; refused (SampleLocked)
     while it is signed, or once it has ever been (ensure_never_released)."""
-    ensure_editable(sample, "deleting the sample")
-    ensure_never_released(sample)
     sample_id, accession = sample.pk, sample.accession_number
     with transaction.atomic():
+        # Under the sample's row lock, as sign_sample takes it: no signature lands in between.
+        ensure_editable(sample, "deleting the sample")
+        ensure_never_released(sample)
         image_count = sample.images.count()
         cell_count = Cell.objects.filter(image__sample=sample).count()
         names = sample_file_names(sample)
@@ -77,11 +78,28 @@ def delete_sample(sample, user=None):
                 sample_id, accession, image_count, _who(user), len(names))
 
 
-def delete_image(image, user=None):
-    """Delete one photograph of a sample, its cells and reviews and, once committed, its files."""
-    ensure_editable(image.sample, "deleting a photograph")
+class PhotographBusy(ValueError):
+    """The photograph is queued or being classified: deleting it would pull it from under the
+    worker. The message is for the person who asked."""
+
+
+def delete_image(image, user=None, finished_only=False):
+    """Delete one photograph of a sample, its cells and reviews and, once committed, its files;
+    refused (SampleLocked) while the sample is signed, and with ``finished_only`` (PhotographBusy)
+    unless the photograph is classified or failed."""
     image_id, name, sample_id = image.pk, image.original_filename, image.sample_id
     with transaction.atomic():
+        # Checked under the sample's row lock, as sign_sample takes it: a signature cannot land
+        # between this check and the deletion, which would change a signed result.
+        ensure_editable(image.sample, "deleting a photograph")
+        status = (SmearImage.objects.select_for_update().filter(pk=image_id)
+                  .values_list("status", flat=True).first())
+        if status is None:
+            return  # deleted meanwhile (a second click, another tab): nothing left to do
+        if finished_only and status not in (SmearImage.Status.DONE, SmearImage.Status.FAILED):
+            state = "being classified" if status == SmearImage.Status.PROCESSING else "queued"
+            raise PhotographBusy(f"{name} was not deleted: it is still {state}. Delete it once it is "
+                                 "classified.")
         names = image_file_names(image)
         cell_count = image.cells.count()
         audit.record(image, "delete", {"original_filename": (name, None), "cells": (cell_count, 0)},

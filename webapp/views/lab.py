@@ -42,7 +42,7 @@ from webapp.selectors import (
     sample_record_counts,
     samples_with_progress,
 )
-from webapp.services.deletion import delete_image, delete_sample, may_delete_sample
+from webapp.services.deletion import PhotographBusy, delete_image, delete_sample, may_delete_sample
 from webapp.services.health import classify_workers_running
 from webapp.services.locking import SampleLocked
 from webapp.services.photographs_kind import PhotographsKindKept, read_photographs_as, why_kind_is_kept
@@ -293,14 +293,9 @@ def image_delete(request, pk):
     sample = image.sample
     _ensure_may_delete(request.user, sample, "its photographs")
     page_number = photograph_page_number(image)
-    if image.status not in (SmearImage.Status.DONE, SmearImage.Status.FAILED):
-        state = "being classified" if image.status == SmearImage.Status.PROCESSING else "queued"
-        messages.error(request, f"{image.original_filename} was not deleted: it is still {state}. "
-                                "Delete it once it is classified.")
-        return redirect(lab_pages.photograph_address(image, page_number))
     try:
-        delete_image(image, user=request.user)
-    except SampleLocked as exc:
+        delete_image(image, user=request.user, finished_only=True)
+    except (SampleLocked, PhotographBusy) as exc:
         messages.error(request, str(exc))
         return redirect(lab_pages.photograph_address(image, page_number))
     messages.success(request, f"{image.original_filename} and its cells were deleted.")
