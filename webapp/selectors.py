@@ -15,8 +15,9 @@ from datetime import date, datetime, time, timedelta
 from auditlog.models import LogEntry
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.db.models import Case, Count, F, Prefetch, Q, When
+from django.db.models import Case, Count, F, Max, Prefetch, Q, When
 from django.db.models.functions import Trim
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -26,7 +27,7 @@ from classifier.labels import BINARY_CLASSES, FOUR_CLASSES
 from classifier.ood import UNFAMILIAR_ABOVE
 from webapp.cell_types import review_types, type_order
 from webapp.counting import RULES, Counting, counting_of, group_of, rule_for
-from webapp.intake import fingerprint_bands, same_field
+from webapp.intake import HeldPhotographs, fingerprint_bands
 from webapp.models import (
     AddedCellRequest,
     Cell,
@@ -1019,16 +1020,32 @@ def photographs_held_elsewhere(sample, image_ids=None):
         keys = {key for _, _, orientations in batch
                 for print_ in orientations for key in fingerprint_bands(print_)}
         near = FingerprintBand.objects.filter(key__in=keys).values("image_id")
-        others = list(SmearImage.objects.exclude(sample=sample)
-                      .filter(Q(checksum__in={checksum for _, checksum, _ in batch}) | Q(pk__in=near))
-                      .order_by("sample__created_at", "pk")
-                      .values_list("checksum", "fingerprint", "sample__accession_number"))
+        checksums = {checksum for _, checksum, _ in batch}
+        others = HeldPhotographs(SmearImage.objects.exclude(sample=sample)
+                                 .filter(Q(checksum__in=checksums) | Q(pk__in=near))
+                                 .order_by("sample__created_at", "pk")
+                                 .values_list("checksum", "fingerprint", "sample__accession_number"))
         for pk, checksum, orientations in batch:
-            accessions = [accession for other_checksum, other_fingerprint, accession in others
-                          if other_checksum == checksum
-                          or any(same_field(print_, other_fingerprint) for print_ in orientations)]
+            # Each photograph against the candidates sharing a band with it, not against every one:
+            # the whole batch against every candidate took 0.8 s a hundred photographs.
+            accessions = others.holders(checksum, orientations)
             if accessions:
                 held[pk] = list(dict.fromkeys(accessions))
+    return held
+
+
+def photographs_held_elsewhere_kept(sample):
+    """photographs_held_elsewhere(sample) for the whole sample, kept in the cache until a photograph
+    is stored or deleted anywhere (the photographs' count and last id name the generation: ids are
+    never reused). The sign-off panel is drawn after every review and poll, and the search costs
+    about 2 ms a photograph: a 4,750-photograph sample's took 6 s."""
+    generation = SmearImage.objects.aggregate(count=Count("pk"), last=Max("pk"))
+    key = (f"held-elsewhere:{sample.pk}:{sample.created_at.timestamp()}:{generation['count']}:"
+           f"{generation['last']}")
+    held = cache.get(key)
+    if held is None:
+        held = photographs_held_elsewhere(sample)
+        cache.set(key, held, timeout=6 * 3600)
     return held
 
 

@@ -984,3 +984,22 @@ def test_held_photographs_find_what_comparing_every_fingerprint_finds():
     same_file = intake.CheckedImage(b"", ".png", 1, 1, checksum=stored[7][0], fingerprint="")
     assert held.holder(same_file) == "field-7.jpg"
     assert held.holder(intake.CheckedImage(b"", ".png", 1, 1, checksum="e" * 64)) is None
+
+
+@pytest.mark.django_db
+def test_the_sign_off_panel_follows_copies_stored_and_deleted_elsewhere(client, tech, queued):
+    # The panel's search is kept between reviews (it costs about 2 ms a photograph), and must still
+    # see a copy another sample stores later, and forget one deleted.
+    from webapp.services.deletion import delete_image
+
+    data = jpeg_bytes(seed=21)
+    first = create_sample_with_images("H26-0301", "", [upload("field.jpg", data)]).sample
+    panel = 'data-role="also-elsewhere"'
+    page = reverse("lab:sample-detail", args=[first.pk])
+    assert panel not in client.get(page).content.decode()
+    second = create_sample_with_images("H26-0302", "", [upload("copy.jpg", data)]).sample
+    body = client.get(page).content.decode()
+    assert "1 photograph is also in sample H26-0302: check that it belongs to this patient" in body
+    assert panel in client.get(page).content.decode()  # read again, from what was kept
+    delete_image(second.images.get())
+    assert panel not in client.get(page).content.decode()

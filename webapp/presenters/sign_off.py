@@ -12,7 +12,7 @@ from webapp.presenters import ViewModel
 from webapp.selectors import (
     SignOffFacts,
     cell_names,
-    photographs_held_elsewhere,
+    photographs_held_elsewhere_kept,
     result_stamp,
     sample_timeline,
     sign_off_facts,
@@ -76,7 +76,7 @@ def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=2
     leukocytes = facts.leukocytes  # the differential's count, as the formula's total
     refusals = facts.refusals() if sample.status != Sample.Status.SIGNED else []
     draft = draft or {}
-    held = photographs_held_elsewhere(sample) if not sample.is_signed else {}
+    held = photographs_held_elsewhere_kept(sample) if not sample.is_signed else {}
     return SignOffPanel(
         sign_off=facts,
         badge=StatusBadge(*facts.badge),
