@@ -453,3 +453,52 @@ def test_the_cell_page_says_what_a_second_look_did(client, tech, settings):
                        "network&#x27;s review threshold of 80%.")
     assert said.startswith("Called from a second look at 0.8x") and "Lymphocyte, 70%" in said
     assert page(kept) == (None, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_relabel_takes_the_samples_lock_before_the_cells(django_user_model):
+    # review_cells (the gallery) and sign_sample lock the sample, then the cells; review_cell took
+    # the cell first. A single relabel and a gallery relabel of the same cell at once could each hold
+    # what the other waited for: PostgreSQL's deadlock error, a 500 to one of them.
+    import threading
+
+    from django.db import DatabaseError, connection, transaction
+
+    from webapp.models import Sample
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
+    user = django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
+    sample = make_sample("H26-LOCK", types=("NEUTROPHIL",))
+    cell = Cell.objects.get(image__sample=sample)
+    holding, release, cell_was_free = threading.Event(), threading.Event(), []
+
+    def gallery_side():  # holds the sample's row, as review_cells does, then reaches for the cell
+        try:
+            with transaction.atomic():
+                Sample.objects.select_for_update().get(pk=sample.pk)
+                holding.set()
+                release.wait(2)  # meanwhile the single relabel starts
+                try:
+                    Cell.objects.select_for_update(nowait=True).get(pk=cell.pk)
+                    cell_was_free.append(True)
+                except DatabaseError:
+                    cell_was_free.append(False)
+        finally:
+            connection.close()
+
+    def single_side():
+        try:
+            review_cell(cell, "LYMPHOCYTE", user)
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=gallery_side)
+    first.start()
+    assert holding.wait(10)
+    second = threading.Thread(target=single_side)
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert cell_was_free == [True], "the single relabel held the cell while waiting for the sample"
+    assert Cell.objects.get(pk=cell.pk).cell_type == "LYMPHOCYTE"

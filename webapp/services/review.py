@@ -86,8 +86,12 @@ def review_cell(cell, new_type, user):
     refused: the formula counts the later version's call on the cell, and so is any relabelling
     on a signed sample (webapp.services.locking).
     """
+    # The sample's row first, then the cell's, in the order review_cells and sign_sample take
+    # them: a single relabel and a gallery relabel at once cannot each hold what the other waits for.
+    sample_id = Cell.objects.filter(pk=cell.pk).values_list("image__sample_id", flat=True).first()
+    if sample_id is not None:
+        ensure_editable(Sample(pk=sample_id), "relabelling a cell")
     cell = _locked([cell])[cell.pk]
-    ensure_editable(cell.image.sample, "relabelling a cell")
     new_type = _wanted(new_type)
     _check(cell, new_type)
     return _record([cell], new_type, user)[0]
