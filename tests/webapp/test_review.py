@@ -464,6 +464,7 @@ def test_a_relabel_takes_the_samples_lock_before_the_cells(django_user_model):
 
     from django.db import DatabaseError, connection, transaction
 
+    from tests.webapp.concurrent_requests import start_as_another_request
     from webapp.models import Sample
 
     if connection.vendor != "postgresql":
@@ -474,30 +475,19 @@ def test_a_relabel_takes_the_samples_lock_before_the_cells(django_user_model):
     holding, release, cell_was_free = threading.Event(), threading.Event(), []
 
     def gallery_side():  # holds the sample's row, as review_cells does, then reaches for the cell
-        try:
-            with transaction.atomic():
-                Sample.objects.select_for_update().get(pk=sample.pk)
-                holding.set()
-                release.wait(2)  # meanwhile the single relabel starts
-                try:
-                    Cell.objects.select_for_update(nowait=True).get(pk=cell.pk)
-                    cell_was_free.append(True)
-                except DatabaseError:
-                    cell_was_free.append(False)
-        finally:
-            connection.close()
+        with transaction.atomic():
+            Sample.objects.select_for_update().get(pk=sample.pk)
+            holding.set()
+            release.wait(2)  # meanwhile the single relabel starts
+            try:
+                Cell.objects.select_for_update(nowait=True).get(pk=cell.pk)
+                cell_was_free.append(True)
+            except DatabaseError:
+                cell_was_free.append(False)
 
-    def single_side():
-        try:
-            review_cell(cell, "LYMPHOCYTE", user)
-        finally:
-            connection.close()
-
-    first = threading.Thread(target=gallery_side)
-    first.start()
+    first = start_as_another_request(gallery_side)
     assert holding.wait(10)
-    second = threading.Thread(target=single_side)
-    second.start()
+    second = start_as_another_request(lambda: review_cell(cell, "LYMPHOCYTE", user))
     first.join(10)
     second.join(10)
     assert cell_was_free == [True], "the single relabel held the cell while waiting for the sample"

@@ -584,6 +584,8 @@ def test_a_deletion_waits_for_a_signature_in_flight_and_is_then_refused(django_u
     from django.db import connection, transaction
     from django.utils import timezone
 
+    from tests.webapp.concurrent_requests import start_as_another_request
+
     if connection.vendor != "postgresql":
         pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
     user = django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1")
@@ -593,15 +595,12 @@ def test_a_deletion_waits_for_a_signature_in_flight_and_is_then_refused(django_u
     refused = []
 
     def sign():  # as sign_sample does: the sample's row locked, written, committed
-        try:
-            with transaction.atomic():
-                Sample.objects.select_for_update().get(pk=sample.pk)
-                Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.SIGNED, signed_by=user,
-                                                           signed_at=timezone.now(), times_signed=1)
-                locked.set()
-                release.wait(10)
-        finally:
-            connection.close()
+        with transaction.atomic():
+            Sample.objects.select_for_update().get(pk=sample.pk)
+            Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.SIGNED, signed_by=user,
+                                                       signed_at=timezone.now(), times_signed=1)
+            locked.set()
+            release.wait(10)
 
     def remove():
         try:
@@ -612,14 +611,10 @@ def test_a_deletion_waits_for_a_signature_in_flight_and_is_then_refused(django_u
                 delete_sample(Sample.objects.get(pk=sample.pk), user=user)
         except SampleLocked as exc:
             refused.append(str(exc))
-        finally:
-            connection.close()
 
-    signer = threading.Thread(target=sign)
-    signer.start()
+    signer = start_as_another_request(sign)
     assert locked.wait(10)
-    deleter = threading.Thread(target=remove)
-    deleter.start()
+    deleter = start_as_another_request(remove)
     deleter.join(1.5)
     assert deleter.is_alive(), "the deletion went ahead under a signature in flight"
     release.set()

@@ -1,0 +1,20 @@
+"""Two requests at once, in tests of what PostgreSQL's row locks order: each runs in a thread of its
+own with its own database connection, closed when it is done (as a request's would be)."""
+
+import threading
+
+from django.db import connection
+
+
+def start_as_another_request(work):
+    """Run ``work()`` in a thread of its own; returns the started thread."""
+
+    def run():
+        try:
+            work()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
