@@ -116,7 +116,8 @@ def test_the_creator_deletes_a_photograph_that_failed_or_does_not_belong(client,
     assert url in page and done_url in page and waiting_url not in page
     # The classified one asks first: its cells and their reviews go with it.
     assert (f'data-confirm="Delete {done.original_filename} and its 1 cell from sample H26-DEL? The '
-            "reviews of its cells go with them") in page and "js/confirm.js" in page
+            "reviews of its cells go with them; the audit trail keeps a record of the deletion.") in page
+    assert "js/confirm.js" in page
     response = client.post(waiting_url, follow=True)
     assert "later.png was not deleted: it is still being classified." in response.content.decode()
     response = client.post(url, follow=True)
@@ -131,6 +132,19 @@ def test_the_creator_deletes_a_photograph_that_failed_or_does_not_belong(client,
                                     content_type__model="smearimage")
     assert deletion.actor.username == "creator"
     assert deletion.additional_data["note"] == f"photograph {done.original_filename} deleted with 1 cell"
+
+
+def test_a_classified_photograph_without_cells_asks_without_naming_cells(client, entered_sample,
+                                                                         django_user_model):
+    from webapp.models import SmearImage
+
+    SmearImage.objects.create(
+        sample=entered_sample, image="smears/empty.png", original_filename="empty.png", width=64,
+        height=48, file_size=1, checksum="d" * 64, status=SmearImage.Status.DONE)
+    client.force_login(django_user_model.objects.get(username="creator"))
+    page = client.get(reverse("lab:sample-detail", args=[entered_sample.pk])).content.decode()
+    assert ('data-confirm="Delete empty.png from sample H26-DEL? The audit trail keeps a record of the '
+            'deletion."') in page
 
 
 @pytest.mark.parametrize("who", ["creator", "staff"])
