@@ -16,9 +16,14 @@ from django.utils import timezone
 
 from webapp import audit
 from webapp.intake import HeldPhotographs, RejectedFile, check_files, duplicate_reason, fingerprint_bands
-from webapp.models import FingerprintBand, ModelVersion, Sample, SmearImage
+from webapp.models import FingerprintBand, Sample, SmearImage
 from webapp.queueing import queue_classifications
-from webapp.selectors import photographs_held_elsewhere, sample_version_id, samples_with_accession
+from webapp.selectors import (
+    active_version_id,
+    photographs_held_elsewhere,
+    sample_version_id,
+    samples_with_accession,
+)
 from webapp.services.deletion import delete_stored_files
 from webapp.services.locking import ensure_editable
 
@@ -134,17 +139,11 @@ def create_sample_with_images(accession_number, note, files, user=None,
         # reaches it: one activated meanwhile split a 50-photograph sample 34/16 between two. (On
         # PostgreSQL a "re-classify all" committed while this upload is stored does not see it:
         # this sample stays with the version it was uploaded under, whole.)
-        result.stored = add_images(sample, accepted, _active_version_id())
+        result.stored = add_images(sample, accepted, active_version_id())
     result.sample = sample
     result.also_elsewhere = _also_elsewhere(sample, result.stored)
     logger.info("Sample %s: %d image(s) queued, %d rejected", sample.pk, len(result.stored), len(rejected))
     return result
-
-
-def _active_version_id():
-    """The active version's id; None with none active (the photographs wait for one). Its id alone:
-    the version's row holds its network's bytes, megabytes read inside the upload's transaction."""
-    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("pk", flat=True).first()
 
 
 def add_images_to_sample(sample, files):
