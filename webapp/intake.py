@@ -373,7 +373,7 @@ class HeldPhotographs:
 
     def __init__(self, photographs=()):
         self._checksums = {}  # checksum -> [(order added, name)]
-        self._bands = {}  # band key -> [(order added, fingerprint as an integer, name)]
+        self._bands = {}  # band key -> [(order added, fingerprint, name)]
         self._added = 0
         for checksum, fingerprint, name in photographs:
             self.add(checksum, fingerprint, name)
@@ -382,9 +382,8 @@ class HeldPhotographs:
         order, self._added = self._added, self._added + 1
         self._checksums.setdefault(checksum, []).append((order, name))
         if fingerprint:
-            value = int(fingerprint, 16)
             for key in fingerprint_bands(fingerprint):
-                self._bands.setdefault(key, []).append((order, value, name))
+                self._bands.setdefault(key, []).append((order, fingerprint, name))
 
     def holders(self, checksum, fingerprints):
         """The names of every photograph a file of ``checksum`` whose orientations' fingerprints are
@@ -393,10 +392,9 @@ class HeldPhotographs:
         for mine in fingerprints:
             if not mine:
                 continue
-            value = int(mine, 16)
             for key in fingerprint_bands(mine):
                 for order, other, name in self._bands.get(key, ()):
-                    if order not in found and (value ^ other).bit_count() <= SAME_FIELD_MAX_DIFFERENCE:
+                    if order not in found and same_field(mine, other):
                         found[order] = name
         return [found[order] for order in sorted(found)]
 
