@@ -56,7 +56,7 @@ def record(instance, action, changes, actor=None, note="", **extra):
         force_log=True,
         action=actions[action],
         changes={key: [_text(old), _text(new)] for key, (old, new) in changes.items()},
-        actor=actor if actor is not None and actor.is_authenticated else None,
+        actor=_signed_in(actor),
         additional_data=data,
     )
 
@@ -65,17 +65,11 @@ def save_as(instance, actor, update_fields=None):
     """Save `instance` and write its audit row with `actor` as the one who did it, request or not
     (a service that knows who acts: signing, reopening, a review), instead of leaving the actor to
     the request's middleware."""
-    LogEntry = get_logentry_model()
     created = instance._state.adding
     old = None if created else type(instance).objects.filter(pk=instance.pk).first()
     with disable_auditlog():
         instance.save(update_fields=update_fields)
-    changes = model_instance_diff(old, instance, fields_to_check=None if created else update_fields)
-    if changes:
-        LogEntry.objects.log_create(
-            instance, action=LogEntry.Action.CREATE if created else LogEntry.Action.UPDATE,
-            changes=changes, actor=actor if actor is not None and actor.is_authenticated else None,
-        )
+    _log_saved(instance, old, actor, created, fields=None if created else update_fields)
     return instance
 
 
@@ -84,14 +78,25 @@ def create_all_as(instances, actor):
     for it (auditlog's own, so the request's address and correlation id are kept). Returns them."""
     if not instances:
         return []
-    LogEntry = get_logentry_model()
     created = type(instances[0]).objects.bulk_create(instances)  # sends no signals: no rows yet
     for instance in created:
-        changes = model_instance_diff(None, instance)
-        if changes:
-            LogEntry.objects.log_create(instance, action=LogEntry.Action.CREATE, changes=changes,
-                                        actor=actor if actor is not None and actor.is_authenticated else None)
+        _log_saved(instance, None, actor, created=True)
     return created
+
+
+def _log_saved(instance, old, actor, created, fields=None):
+    """The audit row of a save made with auditlog off: what changed from ``old``."""
+    changes = model_instance_diff(old, instance, fields_to_check=fields)
+    if changes:
+        LogEntry = get_logentry_model()
+        LogEntry.objects.log_create(
+            instance, action=LogEntry.Action.CREATE if created else LogEntry.Action.UPDATE,
+            changes=changes, actor=_signed_in(actor),
+        )
+
+
+def _signed_in(actor):
+    return actor if actor is not None and actor.is_authenticated else None
 
 
 def _text(value):
