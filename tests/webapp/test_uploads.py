@@ -994,12 +994,15 @@ def test_the_sign_off_panel_follows_copies_stored_and_deleted_elsewhere(client, 
 
     data = jpeg_bytes(seed=21)
     first = create_sample_with_images("H26-0301", "", [upload("field.jpg", data)]).sample
-    panel = 'data-role="also-elsewhere"'
+    panel, card = 'data-role="also-elsewhere"', 'data-role="held-elsewhere"'
     page = reverse("lab:sample-detail", args=[first.pk])
     assert panel not in client.get(page).content.decode()
     second = create_sample_with_images("H26-0302", "", [upload("copy.jpg", data)]).sample
     body = client.get(page).content.decode()
     assert "1 photograph is also in sample H26-0302: check that it belongs to this patient" in body
-    assert panel in client.get(page).content.decode()  # read again, from what was kept
+    assert "The same photograph is in sample H26-0302" in body  # the photograph's card reads it too
+    again = client.get(page).content.decode()  # read again, from what was kept
+    assert panel in again and card in again
     delete_image(second.images.get())
-    assert panel not in client.get(page).content.decode()
+    body = client.get(page).content.decode()
+    assert panel not in body and card not in body

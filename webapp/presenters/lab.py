@@ -26,6 +26,7 @@ from webapp.selectors import (
     leukocyte_formula,
     photograph_page_number,
     photographs_held_elsewhere,
+    photographs_held_elsewhere_kept,
     sample_cell_counts,
     sample_images_with_cells,
     sample_photograph_page,
@@ -207,7 +208,10 @@ def sample_results(sample, image_ids=None, page_number=None):
     stuck_ids = set(stuck_images().filter(sample=sample).values_list("pk", flat=True))
     legend = {pair for pairs in shortcuts.values() for pair in pairs}
     added_boxes = added_cell_requests(sample)
-    held_elsewhere = photographs_held_elsewhere(sample, [entry.image.pk for entry in images])
+    # An unsigned sample's sign-off panel searches the whole sample and keeps the answer: the page
+    # reads its photographs from it rather than searching them again at every draw (9 ms a page).
+    held_elsewhere = (photographs_held_elsewhere(sample, [entry.image.pk for entry in images])
+                      if sample.is_signed else photographs_held_elsewhere_kept(sample))
     formula = leukocyte_formula(sample)
     page_number = photograph_page.page.number if photograph_page else None
     # Asked for by id (one card after a review): the panel returns to that card's page.
