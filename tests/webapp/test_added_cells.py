@@ -104,6 +104,23 @@ def test_a_good_box_waits_for_the_worker_and_shows_as_pending(client, tech, sent
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("second, message", [
+    ((420, 320, 460, 360), "lies inside a box already waiting for the classifier"),  # drawn again, smaller
+    ((380, 280, 520, 420), "holds a box already waiting for the classifier"),
+])
+def test_a_box_inside_or_around_a_waiting_box_is_refused(client, tech, sent_tasks, second, message):
+    # The security audit: only a near-identical waiting box was refused, so a careless second
+    # draw inside the first, before the worker took it, counted one cell twice.
+    image = make_sample().images.get()
+    assert post_box(client, image, (400, 300, 480, 380)).status_code == 302
+    response = post_box(client, image, second, HTTP_ACCEPT="application/json")
+    assert response.status_code == 400 and message in response.json()["error"]
+    assert AddedCellRequest.objects.count() == 1
+    # A neighbouring cell, beside the waiting box, is taken.
+    assert post_box(client, image, (500, 300, 580, 380)).status_code == 302
+
+
+@pytest.mark.django_db
 def test_a_photograph_not_yet_classified_takes_no_box(client, tech, sent_tasks):
     image = make_sample().images.get()
     SmearImage.objects.filter(pk=image.pk).update(status=SmearImage.Status.PROCESSING)

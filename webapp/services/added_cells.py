@@ -78,6 +78,22 @@ def request_added_cell(image, box, user=None):
             f"{image.original_filename} is not classified yet ({image.get_status_display().lower()}): "
             "add a missed cell once its classification is done."
         )
+    x0, y0, x1, y1 = box
+    with transaction.atomic():
+        # Under the sample's lock (as signing takes it): a signature may have come while the box was
+        # checked, and two boxes drawn at once are compared with each other, not only with what was
+        # stored before either.
+        ensure_editable(image.sample, ACTION)
+        _refuse_a_cell_twice(image, box)
+        request = AddedCellRequest.objects.create(image=image, x0=x0, y0=y0, x1=x1, y1=y1,
+                                                  requested_by=user)
+        queueing.queue_added_cells([request.pk])
+    return request
+
+
+def _refuse_a_cell_twice(image, box):
+    """AddCellError where ``box`` would count a cell the photograph holds, or one a box still waiting
+    for the classifier holds, a second time."""
     cells = current_cells(image=image).order_by("index").only("x0", "y0", "x1", "y1", "added_by_hand",
                                                               "corrected_type")
     pending = AddedCellRequest.objects.filter(image=image, status=AddedCellRequest.Status.PENDING)
@@ -88,27 +104,29 @@ def request_added_cell(image, box, user=None):
                                "already: it will take the place of the photograph's cell.")
         cells = []  # the drawn box takes the place of the photograph's cell, wherever that lies
     for index, cell in enumerate(cells):
-        if box_iou(box, cell.box) >= SAME_CELL_IOU:
-            raise AddCellError(f"Cell {index + 1} of this photograph already covers that box: review it "
-                               "instead of adding it again.")
-        # Two boxes of one cell need not look alike: a box drawn on a lobe, or around the whole
-        # field, would count a cell twice.
-        if covered_share(box, cell.box) >= INSIDE_SHARE:
-            raise AddCellError(f"That box lies inside cell {index + 1}'s outline: review cell {index + 1} "
-                               "instead of adding part of it as another cell.")
-        if covered_share(cell.box, box) >= INSIDE_SHARE:
-            raise AddCellError(f"That box holds cell {index + 1}, already found: draw around the missed "
-                               "cell alone.")
-    if any(box_iou(box, other.box) >= SAME_CELL_IOU for other in pending):
-        raise AddCellError("That box is already waiting for the classifier.")
-    x0, y0, x1, y1 = box
-    with transaction.atomic():
-        # Again under the sample's lock: a signature may have come while the box was checked.
-        ensure_editable(image.sample, ACTION)
-        request = AddedCellRequest.objects.create(image=image, x0=x0, y0=y0, x1=x1, y1=y1,
-                                                  requested_by=user)
-        queueing.queue_added_cells([request.pk])
-    return request
+        name = f"cell {index + 1}"
+        _refuse_overlap(box, cell.box, same=f"Cell {index + 1} of this photograph already covers that "
+                        f"box: review it instead of adding it again.",
+                        inside=f"That box lies inside {name}'s outline: review {name} instead of adding "
+                        "part of it as another cell.",
+                        holds=f"That box holds {name}, already found: draw around the missed cell alone.")
+    for waiting in pending:
+        _refuse_overlap(box, waiting.box, same="That box is already waiting for the classifier.",
+                        inside="That box lies inside a box already waiting for the classifier: the cell "
+                        "is being added once already.",
+                        holds="That box holds a box already waiting for the classifier: draw around "
+                        "the missed cell alone.")
+
+
+def _refuse_overlap(box, other, same, inside, holds):
+    if box_iou(box, other) >= SAME_CELL_IOU:
+        raise AddCellError(same)
+    # Two boxes of one cell need not look alike: a box drawn on a lobe, or around the whole field,
+    # would count a cell twice.
+    if covered_share(box, other) >= INSIDE_SHARE:
+        raise AddCellError(inside)
+    if covered_share(other, box) >= INSIDE_SHARE:
+        raise AddCellError(holds)
 
 
 def _ensure_replaceable(cells):
