@@ -8,6 +8,7 @@ Pure file checks: nothing here touches the database or the storage.
 import hashlib
 import io
 import logging
+import threading
 import warnings
 from dataclasses import dataclass
 from itertools import pairwise
@@ -427,13 +428,40 @@ def fingerprint_bands(fingerprint):
             for band, (start, end) in enumerate(pairwise(_BAND_EDGES))]
 
 
+class UploadsBusy(Exception):
+    """This web process is checking as many uploads as it takes at once; nothing was read."""
+
+
+# Each web process checks at most UPLOADS_CHECKED_AT_ONCE uploads at a time, decoding one file at a
+# time: one upload may decode MAX_UPLOAD_MEGAPIXELS (about 24 s at the default 2,000), and twelve at
+# once held every request thread gunicorn has (4 a process), so that nobody's page loaded for 85 s.
+# One more is refused at once, saying so, which leaves threads for every other page.
+UPLOADS_CHECKED_AT_ONCE = 2
+_upload_slots = threading.BoundedSemaphore(UPLOADS_CHECKED_AT_ONCE)
+# And one decode at a time per process: with a process per core, decoding takes the cores in turn
+# with the pages, and holds one photograph's pixels in memory, not one per upload.
+_decoding = threading.Lock()
+UPLOADS_BUSY = ("Leukoscope is checking other uploads at this moment, and nothing was stored: upload "
+                "the photographs again in a minute.")
+
+
 def check_files(files, known=()):
     """Split uploaded files into (name, CheckedImage) pairs and RejectedFile entries.
 
     `known` holds (SHA-256, fingerprint, name) of the photographs the sample already holds; a file
     of one of them, or of another file of this upload, is refused (HeldPhotographs, same_field):
-    its cells are counted once.
+    its cells are counted once. Raises UploadsBusy where this process checks as many uploads as
+    it takes at once.
     """
+    if not _upload_slots.acquire(blocking=False):
+        raise UploadsBusy(UPLOADS_BUSY)
+    try:
+        return _check_files(files, known)
+    finally:
+        _upload_slots.release()
+
+
+def _check_files(files, known):
     accepted, rejected = [], []
     held = HeldPhotographs(known or ())
     # At least one photograph at the largest each may be, whatever the settings say.
@@ -455,7 +483,8 @@ def check_files(files, known=()):
             rejected.append(RejectedFile(name, over_budget_reason(), over_budget=True))
             continue
         try:
-            checked = check_image(uploaded)
+            with _decoding:
+                checked = check_image(uploaded)
         except ImageRejected as exc:
             rejected.append(RejectedFile(name, str(exc)))
             continue

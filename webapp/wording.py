@@ -6,10 +6,11 @@ def count_of(n, noun, plural=None):
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
-def choose_again(sent):
-    """What a refused upload form says of the ``sent`` photographs a browser does not keep."""
+def choose_again(sent, correct_first=True):
+    """What a refused upload form says of the ``sent`` photographs a browser does not keep; where
+    nothing in the form was wrong (``correct_first`` false), only to choose them again."""
     if not sent:
         return ""
     was, them = ("was", "it") if sent == 1 else ("were", "them")
-    return (f"The {count_of(sent, 'photograph')} you chose {was} not stored: correct the form, then "
-            f"choose {them} again.")
+    correct = "correct the form, then " if correct_first else ""
+    return f"The {count_of(sent, 'photograph')} you chose {was} not stored: {correct}choose {them} again."

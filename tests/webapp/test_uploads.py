@@ -1006,3 +1006,51 @@ def test_the_sign_off_panel_follows_copies_stored_and_deleted_elsewhere(client, 
     delete_image(second.images.get())
     body = client.get(page).content.decode()
     assert panel not in body and card not in body
+
+
+class _HeldFile(io.BytesIO):
+    """An uploaded file whose first read waits until the test lets it go: an upload caught mid-check."""
+
+    def __init__(self, data, reading, go):
+        super().__init__(data)
+        self.name, self.size, self._reading, self._go = "held.jpg", len(data), reading, go
+
+    def read(self, *args):
+        self._reading.release()
+        self._go.wait(10)
+        return super().read(*args)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_uploads_past_those_a_process_checks_at_once_are_refused_saying_so(client, tech, queued):
+    # The security audit: twelve large uploads at once held every request thread of the web server,
+    # and nobody's page loaded for 85 s. One past UPLOADS_CHECKED_AT_ONCE is refused at once, stores
+    # nothing, and says to try again; once they are done, uploads are taken again.
+    import threading
+
+    earlier = create_sample_with_images("H26-0899", "", [upload("earlier.jpg", jpeg_bytes(seed=3))]).sample
+    reading, go = threading.Semaphore(0), threading.Event()
+    held = [[_HeldFile(jpeg_bytes(seed=n), reading, go)] for n in range(intake.UPLOADS_CHECKED_AT_ONCE)]
+    checks = [threading.Thread(target=intake.check_files, args=(files,)) for files in held]
+    for check in checks:
+        check.start()
+    try:
+        for _ in checks:
+            assert reading.acquire(timeout=10)  # each is mid-check, holding its place
+        response = client.post(reverse("lab:upload"), {"accession_number": "H26-0900",
+                                                       "images": [upload("field.jpg", jpeg_bytes(seed=1))]})
+        assert response.status_code == 503 and response["Retry-After"] == "60"
+        assert intake.UPLOADS_BUSY in response.content.decode()
+        assert "The 1 photograph you chose was not stored: choose it again." in response.content.decode()
+        assert not Sample.objects.filter(accession_number="H26-0900").exists()
+        response = client.post(reverse("lab:sample-add-images", args=[earlier.pk]),
+                               {"images": [upload("more.jpg", jpeg_bytes(seed=4))]}, follow=True)
+        assert intake.UPLOADS_BUSY in response.content.decode() and earlier.images.count() == 1
+    finally:
+        go.set()
+        for check in checks:
+            check.join(10)
+    response = client.post(reverse("lab:upload"), {"accession_number": "H26-0900",
+                                                   "images": [upload("field.jpg", jpeg_bytes(seed=1))]})
+    assert response.status_code == 302
+    assert Sample.objects.get(accession_number="H26-0900").images.count() == 1

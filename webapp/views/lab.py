@@ -26,7 +26,7 @@ from webapp.forms import (
     duplicate_accession_error,
     is_row_id,
 )
-from webapp.intake import upload_budget
+from webapp.intake import UploadsBusy, upload_budget
 from webapp.models import Cell, Sample, SmearImage
 from webapp.presenters import lab as lab_pages
 from webapp.presenters import sign_off as sign_off_pages
@@ -98,6 +98,7 @@ def upload(request):
     form = SampleUploadForm(request.POST or None, request.FILES or None)
     rejected = []
     result = None
+    busy = False
     if request.method == "POST" and form.is_valid():
         try:
             result = create_sample_with_images(
@@ -106,6 +107,9 @@ def upload(request):
             )
         except DuplicateAccession as duplicate:  # stored by another upload while this one was read
             form.add_error("accession_number", duplicate_accession_error(duplicate.existing))
+        except UploadsBusy as refusal:  # try again shortly: nothing here is the user's fault
+            form.add_error(None, str(refusal))
+            busy = True
     if result is not None:
         if result.sample:
             queued = count_of(len(result.stored), "photograph")
@@ -115,14 +119,14 @@ def upload(request):
             return redirect("lab:sample-detail", pk=result.sample.pk)
         rejected = result.rejected
         form.add_error("images", "None of the files could be stored; nothing was saved.")
-    status = 200 if request.method == "GET" else 400
+    status = 200 if request.method == "GET" else 503 if busy else 400
     # A browser never fills a file input back in: photographs sent with a form refused for its
     # accession number or note are gone from it, and the page must say so.
     sent = len(request.FILES.getlist("images")) if result is None and not form.has_error("images") else 0
-    return render(request, "lab/upload.html", {
+    response = render(request, "lab/upload.html", {
         "form": form,
         "rejected": rejected,
-        "choose_again": choose_again(sent),
+        "choose_again": choose_again(sent, correct_first=not busy),
         "max_upload_mb": settings.MAX_UPLOAD_BYTES // (1024 * 1024),
         "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
         "max_megapixels": f"{settings.MAX_IMAGE_PIXELS / 1e6:g}",
@@ -130,6 +134,9 @@ def upload(request):
         "upload_budget": upload_budget(),
         "max_upload_total_bytes": settings.MAX_UPLOAD_TOTAL_MB * 1024 * 1024,
     }, status=status)
+    if busy:
+        response["Retry-After"] = "60"
+    return response
 
 
 def _sample_context(sample, image_ids=None, page_number=None):
@@ -242,7 +249,7 @@ def sample_add_images(request, pk):
         return redirect("lab:sample-detail", pk=sample.pk)
     try:
         result = add_images_to_sample(sample, form.cleaned_data["images"])
-    except SampleLocked as exc:
+    except (SampleLocked, UploadsBusy) as exc:
         messages.error(request, str(exc))
         return redirect("lab:sample-detail", pk=sample.pk)
     if result.stored:
