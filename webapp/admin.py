@@ -305,7 +305,7 @@ class ApiTokenAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
 #   manages accounts. An administrator who could hand them out could have the new administrator put
 #   them in the hematologist group (the self-promotion refused below, in two steps), two could
 #   promote each other, and one could take them from, or reset the password of, a fellow
-#   administrator; staff status alone also deletes any sample (services.deletion.may_delete_sample);
+#   administrator;
 # - nobody changes their own groups or staff status.
 # Giving other accounts the lab's roles (technologist, hematologist) stays the admin role's job. (Who
 # sets an ordinary account's password can still sign in as it: that trust comes with the role.)

@@ -77,17 +77,26 @@ def entered_sample(django_user_model):
     return make_sample("H26-DEL", types=("NEUTROPHIL",), user=creator)
 
 
-def test_only_the_creator_or_staff_may_delete_a_sample(client, tech, entered_sample):
+@pytest.mark.parametrize("who", ["technologist", "staff without a role"])
+def test_only_the_creator_or_an_administrator_may_delete_a_sample(client, tech, entered_sample,
+                                                                  django_user_model, who):
+    # The security audit: staff status alone (a monitoring account that reads /healthz, say, which
+    # is meant to change nothing) deleted any sample from its page.
     from webapp.models import Sample
 
+    if who != "technologist":
+        client.force_login(django_user_model.objects.create_user("monitor", password="a-long-passphrase-1",
+                                                                 is_staff=True))
     detail = client.get(reverse("lab:sample-detail", args=[entered_sample.pk])).content.decode()
     url = reverse("lab:sample-delete", args=[entered_sample.pk])
-    assert url not in detail  # no Delete button for someone who may not
+    photograph = reverse("lab:image-delete", args=[entered_sample.images.get().pk])
+    assert url not in detail and photograph not in detail  # no Delete button for someone who may not
     for response in (client.get(url), client.post(url)):
         assert response.status_code == 403
-        assert ("Only the person who entered sample H26-DEL (creator) or a staff member may delete it."
+        assert ("Only the person who entered sample H26-DEL (creator) or an administrator may delete it."
                 in response.content.decode())
-    assert Sample.objects.filter(pk=entered_sample.pk).exists()
+    assert client.post(photograph).status_code == 403
+    assert Sample.objects.filter(pk=entered_sample.pk, images__isnull=False).exists()
 
 
 def test_the_creator_deletes_a_photograph_that_failed_or_does_not_belong(client, tech, entered_sample,
@@ -147,17 +156,14 @@ def test_a_classified_photograph_without_cells_asks_without_naming_cells(client,
             'deletion."') in page
 
 
-@pytest.mark.parametrize("who", ["creator", "staff"])
-def test_the_creator_and_staff_delete_and_the_log_names_them(client, django_user_model, entered_sample,
-                                                             caplog, who):
+@pytest.mark.parametrize("who", ["creator", "administrator"])
+def test_the_creator_and_an_administrator_delete_and_the_log_names_them(client, entered_sample, caplog,
+                                                                        staff, who):
     import logging
 
     from webapp.models import Sample
 
-    if who == "creator":
-        user = entered_sample.created_by
-    else:
-        user = django_user_model.objects.create_user("lead", password="a-long-passphrase-1", is_staff=True)
+    user = entered_sample.created_by if who == "creator" else staff
     client.force_login(user)
     url = reverse("lab:sample-delete", args=[entered_sample.pk])
     assert url in client.get(reverse("lab:sample-detail", args=[entered_sample.pk])).content.decode()

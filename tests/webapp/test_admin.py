@@ -157,6 +157,16 @@ def test_a_signed_samples_accession_number_and_note_cannot_change_in_the_admin(a
     assert (sample.accession_number, sample.note) == ("H26-0003", "")
 
 
+def test_the_admin_role_deletes_a_sample_in_the_django_admin_as_on_its_page(staff_client):
+    # Migration 0022: the admin role holds webapp.delete_sample (the sample page's rule, which staff
+    # status alone used to pass), and Django's confirmation asks for nothing more.
+    sample = make_sample()
+    page = staff_client.get(reverse("admin:webapp_sample_delete", args=[sample.pk]))
+    assert page.status_code == 200 and "permission to delete" not in page.content.decode()
+    staff_client.post(reverse("admin:webapp_sample_delete", args=[sample.pk]), {"post": "yes"})
+    assert not Sample.objects.filter(pk=sample.pk).exists()
+
+
 def test_deleting_an_uploaded_sample_lists_its_photographs_not_their_fingerprint_bands(admin_client,
                                                                                        sent_tasks):
     from tests.webapp.test_uploads import jpeg_bytes, upload

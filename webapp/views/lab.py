@@ -286,8 +286,8 @@ def _ensure_may_delete(user, sample, what):
     if not may_delete_sample(user, sample):
         entered_by = f" ({sample.created_by.get_username()})" if sample.created_by else ""
         raise PermissionDenied(
-            f"Only the person who entered sample {sample.accession_number}{entered_by} or a staff "
-            f"member may delete {what}."
+            f"Only the person who entered sample {sample.accession_number}{entered_by} or an "
+            f"administrator may delete {what}."
         )
 
 
