@@ -3,6 +3,7 @@
 import logging
 from urllib.parse import unquote_to_bytes
 
+from django.conf import settings
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.http import Http404, JsonResponse
 from django.middleware.gzip import GZipMiddleware
@@ -40,7 +41,7 @@ class ApiTokenMiddleware:
 
     def __call__(self, request):
         header = request.headers.get("Authorization")
-        if header is None or not is_api_request(request):
+        if header is None or not (is_api_request(request) or _is_media_request(request)):
             return self.get_response(request)
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
@@ -56,6 +57,11 @@ class ApiTokenMiddleware:
             return answer
         request.user = user
         return self.get_response(request)
+
+
+def _is_media_request(request):
+    """A photograph or crop: the API's answers link them (`file`, `crop`), for the key to fetch."""
+    return request.path_info.startswith(settings.MEDIA_URL)
 
 
 class CompressTextMiddleware(GZipMiddleware):

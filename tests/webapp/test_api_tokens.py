@@ -81,6 +81,27 @@ def test_a_key_only_reads_and_only_the_api(client, django_user_model):
     assert page.status_code == 302 and "/accounts/login/" in page["Location"]
 
 
+def test_a_key_fetches_the_photographs_and_crops_the_api_links(client, lis, settings):
+    # The security audit: the API's `file` and `crop` links answered a key with the login page.
+    from pathlib import Path
+
+    sample = make_sample("K-0003", types=("NEUTROPHIL",))
+    _, key = create_token(lis, "LIS")
+    answer = client.get(reverse("lab:api-sample", args=[sample.pk]), **bearer(key)).json()
+    links = [answer["images"][0]["file"], answer["images"][0]["cells"][0]["crop"]]
+    for link in links:
+        stored = Path(settings.MEDIA_ROOT) / link.split(settings.MEDIA_URL, 1)[1]
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_bytes(b"picture of " + stored.name.encode())
+    for link in links:
+        fetched = client.get(link, **bearer(key))
+        assert fetched.status_code == 200 and b"".join(fetched.streaming_content).startswith(b"picture of")
+        assert client.get(link, **bearer("not-a-key")).status_code == 401
+        # Without a key it is a page's picture, for a signed-in person only.
+        assert client.get(link).status_code == 302
+    assert client.post(links[0], **bearer(key)).status_code == 405
+
+
 def test_last_use_is_written_at_most_once_a_minute(client, lis):
     token, key = create_token(lis, "LIS")
     client.get(reverse("lab:api-samples"), **bearer(key))
