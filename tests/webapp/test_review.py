@@ -234,6 +234,28 @@ def test_review_needs_post_and_csrf(tech):
     assert response.status_code == 403
 
 
+def test_a_request_from_an_untrusted_address_names_the_setting_not_a_reload(tech):
+    # The security audit: behind a proxy without LEUKOSCOPE_CSRF_TRUSTED_ORIGINS, every form was
+    # refused as "opened before the last sign-in: reload the page", which never helps.
+    from django.test import Client
+
+    make_sample()
+    cell = Cell.objects.get(index=0)
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(tech)
+    page = strict.get(reverse("lab:cell-detail", args=[cell.pk]))
+    token = page.context["csrf_token"]
+    url = reverse("lab:cell-review", args=[cell.pk])
+    foreign = strict.post(url, {"cell_type": "LYMPHOCYTE", "csrfmiddlewaretoken": token},
+                          HTTP_ORIGIN="https://lab.example.org")
+    body = foreign.content.decode()
+    assert foreign.status_code == 403 and "it came from a page at https://lab.example.org" in body
+    assert "LEUKOSCOPE_CSRF_TRUSTED_ORIGINS" in body and "opened before the last sign-in" not in body
+    stale = strict.post(url, {"cell_type": "LYMPHOCYTE", "csrfmiddlewaretoken": "x" * 64})
+    assert stale.status_code == 403 and "opened before the last sign-in" in stale.content.decode()
+    assert not Cell.objects.get(pk=cell.pk).corrected_type
+
+
 def test_sample_page_shows_overlay_table_formula_and_review_buttons(client, tech):
     sample = make_sample(confidence=0.6)
     Cell.objects.filter(index=0).update(corrected_type="MONOCYTE", cell_type="MONOCYTE")

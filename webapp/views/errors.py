@@ -6,6 +6,7 @@ import sys
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpResponse, JsonResponse
+from django.middleware import csrf
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.views import defaults
@@ -77,12 +78,30 @@ def permission_denied(request, exception):
 
 def csrf_failure(request, reason=""):
     """A form or a click sent from a page opened under an earlier sign-in: common on a shared
-    workstation. Say what to do rather than Django's bare "CSRF verification failed"."""
+    workstation. Say what to do rather than Django's bare "CSRF verification failed". A request from
+    an address the site is not set up to answer at (a proxy's, say) is refused at every reload:
+    that one names the setting instead."""
     message = ("This page was opened before the last sign-in or sign-out, so the site could not "
                "trust the request: reload the page and do it again.")
+    foreign = _foreign_origin(reason)
+    if foreign:
+        message = (f"The site could not trust the request: it came from a page at {foreign}, an address "
+                   "this site is not set up to answer at, and reloading will not change that. If that is "
+                   "how Leukoscope is reached here, the administrator adds it to "
+                   "LEUKOSCOPE_CSRF_TRUSTED_ORIGINS (README, Configuration).")
     if reads_json(request):
         return JsonResponse({"error": message}, status=403)
     return render(request, "403.html", {"exception": message, "csrf_failure": True}, status=403)
+
+
+def _foreign_origin(reason):
+    """The address named by Django's "Origin/Referer checking failed - X does not match any trusted
+    origins", or ""."""
+    for rule in (csrf.REASON_BAD_ORIGIN, csrf.REASON_BAD_REFERER):
+        before, after = rule.split("%s")
+        if reason.startswith(before) and reason.endswith(after):
+            return reason[len(before):len(reason) - len(after)]
+    return ""
 
 
 @requires_csrf_token
