@@ -64,6 +64,20 @@ def _is_media_request(request):
     return request.path_info.startswith(settings.MEDIA_URL)
 
 
+class ContentSecurityPolicyMiddleware:
+    """settings.CONTENT_SECURITY_POLICY on every HTML page. Not on photographs, PDFs or JSON: a
+    policy on a PDF can keep the browser's own viewer from showing it."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if response.get("Content-Type", "").startswith("text/html"):
+            response.headers.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
+        return response
+
+
 class CompressTextMiddleware(GZipMiddleware):
     """Django's gzip compression (with its BREACH mitigation: random gzip header padding; CSRF
     tokens are masked anew per response), for text only. A technologist's 500-cell sample page is

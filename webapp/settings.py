@@ -177,6 +177,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "webapp.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # Above everything that writes a page's body, so it compresses what they wrote (static files are
     # served precompressed by WhiteNoise above it).
@@ -403,6 +404,12 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SECURE else Non
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
+# Sent with every page (webapp.middleware.ContentSecurityPolicyMiddleware): scripts only from the
+# site's own files, so text a person typed can never run as one even where an escape were missed.
+# Inline style attributes stay allowed: the pages size bars and swatches with them.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                           "img-src 'self' data:; object-src 'none'; base-uri 'self'; form-action 'self'; "
+                           "frame-ancestors 'none'")
 
 LOG_LEVEL = env_log_level("LEUKOSCOPE_LOG_LEVEL", "INFO")
 LOGGING = {

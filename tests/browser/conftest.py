@@ -40,6 +40,10 @@ def browser_page(monkeypatch):
         page.set_default_timeout(PAGE_TIMEOUT_MS)
         errors = []
         page.on("pageerror", lambda error: errors.append(str(error)))
+        # Anything the site's Content-Security-Policy blocked (settings.CONTENT_SECURITY_POLICY): a
+        # script, style or picture it refused is a page that works without the policy only.
+        page.on("console", lambda message: errors.append(message.text)
+                if "Content Security Policy" in message.text else None)
         _keep_request_journal(page)
         yield page
         browser.close()

@@ -292,3 +292,19 @@ def test_an_account_without_a_role_is_offered_no_change_it_would_be_refused(clie
     for page, addresses in controls.items():
         html = client.get(page).content.decode()
         assert [address for address in addresses if address not in html] == [], page
+
+
+# --- what the browser is told -------------------------------------------------------------------
+
+def test_pages_carry_a_content_security_policy_and_files_do_not(client, tech):
+    # The security audit: no policy was sent. Pages may run only the site's own scripts; a PDF is
+    # left without one, which can keep the browser's viewer from showing it.
+    from tests.webapp.lab_factories import make_sample
+
+    sample = make_sample("H26-CSP", types=("NEUTROPHIL",))
+    for url in (reverse("home"), reverse("lab:sample-detail", args=[sample.pk]), reverse("login")):
+        policy = client.get(url).headers["Content-Security-Policy"]
+        assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy
+    for url in (reverse("lab:sample-report-pdf", args=[sample.pk]), reverse("lab:api-samples")):
+        response = client.get(url)
+        assert response.status_code == 200 and "Content-Security-Policy" not in response.headers
