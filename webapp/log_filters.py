@@ -2,16 +2,21 @@
 
 import logging
 
-from django.core.exceptions import PermissionDenied, SuspiciousOperation
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.http.multipartparser import MultiPartParserError
+
+# What Django answers 400 or 403 for: the request's fault, never the code's.
+REFUSALS = PermissionDenied | SuspiciousOperation | BadRequest | MultiPartParserError
 
 
 class RefusalInOneLine(logging.Filter):
-    """A 403, or a request Django refuses as suspicious (a forged Host header, a broken session),
-    is the site turning away what it should not serve, not a fault in the code: log it as one line
-    naming the user and the reason, without the traceback Django attaches. Other records keep theirs."""
+    """A 403, a malformed request (an upload without its multipart boundary), or one Django refuses
+    as suspicious (a forged Host header, a broken session), is the site turning away what it should
+    not serve, not a fault in the code: log it as one line naming the user and the reason, without
+    the traceback Django attaches. Other records keep theirs."""
 
     def filter(self, record):
-        refused = record.exc_info and isinstance(record.exc_info[1], PermissionDenied | SuspiciousOperation)
+        refused = record.exc_info and isinstance(record.exc_info[1], REFUSALS)
         if not refused:
             return True
         parts = [record.getMessage()]

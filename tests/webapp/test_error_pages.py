@@ -96,6 +96,15 @@ def test_a_forged_host_header_is_logged_in_one_line(client, caplog):
     assert "evil.example" in records[0].getMessage()
 
 
+def test_an_upload_without_its_multipart_boundary_is_logged_in_one_line(client, tech, caplog):
+    # The security audit: the only traceback in a whole run of bad requests, for a client's fault.
+    response = client.generic("POST", reverse("lab:upload"), b"--x\r\n", content_type="multipart/form-data")
+    assert response.status_code == 400
+    records = [r for r in caplog.records if r.name == "django.request"]
+    assert records and all(record.exc_info is None for record in records)
+    assert "boundary" in records[0].getMessage().lower()
+
+
 def test_opening_an_address_only_a_button_posts_to_explains_itself(client, tech):
     sample = make_sample()
     response = client.get(reverse("lab:sample-sign", args=[sample.pk]))
