@@ -75,6 +75,8 @@ def classify_image(self, image_id, model_version_id=None):
 def add_cell(self, request_id):
     try:
         finish_added_cell(request_id)
+    except StorageUnreachable as exc:
+        raise self.retry(exc=exc, countdown=settings.STORAGE_RETRY_SECONDS, max_retries=None) from None
     except DatabaseError as exc:
         _retry_when_busy(self, exc, f"Drawn box {request_id}")  # the box stays pending meanwhile
 

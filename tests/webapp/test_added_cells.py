@@ -310,6 +310,25 @@ def test_a_drawn_box_waits_for_a_persons_label_however_sure_the_network_is(clien
 
 
 @pytest.mark.django_db
+def test_a_drawn_box_waits_while_its_pictures_cannot_be_stored(tech, classify_here, settings):
+    # A storage that refuses the crop (a folder made read-only, a full disk) is not the box's fault:
+    # it stays pending for the task's next try, rather than failing for good.
+    image = classify_here()
+    request = request_added_cell(image, (300, 20, 360, 80), user=tech)
+    blocked = Path(settings.MEDIA_ROOT) / "cells"
+    moved = blocked.rename(blocked.with_name("cells-away"))
+    blocked.write_bytes(b"")  # where the crops' folder goes: no crop can be written under it
+    try:
+        with pytest.raises(classification.StorageUnreachable, match="cannot store its pictures"):
+            finish_added_cell(request.pk)
+        assert AddedCellRequest.objects.get(pk=request.pk).status == "pending"
+    finally:
+        blocked.unlink()
+        moved.rename(blocked)
+    assert finish_added_cell(request.pk).added_by_hand
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("photographs, partial", [(Sample.Photographs.SMEAR_FIELDS, True),
                                                   (Sample.Photographs.ONE_CELL_EACH, False)])
 def test_a_drawn_box_at_the_edge_counts_as_the_samples_photographs_say(tech, classify_here, photographs,

@@ -4,6 +4,7 @@ The real pipeline and network run in tests/e2e."""
 
 import dataclasses
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +262,28 @@ def test_a_worker_that_cannot_reach_the_media_folder_puts_the_photograph_back(ne
     assert classification.classify_smear_image(stored_image.pk) == 2
     image = SmearImage.objects.get(pk=stored_image.pk)
     assert (image.status, image.error) == ("done", "")
+
+
+def test_a_worker_that_cannot_store_its_pictures_puts_the_photograph_back(network, stored_image, settings):
+    # The reliability audit: a media folder made read-only while a sample classified failed 22 of
+    # its 40 photographs for good, each then tried again by hand. A write the storage refuses is
+    # never the photograph's fault: it waits, as for a folder it cannot read.
+    make_version()
+    blocked = Path(settings.MEDIA_ROOT) / "cells"
+    shutil.rmtree(blocked, ignore_errors=True)
+    blocked.write_bytes(b"")  # where the crops' folder goes: no crop can be written under it
+    try:
+        with pytest.raises(classification.StorageUnreachable):
+            classification.classify_smear_image(stored_image.pk)
+        image = SmearImage.objects.get(pk=stored_image.pk)
+        assert image.status == "queued" and not Cell.objects.exists()
+        assert image.error.startswith("Waiting: the classifier worker cannot store its pictures in "
+                                      f"LEUKOSCOPE_MEDIA_ROOT={settings.MEDIA_ROOT} (")
+        assert "tried again every 60 s" in image.error
+    finally:
+        blocked.unlink()
+    assert classification.classify_smear_image(stored_image.pk) == 2
+    assert SmearImage.objects.get(pk=stored_image.pk).status == "done"
 
 
 def test_another_version_adds_cells_and_keeps_the_old_ones(network, stored_image):

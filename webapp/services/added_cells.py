@@ -26,7 +26,7 @@ from webapp.db_errors import is_transient_database_error
 from webapp.models import AddedCellRequest, Cell, SmearImage
 from webapp.review_flag import review_threshold
 from webapp.selectors import current_cells
-from webapp.services.classification import Written, fill_cell, load_rgb, readable_error
+from webapp.services.classification import StorageUnreachable, Written, fill_cell, load_rgb, readable_error
 from webapp.services.locking import SampleLocked, ensure_editable
 from webapp.services.model_registry import load_classifier
 
@@ -210,6 +210,10 @@ def finish_added_cell(request_id):
         written.discard()
         _fail(request_id, str(exc))
         return None
+    except StorageUnreachable:
+        # The storage at fault, not the box: it stays pending for the task's next try.
+        written.discard()
+        raise
     except Exception as exc:
         written.discard()
         if is_transient_database_error(exc):

@@ -32,7 +32,7 @@ from classifier.errors import UnreadablePhotograph
 from classifier.pipeline import analyse_smear
 from classifier.rendering import decode_rgb
 from webapp import audit
-from webapp.broker import probe_media_folder
+from webapp.broker import MEDIA_VARIABLE, probe_media_folder
 from webapp.cell_types import carried_label
 from webapp.db_errors import is_transient_database_error
 from webapp.models import Cell, ModelVersion, SmearImage
@@ -65,6 +65,13 @@ def _ours(task_id):
     return held & Q(task_id=task_id) if task_id else held
 
 
+def _waiting_for_storage(problem):
+    return StorageUnreachable(
+        f"Waiting: the classifier worker {problem}. The photograph is kept and tried again every "
+        f"{settings.STORAGE_RETRY_SECONDS:g} s; an administrator can see this on the health page "
+        "(/healthz).")
+
+
 def load_rgb(image):
     try:
         with image.image.open("rb") as handle:
@@ -72,10 +79,7 @@ def load_rgb(image):
     except OSError as exc:
         media = probe_media_folder(settings.MEDIA_ROOT)
         if not media["usable"]:
-            raise StorageUnreachable(
-                f"Waiting: the classifier worker {media['problem']}. The photograph is kept and tried "
-                f"again every {settings.STORAGE_RETRY_SECONDS:g} s; an administrator can see this on "
-                "the health page (/healthz).") from None
+            raise _waiting_for_storage(media["problem"]) from None
         if isinstance(exc, FileNotFoundError):
             raise ClassificationError("The stored photograph is missing from storage.") from None
         raise ClassificationError("The stored photograph could not be read.") from None
@@ -108,12 +112,25 @@ class Written:
         self.names = []
 
     def save(self, field_file, name, content):
-        field_file.save(name, ContentFile(content), save=False)
+        try:
+            field_file.save(name, ContentFile(content), save=False)
+        except OSError as exc:
+            # A folder made read-only, a full disk, a mount gone: never the photograph's fault, so
+            # it waits for the storage rather than failing (a read-only folder failed a whole queue,
+            # each photograph then tried again by hand).
+            media = probe_media_folder(settings.MEDIA_ROOT)
+            problem = media.get("problem") or (
+                f"cannot store its pictures in {MEDIA_VARIABLE}={settings.MEDIA_ROOT} "
+                f"({exc.strerror or exc})")
+            raise _waiting_for_storage(problem) from None
         self.names.append(field_file.name)
 
     def discard(self):
         for name in self.names:
-            self.storage.delete(name)
+            try:
+                self.storage.delete(name)
+            except OSError as exc:  # the storage that failed the run may refuse this too
+                logger.warning("Could not remove %s after a failed run: %s", name, exc)
 
 
 def fill_cell(cell, found, image, name_stem, written):
