@@ -135,8 +135,8 @@ def test_healthz_tells_anyone_what_works_and_only_staff_the_details(client, db, 
     assert anonymous.status_code == staff.status_code == 503
     assert anonymous.json() == {
         "status": "failing", "failing": ["broker", "worker"],
-        "checks": {"database": {"ok": True}, "broker": {"ok": False}, "worker": {"ok": False},
-                   "model": {"ok": True}, "work": {"ok": True}},
+        "checks": {"database": {"ok": True}, "broker": {"ok": False}, "storage": {"ok": True},
+                   "worker": {"ok": False}, "model": {"ok": True}, "work": {"ok": True}},
     }
     details = staff.json()["checks"]
     assert details["model"]["architecture"] == "paper" and "error" in details["broker"]

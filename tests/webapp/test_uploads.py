@@ -1054,3 +1054,26 @@ def test_uploads_past_those_a_process_checks_at_once_are_refused_saying_so(clien
                                                    "images": [upload("field.jpg", jpeg_bytes(seed=1))]})
     assert response.status_code == 302
     assert Sample.objects.get(accession_number="H26-0900").images.count() == 1
+
+
+@pytest.mark.django_db
+def test_an_upload_the_storage_refuses_keeps_nothing_and_says_so(client, tech, queued, settings):
+    # The reliability audit: a media folder the web server cannot write answered with a bare 500 and
+    # dropped the files. Now: nothing kept (no sample, no file), a sentence, and the form as sent.
+    blocked = Path(settings.MEDIA_ROOT) / "smears"
+    moved = blocked.rename(blocked.with_name("smears-away")) if blocked.exists() else None
+    blocked.write_bytes(b"")  # where the photographs' folder goes: nothing can be written under it
+    try:
+        before = stored_files(settings.MEDIA_ROOT)
+        files = [upload(f"f{n}.jpg", jpeg_bytes(seed=n)) for n in (1, 2)]
+        response = client.post(reverse("lab:upload"), {"accession_number": "H26-0950", "images": files})
+        body = response.content.decode()
+        assert response.status_code == 503
+        assert ("The photographs were not stored: this server cannot write to its storage folder "
+                "(LEUKOSCOPE_MEDIA_ROOT: ") in body and "Nothing was kept." in body
+        assert 'value="H26-0950"' in body
+        assert not Sample.objects.exists() and stored_files(settings.MEDIA_ROOT) == before
+    finally:
+        blocked.unlink()
+        if moved:
+            moved.rename(blocked)

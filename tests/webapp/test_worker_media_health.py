@@ -252,3 +252,20 @@ def test_a_photograph_waits_while_its_worker_cannot_see_the_media_folder_then_is
     finally:
         stop_worker(process)
 
+
+
+def test_a_web_server_that_cannot_store_uploads_says_so(staff_client, settings, tmp_path):
+    # The reliability audit: an unwritable media folder answered every upload with a 500 while
+    # /healthz said "ok"; the workers report their own folder, the web server did not.
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    assert healthz(staff_client)[1]["checks"]["storage"] == {
+        "ok": True, "root": settings.MEDIA_ROOT, "note": "no photograph stored yet"}
+    (tmp_path / "media").write_bytes(b"")  # a file where the folder should be
+    status, report = healthz(staff_client)
+    assert status == 503 and "storage" in report["failing"]
+    assert report["checks"]["storage"]["error"] == (
+        f"this web server cannot use LEUKOSCOPE_MEDIA_ROOT={settings.MEDIA_ROOT}: it is a file, not a "
+        "folder, so every upload is refused")
+    (tmp_path / "media").unlink()
+    (tmp_path / "media").mkdir()
+    assert healthz(staff_client)[1]["checks"]["storage"] == {"ok": True, "root": settings.MEDIA_ROOT}

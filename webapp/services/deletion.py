@@ -18,10 +18,14 @@ logger = logging.getLogger(__name__)
 
 
 def delete_stored_files(names):
-    """Remove files from the media storage by their stored names."""
+    """Remove files from the media storage by their stored names. One the storage refuses to remove
+    is logged and left: its record is gone already, or was never kept."""
     storage = SmearImage._meta.get_field("image").storage
     for name in names:
-        storage.delete(name)
+        try:
+            storage.delete(name)
+        except OSError as exc:
+            logger.warning("Could not remove %s from storage: %s", name, exc)
 
 
 def _delete_with_files(record, file_names):

@@ -13,7 +13,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from webapp.broker import broker_client, consumers_of, live_workers, worker_marks
+from webapp.broker import MediaFolderWatch, broker_client, consumers_of, live_workers, worker_marks
 from webapp.celery import app as celery_app
 from webapp.models import ModelVersion, SmearImage
 from webapp.queueing import CLASSIFY_QUEUE, TRAIN_QUEUE
@@ -106,6 +106,22 @@ def _check_workers():
     return result
 
 
+_storage_watches = {}  # media folder -> broker.MediaFolderWatch: a mount that hangs holds up no answer
+
+
+def _check_storage():
+    """Whether this web server can store uploads in its media folder (the workers report their own
+    under worker.media): one that cannot refuses every upload."""
+    root = str(settings.MEDIA_ROOT)
+    state = _storage_watches.setdefault(root, MediaFolderWatch(root)).state()
+    if state["usable"]:
+        return {"ok": True, "root": root}
+    if state.get("missing"):  # the first upload makes it
+        return {"ok": True, "root": root, "note": "no photograph stored yet"}
+    return {"ok": False, "root": root, "error": f"this web server {state['problem']}, so every upload "
+                                                "is refused"}
+
+
 def _check_work():
     """Photographs and trainings that wait past the settings: what the reconciler should take
     back. Any here long means the reconciler is not running, or cannot reach the broker."""
@@ -137,7 +153,8 @@ def _outcome(check):
 
 
 def system_health():
-    checks = {"database": _outcome(_check_database), "broker": _outcome(_check_broker)}
+    checks = {"database": _outcome(_check_database), "broker": _outcome(_check_broker),
+              "storage": _outcome(_check_storage)}
     needs = {"worker": ("broker", _check_workers), "model": ("database", _active_model),
              "work": ("database", _check_work)}
     for name, (needed, check) in needs.items():

@@ -49,6 +49,11 @@ def _hold_accession(accession):
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
+class StorageRefused(RuntimeError):
+    """The media storage refused a photograph (a folder made read-only, a full disk, a mount gone):
+    nothing of the upload was kept, and the message says so."""
+
+
 @dataclass
 class UploadResult:
     sample: Sample | None = None
@@ -93,8 +98,14 @@ def add_images(sample, accepted, model_version_id=None):
                     conversion_note=checked.conversion_note,
                     requested_version_id=model_version_id,
                 )
-                image.image.save(_stored_name(name, checked.extension), ContentFile(checked.content),
-                                 save=False)
+                try:
+                    image.image.save(_stored_name(name, checked.extension), ContentFile(checked.content),
+                                     save=False)
+                except OSError as exc:
+                    raise StorageRefused(
+                        f"The photographs were not stored: this server cannot write to its storage "
+                        f"folder (LEUKOSCOPE_MEDIA_ROOT: {exc.strerror or exc}). Nothing was kept. Tell "
+                        "the administrator, and upload them again once it is mended.") from exc
                 written.append(image.image.name)
                 image.save()
                 stored.append(image)

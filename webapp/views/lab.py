@@ -50,6 +50,7 @@ from webapp.services.review import ReviewError, review_cell
 from webapp.services.sign_off import TARGET_CHOICES, may_sign
 from webapp.services.uploads import (
     DuplicateAccession,
+    StorageRefused,
     add_images_to_sample,
     create_sample_with_images,
     requeue_image,
@@ -98,7 +99,7 @@ def upload(request):
     form = SampleUploadForm(request.POST or None, request.FILES or None)
     rejected = []
     result = None
-    busy = False
+    refused_for_now = False  # the server's state, not the form: the same upload may pass later
     if request.method == "POST" and form.is_valid():
         try:
             result = create_sample_with_images(
@@ -107,9 +108,9 @@ def upload(request):
             )
         except DuplicateAccession as duplicate:  # stored by another upload while this one was read
             form.add_error("accession_number", duplicate_accession_error(duplicate.existing))
-        except UploadsBusy as refusal:  # try again shortly: nothing here is the user's fault
+        except (UploadsBusy, StorageRefused) as refusal:  # nothing here is the user's fault
             form.add_error(None, str(refusal))
-            busy = True
+            refused_for_now = True
     if result is not None:
         if result.sample:
             queued = count_of(len(result.stored), "photograph")
@@ -119,14 +120,14 @@ def upload(request):
             return redirect("lab:sample-detail", pk=result.sample.pk)
         rejected = result.rejected
         form.add_error("images", "None of the files could be stored; nothing was saved.")
-    status = 200 if request.method == "GET" else 503 if busy else 400
+    status = 200 if request.method == "GET" else 503 if refused_for_now else 400
     # A browser never fills a file input back in: photographs sent with a form refused for its
     # accession number or note are gone from it, and the page must say so.
     sent = len(request.FILES.getlist("images")) if result is None and not form.has_error("images") else 0
     response = render(request, "lab/upload.html", {
         "form": form,
         "rejected": rejected,
-        "choose_again": choose_again(sent, correct_first=not busy),
+        "choose_again": choose_again(sent, correct_first=not refused_for_now),
         "max_upload_mb": settings.MAX_UPLOAD_BYTES // (1024 * 1024),
         "max_upload_bytes": settings.MAX_UPLOAD_BYTES,
         "max_megapixels": f"{settings.MAX_IMAGE_PIXELS / 1e6:g}",
@@ -134,7 +135,7 @@ def upload(request):
         "upload_budget": upload_budget(),
         "max_upload_total_bytes": settings.MAX_UPLOAD_TOTAL_MB * 1024 * 1024,
     }, status=status)
-    if busy:
+    if refused_for_now:
         response["Retry-After"] = "60"
     return response
 
@@ -249,7 +250,7 @@ def sample_add_images(request, pk):
         return redirect("lab:sample-detail", pk=sample.pk)
     try:
         result = add_images_to_sample(sample, form.cleaned_data["images"])
-    except (SampleLocked, UploadsBusy) as exc:
+    except (SampleLocked, UploadsBusy, StorageRefused) as exc:
         messages.error(request, str(exc))
         return redirect("lab:sample-detail", pk=sample.pk)
     if result.stored:
