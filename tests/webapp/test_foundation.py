@@ -374,6 +374,39 @@ def test_launcher_on_this_machines_redis_keeps_its_keys_apart(tmp_path):
 
 
 @pytest.mark.worker
+def test_launcher_starts_again_a_worker_that_dies_and_keeps_serving(tmp_path):
+    """The reliability audit: a worker killed (for memory, say) took the whole site down with it,
+    and nothing started it again. One that had been running a while is started again; the site
+    keeps serving."""
+    import psutil
+
+    from webapp.management.commands.runlab import RESTART_IF_UP_FOR_SECONDS
+
+    launcher, base, log = _start_launcher(tmp_path, LEUKOSCOPE_EMBEDDED_REDIS="1")
+    try:
+        _wait_for_workers(launcher, base, tmp_path)
+        worker = next(child for child in psutil.Process(launcher.pid).children()
+                      if "classify" in child.cmdline())
+        time.sleep(max(0.0, worker.create_time() + RESTART_IF_UP_FOR_SECONDS + 1 - time.time()))
+        worker.kill()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            log.seek(0)
+            if "The classify worker stopped (killed by SIGKILL); starting it again." in log.read():
+                break
+            assert launcher.poll() is None, (tmp_path / "runlab.log").read_text()
+            time.sleep(0.5)
+        again = [child for child in psutil.Process(launcher.pid).children() if "classify" in child.cmdline()]
+        assert again and again[0].pid != worker.pid, (tmp_path / "runlab.log").read_text()
+        with urllib.request.urlopen(base + "/accounts/login/", timeout=5) as response:
+            assert response.status == 200
+        _wait_for_workers(launcher, base, tmp_path)
+    finally:
+        _stop_launcher(launcher)
+    assert launcher.returncode == 0, (tmp_path / "runlab.log").read_text()
+
+
+@pytest.mark.worker
 def test_launcher_serves_the_site_with_an_embedded_redis_and_stops_everything(tmp_path):
     """What `make run` does after setup, on the embedded-Redis path, end to end in real processes;
     Ctrl-C reaches the whole terminal's process group, and leaves no process and no port behind."""

@@ -2,10 +2,12 @@
 together on Ctrl-C.
 
 Each child runs in a process group of its own, so Ctrl-C in the terminal reaches this launcher
-alone; it then stops every group whole (a gunicorn master and its workers, a Celery worker and
-its pool), web server first and broker last, and kills what is left after a grace period. A
-gunicorn worker that the terminal's SIGINT and the launcher's SIGTERM reached in the wrong order
-could otherwise outlive its master and keep the port.
+alone; it then stops every group whole (a gunicorn master and its workers), web server first and
+broker last, and kills what is left after a grace period. A gunicorn worker that the terminal's
+SIGINT and the launcher's SIGTERM reached in the wrong order could otherwise outlive its master and
+keep the port. A Celery worker is sent SIGTERM alone, its warm shutdown letting the task in hand
+finish before it stops its pool. A child that stops on its own after running a while is started
+again (RestartBudget); one that stops at once, or too often, stops them all.
 """
 
 import argparse
@@ -119,8 +121,17 @@ class Command(BaseCommand):
 
         commands = self.child_commands(host, port, web_workers)
         processes = {}
+        started_at = {}  # name -> monotonic time it was (re)started
+        restarts = RestartBudget()
         stopping = False
         died = None  # (name, exit status) of the first process that stopped on its own
+
+        def start(name):
+            # Its own session, so that Ctrl-C comes to the orderly stop below; ended with this
+            # process where it is killed outright and that stop never runs.
+            processes[name] = subprocess.Popen(commands[name], env=env, cwd=settings.BASE_DIR,
+                                               start_new_session=True, preexec_fn=ended_with_parent())
+            started_at[name] = time.monotonic()
 
         def stop(*_):
             nonlocal stopping
@@ -129,27 +140,40 @@ class Command(BaseCommand):
         previous_handlers = {signum: signal.signal(signum, stop)
                              for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
-            for name, command in commands.items():
-                # Its own session, so that Ctrl-C comes to the orderly stop below; ended with
-                # this process where it is killed outright and that stop never runs.
-                processes[name] = subprocess.Popen(command, env=env, cwd=settings.BASE_DIR,
-                                                   start_new_session=True, preexec_fn=ended_with_parent())
+            for name in commands:
+                start(name)
             self.stdout.write(self.style.SUCCESS(
                 f"Leukoscope is running at http://{host}:{port}/  (Ctrl-C stops everything)"))
             while not stopping:
-                for name, process in processes.items():
-                    if process.poll() is not None and not stopping:
-                        self.stderr.write(f"The {name} stopped ({exit_described(process.returncode)}).")
-                        died = (name, process.returncode)
-                        stopping = True
+                for name, process in list(processes.items()):
+                    if process.poll() is None or stopping:
+                        continue
+                    how = exit_described(process.returncode)
+                    _signal_group(process, signal.SIGKILL)  # what is left of its group: a pool child
+                    if restarts.allow(name, time.monotonic() - started_at[name]):
+                        # Killed for memory, say: the site keeps serving, and a photograph it held comes
+                        # back to the queue (late acknowledgement, the reconciler).
+                        self.stderr.write(f"The {name} stopped ({how}); starting it again.")
+                        start(name)
+                        continue
+                    # At once after its start (a bad setting, a port taken), or again and again: a
+                    # restart would only repeat it.
+                    self.stderr.write(f"The {name} stopped ({how}).")
+                    died = (name, process.returncode)
+                    stopping = True
                 time.sleep(0.5)
         finally:
             self.stdout.write("Stopping Leukoscope ...")
             # A signal during the stop must not cut it short and leave processes behind.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            for process in reversed(processes.values()):
-                _signal_group(process, signal.SIGTERM)
+            for name, process in reversed(processes.items()):
+                if name in WARM_SHUTDOWN:
+                    # The Celery worker alone: it lets the task in hand finish, then stops its pool.
+                    # Signalled too, the pool's child died mid-photograph (WorkerLostError).
+                    _signal_leader(process, signal.SIGTERM)
+                else:
+                    _signal_group(process, signal.SIGTERM)
             deadline = time.monotonic() + STOP_GRACE_SECONDS
             for process in processes.values():
                 try:
@@ -177,6 +201,28 @@ class Command(BaseCommand):
 # Long enough for a photograph in progress to finish; a training in progress is given up (the
 # reconciler marks it failed on the next start).
 STOP_GRACE_SECONDS = 20
+WARM_SHUTDOWN = ("classify worker", "train worker")
+# A process that stops on its own after running this long is started again, up to RESTARTS_IN_WINDOW
+# times in RESTART_WINDOW_SECONDS; one that stops sooner, or more often, stops the site, saying which.
+RESTART_IF_UP_FOR_SECONDS = 10
+RESTARTS_IN_WINDOW = 5
+RESTART_WINDOW_SECONDS = 600
+
+
+class RestartBudget:
+    """Whether a process that stopped on its own is started again: only after running a while, and
+    not too often."""
+
+    def __init__(self):
+        self._restarted = {}  # name -> monotonic times of its recent restarts
+
+    def allow(self, name, ran_for):
+        now = time.monotonic()
+        recent = [at for at in self._restarted.get(name, ()) if now - at < RESTART_WINDOW_SECONDS]
+        if ran_for < RESTART_IF_UP_FOR_SECONDS or len(recent) >= RESTARTS_IN_WINDOW:
+            return False
+        self._restarted[name] = [*recent, now]
+        return True
 
 
 def _signal_group(process, signum):
@@ -184,3 +230,10 @@ def _signal_group(process, signum):
         os.killpg(process.pid, signum)
     except ProcessLookupError:
         pass  # the whole group has exited
+
+
+def _signal_leader(process, signum):
+    try:
+        process.send_signal(signum)
+    except ProcessLookupError:
+        pass
