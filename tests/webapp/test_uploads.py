@@ -612,6 +612,24 @@ def test_a_photograph_another_sample_holds_is_stored_with_a_warning(client, tech
             "that it belongs to this patient before signing") in later.content.decode()
 
 
+def test_many_photographs_held_elsewhere_are_warned_of_in_one_line(client, tech, queued):
+    # The reliability audit: 150 smears already in other samples gave 150 warnings (226 KB of page).
+    data = [jpeg_bytes(seed=seed) for seed in range(40, 45)]
+    for number, chunk in (("H26-0601", data[:2]), ("H26-0602", data[2:4]), ("H26-0603", data[4:]),
+                          ("H26-0604", data[4:])):
+        files = [upload(f"{number}-{n}.jpg", one) for n, one in enumerate(chunk)]
+        create_sample_with_images(number, "", files)
+    copies = [upload(f"copy-{n}.jpg", one) for n, one in enumerate(data)]
+    response = client.post(reverse("lab:upload"), {"accession_number": "H26-0610", "images": copies},
+                           follow=True)
+    body = response.content.decode()
+    assert Sample.objects.get(accession_number="H26-0610").images.count() == 5
+    assert ("5 of these photographs are the same as ones in 4 other samples (H26-0601, H26-0602, H26-0603 "
+            "and 1 other): check that they belong to this patient. Each one&#x27;s card names its "
+            "sample.") in body
+    assert "is the same photograph as one in sample" not in body
+
+
 def test_fingerprints_of_one_field_always_share_a_band():
     """What lets an index find another sample's copy: any two fingerprints a copy can differ by
     (up to SAME_FIELD_MAX_DIFFERENCE steps) agree on a whole band; unrelated ones rarely do."""

@@ -87,7 +87,20 @@ def _report_rejections(request, rejected):
             f"hold {upload_budget()}. Add {them} to the sample in another upload."))
 
 
+# Past this many, one line for the batch: 150 copies of another sample's smears gave 150 warnings.
+ALSO_ELSEWHERE_NAMED = 3
+
+
 def _report_also_elsewhere(request, also_elsewhere):
+    if len(also_elsewhere) > ALSO_ELSEWHERE_NAMED:
+        samples = list(dict.fromkeys(number for _, accessions in also_elsewhere for number in accessions))
+        shown = ", ".join(samples[:ALSO_ELSEWHERE_NAMED]) + (
+            f" and {count_of(len(samples) - ALSO_ELSEWHERE_NAMED, 'other')}"
+            if len(samples) > ALSO_ELSEWHERE_NAMED else "")
+        messages.warning(request, f"{len(also_elsewhere)} of these photographs are the same as ones in "
+                                  f"{count_of(len(samples), 'other sample')} ({shown}): check that they "
+                                  "belong to this patient. Each one's card names its sample.")
+        return
     for name, accessions in also_elsewhere:
         messages.warning(request, f"{name} is the same photograph as one in sample {', '.join(accessions)}: "
                                   "check that it belongs to this patient.")
