@@ -1119,6 +1119,11 @@ def lost_images(now=None):
     return SmearImage.objects.filter(_processing_lost(now or timezone.now()))
 
 
+def unsent_photographs(images):
+    """How many of these stored photographs wait unsent (the broker was down as they were stored)."""
+    return SmearImage.objects.filter(pk__in=[image.pk for image in images], sent_at__isnull=True).count()
+
+
 def stuck_images(now=None):
     """Photographs that no live task will finish unless someone sends them again: queued for
     longer than QUEUED_STUCK_AFTER, or processing by a worker that has stopped."""

@@ -62,6 +62,10 @@ def test_an_upload_with_the_broker_down_is_stored_and_says_it_waits(client, tech
     assert response.status_code == 200
     body = response.content.decode()
     assert body.count("The task queue cannot be reached just now: the photograph is stored") == 3
+    # The reliability audit: the upload's message said "3 photographs queued for classification".
+    assert ("3 photographs stored. The task queue does not answer at the moment, so they wait and go to "
+            "the classifier as soon as it does: nobody has to act.") in body
+    assert "queued for classification" not in body
     images = SmearImage.objects.all()
     assert [image.status for image in images] == ["queued"] * 3
     assert all(image.sent_at is None for image in images)

@@ -41,6 +41,7 @@ from webapp.selectors import (
     sample_progress,
     sample_record_counts,
     samples_with_progress,
+    unsent_photographs,
 )
 from webapp.services.deletion import PhotographBusy, delete_image, delete_sample, may_delete_sample
 from webapp.services.health import classify_workers_running
@@ -72,6 +73,19 @@ def sample_list(request):
         "status_badges": sign_off_pages.status_badges(sample.pk for sample in page.object_list),
         "page_query": urlencode(searched), "searched": bool(searched),
     })
+
+
+def _report_stored(request, stored, noun):
+    how_many = count_of(len(stored), noun)
+    waiting = unsent_photographs(stored)
+    if not waiting:
+        messages.success(request, f"{how_many} queued for classification.")
+        return
+    # The broker was down as they were stored: said, not "queued", which the cards contradict.
+    which = ("it waits" if len(stored) == 1 else "they wait" if waiting == len(stored)
+             else f"{waiting} of them wait")
+    messages.warning(request, f"{how_many} stored. The task queue does not answer at the moment, so {which} "
+                              "and go to the classifier as soon as it does: nobody has to act.")
 
 
 def _report_rejections(request, rejected):
@@ -126,8 +140,7 @@ def upload(request):
             refused_for_now = True
     if result is not None:
         if result.sample:
-            queued = count_of(len(result.stored), "photograph")
-            messages.success(request, f"{queued} queued for classification.")
+            _report_stored(request, result.stored, "photograph")
             _report_rejections(request, result.rejected)
             _report_also_elsewhere(request, result.also_elsewhere)
             return redirect("lab:sample-detail", pk=result.sample.pk)
@@ -267,8 +280,7 @@ def sample_add_images(request, pk):
         messages.error(request, str(exc))
         return redirect("lab:sample-detail", pk=sample.pk)
     if result.stored:
-        queued = count_of(len(result.stored), "more photograph")
-        messages.success(request, f"{queued} queued for classification.")
+        _report_stored(request, result.stored, "more photograph")
     _report_rejections(request, result.rejected)
     _report_also_elsewhere(request, result.also_elsewhere)
     if result.stored:  # at the first new card: on a sample of many pages, the last, not the first
