@@ -119,7 +119,7 @@ def env_database(default):
     if not separator:
         raise ImproperlyConfigured(f"DATABASE_URL={masked_url(url)!r} is not a database URL ({expected})")
     try:
-        return dj_database_url.parse(url.strip(), conn_max_age=60)
+        parsed = dj_database_url.parse(url.strip(), conn_max_age=60)
     except dj_database_url.UnknownSchemeError:
         raise ImproperlyConfigured(f"DATABASE_URL: unknown scheme {scheme!r} ({expected})") from None
     except ValueError:
@@ -127,8 +127,15 @@ def env_database(default):
             f"DATABASE_URL={masked_url(url)} is not a valid URL: the port must be a number, and "
             "characters such as @ : / in the user name or password must be %-encoded (%40 for @)"
         ) from None
+    if parsed["ENGINE"] not in SUPPORTED_DATABASE_ENGINES:
+        # dj-database-url knows MySQL, Oracle and more, whose drivers Leukoscope neither installs nor
+        # is tested on: Django's "Error loading MySQLdb module" named no setting.
+        raise ImproperlyConfigured(f"DATABASE_URL: Leukoscope runs on PostgreSQL or SQLite, not {scheme!r} "
+                                   f"({expected})")
+    return parsed
 
 
+SUPPORTED_DATABASE_ENGINES = ("django.db.backends.postgresql", "django.db.backends.sqlite3")
 VAR_DIR = Path(os.environ.get("LEUKOSCOPE_VAR_DIR", BASE_DIR / "var"))
 # A per-installation key kept beside the embedded database, so sessions survive restarts without a
 # secret ever being committed. Reading the settings writes it where it is missing (the one thing

@@ -113,6 +113,9 @@ def test_processes_starting_together_share_one_key_written_once_for_the_owner_al
     ("DATABASE_URL", "postgress://lab:secret@db.example.org/leukoscope",
      "DATABASE_URL: unknown scheme 'postgress' (expected postgres://"),
     ("DATABASE_URL", "", "DATABASE_URL is set but empty"),
+    # A scheme Django knows, whose driver is not installed: "Error loading MySQLdb module" said before.
+    ("DATABASE_URL", "mysql://lab:secret@db.example.org/leukoscope",
+     "DATABASE_URL: Leukoscope runs on PostgreSQL or SQLite, not 'mysql' (expected postgres://"),
     ("DATABASE_URL", "postgres://lab:secret@127.0.0.1:abc/leukoscope",
      "DATABASE_URL=postgres://lab:***@127.0.0.1:abc/leukoscope is not a valid URL"),
     ("LEUKOSCOPE_MAX_UPLOAD_BYTES", "abc", "LEUKOSCOPE_MAX_UPLOAD_BYTES='abc': expected a whole number"),
