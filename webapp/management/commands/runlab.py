@@ -94,7 +94,10 @@ class Command(BaseCommand):
     def child_commands(self, host, port, web_workers):
         """What runs, by name: each a process (group) the launcher starts and stops."""
         python = sys.executable
-        celery = [python, "-m", "celery", "-A", "webapp", "worker", "--loglevel", "INFO"]
+        # Without gossip and mingle, as the tests' workers run: nothing here uses them, and gossip
+        # logged a traceback at every reconnection to Redis, hiding real errors.
+        celery = [python, "-m", "celery", "-A", "webapp", "worker", "--loglevel", "INFO", "--without-gossip",
+                  "--without-mingle"]
         return {
             "classify worker": celery + ["-Q", "classify", "-n", "classify@%h", "--concurrency", "1"],
             # A fresh process per training releases TensorFlow's memory when the run ends.
