@@ -1,0 +1,27 @@
+"""List the media folder's files that no record holds (services/stray_files.py); --delete removes
+them."""
+
+from django.core.management.base import BaseCommand
+
+from webapp.services.stray_files import YOUNGEST_STRAY, remove_stray_files, stray_files
+
+
+class Command(BaseCommand):
+    help = ("List photographs, crops and heatmaps in LEUKOSCOPE_MEDIA_ROOT that no record holds (left by "
+            "a process killed mid-write), older than an hour; --delete removes them.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--delete", action="store_true", help="Remove the files listed.")
+
+    def handle(self, *args, delete, **options):
+        strays = stray_files()
+        for stray in strays:
+            self.stdout.write(f"{stray.name}  {stray.size:,} bytes")
+        size = sum(stray.size for stray in strays)
+        hours = YOUNGEST_STRAY.total_seconds() / 3600
+        summary = f"{len(strays)} file(s), {size:,} bytes, held by no record (older than {hours:g} h)"
+        if not delete:
+            self.stdout.write(summary + (": --delete removes them." if strays else "."))
+            return
+        removed = remove_stray_files(strays)
+        self.stdout.write(f"{summary}: {removed} removed.")
