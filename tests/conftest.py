@@ -173,7 +173,8 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 
 
 # The migrations that make the lab's roles (groups and their permissions), replayed in order.
-ROLE_MIGRATIONS = ("0009_roles", "0019_admin_manages_api_keys", "0020_admin_keeps_api_keys_on_record")
+ROLE_MIGRATIONS = ("0009_roles", "0019_admin_manages_api_keys", "0020_admin_keeps_api_keys_on_record",
+                   "0022_admin_deletes_samples")
 DATABASE_FIXTURES = {"db", "transactional_db", "live_server", "django_db_reset_sequences",
                      "django_db_serialized_rollback"}
 
