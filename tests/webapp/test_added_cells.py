@@ -377,6 +377,31 @@ def test_on_a_photograph_of_one_cell_the_drawn_box_is_its_cell(client, tech, cla
     assert len(replaced) == len(given) and {entry.who for entry in replaced} == {tech.get_username()}
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_replaced_cells_picture_the_storage_will_not_remove_costs_the_drawn_cell_nothing(
+        tech, classify_here, settings):
+    # The review of this session's change: in a worker (autocommit) the old cell's pictures are
+    # removed as the transaction ends; a refusal there reached the error handler, which removed the
+    # new, committed cell's pictures and logged the box as failed.
+    image = classify_here()
+    Sample.objects.filter(pk=image.sample_id).update(photographs=Sample.Photographs.ONE_CELL_EACH)
+    image = SmearImage.objects.select_related("sample").get(pk=image.pk)
+    old = image.cells.first()
+    stuck = Path(settings.MEDIA_ROOT, old.crop.name)
+    stuck.unlink()
+    (stuck / "kept").mkdir(parents=True)  # a folder that is not empty where the crop was: not removable
+    try:
+        x0, y0, x1, y1 = old.box
+        request = request_added_cell(image, (x0 + 10, y0 + 10, x1 - 10, y1 - 10), user=tech)
+        cell = finish_added_cell(request.pk)
+        assert cell is not None and AddedCellRequest.objects.get().status == "done"
+        assert all(Path(settings.MEDIA_ROOT, picture.name).is_file()
+                   for picture in (cell.crop, cell.window, cell.heatmap))
+    finally:
+        (stuck / "kept").rmdir()
+        stuck.rmdir()
+
+
 @pytest.mark.django_db
 def test_a_photograph_of_one_cell_takes_one_box_and_keeps_a_persons_label(tech, classify_here):
     image = classify_here()

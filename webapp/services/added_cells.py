@@ -29,6 +29,7 @@ from webapp.selectors import current_cells
 from webapp.services.classification import StorageUnreachable, Written, fill_cell, load_rgb, readable_error
 from webapp.services.locking import SampleLocked, ensure_editable
 from webapp.services.model_registry import load_classifier
+from webapp.services.storage import delete_stored_files
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,9 @@ def finish_added_cell(request_id):
                 with audit.disable_auditlog():
                     old.delete()
             if replaced_files:
-                transaction.on_commit(lambda: [written.storage.delete(name) for name in replaced_files])
+                # Tolerant of a storage that refuses: run as the transaction ends, an error here
+                # would reach the handler below, which removes the new cell's committed pictures.
+                transaction.on_commit(lambda: delete_stored_files(replaced_files))
     except (AddCellError, SampleLocked) as exc:
         written.discard()
         _fail(request_id, str(exc))

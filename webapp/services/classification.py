@@ -22,7 +22,6 @@ import logging
 import time
 
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -38,6 +37,7 @@ from webapp.db_errors import is_transient_database_error
 from webapp.models import Cell, ModelVersion, SmearImage
 from webapp.review_flag import review_threshold
 from webapp.services.model_registry import NoActiveModel, active_version, load_classifier
+from webapp.services.storage import delete_stored_files, save_whole
 from webapp.wording import count_of
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class Written:
 
     def save(self, field_file, name, content):
         try:
-            field_file.save(name, ContentFile(content), save=False)
+            save_whole(field_file, name, content)
         except OSError as exc:
             # A folder made read-only, a full disk, a mount gone: never the photograph's fault, so
             # it waits for the storage rather than failing (a read-only folder failed a whole queue,
@@ -354,8 +354,7 @@ def classify_smear_image(image_id, model_version_id=None, task_id=None):
         if failed:  # not where the photograph was queued again meanwhile: the newer run decides
             _record_failure(image_id, error)
         return None
-    for name in stale_files:
-        written.storage.delete(name)
+    delete_stored_files(stale_files)  # the photograph is done: a storage refusing this fails nothing
     logger.info("Image %s: %d cell(s) with v%s in %.2f s", image_id, len(analysis.cells), version.pk,
                 time.monotonic() - started)
     return len(analysis.cells)

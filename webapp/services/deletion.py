@@ -12,20 +12,10 @@ from webapp import audit
 from webapp.models import Cell, Sample, SmearImage
 from webapp.selectors import image_file_names, sample_file_names
 from webapp.services.locking import SampleLocked, ensure_editable
+from webapp.services.storage import delete_stored_files
 from webapp.wording import count_of
 
 logger = logging.getLogger(__name__)
-
-
-def delete_stored_files(names):
-    """Remove files from the media storage by their stored names. One the storage refuses to remove
-    is logged and left: its record is gone already, or was never kept."""
-    storage = SmearImage._meta.get_field("image").storage
-    for name in names:
-        try:
-            storage.delete(name)
-        except OSError as exc:
-            logger.warning("Could not remove %s from storage: %s", name, exc)
 
 
 def _delete_with_files(record, file_names):

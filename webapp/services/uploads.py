@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
-from django.core.files.base import ContentFile
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -24,8 +23,8 @@ from webapp.selectors import (
     sample_version_id,
     samples_with_accession,
 )
-from webapp.services.deletion import delete_stored_files
 from webapp.services.locking import ensure_editable
+from webapp.services.storage import delete_stored_files, save_whole
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class UploadResult:
 
 
 # The stored name's stem, in characters: the field holds 100 with its "smears/YYYY/MM/DD/" folder, the
-# extension and the "_" + 7 characters storage adds to a name already taken.
+# extension, the "_" + 8 characters of save_whole's tag and the "_" + 7 storage adds to a name taken.
 STORED_STEM_CHARACTERS = 60
 
 
@@ -99,8 +98,7 @@ def add_images(sample, accepted, model_version_id=None):
                     requested_version_id=model_version_id,
                 )
                 try:
-                    image.image.save(_stored_name(name, checked.extension), ContentFile(checked.content),
-                                     save=False)
+                    save_whole(image.image, _stored_name(name, checked.extension), checked.content)
                 except OSError as exc:
                     raise StorageRefused(
                         f"The photographs were not stored: this server cannot write to its storage "

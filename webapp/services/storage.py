@@ -1,0 +1,44 @@
+"""Writing a record's file to the media storage so that a write the storage refuses part-way (a full
+disk, a file-size limit) leaves no part of the file behind. Django's file storage leaves what it
+wrote, under a name it chose itself; each file here gets a name of its own (a random tag), so the
+part can be found and removed."""
+
+import logging
+import secrets
+from pathlib import PurePosixPath
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+logger = logging.getLogger(__name__)
+
+
+def save_whole(field_file, name, content):
+    """field_file.save(name, content) without saving its record; on OSError, any part written is
+    removed and the error raised again."""
+    stem, suffix = PurePosixPath(name).stem, PurePosixPath(name).suffix
+    tagged = f"{stem}_{secrets.token_hex(4)}{suffix}"
+    field, instance = field_file.field, field_file.instance
+    # The folder is dated when the file is saved: a write across midnight names one of these two.
+    expected = {field.generate_filename(instance, tagged)}
+    try:
+        field_file.save(tagged, ContentFile(content), save=False)
+    except OSError:
+        expected.add(field.generate_filename(instance, tagged))
+        for part in expected:
+            try:
+                field_file.storage.delete(part)
+            except OSError as exc:
+                logger.warning("Could not remove %s, written in part: %s", part, exc)
+        raise
+
+
+def delete_stored_files(names):
+    """Remove files from the media storage by their stored names. One the storage refuses to remove
+    is logged and left: its record is gone already, or was never kept (`manage.py stray_files`
+    finds it)."""
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except OSError as exc:
+            logger.warning("Could not remove %s from storage: %s", name, exc)
