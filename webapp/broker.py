@@ -312,17 +312,22 @@ class MediaFolderWatch:
     def __init__(self, root, timeout=MEDIA_PROBE_TIMEOUT):
         self.root, self.timeout = Path(root), timeout
         self._probe, self._started, self._state = None, 0.0, None
+        # A web server's threads share one watch (/healthz): one of them starts each probe.
+        self._starting = threading.Lock()
 
     def _run(self):
         self._state = probe_media_folder(self.root)
 
     def state(self):
-        if self._probe is None or not self._probe.is_alive():
-            self._probe = threading.Thread(target=self._run, name="leukoscope-media-probe", daemon=True)
-            self._started = time.monotonic()
-            self._probe.start()
-        self._probe.join(max(0.0, self._started + self.timeout - time.monotonic()))
-        if self._probe.is_alive():
+        with self._starting:
+            if self._probe is None or not self._probe.is_alive():
+                self._probe = threading.Thread(target=self._run, name="leukoscope-media-probe",
+                                               daemon=True)
+                self._started = time.monotonic()
+                self._probe.start()
+            probe, started = self._probe, self._started
+        probe.join(max(0.0, started + self.timeout - time.monotonic()))
+        if probe.is_alive():
             return _unusable(self.root, f"cannot use {MEDIA_VARIABLE}={self.root}: it did not answer "
                                         f"within {self.timeout} s (a network mount that hangs?)")
         return self._state

@@ -269,3 +269,22 @@ def test_a_web_server_that_cannot_store_uploads_says_so(staff_client, settings, 
     (tmp_path / "media").unlink()
     (tmp_path / "media").mkdir()
     assert healthz(staff_client)[1]["checks"]["storage"] == {"ok": True, "root": settings.MEDIA_ROOT}
+    # Once photographs are stored, a folder gone is a shared mount missing on this machine.
+    from tests.webapp.lab_factories import make_sample
+
+    make_sample()
+    (tmp_path / "media").rmdir()
+    status, report = healthz(staff_client)
+    assert status == 503 and report["checks"]["storage"]["error"].startswith(
+        f"this web server cannot find LEUKOSCOPE_MEDIA_ROOT={settings.MEDIA_ROOT}: ")
+
+
+def test_one_watch_answers_many_threads_at_once(tmp_path):
+    # /healthz's storage check shares one watch among a web server's threads; unguarded, two at once
+    # joined a probe thread before it started (RuntimeError) and read a healthy folder as hung.
+    from concurrent.futures import ThreadPoolExecutor
+
+    watch = broker.MediaFolderWatch(tmp_path)
+    with ThreadPoolExecutor(8) as pool:
+        states = list(pool.map(lambda _: watch.state(), range(400)))
+    assert all(state["usable"] for state in states)

@@ -116,7 +116,9 @@ def _check_storage():
     state = _storage_watches.setdefault(root, MediaFolderWatch(root)).state()
     if state["usable"]:
         return {"ok": True, "root": root}
-    if state.get("missing"):  # the first upload makes it
+    # Before the first upload, which makes it. Once photographs are stored, a missing folder is a
+    # shared mount missing here: an upload would go to the local disk, out of the workers' sight.
+    if state.get("missing") and not SmearImage.objects.exists():
         return {"ok": True, "root": root, "note": "no photograph stored yet"}
     return {"ok": False, "root": root, "error": f"this web server {state['problem']}, so every upload "
                                                 "is refused"}
