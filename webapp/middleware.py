@@ -44,6 +44,10 @@ class ApiTokenMiddleware:
         if header is None or not (is_api_request(request) or _is_media_request(request)):
             return self.get_response(request)
         scheme, _, key = header.partition(" ")
+        if _is_media_request(request) and scheme.lower() != "bearer":
+            # A proxy's own sign-in (Basic, Negotiate) passed along with a page's pictures: the
+            # session decides, as for the page.
+            return self.get_response(request)
         if scheme.lower() != "bearer" or not key.strip():
             return JsonResponse({"error": "Give the API key as 'Authorization: Bearer <key>'."}, status=401)
         user = user_for_key(key.strip())

@@ -97,8 +97,13 @@ def test_a_key_fetches_the_photographs_and_crops_the_api_links(client, lis, sett
         fetched = client.get(link, **bearer(key))
         assert fetched.status_code == 200 and b"".join(fetched.streaming_content).startswith(b"picture of")
         assert client.get(link, **bearer("not-a-key")).status_code == 401
-        # Without a key it is a page's picture, for a signed-in person only.
+        # Without a key it is a page's picture, for a signed-in person only; a proxy's own
+        # Authorization header beside a session is left to the session.
         assert client.get(link).status_code == 302
+        assert client.get(link, HTTP_AUTHORIZATION="Basic dXNlcjpwYXNz").status_code == 302
+        client.force_login(lis)
+        assert client.get(link, HTTP_AUTHORIZATION="Basic dXNlcjpwYXNz").status_code == 200
+        client.logout()
     assert client.post(links[0], **bearer(key)).status_code == 405
 
 
