@@ -1010,6 +1010,11 @@ def photographs_held_elsewhere(sample, image_ids=None):
     ``image_ids`` where given) that other samples hold too: the same stored file, or the same field
     in another file, re-encoded, turned or mirrored (webapp.intake.same_field). The fingerprints'
     indexed bands find the candidates; one query per HELD_ELSEWHERE_BATCH photographs."""
+    return _with_accession_numbers(_holders_elsewhere(sample, image_ids))
+
+
+def _holders_elsewhere(sample, image_ids=None):
+    """photographs_held_elsewhere, with the other samples' ids in place of their numbers."""
     images = sample.images.all() if image_ids is None else sample.images.filter(pk__in=image_ids)
     mine = [(pk, checksum, [print_ for print_ in (fingerprint, *turned) if print_])
             for pk, checksum, fingerprint, turned
@@ -1024,29 +1029,38 @@ def photographs_held_elsewhere(sample, image_ids=None):
         others = HeldPhotographs(SmearImage.objects.exclude(sample=sample)
                                  .filter(Q(checksum__in=checksums) | Q(pk__in=near))
                                  .order_by("sample__created_at", "pk")
-                                 .values_list("checksum", "fingerprint", "sample__accession_number"))
+                                 .values_list("checksum", "fingerprint", "sample_id"))
         for pk, checksum, orientations in batch:
             # Each photograph against the candidates sharing a band with it, not against every one:
             # the whole batch against every candidate took 0.8 s a hundred photographs.
-            accessions = others.holders(checksum, orientations)
-            if accessions:
-                held[pk] = list(dict.fromkeys(accessions))
+            holders = others.holders(checksum, orientations)
+            if holders:
+                held[pk] = list(dict.fromkeys(holders))
     return held
 
 
+def _with_accession_numbers(held):
+    """{image id: [sample ids]} as {image id: [their accession numbers, now]}."""
+    numbers = dict(Sample.objects.filter(pk__in={pk for ids in held.values() for pk in ids})
+                   .values_list("pk", "accession_number"))
+    return {image: [numbers[pk] for pk in ids if pk in numbers] for image, ids in held.items()}
+
+
 def photographs_held_elsewhere_kept(sample):
-    """photographs_held_elsewhere(sample) for the whole sample, kept in the cache until a photograph
-    is stored or deleted anywhere (the photographs' count and last id name the generation: ids are
-    never reused). The sign-off panel is drawn after every review and poll, and the search costs
-    about 2 ms a photograph: a 4,750-photograph sample's took 6 s."""
+    """photographs_held_elsewhere(sample) for the whole sample, the search kept in the cache until a
+    photograph is stored or deleted anywhere (the photographs' count and last id name the
+    generation: ids are never reused). It keeps the other samples' ids, and their accession numbers
+    are read at each call, so a number corrected since is the one shown. The sign-off panel is drawn
+    after every review and poll, and the search costs about 2 ms a photograph: a 4,750-photograph
+    sample's took 6 s."""
     generation = SmearImage.objects.aggregate(count=Count("pk"), last=Max("pk"))
     key = (f"held-elsewhere:{sample.pk}:{sample.created_at.timestamp()}:{generation['count']}:"
            f"{generation['last']}")
     held = cache.get(key)
     if held is None:
-        held = photographs_held_elsewhere(sample)
+        held = _holders_elsewhere(sample)
         cache.set(key, held, timeout=6 * 3600)
-    return held
+    return _with_accession_numbers(held)
 
 
 def active_version_id():

@@ -1021,6 +1021,10 @@ def test_the_sign_off_panel_follows_copies_stored_and_deleted_elsewhere(client, 
     assert "The same photograph is in sample H26-0302" in body  # the photograph's card reads it too
     again = client.get(page).content.decode()  # read again, from what was kept
     assert panel in again and card in again
+    # Its number corrected in the Django admin: the kept search names the sample, not its number.
+    Sample.objects.filter(pk=second.pk).update(accession_number="H26-0399")
+    again = client.get(page).content.decode()
+    assert "in sample H26-0399" in again and "H26-0302" not in again
     delete_image(second.images.get())
     body = client.get(page).content.decode()
     assert panel not in body and card not in body
