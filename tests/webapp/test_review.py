@@ -251,6 +251,10 @@ def test_a_request_from_an_untrusted_address_names_the_setting_not_a_reload(tech
     body = foreign.content.decode()
     assert foreign.status_code == 403 and "it came from a page at https://lab.example.org" in body
     assert "LEUKOSCOPE_CSRF_TRUSTED_ORIGINS" in body and "opened before the last sign-in" not in body
+    # A page opened from a file or a sandbox sends the origin "null": no address to name.
+    anonymous = strict.post(url, {"cell_type": "LYMPHOCYTE", "csrfmiddlewaretoken": token},
+                            HTTP_ORIGIN="null")
+    assert anonymous.status_code == 403 and "opened before the last sign-in" in anonymous.content.decode()
     stale = strict.post(url, {"cell_type": "LYMPHOCYTE", "csrfmiddlewaretoken": "x" * 64})
     assert stale.status_code == 403 and "opened before the last sign-in" in stale.content.decode()
     assert not Cell.objects.get(pk=cell.pk).corrected_type

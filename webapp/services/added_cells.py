@@ -95,12 +95,14 @@ def request_added_cell(image, box, user=None):
 def _refuse_a_cell_twice(image, box):
     """AddCellError where ``box`` would count a cell the photograph holds, or one a box still waiting
     for the classifier holds, a second time."""
-    cells = current_cells(image=image).order_by("index").only("x0", "y0", "x1", "y1", "added_by_hand",
-                                                              "corrected_type")
-    pending = AddedCellRequest.objects.filter(image=image, status=AddedCellRequest.Status.PENDING)
+    # The waiting boxes first, then the cells: the worker turns a box into a cell in one commit, and
+    # a commit between the two reads is then seen in the second (the other order missed both).
+    pending = list(AddedCellRequest.objects.filter(image=image, status=AddedCellRequest.Status.PENDING))
+    cells = list(current_cells(image=image).order_by("index").only("x0", "y0", "x1", "y1", "added_by_hand",
+                                                                   "corrected_type"))
     if image.sample.one_cell_each:
-        _ensure_replaceable(list(cells))
-        if pending.exists():
+        _ensure_replaceable(cells)
+        if pending:
             raise AddCellError("A box drawn on this photograph of one cell is waiting for the classifier "
                                "already: it will take the place of the photograph's cell.")
         cells = []  # the drawn box takes the place of the photograph's cell, wherever that lies

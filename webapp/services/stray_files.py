@@ -51,7 +51,10 @@ def stray_files(older_than=YOUNGEST_STRAY):
             if not path.is_file():
                 continue
             name = path.relative_to(root).as_posix()
-            status = path.stat()
+            try:
+                status = path.stat()
+            except FileNotFoundError:  # deleted while the folder was read
+                continue
             if name not in held and status.st_mtime < cutoff:
                 found.append(StrayFile(name, status.st_size))
     return sorted(found, key=lambda stray: stray.name)

@@ -2,6 +2,7 @@
 (a laboratory information system) reads the answer rather than a person."""
 
 import sys
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
@@ -95,12 +96,14 @@ def csrf_failure(request, reason=""):
 
 
 def _foreign_origin(reason):
-    """The address named by Django's "Origin/Referer checking failed - X does not match any trusted
-    origins", or ""."""
+    """The origin (scheme://host, as LEUKOSCOPE_CSRF_TRUSTED_ORIGINS takes it) named by Django's
+    "Origin/Referer checking failed - X does not match any trusted origins", or "" (also for a
+    browser's "null" origin, which names no address)."""
     for rule in (csrf.REASON_BAD_ORIGIN, csrf.REASON_BAD_REFERER):
         before, after = rule.split("%s")
         if reason.startswith(before) and reason.endswith(after):
-            return reason[len(before):len(reason) - len(after)]
+            address = urlsplit(reason[len(before):len(reason) - len(after)])
+            return f"{address.scheme}://{address.netloc}" if address.scheme and address.netloc else ""
     return ""
 
 
