@@ -241,6 +241,17 @@ def test_a_field_of_a_smear_is_analysed_as_one(network, stored_image):
     assert stored_image.sample.photographs == Sample.Photographs.SMEAR_FIELDS
 
 
+def put_back_to_wait(stored_image, problem):
+    """Classify it where the storage fails it: the photograph waits in the queue, saying why."""
+    with pytest.raises(classification.StorageUnreachable):
+        classification.classify_smear_image(stored_image.pk)
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert image.status == "queued" and not Cell.objects.exists()
+    assert image.error.startswith(f"Waiting: the classifier worker {problem}")
+    assert "tried again every 60 s" in image.error
+    return image
+
+
 def test_a_worker_that_cannot_reach_the_media_folder_puts_the_photograph_back(network, stored_image,
                                                                                settings, tmp_path,
                                                                                client, tech):
@@ -248,13 +259,8 @@ def test_a_worker_that_cannot_reach_the_media_folder_puts_the_photograph_back(ne
     mounted = settings.MEDIA_ROOT
     # The shared folder is not mounted on this worker's machine: the photograph is not at fault.
     settings.MEDIA_ROOT = str(tmp_path / "not-mounted")
-    with pytest.raises(classification.StorageUnreachable):
-        classification.classify_smear_image(stored_image.pk)
-    image = SmearImage.objects.get(pk=stored_image.pk)
-    assert image.status == "queued" and not Cell.objects.exists()
-    assert image.error.startswith("Waiting: the classifier worker cannot find LEUKOSCOPE_MEDIA_ROOT="
-                                  f"{tmp_path / 'not-mounted'}: there is no such folder on its machine")
-    assert "tried again every 60 s" in image.error
+    missing = f"cannot find LEUKOSCOPE_MEDIA_ROOT={tmp_path / 'not-mounted'}: there is no such folder"
+    image = put_back_to_wait(stored_image, missing)
     page = client.get(reverse("lab:sample-detail", args=[image.sample_id])).content.decode()
     assert f'<span data-role="waiting-reason">{escape(image.error)}</span>' in page
 
@@ -272,14 +278,9 @@ def test_a_worker_that_cannot_store_its_pictures_puts_the_photograph_back(networ
     blocked = Path(settings.MEDIA_ROOT) / "cells"
     shutil.rmtree(blocked, ignore_errors=True)
     blocked.write_bytes(b"")  # where the crops' folder goes: no crop can be written under it
+    refused = f"cannot store its pictures in LEUKOSCOPE_MEDIA_ROOT={settings.MEDIA_ROOT} ("
     try:
-        with pytest.raises(classification.StorageUnreachable):
-            classification.classify_smear_image(stored_image.pk)
-        image = SmearImage.objects.get(pk=stored_image.pk)
-        assert image.status == "queued" and not Cell.objects.exists()
-        assert image.error.startswith("Waiting: the classifier worker cannot store its pictures in "
-                                      f"LEUKOSCOPE_MEDIA_ROOT={settings.MEDIA_ROOT} (")
-        assert "tried again every 60 s" in image.error
+        put_back_to_wait(stored_image, refused)
     finally:
         blocked.unlink()
     assert classification.classify_smear_image(stored_image.pk) == 2
