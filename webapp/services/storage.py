@@ -27,7 +27,8 @@ def save_whole(field_file, name, content):
         expected.add(field.generate_filename(instance, tagged))
         for part in expected:
             try:
-                field_file.storage.delete(part)
+                if field_file.storage.exists(part):  # not where no folder could be made for it
+                    field_file.storage.delete(part)
             except OSError as exc:
                 logger.warning("Could not remove %s, written in part: %s", part, exc)
         raise
