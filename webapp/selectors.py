@@ -51,6 +51,9 @@ HISTORY_FIELDS = (*HISTORY_CELL_FIELDS, "image__sample__accession_number", "imag
 AWAITING_REVIEW = Q(needs_review=True, corrected_type="")
 # A cell the photograph's edge cuts that no reviewer has counted in: the formula leaves it out.
 PARTIAL_LEFT_OUT = Q(is_partial=True, count_partial=False)
+# How the formula reports such cells: as cut by the edge, except one labelled an artefact, which is
+# reported as an artefact wherever it lies (it counts in nothing either way).
+EDGE_LEFT_OUT = PARTIAL_LEFT_OUT & ~Q(cell_type="ARTEFACT")
 # Cells the differential counts: leukocytes (a lab's own types too), whole or counted in.
 IN_DIFFERENTIAL = ~Q(cell_type__in=[name for name, rule in RULES.items()
                                     if rule.counting is not Counting.DIFFERENTIAL]) & ~PARTIAL_LEFT_OUT
@@ -768,12 +771,12 @@ def leukocyte_formula(sample):
     """
     cells = current_cells(sample)
     per_type = dict(
-        cells.exclude(PARTIAL_LEFT_OUT).values_list("cell_type").annotate(n=Count("id")).order_by()
+        cells.exclude(EDGE_LEFT_OUT).values_list("cell_type").annotate(n=Count("id")).order_by()
     )
     flags = cells.aggregate(
         reviewed=Count("id", filter=~Q(corrected_type="")),
         awaiting=Count("id", filter=AWAITING_REVIEW),
-        partial=Count("id", filter=PARTIAL_LEFT_OUT),
+        partial=Count("id", filter=EDGE_LEFT_OUT),
         scored=Count("id", filter=JUDGED),
         unscored=Count("id", filter=Q(ood_score__isnull=True)),
         unfamiliar=Count("id", filter=JUDGED & Q(ood_score__gt=UNFAMILIAR_ABOVE)),

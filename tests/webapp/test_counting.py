@@ -59,6 +59,16 @@ def test_an_edge_cell_is_left_out_until_a_reviewer_counts_it_in():
     assert (formula.total, formula.partial_left_out) == (3, 0)
 
 
+def test_an_edge_cell_labelled_an_artefact_is_reported_as_an_artefact():
+    # The workflow audit: a corner sliver a reviewer labelled Artefact was reported on the page, the
+    # report, the CSV and FHIR as a cell cut by the edge, and the artefacts read 0.
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE", "LYMPHOCYTE"))
+    Cell.objects.filter(index=2).update(is_partial=True, cell_type="ARTEFACT", corrected_type="ARTEFACT")
+    formula = leukocyte_formula(sample)
+    assert (formula.total, formula.partial_left_out) == (2, 0)
+    assert formula.listed_apart == [("ARTEFACT", 1)]
+
+
 def test_reviewer_only_types_are_offered_beside_a_four_type_network():
     offered = review_types(("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"))
     assert set(REVIEWER_ONLY) <= set(offered)
