@@ -271,6 +271,18 @@ def test_photographs_not_finished_stop_the_signature(hematologist):
     assert "The sample has no photograph." in [r.message for r in sign_off_refusals(empty)]
 
 
+def test_the_panel_says_photographs_are_being_classified_not_to_add_some(client, hematologist):
+    # The workflow audit: while 7 photographs were classifying the panel read "0 of 100 leukocytes
+    # counted: add photographs.", above "Not ready to sign:" and a Sign button that works.
+    sample = small_sample()
+    Sample.objects.filter(pk=sample.pk).update(target_count=100)
+    SmearImage.objects.filter(sample=sample).update(status=SmearImage.Status.PROCESSING)
+    client.force_login(hematologist)
+    page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "3 of 100 leukocytes counted so far: 1 photograph still being classified." in page
+    assert "add photographs." not in page and "Before signing:" in page
+
+
 def test_a_cell_drawn_by_hand_still_being_classified_stops_the_signature(hematologist):
     sample = small_sample()
     request = AddedCellRequest.objects.create(image=sample.images.get(), x0=5, y0=5, x1=40, y1=40)
