@@ -492,12 +492,20 @@ def mostly_unfamiliar(unfamiliar, scored):
 JUDGED = Q(ood_score__isnull=False, added_by_hand=False, outlined=True)
 
 
+def _judged(cells):
+    return [cell for cell in cells if cell.ood_score is not None and not cell.added_by_hand and cell.outlined]
+
+
 def familiarity(cells):
     """(unfamiliar, scored): how many of the cells the detector found score above 1, and of how
     many with a score; drawn boxes and unoutlined middles left out (JUDGED)."""
-    scores = [cell.ood_score for cell in cells
-              if cell.ood_score is not None and not cell.added_by_hand and cell.outlined]
+    scores = [cell.ood_score for cell in _judged(cells)]
     return sum(score > UNFAMILIAR_ABOVE for score in scores), len(scores)
+
+
+def unfamiliar_unreviewed(cells):
+    """How many of the unfamiliar cells familiarity counts no person has labelled."""
+    return sum(1 for cell in _judged(cells) if cell.ood_score > UNFAMILIAR_ABOVE and not cell.corrected_type)
 
 
 def unfamiliar_photograph(cells):

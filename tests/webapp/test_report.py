@@ -124,8 +124,14 @@ def test_report_lists_what_was_left_out_and_why_figures_may_mislead(client, tech
     assert "Platelet: 1" in html and "Unidentified: 1" in html
     assert "Cut by the photograph's edge, left out: 1" in html
     assert "out of focus" in html
-    assert "6 of the 8 cells found on it are unlike those the network was trained on" in html
+    assert ("6 of the 8 cells found on it are unlike those the network was trained on (another stain or "
+            "camera?): check its calls by eye.") in html
     assert "Signed below the target count of 100: Leukopenic sample" in html
+    # The workflow audit: once a person labelled every one of them, the report said so no longer.
+    for cell in Cell.objects.filter(image=image, index__lt=6):
+        Cell.objects.filter(pk=cell.pk).update(corrected_type=cell.cell_type)
+    html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert "trained on (another stain or camera?): a person reviewed each of them." in html
     # Reopened, the result is preliminary again: the earlier signature's reason no longer stands.
     Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.REOPENED)
     html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()

@@ -24,6 +24,7 @@ from webapp.selectors import (
     model_versions,
     mostly_unfamiliar,
     sample_images_with_cells,
+    unfamiliar_unreviewed,
 )
 from webapp.wording import count_of
 
@@ -167,10 +168,12 @@ def _warnings(sample, formula, photographs, version_lines):
             warnings.append(f"Photograph {image.original_filename}: {warning}")
         unusual, scored = familiarity(entry.cells)
         if mostly_unfamiliar(unusual, scored):
+            # Once a person has labelled every one of them, "check by eye" is done: the report says so.
+            advice = ("check its calls by eye." if unfamiliar_unreviewed(entry.cells)
+                      else "a person reviewed each of them.")
             warnings.append(
                 f"Photograph {image.original_filename}: {unusual} of the {scored} cells found on it "
-                "are unlike those the network was trained on (another stain or camera?): check "
-                "its calls by eye.")
+                f"are unlike those the network was trained on (another stain or camera?): {advice}")
     return warnings
 
 
