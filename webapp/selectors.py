@@ -291,6 +291,13 @@ def samples_awaiting_signature(since, newest=200):
     return rows
 
 
+def reopened_samples():
+    """Samples a hematologist reopened, with the reason, and not yet signed again: results the lab
+    took back, to correct. Most recently reopened first."""
+    return (Sample.objects.filter(status=Sample.Status.REOPENED).select_related("reopened_by")
+            .order_by("-reopened_at", "-pk"))
+
+
 def recently_signed_samples(since):
     """Samples signed since then, newest signature first, with their signer: what a results
     reader (the lab's information system) fetches."""

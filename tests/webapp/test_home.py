@@ -116,3 +116,22 @@ def test_home_shows_a_results_reader_the_signed_results_not_a_review_queue(clien
     assert f'href="{reverse("lab:api-sample-fhir", args=[first.pk])}"' in body
     assert "Amended" in body and "Final" in body
     assert f'href="{reverse("lab:upload")}"' not in body
+
+
+def test_home_lists_reopened_results_with_their_reason(client, tech, django_user_model):
+    # The workflow audit: a result reopened with a reason showed on no technologist's home page
+    # ("No cell waits for review"), and on the hematologist's only as one below its target.
+    from webapp.services.sign_off import reopen_sample
+
+    signer = with_role(django_user_model.objects.create_user("hema"), "hematologist")
+    sample = make_sample("H26-0700", types=("NEUTROPHIL",))
+    mark_signed(sample, signer)
+    client.force_login(tech)
+    assert 'data-role="reopened"' not in client.get(reverse("home")).content.decode()
+    reopen_sample(Sample.objects.get(pk=sample.pk), signer, "Cell 1 is a basophil, not a lymphocyte.")
+    for viewer in (tech, signer):
+        client.force_login(viewer)
+        page = client.get(reverse("home")).content.decode()
+        assert 'data-role="reopened"' in page and "Reopened, to correct" in page
+        assert f'href="{reverse("lab:sample-detail", args=[sample.pk])}#sign-off">H26-0700</a>' in page
+        assert "hema, " in page and "“Cell 1 is a basophil, not a lymphocyte.”" in page

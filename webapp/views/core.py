@@ -10,7 +10,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from webapp.models import SmearImage
-from webapp.selectors import recently_signed_samples, samples_awaiting_review, samples_awaiting_signature
+from webapp.selectors import (
+    recently_signed_samples,
+    reopened_samples,
+    samples_awaiting_review,
+    samples_awaiting_signature,
+)
 from webapp.services.health import public_summary, system_health
 from webapp.services.sign_off import may_sign
 from webapp.views.roles import REVIEW
@@ -48,11 +53,14 @@ def home(request):
             "days": HOME_AWAITING_REVIEW_DAYS,
         })
     awaiting = samples_awaiting_review(since)
+    reopened = reopened_samples()
     in_progress = (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING)
     awaiting_signature = samples_awaiting_signature(since) if may_sign(request.user) else None
     return render(request, "home.html", {
         "awaiting_signature": awaiting_signature and awaiting_signature[:HOME_AWAITING_REVIEW_SHOWN],
         "awaiting_signature_count": len(awaiting_signature or ()),
+        "reopened": reopened[:HOME_AWAITING_REVIEW_SHOWN],
+        "reopened_count": reopened.count(),
         "awaiting_review": awaiting[:HOME_AWAITING_REVIEW_SHOWN],
         "awaiting_review_count": awaiting.count(),
         "awaiting_review_days": HOME_AWAITING_REVIEW_DAYS,
