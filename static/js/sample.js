@@ -119,8 +119,10 @@
     var text = document.getElementById("progress-text");
     var failed = (data.counts && data.counts.failed) || 0;
     if (data.complete) {
-      text.textContent = "All " + data.total + " photograph" + (data.total === 1 ? "" : "s") + " classified" +
-        (failed ? " (" + failed + " failed)" : "");
+      // As _progress_text.html words it.
+      var all = data.total === 1 ? "The photograph is classified" : data.total === 2 ? "Both photographs classified"
+        : "All " + data.total + " photographs classified";
+      text.textContent = all + (failed ? " (" + failed + " failed)" : "");
     } else {
       text.innerHTML = '<span class="spinner"></span>';
       text.appendChild(document.createTextNode(data.finished + " of " + data.total + " photographs classified"));

@@ -63,7 +63,7 @@ def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, ser
     page.wait_for_url(re.compile(r".*/samples/\d+/$"))
 
     # The page updates itself: no reload until every photograph is classified.
-    page.wait_for_selector("text=All 2 photographs classified", timeout=240_000)
+    page.wait_for_selector("text=Both photographs classified", timeout=240_000)
     page.wait_for_selector("tr.cellrow")
     # The sign-off panel follows without a reload: no photograph waits any more, and it counts the
     # leukocytes the formula counts.

@@ -48,7 +48,7 @@ def test_gallery_missed_cell_sign_off_report_and_lock(live_server, celery_worker
     page.set_input_files("#id_images", [str(path) for path in smears])
     page.click("#upload-button")
     page.wait_for_url(re.compile(r".*/samples/\d+/$"))
-    page.wait_for_selector("text=All 2 photographs classified", timeout=240_000)
+    page.wait_for_selector("text=Both photographs classified", timeout=240_000)
     sample = Sample.objects.get(accession_number="BR-SIGN")
     sample_url = page.url
 

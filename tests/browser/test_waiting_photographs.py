@@ -40,7 +40,7 @@ def test_the_sign_off_panel_catches_up_after_a_results_fetch_that_failed(live_se
                                                                          django_user_model):
     # The page remembered the last photograph as finished before its results were fetched: when
     # that fetch failed (a busy server's 503, a dropped connection), the next poll saw nothing new
-    # and stopped, the line saying "All 2 photographs classified" and the panel "still queued".
+    # and stopped, the line saying "Both photographs classified" and the panel "still queued".
     hema = with_role(django_user_model.objects.create_user("hema", password=PASSWORD), "hematologist")
     sample = make_sample("BR-LAG", types=("NEUTROPHIL", "LYMPHOCYTE"), user=hema)
     done = SmearImage.objects.get(sample=sample)
@@ -65,6 +65,6 @@ def test_the_sign_off_panel_catches_up_after_a_results_fetch_that_failed(live_se
 
     page.route(lambda url: "/results/" in url, fail_once)
     SmearImage.objects.filter(pk=waiting.pk).update(status="done")
-    expect(page.locator("#progress-text")).to_have_text("All 2 photographs classified")
+    expect(page.locator("#progress-text")).to_have_text("Both photographs classified")
     expect(panel).not_to_contain_text("still queued", timeout=15_000)
     assert len(failed) == 1
