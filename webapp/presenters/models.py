@@ -704,20 +704,32 @@ CHANCE_MARGIN = 0.1
 
 def chance_level_warning(version):
     """A sentence where one of the version's held-out figures (in the page's order: each TEST, then
-    validation) is no better than guessing among its types, as a run on too few images ends; ""
-    otherwise. It names the figure: the page's headline may be another one."""
+    validation) is no better than guessing among the types those cells hold, as a run on too few
+    images ends; "" otherwise. It names the figure: the page's headline may be another one. Both the
+    share of cells right and the mean of each type's share (balanced accuracy) are read: a network that
+    calls every cell one type gets as many right as that type's share of the cells, and only the mean
+    says so."""
     types = len(version.class_names or [])
     if types < 2:
         return ""
     for table in metric_tables(version.metrics):
-        accuracy, where = table.get("accuracy"), table.get("where")
-        if where is None or accuracy is None or accuracy > 1 / types + CHANCE_MARGIN:
+        accuracy, balanced, where = table.get("accuracy"), table.get("balanced_accuracy"), table.get("where")
+        if where is None or accuracy is None:
             continue
+        held = sum(1 for row in table.get("per_class") or () if row.get("support"))
+        among = (f"the {held} types they hold" if 2 <= held < types else f"its {types} types")
+        chance = 1 / (held if 2 <= held < types else types)
         cells = ("its validation cells" if where.endswith("validation")
                  else "its held-out cells" if where == "Held-out" else f"the {where} cells")
-        return (f"v{version.pk} called {round(100 * accuracy)}% of {cells} right, no better than "
-                f"guessing among its {types} types ({round(100 / types)}%): it would serve calls a lab "
-                "cannot use.")
+        if accuracy <= chance + CHANCE_MARGIN:
+            figure = f"called {round(100 * accuracy)}% of {cells} right"
+        elif balanced is not None and balanced <= chance + CHANCE_MARGIN:
+            figure = (f"called {round(100 * accuracy)}% of {cells} right but, type by type, "
+                      f"{round(100 * balanced)}% on average")
+        else:
+            continue
+        return (f"v{version.pk} {figure}, no better than guessing among {among} "
+                f"({round(100 * chance)}%): it would serve calls a lab cannot use.")
     return ""
 
 
