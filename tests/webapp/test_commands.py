@@ -82,6 +82,22 @@ def test_activate_model_switches_and_explains_refusals():
 
 
 @pytest.mark.django_db
+def test_activate_model_says_what_the_site_says_of_a_version_no_better_than_guessing():
+    # The model audit: the site warns before and after activating such a version; the command said
+    # only "v4 is now the active model."
+    make_version("active")
+    table = {"accuracy": 0.25, "balanced_accuracy": 0.25, "confusion_matrix": [[1]],
+             "per_class": {name: {"recall": 0.25, "support": 10} for name in ("E", "L", "M", "N")}}
+    guessing = make_version("ready", class_names=["E", "L", "M", "N"], metrics={"TEST": table})
+    out, err = StringIO(), StringIO()
+    call_command("activate_model", str(guessing.pk), stdout=out, stderr=err)
+    assert f"v{guessing.pk} is now the active model" in out.getvalue()
+    assert (f"Warning: v{guessing.pk} called 25% of the TEST cells right, no better than guessing among "
+            "its 4 types (25%)") in err.getvalue()
+    assert "Activate another version to stop it." in err.getvalue()
+
+
+@pytest.mark.django_db
 def test_train_with_a_bad_path_is_refused_before_a_version_is_stored(tmp_path):
     active = make_version("active")
     missing = tmp_path / "not-there"

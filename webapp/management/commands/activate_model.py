@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from webapp.models import ModelVersion
+from webapp.presenters.models import activation_warning
 from webapp.services.model_versions import ModelVersionError, activate_version
 
 
@@ -23,3 +24,8 @@ class Command(BaseCommand):
         except ModelVersionError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(self.style.SUCCESS(f"v{version} is now the active model."))
+        # What the site's confirmation and page say of such a version (the model audit: the command
+        # activated a chance-level one without a word).
+        warning = activation_warning(model_version)
+        if warning:
+            self.stderr.write(self.style.WARNING(f"Warning: {warning} Activate another version to stop it."))
