@@ -167,6 +167,23 @@ def test_train_one_epoch_on_a_tiny_set_stores_a_network_that_loads_back(tmp_path
 
 
 @pytest.mark.django_db
+def test_train_beside_a_site_training_says_so(tmp_path, monkeypatch):
+    # The model audit started one from the command line while the site trained, unawares: on two
+    # cores both then take twice as long. Allowed, and now said.
+    import classifier.dataset
+
+    monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    data = write_cell_folder(tmp_path / "cells", per_class=4, test_per_class=2)
+    site = ModelVersion.objects.create(architecture="paper", task="4class", status="training", source="site")
+    err = StringIO()
+    call_command("train", "--data", str(data), "--arch", "paper", "--task", "4class", "--epochs", "1",
+                 "--batch-size", "8", stdout=StringIO(), stderr=err)
+    assert (f"Note: v{site.pk} is training too (retrained from the site); both share this machine's cores, "
+            "and each will take about twice as long.") in err.getvalue()
+    assert ModelVersion.objects.filter(status="ready").count() == 1
+
+
+@pytest.mark.django_db
 def test_train_refits_on_every_group_with_the_temperature_of_a_held_out_version(tmp_path, monkeypatch):
     import classifier.dataset
 

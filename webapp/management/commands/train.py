@@ -21,6 +21,7 @@ from webapp.services.training import (
     held_out_calibration,
     retrainable_active_version,
     run_training,
+    training_in_progress,
 )
 from webapp.wording import count_of
 
@@ -139,6 +140,13 @@ class Command(BaseCommand):
         quiet_tensorflow_startup(os.environ)
         recipe = self.recipe_settings(options)
         self.check_data(options["data"], Recipe(**recipe).resolved().task)
+        beside = training_in_progress()
+        if beside is not None:
+            # Allowed (the terminal is the operator's own), but said: on a lab's two cores both
+            # trainings then take about twice as long (the model audit started one unawares).
+            self.stderr.write(self.style.WARNING(
+                f"Note: v{beside.pk} is training too ({beside.get_source_display().lower()}); both share "
+                "this machine's cores, and each will take about twice as long."))
         try:
             version = create_training_version(
                 data_dir=options["data"],
