@@ -153,6 +153,17 @@ def test_train_one_epoch_on_a_tiny_set_stores_a_network_that_loads_back(tmp_path
 
     report = run("evaluate", "--version", str(version.pk), "--data", str(data), "--split", "TEST")
     assert "n=8" in report and "confusion matrix" in report and "binary grouping" in report
+    # Each --data is evaluated (only the last was), and a folder of class folders alone is said to be
+    # all its images, not "TEST", and not held out where the version trained on it (the model audit).
+    import shutil
+
+    flat = tmp_path / "flat"
+    shutil.copytree(data / "TRAIN", flat)
+    report = run("evaluate", "--version", str(version.pk), "--data", str(data), "--data", str(flat))
+    assert f"on {data} TEST" in report and f"on {flat}, all its images (it has no TEST folder)" in report
+    ModelVersion.objects.filter(pk=version.pk).update(dataset_path=str(flat))
+    report = run("evaluate", "--version", str(version.pk), "--data", str(flat))
+    assert f"v{version.pk} trained on this folder, so these figures are not held out" in report
 
     capsys.readouterr()
     bench = load_script(Path(REPO_ROOT) / "bench" / "classify.py")

@@ -3,7 +3,6 @@ underscore keeps Django from listing it)."""
 
 import os
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from classifier.runtimes import quiet_tensorflow_startup
@@ -12,7 +11,7 @@ from webapp.services.model_registry import NoActiveModel, active_version
 
 
 class ModelVersionCommand(BaseCommand):
-    """Takes `--version N` (default: the active version) and `--data DIR`."""
+    """Takes `--version N` (default: the active version) and `--data DIR`, once or more."""
 
     def create_parser(self, prog_name, subcommand, **kwargs):
         # Django's own --version (print Django's version) would shadow the model version option.
@@ -20,7 +19,9 @@ class ModelVersionCommand(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--version", type=int, help="model version id (default: the active one)")
-        parser.add_argument("--data", default=str(settings.TRAINING_DATA_DIR))
+        parser.add_argument("--data", action="append",
+                            help="a data folder (TRAIN/ and TEST/, or class folders); give it again for "
+                                 "each folder (default: LEUKOSCOPE_TRAINING_DATA's folders)")
 
     def trained_version(self, version):
         """The named (or active) version, or a one-line CommandError when it has no network."""

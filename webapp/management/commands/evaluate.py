@@ -1,3 +1,7 @@
+import os
+from pathlib import Path
+
+from django.conf import settings
 from django.core.management.base import CommandError
 
 from classifier.errors import TrainingDataError
@@ -19,12 +23,30 @@ class Command(ModelVersionCommand):
         from classifier.training import evaluate_classifier  # TensorFlow: only when a command evaluates
 
         classifier = load_classifier(model_version)
-        try:
-            metrics = evaluate_classifier(classifier, data, split=split)
-        except TrainingDataError as exc:
-            raise CommandError(str(exc)) from None
-        label = f"v{model_version.pk} ({model_version.architecture}/{model_version.task}) on {data} {split}"
-        self.stdout.write(format_metrics(metrics, title=label))
+        folders = data or [str(folder) for folder in settings.TRAINING_DATA_DIRS]
+        for number, folder in enumerate(folders):
+            try:
+                metrics = evaluate_classifier(classifier, folder, split=split)
+            except TrainingDataError as exc:
+                raise CommandError(str(exc)) from None
+            if number:
+                self.stdout.write("")
+            self.stdout.write(format_metrics(metrics, title=self._title(model_version, folder, split)))
+            self._details(metrics)
+
+    @staticmethod
+    def _title(model_version, folder, split):
+        label = f"v{model_version.pk} ({model_version.architecture}/{model_version.task}) on {folder}"
+        if Path(folder, split).is_dir():
+            return f"{label} {split}"
+        # A folder of class folders alone: every image it holds, which may be what the version learnt.
+        trained_on = {Path(path).resolve() for path in (model_version.dataset_path or "").split(os.pathsep)
+                      if path}
+        caution = (f"; v{model_version.pk} trained on this folder, so these figures are not held out"
+                   if Path(folder).resolve() in trained_on else "")
+        return f"{label}, all its images (it has no {split} folder){caution}"
+
+    def _details(self, metrics):
         if "binary" in metrics:
             self.stdout.write("")
             title = "binary grouping, summed from the types"
