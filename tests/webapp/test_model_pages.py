@@ -618,6 +618,24 @@ def test_an_adapted_version_worse_than_its_parent_on_the_labs_cells_says_so(staf
 
 
 @pytest.mark.django_db
+def test_an_adaptation_that_replayed_no_training_image_says_so_before_activation(staff_client):
+    # The model audit: with its parent's data folder gone, an adaptation replayed 0 images and was
+    # Ready, said only deep in its page; the activation's confirmation said nothing.
+    parent = make_version(status=ModelVersion.Status.ACTIVE)
+    adaptation = {"cells": 40, "replay": {"cells": 0, "sources": [], "missing": ["/data/cells"]}}
+    adapted = make_version(status=ModelVersion.Status.READY, metrics={"adaptation": adaptation})
+    ModelVersion.objects.filter(pk=adapted.pk).update(adapted_from=parent)
+    words = (f"v{adapted.pk} was adapted without replaying any of its parent's training images (/data/cells "
+             "not found on this server): only this lab's reviewed cells tuned it")
+    detail = html.unescape(staff_client.get(reverse("models:detail", args=[adapted.pk])).content.decode())
+    assert words in detail
+    adaptation["replay"]["cells"] = 800
+    ModelVersion.objects.filter(pk=adapted.pk).update(metrics={"adaptation": adaptation})
+    detail = staff_client.get(reverse("models:detail", args=[adapted.pk])).content.decode()
+    assert "without replaying" not in detail
+
+
+@pytest.mark.django_db
 def test_activating_a_failed_version_says_why_and_changes_nothing(staff_client):
     active = make_version(status=ModelVersion.Status.ACTIVE)
     failed = make_version(status=ModelVersion.Status.FAILED, model_sha256="")

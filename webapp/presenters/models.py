@@ -770,13 +770,27 @@ def held_out_drop_warning(version, parent):
             "photographs like these worse.")
 
 
+def unreplayed_warning(version):
+    """A sentence where an adaptation replayed none of its parent's training images (its data folders
+    were not found on this server): only the lab's reviewed cells tuned it, and it may have
+    forgotten the types those cells do not show. "" otherwise."""
+    replay = ((version.metrics or {}).get("adaptation") or {}).get("replay") or {}
+    if replay.get("cells") != 0:
+        return ""
+    missing = replay.get("missing") or []
+    where = f" ({', '.join(missing)} not found on this server)" if missing else ""
+    return (f"v{version.pk} was adapted without replaying any of its parent's training images{where}: "
+            "only this lab's reviewed cells tuned it, and it may have forgotten the types they do not "
+            "show. Set LEUKOSCOPE_TRAINING_DATA to those folders and adapt again.")
+
+
 def activation_warning(version, parent=_NO_PARENT):
     """What to say before, and on, activating a version that would serve calls a lab should not
     want ("" where nothing). ``parent``: the version it was adapted from, where the caller has it."""
     if parent is _NO_PARENT:
         parent = parent_of(version)
     return " ".join(filter(None, (chance_level_warning(version), worse_than_parent_warning(version, parent),
-                                  held_out_drop_warning(version, parent))))
+                                  held_out_drop_warning(version, parent), unreplayed_warning(version))))
 
 
 @dataclass
