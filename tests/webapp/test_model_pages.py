@@ -645,6 +645,18 @@ def test_activating_a_failed_version_says_why_and_changes_nothing(staff_client):
 
 
 @pytest.mark.django_db
+def test_reclassify_asks_first_and_warns_of_a_version_no_better_than_guessing(staff_client):
+    # The model audit: "All samples" re-ran every unsigned sample at one click, even with a
+    # chance-level version active; activation asks first, re-classifying did not.
+    guessing = {"TEST": four_class_metrics(0.25)["TEST"]}
+    active = make_version(status=ModelVersion.Status.ACTIVE, metrics=guessing)
+    page = html.unescape(staff_client.get(reverse("models:list")).content.decode())
+    assert (f'data-confirm="Classify the chosen samples again with v{active.pk}? Warning: v{active.pk} '
+            "called 25% of the TEST cells right, no better than guessing") in page
+    assert "signed samples are left as they are." in page
+
+
+@pytest.mark.django_db
 def test_reclassify_queues_the_chosen_sample_with_the_active_version(staff_client, no_enqueue,
                                                                       django_capture_on_commit_callbacks):
     active = make_version(status=ModelVersion.Status.ACTIVE)

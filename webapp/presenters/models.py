@@ -670,6 +670,8 @@ class VersionList(ViewModel):
     training_progress: dict | None
     activations: object  # the latest ModelActivation records
     adaptation: dict | None  # adaptation_offer of the active version
+    reclassify_question: str = ""  # the confirm text of the re-classify button
+
 
 
 def listed_versions():
@@ -695,7 +697,20 @@ def listed_versions():
         training=training,
         training_progress=progress_report(training) if training else None,
         activations=recent_activations(),
+        reclassify_question=reclassify_question(active, by_pk),
     )
+
+
+def reclassify_question(active, by_pk):
+    """Re-classifying runs the chosen samples, every unsigned one at a click, with the active version:
+    asked first, with what would be said before activating that version."""
+    if active is None:
+        return ""
+    warning = activation_warning(active, by_pk.get(active.adapted_from_id))
+    warned = f" Warning: {warning}" if warning else ""
+    return (f"Classify the chosen samples again with v{active.pk}?{warned} Their cells are replaced by its "
+            "calls; a reviewer's label stays where it finds the same cell, and signed samples are left as "
+            "they are.")
 
 
 # A held-out accuracy within this of guessing: the version learnt nothing a lab can use.
