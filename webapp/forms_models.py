@@ -16,6 +16,7 @@ from webapp.services.training import (
     held_out_runs,
     retrainable_active_version,
 )
+from webapp.wording import count_of
 
 # A site user holds the one training slot for as long as the run lasts; longer runs are for the
 # command line.
@@ -87,7 +88,8 @@ class RetrainForm(forms.Form):
         refit.queryset = held_out_runs()
         refit.label_from_instance = lambda version: (
             f"v{version.pk}: {version.architecture} / {version.task}, "
-            f"{version.hyperparameters.get('epochs')} epochs, temperature {version.temperature:.3f}"
+            f"{count_of(version.hyperparameters.get('epochs') or 0, 'epoch')}, "
+            f"temperature {version.temperature:.3f}"
         )
         for name, value in self._recipe_initial().items():
             self.initial.setdefault(name, value)

@@ -446,7 +446,7 @@ def test_retrain_form_refits_a_held_out_run_on_every_group_with_its_temperature(
     refit = make_version(metrics={"temperature": 1.37, "refit": {"epochs": 1}})
     make_version(status=ModelVersion.Status.FAILED)
     page = staff_client.get(reverse("models:list")).content.decode()
-    assert f"v{held_out.pk}: paper / 4class, 1 epochs, temperature 1.370" in page
+    assert f"v{held_out.pk}: paper / 4class, 1 epoch, temperature 1.370" in page
     assert f"v{refit.pk}: paper" not in page, "a refit's borrowed temperature is not offered again"
     form = {"architecture": "paper", "task": "4class", "epochs": 1, "data_dir": str(data),
             "refit_from": held_out.pk}

@@ -16,8 +16,8 @@ from tests.webapp.lab_factories import with_role
 from webapp.models import ModelVersion
 
 PASSWORD = "a-long-passphrase-1"
-EXPECTED = ("expected a folder with TRAIN/ and TEST/, each holding one folder per cell type "
-            "(e.g. NEUTROPHIL/) with its images")
+EXPECTED = ("expected a folder with TRAIN/ (and, for held-out figures, TEST/), each holding one folder per "
+            "cell type (e.g. NEUTROPHIL/) with its images, or the folders per cell type alone")
 SERVER_FOLDERS = ("PackageKit", "UPower", "X11", "alternatives", "apache2", "apparmor.d", "apt", "avahi",
                   "cron.d", "dbus-1", "default")
 

@@ -130,8 +130,8 @@ def default_data_folders():
 
 # What a data folder must hold, in the words the retraining form refuses one with.
 DATA_FOLDER_EXPECTED = (
-    "a folder with TRAIN/ and TEST/, each holding one folder per cell type (e.g. NEUTROPHIL/) "
-    "with its images"
+    "a folder with TRAIN/ (and, for held-out figures, TEST/), each holding one folder per cell type "
+    "(e.g. NEUTROPHIL/) with its images, or the folders per cell type alone"
 )
 
 
