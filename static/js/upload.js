@@ -71,6 +71,12 @@
     sync();
   }
 
+  // With this script the zone is the one control that chooses files: a button to assistive
+  // technology, named, and the only Tab stop (the file input it opens is reached through it).
+  zone.setAttribute("role", "button");
+  zone.setAttribute("aria-label", "Choose photographs, or drop them here");
+  input.tabIndex = -1;
+  input.setAttribute("aria-hidden", "true");
   input.addEventListener("change", function () { add(input.files); });
   zone.addEventListener("click", function (event) { if (event.target !== input) input.click(); });
   zone.addEventListener("keydown", function (event) {

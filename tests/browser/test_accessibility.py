@@ -178,3 +178,24 @@ def test_help_and_error_texts_are_the_ones_fields_are_described_by(live_server, 
     expect(epochs).to_have_attribute("aria-invalid", "true")
     assert page.evaluate(DANGLING_DESCRIPTIONS) == []
     expect(epochs).to_have_accessible_description(re.compile("greater than or equal to 1"))
+
+
+def test_the_first_tab_skips_the_bar_and_the_drop_zone_is_one_named_button(live_server, browser_page,
+                                                                            django_user_model):
+    # The workflow audit: no skip link on the site's pages (the admin has one), and the upload's drop
+    # zone a focusable box with no role or name, its hidden file input a second Tab stop.
+    technologist(django_user_model)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/")
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to the page's content")
+    expect(skip).to_be_focused()
+    page.keyboard.press("Enter")
+    assert page.evaluate("() => document.activeElement.id") == "content"
+    page.goto(f"{live_server.url}/samples/new/")
+    zone = page.get_by_role("button", name="Choose photographs, or drop them here")
+    expect(zone).to_have_count(1)
+    zone.focus()
+    page.keyboard.press("Tab")  # past the zone: not into its file input
+    assert page.evaluate("() => document.activeElement.type") != "file"
