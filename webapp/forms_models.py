@@ -10,6 +10,7 @@ from webapp.models import ModelVersion
 from webapp.selectors import samples_with_accession
 from webapp.services.training import (
     DATA_FOLDER_EXPECTED,
+    TooFewImages,
     UnusableDataFolder,
     check_data,
     default_data_folders,
@@ -127,8 +128,17 @@ class RetrainForm(forms.Form):
                                        f"the {data['task']} task: expected {DATA_FOLDER_EXPECTED}.")
             return data
         folders = [*data.get("data_sources", []), *given]
-        folders = folders or default_data_folders()
-        data["data_dir"] = os.pathsep.join(dict.fromkeys(folder.strip() for folder in folders))
+        folders = list(dict.fromkeys(folder.strip() for folder in folders or default_data_folders()))
+        if data.get("task"):
+            try:
+                check_data(folders, data["task"])
+            except TooFewImages as refused:
+                # Together they lack a type the task needs: the run would fail as a listed version.
+                self.add_error("data_dir" if given else "data_sources", str(refused))
+                return data
+            except UnusableDataFolder:
+                pass  # a configured folder gone since: the run says so, as it always has
+        data["data_dir"] = os.pathsep.join(folders)
         return data
 
     @staticmethod
@@ -141,6 +151,8 @@ class RetrainForm(forms.Form):
             check_data([folder.strip() for folder in folders], task)
         except UnusableDataFolder as refused:
             return refused.folder
+        except TooFewImages:
+            return None  # together with the folders ticked they may hold enough: clean() checks all
         return None
 
 

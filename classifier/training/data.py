@@ -157,6 +157,20 @@ def check_data_folder(folder, task):
     return layout
 
 
+def check_class_counts_together(folders, task, min_per_class):
+    """What a run of the task would find of each class in these folders' TRAIN images together
+    (select_images' check: each folder may hold some of the classes, as PBC holds eight and BCCD
+    four), or TrainingDataError naming the classes with too few."""
+    images, where = [], []
+    for folder in folders:
+        layout = dataset.resolve_layout(folder)
+        images.extend(train_folder_images(layout, {}, task, None, 0))
+        where.append(str(layout.train_dir))
+    return dataset.check_class_counts(
+        images, task, min_per_class,
+        f"training data folder{'s' if len(where) > 1 else ''} {' and '.join(where)}")
+
+
 def _holds_no_images(layout, task):
     return TrainingDataError(f"training data folder {layout.train_dir} holds no images for the {task} task")
 

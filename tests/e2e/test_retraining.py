@@ -5,6 +5,7 @@ Training data are a few cells drawn in code and one epoch of the small published
 real training costs seconds; most of the wait is the worker importing TensorFlow once.
 """
 
+import html
 import io
 import os
 import time
@@ -152,23 +153,34 @@ def test_training_on_a_folder_without_images_ends_failed_with_its_reason(client,
                                                      "data_dir": str(empty)})
     assert refused.status_code == 400 and "is not a training data folder" in refused.content.decode()
     assert not ModelVersion.objects.exists()
-    # One that holds a cell type but too few images to train on fails in the run, with the reason.
+    # So is one that holds too few images of the task's types (the model audit: it was queued, and
+    # failed as a listed version).
     scarce = tmp_path / "one-neutrophil"
     (scarce / "TRAIN" / "NEUTROPHIL").mkdir(parents=True)
     Image.new("RGB", (64, 48), "white").save(scarce / "TRAIN" / "NEUTROPHIL" / "only.jpeg")
+    refused = client.post(reverse("models:train"), {"architecture": "paper", "task": "4class", "epochs": 1,
+                                                     "data_dir": str(scarce)})
+    assert refused.status_code == 400 and "Too few images per class" in refused.content.decode()
+    assert not ModelVersion.objects.exists()
+    # One whose files are named as images but none can be read fails in the run, with the reason.
+    unreadable = tmp_path / "not-images"
+    for name in ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"):
+        (unreadable / "TRAIN" / name).mkdir(parents=True)
+        for n in range(2):
+            (unreadable / "TRAIN" / name / f"cell{n}.jpeg").write_bytes(b"not a photograph")
     client.post(reverse("models:train"), {"architecture": "paper", "task": "4class", "epochs": 1,
-                                          "data_dir": str(scarce)})
+                                          "data_dir": str(unreadable)})
     version = ModelVersion.objects.get()
 
     final, _ = follow_progress(client, version)
 
-    assert final["status"] == "failed" and "too few images per class" in final["failure_reason"]
+    assert final["status"] == "failed" and final["failure_reason"]
     page = client.get(reverse("models:detail", args=[version.pk])).content.decode()
-    assert "Training failed" in page and str(scarce) in page
+    assert "Training failed" in page and str(unreadable) in page
     listing = client.get(reverse("models:list")).content.decode()
-    assert "too few images per class" in listing
+    assert final["failure_reason"][:40] in html.unescape(listing)
     # The failed run frees the slot: the next training may start.
     response = client.post(reverse("models:train"), {"architecture": "paper", "task": "4class", "epochs": 1,
-                                                     "data_dir": str(scarce)}, follow=True)
+                                                     "data_dir": str(unreadable)}, follow=True)
     assert "already training" not in response.content.decode()
     follow_progress(client, ModelVersion.objects.latest("pk"))

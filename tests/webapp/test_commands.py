@@ -294,9 +294,11 @@ def test_ctrl_c_during_training_marks_the_version_cancelled(monkeypatch, tmp_pat
         raise KeyboardInterrupt
 
     monkeypatch.setattr(classifier.training, "train_classifier", interrupted)
-    # A folder-per-class layout with an image of one type, which train checks first.
-    (tmp_path / "NEUTROPHIL").mkdir()
-    (tmp_path / "NEUTROPHIL" / "cell.jpeg").write_bytes(b"\xff\xd8\xff")
+    # A folder-per-class layout with two images of each type, which train checks first.
+    for name in ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"):
+        (tmp_path / name).mkdir()
+        for n in range(2):
+            (tmp_path / name / f"cell{n}.jpeg").write_bytes(b"\xff\xd8\xff")
     with pytest.raises(CommandError, match="marked cancelled") as raised:
         run("train", "--data", str(tmp_path), "--arch", "paper", "--epochs", "1")
     assert raised.value.returncode == 130

@@ -95,9 +95,15 @@ def as_arguments(values):
     return arguments
 
 
-def one_cell_folder(folder):
-    (folder / "NEUTROPHIL").mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (64, 48), (220, 190, 200)).save(folder / "NEUTROPHIL" / "cell.png")
+def smallest_data_folder(folder):
+    """The fewest images a run of any task takes (two of each of the eight types): the form and the
+    command refuse folders that together hold fewer, before a version exists."""
+    from classifier.labels import EIGHT_CLASSES
+
+    for name in EIGHT_CLASSES:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for n in range(2):
+            Image.new("RGB", (64, 48), (220, 190, 200)).save(folder / name / f"cell{n}.png")
     return folder
 
 
@@ -105,7 +111,7 @@ def one_cell_folder(folder):
 def caught_runs(monkeypatch, tmp_path):
     """The TrainingConfig of every run, which then stops before it loads anything."""
     # The tests' --data: a folder-per-class layout with an image, as train and the form check.
-    one_cell_folder(tmp_path)
+    smallest_data_folder(tmp_path)
     configs = []
 
     def train_classifier(config, **_):
@@ -168,7 +174,8 @@ def test_every_setting_on_the_retraining_form_reaches_the_version(client, django
     assert {name: form.initial[name] for name in ON_FORM} == {
         name: getattr(Recipe().resolved(), name) for name in ON_FORM}
     # The enqueue waits for a commit that a test's transaction never makes: nothing is queued.
-    response = client.post(reverse("models:train"), {**values, "data_dir": str(one_cell_folder(tmp_path))})
+    data = smallest_data_folder(tmp_path)
+    response = client.post(reverse("models:train"), {**values, "data_dir": str(data)})
     assert response.status_code == 302
     version = ModelVersion.objects.get()
     recorded = {"architecture": version.architecture, "task": version.task, **version.hyperparameters}

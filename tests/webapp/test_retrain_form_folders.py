@@ -126,3 +126,17 @@ def test_a_run_that_fails_on_a_folder_of_other_folders_counts_them_without_namin
     assert reason == (f"{folder} has 11 folders but none named for one of the 4class task's classes "
                       "(EOSINOPHIL, LYMPHOCYTE, MONOCYTE, NEUTROPHIL)")
     assert not any(name in reason for name in SERVER_FOLDERS if name not in str(folder))
+
+
+@pytest.mark.django_db
+def test_the_form_refuses_folders_that_together_lack_a_type_the_task_needs(admin_client, sent_tasks,
+                                                                          tmp_path):
+    # The model audit: an eight-type training on a four-type folder, or with an empty class folder,
+    # was queued and failed as a listed version ("too few images per class ... BASOPHIL: 0").
+    data = write_cell_folder(tmp_path / "cells", per_class=2, test_per_class=1)
+    response = post_training(admin_client, data, task="8class")
+    page = response.content.decode()
+    assert response.status_code == 400
+    assert "Too few images per class in training data folder" in page
+    assert "BASOPHIL: 0" in page and "PLATELET: 0" in page
+    assert not ModelVersion.objects.exists() and sent_tasks == []

@@ -27,7 +27,7 @@ from classifier.training.adaptation import (
     cross_validation_folds,
     lab_cells,
 )
-from classifier.training.data import check_data_folder, data_folders
+from classifier.training.data import check_class_counts_together, check_data_folder, data_folders
 from classifier.training.held_out import kept_epoch_label
 from classifier.training.recipe import (
     SETTINGS,
@@ -38,6 +38,7 @@ from classifier.training.recipe import (
     trained_as,
 )
 from classifier.training.recipe import refit_settings as stored_refit_settings
+from classifier.training.run import TrainingConfig
 from webapp import audit
 from webapp.models import TRAINED_STATUSES, Cell, ModelVersion, Sample, SmearImage
 from webapp.queueing import queue_classifications, queue_training, stop_task
@@ -145,15 +146,26 @@ class UnusableDataFolder(TrainingRefused):
         self.reason = reason
 
 
+class TooFewImages(TrainingRefused):
+    """The data folders together hold too few images of one of the task's classes."""
+
+
 def check_data(folders, task):
     """Each data folder checked as its run will check it, before a version is stored, so that a
     folder no run can learn from is refused at once rather than left listed as a failed version.
-    Raises UnusableDataFolder for the first that cannot work."""
+    Raises UnusableDataFolder for the first that cannot work, then TooFewImages where together they
+    lack one of the task's classes (an eight-type task on a four-type folder failed as a version)."""
     for folder in folders:
         try:
             check_data_folder(folder, task)
         except TrainingDataError as exc:
             raise UnusableDataFolder(folder, str(exc)) from None
+    if not folders:
+        return
+    try:
+        check_class_counts_together(folders, task, TrainingConfig.min_images_per_class)
+    except TrainingDataError as exc:
+        raise TooFewImages(f"{str(exc)[:1].upper()}{str(exc)[1:]}") from None
 
 
 def training_in_progress():
