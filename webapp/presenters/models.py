@@ -673,7 +673,6 @@ class VersionList(ViewModel):
     reclassify_question: str = ""  # the confirm text of the re-classify button
 
 
-
 def listed_versions():
     versions = list(model_versions_with_cell_counts())
     ever_active = ever_active_version_ids()
