@@ -640,7 +640,7 @@ def result_stamp(sample):
     report shows (cells cut by the edge and left out aside), then a digest of which cell holds which
     label. Two stamps differ when anything the report counts changed, including two cells whose
     labels were swapped; read_result_stamp gives the counts back, to say what changed."""
-    counted = current_cells(sample).exclude(PARTIAL_LEFT_OUT)
+    counted = current_cells(sample).exclude(EDGE_LEFT_OUT)  # as leukocyte_formula reports them
     labels = list(counted.order_by("pk").values_list("pk", "cell_type"))
     per_type = Counter(cell_type for _, cell_type in labels)
     digest = hashlib.sha256(repr(labels).encode()).hexdigest()[:16]

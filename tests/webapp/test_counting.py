@@ -67,6 +67,10 @@ def test_an_edge_cell_labelled_an_artefact_is_reported_as_an_artefact():
     formula = leukocyte_formula(sample)
     assert (formula.total, formula.partial_left_out) == (2, 0)
     assert formula.listed_apart == [("ARTEFACT", 1)]
+    # What a signature certifies counts it too: relabelled so after the page was read, it is refused.
+    from webapp.selectors import read_result_stamp, result_stamp
+
+    assert read_result_stamp(result_stamp(sample)).get("ARTEFACT") == 1
 
 
 def test_reviewer_only_types_are_offered_beside_a_four_type_network():
