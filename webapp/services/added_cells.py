@@ -160,7 +160,7 @@ def finish_added_cell(request_id):
     if request is None or request.status != AddedCellRequest.Status.PENDING:
         return None
     image = request.image
-    written = Written(Cell._meta.get_field("crop").storage)
+    written = Written()
     try:
         ensure_editable(image.sample, ACTION)
         if image.status != SmearImage.Status.DONE or image.model_version_id is None:

@@ -107,8 +107,7 @@ def readable_error(exc):
 class Written:
     """Files saved during one run, so a failed run leaves none behind."""
 
-    def __init__(self, storage):
-        self.storage = storage
+    def __init__(self):
         self.names = []
 
     def save(self, field_file, name, content):
@@ -126,11 +125,7 @@ class Written:
         self.names.append(field_file.name)
 
     def discard(self):
-        for name in self.names:
-            try:
-                self.storage.delete(name)
-            except OSError as exc:  # the storage that failed the run may refuse this too
-                logger.warning("Could not remove %s after a failed run: %s", name, exc)
+        delete_stored_files(self.names)  # the storage that failed the run may refuse this too
 
 
 def fill_cell(cell, found, image, name_stem, written):
@@ -286,7 +281,7 @@ def classify_smear_image(image_id, model_version_id=None, task_id=None):
             status=SmearImage.Status.PROCESSING, error=""):
         logger.warning("Image %s was deleted or queued again before this run could classify it.", image_id)
         return None
-    written = Written(Cell._meta.get_field("crop").storage)
+    written = Written()
     try:
         image = SmearImage.objects.select_related("sample").get(pk=image_id)
         version = _version_for(model_version_id)
