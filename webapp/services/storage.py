@@ -25,12 +25,8 @@ def save_whole(field_file, name, content):
         field_file.save(tagged, ContentFile(content), save=False)
     except OSError:
         expected.add(field.generate_filename(instance, tagged))
-        for part in expected:
-            try:
-                if field_file.storage.exists(part):  # not where no folder could be made for it
-                    field_file.storage.delete(part)
-            except OSError as exc:
-                logger.warning("Could not remove %s, written in part: %s", part, exc)
+        # Only a part that was written: not where no folder could be made for it.
+        delete_stored_files([part for part in expected if field_file.storage.exists(part)])
         raise
 
 
