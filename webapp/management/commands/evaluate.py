@@ -1,4 +1,3 @@
-import os
 from pathlib import Path
 
 from django.conf import settings
@@ -6,6 +5,7 @@ from django.core.management.base import CommandError
 
 from classifier.errors import TrainingDataError
 from classifier.metrics import format_metrics
+from classifier.training.data import data_folders
 from webapp.management.commands._model_version_command import ModelVersionCommand
 from webapp.services.model_registry import load_classifier
 from webapp.wording import count_of
@@ -40,8 +40,7 @@ class Command(ModelVersionCommand):
         if Path(folder, split).is_dir():
             return f"{label} {split}"
         # A folder of class folders alone: every image it holds, which may be what the version learnt.
-        trained_on = {Path(path).resolve() for path in (model_version.dataset_path or "").split(os.pathsep)
-                      if path}
+        trained_on = {Path(path).resolve() for path in data_folders(model_version.dataset_path)}
         caution = (f"; v{model_version.pk} trained on this folder, so these figures are not held out"
                    if Path(folder).resolve() in trained_on else "")
         return f"{label}, all its images (it has no {split} folder){caution}"
