@@ -120,40 +120,28 @@ class RetrainForm(forms.Form):
             # A typing slip would otherwise make a version that fails at once and stays listed.
             self.add_error("data_dir", f"No such folder on this server: {', '.join(missing)}.")
             return data
-        unusable = self._unusable(given, data.get("task"))
-        if unusable:
-            # Refused as the run would refuse it, before a version is stored; in the words of what
-            # is expected, not of what the folder holds: a mistyped path may be any server folder.
-            self.add_error("data_dir", f"{unusable} is not a training data folder for "
-                                       f"the {data['task']} task: expected {DATA_FOLDER_EXPECTED}.")
-            return data
-        folders = [*data.get("data_sources", []), *given]
-        folders = list(dict.fromkeys(folder.strip() for folder in folders or default_data_folders()))
+        given = [folder.strip() for folder in given]
+        folders = list(dict.fromkeys(folder.strip() for folder in
+                                     [*data.get("data_sources", []), *given] or default_data_folders()))
         if data.get("task"):
             try:
-                check_data(folders, data["task"])
+                # The folders typed first: one of them that no run can learn from is what to say.
+                check_data(list(dict.fromkeys([*given, *folders])), data["task"])
+            except UnusableDataFolder as refused:
+                if refused.folder in given:
+                    # Refused as the run would refuse it, before a version is stored; in the words of
+                    # what is expected, not of what the folder holds: a mistyped path may be any
+                    # server folder.
+                    self.add_error("data_dir", f"{refused.folder} is not a training data folder for "
+                                               f"the {data['task']} task: expected {DATA_FOLDER_EXPECTED}.")
+                    return data
+                # A configured folder gone since: the run says so, as it always has.
             except TooFewImages as refused:
                 # Together they lack a type the task needs: the run would fail as a listed version.
                 self.add_error("data_dir" if given else "data_sources", str(refused))
                 return data
-            except UnusableDataFolder:
-                pass  # a configured folder gone since: the run says so, as it always has
         data["data_dir"] = os.pathsep.join(folders)
         return data
-
-    @staticmethod
-    def _unusable(folders, task):
-        """The first given folder a run of the task could not learn from, or None (none, or no
-        valid task to check them for)."""
-        if not task:
-            return None
-        try:
-            check_data([folder.strip() for folder in folders], task)
-        except UnusableDataFolder as refused:
-            return refused.folder
-        except TooFewImages:
-            return None  # together with the folders ticked they may hold enough: clean() checks all
-        return None
 
 
 class ReclassifyForm(forms.Form):
