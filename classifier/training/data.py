@@ -147,27 +147,26 @@ def decoded_rows(all_train, images, ok):
 
 
 def check_data_folder(folder, task):
-    """The folder's layout (dataset.DatasetLayout), or TrainingDataError with the reason a run of
-    the task would refuse it: no TRAIN/ or class folders, none of the task's classes among them,
-    or no image in those. What select_sources reads of each folder, before anything is decoded;
-    the site and `manage.py train` ask it before they store a version."""
+    """(the folder's layout (dataset.DatasetLayout), its TRAIN images of the task), or
+    TrainingDataError with the reason a run of the task would refuse it: no TRAIN/ or class folders,
+    none of the task's classes among them, or no image in those. What select_sources reads of each
+    folder, before anything is decoded; the site and `manage.py train` ask it before they store a
+    version."""
     layout = dataset.resolve_layout(folder)
-    if not train_folder_images(layout, {}, task, None, 0):
+    images = train_folder_images(layout, {}, task, None, 0)
+    if not images:
         raise _holds_no_images(layout, task)
-    return layout
+    return layout, images
 
 
-def check_class_counts_together(folders, task, min_per_class):
+def check_class_counts_together(checked, task, min_per_class):
     """What a run of the task would find of each class in these folders' TRAIN images together
-    (select_images' check: each folder may hold some of the classes, as PBC holds eight and BCCD
-    four), or TrainingDataError naming the classes with too few."""
-    images, where = [], []
-    for folder in folders:
-        layout = dataset.resolve_layout(folder)
-        images.extend(train_folder_images(layout, {}, task, None, 0))
-        where.append(str(layout.train_dir))
+    (``checked``: check_data_folder's answers; select_images' check: each folder may hold some of
+    the classes, as PBC holds eight and BCCD four), or TrainingDataError naming the classes with
+    too few."""
+    where = [str(layout.train_dir) for layout, _ in checked]
     return dataset.check_class_counts(
-        images, task, min_per_class,
+        [image for _, images in checked for image in images], task, min_per_class,
         f"training data folder{'s' if len(where) > 1 else ''} {' and '.join(where)}")
 
 

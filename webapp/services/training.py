@@ -155,15 +155,16 @@ def check_data(folders, task):
     folder no run can learn from is refused at once rather than left listed as a failed version.
     Raises UnusableDataFolder for the first that cannot work, then TooFewImages where together they
     lack one of the task's classes (an eight-type task on a four-type folder failed as a version)."""
+    checked = []
     for folder in folders:
         try:
-            check_data_folder(folder, task)
+            checked.append(check_data_folder(folder, task))
         except TrainingDataError as exc:
             raise UnusableDataFolder(folder, str(exc)) from None
-    if not folders:
+    if not checked:
         return
     try:
-        check_class_counts_together(folders, task, TrainingConfig.min_images_per_class)
+        check_class_counts_together(checked, task, TrainingConfig.min_images_per_class)
     except TrainingDataError as exc:
         raise TooFewImages(f"{str(exc)[:1].upper()}{str(exc)[1:]}") from None
 
