@@ -168,6 +168,7 @@ class SignOffFacts:
     unfinished: int = 0  # photographs queued or being classified
     failed: int = 0
     boxes_waiting: int = 0  # cells drawn by hand the worker has not classified yet
+    times_signed: int = 0  # more than once: a signed result that was reopened and amended
 
     def refusals(self):
         """Every reason the sample cannot be signed as it stands (webapp.services.sign_off)."""
@@ -215,7 +216,9 @@ class SignOffFacts:
     def badge(self):
         """(state, words) for a status badge: in_progress / ready / signed / reopened."""
         if self.status == Sample.Status.SIGNED:
-            return "signed", "Signed"
+            # The LIS and the report call a result signed again after a reopening amended; a list
+            # that said only "Signed" would hide that its figures changed since first read.
+            return "signed", "Signed, amended" if self.times_signed > 1 else "Signed"
         if self.ready:
             return "ready", "Ready to sign"
         if self.status == Sample.Status.REOPENED:
@@ -241,8 +244,10 @@ def sign_off_facts_for(sample_ids):
     unfinished = (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING)
     facts = {
         row["pk"]: SignOffFacts(row["status"], row["target_count"], images=row["n_images"],
-                                unfinished=row["n_unfinished"], failed=row["n_failed"])
-        for row in Sample.objects.filter(pk__in=sample_ids).values("pk", "status", "target_count")
+                                unfinished=row["n_unfinished"], failed=row["n_failed"],
+                                times_signed=row["times_signed"])
+        for row in Sample.objects.filter(pk__in=sample_ids)
+        .values("pk", "status", "target_count", "times_signed")
         .annotate(n_images=Count("images"),
                   n_unfinished=Count("images", filter=Q(images__status__in=unfinished)),
                   n_failed=Count("images", filter=Q(images__status=SmearImage.Status.FAILED)))

@@ -539,11 +539,14 @@ def test_the_sample_list_and_history_show_each_status(client, tech, hematologist
     signed_sample(hematologist, "SIGNED-1")
     reopened = reopen_sample(signed_sample(hematologist, "REOPENED-1"), hematologist, "recount")
     Sample.objects.filter(pk=reopened.pk).update(target_count=100)
+    amended = reopen_sample(signed_sample(hematologist, "AMENDED-1"), hematologist, "recount")
+    sign_sample(amended, hematologist)
     client.force_login(tech)
     body = client.get(reverse("lab:sample-list")).content.decode()
     for state, words in (("ready", "Ready to sign"), ("in_progress", "In progress"),
-                         ("signed", "Signed"), ("reopened", "Reopened")):
+                         ("signed", "Signed"), ("reopened", "Reopened"), ("signed", "Signed, amended")):
         assert f'data-state="{state}">{words}</span>' in body
+    assert body.count('data-state="signed">Signed, amended</span>') == 1
     history = client.get(reverse("lab:history"), {"view": "table"}).content.decode()
     assert 'data-state="signed">Signed</span>' in history
     assert 'data-state="ready">Ready to sign</span>' in history
