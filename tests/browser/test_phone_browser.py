@@ -9,7 +9,7 @@ No worker: the records are made in the database.
 import pytest
 
 from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
-from tests.webapp.lab_factories import make_sample, make_version, with_role
+from tests.webapp.lab_factories import make_sample, make_version, mark_signed, with_role
 from webapp.models import ModelVersion
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -45,6 +45,18 @@ def test_every_page_fits_a_phone_and_the_bar_wraps(live_server, browser_page, dj
         assert width <= PHONE["width"], f"{url} is {width} px wide on a {PHONE['width']} px screen"
         assert page.evaluate(BAR_OUTSIDE) == [], url
         assert page.get_by_role("button", name="Sign out").is_visible()
+
+    # The report, signed and amended, as a hematologist reads it on the ward: a page of its own,
+    # without the site's bar, that fits the screen too.
+    # A long accession number and a type with a full row of crops are what ran past the screen.
+    signed = mark_signed(make_sample("H26-PHONE-" + "8" * 40, types=("NEUTROPHIL",) * 5 + ("LYMPHOCYTE",),
+                                     user=lead), lead, times=2)
+    signed.reopened_by, signed.reopened_at = lead, signed.signed_at
+    signed.reopen_reason = "Cell 2 recounted after a second look at the smear."
+    signed.save()
+    page.goto(f"{live_server.url}/samples/{signed.pk}/report/")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], f"the report is {width} px wide on a {PHONE['width']} px screen"
 
     # The sample list's rows are cards: each part of a row, a long accession number's included, is
     # on screen rather than in columns scrolled out of sight.
