@@ -104,10 +104,13 @@ def _sample_rows(sample):
            # was outlined on a photograph of one cell and its middle was classified; whether the
            # formula's TOTAL counts it (counted_in says only that the edge did not leave it out: a
            # whole platelet is counted in, and listed apart).
-           "image_id", "outlined", "in_differential"]
+           "image_id", "outlined", "in_differential",
+           # The cell's number as the site's pages name it ("Cell 3 on smear-12.jpg"): index is the
+           # detector's, from 0, with gaps where a drawn cell replaced one.
+           "number_on_photograph"]
     for entry in images:
         image_unfamiliar = "yes" if unfamiliar_photograph(entry.cells) else "no"
-        for cell in entry.cells:
+        for number, cell in enumerate(entry.cells, start=1):
             yield [
                 cell.pk, entry.image.original_filename, cell.index, cell.x0, cell.y0, cell.x1, cell.y1,
                 cell.cell_type, cell.predicted_type, cell.corrected_type, f"{cell.confidence:.4f}",
@@ -120,6 +123,7 @@ def _sample_rows(sample):
                 *[f"{cell.probabilities[name]:.4f}" if name in cell.probabilities else ""
                   for name in class_names],
                 entry.image.pk, "yes" if cell.outlined else "no", "yes" if cell.in_differential else "no",
+                number,
             ]
 
 

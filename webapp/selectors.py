@@ -607,6 +607,14 @@ def cell_names(cell_ids):
     return {pk: f"Cell {numbers[pk]} on {photographs[image_id]}" for pk, image_id, _ in cells}
 
 
+def names_of_sample_cells(sample, cells):
+    """Cell id -> cell_name for ``cells``, every current cell of ``sample`` in walk order (as
+    gallery_cells reads them), with one query for the photographs' names."""
+    photographs = dict(SmearImage.objects.filter(sample=sample).values_list("pk", "original_filename"))
+    numbers = numbers_on_photographs([(cell.pk, cell.image_id) for cell in cells])
+    return {cell.pk: f"Cell {numbers[cell.pk]} on {photographs[cell.image_id]}" for cell in cells}
+
+
 def fitted_review_thresholds(version_ids):
     """The review thresholds these versions fitted on their validation cells (None for each that
     fitted none)."""

@@ -58,7 +58,7 @@
   function tileName(tile) {
     var box = tile.closest("[role=listbox]");
     var label = box && document.getElementById(box.getAttribute("aria-labelledby"));
-    var parts = ["Cell " + tile.dataset.cell];
+    var parts = [tile.dataset.name];
     if (label) parts.push(label.textContent.trim().toLowerCase());
     if (tile.classList.contains("awaiting")) parts.push("needs review");
     if (tile.classList.contains("reviewed")) parts.push("reviewed");
@@ -222,7 +222,8 @@
         }
         gallery.querySelectorAll(".gallery-row [role=listbox]").forEach(fixTabStop);
         var count = data.cells.length;
-        announce((count === 1 ? "Cell " + data.cells[0].id : count + " cells") + " relabelled " + typeLabel(type));
+        var one = count === 1 && gallery.querySelector('.gtile[data-cell="' + data.cells[0].id + '"]');
+        announce((count === 1 ? (one ? one.dataset.name : "1 cell") : count + " cells") + " relabelled " + typeLabel(type));
       })
       .catch(function (error) { say(error.message); })
       .then(function () {

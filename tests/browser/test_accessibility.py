@@ -97,6 +97,8 @@ def test_tab_reaches_the_gallery_and_a_type_key_relabels_the_cell(live_server, b
     sample = make_sample("BR-A11Y-GAL", types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE"), user=user)
     write_crops(sample)
     first, second, lymphocyte = Cell.objects.filter(image__sample=sample).order_by("index")
+    # Named as the sample page names the cell, not by its database id.
+    first_name = f"Cell 1 on {first.image.original_filename}"
     page = browser_page
     sign_in(page, live_server.url, "tech")
     page.goto(f"{live_server.url}/samples/{sample.pk}/gallery/")
@@ -106,7 +108,7 @@ def test_tab_reaches_the_gallery_and_a_type_key_relabels_the_cell(live_server, b
     expect(neutrophils).to_have_count(1)
     expect(neutrophils).to_have_attribute("aria-multiselectable", "true")
     expect(neutrophils.get_by_role("option")).to_have_count(2)
-    named = neutrophils.get_by_role("option", name=f"Cell {first.pk}, neutrophil", exact=True)
+    named = neutrophils.get_by_role("option", name=f"{first_name}, neutrophil", exact=True)
     expect(named).to_have_count(1)
     assert page.locator("[role=listbox] :is(h1, h2, h3, header)").count() == 0
 
@@ -116,16 +118,16 @@ def test_tab_reaches_the_gallery_and_a_type_key_relabels_the_cell(live_server, b
     assert focused_cell(page) == str(lymphocyte.pk)  # the lymphocyte row comes first
     page.keyboard.press("Tab")
     assert focused_cell(page) == str(first.pk)
-    tile = page.get_by_role("option", name=f"Cell {first.pk}, neutrophil", exact=True)
+    tile = page.get_by_role("option", name=f"{first_name}, neutrophil", exact=True)
     expect(tile).to_have_attribute("aria-selected", "true")  # reached with Tab, it is the selection
 
     page.keyboard.press("e")
     eosinophils = page.get_by_role("listbox", name="Eosinophil", exact=True)
-    moved = eosinophils.get_by_role("option", name=f"Cell {first.pk}, eosinophil, reviewed", exact=True)
+    moved = eosinophils.get_by_role("option", name=f"{first_name}, eosinophil, reviewed", exact=True)
     expect(moved).to_have_count(1)
     # Its tooltip keeps what the network called it and now says it was reviewed.
-    expect(moved).to_have_attribute("title", f"Cell {first.pk} · network: Neutrophil 90% · reviewed")
-    expect(page.locator("#gallery-status")).to_have_text(f"Cell {first.pk} relabelled eosinophil")
+    expect(moved).to_have_attribute("title", f"{first_name} · network: Neutrophil 90% · reviewed")
+    expect(page.locator("#gallery-status")).to_have_text(f"{first_name} relabelled eosinophil")
     assert Cell.objects.get(pk=first.pk).cell_type == "EOSINOPHIL"
     # The focus stays on the cell, and every row still has one Tab stop, where it had cells.
     assert focused_cell(page) == str(first.pk)

@@ -9,6 +9,7 @@ from django.urls import reverse
 
 from tests.webapp.lab_factories import make_sample
 from webapp.models import Cell, SmearImage
+from webapp.selectors import cell_names
 from webapp.services.review import review_cell
 
 pytestmark = pytest.mark.django_db
@@ -96,8 +97,13 @@ def test_each_cell_row_names_its_photograph_by_id(client, tech, three_photograph
     _, photographs = table(rows, "image")
     header, cells = table(rows, "cell_id")
     assert header[:len(CELL_COLUMNS)] == CELL_COLUMNS  # no column before moved
-    assert header[-3:] == ["image_id", "outlined", "in_differential"]
+    assert header[-4:] == ["image_id", "outlined", "in_differential", "number_on_photograph"]
     assert all(cell["outlined"] == "yes" for cell in cells)
+    # Numbered as the pages name the cells: the moved cell, index 2, is the first on its photograph.
+    as_numbered = {int(cell["cell_id"]): f"Cell {cell['number_on_photograph']} on {cell['image']}"
+                   for cell in cells}
+    assert as_numbered == cell_names(int(cell["cell_id"]) for cell in cells)
+    assert sorted(cell["number_on_photograph"] for cell in cells) == ["1", "1", "2"]
     by_photograph = {}
     for cell in cells:
         by_photograph.setdefault(cell["image_id"], []).append(int(cell["cell_id"]))

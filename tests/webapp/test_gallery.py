@@ -53,10 +53,13 @@ def test_gallery_rows_follow_the_type_order_with_flagged_cells_first(client, tec
     assert ('class="gtile" role="option" aria-selected="false" tabindex="-1" '
             f'data-cell="{cells[0].pk}"') in body
     assert body.count('tabindex="0"') == 2  # the neutrophil row's and the lymphocyte row's
-    # A tile's name says its type and what its marks show.
-    assert f'aria-label="Cell {cells[2].pk}, neutrophil, needs review"' in body
-    assert f'aria-label="Cell {cells[1].pk}, lymphocyte"' in body
-    assert f'aria-label="Cell {cells[3].pk}, neutrophil, at the edge, not counted"' in body
+    # A tile's name says which cell it is as the sample page names it (not by database id), its type
+    # and what its marks show.
+    photograph = cells[0].image.original_filename
+    assert f'aria-label="Cell 3 on {photograph}, neutrophil, needs review"' in body
+    assert f'aria-label="Cell 2 on {photograph}, lymphocyte"' in body
+    assert f'aria-label="Cell 4 on {photograph}, neutrophil, at the edge, not counted"' in body
+    assert f'title="Cell 3 on {photograph} · network: Neutrophil' in body
     # One listbox a row, named by the row's heading, which stays outside it.
     listboxes = re.findall(r'<div class="tiles" role="listbox" aria-multiselectable="true" '
                            r'aria-labelledby="([\w-]+)" aria-describedby="([\w -]+)">'

@@ -396,6 +396,8 @@ def test_the_cell_page_walks_through_the_whole_sample(client, tech):
 
     page = client.get(reverse("lab:cell-detail", args=[walk[1]])).content.decode()
     assert "Cell 2 of 2 on its photograph" in page and "2 of 4 in the sample" in page
+    # The tab's title names the cell as the sample page does, not by its database id.
+    assert f"<title>Cell 2 on {first_photograph.original_filename} · {sample.accession_number}" in page
     assert reverse("lab:cell-detail", args=[walk[0]]) in page  # previous
     assert reverse("lab:cell-detail", args=[walk[2]]) in page  # next: the second photograph's first
     page = client.get(reverse("lab:cell-detail", args=[walk[3]])).content.decode()

@@ -17,6 +17,7 @@ from webapp.selectors import (
     class_names_by_version,
     gallery_cells,
     leukocyte_formula,
+    names_of_sample_cells,
     sample_progress,
 )
 
@@ -24,6 +25,7 @@ from webapp.selectors import (
 @dataclass
 class GalleryTile:
     cell: Cell
+    name: str  # "Cell 3 on smear-12.jpg", as the sample page and the cell's own page name it
     awaiting_review: bool  # flagged by the network, no reviewer has labelled it yet
     left_out: bool  # cut by the photograph's edge and not counted in
     crop_url: str  # "" where the cell has no picture
@@ -85,10 +87,11 @@ def gallery_page(sample):
     # The media URL as FileSystemStorage.url writes it, without its urljoin per cell (a tenth of
     # the page's time at 500 cells).
     media = default_storage.base_url
+    names = names_of_sample_cells(sample, cells)
     by_type = {}
     for cell in cells:
         name = cell.crop.name if cell.crop else ""
-        tile = GalleryTile(cell, cell.needs_review and not cell.corrected_type,
+        tile = GalleryTile(cell, names[cell.pk], cell.needs_review and not cell.corrected_type,
                            cell.is_partial and not cell.count_partial,
                            media + filepath_to_uri(name).lstrip("/") if name else "")
         by_type.setdefault(cell.cell_type, []).append(tile)

@@ -3,7 +3,8 @@
 
 Each row's tiles are the options of a listbox of their own (templates/lab/gallery.html), one stop of
 the Tab key: its first tile takes the focus (tabindex 0), the others are reached with the arrow keys
-(a roving tabindex, kept by static/js/gallery.js). An option is named "Cell 68, neutrophil", with
+(a roving tabindex, kept by static/js/gallery.js). An option is named "Cell 3 on smear-12.jpg,
+neutrophil" (the cell's name on the sample page, not its database id), with
 what its marks show ("needs review", "reviewed", "at the edge, not counted"); gallery.js names a
 tile again, in the same words, when a relabelling moves it to another row."""
 
@@ -17,7 +18,8 @@ from webapp.counting import rule_for
 register = template.Library()
 
 _TILE = ('<div class="{classes}" role="option" aria-selected="false" tabindex="{tabindex}" data-cell="{pk}" '
-         'data-image="{image}" data-index="{index}" aria-label="{name}" title="{title}">{picture}'
+         'data-name="{cell_name}" data-image="{image}" data-index="{index}" aria-label="{name}" '
+         'title="{title}">{picture}'
          '<span class="marks" aria-hidden="true"><i class="flag" title="Needs review">?</i>'
          '<i class="ok" title="Reviewed">✓</i>{edge}</span></div>')
 # The option's name says what the picture is of; the picture itself adds nothing to it.
@@ -26,9 +28,9 @@ _NO_PICTURE = '<span class="nocrop">no picture</span>'
 _EDGE = '<i class="edge" title="Cut by the photograph&#x27;s edge: not counted">edge</i>'
 
 
-def tile_name(pk, label, awaiting_review, reviewed, left_out):
+def tile_name(cell_name, label, awaiting_review, reviewed, left_out):
     """A tile's accessible name, as gallery.js's tileName writes it."""
-    parts = [f"Cell {pk}", label.lower()]
+    parts = [cell_name, label.lower()]
     if awaiting_review:
         parts.append("needs review")
     if reviewed:
@@ -42,7 +44,7 @@ def _tile(tile, tab_stop):
     cell = tile.cell
     classes = "gtile" + (" awaiting" if tile.awaiting_review else "") + (
         " reviewed" if tile.reviewed else "") + (" left-out" if tile.left_out else "")
-    notes = [f"Cell {cell.pk}",
+    notes = [tile.name,
              f"network: {rule_for(cell.predicted_type).label} {round(100 * cell.confidence)}%"]
     if tile.awaiting_review:
         notes.append("needs review")
@@ -50,11 +52,12 @@ def _tile(tile, tab_stop):
         notes.append("reviewed")
     if tile.left_out:
         notes.append("cut by the photograph's edge, not counted")
-    name = tile_name(cell.pk, rule_for(cell.cell_type).label, tile.awaiting_review, tile.reviewed,
+    name = tile_name(tile.name, rule_for(cell.cell_type).label, tile.awaiting_review, tile.reviewed,
                      tile.left_out)
     picture = _PICTURE.format(url=escape(tile.crop_url)) if tile.crop_url else _NO_PICTURE
-    return _TILE.format(classes=classes, tabindex="0" if tab_stop else "-1", pk=cell.pk, image=cell.image_id,
-                        index=cell.index, name=escape(name), title=escape(" · ".join(notes)),
+    return _TILE.format(classes=classes, tabindex="0" if tab_stop else "-1", pk=cell.pk,
+                        cell_name=escape(tile.name), image=cell.image_id, index=cell.index,
+                        name=escape(name), title=escape(" · ".join(notes)),
                         picture=picture, edge=_EDGE if tile.left_out else "")
 
 
