@@ -185,6 +185,18 @@
     select(all[index].dataset.cell, true);
   }
 
+  // F: the next row still flagged for review after the selected one, round to the page's first;
+  // on a long differential the flagged calls are the few a reviewer must not scroll past.
+  function moveToFlagged() {
+    var all = rows();
+    var start = all.findIndex(function (row) { return row.dataset.cell === selected; });
+    for (var step = 1; step <= all.length; step++) {
+      var row = all[(start + step) % all.length];
+      if (row.querySelector(".badge.flag")) { select(row.dataset.cell, true); return; }
+    }
+    announce("No cell on this page still needs review.");
+  }
+
   // A polite live region outside the parts swapped in after a review: a screen reader hears what the
   // review did, which the redrawn row only shows.
   var reviewStatus = document.getElementById("review-status");
@@ -274,6 +286,7 @@
     var inRow = event.target.closest && event.target.closest("tr.cellrow");
     if (key === "j" || (key === "ArrowDown" && inRow)) { event.preventDefault(); move(1); return; }
     if (key === "k" || (key === "ArrowUp" && inRow)) { event.preventDefault(); move(-1); return; }
+    if (key === "f" || key === "F") { event.preventDefault(); moveToFlagged(); return; }
     if (!selected) return;
     var row = results.querySelector('tr.cellrow[data-cell="' + selected + '"]');
     if (!row) return;

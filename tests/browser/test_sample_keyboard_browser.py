@@ -6,6 +6,7 @@ No worker: the sample is made in the database.
 """
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.test_lab_browser import PASSWORD, sign_in
 from tests.webapp.lab_factories import make_sample, with_role
@@ -94,6 +95,30 @@ def test_arrows_scroll_until_a_row_has_the_focus_and_a_review_keeps_the_place(li
     assert page.url.endswith(f"/samples/{sample.pk}/")
     assert focused(page, button)
     assert Cell.objects.get(pk=cells[2].pk).cell_type == "EOSINOPHIL"
+
+
+def test_f_moves_to_the_next_cell_that_needs_review(live_server, browser_page, django_user_model):
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-FLAGS", types=("NEUTROPHIL",) * 5, user=user)
+    cells = list(Cell.objects.filter(image__sample=sample).order_by("index"))
+    Cell.objects.filter(pk__in=[cells[1].pk, cells[3].pk]).update(needs_review=True)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+
+    # From nothing selected, then from each flagged row, round to the first: unflagged ones skipped.
+    for expected in (cells[1], cells[3], cells[1]):
+        page.keyboard.press("f")
+        assert focused(page, f'tr.cellrow.selected[data-cell="{expected.pk}"]'), expected.index
+    # Reviewed, a cell is no longer flagged: F passes it by.
+    page.keyboard.press("n")
+    page.wait_for_selector(f'tr.cellrow[data-cell="{cells[1].pk}"] .current.confirmed[value=NEUTROPHIL]')
+    page.keyboard.press("f")
+    assert focused(page, f'tr.cellrow.selected[data-cell="{cells[3].pk}"]')
+    page.keyboard.press("n")
+    page.wait_for_selector(f'tr.cellrow[data-cell="{cells[3].pk}"] .current.confirmed[value=NEUTROPHIL]')
+    page.keyboard.press("f")
+    expect(page.locator("#review-status")).to_have_text("No cell on this page still needs review.")
 
 
 def test_a_review_redraws_its_photograph_and_the_formula_not_the_whole_sample(live_server, browser_page,
