@@ -61,7 +61,8 @@ def test_models_lists_every_version_with_its_accuracy():
                                 "measured", "on"]
     assert "active" in lines[1] and "0.8750" in lines[1] and lines[1].rstrip().endswith(" 0  TEST")
     assert "failed" in lines[2] and " - " in lines[2]
-    assert "0.8810" in lines[3] and lines[3].endswith("blood-cell-images TEST")
+    # The first folder's TEST headlines; the other folder's follows it, figure and all.
+    assert "0.8810" in lines[3] and lines[3].endswith("blood-cell-images TEST; pbc TEST 0.9550")
 
 
 @pytest.mark.django_db

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand
 from django.db.models import Count
 
 from webapp.models import ModelVersion
-from webapp.presenters.models import headline
+from webapp.presenters.models import headline, metric_tables
 
 
 class Command(BaseCommand):
@@ -24,11 +24,17 @@ class Command(BaseCommand):
         self.stdout.write(header)
         for version in versions:
             # The figure the model pages headline: the first source's TEST where there is one (a
-            # version trained on several folders keeps each folder's apart), else validation.
+            # version trained on several folders keeps each folder's apart), else validation; the
+            # other folders' TEST after it, since a lab like the second source reads that one.
             shown = headline(version.metrics)
             accuracy = "-" if shown is None or shown["accuracy"] is None else f"{shown['accuracy']:.4f}"
+            measured_on = [shown["where"]] if shown else []
+            measured_on += [f"{table['where']} {table['accuracy']:.4f}"
+                            for table in metric_tables(version.metrics)
+                            if table.get("where", "").endswith(" TEST") and table["where"] != measured_on[0]
+                            and table["accuracy"] is not None]
             self.stdout.write(
                 f"{version.pk:>4}  {version.status:<9}  {version.architecture:<12}  {version.task:<6}  "
                 f"{accuracy:>8}  {version.created_at:%Y-%m-%d %H:%M}  {version.cell_count:>7}  "
-                f"{shown['where'] if shown else ''}"
+                f"{'; '.join(measured_on)}"
             )
