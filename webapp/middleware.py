@@ -21,8 +21,8 @@ class LoginRequiredOrUnauthorizedMiddleware(LoginRequiredMiddleware):
     def handle_no_permission(self, request, view_func):
         if reads_json(request):
             return JsonResponse(
-                {"error": "Not signed in, or the sign-in has expired: sign in again (the API uses the "
-                          "site's login session)."},
+                {"error": "Not signed in, or the sign-in has expired: a person signs in again; a program "
+                          "sends its API key as 'Authorization: Bearer <key>'."},
                 status=401,
             )
         return super().handle_no_permission(request, view_func)

@@ -41,8 +41,10 @@ def test_a_key_reads_signed_results_and_their_fhir_without_a_sign_in(client, lis
     token.refresh_from_db()
     assert token.key_sha256 == hashlib.sha256(key.encode()).hexdigest() and key not in str(token.__dict__)
     assert token.last_used_at is not None
-    # No session was made: the next request without the key is not signed in.
-    assert client.get(reverse("lab:api-samples")).status_code == 401
+    # No session was made: the next request without the key is not signed in, and is told how a
+    # program signs in (a key, not the site's login session).
+    unsigned = client.get(reverse("lab:api-samples"))
+    assert unsigned.status_code == 401 and "Authorization: Bearer <key>" in unsigned.json()["error"]
 
 
 def test_a_bad_revoked_or_malformed_key_is_refused_in_json(client, lis):
