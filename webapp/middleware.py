@@ -21,7 +21,7 @@ class LoginRequiredOrUnauthorizedMiddleware(LoginRequiredMiddleware):
     def handle_no_permission(self, request, view_func):
         if reads_json(request):
             return JsonResponse(
-                {"error": "Not signed in, or the sign-in has expired: a person signs in again; a program "
+                {"error": "Not signed in, or the sign-in has expired: sign in again. A program "
                           "sends its API key as 'Authorization: Bearer <key>'."},
                 status=401,
             )
