@@ -49,13 +49,14 @@ bench-detect: install
 bench-web: setup
 	$(PY) bench/web.py
 
-# Not part of `make bench`: one full training per split (40-70 minutes for LeukoNet on two cores).
+# Not part of `make bench`: one full training on each of five group splits (8-14 minutes a split for
+# LeukoNet on two cores, 40-70 minutes in all).
 bench-group-cv: install
 	$(PY) bench/group_cv.py --data $(DATA)/blood-cell-images
 
 # Not part of `make bench` either: the shipped recipe (the bundled eight-type network's; MODEL_CARD.md)
-# trained on each source alone and on both (1.5-2.5 hours on two cores), then the (trained on) x
-# (tested on) matrix. Runs are kept in SOURCES_RUNS and reused; RECIPE takes train_cli's recipe
+# trained on each source alone and on both (about 2 h 15 min on a fast 2-core host, over 7 h on a slow
+# one: README), then the (trained on) x (tested on) matrix. Runs are kept in SOURCES_RUNS and reused; RECIPE takes train_cli's recipe
 # options, e.g. RECIPE="--arch leukonet --task 8class" SOURCES_RUNS=var/bench-sources-bn.
 RECIPE ?= --arch leukonet-gn --task 8class
 # SOURCES_RUNS unset: bench/sources.py's DEFAULT_RUNS, a folder for today's recipe.

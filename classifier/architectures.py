@@ -86,10 +86,6 @@ def _mixstyle_layer(keras, probability, name):
     return MixStyle()
 
 
-def output_units(task):
-    return 1 if task == "binary" else 4
-
-
 def _head(keras, x, task, n_classes):
     layers = keras.layers
     if task == "binary" and n_classes == 2:

@@ -17,9 +17,8 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
-from classifier import ood
+from classifier import model_folder, ood
 from classifier.errors import TrainingDataError
 from classifier.inference import CellClassifier
 from classifier.runtimes import quiet_tensorflow_startup
@@ -150,9 +149,8 @@ def main(argv=None):
     parser.add_argument("--cache-dir", default=None, help="prepared-input cache (default: var/cache)")
     args = parser.parse_args(argv)
     quiet_tensorflow_startup(os.environ)
-    metadata_file = Path(args.model) / "metadata.json"
     try:
-        metadata = json.loads(metadata_file.read_text())
+        metadata = model_folder.read_metadata(args.model)
         metrics = metadata.setdefault("metrics", {})
         if not (args.test and ood.fitted_confidence_threshold(metrics) is not None):
             metrics["review"] = fit_review(args.model, args.data, args.cache_dir)
@@ -164,7 +162,7 @@ def main(argv=None):
     except (TrainingDataError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    metadata_file.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    model_folder.write_metadata(args.model, metadata)
     print(json.dumps(printed, indent=1))
     return 0
 

@@ -30,8 +30,13 @@ def write_model_folder(directory, model_bytes, metadata):
         "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
         "size_bytes": len(model_bytes),
     }
-    (directory / METADATA_FILE).write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+    write_metadata(directory, metadata)
     return directory
+
+
+def write_metadata(directory, metadata):
+    """Replace a model folder's metadata.json (the archive beside it untouched)."""
+    (Path(directory) / METADATA_FILE).write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
 
 
 def is_model_folder(path):

@@ -34,6 +34,7 @@ from pathlib import Path
 import redis
 
 from webapp.child_processes import ended_with_parent
+from webapp.configuration import env_flag
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def start_embedded_redis(work_dir, startup_timeout=10.0, port=None):
 
 
 def embedded_redis_forced():
-    return os.environ.get("LEUKOSCOPE_EMBEDDED_REDIS", "").strip().lower() in {"1", "true", "yes"}
+    return env_flag("LEUKOSCOPE_EMBEDDED_REDIS")
 
 
 def resolve_broker(work_dir, local_url=LOCAL_REDIS_URL):

@@ -110,11 +110,18 @@ def _while_connecting(error):
     return False
 
 
+def env_flag(name, default=False):
+    """An on/off setting from the environment: 1, true, yes or on (any case) is on; unset, the default."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
 def wants_traceback(argv):
     """Whether a configuration error should show its traceback: with --traceback, or
-    LEUKOSCOPE_DEBUG set (read as webapp.settings.env_flag reads it)."""
-    debug = os.environ.get("LEUKOSCOPE_DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
-    return debug or "--traceback" in argv
+    LEUKOSCOPE_DEBUG set."""
+    return env_flag("LEUKOSCOPE_DEBUG") or "--traceback" in argv
 
 
 def configuration_error_line(error):

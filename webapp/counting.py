@@ -112,5 +112,3 @@ def type_order(name):
     return (names.index("ERYTHROBLAST") - 0.5, name)
 
 
-def names_with(counting):
-    return tuple(name for name, rule in RULES.items() if rule.counting is counting)

@@ -42,12 +42,6 @@ class ReopenForm(forms.Form):
                         "max_length": "The reason for reopening is at most 2,000 characters."},
     )
 
-    def clean_reason(self):
-        reason = self.cleaned_data["reason"].strip()
-        if not reason:
-            raise forms.ValidationError("Give the reason for reopening the sample.")
-        return reason
-
 
 class TargetCountForm(forms.Form):
     target_count = forms.TypedChoiceField(

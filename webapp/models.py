@@ -397,10 +397,6 @@ class Cell(models.Model):
         ]
 
     @property
-    def is_reviewed(self):
-        return bool(self.corrected_type)
-
-    @property
     def box(self):
         return (self.x0, self.y0, self.x1, self.y1)
 

@@ -17,16 +17,9 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES
-from webapp.configuration import kept_secret_key, masked_url, positive_number, whole_number
+from webapp.configuration import env_flag, kept_secret_key, masked_url, positive_number, whole_number
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def env_flag(name, default=False):
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def env_list(name, default):
@@ -308,7 +301,7 @@ DATASETS_DIR = Path(
 )
 # One folder or several, separated by os.pathsep as PATH's are: each one lab's photographs, trained
 # on together and measured apart (classifier.training.data). The site's retraining form offers
-# each; commands that read one folder (evaluate) take the first.
+# each, and evaluate measures each.
 TRAINING_DATA_DIRS = [
     Path(folder)
     for folder in os.environ.get(
@@ -317,7 +310,6 @@ TRAINING_DATA_DIRS = [
     ).split(os.pathsep)
     if folder.strip()
 ]
-TRAINING_DATA_DIR = TRAINING_DATA_DIRS[0] if TRAINING_DATA_DIRS else DATASETS_DIR / "blood-cell-images"
 # Cells whose top calibrated probability falls below a threshold are flagged for a human to look at,
 # as are cells whose out-of-distribution score (classifier.ood) is above their version's threshold.
 # Each version fits its confidence threshold on its validation cells (metrics.review); a lab that
@@ -396,7 +388,8 @@ WORKER_LOST_AFTER = env_seconds("LEUKOSCOPE_WORKER_LOST_AFTER", 60)
 # A photograph or training still queued this long after it was sent is sent again (when the queue
 # holds nothing else it could be waiting behind), and the sample page offers "Try again".
 QUEUED_STUCK_AFTER = env_seconds("LEUKOSCOPE_QUEUED_STUCK_AFTER", 300)
-# How often the reconciler looks.
+# How often the reconciler sweeps: a photograph whose task was lost waits at most this long past
+# the times above before it is queued again; each sweep is a few indexed queries.
 RECONCILE_EVERY = env_seconds("LEUKOSCOPE_RECONCILE_EVERY", 30)
 
 SECURE = env_flag("LEUKOSCOPE_SECURE")

@@ -50,7 +50,6 @@ IMAGENET_STD_RGB = (128.0, 128.0, 128.0)
 
 STEM_FILTERS = 32
 HEAD_FILTERS = 1280
-FEATURES = HEAD_FILTERS
 # (repeats, kernel, first stride, expansion, output channels) per stage, from the reference's
 # lite block table ('r1_k3_s11_e1_i32_o16', ...): B0's table without squeeze-and-excitation.
 STAGES = (

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from classifier.backbones.efficientnet_lite import (
-    FEATURES,
+    HEAD_FILTERS,
     WeightMismatch,
     assign_torch_weights,
     efficientnet_lite0,
@@ -220,8 +220,8 @@ def striped_image(size):
 def test_trunk_builds_at_96_and_gives_pooled_features(normalization):
     trunk = efficientnet_lite0((96, 96, 3), normalization=normalization)
     features = np.asarray(trunk(np.repeat(striped_image(96), 2, axis=0), training=False))
-    assert features.shape == (2, FEATURES) and np.isfinite(features).all()
-    assert efficientnet_lite0((96, 96, 3), pooling=None).output.shape == (None, 3, 3, FEATURES)
+    assert features.shape == (2, HEAD_FILTERS) and np.isfinite(features).all()
+    assert efficientnet_lite0((96, 96, 3), pooling=None).output.shape == (None, 3, 3, HEAD_FILTERS)
 
 
 def test_network_saves_and_loads_with_keras_alone(tmp_path):

@@ -37,9 +37,10 @@ def test_embedded_redis_starts_answers_and_stops(tmp_path):
     assert not redis_answers(server.url, timeout=0.2)
 
 
+# "on" as every other LEUKOSCOPE_ on/off setting reads it (it was once ignored here alone).
 def test_forced_embedded_redis_is_used_even_when_a_local_one_answers(tmp_path, monkeypatch):
     monkeypatch.delenv("REDIS_URL", raising=False)
-    monkeypatch.setenv("LEUKOSCOPE_EMBEDDED_REDIS", "1")
+    monkeypatch.setenv("LEUKOSCOPE_EMBEDDED_REDIS", "on")
     url, embedded = resolve_broker(tmp_path)
     try:
         assert embedded is not None

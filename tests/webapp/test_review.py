@@ -120,7 +120,7 @@ def test_confirming_the_prediction_marks_the_cell_reviewed(tech):
     make_sample(confidence=0.5)
     cell = Cell.objects.get(index=1)
     updated, _ = review_cell(cell, "LYMPHOCYTE", tech)
-    assert updated.is_reviewed and updated.cell_type == "LYMPHOCYTE"
+    assert updated.corrected_type == "LYMPHOCYTE" and updated.cell_type == "LYMPHOCYTE"
     assert leukocyte_formula(updated.image.sample).awaiting_review == 2
 
 

@@ -25,6 +25,8 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from webapp.counting import type_label
+
 CROP_SIZE = 18 * mm
 _GRID = TableStyle([
     ("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
@@ -90,7 +92,7 @@ def _differential(report, styles):
     if report.groups:
         story.append(Spacer(1, 3 * mm))
         rows = [["Group", "Count", "%", "95% range"]]
-        rows += [[row.name.capitalize(), row.count, f"{row.percent:.1f}", f"{row.low}\u2013{row.high}"]
+        rows += [[type_label(row.name), row.count, f"{row.percent:.1f}", f"{row.low}\u2013{row.high}"]
                  for row in report.groups]
         story.append(_table(rows, [60 * mm, 20 * mm, 20 * mm, 35 * mm]))
     return story

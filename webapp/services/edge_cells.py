@@ -6,6 +6,7 @@ from django.db import transaction
 
 from webapp.models import Cell
 from webapp.services.locking import ensure_editable
+from webapp.wording import superseded_call
 
 
 class CountInError(ValueError):
@@ -23,10 +24,7 @@ def set_counted_in(cell, counted_in):
     if not cell.is_partial:
         raise CountInError("This cell lies whole inside the photograph: it is always counted.")
     if cell.is_superseded:
-        raise CountInError(
-            f"This is model v{cell.model_version_id}'s earlier call; the sample now counts "
-            f"v{cell.image.model_version_id}'s call on this photograph."
-        )
+        raise CountInError(superseded_call(cell))
     if cell.count_partial != counted_in:
         cell.count_partial = counted_in
         cell.save(update_fields=["count_partial"])

@@ -11,7 +11,7 @@ from webapp.counting import RULES, type_label
 from webapp.models import Cell, CellReview, Sample
 from webapp.selectors import cell_name
 from webapp.services.locking import ensure_editable
-from webapp.wording import count_of
+from webapp.wording import count_of, superseded_call
 
 
 class ReviewError(ValueError):
@@ -36,10 +36,7 @@ def _locked(cells):
 def _check(cell, new_type):
     """Raise ReviewError if this cell cannot take ``new_type``."""
     if cell.is_superseded:
-        raise ReviewError(
-            f"This is model v{cell.model_version_id}'s earlier call; the sample now counts "
-            f"v{cell.image.model_version_id}'s call on this photograph. Review that one instead."
-        )
+        raise ReviewError(f"{superseded_call(cell)} Review that one instead.")
     choices = allowed_types(cell)
     if new_type not in choices:
         named = type_label(new_type) if new_type in RULES else new_type

@@ -1,16 +1,14 @@
 """A cell's type buttons on the sample page, written here rather than in a template loop: each of a
 500-cell sample's rows holds up to sixteen buttons, and Django's template engine spent most of the
-page's time on them (bench/web.py, "sample page, 500 cells"). Every text is escaped here, once."""
+page's time on them (bench/web.py, "sample page, 500 cells"). Every text is escaped here, once.
+Called by templatetags/sample_cells.py, which writes each row; no template loads it."""
 
 from functools import lru_cache
 from html import escape
 
-from django import template
 from django.utils.safestring import mark_safe
 
 from webapp.counting import type_label
-
-register = template.Library()
 
 # The visible text is the type's shortcut letter; the accessible name is the type's name, the
 # letter is offered to assistive technology as a key shortcut, and aria-pressed says which type the
@@ -49,7 +47,6 @@ def _buttons(review_types, cell_type, confirmed):
     return "".join(buttons)
 
 
-@register.simple_tag
 def review_buttons(review_types, cell):
     """The buttons that set a cell's type, its current one marked confirmed or not yet."""
     markup = _buttons(tuple(map(tuple, review_types)), cell.cell_type, bool(cell.corrected_type))

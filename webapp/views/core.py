@@ -33,44 +33,45 @@ def healthz(request):
     return JsonResponse(report, status=status)
 
 
-# The home page lists this many of the samples waiting for a reviewer, and of those waiting for a
-# signature, newest first ...
-HOME_AWAITING_REVIEW_SHOWN = 10
+# Each of the home page's lists (waiting for review, for a signature, reopened, or for a reader
+# recently signed) shows this many samples, newest first ...
+HOME_LIST_LENGTH = 10
 # ... among those received this recently: a page everybody lands on must not count through every
 # cell the lab ever stored (80 ms on 100,000 cells, growing with them).
-HOME_AWAITING_REVIEW_DAYS = 30
+HOME_RECENT_DAYS = 30
 
 
 def home(request):
     """Where the lab starts: what waits for review, what is still being classified and, for those
     who sign, what waits for a signature. An account that only reads results (the lab's
     information system) reviews nothing: it is shown the latest signed results instead."""
-    since = timezone.now() - timedelta(days=HOME_AWAITING_REVIEW_DAYS)
+    since = timezone.now() - timedelta(days=HOME_RECENT_DAYS)
     if not request.user.has_perm(REVIEW) and not request.user.is_staff:
         signed = recently_signed_samples(since)
         return render(request, "home_reader.html", {
-            "signed": signed[:HOME_AWAITING_REVIEW_SHOWN], "signed_count": signed.count(),
-            "days": HOME_AWAITING_REVIEW_DAYS,
+            "signed": signed[:HOME_LIST_LENGTH], "signed_count": signed.count(),
+            "days": HOME_RECENT_DAYS,
         })
     awaiting = samples_awaiting_review(since)
     reopened = reopened_samples()
     in_progress = (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING)
     awaiting_signature = samples_awaiting_signature(since) if may_sign(request.user) else None
     return render(request, "home.html", {
-        "awaiting_signature": awaiting_signature and awaiting_signature[:HOME_AWAITING_REVIEW_SHOWN],
+        "awaiting_signature": awaiting_signature and awaiting_signature[:HOME_LIST_LENGTH],
         "awaiting_signature_count": len(awaiting_signature or ()),
-        "reopened": reopened[:HOME_AWAITING_REVIEW_SHOWN],
+        "reopened": reopened[:HOME_LIST_LENGTH],
         "reopened_count": reopened.count(),
-        "awaiting_review": awaiting[:HOME_AWAITING_REVIEW_SHOWN],
+        "awaiting_review": awaiting[:HOME_LIST_LENGTH],
         "awaiting_review_count": awaiting.count(),
-        "awaiting_review_days": HOME_AWAITING_REVIEW_DAYS,
+        "awaiting_review_days": HOME_RECENT_DAYS,
         "images_in_progress": SmearImage.objects.filter(status__in=in_progress).count(),
     })
 
 
 @require_GET
 def protected_media(request, path):
-    """Smear photographs and cell crops are lab data: only signed-in staff may fetch them."""
+    """Smear photographs and cell crops are lab data: only a signed-in account, or a program with an
+    API key (middleware.ApiTokenMiddleware), may fetch them."""
     root = Path(settings.MEDIA_ROOT).resolve()
     try:
         target = (root / path).resolve()

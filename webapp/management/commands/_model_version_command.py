@@ -1,5 +1,5 @@
-"""What the commands that act on one stored model version share (not a command: the leading
-underscore keeps Django from listing it)."""
+"""Choosing a stored model version by a command option, for `evaluate` and bench/classify.py (not a
+command: the leading underscore keeps Django from listing it)."""
 
 import os
 
