@@ -615,6 +615,30 @@ def names_of_sample_cells(sample, cells):
     return {cell.pk: f"Cell {numbers[cell.pk]} on {photographs[cell.image_id]}" for cell in cells}
 
 
+def version_deletion_refusal(version):
+    """Why a version must stay, or None where deleting it loses nothing: a training that failed or
+    was cancelled (a typing slip on the retraining form leaves one), or a ready one a lab trained
+    that never served (an experiment it chose not to use), either having classified nothing. Every
+    stored result keeps the network that produced it, the activation trail every version that
+    served, an adaptation the version it started from, and every lab the bundled networks."""
+    Status = ModelVersion.Status
+    if version.status == Status.READY:
+        if version.source == ModelVersion.Source.BUNDLED:
+            return f"v{version.pk} is bundled with the software: it stays, for comparison."
+        if version.activations.exists():
+            return f"v{version.pk} served: the record of which version served when names it, so it stays."
+        adapted = version.adaptations.order_by("pk").first()
+        if adapted is not None:
+            return (f"v{adapted.pk} was adapted from v{version.pk}: it stays, as that version's "
+                    "starting point.")
+    elif version.status not in (Status.FAILED, Status.CANCELLED):
+        return (f"v{version.pk} is {version.get_status_display().lower()}: only a failed or cancelled "
+                "training, or a ready version that never served, can be deleted.")
+    if version.cells.exists() or version.images.exists():
+        return f"v{version.pk} classified photographs, whose results name it: it stays."
+    return None
+
+
 def fitted_review_thresholds(version_ids):
     """The review thresholds these versions fitted on their validation cells (None for each that
     fitted none)."""

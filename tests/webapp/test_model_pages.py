@@ -367,22 +367,36 @@ def test_retrain_form_starts_from_the_recipe_of_the_active_network():
 
 
 @pytest.mark.django_db
-def test_a_failed_or_cancelled_training_can_be_deleted_and_nothing_else(staff_client):
+def test_a_version_that_never_served_can_be_deleted_and_nothing_else(staff_client, django_user_model):
     failed = make_version(status=ModelVersion.Status.FAILED)
     cancelled = make_version(status=ModelVersion.Status.CANCELLED)
-    ready = make_version(status=ModelVersion.Status.READY)
+    experiment = make_version(status=ModelVersion.Status.READY)  # a lab's run it chose not to use
     served = make_version(status=ModelVersion.Status.FAILED)
     make_sample(types=("NEUTROPHIL",), version=served)  # results that name it
+    bundled = make_version(status=ModelVersion.Status.READY)
+    ModelVersion.objects.filter(pk=bundled.pk).update(source=ModelVersion.Source.BUNDLED)
+    served_once = make_version(status=ModelVersion.Status.READY)
+    ModelActivation.objects.create(version=served_once)
+    parent = make_version(status=ModelVersion.Status.READY)
+    child = make_version(status=ModelVersion.Status.READY)
+    ModelVersion.objects.filter(pk=child.pk).update(adapted_from=parent)
+    active = make_version(status=ModelVersion.Status.ACTIVE)
     page = staff_client.get(reverse("models:detail", args=[failed.pk])).content.decode()
     assert 'data-role="delete-version"' in page
-    for kept in (ready, served):
+    refusals = {served: "classified photographs, whose results name it: it stays.",
+                bundled: "is bundled with the software: it stays",
+                served_once: "served: the record of which version served when names it",
+                parent: f"v{child.pk} was adapted from v{parent.pk}: it stays",
+                active: "only a failed or cancelled training, or a ready version that never served"}
+    for kept, refusal in refusals.items():
         page = staff_client.get(reverse("models:detail", args=[kept.pk])).content.decode()
         assert 'data-role="delete-version"' not in page
         response = staff_client.post(reverse("models:delete", args=[kept.pk]), follow=True)
         assert ModelVersion.objects.filter(pk=kept.pk).exists()
-        assert "only a failed or cancelled training" in response.content.decode() or \
-            "classified photographs, whose results name it: it stays." in response.content.decode()
-    for gone in (failed, cancelled):
+        assert refusal in response.content.decode()
+    page = staff_client.get(reverse("models:detail", args=[experiment.pk])).content.decode()
+    assert 'data-role="delete-version"' in page
+    for gone in (failed, cancelled, experiment):
         response = staff_client.post(reverse("models:delete", args=[gone.pk]), follow=True)
         assert f"v{gone.pk} is deleted." in response.content.decode()
         assert not ModelVersion.objects.filter(pk=gone.pk).exists()

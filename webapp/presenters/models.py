@@ -27,6 +27,7 @@ from webapp.selectors import (
     review_agreement,
     review_agreement_by_version,
     reviewed_cell_windows,
+    version_deletion_refusal,
     wilson_interval,
 )
 from webapp.wording import count_of
@@ -835,6 +836,7 @@ class VersionPage(ViewModel):
     activation_question: str  # the activate button's confirm text
     # An unfinished adaptation's recorded epochs run across its folds' fine-tunes: not drawn.
     curves_withheld: bool
+    deletable: bool  # deleting it loses no result or record (selectors.version_deletion_refusal)
 
 
 def version_page(version):
@@ -882,4 +884,5 @@ def version_page(version):
         roll_back=roll_back,
         activation_question=activation_question(version, roll_back, warning),
         curves_withheld=curves_withheld,
+        deletable=version_deletion_refusal(version) is None,
     )

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from classifier.model_folder import ModelFolderError, bundled_model_folders, read_model_folder
 from webapp.models import ModelActivation, ModelVersion
+from webapp.selectors import version_deletion_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -115,18 +116,12 @@ def activate_version(version, user=None):
 
 
 @transaction.atomic
-def delete_unfinished_version(version, user=None):
-    """Delete a training that failed or was cancelled and classified nothing (a typing slip on the
-    retraining form leaves one); any other version stays, so that every stored result keeps the
-    network that produced it. Returns the deleted version's id."""
+def delete_unused_version(version, user=None):
+    """Delete a version that selectors.version_deletion_refusal lets go; raises ModelVersionError
+    with its refusal otherwise. Returns the deleted version's id."""
     version = ModelVersion.objects.select_for_update().get(pk=version.pk)
-    if version.status not in (ModelVersion.Status.FAILED, ModelVersion.Status.CANCELLED):
-        raise ModelVersionError(
-            f"v{version.pk} is {version.get_status_display().lower()}: only a failed or cancelled "
-            "training can be deleted."
-        )
-    if version.cells.exists() or version.images.exists():
-        raise ModelVersionError(f"v{version.pk} classified photographs, whose results name it: it stays.")
+    if refusal := version_deletion_refusal(version):
+        raise ModelVersionError(refusal)
     pk = version.pk
     version.delete()
     logger.info("Model version v%s (%s) deleted by %s", pk, version.status,

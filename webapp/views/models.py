@@ -20,7 +20,7 @@ from webapp.presenters.models import activation_warning, listed_versions, progre
 from webapp.selectors import model_versions, model_versions_with_cell_counts
 from webapp.services.locking import SampleLocked
 from webapp.services.model_registry import NoActiveModel
-from webapp.services.model_versions import ModelVersionError, activate_version, delete_unfinished_version
+from webapp.services.model_versions import ModelVersionError, activate_version, delete_unused_version
 from webapp.services.training import (
     TrainingRefused,
     cancel_training,
@@ -165,7 +165,7 @@ def cancel(request, pk):
 def delete(request, pk):
     version = _version_or_missing(model_versions(), pk)
     try:
-        delete_unfinished_version(version, user=request.user)
+        delete_unused_version(version, user=request.user)
     except ModelVersionError as exc:
         messages.error(request, str(exc))
         return redirect("models:detail", pk=pk)
