@@ -127,6 +127,12 @@ def read_originals(root):
     return table
 
 
+def folders_outside_task(split_dir, task):
+    """The class folders under split_dir that have no place in the task (PBC's BASOPHIL/ for a
+    four-type task): list_images passes them by."""
+    return [folder.name for folder in _class_folders(split_dir) if task_class(folder.name, task) is None]
+
+
 def list_images(split_dir, task, split, originals=None):
     """Every image under split_dir/CLASS/, labelled with the task's class names."""
     originals = originals or {}

@@ -126,7 +126,7 @@ class RetrainForm(forms.Form):
         if data.get("task"):
             try:
                 # The folders typed first: one of them that no run can learn from is what to say.
-                check_data(list(dict.fromkeys([*given, *folders])), data["task"])
+                data["data_notes"] = check_data(list(dict.fromkeys([*given, *folders])), data["task"])
             except UnusableDataFolder as refused:
                 if refused.folder in given:
                     # Refused as the run would refuse it, before a version is stored; in the words of

@@ -14,6 +14,7 @@ from classifier.errors import TrainingDataError
 from tests.synthetic_cells import write_cell_folder
 from tests.webapp.lab_factories import with_role
 from webapp.models import ModelVersion
+from webapp.services.training import check_data
 
 PASSWORD = "a-long-passphrase-1"
 EXPECTED = ("expected a folder with TRAIN/ (and, for held-out figures, TEST/), each holding one folder per "
@@ -93,6 +94,25 @@ def test_the_form_queues_a_folder_of_cell_types_for_the_task_chosen(admin_client
     version = ModelVersion.objects.get()
     assert response.status_code == 302 and version.dataset_path == str(data)
     assert version.task == "binary"
+
+
+@pytest.mark.django_db
+def test_class_folders_the_task_leaves_out_are_said_on_queueing(admin_client, sent_tasks, tmp_path):
+    # PBC's eight types given to a four-type training: four of them are passed by, and said so; a
+    # folder of no cell type is counted, never named (a typed folder may be any server's).
+    data = write_cell_folder(tmp_path / "cells", per_class=2, test_per_class=1)
+    for extra in ("BASOPHIL", "PLATELET", "apparmor.d"):
+        (data / "TRAIN" / extra).mkdir()
+    response = post_training(admin_client, data)
+    assert response.status_code == 302
+    page = admin_client.get(response["Location"]).content.decode()
+    assert (f"{data / 'TRAIN'} also holds BASOPHIL, PLATELET, 1 other folder: not types of the 4class "
+            "task, left out of this training.") in page
+    assert "apparmor" not in page
+    # A binary run learns a basophil as POLYNUCLEAR; a platelet is in no group: it is left out.
+    assert check_data([str(data)], "binary") == [
+        f"{data / 'TRAIN'} also holds PLATELET, 1 other folder: not types of the binary task, left out "
+        "of this training."]
 
 
 @pytest.mark.django_db

@@ -20,6 +20,7 @@ from django.utils import timezone
 from classifier import ood
 from classifier.dataset import task_class
 from classifier.errors import TrainingCancelled, TrainingDataError
+from classifier.labels import BINARY_CLASSES, EIGHT_CLASSES
 from classifier.training.adaptation import (
     DEFAULT_EPOCHS,
     DEFAULT_FOLDS,
@@ -27,7 +28,12 @@ from classifier.training.adaptation import (
     cross_validation_folds,
     lab_cells,
 )
-from classifier.training.data import check_class_counts_together, check_data_folder, data_folders
+from classifier.training.data import (
+    check_class_counts_together,
+    check_data_folder,
+    data_folders,
+    left_out_class_folders,
+)
 from classifier.training.held_out import kept_epoch_label
 from classifier.training.recipe import (
     SETTINGS,
@@ -136,6 +142,10 @@ DATA_FOLDER_EXPECTED = (
 )
 
 
+# The class folders a note on a data folder names; any other is counted, not named.
+KNOWN_CELL_TYPES = {*EIGHT_CLASSES, *BINARY_CLASSES}
+
+
 class UnusableDataFolder(TrainingRefused):
     """A data folder a run could not learn from; ``reason`` is the run's own (classifier.training
     .data.check_data_folder), which names no folder inside it."""
@@ -154,7 +164,10 @@ def check_data(folders, task):
     """Each data folder checked as its run will check it, before a version is stored, so that a
     folder no run can learn from is refused at once rather than left listed as a failed version.
     Raises UnusableDataFolder for the first that cannot work, then TooFewImages where together they
-    lack one of the task's classes (an eight-type task on a four-type folder failed as a version)."""
+    lack one of the task's classes (an eight-type task on a four-type folder failed as a version).
+
+    Returns a note for each folder with class folders the task does not learn (a four-type task on
+    PBC's eight): a run passes them by, and whoever started it should know which cells it never saw."""
     checked = []
     for folder in folders:
         try:
@@ -162,11 +175,22 @@ def check_data(folders, task):
         except TrainingDataError as exc:
             raise UnusableDataFolder(folder, str(exc)) from None
     if not checked:
-        return
+        return []
     try:
         check_class_counts_together(checked, task, TrainingConfig.min_images_per_class)
     except TrainingDataError as exc:
         raise TooFewImages(f"{str(exc)[:1].upper()}{str(exc)[1:]}") from None
+    notes = []
+    for layout, _ in checked:
+        if left_out := left_out_class_folders(layout, task):
+            # Cell types by name; any other folder only counted: a typed folder may hold a server's.
+            named = [name for name in left_out if name.upper() in KNOWN_CELL_TYPES]
+            others = len(left_out) - len(named)
+            parts = named + ([count_of(others, "other folder")] if others else [])
+            notes.append(f"{layout.train_dir} also holds {', '.join(parts)}: not types of the {task} "
+                         "task, left out of this training.")
+    return notes
+
 
 
 def training_in_progress():

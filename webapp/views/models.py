@@ -130,6 +130,8 @@ def train(request):
         messages.error(request, str(exc))
         return redirect("models:list")
     messages.success(request, f"Training of v{version.pk} is queued on the training worker.")
+    for note in data.get("data_notes", ()):
+        messages.info(request, note)
     return redirect("models:detail", pk=version.pk)
 
 

@@ -132,9 +132,11 @@ class Command(BaseCommand):
             raise CommandError("No training data folder: give --data, or set LEUKOSCOPE_TRAINING_DATA.")
         given = "--data" if data else "LEUKOSCOPE_TRAINING_DATA; --data names another"
         try:
-            check_data(folders, task)
+            notes = check_data(folders, task)
         except TrainingRefused as exc:
             raise CommandError(f"{exc} ({given}).") from None
+        for note in notes:
+            self.stdout.write(f"Note: {note}")
 
     def handle(self, *args, **options):
         quiet_tensorflow_startup(os.environ)
