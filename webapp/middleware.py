@@ -44,11 +44,12 @@ class ApiTokenMiddleware:
         if header is None or not (is_api_request(request) or _is_media_request(request)):
             return self.get_response(request)
         scheme, _, key = header.partition(" ")
-        if _is_media_request(request) and scheme.lower() != "bearer":
-            # A proxy's own sign-in (Basic, Negotiate) passed along with a page's pictures: the
-            # session decides, as for the page.
+        if scheme.lower() != "bearer":
+            # A proxy's own sign-in (Basic, Negotiate), which a browser behind it sends with every
+            # request: the session decides, as for the pages; without one, the 401 says how a
+            # program gives its key (LoginRequiredOrUnauthorizedMiddleware).
             return self.get_response(request)
-        if scheme.lower() != "bearer" or not key.strip():
+        if not key.strip():
             return JsonResponse({"error": "Give the API key as 'Authorization: Bearer <key>'."}, status=401)
         user = user_for_key(key.strip())
         if user is None:
