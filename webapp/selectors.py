@@ -25,6 +25,7 @@ from django.utils.functional import cached_property
 from classifier.boxes import SAME_CELL_IOU, match_boxes
 from classifier.labels import BINARY_CLASSES, FOUR_CLASSES
 from classifier.ood import UNFAMILIAR_ABOVE
+from classifier.training.adaptation import DEFAULT_EPOCHS, DEFAULT_FOLDS, cross_validation_folds
 from webapp.cell_types import review_types, type_order
 from webapp.counting import RULES, Counting, counting_of, group_of, rule_for
 from webapp.intake import HeldPhotographs, fingerprint_bands
@@ -637,6 +638,21 @@ def version_deletion_refusal(version):
     if version.cells.exists() or version.images.exists():
         return f"v{version.pk} classified photographs, whose results name it: it stays."
     return None
+
+
+def adaptation_plan():
+    """(epochs of each fine-tune, cross-validation folds) of "Adapt to this lab": the site's
+    settings where set, else the classifier's defaults."""
+    epochs = settings.ADAPTATION_EPOCHS if settings.ADAPTATION_EPOCHS is not None else DEFAULT_EPOCHS
+    folds = settings.ADAPTATION_FOLDS if settings.ADAPTATION_FOLDS is not None else DEFAULT_FOLDS
+    return epochs, folds
+
+
+def adaptation_epochs(photographs):
+    """Every epoch of an adaptation on the cells of ``photographs`` photographs: one fine-tune per
+    cross-validation fold (a photograph's cells in one fold), then the final one."""
+    epochs, folds = adaptation_plan()
+    return (cross_validation_folds(folds, photographs) + 1) * epochs
 
 
 def fitted_review_thresholds(version_ids):

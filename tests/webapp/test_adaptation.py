@@ -11,6 +11,7 @@ from classifier.training.adaptation import DEFAULT_EPOCHS, DEFAULT_FOLDS
 from tests.synthetic_cells import draw_cell, write_cell_folder
 from tests.webapp.lab_factories import make_sample, with_role
 from webapp.models import Cell, ModelVersion
+from webapp.selectors import adaptation_epochs, adaptation_plan
 from webapp.services import training
 from webapp.services.model_versions import activate_version, register_model_directory
 
@@ -78,6 +79,10 @@ def test_adapting_the_active_version_makes_a_new_cross_validated_version(
     page = staff_client.get(reverse("models:list")).content.decode()
     assert "Adapt to this lab" in page
     assert "<strong>8</strong> reviewed cells of v" in page and "1 of other types left out" in page
+    # The wait said for the site's settings (one epoch, two folds and the final fine-tune), not
+    # the classifier's defaults' 10-15 minutes.
+    assert "about 1-2 minutes on two CPU cores (1 epoch a fine-tune)" in page
+    assert "It is cross-validated on the reviewed cells" in page
 
     with django_capture_on_commit_callbacks(execute=True):
         response = staff_client.post(reverse("models:adapt"))
@@ -113,6 +118,20 @@ def test_adapting_the_active_version_makes_a_new_cross_validated_version(
             "unchanged") in detail
 
 
+@pytest.mark.django_db
+def test_the_adapt_card_says_the_wait_and_whether_it_cross_validates(staff_client, active, settings,
+                                                                      isolated_media_root):
+    reviewed_cells(active, isolated_media_root)
+    settings.ADAPTATION_EPOCHS, settings.ADAPTATION_FOLDS = None, None  # the classifier's defaults
+    page = staff_client.get(reverse("models:list")).content.decode()
+    # Two photographs: two folds and the final fine-tune, 20 epochs each.
+    assert f"about 5-8 minutes on two CPU cores ({DEFAULT_EPOCHS} epochs a fine-tune)" in page
+    settings.ADAPTATION_FOLDS = 0
+    page = staff_client.get(reverse("models:list")).content.decode()
+    assert "about 2-2 minutes" not in page and "about 2-3 minutes" in page
+    assert "It is not cross-validated (LEUKOSCOPE_ADAPTATION_FOLDS, or too few photographs)" in page
+
+
 @pytest.mark.parametrize("epochs, folds, plan, every_epoch", [
     (None, None, (DEFAULT_EPOCHS, DEFAULT_FOLDS), (DEFAULT_FOLDS + 1) * DEFAULT_EPOCHS),
     (4, None, (4, DEFAULT_FOLDS), (DEFAULT_FOLDS + 1) * 4),
@@ -123,8 +142,8 @@ def test_adapting_the_active_version_makes_a_new_cross_validated_version(
 def test_the_sites_settings_plan_an_adaptation_and_unset_leave_the_classifiers(settings, epochs, folds, plan,
                                                                                every_epoch):
     settings.ADAPTATION_EPOCHS, settings.ADAPTATION_FOLDS = epochs, folds
-    assert training.adaptation_plan() == plan
-    assert training.adaptation_epochs(8) == every_epoch
+    assert adaptation_plan() == plan
+    assert adaptation_epochs(8) == every_epoch
 
 
 @pytest.mark.django_db

@@ -20,6 +20,8 @@ from webapp.selectors import (
     Agreement,
     ReviewAgreement,
     activations_of,
+    adaptation_epochs,
+    adaptation_plan,
     ever_active_version_ids,
     model_versions,
     model_versions_with_cell_counts,
@@ -626,9 +628,17 @@ def adaptation_offer(active):
     of it would use and leave out (the site has their windows; the run checks the files)."""
     if active is None:
         return None
-    types = [corrected for _, corrected in reviewed_cell_windows()]
+    windows = reviewed_cell_windows(with_image=True)
+    types = [corrected for _, corrected, _ in windows]
     usable = usable_count(types, active.task)
-    return {"version": active, "usable": usable, "left_out": len(types) - usable, "minimum": MIN_CELLS}
+    epochs, folds = adaptation_plan()
+    every_epoch = adaptation_epochs(len({image for _, _, image in windows}))
+    # Measured at the classifier's defaults (20 epochs, five folds and the final fine-tune: 120
+    # epochs) on two cores: 10-15 minutes; the site's settings scale it.
+    low = max(1, round(every_epoch * 10 / 120))
+    high = max(low + 1, round(every_epoch * 15 / 120))
+    return {"version": active, "usable": usable, "left_out": len(types) - usable, "minimum": MIN_CELLS,
+            "epochs": epochs, "cross_validated": every_epoch > epochs, "minutes": f"{low}-{high}"}
 
 
 @dataclass

@@ -21,13 +21,7 @@ from classifier import ood
 from classifier.dataset import task_class
 from classifier.errors import TrainingCancelled, TrainingDataError
 from classifier.labels import BINARY_CLASSES, EIGHT_CLASSES
-from classifier.training.adaptation import (
-    DEFAULT_EPOCHS,
-    DEFAULT_FOLDS,
-    check_enough,
-    cross_validation_folds,
-    lab_cells,
-)
+from classifier.training.adaptation import check_enough, lab_cells
 from classifier.training.data import (
     check_class_counts_together,
     check_data_folder,
@@ -48,7 +42,7 @@ from classifier.training.run import TrainingConfig
 from webapp import audit
 from webapp.models import TRAINED_STATUSES, Cell, ModelVersion, Sample, SmearImage
 from webapp.queueing import queue_classifications, queue_training, stop_task
-from webapp.selectors import abandoned_trainings, reviewed_cell_windows
+from webapp.selectors import abandoned_trainings, adaptation_epochs, adaptation_plan, reviewed_cell_windows
 from webapp.services.liveness import TrainingClaim, claim_training, heartbeat
 from webapp.services.locking import ensure_editable
 from webapp.services.model_registry import NoActiveModel, classifier_metadata
@@ -60,14 +54,6 @@ logger = logging.getLogger(__name__)
 # Cancellation is polled between batches; a query per poll is cheap, but there is no need to ask
 # the database more than once a second.
 CANCEL_POLL_SECONDS = 1.0
-
-
-def adaptation_plan():
-    """(epochs of each fine-tune, cross-validation folds) of "Adapt to this lab": the site's
-    settings where set, else the classifier's defaults."""
-    epochs = settings.ADAPTATION_EPOCHS if settings.ADAPTATION_EPOCHS is not None else DEFAULT_EPOCHS
-    folds = settings.ADAPTATION_FOLDS if settings.ADAPTATION_FOLDS is not None else DEFAULT_FOLDS
-    return epochs, folds
 
 
 class TrainingRefused(ValueError):
@@ -345,13 +331,6 @@ def adaptation_cells(version):
     """The lab's reviewed cells an adaptation of ``version`` would learn from, and those of types
     it has no class for (classifier.training.adaptation.LabCells)."""
     return lab_cells(reviewed_cell_samples(photographs=True), version.task)
-
-
-def adaptation_epochs(photographs):
-    """Every epoch of an adaptation on the cells of ``photographs`` photographs: one fine-tune per
-    cross-validation fold (a photograph's cells in one fold), then the final one."""
-    epochs, folds = adaptation_plan()
-    return (cross_validation_folds(folds, photographs) + 1) * epochs
 
 
 def start_adaptation(user):
