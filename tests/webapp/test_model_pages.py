@@ -996,6 +996,16 @@ def test_version_page_says_which_review_threshold_the_version_chose_and_on_what(
     page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
     note = re.sub(r"\s+", " ", page.split('data-role="review-threshold">')[1].split("</p>")[0])
     assert "validation cells, as this site serves them (second looks included): the highest" in note
+    # A tiny run unsure of most cells kept to no budget: the note says so, not "at most 20%".
+    version.metrics = {**metrics, "review": {**metrics["review"], "confidence_threshold": 0.5,
+                                             "within_budget": False, "sources": {"cells": {
+                                                 "cells": 30, "flagged_share": 0.9, "errors_caught": 1.0}}}}
+    version.save(update_fields=["metrics"])
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    note = re.sub(r"\s+", " ", page.split('data-role="review-threshold">')[1].split("</p>")[0])
+    assert ("at every threshold tried the flag marked more than 20% of a source's cells (the network is "
+            "unsure of most of them), so it took the lowest; cells: 90% of cells flagged") in note
+    assert "at most 20%" not in note
 
     settings.REVIEW_CONFIDENCE_THRESHOLD = 0.8  # the lab's LEUKOSCOPE_REVIEW_THRESHOLD
     page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
