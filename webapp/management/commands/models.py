@@ -1,17 +1,14 @@
 from django.core.management.base import BaseCommand
-from django.db.models import Count
 
-from webapp.models import ModelVersion
 from webapp.presenters.models import headline, metric_tables
+from webapp.selectors import model_versions_with_cell_counts
 
 
 class Command(BaseCommand):
     help = "List model versions: status, architecture, task, held-out accuracy, cells classified."
 
     def handle(self, *args, **options):
-        versions = (
-            ModelVersion.objects.defer("model_bytes").annotate(cell_count=Count("cells")).order_by("pk")
-        )
+        versions = model_versions_with_cell_counts().order_by("pk")
         if not versions:
             self.stdout.write(
                 "No model versions yet: run `manage.py ensure_default_model` or `manage.py train`."
