@@ -17,7 +17,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import ReadOnlyPasswordHashWidget, UserChangeForm
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q
+from django.db.models import Count, Q
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
@@ -115,6 +115,12 @@ class SmearImageInline(admin.TabularInline):
     fields = ("original_filename", "width", "height", "status", "model_version", "processed_at")
     readonly_fields = fields
 
+    # Each row names its version: fetched with the rows, without the stored network (megabytes a
+    # row; a single-cell sample of 1,000 photographs took 20 s and 2,005 queries before).
+    def get_queryset(self, request):
+        rows = super().get_queryset(request).select_related("sample", "model_version")
+        return rows.defer("model_version__model_bytes")
+
     def has_add_permission(self, request, obj=None):
         return False
 
@@ -146,9 +152,12 @@ class SampleAdmin(ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, admin
             return ("accession_number", "note", *self.readonly_fields)
         return self.readonly_fields
 
-    @admin.display(description="photographs")
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(n_images=Count("images"))
+
+    @admin.display(description="photographs", ordering="n_images")
     def image_count(self, sample):
-        return sample.images.count()
+        return sample.n_images
 
     # A result once signed stays on record (services.deletion.ensure_never_released).
     def has_delete_permission(self, request, obj=None):
@@ -173,10 +182,14 @@ class SmearImageAdmin(ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, a
                     "processed_at")
     list_filter = ("status",)
     search_fields = ("sample__accession_number", "original_filename", "checksum")
-    list_select_related = ("sample",)
+    list_select_related = ("sample", "model_version")
     readonly_fields = ("sample", "image", "original_filename", "width", "height", "file_size", "checksum",
                        "conversion_note", "quality", "quality_warnings", "status", "error", "model_version",
                        "inference_runtime", "created_at", "processed_at")
+
+    # Without the stored networks: megabytes a row, which the list only names.
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("model_version__model_bytes")
 
     def has_add_permission(self, request):
         return False
@@ -223,7 +236,7 @@ class CellAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
 class CellReviewAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
     list_display = ("id", "cell", "from_type", "to_type", "reviewed_by", "reviewed_at")
     list_filter = ("to_type",)
-    list_select_related = ("reviewed_by",)
+    list_select_related = ("reviewed_by", "cell")
     readonly_fields = ("cell", "from_type", "to_type", "reviewed_by", "reviewed_at")
 
     def has_add_permission(self, request):
