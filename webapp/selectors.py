@@ -26,6 +26,7 @@ from classifier.boxes import SAME_CELL_IOU, match_boxes
 from classifier.labels import BINARY_CLASSES, FOUR_CLASSES
 from classifier.ood import UNFAMILIAR_ABOVE
 from classifier.training.adaptation import DEFAULT_EPOCHS, DEFAULT_FOLDS, cross_validation_folds
+from classifier.training.held_out import kept_epoch_label
 from webapp.cell_types import review_types, type_order
 from webapp.counting import RULES, Counting, counting_of, group_of, rule_for
 from webapp.intake import HeldPhotographs, fingerprint_bands
@@ -616,22 +617,43 @@ def names_of_sample_cells(sample, cells):
     return {cell.pk: f"Cell {numbers[cell.pk]} on {photographs[cell.image_id]}" for cell in cells}
 
 
+def held_out_run_name(version):
+    """How a refit names the held-out run whose temperature and review threshold it borrows."""
+    return f"model version v{version.pk} ({kept_epoch_label(version.metrics)})"
+
+
+def _refits_borrowing_from(version):
+    """Other versions whose record names ``version`` as the held-out run they borrowed from."""
+    named = f"model version v{version.pk} ("
+    return ModelVersion.objects.exclude(pk=version.pk).filter(
+        Q(metrics__refit__temperature_source__startswith=named)
+        | Q(metrics__review__refit_from__startswith=named)
+        | Q(hyperparameters__temperature_source__startswith=named))
+
+
 def version_deletion_refusal(version):
     """Why a version must stay, or None where deleting it loses nothing: a training that failed or
     was cancelled (a typing slip on the retraining form leaves one), or a ready one a lab trained
     that never served (an experiment it chose not to use), either having classified nothing. Every
     stored result keeps the network that produced it, the activation trail every version that
-    served, an adaptation the version it started from, and every lab the bundled networks."""
+    served, an adaptation the version it started from, a refit the held-out run it borrowed its
+    calibration from, and every lab the bundled networks."""
     Status = ModelVersion.Status
     if version.status == Status.READY:
         if version.source == ModelVersion.Source.BUNDLED:
             return f"v{version.pk} is bundled with the software: it stays, for comparison."
-        if version.activations.exists():
+        # Its own activation rows, or another's that names it as the one it replaced.
+        if (version.activations.exists()
+                or ModelActivation.objects.filter(previous_version=version).exists()):
             return f"v{version.pk} served: the record of which version served when names it, so it stays."
         adapted = version.adaptations.order_by("pk").first()
         if adapted is not None:
             return (f"v{adapted.pk} was adapted from v{version.pk}: it stays, as that version's "
-                    "starting point.")
+                    "starting point (delete it first, if it never served either).")
+        refit = _refits_borrowing_from(version).order_by("pk").first()
+        if refit is not None:
+            return (f"v{refit.pk} borrowed its temperature and review threshold from v{version.pk}, "
+                    "which chose them on its validation cells: it stays, as that record.")
     elif version.status not in (Status.FAILED, Status.CANCELLED):
         return (f"v{version.pk} is {version.get_status_display().lower()}: only a failed or cancelled "
                 "training, or a ready version that never served, can be deleted.")

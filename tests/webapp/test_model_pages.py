@@ -381,13 +381,19 @@ def test_a_version_that_never_served_can_be_deleted_and_nothing_else(staff_clien
     child = make_version(status=ModelVersion.Status.READY)
     ModelVersion.objects.filter(pk=child.pk).update(adapted_from=parent)
     active = make_version(status=ModelVersion.Status.ACTIVE)
+    # A held-out run a refit borrowed its temperature and threshold from: the refit's page names it.
+    held_out = make_version(status=ModelVersion.Status.READY)
+    refit = make_version(status=ModelVersion.Status.READY)
+    ModelVersion.objects.filter(pk=refit.pk).update(metrics={
+        "refit": {"temperature_source": f"model version v{held_out.pk} (last epoch 30)"}})
     page = staff_client.get(reverse("models:detail", args=[failed.pk])).content.decode()
     assert 'data-role="delete-version"' in page
     refusals = {served: "classified photographs, whose results name it: it stays.",
                 bundled: "is bundled with the software: it stays",
                 served_once: "served: the record of which version served when names it",
                 parent: f"v{child.pk} was adapted from v{parent.pk}: it stays",
-                active: "only a failed or cancelled training, or a ready version that never served"}
+                active: "only a failed or cancelled training, or a ready version that never served",
+                held_out: f"v{refit.pk} borrowed its temperature and review threshold from v{held_out.pk}"}
     for kept, refusal in refusals.items():
         page = staff_client.get(reverse("models:detail", args=[kept.pk])).content.decode()
         assert 'data-role="delete-version"' not in page

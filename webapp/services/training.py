@@ -28,7 +28,6 @@ from classifier.training.data import (
     data_folders,
     left_out_class_folders,
 )
-from classifier.training.held_out import kept_epoch_label
 from classifier.training.recipe import (
     SETTINGS,
     HeldOutCalibration,
@@ -42,7 +41,13 @@ from classifier.training.run import TrainingConfig
 from webapp import audit
 from webapp.models import TRAINED_STATUSES, Cell, ModelVersion, Sample, SmearImage
 from webapp.queueing import queue_classifications, queue_training, stop_task
-from webapp.selectors import abandoned_trainings, adaptation_epochs, adaptation_plan, reviewed_cell_windows
+from webapp.selectors import (
+    abandoned_trainings,
+    adaptation_epochs,
+    adaptation_plan,
+    held_out_run_name,
+    reviewed_cell_windows,
+)
 from webapp.services.liveness import TrainingClaim, claim_training, heartbeat
 from webapp.services.locking import ensure_editable
 from webapp.services.model_registry import NoActiveModel, classifier_metadata
@@ -94,7 +99,7 @@ def held_out_calibration(version):
         )
     return HeldOutCalibration(
         version.temperature,
-        f"model version v{version.pk} ({kept_epoch_label(version.metrics)})",
+        held_out_run_name(version),
         refit_settings(version),
         ood.fitted_confidence_threshold(version.metrics),
         trained_as(version.architecture, version.task, version.hyperparameters),
