@@ -53,7 +53,7 @@
     if (tile) makeTabStop(tile);
   }
 
-  // "Cell 68, neutrophil, needs review": the row's type and what the tile's marks show, in the
+  // "Cell 3 on smear-12.jpg, neutrophil, needs review": the row's type and what the tile's marks show, in the
   // words templatetags/gallery.py names it with.
   function tileName(tile) {
     var box = tile.closest("[role=listbox]");
@@ -66,10 +66,11 @@
     return parts.join(", ");
   }
 
-  // The tooltip as webapp/templatetags/gallery.py writes it: the cell and the network's call stay,
-  // the state after them follows the tile's classes.
+  // The tooltip as webapp/templatetags/gallery.py writes it: the cell and the network's call stay
+  // (from their own attributes: a file name may hold " · " too), the state after them follows the
+  // tile's classes.
   function tileTitle(tile) {
-    var parts = (tile.getAttribute("title") || "").split(" · ").slice(0, 2);
+    var parts = [tile.dataset.name, tile.dataset.call];
     if (tile.classList.contains("awaiting")) parts.push("needs review");
     if (tile.classList.contains("reviewed")) parts.push("reviewed");
     if (tile.classList.contains("left-out")) parts.push("cut by the photograph's edge, not counted");

@@ -18,8 +18,8 @@ from webapp.counting import rule_for
 register = template.Library()
 
 _TILE = ('<div class="{classes}" role="option" aria-selected="false" tabindex="{tabindex}" data-cell="{pk}" '
-         'data-name="{cell_name}" data-image="{image}" data-index="{index}" aria-label="{name}" '
-         'title="{title}">{picture}'
+         'data-name="{cell_name}" data-call="{call}" data-image="{image}" data-index="{index}" '
+         'aria-label="{name}" title="{title}">{picture}'
          '<span class="marks" aria-hidden="true"><i class="flag" title="Needs review">?</i>'
          '<i class="ok" title="Reviewed">✓</i>{edge}</span></div>')
 # The option's name says what the picture is of; the picture itself adds nothing to it.
@@ -44,8 +44,8 @@ def _tile(tile, tab_stop):
     cell = tile.cell
     classes = "gtile" + (" awaiting" if tile.awaiting_review else "") + (
         " reviewed" if tile.reviewed else "") + (" left-out" if tile.left_out else "")
-    notes = [tile.name,
-             f"network: {rule_for(cell.predicted_type).label} {round(100 * cell.confidence)}%"]
+    call = f"network: {rule_for(cell.predicted_type).label} {round(100 * cell.confidence)}%"
+    notes = [tile.name, call]
     if tile.awaiting_review:
         notes.append("needs review")
     if tile.reviewed:
@@ -56,7 +56,7 @@ def _tile(tile, tab_stop):
                      tile.left_out)
     picture = _PICTURE.format(url=escape(tile.crop_url)) if tile.crop_url else _NO_PICTURE
     return _TILE.format(classes=classes, tabindex="0" if tab_stop else "-1", pk=cell.pk,
-                        cell_name=escape(tile.name), image=cell.image_id, index=cell.index,
+                        cell_name=escape(tile.name), call=escape(call), image=cell.image_id, index=cell.index,
                         name=escape(name), title=escape(" · ".join(notes)),
                         picture=picture, edge=_EDGE if tile.left_out else "")
 
