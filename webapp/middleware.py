@@ -43,7 +43,8 @@ class ApiTokenMiddleware:
         header = request.headers.get("Authorization")
         if header is None or not (is_api_request(request) or _is_media_request(request)):
             return self.get_response(request)
-        scheme, _, key = header.partition(" ")
+        # Split on any whitespace: "Bearer\tKEY" is a key too, not another scheme.
+        scheme, key = (header.split(None, 1) + ["", ""])[:2]
         if scheme.lower() != "bearer":
             # A proxy's own sign-in (Basic, Negotiate), which a browser behind it sends with every
             # request: the session decides, as for the pages; without one, the 401 says how a

@@ -614,7 +614,9 @@ def names_of_sample_cells(sample, cells):
     gallery_cells reads them), with one query for the photographs' names."""
     photographs = dict(SmearImage.objects.filter(sample=sample).values_list("pk", "original_filename"))
     numbers = numbers_on_photographs([(cell.pk, cell.image_id) for cell in cells])
-    return {cell.pk: f"Cell {numbers[cell.pk]} on {photographs[cell.image_id]}" for cell in cells}
+    # .get: a photograph deleted between the two reads leaves its cells named without it.
+    return {cell.pk: f"Cell {numbers[cell.pk]} on {photographs.get(cell.image_id, 'a deleted photograph')}"
+            for cell in cells}
 
 
 def held_out_run_name(version):

@@ -130,6 +130,12 @@ def test_the_adapt_card_says_the_wait_and_whether_it_cross_validates(staff_clien
     page = staff_client.get(reverse("models:list")).content.decode()
     assert "about 2-2 minutes" not in page and "about 2-3 minutes" in page
     assert "It is not cross-validated (LEUKOSCOPE_ADAPTATION_FOLDS, or too few photographs)" in page
+    # A photograph whose reviewed cells are all of types the network lacks makes no fold.
+    settings.ADAPTATION_FOLDS = 2
+    first = Cell.objects.exclude(corrected_type="").order_by("image_id").values_list("image_id", flat=True)[0]
+    Cell.objects.filter(image_id=first).exclude(corrected_type="").update(corrected_type="PLATELET")
+    page = staff_client.get(reverse("models:list")).content.decode()
+    assert "It is not cross-validated" in page
 
 
 @pytest.mark.parametrize("epochs, folds, plan, every_epoch", [

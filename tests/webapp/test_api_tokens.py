@@ -41,6 +41,8 @@ def test_a_key_reads_signed_results_and_their_fhir_without_a_sign_in(client, lis
     token.refresh_from_db()
     assert token.key_sha256 == hashlib.sha256(key.encode()).hexdigest() and key not in str(token.__dict__)
     assert token.last_used_at is not None
+    # Any whitespace after the scheme, as HTTP allows some clients to send it.
+    assert client.get(reverse("lab:api-samples"), HTTP_AUTHORIZATION=f" Bearer\t{key} ").status_code == 200
     # No session was made: the next request without the key is not signed in, and is told how a
     # program signs in (a key, not the site's login session).
     unsigned = client.get(reverse("lab:api-samples"))

@@ -632,7 +632,9 @@ def adaptation_offer(active):
     types = [corrected for _, corrected, _ in windows]
     usable = usable_count(types, active.task)
     epochs, folds = adaptation_plan()
-    every_epoch = adaptation_epochs(len({image for _, _, image in windows}))
+    # Folds are made of the photographs the run will use: those holding a cell of the task's types.
+    photographs = {image for _, corrected, image in windows if usable_count([corrected], active.task)}
+    every_epoch = adaptation_epochs(len(photographs))
     # Measured at the classifier's defaults (20 epochs, five folds and the final fine-tune: 120
     # epochs) on two cores: 10-15 minutes; the site's settings scale it.
     low = max(1, round(every_epoch * 10 / 120))

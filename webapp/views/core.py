@@ -36,8 +36,9 @@ def healthz(request):
 # Each of the home page's lists (waiting for review, for a signature, reopened, or for a reader
 # recently signed) shows this many samples, newest first ...
 HOME_LIST_LENGTH = 10
-# ... among those received this recently: a page everybody lands on must not count through every
-# cell the lab ever stored (80 ms on 100,000 cells, growing with them).
+# ... among those received (for a reader: signed) this recently, reopened results excepted, which
+# are few and each waits for someone: a page everybody lands on must not count through every cell
+# the lab ever stored (80 ms on 100,000 cells, growing with them).
 HOME_RECENT_DAYS = 30
 
 
