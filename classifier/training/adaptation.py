@@ -119,7 +119,9 @@ def lab_cells(reviewed, task):
 
 def usable_count(reviewed_types, task):
     """How many reviewed cells of these types an adaptation of a network of the task would use."""
-    return sum(1 for name in reviewed_types if dataset.task_class(str(name), task) is not None)
+    # Each type asked once: a busy lab's year holds hundreds of thousands of reviewed cells.
+    by_type = Counter(map(str, reviewed_types))
+    return sum(count for name, count in by_type.items() if dataset.task_class(name, task) is not None)
 
 
 def cross_validation_folds(folds, photographs):

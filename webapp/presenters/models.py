@@ -633,7 +633,8 @@ def adaptation_offer(active):
     usable = usable_count(types, active.task)
     epochs, folds = adaptation_plan()
     # Folds are made of the photographs the run will use: those holding a cell of the task's types.
-    photographs = {image for _, corrected, image in windows if usable_count([corrected], active.task)}
+    usable_types = {name for name in set(types) if usable_count([name], active.task)}
+    photographs = {image for _, corrected, image in windows if corrected in usable_types}
     every_epoch = adaptation_epochs(len(photographs))
     # Measured at the classifier's defaults (20 epochs, five folds and the final fine-tune: 120
     # epochs) on two cores: 10-15 minutes; the site's settings scale it.
