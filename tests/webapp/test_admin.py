@@ -425,3 +425,21 @@ def test_the_admins_lists_and_a_samples_photographs_take_a_few_queries_however_m
         with django_assert_max_num_queries(15):
             assert admin_client.get(url).status_code == 200
     assert ">31<" in admin_client.get(reverse("admin:webapp_sample_changelist")).content.decode()
+
+
+def test_a_sample_of_many_photographs_links_to_their_list_instead_of_listing_them(admin_client, monkeypatch):
+    from webapp.admin import SampleAdmin
+
+    monkeypatch.setattr(SampleAdmin, "INLINE_PHOTOGRAPHS", 1)
+    sample = make_sample("H26-LINKED")
+    first = sample.images.get()
+    SmearImage.objects.create(sample=sample, image=first.image.name, original_filename="second.png", width=64,
+                              height=64, file_size=100, checksum="9" * 64, status=SmearImage.Status.DONE,
+                              model_version=first.model_version)
+    make_sample("H26-OTHER")
+    page = admin_client.get(reverse("admin:webapp_sample_change", args=[sample.pk])).content.decode()
+    assert "second.png" not in page and "2 photographs, in the photographs' list" in page
+    linked = admin_client.get(reverse("admin:webapp_smearimage_changelist"), {"sample__id__exact": sample.pk})
+    listed = linked.content.decode()
+    assert linked.status_code == 200 and "second.png" in listed and "H26-OTHER" not in listed
+
