@@ -80,6 +80,12 @@ bench-shifts: install
 bench-latency: setup
 	$(PY) bench/latency.py --data $(DATA)
 
+# Not part of `make bench`: a year of a busy lab (2.5 million cells) built once in the PostgreSQL
+# database DATABASE_URL names, which it may fill (about 3 minutes), then the pages timed on it.
+.PHONY: bench-scale
+bench-scale: install
+	$(PY) bench/scale.py $(BENCH_SCALE_ARGS)
+
 # Not part of `make bench`: N uploaders x M smears against gunicorn and K classify workers on
 # loopback, in a folder of its own under var/bench-load/ (about 3 minutes per 200 photographs).
 .PHONY: bench-load
