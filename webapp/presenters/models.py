@@ -631,7 +631,7 @@ def adaptation_offer(active):
     windows = reviewed_cell_windows(with_image=True)
     types = [corrected for _, corrected, _ in windows]
     usable = usable_count(types, active.task)
-    epochs, folds = adaptation_plan()
+    epochs, _ = adaptation_plan()
     # Folds are made of the photographs the run will use: those holding a cell of the task's types.
     usable_types = {name for name in set(types) if usable_count([name], active.task)}
     photographs = {image for _, corrected, image in windows if corrected in usable_types}
