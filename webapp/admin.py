@@ -140,26 +140,28 @@ class SampleAdmin(ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, admin
                        "signed_at", "below_target_reason", "unidentified_kept", "times_signed", "reopened_by",
                        "reopened_at", "reopen_reason", "photograph_list")
     inlines = [SmearImageInline]
-
+    list_select_related = ("created_by",)
+    form = SampleAdminForm
     # A sample of single-cell photographs may hold thousands: listed inline, 1,000 took 2.7 s to
     # draw. Past this many, a link to the photographs' own paginated list stands in for them.
     INLINE_PHOTOGRAPHS = 100
 
-    def _many_photographs(self, sample):
-        return sample is not None and sample.images.count() > self.INLINE_PHOTOGRAPHS
+    @staticmethod
+    def _photograph_count(sample):
+        # Counted with the row by get_queryset; a sample reached otherwise is counted here.
+        return sample.n_images if hasattr(sample, "n_images") else sample.images.count()
 
     def get_inlines(self, request, obj):
-        return [] if self._many_photographs(obj) else super().get_inlines(request, obj)
+        many = obj is not None and self._photograph_count(obj) > self.INLINE_PHOTOGRAPHS
+        return [] if many else super().get_inlines(request, obj)
 
     @admin.display(description="photograph list")
     def photograph_list(self, sample):
-        if not self._many_photographs(sample):
+        count = self._photograph_count(sample)
+        if count <= self.INLINE_PHOTOGRAPHS:
             return "listed below"
         url = reverse("admin:webapp_smearimage_changelist") + f"?sample__id__exact={sample.pk}"
-        return format_html('<a href="{}">{} photographs, in the photographs\' list</a>', url,
-                           f"{sample.images.count():,}")
-    list_select_related = ("created_by",)
-    form = SampleAdminForm
+        return format_html('<a href="{}">{} photographs, in the photographs\' list</a>', url, f"{count:,}")
 
     # A sample comes from the upload form, which checks its photographs and its accession number.
     def has_add_permission(self, request):
@@ -176,7 +178,7 @@ class SampleAdmin(ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, admin
 
     @admin.display(description="photographs", ordering="n_images")
     def image_count(self, sample):
-        return sample.n_images
+        return self._photograph_count(sample)
 
     # A result once signed stays on record (services.deletion.ensure_never_released).
     def has_delete_permission(self, request, obj=None):

@@ -599,9 +599,13 @@ def cell_number(cell, walked):
     return numbers_on_photographs(walked)[cell.pk]
 
 
+def _cell_name(number, photograph):
+    return f"Cell {number} on {photograph}"
+
+
 def cell_name(cell):
     """"Cell 3 on smear-12.jpg", for messages a reviewer must match to a row."""
-    return f"Cell {cell_number(cell, walk_cells(cell))} on {cell.image.original_filename}"
+    return _cell_name(cell_number(cell, walk_cells(cell)), cell.image.original_filename)
 
 
 def cell_names(cell_ids):
@@ -611,7 +615,7 @@ def cell_names(cell_ids):
                  .values_list("pk", "image_id", "image__original_filename"))
     photographs = {image_id: name for _, image_id, name in cells}
     numbers = numbers_on_photographs(_walk_order(current_cells().filter(image__in=list(photographs))))
-    return {pk: f"Cell {numbers[pk]} on {photographs[image_id]}" for pk, image_id, _ in cells}
+    return {pk: _cell_name(numbers[pk], photographs[image_id]) for pk, image_id, _ in cells}
 
 
 def names_of_sample_cells(sample, cells):
@@ -620,7 +624,7 @@ def names_of_sample_cells(sample, cells):
     photographs = dict(SmearImage.objects.filter(sample=sample).values_list("pk", "original_filename"))
     numbers = numbers_on_photographs([(cell.pk, cell.image_id) for cell in cells])
     # .get: a photograph deleted between the two reads leaves its cells named without it.
-    return {cell.pk: f"Cell {numbers[cell.pk]} on {photographs.get(cell.image_id, 'a deleted photograph')}"
+    return {cell.pk: _cell_name(numbers[cell.pk], photographs.get(cell.image_id, "a deleted photograph"))
             for cell in cells}
 
 
