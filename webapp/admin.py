@@ -17,8 +17,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import ReadOnlyPasswordHashWidget, UserChangeForm
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -27,6 +26,7 @@ from django.utils.text import capfirst
 
 from webapp.forms import SampleAdminForm, is_row_id
 from webapp.models import ApiToken, Cell, CellReview, FingerprintBand, Sample, SmearImage
+from webapp.selectors import count_per_row
 from webapp.services import api_tokens
 from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.locking import SampleLocked
@@ -147,18 +147,14 @@ class SampleAdmin(ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, admin
     # draw. Past this many, a link to the photographs' own paginated list stands in for them.
     INLINE_PHOTOGRAPHS = 100
 
-    @staticmethod
-    def _photograph_count(sample):
-        # Counted with the row by get_queryset; a sample reached otherwise is counted here.
-        return sample.n_images if hasattr(sample, "n_images") else sample.images.count()
-
+    # Every sample here comes from get_queryset, which counts its photographs (n_images).
     def get_inlines(self, request, obj):
-        many = obj is not None and self._photograph_count(obj) > self.INLINE_PHOTOGRAPHS
+        many = obj is not None and obj.n_images > self.INLINE_PHOTOGRAPHS
         return [] if many else super().get_inlines(request, obj)
 
     @admin.display(description="photograph list")
     def photograph_list(self, sample):
-        count = self._photograph_count(sample)
+        count = sample.n_images
         if count <= self.INLINE_PHOTOGRAPHS:
             return "listed below"
         url = reverse("admin:webapp_smearimage_changelist") + f"?sample__id__exact={sample.pk}"
@@ -175,15 +171,13 @@ class SampleAdmin(ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, admin
         return self.readonly_fields
 
     def get_queryset(self, request):
-        # Counted per sample in a subquery, for the page's rows alone: grouped in the list's own
-        # query, every sample's photographs were joined and counted before its 100 were taken.
-        counted = (SmearImage.objects.filter(sample=OuterRef("pk")).order_by().values("sample")
-                   .annotate(n=Count("*")).values("n"))
-        return super().get_queryset(request).annotate(n_images=Coalesce(Subquery(counted), 0))
+        # For the page's rows alone: grouped in the list's own query, every sample's photographs
+        # were joined and counted before its 100 were taken.
+        return super().get_queryset(request).annotate(n_images=count_per_row(SmearImage, "sample"))
 
     @admin.display(description="photographs", ordering="n_images")
     def image_count(self, sample):
-        return self._photograph_count(sample)
+        return sample.n_images
 
     # A result once signed stays on record (services.deletion.ensure_never_released).
     def has_delete_permission(self, request, obj=None):

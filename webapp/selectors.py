@@ -628,14 +628,18 @@ def names_of_sample_cells(sample, cells):
             for cell in cells}
 
 
+def _held_out_run_prefix(pk):
+    return f"model version v{pk} ("
+
+
 def held_out_run_name(version):
     """How a refit names the held-out run whose temperature and review threshold it borrows."""
-    return f"model version v{version.pk} ({kept_epoch_label(version.metrics)})"
+    return f"{_held_out_run_prefix(version.pk)}{kept_epoch_label(version.metrics)})"
 
 
 def _refits_borrowing_from(version):
     """Other versions whose record names ``version`` as the held-out run they borrowed from."""
-    named = f"model version v{version.pk} ("
+    named = _held_out_run_prefix(version.pk)
     return ModelVersion.objects.exclude(pk=version.pk).filter(
         Q(metrics__refit__temperature_source__startswith=named)
         | Q(metrics__review__refit_from__startswith=named)
@@ -1104,15 +1108,19 @@ def model_versions():
     return ModelVersion.objects.defer("model_bytes").select_related("created_by")
 
 
-def model_versions_with_cell_counts():
-    """Every version, newest first, each with how many cells it classified (`cell_count`).
-
-    Counted per version in a subquery, which the cells' model-version index answers alone: a
-    join grouped by every version column read the whole cell table (1.9 s on a year of a busy
-    lab's 2.5 million cells, PostgreSQL; 0.2 s counted so)."""
-    counted = (Cell.objects.filter(model_version=OuterRef("pk")).order_by().values("model_version")
+def count_per_row(related, link):
+    """An annotation: how many ``related`` rows (a model) name each row through ``link`` (their
+    foreign key to it). A correlated count, answered by that key's index for the rows a query
+    returns alone: counted by a join grouped with the rows, every related row is read first (all
+    2.5 million cells for seven versions' counts, 1.6 s on PostgreSQL; 0.2 s counted so)."""
+    counted = (related.objects.filter(**{link: OuterRef("pk")}).order_by().values(link)
                .annotate(n=Count("*")).values("n"))
-    return model_versions().annotate(cell_count=Coalesce(Subquery(counted), 0)).order_by("-pk")
+    return Coalesce(Subquery(counted), 0)
+
+
+def model_versions_with_cell_counts():
+    """Every version, newest first, each with how many cells it classified (`cell_count`)."""
+    return model_versions().annotate(cell_count=count_per_row(Cell, "model_version")).order_by("-pk")
 
 
 def photographs_held_elsewhere(sample, image_ids=None):
