@@ -117,11 +117,11 @@ def lab_cells(reviewed, task):
     return LabCells(images, dict(sorted(left_out.items())))
 
 
-def usable_count(reviewed_types, task):
-    """How many reviewed cells of these types an adaptation of a network of the task would use."""
-    # Each type asked once: a busy lab's year holds hundreds of thousands of reviewed cells.
-    by_type = Counter(map(str, reviewed_types))
-    return sum(count for name, count in by_type.items() if dataset.task_class(name, task) is not None)
+def usable_types(reviewed_types, task):
+    """The types among these reviewed ones that an adaptation of a network of the task learns.
+    Each type is asked once: a busy lab's year holds hundreds of thousands of reviewed cells."""
+    return {name for name in set(map(str, reviewed_types)) if dataset.task_class(name, task) is not None}
+
 
 
 def cross_validation_folds(folds, photographs):

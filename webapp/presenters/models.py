@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from classifier import ood
 from classifier.runtimes import RUNTIME_DESCRIPTIONS
-from classifier.training.adaptation import MIN_CELLS, usable_count
+from classifier.training.adaptation import MIN_CELLS, usable_types
 from webapp.models import ModelVersion
 from webapp.presenters import ViewModel
 from webapp.presenters.charts import finite, learning_curves
@@ -629,18 +629,17 @@ def adaptation_offer(active):
     if active is None:
         return None
     windows = reviewed_cell_windows(with_image=True)
-    types = [corrected for _, corrected, _ in windows]
-    usable = usable_count(types, active.task)
+    learnt = usable_types([corrected for _, corrected, _ in windows], active.task)
+    usable = sum(1 for _, corrected, _ in windows if corrected in learnt)
     epochs, _ = adaptation_plan()
     # Folds are made of the photographs the run will use: those holding a cell of the task's types.
-    usable_types = {name for name in set(types) if usable_count([name], active.task)}
-    photographs = {image for _, corrected, image in windows if corrected in usable_types}
+    photographs = {image for _, corrected, image in windows if corrected in learnt}
     every_epoch = adaptation_epochs(len(photographs))
     # Measured at the classifier's defaults (20 epochs, five folds and the final fine-tune: 120
     # epochs) on two cores: 10-15 minutes; the site's settings scale it.
     low = max(1, round(every_epoch * 10 / 120))
     high = max(low + 1, round(every_epoch * 15 / 120))
-    return {"version": active, "usable": usable, "left_out": len(types) - usable, "minimum": MIN_CELLS,
+    return {"version": active, "usable": usable, "left_out": len(windows) - usable, "minimum": MIN_CELLS,
             "epochs": epochs, "cross_validated": every_epoch > epochs, "minutes": f"{low}-{high}"}
 
 
