@@ -159,11 +159,6 @@ def check_data_folder(folder, task):
     return layout, images
 
 
-def left_out_class_folders(layout, task):
-    """The TRAIN class folders of a checked folder that a run of the task does not learn from."""
-    return dataset.folders_outside_task(layout.train_dir, task)
-
-
 def check_class_counts_together(checked, task, min_per_class):
     """What a run of the task would find of each class in these folders' TRAIN images together
     (``checked``: check_data_folder's answers; select_images' check: each folder may hold some of

@@ -18,7 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from classifier import ood
-from classifier.dataset import task_class
+from classifier.dataset import folders_outside_task, task_class
 from classifier.errors import TrainingCancelled, TrainingDataError
 from classifier.labels import BINARY_CLASSES, EIGHT_CLASSES
 from classifier.training.adaptation import check_enough, lab_cells
@@ -26,7 +26,6 @@ from classifier.training.data import (
     check_class_counts_together,
     check_data_folder,
     data_folders,
-    left_out_class_folders,
 )
 from classifier.training.recipe import (
     SETTINGS,
@@ -63,6 +62,11 @@ CANCEL_POLL_SECONDS = 1.0
 
 class TrainingRefused(ValueError):
     """A user-facing reason why a training cannot be started or cancelled."""
+
+
+def _as_sentence(reason):
+    """A classifier's reason ("training data folder ... holds no images") as a sentence's start."""
+    return f"{reason[:1].upper()}{reason[1:]}"
 
 
 # The recipe settings (classifier.training.recipe) a version in status training keeps among its
@@ -142,7 +146,7 @@ class UnusableDataFolder(TrainingRefused):
     .data.check_data_folder), which names no folder inside it."""
 
     def __init__(self, folder, reason):
-        super().__init__(f"{reason[:1].upper()}{reason[1:]}")
+        super().__init__(_as_sentence(reason))
         self.folder = folder
         self.reason = reason
 
@@ -170,10 +174,10 @@ def check_data(folders, task):
     try:
         check_class_counts_together(checked, task, TrainingConfig.min_images_per_class)
     except TrainingDataError as exc:
-        raise TooFewImages(f"{str(exc)[:1].upper()}{str(exc)[1:]}") from None
+        raise TooFewImages(_as_sentence(str(exc))) from None
     notes = []
     for layout, _ in checked:
-        if left_out := left_out_class_folders(layout, task):
+        if left_out := folders_outside_task(layout.train_dir, task):
             # Cell types by name; any other folder only counted: a typed folder may hold a server's.
             named = [name for name in left_out if name.upper() in KNOWN_CELL_TYPES]
             others = len(left_out) - len(named)
@@ -235,8 +239,7 @@ def create_training_version(
     try:
         recipe = Recipe(**given).resolved()
     except RecipeError as exc:
-        reason = str(exc)
-        raise TrainingRefused(f"{reason[:1].upper()}{reason[1:]}.") from None
+        raise TrainingRefused(f"{_as_sentence(str(exc))}.") from None
     # What was asked for, and the epochs the progress counts; store_training_result replaces it
     # with what the run actually used.
     requested = {"epochs": recipe.epochs}
