@@ -229,6 +229,13 @@ def isolated_media_root(tmp_path_factory):
     return media
 
 
+@pytest.fixture(scope="session", autouse=True)
+def training_data_in_test_folders(tmp_path_factory):
+    """The retraining form trains only on folders under settings.TRAINING_DATA_ROOTS; tests write
+    their tiny data folders under pytest's temporary folder."""
+    settings.TRAINING_DATA_ROOTS = [*settings.TRAINING_DATA_ROOTS, tmp_path_factory.getbasetemp()]
+
+
 def _database_url_for_worker():
     from django.db import connection
 

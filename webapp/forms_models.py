@@ -3,6 +3,7 @@
 import os
 
 from django import forms
+from django.conf import settings
 
 from classifier.training.data import data_folders
 from classifier.training.recipe import SETTINGS, Offered, Recipe
@@ -15,6 +16,7 @@ from webapp.services.training import (
     check_data,
     default_data_folders,
     held_out_runs,
+    outside_training_roots,
     retrainable_active_version,
 )
 from webapp.wording import count_of
@@ -69,7 +71,7 @@ class RetrainForm(forms.Form):
         label="Other data folder",
         help_text=f"Its full path on the training machine, holding TRAIN/CLASS/*.jpeg (with TEST/ "
         f"for held-out figures) or CLASS/*.jpeg; several separated by “{os.pathsep}”. With no "
-        "folder ticked or given: every configured one.",
+        "folder ticked or given: every configured one. The site reads folders under {roots} only.",
     )
 
     refit_from = forms.ModelChoiceField(
@@ -94,6 +96,9 @@ class RetrainForm(forms.Form):
         )
         for name, value in self._recipe_initial().items():
             self.initial.setdefault(name, value)
+        other = self.fields["data_dir"]
+        other.help_text = other.help_text.format(
+            roots=", ".join(str(root) for root in settings.TRAINING_DATA_ROOTS))
         configured = default_data_folders()
         self.fields["data_sources"].choices = [(folder, folder) for folder in configured]
         self.initial.setdefault("data_sources", configured)
@@ -114,6 +119,15 @@ class RetrainForm(forms.Form):
         if relative:
             # Read from the server's working directory, which the person typing does not see.
             self.add_error("data_dir", f"Give each folder's full path, from /: {', '.join(relative)}.")
+            return data
+        if outside := outside_training_roots([folder.strip() for folder in given]):
+            # Checked before existence: a folder outside says nothing of whether it exists.
+            roots = ", ".join(str(root) for root in settings.TRAINING_DATA_ROOTS)
+            verb = "is" if len(outside) == 1 else "are"
+            self.add_error("data_dir", f"The site trains only on folders under {roots}: "
+                                       f"{', '.join(outside)} {verb} not. The server's administrator "
+                                       "can add a folder to LEUKOSCOPE_TRAINING_DATA_ROOTS, or train "
+                                       "on it with manage.py train --data.")
             return data
         missing = [folder for folder in given if not os.path.isdir(os.path.expanduser(folder.strip()))]
         if missing:

@@ -310,6 +310,17 @@ TRAINING_DATA_DIRS = [
     ).split(os.pathsep)
     if folder.strip()
 ]
+# The folders under which the retraining form's "Other data folder" may name one. The form runs as
+# a site account, not as whoever runs the server: without a bound, a lab admin could learn which
+# server paths exist by typing them. manage.py train, run by the server's own user, is not bound.
+TRAINING_DATA_ROOTS = [
+    Path(folder)
+    for folder in os.environ.get(
+        "LEUKOSCOPE_TRAINING_DATA_ROOTS",
+        os.pathsep.join(str(folder) for folder in [DATASETS_DIR, *TRAINING_DATA_DIRS]),
+    ).split(os.pathsep)
+    if folder.strip()
+]
 # Cells whose top calibrated probability falls below a threshold are flagged for a human to look at,
 # as are cells whose out-of-distribution score (classifier.ood) is above their version's threshold.
 # Each version fits its confidence threshold on its validation cells (metrics.review); a lab that

@@ -78,9 +78,10 @@ def test_the_form_refuses_a_folder_no_run_can_learn_from_before_a_version_exists
 
 
 @pytest.mark.django_db
-def test_the_form_refuses_the_servers_own_etc(admin_client, sent_tasks):
+def test_the_form_refuses_the_servers_own_etc(admin_client, sent_tasks, settings):
     if not Path("/etc/apt").is_dir():
         pytest.skip("a system without /etc/apt")
+    settings.TRAINING_DATA_ROOTS = [Path("/")]  # a server that lets the site read any folder
     page = post_training(admin_client, "/etc").content.decode()
     assert f"/etc is not a training data folder for the 4class task: {EXPECTED}." in page
     assert "apparmor" not in page and not ModelVersion.objects.exists() and sent_tasks == []
@@ -160,3 +161,29 @@ def test_the_form_refuses_folders_that_together_lack_a_type_the_task_needs(admin
     assert "Too few images per class in training data folder" in page
     assert "BASOPHIL: 0" in page and "PLATELET: 0" in page
     assert not ModelVersion.objects.exists() and sent_tasks == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("typed", ["/etc", "/no/such/folder", "{tmp}/../../../../etc", "{tmp}/link-to-etc"])
+def test_the_form_trains_only_under_the_configured_roots_and_says_nothing_of_other_folders(
+        admin_client, sent_tasks, tmp_path, typed):
+    (tmp_path / "link-to-etc").symlink_to("/etc")
+    folder = typed.format(tmp=tmp_path)
+    response = post_training(admin_client, folder)
+    page = response.content.decode()
+    assert response.status_code == 400
+    assert f"{folder} is not. The server&#x27;s administrator can add a folder to " in page
+    # Whether the folder exists is not told: the same words for /etc and for a folder that is not.
+    assert "No such folder" not in page and "not a training data folder" not in page
+    assert not ModelVersion.objects.exists() and not sent_tasks
+
+
+@pytest.mark.django_db
+def test_a_folder_under_a_configured_root_is_trained_on(admin_client, sent_tasks, tmp_path, settings):
+    settings.TRAINING_DATA_ROOTS = [tmp_path / "labs"]
+    data = write_cell_folder(tmp_path / "labs" / "ours", per_class=4, test_per_class=1)
+    response = post_training(admin_client, data)
+    assert response.status_code == 302
+    assert ModelVersion.objects.get().dataset_path == str(data)
+    response = post_training(admin_client, write_cell_folder(tmp_path / "elsewhere", per_class=4))
+    assert response.status_code == 400 and ModelVersion.objects.count() == 1

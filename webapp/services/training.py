@@ -130,6 +130,18 @@ def default_data_folders():
     return [str(folder) for folder in settings.TRAINING_DATA_DIRS]
 
 
+def outside_training_roots(folders):
+    """Those of ``folders`` (absolute paths, as typed on the retraining form) that do not lie under
+    one of settings.TRAINING_DATA_ROOTS, links and ".." resolved first so that neither leads out."""
+    roots = [os.path.realpath(root) for root in settings.TRAINING_DATA_ROOTS]
+    outside = []
+    for folder in folders:
+        real = os.path.realpath(os.path.expanduser(folder))
+        if not any(os.path.commonpath([real, root]) == root for root in roots):
+            outside.append(folder)
+    return outside
+
+
 # What a data folder must hold, in the words the retraining form refuses one with.
 DATA_FOLDER_EXPECTED = (
     "a folder with TRAIN/ (and, for held-out figures, TEST/), each holding one folder per cell type "
