@@ -1,7 +1,7 @@
 """How fast the pages render on PostgreSQL with a year of a busy lab: 2.5 million cells.
 
     DATABASE_URL=postgres://user@host:5432/leukoscope_scale python bench/scale.py [--cells 2500000]
-        [--requests 20] [--rebuild]
+        [--requests 20] [--rebuild] [--page WORDS ...]
 
 bench/web.py times the lab pages on SQLite at 100,000 cells; what only a production-sized PostgreSQL
 shows is its query plans: a count, a sort or an offset that reads the whole cell or audit table.
@@ -520,6 +520,8 @@ def main():
                         help="cells of the year's samples (100 a sample); the rest in proportion")
     parser.add_argument("--requests", type=int, default=20, help="timed requests a page")
     parser.add_argument("--rebuild", action="store_true", help="empty the bench database and build it again")
+    parser.add_argument("--page", action="append", default=[], metavar="WORDS",
+                        help="time only the pages whose name holds WORDS (repeatable)")
     args = parser.parse_args()
 
     configure(os.environ.get("DATABASE_URL"))
@@ -532,6 +534,8 @@ def main():
     print(f"{'page':52} {'status':>6} {'p50 ms':>8} {'p95 ms':>8} {'queries':>7} {'KiB sent':>9}")
     missed = []
     for name, url, who in pages():
+        if args.page and not any(words in name for words in args.page):
+            continue
         status, p50, p95, queries, sent = measure(signed_in[who], url, args.requests)
         if p95 > TARGET_P95_MS:
             missed.append(name)

@@ -394,6 +394,20 @@ class Cell(models.Model):
             models.Index(fields=["model_version", "-created_at"], name="cell_version_newest"),
             models.Index(fields=["needs_review", "-created_at"], name="cell_review_newest"),
             models.Index(fields=["confidence"], name="cell_confidence"),
+            # Each box's newest own review, read in index order with no table access: the models
+            # page's adapt card counts a year's reviewed cells on every view (adaptation_counts).
+            models.Index(
+                fields=["image", "x0", "y0", "x1", "y1", "-reviewed_at", "-id", "corrected_type"],
+                name="cell_reviewed_newest",
+                condition=~Q(corrected_type="") & Q(review_carried_from__isnull=True) & ~Q(window=""),
+            ),
+            # Each version's reviewed calls and how many the reviewer kept, for the models page; with
+            # the id its count reads, so that the index alone answers.
+            models.Index(
+                fields=["model_version", "predicted_type", "corrected_type", "id"],
+                name="cell_own_reviews_by_version",
+                condition=~Q(corrected_type="") & Q(review_carried_from__isnull=True),
+            ),
         ]
 
     @property

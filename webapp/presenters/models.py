@@ -11,7 +11,7 @@ from django.urls import reverse
 
 from classifier import ood
 from classifier.runtimes import RUNTIME_DESCRIPTIONS
-from classifier.training.adaptation import MIN_CELLS, usable_types
+from classifier.training.adaptation import MIN_CELLS
 from webapp.models import ModelVersion
 from webapp.presenters import ViewModel
 from webapp.presenters.charts import finite, learning_curves
@@ -20,6 +20,7 @@ from webapp.selectors import (
     Agreement,
     ReviewAgreement,
     activations_of,
+    adaptation_counts,
     adaptation_epochs,
     adaptation_plan,
     ever_active_version_ids,
@@ -28,7 +29,6 @@ from webapp.selectors import (
     recent_activations,
     review_agreement,
     review_agreement_by_version,
-    reviewed_cell_windows,
     version_deletion_refusal,
     wilson_interval,
 )
@@ -628,18 +628,15 @@ def adaptation_offer(active):
     of it would use and leave out (the site has their windows; the run checks the files)."""
     if active is None:
         return None
-    windows = reviewed_cell_windows(with_image=True)
-    learnt = usable_types([corrected for _, corrected, _ in windows], active.task)
-    usable = sum(1 for _, corrected, _ in windows if corrected in learnt)
-    epochs, _ = adaptation_plan()
+    epochs, folds = adaptation_plan()
+    usable, left_out, photographs = adaptation_counts(active.task, folds)
     # Folds are made of the photographs the run will use: those holding a cell of the task's types.
-    photographs = {image for _, corrected, image in windows if corrected in learnt}
-    every_epoch = adaptation_epochs(len(photographs))
+    every_epoch = adaptation_epochs(photographs)
     # Measured at the classifier's defaults (20 epochs, five folds and the final fine-tune: 120
     # epochs) on two cores: 10-15 minutes; the site's settings scale it.
     low = max(1, round(every_epoch * 10 / 120))
     high = max(low + 1, round(every_epoch * 15 / 120))
-    return {"version": active, "usable": usable, "left_out": len(windows) - usable, "minimum": MIN_CELLS,
+    return {"version": active, "usable": usable, "left_out": left_out, "minimum": MIN_CELLS,
             "epochs": epochs, "cross_validated": every_epoch > epochs, "minutes": f"{low}-{high}"}
 
 
