@@ -104,6 +104,13 @@ class SampleUploadForm(forms.Form):
     )
     images = MultipleImageField(label="Smear photographs")
 
+    def __init__(self, data=None, *args, **kwargs):
+        if data is not None and not data.get("photographs"):
+            # Posted without the choice (a script): a refused form shows the choice it was read with.
+            data = data.copy()
+            data["photographs"] = Sample.Photographs.SMEAR_FIELDS
+        super().__init__(data, *args, **kwargs)
+
     def clean_accession_number(self):
         accession = self.cleaned_data["accession_number"]
         _refuse_duplicate_accession(accession)

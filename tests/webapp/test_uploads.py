@@ -1,6 +1,7 @@
 """Uploads: every kind of bad input gets a clear reason and leaves nothing stored; good files go on."""
 
 import io
+import re
 import struct
 import zlib
 from pathlib import Path, PurePath
@@ -1099,3 +1100,13 @@ def test_an_upload_the_storage_refuses_keeps_nothing_and_says_so(client, tech, q
         blocked.unlink()
         if moved:
             moved.rename(blocked)
+
+
+@pytest.mark.django_db
+def test_a_refused_upload_posted_without_the_kind_shows_the_kind_it_was_read_with(client, tech, queued):
+    response = client.post(reverse("lab:upload"), {"accession_number": "bad number!",
+                                                   "images": [upload("a.jpg", jpeg_bytes())]})
+    page = response.content.decode()
+    assert response.status_code == 400 and not Sample.objects.exists()
+    assert re.search(r'value="smear_fields"[^>]*checked', page)
+    assert not re.search(r'value="one_cell_each"[^>]*checked', page)
