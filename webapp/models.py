@@ -401,10 +401,11 @@ class Cell(models.Model):
                 name="cell_reviewed_newest",
                 condition=~Q(corrected_type="") & Q(review_carried_from__isnull=True) & ~Q(window=""),
             ),
-            # Each version's reviewed calls and how many the reviewer kept, for the models page; with
-            # the id its count reads, so that the index alone answers.
+            # Each version's reviewed calls, the type given and whether the call was flagged, for the
+            # models list's agreement and a version's page; with the id their counts read, so that
+            # the index alone answers.
             models.Index(
-                fields=["model_version", "predicted_type", "corrected_type", "id"],
+                fields=["model_version", "predicted_type", "corrected_type", "needs_review", "id"],
                 name="cell_own_reviews_by_version",
                 condition=~Q(corrected_type="") & Q(review_carried_from__isnull=True),
             ),

@@ -4,7 +4,8 @@ cells of 2.5 million) reading them from the table took a second and a half.
 
 cell_reviewed_newest: each box's reviews, newest first, with the reviewed type, for the "Adapt to
 this lab" card's counts (selectors.adaptation_counts). cell_own_reviews_by_version: each version's
-reviewed calls and the type given, for the list's review agreement."""
+reviewed calls, the type given and whether the call was flagged, for the list's review agreement
+and a version's page."""
 
 from django.db import migrations, models
 
@@ -32,7 +33,7 @@ class Migration(migrations.Migration):
                     models.Q(("corrected_type", ""), _negated=True),
                     ("review_carried_from__isnull", True),
                 ),
-                fields=["model_version", "predicted_type", "corrected_type", "id"],
+                fields=["model_version", "predicted_type", "corrected_type", "needs_review", "id"],
                 name="cell_own_reviews_by_version",
             ),
         ),
