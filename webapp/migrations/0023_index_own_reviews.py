@@ -10,6 +10,10 @@ and a version's page."""
 from django.db import migrations, models
 
 
+# A review made on the cell itself, not carried to it from another version's call.
+OWN_REVIEW = models.Q(~models.Q(corrected_type=""), review_carried_from__isnull=True)
+
+
 class Migration(migrations.Migration):
     dependencies = [("webapp", "0022_admin_deletes_samples")]
 
@@ -17,11 +21,7 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="cell",
             index=models.Index(
-                condition=models.Q(
-                    models.Q(("corrected_type", ""), _negated=True),
-                    ("review_carried_from__isnull", True),
-                    models.Q(("window", ""), _negated=True),
-                ),
+                condition=OWN_REVIEW & ~models.Q(window=""),
                 fields=["image", "x0", "y0", "x1", "y1", "-reviewed_at", "-id", "corrected_type"],
                 name="cell_reviewed_newest",
             ),
@@ -29,10 +29,7 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="cell",
             index=models.Index(
-                condition=models.Q(
-                    models.Q(("corrected_type", ""), _negated=True),
-                    ("review_carried_from__isnull", True),
-                ),
+                condition=OWN_REVIEW,
                 fields=["model_version", "predicted_type", "corrected_type", "needs_review", "id"],
                 name="cell_own_reviews_by_version",
             ),
