@@ -19,11 +19,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # LEUKOSCOPE_BENCH_DIR: a folder of its own (the test that runs this bench on a tiny scale).
 BENCH_DIR = Path(os.environ.get("LEUKOSCOPE_BENCH_DIR") or REPO_ROOT / "var" / "bench")
 TARGET_P50_S = 2.0
+sys.path.insert(0, str(REPO_ROOT))
 
-
-def percentile(values, q):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+from bench.percentiles import percentile  # noqa: E402  (after the path above)
 
 
 def serve_a_model():
@@ -75,7 +73,6 @@ def main():
     database = BENCH_DIR / "latency.sqlite3"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
-    sys.path.insert(0, str(REPO_ROOT))
     from webapp.broker import KEY_PREFIX_VARIABLE, instance_key_prefix, resolve_broker
     from webapp.worker_process import WorkerDidNotStart, start_worker, stop_worker
 

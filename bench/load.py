@@ -35,7 +35,8 @@ import requests
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from webapp.broker import live_workers, start_embedded_redis  # noqa: E402  (after the path above)
+from bench.percentiles import percentile  # noqa: E402  (after the path above)
+from webapp.broker import live_workers, start_embedded_redis  # noqa: E402
 
 PASSWORD = "bench-load-passphrase-1"
 # LEUKOSCOPE_BENCH_DIR: a folder of its own (the test that runs this bench on a tiny scale).
@@ -48,13 +49,6 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def percentile(values, share):
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def cpu_seconds(processes):

@@ -31,6 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.percentiles import percentile  # noqa: E402
 from bench.web import BENCH_DIR, BROWSER, photograph_fields, write_crops  # noqa: E402
 
 DEFAULT_CELLS = 2_500_000
@@ -508,9 +509,8 @@ def measure(client, url, n_requests):
         started = time.perf_counter()
         client.get(url)
         timings.append((time.perf_counter() - started) * 1000)
-    timings.sort()
-    p95 = timings[min(len(timings) - 1, round(0.95 * (len(timings) - 1)))]
-    return response.status_code, statistics.median(timings), p95, queries, len(response.content)
+    return (response.status_code, statistics.median(timings), percentile(timings, 0.95), queries,
+            len(response.content))
 
 
 def main():

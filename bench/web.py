@@ -24,6 +24,11 @@ from datetime import timedelta
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench.percentiles import percentile  # noqa: E402  (after the path above)
+
 # LEUKOSCOPE_BENCH_DIR: a folder of its own (the test that runs this bench on a tiny scale).
 BENCH_DIR = Path(os.environ.get("LEUKOSCOPE_BENCH_DIR") or REPO_ROOT / "var" / "bench")
 CELLS_PER_IMAGE = 10
@@ -44,7 +49,6 @@ BROWSER = {"HTTP_HOST": "localhost", "HTTP_ACCEPT_ENCODING": "gzip, deflate, br"
 
 def configure(database):
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    sys.path.insert(0, str(REPO_ROOT))
     os.environ["DATABASE_URL"] = f"sqlite:///{database}"
     os.environ.setdefault("LEUKOSCOPE_MEDIA_ROOT", str(BENCH_DIR / "media"))
     os.environ["DJANGO_SETTINGS_MODULE"] = "webapp.settings"
@@ -230,9 +234,7 @@ def measure(client, url, n_requests):
         response = client.get(url)
         timings.append((time.perf_counter() - started) * 1000)
         assert response.status_code == 200
-    timings.sort()
-    p95 = timings[min(len(timings) - 1, int(round(0.95 * (len(timings) - 1))))]
-    return statistics.median(timings), p95, len(response.content)
+    return statistics.median(timings), percentile(timings, 0.95), len(response.content)
 
 
 def main():
