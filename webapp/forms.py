@@ -154,16 +154,24 @@ class SampleListFilterForm(forms.Form):
 
     STATUSES = {"": None, "unsigned": ("in_progress", "reopened"), "signed": ("signed",),
                 "reopened": ("reopened",)}
+    # Where a sample's work stands, as the home page's lists count it: each page of them, not only
+    # the home page's newest ten of the last month.
+    WAITING = {"to_review": "review", "to_sign": "signature"}
 
     q = forms.CharField(required=False, max_length=64, label="Accession number")
     status = forms.ChoiceField(required=False, label="Status", choices=[
-        ("", "Any status"), ("unsigned", "Not signed"), ("signed", "Signed"), ("reopened", "Reopened")])
+        ("", "Any status"), ("unsigned", "Not signed"), ("to_review", "Awaiting review"),
+        ("to_sign", "Waiting for a signature"), ("signed", "Signed"), ("reopened", "Reopened")])
+    order = forms.ChoiceField(required=False, label="Order", choices=[
+        ("", "Newest first"), ("oldest", "Oldest first")])
 
     def filters(self):
         """Keyword arguments for selectors.samples_with_progress; an unknown value filters nothing."""
         data = self.cleaned_data if self.is_valid() else {}
+        status = data.get("status") or ""
         return {"accession_contains": (data.get("q") or "").strip(),
-                "statuses": self.STATUSES[data.get("status") or ""]}
+                "statuses": self.STATUSES.get(status), "waiting": self.WAITING.get(status),
+                "oldest_first": data.get("order") == "oldest"}
 
 
 class QueryDateTimeField(forms.DateTimeField):

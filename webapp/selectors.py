@@ -93,9 +93,36 @@ def samples_with_accession(accession):
     )
 
 
-def samples_with_progress(*, accession="", accession_contains="", statuses=None, signed_since=None):
-    """Samples newest first, each with how many photographs it has, are done and failed; narrowed
-    to one accession number, or to those containing a piece of one, and to some sign-off states.
+def _sample_cells(condition):
+    """Whether the sample of the outer query holds a cell, as its formula counts cells, meeting
+    ``condition``."""
+    return Exists(current_cells().filter(condition, image__sample=OuterRef("pk")))
+
+
+def samples_awaiting_review_filter():
+    """Q for samples holding a flagged call no one has reviewed: what the review lists wait on."""
+    return Q(_sample_cells(AWAITING_REVIEW))
+
+
+def samples_waiting_for_signature_filter():
+    """Q for unsigned samples a hematologist can sign now: SignOffFacts.refusals() would leave at most
+    a decision of the signer's own (below the target, unidentified cells kept) and at least one
+    leukocyte is counted. The same rules in SQL, so that a list can page them; a test holds the two
+    to agree."""
+    photographs = SmearImage.objects.filter(sample=OuterRef("pk"))
+    not_done = (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING, SmearImage.Status.FAILED)
+    boxes_waiting = AddedCellRequest.objects.filter(image__sample=OuterRef("pk"),
+                                                    status=AddedCellRequest.Status.PENDING)
+    return (~Q(status=Sample.Status.SIGNED) & Q(Exists(photographs))
+            & ~Q(Exists(photographs.filter(status__in=not_done))) & ~Q(Exists(boxes_waiting))
+            & ~samples_awaiting_review_filter() & Q(_sample_cells(IN_DIFFERENTIAL)))
+
+
+def samples_with_progress(*, accession="", accession_contains="", statuses=None, waiting=None,
+                          oldest_first=False, signed_since=None):
+    """Samples newest first (or oldest first), each with how many photographs it has, are done and
+    failed; narrowed to one accession number, or to those containing a piece of one, to some
+    sign-off states, and to those ``waiting`` for "review" or a "signature".
     With ``signed_since``, the results signed since then, in the order they were signed: a
     laboratory information system files them oldest first and polls again from the last one's
     signed_at (a result signed again after a reopening comes again, amended)."""
@@ -103,7 +130,11 @@ def samples_with_progress(*, accession="", accession_contains="", statuses=None,
     failed = Count("images", filter=Q(images__status=SmearImage.Status.FAILED))
     samples = Sample.objects.select_related("created_by", "signed_by", "reopened_by").annotate(
         image_count=Count("images"), done_count=done, failed_count=failed
-    ).order_by("-created_at", "-id")
+    ).order_by(*(("created_at", "id") if oldest_first else ("-created_at", "-id")))
+    if waiting == "review":
+        samples = samples.filter(samples_awaiting_review_filter())
+    elif waiting == "signature":
+        samples = samples.filter(samples_waiting_for_signature_filter())
     if accession:  # one sample, matched as the upload form refuses a duplicate: whatever the case
         samples = samples.filter(accession_number__iexact=accession)
     if accession_contains:
@@ -288,20 +319,15 @@ class AwaitingSignature:
     decisions: list  # the overridable Refusals a signer decides on; empty: ready to sign
 
 
-def samples_awaiting_signature(since, newest=200):
-    """Unsigned samples received since then, among the `newest`, that a hematologist can sign now:
-    classified and reviewed, at least one leukocyte counted, with at most a decision of the signer's
-    own left (signing below the target, keeping unidentified cells). Newest first."""
-    candidates = list(Sample.objects.filter(created_at__gte=since).exclude(status=Sample.Status.SIGNED)
-                      .order_by("-pk").values_list("pk", "accession_number")[:newest])
-    facts = sign_off_facts_for(pk for pk, _ in candidates)
-    rows = []
-    for pk, accession in candidates:
-        refusals = facts[pk].refusals()
-        if facts[pk].leukocytes and all(refusal.overridable for refusal in refusals):
-            rows.append(AwaitingSignature(pk, accession, facts[pk].leukocytes, facts[pk].target_count,
-                                          refusals))
-    return rows
+def samples_awaiting_signature(since, shown):
+    """(how many, the ``shown`` newest as AwaitingSignature): unsigned samples received since then
+    that a hematologist can sign now (samples_waiting_for_signature_filter)."""
+    waiting = Sample.objects.filter(samples_waiting_for_signature_filter(), created_at__gte=since)
+    newest = list(waiting.order_by("-pk").values_list("pk", "accession_number")[:shown])
+    facts = sign_off_facts_for(pk for pk, _ in newest)
+    rows = [AwaitingSignature(pk, accession, facts[pk].leukocytes, facts[pk].target_count,
+                              facts[pk].refusals()) for pk, accession in newest]
+    return waiting.count(), rows
 
 
 def reopened_samples():

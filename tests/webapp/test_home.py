@@ -53,7 +53,7 @@ def test_home_does_not_repeat_the_navigation_bar(client, django_user_model):
                      "admin")
     client.force_login(lead)
     body = client.get(reverse("home")).content.decode()
-    assert "No cell waits for review." in body
+    assert "No sample received in the last 30 days has a cell waiting for review." in body
     # Staff reach the model versions from the bar; each of its links appears once on the page.
     for name in ("lab:upload", "lab:sample-list", "lab:history", "models:list"):
         assert body.count(f'href="{reverse(name)}"') == 1, name

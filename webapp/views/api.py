@@ -207,9 +207,7 @@ def sample_list(request):
     if not form.is_valid():
         return _invalid_filters(form)
     filters = form.filters()
-    samples = samples_with_progress(accession=request.GET.get("accession_number", "").strip(),
-                                    accession_contains=filters["accession_contains"],
-                                    statuses=filters["statuses"], signed_since=filters["signed_since"])
+    samples = samples_with_progress(accession=request.GET.get("accession_number", "").strip(), **filters)
     return _listing(request, samples, _sample_summary)
 
 

@@ -56,10 +56,11 @@ def home(request):
     awaiting = samples_awaiting_review(since)
     reopened = reopened_samples()
     in_progress = (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING)
-    awaiting_signature = samples_awaiting_signature(since) if may_sign(request.user) else None
+    signing_count, awaiting_signature = (samples_awaiting_signature(since, HOME_LIST_LENGTH)
+                                         if may_sign(request.user) else (0, None))
     return render(request, "home.html", {
-        "awaiting_signature": awaiting_signature and awaiting_signature[:HOME_LIST_LENGTH],
-        "awaiting_signature_count": len(awaiting_signature or ()),
+        "awaiting_signature": awaiting_signature,
+        "awaiting_signature_count": signing_count,
         "reopened": reopened[:HOME_LIST_LENGTH],
         "reopened_count": reopened.count(),
         "awaiting_review": awaiting[:HOME_LIST_LENGTH],
