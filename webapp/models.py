@@ -401,6 +401,10 @@ class Cell(models.Model):
                 name="cell_reviewed_newest",
                 condition=~Q(corrected_type="") & Q(review_carried_from__isnull=True) & ~Q(window=""),
             ),
+            # The few flagged calls no one has reviewed yet, by photograph: the review work lists
+            # (selectors.AWAITING_REVIEW) find their samples without reading the table.
+            models.Index(fields=["image", "model_version"], name="cell_awaiting_review",
+                         condition=Q(needs_review=True, corrected_type="")),
             # Each version's reviewed calls, the type given and whether the call was flagged, for the
             # models list's agreement and a version's page; with the id their counts read, so that
             # the index alone answers.
