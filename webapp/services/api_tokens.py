@@ -45,6 +45,11 @@ def create_token(user, name):
     return ApiToken.objects.create(user=user, name=name, key_sha256=_digest(key)), key
 
 
+def is_key_of(token, key):
+    """Whether ``key`` is the one ``token`` was made with."""
+    return secrets.compare_digest(_digest(key), token.key_sha256)
+
+
 def revoke_tokens(tokens):
     """Revoke those of ``tokens`` (a queryset) still in force; a revoked key keeps its first date.
     Returns how many were revoked."""
