@@ -6,6 +6,7 @@ Accounts (LabUserAdmin) are the admin role's to manage short of superuser status
 admin role and single permissions, which only a superuser gives; API keys are revoked, never deleted."""
 
 import copy
+import secrets
 
 from django import forms
 from django.contrib import admin, messages
@@ -20,8 +21,9 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 from django.utils.text import capfirst
 
 from webapp.forms import SampleAdminForm, is_row_id
@@ -281,11 +283,15 @@ class ApiTokenForm(forms.ModelForm):
         return user
 
 
+def _xor(data, pad):
+    return bytes(d ^ p for d, p in zip(data, pad, strict=True))
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
     """Keys for programs (the lab's information system): made here or with `manage.py api_token
-    create`, each shown once, on the page that made it, and never kept; listed and revoked here
-    (a revoked key stays on record)."""
+    create`, each shown once (here, on the page the form leads to) and never kept; listed and revoked
+    here (a revoked key stays on record)."""
 
     list_display = ("id", "name", "user", "created_at", "last_used_at", "revoked_at")
     list_select_related = ("user",)
@@ -313,13 +319,58 @@ class ApiTokenAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
         obj.pk, obj.key_sha256, obj.created_at = token.pk, token.key_sha256, token.created_at
         obj._state.adding = False
 
+    # Post/redirect/get: the answer to the form's POST is a redirect to a page that shows the key,
+    # once, so a reload of that page neither sends the form again (a second key) nor shows the key
+    # again. Until shown, the key waits in the session that made it, sealed: the session (in the
+    # database) holds it XORed with a one-time pad, the redirect's address holds the pad, and the page
+    # unseals it, checks it against the key's digest and drops it from the session. So neither the
+    # database nor a log of addresses holds, on its own, a key that would open the API (the pad is
+    # logged only by the request that drops the sealed key), and no other session (another
+    # administrator's, or the same one's in another browser) sees it.
+    @staticmethod
+    def _sealed_name(token_id):
+        return f"api_key_made:{token_id}"
+
     def response_add(self, request, obj, post_url_continue=None):
-        # Shown on this page alone: a redirect would carry the key in the session's messages.
-        # (The admin's pages are sent never_cache: no browser or proxy keeps this one.)
+        key = request.api_key_made.encode()
+        pad = secrets.token_bytes(len(key))
+        request.session[self._sealed_name(obj.pk)] = _xor(key, pad).hex()
+        made = reverse("admin:webapp_apitoken_made", args=[obj.pk], current_app=self.admin_site.name)
+        return HttpResponseRedirect(f"{made}?{urlencode({'pad': pad.hex()})}")
+
+    def get_urls(self):
+        made = path("<path:object_id>/made/", self.admin_site.admin_view(self.made_view),
+                    name=f"{self.opts.app_label}_{self.opts.model_name}_made")
+        return [made, *super().get_urls()]
+
+    def made_view(self, request, object_id):
+        """The key just made, shown once to the session that made it; any later visit says it was."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        token = self.get_object(request, unquote(object_id))
+        if token is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        key = self._unseal(request, token)
         return TemplateResponse(request, "admin/webapp/apitoken/made.html", {
-            **self.admin_site.each_context(request), "token": obj, "key": request.api_key_made,
-            "opts": self.opts, "title": "API key made",
+            **self.admin_site.each_context(request), "token": token, "key": key, "opts": self.opts,
+            "title": "API key made" if key else "API key already shown",
         })
+
+    def _unseal(self, request, token):
+        """The key ``token`` was made with, taken out of this session, or None: already shown, made
+        in another session, or an address whose pad is not the one it was sent with."""
+        sealed = request.session.get(self._sealed_name(token.pk))
+        try:
+            sealed, pad = bytes.fromhex(sealed or ""), bytes.fromhex(request.GET.get("pad", ""))
+        except ValueError:
+            return None
+        if not sealed or len(pad) != len(sealed):
+            return None
+        key = _xor(sealed, pad).decode("latin-1")
+        if not api_tokens.is_key_of(token, key):
+            return None
+        del request.session[self._sealed_name(token.pk)]
+        return key
 
     @admin.action(description="Revoke the selected API keys")
     def revoke(self, request, queryset):

@@ -164,17 +164,28 @@ def test_the_admin_lists_keys_and_revokes_them_without_showing_any(client, lis, 
     assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 401
 
 
+def shown_key(page):
+    found = re.search(r'data-role="api-key"[^>]*>([^<]+)<', page.content.decode())
+    return found and found.group(1)
+
+
 def test_an_administrator_makes_a_key_on_the_site_and_sees_it_once(client, lis, django_user_model):
     client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
     add = reverse("admin:webapp_apitoken_add")
 
     made = client.post(add, {"user": lis.pk, "name": "LIS"})
 
-    assert made.status_code == 200 and "no-store" in made["Cache-Control"]
-    key = re.search(r'data-role="api-key"[^>]*>([^<]+)<', made.content.decode()).group(1)
+    # Post/redirect/get: the answer to the form is a redirect, which carries no key.
     token = ApiToken.objects.get()
+    assert made.status_code == 302 and made["Location"].startswith(
+        reverse("admin:webapp_apitoken_made", args=[token.pk]))
+    shown = client.get(made["Location"])
+    assert shown.status_code == 200 and "no-store" in shown["Cache-Control"]
+    key = shown_key(shown)
+    assert "Copy it now: it is shown only on this page and is not kept." in shown.content.decode()
     assert (token.user, token.name) == (lis, "LIS")
     assert token.key_sha256 == hashlib.sha256(key.encode()).hexdigest()
+    assert key not in made["Location"]
     client.logout()
     assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 200
     # Nothing shows it again, and a staff account gets none.
@@ -185,11 +196,82 @@ def test_an_administrator_makes_a_key_on_the_site_and_sees_it_once(client, lis, 
     assert ApiToken.objects.count() == 1
 
 
+def test_reloading_the_page_that_showed_a_key_makes_none_and_shows_none(client, lis, django_user_model):
+    # The audit: the key was shown in the answer to the form's POST, so a reload sent the form again
+    # and made (and showed) a second live key, the first one never shown again but still in force.
+    client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+    made = client.post(reverse("admin:webapp_apitoken_add"), {"user": lis.pk, "name": "LIS"})
+    key = shown_key(client.get(made["Location"]))
+    assert key
+
+    for _ in range(2):
+        again = client.get(made["Location"])
+        page = again.content.decode()
+        assert again.status_code == 200 and key not in page and not shown_key(again)
+        assert "was shown once, when it was made, and cannot be shown again" in page
+        assert "Revoke the selected API keys" in page and reverse("admin:webapp_apitoken_add") in page
+    assert ApiToken.objects.count() == 1
+    # The key shown is the one in force.
+    assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 200
+    # Once revoked, the page says so rather than how to revoke it.
+    ApiToken.objects.update(revoked_at=timezone.now())
+    assert "It was revoked on" in client.get(made["Location"]).content.decode()
+
+
+def test_the_key_made_is_shown_only_to_the_session_that_made_it(client, lis, django_user_model):
+    from django.test import Client
+
+    root = django_user_model.objects.create_superuser("root", password="a-long-passphrase-8")
+    client.force_login(root)
+    made = client.post(reverse("admin:webapp_apitoken_add"), {"user": lis.pk, "name": "LIS"})
+
+    # Another administrator, or the same one signed in elsewhere, with the very address.
+    for account in (with_role(django_user_model.objects.create_user("lead", is_staff=True), "admin"), root):
+        elsewhere = Client()
+        elsewhere.force_login(account)
+        other = elsewhere.get(made["Location"])
+        assert other.status_code == 200 and not shown_key(other)
+        assert "cannot be shown again" in other.content.decode()
+    # Not signed in: the admin's login page.
+    assert Client().get(made["Location"]).status_code == 302
+    # A technologist with staff status may not make keys, so may not open the page.
+    technologist = with_role(django_user_model.objects.create_user("t", is_staff=True), "technologist")
+    elsewhere = Client()
+    elsewhere.force_login(technologist)
+    assert elsewhere.get(made["Location"]).status_code == 403
+    # The session that made it still sees it, once; an edited address shows nothing.
+    location = made["Location"]
+    tampered = client.get(location[:-2] + ("00" if not location.endswith("00") else "11"))
+    assert tampered.status_code == 200 and not shown_key(tampered)
+    key = shown_key(client.get(location))
+    assert key and ApiToken.objects.get().key_sha256 == hashlib.sha256(key.encode()).hexdigest()
+
+
+def test_the_key_is_not_kept_in_the_session_in_the_clear(client, lis, django_user_model):
+    from django.contrib.sessions.models import Session
+
+    client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+    made = client.post(reverse("admin:webapp_apitoken_add"), {"user": lis.pk, "name": "LIS"})
+    stored = " ".join(str(session.get_decoded()) for session in Session.objects.all())
+    key = shown_key(client.get(made["Location"]))
+    assert key and key not in stored
+    # Once shown, the session holds nothing of it.
+    assert not any(name.startswith("api_key_made") for name in client.session.keys())
+
+
+def test_two_keys_made_in_one_session_are_each_shown_once(client, lis, django_user_model):
+    client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+    first = client.post(reverse("admin:webapp_apitoken_add"), {"user": lis.pk, "name": "LIS"})
+    second = client.post(reverse("admin:webapp_apitoken_add"), {"user": lis.pk, "name": "LIS"})
+    keys = {shown_key(client.get(first["Location"])), shown_key(client.get(second["Location"]))}
+    assert len(keys) == 2 and None not in keys and ApiToken.objects.count() == 2
+
+
 def test_the_admin_role_manages_api_keys(client, lis, django_user_model):
     lead = with_role(django_user_model.objects.create_user("lead", is_staff=True), "admin")
     client.force_login(lead)
 
-    made = client.post(reverse("admin:webapp_apitoken_add"), {"user": lis.pk, "name": "LIS"})
+    made = client.post(reverse("admin:webapp_apitoken_add"), {"user": lis.pk, "name": "LIS"}, follow=True)
 
     assert made.status_code == 200 and 'data-role="api-key"' in made.content.decode()
     assert client.get(reverse("admin:webapp_apitoken_changelist")).status_code == 200
