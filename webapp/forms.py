@@ -239,7 +239,7 @@ class HistoryFilterForm(forms.Form):
     calls = forms.ChoiceField(
         required=False,
         # Superseded: a later version re-classified the photograph and the formula counts its call.
-        choices=[("", "Counted ones"), ("all", "Superseded too")],
+        choices=[("", "Current ones"), ("all", "Superseded too")],
         label="Calls",
     )
 

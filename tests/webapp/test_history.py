@@ -173,3 +173,23 @@ def test_deleting_a_sample_in_the_admin_removes_its_files(client, django_user_mo
         response = client.post(reverse("admin:webapp_sample_delete", args=[sample.pk]), {"post": "yes"})
     assert response.status_code == 302
     assert not crop.exists() and not Cell.objects.exists()
+
+
+@pytest.mark.parametrize("view", ["grid", "table"])
+def test_a_cell_the_edge_leaves_out_of_the_formula_is_marked(client, tech, view):
+    sample = make_sample("E-1", types=("EOSINOPHIL", "NEUTROPHIL", "MONOCYTE"))
+    Cell.objects.filter(image__sample=sample, index=0).update(is_partial=True)
+    Cell.objects.filter(image__sample=sample, index=1).update(is_partial=True, count_partial=True)
+    page = client.get(reverse("lab:history"), {"view": view}).content.decode()
+    # Listed, as a current call, but not as one the formula counts; a counted-in edge cell is.
+    assert page.count('data-role="edge-left-out"') == 1
+    assert "the formula leaves it out unless a reviewer counts it in" in page
+    assert '<option value="" selected>Current ones</option>' in page
+
+
+def test_the_tables_picture_link_is_not_a_second_unnamed_stop(client, tech):
+    make_sample("E-2", types=("EOSINOPHIL",))
+    Cell.objects.update(crop="cells/e.jpg")
+    page = client.get(reverse("lab:history"), {"view": "table"}).content.decode()
+    # The type beside it links to the same cell, by name; the picture is skipped by keyboard and reader.
+    assert 'tabindex="-1" aria-hidden="true"><img class="thumb"' in page
