@@ -11,7 +11,7 @@ from django.shortcuts import render
 
 from webapp.db_errors import is_transient_database_error
 from webapp.services.api_tokens import user_for_key
-from webapp.views.errors import database_busy, is_api_request, reads_json
+from webapp.views.errors import ExplainedBadRequest, database_busy, is_api_request, reads_json
 
 
 class LoginRequiredOrUnauthorizedMiddleware(LoginRequiredMiddleware):
@@ -98,16 +98,19 @@ class CompressTextMiddleware(GZipMiddleware):
 
 
 class NulInUrlIsNotFound:
-    """A NUL byte anywhere in the URL answers 404: the file system refuses it in a path and
-    PostgreSQL in a query parameter, each with an exception that would otherwise answer 500."""
+    """A NUL byte in the URL's path answers 404 (no page has one), in its query 400, saying so: the
+    file system refuses it in a path and PostgreSQL in a query parameter, each with an exception
+    that would otherwise answer 500."""
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        query = unquote_to_bytes(request.META.get("QUERY_STRING", ""))
-        if "\x00" in request.path or b"\x00" in query:
+        if "\x00" in request.path:
             raise Http404("No such page.")
+        if b"\x00" in unquote_to_bytes(request.META.get("QUERY_STRING", "")):
+            raise ExplainedBadRequest("A value in the address holds a NUL character (%00), which no "
+                                      "search or filter can hold: remove it and try again.")
         return self.get_response(request)
 
 

@@ -211,10 +211,15 @@ def test_healthz_reconnects_after_a_redis_restart_and_names_stuck_work(client, d
         point_celery_at(broker_url)
 
 
-def test_a_nul_byte_anywhere_in_a_url_is_not_found(client, db, tech):
-    for url in ("/media/smears/a%00b.png", "/samples/%00/", "/samples/?q=%00", "/api/cells/?cell_type=%00",
-                "/accounts/login/?next=/%00"):
+def test_a_nul_byte_in_a_path_is_not_found_and_in_a_query_is_refused_saying_why(client, db, tech):
+    for url in ("/media/smears/a%00b.png", "/samples/%00/"):
         assert client.get(url).status_code == 404, url
+    for url in ("/samples/?q=%00", "/history/?accession=%00", "/accounts/login/?next=/%00"):
+        response = client.get(url)
+        assert response.status_code == 400, url
+        assert "holds a NUL character (%00)" in response.content.decode(), url
+    answer = client.get("/api/cells/?cell_type=%00")
+    assert answer.status_code == 400 and "NUL character" in answer.json()["error"]
 
 
 def test_deploy_check_is_clean_with_production_settings(tmp_path):

@@ -5,7 +5,7 @@ import sys
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.core.exceptions import BadRequest, RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpResponse, JsonResponse
 from django.middleware import csrf
 from django.shortcuts import render
@@ -51,9 +51,15 @@ def _not_found_message(request, exception):
     return GONE if generic and not is_api_request(request) else message
 
 
+class ExplainedBadRequest(BadRequest):
+    """A request refused for a reason its sender can act on: the 400 says it."""
+
+
 def _bad_request_reason(exception):
     """What went wrong, only where the user can act on it: Django's own 400 says nothing so as not
     to disclose what a tampered request tripped over."""
+    if isinstance(exception, ExplainedBadRequest):
+        return str(exception)
     if isinstance(exception, TooManyFilesSent):
         return (f"Too many files were sent at once. Upload at most {settings.MAX_FILES_PER_UPLOAD} "
                 "photographs at a time.")
