@@ -166,6 +166,8 @@ class ReclassifyForm(forms.Form):
 
     def clean(self):
         data = super().clean()
+        if "accession_number" in self.errors:
+            return data  # a number was given, and its own error says what is wrong with it
         accession = (data.get("accession_number") or "").strip()
         if accession and data.get("all_samples"):
             raise forms.ValidationError("Give an accession number or tick “All samples”, not both.")

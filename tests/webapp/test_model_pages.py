@@ -701,6 +701,11 @@ def test_reclassify_queues_the_chosen_sample_with_the_active_version(staff_clien
 
     response = staff_client.post(reverse("models:reclassify"), {})
     assert response.status_code == 400 and len(no_enqueue) == 3
+    too_long = staff_client.post(reverse("models:reclassify"), {"accession_number": "H" * 5000})
+    # Only the length is wrong: a number was given.
+    page = too_long.content.decode()
+    assert too_long.status_code == 400 and "at most 64 characters" in page
+    assert "Give an accession number, or tick" not in page and len(no_enqueue) == 3
 
 
 # --- run_training with a stand-in for the ML core ------------------------------------------------
