@@ -83,23 +83,23 @@ class DeletesCellsWithIt:
 
 
 class LeavesSignedOut:
-    """For the admin of a record a signed sample locks: "Delete selected" leaves the signed ones out
+    """For the admin of a record a signed sample locks: "Delete selected" leaves the locked ones out
     and says why. Django's confirmation page would otherwise refuse the whole deletion as a missing
     permission ("your account doesn't have permission"), to a superuser, about a locked result."""
 
-    signed_filter: str  # the lookup of a signed record, e.g. "status" or "sample__status"
+    locked: Q  # the records has_delete_permission refuses, e.g. those of a signed sample
+    locked_reason: str  # why, before the records' names
 
     def get_actions(self, request):
         return delete_selected_through(super().get_actions(request), type(self)._delete_unsigned)
 
     def _delete_unsigned(self, request, queryset):
-        signed = queryset.filter(**{self.signed_filter: Sample.Status.SIGNED})
-        if signed.exists():
-            names = ", ".join(str(record) for record in signed[:10])
-            self.message_user(request, f"Left out, as signed results are locked: {names}. Reopen the "
-                              "sample on its page before deleting it.", messages.WARNING)
-        unsigned = queryset.exclude(**{self.signed_filter: Sample.Status.SIGNED})
-        return delete_selected(self, request, unsigned) if unsigned.exists() else None
+        locked = queryset.filter(self.locked)
+        if locked.exists():
+            names = ", ".join(str(record) for record in locked[:10])
+            self.message_user(request, self.locked_reason.format(names=names), messages.WARNING)
+        unlocked = queryset.exclude(self.locked)
+        return delete_selected(self, request, unlocked) if unlocked.exists() else None
 
 
 def _without_fingerprint_bands(deleted):
@@ -131,7 +131,10 @@ class SmearImageInline(admin.TabularInline):
 
 @admin.register(Sample)
 class SampleAdmin(ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
-    signed_filter = "status"
+    # A result once signed stays on record (services.deletion.ensure_never_released), reopened too.
+    locked = Q(times_signed__gt=0)
+    locked_reason = ("Left out, as a result once signed stays on record: {names}. A reopened one is "
+                     "corrected and signed again instead.")
     list_display = ("accession_number", "created_at", "created_by", "image_count", "status")
     search_fields = ("accession_number",)
     date_hierarchy = "created_at"
@@ -199,7 +202,9 @@ class SampleAdmin(ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, admin
 
 @admin.register(SmearImage)
 class SmearImageAdmin(ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
-    signed_filter = "sample__status"
+    locked = Q(sample__status=Sample.Status.SIGNED)
+    locked_reason = ("Left out, as signed results are locked: {names}. Reopen the sample on its page "
+                     "before deleting it.")
     list_display = ("id", "sample", "original_filename", "status", "model_version", "width", "height",
                     "processed_at")
     list_filter = ("status",)

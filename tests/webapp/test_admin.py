@@ -73,32 +73,42 @@ def test_the_bulk_delete_action_removes_files_too(admin_client, isolated_media_r
     assert not any(path.exists() for path in files)
 
 
+LOCKED = {"sample": "Left out, as a result once signed stays on record: ",
+          "smearimage": "Left out, as signed results are locked: "}
+
+
 @pytest.mark.parametrize("model", ["smearimage", "sample"])
 def test_the_bulk_delete_leaves_signed_samples_out_and_says_why(admin_client, django_user_model, model,
                                                                 django_capture_on_commit_callbacks):
-    signed, open_ = make_sample("SIGNED-1"), make_sample("OPEN-1")
-    mark_signed(signed, django_user_model.objects.get(username="boss"))
+    signed, open_, reopened = make_sample("SIGNED-1"), make_sample("OPEN-1"), make_sample("REOPENED-1")
+    boss = django_user_model.objects.get(username="boss")
+    mark_signed(signed, boss)
+    mark_signed(reopened, boss)
+    Sample.objects.filter(pk=reopened.pk).update(status=Sample.Status.REOPENED)
     records = SmearImage.objects.all() if model == "smearimage" else Sample.objects.all()
     changelist = reverse(f"admin:webapp_{model}_changelist")
     selection = {"action": "delete_selected", "_selected_action": [record.pk for record in records]}
     confirm = admin_client.post(changelist, selection)
     page = confirm.content.decode()
-    # Not "your account doesn't have permission", to a superuser: the signed one is named, left out.
+    # Not "your account doesn't have permission", to a superuser: the locked ones are named, left out.
+    # A reopened sample's photograph may go (it is corrected), the sample itself never (released once).
     assert confirm.status_code == 200 and not confirm.context["perms_lacking"]
-    assert "Left out, as signed results are locked: SIGNED-1" in page and "OPEN-1" in page
+    message = page.split(LOCKED[model], 1)[1].split("<", 1)[0]
+    assert "SIGNED-1" in message and ("REOPENED-1" in message) == (model == "sample")
     confirmed = [record.pk for record in confirm.context["queryset"]]
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(changelist, {"action": "delete_selected", "post": "yes",
                                        "_selected_action": confirmed})
     assert set(Sample.objects.values_list("accession_number", flat=True)) == (
-        {"SIGNED-1"} if model == "sample" else {"SIGNED-1", "OPEN-1"})
+        {"SIGNED-1", "REOPENED-1"} if model == "sample" else {"SIGNED-1", "OPEN-1", "REOPENED-1"})
     assert SmearImage.objects.filter(sample=signed).exists()
     assert not SmearImage.objects.filter(sample=open_).exists()
-    # Only signed ones selected: nothing to confirm, the message alone.
+    assert SmearImage.objects.filter(sample=reopened).exists() == (model == "sample")
+    # Only locked ones selected: nothing to confirm, the message alone.
     left = [record.pk for record in records.model.objects.all()]
     only_signed = admin_client.post(changelist, {"action": "delete_selected", "_selected_action": left},
                                     follow=True)
-    assert "Left out, as signed results are locked" in only_signed.content.decode()
+    assert LOCKED[model] in only_signed.content.decode()
     assert records.model.objects.count() == len(left)
 
 
