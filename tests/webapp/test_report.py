@@ -49,6 +49,66 @@ def pdf_text(data):
     return b"\n".join(texts)
 
 
+def _streams(objects):
+    """Each object's dictionary and its stream, decoded: ReportLab writes page content Flate-compressed
+    and ASCII85-encoded, a font's ToUnicode CMap Flate-compressed."""
+    for number, body in objects.items():
+        found = re.match(rb"(<<.*?>>)\s*stream\r?\n(.*)endstream", body, re.S)
+        if found and rb"/FlateDecode" in found[1]:
+            stream = found[2]
+            if rb"/ASCII85Decode" in found[1]:
+                stream = base64.a85decode(stream.strip(), adobe=True)
+            yield number, found[1], zlib.decompressobj().decompress(stream)
+
+
+_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f", b"\n": b""}
+
+
+def _literal(string):
+    """A PDF literal string's bytes, its backslash escapes undone."""
+    def undo(escape):
+        octal, char = escape.groups()
+        return bytes([int(octal, 8)]) if octal else _ESCAPES.get(char, char)
+    return re.sub(rb"\\(?:([0-7]{1,3})|(.))", undo, string, flags=re.S)
+
+
+def pdf_lines(data):
+    """The lines of text a PDF reader copies out of the report: each string shown read through its
+    font's ToUnicode CMap (the embedded DejaVu Sans subsets), as UTF-16 for a CJK font's UCS-2
+    encoding (ReportLab's CID fonts), as Windows-1252 for a built-in font."""
+    objects = {int(number): body for number, body in re.findall(rb"(\d+) 0 obj\s*(.*?)endobj", data, re.S)}
+    cmaps = {number: {int(code, 16): chr(int(char, 16)) for code, char in
+                      re.findall(rb"<([0-9A-F]{2})> <([0-9A-F]+)>", stream)}
+             for number, _, stream in _streams(objects) if b"beginbfchar" in stream}
+    fonts = {}
+    for table in set(re.findall(rb"/Font (\d+) 0 R", data)):  # the pages' font resources: name -> font
+        for name, number in re.findall(rb"/(\S+) (\d+) 0 R", objects[int(table)]):
+            font = objects[int(number)]
+            unicode = re.search(rb"/ToUnicode (\d+) 0 R", font)
+            if unicode:
+                fonts[name] = lambda raw, cmap=cmaps[int(unicode[1])]: "".join(cmap[code] for code in raw)
+            elif re.search(rb"/Encoding /Uni\w+-UCS2-H", font):
+                fonts[name] = lambda raw: raw.decode("utf-16-be")
+            else:
+                fonts[name] = lambda raw: raw.decode("cp1252")
+    lines, line, font = [], [], None
+    # A font chosen, a string shown, or the end of a line (a new line, a move, the text's end).
+    shown = rb"/(\S+) [\d.]+ Tf|\(((?:\\.|[^\\()])*)\) Tj|(?<!\S)(T\*|Td|TD|Tm|ET)(?!\S)"
+    for _, head, stream in _streams(objects):
+        if b"/Length1" in head or b"beginbfchar" in stream:
+            continue  # a font file or a CMap, not a page
+        for name, string, ends in re.findall(shown, stream, re.S):
+            if name:
+                font = fonts[name]
+            elif ends:
+                if line:
+                    lines.append("".join(line))
+                line = []
+            else:
+                line.append(font(_literal(string)))
+    return lines
+
+
 def test_report_page_shows_accession_figures_nrbc_and_signer(client, tech, hematologist):
     sample = mark_signed(make_sample("H26-0042", types=TYPES), hematologist)
     page = client.get(reverse("lab:sample-report", args=[sample.pk]))
@@ -161,8 +221,9 @@ def test_pdf_has_the_page_content_and_the_crops(client, tech, hematologist):
     # Every page says whose result it is, how final, and which page it is.
     pages = len(re.findall(rb"/Type\s*/Page\b", data))
     assert pages >= 1
-    assert text.count(rb"(Leukocyte differential H26-0047 \227 Final) Tj") == pages
-    assert [int(n) for n in re.findall(rb"\(Page (\d+)\) Tj", text)] == list(range(1, pages + 1))
+    lines = pdf_lines(data)
+    assert lines.count("Leukocyte differential H26-0047 \u2014 Final") == pages
+    assert [int(line[5:]) for line in lines if line.startswith("Page ")] == list(range(1, pages + 1))
     # One picture per stored crop: three types on the sample, five cells.
     assert len(re.findall(rb"/Subtype\s*/Image", data)) == 5
 
@@ -262,8 +323,9 @@ def test_the_samples_note_is_on_the_report_and_a_long_type_says_how_many_it_show
             in page)
     assert "Neutrophil (4 of 6 shown)" in page and "Lymphocyte (1)" in page
 
-    text = pdf_text(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
-    assert b"x100 oil" in text and b"Neutrophil \\(4 of 6 shown\\)" in text
+    text = " ".join(pdf_lines(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content))
+    assert "Note: May-Grünwald-Giemsa, x100 oil <b>left shift?</b>" in text
+    assert "Neutrophil (4 of 6 shown)" in text
 
 
 def test_a_report_of_one_cell_photographs_says_how_it_was_counted(client, tech):
