@@ -335,3 +335,43 @@ def test_a_report_of_one_cell_photographs_says_how_it_was_counted(client, tech):
     Sample.objects.filter(pk=sample.pk).update(photographs=Sample.Photographs.ONE_CELL_EACH)
     assert said in client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
     assert said.encode() in pdf_text(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
+
+
+def test_the_pdf_prints_every_labs_script(client, tech, hematologist):
+    # The audit's note printed as "■■■■■■■ ■■ ■■■■…; Ελληνικ■; ■■■■; ■ód■": built-in Helvetica has
+    # nothing outside Latin-1, so on the signed PDF even why a result was corrected could not be read.
+    note = "Окраска по Романовскому; Ελληνικά; 中文备注; Łódź"
+    hematologist.first_name, hematologist.last_name = "Łucja", "Źródło-Петрова"
+    hematologist.save()
+    with_role(hematologist, "hematologist")
+    sample = make_sample("ЛБ-0054-中", types=TYPES)
+    Sample.objects.filter(pk=sample.pk).update(note=note)
+    sign_sample(sample, hematologist, below_target_reason="Лейкопения; λευκοπενία; 白细胞减少")
+    reopen_sample(sample, hematologist, "Клетка 3 — базофил; βασεόφιλο; 嗜碱性粒细胞; źle")
+    review_cell(Cell.objects.get(image__sample=sample, index=2), "BASOPHIL", hematologist)
+    sample = sign_sample(sample, hematologist, below_target_reason="Лейкопения; λευκοπενία; 白细胞减少")
+
+    lines = pdf_lines(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
+    text = " ".join(" ".join(lines).split())  # a wrapped line ends in its space, or not
+    for expected in ("Leukocyte differential \u2014 ЛБ-0054-中", f"Note: {note}",
+                     "Signed by Łucja Źródło-Петрова on ",
+                     "Signed below the target count of 100: Лейкопения; λευκοπενία; 白细胞减少",
+                     "Amended after reopening by Łucja Źródło-Петрова on ",
+                     "Клетка 3 — базофил; βασεόφιλο; 嗜碱性粒细胞; źle"):
+        assert expected in text, (expected, lines)
+    assert "Leukocyte differential ЛБ-0054-中 \u2014 Amended" in lines  # the footer
+    assert "\ufffd" not in text, lines
+
+
+def test_the_pdf_breaks_cjk_lines_and_marks_what_no_font_draws(client, tech):
+    # CJK text has no spaces to break a line at: a long note ran off the page in one line.
+    note = "末梢血涂片瑞氏染色" * 12 + " x\u200dy e\u0301 \U0001F600\ufe0f ｶﾀｶﾅ"
+    sample = make_sample("H26-0055", types=TYPES)
+    Sample.objects.filter(pk=sample.pk).update(note=note)
+    lines = pdf_lines(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
+    start = next(index for index, line in enumerate(lines) if line.startswith("Note: "))
+    held = [line for line in lines[start:start + 5] if "末" in line or "染" in line]
+    assert len(held) >= 2  # each line as wide as the page, none off it
+    # The joiner draws nothing and the emoji's colour selector nothing either; the accent goes on its
+    # letter; the emoji, which no font here has, prints as U+FFFD; half-width katakana print full width.
+    assert "".join(held) == f"Note: {'末梢血涂片瑞氏染色' * 12} x\u200dy é \ufffd\ufe0f カタカナ"

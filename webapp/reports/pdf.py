@@ -4,9 +4,19 @@ are drawn from one view model, webapp.presenters.report.SampleReport.
 Every text that came from a person or a file (accession number, reasons, file names) is escaped
 before ReportLab's paragraph markup reads it. A crop missing from storage is left out of the
 gallery, never a reason to fail the report.
+
+The page is set in DejaVu Sans (vendored in fonts/, embedded as a subset: Latin, Latin Extended,
+Greek, Cyrillic and more), not in the built-in Helvetica, which draws a black box for anything
+outside Latin-1. Chinese, Japanese and Korean runs are set in ReportLab's built-in CID fonts, which
+the PDF names and the reader draws: ReportLab never falls back from one font to another by itself.
 """
 
+import bisect
+import functools
 import io
+import threading
+import unicodedata
+from pathlib import Path
 from xml.sax.saxutils import escape
 
 from django.core.files.storage import default_storage
@@ -15,6 +25,9 @@ from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import (
     Image,
     KeepTogether,
@@ -27,11 +40,39 @@ from reportlab.platypus import (
 
 from webapp.counting import type_label
 
+FONTS = Path(__file__).resolve().parent / "fonts"
+BODY, BOLD = "DejaVuSans", "DejaVuSans-Bold"
+# ReportLab's built-in CID fonts for CJK. Chinese Song (Adobe-GB1: GBK's whole range) draws every
+# unified Han character, simplified or traditional, Japanese kanji and Korean hanja included, kana and
+# bopomofo: no text is lost when languages mix, at the price of Chinese glyph shapes for Japanese.
+# Hangul, which it lacks, takes the Korean Gothic.
+CJK, HANGUL = "STSong-Light", "HYGothic-Medium"
+# The code points each one's character collection holds, as its UCS-2 CMap maps them (checked with
+# poppler's copies of Adobe's CMaps). Another CJK character is drawn as its compatibility form
+# (NFKC: a half-width katakana as the full-width one, a compatibility ideograph as the unified one).
+_CJK_RANGES = sorted([
+    *((first, last, CJK) for first, last in (
+        (0x2E80, 0x2EF3), (0x3001, 0x3003), (0x3005, 0x3017), (0x301D, 0x301E), (0x3021, 0x3029),
+        (0x3041, 0x3094), (0x309B, 0x309E), (0x30A1, 0x30FA), (0x30FC, 0x30FE), (0x3105, 0x312C),
+        (0x31A0, 0x31B7), (0x3220, 0x3229), (0x3400, 0x4DB5), (0x4E00, 0x9FA5), (0xFE30, 0xFE30),
+        (0xFE49, 0xFE4F), (0xFF01, 0xFF5E), (0xFFE0, 0xFFE5))),
+    *((first, last, HANGUL) for first, last in (
+        (0x3131, 0x318E), (0x3200, 0x321C), (0x3260, 0x327B), (0xAC00, 0xD7A3))),
+])
+_CJK_STARTS = [first for first, _, _ in _CJK_RANGES]
+# What no font here draws (emoji, scripts DejaVu lacks, anything beyond the Basic Multilingual Plane)
+# is printed as U+FFFD: a visible mark that something was there, not an empty box nor a character
+# left out unseen. Beyond the BMP even what DejaVu has is replaced: ReportLab writes such a
+# character's ToUnicode entry wrong, so its text would copy out of the PDF garbled.
+REPLACEMENT = "\ufffd"
+_REGISTERING = threading.Lock()
+
 CROP_SIZE = 18 * mm
 _GRID = TableStyle([
     ("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
     ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#eeeeee")),
-    ("FONTNAME", (0, 0), (-1, 0), "Helvetica-Bold"),
+    ("FONTNAME", (0, 0), (-1, -1), BODY),
+    ("FONTNAME", (0, 0), (-1, 0), BOLD),
     ("FONTSIZE", (0, 0), (-1, -1), 9),
     ("ALIGN", (1, 0), (-1, -1), "RIGHT"),
     ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
@@ -42,8 +83,79 @@ def _when(moment):
     return formats.date_format(timezone.localtime(moment), "Y-m-d H:i T") if moment else ""
 
 
+def _register_fonts():
+    """Registers the fonts, once a process (reading the two TrueType files takes some 60 ms), and
+    answers the code points DejaVu Sans draws in both weights. Locked: a second registration while a
+    first request's PDF is being drawn would swap the font objects under it."""
+    with _REGISTERING:
+        return _registered()
+
+
+@functools.cache
+def _registered():
+    regular, bold = TTFont(BODY, FONTS / "DejaVuSans.ttf"), TTFont(BOLD, FONTS / "DejaVuSans-Bold.ttf")
+    for font in (regular, bold):
+        pdfmetrics.registerFont(font)
+    pdfmetrics.registerFontFamily(BODY, normal=BODY, bold=BOLD, italic=BODY, boldItalic=BOLD)
+    for name in (CJK, HANGUL):
+        pdfmetrics.registerFont(UnicodeCIDFont(name))
+        # No bold CID face: <b> around a CJK run keeps its font rather than failing to find one.
+        pdfmetrics.registerFontFamily(name, normal=name, bold=name, italic=name, boldItalic=name)
+    both = set(regular.face.charToGlyph).intersection(bold.face.charToGlyph)
+    return frozenset(code for code in both if code <= 0xFFFF)
+
+
+def _cjk_font(code):
+    index = bisect.bisect_right(_CJK_STARTS, code) - 1
+    if index >= 0 and code <= _CJK_RANGES[index][1]:
+        return _CJK_RANGES[index][2]
+    return None
+
+
+def _drawn(char, covered):
+    """One character as (character, font) pairs that some font here draws: font None for DejaVu Sans."""
+    font = _cjk_font(ord(char))
+    if font or ord(char) in covered:
+        return [(char, font)]
+    if char.isspace():
+        return [(char if char.isascii() else " ", None)]
+    if unicodedata.category(char) in ("Cc", "Cf") or "VARIATION SELECTOR" in unicodedata.name(char, ""):
+        # A control or format character (a direction mark) or a variation selector (an emoji's
+        # colour form) only says how to show what is beside it: nothing to see of its own.
+        return []
+    compatible = unicodedata.normalize("NFKC", char)
+    if compatible != char and all(_cjk_font(ord(c)) or ord(c) in covered for c in compatible):
+        return [(c, _cjk_font(ord(c))) for c in compatible]
+    return [(REPLACEMENT, None)]
+
+
+def _runs(value):
+    """`value` as (font, text) runs: font None for the text around it (DejaVu Sans, regular or bold),
+    else the CID font of a CJK run. Composed first (NFC): ReportLab does not place combining marks."""
+    covered = _register_fonts()
+    runs = []
+    for char in unicodedata.normalize("NFC", value):
+        for shown, font in _drawn(char, covered):
+            if runs and runs[-1][0] == font:
+                runs[-1][1] += shown
+            else:
+                runs.append([font, shown])
+    return [(font, text) for font, text in runs]
+
+
 def _text(value):
-    return escape(str(value))
+    """A person's or a file's text as paragraph markup: escaped, each CJK run in its CID font."""
+    return "".join(escape(text) if font is None else f'<font name="{font}">{escape(text)}</font>'
+                   for font, text in _runs(str(value)))
+
+
+def _paragraph(markup, style):
+    """A paragraph of the report. One that holds CJK breaks its lines between characters, as CJK text
+    has no spaces to break at (a long note would run off the page); a word of another script in it
+    still breaks at a space."""
+    if f'<font name="{CJK}">' in markup or f'<font name="{HANGUL}">' in markup:
+        style = style.clone(f"{style.name}-cjk", wordWrap="CJK")
+    return Paragraph(markup, style)
 
 
 def _table(rows, widths):
@@ -66,24 +178,24 @@ def _status(report, styles):
         line = f"Signed by {_text(report.signed_by) or 'unknown'} on {_when(report.signed_at)}"
         if report.amended:
             line += f" \u2014 <b>amended</b> (signed {report.times_signed} times)"
-        flowables = [Paragraph(line, styles["Normal"])]
+        flowables = [_paragraph(line, styles["Normal"])]
         if report.amended_because:
-            flowables.append(Paragraph(
+            flowables.append(_paragraph(
                 f"Amended after reopening by {_text(report.reopened_by) or 'unknown'} on "
                 f"{_when(report.reopened_at)}: {_text(report.amended_because)}", styles["Normal"]))
         return flowables
-    flowables = [Paragraph(f"<b>{report.result.label}</b>", styles["banner"])]
+    flowables = [_paragraph(f"<b>{report.result.label}</b>", styles["banner"])]
     if report.reopened:
-        flowables.append(Paragraph(
+        flowables.append(_paragraph(
             f"Reopened by {_text(report.reopened_by)} on {_when(report.reopened_at)}: "
             f"{_text(report.reopen_reason)}", styles["Normal"]))
     return flowables
 
 
 def _differential(report, styles):
-    story = [Paragraph("Differential", styles["Heading2"])]
+    story = [_paragraph("Differential", styles["Heading2"])]
     if not report.differential:
-        return story + [Paragraph("No leukocytes counted.", styles["Normal"])]
+        return story + [_paragraph("No leukocytes counted.", styles["Normal"])]
     rows = [["Type", "Count", "%", "95% range"]]
     rows += [[figure.label, figure.count, f"{figure.value:.1f}", f"{figure.low}\u2013{figure.high}"]
              for figure in report.differential]
@@ -101,7 +213,7 @@ def _differential(report, styles):
 def _beside(report, styles):
     story = []
     if report.per_100:
-        story.append(Paragraph("Per 100 leukocytes", styles["Heading2"]))
+        story.append(_paragraph("Per 100 leukocytes", styles["Heading2"]))
         rows = [["Figure", "Count", "/100 WBC"]]
         rows += [[figure.label, figure.count, "\u2013" if figure.value is None else f"{figure.value:.1f}"]
                  for figure in report.per_100]
@@ -112,16 +224,16 @@ def _beside(report, styles):
     if report.partial_left_out:
         apart.append(f"Cut by the photograph's edge, left out: {report.partial_left_out}")
     if apart:
-        story.append(Paragraph("Not counted", styles["Heading2"]))
-        story.append(Paragraph("; ".join(apart), styles["Normal"]))
+        story.append(_paragraph("Not counted", styles["Heading2"]))
+        story.append(_paragraph("; ".join(apart), styles["Normal"]))
     return story
 
 
 def _warnings(report, styles):
     if not report.warnings:
         return []
-    story = [Paragraph("Warnings", styles["Heading2"])]
-    story += [Paragraph(f"\u2022 {_text(warning)}", styles["Normal"]) for warning in report.warnings]
+    story = [_paragraph("Warnings", styles["Heading2"])]
+    story += [_paragraph(f"\u2022 {_text(warning)}", styles["Normal"]) for warning in report.warnings]
     return story
 
 
@@ -130,26 +242,38 @@ def _gallery(report, styles):
     for kind in report.gallery:
         pictures = [picture for picture in map(_crop, kind.crops) if picture is not None]
         if pictures:
-            rows.append([Paragraph(_text(kind.caption), styles["Normal"]), *pictures])
+            rows.append([_paragraph(_text(kind.caption), styles["Normal"]), *pictures])
     if not rows:
         return []
     width = max(len(row) for row in rows)
     rows = [row + [""] * (width - len(row)) for row in rows]
     table = Table(rows, colWidths=[45 * mm] + [CROP_SIZE + 2 * mm] * (width - 1), hAlign="LEFT")
     table.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "MIDDLE")]))
-    return [KeepTogether([Paragraph("Cells of each type", styles["Heading2"]), table])]
+    return [KeepTogether([_paragraph("Cells of each type", styles["Heading2"]), table])]
 
 
 def _networks(report, styles):
     if not report.versions:
         return []
     lines = "; ".join(f"{_text(v.label)} ({_text(v.architecture)}, {_text(v.task)})" for v in report.versions)
-    return [Paragraph(f"Classified by {lines}.", styles["small"])]
+    return [_paragraph(f"Classified by {lines}.", styles["small"])]
+
+
+def _draw_line(canvas, x, y, value, size):
+    """One line of text on the canvas from `x`, its CJK runs in their CID fonts."""
+    line = canvas.beginText(x, y)
+    for font, text in _runs(value):
+        line.setFont(font or BODY, size)
+        line.textOut(text)
+    canvas.drawText(line)
 
 
 def render_pdf(report, compress=True):
     """The report as PDF bytes (A4). `compress=False` leaves the page text readable in the file."""
+    _register_fonts()
     styles = getSampleStyleSheet()
+    styles["Normal"].fontName = BODY
+    styles["Title"].fontName = styles["Heading2"].fontName = BOLD
     styles.add(styles["Normal"].clone("banner", textColor=colors.white, backColor=colors.HexColor("#b3261e"),
                                       fontSize=12, leading=16, borderPadding=4, spaceAfter=6))
     styles.add(styles["Normal"].clone("small", fontSize=8, leading=10, textColor=colors.grey))
@@ -159,30 +283,31 @@ def render_pdf(report, compress=True):
         bottomMargin=16 * mm, title=f"Leukocyte differential {report.accession}",
         author="Leukoscope", pageCompression=1 if compress else 0,
     )
-    story = [Paragraph(f"Leukocyte differential \u2014 {_text(report.accession)}", styles["Title"])]
+    story = [_paragraph(f"Leukocyte differential \u2014 {_text(report.accession)}", styles["Title"])]
     story += _status(report, styles)
     if report.note:
-        story.append(Paragraph(f"<b>Note:</b> {_text(report.note)}".replace("\n", "<br/>"), styles["Normal"]))
+        note = f"<b>Note:</b> {_text(report.note)}".replace("\n", "<br/>")
+        story.append(_paragraph(note, styles["Normal"]))
     if report.photographs_note:
-        story.append(Paragraph(_text(report.photographs_note), styles["Normal"]))
+        story.append(_paragraph(_text(report.photographs_note), styles["Normal"]))
     if report.below_target_reason:
-        story.append(Paragraph(f"Signed below the target count of {report.target_count}: "
-                               f"{_text(report.below_target_reason)}", styles["Normal"]))
+        story.append(_paragraph(f"Signed below the target count of {report.target_count}: "
+                                f"{_text(report.below_target_reason)}", styles["Normal"]))
     story += _warnings(report, styles)
     story += _differential(report, styles)
     story += _beside(report, styles)
     story += _gallery(report, styles)
     story.append(Spacer(1, 4 * mm))
     story += _networks(report, styles)
-    story.append(Paragraph(f"Printed {_when(report.generated_at)}", styles["small"]))
+    story.append(_paragraph(f"Printed {_when(report.generated_at)}", styles["small"]))
 
     def footer(canvas, page):
         # A page that comes loose from the others still says whose result it is, and how final.
         canvas.saveState()
-        canvas.setFont("Helvetica", 8)
+        canvas.setFont(BODY, 8)
         canvas.setFillColor(colors.grey)
-        canvas.drawString(18 * mm, 9 * mm, f"Leukocyte differential {report.accession} \u2014 "
-                                           f"{report.result.label}")
+        _draw_line(canvas, 18 * mm, 9 * mm, f"Leukocyte differential {report.accession} \u2014 "
+                                            f"{report.result.label}", 8)
         canvas.drawRightString(A4[0] - 18 * mm, 9 * mm, f"Page {page.page}")
         canvas.restoreState()
 
