@@ -461,9 +461,19 @@ def check_files(files, known=()):
         _upload_slots.release()
 
 
+def _first_holder(checked, *places):
+    """(name, where) of the photograph ``checked`` is a file of, in the first of ``places`` ((held
+    photographs, where they are) pairs) that holds one; None if none does."""
+    for held, where in places:
+        same = held.holder(checked)
+        if same is not None:
+            return same, where
+    return None
+
+
 def _check_files(files, known):
     accepted, rejected = [], []
-    held = HeldPhotographs(known or ())
+    in_sample, in_upload = HeldPhotographs(known or ()), HeldPhotographs()
     # At least one photograph at the largest each may be, whatever the settings say.
     pixels_left = max(settings.MAX_UPLOAD_MEGAPIXELS * 1_000_000, settings.MAX_IMAGE_PIXELS)
     bytes_left = max(settings.MAX_UPLOAD_TOTAL_MB * 1024 * 1024, settings.MAX_UPLOAD_BYTES)
@@ -500,12 +510,12 @@ def _check_files(files, known):
         # A multi-page file's header gives its first page; the page kept may be larger.
         pixels_left -= max(0, checked.width * checked.height - claimed)
         checked.checksum = hashlib.sha256(checked.content).hexdigest()
-        same = held.holder(checked)
-        if same is not None:
+        found = _first_holder(checked, (in_sample, IN_THE_SAMPLE), (in_upload, IN_THE_UPLOAD))
+        if found is not None:
             # Its cells would be counted twice and skew the differential count.
-            rejected.append(RejectedFile(name, duplicate_reason(same)))
+            rejected.append(RejectedFile(name, duplicate_reason(name, *found)))
             continue
-        held.add(checked.checksum, checked.fingerprint, name)
+        in_upload.add(checked.checksum, checked.fingerprint, name)
         accepted.append((name, checked))
     return accepted, rejected
 
@@ -535,6 +545,14 @@ def over_budget_reason():
             "Add it, and those after it, in another upload.")
 
 
-def duplicate_reason(name):
-    return (f"This is the same photograph as {name} (the same field, whatever its file format or "
-            "orientation); it is counted once.")
+IN_THE_SAMPLE, IN_THE_UPLOAD = "already in this sample", "earlier in this upload"
+
+
+def duplicate_reason(name, same, where):
+    """Why the file ``name`` is refused as the photograph ``same``, held ``where``: IN_THE_SAMPLE
+    or IN_THE_UPLOAD."""
+    if name == same:  # "the same photograph as" itself would read as a fault of the check
+        return ("This photograph is already in this sample; it is counted once." if where == IN_THE_SAMPLE
+                else "This photograph was sent twice in this upload; it is counted once.")
+    return (f"This is the same photograph as {same} (the same field, whatever its file format or "
+            f"orientation), {where}; it is counted once.")

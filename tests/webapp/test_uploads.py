@@ -483,6 +483,13 @@ def test_the_same_photograph_twice_is_counted_once(queued):
                                                          upload("new.jpg", jpeg_bytes(seed=5))])
     assert [image.original_filename for image in again.stored] == ["new.jpg"]
     assert "same photograph as a.jpg" in again.rejected[0].reason
+    assert result.rejected[0].reason.endswith("), earlier in this upload; it is counted once.")
+    assert again.rejected[0].reason.endswith("), already in this sample; it is counted once.")
+    # The same file again, under its own name: said so, not "the same photograph as" itself.
+    same_name = uploads.add_images_to_sample(result.sample, [upload("a.jpg", data)])
+    assert same_name.rejected[0].reason == "This photograph is already in this sample; it is counted once."
+    twice = create_sample_with_images("H26-0299", "", [upload("b.jpg", data), upload("b.jpg", data)])
+    assert twice.rejected[0].reason == "This photograph was sent twice in this upload; it is counted once."
 
 
 @pytest.mark.django_db
@@ -588,7 +595,8 @@ def test_a_photograph_stored_by_another_upload_while_the_files_were_read_is_refu
 
     monkeypatch.setattr(uploads, "check_files", read_while_another_upload_lands)
     result = uploads.add_images_to_sample(sample, [upload("b.jpg", data)])
-    assert result.stored == [] and "same photograph as b.jpg" in result.rejected[0].reason
+    assert result.stored == [] and result.rejected[0].reason == (
+        "This photograph is already in this sample; it is counted once.")
     assert sample.images.filter(original_filename="b.jpg").count() == 1
 
 

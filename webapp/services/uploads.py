@@ -14,7 +14,14 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from webapp import audit
-from webapp.intake import HeldPhotographs, RejectedFile, check_files, duplicate_reason, fingerprint_bands
+from webapp.intake import (
+    IN_THE_SAMPLE,
+    HeldPhotographs,
+    RejectedFile,
+    check_files,
+    duplicate_reason,
+    fingerprint_bands,
+)
 from webapp.models import FingerprintBand, Sample, SmearImage
 from webapp.queueing import queue_classifications
 from webapp.selectors import (
@@ -170,7 +177,8 @@ def add_images_to_sample(sample, files):
             arrived = set(sample.images.values_list("pk", flat=True)) - known.keys()
             held = HeldPhotographs(_known_photographs(sample, arrived).values() if arrived else ())
             found = [(name, held.holder(checked)) for name, checked in accepted]
-            rejected += [RejectedFile(name, duplicate_reason(same)) for name, same in found if same]
+            rejected += [RejectedFile(name, duplicate_reason(name, same, IN_THE_SAMPLE))
+                         for name, same in found if same]
             accepted = [pair for pair, (_, same) in zip(accepted, found, strict=True) if not same]
             stored = add_images(sample, accepted, sample_version_id(sample))
     return UploadResult(sample=sample, stored=stored, rejected=rejected,
