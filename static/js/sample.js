@@ -218,7 +218,9 @@
     var number = row && row.cells.length ? row.cells[0].textContent.trim() : "";
     var heading = form.closest(".image-card") && form.closest(".image-card").querySelector("header h2");
     var on = heading ? " on " + heading.textContent.trim() : "";
-    var label = ((button && button.getAttribute("aria-label")) || type).toLowerCase();
+    // A type whose key is not its initial is labelled with it ("Platelet (G)"): not said here.
+    var label = ((button && button.getAttribute("aria-label")) || type).replace(/\s*\([^)]*\)$/, "")
+      .toLowerCase();
     var confirmed = button && button.getAttribute("aria-pressed") === "true";
     return "Cell " + number + on + (confirmed ? " confirmed as " : " relabelled ") + label;
   }

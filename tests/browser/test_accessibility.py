@@ -75,6 +75,10 @@ def test_type_buttons_say_their_type_and_state_and_a_review_is_announced(live_se
     page.keyboard.press("l")
     expect(region).to_have_text("Cell 2 on BR-A11Y.png confirmed as lymphocyte")
     assert Cell.objects.get(pk=second.pk).corrected_type == "LYMPHOCYTE"
+    # A type named with its key ("Platelet (G)", its key not its initial) is announced by its name.
+    page.locator(f'tr.cellrow[data-cell="{second.pk}"]').click(position={"x": 8, "y": 8})
+    page.keyboard.press("g")
+    expect(region).to_have_text("Cell 2 on BR-A11Y.png relabelled platelet")
 
 
 def test_a_flash_message_is_read_from_a_live_region(live_server, browser_page, django_user_model):
