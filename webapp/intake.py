@@ -55,6 +55,9 @@ class CheckedImage:
     fingerprint: str = ""  # fingerprint(): the same field's photograph, however it was encoded
     # oriented_fingerprints(): the field's seven other orientations, to find a turned copy
     turned: tuple = ()
+    # A multi-page file (TIFF) keeps one page: how many it held, and which was kept (from 0).
+    pages: int = 1
+    page_kept: int = 0
 
 
 @dataclass
@@ -204,8 +207,10 @@ def check_image(uploaded):
     image = _decode(data)
     source_format = image.format or "image"
     notes = [note for note in (_bits_per_channel_note(_open(data)),) if note]
-    if page_note := _keep_one_page(image):
-        notes.append(page_note)
+    pages, page_kept = _keep_one_page(image)
+    if pages > 1:
+        notes.append(f"page {page_kept + 1} of {pages} kept, the largest" if page_kept
+                     else f"first of {pages} frames kept")
 
     if image.mode in GREYSCALE_MODES:
         # The stain colours are what tells a lymphocyte from a neutrophil; grey cannot be undone.
@@ -242,29 +247,29 @@ def check_image(uploaded):
     if not notes and source_format in ("JPEG", "PNG"):
         # Keep the photograph byte for byte when nothing had to change.
         return CheckedImage(data, ".jpg" if source_format == "JPEG" else ".png", width, height,
-                            fingerprint=pixels, turned=turned)
+                            fingerprint=pixels, turned=turned)  # no note: a single page
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False, compress_level=3)
     note = f"{source_format} stored as 8-bit RGB PNG: " + ", ".join(notes or ["re-encoded"])
     return CheckedImage(buffer.getvalue(), ".png", width, height, note[:255],
-                        fingerprint=pixels, turned=turned)
+                        fingerprint=pixels, turned=turned, pages=pages, page_kept=page_kept)
 
 
 def _keep_one_page(image):
     """Of a multi-page TIFF or an animation, load the page stored: the largest (a TIFF may open
-    with a thumbnail), and only one within the pixel limit. Returns the note saying which, "" for
-    an image of one page. verify() read the first page alone: a later one may be cut short."""
+    with a thumbnail), and only one within the pixel limit. Returns (pages, the page kept, from 0).
+    verify() read the first page alone: a later one may be cut short."""
     try:
         frames = getattr(image, "n_frames", 1)
         if frames <= 1:
-            return ""
+            return 1, 0
         page = _largest_page(image, frames)
         image.seek(page)
         image.load()
     except DECODE_ERRORS:
         raise ImageRejected("The image is damaged or truncated: a page of it cannot be read (the upload "
                             "may have been cut short).") from None
-    return f"page {page + 1} of {frames} kept, the largest" if page else f"first of {frames} frames kept"
+    return frames, page
 
 
 def _largest_page(image, frames):

@@ -159,6 +159,23 @@ def test_multi_frame_tiff_keeps_the_first_frame():
     assert getattr(Image.open(io.BytesIO(checked.content)), "n_frames", 1) == 1
 
 
+@pytest.mark.django_db
+def test_the_upload_says_which_page_of_a_multi_page_file_it_kept(client, tech, queued):
+    first, second = Image.fromarray(smear_array()), Image.fromarray(smear_array(seed=4))
+    third = first.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    stack = encoded(first, "TIFF", save_all=True, append_images=[second, third])
+    response = client.post(reverse("lab:upload"), {"accession_number": "H26-0650", "images": [
+        upload("stack.tif", stack), upload("one.jpg", jpeg_bytes())]}, follow=True)
+    page = response.content.decode()
+    assert ("stack.tif holds 3 pages: only the first was stored and classified. Save each field as a "
+            "file of its own to have the others classified.") in page
+    assert "one.jpg holds" not in page and SmearImage.objects.count() == 2
+    sample = Sample.objects.get()
+    more = client.post(reverse("lab:sample-add-images", args=[sample.pk]), {"images": [
+        upload("scan.tif", scanner_tiff())]}, follow=True).content.decode()
+    assert "scan.tif holds 3 pages: only page 2, the largest, was stored and classified." in more
+
+
 def test_a_tiff_that_opens_with_a_thumbnail_keeps_its_largest_page():
     field = Image.fromarray(smear_array(width=240, height=180))
     thumbnail = field.resize((80, 60))

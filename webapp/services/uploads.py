@@ -69,6 +69,8 @@ class UploadResult:
     # (a teaching slide may be entered twice), but a field in two patients' samples is more often
     # a mix-up, which the person uploading should hear of at once.
     also_elsewhere: list = field(default_factory=list)
+    # (file name, pages, the page kept, from 0): stored multi-page files, of which one page was kept.
+    pages_left_out: list = field(default_factory=list)
 
 
 # The stored name's stem, in characters: the field holds 100 with its "smears/YYYY/MM/DD/" folder, the
@@ -156,6 +158,7 @@ def create_sample_with_images(accession_number, note, files, user=None,
         # PostgreSQL a "re-classify all" committed while this upload is stored does not see it:
         # this sample stays with the version it was uploaded under, whole.)
         result.stored = add_images(sample, accepted, active_version_id())
+        result.pages_left_out = _pages_left_out(accepted)
     result.sample = sample
     result.also_elsewhere = _also_elsewhere(sample, result.stored)
     logger.info("Sample %s: %d image(s) queued, %d rejected", sample.pk, len(result.stored), len(rejected))
@@ -182,7 +185,12 @@ def add_images_to_sample(sample, files):
             accepted = [pair for pair, (_, same) in zip(accepted, found, strict=True) if not same]
             stored = add_images(sample, accepted, sample_version_id(sample))
     return UploadResult(sample=sample, stored=stored, rejected=rejected,
-                        also_elsewhere=_also_elsewhere(sample, stored))
+                        also_elsewhere=_also_elsewhere(sample, stored),
+                        pages_left_out=_pages_left_out(accepted) if stored else [])
+
+
+def _pages_left_out(accepted):
+    return [(name, checked.pages, checked.page_kept) for name, checked in accepted if checked.pages > 1]
 
 
 def _known_photographs(sample, ids=None):

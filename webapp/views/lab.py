@@ -101,6 +101,13 @@ def _report_rejections(request, rejected):
             f"hold {upload_budget()}. Add {them} to the sample in another upload."))
 
 
+def _report_pages_left_out(request, pages_left_out):
+    for name, pages, kept in pages_left_out:
+        which = f"page {kept + 1}, the largest," if kept else "the first"
+        messages.warning(request, f"{name} holds {pages} pages: only {which} was stored and classified. "
+                                  "Save each field as a file of its own to have the others classified.")
+
+
 # Past this many, one line for the batch: 150 copies of another sample's smears gave 150 warnings.
 ALSO_ELSEWHERE_NAMED = 3
 
@@ -143,6 +150,7 @@ def upload(request):
             _report_stored(request, result.stored, "photograph")
             _report_rejections(request, result.rejected)
             _report_also_elsewhere(request, result.also_elsewhere)
+            _report_pages_left_out(request, result.pages_left_out)
             return redirect("lab:sample-detail", pk=result.sample.pk)
         rejected = result.rejected
         form.add_error("images", "None of the files could be stored; nothing was saved.")
@@ -283,6 +291,7 @@ def sample_add_images(request, pk):
         _report_stored(request, result.stored, "more photograph")
     _report_rejections(request, result.rejected)
     _report_also_elsewhere(request, result.also_elsewhere)
+    _report_pages_left_out(request, result.pages_left_out)
     if result.stored:  # at the first new card: on a sample of many pages, the last, not the first
         return redirect(lab_pages.photograph_address(result.stored[0]))
     return redirect("lab:sample-detail", pk=sample.pk)
