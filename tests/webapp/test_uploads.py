@@ -1070,7 +1070,7 @@ class _HeldFile(io.BytesIO):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_uploads_past_those_a_process_checks_at_once_are_refused_saying_so(client, tech, queued):
+def test_uploads_past_those_a_process_checks_at_once_are_refused_saying_so(client, tech, queued, caplog):
     # The security audit: twelve large uploads at once held every request thread of the web server,
     # and nobody's page loaded for 85 s. One past UPLOADS_CHECKED_AT_ONCE is refused at once, stores
     # nothing, and says to try again; once they are done, uploads are taken again.
@@ -1089,6 +1089,9 @@ def test_uploads_past_those_a_process_checks_at_once_are_refused_saying_so(clien
                                                        "images": [upload("field.jpg", jpeg_bytes(seed=1))]})
         assert response.status_code == 503 and response["Retry-After"] == "60"
         assert intake.UPLOADS_BUSY in response.content.decode()
+        # Logged as the moment's refusal it is, not as an error that would wake whoever watches.
+        logged = [record for record in caplog.records if getattr(record, "status_code", None) == 503]
+        assert logged and all(record.levelname == "WARNING" for record in logged)
         assert "The 1 photograph you chose was not stored: choose it again." in response.content.decode()
         assert not Sample.objects.filter(accession_number="H26-0900").exists()
         response = client.post(reverse("lab:sample-add-images", args=[earlier.pk]),
