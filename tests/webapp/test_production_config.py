@@ -285,3 +285,14 @@ def test_train_on_a_missing_folder_is_refused_before_a_version_is_stored(tmp_pat
     with pytest.raises(CommandError, match="is a file, not a folder"):
         call_command("train", "--data", str(a_file), "--epochs", "1", stdout=StringIO())
     assert not ModelVersion.objects.exists()
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_the_launchers_web_server_trusts_forwarded_headers_only_behind_a_proxy(settings, secure):
+    # Without LEUKOSCOPE_SECURE nothing stands in front of gunicorn: a local client's
+    # "X-Forwarded-Proto: https" must not make its request secure (gunicorn trusts 127.0.0.1 by default).
+    settings.SECURE = secure
+    web = runlab.Command().child_commands("127.0.0.1", 8000, 2)["web server"]
+    assert ("--forwarded-allow-ips" in web) is not secure
+    if not secure:
+        assert web[web.index("--forwarded-allow-ips") + 1] == ""

@@ -98,6 +98,10 @@ class Command(BaseCommand):
         # logged a traceback at every reconnection to Redis, hiding real errors.
         celery = [python, "-m", "celery", "-A", "webapp", "worker", "--loglevel", "INFO", "--without-gossip",
                   "--without-mingle"]
+        # Without LEUKOSCOPE_SECURE no proxy stands in front: gunicorn's default would still take a
+        # local client's "X-Forwarded-Proto: https" and call the request secure. Behind one, its
+        # own default (or FORWARDED_ALLOW_IPS) names the proxies it trusts.
+        trusted_proxies = [] if settings.SECURE else ["--forwarded-allow-ips", ""]
         return {
             "classify worker": celery + ["-Q", "classify", "-n", "classify@%h", "--concurrency", "1"],
             # A fresh process per training releases TensorFlow's memory when the run ends.
@@ -106,7 +110,7 @@ class Command(BaseCommand):
             "reconciler": [python, "manage.py", "reconcile"],
             "web server": [python, "-m", "gunicorn", "webapp.wsgi", "--bind", f"{host}:{port}",
                            "--workers", str(web_workers), "--threads", "4", "--timeout", "120",
-                           "--access-logfile", "-", "--log-level", "warning"],
+                           "--access-logfile", "-", "--log-level", "warning", *trusted_proxies],
         }
 
     def handle(self, *args, host, port, web_workers, **options):
