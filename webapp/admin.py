@@ -330,8 +330,9 @@ class ApiTokenAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
     # database) holds it XORed with a one-time pad, the redirect's address holds the pad, and the page
     # unseals it, checks it against the key's digest and drops it from the session. So neither the
     # database nor a log of addresses holds, on its own, a key that would open the API (the pad is
-    # logged only by the request that drops the sealed key), and no other session (another
-    # administrator's, or the same one's in another browser) sees it.
+    # logged by the request that drops the sealed key, and after it only as the Referer of that
+    # page's own style sheets and scripts), and no other session (another administrator's, or the
+    # same one's in another browser) sees it.
     @staticmethod
     def _sealed_name(token_id):
         return f"api_key_made:{token_id}"

@@ -71,7 +71,7 @@ class RetrainForm(forms.Form):
         label="Other data folder",
         help_text=f"Its full path on the training machine, holding TRAIN/CLASS/*.jpeg (with TEST/ "
         f"for held-out figures) or CLASS/*.jpeg; several separated by “{os.pathsep}”. With no "
-        "folder ticked or given: every configured one. The site reads folders under {roots} only.",
+        "folder ticked or given: every configured one. {roots_rule}",
     )
 
     refit_from = forms.ModelChoiceField(
@@ -97,8 +97,10 @@ class RetrainForm(forms.Form):
         for name, value in self._recipe_initial().items():
             self.initial.setdefault(name, value)
         other = self.fields["data_dir"]
-        other.help_text = other.help_text.format(
-            roots=", ".join(str(root) for root in settings.TRAINING_DATA_ROOTS))
+        roots = ", ".join(str(root) for root in settings.TRAINING_DATA_ROOTS)
+        other.help_text = other.help_text.format(roots_rule=(
+            f"The site reads folders under {roots} only." if roots
+            else "LEUKOSCOPE_TRAINING_DATA_ROOTS names no folder: the site reads none typed here."))
         configured = default_data_folders()
         self.fields["data_sources"].choices = [(folder, folder) for folder in configured]
         self.initial.setdefault("data_sources", configured)
@@ -124,10 +126,11 @@ class RetrainForm(forms.Form):
             # Checked before existence: a folder outside says nothing of whether it exists.
             roots = ", ".join(str(root) for root in settings.TRAINING_DATA_ROOTS)
             verb = "is" if len(outside) == 1 else "are"
-            self.add_error("data_dir", f"The site trains only on folders under {roots}: "
-                                       f"{', '.join(outside)} {verb} not. The server's administrator "
-                                       "can add a folder to LEUKOSCOPE_TRAINING_DATA_ROOTS, or train "
-                                       "on it with manage.py train --data.")
+            where = (f"only on folders under {roots}: {', '.join(outside)} {verb} not" if roots
+                     else "on no folder typed here: LEUKOSCOPE_TRAINING_DATA_ROOTS names none")
+            self.add_error("data_dir", f"The site trains {where}. The server's administrator can add a "
+                                       "folder to LEUKOSCOPE_TRAINING_DATA_ROOTS, or train on it with "
+                                       "manage.py train --data.")
             return data
         missing = [folder for folder in given if not os.path.isdir(os.path.expanduser(folder.strip()))]
         if missing:

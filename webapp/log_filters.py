@@ -30,14 +30,3 @@ class RefusalInOneLine(logging.Filter):
         record.exc_info = record.exc_text = None
         return True
 
-
-class BusyIsAWarning(logging.Filter):
-    """A 503 the site answers on purpose (another upload is being checked, the database is busy for
-    a moment) asks the sender to try again: Django logs it at ERROR, which reads as a fault and
-    may wake whoever watches the log. It is logged as a warning; a 503 from an exception stays an
-    error."""
-
-    def filter(self, record):
-        if getattr(record, "status_code", None) == 503 and not record.exc_info:
-            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
-        return True

@@ -252,6 +252,14 @@ class SignOffFacts:
         return self.status != Sample.Status.SIGNED and not self.refusals()
 
     @property
+    def signable(self):
+        """A hematologist can sign it now: at least one leukocyte counted and nothing left but a
+        decision of the signer's own (below the target, unidentified cells kept). The rule
+        samples_waiting_for_signature_filter writes in SQL."""
+        return (self.status != Sample.Status.SIGNED and bool(self.leukocytes)
+                and all(refusal.overridable for refusal in self.refusals()))
+
+    @property
     def badge(self):
         """(state, words) for a status badge: in_progress / ready / signed / reopened."""
         if self.status == Sample.Status.SIGNED:
@@ -262,6 +270,12 @@ class SignOffFacts:
             return "ready", "Ready to sign"
         if self.status == Sample.Status.REOPENED:
             return "reopened", "Reopened"
+        if self.signable:
+            # Listed as waiting for a signature, with a decision left to the signer: said which,
+            # as the home page's list says it. Below the target, counting usually goes on.
+            if any(refusal.code == "below_target" for refusal in self.refusals()):
+                return "in_progress", "Below the target"
+            return "ready", "Ready to sign, unidentified cells to decide"
         return "in_progress", "In progress"
 
 
@@ -517,7 +531,9 @@ def reviewed_cell_windows(with_image=False):
 
 def _own_reviews_with_windows():
     """Reviewed cells with a stored window, each review counted on the cell it was made on (the
-    cell_reviewed_newest index holds these rows alone)."""
+    cell_reviewed_newest index holds these rows alone). Every review records when it was made
+    (services.review): adaptation_counts' test of "no newer review" would pass a review without
+    one, where the window function and Python's sort place it by the database's NULL order."""
     return Cell.objects.exclude(corrected_type="").filter(review_carried_from__isnull=True).exclude(window="")
 
 
@@ -528,12 +544,15 @@ def adaptation_counts(task, folds):
     (each box once, with its newest review): the models page asks on every view, and a busy lab's
     year holds half a million reviewed cells (0.3 s here, 1 s read into Python)."""
     reviewed = _own_reviews_with_windows()
-    learnt = Q(corrected_type__in=usable_types(
-        reviewed.order_by().values_list("corrected_type", flat=True).distinct(), task))
+    learnt_types = usable_types(reviewed.order_by().values_list("corrected_type", flat=True).distinct(), task)
+    learnt = Q(corrected_type__in=learnt_types)
     newest = reviewed.annotate(newest=Window(
         RowNumber(), partition_by=[F(name) for name in _SAME_BOX],
         order_by=[F("reviewed_at").desc(), F("id").desc()],
     )).filter(newest=1)
+    if not learnt_types:
+        # An empty IN makes Django skip the whole query as matching nothing, every cell included.
+        return 0, newest.count(), 0
     counts = newest.aggregate(every=Count("pk"), cells=Count("pk", filter=learnt))
     # The same rule as a test of each row, which lets the database stop at the folds' count.
     reviewed_since = reviewed.filter(**{name: OuterRef(name) for name in _SAME_BOX}).filter(

@@ -428,14 +428,13 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "filters": {"refusal_in_one_line": {"()": "webapp.log_filters.RefusalInOneLine"},
-                "busy_is_a_warning": {"()": "webapp.log_filters.BusyIsAWarning"}},
+    "filters": {"refusal_in_one_line": {"()": "webapp.log_filters.RefusalInOneLine"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.server": {"level": "WARNING"},
         # Failed sign-ins and lock-outs are warnings; every successful sign-in and sign-out is not news.
         "axes": {"level": "WARNING"},
-        "django.request": {"filters": ["refusal_in_one_line", "busy_is_a_warning"]},
+        "django.request": {"filters": ["refusal_in_one_line"]},
         # Django logs each suspicious request under its exception's name; a logger's filters do
         # not reach its children's records, so each is named.
         **{f"django.security.{name}": {"filters": ["refusal_in_one_line"]} for name in (

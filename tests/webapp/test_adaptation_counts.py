@@ -64,3 +64,11 @@ def test_the_card_counts_each_box_once_with_its_newest_own_review():
 def test_no_reviewed_cell_counts_nothing():
     make_sample("H-3")
     assert adaptation_counts("4class", folds=5) == (0, 0, 0)
+
+
+@pytest.mark.django_db
+def test_reviews_of_no_type_the_network_learns_are_counted_as_left_out():
+    sample = make_sample("H-4", types=["NEUTROPHIL", "LYMPHOCYTE"])
+    for minutes, cell in enumerate(sample.images.get().cells.all()):
+        review(cell, "SMUDGE_CELL", minutes=minutes)
+    assert adaptation_counts("4class", folds=5) == counted_as_the_run_reads("4class") == (0, 2, 0)

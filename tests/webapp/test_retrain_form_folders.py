@@ -187,3 +187,12 @@ def test_a_folder_under_a_configured_root_is_trained_on(admin_client, sent_tasks
     assert ModelVersion.objects.get().dataset_path == str(data)
     response = post_training(admin_client, write_cell_folder(tmp_path / "elsewhere", per_class=4))
     assert response.status_code == 400 and ModelVersion.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_with_no_roots_configured_no_typed_folder_is_trained_on(admin_client, sent_tasks, tmp_path, settings):
+    settings.TRAINING_DATA_ROOTS = []
+    page = post_training(admin_client, write_cell_folder(tmp_path / "lab", per_class=4)).content.decode()
+    assert "The site trains on no folder typed here: LEUKOSCOPE_TRAINING_DATA_ROOTS names none." in page
+    assert "LEUKOSCOPE_TRAINING_DATA_ROOTS names no folder: the site reads none typed here." in page
+    assert not ModelVersion.objects.exists()

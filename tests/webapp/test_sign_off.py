@@ -535,7 +535,8 @@ def test_reopening_an_unsigned_sample_is_refused(hematologist):
 
 def test_the_sample_list_and_history_show_each_status(client, tech, hematologist):
     small_sample("READY-1")
-    make_sample("BUSY-1")  # 3 of 100 leukocytes: in progress
+    make_sample("BUSY-1")  # 3 of 100 leukocytes: below the target, signed only with a reason
+    make_sample("FLAGGED-1", confidence=0.5)  # cells to review: in progress
     signed_sample(hematologist, "SIGNED-1")
     reopened = reopen_sample(signed_sample(hematologist, "REOPENED-1"), hematologist, "recount")
     Sample.objects.filter(pk=reopened.pk).update(target_count=100)
@@ -544,7 +545,8 @@ def test_the_sample_list_and_history_show_each_status(client, tech, hematologist
     client.force_login(tech)
     body = client.get(reverse("lab:sample-list")).content.decode()
     for state, words in (("ready", "Ready to sign"), ("in_progress", "In progress"),
-                         ("signed", "Signed"), ("reopened", "Reopened"), ("signed", "Signed, amended")):
+                         ("in_progress", "Below the target"), ("signed", "Signed"), ("reopened", "Reopened"),
+                         ("signed", "Signed, amended")):
         assert f'data-state="{state}">{words}</span>' in body
     assert body.count('data-state="signed">Signed, amended</span>') == 1
     history = client.get(reverse("lab:history"), {"view": "table"}).content.decode()

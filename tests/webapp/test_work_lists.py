@@ -92,3 +92,21 @@ def test_the_api_lists_the_same_work(client, django_user_model):
     answer = client.get(reverse("lab:api-samples"), {"status": "to_sign", "order": "oldest"},
                         HTTP_AUTHORIZATION=f"Bearer {key}").json()
     assert [row["accession_number"] for row in answer["results"]] == ["A-1", "A-2"]
+
+
+def test_the_oldest_first_list_pages_forward_to_newer_samples_and_badges_what_is_left(client,
+                                                                                      django_user_model):
+    hema = with_role(django_user_model.objects.create_user("hema"), "hematologist")
+    version = make_version()
+    for n in range(27):
+        make_sample(f"P-{n:02}", types=("NEUTROPHIL",), version=version)
+    client.force_login(hema)
+    first = client.get(reverse("lab:sample-list"), {"status": "to_sign", "order": "oldest"}).content.decode()
+    assert "P-00" in first and "P-26" not in first
+    assert ">Newer →</a>" in first and "Older →" not in first
+    second = client.get(reverse("lab:sample-list"),
+                        {"status": "to_sign", "order": "oldest", "page": 2}).content.decode()
+    assert "P-26" in second and ">← Older</a>" in second
+    # Listed as waiting for a signature, each below its target of 100: the signer decides, and
+    # the badge says on what, as the home page's list does.
+    assert first.count(">Below the target</span>") == 25 and ">In progress<" not in first

@@ -1,6 +1,7 @@
 """Pages of the lab workflow. Thin: forms and services change things, selectors read them and
 presenters (webapp.presenters.lab) shape what the pages show."""
 
+import logging
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -26,7 +27,7 @@ from webapp.forms import (
     duplicate_accession_error,
     is_row_id,
 )
-from webapp.intake import UploadsBusy, upload_budget
+from webapp.intake import UPLOADS_CHECKED_AT_ONCE, UploadsBusy, upload_budget
 from webapp.models import Cell, Sample, SmearImage
 from webapp.presenters import lab as lab_pages
 from webapp.presenters import sign_off as sign_off_pages
@@ -60,6 +61,8 @@ from webapp.views import roles
 from webapp.views.errors import wants_json
 from webapp.views.sign_off import draft_key
 from webapp.wording import choose_again, count_of
+
+logger = logging.getLogger(__name__)
 
 
 @require_GET
@@ -134,6 +137,7 @@ def upload(request):
     rejected = []
     result = None
     refused_for_now = False  # the server's state, not the form: the same upload may pass later
+    busy = False  # refused for the uploads being checked: a moment's state, not a fault
     if request.method == "POST" and form.is_valid():
         try:
             result = create_sample_with_images(
@@ -145,6 +149,7 @@ def upload(request):
         except (UploadsBusy, StorageRefused) as refusal:  # nothing here is the user's fault
             form.add_error(None, str(refusal))
             refused_for_now = True
+            busy = isinstance(refusal, UploadsBusy)
     if result is not None:
         if result.sample:
             _report_stored(request, result.stored, "photograph")
@@ -171,6 +176,12 @@ def upload(request):
     }, status=status)
     if refused_for_now:
         response["Retry-After"] = "60"
+    if busy:
+        # Said as what it is: Django's handler would log the 503 as an error, which reads as a
+        # fault and may wake whoever watches the log. A storage that refused the write stays one.
+        logger.warning("Upload refused for now, as this process is checking %d others: %s",
+                       UPLOADS_CHECKED_AT_ONCE, request.user.get_username())
+        response._has_been_logged = True
     return response
 
 
