@@ -32,9 +32,10 @@ def test_the_web_bench_renders_every_page_it_times(tmp_path):
             if line.startswith(("sample page", "history", "home", "report", "API"))]
     assert len(rows) >= 20 and "worst p95" in done.stdout
     assert "gallery relabel, 2,000 cells at once (a write)" in done.stdout
-    # The signed sample's PDF embeds the crops the bench stored for it: many times the unsigned one's.
+    # The signed sample's PDF embeds the crops the bench stored for it (hundreds of KiB) on top of
+    # what every PDF holds (its fonts, about 40 KiB).
     sizes = {line[:52].strip(): float(line[52:].split()[2]) for line in rows if line.startswith("report PDF")}
-    assert sizes["report PDF, 500 cells, signed"] > 10 * sizes["report PDF, 500 cells"]
+    assert sizes["report PDF, 500 cells, signed"] > sizes["report PDF, 500 cells"] + 200
     assert (tmp_path / "bench" / "web.sqlite3").is_file()
 
 
