@@ -111,6 +111,8 @@ def test_adapting_the_active_version_makes_a_new_cross_validated_version(
     assert (f"Cross-validated on them: <strong>{right} of 8</strong> right ({100 * right / 8:.1f}%, "
             "95% range") in detail
     assert 'data-role="adaptation-confusion"' in detail and "Basophil 1" in detail
+    # The reviewed cells are no random sample of the lab's: said where the figures stand.
+    assert 'data-role="reviewed-not-random"' in detail and "mostly those the network was unsure of" in detail
     # Its cells are flagged at the threshold the lab's cells were flagged at before.
     kept = active.metrics["review"]["confidence_threshold"]
     assert version.metrics["review"]["confidence_threshold"] == kept
