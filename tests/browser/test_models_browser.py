@@ -76,7 +76,8 @@ def test_activating_or_deleting_a_version_asks_first(live_server, browser_page, 
     activate.click()
     page.wait_for_load_state()
     assert asked == [f"Activate v{other.pk}? Photographs of new samples will be classified by it; "
-                     "results already made stay as they are."]
+                     "results already made stay as they are, and photographs added to a sample later are "
+                     "classified by the version that classified its others."]
     assert active_version() == serving.pk and page.url.endswith("/models/")
     # Accepted: the version is activated as before.
     answer(accept=True)

@@ -212,6 +212,19 @@ def test_photographs_added_to_a_sample_keep_its_network(
     assert uploads.sample_version_id(stored_image.sample) is None
 
 
+def test_adding_photographs_says_when_they_go_to_another_version_than_new_samples(client, tech, sent_tasks):
+    old = make_version()
+    sample = make_sample("K-9", version=old)
+    active = make_version()  # activated (or rolled back to) after the sample was classified
+    page = client.post(reverse("lab:sample-add-images", args=[sample.pk]),
+                       {"images": [upload("b.jpg", jpeg_bytes(seed=3))]}, follow=True).content.decode()
+    assert (f"They are classified by v{old.pk}, as this sample&#x27;s other photographs were, not by "
+            f"v{active.pk}, which classifies new samples") in page
+    again = client.post(reverse("lab:sample-add-images", args=[make_sample("K-10", version=active).pk]),
+                        {"images": [upload("c.jpg", jpeg_bytes(seed=4))]}, follow=True).content.decode()
+    assert "They are classified by v" not in again
+
+
 def test_cells_a_reviewer_named_no_leukocyte_stay_out_of_a_binary_networks_differential(
     network, stored_image, django_user_model  # noqa: F811
 ):

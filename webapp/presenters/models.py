@@ -669,7 +669,8 @@ def activation_question(version, roll_back, warning):
     verb = f"Roll back to v{version.pk}" if roll_back else f"Activate v{version.pk}"
     warned = f" Warning: {warning}" if warning else ""
     return (f"{verb}?{warned} Photographs of new samples will be classified by it; results already made "
-            "stay as they are.")
+            "stay as they are, and photographs added to a sample later are classified by the version "
+            "that classified its others.")
 
 
 @dataclass

@@ -32,6 +32,7 @@ from webapp.models import Cell, Sample, SmearImage
 from webapp.presenters import lab as lab_pages
 from webapp.presenters import sign_off as sign_off_pages
 from webapp.selectors import (
+    active_version_id,
     cell_name,
     cells_with_review_trail,
     history_page,
@@ -102,6 +103,17 @@ def _report_rejections(request, rejected):
         messages.error(request, (
             f"{count_of(count, 'photograph')} from {over_budget[0].name} on not stored: one upload may "
             f"hold {upload_budget()}. Add {them} to the sample in another upload."))
+
+
+def _report_sample_version(request, version_id):
+    """Photographs added to a sample go to the version that classified its others (one differential,
+    one network): said where that is not the version now serving new samples."""
+    active = active_version_id()
+    if version_id and active and version_id != active:
+        messages.info(request, f"They are classified by v{version_id}, as this sample's other photographs "
+                               f"were, not by v{active}, which classifies new samples: one differential "
+                               f"comes from one network. Re-classifying the sample on the Models page moves "
+                               f"it to v{active}.")
 
 
 def _report_pages_left_out(request, pages_left_out):
@@ -300,6 +312,7 @@ def sample_add_images(request, pk):
         return redirect("lab:sample-detail", pk=sample.pk)
     if result.stored:
         _report_stored(request, result.stored, "more photograph")
+        _report_sample_version(request, result.stored[0].requested_version_id)
     _report_rejections(request, result.rejected)
     _report_also_elsewhere(request, result.also_elsewhere)
     _report_pages_left_out(request, result.pages_left_out)
