@@ -531,7 +531,11 @@ def test_progress_json_and_cancel(staff_client):
     assert (data["status"], data["epoch"], data["epochs"], data["percent"]) == ("training", 2, 8, 25)
     assert data["loss"] == 0.61 and data["eta_seconds"] == 60.0
     page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
-    assert "Cancel training" in page and "js/training.js" in page
+    assert "Cancel training" in page and "js/training.js" in page and "js/confirm.js" in page
+    # Asked before it is sent, as activating and deleting are: what was learnt is lost.
+    assert f'data-confirm="Cancel the training of v{version.pk}? What it has learnt so far is lost' in page
+    listed = staff_client.get(reverse("models:list")).content.decode()
+    assert f'data-confirm="Cancel the training of v{version.pk}?' in listed
     assert 'data-seconds="60.0">60 s</dd>' in page
     # After the last epoch no time left is known: a dash, not "– s".
     ModelVersion.objects.filter(pk=version.pk).update(progress={**version.progress, "eta_seconds": None})
