@@ -700,8 +700,12 @@ def test_reclassify_queues_the_chosen_sample_with_the_active_version(staff_clien
     assert queued.status == "queued" and queued.requested_version == active
 
     with django_capture_on_commit_callbacks(execute=True):
-        staff_client.post(reverse("models:reclassify"), {"all_samples": "on"})
+        answer = staff_client.post(reverse("models:reclassify"), {"all_samples": "on"}, follow=True)
     assert len(no_enqueue) == 3
+    # H1 was just classified by the active version: its calls are made again in place, not kept.
+    assert (f"2 photographs queued for re-classification with v{active.pk}; other versions&#x27; calls stay "
+            f"in the history, and a photograph v{active.pk} classified before gets its calls again, in place "
+            "of its earlier ones.") in answer.content.decode()
 
     response = staff_client.post(reverse("models:reclassify"), {})
     assert response.status_code == 400 and len(no_enqueue) == 3

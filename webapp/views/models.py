@@ -206,7 +206,9 @@ def reclassify_samples(request):
         messages.error(request, str(exc))
     else:
         messages.success(request, f"{count_of(done.queued, 'photograph')} queued for re-classification with "
-                                  f"v{done.version.pk}; earlier results stay in the history.")
+                                  f"v{done.version.pk}; other versions' calls stay in the history, and a "
+                                  f"photograph v{done.version.pk} classified before gets its calls again, "
+                                  "in place of its earlier ones.")
         if done.signed_skipped:
             skipped = len(done.signed_skipped)
             messages.warning(request, f"{count_of(skipped, 'signed sample')} left as "
