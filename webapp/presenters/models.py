@@ -632,10 +632,11 @@ def adaptation_offer(active):
     usable, left_out, photographs = adaptation_counts(active.task, folds)
     # Folds are made of the photographs the run will use: those holding a cell of the task's types.
     every_epoch = adaptation_epochs(photographs)
-    # Measured at the classifier's defaults (20 epochs, five folds and the final fine-tune: 120
-    # epochs) on two cores: 10-15 minutes; the site's settings scale it.
-    low = max(1, round(every_epoch * 10 / 120))
-    high = max(low + 1, round(every_epoch * 15 / 120))
+    # Measured on two cores: 10-15 minutes at the classifier's defaults (20 epochs, five folds and
+    # the final fine-tune: 120 epochs), of which 1-2 are loading and each source's TEST, whatever
+    # the epochs (a lab's audit: 161 s for 9 epochs, 76 of them after the last).
+    low = max(1, round(1 + every_epoch * 9 / 120))
+    high = max(low + 1, round(2 + every_epoch * 13 / 120))
     return {"version": active, "usable": usable, "left_out": left_out, "minimum": MIN_CELLS,
             "epochs": epochs, "cross_validated": every_epoch > epochs, "minutes": f"{low}-{high}"}
 
