@@ -189,6 +189,11 @@
     if (busy) return;
     busy = true;
     var body = new FormData();
+    // Already of that type, each: a confirmation of their calls, said so rather than "relabelled".
+    var confirming = chosen.every(function (tile) {
+      var row = tile.closest(".gallery-row");
+      return row && row.dataset.type === type;
+    });
     chosen.forEach(function (tile) { tile.classList.add("pending"); });
     // One field, the numbers joined by commas: a field per cell ran past the 1,000 fields Django
     // reads from one form, and a selection of more cells than that was refused.
@@ -224,7 +229,8 @@
         gallery.querySelectorAll(".gallery-row [role=listbox]").forEach(fixTabStop);
         var count = data.cells.length;
         var one = count === 1 && gallery.querySelector('.gtile[data-cell="' + data.cells[0].id + '"]');
-        announce((count === 1 ? (one ? one.dataset.name : "1 cell") : count + " cells") + " relabelled " + typeLabel(type));
+        announce((count === 1 ? (one ? one.dataset.name : "1 cell") : count + " cells") +
+          (confirming ? " confirmed as " : " relabelled ") + typeLabel(type));
       })
       .catch(function (error) { say(error.message); })
       .then(function () {

@@ -150,6 +150,11 @@ def test_tab_reaches_the_gallery_and_a_type_key_relabels_the_cell(live_server, b
     expect(page.locator(".gtile.selected")).to_have_count(1)
     page.locator(f'.gtile[data-cell="{lymphocyte.pk}"]').click(modifiers=["Shift"])
     expect(page.get_by_role("option", selected=True)).to_have_count(2)
+    # A cell given the type it has: its call confirmed, not "relabelled".
+    page.locator(f'.gtile[data-cell="{lymphocyte.pk}"]').click()
+    expect(page.get_by_role("option", selected=True)).to_have_count(1)
+    page.keyboard.press("l")
+    expect(page.locator("#gallery-status")).to_have_text(re.compile(r" confirmed as lymphocyte$"))
 
 
 def test_help_and_error_texts_are_the_ones_fields_are_described_by(live_server, browser_page,
