@@ -26,9 +26,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.text import capfirst
 
+from webapp.counting import type_label
 from webapp.forms import SampleAdminForm, is_row_id
 from webapp.models import ApiToken, Cell, CellReview, FingerprintBand, Sample, SmearImage
-from webapp.selectors import count_per_row
+from webapp.selectors import count_per_row, type_vocabulary
 from webapp.services import api_tokens
 from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.locking import SampleLocked
@@ -236,11 +237,35 @@ class SmearImageAdmin(ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, a
                 self.message_user(request, str(exc), messages.ERROR)
 
 
+class TypeFilter(admin.SimpleListFilter):
+    """A list filter by cell type, offering every type the lab's rules and versions know. Django's
+    own (AllValuesFieldListFilter) read the distinct values of the whole table on every page: a
+    busy lab's year of 2.5 million cells, or half a million reviews."""
+
+    title = "type"
+    field: str
+
+    def lookups(self, request, model_admin):
+        return [(name, type_label(name)) for name in type_vocabulary()]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(**{self.field: self.value()}) if self.value() else queryset
+
+
+class CellTypeFilter(TypeFilter):
+    parameter_name = field = "cell_type"
+
+
+class ReviewedToTypeFilter(TypeFilter):
+    title = "to type"
+    parameter_name = field = "to_type"
+
+
 @admin.register(Cell)
 class CellAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
     list_display = ("id", "image", "index", "cell_type", "predicted_type", "confidence", "needs_review",
                     "corrected_type", "model_version", "created_at")
-    list_filter = ("cell_type", "needs_review")
+    list_filter = (CellTypeFilter, "needs_review")
     search_fields = ("image__sample__accession_number",)
     list_select_related = ("image__sample", "model_version")
     readonly_fields = [field.name for field in Cell._meta.fields]
@@ -262,7 +287,7 @@ class CellAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
 @admin.register(CellReview)
 class CellReviewAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
     list_display = ("id", "cell", "from_type", "to_type", "reviewed_by", "reviewed_at")
-    list_filter = ("to_type",)
+    list_filter = (ReviewedToTypeFilter,)
     list_select_related = ("reviewed_by", "cell")
     readonly_fields = ("cell", "from_type", "to_type", "reviewed_by", "reviewed_at")
 

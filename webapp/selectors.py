@@ -537,14 +537,14 @@ def _own_reviews_with_windows():
     return Cell.objects.exclude(corrected_type="").filter(review_carried_from__isnull=True).exclude(window="")
 
 
-def _review_vocabulary():
-    """Every type a review can have given: the lab's rules' and every version's classes
-    (cell_types.review_types draws from nothing else). Asking the versions, a handful of rows,
-    spares reading which types half a million reviews hold."""
+def type_vocabulary():
+    """Every type a cell can have, called or given, in the lists' order: the lab's rules' and
+    every version's classes (cell_types.review_types draws from nothing else). Asking the versions,
+    a handful of rows, spares reading which types millions of cells hold."""
     names = set(RULES)
     for class_names in ModelVersion.objects.values_list("class_names", flat=True):
         names.update(class_names or ())
-    return names
+    return sorted(names, key=type_order)
 
 
 def adaptation_counts(task, folds):
@@ -554,7 +554,7 @@ def adaptation_counts(task, folds):
     (each box once, with its newest review): the models page asks on every view, and a busy lab's
     year holds half a million reviewed cells (0.3 s here, 1 s read into Python)."""
     reviewed = _own_reviews_with_windows()
-    learnt_types = usable_types(_review_vocabulary(), task)
+    learnt_types = usable_types(type_vocabulary(), task)
     learnt = Q(corrected_type__in=learnt_types)
     newest = reviewed.annotate(newest=Window(
         RowNumber(), partition_by=[F(name) for name in _SAME_BOX],
