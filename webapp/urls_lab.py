@@ -12,6 +12,7 @@ urlpatterns = [
     path("samples/<int:pk>/", lab.sample_detail, name="sample-detail"),
     path("samples/<int:pk>/results/", lab.sample_results, name="sample-results"),
     path("samples/<int:pk>/status/", lab.sample_status, name="sample-status"),
+    path("samples/<int:pk>/trail/", lab.sample_trail, name="sample-trail"),
     path("samples/<int:pk>/images/", lab.sample_add_images, name="sample-add-images"),
     path("samples/<int:pk>/photographs/", lab.sample_photographs, name="sample-photographs"),
     path("samples/<int:pk>/export.csv", lab.sample_export_csv, name="sample-export"),

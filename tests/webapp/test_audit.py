@@ -209,9 +209,34 @@ def test_a_long_trail_says_how_much_of_it_the_page_shows(client, tech):
     assert total >= 4
     panel = sign_off_panel(sample, may_sign=False, timeline_limit=3)
     assert len(panel.timeline) == 3 and panel.timeline_total == total
-    html = render_to_string("lab/_timeline.html", {"panel": panel, "timeline": panel.timeline})
+    html = render_to_string("lab/_timeline.html",
+                            {"panel": panel, "timeline": panel.timeline, "sample": sample})
     assert f"Audit trail (the newest 3 of {total} entries)" in html
-    assert f"{total} entries in all: the older ones are kept" in html
+    trail = reverse("lab:sample-trail", args=[sample.pk])
+    assert f'{total} entries in all: <a href="{trail}">the whole trail</a>, a page at a time.' in html
     whole = sign_off_panel(sample, may_sign=False)
-    html = render_to_string("lab/_timeline.html", {"panel": whole, "timeline": whole.timeline})
-    assert f"Audit trail ({total} entries)" in html and "the older ones" not in html
+    html = render_to_string("lab/_timeline.html",
+                            {"panel": whole, "timeline": whole.timeline, "sample": sample})
+    assert f"Audit trail ({total} entries)" in html and "the whole trail" not in html
+
+
+def test_the_whole_trail_pages_back_to_the_samples_first_entry(client, tech, monkeypatch):
+    # A re-classified sample of 80 photographs held more than the panel's newest 200 entries, and
+    # its uploads were out of everyone's view but staff's in the Django admin.
+    from webapp import audit
+    from webapp.presenters.sign_off import timeline_entries
+    from webapp.views import lab
+
+    monkeypatch.setattr(lab, "TRAIL_PAGE_ENTRIES", 3)
+    sample = make_sample("H26-TRAIL")
+    for n in range(5):
+        audit.record(sample, "update", {"note": (str(n), str(n + 1))}, note=f"change {n}")
+    trail = reverse("lab:sample-trail", args=[sample.pk])
+    first = client.get(trail).content.decode()
+    rows = list(sample_timeline(sample.pk))
+    oldest = timeline_entries(rows[-1:])[0].what  # the sample's receipt
+    assert f"{len(rows)} entries" in first and first.count('data-role="timeline-entry"') == 3
+    assert "Older →" in first and oldest not in first
+    last = client.get(trail, {"page": (len(rows) + 2) // 3}).content.decode()
+    assert oldest in last and "← Newer" in last
+    assert client.get(reverse("lab:sample-trail", args=[sample.pk + 999])).status_code == 404

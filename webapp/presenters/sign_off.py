@@ -200,7 +200,12 @@ def timeline_length(sample_id, shown, limit):
 
 
 def timeline(sample_id, limit=200):
-    rows = list(sample_timeline(sample_id)[:limit])
+    return timeline_entries(list(sample_timeline(sample_id)[:limit]))
+
+
+def timeline_entries(rows):
+    """The trail's audit rows (LogEntry, newest first) as TimelineEntry, in a fixed number of
+    queries: a page of the whole trail, or the panel's newest."""
     names = usernames({str(value) for entry in rows for name, pair in (entry.changes or {}).items()
                        if name in _USER_FIELDS and isinstance(pair, list | tuple) for value in pair})
     cells = cell_names({_cell_id(entry.additional_data or {}) for entry in rows} - {None})

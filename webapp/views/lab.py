@@ -42,6 +42,7 @@ from webapp.selectors import (
     sample_photograph_page,
     sample_progress,
     sample_record_counts,
+    sample_timeline,
     samples_with_progress,
     unsent_photographs,
 )
@@ -207,6 +208,21 @@ def _sign_off_panel(request, sample, draft=None):
 
 def _sample(pk):
     return get_object_or_404(Sample.objects.select_related("created_by"), pk=pk)
+
+
+# Entries of a sample's audit trail a page: the sign-off panel shows the newest as many.
+TRAIL_PAGE_ENTRIES = 200
+
+
+@require_GET
+def sample_trail(request, pk):
+    """The sample's whole audit trail, newest first, a page at a time: the panel shows the newest
+    page alone, and a re-classified sample of many photographs holds more."""
+    sample = _sample(pk)
+    page = Paginator(sample_timeline(sample.pk), TRAIL_PAGE_ENTRIES).get_page(request.GET.get("page"))
+    return render(request, "lab/sample_trail.html", {
+        "sample": sample, "page": page, "entries": sign_off_pages.timeline_entries(page.object_list),
+    })
 
 
 @require_GET
