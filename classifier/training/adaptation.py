@@ -91,6 +91,9 @@ class AdaptationConfig:
     evaluate_test: bool = True
     runtime: str = DEFAULT_RUNTIME  # what computes the TEST figures: the site's (TrainingConfig's)
     missing_folders: list = field(default_factory=list)  # the version's folders not found, for the record
+    # SHA-256 of the photographs the lab's cells came from: a source's TEST file among them is left
+    # out of the adapted network's TEST figures, which would otherwise score it on what it was tuned on.
+    lab_photograph_checksums: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
@@ -481,7 +484,9 @@ def adapt_classifier(
     if config.evaluate_test and sources:
         served = export.served_classifier(model_bytes, recipe, temperature, config.runtime)
         tests = evaluation.test_split_metrics(served, selection, recipe, config,
-                                              ood.confidence_threshold(metadata.get("metrics")))
+                                              ood.confidence_threshold(metadata.get("metrics")),
+                                              left_out=config.lab_photograph_checksums)
+        adaptation["test_left_out"] = tests.pop("left_out", {})
     metrics = {"temperature": temperature, "ood": ood_record, "adaptation": adaptation}
     if ood.fitted_confidence_threshold(metadata.get("metrics")) is not None:
         # A handful of the lab's cells cannot fit a threshold to a budget: the lab keeps the one

@@ -9,6 +9,7 @@ leukocyte types blood-cell-images has, its figures over those four alone are kep
 networks and sources can be compared on the classes they share.
 """
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -207,27 +208,40 @@ def served_split_metrics(served, images, window_scale, held_classes, review_thre
     return figures
 
 
-def test_split_metrics(served, selection, recipe, config, review_threshold=None):
+def test_split_metrics(served, selection, recipe, config, review_threshold=None, left_out=frozenset()):
     """{"sources": {source: {split: figures}}, "served_by": the runtime} of a CellClassifier, as
     the site serves it (served_split_metrics), on every source's TEST and TEST_SIMPLE folders,
     each on the classes the source holds, with the review flag's figures where
     ``review_threshold`` is given; a run on one source also keeps its figures at the top level,
-    where they have always been."""
+    where they have always been. Files whose SHA-256 is in ``left_out`` (photographs the network
+    was tuned on) are left out, and counted in "left_out" as {"source/split": n}."""
     load = dict(cache_dir=config.cache_dir, workers=config.workers)
-    by_source = {}
+    by_source, left_out_counts = {}, {}
     for source in selection.sources:
         source_classes = {image.class_name for image in source.all_train}
         by_source[source.name] = figures = {}
         for split, folder in source.layout.eval_dirs.items():
             images = dataset.list_images(folder, recipe.task, split, source.originals)
+            if left_out:
+                kept = [image for image in images if _sha256(image.path) not in left_out]
+                if len(kept) < len(images):
+                    left_out_counts[f"{source.name}/{split}"] = len(images) - len(kept)
+                images = kept
             if images:
                 held = source_classes | {image.class_name for image in images}
                 figures[split] = served_split_metrics(served, images, recipe.window_scale, held,
                                                       review_threshold, **load)
     metrics = {"sources": by_source, "served_by": served.serving_runtime}
+    if left_out_counts:
+        metrics["left_out"] = left_out_counts
     if len(selection.sources) == 1:
         metrics.update(next(iter(by_source.values())))
     return metrics
+
+
+def _sha256(path):
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def evaluate_classifier(classifier, data_dir, split="TEST", window_scale=None, cache_dir=None):

@@ -2,6 +2,7 @@
 cell its own photograph here), a replay of its own sources, the score fitted again, clear refusals
 and cancellation."""
 
+import hashlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -67,7 +68,10 @@ def test_types_the_network_lacks_are_left_out_and_counted(base, tmp_path):
 def test_an_adaptation_is_cross_validated_replays_its_sources_and_refits_its_score(base, tmp_path):
     reviewed = write_windows(tmp_path / "windows", 2, 7) + [("/x/b.png", "BASOPHIL")]
     reports = []
-    result = adapt_classifier(adaptation(base, reviewed), on_epoch=reports.append)
+    # One of the lab's photographs is a TEST file of the replayed source, byte for byte.
+    tuned_on = sorted((base.data / "TEST").rglob("*.*"))[0]
+    result = adapt_classifier(adaptation(base, reviewed, lab_photograph_checksums=frozenset(
+        {hashlib.sha256(tuned_on.read_bytes()).hexdigest()})), on_epoch=reports.append)
 
     record = result.metrics["adaptation"]
     assert record["cells"] == 8 and record["per_class"] == {
@@ -82,8 +86,10 @@ def test_an_adaptation_is_cross_validated_replays_its_sources_and_refits_its_sco
     # Reviewed cells are mostly those the network was unsure of: no sample to calibrate on.
     assert record["temperature_fitted_on"].startswith("kept from the version adapted")
     assert result.metrics["temperature"] == base.metadata["temperature"]
-    # Each replayed source's TEST figures, as a training run stores them.
-    assert result.metrics["TEST"]["n"] == 8 and result.metrics["sources"]["lab-a"]["TEST"]["n"] == 8
+    # Each replayed source's TEST figures, as a training run stores them, but for the file the lab's
+    # cells came from: left out, and counted.
+    assert result.metrics["TEST"]["n"] == 7 and result.metrics["sources"]["lab-a"]["TEST"]["n"] == 7
+    assert record["test_left_out"] == {"lab-a/TEST": 1}
     assert result.metrics["ood"]["threshold_fitted_on"] == "training cells"
     # Too few cells to fit the review threshold to a budget: the version's is kept, and says whose.
     kept = base.metadata["metrics"]["review"]["confidence_threshold"]

@@ -2,6 +2,8 @@
 cells through the real service and training code (a tiny network on drawn cells, run as the train
 worker runs it), the refusals, staff-only access and cancellation."""
 
+import hashlib
+
 import numpy as np
 import pytest
 from django.urls import reverse
@@ -10,7 +12,7 @@ from classifier.training import TrainingConfig, train_classifier
 from classifier.training.adaptation import DEFAULT_EPOCHS, DEFAULT_FOLDS
 from tests.synthetic_cells import draw_cell, write_cell_folder
 from tests.webapp.lab_factories import make_sample, with_role
-from webapp.models import Cell, ModelVersion
+from webapp.models import Cell, ModelVersion, SmearImage
 from webapp.selectors import adaptation_epochs, adaptation_plan
 from webapp.services import training
 from webapp.services.model_versions import activate_version, register_model_directory
@@ -74,8 +76,13 @@ def staff_client(client, django_user_model):
 
 @pytest.mark.django_db
 def test_adapting_the_active_version_makes_a_new_cross_validated_version(
-        staff_client, active, isolated_media_root, sent_tasks, django_capture_on_commit_callbacks):
+        staff_client, active, tiny_network, isolated_media_root, sent_tasks,
+        django_capture_on_commit_callbacks):
     reviewed_cells(active, isolated_media_root, extra=("BASOPHIL",))
+    # One of the lab's photographs is, byte for byte, a TEST file of the source the run replays.
+    test_file = sorted((tiny_network[1] / "TEST").rglob("*.*"))[0]
+    SmearImage.objects.filter(pk=Cell.objects.exclude(corrected_type="").first().image_id).update(
+        checksum=hashlib.sha256(test_file.read_bytes()).hexdigest())
     page = staff_client.get(reverse("models:list")).content.decode()
     assert "Adapt to this lab" in page
     assert "<strong>8</strong> reviewed cells of v" in page and "1 of other types left out" in page
@@ -100,7 +107,8 @@ def test_adapting_the_active_version_makes_a_new_cross_validated_version(
     assert record["cells"] == 8 and record["left_out"] == {"BASOPHIL": 1} and record["folds"] == 2
     assert record["cross_validated"]["n"] == 8
     assert record["replay"]["sources"] == ["lab-a"] and record["replay"]["cells"] == 16
-    assert version.metrics["sources"]["lab-a"]["TEST"]["n"] == 4
+    assert version.metrics["sources"]["lab-a"]["TEST"]["n"] == 3  # the lab's photograph left out
+    assert record["test_left_out"] == {"lab-a/TEST": 1}
     assert version.progress["state"] == "done" and version.progress["epoch"] == 3
     assert ModelVersion.objects.get(pk=active.pk).status == ModelVersion.Status.ACTIVE  # not replaced
 
@@ -111,6 +119,8 @@ def test_adapting_the_active_version_makes_a_new_cross_validated_version(
     assert (f"Cross-validated on them: <strong>{right} of 8</strong> right ({100 * right / 8:.1f}%, "
             "95% range") in detail
     assert 'data-role="adaptation-confusion"' in detail and "Basophil 1" in detail
+    assert (f"Left out of v{version.pk}'s held-out figures, as the lab's reviewed cells came from those "
+            "very files: 1 photograph of lab-a/TEST.") in detail.replace("&#x27;", "'")
     # The reviewed cells are no random sample of the lab's: said where the figures stand.
     assert 'data-role="reviewed-not-random"' in detail and "mostly those the network was unsure of" in detail
     # Its cells are flagged at the threshold the lab's cells were flagged at before.

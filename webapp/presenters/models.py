@@ -617,6 +617,8 @@ def adaptation_record(version, parent=None):
         "noise_rule": NOISE_RULE,
         "replay": record.get("replay") or {},
         "temperature_fitted_on": record.get("temperature_fitted_on", ""),
+        # {"source/split": n}: TEST files the lab's reviewed cells came from, left out of its figures.
+        "test_left_out": record.get("test_left_out") or {},
         "seconds": record.get("seconds"),
         "reviewer_types": names,
         "matrix_rows": rows,

@@ -411,10 +411,15 @@ def adaptation_settings(version):
     metadata = {**classifier_metadata(base), "label": f"v{base.pk}", "model_sha256": base.model_sha256,
                 "metrics": {"review": (base.metrics or {}).get("review")}}
     epochs, folds = adaptation_plan()
+    photographs = {image_id for _, _, image_id in reviewed_cell_windows(with_image=True)}
     return {
         "model_bytes": bytes(model_bytes),
         "metadata": metadata,
         "reviewed": reviewed_cell_samples(photographs=True),
+        # A lab's photograph that is a replayed source's TEST file, byte for byte, is left out of
+        # the adapted network's TEST figures, which would otherwise score cells it was tuned on.
+        "lab_photograph_checksums": frozenset(
+            SmearImage.objects.filter(pk__in=photographs).values_list("checksum", flat=True)),
         "data_dir": present,
         "missing_folders": missing,
         "epochs": epochs,
