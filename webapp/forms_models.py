@@ -49,6 +49,11 @@ def form_settings():
     return [s for s in SETTINGS if s.offered is Offered.EVERYWHERE]
 
 
+def _training_roots():
+    """settings.TRAINING_DATA_ROOTS as the form names them ("" for none)."""
+    return ", ".join(str(root) for root in settings.TRAINING_DATA_ROOTS)
+
+
 class RetrainForm(forms.Form):
     """The recipe settings offered on the site (classifier.training.recipe: Offered.EVERYWHERE),
     then the run's own: its data and, for a refit, the held-out run it repeats."""
@@ -97,7 +102,7 @@ class RetrainForm(forms.Form):
         for name, value in self._recipe_initial().items():
             self.initial.setdefault(name, value)
         other = self.fields["data_dir"]
-        roots = ", ".join(str(root) for root in settings.TRAINING_DATA_ROOTS)
+        roots = _training_roots()
         other.help_text = other.help_text.format(roots_rule=(
             f"The site reads folders under {roots} only." if roots
             else "LEUKOSCOPE_TRAINING_DATA_ROOTS names no folder: the site reads none typed here."))
@@ -124,7 +129,7 @@ class RetrainForm(forms.Form):
             return data
         if outside := outside_training_roots([folder.strip() for folder in given]):
             # Checked before existence: a folder outside says nothing of whether it exists.
-            roots = ", ".join(str(root) for root in settings.TRAINING_DATA_ROOTS)
+            roots = _training_roots()
             verb = "is" if len(outside) == 1 else "are"
             where = (f"only on folders under {roots}: {', '.join(outside)} {verb} not" if roots
                      else "on no folder typed here: LEUKOSCOPE_TRAINING_DATA_ROOTS names none")

@@ -29,4 +29,3 @@ class RefusalInOneLine(logging.Filter):
         record.msg, record.args = " - ".join(parts), ()
         record.exc_info = record.exc_text = None
         return True
-

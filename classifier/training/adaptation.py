@@ -126,7 +126,6 @@ def usable_types(reviewed_types, task):
     return {name for name in set(map(str, reviewed_types)) if dataset.task_class(name, task) is not None}
 
 
-
 def cross_validation_folds(folds, photographs):
     """The folds an adaptation cross-validates on: never more than there are photographs (a
     photograph's cells stay in one fold), and none where that leaves fewer than 2."""

@@ -411,11 +411,12 @@ def adaptation_settings(version):
     metadata = {**classifier_metadata(base), "label": f"v{base.pk}", "model_sha256": base.model_sha256,
                 "metrics": {"review": (base.metrics or {}).get("review")}}
     epochs, folds = adaptation_plan()
-    photographs = {image_id for _, _, image_id in reviewed_cell_windows(with_image=True)}
+    windows = reviewed_cell_windows(with_image=True)
+    photographs = {image_id for _, _, image_id in windows}
     return {
         "model_bytes": bytes(model_bytes),
         "metadata": metadata,
-        "reviewed": reviewed_cell_samples(photographs=True),
+        "reviewed": reviewed_cell_samples(photographs=True, windows=windows),
         # A lab's photograph that is a replayed source's TEST file, byte for byte, is left out of
         # the adapted network's TEST figures, which would otherwise score cells it was tuned on.
         "lab_photograph_checksums": frozenset(
@@ -454,19 +455,22 @@ def cancel_training(version, user=None):
     return version
 
 
-def reviewed_cell_samples(task=None, photographs=False):
+def reviewed_cell_samples(task=None, photographs=False, windows=None):
     """(context window path, corrected type) for every reviewed cell whose window is on disk, each
     physical cell once with its newest review (selectors.reviewed_cell_windows); with photographs,
     a third item names the cell's photograph, so that an adaptation's cross-validation keeps a
-    photograph's cells in one fold.
+    photograph's cells in one fold. ``windows``: reviewed_cell_windows(with_image=True), where the
+    caller has read it already.
 
     With a task, labels that have no place in it are left out: a cell relabelled MONONUCLEAR under
     a binary network says nothing about which of the four types it is, and would otherwise fail
     the whole run.
     """
     storage = Cell._meta.get_field("window").storage
+    if windows is None:
+        windows = reviewed_cell_windows(with_image=True)
     samples = []
-    for window, corrected, image_id in reviewed_cell_windows(with_image=True):
+    for window, corrected, image_id in windows:
         if task is not None and task_class(corrected, task) is None:
             continue
         path = Path(storage.path(window))
