@@ -6,6 +6,7 @@ Accounts (LabUserAdmin) are the admin role's to manage short of superuser status
 admin role and single permissions, which only a superuser gives; API keys are revoked, never deleted."""
 
 import copy
+import re
 import secrets
 
 from django import forms
@@ -301,7 +302,14 @@ class CellReviewAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
         return False
 
 
+def _new_form_token():
+    return secrets.token_urlsafe(24)
+
+
 class ApiTokenForm(forms.ModelForm):
+    # Rendered anew with each blank form and sent back with it: one key per form (api_tokens.create_token).
+    form_token = forms.CharField(required=False, widget=forms.HiddenInput, initial=_new_form_token)
+
     class Meta:
         model = ApiToken
         fields = ("user", "name")
@@ -311,6 +319,12 @@ class ApiTokenForm(forms.ModelForm):
         if reason := api_tokens.refusal(user):
             raise forms.ValidationError(reason)
         return user
+
+    def clean(self):
+        # Said above the form: a hidden field's own error shows nowhere in the admin's page.
+        if not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", self.cleaned_data.get("form_token") or ""):
+            raise forms.ValidationError("This form is incomplete: open it again to make a key.")
+        return super().clean()
 
 
 def _xor(data, pad):
@@ -344,8 +358,13 @@ class ApiTokenAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
         return False
 
     def save_model(self, request, obj, form, change):
-        # The one way a key is made (services.api_tokens): the form's object takes its record.
-        token, request.api_key_made = api_tokens.create_token(obj.user, obj.name)
+        # The one way a key is made (services.api_tokens): the form's object takes its record. A form
+        # sent again leads to the key its first send made, which shows no key.
+        try:
+            token, request.api_key_made = api_tokens.create_token(
+                obj.user, obj.name, form_token=form.cleaned_data["form_token"])
+        except api_tokens.FormAlreadySent as sent:
+            token, request.api_key_made = sent.token, None
         obj.pk, obj.key_sha256, obj.created_at = token.pk, token.key_sha256, token.created_at
         obj._state.adding = False
 
@@ -363,10 +382,14 @@ class ApiTokenAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
         return f"api_key_made:{token_id}"
 
     def response_add(self, request, obj, post_url_continue=None):
+        made = reverse("admin:webapp_apitoken_made", args=[obj.pk], current_app=self.admin_site.name)
+        if request.api_key_made is None:
+            self.message_user(request, "This form had been sent already: its first send made this key, "
+                              "and this one made none.", messages.WARNING)
+            return HttpResponseRedirect(made)
         key = request.api_key_made.encode()
         pad = secrets.token_bytes(len(key))
         request.session[self._sealed_name(obj.pk)] = _xor(key, pad).hex()
-        made = reverse("admin:webapp_apitoken_made", args=[obj.pk], current_app=self.admin_site.name)
         return HttpResponseRedirect(f"{made}?{urlencode({'pad': pad.hex()})}")
 
     def get_urls(self):

@@ -530,6 +530,9 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # The admin's add form carries a token of its own, used once: the form sent again (a script's
+    # double POST, a resent page) finds its key already made here and makes no second one.
+    made_by_form = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -164,6 +164,18 @@ def test_the_admin_lists_keys_and_revokes_them_without_showing_any(client, lis, 
     assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 401
 
 
+def key_form(client):
+    """The fields of a blank "Add API key" form, as the admin renders them."""
+    page = client.get(reverse("admin:webapp_apitoken_add")).content.decode()
+    return {"form_token": re.search(r'name="form_token" value="([^"]+)"', page).group(1)}
+
+
+def send_key_form(client, user, name, form=None, **kwargs):
+    form = form or key_form(client)
+    data = {**form, "user": user.pk, "name": name}
+    return client.post(reverse("admin:webapp_apitoken_add"), data, **kwargs)
+
+
 def shown_key(page):
     found = re.search(r'data-role="api-key"[^>]*>([^<]+)<', page.content.decode())
     return found and found.group(1)
@@ -171,9 +183,8 @@ def shown_key(page):
 
 def test_an_administrator_makes_a_key_on_the_site_and_sees_it_once(client, lis, django_user_model):
     client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
-    add = reverse("admin:webapp_apitoken_add")
 
-    made = client.post(add, {"user": lis.pk, "name": "LIS"})
+    made = send_key_form(client, lis, "LIS")
 
     # Post/redirect/get: the answer to the form is a redirect, which carries no key.
     token = ApiToken.objects.get()
@@ -191,7 +202,7 @@ def test_an_administrator_makes_a_key_on_the_site_and_sees_it_once(client, lis, 
     # Nothing shows it again, and a staff account gets none.
     client.force_login(django_user_model.objects.get(username="root"))
     assert key not in client.get(reverse("admin:webapp_apitoken_change", args=[token.pk])).content.decode()
-    refused = client.post(add, {"user": django_user_model.objects.get(username="root").pk, "name": "x"})
+    refused = send_key_form(client, django_user_model.objects.get(username="root"), "x")
     assert refused.status_code == 200 and "is a staff account" in refused.content.decode()
     assert ApiToken.objects.count() == 1
 
@@ -200,7 +211,7 @@ def test_reloading_the_page_that_showed_a_key_makes_none_and_shows_none(client, 
     # The audit: the key was shown in the answer to the form's POST, so a reload sent the form again
     # and made (and showed) a second live key, the first one never shown again but still in force.
     client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
-    made = client.post(reverse("admin:webapp_apitoken_add"), {"user": lis.pk, "name": "LIS"})
+    made = send_key_form(client, lis, "LIS")
     key = shown_key(client.get(made["Location"]))
     assert key
 
@@ -223,7 +234,7 @@ def test_the_key_made_is_shown_only_to_the_session_that_made_it(client, lis, dja
 
     root = django_user_model.objects.create_superuser("root", password="a-long-passphrase-8")
     client.force_login(root)
-    made = client.post(reverse("admin:webapp_apitoken_add"), {"user": lis.pk, "name": "LIS"})
+    made = send_key_form(client, lis, "LIS")
 
     # Another administrator, or the same one signed in elsewhere, with the very address.
     for account in (with_role(django_user_model.objects.create_user("lead", is_staff=True), "admin"), root):
@@ -251,7 +262,7 @@ def test_the_key_is_not_kept_in_the_session_in_the_clear(client, lis, django_use
     from django.contrib.sessions.models import Session
 
     client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
-    made = client.post(reverse("admin:webapp_apitoken_add"), {"user": lis.pk, "name": "LIS"})
+    made = send_key_form(client, lis, "LIS")
     stored = " ".join(str(session.get_decoded()) for session in Session.objects.all())
     key = shown_key(client.get(made["Location"]))
     assert key and key not in stored
@@ -261,17 +272,61 @@ def test_the_key_is_not_kept_in_the_session_in_the_clear(client, lis, django_use
 
 def test_two_keys_made_in_one_session_are_each_shown_once(client, lis, django_user_model):
     client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
-    first = client.post(reverse("admin:webapp_apitoken_add"), {"user": lis.pk, "name": "LIS"})
-    second = client.post(reverse("admin:webapp_apitoken_add"), {"user": lis.pk, "name": "LIS"})
+    first = send_key_form(client, lis, "LIS")
+    second = send_key_form(client, lis, "LIS")
     keys = {shown_key(client.get(first["Location"])), shown_key(client.get(second["Location"]))}
     assert len(keys) == 2 and None not in keys and ApiToken.objects.count() == 2
+
+
+def test_the_form_sent_twice_makes_one_key_and_says_so(client, lis, django_user_model):
+    # The audit: a double click sent the form twice and made two live keys, one never used (a script
+    # still could, after the page's guard against double clicks).
+    client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+    form = key_form(client)
+
+    first = send_key_form(client, lis, "LIS", form)
+    again = send_key_form(client, lis, "LIS", form, follow=True)
+
+    token = ApiToken.objects.get()
+    page = again.content.decode()
+    assert again.redirect_chain[-1][0] == reverse("admin:webapp_apitoken_made", args=[token.pk])
+    assert "This form had been sent already: its first send made this key, and this one made none." in page
+    assert not shown_key(again) and "make a new key" in page
+    # The first send's page still shows its key, once, and that key is the one in force.
+    key = shown_key(client.get(first["Location"]))
+    assert key and token.key_sha256 == hashlib.sha256(key.encode()).hexdigest()
+    # A fresh form makes a second key.
+    send_key_form(client, lis, "LIS 2")
+    assert ApiToken.objects.count() == 2
+
+
+def test_a_key_form_without_its_token_makes_no_key(client, lis, django_user_model):
+    client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+    for form in ({}, {"form_token": "../../x"}):
+        refused = client.post(reverse("admin:webapp_apitoken_add"), {**form, "user": lis.pk, "name": "LIS"})
+        assert refused.status_code == 200
+        assert re.search(r'<ul class="errorlist nonfield"><li>This form is incomplete: open it again',
+                         refused.content.decode())
+    assert not ApiToken.objects.exists()
+
+
+def test_a_form_token_makes_one_key_even_when_two_sends_meet_in_the_database(lis):
+    from webapp.services.api_tokens import FormAlreadySent
+
+    token, key = create_token(lis, "LIS", form_token="a" * 32)
+    with pytest.raises(FormAlreadySent) as sent:
+        create_token(lis, "LIS", form_token="a" * 32)
+    assert sent.value.token == token and ApiToken.objects.count() == 1
+    # Keys made without a form (manage.py api_token) share no token.
+    create_token(lis, "x"), create_token(lis, "y")
+    assert ApiToken.objects.count() == 3
 
 
 def test_the_admin_role_manages_api_keys(client, lis, django_user_model):
     lead = with_role(django_user_model.objects.create_user("lead", is_staff=True), "admin")
     client.force_login(lead)
 
-    made = client.post(reverse("admin:webapp_apitoken_add"), {"user": lis.pk, "name": "LIS"}, follow=True)
+    made = send_key_form(client, lis, "LIS", follow=True)
 
     assert made.status_code == 200 and 'data-role="api-key"' in made.content.decode()
     assert client.get(reverse("admin:webapp_apitoken_changelist")).status_code == 200

@@ -10,6 +10,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from webapp.models import ApiToken
@@ -21,6 +22,14 @@ LAST_USED_EVERY = timedelta(minutes=1)
 
 class ApiTokenError(Exception):
     """The key cannot be made or revoked; the message says why."""
+
+
+class FormAlreadySent(ApiTokenError):
+    """The form that asks for a key was sent before and made ``token``; this send makes none."""
+
+    def __init__(self, token):
+        super().__init__(f"This form was sent before: it made API key {token.pk}, and makes no other.")
+        self.token = token
 
 
 def _digest(key):
@@ -37,12 +46,23 @@ def refusal(user):
     return None
 
 
-def create_token(user, name):
-    """(ApiToken, key) for ``user``; the key is not kept and cannot be shown again."""
+def create_token(user, name, form_token=None):
+    """(ApiToken, key) for ``user``; the key is not kept and cannot be shown again. A ``form_token``
+    makes one key at most: a second call with it raises FormAlreadySent, which the database's unique
+    constraint enforces for two calls at once."""
     if reason := refusal(user):
         raise ApiTokenError(reason)
     key = secrets.token_urlsafe(32)
-    return ApiToken.objects.create(user=user, name=name, key_sha256=_digest(key)), key
+    try:
+        with transaction.atomic():
+            token = ApiToken.objects.create(
+                user=user, name=name, key_sha256=_digest(key), made_by_form=form_token)
+    except IntegrityError:
+        earlier = form_token and ApiToken.objects.filter(made_by_form=form_token).first()
+        if not earlier:
+            raise
+        raise FormAlreadySent(earlier) from None
+    return token, key
 
 
 def is_key_of(token, key):
