@@ -32,10 +32,22 @@
     ["loss", "accuracy", "val_loss", "val_accuracy"].forEach(function (key) { set(key, figure(p[key])); });
     set("elapsed_seconds", duration(p.elapsed_seconds));
     set("eta_seconds", duration(p.eta_seconds));
+    // No percent: every epoch is done and the held-out figures are being measured, for a time no
+    // epoch tells, so the bar moves without a share rather than sitting full.
+    var finishing = p.percent === null || p.percent === undefined;
     var bar = panel.querySelector('[data-field="percent"]');
-    if (bar) bar.style.width = p.percent + "%";
+    if (bar) bar.style.width = finishing ? "" : p.percent + "%";
     var meter = panel.querySelector('[role="progressbar"]');
-    if (meter) meter.setAttribute("aria-valuenow", p.percent);
+    if (meter) {
+      meter.classList.toggle("finishing", finishing);
+      if (finishing) {
+        meter.removeAttribute("aria-valuenow");
+        meter.setAttribute("aria-valuetext", "every epoch done; measuring the held-out figures");
+      } else {
+        meter.setAttribute("aria-valuenow", p.percent);
+        meter.removeAttribute("aria-valuetext");
+      }
+    }
   }
 
   function poll() {

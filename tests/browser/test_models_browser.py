@@ -96,3 +96,31 @@ def test_activating_or_deleting_a_version_asks_first(live_server, browser_page, 
     page.click("[data-role=delete-version] button")
     page.wait_for_selector(f"text=v{failed.pk} is deleted.")
     assert not ModelVersion.objects.filter(pk=failed.pk).exists()
+
+
+def test_the_progress_bar_tells_no_share_while_the_held_out_figures_are_measured(
+        live_server, browser_page, django_user_model):
+    # The audit: after the last epoch the bar sat full, with no time left, for the minutes the TEST
+    # figures took. The page follows the run by itself, so the change reaches an open page.
+    running = {"state": "running", "epoch": 2, "epochs": 4, "elapsed_seconds": 20.0, "eta_seconds": 40.0}
+    version = make_version(status=ModelVersion.Status.TRAINING)
+    ModelVersion.objects.filter(pk=version.pk).update(progress=running, hyperparameters={"epochs": 4})
+    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    page = browser_page
+    sign_in(page, live_server.url, "lead")
+    page.goto(f"{live_server.url}/models/{version.pk}/")
+    bar = page.locator(".training-progress [role=progressbar]")
+    assert bar.get_attribute("aria-valuenow") == "50"
+
+    ModelVersion.objects.filter(pk=version.pk).update(progress={
+        **running, "epoch": 4, "eta_seconds": None, "epochs_done": True,
+        "stage": "calibrating, fitting the review flag and measuring each source's TEST"})
+
+    page.wait_for_selector(".training-progress .progress.finishing", timeout=10_000)
+    assert bar.get_attribute("aria-valuenow") is None
+    assert bar.get_attribute("aria-valuetext") == "every epoch done; measuring the held-out figures"
+    assert page.locator("[data-field=phase]").inner_text().startswith("calibrating")
+    # The band sweeping the bar is a part of it, not a full bar.
+    band, whole = (page.evaluate(f"document.querySelector('{selector}').getBoundingClientRect().width")
+                   for selector in (".training-progress .progress > span", ".training-progress .progress"))
+    assert 0 < band < whole

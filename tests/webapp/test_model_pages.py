@@ -543,6 +543,14 @@ def test_progress_json_and_cancel(staff_client):
     # Named for what it covers: the evaluation after the last epoch is not in it.
     assert ("epochs' time left</dt>"
             '<dd data-field="eta_seconds" data-seconds="">–</dd>') in page
+    assert 'aria-valuenow="25"' in page
+    # Every epoch done, the held-out figures being measured: the bar tells no share, not 100%.
+    ModelVersion.objects.filter(pk=version.pk).update(progress={
+        **version.progress, "epoch": 8, "stage": "measuring", "epochs_done": True, "eta_seconds": None})
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert 'class="progress finishing"' in page and "aria-valuenow" not in page
+    assert 'aria-valuetext="every epoch done; measuring the held-out figures"' in page
+    assert staff_client.get(reverse("models:progress", args=[version.pk])).json()["percent"] is None
 
     staff_client.post(reverse("models:cancel", args=[version.pk]))
     version.refresh_from_db()
@@ -779,6 +787,8 @@ def test_run_training_stores_a_ready_version_with_progress_and_never_activates(f
     finishing = seen[1]
     assert finishing["phase"] == "calibrating, fitting the review flag and measuring each source's TEST"
     assert finishing["eta_seconds"] is None
+    # Nor a full bar (the audit: 100% with nothing left, while the TEST figures took minutes).
+    assert finishing["percent"] is None and seen[0]["epoch"] == 1
     version.refresh_from_db()
     assert version.status == "ready" and bytes(version.model_bytes) == b"network"
     assert version.progress["state"] == "done" and version.history == HISTORY[:2]

@@ -367,8 +367,11 @@ def progress_report(version):
     progress = dict(version.progress or {})
     epochs = int(progress.get("epochs") or version.hyperparameters.get("epochs") or 0)
     epoch = int(progress.get("epoch") or 0)
+    epochs_done = progress.get("epochs_done") or 0 < epochs <= epoch  # "done": also stopped early
     if version.is_trained:
         percent = 100
+    elif version.status == ModelVersion.Status.TRAINING and epochs_done:
+        percent = None  # the held-out figures are being measured, for a time no epoch tells
     else:
         percent = round(100 * epoch / epochs) if epochs else 0
     state = progress.get("state", "")

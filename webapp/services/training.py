@@ -608,7 +608,7 @@ def _train(version_id, version, progress_bar):
 
     def on_stage(stage):
         # After the last epoch: what the run does now, and no time left to tell (not "0 s").
-        _update_progress(version_id, state="running", stage=stage, eta_seconds=None)
+        _update_progress(version_id, state="running", stage=stage, eta_seconds=None, epochs_done=True)
 
     last_poll = [0.0, False]
 
