@@ -643,6 +643,8 @@ def test_an_adapted_version_worse_than_its_parent_on_the_labs_cells_says_so(staf
              f"v{parent.pk} did (90.0%)")
     detail = staff_client.get(reverse("models:detail", args=[worse.pk])).content.decode()
     assert words in html.unescape(detail)
+    # The lab's own figures come before the curves and the TEST tables of the parent's sources.
+    assert detail.index('data-role="adaptation"') < detail.index("<h2>Learning curves</h2>")
     page = html.unescape(staff_client.post(reverse("models:activate", args=[worse.pk]), follow=True)
                          .content.decode())
     assert words in page and "Activate another version to stop it." in page
