@@ -1,7 +1,8 @@
 // Sample page: draw a box around a white cell the detector missed. "Add a missed cell" puts a
-// photograph in drawing mode; a mouse drag on it gives the box, converted from the picture on the
-// screen to the photograph's own pixels, and the box is posted with the photograph's small form
-// (which can also be filled by hand). While boxes wait for the worker, the results part is
+// photograph in drawing mode; a drag on it (mouse, finger or pen) gives the box, converted from the
+// picture on the screen to the photograph's own pixels, and fills the photograph's small form
+// (which can also be filled by hand). The box stays drawn until "Add this box" sends it: a drag
+// that missed is drawn again, not added. While boxes wait for the worker, the results part is
 // refreshed until they are classified.
 (function () {
   "use strict";
@@ -10,7 +11,7 @@
   if (!results || !progress) return;
   var resultsUrl = progress.dataset.resultsUrl;
   var POLL_MS = 2000;
-  var drag = null; // { panel, frame, rect, x, y }
+  var drag = null; // { panel, frame, pointer, start, startClient }
 
   function panelOf(element) {
     var card = element.closest(".image-card");
@@ -30,10 +31,32 @@
     return { x: Math.round(Math.min(width, Math.max(0, x))), y: Math.round(Math.min(height, Math.max(0, y))) };
   }
 
+  // The box drawn on the photograph, placed in shares of it so that it stays on its cell when the
+  // page is resized or zoomed before it is sent.
+  function showBox(panel, frame, a, b) {
+    var rect = frame.querySelector(".add-cell-rubber");
+    if (!rect) {
+      rect = document.createElement("div");
+      rect.className = "add-cell-rubber";
+      frame.appendChild(rect);
+    }
+    var width = parseInt(panel.dataset.width, 10), height = parseInt(panel.dataset.height, 10);
+    rect.style.left = Math.min(a.x, b.x) / width * 100 + "%";
+    rect.style.top = Math.min(a.y, b.y) / height * 100 + "%";
+    rect.style.width = Math.abs(b.x - a.x) / width * 100 + "%";
+    rect.style.height = Math.abs(b.y - a.y) / height * 100 + "%";
+  }
+
+  function clearBox(frame) {
+    var rect = frame.querySelector(".add-cell-rubber");
+    if (rect) rect.remove();
+  }
+
   function setDrawing(panel, on) {
     panel.classList.toggle("drawing", on);
     var frame = frameOf(panel);
     frame.classList.toggle("drawing", on);
+    if (!on) clearBox(frame);
     panel.querySelector("[data-role=add-cell-help]").hidden = !on;
     var toggle = panel.querySelector("[data-role=add-cell-toggle]");
     // Its words as the page drew them ("Add a missed cell", or a one-cell photograph's own).
@@ -52,49 +75,67 @@
     if (event.target.closest(".smear-frame.drawing")) { event.stopPropagation(); event.preventDefault(); }
   }, true);
 
-  results.addEventListener("mousedown", function (event) {
+  results.addEventListener("pointerdown", function (event) {
     var frame = event.target.closest(".smear-frame.drawing");
-    if (!frame || event.button !== 0) return;
+    if (!frame || !event.isPrimary || event.button !== 0 || drag) return;
     event.preventDefault();
+    // The frame keeps the pointer while the drag lasts, even past the photograph's edge.
+    frame.setPointerCapture(event.pointerId);
     var panel = panelOf(frame);
-    var rect = document.createElement("div");
-    rect.className = "add-cell-rubber";
-    frame.appendChild(rect);
     var start = toPixels(panel, frame, event.clientX, event.clientY);
-    drag = { panel: panel, frame: frame, rect: rect, start: start, startClient: [event.clientX, event.clientY] };
+    drag = { panel: panel, frame: frame, pointer: event.pointerId, start: start,
+             startClient: [event.clientX, event.clientY] };
   });
 
-  document.addEventListener("mousemove", function (event) {
-    if (!drag) return;
-    var bounds = drag.frame.getBoundingClientRect();
-    var x0 = Math.min(drag.startClient[0], event.clientX), x1 = Math.max(drag.startClient[0], event.clientX);
-    var y0 = Math.min(drag.startClient[1], event.clientY), y1 = Math.max(drag.startClient[1], event.clientY);
-    drag.rect.style.left = (x0 - bounds.left) + "px";
-    drag.rect.style.top = (y0 - bounds.top) + "px";
-    drag.rect.style.width = (x1 - x0) + "px";
-    drag.rect.style.height = (y1 - y0) + "px";
+  // A mouse's press on the photograph would otherwise start a selection, or drag the picture.
+  results.addEventListener("mousedown", function (event) {
+    if (event.target.closest(".smear-frame.drawing")) event.preventDefault();
   });
 
-  document.addEventListener("mouseup", function (event) {
-    if (!drag) return;
+  results.addEventListener("pointermove", function (event) {
+    if (!drag || event.pointerId !== drag.pointer) return;
+    showBox(drag.panel, drag.frame, drag.start, toPixels(drag.panel, drag.frame, event.clientX, event.clientY));
+  });
+
+  function endDrag(event) {
+    if (!drag || event.pointerId !== drag.pointer) return;
     var current = drag;
     drag = null;
-    current.rect.remove();
-    // A click without a drag draws nothing.
-    if (Math.abs(event.clientX - current.startClient[0]) < 3 || Math.abs(event.clientY - current.startClient[1]) < 3) return;
+    var tiny = Math.abs(event.clientX - current.startClient[0]) < 3 ||
+      Math.abs(event.clientY - current.startClient[1]) < 3;
+    // A tap or a click without a drag, or a drag the browser took back, draws nothing.
+    if (event.type === "pointercancel" || tiny) {
+      clearBox(current.frame);
+      return;
+    }
     var end = toPixels(current.panel, current.frame, event.clientX, event.clientY);
+    showBox(current.panel, current.frame, current.start, end);
     var form = current.panel.querySelector("[data-role=add-cell-form]");
     form.elements.x0.value = Math.min(current.start.x, end.x);
     form.elements.y0.value = Math.min(current.start.y, end.y);
     form.elements.x1.value = Math.max(current.start.x, end.x);
     form.elements.y1.value = Math.max(current.start.y, end.y);
-    // The server judges the box (inside the photograph, large enough) and says why it refuses one.
-    form.submit();
+    // Sent by its own button (focused where it is: the box stays in view): the server judges the box (inside the photograph, large enough) and
+    // says why it refuses one.
+    form.querySelector("button[type=submit]").focus({ preventScroll: true });
+  }
+
+  results.addEventListener("pointerup", endDrag);
+  results.addEventListener("pointercancel", endDrag);
+
+  // A box typed into the form is drawn too.
+  results.addEventListener("input", function (event) {
+    var form = event.target.closest("[data-role=add-cell-form]");
+    if (!form) return;
+    var panel = form.closest("[data-role=add-cell]");
+    var e = form.elements, values = [e.x0, e.y0, e.x1, e.y1].map(function (field) { return field.valueAsNumber; });
+    if (values.some(isNaN)) return;
+    showBox(panel, frameOf(panel), { x: values[0], y: values[1] }, { x: values[2], y: values[3] });
   });
 
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Escape") return;
-    if (drag) { drag.rect.remove(); drag = null; }
+    drag = null;
     results.querySelectorAll("[data-role=add-cell].drawing").forEach(function (panel) { setDrawing(panel, false); });
   });
 

@@ -79,3 +79,61 @@ def test_keys_and_the_live_refresh_stay_on_the_page_shown(live_server, browser_p
     assert page.get_by_role("navigation", name="Pages of photographs", exact=True).count() == 1
     assert page.url == f"{live_server.url}/samples/{sample.pk}/?page=2"
     assert page.locator(f"#image-{first.pk}").count() == 0
+
+
+def drag(page, frame, start, end, touch=False):
+    """A drag over ``frame`` between two points given in shares of it, by mouse or by finger."""
+    bounds = frame.bounding_box()
+    (x0, y0), (x1, y1) = ((bounds["x"] + fx * bounds["width"], bounds["y"] + fy * bounds["height"])
+                          for fx, fy in (start, end))
+    if not touch:
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x1, y1, steps=4)
+        page.mouse.up()
+        return
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 1})
+    steps = [(x0 + (x1 - x0) * k / 4, y0 + (y1 - y0) * k / 4) for k in range(5)]
+    for kind, (x, y) in [("touchStart", steps[0]), *(("touchMove", step) for step in steps[1:])]:
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+def test_a_drawn_box_waits_for_add_and_a_finger_draws_one(live_server, browser_page, django_user_model):
+    # The notes: a box was sent the moment the drag ended, so a drag that missed its cell added a
+    # wrong one, and a finger drew nothing (mouse events only) on a lab's tablet.
+    from webapp.models import AddedCellRequest
+
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-DRAW", types=("NEUTROPHIL",), user=user)
+    image = sample.images.get()
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    page.locator("[data-role=add-cell-toggle]").click()
+    frame = page.locator(".smear-frame")
+    form = page.locator("[data-role=add-cell-form]")
+
+    frame.evaluate("frame => frame.scrollIntoView()")
+    drag(page, frame, (0.5, 0.5), (0.75, 0.9))
+    assert page.locator(".add-cell-rubber").is_visible()
+    assert [form.locator(f"[name={name}]").input_value() for name in ("x0", "y0", "x1", "y1")] == [
+        "320", "240", "480", "432"]
+    assert not AddedCellRequest.objects.exists()  # not sent by the drag alone
+    assert focused(page, "[data-role=add-cell-form] button[type=submit]")
+
+    # Drawn again, by a finger: the box and the form follow; the page did not scroll instead.
+    scrolled = page.evaluate("window.scrollY")
+    drag(page, frame, (0.25, 0.25), (0.5, 0.5), touch=True)
+    assert [form.locator(f"[name={name}]").input_value() for name in ("x0", "y0", "x1", "y1")] == [
+        "160", "120", "320", "240"]
+    assert page.evaluate("window.scrollY") == scrolled
+    box, whole = page.locator(".add-cell-rubber").bounding_box(), frame.bounding_box()
+    assert abs(box["width"] - whole["width"] / 4) <= 2 and abs(box["height"] - whole["height"] / 4) <= 2
+    assert not AddedCellRequest.objects.exists()
+
+    form.get_by_role("button", name="Add this box").click()
+    page.wait_for_selector("[data-role=pending-cells]")
+    added = AddedCellRequest.objects.get()
+    assert (added.image_id, added.x0, added.y0, added.x1, added.y1) == (image.pk, 160, 120, 320, 240)

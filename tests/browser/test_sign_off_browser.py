@@ -64,6 +64,7 @@ def test_gallery_missed_cell_sign_off_report_and_lock(live_server, celery_worker
     page.mouse.down()
     page.mouse.move(bounds["x"] + x1 * scale, bounds["y"] + y1 * scale, steps=5)
     page.mouse.up()
+    page.get_by_role("button", name="Add this box").first.click()
     wait_for(lambda: Cell.objects.filter(image=image, added_by_hand=True).exists(), "the drawn cell",
              WORKER_TIMEOUT_S)
     added = Cell.objects.get(image=image, added_by_hand=True)
