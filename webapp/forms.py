@@ -242,6 +242,14 @@ class HistoryFilterForm(forms.Form):
         choices=[("", "Current ones"), ("all", "Superseded too")],
         label="Calls",
     )
+    found = forms.ChoiceField(
+        required=False,
+        # How each cell came to be: the detector's outline, a reviewer's box, or, on a photograph of
+        # one cell where the detector outlined none, the photograph's middle (always reviewed).
+        choices=[("", "Any way"), ("detector", "Outlined by the detector"), ("hand", "Drawn by hand"),
+                 ("middle", "Middle of a one-cell photograph")],
+        label="Found",
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -277,6 +285,7 @@ class HistoryFilterForm(forms.Form):
             date_to=data.get("date_to"),
             model_version=version.pk if version else None,
             calls=data.get("calls") or "",
+            found=data.get("found") or "",
         )
 
 

@@ -1121,6 +1121,13 @@ class HistoryFilters:
     model_version: int | None = None
     # "": the calls the formulas count (each image's latest version); "all": superseded ones too.
     calls: str = ""
+    # "detector", "hand" (added_by_hand) or "middle" (not outlined); "": any.
+    found: str = ""
+
+
+# How a cell came to be, as the history's "Found" filter reads it.
+FOUND = {"detector": Q(added_by_hand=False, outlined=True), "hand": Q(added_by_hand=True),
+         "middle": Q(outlined=False)}
 
 
 def _day_start(day):
@@ -1164,6 +1171,8 @@ def cell_history(filters=None):
         cells = cells.filter(created_at__lt=_day_start(filters.date_to) + timezone.timedelta(days=1))
     if filters.model_version:
         cells = cells.filter(model_version_id=filters.model_version)
+    if found := FOUND.get(filters.found):
+        cells = cells.filter(found)
     return cells.order_by("-created_at", "-id")
 
 

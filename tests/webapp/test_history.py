@@ -56,6 +56,19 @@ def test_date_range_and_model_version(records):
     assert ids(cell_history(HistoryFilters(model_version=records["old"].pk))) == [("A-1", 1), ("A-1", 0)]
 
 
+def test_found_tells_the_detectors_cells_from_drawn_boxes_and_a_photographs_middle(client, tech, records):
+    Cell.objects.filter(image__sample=records["b"], index=0).update(added_by_hand=True)
+    Cell.objects.filter(image__sample=records["a"], index=1).update(outlined=False)
+    assert ids(cell_history(HistoryFilters(found="hand"))) == [("B-2", 0)]
+    assert ids(cell_history(HistoryFilters(found="middle"))) == [("A-1", 1)]
+    assert ids(cell_history(HistoryFilters(found="detector"))) == [("B-2", 2), ("B-2", 1), ("A-1", 0)]
+    page = client.get(reverse("lab:history"), {"found": "middle", "view": "table"}).content.decode()
+    assert "Middle of a one-cell photograph" in page and "1 cell<" in page
+    assert client.get(reverse("lab:api-cells"), {"found": "hand"}).json()["count"] == 1
+    refused = client.get(reverse("lab:api-cells"), {"found": "somehow"})
+    assert refused.status_code == 400 and "found" in refused.json()["errors"]
+
+
 def test_the_last_representable_day_bounds_nothing(records):
     assert len(cell_history(HistoryFilters(date_to=date.max))) == 5
 
