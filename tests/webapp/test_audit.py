@@ -240,3 +240,17 @@ def test_the_whole_trail_pages_back_to_the_samples_first_entry(client, tech, mon
     last = client.get(trail, {"page": (len(rows) + 2) // 3}).content.decode()
     assert oldest in last and "← Newer" in last
     assert client.get(reverse("lab:sample-trail", args=[sample.pk + 999])).status_code == 404
+
+
+def test_deleting_a_photograph_records_the_types_of_the_cells_it_took(django_user_model):
+    # A reopened result may lose a photograph; the trail must say which calls went with it (the only
+    # blast, say), not only how many, or an amended result cannot be reconstructed from the record.
+    from webapp.services.deletion import delete_image
+
+    user = django_user_model.objects.create_user("someone")
+    sample = make_sample(types=("NEUTROPHIL", "BLAST", "NEUTROPHIL"))
+    delete_image(sample.images.get(), user)
+    deleted = rows(sample.pk, "smearimage")[0]
+    assert changes(deleted)["cell_types"] == ("Neutrophil 2, Blast 1", "None")
+    assert "cell types: Neutrophil 2, Blast 1" in " ".join(
+        f"{change.field}: {change.old}" for change in timeline(sample.pk)[0].changes)

@@ -5,12 +5,15 @@ both. Each deletion is logged with who asked for it.
 """
 
 import logging
+from collections import Counter
 
 from django.db import transaction
 
 from webapp import audit
+from webapp.cell_types import type_order
+from webapp.counting import type_label
 from webapp.models import Cell, Sample, SmearImage
-from webapp.selectors import image_file_names, sample_file_names
+from webapp.selectors import current_cells, image_file_names, sample_file_names
 from webapp.services.locking import SampleLocked, ensure_editable
 from webapp.services.storage import delete_stored_files
 from webapp.wording import count_of
@@ -84,6 +87,13 @@ class PhotographBusy(ValueError):
     worker. The message is for the person who asked."""
 
 
+def _counted_types(image):
+    """The calls the photograph held, as its sample's formula read them ("Neutrophil 2, Blast 1"):
+    a reopened result may lose a photograph, and the trail must say which calls went with it."""
+    types = Counter(current_cells(image=image).values_list("cell_type", flat=True))
+    return ", ".join(f"{type_label(name)} {types[name]}" for name in sorted(types, key=type_order))
+
+
 def delete_image(image, user=None, finished_only=False):
     """Delete one photograph of a sample, its cells and reviews and, once committed, its files;
     refused (SampleLocked) while the sample is signed, and with ``finished_only`` (PhotographBusy)
@@ -103,8 +113,11 @@ def delete_image(image, user=None, finished_only=False):
                                  "classified.")
         names = image_file_names(image)
         cell_count = image.cells.count()
-        audit.record(image, "delete", {"original_filename": (name, None), "cells": (cell_count, 0)},
-                     actor=user, note=f"photograph {name} deleted with {count_of(cell_count, 'cell')}")
+        recorded = {"original_filename": (name, None), "cells": (cell_count, 0)}
+        if types := _counted_types(image):
+            recorded["cell_types"] = (types, None)
+        audit.record(image, "delete", recorded, actor=user,
+                     note=f"photograph {name} deleted with {count_of(cell_count, 'cell')}")
         _delete_with_files(image, names)
     logger.info("Image %s (%s) of sample %s deleted by %s; %d file(s) removed",
                 image_id, name, sample_id, _who(user), len(names))
