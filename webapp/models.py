@@ -168,8 +168,11 @@ class Sample(models.Model):
     status = models.CharField(
         max_length=16, choices=Status.choices, default=Status.IN_PROGRESS, db_index=True
     )
+    # PROTECT: a signature names its account for good. Deleting the account blanked "Signed by" on
+    # the report and the FHIR performer, and left the trail crediting "the worker"; an account
+    # that signed or reopened a result is made inactive instead.
     signed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     signed_at = models.DateTimeField(null=True, blank=True)
     # Why it was signed with fewer leukocytes than the target ("" when the target was reached).
@@ -178,7 +181,7 @@ class Sample(models.Model):
     unidentified_kept = models.BooleanField(default=False)
     times_signed = models.PositiveSmallIntegerField(default=0)  # >1: the report is amended
     reopened_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     reopened_at = models.DateTimeField(null=True, blank=True)
     reopen_reason = models.TextField(blank=True)

@@ -640,3 +640,21 @@ def test_a_deletion_waits_for_a_signature_in_flight_and_is_then_refused(django_u
     assert refused and "is refused while it is signed" in refused[0]
     assert Sample.objects.get(pk=sample.pk).status == Sample.Status.SIGNED
     assert Cell.objects.filter(image__sample=sample).count() == 2
+
+
+def test_the_account_that_signed_or_reopened_a_result_cannot_be_deleted(hematologist, django_user_model):
+    # Deleting it blanked "Signed by" on the report, left the FHIR DiagnosticReport of a final result
+    # with no performer, and the trail then credited the signature to "the worker". The account is
+    # made inactive instead, as one holding API keys is.
+    from django.db.models import ProtectedError
+
+    sample = small_sample()
+    sign_sample(sample, hematologist, result_seen=result_stamp(sample))
+    with pytest.raises(ProtectedError):
+        hematologist.delete()
+    other = member(django_user_model, "hema2", "hematologist")
+    reopen_sample(sample, other, "Recount")
+    sign_sample(sample, hematologist, result_seen=result_stamp(sample))
+    with pytest.raises(ProtectedError):
+        other.delete()
+    assert Sample.objects.get(pk=sample.pk).signed_by == hematologist
