@@ -375,3 +375,20 @@ def test_the_pdf_breaks_cjk_lines_and_marks_what_no_font_draws(client, tech):
     # The joiner draws nothing and the emoji's colour selector nothing either; the accent goes on its
     # letter; the emoji, which no font here has, prints as U+FFFD; half-width katakana print full width.
     assert "".join(held) == f"Note: {'末梢血涂片瑞氏染色' * 12} x\u200dy é \ufffd\ufe0f カタカナ"
+
+
+def test_the_report_says_which_types_only_a_person_finds_and_how_many_cells_one_saw(
+        client, tech, hematologist):
+    # No network here calls a blast: a blast it called "lymphocyte" with confidence is never flagged,
+    # and the report's missing "Blast" row is no evidence of none. A reader must be told so, and how
+    # many of the cells a person actually looked at.
+    sample = make_sample("H26-0060", types=TYPES)
+    html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    said = ("Reactive lymphocytes, blasts, plasma cells and smudge cells are not called by the network: "
+            "they are counted only where a person relabelled a cell; a person reviewed 0 of the 5 cells.")
+    assert said in html
+    review_cell(Cell.objects.get(image__sample=sample, index=2), "LYMPHOCYTE", tech)
+    mark_signed(sample, hematologist)
+    conclusion = client.get(reverse("lab:api-sample-fhir", args=[sample.pk])).json()["entry"][0]["resource"][
+        "conclusion"]
+    assert said.replace("0 of the 5", "1 of the 5") in conclusion

@@ -14,11 +14,12 @@ from django.template.defaultfilters import pluralize
 from django.utils import timezone
 
 from webapp.cell_types import type_order
-from webapp.counting import type_label
+from webapp.counting import RULES, Counting, type_label
 from webapp.models import Sample
 from webapp.presenters import ViewModel
 from webapp.selectors import (
     LeukocyteFormula,
+    class_names_by_version,
     familiarity,
     leukocyte_formula,
     model_versions,
@@ -150,6 +151,8 @@ def _warnings(sample, formula, photographs, version_lines):
             "unfamiliarity score: a cell of a type it was never taught, or from a stain or camera it "
             "does not know, is called as one of its own types, often confidently, and nothing flags "
             "it. Check those calls by eye.")
+    if formula.total:
+        warnings += _found_by_people_alone(formula, photographs)
     if formula.awaiting_review:
         n = formula.awaiting_review
         warnings.append(f"{count_of(n, 'uncertain call')} {pluralize(n, 'was,were')} not reviewed.")
@@ -175,6 +178,24 @@ def _warnings(sample, formula, photographs, version_lines):
                 f"Photograph {image.original_filename}: {unusual} of the {scored} cells found on it "
                 f"are unlike those the network was trained on (another stain or camera?): {advice}")
     return warnings
+
+
+def _found_by_people_alone(formula, photographs):
+    """The reported types no network of the sample calls (a blast): the network calls such a cell one
+    of its own types, often confidently and unflagged, so their absence from the figures is no
+    evidence of none. Said with how many of the cells a person looked at."""
+    called = {name for names in class_names_by_version(formula.model_versions).values() for name in names}
+    unseen = [rule.label + "s" for name, rule in RULES.items()
+              if rule.reviewer_only and name not in called
+              and rule.counting in (Counting.DIFFERENTIAL, Counting.PER_100_LEUKOCYTES)]
+    if not unseen:
+        return []
+    cells = sum(len(entry.cells) for entry in photographs)
+    names = unseen[0] if len(unseen) == 1 else ", ".join(unseen[:-1]) + " and " + unseen[-1].lower()
+    names = names[:1].upper() + names[1:].lower()
+    return [f"{names} {'is' if len(unseen) == 1 else 'are'} not called by the network: "
+            f"{'it is' if len(unseen) == 1 else 'they are'} counted only where a person relabelled a "
+            f"cell; a person reviewed {formula.reviewed} of the {count_of(cells, 'cell')}."]
 
 
 def _gallery(photographs):
