@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from webapp.cell_types import type_order
 from webapp.counting import group_of
+from webapp.presenters.report import changes_line
 from webapp.selectors import leukocyte_formula, sample_images_with_cells, unfamiliar_photograph
 
 # A spreadsheet reads a cell starting with one of these as a formula: a photograph named
@@ -45,6 +46,8 @@ def _sample_rows(sample):
             reopened_at = sample.reopened_at.isoformat(timespec="seconds") if sample.reopened_at else ""
             yield ["reopened_by", sample.reopened_by.get_username() if sample.reopened_by else ""]
             yield ["reopened_at", reopened_at]
+            if changes := changes_line(sample, formula):
+                yield ["amended_changes", changes]
     yield ["target_count", sample.target_count]
     # Last of the sample's lines, so that none above moved when it came.
     yield ["photographs", sample.photographs]

@@ -185,6 +185,12 @@ class Sample(models.Model):
     )
     reopened_at = models.DateTimeField(null=True, blank=True)
     reopen_reason = models.TextField(blank=True)
+    # The figures its last signature certified (selectors.result_figures), kept with the signature's
+    # audit row; and those of the signature the last reopening set aside. An amended result reports
+    # again every type that one reported, zero or not, and says what changed: an LIS that filed
+    # "Blasts 3.7%" must be told it is now 0, not find the row gone.
+    signed_figures = models.JSONField(default=dict, blank=True)
+    previously_signed_figures = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -981,6 +981,9 @@ def leukocyte_formula(sample):
         .order_by().distinct()
     )
     network_types = {name for names in class_names_by_version(versions).values() for name in names}
+    # An amended result reports again each type the signature it replaces reported, at zero if none
+    # is left: the row gone would read, to an LIS, as the old figure still standing.
+    reported_before = set((sample.previously_signed_figures or {}).get("types", {}))
     differential = {name: n for name, n in per_type.items()
                     if counting_of(name) is Counting.DIFFERENTIAL}
     total = sum(differential.values())
@@ -989,7 +992,7 @@ def leukocyte_formula(sample):
                       _percent(per_type.get(name, 0), total) if total else None)
         for name in sorted(RULES, key=type_order)
         if counting_of(name) is Counting.PER_100_LEUKOCYTES
-        and (per_type.get(name) or name in network_types)
+        and (per_type.get(name) or name in network_types or name in reported_before)
     ]
     listed_apart = [(name, per_type[name]) for name in sorted(per_type, key=type_order)
                     if counting_of(name) is Counting.LISTED_APART]
@@ -1015,11 +1018,32 @@ def leukocyte_formula(sample):
     # A formula lists every leukocyte type its network names, zeros included, as a lab report
     # does. Cells a binary network called (a sample classified by two networks) count in the
     # groups alone.
-    named = {name for name in network_types | set(FOUR_CLASSES)
+    named = {name for name in network_types | set(FOUR_CLASSES) | reported_before
              if counting_of(name) is Counting.DIFFERENTIAL}
     names = sorted((set(differential) | named) - set(BINARY_CLASSES), key=type_order)
     rows = FormulaRow.rows([(name, differential.get(name, 0)) for name in names], total)
     return LeukocyteFormula(total, rows, groups, **extras)
+
+
+def result_figures(formula):
+    """What a signature certifies, as it is kept with it (Sample.signed_figures): the leukocytes
+    counted and each reported type's count with its percentage or figure per 100 leukocytes."""
+    types = {row.name: {"count": row.count, "percent": row.percent} for row in formula.rows}
+    types.update({row.name: {"count": row.count, "per_100": row.per_100} for row in formula.per_100})
+    return {"total": formula.total, "types": types}
+
+
+def figure_changes(before, after):
+    """The reported figures that differ between two result_figures, in the report's type order:
+    (type, before, after, unit), each figure a number or None (not reported, or no leukocyte)."""
+    old, new = (before or {}).get("types", {}), (after or {}).get("types", {})
+    changes = []
+    for name in sorted(set(old) | set(new), key=type_order):
+        unit = "per_100" if "per_100" in old.get(name, new.get(name, {})) else "percent"
+        was, now = old.get(name, {}).get(unit), new.get(name, {}).get(unit)
+        if was != now:
+            changes.append((name, was, now, unit))
+    return changes
 
 
 @dataclass

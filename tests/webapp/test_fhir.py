@@ -152,3 +152,58 @@ def test_the_method_says_when_cells_came_from_one_cell_photographs(client, tech,
     Sample.objects.filter(pk=sample.pk).update(photographs=Sample.Photographs.ONE_CELL_EACH)
     assert methods(sample) == {"Digital morphology of a blood smear, from photographs of one white cell "
                                "each: cells pre-classified by a neural network, reviewed by laboratory staff"}
+
+
+def test_an_amended_result_reports_a_dropped_type_at_zero_and_says_what_changed(client, tech, hematologist):
+    # The clinical audit: a cell relabelled a blast, signed (FHIR: Blasts 3.7%, final); reopened, the
+    # blast relabelled a monocyte, signed again: the amended Bundle had no Blast Observation, so an LIS
+    # filing by code kept "Blasts 3.7%" as final, and nothing said what the amendment changed.
+    from tests.webapp.lab_factories import with_role
+    from tests.webapp.test_report import pdf_lines
+    from webapp.models import Cell
+    from webapp.services.review import review_cell
+    from webapp.services.sign_off import reopen_sample, sign_sample
+
+    with_role(hematologist, "hematologist")
+    sample = make_sample("H26-0110", types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL", "ERYTHROBLAST"))
+    Sample.objects.filter(pk=sample.pk).update(target_count=3)
+    for cell in Cell.objects.filter(image__sample=sample):
+        review_cell(cell, cell.predicted_type, hematologist)
+    last = Cell.objects.filter(image__sample=sample, predicted_type="NEUTROPHIL").order_by("pk").last()
+    review_cell(last, "BLAST", hematologist)
+    first = sign_sample(Sample.objects.get(pk=sample.pk), hematologist)
+    assert first.signed_figures["types"]["BLAST"] == {"count": 1, "percent": 33.3}
+    blast = observations_by_code(fetch(client, first))["26446-5"]
+    assert (blast.status, blast.valueQuantity.value) == ("final", Decimal("33.3"))
+
+    reopened = reopen_sample(first, hematologist, "The blast is a monocyte")
+    review_cell(Cell.objects.get(pk=last.pk), "MONOCYTE", hematologist)
+    page = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert "Changed since the signed result: Monocyte 0.0% \u2192 33.3%; Blast 33.3% \u2192 0.0%." in page
+    amended = sign_sample(Sample.objects.get(pk=reopened.pk), hematologist)
+
+    bundle = fetch(client, amended)
+    found = observations_by_code(bundle)
+    blast = found["26446-5"]
+    assert (blast.status, blast.valueQuantity.value) == ("amended", Decimal("0.0"))
+    assert "0 of 3 leukocytes counted" in blast.note[0].text
+    changed = "Changed from the result signed before: Monocyte 0.0% \u2192 33.3%; Blast 33.3% \u2192 0.0%."
+    assert changed in bundle.entry[0].resource.conclusion
+    page = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert changed in page
+    pdf = " ".join(pdf_lines(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content))
+    assert "Blast 33.3% \u2192 0.0%" in " ".join(pdf.split())
+    api = client.get(reverse("lab:api-sample", args=[sample.pk])).json()
+    assert api["formula"]["types"]["BLAST"]["count"] == 0
+    assert api["amendment"]["changes"] == [
+        {"type": "MONOCYTE", "before": 0.0, "after": 33.3, "unit": "percent"},
+        {"type": "BLAST", "before": 33.3, "after": 0.0, "unit": "percent"}]
+    csv_text = client.get(reverse("lab:sample-export", args=[sample.pk])).content.decode()
+    assert "amended_changes,Changed from the result signed before: Monocyte" in csv_text
+    # A figure per 100 leukocytes the first result gave stays, changed or not; and a second
+    # amendment that changes nothing says so.
+    assert "R" not in amended.signed_figures["types"] and "ERYTHROBLAST" in amended.signed_figures["types"]
+    again = sign_sample(reopen_sample(amended, hematologist, "Recheck"), hematologist)
+    bundle = fetch(client, again)
+    assert "No reported figure changed from the result signed before." in bundle.entry[0].resource.conclusion
+    assert observations_by_code(bundle)["26446-5"].valueQuantity.value == Decimal("0.0")

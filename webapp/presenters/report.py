@@ -14,16 +14,18 @@ from django.template.defaultfilters import pluralize
 from django.utils import timezone
 
 from webapp.cell_types import type_order
-from webapp.counting import RULES, Counting, type_label
+from webapp.counting import RULES, Counting, rule_for, type_label
 from webapp.models import Sample
 from webapp.presenters import ViewModel
 from webapp.selectors import (
     LeukocyteFormula,
     class_names_by_version,
     familiarity,
+    figure_changes,
     leukocyte_formula,
     model_versions,
     mostly_unfamiliar,
+    result_figures,
     sample_images_with_cells,
     unfamiliar_unreviewed,
 )
@@ -97,6 +99,9 @@ class SampleReport(ViewModel):
     reopen_reason: str
     # An amended result: why, and who reopened it when (the reopening that led to this signature).
     amended_because: str
+    # What an amended (or reopened) result changed from the one signed before, as one sentence:
+    # "Changed from the result signed before: Blast 3.7% → 0.0%." ("" for any other result).
+    changes_line: str
     formula: LeukocyteFormula
     differential: list  # Figure (PERCENT), in the report's type order
     groups: list  # selectors.FormulaRow: MONONUCLEAR / POLYNUCLEAR, when types were named
@@ -117,6 +122,30 @@ class SampleReport(ViewModel):
     def figures(self):
         """Every reported number, as the FHIR export sends them."""
         return self.differential + self.per_100
+
+
+
+def _figure_words(value, unit):
+    if value is None:
+        return "not reported"
+    return f"{value:.1f}%" if unit == "percent" else f"{value:.1f}/100 WBC"
+
+
+def changes_line(sample, formula):
+    """What changed from the result a reopening set aside, as the page, the PDF and the FHIR
+    conclusion say it: against the amended signature's figures, or, while the sample is reopened,
+    against today's ("Blast 3.7% → 0.0%", in type order)."""
+    before = sample.previously_signed_figures
+    amended = sample.result == Sample.Result.AMENDED
+    if not before or not (amended or sample.status == Sample.Status.REOPENED):
+        return ""
+    after = sample.signed_figures if amended and sample.signed_figures else result_figures(formula)
+    changes = [f"{rule_for(name).reported_as or type_label(name)} {_figure_words(was, unit)} \u2192 "
+               f"{_figure_words(now, unit)}" for name, was, now, unit in figure_changes(before, after)]
+    if amended:
+        return (f"Changed from the result signed before: {'; '.join(changes)}." if changes
+                else "No reported figure changed from the result signed before.")
+    return f"Changed since the signed result: {'; '.join(changes)}." if changes else ""
 
 
 def _person(user):
@@ -242,6 +271,7 @@ def sample_report(sample):
         reopened_at=sample.reopened_at,
         reopen_reason=sample.reopen_reason,
         amended_because=sample.amended_because,
+        changes_line=changes_line(sample, formula),
         formula=formula,
         differential=differential,
         groups=formula.groups if formula.total else [],

@@ -102,6 +102,8 @@ def _conclusion(report):
         reopened = report.reopened_at.isoformat(timespec="minutes") if report.reopened_at else "unknown"
         lines.append(f"Amended after reopening by {report.reopened_by or 'unknown'} on {reopened}: "
                      f"{_sentence(report.amended_because)}")
+    if report.changes_line:
+        lines.append(report.changes_line)
     lines += report.warnings
     if report.below_target_reason:
         lines.append(f"Signed below the target count of {report.target_count}: "

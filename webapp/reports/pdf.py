@@ -183,12 +183,16 @@ def _status(report, styles):
             flowables.append(_paragraph(
                 f"Amended after reopening by {_text(report.reopened_by) or 'unknown'} on "
                 f"{_when(report.reopened_at)}: {_text(report.amended_because)}", styles["Normal"]))
+        if report.changes_line:
+            flowables.append(_paragraph(_text(report.changes_line), styles["Normal"]))
         return flowables
     flowables = [_paragraph(f"<b>{report.result.label}</b>", styles["banner"])]
     if report.reopened:
         flowables.append(_paragraph(
             f"Reopened by {_text(report.reopened_by)} on {_when(report.reopened_at)}: "
             f"{_text(report.reopen_reason)}", styles["Normal"]))
+    if report.changes_line:
+        flowables.append(_paragraph(_text(report.changes_line), styles["Normal"]))
     return flowables
 
 

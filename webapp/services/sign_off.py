@@ -16,7 +16,13 @@ from webapp import audit
 from webapp.cell_types import type_order
 from webapp.counting import type_label
 from webapp.models import Sample
-from webapp.selectors import read_result_stamp, result_stamp, sign_off_facts
+from webapp.selectors import (
+    leukocyte_formula,
+    read_result_stamp,
+    result_figures,
+    result_stamp,
+    sign_off_facts,
+)
 from webapp.services.locking import ensure_editable
 
 SIGN_PERMISSION = "webapp.sign_sample"
@@ -80,8 +86,9 @@ def sign_sample(sample, user, below_target_reason="", keep_unidentified=False, r
     sample.below_target_reason = below_target_reason if facts.leukocytes < sample.target_count else ""
     sample.unidentified_kept = bool(keep_unidentified and facts.unidentified)
     sample.times_signed += 1
+    sample.signed_figures = result_figures(leukocyte_formula(sample))
     audit.save_as(sample, user, ["status", "signed_by", "signed_at", "below_target_reason",
-                                 "unidentified_kept", "times_signed"])
+                                 "unidentified_kept", "times_signed", "signed_figures"])
     return sample
 
 
@@ -109,7 +116,11 @@ def reopen_sample(sample, user, reason):
     sample.reopened_by = user
     sample.reopened_at = timezone.now()
     sample.reopen_reason = reason
-    audit.save_as(sample, user, ["status", "reopened_by", "reopened_at", "reopen_reason"])
+    # The result as signed, which nothing could change since: a signature made before signatures
+    # kept their figures has none stored.
+    sample.previously_signed_figures = sample.signed_figures or result_figures(leukocyte_formula(sample))
+    audit.save_as(sample, user, ["status", "reopened_by", "reopened_at", "reopen_reason",
+                                 "previously_signed_figures"])
     return sample
 
 

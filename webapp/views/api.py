@@ -23,6 +23,7 @@ from webapp.selectors import (
     CappedPaginator,
     cell_history,
     cells_with_details,
+    figure_changes,
     leukocyte_formula,
     sample_images_with_cells,
     sample_progress,
@@ -171,7 +172,13 @@ def _sign_off_fields(request, sample):
         # An amended result: why it was reopened, by whom, when (null for any other result).
         "amendment": ({"reason": sample.amended_because,
                        "reopened_by": sample.reopened_by.get_username() if sample.reopened_by else None,
-                       "reopened_at": sample.reopened_at.isoformat() if sample.reopened_at else None}
+                       "reopened_at": sample.reopened_at.isoformat() if sample.reopened_at else None,
+                       # Each reported figure that differs from the result signed before (None: not
+                       # reported then, or no leukocyte counted).
+                       "changes": [{"type": name, "before": was, "after": now,
+                                    "unit": "percent" if unit == "percent" else "per_100_leukocytes"}
+                                   for name, was, now, unit in figure_changes(
+                                       sample.previously_signed_figures, sample.signed_figures)]}
                       if sample.amended_because else None),
         "fhir": (request.build_absolute_uri(reverse("lab:api-sample-fhir", args=[sample.pk]))
                  if sample.is_signed else None),
