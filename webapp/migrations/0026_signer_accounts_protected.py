@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("webapp", "0024_index_cells_awaiting_review"),
+        ("webapp", "0025_api_key_made_once_per_form"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
