@@ -256,13 +256,18 @@ def check_image(uploaded):
 
 
 def _keep_one_page(image):
-    """Of a multi-page TIFF or an animation, load the page stored: the largest (a TIFF may open
-    with a thumbnail), and only one within the pixel limit. Returns (pages, the page kept, from 0).
-    verify() read the first page alone: a later one may be cut short."""
+    """Of a multi-page TIFF, load the page stored: the largest (a TIFF may open with a thumbnail),
+    and only one within the pixel limit; of an animation, its first frame. Returns (pages, the page
+    kept, from 0). verify() read the first page alone: a later one may be cut short."""
     try:
         frames = getattr(image, "n_frames", 1)
         if frames <= 1:
             return 1, 0
+        if image.format != "TIFF":
+            # An animation (PNG, WebP): every frame shares its canvas, so the first, decoded
+            # already, is as large as any; reaching a later APNG frame decodes each one before it,
+            # and 25 MB of one-pixel frames on a 6000x6000 canvas took hours.
+            return frames, 0
         page = _largest_page(image, frames)
         image.seek(page)
         image.load()
