@@ -34,3 +34,19 @@ def secret_key_is_kept(app_configs, **kwargs):
              "why it cannot), or set LEUKOSCOPE_SECRET_KEY.",
         id="leukoscope.W001",
     )]
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def sign_in_lockout_sees_clients(app_configs, **kwargs):
+    """Behind the HTTPS proxy every sign-in comes from the proxy's address: without
+    LEUKOSCOPE_PROXY_COUNT, five wrong passwords typed for a name lock that account for everyone."""
+    if not settings.SECURE or settings.PROXY_COUNT:
+        return []
+    return [checks.Warning(
+        "LEUKOSCOPE_SECURE=1 behind a proxy, but LEUKOSCOPE_PROXY_COUNT is 0: the sign-in lockout "
+        "counts every attempt as the proxy's, so anyone can lock a colleague's account by typing "
+        "wrong passwords for it.",
+        hint="Have the proxy append the client's address (nginx: proxy_set_header X-Forwarded-For "
+             "$proxy_add_x_forwarded_for;) and set LEUKOSCOPE_PROXY_COUNT=1 (the number of such proxies).",
+        id="leukoscope.W002",
+    )]

@@ -1,5 +1,6 @@
 """Site-wide request handling beyond Django's own."""
 
+import ipaddress
 import logging
 from urllib.parse import unquote_to_bytes
 
@@ -12,6 +13,22 @@ from django.shortcuts import render
 from webapp.db_errors import is_transient_database_error
 from webapp.services.api_tokens import user_for_key
 from webapp.views.errors import ExplainedBadRequest, database_busy, is_api_request, reads_json
+
+
+def client_address(request):
+    """The address a request came from, as the sign-in lockout counts it (settings.PROXY_COUNT):
+    with N proxies in front, each appending to X-Forwarded-For, the N-th entry from its end, the
+    client as the outermost proxy saw it (entries before it are the client's own say). A request
+    that passed fewer proxies than that, or names no address there, counts from its connection."""
+    hops = settings.PROXY_COUNT
+    if hops:
+        forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        if len(forwarded) >= hops:
+            try:
+                return str(ipaddress.ip_address(forwarded[-hops]))
+            except ValueError:
+                pass
+    return request.META.get("REMOTE_ADDR", "")
 
 
 class LoginRequiredOrUnauthorizedMiddleware(LoginRequiredMiddleware):

@@ -251,6 +251,13 @@ AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Behind the HTTPS proxy every request comes from the proxy's address, so the pair above would be
+# the name alone: anyone could lock a colleague out. LEUKOSCOPE_PROXY_COUNT proxies in front that
+# each append the address they were reached from to X-Forwarded-For (nginx: proxy_set_header
+# X-Forwarded-For $proxy_add_x_forwarded_for) make the client's own the one counted; 0 (the
+# default) trusts no such header, which a client could otherwise forge to guess without limit.
+PROXY_COUNT = env_count("LEUKOSCOPE_PROXY_COUNT", 0, default=0)
+AXES_CLIENT_IP_CALLABLE = "webapp.middleware.client_address"
 LOGIN_URL = "login"
 # Lab workstations are shared: a sign-in lasts one long shift, not Django's two weeks.
 SESSION_HOURS = env_positive("LEUKOSCOPE_SESSION_HOURS", 12, "hours")

@@ -190,6 +190,33 @@ def test_five_failed_sign_ins_pause_that_user_name_on_that_computer(client, djan
     assert elsewhere.status_code == 302
 
 
+def test_behind_a_proxy_the_lockout_counts_the_clients_address_not_the_proxys(client, django_user_model,
+                                                                             settings):
+    # The security audit: behind nginx every sign-in came from 127.0.0.1, so five wrong passwords
+    # typed anywhere for a hematologist's name locked that account for everyone.
+    django_user_model.objects.create_user("hema", password="a-long-passphrase-1")
+    login = reverse("login")
+    settings.PROXY_COUNT = 1
+    proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    for _ in range(5):
+        client.post(login, {"username": "hema", "password": "guess"},
+                    HTTP_X_FORWARDED_FOR="10.9.9.9", **proxy)
+    assert client.post(login, {"username": "hema", "password": "a-long-passphrase-1"},
+                       HTTP_X_FORWARDED_FOR="10.9.9.9", **proxy).status_code == 429
+    # The hematologist at her own workstation signs in; an address the client puts before the
+    # proxy's own entry is the client's say, not counted.
+    assert client.post(login, {"username": "hema", "password": "a-long-passphrase-1"},
+                       HTTP_X_FORWARDED_FOR="10.1.1.1", **proxy).status_code == 302
+    client.logout()
+    assert client.post(login, {"username": "hema", "password": "a-long-passphrase-1"},
+                       HTTP_X_FORWARDED_FOR="10.1.1.1, 10.9.9.9", **proxy).status_code == 429
+    # Without LEUKOSCOPE_PROXY_COUNT the header is not trusted: a forged one gives no fresh tries.
+    settings.PROXY_COUNT = 0
+    answers = [client.post(login, {"username": "hema", "password": "guess"}, REMOTE_ADDR="10.3.3.3",
+                           HTTP_X_FORWARDED_FOR=f"10.4.4.{k}").status_code for k in range(5)]
+    assert answers[-1] == 429
+
+
 def test_a_successful_sign_in_forgets_earlier_failures(client, django_user_model):
     django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
     login = reverse("login")

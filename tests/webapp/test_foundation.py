@@ -228,6 +228,7 @@ def test_deploy_check_is_clean_with_production_settings(tmp_path):
         LEUKOSCOPE_SECRET_KEY="k" * 64 + "-production-secret-for-the-check",
         LEUKOSCOPE_ALLOWED_HOSTS="lab.example.org",
         LEUKOSCOPE_SECURE="1",
+        LEUKOSCOPE_PROXY_COUNT="1",
         LEUKOSCOPE_VAR_DIR=str(tmp_path),
     )
     env.pop("LEUKOSCOPE_DEBUG", None)
@@ -237,6 +238,14 @@ def test_deploy_check_is_clean_with_production_settings(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+    # Behind the proxy without it, every sign-in is the proxy's: a warning, which stops a deployment.
+    del env["LEUKOSCOPE_PROXY_COUNT"]
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0 and "leukoscope.W002" in result.stderr
+    assert "LEUKOSCOPE_PROXY_COUNT=1" in result.stderr
 
 
 def test_deploy_check_refuses_a_generated_secret_key_behind_https(tmp_path):
