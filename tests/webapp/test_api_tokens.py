@@ -72,12 +72,12 @@ def test_a_bad_revoked_or_malformed_key_is_refused_in_json(client, lis):
 
 
 def test_a_key_only_reads_and_only_the_api(client, django_user_model):
-    technologist = with_role(django_user_model.objects.create_user("robot"), "technologist")
+    robot = django_user_model.objects.create_user("robot")
     sample = make_sample("K-0002", types=("NEUTROPHIL",))
-    _, key = create_token(technologist, "script")
+    _, key = create_token(robot, "script")
     cell = sample.images.get().cells.get()
 
-    # Even an account that may relabel cannot with a key.
+    # A key's account holds no role (refusal), and a key writes nothing whatever its account may do.
     posted = client.post(reverse("lab:api-cell", args=[cell.pk]), {"cell_type": "MONOCYTE"}, **bearer(key))
     assert posted.status_code == 405 and "only reads" in posted.json()["error"]
     assert posted["Allow"] == "GET, HEAD"
@@ -384,6 +384,23 @@ def test_an_account_with_api_keys_is_made_inactive_not_deleted(client, lis, djan
     lis.is_active = False
     lis.save()
     client.logout()
+    assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 401
+
+
+def test_a_key_is_for_an_account_without_a_role_and_stops_when_one_is_given(client, lis, django_user_model):
+    # The security audit: `api_token create hema` made a key for a hematologist's account, and a
+    # program's key kept working after its account was given a role or staff status.
+    hema = with_role(django_user_model.objects.create_user("hema"), "hematologist")
+    with pytest.raises(CommandError, match=r"hema has a role \(hematologist\)"):
+        call_command("api_token", "create", "hema", "--name", "x")
+    assert not ApiToken.objects.filter(user=hema).exists()
+    _, key = create_token(lis, "LIS")
+    assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 200
+    with_role(lis, "technologist")
+    assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 401
+    lis.groups.clear()
+    lis.is_staff = True
+    lis.save()
     assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 401
 
 

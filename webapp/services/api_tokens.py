@@ -43,6 +43,9 @@ def refusal(user):
     if user.is_staff or user.is_superuser:
         return (f"{user.get_username()} is a staff account: give the program an account of its own, "
                 "without a role (it then reads results and changes nothing).")
+    if roles := ", ".join(user.groups.order_by("name").values_list("name", flat=True)):
+        return (f"{user.get_username()} has a role ({roles}): a key stands for a program, not a person; "
+                "give the program an account of its own, without a role.")
     return None
 
 
@@ -86,9 +89,11 @@ def revoke_token(token_id):
 
 
 def user_for_key(key):
-    """The active account a key that is not revoked belongs to, else None."""
+    """The active account a key that is not revoked belongs to, else None; also None where the
+    account has since been given a role or staff status (refusal): its key stops with it."""
     token = (ApiToken.objects.select_related("user")
-             .filter(key_sha256=_digest(key), revoked_at__isnull=True, user__is_active=True).first())
+             .filter(key_sha256=_digest(key), revoked_at__isnull=True, user__is_active=True,
+                     user__is_staff=False, user__is_superuser=False, user__groups__isnull=True).first())
     if token is None:
         return None
     now = timezone.now()
