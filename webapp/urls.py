@@ -15,7 +15,7 @@ urlpatterns = [
     path("healthz", core.healthz, name="healthz"),
     path("accounts/login/", auth_views.LoginView.as_view(
         extra_context={"session_hours": f"{settings.SESSION_HOURS:g}"}), name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/logout/", core.SignOutView.as_view(), name="logout"),
     path(
         "accounts/password/",
         auth_views.PasswordChangeView.as_view(),

@@ -335,3 +335,13 @@ def test_pages_carry_a_content_security_policy_and_files_do_not(client, tech):
     for url in (reverse("lab:sample-report-pdf", args=[sample.pk]), reverse("lab:api-samples")):
         response = client.get(url)
         assert response.status_code == 200 and "Content-Security-Policy" not in response.headers
+
+
+def test_signing_out_drops_the_browsers_cache_of_the_site(client, django_user_model):
+    # The security audit: photographs are cached an hour, and lab workstations are shared: the next
+    # person at the screen could open a patient's pictures from the cache after a sign-out.
+    client.force_login(django_user_model.objects.create_user("tech", password="a-long-passphrase-1"))
+    signed_out = client.post(reverse("logout"))
+    assert signed_out.status_code in (200, 302) and signed_out["Clear-Site-Data"] == '"cache"'
+    assert "_auth_user_id" not in client.session
+    assert client.get(reverse("logout")).status_code == 405  # a link cannot sign anyone out

@@ -2,6 +2,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.http import FileResponse, Http404, JsonResponse
 from django.shortcuts import render
@@ -85,3 +86,14 @@ def protected_media(request, path):
     response = FileResponse(opened)
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+class SignOutView(auth_views.LogoutView):
+    """Django's sign-out, which also tells the browser to drop what it cached for the site: lab
+    workstations are shared, and photographs are cached for an hour (protected_media), so the next
+    person at the screen would otherwise open a patient's pictures from the cache."""
+
+    def post(self, request, *args, **kwargs):
+        response = super().post(request, *args, **kwargs)
+        response["Clear-Site-Data"] = '"cache"'
+        return response
