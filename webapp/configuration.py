@@ -34,7 +34,9 @@ def kept_secret_key(key_file):
         return key_file.read_text().strip(), False
     except FileNotFoundError:
         pass
-    key_file.parent.mkdir(parents=True, exist_ok=True)
+    # The folder holds the embedded database (its sessions) and, by default, the photographs: a
+    # new one is its owner's alone. An existing one keeps its mode (a deployment may share it).
+    key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # mkstemp creates the file readable and writable by its owner alone (0600).
     descriptor, temporary = tempfile.mkstemp(dir=key_file.parent, prefix=f".{key_file.name}.")
     try:

@@ -164,6 +164,21 @@ def test_ensure_instance_says_in_one_line_which_folder_it_cannot_make(tmp_path):
     assert_one_line(err, f"{a_file} is a file, not a folder: set LEUKOSCOPE_MEDIA_ROOT")
 
 
+def test_a_new_var_folder_is_its_owners_alone_and_an_existing_one_keeps_its_mode(tmp_path):
+    # The security audit: var/ (0755) and its SQLite file (0644) let any local account read live
+    # session keys and the photographs.
+    status, _, err = manage("ensure_instance", env=environment(tmp_path / "var"))
+    assert status == 0, err
+    assert (tmp_path / "var").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "var" / "media").is_dir()
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    status, _, err = manage("ensure_instance", env=environment(shared))
+    assert status == 0, err
+    assert shared.stat().st_mode & 0o777 == 0o755
+
+
 # --- the reconciler -------------------------------------------------------------------------------
 
 def test_reconcile_refuses_to_sweep_without_pause(tmp_path):

@@ -21,7 +21,9 @@ class Command(BaseCommand):
         for folder, setting in ((Path(settings.VAR_DIR), "LEUKOSCOPE_VAR_DIR"),
                                 (Path(settings.MEDIA_ROOT), media)):
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                # A new var folder is its owner's alone (webapp.configuration.kept_secret_key).
+                mode = 0o700 if setting == "LEUKOSCOPE_VAR_DIR" else 0o777
+                folder.mkdir(mode=mode, parents=True, exist_ok=True)
             except FileExistsError:
                 raise CommandError(f"{folder} is a file, not a folder: set {setting} to a folder.") from None
             except OSError as exc:
