@@ -201,6 +201,61 @@ def _has_colour(rgb_image):
     return np.count_nonzero(spread > COLOURED_SPREAD) >= max(16, COLOURED_SHARE * spread.size)
 
 
+# What a camera, a scanner's software or an editor may write beside the pixels: free text, where
+# some microscope software puts a patient's name or number, the time, the place (GPS) and the
+# device. Every other segment or chunk stays, the colour profile (JPEG APP2, PNG iCCP) and Adobe's
+# colour transform (APP14) among them: without them the pixels would read as other colours.
+# A JPEG's APP1 (Exif, XMP), APP13 (IPTC) and comments; an EXIF orientation other than upright
+# never reaches here (the photograph is then turned and stored as a PNG).
+_JPEG_METADATA = {0xE1, 0xED, 0xFE}
+_PNG_METADATA = {b"tEXt", b"zTXt", b"iTXt", b"eXIf", b"tIME"}
+
+
+def without_metadata(data, source_format):
+    """``data`` (a JPEG or PNG that decoded) without its metadata segments or chunks, its image data
+    byte for byte; ``data`` itself where its structure is not the plain one walked here."""
+    try:
+        return _jpeg_without_metadata(data) if source_format == "JPEG" else _png_without_metadata(data)
+    except (IndexError, ValueError):
+        return data
+
+
+def _jpeg_without_metadata(data):
+    kept, at = [data[:2]], 2  # SOI
+    while True:
+        if data[at] != 0xFF:
+            raise ValueError("not a marker")
+        marker = data[at + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            at += 1
+            continue
+        if marker == 0xDA:  # start of scan: the entropy-coded data and everything after it stay
+            kept.append(data[at:])
+            return b"".join(kept)
+        length = int.from_bytes(data[at + 2:at + 4], "big")
+        if length < 2 or at + 2 + length > len(data):
+            raise ValueError("bad segment length")
+        if marker not in _JPEG_METADATA:
+            kept.append(data[at:at + 2 + length])
+        at += 2 + length
+
+
+def _png_without_metadata(data):
+    kept, at = [data[:8]], 8  # signature
+    while at < len(data):
+        length = int.from_bytes(data[at:at + 4], "big")
+        kind = data[at + 4:at + 8]
+        end = at + 12 + length
+        if end > len(data):
+            raise ValueError("chunk past the end")
+        if kind not in _PNG_METADATA:
+            kept.append(data[at:end])
+        at = end
+        if kind == b"IEND":
+            return b"".join(kept)
+    raise ValueError("no IEND")
+
+
 def check_image(uploaded):
     """Check one uploaded file by content and return what to store, or raise ImageRejected."""
     data = _read_upload(uploaded)
@@ -245,8 +300,13 @@ def check_image(uploaded):
     width, height = image.size
     pixels, turned = oriented_fingerprints(image)
     if not notes and source_format in ("JPEG", "PNG"):
-        # Keep the photograph byte for byte when nothing had to change.
-        return CheckedImage(data, ".jpg" if source_format == "JPEG" else ".png", width, height,
+        # Keep the photograph as it came when nothing had to change, its pixels untouched, but
+        # without the text a camera or its software wrote beside them (see without_metadata). Its
+        # checksum stays that of the file sent: a copy of it is found again, and a TEST file of a
+        # training source is known by it (webapp.services.training).
+        kept = without_metadata(data, source_format)
+        return CheckedImage(kept, ".jpg" if source_format == "JPEG" else ".png", width, height,
+                            checksum=hashlib.sha256(data).hexdigest(),
                             fingerprint=pixels, turned=turned)  # no note: a single page
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False, compress_level=3)
@@ -519,7 +579,7 @@ def _check_files(files, known):
             continue
         # A multi-page file's header gives its first page; the page kept may be larger.
         pixels_left -= max(0, checked.width * checked.height - claimed)
-        checked.checksum = hashlib.sha256(checked.content).hexdigest()
+        checked.checksum = checked.checksum or hashlib.sha256(checked.content).hexdigest()
         found = _first_holder(checked, (in_sample, IN_THE_SAMPLE), (in_upload, IN_THE_UPLOAD))
         if found is not None:
             # Its cells would be counted twice and skew the differential count.

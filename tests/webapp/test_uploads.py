@@ -319,7 +319,9 @@ def test_an_exif_orientation_that_turns_nothing_is_neither_applied_nor_mentioned
     data = encoded(image, "JPEG", exif=exif)
     checked = check_image(upload("odd.jpg", data))
     assert (checked.width, checked.height) == (120, 90)
-    assert checked.conversion_note == "" and checked.content == data  # kept byte for byte
+    # Kept as it came, its pixels byte for byte, without the EXIF that said nothing of turning.
+    assert checked.conversion_note == "" and checked.content == intake.without_metadata(data, "JPEG")
+    assert b"Exif" in data and b"Exif" not in checked.content
 
 
 # --- batches ------------------------------------------------------------------------------------
@@ -1155,3 +1157,40 @@ def test_an_animation_keeps_its_first_frame_without_decoding_the_others(monkeypa
     assert "first of 3 frames kept" in checked.conversion_note
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(checked.content))), np.asarray(first))
     assert not [frame for frame in sought if frame > 0]
+
+
+def test_a_photograph_is_stored_without_the_text_its_camera_wrote_beside_its_pixels():
+    # The security audit: a JPEG whose EXIF held GPS and a patient's name (some microscope software
+    # writes one) was stored and served byte for byte, to every account and the LIS's key.
+    import hashlib
+
+    from PIL import ImageCms
+
+    picture = Image.fromarray(field_array())
+    exif = Image.Exif()
+    exif[0x010F] = "PatientName^Jane"  # Make
+    exif[0x010E] = "MRN 123456"  # ImageDescription
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    jpeg = encoded(picture, "JPEG", quality=90, exif=exif.tobytes(), icc_profile=profile, comment=b"Jane Doe")
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", "Patient: Jane Doe")
+    png = encoded(picture, "PNG", pnginfo=text, icc_profile=profile)
+
+    for data, extension in ((jpeg, ".jpg"), (png, ".png")):
+        assert b"Jane" in data
+        checked = check_image(upload(f"field{extension}", data))
+        assert checked.extension == extension and not checked.conversion_note
+        assert b"Jane" not in checked.content and b"123456" not in checked.content
+        stored, sent = Image.open(io.BytesIO(checked.content)), Image.open(io.BytesIO(data))
+        assert np.array_equal(np.asarray(stored), np.asarray(sent))  # the pixels, untouched
+        assert stored.info.get("icc_profile") == profile  # the colours read the same
+        # Known by the file sent: a second copy of it is found, and a TEST file of a source too.
+        assert checked.checksum == hashlib.sha256(data).hexdigest()
+    assert b"JFIF" in check_image(upload("field.jpg", jpeg)).content[:20]
+
+
+def test_a_photograph_whose_structure_is_not_plain_is_stored_as_it_came():
+    odd = jpeg_bytes()[:2] + b"\x00\x00" + jpeg_bytes()[2:]  # no marker where one must be
+    assert intake.without_metadata(odd, "JPEG") == odd
+    cut = encoded(Image.fromarray(smear_array()), "PNG")[:-12]  # no IEND
+    assert intake.without_metadata(cut, "PNG") == cut
