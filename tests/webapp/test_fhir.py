@@ -151,7 +151,8 @@ def test_the_method_says_when_cells_came_from_one_cell_photographs(client, tech,
     assert "one white cell each" not in as_fields
     Sample.objects.filter(pk=sample.pk).update(photographs=Sample.Photographs.ONE_CELL_EACH)
     assert methods(sample) == {"Digital morphology of a blood smear, from photographs of one white cell "
-                               "each: cells pre-classified by a neural network, reviewed by laboratory staff"}
+                               "each: cells pre-classified by a neural network, every call it was unsure of "
+                               "reviewed by laboratory staff before the result was signed"}
 
 
 def test_an_amended_result_reports_a_dropped_type_at_zero_and_says_what_changed(client, tech, hematologist):

@@ -31,11 +31,15 @@ _REPORT_CATEGORY = {"coding": [{
 _ACCESSION_TYPE = {"coding": [{
     "system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN",
     "display": "Accession ID"}], "text": "Accession number"}
-METHOD_TEXT = ("Digital morphology of a blood smear: cells pre-classified by a neural network, "
-               "reviewed by laboratory staff")
+# What a signature says of the review: every call the network was unsure of was reviewed, the
+# others where a person chose to (the conclusion says how many were, and which types people alone
+# name). "Reviewed by laboratory staff" alone read as every cell looked at.
+_REVIEW = ("cells pre-classified by a neural network, every call it was unsure of reviewed by laboratory "
+           "staff before the result was signed")
+METHOD_TEXT = f"Digital morphology of a blood smear: {_REVIEW}"
 # Where the cells came from photographs of one cell each (an analyser's cell pictures), not fields.
 ONE_CELL_METHOD_TEXT = ("Digital morphology of a blood smear, from photographs of one white cell each: "
-                        "cells pre-classified by a neural network, reviewed by laboratory staff")
+                        f"{_REVIEW}")
 
 
 class NotFinal(Exception):
