@@ -137,7 +137,7 @@ def test_sample_detail_carries_formula_images_and_cells(client, tech):
     data = client.get(reverse("lab:api-sample", args=[sample.pk])).json()
     assert data["accession_number"] == sample.accession_number and data["complete"]
     assert data["formula"]["total"] == 3
-    assert data["formula"]["types"]["MONOCYTE"] == {"count": 1, "percent": 33.3, "range_95": [6.1, 79.2]}
+    assert data["formula"]["types"]["MONOCYTE"] == {"count": 1, "percent": 33.3, "range_95": [0.8, 90.6]}
     assert data["formula"]["below_manual_count"] is True
     assert data["formula"]["groups"]["POLYNUCLEAR"]["count"] == 2
     assert data["images"][0]["inference_runtime"] == "litert-int8"
@@ -191,7 +191,7 @@ def test_csv_export(client, tech):
     assert response["Content-Type"].startswith("text/csv")
     text = response.content.decode()
     assert "formula,count,percent,percent_low_95,percent_high_95" in text
-    assert "NEUTROPHIL,1,50.0,9.5,90.5" in text and "MONONUCLEAR,1,50.0,9.5,90.5" in text
+    assert "NEUTROPHIL,1,50.0,1.2,98.8" in text and "MONONUCLEAR,1,50.0,1.2,98.8" in text
     assert "TOTAL,2,100.0" in text
     assert "p_EOSINOPHIL" in text
     assert "result,preliminary" in text and "signed_by" not in text

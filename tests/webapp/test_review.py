@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from tests.webapp.lab_factories import make_sample, make_version
 from webapp.models import Cell, CellReview, SmearImage
-from webapp.selectors import leukocyte_formula, wilson_interval
+from webapp.selectors import exact_binomial_interval, leukocyte_formula, wilson_interval
 from webapp.services.review import ReviewError, review_cell
 from webapp.templatetags.review_buttons import review_buttons
 
@@ -46,17 +46,31 @@ def test_one_count_reads_one_percentage_wherever_it_is_shown():
     assert {row.name: row.percent for row in formula.rows}["MONOCYTE"] == 1.3
 
 
-def test_each_percentage_carries_its_95_percent_range():
+def test_the_review_agreement_carries_its_wilson_range():
     # Reference values of the Wilson score interval (Brown, Cai & DasGupta 2001), worked by hand.
     assert wilson_interval(50, 100) == (40.4, 59.6)
     assert wilson_interval(5, 100) == (2.2, 11.2)
-    assert wilson_interval(0, 20) == (0.0, 16.1)  # a type not seen in 20 cells may still be 16%
+    assert wilson_interval(0, 20) == (0.0, 16.1)
     assert wilson_interval(20, 20) == (83.9, 100.0)
     assert wilson_interval(0, 0) == (0.0, 0.0)
+
+
+def test_each_percentage_carries_its_exact_binomial_range():
+    # The clinical audit: Wilson's interval, much narrower than the exact limits behind Rumke's
+    # tables for few cells (1 of 1: 20.7-100% against 2.5-100%), was said to be "close to" them.
+    # Clopper-Pearson reference values (5 of 100: 1.64-11.28%; 0 of 20: 0-16.84%), rounded outward.
+    assert exact_binomial_interval(50, 100) == (39.8, 60.2)
+    assert exact_binomial_interval(5, 100) == (1.6, 11.3)
+    assert exact_binomial_interval(0, 20) == (0.0, 16.9)  # a type not seen in 20 cells may still be 17%
+    assert exact_binomial_interval(20, 20) == (83.1, 100.0)
+    assert exact_binomial_interval(1, 1) == (2.5, 100.0)
+    assert exact_binomial_interval(0, 0) == (0.0, 0.0)
+    # Large counts too: within a tenth of the normal approximation there.
+    assert exact_binomial_interval(5000, 10000) == (49.0, 51.0)
     formula = leukocyte_formula(make_sample(types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE", "EOSINOPHIL")))
     ranges = {row.name: (row.low, row.percent, row.high) for row in formula.rows + formula.groups}
-    assert ranges["NEUTROPHIL"] == (15.0, 50.0, 85.0)
-    assert ranges["MONOCYTE"] == (0.0, 0.0, 49.0)
+    assert ranges["NEUTROPHIL"] == (6.7, 50.0, 93.3)
+    assert ranges["MONOCYTE"] == (0.0, 0.0, 60.3)
     assert ranges["POLYNUCLEAR"][0] < 75.0 < ranges["POLYNUCLEAR"][2]
 
 
@@ -65,11 +79,11 @@ def test_the_page_warns_when_fewer_cells_than_a_manual_differential_were_counted
     few = make_sample("FEW", types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE", "EOSINOPHIL"))
     body = client.get(reverse("lab:sample-detail", args=[few.pk])).content.decode()
     assert "Only 4 leukocytes counted; a manual differential counts at least 100." in body
-    assert '<div class="range" data-role="range">15.0–85.0</div>' in body
+    assert '<div class="range" data-role="range">6.7–93.3</div>' in body
     enough = make_sample("ENOUGH", types=("NEUTROPHIL",) * 60 + ("LYMPHOCYTE",) * 40)
     body = client.get(reverse("lab:sample-detail", args=[enough.pk])).content.decode()
     assert 'data-role="low-count"' not in body
-    assert '<div class="range" data-role="range">50.2–69.1</div>' in body  # 60 of 100
+    assert '<div class="range" data-role="range">49.7–69.7</div>' in body  # 60 of 100
     assert leukocyte_formula(enough).as_dict()["below_manual_count"] is False
 
 

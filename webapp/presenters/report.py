@@ -48,7 +48,7 @@ class Figure:
     kind: str  # PERCENT or PER_100
     value: float
     count: int
-    low: float | None = None  # 95% range of a percentage (Wilson); None for per-100 figures
+    low: float | None = None  # 95% range of a percentage (exact binomial); None for per-100 figures
     high: float | None = None
 
     @property

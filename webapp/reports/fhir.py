@@ -77,7 +77,7 @@ def _observation(report, figure, status, performer, issued, effective):
     total = report.formula.total
     if figure.kind == PERCENT:
         note = (f"{figure.count} of {total} leukocytes counted; 95% range "
-                f"{figure.low}-{figure.high} % (Wilson score interval)")
+                f"{figure.low}-{figure.high} % (exact binomial, Clopper-Pearson)")
     else:
         note = f"{figure.count} counted beside {total} leukocytes"
     return Observation.model_validate(_present({
