@@ -9,6 +9,7 @@ import copy
 import re
 import secrets
 
+from auditlog.models import LogEntry
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -582,4 +583,13 @@ class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
             self.message_user(request, "API keys stay on record, so an account that has any is not "
                               "deleted: untick \"Active\" on it instead, which also stops its keys.",
                               messages.WARNING)
+        # The audit trail names who uploaded, reviewed, signed or changed each record; deleting the
+        # account would leave it naming no one ("the worker"). Such an account is made inactive.
+        actors = set(LogEntry.objects.filter(actor__in=objs).values_list("actor_id", flat=True).distinct())
+        if actors:
+            protected = [*protected, *(f"Account {account.get_username()}: named in the audit trail"
+                                       for account in objs if account.pk in actors)]
+            self.message_user(request, "An account the audit trail names (it uploaded, reviewed, signed or "
+                              "changed something) stays on record: untick \"Active\" on it instead, which "
+                              "stops its sign-in.", messages.WARNING)
         return deleted, counts, perms_needed, protected

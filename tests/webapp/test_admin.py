@@ -477,3 +477,20 @@ def test_a_sample_of_many_photographs_links_to_their_list_instead_of_listing_the
     listed = linked.content.decode()
     assert linked.status_code == 200 and "second.png" in listed and "H26-OTHER" not in listed
 
+
+def test_an_account_the_audit_trail_names_is_made_inactive_not_deleted(client, django_user_model):
+    # The clinical audit: deleting a technologist's account left the trail crediting their reviews
+    # to "the worker". An account that never did anything may still go.
+    reviewer = with_role(django_user_model.objects.create_user("tech"), "technologist")
+    idle = django_user_model.objects.create_user("idle")
+    sample = make_sample("K-0009", types=("NEUTROPHIL",))
+    review_cell(Cell.objects.get(image__sample=sample), "MONOCYTE", reviewer)
+    client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+
+    asked = client.get(reverse("admin:auth_user_delete", args=[reviewer.pk]))
+    assert asked.context["protected"] == ["Account tech: named in the audit trail"]
+    assert "stays on record" in asked.content.decode()
+    client.post(reverse("admin:auth_user_delete", args=[reviewer.pk]), {"post": "yes"})
+    assert django_user_model.objects.filter(pk=reviewer.pk).exists()
+    client.post(reverse("admin:auth_user_delete", args=[idle.pk]), {"post": "yes"})
+    assert not django_user_model.objects.filter(pk=idle.pk).exists()

@@ -416,3 +416,4 @@ def test_a_key_reads_a_samples_csv_from_the_api(client, lis):
     missing = client.get(reverse("lab:api-sample-export", args=[999999]), **bearer(key))
     assert missing.status_code == 404 and "error" in missing.json()
     assert client.get(reverse("lab:api-sample-export", args=[sample.pk])).status_code == 401
+
