@@ -65,6 +65,12 @@ EDGE_LEFT_OUT = PARTIAL_LEFT_OUT & ~Q(cell_type="ARTEFACT")
 # Cells the differential counts: leukocytes (a lab's own types too), whole or counted in.
 IN_DIFFERENTIAL = ~Q(cell_type__in=[name for name, rule in RULES.items()
                                     if rule.counting is not Counting.DIFFERENTIAL]) & ~PARTIAL_LEFT_OUT
+# Calls of the binary network (mononuclear / polynuclear) and calls of a type in one of those groups:
+# a differential holding both has type percentages that leave the first out (leukocyte_formula), and
+# is not signed until one network's calls, or a reviewer's types, make it one.
+GROUP_ONLY = Q(cell_type__in=list(BINARY_CLASSES)) & IN_DIFFERENTIAL
+TYPED_IN_A_GROUP = (Q(cell_type__in=[name for name in RULES if group_of(name) and name not in BINARY_CLASSES])
+                    & IN_DIFFERENTIAL)
 # Cells a reviewer could not name: the sign-off waits until they are named or kept as such.
 UNRESOLVED = Q(cell_type__in=[name for name, rule in RULES.items() if rule.counting is Counting.UNRESOLVED])
 # Past this many matches the history says "more than N" instead of counting them all.
@@ -115,7 +121,8 @@ def samples_waiting_for_signature_filter():
                                                     status=AddedCellRequest.Status.PENDING)
     return (~Q(status=Sample.Status.SIGNED) & Q(Exists(photographs))
             & ~Q(Exists(photographs.filter(status__in=not_done))) & ~Q(Exists(boxes_waiting))
-            & ~samples_awaiting_review_filter() & Q(_sample_cells(IN_DIFFERENTIAL)))
+            & ~samples_awaiting_review_filter() & Q(_sample_cells(IN_DIFFERENTIAL))
+            & ~(Q(_sample_cells(GROUP_ONLY)) & Q(_sample_cells(TYPED_IN_A_GROUP))))
 
 
 def samples_with_progress(*, accession="", accession_contains="", statuses=None, waiting=None,
@@ -163,6 +170,8 @@ class SampleCounts:
     awaiting_review: int = 0  # flagged calls nobody has reviewed yet
     unidentified: int = 0  # cells a reviewer marked unidentified
     awaiting_at_edge: int = 0  # of awaiting_review, cells the formula leaves out as cut by the edge
+    group_only: int = 0  # counted calls of a group alone (a binary network's), GROUP_ONLY
+    typed_in_group: int = 0  # counted calls of a type that belongs to a group, TYPED_IN_A_GROUP
 
 
 def sample_cell_counts(sample_ids):
@@ -174,10 +183,13 @@ def sample_cell_counts(sample_ids):
             awaiting=Count("id", filter=AWAITING_REVIEW),
             unidentified=Count("id", filter=UNRESOLVED & ~PARTIAL_LEFT_OUT),
             awaiting_at_edge=Count("id", filter=AWAITING_REVIEW & PARTIAL_LEFT_OUT),
+            group_only=Count("id", filter=GROUP_ONLY),
+            typed_in_group=Count("id", filter=TYPED_IN_A_GROUP),
         ).order_by()
     )
-    return {row["image__sample"]: SampleCounts(row["leukocytes"], row["awaiting"], row["unidentified"],
-                                               row["awaiting_at_edge"])
+    return {row["image__sample"]: SampleCounts(
+                row["leukocytes"], row["awaiting"], row["unidentified"], row["awaiting_at_edge"],
+                row["group_only"], row["typed_in_group"])
             for row in rows}
 
 
@@ -188,7 +200,7 @@ def sample_cell_counts(sample_ids):
 class Refusal:
     """One reason a sample cannot be signed now, in words for the person signing."""
 
-    code: str  # "unreviewed", "unidentified", "below_target", "photographs", "no_leukocytes"
+    code: str  # "unreviewed", "unidentified", "below_target", "photographs", "no_leukocytes", "mixed_calls"
     message: str
     overridable: bool = False  # the hematologist may sign anyway: with a reason, or keeping them
 
@@ -208,6 +220,8 @@ class SignOffFacts:
     failed: int = 0
     boxes_waiting: int = 0  # cells drawn by hand the worker has not classified yet
     times_signed: int = 0  # more than once: a signed result that was reopened and amended
+    group_only: int = 0  # SampleCounts.group_only
+    typed_in_group: int = 0
 
     def refusals(self):
         """Every reason the sample cannot be signed as it stands (webapp.services.sign_off)."""
@@ -240,6 +254,13 @@ class SignOffFacts:
             # A differential of no cells is no result: 0% of every type, with no range to give.
             found.append(Refusal("no_leukocytes", "No leukocyte is counted: there is no differential to "
                                  "sign. Add photographs, or draw a missed cell on a photograph."))
+        if self.group_only and self.typed_in_group:
+            n = self.group_only
+            found.append(Refusal(
+                "mixed_calls", f"{count_of(n, 'cell')} {_were(n)} called only mononuclear or polynuclear "
+                f"(a binary network's calls) beside {count_of(self.typed_in_group, 'cell')} called by type: "
+                "the type percentages would leave them out. Name their types, or classify the sample's "
+                "photographs again with one network."))
         if self.leukocytes and self.leukocytes < self.target_count:
             found.append(Refusal(
                 "below_target", f"{self.leukocytes} of {self.target_count} leukocytes counted: add "
@@ -312,6 +333,7 @@ def sign_off_facts_for(sample_ids):
         entry.awaiting_review = counts.awaiting_review
         entry.unidentified = counts.unidentified
         entry.awaiting_at_edge = counts.awaiting_at_edge
+        entry.group_only, entry.typed_in_group = counts.group_only, counts.typed_in_group
     waiting = (AddedCellRequest.objects.filter(image__sample__in=sample_ids,
                                                status=AddedCellRequest.Status.PENDING)
                .values_list("image__sample").annotate(n=Count("id")).order_by())

@@ -25,10 +25,14 @@ def lab_of_every_state(django_user_model):
         "flagged": ("NEUTROPHIL", "EOSINOPHIL"), "queued": ("NEUTROPHIL",), "failed": ("NEUTROPHIL",),
         "box_waiting": ("NEUTROPHIL",), "edge_only": ("NEUTROPHIL",), "platelets_only": ("PLATELET",),
         "signed": ("NEUTROPHIL",), "reopened": ("NEUTROPHIL",), "superseded_flag": ("NEUTROPHIL",),
+        # A binary network's calls beside typed ones: the type percentages would leave them out. A
+        # binary network's calls beside a blast a reviewer named are its formula as it should be.
+        "mixed_calls": ("NEUTROPHIL", "MONONUCLEAR", "POLYNUCLEAR"),
+        "binary_and_blast": ("MONONUCLEAR", "POLYNUCLEAR", "BLAST"),
     }.items()}
     made["no_photograph"] = Sample.objects.create(accession_number="W-none")
-    Sample.objects.filter(pk__in=[made[name].pk for name in ("ready", "signed", "reopened")]).update(
-        target_count=3)
+    Sample.objects.filter(pk__in=[made[name].pk for name in ("ready", "signed", "reopened", "mixed_calls",
+                                                             "binary_and_blast")]).update(target_count=3)
     Cell.objects.filter(image__sample=made["flagged"], cell_type="EOSINOPHIL").update(needs_review=True)
     SmearImage.objects.filter(sample=made["queued"]).update(status=SmearImage.Status.QUEUED)
     SmearImage.objects.filter(sample=made["failed"]).update(status=SmearImage.Status.FAILED)
@@ -54,7 +58,15 @@ def test_the_sql_rule_agrees_with_the_sign_off_refusals(django_user_model):
     by_sql = set(Sample.objects.filter(samples_waiting_for_signature_filter()).values_list(
         "accession_number", flat=True))
     assert by_sql == {f"W-{name}" for name in by_refusals}
-    assert by_refusals == {"ready", "below_target", "unidentified", "reopened", "superseded_flag"}
+    assert by_refusals == {"ready", "below_target", "unidentified", "reopened", "superseded_flag",
+                           "binary_and_blast"}
+    # The clinical audit: 10 cells of a four-type network and 10 of the binary one gave Neutrophil 25%,
+    # Lymphocyte 25%, the rows adding up to 50%, and the sample could be signed.
+    refusals = facts[made["mixed_calls"].pk].refusals()
+    (mixed,) = [refusal for refusal in refusals if refusal.code == "mixed_calls"]
+    assert mixed.message == ("2 cells were called only mononuclear or polynuclear (a binary network's calls) "
+                             "beside 1 cell called by type: the type percentages would leave them out. Name "
+                             "their types, or classify the sample's photographs again with one network.")
 
 
 def test_every_sample_waiting_is_listed_oldest_first_beyond_the_home_pages_ten(client, django_user_model):
