@@ -337,6 +337,10 @@ REVIEW_CONFIDENCE_THRESHOLD = env_fraction("LEUKOSCOPE_REVIEW_THRESHOLD")
 # Leukocytes a sample's differential counts before it is signed, unless a hematologist writes why
 # fewer will do; a sample's own target may be raised (200 for tighter ranges).
 LEUKOSCOPE_TARGET_COUNT = env_count("LEUKOSCOPE_TARGET_COUNT", 1, default=100)
+# The namespace of the lab's accession numbers, as its information system names it (a URI, e.g.
+# "urn:oid:1.2.3.4.5" or "https://lab.example.org/accession"): the FHIR export's identifier.system,
+# without which an LIS cannot tell this lab's "H26-0001" from another's. Unset: the value alone.
+ACCESSION_SYSTEM = os.environ.get("LEUKOSCOPE_ACCESSION_SYSTEM", "").strip()
 
 
 # "Adapt to this lab": epochs of each fine-tune and cross-validation folds (each one more fine-tune;

@@ -49,7 +49,7 @@ def test_signed_sample_exports_a_final_report_with_loinc_coded_figures(client, t
     report = bundle.entry[0].resource
     assert report.get_resource_type() == "DiagnosticReport"
     assert report.status == "final"
-    assert report.identifier[0].value == "H26-0101"
+    assert report.identifier[0].value == "H26-0101" and report.identifier[0].system is None
     assert report.code.coding[0].system == LOINC and report.code.coding[0].code == "24318-8"
     assert report.performer[0].display == "Ada Lovelace"
     assert report.issued == sample.signed_at
@@ -208,3 +208,16 @@ def test_an_amended_result_reports_a_dropped_type_at_zero_and_says_what_changed(
     bundle = fetch(client, again)
     assert "No reported figure changed from the result signed before." in bundle.entry[0].resource.conclusion
     assert observations_by_code(bundle)["26446-5"].valueQuantity.value == Decimal("0.0")
+
+
+def test_the_accession_number_names_the_labs_namespace_where_one_is_set(client, tech, hematologist, settings):
+    # The clinical audit: an identifier without a system: an LIS cannot tell this lab's H26-0001 from
+    # another's. The version line names its network's digest: "v1" is this installation's alone.
+    settings.ACCESSION_SYSTEM = "urn:oid:1.2.826.0.1.3680043.2.1"
+    version = make_version()
+    sample = mark_signed(make_sample("H26-0111", types=TYPES, version=version), hematologist)
+    report = fetch(client, sample).entry[0].resource
+    identifier = report.identifier[0]
+    assert (identifier.system, identifier.value) == (settings.ACCESSION_SYSTEM, "H26-0111")
+    network = version.model_sha256[:12]
+    assert f"Classified by v{version.pk} (leukonet, four cell types, network {network})." in report.conclusion

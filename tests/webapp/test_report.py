@@ -124,7 +124,8 @@ def test_report_page_shows_accession_figures_nrbc_and_signer(client, tech, hemat
                      r'<td class="num">25.0</td>', html)
     assert "Mononuclear" in html and "Polynuclear" in html
     assert "4 leukocytes counted, below the target of 100" in html
-    assert f"v{sample.images.get().model_version_id} (leukonet, four cell types)" in html
+    version = sample.images.get().model_version
+    assert f"v{version.pk} (leukonet, four cell types, network {version.model_sha256[:12]})" in html
     assert "css/report.css" in html and 'class="mainnav"' not in html
 
 

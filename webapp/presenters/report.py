@@ -78,6 +78,13 @@ class VersionLine:
     label: str  # v12
     architecture: str
     task: str  # as said mid-sentence: "eight cell types"
+    network: str = ""  # the start of its stored network's SHA-256: "v12" is this installation's alone
+
+    @property
+    def words(self):
+        """As a report names it: "v12 (leukonet-gn, eight cell types, network 3f2a9c01d4e5)"."""
+        network = f", network {self.network}" if self.network else ""
+        return f"{self.label} ({self.architecture}, {self.task}{network})"
 
 
 @dataclass
@@ -245,7 +252,8 @@ def sample_report(sample):
     formula = leukocyte_formula(sample)
     photographs = sample_images_with_cells(sample)
     versions = [
-        VersionLine(version.label, version.architecture, version.get_task_display().lower())
+        VersionLine(version.label, version.architecture, version.get_task_display().lower(),
+                    (version.model_sha256 or "")[:12])
         for version in model_versions().filter(pk__in=formula.model_versions).order_by("pk")
     ]
     # No leukocyte counted: no table of shares (each would be a share of nothing).

@@ -13,6 +13,7 @@ twice gives the same resources and an amended result new ones.
 
 import uuid
 
+from django.conf import settings
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
@@ -117,7 +118,7 @@ def _conclusion(report):
                      + ", ".join(f"{label} {count}" for label, count in report.listed_apart) + ".")
     if report.partial_left_out:
         lines.append(f"{count_of(report.partial_left_out, 'cell')} cut by a photograph's edge left out.")
-    versions = ", ".join(f"{v.label} ({v.architecture}, {v.task})" for v in report.versions)
+    versions = ", ".join(v.words for v in report.versions)
     if versions:
         lines.append(f"Classified by {versions}.")
     return " ".join(lines)
@@ -141,7 +142,8 @@ def diagnostic_bundle(report):
     ]
     diagnostic = DiagnosticReport.model_validate(_present({
         "resourceType": "DiagnosticReport",
-        "identifier": [{"type": _ACCESSION_TYPE, "value": report.accession}],
+        "identifier": [_present({"type": _ACCESSION_TYPE, "system": settings.ACCESSION_SYSTEM,
+                                 "value": report.accession})],
         "status": status,
         "category": [_REPORT_CATEGORY],
         "code": {"coding": [{"system": loinc.SYSTEM, "code": loinc.PANEL.code,

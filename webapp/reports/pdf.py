@@ -259,7 +259,7 @@ def _gallery(report, styles):
 def _networks(report, styles):
     if not report.versions:
         return []
-    lines = "; ".join(f"{_text(v.label)} ({_text(v.architecture)}, {_text(v.task)})" for v in report.versions)
+    lines = "; ".join(_text(v.words) for v in report.versions)
     return [_paragraph(f"Classified by {lines}.", styles["small"])]
 
 
