@@ -9,7 +9,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from classifier.labels import binary_group
+from classifier.labels import BINARY_CLASSES, binary_group
 from webapp import audit
 from webapp.counting import Counting, counting_of
 
@@ -414,6 +414,11 @@ class Cell(models.Model):
             # (selectors.AWAITING_REVIEW) find their samples without reading the table.
             models.Index(fields=["image", "model_version"], name="cell_awaiting_review",
                          condition=Q(needs_review=True, corrected_type="")),
+            # The rare calls of a group alone (the binary network's), by photograph: the list of
+            # samples waiting for a signature leaves out those holding them beside typed calls
+            # (selectors.GROUP_ONLY), and would otherwise read every cell of every unsigned sample.
+            models.Index(fields=["image", "model_version"], name="cell_group_only",
+                         condition=Q(cell_type__in=list(BINARY_CLASSES))),
             # Each version's reviewed calls, the type given and whether the call was flagged, for the
             # models list's agreement and a version's page; with the id their counts read, so that
             # the index alone answers.

@@ -230,6 +230,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+else:
+    # PostgreSQL compiles a query whose estimated cost passes jit_above_cost to machine code first:
+    # 100 ms spent on the samples waiting for a signature, whose subqueries' estimates pass it, to
+    # run a 50 ms query (bench/scale.py). A page's queries are short; JIT pays off in reports over
+    # millions of rows, which this site does not run. A DATABASE_URL's own ?options= are kept.
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options["options"] = " ".join(filter(None, ["-c jit=off", options.get("options", "")]))
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
