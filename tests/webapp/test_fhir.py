@@ -221,3 +221,23 @@ def test_the_accession_number_names_the_labs_namespace_where_one_is_set(client, 
     assert (identifier.system, identifier.value) == (settings.ACCESSION_SYSTEM, "H26-0111")
     network = version.model_sha256[:12]
     assert f"Classified by v{version.pk} (leukonet, four cell types, network {network})." in report.conclusion
+
+
+def test_a_signed_result_whose_figures_no_longer_read_as_signed_says_so(client, tech, hematologist):
+    # The clinical audit: a signed result is rebuilt from its cells each time; an upgrade that changed
+    # how cells count would change a "final" result silently. Its signature now keeps its figures.
+    from tests.webapp.lab_factories import with_role
+    from webapp.services.sign_off import sign_sample
+
+    with_role(hematologist, "hematologist")
+    sample = make_sample("H26-0112", types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL"))
+    Sample.objects.filter(pk=sample.pk).update(target_count=3)
+    signed = sign_sample(Sample.objects.get(pk=sample.pk), hematologist)
+    assert "differ from those signed" not in fetch(client, signed).entry[0].resource.conclusion
+    # As a release that counted these cells otherwise would leave it: the copy says 66.7% neutrophils.
+    figures = signed.signed_figures
+    figures["types"]["NEUTROPHIL"]["percent"] = 50.0
+    Sample.objects.filter(pk=sample.pk).update(signed_figures=figures)
+    conclusion = fetch(client, signed).entry[0].resource.conclusion
+    assert ("These figures differ from those signed (Neutrophil signed as 50.0%, now 66.7%): the site counts "
+            "this sample differently since it was signed.") in conclusion

@@ -132,10 +132,29 @@ class SampleReport(ViewModel):
 
 
 
+def _figure_name(name):
+    return rule_for(name).reported_as or type_label(name)
+
+
 def _figure_words(value, unit):
     if value is None:
         return "not reported"
     return f"{value:.1f}%" if unit == "percent" else f"{value:.1f}/100 WBC"
+
+
+def _changed_since_signed(sample, formula):
+    """A signed result is read from its cells each time it is shown; a signed sample's cells cannot
+    change, so figures that differ from the copy its signature kept mean the site's counting did
+    (an upgrade): said, with what moved, rather than shown as what was signed."""
+    if not (sample.is_signed and sample.signed_figures):
+        return ""
+    changes = figure_changes(sample.signed_figures, result_figures(formula))
+    if not changes:
+        return ""
+    moved = "; ".join(f"{_figure_name(name)} signed as {_figure_words(was, unit)}, "
+                      f"now {_figure_words(now, unit)}" for name, was, now, unit in changes)
+    return (f"These figures differ from those signed ({moved}): the site counts this sample differently "
+            "since it was signed. Reopen and sign it again to sign what it shows now.")
 
 
 def changes_line(sample, formula):
@@ -147,7 +166,7 @@ def changes_line(sample, formula):
     if not before or not (amended or sample.status == Sample.Status.REOPENED):
         return ""
     after = sample.signed_figures if amended and sample.signed_figures else result_figures(formula)
-    changes = [f"{rule_for(name).reported_as or type_label(name)} {_figure_words(was, unit)} \u2192 "
+    changes = [f"{_figure_name(name)} {_figure_words(was, unit)} \u2192 "
                f"{_figure_words(now, unit)}" for name, was, now, unit in figure_changes(before, after)]
     if amended:
         return (f"Changed from the result signed before: {'; '.join(changes)}." if changes
@@ -165,6 +184,8 @@ def _person(user):
 
 def _warnings(sample, formula, photographs, version_lines):
     warnings = []
+    if drifted := _changed_since_signed(sample, formula):
+        warnings.append(drifted)
     if not formula.total:
         warnings.append("No leukocyte is counted: there is no differential, and no figure per 100 "
                         "leukocytes.")
