@@ -1088,7 +1088,9 @@ def leukocyte_formula(sample):
                                            and not any(group_of(name) for name in ungrouped))):
         # A binary model's formula is the mononuclear / polynuclear split itself, with the
         # leukocytes a reviewer named that belong to neither group (a blast) beside it.
-        counts = {**grouped, **{name: differential[name] for name in ungrouped}}
+        counts = {**grouped, **{name: differential[name] for name in ungrouped},
+                  **{name: 0 for name in reported_before - set(differential) - set(grouped)
+                     if counting_of(name) is Counting.DIFFERENTIAL and not group_of(name)}}
         rows = FormulaRow.rows([(name, counts[name]) for name in sorted(counts, key=type_order)], total)
         return LeukocyteFormula(total, rows, [], **extras)
     # A formula lists every leukocyte type its network names, zeros included, as a lab report

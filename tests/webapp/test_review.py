@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 
 from tests.webapp.lab_factories import make_sample, make_version
-from webapp.models import Cell, CellReview, SmearImage
+from webapp.models import Cell, CellReview, Sample, SmearImage
 from webapp.selectors import exact_binomial_interval, leukocyte_formula, wilson_interval
 from webapp.services.review import ReviewError, review_cell
 from webapp.templatetags.review_buttons import review_buttons
@@ -85,6 +85,16 @@ def test_the_page_warns_when_fewer_cells_than_a_manual_differential_were_counted
     assert 'data-role="low-count"' not in body
     assert '<div class="range" data-role="range">49.7–69.7</div>' in body  # 60 of 100
     assert leukocyte_formula(enough).as_dict()["below_manual_count"] is False
+
+
+def test_an_amended_binary_formula_reports_a_blast_it_dropped_at_zero(client, tech):
+    sample = make_sample(types=("POLYNUCLEAR", "MONONUCLEAR"),
+                         version=make_version(class_names=("MONONUCLEAR", "POLYNUCLEAR")))
+    Sample.objects.filter(pk=sample.pk).update(previously_signed_figures={"total": 3, "types": {
+        "MONONUCLEAR": {"count": 1, "percent": 33.3}, "POLYNUCLEAR": {"count": 1, "percent": 33.3},
+        "BLAST": {"count": 1, "percent": 33.3}}})
+    rows = {row.name: row.count for row in leukocyte_formula(Sample.objects.get(pk=sample.pk)).rows}
+    assert rows == {"MONONUCLEAR": 1, "POLYNUCLEAR": 1, "BLAST": 0}
 
 
 def test_a_binary_model_formula_is_the_split_itself(client, tech):
