@@ -241,3 +241,53 @@ def test_a_signed_result_whose_figures_no_longer_read_as_signed_says_so(client, 
     conclusion = fetch(client, signed).entry[0].resource.conclusion
     assert ("These figures differ from those signed (Neutrophil signed as 50.0%, now 66.7%): the site counts "
             "this sample differently since it was signed.") in conclusion
+
+
+def test_a_binary_networks_amended_result_reports_a_dropped_blast_at_zero(client, tech, hematologist):
+    # A binary network's formula (the groups, and a blast a reviewer named beside them) took the
+    # early return of leukocyte_formula, which left out the types the set-aside signature reported:
+    # the amended Bundle had no Blast Observation, and the LIS kept "Blasts 33.3%" as final.
+    from tests.webapp.lab_factories import with_role
+    from webapp.models import Cell
+    from webapp.services.review import review_cell
+    from webapp.services.sign_off import reopen_sample, sign_sample
+
+    with_role(hematologist, "hematologist")
+    version = make_version(class_names=("MONONUCLEAR", "POLYNUCLEAR"))
+    sample = make_sample("H26-0112", types=("MONONUCLEAR", "POLYNUCLEAR", "POLYNUCLEAR"), version=version)
+    Sample.objects.filter(pk=sample.pk).update(target_count=3)
+    last = Cell.objects.filter(image__sample=sample).order_by("pk").last()
+    review_cell(last, "BLAST", hematologist)
+    first = sign_sample(Sample.objects.get(pk=sample.pk), hematologist)
+    assert observations_by_code(fetch(client, first))["26446-5"].valueQuantity.value == Decimal("33.3")
+
+    reopened = reopen_sample(first, hematologist, "The blast is a polynuclear cell")
+    review_cell(Cell.objects.get(pk=last.pk), "POLYNUCLEAR", hematologist)
+    amended = sign_sample(Sample.objects.get(pk=reopened.pk), hematologist)
+    assert amended.signed_figures["types"]["BLAST"] == {"count": 0, "percent": 0.0}
+    bundle = fetch(client, amended)
+    blast = observations_by_code(bundle)["26446-5"]
+    assert (blast.status, blast.valueQuantity.value) == ("amended", Decimal("0.0"))
+    assert "Blast 33.3% \u2192 0.0%" in bundle.entry[0].resource.conclusion
+
+
+def test_an_amendment_of_a_result_reopened_before_figures_were_kept_claims_no_changes(
+        client, tech, hematologist):
+    # A sample signed and reopened before migration 0027 has no set-aside figures: the page, the
+    # PDF, the CSV and FHIR say nothing of changes, and the API said every type had gone from "not
+    # reported" to its figure, which an LIS reads as a result never sent before.
+    from tests.webapp.lab_factories import with_role
+    from webapp.models import Cell
+    from webapp.services.review import review_cell
+    from webapp.services.sign_off import reopen_sample, sign_sample
+
+    with_role(hematologist, "hematologist")
+    sample = make_sample("H26-0113", types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL"))
+    Sample.objects.filter(pk=sample.pk).update(target_count=3)
+    for cell in Cell.objects.filter(image__sample=sample):
+        review_cell(cell, cell.predicted_type, hematologist)
+    reopen_sample(sign_sample(Sample.objects.get(pk=sample.pk), hematologist), hematologist, "Recount")
+    Sample.objects.filter(pk=sample.pk).update(signed_figures={}, previously_signed_figures={})
+    sign_sample(Sample.objects.get(pk=sample.pk), hematologist)
+    amendment = client.get(reverse("lab:api-sample", args=[sample.pk])).json()["amendment"]
+    assert amendment["reason"] == "Recount" and amendment["changes"] is None

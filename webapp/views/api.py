@@ -173,12 +173,16 @@ def _sign_off_fields(request, sample):
         "amendment": ({"reason": sample.amended_because,
                        "reopened_by": sample.reopened_by.get_username() if sample.reopened_by else None,
                        "reopened_at": sample.reopened_at.isoformat() if sample.reopened_at else None,
-                       # Each reported figure that differs from the result signed before (None: not
-                       # reported then, or no leukocyte counted).
-                       "changes": [{"type": name, "before": was, "after": now,
-                                    "unit": "percent" if unit == "percent" else "per_100_leukocytes"}
-                                   for name, was, now, unit in figure_changes(
-                                       sample.previously_signed_figures, sample.signed_figures)]}
+                       # Each reported figure that differs from the result signed before (a
+                       # figure None: not reported then, or no leukocyte counted); null where that
+                       # result's figures were not kept (reopened before migration 0027), as the
+                       # report then says nothing of changes either.
+                       "changes": ([{"type": name, "before": was, "after": now,
+                                     "unit": "percent" if unit == "percent" else "per_100_leukocytes"}
+                                    for name, was, now, unit in figure_changes(
+                                        sample.previously_signed_figures, sample.signed_figures)]
+                                   if sample.previously_signed_figures and sample.signed_figures
+                                   else None)}
                       if sample.amended_because else None),
         "fhir": (request.build_absolute_uri(reverse("lab:api-sample-fhir", args=[sample.pk]))
                  if sample.is_signed else None),
