@@ -393,3 +393,14 @@ def test_the_report_says_which_types_only_a_person_finds_and_how_many_cells_one_
     conclusion = client.get(reverse("lab:api-sample-fhir", args=[sample.pk])).json()["entry"][0]["resource"][
         "conclusion"]
     assert said.replace("0 of the 5", "1 of the 5") in conclusion
+
+
+def test_a_binary_networks_report_names_only_the_types_its_reviewers_can_give(client, tech):
+    # A binary network's reviewer cannot give "reactive lymphocyte" (review_types): such a cell is
+    # counted as mononuclear, never "where a person relabelled a cell", as the report said.
+    version = make_version(class_names=("MONONUCLEAR", "POLYNUCLEAR"))
+    sample = make_sample("H26-0061", types=("MONONUCLEAR", "POLYNUCLEAR"), version=version)
+    html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert ("Blasts, plasma cells and smudge cells are not called by the network: they are counted only "
+            "where a person relabelled a cell; a person reviewed 0 of the 2 cells.") in html
+    assert "Reactive lymphocytes" not in html

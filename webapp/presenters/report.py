@@ -13,7 +13,7 @@ from datetime import datetime
 from django.template.defaultfilters import pluralize
 from django.utils import timezone
 
-from webapp.cell_types import type_order
+from webapp.cell_types import review_types, type_order
 from webapp.counting import RULES, Counting, rule_for, type_label
 from webapp.models import Sample
 from webapp.presenters import ViewModel
@@ -241,9 +241,13 @@ def _found_by_people_alone(formula, photographs):
     """The reported types no network of the sample calls (a blast): the network calls such a cell one
     of its own types, often confidently and unflagged, so their absence from the figures is no
     evidence of none. Said with how many of the cells a person looked at."""
-    called = {name for names in class_names_by_version(formula.model_versions).values() for name in names}
+    networks = class_names_by_version(formula.model_versions).values()
+    called = {name for names in networks for name in names}
+    # Only the types a reviewer of these networks may give: a binary network's reviewer gives no
+    # reactive lymphocyte (webapp.cell_types.review_types), which it counts as mononuclear.
+    given = {name for names in networks for name in review_types(names)}
     unseen = [rule.label + "s" for name, rule in RULES.items()
-              if rule.reviewer_only and name not in called
+              if rule.reviewer_only and name not in called and name in given
               and rule.counting in (Counting.DIFFERENTIAL, Counting.PER_100_LEUKOCYTES)]
     if not unseen:
         return []
