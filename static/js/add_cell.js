@@ -52,11 +52,21 @@
     if (rect) rect.remove();
   }
 
+  // The box the form holds, which "Add this box" sends, drawn on the photograph (none while the
+  // form holds no whole box): what is shown is always what would be sent.
+  function showFormBox(panel) {
+    var e = panel.querySelector("[data-role=add-cell-form]").elements;
+    var values = [e.x0, e.y0, e.x1, e.y1].map(function (field) { return field.valueAsNumber; });
+    if (values.some(isNaN)) { clearBox(frameOf(panel)); return; }
+    showBox(panel, frameOf(panel), { x: values[0], y: values[1] }, { x: values[2], y: values[3] });
+  }
+
   function setDrawing(panel, on) {
     panel.classList.toggle("drawing", on);
     var frame = frameOf(panel);
     frame.classList.toggle("drawing", on);
-    if (!on) clearBox(frame);
+    // Cancelled, its box is forgotten: the form, shown again, must not hold one no longer drawn.
+    if (!on) { clearBox(frame); panel.querySelector("[data-role=add-cell-form]").reset(); }
     panel.querySelector("[data-role=add-cell-help]").hidden = !on;
     var toggle = panel.querySelector("[data-role=add-cell-toggle]");
     // Its words as the page drew them ("Add a missed cell", or a one-cell photograph's own).
@@ -103,9 +113,10 @@
     drag = null;
     var tiny = Math.abs(event.clientX - current.startClient[0]) < 3 ||
       Math.abs(event.clientY - current.startClient[1]) < 3;
-    // A tap or a click without a drag, or a drag the browser took back, draws nothing.
+    // A tap or a click without a drag, or a drag the browser took back, draws nothing: the box
+    // drawn before, which the form still holds, stays shown.
     if (event.type === "pointercancel" || tiny) {
-      clearBox(current.frame);
+      showFormBox(current.panel);
       return;
     }
     var end = toPixels(current.panel, current.frame, event.clientX, event.clientY);
@@ -127,10 +138,7 @@
   results.addEventListener("input", function (event) {
     var form = event.target.closest("[data-role=add-cell-form]");
     if (!form) return;
-    var panel = form.closest("[data-role=add-cell]");
-    var e = form.elements, values = [e.x0, e.y0, e.x1, e.y1].map(function (field) { return field.valueAsNumber; });
-    if (values.some(isNaN)) return;
-    showBox(panel, frameOf(panel), { x: values[0], y: values[1] }, { x: values[2], y: values[3] });
+    showFormBox(form.closest("[data-role=add-cell]"));
   });
 
   document.addEventListener("keydown", function (event) {

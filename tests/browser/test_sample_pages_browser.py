@@ -137,3 +137,27 @@ def test_a_drawn_box_waits_for_add_and_a_finger_draws_one(live_server, browser_p
     page.wait_for_selector("[data-role=pending-cells]")
     added = AddedCellRequest.objects.get()
     assert (added.image_id, added.x0, added.y0, added.x1, added.y1) == (image.pk, 160, 120, 320, 240)
+
+
+def test_a_tap_after_a_drawn_box_leaves_the_box_that_add_would_send(live_server, browser_page,
+                                                                    django_user_model):
+    # A tap (or a drag the browser took back) removed the drawn box from the photograph while the
+    # form kept its numbers: "Add this box" then sent a box no longer shown. Escape then reopening
+    # showed no box either, over a form still holding the cancelled one.
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-TAP", types=("NEUTROPHIL",), user=user)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    page.locator("[data-role=add-cell-toggle]").click()
+    frame = page.locator(".smear-frame")
+    form = page.locator("[data-role=add-cell-form]")
+    frame.evaluate("frame => frame.scrollIntoView()")
+    drag(page, frame, (0.5, 0.5), (0.75, 0.9))
+    bounds = frame.bounding_box()
+    page.mouse.click(bounds["x"] + bounds["width"] / 10, bounds["y"] + bounds["height"] / 10)
+    assert page.locator(".add-cell-rubber").is_visible()
+    assert form.locator("[name=x0]").input_value() == "320"
+    page.keyboard.press("Escape")
+    page.locator("[data-role=add-cell-toggle]").click()
+    assert [form.locator(f"[name={name}]").input_value() for name in ("x0", "y0", "x1", "y1")] == [""] * 4
