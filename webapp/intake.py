@@ -224,7 +224,11 @@ def _jpeg_without_metadata(data):
     kept, at = [data[:2]], 2  # SOI
     while True:
         if data[at] != 0xFF:
-            raise ValueError("not a marker")
+            # Stray bytes between segments: libjpeg skips them to the next marker (with a warning)
+            # and the photograph decodes, so they are skipped here too. Raising kept the whole file,
+            # its EXIF with it (index: ValueError where no marker follows).
+            at = data.index(0xFF, at)
+            continue
         marker = data[at + 1]
         if marker == 0xFF:  # fill byte before a marker
             at += 1

@@ -1190,7 +1190,22 @@ def test_a_photograph_is_stored_without_the_text_its_camera_wrote_beside_its_pix
 
 
 def test_a_photograph_whose_structure_is_not_plain_is_stored_as_it_came():
-    odd = jpeg_bytes()[:2] + b"\x00\x00" + jpeg_bytes()[2:]  # no marker where one must be
+    odd = jpeg_bytes()[:2] + b"\xff\xfe\x00\x01" + jpeg_bytes()[2:]  # a segment shorter than its length field
     assert intake.without_metadata(odd, "JPEG") == odd
     cut = encoded(Image.fromarray(smear_array()), "PNG")[:-12]  # no IEND
     assert intake.without_metadata(cut, "PNG") == cut
+
+
+def test_stray_bytes_between_a_jpegs_segments_do_not_keep_its_exif():
+    # libjpeg skips bytes between segments ("extraneous bytes before marker") and the file decodes:
+    # the walker raised on them and stored the file as sent, a patient's name in its EXIF with it.
+    exif = Image.Exif()
+    exif[0x010E] = "MRN 123456 Jane Doe"
+    data = encoded(Image.fromarray(field_array()), "JPEG", quality=90, exif=exif.tobytes())
+    at = 2 + 2 + int.from_bytes(data[4:6], "big")  # after APP0 (JFIF), before APP1 (Exif)
+    assert data[at:at + 2] == b"\xff\xe1"
+    odd = data[:at] + b"\x00\x00" + data[at:]
+    checked = check_image(upload("field.jpg", odd))
+    assert checked.extension == ".jpg" and b"Jane" not in checked.content
+    stored, sent = Image.open(io.BytesIO(checked.content)), Image.open(io.BytesIO(odd))
+    assert np.array_equal(np.asarray(stored), np.asarray(sent))
