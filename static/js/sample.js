@@ -152,13 +152,16 @@
       .then(function (data) {
         setProgress(data);
         var changed = data.finished !== finished;
-        var next = changed ? refreshResults() : Promise.resolve();
+        // A box being drawn, or drawn and waiting for "Add this box", would go with the card it is
+        // on: the results wait until it is sent or cancelled, and the poll goes on meanwhile.
+        var deferred = changed && results.querySelector("[data-role=add-cell].drawing") !== null;
+        var next = changed && !deferred ? refreshResults() : Promise.resolve();
         return next.then(function () {
           // Only once the results are drawn: a fetch that failed is made again at the next poll,
           // rather than leaving the panel behind the progress line for good.
-          finished = data.finished;
-          progress.dataset.complete = data.complete ? "1" : "0";
-          if (!data.complete) window.setTimeout(poll, POLL_MS);
+          if (!deferred) finished = data.finished;
+          progress.dataset.complete = data.complete && !deferred ? "1" : "0";
+          if (!data.complete || deferred) window.setTimeout(poll, POLL_MS);
         });
       })
       .catch(function () { window.setTimeout(poll, POLL_MS * 3); });

@@ -161,3 +161,32 @@ def test_a_tap_after_a_drawn_box_leaves_the_box_that_add_would_send(live_server,
     page.keyboard.press("Escape")
     page.locator("[data-role=add-cell-toggle]").click()
     assert [form.locator(f"[name={name}]").input_value() for name in ("x0", "y0", "x1", "y1")] == [""] * 4
+
+
+def test_a_photograph_finishing_waits_for_a_box_being_drawn(live_server, browser_page, django_user_model):
+    # The review: now that a drawn box waits for "Add this box", the live refresh as another
+    # photograph finished replaced the results, and the box with them.
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-WAIT", types=("NEUTROPHIL",), user=user)
+    queued = photograph(sample, "later.png", SmearImage.Status.QUEUED, ())
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    page.locator("[data-role=add-cell-toggle]").first.click()
+    frame = page.locator(".smear-frame").first
+    frame.evaluate("frame => frame.scrollIntoView()")
+    drag(page, frame, (0.2, 0.2), (0.4, 0.5))
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+
+    add_cells(queued, ("LYMPHOCYTE",))
+    SmearImage.objects.filter(pk=queued.pk).update(status=SmearImage.Status.DONE)
+    page.wait_for_function("() => document.getElementById('progress-text').textContent"
+                           ".includes('Both photographs classified')", timeout=15_000)
+    page.wait_for_timeout(2_000)  # the next poll, which would refresh the results
+    assert page.locator(".add-cell-rubber").count() == 1
+    assert page.locator("[data-role=add-cell-form] [name=x0]").first.input_value() != ""
+    assert not any("/results/" in url for url in requests)
+    # Cancelled, the results catch up at the next poll.
+    page.keyboard.press("Escape")
+    page.wait_for_selector(f"#image-{queued.pk} tr.cellrow", timeout=15_000)
