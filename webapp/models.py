@@ -259,7 +259,9 @@ class SmearImage(models.Model):
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     file_size = models.PositiveIntegerField()
-    checksum = models.CharField(max_length=64, db_index=True)  # SHA-256 of the stored file
+    # SHA-256 of the file as sent where it is stored as it came (less its metadata: intake.without_
+    # metadata), else of the PNG stored: a copy of the same file is known by it.
+    checksum = models.CharField(max_length=64, db_index=True)
     # webapp.intake.fingerprint of its pixels: the same field in another file ("" before 0014).
     fingerprint = models.CharField(max_length=64, blank=True, default="", db_index=True)
     # The fingerprints of its seven other orientations (webapp.intake.oriented_fingerprints), so

@@ -259,8 +259,8 @@ class SignOffFacts:
             found.append(Refusal(
                 "mixed_calls", f"{count_of(n, 'cell')} {_were(n)} called only mononuclear or polynuclear "
                 f"(a binary network's calls) beside {count_of(self.typed_in_group, 'cell')} called by type: "
-                "the type percentages would leave them out. Name their types, or classify the sample's "
-                "photographs again with one network."))
+                "the type percentages would leave them out. Ask an administrator to re-classify the sample "
+                "with one version (Model versions, Re-classify)."))
         if self.leukocytes and self.leukocytes < self.target_count:
             found.append(Refusal(
                 "below_target", f"{self.leukocytes} of {self.target_count} leukocytes counted: add "

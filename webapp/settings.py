@@ -8,6 +8,7 @@ LEUKOSCOPE_SECURE=1 behind HTTPS.
 import logging
 import math
 import os
+import re
 import secrets
 import zoneinfo
 from datetime import timedelta
@@ -348,6 +349,9 @@ LEUKOSCOPE_TARGET_COUNT = env_count("LEUKOSCOPE_TARGET_COUNT", 1, default=100)
 # "urn:oid:1.2.3.4.5" or "https://lab.example.org/accession"): the FHIR export's identifier.system,
 # without which an LIS cannot tell this lab's "H26-0001" from another's. Unset: the value alone.
 ACCESSION_SYSTEM = os.environ.get("LEUKOSCOPE_ACCESSION_SYSTEM", "").strip()
+if ACCESSION_SYSTEM and not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*:\S+", ACCESSION_SYSTEM):
+    raise ImproperlyConfigured(f"LEUKOSCOPE_ACCESSION_SYSTEM={ACCESSION_SYSTEM!r}: expected a URI such as "
+                               "urn:oid:1.2.3.4.5 or https://lab.example.org/accession")
 
 
 # "Adapt to this lab": epochs of each fine-tune and cross-validation folds (each one more fine-tune;

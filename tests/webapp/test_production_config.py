@@ -120,6 +120,10 @@ def test_processes_starting_together_share_one_key_written_once_for_the_owner_al
      "DATABASE_URL=postgres://lab:***@127.0.0.1:abc/leukoscope is not a valid URL"),
     ("LEUKOSCOPE_MAX_UPLOAD_BYTES", "abc", "LEUKOSCOPE_MAX_UPLOAD_BYTES='abc': expected a whole number"),
     ("LEUKOSCOPE_SESSION_HOURS", "abc", "LEUKOSCOPE_SESSION_HOURS=abc: expected a positive number of hours"),
+    # FHIR's identifier.system is a URI: a bare name would go out to the LIS unchecked.
+    ("LEUKOSCOPE_ACCESSION_SYSTEM", "lab accession",
+     "LEUKOSCOPE_ACCESSION_SYSTEM='lab accession': expected a URI"),
+    ("LEUKOSCOPE_PROXY_COUNT", "-1", "LEUKOSCOPE_PROXY_COUNT='-1': expected a whole number of at least 0"),
 ])
 def test_a_bad_setting_is_one_line_naming_it(tmp_path, setting, value, expected):
     status, _, err = manage("check", env=environment(tmp_path, **{setting: value}))

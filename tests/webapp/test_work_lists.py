@@ -65,8 +65,9 @@ def test_the_sql_rule_agrees_with_the_sign_off_refusals(django_user_model):
     refusals = facts[made["mixed_calls"].pk].refusals()
     (mixed,) = [refusal for refusal in refusals if refusal.code == "mixed_calls"]
     assert mixed.message == ("2 cells were called only mononuclear or polynuclear (a binary network's calls) "
-                             "beside 1 cell called by type: the type percentages would leave them out. Name "
-                             "their types, or classify the sample's photographs again with one network.")
+                             "beside 1 cell called by type: the type percentages would leave them out. "
+                             "Ask an administrator to re-classify the sample with one version (Model "
+                             "versions, Re-classify).")
 
 
 def test_every_sample_waiting_is_listed_oldest_first_beyond_the_home_pages_ten(client, django_user_model):

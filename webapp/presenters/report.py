@@ -136,10 +136,18 @@ def _figure_name(name):
     return rule_for(name).reported_as or type_label(name)
 
 
-def _figure_words(value, unit):
+def _figure_words(value, unit, figures, name):
+    """A figure as a change names it; None: the type was not reported in ``figures`` (the
+    result_figures it comes from), or it was with no leukocyte counted, so no share."""
     if value is None:
-        return "not reported"
+        return "no leukocyte counted" if name in (figures or {}).get("types", {}) else "not reported"
     return f"{value:.1f}%" if unit == "percent" else f"{value:.1f}/100 WBC"
+
+
+def _changes_in_words(before, after):
+    """(figure's name, before, after) in words for each figure two result_figures report apart."""
+    return [(_figure_name(name), _figure_words(was, unit, before, name),
+             _figure_words(now, unit, after, name)) for name, was, now, unit in figure_changes(before, after)]
 
 
 def _changed_since_signed(sample, formula):
@@ -148,11 +156,10 @@ def _changed_since_signed(sample, formula):
     (an upgrade): said, with what moved, rather than shown as what was signed."""
     if not (sample.is_signed and sample.signed_figures):
         return ""
-    changes = figure_changes(sample.signed_figures, result_figures(formula))
+    changes = _changes_in_words(sample.signed_figures, result_figures(formula))
     if not changes:
         return ""
-    moved = "; ".join(f"{_figure_name(name)} signed as {_figure_words(was, unit)}, "
-                      f"now {_figure_words(now, unit)}" for name, was, now, unit in changes)
+    moved = "; ".join(f"{name} signed as {was}, now {now}" for name, was, now in changes)
     return (f"These figures differ from those signed ({moved}): the site counts this sample differently "
             "since it was signed. Reopen and sign it again to sign what it shows now.")
 
@@ -166,8 +173,7 @@ def changes_line(sample, formula):
     if not before or not (amended or sample.status == Sample.Status.REOPENED):
         return ""
     after = sample.signed_figures if amended and sample.signed_figures else result_figures(formula)
-    changes = [f"{_figure_name(name)} {_figure_words(was, unit)} \u2192 "
-               f"{_figure_words(now, unit)}" for name, was, now, unit in figure_changes(before, after)]
+    changes = [f"{name} {was} \u2192 {now}" for name, was, now in _changes_in_words(before, after)]
     if amended:
         return (f"Changed from the result signed before: {'; '.join(changes)}." if changes
                 else "No reported figure changed from the result signed before.")
