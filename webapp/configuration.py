@@ -112,18 +112,35 @@ def _while_connecting(error):
     return False
 
 
+FLAG_ON = frozenset({"1", "true", "yes", "on"})
+FLAG_OFF = frozenset({"", "0", "false", "no", "off"})
+
+
 def env_flag(name, default=False):
-    """An on/off setting from the environment: 1, true, yes or on (any case) is on; unset, the default."""
+    """An on/off setting from the environment: 1, true, yes or on (any case) is on; 0, false, no,
+    off or empty is off; unset, the default. Anything else is ImproperlyConfigured: a slip such as
+    LEUKOSCOPE_SECURE=ture must not quietly turn secure cookies and the HTTPS redirect off."""
     value = os.environ.get(name)
     if value is None:
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    word = value.strip().lower()
+    if word in FLAG_ON:
+        return True
+    if word in FLAG_OFF:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is neither on nor off: expected 1, true, yes or on, "
+                               "or 0, false, no or off")
 
 
 def wants_traceback(argv):
     """Whether a configuration error should show its traceback: with --traceback, or
-    LEUKOSCOPE_DEBUG set."""
-    return env_flag("LEUKOSCOPE_DEBUG") or "--traceback" in argv
+    LEUKOSCOPE_DEBUG set (on; a LEUKOSCOPE_DEBUG that is neither on nor off is itself the error
+    to print in one line)."""
+    try:
+        debug = env_flag("LEUKOSCOPE_DEBUG")
+    except ImproperlyConfigured:
+        debug = False
+    return debug or "--traceback" in argv
 
 
 def configuration_error_line(error):

@@ -124,6 +124,9 @@ def test_processes_starting_together_share_one_key_written_once_for_the_owner_al
     ("LEUKOSCOPE_ACCESSION_SYSTEM", "lab accession",
      "LEUKOSCOPE_ACCESSION_SYSTEM='lab accession': expected a URI"),
     ("LEUKOSCOPE_PROXY_COUNT", "-1", "LEUKOSCOPE_PROXY_COUNT='-1': expected a whole number of at least 0"),
+    # An on/off slip once read as off: secure cookies, HSTS and the HTTPS redirect quietly gone.
+    ("LEUKOSCOPE_SECURE", "ture", "LEUKOSCOPE_SECURE='ture' is neither on nor off: expected 1, true"),
+    ("LEUKOSCOPE_DEBUG", "enabled", "LEUKOSCOPE_DEBUG='enabled' is neither on nor off"),
 ])
 def test_a_bad_setting_is_one_line_naming_it(tmp_path, setting, value, expected):
     status, _, err = manage("check", env=environment(tmp_path, **{setting: value}))
