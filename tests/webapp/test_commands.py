@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from io import StringIO
 from pathlib import Path
 
@@ -63,6 +64,16 @@ def test_models_lists_every_version_with_its_accuracy():
     assert "failed" in lines[2] and " - " in lines[2]
     # The first folder's TEST headlines; the other folder's follows it, figure and all.
     assert "0.8810" in lines[3] and lines[3].endswith("blood-cell-images TEST; pbc TEST 0.9550")
+
+
+@pytest.mark.django_db
+def test_models_gives_each_versions_time_in_the_sites_time_zone(settings):
+    # As the model pages and every other page do: it printed UTC, an hour off in Madrid.
+    settings.TIME_ZONE = "Europe/Madrid"
+    version = make_version("active")
+    ModelVersion.objects.filter(pk=version.pk).update(
+        created_at=datetime(2026, 1, 2, 23, 30, tzinfo=UTC))
+    assert "2026-01-03 00:30" in run("models").splitlines()[1]
 
 
 @pytest.mark.django_db

@@ -1,4 +1,5 @@
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
 from webapp.presenters.models import headline, metric_tables
 from webapp.selectors import model_versions_with_cell_counts
@@ -30,8 +31,9 @@ class Command(BaseCommand):
                             for table in metric_tables(version.metrics)
                             if table.get("where", "").endswith(" TEST") and table["where"] != measured_on[0]
                             and table["accuracy"] is not None]
+            created = timezone.localtime(version.created_at)  # the site's time zone, as its pages
             self.stdout.write(
                 f"{version.pk:>4}  {version.status:<9}  {version.architecture:<12}  {version.task:<6}  "
-                f"{accuracy:>8}  {version.created_at:%Y-%m-%d %H:%M}  {version.cell_count:>7}  "
+                f"{accuracy:>8}  {created:%Y-%m-%d %H:%M}  {version.cell_count:>7}  "
                 f"{'; '.join(measured_on)}"
             )
