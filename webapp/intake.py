@@ -12,9 +12,11 @@ import threading
 import warnings
 from dataclasses import dataclass
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
@@ -432,6 +434,20 @@ def measure_stored(field_file, measure):
             return measure(image.convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
+
+
+def refuse_without_media_folder(waiting):
+    """For the migrations that measure stored photographs (0015, 0017): where ``waiting`` of them
+    are to be read and LEUKOSCOPE_MEDIA_ROOT is no folder on this machine (the shared storage not
+    mounted here), stop rather than be recorded as applied with none measured: nothing measures
+    them later, and a re-encoded copy of one would be counted again unwarned."""
+    folder = Path(settings.MEDIA_ROOT)
+    if waiting and not folder.is_dir():
+        raise ImproperlyConfigured(
+            f"LEUKOSCOPE_MEDIA_ROOT={folder} is no folder on this machine, and {waiting} stored "
+            "photographs are to be read from it to fingerprint them: run migrate on a machine that "
+            "mounts it (where the photographs are truly lost, make the folder, empty, and run it again)"
+        )
 
 
 def fingerprint_difference(first, second):

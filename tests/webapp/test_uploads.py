@@ -788,6 +788,30 @@ def test_photographs_stored_before_fingerprints_get_theirs_from_their_files(queu
     assert copy.stored == [] and "same photograph as old.jpg" in copy.rejected[0].reason
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("name, function", [
+    ("0015_fingerprint_stored_photographs", "fingerprint_stored_photographs"),
+    ("0017_index_stored_fingerprints", "index_stored_fingerprints"),
+])
+def test_migrations_that_read_photographs_stop_where_the_media_folder_is_missing(queued, settings, tmp_path,
+                                                                                  name, function):
+    """Run on a machine without the shared folder mounted, 0015 was recorded as applied with no
+    photograph fingerprinted, for good: it stops instead, naming the folder."""
+    import importlib
+
+    from django.apps import apps
+    from django.core.exceptions import ImproperlyConfigured
+
+    migration = importlib.import_module(f"webapp.migrations.{name}")
+    create_sample_with_images("H26-0207", "", [upload("old.jpg", jpeg_bytes(seed=14))])
+    SmearImage.objects.update(fingerprint="")
+    settings.MEDIA_ROOT = str(tmp_path / "not-mounted" / "media")
+
+    with pytest.raises(ImproperlyConfigured, match="LEUKOSCOPE_MEDIA_ROOT=.*not-mounted.* is no folder"):
+        getattr(migration, function)(apps, None)
+    assert SmearImage.objects.get().fingerprint == ""
+
+
 # --- too many files in one request ---------------------------------------------------------------
 
 def tiny_files(count):

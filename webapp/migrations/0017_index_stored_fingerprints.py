@@ -1,6 +1,6 @@
 from django.db import migrations
 
-from webapp.intake import fingerprint_bands, measure_stored, oriented_fingerprints
+from webapp.intake import fingerprint_bands, measure_stored, oriented_fingerprints, refuse_without_media_folder
 
 
 def index_stored_fingerprints(apps, schema_editor):
@@ -10,6 +10,7 @@ def index_stored_fingerprints(apps, schema_editor):
     fingerprint it has."""
     smear_images = apps.get_model("webapp", "SmearImage").objects
     band = apps.get_model("webapp", "FingerprintBand")
+    refuse_without_media_folder(smear_images.count())
     for photograph in smear_images.only("pk", "image", "fingerprint").iterator(chunk_size=200):
         upright, turned = measure_stored(photograph.image, oriented_fingerprints) or ("", ())
         taken = photograph.fingerprint or upright
