@@ -100,22 +100,30 @@ def drag(page, frame, start, end, touch=False):
     cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
 
 
+def start_drawing(page, live_server, django_user_model, accession, before_page=None):
+    """A technologist's one-photograph sample, its page open in drawing mode: (sample, frame, form).
+    ``before_page`` is called with the sample before the page is opened."""
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample(accession, types=("NEUTROPHIL",), user=user)
+    if before_page:
+        before_page(sample)
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    page.locator("[data-role=add-cell-toggle]").first.click()
+    frame = page.locator(".smear-frame").first
+    frame.evaluate("frame => frame.scrollIntoView()")
+    return sample, frame, page.locator("[data-role=add-cell-form]").first
+
+
 def test_a_drawn_box_waits_for_add_and_a_finger_draws_one(live_server, browser_page, django_user_model):
     # The notes: a box was sent the moment the drag ended, so a drag that missed its cell added a
     # wrong one, and a finger drew nothing (mouse events only) on a lab's tablet.
     from webapp.models import AddedCellRequest
 
-    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
-    sample = make_sample("BR-DRAW", types=("NEUTROPHIL",), user=user)
-    image = sample.images.get()
     page = browser_page
-    sign_in(page, live_server.url, "tech")
-    page.goto(f"{live_server.url}/samples/{sample.pk}/")
-    page.locator("[data-role=add-cell-toggle]").click()
-    frame = page.locator(".smear-frame")
-    form = page.locator("[data-role=add-cell-form]")
+    sample, frame, form = start_drawing(page, live_server, django_user_model, "BR-DRAW")
+    image = sample.images.get()
 
-    frame.evaluate("frame => frame.scrollIntoView()")
     drag(page, frame, (0.5, 0.5), (0.75, 0.9))
     assert page.locator(".add-cell-rubber").is_visible()
     assert [form.locator(f"[name={name}]").input_value() for name in ("x0", "y0", "x1", "y1")] == [
@@ -144,15 +152,8 @@ def test_a_tap_after_a_drawn_box_leaves_the_box_that_add_would_send(live_server,
     # A tap (or a drag the browser took back) removed the drawn box from the photograph while the
     # form kept its numbers: "Add this box" then sent a box no longer shown. Escape then reopening
     # showed no box either, over a form still holding the cancelled one.
-    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
-    sample = make_sample("BR-TAP", types=("NEUTROPHIL",), user=user)
     page = browser_page
-    sign_in(page, live_server.url, "tech")
-    page.goto(f"{live_server.url}/samples/{sample.pk}/")
-    page.locator("[data-role=add-cell-toggle]").click()
-    frame = page.locator(".smear-frame")
-    form = page.locator("[data-role=add-cell-form]")
-    frame.evaluate("frame => frame.scrollIntoView()")
+    _, frame, form = start_drawing(page, live_server, django_user_model, "BR-TAP")
     drag(page, frame, (0.5, 0.5), (0.75, 0.9))
     bounds = frame.bounding_box()
     page.mouse.click(bounds["x"] + bounds["width"] / 10, bounds["y"] + bounds["height"] / 10)
@@ -166,15 +167,11 @@ def test_a_tap_after_a_drawn_box_leaves_the_box_that_add_would_send(live_server,
 def test_a_photograph_finishing_waits_for_a_box_being_drawn(live_server, browser_page, django_user_model):
     # The review: now that a drawn box waits for "Add this box", the live refresh as another
     # photograph finished replaced the results, and the box with them.
-    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
-    sample = make_sample("BR-WAIT", types=("NEUTROPHIL",), user=user)
-    queued = photograph(sample, "later.png", SmearImage.Status.QUEUED, ())
+    queued = []
     page = browser_page
-    sign_in(page, live_server.url, "tech")
-    page.goto(f"{live_server.url}/samples/{sample.pk}/")
-    page.locator("[data-role=add-cell-toggle]").first.click()
-    frame = page.locator(".smear-frame").first
-    frame.evaluate("frame => frame.scrollIntoView()")
+    _, frame, _ = start_drawing(page, live_server, django_user_model, "BR-WAIT", lambda sample: queued.append(
+        photograph(sample, "later.png", SmearImage.Status.QUEUED, ())))
+    queued = queued[0]
     drag(page, frame, (0.2, 0.2), (0.4, 0.5))
     requests = []
     page.on("request", lambda request: requests.append(request.url))
