@@ -67,7 +67,7 @@ IN_DIFFERENTIAL = ~Q(cell_type__in=[name for name, rule in RULES.items()
                                     if rule.counting is not Counting.DIFFERENTIAL]) & ~PARTIAL_LEFT_OUT
 # Calls of the binary network (mononuclear / polynuclear) and calls of a type in one of those groups:
 # a differential holding both has type percentages that leave the first out (leukocyte_formula), and
-# is not signed until one network's calls, or a reviewer's types, make it one.
+# is not signed until one version classifies the sample again.
 GROUP_ONLY = Q(cell_type__in=list(BINARY_CLASSES)) & IN_DIFFERENTIAL
 TYPED_IN_A_GROUP = (Q(cell_type__in=[name for name in RULES if group_of(name) and name not in BINARY_CLASSES])
                     & IN_DIFFERENTIAL)

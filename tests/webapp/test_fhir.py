@@ -239,8 +239,8 @@ def test_a_signed_result_whose_figures_no_longer_read_as_signed_says_so(client, 
     figures["types"]["NEUTROPHIL"]["percent"] = 50.0
     Sample.objects.filter(pk=sample.pk).update(signed_figures=figures)
     conclusion = fetch(client, signed).entry[0].resource.conclusion
-    assert ("These figures differ from those signed (Neutrophil signed as 50.0%, now 66.7%): the site counts "
-            "this sample differently since it was signed.") in conclusion
+    assert ("These figures differ from those signed (Neutrophil signed as 50.0%, now 66.7%): the site now "
+            "counts this sample otherwise than when it was signed.") in conclusion
 
 
 def test_a_binary_networks_amended_result_reports_a_dropped_blast_at_zero(client, tech, hematologist):

@@ -131,7 +131,6 @@ class SampleReport(ViewModel):
         return self.differential + self.per_100
 
 
-
 def _figure_name(name):
     return rule_for(name).reported_as or type_label(name)
 
@@ -160,8 +159,8 @@ def _changed_since_signed(sample, formula):
     if not changes:
         return ""
     moved = "; ".join(f"{name} signed as {was}, now {now}" for name, was, now in changes)
-    return (f"These figures differ from those signed ({moved}): the site counts this sample differently "
-            "since it was signed. Reopen and sign it again to sign what it shows now.")
+    return (f"These figures differ from those signed ({moved}): the site now counts this sample otherwise "
+            "than when it was signed. Reopen and sign it again to sign what it shows now.")
 
 
 def changes_line(sample, formula):
