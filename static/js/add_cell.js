@@ -126,8 +126,8 @@
     form.elements.y0.value = Math.min(current.start.y, end.y);
     form.elements.x1.value = Math.max(current.start.x, end.x);
     form.elements.y1.value = Math.max(current.start.y, end.y);
-    // Sent by its own button (focused where it is: the box stays in view): the server judges the box (inside the photograph, large enough) and
-    // says why it refuses one.
+    // Sent by its own button, focused where it is so that the box stays in view; the server judges
+    // the box (inside the photograph, large enough) and says why it refuses one.
     form.querySelector("button[type=submit]").focus({ preventScroll: true });
   }
 
