@@ -9,6 +9,7 @@ from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.http import Http404, JsonResponse
 from django.middleware.gzip import GZipMiddleware
 from django.shortcuts import render
+from django.utils.cache import add_never_cache_headers
 
 from webapp.db_errors import is_transient_database_error
 from webapp.services.api_tokens import user_for_key
@@ -29,6 +30,23 @@ def client_address(request):
             except ValueError:
                 pass
     return request.META.get("REMOTE_ADDR", "")
+
+
+class SignedInPagesNotStoredMiddleware:
+    """A signed-in answer that says nothing of caching is marked not to be stored (``no-store``):
+    pages and JSON hold patients' results, and lab workstations are shared, so none is kept in the
+    browser's cache or on disk for the next person at the screen. Photographs set their own (an
+    hour, private), which sign-out clears (views.core.SignOutView)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and not response.has_header("Cache-Control"):
+            add_never_cache_headers(response)
+        return response
 
 
 class LoginRequiredOrUnauthorizedMiddleware(LoginRequiredMiddleware):

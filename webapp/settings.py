@@ -189,6 +189,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # A program's API key stands in for a sign-in, before the sign-in is required.
     "webapp.middleware.ApiTokenMiddleware",
+    # Below both: it reads who the request was made as, a key's account included.
+    "webapp.middleware.SignedInPagesNotStoredMiddleware",
     # Records who made each change the audit trail keeps (webapp.audit).
     "auditlog.middleware.AuditlogMiddleware",
     "webapp.middleware.NulInUrlIsNotFound",

@@ -345,3 +345,14 @@ def test_signing_out_drops_the_browsers_cache_of_the_site(client, django_user_mo
     signed_out = client.post(reverse("logout"))
     assert signed_out.status_code in (200, 302) and signed_out["Clear-Site-Data"] == '"cache"'
     assert "_auth_user_id" not in client.session
+
+
+def test_a_signed_in_page_is_not_stored(client, django_user_model):
+    # The security audit: pages carried no caching header, so a browser could keep a patient's
+    # results on a shared workstation's disk after the sign-out.
+    from tests.webapp.lab_factories import make_sample
+
+    sample = make_sample("H26-CACHE", types=("NEUTROPHIL",))
+    client.force_login(django_user_model.objects.create_user("tech", password="a-long-passphrase-1"))
+    for url in (reverse("home"), reverse("lab:sample-detail", args=[sample.pk]), reverse("lab:api-samples")):
+        assert "no-store" in client.get(url)["Cache-Control"], url
