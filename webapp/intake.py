@@ -53,6 +53,8 @@ class CheckedImage:
     width: int
     height: int
     conversion_note: str = ""
+    # SHA-256 that identifies the file (check_image): of the file as sent, where it is kept as it
+    # came, else of the PNG stored.
     checksum: str = ""
     fingerprint: str = ""  # fingerprint(): the same field's photograph, however it was encoded
     # oriented_fingerprints(): the field's seven other orientations, to find a turned copy
@@ -317,8 +319,10 @@ def check_image(uploaded):
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False, compress_level=3)
     note = f"{source_format} stored as 8-bit RGB PNG: " + ", ".join(notes or ["re-encoded"])
-    return CheckedImage(buffer.getvalue(), ".png", width, height, note[:255],
-                        fingerprint=pixels, turned=turned, pages=pages, page_kept=page_kept)
+    stored = buffer.getvalue()
+    return CheckedImage(stored, ".png", width, height, note[:255],
+                        checksum=hashlib.sha256(stored).hexdigest(), fingerprint=pixels, turned=turned,
+                        pages=pages, page_kept=page_kept)
 
 
 def _keep_one_page(image):
@@ -599,7 +603,6 @@ def _check_files(files, known):
             continue
         # A multi-page file's header gives its first page; the page kept may be larger.
         pixels_left -= max(0, checked.width * checked.height - claimed)
-        checked.checksum = checked.checksum or hashlib.sha256(checked.content).hexdigest()
         found = _first_holder(checked, (in_sample, IN_THE_SAMPLE), (in_upload, IN_THE_UPLOAD))
         if found is not None:
             # Its cells would be counted twice and skew the differential count.
