@@ -42,7 +42,7 @@
       meter.classList.toggle("finishing", finishing);
       if (finishing) {
         meter.removeAttribute("aria-valuenow");
-        meter.setAttribute("aria-valuetext", "every epoch done; measuring the held-out figures");
+        meter.setAttribute("aria-valuetext", meter.dataset.finishingText);
       } else {
         meter.setAttribute("aria-valuenow", p.percent);
         meter.removeAttribute("aria-valuetext");
