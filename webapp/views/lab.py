@@ -12,7 +12,6 @@ from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.counting import type_label
@@ -243,7 +242,6 @@ def sample_detail(request, pk):
 
 
 @require_GET
-@never_cache  # the live state of the sample, fetched again as it changes
 def sample_results(request, pk):
     """The results part of the sample page and its sign-off panel, swapped in by sample.js as
     images finish and cells are reviewed, for the page of photographs ?page= names; with ?image=ID,
@@ -277,7 +275,7 @@ def sample_status(request, pk):
     shown = None if page is None else list(sample_photograph_page(sample, page).object_list)
     images = image_statuses(sample, shown)
     progress = sample_progress(sample)
-    response = JsonResponse({
+    return JsonResponse({
         "sample": sample.pk,
         "total": progress.total,
         "finished": progress.finished,
@@ -286,8 +284,6 @@ def sample_status(request, pk):
         "counts": progress.counts,
         "images": images,
     })
-    response["Cache-Control"] = "no-store"
-    return response
 
 
 @require_POST

@@ -12,7 +12,6 @@ from django.core.exceptions import PermissionDenied
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
-from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.forms_models import ReclassifyForm, RetrainForm
@@ -103,7 +102,6 @@ def version_detail(request, pk):
 
 @staff_required
 @require_GET
-@never_cache
 def version_progress(request, pk):
     version = _version_or_missing(model_versions(), pk)
     return JsonResponse(progress_report(version))
