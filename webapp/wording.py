@@ -1,4 +1,7 @@
-"""Counts in words, for what people read: "1 photograph", "2 photographs", never "photograph(s)"."""
+"""Words for what people read: counts ("1 photograph", "2 photographs", never "photograph(s)"), times
+on a report."""
+
+from django.utils import formats, timezone
 
 
 def count_of(n, noun, plural=None):
@@ -20,3 +23,20 @@ def choose_again(sent, correct_first=True):
     was, them = ("was", "it") if sent == 1 else ("were", "them")
     correct = "correct the form, then " if correct_first else ""
     return f"The {count_of(sent, 'photograph')} you chose {was} not stored: {correct}choose {them} again."
+
+
+def moment_on_a_report(moment):
+    """A time as a report that leaves the lab prints it: in the site's zone, with its abbreviation and,
+    away from UTC, its offset ("2026-12-04 11:47 CET (UTC+01:00)"). An abbreviation alone is
+    ambiguous once a report is read elsewhere: "IST" is Irish, Israeli or Indian time."""
+    if moment is None:
+        return ""
+    local = timezone.localtime(moment)
+    words = formats.date_format(local, "Y-m-d H:i T")
+    offset = local.utcoffset()
+    if not offset:
+        return words
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    hours, minutes = divmod(abs(minutes), 60)
+    return f"{words} (UTC{sign}{hours:02d}:{minutes:02d})"

@@ -300,18 +300,25 @@ def test_the_reports_warnings_count_in_words(client, tech, types, expected):
     assert "(s)" not in html
 
 
-def test_times_on_the_report_say_their_zone(client, tech, hematologist, settings):
+@pytest.mark.parametrize(("zone", "said"), [
+    ("Europe/Madrid", "2026-12-04 11:47 CET (UTC+01:00)"),
+    # "IST" alone is Irish, Israeli or Indian time: the offset says which.
+    ("Asia/Kolkata", "2026-12-04 16:17 IST (UTC+05:30)"),
+    ("America/St_Johns", "2026-12-04 07:17 NST (UTC-03:30)"),
+    ("UTC", "2026-12-04 10:47 UTC"),
+])
+def test_times_on_the_report_say_their_zone(client, tech, hematologist, settings, zone, said):
     # A report leaves the lab: "Signed ... on 10:47" must say in which time zone.
     import datetime
 
-    settings.TIME_ZONE = "Europe/Madrid"
+    settings.TIME_ZONE = zone
     sample = mark_signed(make_sample("H26-0050", types=TYPES), hematologist)
     Sample.objects.filter(pk=sample.pk).update(
         signed_at=datetime.datetime(2026, 12, 4, 10, 47, tzinfo=datetime.UTC))
     html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
-    assert "2026-12-04 11:47 CET" in html
-    text = pdf_text(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
-    assert b"2026-12-04 11:47 CET" in text
+    assert f"on {said}" in html and "(UTC+00:00)" not in html
+    text = " ".join(pdf_lines(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content))
+    assert f"on {said}" in text
 
 
 def test_the_samples_note_is_on_the_report_and_a_long_type_says_how_many_it_shows(client, tech):

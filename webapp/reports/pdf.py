@@ -20,7 +20,6 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 from django.core.files.storage import default_storage
-from django.utils import formats, timezone
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import getSampleStyleSheet
@@ -39,6 +38,7 @@ from reportlab.platypus import (
 )
 
 from webapp.counting import type_label
+from webapp.wording import moment_on_a_report
 
 FONTS = Path(__file__).resolve().parent / "fonts"
 BODY, BOLD = "DejaVuSans", "DejaVuSans-Bold"
@@ -77,10 +77,6 @@ _GRID = TableStyle([
     ("ALIGN", (1, 0), (-1, -1), "RIGHT"),
     ("VALIGN", (0, 0), (-1, -1), "MIDDLE"),
 ])
-
-
-def _when(moment):
-    return formats.date_format(timezone.localtime(moment), "Y-m-d H:i T") if moment else ""
 
 
 def _register_fonts():
@@ -175,21 +171,22 @@ def _crop(cell):
 
 def _status(report, styles):
     if report.signed:
-        line = f"Signed by {_text(report.signed_by) or 'unknown'} on {_when(report.signed_at)}"
+        line = f"Signed by {_text(report.signed_by) or 'unknown'} on {moment_on_a_report(report.signed_at)}"
         if report.amended:
             line += f" \u2014 <b>amended</b> (signed {report.times_signed} times)"
         flowables = [_paragraph(line, styles["Normal"])]
         if report.amended_because:
             flowables.append(_paragraph(
                 f"Amended after reopening by {_text(report.reopened_by) or 'unknown'} on "
-                f"{_when(report.reopened_at)}: {_text(report.amended_because)}", styles["Normal"]))
+                f"{moment_on_a_report(report.reopened_at)}: {_text(report.amended_because)}",
+                styles["Normal"]))
         if report.changes_line:
             flowables.append(_paragraph(_text(report.changes_line), styles["Normal"]))
         return flowables
     flowables = [_paragraph(f"<b>{report.result.label}</b>", styles["banner"])]
     if report.reopened:
         flowables.append(_paragraph(
-            f"Reopened by {_text(report.reopened_by)} on {_when(report.reopened_at)}: "
+            f"Reopened by {_text(report.reopened_by)} on {moment_on_a_report(report.reopened_at)}: "
             f"{_text(report.reopen_reason)}", styles["Normal"]))
     if report.changes_line:
         flowables.append(_paragraph(_text(report.changes_line), styles["Normal"]))
@@ -303,7 +300,7 @@ def render_pdf(report, compress=True):
     story += _gallery(report, styles)
     story.append(Spacer(1, 4 * mm))
     story += _networks(report, styles)
-    story.append(_paragraph(f"Printed {_when(report.generated_at)}", styles["small"]))
+    story.append(_paragraph(f"Printed {moment_on_a_report(report.generated_at)}", styles["small"]))
 
     def footer(canvas, page):
         # A page that comes loose from the others still says whose result it is, and how final.
