@@ -53,6 +53,15 @@ def wait_for(condition, what, timeout, poll=0.1):
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
+def postgres_url(database_name):
+    """A URL for ``database_name`` on the server, and as the user, that the suite's DATABASE_URL names."""
+    from django.db import connection
+
+    database = connection.settings_dict
+    return (f"postgres://{quote(database['USER'] or '')}:{quote(database['PASSWORD'] or '')}@"
+            f"{database['HOST'] or 'localhost'}:{database['PORT'] or 5432}/{database_name}")
+
+
 def point_celery_at(url):
     """Send this process's task messages to `url`, dropping pooled connections to the old broker.
 

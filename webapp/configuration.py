@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db.utils import InterfaceError, OperationalError
+from django.db.utils import InterfaceError, OperationalError, ProgrammingError
 
 
 def kept_secret_key(key_file):
@@ -157,7 +157,22 @@ def configuration_error_line(error):
         if "no such table" in lines[0] or re.search(r'relation ".*" does not exist', lines[0]):
             hint = " (run manage.py migrate)"
         return f"Database error ({database_described()}): {lines[0].strip()}{hint}"
+    if isinstance(error, ProgrammingError) and _sqlstate(error) == INSUFFICIENT_PRIVILEGE:
+        # Tables owned by another role, as a restore without --role leaves them: the operator's to
+        # grant, not a defect whose traceback helps.
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].strip()
+        return (f"The database refused the site's role ({database_described()}): {reason} (the "
+                "tables must belong to the role DATABASE_URL signs in as, or grant it their rights: "
+                "README, Backups)")
     return None
+
+
+# PostgreSQL's state for a right the role lacks ("permission denied for table ...").
+INSUFFICIENT_PRIVILEGE = "42501"
+
+
+def _sqlstate(error):
+    return getattr(error.__cause__, "sqlstate", None)
 
 
 def exit_for_configuration_error(error, argv, status=1):

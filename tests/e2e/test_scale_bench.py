@@ -6,9 +6,10 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
+
+from tests.conftest import postgres_url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,15 +22,6 @@ def run_scale_bench(database_url, tmp_path, *args):
     env["LEUKOSCOPE_BENCH_DIR"] = str(tmp_path / "bench")
     return subprocess.run([sys.executable, "bench/scale.py", *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
-
-
-def postgres_url(database_name):
-    """A URL for ``database_name`` on the server, and as the user, that the suite's DATABASE_URL names."""
-    from django.db import connection
-
-    database = connection.settings_dict
-    return (f"postgres://{quote(database['USER'] or '')}:{quote(database['PASSWORD'] or '')}@"
-            f"{database['HOST'] or 'localhost'}:{database['PORT'] or 5432}/{database_name}")
 
 
 @pytest.fixture

@@ -73,3 +73,41 @@ def test_gunicorn_started_directly_names_the_bad_setting_and_stops(tmp_path):
     assert error_lines(output) == [
         "Error: LEUKOSCOPE_REVIEW_THRESHOLD=2: expected a number from 0 to 1 (a probability)"]
     assert "Reason: Worker failed to boot." in output
+
+
+@pytest.fixture
+def database_of_another_role():
+    """(URL, table): a PostgreSQL database whose table belongs to the server's superuser, and a URL
+    signing in as a role of no rights on it, as a restore without --role leaves a site."""
+    import psycopg
+    from django.db import connection
+
+    from tests.conftest import postgres_url
+
+    if connection.vendor != "postgresql":
+        pytest.skip("table rights are PostgreSQL's (DATABASE_URL=postgres://... make test runs this)")
+    name, role = f"leukoscope_rights_{os.getpid()}", f"leukoscope_no_rights_{os.getpid()}"
+    server = psycopg.connect(postgres_url("postgres"), autocommit=True, connect_timeout=5)
+    with server:
+        server.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        server.execute(f'DROP ROLE IF EXISTS "{role}"')
+        server.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD 'no-rights-1'")
+        server.execute(f'CREATE DATABASE "{name}"')
+        with psycopg.connect(postgres_url(name), autocommit=True) as database:
+            database.execute("CREATE TABLE django_migrations (id serial PRIMARY KEY, app varchar(255), "
+                             "name varchar(255), applied timestamptz)")
+        host, port = connection.settings_dict["HOST"] or "localhost", connection.settings_dict["PORT"] or 5432
+        yield f"postgres://{role}:no-rights-1@{host}:{port}/{name}"
+        server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        server.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_a_table_the_sites_role_may_not_read_is_named_in_one_line(tmp_path, database_of_another_role):
+    status, output = run([sys.executable, "manage.py", "migrate"], tmp_path,
+                         DATABASE_URL=database_of_another_role)
+    assert status == 1
+    [line] = error_lines(output)
+    assert line.startswith("Error: The database refused the site's role (DATABASE_URL=postgres://"), line
+    assert "no-rights-1" not in line  # the password stays out of the terminal and the logs
+    assert line.endswith("permission denied for table django_migrations (the tables must belong to the "
+                         "role DATABASE_URL signs in as, or grant it their rights: README, Backups)"), line
