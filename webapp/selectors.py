@@ -1273,6 +1273,13 @@ def cell_history(filters=None):
         cells = cells.filter(created_at__lt=_day_start(filters.date_to) + timezone.timedelta(days=1))
     if filters.model_version:
         cells = cells.filter(model_version_id=filters.model_version)
+        # A version that served in the past has only old cells, and the planner, taking its cells for
+        # spread over the year, walks the newest-first index from today: 1.9 million rows passed over
+        # for a page of the four-type network's (0.9 s on PostgreSQL, bench/scale.py). Starting the
+        # walk at that version's newest cell, which its own index gives at once, finds a page there.
+        newest = Cell.objects.filter(model_version_id=filters.model_version).aggregate(
+            newest=Max("created_at"))["newest"]
+        cells = cells.filter(created_at__lte=newest) if newest else cells.none()
     if found := FOUND.get(filters.found):
         cells = cells.filter(found)
     return cells.order_by("-created_at", "-id")

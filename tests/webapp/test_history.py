@@ -54,6 +54,7 @@ def test_date_range_and_model_version(records):
     assert ids(cell_history(HistoryFilters(date_from=day, date_to=day))) == [("A-1", 1), ("A-1", 0)]
     assert len(cell_history(HistoryFilters(date_from=day + timedelta(days=1)))) == 3
     assert ids(cell_history(HistoryFilters(model_version=records["old"].pk))) == [("A-1", 1), ("A-1", 0)]
+    assert ids(cell_history(HistoryFilters(model_version=make_version(status="ready").pk))) == []
 
 
 def test_found_tells_the_detectors_cells_from_drawn_boxes_and_a_photographs_middle(client, tech, records):
