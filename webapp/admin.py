@@ -9,7 +9,10 @@ import copy
 import re
 import secrets
 
+from auditlog.admin import LogEntryAdmin
+from auditlog.filters import CIDFilter, ResourceTypeFilter
 from auditlog.models import LogEntry
+from auditlog.registry import auditlog
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -19,6 +22,7 @@ from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import ReadOnlyPasswordHashWidget, UserChangeForm
 from django.contrib.auth.models import Group, User
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import HttpResponseRedirect
@@ -593,3 +597,27 @@ class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
                               "changed something) stays on record: untick \"Active\" on it instead, which "
                               "stops its sign-in.", messages.WARNING)
         return deleted, counts, perms_needed, protected
+
+
+class AuditedRecordTypeFilter(ResourceTypeFilter):
+    """django-auditlog's record-type filter, its choices the models the trail records rather than
+    those its rows name: finding those read every row (0.2 s over a busy lab's year of 1.2 million)."""
+
+    def lookups(self, request, model_admin):
+        types = ContentType.objects.get_for_models(*auditlog.get_models()).values()
+        return sorted(((kind.pk, kind.model) for kind in types), key=lambda choice: choice[1])
+
+
+admin.site.unregister(LogEntry)
+
+
+@admin.register(LogEntry)
+class AuditTrailAdmin(LogEntryAdmin):
+    """The audit trail's list, without what read every row of it each time it was opened (0.6 s a
+    page over a busy lab's year, bench/scale.py): a total count, the record types found in it, and a
+    year-by-year drill-down (its years are read from every row); a date range filter stands in for
+    the last."""
+
+    date_hierarchy = None
+    show_full_result_count = False
+    list_filter = ["action", AuditedRecordTypeFilter, ("timestamp", admin.DateFieldListFilter), CIDFilter]
