@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from celery import current_app
+from django.contrib.sessions.models import Session
 from django.db import OperationalError
 from django.urls import reverse
 from django.utils import timezone
@@ -88,6 +89,23 @@ def test_the_reconciler_sends_what_the_broker_missed_once_it_answers(broker_down
     assert reconcile_work().images_sent == 0, "sent once, not at every sweep"
     image.refresh_from_db()
     assert image.sent_at is not None
+
+
+@pytest.mark.django_db
+def test_the_reconciler_removes_sign_ins_past_their_expiry(client, tech, broker_down):
+    """A sign-in never signed out stayed in the session table for good: 100 sign-ins of a soak
+    left 100 rows, expired after LEUKOSCOPE_SESSION_HOURS and never removed. The sweep removes
+    them, broker or not, and leaves the sign-ins still in force."""
+    client.force_login(tech)
+    client.get(reverse("home"))
+    ended = client.session.session_key
+    Session.objects.filter(session_key=ended).update(expire_date=timezone.now() - timedelta(seconds=1))
+    later = type(client)()
+    later.force_login(tech)
+    assert Session.objects.count() == 2
+    reconcile_work()
+    assert list(Session.objects.values_list("session_key", flat=True)) == [later.session.session_key]
+    assert later.get(reverse("home")).status_code == 200
 
 
 @pytest.mark.django_db

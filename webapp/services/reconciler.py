@@ -9,7 +9,9 @@ Each sweep, in this order:
    again, but only while their queue in the broker is empty: then their message was lost (a Redis
    restarted without its append-only file), rather than waiting its turn behind others.
 Boxes drawn around missed cells (AddedCellRequest, still pending) go through 3 and 4 beside the
-photographs, on the same queue.
+photographs, on the same queue. Before all this, whatever the broker's state, sign-ins past their
+expiry leave the session table (what Django's `clearsessions` does): nothing else removes them, and a
+site that runs for years would keep every sign-in that was never signed out.
 
 Safe to run twice at once: each change of a record is a conditional UPDATE that one sweep wins,
 and a task delivered twice runs once (see services/liveness.py). `manage.py reconcile` runs it.
@@ -18,7 +20,9 @@ and a task delivered twice runs once (see services/liveness.py). `manage.py reco
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from importlib import import_module
 
+from django.conf import settings
 from django.utils import timezone
 
 from webapp import queueing
@@ -50,10 +54,17 @@ class SweepReport:
                 f"sent{broker}")
 
 
+def clear_expired_sessions():
+    """Remove the sessions past their expiry, as `manage.py clearsessions` does: one indexed DELETE
+    on the database's session table (a session engine that expires its own, a cache's, does nothing)."""
+    import_module(settings.SESSION_ENGINE).SessionStore.clear_expired()
+
+
 def reconcile_work(now=None):
     """One sweep (see the module's docstring); returns what it did."""
     now = now or timezone.now()
     report = SweepReport()
+    clear_expired_sessions()
     for version_id in list(abandoned_trainings(now).values_list("pk", flat=True)):
         report.trainings_failed += fail_abandoned_training(version_id)
     for pk, heartbeat_at in list(lost_images(now).values_list("pk", "heartbeat_at")):
