@@ -1,0 +1,36 @@
+"""List the classifier's cache of prepared inputs (services/classifier_cache.py); --delete removes the
+files unused for --unused-days days."""
+
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand
+
+from classifier.dataset import DEFAULT_CACHE_DIR
+from webapp.services.classifier_cache import UNUSED_FOR, cached_files, remove_unused_files, unused_files
+
+
+class Command(BaseCommand):
+    help = ("List the prepared inputs training and evaluate keep in LEUKOSCOPE_CLASSIFIER_CACHE; --delete "
+            "removes those unused for --unused-days days (a run that needs one prepares it again).")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--delete", action="store_true", help="Remove the files unused that long.")
+        parser.add_argument("--unused-days", type=int, default=UNUSED_FOR.days,
+                            help=f"Days without use after which a file may go (default {UNUSED_FOR.days}).")
+        parser.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR,
+                            help="The cache folder (default: LEUKOSCOPE_CLASSIFIER_CACHE, else var/cache).")
+
+    def handle(self, *args, delete, unused_days, cache_dir, **options):
+        unused_for = timedelta(days=max(unused_days, 0))
+        every = cached_files(cache_dir)
+        for cached in every:
+            self.stdout.write(f"{cached.path.name}  {cached.size:,} bytes  last used "
+                              f"{cached.last_used.date().isoformat()}")
+        stale = unused_files(cache_dir, unused_for)
+        summary = (f"{cache_dir}: {len(every)} file(s), {sum(c.size for c in every):,} bytes; {len(stale)} "
+                   f"unused for {unused_for.days} day(s) or more, {sum(c.size for c in stale):,} bytes")
+        if not delete:
+            self.stdout.write(summary + (": --delete removes them." if stale else "."))
+            return
+        removed = remove_unused_files(cache_dir, unused_for)
+        self.stdout.write(f"{summary}: {len(removed)} removed.")
