@@ -359,17 +359,19 @@ def _cache_path(cache_dir, images, input_spec, margin, window_scale):
 
 
 def load_prepared_margins(
-    images, input_spec, margins=(1.0,), window_scale="image", cache_dir=None, workers=2
+    images, input_spec, margins=(1.0,), window_scale="image", cache_dir=None, workers=2, keep=True
 ):
     """{margin: (inputs uint8 (N, H, W, 3), ok mask, located mask)} for images.
 
     Decoding and detection run once for all margins; each result is cached under cache_dir
     keyed by the file list, the spec, the margin and the detector's source, so a second training
-    run on the same data skips both.
+    run on the same data skips both. ``keep`` false neither reads nor writes the cache: for a list
+    no later run asks for again (a lab's reviewed cells, another list after every review), whose
+    file would only fill the disk (75 KiB a cell each run).
     """
     cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
     out = {}
-    for margin in margins:
+    for margin in margins if keep else ():
         path = _cache_path(cache_dir, images, input_spec, margin, window_scale)
         if path.is_file():
             try:
@@ -393,6 +395,8 @@ def load_prepared_margins(
             if arrays is not None:
                 inputs[row] = arrays[k]
         out[margin] = (inputs, ok, located)
+        if not keep:
+            continue
         path = _cache_path(cache_dir, images, input_spec, margin, window_scale)
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
@@ -406,10 +410,11 @@ def load_prepared_margins(
     return out
 
 
-def load_prepared(images, input_spec, margin=1.0, window_scale="image", cache_dir=None, workers=2):
+def load_prepared(images, input_spec, margin=1.0, window_scale="image", cache_dir=None, workers=2,
+                  keep=True):
     """uint8 (N, H, W, 3) network inputs, a bool mask of the images that decoded, and a bool
     mask of those whose cell the detector located (see load_prepared_margins)."""
-    return load_prepared_margins(images, input_spec, (margin,), window_scale, cache_dir, workers)[
+    return load_prepared_margins(images, input_spec, (margin,), window_scale, cache_dir, workers, keep)[
         margin
     ]
 

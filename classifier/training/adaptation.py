@@ -221,7 +221,8 @@ def prepare(sources, cells, recipe, config):
         xs.append(inputs[ok])
         ys.append(data.labels(kept, recipe.class_names))
         where.append(np.full(len(kept), index, np.int64))
-    inputs, ok, _ = dataset.load_prepared(cells.images, recipe.input_spec, margin, **load)
+    # The lab's reviewed cells: a list of its own each run, not worth a file in the cache.
+    inputs, ok, _ = dataset.load_prepared(cells.images, recipe.input_spec, margin, **load, keep=False)
     skipped += int((~ok).sum())
     lab_images = [image for image, good in zip(cells.images, ok, strict=True) if good]
     start = sum(len(x) for x in xs)

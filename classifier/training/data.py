@@ -252,7 +252,8 @@ def load_arrays(selection, recipe, config):
         val.add(unaugmented[rows], [source.all_train[k] for k in rows], class_names, index)
         groups.update(source.all_train[k].cell_key for k in rows)
     if selection.extras:
-        inputs, ok, _ = dataset.load_prepared(selection.extras, recipe.input_spec, margin, **load)
+        # The lab's reviewed cells: a list of its own each run, not worth a file in the cache.
+        inputs, ok, _ = dataset.load_prepared(selection.extras, recipe.input_spec, margin, **load, keep=False)
         skipped += int((~ok).sum())
         kept = [image for image, good in zip(selection.extras, ok, strict=True) if good]
         train.add(inputs[ok], kept, class_names, len(selection.sources))

@@ -85,6 +85,18 @@ def test_unreadable_files_are_marked_not_fatal(tmp_path):
     assert np.array_equal(again, inputs) and np.array_equal(ok, ok_again)
 
 
+def test_a_list_not_kept_is_prepared_without_the_cache(tmp_path):
+    # A lab's reviewed cells are another list after each review: a file for them was never read again.
+    write_split(tmp_path, "TRAIN", 1)
+    images = dataset.list_images(tmp_path / "TRAIN", "4class", "TRAIN")
+    spec, cache = {"height": 60, "width": 80, "mode": "field"}, tmp_path / "cache"
+    inputs, ok, _ = dataset.load_prepared(images, spec, cache_dir=cache, keep=False)
+    assert ok.all() and inputs.shape == (4, 60, 80, 3)
+    assert not cache.exists() or not any(cache.iterdir())
+    kept, _, _ = dataset.load_prepared(images, spec, cache_dir=cache)
+    assert [path.suffix for path in cache.iterdir()] == [".npz"] and np.array_equal(kept, inputs)
+
+
 def test_preparation_modes():
     window = draw_field("LYMPHOCYTE", 0)
     field = prepare_window(window, {"height": 120, "width": 160, "mode": "field"})

@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -60,15 +61,12 @@ def test_training_stores_a_loadable_result(tiny_data, tmp_path):
 def test_paper_binary_network_and_extra_samples(tiny_data, tmp_path):
     extra = tmp_path / "reviewed.png"
     cv2.imwrite(str(extra), cv2.cvtColor(draw_field("MONOCYTE", 7), cv2.COLOR_RGB2BGR))
-    result = train_classifier(
-        config(
-            tiny_data,
-            tmp_path,
-            architecture="paper",
-            task="binary",
-            extra_samples=[(str(extra), "MONOCYTE")],
-        )
-    )
+    settings = config(tiny_data, tmp_path, architecture="paper", task="binary", epochs=1)
+    train_classifier(settings)
+    folder_alone = sorted(path.name for path in settings.cache_dir.iterdir())
+    result = train_classifier(replace(settings, extra_samples=[(str(extra), "MONOCYTE")]))
+    # The reviewed cells, another list each run, leave no file in the cache beside the folder's.
+    assert sorted(path.name for path in settings.cache_dir.iterdir()) == folder_alone
     assert result.class_names == ["MONONUCLEAR", "POLYNUCLEAR"]
     assert result.input_spec["mode"] == "field"
     assert result.metadata["extra_samples"] == 1
