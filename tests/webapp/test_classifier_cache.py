@@ -1,6 +1,6 @@
 """The classifier's cache of prepared inputs is listed and, asked, pruned (manage.py classifier_cache):
-a retraining or an adaptation prepares the lab's reviewed cells into a file of their own (75 KiB a
-cell) that no later run reads, and nothing removed it."""
+a release that changes how cells are prepared leaves every data folder's file unread (0.1-0.4 GB
+each), and nothing removed them."""
 
 import os
 import time
@@ -30,7 +30,7 @@ def test_only_files_unused_for_the_days_given_go_and_only_when_asked(tmp_path):
     other = cached(tmp_path, "notes.txt", days_unused=400)
 
     listing = run("--cache-dir", str(tmp_path))
-    assert ("3 file(s), 5,000 bytes; 2 unused for 30 day(s) or more, 4,000 bytes: --delete removes them."
+    assert ("3 files, 5,000 bytes; 2 unused for 30 days or more, 4,000 bytes: --delete removes them."
             in listing)
     assert all(path.exists() for path in (old_reviewed, stopped, in_use, other)), "listing removes nothing"
 

@@ -1,11 +1,11 @@
 """The classifier's cache of prepared inputs (LEUKOSCOPE_CLASSIFIER_CACHE): the files training,
 adaptation and `evaluate` write so that the next run skips decoding (classifier.dataset).
 
-Nothing removes them. A data folder's file serves every later run on it, but one keyed by what
-changes keeps its file for good: the lab's reviewed cells, which a retraining or an adaptation
-prepares anew each time (about 75 KiB a cell, every reviewed cell), and every data folder again
-after a release that changes how cells are prepared or found. `manage.py classifier_cache` lists
-them and, asked, removes those unused for a while: a run that needs one prepares it again.
+Nothing removes them. A data folder's file serves every later run on it, but a release that changes
+how cells are prepared or found leaves every folder's file unread beside a new one, and a run stopped
+while writing leaves its temporary file. (The lab's reviewed cells, another list after each review,
+are prepared without the cache.) `manage.py classifier_cache` lists them and, asked, removes those
+unused for a while: a run that needs one prepares it again.
 """
 
 import logging

@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand
 
 from classifier.dataset import DEFAULT_CACHE_DIR
 from webapp.services.classifier_cache import UNUSED_FOR, cached_files, remove_unused_files, unused_files
+from webapp.wording import count_of
 
 
 class Command(BaseCommand):
@@ -27,8 +28,9 @@ class Command(BaseCommand):
             self.stdout.write(f"{cached.path.name}  {cached.size:,} bytes  last used "
                               f"{cached.last_used.date().isoformat()}")
         stale = unused_files(cache_dir, unused_for)
-        summary = (f"{cache_dir}: {len(every)} file(s), {sum(c.size for c in every):,} bytes; {len(stale)} "
-                   f"unused for {unused_for.days} day(s) or more, {sum(c.size for c in stale):,} bytes")
+        summary = (f"{cache_dir}: {count_of(len(every), 'file')}, {sum(c.size for c in every):,} bytes; "
+                   f"{len(stale)} unused for {count_of(unused_for.days, 'day')} or more, "
+                   f"{sum(c.size for c in stale):,} bytes")
         if not delete:
             self.stdout.write(summary + (": --delete removes them." if stale else "."))
             return
