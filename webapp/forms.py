@@ -7,6 +7,8 @@ from django import forms
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 
 from webapp.counting import type_label
@@ -182,7 +184,25 @@ class QueryDateTimeField(forms.DateTimeField):
     def to_python(self, value):
         if isinstance(value, str):
             value = re.sub(r"(T[\d:.,]+) (\d{2}:?\d{2})$", r"\1+\2", value.strip())
+            if (moment := _local_moment_at_a_clock_change(value)) is not None:
+                return moment
         return super().to_python(value)
+
+
+def _local_moment_at_a_clock_change(text):
+    """For an ISO 8601 time without an offset that the site's clocks read twice (the hour they go
+    back) or never (the hour they skip), the earlier of the two moments it can mean; None for any
+    other text. Django refuses such a time as ambiguous; read as "since", the earlier moment
+    misses nothing (a result at the later one is listed too), where a refusal stopped an
+    information system polling in the site's zone twice a year."""
+    parsed = parse_datetime(text) if "T" in text or " " in text else None
+    if parsed is None or not timezone.is_naive(parsed):
+        return None
+    zone = timezone.get_current_timezone()
+    readings = [parsed.replace(tzinfo=zone, fold=fold) for fold in (0, 1)]
+    if readings[0].utcoffset() == readings[1].utcoffset():
+        return None  # one moment, as Django reads it
+    return min(readings, key=lambda reading: reading.astimezone(UTC))
 
 
 class ApiSampleListFilterForm(SampleListFilterForm):

@@ -5,7 +5,7 @@ import io
 import os
 import subprocess
 import sys
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.urls import reverse
@@ -121,6 +121,25 @@ def test_an_information_system_polls_for_the_results_signed_since_its_last_look(
     assert polled(signed_since="9999-01-01")[1]["results"] == []
     status, body = polled(signed_since=since, status="unsigned")
     assert status == 400 and "leave status out, or give status=signed" in body["error"]
+
+
+@pytest.mark.parametrize(("since", "moment"), [
+    # The hour the clocks go back is read twice (02:30 CEST, then 02:30 CET): the earlier.
+    ("2026-10-25T02:30:00", "2026-10-25T00:30:00+00:00"),
+    # The hour they skip is never read: the earlier of what it can mean (02:30 as CEST).
+    ("2026-03-29T02:30:00", "2026-03-29T00:30:00+00:00"),
+])
+def test_a_time_without_an_offset_at_a_clock_change_reads_as_its_earlier_moment(
+        client, tech, settings, django_user_model, since, moment):
+    settings.TIME_ZONE = "Europe/Madrid"
+    hematologist = named_hematologist(django_user_model)
+    start = datetime.fromisoformat(moment)
+    for accession, minutes in (("S-BEFORE", -1), ("S-AT", 0), ("S-AFTER", 59)):
+        sample = mark_signed(make_sample(accession, types=("NEUTROPHIL",)), hematologist)
+        Sample.objects.filter(pk=sample.pk).update(signed_at=start + timedelta(minutes=minutes))
+    response = client.get(reverse("lab:api-samples"), {"signed_since": since})
+    assert response.status_code == 200, response.json()
+    assert [row["accession_number"] for row in response.json()["results"]] == ["S-AT", "S-AFTER"]
 
 
 def test_a_date_without_an_offset_east_of_utc_reads_to_the_start(client, tech, settings, django_user_model):
