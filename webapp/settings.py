@@ -439,10 +439,11 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if SECURE else Non
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
-# Sent with every page (webapp.middleware.ContentSecurityPolicyMiddleware): scripts only from the
-# site's own files, so text a person typed can never run as one even where an escape were missed.
-# Inline style attributes stay allowed: the pages size bars and swatches with them.
-CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+# Sent with every page (webapp.middleware.ContentSecurityPolicyMiddleware): scripts and styles only
+# from the site's own files, so text a person typed can never run as a script, nor restyle a page to
+# hide or fake a figure, even where an escape were missed. Bars are drawn in SVG or by the page's
+# scripts, never by style attributes.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
                            "img-src 'self' data:; object-src 'none'; base-uri 'self'; form-action 'self'; "
                            "frame-ancestors 'none'")
 

@@ -14,6 +14,11 @@
 
   var GONE = 404; // someone deleted the sample while this page was open
 
+  // The share the page was drawn with, from its aria-valuenow: the Content-Security-Policy refuses
+  // the style attribute that once carried it.
+  var startBar = progress.querySelector(".progress");
+  startBar.querySelector("span").style.width = (startBar.getAttribute("aria-valuenow") || 0) + "%";
+
   function signInAgain() { window.location.reload(); }
 
   // Polling stops; the page says why instead of showing a sample that no longer exists as live.

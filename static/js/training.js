@@ -69,6 +69,13 @@
       .catch(function () { window.setTimeout(poll, POLL_MS * 3); });
   }
 
+  // The share the page was drawn with, from its aria-valuenow (none while finishing): the
+  // Content-Security-Policy refuses the style attribute that once carried it.
+  var startMeter = panel.querySelector('[role="progressbar"]');
+  var startBar = panel.querySelector('[data-field="percent"]');
+  if (startMeter && startBar && startMeter.hasAttribute("aria-valuenow")) {
+    startBar.style.width = startMeter.getAttribute("aria-valuenow") + "%";
+  }
   ["elapsed_seconds", "eta_seconds"].forEach(function (field) {
     var node = panel.querySelector('[data-field="' + field + '"]');
     if (node) node.textContent = duration(node.getAttribute("data-seconds"));

@@ -1,5 +1,7 @@
 """Every page but the login page (and the machine-facing health check) needs a signed-in user."""
 
+import re
+
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
@@ -332,9 +334,24 @@ def test_pages_carry_a_content_security_policy_and_files_do_not(client, tech):
     for url in (reverse("home"), reverse("lab:sample-detail", args=[sample.pk]), reverse("login")):
         policy = client.get(url).headers["Content-Security-Policy"]
         assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy
+        # Styles too: injected markup may not restyle a page, to hide or fake a figure.
+        assert "style-src 'self';" in policy and "unsafe-inline" not in policy
     for url in (reverse("lab:sample-report-pdf", args=[sample.pk]), reverse("lab:api-samples")):
         response = client.get(url)
         assert response.status_code == 200 and "Content-Security-Policy" not in response.headers
+
+
+def test_no_page_sets_a_style_attribute_the_policy_would_refuse():
+    # The policy refuses style attributes: one written in a template, or in markup the site's code
+    # builds, would leave its page drawn wrong (tests/browser report what the browser refused on the
+    # pages they open; this reads every template and every module that writes markup).
+    from django.conf import settings
+
+    root = settings.BASE_DIR
+    written = [path for path in [*(root / "templates").rglob("*.html"), *(root / "webapp").rglob("*.py"),
+                                 *(root / "static" / "js").rglob("*.js")]
+               if re.search(r"\bstyle\s*=\s*[\"'{]", path.read_text(encoding="utf-8"))]
+    assert written == []
 
 
 def test_signing_out_drops_the_browsers_cache_of_the_site(client, django_user_model):

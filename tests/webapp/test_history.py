@@ -208,4 +208,4 @@ def test_the_tables_picture_link_is_not_a_second_unnamed_stop(client, tech):
     Cell.objects.update(crop="cells/e.jpg")
     page = client.get(reverse("lab:history"), {"view": "table"}).content.decode()
     # The type beside it links to the same cell, by name; the picture is skipped by keyboard and reader.
-    assert 'tabindex="-1" aria-hidden="true"><img class="thumb"' in page
+    assert 'tabindex="-1" aria-hidden="true"><img class="thumb small"' in page
