@@ -345,8 +345,14 @@ TRAINING_DATA_ROOTS = [
 # fitted one (trained before runs fitted it, refits) use classifier.ood's default, 0.80.
 REVIEW_CONFIDENCE_THRESHOLD = env_fraction("LEUKOSCOPE_REVIEW_THRESHOLD")
 # Leukocytes a sample's differential counts before it is signed, unless a hematologist writes why
-# fewer will do; a sample's own target may be raised (200 for tighter ranges).
+# fewer will do; a sample's own target may be raised (200 for tighter ranges). A new sample's target
+# is one of the targets its page offers (services.sign_off.TARGET_CHOICES): any other would be shown
+# there as one it is not.
+TARGET_COUNT_CHOICES = (100, 200)
 LEUKOSCOPE_TARGET_COUNT = env_count("LEUKOSCOPE_TARGET_COUNT", 1, default=100)
+if LEUKOSCOPE_TARGET_COUNT not in TARGET_COUNT_CHOICES:
+    raise ImproperlyConfigured(f"LEUKOSCOPE_TARGET_COUNT={os.environ['LEUKOSCOPE_TARGET_COUNT']!r}: expected "
+                               f"{' or '.join(map(str, TARGET_COUNT_CHOICES))} (leukocytes a sample counts)")
 # The namespace of the lab's accession numbers, as its information system names it (a URI, e.g.
 # "urn:oid:1.2.3.4.5" or "https://lab.example.org/accession"): the FHIR export's identifier.system,
 # without which an LIS cannot tell this lab's "H26-0001" from another's. Unset: the value alone.

@@ -127,6 +127,9 @@ def test_processes_starting_together_share_one_key_written_once_for_the_owner_al
     # An on/off slip once read as off: secure cookies, HSTS and the HTTPS redirect quietly gone.
     ("LEUKOSCOPE_SECURE", "ture", "LEUKOSCOPE_SECURE='ture' is neither on nor off: expected 1, true"),
     ("LEUKOSCOPE_DEBUG", "enabled", "LEUKOSCOPE_DEBUG='enabled' is neither on nor off"),
+    # A sample's target is 100 or 200, all its page offers: 150 was taken, and each new sample's
+    # form then showed "100 leukocytes" chosen for a target of 150.
+    ("LEUKOSCOPE_TARGET_COUNT", "150", "LEUKOSCOPE_TARGET_COUNT='150': expected 100 or 200"),
 ])
 def test_a_bad_setting_is_one_line_naming_it(tmp_path, setting, value, expected):
     status, _, err = manage("check", env=environment(tmp_path, **{setting: value}))

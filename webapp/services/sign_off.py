@@ -8,6 +8,7 @@ of leukocytes reached unless a written reason says why not. Signing and reopenin
 permission webapp.sign_sample (the hematologist group; superusers have it).
 """
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.utils import timezone
@@ -26,7 +27,8 @@ from webapp.selectors import (
 from webapp.services.locking import ensure_editable
 
 SIGN_PERMISSION = "webapp.sign_sample"
-TARGET_CHOICES = (100, 200)
+# What a sample's page offers; LEUKOSCOPE_TARGET_COUNT, a new sample's, is one of them.
+TARGET_CHOICES = settings.TARGET_COUNT_CHOICES
 
 
 class SignOffRefused(ValueError):
