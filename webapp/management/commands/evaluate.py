@@ -16,7 +16,9 @@ class Command(ModelVersionCommand):
 
     def add_arguments(self, parser):
         super().add_arguments(parser)
-        parser.add_argument("--split", default="TEST")
+        parser.add_argument("--split", default="TEST",
+                            help="the split folder of each data folder to measure (default: TEST); a "
+                                 "folder of class folders alone is measured whole")
 
     def handle(self, *args, version=None, data, split, **options):
         model_version = self.trained_version(version)

@@ -29,7 +29,8 @@ def seconds_between_sweeps(text):
 
 
 class Command(BaseCommand):
-    help = "Re-queue photographs and trainings that no live task will finish; fail abandoned trainings."
+    help = ("Send again the photographs, drawn boxes and trainings that no live task will finish; fail "
+            "abandoned trainings.")
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="One sweep, then exit.")

@@ -83,13 +83,18 @@ def exit_described(returncode):
 
 
 class Command(BaseCommand):
-    help = "Start the broker (if needed), the classify and train workers, and the web server."
+    help = ("Start the broker (if needed), the classify and train workers, the reconciler and the web "
+            "server; Ctrl-C stops them all.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default=os.environ.get("LEUKOSCOPE_HOST", "127.0.0.1"))
+        parser.add_argument("--host", default=os.environ.get("LEUKOSCOPE_HOST", "127.0.0.1"),
+                            help="address the web server listens on (default: LEUKOSCOPE_HOST, "
+                                 "else 127.0.0.1)")
         # A string default goes through the type too, so a bad LEUKOSCOPE_PORT is refused alike.
-        parser.add_argument("--port", type=port_number, default=os.environ.get("LEUKOSCOPE_PORT", "8000"))
-        parser.add_argument("--web-workers", type=process_count, default=2)
+        parser.add_argument("--port", type=port_number, default=os.environ.get("LEUKOSCOPE_PORT", "8000"),
+                            help="port the web server listens on (default: LEUKOSCOPE_PORT, else 8000)")
+        parser.add_argument("--web-workers", type=process_count, default=2,
+                            help="gunicorn worker processes, 4 threads each (default: 2)")
 
     def child_commands(self, host, port, web_workers):
         """What runs, by name: each a process (group) the launcher starts and stops."""
