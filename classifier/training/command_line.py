@@ -10,8 +10,20 @@ import json
 
 from classifier.training.recipe import SETTINGS, Offered
 
+
+def _json_value(text):
+    """A JSON setting's value (--input-spec, --source-weights): argparse would otherwise name the
+    parser in its refusal ("invalid loads value"), which says nothing of what was expected."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object, such as '{{\"height\": 96}}', not {text!r} ({error.msg})"
+        ) from None
+
+
 # How each type of setting is read from the command line.
-_PARSERS = {int: int, float: float, str: str, dict: json.loads}
+_PARSERS = {int: int, float: float, str: str, dict: _json_value}
 
 
 def command_line_settings(exclude=()):

@@ -181,3 +181,13 @@ def test_every_setting_on_the_retraining_form_reaches_the_version(client, django
     recorded = {"architecture": version.architecture, "task": version.task, **version.hyperparameters}
     assert set(values) <= set(recorded), "the page's view hands every setting of the form to the run"
     assert {name: recorded[name] for name in values} == values
+
+
+def test_a_json_setting_that_is_not_json_is_refused_saying_so(capsys):
+    """argparse named the parser instead ("invalid loads value: '{bad'"), which said nothing of JSON."""
+    with pytest.raises(SystemExit) as stopped:
+        classifier.train_cli.main(["--data", "unused", "--input-spec", "{bad"])
+    assert stopped.value.code == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "argument --input-spec: expected a JSON object, such as " in last_line, last_line
+    assert "loads" not in last_line
