@@ -1,11 +1,13 @@
 """A read-only JSON API for a laboratory information system: samples, their formula, their cells.
 
-Session authentication (the site's login): without one the API answers 401, and its errors are
-JSON too ({"error": "..."}, see views.errors). Every view answers GET only. Lists are paginated with
-`?page=` and `?page_size=` (1 to 200): a malformed one answers 400, a page past the last 404, so
-that a reader walking the pages cannot loop on the last one. The sample list takes `?status=`
-(signed, unsigned, reopened), `?accession_number=` (one sample), `?q=` (a piece of one) and
-`?signed_since=`; a parameter a list does not take answers 400.
+The site's sign-in, or a program's API key (`Authorization: Bearer`, middleware.ApiTokenMiddleware):
+without either the API answers 401, and its errors are JSON too ({"error": "..."}, see
+views.errors). Every view answers GET and HEAD only. Lists are paginated with `?page=` and
+`?page_size=` (1 to 200): a malformed one answers 400, a page past the last 404, so that a reader
+walking the pages cannot loop on the last one. The sample list takes `?status=` (signed, unsigned,
+reopened, to_review, to_sign), `?order=oldest`, `?accession_number=` (one sample), `?q=` (a piece
+of one) and `?signed_since=`; the cell list the history page's filters. A parameter a list does not
+take answers 400.
 """
 
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
