@@ -61,8 +61,8 @@ class RetrainForm(forms.Form):
     include_reviewed = forms.BooleanField(
         required=False,
         label="Include reviewed cells",
-        help_text="Add every cell a technologist reviewed, whether they confirmed its type or "
-        "relabelled it, with the type they gave it (types the task has no class for are left out).",
+        help_text="Add every cell a technologist or hematologist reviewed, whether they confirmed its type "
+        "or relabelled it, with the type they gave it (types the task has no class for are left out).",
     )
     data_sources = forms.MultipleChoiceField(
         required=False,

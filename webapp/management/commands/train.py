@@ -79,8 +79,8 @@ class Command(BaseCommand):
                                  "version number, or a model folder / metadata.json; the refit repeats "
                                  "its inputs and augmentation unless given here (not with --temperature)")
         parser.add_argument("--include-reviewed", action="store_true",
-                            help="add every cell technologists reviewed, confirmed or relabelled, "
-                                 "with the type they gave it")
+                            help="add every cell a technologist or hematologist confirmed or "
+                                 "relabelled, with the type they gave it")
         parser.add_argument("--activate", action="store_true", help="serve the new version when it is ready")
 
     def recipe_settings(self, options):
