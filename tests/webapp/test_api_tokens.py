@@ -149,6 +149,20 @@ def test_the_command_makes_a_key_shown_once_lists_and_revokes(lis, capsys, djang
         call_command("api_token", "revoke", "999")
 
 
+@pytest.mark.parametrize("name, expected", [
+    ("", "Give the key a name"),
+    ("   ", "Give the key a name"),
+    # Past the column: PostgreSQL refused it with a traceback, SQLite kept it whole.
+    ("L" * 101, "at most 100 characters"),
+])
+def test_the_command_refuses_a_key_without_a_usable_name_in_one_line(lis, name, expected):
+    """The admin's form requires the name that lists say which program a key is for; the command
+    made a key named "" (and, on PostgreSQL, failed with a traceback on one past the column)."""
+    with pytest.raises(CommandError, match=expected):
+        call_command("api_token", "create", "lis", "--name", name)
+    assert not ApiToken.objects.exists()
+
+
 def test_the_admin_lists_keys_and_revokes_them_without_showing_any(client, lis, django_user_model):
     token, key = create_token(lis, "LIS")
     admin_user = django_user_model.objects.create_superuser("root", password="a-long-passphrase-8")

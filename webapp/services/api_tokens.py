@@ -55,6 +55,13 @@ def create_token(user, name, form_token=None):
     constraint enforces for two calls at once."""
     if reason := refusal(user):
         raise ApiTokenError(reason)
+    name = name.strip()
+    longest = ApiToken._meta.get_field("name").max_length
+    if not name:
+        # The lists (the admin's, `api_token list`) say by it which program a key is for.
+        raise ApiTokenError("Give the key a name: what uses it, e.g. 'LIS'.")
+    if len(name) > longest:
+        raise ApiTokenError(f"A key's name is at most {longest} characters, not {len(name)}.")
     key = secrets.token_urlsafe(32)
     try:
         with transaction.atomic():
