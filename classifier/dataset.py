@@ -165,6 +165,25 @@ def list_images(split_dir, task, split, originals=None):
     return images
 
 
+def evaluation_images(data_dir, task, split="TEST"):
+    """(images, split) that evaluating a network of ``task`` on data_dir measures: data_dir/split, or
+    every image of a folder of class folders alone (split ""); TrainingDataError saying what is
+    wrong with the folder. No network is needed to check one (manage.py evaluate checks each before
+    TensorFlow loads)."""
+    layout = resolve_layout(data_dir)
+    originals = read_originals(layout.root)
+    folder = layout.eval_dirs.get(split) or (layout.root / split)
+    if not Path(folder).is_dir():
+        if layout.train_dir == layout.root:
+            folder, split = layout.root, ""
+        else:
+            raise TrainingDataError(f"{data_dir} has no {split} folder")
+    images = list_images(folder, task, split, originals)
+    if not images:
+        raise TrainingDataError(f"{folder} holds no images for the {task} task")
+    return images, split
+
+
 def check_class_counts(images, task, min_per_class, where):
     counts = Counter(image.class_name for image in images)
     if not images:

@@ -10,12 +10,10 @@ networks and sources can be compared on the classes they share.
 """
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 
 from classifier import calibration, dataset, second_look
-from classifier.errors import TrainingDataError
 from classifier.labels import FOUR_CLASSES
 from classifier.metrics import binary_from_four, binary_labels, classification_metrics
 from classifier.training import trust
@@ -247,17 +245,7 @@ def _sha256(path):
 def evaluate_classifier(classifier, data_dir, split="TEST", window_scale=None, cache_dir=None):
     """Held-out metrics of a CellClassifier on data_dir/split (or data_dir itself), as the site
     serves it, on the network's classes the folder holds (served_split_metrics)."""
-    layout = dataset.resolve_layout(data_dir)
-    originals = dataset.read_originals(layout.root)
-    folder = layout.eval_dirs.get(split) or (layout.root / split)
-    if not Path(folder).is_dir():
-        if layout.train_dir == layout.root:
-            folder, split = layout.root, ""
-        else:
-            raise TrainingDataError(f"{data_dir} has no {split} folder")
-    images = dataset.list_images(folder, classifier.task, split, originals)
-    if not images:
-        raise TrainingDataError(f"{folder} holds no images for the {classifier.task} task")
+    images, _ = dataset.evaluation_images(data_dir, classifier.task, split)
     scale = window_scale or classifier.metadata.get("hyperparameters", {}).get(
         "window_scale", "image"
     )

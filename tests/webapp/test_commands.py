@@ -368,3 +368,30 @@ def test_a_bundled_version_takes_the_records_its_folder_gains_and_a_trained_one_
     write_model_folder(trained, b"a lab's network", {**metadata, "metrics": {"rewritten": True}})
     register_model_directory(trained, source=ModelVersion.Source.COMMAND)
     assert ModelVersion.objects.get(pk=lab_version.pk).metrics == {"temperature": 1.2}
+
+
+@pytest.mark.django_db
+def test_evaluate_checks_every_folder_before_it_loads_the_network(tmp_path, monkeypatch):
+    """Loading the network starts TensorFlow, whose start-up lines came before the one-line refusal of
+    a mistyped folder; and a second --data that is not there was found only after the first's
+    figures."""
+    import webapp.management.commands.evaluate as evaluate
+
+    version = ModelVersion.objects.create(architecture="paper", task="4class", status="ready",
+                                          model_sha256="0" * 64)
+    data = write_cell_folder(tmp_path / "cells", per_class=1, test_per_class=1)
+
+    def loaded(_):
+        raise AssertionError("the network was loaded before the folders were checked")
+
+    monkeypatch.setattr(evaluate, "load_classifier", loaded)
+    cases = [
+        ((str(tmp_path / "not-there"),), "training data folder .*not-there does not exist"),
+        ((str(data), str(tmp_path / "not-there")), "training data folder .*not-there does not exist"),
+        ((str(data),), "has no VALIDATION folder", "VALIDATION"),
+        ((str(data / "TEST" / "NEUTROPHIL"),), "is not a folder-per-class layout"),
+    ]
+    for folders, expected, *split in cases:
+        given = [argument for folder in folders for argument in ("--data", folder)]
+        with pytest.raises(CommandError, match=expected):
+            run("evaluate", "--version", str(version.pk), *given, *(["--split", *split] if split else []))

@@ -3,6 +3,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import CommandError
 
+from classifier.dataset import evaluation_images
 from classifier.errors import TrainingDataError
 from classifier.metrics import format_metrics
 from classifier.training.data import data_folders
@@ -22,10 +23,17 @@ class Command(ModelVersionCommand):
 
     def handle(self, *args, version=None, data, split, **options):
         model_version = self.trained_version(version)
+        folders = data or [str(folder) for folder in settings.TRAINING_DATA_DIRS]
+        # Every folder checked before the network loads: a slip is refused in one line, not after
+        # TensorFlow's start-up lines, nor after the figures of the folders before it.
+        for folder in folders:
+            try:
+                evaluation_images(folder, model_version.task, split)
+            except TrainingDataError as exc:
+                raise CommandError(str(exc)) from None
         from classifier.training import evaluate_classifier  # TensorFlow: only when a command evaluates
 
         classifier = load_classifier(model_version)
-        folders = data or [str(folder) for folder in settings.TRAINING_DATA_DIRS]
         for number, folder in enumerate(folders):
             try:
                 metrics = evaluate_classifier(classifier, folder, split=split)
