@@ -78,8 +78,9 @@ def delete_sample(sample, user=None):
                      actor=user, note=f"deleted with {count_of(image_count, 'photograph')} and "
                                       f"{count_of(cell_count, 'cell')}")
         _delete_with_files(sample, names)
-    logger.info("Sample %s (accession %s) with %d image(s) deleted by %s; %d file(s) removed",
-                sample_id, accession, image_count, _who(user), len(names))
+    # By id: the accession number, like the photographs' names, stays in the audit trail alone.
+    logger.info("Sample %s with %d image(s) deleted by %s; %d file(s) removed",
+                sample_id, image_count, _who(user), len(names))
 
 
 class PhotographBusy(ValueError):
@@ -119,5 +120,5 @@ def delete_image(image, user=None, finished_only=False):
         audit.record(image, "delete", recorded, actor=user,
                      note=f"photograph {name} deleted with {count_of(cell_count, 'cell')}")
         _delete_with_files(image, names)
-    logger.info("Image %s (%s) of sample %s deleted by %s; %d file(s) removed",
-                image_id, name, sample_id, _who(user), len(names))
+    logger.info("Image %s of sample %s deleted by %s; %d file(s) removed",
+                image_id, sample_id, _who(user), len(names))

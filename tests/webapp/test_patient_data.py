@@ -1,0 +1,29 @@
+"""Where a patient's data goes: a photograph's file name (microscope software writes the patient's
+name or record number into it), the accession number and the sample's note stay in the database and
+on the pages that show them, and out of stored file names, the URLs built from them and the log."""
+
+import logging
+
+import pytest
+
+from tests.webapp.lab_factories import make_sample
+from webapp.services.deletion import delete_image, delete_sample
+
+CARELESS_NAME = "DOE_JOHN_MRN123456_2026-12-01.jpg"
+
+
+@pytest.mark.django_db
+def test_deleting_logs_ids_not_the_accession_number_or_the_file_name(django_user_model, caplog):
+    user = django_user_model.objects.create_user("someone")
+    sample = make_sample(accession="DOE-4512")
+    image = sample.images.get()
+    image.original_filename = CARELESS_NAME
+    image.save()
+    image_id, sample_id = image.pk, sample.pk
+    with caplog.at_level(logging.INFO, logger="webapp.services.deletion"):
+        delete_image(image, user)
+        delete_sample(sample, user)
+    logged = caplog.text
+    assert f"Image {image_id} of sample {sample_id} deleted by someone" in logged
+    assert f"Sample {sample_id} with 0 image(s) deleted by someone" in logged
+    assert "DOE" not in logged and "MRN" not in logged
