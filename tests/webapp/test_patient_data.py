@@ -7,9 +7,25 @@ import logging
 import pytest
 
 from tests.webapp.lab_factories import make_sample
+from tests.webapp.test_uploads import jpeg_bytes, upload
 from webapp.services.deletion import delete_image, delete_sample
+from webapp.services.uploads import create_sample_with_images
 
 CARELESS_NAME = "DOE_JOHN_MRN123456_2026-12-01.jpg"
+
+
+@pytest.mark.django_db
+def test_a_stored_photograph_is_named_by_its_sample_not_by_the_uploaded_file(sent_tasks, client, tech):
+    result = create_sample_with_images("H26-0100", "", [upload(CARELESS_NAME, jpeg_bytes())], user=tech)
+    image = result.stored[0]
+    assert image.original_filename == CARELESS_NAME  # still shown where the lab reads it
+    for kept in ("DOE", "JOHN", "MRN", "123456"):
+        assert kept not in image.image.name
+    assert image.image.name.endswith(".jpg") and f"sample{result.sample.pk}_" in image.image.name
+    # The address the pages and the API link, and the name a browser saves it under.
+    answer = client.get(image.image.url)
+    assert answer.status_code == 200
+    assert "DOE" not in answer["Content-Disposition"]
 
 
 @pytest.mark.django_db

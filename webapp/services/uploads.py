@@ -8,7 +8,6 @@ for a file that fails. Every rejection carries a sentence a technologist can act
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from pathlib import PurePath
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -73,18 +72,13 @@ class UploadResult:
     pages_left_out: list = field(default_factory=list)
 
 
-# The stored name's stem, in characters: the field holds 100 with its "smears/YYYY/MM/DD/" folder, the
-# extension, the "_" + 8 characters of save_whole's tag and the "_" + 7 storage adds to a name taken.
-STORED_STEM_CHARACTERS = 60
-
-
-def _stored_name(original_name, extension):
-    """A storage name for an upload: the original's stem, shortened, with no dot in it. Storage reads
-    everything after a name's first dot as its extension, and cannot shorten such a name to fit
-    the field: "Smear_v1.2_…_field-017.jpg" failed the whole batch."""
-    stem = PurePath(original_name or "smear").stem[:STORED_STEM_CHARACTERS]
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in stem)
-    return f"{safe or 'smear'}{extension}"
+def _stored_name(sample, extension):
+    """A storage name for an upload: its sample's id, never the uploaded file's name. Microscope
+    software writes the patient's name or record number into that, and the stored name travels: in
+    the folder, in every /media/ address the pages and the API's answers link (and the access logs
+    keep), and as the name a browser saves the photograph under. The name as sent is the record's
+    ``original_filename``; save_whole adds a random tag."""
+    return f"sample{sample.pk}{extension}"
 
 
 def add_images(sample, accepted, model_version_id=None):
@@ -107,7 +101,7 @@ def add_images(sample, accepted, model_version_id=None):
                     requested_version_id=model_version_id,
                 )
                 try:
-                    save_whole(image.image, _stored_name(name, checked.extension), checked.content)
+                    save_whole(image.image, _stored_name(sample, checked.extension), checked.content)
                 except OSError as exc:
                     raise StorageRefused(
                         f"The photographs were not stored: this server cannot write to its storage "
