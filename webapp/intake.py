@@ -571,7 +571,8 @@ def _check_files(files, known):
     # At least one photograph at the largest each may be, whatever the settings say.
     pixels_left = max(settings.MAX_UPLOAD_MEGAPIXELS * 1_000_000, settings.MAX_IMAGE_PIXELS)
     bytes_left = max(settings.MAX_UPLOAD_TOTAL_MB * 1024 * 1024, settings.MAX_UPLOAD_BYTES)
-    for uploaded in files:
+    files = list(files)
+    for place, uploaded in enumerate(files, start=1):
         name = getattr(uploaded, "name", "") or "unnamed file"
         # Charged before the file is decoded, and whatever comes of it: a duplicate or a greyscale
         # photograph takes as long to decode as one that is stored.
@@ -598,7 +599,10 @@ def _check_files(files, known):
         except PILLOW_READ_ERRORS:
             # A damage the checks above did not foresee: this file is refused, the others of the
             # batch are not lost with it. Logged as an error: a fault of this code would read so too.
-            logger.error("Upload %r refused: Pillow could not read it", name, exc_info=True)
+            # By its place and size, not its name, which may carry the patient's (the person who sent
+            # it is told the name).
+            logger.error("Upload file %d of %d (%s bytes) refused: Pillow could not read it", place,
+                         len(files), getattr(uploaded, "size", "?"), exc_info=True)
             rejected.append(RejectedFile(name, DAMAGED))
             continue
         # A multi-page file's header gives its first page; the page kept may be larger.

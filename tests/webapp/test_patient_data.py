@@ -8,6 +8,7 @@ import pytest
 
 from tests.webapp.lab_factories import make_sample
 from tests.webapp.test_uploads import jpeg_bytes, upload
+from webapp import intake
 from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.uploads import create_sample_with_images
 
@@ -43,3 +44,15 @@ def test_deleting_logs_ids_not_the_accession_number_or_the_file_name(django_user
     assert f"Image {image_id} of sample {sample_id} deleted by someone" in logged
     assert f"Sample {sample_id} with 0 image(s) deleted by someone" in logged
     assert "DOE" not in logged and "MRN" not in logged
+
+
+def test_a_file_pillow_cannot_read_is_logged_by_its_place_in_the_upload(monkeypatch, caplog):
+    def unreadable(uploaded):
+        raise OSError("broken data stream")
+
+    monkeypatch.setattr(intake, "check_image", unreadable)
+    with caplog.at_level(logging.ERROR, logger="webapp.intake"):
+        _, rejected = intake.check_files([upload("a.jpg", jpeg_bytes()), upload(CARELESS_NAME, jpeg_bytes())])
+    assert [item.name for item in rejected] == ["a.jpg", CARELESS_NAME]  # the person is told which
+    assert "file 2 of 2" in caplog.text
+    assert "DOE" not in caplog.text
