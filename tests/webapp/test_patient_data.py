@@ -9,6 +9,7 @@ import pytest
 from tests.webapp.lab_factories import make_sample
 from tests.webapp.test_uploads import jpeg_bytes, upload
 from webapp import intake
+from webapp.management.commands import runlab
 from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.uploads import create_sample_with_images
 
@@ -56,3 +57,13 @@ def test_a_file_pillow_cannot_read_is_logged_by_its_place_in_the_upload(monkeypa
     assert [item.name for item in rejected] == ["a.jpg", CARELESS_NAME]  # the person is told which
     assert "file 2 of 2" in caplog.text
     assert "DOE" not in caplog.text
+
+
+def test_the_launchers_access_log_leaves_out_query_strings_and_referrers():
+    # ?q=, ?accession= and ?accession_number= carry accession numbers, and a Referer the address of
+    # the page before, query string and all.
+    web = runlab.Command().child_commands("127.0.0.1", 8000, 2)["web server"]
+    access_format = web[web.index("--access-logformat") + 1]
+    assert "%(U)s" in access_format
+    for kept in ("%(r)s", "%(q)s", "%(f)s", "%({referer}i)s"):
+        assert kept not in access_format

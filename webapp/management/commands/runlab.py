@@ -107,6 +107,10 @@ class Command(BaseCommand):
         # local client's "X-Forwarded-Proto: https" and call the request secure. Behind one, its
         # own default (or FORWARDED_ALLOW_IPS) names the proxies it trusts.
         trusted_proxies = [] if settings.SECURE else ["--forwarded-allow-ips", ""]
+        # Each request's path alone: gunicorn's default line also keeps its query string and the
+        # Referer (the address of the page before, query string and all), and ?q=, ?accession= and
+        # ?accession_number= carry accession numbers, which the log would keep for good.
+        access_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s"'
         return {
             "classify worker": celery + ["-Q", "classify", "-n", "classify@%h", "--concurrency", "1"],
             # A fresh process per training releases TensorFlow's memory when the run ends.
@@ -115,7 +119,8 @@ class Command(BaseCommand):
             "reconciler": [python, "manage.py", "reconcile"],
             "web server": [python, "-m", "gunicorn", "webapp.wsgi", "--bind", f"{host}:{port}",
                            "--workers", str(web_workers), "--threads", "4", "--timeout", "120",
-                           "--access-logfile", "-", "--log-level", "warning", *trusted_proxies],
+                           "--access-logfile", "-", "--access-logformat", access_format,
+                           "--log-level", "warning", *trusted_proxies],
         }
 
     def handle(self, *args, host, port, web_workers, **options):
