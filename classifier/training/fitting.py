@@ -165,7 +165,8 @@ def train_network(keras, tf, model, arrays, recipe, on_epoch=None, should_stop=N
         verbose=1 if progress_bar else 0,
     )
     if progress.cancelled:
-        raise TrainingCancelled(f"training was cancelled after {len(progress.history)} epoch(s)")
+        done = len(progress.history)
+        raise TrainingCancelled(f"training was cancelled after {done} epoch{'' if done == 1 else 's'}")
     if progress.best_weights is not None:
         model.set_weights(progress.best_weights)
     return FittedNetwork(model, progress.history, progress.best_epoch)

@@ -204,7 +204,7 @@ def test_healthz_reconnects_after_a_redis_restart_and_names_stuck_work(client, d
         assert response.status_code == 503
         assert response.json()["checks"]["work"] == {
             "ok": False, "queued_photographs": 1, "processing_photographs": 0, "abandoned_trainings": 0,
-            "error": "1 photograph(s) queued and 0 processing past their time, 0 training(s) without a "
+            "error": "1 photograph queued and 0 processing past their time, 0 trainings without a "
                      "heartbeat"}
     finally:
         server.stop()

@@ -210,7 +210,7 @@ def test_reconcile_once_exits_1_when_the_broker_did_not_answer(tmp_path, broker_
 
     status, out, err = manage("reconcile", "--once", env=env)  # the test run's Redis answers
     assert status == 0, out + err
-    assert "drawn box(es) sent" in out and "did not answer" not in out
+    assert "drawn boxes sent" in out and "did not answer" not in out
 
 
 # --- the launcher ---------------------------------------------------------------------------------

@@ -32,10 +32,10 @@ def test_stray_files_are_listed_and_removed_only_when_asked(settings, capsys, se
     listed = capsys.readouterr().out
     assert listed.splitlines() == [
         "smears/2026/12/01/killed.jpg  27 bytes",
-        "1 file(s), 27 bytes, held by no record (older than 1 h): --delete removes them."]
+        "1 file, 27 bytes, held by no record (older than 1 h): --delete removes them."]
     assert old.exists()
 
     call_command("stray_files", "--delete")
     assert capsys.readouterr().out.splitlines()[-1] == (
-        "1 file(s), 27 bytes, held by no record (older than 1 h): 1 removed.")
+        "1 file, 27 bytes, held by no record (older than 1 h): 1 removed.")
     assert not old.exists() and young.exists() and (root / kept).exists()

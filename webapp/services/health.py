@@ -18,6 +18,7 @@ from webapp.celery import app as celery_app
 from webapp.models import ModelVersion, SmearImage
 from webapp.queueing import CLASSIFY_QUEUE, TRAIN_QUEUE
 from webapp.selectors import abandoned_trainings, stuck_images
+from webapp.wording import count_of
 
 
 def classify_workers_running():
@@ -134,8 +135,8 @@ def _check_work():
     result = {"ok": not (queued or processing or trainings), "queued_photographs": queued,
               "processing_photographs": processing, "abandoned_trainings": trainings}
     if not result["ok"]:
-        result["error"] = (f"{queued} photograph(s) queued and {processing} processing past their "
-                           f"time, {trainings} training(s) without a heartbeat")
+        result["error"] = (f"{count_of(queued, 'photograph')} queued and {processing} processing past "
+                           f"their time, {count_of(trainings, 'training')} without a heartbeat")
     return result
 
 

@@ -29,6 +29,7 @@ from webapp import queueing
 from webapp.models import AddedCellRequest, ModelVersion, SmearImage
 from webapp.selectors import abandoned_trainings, lost_images, queued_stuck_cutoff
 from webapp.services.training import fail_abandoned_training
+from webapp.wording import count_of
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +49,10 @@ class SweepReport:
 
     def __str__(self):
         broker = "" if self.broker_reachable else "; the broker did not answer, nothing was sent"
-        return (f"{self.trainings_failed} abandoned training(s) failed, {self.images_requeued} "
-                f"photograph(s) of stopped workers queued again, {self.images_sent} photograph(s) "
-                f"and {self.trainings_sent} training(s) sent, {self.added_cells_sent} drawn box(es) "
-                f"sent{broker}")
+        return (f"{count_of(self.trainings_failed, 'abandoned training')} failed, "
+                f"{count_of(self.images_requeued, 'photograph')} of stopped workers queued again, "
+                f"{count_of(self.images_sent, 'photograph')} and {count_of(self.trainings_sent, 'training')} "
+                f"sent, {count_of(self.added_cells_sent, 'drawn box', 'drawn boxes')} sent{broker}")
 
 
 def clear_expired_sessions():

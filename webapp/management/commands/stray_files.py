@@ -4,6 +4,7 @@ them."""
 from django.core.management.base import BaseCommand
 
 from webapp.services.stray_files import YOUNGEST_STRAY, remove_stray_files, stray_files
+from webapp.wording import count_of
 
 
 class Command(BaseCommand):
@@ -19,7 +20,8 @@ class Command(BaseCommand):
             self.stdout.write(f"{stray.name}  {stray.size:,} bytes")
         size = sum(stray.size for stray in strays)
         hours = YOUNGEST_STRAY.total_seconds() / 3600
-        summary = f"{len(strays)} file(s), {size:,} bytes, held by no record (older than {hours:g} h)"
+        summary = (f"{count_of(len(strays), 'file')}, {size:,} bytes, held by no record "
+                   f"(older than {hours:g} h)")
         if not delete:
             self.stdout.write(summary + (": --delete removes them." if strays else "."))
             return
