@@ -195,7 +195,10 @@ def _local_moment_at_a_clock_change(text):
     other text. Django refuses such a time as ambiguous; read as "since", the earlier moment
     misses nothing (a result at the later one is listed too), where a refusal stopped an
     information system polling in the site's zone twice a year."""
-    parsed = parse_datetime(text) if "T" in text or " " in text else None
+    try:
+        parsed = parse_datetime(text) if "T" in text or " " in text else None
+    except ValueError:
+        return None  # well formed, but no calendar's (a 30th of February): Django's parsing refuses it
     if parsed is None or not timezone.is_naive(parsed):
         return None
     zone = timezone.get_current_timezone()

@@ -361,3 +361,12 @@ def test_a_parameter_a_list_does_not_take_is_refused_not_ignored(client, tech):
     # ?q= finds by a piece of the accession number, as the sample list's search box does.
     found = client.get(samples, {"q": "0302", "page_size": 10}).json()["results"]
     assert [row["accession_number"] for row in found] == ["H26-0302"]
+
+
+@pytest.mark.parametrize("since", ["2026-02-30T10:00:00", "2026-13-01T10:00", "2026-03-01 24:30"])
+def test_a_time_without_an_offset_that_no_calendar_holds_is_refused_as_a_bad_filter(client, tech, since):
+    """Read as the site's zone before Django's own parsing, a well-formed time of no calendar (a 30th
+    of February) raised ValueError out of the form: a 500 where any other bad time answers 400."""
+    response = client.get(reverse("lab:api-samples"), {"signed_since": since})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("Bad filter: signed_since: Enter a valid date/time.")
