@@ -196,7 +196,9 @@ def _local_moment_at_a_clock_change(text):
     misses nothing (a result at the later one is listed too), where a refusal stopped an
     information system polling in the site's zone twice a year."""
     try:
-        parsed = parse_datetime(text) if "T" in text or " " in text else None
+        # A date alone too (parse_datetime reads it as its midnight, as Django's field does): where the
+        # clocks change at midnight (Chile, Cuba, the Azores), that midnight is skipped or read twice.
+        parsed = parse_datetime(text)
     except ValueError:
         return None  # well formed, but no calendar's (a 30th of February): Django's parsing refuses it
     if parsed is None or not timezone.is_naive(parsed):

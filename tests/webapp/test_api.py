@@ -142,6 +142,27 @@ def test_a_time_without_an_offset_at_a_clock_change_reads_as_its_earlier_moment(
     assert [row["accession_number"] for row in response.json()["results"]] == ["S-AT", "S-AFTER"]
 
 
+@pytest.mark.parametrize(("zone", "since", "moment"), [
+    # Chile's clocks skip from midnight to 01:00: that day's midnight is never read.
+    ("America/Santiago", "2026-09-06", "2026-09-06T03:00:00+00:00"),
+    # Cuba's go back from 01:00 to midnight: the hour after it is read twice.
+    ("America/Havana", "2026-11-01", "2026-11-01T04:00:00+00:00"),
+])
+def test_a_date_alone_at_a_clock_change_at_midnight_reads_as_its_earlier_moment(
+        client, tech, settings, django_user_model, zone, since, moment):
+    """A date means its midnight; where the clocks change at midnight Django refused that day's as
+    ambiguous or non-existent, and an information system polling by date stopped twice a year."""
+    settings.TIME_ZONE = zone
+    hematologist = named_hematologist(django_user_model)
+    start = datetime.fromisoformat(moment)
+    for accession, minutes in (("S-BEFORE", -1), ("S-AT", 0), ("S-AFTER", 59)):
+        sample = mark_signed(make_sample(accession, types=("NEUTROPHIL",)), hematologist)
+        Sample.objects.filter(pk=sample.pk).update(signed_at=start + timedelta(minutes=minutes))
+    response = client.get(reverse("lab:api-samples"), {"signed_since": since})
+    assert response.status_code == 200, response.json()
+    assert [row["accession_number"] for row in response.json()["results"]] == ["S-AT", "S-AFTER"]
+
+
 def test_a_date_without_an_offset_east_of_utc_reads_to_the_start(client, tech, settings, django_user_model):
     settings.TIME_ZONE = "Asia/Tokyo"
     mark_signed(make_sample("S-TOKYO", types=("NEUTROPHIL",)), named_hematologist(django_user_model))
