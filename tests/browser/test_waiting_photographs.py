@@ -68,3 +68,20 @@ def test_the_sign_off_panel_catches_up_after_a_results_fetch_that_failed(live_se
     expect(page.locator("#progress-text")).to_have_text("Both photographs classified")
     expect(panel).not_to_contain_text("still queued", timeout=15_000)
     assert len(failed) == 1
+
+
+def test_the_progress_bar_drawn_before_the_script_runs_is_not_full(live_server, browser_page,
+                                                                   django_user_model):
+    # The policy refuses the style attribute that gave the bar its share; sample.js draws it from
+    # aria-valuenow instead. Until it has (or where it never runs), the bar's span, a block of no
+    # width of its own, filled the whole bar: "every photograph classified" for one still queued.
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-BAR", types=(), user=user)
+    SmearImage.objects.update(status="queued", sent_at=timezone.now(), queued_at=timezone.now())
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.route("**/js/sample.js", lambda route: route.abort())
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    bar = page.locator("#progress .progress")
+    assert bar.get_attribute("aria-valuenow") == "0"
+    assert bar.locator("span").bounding_box()["width"] == 0
