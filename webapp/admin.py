@@ -614,9 +614,9 @@ admin.site.unregister(LogEntry)
 @admin.register(LogEntry)
 class AuditTrailAdmin(LogEntryAdmin):
     """The audit trail's list, without what read every row of it each time it was opened (0.6 s a
-    page over a busy lab's year, bench/scale.py): a total count, the record types found in it, and a
-    year-by-year drill-down (its years are read from every row); a date range filter stands in for
-    the last."""
+    page over a busy lab's year, bench/scale.py): the record types found in it, a year-by-year
+    drill-down (its years are read from every row; a date range filter stands in for it) and, on a
+    filtered list, a second count of the whole trail. The paginator's own count stays (45 ms)."""
 
     date_hierarchy = None
     show_full_result_count = False

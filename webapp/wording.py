@@ -29,7 +29,7 @@ def moment_on_a_report(moment):
     """A time as a report that leaves the lab prints it: in the site's zone, with its abbreviation and,
     away from UTC, its offset ("2026-12-04 11:47 CET (UTC+01:00)"). An abbreviation alone is
     ambiguous once a report is read elsewhere: "IST" is Irish, Israeli or Indian time."""
-    if moment is None:
+    if not moment:  # None, or "" from a template variable that did not resolve, as |date takes it
         return ""
     local = timezone.localtime(moment)
     words = formats.date_format(local, "Y-m-d H:i T")
