@@ -13,11 +13,16 @@ from django.core.files.storage import default_storage
 logger = logging.getLogger(__name__)
 
 
+def tagged_name(name):
+    """``name`` with a random tag before its extension: "sample12.jpg" -> "sample12_1a2fc0b1.jpg"."""
+    path = PurePosixPath(name)
+    return str(path.with_name(f"{path.stem}_{secrets.token_hex(4)}{path.suffix}"))
+
+
 def save_whole(field_file, name, content):
     """field_file.save(name, content) without saving its record; on OSError, any part written is
     removed and the error raised again."""
-    stem, suffix = PurePosixPath(name).stem, PurePosixPath(name).suffix
-    tagged = f"{stem}_{secrets.token_hex(4)}{suffix}"
+    tagged = tagged_name(name)
     field, instance = field_file.field, field_file.instance
     # The folder is dated when the file is saved: a write across midnight names one of these two.
     expected = {field.generate_filename(instance, tagged)}

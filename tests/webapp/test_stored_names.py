@@ -1,0 +1,63 @@
+"""Photographs stored before names were made of ids kept the uploaded file's stem (a patient's name
+or record number, often) in their stored name: `manage.py stored_names` lists them and, asked, moves
+each to a name of its sample's id, bytes unchanged; one a worker has in hand waits for a later run."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+
+from tests.webapp.test_uploads import jpeg_bytes, upload
+from webapp.models import SmearImage
+from webapp.services.uploads import create_sample_with_images
+
+pytestmark = pytest.mark.django_db
+
+
+def stored_as_before(image, old_name, root):
+    """Give ``image`` the stored name an upload got before this release."""
+    data = (root / image.image.name).read_bytes()
+    (root / image.image.name).unlink()
+    (root / old_name).parent.mkdir(parents=True, exist_ok=True)
+    (root / old_name).write_bytes(data)
+    SmearImage.objects.filter(pk=image.pk).update(image=old_name)
+    return data
+
+
+def test_photographs_named_by_their_upload_are_listed_then_renamed_to_ids(settings, capsys, sent_tasks):
+    root = Path(settings.MEDIA_ROOT)
+    sample = create_sample_with_images("NAMES-1", "", [
+        upload("DOE_JOHN_MRN123456.jpg", jpeg_bytes(seed=1)), upload("field-2.jpg", jpeg_bytes(seed=2)),
+        upload("field-3.jpg", jpeg_bytes(seed=3))]).sample
+    old, busy, new = sample.images.order_by("pk")
+    SmearImage.objects.filter(pk__in=[old.pk, new.pk]).update(status=SmearImage.Status.DONE)
+    SmearImage.objects.filter(pk=busy.pk).update(status=SmearImage.Status.PROCESSING)
+    data = stored_as_before(old, "smears/2026/01/02/DOE_JOHN_MRN123456_1a2b3c4d.jpg", root)
+    stored_as_before(busy, "smears/2026/01/02/DOE_JANE.jpg", root)
+    kept_name = new.image.name  # stored as uploads are now
+
+    call_command("stored_names")
+    assert capsys.readouterr().out.splitlines() == [
+        f"photograph {old.pk}  smears/2026/01/02/DOE_JOHN_MRN123456_1a2b3c4d.jpg",
+        f"photograph {busy.pk}  smears/2026/01/02/DOE_JANE.jpg",
+        "2 photographs stored under an uploaded file's name: --rename stores them under their sample's id."]
+    assert (root / "smears/2026/01/02/DOE_JOHN_MRN123456_1a2b3c4d.jpg").exists()  # listing moves nothing
+
+    call_command("stored_names", "--rename")
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == ("1 photograph renamed; 1 photograph left for a later run (being classified, or its "
+                       "file could not be read).")
+    old.refresh_from_db()
+    assert old.image.name.startswith(f"smears/2026/01/02/sample{sample.pk}_") and "DOE" not in old.image.name
+    assert (root / old.image.name).read_bytes() == data and hashlib.sha256(data).hexdigest() == old.checksum
+    assert not (root / "smears/2026/01/02/DOE_JOHN_MRN123456_1a2b3c4d.jpg").exists()
+    # The photograph a worker has in hand keeps its file; the one named by ids is not touched.
+    assert SmearImage.objects.get(pk=busy.pk).image.name == "smears/2026/01/02/DOE_JANE.jpg"
+    assert SmearImage.objects.get(pk=new.pk).image.name == kept_name and (root / kept_name).exists()
+
+    SmearImage.objects.filter(pk=busy.pk).update(status=SmearImage.Status.FAILED)
+    call_command("stored_names", "--rename")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("1 photograph renamed; 0 photographs left")
+    call_command("stored_names")
+    assert capsys.readouterr().out.splitlines() == ["0 photographs stored under an uploaded file's name."]
