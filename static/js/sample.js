@@ -68,23 +68,25 @@
 
   // A review changes its photograph's card, the formula beside it and the sign-off panel, nothing
   // else: those alone are fetched and swapped in, where a long sample's whole results would be
-  // hundreds of KiB to fetch and lay out again at every click.
-  function refreshPhotograph(imageId, place) {
-    var card = results.querySelector("#image-" + imageId);
+  // hundreds of KiB to fetch and lay out again at every click. A photograph that finishes changes
+  // its own card the same way: the cards of imageIds (none: the sidebar and panel alone).
+  function refreshPhotographs(imageIds, place) {
+    var cards = imageIds.map(function (id) { return results.querySelector("#image-" + id); });
     var sidebar = results.querySelector("aside.sidebar");
-    if (!card || !sidebar) return refreshResults(place);
+    if (cards.indexOf(null) >= 0 || !sidebar) return refreshResults(place);
     var separator = resultsUrl.indexOf("?") < 0 ? "?" : "&";
-    return fetchHtml(resultsUrl + separator + "image=" + encodeURIComponent(imageId)).then(function (html) {
+    return fetchHtml(resultsUrl + separator + "image=" + imageIds.map(encodeURIComponent).join(",")).then(function (html) {
       var fresh = document.createElement("template");
       fresh.innerHTML = html;
-      var freshCard = fresh.content.querySelector("#image-" + imageId);
+      var freshCards = imageIds.map(function (id) { return fresh.content.querySelector("#image-" + id); });
       var freshSidebar = fresh.content.querySelector("aside.sidebar");
-      if (!freshCard || !freshSidebar) return refreshResults(place);
-      card.replaceWith(freshCard);
+      if (freshCards.indexOf(null) >= 0 || !freshSidebar) return refreshResults(place);
+      var keep = place || focusPlace(document.activeElement);
+      cards.forEach(function (card, index) { card.replaceWith(freshCards[index]); });
       sidebar.replaceWith(freshSidebar);
       refreshSignOff(fresh.content.querySelector("template[data-role=sign-off-fresh]"));
       if (selected) select(selected, false);
-      restoreFocus(place);
+      restoreFocus(keep);
     });
   }
 
@@ -146,6 +148,23 @@
     });
   }
 
+  // The cards of the photographs that finished since the page was drawn: a card whose status the
+  // poll's differs from, setProgress having followed it to queued and processing. Redrawing all the
+  // results instead laid out a 500-cell page again (some 17,000 elements, over a second on a slow
+  // PC) each time one photograph finished, and a page of 100 cards when one on another page did.
+  // A photograph added or deleted meanwhile changes the page's cards: all are drawn again.
+  function refreshFinished(data) {
+    var cards = results.querySelectorAll("section.image-card");
+    if (cards.length !== data.images.length) return refreshResults();
+    var finishedIds = [];
+    for (var i = 0; i < data.images.length; i++) {
+      var card = document.getElementById("image-" + data.images[i].id);
+      if (!card || !results.contains(card)) return refreshResults();
+      if (card.dataset.status !== data.images[i].status) finishedIds.push(data.images[i].id);
+    }
+    return refreshPhotographs(finishedIds);
+  }
+
   function poll() {
     fetch(statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {
@@ -160,7 +179,7 @@
         // A box being drawn, or drawn and waiting for "Add this box", would go with the card it is
         // on: the results wait until it is sent or cancelled, and the poll goes on meanwhile.
         var deferred = changed && results.querySelector("[data-role=add-cell].drawing") !== null;
-        var next = changed && !deferred ? refreshResults() : Promise.resolve();
+        var next = changed && !deferred ? refreshFinished(data) : Promise.resolve();
         return next.then(function () {
           // Only once the results are drawn: a fetch that failed is made again at the next poll,
           // rather than leaving the panel behind the progress line for good.
@@ -259,7 +278,7 @@
       })
       .then(function () {
         var card = form.closest("section.image-card");
-        return card ? refreshPhotograph(card.dataset.image, place) : refreshResults(place);
+        return card ? refreshPhotographs([card.dataset.image], place) : refreshResults(place);
       })
       .then(function () { announce(news); })
       .catch(function (error) {

@@ -67,19 +67,49 @@ def test_keys_and_the_live_refresh_stay_on_the_page_shown(live_server, browser_p
     assert Cell.objects.get(pk=upper.pk).cell_type == "MONOCYTE"
     assert results == [f"{live_server.url}/samples/{sample.pk}/results/?page=2&image={second.pk}"]
 
-    # The third photograph finishes: the poll redraws page 2, whose formula now counts its cell.
+    # The third photograph finishes, on another page: the poll redraws page 2's formula, which now
+    # counts its cell, and leaves its card as it was (no card of page 2 changed).
+    page.evaluate(f"document.getElementById('image-{second.pk}').classList.add('kept')")
     add_cells(third, ("EOSINOPHIL",))
     third.model_version = first.model_version
     third.status = SmearImage.Status.DONE
     third.save()
     total = "document.querySelector('aside.sidebar [data-role=total]').textContent"
     page.wait_for_function(f"() => {total} === '4'", timeout=15_000)
-    assert results[-1] == f"{live_server.url}/samples/{sample.pk}/results/?page=2"
+    assert results[-1] == f"{live_server.url}/samples/{sample.pk}/results/?page=2&image="
+    assert page.locator(f"#image-{second.pk}.kept").count() == 1
     assert page.locator("section.image-card").evaluate_all("cards => cards.map(card => card.id)") == [
         f"image-{second.pk}"]
     assert page.get_by_role("navigation", name="Pages of photographs", exact=True).count() == 1
     assert page.url == f"{live_server.url}/samples/{sample.pk}/?page=2"
     assert page.locator(f"#image-{first.pk}").count() == 0
+
+
+def test_a_photograph_finishing_redraws_its_own_card(live_server, browser_page, django_user_model):
+    # The review: each photograph that finished redrew the whole results, every card of the page
+    # (on a 500-cell sample some 17,000 elements, over a second's work on a slow PC).
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-ONE-CARD", types=("NEUTROPHIL",), user=user)
+    first = sample.images.get()
+    waiting = photograph(sample, "waiting.png", SmearImage.Status.PROCESSING, ())
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    results = []
+    page.on("request", lambda request: results.append(request.url) if "/results/" in request.url else None)
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    # The first card's row selected: the keys still act on it after the other card is redrawn.
+    page.keyboard.press("j")
+    page.evaluate(f"document.getElementById('image-{first.pk}').classList.add('kept')")
+
+    add_cells(waiting, ("LYMPHOCYTE", "MONOCYTE"))
+    SmearImage.objects.filter(pk=waiting.pk).update(status=SmearImage.Status.DONE)
+    page.wait_for_selector(f"#image-{waiting.pk}[data-status=done] tr.cellrow", timeout=15_000)
+    assert results == [f"{live_server.url}/samples/{sample.pk}/results/?image={waiting.pk}"]
+    assert page.locator(f"#image-{first.pk}.kept").count() == 1
+    assert page.locator("aside.sidebar [data-role=total]").text_content() == "3"
+    assert page.locator(f"#image-{waiting.pk} tr.cellrow").count() == 2
+    page.keyboard.press("j")
+    assert focused(page, f"#image-{waiting.pk} tr.cellrow.selected")
 
 
 def drag(page, frame, start, end, touch=False):

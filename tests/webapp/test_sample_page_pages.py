@@ -169,6 +169,22 @@ def test_the_live_refresh_fetches_the_page_shown(client, tech, sample):
     assert cards(part) == [ids[3]]
 
 
+def test_the_live_refresh_fetches_the_cards_that_finished_alone(client, tech, sample):
+    ids = photograph_ids(sample)
+    results_url = f"{reverse('lab:sample-results', args=[sample.pk])}?page=2"
+    # Two photographs finished: their cards, the sidebar and the panel.
+    part = client.get(f"{results_url}&image={ids[3]},{ids[2]}").content.decode()
+    assert cards(part) == ids[2:4]
+    assert formula(part)[1] == 8 and 'data-role="sign-off-fresh"' in part
+    # One on another page finished: no card, the formula and the panel alone.
+    part = client.get(f"{results_url}&image=").content.decode()
+    assert cards(part) == [] and formula(part)[1] == 8 and 'data-role="sign-off-fresh"' in part
+    # Each must be this sample's.
+    foreign = make_sample("H26-OTHER").images.get().pk
+    for query in (f"{ids[2]},{foreign}", f"{ids[2]},x", "²"):
+        assert client.get(f"{results_url}&image={query}").status_code == 404
+
+
 def test_review_forms_return_to_the_page_of_their_photograph(client, tech, sample):
     ids = photograph_ids(sample)
     sample_page = reverse("lab:sample-detail", args=[sample.pk])

@@ -188,7 +188,8 @@ def _review_threshold_text(version_ids):
 
 def sample_results(sample, image_ids=None, page_number=None):
     """The sample page's results: the photographs of its page ``page_number`` (the first where
-    None), or those of ``image_ids`` (what a review on one photograph changes), beside the formula,
+    None), or those of ``image_ids`` (what a review on one photograph changes, or the photographs
+    the live refresh saw finish: none where those were on another page), beside the formula,
     progress and sign-off, which are the whole sample's."""
     if image_ids is None:
         photograph_page = _photograph_page(sample, page_number)
@@ -213,9 +214,11 @@ def sample_results(sample, image_ids=None, page_number=None):
     held_elsewhere = (photographs_held_elsewhere(sample, [entry.image.pk for entry in images])
                       if sample.is_signed else photographs_held_elsewhere_kept(sample))
     formula = leukocyte_formula(sample)
-    page_number = photograph_page.page.number if photograph_page else None
-    # Asked for by id (one card after a review): the panel returns to that card's page.
-    shown_on = page_number or (photograph_page_number(images[0].image) if images else 1)
+    asked_page, page_number = page_number, photograph_page.page.number if photograph_page else None
+    # Asked for by id (one card after a review): the panel returns to that card's page; asked for
+    # no card (a photograph off the page shown finished), to the page shown.
+    shown_on = page_number or (photograph_page_number(images[0].image) if images
+                               else sample_photograph_page(sample, asked_page).number)
     return SampleResults(
         photographs=[_photograph(entry, shortcuts, stuck_ids, added_boxes, held_elsewhere, page_number)
                      for entry in images],

@@ -31,6 +31,7 @@ from webapp.models import Cell, Sample, SmearImage
 from webapp.presenters import lab as lab_pages
 from webapp.presenters import sign_off as sign_off_pages
 from webapp.selectors import (
+    SAMPLE_PAGE_PHOTOGRAPHS,
     active_version_id,
     cell_name,
     cells_with_review_trail,
@@ -253,11 +254,16 @@ def sample_results(request, pk):
         context = _sample_context(sample, page_number=request.GET.get("page"))
         template = "lab/_sample_results_live.html"
     else:
-        # The photograph must be one of this sample's: the results then hold it. isdigit() alone
+        # ?image=ID,ID...: those cards alone, what the live refresh asks for when photographs
+        # finish, rather than a whole page of cards laid out again; none (?image=) where the one
+        # that finished is on another page: the sidebar and the panel, for the formula.
+        # Each must be one of this sample's photographs: the results then hold it. isdigit() alone
         # takes "²", and the database refuses a number past its largest integer.
-        valid = is_row_id(only)
-        context = _sample_context(sample, [int(only)]) if valid else None
-        if not (context and context["photographs"]):
+        named = {part for part in only.split(",") if part}
+        valid = len(named) <= SAMPLE_PAGE_PHOTOGRAPHS and all(is_row_id(part) for part in named)
+        context = (_sample_context(sample, sorted(map(int, named)), page_number=request.GET.get("page"))
+                   if valid else None)
+        if not (context and len(context["photographs"]) == len(named)):
             raise Http404(f"Sample {sample.accession_number} has no photograph {only}.")
         template = "lab/_sample_results_part.html"
     context["may_delete"] = may_delete_sample(request.user, sample)
