@@ -166,9 +166,16 @@
 
   function applyResult(data) {
     var touched = new Set();
+    // Each tile and row looked up in a map made once: a query of the whole gallery for each of
+    // 2,000 cells relabelled at once walked its 10,000 elements 4,000 times (seconds on a slow PC).
+    var tilesById = new Map(), rowsByType = new Map();
+    gallery.querySelectorAll(".gtile[data-cell]").forEach(function (tile) { tilesById.set(tile.dataset.cell, tile); });
+    gallery.querySelectorAll(".gallery-row[data-type]").forEach(function (row) {
+      if (!rowsByType.has(row.dataset.type)) rowsByType.set(row.dataset.type, row);
+    });
     data.cells.forEach(function (cell) {
-      var tile = gallery.querySelector('.gtile[data-cell="' + cell.id + '"]');
-      var row = gallery.querySelector('.gallery-row[data-type="' + cell.cell_type + '"]');
+      var tile = tilesById.get(String(cell.id));
+      var row = rowsByType.get(cell.cell_type);
       if (!tile || !row) return;
       touched.add(tile.closest(".gallery-row"));
       touched.add(row);
