@@ -306,7 +306,8 @@ def sample_keys(browser, state, url, throttle, runs):
 
 
 def live_refresh(browser, state, sample, url, throttle, runs):
-    """A photograph of ``sample`` shown as processing when the page opens, marked done in the
+    """A photograph of ``sample`` (its last: on a sample of several pages of photographs, one on
+    another page than the first, shown) processing when the page opens, marked done in the
     database: the page's poll sees one more finished and redraws its results. The time from the
     results' answer to the frame after the redraw, with the long tasks meanwhile."""
     from webapp.models import SmearImage
@@ -321,11 +322,13 @@ def live_refresh(browser, state, sample, url, throttle, runs):
           const results = document.getElementById('results');
           const before = results.querySelectorAll('*').length;
           const seen = new Set(results.querySelectorAll('tr.cellrow'));
+          const sidebar = results.querySelector('aside.sidebar');
           new MutationObserver(() => {
             if (window.__refresh) return;
             const rows = results.querySelectorAll('tr.cellrow');
             const fresh = Array.prototype.filter.call(rows, r => !seen.has(r)).length;
-            if (!fresh) return;
+            // The formula beside them is redrawn in any case; cards only where they changed.
+            if (!fresh && results.querySelector('aside.sidebar') === sidebar) return;
             const t = performance.now();
             requestAnimationFrame(() => setTimeout(() => {
               const fetched = performance.getEntriesByType('resource')
