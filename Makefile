@@ -86,6 +86,13 @@ bench-latency: setup
 bench-scale: install
 	$(PY) bench/scale.py $(BENCH_SCALE_ARGS)
 
+# Not part of `make bench`: the sample page, gallery and other pages in headless Chromium on big samples
+# (500 cells, 1,000 one-cell photographs, 2,000 cells), the CPU slowed 4x: page weight, DOM size, long
+# tasks and key-to-frame times (its database is built once, about 15 minutes on two cores).
+.PHONY: bench-browser
+bench-browser: install
+	$(PY) bench/browser.py $(BENCH_BROWSER_ARGS)
+
 # Not part of `make bench`: N uploaders x M smears against gunicorn and K classify workers on
 # loopback, in a folder of its own under var/bench-load/ (about 3 minutes per 200 photographs).
 .PHONY: bench-load
