@@ -3,7 +3,7 @@
 // picture on the screen to the photograph's own pixels, and fills the photograph's small form
 // (which can also be filled by hand). The box stays drawn until "Add this box" sends it: a drag
 // that missed is drawn again, not added. While boxes wait for the worker, the results part is
-// refreshed until they are classified.
+// watched until they are classified, and their cards then drawn again.
 (function () {
   "use strict";
   var results = document.getElementById("results");
@@ -147,19 +147,41 @@
     results.querySelectorAll("[data-role=add-cell].drawing").forEach(function (panel) { setDrawing(panel, false); });
   });
 
-  function pendingCount() { return results.querySelectorAll("[data-role=pending-cell]").length; }
+  function pendingIn(root) { return root.querySelectorAll("[data-role=pending-cell]").length; }
 
+  // The photographs whose drawn boxes wait for the worker, by id.
+  function waitingPhotographs() {
+    var ids = [];
+    results.querySelectorAll("[data-role=pending-cell]").forEach(function (cell) {
+      var card = cell.closest(".image-card");
+      if (card && ids.indexOf(card.dataset.image) < 0) ids.push(card.dataset.image);
+    });
+    return ids;
+  }
+
+  // Only the cards of those photographs are fetched (the whole results of a 500-cell sample were
+  // 2 MB every two seconds); once their waiting boxes change, sample.js swaps in those cards, the
+  // formula and the sign-off panel.
   function pollPending() {
-    if (!pendingCount() || drag || results.querySelector("[data-role=add-cell].drawing")) {
+    var ids = waitingPhotographs();
+    if (!ids.length || drag || results.querySelector("[data-role=add-cell].drawing")) {
       window.setTimeout(pollPending, POLL_MS);
       return;
     }
-    fetch(resultsUrl, { credentials: "same-origin", headers: { Accept: "text/html" } })
+    var separator = resultsUrl.indexOf("?") < 0 ? "?" : "&";
+    fetch(resultsUrl + separator + "image=" + ids.join(","),
+          { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (response) { if (!response.ok) throw new Error(response.status); return response.text(); })
       .then(function (html) {
-        var fresh = document.createElement("div");
+        var fresh = document.createElement("template");
         fresh.innerHTML = html;
-        if (fresh.querySelectorAll("[data-role=pending-cell]").length !== pendingCount()) results.innerHTML = html;
+        var shown = ids.reduce(function (n, id) {
+          var card = document.getElementById("image-" + id);
+          return n + (card ? pendingIn(card) : 0);
+        }, 0);
+        if (pendingIn(fresh.content) !== shown) {
+          results.dispatchEvent(new CustomEvent("photographs-changed", { detail: { ids: ids } }));
+        }
       })
       .catch(function () {})
       .then(function () { window.setTimeout(pollPending, POLL_MS); });

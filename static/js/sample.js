@@ -165,6 +165,9 @@
     return refreshPhotographs(finishedIds);
   }
 
+  // add_cell.js: the drawn boxes of these photographs were classified.
+  results.addEventListener("photographs-changed", function (event) { refreshPhotographs(event.detail.ids); });
+
   function poll() {
     fetch(statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {

@@ -64,12 +64,19 @@ def test_gallery_missed_cell_sign_off_report_and_lock(live_server, celery_worker
     page.mouse.down()
     page.mouse.move(bounds["x"] + x1 * scale, bounds["y"] + y1 * scale, steps=5)
     page.mouse.up()
+    results_asked = []
+    page.on("request", lambda request: results_asked.append(request.url)
+            if "/results/" in request.url else None)
     page.get_by_role("button", name="Add this box").first.click()
     wait_for(lambda: Cell.objects.filter(image=image, added_by_hand=True).exists(), "the drawn cell",
              WORKER_TIMEOUT_S)
     added = Cell.objects.get(image=image, added_by_hand=True)
     assert abs(added.x0 - x0) <= 2 and abs(added.y1 - y1) <= 2  # screen pixels, rounded
-    page.wait_for_selector("text=added by hand")
+    # The page follows by itself: the box's waiting note goes and the cell's row comes, in its card.
+    page.wait_for_selector("[data-role=pending-cells]", state="detached", timeout=30_000)
+    page.wait_for_selector(f"#image-{image.pk} tr.cellrow[data-cell='{added.pk}']", timeout=30_000)
+    # Only that photograph's card was asked for, not the whole results of the sample.
+    assert results_asked and all(f"image={image.pk}" in url for url in results_asked), results_asked
 
     # The gallery: confirm every cell in one go, then make one an erythroblast by its key.
     page.click("[data-role=gallery-link]")
