@@ -71,23 +71,37 @@
   // hundreds of KiB to fetch and lay out again at every click. A photograph that finishes changes
   // its own card the same way: the cards of imageIds (none: the sidebar and panel alone).
   function refreshPhotographs(imageIds, place) {
-    var cards = imageIds.map(function (id) { return results.querySelector("#image-" + id); });
-    var sidebar = results.querySelector("aside.sidebar");
-    if (cards.indexOf(null) >= 0 || !sidebar) return refreshResults(place);
+    if (!showsCards(imageIds)) return refreshResults(place);
     var separator = resultsUrl.indexOf("?") < 0 ? "?" : "&";
     return fetchHtml(resultsUrl + separator + "image=" + imageIds.map(encodeURIComponent).join(",")).then(function (html) {
-      var fresh = document.createElement("template");
-      fresh.innerHTML = html;
-      var freshCards = imageIds.map(function (id) { return fresh.content.querySelector("#image-" + id); });
-      var freshSidebar = fresh.content.querySelector("aside.sidebar");
-      if (freshCards.indexOf(null) >= 0 || !freshSidebar) return refreshResults(place);
-      var keep = place || focusPlace(document.activeElement);
-      cards.forEach(function (card, index) { card.replaceWith(freshCards[index]); });
-      sidebar.replaceWith(freshSidebar);
-      refreshSignOff(fresh.content.querySelector("template[data-role=sign-off-fresh]"));
-      if (selected) select(selected, false);
-      restoreFocus(keep);
+      return swapInCards(html, imageIds, place);
     });
+  }
+
+  function showsCards(imageIds) {
+    return results.querySelector("aside.sidebar") !== null &&
+      imageIds.every(function (id) { return results.querySelector("#image-" + id) !== null; });
+  }
+
+  // The cards of imageIds, the sidebar and the sign-off panel from the results part's html (a
+  // fetch's, or a review's answer's), each swapped in for its own.
+  function swapInCards(html, imageIds, place) {
+    var cards = imageIds.map(function (id) { return results.querySelector("#image-" + id); });
+    var sidebar = results.querySelector("aside.sidebar");
+    var fresh = document.createElement("template");
+    fresh.innerHTML = html;
+    var freshCards = imageIds.map(function (id) { return fresh.content.querySelector("#image-" + id); });
+    var freshSidebar = fresh.content.querySelector("aside.sidebar");
+    if (cards.indexOf(null) >= 0 || !sidebar || freshCards.indexOf(null) >= 0 || !freshSidebar) {
+      return refreshResults(place);
+    }
+    var keep = place || focusPlace(document.activeElement);
+    cards.forEach(function (card, index) { card.replaceWith(freshCards[index]); });
+    sidebar.replaceWith(freshSidebar);
+    refreshSignOff(fresh.content.querySelector("template[data-role=sign-off-fresh]"));
+    if (selected) select(selected, false);
+    restoreFocus(keep);
+    return Promise.resolve();
   }
 
   // The sign-off panel's count and refusals follow the results; it is left alone while someone is
@@ -261,6 +275,9 @@
     var news = reviewNews(form, type);
     var body = new FormData(form);
     body.set("cell_type", type);
+    var card = form.closest("section.image-card");
+    // The answer then carries the card, the sidebar and the panel: no second request to draw them.
+    if (card) body.set("answer_with", "card");
     form.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
     return fetch(form.action, {
       method: "POST", body: body, credentials: "same-origin",
@@ -279,8 +296,8 @@
           return data;
         });
       })
-      .then(function () {
-        var card = form.closest("section.image-card");
+      .then(function (data) {
+        if (card && data.results_html) return swapInCards(data.results_html, [card.dataset.image], place);
         return card ? refreshPhotographs([card.dataset.image], place) : refreshResults(place);
       })
       .then(function () { announce(news); })

@@ -202,6 +202,25 @@ def test_review_forms_return_to_the_page_of_their_photograph(client, tech, sampl
     assert response.status_code == 302 and response["Location"] == f"{sample_page}?page=3#image-{ids[4]}"
 
 
+def test_a_review_from_the_sample_page_answers_with_what_the_page_swaps_in(client, tech, sample):
+    # One request a key press: the answer carries the photograph's card, the sidebar and the panel
+    # that a second request (?image=ID) fetched before.
+    ids = photograph_ids(sample)
+    cell = Cell.objects.filter(image_id=ids[3]).first()
+    review = reverse("lab:cell-review", args=[cell.pk])
+    answer = client.post(review, {"cell_type": "MONOCYTE", "answer_with": "card"},
+                         HTTP_ACCEPT="application/json").json()
+    assert answer["cell"] == cell.pk and answer["cell_type"] == "MONOCYTE" and "formula" not in answer
+    part = answer["results_html"]
+    fetched = get(client, "lab:sample-results", sample, f"?page=2&image={ids[3]}")
+    assert cards(part) == [ids[3]] and formula(part) == formula(fetched)
+    assert 'data-role="sign-off-fresh"' in part and formula(part)[0]["MONOCYTE"] >= 1
+    assert review_returns(part) == review_returns(fetched)
+    # Asked without it (another program), the answer is the formula, as before.
+    plain = client.post(review, {"cell_type": "LYMPHOCYTE"}, HTTP_ACCEPT="application/json").json()
+    assert "results_html" not in plain and plain["formula"]["total"] == formula(fetched)[1]
+
+
 def test_the_cell_page_links_to_the_page_of_its_photograph(client, tech, sample):
     ids = photograph_ids(sample)
     sample_page = reverse("lab:sample-detail", args=[sample.pk])

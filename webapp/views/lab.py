@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -202,6 +203,13 @@ def _sample_context(sample, image_ids=None, page_number=None):
     return {"sample": sample, **lab_pages.sample_results(sample, image_ids, page_number).as_context()}
 
 
+def _with_panel(request, sample, context):
+    """A results context, with what the signed-in person may do beside the cards: delete, sign."""
+    context["may_delete"] = may_delete_sample(request.user, sample)
+    context["sign_off_panel"] = _sign_off_panel(request, sample)
+    return context
+
+
 def _sign_off_panel(request, sample, draft=None):
     return sign_off_pages.sign_off_panel(sample, may_sign(request.user), TARGET_CHOICES, draft=draft)
 
@@ -266,9 +274,7 @@ def sample_results(request, pk):
         if not (context and len(context["photographs"]) == len(named)):
             raise Http404(f"Sample {sample.accession_number} has no photograph {only}.")
         template = "lab/_sample_results_part.html"
-    context["may_delete"] = may_delete_sample(request.user, sample)
-    context["sign_off_panel"] = _sign_off_panel(request, sample)
-    return render(request, template, context)
+    return render(request, template, _with_panel(request, sample, context))
 
 
 @require_GET
@@ -433,8 +439,18 @@ def cell_review(request, pk):
     if wants_json(request):
         if error:
             return JsonResponse({"error": error}, status=status)
-        formula = leukocyte_formula(cell.image.sample)
-        return JsonResponse({"cell": cell.pk, "cell_type": cell.cell_type, "formula": formula.as_dict()})
+        answer = {"cell": cell.pk, "cell_type": cell.cell_type}
+        if request.POST.get("answer_with") == "card":
+            # What the sample page swaps in after a review (its ?image=ID results): the photograph's
+            # card, the sidebar with the formula and the sign-off panel, in this answer rather than
+            # a second request a key press (the browser-side audit: 140 ms of the server's a relabel).
+            sample = _sample(cell.image.sample_id)
+            answer["results_html"] = render_to_string(
+                "lab/_sample_results_part.html",
+                _with_panel(request, sample, _sample_context(sample, [cell.image_id])), request)
+        else:
+            answer["formula"] = leukocyte_formula(cell.image.sample).as_dict()
+        return JsonResponse(answer)
     if error:
         messages.error(request, error)
     else:
