@@ -10,6 +10,7 @@ from django.core.management import call_command
 
 from tests.webapp.test_uploads import jpeg_bytes, upload
 from webapp.models import SmearImage
+from webapp.services.stored_names import rename_to_ids
 from webapp.services.uploads import create_sample_with_images
 
 pytestmark = pytest.mark.django_db
@@ -61,3 +62,31 @@ def test_photographs_named_by_their_upload_are_listed_then_renamed_to_ids(settin
     assert capsys.readouterr().out.splitlines()[-1].startswith("1 photograph renamed; 0 photographs left")
     call_command("stored_names")
     assert capsys.readouterr().out.splitlines() == ["0 photographs stored under an uploaded file's name."]
+
+
+def stored_under_upload_name(root, accession):
+    """A sample of one classified photograph, its file written under the upload's name as before."""
+    from tests.webapp.lab_factories import make_sample
+
+    image = make_sample(accession).images.get()
+    (root / image.image.name).parent.mkdir(parents=True, exist_ok=True)
+    (root / image.image.name).write_bytes(jpeg_bytes(seed=4))
+    return image
+
+
+def test_a_photograph_deleted_as_it_is_renamed_leaves_no_file_behind(settings, sent_tasks, tech,
+                                                                    django_capture_on_commit_callbacks):
+    # The review: the deletion page read the photograph (its old name) before the rename, and
+    # deleted the old name's file; the renamed copy, a patient's photograph, stayed with no record.
+    from webapp.services.deletion import delete_image
+
+    root = Path(settings.MEDIA_ROOT)
+    image = stored_under_upload_name(root, "DOE_JOHN")
+    shown = SmearImage.objects.get(pk=image.pk)  # as the delete view reads it
+    renamed, _ = rename_to_ids()
+    assert [(moved.image_id, moved.old) for moved in renamed] == [(image.pk, "smears/DOE_JOHN.png")]
+    with django_capture_on_commit_callbacks(execute=True):
+        delete_image(shown, user=tech)
+    assert not SmearImage.objects.filter(pk=image.pk).exists()
+    assert not (root / "smears/DOE_JOHN.png").exists() and not (root / renamed[0].new).exists()
+

@@ -104,10 +104,13 @@ def delete_image(image, user=None, finished_only=False):
         # Checked under the sample's row lock, as sign_sample takes it: a signature cannot land
         # between this check and the deletion, which would change a signed result.
         ensure_editable(image.sample, "deleting a photograph")
-        status = (SmearImage.objects.select_for_update().filter(pk=image_id)
-                  .values_list("status", flat=True).first())
-        if status is None:
+        row = (SmearImage.objects.select_for_update().filter(pk=image_id)
+               .values_list("status", "image").first())
+        if row is None:
             return  # deleted meanwhile (a second click, another tab): nothing left to do
+        # The stored name as it is now, not as the caller read it: manage.py stored_names may
+        # have moved the file since (under the sample's lock, which this holds from here on).
+        status, image.image.name = row
         if finished_only and status not in (SmearImage.Status.DONE, SmearImage.Status.FAILED):
             state = "being classified" if status == SmearImage.Status.PROCESSING else "queued"
             raise PhotographBusy(f"{name} was not deleted: it is still {state}. Delete it once it is "

@@ -4,9 +4,10 @@ and with it every /media/ address of the photograph. Renaming moves each such fi
 upload gets now (services.uploads: ``sample<id>_<tag>.<ext>``), in the folder it is in.
 
 Only a photograph no worker has in hand is moved (done or failed), checked again as its record is
-changed: the new file is written whole first, the record changed only where it still names the old
-file in that state, and the old file removed last; a photograph deleted or taken by a worker
-meanwhile keeps its old file and loses the copy. The file's bytes, and so its checksum and
+changed under its sample's row lock, as deletions take it: the new file is written whole first,
+the record changed only where it still names the old file in that state, and the old file removed
+last; a photograph deleted or taken by a worker meanwhile keeps its old file and loses the copy.
+The file's bytes, and so its checksum and
 fingerprint, stay as they were."""
 
 import logging
@@ -16,8 +17,9 @@ from pathlib import PurePosixPath
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db import transaction
 
-from webapp.models import SmearImage
+from webapp.models import Sample, SmearImage
 from webapp.services.storage import delete_stored_files, tagged_name
 
 logger = logging.getLogger(__name__)
@@ -71,7 +73,11 @@ def rename_to_ids():
                            image_id, exc)
             left.append(old)
             continue
-        moved = SmearImage.objects.filter(pk=image_id, image=old, status__in=SETTLED).update(image=new)
+        with transaction.atomic():
+            # Under the sample's row lock, as deleting the sample or a photograph takes it: a
+            # deletion then reads the name the record holds once this commits, not the old one.
+            list(Sample.objects.select_for_update().filter(pk=sample_id).values_list("pk", flat=True))
+            moved = SmearImage.objects.filter(pk=image_id, image=old, status__in=SETTLED).update(image=new)
         if moved:
             delete_stored_files([old])
             logger.info("Photograph %s stored as %s", image_id, new)
