@@ -90,3 +90,28 @@ def test_a_photograph_deleted_as_it_is_renamed_leaves_no_file_behind(settings, s
     assert not SmearImage.objects.filter(pk=image.pk).exists()
     assert not (root / "smears/DOE_JOHN.png").exists() and not (root / renamed[0].new).exists()
 
+
+def test_a_photograph_whose_drawn_box_waits_for_the_worker_keeps_its_file(settings, sent_tasks, tech,
+                                                                          monkeypatch):
+    # The review: a drawn box's worker reads the photograph (status done) by the name it loaded;
+    # renamed in between, the file was gone and the box failed, "missing from storage".
+    from webapp.models import AddedCellRequest
+    from webapp.services import added_cells
+    from webapp.services.added_cells import finish_added_cell, request_added_cell
+
+    root = Path(settings.MEDIA_ROOT)
+    image = stored_under_upload_name(root, "DOE_JANE")
+    request = request_added_cell(image, (400, 300, 460, 360), user=tech)
+    read = []
+
+    def renamed_meanwhile(photograph):
+        rename_to_ids()  # the command runs as the worker, the record loaded, opens the file
+        read.append(added_cells.__dict__["_real_load_rgb"](photograph).shape)
+        raise RuntimeError("the network is not loaded in this test")
+
+    monkeypatch.setitem(added_cells.__dict__, "_real_load_rgb", added_cells.load_rgb)
+    monkeypatch.setattr(added_cells, "load_rgb", renamed_meanwhile)
+    finish_added_cell(request.pk)
+    assert read, AddedCellRequest.objects.get(pk=request.pk).error
+    # Left for a later run while the box waits, its file where the worker looks.
+    assert SmearImage.objects.get(pk=image.pk).image.name == "smears/DOE_JANE.png"

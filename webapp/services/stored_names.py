@@ -3,11 +3,11 @@ uploaded file's stem, where microscope software often writes the patient's name 
 and with it every /media/ address of the photograph. Renaming moves each such file to the name an
 upload gets now (services.uploads: ``sample<id>_<tag>.<ext>``), in the folder it is in.
 
-Only a photograph no worker has in hand is moved (done or failed), checked again as its record is
-changed under its sample's row lock, as deletions take it: the new file is written whole first,
-the record changed only where it still names the old file in that state, and the old file removed
-last; a photograph deleted or taken by a worker meanwhile keeps its old file and loses the copy.
-The file's bytes, and so its checksum and
+Only a photograph no worker has in hand is moved (done or failed, and no drawn box of it waiting
+for the worker), checked again as its record is changed under its sample's row lock, as deletions
+take it: the new file is written whole first, the record changed only where it still names the old
+file in that state, and the old file removed last; a photograph deleted or taken by a worker
+meanwhile keeps its old file and loses the copy. The file's bytes, and so its checksum and
 fingerprint, stay as they were."""
 
 import logging
@@ -18,8 +18,9 @@ from pathlib import PurePosixPath
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 
-from webapp.models import Sample, SmearImage
+from webapp.models import AddedCellRequest, Sample, SmearImage
 from webapp.services.storage import delete_stored_files, tagged_name
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ def _named_by_id(name, sample_id):
 
 def rename_to_ids():
     """Move every settled photograph named_by_upload lists to a name of ids; returns (renamed,
-    left as they are: those a worker has in hand, or whose file could not be read)."""
+    left as they are: those a worker has in hand, a drawn box's included, or whose file could not
+    be read)."""
     renamed, left = [], []
     for image_id, sample_id, old, status in named_by_upload():
         if status not in SETTLED:
@@ -77,7 +79,11 @@ def rename_to_ids():
             # Under the sample's row lock, as deleting the sample or a photograph takes it: a
             # deletion then reads the name the record holds once this commits, not the old one.
             list(Sample.objects.select_for_update().filter(pk=sample_id).values_list("pk", flat=True))
-            moved = SmearImage.objects.filter(pk=image_id, image=old, status__in=SETTLED).update(image=new)
+            # A worker finishing a drawn box reads a done photograph by the name it loaded.
+            boxes_waiting = AddedCellRequest.objects.filter(image=OuterRef("pk"),
+                                                            status=AddedCellRequest.Status.PENDING)
+            moved = (SmearImage.objects.filter(pk=image_id, image=old, status__in=SETTLED)
+                     .exclude(Exists(boxes_waiting)).update(image=new))
         if moved:
             delete_stored_files([old])
             logger.info("Photograph %s stored as %s", image_id, new)
