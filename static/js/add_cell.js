@@ -11,6 +11,7 @@
   if (!results || !progress) return;
   var resultsUrl = progress.dataset.resultsUrl;
   var POLL_MS = 2000;
+  var GONE = 404;
   var drag = null; // { panel, frame, pointer, start, startClient }
 
   function panelOf(element) {
@@ -171,8 +172,18 @@
     var separator = resultsUrl.indexOf("?") < 0 ? "?" : "&";
     fetch(resultsUrl + separator + "image=" + ids.join(","),
           { credentials: "same-origin", headers: { Accept: "text/html" } })
-      .then(function (response) { if (!response.ok) throw new Error(response.status); return response.text(); })
+      .then(function (response) {
+        // One of them deleted meanwhile (another tab): asked for again, it would be refused for good
+        // and the others' cards never drawn again. sample.js draws the page's cards anew.
+        if (response.status === GONE) return null;
+        if (!response.ok) throw new Error(response.status);
+        return response.text();
+      })
       .then(function (html) {
+        if (html === null) {
+          results.dispatchEvent(new CustomEvent("photographs-changed", { detail: { ids: ids } }));
+          return;
+        }
         var fresh = document.createElement("template");
         fresh.innerHTML = html;
         var shown = ids.reduce(function (n, id) {

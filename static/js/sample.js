@@ -75,6 +75,10 @@
     var separator = resultsUrl.indexOf("?") < 0 ? "?" : "&";
     return fetchHtml(resultsUrl + separator + "image=" + imageIds.map(encodeURIComponent).join(",")).then(function (html) {
       return swapInCards(html, imageIds, place);
+    }, function (error) {
+      // One of them deleted meanwhile (another tab): the page's cards changed, all are drawn again.
+      if (error.message === String(GONE)) return refreshResults(place);
+      throw error;
     });
   }
 
@@ -180,7 +184,9 @@
   }
 
   // add_cell.js: the drawn boxes of these photographs were classified.
-  results.addEventListener("photographs-changed", function (event) { refreshPhotographs(event.detail.ids); });
+  results.addEventListener("photographs-changed", function (event) {
+    refreshPhotographs(event.detail.ids).catch(function () {}); // add_cell.js asks again at its next poll
+  });
 
   function poll() {
     fetch(statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })

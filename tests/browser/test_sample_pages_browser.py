@@ -222,3 +222,34 @@ def test_a_photograph_finishing_waits_for_a_box_being_drawn(live_server, browser
     # Cancelled, the results catch up at the next poll.
     page.keyboard.press("Escape")
     page.wait_for_selector(f"#image-{queued.pk} tr.cellrow", timeout=15_000)
+
+
+def test_a_photograph_deleted_while_boxes_wait_leaves_the_other_cards_live(live_server, browser_page,
+                                                                           django_user_model):
+    # The review: add_cell.js asks for the cards of every photograph whose drawn box waits, in one
+    # request. One of them deleted (in another tab, by its sample's creator), that request was a
+    # 404 every two seconds for good: the other photograph's box, classified, stayed dashed and
+    # uncounted, and the deleted card stayed on the page.
+    from webapp.models import AddedCellRequest
+
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-BOX-GONE", types=("NEUTROPHIL",), user=user)
+    kept = sample.images.get()
+    gone = photograph(sample, "gone.png", SmearImage.Status.DONE, ("LYMPHOCYTE",))
+    for image in (kept, gone):
+        AddedCellRequest.objects.create(image=image, x0=400, y0=300, x1=460, y1=360, requested_by=user)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    assert page.locator("[data-role=pending-cell]").count() == 2
+
+    SmearImage.objects.filter(pk=gone.pk).delete()
+    request = AddedCellRequest.objects.get(image=kept)
+    Cell.objects.create(  # the box, classified
+        image=kept, model_version=kept.model_version, index=1, x0=400, y0=300, x1=460, y1=360,
+        predicted_type="MONOCYTE", probabilities={"MONOCYTE": 0.9}, confidence=0.9,
+        binary_call=BINARY_GROUP["MONOCYTE"], cell_type="MONOCYTE", ood_score=0.5, added_by_hand=True)
+    AddedCellRequest.objects.filter(pk=request.pk).update(status=AddedCellRequest.Status.DONE)
+    page.wait_for_selector(f"#image-{gone.pk}", state="detached", timeout=15_000)
+    page.wait_for_function("() => !document.querySelector('[data-role=pending-cell]')", timeout=15_000)
+    assert page.locator(f"#image-{kept.pk} tr.cellrow").count() == 2
