@@ -144,7 +144,10 @@ class Server:
         env = dict(os.environ)
         self.process = subprocess.Popen(
             [str(REPO_ROOT / ".venv" / "bin" / "gunicorn"), "webapp.wsgi", "--bind", f"127.0.0.1:{PORT}",
-             "--workers", "2", "--threads", "4", "--timeout", "120", "--log-level", "warning"],
+             "--workers", "2", "--threads", "4", "--timeout", "120", "--log-level", "warning",
+             # Else gunicorn makes ~/.gunicorn/gunicorn.ctl, outside this bench's folder, the path
+             # a `make run` of the same user listens on too (and that the bench's removes at exit).
+             "--no-control-socket"],
             cwd=REPO_ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
             stderr=open(BENCH_DIR / "gunicorn.log", "ab"))
         for _ in range(300):
