@@ -157,6 +157,9 @@
       if (!card || card.dataset.status === image.status) return;
       var badge = card.querySelector("[data-role=status]");
       if (badge && (image.status === "processing" || image.status === "queued")) {
+        // The state the card was drawn in, which the badge alone no longer shows: refreshFinished
+        // draws a card again whose photograph is in another (done, queued again, ...).
+        if (!card.dataset.drawn) card.dataset.drawn = card.dataset.status;
         badge.className = "badge " + image.status;
         badge.textContent = image.status === "processing" ? "Processing" : "Queued";
         card.dataset.status = image.status;
@@ -166,8 +169,9 @@
     });
   }
 
-  // The cards of the photographs that finished since the page was drawn: a card whose status the
-  // poll's differs from, setProgress having followed it to queued and processing. Redrawing all the
+  // The cards of the photographs that finished since the page was drawn: a card drawn in another
+  // state than the poll's (setProgress follows only the badge to queued and processing; a classified
+  // photograph queued again is drawn again too, its cells then shown as earlier results). Redrawing all the
   // results instead laid out a 500-cell page again (some 17,000 elements, over a second on a slow
   // PC) each time one photograph finished, and a page of 100 cards when one on another page did.
   // A photograph added or deleted meanwhile changes the page's cards: all are drawn again.
@@ -178,7 +182,7 @@
     for (var i = 0; i < data.images.length; i++) {
       var card = document.getElementById("image-" + data.images[i].id);
       if (!card || !results.contains(card)) return refreshResults();
-      if (card.dataset.status !== data.images[i].status) finishedIds.push(data.images[i].id);
+      if ((card.dataset.drawn || card.dataset.status) !== data.images[i].status) finishedIds.push(data.images[i].id);
     }
     return refreshPhotographs(finishedIds);
   }

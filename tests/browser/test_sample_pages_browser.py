@@ -253,3 +253,20 @@ def test_a_photograph_deleted_while_boxes_wait_leaves_the_other_cards_live(live_
     page.wait_for_selector(f"#image-{gone.pk}", state="detached", timeout=15_000)
     page.wait_for_function("() => !document.querySelector('[data-role=pending-cell]')", timeout=15_000)
     assert page.locator(f"#image-{kept.pk} tr.cellrow").count() == 2
+
+
+def test_a_photograph_queued_again_shows_its_cells_as_earlier_results(live_server, browser_page,
+                                                                      django_user_model):
+    # The review: since only the cards whose status the poll's differs from were drawn again, and
+    # the poll had moved a card queued again to "queued" (its badge alone), that card kept its
+    # classified look: no spinner, no note that its cells are the earlier results the formula counts.
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-AGAIN", types=("NEUTROPHIL",), user=user)
+    done = sample.images.get()
+    photograph(sample, "waiting.png", SmearImage.Status.QUEUED, ())  # the page polls
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    SmearImage.objects.filter(pk=done.pk).update(status=SmearImage.Status.QUEUED)  # re-classified
+    page.wait_for_selector(f"#image-{done.pk} [data-role=earlier-results]", timeout=15_000)
+    assert page.locator(f"#image-{done.pk} .image-state .spinner").count() == 1
