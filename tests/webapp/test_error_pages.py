@@ -141,7 +141,8 @@ def test_a_page_scripts_server_error_and_bad_request_answer_json(rf):
     assert refused.status_code == 400 and b"Upload at most" in refused.content
 
 
-@pytest.mark.parametrize("image", ["\u00b2", "99999999999999999999999", "-1", ""])
+# (An empty ?image= is no card at all: the sidebar and the panel, which the live refresh asks for.)
+@pytest.mark.parametrize("image", ["\u00b2", "99999999999999999999999", "-1", ",", "1,,\u00b2"])
 def test_a_malformed_photograph_number_in_the_results_part_is_not_found(client, tech, image):
     sample = make_sample()
     response = client.get(reverse("lab:sample-results", args=[sample.pk]), {"image": image})

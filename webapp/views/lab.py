@@ -267,8 +267,9 @@ def sample_results(request, pk):
         # that finished is on another page: the sidebar and the panel, for the formula.
         # Each must be one of this sample's photographs: the results then hold it. isdigit() alone
         # takes "²", and the database refuses a number past its largest integer.
-        named = {part for part in only.split(",") if part}
-        valid = len(named) <= SAMPLE_PAGE_PHOTOGRAPHS and all(is_row_id(part) for part in named)
+        parts = only.split(",") if only else []
+        named = set(parts)
+        valid = len(named) <= SAMPLE_PAGE_PHOTOGRAPHS and all(is_row_id(part) for part in parts)
         context = (_sample_context(sample, sorted(map(int, named)), page_number=request.GET.get("page"))
                    if valid else None)
         if not (context and len(context["photographs"]) == len(named)):
