@@ -109,7 +109,8 @@ class Lab:
         # The same web server as `make run` (runlab): two processes of four threads.
         self.web.append(self._spawn(
             [python, "-m", "gunicorn", "webapp.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
-             "--threads", "4", "--timeout", "120", "--log-level", "warning"], "web.log"))
+             "--threads", "4", "--timeout", "120", "--log-level", "warning", "--no-control-socket"],
+            "web.log"))
         for k in range(self.classify_workers):
             self.workers.append(self._spawn(
                 [python, "-m", "celery", "-A", "webapp", "worker", "-Q", "classify", "-n",

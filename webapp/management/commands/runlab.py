@@ -120,7 +120,9 @@ class Command(BaseCommand):
             "web server": [python, "-m", "gunicorn", "webapp.wsgi", "--bind", f"{host}:{port}",
                            "--workers", str(web_workers), "--threads", "4", "--timeout", "120",
                            "--access-logfile", "-", "--access-logformat", access_format,
-                           "--log-level", "warning", *trusted_proxies],
+                           # gunicorn's control socket is one path per user (~/.gunicorn): two
+                           # instances (a trial restore beside the live one) would take each other's.
+                           "--log-level", "warning", "--no-control-socket", *trusted_proxies],
         }
 
     def handle(self, *args, host, port, web_workers, **options):
