@@ -495,6 +495,16 @@ def test_the_target_count_is_set_from_the_page_and_locked_with_the_sample(client
     assert Sample.objects.get(pk=signed.pk).target_count == 3
 
 
+def test_a_target_set_before_the_choices_narrowed_shows_as_the_samples(client, tech):
+    # LEUKOSCOPE_TARGET_COUNT once took any number: a sample made at 150 showed "100" selected.
+    sample = make_sample()
+    Sample.objects.filter(pk=sample.pk).update(target_count=150)
+    body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    select = body.split('id="target-count"')[1].split("</select>")[0]
+    options = re.findall(r'<option value="(\d+)"( selected)?>', select)
+    assert options == [("100", ""), ("150", " selected"), ("200", "")]
+
+
 def test_the_page_says_when_the_target_is_reached(client, tech):
     sample = small_sample()
     body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()

@@ -86,7 +86,9 @@ def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=2
         may_sign=may_sign,
         below_target=leukocytes < sample.target_count,
         show_keep_unidentified=facts.unidentified > 0,
-        target_choices=target_choices,
+        # A target set before the lab's choices narrowed (LEUKOSCOPE_TARGET_COUNT of another value) is
+        # shown as the sample's, not silently as the first choice.
+        target_choices=tuple(sorted({*target_choices, sample.target_count})),
         timeline=(entries := timeline(sample.pk, timeline_limit)),
         timeline_total=timeline_length(sample.pk, entries, timeline_limit),
         result_seen=result_stamp(sample) if may_sign and not sample.is_signed else "",
