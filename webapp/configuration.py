@@ -149,21 +149,21 @@ def configuration_error_line(error):
     if isinstance(error, ImproperlyConfigured):
         return " ".join(str(error).split())
     if isinstance(error, OperationalError | InterfaceError):
-        lines = str(error).strip().splitlines() or [type(error).__name__]
+        first = _first_line(error)
         if _while_connecting(error):
-            reason = _CONNECTION_PREFIXES.sub("", lines[0].strip()) or lines[0].strip()
+            reason = _CONNECTION_PREFIXES.sub("", first) or first
             return f"The database cannot be reached ({database_described()}): {reason}"
         hint = ""
-        if "no such table" in lines[0] or re.search(r'relation ".*" does not exist', lines[0]):
+        if "no such table" in first or re.search(r'relation ".*" does not exist', first):
             hint = " (run manage.py migrate)"
-        return f"Database error ({database_described()}): {lines[0].strip()}{hint}"
-    if isinstance(error, ProgrammingError) and _sqlstate(error) == INSUFFICIENT_PRIVILEGE:
+        return f"Database error ({database_described()}): {first}{hint}"
+    if (isinstance(error, ProgrammingError)
+            and getattr(error.__cause__, "sqlstate", None) == INSUFFICIENT_PRIVILEGE):
         # Tables owned by another role, as a restore without --role leaves them: the operator's to
         # grant, not a defect whose traceback helps.
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].strip()
-        return (f"The database refused the site's role ({database_described()}): {reason} (the "
-                "tables must belong to the role DATABASE_URL signs in as, or grant it their rights: "
-                "README, Backups)")
+        return (f"The database refused the site's role ({database_described()}): {_first_line(error)} "
+                "(the tables must belong to the role DATABASE_URL signs in as, or grant it their "
+                "rights: README, Backups)")
     return None
 
 
@@ -171,8 +171,9 @@ def configuration_error_line(error):
 INSUFFICIENT_PRIVILEGE = "42501"
 
 
-def _sqlstate(error):
-    return getattr(error.__cause__, "sqlstate", None)
+def _first_line(error):
+    """The database error's first line, which says what went wrong (the rest is context)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0].strip()
 
 
 def exit_for_configuration_error(error, argv, status=1):
