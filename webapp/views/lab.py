@@ -203,10 +203,10 @@ def _sample_context(sample, image_ids=None, page_number=None):
     return {"sample": sample, **lab_pages.sample_results(sample, image_ids, page_number).as_context()}
 
 
-def _with_panel(request, sample, context):
+def _with_panel(request, sample, context, draft=None):
     """A results context, with what the signed-in person may do beside the cards: delete, sign."""
     context["may_delete"] = may_delete_sample(request.user, sample)
-    context["sign_off_panel"] = _sign_off_panel(request, sample)
+    context["sign_off_panel"] = _sign_off_panel(request, sample, draft=draft)
     return context
 
 
@@ -236,14 +236,12 @@ def sample_trail(request, pk):
 @require_GET
 def sample_detail(request, pk):
     sample = _sample(pk)
-    context = _sample_context(sample, page_number=request.GET.get("page"))
+    context = _with_panel(request, sample, _sample_context(sample, page_number=request.GET.get("page")),
+                          draft=request.session.pop(draft_key(sample.pk), None))
     context["max_files"] = settings.MAX_FILES_PER_UPLOAD
-    context["may_delete"] = may_delete_sample(request.user, sample)
     # Only where the page offers the change: a count over the sample's cells, for the refusal's words.
     offered = not sample.is_signed and request.user.has_perm(roles.ADD_PHOTOGRAPHS)
     context["photographs_kind_kept"] = why_kind_is_kept(sample) if offered else ""
-    context["sign_off_panel"] = _sign_off_panel(
-        request, sample, draft=request.session.pop(draft_key(sample.pk), None))
     # Photographs waiting with no worker to take them would wait silently until the reconciler's
     # stuck time; the page says so at once.
     context["no_classifier"] = not context["progress"].complete and classify_workers_running() is False
