@@ -9,7 +9,6 @@ unused for a while: a run that needs one prepares it again.
 """
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +44,7 @@ def cached_files(cache_dir):
 
 
 def unused_files(cache_dir, unused_for=UNUSED_FOR):
-    cutoff = datetime.fromtimestamp(time.time(), UTC) - unused_for
+    cutoff = datetime.now(UTC) - unused_for
     return [cached for cached in cached_files(cache_dir) if cached.last_used < cutoff]
 
 
