@@ -75,6 +75,21 @@ class ReadsOnlyWhatItCan:
         return super().response_action(request, queryset)
 
 
+class ViewOnly:
+    """For the admin of a record only the site's own pages make and change: a cell comes from a
+    classification and a review from the review buttons (which keep the sample's formula, flags and
+    audit trail in step), and both go only with their photograph or sample."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class DeletesCellsWithIt:
     """For the admin of a record whose deletion takes its cells and their reviews along.
 
@@ -268,7 +283,7 @@ class ReviewedToTypeFilter(TypeFilter):
 
 
 @admin.register(Cell)
-class CellAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
+class CellAdmin(ViewOnly, ReadsOnlyWhatItCan, admin.ModelAdmin):
     list_display = ("id", "image", "index", "cell_type", "predicted_type", "confidence", "needs_review",
                     "corrected_type", "model_version", "created_at")
     list_filter = (CellTypeFilter, "needs_review")
@@ -280,31 +295,13 @@ class CellAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).defer("model_version__model_bytes")
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(CellReview)
-class CellReviewAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
+class CellReviewAdmin(ViewOnly, ReadsOnlyWhatItCan, admin.ModelAdmin):
     list_display = ("id", "cell", "from_type", "to_type", "reviewed_by", "reviewed_at")
     list_filter = (ReviewedToTypeFilter,)
     list_select_related = ("reviewed_by", "cell")
     readonly_fields = ("cell", "from_type", "to_type", "reviewed_by", "reviewed_at")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 def _new_form_token():
