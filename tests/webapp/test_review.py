@@ -8,7 +8,8 @@ from django.urls import reverse
 
 from tests.webapp.lab_factories import make_sample, make_version
 from webapp.models import Cell, CellReview, Sample, SmearImage
-from webapp.selectors import exact_binomial_interval, leukocyte_formula, wilson_interval
+from webapp.proportions import exact_binomial_interval, wilson_interval
+from webapp.selectors import leukocyte_formula
 from webapp.services.review import ReviewError, review_cell
 from webapp.templatetags.review_buttons import review_buttons
 

@@ -15,6 +15,7 @@ from classifier.training.adaptation import MIN_CELLS
 from webapp.models import ModelVersion
 from webapp.presenters import ViewModel
 from webapp.presenters.charts import finite, learning_curves
+from webapp.proportions import wilson_interval
 from webapp.review_flag import review_threshold_of
 from webapp.selectors import (
     Agreement,
@@ -30,7 +31,6 @@ from webapp.selectors import (
     review_agreement,
     review_agreement_by_version,
     version_deletion_refusal,
-    wilson_interval,
 )
 from webapp.wording import count_of
 
