@@ -291,3 +291,15 @@ def test_an_amendment_of_a_result_reopened_before_figures_were_kept_claims_no_ch
     sign_sample(Sample.objects.get(pk=sample.pk), hematologist)
     amendment = client.get(reverse("lab:api-sample", args=[sample.pk])).json()["amendment"]
     assert amendment["reason"] == "Recount" and amendment["changes"] is None
+
+
+def test_a_result_signed_with_no_leukocyte_by_an_older_release_sends_no_empty_quantity(
+        client, tech, hematologist):
+    # Releases before December 4 signed a sample whose only cells were erythroblasts (or whose white
+    # cells the edge cut). Upgraded, its FHIR export sent NRBC as a valueQuantity with a unit and no
+    # value, which an LIS reads as a number that is not there: the figure is absent, and says why.
+    sample = mark_signed(make_sample("H26-0114", types=("ERYTHROBLAST",)), hematologist)
+    nrbc = observations_by_code(fetch(client, sample))["19048-8"]
+    assert nrbc.valueQuantity is None
+    assert nrbc.dataAbsentReason.coding[0].code == "not-applicable"
+    assert "no leukocyte" in nrbc.dataAbsentReason.text

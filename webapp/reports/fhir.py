@@ -74,6 +74,14 @@ def _quantity(figure):
     return {"value": figure.value, "unit": unit, "system": loinc.UCUM, "code": unit}
 
 
+# A figure with no value: a result an older release signed with no leukocyte counted (this one never
+# signs such a sample) still reports its erythroblasts per 100 leukocytes, a share of nothing. A
+# quantity without a number reads to an LIS as a number lost on the way; FHIR says it is absent, and why.
+_NO_LEUKOCYTE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+                             "code": "not-applicable", "display": "Not Applicable"}],
+                 "text": "no leukocyte counted: no figure per 100 leukocytes"}
+
+
 def _observation(report, figure, status, performer, issued, effective):
     total = report.formula.total
     if figure.kind == PERCENT:
@@ -89,7 +97,8 @@ def _observation(report, figure, status, performer, issued, effective):
         "effectiveDateTime": effective,
         "issued": issued,
         "performer": performer,
-        "valueQuantity": _quantity(figure),
+        "valueQuantity": _quantity(figure) if figure.value is not None else None,
+        "dataAbsentReason": _NO_LEUKOCYTE if figure.value is None else None,
         "method": {"text": ONE_CELL_METHOD_TEXT if report.sample.one_cell_each else METHOD_TEXT},
         "note": [{"text": note}],
     }))
