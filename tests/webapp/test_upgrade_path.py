@@ -1,0 +1,91 @@
+"""A lab's database made by an older release, upgraded by every migration since: nothing stored is
+lost, the photographs get what the newer migrations read from their files, and the signed result
+still leaves for the LIS. The oldest state is 0012, the last migration of the releases of December 2
+(dac417c); an upgrade from it was also run by hand on real smears (README, Upgrading)."""
+
+import io
+
+import numpy as np
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.urls import reverse
+from django.utils import timezone
+from PIL import Image
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+OLDER_RELEASE = [("webapp", "0012_audit_sample_index")]
+
+
+def migrate_to(targets):
+    """Migrate the test database to ``targets``; the models as they stood there."""
+    executor = MigrationExecutor(connection)
+    executor.migrate(targets)
+    return MigrationExecutor(connection).loader.project_state(targets).apps
+
+
+def newest():
+    return MigrationExecutor(connection).loader.graph.leaf_nodes("webapp")
+
+
+def smear_jpeg():
+    pixels = np.random.default_rng(7).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def a_signed_sample_as_the_older_release_stored_it(apps, media_root):
+    user = apps.get_model("auth", "User").objects.create(username="haem-old")
+    version = apps.get_model("webapp", "ModelVersion").objects.create(
+        architecture="leukonet", task="4class", status="active", source="bundled",
+        class_names=["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"], model_sha256="a" * 64)
+    sample = apps.get_model("webapp", "Sample").objects.create(
+        accession_number="OLD-0001", status="signed", signed_by=user, signed_at=timezone.now(),
+        times_signed=1, below_target_reason="few cells", created_by=user)
+    # Stored under the uploaded file's name, as releases before 2026-12-06 did.
+    name = "smears/2026/12/02/Patient_Name_field1.jpg"
+    (media_root / name).parent.mkdir(parents=True, exist_ok=True)
+    (media_root / name).write_bytes(smear_jpeg())
+    image = apps.get_model("webapp", "SmearImage").objects.create(
+        sample=sample, image=name, original_filename="Patient_Name_field1.jpg", width=160, height=120,
+        file_size=(media_root / name).stat().st_size, checksum="b" * 64, status="done",
+        model_version=version)
+    cell_model = apps.get_model("webapp", "Cell")
+    for index, kind in enumerate(("NEUTROPHIL", "LYMPHOCYTE")):
+        cell = cell_model.objects.create(
+            image=image, model_version=version, index=index, x0=10 + 60 * index, y0=10,
+            x1=50 + 60 * index, y1=50, predicted_type=kind, probabilities={kind: 0.9}, confidence=0.9,
+            cell_type=kind, binary_call="POLYNUCLEAR" if kind == "NEUTROPHIL" else "MONONUCLEAR")
+    apps.get_model("webapp", "CellReview").objects.create(
+        cell=cell, from_type="LYMPHOCYTE", to_type="LYMPHOCYTE", reviewed_by=user)
+    return sample.pk
+
+
+def test_a_database_of_an_older_release_keeps_everything_through_every_migration(client, settings, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path)
+    try:
+        pk = a_signed_sample_as_the_older_release_stored_it(migrate_to(OLDER_RELEASE), tmp_path)
+    finally:
+        apps = migrate_to(newest())
+    models = {name: apps.get_model("webapp", name) for name in
+              ("Sample", "SmearImage", "Cell", "CellReview", "ModelVersion", "FingerprintBand")}
+    assert {name: model.objects.count() for name, model in models.items()} == {
+        "Sample": 1, "SmearImage": 1, "Cell": 2, "CellReview": 1, "ModelVersion": 1, "FingerprintBand": 17}
+
+    from webapp.models import Sample, SmearImage
+
+    sample = Sample.objects.get(pk=pk)
+    assert (sample.status, sample.times_signed, sample.signed_by.username) == ("signed", 1, "haem-old")
+    assert sample.photographs == Sample.Photographs.SMEAR_FIELDS and sample.signed_figures == {}
+    image = SmearImage.objects.get(sample=sample)
+    assert image.fingerprint and len(image.turned_fingerprints) == 7  # read from its file by 0015, 0017
+    assert list(image.cells.values_list("outlined", flat=True)) == [True, True]
+
+    client.force_login(sample.signed_by)
+    bundle = client.get(reverse("lab:api-sample-fhir", args=[pk]))
+    assert bundle.status_code == 200, bundle.content
+    assert bundle.json()["entry"][0]["resource"]["status"] == "final"
+    assert client.get(reverse("lab:sample-report-pdf", args=[pk])).status_code == 200
+    assert client.get(f"/media/{image.image.name}").status_code == 200
