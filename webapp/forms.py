@@ -13,7 +13,7 @@ from django.utils.html import format_html
 
 from webapp.counting import type_label
 from webapp.models import ModelVersion, Sample
-from webapp.selectors import HistoryFilters, known_cell_types, samples_with_accession
+from webapp.selectors import HistoryFilters, known_cell_types, samples_with_accession, typed_accession
 
 # No smear in this system was classified before 2000 or will be after 2100: a date outside is a typo.
 PLAUSIBLE_YEARS = range(2000, 2101)
@@ -49,11 +49,20 @@ class MultipleImageField(forms.FileField):
             )
         return list(files)
 
-ACCESSION_MESSAGE = "Use letters, digits, spaces and . _ / - only, as on the specimen label."
+ACCESSION_MESSAGE = ("Use the letters A-Z (without accents), digits, spaces and . _ / - only, as on the "
+                     "specimen label.")
 ACCESSION_RULE = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9 ._/\-]*$", ACCESSION_MESSAGE)
 # The same rule for the browser (an input's pattern, read with the v flag, wants / and - escaped in
 # a class): a typo is caught before the photographs are sent, which a refused form would drop.
 ACCESSION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9 ._\/\-]*"
+
+
+class AccessionField(forms.CharField):
+    """An accession number as typed: held to ACCESSION_RULE in its typed_accession form, so that a
+    full-width "Ｈ２６－００４５１２" from a Japanese input method is the label's H26-004512."""
+
+    def to_python(self, value):
+        return typed_accession(super().to_python(value))
 
 
 def duplicate_accession_error(existing):
@@ -79,7 +88,7 @@ def _refuse_duplicate_accession(accession, sample=None):
 
 
 class SampleUploadForm(forms.Form):
-    accession_number = forms.CharField(
+    accession_number = AccessionField(
         max_length=64,
         label="Accession number",
         help_text="The laboratory's specimen number. Never a patient's name.",
@@ -123,7 +132,7 @@ class SampleAdminForm(forms.ModelForm):
     """A sample's accession number and note as the Django admin edits them: held to the upload
     form's rules, so a correction cannot bring in a number the upload would refuse."""
 
-    accession_number = forms.CharField(max_length=64, label="Accession number", validators=[ACCESSION_RULE])
+    accession_number = AccessionField(max_length=64, label="Accession number", validators=[ACCESSION_RULE])
 
     class Meta:
         model = Sample

@@ -7,6 +7,7 @@ older versions' cells stay in the history, as superseded calls, but never enter 
 
 import hashlib
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -92,10 +93,18 @@ def known_cell_types():
     return sorted(names, key=type_order)
 
 
+def typed_accession(text):
+    """An accession number as typed, in the one form it is stored and looked up in. NFKC folds what
+    another keyboard or system writes for the same label into it: a Japanese input method's full-width
+    "Ｈ２６－０１", an "é" sent as "e" and a combining accent; the surrounding spaces go."""
+    return unicodedata.normalize("NFKC", text).strip()
+
+
 def samples_with_accession(accession):
-    """Samples whose accession number is this one, whatever its case and surrounding spaces."""
+    """Samples whose accession number is this one, whatever its case, its width (typed_accession)
+    and surrounding spaces."""
     return Sample.objects.annotate(trimmed=Trim("accession_number")).filter(
-        trimmed__iexact=accession.strip()
+        trimmed__iexact=typed_accession(accession)
     )
 
 
@@ -143,9 +152,9 @@ def samples_with_progress(*, accession="", accession_contains="", statuses=None,
     elif waiting == "signature":
         samples = samples.filter(samples_waiting_for_signature_filter())
     if accession:  # one sample, matched as the upload form refuses a duplicate: whatever the case
-        samples = samples.filter(accession_number__iexact=accession)
+        samples = samples.filter(accession_number__iexact=typed_accession(accession))
     if accession_contains:
-        samples = samples.filter(accession_number__icontains=accession_contains)
+        samples = samples.filter(accession_number__icontains=typed_accession(accession_contains))
     if statuses:
         samples = samples.filter(status__in=statuses)
     if signed_since:
@@ -1195,7 +1204,7 @@ def cell_history(filters=None):
     elif filters.needs_review == "no":
         cells = cells.filter(needs_review=False)
     if filters.accession:
-        cells = cells.filter(image__sample__accession_number__iexact=filters.accession.strip())
+        cells = cells.filter(image__sample__accession_number__iexact=typed_accession(filters.accession))
     if filters.date_from:
         cells = cells.filter(created_at__gte=_day_start(filters.date_from))
     if filters.date_to and filters.date_to < date.max:  # no day follows date.max: no upper bound

@@ -13,6 +13,12 @@
   var maxBytes = parseInt(zone.dataset.maxBytes, 10) || 0;
   var maxTotalBytes = parseInt(zone.dataset.maxTotalBytes, 10) || 0;
   var warning = document.getElementById("upload-warning");
+  // A Japanese input method types the label's H26-01 in full width ("Ｈ２６－０１"), which the field's
+  // pattern refuses: folded as the server folds it (NFKC) before the browser checks it.
+  var accession = form.querySelector("input[name=accession_number]");
+  if (accession) {
+    accession.addEventListener("change", function () { accession.value = accession.value.normalize("NFKC"); });
+  }
 
   function sizeText(bytes) {
     if (bytes >= 1048576) return (bytes / 1048576).toFixed(1) + " MB";

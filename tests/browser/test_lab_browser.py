@@ -152,4 +152,9 @@ def test_the_browser_refuses_a_malformed_accession_number_before_sending_photogr
         valid = field.evaluate("input => input.checkValidity()")
         assert valid == bool(ACCESSION_RULE.regex.match(typed)), typed
     # The browser's bubble names the rule: it shows the input's title beside its own sentence.
-    assert "letters, digits, spaces" in field.get_attribute("title")
+    assert "letters A-Z (without accents), digits, spaces" in field.get_attribute("title")
+    # A Japanese input method's full-width label is folded to the plain one, as the server folds it,
+    # once the field is left: the pattern then takes it.
+    field.fill("\uff28\uff12\uff16\uff0d\uff11")  # Ｈ２６－１
+    field.blur()
+    assert field.input_value() == "H26-1" and field.evaluate("input => input.checkValidity()")

@@ -198,7 +198,7 @@ def _change_sample(admin_client, sample, **fields):
 def test_the_admin_holds_an_accession_number_to_the_upload_forms_rules(admin_client):
     sample = make_sample("H26-0001")
     make_sample("H26-0002")
-    for wrong, message in (("=cmd|x <i>", "Use letters, digits"), (" h26-0002 ", "already exists")):
+    for wrong, message in (("=cmd|x <i>", "Use the letters A-Z"), (" h26-0002 ", "already exists")):
         response = _change_sample(admin_client, sample, accession_number=wrong)
         assert response.status_code == 200 and message in response.content.decode()
     assert _change_sample(admin_client, sample, accession_number="H26-0001A", note="typo").status_code == 302

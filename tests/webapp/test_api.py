@@ -377,3 +377,15 @@ def test_a_time_without_an_offset_that_no_calendar_holds_is_refused_as_a_bad_fil
     response = client.get(reverse("lab:api-samples"), {"signed_since": since})
     assert response.status_code == 400
     assert response.json()["error"].startswith("Bad filter: signed_since: Enter a valid date/time.")
+
+
+def test_an_accession_number_typed_in_full_width_finds_its_sample(client, tech):
+    """A Japanese input method's "ｈ２６－０３０１" is the label H26-0301, in every search."""
+    make_sample("H26-0301", types=("NEUTROPHIL",))
+    make_sample("H26-0302", types=("NEUTROPHIL",))
+    samples = reverse("lab:api-samples")
+    for query in ({"accession_number": "ｈ２６－０３０１"}, {"q": "０３０１"}):
+        found = client.get(samples, query).json()["results"]
+        assert [row["accession_number"] for row in found] == ["H26-0301"], query
+    cells = client.get(reverse("lab:api-cells"), {"accession": "ｈ２６－０３０１"}).json()["results"]
+    assert {row["accession_number"] for row in cells} == {"H26-0301"}

@@ -1233,3 +1233,25 @@ def test_stray_bytes_between_a_jpegs_segments_do_not_keep_its_exif():
     assert checked.extension == ".jpg" and b"Jane" not in checked.content
     stored, sent = Image.open(io.BytesIO(checked.content)), Image.open(io.BytesIO(odd))
     assert np.array_equal(np.asarray(stored), np.asarray(sent))
+
+
+@pytest.mark.django_db
+def test_a_full_width_accession_number_is_stored_as_the_labels_plain_one(client, tech, queued):
+    """A Japanese input method types "Ｈ２６－０４" in full width: the same label, not a refused one."""
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": "Ｈ２６－０４", "images": [upload("s.jpg", jpeg_bytes())],
+    })
+    assert response.status_code == 302
+    assert Sample.objects.get().accession_number == "H26-04"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("typed", ["Mañana-1", "Man\u0303ana-1", "ГБ-123"])
+def test_an_accession_number_with_accents_or_another_script_says_which_letters_it_takes(
+        client, tech, queued, typed):
+    """"Use letters" refused "ñ", a letter to a Spanish lab: the message names the letters A-Z."""
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": typed, "images": [upload("s.jpg", jpeg_bytes())],
+    })
+    assert response.status_code == 400 and not Sample.objects.exists()
+    assert "Use the letters A-Z (without accents), digits" in response.content.decode()
