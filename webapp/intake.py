@@ -9,6 +9,7 @@ import hashlib
 import io
 import logging
 import threading
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from itertools import pairwise
@@ -565,6 +566,17 @@ def _first_holder(checked, *places):
     return None
 
 
+# Direction embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a file name they
+# only disguise it. "x" RLO "gpj.exe" reads "xexe.jpg" on every page, in the CSV and in a spreadsheet.
+_DIRECTION_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+
+
+def uploaded_name(name):
+    """A file's name as sent, as the pages show it: composed (NFC: macOS sends "ñ" as n and a combining
+    tilde, which a search for the typed "ñ" in the CSV then misses) and without direction controls."""
+    return unicodedata.normalize("NFC", name).translate(_DIRECTION_CONTROLS).strip() or "unnamed file"
+
+
 def _check_files(files, known):
     accepted, rejected = [], []
     in_sample, in_upload = HeldPhotographs(known or ()), HeldPhotographs()
@@ -573,7 +585,7 @@ def _check_files(files, known):
     bytes_left = max(settings.MAX_UPLOAD_TOTAL_MB * 1024 * 1024, settings.MAX_UPLOAD_BYTES)
     files = list(files)
     for place, uploaded in enumerate(files, start=1):
-        name = getattr(uploaded, "name", "") or "unnamed file"
+        name = uploaded_name(getattr(uploaded, "name", "") or "")
         # Charged before the file is decoded, and whatever comes of it: a duplicate or a greyscale
         # photograph takes as long to decode as one that is stored.
         claimed = 0

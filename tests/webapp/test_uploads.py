@@ -1255,3 +1255,17 @@ def test_an_accession_number_with_accents_or_another_script_says_which_letters_i
     })
     assert response.status_code == 400 and not Sample.objects.exists()
     assert "Use the letters A-Z (without accents), digits" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_file_name_is_kept_composed_and_without_direction_overrides(client, tech, queued):
+    """macOS sends "Mañana.jpg" decomposed (n and U+0303), and a right-to-left override makes
+    "x" RLO "gpj.exe" read "xexe.jpg": stored as the pages should show them, composed and undisguised."""
+    response = client.post(reverse("lab:upload"), {
+        "accession_number": "H26-0810",
+        "images": [upload("Man\u0303ana.jpg", jpeg_bytes(seed=1)),
+                   upload("x\u202egpj.exe", jpeg_bytes(seed=2))],
+    })
+    assert response.status_code == 302
+    names = set(SmearImage.objects.values_list("original_filename", flat=True))
+    assert names == {"Ma\u00f1ana.jpg", "xgpj.exe"}
