@@ -136,9 +136,14 @@ def write_sample_csv(sample, stream):
         writer.writerow([spreadsheet_safe(value) if isinstance(value, str) else value for value in row])
 
 
-def sample_csv_response(sample):
-    """The sample's CSV as a download, for the sample page's "Export CSV" and the API's copy."""
+def sample_csv_response(sample, for_a_spreadsheet=False):
+    """The sample's CSV as a download, for the sample page's "Export CSV" (``for_a_spreadsheet``)
+    and the API's copy. The page's starts with a UTF-8 byte-order mark, as Excel's own "CSV UTF-8"
+    does: without one, Excel reads the file in the computer's legacy code page, and a Spanish lab's
+    "Mañana" opens as "MaÃ±ana". A program reading the API's copy gets the rows alone, as before."""
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{export_file_name(sample)}"'
+    if for_a_spreadsheet:
+        response.write("\ufeff")
     write_sample_csv(sample, response)
     return response

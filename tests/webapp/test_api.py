@@ -240,7 +240,8 @@ def test_csv_export_says_who_signed_the_result(client, tech, django_user_model):
 
 def _exported_rows(client, sample):
     response = client.get(reverse("lab:sample-export", args=[sample.pk]))
-    return list(csv.reader(io.StringIO(response.content.decode())))
+    # Read as a spreadsheet reads it: the leading byte-order mark says UTF-8, and is no text.
+    return list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"))))
 
 
 @pytest.mark.parametrize("text", ["=2+5+cmd|calc!A0", "+SUM(A1)", "-2+3", "@SUM(A1)", "\tx", "\rx"])

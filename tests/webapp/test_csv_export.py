@@ -179,3 +179,17 @@ def test_the_export_reads_the_photographs_in_the_same_queries_however_many(clien
     with django_assert_num_queries(len(one.captured_queries)):
         rows = exported_rows(client, sample)
     assert len(table(rows, "image")[1]) == 7
+
+
+def test_the_pages_export_starts_with_a_byte_order_mark_for_excel_and_the_apis_does_not(client, tech):
+    """Excel reads a CSV without a byte-order mark in the legacy code page: "Mañana" opened as
+    "MaÃ±ana". A program reading the API's copy keeps getting the rows alone."""
+    sample = make_sample("H26-0777", types=("NEUTROPHIL",))
+    sample.note = "Mañana: tinción de Wright"
+    sample.save()
+    page = client.get(reverse("lab:sample-export", args=[sample.pk])).content
+    assert page.startswith(b"\xef\xbb\xbfaccession_number,H26-0777")
+    rows = list(csv.reader(io.StringIO(page.decode("utf-8-sig"))))
+    assert ["note", "Mañana: tinción de Wright"] in rows
+    api = client.get(reverse("lab:api-sample-export", args=[sample.pk])).content
+    assert api == page[3:]

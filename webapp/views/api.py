@@ -226,8 +226,8 @@ def sample_list(request):
 
 @read_only
 def sample_csv(request, pk):
-    """The sample's CSV export, as the sample page's "Export CSV" gives it, for a program with an
-    API key (which signs in to the API alone)."""
+    """The sample's CSV export, as the sample page's "Export CSV" gives it but for that one's byte-order
+    mark (exports.sample_csv_response), for a program with an API key (which signs in to the API alone)."""
     return sample_csv_response(get_object_or_404(Sample, pk=pk))
 
 

@@ -411,7 +411,7 @@ def sample_delete(request, pk):
 
 @require_GET
 def sample_export_csv(request, pk):
-    return sample_csv_response(_sample(pk))
+    return sample_csv_response(_sample(pk), for_a_spreadsheet=True)
 
 
 @require_GET
