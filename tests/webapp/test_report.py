@@ -411,3 +411,33 @@ def test_a_binary_networks_report_names_only_the_types_its_reviewers_can_give(cl
     assert ("Blasts, plasma cells and smudge cells are not called by the network: they are counted only "
             "where a person relabelled a cell; a person reviewed 0 of the 2 cells.") in html
     assert "Reactive lymphocytes" not in html
+
+
+def test_the_pdf_marks_right_to_left_text_it_cannot_print_and_says_so(client, tech, hematologist):
+    """ReportLab neither reorders nor joins Arabic: "أحمد" printed as "دمحأ", letters apart and
+    backwards. The PDF marks each such run and says where to read it; the report page shows it."""
+    hematologist.first_name, hematologist.last_name = "أحمد", "المصري"
+    hematologist.save()
+    with_role(hematologist, "hematologist")
+    sample = make_sample("H26-0057", types=TYPES)
+    Sample.objects.filter(pk=sample.pk).update(note="Giemsa; ملاحظة: صبغة 100x; Mañana 標本")
+    sample = sign_sample(sample, hematologist, below_target_reason="عدد قليل — muestra escasa")
+
+    lines = pdf_lines(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
+    text = " ".join(" ".join(lines).split())
+    for expected in ("Signed by [right-to-left text] on ",
+                     "Note: Giemsa; [right-to-left text] 100x; Mañana 標本",
+                     "Signed below the target count of 100: [right-to-left text] — muestra escasa",
+                     "This PDF cannot print right-to-left text (Arabic, Hebrew): [right-to-left text] marks "
+                     "where it stands. The report page shows it, and prints it."):
+        assert expected in text, (expected, lines)
+    assert not any("\u0600" <= char <= "\u06ff" for char in text), lines
+    page = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert "ملاحظة: صبغة 100x" in page and "أحمد المصري" in page
+
+
+def test_a_pdf_without_right_to_left_text_has_no_notice_of_it(client, tech):
+    sample = make_sample("H26-0058", types=TYPES)
+    Sample.objects.filter(pk=sample.pk).update(note="Окраска; 標本; Mañana")
+    text = " ".join(pdf_lines(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content))
+    assert "Note: Окраска; 標本; Mañana" in text and "right-to-left" not in text

@@ -9,6 +9,8 @@ The page is set in DejaVu Sans (vendored in fonts/, embedded as a subset: Latin,
 Greek, Cyrillic and more), not in the built-in Helvetica, which draws a black box for anything
 outside Latin-1. Chinese, Japanese and Korean runs are set in ReportLab's built-in CID fonts, which
 the PDF names and the reader draws: ReportLab never falls back from one font to another by itself.
+Right-to-left text (Arabic, Hebrew), which ReportLab neither reorders nor shapes, is not printed: a
+marker stands in its place and the PDF says so (the report page shows it).
 """
 
 import bisect
@@ -65,7 +67,16 @@ _CJK_STARTS = [first for first, _, _ in _CJK_RANGES]
 # left out unseen. Beyond the BMP even what DejaVu has is replaced: ReportLab writes such a
 # character's ToUnicode entry wrong, so its text would copy out of the PDF garbled.
 REPLACEMENT = "\ufffd"
+# ReportLab sets every line left to right and does not join Arabic letters: a hematologist's name
+# "أحمد" printed as "دمحأ", its letters apart and backwards, a misprint rather than a mark that
+# something is missing. A right-to-left run (Arabic, Hebrew..., from its first such letter to its last,
+# with the spaces, digits and punctuation between) prints as this marker, and the report says why.
+RIGHT_TO_LEFT = "[right-to-left text]"
+RIGHT_TO_LEFT_NOTICE = (f"This PDF cannot print right-to-left text (Arabic, Hebrew): {RIGHT_TO_LEFT} marks "
+                        "where it stands. The report page shows it, and prints it.")
 _REGISTERING = threading.Lock()
+# Whether the PDF being drawn in this thread marked a right-to-left run (render_pdf resets it).
+_drawing = threading.local()
 
 CROP_SIZE = 18 * mm
 _GRID = TableStyle([
@@ -125,12 +136,33 @@ def _drawn(char, covered):
     return [(REPLACEMENT, None)]
 
 
+def _right_to_left_marked(value):
+    """`value` with each right-to-left run in it as RIGHT_TO_LEFT. A line break ends a run."""
+    kinds = [unicodedata.bidirectional(char) for char in value]
+    marked, at = [], 0
+    while at < len(value):
+        if kinds[at] not in ("R", "AL"):
+            marked.append(value[at])
+            at += 1
+            continue
+        last = at
+        for ahead in range(at, len(value)):
+            if kinds[ahead] in ("L", "B"):
+                break
+            if kinds[ahead] in ("R", "AL"):
+                last = ahead
+        marked.append(RIGHT_TO_LEFT)
+        _drawing.right_to_left = True
+        at = last + 1
+    return "".join(marked)
+
+
 def _runs(value):
     """`value` as (font, text) runs: font None for the text around it (DejaVu Sans, regular or bold),
     else the CID font of a CJK run. Composed first (NFC): ReportLab does not place combining marks."""
     covered = _register_fonts()
     runs = []
-    for char in unicodedata.normalize("NFC", value):
+    for char in _right_to_left_marked(unicodedata.normalize("NFC", value)):
         for shown, font in _drawn(char, covered):
             if runs and runs[-1][0] == font:
                 runs[-1][1] += shown
@@ -272,6 +304,7 @@ def _draw_line(canvas, x, y, value, size):
 def render_pdf(report, compress=True):
     """The report as PDF bytes (A4). `compress=False` leaves the page text readable in the file."""
     _register_fonts()
+    _drawing.right_to_left = False
     styles = getSampleStyleSheet()
     styles["Normal"].fontName = BODY
     styles["Title"].fontName = styles["Heading2"].fontName = BOLD
@@ -294,6 +327,7 @@ def render_pdf(report, compress=True):
     if report.below_target_reason:
         story.append(_paragraph(f"Signed below the target count of {report.target_count}: "
                                 f"{_text(report.below_target_reason)}", styles["Normal"]))
+    notice_at = len(story)
     story += _warnings(report, styles)
     story += _differential(report, styles)
     story += _beside(report, styles)
@@ -301,6 +335,8 @@ def render_pdf(report, compress=True):
     story.append(Spacer(1, 4 * mm))
     story += _networks(report, styles)
     story.append(_paragraph(f"Printed {moment_on_a_report(report.generated_at)}", styles["small"]))
+    if _drawing.right_to_left:  # under the names and reasons, above the warnings that may hold more
+        story.insert(notice_at, _paragraph(escape(RIGHT_TO_LEFT_NOTICE), styles["Normal"]))
 
     def footer(canvas, page):
         # A page that comes loose from the others still says whose result it is, and how final.
