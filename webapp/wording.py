@@ -36,6 +36,10 @@ def moment_on_a_report(moment):
     offset = local.utcoffset()
     if not offset:
         return words
+    if local.tzname()[:1] in "+-":
+        # A zone with no abbreviation of its own (America/Sao_Paulo's is "-03"): the offset alone,
+        # not "11:54 -03 (UTC-03:00)".
+        words = formats.date_format(local, "Y-m-d H:i")
     minutes = int(offset.total_seconds() // 60)
     sign = "+" if minutes >= 0 else "-"
     hours, minutes = divmod(abs(minutes), 60)

@@ -305,6 +305,8 @@ def test_the_reports_warnings_count_in_words(client, tech, types, expected):
     # "IST" alone is Irish, Israeli or Indian time: the offset says which.
     ("Asia/Kolkata", "2026-12-04 16:17 IST (UTC+05:30)"),
     ("America/St_Johns", "2026-12-04 07:17 NST (UTC-03:30)"),
+    # tzdata abbreviates São Paulo's time "-03": said once, as the offset.
+    ("America/Sao_Paulo", "2026-12-04 07:47 (UTC-03:00)"),
     ("UTC", "2026-12-04 10:47 UTC"),
 ])
 def test_times_on_the_report_say_their_zone(client, tech, hematologist, settings, zone, said):
