@@ -102,7 +102,8 @@ class SampleUploadForm(forms.Form):
         required=False,
         max_length=2000,
         help_text="Optional, e.g. stain or microscope. Do not enter patient-identifying details.",
-        widget=forms.Textarea(attrs={"rows": 2}),
+        # dir="auto": an Arabic note reads right to left as it is typed, in a left-to-right page.
+        widget=forms.Textarea(attrs={"rows": 2, "dir": "auto"}),
     )
     # Not required: a form posted without it (a script written before it existed) uploads fields.
     photographs = forms.TypedChoiceField(

@@ -134,4 +134,17 @@ def test_home_lists_reopened_results_with_their_reason(client, tech, django_user
         page = client.get(reverse("home")).content.decode()
         assert 'data-role="reopened"' in page and "Reopened, to correct" in page
         assert f'href="{reverse("lab:sample-detail", args=[sample.pk])}#sign-off">H26-0700</a>' in page
-        assert "hema, " in page and "“Cell 1 is a basophil, not a lymphocyte.”" in page
+        assert "<bdi>hema</bdi>, " in page and "“<bdi>Cell 1 is a basophil, not a lymphocyte.</bdi>”" in page
+
+
+def test_a_right_to_left_name_and_reason_are_isolated_from_the_dates_beside_them(client, tech,
+                                                                                   django_user_model):
+    """"أحمد, 2026-12-07 00:02" in a left-to-right cell showed as "00:02 07-12-2026 ,أحمد": the date
+    beside an Arabic name is taken into its right-to-left run and reordered. Each is isolated (bdi)."""
+    from webapp.services.sign_off import reopen_sample
+
+    signer = with_role(django_user_model.objects.create_user("أحمد"), "hematologist")
+    sample = mark_signed(make_sample("H26-0790", types=("NEUTROPHIL",)), signer)
+    reopen_sample(Sample.objects.get(pk=sample.pk), signer, "إعادة الفحص 2 خلايا")
+    page = client.get(reverse("home")).content.decode()
+    assert "<bdi>أحمد</bdi>, " in page and "“<bdi>إعادة الفحص 2 خلايا</bdi>”" in page

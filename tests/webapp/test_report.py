@@ -151,10 +151,11 @@ def test_an_amended_result_says_why_wherever_it_is_read(client, tech, hematologi
     sample = sign_sample(sample, hematologist, below_target_reason="Leukopenic")
     why = "Amended after reopening by Ada Lovelace on "
     page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
-    assert 'data-role="amended-because">Amended after reopening by haem on ' in page
+    assert 'data-role="amended-because">Amended after reopening by <bdi>haem</bdi> on ' in page
 
     html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
-    assert why in html and ": Cell 3 is a basophil &lt;not a lymphocyte&gt;</p>" in html
+    assert "Amended after reopening by <bdi>Ada Lovelace</bdi> on " in html
+    assert ": <bdi>Cell 3 is a basophil &lt;not a lymphocyte&gt;</bdi></p>" in html
     text = pdf_text(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
     assert b"Amended after reopening by Ada Lovelace" in text and b"Cell 3 is a basophil" in text
     csv_text = client.get(reverse("lab:sample-export", args=[sample.pk])).content.decode()
@@ -187,7 +188,7 @@ def test_report_lists_what_was_left_out_and_why_figures_may_mislead(client, tech
     assert "out of focus" in html
     assert ("6 of the 8 cells found on it are unlike those the network was trained on (another stain or "
             "camera?): check its calls by eye.") in html
-    assert "Signed below the target count of 100: Leukopenic sample" in html
+    assert "Signed below the target count of 100: <bdi>Leukopenic sample" in html
     # The workflow audit: once a person labelled every one of them, the report said so no longer.
     for cell in Cell.objects.filter(image=image, index__lt=6):
         Cell.objects.filter(pk=cell.pk).update(corrected_type=cell.cell_type)
@@ -329,8 +330,8 @@ def test_the_samples_note_is_on_the_report_and_a_long_type_says_how_many_it_show
     store_crops(sample)
 
     page = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
-    assert ('<strong>Note:</strong> May-Grünwald-Giemsa, x100 oil<br>&lt;b&gt;left shift?&lt;/b&gt;'
-            in page)
+    assert ('<strong>Note:</strong> <bdi>May-Grünwald-Giemsa, x100 oil<br>&lt;b&gt;left shift?&lt;/b&gt;'
+            '</bdi>' in page)
     assert "Neutrophil (4 of 6 shown)" in page and "Lymphocyte (1)" in page
 
     text = " ".join(pdf_lines(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content))

@@ -126,7 +126,7 @@ def test_a_hostile_file_name_is_escaped_on_the_card(client, tech):
     sample.images.update(original_filename='<script>alert("x")</script>.png')
     body = page(client, sample)
     assert "<script>alert" not in body
-    assert "<h2>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;.png</h2>" in body
+    assert "<h2><bdi>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;.png</bdi></h2>" in body
 
 
 def test_only_a_reviewer_of_an_unsigned_sample_gets_the_type_buttons(client, tech, django_user_model):

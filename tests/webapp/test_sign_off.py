@@ -112,7 +112,7 @@ def test_a_hematologist_signs_from_the_sample_page(client, hematologist):
     assert sample.status == Sample.Status.SIGNED and sample.signed_by == hematologist
     assert sample.signed_at is not None and sample.times_signed == 1
     body = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
-    assert "Signed by hema on" in body and 'data-role="reopen-form"' in body
+    assert "Signed by <bdi>hema</bdi> on" in body and 'data-role="reopen-form"' in body
     assert 'data-role="sign-form"' not in body
     # Its stylesheet is in the page's head, once, not in the body where each redraw brought it.
     head, page_body = body.split("</head>", 1)
