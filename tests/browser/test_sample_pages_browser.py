@@ -270,3 +270,19 @@ def test_a_photograph_queued_again_shows_its_cells_as_earlier_results(live_serve
     SmearImage.objects.filter(pk=done.pk).update(status=SmearImage.Status.QUEUED)  # re-classified
     page.wait_for_selector(f"#image-{done.pk} [data-role=earlier-results]", timeout=15_000)
     assert page.locator(f"#image-{done.pk} .image-state .spinner").count() == 1
+
+
+def test_a_note_of_one_long_word_stays_on_the_page_and_the_report(live_server, browser_page,
+                                                                  django_user_model):
+    """A note of one long word (a German compound, a name without spaces) ran off the sample page
+    and past the report's sheet, where printing cut it off."""
+    with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("H26-0900", types=("NEUTROPHIL",))
+    sample.note = "Donaudampfschiffahrtsgesellschaftskapitänswitwe" * 4
+    sample.save()
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    for address in (f"/samples/{sample.pk}/", f"/samples/{sample.pk}/report/"):
+        page.goto(f"{live_server.url}{address}")
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, (address, overflow)
