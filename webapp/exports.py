@@ -21,7 +21,11 @@ def spreadsheet_safe(text):
 
 
 def export_file_name(sample):
-    safe_name = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in sample.accession_number)
+    # ASCII, as the PDF's name (views.report.report_file_name): Django sends a header it cannot write
+    # in Latin-1 as one RFC 2047 word, which no browser reads as Content-Disposition: an accession
+    # number with a Cyrillic letter (made before the upload form's rule) lost the download's name.
+    safe_name = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_") else "_"
+                        for ch in sample.accession_number)
     return f"leukoscope-{safe_name}.csv"
 
 

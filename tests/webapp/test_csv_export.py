@@ -193,3 +193,13 @@ def test_the_pages_export_starts_with_a_byte_order_mark_for_excel_and_the_apis_d
     assert ["note", "Mañana: tinción de Wright"] in rows
     api = client.get(reverse("lab:api-sample-export", args=[sample.pk])).content
     assert api == page[3:]
+
+
+def test_an_accession_number_outside_ascii_still_names_the_download(client, tech):
+    """Django writes a header it cannot put in Latin-1 as one RFC 2047 word ("=?utf-8?b?...?="),
+    which browsers do not read as Content-Disposition: the file lost its name and its "attachment"."""
+    sample = make_sample("ЛБ-0054-中", types=("NEUTROPHIL",))
+    response = client.get(reverse("lab:sample-export", args=[sample.pk]))
+    assert response["Content-Disposition"] == 'attachment; filename="leukoscope-__-0054-_.csv"'
+    pdf = client.get(reverse("lab:sample-report-pdf", args=[sample.pk]))
+    assert pdf["Content-Disposition"] == 'attachment; filename="__-0054-_-report.pdf"'
