@@ -417,15 +417,21 @@ def load_prepared_margins(
         if not keep:
             continue
         path = _cache_path(cache_dir, images, input_spec, margin, window_scale)
+        # A name of this process's own: two trainings (or test processes) preparing the same
+        # images at once must not write into one half-written file.
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            # A name of this process's own: two trainings (or test processes) preparing the same
-            # images at once must not write into one half-written file.
-            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
             np.savez(tmp, inputs=inputs, ok=ok, located=located)
             os.replace(tmp, path)
         except OSError:
-            pass  # a read-only checkout still trains, only slower the next time
+            # A read-only checkout still trains, only slower the next time. A full disk stopped the
+            # write part-way: the part would keep the disk full for every later run (each under a
+            # name of its own), and nothing else removes it for a month (manage.py classifier_cache).
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
     return out
 
 

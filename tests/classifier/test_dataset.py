@@ -97,6 +97,32 @@ def test_a_list_not_kept_is_prepared_without_the_cache(tmp_path):
     assert [path.suffix for path in cache.iterdir()] == [".npz"] and np.array_equal(kept, inputs)
 
 
+def test_a_cache_write_the_disk_refuses_part_way_leaves_no_part_and_the_next_run_caches(tmp_path,
+                                                                                     monkeypatch):
+    # The disk audit: a full disk stopped np.savez part-way and the part stayed, under a name of the
+    # run's own, so the disk stayed full and each later run left another.
+    import errno
+
+    write_split(tmp_path, "TRAIN", 1)
+    images = dataset.list_images(tmp_path / "TRAIN", "4class", "TRAIN")
+    spec, cache = {"height": 60, "width": 80, "mode": "field"}, tmp_path / "cache"
+    real_savez = np.savez
+
+    def full_disk(file, **arrays):
+        Path(file).write_bytes(b"PK" + b"\0" * 4096)  # what was written before the disk filled
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dataset.np, "savez", full_disk)
+    inputs, ok, _ = dataset.load_prepared(images, spec, cache_dir=cache)
+    assert ok.all() and inputs.shape == (4, 60, 80, 3)  # the run itself goes on
+    assert list(cache.iterdir()) == []
+    monkeypatch.setattr(dataset.np, "savez", real_savez)
+    again, _, _ = dataset.load_prepared(images, spec, cache_dir=cache)
+    assert [path.name.count(".") for path in cache.iterdir()] == [1]  # prepared-<key>.npz, whole
+    cached, _, _ = dataset.load_prepared(images, spec, cache_dir=cache)
+    assert np.array_equal(again, inputs) and np.array_equal(cached, inputs)
+
+
 def test_preparation_modes():
     window = draw_field("LYMPHOCYTE", 0)
     field = prepare_window(window, {"height": 120, "width": 160, "mode": "field"})
