@@ -185,6 +185,50 @@ def test_a_database_too_busy_to_answer_is_a_503_that_says_to_try_again(client, d
     assert not CellReview.objects.exists() and Cell.objects.get(pk=cell.pk).cell_type == cell.cell_type
 
 
+def test_a_database_whose_disk_is_full_is_a_503_that_says_to_tell_the_administrator(
+        client, django_user_model, monkeypatch, caplog):
+    # The disk audit: with the SQLite database's disk full, every relabel, upload, sign-off and
+    # sign-in answered "Something went wrong on the server" and logged a traceback each.
+    from django.db import OperationalError
+
+    from webapp.models import Cell, CellReview
+    from webapp.services import review
+
+    saved = review.audit.create_all_as
+
+    def written_then_full(*args, **kwargs):
+        saved(*args, **kwargs)
+        raise OperationalError("database or disk is full")
+
+    monkeypatch.setattr(review.audit, "create_all_as", written_then_full)
+    client.force_login(django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1"))
+    make_sample()
+    cell = Cell.objects.get(index=0)
+    with caplog.at_level(logging.WARNING):
+        page = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "LYMPHOCYTE"})
+        script = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "LYMPHOCYTE"},
+                             headers={"Accept": "application/json"})
+    assert page.status_code == script.status_code == 503 and page["Retry-After"] == "60"
+    body = page.content.decode()
+    assert "The database's disk is full" in body and "Tell the administrator" in body
+    assert "the database has no room left on its disk" in script.json()["error"]
+    # One line each, no traceback: the administrator reads what to do, not the same stack twice.
+    assert [(r.name, r.levelname, r.exc_info) for r in caplog.records] == [
+        ("webapp.middleware", "ERROR", None)] * 2
+    assert not CellReview.objects.exists() and Cell.objects.get(pk=cell.pk).cell_type == cell.cell_type
+
+
+def test_a_full_database_outside_the_view_is_the_same_503(rf):
+    # A sign-in's session saved by middleware on a full disk.
+    from django.db import OperationalError
+
+    try:
+        raise OperationalError("database or disk is full")
+    except OperationalError:
+        page = errors.server_error(rf.get("/samples/"))
+    assert page.status_code == 503 and b"no room left on its disk" in page.content
+
+
 @pytest.mark.parametrize("error, status", [
     ("database is locked", 503), ("no such table: webapp_cell", 500), ("too many SQL variables", 500)])
 def test_only_a_busy_database_is_a_503(client, django_user_model, monkeypatch, error, status):
@@ -243,3 +287,22 @@ def test_which_database_errors_are_worth_a_second_try():
     assert not transient(OperationalError("no such table: webapp_cell"))
     assert not transient(_raised(OperationalError("canceled"), psycopg.errors.QueryCanceled("timeout")))
     assert not transient(ValueError("database is locked"))
+
+
+def test_which_database_errors_say_its_disk_is_full(monkeypatch):
+    import psycopg
+    from django.db import OperationalError
+
+    from webapp import db_errors
+
+    full = db_errors.is_database_full
+    assert full(OperationalError("database or disk is full"))
+    assert full(_raised(OperationalError("could not extend file"), psycopg.errors.DiskFull("no space")))
+    assert not full(OperationalError("database is locked"))
+    assert not full(ValueError("database or disk is full"))
+    # SQLite with no byte left for its write-ahead log says "disk I/O error": full only where its
+    # folder has no room left.
+    monkeypatch.setattr(db_errors, "_sqlite_space_left", lambda: 4096)
+    assert full(OperationalError("disk I/O error"))
+    monkeypatch.setattr(db_errors, "_sqlite_space_left", lambda: 10 * 2**30)
+    assert not full(OperationalError("disk I/O error"))

@@ -13,7 +13,7 @@ from django.template.loader import render_to_string
 from django.views import defaults
 from django.views.decorators.csrf import requires_csrf_token
 
-from webapp.db_errors import is_transient_database_error
+from webapp.db_errors import is_database_full, is_transient_database_error
 
 API_PREFIX = "/api/"
 
@@ -133,10 +133,30 @@ def database_busy(request):
     return response
 
 
+DATABASE_FULL = ("This was not saved: the database has no room left on its disk, so nothing can be "
+                 "changed until space is freed. Tell the administrator; once it is freed, do it again "
+                 "(the site needs no restart).")
+
+
+def database_full(request):
+    """The 503 answer to a database whose disk is full: unlike a busy one, trying again soon does not
+    help, and someone has to free space."""
+    if reads_json(request):
+        response = JsonResponse({"error": DATABASE_FULL}, status=503)
+    else:
+        page = render_to_string("503.html", {"message": DATABASE_FULL, "disk_full": True})
+        response = HttpResponse(page, status=503)
+    response["Retry-After"] = "60"
+    return response
+
+
 @requires_csrf_token
 def server_error(request):
     # Reached for a failure outside the view too (a session read or saved by middleware).
-    if is_transient_database_error(sys.exc_info()[1]):
+    error = sys.exc_info()[1]
+    if is_database_full(error):
+        return database_full(request)
+    if is_transient_database_error(error):
         return database_busy(request)
     if reads_json(request):
         return JsonResponse({"error": "Server error: the failure is logged for the administrator."},
