@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.db import DatabaseError
 
-from webapp.db_errors import is_transient_database_error
+from webapp.db_errors import is_database_full, is_transient_database_error
 from webapp.models import SmearImage
 from webapp.services.added_cells import finish_added_cell
 from webapp.services.classification import StorageUnreachable, classify_smear_image
@@ -29,7 +29,12 @@ DATABASE_RETRY_SECONDS, DATABASE_RETRIES = 5, 24
 def _retry_when_busy(task, error, what):
     """Raise ``task``'s retry where ``error`` is a database busy past its timeout (SQLite's write
     lock) or out of reach a moment (db_errors): the same message again shortly, which the task's
-    claim still holds. Any other database error is raised as it is."""
+    claim still holds. A database whose disk is full is waited for as a media folder is: without limit,
+    every STORAGE_RETRY_SECONDS, until space is freed. Any other database error is raised as it is."""
+    if is_database_full(error):
+        logger.error("%s: the database's disk is full (%s); trying again in %g s", what, error,
+                     settings.STORAGE_RETRY_SECONDS)
+        raise task.retry(exc=error, countdown=settings.STORAGE_RETRY_SECONDS, max_retries=None) from None
     if not is_transient_database_error(error):
         raise error
     logger.warning("%s: the database did not answer (%s); trying again", what, error)

@@ -450,6 +450,55 @@ def test_a_run_that_fails_after_its_photograph_was_queued_again_leaves_it_queued
     assert (image.status, image.error) == ("queued", "")
 
 
+def test_a_database_whose_disk_is_full_puts_the_photograph_back_saying_so(network, stored_image, monkeypatch,
+                                                                         settings):
+    # The disk audit: a database that filled while a photograph's cells were stored marked it failed
+    # ("Classification failed unexpectedly (OperationalError: database or disk is full)"), to be tried
+    # again by hand once space was freed. Not the photograph's fault: it waits, as for the media folder.
+    make_version()
+    media = Path(settings.MEDIA_ROOT)
+    files_before = stored_files(media)
+    recorded = classification.audit.record
+
+    def full(*args, **kwargs):
+        raise OperationalError("database or disk is full")
+
+    monkeypatch.setattr(classification.audit, "record", full)  # after the cells, in their transaction
+    assert liveness.claim_image(stored_image.pk, "full-task")
+    with pytest.raises(classification.StorageUnreachable):
+        classification.classify_smear_image(stored_image.pk, task_id="full-task")
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert image.status == "queued" and not image.cells.exists()
+    assert image.error == ("Waiting: the database has no room left on its disk (database or disk is full). "
+                           "The photograph is kept and tried again every 60 s; tell the administrator.")
+    assert stored_files(media) == files_before  # no cell's picture left behind
+
+    monkeypatch.setattr(classification.audit, "record", recorded)  # space freed: the next try
+    assert liveness.claim_image(stored_image.pk, "full-task")
+    assert classification.classify_smear_image(stored_image.pk, task_id="full-task") == 2
+    assert SmearImage.objects.get(pk=stored_image.pk).status == "done"
+
+
+def test_a_task_waits_for_a_full_database_without_limit(settings):
+    # Even the claim is refused on a full disk: the task raised, its message was gone, and the
+    # photograph waited, queued and saying nothing, for the reconciler's sweep 5 minutes on.
+    from celery.exceptions import Retry
+
+    from webapp import tasks
+
+    class Task:
+        def retry(self, **options):
+            self.options = options
+            return Retry()
+
+    task = Task()
+    with pytest.raises(Retry):
+        tasks._retry_when_busy(task, OperationalError("database or disk is full"), "Image 1")
+    assert task.options["countdown"] == settings.STORAGE_RETRY_SECONDS and task.options["max_retries"] is None
+    with pytest.raises(OperationalError):
+        tasks._retry_when_busy(task, OperationalError("no such table: webapp_cell"), "Image 1")
+
+
 def test_a_database_too_busy_to_answer_leaves_the_photograph_to_the_task_s_next_try(network, stored_image):
     make_version()
     assert liveness.claim_image(stored_image.pk, "busy-task")

@@ -22,7 +22,7 @@ from classifier.boxes import SAME_CELL_IOU, box_iou, covered_share
 from classifier.pipeline import finish_box
 from webapp import audit, queueing
 from webapp.counting import type_label
-from webapp.db_errors import is_transient_database_error
+from webapp.db_errors import is_database_full, is_transient_database_error
 from webapp.models import AddedCellRequest, Cell, SmearImage
 from webapp.review_flag import review_threshold
 from webapp.selectors import current_cells
@@ -221,9 +221,9 @@ def finish_added_cell(request_id):
         raise
     except Exception as exc:
         written.discard()
-        if is_transient_database_error(exc):
-            # The database busy or out of reach, not the box at fault: it stays pending for the
-            # task's next try (webapp.tasks), as a photograph stays processing.
+        if is_transient_database_error(exc) or is_database_full(exc):
+            # The database busy, out of reach or full, not the box at fault: it stays pending for
+            # the task's next try (webapp.tasks), as a photograph stays processing.
             raise
         logger.exception("Adding the cell of request %s failed", request_id)
         _fail(request_id, readable_error(exc))

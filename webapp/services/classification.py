@@ -22,7 +22,7 @@ import logging
 import time
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -33,7 +33,7 @@ from classifier.rendering import decode_rgb
 from webapp import audit
 from webapp.broker import MEDIA_VARIABLE, probe_media_folder
 from webapp.cell_types import carried_label
-from webapp.db_errors import is_transient_database_error
+from webapp.db_errors import is_database_full, is_transient_database_error
 from webapp.models import Cell, ModelVersion, SmearImage
 from webapp.review_flag import review_threshold
 from webapp.services.model_registry import NoActiveModel, active_version, load_classifier
@@ -70,6 +70,14 @@ def _waiting_for_storage(problem):
         f"Waiting: the classifier worker {problem}. The photograph is kept and tried again every "
         f"{settings.STORAGE_RETRY_SECONDS:g} s; an administrator can see this on the health page "
         "(/healthz).")
+
+
+def waiting_for_database(error):
+    """StorageUnreachable for a database whose disk is full: nothing the photograph did, and nothing
+    a second try can mend until someone frees space."""
+    return StorageUnreachable(
+        f"Waiting: the database has no room left on its disk ({str(error).strip()}). The photograph is "
+        f"kept and tried again every {settings.STORAGE_RETRY_SECONDS:g} s; tell the administrator.")
 
 
 def load_rgb(image):
@@ -270,6 +278,17 @@ def _record_failure(image_id, error):
         logger.exception("Recording the failure of image %s in the audit trail failed", image_id)
 
 
+def _put_back(image_id, task_id, reason):
+    """Queue the photograph again with the reason on its card, where the database takes the write: a
+    full one may not, and the task's next try then takes the photograph as this run left it."""
+    logger.error("Image %s put back in the queue: %s", image_id, reason)
+    try:
+        SmearImage.objects.filter(pk=image_id).filter(_ours(task_id)).update(
+            status=SmearImage.Status.QUEUED, error=str(reason))
+    except DatabaseError as exc:
+        logger.warning("Image %s: its reason for waiting could not be recorded (%s)", image_id, exc)
+
+
 def classify_smear_image(image_id, model_version_id=None, task_id=None):
     """Classify one stored image; ends with the image marked done or failed, or, where this worker
     cannot reach the media folder, queued again with the reason and StorageUnreachable raised for
@@ -331,12 +350,16 @@ def classify_smear_image(image_id, model_version_id=None, task_id=None):
         return None
     except StorageUnreachable as exc:
         written.discard()
-        logger.error("Image %s put back in the queue: %s", image_id, exc)
-        SmearImage.objects.filter(pk=image_id).filter(_ours(task_id)).update(
-            status=SmearImage.Status.QUEUED, error=str(exc))
+        _put_back(image_id, task_id, exc)
         raise
     except Exception as exc:
         written.discard()
+        if is_database_full(exc):
+            # Marked failed, each photograph of a full database's queue waited for a "Try again"
+            # by hand once space was freed.
+            waiting = waiting_for_database(exc)
+            _put_back(image_id, task_id, waiting)
+            raise waiting from None
         if is_transient_database_error(exc):
             # The database busy or out of reach, not the photograph at fault: it stays this run's,
             # for the task to try again (webapp.tasks), never marked failed for it.
