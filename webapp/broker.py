@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import threading
@@ -302,7 +303,15 @@ def probe_media_folder(root):
         probe.unlink()
     except OSError as exc:
         problem = problem or f"cannot remove files in {where} ({exc.strerror or exc})"
-    return _unusable(root, problem) if problem else {"root": str(root), "usable": True}
+    if problem:
+        return _unusable(root, problem)
+    state = {"root": str(root), "usable": True}
+    try:
+        # Measured here, in the watch's thread: a mount that hangs holds up no /healthz.
+        state["free_bytes"] = shutil.disk_usage(root).free
+    except OSError:
+        pass
+    return state
 
 
 class MediaFolderWatch:

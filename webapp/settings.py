@@ -420,6 +420,10 @@ CELERY_TASK_ALWAYS_EAGER = False
 # puts the photograph back in the queue and tries it again after this long, instead of failing it.
 STORAGE_RETRY_SECONDS = env_seconds("LEUKOSCOPE_STORAGE_RETRY_SECONDS", 60)
 
+# /healthz warns when the media folder's disk, or the SQLite database's, has less than this left,
+# while the lab still works, and fails where less than one upload of MAX_UPLOAD_BYTES would fit.
+LOW_DISK_BYTES = env_count("LEUKOSCOPE_LOW_DISK_MB", 1, default=1024) * 1024 * 1024
+
 # The reconciler (manage.py reconcile, started by `make run`) queues again what no live task will
 # finish. A running task writes a heartbeat this often ...
 HEARTBEAT_SECONDS = env_seconds("LEUKOSCOPE_HEARTBEAT_SECONDS", 10)

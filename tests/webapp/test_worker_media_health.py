@@ -48,7 +48,8 @@ def healthz(client):
 
 def test_a_folder_that_can_be_written_read_and_cleared_is_usable_and_left_as_it_was(tmp_path):
     (tmp_path / "smears").mkdir()
-    assert probe_media_folder(tmp_path) == {"root": str(tmp_path), "usable": True}
+    state = probe_media_folder(tmp_path)
+    assert state.pop("free_bytes") > 0 and state == {"root": str(tmp_path), "usable": True}
     assert [path.name for path in tmp_path.iterdir()] == ["smears"], "the probe file is removed"
 
 
@@ -92,6 +93,7 @@ def test_healthz_fails_naming_the_classify_worker_that_cannot_use_its_media_and_
         media.mkdir(parents=True)  # mounted again: the next announcement says so
         wait_for(lambda: healthz(staff_client)[0] == 200, "/healthz to pass once the folder is back", 5)
         worker = healthz(staff_client)[1]["checks"]["worker"]
+        assert worker["media"]["classify1@lab-2"].pop("free_bytes") > 0
         assert worker["media"] == {"classify1@lab-2": {"root": str(media), "usable": True}}
     finally:
         call.stop()
@@ -268,7 +270,8 @@ def test_a_web_server_that_cannot_store_uploads_says_so(staff_client, settings, 
         "folder, so every upload is refused")
     (tmp_path / "media").unlink()
     (tmp_path / "media").mkdir()
-    assert healthz(staff_client)[1]["checks"]["storage"] == {"ok": True, "root": settings.MEDIA_ROOT}
+    storage = healthz(staff_client)[1]["checks"]["storage"]
+    assert storage.pop("free_bytes") > 0 and storage == {"ok": True, "root": settings.MEDIA_ROOT}
     # Once photographs are stored, a folder gone is a shared mount missing on this machine.
     from tests.webapp.lab_factories import make_sample
 
@@ -277,6 +280,74 @@ def test_a_web_server_that_cannot_store_uploads_says_so(staff_client, settings, 
     status, report = healthz(staff_client)
     assert status == 503 and report["checks"]["storage"]["error"].startswith(
         f"this web server cannot find LEUKOSCOPE_MEDIA_ROOT={settings.MEDIA_ROOT}: ")
+
+
+def test_healthz_warns_of_a_filling_disk_and_fails_once_an_upload_would_not_fit(staff_client, settings,
+                                                                               tmp_path, monkeypatch):
+    # The disk audit: with 16 KB left in the media folder, uploads were refused and the worker could
+    # store no crop (its card saying "an administrator can see this on /healthz"), while /healthz,
+    # whose probe writes 16 bytes, answered "ok"; and it never warned while the disk filled.
+    import shutil
+
+    from django.test import Client
+
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    (tmp_path / "media").mkdir()
+    settings.MAX_UPLOAD_BYTES, settings.LOW_DISK_BYTES = 25 * 2**20, 1024 * 2**20
+    left = {"media": 0}
+    real = shutil.disk_usage
+
+    def disk_usage(path):
+        usage = real(path)
+        if str(path).startswith(settings.MEDIA_ROOT):
+            return usage._replace(free=left["media"])
+        return usage
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    left["media"] = 300 * 2**20
+    # (No worker runs here: "worker" fails throughout, and the status with it.)
+    report = healthz(staff_client)[1]
+    assert "storage" not in report["failing"] and report["checks"]["storage"]["warning"] == (
+        f"LEUKOSCOPE_MEDIA_ROOT={settings.MEDIA_ROOT} has 300.0 MB left on its disk, under "
+        "LEUKOSCOPE_LOW_DISK_MB=1024: free space there before it fills")
+    summary = Client().get(reverse("healthz")).json()  # a monitor, signed in as no one
+    assert summary["checks"]["storage"] == {"ok": True} and summary["warnings"] == ["storage"]
+    assert "LEUKOSCOPE_MEDIA_ROOT" not in str(summary)
+
+    left["media"] = 16 * 1024
+    status, report = healthz(staff_client)
+    assert status == 503 and "storage" in report["failing"]
+    assert report["checks"]["storage"]["error"] == (
+        f"LEUKOSCOPE_MEDIA_ROOT={settings.MEDIA_ROOT} has 16 KB left on its disk, less than one upload of "
+        "25.0 MB (LEUKOSCOPE_MAX_UPLOAD_BYTES): free space there, or uploads and the workers' pictures "
+        "are refused")
+    left["media"] = 2 * 1024 * 2**20
+    report = healthz(staff_client)[1]
+    assert "storage" not in report["failing"] and "warning" not in report["checks"]["storage"]
+
+
+def test_healthz_reads_the_sqlite_database_s_disk_too(staff_client, settings, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("a PostgreSQL server's disk is its own to watch")
+    folder = Path(connection.settings_dict["NAME"]).parent
+    real = shutil.disk_usage
+
+    def disk_usage(path):
+        usage = real(path)
+        return usage._replace(free=8 * 2**20) if Path(path) == folder else usage
+
+    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    status, report = healthz(staff_client)
+    assert status == 503 and "database" in report["failing"]
+    assert report["checks"]["database"]["error"] == (
+        f"the SQLite database's folder {folder} has 8.0 MB left on its disk, less than one upload of "
+        "25.0 MB (LEUKOSCOPE_MAX_UPLOAD_BYTES): free space there, or every change is refused once it "
+        "is full")
 
 
 def test_one_watch_answers_many_threads_at_once(tmp_path):

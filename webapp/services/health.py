@@ -7,6 +7,7 @@ Redis restart, and the workers are read from the roll they keep in Redis (webapp
 than pinged, which would wait a whole timeout for answers.
 """
 
+import shutil
 from pathlib import Path
 
 import redis
@@ -35,11 +36,39 @@ def classify_workers_running():
         return None
 
 
+def _megabytes(size):
+    if size < 1024 * 1024:  # a disk with no room is read as such, not as "0.0 MB"
+        return f"{size // 1024:,} KB"
+    return f"{size / 1024 / 1024:,.1f} MB"
+
+
+def disk_space(free, what):
+    """``free`` bytes left on a disk, against the settings: {"free_bytes"}, with "error" where an
+    upload of the largest size accepted would not fit (the lab meets it now) and "warning" where less
+    than LEUKOSCOPE_LOW_DISK_MB is left (it will). ``what`` names the folder in the sentence."""
+    result = {"free_bytes": free}
+    if free < settings.MAX_UPLOAD_BYTES:
+        result["error"] = (f"{what} has {_megabytes(free)} left on its disk, less than one upload of "
+                           f"{_megabytes(settings.MAX_UPLOAD_BYTES)} (LEUKOSCOPE_MAX_UPLOAD_BYTES): free "
+                           "space there")
+    elif free < settings.LOW_DISK_BYTES:
+        result["warning"] = (f"{what} has {_megabytes(free)} left on its disk, under "
+                             f"LEUKOSCOPE_LOW_DISK_MB={settings.LOW_DISK_BYTES // 1024 // 1024}: free space "
+                             "there before it fills")
+    return result
+
+
 def _check_database():
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
-    return {"ok": True}
+    if connection.vendor != "sqlite":
+        return {"ok": True}  # a PostgreSQL server's disk is its own to watch
+    folder = Path(connection.settings_dict["NAME"]).parent
+    space = disk_space(shutil.disk_usage(folder).free, f"the SQLite database's folder {folder}")
+    if "error" in space:
+        space["error"] += ", or every change is refused once it is full"
+    return {"ok": "error" not in space, **space}
 
 
 def _check_broker():
@@ -116,7 +145,14 @@ def _check_storage():
     root = str(settings.MEDIA_ROOT)
     state = _storage_watches.setdefault(root, MediaFolderWatch(root)).state()
     if state["usable"]:
-        return {"ok": True, "root": root}
+        # A probe of 16 bytes passes on a disk with no room for a photograph: uploads were refused,
+        # and the workers could store no crop, while this said "ok".
+        if "free_bytes" not in state:
+            return {"ok": True, "root": root}
+        space = disk_space(state["free_bytes"], f"LEUKOSCOPE_MEDIA_ROOT={root}")
+        if "error" in space:
+            space["error"] += ", or uploads and the workers' pictures are refused"
+        return {"ok": "error" not in space, "root": root, **space}
     # Before the first upload, which makes it. Once photographs are stored, a missing folder is a
     # shared mount missing here: an upload would go to the local disk, out of the workers' sight.
     if state.get("missing") and not SmearImage.objects.exists():
@@ -173,5 +209,8 @@ def public_summary(report):
     return {
         "status": report["status"],
         "failing": report["failing"],
+        # What still works but will not for long (a disk filling): a monitor can act before the lab
+        # meets it. Only the names; what each says is for staff.
+        "warnings": [name for name, result in report["checks"].items() if result.get("warning")],
         "checks": {name: {"ok": result["ok"]} for name, result in report["checks"].items()},
     }
