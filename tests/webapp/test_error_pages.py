@@ -218,15 +218,23 @@ def test_a_database_whose_disk_is_full_is_a_503_that_says_to_tell_the_administra
     assert not CellReview.objects.exists() and Cell.objects.get(pk=cell.pk).cell_type == cell.cell_type
 
 
-def test_a_full_database_outside_the_view_is_the_same_503(rf):
-    # A sign-in's session saved by middleware on a full disk.
+def test_a_full_database_outside_the_view_is_the_same_503_logged_in_one_line(client, tech, monkeypatch,
+                                                                            caplog):
+    # The session, read by middleware before any view, on a database with no byte left: every page.
+    from django.contrib.sessions.backends.db import SessionStore
     from django.db import OperationalError
 
-    try:
+    def full(self, *args, **kwargs):
         raise OperationalError("database or disk is full")
-    except OperationalError:
-        page = errors.server_error(rf.get("/samples/"))
-    assert page.status_code == 503 and b"no room left on its disk" in page.content
+
+    monkeypatch.setattr(SessionStore, "load", full)
+    client.raise_request_exception = False
+    with caplog.at_level(logging.WARNING):
+        page = client.get(reverse("lab:sample-list"))
+    assert page.status_code == 503 and "no room left on its disk" in page.content.decode()
+    # (Read again by the middleware the first failure passes through: a line for each, no traceback.)
+    logged = {(r.name, r.levelname, r.exc_info) for r in caplog.records}
+    assert logged == {("webapp.views.errors", "ERROR", None)}
 
 
 @pytest.mark.parametrize("error, status", [

@@ -1,6 +1,7 @@
 """The site's error answers: its own pages, with navigation, and JSON under /api/, where a program
 (a laboratory information system) reads the answer rather than a person."""
 
+import logging
 import sys
 from urllib.parse import urlsplit
 
@@ -14,6 +15,8 @@ from django.views import defaults
 from django.views.decorators.csrf import requires_csrf_token
 
 from webapp.db_errors import is_database_full, is_transient_database_error
+
+logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
 
@@ -155,7 +158,12 @@ def server_error(request):
     # Reached for a failure outside the view too (a session read or saved by middleware).
     error = sys.exc_info()[1]
     if is_database_full(error):
-        return database_full(request)
+        # Every page fails so (the session is read before any view), each with its traceback logged
+        # by Django's handler: one line each says as much.
+        logger.error("%s %s: the database's disk is full (%s)", request.method, request.path, error)
+        response = database_full(request)
+        response._has_been_logged = True
+        return response
     if is_transient_database_error(error):
         return database_busy(request)
     if reads_json(request):
