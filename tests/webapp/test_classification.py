@@ -479,6 +479,18 @@ def test_a_database_whose_disk_is_full_puts_the_photograph_back_saying_so(networ
     assert SmearImage.objects.get(pk=stored_image.pk).status == "done"
 
 
+def test_the_card_gives_the_first_line_of_postgresql_s_words():
+    import psycopg
+
+    try:
+        raise OperationalError('could not extend file "base/1/2": No space left on device\nHINT:  Check free '
+                               'disk space.') from psycopg.errors.DiskFull("no space")
+    except OperationalError as full:
+        waiting = classification.waiting_for_database(full)
+    assert str(waiting).startswith('Waiting: the database has no room left on its disk (could not extend '
+                                   'file "base/1/2": No space left on device). The photograph is kept')
+
+
 def test_a_task_waits_for_a_full_database_without_limit(settings):
     # Even the claim is refused on a full disk: the task raised, its message was gone, and the
     # photograph waited, queued and saying nothing, for the reconciler's sweep 5 minutes on.

@@ -75,8 +75,10 @@ def _waiting_for_storage(problem):
 def waiting_for_database(error):
     """StorageUnreachable for a database whose disk is full: nothing the photograph did, and nothing
     a second try can mend until someone frees space."""
+    # PostgreSQL's words run on to a second line ("HINT:  Check free disk space."): the card takes one.
+    words = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return StorageUnreachable(
-        f"Waiting: the database has no room left on its disk ({str(error).strip()}). The photograph is "
+        f"Waiting: the database has no room left on its disk ({words}). The photograph is "
         f"kept and tried again every {settings.STORAGE_RETRY_SECONDS:g} s; tell the administrator.")
 
 
