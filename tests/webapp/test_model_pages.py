@@ -1,15 +1,17 @@
 """Staff-only model pages and the training service, without TensorFlow: train_classifier is
 replaced by fakes here; tests/e2e/test_retraining.py trains for real through a worker."""
 
+import errno
 import html
 import os
 import re
+import tempfile
 import threading
 from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.urls import URLPattern, reverse
 from django.utils import timezone
 
@@ -800,6 +802,15 @@ def test_run_training_stores_a_ready_version_with_progress_and_never_activates(f
     assert len(calls) == 1
 
 
+def _postgresql_disk_full():
+    import psycopg
+
+    error = OperationalError('could not extend file "base/1/2": No space left on device\nHINT:  Check free '
+                             'disk space.')
+    error.__cause__ = psycopg.errors.DiskFull("no space")
+    return error
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "error, expected",
@@ -807,6 +818,17 @@ def test_run_training_stores_a_ready_version_with_progress_and_never_activates(f
         (TrainingDataError("training data folder /nope does not exist"), "/nope does not exist"),
         (MemoryError(), "ran out of memory"),
         (RuntimeError("cuDNN exploded\nstack..."), "unexpected error (RuntimeError: cuDNN exploded)"),
+        # The disk audit: both read "Training stopped with an unexpected error (...)".
+        (OSError(errno.ENOSPC, "No space left on device"),
+         f"the training machine could not write its files (No space left on device). It writes the "
+         f"network to its temporary folder (TMPDIR, here {tempfile.gettempdir()}) before storing it: free "
+         "space there"),
+        (_postgresql_disk_full(),
+         'the database has no room left on its disk (could not extend file "base/1/2": No space left on '
+         'device). Nothing of it was kept'),
+        (OperationalError("database or disk is full"),
+         "The trained network could not be stored: the database has no room left on its disk (database or "
+         "disk is full). Nothing of it was kept; free space for the database, then train again."),
     ],
 )
 def test_run_training_failure_is_recorded_readably(fake_trainer, error, expected):

@@ -6,9 +6,11 @@ imports TensorFlow only when a run starts: inside `run_training`, in a worker or
 command.
 """
 
+import errno
 import logging
 import os
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +40,7 @@ from classifier.training.recipe import (
 from classifier.training.recipe import refit_settings as stored_refit_settings
 from classifier.training.run import TrainingConfig
 from webapp import audit
+from webapp.db_errors import is_database_full
 from webapp.models import TRAINED_STATUSES, Cell, ModelVersion, Sample, SmearImage
 from webapp.queueing import queue_classifications, queue_training, stop_task
 from webapp.selectors import (
@@ -512,6 +515,16 @@ def _failure_reason(exc, adaptation=False):
     was an "Adapt to this lab", which has no batch size or image count to change."""
     if isinstance(exc, TrainingDataError):
         return str(exc)
+    if is_database_full(exc):
+        return (f"The trained network could not be stored: the database has no room left on its disk "
+                f"({_first_line(exc)}). Nothing of it was kept; free space for the database, then train "
+                "again.")
+    if isinstance(exc, OSError) and exc.errno in DISK_REFUSALS:
+        # The run writes its network to the temporary folder before storing it (Keras saves to a path).
+        where = f": {exc.filename}" if exc.filename else ""
+        return (f"Training stopped: the training machine could not write its files ({exc.strerror}{where}). "
+                f"It writes the network to its temporary folder (TMPDIR, here {tempfile.gettempdir()}) "
+                "before storing it: free space there, then train again.")
     if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
         if adaptation:
             return f"The adaptation ran out of memory. {ADAPTATION_MEMORY_ADVICE}"
@@ -520,6 +533,14 @@ def _failure_reason(exc, adaptation=False):
     detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
     name = type(exc).__name__
     return f"Training stopped with an unexpected error ({name}{': ' + detail if detail else ''})."
+
+
+# A full disk, a quota, a folder made read-only: the machine's, not the recipe's or the data's.
+DISK_REFUSALS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _first_line(exc):
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
 
 WORKER_DIED_REASON = (
