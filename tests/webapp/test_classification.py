@@ -3,6 +3,7 @@ idempotent upserts, files written and replaced, and never an image left "process
 The real pipeline and network run in tests/e2e."""
 
 import dataclasses
+import errno
 import io
 import shutil
 from pathlib import Path
@@ -489,6 +490,30 @@ def test_the_card_gives_the_first_line_of_postgresql_s_words():
         waiting = classification.waiting_for_database(full)
     assert str(waiting).startswith('Waiting: the database has no room left on its disk (could not extend '
                                    'file "base/1/2": No space left on device). The photograph is kept')
+
+
+def test_a_worker_whose_temporary_folder_is_full_puts_the_photograph_back_saying_so(network, stored_image,
+                                                                                   monkeypatch):
+    # Loading a network writes it to the worker's TMPDIR first (classifier.inference.load_keras_bytes):
+    # a full one marked every photograph of the queue failed, each to be tried again by hand.
+    make_version()
+    serving = classification.load_classifier
+
+    def no_room(version):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(classification, "load_classifier", no_room)
+    assert liveness.claim_image(stored_image.pk, "tmp-task")
+    with pytest.raises(classification.StorageUnreachable):
+        classification.classify_smear_image(stored_image.pk, task_id="tmp-task")
+    image = SmearImage.objects.get(pk=stored_image.pk)
+    assert image.status == "queued" and not image.cells.exists()
+    assert image.error.startswith("Waiting: the classifier worker cannot load the network, its temporary")
+    assert "(No space left on device)" in image.error
+
+    monkeypatch.setattr(classification, "load_classifier", serving)  # space freed: the next try
+    assert liveness.claim_image(stored_image.pk, "tmp-task")
+    assert classification.classify_smear_image(stored_image.pk, task_id="tmp-task") == 2
 
 
 def test_a_task_waits_for_a_full_database_without_limit(settings):

@@ -26,9 +26,15 @@ from webapp.db_errors import is_database_full, is_transient_database_error
 from webapp.models import AddedCellRequest, Cell, SmearImage
 from webapp.review_flag import review_threshold
 from webapp.selectors import current_cells
-from webapp.services.classification import StorageUnreachable, Written, fill_cell, load_rgb, readable_error
+from webapp.services.classification import (
+    StorageUnreachable,
+    Written,
+    fill_cell,
+    load_rgb,
+    readable_error,
+    serving_classifier,
+)
 from webapp.services.locking import SampleLocked, ensure_editable
-from webapp.services.model_registry import load_classifier
 from webapp.services.storage import delete_stored_files
 
 logger = logging.getLogger(__name__)
@@ -167,7 +173,7 @@ def finish_added_cell(request_id):
             raise AddCellError("The photograph was being classified again when the box reached the "
                                "classifier: draw the box again once it is done.")
         version = image.model_version
-        finished = finish_box(load_rgb(image), request.box, load_classifier(version),
+        finished = finish_box(load_rgb(image), request.box, serving_classifier(version),
                               review_threshold=review_threshold(version))
         with transaction.atomic():
             # The photograph's row lock orders this beside a re-classification of the photograph.

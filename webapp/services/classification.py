@@ -18,7 +18,9 @@ A sample whose photographs show one cell each (Sample.photographs) has no partia
 photograph was taken of its cell, and gives that one cell (classifier.pipeline).
 """
 
+import errno
 import logging
+import tempfile
 import time
 
 from django.conf import settings
@@ -80,6 +82,26 @@ def waiting_for_database(error):
     return StorageUnreachable(
         f"Waiting: the database has no room left on its disk ({words}). The photograph is "
         f"kept and tried again every {settings.STORAGE_RETRY_SECONDS:g} s; tell the administrator.")
+
+
+# Loading a network writes it to the worker's temporary folder first (classifier.inference.
+# load_keras_bytes): a full or read-only one is the worker's trouble, not the photograph's.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def serving_classifier(version):
+    """load_classifier(version), or StorageUnreachable where the worker's temporary folder has no
+    room for the network: marked failed, every photograph of the queue waited for a "Try again" by
+    hand once space was freed."""
+    try:
+        return load_classifier(version)
+    except OSError as exc:
+        if exc.errno not in _NO_ROOM:
+            raise
+        raise StorageUnreachable(
+            f"Waiting: the classifier worker cannot load the network, its temporary folder "
+            f"({tempfile.gettempdir()}) refusing the write ({exc.strerror}). The photograph is kept and "
+            f"tried again every {settings.STORAGE_RETRY_SECONDS:g} s; tell the administrator.") from None
 
 
 def load_rgb(image):
@@ -306,7 +328,7 @@ def classify_smear_image(image_id, model_version_id=None, task_id=None):
     try:
         image = SmearImage.objects.select_related("sample").get(pk=image_id)
         version = _version_for(model_version_id)
-        classifier = load_classifier(version)
+        classifier = serving_classifier(version)
         analysis = analyse_smear(
             load_rgb(image), classifier, review_threshold=review_threshold(version),
             given_boxes=_hand_added_boxes(image), one_cell=image.sample.one_cell_each,
