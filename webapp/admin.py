@@ -35,7 +35,7 @@ from django.utils.text import capfirst
 from webapp.counting import type_label
 from webapp.forms import SampleAdminForm, is_row_id
 from webapp.models import ApiToken, Cell, CellReview, FingerprintBand, Sample, SmearImage
-from webapp.selectors import count_per_row, type_vocabulary
+from webapp.selectors import count_per_row, type_vocabulary, typed_accession
 from webapp.services import api_tokens
 from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.locking import SampleLocked
@@ -73,6 +73,15 @@ class ReadsOnlyWhatItCan:
                               messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
         return super().response_action(request, queryset)
+
+
+class SearchesAsTyped:
+    """For the admin lists searched by accession number: the search box reads what it is given as
+    the lab's pages read it (selectors.typed_accession), so a Japanese input method's full-width
+    "Ｈ２６－０１" finds H26-01 here too, and a file name typed composed finds one stored so."""
+
+    def get_search_results(self, request, queryset, search_term):
+        return super().get_search_results(request, queryset, typed_accession(search_term))
 
 
 class ViewOnly:
@@ -152,7 +161,7 @@ class SmearImageInline(admin.TabularInline):
 
 
 @admin.register(Sample)
-class SampleAdmin(ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
+class SampleAdmin(SearchesAsTyped, ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
     # A result once signed stays on record (services.deletion.ensure_never_released), reopened too.
     locked = Q(times_signed__gt=0)
     locked_reason = ("Left out, as a result once signed stays on record: {names}. A reopened one is "
@@ -223,7 +232,8 @@ class SampleAdmin(ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, admin
 
 
 @admin.register(SmearImage)
-class SmearImageAdmin(ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
+class SmearImageAdmin(SearchesAsTyped, ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt,
+                      admin.ModelAdmin):
     locked = Q(sample__status=Sample.Status.SIGNED)
     locked_reason = ("Left out, as signed results are locked: {names}. Reopen the sample on its page "
                      "before deleting it.")
@@ -283,7 +293,7 @@ class ReviewedToTypeFilter(TypeFilter):
 
 
 @admin.register(Cell)
-class CellAdmin(ViewOnly, ReadsOnlyWhatItCan, admin.ModelAdmin):
+class CellAdmin(SearchesAsTyped, ViewOnly, ReadsOnlyWhatItCan, admin.ModelAdmin):
     list_display = ("id", "image", "index", "cell_type", "predicted_type", "confidence", "needs_review",
                     "corrected_type", "model_version", "created_at")
     list_filter = (CellTypeFilter, "needs_review")

@@ -520,3 +520,17 @@ def test_an_account_the_audit_trail_names_is_made_inactive_not_deleted(client, d
     assert django_user_model.objects.filter(pk=reviewer.pk).exists()
     client.post(reverse("admin:auth_user_delete", args=[idle.pk]), {"post": "yes"})
     assert not django_user_model.objects.filter(pk=idle.pk).exists()
+
+
+def test_the_admin_finds_a_sample_by_an_accession_number_typed_in_full_width(admin_client):
+    """A Japanese input method types H26-0301 as "ｈ２６－０３０１": the lab's pages fold it (NFKC),
+    and so does the admin's search box, for samples, photographs and cells."""
+    make_sample("H26-0301")
+    make_sample("H26-0302")
+    for model in ("sample", "smearimage", "cell"):
+        listed = admin_client.get(reverse(f"admin:webapp_{model}_changelist"), {"q": "ｈ２６－０３０１"})
+        found = listed.context["cl"].result_list
+        accessions = {row.accession_number if model == "sample" else
+                      (row.sample if model == "smearimage" else row.image.sample).accession_number
+                      for row in found}
+        assert accessions == {"H26-0301"}, model
