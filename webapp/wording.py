@@ -1,5 +1,7 @@
 """Words for what people read: counts ("1 photograph", "2 photographs", never "photograph(s)"), times
-on a report."""
+on a report, a name typed right to left inside an English sentence."""
+
+import unicodedata
 
 from django.utils import formats, timezone
 
@@ -7,6 +9,16 @@ from django.utils import formats, timezone
 def count_of(n, noun, plural=None):
     """count_of(1, "cell") -> "1 cell"; count_of(3, "box", "boxes") -> "3 boxes"."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def isolated(text):
+    """``text`` set apart from the sentence around it (U+2068 FIRST STRONG ISOLATE ... U+2069 POP
+    DIRECTIONAL ISOLATE, plain text's <bdi>) where it holds right-to-left letters: an Arabic file name
+    in "NAME queued again." otherwise carries the words beside it along, in a message or a
+    confirmation dialog, which cannot take markup. Any other text is left as it is."""
+    if any(unicodedata.bidirectional(char) in ("R", "AL") for char in text):
+        return f"\u2068{text}\u2069"
+    return text
 
 
 def superseded_call(cell):

@@ -373,3 +373,18 @@ def test_a_signed_in_page_is_not_stored(client, django_user_model):
     client.force_login(django_user_model.objects.create_user("tech", password="a-long-passphrase-1"))
     for url in (reverse("home"), reverse("lab:sample-detail", args=[sample.pk]), reverse("lab:api-samples")):
         assert "no-store" in client.get(url)["Cache-Control"], url
+
+
+def test_a_right_to_left_file_name_keeps_to_itself_in_messages_and_the_delete_confirmation(admin_client):
+    # The international-data audit: "عينة-١.png queued again." and the delete dialog, plain text both,
+    # had the Arabic name carry the sentence's neighbouring words along.
+    from tests.webapp.lab_factories import make_sample
+
+    sample = make_sample("H26-RTL", types=("NEUTROPHIL",))
+    image = sample.images.get()
+    image.original_filename = "عينة-١.png"
+    image.save(update_fields=["original_filename"])
+    page = admin_client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert 'data-confirm="Delete \u2068عينة-١.png\u2069 and its 1 cell from sample H26-RTL?' in page
+    answer = admin_client.post(reverse("lab:image-retry", args=[image.pk]), follow=True).content.decode()
+    assert "\u2068عينة-١.png\u2069 is already classified: nothing was queued again." in answer

@@ -1,8 +1,8 @@
-"""Counts in words on what people read."""
+"""Counts in words on what people read; a right-to-left name inside an English sentence."""
 
 import pytest
 
-from webapp.wording import count_of
+from webapp.wording import count_of, isolated
 
 
 @pytest.mark.parametrize("n, noun, plural, words", [
@@ -14,3 +14,11 @@ from webapp.wording import count_of
 ])
 def test_count_of_says_the_noun_in_the_number_it_counts(n, noun, plural, words):
     assert count_of(n, noun, plural) == words
+
+
+def test_a_right_to_left_name_is_isolated_in_a_sentence_and_any_other_left_as_it_is():
+    # Without the isolates "عينة-١.jpg queued again." shows with the sentence's words carried along.
+    assert isolated("عينة-١.jpg") == "\u2068عينة-١.jpg\u2069"
+    assert isolated("דגימה.png") == "\u2068דגימה.png\u2069"
+    for name in ("field-1.jpg", "Mañana.jpg", "標本１.jpg", "мазок.jpg", ""):
+        assert isolated(name) == name

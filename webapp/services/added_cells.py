@@ -36,6 +36,7 @@ from webapp.services.classification import (
 )
 from webapp.services.locking import SampleLocked, ensure_editable
 from webapp.services.storage import delete_stored_files
+from webapp.wording import isolated
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ def request_added_cell(image, box, user=None):
     box = _check_box(image, box)
     if image.status != SmearImage.Status.DONE or image.model_version_id is None:
         raise AddCellError(
-            f"{image.original_filename} is not classified yet ({image.get_status_display().lower()}): "
-            "add a missed cell once its classification is done."
+            f"{isolated(image.original_filename)} is not classified yet "
+            f"({image.get_status_display().lower()}): add a missed cell once its classification is done."
         )
     x0, y0, x1, y1 = box
     with transaction.atomic():

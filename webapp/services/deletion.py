@@ -16,7 +16,7 @@ from webapp.models import Cell, Sample, SmearImage
 from webapp.selectors import current_cells, image_file_names, sample_file_names
 from webapp.services.locking import SampleLocked, ensure_editable
 from webapp.services.storage import delete_stored_files
-from webapp.wording import count_of
+from webapp.wording import count_of, isolated
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +113,8 @@ def delete_image(image, user=None, finished_only=False):
         status, image.image.name = row
         if finished_only and status not in (SmearImage.Status.DONE, SmearImage.Status.FAILED):
             state = "being classified" if status == SmearImage.Status.PROCESSING else "queued"
-            raise PhotographBusy(f"{name} was not deleted: it is still {state}. Delete it once it is "
-                                 "classified.")
+            raise PhotographBusy(f"{isolated(name)} was not deleted: it is still {state}. Delete it once it "
+                                 "is classified.")
         names = image_file_names(image)
         cell_count = image.cells.count()
         recorded = {"original_filename": (name, None), "cells": (cell_count, 0)}

@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils.html import conditional_escape, format_html, format_html_join
 from django.utils.safestring import mark_safe
 
+from webapp import wording
 from webapp.counting import type_label
 from webapp.templatetags.review_buttons import review_buttons
 
@@ -49,6 +50,13 @@ _ADDED_BY_HAND = mark_safe('<span class="badge added-by-hand" data-role="added-b
 _UNOUTLINED = mark_safe('<span class="badge unoutlined" data-role="unoutlined" title="No cell outline was '
                         'found on this photograph of one cell: the network classified its middle">middle of '
                         'the photograph</span>')
+
+
+@register.filter
+def isolated(text):
+    """wording.isolated, for a name inside a plain-text sentence a page holds in an attribute (a
+    confirmation dialog's)."""
+    return wording.isolated(text)
 
 
 def _address_of(name):

@@ -14,6 +14,7 @@ from webapp.services.edge_cells import CountInError, set_counted_in
 from webapp.services.locking import SampleLocked
 from webapp.views import roles
 from webapp.views.errors import wants_json
+from webapp.wording import isolated
 
 BOX_FIELDS = ("x0", "y0", "x1", "y1")
 
@@ -44,8 +45,8 @@ def add_cell(request, pk):
                             status=202)
     replaces = (", in place of the cell given: a photograph of one cell holds one"
                 if image.sample.one_cell_each else "")
-    messages.success(request, f"The box on {image.original_filename} went to the classifier: the cell "
-                              "appears in the list, marked “added by hand”, once it is classified"
+    messages.success(request, f"The box on {isolated(image.original_filename)} went to the classifier: the "
+                              "cell appears in the list, marked “added by hand”, once it is classified"
                               f"{replaces}.")
     return redirect(photograph_address(image))
 

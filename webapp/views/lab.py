@@ -63,7 +63,7 @@ from webapp.services.uploads import (
 from webapp.views import roles
 from webapp.views.errors import wants_json
 from webapp.views.sign_off import draft_key
-from webapp.wording import choose_again, count_of
+from webapp.wording import choose_again, count_of, isolated
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +98,13 @@ def _report_rejections(request, rejected):
     over_budget = [item for item in rejected if item.over_budget]
     for item in rejected:
         if not item.over_budget:
-            messages.error(request, f"{item.name} was not stored: {item.reason}")
+            messages.error(request, f"{isolated(item.name)} was not stored: {item.reason}")
     if over_budget:
         # One line for the batch past the budget, which can be most of a large upload.
         count, them = len(over_budget), "it" if len(over_budget) == 1 else "them"
         messages.error(request, (
-            f"{count_of(count, 'photograph')} from {over_budget[0].name} on not stored: one upload may "
-            f"hold {upload_budget()}. Add {them} to the sample in another upload."))
+            f"{count_of(count, 'photograph')} from {isolated(over_budget[0].name)} on not stored: one upload "
+            f"may hold {upload_budget()}. Add {them} to the sample in another upload."))
 
 
 def _report_sample_version(request, version_id):
@@ -121,8 +121,9 @@ def _report_sample_version(request, version_id):
 def _report_pages_left_out(request, pages_left_out):
     for name, pages, kept in pages_left_out:
         which = f"page {kept + 1}, the largest," if kept else "the first"
-        messages.warning(request, f"{name} holds {pages} pages: only {which} was stored and classified. "
-                                  "Save each field as a file of its own to have the others classified.")
+        messages.warning(request, f"{isolated(name)} holds {pages} pages: only {which} was stored and "
+                                  "classified. Save each field as a file of its own to have the others "
+                                  "classified.")
 
 
 # Past this many, one line for the batch: 150 copies of another sample's smears gave 150 warnings.
@@ -140,8 +141,8 @@ def _report_also_elsewhere(request, also_elsewhere):
                                   "belong to this patient. Each one's card names its sample.")
         return
     for name, accessions in also_elsewhere:
-        messages.warning(request, f"{name} is the same photograph as one in sample {', '.join(accessions)}: "
-                                  "check that it belongs to this patient.")
+        messages.warning(request, f"{isolated(name)} is the same photograph as one in sample "
+                                  f"{', '.join(accessions)}: check that it belongs to this patient.")
 
 
 @require_http_methods(["GET", "POST"])
@@ -351,14 +352,15 @@ def image_retry(request, pk):
     if image.status == SmearImage.Status.DONE:
         # A page drawn before it finished offered "Try again"; a re-run would only mark the sample
         # unsignable for a while and add to its audit trail.
-        messages.info(request, f"{image.original_filename} is already classified: nothing was queued again.")
+        messages.info(request, f"{isolated(image.original_filename)} is already classified: nothing was "
+                               "queued again.")
         return redirect(lab_pages.photograph_address(image))
     try:
         requeue_image(image)
     except SampleLocked as exc:
         messages.error(request, str(exc))
         return redirect(lab_pages.photograph_address(image))
-    messages.success(request, f"{image.original_filename} queued again.")
+    messages.success(request, f"{isolated(image.original_filename)} queued again.")
     return redirect(lab_pages.photograph_address(image))
 
 
@@ -387,7 +389,7 @@ def image_delete(request, pk):
     except (SampleLocked, PhotographBusy) as exc:
         messages.error(request, str(exc))
         return redirect(lab_pages.photograph_address(image, page_number))
-    messages.success(request, f"{image.original_filename} and its cells were deleted.")
+    messages.success(request, f"{isolated(image.original_filename)} and its cells were deleted.")
     # The page it was on, which now shows its neighbours.
     return redirect(lab_pages.sample_page_address(sample.pk, page_number))
 
