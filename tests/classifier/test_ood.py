@@ -138,6 +138,14 @@ def test_the_review_flag_takes_a_low_confidence_or_an_unfamiliar_cell():
     assert calls.needs_review(0.4).tolist() == [True, False]
 
 
+def test_the_review_flag_takes_a_call_under_the_threshold_and_a_score_above_one():
+    # The pages say "under the threshold" and "score above 1": a cell at either edge is not flagged
+    # for it, one a hair past either is.
+    unsure, unfamiliar = ood.review_flags([0.7999, 0.80, 0.8001], [0.9999, 1.0, 1.0001], 0.80)
+    assert unsure.tolist() == [True, False, False]
+    assert unfamiliar.tolist() == [False, False, True]
+
+
 def test_the_score_is_the_mahalanobis_distance_to_the_nearest_class_over_the_threshold():
     rng = np.random.default_rng(0)
     centres = np.array([[0, 0, 0, 0], [6, 0, 0, 0], [0, 6, 0, 0]], np.float64)
