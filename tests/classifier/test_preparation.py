@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from classifier.preparation import (
+    background_colour,
     background_gains,
     central_crop,
     prepare_uint8,
@@ -75,6 +76,26 @@ def test_one_table_does_what_white_balance_then_stain_normalisation_did():
     read = [red_cell_density(window, background_gains(window)) is not None for window in windows]
     assert any(read) and not all(read)
 
+
+
+def test_an_underexposed_photograph_is_white_balanced_from_its_own_background():
+    # Half the light: the bare slide at ~110, still far above the black padding past an edge,
+    # which alone has no say in the background.
+    window = draw_field("NEUTROPHIL", 0)
+    dark = (window * 0.5).astype(np.uint8)
+    dark[:, :40] = 0
+    np.testing.assert_allclose(background_colour(dark), background_colour(window) * 0.5, atol=1.5)
+    np.testing.assert_allclose(background_gains(dark), background_gains(window) * 2.0, rtol=0.02)
+
+
+def test_a_margin_widens_the_crop_around_the_cell_at_the_same_scale():
+    # Training cuts shifted and zoomed crops from the border a margin keeps: the cell itself must
+    # stay at the size the served network sees it, the border added around it.
+    spec = {"height": 128, "width": 128, "mode": "cell", "crop": 160, "white_balance": True}
+    window = draw_field("EOSINOPHIL", 3)
+    wide = prepare_window(window, spec, 1.25)
+    assert wide.shape == (160, 160, 3)
+    np.testing.assert_array_equal(central_crop(wide, 128), prepare_window(window, spec))
 
 # Run in a fresh interpreter: forking pytest itself would copy its database connections and
 # TensorFlow's threads into the child.
