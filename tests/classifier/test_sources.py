@@ -10,7 +10,7 @@ import pytest
 from classifier import dataset
 from classifier.inference import CellClassifier
 from classifier.labels import EIGHT_CLASSES, FOUR_CLASSES, binary_probabilities
-from classifier.preparation import as_window
+from classifier.preparation import as_window, background_colour
 from classifier.training import TrainingConfig, evaluate_classifier, train_classifier
 from classifier.training.batches import sampling_probabilities
 from classifier.training.data import data_folders, source_names
@@ -169,6 +169,8 @@ def test_a_window_of_another_size_is_centred_not_resized():
     assert window.shape == (240, 320, 3)
     assert np.array_equal(window[70:170, 90:230], patch)
     assert (window[:60].reshape(-1, 3).std(axis=0) < 1).all(), "one background colour around it"
+    # The crop's own bare slide, not black: a dark frame would read to the network as stain.
+    assert np.abs(window[0, 0].astype(float) - background_colour(patch)).max() <= 0.5
     bigger = np.tile(draw_field("EOSINOPHIL", 8), (2, 2, 1))  # 480x640
     assert np.array_equal(as_window(bigger), bigger[120:360, 160:480])
 
