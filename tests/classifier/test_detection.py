@@ -242,6 +242,17 @@ def test_cell_window_of_a_reference_field_pads_black_as_its_training_copies_do()
     assert window[-60:, -60:].min() > 40  # the photograph itself, nucleus and all
 
 
+def test_cell_window_of_a_high_magnification_photograph_averages_what_it_shrinks():
+    # At scale 3 each window pixel covers 3x3 of the photograph: sampled instead of averaged, stripes
+    # a pixel wide alias into full black and white bands, detail no training image had.
+    rgb = np.zeros((720, 960, 3), np.uint8)
+    rgb[:, ::2] = 255
+    window = cell_window(rgb, DetectedCell(box=(430, 310, 530, 410), score=1.0), 3.0)
+
+    assert abs(window.mean() - 127.5) < 2
+    assert window.std() < 60
+
+
 # --- real images (skipped where the shared datasets are absent) ---
 
 
