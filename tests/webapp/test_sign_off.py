@@ -520,6 +520,9 @@ def test_reopening_needs_a_reason_and_unlocks_the_sample(client, hematologist, t
         reopen_sample(sample, hematologist, "   ")
     client.force_login(technologist)
     assert client.post(reverse("lab:sample-reopen", args=[sample.pk]), {"reason": "x"}).status_code == 403
+    with pytest.raises(PermissionDenied):  # the service refuses too, whatever calls it
+        reopen_sample(sample, technologist, "x")
+    assert Sample.objects.get(pk=sample.pk).is_signed
     client.force_login(hematologist)
     response = client.post(reverse("lab:sample-reopen", args=[sample.pk]), {"reason": ""}, follow=True)
     assert "Give the reason for reopening the sample." in response.content.decode()
