@@ -227,6 +227,10 @@ def test_fewer_leukocytes_than_the_target_need_a_written_reason(client, hematolo
     sample.refresh_from_db()
     assert sample.is_signed
     assert sample.below_target_reason == "Leukopenic sample: no more cells on the slide."
+    # The target reached, a reason sent with the form is no reason: the report would say the count
+    # fell short.
+    reached = sign_sample(small_sample("H26-0002"), hematologist, below_target_reason="Leukopenic.")
+    assert reached.is_signed and reached.below_target_reason == ""
 
 
 def test_a_refused_signature_keeps_what_the_hematologist_wrote(client, hematologist):
