@@ -133,6 +133,19 @@ def test_file_over_the_byte_limit_is_refused(settings):
     assert "limit" in message
 
 
+def test_the_byte_limit_is_the_largest_file_taken_whatever_size_the_file_declares(settings):
+    data = jpeg_bytes(width=300, height=300)
+    settings.MAX_UPLOAD_BYTES = len(data)
+    check_image(upload("at-the-limit.jpg", data))
+    settings.MAX_UPLOAD_BYTES = len(data) - 1
+    assert rejection(data).startswith("The file is 0 MB; the limit is 0 MB")
+    # A declared size that lies (a client's multipart part) does not let more bytes through.
+    lying = upload("lying.jpg", data)
+    lying.size = 100
+    with pytest.raises(ImageRejected, match="larger than the 0 MB limit"):
+        check_image(lying)
+
+
 def test_image_over_the_pixel_limit_is_refused_before_decoding(settings):
     settings.MAX_IMAGE_PIXELS = 10_000
     assert "more than" in rejection(jpeg_bytes(width=200, height=100))
