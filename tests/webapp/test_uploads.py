@@ -151,6 +151,12 @@ def test_image_over_the_pixel_limit_is_refused_before_decoding(settings):
     assert "more than" in rejection(jpeg_bytes(width=200, height=100))
 
 
+@pytest.mark.parametrize(("width", "height"), [(320, 20), (20, 240)])
+def test_a_strip_too_thin_for_a_smear_field_is_refused(width, height):
+    message = rejection(jpeg_bytes(width=width, height=height))
+    assert message == f"The image is only {width}x{height} pixels; a smear field is far larger."
+
+
 def test_decompression_bomb_header_is_refused_without_allocating():
     # 60000 x 60000 pixels would need 10 GB decoded; the header alone must stop it.
     message = rejection(png_with_claimed_size(60_000, 60_000), "bomb.png")
