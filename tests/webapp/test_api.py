@@ -121,6 +121,10 @@ def test_an_information_system_polls_for_the_results_signed_since_its_last_look(
     assert polled(signed_since="9999-01-01")[1]["results"] == []
     status, body = polled(signed_since=since, status="unsigned")
     assert status == 400 and "leave status out, or give status=signed" in body["error"]
+    # A result reopened for correction keeps the signed_at of the signature it withdrew: it leaves
+    # the poll (its FHIR answers 409) until it is signed again.
+    Sample.objects.filter(accession_number="S-EARLIER").update(status=Sample.Status.REOPENED)
+    assert [row["accession_number"] for row in polled(signed_since=since)[1]["results"]] == ["S-LATER"]
 
 
 @pytest.mark.parametrize(("zone", "since", "moment"), [
