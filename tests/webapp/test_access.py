@@ -101,6 +101,19 @@ def test_only_the_creator_or_an_administrator_may_delete_a_sample(client, tech, 
     assert Sample.objects.filter(pk=entered_sample.pk, images__isnull=False).exists()
 
 
+def test_a_sample_whose_creator_account_is_gone_is_deleted_only_by_an_administrator(client, tech,
+                                                                                   entered_sample):
+    # Deleting the account leaves the sample with no creator: that makes no one its creator.
+    from webapp.models import Sample
+
+    Sample.objects.filter(pk=entered_sample.pk).update(created_by=None)
+    response = client.post(reverse("lab:sample-delete", args=[entered_sample.pk]))
+    assert response.status_code == 403
+    assert "Only the person who entered sample H26-DEL or an administrator" in response.content.decode()
+    assert client.post(reverse("lab:image-delete", args=[entered_sample.images.get().pk])).status_code == 403
+    assert Sample.objects.filter(pk=entered_sample.pk, images__isnull=False).exists()
+
+
 def test_the_creator_deletes_a_photograph_that_failed_or_does_not_belong(client, tech, entered_sample,
                                                                          django_user_model):
     # A photograph that can never be read kept its sample from being signed: "try it again or
