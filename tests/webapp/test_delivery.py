@@ -290,10 +290,10 @@ def staff(django_user_model):
     return django_user_model.objects.create_user("ops", is_staff=True)
 
 
-def running_version(heartbeat_at):
+def running_version(heartbeat_at, state="running"):
     return ModelVersion.objects.create(
         architecture="paper", task="4class", status=ModelVersion.Status.TRAINING, source="site",
-        progress={"state": "running", "epoch": 2, "epochs": 30}, heartbeat_at=heartbeat_at,
+        progress={"state": state, "epoch": 2, "epochs": 30}, heartbeat_at=heartbeat_at,
     )
 
 
@@ -315,9 +315,11 @@ def test_a_training_whose_worker_died_is_failed_by_the_sweep_and_a_new_one_can_s
 
 
 @pytest.mark.django_db
-def test_a_duplicate_training_delivery_leaves_the_live_run_alone(monkeypatch, settings):
+# "queued" with a heartbeat: the first delivery claimed it and is still reading its images.
+@pytest.mark.parametrize("state", ["running", "queued"])
+def test_a_duplicate_training_delivery_leaves_the_live_run_alone(monkeypatch, settings, state):
     settings.WORKER_LOST_AFTER = 60
-    version = running_version(timezone.now())
+    version = running_version(timezone.now(), state)
     monkeypatch.setattr(training, "_train", lambda *args: pytest.fail("trained twice"))
     training.run_training(version.pk)
     assert ModelVersion.objects.get(pk=version.pk).status == "training"
