@@ -677,9 +677,13 @@ def test_an_adaptation_that_replayed_no_training_image_says_so_before_activation
 def test_activating_a_failed_version_says_why_and_changes_nothing(staff_client):
     active = make_version(status=ModelVersion.Status.ACTIVE)
     failed = make_version(status=ModelVersion.Status.FAILED, model_sha256="")
-    response = staff_client.post(reverse("models:activate", args=[failed.pk]), follow=True)
-    assert "only a ready version can serve" in response.content.decode()
-    assert ModelVersion.objects.get(status="active") == active
+    training = make_version(status=ModelVersion.Status.TRAINING, model_sha256="")
+    # Ready by its status, but with no network stored: it would fail every photograph it was sent.
+    empty = make_version(status=ModelVersion.Status.READY, model_sha256="")
+    for version in (failed, training, empty):
+        response = staff_client.post(reverse("models:activate", args=[version.pk]), follow=True)
+        assert "only a ready version can serve" in response.content.decode()
+        assert ModelVersion.objects.get(status="active") == active
 
 
 @pytest.mark.django_db
