@@ -680,9 +680,10 @@ def test_activating_a_failed_version_says_why_and_changes_nothing(staff_client):
     training = make_version(status=ModelVersion.Status.TRAINING, model_sha256="")
     # Ready by its status, but with no network stored: it would fail every photograph it was sent.
     empty = make_version(status=ModelVersion.Status.READY, model_sha256="")
-    for version in (failed, training, empty):
+    not_ready = "only a ready version can serve"
+    for version, why in ((failed, not_ready), (training, not_ready), (empty, "it holds no stored network")):
         response = staff_client.post(reverse("models:activate", args=[version.pk]), follow=True)
-        assert "only a ready version can serve" in response.content.decode()
+        assert why in response.content.decode()
         assert ModelVersion.objects.get(status="active") == active
 
 

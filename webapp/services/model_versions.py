@@ -100,11 +100,14 @@ def activate_version(version, user=None):
     version = ModelVersion.objects.select_for_update().get(pk=version.pk)
     if version.status == ModelVersion.Status.ACTIVE:
         return version
-    if version.status != ModelVersion.Status.READY or not version.model_sha256:
+    if version.status != ModelVersion.Status.READY:
         raise ModelVersionError(
             f"Version v{version.pk} cannot be activated: its status is "
             f"\u201c{version.get_status_display().lower()}\u201d, and only a ready version can serve."
         )
+    if not version.model_sha256:
+        # Said apart: "its status is ready, and only a ready version can serve" contradicts itself.
+        raise ModelVersionError(f"Version v{version.pk} cannot be activated: it holds no stored network.")
     previous = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
     if previous:
         previous.status = ModelVersion.Status.READY
