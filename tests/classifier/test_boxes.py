@@ -11,6 +11,11 @@ from classifier.boxes import cut_by_edge
     ((50, 200, 230, 370), False),  # whole
     ((200, 0, 440, 300), False),  # framed on: from the middle to the top edge
     ((0, 0, 640, 480), False),  # a crop no larger than its cell
+    # Within EDGE_MARGIN (2 px) of an edge is at it, on every side; one pixel further in is whole.
+    ((2, 200, 120, 320), True), ((3, 200, 120, 320), False),
+    ((50, 2, 170, 122), True), ((50, 3, 170, 122), False),
+    ((520, 200, 638, 320), True), ((520, 200, 637, 320), False),
+    ((50, 360, 170, 478), True), ((50, 360, 170, 477), False),
 ])
 def test_a_cell_the_edge_cuts_is_one_the_photograph_was_not_framed_on(box, cut):
     assert cut_by_edge(box, 640, 480) is cut
