@@ -20,6 +20,7 @@ from webapp.selectors import (
     review_agreement,
 )
 from webapp.services import classification, uploads
+from webapp.services.edge_cells import CountInError, set_counted_in
 from webapp.services.review import ReviewError, review_cell
 
 pytestmark = pytest.mark.django_db
@@ -135,6 +136,11 @@ def test_a_superseded_call_is_marked_and_cannot_be_relabelled(
     reviewer = django_user_model.objects.create_user("reviewer")
     with pytest.raises(ReviewError, match="earlier call"):
         review_cell(stale, "LYMPHOCYTE", reviewer)
+    # Nor counted in where the edge cut it: the formula counts the later call's cell.
+    Cell.objects.filter(pk=stale.pk).update(is_partial=True)
+    with pytest.raises(CountInError, match="earlier call"):
+        set_counted_in(stale, True)
+    assert not Cell.objects.get(pk=stale.pk).count_partial
     assert current_counterpart(stale) == counted
 
     client.force_login(reviewer)
