@@ -12,7 +12,7 @@ from django.urls import reverse
 from tests.webapp.lab_factories import make_sample, with_role
 from tests.webapp.test_uploads import jpeg_bytes
 from webapp.models import AddedCellRequest, Cell, CellReview, Sample, SmearImage
-from webapp.selectors import result_stamp
+from webapp.selectors import leukocyte_formula, result_stamp
 from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.locking import SampleLocked
 from webapp.services.review import review_cell
@@ -204,6 +204,18 @@ def test_unidentified_cells_stop_it_unless_kept(client, hematologist):
     client.post(reverse("lab:sample-sign", args=[sample.pk]), shown(sample, keep_unidentified="on"))
     sample.refresh_from_db()
     assert sample.is_signed and sample.unidentified_kept
+
+
+def test_an_unidentified_cell_the_edge_leaves_out_does_not_stop_the_signature(hematologist):
+    # The formula leaves it out with the other cells the edge cuts: the sign-off follows the formula.
+    sample = small_sample()
+    edge = Cell.objects.get(index=0)
+    Cell.objects.filter(pk=edge.pk).update(is_partial=True)
+    review_cell(edge, "UNIDENTIFIED", hematologist)
+    Sample.objects.filter(pk=sample.pk).update(target_count=2)
+    assert leukocyte_formula(sample).unidentified == 0
+    assert codes(sample) == []
+    assert sign_sample(sample, hematologist).is_signed
 
 
 def test_fewer_leukocytes_than_the_target_need_a_written_reason(client, hematologist):
