@@ -505,6 +505,9 @@ def test_the_target_count_is_set_from_the_page_and_locked_with_the_sample(client
                            follow=True)
     assert "The target count is 100 or 200 leukocytes." in response.content.decode()
     assert Sample.objects.get(pk=sample.pk).target_count == 200
+    with pytest.raises(SignOffRefused, match="one of 100, 200 leukocytes"):  # whatever calls it
+        set_target_count(sample, 150)
+    assert Sample.objects.get(pk=sample.pk).target_count == 200
     signed = signed_sample(hematologist, "S-2")
     with pytest.raises(SampleLocked):
         set_target_count(signed, 200)
