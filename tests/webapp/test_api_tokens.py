@@ -43,6 +43,8 @@ def test_a_key_reads_signed_results_and_their_fhir_without_a_sign_in(client, lis
     assert token.last_used_at is not None
     # Any whitespace after the scheme, as HTTP allows some clients to send it.
     assert client.get(reverse("lab:api-samples"), HTTP_AUTHORIZATION=f" Bearer\t{key} ").status_code == 200
+    # In any case, as HTTP's scheme names are (RFC 9110): some clients send "bearer".
+    assert client.get(reverse("lab:api-samples"), HTTP_AUTHORIZATION=f"bearer {key}").status_code == 200
     # No session was made: the next request without the key is not signed in, and is told how a
     # program signs in (a key, not the site's login session).
     unsigned = client.get(reverse("lab:api-samples"))
