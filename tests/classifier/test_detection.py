@@ -33,7 +33,7 @@ PLATELET = (150, 110, 205)
 RED_CELL_RADIUS = 50  # BCCD magnification: a 640x480 smear is at scale ~2
 
 
-def draw_smear(leukocytes=(), platelets=(), size=(480, 640), seed=0):
+def draw_smear(leukocytes=(), platelets=(), size=(480, 640), seed=0, red_cell_radius=RED_CELL_RADIUS):
     """A smear photograph at BCCD magnification: red cells on a grid, leukocytes, platelets.
 
     Each leukocyte is (cx, cy, (radius, lobes)); lobes are (dx, dy, rx, ry) ellipses of nucleus in
@@ -44,17 +44,17 @@ def draw_smear(leukocytes=(), platelets=(), size=(480, 640), seed=0):
     height, width = size
     image = np.zeros((height, width, 3), np.uint8)
     image[:] = BACKGROUND
-    step = 2 * RED_CELL_RADIUS + 14
-    for y in range(RED_CELL_RADIUS // 2, height, step):
-        for x in range(RED_CELL_RADIUS // 2 + (y // step % 2) * step // 2, width, step):
+    step = 2 * red_cell_radius + 14
+    for y in range(red_cell_radius // 2, height, step):
+        for x in range(red_cell_radius // 2 + (y // step % 2) * step // 2, width, step):
             x_j, y_j = x + int(rng.integers(-6, 7)), y + int(rng.integers(-6, 7))
             if any(
-                np.hypot(x_j - cx, y_j - cy) < radius + 6 + RED_CELL_RADIUS
+                np.hypot(x_j - cx, y_j - cy) < radius + 6 + red_cell_radius
                 for cx, cy, (radius, _) in leukocytes
             ):
                 continue
-            cv2.circle(image, (x_j, y_j), RED_CELL_RADIUS, RED_CELL, -1, cv2.LINE_AA)
-            cv2.circle(image, (x_j, y_j), RED_CELL_RADIUS // 3, RED_CELL_PALLOR, -1, cv2.LINE_AA)
+            cv2.circle(image, (x_j, y_j), red_cell_radius, RED_CELL, -1, cv2.LINE_AA)
+            cv2.circle(image, (x_j, y_j), red_cell_radius // 3, RED_CELL_PALLOR, -1, cv2.LINE_AA)
     boxes = []
     for cx, cy, (radius, lobes) in leukocytes:
         cv2.circle(image, (cx, cy), radius, CYTOPLASM, -1, cv2.LINE_AA)
@@ -117,6 +117,21 @@ def test_touching_nuclei_of_two_large_leukocytes_are_split_in_two():
     assert len(cells) == 2
     centres = sorted(cell.centre[0] for cell in cells)
     assert abs(centres[0] - 235) < 25 and abs(centres[1] - 405) < 25
+
+
+def test_a_nucleus_that_shows_the_red_cell_ruler_wrong_is_never_split_by_it():
+    # Red cells a quarter of their size read the scale as ~0.5, so the nucleus is several red cells
+    # wide: the detector measures from the nucleus instead, a scale too rough to tell two touching
+    # nuclei from two lobes joined by a strand, and keeps the lobes one cell.
+    lobes_far_apart = (130, ((-80, 0, 30, 36), (80, 0, 30, 36), (0, 0, 55, 6)))
+    rgb, _ = draw_smear(leukocytes=[(320, 240, lobes_far_apart)], red_cell_radius=12)
+    assert estimate_scale(rgb) < 0.6
+
+    result = detect_leukocytes(rgb)
+
+    assert result.scale > 1.2, "the scale is read from the nucleus"
+    assert len(result.cells) == 1
+    assert abs(result.cells[0].centre[0] - 320) < 20
 
 
 def test_two_small_leukocytes_a_cytoplasm_width_apart_are_two_cells():
