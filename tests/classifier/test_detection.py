@@ -134,6 +134,19 @@ def test_a_nucleus_that_shows_the_red_cell_ruler_wrong_is_never_split_by_it():
     assert abs(result.cells[0].centre[0] - 320) < 20
 
 
+def test_a_small_lobe_on_a_long_strand_stays_with_its_nucleus():
+    # Split in two, the group's halves lie far enough apart for two nuclei, but one of them is a
+    # lobe too small to be a leukocyte's whole nucleus: one cell, not an extra one in the count.
+    strand_lobe = (170, ((-60, 0, 64, 68), (130, 0, 28, 28), (45, 0, 70, 6)))
+    rgb, _ = draw_smear(leukocytes=[(320, 240, strand_lobe)])
+
+    cells = detect_leukocytes(rgb).cells
+
+    assert len(cells) == 1
+    x0, _, x1, _ = cells[0].box
+    assert x0 < 320 - 60 and x1 > 320 + 130, "the box holds both lobes"
+
+
 def test_two_small_leukocytes_a_cytoplasm_width_apart_are_two_cells():
     # Two lymphocyte-sized nuclei ~11 reference px apart, as BloodImage_00034's two cells lie:
     # too small and too close for the touching-nuclei split, so only the lobe-joining gap
