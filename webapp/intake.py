@@ -8,6 +8,7 @@ Pure file checks: nothing here touches the database or the storage.
 import hashlib
 import io
 import logging
+import math
 import threading
 import unicodedata
 import warnings
@@ -72,8 +73,10 @@ class RejectedFile:
     over_budget: bool = False  # refused only for the upload's pixels or bytes together (check_files)
 
 
-def _megabytes(size):
-    return f"{size / (1024 * 1024):.0f} MB"
+def _megabytes(size, rounding=math.floor):
+    """Megabytes to a tenth, whole ones without one. A file is rounded up and the limit down, so a
+    file just over the limit never reads as its size ("The file is 25 MB; the limit is 25 MB")."""
+    return f"{rounding(size * 10 / (1024 * 1024)) / 10:g} MB"
 
 
 def _read_upload(uploaded):
@@ -82,7 +85,8 @@ def _read_upload(uploaded):
         raise ImageRejected("The file is empty.")
     if size is not None and size > settings.MAX_UPLOAD_BYTES:
         raise ImageRejected(
-            f"The file is {_megabytes(size)}; the limit is {_megabytes(settings.MAX_UPLOAD_BYTES)}."
+            f"The file is {_megabytes(size, math.ceil)}; "
+            f"the limit is {_megabytes(settings.MAX_UPLOAD_BYTES)}."
         )
     uploaded.seek(0)
     # Read one byte past the limit so a file whose declared size lies is still caught.

@@ -138,12 +138,19 @@ def test_the_byte_limit_is_the_largest_file_taken_whatever_size_the_file_declare
     settings.MAX_UPLOAD_BYTES = len(data)
     check_image(upload("at-the-limit.jpg", data))
     settings.MAX_UPLOAD_BYTES = len(data) - 1
-    assert rejection(data).startswith("The file is 0 MB; the limit is 0 MB")
+    assert rejection(data).startswith("The file is 0.1 MB; the limit is 0 MB")
     # A declared size that lies (a client's multipart part) does not let more bytes through.
     lying = upload("lying.jpg", data)
     lying.size = 100
     with pytest.raises(ImageRejected, match="larger than the 0 MB limit"):
         check_image(lying)
+
+
+def test_a_file_just_over_the_byte_limit_is_not_said_to_be_its_size(settings):
+    settings.MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+    assert rejection(b"\xff\xd8" + b"\0" * 25 * 1024 * 1024) == "The file is 25.1 MB; the limit is 25 MB."
+    settings.MAX_UPLOAD_BYTES = 3 * 1024 * 1024 // 2
+    assert rejection(b"\0" * (2 * 1024 * 1024)) == "The file is 2 MB; the limit is 1.5 MB."
 
 
 def test_image_over_the_pixel_limit_is_refused_before_decoding(settings):
