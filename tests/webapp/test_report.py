@@ -147,6 +147,11 @@ def test_an_amended_result_says_why_wherever_it_is_read(client, tech, hematologi
     final = client.get(reverse("lab:api-sample", args=[sample.pk])).json()
     assert final["result"] == "final" and final["amendment"] is None
     reopen_sample(sample, hematologist, "Cell 3 is a basophil <not a lymphocyte>")
+    # Reopened, it is preliminary again: nothing is amended until it is signed again.
+    reopened = client.get(reverse("lab:api-sample", args=[sample.pk])).json()
+    assert reopened["result"] == "preliminary" and reopened["amendment"] is None
+    reopened_html = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
+    assert "Amended after reopening" not in reopened_html
     review_cell(Cell.objects.get(image__sample=sample, index=2), "BASOPHIL", hematologist)
     sample = sign_sample(sample, hematologist, below_target_reason="Leukopenic")
     why = "Amended after reopening by Ada Lovelace on "
