@@ -81,6 +81,7 @@ def test_the_page_warns_when_fewer_cells_than_a_manual_differential_were_counted
     body = client.get(reverse("lab:sample-detail", args=[few.pk])).content.decode()
     assert "Only 4 leukocytes counted; a manual differential counts at least 100." in body
     assert '<div class="range" data-role="range">6.7–93.3</div>' in body
+    assert '<rect class="range-band" x="6.7" width="86.6" height="1"/>' in body  # the range drawn
     enough = make_sample("ENOUGH", types=("NEUTROPHIL",) * 60 + ("LYMPHOCYTE",) * 40)
     body = client.get(reverse("lab:sample-detail", args=[enough.pk])).content.decode()
     assert 'data-role="low-count"' not in body
