@@ -310,6 +310,28 @@ def test_a_drawn_box_waits_for_a_persons_label_however_sure_the_network_is(clien
 
 
 @pytest.mark.django_db
+def test_two_deliveries_of_one_box_at_once_add_one_cell(tech, classify_here, monkeypatch):
+    # The broker hands the task to a second worker while the first is still classifying the box:
+    # both read it pending, and the second finishes first. The first must then add nothing.
+    from webapp.services import added_cells
+
+    image = classify_here()
+    request = request_added_cell(image, MISSED_BOX, user=tech)
+    finish_box = added_cells.finish_box
+    second = []
+
+    def other_delivery_finishes_meanwhile(*args, **kwargs):
+        monkeypatch.setattr(added_cells, "finish_box", finish_box)  # the other delivery's own call
+        second.append(finish_added_cell(request.pk))
+        return finish_box(*args, **kwargs)
+
+    monkeypatch.setattr(added_cells, "finish_box", other_delivery_finishes_meanwhile)
+    assert finish_added_cell(request.pk) is None
+    assert second[0] is not None and second[0].added_by_hand
+    assert image.cells.filter(added_by_hand=True).count() == 1
+
+
+@pytest.mark.django_db
 def test_a_drawn_box_waits_while_its_pictures_cannot_be_stored(tech, classify_here, settings):
     # A storage that refuses the crop (a folder made read-only, a full disk) is not the box's fault:
     # it stays pending for the task's next try, rather than failing for good.
