@@ -4,6 +4,7 @@
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from classifier.errors import TrainingDataError
 from classifier.metrics import format_metrics
@@ -80,6 +81,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)
+        _check_out(args.out)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -142,6 +144,22 @@ def print_source_metrics(metrics):
                 print(format_metrics(figures["four_classes"], f"{name} {split}, the four shared types"))
             if "binary" in figures:
                 print(format_metrics(figures["binary"], f"{name} {split} binary (summed)"))
+
+
+def _check_out(out):
+    """Raise ValueError where the model folder could not be written: found only after the whole
+    training run, that would lose the trained network. An existing model folder may be replaced
+    (the bundled networks are refitted in place: MODEL_CARD.md)."""
+    if not out:
+        return
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: give a folder for the network")
+    existing = next(folder for folder in (path, *path.parents) if folder.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--out {out} lies under {existing}, which is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out} cannot be written: {existing} is not writable")
 
 
 def _held_out_calibration(args):

@@ -251,3 +251,17 @@ def test_pooled_temperature_rebuilds_each_run_split_and_fits_one_temperature(tin
                                     temperature=0.9, evaluate_test=False))
     with pytest.raises(ValueError, match="without a validation split"):
         pooled_temperature([refit.save(tmp_path / "refit")], tiny_data, cache_dir=tmp_path / "c")
+
+
+@pytest.mark.parametrize("out", ["a-file", "a-file/model"])
+def test_command_line_refuses_an_output_it_cannot_write_before_training(tiny_data, tmp_path, capsys, out):
+    from classifier.train_cli import main
+
+    (tmp_path / "a-file").write_text("kept")
+    argv = ["--data", str(tiny_data), "--epochs", "1", "--quiet", "--no-test", "--cache-dir", str(tmp_path),
+            "--out", str(tmp_path / out)]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "epoch 1/1" not in captured.out  # refused before an hour of training, not after it
+    assert captured.err.count("\n") == 1 and "is a file, not a folder" in captured.err
+    assert (tmp_path / "a-file").read_text() == "kept"
