@@ -86,8 +86,11 @@ def _class_folders(folder):
 
 
 def _image_files(folder):
+    # A hidden file is never a photograph: macOS writes "._NAME.jpg" beside each file it copies to
+    # a foreign disk, which counted as an image of the class and then failed to decode.
     return sorted(
-        p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        p for p in Path(folder).iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
     )
 
 

@@ -59,6 +59,20 @@ def test_a_folder_of_other_folders_is_refused_counting_them_without_naming_them(
         "LYMPHOCYTE, MONOCYTE, NEUTROPHIL)")
 
 
+def test_hidden_files_beside_the_photographs_are_not_listed(tmp_path):
+    write_split(tmp_path, "TRAIN", 2)
+    lymphocytes = tmp_path / "TRAIN" / "LYMPHOCYTE"
+    photograph = next(lymphocytes.iterdir())
+    (lymphocytes / f"._{photograph.name}").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    (lymphocytes / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (lymphocytes / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    images = dataset.list_images(tmp_path / "TRAIN", "4class", "TRAIN")
+    listed = [Path(image.path).name for image in images if image.class_name == "LYMPHOCYTE"]
+    assert listed == sorted(p.name for p in lymphocytes.iterdir() if not p.name.startswith(".")
+                            and p.name != "Thumbs.db")
+    assert len(listed) == 2
+
+
 def test_validation_split_keeps_groups_together():
     images = [
         dataset.LabelledImage(f"/x/{c}{g}{k}.jpeg", c, c, "TRAIN", group=f"{c}{g}")
