@@ -23,6 +23,8 @@ HEATMAP_JPEG_QUALITY = 88
 # The context window is kept lossless (retraining reads it back). On BCCD windows level 3 took
 # ~8 ms and 68 kB a window, level 9 ~100 ms for 60 kB.
 WINDOW_PNG_COMPRESSION = 3
+# Pillow's modes for greyscale of more than 8 bits (a 16-bit TIFF or PNG).
+SIXTEEN_BIT_GREY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
 
 def decode_rgb(source):
@@ -34,13 +36,30 @@ def decode_rgb(source):
         source = io.BytesIO(source)
     try:
         with Image.open(source) as picture:
-            return np.asarray(picture.convert("RGB"))
+            return _as_rgb(picture)
     except (OSError, ValueError, Image.DecompressionBombError):
         # Pillow says "cannot identify image file <_io.BytesIO object at 0x...>" and the like:
         # nothing a reader of the sample page can act on beyond knowing the file is unusable.
         raise UnreadablePhotograph(
             "The photograph could not be read: the file is damaged or is not an image."
         ) from None
+
+
+def _as_rgb(picture):
+    """8-bit RGB of a decoded picture, read as webapp.intake stores an upload."""
+    if picture.mode in SIXTEEN_BIT_GREY_MODES:
+        # Pillow's convert clips these at 255 rather than scaling them: a 16-bit photograph came
+        # out white in every pixel, and was classified all the same.
+        grey = np.clip(np.asarray(picture, dtype=np.float64) / 257.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if picture.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in picture.info:
+        # Dropping the alpha shows whatever colour a transparent pixel holds (often black); the
+        # site flattens uploads on white, the background a smear photograph has.
+        rgba = picture.convert("RGBA")
+        flattened = Image.new("RGB", rgba.size, (255, 255, 255))
+        flattened.paste(rgba, mask=rgba.getchannel("A"))
+        return np.asarray(flattened)
+    return np.asarray(picture.convert("RGB"))
 
 
 def encode_jpeg(rgb, quality):

@@ -70,3 +70,24 @@ def test_decoding_takes_bytes_or_a_file_and_gives_8_bit_rgb():
 def test_an_undecodable_file_is_refused_in_words(content):
     with pytest.raises(UnreadablePhotograph, match="damaged or is not an image"):
         decode_rgb(content)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_a_16_bit_grey_photograph_is_scaled_to_8_bits_not_clipped_white(fmt):
+    levels = np.array([[0, 257 * 60], [257 * 128, 65535]], dtype=np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(levels).save(buffer, format=fmt)
+    rgb = decode_rgb(buffer.getvalue())
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
+    np.testing.assert_array_equal(rgb[..., 0], [[0, 60], [128, 255]])
+    np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_transparent_pixels_are_read_as_white_background_not_their_hidden_colour():
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = (20, 30, 40)
+    rgba[:2, :, 3] = 255  # top half opaque, bottom half transparent
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, format="PNG")
+    rgb = decode_rgb(buffer.getvalue())
+    assert (rgb[:2] == (20, 30, 40)).all() and (rgb[2:] == 255).all()
