@@ -37,7 +37,11 @@ def decode_rgb(source):
     try:
         with Image.open(source) as picture:
             return _as_rgb(picture)
-    except (OSError, ValueError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        raise UnreadablePhotograph(
+            f"The photograph is too large to read: more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels."
+        ) from None
+    except (OSError, ValueError):
         # Pillow says "cannot identify image file <_io.BytesIO object at 0x...>" and the like:
         # nothing a reader of the sample page can act on beyond knowing the file is unusable.
         raise UnreadablePhotograph(

@@ -91,3 +91,9 @@ def test_transparent_pixels_are_read_as_white_background_not_their_hidden_colour
     Image.fromarray(rgba, "RGBA").save(buffer, format="PNG")
     rgb = decode_rgb(buffer.getvalue())
     assert (rgb[:2] == (20, 30, 40)).all() and (rgb[2:] == 255).all()
+
+
+def test_a_photograph_too_large_to_decode_says_so(monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(UnreadablePhotograph, match=r"too large to read: more than 200 pixels"):
+        decode_rgb(encode_png(photograph(20, 20)))
