@@ -10,6 +10,7 @@ import logging
 import os
 import tempfile
 import threading
+import zipfile
 from dataclasses import dataclass
 
 import cv2
@@ -24,7 +25,11 @@ from classifier.serving_graph import litert_graph
 logger = logging.getLogger(__name__)
 
 def load_keras_bytes(model_bytes):
-    """A Keras network from the bytes of its .keras file, uncompiled."""
+    """A Keras network from the bytes of its .keras file, uncompiled. Raises ValueError where the
+    bytes are no Keras archive."""
+    if not zipfile.is_zipfile(io.BytesIO(model_bytes)):
+        # Keras would report the temporary copy below as "File not found", naming a path in /tmp.
+        raise ValueError("the network file is damaged or is no Keras archive (.keras is a zip file)")
     import keras
 
     # Keras loads .keras archives from a path only; the temp file lives just long enough.
@@ -204,7 +209,11 @@ class CellClassifier:
     def from_directory(cls, path, runtime=DEFAULT_RUNTIME):
         """A saved model folder (classifier.model_folder, which checks the bytes' SHA-256)."""
         model_bytes, metadata = model_folder.read_model_folder(path)
-        return cls(load_keras_bytes(model_bytes), metadata, runtime)
+        try:
+            model = load_keras_bytes(model_bytes)
+        except ValueError as error:
+            raise model_folder.ModelFolderError(f"{path}: {error}") from None
+        return cls(model, metadata, runtime)
 
     @property
     def serving_runtime(self):

@@ -59,3 +59,18 @@ def test_the_shipped_default_is_the_eight_type_network():
     # One default: the four-type network and the published binary one ship beside it.
     assert [json.loads((folder / METADATA_FILE).read_text()).get("default") for folder in folders[1:]] \
         == [None, None]
+
+
+def test_a_damaged_network_whose_hash_was_recorded_with_it_is_refused_in_one_line(tmp_path, capsys):
+    from classifier import fit_review_cli
+    from classifier.inference import CellClassifier
+
+    # Cut short before its metadata was written (train_cli's disk filled up): the recorded SHA-256
+    # matches, so only the bytes themselves can say the archive is damaged.
+    folder = write_model_folder(tmp_path / "cut", b"PK\x03\x04" + bytes(500),
+                                {"class_names": ["A", "B"], "task": "binary", "input_spec": {}})
+    with pytest.raises(ModelFolderError, match=r"cut: the network file is damaged or is no Keras archive"):
+        CellClassifier.from_directory(folder)
+    assert fit_review_cli.main(["--model", str(folder), "--data", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "damaged" in error and "/tmp/tmp" not in error
