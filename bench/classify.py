@@ -111,7 +111,7 @@ def _split_images(folder, task, split, originals):
     foreign = {}
     for class_folder in sorted(path for path in Path(folder).iterdir() if path.is_dir()):
         if dataset.task_class(class_folder.name, task) is None:
-            files = sorted(p for p in class_folder.iterdir() if p.suffix.lower() in dataset.IMAGE_EXTENSIONS)
+            files = dataset.image_files(class_folder)
             name = class_folder.name.upper()
             foreign[name] = [dataset.LabelledImage(str(p), name, name, split) for p in files]
     return known, foreign

@@ -85,7 +85,8 @@ def _class_folders(folder):
     return sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _image_files(folder):
+def image_files(folder):
+    """The photographs of a folder, by name: the extensions a photograph has, hidden files left out."""
     # A hidden file is never a photograph: macOS writes "._NAME.jpg" beside each file it copies to
     # a foreign disk, which counted as an image of the class and then failed to decode.
     return sorted(
@@ -108,7 +109,7 @@ def resolve_layout(data_dir):
         return DatasetLayout(root=root, train_dir=root / "TRAIN", eval_dirs=eval_dirs)
     folders = _class_folders(root)
     if not folders:
-        loose = _image_files(root)
+        loose = image_files(root)
         hint = f" ({len(loose)} images lie loose in it)" if loose else ""
         raise TrainingDataError(
             f"{root} is not a folder-per-class layout{hint}: expected TRAIN/CLASS/*.jpeg or "
@@ -146,7 +147,7 @@ def list_images(split_dir, task, split, originals=None):
         if name is None:
             unknown.append(folder.name)
             continue
-        for path in _image_files(folder):
+        for path in image_files(folder):
             group, same = originals.get((split, folder.name.upper(), path.name), (None, None))
             images.append(
                 LabelledImage(
