@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from classifier.dataset import folders_outside_task, resolve_layout
 from classifier.errors import TrainingDataError
 from classifier.metrics import format_metrics
 from classifier.runtimes import quiet_tensorflow_startup
@@ -103,6 +104,8 @@ def main(argv=None):
         )
 
     try:
+        for note in _left_out_notes(args.data, config.resolved().task):
+            print(note, flush=True)
         result = train_classifier(config, on_epoch=report, progress_bar=not args.quiet)
     except TrainingDataError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -126,6 +129,21 @@ def main(argv=None):
         path = result.save(args.out, default=args.mark_default)
         print(f"saved {path} ({len(result.model_bytes)} bytes, sha256 {result.model_sha256})")
     return 0
+
+
+def _left_out_notes(data_dirs, task):
+    """A line for each data folder's class folders the task has no class for: trained on nothing,
+    which a misnamed folder (MONOCYTES/) would otherwise be without a word. The site's retraining
+    says the same on the version's page (webapp.services.training)."""
+    notes = []
+    for data_dir in data_dirs:
+        try:
+            train_dir = resolve_layout(data_dir).train_dir
+        except TrainingDataError:
+            continue  # the training itself says what is wrong with the folder
+        if left_out := folders_outside_task(train_dir, task):
+            notes.append(f"note: {train_dir}: {', '.join(left_out)} left out, no class of the {task} task")
+    return notes
 
 
 def print_source_metrics(metrics):

@@ -265,3 +265,22 @@ def test_command_line_refuses_an_output_it_cannot_write_before_training(tiny_dat
     assert "epoch 1/1" not in captured.out  # refused before an hour of training, not after it
     assert captured.err.count("\n") == 1 and "is a file, not a folder" in captured.err
     assert (tmp_path / "a-file").read_text() == "kept"
+
+
+def test_command_line_names_the_class_folders_its_task_leaves_out(tmp_path, capsys):
+    # A misnamed folder (MONOCYTES/) was trained on nothing without a word, where the site's
+    # retraining says so on the version's page.
+    from PIL import Image
+
+    from classifier.train_cli import main
+
+    train = tmp_path / "data" / "TRAIN"
+    for folder, count in (("NEUTROPHIL", 1), ("MONOCYTES", 3)):
+        (train / folder).mkdir(parents=True)
+        for index in range(count):
+            Image.new("RGB", (64, 64), (200, 150, 190)).save(train / folder / f"{index}.jpg")
+    argv = ["--data", str(tmp_path / "data"), "--epochs", "1", "--quiet", "--cache-dir", str(tmp_path / "c")]
+    assert main(argv) == 2  # one photograph of one class: refused before training
+    captured = capsys.readouterr()
+    assert f"note: {train}: MONOCYTES left out, no class of the 4class task" in captured.out
+    assert captured.err.startswith("error: ")
