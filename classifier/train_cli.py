@@ -103,6 +103,9 @@ def main(argv=None):
             flush=True,
         )
 
+    if args.out and (Path(args.out).expanduser() / "metadata.json").is_file():
+        # Allowed (a refit in place), but said at the start: an hour later it is too late to choose.
+        print(f"note: --out {args.out} holds a model folder: the network trained replaces it", flush=True)
     try:
         for note in _left_out_notes(args.data, config.resolved().task):
             print(note, flush=True)

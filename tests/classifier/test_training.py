@@ -267,9 +267,9 @@ def test_command_line_refuses_an_output_it_cannot_write_before_training(tiny_dat
     assert (tmp_path / "a-file").read_text() == "kept"
 
 
-def test_command_line_names_the_class_folders_its_task_leaves_out(tmp_path, capsys):
+def test_command_line_names_what_its_run_leaves_out_and_replaces(tmp_path, capsys):
     # A misnamed folder (MONOCYTES/) was trained on nothing without a word, where the site's
-    # retraining says so on the version's page.
+    # retraining says so on the version's page; a model folder given as --out was replaced unsaid.
     from PIL import Image
 
     from classifier.train_cli import main
@@ -279,8 +279,14 @@ def test_command_line_names_the_class_folders_its_task_leaves_out(tmp_path, caps
         (train / folder).mkdir(parents=True)
         for index in range(count):
             Image.new("RGB", (64, 64), (200, 150, 190)).save(train / folder / f"{index}.jpg")
-    argv = ["--data", str(tmp_path / "data"), "--epochs", "1", "--quiet", "--cache-dir", str(tmp_path / "c")]
+    (tmp_path / "kept" / "metadata.json").parent.mkdir()
+    (tmp_path / "kept" / "metadata.json").write_text("{}")
+    argv = ["--data", str(tmp_path / "data"), "--epochs", "1", "--quiet", "--cache-dir", str(tmp_path / "c"),
+            "--out", str(tmp_path / "kept")]
     assert main(argv) == 2  # one photograph of one class: refused before training
     captured = capsys.readouterr()
     assert f"note: {train}: MONOCYTES left out, no class of the 4class task" in captured.out
+    # Replacing a model folder is a refit in place (MODEL_CARD.md): allowed, and said before the hour.
+    replaced = f"note: --out {tmp_path / 'kept'} holds a model folder: the network trained replaces it"
+    assert replaced in captured.out
     assert captured.err.startswith("error: ")
