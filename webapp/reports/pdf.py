@@ -301,8 +301,8 @@ def _draw_line(canvas, x, y, value, size):
     canvas.drawText(line)
 
 
-def render_pdf(report, compress=True):
-    """The report as PDF bytes (A4). `compress=False` leaves the page text readable in the file."""
+def render_pdf(report):
+    """The report as PDF bytes (A4)."""
     _register_fonts()
     _drawing.right_to_left = False
     styles = getSampleStyleSheet()
@@ -315,7 +315,7 @@ def render_pdf(report, compress=True):
     document = SimpleDocTemplate(
         buffer, pagesize=A4, leftMargin=18 * mm, rightMargin=18 * mm, topMargin=16 * mm,
         bottomMargin=16 * mm, title=f"Leukocyte differential {report.accession}",
-        author="Leukoscope", pageCompression=1 if compress else 0,
+        author="Leukoscope", pageCompression=1,
     )
     story = [_paragraph(f"Leukocyte differential \u2014 {_text(report.accession)}", styles["Title"])]
     story += _status(report, styles)
