@@ -30,7 +30,7 @@ from tests.webapp.lab_factories import make_sample
 from webapp import queueing
 from webapp.models import AddedCellRequest, Cell, Sample, SmearImage
 from webapp.presenters.sign_off import timeline
-from webapp.selectors import leukocyte_formula
+from webapp.selectors import leukocyte_formula, sign_off_facts
 from webapp.services import classification, model_registry, uploads
 from webapp.services.added_cells import AddCellError, finish_added_cell, request_added_cell
 from webapp.services.edge_cells import set_counted_in
@@ -294,8 +294,6 @@ def test_an_unfamiliar_cell_needs_review_however_sure_the_network_is(client, tec
 
 @pytest.mark.django_db
 def test_a_drawn_box_waits_for_a_persons_label_however_sure_the_network_is(client, tech, classify_here):
-    from webapp.services.sign_off import sign_off_refusals
-
     image = classify_here()  # the confidence threshold is 0: the network's own calls go unflagged
     assert not image.cells.filter(needs_review=True).exists()
     cell = finish_added_cell(request_added_cell(image, (300, 20, 360, 80), user=tech).pk)  # bare slide
@@ -304,9 +302,9 @@ def test_a_drawn_box_waits_for_a_persons_label_however_sure_the_network_is(clien
     page = client.get(reverse("lab:cell-detail", args=[cell.pk])).content.decode()
     assert ("it was drawn by hand, and the network&#x27;s call on a drawn box waits for a "
             "person&#x27;s label") in page
-    assert [refusal.code for refusal in sign_off_refusals(image.sample)][:1] == ["unreviewed"]
+    assert [refusal.code for refusal in sign_off_facts(image.sample).refusals()][:1] == ["unreviewed"]
     review_cell(cell, "ARTEFACT", tech)
-    assert "unreviewed" not in [refusal.code for refusal in sign_off_refusals(image.sample)]
+    assert "unreviewed" not in [refusal.code for refusal in sign_off_facts(image.sample).refusals()]
 
 
 @pytest.mark.django_db

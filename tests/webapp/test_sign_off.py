@@ -12,7 +12,7 @@ from django.urls import reverse
 from tests.webapp.lab_factories import make_sample, with_role
 from tests.webapp.test_uploads import jpeg_bytes
 from webapp.models import AddedCellRequest, Cell, CellReview, Sample, SmearImage
-from webapp.selectors import leukocyte_formula, result_stamp
+from webapp.selectors import leukocyte_formula, result_stamp, sign_off_facts
 from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.locking import SampleLocked
 from webapp.services.review import review_cell
@@ -20,7 +20,6 @@ from webapp.services.sign_off import (
     SignOffRefused,
     reopen_sample,
     set_target_count,
-    sign_off_refusals,
     sign_sample,
 )
 from webapp.services.training import reclassify
@@ -59,7 +58,7 @@ def shown(sample, **fields):
 
 
 def codes(sample):
-    return [refusal.code for refusal in sign_off_refusals(sample)]
+    return [refusal.code for refusal in sign_off_facts(sample).refusals()]
 
 
 def signed_sample(hematologist, accession="H26-0001"):
@@ -135,7 +134,7 @@ def test_a_sample_with_nothing_in_the_way_is_ready():
 
 def test_flagged_cells_not_yet_reviewed_stop_the_signature(hematologist):
     sample = small_sample(confidence=0.5)  # under the review threshold: each cell flagged
-    refusals = sign_off_refusals(sample)
+    refusals = sign_off_facts(sample).refusals()
     assert [r.code for r in refusals] == ["unreviewed"]
     assert refusals[0].message == "3 cells flagged for review were not reviewed yet."
     with pytest.raises(SignOffRefused, match="3 cells flagged for review were not reviewed yet"):
@@ -150,12 +149,12 @@ def test_the_refusal_says_which_flagged_cells_the_formula_leaves_out_at_the_edge
     # "3 flagged" next to a formula counting none of them needs saying why.
     sample = small_sample(confidence=0.5)
     Cell.objects.filter(image__sample=sample, index__lt=2).update(is_partial=True)
-    refusal = next(r for r in sign_off_refusals(sample) if r.code == "unreviewed")
+    refusal = next(r for r in sign_off_facts(sample).refusals() if r.code == "unreviewed")
     assert refusal.message == ("3 cells flagged for review were not reviewed yet (2 of them cut by a "
                                "photograph's edge: left out of the formula, reviewed all the same).")
     Cell.objects.filter(image__sample=sample, index=2).update(corrected_type="NEUTROPHIL")
     Cell.objects.filter(image__sample=sample, index=1).update(corrected_type="LYMPHOCYTE")
-    refusal = next(r for r in sign_off_refusals(sample) if r.code == "unreviewed")
+    refusal = next(r for r in sign_off_facts(sample).refusals() if r.code == "unreviewed")
     assert refusal.message == ("1 cell flagged for review was not reviewed yet (it is cut by a "
                                "photograph's edge: left out of the formula, reviewed all the same).")
 
@@ -221,7 +220,7 @@ def test_an_unidentified_cell_the_edge_leaves_out_does_not_stop_the_signature(he
 def test_fewer_leukocytes_than_the_target_need_a_written_reason(client, hematologist):
     sample = small_sample()
     Sample.objects.filter(pk=sample.pk).update(target_count=100)
-    refusals = sign_off_refusals(sample)
+    refusals = sign_off_facts(sample).refusals()
     assert [r.code for r in refusals] == ["below_target"] and refusals[0].overridable
     assert refusals[0].message.startswith("3 of 100 leukocytes counted: add photographs")
     client.force_login(hematologist)
@@ -284,7 +283,7 @@ def test_photographs_not_finished_stop_the_signature(hematologist):
         with pytest.raises(SignOffRefused, match=words):
             sign_sample(sample, hematologist, below_target_reason="urgent", keep_unidentified=True)
     empty = Sample.objects.create(accession_number="EMPTY")
-    assert "The sample has no photograph." in [r.message for r in sign_off_refusals(empty)]
+    assert "The sample has no photograph." in [r.message for r in sign_off_facts(empty).refusals()]
 
 
 def test_the_panel_says_photographs_are_being_classified_not_to_add_some(client, hematologist):

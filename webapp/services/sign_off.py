@@ -48,11 +48,6 @@ def _ensure_may_sign(user, action):
         raise PermissionDenied(f"{action} a sample is for hematologists (the sign_sample permission).")
 
 
-def sign_off_refusals(sample):
-    """The reasons the sample cannot be signed now, as Refusal records ([] when it can)."""
-    return sign_off_facts(sample).refusals()
-
-
 @transaction.atomic
 def sign_sample(sample, user, below_target_reason="", keep_unidentified=False, result_seen=None):
     """Sign the sample's result, or raise SignOffRefused saying every reason it cannot be.
