@@ -4,8 +4,6 @@
 worker answers a ping, and that stop it again when they are done.
 """
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +22,7 @@ class WorkerDidNotStart(RuntimeError):
 def start_worker(name, queues, env, log_path, loglevel="INFO", timeout=90.0, extra_args=()):
     """Start `celery worker -n NAME@host -Q QUEUES` and return once it answers a ping.
 
-    The worker leads a process group of its own, which `kill_worker` kills whole, and ends when
+    The worker leads a process group of its own, which a fault test kills whole, and ends when
     the process that started it dies (webapp.child_processes): a test run killed by a timeout
     left workers that took the next run's photographs from the same Redis database.
     """
@@ -54,12 +52,3 @@ def stop_worker(process, timeout=20):
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
-
-
-def kill_worker(process):
-    """`kill -9` the whole worker, its pool children included, as a crash or the OOM killer would."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()

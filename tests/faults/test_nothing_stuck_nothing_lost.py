@@ -25,7 +25,7 @@ from tests.conftest import wait_for as shared_wait_for
 from tests.synthetic_cells import write_cell_folder
 from tests.webapp.lab_factories import with_role
 from webapp.broker import redis_answers, start_embedded_redis
-from webapp.worker_process import REPO_ROOT, kill_worker, start_worker, stop_worker
+from webapp.worker_process import REPO_ROOT, start_worker, stop_worker
 
 # reset_sequences: the bundled network is registered again in each test under the same id, so
 # a worker that lives through several tests keeps it loaded.
@@ -74,7 +74,13 @@ class FaultLab:
         return self.workers[name]
 
     def kill_worker(self, name):
-        kill_worker(self.workers.pop(name))
+        """`kill -9` the whole worker, its pool children included, as a crash or the OOM killer would."""
+        process = self.workers.pop(name)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
 
     def start_reconciler(self):
         log = open(self.root / "reconciler.log", "ab")
