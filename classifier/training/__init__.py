@@ -14,11 +14,9 @@ about Django.
 - ``export``: the network's bytes and metadata; ``run``: ``train_classifier``, the whole run.
 """
 
-from classifier.metrics import format_metrics
-from classifier.training.evaluation import evaluate_classifier, evaluation_metrics, raw_logits
+from classifier.training.evaluation import evaluate_classifier
 from classifier.training.export import TrainingResult, model_to_bytes
 from classifier.training.held_out import (
-    ValidationPredictions,
     kept_epoch_label,
     pooled_temperature,
     temperature_of_run,
@@ -32,14 +30,10 @@ __all__ = [
     "RecipeError",
     "TrainingConfig",
     "TrainingResult",
-    "ValidationPredictions",
     "evaluate_classifier",
-    "evaluation_metrics",
-    "format_metrics",
     "kept_epoch_label",
     "model_to_bytes",
     "pooled_temperature",
-    "raw_logits",
     "temperature_of_run",
     "train_classifier",
     "validation_predictions",
