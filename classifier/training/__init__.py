@@ -11,7 +11,9 @@ about Django.
   batches it fits on.
 - ``fitting``: optimizer, loss, progress, cancellation, the kept epoch.
 - ``evaluation``: calibration and held-out figures; ``held_out``: a refit's borrowed calibration.
+- ``trust``: the served and per-source temperatures and the out-of-distribution score's fit.
 - ``export``: the network's bytes and metadata; ``run``: ``train_classifier``, the whole run.
+- ``adaptation``: ``adapt_classifier``, a short fine-tune of a trained network on one lab's cells.
 """
 
 from classifier.training.evaluation import evaluate_classifier
