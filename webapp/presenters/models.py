@@ -610,7 +610,6 @@ def adaptation_record(version, parent=None):
         "folds": record.get("folds"),
         # Folds by photograph since the record counts them; earlier adaptations' folds were by cell.
         "photographs": record.get("photographs"),
-        "cv_percent": _percent(cv.get("accuracy")),
         "before_percent": _percent(before.get("accuracy")),
         "cv": cv_share,
         "before": before_share,
