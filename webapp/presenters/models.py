@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
-from django.urls import reverse
 
 from classifier import ood
 from classifier.runtimes import RUNTIME_DESCRIPTIONS
@@ -405,8 +404,6 @@ def progress_report(version):
         "elapsed_seconds": number("elapsed_seconds"),
         "eta_seconds": number("eta_seconds"),
         "failure_reason": version.failure_reason,
-        "cancel_requested": version.cancel_requested,
-        "detail_url": reverse("models:detail", args=[version.pk]),
     }
 
 
