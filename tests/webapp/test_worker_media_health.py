@@ -348,6 +348,10 @@ def test_healthz_reads_the_sqlite_database_s_disk_too(staff_client, settings, mo
         f"the SQLite database's folder {folder} has 8.0 MB left on its disk, less than one upload of "
         "25.0 MB (LEUKOSCOPE_MAX_UPLOAD_BYTES): free space there, or every change is refused once it "
         "is full")
+    # The database answered: the checks that read it still run, rather than calling it unreachable.
+    assert report["checks"]["work"] == {"ok": True, "queued_photographs": 0, "processing_photographs": 0,
+                                        "abandoned_trainings": 0}
+    assert report["checks"]["model"].get("error") != "database unreachable"
 
 
 def test_one_watch_answers_many_threads_at_once(tmp_path):
