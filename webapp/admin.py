@@ -8,6 +8,7 @@ admin role and single permissions, which only a superuser gives; API keys are re
 import copy
 import re
 import secrets
+import unicodedata
 
 from auditlog.admin import LogEntryAdmin
 from auditlog.filters import CIDFilter, ResourceTypeFilter
@@ -78,10 +79,17 @@ class ReadsOnlyWhatItCan:
 class SearchesAsTyped:
     """For the admin lists searched by accession number: the search box reads what it is given as
     the lab's pages read it (selectors.typed_accession), so a Japanese input method's full-width
-    "Ｈ２６－０１" finds H26-01 here too, and a file name typed composed finds one stored so."""
+    "Ｈ２６－０１" finds H26-01 here too. What it is given, composed, is searched as well: a file name
+    is stored so (intake.uploaded_name), full-width "（１）" kept, which the folded term misses."""
 
     def get_search_results(self, request, queryset, search_term):
-        return super().get_search_results(request, queryset, typed_accession(search_term))
+        folded = typed_accession(search_term)
+        found, duplicates = super().get_search_results(request, queryset, folded)
+        composed = unicodedata.normalize("NFC", search_term).strip()
+        if composed == folded:
+            return found, duplicates
+        also, more_duplicates = super().get_search_results(request, queryset, composed)
+        return found | also, duplicates or more_duplicates
 
 
 class ViewOnly:

@@ -534,3 +534,15 @@ def test_the_admin_finds_a_sample_by_an_accession_number_typed_in_full_width(adm
                       (row.sample if model == "smearimage" else row.image.sample).accession_number
                       for row in found}
         assert accessions == {"H26-0301"}, model
+
+
+def test_the_admin_finds_a_photograph_by_its_file_name_as_stored(admin_client):
+    """A file name is stored composed (NFC), full-width characters kept: a Japanese camera's
+    "標本（１）.png" is found by its own name, which folding it as an accession number (NFKC) lost."""
+    sample = make_sample("H26-0401")
+    SmearImage.objects.filter(sample=sample).update(original_filename="標本（１）.png")
+    make_sample("H26-0402")
+    listed = admin_client.get(reverse("admin:webapp_smearimage_changelist"), {"q": "標本（１）"})
+    assert [image.sample.accession_number for image in listed.context["cl"].result_list] == ["H26-0401"]
+    listed = admin_client.get(reverse("admin:webapp_smearimage_changelist"), {"q": "ｈ２６－０４０２"})
+    assert [image.sample.accession_number for image in listed.context["cl"].result_list] == ["H26-0402"]
