@@ -21,6 +21,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from webapp.wording import DIRECTION_CONTROLS
+
 logger = logging.getLogger(__name__)
 
 # Formats a microscope camera or a slide scanner writes; anything else is refused by content.
@@ -570,15 +572,10 @@ def _first_holder(checked, *places):
     return None
 
 
-# Direction embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a file name they
-# only disguise it. "x" RLO "gpj.exe" reads "xexe.jpg" on every page, in the CSV and in a spreadsheet.
-_DIRECTION_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
-
-
 def uploaded_name(name):
     """A file's name as sent, as the pages show it: composed (NFC: macOS sends "ñ" as n and a combining
     tilde, which a search for the typed "ñ" in the CSV then misses) and without direction controls."""
-    return unicodedata.normalize("NFC", name).translate(_DIRECTION_CONTROLS).strip() or "unnamed file"
+    return unicodedata.normalize("NFC", name).translate(DIRECTION_CONTROLS).strip() or "unnamed file"
 
 
 def _check_files(files, known):

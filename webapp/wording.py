@@ -11,11 +11,19 @@ def count_of(n, noun, plural=None):
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
+# Direction embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): in a file name they
+# only disguise it. "x" RLO "gpj.exe" reads "xexe.jpg" on every page, in the CSV and in a spreadsheet.
+DIRECTION_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+
+
 def isolated(text):
     """``text`` set apart from the sentence around it (U+2068 FIRST STRONG ISOLATE ... U+2069 POP
     DIRECTIONAL ISOLATE, plain text's <bdi>) where it holds right-to-left letters: an Arabic file name
     in "NAME queued again." otherwise carries the words beside it along, in a message or a
-    confirmation dialog, which cannot take markup. Any other text is left as it is."""
+    confirmation dialog, which cannot take markup. Any other text is left as it is, but for direction
+    controls, dropped: a name an older release stored with them (an override runs on over the
+    sentence, a PDI of its own closes the isolate early) would turn the words after it around."""
+    text = text.translate(DIRECTION_CONTROLS)
     if any(unicodedata.bidirectional(char) in ("R", "AL") for char in text):
         return f"\u2068{text}\u2069"
     return text

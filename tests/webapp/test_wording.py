@@ -22,3 +22,11 @@ def test_a_right_to_left_name_is_isolated_in_a_sentence_and_any_other_left_as_it
     assert isolated("דגימה.png") == "\u2068דגימה.png\u2069"
     for name in ("field-1.jpg", "Mañana.jpg", "標本１.jpg", "мазок.jpg", ""):
         assert isolated(name) == name
+
+
+def test_a_name_stored_with_direction_controls_cannot_turn_the_sentence_around():
+    # An older release stored file names as sent: "x" RLO "gpj.exe" reads "xexe.jpg", and in a plain
+    # sentence the override runs on over the words after it ("... queued again." backwards). A PDI
+    # in the name would close the isolate early and let an override out again.
+    assert isolated("x\u202egpj.exe") == "xgpj.exe"
+    assert isolated("عينة\u2069\u202e.jpg") == "\u2068عينة.jpg\u2069"
