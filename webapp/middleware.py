@@ -13,7 +13,13 @@ from django.utils.cache import add_never_cache_headers
 
 from webapp.db_errors import is_database_full, is_transient_database_error
 from webapp.services.api_tokens import user_for_key
-from webapp.views.errors import ExplainedBadRequest, database_busy, database_full, is_api_request, reads_json
+from webapp.views.errors import (
+    ExplainedBadRequest,
+    database_busy,
+    database_full_logged,
+    is_api_request,
+    reads_json,
+)
 
 
 def client_address(request):
@@ -190,11 +196,7 @@ class DatabaseBusyMiddleware:
 
     def process_exception(self, request, exception):
         if is_database_full(exception):
-            # One line for the administrator: the traceback of every refused write says no more.
-            logger.error("%s %s: the database's disk is full (%s)", request.method, request.path, exception)
-            response = database_full(request)
-            response._has_been_logged = True
-            return response
+            return database_full_logged(request, exception, logger)
         if not is_transient_database_error(exception):
             return None
         logger.warning("%s %s: the database did not answer in time", request.method, request.path,

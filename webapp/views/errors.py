@@ -153,17 +153,22 @@ def database_full(request):
     return response
 
 
+def database_full_logged(request, error, log=logger):
+    """database_full, logged to ``log`` in one line: every write fails so, each with a traceback
+    Django's handler would log again and that says no more."""
+    log.error("%s %s: the database's disk is full (%s)", request.method, request.path, error)
+    response = database_full(request)
+    response._has_been_logged = True
+    return response
+
+
 @requires_csrf_token
 def server_error(request):
     # Reached for a failure outside the view too (a session read or saved by middleware).
     error = sys.exc_info()[1]
     if is_database_full(error):
-        # Every page fails so (the session is read before any view), each with its traceback logged
-        # by Django's handler: one line each says as much.
-        logger.error("%s %s: the database's disk is full (%s)", request.method, request.path, error)
-        response = database_full(request)
-        response._has_been_logged = True
-        return response
+        # Every page fails so, the session being read before any view.
+        return database_full_logged(request, error)
     if is_transient_database_error(error):
         return database_busy(request)
     if reads_json(request):
