@@ -59,3 +59,9 @@ def _sqlite_space_left():
         return shutil.disk_usage(Path(database["NAME"]).parent).free
     except OSError:
         return NEARLY_NO_SPACE
+
+
+def first_line(error):
+    """An error's first line, which says what went wrong: PostgreSQL's words run on to a second
+    ("HINT:  Check free disk space."), which a card or a failure reason does not need."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0].strip()[:300]

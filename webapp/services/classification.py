@@ -35,7 +35,7 @@ from classifier.rendering import decode_rgb
 from webapp import audit
 from webapp.broker import MEDIA_VARIABLE, probe_media_folder
 from webapp.cell_types import carried_label
-from webapp.db_errors import is_database_full, is_transient_database_error
+from webapp.db_errors import first_line, is_database_full, is_transient_database_error
 from webapp.models import Cell, ModelVersion, SmearImage
 from webapp.review_flag import review_threshold
 from webapp.services.model_registry import NoActiveModel, active_version, load_classifier
@@ -77,10 +77,8 @@ def _waiting_for_storage(problem):
 def waiting_for_database(error):
     """StorageUnreachable for a database whose disk is full: nothing the photograph did, and nothing
     a second try can mend until someone frees space."""
-    # PostgreSQL's words run on to a second line ("HINT:  Check free disk space."): the card takes one.
-    words = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return StorageUnreachable(
-        f"Waiting: the database has no room left on its disk ({words}). The photograph is "
+        f"Waiting: the database has no room left on its disk ({first_line(error)}). The photograph is "
         f"kept and tried again every {settings.STORAGE_RETRY_SECONDS:g} s; tell the administrator.")
 
 

@@ -40,7 +40,7 @@ from classifier.training.recipe import (
 from classifier.training.recipe import refit_settings as stored_refit_settings
 from classifier.training.run import TrainingConfig
 from webapp import audit
-from webapp.db_errors import is_database_full
+from webapp.db_errors import first_line, is_database_full
 from webapp.models import TRAINED_STATUSES, Cell, ModelVersion, Sample, SmearImage
 from webapp.queueing import queue_classifications, queue_training, stop_task
 from webapp.selectors import (
@@ -517,7 +517,7 @@ def _failure_reason(exc, adaptation=False):
         return str(exc)
     if is_database_full(exc):
         return (f"The trained network could not be stored: the database has no room left on its disk "
-                f"({_first_line(exc)}). Nothing of it was kept; free space for the database, then train "
+                f"({first_line(exc)}). Nothing of it was kept; free space for the database, then train "
                 "again.")
     if isinstance(exc, OSError) and exc.errno in DISK_REFUSALS:
         # The run writes its network to the temporary folder before storing it (Keras saves to a path).
@@ -537,10 +537,6 @@ def _failure_reason(exc, adaptation=False):
 
 # A full disk, a quota, a folder made read-only: the machine's, not the recipe's or the data's.
 DISK_REFUSALS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-
-
-def _first_line(exc):
-    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
 
 WORKER_DIED_REASON = (
