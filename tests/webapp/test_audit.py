@@ -254,3 +254,14 @@ def test_deleting_a_photograph_records_the_types_of_the_cells_it_took(django_use
     assert changes(deleted)["cell_types"] == ("Neutrophil 2, Blast 1", "None")
     assert "cell types: Neutrophil 2, Blast 1" in " ".join(
         f"{change.field}: {change.old}" for change in timeline(sample.pk)[0].changes)
+
+
+def test_a_change_between_right_to_left_values_keeps_its_arrow_from_old_to_new(client, tech):
+    # "note: OLD → NEW" with both notes Arabic is one right-to-left run, the arrow inside it: shown
+    # as "NEW → OLD", the trail said the note was changed the other way round. Each value is isolated.
+    from webapp import audit
+
+    sample = make_sample("H26-0791")
+    audit.record(sample, "update", {"note": ("صبغة رايت", "صبغة جيمزا")}, actor=tech)
+    page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert "note: <bdi>صبغة رايت</bdi> → <bdi>صبغة جيمزا</bdi>" in page
