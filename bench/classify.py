@@ -109,11 +109,10 @@ def _split_images(folder, task, split, originals):
     except TrainingDataError:  # none of the task's classes
         known = []
     foreign = {}
-    for class_folder in sorted(path for path in Path(folder).iterdir() if path.is_dir()):
-        if dataset.task_class(class_folder.name, task) is None:
-            files = dataset.image_files(class_folder)
-            name = class_folder.name.upper()
-            foreign[name] = [dataset.LabelledImage(str(p), name, name, split) for p in files]
+    for folder_name in dataset.folders_outside_task(folder, task):
+        files = dataset.image_files(Path(folder) / folder_name)
+        name = folder_name.upper()
+        foreign[name] = [dataset.LabelledImage(str(p), name, name, split) for p in files]
     return known, foreign
 
 

@@ -6,6 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.synthetic_cells import draw_cell, write_cell_folder
@@ -283,3 +284,14 @@ def test_a_flatter_temperature_sends_more_of_an_overconfident_networks_errors_to
     assert flattened["errors_caught"] == 1.0 and flattened["flagged_share"] == 1.0
     kept = bench.at_temperature(calls, 1.0)
     assert np.allclose(kept.calibrated, raw / raw.sum(axis=1, keepdims=True))
+
+
+def test_a_hidden_folder_beside_the_class_folders_is_no_type_of_the_benchmark(tmp_path):
+    # Training passes a hidden folder by (.ipynb_checkpoints/, a disk's .Trashes/); the benchmark
+    # reported it as a type the network lacks, ".IPYNB_CHECKPOINTS 0" among the unfamiliar cells.
+    data = write_cell_folder(tmp_path / "lab", per_class=2, test_per_class=1)
+    (data / "TEST" / "BASOPHIL").mkdir()
+    draw_cell("NEUTROPHIL", np.random.default_rng(0)).save(data / "TEST" / "BASOPHIL" / "b.jpeg")
+    (data / "TEST" / ".ipynb_checkpoints").mkdir()
+    known, foreign = load_bench("classify")._split_images(data / "TEST", "4class", "TEST", {})
+    assert len(known) == 4 and {name: len(images) for name, images in foreign.items()} == {"BASOPHIL": 1}
