@@ -14,10 +14,11 @@
   var maxTotalBytes = parseInt(zone.dataset.maxTotalBytes, 10) || 0;
   var warning = document.getElementById("upload-warning");
   // A Japanese input method types the label's H26-01 in full width ("Ｈ２６－０１"), which the field's
-  // pattern refuses: folded as the server folds it (NFKC) before the browser checks it.
+  // pattern refuses: folded as the server folds it (NFKC, the spaces around it dropped: the pattern's
+  // first letter refused an input method's leading space) before the browser checks it.
   var accession = form.querySelector("input[name=accession_number]");
   if (accession) {
-    accession.addEventListener("change", function () { accession.value = accession.value.normalize("NFKC"); });
+    accession.addEventListener("change", function () { accession.value = accession.value.normalize("NFKC").trim(); });
   }
 
   function sizeText(bytes) {

@@ -158,3 +158,8 @@ def test_the_browser_refuses_a_malformed_accession_number_before_sending_photogr
     field.fill("\uff28\uff12\uff16\uff0d\uff11")  # Ｈ２６－１
     field.blur()
     assert field.input_value() == "H26-1" and field.evaluate("input => input.checkValidity()")
+    # Its full-width space before or after the label goes, as the server strips it: " H26-1" was
+    # refused by the pattern's first letter although the server would take it.
+    field.fill("\u3000\uff28\uff12\uff16\uff0d\uff11\u3000")
+    field.blur()
+    assert field.input_value() == "H26-1" and field.evaluate("input => input.checkValidity()")
