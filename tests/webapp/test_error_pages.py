@@ -13,6 +13,24 @@ from webapp.views import errors
 pytestmark = pytest.mark.django_db
 
 
+def a_cell_whose_review_fails_with(error, monkeypatch, client, django_user_model):
+    """A cell of a new sample, a superuser signed in, and relabelling it failing with ``error`` after
+    the review's row is written: a transaction cut part-way."""
+    from webapp.models import Cell
+    from webapp.services import review
+
+    write = review.audit.create_all_as
+
+    def written_then_failing(*args, **kwargs):
+        write(*args, **kwargs)
+        raise error
+
+    monkeypatch.setattr(review.audit, "create_all_as", written_then_failing)
+    client.force_login(django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1"))
+    make_sample()
+    return Cell.objects.get(index=0)
+
+
 def test_not_found_page_has_the_site_navigation_for_a_signed_in_user(client, tech):
     response = client.get(reverse("lab:sample-detail", args=[999999]))
     assert response.status_code == 404
@@ -149,7 +167,6 @@ def test_a_malformed_photograph_number_in_the_results_part_is_not_found(client, 
     assert response.status_code == 404
 
 
-
 def test_a_database_too_busy_to_answer_is_a_503_that_says_to_try_again(client, django_user_model,
                                                                        monkeypatch, caplog):
     # The concurrency audit: with SQLite's write lock held past its 20 s, a relabel, an upload and a
@@ -157,18 +174,10 @@ def test_a_database_too_busy_to_answer_is_a_503_that_says_to_try_again(client, d
     from django.db import OperationalError
 
     from webapp.models import Cell, CellReview
-    from webapp.services import review
 
-    saved = review.audit.create_all_as
-
-    def written_then_locked(*args, **kwargs):
-        saved(*args, **kwargs)  # the review's row is written, then the next write waits too long
-        raise OperationalError("database is locked")
-
-    monkeypatch.setattr(review.audit, "create_all_as", written_then_locked)
-    client.force_login(django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1"))
-    make_sample()
-    cell = Cell.objects.get(index=0)
+    # The review's row is written, then the next write waits too long.
+    cell = a_cell_whose_review_fails_with(OperationalError("database is locked"), monkeypatch, client,
+                                          django_user_model)
     with caplog.at_level(logging.WARNING):
         page = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "LYMPHOCYTE"})
     assert page.status_code == 503 and page["Retry-After"] == "5"
@@ -192,18 +201,9 @@ def test_a_database_whose_disk_is_full_is_a_503_that_says_to_tell_the_administra
     from django.db import OperationalError
 
     from webapp.models import Cell, CellReview
-    from webapp.services import review
 
-    saved = review.audit.create_all_as
-
-    def written_then_full(*args, **kwargs):
-        saved(*args, **kwargs)
-        raise OperationalError("database or disk is full")
-
-    monkeypatch.setattr(review.audit, "create_all_as", written_then_full)
-    client.force_login(django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1"))
-    make_sample()
-    cell = Cell.objects.get(index=0)
+    cell = a_cell_whose_review_fails_with(OperationalError("database or disk is full"), monkeypatch, client,
+                                          django_user_model)
     with caplog.at_level(logging.WARNING):
         page = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "LYMPHOCYTE"})
         script = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "LYMPHOCYTE"},
@@ -270,7 +270,6 @@ def test_a_busy_database_outside_the_view_is_a_503_too(rf):
         script = errors.server_error(rf.get("/api/samples/"))
     assert page.status_code == script.status_code == 503 and page["Retry-After"] == "5"
     assert b"try again in a moment" in script.content
-
 
 
 def _raised(error, cause=None):

@@ -23,6 +23,21 @@ from webapp.broker import (
 from webapp.models import ModelVersion
 
 
+def disk_leaving(folder, free):
+    """shutil.disk_usage as a disk with free() bytes left under ``folder`` would answer it; the real
+    disk's figures elsewhere."""
+    import shutil
+    from pathlib import Path
+
+    real = shutil.disk_usage
+
+    def disk_usage(path):
+        usage = real(path)
+        return usage._replace(free=free()) if Path(path).is_relative_to(folder) else usage
+
+    return disk_usage
+
+
 @pytest.fixture
 def roll(monkeypatch, broker_url):
     """This test's own roll of workers on the test run's Redis, announced every 50 ms."""
@@ -295,15 +310,7 @@ def test_healthz_warns_of_a_filling_disk_and_fails_once_an_upload_would_not_fit(
     (tmp_path / "media").mkdir()
     settings.MAX_UPLOAD_BYTES, settings.LOW_DISK_BYTES = 25 * 2**20, 1024 * 2**20
     left = {"media": 0}
-    real = shutil.disk_usage
-
-    def disk_usage(path):
-        usage = real(path)
-        if str(path).startswith(settings.MEDIA_ROOT):
-            return usage._replace(free=left["media"])
-        return usage
-
-    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    monkeypatch.setattr(shutil, "disk_usage", disk_leaving(settings.MEDIA_ROOT, lambda: left["media"]))
     left["media"] = 300 * 2**20
     # (No worker runs here: "worker" fails throughout, and the status with it.)
     report = healthz(staff_client)[1]
@@ -335,13 +342,7 @@ def test_healthz_reads_the_sqlite_database_s_disk_too(staff_client, settings, mo
     if connection.vendor != "sqlite":
         pytest.skip("a PostgreSQL server's disk is its own to watch")
     folder = Path(connection.settings_dict["NAME"]).parent
-    real = shutil.disk_usage
-
-    def disk_usage(path):
-        usage = real(path)
-        return usage._replace(free=8 * 2**20) if Path(path) == folder else usage
-
-    monkeypatch.setattr(shutil, "disk_usage", disk_usage)
+    monkeypatch.setattr(shutil, "disk_usage", disk_leaving(folder, lambda: 8 * 2**20))
     status, report = healthz(staff_client)
     assert status == 503 and "database" in report["failing"]
     assert report["checks"]["database"]["error"] == (
