@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from webapp.wording import DIRECTION_CONTROLS
+from webapp.wording import DIRECTION_CONTROLS, megabytes
 
 logger = logging.getLogger(__name__)
 
@@ -75,20 +75,14 @@ class RejectedFile:
     over_budget: bool = False  # refused only for the upload's pixels or bytes together (check_files)
 
 
-def _megabytes(size, rounding=math.floor):
-    """Megabytes to a tenth, whole ones without one. A file is rounded up and the limit down, so a
-    file just over the limit never reads as its size ("The file is 25 MB; the limit is 25 MB")."""
-    return f"{rounding(size * 10 / (1024 * 1024)) / 10:g} MB"
-
-
 def _read_upload(uploaded):
     size = getattr(uploaded, "size", None)
     if size == 0:
         raise ImageRejected("The file is empty.")
     if size is not None and size > settings.MAX_UPLOAD_BYTES:
         raise ImageRejected(
-            f"The file is {_megabytes(size, math.ceil)}; "
-            f"the limit is {_megabytes(settings.MAX_UPLOAD_BYTES)}."
+            f"The file is {megabytes(size, math.ceil)}; "
+            f"the limit is {megabytes(settings.MAX_UPLOAD_BYTES)}."
         )
     uploaded.seek(0)
     # Read one byte past the limit so a file whose declared size lies is still caught.
@@ -96,7 +90,7 @@ def _read_upload(uploaded):
     if not data:
         raise ImageRejected("The file is empty.")
     if len(data) > settings.MAX_UPLOAD_BYTES:
-        raise ImageRejected(f"The file is larger than the {_megabytes(settings.MAX_UPLOAD_BYTES)} limit.")
+        raise ImageRejected(f"The file is larger than the {megabytes(settings.MAX_UPLOAD_BYTES)} limit.")
     return data
 
 

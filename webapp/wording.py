@@ -1,6 +1,7 @@
 """Words for what people read: counts ("1 photograph", "2 photographs", never "photograph(s)"), times
-on a report, a name typed right to left inside an English sentence."""
+on a report, sizes ("25.1 MB"), a name typed right to left inside an English sentence."""
 
+import math
 import unicodedata
 
 from django.utils import formats, timezone
@@ -27,6 +28,15 @@ def isolated(text):
     if any(unicodedata.bidirectional(char) in ("R", "AL") for char in text):
         return f"\u2068{text}\u2069"
     return text
+
+
+def megabytes(size, rounding=math.floor):
+    """A size in bytes as a person reads it: megabytes to a tenth ("25 MB", "25.1 MB", "1,024 MB"),
+    kilobytes under one ("16 KB": a disk with no room is not "0 MB"). ``rounding`` is math.ceil for
+    a file checked against a limit, so that one just over it never reads as the limit itself."""
+    if size < 1024 * 1024:
+        return f"{rounding(size / 1024):,} KB"
+    return f"{rounding(size * 10 / (1024 * 1024)) / 10:,.1f}".removesuffix(".0") + " MB"
 
 
 def superseded_call(cell):

@@ -1,8 +1,10 @@
-"""Counts in words on what people read; a right-to-left name inside an English sentence."""
+"""Counts and sizes in words on what people read; a right-to-left name inside an English sentence."""
+
+import math
 
 import pytest
 
-from webapp.wording import count_of, isolated
+from webapp.wording import count_of, isolated, megabytes
 
 
 @pytest.mark.parametrize("n, noun, plural, words", [
@@ -30,3 +32,15 @@ def test_a_name_stored_with_direction_controls_cannot_turn_the_sentence_around()
     # in the name would close the isolate early and let an override out again.
     assert isolated("x\u202egpj.exe") == "xgpj.exe"
     assert isolated("عينة\u2069\u202e.jpg") == "\u2068عينة.jpg\u2069"
+
+
+@pytest.mark.parametrize("size, rounding, words", [
+    (16 * 1024, math.floor, "16 KB"),  # a full disk is not "0 MB"
+    (1000, math.ceil, "1 KB"),
+    (25 * 2**20, math.floor, "25 MB"),
+    (25 * 2**20 + 2, math.ceil, "25.1 MB"),  # a file just over a 25 MB limit is not "25 MB"
+    (3 * 2**19, math.floor, "1.5 MB"),
+    (1024 * 2**20, math.floor, "1,024 MB"),
+])
+def test_megabytes_reads_as_a_person_says_a_size(size, rounding, words):
+    assert megabytes(size, rounding) == words

@@ -315,7 +315,7 @@ def test_healthz_warns_of_a_filling_disk_and_fails_once_an_upload_would_not_fit(
     # (No worker runs here: "worker" fails throughout, and the status with it.)
     report = healthz(staff_client)[1]
     assert "storage" not in report["failing"] and report["checks"]["storage"]["warning"] == (
-        f"LEUKOSCOPE_MEDIA_ROOT={settings.MEDIA_ROOT} has 300.0 MB left on its disk, under "
+        f"LEUKOSCOPE_MEDIA_ROOT={settings.MEDIA_ROOT} has 300 MB left on its disk, under "
         "LEUKOSCOPE_LOW_DISK_MB=1024: free space there before it fills")
     summary = Client().get(reverse("healthz")).json()  # a monitor, signed in as no one
     assert summary["checks"]["storage"] == {"ok": True} and summary["warnings"] == ["storage"]
@@ -326,7 +326,7 @@ def test_healthz_warns_of_a_filling_disk_and_fails_once_an_upload_would_not_fit(
     assert status == 503 and "storage" in report["failing"]
     assert report["checks"]["storage"]["error"] == (
         f"LEUKOSCOPE_MEDIA_ROOT={settings.MEDIA_ROOT} has 16 KB left on its disk, less than one upload of "
-        "25.0 MB (LEUKOSCOPE_MAX_UPLOAD_BYTES): free space there, or uploads and the workers' pictures "
+        "25 MB (LEUKOSCOPE_MAX_UPLOAD_BYTES): free space there, or uploads and the workers' pictures "
         "are refused")
     left["media"] = 2 * 1024 * 2**20
     report = healthz(staff_client)[1]
@@ -346,8 +346,8 @@ def test_healthz_reads_the_sqlite_database_s_disk_too(staff_client, settings, mo
     status, report = healthz(staff_client)
     assert status == 503 and "database" in report["failing"]
     assert report["checks"]["database"]["error"] == (
-        f"the SQLite database's folder {folder} has 8.0 MB left on its disk, less than one upload of "
-        "25.0 MB (LEUKOSCOPE_MAX_UPLOAD_BYTES): free space there, or every change is refused once it "
+        f"the SQLite database's folder {folder} has 8 MB left on its disk, less than one upload of "
+        "25 MB (LEUKOSCOPE_MAX_UPLOAD_BYTES): free space there, or every change is refused once it "
         "is full")
     # The database answered: the checks that read it still run, rather than calling it unreachable.
     assert report["checks"]["work"] == {"ok": True, "queued_photographs": 0, "processing_photographs": 0,

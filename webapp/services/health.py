@@ -19,7 +19,7 @@ from webapp.celery import app as celery_app
 from webapp.models import ModelVersion, SmearImage
 from webapp.queueing import CLASSIFY_QUEUE, TRAIN_QUEUE
 from webapp.selectors import abandoned_trainings, stuck_images
-from webapp.wording import count_of
+from webapp.wording import count_of, megabytes
 
 
 def classify_workers_running():
@@ -36,23 +36,17 @@ def classify_workers_running():
         return None
 
 
-def _megabytes(size):
-    if size < 1024 * 1024:  # a disk with no room is read as such, not as "0.0 MB"
-        return f"{size // 1024:,} KB"
-    return f"{size / 1024 / 1024:,.1f} MB"
-
-
 def disk_space(free, what):
     """``free`` bytes left on a disk, against the settings: {"free_bytes"}, with "error" where an
     upload of the largest size accepted would not fit (the lab meets it now) and "warning" where less
     than LEUKOSCOPE_LOW_DISK_MB is left (it will). ``what`` names the folder in the sentence."""
     result = {"free_bytes": free}
     if free < settings.MAX_UPLOAD_BYTES:
-        result["error"] = (f"{what} has {_megabytes(free)} left on its disk, less than one upload of "
-                           f"{_megabytes(settings.MAX_UPLOAD_BYTES)} (LEUKOSCOPE_MAX_UPLOAD_BYTES): free "
+        result["error"] = (f"{what} has {megabytes(free)} left on its disk, less than one upload of "
+                           f"{megabytes(settings.MAX_UPLOAD_BYTES)} (LEUKOSCOPE_MAX_UPLOAD_BYTES): free "
                            "space there")
     elif free < settings.LOW_DISK_BYTES:
-        result["warning"] = (f"{what} has {_megabytes(free)} left on its disk, under "
+        result["warning"] = (f"{what} has {megabytes(free)} left on its disk, under "
                              f"LEUKOSCOPE_LOW_DISK_MB={settings.LOW_DISK_BYTES // 1024 // 1024}: free space "
                              "there before it fills")
     return result
