@@ -458,10 +458,11 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
                            "frame-ancestors 'none'")
 
 LOG_LEVEL = env_log_level("LEUKOSCOPE_LOG_LEVEL", "INFO")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {"plain": {"format": LOG_FORMAT}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "filters": {"refusal_in_one_line": {"()": "webapp.log_filters.RefusalInOneLine"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
@@ -478,3 +479,6 @@ LOGGING = {
         )},
     },
 }
+# A worker replaces the root logger's handler with its own (worker_hijack_root_logger): given the
+# same format, its lines read as the web server's and the reconciler's, with the logger's name.
+CELERY_WORKER_LOG_FORMAT = CELERY_WORKER_TASK_LOG_FORMAT = LOG_FORMAT
