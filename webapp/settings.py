@@ -459,6 +459,9 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 
 LOG_LEVEL = env_log_level("LEUKOSCOPE_LOG_LEVEL", "INFO")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Celery's per-task lines ("received", "succeeded in ...") repeat, for every photograph, what the
+# site's own lines say with its id; Celery's failures are warnings and errors, and still show.
+CELERY_TASK_CHATTER_LEVEL = "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -471,6 +474,8 @@ LOGGING = {
         # Failed sign-ins and lock-outs are warnings; every successful sign-in and sign-out is not news.
         "axes": {"level": "WARNING"},
         "django.request": {"filters": ["refusal_in_one_line"]},
+        "celery.worker.strategy": {"level": CELERY_TASK_CHATTER_LEVEL},
+        "celery.app.trace": {"level": CELERY_TASK_CHATTER_LEVEL},
         # Django logs each suspicious request under its exception's name; a logger's filters do
         # not reach its children's records, so each is named.
         **{f"django.security.{name}": {"filters": ["refusal_in_one_line"]} for name in (

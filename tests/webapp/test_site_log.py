@@ -1,6 +1,7 @@
 """What an administrator reads in the site's log: warnings only for what needs looking at, each
 event of note named by its ids, every process's lines in one format (the log-hygiene audit)."""
 
+import logging
 
 import pytest
 from django.conf import settings as site_settings
@@ -20,3 +21,9 @@ def test_workers_log_in_the_sites_format_at_its_level(settings):
     for command in ("classify worker", "train worker"):
         arguments = Runlab().child_commands("127.0.0.1", 8000, 1)[command]
         assert arguments[arguments.index("--loglevel") + 1] == "WARNING"
+
+
+def test_celerys_line_per_task_is_left_out_and_its_failures_kept():
+    for name in ("celery.worker.strategy", "celery.app.trace"):
+        assert not logging.getLogger(name).isEnabledFor(logging.INFO)
+        assert logging.getLogger(name).isEnabledFor(logging.WARNING)
