@@ -23,6 +23,12 @@ def test_workers_log_in_the_sites_format_at_its_level(settings):
         assert arguments[arguments.index("--loglevel") + 1] == "WARNING"
 
 
+def test_workers_start_without_celerys_banner():
+    for command in ("classify worker", "train worker"):
+        arguments = Runlab().child_commands("127.0.0.1", 8000, 1)[command]
+        assert "--quiet" in arguments[:arguments.index("worker")]
+
+
 def test_celerys_line_per_task_is_left_out_and_its_failures_kept():
     for name in ("celery.worker.strategy", "celery.app.trace"):
         assert not logging.getLogger(name).isEnabledFor(logging.INFO)

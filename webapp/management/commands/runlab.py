@@ -102,8 +102,10 @@ class Command(BaseCommand):
         # Without gossip and mingle, as the tests' workers run: nothing here uses them, and gossip
         # logged a traceback at every reconnection to Redis, hiding real errors.
         # At the site's log level (LEUKOSCOPE_LOG_LEVEL), as the web server and the reconciler log.
-        celery = [python, "-m", "celery", "-A", "webapp", "worker", "--loglevel", settings.LOG_LEVEL,
-                  "--without-gossip", "--without-mingle"]
+        # --quiet: without Celery's 22-line banner at every start and restart; "-Q" below says the
+        # queues, and the "ready" line the worker's name.
+        celery = [python, "-m", "celery", "-A", "webapp", "--quiet", "worker", "--loglevel",
+                  settings.LOG_LEVEL, "--without-gossip", "--without-mingle"]
         # Without LEUKOSCOPE_SECURE no proxy stands in front: gunicorn's default would still take a
         # local client's "X-Forwarded-Proto: https" and call the request secure. Behind one, its
         # own default (or FORWARDED_ALLOW_IPS) names the proxies it trusts.
