@@ -467,13 +467,15 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": LOG_FORMAT}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "filters": {"refusal_in_one_line": {"()": "webapp.log_filters.RefusalInOneLine"}},
+    "filters": {"refusal_in_one_line": {"()": "webapp.log_filters.RefusalInOneLine"},
+                "client_mistakes_as_info": {"()": "webapp.log_filters.ClientMistakesAsInfo"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.server": {"level": "WARNING"},
         # Failed sign-ins and lock-outs are warnings; every successful sign-in and sign-out is not news.
         "axes": {"level": "WARNING"},
-        "django.request": {"filters": ["refusal_in_one_line"]},
+        # In this order: the first reads the exception that the second takes off the record.
+        "django.request": {"filters": ["client_mistakes_as_info", "refusal_in_one_line"]},
         "celery.worker.strategy": {"level": CELERY_TASK_CHATTER_LEVEL},
         "celery.app.trace": {"level": CELERY_TASK_CHATTER_LEVEL},
         # Django logs each suspicious request under its exception's name; a logger's filters do

@@ -5,10 +5,55 @@ import logging
 
 import pytest
 from django.conf import settings as site_settings
+from django.urls import reverse
 
 from webapp.management.commands.runlab import Command as Runlab
 
 pytestmark = pytest.mark.django_db
+
+
+def request_records(caplog):
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "django.request"]
+
+
+def test_a_page_not_found_is_info_not_a_warning(client, tech, caplog):
+    with caplog.at_level(logging.INFO):
+        assert client.get("/no-such-page/").status_code == 404
+    assert request_records(caplog) == [("INFO", "Not Found: /no-such-page/")]
+
+
+def test_a_refused_upload_is_info_not_a_warning(client, tech, caplog):
+    with caplog.at_level(logging.INFO):
+        response = client.post(reverse("lab:upload"), {"accession_number": "H26-1"})
+    assert response.status_code == 400
+    assert request_records(caplog) == [("INFO", "Bad Request: /samples/new/")]
+
+
+def test_a_method_not_allowed_is_logged_once(client, tech, caplog):
+    with caplog.at_level(logging.INFO):
+        assert client.get(reverse("logout")).status_code == 405
+    assert request_records(caplog) == [("INFO", "Method Not Allowed: /accounts/logout/")]
+
+
+def test_at_warning_level_a_page_not_found_is_not_logged(client, tech, caplog):
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        client.get("/no-such-page/")
+    assert request_records(caplog) == []
+
+
+def test_a_refused_api_key_stays_a_warning_and_says_so(client, caplog):
+    with caplog.at_level(logging.INFO):
+        response = client.get(reverse("lab:api-samples"), HTTP_AUTHORIZATION="Bearer not-a-key")
+    assert response.status_code == 401
+    assert request_records(caplog) == [
+        ("WARNING", "Unauthorized: /api/samples/ - API key refused (unknown or revoked)")]
+
+
+def test_a_refused_permission_stays_a_warning(client, tech, caplog):
+    with caplog.at_level(logging.INFO):
+        client.get(reverse("models:list"))
+    [(level, _)] = request_records(caplog)
+    assert level == "WARNING"
 
 
 def test_workers_log_in_the_sites_format_at_its_level(settings):
