@@ -7,7 +7,9 @@ import pytest
 from django.conf import settings as site_settings
 from django.urls import reverse
 
+from tests.webapp.test_sign_off import hematologist, small_sample  # noqa: F401 (a fixture)
 from webapp.management.commands.runlab import Command as Runlab
+from webapp.services.sign_off import reopen_sample, sign_sample
 
 pytestmark = pytest.mark.django_db
 
@@ -54,6 +56,20 @@ def test_a_refused_permission_stays_a_warning(client, tech, caplog):
         client.get(reverse("models:list"))
     [(level, _)] = request_records(caplog)
     assert level == "WARNING"
+
+
+def test_signing_and_reopening_are_logged_by_ids(hematologist, caplog):  # noqa: F811
+    sample = small_sample()
+    with caplog.at_level(logging.INFO, logger="webapp.services.sign_off"):
+        sign_sample(sample, hematologist)
+        reopen_sample(sample, hematologist, "Recount")
+        sign_sample(sample, hematologist)
+    lines = [r.getMessage() for r in caplog.records if r.name == "webapp.services.sign_off"]
+    assert lines == [f"Sample {sample.pk} signed by hema (signature 1)",
+                     f"Sample {sample.pk} reopened by hema: its signed result is withdrawn until it is "
+                     "signed again",
+                     f"Sample {sample.pk} signed by hema (signature 2, amended)"]
+    assert all(sample.accession_number not in line for line in lines)
 
 
 def test_workers_log_in_the_sites_format_at_its_level(settings):

@@ -8,6 +8,8 @@ of leukocytes reached unless a written reason says why not. Signing and reopenin
 permission webapp.sign_sample (the hematologist group; superusers have it).
 """
 
+import logging
+
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -25,6 +27,8 @@ from webapp.selectors import (
     sign_off_facts,
 )
 from webapp.services.locking import ensure_editable
+
+logger = logging.getLogger(__name__)
 
 SIGN_PERMISSION = "webapp.sign_sample"
 # What a sample's page offers; LEUKOSCOPE_TARGET_COUNT, a new sample's, is one of them.
@@ -86,6 +90,9 @@ def sign_sample(sample, user, below_target_reason="", keep_unidentified=False, r
     sample.signed_figures = result_figures(leukocyte_formula(sample))
     audit.save_as(sample, user, ["status", "signed_by", "signed_at", "below_target_reason",
                                  "unidentified_kept", "times_signed", "signed_figures"])
+    # A result leaving the lab (the LIS may fetch it from now on): by ids, never the accession number.
+    logger.info("Sample %s signed by %s (signature %d%s)", sample.pk, user.get_username(),
+                sample.times_signed, ", amended" if sample.times_signed > 1 else "")
     return sample
 
 
@@ -118,6 +125,9 @@ def reopen_sample(sample, user, reason):
     sample.previously_signed_figures = sample.signed_figures or result_figures(leukocyte_formula(sample))
     audit.save_as(sample, user, ["status", "reopened_by", "reopened_at", "reopen_reason",
                                  "previously_signed_figures"])
+    # The reason stays in the audit trail: it is free text, which may name the patient.
+    logger.info("Sample %s reopened by %s: its signed result is withdrawn until it is signed again",
+                sample.pk, user.get_username())
     return sample
 
 
