@@ -2,13 +2,17 @@
 event of note named by its ids, every process's lines in one format (the log-hygiene audit)."""
 
 import logging
+from datetime import timedelta
 
 import pytest
 from django.conf import settings as site_settings
 from django.urls import reverse
+from django.utils import timezone
 
+from tests.webapp.test_delivery import broker_up, queued_image  # noqa: F401 (a fixture)
 from tests.webapp.test_sign_off import hematologist, small_sample  # noqa: F401 (a fixture)
 from webapp.management.commands.runlab import Command as Runlab
+from webapp.services.reconciler import reconcile_work
 from webapp.services.sign_off import reopen_sample, sign_sample
 
 pytestmark = pytest.mark.django_db
@@ -70,6 +74,20 @@ def test_signing_and_reopening_are_logged_by_ids(hematologist, caplog):  # noqa:
                      "signed again",
                      f"Sample {sample.pk} signed by hema (signature 2, amended)"]
     assert all(sample.accession_number not in line for line in lines)
+
+
+def test_the_reconciler_names_each_photograph_of_a_stopped_worker(broker_up, settings, caplog):  # noqa: F811
+    settings.WORKER_LOST_AFTER = 60
+    beat = timezone.now() - timedelta(minutes=2)
+    dead = queued_image(status="processing", heartbeat_at=beat,
+                        queued_at=timezone.now() - timedelta(minutes=3))
+    with caplog.at_level(logging.INFO, logger="webapp.services.reconciler"):
+        reconcile_work()
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "webapp.services.reconciler" and r.levelno == logging.WARNING]
+    assert (f"Image {dead.pk} of sample {dead.sample_id} queued again: its worker stopped (last heartbeat "
+            f"{beat.isoformat(timespec='seconds')}); if workers keep stopping, look for them being killed "
+            "(out of memory?)") in warnings
 
 
 def test_workers_log_in_the_sites_format_at_its_level(settings):

@@ -68,10 +68,16 @@ def reconcile_work(now=None):
     clear_expired_sessions()
     for version_id in list(abandoned_trainings(now).values_list("pk", flat=True)):
         report.trainings_failed += fail_abandoned_training(version_id)
-    for pk, heartbeat_at in list(lost_images(now).values_list("pk", "heartbeat_at")):
-        report.images_requeued += SmearImage.objects.filter(
+    for pk, sample_id, heartbeat_at in list(lost_images(now).values_list("pk", "sample_id", "heartbeat_at")):
+        requeued = SmearImage.objects.filter(
             pk=pk, status=SmearImage.Status.PROCESSING, heartbeat_at=heartbeat_at
         ).update(status=SmearImage.Status.QUEUED, sent_at=None)
+        if requeued:
+            # Which photograph, and since when: the sweep's summary below only counts them.
+            logger.warning("Image %s of sample %s queued again: its worker stopped (last heartbeat %s); "
+                           "if workers keep stopping, look for them being killed (out of memory?)", pk,
+                           sample_id, heartbeat_at.isoformat(timespec="seconds") if heartbeat_at else "none")
+        report.images_requeued += requeued
 
     classify_waiting = queueing.queue_length(queueing.CLASSIFY_QUEUE)
     if classify_waiting is None:
