@@ -2,15 +2,19 @@
 event of note named by its ids, every process's lines in one format (the log-hygiene audit)."""
 
 import logging
+import sys
 from datetime import timedelta
 
 import pytest
 from django.conf import settings as site_settings
+from django.core.management import CommandError
 from django.urls import reverse
 from django.utils import timezone
 
 from tests.webapp.test_delivery import broker_up, queued_image  # noqa: F401 (a fixture)
+from tests.webapp.test_production_config import launcher_of  # noqa: F401 (a fixture)
 from tests.webapp.test_sign_off import hematologist, small_sample  # noqa: F401 (a fixture)
+from webapp.management.commands import runlab
 from webapp.management.commands.runlab import Command as Runlab
 from webapp.services.reconciler import reconcile_work
 from webapp.services.sign_off import reopen_sample, sign_sample
@@ -112,3 +116,19 @@ def test_celerys_line_per_task_is_left_out_and_its_failures_kept():
     for name in ("celery.worker.strategy", "celery.app.trace"):
         assert not logging.getLogger(name).isEnabledFor(logging.INFO)
         assert logging.getLogger(name).isEnabledFor(logging.WARNING)
+
+
+def test_the_launcher_logs_a_stopped_worker_as_a_warning_saying_what_follows(launcher_of, monkeypatch,  # noqa: F811
+                                                                               caplog):
+    monkeypatch.setattr(runlab, "RESTART_IF_UP_FOR_SECONDS", 0)
+    stops_soon = [sys.executable, "-c", "import time, sys; time.sleep(0.2); sys.exit(3)"]
+    run = launcher_of({"classify worker": stops_soon})
+    with caplog.at_level(logging.INFO, logger=runlab.__name__), pytest.raises(CommandError):
+        run()
+    records = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == runlab.__name__]
+    assert records[0] == (
+        "WARNING", "The classify worker stopped (exit code 3); starting it again. A photograph it was "
+        f"classifying is queued again by the reconciler within "
+        f"{site_settings.WORKER_LOST_AFTER + site_settings.RECONCILE_EVERY:g} s.")
+    assert len(records) == runlab.RESTARTS_IN_WINDOW + 1
+    assert records[-1] == ("ERROR", "The classify worker stopped (exit code 3); stopping the site.")

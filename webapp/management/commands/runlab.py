@@ -12,6 +12,7 @@ again (RestartBudget); one that stops at once, or too often, stops them all.
 
 import argparse
 import errno
+import logging
 import os
 import signal
 import socket
@@ -31,6 +32,17 @@ from webapp.broker import (
 )
 from webapp.child_processes import ended_with_parent
 from webapp.configuration import whole_number
+
+# The launcher's own events go through the site's log, with its time and level, beside its children's.
+logger = logging.getLogger(__name__)
+
+# What the administrator may expect once a process is started again: nothing is lost, only late.
+AFTER_RESTART = {
+    "classify worker": " A photograph it was classifying is queued again by the reconciler within "
+                       f"{settings.WORKER_LOST_AFTER + settings.RECONCILE_EVERY:g} s.",
+    "train worker": " A training it was running is marked failed by the reconciler; start it again "
+                    "from the model pages.",
+}
 
 
 def port_number(text):
@@ -175,12 +187,13 @@ class Command(BaseCommand):
                     if restarts.allow(name, time.monotonic() - started_at[name]):
                         # Killed for memory, say: the site keeps serving, and a photograph it held comes
                         # back to the queue (late acknowledgement, the reconciler).
-                        self.stderr.write(f"The {name} stopped ({how}); starting it again.")
+                        logger.warning("The %s stopped (%s); starting it again.%s", name, how,
+                                       AFTER_RESTART.get(name, ""))
                         start(name)
                         continue
                     # At once after its start (a bad setting, a port taken), or again and again: a
                     # restart would only repeat it.
-                    self.stderr.write(f"The {name} stopped ({how}).")
+                    logger.error("The %s stopped (%s); stopping the site.", name, how)
                     died = (name, process.returncode)
                     stopping = True
                 time.sleep(0.5)
