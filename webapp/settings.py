@@ -261,6 +261,10 @@ AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# axes masks the address of a failed sign-in in the log by default: the administrator could not tell
+# a mistyped password from someone trying names, and the access log keeps that address anyway. The
+# name stays masked: a password is sometimes typed into it.
+AXES_SENSITIVE_PARAMETERS = ["username"]
 # Behind the HTTPS proxy every request comes from the proxy's address, so the pair above would be
 # the name alone: anyone could lock a colleague out. LEUKOSCOPE_PROXY_COUNT proxies in front that
 # each append the address they were reached from to X-Forwarded-For (nginx: proxy_set_header

@@ -11,6 +11,7 @@ from django.core.management import CommandError
 from django.urls import reverse
 from django.utils import timezone
 
+from tests.webapp.lab_factories import make_sample
 from tests.webapp.test_delivery import broker_up, queued_image  # noqa: F401 (a fixture)
 from tests.webapp.test_production_config import launcher_of  # noqa: F401 (a fixture)
 from tests.webapp.test_sign_off import hematologist, small_sample  # noqa: F401 (a fixture)
@@ -116,6 +117,14 @@ def test_celerys_line_per_task_is_left_out_and_its_failures_kept():
     for name in ("celery.worker.strategy", "celery.app.trace"):
         assert not logging.getLogger(name).isEnabledFor(logging.INFO)
         assert logging.getLogger(name).isEnabledFor(logging.WARNING)
+
+
+def test_a_failed_sign_in_logs_the_address_but_not_the_name_typed(client, caplog):
+    make_sample()  # the site in use
+    with caplog.at_level(logging.WARNING, logger="axes"):
+        client.post(reverse("login"), {"username": "typed-name", "password": "wrong"})
+    [line] = [r.getMessage() for r in caplog.records if r.name.startswith("axes")]
+    assert "127.0.0.1" in line and "typed-name" not in line
 
 
 def test_the_launcher_logs_a_stopped_worker_as_a_warning_saying_what_follows(launcher_of, monkeypatch,  # noqa: F811
