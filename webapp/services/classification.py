@@ -18,7 +18,6 @@ A sample whose photographs show one cell each (Sample.photographs) has no partia
 photograph was taken of its cell, and gives that one cell (classifier.pipeline).
 """
 
-import errno
 import logging
 import tempfile
 import time
@@ -39,7 +38,7 @@ from webapp.db_errors import first_line, is_database_full, is_transient_database
 from webapp.models import Cell, ModelVersion, SmearImage
 from webapp.review_flag import review_threshold
 from webapp.services.model_registry import NoActiveModel, active_version, load_classifier
-from webapp.services.storage import delete_stored_files, save_whole
+from webapp.services.storage import DISK_REFUSALS, delete_stored_files, save_whole
 from webapp.wording import count_of
 
 logger = logging.getLogger(__name__)
@@ -82,11 +81,6 @@ def waiting_for_database(error):
         f"kept and tried again every {settings.STORAGE_RETRY_SECONDS:g} s; tell the administrator.")
 
 
-# Loading a network writes it to the worker's temporary folder first (classifier.inference.
-# load_keras_bytes): a full or read-only one is the worker's trouble, not the photograph's.
-_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-
-
 def serving_classifier(version):
     """load_classifier(version), or StorageUnreachable where the worker's temporary folder has no
     room for the network: marked failed, every photograph of the queue waited for a "Try again" by
@@ -94,7 +88,9 @@ def serving_classifier(version):
     try:
         return load_classifier(version)
     except OSError as exc:
-        if exc.errno not in _NO_ROOM:
+        # Loading a network writes it to the worker's temporary folder first (classifier.inference.
+        # load_keras_bytes).
+        if exc.errno not in DISK_REFUSALS:
             raise
         raise StorageUnreachable(
             f"Waiting: the classifier worker cannot load the network, its temporary folder "

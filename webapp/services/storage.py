@@ -3,6 +3,7 @@ disk, a file-size limit) leaves no part of the file behind. Django's file storag
 wrote, under a name it chose itself; each file here gets a name of its own (a random tag), so the
 part can be found and removed."""
 
+import errno
 import logging
 import secrets
 from pathlib import PurePosixPath
@@ -11,6 +12,10 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 logger = logging.getLogger(__name__)
+
+# A full disk, a quota, a folder made read-only: the machine's trouble, not the photograph's, the
+# recipe's or the data's.
+DISK_REFUSALS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def tagged_name(name):

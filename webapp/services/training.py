@@ -6,7 +6,6 @@ imports TensorFlow only when a run starts: inside `run_training`, in a worker or
 command.
 """
 
-import errno
 import logging
 import os
 import socket
@@ -54,6 +53,7 @@ from webapp.services.liveness import TrainingClaim, claim_training, heartbeat
 from webapp.services.locking import ensure_editable
 from webapp.services.model_registry import NoActiveModel, classifier_metadata
 from webapp.services.model_versions import store_training_result
+from webapp.services.storage import DISK_REFUSALS
 from webapp.wording import count_of
 
 logger = logging.getLogger(__name__)
@@ -533,10 +533,6 @@ def _failure_reason(exc, adaptation=False):
     detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
     name = type(exc).__name__
     return f"Training stopped with an unexpected error ({name}{': ' + detail if detail else ''})."
-
-
-# A full disk, a quota, a folder made read-only: the machine's, not the recipe's or the data's.
-DISK_REFUSALS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 WORKER_DIED_REASON = (
