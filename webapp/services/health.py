@@ -36,15 +36,16 @@ def classify_workers_running():
         return None
 
 
-def disk_space(free, what):
-    """``free`` bytes left on a disk, against the settings: {"free_bytes"}, with "error" where an
-    upload of the largest size accepted would not fit (the lab meets it now) and "warning" where less
-    than LEUKOSCOPE_LOW_DISK_MB is left (it will). ``what`` names the folder in the sentence."""
-    result = {"free_bytes": free}
-    if free < settings.MAX_UPLOAD_BYTES:
+def disk_space(free, what, refused):
+    """A check's verdict on ``free`` bytes left on a disk, against the settings: {"ok", "free_bytes"},
+    with "error" where an upload of the largest size accepted would not fit (the lab meets it now:
+    ``refused`` says what is then refused) and "warning" where less than LEUKOSCOPE_LOW_DISK_MB is
+    left (it will). ``what`` names the folder in the sentence."""
+    result = {"ok": free >= settings.MAX_UPLOAD_BYTES, "free_bytes": free}
+    if not result["ok"]:
         result["error"] = (f"{what} has {megabytes(free)} left on its disk, less than one upload of "
                            f"{megabytes(settings.MAX_UPLOAD_BYTES)} (LEUKOSCOPE_MAX_UPLOAD_BYTES): free "
-                           "space there")
+                           f"space there, or {refused}")
     elif free < settings.LOW_DISK_BYTES:
         result["warning"] = (f"{what} has {megabytes(free)} left on its disk, under "
                              f"LEUKOSCOPE_LOW_DISK_MB={settings.LOW_DISK_BYTES // 1024 // 1024}: free space "
@@ -59,10 +60,8 @@ def _check_database():
     if connection.vendor != "sqlite":
         return {"ok": True}  # a PostgreSQL server's disk is its own to watch
     folder = Path(connection.settings_dict["NAME"]).parent
-    space = disk_space(shutil.disk_usage(folder).free, f"the SQLite database's folder {folder}")
-    if "error" in space:
-        space["error"] += ", or every change is refused once it is full"
-    return {"ok": "error" not in space, **space}
+    return disk_space(shutil.disk_usage(folder).free, f"the SQLite database's folder {folder}",
+                      "every change is refused once it is full")
 
 
 def _check_broker():
@@ -143,10 +142,8 @@ def _check_storage():
         # and the workers could store no crop, while this said "ok".
         if "free_bytes" not in state:
             return {"ok": True, "root": root}
-        space = disk_space(state["free_bytes"], f"LEUKOSCOPE_MEDIA_ROOT={root}")
-        if "error" in space:
-            space["error"] += ", or uploads and the workers' pictures are refused"
-        return {"ok": "error" not in space, "root": root, **space}
+        return {**disk_space(state["free_bytes"], f"LEUKOSCOPE_MEDIA_ROOT={root}",
+                             "uploads and the workers' pictures are refused"), "root": root}
     # Before the first upload, which makes it. Once photographs are stored, a missing folder is a
     # shared mount missing here: an upload would go to the local disk, out of the workers' sight.
     if state.get("missing") and not SmearImage.objects.exists():
