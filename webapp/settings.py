@@ -440,6 +440,10 @@ QUEUED_STUCK_AFTER = env_seconds("LEUKOSCOPE_QUEUED_STUCK_AFTER", 300)
 # How often the reconciler sweeps: a photograph whose task was lost waits at most this long past
 # the times above before it is queued again; each sweep is a few indexed queries.
 RECONCILE_EVERY = env_seconds("LEUKOSCOPE_RECONCILE_EVERY", 30)
+# A cancelled training's process is stopped by its worker at once (queueing.stop_task); where that
+# message cannot reach the worker, the training loop finds the cancel itself between batches,
+# looking at most this often (each look is one query).
+TRAINING_CANCEL_CHECK_SECONDS = env_seconds("LEUKOSCOPE_TRAINING_CANCEL_CHECK_SECONDS", 1)
 
 SECURE = env_flag("LEUKOSCOPE_SECURE")
 SESSION_COOKIE_SECURE = SECURE

@@ -212,7 +212,7 @@ def test_a_cancelled_adaptation_stores_nothing_and_frees_the_slot(
 
 @pytest.mark.django_db
 def test_a_running_adaptation_stops_at_the_cancel(active, isolated_media_root, sent_tasks, monkeypatch,
-                                                  django_user_model):
+                                                  django_user_model, settings):
     reviewed_cells(active, isolated_media_root)
     version = training.start_adaptation(django_user_model.objects.create_user("lead", is_staff=True))
     updates = []
@@ -225,7 +225,7 @@ def test_a_running_adaptation_stops_at_the_cancel(active, isolated_media_root, s
         return real(version_id, **changes)
 
     monkeypatch.setattr(training, "_update_progress", cancel_after_first_epoch)
-    monkeypatch.setattr(training, "CANCEL_POLL_SECONDS", 0.0)
+    settings.TRAINING_CANCEL_CHECK_SECONDS = 0
     training.run_training(version.pk)
     version.refresh_from_db()
     assert version.status == "cancelled" and not version.model_sha256

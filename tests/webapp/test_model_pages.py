@@ -850,8 +850,8 @@ def test_run_training_failure_is_recorded_readably(fake_trainer, error, expected
 
 
 @pytest.mark.django_db
-def test_cancel_reaches_the_running_training_and_nothing_is_stored(fake_trainer, staff, monkeypatch):
-    monkeypatch.setattr(training, "CANCEL_POLL_SECONDS", 0)
+def test_cancel_reaches_the_running_training_and_nothing_is_stored(fake_trainer, staff, settings):
+    settings.TRAINING_CANCEL_CHECK_SECONDS = 0
     version = queued_version()
 
     def behaviour(config, on_epoch, should_stop):

@@ -58,11 +58,6 @@ from webapp.wording import count_of
 
 logger = logging.getLogger(__name__)
 
-# Cancellation is polled between batches; a query per poll is cheap, but there is no need to ask
-# the database more than once a second.
-CANCEL_POLL_SECONDS = 1.0
-
-
 class TrainingRefused(ValueError):
     """A user-facing reason why a training cannot be started or cancelled."""
 
@@ -627,7 +622,7 @@ def _train(version_id, version, progress_bar):
 
     def should_stop():
         now = time.monotonic()
-        if now - last_poll[0] >= CANCEL_POLL_SECONDS:
+        if now - last_poll[0] >= settings.TRAINING_CANCEL_CHECK_SECONDS:
             last_poll[0] = now
             row = ModelVersion.objects.filter(pk=version_id).values_list("status", "cancel_requested").first()
             last_poll[1] = row is None or row[1] or row[0] != ModelVersion.Status.TRAINING
