@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from classifier import detection
+from classifier import detection, rendering
 from classifier.errors import TrainingDataError
 from classifier.labels import BINARY_CLASSES, BINARY_GROUP, TASK_CLASSES
 from classifier.preparation import WINDOW_SIZE, as_window, prepare_window
@@ -245,7 +245,7 @@ def decode_image(path):
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None or bgr.ndim != 3 or min(bgr.shape[:2]) < 8:
         return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rendering.rgb_in_srgb(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), rendering.embedded_profile(data))
 
 
 def _window_scale(result, window_scale):

@@ -3,11 +3,12 @@ the site keeps of each cell (a thumbnail of the cell in the photograph, the cont
 network saw, and Grad-CAM drawn over the network's input), encoded as the site stores them.
 """
 
+import functools
 import io
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageCms
 
 from classifier.errors import UnreadablePhotograph
 
@@ -25,6 +26,7 @@ HEATMAP_JPEG_QUALITY = 88
 WINDOW_PNG_COMPRESSION = 3
 # Pillow's modes for greyscale of more than 8 bits (a 16-bit TIFF or PNG).
 SIXTEEN_BIT_GREY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
 def decode_rgb(source):
@@ -50,12 +52,13 @@ def decode_rgb(source):
 
 
 def _as_rgb(picture):
-    """8-bit RGB of a decoded picture, read as webapp.intake stores an upload."""
+    """8-bit sRGB of a decoded picture, read as webapp.intake stores an upload."""
     if picture.mode in SIXTEEN_BIT_GREY_MODES:
         # Pillow's convert clips these at 255 rather than scaling them: a 16-bit photograph came
         # out white in every pixel, and was classified all the same.
         grey = np.clip(np.asarray(picture, dtype=np.float64) / 257.0 + 0.5, 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
+    picture = in_srgb(picture)
     if picture.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in picture.info:
         # Dropping the alpha shows whatever colour a transparent pixel holds (often black); the
         # site flattens uploads on white, the background a smear photograph has.
@@ -64,6 +67,60 @@ def _as_rgb(picture):
         flattened.paste(rgba, mask=rgba.getchannel("A"))
         return np.asarray(flattened)
     return np.asarray(picture.convert("RGB"))
+
+
+def in_srgb(picture):
+    """The picture with its colours read through its embedded colour profile into sRGB.
+
+    The networks learned stains as sRGB numbers (no training photograph carries a profile). A
+    camera or phone that writes Display P3 or Adobe RGB stores the same purple as other numbers:
+    read raw, every stain is shifted towards grey, as a browser showing the photograph does not
+    show it. A picture without a profile, with sRGB's, or with one that cannot be used (damaged,
+    or for another kind of picture) keeps its numbers.
+    """
+    profile = picture.info.get("icc_profile")
+    if not profile:
+        return picture
+    # A profile transforms no palette, grey-with-alpha or premultiplied picture; a colour-keyed
+    # transparent pixel no longer matches its key once transformed.
+    if picture.mode in ("P", "PA", "LA", "La", "RGBa") or (
+            picture.mode in ("RGB", "L") and "transparency" in picture.info):
+        picture = picture.convert("RGBA")
+    transform = _transform_to_srgb(profile, picture.mode)
+    return picture if transform is None else ImageCms.applyTransform(picture, transform)
+
+
+def rgb_in_srgb(rgb, profile):
+    """An RGB array decoded without its colour profile (OpenCV reads none), into sRGB as in_srgb."""
+    transform = _transform_to_srgb(profile, "RGB") if profile else None
+    if transform is None:
+        return rgb
+    return np.asarray(ImageCms.applyTransform(Image.fromarray(rgb), transform))
+
+
+def embedded_profile(data):
+    """The colour profile an image file's bytes carry, or None (Pillow reads only the header)."""
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            return picture.info.get("icc_profile")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+@functools.lru_cache(maxsize=16)  # a camera writes one profile into every photograph
+def _transform_to_srgb(profile, mode):
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        # Most cameras embed sRGB's own profile: transforming into it again changes nothing, and
+        # takes half a second on a 12-megapixel photograph.
+        if ImageCms.getProfileDescription(source).strip().lower().startswith("srgb"):
+            return None
+        # Without its one-pixel cache a transform is safe to share between the threads of a web
+        # server checking uploads, and images have few runs of one colour for the cache to skip.
+        return ImageCms.buildTransform(source, SRGB, mode, "RGBA" if mode == "RGBA" else "RGB",
+                                       flags=ImageCms.Flags.NOCACHE)
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return None
 
 
 def encode_jpeg(rgb, quality):

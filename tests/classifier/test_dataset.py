@@ -14,6 +14,7 @@ from classifier.preparation import (
     red_cell_density,
 )
 from tests.classifier.drawn_fields import draw_field, write_split
+from tests.colour_profiles import swapped_primaries_profile
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "blood-cell-images"
 
@@ -266,3 +267,13 @@ def test_the_cache_follows_the_instances_var_folder_unless_told_otherwise(tmp_pa
     told = {"LEUKOSCOPE_VAR_DIR": str(tmp_path / "var"), "LEUKOSCOPE_CLASSIFIER_CACHE": str(tmp_path / "c")}
     assert default_cache_dir(told) == tmp_path / "c"
     assert default_cache_dir({}).parts[-2:] == ("var", "cache")
+
+
+def test_training_reads_a_photographs_colour_profile_as_the_site_does(tmp_path):
+    """OpenCV reads no colour profile: a lab's photographs in Display P3 or Adobe RGB would be
+    learned from other numbers than the site later classifies."""
+    from PIL import Image
+
+    path = tmp_path / "red.png"
+    Image.new("RGB", (16, 12), (255, 0, 0)).save(path, icc_profile=swapped_primaries_profile())
+    assert (dataset.decode_image(path) == (0, 0, 255)).all()

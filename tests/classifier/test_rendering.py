@@ -15,6 +15,7 @@ from classifier.rendering import (
     encode_png,
     heatmap_overlay,
 )
+from tests.colour_profiles import srgb_profile, swapped_primaries_profile
 
 
 def photograph(height=480, width=640):
@@ -97,3 +98,29 @@ def test_a_photograph_too_large_to_decode_says_so(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(UnreadablePhotograph, match=r"too large to read: more than 200 pixels"):
         decode_rgb(encode_png(photograph(20, 20)))
+
+
+def with_profile(picture, profile, fmt="PNG"):
+    buffer = io.BytesIO()
+    picture.save(buffer, format=fmt, icc_profile=profile)
+    return buffer.getvalue()
+
+
+def test_a_photograph_is_read_through_its_colour_profile_into_srgb():
+    """A phone or camera writing Display P3 or Adobe RGB stores a stain's purple as other numbers
+    than sRGB's, the space the networks learned in; read raw, every stain shifts towards grey."""
+    red = Image.new("RGB", (16, 12), (255, 0, 0))
+    assert (decode_rgb(with_profile(red, swapped_primaries_profile())) == (0, 0, 255)).all()
+
+
+def test_a_transparent_photograph_with_a_profile_is_flattened_on_white_in_srgb():
+    picture = Image.new("RGBA", (16, 12), (255, 0, 0, 255))
+    picture.paste((0, 0, 0, 0), (0, 0, 8, 12))
+    rgb = decode_rgb(with_profile(picture, swapped_primaries_profile()))
+    assert (rgb[:, :8] == 255).all() and (rgb[:, 8:] == (0, 0, 255)).all()
+
+
+@pytest.mark.parametrize("profile", [srgb_profile(), b"no colour profile at all"], ids=["srgb", "damaged"])
+def test_a_photograph_in_srgb_or_with_a_profile_that_cannot_be_used_keeps_its_numbers(profile):
+    rgb = photograph(24, 32)
+    np.testing.assert_array_equal(decode_rgb(with_profile(Image.fromarray(rgb), profile)), rgb)
