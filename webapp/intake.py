@@ -21,6 +21,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from classifier import rendering
 from webapp.wording import DIRECTION_CONTROLS, megabytes
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ CONVERTIBLE_MODES = {
     "P": "palette colours expanded",
     "PA": "palette colours expanded, transparency removed",
 }
+# Formats stored as they were sent when nothing in them has to change.
+KEPT_AS_SENT = ("JPEG", "PNG")
 EXIF_ORIENTATION = 0x0112
 # The values that turn or mirror a photograph; 1 is upright, anything else (0, 9, ...) is no
 # orientation at all, and Pillow leaves such an image as it is.
@@ -286,6 +289,15 @@ def check_image(uploaded):
         # staff see, or the cell outlines land in the wrong place.
         notes.append("rotated upright from its EXIF orientation")
         image = ImageOps.exif_transpose(image)
+    if image.info.get("icc_profile") and (notes or source_format not in KEPT_AS_SENT or image.mode != "RGB"):
+        # Stored again as a PNG without the camera's colour profile (Display P3, Adobe RGB): its
+        # colours go in as sRGB, which is what a file without a profile is read as.
+        in_srgb = rendering.in_srgb(image)
+        if in_srgb is not image:
+            notes.append("colours brought to sRGB from its colour profile")
+            if image.mode in CONVERTIBLE_MODES and in_srgb.mode == "RGB":
+                notes.append(CONVERTIBLE_MODES[image.mode])
+            image = in_srgb
     # A palette image may mark a colour transparent ("transparency" in its info): flattened on
     # white like any other transparency, not shown in whatever colour the palette holds there.
     transparent_palette = image.mode == "P" and "transparency" in image.info
@@ -308,7 +320,7 @@ def check_image(uploaded):
 
     width, height = image.size
     pixels, turned = oriented_fingerprints(image)
-    if not notes and source_format in ("JPEG", "PNG"):
+    if not notes and source_format in KEPT_AS_SENT:
         # Keep the photograph as it came when nothing had to change, its pixels untouched, but
         # without the text a camera or its software wrote beside them (see without_metadata). Its
         # checksum stays that of the file sent: a copy of it is found again, and a TEST file of a

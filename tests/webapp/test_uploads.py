@@ -13,6 +13,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image, PngImagePlugin
 
+from classifier.rendering import decode_rgb
+from tests.colour_profiles import swapped_primaries_profile
 from tests.conftest import stored_files
 from tests.webapp.lab_factories import make_version
 from webapp import intake
@@ -337,6 +339,41 @@ def test_exif_rotated_photograph_is_stored_upright():
     checked = check_image(upload("phone.jpg", encoded(image, "JPEG", exif=exif)))
     assert (checked.width, checked.height) == (90, 120)
     assert "EXIF" in checked.conversion_note
+
+
+def turned_phone_photograph(profile):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encoded(Image.new("RGB", (120, 90), (255, 0, 0)), "JPEG", exif=exif, quality=95,
+                   icc_profile=profile)
+
+
+def half_transparent_photograph(profile):
+    picture = Image.new("RGBA", (120, 90), (255, 0, 0, 255))
+    picture.paste((0, 0, 0, 0), (0, 0, 60, 90))
+    return encoded(picture, "PNG", icc_profile=profile)
+
+
+@pytest.mark.parametrize("make", [turned_phone_photograph, half_transparent_photograph])
+def test_a_photograph_stored_again_keeps_its_colours_from_its_profile(make):
+    """Stored again as a PNG (turned upright, flattened on white), a photograph kept its camera's
+    colour profile only as long as nothing was drawn anew: flattened, its stain colours were read
+    without it. The stored pixels are sRGB now, as the classifier reads them."""
+    checked = check_image(upload("camera.png", make(swapped_primaries_profile())))
+    assert "colours brought to sRGB from its colour profile" in checked.conversion_note
+    stored = Image.open(io.BytesIO(checked.content))
+    assert stored.format == "PNG" and (stored.width, stored.height) in ((90, 120), (120, 90))
+    read = decode_rgb(checked.content).astype(int)
+    cell = read[-10:, -10:]  # the opaque corner, turned or not
+    assert (abs(cell - (0, 0, 255)) <= 3).all()
+    assert (abs(np.asarray(stored.convert("RGB"))[-10:, -10:].astype(int) - (0, 0, 255)) <= 3).all()
+
+
+def test_a_photograph_kept_as_sent_keeps_its_colour_profile():
+    data = encoded(Image.fromarray(smear_array()), "JPEG", icc_profile=swapped_primaries_profile())
+    checked = check_image(upload("camera.jpg", data))
+    assert checked.conversion_note == ""
+    assert Image.open(io.BytesIO(checked.content)).info["icc_profile"] == swapped_primaries_profile()
 
 
 @pytest.mark.parametrize("orientation", [0, 1, 9, 65535])
