@@ -133,6 +133,30 @@ def _stain_strength(factor):
     return change
 
 
+def _srgb_to_linear(rgb):
+    unit = rgb.astype(np.float32) / 255.0
+    return np.where(unit <= 0.04045, unit / 12.92, ((unit + 0.055) / 1.055) ** 2.4)
+
+
+def _linear_to_srgb(linear):
+    linear = np.clip(linear, 0.0, 1.0)
+    return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
+
+
+def _wide_gamut_numbers(from_linear_srgb, gamma=None):
+    """The numbers a camera writing a wider colour space stores for the same colours, read as if
+    they were sRGB: what a reader that ignores the file's colour profile sees (the site reads the
+    profile since classifier.rendering.in_srgb; a folder of training photographs too)."""
+    matrix = np.array(from_linear_srgb, np.float32)
+
+    def change(rgb):
+        linear = np.clip(_srgb_to_linear(rgb) @ matrix.T, 0.0, 1.0)
+        encoded = _linear_to_srgb(linear) if gamma is None else linear ** (1 / gamma)
+        return np.clip(encoded * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+    return change
+
+
 SHIFTS = (
     Shift("as photographed", lambda rgb: rgb),
     Shift("magnified 0.7x", _resized(0.7), 0.7),
@@ -149,6 +173,12 @@ SHIFTS = (
     Shift("JPEG quality 25", _jpeg(25)),
     Shift("stain 35% heavier", _stain_strength(1.35)),
     Shift("stain 35% paler", _stain_strength(0.65)),
+    # Linear sRGB to linear Display P3 (both D65; P3 keeps sRGB's tone curve) and to Adobe RGB
+    # (1998), encoded with its gamma of 563/256.
+    Shift("Display P3 camera, its profile ignored",
+          _wide_gamut_numbers([[0.8225, 0.1774, 0.0], [0.0332, 0.9669, 0.0], [0.0171, 0.0724, 0.9108]])),
+    Shift("Adobe RGB camera, its profile ignored",
+          _wide_gamut_numbers([[0.7152, 0.2848, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0412, 0.9588]], 563 / 256)),
 )
 
 

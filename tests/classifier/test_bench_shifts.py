@@ -1,9 +1,14 @@
 """bench/shifts.py: each change of a photograph does what its name says, and the bundled network
 is measured on every one of them for a tiny drawn source."""
 
-import numpy as np
+import io
 
+import numpy as np
+from PIL import Image
+
+from classifier.rendering import decode_rgb
 from tests.classifier.test_bench_sources import load_bench
+from tests.colour_profiles import display_p3_profile
 from tests.synthetic_cells import write_cell_folder
 
 bench = load_bench("shifts")
@@ -41,6 +46,18 @@ def test_stain_strength_scales_optical_density_and_leaves_white_white():
 
     assert heavier[0, 0].tolist() == [255, 255, 255]
     assert np.allclose(-np.log(heavier[120, 160] / 255), 1.35 * density, atol=0.02)
+
+
+def test_the_display_p3_numbers_are_what_the_site_reads_back_through_a_p3_profile():
+    """The shift stands for a P3 camera's file read without its profile: with the profile, the
+    site reads the photograph's own colours again (to rounding)."""
+    rgb = field()
+    _, p3 = changed("Display P3", rgb)
+    buffer = io.BytesIO()
+    Image.fromarray(p3).save(buffer, format="PNG", icc_profile=display_p3_profile())
+
+    assert (p3[120, 160] != rgb[120, 160]).all()  # raw, the purple is a greyer one
+    assert np.abs(decode_rgb(buffer.getvalue()).astype(int) - rgb).max() <= 2
 
 
 def test_every_shift_is_measured_on_each_source(tmp_path, capsys):
