@@ -55,13 +55,14 @@ def holds_centre(box, width, height) -> bool:
     return x0 <= width / 2 <= x1 and y0 <= height / 2 <= y1
 
 
-def cut_by_edge(box, width, height) -> bool:
+def cut_by_edge(box, width, height, touches_surround=False) -> bool:
     """The site's edge rule: whether the cell in ``box`` is one the photograph's edge cuts, which
-    the differential leaves out (a reviewer may count it in).
+    the differential leaves out (a reviewer may count it in). ``touches_surround``: the box reaches
+    the black around an eyepiece's round field (classifier.field_of_view), an edge as well.
 
     A field of a smear cuts cells at its edges, and the next field may show them again. A cell
     that reaches from the photograph's middle to its edge is another case: the photograph was
     framed on it (a tight crop of one cell, an analyser's or a lab's own), so it is counted.
     On a field the middle cell never reaches the edge unless it spans half the field."""
-    return touches_edge(box, width, height) and not holds_centre(box, width, height)
+    return (touches_edge(box, width, height) or touches_surround) and not holds_centre(box, width, height)
 

@@ -35,6 +35,7 @@ from classifier.detection import (
     middle_cell,
     window_fill,
 )
+from classifier.field_of_view import DarkSurround
 from classifier.labels import binary_probabilities
 from classifier.quality import QualityReport, assess_quality
 from classifier.rendering import cell_pictures
@@ -68,6 +69,9 @@ class FinishedCell:
     # False for a photograph of one cell whose middle was classified because the detector outlined
     # no cell there (such a cell always needs review).
     outlined: bool = True
+    # The box reaches the black around an eyepiece's round field (classifier.field_of_view): an
+    # edge that cuts the cell, as the photograph's own does (classifier.boxes.cut_by_edge).
+    touches_dark_surround: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,8 @@ def analyse_smear(rgb, classifier, *, review_threshold, given_boxes=(), one_cell
     if one_cell:
         found_cells = [] if given else found_cells[:1] or [middle_cell(rgb.shape, detection.scale)]
     finished = _finish_cells(rgb, classifier, [*found_cells, *given], detection.scale,
-                             review_threshold=review_threshold, doubtful_photograph=bool(quality.warnings))
+                             review_threshold=review_threshold, doubtful_photograph=bool(quality.warnings),
+                             surround=DarkSurround.find(rgb))
     found = len(found_cells)
     cells = finished[:found]
     if unoutlined:
@@ -116,13 +121,15 @@ def finish_box(rgb, box, classifier, *, review_threshold) -> FinishedCell:
     quality = assess_quality(rgb, scale=scale)
     cell = DetectedCell(box=tuple(int(v) for v in box), score=1.0)
     (finished,) = _finish_cells(rgb, classifier, [cell], scale, review_threshold=review_threshold,
-                                doubtful_photograph=bool(quality.warnings))
+                                doubtful_photograph=bool(quality.warnings), surround=DarkSurround.find(rgb))
     return finished
 
 
-def _finish_cells(rgb, classifier, found_cells, scale, *, review_threshold, doubtful_photograph):
+def _finish_cells(rgb, classifier, found_cells, scale, *, review_threshold, doubtful_photograph,
+                  surround=None):
     """Classify the cells in one network call, with a second look at other magnifications where
-    the network is unsure (classifier.second_look), and finish each one (FinishedCell, in order)."""
+    the network is unsure (classifier.second_look), and finish each one (FinishedCell, in order).
+    ``surround``: the photograph's DarkSurround, where it has one."""
     if not found_cells:
         return []
     fill = window_fill(rgb)  # the photograph's background: read once, not once a window
@@ -155,6 +162,7 @@ def _finish_cells(rgb, classifier, found_cells, scale, *, review_threshold, doub
             crop_jpeg=crop,
             window_png=window_png,
             heatmap_jpeg=heatmap,
+            touches_dark_surround=surround is not None and surround.touches(box),
             **_first_look(looks, row, names),
         ))
     return cells

@@ -183,6 +183,19 @@ def test_a_cell_the_photograph_is_framed_on_counts_though_it_reaches_the_edge(ne
     assert (framed_on.is_partial, cut.is_partial) == (False, True)
 
 
+def test_a_cell_an_eyepiece_circle_cuts_is_left_out_as_one_the_edge_cuts(network, stored_image):
+    """Photographed through the eyepiece, a field is round, black around it: a cell its circle
+    cuts is as incomplete as one the photograph's edge cuts, unless the photograph is framed on it."""
+    middle, on_the_circle, inside = analysis_with([(200, 100, 440, 300), (60, 200, 120, 260),
+                                                   (150, 80, 200, 130)]).cells
+    network.analysis = dataclasses.replace(analysis_with([]), cells=[
+        dataclasses.replace(middle, touches_dark_surround=True),
+        dataclasses.replace(on_the_circle, touches_dark_surround=True), inside])
+    make_version()
+    classification.classify_smear_image(stored_image.pk)
+    assert [cell.is_partial for cell in Cell.objects.order_by("index")] == [False, True, False]
+
+
 def test_a_photograph_of_one_cell_counts_its_cell_wherever_it_lies(network, sent_tasks, client, tech):
     """Said at upload to show one cell each, a photograph is analysed so (the pipeline gives the cell
     in its middle), and its cell is never left out as cut by the edge: the photograph was taken of

@@ -171,7 +171,8 @@ def fill_cell(cell, found, image, name_stem, written):
     cell.first_look_type = found.first_look_type
     cell.first_look_confidence = found.first_look_confidence
     cell.outlined = found.outlined
-    cell.is_partial = not image.sample.one_cell_each and cut_by_edge(found.box, image.width, image.height)
+    cell.is_partial = not image.sample.one_cell_each and cut_by_edge(
+        found.box, image.width, image.height, touches_surround=found.touches_dark_surround)
     cell.cell_type = cell.corrected_type or found.predicted_type
     written.save(cell.crop, f"{name_stem}.jpg", found.crop_jpeg)
     written.save(cell.window, f"{name_stem}.png", found.window_png)

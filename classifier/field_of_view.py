@@ -1,0 +1,62 @@
+"""Where a photograph shows no slide: the black around the round field of a photograph taken
+through a microscope's eyepiece (a phone held to it, a camera on an eyepiece adapter).
+
+The differential leaves out a cell the photograph's edge cuts (classifier.boxes.cut_by_edge); a
+cell the eyepiece's circle cuts is as incomplete, and would otherwise be counted and classified
+whole from the half it shows.
+"""
+
+import cv2
+import numpy as np
+
+from classifier.boxes import EDGE_MARGIN
+
+# Under this in every channel is no slide: the darkest pixel of 400 PBC photographs, whose nuclei
+# are stained darkest, reached 46 in its brightest channel (104 in BCCD's smears); the black of an
+# eyepiece's surround, JPEG noise and all, stays under it.
+DARK_LEVEL = 40
+# A surround smaller than this share of the photograph is no eyepiece's (a dark corner, a speck of
+# dirt at the edge), and is left alone.
+MIN_SURROUND_SHARE = 0.01
+# Measured at most this many pixels on the long side: the surround's edge is smooth and wide.
+WORKING_SIDE = 1024
+
+
+class DarkSurround:
+    """The black around an eyepiece's field, if the photograph has one (``find``)."""
+
+    def __init__(self, mask, factor):
+        self._mask = mask  # at the working size: True where there is no slide
+        self._factor = factor  # working pixels per photograph pixel
+
+    @classmethod
+    def find(cls, rgb):
+        """The photograph's dark surround: dark pixels joined to its edge, or None where they are
+        too few to be an eyepiece's."""
+        height, width = rgb.shape[:2]
+        factor = min(1.0, WORKING_SIDE / max(height, width))
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        small = rgb if factor == 1.0 else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        dark = (small.max(axis=2) < DARK_LEVEL).astype(np.uint8)
+        if not dark.any():
+            return None
+        _, labels = cv2.connectedComponents(dark, connectivity=8)
+        on_edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+        surround = np.isin(labels, on_edge[on_edge > 0])
+        if surround.mean() < MIN_SURROUND_SHARE:
+            return None
+        return cls(surround, factor)
+
+    def touches(self, box, margin=EDGE_MARGIN):
+        """Whether the box (x0, y0, x1, y1 in the photograph's pixels) reaches within ``margin`` px
+        of the surround, as classifier.boxes.touches_edge asks of the photograph's edge. On BCCD's
+        smears darkened outside a circle, it agreed with the annotated boxes on 93% of the cells
+        the photograph's own edge does not cut (182 of 205 reaching out of the circle, 252 of 262
+        inside it)."""
+        x0, y0, x1, y1 = box
+        height, width = self._mask.shape
+        left = max(0, int((x0 - margin) * self._factor))
+        top = max(0, int((y0 - margin) * self._factor))
+        right = min(width, int(np.ceil((x1 + margin) * self._factor)))
+        bottom = min(height, int(np.ceil((y1 + margin) * self._factor)))
+        return bool(self._mask[top:bottom, left:right].any())
