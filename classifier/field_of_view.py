@@ -6,6 +6,8 @@ cell the eyepiece's circle cuts is as incomplete, and would otherwise be counted
 whole from the half it shows.
 """
 
+import math
+
 import cv2
 import numpy as np
 
@@ -20,6 +22,10 @@ DARK_LEVEL = 40
 MIN_SURROUND_SHARE = 0.01
 # Measured at most this many pixels on the long side: the surround's edge is smooth and wide.
 WORKING_SIDE = 1024
+# What the surround leaves is round where it fills this share of the smallest circle around it:
+# a disc fills all of it (its drawn edge a little less), the half of a photograph a misaligned
+# lamp lights, a rectangle, 0.64 at most.
+ROUND_FIELD_FILL = 0.8
 
 
 class DarkSurround:
@@ -46,6 +52,23 @@ class DarkSurround:
         if surround.mean() < MIN_SURROUND_SHARE:
             return None
         return cls(surround, factor)
+
+    def mask(self, height, width):
+        """Where the surround is, in a height x width photograph's pixels."""
+        if self._mask.shape == (height, width):
+            return self._mask
+        return cv2.resize(self._mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0
+
+    @property
+    def leaves_a_round_field(self):
+        """Whether what the surround leaves is one round field, an eyepiece's or a field stop's."""
+        field = (~self._mask).astype(np.uint8)
+        contours, _ = cv2.findContours(field, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        if not contours:
+            return False
+        field = max(contours, key=cv2.contourArea)
+        _, radius = cv2.minEnclosingCircle(field)
+        return cv2.contourArea(field) >= ROUND_FIELD_FILL * math.pi * radius**2
 
     def touches(self, box, margin=EDGE_MARGIN):
         """Whether the box (x0, y0, x1, y1 in the photograph's pixels) reaches within ``margin`` px

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from classifier.detection import REFERENCE_RBC_DIAMETER
+from classifier.field_of_view import DarkSurround
 from classifier.preparation import background_colour
 
 # Focus is measured on a copy with the long side at this size: the BCCD photographs shrunk by 2,
@@ -34,10 +35,14 @@ MIN_FOCUS = 5.5
 # photographs clips 29-90% and drops their 8-type accuracy from 94% to 50% and 41%
 # (bench/shifts.py): the white balance can no longer read the bare slide's true colour.
 # BCCD photographs have none. Black alone is no fault: a microscope camera often shows the round
-# field stop, and the training fields have black corners, so only a mostly black image warns.
+# field stop, and the training fields have black corners, so only a mostly black image warns, and
+# not one whose black surrounds a round field (classifier.field_of_view): a phone held to the
+# eyepiece photographs its circle with black all around.
 MAX_CLIPPED_HIGHLIGHTS = 0.45
 MAX_CLIPPED_SHADOWS = 0.5
-# Mean brightness (0-1) of the non-black part: a well lit smear is mostly pale background.
+# Mean brightness (0-1) of the field, the black around it left out (under 8, or the dark surround
+# of classifier.field_of_view, whose camera noise reaches 40): a well lit smear is mostly pale
+# background.
 # BCCD: 0.65-0.76; the same photographs at 1.4x exposure read 0.92-0.98, at 0.4x 0.27-0.30.
 BRIGHTNESS_RANGE = (0.45, 0.9)
 # Background colour in CIELAB a*/b* (neutral = 0). The BCCD backgrounds sit within 5.7 (a*) and
@@ -117,7 +122,9 @@ def assess_quality(rgb: np.ndarray, scale: float | None = None) -> QualityReport
     highlights = float((brightest >= 255).mean())
     lit = brightest >= 8
     shadows = 1.0 - float(lit.mean())
-    brightness = float(grey[lit].mean()) / 255.0 if lit.any() else 0.0
+    surround = DarkSurround.find(rgb)
+    field = lit if surround is None else lit & ~surround.mask(*rgb.shape[:2])
+    brightness = float(grey[field].mean()) / 255.0 if field.any() else 0.0
     cast_a, cast_b = _background_cast(rgb)
 
     warnings = []
@@ -133,7 +140,7 @@ def assess_quality(rgb: np.ndarray, scale: float | None = None) -> QualityReport
         )
     if brightness < BRIGHTNESS_RANGE[0]:
         warnings.append("The image is underexposed (too dark): cells may be missed or misread.")
-    if shadows > MAX_CLIPPED_SHADOWS:
+    if shadows > MAX_CLIPPED_SHADOWS and not (surround is not None and surround.leaves_a_round_field):
         warnings.append("Most of the image is black: check the microscope's light and field.")
     if scale is not None and scale < MIN_SCALE:
         warnings.append(

@@ -66,3 +66,10 @@ def test_a_photograph_without_an_eyepiece_surround_has_none(darkened):
     elif darkened == "a nucleus in the middle":
         cv2.circle(rgb, INSIDE, 60, (20, 10, 30), -1)  # darker than any stain, but not joined to the edge
     assert DarkSurround.find(rgb) is None
+
+
+def test_black_around_a_circle_leaves_a_round_field_and_black_beside_a_lamps_patch_does_not():
+    half_lit = slide()
+    half_lit[:, 320:] = 0  # a misaligned lamp
+    assert DarkSurround.find(through_an_eyepiece(slide(), radius=200)).leaves_a_round_field
+    assert not DarkSurround.find(half_lit).leaves_a_round_field

@@ -94,6 +94,20 @@ def test_black_field_stop_alone_does_not_warn_but_a_black_image_does(smear):
     assert any("black" in warning for warning in assess_quality(mostly_black).warnings)
 
 
+@pytest.mark.parametrize("noise", [0, 25], ids=["black", "a camera's noisy black"])
+def test_a_photograph_through_the_eyepiece_is_judged_on_its_round_field(smear, noise):
+    """A phone held to the eyepiece photographs the field as a circle with black all around: here
+    63% of the photograph. Its black is neither a dark photograph nor a light that failed."""
+    through_eyepiece = np.random.default_rng(0).integers(0, noise + 1, smear.shape).astype(np.uint8)
+    field = np.zeros(smear.shape[:2], np.uint8)
+    cv2.circle(field, (320, 240), 190, 1, -1)
+    through_eyepiece[field > 0] = smear[field > 0]
+
+    report = assess_quality(through_eyepiece)
+    assert report.warnings == []
+    assert report.brightness == pytest.approx(assess_quality(smear).brightness, abs=0.02)
+
+
 @pytest.mark.parametrize("gains", [(1.0, 0.5, 1.1), (1.05, 1.0, 0.5)], ids=["magenta", "yellow"])
 def test_colour_cast_past_the_measured_harmless_range_warns(smear, gains):
     report = assess_quality(scaled(smear, gains))
