@@ -330,7 +330,10 @@ def check_image(uploaded):
                             checksum=hashlib.sha256(data).hexdigest(),
                             fingerprint=pixels, turned=turned)  # no note: a single page
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False, compress_level=3)
+    # Without the profile the file came with: its pixels are sRGB now, or read as they were where
+    # the profile did not fit them (an RGB profile on CMYK, or a damaged one); carried over, it was
+    # applied to them by every later reading of the stored file.
+    image.save(buffer, format="PNG", optimize=False, compress_level=3, icc_profile=None)
     note = f"{source_format} stored as 8-bit RGB PNG: " + ", ".join(notes or ["re-encoded"])
     stored = buffer.getvalue()
     return CheckedImage(stored, ".png", width, height, note[:255],

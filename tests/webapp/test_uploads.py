@@ -369,6 +369,18 @@ def test_a_photograph_stored_again_keeps_its_colours_from_its_profile(make):
     assert (abs(np.asarray(stored.convert("RGB"))[-10:, -10:].astype(int) - (0, 0, 255)) <= 3).all()
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF"])
+def test_a_cmyk_photograph_with_an_rgb_profile_is_stored_as_its_colours_were_read(fmt):
+    """An RGB profile cannot be read into a CMYK picture, so its colours are converted without it;
+    carried over onto the stored RGB PNG, the profile was then applied to them by the worker."""
+    cmyk = Image.fromarray(smear_array()).convert("CMYK")
+    data = encoded(cmyk, fmt, icc_profile=swapped_primaries_profile())
+    checked = check_image(upload("scan.tif", data))
+    assert "CMYK" in checked.conversion_note and "sRGB" not in checked.conversion_note
+    assert "icc_profile" not in Image.open(io.BytesIO(checked.content)).info
+    np.testing.assert_array_equal(decode_rgb(checked.content), decode_rgb(data))
+
+
 def test_a_photograph_kept_as_sent_keeps_its_colour_profile():
     data = encoded(Image.fromarray(smear_array()), "JPEG", icc_profile=swapped_primaries_profile())
     checked = check_image(upload("camera.jpg", data))
