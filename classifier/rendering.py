@@ -81,13 +81,23 @@ def in_srgb(picture):
     profile = picture.info.get("icc_profile")
     if not profile:
         return picture
-    # A profile transforms no palette, grey-with-alpha or premultiplied picture; a colour-keyed
-    # transparent pixel no longer matches its key once transformed.
-    if picture.mode in ("P", "PA", "LA", "La", "RGBa") or (
-            picture.mode in ("RGB", "L") and "transparency" in picture.info):
-        picture = picture.convert("RGBA")
-    transform = _transform_to_srgb(profile, picture.mode)
-    return picture if transform is None else ImageCms.applyTransform(picture, transform)
+    transformable = _transformable(picture)
+    transform = _transform_to_srgb(profile, transformable.mode)
+    # Where the profile cannot be used, the picture itself: webapp.intake tells by its identity
+    # whether the colours changed.
+    return picture if transform is None else ImageCms.applyTransform(transformable, transform)
+
+
+def _transformable(picture):
+    """The picture in a mode a profile transforms: none transforms a palette, grey with alpha or
+    premultiplied alpha, and a colour-keyed transparent pixel no longer matches its key once
+    transformed."""
+    if picture.mode in ("PA", "LA", "La", "RGBa") or (
+            picture.mode in ("P", "RGB", "L") and "transparency" in picture.info):
+        return picture.convert("RGBA")
+    if picture.mode == "P":
+        return picture.convert("RGB")
+    return picture
 
 
 def rgb_in_srgb(rgb, profile):

@@ -289,30 +289,32 @@ def check_image(uploaded):
         # staff see, or the cell outlines land in the wrong place.
         notes.append("rotated upright from its EXIF orientation")
         image = ImageOps.exif_transpose(image)
+    # A palette image may mark a colour transparent ("transparency" in its info): flattened on
+    # white like any other transparency, not shown in whatever colour the palette holds there.
+    sent_mode = image.mode
+    transparent_palette = sent_mode == "P" and "transparency" in image.info
     if image.info.get("icc_profile") and (notes or source_format not in KEPT_AS_SENT or image.mode != "RGB"):
         # Stored again as a PNG without the camera's colour profile (Display P3, Adobe RGB): its
-        # colours go in as sRGB, which is what a file without a profile is read as.
+        # colours go in as sRGB, which is what a file without a profile is read as. The picture
+        # comes back in RGB or RGBA: what it was converted from is said below.
         in_srgb = rendering.in_srgb(image)
         if in_srgb is not image:
             notes.append("colours brought to sRGB from its colour profile")
-            if image.mode in CONVERTIBLE_MODES and in_srgb.mode == "RGB":
-                notes.append(CONVERTIBLE_MODES[image.mode])
             image = in_srgb
-    # A palette image may mark a colour transparent ("transparency" in its info): flattened on
-    # white like any other transparency, not shown in whatever colour the palette holds there.
-    transparent_palette = image.mode == "P" and "transparency" in image.info
     if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or transparent_palette:
         rgba = image.convert("RGBA")
         flattened = Image.new("RGB", rgba.size, (255, 255, 255))
         flattened.paste(rgba, mask=rgba.getchannel("A"))
-        notes.append(CONVERTIBLE_MODES["PA" if transparent_palette else image.mode]
-                     if transparent_palette or image.mode in CONVERTIBLE_MODES else "transparency removed")
+        notes.append(CONVERTIBLE_MODES["PA" if transparent_palette else sent_mode]
+                     if transparent_palette or sent_mode in CONVERTIBLE_MODES else "transparency removed")
         image = flattened
     elif image.mode != "RGB":
         if image.mode not in CONVERTIBLE_MODES:
             raise ImageRejected(f"Leukoscope cannot use images in the {image.mode} colour mode.")
         notes.append(CONVERTIBLE_MODES[image.mode])
         image = image.convert("RGB")
+    elif sent_mode != "RGB":  # converted as its colours were read through its profile
+        notes.append(CONVERTIBLE_MODES.get(sent_mode, f"converted from {sent_mode}"))
     if not _has_colour(image):
         raise ImageRejected(
             "This image holds no colour. Leukoscope needs a colour photograph of the stained smear."

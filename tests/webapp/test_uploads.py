@@ -14,7 +14,7 @@ from django.urls import reverse
 from PIL import Image, PngImagePlugin
 
 from classifier.rendering import decode_rgb
-from tests.colour_profiles import swapped_primaries_profile
+from tests.colour_profiles import srgb_profile, swapped_primaries_profile
 from tests.conftest import stored_files
 from tests.webapp.lab_factories import make_version
 from webapp import intake
@@ -379,6 +379,20 @@ def test_a_cmyk_photograph_with_an_rgb_profile_is_stored_as_its_colours_were_rea
     assert "CMYK" in checked.conversion_note and "sRGB" not in checked.conversion_note
     assert "icc_profile" not in Image.open(io.BytesIO(checked.content)).info
     np.testing.assert_array_equal(decode_rgb(checked.content), decode_rgb(data))
+
+
+@pytest.mark.parametrize(("profile", "said"), [
+    (swapped_primaries_profile(),
+     "colours brought to sRGB from its colour profile, palette colours expanded"),
+    (srgb_profile(), "palette colours expanded"),
+    (b"no colour profile at all", "palette colours expanded"),
+], ids=["wide", "srgb", "damaged"])
+def test_a_palette_photograph_with_a_profile_is_noted_for_what_was_done(profile, said):
+    """A palette without transparency was noted "transparency removed", and one whose profile
+    changed nothing "colours brought to sRGB": a card that says what was not done."""
+    palette = Image.fromarray(smear_array()).quantize(16)
+    checked = check_image(upload("palette.png", encoded(palette, "PNG", icc_profile=profile)))
+    assert checked.conversion_note == f"PNG stored as 8-bit RGB PNG: {said}"
 
 
 def test_a_photograph_kept_as_sent_keeps_its_colour_profile():
