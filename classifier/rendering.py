@@ -91,11 +91,11 @@ def in_srgb(picture):
 def _transformable(picture):
     """The picture in a mode a profile transforms: none transforms a palette, grey with alpha or
     premultiplied alpha, and a colour-keyed transparent pixel no longer matches its key once
-    transformed."""
+    transformed; YCbCr (a TIFF's) holds the numbers of the RGB its profile describes."""
     if picture.mode in ("PA", "LA", "La", "RGBa") or (
             picture.mode in ("P", "RGB", "L") and "transparency" in picture.info):
         return picture.convert("RGBA")
-    if picture.mode == "P":
+    if picture.mode in ("P", "YCbCr"):
         return picture.convert("RGB")
     return picture
 

@@ -113,6 +113,14 @@ def test_a_photograph_is_read_through_its_colour_profile_into_srgb():
     assert (decode_rgb(with_profile(red, swapped_primaries_profile())) == (0, 0, 255)).all()
 
 
+def test_a_ycbcr_tiff_is_read_through_its_colour_profile():
+    """A TIFF may hold its colours as YCbCr, an encoding of the RGB its profile describes: no
+    profile transforms YCbCr itself, so its colours were read raw."""
+    red = Image.new("RGB", (16, 12), (255, 0, 0)).convert("YCbCr")
+    rgb = decode_rgb(with_profile(red, swapped_primaries_profile(), "TIFF")).astype(int)
+    assert (np.abs(rgb - (0, 0, 255)) <= 3).all()
+
+
 def test_a_transparent_photograph_with_a_profile_is_flattened_on_white_in_srgb():
     picture = Image.new("RGBA", (16, 12), (255, 0, 0, 255))
     picture.paste((0, 0, 0, 0), (0, 0, 8, 12))
