@@ -117,8 +117,20 @@ def embedded_profile(data):
         return None
 
 
-@functools.lru_cache(maxsize=16)  # a camera writes one profile into every photograph
+# A camera's profile is a few hundred bytes (Display P3's 536) to some kilobytes. The cache is keyed
+# by the profile's bytes and keeps them: a file may carry megabytes (a TIFF's profile, up to the
+# upload limit of 25 MB), and sixteen such, kept in every web and worker process, could hold 400 MB.
+# A larger profile is read anew each time (milliseconds, against a second's decoding).
+CACHED_PROFILE_MAX_BYTES = 64 * 1024
+
+
 def _transform_to_srgb(profile, mode):
+    if len(profile) > CACHED_PROFILE_MAX_BYTES:
+        return _built_transform_to_srgb(profile, mode)
+    return _cached_transform_to_srgb(profile, mode)
+
+
+def _built_transform_to_srgb(profile, mode):
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
         # Most cameras embed sRGB's own profile: transforming into it again changes nothing, and
@@ -131,6 +143,10 @@ def _transform_to_srgb(profile, mode):
                                        flags=ImageCms.Flags.NOCACHE)
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         return None
+
+
+# A camera writes one profile into every photograph.
+_cached_transform_to_srgb = functools.lru_cache(maxsize=16)(_built_transform_to_srgb)
 
 
 def encode_jpeg(rgb, quality):

@@ -49,3 +49,20 @@ def display_p3_profile():
         at = tags[tag].start + 8  # after the type signature and its reserved bytes
         profile[at:at + 12] = struct.pack(">3i", *(round(value * 65536) for value in xyz))
     return _renamed(profile, "DP3 ")
+
+
+def padded_profile(profile, size, fill=0):
+    """``profile`` with a private tag of ``size`` bytes of ``fill`` after its own: as large as a
+    profile may come, reading as it did."""
+    count, = struct.unpack(">I", profile[128:132])
+    table_end = 132 + 12 * count
+    # Every tag moves down by the new entry of 12 bytes; the private one goes at the end.
+    entries = [struct.unpack(">4sII", profile[at:at + 12]) for at in range(132, table_end, 12)]
+    body = bytes(profile[table_end:])
+    body += bytes(-len(body) % 4)  # a tag starts on four bytes
+    private = b"zzzz" + bytes(4) + bytes([fill]) * size
+    table = b"".join(struct.pack(">4sII", tag, offset + 12, length) for tag, offset, length in entries)
+    table += struct.pack(">4sII", b"zzzz", table_end + 12 + len(body), len(private))
+    padded = bytearray(profile[:128] + struct.pack(">I", count + 1) + table + body + private)
+    padded[0:4] = struct.pack(">I", len(padded))
+    return bytes(padded)

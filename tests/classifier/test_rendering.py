@@ -1,6 +1,8 @@
 """The pictures the site keeps of a cell, and the stored photograph decoded back to RGB."""
 
+import gc
 import io
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -14,8 +16,9 @@ from classifier.rendering import (
     decode_rgb,
     encode_png,
     heatmap_overlay,
+    in_srgb,
 )
-from tests.colour_profiles import srgb_profile, swapped_primaries_profile
+from tests.colour_profiles import display_p3_profile, padded_profile, srgb_profile, swapped_primaries_profile
 
 
 def photograph(height=480, width=640):
@@ -132,3 +135,20 @@ def test_a_transparent_photograph_with_a_profile_is_flattened_on_white_in_srgb()
 def test_a_photograph_in_srgb_or_with_a_profile_that_cannot_be_used_keeps_its_numbers(profile):
     rgb = photograph(24, 32)
     np.testing.assert_array_equal(decode_rgb(with_profile(Image.fromarray(rgb), profile)), rgb)
+
+
+def test_large_colour_profiles_are_read_without_being_kept():
+    """Transforms are cached by the profile's bytes: sixteen files each carrying a profile of
+    megabytes (a TIFF's may be as large as the upload) stayed in every process's memory."""
+    tracemalloc.start()
+    try:
+        for fill in range(16):
+            picture = Image.new("RGB", (8, 8), (200, 100, 150))
+            picture.info["icc_profile"] = padded_profile(display_p3_profile(), 1 << 20, fill)
+            assert in_srgb(picture) is not picture  # read through it all the same
+            del picture
+        gc.collect()
+        kept, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert kept < 4 << 20
