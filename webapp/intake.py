@@ -253,6 +253,10 @@ def _jpeg_without_metadata(data):
 
 
 def _png_without_metadata(data):
+    return _png_without_chunks(data, _PNG_METADATA)
+
+
+def _png_without_chunks(data, kinds):
     kept, at = [data[:8]], 8  # signature
     while at < len(data):
         length = int.from_bytes(data[at:at + 4], "big")
@@ -260,7 +264,7 @@ def _png_without_metadata(data):
         end = at + 12 + length
         if end > len(data):
             raise ValueError("chunk past the end")
-        if kind not in _PNG_METADATA:
+        if kind not in kinds:
             kept.append(data[at:end])
         at = end
         if kind == b"IEND":
@@ -268,12 +272,36 @@ def _png_without_metadata(data):
     raise ValueError("no IEND")
 
 
+def _with_readable_profile(data):
+    """(data, note): a PNG whose colour profile Pillow will not read (over 1 MB once decompressed,
+    or compressed by an unknown method) without that profile, and a note saying so. Pillow refuses
+    the whole file for it, and it was refused as damaged, though its pixels decode (OpenCV and
+    browsers show them); a JPEG, TIFF or WebP with such a profile is read without it."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return data, ""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _decode's to refuse
+        try:
+            Image.open(io.BytesIO(data), formats=("PNG",))
+            return data, ""
+        except Exception:  # refused, perhaps for its profile alone
+            pass
+        try:
+            without = _png_without_chunks(data, {b"iCCP"})
+            if without != data:
+                Image.open(io.BytesIO(without), formats=("PNG",))
+                return without, "its colour profile left out, unreadable"
+        except Exception:  # damaged elsewhere too: _decode names the fault of the file as sent
+            pass
+    return data, ""
+
+
 def check_image(uploaded):
     """Check one uploaded file by content and return what to store, or raise ImageRejected."""
-    data = _read_upload(uploaded)
+    data, profile_note = _with_readable_profile(_read_upload(uploaded))
     image = _decode(data)
     source_format = image.format or "image"
-    notes = [note for note in (_bits_per_channel_note(_open(data)),) if note]
+    notes = [note for note in (_bits_per_channel_note(_open(data)), profile_note) if note]
     pages, page_kept = _keep_one_page(image)
     if pages > 1:
         notes.append(f"page {page_kept + 1} of {pages} kept, the largest" if page_kept

@@ -14,7 +14,7 @@ from django.urls import reverse
 from PIL import Image, PngImagePlugin
 
 from classifier.rendering import decode_rgb
-from tests.colour_profiles import srgb_profile, swapped_primaries_profile
+from tests.colour_profiles import display_p3_profile, padded_profile, srgb_profile, swapped_primaries_profile
 from tests.conftest import stored_files
 from tests.webapp.lab_factories import make_version
 from webapp import intake
@@ -393,6 +393,26 @@ def test_a_palette_photograph_with_a_profile_is_noted_for_what_was_done(profile,
     palette = Image.fromarray(smear_array()).quantize(16)
     checked = check_image(upload("palette.png", encoded(palette, "PNG", icc_profile=profile)))
     assert checked.conversion_note == f"PNG stored as 8-bit RGB PNG: {said}"
+
+
+def with_profile_chunk(png, payload):
+    """``png`` with an iCCP chunk of ``payload`` (name, method, compressed profile) after IHDR."""
+    after_header = 8 + 25
+    return png[:after_header] + png_chunk(b"iCCP", payload) + png[after_header:]
+
+
+@pytest.mark.parametrize("payload", [
+    b"camera\0\0" + zlib.compress(padded_profile(display_p3_profile(), 1 << 20)),
+    b"camera\0\1" + zlib.compress(display_p3_profile()),
+], ids=["over-1-MB", "unknown-compression"])
+def test_a_png_whose_colour_profile_pillow_refuses_is_stored_without_it(payload):
+    """Pillow will not read a PNG profile of over 1 MB, or one compressed by an unknown method, and
+    refuses the whole file: it was called damaged, though OpenCV and browsers show it."""
+    pixels = smear_array()
+    png = with_profile_chunk(encoded(Image.fromarray(pixels), "PNG"), payload)
+    checked = check_image(upload("scan.png", png))
+    assert checked.conversion_note == "PNG stored as 8-bit RGB PNG: its colour profile left out, unreadable"
+    np.testing.assert_array_equal(decode_rgb(checked.content), pixels)
 
 
 def test_a_photograph_kept_as_sent_keeps_its_colour_profile():
