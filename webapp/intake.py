@@ -43,6 +43,7 @@ CONVERTIBLE_MODES = {
 # Formats stored as they were sent when nothing in them has to change.
 KEPT_AS_SENT = ("JPEG", "PNG")
 EXIF_ORIENTATION = 0x0112
+TIFF_ICC_PROFILE = 34675  # the tag of a TIFF page's colour profile
 # The values that turn or mirror a photograph; 1 is upright, anything else (0, 9, ...) is no
 # orientation at all, and Pillow leaves such an image as it is.
 EXIF_TURNED = range(2, 9)
@@ -387,6 +388,10 @@ def _keep_one_page(image):
         page = _largest_page(image, frames)
         image.seek(page)
         image.load()
+        if TIFF_ICC_PROFILE not in image.tag_v2:
+            # Pillow keeps the profile of a page seen before in info: a page without one of its
+            # own was read through another page's colours.
+            image.info.pop("icc_profile", None)
     except DECODE_ERRORS:
         raise ImageRejected("The image is damaged or truncated: a page of it cannot be read (the upload "
                             "may have been cut short).") from None

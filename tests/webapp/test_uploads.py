@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, TiffImagePlugin
 
 from classifier.rendering import decode_rgb
 from tests.colour_profiles import display_p3_profile, padded_profile, srgb_profile, swapped_primaries_profile
@@ -412,6 +412,22 @@ def test_a_png_whose_colour_profile_pillow_refuses_is_stored_without_it(payload)
     png = with_profile_chunk(encoded(Image.fromarray(pixels), "PNG"), payload)
     checked = check_image(upload("scan.png", png))
     assert checked.conversion_note == "PNG stored as 8-bit RGB PNG: its colour profile left out, unreadable"
+    np.testing.assert_array_equal(decode_rgb(checked.content), pixels)
+
+
+def test_a_tiff_page_without_a_profile_is_not_read_through_another_pages(tmp_path):
+    """A scanner's TIFF may open with a thumbnail that carries a profile, and the page kept carry
+    none: Pillow leaves the thumbnail's profile in the page's info."""
+    pixels = smear_array()
+    path = tmp_path / "scan.tif"
+    with open(path, "w+b") as handle, TiffImagePlugin.AppendingTiffWriter(handle) as pages:
+        thumbnail = Image.fromarray(pixels[:40, :40].copy())
+        thumbnail.save(pages, format="TIFF", icc_profile=swapped_primaries_profile())
+        pages.newFrame()
+        Image.fromarray(pixels).save(pages, format="TIFF")
+        pages.newFrame()
+    checked = check_image(upload("scan.tif", path.read_bytes()))
+    assert checked.page_kept == 1 and "sRGB" not in checked.conversion_note
     np.testing.assert_array_equal(decode_rgb(checked.content), pixels)
 
 
