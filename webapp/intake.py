@@ -77,6 +77,13 @@ class RejectedFile:
     name: str
     reason: str
     over_budget: bool = False  # refused only for the upload's pixels or bytes together (check_files)
+    place: int = 0  # the file's place in its upload, from 1: how the site's log names it
+    # The reason as the site's log gives it: ``reason``, less any file's name, which may carry the
+    # patient's (a duplicate's reason names the photograph it copies).
+    log_reason: str = ""
+
+    def __post_init__(self):
+        self.log_reason = self.log_reason or self.reason
 
 
 def _read_upload(uploaded):
@@ -642,16 +649,17 @@ def _check_files(files, known):
         if pixels_left < 0 or bytes_left < 0:
             # Past the upload's budget: not decoded, and so refused in order, that "the rest" is
             # what the next upload sends.
-            rejected.append(RejectedFile(name, over_budget_reason(), over_budget=True))
+            rejected.append(RejectedFile(name, over_budget_reason(), over_budget=True, place=place,
+                                         log_reason=f"one upload may hold {upload_budget()}"))
             continue
         try:
             with _decoding:
                 checked = check_image(uploaded)
         except ImageRejected as exc:
-            rejected.append(RejectedFile(name, str(exc)))
+            rejected.append(RejectedFile(name, str(exc), place=place))
             continue
         except MemoryError:
-            rejected.append(RejectedFile(name, "The image is too large to open."))
+            rejected.append(RejectedFile(name, "The image is too large to open.", place=place))
             continue
         except PILLOW_READ_ERRORS:
             # A damage the checks above did not foresee: this file is refused, the others of the
@@ -660,14 +668,14 @@ def _check_files(files, known):
             # it is told the name).
             logger.error("Upload file %d of %d (%s bytes) refused: Pillow could not read it", place,
                          len(files), getattr(uploaded, "size", "?"), exc_info=True)
-            rejected.append(RejectedFile(name, DAMAGED))
+            rejected.append(RejectedFile(name, DAMAGED, place=place))
             continue
         # A multi-page file's header gives its first page; the page kept may be larger.
         pixels_left -= max(0, checked.width * checked.height - claimed)
         found = _first_holder(checked, (in_sample, IN_THE_SAMPLE), (in_upload, IN_THE_UPLOAD))
         if found is not None:
             # Its cells would be counted twice and skew the differential count.
-            rejected.append(RejectedFile(name, duplicate_reason(name, *found)))
+            rejected.append(refused_as_duplicate(name, *found, place))
             continue
         in_upload.add(checked.checksum, checked.fingerprint, name)
         accepted.append((name, checked))
@@ -702,9 +710,16 @@ def over_budget_reason():
 IN_THE_SAMPLE, IN_THE_UPLOAD = "already in this sample", "earlier in this upload"
 
 
+def refused_as_duplicate(name, same, where, place):
+    """The file ``name``, the ``place``-th of its upload, refused as the photograph ``same``, held
+    ``where``; the site's log names neither file."""
+    return RejectedFile(name, duplicate_reason(name, same, where), place=place,
+                        log_reason=duplicate_reason(None, None, where))
+
+
 def duplicate_reason(name, same, where):
     """Why the file ``name`` is refused as the photograph ``same``, held ``where``: IN_THE_SAMPLE
-    or IN_THE_UPLOAD."""
+    or IN_THE_UPLOAD. Both None: why, naming neither."""
     if name == same:  # "the same photograph as" itself would read as a fault of the check
         return ("This photograph is already in this sample; it is counted once." if where == IN_THE_SAMPLE
                 else "This photograph was sent twice in this upload; it is counted once.")

@@ -10,15 +10,21 @@ from django.conf import settings as site_settings
 from django.core.management import CommandError
 from django.urls import reverse
 from django.utils import timezone
+from PIL import Image
 
 from tests.webapp.lab_factories import make_sample
 from tests.webapp.test_delivery import broker_up, queued_image  # noqa: F401 (a fixture)
 from tests.webapp.test_production_config import launcher_of  # noqa: F401 (a fixture)
 from tests.webapp.test_sign_off import hematologist, small_sample  # noqa: F401 (a fixture)
+from tests.webapp.test_uploads import encoded, jpeg_bytes, upload
+from webapp.intake import upload_budget
 from webapp.management.commands import runlab
 from webapp.management.commands.runlab import Command as Runlab
+from webapp.models import Sample
+from webapp.services import uploads
 from webapp.services.reconciler import reconcile_work
 from webapp.services.sign_off import reopen_sample, sign_sample
+from webapp.services.uploads import create_sample_with_images
 
 pytestmark = pytest.mark.django_db
 
@@ -38,6 +44,80 @@ def test_a_refused_upload_is_info_not_a_warning(client, tech, caplog):
         response = client.post(reverse("lab:upload"), {"accession_number": "H26-1"})
     assert response.status_code == 400
     assert request_records(caplog) == [("INFO", "Bad Request: /samples/new/")]
+
+
+def upload_lines(caplog):
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "webapp.services.uploads"]
+
+
+def greyscale_png():
+    return encoded(Image.new("L", (64, 64), 128), "PNG")
+
+
+GREYSCALE = "This is a greyscale image. Leukoscope needs a colour photograph of the stained smear."
+
+
+def test_a_refused_photograph_is_logged_with_the_reason_given_not_its_name(client, tech, caplog):
+    with caplog.at_level(logging.INFO):
+        response = client.post(reverse("lab:upload"), {
+            "accession_number": "H26-1", "images": [upload("Smith_John.png", greyscale_png())]})
+    assert response.status_code == 400
+    assert upload_lines(caplog) == [("INFO", f"Upload file 1 of 1 refused: {GREYSCALE}")]
+    assert "Smith" not in caplog.text
+
+
+def test_a_photograph_refused_beside_stored_ones_is_logged_under_its_sample(client, tech, sent_tasks,
+                                                                             settings, caplog):
+    # Room for one photograph of the three: the last two are past the upload's budget.
+    settings.MAX_IMAGE_PIXELS, settings.MAX_UPLOAD_MEGAPIXELS = 20_000, 0
+    with caplog.at_level(logging.INFO):
+        client.post(reverse("lab:upload"), {"accession_number": "H26-1", "images": [
+            upload(f"Smith_John_{seed}.jpg", jpeg_bytes(seed=seed)) for seed in range(3)]})
+    sample = Sample.objects.get()
+    assert upload_lines(caplog) == [
+        ("INFO", f"Sample {sample.pk}: 1 image(s) queued, 2 rejected"),
+        ("INFO", f"Sample {sample.pk}: upload files 2 to 3 of 3 refused: one upload may hold "
+                 f"{upload_budget()}")]
+    assert "Smith" not in caplog.text
+
+
+def test_a_refused_copy_is_logged_without_naming_either_file(client, tech, sent_tasks, caplog):
+    photograph = jpeg_bytes()
+    client.post(reverse("lab:upload"), {"accession_number": "H26-1",
+                                        "images": [upload("Smith_John_1.jpg", photograph)]})
+    sample = Sample.objects.get()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        client.post(reverse("lab:sample-add-images", args=[sample.pk]), {"images": [
+            upload("Smith_John_2.jpg", photograph), upload("Smith_John_3.jpg", photograph)]})
+    assert upload_lines(caplog) == [
+        ("INFO", f"Sample {sample.pk}: upload file 1 of 2 refused: This photograph is already in this "
+                 "sample; it is counted once."),
+        ("INFO", f"Sample {sample.pk}: upload file 2 of 2 refused: This photograph is already in this "
+                 "sample; it is counted once.")]
+    assert "Smith" not in caplog.text
+
+
+def test_a_copy_stored_by_another_upload_while_the_files_were_read_is_logged_by_its_place(
+        sent_tasks, monkeypatch, caplog):
+    sample = create_sample_with_images("H26-1", "", [upload("a.jpg", jpeg_bytes())]).sample
+    check_files = uploads.check_files
+
+    def read_while_another_upload_lands(files, *known):
+        accepted, rejected = check_files(files, *known)
+        uploads.add_images(sample, [("Smith_John_again.jpg", checked) for _, checked in accepted])
+        return accepted, rejected
+
+    monkeypatch.setattr(uploads, "check_files", read_while_another_upload_lands)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        uploads.add_images_to_sample(sample, [upload("Smith_John_1.png", greyscale_png()),
+                                              upload("Smith_John_2.jpg", jpeg_bytes(seed=8))])
+    assert upload_lines(caplog) == [
+        ("INFO", f"Sample {sample.pk}: upload file 1 of 2 refused: {GREYSCALE}"),
+        ("INFO", f"Sample {sample.pk}: upload file 2 of 2 refused: This photograph is already in this "
+                 "sample; it is counted once.")]
+    assert "Smith" not in caplog.text
 
 
 def test_a_method_not_allowed_is_logged_once(client, tech, caplog):

@@ -16,10 +16,9 @@ from webapp import audit
 from webapp.intake import (
     IN_THE_SAMPLE,
     HeldPhotographs,
-    RejectedFile,
     check_files,
-    duplicate_reason,
     fingerprint_bands,
+    refused_as_duplicate,
 )
 from webapp.models import FingerprintBand, Sample, SmearImage
 from webapp.queueing import queue_classifications
@@ -134,9 +133,11 @@ def create_sample_with_images(accession_number, note, files, user=None,
     """One sample and its photographs (``photographs``: what they show, Sample.Photographs). Nothing
     is stored when no file is usable; DuplicateAccession where another sample holds the number, also
     one stored while these files were read."""
+    files = list(files)
     accepted, rejected = check_files(files)
     result = UploadResult(rejected=rejected)
     if not accepted:
+        _log_refusals(rejected, len(files))
         return result
     with transaction.atomic():
         _hold_accession(accession_number)
@@ -156,6 +157,7 @@ def create_sample_with_images(accession_number, note, files, user=None,
     result.sample = sample
     result.also_elsewhere = _also_elsewhere(sample, result.stored)
     logger.info("Sample %s: %d image(s) queued, %d rejected", sample.pk, len(result.stored), len(rejected))
+    _log_refusals(rejected, len(files), sample)
     return result
 
 
@@ -163,9 +165,12 @@ def add_images_to_sample(sample, files):
     """More photographs for a sample; refused (SampleLocked) while it is signed."""
     ensure_editable(sample, "adding photographs")  # before reading the files: refused at once
     known = _known_photographs(sample)
+    files = list(files)
     accepted, rejected = check_files(files, known.values())
     stored = []
     if accepted:
+        refused_places = {item.place for item in rejected}
+        accepted_places = [place for place in range(1, len(files) + 1) if place not in refused_places]
         with transaction.atomic():
             # Again, the sample locked: it may have been signed, or been given the same photograph
             # by another upload, while the files were read. Only photographs stored since are
@@ -174,13 +179,30 @@ def add_images_to_sample(sample, files):
             arrived = set(sample.images.values_list("pk", flat=True)) - known.keys()
             held = HeldPhotographs(_known_photographs(sample, arrived).values() if arrived else ())
             found = [(name, held.holder(checked)) for name, checked in accepted]
-            rejected += [RejectedFile(name, duplicate_reason(name, same, IN_THE_SAMPLE))
-                         for name, same in found if same]
+            rejected += [refused_as_duplicate(name, same, IN_THE_SAMPLE, place)
+                         for (name, same), place in zip(found, accepted_places, strict=True) if same]
             accepted = [pair for pair, (_, same) in zip(accepted, found, strict=True) if not same]
             stored = add_images(sample, accepted, sample_version_id(sample))
+    _log_refusals(rejected, len(files), sample)
     return UploadResult(sample=sample, stored=stored, rejected=rejected,
                         also_elsewhere=_also_elsewhere(sample, stored),
                         pages_left_out=_pages_left_out(accepted) if stored else [])
+
+
+def _log_refusals(rejected, count, sample=None):
+    """A line for each file refused, saying why as the person uploading was told, by the file's place
+    in the upload (of ``count``), never its name, which may carry the patient's; one line for those
+    past the upload's budget together, which can be most of a large upload."""
+    upload = f"Sample {sample.pk}: upload" if sample is not None else "Upload"
+    refused = sorted(rejected, key=lambda item: item.place)
+    for item in refused:
+        if not item.over_budget:
+            logger.info("%s file %d of %d refused: %s", upload, item.place, count, item.log_reason)
+    over_budget = [item for item in refused if item.over_budget]
+    if over_budget:
+        first, last = over_budget[0].place, over_budget[-1].place
+        which = f"file {first}" if first == last else f"files {first} to {last}"
+        logger.info("%s %s of %d refused: %s", upload, which, count, over_budget[0].log_reason)
 
 
 def _pages_left_out(accepted):
