@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db.utils import InterfaceError, OperationalError, ProgrammingError
+from django.db.utils import DatabaseError, InterfaceError, OperationalError, ProgrammingError
 
 
 def kept_secret_key(key_file):
@@ -157,6 +157,11 @@ def configuration_error_line(error):
         if "no such table" in first or re.search(r'relation ".*" does not exist', first):
             hint = " (run manage.py migrate)"
         return f"Database error ({database_described()}): {first}{hint}"
+    if type(error) is DatabaseError:
+        # The driver's own fault of the database, no subclass of it: SQLite's "file is not a
+        # database" (DATABASE_URL naming some other file) or "database disk image is malformed".
+        # The operator's to mend (README, Backups), not a defect of the code.
+        return f"The database cannot be used ({database_described()}): {_first_line(error)}"
     if (isinstance(error, ProgrammingError)
             and getattr(error.__cause__, "sqlstate", None) == INSUFFICIENT_PRIVILEGE):
         # Tables owned by another role, as a restore without --role leaves them: the operator's to

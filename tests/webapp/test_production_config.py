@@ -160,6 +160,33 @@ def test_a_database_file_that_cannot_be_opened_is_one_line(tmp_path):
     assert_one_line(err, f"The database cannot be reached (DATABASE_URL={url}): unable to open database file")
 
 
+# Every command that reads the database, as an operator runs it.
+DATABASE_COMMANDS = [("stored_names",), ("stored_names", "--rename"), ("stray_files",), ("models",),
+                     ("api_token", "list"), ("ensure_admin",), ("ensure_default_model",),
+                     ("activate_model", "1"), ("reconcile", "--once")]
+
+
+@pytest.mark.parametrize("command", DATABASE_COMMANDS, ids=" ".join)
+def test_a_file_that_is_not_a_database_is_one_line_for_every_command(tmp_path, command):
+    # DATABASE_URL naming some other file: SQLite's error is no OperationalError, and was a traceback.
+    not_a_database = tmp_path / "leukoscope.sqlite3"
+    not_a_database.write_text("a backup's checksum list, not the database")
+    url = f"sqlite:///{not_a_database}"
+    status, _, err = manage(*command, env=environment(tmp_path, DATABASE_URL=url))
+    assert status == 1
+    assert_one_line(err, f"Error: The database cannot be used (DATABASE_URL={url}): file is not a database")
+
+
+def test_a_database_without_its_tables_is_one_line_saying_to_migrate(tmp_path):
+    empty = tmp_path / "leukoscope.sqlite3"
+    empty.touch()
+    url = f"sqlite:///{empty}"
+    status, _, err = manage("stored_names", env=environment(tmp_path, DATABASE_URL=url))
+    assert status == 1
+    assert_one_line(err, f"Error: Database error (DATABASE_URL={url}): no such table: webapp_smearimage "
+                         "(run manage.py migrate)")
+
+
 def test_ensure_instance_says_in_one_line_which_folder_it_cannot_make(tmp_path):
     status, _, err = manage("ensure_instance", env=environment("/proc/leukoscope-nope"))
     assert status == 1
