@@ -148,7 +148,7 @@ def configuration_error_line(error):
     reached), or None for any other exception, whose traceback is wanted."""
     if isinstance(error, ImproperlyConfigured):
         return " ".join(str(error).split())
-    if isinstance(error, OperationalError | InterfaceError):
+    if isinstance(error, OperationalError | InterfaceError) or _table_missing(error):
         first = _first_line(error)
         if _while_connecting(error):
             reason = _CONNECTION_PREFIXES.sub("", first) or first
@@ -174,6 +174,14 @@ def configuration_error_line(error):
 
 # PostgreSQL's state for a right the role lacks ("permission denied for table ...").
 INSUFFICIENT_PRIVILEGE = "42501"
+# PostgreSQL's state for a table not there ('relation "webapp_sample" does not exist'): a database
+# never migrated. Raised as a ProgrammingError, where SQLite's "no such table" is an OperationalError.
+UNDEFINED_TABLE = "42P01"
+
+
+def _table_missing(error):
+    return (isinstance(error, ProgrammingError)
+            and getattr(error.__cause__, "sqlstate", None) == UNDEFINED_TABLE)
 
 
 def _first_line(error):

@@ -111,3 +111,36 @@ def test_a_table_the_sites_role_may_not_read_is_named_in_one_line(tmp_path, data
     assert "no-rights-1" not in line  # the password stays out of the terminal and the logs
     assert line.endswith("permission denied for table django_migrations (the tables must belong to the "
                          "role DATABASE_URL signs in as, or grant it their rights: README, Backups)"), line
+
+
+@pytest.fixture
+def database_never_migrated():
+    """A URL for a PostgreSQL database without the site's tables, as one made for it and not yet
+    migrated is."""
+    import psycopg
+    from django.db import connection
+
+    from tests.conftest import postgres_url
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's missing table (DATABASE_URL=postgres://... make test runs this)")
+    name = f"leukoscope_unmigrated_{os.getpid()}"
+    server = psycopg.connect(postgres_url("postgres"), autocommit=True, connect_timeout=5)
+    with server:
+        server.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        server.execute(f'CREATE DATABASE "{name}"')
+        yield postgres_url(name)
+        server.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.parametrize("command", [("stored_names",), ("stray_files",), ("models",), ("api_token", "list"),
+                                     ("ensure_admin",), ("reconcile", "--once")], ids=" ".join)
+def test_a_postgresql_database_without_its_tables_is_one_line_saying_to_migrate(
+        tmp_path, database_never_migrated, command):
+    # PostgreSQL raises a missing table as a ProgrammingError, not SQLite's OperationalError.
+    status, output = run([sys.executable, "manage.py", *command], tmp_path,
+                         DATABASE_URL=database_never_migrated)
+    assert status == 1
+    [line] = error_lines(output)
+    assert line.startswith("Error: Database error (DATABASE_URL=postgres://"), line
+    assert line.endswith(" does not exist (run manage.py migrate)"), line
