@@ -227,6 +227,33 @@ def test_reconcile_refuses_to_sweep_without_pause(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_reconcile_says_each_sweep_in_one_line_that_the_database_is_out_of_reach(tmp_path):
+    # A reconciler left running while the database is down or moved: a traceback a sweep buried the log.
+    port = free_port()
+    url = f"postgres://lab:secret@127.0.0.1:{port}/leukoscope"
+    process = subprocess.Popen([sys.executable, "manage.py", "reconcile", "--every", "0.1"], cwd=REPO_ROOT,
+                               env=environment(tmp_path, DATABASE_URL=url), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    hung = threading.Timer(60, process.kill)  # stops a reconciler that never says anything
+    hung.start()
+    lines = []
+    try:
+        for line in process.stderr:
+            lines.append(line.rstrip("\n"))
+            if sum("sweep failed" in seen for seen in lines) == 2:
+                break
+    finally:
+        hung.cancel()
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=60)
+    assert "Traceback" not in "\n".join(lines), lines
+    failed = [line.split(" ", 2)[2] for line in lines if "sweep failed" in line]
+    assert failed == [
+        "ERROR webapp.management.commands.reconcile: Reconciler sweep failed: The database cannot be reached "
+        f"(DATABASE_URL=postgres://lab:***@127.0.0.1:{port}/leukoscope): Connection refused; trying again "
+        "in 0.1 s"] * 2
+
+
 def test_reconcile_once_exits_1_when_the_broker_did_not_answer(tmp_path, broker_url):
     env = environment(tmp_path, DATABASE_URL=url_of_the_test_database(), REDIS_URL=broker_url)
 

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
-from webapp.configuration import positive_number
+from webapp.configuration import configuration_error_line, positive_number
 from webapp.services.reconciler import reconcile_work
 
 logger = logging.getLogger(__name__)
@@ -54,9 +54,19 @@ class Command(BaseCommand):
         while not stopping.is_set():
             try:
                 reconcile_work()
-            except Exception:  # the database is down or restarting: try again next time
-                logger.exception("Reconciler sweep failed; trying again in %g s", every)
+            except Exception as error:  # the database is down or restarting: try again next time
+                _log_failed_sweep(error, every)
             finally:
                 # A fresh connection per sweep: one held across a database restart is dead.
                 connections.close_all()
             stopping.wait(every)
+
+
+def _log_failed_sweep(error, every):
+    """A database out of reach or not set up, in the one line manage.py prints for it: a traceback
+    every sweep says no more and buries the rest of the log. Any other failure keeps its traceback."""
+    line = configuration_error_line(error)
+    if line is None:
+        logger.exception("Reconciler sweep failed; trying again in %g s", every)
+    else:
+        logger.error("Reconciler sweep failed: %s; trying again in %g s", line, every)
