@@ -250,6 +250,12 @@ class SmearImageAdmin(SearchesAsTyped, ReadsOnlyWhatItCan, LeavesSignedOut, Dele
     list_filter = ("status",)
     search_fields = ("sample__accession_number", "original_filename", "checksum")
     list_select_related = ("sample", "model_version")
+    # The lists of the big tables (a busy lab's year: 2.5 million cells, over a million audit rows,
+    # half a million reviews, the photographs): a filtered list counts what it shows, for its pages,
+    # and not the whole table again for "N total" (a COUNT(*) of 2.5 million rows: 0.13 s on
+    # PostgreSQL, against 0.4 ms for the page's rows). An unfiltered list's one count is its
+    # paginator's, which says how many pages there are.
+    show_full_result_count = False
     readonly_fields = ("sample", "image", "original_filename", "width", "height", "file_size", "checksum",
                        "conversion_note", "quality", "quality_warnings", "status", "error", "model_version",
                        "inference_runtime", "created_at", "processed_at")
@@ -308,7 +314,7 @@ class CellAdmin(SearchesAsTyped, ViewOnly, ReadsOnlyWhatItCan, admin.ModelAdmin)
     search_fields = ("image__sample__accession_number",)
     list_select_related = ("image__sample", "model_version")
     readonly_fields = [field.name for field in Cell._meta.fields]
-    show_full_result_count = False  # COUNT(*) over every cell on each page load is slow
+    show_full_result_count = False  # a big table: see SmearImageAdmin
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("model_version__model_bytes")
@@ -320,6 +326,7 @@ class CellReviewAdmin(ViewOnly, ReadsOnlyWhatItCan, admin.ModelAdmin):
     list_filter = (ReviewedToTypeFilter,)
     list_select_related = ("reviewed_by", "cell")
     readonly_fields = ("cell", "from_type", "to_type", "reviewed_by", "reviewed_at")
+    show_full_result_count = False  # a big table: see SmearImageAdmin
 
 
 def _new_form_token():
@@ -634,5 +641,5 @@ class AuditTrailAdmin(LogEntryAdmin):
     filtered list, a second count of the whole trail. The paginator's own count stays (45 ms)."""
 
     date_hierarchy = None
-    show_full_result_count = False
+    show_full_result_count = False  # a big table: see SmearImageAdmin
     list_filter = ["action", AuditedRecordTypeFilter, ("timestamp", admin.DateFieldListFilter), CIDFilter]
