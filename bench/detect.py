@@ -9,6 +9,11 @@ gets), every miss and false positive, and the matched cells the site's edge rule
 photograph's edge cuts is left out of the formula) decides otherwise on the detected box than on
 the annotated one.
 
+Part 1b darkens the same smears outside a centred circle, as a photograph through the eyepiece
+shows them, and prints for three circle widths the detector's recall and precision on the
+leukocytes the circle shows, how often the edge rule's call on the black around it
+(classifier.field_of_view) agrees with the annotated box, and how many photographs warn.
+
 Part 2 runs the whole smear pipeline (detector + classifier) on the smears whose photograph no
 training image was made from, and prints the share whose cell gets its labelled type, 4-class and
 binary. It needs a saved model folder (--model, default: the first bundled model) and the
@@ -36,8 +41,10 @@ if str(PROJECT_ROOT) not in sys.path:
 
 from classifier.boxes import box_iou, cut_by_edge, match_boxes, touches_edge  # noqa: E402
 from classifier.detection import detect_leukocytes  # noqa: E402
+from classifier.field_of_view import DarkSurround  # noqa: E402
 from classifier.labels import binary_group  # noqa: E402
 from classifier.model_folder import BUNDLED_MODELS_DIR, bundled_model_folders  # noqa: E402
+from classifier.quality import assess_quality  # noqa: E402
 from classifier.runtimes import quiet_tensorflow_startup  # noqa: E402
 
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "datasets"
@@ -147,6 +154,104 @@ def print_detection(figures: DetectionFigures) -> None:
         print(f"    left out: {line}")
     for line in figures.edge_kept:
         print(f"    counted: {line}")
+
+
+# --- Part 1b: the same smears photographed through the eyepiece --------------------------------
+
+# Circles as wide as these shares of the photograph's height: wider than the frame (cut at top and
+# bottom, as an eyepiece adapter frames it) and inside it (a phone held to the eyepiece).
+EYEPIECE_WIDTHS = (1.2, 1.0, 0.8)
+
+
+def through_an_eyepiece(rgb, width_share, seed=0):
+    """The photograph with black outside a centred circle: soft-edged, and as noisy as a phone's
+    black (0-14)."""
+    height, width = rgb.shape[:2]
+    field = np.zeros((height, width), np.uint8)
+    cv2.circle(field, (width // 2, height // 2), round(width_share * height / 2), 255, -1)
+    field = cv2.GaussianBlur(field, (0, 0), 2)[..., None] / 255.0
+    black = np.random.default_rng(seed).integers(0, 15, rgb.shape)
+    return (rgb * field + black * (1 - field)).astype(np.uint8), field[..., 0] > 0.5
+
+
+def visible_part(box, shown):
+    """The box around the pixels of ``box`` the circle shows: the whole box where it shows all."""
+    x0, y0, x1, y1 = box
+    ys, xs = np.nonzero(shown[max(0, y0):y1, max(0, x0):x1])
+    return (max(0, x0) + int(xs.min()), max(0, y0) + int(ys.min()),
+            max(0, x0) + int(xs.max()) + 1, max(0, y0) + int(ys.max()) + 1)
+
+
+def reaches_out(box, shown):
+    """Whether the cell annotated by ``box``, taken as the ellipse the box holds, reaches past what
+    the circle shows (the box's corners hold no cell)."""
+    x0, y0, x1, y1 = box
+    cell = np.zeros(shown.shape, np.uint8)
+    cv2.ellipse(cell, (((x0 + x1) / 2, (y0 + y1) / 2), (x1 - x0, y1 - y0), 0), 1, -1)
+    return bool((cell.astype(bool) & ~shown).any())
+
+
+@dataclass
+class EyepieceFigures:
+    truths: int = 0  # annotated leukocytes whose centre the circle shows
+    matched: int = 0
+    found: int = 0
+    # Matched cells the photograph's own edge does not cut: the edge rule, on the detected box,
+    # against whether the annotated cell reaches out of the circle (by a pixel or more).
+    cut_agreed: int = 0
+    cut_annotated: int = 0
+    whole_agreed: int = 0
+    whole_annotated: int = 0
+    warned: int = 0  # photographs whose quality warns
+    images: int = 0
+
+
+def benchmark_eyepiece(bccd: Path, width_share: float) -> EyepieceFigures:
+    figures = EyepieceFigures()
+    for seed, image_path in enumerate(sorted((bccd / "JPEGImages").glob("*.jpg"))):
+        rgb, shown = through_an_eyepiece(cv2.cvtColor(cv2.imread(str(image_path)), cv2.COLOR_BGR2RGB),
+                                         width_share, seed)
+        height, width = shown.shape
+        annotated = [box for box in voc_boxes(bccd / "Annotations" / f"{image_path.stem}.xml")
+                     if shown[min(height - 1, (box[1] + box[3]) // 2),
+                              min(width - 1, (box[0] + box[2]) // 2)]]
+        # Matched on the part the circle shows, as one would annotate this photograph.
+        truth = [visible_part(box, shown) for box in annotated]
+        result = detect_leukocytes(rgb)
+        surround = DarkSurround.find(rgb)
+        found = [cell.box for cell in result.cells]
+        matched, _, _ = match(truth, found)
+        figures.images += 1
+        figures.truths += len(truth)
+        figures.found += len(found)
+        figures.matched += len(matched)
+        figures.warned += bool(assess_quality(rgb, result.scale).warnings)
+        for i, j, _ in matched:
+            if cut_by_edge(found[j], width, height):
+                continue
+            annotated_cut = reaches_out(annotated[i], shown)
+            said_cut = cut_by_edge(found[j], width, height,
+                                   touches_surround=surround is not None and surround.touches(found[j]))
+            if annotated_cut:
+                figures.cut_annotated += 1
+                figures.cut_agreed += said_cut
+            else:
+                figures.whole_annotated += 1
+                figures.whole_agreed += not said_cut
+    return figures
+
+
+def print_eyepiece(figures: EyepieceFigures, width_share: float) -> None:
+    print(f"Through an eyepiece (black outside a circle {width_share:g}x the photograph's height), "
+          f"{figures.truths} annotated leukocytes the circle shows:")
+    print(f"  recall {figures.matched / max(figures.truths, 1):.3f}, precision "
+          f"{figures.matched / max(figures.found, 1):.3f} ({figures.found} detections); quality "
+          f"warns on {figures.warned} of {figures.images} photographs")
+    agreed = figures.cut_agreed + figures.whole_agreed
+    print(f"  the edge rule (classifier.field_of_view), on the matched cells the photograph's own edge "
+          f"does not cut: {agreed / max(figures.cut_annotated + figures.whole_annotated, 1):.3f} agree "
+          f"with the annotated cell ({figures.cut_agreed}/{figures.cut_annotated} reaching out of the "
+          f"circle left out, {figures.whole_agreed}/{figures.whole_annotated} inside it counted)")
 
 
 # --- Part 2: the whole smear pipeline, on smears the classifier never saw -----------------------
@@ -275,6 +380,9 @@ def main(argv: list[str] | None = None) -> None:
     cv2.setNumThreads(1)
     bccd = bccd_folder(args.data)
     print_detection(benchmark_detector(bccd))
+    for width_share in EYEPIECE_WIDTHS:
+        print()
+        print_eyepiece(benchmark_eyepiece(bccd, width_share), width_share)
     if args.skip_pipeline:
         return
     # The bundled model a fresh install serves comes first.

@@ -72,10 +72,8 @@ class DarkSurround:
 
     def touches(self, box, margin=EDGE_MARGIN):
         """Whether the box (x0, y0, x1, y1 in the photograph's pixels) reaches within ``margin`` px
-        of the surround, as classifier.boxes.touches_edge asks of the photograph's edge. On BCCD's
-        smears darkened outside a circle, it agreed with the annotated boxes on 93% of the cells
-        the photograph's own edge does not cut (182 of 205 reaching out of the circle, 252 of 262
-        inside it)."""
+        of the surround, as classifier.boxes.touches_edge asks of the photograph's edge (how
+        often that agrees with annotated cells: bench/detect.py, part 1b)."""
         x0, y0, x1, y1 = box
         height, width = self._mask.shape
         left = max(0, int((x0 - margin) * self._factor))

@@ -45,3 +45,27 @@ def test_the_edge_rule_is_read_against_the_annotated_boxes():
     # A box stretched to the bottom edge (a platelet clump joined to the nucleus) leaves a whole
     # cell out; a box short of a cut cell's edge counts it; both cut, or both clear, agree.
     assert bench.edge_disagreements(truth, found, matched, 640, 480) == ([(0, 0)], [(1, 1)])
+
+
+def test_the_eyepiece_part_reads_the_edge_rule_against_the_annotated_boxes(tmp_path):
+    import cv2
+
+    from tests.classifier.test_field_of_view import slide
+
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "Annotations").mkdir()
+    photograph = tmp_path / "JPEGImages" / "BloodImage_00000.jpg"
+    cv2.imwrite(str(photograph), cv2.cvtColor(slide(), cv2.COLOR_RGB2BGR))
+    objects = "".join(
+        f"<object><name>WBC</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax>"
+        f"<ymax>{y1}</ymax></bndbox></object>"
+        for x0, y0, x1, y1 in ((290, 200, 370, 280), (110, 200, 190, 280)))
+    (tmp_path / "Annotations" / "BloodImage_00000.xml").write_text(f"<annotation>{objects}</annotation>")
+
+    # A circle 360 px wide: the cell at x 110-190 reaches out of it, the one in the middle does not.
+    figures = bench.benchmark_eyepiece(tmp_path, 0.75)
+
+    assert (figures.truths, figures.matched) == (2, 2)
+    assert (figures.cut_agreed, figures.cut_annotated) == (1, 1)
+    assert (figures.whole_agreed, figures.whole_annotated) == (1, 1)
+    assert figures.warned == 0
