@@ -26,6 +26,11 @@ WORKING_SIDE = 1024
 # a disc fills all of it (its drawn edge a little less), the half of a photograph a misaligned
 # lamp lights, a rectangle, 0.64 at most.
 ROUND_FIELD_FILL = 0.8
+# ...and where it holds at least this share of the photograph. A phone held to the eyepiece shows
+# the field 0.6 times the photograph's height wide or more (a fifth of a 4:3 photograph); a spot
+# of light smaller than a tenth is a field diaphragm closed down or a lamp failing, and the bright
+# specks of a photograph that is nearly all black are each round too.
+MIN_ROUND_FIELD_SHARE = 0.1
 
 
 class DarkSurround:
@@ -61,14 +66,17 @@ class DarkSurround:
 
     @property
     def leaves_a_round_field(self):
-        """Whether what the surround leaves is one round field, an eyepiece's or a field stop's."""
+        """Whether what the surround leaves is one round field, an eyepiece's or a field stop's, as
+        large as one (MIN_ROUND_FIELD_SHARE)."""
         field = (~self._mask).astype(np.uint8)
         contours, _ = cv2.findContours(field, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         if not contours:
             return False
         field = max(contours, key=cv2.contourArea)
         _, radius = cv2.minEnclosingCircle(field)
-        return cv2.contourArea(field) >= ROUND_FIELD_FILL * math.pi * radius**2
+        area = cv2.contourArea(field)
+        return (area >= ROUND_FIELD_FILL * math.pi * radius**2
+                and area >= MIN_ROUND_FIELD_SHARE * self._mask.size)
 
     def touches(self, box, margin=EDGE_MARGIN):
         """Whether the box (x0, y0, x1, y1 in the photograph's pixels) reaches within ``margin`` px

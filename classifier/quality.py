@@ -35,9 +35,10 @@ MIN_FOCUS = 5.5
 # photographs clips 29-90% and drops their 8-type accuracy from 94% to 50% and 41%
 # (bench/shifts.py): the white balance can no longer read the bare slide's true colour.
 # BCCD photographs have none. Black alone is no fault: a microscope camera often shows the round
-# field stop, and the training fields have black corners, so only a mostly black image warns, and
-# not one whose black surrounds a round field (classifier.field_of_view): a phone held to the
-# eyepiece photographs its circle with black all around.
+# field stop, and the training fields have black corners, so only a mostly black image warns (the
+# dark surround of classifier.field_of_view counted black), and not one whose black surrounds a
+# round field as large as an eyepiece's: a phone held to the eyepiece photographs its circle with
+# black all around.
 MAX_CLIPPED_HIGHLIGHTS = 0.45
 MAX_CLIPPED_SHADOWS = 0.5
 # Mean brightness (0-1) of the field, the black around it left out (under 8, or the dark surround
@@ -125,6 +126,9 @@ def assess_quality(rgb: np.ndarray, scale: float | None = None) -> QualityReport
     surround = DarkSurround.find(rgb)
     field = lit if surround is None else lit & ~surround.mask(*rgb.shape[:2])
     brightness = float(grey[field].mean()) / 255.0 if field.any() else 0.0
+    # The share showing no slide: what is under 8, and the surround, whose camera noise reaches 40
+    # (a lamp lighting a third of the photograph leaves the rest that noisy black).
+    unlit = 1.0 - float(field.mean())
     cast_a, cast_b = _background_cast(rgb)
 
     warnings = []
@@ -140,7 +144,7 @@ def assess_quality(rgb: np.ndarray, scale: float | None = None) -> QualityReport
         )
     if brightness < BRIGHTNESS_RANGE[0]:
         warnings.append("The image is underexposed (too dark): cells may be missed or misread.")
-    if shadows > MAX_CLIPPED_SHADOWS and not (surround is not None and surround.leaves_a_round_field):
+    if unlit > MAX_CLIPPED_SHADOWS and not (surround is not None and surround.leaves_a_round_field):
         warnings.append("Most of the image is black: check the microscope's light and field.")
     if scale is not None and scale < MIN_SCALE:
         warnings.append(

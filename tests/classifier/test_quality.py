@@ -108,6 +108,34 @@ def test_a_photograph_through_the_eyepiece_is_judged_on_its_round_field(smear, n
     assert report.brightness == pytest.approx(assess_quality(smear).brightness, abs=0.02)
 
 
+def _lit_only_inside(smear, field, noise):
+    """The smear where ``field`` is set, a camera's black (0 to ``noise``) elsewhere."""
+    dark = np.random.default_rng(0).integers(0, noise + 1, smear.shape).astype(np.uint8)
+    dark[field > 0] = smear[field > 0]
+    return dark
+
+
+@pytest.mark.parametrize("noise", [0, 14], ids=["black", "a camera's noisy black"])
+def test_a_small_round_spot_of_light_is_no_eyepiece_field_and_warns(smear, noise):
+    """A field diaphragm closed down, or a lamp failing, lights a small round spot: 3% of the
+    photograph here. Round as an eyepiece's field is, it shows too little of the slide to pass."""
+    spot = np.zeros(smear.shape[:2], np.uint8)
+    cv2.circle(spot, (320, 240), 55, 1, -1)
+
+    warnings = assess_quality(_lit_only_inside(smear, spot, noise)).warnings
+    assert any("Most of the image is black" in warning for warning in warnings)
+
+
+def test_a_lamp_lighting_a_third_warns_through_a_cameras_noisy_black(smear):
+    """The rest of such a photograph is black with the camera's noise in it (0-14), over 8 in most
+    pixels: it shows no slide all the same."""
+    patch = np.zeros(smear.shape[:2], np.uint8)
+    patch[:, :213] = 1
+
+    warnings = assess_quality(_lit_only_inside(smear, patch, 14)).warnings
+    assert any("Most of the image is black" in warning for warning in warnings)
+
+
 @pytest.mark.parametrize("gains", [(1.0, 0.5, 1.1), (1.05, 1.0, 0.5)], ids=["magenta", "yellow"])
 def test_colour_cast_past_the_measured_harmless_range_warns(smear, gains):
     report = assess_quality(scaled(smear, gains))
