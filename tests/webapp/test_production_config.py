@@ -161,13 +161,13 @@ def test_a_database_file_that_cannot_be_opened_is_one_line(tmp_path):
 
 
 # Every command that reads the database, as an operator runs it.
-DATABASE_COMMANDS = [("stored_names",), ("stored_names", "--rename"), ("stray_files",), ("models",),
-                     ("api_token", "list"), ("ensure_admin",), ("ensure_default_model",),
-                     ("activate_model", "1"), ("reconcile", "--once")]
+# manage.py turns a database error into one line for every command alike: one that reads, one
+# that writes, and the reconciler, which catches errors of its own.
+DATABASE_COMMANDS = [("models",), ("stored_names", "--rename"), ("reconcile", "--once")]
 
 
 @pytest.mark.parametrize("command", DATABASE_COMMANDS, ids=" ".join)
-def test_a_file_that_is_not_a_database_is_one_line_for_every_command(tmp_path, command):
+def test_a_file_that_is_not_a_database_is_one_line_for_any_command(tmp_path, command):
     # DATABASE_URL naming some other file: SQLite's error is no OperationalError, and was a traceback.
     not_a_database = tmp_path / "leukoscope.sqlite3"
     not_a_database.write_text("a backup's checksum list, not the database")
