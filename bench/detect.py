@@ -225,7 +225,7 @@ def benchmark_eyepiece(bccd: Path, width_share: float) -> EyepieceFigures:
         figures.truths += len(truth)
         figures.found += len(found)
         figures.matched += len(matched)
-        figures.warned += bool(assess_quality(rgb, result.scale).warnings)
+        figures.warned += bool(assess_quality(rgb, result.scale, surround=surround).warnings)
         for i, j, _ in matched:
             if cut_by_edge(found[j], width, height):
                 continue

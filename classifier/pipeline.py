@@ -91,7 +91,9 @@ def analyse_smear(rgb, classifier, *, review_threshold, given_boxes=(), one_cell
     the photograph was taken of one cell, and gives the one in its middle (module docstring)."""
     rgb = np.asarray(rgb)
     detection = detect_leukocytes(rgb)
-    quality = assess_quality(rgb, scale=detection.scale if detection.cells or given_boxes else None)
+    surround = DarkSurround.find(rgb)
+    quality = assess_quality(rgb, scale=detection.scale if detection.cells or given_boxes else None,
+                             surround=surround)
     given = [DetectedCell(box=tuple(int(v) for v in box), score=1.0) for box in given_boxes]
     found_cells = centre_first(detection.cells, rgb.shape)
     unoutlined = one_cell and not found_cells and not given
@@ -102,7 +104,7 @@ def analyse_smear(rgb, classifier, *, review_threshold, given_boxes=(), one_cell
         found_cells = [] if given else found_cells[:1] or [middle_cell(rgb.shape, detection.scale)]
     finished = _finish_cells(rgb, classifier, [*found_cells, *given], detection.scale,
                              review_threshold=review_threshold, doubtful_photograph=bool(quality.warnings),
-                             surround=DarkSurround.find(rgb))
+                             surround=surround)
     found = len(found_cells)
     cells = finished[:found]
     if unoutlined:
@@ -118,10 +120,11 @@ def finish_box(rgb, box, classifier, *, review_threshold) -> FinishedCell:
     from the photograph, and the photograph's quality warnings flag it as they flag those."""
     rgb = np.asarray(rgb)
     scale = detect_leukocytes(rgb).scale
-    quality = assess_quality(rgb, scale=scale)
+    surround = DarkSurround.find(rgb)
+    quality = assess_quality(rgb, scale=scale, surround=surround)
     cell = DetectedCell(box=tuple(int(v) for v in box), score=1.0)
     (finished,) = _finish_cells(rgb, classifier, [cell], scale, review_threshold=review_threshold,
-                                doubtful_photograph=bool(quality.warnings), surround=DarkSurround.find(rgb))
+                                doubtful_photograph=bool(quality.warnings), surround=surround)
     return finished
 
 

@@ -112,10 +112,15 @@ def _background_cast(rgb: np.ndarray) -> tuple[float, float]:
     return float(lab[0, 0, 1]), float(lab[0, 0, 2])
 
 
-def assess_quality(rgb: np.ndarray, scale: float | None = None) -> QualityReport:
+# assess_quality's ``surround`` where its caller has not looked for one.
+NOT_LOOKED_FOR = object()
+
+
+def assess_quality(rgb: np.ndarray, scale: float | None = None, surround=NOT_LOOKED_FOR) -> QualityReport:
     """Focus, exposure and colour cast of an RGB photograph, with plain-language warnings;
     ``scale``, where the detector read one from cells it found (image px per reference px), also
-    says whether the cells are photographed at too low a resolution."""
+    says whether the cells are photographed at too low a resolution. ``surround``: the
+    photograph's DarkSurround (None where it has none), where the caller has found it already."""
     _check_rgb(rgb)
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     focus = _focus(grey)
@@ -123,7 +128,8 @@ def assess_quality(rgb: np.ndarray, scale: float | None = None) -> QualityReport
     highlights = float((brightest >= 255).mean())
     lit = brightest >= 8
     shadows = 1.0 - float(lit.mean())
-    surround = DarkSurround.find(rgb)
+    if surround is NOT_LOOKED_FOR:
+        surround = DarkSurround.find(rgb)
     field = lit if surround is None else lit & ~surround.mask(*rgb.shape[:2])
     brightness = float(grey[field].mean()) / 255.0 if field.any() else 0.0
     # The share showing no slide: what is under 8, and the surround, whose camera noise reaches 40

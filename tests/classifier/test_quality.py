@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from classifier.field_of_view import DarkSurround
 from classifier.quality import MIN_FOCUS, MIN_SCALE, QualityReport, assess_quality
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -106,6 +107,10 @@ def test_a_photograph_through_the_eyepiece_is_judged_on_its_round_field(smear, n
     report = assess_quality(through_eyepiece)
     assert report.warnings == []
     assert report.brightness == pytest.approx(assess_quality(smear).brightness, abs=0.02)
+    # The pipeline passes the surround it found: the same report, without looking twice.
+    assert assess_quality(through_eyepiece, surround=DarkSurround.find(through_eyepiece)) == report
+    # Told there is none, the black is judged as any black.
+    assert assess_quality(through_eyepiece, surround=None).warnings
 
 
 def _lit_only_inside(smear, field, noise):
