@@ -149,7 +149,7 @@ def configuration_error_line(error):
     if isinstance(error, ImproperlyConfigured):
         return " ".join(str(error).split())
     if isinstance(error, OperationalError | InterfaceError) or _table_missing(error):
-        first = _first_line(error)
+        first = error_first_line(error)
         if _while_connecting(error):
             reason = _CONNECTION_PREFIXES.sub("", first) or first
             return f"The database cannot be reached ({database_described()}): {reason}"
@@ -161,12 +161,12 @@ def configuration_error_line(error):
         # The driver's own fault of the database, no subclass of it: SQLite's "file is not a
         # database" (DATABASE_URL naming some other file) or "database disk image is malformed".
         # The operator's to mend (README, Backups), not a defect of the code.
-        return f"The database cannot be used ({database_described()}): {_first_line(error)}"
+        return f"The database cannot be used ({database_described()}): {error_first_line(error)}"
     if (isinstance(error, ProgrammingError)
             and getattr(error.__cause__, "sqlstate", None) == INSUFFICIENT_PRIVILEGE):
         # Tables owned by another role, as a restore without --role leaves them: the operator's to
         # grant, not a defect whose traceback helps.
-        return (f"The database refused the site's role ({database_described()}): {_first_line(error)} "
+        return (f"The database refused the site's role ({database_described()}): {error_first_line(error)} "
                 "(the tables must belong to the role DATABASE_URL signs in as, or grant it their "
                 "rights: README, Backups)")
     return None
@@ -184,7 +184,7 @@ def _table_missing(error):
             and getattr(error.__cause__, "sqlstate", None) == UNDEFINED_TABLE)
 
 
-def _first_line(error):
+def error_first_line(error):
     """The database error's first line, which says what went wrong (the rest is context)."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0].strip()
 

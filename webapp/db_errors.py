@@ -8,6 +8,8 @@ from pathlib import Path
 
 from django.db import InterfaceError, OperationalError, connections
 
+from webapp.configuration import error_first_line
+
 # SQLite's words for its lock held past the timeout; PostgreSQL's states worth a second try: a
 # connection lost (08), a serialisation failure or deadlock, a lock not had, the server shutting down.
 SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
@@ -64,4 +66,4 @@ def _sqlite_space_left():
 def first_line(error):
     """An error's first line, which says what went wrong: PostgreSQL's words run on to a second
     ("HINT:  Check free disk space."), which a card or a failure reason does not need."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0].strip()[:300]
+    return error_first_line(error)[:300]
