@@ -60,13 +60,18 @@ def _as_rgb(picture):
         return np.repeat(grey[..., None], 3, axis=2)
     picture = in_srgb(picture)
     if picture.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in picture.info:
-        # Dropping the alpha shows whatever colour a transparent pixel holds (often black); the
-        # site flattens uploads on white, the background a smear photograph has.
-        rgba = picture.convert("RGBA")
-        flattened = Image.new("RGB", rgba.size, (255, 255, 255))
-        flattened.paste(rgba, mask=rgba.getchannel("A"))
-        return np.asarray(flattened)
+        return np.asarray(flattened_on_white(picture))
     return np.asarray(picture.convert("RGB"))
+
+
+def flattened_on_white(picture):
+    """An RGB copy of a picture with transparency, laid on white: dropping the alpha would show
+    whatever colour a transparent pixel holds (often black); white is the background a smear
+    photograph has."""
+    rgba = picture.convert("RGBA")
+    flattened = Image.new("RGB", rgba.size, (255, 255, 255))
+    flattened.paste(rgba, mask=rgba.getchannel("A"))
+    return flattened
 
 
 def in_srgb(picture):

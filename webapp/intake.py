@@ -338,12 +338,9 @@ def check_image(uploaded):
             notes.append("colours brought to sRGB from its colour profile")
             image = in_srgb
     if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or transparent_palette:
-        rgba = image.convert("RGBA")
-        flattened = Image.new("RGB", rgba.size, (255, 255, 255))
-        flattened.paste(rgba, mask=rgba.getchannel("A"))
         notes.append(CONVERTIBLE_MODES["PA" if transparent_palette else sent_mode]
                      if transparent_palette or sent_mode in CONVERTIBLE_MODES else "transparency removed")
-        image = flattened
+        image = rendering.flattened_on_white(image)
     elif image.mode != "RGB":
         if image.mode not in CONVERTIBLE_MODES:
             raise ImageRejected(f"Leukoscope cannot use images in the {image.mode} colour mode.")
