@@ -9,6 +9,7 @@ both sides overstate accuracy (see shared/datasets/README.md).
 
 import csv
 import hashlib
+import inspect
 import json
 import os
 import random
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import PIL
 
 from classifier import detection, rendering
 from classifier.errors import TrainingDataError
@@ -284,6 +286,18 @@ def detector_version():
     return _source_version("detection.py")
 
 
+def decoder_version():
+    """Changes when how a training photograph becomes RGB may change (decode_image, the colour
+    conversion in classifier/rendering.py, the decoding libraries), so pixels cached by another
+    decoder are prepared again: a cache written before colour profiles were read held raw numbers."""
+    digest = hashlib.sha256(f"{cv2.__version__} {PIL.__version__} {_source_version('rendering.py')}".encode())
+    try:
+        digest.update(inspect.getsource(decode_image).encode())
+    except OSError:  # installed without its sources: the file's hash above still tells releases apart
+        pass
+    return digest.hexdigest()[:16]
+
+
 def cell_nearest_centre(cells, shape):
     """Of detected cells, the one nearest the centre of a photograph of (height, width, ...)
     ``shape``, where a labelled dataset image's cell usually is (the site's cell 1:
@@ -372,6 +386,7 @@ def _cache_path(cache_dir, images, input_spec, margin, window_scale):
             "margin": margin,
             "scale": window_scale,
             "detector": detector_version() if locates_cell(input_spec) else "",
+            "decoder": decoder_version(),
             "preparation": _source_version("preparation.py"),
             "version": CACHE_VERSION,
         },

@@ -277,3 +277,28 @@ def test_training_reads_a_photographs_colour_profile_as_the_site_does(tmp_path):
     path = tmp_path / "red.png"
     Image.new("RGB", (16, 12), (255, 0, 0)).save(path, icc_profile=swapped_primaries_profile())
     assert (dataset.decode_image(path) == (0, 0, 255)).all()
+
+
+def test_pixels_cached_by_another_decoder_are_not_read(tmp_path, monkeypatch):
+    """The cache was keyed by the files, not by how they are decoded: pixels a release before colour
+    profiles were read had cached stayed in use for photographs carrying one."""
+    from PIL import Image
+
+    write_split(tmp_path, "TRAIN", 1)
+    images = dataset.list_images(tmp_path / "TRAIN", "4class", "TRAIN")
+    for image in images:
+        with Image.open(image.path) as picture:
+            picture.load()
+        picture.save(image.path, format=picture.format, icc_profile=swapped_primaries_profile())
+    spec, cache = {"height": 60, "width": 80, "mode": "field"}, tmp_path / "cache"
+    profile_read = dataset.load_prepared(images, spec, cache_dir=cache, keep=False)[0]
+
+    def raw_decode(path):  # an earlier release's reader: the profile ignored
+        rgb = dataset.cv2.imread(str(path), dataset.cv2.IMREAD_COLOR)
+        return dataset.cv2.cvtColor(rgb, dataset.cv2.COLOR_BGR2RGB)
+
+    monkeypatch.setattr(dataset, "decode_image", raw_decode)
+    profile_ignored = dataset.load_prepared(images, spec, cache_dir=cache)[0]
+    assert not np.array_equal(profile_ignored, profile_read)
+    monkeypatch.undo()
+    assert np.array_equal(dataset.load_prepared(images, spec, cache_dir=cache)[0], profile_read)
