@@ -45,7 +45,8 @@ class MultipleImageField(forms.FileField):
             raise forms.ValidationError("Choose at least one smear photograph.", code="required")
         if len(files) > settings.MAX_FILES_PER_UPLOAD:
             raise forms.ValidationError(
-                f"At most {settings.MAX_FILES_PER_UPLOAD} photographs per upload; split the batch."
+                f"At most {settings.MAX_FILES_PER_UPLOAD} photographs per upload; split the batch.",
+                code="too_many",
             )
         return list(files)
 

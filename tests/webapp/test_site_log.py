@@ -39,11 +39,27 @@ def test_a_page_not_found_is_info_not_a_warning(client, tech, caplog):
     assert request_records(caplog) == [("INFO", "Not Found: /no-such-page/")]
 
 
-def test_a_refused_upload_is_info_not_a_warning(client, tech, caplog):
+def view_lines(caplog):
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "webapp.views.lab"]
+
+
+def test_a_refused_upload_form_is_logged_as_info_with_what_it_lacked(client, tech, caplog):
+    # It logged a bare "Bad Request": nothing said whether the files or the accession number failed.
     with caplog.at_level(logging.INFO):
         response = client.post(reverse("lab:upload"), {"accession_number": "H26-1"})
     assert response.status_code == 400
-    assert request_records(caplog) == [("INFO", "Bad Request: /samples/new/")]
+    assert view_lines(caplog) == [("INFO", "Upload form refused: images (required)")]
+    assert request_records(caplog) == []
+
+
+def test_a_refused_upload_forms_log_line_names_no_accession_number(client, tech, caplog):
+    make_sample(accession="H26-77")
+    with caplog.at_level(logging.INFO):
+        response = client.post(reverse("lab:upload"), {
+            "accession_number": "H26-77", "images": [upload("field.jpg", jpeg_bytes())]})
+    assert response.status_code == 400 and "H26-77" in response.content.decode()
+    assert view_lines(caplog) == [("INFO", "Upload form refused: accession_number (duplicate)")]
+    assert "H26-77" not in caplog.text
 
 
 def upload_lines(caplog):

@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -173,7 +173,8 @@ def upload(request):
             _report_pages_left_out(request, result.pages_left_out)
             return redirect("lab:sample-detail", pk=result.sample.pk)
         rejected = result.rejected
-        form.add_error("images", "None of the files could be stored; nothing was saved.")
+        form.add_error("images", ValidationError("None of the files could be stored; nothing was saved.",
+                                                       code="none_stored"))
     status = 200 if request.method == "GET" else 503 if refused_for_now else 400
     # A browser never fills a file input back in: photographs sent with a form refused for its
     # accession number or note are gone from it, and the page must say so.
@@ -191,6 +192,11 @@ def upload(request):
     }, status=status)
     if refused_for_now:
         response["Retry-After"] = "60"
+    if status == 400:
+        # Django's handler would log a bare "Bad Request"; the messages themselves may carry an
+        # accession number, so the line names the fields and their error codes only.
+        logger.info("Upload form refused: %s", _refused_fields(form))
+        response._has_been_logged = True
     if busy:
         # Said as what it is: Django's handler would log the 503 as an error, which reads as a
         # fault and may wake whoever watches the log. A storage that refused the write stays one.
@@ -198,6 +204,12 @@ def upload(request):
                        UPLOADS_CHECKED_AT_ONCE, request.user.get_username())
         response._has_been_logged = True
     return response
+
+
+def _refused_fields(form):
+    """ "accession_number (duplicate), images (required)": what a refused form was refused for."""
+    return ", ".join(f"{field} ({', '.join(error.code or 'invalid' for error in errors)})"
+                     for field, errors in form.errors.as_data().items())
 
 
 def _sample_context(sample, image_ids=None, page_number=None):
