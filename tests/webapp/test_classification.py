@@ -20,7 +20,7 @@ from classifier import ood
 from classifier.pipeline import FinishedCell, SmearAnalysis
 from classifier.quality import QualityReport
 from classifier.rendering import encode_jpeg, encode_png
-from tests.conftest import stored_files
+from tests.conftest import stored_files, wait_for
 from tests.webapp.lab_factories import make_version
 from webapp.models import Cell, CellReview, Sample, SmearImage
 from webapp.services import classification, liveness, uploads
@@ -561,3 +561,64 @@ def test_a_database_too_busy_to_answer_leaves_the_photograph_to_the_task_s_next_
     network.error = OperationalError("no such column: webapp_cell.outlined")
     assert classification.classify_smear_image(stored_image.pk, task_id="busy-task") is None
     assert SmearImage.objects.get(pk=stored_image.pk).status == "failed"
+
+
+def waiting_on_a_lock(connection):
+    """How many of the test database's sessions wait on a lock another holds (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND wait_event_type = 'Lock'")
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sample_deleted_while_a_photograph_s_cells_are_stored_goes_whole(network, stored_image,
+                                                                          django_user_model, monkeypatch):
+    # A sample deleted (on PostgreSQL) while the worker stored a photograph's cells: the deletion read
+    # the cells and their files before the worker committed, then waited on the photograph's row,
+    # and deleted it from under the worker's new cells: the database refused the commit (an
+    # IntegrityError, a 500 to the person deleting), or, the worker committing a moment sooner, the
+    # new cells' pictures stayed in the media folder for good.
+    import threading
+
+    from django.db import connection
+
+    from tests.webapp.concurrent_requests import start_as_another_request
+    from webapp.services.deletion import delete_sample
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
+    make_version()
+    user = django_user_model.objects.create_user("tech")
+    sample = Sample.objects.get(pk=stored_image.sample_id)
+    media = Path(Cell._meta.get_field("crop").storage.location)
+    files_before = stored_files(media) - {Path(stored_image.image.path)}
+    assert liveness.claim_image(stored_image.pk, "the-task")
+    storing, release, failures = threading.Event(), threading.Event(), []
+    store_cells = classification._store_cells
+
+    def store_then_wait(*args):
+        stale = store_cells(*args)
+        storing.set()  # the cells written, not committed: the photograph's row locked
+        release.wait(30)
+        return stale
+
+    monkeypatch.setattr(classification, "_store_cells", store_then_wait)
+    worker = start_as_another_request(
+        lambda: classification.classify_smear_image(stored_image.pk, task_id="the-task"))
+    assert storing.wait(30)
+
+    def delete():
+        try:
+            delete_sample(sample, user=user)
+        except Exception as exc:  # noqa: BLE001 - what the person deleting would get
+            failures.append(exc)
+
+    deleting = start_as_another_request(delete)
+    wait_for(lambda: waiting_on_a_lock(connection), "the deletion to wait on a row the worker holds", 30)
+    release.set()
+    worker.join(30)
+    deleting.join(30)
+    assert failures == []
+    assert not Sample.objects.exists() and not SmearImage.objects.exists() and not Cell.objects.exists()
+    assert stored_files(media) == files_before  # the photograph and its cells' pictures gone

@@ -70,6 +70,11 @@ def delete_sample(sample, user=None):
         # Under the sample's row lock, as sign_sample takes it: no signature lands in between.
         ensure_editable(sample, "deleting the sample")
         ensure_never_released(sample)
+        # Its photographs' rows too, before their cells are read: a worker storing a photograph's
+        # cells holds that row until they are committed (services.classification, added_cells).
+        # Read before then, the new cells' pictures were left behind, and on PostgreSQL the
+        # photograph was deleted from under them: an IntegrityError to the person deleting.
+        list(SmearImage.objects.select_for_update().filter(sample=sample).values_list("pk", flat=True))
         image_count = sample.images.count()
         cell_count = Cell.objects.filter(image__sample=sample).count()
         names = sample_file_names(sample)
