@@ -673,6 +673,56 @@ def test_a_deletion_waits_for_a_signature_in_flight_and_is_then_refused(django_u
     assert Cell.objects.filter(image__sample=sample).count() == 2
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_re_classification_waits_for_a_signature_in_flight_and_leaves_the_sample_signed(
+        django_user_model, sent_tasks):
+    # "Re-classify all" read which samples were signed without their rows' locks: a signature
+    # committed between that read and the queueing left a signed sample's photographs queued, and
+    # the worker then replaced the signed result's cells with another version's calls.
+    import threading
+
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from tests.conftest import wait_for
+    from tests.webapp.concurrent_requests import start_as_another_request
+    from tests.webapp.lab_factories import make_version
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
+    user = django_user_model.objects.create_superuser("boss", password="a-long-passphrase-1")
+    sample = make_sample("H26-RACE", types=("NEUTROPHIL", "LYMPHOCYTE"))
+    make_version()  # a newer version, active: what the re-classification queues for
+    locked, release, done = threading.Event(), threading.Event(), []
+
+    def sign():  # as sign_sample does: the sample's row locked, written, committed
+        with transaction.atomic():
+            Sample.objects.select_for_update().get(pk=sample.pk)
+            Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.SIGNED, signed_by=user,
+                                                       signed_at=timezone.now(), times_signed=1)
+            locked.set()
+            release.wait(30)
+
+    def waiting_on_a_lock():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND wait_event_type = 'Lock'")
+            return cursor.fetchone()[0]
+
+    signer = start_as_another_request(sign)
+    assert locked.wait(30)
+    reclassifier = start_as_another_request(lambda: done.append(reclassify(None, user)))
+    wait_for(lambda: done or waiting_on_a_lock(), "the re-classification to finish or wait", 30)
+    release.set()
+    signer.join(30)
+    reclassifier.join(30)
+    assert Sample.objects.get(pk=sample.pk).status == Sample.Status.SIGNED
+    image = sample.images.get()
+    assert (image.status, image.requested_version_id) == (SmearImage.Status.DONE, None)
+    assert sent_tasks == []
+    assert (done[0].queued, done[0].signed_skipped) == (0, ["H26-RACE"])
+
+
 def test_the_account_that_signed_or_reopened_a_result_cannot_be_deleted(hematologist, django_user_model):
     # Deleting it blanked "Signed by" on the report, left the FHIR DiagnosticReport of a final result
     # with no performer, and the trail then credited the signature to "the worker". The account is

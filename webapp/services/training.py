@@ -671,11 +671,17 @@ def reclassify(samples=None, user=None):
             samples = [samples]
         chosen = chosen.filter(pk__in=[sample.pk for sample in samples])
     with transaction.atomic():
+        # The unsigned samples' rows locked first, as signing locks one (on PostgreSQL; SQLite takes
+        # one writer at a time): a signature committed between reading that a sample is unsigned
+        # and queueing its photographs left a signed result to be replaced by this version's calls.
+        # One signed meanwhile drops out of the lock's rows when its signature commits.
+        unsigned = chosen.exclude(status=Sample.Status.SIGNED)
+        list(unsigned.select_for_update().order_by("pk").values_list("pk", flat=True))
         signed = list(chosen.filter(status=Sample.Status.SIGNED).order_by("pk"))
         if samples is not None and len(signed) == len(samples):
             for sample in signed:
                 ensure_editable(sample, "re-classifying the sample")
-        images = SmearImage.objects.filter(sample__in=chosen.exclude(status=Sample.Status.SIGNED))
+        images = SmearImage.objects.filter(sample__in=unsigned)
         per_sample = {}
         for image_id, sample_id in images.values_list("id", "sample_id"):
             per_sample.setdefault(sample_id, []).append(image_id)
