@@ -191,6 +191,60 @@ def test_an_edge_cell_is_left_out_until_a_reviewer_counts_it_in(client, tech):
     assert response.status_code == 400 and "always counted" in response.json()["error"]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_counting_an_edge_cell_in_beside_a_relabel_of_it_takes_the_samples_lock_first(django_user_model):
+    # A gallery relabel locks the sample, then its cells; counting an edge cell in locked the cell,
+    # then the sample. The two at once on one cell each held what the other waited for: PostgreSQL's
+    # "deadlock detected", a 500 to one of the two reviewers.
+    import threading
+
+    from django.db import connection, transaction
+
+    from tests.webapp.concurrent_requests import start_as_another_request
+    from webapp.services.review import review_cells
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
+    user = django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
+    sample = make_sample("H26-EDGE", types=("NEUTROPHIL", "LYMPHOCYTE"))
+    edge = sample.images.get().cells.order_by("index").first()
+    Cell.objects.filter(pk=edge.pk).update(is_partial=True)
+    holding, go_on, errors = threading.Event(), threading.Event(), []
+
+    def waiting_on_a_lock():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND wait_event_type = 'Lock'")
+            return cursor.fetchone()[0]
+
+    def gallery_relabel():  # review_cells, its sample's row taken as the count-in starts
+        try:
+            with transaction.atomic():
+                Sample.objects.select_for_update().get(pk=sample.pk)
+                holding.set()
+                go_on.wait(30)
+                review_cells([Cell.objects.select_related("image").get(pk=edge.pk)], "LYMPHOCYTE", user)
+        except Exception as exc:  # noqa: BLE001 - what the reviewer would get
+            errors.append(exc)
+
+    def count_in():
+        try:
+            set_counted_in(edge, True)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    first = start_as_another_request(gallery_relabel)
+    assert holding.wait(30)
+    second = start_as_another_request(count_in)
+    wait_for(waiting_on_a_lock, "the count-in to wait for a row the relabel holds", 30)
+    go_on.set()
+    first.join(30)
+    second.join(30)
+    assert errors == []
+    cell = Cell.objects.get(pk=edge.pk)
+    assert (cell.cell_type, cell.count_partial) == ("LYMPHOCYTE", True)
+
+
 @pytest.mark.django_db
 def test_a_box_the_broker_missed_is_sent_by_the_reconciler(client, tech, sent_tasks, monkeypatch):
     from webapp.services.reconciler import reconcile_work

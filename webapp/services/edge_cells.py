@@ -4,7 +4,7 @@ named with certainty (and counts it once: the neighbouring field may hold the re
 
 from django.db import transaction
 
-from webapp.models import Cell
+from webapp.models import Cell, Sample
 from webapp.services.locking import ensure_editable
 from webapp.wording import superseded_call
 
@@ -19,8 +19,14 @@ def set_counted_in(cell, counted_in):
 
     Raises CountInError for a whole cell or a superseded call, SampleLocked for a signed sample.
     """
+    # The sample's row first, then the cell's, in the order review_cells and sign_sample take them:
+    # a relabel of the same cell at once otherwise held what this waited for (a deadlock, a 500).
+    sample_id = Cell.objects.filter(pk=cell.pk).values_list("image__sample_id", flat=True).first()
+    if sample_id is None:
+        raise CountInError("This cell is no longer stored: its photograph was deleted or classified "
+                           "again meanwhile. Reload the page.")
+    ensure_editable(Sample(pk=sample_id), "Counting an edge cell in or out")
     cell = Cell.objects.select_for_update(of=("self",)).select_related("image__sample").get(pk=cell.pk)
-    ensure_editable(cell.image.sample, "Counting an edge cell in or out")
     if not cell.is_partial:
         raise CountInError("This cell lies whole inside the photograph: it is always counted.")
     if cell.is_superseded:
