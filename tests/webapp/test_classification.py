@@ -622,3 +622,65 @@ def test_a_sample_deleted_while_a_photograph_s_cells_are_stored_goes_whole(netwo
     assert failures == []
     assert not Sample.objects.exists() and not SmearImage.objects.exists() and not Cell.objects.exists()
     assert stored_files(media) == files_before  # the photograph and its cells' pictures gone
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("change", ["relabel", "count in"])
+def test_a_change_while_a_re_classification_carries_the_reviews_over_is_carried_or_refused(
+        network, stored_image, django_user_model, monkeypatch, change):
+    # A re-classification carries the labels and count-ins given to the calls it replaces over to
+    # its own cells, under its photograph's row lock; one committed after that read and before the
+    # re-classification committed (on PostgreSQL) was told it was saved, and left on a call the
+    # formula no longer counts: the network's call, or the edge cell left out, counted instead.
+    import threading
+
+    from django.db import connection
+
+    from tests.webapp.concurrent_requests import start_as_another_request
+    from webapp.services.edge_cells import CountInError, set_counted_in
+    from webapp.services.review import ReviewError
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
+    network.analysis = analysis_with([(0, 80, 120, 200), (300, 200, 400, 300)])  # the first cut by the edge
+    make_version()
+    classification.classify_smear_image(stored_image.pk)
+    earlier = Cell.objects.order_by("index").first()
+    assert earlier.is_partial
+    newer = make_version()
+    SmearImage.objects.filter(pk=stored_image.pk).update(status="queued", requested_version=newer)
+    assert liveness.claim_image(stored_image.pk, "the-task")
+    user = django_user_model.objects.create_user("tech")
+    carried, release, refused, saved = threading.Event(), threading.Event(), [], []
+    carry_count_in = classification._carry_count_in
+
+    def carry_then_wait(*args):
+        carry_count_in(*args)
+        carried.set()  # the labels and count-ins read and carried; nothing committed yet
+        release.wait(30)
+
+    monkeypatch.setattr(classification, "_carry_count_in", carry_then_wait)
+    worker = start_as_another_request(
+        lambda: classification.classify_smear_image(stored_image.pk, newer.pk, task_id="the-task"))
+    assert carried.wait(30)
+
+    def make_the_change():
+        try:
+            saved.append(review_cell(earlier, "LYMPHOCYTE", user) if change == "relabel"
+                         else set_counted_in(earlier, True))
+        except (ReviewError, CountInError) as exc:
+            refused.append(str(exc))
+
+    person = start_as_another_request(make_the_change)
+    wait_for(lambda: saved or refused or waiting_on_a_lock(connection),
+             "the change to finish or wait on the photograph", 30)
+    release.set()
+    worker.join(30)
+    person.join(30)
+    counted = Cell.objects.get(image=stored_image, model_version=newer, x0=earlier.x0)
+    if saved:  # told it was saved: the formula counts it
+        assert (counted.cell_type, counted.count_partial) == (
+            ("LYMPHOCYTE", False) if change == "relabel" else ("NEUTROPHIL", True))
+    else:  # told why not, and which call to change instead
+        assert refused and f"the sample now counts v{newer.pk}'s call" in refused[0]
+        assert (counted.cell_type, counted.count_partial) == ("NEUTROPHIL", False)

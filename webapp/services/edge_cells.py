@@ -4,7 +4,7 @@ named with certainty (and counts it once: the neighbouring field may hold the re
 
 from django.db import transaction
 
-from webapp.models import Cell, Sample
+from webapp.models import Cell, Sample, SmearImage
 from webapp.services.locking import ensure_editable
 from webapp.wording import superseded_call
 
@@ -19,13 +19,16 @@ def set_counted_in(cell, counted_in):
 
     Raises CountInError for a whole cell or a superseded call, SampleLocked for a signed sample.
     """
-    # The sample's row first, then the cell's, in the order review_cells and sign_sample take them:
-    # a relabel of the same cell at once otherwise held what this waited for (a deadlock, a 500).
-    sample_id = Cell.objects.filter(pk=cell.pk).values_list("image__sample_id", flat=True).first()
-    if sample_id is None:
+    # The sample's row, the photograph's, then the cell's, in the order review_cells takes them: a
+    # relabel of the same cell at once otherwise held what this waited for (a deadlock, a 500), and
+    # a re-classification, which carries count-ins over under its photograph's lock, left one
+    # committed meanwhile on the call it replaced (services.review._locked).
+    row = Cell.objects.filter(pk=cell.pk).values_list("image__sample_id", "image_id").first()
+    if row is None:
         raise CountInError("This cell is no longer stored: its photograph was deleted or classified "
                            "again meanwhile. Reload the page.")
-    ensure_editable(Sample(pk=sample_id), "Counting an edge cell in or out")
+    ensure_editable(Sample(pk=row[0]), "Counting an edge cell in or out")
+    list(SmearImage.objects.select_for_update().filter(pk=row[1]).values_list("pk", flat=True))
     cell = Cell.objects.select_for_update(of=("self",)).select_related("image__sample").get(pk=cell.pk)
     if not cell.is_partial:
         raise CountInError("This cell lies whole inside the photograph: it is always counted.")

@@ -8,7 +8,7 @@ from webapp.cell_types import allowed_types
 from webapp.counting import RULES, type_label
 
 # Re-exported until services/classification.py imports it from webapp.cell_types.
-from webapp.models import Cell, CellReview, Sample
+from webapp.models import Cell, CellReview, Sample, SmearImage
 from webapp.selectors import cell_name
 from webapp.services.locking import ensure_editable
 from webapp.wording import count_of, superseded_call
@@ -24,9 +24,18 @@ _LOCKED_FIELDS = ("id", "predicted_type", "corrected_type", "cell_type", "review
 
 
 def _locked(cells):
-    """The cells as stored now, locked until the transaction ends, by id: one query however many."""
+    """The cells as stored now, locked until the transaction ends, by id: one query however many.
+
+    Their photographs' rows are locked first: a re-classification holds its photograph's row while
+    it carries the reviews of the call it replaces over to its own. A relabel committed after that
+    read was reported saved, and left on a call the formula no longer counts; it now waits, and is
+    then refused as the superseded call it has become."""
+    ids = [cell.pk for cell in cells]
+    images = Cell.objects.filter(pk__in=ids).values("image_id")
+    list(SmearImage.objects.select_for_update().filter(pk__in=images).order_by("pk")
+         .values_list("pk", flat=True))
     rows = Cell.objects.select_for_update(of=("self",)).select_related("model_version", "image")
-    locked = rows.only(*_LOCKED_FIELDS).in_bulk([cell.pk for cell in cells])
+    locked = rows.only(*_LOCKED_FIELDS).in_bulk(ids)
     if len(locked) < len(cells):
         raise ReviewError("A cell you chose is no longer stored: its photograph was deleted or classified "
                           "again meanwhile. Nothing was changed; reload the page.")
