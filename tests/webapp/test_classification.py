@@ -684,3 +684,43 @@ def test_a_change_while_a_re_classification_carries_the_reviews_over_is_carried_
     else:  # told why not, and which call to change instead
         assert refused and f"the sample now counts v{newer.pk}'s call" in refused[0]
         assert (counted.cell_type, counted.count_partial) == ("NEUTROPHIL", False)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_signature_certifies_only_the_result_its_signer_was_shown(network, stored_image, django_user_model,
+                                                                    monkeypatch):
+    # Signing checked the result the page showed (its stamp) first, then whether every photograph
+    # was classified. A photograph the worker finished in between passed both: the stamp read before
+    # its cells were committed, the check after; the signature then certified cells its signer never
+    # saw (on PostgreSQL, where the worker does not wait for the sample's lock).
+    from django.db import connection
+
+    from tests.webapp.concurrent_requests import start_as_another_request
+    from tests.webapp.lab_factories import with_role
+    from webapp.selectors import result_stamp
+    from webapp.services import sign_off
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite takes one writer at a time: the worker waits for the signature's transaction")
+    make_version()
+    Sample.objects.filter(pk=stored_image.sample_id).update(target_count=2)
+    sample = Sample.objects.get(pk=stored_image.sample_id)
+    assert liveness.claim_image(stored_image.pk, "the-task")
+    shown = result_stamp(sample)  # the page, loaded while the photograph was being classified
+    hematologist = with_role(django_user_model.objects.create_user("hema"), "hematologist")
+    facts = sign_off.sign_off_facts
+
+    def finished_meanwhile(*args):  # the worker commits its cells as the signature is checked
+        worker = start_as_another_request(
+            lambda: classification.classify_smear_image(stored_image.pk, task_id="the-task"))
+        worker.join(30)
+        return facts(*args)
+
+    monkeypatch.setattr(sign_off, "sign_off_facts", finished_meanwhile)
+    try:
+        signed = sign_off.sign_sample(sample, hematologist, result_seen=shown)
+    except sign_off.SignOffRefused as exc:
+        assert "its result changed since your page was loaded" in str(exc)
+        assert not Sample.objects.get(pk=sample.pk).is_signed
+    else:
+        assert result_stamp(signed) == shown, "signed a result its signer was not shown"

@@ -65,13 +65,17 @@ def sign_sample(sample, user, below_target_reason="", keep_unidentified=False, r
     sample = Sample.objects.select_for_update().get(pk=sample.pk)
     if sample.is_signed:
         raise SignOffRefused(f"Sample {sample.accession_number} is already signed.")
+    # What stands in the way first, then the result: the worker stores a photograph's cells (or a
+    # drawn box's) without the sample's lock. Read the other way round, a photograph finished in
+    # between passed both checks, and the signature certified cells its signer was never shown;
+    # read so, nothing the checks passed changes after them (no photograph or box left to finish).
+    facts = sign_off_facts(sample)
     if result_seen is not None and (current := result_stamp(sample)) != result_seen:
         raise SignOffRefused(
             f"Sample {sample.accession_number} was not signed: its result changed since your page "
             f"was loaded ({result_changes(result_seen, current)}). Reload the page, check the result, "
             "then sign.")
     below_target_reason = (below_target_reason or "").strip()
-    facts = sign_off_facts(sample)
     standing = [
         refusal for refusal in facts.refusals()
         if not (refusal.code == "below_target" and below_target_reason)
