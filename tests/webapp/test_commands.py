@@ -395,3 +395,14 @@ def test_evaluate_checks_every_folder_before_it_loads_the_network(tmp_path, monk
         given = [argument for folder in folders for argument in ("--data", folder)]
         with pytest.raises(CommandError, match=expected):
             run("evaluate", "--version", str(version.pk), *given, *(["--split", *split] if split else []))
+
+
+@pytest.mark.django_db
+def test_evaluate_without_any_data_folder_says_so(settings):
+    """With LEUKOSCOPE_TRAINING_DATA set empty and no --data, evaluate loaded the network, measured
+    nothing and ended with success, printing not a line."""
+    version = ModelVersion.objects.create(architecture="paper", task="4class", status="ready",
+                                          model_sha256="0" * 64)
+    settings.TRAINING_DATA_DIRS = []
+    with pytest.raises(CommandError, match=r"^No data folder to evaluate on: give --data"):
+        run("evaluate", "--version", str(version.pk))

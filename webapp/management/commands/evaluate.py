@@ -24,6 +24,8 @@ class Command(ModelVersionCommand):
     def handle(self, *args, version=None, data, split, **options):
         model_version = self.trained_version(version)
         folders = data or [str(folder) for folder in settings.TRAINING_DATA_DIRS]
+        if not folders:
+            raise CommandError("No data folder to evaluate on: give --data, or set LEUKOSCOPE_TRAINING_DATA.")
         # Every folder checked before the network loads: a slip is refused in one line, not after
         # TensorFlow's start-up lines, nor after the figures of the folders before it.
         for folder in folders:
