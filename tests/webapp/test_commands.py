@@ -406,3 +406,11 @@ def test_evaluate_without_any_data_folder_says_so(settings):
     settings.TRAINING_DATA_DIRS = []
     with pytest.raises(CommandError, match=r"^No data folder to evaluate on: give --data"):
         run("evaluate", "--version", str(version.pk))
+
+
+@pytest.mark.django_db
+def test_evaluate_version_0_is_no_version_not_the_active_one():
+    """--version 0 evaluated the active version, as if no version had been given."""
+    make_version("active")
+    with pytest.raises(CommandError, match="There is no model version 0"):
+        run("evaluate", "--version", "0", "--data", "/nowhere")

@@ -27,7 +27,7 @@ class ModelVersionCommand(BaseCommand):
         """The named (or active) version, or a one-line CommandError when it has no network."""
         quiet_tensorflow_startup(os.environ)
         try:
-            model_version = ModelVersion.objects.get(pk=version) if version else active_version()
+            model_version = ModelVersion.objects.get(pk=version) if version is not None else active_version()
         except ModelVersion.DoesNotExist:
             raise CommandError(f"There is no model version {version}.") from None
         except NoActiveModel as exc:
