@@ -8,6 +8,7 @@ knows the two file names and the layout; everything else asks it.
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 MODEL_FILE = "model.keras"
@@ -20,23 +21,49 @@ class ModelFolderError(ValueError):
 
 
 def write_model_folder(directory, model_bytes, metadata):
-    """Write model.keras + metadata.json (with the archive's SHA-256 and size) into ``directory``."""
+    """Write model.keras + metadata.json (with the archive's SHA-256 and size) into ``directory``.
+
+    Both files are written whole beside the old ones before either replaces its own: a disk that
+    fills while the archive is written (a refit in place) leaves the folder's network as it was."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / MODEL_FILE).write_bytes(model_bytes)
     metadata = {
         **metadata,
         "model_file": MODEL_FILE,
         "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
         "size_bytes": len(model_bytes),
     }
-    write_metadata(directory, metadata)
+    model_part = _written_beside(directory / MODEL_FILE, model_bytes)
+    try:
+        metadata_part = _written_beside(directory / METADATA_FILE, _metadata_text(metadata).encode())
+    except BaseException:
+        model_part.unlink(missing_ok=True)
+        raise
+    os.replace(model_part, directory / MODEL_FILE)
+    os.replace(metadata_part, directory / METADATA_FILE)
     return directory
 
 
 def write_metadata(directory, metadata):
     """Replace a model folder's metadata.json (the archive beside it untouched)."""
-    (Path(directory) / METADATA_FILE).write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+    path = Path(directory) / METADATA_FILE
+    os.replace(_written_beside(path, _metadata_text(metadata).encode()), path)
+
+
+def _metadata_text(metadata):
+    return json.dumps(metadata, indent=1, sort_keys=True) + "\n"
+
+
+def _written_beside(path, content):
+    """``content`` written whole to a temporary file beside ``path``, for os.replace to put in its
+    place; nothing is left behind where the write fails."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        part.write_bytes(content)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return part
 
 
 def is_model_folder(path):

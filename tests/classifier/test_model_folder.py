@@ -74,3 +74,28 @@ def test_a_damaged_network_whose_hash_was_recorded_with_it_is_refused_in_one_lin
     assert fit_review_cli.main(["--model", str(folder), "--data", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "damaged" in error and "/tmp/tmp" not in error
+
+
+def test_a_network_that_runs_out_of_disk_leaves_the_folder_it_replaces_whole(tmp_path):
+    """A refit in place (the bundled networks are refitted so: MODEL_CARD.md) whose disk filled while
+    model.keras was written left part of the new archive beside the old metadata.json: a folder
+    that no longer reads back, the network it held lost. A file-size limit in a child process is
+    the full disk here (Python ignores SIGXFSZ, so the write fails with EFBIG as with ENOSPC)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    folder = write_model_folder(tmp_path / "run", b"old network", {"task": "binary"})
+    script = textwrap.dedent(f"""
+        import resource, sys
+        from classifier.model_folder import write_model_folder
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+        try:
+            write_model_folder({str(folder)!r}, b"n" * (1 << 20), {{"task": "binary"}})
+        except OSError as error:
+            sys.exit(f"refused: {{error.strerror}}")
+        """)
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert child.returncode != 0 and "refused" in child.stderr, child.stderr
+    assert read_model_folder(folder)[0] == b"old network"
+    assert sorted(path.name for path in folder.iterdir()) == sorted([MODEL_FILE, METADATA_FILE])
