@@ -10,6 +10,8 @@ networks and sources can be compared on the classes they share.
 """
 
 import hashlib
+import os
+from dataclasses import replace
 
 import numpy as np
 
@@ -212,9 +214,12 @@ def test_split_metrics(served, selection, recipe, config, review_threshold=None,
     each on the classes the source holds, with the review flag's figures where
     ``review_threshold`` is given; a run on one source also keeps its figures at the top level,
     where they have always been. Files whose SHA-256 is in ``left_out`` (photographs the network
-    was tuned on) are left out, and counted in "left_out" as {"source/split": n}."""
+    was tuned on) are left out, and counted in "left_out" as {"source/split": n}; files that are
+    byte-for-byte copies of the run's TRAIN images count as cells also photographed in TRAIN, whose
+    figures without them are kept beside the split's (evaluation_metrics)."""
     load = dict(cache_dir=config.cache_dir, workers=config.workers)
     by_source, left_out_counts = {}, {}
+    trained_on = _FileDigests(selection.all_train)
     for source in selection.sources:
         source_classes = {image.class_name for image in source.all_train}
         by_source[source.name] = figures = {}
@@ -225,6 +230,8 @@ def test_split_metrics(served, selection, recipe, config, review_threshold=None,
                 if len(kept) < len(images):
                     left_out_counts[f"{source.name}/{split}"] = len(images) - len(kept)
                 images = kept
+            images = [replace(image, same_cell_in_train=True) if trained_on.holds(image.path) else image
+                      for image in images]
             if images:
                 held = source_classes | {image.class_name for image in images}
                 figures[split] = served_split_metrics(served, images, recipe.window_scale, held,
@@ -235,6 +242,34 @@ def test_split_metrics(served, selection, recipe, config, review_threshold=None,
     if len(selection.sources) == 1:
         metrics.update(next(iter(by_source.values())))
     return metrics
+
+
+class _FileDigests:
+    """The SHA-256s of files (the run's TRAIN images), read only where a file asked about has the
+    size of one of them: a TEST file that is a byte-for-byte copy of one the network learnt from is
+    no held-out cell, and is measured apart as one also photographed in TRAIN."""
+
+    def __init__(self, images):
+        self._by_size = {}
+        for image in images:
+            try:
+                self._by_size.setdefault(os.path.getsize(image.path), []).append(image.path)
+            except OSError:
+                continue
+        self._digests = {}
+
+    def holds(self, path):
+        try:
+            same_size = self._by_size.get(os.path.getsize(path), [])
+            digest = _sha256(path) if same_size else None
+            return any(self._digest(other) == digest for other in same_size)
+        except OSError:
+            return False
+
+    def _digest(self, path):
+        if path not in self._digests:
+            self._digests[path] = _sha256(path)
+        return self._digests[path]
 
 
 def _sha256(path):

@@ -290,3 +290,19 @@ def test_command_line_names_what_its_run_leaves_out_and_replaces(tmp_path, capsy
     replaced = f"note: --out {tmp_path / 'kept'} holds a model folder: the network trained replaces it"
     assert replaced in captured.out
     assert captured.err.startswith("error: ")
+
+
+def test_test_files_that_are_copies_of_training_files_are_measured_apart(tiny_data, tmp_path):
+    """A TEST folder holding byte-for-byte copies of TRAIN files (a lab copying a few across while
+    sorting) was scored as held out without a word: its figures counted cells the network was
+    trained on. Such copies are now told apart as cells also photographed in TRAIN, as an
+    originals.csv marks them, so the figures without them sit beside the whole folder's."""
+    import shutil
+
+    for name in FOUR_CLASSES:
+        train_file = sorted((tiny_data / "TRAIN" / name).iterdir())[0]
+        shutil.copy(train_file, tiny_data / "TEST" / name / f"copy-of-{train_file.name}")
+    result = train_classifier(config(tiny_data, tmp_path, validation_fraction=0.0, temperature=1.0))
+    test = result.metrics["TEST"]
+    assert test["n"] == 12
+    assert test["without_same_cell_in_train"]["n"] == 8
