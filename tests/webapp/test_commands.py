@@ -414,3 +414,20 @@ def test_evaluate_version_0_is_no_version_not_the_active_one():
     make_version("active")
     with pytest.raises(CommandError, match="There is no model version 0"):
         run("evaluate", "--version", "0", "--data", "/nowhere")
+
+
+@pytest.mark.django_db
+def test_ensure_default_model_with_a_damaged_bundled_folder_says_which_in_one_line(tmp_path, monkeypatch):
+    """A release copied without one network's archive whole (a git-lfs pointer, an interrupted
+    copy) stopped `ensure_default_model`, which the start-up runs before anything, with a traceback."""
+    from classifier.model_folder import MODEL_FILE, write_model_folder
+    from webapp.services import model_versions
+
+    folder = write_model_folder(tmp_path / "leukonet-4class", b"network", {"task": "4class"})
+    (folder / MODEL_FILE).write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    monkeypatch.setattr(model_versions, "bundled_model_folders", lambda: [folder])
+    with pytest.raises(CommandError, match=r"^The bundled network .*leukonet-4class cannot be registered: .*"
+                                           r"does not match the SHA-256") as refused:
+        run("ensure_default_model")
+    assert "\n" not in str(refused.value)
+    assert not ModelVersion.objects.exists()

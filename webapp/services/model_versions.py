@@ -88,7 +88,11 @@ def ensure_default_model():
     """On a fresh install, register the bundled models and activate the default one."""
     registered = []
     for directory in bundled_model_folders():
-        version, created = register_model_directory(directory)
+        try:
+            version, created = register_model_directory(directory)
+        except ModelVersionError as error:
+            raise ModelVersionError(f"The bundled network {directory} cannot be registered: {error} "
+                                    "Install the release's classifier/default_model/ again.") from None
         registered.append((version, created))
     if registered and not ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).exists():
         activate_version(registered[0][0], user=None)

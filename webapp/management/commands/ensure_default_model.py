@@ -1,14 +1,17 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from webapp.models import ModelVersion
-from webapp.services.model_versions import ensure_default_model
+from webapp.services.model_versions import ModelVersionError, ensure_default_model
 
 
 class Command(BaseCommand):
     help = "Register the bundled classification models (once) and activate the default if none is active."
 
     def handle(self, *args, **options):
-        registered = ensure_default_model()
+        try:
+            registered = ensure_default_model()
+        except ModelVersionError as exc:
+            raise CommandError(str(exc)) from None
         for version, created in registered:
             if created:
                 self.stdout.write(f"Registered bundled model {version}.")
