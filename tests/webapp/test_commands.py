@@ -431,3 +431,29 @@ def test_ensure_default_model_with_a_damaged_bundled_folder_says_which_in_one_li
         run("ensure_default_model")
     assert "\n" not in str(refused.value)
     assert not ModelVersion.objects.exists()
+
+
+@pytest.mark.django_db
+def test_train_whose_version_is_cancelled_and_deleted_on_the_site_meanwhile_says_so(tmp_path, monkeypatch):
+    """The site may cancel a training the terminal runs, and then delete it (a cancelled version
+    can go): the run stopped at its next check, and the command ended with ModelVersion.DoesNotExist
+    and a traceback."""
+    import classifier.dataset
+    import classifier.training
+    from webapp.services.model_versions import delete_unused_version
+    from webapp.services.training import cancel_training
+
+    monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    data = write_cell_folder(tmp_path / "cells", per_class=2, test_per_class=1)
+    real = classifier.training.train_classifier
+
+    def cancelled_and_deleted_on_the_site(config, **kwargs):
+        version = ModelVersion.objects.get()
+        cancel_training(version)
+        delete_unused_version(version)
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(classifier.training, "train_classifier", cancelled_and_deleted_on_the_site)
+    with pytest.raises(CommandError, match=r"^v\d+ was deleted while it trained: nothing of it was kept\.$"):
+        run("train", "--data", str(data), "--arch", "paper", "--task", "4class", "--epochs", "1")
+    assert not ModelVersion.objects.exists()

@@ -169,7 +169,12 @@ class Command(BaseCommand):
             run_training(version.pk, progress_bar=True)
         except KeyboardInterrupt:
             raise CommandError(f"Interrupted: v{version.pk} is marked cancelled.", returncode=130) from None
-        version.refresh_from_db()
+        try:
+            version.refresh_from_db()
+        except ModelVersion.DoesNotExist:
+            # Cancelled on the site, then deleted there, while this terminal trained it.
+            raise CommandError(
+                f"v{version.pk} was deleted while it trained: nothing of it was kept.") from None
         if version.status == ModelVersion.Status.FAILED:
             raise CommandError(f"Training failed (v{version.pk} marked failed): {version.failure_reason}")
         if version.status != ModelVersion.Status.READY:
