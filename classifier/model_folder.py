@@ -33,14 +33,15 @@ def write_model_folder(directory, model_bytes, metadata):
         "model_sha256": hashlib.sha256(model_bytes).hexdigest(),
         "size_bytes": len(model_bytes),
     }
-    model_part = _written_beside(directory / MODEL_FILE, model_bytes)
+    parts = []
     try:
-        metadata_part = _written_beside(directory / METADATA_FILE, _metadata_text(metadata).encode())
-    except BaseException:
-        model_part.unlink(missing_ok=True)
-        raise
-    os.replace(model_part, directory / MODEL_FILE)
-    os.replace(metadata_part, directory / METADATA_FILE)
+        parts.append(_written_beside(directory / MODEL_FILE, model_bytes))
+        parts.append(_written_beside(directory / METADATA_FILE, _metadata_text(metadata).encode()))
+        os.replace(parts[0], directory / MODEL_FILE)
+        os.replace(parts[1], directory / METADATA_FILE)
+    finally:
+        for part in parts:  # gone once moved into place
+            part.unlink(missing_ok=True)
     return directory
 
 

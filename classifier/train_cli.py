@@ -129,7 +129,15 @@ def main(argv=None):
         print(f"trained on every TRAIN group; temperature from {config.temperature_source}")
     print_source_metrics(metrics)
     if args.out:
-        path = result.save(args.out, default=args.mark_default)
+        try:
+            path = result.save(args.out, default=args.mark_default)
+        except OSError as error:
+            # Found only now, after the whole run (a disk that filled meanwhile): said in one line.
+            where = f": {error.filename}" if error.filename else ""
+            print(f"error: the trained network could not be saved in --out {args.out} "
+                  f"({error.strerror or error}{where}); what the folder held before is left as it was",
+                  file=sys.stderr)
+            return 1
         print(f"saved {path} ({len(result.model_bytes)} bytes, sha256 {result.model_sha256})")
     return 0
 

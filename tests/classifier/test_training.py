@@ -306,3 +306,20 @@ def test_test_files_that_are_copies_of_training_files_are_measured_apart(tiny_da
     test = result.metrics["TEST"]
     assert test["n"] == 12
     assert test["without_same_cell_in_train"]["n"] == 8
+
+
+def test_command_line_that_cannot_save_its_network_says_so_in_one_line(tiny_data, tmp_path, capsys):
+    """A --out that refused the network once it was trained (a disk that filled during the run)
+    ended the command with a traceback; here the folder's model.keras is a folder, which no file
+    can replace."""
+    from classifier.train_cli import main
+
+    out = tmp_path / "run"
+    (out / "model.keras").mkdir(parents=True)
+    argv = ["--data", str(tiny_data), "--arch", "paper", "--epochs", "1", "--quiet", "--no-test",
+            "--cache-dir", str(tmp_path / "c"), "--out", str(out)]
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: the trained network could not be saved in --out {out} (")
+    assert error.count("\n") == 1
+    assert sorted(path.name for path in out.iterdir()) == ["model.keras"]  # no part left behind
