@@ -427,7 +427,9 @@ def load_prepared_margins(
     ok = np.array([r[0] is not None for r in results], dtype=bool)
     located = np.array([r[1] for r in results], dtype=bool)
     for k, margin in enumerate(missing):
-        shape = next((r[0][k].shape for r in results if r[0] is not None), (1, 1, 3))
+        # Where none decoded, the shape a blank window prepares to: the network's input all the same.
+        shape = next((r[0][k].shape for r in results if r[0] is not None), None) or prepare_window(
+            np.zeros((*WINDOW_SIZE, 3), np.uint8), input_spec, margin).shape
         inputs = np.zeros((len(images), *shape), dtype=np.uint8)
         for row, (arrays, _) in enumerate(results):
             if arrays is not None:

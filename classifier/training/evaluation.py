@@ -16,6 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from classifier import calibration, dataset, second_look
+from classifier.errors import TrainingDataError
 from classifier.labels import FOUR_CLASSES
 from classifier.metrics import binary_from_four, binary_labels, classification_metrics
 from classifier.training import trust
@@ -194,7 +195,12 @@ def served_split_metrics(served, images, window_scale, held_classes, review_thre
     the site serves them (its runtime, temperature and second looks: second_look.classify_images),
     on ``held_classes``; with the uncalibrated ECE, the review flag's figures where a
     ``review_threshold`` is given, and how many files did not decode (``skipped_files``)."""
-    looks, ok, images, y = served_calls(served, images, window_scale, **load)
+    looks, ok, decoded, y = served_calls(served, images, window_scale, **load)
+    if not decoded:
+        folder = os.path.commonpath([os.path.dirname(os.path.dirname(image.path)) for image in images])
+        raise TrainingDataError(f"none of the {len(images)} images in {folder} could be read as a "
+                                "photograph: replace them with the photographs, or remove the folder")
+    images = decoded
     class_names = list(served.class_names)
     same = np.array([image.same_cell_in_train for image in images])
     probabilities = looks.probabilities[ok]

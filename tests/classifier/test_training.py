@@ -323,3 +323,15 @@ def test_command_line_that_cannot_save_its_network_says_so_in_one_line(tiny_data
     assert error.startswith(f"error: the trained network could not be saved in --out {out} (")
     assert error.count("\n") == 1
     assert sorted(path.name for path in out.iterdir()) == ["model.keras"]  # no part left behind
+
+
+def test_a_test_folder_none_of_whose_files_decode_is_named_not_a_tensor_error(tiny_data, tmp_path):
+    """A TEST folder of files that are no photographs (renamed HEIC files, git-lfs pointers) failed a
+    run after its last epoch with "Cannot set tensor: Dimension mismatch. Got 1 but expected 120"
+    (the site: "Training stopped with an unexpected error (ValueError ...)"), and `evaluate` on it
+    with that traceback."""
+    for path in (tiny_data / "TEST").rglob("*.jpeg"):
+        path.write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    unreadable = f"none of the 8 images in {tiny_data / 'TEST'} could be read"
+    with pytest.raises(TrainingDataError, match=unreadable):
+        train_classifier(config(tiny_data, tmp_path, architecture="paper"))
