@@ -48,3 +48,15 @@ def test_a_file_read_lately_counts_as_used(tmp_path):
     os.utime(path, (time.time(), written))  # read today (the access time), written long ago
     assert "0 unused" in run("--cache-dir", str(tmp_path), "--delete")
     assert path.exists()
+
+
+def test_a_negative_number_of_days_is_refused_not_taken_as_every_file(tmp_path):
+    """--unused-days -5 (a slip for 5) was taken as 0 and, with --delete, removed every prepared file,
+    those written a minute ago included: each data folder then decodes again (minutes to an hour)."""
+    import pytest
+    from django.core.management import CommandError
+
+    fresh = cached(tmp_path, "prepared-eeee.npz", days_unused=0)
+    with pytest.raises(CommandError, match=r"^--unused-days -5: give 0 or more days\.$"):
+        run("--cache-dir", str(tmp_path), "--delete", "--unused-days", "-5")
+    assert fresh.exists()

@@ -3,7 +3,7 @@ files unused for --unused-days days."""
 
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from classifier.dataset import DEFAULT_CACHE_DIR
 from webapp.services.classifier_cache import UNUSED_FOR, cached_files, remove_unused_files, unused_files
@@ -22,7 +22,9 @@ class Command(BaseCommand):
                             help="The cache folder (default: LEUKOSCOPE_CLASSIFIER_CACHE, else var/cache).")
 
     def handle(self, *args, delete, unused_days, cache_dir, **options):
-        unused_for = timedelta(days=max(unused_days, 0))
+        if unused_days < 0:
+            raise CommandError(f"--unused-days {unused_days}: give 0 or more days.")
+        unused_for = timedelta(days=unused_days)
         every = cached_files(cache_dir)
         for cached in every:
             self.stdout.write(f"{cached.path.name}  {cached.size:,} bytes  last used "
