@@ -14,6 +14,7 @@ Plain Python, no TensorFlow: the web process imports it to build its form.
 """
 
 import enum
+import json
 import types
 import typing
 from collections.abc import Callable
@@ -497,7 +498,28 @@ def _checked(setting_, value):
     return value
 
 
+INPUT_MODES = ("field", "cell")  # classifier.preparation: the whole window, or a crop round the cell
+
+
+def _check_input_spec(spec):
+    """Refuse an input spec classifier.preparation cannot prepare a network's input by: a slip in
+    --input-spec otherwise stopped the run on a KeyError once it prepared its images."""
+    shown = json.dumps(spec, sort_keys=True)
+    mode = spec.get("mode", "field")  # older records name no mode: the whole window
+    if mode not in INPUT_MODES:
+        raise RecipeError(f"input spec {shown}: mode {mode!r} is not one of {', '.join(INPUT_MODES)}",
+                          "input_spec")
+    for key in ("height", "width", *(("crop",) if mode == "cell" else ())):
+        value = spec.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RecipeError(f'input spec {shown} needs "{key}": a whole number above 0', "input_spec")
+    if mode == "cell" and spec["height"] != spec["width"]:
+        raise RecipeError(f"input spec {shown}: a cell's view is square, so its height and width must be "
+                          "equal", "input_spec")
+
+
 def _check_combinations(values):
+    _check_input_spec(values["input_spec"])
     if values["validation_fraction"] == 0.0 and values["temperature"] is None:
         raise RecipeError(
             "training on every group leaves no held-out split to fit the calibration "

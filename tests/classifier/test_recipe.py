@@ -103,8 +103,8 @@ def test_a_run_records_the_same_hyperparameters_as_before_the_recipe_had_an_owne
 
 
 def test_a_given_setting_wins_and_a_derived_default_follows_what_it_derives_from():
-    recipe = Recipe(architecture="leukonet", epochs=3, mixup=0, input_spec={"height": 64, "width": 64,
-                                                                           "mode": "cell"}).resolved()
+    spec = {"height": 64, "width": 64, "mode": "cell", "crop": 128}
+    recipe = Recipe(architecture="leukonet", epochs=3, mixup=0, input_spec=spec).resolved()
     assert (recipe.epochs, recipe.mixup, recipe.learning_rate) == (3, 0.0, 3e-3)
     assert recipe.colour_jitter == 0.1, "no white balance in the given input spec: the stronger jitter"
     assert Recipe(optimizer="adam").resolved().weight_decay == 0.0
@@ -247,3 +247,22 @@ def test_a_stored_run_differs_from_a_recipe_in_what_it_recorded_or_in_what_runs_
     # A setting with no known past (the run's seed) is not assumed to match.
     del run["seed"]
     assert differences_from_run(recipe, run)["seed"] == (None, recipe.seed)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"height": 96}, 'input spec {"height": 96} needs "width": a whole number above 0'),
+        ({"height": 0, "width": 96, "mode": "field"},
+         'input spec {"height": 0, "mode": "field", "width": 96} needs "height": a whole number above 0'),
+        ({"height": 96, "width": 96, "mode": "x"}, "mode 'x' is not one of field, cell"),
+        ({"height": 96, "width": 96, "mode": "cell"}, 'needs "crop": a whole number above 0'),
+        ({"height": 96, "width": 64, "mode": "cell", "crop": 128}, "a cell's view is square"),
+    ],
+)
+def test_an_input_spec_no_network_can_take_is_refused_before_the_run(spec, message):
+    """--input-spec '{"height": 96}' passed the checks and the run then stopped on a KeyError
+    traceback while it prepared its images (on the site: a failed version, "unexpected error")."""
+    with pytest.raises(RecipeError, match=re.escape(message)) as refused:
+        TrainingConfig(data_dir="anywhere", input_spec=spec).resolved()
+    assert refused.value.settings == ("input_spec",)
