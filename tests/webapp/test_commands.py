@@ -457,3 +457,47 @@ def test_train_whose_version_is_cancelled_and_deleted_on_the_site_meanwhile_says
     with pytest.raises(CommandError, match=r"^v\d+ was deleted while it trained: nothing of it was kept\.$"):
         run("train", "--data", str(data), "--arch", "paper", "--task", "4class", "--epochs", "1")
     assert not ModelVersion.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_activations_at_once_swap_in_turn_without_a_database_error():
+    """Two administrators activating two versions at once: on PostgreSQL the second waited for the
+    first's lock on the active row, then found no active version (the first had just made it ready)
+    and made its own active beside the first's: the one-active constraint refused it, a 500 on the
+    site and an IntegrityError traceback from activate_model."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from tests.webapp.concurrent_requests import start_as_another_request
+    from webapp.services.model_versions import activate_version
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
+    serving = make_version("active")
+    first_choice, second_choice = make_version("ready"), make_version("ready")
+    holding, errors = threading.Event(), []
+
+    def first_admin():  # activates, and holds its transaction open while the second one asks
+        with transaction.atomic():
+            activate_version(first_choice)
+            holding.set()
+            threading.Event().wait(1)
+
+    def second_admin():
+        try:
+            activate_version(second_choice)
+        except Exception as exc:  # noqa: BLE001 - what the site would have answered 500 with
+            errors.append(exc)
+
+    first = start_as_another_request(first_admin)
+    assert holding.wait(10)
+    second = start_as_another_request(second_admin)
+    first.join(10)
+    second.join(10)
+    assert errors == []
+    active = ModelVersion.objects.filter(status="active").values_list("pk", flat=True)
+    assert list(active) == [second_choice.pk]
+    swap = ModelActivation.objects.get(version=second_choice)
+    assert swap.previous_version_id == first_choice.pk
+    assert ModelVersion.objects.get(pk=serving.pk).status == "ready"

@@ -3,7 +3,7 @@
 import hashlib
 import logging
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from classifier.model_folder import ModelFolderError, bundled_model_folders, read_model_folder
@@ -99,8 +99,24 @@ def ensure_default_model():
     return registered
 
 
+# The PostgreSQL advisory lock that serialises activations (services.training's is 0x1E0C0).
+ACTIVATION_LOCK = 0x1E0C1
+
+
+def _lock_activations():
+    """Inside a transaction: wait for any other activation to commit. Locking the active row alone
+    is not enough on PostgreSQL: a second activation waiting on it finds, once the first commits,
+    that row ready and no version active, and then makes its own active beside the first's (the
+    one-active constraint refuses it). SQLite opens every transaction as BEGIN IMMEDIATE, which
+    serialises them already."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ACTIVATION_LOCK])
+
+
 @transaction.atomic
 def activate_version(version, user=None):
+    _lock_activations()
     version = ModelVersion.objects.select_for_update().get(pk=version.pk)
     if version.status == ModelVersion.Status.ACTIVE:
         return version
