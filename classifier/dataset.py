@@ -385,7 +385,9 @@ def _cache_path(cache_dir, images, input_spec, margin, window_scale):
             "spec": input_spec,
             "margin": margin,
             "scale": window_scale,
-            "detector": detector_version() if locates_cell(input_spec) else "",
+            # A field too is brought to reference scale by the detector's ruler (reference_field),
+            # wherever a photograph is not a 240x320 window already.
+            "detector": detector_version() if locates_cell(input_spec) or window_scale == "image" else "",
             "decoder": decoder_version(),
             "preparation": _source_version("preparation.py"),
             "version": CACHE_VERSION,
@@ -401,9 +403,9 @@ def load_prepared_margins(
 ):
     """{margin: (inputs uint8 (N, H, W, 3), ok mask, located mask)} for images.
 
-    Decoding and detection run once for all margins; each result is cached under cache_dir
-    keyed by the file list, the spec, the margin and the detector's source, so a second training
-    run on the same data skips both. ``keep`` false neither reads nor writes the cache: for a list
+    Decoding and detection run once for all margins; each result is cached under cache_dir keyed
+    by the file list, the spec, the margin, the decoder's and the detector's source, so a second
+    training run on the same data skips both. ``keep`` false neither reads nor writes the cache: for a list
     no later run asks for again (a lab's reviewed cells, another list after every review), whose
     file would only fill the disk (75 KiB a cell each run).
     """

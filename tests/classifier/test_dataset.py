@@ -302,3 +302,17 @@ def test_pixels_cached_by_another_decoder_are_not_read(tmp_path, monkeypatch):
     assert not np.array_equal(profile_ignored, profile_read)
     monkeypatch.undo()
     assert np.array_equal(dataset.load_prepared(images, spec, cache_dir=cache)[0], profile_read)
+
+
+def test_a_fields_cache_follows_the_detector_that_scaled_it(tmp_path, monkeypatch):
+    # A field-mode network's photographs that are no 240x320 window are scaled by the detector's
+    # red-cell ruler; the key named the detector for cell-mode networks only.
+    spec = {"height": 60, "width": 80, "mode": "field"}
+    images = [dataset.LabelledImage(path=str(tmp_path / "cell.png"), class_name="MONOCYTE",
+                                    folder_class="MONOCYTE", split="TRAIN")]
+    keys = {scale: dataset._cache_path(tmp_path, images, spec, 1.0, scale)
+            for scale in ("image", "reference")}
+    monkeypatch.setattr(dataset, "detector_version", lambda: "another detector")
+    assert dataset._cache_path(tmp_path, images, spec, 1.0, "image") != keys["image"]
+    # Taken at reference scale, a photograph's pixels are its scale: no ruler, nothing to rebuild.
+    assert dataset._cache_path(tmp_path, images, spec, 1.0, "reference") == keys["reference"]
