@@ -13,7 +13,13 @@ from django.utils.html import format_html
 
 from webapp.counting import type_label
 from webapp.models import ModelVersion, Sample
-from webapp.selectors import HistoryFilters, known_cell_types, samples_with_accession, typed_accession
+from webapp.selectors import (
+    LABEL_STAMP_PATTERN,
+    HistoryFilters,
+    known_cell_types,
+    samples_with_accession,
+    typed_accession,
+)
 
 # No smear in this system was classified before 2000 or will be after 2100: a date outside is a typo.
 PLAUSIBLE_YEARS = range(2000, 2101)
@@ -329,8 +335,26 @@ class HistoryFilterForm(forms.Form):
 CELL_TYPE_ERRORS = {"required": "Choose a cell type.", "max_length": "That is not one of this model's types."}
 
 
+UNREADABLE_SEEN = ("The page sent the cells' labels as it showed them in a form this site cannot read: "
+                   "reload the page.")
+
+
+def read_label_stamp(text):
+    """A selectors.label_stamp as a page sent it, or ValidationError."""
+    if not LABEL_STAMP_PATTERN.fullmatch(text):
+        raise forms.ValidationError(UNREADABLE_SEEN)
+    return text
+
+
 class ReviewForm(forms.Form):
+    """A cell's relabelling: the type, and ``seen``, the label_stamp of the label the page showed
+    (optional: a request without it relabels whatever the cell holds now)."""
+
     cell_type = forms.CharField(max_length=32, error_messages=CELL_TYPE_ERRORS)
+    seen = forms.CharField(required=False, strip=True)
+
+    def clean_seen(self):
+        return read_label_stamp(self.cleaned_data["seen"]) if self.cleaned_data["seen"] else None
 
 
 # At most this many cells in one gallery relabelling: a sample's worth, not the whole history.
@@ -348,11 +372,13 @@ def is_row_id(text):
 
 
 class GalleryReviewForm(forms.Form):
-    """The gallery's relabelling of a selection: cell ids (repeated `cells`, or comma-separated)
-    and the type they are given."""
+    """The gallery's relabelling of a selection: cell ids (repeated `cells`, or comma-separated),
+    the type they are given and, optionally, `seen`: "id:label_stamp" per cell, comma-separated,
+    the labels as the page showed them (services.review.review_cells)."""
 
     cells = forms.CharField(error_messages={"required": "Select at least one cell to relabel."})
     cell_type = forms.CharField(max_length=32, error_messages=CELL_TYPE_ERRORS)
+    seen = forms.CharField(required=False)
 
     def __init__(self, data=None, *args, **kwargs):
         if data is not None and hasattr(data, "getlist"):
@@ -374,3 +400,14 @@ class GalleryReviewForm(forms.Form):
             shown = beyond[0] if len(beyond[0]) <= 40 else f"{beyond[0][:40]}…"
             raise forms.ValidationError(f"There is no cell {shown}: select cells on this page.")
         return sorted({int(part) for part in parts})
+
+    def clean_seen(self):
+        seen = {}
+        for part in self.cleaned_data["seen"].split(","):
+            if not part.strip():
+                continue
+            pk, _, stamp = part.strip().partition(":")
+            if not is_row_id(pk):
+                raise forms.ValidationError(UNREADABLE_SEEN)
+            seen[int(pk)] = read_label_stamp(stamp)
+        return seen or None

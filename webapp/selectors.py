@@ -10,7 +10,7 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from auditlog.models import LogEntry
 from django.conf import settings
@@ -53,6 +53,7 @@ CELL_FIELDS = (
     "id", "index", "x0", "y0", "x1", "y1", "crop", "predicted_type", "confidence", "binary_call",
     "needs_review", "corrected_type", "cell_type", "created_at", "model_version", "image",
     "review_carried_from", "added_by_hand", "is_partial", "count_partial", "ood_score", "outlined",
+    "reviewed_at",
 )
 HISTORY_CELL_FIELDS = (*CELL_FIELDS, "image__sample", "image__original_filename", "image__model_version")
 HISTORY_FIELDS = (*HISTORY_CELL_FIELDS, "image__sample__accession_number", "image__sample__status")
@@ -842,6 +843,22 @@ def result_stamp(sample):
     return f"{counts};{digest}"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def label_stamp(cell):
+    """What a page showed of a cell's label, as a string its relabelling form sends back: 12 hex
+    digits of a digest of the type the formula counts and when a person last set it. It changes
+    with every review that changes the cell (a confirmation of the network's call too, which leaves
+    the type as it was), so services.review can refuse a relabel made on a stale page."""
+    # In microseconds, whatever time zone the database connection gave the moment in.
+    reviewed = (cell.reviewed_at - _EPOCH) // timedelta(microseconds=1) if cell.reviewed_at else ""
+    return hashlib.sha256(f"{cell.cell_type}\n{reviewed}".encode()).hexdigest()[:12]
+
+
+LABEL_STAMP_PATTERN = re.compile(r"[0-9a-f]{12}", re.ASCII)
+
+
 # What result_stamp writes: "TYPE:count" pairs, then ";" and 16 hex digits of the labels' digest.
 RESULT_STAMP_PATTERN = re.compile(r"(?:[^:,;]{1,64}:\d{1,9}(?:,[^:,;]{1,64}:\d{1,9})*)?;[0-9a-f]{16}",
                                   re.ASCII)
@@ -1425,7 +1442,7 @@ def abandoned_trainings(now=None):
 GALLERY_FIELDS = (
     "id", "index", "crop", "predicted_type", "confidence", "needs_review", "corrected_type",
     "cell_type", "model_version", "image", "review_carried_from", "added_by_hand", "is_partial",
-    "count_partial", "ood_score",
+    "count_partial", "ood_score", "reviewed_at",
 )
 
 

@@ -177,6 +177,7 @@
       var tile = tilesById.get(String(cell.id));
       var row = rowsByType.get(cell.cell_type);
       if (!tile || !row) return;
+      tile.dataset.seen = cell.seen;
       touched.add(tile.closest(".gallery-row"));
       touched.add(row);
       tile.classList.toggle("reviewed", cell.reviewed);
@@ -206,6 +207,8 @@
     // reads from one form, and a selection of more cells than that was refused.
     body.append("cells", chosen.map(function (tile) { return tile.dataset.cell; }).join(","));
     body.append("cell_type", type);
+    // Each cell's label as this page shows it: one someone else relabelled since is refused, named.
+    body.append("seen", chosen.map(function (tile) { return tile.dataset.cell + ":" + tile.dataset.seen; }).join(","));
     fetch(reviewUrl, {
       method: "POST", body: body, credentials: "same-origin",
       headers: { Accept: "application/json", "X-CSRFToken": csrf },

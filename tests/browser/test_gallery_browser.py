@@ -13,6 +13,7 @@ from PIL import Image
 from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
 from tests.webapp.lab_factories import make_sample, with_role
 from webapp.models import Cell, CellReview
+from webapp.services.review import review_cell
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -176,3 +177,38 @@ def test_a_selection_of_more_than_a_thousand_cells_is_relabelled_at_once(live_se
         ".textContent === '1200'")
     assert page.locator("#gallery-message").is_hidden()
     assert CellReview.objects.filter(reviewed_by=user, to_type="MONOCYTE").count() == 1200
+
+
+def test_a_cell_someone_relabelled_since_the_gallery_was_loaded_is_not_overwritten(
+        live_server, browser_page, django_user_model):
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    other = with_role(django_user_model.objects.create_user("bea", password=PASSWORD), "technologist")
+    sample = make_sample("BR-GAL-TWO", types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE"), user=user)
+    cells = list(Cell.objects.filter(image__sample=sample).order_by("index"))
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/gallery/")
+
+    # The same cell relabelled twice without a reload: the answer gave its tile the label it now has.
+    page.locator(f'.gtile[data-cell="{cells[0].pk}"]').click()
+    for key, row in (("m", "MONOCYTE"), ("e", "EOSINOPHIL")):
+        page.keyboard.press(key)
+        page.wait_for_selector(f'.gallery-row[data-type="{row}"] .gtile[data-cell="{cells[0].pk}"]')
+    assert page.locator("#gallery-message").is_hidden()
+    assert Cell.objects.get(pk=cells[0].pk).cell_type == "EOSINOPHIL"
+
+    # Another reviewer relabels the second neutrophil on their own screen meanwhile.
+    review_cell(cells[1], "MONOCYTE", other)
+    page.locator(f'.gtile[data-cell="{cells[1].pk}"]').click()
+    page.locator(f'.gtile[data-cell="{cells[2].pk}"]').click(modifiers=["Control"])
+    page.keyboard.press("e")
+    message = page.locator("#gallery-message")
+    message.wait_for(state="visible")
+    assert message.inner_text().startswith(
+        "This cell was reviewed since your page was loaded: Cell 2 on BR-GAL-TWO.png is now Monocyte "
+        "(bea's review). None of the 2 selected cells was changed; reload the page")
+    now = [Cell.objects.get(pk=cell.pk).cell_type for cell in cells]
+    assert now == ["EOSINOPHIL", "MONOCYTE", "LYMPHOCYTE"]
+    # The tile stays where the page had it until the page is reloaded.
+    stale = page.locator(f'.gallery-row[data-type="NEUTROPHIL"] .gtile[data-cell="{cells[1].pk}"]')
+    assert stale.count() == 1

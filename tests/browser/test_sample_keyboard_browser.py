@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 from tests.browser.test_lab_browser import PASSWORD, sign_in
 from tests.webapp.lab_factories import make_sample, with_role
 from webapp.models import Cell, SmearImage
+from webapp.services.review import review_cell
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -176,3 +177,31 @@ def test_a_review_of_a_sample_deleted_meanwhile_says_so(live_server, browser_pag
     from webapp.views.errors import GONE
 
     assert alerts == [GONE]
+
+
+def test_a_cell_someone_relabelled_since_the_page_was_loaded_is_not_overwritten(live_server, browser_page,
+                                                                                 django_user_model):
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    other = with_role(django_user_model.objects.create_user("bea", password=PASSWORD), "technologist")
+    sample = make_sample("BR-TWO", types=("NEUTROPHIL", "LYMPHOCYTE"), user=user)
+    first, second = Cell.objects.filter(image__sample=sample).order_by("index")
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    alerts = []
+    page.on("dialog", lambda dialog: (alerts.append(dialog.message), dialog.accept()))
+
+    # Twice on one cell without a reload: the redrawn card carries the label the cell now has.
+    for label in ("MONOCYTE", "EOSINOPHIL"):
+        page.locator(f'tr.cellrow[data-cell="{first.pk}"] button[value={label}]').click()
+        page.wait_for_selector(f'tr.cellrow[data-cell="{first.pk}"] .current.confirmed[value={label}]')
+    assert alerts == [] and Cell.objects.get(pk=first.pk).cell_type == "EOSINOPHIL"
+
+    review_cell(second, "MONOCYTE", other)  # on another screen, meanwhile
+    page.locator(f'tr.cellrow[data-cell="{second.pk}"] button[value=NEUTROPHIL]').click()
+    page.wait_for_function(f"() => !document.querySelector('tr.cellrow[data-cell=\"{second.pk}\"] "
+                           "button[value=NEUTROPHIL]').disabled")
+    assert len(alerts) == 1 and alerts[0].startswith(
+        "This cell was reviewed since your page was loaded: Cell 2 on BR-TWO.png is now Monocyte (bea's "
+        "review). Nothing was changed; reload the page")
+    assert Cell.objects.get(pk=second.pk).cell_type == "MONOCYTE"

@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from tests.webapp.lab_factories import make_sample, mark_signed
 from webapp.models import Cell
+from webapp.selectors import label_stamp
 
 pytestmark = pytest.mark.django_db
 
@@ -138,7 +139,9 @@ def test_only_a_reviewer_of_an_unsigned_sample_gets_the_type_buttons(client, tec
     assert re.search(
         rf'<td><form method="post" action="{reverse("lab:cell-review", args=[cell.pk])}" '
         rf'class="typebuttons review-form"><input type="hidden" name="csrfmiddlewaretoken" value="\w+">'
-        rf'<input type="hidden" name="next" value="{back}"><button type="submit" name="cell_type" ', first)
+        rf'<input type="hidden" name="next" value="{back}">'
+        rf'<input type="hidden" name="seen" value="{label_stamp(cell)}">'
+        rf'<button type="submit" name="cell_type" ', first)
     assert first.count('class="typebtn t-neutrophil current unconfirmed"') == 1
     assert first.endswith(f'</button></form></td><td><a href="{reverse("lab:cell-detail", args=[cell.pk])}">'
                           'Open<span class="visually-hidden"> cell 1</span></a></td></tr>')

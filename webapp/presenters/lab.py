@@ -23,6 +23,7 @@ from webapp.selectors import (
     class_names_by_version,
     current_counterpart,
     fitted_review_thresholds,
+    label_stamp,
     leukocyte_formula,
     photograph_page_number,
     photographs_held_elsewhere,
@@ -248,6 +249,7 @@ class CellPage(ViewModel):
     walk_count: int
     review_reasons: list  # why the call is flagged for review, in words; empty where it is not
     second_look: str  # where the call came from a second look at another magnification, in words
+    label_seen: str  # selectors.label_stamp: the review form sends it back, refused if it changed since
 
 
 def second_look_text(cell):
@@ -320,4 +322,5 @@ def cell_page(cell):
         walk_count=len(walk),
         review_reasons=review_reasons(cell),
         second_look=second_look_text(cell),
+        label_seen=label_stamp(cell),
     )

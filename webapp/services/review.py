@@ -9,7 +9,7 @@ from webapp.counting import RULES, type_label
 
 # Re-exported until services/classification.py imports it from webapp.cell_types.
 from webapp.models import Cell, CellReview, Sample, SmearImage
-from webapp.selectors import cell_name
+from webapp.selectors import cell_name, cell_names, label_stamp
 from webapp.services.locking import ensure_editable
 from webapp.wording import count_of, superseded_call
 
@@ -53,6 +53,50 @@ def _check(cell, new_type):
                           f"{', '.join(type_label(name) for name in choices)}.")
 
 
+# At most this many cells named in a refusal; the rest are counted.
+_NAMED_AT_MOST = 5
+
+
+def _ensure_as_seen(cells, new_type, seen):
+    """ReviewError naming the locked ``cells`` whose label changed since the page that relabels
+    them was loaded: ``seen`` maps a cell's id to the selectors.label_stamp the page showed (a cell
+    it leaves out, or ``seen`` None, is not checked: an old page, a script). Without this, the
+    second of two reviewers on one cell silently overwrote the first one's label, unseen.
+
+    A cell someone else has meanwhile given the very type asked for passes: both reviewers agree,
+    and the relabel records nothing new on it."""
+    if not seen:
+        return
+    moved = [cell for cell in cells if cell.pk in seen and seen[cell.pk] != label_stamp(cell)
+             and cell.cell_type != new_type]
+    if not moved:
+        return
+    names = cell_names(cell.pk for cell in moved[:_NAMED_AT_MOST])
+    reviewers = {}
+    for review in (CellReview.objects.filter(cell__in=[cell.pk for cell in moved[:_NAMED_AT_MOST]])
+                   .select_related("reviewed_by").order_by("cell_id", "-reviewed_at", "-id")):
+        reviewers.setdefault(review.cell_id, review.reviewed_by)
+
+    def now(cell):
+        if cell.review_carried_from_id and cell.corrected_type:
+            by = "a review carried over from an earlier version's call"
+        elif cell.pk in reviewers:
+            reviewer = reviewers[cell.pk]
+            by = f"{reviewer.get_username()}'s review" if reviewer else "a removed account's review"
+        else:
+            by = "the network's call"
+        return f"{names.get(cell.pk, f'Cell {cell.pk}')} is now {type_label(cell.cell_type)} ({by})"
+
+    said = "; ".join(now(cell) for cell in moved[:_NAMED_AT_MOST])
+    if len(moved) > _NAMED_AT_MOST:
+        said += f"; and {count_of(len(moved) - _NAMED_AT_MOST, 'more cell')}"
+    nothing = (f"None of the {len(cells)} selected cells was changed" if len(cells) > 1
+               else "Nothing was changed")
+    raise ReviewError(f"{'These cells were' if len(moved) > 1 else 'This cell was'} reviewed since your "
+                      f"page was loaded: {said}. {nothing}; reload the page to see the review, then "
+                      "relabel again if you still disagree.")
+
+
 def _record(cells, new_type, user):
     """Give the checked, locked ``cells`` ``new_type``: a review each, written together (a gallery
     selection of 2,000 cells is a few queries a cell fewer than one review at a time, and holds
@@ -83,14 +127,16 @@ def _wanted(new_type):
 
 
 @transaction.atomic
-def review_cell(cell, new_type, user):
+def review_cell(cell, new_type, user, seen=None):
     """Set a cell's type as a reviewer sees it; every change is recorded in CellReview.
 
     Choosing the type the network predicted confirms it (the cell counts as reviewed). Choosing the
     type the cell already has records nothing new, unless that label was carried over from another
     version's call: choosing it makes it the reviewer's verdict on this call. A superseded call is
     refused: the formula counts the later version's call on the cell, and so is any relabelling
-    on a signed sample (webapp.services.locking).
+    on a signed sample (webapp.services.locking). ``seen``, the selectors.label_stamp of the label
+    the reviewer's page showed (the pages send it), refuses a relabel of a cell someone else
+    reviewed since, unless they gave it the same type; without it the last relabel wins.
     """
     # The sample's row first, then the cell's, in the order review_cells and sign_sample take
     # them: a single relabel and a gallery relabel at once cannot each hold what the other waits for.
@@ -100,16 +146,19 @@ def review_cell(cell, new_type, user):
     cell = _locked([cell])[cell.pk]
     new_type = _wanted(new_type)
     _check(cell, new_type)
+    _ensure_as_seen([cell], new_type, None if seen is None else {cell.pk: seen})
     return _record([cell], new_type, user)[0]
 
 
 @transaction.atomic
-def review_cells(cells, new_type, user):
+def review_cells(cells, new_type, user, seen=None):
     """Give several cells one type (the gallery's selection): all of them, or none.
 
     Each is checked and recorded as one review would be; the first refusal (a type this cell's
     network has no place for, a superseded call, a signed sample) changes nothing and says which
-    cell stopped it. Returns [(cell, review or None), ...].
+    cell stopped it. ``seen`` maps cells' ids to the selectors.label_stamp the page showed, as
+    review_cell's: a cell someone else relabelled since refuses them all, naming it.
+    Returns [(cell, review or None), ...].
     """
     cells = list({cell.pk: cell for cell in cells}.values())
     if not cells:
@@ -125,4 +174,5 @@ def review_cells(cells, new_type, user):
         except ReviewError as exc:
             raise ReviewError(f"{cell_name(cell)}: {exc} None of the {len(cells)} selected cells "
                               "was changed.") from exc
+    _ensure_as_seen([locked[cell.pk] for cell in cells], new_type, seen)
     return _record([locked[cell.pk] for cell in cells], new_type, user)

@@ -14,11 +14,13 @@ from django import template
 from django.utils.safestring import mark_safe
 
 from webapp.counting import rule_for
+from webapp.selectors import label_stamp
 
 register = template.Library()
 
 _TILE = ('<div class="{classes}" role="option" aria-selected="false" tabindex="{tabindex}" data-cell="{pk}" '
          'data-name="{cell_name}" data-call="{call}" data-image="{image}" data-index="{index}" '
+         'data-seen="{seen}" '
          'aria-label="{name}" title="{title}">{picture}'
          '<span class="marks" aria-hidden="true"><i class="flag" title="Needs review">?</i>'
          '<i class="ok" title="Reviewed">✓</i>{edge}</span></div>')
@@ -57,6 +59,7 @@ def _tile(tile, tab_stop):
     picture = _PICTURE.format(url=escape(tile.crop_url)) if tile.crop_url else _NO_PICTURE
     return _TILE.format(classes=classes, tabindex="0" if tab_stop else "-1", pk=cell.pk,
                         cell_name=escape(tile.name), call=escape(call), image=cell.image_id, index=cell.index,
+                        seen=label_stamp(cell),
                         name=escape(name), title=escape(" · ".join(notes)),
                         picture=picture, edge=_EDGE if tile.left_out else "")
 

@@ -16,6 +16,7 @@ from django.utils.safestring import mark_safe
 
 from webapp import wording
 from webapp.counting import type_label
+from webapp.selectors import label_stamp
 from webapp.templatetags.review_buttons import review_buttons
 
 register = template.Library()
@@ -33,7 +34,8 @@ _ROW = ('<tr class="cellrow" data-cell="{pk}" tabindex="-1" data-href="{url}">'
 _PICTURE = '<img class="thumb" src="{}" alt="" loading="lazy">'
 _NETWORK_SAID = '<span class="was" title="The network said {0}">{0}</span>'
 _REVIEW_FORM = ('<form method="post" action="{action}" class="typebuttons review-form">{csrf}'
-                '<input type="hidden" name="next" value="{next}">{buttons}</form>')
+                '<input type="hidden" name="next" value="{next}">'
+                '<input type="hidden" name="seen" value="{seen}">{buttons}</form>')
 _EDGE = ('<span class="badge edge-cell" data-role="edge-cell" '
          'title="The photograph\'s edge cuts this cell">{}</span>')
 _UNFAMILIAR = ('<span class="badge unfamiliar-cell" data-role="unfamiliar-cell" title="Unlike the cells '
@@ -154,6 +156,7 @@ def cell_rows(context, photograph, sample, may_review):
 
         def set_type(mark):
             return format_html(_REVIEW_FORM, action=review_address(mark.cell.pk), csrf=csrf, next=back,
+                               seen=label_stamp(mark.cell),
                                buttons=review_buttons(mark.review_types, mark.cell))
     else:
         def set_type(mark):

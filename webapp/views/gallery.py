@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 from webapp.forms import GalleryReviewForm
 from webapp.models import Sample
 from webapp.presenters import gallery as gallery_pages
-from webapp.selectors import sample_cells_by_ids
+from webapp.selectors import label_stamp, sample_cells_by_ids
 from webapp.services.locking import SampleLocked
 from webapp.services.review import ReviewError, review_cells
 from webapp.views import roles
@@ -46,15 +46,17 @@ def gallery_review(request, pk):
             f"{'are' if len(missing) > 1 else 'is'} not counted in sample {sample.accession_number} "
             "(another sample's, or an earlier version's call): nothing was changed. Reload the gallery.")
     try:
-        reviewed = review_cells(cells, form.cleaned_data["cell_type"], request.user)
+        reviewed = review_cells(cells, form.cleaned_data["cell_type"], request.user,
+                                seen=form.cleaned_data["seen"])
     except SampleLocked as exc:
         return _refused(str(exc), status=409)
     except ReviewError as exc:
         return _refused(str(exc))
     panel = gallery_pages.formula_panel(sample)
     return JsonResponse({
-        "cells": [{"id": cell.pk, "cell_type": cell.cell_type, "reviewed": bool(cell.corrected_type)}
-                  for cell, _ in reviewed],
+        # "seen": the label as the page now shows it, sent with the tile's next relabelling.
+        "cells": [{"id": cell.pk, "cell_type": cell.cell_type, "reviewed": bool(cell.corrected_type),
+                   "seen": label_stamp(cell)} for cell, _ in reviewed],
         "formula": panel["formula"].as_dict(),
         "formula_html": render_to_string("lab/_formula.html", panel, request=request),
     })

@@ -442,13 +442,14 @@ def cell_review(request, pk):
     error, status = None, 400
     if form.is_valid():
         try:
-            cell, _ = review_cell(cell, form.cleaned_data["cell_type"], request.user)
+            cell, _ = review_cell(cell, form.cleaned_data["cell_type"], request.user,
+                                  seen=form.cleaned_data["seen"])
         except ReviewError as exc:
             error = str(exc)
         except SampleLocked as exc:
             error, status = str(exc), 409
     else:
-        error = form.errors["cell_type"][0]
+        error = next(iter(form.errors.values()))[0]
     if wants_json(request):
         if error:
             return JsonResponse({"error": error}, status=status)
