@@ -416,6 +416,7 @@ def adapt_classifier(
     cells = lab_cells(config.reviewed, recipe.task)
     check_enough(cells, config.min_cells, version)
     sources, missing = replay_sources(data.data_folders(config.data_dir), recipe, config.replay_per_class)
+    data.check_readable(sources, recipe.task, config.evaluate_test)
     _stop_check(should_stop, "before it started")
     keras, tf = fitting.seeded_keras(recipe.seed)
     prepared = prepare(sources, cells, recipe, config)

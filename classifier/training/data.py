@@ -195,8 +195,21 @@ def select_sources(data, task, max_per_class, seed, validation_fraction, split_s
     return sources
 
 
+def check_readable(sources, task, measured=True):
+    """Refuse (TrainingDataError, naming the folder) a source whose TRAIN images, or where the run
+    is ``measured`` on them any of whose TEST or TEST_SIMPLE images, hold no photograph
+    (dataset.check_some_readable): a TEST folder of git-lfs pointers failed a run only after its
+    last epoch. A header read a split where its files are photographs."""
+    for source in sources:
+        dataset.check_some_readable(source.all_train, source.layout.train_dir)
+        if measured:
+            for split, folder in source.layout.eval_dirs.items():
+                dataset.check_some_readable(dataset.list_images(folder, task, split), folder)
+
+
 def select_images(config, recipe):
-    """The run's sources, their training and validation images, and the reviewed cells."""
+    """The run's sources, their training and validation images, and the reviewed cells; a source
+    with a split of no photograph refused (check_readable)."""
     fraction = 0.0 if recipe.refit else recipe.validation_fraction
     sources = select_sources(
         config.data_dir, recipe.task, recipe.max_images_per_class, recipe.seed, fraction,
@@ -209,6 +222,7 @@ def select_images(config, recipe):
         config.min_images_per_class,
         f"training data folder{'s' if len(sources) > 1 else ''} {where}",
     )
+    check_readable(sources, recipe.task, config.evaluate_test)
     return ImageSelection(sources, extra_images(config.extra_samples, recipe.task))
 
 

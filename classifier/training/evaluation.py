@@ -16,7 +16,6 @@ from dataclasses import replace
 import numpy as np
 
 from classifier import calibration, dataset, second_look
-from classifier.errors import TrainingDataError
 from classifier.labels import FOUR_CLASSES
 from classifier.metrics import binary_from_four, binary_labels, classification_metrics
 from classifier.training import trust
@@ -197,9 +196,9 @@ def served_split_metrics(served, images, window_scale, held_classes, review_thre
     ``review_threshold`` is given, and how many files did not decode (``skipped_files``)."""
     looks, ok, decoded, y = served_calls(served, images, window_scale, **load)
     if not decoded:
+        # Their headers read (dataset.check_some_readable passed them before training), their data not.
         folder = os.path.commonpath([os.path.dirname(os.path.dirname(image.path)) for image in images])
-        raise TrainingDataError(f"none of the {len(images)} images in {folder} could be read as a "
-                                "photograph: replace them with the photographs, or remove the folder")
+        raise dataset.unreadable_folder(len(images), folder)
     images = decoded
     class_names = list(served.class_names)
     same = np.array([image.same_cell_in_train for image in images])

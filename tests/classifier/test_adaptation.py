@@ -3,6 +3,8 @@ cell its own photograph here), a replay of its own sources, the score fitted aga
 and cancellation."""
 
 import hashlib
+import shutil
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -128,3 +130,16 @@ def test_an_adaptation_stops_when_cancelled(base, tmp_path):
     with pytest.raises(TrainingCancelled):
         adapt_classifier(adaptation(base, reviewed), should_stop=should_stop)
     assert Path(reviewed[0][0]).is_file()
+
+
+def test_a_replayed_test_folder_of_no_photographs_is_refused_before_the_fine_tune(base, tmp_path):
+    """A replayed source's TEST folder of git-lfs pointers failed an adaptation only once it was
+    tuned and measured; it is refused before the first epoch, naming the folder."""
+    data = shutil.copytree(base.data, tmp_path / "lab-a")
+    for path in (data / "TEST").rglob("*.jpeg"):
+        path.write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+    config = replace(adaptation(base, write_windows(tmp_path / "cells", 2, 5)), data_dir=[str(data)])
+    epochs = []
+    with pytest.raises(TrainingDataError, match=f"none of the 8 images in {data / 'TEST'} could be read"):
+        adapt_classifier(config, on_epoch=epochs.append)
+    assert epochs == []

@@ -325,13 +325,38 @@ def test_command_line_that_cannot_save_its_network_says_so_in_one_line(tiny_data
     assert sorted(path.name for path in out.iterdir()) == ["model.keras"]  # no part left behind
 
 
-def test_a_test_folder_none_of_whose_files_decode_is_named_not_a_tensor_error(tiny_data, tmp_path):
-    """A TEST folder of files that are no photographs (renamed HEIC files, git-lfs pointers) failed a
-    run after its last epoch with "Cannot set tensor: Dimension mismatch. Got 1 but expected 120"
-    (the site: "Training stopped with an unexpected error (ValueError ...)"), and `evaluate` on it
-    with that traceback."""
+LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\n"
+               b"oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n")
+
+
+@pytest.mark.parametrize("split", ["TEST", "TRAIN"])
+def test_a_folder_none_of_whose_files_is_a_photograph_is_refused_before_the_first_epoch(
+        tiny_data, tmp_path, split):
+    """A TEST folder of files that are no photographs (git-lfs pointers, renamed HEIC files) failed a
+    run only after its last epoch (an hour of training lost); a TRAIN folder of them after every file
+    had been decoded, naming no folder ("some classes have no training images left: EOSINOPHIL:
+    0, ..."). Each is refused before the first epoch, naming the folder."""
+    for path in (tiny_data / split).rglob("*.jpeg"):
+        path.write_bytes(LFS_POINTER)
+    unreadable = f"none of the {24 if split == 'TRAIN' else 8} images in {tiny_data / split} could be read"
+    epochs = []
+    with pytest.raises(TrainingDataError, match=unreadable):
+        train_classifier(config(tiny_data, tmp_path, architecture="paper"), on_epoch=epochs.append)
+    assert epochs == []
+    assert not (tmp_path / "c").exists()  # nothing was decoded
+    if split == "TEST":
+        # A run that measures no TEST does not refuse it.
+        train_classifier(config(tiny_data, tmp_path, architecture="paper", evaluate_test=False))
+
+
+def test_a_test_folder_whose_files_pass_the_header_check_but_do_not_decode_is_still_named(
+        tiny_data, tmp_path):
+    """Files whose header reads as a photograph but whose data do not decode (JPEGs cut off before
+    their scan) are found only as they are decoded, after training: named all the same, not a
+    tensor error."""
     for path in (tiny_data / "TEST").rglob("*.jpeg"):
-        path.write_bytes(b"version https://git-lfs.github.com/spec/v1\n")
+        data = path.read_bytes()
+        path.write_bytes(data[:data.index(b"\xff\xda")])
     unreadable = f"none of the 8 images in {tiny_data / 'TEST'} could be read"
     with pytest.raises(TrainingDataError, match=unreadable):
         train_classifier(config(tiny_data, tmp_path, architecture="paper"))
