@@ -281,3 +281,17 @@ def test_an_adaptations_progress_counts_its_folds_epochs_honestly(staff_client, 
     data = staff_client.get(reverse("models:progress", args=[running.pk])).json()
     assert data["counter"].startswith(counter) and data["epochs"] == 9
     assert counter in detail(staff_client, running)
+
+
+def test_the_figure_in_words_is_that_of_the_photographs_never_trained_on(staff_client):
+    # blood-cell-images' TEST holds 87 photographs of cells also photographed in TRAIN (originals.csv):
+    # the sentence said "91% of cells right (2,487 photographs never trained on)", its figure and
+    # count those of all 2,487, the 87 among them.
+    metrics = two_source_metrics(0.955, 0.905)
+    metrics["sources"]["blood-cell-images"]["TEST"]["without_same_cell_in_train"] = split(0.8767, 2400)
+    words = detail(staff_client, make(ModelVersion.Status.ACTIVE, metrics))
+    words = words.split('data-role="in-words"')[1].split("</section>")[0]
+    assert ("on photographs like pbc/TEST: 96% of cells right (1,708 photographs never trained on); "
+            "on photographs like blood-cell-images/TEST: 88% of cells right (2,400 photographs never "
+            "trained on; 87 more, of cells also photographed in TRAIN, left out).") in words
+    assert "91%" not in words and "2,487" not in words

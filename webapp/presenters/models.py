@@ -102,7 +102,9 @@ def _split_tables(metrics, source="", threshold=None):
         title = f"{source}: {title}" if source else title
         restricted = value.get("restricted_to")
         shown = f"{title}, on the {len(restricted)} classes it holds" if restricted else title
-        tables.append(dict(_metric_table(shown, value, threshold), where=f"{source} {key}".strip()))
+        without = value.get("without_same_cell_in_train")
+        tables.append(dict(_metric_table(shown, value, threshold), where=f"{source} {key}".strip(),
+                           never_trained_on=without if _is_metrics(without) else None))
         for part, words in (
             ("four_classes", "the four types both sources share"),
             ("binary", "binary grouping"),
@@ -162,7 +164,8 @@ class PlainFigure:
 
     where: str  # "pbc/TEST"
     percent: float
-    n: int | None
+    n: int | None  # photographs never trained on
+    also_in_train: int = 0  # left out: photographs of cells also photographed in TRAIN
 
     @property
     def sentence(self):
@@ -171,7 +174,9 @@ class PlainFigure:
 
 def plain_figures(version):
     """Each source's TEST figure in words, in the order the sources were given; a version with no
-    TEST figure is described by its validation split."""
+    TEST figure is described by its validation split. Where a TEST holds photographs of cells also
+    photographed in TRAIN (originals.csv, or byte-for-byte copies), the figure is that without
+    them, and they are counted apart: the sentence says its photographs were never trained on."""
     metrics = version.metrics or {}
     folder = Path(version.dataset_path.split(os.pathsep)[0]).name if version.dataset_path else ""
     figures = []
@@ -180,8 +185,11 @@ def plain_figures(version):
         if not where.endswith("TEST") or table.get("accuracy") is None:
             continue
         source = where.removesuffix("TEST").strip() or folder
+        held, also_in_train = table, 0
+        if (without := table.get("never_trained_on")) and without.get("accuracy") is not None:
+            held, also_in_train = without, (table.get("n") or 0) - (without.get("n") or 0)
         figures.append(PlainFigure(f"{source}/TEST" if source else "its TEST photographs",
-                                   round(100 * table["accuracy"], 1), table.get("n")))
+                                   round(100 * held["accuracy"], 1), held.get("n"), max(also_in_train, 0)))
     if not figures:
         validation = next((t for t in metric_tables(metrics) if t.get("where", "").endswith("validation")),
                           None)
