@@ -850,6 +850,35 @@ def test_run_training_failure_is_recorded_readably(fake_trainer, error, expected
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("error, with_traceback", [
+    (OSError(errno.ENOSPC, "No space left on device"), False),
+    (_postgresql_disk_full(), False),
+    (MemoryError(), False),
+    (RuntimeError("cuDNN exploded"), True),
+])
+def test_a_failure_the_reason_explains_is_logged_in_one_line_an_unexpected_one_with_its_traceback(
+        fake_trainer, caplog, error, with_traceback):
+    """`manage.py train` on a full disk printed the run's 17-line traceback (the log's ERROR record)
+    above its one-line failure, which says all a person can act on; the worker's log keeps the
+    traceback of an error no reason explains."""
+    version = queued_version()
+
+    def behaviour(config, on_epoch, should_stop):
+        raise error
+
+    fake_trainer(behaviour)
+    with caplog.at_level("INFO", logger="webapp.services.training"):
+        training.run_training(version.pk)
+    version.refresh_from_db()
+    [record] = [r for r in caplog.records if r.name == "webapp.services.training" and r.levelname != "INFO"]
+    assert bool(record.exc_info) is with_traceback
+    if not with_traceback:
+        assert record.levelname == "WARNING"
+        assert record.getMessage() == (f"Training of model version v{version.pk} failed: "
+                                       f"{version.failure_reason}")
+
+
+@pytest.mark.django_db
 def test_cancel_reaches_the_running_training_and_nothing_is_stored(fake_trainer, staff, settings):
     settings.TRAINING_CANCEL_CHECK_SECONDS = 0
     version = queued_version()

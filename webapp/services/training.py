@@ -508,6 +508,12 @@ def _finish(version_id, status, reason="", result=None):
 def _failure_reason(exc, adaptation=False):
     """The reason a run that raised ``exc`` failed, as the page shows it; ``adaptation``: the run
     was an "Adapt to this lab", which has no batch size or image count to change."""
+    return _explained_failure(exc, adaptation) or _unexpected_failure(exc)
+
+
+def _explained_failure(exc, adaptation=False):
+    """The reason of a failure this module knows the cause and the remedy of (bad data, a full
+    disk or database, no memory left), or None for an unexpected one."""
     if isinstance(exc, TrainingDataError):
         return str(exc)
     if is_database_full(exc):
@@ -525,6 +531,10 @@ def _failure_reason(exc, adaptation=False):
             return f"The adaptation ran out of memory. {ADAPTATION_MEMORY_ADVICE}"
         return ("Training ran out of memory. Try a smaller batch size or fewer images, or free "
                 "memory on the training machine.")
+    return None
+
+
+def _unexpected_failure(exc):
     detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
     name = type(exc).__name__
     return f"Training stopped with an unexpected error ({name}{': ' + detail if detail else ''})."
@@ -638,14 +648,26 @@ def _train(version_id, version, progress_bar):
     except Exception as exc:  # every failure, MemoryError included, must end as a readable reason
         if isinstance(exc, TrainingDataError):
             logger.info("Training of model version v%s refused its data: %s", version_id, exc)
-        else:
-            logger.exception("Training of model version v%s failed", version_id)
-        return _finish(version_id, ModelVersion.Status.FAILED, _failure_reason(exc, adapting))
+            return _finish(version_id, ModelVersion.Status.FAILED, _failure_reason(exc))
+        return _failed(version_id, exc, adapting, "Training of model version v%s failed")
     try:
         return _finish(version_id, ModelVersion.Status.READY, result=result)
     except Exception as exc:  # e.g. the database refused a very large network
-        logger.exception("Storing model version v%s failed", version_id)
-        return _finish(version_id, ModelVersion.Status.FAILED, _failure_reason(exc, adapting))
+        return _failed(version_id, exc, adapting, "Storing model version v%s failed")
+
+
+def _failed(version_id, exc, adapting, what):
+    """Mark the version failed with the reason of ``exc``. A failure whose reason says its cause and
+    remedy (a full disk, no memory) is logged as that one line: `manage.py train` printed the run's
+    traceback above the same reason, and a worker's log has nothing more to act on. An unexpected
+    one is logged with its traceback, which is all there is to find its cause by."""
+    reason = _explained_failure(exc, adapting)
+    if reason is None:
+        logger.exception(what, version_id)
+        reason = _unexpected_failure(exc)
+    else:
+        logger.warning(f"{what}: %s", version_id, reason)
+    return _finish(version_id, ModelVersion.Status.FAILED, reason)
 
 
 @dataclass
