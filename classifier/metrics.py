@@ -180,6 +180,9 @@ def format_metrics(metrics, title=None):
     )
     if metrics.get("roc_auc") is not None:
         head += f"  ROC AUC={metrics['roc_auc']:.4f}"
+    if metrics.get("skipped_files"):  # a split's files that did not decode: n leaves them out
+        skipped = metrics["skipped_files"]
+        head += f"  ({skipped} unreadable file{'' if skipped == 1 else 's'} skipped)"
     lines.append(head)
     width = max(12, *(len(name) + 1 for name in names))
     lines.append(f"{'class':<{width}} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>8}")

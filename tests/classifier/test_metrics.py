@@ -46,6 +46,10 @@ def test_metrics_match_a_hand_computed_confusion_matrix():
     json.dumps(m)
     text = format_metrics(m, "hand")
     assert "NEUTROPHIL" in text and "confusion matrix" in text
+    assert "unreadable" not in text
+    # train_cli printed a split's figures without the files it could not decode.
+    assert "n=10  accuracy=0.7000" in format_metrics({**m, "skipped_files": 2}) and (
+        "(2 unreadable files skipped)" in format_metrics({**m, "skipped_files": 2}))
 
 
 def test_review_flagging_counts_flagged_cells_caught_errors_and_unflagged_accuracy():

@@ -217,6 +217,15 @@ def test_version_page_separates_its_metric_notes_without_a_dangling_dot(staff_cl
     assert f'<p class="muted small">{notes}</p>' in page
 
 
+def test_a_test_split_whose_files_did_not_all_decode_says_how_many_beside_its_n(staff_client):
+    # Counted in the metrics and said by evaluate alone: the page showed "n = 40" as if whole.
+    metrics = four_class_metrics()
+    metrics["TEST"]["skipped_files"] = 3
+    version = make_version(metrics=metrics)
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert page.count("unreadable file") == 1 and "n = 40 (3 unreadable files skipped)" in page
+
+
 def test_version_pages_show_what_reviewers_kept_of_its_calls(staff_client, staff):
     version = make_version()
     untouched = make_version()

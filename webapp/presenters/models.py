@@ -55,6 +55,7 @@ def _metric_table(title, metrics, threshold=None):
     return {
         "title": title,
         "n": metrics.get("n"),
+        "skipped_files": metrics.get("skipped_files") or 0,  # files of the split that did not decode
         "accuracy": metrics.get("accuracy"),
         "balanced_accuracy": metrics.get("balanced_accuracy"),
         "ece": metrics.get("ece"),

@@ -9,7 +9,6 @@ from classifier.metrics import format_metrics
 from classifier.training.data import data_folders
 from webapp.management.commands._model_version_command import ModelVersionCommand
 from webapp.services.model_registry import load_classifier
-from webapp.wording import count_of
 
 
 class Command(ModelVersionCommand):
@@ -66,5 +65,3 @@ class Command(ModelVersionCommand):
         if without:
             self.stdout.write(f"\nwithout images of cells also in TRAIN: n={without['n']}  "
                               f"accuracy={without['accuracy']:.4f}")
-        if metrics.get("skipped_files"):
-            self.stdout.write(f"{count_of(metrics['skipped_files'], 'unreadable file')} skipped")
