@@ -168,6 +168,31 @@ def test_a_box_whose_sample_is_signed_while_it_is_checked_is_refused(tech, sent_
         request_added_cell(image, (400, 300, 480, 380), tech)
     assert not AddedCellRequest.objects.exists() and sent_tasks == []
 
+@pytest.mark.django_db(transaction=True)
+def test_a_box_drawn_on_a_photograph_deleted_meanwhile_is_refused_in_one_line(client, tech, sent_tasks,
+                                                                             monkeypatch):
+    # A photograph deleted (by a colleague, its sample's page) after the box's request read it and
+    # before the box was stored: the box's row named a photograph no longer there, and the database
+    # refused the commit (on PostgreSQL, and SQLite, which check the reference then): a 500.
+    from webapp.services import added_cells
+    from webapp.services.deletion import delete_image
+
+    sample = make_sample()
+    image = sample.images.get()
+    check = added_cells._check_box
+
+    def deleted_meanwhile(image, box):
+        delete_image(SmearImage.objects.select_related("sample").get(pk=image.pk), user=tech)
+        return check(image, box)
+
+    monkeypatch.setattr(added_cells, "_check_box", deleted_meanwhile)
+    response = post_box(client, image, (400, 300, 480, 380), HTTP_ACCEPT="application/json")
+    assert response.status_code == 400
+    assert response.json()["error"] == ("The photograph was deleted meanwhile: no box was kept. Reload "
+                                        "the page.")
+    assert not AddedCellRequest.objects.exists() and sent_tasks == []
+
+
 @pytest.mark.django_db
 def test_an_edge_cell_is_left_out_until_a_reviewer_counts_it_in(client, tech):
     sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE"))

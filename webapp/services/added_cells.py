@@ -92,6 +92,9 @@ def request_added_cell(image, box, user=None):
         # checked, and two boxes drawn at once are compared with each other, not only with what was
         # stored before either.
         ensure_editable(image.sample, ACTION)
+        # Deleting a photograph takes that lock too: one still here now stays until this commits.
+        if not SmearImage.objects.filter(pk=image.pk).exists():
+            raise AddCellError("The photograph was deleted meanwhile: no box was kept. Reload the page.")
         _refuse_a_cell_twice(image, box)
         request = AddedCellRequest.objects.create(image=image, x0=x0, y0=y0, x1=x1, y1=y1,
                                                   requested_by=user)
