@@ -18,3 +18,12 @@ def start_as_another_request(work):
     thread = threading.Thread(target=run)
     thread.start()
     return thread
+
+
+def waiting_on_a_lock():
+    """How many of the test database's sessions wait on a lock another holds (PostgreSQL): what a
+    test waits for before it lets the holder go on."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND wait_event_type = 'Lock'")
+        return cursor.fetchone()[0]

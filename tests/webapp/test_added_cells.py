@@ -225,7 +225,7 @@ def test_counting_an_edge_cell_in_beside_a_relabel_of_it_takes_the_samples_lock_
 
     from django.db import connection, transaction
 
-    from tests.webapp.concurrent_requests import start_as_another_request
+    from tests.webapp.concurrent_requests import start_as_another_request, waiting_on_a_lock
     from webapp.services.review import review_cells
 
     if connection.vendor != "postgresql":
@@ -235,12 +235,6 @@ def test_counting_an_edge_cell_in_beside_a_relabel_of_it_takes_the_samples_lock_
     edge = sample.images.get().cells.order_by("index").first()
     Cell.objects.filter(pk=edge.pk).update(is_partial=True)
     holding, go_on, errors = threading.Event(), threading.Event(), []
-
-    def waiting_on_a_lock():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                           "AND wait_event_type = 'Lock'")
-            return cursor.fetchone()[0]
 
     def gallery_relabel():  # review_cells, its sample's row taken as the count-in starts
         try:

@@ -564,14 +564,6 @@ def test_a_database_too_busy_to_answer_leaves_the_photograph_to_the_task_s_next_
     assert SmearImage.objects.get(pk=stored_image.pk).status == "failed"
 
 
-def waiting_on_a_lock(connection):
-    """How many of the test database's sessions wait on a lock another holds (PostgreSQL)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                       "AND wait_event_type = 'Lock'")
-        return cursor.fetchone()[0]
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_sample_deleted_while_a_photograph_s_cells_are_stored_goes_whole(network, stored_image,
                                                                           django_user_model, monkeypatch):
@@ -584,7 +576,7 @@ def test_a_sample_deleted_while_a_photograph_s_cells_are_stored_goes_whole(netwo
 
     from django.db import connection
 
-    from tests.webapp.concurrent_requests import start_as_another_request
+    from tests.webapp.concurrent_requests import start_as_another_request, waiting_on_a_lock
     from webapp.services.deletion import delete_sample
 
     if connection.vendor != "postgresql":
@@ -616,7 +608,7 @@ def test_a_sample_deleted_while_a_photograph_s_cells_are_stored_goes_whole(netwo
             failures.append(exc)
 
     deleting = start_as_another_request(delete)
-    wait_for(lambda: waiting_on_a_lock(connection), "the deletion to wait on a row the worker holds", 30)
+    wait_for(lambda: waiting_on_a_lock(), "the deletion to wait on a row the worker holds", 30)
     release.set()
     worker.join(30)
     deleting.join(30)
@@ -639,7 +631,7 @@ def test_a_change_while_a_re_classification_carries_the_reviews_over_is_carried_
 
     from django.db import connection
 
-    from tests.webapp.concurrent_requests import start_as_another_request
+    from tests.webapp.concurrent_requests import start_as_another_request, waiting_on_a_lock
     from tests.webapp.lab_factories import with_role
     from webapp.services.edge_cells import CountInError, set_counted_in
     from webapp.services.review import ReviewError
@@ -684,7 +676,7 @@ def test_a_change_while_a_re_classification_carries_the_reviews_over_is_carried_
             refused.append(str(exc))
 
     person = start_as_another_request(make_the_change)
-    wait_for(lambda: saved or refused or waiting_on_a_lock(connection),
+    wait_for(lambda: saved or refused or waiting_on_a_lock(),
              "the change to finish or wait on the photograph", 30)
     release.set()
     worker.join(30)

@@ -621,6 +621,20 @@ def test_a_reopening_reason_too_long_is_a_400(client, hematologist):
     assert Sample.objects.get(pk=sample.pk).is_signed
 
 
+def sign_in_flight(sample, user, locked, release):
+    """As sign_sample signs: the sample's row locked and written, then held (``locked`` set) until
+    ``release`` is set, then committed. For a thread of its own (start_as_another_request)."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    with transaction.atomic():
+        Sample.objects.select_for_update().get(pk=sample.pk)
+        Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.SIGNED, signed_by=user,
+                                                   signed_at=timezone.now(), times_signed=1)
+        locked.set()
+        release.wait(30)
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("delete", ["photograph", "sample"])
 def test_a_deletion_waits_for_a_signature_in_flight_and_is_then_refused(django_user_model, delete):
@@ -629,8 +643,7 @@ def test_a_deletion_waits_for_a_signature_in_flight_and_is_then_refused(django_u
     # photograph's cells. (SQLite takes one writer at a time: the race is PostgreSQL's.)
     import threading
 
-    from django.db import connection, transaction
-    from django.utils import timezone
+    from django.db import connection
 
     from tests.webapp.concurrent_requests import start_as_another_request
 
@@ -642,14 +655,6 @@ def test_a_deletion_waits_for_a_signature_in_flight_and_is_then_refused(django_u
     locked, release = threading.Event(), threading.Event()
     refused = []
 
-    def sign():  # as sign_sample does: the sample's row locked, written, committed
-        with transaction.atomic():
-            Sample.objects.select_for_update().get(pk=sample.pk)
-            Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.SIGNED, signed_by=user,
-                                                       signed_at=timezone.now(), times_signed=1)
-            locked.set()
-            release.wait(10)
-
     def remove():
         try:
             if delete == "photograph":
@@ -660,7 +665,7 @@ def test_a_deletion_waits_for_a_signature_in_flight_and_is_then_refused(django_u
         except SampleLocked as exc:
             refused.append(str(exc))
 
-    signer = start_as_another_request(sign)
+    signer = start_as_another_request(lambda: sign_in_flight(sample, user, locked, release))
     assert locked.wait(10)
     deleter = start_as_another_request(remove)
     deleter.join(1.5)
@@ -681,11 +686,10 @@ def test_a_re_classification_waits_for_a_signature_in_flight_and_leaves_the_samp
     # the worker then replaced the signed result's cells with another version's calls.
     import threading
 
-    from django.db import connection, transaction
-    from django.utils import timezone
+    from django.db import connection
 
     from tests.conftest import wait_for
-    from tests.webapp.concurrent_requests import start_as_another_request
+    from tests.webapp.concurrent_requests import start_as_another_request, waiting_on_a_lock
     from tests.webapp.lab_factories import make_version
 
     if connection.vendor != "postgresql":
@@ -695,21 +699,7 @@ def test_a_re_classification_waits_for_a_signature_in_flight_and_leaves_the_samp
     make_version()  # a newer version, active: what the re-classification queues for
     locked, release, done = threading.Event(), threading.Event(), []
 
-    def sign():  # as sign_sample does: the sample's row locked, written, committed
-        with transaction.atomic():
-            Sample.objects.select_for_update().get(pk=sample.pk)
-            Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.SIGNED, signed_by=user,
-                                                       signed_at=timezone.now(), times_signed=1)
-            locked.set()
-            release.wait(30)
-
-    def waiting_on_a_lock():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                           "AND wait_event_type = 'Lock'")
-            return cursor.fetchone()[0]
-
-    signer = start_as_another_request(sign)
+    signer = start_as_another_request(lambda: sign_in_flight(sample, user, locked, release))
     assert locked.wait(30)
     reclassifier = start_as_another_request(lambda: done.append(reclassify(None, user)))
     wait_for(lambda: done or waiting_on_a_lock(), "the re-classification to finish or wait", 30)
