@@ -54,8 +54,16 @@ def send_classifications(image_ids):
     sent_at = timezone.now()
 
     def mark():
-        for start in range(0, len(sent), SENT_MARK_BATCH):
-            SmearImage.objects.filter(pk__in=sent[start : start + SENT_MARK_BATCH]).update(sent_at=sent_at)
+        # Each batch's rows locked by id first, as every writer that locks several photographs
+        # takes them (a gallery relabel, a deletion): a bare UPDATE locks them in the order its plan
+        # reads them, and one holding a later photograph while a relabel held an earlier one
+        # deadlocked with it.
+        ids = sorted(sent)
+        for start in range(0, len(ids), SENT_MARK_BATCH):
+            batch = SmearImage.objects.filter(pk__in=ids[start : start + SENT_MARK_BATCH])
+            with transaction.atomic():
+                list(batch.select_for_update().order_by("pk").values_list("pk", flat=True))
+                batch.update(sent_at=sent_at)
 
     _record_sent(f"{len(sent)} classify task(s)", mark)
     return sent

@@ -349,3 +349,75 @@ def test_while_a_sample_moves_to_another_version_added_photographs_follow_it(
     with django_capture_on_commit_callbacks(execute=True):
         uploads.requeue_image(SmearImage.objects.get(pk=stored_image.pk))
     assert queued_with_versions(sent_tasks)[-1] == (stored_image.pk, new.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_marking_a_re_classification_s_tasks_sent_beside_a_gallery_relabel_deadlocks_neither(
+        django_user_model, sent_tasks):
+    # After a re-classification commits, its photographs are marked sent in one UPDATE, which locks
+    # their rows in the order its plan reads them (a small table's: as stored, not by id); a gallery
+    # relabel across photographs locks theirs by id. One holding the second photograph and the
+    # other the first, each waited for the other: PostgreSQL's "deadlock detected", the relabel
+    # refused as a busy database (or the marks lost). Found by a stress run of every writer at once.
+    import threading
+
+    from django.db import connection, transaction
+
+    from tests.conftest import wait_for
+    from tests.webapp.concurrent_requests import start_as_another_request, waiting_on_a_lock
+    from tests.webapp.lab_factories import with_role
+    from webapp import queueing
+    from webapp.services.review import review_cells
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
+    user = with_role(django_user_model.objects.create_user("tech"), "technologist")
+    sample = make_sample("H26-ORDER", types=("NEUTROPHIL",))
+    first = sample.images.get()
+    version = first.model_version
+    photographs = [first]
+    for number in (2, 3):
+        image = SmearImage.objects.get(pk=first.pk)
+        image.pk, image.original_filename = None, f"field-{number}.png"
+        image.save()
+        cell = first.cells.get()
+        cell.pk, cell.image = None, image
+        cell.save()
+        photographs.append(image)
+    # A photograph written since is stored after the others: read as stored, the first comes last.
+    SmearImage.objects.filter(pk=first.pk).update(status=SmearImage.Status.QUEUED, requested_version=version)
+    ids = [image.pk for image in photographs]
+    cells = list(Cell.objects.select_related("image").filter(image_id__in=ids[:2]))
+    holding, release, relabelled, failures = threading.Event(), threading.Event(), [], []
+
+    def hold_the_third():
+        with transaction.atomic():
+            SmearImage.objects.select_for_update().filter(pk=ids[2]).first()
+            holding.set()
+            release.wait(30)
+
+    def mark_sent():
+        try:
+            queueing.send_classifications(ids)
+        except Exception as exc:  # noqa: BLE001 - what the request would have met
+            failures.append(exc)
+
+    def relabel():
+        try:
+            relabelled.append(review_cells(cells, "LYMPHOCYTE", user))
+        except Exception as exc:  # noqa: BLE001 - a deadlock's victim: a 503 to the reviewer
+            failures.append(exc)
+
+    holder = start_as_another_request(hold_the_third)
+    assert holding.wait(30)
+    marker = start_as_another_request(mark_sent)
+    wait_for(lambda: waiting_on_a_lock() >= 1, "the marking to wait on the third photograph", 30)
+    reviewer = start_as_another_request(relabel)
+    wait_for(lambda: waiting_on_a_lock() >= 2, "the relabel to wait on a photograph", 30)
+    release.set()
+    for thread in (holder, marker, reviewer):
+        thread.join(30)
+    assert failures == [] and len(relabelled) == 1
+    relabelled_types = Cell.objects.filter(image_id__in=ids[:2]).values_list("cell_type", flat=True)
+    assert set(relabelled_types) == {"LYMPHOCYTE"}
+    assert SmearImage.objects.filter(pk__in=ids, sent_at__isnull=False).count() == 3
