@@ -216,6 +216,32 @@ def test_an_edge_cell_is_left_out_until_a_reviewer_counts_it_in(client, tech):
     assert response.status_code == 400 and "always counted" in response.json()["error"]
 
 
+@pytest.mark.django_db
+def test_counting_in_an_edge_cell_whose_photograph_is_deleted_meanwhile_is_refused_in_one_line(
+        client, tech, monkeypatch):
+    # The cell read, then its photograph deleted (a colleague, on the sample page) before the
+    # sample's lock was granted: the cell read again under the locks was gone, and
+    # Cell.DoesNotExist reached the reviewer as a 500. Found by a stress run of every writer at once.
+    from webapp.services import edge_cells
+    from webapp.services.deletion import delete_image
+
+    sample = make_sample(types=("NEUTROPHIL",))
+    image = sample.images.get()
+    edge = image.cells.get()
+    Cell.objects.filter(pk=edge.pk).update(is_partial=True)
+    lock_sample = edge_cells.ensure_editable
+
+    def deleted_before_the_lock(sample, action):
+        delete_image(SmearImage.objects.select_related("sample").get(pk=image.pk), user=tech)
+        return lock_sample(sample, action)
+
+    monkeypatch.setattr(edge_cells, "ensure_editable", deleted_before_the_lock)
+    response = client.post(reverse("lab:cell-count-in", args=[edge.pk]), {"count_in": "1"},
+                           HTTP_ACCEPT="application/json")
+    assert response.status_code == 400
+    assert "This cell is no longer stored" in response.json()["error"]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_counting_an_edge_cell_in_beside_a_relabel_of_it_takes_the_samples_lock_first(django_user_model):
     # A gallery relabel locks the sample, then its cells; counting an edge cell in locked the cell,

@@ -13,6 +13,10 @@ class CountInError(ValueError):
     """The cell cannot be counted in or out; the message says why."""
 
 
+NO_LONGER_STORED = ("This cell is no longer stored: its photograph was deleted or classified again "
+                    "meanwhile. Reload the page.")
+
+
 @transaction.atomic
 def set_counted_in(cell, counted_in):
     """Count an edge cell in the formula (True) or leave it out again (False); returns the cell.
@@ -25,11 +29,14 @@ def set_counted_in(cell, counted_in):
     # committed meanwhile on the call it replaced (services.review._locked).
     row = Cell.objects.filter(pk=cell.pk).values_list("image__sample_id", "image_id").first()
     if row is None:
-        raise CountInError("This cell is no longer stored: its photograph was deleted or classified "
-                           "again meanwhile. Reload the page.")
+        raise CountInError(NO_LONGER_STORED)
     ensure_editable(Sample(pk=row[0]), "Counting an edge cell in or out")
     list(SmearImage.objects.select_for_update().filter(pk=row[1]).values_list("pk", flat=True))
-    cell = Cell.objects.select_for_update(of=("self",)).select_related("image__sample").get(pk=cell.pk)
+    # Read again under the locks: its photograph may have been deleted before they were granted.
+    cell = (Cell.objects.select_for_update(of=("self",)).select_related("image__sample")
+            .filter(pk=cell.pk).first())
+    if cell is None:
+        raise CountInError(NO_LONGER_STORED)
     if not cell.is_partial:
         raise CountInError("This cell lies whole inside the photograph: it is always counted.")
     if cell.is_superseded:
