@@ -421,3 +421,70 @@ def test_marking_a_re_classification_s_tasks_sent_beside_a_gallery_relabel_deadl
     relabelled_types = Cell.objects.filter(image_id__in=ids[:2]).values_list("cell_type", flat=True)
     assert set(relabelled_types) == {"LYMPHOCYTE"}
     assert SmearImage.objects.filter(pk__in=ids, sent_at__isnull=False).count() == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_re_classification_beside_the_marking_of_sent_tasks_deadlocks_neither(
+        django_user_model, sent_tasks, caplog):
+    # Re-classifying queued its photographs in one UPDATE, which locks their rows in the order its
+    # plan reads them (as stored); the marking of tasks sent by an upload or an earlier
+    # re-classification locks them by id. Each holding one the other wanted next: "deadlock detected",
+    # the re-classification refused as a busy database or the marks lost.
+    import threading
+
+    from django.db import connection, transaction
+
+    from tests.conftest import wait_for
+    from tests.webapp.concurrent_requests import start_as_another_request, waiting_on_a_lock
+    from webapp import queueing
+    from webapp.services.training import reclassify
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
+    user = django_user_model.objects.create_user("boss")
+    sample = make_sample("H26-ORDER", types=("NEUTROPHIL",))
+    first = sample.images.get()
+    photographs = [first]
+    for number in (2, 3):
+        image = SmearImage.objects.get(pk=first.pk)
+        image.pk, image.original_filename = None, f"field-{number}.png"
+        image.save()
+        photographs.append(image)
+    ids = [image.pk for image in photographs]
+    # Written since, the second and then the first are stored after the third: read as stored,
+    # the third comes first and the first last.
+    for pk in (ids[1], ids[0]):
+        SmearImage.objects.filter(pk=pk).update(error="")
+    holding, release, failures, done = threading.Event(), threading.Event(), [], []
+
+    def hold_the_second():
+        with transaction.atomic():
+            SmearImage.objects.select_for_update().filter(pk=ids[1]).first()
+            holding.set()
+            release.wait(30)
+
+    def mark_sent():
+        try:
+            queueing.send_classifications(ids)
+        except Exception as exc:  # noqa: BLE001
+            failures.append(exc)
+
+    def re_classify():
+        try:
+            done.append(reclassify(None, user))
+        except Exception as exc:  # noqa: BLE001 - a deadlock's victim: a 503 to the person asking
+            failures.append(exc)
+
+    holder = start_as_another_request(hold_the_second)
+    assert holding.wait(30)
+    marker = start_as_another_request(mark_sent)
+    wait_for(lambda: waiting_on_a_lock() >= 1, "the marking to wait on the second photograph", 30)
+    re_classifier = start_as_another_request(re_classify)
+    wait_for(lambda: waiting_on_a_lock() >= 2, "the re-classification to wait on a photograph", 30)
+    release.set()
+    for thread in (holder, marker, re_classifier):
+        thread.join(30)
+    assert failures == [] and done and done[0].queued == 3
+    assert SmearImage.objects.filter(pk__in=ids, status=SmearImage.Status.QUEUED).count() == 3
+    # The marking's own failure is only logged: the reconciler would send the tasks again.
+    assert not [record for record in caplog.records if "not recorded as sent" in record.getMessage()]

@@ -59,7 +59,8 @@ def read_photographs_as(sample, photographs, user=None):
         if refusal:
             raise PhotographsKindKept(refusal)
         version_id = sample_version_id(sample)
-        image_ids = list(sample.images.values_list("pk", flat=True))
+        # Locked by id, as every writer of several photographs takes them (services.training.reclassify).
+        image_ids = list(sample.images.select_for_update().order_by("pk").values_list("pk", flat=True))
         Sample.objects.filter(pk=sample.pk).update(photographs=photographs)
         SmearImage.objects.filter(pk__in=image_ids).update(
             status=SmearImage.Status.QUEUED, error="", requested_version_id=version_id,

@@ -705,7 +705,9 @@ def reclassify(samples=None, user=None):
                 ensure_editable(sample, "re-classifying the sample")
         images = SmearImage.objects.filter(sample__in=unsigned)
         per_sample = {}
-        for image_id, sample_id in images.values_list("id", "sample_id"):
+        # Their rows locked by id, as every writer of several photographs takes them: the UPDATE
+        # below alone locks them in the order its plan reads them (queueing.send_classifications).
+        for image_id, sample_id in images.select_for_update().order_by("pk").values_list("id", "sample_id"):
             per_sample.setdefault(sample_id, []).append(image_id)
         image_ids = [image_id for ids in per_sample.values() for image_id in ids]
         SmearImage.objects.filter(id__in=image_ids).update(
