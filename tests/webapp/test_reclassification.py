@@ -351,6 +351,64 @@ def test_while_a_sample_moves_to_another_version_added_photographs_follow_it(
     assert queued_with_versions(sent_tasks)[-1] == (stored_image.pk, new.pk)
 
 
+def three_photographs_stored_out_of_order(rewritten):
+    """The ids of a sample's three classified photographs of one cell each, by id; those at the
+    places ``rewritten`` names written again in that order, and so stored after the others: a small
+    table's plan reads them last (a busy lab's, after its updates, in any order)."""
+    first = make_sample("H26-ORDER", types=("NEUTROPHIL",)).images.get()
+    ids = [first.pk]
+    for number in (2, 3):
+        image = SmearImage.objects.get(pk=first.pk)
+        image.pk, image.original_filename = None, f"field-{number}.png"
+        image.save()
+        cell = first.cells.get()
+        cell.pk, cell.image = None, image
+        cell.save()
+        ids.append(image.pk)
+    for place in rewritten:
+        SmearImage.objects.filter(pk=ids[place]).update(error="")
+    return ids
+
+
+def three_at_once(held, first, second, first_waits, second_waits):
+    """Run ``first`` then ``second`` in requests of their own while another holds the photograph
+    ``held``'s row, each started once the one before waits on a lock; then let go of the row and
+    wait for all three. Returns what the two raised."""
+    import threading
+
+    from django.db import transaction
+
+    from tests.conftest import wait_for
+    from tests.webapp.concurrent_requests import start_as_another_request, waiting_on_a_lock
+
+    holding, release, failures = threading.Event(), threading.Event(), []
+
+    def hold():
+        with transaction.atomic():
+            SmearImage.objects.select_for_update().filter(pk=held).first()
+            holding.set()
+            release.wait(30)
+
+    def attempt(work):
+        def run():
+            try:
+                work()
+            except Exception as exc:  # noqa: BLE001 - a deadlock's victim: a 503 to the person asking
+                failures.append(exc)
+        return run
+
+    threads = [start_as_another_request(hold)]
+    assert holding.wait(30)
+    threads.append(start_as_another_request(attempt(first)))
+    wait_for(lambda: waiting_on_a_lock() >= 1, first_waits, 30)
+    threads.append(start_as_another_request(attempt(second)))
+    wait_for(lambda: waiting_on_a_lock() >= 2, second_waits, 30)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    return failures
+
+
 @pytest.mark.django_db(transaction=True)
 def test_marking_a_re_classification_s_tasks_sent_beside_a_gallery_relabel_deadlocks_neither(
         django_user_model, sent_tasks):
@@ -359,12 +417,8 @@ def test_marking_a_re_classification_s_tasks_sent_beside_a_gallery_relabel_deadl
     # relabel across photographs locks theirs by id. One holding the second photograph and the
     # other the first, each waited for the other: PostgreSQL's "deadlock detected", the relabel
     # refused as a busy database (or the marks lost). Found by a stress run of every writer at once.
-    import threading
+    from django.db import connection
 
-    from django.db import connection, transaction
-
-    from tests.conftest import wait_for
-    from tests.webapp.concurrent_requests import start_as_another_request, waiting_on_a_lock
     from tests.webapp.lab_factories import with_role
     from webapp import queueing
     from webapp.services.review import review_cells
@@ -372,51 +426,13 @@ def test_marking_a_re_classification_s_tasks_sent_beside_a_gallery_relabel_deadl
     if connection.vendor != "postgresql":
         pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
     user = with_role(django_user_model.objects.create_user("tech"), "technologist")
-    sample = make_sample("H26-ORDER", types=("NEUTROPHIL",))
-    first = sample.images.get()
-    version = first.model_version
-    photographs = [first]
-    for number in (2, 3):
-        image = SmearImage.objects.get(pk=first.pk)
-        image.pk, image.original_filename = None, f"field-{number}.png"
-        image.save()
-        cell = first.cells.get()
-        cell.pk, cell.image = None, image
-        cell.save()
-        photographs.append(image)
-    # A photograph written since is stored after the others: read as stored, the first comes last.
-    SmearImage.objects.filter(pk=first.pk).update(status=SmearImage.Status.QUEUED, requested_version=version)
-    ids = [image.pk for image in photographs]
+    ids = three_photographs_stored_out_of_order(rewritten=[0])  # read as stored: 2, 3, 1
     cells = list(Cell.objects.select_related("image").filter(image_id__in=ids[:2]))
-    holding, release, relabelled, failures = threading.Event(), threading.Event(), [], []
-
-    def hold_the_third():
-        with transaction.atomic():
-            SmearImage.objects.select_for_update().filter(pk=ids[2]).first()
-            holding.set()
-            release.wait(30)
-
-    def mark_sent():
-        try:
-            queueing.send_classifications(ids)
-        except Exception as exc:  # noqa: BLE001 - what the request would have met
-            failures.append(exc)
-
-    def relabel():
-        try:
-            relabelled.append(review_cells(cells, "LYMPHOCYTE", user))
-        except Exception as exc:  # noqa: BLE001 - a deadlock's victim: a 503 to the reviewer
-            failures.append(exc)
-
-    holder = start_as_another_request(hold_the_third)
-    assert holding.wait(30)
-    marker = start_as_another_request(mark_sent)
-    wait_for(lambda: waiting_on_a_lock() >= 1, "the marking to wait on the third photograph", 30)
-    reviewer = start_as_another_request(relabel)
-    wait_for(lambda: waiting_on_a_lock() >= 2, "the relabel to wait on a photograph", 30)
-    release.set()
-    for thread in (holder, marker, reviewer):
-        thread.join(30)
+    relabelled = []
+    failures = three_at_once(
+        ids[2], lambda: queueing.send_classifications(ids),
+        lambda: relabelled.append(review_cells(cells, "LYMPHOCYTE", user)),
+        "the marking to wait on the third photograph", "the relabel to wait on a photograph")
     assert failures == [] and len(relabelled) == 1
     relabelled_types = Cell.objects.filter(image_id__in=ids[:2]).values_list("cell_type", flat=True)
     assert set(relabelled_types) == {"LYMPHOCYTE"}
@@ -430,60 +446,19 @@ def test_a_re_classification_beside_the_marking_of_sent_tasks_deadlocks_neither(
     # plan reads them (as stored); the marking of tasks sent by an upload or an earlier
     # re-classification locks them by id. Each holding one the other wanted next: "deadlock detected",
     # the re-classification refused as a busy database or the marks lost.
-    import threading
+    from django.db import connection
 
-    from django.db import connection, transaction
-
-    from tests.conftest import wait_for
-    from tests.webapp.concurrent_requests import start_as_another_request, waiting_on_a_lock
     from webapp import queueing
     from webapp.services.training import reclassify
 
     if connection.vendor != "postgresql":
         pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
     user = django_user_model.objects.create_user("boss")
-    sample = make_sample("H26-ORDER", types=("NEUTROPHIL",))
-    first = sample.images.get()
-    photographs = [first]
-    for number in (2, 3):
-        image = SmearImage.objects.get(pk=first.pk)
-        image.pk, image.original_filename = None, f"field-{number}.png"
-        image.save()
-        photographs.append(image)
-    ids = [image.pk for image in photographs]
-    # Written since, the second and then the first are stored after the third: read as stored,
-    # the third comes first and the first last.
-    for pk in (ids[1], ids[0]):
-        SmearImage.objects.filter(pk=pk).update(error="")
-    holding, release, failures, done = threading.Event(), threading.Event(), [], []
-
-    def hold_the_second():
-        with transaction.atomic():
-            SmearImage.objects.select_for_update().filter(pk=ids[1]).first()
-            holding.set()
-            release.wait(30)
-
-    def mark_sent():
-        try:
-            queueing.send_classifications(ids)
-        except Exception as exc:  # noqa: BLE001
-            failures.append(exc)
-
-    def re_classify():
-        try:
-            done.append(reclassify(None, user))
-        except Exception as exc:  # noqa: BLE001 - a deadlock's victim: a 503 to the person asking
-            failures.append(exc)
-
-    holder = start_as_another_request(hold_the_second)
-    assert holding.wait(30)
-    marker = start_as_another_request(mark_sent)
-    wait_for(lambda: waiting_on_a_lock() >= 1, "the marking to wait on the second photograph", 30)
-    re_classifier = start_as_another_request(re_classify)
-    wait_for(lambda: waiting_on_a_lock() >= 2, "the re-classification to wait on a photograph", 30)
-    release.set()
-    for thread in (holder, marker, re_classifier):
-        thread.join(30)
+    ids = three_photographs_stored_out_of_order(rewritten=[1, 0])  # read as stored: 3, 2, 1
+    done = []
+    failures = three_at_once(
+        ids[1], lambda: queueing.send_classifications(ids), lambda: done.append(reclassify(None, user)),
+        "the marking to wait on the second photograph", "the re-classification to wait on a photograph")
     assert failures == [] and done and done[0].queued == 3
     assert SmearImage.objects.filter(pk__in=ids, status=SmearImage.Status.QUEUED).count() == 3
     # The marking's own failure is only logged: the reconciler would send the tasks again.
