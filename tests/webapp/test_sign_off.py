@@ -125,6 +125,15 @@ def test_a_superuser_may_sign(django_user_model):
     assert sign_sample(small_sample(), boss).status == Sample.Status.SIGNED
 
 
+def test_a_sample_deleted_while_its_page_was_open_is_refused_in_one_line_not_a_500(hematologist):
+    # The view reads the sample before the service locks it: a deletion in between raised
+    # Sample.DoesNotExist out of sign_sample (the review of the session's locking).
+    sample = small_sample()
+    delete_sample(Sample.objects.get(pk=sample.pk))
+    with pytest.raises(SignOffRefused, match="H26-0001 was deleted meanwhile: there is nothing to sign"):
+        sign_sample(sample, hematologist)
+
+
 # --- what stops a signature --------------------------------------------------------------------
 
 

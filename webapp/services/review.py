@@ -164,7 +164,8 @@ def review_cells(cells, new_type, user, seen=None):
     if not cells:
         raise ReviewError("Select at least one cell to relabel.")
     sample_ids = {cell.image.sample_id for cell in cells}
-    for sample in Sample.objects.filter(pk__in=sample_ids).only("pk"):
+    # By id, the one order every writer locks rows in (docs/architecture.md).
+    for sample in Sample.objects.filter(pk__in=sample_ids).only("pk").order_by("pk"):
         ensure_editable(sample, f"Relabelling {count_of(len(cells), 'cell')}")
     locked = _locked(cells)
     new_type = _wanted(new_type)

@@ -62,7 +62,11 @@ def sign_sample(sample, user, below_target_reason="", keep_unidentified=False, r
     page sends it): a signature certifies that result, so one that changed since is refused.
     """
     _ensure_may_sign(user, "Signing")
-    sample = Sample.objects.select_for_update().get(pk=sample.pk)
+    locked = Sample.objects.select_for_update().filter(pk=sample.pk).first()
+    if locked is None:  # deleted since the signer's page read it (a signed sample never is)
+        raise SignOffRefused(f"Sample {sample.accession_number} was deleted meanwhile: there is nothing "
+                             "to sign.")
+    sample = locked
     if sample.is_signed:
         raise SignOffRefused(f"Sample {sample.accession_number} is already signed.")
     # What stands in the way first, then the result: the worker stores a photograph's cells (or a
