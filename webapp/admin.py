@@ -177,6 +177,7 @@ class SampleAdmin(SearchesAsTyped, ReadsOnlyWhatItCan, LeavesSignedOut, DeletesC
     list_display = ("accession_number", "created_at", "created_by", "image_count", "status")
     search_fields = ("accession_number",)
     date_hierarchy = "created_at"
+    show_full_result_count = False  # a lab's years of samples: see SmearImageAdmin
     # Signing and reopening go through the sample page (webapp.services.sign_off): their checks,
     # the lock and the audit trail's actor are there, not here.
     # What the photographs show (photographs) decided how the worker read them: changing it here

@@ -190,6 +190,7 @@ def counts_of_the_whole_table(queries, table):
     ("admin:webapp_cellreview_changelist", "webapp_cellreview", {"to_type": "BASOPHIL"}),
     ("admin:webapp_smearimage_changelist", "webapp_smearimage", {"status__exact": "done"}),
     ("admin:auditlog_logentry_changelist", "auditlog_logentry", {"action__exact": "1"}),
+    ("admin:webapp_sample_changelist", "webapp_sample", {"q": "H26"}),
 ])
 def test_a_big_tables_list_counts_only_the_rows_it_lists(admin_client, django_user_model, changelist, table,
                                                          filtered):
