@@ -401,3 +401,7 @@ def test_a_right_to_left_file_name_keeps_to_itself_in_messages_and_the_delete_co
     assert 'data-confirm="Delete \u2068عينة-١.png\u2069 and its 1 cell from sample H26-RTL?' in page
     answer = admin_client.post(reverse("lab:image-retry", args=[image.pk]), follow=True).content.decode()
     assert "\u2068عينة-١.png\u2069 is already classified: nothing was queued again." in answer
+    # A window's title and a picture's alt text are plain text too, where <bdi> cannot go.
+    assert 'alt="Smear photograph \u2068عينة-١.png\u2069"' in page
+    cell_page = admin_client.get(reverse("lab:cell-detail", args=[image.cells.get().pk])).content.decode()
+    assert "<title>Cell 1 on \u2068عينة-١.png\u2069 · H26-RTL" in cell_page
