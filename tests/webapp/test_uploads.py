@@ -1396,3 +1396,29 @@ def test_a_file_name_is_kept_composed_and_without_direction_overrides(client, te
     assert response.status_code == 302
     names = set(SmearImage.objects.values_list("original_filename", flat=True))
     assert names == {"Ma\u00f1ana.jpg", "xgpj.exe"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_photographs_added_to_a_sample_deleted_while_the_files_were_read_are_not_kept(queued, monkeypatch):
+    # The sample deleted (the deletion committed) while the files were checked: the photographs' rows
+    # failed at the commit, an IntegrityError, a 500, and their files stayed in the media folder. On
+    # either database; tests/webapp/test_deleted_meanwhile.py has the two requests at once.
+    from webapp.services.deletion import delete_sample
+    from webapp.services.locking import DeletedMeanwhile
+
+    sample = create_sample_with_images("H26-0702", "", [upload("a.jpg", jpeg_bytes())]).sample
+    media = Path(SmearImage._meta.get_field("image").storage.location)
+    check_files = uploads.check_files
+
+    def read_while_the_sample_is_deleted(files, *known):
+        checked = check_files(files, *known)
+        delete_sample(Sample.objects.get(pk=sample.pk))
+        return checked
+
+    monkeypatch.setattr(uploads, "check_files", read_while_the_sample_is_deleted)
+    files_before = stored_files(media)
+    refusal = r"^Sample H26-0702 was deleted meanwhile: nothing was stored\.$"
+    with pytest.raises(DeletedMeanwhile, match=refusal):
+        uploads.add_images_to_sample(sample, [upload("b.jpg", jpeg_bytes(seed=3))])
+    assert not SmearImage.objects.exists()
+    assert stored_files(media) <= files_before

@@ -15,6 +15,11 @@ class SampleLocked(PermissionError):
     """The sample is signed; the message is for the person who asked."""
 
 
+class DeletedMeanwhile(LookupError):
+    """The sample or photograph a change was asked for was deleted after the asking page read it;
+    nothing was changed, and the message says so."""
+
+
 def ensure_editable(sample, action):
     """Raise SampleLocked, saying why, if `action` (e.g. "Relabelling a cell") would change a
     signed sample's result.

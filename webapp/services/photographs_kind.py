@@ -19,7 +19,7 @@ from webapp import audit
 from webapp.models import Sample, SmearImage
 from webapp.queueing import queue_classifications
 from webapp.selectors import current_cells, sample_version_id
-from webapp.services.locking import ensure_editable
+from webapp.services.locking import DeletedMeanwhile, ensure_editable
 from webapp.wording import count_of
 
 ACTION = "Changing what the photographs show"
@@ -46,13 +46,16 @@ def read_photographs_as(sample, photographs, user=None):
     """Say the sample's photographs show ``photographs`` (a Sample.Photographs value) and queue
     every one of them to be classified again so; returns how many were queued (0 where they were
     already read so). Raises SampleLocked for a signed sample, PhotographsKindKept where people
-    have worked on its cells."""
+    have worked on its cells, DeletedMeanwhile for a sample gone."""
     if photographs not in Sample.Photographs.values:
         raise PhotographsKindKept(f"{photographs!r} is not a kind of photograph: choose one of "
                                   f"{', '.join(Sample.Photographs.values)}.")
     with transaction.atomic():
         ensure_editable(sample, ACTION)  # locks the sample's row until the change is written
-        current = Sample.objects.values_list("photographs", flat=True).get(pk=sample.pk)
+        current = Sample.objects.filter(pk=sample.pk).values_list("photographs", flat=True).first()
+        if current is None:  # deleted since the page that asked read it
+            raise DeletedMeanwhile(f"Sample {sample.accession_number} was deleted meanwhile: nothing was "
+                                   "changed.")
         if current == photographs:
             return 0
         refusal = why_kind_is_kept(sample)

@@ -26,7 +26,7 @@ from webapp.selectors import (
     result_stamp,
     sign_off_facts,
 )
-from webapp.services.locking import ensure_editable
+from webapp.services.locking import DeletedMeanwhile, ensure_editable
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,11 @@ def set_target_count(sample, target_count, user=None):
     ensure_editable(sample, "changing the target count")  # the sample locked until it is written
     if target_count not in TARGET_CHOICES:
         raise SignOffRefused(f"The target count is one of {', '.join(map(str, TARGET_CHOICES))} leukocytes.")
-    sample = Sample.objects.get(pk=sample.pk)
+    current = Sample.objects.filter(pk=sample.pk).first()
+    if current is None:  # deleted since the page that asked read it
+        raise DeletedMeanwhile(f"Sample {sample.accession_number} was deleted meanwhile: the target count "
+                               "was not set.")
+    sample = current
     if sample.target_count != target_count:
         sample.target_count = target_count
         audit.save_as(sample, user, ["target_count"])

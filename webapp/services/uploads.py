@@ -28,8 +28,9 @@ from webapp.selectors import (
     sample_version_id,
     samples_with_accession,
 )
-from webapp.services.locking import ensure_editable
+from webapp.services.locking import DeletedMeanwhile, ensure_editable
 from webapp.services.storage import delete_stored_files, save_whole
+from webapp.wording import isolated
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +163,8 @@ def create_sample_with_images(accession_number, note, files, user=None,
 
 
 def add_images_to_sample(sample, files):
-    """More photographs for a sample; refused (SampleLocked) while it is signed."""
+    """More photographs for a sample; refused (SampleLocked) while it is signed, DeletedMeanwhile
+    once it is gone."""
     ensure_editable(sample, "adding photographs")  # before reading the files: refused at once
     known = _known_photographs(sample)
     files = list(files)
@@ -176,6 +178,11 @@ def add_images_to_sample(sample, files):
             # by another upload, while the files were read. Only photographs stored since are
             # compared again: the write lock is held meanwhile.
             ensure_editable(sample, "adding photographs")
+            # Or deleted meanwhile: the photographs' rows would fail at the commit, their files
+            # written by then left behind.
+            if not Sample.objects.filter(pk=sample.pk).exists():
+                raise DeletedMeanwhile(f"Sample {sample.accession_number} was deleted meanwhile: nothing "
+                                       "was stored.")
             arrived = set(sample.images.values_list("pk", flat=True)) - known.keys()
             held = HeldPhotographs(_known_photographs(sample, arrived).values() if arrived else ())
             found = [(name, held.holder(checked)) for name, checked in accepted]
@@ -227,6 +234,10 @@ def requeue_image(image):
     """Queue an image again, after a failure or when it waited too long ("Try again"), with the
     version its sample's photographs share."""
     ensure_editable(image.sample, "classifying a photograph again")
+    # Deleted meanwhile (the photograph or its sample): nothing to queue, and no trail to add to.
+    if not SmearImage.objects.filter(pk=image.pk).exists():
+        raise DeletedMeanwhile(f"{isolated(image.original_filename)} was deleted meanwhile: nothing was "
+                               "queued.")
     version_id = sample_version_id(image.sample)
     audit.record(image, "update", {"status": (image.status, SmearImage.Status.QUEUED)},
                  note="queued again")

@@ -49,7 +49,7 @@ from webapp.selectors import (
 )
 from webapp.services.deletion import PhotographBusy, delete_image, delete_sample, may_delete_sample
 from webapp.services.health import classify_workers_running
-from webapp.services.locking import SampleLocked
+from webapp.services.locking import DeletedMeanwhile, SampleLocked
 from webapp.services.photographs_kind import PhotographsKindKept, read_photographs_as, why_kind_is_kept
 from webapp.services.review import ReviewError, review_cell
 from webapp.services.sign_off import TARGET_CHOICES, may_sign
@@ -227,6 +227,15 @@ def _sign_off_panel(request, sample, draft=None):
     return sign_off_pages.sign_off_panel(sample, may_sign(request.user), TARGET_CHOICES, draft=draft)
 
 
+def _refused_as_gone(request, exc, sample_id=None):
+    """The refusal of a change to a sample or photograph deleted meanwhile: on the sample's page
+    where it is still there, else on the sample list."""
+    messages.error(request, str(exc))
+    if sample_id is not None and Sample.objects.filter(pk=sample_id).exists():
+        return redirect("lab:sample-detail", pk=sample_id)
+    return redirect("lab:sample-list")
+
+
 def _sample(pk):
     return get_object_or_404(Sample.objects.select_related("created_by"), pk=pk)
 
@@ -324,6 +333,8 @@ def sample_photographs(request, pk):
     except (SampleLocked, PhotographsKindKept) as exc:
         messages.error(request, str(exc))
         return redirect("lab:sample-detail", pk=sample.pk)
+    except DeletedMeanwhile as exc:
+        return _refused_as_gone(request, exc)
     if queued:
         messages.success(request, f"The photographs are now read as {sample.photographs_in_short}: "
                                   f"{count_of(queued, 'photograph')} queued to be classified again.")
@@ -346,6 +357,8 @@ def sample_add_images(request, pk):
     except (SampleLocked, UploadsBusy, StorageRefused) as exc:
         messages.error(request, str(exc))
         return redirect("lab:sample-detail", pk=sample.pk)
+    except DeletedMeanwhile as exc:
+        return _refused_as_gone(request, exc)
     if result.stored:
         _report_stored(request, result.stored, "more photograph")
         _report_sample_version(request, result.stored[0].requested_version_id)
@@ -372,6 +385,8 @@ def image_retry(request, pk):
     except SampleLocked as exc:
         messages.error(request, str(exc))
         return redirect(lab_pages.photograph_address(image))
+    except DeletedMeanwhile as exc:
+        return _refused_as_gone(request, exc, image.sample_id)
     messages.success(request, f"{isolated(image.original_filename)} queued again.")
     return redirect(lab_pages.photograph_address(image))
 

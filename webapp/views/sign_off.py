@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from webapp.forms_sign_off import ReopenForm, SignForm, TargetCountForm
 from webapp.models import Sample
 from webapp.presenters.lab import sample_page_address
-from webapp.services.locking import SampleLocked
+from webapp.services.locking import DeletedMeanwhile, SampleLocked
 from webapp.services.sign_off import (
     SignOffRefused,
     may_sign,
@@ -36,6 +36,8 @@ def _answer(request, sample, error=None, done="", status=409):
         return JsonResponse({"sample": sample.pk, "status": current.status, "message": done})
     if error:
         messages.error(request, error)
+        if not Sample.objects.filter(pk=sample.pk).exists():  # deleted meanwhile: its page with it
+            return redirect("lab:sample-list")
     else:
         messages.success(request, done)
     return redirect(sample_page_address(sample.pk, _page_sent(request)))
@@ -113,6 +115,6 @@ def sample_target(request, pk):
         return _answer(request, sample, _form_error(form), status=400)
     try:
         sample = set_target_count(sample, form.cleaned_data["target_count"], request.user)
-    except (SampleLocked, SignOffRefused) as exc:
+    except (SampleLocked, SignOffRefused, DeletedMeanwhile) as exc:
         return _answer(request, sample, str(exc))
     return _answer(request, sample, done=f"Target count set to {sample.target_count} leukocytes.")
