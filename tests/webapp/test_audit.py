@@ -145,6 +145,39 @@ def test_a_reclassification_is_on_record(django_user_model, sent_tasks):
     assert queued.additional_data["note"] == f"re-classification with v{version.pk} queued: 1 photograph"
 
 
+def test_rows_recorded_in_bulk_are_the_rows_record_writes(django_user_model):
+    # A re-classification writes its rows in bulk (audit.record_all): bulk_create sends no pre_save,
+    # through which auditlog's middleware adds the request's address, and skips log_create.
+    from auditlog.cid import set_cid
+    from auditlog.context import set_actor
+    from django.forms.models import model_to_dict
+
+    from webapp import audit
+
+    user = django_user_model.objects.create_user("staff", email="staff@lab.example")
+    first, second = make_sample("H26-0001"), make_sample("H26-0002")
+    LogEntry.objects.all().delete()
+    set_cid(None)
+    with set_actor(user, remote_addr="192.0.2.7", remote_port=4711):
+        for actor in (user, None):
+            one = audit.record(first, "update", {"requested_version": (None, "v2")}, actor=actor,
+                               note="re-classification with v2 queued: 1 photograph")
+            queued = {"requested_version": (None, "v2")}
+            many = audit.record_all("update", [
+                (first, queued, "re-classification with v2 queued: 1 photograph"),
+                (second, queued, "re-classification with v2 queued: 2 photographs"),
+            ], actor=actor)
+            written = LogEntry.objects.order_by("-pk")[:3]
+            stored = [{name: value for name, value in model_to_dict(entry).items()
+                       if name not in ("id", "timestamp")} for entry in reversed(written)]
+            assert written[2].pk == one.pk and len(many) == 2
+            assert stored[1] == stored[0]
+            assert stored[0]["remote_addr"] == "192.0.2.7" and stored[0]["actor"] == user.pk
+            assert stored[2]["object_pk"] == str(second.pk)
+            assert stored[2]["additional_data"] == {"sample_id": second.pk,
+                                                    "note": "re-classification with v2 queued: 2 photographs"}
+
+
 def test_a_deletion_is_one_row_and_the_trail_outlives_the_sample(client, tech):
     sample = make_sample(user=tech)
     sample_id = sample.pk
