@@ -436,9 +436,9 @@ def load_prepared_margins(
 
     Decoding and detection run once for all margins; each result is cached under cache_dir keyed
     by the file list, the spec, the margin, the decoder's and the detector's source, so a second
-    training run on the same data skips both. ``keep`` false neither reads nor writes the cache: for a list
-    no later run asks for again (a lab's reviewed cells, another list after every review), whose
-    file would only fill the disk (75 KiB a cell each run).
+    training run on the same data skips both. ``keep`` false neither reads nor writes the cache:
+    for a list no later run asks for again (a lab's reviewed cells, another list after every
+    review), whose file would only fill the disk (75 KiB a cell each run).
     """
     cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
     out = {}

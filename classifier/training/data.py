@@ -199,7 +199,7 @@ def check_readable(sources, task, measured=True):
     """Refuse (TrainingDataError, naming the folder) a source whose TRAIN images, or where the run
     is ``measured`` on them any of whose TEST or TEST_SIMPLE images, hold no photograph
     (dataset.check_some_readable): a TEST folder of git-lfs pointers failed a run only after its
-    last epoch. A header read a split where its files are photographs."""
+    last epoch. A split of photographs costs one header read."""
     for source in sources:
         dataset.check_some_readable(source.all_train, source.layout.train_dir)
         if measured:
