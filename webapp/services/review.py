@@ -1,5 +1,6 @@
 """A technologist's relabelling of a cell: the formula counts it, the audit trail keeps it."""
 
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
@@ -72,16 +73,15 @@ def _ensure_as_seen(cells, new_type, seen):
     if not moved:
         return
     names = cell_names(cell.pk for cell in moved[:_NAMED_AT_MOST])
-    reviewers = {}
-    for review in (CellReview.objects.filter(cell__in=[cell.pk for cell in moved[:_NAMED_AT_MOST]])
-                   .select_related("reviewed_by").order_by("cell_id", "-reviewed_at", "-id")):
-        reviewers.setdefault(review.cell_id, review.reviewed_by)
+    # The cell's own record of its latest review (_record writes it with each CellReview).
+    reviewers = get_user_model().objects.in_bulk(
+        {cell.reviewed_by_id for cell in moved[:_NAMED_AT_MOST] if cell.reviewed_by_id})
 
     def now(cell):
         if cell.review_carried_from_id and cell.corrected_type:
             by = "a review carried over from an earlier version's call"
-        elif cell.pk in reviewers:
-            reviewer = reviewers[cell.pk]
+        elif cell.reviewed_at is not None:
+            reviewer = reviewers.get(cell.reviewed_by_id)
             by = f"{reviewer.get_username()}'s review" if reviewer else "a removed account's review"
         else:
             by = "the network's call"
