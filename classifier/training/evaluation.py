@@ -231,7 +231,7 @@ def test_split_metrics(served, selection, recipe, config, review_threshold=None,
         for split, folder in source.layout.eval_dirs.items():
             images = dataset.list_images(folder, recipe.task, split, source.originals)
             if left_out:
-                kept = [image for image in images if _sha256(image.path) not in left_out]
+                kept = [image for image in images if trained_on.digest(image.path) not in left_out]
                 if len(kept) < len(images):
                     left_out_counts[f"{source.name}/{split}"] = len(images) - len(kept)
                 images = kept
@@ -266,12 +266,12 @@ class _FileDigests:
     def holds(self, path):
         try:
             same_size = self._by_size.get(os.path.getsize(path), [])
-            digest = _sha256(path) if same_size else None
-            return any(self._digest(other) == digest for other in same_size)
+            return any(self.digest(other) == self.digest(path) for other in same_size)
         except OSError:
             return False
 
-    def _digest(self, path):
+    def digest(self, path):
+        """A file's SHA-256, read once: a TEST file left out by it (``left_out``) is asked again."""
         if path not in self._digests:
             self._digests[path] = _sha256(path)
         return self._digests[path]
