@@ -8,7 +8,7 @@ import io
 
 import cv2
 import numpy as np
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageOps
 
 from classifier.errors import UnreadablePhotograph
 
@@ -29,8 +29,9 @@ SIXTEEN_BIT_GREY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 
 
-def decode_rgb(source):
-    """An 8-bit RGB array (H, W, 3) from an image file's bytes or a binary file object.
+def decode_rgb(source, upright=False):
+    """An 8-bit RGB array (H, W, 3) from an image file's bytes or a binary file object; ``upright``
+    turns it as its EXIF orientation says (webapp.intake turns an upload so before storing it).
 
     Raises UnreadablePhotograph where the content is no image Pillow can decode.
     """
@@ -38,7 +39,7 @@ def decode_rgb(source):
         source = io.BytesIO(source)
     try:
         with Image.open(source) as picture:
-            return _as_rgb(picture)
+            return _as_rgb(ImageOps.exif_transpose(picture) if upright else picture)
     except Image.DecompressionBombError:
         raise UnreadablePhotograph(
             f"The photograph is too large to read: more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels."
@@ -103,23 +104,6 @@ def _transformable(picture):
     if picture.mode in ("P", "YCbCr"):
         return picture.convert("RGB")
     return picture
-
-
-def rgb_in_srgb(rgb, profile):
-    """An RGB array decoded without its colour profile (OpenCV reads none), into sRGB as in_srgb."""
-    transform = _transform_to_srgb(profile, "RGB") if profile else None
-    if transform is None:
-        return rgb
-    return np.asarray(ImageCms.applyTransform(Image.fromarray(rgb), transform))
-
-
-def embedded_profile(data):
-    """The colour profile an image file's bytes carry, or None (Pillow reads only the header)."""
-    try:
-        with Image.open(io.BytesIO(data)) as picture:
-            return picture.info.get("icc_profile")
-    except (OSError, ValueError, Image.DecompressionBombError):
-        return None
 
 
 # A camera's profile is a few hundred bytes (Display P3's 536) to some kilobytes. The cache is keyed

@@ -279,6 +279,30 @@ def test_training_reads_a_photographs_colour_profile_as_the_site_does(tmp_path):
     assert (dataset.decode_image(path) == (0, 0, 255)).all()
 
 
+def test_training_reads_transparent_and_turned_photographs_as_the_site_does(tmp_path):
+    """OpenCV dropped the alpha channel: a photograph's transparent pixels were learned as the colour
+    they hold (black here), where the site lays them on white before classifying."""
+    from PIL import Image
+
+    from classifier.rendering import decode_rgb
+
+    rgba = np.zeros((12, 16, 4), np.uint8)
+    rgba[:, :8] = (200, 40, 90, 255)  # the left half seen, the right half transparent black
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cell.png")
+    keyed = Image.fromarray(rgba[..., :3]).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    keyed.save(tmp_path / "keyed.png", transparency=keyed.getpixel((15, 0)))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored on its side: to be turned 90 degrees
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "turned.jpg", exif=exif, quality=95)
+
+    for name in ("cell.png", "keyed.png", "turned.jpg"):
+        decoded = dataset.decode_image(tmp_path / name)
+        served = decode_rgb((tmp_path / name).read_bytes(), upright=True)
+        np.testing.assert_array_equal(decoded, served)
+    assert (dataset.decode_image(tmp_path / "cell.png")[:, 8:] == 255).all()
+    assert dataset.decode_image(tmp_path / "turned.jpg").shape == (16, 12, 3)
+
+
 def test_pixels_cached_by_another_decoder_are_not_read(tmp_path, monkeypatch):
     """The cache was keyed by the files, not by how they are decoded: pixels a release before colour
     profiles were read had cached stayed in use for photographs carrying one."""
@@ -294,8 +318,8 @@ def test_pixels_cached_by_another_decoder_are_not_read(tmp_path, monkeypatch):
     profile_read = dataset.load_prepared(images, spec, cache_dir=cache, keep=False)[0]
 
     def raw_decode(path):  # an earlier release's reader: the profile ignored
-        rgb = dataset.cv2.imread(str(path), dataset.cv2.IMREAD_COLOR)
-        return dataset.cv2.cvtColor(rgb, dataset.cv2.COLOR_BGR2RGB)
+        with Image.open(path) as picture:
+            return np.asarray(picture.convert("RGB"))
 
     monkeypatch.setattr(dataset, "decode_image", raw_decode)
     profile_ignored = dataset.load_prepared(images, spec, cache_dir=cache)[0]
