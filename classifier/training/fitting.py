@@ -161,6 +161,9 @@ def train_network(keras, tf, model, arrays, recipe, on_epoch=None, should_stop=N
         training,
         validation_data=validation,
         epochs=recipe.epochs,
+        # The batches shuffle or balance themselves (batches.training_batches); Keras's default
+        # True is ignored for a dataset, with a warning in every training's log that it was.
+        shuffle=False,
         callbacks=[_keras_callback(keras, progress)],
         verbose=1 if progress_bar else 0,
     )
