@@ -2,7 +2,8 @@
 // box to toggle, arrow keys),
 // press a type's key, or its button in the legend, to relabel the selection. The server answers with
 // the cells' new types and the formula; tiles move to their new rows and the formula is swapped in,
-// without reloading the page.
+// without reloading the page. A relabel refused because someone reviewed some of the cells meanwhile
+// answers with those cells as they are now, drawn the same way beside the message.
 // Each type's row is a listbox of its own and one stop of the Tab key (a roving tabindex: the tile
 // last focused in it, else its first, has tabindex 0); a tile reached with Tab is selected where it
 // was not, so that a type's key then relabels the cell the focus is on.
@@ -190,6 +191,18 @@
     document.getElementById("gallery-formula").innerHTML = data.formula_html;
   }
 
+  // The answer's cells and formula drawn. Moving a tile to its new row takes the focus off it: it
+  // is given back, without scrolling the page to that row.
+  function redraw(data) {
+    var focused = document.activeElement && document.activeElement.closest ? document.activeElement.closest(".gtile") : null;
+    applyResult(data);
+    if (focused && focused.isConnected && document.activeElement !== focused) {
+      steering = true;
+      try { focused.focus({ preventScroll: true }); } finally { steering = false; }
+    }
+    gallery.querySelectorAll(".gallery-row [role=listbox]").forEach(fixTabStop);
+  }
+
   function relabel(type) {
     if (!reviewUrl) { say("Relabelling is for technologists and hematologists: your account reads results only."); return; }
     var chosen = selectedTiles();
@@ -221,28 +234,30 @@
         }
         // A proxy's or server's own error page is no JSON: say so rather than a parser's message.
         return response.json().catch(function () { return {}; }).then(function (data) {
-          if (!response.ok) throw new Error(data.error || "The relabelling was not saved (the site answered " +
-            response.status + "). Reload the page and try again.");
+          if (!response.ok) {
+            var refusal = new Error(data.error || "The relabelling was not saved (the site answered " +
+              response.status + "). Reload the page and try again.");
+            // Refused for cells someone reviewed meanwhile: the answer holds them as they are now.
+            if (data.cells) refusal.answer = data;
+            throw refusal;
+          }
           return data;
         });
       })
       .then(function (data) {
-        // Moving a tile to its new row takes the focus off it: it is given back, without scrolling
-        // the page to that row.
-        var focused = document.activeElement && document.activeElement.closest ? document.activeElement.closest(".gtile") : null;
-        applyResult(data);
+        redraw(data);
         say("");
-        if (focused && focused.isConnected && document.activeElement !== focused) {
-          steering = true;
-          try { focused.focus({ preventScroll: true }); } finally { steering = false; }
-        }
-        gallery.querySelectorAll(".gallery-row [role=listbox]").forEach(fixTabStop);
         var count = data.cells.length;
         var one = count === 1 && gallery.querySelector('.gtile[data-cell="' + data.cells[0].id + '"]');
         announce((count === 1 ? (one ? one.dataset.name : "1 cell") : count + " cells") +
           (confirming ? " confirmed as " : " relabelled ") + typeLabel(type));
       })
-      .catch(function (error) { say(error.message); })
+      .catch(function (error) {
+        // The tiles show the labels the refusal names, the selection kept: the reviewer reads the
+        // message beside them and, still disagreeing, presses the key once more.
+        if (error.answer) redraw(error.answer);
+        say(error.message);
+      })
       .then(function () {
         busy = false;
         chosen.forEach(function (tile) { tile.classList.remove("pending"); });

@@ -301,20 +301,41 @@
         }
         // A proxy's or server's own error page is no JSON: say so rather than a parser's message.
         return response.json().catch(function () { return {}; }).then(function (data) {
-          if (!response.ok) throw new Error(data.error || "The review was not saved (the site answered " +
-            response.status + "). Reload the page and try again.");
+          if (!response.ok) {
+            var refusal = new Error(data.error || "The review was not saved (the site answered " +
+              response.status + "). Reload the page and try again.");
+            // Refused for a cell someone reviewed meanwhile: the answer holds it as it is now.
+            if (data.cell) refusal.answer = data;
+            throw refusal;
+          }
           return data;
         });
       })
-      .then(function (data) {
-        if (card && data.results_html) return swapInCards(data.results_html, [card.dataset.image], place);
-        return card ? refreshPhotographs([card.dataset.image], place) : refreshResults(place);
-      })
+      .then(function (data) { return drawReviewed(data, card, place); })
       .then(function () { announce(news); })
       .catch(function (error) {
-        window.alert(error.message);
-        form.querySelectorAll("button").forEach(function (b) { b.disabled = false; });
+        function tell() {
+          window.alert(error.message);
+          form.querySelectorAll("button").forEach(function (b) { b.disabled = false; });
+        }
+        if (!error.answer) { tell(); return; }
+        // The card shows the label the refusal names before the message does, so that the reviewer,
+        // still disagreeing, decides again with one click rather than a reload.
+        drawReviewed(error.answer, card, place).catch(function () {}).then(function () { afterPaint(tell); });
       });
+  }
+
+  // The reviewed cell's card from the answer (or fetched where the answer holds none), with the
+  // sidebar and the sign-off panel.
+  function drawReviewed(data, card, place) {
+    if (card && data.results_html) return swapInCards(data.results_html, [card.dataset.image], place);
+    return card ? refreshPhotographs([card.dataset.image], place) : refreshResults(place);
+  }
+
+  // An alert shown at once holds the page as it was last painted: the redrawn card would appear
+  // only once it is dismissed.
+  function afterPaint(callback) {
+    window.requestAnimationFrame(function () { window.setTimeout(callback, 0); });
   }
 
   results.addEventListener("click", function (event) {

@@ -198,10 +198,18 @@ def test_a_cell_someone_relabelled_since_the_page_was_loaded_is_not_overwritten(
     assert alerts == [] and Cell.objects.get(pk=first.pk).cell_type == "EOSINOPHIL"
 
     review_cell(second, "MONOCYTE", other)  # on another screen, meanwhile
-    page.locator(f'tr.cellrow[data-cell="{second.pk}"] button[value=NEUTROPHIL]').click()
-    page.wait_for_function(f"() => !document.querySelector('tr.cellrow[data-cell=\"{second.pk}\"] "
-                           "button[value=NEUTROPHIL]').disabled")
+    with page.expect_event("dialog"):
+        page.locator(f'tr.cellrow[data-cell="{second.pk}"] button[value=NEUTROPHIL]').click()
     assert len(alerts) == 1 and alerts[0].startswith(
         "This cell was reviewed since your page was loaded: Cell 2 on BR-TWO.png is now Monocyte (bea's "
         "review). Nothing was changed; reload the page")
     assert Cell.objects.get(pk=second.pk).cell_type == "MONOCYTE"
+    # The card drawn before the message: the row shows bea's monocyte, reviewed. It once kept the
+    # lymphocyte the technologist saw, and the next click was refused again.
+    row = page.locator(f'tr.cellrow[data-cell="{second.pk}"]')
+    expect(row.locator("button.current.confirmed")).to_have_attribute("value", "MONOCYTE")
+    expect(row.locator(".badge.reviewed")).to_have_count(1)
+    # Still disagreeing, one click decides.
+    row.locator("button[value=NEUTROPHIL]").click()
+    page.wait_for_selector(f'tr.cellrow[data-cell="{second.pk}"] .current.confirmed[value=NEUTROPHIL]')
+    assert len(alerts) == 1 and Cell.objects.get(pk=second.pk).cell_type == "NEUTROPHIL"

@@ -1,7 +1,8 @@
 """Two reviewers on one cell: a relabel sent from a page that showed a label someone else has
 changed since is refused, naming the cell, its label now and who gave it, and changes nothing;
-the second reviewer reloads, sees the first one's review, and decides. A request without what the
-page showed (an old page, a script) relabels as before: the last one wins."""
+the second reviewer sees the first one's review (the refusal carries the cells as they are now,
+for the gallery and the sample page to draw; the cell page reloads), and decides. A request without
+what the page showed (an old page, a script) relabels as before: the last one wins."""
 
 import re
 
@@ -163,6 +164,83 @@ def test_the_gallery_refuses_a_selection_holding_a_cell_someone_relabelled_since
     assert now == {cell.pk: label_stamp(cell) for cell in cells_of(sample)[:3]}
     assert gallery_relabel(client, sample, cells[:3], "EOSINOPHIL", now).status_code == 200
     assert stamps_in_gallery(client, sample) == {cell.pk: label_stamp(cell) for cell in cells_of(sample)}
+
+
+def test_a_gallery_refusal_carries_the_stale_cells_as_they_are_now(client, tech, bea_client):
+    # The page drew the refusal's message beside tiles still showing what the technologist saw, and
+    # sent the same stale stamps at the next key press: refused again, until a reload.
+    sample = make_sample(types=("NEUTROPHIL", "NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE"))
+    cells = cells_of(sample)
+    seen_by_tech = stamps_in_gallery(client, sample)
+    assert gallery_relabel(bea_client, sample, cells[:1], "MONOCYTE", stamps_in_gallery(bea_client, sample)
+                           ).status_code == 200
+    assert gallery_relabel(bea_client, sample, cells[1:2], "EOSINOPHIL", stamps_in_gallery(bea_client, sample)
+                           ).status_code == 200
+    refused = gallery_relabel(client, sample, cells[:3], "EOSINOPHIL", seen_by_tech)
+    assert refused.status_code == 400
+    answer = refused.json()
+    assert answer["error"].startswith("This cell was reviewed since your page was loaded: Cell 1 on "
+                                      "H26-0001.png is now Monocyte (bea's review). None of the 3 selected")
+    # Both cells bea reviewed, the one she gave the type asked for too; not the one nobody touched.
+    now = cells_of(sample)
+    assert answer["cells"] == [
+        {"id": cell.pk, "cell_type": cell.cell_type, "reviewed": True, "seen": label_stamp(cell)}
+        for cell in now[:2]]
+    assert [cell["cell_type"] for cell in answer["cells"]] == ["MONOCYTE", "EOSINOPHIL"]
+    # The formula as it stands, bea's reviews counted, as a relabel's answer gives it.
+    assert answer["formula"]["types"]["MONOCYTE"]["count"] == 1
+    assert answer["formula"]["types"]["NEUTROPHIL"]["count"] == 1
+    assert 'data-type="MONOCYTE"' in answer["formula_html"]
+    assert CellReview.objects.filter(reviewed_by=tech).count() == 0
+    # The tiles given the answer's stamps: the same key once more relabels the selection.
+    seen_by_tech.update({cell["id"]: cell["seen"] for cell in answer["cells"]})
+    assert gallery_relabel(client, sample, cells[:3], "EOSINOPHIL", seen_by_tech).status_code == 200
+    assert [cell.cell_type for cell in cells_of(sample)] == ["EOSINOPHIL"] * 3 + ["LYMPHOCYTE"]
+
+
+def test_a_refusal_on_the_sample_page_carries_the_card_as_it_is_now(client, tech, bea_client):
+    sample = make_sample()
+    cell = cells_of(sample)[0]
+    seen_by_tech = stamps_on_sample_page(client, sample)[cell.pk]
+    bea_client.post(reverse("lab:cell-review", args=[cell.pk]),
+                    {"cell_type": "MONOCYTE", "seen": stamps_on_sample_page(bea_client, sample)[cell.pk]})
+    cell.refresh_from_db()
+    refused = client.post(reverse("lab:cell-review", args=[cell.pk]),
+                          {"cell_type": "EOSINOPHIL", "seen": seen_by_tech, "answer_with": "card"}, **JSON)
+    assert refused.status_code == 400
+    answer = refused.json()
+    assert answer["error"].startswith("This cell was reviewed since your page was loaded: Cell 1 on "
+                                      "H26-0001.png is now Monocyte (bea's review).")
+    assert (answer["cell"], answer["cell_type"], answer["seen"]) == (cell.pk, "MONOCYTE", label_stamp(cell))
+    # The photograph's card as a review's answer carries it: the cell's label now, its stamp in the form.
+    card = answer["results_html"]
+    row = re.search(rf'<tr class="cellrow" data-cell="{cell.pk}".*?</tr>', card, re.S)[0]
+    assert "Monocyte" in row and f'name="seen" value="{label_stamp(cell)}"' in row
+    assert 'class="badge reviewed"' in row
+    # Without a card to swap in (a script): the label and stamp now, and the formula.
+    answer = client.post(reverse("lab:cell-review", args=[cell.pk]),
+                         {"cell_type": "EOSINOPHIL", "seen": seen_by_tech}, **JSON).json()
+    assert (answer["cell_type"], answer["seen"]) == ("MONOCYTE", label_stamp(cell))
+    assert answer["formula"]["types"]["MONOCYTE"]["count"] == 1 and "results_html" not in answer
+    assert Cell.objects.get(pk=cell.pk).cell_type == "MONOCYTE"
+    # One click from the redrawn card decides.
+    assert client.post(reverse("lab:cell-review", args=[cell.pk]),
+                       {"cell_type": "EOSINOPHIL", "seen": label_stamp(cell), "answer_with": "card"},
+                       **JSON).status_code == 200
+    assert Cell.objects.get(pk=cell.pk).cell_type == "EOSINOPHIL"
+
+
+def test_other_refusals_carry_only_their_message(client, tech):
+    # A type the network has no place for is the reviewer's to correct, not a label to redraw.
+    sample = make_sample()
+    cell = cells_of(sample)[0]
+    answer = client.post(reverse("lab:cell-review", args=[cell.pk]),
+                         {"cell_type": "WIDGET", "seen": label_stamp(cell), "answer_with": "card"}, **JSON)
+    assert answer.status_code == 400 and list(answer.json()) == ["error"]
+    assert answer.json()["error"].startswith("WIDGET is not one of this model's types")
+    answer = gallery_relabel(client, sample, [cell], "WIDGET", {cell.pk: label_stamp(cell)})
+    assert answer.status_code == 400 and list(answer.json()) == ["error"]
+    assert "WIDGET is not one of this model's types" in answer.json()["error"]
 
 
 def test_a_request_without_what_the_page_showed_relabels_as_before(client, tech, bea_client):

@@ -19,6 +19,17 @@ class ReviewError(ValueError):
     """A relabelling that cannot be accepted; the message is for the technologist."""
 
 
+class StaleLabels(ReviewError):
+    """A relabelling refused because someone reviewed cells since the page was loaded. ``cells``
+    holds those of them whose label the page shows stale, as stored now: the page draws them again
+    beside the message, so the reviewer decides on what is there rather than reloading, and the
+    next relabel sends their current stamps."""
+
+    def __init__(self, message, cells):
+        super().__init__(message)
+        self.cells = cells
+
+
 _LOCKED_FIELDS = ("id", "predicted_type", "corrected_type", "cell_type", "reviewed_by", "reviewed_at",
                   "review_carried_from", "model_version", "model_version__class_names",
                   "image__model_version", "image__sample")
@@ -59,7 +70,7 @@ _NAMED_AT_MOST = 5
 
 
 def _ensure_as_seen(cells, new_type, seen):
-    """ReviewError naming the locked ``cells`` whose label changed since the page that relabels
+    """StaleLabels naming the locked ``cells`` whose label changed since the page that relabels
     them was loaded: ``seen`` maps a cell's id to the selectors.label_stamp the page showed (a cell
     it leaves out, or ``seen`` None, is not checked: an old page, a script). Without this, the
     second of two reviewers on one cell silently overwrote the first one's label, unseen.
@@ -68,8 +79,8 @@ def _ensure_as_seen(cells, new_type, seen):
     and the relabel records nothing new on it."""
     if not seen:
         return
-    moved = [cell for cell in cells if cell.pk in seen and seen[cell.pk] != label_stamp(cell)
-             and cell.cell_type != new_type]
+    stale = [cell for cell in cells if cell.pk in seen and seen[cell.pk] != label_stamp(cell)]
+    moved = [cell for cell in stale if cell.cell_type != new_type]
     if not moved:
         return
     names = cell_names(cell.pk for cell in moved[:_NAMED_AT_MOST])
@@ -92,9 +103,11 @@ def _ensure_as_seen(cells, new_type, seen):
         said += f"; and {count_of(len(moved) - _NAMED_AT_MOST, 'more cell')}"
     nothing = (f"None of the {len(cells)} selected cells was changed" if len(cells) > 1
                else "Nothing was changed")
-    raise ReviewError(f"{'These cells were' if len(moved) > 1 else 'This cell was'} reviewed since your "
+    # Every stale cell goes back to the page, those given the type asked for too: they passed, but
+    # their tiles would still show the label the reviewer saw.
+    raise StaleLabels(f"{'These cells were' if len(moved) > 1 else 'This cell was'} reviewed since your "
                       f"page was loaded: {said}. {nothing}; reload the page to see the review, then "
-                      "relabel again if you still disagree.")
+                      "relabel again if you still disagree.", stale)
 
 
 def _record(cells, new_type, user):

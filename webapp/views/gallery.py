@@ -11,7 +11,7 @@ from webapp.models import Sample
 from webapp.presenters import gallery as gallery_pages
 from webapp.selectors import label_stamp, sample_cells_by_ids
 from webapp.services.locking import SampleLocked
-from webapp.services.review import ReviewError, review_cells
+from webapp.services.review import ReviewError, StaleLabels, review_cells
 from webapp.views import roles
 
 
@@ -27,6 +27,19 @@ def sample_gallery(request, pk):
 
 def _refused(message, status=400):
     return JsonResponse({"error": message}, status=status)
+
+
+def _redrawn(request, sample, cells):
+    """The cells' labels now and the formula, as the page draws them: the answer to a relabel, and
+    to one refused for cells reviewed meanwhile, whose tiles then move to the rows they are in now."""
+    panel = gallery_pages.formula_panel(sample)
+    return {
+        # "seen": the label as the page now shows it, sent with the tile's next relabelling.
+        "cells": [{"id": cell.pk, "cell_type": cell.cell_type, "reviewed": bool(cell.corrected_type),
+                   "seen": label_stamp(cell)} for cell in cells],
+        "formula": panel["formula"].as_dict(),
+        "formula_html": render_to_string("lab/_formula.html", panel, request=request),
+    }
 
 
 @require_POST
@@ -50,13 +63,9 @@ def gallery_review(request, pk):
                                 seen=form.cleaned_data["seen"])
     except SampleLocked as exc:
         return _refused(str(exc), status=409)
+    except StaleLabels as exc:
+        # Nothing was changed, but the page is redrawn as it stands: one more key press decides.
+        return JsonResponse({"error": str(exc), **_redrawn(request, sample, exc.cells)}, status=400)
     except ReviewError as exc:
         return _refused(str(exc))
-    panel = gallery_pages.formula_panel(sample)
-    return JsonResponse({
-        # "seen": the label as the page now shows it, sent with the tile's next relabelling.
-        "cells": [{"id": cell.pk, "cell_type": cell.cell_type, "reviewed": bool(cell.corrected_type),
-                   "seen": label_stamp(cell)} for cell, _ in reviewed],
-        "formula": panel["formula"].as_dict(),
-        "formula_html": render_to_string("lab/_formula.html", panel, request=request),
-    })
+    return JsonResponse(_redrawn(request, sample, [cell for cell, _ in reviewed]))

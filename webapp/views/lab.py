@@ -38,6 +38,7 @@ from webapp.selectors import (
     cells_with_review_trail,
     history_page,
     image_statuses,
+    label_stamp,
     leukocyte_formula,
     photograph_page_number,
     sample_photograph_page,
@@ -51,7 +52,7 @@ from webapp.services.deletion import PhotographBusy, delete_image, delete_sample
 from webapp.services.health import classify_workers_running
 from webapp.services.locking import DeletedMeanwhile, SampleLocked
 from webapp.services.photographs_kind import PhotographsKindKept, read_photographs_as, why_kind_is_kept
-from webapp.services.review import ReviewError, review_cell
+from webapp.services.review import ReviewError, StaleLabels, review_cell
 from webapp.services.sign_off import TARGET_CHOICES, may_sign
 from webapp.services.uploads import (
     DuplicateAccession,
@@ -454,11 +455,15 @@ def cell_detail(request, pk):
 def cell_review(request, pk):
     cell = get_object_or_404(Cell.objects.select_related("image"), pk=pk)
     form = ReviewForm(request.POST)
-    error, status = None, 400
+    error, status, stale = None, 400, False
     if form.is_valid():
         try:
             cell, _ = review_cell(cell, form.cleaned_data["cell_type"], request.user,
                                   seen=form.cleaned_data["seen"])
+        except StaleLabels as exc:
+            # Someone reviewed the cell meanwhile: the answer carries it as it is now, so that the
+            # page draws that label beside the message and the next click sends its stamp.
+            error, stale, cell = str(exc), True, exc.cells[0]
         except ReviewError as exc:
             error = str(exc)
         except SampleLocked as exc:
@@ -466,9 +471,11 @@ def cell_review(request, pk):
     else:
         error = next(iter(form.errors.values()))[0]
     if wants_json(request):
-        if error:
+        if error and not stale:
             return JsonResponse({"error": error}, status=status)
-        answer = {"cell": cell.pk, "cell_type": cell.cell_type}
+        answer = {"cell": cell.pk, "cell_type": cell.cell_type, "seen": label_stamp(cell)}
+        if error:
+            answer["error"] = error
         if request.POST.get("answer_with") == "card":
             # What the sample page swaps in after a review (its ?image=ID results): the photograph's
             # card, the sidebar with the formula and the sign-off panel, in this answer rather than
@@ -479,7 +486,7 @@ def cell_review(request, pk):
                 _with_panel(request, sample, _sample_context(sample, [cell.image_id])), request)
         else:
             answer["formula"] = leukocyte_formula(cell.image.sample).as_dict()
-        return JsonResponse(answer)
+        return JsonResponse(answer, status=status if error else 200)
     if error:
         messages.error(request, error)
     else:
