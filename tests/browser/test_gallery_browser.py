@@ -206,7 +206,7 @@ def test_a_cell_someone_relabelled_since_the_gallery_was_loaded_is_not_overwritt
     message.wait_for(state="visible")
     assert message.inner_text().startswith(
         "This cell was reviewed since your page was loaded: Cell 2 on BR-GAL-TWO.png is now Monocyte "
-        "(bea's review). None of the 2 selected cells was changed; reload the page")
+        "(bea's review). None of the 2 selected cells was changed; the page now shows it as it is")
     now = [Cell.objects.get(pk=cell.pk).cell_type for cell in cells]
     assert now == ["EOSINOPHIL", "MONOCYTE", "LYMPHOCYTE"]
     # Beside the message, the tile is drawn as bea left it: in her type's row, reviewed, the rows'

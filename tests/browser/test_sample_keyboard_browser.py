@@ -202,7 +202,7 @@ def test_a_cell_someone_relabelled_since_the_page_was_loaded_is_not_overwritten(
         page.locator(f'tr.cellrow[data-cell="{second.pk}"] button[value=NEUTROPHIL]').click()
     assert len(alerts) == 1 and alerts[0].startswith(
         "This cell was reviewed since your page was loaded: Cell 2 on BR-TWO.png is now Monocyte (bea's "
-        "review). Nothing was changed; reload the page")
+        "review). Nothing was changed; the page now shows it as it is")
     assert Cell.objects.get(pk=second.pk).cell_type == "MONOCYTE"
     # The card drawn before the message: the row shows bea's monocyte, reviewed. It once kept the
     # lymphocyte the technologist saw, and the next click was refused again.

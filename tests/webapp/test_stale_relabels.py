@@ -75,7 +75,7 @@ def test_the_cell_page_refuses_a_relabel_of_a_cell_someone_relabelled_since_it_w
                        {"cell_type": "MONOCYTE", "seen": seen_by_tech, "next": back}, follow=True)
     text = page.content.decode()
     assert ("This cell was reviewed since your page was loaded: Cell 1 on H26-0001.png is now "
-            "Lymphocyte (bea&#x27;s review). Nothing was changed; reload the page") in text
+            "Lymphocyte (bea&#x27;s review). Nothing was changed; the page now shows it as it is") in text
     cell.refresh_from_db()
     assert cell.cell_type == "LYMPHOCYTE" and cell.reviewed_by.get_username() == "bea"
     assert list(CellReview.objects.values_list("to_type", "reviewed_by__username")) == [("LYMPHOCYTE", "bea")]
@@ -131,7 +131,7 @@ def test_the_sample_page_sends_each_cell_s_label_and_is_refused_when_it_is_stale
     assert refused.status_code == 400
     assert refused.json()["error"].startswith(
         "This cell was reviewed since your page was loaded: Cell 1 on H26-0001.png is now Monocyte "
-        "(bea's review). Nothing was changed; reload the page")
+        "(bea's review). Nothing was changed; the page now shows it as it is")
     # Another cell of the same page, which nobody touched, is relabelled as usual.
     assert client.post(reverse("lab:cell-review", args=[second.pk]),
                        {"cell_type": "EOSINOPHIL", "seen": seen_by_tech[second.pk], "answer_with": "card"},
@@ -151,7 +151,7 @@ def test_the_gallery_refuses_a_selection_holding_a_cell_someone_relabelled_since
     assert refused.json()["error"] == (
         "These cells were reviewed since your page was loaded: Cell 2 on H26-0001.png is now Monocyte "
         "(bea's review); Cell 3 on H26-0001.png is now Monocyte (bea's review). None of the 3 selected "
-        "cells was changed; reload the page to see the review, then relabel again if you still disagree.")
+        "cells was changed; the page now shows them as they are: relabel again if you still disagree.")
     assert [cell.cell_type for cell in cells_of(sample)] == ["NEUTROPHIL", "MONOCYTE", "MONOCYTE",
                                                              "LYMPHOCYTE"]
     assert CellReview.objects.filter(reviewed_by=tech).count() == 0

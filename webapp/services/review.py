@@ -105,9 +105,12 @@ def _ensure_as_seen(cells, new_type, seen):
                else "Nothing was changed")
     # Every stale cell goes back to the page, those given the type asked for too: they passed, but
     # their tiles would still show the label the reviewer saw.
-    raise StaleLabels(f"{'These cells were' if len(moved) > 1 else 'This cell was'} reviewed since your "
-                      f"page was loaded: {said}. {nothing}; reload the page to see the review, then "
-                      "relabel again if you still disagree.", stale)
+    # The page that shows this draws those cells anew beside it (gallery.js, sample.js; the cell
+    # page is loaded again): the reviewer decides on the label there is, with no reload.
+    these, shown = (("These cells were", "them as they are") if len(moved) > 1
+                    else ("This cell was", "it as it is"))
+    raise StaleLabels(f"{these} reviewed since your page was loaded: {said}. {nothing}; the page now "
+                      f"shows {shown}: relabel again if you still disagree.", stale)
 
 
 def _record(cells, new_type, user):
