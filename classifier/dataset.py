@@ -23,7 +23,7 @@ import PIL
 from PIL import Image
 
 from classifier import detection, rendering
-from classifier.errors import TrainingDataError, UnreadablePhotograph
+from classifier.errors import TrainingDataError, UnreadableFolder, UnreadablePhotograph
 from classifier.labels import BINARY_CLASSES, BINARY_GROUP, TASK_CLASSES
 from classifier.preparation import WINDOW_SIZE, as_window, prepare_window
 
@@ -253,8 +253,8 @@ def looks_like_photograph(path):
 
 def unreadable_folder(count, folder):
     """The reason a split none of whose ``count`` images is a photograph is refused."""
-    return TrainingDataError(f"none of the {count} images in {folder} could be read as a photograph: "
-                             "replace them with the photographs, or remove the folder")
+    return UnreadableFolder(f"none of the {count} images in {folder} could be read as a photograph: "
+                            "replace them with the photographs, or remove the folder", folder)
 
 
 def check_some_readable(images, folder):

@@ -150,6 +150,15 @@ class RetrainForm(forms.Form):
                 # The folders typed first: one of them that no run can learn from is what to say.
                 data["data_notes"] = check_data(list(dict.fromkeys([*given, *folders])), data["task"])
             except UnusableDataFolder as refused:
+                if refused.unreadable is not None:
+                    # Laid out as a training data folder, its files no photographs (git-lfs pointers
+                    # in place of them): the run would fail seconds after its version was stored,
+                    # a configured folder's as a typed one's. Their count is not said: a typed path
+                    # is told nothing of what it holds beyond what is expected.
+                    self.add_error("data_dir" if refused.folder in given else "data_sources",
+                                   f"None of the images in {refused.unreadable} could be read as a "
+                                   "photograph: replace them with the photographs, or remove the folder.")
+                    return data
                 if refused.folder in given:
                     # Refused as the run would refuse it, before a version is stored; in the words of
                     # what is expected, not of what the folder holds: a mistyped path may be any

@@ -149,13 +149,15 @@ def decoded_rows(all_train, images, ok):
 def check_data_folder(folder, task):
     """(the folder's layout (dataset.DatasetLayout), its TRAIN images of the task), or
     TrainingDataError with the reason a run of the task would refuse it: no TRAIN/ or class folders,
-    none of the task's classes among them, or no image in those. What select_sources reads of each
-    folder, before anything is decoded; the site and `manage.py train` ask it before they store a
-    version."""
+    none of the task's classes among them, no image in those, or a split none of whose images is a
+    photograph (errors.UnreadableFolder, as check_readable refuses it: the site's runs and
+    `manage.py train`'s measure TEST). What select_sources and check_readable read of each folder,
+    before anything is decoded; the site and `manage.py train` ask it before they store a version."""
     layout = dataset.resolve_layout(folder)
     images = train_folder_images(layout, {}, task, None, 0)
     if not images:
         raise _holds_no_images(layout, task)
+    check_folder_readable(layout, images, task)
     return layout, images
 
 
@@ -201,10 +203,15 @@ def check_readable(sources, task, measured=True):
     (dataset.check_some_readable): a TEST folder of git-lfs pointers failed a run only after its
     last epoch. A split of photographs costs one header read."""
     for source in sources:
-        dataset.check_some_readable(source.all_train, source.layout.train_dir)
-        if measured:
-            for split, folder in source.layout.eval_dirs.items():
-                dataset.check_some_readable(dataset.list_images(folder, task, split), folder)
+        check_folder_readable(source.layout, source.all_train, task, measured)
+
+
+def check_folder_readable(layout, train_images, task, measured=True):
+    """check_readable of one data folder (``layout``), whose TRAIN images are ``train_images``."""
+    dataset.check_some_readable(train_images, layout.train_dir)
+    if measured:
+        for split, folder in layout.eval_dirs.items():
+            dataset.check_some_readable(dataset.list_images(folder, task, split), folder)
 
 
 def select_images(config, recipe):

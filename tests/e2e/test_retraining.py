@@ -165,12 +165,23 @@ def test_training_on_a_folder_without_images_ends_failed_with_its_reason(client,
                                                      "data_dir": str(scarce)})
     assert refused.status_code == 400 and "Too few images per class" in refused.content.decode()
     assert not ModelVersion.objects.exists()
-    # One whose files are named as images but none can be read fails in the run, with the reason.
-    unreadable = tmp_path / "not-images"
+    # So is one whose files are named as images but none reads as one (git-lfs pointers): it failed
+    # as a listed version seconds later.
+    pointers = tmp_path / "not-images"
     for name in ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"):
-        (unreadable / "TRAIN" / name).mkdir(parents=True)
+        (pointers / "TRAIN" / name).mkdir(parents=True)
         for n in range(2):
-            (unreadable / "TRAIN" / name / f"cell{n}.jpeg").write_bytes(b"not a photograph")
+            (pointers / "TRAIN" / name / f"cell{n}.jpeg").write_bytes(b"not a photograph")
+    refused = client.post(reverse("models:train"), {"architecture": "paper", "task": "4class", "epochs": 1,
+                                                     "data_dir": str(pointers)})
+    assert refused.status_code == 400 and "could be read as a photograph" in refused.content.decode()
+    assert not ModelVersion.objects.exists()
+    # One whose photographs' headers read but whose data do not decode (cut short before their
+    # scan) is found only as they are decoded: it fails in the run, with the reason.
+    unreadable = write_cell_folder(tmp_path / "cut-short", per_class=2, test_per_class=1)
+    for path in unreadable.rglob("*.jpeg"):
+        whole = path.read_bytes()
+        path.write_bytes(whole[:whole.index(b"\xff\xda")])
     client.post(reverse("models:train"), {"architecture": "paper", "task": "4class", "epochs": 1,
                                           "data_dir": str(unreadable)})
     version = ModelVersion.objects.get()

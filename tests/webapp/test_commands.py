@@ -306,13 +306,10 @@ def test_ctrl_c_during_training_marks_the_version_cancelled(monkeypatch, tmp_pat
         raise KeyboardInterrupt
 
     monkeypatch.setattr(classifier.training, "train_classifier", interrupted)
-    # A folder-per-class layout with two images of each type, which train checks first.
-    for name in ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"):
-        (tmp_path / name).mkdir()
-        for n in range(2):
-            (tmp_path / name / f"cell{n}.jpeg").write_bytes(b"\xff\xd8\xff")
+    # A folder-per-class layout with two photographs of each type, which train checks first.
+    data = write_cell_folder(tmp_path / "cells", per_class=2, test_per_class=0) / "TRAIN"
     with pytest.raises(CommandError, match="marked cancelled") as raised:
-        run("train", "--data", str(tmp_path), "--arch", "paper", "--epochs", "1")
+        run("train", "--data", str(data), "--arch", "paper", "--epochs", "1")
     assert raised.value.returncode == 130
     version = ModelVersion.objects.get()
     assert version.status == "cancelled" and "Ctrl-C" in version.failure_reason

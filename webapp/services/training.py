@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from classifier import ood
 from classifier.dataset import folders_outside_task, task_class
-from classifier.errors import TrainingCancelled, TrainingDataError
+from classifier.errors import TrainingCancelled, TrainingDataError, UnreadableFolder
 from classifier.labels import BINARY_CLASSES, EIGHT_CLASSES
 from classifier.training.adaptation import check_enough, lab_cells
 from classifier.training.data import (
@@ -153,12 +153,14 @@ KNOWN_CELL_TYPES = {*EIGHT_CLASSES, *BINARY_CLASSES}
 
 class UnusableDataFolder(TrainingRefused):
     """A data folder a run could not learn from; ``reason`` is the run's own (classifier.training
-    .data.check_data_folder), which names no folder inside it."""
+    .data.check_data_folder), which names no folder inside it but a split none of whose images is a
+    photograph: ``unreadable``, that split's folder (else None)."""
 
-    def __init__(self, folder, reason):
+    def __init__(self, folder, reason, unreadable=None):
         super().__init__(_as_sentence(reason))
         self.folder = folder
         self.reason = reason
+        self.unreadable = unreadable
 
 
 class TooFewImages(TrainingRefused):
@@ -168,8 +170,10 @@ class TooFewImages(TrainingRefused):
 def check_data(folders, task):
     """Each data folder checked as its run will check it, before a version is stored, so that a
     folder no run can learn from is refused at once rather than left listed as a failed version.
-    Raises UnusableDataFolder for the first that cannot work, then TooFewImages where together they
-    lack one of the task's classes (an eight-type task on a four-type folder failed as a version).
+    Raises UnusableDataFolder for the first that cannot work (a split of git-lfs pointers in place
+    of its photographs among them: a failed version seconds later), then TooFewImages where
+    together they lack one of the task's classes (an eight-type task on a four-type folder failed as
+    a version).
 
     Returns a note for each folder with class folders the task does not learn (a four-type task on
     PBC's eight): a run passes them by, and whoever started it should know which cells it never saw."""
@@ -177,6 +181,8 @@ def check_data(folders, task):
     for folder in folders:
         try:
             checked.append(check_data_folder(folder, task))
+        except UnreadableFolder as exc:
+            raise UnusableDataFolder(folder, str(exc), unreadable=exc.folder) from None
         except TrainingDataError as exc:
             raise UnusableDataFolder(folder, str(exc)) from None
     if not checked:
