@@ -52,7 +52,8 @@ from classifier.metrics import (  # noqa: E402
 )
 from classifier.model_folder import BUNDLED_MODELS_DIR  # noqa: E402
 from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES, quiet_tensorflow_startup  # noqa: E402
-from classifier.training.evaluation import restricted  # noqa: E402
+from classifier.training.data import data_folders  # noqa: E402
+from classifier.training.evaluation import restricted, trained_on_files, with_copies_marked  # noqa: E402
 
 DEFAULT_MODEL_DIR = BUNDLED_MODELS_DIR / "leukonet"
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -116,13 +117,16 @@ def _split_images(folder, task, split, originals):
     return known, foreign
 
 
-def _split(classifier, layout, split, originals, review_threshold):
+def _split(classifier, layout, split, originals, review_threshold, trained_on=None):
     """SplitCalls of a source's split, as the site calls them (with its second looks), or None
-    where the source has no such split."""
+    where the source has no such split; photographs that are byte-for-byte copies of ``trained_on``'s
+    files (the network's TRAIN images: trained_files) marked as cells also photographed in TRAIN."""
     folder = layout.eval_dirs.get(split) or layout.root / split  # a lab may send TEST/ alone
     if not folder.is_dir():
         return None
     known, foreign = _split_images(folder, classifier.task, split, originals)
+    if trained_on is not None:
+        known = with_copies_marked(known, trained_on)
     images = known + [image for members in foreign.values() for image in members]
     scale = _window_scale(classifier)
     inputs, ok, located = dataset.load_prepared(images, classifier.input_spec, 1.0, scale)
@@ -302,25 +306,28 @@ def _over_held(probabilities, y, names, held):
     return picked, picked_y, list(held)
 
 
-def _blood_cell_images_figures(classifier, layout, originals, calls, names, review_threshold):
-    """What only a source with originals.csv and TEST_SIMPLE (blood-cell-images) can say."""
-    figures = {}
-    held = _held_classes(calls.y, names)
-    same = np.array([i.same_cell_in_train for i in calls.images], bool)
-    keep = ~same
-    probabilities, y, held = _over_held(calls.calibrated, calls.y, names, held)
-    predicted = probabilities.argmax(1)
-    figures["test_without_same_cell"] = {
+def _without_same_cell_figures(calls, names):
+    """TEST's accuracy without the cells also photographed in TRAIN (originals.csv's
+    same_cell_in_train, and byte-for-byte copies of the network's TRAIN files)."""
+    keep = ~np.array([i.same_cell_in_train for i in calls.images], bool)
+    probabilities, y, _ = _over_held(calls.calibrated, calls.y, names, _held_classes(calls.y, names))
+    figures = {
         "n": int(keep.sum()),
-        "accuracy": float((predicted[keep] == y[keep]).mean()) if keep.any() else 0.0,
+        "accuracy": float((probabilities.argmax(1)[keep] == y[keep]).mean()) if keep.any() else 0.0,
     }
     if tuple(names) != BINARY_CLASSES and keep.any():
-        binary = _binary_metrics(calls.calibrated[keep], calls.y[keep], names)
-        figures["test_without_same_cell"]["binary_accuracy"] = binary["accuracy"]
+        figures["binary_accuracy"] = _binary_metrics(calls.calibrated[keep], calls.y[keep], names)["accuracy"]
+    return figures
+
+
+def _blood_cell_images_figures(classifier, layout, originals, calls, names, review_threshold, trained_on):
+    """What only a source with originals.csv and TEST_SIMPLE (blood-cell-images) can say."""
+    figures = {}
+    probabilities, y, held = _over_held(calls.calibrated, calls.y, names, _held_classes(calls.y, names))
     figures["test_photographs"], figures["test_worst_photographs"] = groups_mostly_wrong(
         calls.images, probabilities, y, held
     )
-    simple = _split(classifier, layout, "TEST_SIMPLE", originals, review_threshold)
+    simple = _split(classifier, layout, "TEST_SIMPLE", originals, review_threshold, trained_on)
     if simple is not None and len(simple.y):
         simple_probabilities, simple_y, _ = _over_held(simple.calibrated, simple.y, names, held)
         figures["test_simple"] = {
@@ -340,12 +347,13 @@ def at_temperature(calls, temperature):
                    first_calibrated=None if first is None else probabilities_at(first, temperature))
 
 
-def source_benchmark(classifier, data_dir, review_threshold=0.8, speed=True) -> dict:
-    """Held-out figures (and speed) of a CellClassifier on one source's TEST split."""
+def source_benchmark(classifier, data_dir, review_threshold=0.8, speed=True, trained_on=None) -> dict:
+    """Held-out figures (and speed) of a CellClassifier on one source's TEST split; ``trained_on``
+    (trained_files), where given, the network's TRAIN files, whose copies are measured apart."""
     layout = dataset.resolve_layout(data_dir)
     originals = dataset.read_originals(layout.root)
     names = list(classifier.class_names)
-    calls = _split(classifier, layout, "TEST", originals, review_threshold)
+    calls = _split(classifier, layout, "TEST", originals, review_threshold, trained_on)
     if calls is None:
         raise FileNotFoundError(f"{data_dir} has no TEST folder")
     if not len(calls.y):
@@ -372,10 +380,11 @@ def source_benchmark(classifier, data_dir, review_threshold=0.8, speed=True) -> 
         # A sharper temperature calibrates a source better yet lets more of its errors pass the
         # confidence threshold: the two figures are printed side by side to show that trade.
         report["review_own_temperature"] = review_figures(at_temperature(calls, own), review_threshold)
+    if originals or any(image.same_cell_in_train for image in calls.images):
+        report["test_without_same_cell"] = _without_same_cell_figures(calls, names)
     if originals:
-        report.update(
-            _blood_cell_images_figures(classifier, layout, originals, calls, names, review_threshold)
-        )
+        report.update(_blood_cell_images_figures(classifier, layout, originals, calls, names,
+                                                 review_threshold, trained_on))
     if speed:
         images = speed_sample(calls.images)
         windows = dataset.load_context_windows(images, classifier.input_spec)
@@ -392,9 +401,29 @@ def source_benchmark(classifier, data_dir, review_threshold=0.8, speed=True) -> 
     return report
 
 
+def trained_files(classifier, data_dirs):
+    """(FileDigests of the TRAIN files a network learnt from, the folders it learnt from that are
+    not on this machine): its metadata's dataset_path, a folder not where it was looked for among
+    ``data_dirs`` (those benchmarked) by its name, subsampled as its run was."""
+    metadata = classifier.metadata
+    by_name = {Path(folder).name: folder for folder in data_dirs}
+    present, missing = [], []
+    for folder in data_folders(metadata.get("dataset_path")):
+        if Path(folder).expanduser().is_dir():
+            present.append(folder)
+        elif Path(folder).name in by_name:
+            present.append(by_name[Path(folder).name])
+        else:
+            missing.append(folder)
+    max_per_class = (metadata.get("hyperparameters") or {}).get("max_images_per_class")
+    return trained_on_files(present, classifier.task, max_per_class, metadata.get("seed")), missing
+
+
 def run_benchmark(classifier, data_dirs=None, review_threshold=0.8, speed=True) -> dict:
-    """The model's figures on each source's TEST (source_benchmark), its size and peak memory."""
+    """The model's figures on each source's TEST (source_benchmark), its size and peak memory; TEST
+    files that are copies of its TRAIN files (trained_files) measured apart."""
     data_dirs = [str(d) for d in (data_dirs or default_sources())]
+    trained_on, not_here = trained_files(classifier, data_dirs)
     report = {
         "architecture": classifier.architecture,
         "task": classifier.task,
@@ -404,8 +433,10 @@ def run_benchmark(classifier, data_dirs=None, review_threshold=0.8, speed=True) 
         "has_ood_score": classifier.has_ood_score,
         "size_bytes": classifier.size_bytes,
         "runtime": classifier.serving_runtime,
-        "sources": [source_benchmark(classifier, d, review_threshold, speed) for d in data_dirs],
+        "sources": [source_benchmark(classifier, d, review_threshold, speed, trained_on) for d in data_dirs],
     }
+    if not_here:
+        report["trained_on_not_here"] = not_here
     # ru_maxrss is KiB on Linux.
     report["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return report
@@ -465,6 +496,7 @@ def _blood_cell_images_lines(source, names):
     lines = []
     w = source.get("test_without_same_cell")
     if w:
+        # same_cell_in_train: originals.csv's mark, or a byte-for-byte copy of a TRAIN file.
         extra = f"  binary {w['binary_accuracy']:.4f}" if "binary_accuracy" in w else ""
         lines.append(f"TEST without same_cell_in_train (n={w['n']}): accuracy {w['accuracy']:.4f}{extra}")
     if "test_simple" in source:
@@ -574,6 +606,9 @@ def print_report(report: dict) -> None:
         f"T={report['temperature']:.3f}  size {report['size_bytes'] / 1e6:.2f} MB  "
         f"runtime {report['runtime']}  {score}",
     ]
+    lines += [f"note: the network learnt from {folder}, which is not on this machine: copies of its "
+              "photographs in TEST are not told apart from the others"
+              for folder in report.get("trained_on_not_here", ())]
     for source in report["sources"]:
         lines += source_lines(source, names)
     lines.append(f"peak memory (maxrss): {report['peak_rss_mib']:.0f} MiB")
@@ -598,6 +633,7 @@ def stored_model(version):
     classifier = load_classifier(model_version)
     classifier.metadata.setdefault("size_bytes", model_version.size_bytes)
     classifier.metadata.setdefault("metrics", model_version.metrics or {})  # per-source calibration
+    classifier.metadata.setdefault("dataset_path", model_version.dataset_path)  # for trained_files
     print(f"Benchmarking v{model_version.pk} ({model_version.architecture}/{model_version.task})")
     return classifier, review_threshold(model_version)
 

@@ -16,10 +16,11 @@ from dataclasses import replace
 import numpy as np
 
 from classifier import calibration, dataset, second_look
+from classifier.errors import TrainingDataError
 from classifier.labels import FOUR_CLASSES
 from classifier.metrics import binary_from_four, binary_labels, classification_metrics
 from classifier.training import trust
-from classifier.training.data import labels
+from classifier.training.data import labels, train_folder_images
 
 
 def predict_probabilities(model, inputs_uint8, task, batch_size=256, n_classes=None):
@@ -224,7 +225,7 @@ def test_split_metrics(served, selection, recipe, config, review_threshold=None,
     figures without them are kept beside the split's (evaluation_metrics)."""
     load = dict(cache_dir=config.cache_dir, workers=config.workers)
     by_source, left_out_counts = {}, {}
-    trained_on = _FileDigests(selection.all_train)
+    trained_on = FileDigests(selection.all_train)
     for source in selection.sources:
         source_classes = {image.class_name for image in source.all_train}
         by_source[source.name] = figures = {}
@@ -235,8 +236,7 @@ def test_split_metrics(served, selection, recipe, config, review_threshold=None,
                 if len(kept) < len(images):
                     left_out_counts[f"{source.name}/{split}"] = len(images) - len(kept)
                 images = kept
-            images = [replace(image, same_cell_in_train=True) if trained_on.holds(image.path) else image
-                      for image in images]
+            images = with_copies_marked(images, trained_on)
             if images:
                 held = source_classes | {image.class_name for image in images}
                 figures[split] = served_split_metrics(served, images, recipe.window_scale, held,
@@ -249,10 +249,10 @@ def test_split_metrics(served, selection, recipe, config, review_threshold=None,
     return metrics
 
 
-class _FileDigests:
+class FileDigests:
     """The SHA-256s of files (the run's TRAIN images), read only where a file asked about has the
     size of one of them: a TEST file that is a byte-for-byte copy of one the network learnt from is
-    no held-out cell, and is measured apart as one also photographed in TRAIN."""
+    no held-out cell, and is measured apart as one also photographed in TRAIN (with_copies_marked)."""
 
     def __init__(self, images):
         self._by_size = {}
@@ -277,15 +277,44 @@ class _FileDigests:
         return self._digests[path]
 
 
+def with_copies_marked(images, trained_on):
+    """``images`` (TEST photographs), those that are byte-for-byte copies of a file of
+    ``trained_on`` (FileDigests of the TRAIN images the network learnt from) marked as cells also
+    photographed in TRAIN, as an originals.csv marks them: evaluation_metrics measures them apart.
+    What a run does to its TEST, `manage.py evaluate` and bench/classify.py do to any folder."""
+    return [replace(image, same_cell_in_train=True) if trained_on.holds(image.path) else image
+            for image in images]
+
+
+def trained_on_files(data_dirs, task, max_per_class=None, seed=None):
+    """FileDigests of the TRAIN images a run of ``task`` on ``data_dirs`` learnt from, subsampled
+    as it was (``max_per_class`` and ``seed``, a version's hyperparameters and seed: as
+    data.select_sources picks them). A folder that is no data folder on this machine (moved since)
+    adds none: the caller says so."""
+    images = []
+    for folder in data_dirs:
+        try:
+            layout = dataset.resolve_layout(folder)
+            images += train_folder_images(layout, {}, task, max_per_class, seed)
+        except TrainingDataError:
+            continue
+    return FileDigests(images)
+
+
 def _sha256(path):
     with open(path, "rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def evaluate_classifier(classifier, data_dir, split="TEST", window_scale=None, cache_dir=None):
+def evaluate_classifier(classifier, data_dir, split="TEST", window_scale=None, cache_dir=None,
+                        trained_on=None):
     """Held-out metrics of a CellClassifier on data_dir/split (or data_dir itself), as the site
-    serves it, on the network's classes the folder holds (served_split_metrics)."""
+    serves it, on the network's classes the folder holds (served_split_metrics); photographs that
+    are byte-for-byte copies of ``trained_on``'s files (trained_on_files: the TRAIN images the
+    network learnt from) measured apart, as a run measures its TEST."""
     images, _ = dataset.evaluation_images(data_dir, classifier.task, split)
+    if trained_on is not None:
+        images = with_copies_marked(images, trained_on)
     scale = window_scale or classifier.metadata.get("hyperparameters", {}).get(
         "window_scale", "image"
     )

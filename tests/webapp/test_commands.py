@@ -498,3 +498,49 @@ def test_two_activations_at_once_swap_in_turn_without_a_database_error():
     swap = ModelActivation.objects.get(version=second_choice)
     assert swap.previous_version_id == first_choice.pk
     assert ModelVersion.objects.get(pk=serving.pk).status == "ready"
+
+
+@pytest.mark.django_db
+def test_evaluate_and_the_benchmark_measure_test_copies_of_the_versions_training_files_apart(
+        tmp_path, monkeypatch, capsys):
+    """A run measures TEST files that are byte-for-byte copies of its TRAIN files apart from the
+    held-out cells; `evaluate` and bench/classify.py measured them apart only where an originals.csv
+    said so, scoring as held out cells the network learnt from."""
+    import shutil
+
+    import classifier.dataset
+    from classifier.model_folder import BUNDLED_MODELS_DIR, is_model_folder, read_metadata, write_model_folder
+    from webapp.services import model_registry
+    from webapp.services.model_versions import register_model_directory
+
+    bundled = BUNDLED_MODELS_DIR / "leukonet"
+    if not is_model_folder(bundled):
+        pytest.skip(f"bundled model {bundled} not present")
+    monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    model_registry._loaded.clear()  # versions' ids come round again after each test's rollback
+    data = write_cell_folder(tmp_path / "cells", per_class=2, test_per_class=2)
+    for name in ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE"):
+        train_file = sorted((data / "TRAIN" / name).iterdir())[0]
+        shutil.copy(train_file, data / "TEST" / name / f"copy-of-{train_file.name}")
+    version, _ = register_model_directory(bundled, dataset_path=str(data))
+
+    report = run("evaluate", "--version", str(version.pk), "--data", str(data))
+    assert "n=11" in report and "without images of cells also in TRAIN: n=8" in report
+
+    bench = load_script(Path(REPO_ROOT) / "bench" / "classify.py")
+    capsys.readouterr()
+    assert bench.main(["--model-version", str(version.pk), "--data", str(data), "--no-speed"]) == 0
+    printed = capsys.readouterr().out
+    assert "TEST (n=11): accuracy" in printed and "TEST without same_cell_in_train (n=8): accuracy" in printed
+    # A model folder names its data in its metadata, as the bundled ones do.
+    folder = write_model_folder(tmp_path / "net", (bundled / "model.keras").read_bytes(),
+                                {**read_metadata(bundled), "dataset_path": str(data)})
+    assert bench.main(["--model-dir", str(folder), "--data", str(data), "--no-speed"]) == 0
+    assert "TEST without same_cell_in_train (n=8): accuracy" in capsys.readouterr().out
+
+    # Data folders not on this machine: said, not passed over in silence.
+    ModelVersion.objects.filter(pk=version.pk).update(dataset_path=str(tmp_path / "moved"))
+    report = run("evaluate", "--version", str(version.pk), "--data", str(data))
+    assert (f"Note: v{version.pk} learnt from {tmp_path / 'moved'}, which is not on this machine: copies "
+            "of its photographs are not told apart from the others.") in report
+    assert "without images of cells also in TRAIN" not in report

@@ -9,6 +9,7 @@ from classifier.metrics import format_metrics
 from classifier.training.data import data_folders
 from webapp.management.commands._model_version_command import ModelVersionCommand
 from webapp.services.model_registry import load_classifier
+from webapp.services.training import replay_folders
 
 
 class Command(ModelVersionCommand):
@@ -34,16 +35,30 @@ class Command(ModelVersionCommand):
                 raise CommandError(str(exc)) from None
         from classifier.training import evaluate_classifier  # TensorFlow: only when a command evaluates
 
+        trained_on = self.trained_on(model_version)
         classifier = load_classifier(model_version)
         for number, folder in enumerate(folders):
             try:
-                metrics = evaluate_classifier(classifier, folder, split=split)
+                metrics = evaluate_classifier(classifier, folder, split=split, trained_on=trained_on)
             except TrainingDataError as exc:
                 raise CommandError(str(exc)) from None
             if number:
                 self.stdout.write("")
             self.stdout.write(format_metrics(metrics, title=self._title(model_version, folder, split)))
             self._details(metrics)
+
+    def trained_on(self, model_version):
+        """The TRAIN files the version learnt from (evaluation.trained_on_files), whose byte-for-byte
+        copies among the photographs measured are measured apart, as its run measured its TEST."""
+        from classifier.training.evaluation import trained_on_files
+
+        present, missing = replay_folders(model_version)
+        for folder in missing:
+            self.stdout.write(f"Note: v{model_version.pk} learnt from {folder}, which is not on this "
+                              "machine: copies of its photographs are not told apart from the others.")
+        return trained_on_files(present, model_version.task,
+                                (model_version.hyperparameters or {}).get("max_images_per_class"),
+                                model_version.seed)
 
     @staticmethod
     def _title(model_version, folder, split):
