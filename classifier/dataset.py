@@ -401,17 +401,27 @@ def fingerprint(images, roots=()):
 
 
 def _files_fingerprint(images):
-    """Like fingerprint, without labels: a binary and a 4-class run share cached pixels."""
+    """Like fingerprint, without labels (a binary and a 4-class run share cached pixels), with each
+    file's size, modification time and inode: a file replaced since (a git-lfs pointer by its
+    photograph, once fetched) is prepared again, where its path alone kept it unreadable until the
+    cache was pruned. One stat a file: 47 ms for PBC's 9,306 TRAIN photographs (7 ms by path alone)."""
     digest = hashlib.sha256()
     for image in images:
-        digest.update(f"{image.path}\t{int(image.is_window)}\n".encode())
+        try:
+            status = os.stat(image.path)
+            stamp = f"{status.st_size}\t{status.st_mtime_ns}\t{status.st_ino}"
+        except OSError:  # gone: it reads as unreadable, and so it is cached until it is back
+            stamp = "-"
+        digest.update(f"{image.path}\t{int(image.is_window)}\t{stamp}\n".encode())
     return digest.hexdigest()
 
 
-def _cache_path(cache_dir, images, input_spec, margin, window_scale):
+def _cache_path(cache_dir, images, input_spec, margin, window_scale, files=None):
+    """The cache file of ``images`` prepared so; ``files``: their _files_fingerprint, where the
+    caller has it already."""
     key_source = json.dumps(
         {
-            "files": _files_fingerprint(images),
+            "files": files or _files_fingerprint(images),
             "spec": input_spec,
             "margin": margin,
             "scale": window_scale,
@@ -434,15 +444,19 @@ def load_prepared_margins(
     """{margin: (inputs uint8 (N, H, W, 3), ok mask, located mask)} for images.
 
     Decoding and detection run once for all margins; each result is cached under cache_dir keyed
-    by the file list, the spec, the margin, the decoder's and the detector's source, so a second
-    training run on the same data skips both. ``keep`` false neither reads nor writes the cache:
+    by the file list (each file's size, modification time and inode with its path), the spec, the
+    margin, the decoder's and the detector's source, so a second training run on the same data
+    skips both. ``keep`` false neither reads nor writes the cache:
     for a list no later run asks for again (a lab's reviewed cells, another list after every
     review), whose file would only fill the disk (75 KiB a cell each run).
     """
     cache_dir = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
     out = {}
+    # Taken before any file is read, and kept for the write: a file replaced while the others were
+    # prepared leaves its old stamp on what was read, which the next run's key no longer matches.
+    files = _files_fingerprint(images) if keep else None
     for margin in margins if keep else ():
-        path = _cache_path(cache_dir, images, input_spec, margin, window_scale)
+        path = _cache_path(cache_dir, images, input_spec, margin, window_scale, files)
         if path.is_file():
             try:
                 with np.load(path) as cached:
@@ -469,7 +483,7 @@ def load_prepared_margins(
         out[margin] = (inputs, ok, located)
         if not keep:
             continue
-        path = _cache_path(cache_dir, images, input_spec, margin, window_scale)
+        path = _cache_path(cache_dir, images, input_spec, margin, window_scale, files)
         # A name of this process's own: two trainings (or test processes) preparing the same
         # images at once must not write into one half-written file.
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")

@@ -100,6 +100,42 @@ def test_unreadable_files_are_marked_not_fatal(tmp_path):
     assert np.array_equal(again, inputs) and np.array_equal(ok, ok_again)
 
 
+def test_a_file_replaced_since_it_was_cached_as_unreadable_is_prepared_again(tmp_path):
+    """The cache was keyed by the files' paths alone: a git-lfs pointer fetched since (replaced by
+    its photograph, under the same name) stayed unreadable for every later run until the cache was
+    pruned, a month later."""
+    import os
+    import shutil
+
+    write_split(tmp_path, "TRAIN", 1)
+    photograph = tmp_path / "TRAIN" / "MONOCYTE" / "_0_2.jpeg"
+    fetched = tmp_path / "fetched.jpeg"
+    shutil.copy(photograph, fetched)
+    photograph.write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 12345\n")
+    images = dataset.list_images(tmp_path / "TRAIN", "4class", "TRAIN")
+    row = [image.path for image in images].index(str(photograph))
+    spec, cache = {"height": 60, "width": 80, "mode": "field"}, tmp_path / "cache"
+    _, ok, _ = dataset.load_prepared(images, spec, cache_dir=cache)
+    assert ok.sum() == 3 and not ok[row]
+
+    os.replace(fetched, photograph)  # `git lfs pull`: the photograph in the pointer's place
+    inputs, ok, _ = dataset.load_prepared(images, spec, cache_dir=cache)
+    assert ok.all() and inputs[row].any()
+    assert len(list(cache.iterdir())) == 2
+
+    # Put in place anew with its size and time kept (rsync -a, a checkout): read again too.
+    status = photograph.stat()
+    anew = tmp_path / "anew.jpeg"
+    shutil.copy2(photograph, anew)
+    os.replace(anew, photograph)
+    assert (photograph.stat().st_size, photograph.stat().st_mtime_ns) == (status.st_size, status.st_mtime_ns)
+    again, ok, _ = dataset.load_prepared(images, spec, cache_dir=cache)
+    assert ok.all() and np.array_equal(again, inputs) and len(list(cache.iterdir())) == 3
+    # Untouched, the files are read from the cache.
+    dataset.load_prepared(images, spec, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 3
+
+
 def test_a_list_not_kept_is_prepared_without_the_cache(tmp_path):
     # A lab's reviewed cells are another list after each review: a file for them was never read again.
     write_split(tmp_path, "TRAIN", 1)
