@@ -24,9 +24,11 @@ def write_model_folder(directory, model_bytes, metadata):
     """Write model.keras + metadata.json (with the archive's SHA-256 and size) into ``directory``.
 
     Both files are written whole beside the old ones before either replaces its own: a disk that
-    fills while the archive is written (a refit in place) leaves the folder's network as it was."""
+    fills while the archive is written (a refit in place) leaves the folder's network as it was.
+    Parts a writer killed mid-write left behind are removed first (_remove_stale_parts)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    _remove_stale_parts(directory)
     metadata = {
         **metadata,
         "model_file": MODEL_FILE,
@@ -47,6 +49,7 @@ def write_model_folder(directory, model_bytes, metadata):
 
 def write_metadata(directory, metadata):
     """Replace a model folder's metadata.json (the archive beside it untouched)."""
+    _remove_stale_parts(Path(directory))
     path = Path(directory) / METADATA_FILE
     os.replace(_written_beside(path, _metadata_text(metadata).encode()), path)
 
@@ -55,16 +58,51 @@ def _metadata_text(metadata):
     return json.dumps(metadata, indent=1, sort_keys=True) + "\n"
 
 
+def _part_name(name, pid):
+    return f".{name}.{pid}.part"
+
+
 def _written_beside(path, content):
     """``content`` written whole to a temporary file beside ``path``, for os.replace to put in its
     place; nothing is left behind where the write fails."""
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    part = path.with_name(_part_name(path.name, os.getpid()))
     try:
         part.write_bytes(content)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
     return part
+
+
+def _remove_stale_parts(directory):
+    """Remove the parts (_written_beside) of a writer no longer running: one killed between writing
+    a part and moving it into place (SIGKILL, a power cut) left it there for good, megabytes of a
+    network each time, in a folder no other clean-up reads (train_cli --out anywhere, the bundled
+    networks' own folders). A part whose writer still runs (another process writing this folder
+    now) is left to it."""
+    for name in (MODEL_FILE, METADATA_FILE):
+        for part in directory.glob(_part_name(name, "*")):
+            pid = part.name[len(f".{name}."):-len(".part")]
+            if pid.isdigit() and not _running(int(pid)):
+                try:
+                    part.unlink(missing_ok=True)
+                except OSError:  # not ours to remove: the write itself goes on
+                    pass
+
+
+def _running(pid):
+    """Whether a process of this id runs on this machine (ours among them)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    except OverflowError:  # no process could have it
+        return False
+    return True
 
 
 def is_model_folder(path):

@@ -99,3 +99,34 @@ def test_a_network_that_runs_out_of_disk_leaves_the_folder_it_replaces_whole(tmp
     assert child.returncode != 0 and "refused" in child.stderr, child.stderr
     assert read_model_folder(folder)[0] == b"old network"
     assert sorted(path.name for path in folder.iterdir()) == sorted([MODEL_FILE, METADATA_FILE])
+
+
+def test_parts_a_killed_writer_left_are_removed_when_the_folder_is_next_written(tmp_path):
+    """A writer killed between writing its parts and moving them into place (SIGKILL, a power cut)
+    left .model.keras.PID.part and .metadata.json.PID.part in the folder for good: megabytes of a
+    network each time, in a folder nothing else cleans. The next write removes them; a part whose
+    writer still runs is its own."""
+    import subprocess
+    import sys
+    import textwrap
+
+    folder = write_model_folder(tmp_path / "run", b"old network", {"task": "binary"})
+    script = textwrap.dedent(f"""
+        import os, signal
+        from classifier import model_folder
+        model_folder.os.replace = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
+        model_folder.write_model_folder({str(folder)!r}, b"new network", {{"task": "binary"}})
+        """)
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert child.returncode == -9, child.stderr
+    left = sorted(path.name for path in folder.iterdir() if path.name.endswith(".part"))
+    assert len(left) == 2 and read_model_folder(folder)[0] == b"old network"
+    running = folder / f".{MODEL_FILE}.1.part"  # init's: a writer that runs still
+    running.write_bytes(b"half a network")
+
+    write_model_folder(folder, b"new network", {"task": "binary"})
+    assert sorted(path.name for path in folder.iterdir()) == sorted([MODEL_FILE, METADATA_FILE, running.name])
+    assert read_model_folder(folder)[0] == b"new network"
+    (folder / f".{METADATA_FILE}.999999999.part").write_text("{")  # no such process
+    model_folder.write_metadata(folder, read_metadata(folder))
+    assert sorted(path.name for path in folder.iterdir()) == sorted([MODEL_FILE, METADATA_FILE, running.name])
