@@ -1,7 +1,8 @@
 """A change asked for from a sample's page while the sample was being deleted: the request waited on
 the sample's row, which the deletion held, and met a sample gone once the deletion committed (a
-DoesNotExist or an IntegrityError, a 500). Each is refused in one line, nothing kept. Two requests,
-each on a connection of its own (PostgreSQL's row locks; SQLite serialises the two transactions)."""
+DoesNotExist or an IntegrityError, a 500; a second deletion reported success and wrote a second
+audit row). Each is refused in one line, nothing kept. Two requests, each on a connection of its
+own (PostgreSQL's row locks; SQLite serialises the two transactions)."""
 
 import threading
 from pathlib import Path
@@ -17,16 +18,21 @@ from tests.webapp.concurrent_requests import start_as_another_request, waiting_o
 from tests.webapp.lab_factories import make_sample, with_role
 from tests.webapp.test_uploads import jpeg_bytes
 from webapp.models import Sample, SmearImage
-from webapp.services.deletion import delete_sample
+from webapp.services.deletion import delete_image, delete_sample
+from webapp.services.locking import DeletedMeanwhile
 
 
-def while_deleted(client, sample, path, data):
-    """POST ``data`` to ``path`` while a deletion of ``sample`` holds its row; the answer, followed."""
+def while_deleted(client, sample, path, data, delete=None):
+    """POST ``data`` to ``path`` while a deletion of ``sample`` (or ``delete()``) holds its row;
+    the answer, followed."""
     deleting, release, answers = threading.Event(), threading.Event(), []
 
     def delete_and_hold():  # the sample's row locked until the test lets the deletion commit
         with transaction.atomic():
-            delete_sample(Sample.objects.get(pk=sample.pk))
+            if delete is None:
+                delete_sample(Sample.objects.get(pk=sample.pk))
+            else:
+                delete()
             deleting.set()
             release.wait(30)
 
@@ -56,6 +62,11 @@ CHANGES = {
                      "Sample H26-0001 was deleted meanwhile: the target count was not set."),
     "try again": (lambda sample, image: (reverse("lab:image-retry", args=[image.pk]), {}),
                   "H26-0001.png was deleted meanwhile: nothing was queued."),
+    # Both had the sample's page open: the second reported success and wrote a second deletion row.
+    "delete the sample": (lambda sample, image: (reverse("lab:sample-delete", args=[sample.pk]), {}),
+                          "Sample H26-0001 was deleted meanwhile: there is nothing left to delete."),
+    "delete a photograph": (lambda sample, image: (reverse("lab:image-delete", args=[image.pk]), {}),
+                            "H26-0001.png was deleted meanwhile: there is nothing left to delete."),
 }
 
 
@@ -79,3 +90,44 @@ def test_a_change_to_a_sample_deleted_meanwhile_is_refused_in_one_line(client, d
     assert not Sample.objects.exists() and not SmearImage.objects.exists()
     assert stored_files(media) <= files_before and sent_tasks == []  # nothing stored, nothing queued
     assert LogEntry.objects.count() == trail_before + 1  # the deletion's row alone
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_photograph_deleted_twice_at_once_is_refused_the_second_time_in_one_line(client, django_user_model,
+                                                                                  sent_tasks):
+    # Two tabs on one sample page: the second deletion waited on the sample's row, found the
+    # photograph gone and said "deleted" for a deletion it had not made.
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
+    user = with_role(django_user_model.objects.create_user("tech"), "technologist")
+    client.force_login(user)
+    sample = make_sample(user=user)
+    image = SmearImage.objects.get(sample=sample)
+    kept = SmearImage.objects.create(sample=sample, image="smears/second.png", original_filename="second.png",
+                                     width=640, height=480, file_size=1000, checksum="1" * 64)
+    trail_before = LogEntry.objects.count()
+    response = while_deleted(client, sample, reverse("lab:image-delete", args=[image.pk]), {},
+                             delete=lambda: delete_image(SmearImage.objects.get(pk=image.pk), user=user))
+    assert response.redirect_chain == [(reverse("lab:sample-detail", args=[sample.pk]), 302)]
+    assert [str(message) for message in response.context["messages"]] == [
+        "H26-0001.png was deleted meanwhile: there is nothing left to delete."]
+    assert list(SmearImage.objects.values_list("pk", flat=True)) == [kept.pk]
+    assert LogEntry.objects.count() == trail_before + 1  # the first deletion's row alone
+
+
+@pytest.mark.django_db
+def test_deleting_what_another_deletion_took_is_refused_and_adds_nothing_to_the_trail():
+    # What the page read before a deletion committed in between (on SQLite as on PostgreSQL).
+    sample = make_sample()
+    image = SmearImage.objects.get(sample=sample)
+    read_by_the_page = Sample.objects.get(pk=sample.pk), SmearImage.objects.get(pk=image.pk)
+    delete_image(image)
+    trail = LogEntry.objects.count()
+    with pytest.raises(DeletedMeanwhile, match=r"^H26-0001.png was deleted meanwhile: there is nothing left "
+                                               r"to delete\.$"):
+        delete_image(read_by_the_page[1])
+    delete_sample(sample)
+    with pytest.raises(DeletedMeanwhile, match=r"^Sample H26-0001 was deleted meanwhile: there is nothing "
+                                               r"left to delete\.$"):
+        delete_sample(read_by_the_page[0])
+    assert LogEntry.objects.count() == trail + 1  # the sample's deletion alone

@@ -14,7 +14,7 @@ from webapp.cell_types import type_order
 from webapp.counting import type_label
 from webapp.models import Cell, Sample, SmearImage
 from webapp.selectors import current_cells, image_file_names, sample_file_names
-from webapp.services.locking import SampleLocked, ensure_editable
+from webapp.services.locking import DeletedMeanwhile, SampleLocked, ensure_editable
 from webapp.services.storage import delete_stored_files
 from webapp.wording import count_of, isolated
 
@@ -62,13 +62,22 @@ def ensure_never_released(sample):
             "signed again, it is sent as an amended result.")
 
 
+def _nothing_left(what):
+    return DeletedMeanwhile(f"{what} was deleted meanwhile: there is nothing left to delete.")
+
+
 def delete_sample(sample, user=None):
     """Delete a sample, its records and, once that is committed, its files; refused (SampleLocked)
-    while it is signed, or once it has ever been (ensure_never_released)."""
+    while it is signed, or once it has ever been (ensure_never_released), and (DeletedMeanwhile)
+    where another deletion took it since the caller read it."""
     sample_id, accession = sample.pk, sample.accession_number
     with transaction.atomic():
         # Under the sample's row lock, as sign_sample takes it: no signature lands in between.
         ensure_editable(sample, "deleting the sample")
+        # Gone once that lock was had (two pages open on it): deleting nothing would say it was
+        # done, and write a second deletion with 0 photographs into its trail.
+        if not Sample.objects.filter(pk=sample_id).exists():
+            raise _nothing_left(f"Sample {accession}")
         ensure_never_released(sample)
         # Its photographs' rows too, before their cells are read: a worker storing a photograph's
         # cells holds that row until they are committed (services.classification, added_cells).
@@ -102,8 +111,9 @@ def _counted_types(image):
 
 def delete_image(image, user=None, finished_only=False):
     """Delete one photograph of a sample, its cells and reviews and, once committed, its files;
-    refused (SampleLocked) while the sample is signed, and with ``finished_only`` (PhotographBusy)
-    unless the photograph is classified or failed."""
+    refused (SampleLocked) while the sample is signed, with ``finished_only`` (PhotographBusy)
+    unless the photograph is classified or failed, and (DeletedMeanwhile) where another deletion
+    took it, or its sample, since the caller read it."""
     image_id, name, sample_id = image.pk, image.original_filename, image.sample_id
     with transaction.atomic():
         # Checked under the sample's row lock, as sign_sample takes it: a signature cannot land
@@ -111,8 +121,8 @@ def delete_image(image, user=None, finished_only=False):
         ensure_editable(image.sample, "deleting a photograph")
         row = (SmearImage.objects.select_for_update().filter(pk=image_id)
                .values_list("status", "image").first())
-        if row is None:
-            return  # deleted meanwhile (a second click, another tab): nothing left to do
+        if row is None:  # a second click, another tab: said, not reported as this deletion's work
+            raise _nothing_left(isolated(name))
         # The stored name as it is now, not as the caller read it: manage.py stored_names may
         # have moved the file since (under the sample's lock, which this holds from here on).
         status, image.image.name = row

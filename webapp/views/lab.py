@@ -417,6 +417,8 @@ def image_delete(request, pk):
     except (SampleLocked, PhotographBusy) as exc:
         messages.error(request, str(exc))
         return redirect(lab_pages.photograph_address(image, page_number))
+    except DeletedMeanwhile as exc:
+        return _refused_as_gone(request, exc, sample.pk)
     messages.success(request, f"{isolated(image.original_filename)} and its cells were deleted.")
     # The page it was on, which now shows its neighbours.
     return redirect(lab_pages.sample_page_address(sample.pk, page_number))
@@ -433,6 +435,8 @@ def sample_delete(request, pk):
         except SampleLocked as exc:
             messages.error(request, str(exc))
             return redirect("lab:sample-detail", pk=sample.pk)
+        except DeletedMeanwhile as exc:
+            return _refused_as_gone(request, exc)
         messages.success(request, f"Sample {accession} and all its pictures were deleted.")
         return redirect("lab:sample-list")
     return render(request, "lab/sample_confirm_delete.html",
