@@ -11,12 +11,14 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, transaction
 from django.urls import URLPattern, reverse
 from django.utils import timezone
 
 from classifier.errors import TrainingCancelled, TrainingDataError
+from tests.conftest import wait_for
 from tests.synthetic_cells import write_cell_folder
+from tests.webapp.concurrent_requests import start_as_another_request, waiting_on_a_lock
 from tests.webapp.lab_factories import make_sample, with_role
 from webapp import urls_models
 from webapp.models import Cell, ModelActivation, ModelVersion, Sample, SmearImage
@@ -24,7 +26,7 @@ from webapp.presenters.charts import learning_curve_chart
 from webapp.presenters.models import metric_tables, progress_report
 from webapp.selectors import review_agreement
 from webapp.services import training
-from webapp.services.model_versions import activate_version
+from webapp.services.model_versions import ModelVersionError, activate_version, delete_unused_version
 from webapp.services.review import review_cell
 
 PASSWORD = "a-long-passphrase-1"
@@ -417,6 +419,75 @@ def test_a_version_that_never_served_can_be_deleted_and_nothing_else(staff_clien
         response = staff_client.post(reverse("models:delete", args=[gone.pk]), follow=True)
         assert f"v{gone.pk} is deleted." in response.content.decode()
         assert not ModelVersion.objects.filter(pk=gone.pk).exists()
+
+
+@pytest.mark.django_db
+def test_activating_or_deleting_a_version_deleted_since_the_page_read_it_says_so():
+    # What the page read before a deletion committed (on SQLite as on PostgreSQL): a DoesNotExist.
+    experiment = make_version(status=ModelVersion.Status.READY)
+    read_by_the_page = ModelVersion.objects.get(pk=experiment.pk)
+    delete_unused_version(experiment)
+    with pytest.raises(ModelVersionError, match=rf"^v{experiment.pk} was deleted meanwhile: nothing was "
+                                                r"activated\.$"):
+        activate_version(read_by_the_page)
+    with pytest.raises(ModelVersionError, match=rf"^v{experiment.pk} was deleted meanwhile: there is "
+                                                r"nothing left to delete\.$"):
+        delete_unused_version(read_by_the_page)
+    assert not ModelActivation.objects.exists()
+
+
+def while_held(change, client, path, data=None):
+    """POST ``data`` to ``path`` while ``change()`` holds its transaction open, on a connection of its
+    own; the answer, followed."""
+    holding, release, answers = threading.Event(), threading.Event(), []
+
+    def change_and_hold():
+        with transaction.atomic():
+            change()
+            holding.set()
+            release.wait(30)
+
+    changing = start_as_another_request(change_and_hold)
+    assert holding.wait(30)
+    asking = start_as_another_request(lambda: answers.append(client.post(path, data or {}, follow=True)))
+    wait_for(lambda: answers or waiting_on_a_lock(), "the request to wait on the version's row", 30)
+    release.set()
+    changing.join(30)
+    asking.join(30)
+    assert answers, "the request failed (a 500)"
+    return answers[0]
+
+
+RACES = {
+    # The deletion commits first: the activation, waiting on the row, found none (a DoesNotExist, a 500).
+    "activated as it is deleted": (delete_unused_version, "models:activate", "models:list",
+                                   "v{pk} was deleted meanwhile: nothing was activated."),
+    "deleted twice": (delete_unused_version, "models:delete", "models:list",
+                      "v{pk} was deleted meanwhile: there is nothing left to delete."),
+    # The activation commits first: the deletion finds the version serving.
+    "deleted as it is activated": (activate_version, "models:delete", "models:detail",
+                                   "v{pk} is active: only a failed or cancelled training, or a ready version "
+                                   "that never served, can be deleted."),
+}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("race", list(RACES))
+def test_a_version_activated_and_deleted_at_once_gives_the_loser_one_line(staff_client, race):
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
+    serving = make_version(status=ModelVersion.Status.ACTIVE)
+    experiment = make_version(status=ModelVersion.Status.READY)
+    first, asked, answered_on, refusal = RACES[race]
+    response = while_held(lambda: first(ModelVersion.objects.get(pk=experiment.pk)), staff_client,
+                          reverse(asked, args=[experiment.pk]), {"next": "detail"})
+    answered_on = reverse(answered_on, args=[experiment.pk] if answered_on == "models:detail" else [])
+    assert response.redirect_chain == [(answered_on, 302)]
+    assert [str(message) for message in response.context["messages"]] == [refusal.format(pk=experiment.pk)]
+    active = list(ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE))
+    # Never two versions serving, nor the serving one deleted.
+    assert active == ([experiment] if first is activate_version else [serving])
+    assert ModelActivation.objects.count() == (1 if first is activate_version else 0)
 
 
 @pytest.mark.django_db

@@ -17,6 +17,20 @@ class ModelVersionError(ValueError):
     """A user-facing reason why a version cannot be used."""
 
 
+class VersionDeletedMeanwhile(ModelVersionError):
+    """The version was deleted after the page that asked read it (its lock waited on the deletion);
+    nothing was changed, and the message says so."""
+
+
+def _locked_version(pk, refusal):
+    """The version's row, locked until the transaction ends; VersionDeletedMeanwhile, ending
+    ``refusal``, where a deletion committed while this waited for the lock."""
+    version = ModelVersion.objects.select_for_update().filter(pk=pk).first()
+    if version is None:
+        raise VersionDeletedMeanwhile(f"v{pk} was deleted meanwhile: {refusal}")
+    return version
+
+
 def store_training_result(version, result):
     """Fill a version from a classifier.training.TrainingResult and mark it ready."""
     version.model_bytes = result.model_bytes
@@ -117,7 +131,7 @@ def _lock_activations():
 @transaction.atomic
 def activate_version(version, user=None):
     _lock_activations()
-    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    version = _locked_version(version.pk, "nothing was activated.")
     if version.status == ModelVersion.Status.ACTIVE:
         return version
     if version.status != ModelVersion.Status.READY:
@@ -142,7 +156,7 @@ def activate_version(version, user=None):
 def delete_unused_version(version, user=None):
     """Delete a version that selectors.version_deletion_refusal lets go; raises ModelVersionError
     with its refusal otherwise. Returns the deleted version's id."""
-    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    version = _locked_version(version.pk, "there is nothing left to delete.")
     if refusal := version_deletion_refusal(version):
         raise ModelVersionError(refusal)
     pk = version.pk

@@ -19,7 +19,12 @@ from webapp.presenters.models import activation_warning, listed_versions, progre
 from webapp.selectors import model_versions, model_versions_with_cell_counts
 from webapp.services.locking import SampleLocked
 from webapp.services.model_registry import NoActiveModel
-from webapp.services.model_versions import ModelVersionError, activate_version, delete_unused_version
+from webapp.services.model_versions import (
+    ModelVersionError,
+    VersionDeletedMeanwhile,
+    activate_version,
+    delete_unused_version,
+)
 from webapp.services.training import (
     TrainingRefused,
     cancel_training,
@@ -160,12 +165,21 @@ def cancel(request, pk):
     return redirect("models:detail", pk=version.pk)
 
 
+def _refused_as_gone(request, exc):
+    """A change to a version deleted since its page was read: said on the list, as its own page is
+    gone with it."""
+    messages.error(request, str(exc))
+    return redirect("models:list")
+
+
 @staff_required
 @require_POST
 def delete(request, pk):
     version = _version_or_missing(model_versions(), pk)
     try:
         delete_unused_version(version, user=request.user)
+    except VersionDeletedMeanwhile as exc:
+        return _refused_as_gone(request, exc)
     except ModelVersionError as exc:
         messages.error(request, str(exc))
         return redirect("models:detail", pk=pk)
@@ -179,6 +193,8 @@ def activate(request, pk):
     version = _version_or_missing(model_versions(), pk)
     try:
         activate_version(version, user=request.user)
+    except VersionDeletedMeanwhile as exc:
+        return _refused_as_gone(request, exc)
     except ModelVersionError as exc:
         messages.error(request, str(exc))
     else:
