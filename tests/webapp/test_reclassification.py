@@ -4,6 +4,7 @@ and photographs added later keep the sample's network. The worker's service runs
 the stand-in network of test_classification; the real network runs in tests/e2e."""
 
 import pytest
+from auditlog.models import LogEntry
 from django.urls import reverse
 
 from classifier.boxes import SAME_CELL_IOU, box_iou, match_boxes
@@ -463,3 +464,102 @@ def test_a_re_classification_beside_the_marking_of_sent_tasks_deadlocks_neither(
     assert SmearImage.objects.filter(pk__in=ids, status=SmearImage.Status.QUEUED).count() == 3
     # The marking's own failure is only logged: the reconciler would send the tasks again.
     assert not [record for record in caplog.records if "not recorded as sent" in record.getMessage()]
+
+
+def photographs_of(accession, count, version):
+    """A sample of ``count`` photographs ``version`` classified (the first with its cells)."""
+    sample = make_sample(accession, version=version)
+    first = sample.images.get()
+    SmearImage.objects.bulk_create(SmearImage(
+        sample=sample, image=f"smears/{accession}-{number}.png",
+        original_filename=f"{accession}-{number}.png", width=640, height=480, file_size=1000,
+        checksum=f"{number:064d}", status=SmearImage.Status.DONE, model_version=first.model_version)
+        for number in range(2, count + 1))
+    return sample
+
+
+def test_re_classifying_sends_the_same_queries_for_3_photographs_as_for_30(django_user_model, sent_tasks):
+    # Its UPDATE named every photograph by id: a large lab's "Re-classify all" met SQLite's limit on
+    # a statement's variables (a 500), and sent PostgreSQL a query of megabytes.
+    import re
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from webapp.services.training import reclassify
+
+    user = django_user_model.objects.create_user("boss")
+    earlier, version = make_version(), make_version()
+    sent = {}
+    for count in (3, 30):
+        sample = photographs_of(f"H26-00{count:02d}", count, earlier)
+        with CaptureQueriesContext(connection) as queries:
+            done = reclassify(sample, user)
+        assert (done.version, done.queued, done.signed_skipped) == (version, count, [])
+        # Ids, times and counts said as numbers alike: what is left is each query's shape.
+        sent[count] = [re.sub(r"\d+", "N", query["sql"]) for query in queries.captured_queries]
+        queued = SmearImage.objects.filter(sample=sample, status=SmearImage.Status.QUEUED)
+        assert queued.filter(requested_version=version).count() == count
+    assert sent[3] == sent[30]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("tries", [3, 1])
+def test_a_sample_reopened_as_a_re_classification_locks_the_photographs_is_queued_and_said_alike(
+        staff_client, django_user_model, sent_tasks, monkeypatch, tries):
+    # The photographs are queued by the query that locked them, not by their ids: a signed sample
+    # reopened while that lock waited (on a worker's photograph) entered the query in between, and
+    # its photographs were queued unlocked, unsent and unrecorded, while the answer named it left
+    # as it was. The re-classification starts again with it; one that meets such a sample at every
+    # try says so, and queues nothing.
+    import threading
+
+    from django.db import connection, transaction
+
+    from tests.conftest import wait_for
+    from tests.webapp.concurrent_requests import start_as_another_request, waiting_on_a_lock
+    from tests.webapp.lab_factories import mark_signed, with_role
+    from webapp.models import Sample
+    from webapp.services import training
+    from webapp.services.sign_off import reopen_sample
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
+    monkeypatch.setattr(training, "RECLASSIFY_TRIES", tries)
+    earlier = make_version()
+    unsigned, signed = make_sample("H26-0001", version=earlier), make_sample("H26-0002", version=earlier)
+    hematologist = with_role(django_user_model.objects.create_user("hema"), "hematologist")
+    mark_signed(signed, hematologist)
+    version = make_version()
+    held = unsigned.images.get()
+    holding, release, answers = threading.Event(), threading.Event(), []
+
+    def worker_storing_cells():  # holds the photograph's row, as services.classification does
+        with transaction.atomic():
+            SmearImage.objects.select_for_update().filter(pk=held.pk).first()
+            holding.set()
+            release.wait(30)
+
+    def re_classify():  # "Re-classify all" on the Models page
+        answer = staff_client.post(reverse("models:reclassify"), {"all_samples": "on"}, follow=True)
+        answers.append([str(message) for message in answer.context["messages"]])
+
+    worker = start_as_another_request(worker_storing_cells)
+    assert holding.wait(30)
+    reclassifier = start_as_another_request(re_classify)
+    wait_for(lambda: answers or waiting_on_a_lock(), "the re-classification to wait on the photograph", 30)
+    reopen_sample(Sample.objects.get(pk=signed.pk), hematologist, "Recount")
+    release.set()
+    worker.join(30)
+    reclassifier.join(30)
+    queued = SmearImage.objects.filter(status=SmearImage.Status.QUEUED, requested_version=version)
+    recorded = LogEntry.objects.filter(additional_data__note__startswith="re-classification with")
+    if tries == 1:
+        assert answers == [["Samples were uploaded or reopened while the re-classification locked them, each "
+                            "time it tried: nothing was queued. Re-classify again in a moment."]]
+        assert (queued.count(), sent_tasks, recorded.count()) == (0, [], 0)
+        return
+    assert len(answers) == 1 and len(answers[0]) == 1  # no sample said to be left signed
+    assert answers[0][0].startswith(f"2 photographs queued for re-classification with v{version.pk};")
+    assert sorted(args for _, args in sent_tasks) == sorted((image.pk,) for image in queued)
+    assert sorted(entry.additional_data["sample_id"] for entry in recorded) == [unsigned.pk, signed.pk]

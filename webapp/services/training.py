@@ -683,6 +683,19 @@ class Reclassification:
     signed_skipped: list  # accession numbers of signed samples left untouched
 
 
+class ReclassificationRefused(ValueError):
+    """A user-facing reason why a re-classification queued nothing."""
+
+
+class _SamplesArrived(Exception):
+    """Photographs of samples a re-classification had not locked, uploaded or reopened as it locked
+    the others', entered its query: it is rolled back, to start again with them."""
+
+
+# Each try that meets such samples needs another upload or reopening to commit in that instant.
+RECLASSIFY_TRIES = 3
+
+
 def reclassify(samples=None, user=None):
     """Queue every image of the given samples (None: all samples) for the active version.
 
@@ -698,13 +711,30 @@ def reclassify(samples=None, user=None):
         if isinstance(samples, Sample):
             samples = [samples]
         chosen = chosen.filter(pk__in=[sample.pk for sample in samples])
+    for _ in range(RECLASSIFY_TRIES):
+        try:
+            done = _queue_again(version, chosen, samples, user)
+        except _SamplesArrived:
+            continue
+        logger.info("%s queued %d image(s) for re-classification with v%s; %d signed sample(s) left as "
+                    "they are", user.get_username() if user else "system", done.queued, version.pk,
+                    len(done.signed_skipped))
+        return done
+    raise ReclassificationRefused("Samples were uploaded or reopened while the re-classification locked "
+                                  "them, each time it tried: nothing was queued. Re-classify again in a "
+                                  "moment.")
+
+
+def _queue_again(version, chosen, samples, user):
+    """One try of reclassify(): queues the photographs of the ``chosen`` samples it locked, or raises
+    _SamplesArrived, having changed nothing."""
     with transaction.atomic():
         # The unsigned samples' rows locked first, as signing locks one (on PostgreSQL; SQLite takes
         # one writer at a time): a signature committed between reading that a sample is unsigned
         # and queueing its photographs left a signed result to be replaced by this version's calls.
         # One signed meanwhile drops out of the lock's rows when its signature commits.
         unsigned = chosen.exclude(status=Sample.Status.SIGNED)
-        list(unsigned.select_for_update().order_by("pk").values_list("pk", flat=True))
+        locked = list(unsigned.select_for_update().order_by("pk"))
         signed = list(chosen.filter(status=Sample.Status.SIGNED).order_by("pk"))
         if samples is not None and len(signed) == len(samples):
             for sample in signed:
@@ -716,16 +746,23 @@ def reclassify(samples=None, user=None):
         for image_id, sample_id in images.select_for_update().order_by("pk").values_list("id", "sample_id"):
             per_sample.setdefault(sample_id, []).append(image_id)
         image_ids = [image_id for ids in per_sample.values() for image_id in ids]
-        SmearImage.objects.filter(id__in=image_ids).update(
+        if per_sample.keys() - {sample.pk for sample in locked}:
+            raise _SamplesArrived  # reopened since the samples' rows were locked: not among them
+        # By the query that locked them, not by their ids: a large lab's hundreds of thousands of ids
+        # passed SQLite's limit on a statement's variables, and made PostgreSQL's query megabytes.
+        queued = images.update(
             status=SmearImage.Status.QUEUED, error="", requested_version=version,
             queued_at=timezone.now(), sent_at=None,
         )
+        if queued != len(image_ids):
+            # On PostgreSQL the query is read again at each statement: a sample reopened, or
+            # uploaded, while the photographs' locks were taken is in it now, its row unlocked and
+            # its photographs queued, yet neither counted, sent nor recorded.
+            raise _SamplesArrived
         # In bulk: one INSERT a row held every sample's lock 2.5 s longer at 5,000 samples.
         audit.record_all("update", ((sample, {"requested_version": (None, version.label)},
                                      f"re-classification with {version.label} queued: "
                                      f"{count_of(len(per_sample[sample.pk]), 'photograph')}")
-                                    for sample in Sample.objects.filter(pk__in=per_sample)), actor=user)
+                                    for sample in locked if sample.pk in per_sample), actor=user)
         queue_classifications(image_ids)
-    logger.info("%s queued %d image(s) for re-classification with v%s; %d signed sample(s) left as they are",
-                user.get_username() if user else "system", len(image_ids), version.pk, len(signed))
     return Reclassification(version, len(image_ids), [sample.accession_number for sample in signed])

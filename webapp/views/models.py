@@ -26,6 +26,7 @@ from webapp.services.model_versions import (
     delete_unused_version,
 )
 from webapp.services.training import (
+    ReclassificationRefused,
     TrainingRefused,
     cancel_training,
     reclassify,
@@ -216,7 +217,7 @@ def reclassify_samples(request):
         return _render_list(request, reclassify_form=form, status=400)
     try:
         done = reclassify(form.cleaned_data["samples"], request.user)
-    except (NoActiveModel, SampleLocked) as exc:
+    except (NoActiveModel, SampleLocked, ReclassificationRefused) as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"{count_of(done.queued, 'photograph')} queued for re-classification with "
