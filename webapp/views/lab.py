@@ -63,7 +63,7 @@ from webapp.services.uploads import (
 )
 from webapp.views import roles
 from webapp.views.errors import wants_json
-from webapp.views.sign_off import draft_key
+from webapp.views.sign_off import draft_key, refused_as_gone
 from webapp.wording import choose_again, count_of, isolated
 
 logger = logging.getLogger(__name__)
@@ -228,15 +228,6 @@ def _sign_off_panel(request, sample, draft=None):
     return sign_off_pages.sign_off_panel(sample, may_sign(request.user), TARGET_CHOICES, draft=draft)
 
 
-def _refused_as_gone(request, exc, sample_id=None):
-    """The refusal of a change to a sample or photograph deleted meanwhile: on the sample's page
-    where it is still there, else on the sample list."""
-    messages.error(request, str(exc))
-    if sample_id is not None and Sample.objects.filter(pk=sample_id).exists():
-        return redirect("lab:sample-detail", pk=sample_id)
-    return redirect("lab:sample-list")
-
-
 def _sample(pk):
     return get_object_or_404(Sample.objects.select_related("created_by"), pk=pk)
 
@@ -335,7 +326,7 @@ def sample_photographs(request, pk):
         messages.error(request, str(exc))
         return redirect("lab:sample-detail", pk=sample.pk)
     except DeletedMeanwhile as exc:
-        return _refused_as_gone(request, exc)
+        return refused_as_gone(request, exc)
     if queued:
         messages.success(request, f"The photographs are now read as {sample.photographs_in_short}: "
                                   f"{count_of(queued, 'photograph')} queued to be classified again.")
@@ -359,7 +350,7 @@ def sample_add_images(request, pk):
         messages.error(request, str(exc))
         return redirect("lab:sample-detail", pk=sample.pk)
     except DeletedMeanwhile as exc:
-        return _refused_as_gone(request, exc)
+        return refused_as_gone(request, exc)
     if result.stored:
         _report_stored(request, result.stored, "more photograph")
         _report_sample_version(request, result.stored[0].requested_version_id)
@@ -387,7 +378,7 @@ def image_retry(request, pk):
         messages.error(request, str(exc))
         return redirect(lab_pages.photograph_address(image))
     except DeletedMeanwhile as exc:
-        return _refused_as_gone(request, exc, image.sample_id)
+        return refused_as_gone(request, exc, image.sample_id)
     messages.success(request, f"{isolated(image.original_filename)} queued again.")
     return redirect(lab_pages.photograph_address(image))
 
@@ -418,7 +409,7 @@ def image_delete(request, pk):
         messages.error(request, str(exc))
         return redirect(lab_pages.photograph_address(image, page_number))
     except DeletedMeanwhile as exc:
-        return _refused_as_gone(request, exc, sample.pk)
+        return refused_as_gone(request, exc, sample.pk)
     messages.success(request, f"{isolated(image.original_filename)} and its cells were deleted.")
     # The page it was on, which now shows its neighbours.
     return redirect(lab_pages.sample_page_address(sample.pk, page_number))
@@ -436,7 +427,7 @@ def sample_delete(request, pk):
             messages.error(request, str(exc))
             return redirect("lab:sample-detail", pk=sample.pk)
         except DeletedMeanwhile as exc:
-            return _refused_as_gone(request, exc)
+            return refused_as_gone(request, exc)
         messages.success(request, f"Sample {accession} and all its pictures were deleted.")
         return redirect("lab:sample-list")
     return render(request, "lab/sample_confirm_delete.html",

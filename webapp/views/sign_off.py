@@ -35,12 +35,20 @@ def _answer(request, sample, error=None, done="", status=409):
         current = Sample.objects.get(pk=sample.pk)
         return JsonResponse({"sample": sample.pk, "status": current.status, "message": done})
     if error:
-        messages.error(request, error)
-        if not Sample.objects.filter(pk=sample.pk).exists():  # deleted meanwhile: its page with it
-            return redirect("lab:sample-list")
-    else:
-        messages.success(request, done)
+        return refused_as_gone(request, error, sample.pk, _page_sent(request))
+    messages.success(request, done)
     return redirect(sample_page_address(sample.pk, _page_sent(request)))
+
+
+def refused_as_gone(request, refusal, sample_id=None, page_number=1):
+    """A refusal said on the sample's page (its page ``page_number``) where the sample is still
+    there, else on the sample list: a change to a sample or photograph deleted meanwhile
+    (locking.DeletedMeanwhile) has no page of its own to return to. The lab's views give it with
+    this one too: views.lab imports this module (the other way round would be a cycle)."""
+    messages.error(request, str(refusal))
+    if sample_id is not None and Sample.objects.filter(pk=sample_id).exists():
+        return redirect(sample_page_address(sample_id, page_number))
+    return redirect("lab:sample-list")
 
 
 def _page_sent(request):
