@@ -39,7 +39,7 @@ from webapp.models import ApiToken, Cell, CellReview, FingerprintBand, Sample, S
 from webapp.selectors import count_per_row, type_vocabulary, typed_accession
 from webapp.services import api_tokens
 from webapp.services.deletion import delete_image, delete_sample
-from webapp.services.locking import SampleLocked
+from webapp.services.locking import DeletedMeanwhile, SampleLocked
 
 # The lab's staff see the product's name, not the framework's, on the user and record pages.
 admin.site.site_header = "Leukoscope administration"
@@ -141,6 +141,36 @@ class LeavesSignedOut:
         return delete_selected(self, request, unlocked) if unlocked.exists() else None
 
 
+class DeletesThroughService:
+    """For the admin of a record a service deletes (``delete_one``: its files removed once
+    committed and its deletion written to the trail, as the sample page's delete does): the service's
+    refusals, a signed sample or a record another deletion took meanwhile, are the admin's messages
+    rather than a server error, and Django's "deleted successfully" is not said for them."""
+
+    def delete_one(self, record, user):
+        raise NotImplementedError
+
+    def delete_model(self, request, obj):
+        try:
+            self.delete_one(obj, request.user)
+        except (SampleLocked, DeletedMeanwhile) as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            request.deletion_refused = True
+
+    def delete_queryset(self, request, queryset):
+        for record in queryset:
+            try:
+                self.delete_one(record, request.user)
+            except (SampleLocked, DeletedMeanwhile) as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+
+    def response_delete(self, request, obj_display, obj_id):
+        if getattr(request, "deletion_refused", False):
+            changelist = f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"
+            return HttpResponseRedirect(reverse(changelist, current_app=self.admin_site.name))
+        return super().response_delete(request, obj_display, obj_id)
+
+
 def _without_fingerprint_bands(deleted):
     """Django's nested list of what a deletion takes, without the photographs' fingerprint bands:
     17 index rows a photograph (webapp.intake.fingerprint_bands), nothing a person deletes. An
@@ -169,7 +199,8 @@ class SmearImageInline(admin.TabularInline):
 
 
 @admin.register(Sample)
-class SampleAdmin(SearchesAsTyped, ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt, admin.ModelAdmin):
+class SampleAdmin(SearchesAsTyped, ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt,
+                  DeletesThroughService, admin.ModelAdmin):
     # A result once signed stays on record (services.deletion.ensure_never_released), reopened too.
     locked = Q(times_signed__gt=0)
     locked_reason = ("Left out, as a result once signed stays on record: {names}. A reopened one is "
@@ -228,21 +259,13 @@ class SampleAdmin(SearchesAsTyped, ReadsOnlyWhatItCan, LeavesSignedOut, DeletesC
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and not (obj is not None and obj.times_signed)
 
-    # Deleting here must remove the pictures from storage too, as the sample page's delete does.
-    def delete_model(self, request, obj):
-        delete_sample(obj, user=request.user)
-
-    def delete_queryset(self, request, queryset):
-        for sample in queryset:
-            try:
-                delete_sample(sample, user=request.user)
-            except SampleLocked as exc:
-                self.message_user(request, str(exc), messages.ERROR)
+    def delete_one(self, sample, user):
+        delete_sample(sample, user=user)
 
 
 @admin.register(SmearImage)
 class SmearImageAdmin(SearchesAsTyped, ReadsOnlyWhatItCan, LeavesSignedOut, DeletesCellsWithIt,
-                      admin.ModelAdmin):
+                      DeletesThroughService, admin.ModelAdmin):
     locked = Q(sample__status=Sample.Status.SIGNED)
     locked_reason = ("Left out, as signed results are locked: {names}. Reopen the sample on its page "
                      "before deleting it.")
@@ -269,18 +292,11 @@ class SmearImageAdmin(SearchesAsTyped, ReadsOnlyWhatItCan, LeavesSignedOut, Dele
         return False
 
     # As for samples: the photograph, its cell crops, windows and heatmaps leave storage too.
-    def delete_model(self, request, obj):
-        delete_image(obj, user=request.user)
+    def delete_one(self, image, user):
+        delete_image(image, user=user)
 
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and not (obj is not None and obj.sample.is_signed)
-
-    def delete_queryset(self, request, queryset):
-        for image in queryset:
-            try:
-                delete_image(image, user=request.user)
-            except SampleLocked as exc:
-                self.message_user(request, str(exc), messages.ERROR)
 
 
 class TypeFilter(admin.SimpleListFilter):

@@ -258,6 +258,38 @@ def test_the_admin_role_deletes_a_sample_in_the_django_admin_as_on_its_page(staf
     assert not Sample.objects.filter(pk=sample.pk).exists()
 
 
+@pytest.mark.parametrize("through", ["its page", "delete selected"])
+def test_a_sample_deleted_meanwhile_is_refused_in_the_admin_in_one_line(staff_client, monkeypatch, through):
+    # Another tab deleted it after the admin had read it: the second deletion is refused, in the
+    # admin's messages rather than a 500, and writes nothing to the trail.
+    from auditlog.models import LogEntry
+
+    from webapp import admin as lab_admin
+    from webapp.services.deletion import delete_sample
+
+    sample = make_sample()
+
+    def deleted_first(read, user=None):
+        delete_sample(Sample.objects.get(pk=read.pk))  # the other tab's, committed first
+        trail[:] = [LogEntry.objects.count()]
+        delete_sample(read, user=user)
+
+    trail = []
+    monkeypatch.setattr(lab_admin, "delete_sample", deleted_first)
+    if through == "its page":
+        response = staff_client.post(reverse("admin:webapp_sample_delete", args=[sample.pk]), {"post": "yes"},
+                                     follow=True)
+    else:
+        chosen = {"action": "delete_selected", "_selected_action": [sample.pk], "post": "yes"}
+        response = staff_client.post(reverse("admin:webapp_sample_changelist"), chosen, follow=True)
+    assert response.status_code == 200
+    said = [str(message) for message in response.context["messages"]]
+    assert "Sample H26-0001 was deleted meanwhile: there is nothing left to delete." in said
+    if through == "its page":
+        assert not any("deleted successfully" in message for message in said)
+    assert LogEntry.objects.count() == trail[0]
+
+
 def test_deleting_an_uploaded_sample_lists_its_photographs_not_their_fingerprint_bands(admin_client,
                                                                                        sent_tasks):
     from tests.webapp.test_uploads import jpeg_bytes, upload
