@@ -181,6 +181,27 @@ def test_nothing_to_adapt_without_an_active_version(staff_client):
 
 
 @pytest.mark.django_db
+def test_an_adaptation_whose_replayed_folder_holds_no_photograph_is_refused_before_a_version(
+        staff_client, active, tiny_network, isolated_media_root, tmp_path, sent_tasks):
+    # The active version's data folder, checked out without its photographs (git-lfs pointers in
+    # their place): the adaptation once became a version that failed seconds later, in the run.
+    import shutil
+
+    reviewed_cells(active, isolated_media_root)
+    _, data, _ = tiny_network
+    copy = shutil.copytree(data, tmp_path / "lab-a")
+    for photograph in (copy / "TEST").rglob("*.*"):
+        photograph.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n")
+    ModelVersion.objects.filter(pk=active.pk).update(dataset_path=str(copy))
+    page = staff_client.post(reverse("models:adapt"), follow=True).content.decode()
+    assert (f"None of the 4 images in {copy / 'TEST'} could be read as a photograph: replace them with the "
+            f"photographs, or remove the folder. v{active.pk} learnt from this folder, and adapting it "
+            "replays some of its photographs.") in page
+    assert not ModelVersion.objects.filter(source=ModelVersion.Source.ADAPTED).exists()
+    assert not sent_tasks
+
+
+@pytest.mark.django_db
 def test_adapting_is_for_staff_only(client, django_user_model, active, isolated_media_root):
     reviewed_cells(active, isolated_media_root)
     client.force_login(django_user_model.objects.create_user("tech", password=PASSWORD))

@@ -369,6 +369,15 @@ def start_adaptation(user):
         check_enough(cells, version=f"v{base.pk}")
     except TrainingDataError as exc:
         raise TrainingRefused(str(exc)) from None
+    # The folders the run replays, checked as it will check them: a folder checked out without
+    # its photographs (git-lfs pointers) made a version that failed seconds later.
+    for folder in replay_folders(base)[0]:
+        try:
+            check_data_folder(folder, base.task)
+        except TrainingDataError as exc:
+            reason = _as_sentence(str(exc)).rstrip(".")
+            raise TrainingRefused(f"{reason}. v{base.pk} learnt from this folder, and adapting it replays "
+                                  "some of its photographs.") from None
     epochs = adaptation_epochs(cells.photographs)
     with transaction.atomic():
         _claim_training_slot()
