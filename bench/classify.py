@@ -495,7 +495,9 @@ def _accuracy_lines(source, names):
 def _blood_cell_images_lines(source, names):
     lines = []
     w = source.get("test_without_same_cell")
-    if w:
+    if w and not w["n"]:
+        lines.append("TEST without same_cell_in_train: none; every TEST image is marked so")
+    elif w:
         # same_cell_in_train: originals.csv's mark, or a byte-for-byte copy of a TRAIN file.
         extra = f"  binary {w['binary_accuracy']:.4f}" if "binary_accuracy" in w else ""
         lines.append(f"TEST without same_cell_in_train (n={w['n']}): accuracy {w['accuracy']:.4f}{extra}")

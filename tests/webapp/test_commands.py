@@ -544,3 +544,13 @@ def test_evaluate_and_the_benchmark_measure_test_copies_of_the_versions_training
     assert (f"Note: v{version.pk} learnt from {tmp_path / 'moved'}, which is not on this machine: copies "
             "of its photographs are not told apart from the others.") in report
     assert "without images of cells also in TRAIN" not in report
+
+    # A TEST of copies alone holds no held-out figure: said so, where it printed "accuracy=0.0000".
+    for photograph in (data / "TEST").rglob("*.*"):
+        if not photograph.name.startswith("copy-of-"):
+            photograph.unlink()
+    ModelVersion.objects.filter(pk=version.pk).update(dataset_path=str(data))
+    report = run("evaluate", "--version", str(version.pk), "--data", str(data))
+    assert "without images of cells also in TRAIN: none (all 3 are)" in report
+    assert bench.main(["--model-version", str(version.pk), "--data", str(data), "--no-speed"]) == 0
+    assert "TEST without same_cell_in_train: none; every TEST image is marked so" in capsys.readouterr().out

@@ -295,3 +295,15 @@ def test_the_figure_in_words_is_that_of_the_photographs_never_trained_on(staff_c
             "on photographs like blood-cell-images/TEST: 88% of cells right (2,400 photographs never "
             "trained on; 87 more, of cells also photographed in TRAIN, left out).") in words
     assert "91%" not in words and "2,487" not in words
+
+
+def test_a_test_split_of_cells_also_in_train_alone_gives_no_figure_in_words(staff_client):
+    # A lab's folder copied into both TRAIN and TEST: none of its TEST photographs was held out, and
+    # the sentence said "0% of cells right".
+    metrics = two_source_metrics(0.955, 1.0, n_bcci=40)
+    metrics["sources"]["blood-cell-images"]["TEST"]["without_same_cell_in_train"] = split(0.0, 0)
+    words = detail(staff_client, make(ModelVersion.Status.ACTIVE, metrics))
+    words = words.split('data-role="in-words"')[1].split("</section>")[0]
+    assert ("on photographs like blood-cell-images/TEST: no figure, as all 40 are of cells also "
+            "photographed in TRAIN.") in words
+    assert "0% of cells right" not in words and "100%" not in words

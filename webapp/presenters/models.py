@@ -164,12 +164,15 @@ class PlainFigure:
     """One held-out figure as a lab lead reads it."""
 
     where: str  # "pbc/TEST"
-    percent: float
+    percent: float | None  # None: none of its photographs was never trained on
     n: int | None  # photographs never trained on
     also_in_train: int = 0  # left out: photographs of cells also photographed in TRAIN
 
     @property
     def sentence(self):
+        if self.percent is None:
+            return (f"on photographs like {self.where}: no figure, as all {self.also_in_train:,} are of "
+                    "cells also photographed in TRAIN")
         return f"on photographs like {self.where}: {self.percent:.0f}% of cells right"
 
 
@@ -189,8 +192,11 @@ def plain_figures(version):
         held, also_in_train = table, 0
         if (without := table.get("never_trained_on")) and without.get("accuracy") is not None:
             held, also_in_train = without, (table.get("n") or 0) - (without.get("n") or 0)
+        # A TEST of copies of TRAIN alone (a folder copied into both) has no figure: its 0 of 0 is
+        # no "0% of cells right".
+        percent = round(100 * held["accuracy"], 1) if held.get("n") != 0 else None
         figures.append(PlainFigure(f"{source}/TEST" if source else "its TEST photographs",
-                                   round(100 * held["accuracy"], 1), held.get("n"), max(also_in_train, 0)))
+                                   percent, held.get("n"), max(also_in_train, 0)))
     if not figures:
         validation = next((t for t in metric_tables(metrics) if t.get("where", "").endswith("validation")),
                           None)

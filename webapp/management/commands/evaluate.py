@@ -77,6 +77,8 @@ class Command(ModelVersionCommand):
             title = "binary grouping, summed from the types"
             self.stdout.write(format_metrics(metrics["binary"], title=title))
         without = metrics.get("without_same_cell_in_train")
-        if without:
+        if without and not without["n"]:
+            self.stdout.write(f"\nwithout images of cells also in TRAIN: none (all {metrics['n']} are)")
+        elif without:
             self.stdout.write(f"\nwithout images of cells also in TRAIN: n={without['n']}  "
                               f"accuracy={without['accuracy']:.4f}")
