@@ -62,6 +62,18 @@ MAX_BACKGROUND_CAST = 40.0
 MIN_SCALE = 0.3
 
 
+# A pixel whose channels differ by more than this is coloured: stain reads tens of steps apart,
+# while a grey photograph saved as RGB differs by JPEG's rounding, a step or two.
+COLOURED_SPREAD = 12
+# The share of a photograph's pixels that must be coloured. Small, because the stained field may
+# fill little of the frame (a scan with a wide white margin, a sparse field): a 640x480 field on a
+# 6000x6000 white page is 0.9% of it.
+COLOURED_SHARE = 0.0005
+# Colour is looked for on a copy with its long side at most this: a count of pixels, which a
+# 24-megapixel photograph need not give one by one.
+COLOUR_CHECK_SIDE = 512
+
+
 @dataclass
 class QualityReport:
     focus: float
@@ -88,6 +100,23 @@ def _check_rgb(rgb: np.ndarray) -> None:
         raise ValueError(f"Expected a uint8 RGB image, got dtype {rgb.dtype}.")
     if min(rgb.shape[:2]) < 8:
         raise ValueError(f"The image is too small to assess: {rgb.shape[1]}x{rgb.shape[0]}.")
+
+
+def shows_colour(rgb: np.ndarray) -> bool:
+    """Whether an RGB photograph (already at most COLOUR_CHECK_SIDE a side, for speed) shows any
+    stain colour: webapp.intake refuses one that does not, and assess_quality warns of it."""
+    pixels = np.asarray(rgb, dtype=np.int16)
+    spread = pixels.max(axis=2) - pixels.min(axis=2)
+    return np.count_nonzero(spread > COLOURED_SPREAD) >= max(16, COLOURED_SHARE * spread.size)
+
+
+def _colour_check_copy(rgb: np.ndarray) -> np.ndarray:
+    height, width = rgb.shape[:2]
+    factor = COLOUR_CHECK_SIDE / max(height, width)
+    if factor >= 1:
+        return rgb
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
 
 def _focus(grey: np.ndarray) -> float:
@@ -159,6 +188,12 @@ def assess_quality(rgb: np.ndarray, scale: float | None = None, surround=NOT_LOO
             f"{math.floor(10 * REFERENCE_RBC_DIAMETER * scale) / 10:g} pixels across, against "
             f"{REFERENCE_RBC_DIAMETER * MIN_SCALE:.1f} or more needed): granules and chromatin "
             "detail are lost, and results may be unreliable."
+        )
+    if not shows_colour(_colour_check_copy(rgb)):
+        # The site refuses such a photograph at upload; the library takes any array it is given.
+        warnings.append(
+            "The image holds no colour: the network tells cells apart by their stain, and its calls "
+            "on a greyscale photograph cannot be trusted."
         )
     if max(abs(cast_a), abs(cast_b)) > MAX_BACKGROUND_CAST:
         warnings.append(

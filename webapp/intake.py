@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from classifier import rendering
+from classifier import quality, rendering
 from webapp.wording import DIRECTION_CONTROLS, megabytes
 
 logger = logging.getLogger(__name__)
@@ -200,21 +200,10 @@ def _bits_per_channel_note(image):
     return ""
 
 
-# A pixel whose channels differ by more than this is coloured: stain reads tens of steps apart,
-# while a grey photograph saved as RGB differs by JPEG's rounding, a step or two.
-COLOURED_SPREAD = 12
-# The share of a photograph's pixels that must be coloured. Small, because the stained field may
-# fill little of the frame (a scan with a wide white margin, a sparse field): a 640x480 field on a
-# 6000x6000 white page is 0.9% of it.
-COLOURED_SHARE = 0.0005
-
-
 def _has_colour(rgb_image):
     sample = rgb_image.copy()
-    sample.thumbnail((512, 512))
-    pixels = np.asarray(sample, dtype=np.int16)
-    spread = pixels.max(axis=2) - pixels.min(axis=2)
-    return np.count_nonzero(spread > COLOURED_SPREAD) >= max(16, COLOURED_SHARE * spread.size)
+    sample.thumbnail((quality.COLOUR_CHECK_SIDE, quality.COLOUR_CHECK_SIDE))
+    return quality.shows_colour(np.asarray(sample))
 
 
 # What a camera, a scanner's software or an editor may write beside the pixels: free text, where

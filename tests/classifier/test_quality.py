@@ -46,6 +46,18 @@ def test_clean_smear_has_no_warnings(smear):
     assert 0.45 < report.brightness < 0.9
 
 
+@pytest.mark.parametrize("size", [(480, 640), (3000, 4000)])
+def test_a_greyscale_photograph_warns_that_its_calls_cannot_be_trusted(smear, size):
+    # The site refuses one at upload (webapp.intake); the library took any array and gave calls on
+    # it, or no cell, without a word.
+    grey = cv2.cvtColor(cv2.cvtColor(smear, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+    grey = cv2.resize(grey, size[::-1], interpolation=cv2.INTER_LINEAR)
+    assert ("The image holds no colour: the network tells cells apart by their stain, and its calls on a "
+            "greyscale photograph cannot be trusted.") in assess_quality(grey).warnings
+    coloured = cv2.resize(smear, size[::-1], interpolation=cv2.INTER_LINEAR)
+    assert not any("colour:" in warning for warning in assess_quality(coloured).warnings)
+
+
 def test_blurred_smear_warns_out_of_focus(smear):
     sharp = assess_quality(smear)
     blurred = assess_quality(cv2.GaussianBlur(smear, (0, 0), 3))
