@@ -17,12 +17,15 @@ from tests.conftest import stored_files, wait_for
 from tests.webapp.concurrent_requests import start_as_another_request, waiting_on_a_lock
 from tests.webapp.lab_factories import make_sample, with_role
 from tests.webapp.test_uploads import jpeg_bytes
-from webapp.models import Sample, SmearImage
+from webapp.models import Cell, Sample, SmearImage
+from webapp.services import uploads
 from webapp.services.deletion import delete_image, delete_sample
-from webapp.services.locking import DeletedMeanwhile
+from webapp.services.locking import DeletedMeanwhile, ensure_editable
+from webapp.services.photographs_kind import read_photographs_as
+from webapp.services.sign_off import set_target_count
 
 
-def while_deleted(client, sample, path, data, delete=None):
+def while_deleted(client, sample, path, data, delete=None, **headers):
     """POST ``data`` to ``path`` while a deletion of ``sample`` (or ``delete()``) holds its row;
     the answer, followed."""
     deleting, release, answers = threading.Event(), threading.Event(), []
@@ -38,7 +41,7 @@ def while_deleted(client, sample, path, data, delete=None):
 
     deletion = start_as_another_request(delete_and_hold)
     assert deleting.wait(30)
-    asking = start_as_another_request(lambda: answers.append(client.post(path, data, follow=True)))
+    asking = start_as_another_request(lambda: answers.append(client.post(path, data, follow=True, **headers)))
     wait_for(lambda: answers or waiting_on_a_lock(), "the request to wait on the sample's row", 30)
     release.set()
     deletion.join(30)
@@ -60,13 +63,15 @@ CHANGES = {
     "target count": (lambda sample, image: (reverse("lab:sample-target", args=[sample.pk]),
                                             {"target_count": "200"}),
                      "Sample H26-0001 was deleted meanwhile: the target count was not set."),
+    # The photograph went with its sample: the refusal names the sample, which is why the page
+    # that answers is the sample list.
     "try again": (lambda sample, image: (reverse("lab:image-retry", args=[image.pk]), {}),
-                  "H26-0001.png was deleted meanwhile: nothing was queued."),
+                  "Sample H26-0001 was deleted meanwhile: nothing was queued."),
     # Both had the sample's page open: the second reported success and wrote a second deletion row.
     "delete the sample": (lambda sample, image: (reverse("lab:sample-delete", args=[sample.pk]), {}),
                           "Sample H26-0001 was deleted meanwhile: there is nothing left to delete."),
     "delete a photograph": (lambda sample, image: (reverse("lab:image-delete", args=[image.pk]), {}),
-                            "H26-0001.png was deleted meanwhile: there is nothing left to delete."),
+                            "Sample H26-0001 was deleted meanwhile: there is nothing left to delete."),
 }
 
 
@@ -90,6 +95,70 @@ def test_a_change_to_a_sample_deleted_meanwhile_is_refused_in_one_line(client, d
     assert not Sample.objects.exists() and not SmearImage.objects.exists()
     assert stored_files(media) <= files_before and sent_tasks == []  # nothing stored, nothing queued
     assert LogEntry.objects.count() == trail_before + 1  # the deletion's row alone
+
+
+CELL_GONE = ("A cell you chose is no longer stored: its photograph was deleted or classified again "
+             "meanwhile. Nothing was changed; reload the page.")
+# A change to a cell or a photograph says what the page showed is gone, as it does for a photograph
+# deleted alone: the sample's lock finding no row must not reach the person as a 500.
+CELL_CHANGES = {
+    "relabel": (lambda sample, image, cell: (reverse("lab:cell-review", args=[cell.pk]),
+                                             {"cell_type": "MONOCYTE"}), CELL_GONE),
+    "gallery relabel": (lambda sample, image, cell: (reverse("lab:gallery-review", args=[sample.pk]),
+                                                     {"cells": [cell.pk], "cell_type": "MONOCYTE"}),
+                        CELL_GONE),
+    "count an edge cell in": (lambda sample, image, cell: (reverse("lab:cell-count-in", args=[cell.pk]),
+                                                           {"count_in": "1"}),
+                              "This cell is no longer stored: its photograph was deleted or classified again "
+                              "meanwhile. Reload the page."),
+    "add a cell": (lambda sample, image, cell: (reverse("lab:image-add-cell", args=[image.pk]),
+                                                {"x0": 400, "y0": 300, "x1": 480, "y1": 380}),
+                   "The photograph was deleted meanwhile: no box was kept. Reload the page."),
+}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("change", list(CELL_CHANGES))
+def test_a_change_to_a_cell_of_a_sample_deleted_meanwhile_is_refused_as_the_cell_gone(
+        client, django_user_model, sent_tasks, change):
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks are PostgreSQL's: SQLite serialises the two transactions whole")
+    user = with_role(django_user_model.objects.create_user("tech"), "technologist")
+    client.force_login(user)
+    sample = make_sample(user=user)
+    image = SmearImage.objects.get(sample=sample)
+    cell = image.cells.order_by("index").first()
+    Cell.objects.filter(pk=cell.pk).update(is_partial=True)
+    asked, refusal = CELL_CHANGES[change]
+    response = while_deleted(client, sample, *asked(sample, image, cell), HTTP_ACCEPT="application/json")
+    assert (response.status_code, response.json()["error"]) == (400, refusal)
+    assert not Sample.objects.exists() and sent_tasks == []
+
+
+@pytest.mark.django_db
+def test_a_change_to_a_sample_another_deletion_took_is_refused_naming_the_sample(monkeypatch):
+    # What the pages read before a deletion committed (on SQLite as on PostgreSQL). The sample's
+    # lock found no row and said nothing: each service asked again in words of its own, a photograph
+    # named for a sample gone, and photographs added were all read before the refusal.
+    sample = make_sample()
+    image = SmearImage.objects.select_related("sample").get(sample=sample)
+    delete_sample(Sample.objects.get(pk=sample.pk))
+    files_read = []
+    monkeypatch.setattr(uploads, "check_files", lambda files, known: files_read.append(files))
+    photograph = SimpleUploadedFile("b.jpg", jpeg_bytes(seed=3), content_type="image/jpeg")
+    changes = [
+        (lambda: ensure_editable(sample, "relabelling a cell"), "nothing was changed."),
+        (lambda: uploads.add_images_to_sample(sample, [photograph]), "nothing was stored."),
+        (lambda: read_photographs_as(sample, Sample.Photographs.ONE_CELL_EACH), "nothing was changed."),
+        (lambda: set_target_count(sample, 200), "the target count was not set."),
+        (lambda: uploads.requeue_image(image), "nothing was queued."),
+        (lambda: delete_image(image), "there is nothing left to delete."),
+    ]
+    for change, not_done in changes:
+        with pytest.raises(DeletedMeanwhile) as refused:
+            change()
+        assert str(refused.value) == f"Sample H26-0001 was deleted meanwhile: {not_done}"
+    assert files_read == []
 
 
 @pytest.mark.django_db(transaction=True)

@@ -34,7 +34,7 @@ from webapp.services.classification import (
     readable_error,
     serving_classifier,
 )
-from webapp.services.locking import SampleLocked, ensure_editable
+from webapp.services.locking import DeletedMeanwhile, SampleLocked, ensure_editable
 from webapp.services.storage import delete_stored_files
 from webapp.wording import isolated
 
@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 # of the mouse, not a cell.
 MIN_SIDE_PX = 8
 ACTION = "Adding a cell"
+PHOTOGRAPH_GONE = "The photograph was deleted meanwhile: no box was kept. Reload the page."
 # A drawn box this much inside a cell's box is part of that cell; a cell's box this much inside a
 # drawn box is held by it. Neighbouring cells' boxes overlap by far less.
 INSIDE_SHARE = 0.6
@@ -79,7 +80,7 @@ def request_added_cell(image, box, user=None):
     """Store a box drawn on a classified photograph and queue its classification; returns the
     AddedCellRequest. Raises AddCellError for a box that cannot be a missed cell, SampleLocked
     for a signed sample."""
-    ensure_editable(image.sample, ACTION)
+    _lock_sample(image)
     box = _check_box(image, box)
     if image.status != SmearImage.Status.DONE or image.model_version_id is None:
         raise AddCellError(
@@ -91,15 +92,24 @@ def request_added_cell(image, box, user=None):
         # Under the sample's lock (as signing takes it): a signature may have come while the box was
         # checked, and two boxes drawn at once are compared with each other, not only with what was
         # stored before either.
-        ensure_editable(image.sample, ACTION)
+        _lock_sample(image)
         # Deleting a photograph takes that lock too: one still here now stays until this commits.
         if not SmearImage.objects.filter(pk=image.pk).exists():
-            raise AddCellError("The photograph was deleted meanwhile: no box was kept. Reload the page.")
+            raise AddCellError(PHOTOGRAPH_GONE)
         _refuse_a_cell_twice(image, box)
         request = AddedCellRequest.objects.create(image=image, x0=x0, y0=y0, x1=x1, y1=y1,
                                                   requested_by=user)
         queueing.queue_added_cells([request.pk])
     return request
+
+
+def _lock_sample(image):
+    """ensure_editable for the photograph's sample, a sample deleted meanwhile said as the
+    photograph it took with it."""
+    try:
+        ensure_editable(image.sample, ACTION)
+    except DeletedMeanwhile:
+        raise AddCellError(PHOTOGRAPH_GONE) from None
 
 
 def _refuse_a_cell_twice(image, box):
@@ -221,7 +231,7 @@ def finish_added_cell(request_id):
                 # Tolerant of a storage that refuses: run as the transaction ends, an error here
                 # would reach the handler below, which removes the new cell's committed pictures.
                 transaction.on_commit(lambda: delete_stored_files(replaced_files))
-    except (AddCellError, SampleLocked) as exc:
+    except (AddCellError, SampleLocked, DeletedMeanwhile) as exc:  # deleted: its request with it
         written.discard()
         _fail(request_id, str(exc))
         return None

@@ -62,8 +62,7 @@ def ensure_never_released(sample):
             "signed again, it is sent as an amended result.")
 
 
-def _nothing_left(what):
-    return DeletedMeanwhile(f"{what} was deleted meanwhile: there is nothing left to delete.")
+NOTHING_LEFT = "there is nothing left to delete."
 
 
 def delete_sample(sample, user=None):
@@ -72,12 +71,10 @@ def delete_sample(sample, user=None):
     where another deletion took it since the caller read it."""
     sample_id, accession = sample.pk, sample.accession_number
     with transaction.atomic():
-        # Under the sample's row lock, as sign_sample takes it: no signature lands in between.
-        ensure_editable(sample, "deleting the sample")
-        # Gone once that lock was had (two pages open on it): deleting nothing would say it was
+        # Under the sample's row lock, as sign_sample takes it: no signature lands in between. Gone
+        # once that lock was had (two pages open on it), refused: deleting nothing would say it was
         # done, and write a second deletion with 0 photographs into its trail.
-        if not Sample.objects.filter(pk=sample_id).exists():
-            raise _nothing_left(f"Sample {accession}")
+        ensure_editable(sample, "deleting the sample", gone=NOTHING_LEFT)
         ensure_never_released(sample)
         # Its photographs' rows too, before their cells are read: a worker storing a photograph's
         # cells holds that row until they are committed (services.classification, added_cells).
@@ -118,11 +115,11 @@ def delete_image(image, user=None, finished_only=False):
     with transaction.atomic():
         # Checked under the sample's row lock, as sign_sample takes it: a signature cannot land
         # between this check and the deletion, which would change a signed result.
-        ensure_editable(image.sample, "deleting a photograph")
+        ensure_editable(image.sample, "deleting a photograph", gone=NOTHING_LEFT)
         row = (SmearImage.objects.select_for_update().filter(pk=image_id)
                .values_list("status", "image").first())
         if row is None:  # a second click, another tab: said, not reported as this deletion's work
-            raise _nothing_left(isolated(name))
+            raise DeletedMeanwhile(f"{isolated(name)} was deleted meanwhile: {NOTHING_LEFT}")
         # The stored name as it is now, not as the caller read it: manage.py stored_names may
         # have moved the file since (under the sample's lock, which this holds from here on).
         status, image.image.name = row

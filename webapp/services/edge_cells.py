@@ -5,7 +5,7 @@ named with certainty (and counts it once: the neighbouring field may hold the re
 from django.db import transaction
 
 from webapp.models import Cell, Sample, SmearImage
-from webapp.services.locking import ensure_editable
+from webapp.services.locking import DeletedMeanwhile, ensure_editable
 from webapp.wording import superseded_call
 
 
@@ -30,7 +30,10 @@ def set_counted_in(cell, counted_in):
     row = Cell.objects.filter(pk=cell.pk).values_list("image__sample_id", "image_id").first()
     if row is None:
         raise CountInError(NO_LONGER_STORED)
-    ensure_editable(Sample(pk=row[0]), "Counting an edge cell in or out")
+    try:
+        ensure_editable(Sample(pk=row[0]), "Counting an edge cell in or out")
+    except DeletedMeanwhile:  # the cell with it, as with its photograph below
+        raise CountInError(NO_LONGER_STORED) from None
     list(SmearImage.objects.select_for_update().filter(pk=row[1]).values_list("pk", flat=True))
     # Read again under the locks: its photograph may have been deleted before they were granted.
     cell = (Cell.objects.select_for_update(of=("self",)).select_related("image__sample")

@@ -20,17 +20,23 @@ class DeletedMeanwhile(LookupError):
     nothing was changed, and the message says so."""
 
 
-def ensure_editable(sample, action):
+def ensure_editable(sample, action, gone="nothing was changed."):
     """Raise SampleLocked, saying why, if `action` (e.g. "Relabelling a cell") would change a
-    signed sample's result.
+    signed sample's result, and DeletedMeanwhile if the sample is gone: "Sample H26-0001 was
+    deleted meanwhile: " and `gone`, what was not done.
 
     Inside a transaction the sample's row is locked until it ends (on PostgreSQL; SQLite takes one
     writer at a time anyway), as sign_sample locks it: a signature cannot slip in between this
-    check and the change the caller then writes."""
+    check and the change the caller then writes, nor a deletion, so that a sample found here stays
+    until then."""
     rows = Sample.objects.filter(pk=sample.pk)
     if transaction.get_connection().in_atomic_block:
         rows = rows.select_for_update()
     status = rows.values_list("status", flat=True).first()
+    if status is None:
+        # Deleted after the asking page read it (another tab, a colleague): a change written now
+        # fails at its commit, or is reported done on nothing.
+        raise DeletedMeanwhile(f"Sample {sample.accession_number} was deleted meanwhile: {gone}")
     if status != Sample.Status.SIGNED:
         return
     sample = Sample.objects.select_related("signed_by").get(pk=sample.pk)

@@ -19,7 +19,7 @@ from webapp import audit
 from webapp.models import Sample, SmearImage
 from webapp.queueing import queue_classifications
 from webapp.selectors import current_cells, sample_version_id
-from webapp.services.locking import DeletedMeanwhile, ensure_editable
+from webapp.services.locking import ensure_editable
 from webapp.wording import count_of
 
 ACTION = "Changing what the photographs show"
@@ -52,10 +52,7 @@ def read_photographs_as(sample, photographs, user=None):
                                   f"{', '.join(Sample.Photographs.values)}.")
     with transaction.atomic():
         ensure_editable(sample, ACTION)  # locks the sample's row until the change is written
-        current = Sample.objects.filter(pk=sample.pk).values_list("photographs", flat=True).first()
-        if current is None:  # deleted since the page that asked read it
-            raise DeletedMeanwhile(f"Sample {sample.accession_number} was deleted meanwhile: nothing was "
-                                   "changed.")
+        current = Sample.objects.filter(pk=sample.pk).values_list("photographs", flat=True).get()
         if current == photographs:
             return 0
         refusal = why_kind_is_kept(sample)

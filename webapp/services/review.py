@@ -11,7 +11,7 @@ from webapp.counting import RULES, type_label
 # Re-exported until services/classification.py imports it from webapp.cell_types.
 from webapp.models import Cell, CellReview, Sample, SmearImage
 from webapp.selectors import cell_name, cell_names, label_stamp
-from webapp.services.locking import ensure_editable
+from webapp.services.locking import DeletedMeanwhile, ensure_editable
 from webapp.wording import count_of, superseded_call
 
 
@@ -35,6 +35,10 @@ _LOCKED_FIELDS = ("id", "predicted_type", "corrected_type", "cell_type", "review
                   "image__model_version", "image__sample")
 
 
+CELL_GONE = ("A cell you chose is no longer stored: its photograph was deleted or classified again "
+             "meanwhile. Nothing was changed; reload the page.")
+
+
 def _locked(cells):
     """The cells as stored now, locked until the transaction ends, by id: one query however many.
 
@@ -49,9 +53,16 @@ def _locked(cells):
     rows = Cell.objects.select_for_update(of=("self",)).select_related("model_version", "image")
     locked = rows.only(*_LOCKED_FIELDS).in_bulk(ids)
     if len(locked) < len(cells):
-        raise ReviewError("A cell you chose is no longer stored: its photograph was deleted or classified "
-                          "again meanwhile. Nothing was changed; reload the page.")
+        raise ReviewError(CELL_GONE)
     return locked
+
+
+def _lock_sample(sample, action):
+    """ensure_editable, a sample deleted meanwhile said as the cells it took with it."""
+    try:
+        ensure_editable(sample, action)
+    except DeletedMeanwhile:
+        raise ReviewError(CELL_GONE) from None
 
 
 def _check(cell, new_type):
@@ -158,7 +169,7 @@ def review_cell(cell, new_type, user, seen=None):
     # them: a single relabel and a gallery relabel at once cannot each hold what the other waits for.
     sample_id = Cell.objects.filter(pk=cell.pk).values_list("image__sample_id", flat=True).first()
     if sample_id is not None:
-        ensure_editable(Sample(pk=sample_id), "relabelling a cell")
+        _lock_sample(Sample(pk=sample_id), "relabelling a cell")
     cell = _locked([cell])[cell.pk]
     new_type = _wanted(new_type)
     _check(cell, new_type)
@@ -181,8 +192,8 @@ def review_cells(cells, new_type, user, seen=None):
         raise ReviewError("Select at least one cell to relabel.")
     sample_ids = {cell.image.sample_id for cell in cells}
     # By id, the one order every writer locks rows in (docs/architecture.md).
-    for sample in Sample.objects.filter(pk__in=sample_ids).only("pk").order_by("pk"):
-        ensure_editable(sample, f"Relabelling {count_of(len(cells), 'cell')}")
+    for sample_id in sorted(sample_ids):
+        _lock_sample(Sample(pk=sample_id), f"Relabelling {count_of(len(cells), 'cell')}")
     locked = _locked(cells)
     new_type = _wanted(new_type)
     for cell in cells:

@@ -26,7 +26,7 @@ from webapp.selectors import (
     result_stamp,
     sign_off_facts,
 )
-from webapp.services.locking import DeletedMeanwhile, ensure_editable
+from webapp.services.locking import ensure_editable
 
 logger = logging.getLogger(__name__)
 
@@ -142,14 +142,11 @@ def reopen_sample(sample, user, reason):
 @transaction.atomic
 def set_target_count(sample, target_count, user=None):
     """How many leukocytes the sample should count before it is signed: 100 or 200."""
-    ensure_editable(sample, "changing the target count")  # the sample locked until it is written
+    # The sample locked until it is written, and read again as it stands under that lock.
+    ensure_editable(sample, "changing the target count", gone="the target count was not set.")
     if target_count not in TARGET_CHOICES:
         raise SignOffRefused(f"The target count is one of {', '.join(map(str, TARGET_CHOICES))} leukocytes.")
-    current = Sample.objects.filter(pk=sample.pk).first()
-    if current is None:  # deleted since the page that asked read it
-        raise DeletedMeanwhile(f"Sample {sample.accession_number} was deleted meanwhile: the target count "
-                               "was not set.")
-    sample = current
+    sample = Sample.objects.get(pk=sample.pk)
     if sample.target_count != target_count:
         sample.target_count = target_count
         audit.save_as(sample, user, ["target_count"])

@@ -162,10 +162,14 @@ def create_sample_with_images(accession_number, note, files, user=None,
     return result
 
 
+NOTHING_STORED = "nothing was stored."
+
+
 def add_images_to_sample(sample, files):
     """More photographs for a sample; refused (SampleLocked) while it is signed, DeletedMeanwhile
     once it is gone."""
-    ensure_editable(sample, "adding photographs")  # before reading the files: refused at once
+    # Before reading the files: refused at once.
+    ensure_editable(sample, "adding photographs", gone=NOTHING_STORED)
     known = _known_photographs(sample)
     files = list(files)
     accepted, rejected = check_files(files, known.values())
@@ -177,12 +181,9 @@ def add_images_to_sample(sample, files):
             # Again, the sample locked: it may have been signed, or been given the same photograph
             # by another upload, while the files were read. Only photographs stored since are
             # compared again: the write lock is held meanwhile.
-            ensure_editable(sample, "adding photographs")
             # Or deleted meanwhile: the photographs' rows would fail at the commit, their files
             # written by then left behind.
-            if not Sample.objects.filter(pk=sample.pk).exists():
-                raise DeletedMeanwhile(f"Sample {sample.accession_number} was deleted meanwhile: nothing "
-                                       "was stored.")
+            ensure_editable(sample, "adding photographs", gone=NOTHING_STORED)
             arrived = set(sample.images.values_list("pk", flat=True)) - known.keys()
             held = HeldPhotographs(_known_photographs(sample, arrived).values() if arrived else ())
             found = [(name, held.holder(checked)) for name, checked in accepted]
@@ -233,8 +234,8 @@ def _also_elsewhere(sample, stored):
 def requeue_image(image):
     """Queue an image again, after a failure or when it waited too long ("Try again"), with the
     version its sample's photographs share."""
-    ensure_editable(image.sample, "classifying a photograph again")
-    # Deleted meanwhile (the photograph or its sample): nothing to queue, and no trail to add to.
+    ensure_editable(image.sample, "classifying a photograph again", gone="nothing was queued.")
+    # Deleted meanwhile, on its own: nothing to queue, and no trail to add to.
     if not SmearImage.objects.filter(pk=image.pk).exists():
         raise DeletedMeanwhile(f"{isolated(image.original_filename)} was deleted meanwhile: nothing was "
                                "queued.")
