@@ -19,7 +19,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.utils import unquote
+from django.contrib.admin.utils import model_ngettext, unquote
 from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.forms import ReadOnlyPasswordHashWidget, UserChangeForm
 from django.contrib.auth.models import Group, User
@@ -32,6 +32,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.text import capfirst
+from django.utils.translation import gettext
 
 from webapp.counting import type_label
 from webapp.forms import SampleAdminForm, is_row_id
@@ -145,7 +146,8 @@ class DeletesThroughService:
     """For the admin of a record a service deletes (``delete_one``: its files removed once
     committed and its deletion written to the trail, as the sample page's delete does): the service's
     refusals, a signed sample or a record another deletion took meanwhile, are the admin's messages
-    rather than a server error, and Django's "deleted successfully" is not said for them."""
+    rather than a server error, and Django's "deleted successfully" is not said for them, nor
+    counts them."""
 
     def delete_one(self, record, user):
         raise NotImplementedError
@@ -158,11 +160,27 @@ class DeletesThroughService:
             request.deletion_refused = True
 
     def delete_queryset(self, request, queryset):
+        deleted = 0
         for record in queryset:
             try:
                 self.delete_one(record, request.user)
             except (SampleLocked, DeletedMeanwhile) as exc:
                 self.message_user(request, str(exc), messages.ERROR)
+            else:
+                deleted += 1
+        # "Delete selected" (django.contrib.admin.actions) says its "Successfully deleted" next,
+        # counted before the deletions: it is said with this count instead (message_user).
+        request.deleted_through_service = deleted
+
+    def message_user(self, request, message, level=messages.INFO, *args, **kwargs):
+        deleted = getattr(request, "deleted_through_service", None)
+        if deleted is not None and level == messages.SUCCESS:
+            del request.deleted_through_service
+            if not deleted:  # every one refused: the refusals alone are said
+                return
+            message = gettext("Successfully deleted %(count)d %(items)s.") % {
+                "count": deleted, "items": model_ngettext(self.opts, deleted)}
+        super().message_user(request, message, level, *args, **kwargs)
 
     def response_delete(self, request, obj_display, obj_id):
         if getattr(request, "deletion_refused", False):

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from tests.webapp.lab_factories import make_sample, mark_signed, with_role
 from webapp.models import Cell, CellReview, Sample, SmearImage
+from webapp.services.locking import DeletedMeanwhile
 from webapp.services.review import review_cell
 
 pytestmark = pytest.mark.django_db
@@ -285,9 +286,55 @@ def test_a_sample_deleted_meanwhile_is_refused_in_the_admin_in_one_line(staff_cl
     assert response.status_code == 200
     said = [str(message) for message in response.context["messages"]]
     assert "Sample H26-0001 was deleted meanwhile: there is nothing left to delete." in said
-    if through == "its page":
-        assert not any("deleted successfully" in message for message in said)
+    assert not any("deleted successfully" in message.lower() for message in said)
     assert LogEntry.objects.count() == trail[0]
+
+
+@pytest.mark.parametrize("what", ["samples", "photographs"])
+def test_delete_selected_counts_only_what_it_deleted(admin_client, django_user_model, monkeypatch, what):
+    # Of two chosen, one was taken by another deletion (a sample) or locked by a signature (a
+    # photograph) after the list had read it: the refusal was said, and then Django's "Successfully
+    # deleted 2 ...", counted before the deletions.
+    from webapp import admin as lab_admin
+    from webapp.services.deletion import delete_image, delete_sample
+
+    taken, kept = make_sample("H26-0001"), make_sample("H26-0002")
+    if what == "samples":
+        chosen = [taken.pk, kept.pk]
+
+        def meanwhile(read, user=None):
+            if read.pk == taken.pk:
+                delete_sample(Sample.objects.get(pk=read.pk))  # the other tab's, committed first
+            delete_sample(read, user=user)
+
+        monkeypatch.setattr(lab_admin, "delete_sample", meanwhile)
+        refusal = "Sample H26-0001 was deleted meanwhile: there is nothing left to delete."
+    else:
+        chosen = [taken.images.get().pk, kept.images.get().pk]
+
+        def meanwhile(read, user=None):
+            if read.sample_id == taken.pk:
+                mark_signed(Sample.objects.get(pk=taken.pk), django_user_model.objects.get(username="boss"))
+            delete_image(read, user=user)
+
+        monkeypatch.setattr(lab_admin, "delete_image", meanwhile)
+        refusal = "Sample H26-0001 was signed by"
+    changelist = reverse(f"admin:webapp_{'sample' if what == 'samples' else 'smearimage'}_changelist")
+    response = admin_client.post(changelist, {"action": "delete_selected", "_selected_action": chosen,
+                                              "post": "yes"}, follow=True)
+    said = [str(message) for message in response.context["messages"]]
+    assert len(said) == 2 and said[0].startswith(refusal)
+    assert said[1] == f"Successfully deleted 1 {'sample' if what == 'samples' else 'smear image'}."
+    assert not SmearImage.objects.filter(sample=kept).exists()
+
+    # Every one refused: the refusal alone, no "Successfully deleted 0".
+    monkeypatch.setattr(lab_admin, "delete_sample" if what == "samples" else "delete_image",
+                        lambda read, user=None: (_ for _ in ()).throw(DeletedMeanwhile("Gone.")))
+    alone = make_sample("H26-0003")
+    chosen = [alone.pk if what == "samples" else alone.images.get().pk]
+    response = admin_client.post(changelist, {"action": "delete_selected", "_selected_action": chosen,
+                                              "post": "yes"}, follow=True)
+    assert [str(message) for message in response.context["messages"]] == ["Gone."]
 
 
 def test_deleting_an_uploaded_sample_lists_its_photographs_not_their_fingerprint_bands(admin_client,
