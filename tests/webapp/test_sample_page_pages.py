@@ -264,6 +264,34 @@ def test_deleting_a_failed_photograph_returns_to_its_page(staff_client, sample):
     assert cards(get(staff_client, "lab:sample-detail", sample, "?page=2")) == [ids[2], ids[4]]
 
 
+@pytest.mark.parametrize("change", ["delete", "try again"])
+def test_a_photograph_deleted_meanwhile_is_refused_on_the_page_it_was_on(staff_client, staff, sample,
+                                                                        monkeypatch, change):
+    # Two tabs on page 2: the second deletion, or "Try again", of a photograph the first tab deleted
+    # was refused on page 1.
+    from webapp.services.deletion import delete_image
+    from webapp.views import lab
+
+    with_role(staff, "technologist")  # who may try a photograph again
+    ids = photograph_ids(sample)
+    SmearImage.objects.filter(pk=ids[3]).update(status=SmearImage.Status.FAILED, error="unreadable")
+    name = "delete_image" if change == "delete" else "requeue_image"
+    asked = getattr(lab, name)
+
+    def deleted_first(read, **kwargs):
+        delete_image(SmearImage.objects.get(pk=read.pk))  # the other tab's, committed first
+        asked(read, **kwargs)
+
+    monkeypatch.setattr(lab, name, deleted_first)
+    address = "lab:image-delete" if change == "delete" else "lab:image-retry"
+    response = staff_client.post(reverse(address, args=[ids[3]]), follow=True)
+    assert response.redirect_chain == [(f"{reverse('lab:sample-detail', args=[sample.pk])}?page=2", 302)]
+    not_done = "there is nothing left to delete" if change == "delete" else "nothing was queued"
+    assert [str(message) for message in response.context["messages"]] == [
+        f"{sample.accession_number}-3.png was deleted meanwhile: {not_done}."]
+    assert cards(response.content.decode()) == [ids[2], ids[4]]
+
+
 def test_the_progress_poll_lists_the_photographs_of_the_page_shown(client, tech, sample):
     ids = photograph_ids(sample)
     SmearImage.objects.filter(pk=ids[4]).update(status=SmearImage.Status.PROCESSING)

@@ -377,8 +377,8 @@ def image_retry(request, pk):
     except SampleLocked as exc:
         messages.error(request, str(exc))
         return redirect(lab_pages.photograph_address(image))
-    except DeletedMeanwhile as exc:
-        return refused_as_gone(request, exc, image.sample_id)
+    except DeletedMeanwhile as exc:  # the page it would be on: its neighbours, where the person was
+        return refused_as_gone(request, exc, image.sample_id, photograph_page_number(image))
     messages.success(request, f"{isolated(image.original_filename)} queued again.")
     return redirect(lab_pages.photograph_address(image))
 
@@ -408,8 +408,8 @@ def image_delete(request, pk):
     except (SampleLocked, PhotographBusy) as exc:
         messages.error(request, str(exc))
         return redirect(lab_pages.photograph_address(image, page_number))
-    except DeletedMeanwhile as exc:
-        return refused_as_gone(request, exc, sample.pk)
+    except DeletedMeanwhile as exc:  # another tab deleted it: back where it was, as after a deletion
+        return refused_as_gone(request, exc, sample.pk, page_number)
     messages.success(request, f"{isolated(image.original_filename)} and its cells were deleted.")
     # The page it was on, which now shows its neighbours.
     return redirect(lab_pages.sample_page_address(sample.pk, page_number))
