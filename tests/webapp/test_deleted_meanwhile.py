@@ -4,17 +4,16 @@ DoesNotExist or an IntegrityError, a 500; a second deletion reported success and
 audit row). Each is refused in one line, nothing kept. Two requests, each on a connection of its
 own (PostgreSQL's row locks; SQLite serialises the two transactions)."""
 
-import threading
 from pathlib import Path
 
 import pytest
 from auditlog.models import LogEntry
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection, transaction
+from django.db import connection
 from django.urls import reverse
 
-from tests.conftest import stored_files, wait_for
-from tests.webapp.concurrent_requests import start_as_another_request, waiting_on_a_lock
+from tests.conftest import stored_files
+from tests.webapp.concurrent_requests import post_while_held
 from tests.webapp.lab_factories import make_sample, with_role
 from tests.webapp.test_uploads import jpeg_bytes
 from webapp.models import Cell, Sample, SmearImage
@@ -28,26 +27,8 @@ from webapp.services.sign_off import set_target_count
 def while_deleted(client, sample, path, data, delete=None, **headers):
     """POST ``data`` to ``path`` while a deletion of ``sample`` (or ``delete()``) holds its row;
     the answer, followed."""
-    deleting, release, answers = threading.Event(), threading.Event(), []
-
-    def delete_and_hold():  # the sample's row locked until the test lets the deletion commit
-        with transaction.atomic():
-            if delete is None:
-                delete_sample(Sample.objects.get(pk=sample.pk))
-            else:
-                delete()
-            deleting.set()
-            release.wait(30)
-
-    deletion = start_as_another_request(delete_and_hold)
-    assert deleting.wait(30)
-    asking = start_as_another_request(lambda: answers.append(client.post(path, data, follow=True, **headers)))
-    wait_for(lambda: answers or waiting_on_a_lock(), "the request to wait on the sample's row", 30)
-    release.set()
-    deletion.join(30)
-    asking.join(30)
-    assert answers, "the request failed (a 500)"
-    return answers[0]
+    delete = delete or (lambda: delete_sample(Sample.objects.get(pk=sample.pk)))
+    return post_while_held(client, delete, path, data, "the sample's row", **headers)
 
 
 def add_photographs(sample, image):

@@ -11,14 +11,13 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, connection
 from django.urls import URLPattern, reverse
 from django.utils import timezone
 
 from classifier.errors import TrainingCancelled, TrainingDataError
-from tests.conftest import wait_for
 from tests.synthetic_cells import write_cell_folder
-from tests.webapp.concurrent_requests import start_as_another_request, waiting_on_a_lock
+from tests.webapp.concurrent_requests import post_while_held
 from tests.webapp.lab_factories import make_sample, with_role
 from webapp import urls_models
 from webapp.models import Cell, ModelActivation, ModelVersion, Sample, SmearImage
@@ -439,23 +438,7 @@ def test_activating_or_deleting_a_version_deleted_since_the_page_read_it_says_so
 def while_held(change, client, path, data=None):
     """POST ``data`` to ``path`` while ``change()`` holds its transaction open, on a connection of its
     own; the answer, followed."""
-    holding, release, answers = threading.Event(), threading.Event(), []
-
-    def change_and_hold():
-        with transaction.atomic():
-            change()
-            holding.set()
-            release.wait(30)
-
-    changing = start_as_another_request(change_and_hold)
-    assert holding.wait(30)
-    asking = start_as_another_request(lambda: answers.append(client.post(path, data or {}, follow=True)))
-    wait_for(lambda: answers or waiting_on_a_lock(), "the request to wait on the version's row", 30)
-    release.set()
-    changing.join(30)
-    asking.join(30)
-    assert answers, "the request failed (a 500)"
-    return answers[0]
+    return post_while_held(client, change, path, data or {}, "the version's row")
 
 
 RACES = {
