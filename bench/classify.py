@@ -52,7 +52,7 @@ from classifier.metrics import (  # noqa: E402
 )
 from classifier.model_folder import BUNDLED_MODELS_DIR  # noqa: E402
 from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES, quiet_tensorflow_startup  # noqa: E402
-from classifier.training.data import data_folders  # noqa: E402
+from classifier.training.data import found_folders  # noqa: E402
 from classifier.training.evaluation import restricted, trained_on_files, with_copies_marked  # noqa: E402
 
 DEFAULT_MODEL_DIR = BUNDLED_MODELS_DIR / "leukonet"
@@ -406,15 +406,7 @@ def trained_files(classifier, data_dirs):
     not on this machine): its metadata's dataset_path, a folder not where it was looked for among
     ``data_dirs`` (those benchmarked) by its name, subsampled as its run was."""
     metadata = classifier.metadata
-    by_name = {Path(folder).name: folder for folder in data_dirs}
-    present, missing = [], []
-    for folder in data_folders(metadata.get("dataset_path")):
-        if Path(folder).expanduser().is_dir():
-            present.append(folder)
-        elif Path(folder).name in by_name:
-            present.append(by_name[Path(folder).name])
-        else:
-            missing.append(folder)
+    present, missing = found_folders(metadata.get("dataset_path"), data_dirs)
     max_per_class = (metadata.get("hyperparameters") or {}).get("max_images_per_class")
     return trained_on_files(present, classifier.task, max_per_class, metadata.get("seed")), missing
 

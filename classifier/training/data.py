@@ -80,6 +80,22 @@ def data_folders(data):
     return [str(part) for part in data if str(part).strip()]
 
 
+def found_folders(data, elsewhere=()):
+    """(the data folders of ``data`` on this machine, those not): a folder missing where it was is
+    looked for among ``elsewhere`` (the folders configured, or those benchmarked) by its name, as a
+    version's recorded folders are read on another machine or after a move."""
+    by_name = {Path(folder).name: folder for folder in elsewhere}
+    present, missing = [], []
+    for folder in data_folders(data):
+        if Path(folder).expanduser().is_dir():
+            present.append(folder)
+        elif Path(folder).name in by_name and Path(by_name[Path(folder).name]).expanduser().is_dir():
+            present.append(by_name[Path(folder).name])
+        else:
+            missing.append(folder)
+    return present, missing
+
+
 def source_names(folders):
     """Each folder's name, numbered where two folders share one."""
     names = []

@@ -27,6 +27,7 @@ from classifier.training.data import (
     check_class_counts_together,
     check_data_folder,
     data_folders,
+    found_folders,
 )
 from classifier.training.recipe import (
     SETTINGS,
@@ -401,16 +402,7 @@ def start_adaptation(user):
 def replay_folders(version):
     """(the data folders a version learnt from that are on this machine, those that are not): a
     folder missing where it was is looked for among the configured ones by its name."""
-    configured = {Path(folder).name: folder for folder in default_data_folders()}
-    present, missing = [], []
-    for folder in data_folders(version.dataset_path):
-        if Path(folder).expanduser().is_dir():
-            present.append(folder)
-        elif Path(folder).name in configured and Path(configured[Path(folder).name]).is_dir():
-            present.append(configured[Path(folder).name])
-        else:
-            missing.append(folder)
-    return present, missing
+    return found_folders(version.dataset_path, default_data_folders())
 
 
 def adaptation_settings(version):
