@@ -253,8 +253,15 @@ def looks_like_photograph(path):
 
 def unreadable_folder(count, folder):
     """The reason a split none of whose ``count`` images is a photograph is refused."""
-    return UnreadableFolder(f"none of the {count} images in {folder} could be read as a photograph: "
-                            "replace them with the photographs, or remove the folder", folder)
+    return UnreadableFolder(unreadable_reason(folder, count), folder)
+
+
+def unreadable_reason(folder, count=None):
+    """Why ``folder`` is refused, its images' ``count`` said where given (the site's form says none
+    of a typed folder's)."""
+    images = "the images" if count is None else f"the {count} images"
+    return (f"none of {images} in {folder} could be read as a photograph: replace them with the "
+            "photographs, or remove the folder")
 
 
 def check_some_readable(images, folder):

@@ -5,6 +5,7 @@ import os
 from django import forms
 from django.conf import settings
 
+from classifier.dataset import unreadable_reason
 from classifier.training.data import data_folders
 from classifier.training.recipe import SETTINGS, Offered, Recipe
 from webapp.models import ModelVersion
@@ -155,9 +156,9 @@ class RetrainForm(forms.Form):
                     # in place of them): the run would fail seconds after its version was stored,
                     # a configured folder's as a typed one's. Their count is not said: a typed path
                     # is told nothing of what it holds beyond what is expected.
+                    reason = unreadable_reason(refused.unreadable)
                     self.add_error("data_dir" if refused.folder in given else "data_sources",
-                                   f"None of the images in {refused.unreadable} could be read as a "
-                                   "photograph: replace them with the photographs, or remove the folder.")
+                                   f"{reason[:1].upper()}{reason[1:]}.")
                     return data
                 if refused.folder in given:
                     # Refused as the run would refuse it, before a version is stored; in the words of
