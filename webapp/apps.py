@@ -7,3 +7,10 @@ class WebappConfig(AppConfig):
     name = "webapp"
     verbose_name = "Leukoscope"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from django.contrib.auth.signals import user_logged_in
+
+        from webapp import idle_sign_out
+
+        user_logged_in.connect(idle_sign_out.on_sign_in, dispatch_uid="webapp.idle_sign_out")

@@ -11,6 +11,7 @@ from django.middleware.gzip import GZipMiddleware
 from django.shortcuts import render
 from django.utils.cache import add_never_cache_headers
 
+from webapp import idle_sign_out
 from webapp.db_errors import is_database_full, is_transient_database_error
 from webapp.services.api_tokens import user_for_key
 from webapp.views.errors import (
@@ -55,12 +56,29 @@ class SignedInPagesNotStoredMiddleware:
         return response
 
 
+class IdleSignOutMiddleware:
+    """Ends a sign-in left unused (webapp.idle_sign_out), before the request is served: it is then
+    served as anyone signed out is. The answer tells the browser to drop what it cached for the
+    site, as signing out does (views.core.SignOutView)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        signed_out = idle_sign_out.sign_out_if_idle(request)
+        response = self.get_response(request)
+        if signed_out:
+            response["Clear-Site-Data"] = '"cache"'
+        return response
+
+
 class LoginRequiredOrUnauthorizedMiddleware(LoginRequiredMiddleware):
     """Django's sign-in requirement, except that the JSON API, and a page's script asking for JSON
-    after the sign-in expired, get 401 instead of the HTML login page they cannot read."""
+    or polling for a part of a page after the sign-in expired, get 401 instead of the HTML login
+    page they cannot read (a poll given it would draw the login page into the page)."""
 
     def handle_no_permission(self, request, view_func):
-        if reads_json(request):
+        if reads_json(request) or idle_sign_out.is_background(request):
             return JsonResponse(
                 {"error": "Not signed in, or the sign-in has expired: sign in again. A program "
                           "sends its API key as 'Authorization: Bearer <key>'."},

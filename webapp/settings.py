@@ -187,6 +187,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Before the API key's middleware: a key holds no sign-in to end.
+    "webapp.middleware.IdleSignOutMiddleware",
     # A program's API key stands in for a sign-in, before the sign-in is required.
     "webapp.middleware.ApiTokenMiddleware",
     # Below both: it reads who the request was made as, a key's account included.
@@ -276,6 +278,10 @@ LOGIN_URL = "login"
 # Lab workstations are shared: a sign-in lasts one long shift, not Django's two weeks.
 SESSION_HOURS = env_positive("LEUKOSCOPE_SESSION_HOURS", 12, "hours")
 SESSION_COOKIE_AGE = round(SESSION_HOURS * 3600)
+# Within it, a sign-in left unused this long ends (webapp/idle_sign_out.py): at a shared
+# workstation the next person must not review or sign under the name still signed in.
+IDLE_MINUTES = env_positive("LEUKOSCOPE_IDLE_MINUTES", 30, "minutes")
+IDLE_SIGN_OUT_SECONDS = IDLE_MINUTES * 60
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 

@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
@@ -13,8 +12,8 @@ handler500 = "webapp.views.errors.server_error"
 urlpatterns = [
     path("", core.home, name="home"),
     path("healthz", core.healthz, name="healthz"),
-    path("accounts/login/", auth_views.LoginView.as_view(
-        extra_context={"session_hours": f"{settings.SESSION_HOURS:g}"}), name="login"),
+    path("accounts/login/", core.SignInView.as_view(), name="login"),
+    path("accounts/activity/", core.sign_in_activity, name="sign-in-activity"),
     path("accounts/logout/", core.SignOutView.as_view(), name="logout"),
     path(
         "accounts/password/",

@@ -170,8 +170,9 @@
       return;
     }
     var separator = resultsUrl.indexOf("?") < 0 ? "?" : "&";
+    // A poll is nobody's use of the page: the header leaves the sign-in's unused time running (idle.js).
     fetch(resultsUrl + separator + "image=" + ids.join(","),
-          { credentials: "same-origin", headers: { Accept: "text/html" } })
+          { credentials: "same-origin", headers: { Accept: "text/html", "X-Leukoscope-Background": "1" } })
       .then(function (response) {
         // One of them deleted meanwhile (another tab): asked for again, it would be refused for good
         // and the others' cards never drawn again. sample.js draws the page's cards anew.

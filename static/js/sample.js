@@ -51,8 +51,10 @@
     (control || row).focus({ preventScroll: true });
   }
 
+  // The page's own fetches are nobody's use of it: they leave the sign-in's unused time running
+  // (the header; static/js/idle.js).
   function fetchHtml(url) {
-    return fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "text/html", "X-Leukoscope-Background": "1" } })
       .then(function (response) { if (!response.ok) throw new Error(response.status); return response.text(); });
   }
 
@@ -193,7 +195,7 @@
   });
 
   function poll() {
-    fetch(statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" } })
+    fetch(statusUrl, { credentials: "same-origin", headers: { Accept: "application/json", "X-Leukoscope-Background": "1" } })
       .then(function (response) {
         if (response.status === SIGNED_OUT) { signInAgain(); return new Promise(function () {}); }
         if (response.status === GONE) { sampleGone(); return new Promise(function () {}); }

@@ -266,7 +266,8 @@ def test_a_sign_in_lasts_twelve_hours(client, django_user_model):
     django_user_model.objects.create_user("tech", password="a-long-passphrase-1")
     response = client.post(reverse("login"), {"username": "tech", "password": "a-long-passphrase-1"})
     assert response.status_code == 302
-    assert response.cookies["sessionid"]["max-age"] == 12 * 3600
+    # Counted from the sign-in, to the second (a fixed end: webapp/idle_sign_out.py).
+    assert 12 * 3600 - 2 <= response.cookies["sessionid"]["max-age"] <= 12 * 3600
     assert client.session.get_expire_at_browser_close() is False
 
 

@@ -1,15 +1,17 @@
+import time
 from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
-from django.http import FileResponse, Http404, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_http_methods
 
+from webapp import idle_sign_out
 from webapp.models import SmearImage
 from webapp.selectors import (
     recently_signed_samples,
@@ -97,3 +99,27 @@ class SignOutView(auth_views.LogoutView):
         response = super().post(request, *args, **kwargs)
         response["Clear-Site-Data"] = '"cache"'
         return response
+
+
+class SignInView(auth_views.LoginView):
+    """Django's sign-in page, which says why the user is there: a sign-in that ended unused, or
+    one that ended or was ended otherwise."""
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["session_hours"] = f"{settings.SESSION_HOURS:g}"
+        context["idle_minutes"] = idle_sign_out.minutes()
+        if self.request.method == "GET":
+            context["signed_out_idle"] = idle_sign_out.was_signed_out_idle(self.request)
+        return context
+
+
+@never_cache
+@require_http_methods(["GET", "POST"])
+def sign_in_activity(request):
+    """For static/js/idle.js. POST: a person acted on a page (IdleSignOutMiddleware has recorded
+    it). GET, a background request: how long the sign-in may stay unused, for the page to go to
+    the login page when it ends (a 401 once it has)."""
+    if request.method == "POST":
+        return HttpResponse(status=204)
+    return JsonResponse({"seconds_left": round(idle_sign_out.seconds_left(request.session, time.time()))})
