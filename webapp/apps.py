@@ -1,6 +1,10 @@
 from django.apps import AppConfig
+from django.contrib.auth.signals import user_logged_in
 
-from webapp import deploy_checks  # noqa: F401  (registers the system checks)
+from webapp import (
+    deploy_checks,  # noqa: F401  (registers the system checks)
+    idle_sign_out,
+)
 
 
 class WebappConfig(AppConfig):
@@ -9,8 +13,4 @@ class WebappConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from django.contrib.auth.signals import user_logged_in
-
-        from webapp import idle_sign_out
-
         user_logged_in.connect(idle_sign_out.on_sign_in, dispatch_uid="webapp.idle_sign_out")
