@@ -147,27 +147,33 @@ class DeletesThroughService:
     committed and its deletion written to the trail, as the sample page's delete does): the service's
     refusals, a signed sample or a record another deletion took meanwhile, are the admin's messages
     rather than a server error, and Django's "deleted successfully" is not said for them, nor
-    counts them."""
+    counts them, nor its history ("Recent actions") lists them as deleted."""
 
     def delete_one(self, record, user):
         raise NotImplementedError
 
-    def delete_model(self, request, obj):
+    def log_deletions(self, request, queryset):
+        """Django writes its history's rows before it deletes: each is written here once its record
+        is deleted (_deleted_through_service)."""
+
+    def _deleted_through_service(self, request, record):
+        """Deletes ``record``, and lists the deletion in the admin's history; a refusal is the
+        admin's message instead. True where it was deleted."""
+        as_read = copy.copy(record)  # its id and name, which a deletion may clear
         try:
-            self.delete_one(obj, request.user)
+            self.delete_one(record, request.user)
         except (SampleLocked, DeletedMeanwhile) as exc:
             self.message_user(request, str(exc), messages.ERROR)
+            return False
+        super().log_deletions(request, [as_read])
+        return True
+
+    def delete_model(self, request, obj):
+        if not self._deleted_through_service(request, obj):
             request.deletion_refused = True
 
     def delete_queryset(self, request, queryset):
-        deleted = 0
-        for record in queryset:
-            try:
-                self.delete_one(record, request.user)
-            except (SampleLocked, DeletedMeanwhile) as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-            else:
-                deleted += 1
+        deleted = sum(self._deleted_through_service(request, record) for record in queryset)
         # "Delete selected" (django.contrib.admin.actions) says its "Successfully deleted" next,
         # counted before the deletions: it is said with this count instead (message_user).
         request.deleted_through_service = deleted

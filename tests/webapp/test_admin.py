@@ -249,6 +249,15 @@ def test_a_signed_samples_accession_number_and_note_cannot_change_in_the_admin(a
     assert (sample.accession_number, sample.note) == ("H26-0003", "")
 
 
+def deletions_in_admin_history():
+    """The deletions Django's admin lists under "Recent actions", as (id, name)."""
+    from django.contrib.admin.models import DELETION
+    from django.contrib.admin.models import LogEntry as AdminLogEntry
+
+    return list(AdminLogEntry.objects.filter(action_flag=DELETION).order_by("pk")
+                .values_list("object_id", "object_repr"))
+
+
 def test_the_admin_role_deletes_a_sample_in_the_django_admin_as_on_its_page(staff_client):
     # Migration 0022: the admin role holds webapp.delete_sample (the sample page's rule, which staff
     # status alone used to pass), and Django's confirmation asks for nothing more.
@@ -257,6 +266,7 @@ def test_the_admin_role_deletes_a_sample_in_the_django_admin_as_on_its_page(staf
     assert page.status_code == 200 and "permission to delete" not in page.content.decode()
     staff_client.post(reverse("admin:webapp_sample_delete", args=[sample.pk]), {"post": "yes"})
     assert not Sample.objects.filter(pk=sample.pk).exists()
+    assert deletions_in_admin_history() == [(str(sample.pk), str(sample))]
 
 
 @pytest.mark.parametrize("through", ["its page", "delete selected"])
@@ -288,6 +298,7 @@ def test_a_sample_deleted_meanwhile_is_refused_in_the_admin_in_one_line(staff_cl
     assert "Sample H26-0001 was deleted meanwhile: there is nothing left to delete." in said
     assert not any("deleted successfully" in message.lower() for message in said)
     assert LogEntry.objects.count() == trail[0]
+    assert deletions_in_admin_history() == []  # Django's "Recent actions" too
 
 
 @pytest.mark.parametrize("what", ["samples", "photographs"])
@@ -319,6 +330,7 @@ def test_delete_selected_counts_only_what_it_deleted(admin_client, django_user_m
 
         monkeypatch.setattr(lab_admin, "delete_image", meanwhile)
         refusal = "Sample H26-0001 was signed by"
+    made = kept if what == "samples" else kept.images.get()
     changelist = reverse(f"admin:webapp_{'sample' if what == 'samples' else 'smearimage'}_changelist")
     response = admin_client.post(changelist, {"action": "delete_selected", "_selected_action": chosen,
                                               "post": "yes"}, follow=True)
@@ -326,6 +338,8 @@ def test_delete_selected_counts_only_what_it_deleted(admin_client, django_user_m
     assert len(said) == 2 and said[0].startswith(refusal)
     assert said[1] == f"Successfully deleted 1 {'sample' if what == 'samples' else 'smear image'}."
     assert not SmearImage.objects.filter(sample=kept).exists()
+    # Django's history ("Recent actions") lists the one deleted, not the one refused.
+    assert deletions_in_admin_history() == [(str(made.pk), str(made))]
 
     # Every one refused: the refusal alone, no "Successfully deleted 0".
     monkeypatch.setattr(lab_admin, "delete_sample" if what == "samples" else "delete_image",
@@ -335,6 +349,7 @@ def test_delete_selected_counts_only_what_it_deleted(admin_client, django_user_m
     response = admin_client.post(changelist, {"action": "delete_selected", "_selected_action": chosen,
                                               "post": "yes"}, follow=True)
     assert [str(message) for message in response.context["messages"]] == ["Gone."]
+    assert deletions_in_admin_history() == [(str(made.pk), str(made))]
 
 
 def test_deleting_an_uploaded_sample_lists_its_photographs_not_their_fingerprint_bands(admin_client,
