@@ -9,9 +9,8 @@
   var url = script.dataset.activityUrl;
   var idleMs = Number(script.dataset.idleSeconds) * 1000;
   var resolutionMs = Number(script.dataset.resolutionSeconds) * 1000;
-  var background = {};
-  background[script.dataset.backgroundHeader] = "1";
-  background.Accept = "application/json";
+  // Asking how long is left is not use: the header the page's polls send (webapp/idle_sign_out.py).
+  var background = { Accept: "application/json", "X-Leukoscope-Background": "1" };
   var SIGNED_OUT = 401;
   var RETRY_MS = 30000;
   var told = Date.now(); // the request for this page was use

@@ -20,7 +20,7 @@ def idle_sign_out_script(context):
         return ""
     return format_html(
         '<script src="{}" data-activity-url="{}" data-idle-seconds="{}" data-resolution-seconds="{}" '
-        'data-background-header="{}" defer></script>',
+        'defer></script>',
         static("js/idle.js"), reverse("sign-in-activity"), f"{settings.IDLE_SIGN_OUT_SECONDS:g}",
-        f"{idle_sign_out.activity_resolution():g}", idle_sign_out.BACKGROUND_HEADER,
+        f"{idle_sign_out.activity_resolution():g}",
     )
