@@ -11,6 +11,7 @@ import os
 import tempfile
 import threading
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import cv2
@@ -48,6 +49,61 @@ def _cpu_count():
     return os.cpu_count() or 1
 
 
+# Converting a network to LiteRT takes 1-2 s, and the same network comes back to be converted: a
+# worker that keeps two versions loaded reloads a third it served before, and a training serves the
+# network it trained once to fit the review flag and again to measure TEST. Flatbuffers are kept
+# by the network's content (its graph and weights), so another network never gets one.
+CONVERTED_NETWORKS_KEPT = 8
+_converted = OrderedDict()  # (content fingerprint, int8 weights) -> flatbuffer, most recent last
+_converted_lock = threading.Lock()
+
+
+def network_fingerprint(model):
+    """A SHA-256 of a Keras network's graph and every weight (shape, type and bytes), or None where
+    its graph cannot be written out as JSON."""
+    try:
+        digest = hashlib.sha256(model.to_json().encode())
+    except Exception:  # a layer Keras cannot serialise: such a network is converted every time
+        return None
+    for weight in model.get_weights():
+        weight = np.ascontiguousarray(weight)
+        digest.update(f"{weight.dtype.str}{weight.shape}".encode())
+        digest.update(weight.tobytes())
+    return digest.hexdigest()
+
+
+def _litert_flatbuffer(model, int8_weights):
+    """``model`` converted to a LiteRT flatbuffer, or the one converted before from the same
+    network."""
+    fingerprint = network_fingerprint(model)
+    key = (fingerprint, bool(int8_weights))
+    with _converted_lock:
+        if fingerprint is not None and key in _converted:
+            _converted.move_to_end(key)
+            return _converted[key]
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(litert_graph(model))
+    if int8_weights:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no sample data: dynamic range
+    # Keras prints a summary of the graph it exports on the way, and TensorFlow logs where it
+    # wrote it: nothing a worker's log needs.
+    tensorflow_log = logging.getLogger("tensorflow")
+    level = tensorflow_log.level
+    tensorflow_log.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            flatbuffer = converter.convert()
+    finally:
+        tensorflow_log.setLevel(level)
+    if fingerprint is not None:
+        with _converted_lock:
+            _converted[key] = flatbuffer
+            while len(_converted) > CONVERTED_NETWORKS_KEPT:
+                _converted.popitem(last=False)
+    return flatbuffer
+
+
 # A batch of 64 cells' activation maps (the stem's alone 25 MB in float32) outgrows the cache
 # between layers; invoked 16 cells at a time the network ran 33 -> 25 ms per 64 cells on a 2-core
 # AMD EPYC, each cell's outputs bit for bit the same (int8 activations are quantized per cell).
@@ -71,22 +127,9 @@ class _LiteRTForward:
 
     def __init__(self, model, input_shape, int8_weights=False):
         """``model``'s outputs are returned as a list, in its order."""
-        import tensorflow as tf
         from ai_edge_litert.interpreter import Interpreter
 
-        converter = tf.lite.TFLiteConverter.from_keras_model(litert_graph(model))
-        if int8_weights:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no sample data: dynamic range
-        # Keras prints a summary of the graph it exports on the way, and TensorFlow logs where it
-        # wrote it: nothing a worker's log needs.
-        tensorflow_log = logging.getLogger("tensorflow")
-        level = tensorflow_log.level
-        tensorflow_log.setLevel(logging.WARNING)
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                self._flatbuffer = converter.convert()
-        finally:
-            tensorflow_log.setLevel(level)
+        self._flatbuffer = _litert_flatbuffer(model, int8_weights)
         self.runtime = "litert-int8" if int8_weights else "litert"
         self._interpreter_class = Interpreter
         self._input_shape = tuple(input_shape)

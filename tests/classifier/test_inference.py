@@ -87,6 +87,38 @@ def test_a_network_litert_cannot_convert_is_served_by_tensorflow(monkeypatch, ca
     np.testing.assert_allclose(probabilities, reference.predict(windows), atol=1e-6)
 
 
+def test_a_network_converted_before_is_not_converted_again_and_another_network_is(monkeypatch):
+    """Converting a network to LiteRT takes 1-2 s: a worker reloading a version it served before,
+    or a training serving the network it trained twice, converted it again each time."""
+    from collections import OrderedDict
+
+    import keras
+    import tensorflow as tf
+
+    conversions = []
+    convert = tf.lite.TFLiteConverter.from_keras_model
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_keras_model",
+                        staticmethod(lambda model: conversions.append(model.name) or convert(model)))
+    monkeypatch.setattr(inference, "_converted", OrderedDict())
+    served = make_classifier("paper", "binary", runtime="litert")
+    windows = [window(k) for k in range(3)]
+    first = served.predict(windows)
+    again = CellClassifier.from_bytes(model_to_bytes(served.model), served.metadata, runtime="litert")
+    np.testing.assert_array_equal(again.predict(windows), first)
+    assert len(conversions) == 1
+
+    # One layer's weights changed: another network, converted and served as itself.
+    changed = keras.models.clone_model(served.model)
+    weights = served.model.get_weights()
+    weights[-2] = weights[-2] + 0.5
+    changed.set_weights(weights)
+    other = CellClassifier(changed, served.metadata, runtime="litert").predict(windows)
+    assert len(conversions) == 2
+    reference = CellClassifier(changed, served.metadata, runtime="tensorflow").predict(windows)
+    np.testing.assert_allclose(other, reference, atol=1e-5)
+    assert np.abs(other - first).max() > 0.01
+
+
 def test_an_unknown_runtime_is_refused(leukonet):
     with pytest.raises(ValueError, match="unknown runtime 'onnx'"):
         CellClassifier(leukonet.model, leukonet.metadata, runtime="onnx")
