@@ -16,38 +16,47 @@ CHROMIUM = Path("/usr/bin/chromium")
 PAGE_TIMEOUT_MS = 60_000
 
 
-@pytest.fixture
-def browser_page(monkeypatch):
+@pytest.fixture(scope="module")
+def chromium():
+    """One Chromium for a module's tests, each of which opens a context of its own (cookies,
+    storage and cache apart): starting the browser for each test cost it about a second."""
     if not CHROMIUM.exists():
         pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API keeps an asyncio loop in this thread; the ORM calls the test makes
-    # between browser steps are ordinary synchronous calls, not calls from a coroutine.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )
-        context = browser.new_context(viewport={"width": 1360, "height": 900})
-        page = context.new_page()
-        # Generous: on CI's two cores this page, its server, the worker's network and another test
-        # process share the machine, and an upload's answer once came after 20 s. Nothing here
-        # measures time; a test that fails says where it waited (_keep_request_journal).
-        page.set_default_timeout(PAGE_TIMEOUT_MS)
-        errors = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        # Anything the site's Content-Security-Policy blocked (settings.CONTENT_SECURITY_POLICY): a
-        # script, style or picture it refused is a page that works without the policy only.
-        page.on("console", lambda message: errors.append(message.text)
-                if "Content Security Policy" in message.text else None)
-        _keep_request_journal(page)
-        yield page
-        browser.close()
-        assert not errors, f"JavaScript errors on the page: {errors}"
+    with pytest.MonkeyPatch.context() as patch:
+        # Playwright's sync API keeps an asyncio loop in this thread; the ORM calls the tests make
+        # between browser steps are ordinary synchronous calls, not calls from a coroutine.
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM),
+                headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                      "--disable-component-update", "--disable-sync"],
+            )
+            yield browser
+            browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium):
+    context = chromium.new_context(viewport={"width": 1360, "height": 900})
+    page = context.new_page()
+    # Generous: on CI's two cores this page, its server, the worker's network and another test
+    # process share the machine, and an upload's answer once came after 20 s. Nothing here
+    # measures time; a test that fails says where it waited (_keep_request_journal).
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    # Anything the site's Content-Security-Policy blocked (settings.CONTENT_SECURITY_POLICY): a
+    # script, style or picture it refused is a page that works without the policy only.
+    page.on("console", lambda message: errors.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    _keep_request_journal(page)
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 REQUESTS_KEPT = 40
