@@ -65,7 +65,7 @@ def test_two_sources_train_together_and_are_measured_apart(two_sources, tmp_path
 
 def test_a_network_is_measured_on_the_classes_a_folder_holds(two_sources, tmp_path):
     fields, crops = two_sources
-    result = train_classifier(config(str(fields), tmp_path, evaluate_test=False))
+    result = train_classifier(config(str(fields), tmp_path, architecture="paper", evaluate_test=False))
     classifier = CellClassifier.from_bytes(result.model_bytes, result.metadata)
     metrics = evaluate_classifier(classifier, crops, "TEST", cache_dir=tmp_path / "c")
     assert metrics["restricted_to"] == list(CROP_LAB_CLASSES) and metrics["n"] == 6
