@@ -415,17 +415,34 @@ def _cmdline(process):
 
 
 @pytest.mark.worker
-def test_launcher_starts_again_a_worker_that_dies_and_keeps_serving(tmp_path):
-    """The reliability audit: a worker killed (for memory, say) took the whole site down with it,
-    and nothing started it again. One that had been running a while is started again; the site
-    keeps serving."""
+def test_launcher_serves_with_an_embedded_redis_starts_again_a_worker_that_dies_and_stops_everything(
+        tmp_path):
+    """What `make run` does after setup, on the embedded-Redis path, end to end in real processes.
+    The reliability audit: a worker killed (for memory, say) took the whole site down with it, and
+    nothing started it again; one that had been running a while is now started again and the site
+    keeps serving. Ctrl-C reaches the whole terminal's process group, and leaves no process and no
+    port behind. (One launcher for the three: starting one costs a test about 12 s.)"""
     import psutil
 
     from webapp.management.commands.runlab import RESTART_IF_UP_FOR_SECONDS
 
     launcher, base, log = _start_launcher(tmp_path, LEUKOSCOPE_EMBEDDED_REDIS="1")
     try:
-        _wait_for_workers(launcher, base, tmp_path)
+        report = _wait_for_workers(launcher, base, tmp_path)
+        assert report["checks"]["broker"]["ok"]
+        with urllib.request.urlopen(base + "/accounts/login/", timeout=5) as response:
+            assert response.status == 200
+        log.seek(0)
+        startup = log.read()
+        assert "embedded Redis started by Leukoscope" in startup
+        broker_port = int(startup.split("embedded Redis started by Leukoscope at redis://127.0.0.1:")[1]
+                          .split("/")[0])
+        started = psutil.Process(launcher.pid).children(recursive=True)
+        commands = [" ".join(process.cmdline()) for process in started]
+        assert any("manage.py reconcile" in command for command in commands), commands
+        assert (tmp_path / "redis" / "appendonly.aof").exists() or any(
+            (tmp_path / "redis").glob("appendonlydir/*")), "the embedded Redis keeps an append-only file"
+
         worker = next(child for child in psutil.Process(launcher.pid).children()
                       if "classify" in child.cmdline())
         time.sleep(max(0.0, worker.create_time() + RESTART_IF_UP_FOR_SECONDS + 1 - time.time()))
@@ -450,33 +467,7 @@ def test_launcher_starts_again_a_worker_that_dies_and_keeps_serving(tmp_path):
         with urllib.request.urlopen(base + "/accounts/login/", timeout=5) as response:
             assert response.status == 200
         _wait_for_workers(launcher, base, tmp_path)
-    finally:
-        _stop_launcher(launcher)
-    assert launcher.returncode == 0, (tmp_path / "runlab.log").read_text()
-
-
-@pytest.mark.worker
-def test_launcher_serves_the_site_with_an_embedded_redis_and_stops_everything(tmp_path):
-    """What `make run` does after setup, on the embedded-Redis path, end to end in real processes;
-    Ctrl-C reaches the whole terminal's process group, and leaves no process and no port behind."""
-    import psutil
-
-    launcher, base, log = _start_launcher(tmp_path, LEUKOSCOPE_EMBEDDED_REDIS="1")
-    try:
-        report = _wait_for_workers(launcher, base, tmp_path)
-        assert report["checks"]["broker"]["ok"]
-        with urllib.request.urlopen(base + "/accounts/login/", timeout=5) as response:
-            assert response.status == 200
-        log.seek(0)
-        startup = log.read()
-        assert "embedded Redis started by Leukoscope" in startup
-        broker_port = int(startup.split("embedded Redis started by Leukoscope at redis://127.0.0.1:")[1]
-                          .split("/")[0])
-        started = psutil.Process(launcher.pid).children(recursive=True)
-        commands = [" ".join(process.cmdline()) for process in started]
-        assert any("manage.py reconcile" in command for command in commands), commands
-        assert (tmp_path / "redis" / "appendonly.aof").exists() or any(
-            (tmp_path / "redis").glob("appendonlydir/*")), "the embedded Redis keeps an append-only file"
+        started += psutil.Process(launcher.pid).children(recursive=True)
     finally:
         _stop_launcher(launcher)
     log.seek(0)
