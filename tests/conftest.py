@@ -300,3 +300,20 @@ def pytest_runtest_makereport(item, call):
         lines = log_path.read_text(errors="replace").splitlines()[-WORKER_LOG_LINES_ON_FAILURE:]
         report.sections.append((f"the Celery worker's log, its last {len(lines)} lines", "\n".join(lines)))
     return report
+
+
+
+@pytest.fixture(scope="session", autouse=True)
+def postgresql_test_database_left_to_drop(django_db_setup, django_db_blocker):
+    """PostgreSQL waits 5 s for a database's other sessions to end before it refuses to drop it:
+    one session was still open on each test database as a PostgreSQL run ended, which kept the
+    database (with a warning) after that wait. Any is ended here, after the session's worker
+    stopped and before the drop."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = %s AND pid <> pg_backend_pid()", [connection.settings_dict["NAME"]])
