@@ -303,12 +303,13 @@ def pytest_runtest_makereport(item, call):
 
 
 
-@pytest.fixture(scope="session", autouse=True)
-def postgresql_test_database_left_to_drop(django_db_setup, django_db_blocker):
-    """PostgreSQL waits 5 s for a database's other sessions to end before it refuses to drop it:
-    one session was still open on each test database as a PostgreSQL run ended, which kept the
-    database (with a warning) after that wait. Any is ended here, after the session's worker
-    stopped and before the drop."""
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's, which drops the test database at the end. PostgreSQL waits 5 s for a
+    database's other sessions to end before it refuses to drop it: one session was still open on
+    each test database as a PostgreSQL run ended, which kept the database (with a warning) after
+    that wait. Any is ended here, after the session's worker stopped and before the drop. (A
+    wrapper, not an autouse fixture: a run of tests without the database sets none up.)"""
     yield
     from django.db import connection
 
