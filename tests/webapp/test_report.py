@@ -4,6 +4,7 @@ import base64
 import csv
 import io
 import re
+import unicodedata
 import zlib
 
 import pytest
@@ -421,9 +422,9 @@ def test_a_binary_networks_report_names_only_the_types_its_reviewers_can_give(cl
     assert "Reactive lymphocytes" not in html
 
 
-def test_the_pdf_marks_right_to_left_text_it_cannot_print_and_says_so(client, tech, hematologist):
-    """ReportLab neither reorders nor joins Arabic: "أحمد" printed as "دمحأ", letters apart and
-    backwards. The PDF marks each such run and says where to read it; the report page shows it."""
+def test_the_pdf_prints_right_to_left_text_joined_and_in_the_order_it_is_read(client, tech, hematologist):
+    """ReportLab neither reorders nor joins Arabic: "أحمد" would print as "دمحأ", its letters apart and
+    backwards. Each person's text is set in the sentence as the report page's <bdi> sets it."""
     hematologist.first_name, hematologist.last_name = "أحمد", "المصري"
     hematologist.save()
     with_role(hematologist, "hematologist")
@@ -432,20 +433,44 @@ def test_the_pdf_marks_right_to_left_text_it_cannot_print_and_says_so(client, te
     sample = sign_sample(sample, hematologist, below_target_reason="عدد قليل — muestra escasa")
 
     lines = pdf_lines(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
-    text = " ".join(" ".join(lines).split())
-    for expected in ("Signed by [right-to-left text] on ",
-                     "Note: Giemsa; [right-to-left text] 100x; Mañana 標本",
-                     "Signed below the target count of 100: [right-to-left text] — muestra escasa",
-                     "This PDF cannot print right-to-left text (Arabic, Hebrew): [right-to-left text] marks "
-                     "where it stands. The report page shows it, and prints it."):
-        assert expected in text, (expected, lines)
-    assert not any("\u0600" <= char <= "\u06ff" for char in text), lines
+    # Letters in their joined forms (U+FE70-U+FEFF), each Arabic run drawn right to left: the name
+    # reads أحمد المصري from the right; the note's Arabic words sit where they were typed, 100 after
+    # them as a browser shows it; a reason that starts in Arabic is read from the right as a whole.
+    for expected in ("Signed by \ufef1\ufeae\ufebc\ufee4\ufedf\ufe8d \ufeaa\ufee4\ufea3\ufe83 on ",
+                     "Note: Giemsa; 100 \ufe94\ufed0\ufe92\ufebb :\ufe94\ufec8\ufea3\ufefc\ufee3x; "
+                     "Mañana 標本",
+                     "Signed below the target count of 100: muestra escasa \u2014 \ufede\ufef4\ufee0\ufed7 "
+                     "\ufea9\ufeaa\ufecb"):
+        assert any(expected in line for line in lines), (expected, lines)
+    text = " ".join(lines)
+    assert not any("\u0600" <= char <= "\u06ff" for char in text), lines  # no letter left unjoined
+    assert "right-to-left" not in text
     page = client.get(reverse("lab:sample-report", args=[sample.pk])).content.decode()
     assert "ملاحظة: صبغة 100x" in page and "أحمد المصري" in page
 
 
-def test_a_pdf_without_right_to_left_text_has_no_notice_of_it(client, tech):
+def test_a_long_arabic_note_breaks_into_lines_that_read_on_from_the_top(client, tech):
+    # Reordered as a whole and broken after, a note's first line would hold its last words.
+    words = [f"{first}{second}ة" for first in "بتثجحخدذ" for second in "سشصضطظعغ"]
+    sample = make_sample("ع-٢٠٢٦-59", types=TYPES)
+    Sample.objects.filter(pk=sample.pk).update(note=" ".join(words))
+    lines = pdf_lines(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
+    start = next(index for index, line in enumerate(lines) if line.startswith("Note: "))
+    held = [lines[start].removeprefix("Note: ")]
+    held += [line for line in lines[start + 1:] if line and "\ufe70" <= line[0] <= "\ufeff"]
+    assert len(held) >= 3, lines
+    # Each line, its joined forms undone (NFKC) and read right to left, continues the one above it.
+    read = [unicodedata.normalize("NFKC", line)[::-1] for line in held]
+    assert " ".join(read) == " ".join(words)
+    # The accession, in the title and in the footer of every page, reads from the right as well.
+    assert "Leukocyte differential \u2014 59-٢٠٢٦-\ufec9" in lines
+    assert any(line.startswith("Leukocyte differential 59-٢٠٢٦-\ufec9 \u2014 ") for line in lines), lines
+
+
+def test_a_pdf_note_in_scripts_written_left_to_right_prints_as_typed(client, tech):
     sample = make_sample("H26-0058", types=TYPES)
-    Sample.objects.filter(pk=sample.pk).update(note="Окраска; 標本; Mañana")
-    text = " ".join(pdf_lines(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content))
-    assert "Note: Окраска; 標本; Mañana" in text and "right-to-left" not in text
+    Sample.objects.filter(pk=sample.pk).update(note="Окраска; 標本; Mañana\nLine two")
+    lines = pdf_lines(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
+    assert "Note: Окраска; 標本; Mañana" in lines and "Line two" in lines
+
+

@@ -9,17 +9,18 @@ The page is set in DejaVu Sans (vendored in fonts/, embedded as a subset: Latin,
 Greek, Cyrillic and more), not in the built-in Helvetica, which draws a black box for anything
 outside Latin-1. Chinese, Japanese and Korean runs are set in ReportLab's built-in CID fonts, which
 the PDF names and the reader draws: ReportLab never falls back from one font to another by itself.
-Right-to-left text (Arabic, Hebrew), which ReportLab neither reorders nor shapes, is not printed: a
-marker stands in its place and the PDF says so (the report page shows it).
+ReportLab neither reorders right-to-left text (Arabic, Hebrew) nor joins Arabic letters: a paragraph
+that holds such text is broken into lines and put in the order it is seen here (reading_order).
 """
 
 import bisect
 import functools
 import io
+import re
 import threading
 import unicodedata
 from pathlib import Path
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape, unescape
 
 from django.core.files.storage import default_storage
 from reportlab.lib import colors
@@ -30,6 +31,7 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import (
+    Flowable,
     Image,
     KeepTogether,
     Paragraph,
@@ -40,6 +42,13 @@ from reportlab.platypus import (
 )
 
 from webapp.counting import type_label
+from webapp.reports.reading_order import (
+    LINE_BREAK,
+    Segment,
+    holds_right_to_left,
+    in_display_order,
+    lines_in_display_order,
+)
 from webapp.wording import moment_on_a_report
 
 FONTS = Path(__file__).resolve().parent / "fonts"
@@ -67,16 +76,16 @@ _CJK_STARTS = [first for first, _, _ in _CJK_RANGES]
 # left out unseen. Beyond the BMP even what DejaVu has is replaced: ReportLab writes such a
 # character's ToUnicode entry wrong, so its text would copy out of the PDF garbled.
 REPLACEMENT = "\ufffd"
-# ReportLab sets every line left to right and does not join Arabic letters: a hematologist's name
-# "أحمد" printed as "دمحأ", its letters apart and backwards, a misprint rather than a mark that
-# something is missing. A right-to-left run (Arabic, Hebrew..., from its first such letter to its last,
-# with the spaces, digits and punctuation between) prints as this marker, and the report says why.
-RIGHT_TO_LEFT = "[right-to-left text]"
-RIGHT_TO_LEFT_NOTICE = (f"This PDF cannot print right-to-left text (Arabic, Hebrew): {RIGHT_TO_LEFT} marks "
-                        "where it stands. The report page shows it, and prints it.")
+# A person's or a file's text in paragraph markup, escaped, between these two (private use: no font
+# draws them, and _text takes them out of what it wraps): _paragraph sets it in its fonts, and in the
+# order it is seen where the paragraph holds right-to-left text.
+_OPEN, _CLOSE = "\ue000", "\ue001"
+_ISOLATE = re.compile(f"{_OPEN}([^{_CLOSE}]*){_CLOSE}")
+_MARKUP = re.compile(f"{_ISOLATE.pattern}|(</?b>|<br/>)|([^<{_OPEN}]+)")
+# What a line broken here may lack against ReportLab's own measure of it, in points: a line it found
+# too wide it would break again, and a right-to-left line broken after its reordering reads wrong.
+LINE_SLACK = 1.0
 _REGISTERING = threading.Lock()
-# Whether the PDF being drawn in this thread marked a right-to-left run (render_pdf resets it).
-_drawing = threading.local()
 
 CROP_SIZE = 18 * mm
 _GRID = TableStyle([
@@ -136,33 +145,12 @@ def _drawn(char, covered):
     return [(REPLACEMENT, None)]
 
 
-def _right_to_left_marked(value):
-    """`value` with each right-to-left run in it as RIGHT_TO_LEFT. A line break ends a run."""
-    kinds = [unicodedata.bidirectional(char) for char in value]
-    marked, at = [], 0
-    while at < len(value):
-        if kinds[at] not in ("R", "AL"):
-            marked.append(value[at])
-            at += 1
-            continue
-        last = at
-        for ahead in range(at, len(value)):
-            if kinds[ahead] in ("L", "B"):
-                break
-            if kinds[ahead] in ("R", "AL"):
-                last = ahead
-        marked.append(RIGHT_TO_LEFT)
-        _drawing.right_to_left = True
-        at = last + 1
-    return "".join(marked)
-
-
 def _runs(value):
     """`value` as (font, text) runs: font None for the text around it (DejaVu Sans, regular or bold),
-    else the CID font of a CJK run. Composed first (NFC): ReportLab does not place combining marks."""
+    else the CID font of a CJK run."""
     covered = _register_fonts()
     runs = []
-    for char in _right_to_left_marked(unicodedata.normalize("NFC", value)):
+    for char in value:
         for shown, font in _drawn(char, covered):
             if runs and runs[-1][0] == font:
                 runs[-1][1] += shown
@@ -172,18 +160,86 @@ def _runs(value):
 
 
 def _text(value):
-    """A person's or a file's text as paragraph markup: escaped, each CJK run in its CID font."""
+    """A person's or a file's text, marked as such for _paragraph. Composed first (NFC): ReportLab
+    does not place combining marks."""
+    value = unicodedata.normalize("NFC", str(value))
+    if not value:
+        return ""
+    return f"{_OPEN}{escape(value.replace(_OPEN, REPLACEMENT).replace(_CLOSE, REPLACEMENT))}{_CLOSE}"
+
+
+def _in_fonts(value):
+    """Plain text as paragraph markup: escaped, each CJK run in its CID font, a line break kept."""
     return "".join(escape(text) if font is None else f'<font name="{font}">{escape(text)}</font>'
-                   for font, text in _runs(str(value)))
+                   for font, text in _runs(value)).replace(LINE_BREAK, "<br/>")
+
+
+def _with_wrap(style, markup):
+    """A paragraph that holds CJK breaks its lines between characters, as CJK text has no spaces to
+    break at (a long note would run off the page); a word of another script in it still breaks at
+    a space."""
+    if f'<font name="{CJK}">' in markup or f'<font name="{HANGUL}">' in markup:
+        return style.clone(f"{style.name}-cjk", wordWrap="CJK")
+    return style
 
 
 def _paragraph(markup, style):
-    """A paragraph of the report. One that holds CJK breaks its lines between characters, as CJK text
-    has no spaces to break at (a long note would run off the page); a word of another script in it
-    still breaks at a space."""
-    if f'<font name="{CJK}">' in markup or f'<font name="{HANGUL}">' in markup:
-        style = style.clone(f"{style.name}-cjk", wordWrap="CJK")
-    return Paragraph(markup, style)
+    """A paragraph of the report: `markup` holds the report's words and _text's."""
+    if any(holds_right_to_left(unescape(text)) for text in _ISOLATE.findall(markup)):
+        return _ReadingOrderParagraph(markup, style)
+    markup = _ISOLATE.sub(lambda found: _in_fonts(unescape(found[1])), markup)
+    return Paragraph(markup, _with_wrap(style, markup))
+
+
+def _segments(markup):
+    bold = False
+    for isolate, tag, text in _MARKUP.findall(markup):
+        if tag in ("<b>", "</b>"):
+            bold = tag == "<b>"
+        elif tag:
+            yield Segment(LINE_BREAK)
+        else:
+            yield Segment(unescape(isolate or text), bold, isolate=bool(isolate))
+
+
+class _ReadingOrderParagraph(Flowable):
+    """A paragraph that holds right-to-left text: broken into lines for the width it is given, each
+    line in the order it is seen (reading_order), then set by ReportLab as lines it need not break."""
+
+    def __init__(self, markup, style):
+        super().__init__()
+        self._segments = list(_segments(markup))
+        self._style = style
+        self._laid_out = None
+
+    def _measure(self, text, bold):
+        font = BOLD if bold or self._style.fontName == BOLD else BODY
+        return sum(pdfmetrics.stringWidth(run, cjk or font, self._style.fontSize) for cjk, run in _runs(text))
+
+    def _paragraph_for(self, width):
+        if self._laid_out is None or self._laid_out[0] != width:
+            style = self._style
+            room = width - style.leftIndent - style.rightIndent - max(style.firstLineIndent, 0) - LINE_SLACK
+            lines = lines_in_display_order(self._segments, room, self._measure)
+            markup = "<br/>".join("".join(f"<b>{_in_fonts(text)}</b>" if bold else _in_fonts(text)
+                                          for text, bold in line) for line in lines)
+            self._laid_out = (width, Paragraph(markup, _with_wrap(style, markup)))
+        return self._laid_out[1]
+
+    def wrap(self, availWidth, availHeight):
+        return self._paragraph_for(availWidth).wrap(availWidth, availHeight)
+
+    def split(self, availWidth, availHeight):
+        return self._paragraph_for(availWidth).split(availWidth, availHeight)
+
+    def draw(self):
+        self._laid_out[1].drawOn(self.canv, 0, 0)
+
+    def getSpaceBefore(self):
+        return self._style.spaceBefore
+
+    def getSpaceAfter(self):
+        return self._style.spaceAfter
 
 
 def _table(rows, widths):
@@ -304,7 +360,6 @@ def _draw_line(canvas, x, y, value, size):
 def render_pdf(report):
     """The report as PDF bytes (A4)."""
     _register_fonts()
-    _drawing.right_to_left = False
     styles = getSampleStyleSheet()
     styles["Normal"].fontName = BODY
     styles["Title"].fontName = styles["Heading2"].fontName = BOLD
@@ -320,14 +375,12 @@ def render_pdf(report):
     story = [_paragraph(f"Leukocyte differential \u2014 {_text(report.accession)}", styles["Title"])]
     story += _status(report, styles)
     if report.note:
-        note = f"<b>Note:</b> {_text(report.note)}".replace("\n", "<br/>")
-        story.append(_paragraph(note, styles["Normal"]))
+        story.append(_paragraph(f"<b>Note:</b> {_text(report.note)}", styles["Normal"]))
     if report.photographs_note:
         story.append(_paragraph(_text(report.photographs_note), styles["Normal"]))
     if report.below_target_reason:
         story.append(_paragraph(f"Signed below the target count of {report.target_count}: "
                                 f"{_text(report.below_target_reason)}", styles["Normal"]))
-    notice_at = len(story)
     story += _warnings(report, styles)
     story += _differential(report, styles)
     story += _beside(report, styles)
@@ -335,16 +388,15 @@ def render_pdf(report):
     story.append(Spacer(1, 4 * mm))
     story += _networks(report, styles)
     story.append(_paragraph(f"Printed {moment_on_a_report(report.generated_at)}", styles["small"]))
-    if _drawing.right_to_left:  # under the names and reasons, above the warnings that may hold more
-        story.insert(notice_at, _paragraph(escape(RIGHT_TO_LEFT_NOTICE), styles["Normal"]))
 
     def footer(canvas, page):
         # A page that comes loose from the others still says whose result it is, and how final.
         canvas.saveState()
         canvas.setFont(BODY, 8)
         canvas.setFillColor(colors.grey)
-        _draw_line(canvas, 18 * mm, 9 * mm, f"Leukocyte differential {report.accession} \u2014 "
-                                            f"{report.result.label}", 8)
+        accession = in_display_order(unicodedata.normalize("NFC", report.accession))
+        _draw_line(canvas, 18 * mm, 9 * mm,
+                   f"Leukocyte differential {accession} \u2014 {report.result.label}", 8)
         canvas.drawRightString(A4[0] - 18 * mm, 9 * mm, f"Page {page.page}")
         canvas.restoreState()
 
