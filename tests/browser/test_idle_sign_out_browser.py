@@ -12,7 +12,7 @@ from tests.webapp.lab_factories import make_sample, with_role
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-IDLE_SECONDS = 3
+IDLE_SECONDS = 4
 
 
 def test_a_page_left_unused_goes_to_the_login_page_and_back_and_typing_keeps_it(
@@ -33,9 +33,22 @@ def test_a_page_left_unused_goes_to_the_login_page_and_back_and_typing_keeps_it(
     assert page.url == sample_page
     expect(page.locator("h1")).to_contain_text("BR-IDLE")
 
-    # Then nobody: the page goes by itself.
+    # Then nobody: a little before the end the page says so, in view however far it is scrolled,
+    # and a key press keeps it, and whatever was typed on it.
+    page.mouse.wheel(0, 2000)
+    warning = page.locator("[data-role=idle-warning]")
+    expect(warning).to_be_visible(timeout=20_000)
+    expect(warning).to_contain_text("will be signed out. Press a key or click on the page to stay signed in.")
+    assert warning.evaluate("element => getComputedStyle(element).position") == "fixed"
+    page.keyboard.press("Shift")
+    expect(warning).to_be_hidden()
+    page.wait_for_timeout(IDLE_SECONDS * 1000 / 2)
+    assert page.url == sample_page
+
+    # Then nobody at all: the page goes by itself.
     notice = page.locator("[data-role=signed-out-idle]")
-    expect(notice).to_contain_text("signed out after 0.05 minutes without use", timeout=20_000)
+    said = re.compile(r"signed out after 0\.06+7 minutes without use")
+    expect(notice).to_contain_text(said, timeout=20_000)
     assert re.search(rf"/accounts/login/\?next=/samples/{sample.pk}/$", page.url)
     page.fill("#id_username", "tech")
     page.fill("#id_password", PASSWORD)

@@ -2,10 +2,12 @@
 reviewed or signed there is recorded under the name signed in. The clock is the session's own
 record of the last action, set back here as time passing would set it."""
 
+import re
 import time
 
 import pytest
 from django.conf import settings
+from django.test import Client
 from django.urls import reverse
 
 from tests.webapp.lab_factories import make_sample
@@ -99,6 +101,15 @@ def test_the_pages_script_asks_how_long_is_left_and_tells_of_a_key_or_click(clie
 def test_every_signed_in_page_carries_the_script_and_the_login_page_does_not(client, tech, staff):
     script = 'src="/static/js/idle.js" data-activity-url="/accounts/activity/" data-idle-seconds="1800"'
     assert script in client.get(reverse("home")).content.decode()
+    # The printable report too: results on an unattended screen. It holds no form, so the token
+    # the script tells the site of a key press with comes with the script.
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(tech)
+    report = browser.get(reverse("lab:sample-report", args=[make_sample("H26-IDLE").pk])).content.decode()
+    assert script in report and "csrfmiddlewaretoken" not in report
+    assert browser.post(reverse("sign-in-activity")).status_code == 403
+    token = re.search(r'data-csrf-token="([^"]+)"', report)[1]
+    assert browser.post(reverse("sign-in-activity"), HTTP_X_CSRFTOKEN=token).status_code == 204
     client.logout()
     assert "js/idle.js" not in client.get(reverse("login")).content.decode()
     client.force_login(staff)
