@@ -28,9 +28,16 @@ def test_a_long_right_to_left_text_keeps_its_first_words_on_its_first_line():
 
 
 def test_a_line_break_typed_in_a_note_ends_the_line_and_a_word_wider_than_a_line_has_one_of_its_own():
-    note = [Segment("שלום\nעולם " + "א" * 30, isolate=True)]
+    note = [Segment("שלום \r\nעולם " + "א" * 30, isolate=True)]
     lines = lines_in_display_order(note, 10, one_point_a_character)
     assert lines == [[("םולש", False)], [("םלוע", False)], [("א" * 30, False)]]
+
+
+def test_a_no_break_space_keeps_a_number_with_its_unit():
+    # Read from the right, as the sentence around them is: 100, then µm.
+    note = [Segment("תאים 100\u00a0µm שלום", isolate=True)]
+    lines = lines_in_display_order(note, 10, one_point_a_character)
+    assert lines == [[("םיאת", False)], [("µm\u00a0100", False)], [("םולש", False)]]
 
 
 def test_a_direction_override_typed_into_a_file_name_turns_nothing_around():

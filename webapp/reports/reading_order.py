@@ -22,6 +22,7 @@ from webapp.wording import DIRECTION_CONTROLS
 # joined one by one instead. The other ligatures the reshaper makes by default (lam with alef) it has.
 _RESHAPER = arabic_reshaper.ArabicReshaper(configuration={"ARABIC LIGATURE ALLAH": False})
 LINE_BREAK = "\n"
+NO_BREAK_SPACES = "\u00a0\u2007\u202f"
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,18 @@ def _characters(segments):
     return characters, directions
 
 
+def _breaks_a_line(char):
+    # A no-break space (typed between a number and its unit) holds its neighbours together.
+    return char.isspace() and char not in NO_BREAK_SPACES
+
+
 def _words(characters):
     """Words (runs of characters between spaces), None for a line break, in reading order. A space
     keeps its attributes: it belongs to the isolate or the sentence it was typed in."""
     words, word = [], []
     for item in characters:
         char = item[0]
-        if char == LINE_BREAK or char.isspace():
+        if char == LINE_BREAK or _breaks_a_line(char):
             if word:
                 words.append(word)
             word = []
@@ -117,6 +123,8 @@ def _broken(words, width, measure):
     lines, line, used = [], [], 0.0
     for word in words:
         if word is None:
+            while line and line[-1][0] == " ":
+                line.pop()
             lines.append(line)
             line, used = [], 0.0
             continue
