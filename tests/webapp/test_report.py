@@ -472,5 +472,3 @@ def test_a_pdf_note_in_scripts_written_left_to_right_prints_as_typed(client, tec
     Sample.objects.filter(pk=sample.pk).update(note="Окраска; 標本; Mañana\nLine two")
     lines = pdf_lines(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
     assert "Note: Окраска; 標本; Mañana" in lines and "Line two" in lines
-
-
