@@ -302,7 +302,6 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """pytest-django's, which drops the test database at the end. PostgreSQL waits 5 s for a

@@ -118,14 +118,19 @@ def _width(items, measure):
     return sum(measure("".join(c for c, _, _ in run), run[0][1]) for run in _runs_by(items, lambda i: i[1]))
 
 
+def _trimmed(line):
+    """A line without the space it ended at."""
+    while line and line[-1][0] == " ":
+        line = line[:-1]
+    return line
+
+
 def _broken(words, width, measure):
     """Lines in reading order, each as wide as `width` at most (but for a word wider than a line)."""
     lines, line, used = [], [], 0.0
     for word in words:
         if word is None:
-            while line and line[-1][0] == " ":
-                line.pop()
-            lines.append(line)
+            lines.append(_trimmed(line))
             line, used = [], 0.0
             continue
         is_space = word[0][0] == " "
@@ -133,15 +138,11 @@ def _broken(words, width, measure):
             continue
         needed = _width(word, measure)
         if not is_space and line and used + needed > width:
-            while line and line[-1][0] == " ":
-                used -= _width([line.pop()], measure)
-            lines.append(line)
+            lines.append(_trimmed(line))
             line, used = [], 0.0
         line += word
         used += needed
-    while line and line[-1][0] == " ":
-        line.pop()
-    lines.append(line)
+    lines.append(_trimmed(line))
     return lines
 
 
