@@ -1,6 +1,7 @@
 """Sign-off: who may sign, what stops a signature, what a signature locks, and reopening."""
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.core.exceptions import PermissionDenied
@@ -8,6 +9,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
+from django.utils import timezone
 
 from tests.webapp.lab_factories import make_sample, with_role
 from tests.webapp.test_uploads import jpeg_bytes
@@ -634,7 +636,6 @@ def sign_in_flight(sample, user, locked, release):
     """As sign_sample signs: the sample's row locked and written, then held (``locked`` set) until
     ``release`` is set, then committed. For a thread of its own (start_as_another_request)."""
     from django.db import transaction
-    from django.utils import timezone
 
     with transaction.atomic():
         Sample.objects.select_for_update().get(pk=sample.pk)
@@ -720,6 +721,52 @@ def test_a_re_classification_waits_for_a_signature_in_flight_and_leaves_the_samp
     assert (image.status, image.requested_version_id) == (SmearImage.Status.DONE, None)
     assert sent_tasks == []
     assert (done[0].queued, done[0].signed_skipped) == (0, ["H26-RACE"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_signatures_commit_in_the_order_an_information_system_polls_them(hematologist, monkeypatch):
+    # The LIS asks for the results signed since the last signed_at it read. A signature still
+    # writing its figures let a later one commit first: a poll between the two commits listed the
+    # later one alone, and the next poll, from its signed_at, never listed the earlier one.
+    import threading
+
+    from django.db import connection
+
+    from tests.webapp.concurrent_requests import start_as_another_request
+    from webapp.selectors import samples_with_progress
+    from webapp.services import sign_off
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's IMMEDIATE transactions take one writer at a time: the race is PostgreSQL's")
+    slow, quick = small_sample("H26-SLOW"), small_sample("H26-QUICK")
+    writing, release = threading.Event(), threading.Event()
+    figures = sign_off.result_figures
+
+    def slow_figures(formula):
+        if not writing.is_set():  # the first signature only, once its clock is read
+            writing.set()
+            release.wait(30)
+        return figures(formula)
+
+    def poll(since=None):
+        signed = samples_with_progress(signed_since=since or timezone.now() - timedelta(days=1))
+        return [(sample.accession_number, sample.signed_at) for sample in signed]
+
+    monkeypatch.setattr(sign_off, "result_figures", slow_figures)
+    slow_signer = start_as_another_request(lambda: sign_sample(slow, hematologist))
+    assert writing.wait(30)
+    quick_signer = start_as_another_request(lambda: sign_sample(quick, hematologist))
+    quick_signer.join(1.5)
+    first_poll = poll()
+    release.set()
+    slow_signer.join(30)
+    quick_signer.join(30)
+    assert not (slow_signer.is_alive() or quick_signer.is_alive())
+    # The LIS files what the first poll listed and asks again from its last signed_at.
+    next_poll = poll(first_poll[-1][1]) if first_poll else poll()
+    filed = {accession for accession, _ in first_poll + next_poll}
+    assert filed == {"H26-SLOW", "H26-QUICK"}, f"polled {first_poll}, then {next_poll}"
+    assert [accession for accession, _ in poll()] == ["H26-SLOW", "H26-QUICK"]
 
 
 def test_the_account_that_signed_or_reopened_a_result_cannot_be_deleted(hematologist, django_user_model):

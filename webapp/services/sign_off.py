@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 SIGN_PERMISSION = "webapp.sign_sample"
 # What a sample's page offers; LEUKOSCOPE_TARGET_COUNT, a new sample's, is one of them.
 TARGET_CHOICES = settings.TARGET_COUNT_CHOICES
+# PostgreSQL advisory lock taken by every signature until it commits (any number unused elsewhere).
+SIGNATURE_ORDER_LOCK = 0x4C4B5349474E  # "LKSIGN"
 
 
 class SignOffRefused(ValueError):
@@ -91,7 +93,7 @@ def sign_sample(sample, user, below_target_reason="", keep_unidentified=False, r
             + " ".join(refusal.message for refusal in standing), standing)
     sample.status = Sample.Status.SIGNED
     sample.signed_by = user
-    sample.signed_at = timezone.now()
+    sample.signed_at = signature_time()
     sample.below_target_reason = below_target_reason if facts.leukocytes < sample.target_count else ""
     sample.unidentified_kept = bool(keep_unidentified and facts.unidentified)
     sample.times_signed += 1
@@ -102,6 +104,26 @@ def sign_sample(sample, user, below_target_reason="", keep_unidentified=False, r
     logger.info("Sample %s signed by %s (signature %d%s)", sample.pk, user.get_username(),
                 sample.times_signed, ", amended" if sample.times_signed > 1 else "")
     return sample
+
+
+def signature_time():
+    """The moment a signature is made, in an order a laboratory information system can poll by.
+
+    The LIS asks for the results signed since the last signed_at it read. Were two signatures free to
+    commit in another order than their clocks were read (the first one still writing its figures
+    when the second commits), a poll between the commits would see the later one only, and the
+    next poll, from its signed_at, would never list the earlier one. So each signature reads the
+    clock only once the signatures before it have committed, and commits before the next reads it:
+    on PostgreSQL a transaction-wide advisory lock, and the database's clock, one for every web
+    server; SQLite's transactions here begin IMMEDIATE, one writer at a time, so they already do.
+    """
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        return timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SIGNATURE_ORDER_LOCK])
+        cursor.execute("SELECT clock_timestamp()")
+        return cursor.fetchone()[0]
 
 
 def result_changes(seen, current):
