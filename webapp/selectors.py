@@ -16,7 +16,7 @@ from auditlog.models import LogEntry
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.core.paginator import Paginator
+from django.core.paginator import EmptyPage, Page, Paginator
 from django.db import connection
 from django.db.models import Case, Count, Exists, F, Max, OuterRef, Prefetch, Q, Subquery, When, Window
 from django.db.models.functions import Coalesce, RowNumber, Trim
@@ -1244,9 +1244,9 @@ class CappedPaginator(Paginator):
     """A Paginator that stops counting at a cap: COUNT(*) over 100,000 filtered rows costs more than
     the page itself, and nobody pages to the 2,000th page of a history."""
 
-    def __init__(self, object_list, per_page, cap=HISTORY_COUNT_CAP, **kwargs):
+    def __init__(self, object_list, per_page, cap=None, **kwargs):
         super().__init__(object_list, per_page, **kwargs)
-        self.cap = cap
+        self.cap = HISTORY_COUNT_CAP if cap is None else cap
 
     @cached_property
     def count(self):
@@ -1256,6 +1256,44 @@ class CappedPaginator(Paginator):
     @property
     def capped(self):
         return self.count > self.cap
+
+    def validate_number(self, number):
+        # Past the cap the last page counted is not the list's last: any page from 1 may hold rows.
+        try:
+            return super().validate_number(number)
+        except EmptyPage:
+            if not self.capped or int(number) < 1:
+                raise
+            return int(number)
+
+    def page(self, number):
+        """A page; from the last page the cap counted on, the rows there are, one more read to know
+        whether another page follows: the oldest rows of a long history stay reachable."""
+        number = self.validate_number(number)
+        if not self.capped or number < self.num_pages:
+            return super().page(number)
+        bottom = (number - 1) * self.per_page
+        rows = list(self.object_list[bottom:bottom + self.per_page + 1])
+        if not rows:
+            raise EmptyPage(self.error_messages["no_results"])
+        return PageBeyondCount(rows[:self.per_page], number, self, bottom, more=len(rows) > self.per_page)
+
+
+class PageBeyondCount(Page):
+    """A page of a CappedPaginator at or past where it stopped counting."""
+
+    def __init__(self, object_list, number, paginator, bottom, more):
+        super().__init__(object_list, number, paginator)
+        self.bottom, self.more = bottom, more
+
+    def has_next(self):
+        return self.more
+
+    def start_index(self):
+        return self.bottom + 1
+
+    def end_index(self):
+        return self.bottom + len(self.object_list)
 
 
 def history_page(filters, page_number, per_page=48):

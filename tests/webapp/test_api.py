@@ -203,6 +203,28 @@ def test_cell_list_filters_and_detail(client, tech):
     assert detail["crop"].startswith("http://testserver/media/")
 
 
+def test_a_reader_following_next_reaches_every_cell_past_the_counts_cap(client, tech, monkeypatch):
+    # The cell list counts up to a cap (selectors.HISTORY_COUNT_CAP); its pages used to end at the
+    # last one counted, so a system following "next" never read the oldest cells.
+    from webapp import selectors
+
+    monkeypatch.setattr(selectors, "HISTORY_COUNT_CAP", 3)
+    make_sample("A", types=("NEUTROPHIL",) * 3)
+    make_sample("B", types=("LYMPHOCYTE",) * 2)
+    first = client.get(reverse("lab:api-cells"), {"page_size": 2}).json()
+    assert (first["count"], first["count_capped"], first["pages"]) == (4, True, None)
+    ids, body = [], first
+    while True:
+        ids += [row["id"] for row in body["results"]]
+        if body["next"] is None:
+            break
+        body = client.get(body["next"]).json()
+    assert sorted(ids) == sorted(Cell.objects.values_list("pk", flat=True)) and len(ids) == 5
+    assert body["page"] == 3
+    past = client.get(reverse("lab:api-cells"), {"page_size": 2, "page": 4})
+    assert past.status_code == 404 and past.json() == {"error": "There is no page 4: the list has fewer."}
+
+
 def test_cell_list_reports_bad_filters(client, tech):
     response = client.get(reverse("lab:api-cells"), {"confidence_min": "abc"})
     assert response.status_code == 400 and "confidence_min" in response.json()["errors"]

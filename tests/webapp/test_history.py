@@ -3,6 +3,7 @@
 from datetime import date, timedelta
 
 import pytest
+from django.core.paginator import EmptyPage
 from django.urls import reverse
 from django.utils import timezone
 
@@ -138,14 +139,26 @@ def test_history_page_runs_a_fixed_number_of_queries(client, tech, records, djan
     assert not any("model_bytes" in query["sql"] for query in captured.captured_queries)
 
 
-def test_pagination_stops_counting_at_the_cap(records):
-    # Past the cap the pages end: the filters, not paging, are how staff reach older cells.
+def test_pagination_stops_counting_at_the_cap_not_paging(records):
+    # The count stops at the cap; the pages go on as long as there are rows (they used to end at
+    # the last page counted, "page 2 of many" with no way on to the oldest cells).
     paginator = CappedPaginator(cell_history(), per_page=2, cap=3)
     assert paginator.count == 4 and paginator.capped
-    page = paginator.get_page(2)
-    assert len(page.object_list) == 2 and not page.has_next()
+    every = list(cell_history().values_list("pk", flat=True))
+    page, seen = paginator.get_page(1), []
+    while True:
+        seen += [cell.pk for cell in page.object_list]
+        if not page.has_next():
+            break
+        page = paginator.get_page(page.next_page_number())
+    assert len(every) == 5 and seen == every
+    assert page.number == 3 and (page.start_index(), page.end_index()) == (5, 5)
+    with pytest.raises(EmptyPage):
+        paginator.page(4)
     exact = CappedPaginator(cell_history(), per_page=2, cap=100)
     assert exact.count == 5 and not exact.capped
+    with pytest.raises(EmptyPage):
+        exact.page(4)
 
 
 def test_history_pages_link_with_the_filters_kept(client, tech, records):

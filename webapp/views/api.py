@@ -83,7 +83,8 @@ def _paginated(request, paginator, serialize):
     except EmptyPage:
         if not raw.isdigit() or int(raw) < 1:
             raise _BadPage(f"page must be a whole number from 1, not {raw!r}.") from None
-        raise _BadPage(f"There is no page {raw}: the list has {paginator.num_pages}.", status=404) from None
+        pages = "fewer" if getattr(paginator, "capped", False) else paginator.num_pages
+        raise _BadPage(f"There is no page {raw}: the list has {pages}.", status=404) from None
     query = request.GET.copy()
 
     def link(number):
@@ -94,7 +95,8 @@ def _paginated(request, paginator, serialize):
         "count": paginator.count,
         "count_capped": getattr(paginator, "capped", False),
         "page": page.number,
-        "pages": paginator.num_pages,
+        # Unknown past the count's cap (count_capped): follow "next" until it is null.
+        "pages": None if getattr(paginator, "capped", False) else paginator.num_pages,
         "next": link(page.next_page_number()) if page.has_next() else None,
         "previous": link(page.previous_page_number()) if page.has_previous() else None,
         "results": [serialize(request, item) for item in page.object_list],
