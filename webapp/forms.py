@@ -198,6 +198,8 @@ class QueryDateTimeField(forms.DateTimeField):
     as a space: a program that copies a result's signed_at ("...T08:28:24+00:00") into the URL as
     it is means "+00:00", and no date-time has a space before its last HH:MM otherwise."""
 
+    default_error_messages = {"invalid": "Enter a valid date/time, ISO 8601: 2026-12-05T06:00:00Z."}
+
     def to_python(self, value):
         if isinstance(value, str):
             value = re.sub(r"(T[\d:.,]+) (\d{2}:?\d{2})$", r"\1+\2", value.strip())
@@ -259,6 +261,10 @@ class ApiSampleListFilterForm(SampleListFilterForm):
         return {**filters, "signed_since": since}
 
 
+# Dates are read as ISO 8601 alone (formats.en.DATE_INPUT_FORMATS): the message says how to write one.
+ISO_DATE = {"invalid": "Enter a date as YYYY-MM-DD (ISO 8601)."}
+
+
 class HistoryFilterForm(forms.Form):
     YES_NO = [("", "Any"), ("yes", "Yes"), ("no", "No")]
 
@@ -269,9 +275,9 @@ class HistoryFilterForm(forms.Form):
     needs_review = forms.ChoiceField(required=False, choices=YES_NO, label="Flagged for review")
     accession = forms.CharField(required=False, max_length=64, label="Accession number")
     date_from = forms.DateField(required=False, label="From", validators=[validate_plausible_date],
-                                widget=forms.DateInput(attrs={"type": "date"}))
+                                error_messages=ISO_DATE, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(required=False, label="To", validators=[validate_plausible_date],
-                              widget=forms.DateInput(attrs={"type": "date"}))
+                              error_messages=ISO_DATE, widget=forms.DateInput(attrs={"type": "date"}))
     model_version = forms.ModelChoiceField(
         required=False,
         queryset=ModelVersion.objects.only("id", "architecture", "task", "status"),

@@ -112,7 +112,12 @@ def test_an_information_system_polls_for_the_results_signed_since_its_last_look(
     assert [row["accession_number"] for row in response.json()["results"]] == ["S-LATER"]
 
     status, body = polled(signed_since="yesterday")
-    assert status == 400 and body["error"].startswith("Bad filter: signed_since: Enter a valid date/time.")
+    assert status == 400 and body["error"] == (
+        "Bad filter: signed_since: Enter a valid date/time, ISO 8601: 2026-12-05T06:00:00Z.")
+    # ISO 8601 alone: Django's en-us formats read "08/12/2026" as the 12th of August, where a lab
+    # writing the day first meant the 8th of December, and the poll missed or repeated results.
+    for written in ("08/12/2026", "12/07/26 10:00", "Dec 7 2026"):
+        assert polled(signed_since=written)[0] == 400, written
     # "Since the start" and "from the far future", past what a date holds once in UTC: every signed
     # result, and none (they answered 500).
     since_the_start = polled(signed_since="0001-01-01T00:00:00+00:01")[1]["results"]
@@ -223,6 +228,33 @@ def test_a_reader_following_next_reaches_every_cell_past_the_counts_cap(client, 
     assert body["page"] == 3
     past = client.get(reverse("lab:api-cells"), {"page_size": 2, "page": 4})
     assert past.status_code == 404 and past.json() == {"error": "There is no page 4: the list has fewer."}
+
+
+def test_a_filter_sent_empty_is_refused_not_ignored(client, tech):
+    # A system building the address from a blank field sent ?accession_number= and got every
+    # sample, unsigned ones too, the first of which it might file as the specimen it asked for.
+    make_sample("S-1", types=("NEUTROPHIL",))
+    make_sample("S-2", types=("NEUTROPHIL",))
+    for path, name in (("lab:api-samples", "accession_number"), ("lab:api-samples", "signed_since"),
+                       ("lab:api-samples", "q"), ("lab:api-cells", "accession"),
+                       ("lab:api-cells", "date_from")):
+        for blank in ("", "  ", "\u3000"):
+            answer = client.get(reverse(path), {name: blank})
+            assert answer.status_code == 400, (name, blank)
+            assert answer.json() == {"error": f"Empty parameter: {name}: give each a value, or leave it out "
+                                              "to filter nothing by it."}
+    both = client.get(f"{reverse('lab:api-samples')}?status=&accession_number=")
+    assert both.json()["error"].startswith("Empty parameters: accession_number, status:")
+    assert client.get(reverse("lab:api-samples"), {"accession_number": "s-1"}).json()["count"] == 1
+
+
+def test_cell_dates_are_read_as_iso_8601_alone(client, tech):
+    make_sample("S-1", types=("NEUTROPHIL",))
+    today = timezone.localdate().isoformat()
+    assert client.get(reverse("lab:api-cells"), {"date_from": today}).json()["count"] == 1
+    refused = client.get(reverse("lab:api-cells"), {"date_from": "08/12/2026"})
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "Bad filter: date_from: Enter a date as YYYY-MM-DD (ISO 8601)."
 
 
 def test_cell_list_reports_bad_filters(client, tech):
@@ -403,7 +435,7 @@ def test_a_time_without_an_offset_that_no_calendar_holds_is_refused_as_a_bad_fil
     of February) raised ValueError out of the form: a 500 where any other bad time answers 400."""
     response = client.get(reverse("lab:api-samples"), {"signed_since": since})
     assert response.status_code == 400
-    assert response.json()["error"].startswith("Bad filter: signed_since: Enter a valid date/time.")
+    assert response.json()["error"].startswith("Bad filter: signed_since: Enter a valid date/time, ISO 8601")
 
 
 def test_an_accession_number_typed_in_full_width_finds_its_sample(client, tech):

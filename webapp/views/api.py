@@ -194,15 +194,23 @@ def _sign_off_fields(request, sample):
 
 
 def _unknown_parameters(request, known):
-    """400 naming the query parameters this list does not take, or None: a misspelt filter
-    (?acession_number=) would otherwise be ignored, and a laboratory system would file the whole
-    list as the sample it asked for."""
+    """400 naming the query parameters this list does not take, or given empty, or None: a misspelt
+    filter (?acession_number=), or one sent without its value (a system building the address from a
+    blank field), would otherwise be ignored, and a laboratory system would file the whole list as
+    the sample it asked for."""
     unknown = sorted(set(request.GET) - set(known))
-    if not unknown:
-        return None
-    noun = "parameters" if len(unknown) > 1 else "parameter"
-    return JsonResponse({"error": f"Unknown {noun}: {', '.join(unknown)}. "
-                                  f"This list takes {', '.join(sorted(known))}."}, status=400)
+    if unknown:
+        return JsonResponse({"error": f"Unknown {_parameters(unknown)}. "
+                                      f"This list takes {', '.join(sorted(known))}."}, status=400)
+    empty = sorted(name for name, values in request.GET.lists() if any(not value.strip() for value in values))
+    if empty:
+        return JsonResponse({"error": f"Empty {_parameters(empty)}: give each a value, or leave it out to "
+                                      "filter nothing by it."}, status=400)
+    return None
+
+
+def _parameters(names):
+    return f"{'parameters' if len(names) > 1 else 'parameter'}: {', '.join(names)}"
 
 
 def _invalid_filters(form):
