@@ -138,8 +138,17 @@ def test_a_reader_asking_for_xml_only_is_told_what_there_is(client, tech, hemato
     refused = client.get(path, HTTP_ACCEPT="application/fhir+xml")
     assert refused.status_code == 406 and "application/fhir+json" in refused.json()["error"]
     for accept in ("application/fhir+json", "application/json", "*/*", "application/fhir+xml, */*;q=0.1", "",
-                   " "):
+                   " ",
+                   # FHIR's own version parameter and a charset: Django's matching refused both (406).
+                   "application/fhir+json; fhirVersion=4.0", "application/fhir+json;fhirVersion=4.3",
+                   "application/fhir+json; charset=utf-8", "application/json; charset=UTF-8"):
         assert client.get(path, HTTP_ACCEPT=accept).status_code == 200, accept
+    for accept in ("application/fhir+json; fhirVersion=5.0", "application/fhir+json;q=0",
+                   "application/fhir+json; fhirVersion=3.0, application/fhir+xml"):
+        other = client.get(path, HTTP_ACCEPT=accept)
+        assert other.status_code == 406, accept
+        assert other.json()["error"] == ("Only application/fhir+json (FHIR R4, fhirVersion 4.0 or 4.3) is "
+                                         "served here.")
 
 
 def test_the_method_says_when_cells_came_from_one_cell_photographs(client, tech, hematologist):

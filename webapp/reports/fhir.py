@@ -23,6 +23,9 @@ from webapp.reports import loinc
 from webapp.wording import count_of
 
 CONTENT_TYPE = "application/fhir+json"
+# The versions an Accept header's fhirVersion may name (FHIR's mime-type parameter): R4 and R4B,
+# which read alike for every element the bundle holds.
+FHIR_VERSIONS = ("4.0", "4.3")
 _NAMESPACE = uuid.UUID("6c9f5d3e-1b8e-4b7a-9a55-4c1b8f0d2a71")  # Leukoscope's, for uuid5 ids
 _CATEGORY = {"coding": [{
     "system": "http://terminology.hl7.org/CodeSystem/observation-category",

@@ -3,12 +3,13 @@ system. Thin: the view model is webapp.presenters.report's, drawn by a template,
 webapp.reports.pdf or by webapp.reports.fhir."""
 
 from django.http import HttpResponse, JsonResponse
+from django.http.request import MediaType
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from webapp.models import Sample
 from webapp.presenters.report import sample_report
-from webapp.reports.fhir import CONTENT_TYPE, NotFinal, bundle_json
+from webapp.reports.fhir import CONTENT_TYPE, FHIR_VERSIONS, NotFinal, bundle_json
 from webapp.reports.pdf import render_pdf
 from webapp.views.api import read_only
 
@@ -36,13 +37,28 @@ def report_pdf(request, pk):
     return response
 
 
+def _accepts_fhir_json(request):
+    """Whether the Accept header admits the JSON sample_fhir writes, whatever parameters ride along
+    (a charset, FHIR's fhirVersion where it names a version the bundle is): Django's own matching
+    refuses "application/fhir+json; fhirVersion=4.0" for a type offered without parameters. An
+    Accept header left empty names no type: read as none sent, as HTTP clients mean it."""
+    if not request.headers.get("Accept", "").strip():
+        return True
+    for accepted in request.accepted_types:  # those refused with q=0 already left out
+        if accepted.params.get("fhirversion", FHIR_VERSIONS[0]) not in FHIR_VERSIONS:
+            continue
+        bare = MediaType(f"{accepted.main_type}/{accepted.sub_type}")
+        if bare.match(CONTENT_TYPE) or bare.match("application/json"):
+            return True
+    return False
+
+
 @read_only
 def sample_fhir(request, pk):
-    # An Accept header left empty names no type: read it as none sent, as HTTP clients mean it.
-    named = request.headers.get("Accept", "").strip()
-    if named and not (request.accepts(CONTENT_TYPE) or request.accepts("application/json")):
+    if not _accepts_fhir_json(request):
         # Asked for FHIR's XML (or anything else) only: say what there is, not JSON with a 200.
-        return JsonResponse({"error": f"Only {CONTENT_TYPE} is served here."}, status=406)
+        return JsonResponse({"error": f"Only {CONTENT_TYPE} (FHIR R4, fhirVersion "
+                                      f"{' or '.join(FHIR_VERSIONS)}) is served here."}, status=406)
     report = _report(pk)
     try:
         body = bundle_json(report)
