@@ -15,6 +15,7 @@ Plain Python, no TensorFlow: the web process imports it to build its form.
 
 import enum
 import json
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -491,6 +492,9 @@ def _checked(setting_, value):
             f"unknown {setting_.label} {value!r}; expected one of {', '.join(setting_.choices)}",
             setting_.name,
         )
+    if isinstance(value, float) and not math.isfinite(value):
+        # Infinity passes a lower bound, then trains on nothing sensible and cannot be stored as JSON.
+        raise RecipeError(f"{setting_.label} {value} must be a finite number", setting_.name)
     bounds = setting_.bounds()
     if not all(holds(value) for _, holds in bounds):
         wanted = " and ".join(text for text, _ in bounds)
@@ -505,6 +509,11 @@ def _check_input_spec(spec):
     """Refuse an input spec classifier.preparation cannot prepare a network's input by: a slip in
     --input-spec otherwise stopped the run on a KeyError once it prepared its images."""
     shown = json.dumps(spec, sort_keys=True)
+    not_finite = sorted(key for key, value in spec.items()
+                        if isinstance(value, float) and not math.isfinite(value))
+    if not_finite:
+        raise RecipeError(f"input spec {shown}: {', '.join(not_finite)} must be a finite number",
+                          "input_spec")
     mode = spec.get("mode", "field")  # older records name no mode: the whole window
     if mode not in INPUT_MODES:
         raise RecipeError(f"input spec {shown}: mode {mode!r} is not one of {', '.join(INPUT_MODES)}",
@@ -547,10 +556,10 @@ def _check_combinations(values):
 def _check_source_weights(values):
     weights = values["source_weights"] or {}
     bad = [f"{name}: {weight!r}" for name, weight in weights.items()
-           if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0]
+           if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < math.inf]
     if bad or (weights and not any(weights.values())):
         raise RecipeError(
-            "source weights must be numbers of at least 0, not all 0: " + (", ".join(bad) or "all 0"),
+            "source weights must be finite numbers of at least 0, not all 0: " + (", ".join(bad) or "all 0"),
             "source_weights",
         )
 

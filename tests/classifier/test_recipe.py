@@ -143,6 +143,11 @@ def test_defaults_are_copies_a_run_cannot_change_for_the_next():
         ({"architecture": "paper", "mixstyle": 0.5}, "MixStyle is placed in LeukoNet's early stages",
          ("mixstyle", "architecture")),
         ({"mixstyle": 1.5}, "mixstyle 1.5 must be at least 0 and at most 1", ("mixstyle",)),
+        # Infinity passed every lower bound, and the version then failed to store (a traceback).
+        ({"learning_rate": float("inf")}, "must be a finite number", ("learning_rate",)),
+        ({"weight_decay": "1e400"}, "weight decay inf must be a finite number", ("weight_decay",)),
+        ({"source_weights": {"a": float("inf")}}, "source weights must be finite numbers",
+         ("source_weights",)),
         ({"review_threshold": 0.9}, "only a refit borrows one", ("review_threshold", "validation_fraction")),
         ({"validation_fraction": 0, "temperature": 1.0, "review_threshold": 1.0},
          "review threshold 1.0 must be above 0 and below 1", ("review_threshold",)),
@@ -258,6 +263,7 @@ def test_a_stored_run_differs_from_a_recipe_in_what_it_recorded_or_in_what_runs_
         ({"height": 96, "width": 96, "mode": "x"}, "mode 'x' is not one of field, cell"),
         ({"height": 96, "width": 96, "mode": "cell"}, 'needs "crop": a whole number above 0'),
         ({"height": 96, "width": 64, "mode": "cell", "crop": 128}, "a cell's view is square"),
+        ({"height": 96, "width": 96, "mask_radius": float("inf")}, "mask_radius must be a finite number"),
     ],
 )
 def test_an_input_spec_no_network_can_take_is_refused_before_the_run(spec, message):
