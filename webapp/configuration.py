@@ -86,6 +86,24 @@ def masked_url(url):
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
 
 
+def redis_url_problem(url):
+    """Why ``url`` cannot be the broker's address, or None. Celery (kombu) and redis-py (/healthz,
+    the workers' marks) both read it, and both take redis:// and rediss:// (TLS) alone; Celery read
+    any other text as a RabbitMQ address and retried it for minutes, or stopped on a traceback."""
+    expected = "expected redis://host:6379/0 (rediss:// for TLS)"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- a port that is no number raises here, not in the worker
+    except ValueError as error:
+        return f"not an address ({error}): {expected}"
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        return expected
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        return f"the database after the host is a number, not {database!r}: {expected}"
+    return None
+
+
 def database_described():
     """The database the settings point at, for a message: DATABASE_URL (password hidden), or the
     embedded SQLite file where it is unset."""

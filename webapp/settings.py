@@ -18,7 +18,14 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES
-from webapp.configuration import env_flag, kept_secret_key, masked_url, positive_number, whole_number
+from webapp.configuration import (
+    env_flag,
+    kept_secret_key,
+    masked_url,
+    positive_number,
+    redis_url_problem,
+    whole_number,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -386,7 +393,9 @@ if INFERENCE_RUNTIME not in RUNTIMES:
     )
 
 # Celery: Redis broker; the launcher exports REDIS_URL when it starts an embedded Redis.
-CELERY_BROKER_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+if problem := redis_url_problem(CELERY_BROKER_URL):
+    raise ImproperlyConfigured(f"REDIS_URL={masked_url(CELERY_BROKER_URL)!r}: {problem}")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -57,6 +57,24 @@ def test_a_celery_worker_started_directly_names_the_bad_setting_in_one_line(tmp_
                               "postgres://user:password@host:5432/name or sqlite:///path)")
 
 
+@pytest.mark.parametrize("url, expected", [
+    # Celery read a URL of another scheme with a traceback, and one without a scheme as RabbitMQ's.
+    ("http://127.0.0.1:6379/0", "REDIS_URL='http://127.0.0.1:6379/0': expected redis://host:6379/0 "
+                                "(rediss:// for TLS)"),
+    ("127.0.0.1:6379", "REDIS_URL='127.0.0.1:6379': expected redis://host:6379/0 (rediss:// for TLS)"),
+    ("redis://:secret@redis-host:port/0", "REDIS_URL='redis://:***@redis-host:port/0': not an address "
+     "(Port could not be cast to integer value as 'port'): expected redis://host:6379/0 (rediss:// for TLS)"),
+    ("redis://:secret@redis-host:6379/zero", "REDIS_URL='redis://:***@redis-host:6379/zero': the database "
+     "after the host is a number, not 'zero': expected redis://host:6379/0 (rediss:// for TLS)"),
+])
+def test_a_redis_url_no_redis_client_reads_is_named_in_one_line(tmp_path, url, expected):
+    status, output = run([str(BIN / "celery"), "-A", "webapp", "worker", "-Q", "classify"], tmp_path,
+                         REDIS_URL=url)
+    assert (status, output.strip()) == (1, f"Error: {expected}")
+    status, output = run([sys.executable, "manage.py", "check"], tmp_path, REDIS_URL=url)
+    assert (status, output.strip()) == (1, f"Error: {expected}")
+
+
 def test_with_leukoscope_debug_the_celery_worker_shows_the_traceback(tmp_path):
     status, output = run([str(BIN / "celery"), "-A", "webapp", "worker", "-Q", "classify"], tmp_path,
                          LEUKOSCOPE_REVIEW_THRESHOLD="2", LEUKOSCOPE_DEBUG="1")
