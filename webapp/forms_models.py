@@ -6,7 +6,7 @@ from django import forms
 from django.conf import settings
 
 from classifier.dataset import unreadable_reason
-from classifier.training.data import data_folders
+from classifier.training.data import data_folders, distinct_folders
 from classifier.training.recipe import SETTINGS, Offered, Recipe
 from webapp.models import ModelVersion
 from webapp.selectors import samples_with_accession
@@ -144,12 +144,13 @@ class RetrainForm(forms.Form):
             self.add_error("data_dir", f"No such folder on this server: {', '.join(missing)}.")
             return data
         given = [folder.strip() for folder in given]
-        folders = list(dict.fromkeys(folder.strip() for folder in
-                                     [*data.get("data_sources", []), *given] or default_data_folders()))
+        # A folder ticked and typed too (or typed twice, with a trailing slash) is trained on once.
+        folders = distinct_folders([folder.strip() for folder in
+                                    [*data.get("data_sources", []), *given] or default_data_folders()])
         if data.get("task"):
             try:
                 # The folders typed first: one of them that no run can learn from is what to say.
-                data["data_notes"] = check_data(list(dict.fromkeys([*given, *folders])), data["task"])
+                data["data_notes"] = check_data(distinct_folders([*given, *folders]), data["task"])
             except UnusableDataFolder as refused:
                 if refused.unreadable is not None:
                     # Laid out as a training data folder, its files no photographs (git-lfs pointers

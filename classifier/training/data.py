@@ -96,6 +96,27 @@ def found_folders(data, elsewhere=()):
     return present, missing
 
 
+def check_each_folder_once(folders):
+    """Raise TrainingDataError where two of ``folders`` are one folder however written (a trailing
+    slash, ~, a link): each would be a source of its own, its images trained on twice, and an image
+    of one copy's training split could sit in the other's validation split."""
+    seen = {}
+    for folder in folders:
+        real = Path(folder).expanduser().resolve()
+        if real in seen:
+            raise TrainingDataError(f"the data folder {seen[real]} is given twice (again as {folder}): "
+                                    "give each folder once")
+        seen[real] = folder
+
+
+def distinct_folders(folders):
+    """``folders`` with each folder once, however written, as first written."""
+    first_written = {}
+    for folder in folders:
+        first_written.setdefault(Path(folder).expanduser().resolve(), folder)
+    return list(first_written.values())
+
+
 def source_names(folders):
     """Each folder's name, numbered where two folders share one."""
     names = []
@@ -198,6 +219,7 @@ def select_sources(data, task, max_per_class, seed, validation_fraction, split_s
     folders = data_folders(data)
     if not folders:
         raise TrainingDataError("no training data folder was given")
+    check_each_folder_once(folders)
     sources = []
     for name, folder in zip(source_names(folders), folders, strict=True):
         layout = dataset.resolve_layout(folder)

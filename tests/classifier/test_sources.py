@@ -2,18 +2,20 @@
 of any shape; balanced sampling; the robustness augmentation; the comparison's architectures."""
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from classifier import dataset
+from classifier.errors import TrainingDataError
 from classifier.inference import CellClassifier
 from classifier.labels import EIGHT_CLASSES, FOUR_CLASSES, binary_probabilities
 from classifier.preparation import as_window, background_colour
 from classifier.training import TrainingConfig, evaluate_classifier, train_classifier
 from classifier.training.batches import sampling_probabilities
-from classifier.training.data import data_folders, source_names
+from classifier.training.data import data_folders, distinct_folders, select_sources, source_names
 from tests.classifier.drawn_fields import draw_field, write_split
 from tests.classifier.sources import CROP_LAB_CLASSES, draw_crop, write_two_sources
 
@@ -104,6 +106,16 @@ def test_data_folders_are_read_as_path_lists():
     assert data_folders(f"a{os.pathsep}b{os.pathsep}") == ["a", "b"]
     assert data_folders(["a", "b"]) == ["a", "b"] and data_folders("only") == ["only"]
     assert source_names(["/x/pbc", "/y/pbc", "/z/cells"]) == ["pbc", "pbc-2", "cells"]
+
+
+def test_one_folder_given_twice_is_one_folder(tmp_path):
+    (tmp_path / "pbc").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "pbc")
+    again = [str(tmp_path / "pbc"), f"{tmp_path / 'pbc'}/", str(tmp_path / "link"), str(tmp_path / "other")]
+    assert distinct_folders(again) == [str(tmp_path / "pbc"), str(tmp_path / "other")]
+    with pytest.raises(TrainingDataError, match=re.escape(f"{tmp_path / 'pbc'} is given twice (again as "
+                                                          f"{tmp_path / 'pbc'}/)")):
+        select_sources(again, "4class", None, 1, 0.2, 1)
 
 
 def test_balanced_sampling_draws_sources_equally_and_classes_equally_within_each():

@@ -118,6 +118,18 @@ def test_train_with_a_bad_path_is_refused_before_a_version_is_stored(tmp_path):
     assert list(ModelVersion.objects.all()) == [active], "no failed version left on the site"
 
 
+@pytest.mark.django_db
+def test_train_on_one_folder_given_twice_is_refused_before_a_version_is_stored(tmp_path):
+    # It trained the folder as two sources, each image twice, one copy's training images able to sit
+    # in the other's validation split.
+    data = write_cell_folder(tmp_path / "cells", per_class=1, test_per_class=0)
+    with pytest.raises(CommandError) as refused:
+        run("train", "--data", str(data), "--data", f"{data}/", "--arch", "paper", "--epochs", "1")
+    assert str(refused.value) == (f"The data folder {data} is given twice (again as {data}/): give each "
+                                  "folder once (--data).")
+    assert not ModelVersion.objects.exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_train_with_a_bad_path_prints_one_line_and_no_traceback(tmp_path):
     from django.db import connection

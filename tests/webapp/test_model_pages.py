@@ -509,10 +509,10 @@ def test_retrain_form_offers_each_configured_folder_and_trains_on_those_ticked(
                      r'</fieldset>', listing)
     staff_client.post(reverse("models:train"), {
         "architecture": "paper", "task": "4class", "epochs": 1, "data_sources": [labs[1]],
-        "data_dir": f"{tmp_path / 'lab-c'}{os.pathsep}{labs[1]}",
+        "data_dir": f"{tmp_path / 'lab-c'}{os.pathsep}{labs[1]}/",
     })
     version = ModelVersion.objects.get()
-    # Ticked, then given, each once.
+    # Ticked, then given, each once, however written (a trailing slash made a second source).
     assert version.dataset_path == os.pathsep.join([labs[1], str(tmp_path / "lab-c")])
     assert training.training_settings(version)["data_dir"] == version.dataset_path
 

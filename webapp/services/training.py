@@ -26,6 +26,7 @@ from classifier.training.adaptation import check_enough, lab_cells
 from classifier.training.data import (
     check_class_counts_together,
     check_data_folder,
+    check_each_folder_once,
     data_folders,
     found_folders,
 )
@@ -178,6 +179,10 @@ def check_data(folders, task):
 
     Returns a note for each folder with class folders the task does not learn (a four-type task on
     PBC's eight): a run passes them by, and whoever started it should know which cells it never saw."""
+    try:
+        check_each_folder_once(folders)
+    except TrainingDataError as exc:
+        raise TrainingRefused(_as_sentence(str(exc))) from None
     checked = []
     for folder in folders:
         try:
