@@ -97,8 +97,9 @@ def known_cell_types():
 def typed_accession(text):
     """An accession number as typed, in the one form it is stored and looked up in. NFKC folds what
     another keyboard or system writes for the same label into it: a Japanese input method's full-width
-    "Ｈ２６－０１", an "é" sent as "e" and a combining accent; the surrounding spaces go."""
-    return unicodedata.normalize("NFKC", text).strip()
+    "Ｈ２６－０１", an "é" sent as "e" and a combining accent; the surrounding spaces go, and a run of
+    spaces inside is one (a page shows "H26  01" as "H26 01": two samples would read as one)."""
+    return " ".join(unicodedata.normalize("NFKC", text).split())
 
 
 def samples_with_accession(accession):

@@ -1373,6 +1373,19 @@ def test_a_full_width_accession_number_is_stored_as_the_labels_plain_one(client,
 
 
 @pytest.mark.django_db
+def test_an_accession_number_with_a_run_of_spaces_is_the_one_with_one(client, tech, queued):
+    """A page shows "H26 05" and "H26  05" alike (HTML collapses the spaces), and both were stored:
+    one specimen's cells split over two samples that read as one."""
+    for typed in ("H26  05", "H26 \u3000 05"):
+        client.post(reverse("lab:upload"),
+                    {"accession_number": typed, "images": [upload("s.jpg", jpeg_bytes())]})
+    assert list(Sample.objects.values_list("accession_number", flat=True)) == ["H26 05"]
+    refused = client.post(reverse("lab:upload"), {"accession_number": "H26 05", "images": [upload(
+        "t.jpg", jpeg_bytes(seed=3))]})
+    assert refused.status_code == 400 and Sample.objects.count() == 1
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("typed", ["Mañana-1", "Man\u0303ana-1", "ГБ-123"])
 def test_an_accession_number_with_accents_or_another_script_says_which_letters_it_takes(
         client, tech, queued, typed):
