@@ -104,6 +104,14 @@ def group_of(name):
     return rule_for(name).group
 
 
+def group_members(group):
+    """The types of a binary group (MONONUCLEAR: lymphocytes, monocytes...), the group's own name
+    (a binary network's call) among them; none for a name that is no group."""
+    if group not in (MONONUCLEAR, POLYNUCLEAR):
+        return []
+    return [name for name, rule in RULES.items() if rule.group == group]
+
+
 def type_order(name):
     """Sort key: the report's order; a lab's own types after the differential's, by name."""
     names = list(RULES)

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html
 
-from webapp.counting import type_label
+from webapp.counting import group_members, type_label
 from webapp.models import ModelVersion, Sample
 from webapp.selectors import (
     LABEL_STAMP_PATTERN,
@@ -165,7 +165,9 @@ class AddImagesForm(forms.Form):
 
 
 def _type_choices():
-    return [("", "Any type")] + [(name, type_label(name)) for name in known_cell_types()]
+    return [("", "Any type")] + [
+        (name, f"{type_label(name)} (any type in the group)" if group_members(name) else type_label(name))
+        for name in known_cell_types()]
 
 
 class SampleListFilterForm(forms.Form):

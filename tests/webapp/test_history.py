@@ -50,6 +50,20 @@ def test_filters(records, filters, expected):
     assert ids(cell_history(filters)) == expected
 
 
+def test_a_group_finds_every_type_in_it_and_the_binary_networks_calls(records, client, tech):
+    # Offered in the Type list, "Mononuclear" found the binary network's calls alone: never an
+    # eight- or four-type network's lymphocytes and monocytes, which the formula groups under it.
+    binary = make_version(class_names=("MONONUCLEAR", "POLYNUCLEAR"))
+    make_sample("C-3", types=("MONONUCLEAR", "POLYNUCLEAR"), version=binary)
+    mononuclear = ids(cell_history(HistoryFilters(cell_type="MONONUCLEAR")))
+    assert mononuclear == [("C-3", 0), ("B-2", 2), ("A-1", 1)]
+    polynuclear = ids(cell_history(HistoryFilters(cell_type="POLYNUCLEAR")))
+    assert polynuclear == [("C-3", 1), ("B-2", 1), ("B-2", 0), ("A-1", 0)]
+    page = client.get(reverse("lab:history"), {"cell_type": "MONONUCLEAR", "view": "table"}).content.decode()
+    assert '<option value="MONONUCLEAR" selected>Mononuclear (any type in the group)</option>' in page
+    assert client.get(reverse("lab:api-cells"), {"cell_type": "POLYNUCLEAR"}).json()["count"] == 4
+
+
 def test_date_range_and_model_version(records):
     day = records["week_ago"].date()
     assert ids(cell_history(HistoryFilters(date_from=day, date_to=day))) == [("A-1", 1), ("A-1", 0)]
