@@ -286,3 +286,25 @@ def test_a_note_of_one_long_word_stays_on_the_page_and_the_report(live_server, b
         page.goto(f"{live_server.url}{address}")
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, (address, overflow)
+
+
+def test_the_formulas_figures_and_headings_are_never_broken_inside(live_server, browser_page,
+                                                                   django_user_model):
+    """The sidebar's narrow Count column broke "Count" and the total "100.0" over two lines ("100 /
+    .0"), a clinical figure easy to misread."""
+    with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("H26-0901", types=("NEUTROPHIL",) * 55 + ("LYMPHOCYTE",) * 30 + ("MONOCYTE",) * 15)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    for width in (1024, 1920):
+        page.set_viewport_size({"width": width, "height": 900})
+        page.goto(f"{live_server.url}/samples/{sample.pk}/")
+        broken = page.evaluate("""() => [...document.querySelectorAll(
+            '.formula th.num, .formula td.num, .formula .total th')].filter(cell => {
+                const line = parseFloat(getComputedStyle(cell).lineHeight);
+                const range = document.createRange();
+                range.selectNodeContents(cell);
+                return range.getClientRects().length > 1 || cell.scrollWidth > cell.clientWidth
+                    || range.getBoundingClientRect().height > 1.5 * line;
+            }).map(cell => cell.textContent.trim())""")
+        assert broken == [], (width, broken)
