@@ -27,6 +27,13 @@ def recorded_idle_seconds(client):
 
 
 @pytest.mark.django_db
+def test_the_login_page_words_a_limit_of_one_minute_and_one_hour_in_the_singular(client, settings):
+    settings.IDLE_SIGN_OUT_SECONDS, settings.SESSION_HOURS = 60, 1
+    page = client.get(f"{reverse('login')}?next=/").content.decode()
+    assert "ends after 1 minute without use, and 1 hour after it began" in page
+
+
+@pytest.mark.django_db
 def test_a_sign_in_left_unused_ends_and_the_login_page_says_why_and_leads_back(client, tech):
     sample = make_sample()
     page = reverse("lab:sample-detail", args=[sample.pk])
