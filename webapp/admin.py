@@ -405,9 +405,13 @@ class ApiTokenAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
     create`, each shown once (here, on the page the form leads to) and never kept; listed and revoked
     here (a revoked key stays on record)."""
 
-    list_display = ("id", "name", "user", "created_at", "last_used_at", "revoked_at")
+    list_display = ("id", "name", "user", "created_at", "last_used_at", "state")
     list_select_related = ("user",)
     actions = ("revoke",)
+
+    @admin.display(description="state")
+    def state(self, token):
+        return api_tokens.token_state(token)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:

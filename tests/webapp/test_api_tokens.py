@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -141,6 +142,14 @@ def test_the_command_makes_a_key_shown_once_lists_and_revokes(lis, capsys, djang
     call_command("api_token", "list")
     listing = capsys.readouterr().out
     assert "lis\tLIS" in listing and "last used never\tactive" in listing and key not in listing
+    # A key stops when its account is given a role: it was still listed "active", and its 401 said
+    # "unknown or revoked", which sent the administrator looking for a revocation.
+    lis.groups.add(Group.objects.get(name="technologist"))
+    call_command("api_token", "list")
+    assert "last used never\tstopped: lis has a role (technologist)" in capsys.readouterr().out
+    refused = Client().get(reverse("lab:api-samples"), **bearer(key))
+    assert refused.status_code == 401 and "given a role or staff status" in refused.json()["error"]
+    lis.groups.clear()
 
     with pytest.raises(CommandError, match="There is no account 'nobody'"):
         call_command("api_token", "create", "nobody", "--name", "x")
@@ -173,9 +182,11 @@ def test_the_admin_lists_keys_and_revokes_them_without_showing_any(client, lis, 
 
     page = client.get(changelist).content.decode()
     assert "LIS" in page and key not in page and token.key_sha256 not in page
+    assert '<td class="field-state">active</td>' in page
     client.post(changelist, {"action": "revoke", "_selected_action": [token.pk]})
     token.refresh_from_db()
     assert token.revoked_at is not None
+    assert '<td class="field-state">revoked ' in client.get(changelist).content.decode()
     client.logout()
     assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 401
 

@@ -95,6 +95,17 @@ def revoke_token(token_id):
     return token
 
 
+def token_state(token):
+    """Whether a key works, in the words its list shows: "active", "revoked <when>", or "stopped"
+    with why, where its account has since been given a role or staff status, or made inactive (the
+    key then answers 401 though no one revoked it)."""
+    if token.revoked_at:
+        return f"revoked {token.revoked_at.isoformat(timespec='seconds')}"
+    if why := refusal(token.user):
+        return f"stopped: {why}"
+    return "active"
+
+
 def user_for_key(key):
     """The active account a key that is not revoked belongs to, else None; also None where the
     account has since been given a role or staff status (refusal): its key stops with it."""

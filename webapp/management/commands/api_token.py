@@ -2,7 +2,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from webapp.models import ApiToken
-from webapp.services.api_tokens import ApiTokenError, create_token, revoke_token
+from webapp.services.api_tokens import ApiTokenError, create_token, revoke_token, token_state
 
 
 class Command(BaseCommand):
@@ -40,9 +40,8 @@ class Command(BaseCommand):
             self.stdout.write("No API key.")
         for token in tokens:
             used = _when(token.last_used_at) or "never"
-            state = f"revoked {_when(token.revoked_at)}" if token.revoked_at else "active"
             self.stdout.write(f"{token.pk}\t{token.user.get_username()}\t{token.name}\t"
-                              f"made {_when(token.created_at)}\tlast used {used}\t{state}")
+                              f"made {_when(token.created_at)}\tlast used {used}\t{token_state(token)}")
 
     def _revoke(self, id, **_):
         token = revoke_token(id)
