@@ -114,8 +114,12 @@ def _runs_by(items, key):
         yield run
 
 
+def _text_of(items):
+    return "".join(char for char, _, _ in items)
+
+
 def _width(items, measure):
-    return sum(measure("".join(c for c, _, _ in run), run[0][1]) for run in _runs_by(items, lambda i: i[1]))
+    return sum(measure(_text_of(run), run[0][1]) for run in _runs_by(items, lambda i: i[1]))
 
 
 def _trimmed(line):
@@ -156,9 +160,8 @@ def lines_in_display_order(segments, width, measure):
         for part in _runs_by(line, lambda item: item[2]):
             isolate = part[0][2]
             if isolate is None:
-                runs += [("".join(c for c, _, _ in run), run[0][1]) for run in _runs_by(part, lambda i: i[1])]
+                runs += [(_text_of(run), run[0][1]) for run in _runs_by(part, lambda i: i[1])]
             else:
-                text = "".join(c for c, _, _ in part)
-                runs.append((get_display(text, base_dir=directions[isolate]), part[0][1]))
+                runs.append((get_display(_text_of(part), base_dir=directions[isolate]), part[0][1]))
         shown.append(runs)
     return shown
