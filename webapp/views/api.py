@@ -76,6 +76,8 @@ def _listing(request, rows, serialize, paginator_class=Paginator):
 
 def _paginated(request, paginator, serialize):
     raw = request.GET.get("page", "1")
+    # A count stopped at its cap (selectors.CappedPaginator) says nothing of how many pages there are.
+    capped = getattr(paginator, "capped", False)
     try:
         page = paginator.page(raw)
     except PageNotAnInteger:
@@ -83,8 +85,8 @@ def _paginated(request, paginator, serialize):
     except EmptyPage:
         if not raw.isdigit() or int(raw) < 1:
             raise _BadPage(f"page must be a whole number from 1, not {raw!r}.") from None
-        pages = "fewer" if getattr(paginator, "capped", False) else paginator.num_pages
-        raise _BadPage(f"There is no page {raw}: the list has {pages}.", status=404) from None
+        raise _BadPage(f"There is no page {raw}: the list has {'fewer' if capped else paginator.num_pages}.",
+                       status=404) from None
     query = request.GET.copy()
 
     def link(number):
@@ -93,10 +95,9 @@ def _paginated(request, paginator, serialize):
 
     return {
         "count": paginator.count,
-        "count_capped": getattr(paginator, "capped", False),
+        "count_capped": capped,
         "page": page.number,
-        # Unknown past the count's cap (count_capped): follow "next" until it is null.
-        "pages": None if getattr(paginator, "capped", False) else paginator.num_pages,
+        "pages": None if capped else paginator.num_pages,  # capped: follow "next" until it is null
         "next": link(page.next_page_number()) if page.has_next() else None,
         "previous": link(page.previous_page_number()) if page.has_previous() else None,
         "results": [serialize(request, item) for item in page.object_list],
@@ -193,7 +194,7 @@ def _sign_off_fields(request, sample):
     }
 
 
-def _unknown_parameters(request, known):
+def _refused_parameters(request, known):
     """400 naming the query parameters this list does not take, or given empty, or None: a misspelt
     filter (?acession_number=), or one sent without its value (a system building the address from a
     blank field), would otherwise be ignored, and a laboratory system would file the whole list as
@@ -224,7 +225,7 @@ def _invalid_filters(form):
 @read_only
 def sample_list(request):
     form = ApiSampleListFilterForm(request.GET)
-    unknown = _unknown_parameters(request, [*form.fields, "accession_number", *PAGING])
+    unknown = _refused_parameters(request, [*form.fields, "accession_number", *PAGING])
     if unknown:
         return unknown
     if not form.is_valid():
@@ -284,7 +285,7 @@ def sample_detail(request, pk):
 @read_only
 def cell_list(request):
     form = HistoryFilterForm(request.GET or None)
-    unknown = _unknown_parameters(request, [*form.fields, *PAGING])
+    unknown = _refused_parameters(request, [*form.fields, *PAGING])
     if unknown:
         return unknown
     if request.GET and not form.is_valid():
