@@ -30,14 +30,15 @@ from classifier.preparation import WINDOW_SIZE, as_window, prepare_window
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
 EVAL_SPLITS = ("TEST", "TEST_SIMPLE")
 CACHE_VERSION = "1"
+CACHE_VARIABLE = "LEUKOSCOPE_CLASSIFIER_CACHE"
 
 
 def default_cache_dir(environ=os.environ):
     """Where prepared inputs are cached: LEUKOSCOPE_CLASSIFIER_CACHE, else the instance's var folder
     (LEUKOSCOPE_VAR_DIR, as the site's other files), else the checkout's var/, so that a release
     folder that is read-only in production is never written."""
-    if environ.get("LEUKOSCOPE_CLASSIFIER_CACHE"):
-        return Path(environ["LEUKOSCOPE_CLASSIFIER_CACHE"])
+    if environ.get(CACHE_VARIABLE):
+        return Path(environ[CACHE_VARIABLE])
     var_dir = environ.get("LEUKOSCOPE_VAR_DIR") or Path(__file__).resolve().parent.parent / "var"
     return Path(var_dir) / "cache"
 

@@ -60,3 +60,29 @@ def test_a_negative_number_of_days_is_refused_not_taken_as_every_file(tmp_path):
     with pytest.raises(CommandError, match=r"^--unused-days -5: give 0 or more days\.$"):
         run("--cache-dir", str(tmp_path), "--delete", "--unused-days", "-5")
     assert fresh.exists()
+
+
+def test_a_cache_folder_that_is_not_there_is_refused_not_reported_empty(tmp_path, monkeypatch):
+    """`classifier_cache --cache-dir /srv/cahce --delete` (a typo) said "0 files ... 0 removed." and
+    exited 0, as if the cache had been pruned; so did a mistyped LEUKOSCOPE_CLASSIFIER_CACHE."""
+    import pytest
+    from django.core.management import CommandError
+
+    from webapp.management.commands import classifier_cache
+
+    missing = tmp_path / "cahce"
+    with pytest.raises(CommandError, match=rf"^--cache-dir {missing}: no such folder\.$"):
+        run("--cache-dir", str(missing), "--delete")
+    a_file = cached(tmp_path, "prepared-ffff.npz", days_unused=0)
+    with pytest.raises(CommandError, match=r": a file, not a folder\.$"):
+        run("--cache-dir", str(a_file))
+
+    monkeypatch.setattr(classifier_cache, "DEFAULT_CACHE_DIR", missing)
+    monkeypatch.setenv("LEUKOSCOPE_CLASSIFIER_CACHE", str(missing))
+    with pytest.raises(CommandError, match=rf"^LEUKOSCOPE_CLASSIFIER_CACHE={missing}: no such folder\.$"):
+        run("--delete")
+
+    # The instance's own folder, before anything was cached, is simply empty.
+    monkeypatch.delenv("LEUKOSCOPE_CLASSIFIER_CACHE")
+    assert run() == f"{missing}: nothing cached yet (no training or evaluation has run here).\n"
+    assert not missing.exists()

@@ -39,3 +39,27 @@ def test_stray_files_are_listed_and_removed_only_when_asked(settings, capsys, se
     assert capsys.readouterr().out.splitlines()[-1] == (
         "1 file, 27 bytes, held by no record (older than 1 h): 1 removed.")
     assert not old.exists() and young.exists() and (root / kept).exists()
+
+
+@pytest.mark.parametrize("command", [["stray_files"], ["stray_files", "--delete"], ["stored_names"],
+                                     ["stored_names", "--rename"]])
+def test_a_media_folder_that_is_not_there_is_refused_not_reported_empty(settings, sent_tasks, tmp_path,
+                                                                         command):
+    """With LEUKOSCOPE_MEDIA_ROOT mistyped, or the shared folder not mounted on the machine the upgrade
+    step ran on, these said "0 files ... held by no record" / "0 photographs renamed" and exited 0:
+    an upgrade that did nothing looked done."""
+    from django.core.management import CommandError
+
+    create_sample_with_images("MOUNT-1", "", [upload("kept.jpg", jpeg_bytes(seed=6))])
+    settings.MEDIA_ROOT = str(tmp_path / "not-mounted")
+    with pytest.raises(CommandError, match=(
+            rf"^LEUKOSCOPE_MEDIA_ROOT={tmp_path / 'not-mounted'} is no folder on this machine, and the "
+            r"files of 1 stored photograph are kept there: is the shared folder mounted here")):
+        call_command(*command)
+    assert not (tmp_path / "not-mounted").exists()
+
+
+def test_a_new_instance_with_no_media_folder_yet_has_no_stray_files(settings, capsys, tmp_path):
+    settings.MEDIA_ROOT = str(tmp_path / "made-by-the-first-upload")
+    call_command("stray_files")
+    assert capsys.readouterr().out == "0 files, 0 bytes, held by no record (older than 1 h).\n"

@@ -6,10 +6,14 @@ part can be found and removed."""
 import errno
 import logging
 import secrets
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+
+from webapp.models import SmearImage
+from webapp.wording import count_of
 
 logger = logging.getLogger(__name__)
 
@@ -49,3 +53,19 @@ def delete_stored_files(names):
             default_storage.delete(name)
         except OSError as exc:
             logger.warning("Could not remove %s from storage: %s", name, exc)
+
+
+def missing_media_folder():
+    """Where photographs are stored and LEUKOSCOPE_MEDIA_ROOT is no folder on this machine (the
+    shared storage not mounted here, or the variable mistyped): a sentence saying so, for a command
+    that reads the folder to stop on, rather than report that it found nothing there. None where the
+    folder is there, or nothing was ever stored (a new instance has made none yet)."""
+    root = Path(settings.MEDIA_ROOT)
+    if root.is_dir():
+        return None
+    stored = SmearImage.objects.count()
+    if not stored:
+        return None
+    return (f"LEUKOSCOPE_MEDIA_ROOT={root} is no folder on this machine, and the files of "
+            f"{count_of(stored, 'stored photograph')} are kept there: is the shared folder mounted "
+            "here, and the variable spelt as the site's?")

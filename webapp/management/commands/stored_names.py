@@ -1,8 +1,9 @@
 """List the photographs stored under their uploaded file's name (services/stored_names.py);
 --rename moves them to names of ids."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from webapp.services.storage import missing_media_folder
 from webapp.services.stored_names import named_by_upload, rename_to_ids
 from webapp.wording import count_of
 
@@ -16,6 +17,8 @@ class Command(BaseCommand):
         parser.add_argument("--rename", action="store_true", help="Move the files listed to names of ids.")
 
     def handle(self, *args, rename, **options):
+        if problem := missing_media_folder():
+            raise CommandError(problem)
         if not rename:
             listed = named_by_upload()
             for image_id, _, name, _ in listed:

@@ -1,8 +1,9 @@
 """List the media folder's files that no record holds (services/stray_files.py); --delete removes
 them."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from webapp.services.storage import missing_media_folder
 from webapp.services.stray_files import YOUNGEST_STRAY, remove_stray_files, stray_files
 from webapp.wording import count_of
 
@@ -15,6 +16,8 @@ class Command(BaseCommand):
         parser.add_argument("--delete", action="store_true", help="Remove the files listed.")
 
     def handle(self, *args, delete, **options):
+        if problem := missing_media_folder():
+            raise CommandError(problem)
         strays = stray_files()
         for stray in strays:
             self.stdout.write(f"{stray.name}  {stray.size:,} bytes")
