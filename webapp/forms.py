@@ -170,6 +170,14 @@ def _type_choices():
         for name in known_cell_types()]
 
 
+def _readable_fields(form):
+    """A list filter's cleaned values, without those that could not be read (the page says which)."""
+    if form.is_valid():
+        return form.cleaned_data
+    cleaned = getattr(form, "cleaned_data", {})
+    return {name: value for name, value in cleaned.items() if name not in form.errors}
+
+
 class SampleListFilterForm(forms.Form):
     """The sample list's search: a piece of an accession number, and where the result stands."""
 
@@ -187,8 +195,9 @@ class SampleListFilterForm(forms.Form):
         ("", "Newest first"), ("oldest", "Oldest first")])
 
     def filters(self):
-        """Keyword arguments for selectors.samples_with_progress; an unknown value filters nothing."""
-        data = self.cleaned_data if self.is_valid() else {}
+        """Keyword arguments for selectors.samples_with_progress, from the fields read; one that could
+        not be read (an unknown status) filters nothing."""
+        data = _readable_fields(self)
         status = data.get("status") or ""
         return {"accession_contains": (data.get("q") or "").strip(),
                 "statuses": self.STATUSES.get(status), "waiting": self.WAITING.get(status),
@@ -317,11 +326,7 @@ class HistoryFilterForm(forms.Form):
 
     def filters(self):
         """HistoryFilters from the valid fields; an invalid form filters on nothing it got wrong."""
-        if self.is_valid():
-            data = self.cleaned_data
-        else:
-            cleaned = getattr(self, "cleaned_data", {})
-            data = {name: value for name, value in cleaned.items() if name not in self.errors}
+        data = _readable_fields(self)
         version = data.get("model_version")
         low, high = data.get("confidence_min"), data.get("confidence_max")
         return HistoryFilters(

@@ -104,10 +104,14 @@ def test_history_page_and_api_explain_an_implausible_date(client, tech, records)
     assert "9999-12-31 is not a plausible date" in page.content.decode()
     assert page.context["page"].paginator.count == 5  # the rejected bound filters nothing
     # ... which the page says, so that the list is not read as filtered.
-    assert page.context["filters_left_out"] == ["To"]
-    assert "Left out, as it could not be read: To. The cells below are filtered" in page.content.decode()
+    assert page.context["filters_left_out"] == [
+        ("To", "9999-12-31 is not a plausible date: give one between 2000 and 2100.")]
+    assert ("Left out: To (9999-12-31 is not a plausible date: give one between 2000 and 2100.) The cells "
+            "below are filtered on the other filters only.") in page.content.decode()
     reversed_range = client.get(reverse("lab:history"), {"confidence_min": "80", "confidence_max": "20"})
-    assert reversed_range.context["filters_left_out"] == ["to %"]  # the upper bound, refused
+    # The upper bound, refused, and why: it said "could not be read" of a number read well.
+    assert ("Left out: to % (The upper bound is below the lower one.) The cells below are filtered"
+            in reversed_range.content.decode())
     from_80 = client.get(reverse("lab:history"), {"confidence_min": "80"}).context["page"].paginator.count
     assert reversed_range.context["page"].paginator.count == from_80 < 5  # on "from 80%" alone
     api = client.get(reverse("lab:api-cells"), {"date_to": "9999-12-31"})

@@ -65,5 +65,12 @@ def test_the_list_narrows_to_a_sign_off_state_and_keeps_it_across_pages(client, 
     assert listed(status="reopened", q="again")[0] == ["AGAIN-1"]
     names, page = listed(status="signed", q="open")
     assert names == [] and "No sample matches this search." in page
-    names, page = listed(status="no-such-state")  # refused quietly: every sample, as unfiltered
+    # An unknown status filters nothing, and the page says so: it listed every sample unannounced,
+    # as if they all stood so. The filters read still apply.
+    names, page = listed(status="no-such-state")
     assert len(names) == 25 and 'name="status"' in page
+    assert ('data-role="filters-left-out">Left out: Status (Select a valid choice. no-such-state is not one '
+            'of the available choices.) The samples below are filtered on the other filters only.') in page
+    names, page = listed(status="no-such-state", q="again")
+    assert names == ["AGAIN-1"] and "Left out: Status" in page
+    assert "filters-left-out" not in listed(status="signed")[1]

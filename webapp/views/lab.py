@@ -77,9 +77,17 @@ def sample_list(request):
     searched = {name: value for name, value in request.GET.items() if name in form.fields and value}
     return render(request, "lab/sample_list.html", {
         "page": page, "rows": lab_pages.sample_rows(page.object_list), "form": form,
+        "filters_left_out": _filters_left_out(form),
         "status_badges": sign_off_pages.status_badges(sample.pk for sample in page.object_list),
         "page_query": urlencode(searched), "searched": bool(searched),
     })
+
+
+def _filters_left_out(form):
+    """(label, why) of each filter a list's form could not read, which its filters() then leaves out:
+    said on the page, lest the list read as filtered ("?status=bogus" listed every sample)."""
+    return [(form[name].label, " ".join(errors)) for name, errors in form.errors.items()
+            if name in form.fields]
 
 
 def _report_stored(request, stored, noun):
@@ -504,8 +512,7 @@ def history(request):
     query.pop("view", None)
     return render(request, "lab/history.html", {
         "form": form,
-        # HistoryFilterForm.filters() drops a field it cannot read: said, lest the list read as filtered.
-        "filters_left_out": [form[name].label for name in form.errors if name in form.fields],
+        "filters_left_out": _filters_left_out(form),
         "page": page,
         "status_badges": sign_off_pages.status_badges(cell.image.sample_id for cell in page.object_list),
         "page_query": page_query,
