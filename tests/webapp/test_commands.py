@@ -328,6 +328,45 @@ def test_ctrl_c_during_training_marks_the_version_cancelled(monkeypatch, tmp_pat
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGHUP"])
+def test_a_signal_to_end_the_process_during_training_marks_the_version_cancelled(monkeypatch, tmp_path,
+                                                                                  signal_name):
+    """`kill PID` (or a closed terminal) ended the process on the spot: its version stayed "training",
+    shown as such on the site, until the reconciler found the process gone about a minute later,
+    and the terminal said nothing."""
+    import os
+    import signal
+    import time
+
+    import classifier.training
+
+    sent = signal.Signals[signal_name]
+
+    def killed(config, on_epoch=None, should_stop=None, progress_bar=False, on_stage=None):
+        os.kill(os.getpid(), sent)
+        time.sleep(5)  # the handler runs before this returns
+        raise AssertionError("the signal did not stop the training")
+
+    monkeypatch.setattr(classifier.training, "train_classifier", killed)
+    data = write_cell_folder(tmp_path / "cells", per_class=2, test_per_class=0) / "TRAIN"
+
+    def outside_training(signum, frame):  # stands in for the default, which would end the test run
+        raise RuntimeError(f"{signal_name} reached the process's own handler")
+
+    before = signal.signal(sent, outside_training)
+    try:
+        with pytest.raises(CommandError, match=rf"^{signal_name}: v\d+ is marked cancelled\.$") as raised:
+            run("train", "--data", str(data), "--arch", "paper", "--epochs", "1")
+        assert signal.getsignal(sent) is outside_training  # the process's own, once training is over
+    finally:
+        signal.signal(sent, before)
+    assert raised.value.returncode == 128 + sent
+    version = ModelVersion.objects.get()
+    assert version.status == "cancelled"
+    assert version.failure_reason == f"Stopped by {signal_name}: the process was asked to end."
+
+
+@pytest.mark.django_db
 def test_the_classifier_benchmark_of_a_stored_version_says_why_it_cannot_run(tmp_path, capsys):
     bench = load_script(Path(REPO_ROOT) / "bench" / "classify.py")
     assert bench.main(["--model-version", "active", "--data", str(tmp_path)]) == 2

@@ -153,6 +153,18 @@ DATA_FOLDER_EXPECTED = (
 KNOWN_CELL_TYPES = {*EIGHT_CLASSES, *BINARY_CLASSES}
 
 
+class TrainingStopped(KeyboardInterrupt):
+    """A signal to end the process (SIGTERM from `kill` or a service manager, SIGHUP from a closed
+    terminal) met while training at a terminal: raised where Python's default would end the process
+    at once and leave its version "training" until the reconciler found the process gone, so that
+    the version is marked cancelled, as for Ctrl-C, and the terminal told."""
+
+    def __init__(self, signal_name):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.reason = f"Stopped by {signal_name}: the process was asked to end."
+
+
 class UnusableDataFolder(TrainingRefused):
     """A data folder a run could not learn from; ``reason`` is the run's own (classifier.training
     .data.check_data_folder), which names no folder inside it but a split none of whose images is a
@@ -654,8 +666,9 @@ def _train(version_id, version, progress_bar):
         result = run(on_epoch, should_stop)
     except TrainingCancelled:
         return _finish(version_id, ModelVersion.Status.CANCELLED, "Cancelled.")
-    except KeyboardInterrupt:
-        _finish(version_id, ModelVersion.Status.CANCELLED, "Interrupted at the terminal (Ctrl-C).")
+    except KeyboardInterrupt as exc:
+        _finish(version_id, ModelVersion.Status.CANCELLED,
+                getattr(exc, "reason", "Interrupted at the terminal (Ctrl-C)."))
         raise
     except Exception as exc:  # every failure, MemoryError included, must end as a readable reason
         if isinstance(exc, TrainingDataError):

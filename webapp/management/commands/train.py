@@ -1,4 +1,6 @@
 import os
+import signal
+from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -15,6 +17,7 @@ from webapp.models import ModelVersion
 from webapp.services.model_versions import ModelVersionError, activate_version
 from webapp.services.training import (
     TrainingRefused,
+    TrainingStopped,
     check_data,
     create_training_version,
     default_data_folders,
@@ -24,6 +27,23 @@ from webapp.services.training import (
     training_in_progress,
 )
 from webapp.wording import count_of
+
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def signals_stop_training():
+    """While inside, SIGTERM and SIGHUP raise TrainingStopped in the training's thread."""
+
+    def stop(signum, frame):
+        raise TrainingStopped(signal.Signals(signum).name)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOPPING_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def held_out_metrics(metrics):
@@ -166,7 +186,11 @@ class Command(BaseCommand):
             f"data {version.dataset_path}"
         )
         try:
-            run_training(version.pk, progress_bar=True)
+            with signals_stop_training():
+                run_training(version.pk, progress_bar=True)
+        except TrainingStopped as exc:
+            raise CommandError(f"{exc.signal_name}: v{version.pk} is marked cancelled.",
+                               returncode=128 + signal.Signals[exc.signal_name]) from None
         except KeyboardInterrupt:
             raise CommandError(f"Interrupted: v{version.pk} is marked cancelled.", returncode=130) from None
         try:
