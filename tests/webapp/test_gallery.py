@@ -324,3 +324,20 @@ def test_every_row_carries_its_edge_figure_for_the_script_to_update(client, tech
     assert body.count("gtile left-out") == 1 and left_out in body
     # The legend's entries are buttons.
     assert '<button type="button" class="keybtn" data-key="N" data-type="NEUTROPHIL">' in body
+
+
+def test_an_account_that_reads_only_is_not_told_of_keys_that_relabel(client, django_user_model):
+    """A no-role account (the lab's information system, a visitor) was shown each row's relabelling
+    key and told that "a type's key then relabels it", beside the line saying it relabels nothing."""
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE"))
+    client.force_login(django_user_model.objects.create_user("reader"))
+    page = client.get(reverse("lab:sample-gallery", args=[sample.pk])).content.decode()
+    assert 'data-role="read-only">Relabelling is for technologists' in page
+    assert "relabels it" not in page and "<kbd>N</kbd>" not in page and 'class="keybtn"' not in page
+
+
+def test_a_technologist_is_shown_each_rows_key(client, tech):
+    sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE"))
+    page = client.get(reverse("lab:sample-gallery", args=[sample.pk])).content.decode()
+    assert "(a type's key then relabels it)" in page
+    assert re.search(r'id="gallery-row-\d+-name">Neutrophil</span> <kbd>N</kbd>', page)
