@@ -126,6 +126,18 @@ def source_names(folders):
     return names
 
 
+def check_weights_name_folders(weights, folders):
+    """Refuse (TrainingDataError) source weights that name no data folder of the run: a folder not
+    named weighs 1, so a misspelt name ({"pbcc": 2}) was dropped unsaid, and stored with the
+    version as if it had weighed."""
+    names = source_names(folders)
+    unknown = sorted(set(weights or {}) - set(names))
+    if unknown:
+        raise TrainingDataError(
+            f"the source weights name {', '.join(map(repr, unknown))}, which is no data folder of this "
+            f"run: its folders are named {', '.join(map(repr, names))}")
+
+
 def subsample(images, max_per_class, seed):
     """At most max_per_class images of each class, picked at random (None: all)."""
     if not max_per_class:
@@ -256,6 +268,7 @@ def select_images(config, recipe):
     """The run's sources, their training and validation images, and the reviewed cells; a source
     with a split of no photograph refused (check_readable)."""
     fraction = 0.0 if recipe.refit else recipe.validation_fraction
+    check_weights_name_folders(recipe.source_weights, data_folders(config.data_dir))
     sources = select_sources(
         config.data_dir, recipe.task, recipe.max_images_per_class, recipe.seed, fraction,
         recipe.split_seed,

@@ -15,7 +15,13 @@ from classifier.labels import EIGHT_CLASSES, FOUR_CLASSES, binary_probabilities
 from classifier.preparation import as_window, background_colour
 from classifier.training import TrainingConfig, evaluate_classifier, train_classifier
 from classifier.training.batches import sampling_probabilities
-from classifier.training.data import data_folders, distinct_folders, select_sources, source_names
+from classifier.training.data import (
+    check_weights_name_folders,
+    data_folders,
+    distinct_folders,
+    select_sources,
+    source_names,
+)
 from tests.classifier.drawn_fields import draw_field, write_split
 from tests.classifier.sources import CROP_LAB_CLASSES, draw_crop, write_two_sources
 
@@ -116,6 +122,18 @@ def test_one_folder_given_twice_is_one_folder(tmp_path):
     with pytest.raises(TrainingDataError, match=re.escape(f"{tmp_path / 'pbc'} is given twice (again as "
                                                           f"{tmp_path / 'pbc'}/)")):
         select_sources(again, "4class", None, 1, 0.2, 1)
+
+
+def test_source_weights_must_name_a_folder_of_the_run():
+    """A folder a weight does not name weighs 1: {"pbcc": 2} for pbc was dropped unsaid, and the
+    version stored it as if it had weighed."""
+    folders = ["/data/blood-cell-images", "/data/pbc"]
+    check_weights_name_folders({"pbc": 2}, folders)
+    check_weights_name_folders({}, folders)
+    with pytest.raises(TrainingDataError, match=re.escape(
+            "the source weights name 'pbcc', which is no data folder of this run: its folders are named "
+            "'blood-cell-images', 'pbc'")):
+        check_weights_name_folders({"pbc": 1, "pbcc": 2}, folders)
 
 
 def test_balanced_sampling_draws_sources_equally_and_classes_equally_within_each():

@@ -130,6 +130,17 @@ def test_train_on_one_folder_given_twice_is_refused_before_a_version_is_stored(t
     assert not ModelVersion.objects.exists()
 
 
+@pytest.mark.django_db
+def test_train_with_a_source_weight_for_no_folder_is_refused_before_a_version_is_stored(tmp_path):
+    data = write_cell_folder(tmp_path / "cells", per_class=1, test_per_class=0)
+    with pytest.raises(CommandError) as refused:
+        run("train", "--data", str(data), "--arch", "paper", "--epochs", "1",
+            "--source-weights", '{"cels": 2}')
+    assert str(refused.value) == ("The source weights name 'cels', which is no data folder of this run: its "
+                                  "folders are named 'cells' (--source-weights; --data).")
+    assert not ModelVersion.objects.exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_train_with_a_bad_path_prints_one_line_and_no_traceback(tmp_path):
     from django.db import connection

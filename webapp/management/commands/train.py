@@ -4,6 +4,7 @@ from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError
 
+from classifier.errors import TrainingDataError
 from classifier.metrics import format_metrics
 from classifier.runtimes import quiet_tensorflow_startup
 from classifier.training.command_line import (
@@ -11,7 +12,7 @@ from classifier.training.command_line import (
     recipe_given,
     repeated_line,
 )
-from classifier.training.data import data_folders
+from classifier.training.data import check_weights_name_folders, data_folders
 from classifier.training.recipe import SETTINGS_BY_NAME, Recipe, RecipeError
 from webapp.models import ModelVersion
 from webapp.services.model_versions import ModelVersionError, activate_version
@@ -143,7 +144,7 @@ class Command(BaseCommand):
             f"(v{active.pk}); --arch and --task choose another."
         )
 
-    def check_data(self, data, task):
+    def check_data(self, data, task, source_weights):
         """Each folder the run would read, checked as the run (and `evaluate`) will check it, before
         a version is stored: a folder it cannot learn from is refused here, not left on the site as
         a failed version."""
@@ -151,6 +152,11 @@ class Command(BaseCommand):
         if not folders:
             raise CommandError("No training data folder: give --data, or set LEUKOSCOPE_TRAINING_DATA.")
         given = "--data" if data else "LEUKOSCOPE_TRAINING_DATA; --data names another"
+        try:
+            check_weights_name_folders(source_weights, folders)
+        except TrainingDataError as exc:
+            reason = str(exc)
+            raise CommandError(f"{reason[:1].upper()}{reason[1:]} (--source-weights; {given}).") from None
         try:
             notes = check_data(folders, task)
         except TrainingRefused as exc:
@@ -161,7 +167,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         quiet_tensorflow_startup(os.environ)
         recipe = self.recipe_settings(options)
-        self.check_data(options["data"], Recipe(**recipe).resolved().task)
+        resolved = Recipe(**recipe).resolved()
+        self.check_data(options["data"], resolved.task, resolved.source_weights)
         beside = training_in_progress()
         if beside is not None:
             # Allowed (the terminal is the operator's own), but said: on a lab's two cores both
