@@ -66,4 +66,17 @@ def test_an_adaptation_out_of_memory_gives_no_batch_size_advice():
     adapting = training._failure_reason(MemoryError(), adaptation=True)
     assert "batch size" not in adapting and "fewer images" not in adapting
     assert "Adapt to this lab" in adapting
-    assert "smaller batch size" in training._failure_reason(MemoryError())
+    assert "--batch-size 16" in training._failure_reason(MemoryError())
+
+
+def test_the_memory_advice_names_options_the_command_takes():
+    """It said "try a smaller batch size or fewer images", which the retraining form, where a lab
+    meets the message, offers no field for: it names the command's options, which must exist."""
+    import re
+
+    from classifier.training.recipe import SETTINGS_BY_NAME
+
+    options = {setting.option for setting in SETTINGS_BY_NAME.values()}
+    for reason in (training._failure_reason(MemoryError()), training.WORKER_DIED_REASON):
+        named = set(re.findall(r"--[a-z-]+", reason))
+        assert named == {"--batch-size", "--max-images-per-class"} and named <= options

@@ -553,8 +553,7 @@ def _explained_failure(exc, adaptation=False):
     if isinstance(exc, MemoryError) or type(exc).__name__ == "ResourceExhaustedError":
         if adaptation:
             return f"The adaptation ran out of memory. {ADAPTATION_MEMORY_ADVICE}"
-        return ("Training ran out of memory. Try a smaller batch size or fewer images, or free "
-                "memory on the training machine.")
+        return f"Training ran out of memory. {TRAINING_MEMORY_ADVICE}"
     return None
 
 
@@ -564,9 +563,14 @@ def _unexpected_failure(exc):
     return f"Training stopped with an unexpected error ({name}{': ' + detail if detail else ''})."
 
 
+# The retraining form sets neither the batch size nor how many images: the command does.
+TRAINING_MEMORY_ADVICE = (
+    "Start it again; if it recurs, free memory on the training machine (another worker or program "
+    "using it), or train at a terminal with a smaller batch or fewer images (manage.py train "
+    "--batch-size 16, --max-images-per-class 1000).")
 WORKER_DIED_REASON = (
-    "The training worker stopped in the middle of this run (often because it ran out of memory); "
-    "start a new training, with fewer images or a smaller batch size if it recurs."
+    "The training worker stopped in the middle of this run (often because it ran out of memory). "
+    f"{TRAINING_MEMORY_ADVICE}"
 )
 # An adaptation's size is the lab's reviewed cells and the replayed sample of the version's own
 # sources: nothing a person sets. What helps is memory on the machine that runs it.
