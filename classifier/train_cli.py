@@ -68,7 +68,9 @@ def _settings(args):
     if args.temperature_from:
         if args.temperature is not None:
             raise ValueError("give --temperature or --temperature-from, not both")
-        settings, repeated = _held_out_calibration(args).for_refit(given)
+        borrowed = _held_out_calibration(args)
+        settings, repeated = borrowed.for_refit(given)
+        borrowed.check_same_data(list(args.data))
         if repeated:
             print(repeated_line(repeated))
         return settings

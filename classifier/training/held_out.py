@@ -13,7 +13,7 @@ import numpy as np
 
 from classifier import calibration, dataset, ood
 from classifier.model_folder import ModelFolderError, read_metadata
-from classifier.training.data import decoded_rows, labels, select_sources
+from classifier.training.data import data_folders, decoded_rows, labels, select_sources
 from classifier.training.recipe import HeldOutCalibration, refit_settings, trained_as
 
 
@@ -137,6 +137,7 @@ def temperature_of_run(path):
         temperature, f"{path} (validation split seed {split_seed}, {label})", repeated,
         ood.fitted_confidence_threshold(metadata.get("metrics")),
         trained_as(metadata.get("architecture"), metadata.get("task"), hyperparameters),
+        tuple(data_folders(metadata.get("dataset_path") or "")) or None,
     )
 
 

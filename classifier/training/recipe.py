@@ -21,6 +21,7 @@ import typing
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from classifier.architectures import DEFAULT_INPUT_SPEC, frozen_trunk_refusal, mixstyle_refusal
@@ -633,6 +634,35 @@ class RefitMismatch(ValueError):
         )
 
 
+class RefitDataMismatch(ValueError):
+    """A refit given other data folders than its held-out run learnt from."""
+
+    def __init__(self, given, run):
+        self.given, self.run = given, run
+        super().__init__(
+            f"a refit learns from the data folders its held-out run did ({', '.join(map(str, run))}), "
+            f"or the run's temperature and review threshold do not fit it: given {', '.join(map(str, given))}"
+        )
+
+
+def same_folders(given, recorded):
+    """Whether two lists of data folders name the same folders, in any order: by where each
+    resolves or, for a recorded folder not on this machine (the run made on another), by name."""
+    if len(given) != len(recorded):
+        return False
+    unmatched = [Path(folder).expanduser().resolve() for folder in given]
+    for folder in recorded:
+        path = Path(folder).expanduser().resolve()
+        if path in unmatched:
+            unmatched.remove(path)
+            continue
+        namesake = None if path.exists() else next((g for g in unmatched if g.name == path.name), None)
+        if namesake is None:
+            return False
+        unmatched.remove(namesake)
+    return True
+
+
 class HeldOutCalibration(NamedTuple):
     """What a refit borrows from a held-out run of its recipe."""
 
@@ -645,6 +675,9 @@ class HeldOutCalibration(NamedTuple):
     # The run's network, classes and length (trained_as): its temperature and threshold were
     # fitted on that network after that many epochs, and are not another network's to borrow.
     trained_as: dict | None = None
+    # The data folders the run learnt from, as it recorded them (None where it recorded none): its
+    # temperature and threshold were fitted on its validation split of those.
+    data_folders: tuple | None = None
 
     def settings(self):
         """The refit's calibration settings: temperature, its source and the review threshold."""
@@ -652,6 +685,13 @@ class HeldOutCalibration(NamedTuple):
         if self.review_threshold is not None:
             borrowed["review_threshold"] = self.review_threshold
         return borrowed
+
+    def check_same_data(self, folders):
+        """Raise RefitDataMismatch unless ``folders`` are the data folders the run learnt from, in
+        any order: a refit is its recipe on every group of the same data, and on other data the
+        run's temperature and review threshold were fitted on cells the refit never saw."""
+        if self.data_folders and not same_folders(folders, self.data_folders):
+            raise RefitDataMismatch(list(folders), list(self.data_folders))
 
     def for_refit(self, given):
         """(settings, those repeated) of a refit that borrows this calibration and repeats the

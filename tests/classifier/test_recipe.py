@@ -272,3 +272,23 @@ def test_an_input_spec_no_network_can_take_is_refused_before_the_run(spec, messa
     with pytest.raises(RecipeError, match=re.escape(message)) as refused:
         TrainingConfig(data_dir="anywhere", input_spec=spec).resolved()
     assert refused.value.settings == ("input_spec",)
+
+
+def test_a_refit_matches_its_held_out_runs_folders_by_place_or_by_name_where_moved(tmp_path):
+    from classifier.training.recipe import RefitDataMismatch, same_folders
+
+    (tmp_path / "pbc").mkdir()
+    (tmp_path / "bccd").mkdir()
+    here = [str(tmp_path / "pbc"), str(tmp_path / "bccd")]
+    assert same_folders(here, [f"{tmp_path / 'bccd'}/", str(tmp_path / "pbc")])  # any order, however written
+    # A run made on another machine recorded its own paths: a folder not here is matched by name.
+    assert same_folders(here, ["/elsewhere/pbc", "/elsewhere/bccd"])
+    assert not same_folders(here, ["/elsewhere/pbc"])  # one folder fewer
+    assert not same_folders(here, ["/elsewhere/pbc", "/elsewhere/small"])
+    (tmp_path / "small").mkdir()
+    assert not same_folders([str(tmp_path / "small")], [str(tmp_path / "pbc")])  # both here, two folders
+    calibration = HeldOutCalibration(1.2, "v3", {}, data_folders=(str(tmp_path / "pbc"),))
+    calibration.check_same_data([str(tmp_path / "pbc")])
+    with pytest.raises(RefitDataMismatch, match="learns from the data folders its held-out run did"):
+        calibration.check_same_data([str(tmp_path / "small")])
+    HeldOutCalibration(1.2, "v3", {}).check_same_data([str(tmp_path / "small")])  # none recorded

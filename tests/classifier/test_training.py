@@ -253,6 +253,13 @@ def test_command_line_refit_takes_the_temperature_of_a_held_out_run(tiny_data, t
     # Its temperature was fitted on its network after its epochs: a refit trains the same.
     assert main([*argv, "--temperature-from", str(other)]) == 2
     assert "epochs 1 (the run: 3)" in capsys.readouterr().err
+    # Its temperature was fitted on its own data folders' cells: a refit learns from the same.
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({**json.loads(held_out.read_text()), "dataset_path": str(tmp_path)}))
+    assert main([*argv, "--temperature-from", str(elsewhere)]) == 2
+    assert f"learns from the data folders its held-out run did ({tmp_path})" in capsys.readouterr().err
+    elsewhere.write_text(json.dumps({**json.loads(held_out.read_text()), "dataset_path": str(tiny_data)}))
+    assert main([*argv, "--temperature-from", str(elsewhere)]) == 0
 
 
 def test_pooled_temperature_rebuilds_each_run_split_and_fits_one_temperature(tiny_data, tmp_path):

@@ -4,6 +4,7 @@ classifier benchmark of a stored version."""
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -247,6 +248,13 @@ def test_train_refits_on_every_group_with_the_temperature_of_a_held_out_version(
         run("train", *tiny, "--validation-fraction", "0", "--temperature-from", "9999")
     with pytest.raises(CommandError, match="no calibration temperature"):
         run("train", *tiny, "--validation-fraction", "0", "--temperature-from", str(tmp_path / "none"))
+    # Its temperature and threshold were fitted on its own data's cells, not another folder's.
+    other = write_cell_folder(tmp_path / "other-lab", per_class=4, test_per_class=2)
+    with pytest.raises(CommandError, match=re.escape(
+            f"Refused: a refit learns from the data folders its held-out run did ({data}), or the run's "
+            f"temperature and review threshold do not fit it: given {other} (--data).")):
+        run("train", "--data", str(other), *tiny[2:], "--validation-fraction", "0",
+            "--temperature-from", f"v{held_out.pk}")
     assert ModelVersion.objects.count() == 1, "a refused refit stores no version"
 
     # Made under other defaults than today's: the refit repeats its inputs and augmentation.

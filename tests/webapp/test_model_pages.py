@@ -528,6 +528,8 @@ def test_retrain_form_refits_a_held_out_run_on_every_group_with_its_temperature(
     held_out = make_version(temperature=1.37, input_spec={"height": 60, "width": 80, "mode": "field"},
                             hyperparameters={"epochs": 1, "batch_size": 8, "mixup": 0.2, "zoom": 0.05},
                             metrics={**four_class_metrics(), "review": {"confidence_threshold": 0.91}})
+    ModelVersion.objects.filter(pk=held_out.pk).update(dataset_path=str(data))
+    other = write_cell_folder(tmp_path / "other-lab", per_class=3, test_per_class=1)
     refit = make_version(metrics={"temperature": 1.37, "refit": {"epochs": 1}})
     make_version(status=ModelVersion.Status.FAILED)
     page = staff_client.get(reverse("models:list")).content.decode()
@@ -538,7 +540,9 @@ def test_retrain_form_refits_a_held_out_run_on_every_group_with_its_temperature(
 
     assert staff_client.post(reverse("models:train"), {**form, "refit_from": refit.pk}).status_code == 400
     for changed, reason in (({"task": "binary"}, "must repeat its architecture and task"),
-                            ({"epochs": 4}, "trains as long as it did: 1 epochs")):
+                            ({"epochs": 4}, "trains as long as it did: 1 epochs"),
+                            # Its temperature and threshold were fitted on its own data's cells.
+                            ({"data_dir": str(other)}, f"learns from the data folders it did: {data}.")):
         response = staff_client.post(reverse("models:train"), {**form, **changed}, follow=True)
         assert reason in response.content.decode()
     assert ModelVersion.objects.count() == 3 and not no_enqueue

@@ -84,6 +84,11 @@ def other_values(names):
     return chosen
 
 
+def given_for(data, values):
+    """``values`` with source weights that name the run's data folder, as a run requires."""
+    return {**values, "source_weights": {data.resolve().name: 2.0}}
+
+
 def as_arguments(values):
     arguments = []
     for name, value in values.items():
@@ -124,7 +129,7 @@ def caught_runs(monkeypatch, tmp_path):
 
 
 def test_every_setting_given_to_train_cli_reaches_the_run(caught_runs, tmp_path):
-    values = other_values(ON_COMMAND_LINE - PRETRAINED_ONLY - LEUKONET_ONLY)
+    values = given_for(tmp_path, other_values(ON_COMMAND_LINE - PRETRAINED_ONLY - LEUKONET_ONLY))
     assert classifier.train_cli.main(["--data", str(tmp_path), *as_arguments(values)]) == 2
     (config,) = caught_runs
     assert {name: getattr(config, name) for name in values} == values
@@ -133,7 +138,7 @@ def test_every_setting_given_to_train_cli_reaches_the_run(caught_runs, tmp_path)
 
 @pytest.mark.django_db
 def test_every_setting_given_to_manage_py_train_reaches_the_version_and_its_run(caught_runs, tmp_path):
-    values = other_values(ON_COMMAND_LINE - PRETRAINED_ONLY - LEUKONET_ONLY)
+    values = given_for(tmp_path, other_values(ON_COMMAND_LINE - PRETRAINED_ONLY - LEUKONET_ONLY))
     with pytest.raises(CommandError, match="stopped by the test"):
         call_command("train", "--data", str(tmp_path), *as_arguments(values))
     version = ModelVersion.objects.get()

@@ -35,6 +35,7 @@ from classifier.training.recipe import (
     HeldOutCalibration,
     Recipe,
     RecipeError,
+    RefitDataMismatch,
     RefitMismatch,
     trained_as,
 )
@@ -107,6 +108,7 @@ def held_out_calibration(version):
         refit_settings(version),
         ood.fitted_confidence_threshold(version.metrics),
         trained_as(version.architecture, version.task, version.hyperparameters),
+        tuple(data_folders(version.dataset_path)) or None,
     )
 
 
@@ -298,10 +300,19 @@ def create_training_version(
         )
 
 
-def _refit_recipe(refit_from, network):
-    """The settings of a refit of ``refit_from`` on every group, with its temperature: ``network``
-    (architecture, task, epochs), the run's inputs and augmentation, and its calibration."""
+def _refit_recipe(refit_from, network, folders):
+    """The settings of a refit of ``refit_from`` on every group of the data ``folders``, with its
+    temperature: ``network`` (architecture, task, epochs), the run's inputs and augmentation, and
+    its calibration."""
     borrowed = held_out_calibration(refit_from)
+    try:
+        borrowed.check_same_data(folders)
+    except RefitDataMismatch as mismatch:
+        raise TrainingRefused(
+            f"A refit of v{refit_from.pk} learns from the data folders it did: "
+            f"{', '.join(map(str, mismatch.run))}. Its temperature and review threshold were fitted on "
+            "those, and would not fit a network trained on others."
+        ) from None
     try:
         settings, _ = borrowed.for_refit(network)
     except RefitMismatch as mismatch:
@@ -354,7 +365,7 @@ def start_training(
     if epochs is not None:
         recipe["epochs"] = int(epochs)
     if refit_from is not None:
-        recipe = _refit_recipe(refit_from, recipe)
+        recipe = _refit_recipe(refit_from, recipe, data_folders(data_dir) or default_data_folders())
     with transaction.atomic():
         version = create_training_version(
             data_dir=data_dir,

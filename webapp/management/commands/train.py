@@ -13,7 +13,7 @@ from classifier.training.command_line import (
     repeated_line,
 )
 from classifier.training.data import check_weights_name_folders, data_folders
-from classifier.training.recipe import SETTINGS_BY_NAME, Recipe, RecipeError
+from classifier.training.recipe import SETTINGS_BY_NAME, Recipe, RecipeError, RefitDataMismatch
 from webapp.models import ModelVersion
 from webapp.services.model_versions import ModelVersionError, activate_version
 from webapp.services.training import (
@@ -110,10 +110,15 @@ class Command(BaseCommand):
         if options["temperature_from"]:
             if options["temperature"] is not None:
                 raise CommandError("Give --temperature or --temperature-from, not both.")
+            borrowed = temperature_from(options["temperature_from"])
             try:
-                given, repeated = temperature_from(options["temperature_from"]).for_refit(given)
+                given, repeated = borrowed.for_refit(given)
             except ValueError as exc:
                 raise CommandError(f"Refused: {exc}.") from None
+            try:
+                borrowed.check_same_data(data_folders(options["data"]) or default_data_folders())
+            except RefitDataMismatch as exc:
+                raise CommandError(f"Refused: {exc} (--data).") from None
             if repeated:
                 self.stdout.write(repeated_line(repeated))
         else:
