@@ -540,7 +540,7 @@ def test_retrain_form_refits_a_held_out_run_on_every_group_with_its_temperature(
 
     assert staff_client.post(reverse("models:train"), {**form, "refit_from": refit.pk}).status_code == 400
     for changed, reason in (({"task": "binary"}, "must repeat its architecture and task"),
-                            ({"epochs": 4}, "trains as long as it did: 1 epochs"),
+                            ({"epochs": 4}, "trains as long as it did: 1 epoch."),
                             # Its temperature and threshold were fitted on its own data's cells.
                             ({"data_dir": str(other)}, f"learns from the data folders it did: {data}.")):
         response = staff_client.post(reverse("models:train"), {**form, **changed}, follow=True)

@@ -319,7 +319,7 @@ def _refit_recipe(refit_from, network, folders):
         if set(mismatch.differing) == {"epochs"}:
             _, run_epochs = mismatch.differing["epochs"]
             raise TrainingRefused(
-                f"A refit of v{refit_from.pk} trains as long as it did: {run_epochs} epochs."
+                f"A refit of v{refit_from.pk} trains as long as it did: {count_of(run_epochs, 'epoch')}."
             ) from None
         raise TrainingRefused(
             f"v{refit_from.pk} is a {refit_from.architecture} / {refit_from.task} run: a refit "
