@@ -1181,3 +1181,21 @@ def test_version_page_says_which_review_threshold_the_version_chose_and_on_what(
     older = make_version(metrics=metrics, model_sha256="ef" * 32)
     page = staff_client.get(reverse("models:detail", args=[older.pk])).content.decode()
     assert "less than 80% sure of it" in page and "did not choose its own" in page
+
+
+@pytest.mark.django_db
+def test_a_version_measured_on_no_held_out_cell_says_so_before_activation(staff_client):
+    """A refit on a folder without TEST/ had no figure at all: its page showed none, and its
+    Activate asked the plain question, where a version at chance level is warned of."""
+    make_version(status=ModelVersion.Status.ACTIVE, metrics=four_class_metrics())
+    unmeasured = make_version(status=ModelVersion.Status.READY, metrics={"refit": {"epochs": 1}})
+    words = (f"v{unmeasured.pk} was measured on no cells it did not learn from (its data folders hold no "
+             "TEST folder, and it kept no validation split): nothing says how often its calls are right.")
+    assert words in staff_client.get(reverse("models:detail", args=[unmeasured.pk])).content.decode()
+    assert words in staff_client.get(reverse("models:list")).content.decode()
+    measured = make_version(status=ModelVersion.Status.READY, metrics=four_class_metrics())
+    assert "measured on no cells" not in staff_client.get(
+        reverse("models:detail", args=[measured.pk])).content.decode()
+    failed = make_version(status=ModelVersion.Status.FAILED)
+    assert "measured on no cells" not in staff_client.get(
+        reverse("models:detail", args=[failed.pk])).content.decode()

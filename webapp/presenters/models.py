@@ -775,6 +775,18 @@ def chance_level_warning(version):
     return ""
 
 
+def unmeasured_warning(version):
+    """A sentence where a trained version holds no figure on cells it did not learn from (its data
+    had no TEST folder, and a refit keeps no validation split): nothing says how often it is right,
+    and the page has no figure to warn by; "" otherwise."""
+    if not version.is_trained or headline(version.metrics) is not None:
+        return ""
+    if ((version.metrics or {}).get("adaptation") or {}).get("cross_validated") is not None:
+        return ""  # measured on the lab's reviewed cells it left out, fold by fold
+    return (f"v{version.pk} was measured on no cells it did not learn from (its data folders hold no "
+            "TEST folder, and it kept no validation split): nothing says how often its calls are right.")
+
+
 _NO_PARENT = object()
 
 
@@ -831,7 +843,8 @@ def activation_warning(version, parent=_NO_PARENT):
     want ("" where nothing). ``parent``: the version it was adapted from, where the caller has it."""
     if parent is _NO_PARENT:
         parent = parent_of(version)
-    return " ".join(filter(None, (chance_level_warning(version), worse_than_parent_warning(version, parent),
+    return " ".join(filter(None, (chance_level_warning(version), unmeasured_warning(version),
+                                  worse_than_parent_warning(version, parent),
                                   held_out_drop_warning(version, parent), unreplayed_warning(version))))
 
 
