@@ -10,6 +10,7 @@ import pytest
 
 from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
 from tests.webapp.lab_factories import make_version, with_role
+from tests.webapp.test_model_pages import four_class_metrics
 from webapp.models import ModelVersion
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -53,7 +54,8 @@ def test_a_lab_lead_reads_the_active_version_in_words(live_server, browser_page,
 
 def test_activating_or_deleting_a_version_asks_first(live_server, browser_page, django_user_model):
     serving = make_version()
-    other = make_version(status=ModelVersion.Status.READY)
+    # Measured, as a sound version is: one measured on nothing is warned of in the question too.
+    other = make_version(status=ModelVersion.Status.READY, metrics=four_class_metrics())
     failed = make_version(status=ModelVersion.Status.FAILED)
     with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
     page = browser_page
