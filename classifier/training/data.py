@@ -96,13 +96,18 @@ def found_folders(data, elsewhere=()):
     return present, missing
 
 
+def real_folder(folder):
+    """The folder ``folder`` names, however written (a trailing slash, ~, a link)."""
+    return Path(folder).expanduser().resolve()
+
+
 def check_each_folder_once(folders):
     """Raise TrainingDataError where two of ``folders`` are one folder however written (a trailing
     slash, ~, a link): each would be a source of its own, its images trained on twice, and an image
     of one copy's training split could sit in the other's validation split."""
     seen = {}
     for folder in folders:
-        real = Path(folder).expanduser().resolve()
+        real = real_folder(folder)
         if real in seen:
             raise TrainingDataError(f"the data folder {seen[real]} is given twice (again as {folder}): "
                                     "give each folder once")
@@ -113,15 +118,33 @@ def distinct_folders(folders):
     """``folders`` with each folder once, however written, as first written."""
     first_written = {}
     for folder in folders:
-        first_written.setdefault(Path(folder).expanduser().resolve(), folder)
+        first_written.setdefault(real_folder(folder), folder)
     return list(first_written.values())
+
+
+def same_folders(given, recorded):
+    """Whether two lists of data folders name the same folders, in any order: by where each
+    resolves or, for a recorded folder not on this machine (the run made on another), by name."""
+    if len(given) != len(recorded):
+        return False
+    unmatched = [real_folder(folder) for folder in given]
+    for folder in recorded:
+        path = real_folder(folder)
+        if path in unmatched:
+            unmatched.remove(path)
+            continue
+        namesake = None if path.exists() else next((g for g in unmatched if g.name == path.name), None)
+        if namesake is None:
+            return False
+        unmatched.remove(namesake)
+    return True
 
 
 def source_names(folders):
     """Each folder's name, numbered where two folders share one."""
     names = []
     for folder in folders:
-        name = Path(folder).expanduser().resolve().name or str(folder)
+        name = real_folder(folder).name or str(folder)
         names.append(name if name not in names else f"{name}-{len(names) + 1}")
     return names
 

@@ -21,12 +21,12 @@ import typing
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from classifier.architectures import DEFAULT_INPUT_SPEC, frozen_trunk_refusal, mixstyle_refusal
 from classifier.errors import TrainingDataError
 from classifier.labels import TASK_CLASSES
+from classifier.training.data import same_folders
 
 
 class Offered(enum.Enum):
@@ -643,24 +643,6 @@ class RefitDataMismatch(ValueError):
             f"a refit learns from the data folders its held-out run did ({', '.join(map(str, run))}), "
             f"or the run's temperature and review threshold do not fit it: given {', '.join(map(str, given))}"
         )
-
-
-def same_folders(given, recorded):
-    """Whether two lists of data folders name the same folders, in any order: by where each
-    resolves or, for a recorded folder not on this machine (the run made on another), by name."""
-    if len(given) != len(recorded):
-        return False
-    unmatched = [Path(folder).expanduser().resolve() for folder in given]
-    for folder in recorded:
-        path = Path(folder).expanduser().resolve()
-        if path in unmatched:
-            unmatched.remove(path)
-            continue
-        namesake = None if path.exists() else next((g for g in unmatched if g.name == path.name), None)
-        if namesake is None:
-            return False
-        unmatched.remove(namesake)
-    return True
 
 
 class HeldOutCalibration(NamedTuple):

@@ -275,7 +275,8 @@ def test_an_input_spec_no_network_can_take_is_refused_before_the_run(spec, messa
 
 
 def test_a_refit_matches_its_held_out_runs_folders_by_place_or_by_name_where_moved(tmp_path):
-    from classifier.training.recipe import RefitDataMismatch, same_folders
+    from classifier.training.data import same_folders
+    from classifier.training.recipe import RefitDataMismatch
 
     (tmp_path / "pbc").mkdir()
     (tmp_path / "bccd").mkdir()
