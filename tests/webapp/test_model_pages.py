@@ -767,6 +767,21 @@ def test_reclassify_asks_first_and_warns_of_a_version_no_better_than_guessing(st
 
 
 @pytest.mark.django_db
+def test_reclassify_with_a_binary_version_says_a_type_becomes_its_group(staff_client):
+    # The admin audit: the question said a reviewer's label stays, and a binary version held every
+    # reviewed lymphocyte as MONONUCLEAR, the formula left with the two groups alone.
+    typed = make_version(status=ModelVersion.Status.ACTIVE)
+    page = html.unescape(staff_client.get(reverse("models:list")).content.decode())
+    assert "a type as its group" not in page
+    ModelVersion.objects.filter(pk=typed.pk).update(status=ModelVersion.Status.READY)
+    binary = make_version(class_names=["MONONUCLEAR", "POLYNUCLEAR"], status=ModelVersion.Status.ACTIVE)
+    page = html.unescape(staff_client.get(reverse("models:list")).content.decode())
+    assert (f"Classify the chosen samples again with v{binary.pk}?") in page
+    assert ("a reviewer's label stays where it finds the same cell, a type as its group (a lymphocyte as "
+            "MONONUCLEAR: the formula then holds the two groups alone") in page
+
+
+@pytest.mark.django_db
 def test_reclassify_queues_the_chosen_sample_with_the_active_version(staff_client, no_enqueue,
                                                                       django_capture_on_commit_callbacks):
     active = make_version(status=ModelVersion.Status.ACTIVE)

@@ -126,6 +126,36 @@ def test_going_back_to_a_version_keeps_the_newest_label(
     assert leukocyte_formula(stored_image.sample).as_dict()["types"]["LYMPHOCYTE"]["count"] == 1
 
 
+def test_a_type_held_as_its_group_by_a_binary_version_comes_back_with_a_typed_one(
+    network, stored_image, django_user_model  # noqa: F811
+):
+    # The admin audit: re-classifying with the binary paper network turned a reviewer's
+    # "lymphocyte" into MONONUCLEAR, and a later eight-type version found only the group, which
+    # names no type: the cell went back to awaiting review, the reviewer's type lost.
+    first = make_version()
+    classification.classify_smear_image(stored_image.pk, model_version_id=first.pk)
+    reviewer = django_user_model.objects.create_user("reviewer")
+    reviewed = Cell.objects.get(model_version=first, index=0)
+    review_cell(reviewed, "LYMPHOCYTE", reviewer)
+    review_cell(Cell.objects.get(model_version=first, index=1), "MONOCYTE", reviewer)
+
+    binary = make_version(class_names=("MONONUCLEAR", "POLYNUCLEAR"))
+    network.analysis = analysis_with(BOXES, predicted="POLYNUCLEAR")
+    classification.classify_smear_image(stored_image.pk, model_version_id=binary.pk)
+    held, changed = Cell.objects.filter(model_version=binary).order_by("index")
+    assert held.cell_type == "MONONUCLEAR" and held.review_carried_from_id == reviewed.pk
+    review_cell(changed, "POLYNUCLEAR", reviewer)  # a reviewer's own verdict on the binary call
+
+    typed = reclassify_with_new_version(network, stored_image)
+    back, other = Cell.objects.filter(model_version=typed).order_by("index")
+    reviewed.refresh_from_db()
+    assert (back.cell_type, back.corrected_type) == ("LYMPHOCYTE", "LYMPHOCYTE")
+    assert back.review_carried_from_id == reviewed.pk and back.reviewed_by == reviewer
+    assert back.reviewed_at == reviewed.reviewed_at and not back.needs_review
+    # The newer label, POLYNUCLEAR, names no type: awaiting review, as before.
+    assert other.corrected_type == "" and other.needs_review
+
+
 def test_a_superseded_call_is_marked_and_cannot_be_relabelled(
     network, stored_image, client, django_user_model  # noqa: F811
 ):

@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 from django.conf import settings
 
 from classifier import ood
+from classifier.labels import BINARY_CLASSES
 from classifier.runtimes import RUNTIME_DESCRIPTIONS
 from classifier.training.adaptation import MIN_CELLS
 from webapp.models import ModelVersion
@@ -735,9 +736,14 @@ def reclassify_question(active, by_pk):
         return ""
     warning = activation_warning(active, by_pk.get(active.adapted_from_id))
     warned = f" Warning: {warning}" if warning else ""
+    if active.class_names and set(active.class_names) <= set(BINARY_CLASSES):
+        labels = ("a reviewer's label stays where it finds the same cell, a type as its group (a lymphocyte "
+                  "as MONONUCLEAR: the formula then holds the two groups alone; re-classifying later with "
+                  "a version that names types gives back the types the reviewers gave)")
+    else:
+        labels = "a reviewer's label stays where it finds the same cell"
     return (f"Classify the chosen samples again with v{active.pk}?{warned} Their cells are replaced by its "
-            "calls; a reviewer's label stays where it finds the same cell, and signed samples are left as "
-            "they are.")
+            f"calls; {labels}, and signed samples are left as they are.")
 
 
 # A held-out accuracy within this of guessing: the version learnt nothing a lab can use.

@@ -242,11 +242,13 @@ def _carry_reviews(image, previous_version_id, version):
     A reviewer's label is about the cell, not about one network's call on it: without this, moving
     a sample to a new version would silently drop every correction from its formula. A newer label
     this network's types cannot state (MONONUCLEAR, for a four-type network) still outranks an
-    older one: the cell goes back to awaiting review, the label named on its page.
+    older one: the cell goes back to awaiting review, the label named on its page; unless that
+    label is itself one carried, unchanged, from a reviewer's type (a lymphocyte that the binary
+    network's version holds as MONONUCLEAR): the type the reviewer gave is carried instead.
     """
     reviewed = list(
         Cell.objects.filter(image=image, model_version_id=previous_version_id).exclude(corrected_type="")
-        .only("x0", "y0", "x1", "y1", "corrected_type", "reviewed_by", "reviewed_at")
+        .only("x0", "y0", "x1", "y1", "corrected_type", "reviewed_by", "reviewed_at", "review_carried_from")
     )
     if not reviewed:
         return
@@ -257,7 +259,7 @@ def _carry_reviews(image, previous_version_id, version):
         newer = cell.reviewed_at is None or (source.reviewed_at and source.reviewed_at > cell.reviewed_at)
         if not newer:
             continue
-        label = carried_label(source.corrected_type, version.class_names)
+        source, label = _label_to_carry(source, version.class_names)
         if label is None:
             cell.corrected_type, cell.cell_type = "", cell.predicted_type
             cell.reviewed_by_id = cell.reviewed_at = None
@@ -272,6 +274,21 @@ def _carry_reviews(image, previous_version_id, version):
     ])
     logger.info("Image %s: %d review(s) carried from v%s to v%s", image.pk, len(changed),
                 previous_version_id, version.pk)
+
+
+def _label_to_carry(source, class_names):
+    """(the reviewed cell whose label is carried, the label in these classes' terms) for a review
+    found on ``source``; (source, None) where no label of its line fits. A carried label is one no
+    reviewer changed since (a relabel clears review_carried_from), so the label it was carried from
+    is the reviewer's own, perhaps finer than the groups a binary version could hold it as."""
+    first, seen = source, set()
+    while source is not None and source.pk not in seen:
+        label = carried_label(source.corrected_type, class_names)
+        if label is not None:
+            return source, label
+        seen.add(source.pk)
+        source = source.review_carried_from
+    return first, None
 
 
 def _carry_count_in(image, previous_version_id, version):
