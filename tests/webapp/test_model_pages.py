@@ -592,6 +592,29 @@ def test_two_simultaneous_starts_create_one_training(django_user_model, no_enque
 
 
 @pytest.mark.django_db
+def test_progress_says_when_the_training_process_went_silent(staff_client, settings):
+    # The model audit: a killed worker's training page showed its last epoch and time left,
+    # unchanged, for 60-75 s until the reconciler marked it failed.
+    settings.HEARTBEAT_SECONDS, settings.WORKER_LOST_AFTER, settings.RECONCILE_EVERY = 10, 60, 30
+    version = make_version(status=ModelVersion.Status.TRAINING, history=[], metrics={}, model_sha256="",
+                           heartbeat_at=timezone.now() - timedelta(seconds=5),
+                           progress={"state": "running", "epoch": 2, "epochs": 8, "eta_seconds": 60.0})
+    progress = reverse("models:progress", args=[version.pk])
+    data = staff_client.get(progress).json()
+    assert (data["phase"], data["eta_seconds"]) == ("training", 60.0)
+    ModelVersion.objects.filter(pk=version.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=45))
+    data = staff_client.get(progress).json()
+    assert data["phase"].startswith("no sign of life from the training process for 45 s")
+    assert data["phase"].endswith("the version is marked failed within 90 s of its last sign")
+    assert data["eta_seconds"] is None and data["epoch"] == 2
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    assert "no sign of life from the training process" in page
+    # Waiting for a worker is no silence: no process has claimed it yet.
+    ModelVersion.objects.filter(pk=version.pk).update(progress={"state": "queued"})
+    assert staff_client.get(progress).json()["phase"] == "waiting for the training worker"
+
+
+@pytest.mark.django_db
 def test_progress_json_and_cancel(staff_client):
     version = make_version(status=ModelVersion.Status.TRAINING, history=[], metrics={}, model_sha256="",
                            progress={"state": "running", "epoch": 2, "epochs": 8, "loss": 0.61,

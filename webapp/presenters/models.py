@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
+from django.utils import timezone
 
 from classifier import ood
 from classifier.labels import BINARY_CLASSES
@@ -398,6 +399,13 @@ def progress_report(version):
             phase = "loading images and building the network"
     else:
         phase = version.get_status_display().lower()
+    silent_for = silence_of(version)
+    if silent_for is not None:
+        # A dead worker's last epoch and time left stood unchanged until the reconciler failed it,
+        # a minute or more, as if it still trained.
+        lost_after = settings.WORKER_LOST_AFTER + settings.RECONCILE_EVERY
+        phase = (f"no sign of life from the training process for {silent_for} s: if it has stopped, "
+                 f"the version is marked failed within {lost_after} s of its last sign")
 
     def number(key):
         value = progress.get(key)
@@ -418,9 +426,25 @@ def progress_report(version):
         "val_loss": number("val_loss"),
         "val_accuracy": number("val_accuracy"),
         "elapsed_seconds": number("elapsed_seconds"),
-        "eta_seconds": number("eta_seconds"),
+        "eta_seconds": None if silent_for is not None else number("eta_seconds"),
         "failure_reason": version.failure_reason,
     }
+
+
+# Heartbeats missed before the progress report stops telling a time left: one late beat is a busy
+# database or machine, three a process that may be gone.
+SILENT_BEATS = 3
+
+
+def silence_of(version):
+    """Whole seconds since a running training's last heartbeat, where it has missed SILENT_BEATS of
+    them; None otherwise (not training, not started, or beating)."""
+    if version.status != ModelVersion.Status.TRAINING or version.heartbeat_at is None:
+        return None
+    if (version.progress or {}).get("state") != "running":
+        return None
+    silent = (timezone.now() - version.heartbeat_at).total_seconds()
+    return int(silent) if silent > SILENT_BEATS * settings.HEARTBEAT_SECONDS else None
 
 
 def shown_temperature_source(source):
