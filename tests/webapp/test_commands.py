@@ -95,15 +95,24 @@ def test_activate_model_switches_and_explains_refusals():
 
 
 @pytest.mark.django_db
-def test_activate_model_says_what_the_site_says_of_a_version_no_better_than_guessing():
+def test_activate_model_refuses_a_version_no_better_than_guessing_unless_forced():
     # The model audit: the site warns before and after activating such a version; the command said
-    # only "v4 is now the active model."
-    make_version("active")
+    # only "v4 is now the active model." Then it activated it, and warned after: a script has
+    # nobody to read the warning before the lab is served its calls.
+    active = make_version("active")
     table = {"accuracy": 0.25, "balanced_accuracy": 0.25, "confusion_matrix": [[1]],
              "per_class": {name: {"recall": 0.25, "support": 10} for name in ("E", "L", "M", "N")}}
     guessing = make_version("ready", class_names=["E", "L", "M", "N"], metrics={"TEST": table})
+    with pytest.raises(CommandError) as refused:
+        run("activate_model", str(guessing.pk))
+    assert str(refused.value) == (
+        f"v{guessing.pk} was not activated: v{guessing.pk} called 25% of the TEST cells right, no better "
+        "than guessing among its 4 types (25%): it would serve calls a lab cannot use. Activate it anyway "
+        f"with `manage.py activate_model {guessing.pk} --force`.")
+    assert ModelVersion.objects.get(status="active") == active
+
     out, err = StringIO(), StringIO()
-    call_command("activate_model", str(guessing.pk), stdout=out, stderr=err)
+    call_command("activate_model", str(guessing.pk), "--force", stdout=out, stderr=err)
     assert f"v{guessing.pk} is now the active model" in out.getvalue()
     assert (f"Warning: v{guessing.pk} called 25% of the TEST cells right, no better than guessing among "
             "its 4 types (25%)") in err.getvalue()
@@ -162,14 +171,45 @@ def test_train_with_a_bad_path_prints_one_line_and_no_traceback(tmp_path):
 
 
 @pytest.mark.django_db
+def test_train_activates_a_version_the_site_would_warn_of_only_when_forced(tmp_path, monkeypatch):
+    # `train --activate` served whatever it trained, unwarned: here a refit on a folder without
+    # TEST, measured on no cell it did not learn from.
+    import shutil
+
+    import classifier.dataset
+
+    monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    shutil.copytree(write_cell_folder(tmp_path / "cells", per_class=4, test_per_class=1) / "TRAIN",
+                    tmp_path / "flat")
+    active = make_version("active")
+    unmeasured = ["train", "--data", str(tmp_path / "flat"), "--arch", "paper", "--task", "4class",
+                  "--epochs", "1", "--batch-size", "8", "--validation-fraction", "0", "--temperature", "1"]
+    with pytest.raises(CommandError, match="--force .* goes with --activate"):
+        run(*unmeasured, "--force")
+    assert not ModelVersion.objects.exclude(pk=active.pk).exists()
+
+    with pytest.raises(CommandError) as refused:
+        run(*unmeasured, "--activate")
+    trained = ModelVersion.objects.exclude(pk=active.pk).get()
+    assert str(refused.value).startswith(
+        f"v{trained.pk} was not activated: v{trained.pk} was measured on no cells it did not learn from")
+    assert str(refused.value).endswith(
+        f"Activate it anyway with `manage.py activate_model {trained.pk} --force`.")
+    assert trained.status == "ready" and ModelVersion.objects.get(status="active") == active
+
+
+@pytest.mark.django_db
 def test_train_one_epoch_on_a_tiny_set_stores_a_network_that_loads_back(tmp_path, monkeypatch, capsys):
     import classifier.dataset
 
     monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", tmp_path / "cache")
     data = write_cell_folder(tmp_path / "cells", per_class=4, test_per_class=2)
 
-    output = run("train", "--data", str(data), "--arch", "paper", "--task", "4class", "--epochs", "1",
-                 "--batch-size", "8", "--seed", "3", "--activate")
+    # One epoch on four cells a type learns nothing a lab can use: activated only when forced.
+    output, err = StringIO(), StringIO()
+    call_command("train", "--data", str(data), "--arch", "paper", "--task", "4class", "--epochs", "1",
+                 "--batch-size", "8", "--seed", "3", "--activate", "--force", stdout=output, stderr=err)
+    output = output.getvalue()
 
     version = ModelVersion.objects.get()
     assert version.status == "active" and version.source == "command"

@@ -1,8 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from webapp.management.commands._activation import activate_unless_warned
 from webapp.models import ModelVersion
-from webapp.presenters.models import activation_warning
-from webapp.services.model_versions import ModelVersionError, activate_version
 
 
 class Command(BaseCommand):
@@ -10,8 +9,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("version", type=int)
+        parser.add_argument("--force", action="store_true",
+                            help="activate a version the site warns of (no better than guessing, measured "
+                                 "on nothing, worse than the version it was adapted from)")
 
-    def handle(self, *args, version, **options):
+    def handle(self, *args, version, force, **options):
         try:
             model_version = ModelVersion.objects.defer("model_bytes").get(pk=version)
         except ModelVersion.DoesNotExist:
@@ -19,13 +21,4 @@ class Command(BaseCommand):
         if model_version.is_active:
             self.stdout.write(f"v{version} is already the active model.")
             return
-        try:
-            activate_version(model_version, user=None)
-        except ModelVersionError as exc:
-            raise CommandError(str(exc)) from None
-        self.stdout.write(self.style.SUCCESS(f"v{version} is now the active model."))
-        # What the site's confirmation and page say of such a version (the model audit: the command
-        # activated a chance-level one without a word).
-        warning = activation_warning(model_version)
-        if warning:
-            self.stderr.write(self.style.WARNING(f"Warning: {warning} Activate another version to stop it."))
+        activate_unless_warned(self, model_version, force)

@@ -14,8 +14,8 @@ from classifier.training.command_line import (
 )
 from classifier.training.data import check_weights_name_folders, data_folders
 from classifier.training.recipe import SETTINGS_BY_NAME, Recipe, RecipeError, RefitDataMismatch
+from webapp.management.commands._activation import activate_unless_warned
 from webapp.models import ModelVersion
-from webapp.services.model_versions import ModelVersionError, activate_version
 from webapp.services.training import (
     TrainingRefused,
     TrainingStopped,
@@ -102,7 +102,11 @@ class Command(BaseCommand):
         parser.add_argument("--include-reviewed", action="store_true",
                             help="add every cell a technologist or hematologist confirmed or "
                                  "relabelled, with the type they gave it")
-        parser.add_argument("--activate", action="store_true", help="serve the new version when it is ready")
+        parser.add_argument("--activate", action="store_true",
+                            help="serve the new version when it is ready, unless the site would warn of it "
+                                 "(no better than guessing, measured on nothing)")
+        parser.add_argument("--force", action="store_true",
+                            help="with --activate: serve it even where the site would warn of it")
 
     def recipe_settings(self, options):
         """The recipe settings asked for: those given, and a held-out run's for a refit of it."""
@@ -170,6 +174,9 @@ class Command(BaseCommand):
             self.stdout.write(f"Note: {note}")
 
     def handle(self, *args, **options):
+        if options["force"] and not options["activate"]:
+            raise CommandError("--force says to activate the new version even where the site would warn of "
+                               "it: it goes with --activate.")
         quiet_tensorflow_startup(os.environ)
         recipe = self.recipe_settings(options)
         resolved = Recipe(**recipe).resolved()
@@ -222,10 +229,6 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(
             f"v{version.pk} is ready ({version.training_seconds:.0f} s, {version.size_bytes / 1e6:.2f} MB)."))
         if options["activate"]:
-            try:
-                activate_version(version, user=None)
-            except ModelVersionError as exc:
-                raise CommandError(str(exc)) from None
-            self.stdout.write(self.style.SUCCESS(f"v{version.pk} is now the active model."))
+            activate_unless_warned(self, version, options["force"])
         else:
             self.stdout.write(f"Activate it with: manage.py activate_model {version.pk}")
