@@ -24,7 +24,7 @@ ON_COMMAND_LINE = {s.name for s in SETTINGS if s.offered in (Offered.EVERYWHERE,
 # What each surface asks beyond the recipe: the run's data, a held-out run to calibrate a refit with,
 # and what to do with the result.
 FORM_RUN_FIELDS = {"include_reviewed", "data_sources", "data_dir", "refit_from"}
-COMMAND_RUN_OPTIONS = {"data", "temperature_from", "include_reviewed", "activate"}
+COMMAND_RUN_OPTIONS = {"data", "temperature_from", "include_reviewed", "activate", "force"}
 CLI_RUN_OPTIONS = {"data", "temperature_from", "no_test", "cache_dir", "out", "mark_default", "quiet"}
 # Settings only an ImageNet-initialised network takes: given with the other settings' other values
 # (architecture paper), the recipe refuses them; they are given on their own below.
