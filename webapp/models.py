@@ -460,6 +460,16 @@ class Cell(models.Model):
         """Another version has classified the cell's image since: the formula counts its call instead."""
         return self.model_version_id != self.image.model_version_id
 
+    @property
+    def awaits_another_reading(self):
+        """Its photograph is queued, or being classified, again by the version that called it (the
+        photographs read another way, a re-classification or a "Try again" with that version): the
+        cells that run finds take this version's place, and one it does not find again is deleted,
+        with whatever a person gave it. Another version's run keeps this call and carries its label."""
+        image = self.image
+        return (image.status in (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING)
+                and image.requested_version_id in (None, self.model_version_id))
+
     def __str__(self):
         return f"cell {self.pk}"
 

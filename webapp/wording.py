@@ -45,6 +45,14 @@ def superseded_call(cell):
             f"v{cell.image.model_version_id}'s call on this photograph.")
 
 
+def awaiting_another_reading(action):
+    """Why a cell may not be worked on while its photograph waits to be classified again by the same
+    network (Cell.awaits_another_reading): ``action`` once it is done, as "Relabel it"."""
+    return ("Its photograph is queued to be classified again, and the cells that run finds replace "
+            f"these, and work on a cell it does not find again would be lost with it: {action} once the "
+            "photograph is done.")
+
+
 def choose_again(sent, correct_first=True):
     """What a refused upload form says of the ``sent`` photographs a browser does not keep; where
     nothing in the form was wrong (``correct_first`` false), only to choose them again."""

@@ -74,6 +74,37 @@ def test_a_person_s_work_on_the_cells_keeps_the_kind(client, tech, sent_tasks, w
     assert sample.images.get().status == SmearImage.Status.DONE and not sent_tasks
 
 
+def test_no_cell_is_worked_on_while_the_photographs_wait_to_be_read_the_other_way(
+        client, tech, sent_tasks, django_capture_on_commit_callbacks):
+    # The two-user audit: relabels sent from a page loaded before the change were accepted, and the
+    # re-read, finding other cells, deleted the relabelled ones with their labels.
+    version = make_version()
+    sample = make_sample("K-5", version=version)
+    cell = Cell.objects.filter(image__sample=sample).order_by("index").first()
+    Cell.objects.filter(pk=cell.pk).update(is_partial=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        change(client, sample, "one_cell_each")
+    refusal = ("Its photograph is queued to be classified again, and the cells that run finds replace "
+               "these, and work on a cell it does not find again would be lost with it: ")
+    answer = client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "MONOCYTE"},
+                         HTTP_ACCEPT="application/json")
+    assert answer.status_code == 400
+    assert answer.json()["error"] == refusal + "relabel it once the photograph is done."
+    answer = client.post(reverse("lab:gallery-review", args=[sample.pk]),
+                         {"cells": str(cell.pk), "cell_type": "MONOCYTE"}, HTTP_ACCEPT="application/json")
+    assert answer.status_code == 400 and refusal in answer.json()["error"]
+    page = client.post(reverse("lab:cell-count-in", args=[cell.pk]), {"count_in": "1"}, follow=True)
+    assert refusal + "count it in or out once the photograph is done." in page.content.decode()
+    cell.refresh_from_db()
+    assert (cell.corrected_type, cell.count_partial) == ("", False) and not cell.reviews.exists()
+
+    # Done again (here by the stand-in's store of the same cells), the cells take labels once more.
+    SmearImage.objects.filter(sample=sample).update(status=SmearImage.Status.DONE)
+    review_cell(cell, "MONOCYTE", tech)
+    cell.refresh_from_db()
+    assert cell.cell_type == "MONOCYTE"
+
+
 def test_a_signed_sample_keeps_its_kind_and_offers_no_change(client, tech, sent_tasks):
     sample = make_sample("K-4")
     Sample.objects.filter(pk=sample.pk).update(status=Sample.Status.SIGNED)

@@ -6,7 +6,7 @@ from django.db import transaction
 
 from webapp.models import Cell, Sample, SmearImage
 from webapp.services.locking import DeletedMeanwhile, ensure_editable
-from webapp.wording import superseded_call
+from webapp.wording import awaiting_another_reading, superseded_call
 
 
 class CountInError(ValueError):
@@ -44,6 +44,8 @@ def set_counted_in(cell, counted_in):
         raise CountInError("This cell lies whole inside the photograph: it is always counted.")
     if cell.is_superseded:
         raise CountInError(superseded_call(cell))
+    if cell.awaits_another_reading:
+        raise CountInError(awaiting_another_reading("count it in or out"))
     if cell.count_partial != counted_in:
         cell.count_partial = counted_in
         cell.save(update_fields=["count_partial"])

@@ -12,7 +12,7 @@ from webapp.counting import RULES, type_label
 from webapp.models import Cell, CellReview, Sample, SmearImage
 from webapp.selectors import cell_name, cell_names, label_stamp
 from webapp.services.locking import DeletedMeanwhile, ensure_editable
-from webapp.wording import count_of, superseded_call
+from webapp.wording import awaiting_another_reading, count_of, superseded_call
 
 
 class ReviewError(ValueError):
@@ -32,7 +32,7 @@ class StaleLabels(ReviewError):
 
 _LOCKED_FIELDS = ("id", "predicted_type", "corrected_type", "cell_type", "reviewed_by", "reviewed_at",
                   "review_carried_from", "model_version", "model_version__class_names",
-                  "image__model_version", "image__sample")
+                  "image__model_version", "image__sample", "image__status", "image__requested_version")
 
 
 CELL_GONE = ("A cell you chose is no longer stored: its photograph was deleted or classified again "
@@ -69,6 +69,10 @@ def _check(cell, new_type):
     """Raise ReviewError if this cell cannot take ``new_type``."""
     if cell.is_superseded:
         raise ReviewError(f"{superseded_call(cell)} Review that one instead.")
+    if cell.awaits_another_reading:
+        # The photographs read another way dropped the cells they did not find again, and with them
+        # labels accepted while the photographs were queued (the two-user audit).
+        raise ReviewError(awaiting_another_reading("relabel it"))
     choices = allowed_types(cell)
     if new_type not in choices:
         named = type_label(new_type) if new_type in RULES else new_type
