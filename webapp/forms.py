@@ -248,6 +248,11 @@ class ApiSampleListFilterForm(SampleListFilterForm):
         required=False, help_text="ISO 8601, e.g. 2026-12-05T06:00:00Z; without an offset, the "
                                   "site's time zone (LEUKOSCOPE_TIME_ZONE, UTC by default).")
 
+    after = forms.IntegerField(
+        required=False, min_value=1,
+        help_text="With signed_since: the id of the result the last page ended with (each answer's "
+                  "next sets it), so that the next page starts after that one.")
+
     def clean_signed_since(self):
         since = self.cleaned_data["signed_since"]
         if since is None:
@@ -264,12 +269,16 @@ class ApiSampleListFilterForm(SampleListFilterForm):
         if cleaned.get("signed_since") and cleaned.get("status") not in ("", None, "signed"):
             self.add_error("signed_since",
                            "It lists signed results: leave status out, or give status=signed.")
+        if cleaned.get("after") and not cleaned.get("signed_since") and "signed_since" not in self.errors:
+            self.add_error("after", "It goes with signed_since: the result signed then that the last "
+                                    "page ended with.")
         return cleaned
 
     def filters(self):
         filters = super().filters()
-        since = self.cleaned_data.get("signed_since") if self.is_valid() else None
-        return {**filters, "signed_since": since}
+        valid = self.is_valid()
+        return {**filters, "signed_since": self.cleaned_data.get("signed_since") if valid else None,
+                "signed_after": self.cleaned_data.get("after") if valid else None}
 
 
 # Dates are read as ISO 8601 alone (formats.en.DATE_INPUT_FORMATS): the message says how to write one.

@@ -137,13 +137,14 @@ def samples_waiting_for_signature_filter():
 
 
 def samples_with_progress(*, accession="", accession_contains="", statuses=None, waiting=None,
-                          oldest_first=False, signed_since=None):
+                          oldest_first=False, signed_since=None, signed_after=None):
     """Samples newest first (or oldest first), each with how many photographs it has, are done and
     failed; narrowed to one accession number, or to those containing a piece of one, to some
     sign-off states, and to those ``waiting`` for "review" or a "signature".
     With ``signed_since``, the results signed since then, in the order they were signed: a
     laboratory information system files them oldest first and polls again from the last one's
-    signed_at (a result signed again after a reopening comes again, amended)."""
+    signed_at (a result signed again after a reopening comes again, amended); ``signed_after``, the
+    id of the result signed at ``signed_since`` that a page ended with, starts after that one."""
     done = Count("images", filter=Q(images__status=SmearImage.Status.DONE))
     failed = Count("images", filter=Q(images__status=SmearImage.Status.FAILED))
     samples = Sample.objects.select_related("created_by", "signed_by", "reopened_by").annotate(
@@ -160,8 +161,9 @@ def samples_with_progress(*, accession="", accession_contains="", statuses=None,
     if statuses:
         samples = samples.filter(status__in=statuses)
     if signed_since:
-        samples = samples.filter(status=Sample.Status.SIGNED, signed_at__gte=signed_since).order_by(
-            "signed_at", "id")
+        since = (Q(signed_at__gt=signed_since) | Q(signed_at=signed_since, id__gt=signed_after)
+                 if signed_after else Q(signed_at__gte=signed_since))
+        samples = samples.filter(since, status=Sample.Status.SIGNED).order_by("signed_at", "id")
     return samples
 
 

@@ -132,6 +132,43 @@ def test_an_information_system_polls_for_the_results_signed_since_its_last_look(
     assert [row["accession_number"] for row in polled(signed_since=since)[1]["results"]] == ["S-LATER"]
 
 
+def test_a_poll_s_pages_miss_no_result_reopened_or_signed_again_between_them(client, tech, django_user_model):
+    # The two-user audit: the poll was paged by number; a result on page 1 reopened (or signed again)
+    # while the system read page 1 moved every later one up a place, and the first of page 2 was
+    # served on no page, nor, signed before the poll's last, by any poll after.
+    hematologist = named_hematologist(django_user_model)
+    start = timezone.now() - timedelta(hours=10)
+    signed = {}
+    for k in range(8):
+        sample = mark_signed(make_sample(f"S-{k}", types=("NEUTROPHIL",)), hematologist)
+        # S-3 and S-4 signed in the same instant: the page boundary falls between them.
+        moment = start + timedelta(minutes=min(k, 3) if k <= 4 else k)
+        Sample.objects.filter(pk=sample.pk).update(signed_at=moment)
+        signed[sample.accession_number] = sample
+    since = (start - timedelta(minutes=1)).isoformat()
+    body = client.get(reverse("lab:api-samples"), {"signed_since": since, "page_size": 4}).json()
+    filed = [row["accession_number"] for row in body["results"]]
+    assert filed == ["S-0", "S-1", "S-2", "S-3"] and body["count"] == 8 and body["pages"] == 2
+    assert "after=" in body["next"] and "page=" not in body["next"]
+
+    # S-1 reopened and S-0 corrected and signed again while the system files page 1.
+    Sample.objects.filter(pk=signed["S-1"].pk).update(status=Sample.Status.REOPENED)
+    Sample.objects.filter(pk=signed["S-0"].pk).update(signed_at=timezone.now())
+    # A page by number is refused, where it skipped S-4; the poll goes on from its next.
+    refused = client.get(reverse("lab:api-samples"), {"signed_since": since, "page_size": 4, "page": 2})
+    assert refused.status_code == 400 and "follow each answer's next" in refused.json()["error"]
+    while body["next"]:
+        body = client.get(body["next"]).json()
+        filed += [row["accession_number"] for row in body["results"]]
+    assert filed == ["S-0", "S-1", "S-2", "S-3", "S-4", "S-5", "S-6", "S-7", "S-0"]
+    assert body["results"][-1]["result"] == "final" and body["previous"] is None
+    # The next poll, from the last one's signed_at, lists that one again, as before.
+    again = client.get(reverse("lab:api-samples"), {"signed_since": body["results"][-1]["signed_at"]})
+    assert [row["accession_number"] for row in again.json()["results"]] == ["S-0"]
+    alone = client.get(reverse("lab:api-samples"), {"after": signed["S-3"].pk})
+    assert alone.status_code == 400 and "It goes with signed_since" in alone.json()["error"]
+
+
 @pytest.mark.parametrize(("zone", "since", "moment"), [
     # The hour the clocks go back is read twice (02:30 CEST, then 02:30 CET): the earlier.
     ("Europe/Madrid", "2026-10-25T02:30:00", "2026-10-25T00:30:00+00:00"),

@@ -6,9 +6,13 @@ views.errors). Every view answers GET and HEAD only. Lists are paginated with `?
 `?page_size=` (1 to 200): a malformed one answers 400, a page past the last 404, so that a reader
 walking the pages cannot loop on the last one. The sample list takes `?status=` (signed, unsigned,
 reopened, to_review, to_sign), `?order=oldest`, `?accession_number=` (one sample), `?q=` (a piece
-of one) and `?signed_since=`; the cell list the history page's filters. A parameter a list does not
+of one) and `?signed_since=` (paged by where the last page ended, `after=`, not by number); the cell
+list the history page's filters. A parameter a list does not
 take answers 400.
 """
+
+import math
+from datetime import UTC
 
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
 from django.http import JsonResponse
@@ -232,7 +236,47 @@ def sample_list(request):
         return _invalid_filters(form)
     filters = form.filters()
     samples = samples_with_progress(accession=request.GET.get("accession_number", "").strip(), **filters)
+    if filters["signed_since"]:
+        return _signed_since_listing(request, samples)
     return _listing(request, samples, _sample_summary)
+
+
+def _signed_since_listing(request, samples):
+    """The answer to a poll by ``signed_since``: a page of results in the order they were signed,
+    its ``next`` the same poll from the last one (signed_since its signed_at, after its id).
+
+    Not by page number: between an information system's pages, a result listed on an earlier page
+    that is reopened leaves the list and one signed again moves to its end, every later result
+    moves up a place, and the first of the next page was never served, nor, being older than the
+    poll's last, any poll after (the two-user audit)."""
+    if request.GET.get("page", "1") != "1":
+        return JsonResponse({"error": "A poll by signed_since is not paged by number: follow each answer's "
+                                      "next, which starts after the last result it listed, or poll again "
+                                      "from that result's signed_at. A page number skips a result where "
+                                      "one listed before it is reopened or signed again meanwhile."},
+                            status=400)
+    try:
+        size = _page_size(request)
+    except _BadPage as bad:
+        return JsonResponse({"error": str(bad)}, status=bad.status)
+    count = samples.count()
+    rows = list(samples[:size])
+    following = None
+    if count > len(rows):
+        query = request.GET.copy()
+        query.pop("page", None)
+        query["signed_since"] = rows[-1].signed_at.astimezone(UTC).isoformat()
+        query["after"] = rows[-1].pk
+        following = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+    return JsonResponse({
+        "count": count,  # those from this page on: the poll's start moves with each next
+        "count_capped": False,
+        "page": 1,
+        "pages": max(1, math.ceil(count / size)),
+        "next": following,
+        "previous": None,
+        "results": [_sample_summary(request, sample) for sample in rows],
+    })
 
 
 @read_only
