@@ -24,7 +24,7 @@ import os
 import statistics
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -431,8 +431,14 @@ def pages():
     counted_cells = min(Cell.objects.count(), HISTORY_COUNT_CAP)
     year_ago = (timezone.now() - timedelta(days=366)).replace(hour=0, minute=0, second=0, microsecond=0)
     # As the API counts them: signed now (not reopened), since that moment.
-    signed_in_a_year = Sample.objects.filter(status=Sample.Status.SIGNED, signed_at__gte=year_ago).count()
-    last_signed_page = max(1, math.ceil(signed_in_a_year / 200))
+    signed_in_a_year = Sample.objects.filter(status=Sample.Status.SIGNED, signed_at__gte=year_ago)
+    # A poll's last page, reached as its "next" reaches it: after the result the page before ended with.
+    last_page_size = (signed_in_a_year.count() - 1) % 200 + 1
+    before_last = list(signed_in_a_year.order_by("-signed_at", "-id")[last_page_size:last_page_size + 1])
+    last_signed_page = f"signed_since={year_ago:%Y-%m-%dT%H:%M:%SZ}"
+    if before_last:
+        last_signed_page = (f"signed_since={before_last[0].signed_at.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%fZ}"
+                            f"&after={before_last[0].pk}")
     active = ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE).pk
     four_class = ModelVersion.objects.get(task="4class").pk
     history, sample_list = reverse("lab:history"), reverse("lab:sample-list")
@@ -473,7 +479,7 @@ def pages():
         ("admin audit log list", reverse("admin:auditlog_logentry_changelist"), "root"),
         ("API samples, signed", f"{api_samples}?status=signed", "lis"),
         ("API samples signed in a year, last page of 200",
-         f"{api_samples}?signed_since={year_ago:%Y-%m-%dT%H:%M:%SZ}&page_size=200&page={last_signed_page}",
+         f"{api_samples}?{last_signed_page}&page_size=200",
          "lis"),
         ("API cells, last page", f"{api_cells}?page={math.ceil(counted_cells / API_PER_PAGE)}", "lis"),
         ("API FHIR bundle, 500 cells, signed", reverse("lab:api-sample-fhir", args=[signed]), "lis"),
