@@ -108,8 +108,9 @@ class Command(BaseCommand):
         parser.add_argument("--force", action="store_true",
                             help="with --activate: serve it even where the site would warn of it")
 
-    def recipe_settings(self, options):
-        """The recipe settings asked for: those given, and a held-out run's for a refit of it."""
+    def recipe_settings(self, options, folders):
+        """(the recipe settings asked for, the recipe they resolve to): those given, and a held-out
+        run's for a refit of it on the data ``folders``."""
         given = recipe_given(options)
         if options["temperature_from"]:
             if options["temperature"] is not None:
@@ -120,7 +121,7 @@ class Command(BaseCommand):
             except ValueError as exc:
                 raise CommandError(f"Refused: {exc}.") from None
             try:
-                borrowed.check_same_data(data_folders(options["data"]) or default_data_folders())
+                borrowed.check_same_data(folders)
             except RefitDataMismatch as exc:
                 raise CommandError(f"Refused: {exc} (--data).") from None
             if repeated:
@@ -131,13 +132,13 @@ class Command(BaseCommand):
             self.follow_active_version(given)
         # Refused here, naming the options, before a version is stored.
         try:
-            Recipe(**given).resolved()
+            resolved = Recipe(**given).resolved()
         except RecipeError as exc:
             flags = [SETTINGS_BY_NAME[name].option for name in exc.settings]
             if "temperature" in exc.settings:
                 flags.append("--temperature-from")
             raise CommandError(f"{exc} (options {', '.join(flags)}).") from None
-        return given
+        return given, resolved
 
     def follow_active_version(self, given):
         """With neither --arch nor --task, train the active version's network and classes, as the
@@ -153,11 +154,10 @@ class Command(BaseCommand):
             f"(v{active.pk}); --arch and --task choose another."
         )
 
-    def check_data(self, data, task, source_weights):
-        """Each folder the run would read, checked as the run (and `evaluate`) will check it, before
-        a version is stored: a folder it cannot learn from is refused here, not left on the site as
-        a failed version."""
-        folders = data_folders(data) or default_data_folders()
+    def check_data(self, folders, data, task, source_weights):
+        """Each of ``folders`` (those --data names, ``data``, else the configured ones), checked as
+        the run (and `evaluate`) will check it, before a version is stored: a folder it cannot learn
+        from is refused here, not left on the site as a failed version."""
         if not folders:
             raise CommandError("No training data folder: give --data, or set LEUKOSCOPE_TRAINING_DATA.")
         given = "--data" if data else "LEUKOSCOPE_TRAINING_DATA; --data names another"
@@ -178,9 +178,9 @@ class Command(BaseCommand):
             raise CommandError("--force says to activate the new version even where the site would warn of "
                                "it: it goes with --activate.")
         quiet_tensorflow_startup(os.environ)
-        recipe = self.recipe_settings(options)
-        resolved = Recipe(**recipe).resolved()
-        self.check_data(options["data"], resolved.task, resolved.source_weights)
+        folders = data_folders(options["data"]) or default_data_folders()
+        recipe, resolved = self.recipe_settings(options, folders)
+        self.check_data(folders, options["data"], resolved.task, resolved.source_weights)
         beside = training_in_progress()
         if beside is not None:
             # Allowed (the terminal is the operator's own), but said: on a lab's two cores both
