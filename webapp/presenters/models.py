@@ -760,12 +760,11 @@ def reclassify_question(active, by_pk):
         return ""
     warning = activation_warning(active, by_pk.get(active.adapted_from_id))
     warned = f" Warning: {warning}" if warning else ""
+    labels = "a reviewer's label stays where it finds the same cell"
     if active.class_names and set(active.class_names) <= set(BINARY_CLASSES):
-        labels = ("a reviewer's label stays where it finds the same cell, a type as its group (a lymphocyte "
-                  "as MONONUCLEAR: the formula then holds the two groups alone; re-classifying later with "
-                  "a version that names types gives back the types the reviewers gave)")
-    else:
-        labels = "a reviewer's label stays where it finds the same cell"
+        labels += (", a type as its group (a lymphocyte as MONONUCLEAR: the formula then holds the two "
+                   "groups alone; re-classifying later with a version that names types gives back the types "
+                   "the reviewers gave)")
     return (f"Classify the chosen samples again with v{active.pk}?{warned} Their cells are replaced by its "
             f"calls; {labels}, and signed samples are left as they are.")
 
