@@ -99,6 +99,16 @@ def test_activating_or_deleting_a_version_asks_first(live_server, browser_page, 
     page.wait_for_selector(f"text=v{failed.pk} is deleted.")
     assert not ModelVersion.objects.filter(pk=failed.pk).exists()
 
+    # A version warned of: the dialog carries the warning, and its answer is the confirmation the
+    # server asks for where no script asked (no second page).
+    warned = make_version(status=ModelVersion.Status.READY, metrics={"refit": {"epochs": 1}})
+    page.goto(f"{live_server.url}/models/{warned.pk}/")
+    answer(accept=True)
+    page.click(f"form[action='/models/{warned.pk}/activate/'] button")
+    page.wait_for_selector(f"text=v{warned.pk} is now the active model")
+    assert asked[-1].startswith(f"Activate v{warned.pk}? Warning: v{warned.pk} was measured on no cells")
+    assert active_version() == warned.pk
+
 
 def test_the_progress_bar_tells_no_share_while_the_held_out_figures_are_measured(
         live_server, browser_page, django_user_model):

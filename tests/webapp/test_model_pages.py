@@ -686,10 +686,24 @@ def test_a_version_no_better_than_guessing_says_so_before_and_after_activation(s
     assert words in staff_client.get(reverse("models:detail", args=[guessing.pk])).content.decode()
     assert "no better than guessing" not in staff_client.get(
         reverse("models:detail", args=[sound.pk])).content.decode()
-    response = staff_client.post(reverse("models:activate", args=[guessing.pk]), follow=True)
+    # Sent without the browser's confirm (scripts off): the server asks, and nothing changes yet.
+    serving = ModelVersion.objects.get(status="active")
+    asked = staff_client.post(reverse("models:activate", args=[guessing.pk]), {"next": "detail"})
+    page = asked.content.decode()
+    assert asked.status_code == 200 and 'data-role="confirm-activation"' in page
+    assert f"<h1>Activate v{guessing.pk}?</h1>" in page and words in page
+    assert ('<input type="hidden" name="confirmed" value="1"><input type="hidden" name="next" '
+            'value="detail">') in page
+    assert f'href="{reverse("models:detail", args=[guessing.pk])}">Leave the active version serving' in page
+    assert ModelVersion.objects.get(status="active") == serving
+    response = staff_client.post(reverse("models:activate", args=[guessing.pk]), {"confirmed": "1"},
+                                 follow=True)
     page = response.content.decode()
     assert words in page and "Activate another version to stop it." in page
     assert ModelVersion.objects.get(status="active") == guessing
+    # A version nothing warns of is activated by the one POST, as before.
+    staff_client.post(reverse("models:activate", args=[serving.pk]))
+    assert ModelVersion.objects.get(status="active") == serving
 
 
 @pytest.mark.django_db
@@ -741,8 +755,8 @@ def test_an_adapted_version_worse_than_its_parent_on_the_labs_cells_says_so(staf
     assert words in html.unescape(detail)
     # The lab's own figures come before the curves and the TEST tables of the parent's sources.
     assert detail.index('data-role="adaptation"') < detail.index("<h2>Learning curves</h2>")
-    page = html.unescape(staff_client.post(reverse("models:activate", args=[worse.pk]), follow=True)
-                         .content.decode())
+    page = html.unescape(staff_client.post(reverse("models:activate", args=[worse.pk]), {"confirmed": "1"},
+                                           follow=True).content.decode())
     assert words in page and "Activate another version to stop it." in page
     adaptation["cross_validated"]["accuracy"] = 0.95  # better than its parent: nothing to say
     ModelVersion.objects.filter(pk=worse.pk).update(metrics={"adaptation": adaptation})

@@ -699,6 +699,10 @@ class VersionRow:
         return activation_question(self.version, self.roll_back, self.warning)
 
 
+def serving_version_pk():
+    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("pk", flat=True).first()
+
+
 def is_roll_back(version, was_active, active_pk):
     """Activating ``version`` goes back: it served before and is older than the one serving now.
     A version newer than the one serving (one rolled back from, say) is activated, not rolled
@@ -706,13 +710,41 @@ def is_roll_back(version, was_active, active_pk):
     return was_active and active_pk is not None and version.pk < active_pk
 
 
+ACTIVATION_CONSEQUENCES = ("Photographs of new samples will be classified by it; results already made stay "
+                           "as they are, and photographs added to a sample later are classified by the "
+                           "version that classified its others.")
+
+
+def activation_verb(version, roll_back):
+    return f"Roll back to v{version.pk}" if roll_back else f"Activate v{version.pk}"
+
+
 def activation_question(version, roll_back, warning):
     """The confirm text of the button that activates ``version``, its activation warning in it."""
-    verb = f"Roll back to v{version.pk}" if roll_back else f"Activate v{version.pk}"
     warned = f" Warning: {warning}" if warning else ""
-    return (f"{verb}?{warned} Photographs of new samples will be classified by it; results already made "
-            "stay as they are, and photographs added to a sample later are classified by the version "
-            "that classified its others.")
+    return f"{activation_verb(version, roll_back)}?{warned} {ACTIVATION_CONSEQUENCES}"
+
+
+@dataclass
+class ActivationConfirmation(ViewModel):
+    """The page that asks before a warned-of version is activated by a form the browser's confirm
+    did not ask for (scripts off, a bookmarked or scripted POST): the warning must be read once."""
+
+    version: ModelVersion
+    verb: str
+    warning: str
+    consequences: str
+    back_to_detail: bool
+
+
+def activation_confirmation(version, back_to_detail):
+    """The ActivationConfirmation of activating ``version``; None where nothing warns of it."""
+    warning = activation_warning(version)
+    if not warning:
+        return None
+    roll_back = is_roll_back(version, activations_of(version).exists(), serving_version_pk())
+    return ActivationConfirmation(version, activation_verb(version, roll_back), warning,
+                                  ACTIVATION_CONSEQUENCES, back_to_detail)
 
 
 @dataclass
@@ -925,9 +957,7 @@ def version_page(version):
         trust["review"]["adapted_note"] = adapted_review_note(version, parent, fitted, metrics)
     warning = activation_warning(version, parent)
     was_active = activations.exists()
-    active = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("pk", flat=True)
-    active = active.first()
-    roll_back = is_roll_back(version, was_active, active)
+    roll_back = is_roll_back(version, was_active, serving_version_pk())
     curves_withheld = version.adapted_from_id is not None and not version.is_trained and not version.history
     return VersionPage(
         version=version,

@@ -15,7 +15,13 @@ from django.template.defaultfilters import pluralize
 from django.views.decorators.http import require_GET, require_POST
 
 from webapp.forms_models import ReclassifyForm, RetrainForm
-from webapp.presenters.models import activation_warning, listed_versions, progress_report, version_page
+from webapp.presenters.models import (
+    activation_confirmation,
+    activation_warning,
+    listed_versions,
+    progress_report,
+    version_page,
+)
 from webapp.selectors import model_versions, model_versions_with_cell_counts
 from webapp.services.locking import SampleLocked
 from webapp.services.model_registry import NoActiveModel
@@ -193,6 +199,10 @@ def delete(request, pk):
 @require_POST
 def activate(request, pk):
     version = _version_or_missing(model_versions(), pk)
+    back_to_detail = request.POST.get("next") == "detail"
+    if request.POST.get("confirmed") != "1":
+        if confirmation := activation_confirmation(version, back_to_detail):
+            return render(request, "models/confirm_activation.html", confirmation.as_context())
     try:
         activate_version(version, user=request.user)
     except VersionDeletedMeanwhile as exc:
@@ -205,7 +215,7 @@ def activate(request, pk):
         )
         if warning := activation_warning(version):
             messages.warning(request, f"{warning} Activate another version to stop it.")
-    if request.POST.get("next") == "detail":
+    if back_to_detail:
         return redirect("models:detail", pk=pk)
     return redirect("models:list")
 
