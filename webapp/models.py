@@ -305,6 +305,12 @@ class SmearImage(models.Model):
     def __str__(self):
         return f"{self.sample} / {self.original_filename}"
 
+    def reads_again_calls_of(self, version_id):
+        """It is queued, or being classified, again by the version ``version_id`` (or by whichever
+        serves, where it asked for none): the cells that run finds replace that version's calls."""
+        return (self.status in (self.Status.QUEUED, self.Status.PROCESSING)
+                and self.requested_version_id in (None, version_id))
+
     def get_additional_data(self):
         return {"sample_id": self.sample_id, "image_id": self.pk}
 
@@ -466,9 +472,7 @@ class Cell(models.Model):
         photographs read another way, a re-classification or a "Try again" with that version): the
         cells that run finds take this version's place, and one it does not find again is deleted,
         with whatever a person gave it. Another version's run keeps this call and carries its label."""
-        image = self.image
-        return (image.status in (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING)
-                and image.requested_version_id in (None, self.model_version_id))
+        return self.image.reads_again_calls_of(self.model_version_id)
 
     def __str__(self):
         return f"cell {self.pk}"

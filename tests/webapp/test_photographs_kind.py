@@ -97,9 +97,21 @@ def test_no_cell_is_worked_on_while_the_photographs_wait_to_be_read_the_other_wa
     assert refusal + "count it in or out once the photograph is done." in page.content.decode()
     cell.refresh_from_db()
     assert (cell.corrected_type, cell.count_partial) == ("", False) and not cell.reviews.exists()
+    # The pages offer no type buttons and no count-in meanwhile, and say why.
+    review_form = f'action="{reverse("lab:cell-review", args=[cell.pk])}"'
+    sample_page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    assert review_form not in sample_page
+    assert ('<span class="muted small" data-role="awaiting-reading">being classified again: relabel once '
+            'done') in sample_page
+    cell_page = client.get(reverse("lab:cell-detail", args=[cell.pk])).content.decode()
+    assert review_form not in cell_page and 'data-role="count-in"' not in cell_page
+    assert refusal + "relabel it once the photograph is done." in cell_page
 
     # Done again (here by the stand-in's store of the same cells), the cells take labels once more.
     SmearImage.objects.filter(sample=sample).update(status=SmearImage.Status.DONE)
+    for page in (reverse("lab:sample-detail", args=[sample.pk]), reverse("lab:cell-detail", args=[cell.pk])):
+        shown = client.get(page).content.decode()
+        assert review_form in shown and 'data-role="awaiting-reading"' not in shown
     review_cell(cell, "MONOCYTE", tech)
     cell.refresh_from_db()
     assert cell.cell_type == "MONOCYTE"

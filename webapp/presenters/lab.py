@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from classifier.boxes import holds_centre
 from classifier.ood import review_flags
+from webapp import wording
 from webapp.cell_types import allowed_types, review_types, type_order, type_shortcuts
 from webapp.counting import group_of, type_label
 from webapp.models import Cell, Sample, SmearImage
@@ -250,6 +251,8 @@ class CellPage(ViewModel):
     review_reasons: list  # why the call is flagged for review, in words; empty where it is not
     second_look: str  # where the call came from a second look at another magnification, in words
     label_seen: str  # selectors.label_stamp: the review form sends it back, refused if it changed since
+    # Why it may not be relabelled until its photograph is classified again (Cell.awaits_another_reading).
+    awaiting_another_reading: str = ""
 
 
 def second_look_text(cell):
@@ -323,4 +326,6 @@ def cell_page(cell):
         review_reasons=review_reasons(cell),
         second_look=second_look_text(cell),
         label_seen=label_stamp(cell),
+        awaiting_another_reading=(wording.awaiting_another_reading("relabel it")
+                                  if cell.awaits_another_reading else ""),
     )

@@ -47,6 +47,8 @@ _CONFIRMED, _UNSURE = mark_safe(" ✓"), mark_safe(" ?")
 _REVIEWED = mark_safe('<span class="badge reviewed">Reviewed</span>')
 _FLAGGED = mark_safe('<span class="badge flag">Needs review</span>')
 _LOCKED = mark_safe('<span class="muted small" data-role="locked">signed: locked</span>')
+_AWAITING = mark_safe('<span class="muted small" data-role="awaiting-reading">being classified again: '
+                      'relabel once done</span>')
 _ADDED_BY_HAND = mark_safe('<span class="badge added-by-hand" data-role="added-by-hand" title="A reviewer '
                            'drew this box around a cell the detector missed">added by hand</span>')
 _UNOUTLINED = mark_safe('<span class="badge unoutlined" data-role="unoutlined" title="No cell outline was '
@@ -155,6 +157,9 @@ def cell_rows(context, photograph, sample, may_review):
         back = conditional_escape(photograph.address)
 
         def set_type(mark):
+            # Work on a cell the run does not find again would be lost with it (services.review).
+            if photograph.image.reads_again_calls_of(mark.cell.model_version_id):
+                return _AWAITING
             return format_html(_REVIEW_FORM, action=review_address(mark.cell.pk), csrf=csrf, next=back,
                                seen=label_stamp(mark.cell),
                                buttons=review_buttons(mark.review_types, mark.cell))
