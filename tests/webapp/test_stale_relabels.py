@@ -110,7 +110,7 @@ def test_a_confirmation_made_meanwhile_stops_a_different_label(client, tech, bea
                     {"cell_type": "NEUTROPHIL", "seen": stamps_on_sample_page(bea_client, sample)[cell.pk]})
     answer = client.post(reverse("lab:cell-review", args=[cell.pk]),
                          {"cell_type": "MONOCYTE", "seen": seen_by_tech, "answer_with": "card"}, **JSON)
-    assert answer.status_code == 400
+    assert answer.status_code == 409
     assert "Cell 1 on H26-0001.png is now Neutrophil (bea's review)" in answer.json()["error"]
     cell.refresh_from_db()
     assert cell.corrected_type == "NEUTROPHIL" and cell.reviewed_by.get_username() == "bea"
@@ -128,7 +128,7 @@ def test_the_sample_page_sends_each_cell_s_label_and_is_refused_when_it_is_stale
     refused = client.post(reverse("lab:cell-review", args=[first.pk]),
                           {"cell_type": "EOSINOPHIL", "seen": seen_by_tech[first.pk], "answer_with": "card"},
                           **JSON)
-    assert refused.status_code == 400
+    assert refused.status_code == 409
     assert refused.json()["error"].startswith(
         "This cell was reviewed since your page was loaded: Cell 1 on H26-0001.png is now Monocyte "
         "(bea's review). Nothing was changed; the page now shows it as it is")
@@ -147,7 +147,7 @@ def test_the_gallery_refuses_a_selection_holding_a_cell_someone_relabelled_since
     assert set(seen_by_tech) == {cell.pk for cell in cells}
     assert gallery_relabel(bea_client, sample, cells[1:3], "MONOCYTE", seen_by_bea).status_code == 200
     refused = gallery_relabel(client, sample, cells[:3], "EOSINOPHIL", seen_by_tech)
-    assert refused.status_code == 400
+    assert refused.status_code == 409
     assert refused.json()["error"] == (
         "These cells were reviewed since your page was loaded: Cell 2 on H26-0001.png is now Monocyte "
         "(bea's review); Cell 3 on H26-0001.png is now Monocyte (bea's review). None of the 3 selected "
@@ -177,7 +177,7 @@ def test_a_gallery_refusal_carries_the_stale_cells_as_they_are_now(client, tech,
     assert gallery_relabel(bea_client, sample, cells[1:2], "EOSINOPHIL", stamps_in_gallery(bea_client, sample)
                            ).status_code == 200
     refused = gallery_relabel(client, sample, cells[:3], "EOSINOPHIL", seen_by_tech)
-    assert refused.status_code == 400
+    assert refused.status_code == 409
     answer = refused.json()
     assert answer["error"].startswith("This cell was reviewed since your page was loaded: Cell 1 on "
                                       "H26-0001.png is now Monocyte (bea's review). None of the 3 selected")
@@ -207,7 +207,7 @@ def test_a_refusal_on_the_sample_page_carries_the_card_as_it_is_now(client, tech
     cell.refresh_from_db()
     refused = client.post(reverse("lab:cell-review", args=[cell.pk]),
                           {"cell_type": "EOSINOPHIL", "seen": seen_by_tech, "answer_with": "card"}, **JSON)
-    assert refused.status_code == 400
+    assert refused.status_code == 409
     answer = refused.json()
     assert answer["error"].startswith("This cell was reviewed since your page was loaded: Cell 1 on "
                                       "H26-0001.png is now Monocyte (bea's review).")

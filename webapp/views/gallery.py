@@ -65,7 +65,7 @@ def gallery_review(request, pk):
         return _refused(str(exc), status=409)
     except StaleLabels as exc:
         # Nothing was changed, but the page is redrawn as it stands: one more key press decides.
-        return JsonResponse({"error": str(exc), **_redrawn(request, sample, exc.cells)}, status=400)
+        return JsonResponse({"error": str(exc), **_redrawn(request, sample, exc.cells)}, status=409)
     except ReviewError as exc:
         return _refused(str(exc))
     return JsonResponse(_redrawn(request, sample, [cell for cell, _ in reviewed]))

@@ -465,8 +465,9 @@ def cell_review(request, pk):
                                   seen=form.cleaned_data["seen"])
         except StaleLabels as exc:
             # Someone reviewed the cell meanwhile: the answer carries it as it is now, so that the
-            # page draws that label beside the message and the next click sends its stamp.
-            error, stale, cell = str(exc), True, exc.cells[0]
+            # page draws that label beside the message and the next click sends its stamp. A
+            # conflict with another's change, as a signature made meanwhile is.
+            error, status, stale, cell = str(exc), 409, True, exc.cells[0]
         except ReviewError as exc:
             error = str(exc)
         except SampleLocked as exc:
