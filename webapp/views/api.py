@@ -12,6 +12,7 @@ take answers 400.
 """
 
 import math
+from dataclasses import dataclass
 from datetime import UTC
 
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
@@ -69,16 +70,38 @@ def _page_size(request, default=50):
     return size
 
 
-def _listing(request, rows, serialize, paginator_class=Paginator):
+def _listing(request, rows, serialize, page_of=None):
     """The JSON answer of a list view: a page of ``rows``, each serialize(request, row), or a
-    400/404 saying what was wrong with ?page= or ?page_size=."""
+    400/404 saying what was wrong with ?page= or ?page_size=. ``page_of(request, rows, size)``
+    cuts the page (default: by number, counted by Django's Paginator)."""
     try:
-        return JsonResponse(_paginated(request, paginator_class(rows, _page_size(request)), serialize))
+        page = (page_of or _numbered_page)(request, rows, _page_size(request))
     except _BadPage as bad:
         return JsonResponse({"error": str(bad)}, status=bad.status)
+    return JsonResponse({
+        "count": page.count,
+        "count_capped": page.capped,
+        "page": page.number,
+        "pages": page.pages,
+        "next": page.following,
+        "previous": page.previous,
+        "results": [serialize(request, item) for item in page.rows],
+    })
 
 
-def _paginated(request, paginator, serialize):
+@dataclass
+class _ListPage:
+    rows: list
+    count: int
+    number: int
+    pages: int | None  # None where the count stopped at its cap: follow "next" until it is null
+    following: str | None  # the next page's address
+    previous: str | None = None
+    capped: bool = False
+
+
+def _numbered_page(request, rows, size, paginator_class=Paginator):
+    paginator = paginator_class(rows, size)
     raw = request.GET.get("page", "1")
     # A count stopped at its cap (selectors.CappedPaginator) says nothing of how many pages there are.
     capped = getattr(paginator, "capped", False)
@@ -97,15 +120,13 @@ def _paginated(request, paginator, serialize):
         query["page"] = number
         return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
 
-    return {
-        "count": paginator.count,
-        "count_capped": capped,
-        "page": page.number,
-        "pages": None if capped else paginator.num_pages,  # capped: follow "next" until it is null
-        "next": link(page.next_page_number()) if page.has_next() else None,
-        "previous": link(page.previous_page_number()) if page.has_previous() else None,
-        "results": [serialize(request, item) for item in page.object_list],
-    }
+    return _ListPage(page.object_list, paginator.count, page.number, None if capped else paginator.num_pages,
+                     link(page.next_page_number()) if page.has_next() else None,
+                     link(page.previous_page_number()) if page.has_previous() else None, capped)
+
+
+def _capped_page(request, rows, size):
+    return _numbered_page(request, rows, size, CappedPaginator)
 
 
 def _media(request, field_file):
@@ -236,30 +257,24 @@ def sample_list(request):
         return _invalid_filters(form)
     filters = form.filters()
     samples = samples_with_progress(accession=request.GET.get("accession_number", "").strip(), **filters)
-    if filters["signed_since"]:
-        return _signed_since_listing(request, samples)
-    return _listing(request, samples, _sample_summary)
+    return _listing(request, samples, _sample_summary,
+                    _signed_since_page if filters["signed_since"] else None)
 
 
-def _signed_since_listing(request, samples):
-    """The answer to a poll by ``signed_since``: a page of results in the order they were signed,
-    its ``next`` the same poll from the last one (signed_since its signed_at, after its id).
+def _signed_since_page(request, samples, size):
+    """A page of a poll by ``signed_since``: results in the order they were signed, its ``next``
+    the same poll from the last one (signed_since its signed_at, after its id).
 
     Not by page number: between an information system's pages, a result listed on an earlier page
     that is reopened leaves the list and one signed again moves to its end, every later result
     moves up a place, and the first of the next page was never served, nor, being older than the
     poll's last, any poll after (the two-user audit)."""
     if request.GET.get("page", "1") != "1":
-        return JsonResponse({"error": "A poll by signed_since is not paged by number: follow each answer's "
-                                      "next, which starts after the last result it listed, or poll again "
-                                      "from that result's signed_at. A page number skips a result where "
-                                      "one listed before it is reopened or signed again meanwhile."},
-                            status=400)
-    try:
-        size = _page_size(request)
-    except _BadPage as bad:
-        return JsonResponse({"error": str(bad)}, status=bad.status)
-    count = samples.count()
+        raise _BadPage("A poll by signed_since is not paged by number: follow each answer's next, which "
+                       "starts after the last result it listed, or poll again from that result's "
+                       "signed_at. A page number skips a result where one listed before it is reopened "
+                       "or signed again meanwhile.")
+    count = samples.count()  # those from this page on: the poll's start moves with each next
     rows = list(samples[:size])
     following = None
     if count > len(rows):
@@ -268,15 +283,7 @@ def _signed_since_listing(request, samples):
         query["signed_since"] = rows[-1].signed_at.astimezone(UTC).isoformat()
         query["after"] = rows[-1].pk
         following = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
-    return JsonResponse({
-        "count": count,  # those from this page on: the poll's start moves with each next
-        "count_capped": False,
-        "page": 1,
-        "pages": max(1, math.ceil(count / size)),
-        "next": following,
-        "previous": None,
-        "results": [_sample_summary(request, sample) for sample in rows],
-    })
+    return _ListPage(rows, count, 1, max(1, math.ceil(count / size)), following)
 
 
 @read_only
@@ -334,7 +341,7 @@ def cell_list(request):
         return unknown
     if request.GET and not form.is_valid():
         return _invalid_filters(form)
-    return _listing(request, cell_history(form.filters()), cell_json, CappedPaginator)
+    return _listing(request, cell_history(form.filters()), cell_json, _capped_page)
 
 
 @read_only
