@@ -1324,6 +1324,13 @@ def count_per_row(related, link):
     return Coalesce(Subquery(counted), 0)
 
 
+def serving_and_training_versions():
+    """(the version that classifies new photographs, the one training now), each None where none."""
+    versions = {version.status: version for version in model_versions().filter(
+        status__in=(ModelVersion.Status.ACTIVE, ModelVersion.Status.TRAINING)).order_by("pk")}
+    return versions.get(ModelVersion.Status.ACTIVE), versions.get(ModelVersion.Status.TRAINING)
+
+
 def model_versions_with_cell_counts():
     """Every version, newest first, each with how many cells it classified (`cell_count`)."""
     return model_versions().annotate(cell_count=count_per_row(Cell, "model_version")).order_by("-pk")

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from classifier.labels import EIGHT_CLASSES
 from tests.webapp.lab_factories import make_sample, make_version, mark_signed, with_role
-from webapp.models import Cell, Sample, SmearImage
+from webapp.models import Cell, ModelVersion, Sample, SmearImage
 from webapp.services.review import review_cell
 
 pytestmark = pytest.mark.django_db
@@ -62,6 +62,28 @@ def test_home_does_not_repeat_the_navigation_bar(client, django_user_model):
     with_role(lead, "admin")
     body = client.get(reverse("home")).content.decode()
     assert f'href="{reverse("lab:upload")}"' not in body and f'href="{reverse("models:list")}"' in body
+
+
+def test_an_administrator_without_a_lab_role_is_shown_the_network_not_a_review_queue(
+        client, django_user_model):
+    # Its home listed the samples awaiting review, which it may not review.
+    make_sample("H-1", version=make_version(status=ModelVersion.Status.READY), confidence=0.5)  # unsure
+    lead = with_role(django_user_model.objects.create_user("lead", is_staff=True), "admin")
+    client.force_login(lead)
+    body = client.get(reverse("home")).content.decode()
+    assert 'data-role="awaiting-review"' not in body and "H-1" not in body
+    assert ("<strong>No model version is active</strong>: new photographs wait to be classified until one "
+            "is activated.") in body
+    serving = make_version(status=ModelVersion.Status.ACTIVE)
+    training = make_version(status=ModelVersion.Status.TRAINING)
+    body = client.get(reverse("home")).content.decode()
+    assert (f'<a href="{reverse("models:detail", args=[serving.pk])}">v{serving.pk}</a> classifies the '
+            f'photographs of new samples. <a href="{reverse("models:detail", args=[training.pk])}">'
+            f'v{training.pk}</a> is training.') in body
+    # A technologist's home is as before.
+    with_role(lead, "technologist")
+    body = client.get(reverse("home")).content.decode()
+    assert 'data-role="awaiting-review"' in body and "H-1" in body and 'data-role="network"' not in body
 
 
 def test_home_lists_for_a_signer_the_samples_only_a_signature_waits_for(client, django_user_model, tech):

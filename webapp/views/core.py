@@ -18,6 +18,7 @@ from webapp.selectors import (
     reopened_samples,
     samples_awaiting_review,
     samples_awaiting_signature,
+    serving_and_training_versions,
 )
 from webapp.services.health import public_summary, system_health
 from webapp.services.sign_off import may_sign
@@ -56,21 +57,26 @@ def home(request):
             "signed": signed[:HOME_LIST_LENGTH], "signed_count": signed.count(),
             "days": HOME_RECENT_DAYS,
         })
-    awaiting = samples_awaiting_review(since)
     reopened = reopened_samples()
     in_progress = (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING)
     signing_count, awaiting_signature = (samples_awaiting_signature(since, HOME_LIST_LENGTH)
                                          if may_sign(request.user) else (0, None))
-    return render(request, "home.html", {
+    context = {
         "awaiting_signature": awaiting_signature,
         "awaiting_signature_count": signing_count,
         "reopened": reopened[:HOME_LIST_LENGTH],
         "reopened_count": reopened.count(),
-        "awaiting_review": awaiting[:HOME_LIST_LENGTH],
-        "awaiting_review_count": awaiting.count(),
+        "awaiting_review": None,
         "awaiting_review_days": HOME_RECENT_DAYS,
         "images_in_progress": SmearImage.objects.filter(status__in=in_progress).count(),
-    })
+    }
+    if request.user.has_perm(REVIEW):
+        awaiting = samples_awaiting_review(since)
+        context.update(awaiting_review=awaiting[:HOME_LIST_LENGTH], awaiting_review_count=awaiting.count())
+    else:
+        # An administrator without a lab role reviews no cell: what it looks after instead.
+        context["serving"], context["training"] = serving_and_training_versions()
+    return render(request, "home.html", context)
 
 
 @require_GET
