@@ -110,9 +110,9 @@ def _split_images(folder, task, split, originals):
     except TrainingDataError:  # none of the task's classes
         known = []
     foreign = {}
-    for folder_name in dataset.folders_outside_task(folder, task):
-        files = dataset.image_files(Path(folder) / folder_name)
-        name = folder_name.upper()
+    for class_folder in dataset.folders_outside_task(folder, task):
+        files = dataset.image_files(class_folder)
+        name = dataset.type_of_folder(class_folder.name)
         foreign[name] = [dataset.LabelledImage(str(p), name, name, split) for p in files]
     return known, foreign
 

@@ -24,10 +24,11 @@ from PIL import Image
 
 from classifier import detection, rendering
 from classifier.errors import TrainingDataError, UnreadableFolder, UnreadablePhotograph
-from classifier.labels import BINARY_CLASSES, BINARY_GROUP, TASK_CLASSES
+from classifier.labels import BINARY_CLASSES, BINARY_GROUP, EIGHT_CLASSES, TASK_CLASSES
 from classifier.preparation import WINDOW_SIZE, as_window, prepare_window
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png")
+# Those the site takes in an upload (webapp.intake): a lab's microscope that writes TIFF trains on them too.
+IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 EVAL_SPLITS = ("TEST", "TEST_SIMPLE")
 CACHE_VERSION = "1"
 CACHE_VARIABLE = "LEUKOSCOPE_CLASSIFIER_CACHE"
@@ -70,13 +71,40 @@ class DatasetLayout:
     eval_dirs: dict  # split name -> folder
 
 
+KNOWN_TYPES = frozenset({*EIGHT_CLASSES, *BINARY_CLASSES})
+
+# Names a lab's folders give a type that are not the type's own: said as a hint beside a folder
+# left out, never read as the type unasked (a lab may keep band neutrophils, or metamyelocytes,
+# apart on purpose).
+TYPE_HINTS = {
+    **dict.fromkeys(("IG", "IGS", "PROMYELOCYTE", "MYELOCYTE", "METAMYELOCYTE"), "IMMATURE_GRANULOCYTE"),
+    **dict.fromkeys(("BAND", "BANDS", "SEG", "SEGS", "SEGMENTED", "NEUT", "NEUTRO", "NEU"), "NEUTROPHIL"),
+    **dict.fromkeys(("LYMPH", "LYMPHO", "LYM"), "LYMPHOCYTE"),
+    **dict.fromkeys(("MONO", "MON"), "MONOCYTE"),
+    **dict.fromkeys(("EOS", "EO", "EOSINO"), "EOSINOPHIL"),
+    **dict.fromkeys(("BASO", "BAS"), "BASOPHIL"),
+    **dict.fromkeys(("NRBC", "NRBCS", "ERB", "NORMOBLAST", "NUCLEATED_RED_CELL"), "ERYTHROBLAST"),
+    **dict.fromkeys(("PLT", "PLTS", "THROMBOCYTE", "THROMBOCYTES"), "PLATELET"),
+}
+
+
+def type_of_folder(folder_name):
+    """The cell type a class folder's name spells, in any case, plural, with spaces or hyphens
+    for underscores ("immature granulocytes" is IMMATURE_GRANULOCYTE); else the name in upper
+    case."""
+    name = "_".join(folder_name.strip().upper().replace("-", " ").split())
+    if name not in KNOWN_TYPES and name.endswith("S") and name[:-1] in KNOWN_TYPES:
+        return name[:-1]
+    return name
+
+
 def task_class(folder_name, task):
     """The task class of a folder's class name, or None when it has no place in the task."""
     # Imported here: the training package imports this module.
     from classifier.training.recipe import check_task
 
     check_task(task)
-    name = folder_name.strip().upper()
+    name = type_of_folder(folder_name)
     if task == "binary":
         if name in BINARY_CLASSES:
             return name
@@ -107,10 +135,14 @@ def resolve_layout(data_dir):
         raise TrainingDataError(f"training data folder {root} does not exist")
     if not root.is_dir():
         raise TrainingDataError(f"training data path {root} is a file, not a folder")
-    if (root / "TRAIN").is_dir():
-        eval_dirs = {s: root / s for s in EVAL_SPLITS if (root / s).is_dir()}
-        return DatasetLayout(root=root, train_dir=root / "TRAIN", eval_dirs=eval_dirs)
     folders = _class_folders(root)
+    # TRAIN/ and TEST/ in any case, as the class folders are (a lab's "Test/" was passed by).
+    splits = {}
+    for folder in folders:  # by name: TRAIN/ itself comes before a Train/ beside it
+        splits.setdefault(folder.name.upper(), folder)
+    if "TRAIN" in splits:
+        eval_dirs = {split: splits[split] for split in EVAL_SPLITS if split in splits}
+        return DatasetLayout(root=root, train_dir=splits["TRAIN"], eval_dirs=eval_dirs)
     if not folders:
         loose = image_files(root)
         hint = f" ({len(loose)} images lie loose in it)" if loose else ""
@@ -137,7 +169,58 @@ def read_originals(root):
 def folders_outside_task(split_dir, task):
     """The class folders under split_dir that have no place in the task (PBC's BASOPHIL/ for a
     four-type task): list_images passes them by."""
-    return [folder.name for folder in _class_folders(split_dir) if task_class(folder.name, task) is None]
+    return [folder for folder in _class_folders(split_dir) if task_class(folder.name, task) is None]
+
+
+def _images_in_subfolders(folder):
+    return sum(len(image_files(sub)) for sub in _class_folders(folder))
+
+
+def _held(folder):
+    """What a class folder holds, in words: its images, or those its subfolders keep, which are not
+    read (a lab's NEUTROPHIL/slide1/)."""
+    count = len(image_files(folder))
+    if count:
+        return f"{count} image{'s' if count != 1 else ''}"
+    nested = _images_in_subfolders(folder)
+    return f"no images; {nested} in its subfolders, which are not read" if nested else "no images"
+
+
+def nested_images_hint(split_dir, task):
+    """Where the task's class folders under split_dir hold no images of their own but their
+    subfolders do (NEUTROPHIL/slide1/), a clause saying so; else ""."""
+    nested = {folder.name: count for folder in _class_folders(split_dir)
+              if task_class(folder.name, task) and not image_files(folder)
+              and (count := _images_in_subfolders(folder))}
+    if not nested:
+        return ""
+    where = ", ".join(f"{name}/ {count}" for name, count in nested.items())
+    return (f": its class folders keep their images in subfolders ({where}), which are not read; move "
+            "them up into the class folder")
+
+
+def left_out_note(split_dir, task, left_out_of="this training"):
+    """The sentence naming the class folders under split_dir that the task has no type for, with what
+    each holds and, where its name is another for one of the task's types (IG/), that type; "" where
+    none. A folder of no cell type without images is only counted: a data folder typed on the site
+    may hold a server's folders, never its photographs."""
+    parts, others = [], 0
+    for folder in folders_outside_task(split_dir, task):
+        held = _held(folder)
+        name = type_of_folder(folder.name)
+        if held == "no images" and name not in KNOWN_TYPES:
+            others += 1
+            continue
+        hint = TYPE_HINTS.get(name)
+        if hint and task_class(hint, task):
+            held += f"; rename it {hint}/ to count its cells as that type"
+        parts.append(f"{folder.name}/ ({held})")
+    if others:
+        parts.append(f"{others} other folder{'s' if others != 1 else ''} without images")
+    if not parts:
+        return ""
+    return (f"{split_dir} also holds {', '.join(parts)}: not types of the {task} task, left out of "
+            f"{left_out_of}.")
 
 
 def list_images(split_dir, task, split, originals=None):
@@ -172,22 +255,27 @@ def list_images(split_dir, task, split, originals=None):
     return images
 
 
-def evaluation_images(data_dir, task, split="TEST"):
-    """(images, split) that evaluating a network of ``task`` on data_dir measures: data_dir/split, or
-    every image of a folder of class folders alone (split ""); TrainingDataError saying what is
-    wrong with the folder. No network is needed to check one (manage.py evaluate checks each before
-    TensorFlow loads)."""
+def evaluation_folder(data_dir, split="TEST"):
+    """(data_dir's layout, the folder evaluating on its ``split`` measures, the split that folder is:
+    "" for a folder of class folders alone, measured whole); TrainingDataError where there is none."""
     layout = resolve_layout(data_dir)
-    originals = read_originals(layout.root)
     folder = layout.eval_dirs.get(split) or (layout.root / split)
-    if not Path(folder).is_dir():
-        if layout.train_dir == layout.root:
-            folder, split = layout.root, ""
-        else:
-            raise TrainingDataError(f"{data_dir} has no {split} folder")
-    images = list_images(folder, task, split, originals)
+    if Path(folder).is_dir():
+        return layout, folder, split
+    if layout.train_dir == layout.root:
+        return layout, layout.root, ""
+    raise TrainingDataError(f"{data_dir} has no {split} folder")
+
+
+def evaluation_images(data_dir, task, split="TEST"):
+    """(images, split) that evaluating a network of ``task`` on data_dir measures (evaluation_folder);
+    TrainingDataError saying what is wrong with the folder. No network is needed to check one
+    (manage.py evaluate checks each before TensorFlow loads)."""
+    layout, folder, split = evaluation_folder(data_dir, split)
+    images = list_images(folder, task, split, read_originals(layout.root))
     if not images:
-        raise TrainingDataError(f"{folder} holds no images for the {task} task")
+        raise TrainingDataError(
+            f"{folder} holds no images for the {task} task{nested_images_hint(folder, task)}")
     check_some_readable(images, folder)
     return images, split
 

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from classifier.dataset import folders_outside_task, resolve_layout
+from classifier.dataset import left_out_note, resolve_layout
 from classifier.errors import TrainingDataError
 from classifier.metrics import format_metrics
 from classifier.runtimes import quiet_tensorflow_startup
@@ -22,6 +22,7 @@ from classifier.training.command_line import (
     recipe_given,
     repeated_line,
 )
+from classifier.training.data import absolute_folders
 from classifier.training.recipe import HeldOutCalibration
 
 
@@ -82,6 +83,7 @@ def _settings(args):
 def main(argv=None):
     quiet_tensorflow_startup(os.environ)
     args = build_parser().parse_args(argv)
+    args.data = absolute_folders(args.data)
     try:
         settings = _settings(args)
         _check_out(args.out)
@@ -154,8 +156,8 @@ def _left_out_notes(data_dirs, task):
             train_dir = resolve_layout(data_dir).train_dir
         except TrainingDataError:
             continue  # the training itself says what is wrong with the folder
-        if left_out := folders_outside_task(train_dir, task):
-            notes.append(f"note: {train_dir}: {', '.join(left_out)} left out, no class of the {task} task")
+        if note := left_out_note(train_dir, task):
+            notes.append(f"note: {note}")
     return notes
 
 

@@ -132,6 +132,8 @@ class RetrainForm(forms.Form):
             # Checked before existence: a folder outside says nothing of whether it exists.
             roots = _training_roots()
             verb = "is" if len(outside) == 1 else "are"
+            outside = [f"{folder} (it leads out through a link)" if _through_a_link(folder) else folder
+                       for folder in outside]
             where = (f"only on folders under {roots}: {', '.join(outside)} {verb} not" if roots
                      else "on no folder typed here: LEUKOSCOPE_TRAINING_DATA_ROOTS names none")
             self.add_error("data_dir", f"The site trains {where}. The server's administrator can add a "
@@ -141,7 +143,11 @@ class RetrainForm(forms.Form):
         missing = [folder for folder in given if not os.path.isdir(os.path.expanduser(folder.strip()))]
         if missing:
             # A typing slip would otherwise make a version that fails at once and stays listed.
-            self.add_error("data_dir", f"No such folder on this server: {', '.join(missing)}.")
+            files = [folder for folder in missing if os.path.exists(os.path.expanduser(folder.strip()))]
+            gone = [folder for folder in missing if folder not in files]
+            self.add_error("data_dir", " ".join(filter(None, (
+                gone and f"No such folder on this server: {', '.join(gone)}.",
+                files and f"A file, not a folder: {', '.join(files)}."))))
             return data
         given = [folder.strip() for folder in given]
         # A folder ticked and typed too (or typed twice, with a trailing slash) is trained on once.
@@ -162,11 +168,12 @@ class RetrainForm(forms.Form):
                                    f"{reason[:1].upper()}{reason[1:]}.")
                     return data
                 if refused.folder in given:
-                    # Refused as the run would refuse it, before a version is stored; in the words of
-                    # what is expected, not of what the folder holds: a mistyped path may be any
-                    # server folder.
+                    # Refused as the run would refuse it, before a version is stored, and why: a
+                    # typed folder lies under LEUKOSCOPE_TRAINING_DATA_ROOTS (checked above), where
+                    # the lab keeps its data, so its reason names no server folder of another kind.
                     self.add_error("data_dir", f"{refused.folder} is not a training data folder for "
-                                               f"the {data['task']} task: expected {DATA_FOLDER_EXPECTED}.")
+                                               f"the {data['task']} task: {refused.reason}. Expected "
+                                               f"{DATA_FOLDER_EXPECTED}.")
                     return data
                 # A configured folder gone since: the run says so, as it always has.
             except TooFewImages as refused:
@@ -175,6 +182,14 @@ class RetrainForm(forms.Form):
                 return data
         data["data_dir"] = os.pathsep.join(folders)
         return data
+
+
+def _through_a_link(folder):
+    """Whether a typed path outside the training roots reads as one under them: a link on its way
+    leads out (outside_training_roots resolves links)."""
+    path = os.path.abspath(os.path.expanduser(folder))
+    return any(os.path.commonpath([path, os.path.abspath(root)]) == os.path.abspath(root)
+               for root in settings.TRAINING_DATA_ROOTS)
 
 
 class ReclassifyForm(forms.Form):

@@ -80,6 +80,14 @@ def data_folders(data):
     return [str(part) for part in data if str(part).strip()]
 
 
+def absolute_folders(folders):
+    """Data folders given on a command line, from /: a run records them, and a relative path is
+    read from whichever folder a later process (a worker adapting the version, `evaluate` run
+    elsewhere) starts in."""
+    expanded = [os.path.expanduser(folder) for folder in folders]
+    return [folder if os.path.isabs(folder) else os.path.abspath(folder) for folder in expanded]
+
+
 def found_folders(data, elsewhere=()):
     """(the data folders of ``data`` on this machine, those not): a folder missing where it was is
     looked for among ``elsewhere`` (the folders configured, or those benchmarked) by its name, as a
@@ -245,7 +253,8 @@ def check_class_counts_together(checked, task, min_per_class):
 
 
 def _holds_no_images(layout, task):
-    return TrainingDataError(f"training data folder {layout.train_dir} holds no images for the {task} task")
+    return TrainingDataError(f"training data folder {layout.train_dir} holds no images for the {task} task"
+                             f"{dataset.nested_images_hint(layout.train_dir, task)}")
 
 
 def select_sources(data, task, max_per_class, seed, validation_fraction, split_seed):

@@ -60,6 +60,69 @@ def test_a_folder_of_other_folders_is_refused_counting_them_without_naming_them(
         "LYMPHOCYTE, MONOCYTE, NEUTROPHIL)")
 
 
+def test_a_labs_own_spelling_of_types_and_splits_is_read(tmp_path):
+    # The own-data audit: "Test/" was passed by (measured on validation only), "train/" refused as
+    # holding no class folder, and "lymphocytes/" left out of training unnamed.
+    write_split(tmp_path, "TRAIN", 1)
+    write_split(tmp_path, "TEST", 1)
+    for split, spelt in (("TRAIN", "train"), ("TEST", "Test")):
+        (tmp_path / split).rename(tmp_path / spelt)
+    for name, spelt in (("LYMPHOCYTE", "lymphocytes"), ("MONOCYTE", "Monocyte"),
+                        ("NEUTROPHIL", "neutrophils"), ("EOSINOPHIL", "eosinophil-s")):
+        (tmp_path / "Test" / name).rename(tmp_path / "Test" / spelt)
+    layout = dataset.resolve_layout(tmp_path)
+    assert layout.train_dir == tmp_path / "train" and layout.eval_dirs == {"TEST": tmp_path / "Test"}
+    images, split = dataset.evaluation_images(tmp_path, "4class")
+    assert split == "TEST" and sorted(image.class_name for image in images) == [
+        "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
+    assert dataset.type_of_folder(" immature granulocytes ") == "IMMATURE_GRANULOCYTE"
+    assert dataset.type_of_folder("Platelets") == "PLATELET" and dataset.type_of_folder("bands") == "BANDS"
+    # Passed by, it is said: every folder with photographs by name, what each holds, and the type an
+    # abbreviation names where the task has it.
+    for name, count in (("IG", 2), ("band", 1), ("SMUDGE_CELL", 1)):
+        (tmp_path / "Test" / name).mkdir()
+        for index in range(count):
+            (tmp_path / "Test" / name / f"{index}.png").write_bytes(b"")
+    (tmp_path / "Test" / "BASOPHIL").mkdir()
+    (tmp_path / "Test" / "apparmor.d").mkdir()
+    assert dataset.left_out_note(tmp_path / "Test", "4class", "this evaluation") == (
+        f"{tmp_path / 'Test'} also holds BASOPHIL/ (no images), IG/ (2 images), SMUDGE_CELL/ (1 image), "
+        "band/ (1 image; rename it NEUTROPHIL/ to count its cells as that type), eosinophil-s/ (1 image), "
+        "1 other folder without images: not types of the 4class task, left out of this evaluation.")
+    note = dataset.left_out_note(tmp_path / "Test", "8class")
+    assert "IG/ (2 images; rename it IMMATURE_GRANULOCYTE/ to count its cells as that type)" in note
+    assert "BASOPHIL" not in note
+
+
+def test_image_formats_the_site_takes_are_trained_on(tmp_path):
+    # A lab whose microscope writes TIFF had its photographs passed by, uncounted.
+    from PIL import Image
+
+    folder = tmp_path / "NEUTROPHIL"
+    folder.mkdir()
+    rgb = draw_field("NEUTROPHIL", 1)
+    for name in ("a.tif", "b.TIFF", "c.bmp", "d.webp", "e.png"):
+        Image.fromarray(rgb).save(folder / name)
+    images = dataset.list_images(tmp_path, "4class", "")
+    assert [Path(image.path).name for image in images] == ["a.tif", "b.TIFF", "c.bmp", "d.webp", "e.png"]
+    for image in images:
+        assert dataset.decode_image(image.path).shape == rgb.shape
+
+
+def test_photographs_kept_in_subfolders_of_a_class_folder_are_said_to_be_there(tmp_path):
+    nested = tmp_path / "TRAIN" / "NEUTROPHIL" / "slide1"
+    nested.mkdir(parents=True)
+    for index in range(3):
+        (nested / f"{index}.jpg").write_bytes(b"")
+    (tmp_path / "TEST").mkdir()
+    (tmp_path / "TEST" / "NEUTROPHIL").symlink_to(tmp_path / "TRAIN" / "NEUTROPHIL")
+    with pytest.raises(TrainingDataError) as refused:
+        dataset.evaluation_images(tmp_path, "4class")
+    assert str(refused.value) == (
+        f"{tmp_path / 'TEST'} holds no images for the 4class task: its class folders keep their images "
+        "in subfolders (NEUTROPHIL/ 3), which are not read; move them up into the class folder")
+
+
 def test_hidden_files_beside_the_photographs_are_not_listed(tmp_path):
     write_split(tmp_path, "TRAIN", 2)
     lymphocytes = tmp_path / "TRAIN" / "LYMPHOCYTE"

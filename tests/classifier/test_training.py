@@ -309,14 +309,14 @@ def test_command_line_refuses_an_output_it_cannot_write_before_training(tiny_dat
 
 
 def test_command_line_names_what_its_run_leaves_out_and_replaces(tmp_path, capsys):
-    # A misnamed folder (MONOCYTES/) was trained on nothing without a word, where the site's
+    # A misnamed folder (MONO/) was trained on nothing without a word, where the site's
     # retraining says so on the version's page; a model folder given as --out was replaced unsaid.
     from PIL import Image
 
     from classifier.train_cli import main
 
     train = tmp_path / "data" / "TRAIN"
-    for folder, count in (("NEUTROPHIL", 1), ("MONOCYTES", 3)):
+    for folder, count in (("NEUTROPHIL", 1), ("MONO", 3)):
         (train / folder).mkdir(parents=True)
         for index in range(count):
             Image.new("RGB", (64, 64), (200, 150, 190)).save(train / folder / f"{index}.jpg")
@@ -326,7 +326,8 @@ def test_command_line_names_what_its_run_leaves_out_and_replaces(tmp_path, capsy
             "--out", str(tmp_path / "kept")]
     assert main(argv) == 2  # one photograph of one class: refused before training
     captured = capsys.readouterr()
-    assert f"note: {train}: MONOCYTES left out, no class of the 4class task" in captured.out
+    assert (f"note: {train} also holds MONO/ (3 images; rename it MONOCYTE/ to count its cells as that "
+            "type): not types of the 4class task, left out of this training.") in captured.out
     # Replacing a model folder is a refit in place (MODEL_CARD.md): allowed, and said before the hour.
     replaced = f"note: --out {tmp_path / 'kept'} holds a model folder: the network trained replaces it"
     assert replaced in captured.out

@@ -205,14 +205,17 @@ def test_train_one_epoch_on_a_tiny_set_stores_a_network_that_loads_back(tmp_path
     monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", tmp_path / "cache")
     data = write_cell_folder(tmp_path / "cells", per_class=4, test_per_class=2)
 
-    # One epoch on four cells a type learns nothing a lab can use: activated only when forced.
+    # One epoch on four cells a type learns nothing a lab can use: activated only when forced. The
+    # folder given from where the command runs is recorded from / (the own-data audit: stored as
+    # typed, it was "not on this machine" to a command run elsewhere, and to the worker).
+    monkeypatch.chdir(tmp_path)
     output, err = StringIO(), StringIO()
-    call_command("train", "--data", str(data), "--arch", "paper", "--task", "4class", "--epochs", "1",
+    call_command("train", "--data", "cells/", "--arch", "paper", "--task", "4class", "--epochs", "1",
                  "--batch-size", "8", "--seed", "3", "--activate", "--force", stdout=output, stderr=err)
     output = output.getvalue()
 
     version = ModelVersion.objects.get()
-    assert version.status == "active" and version.source == "command"
+    assert version.status == "active" and version.source == "command" and version.dataset_path == str(data)
     assert version.seed == 3 and version.hyperparameters["epochs"] == 1
     assert len(version.history) == 1 and set(version.class_counts) == set(version.class_names)
     assert version.progress["state"] == "done" and version.progress["epoch"] == 1
@@ -240,6 +243,13 @@ def test_train_one_epoch_on_a_tiny_set_stores_a_network_that_loads_back(tmp_path
     ModelVersion.objects.filter(pk=version.pk).update(dataset_path=str(flat))
     report = run("evaluate", "--version", str(version.pk), "--data", str(flat))
     assert f"v{version.pk} trained on this folder, so these figures are not held out" in report
+    # A lab's own names: a plural is read as the type; an abbreviation is left out, and said so.
+    (flat / "LYMPHOCYTE").rename(flat / "lymphocytes")
+    (flat / "MONOCYTE").rename(flat / "mono")
+    report = run("evaluate", "--version", str(version.pk), "--data", str(flat))
+    assert "n=12" in report and "LYMPHOCYTE" in report
+    assert (f"Note: {flat} also holds mono/ (4 images; rename it MONOCYTE/ to count its cells as that "
+            "type): not types of the 4class task, left out of this evaluation.") in report
 
     capsys.readouterr()
     bench = load_script(Path(REPO_ROOT) / "bench" / "classify.py")

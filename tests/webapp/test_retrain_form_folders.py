@@ -2,6 +2,7 @@
 before a version is stored, in words that say what is expected without listing what the folder
 holds; a run that does fail on its data names none of a server's folders either."""
 
+import html
 import os
 import re
 from pathlib import Path
@@ -78,7 +79,16 @@ def test_the_form_refuses_a_folder_no_run_can_learn_from_before_a_version_exists
     response = post_training(admin_client, folder)
     page = without_form_tokens(response.content.decode())
     assert response.status_code == 400
-    assert f"{folder} is not a training data folder for the 4class task: {EXPECTED}." in page
+    # Why, as the run would refuse it: the folder lies under the training roots, where the lab keeps
+    # its data; the reason counts what it holds and names no folder but a cell type's.
+    why = {etc_like: f"{folder} has 11 folders but none named for one of the 4class task's classes "
+                     "(EOSINOPHIL, LYMPHOCYTE, MONOCYTE, NEUTROPHIL)",
+           smears_with_boxes: f"{folder} has 2 folders but none named for one of the 4class task's classes "
+                              "(EOSINOPHIL, LYMPHOCYTE, MONOCYTE, NEUTROPHIL)",
+           empty_class_folders: f"training data folder {folder / 'TRAIN'} holds no images for the 4class "
+                                "task"}[make]
+    assert html.unescape(page).count(
+        f"{folder} is not a training data folder for the 4class task: {why}. E{EXPECTED[1:]}.") == 1
     for name in (*SERVER_FOLDERS, "Annotations", "JPEGImages", "labels.csv", "hostname"):
         assert name not in page
     assert not ModelVersion.objects.exists() and sent_tasks == []
@@ -90,7 +100,8 @@ def test_the_form_refuses_the_servers_own_etc(admin_client, sent_tasks, settings
         pytest.skip("a system without /etc/apt")
     settings.TRAINING_DATA_ROOTS = [Path("/")]  # a server that lets the site read any folder
     page = post_training(admin_client, "/etc").content.decode()
-    assert f"/etc is not a training data folder for the 4class task: {EXPECTED}." in page
+    assert "/etc is not a training data folder for the 4class task: /etc has " in page
+    assert f"E{EXPECTED[1:]}." in html.unescape(page)
     assert "apparmor" not in page and not ModelVersion.objects.exists() and sent_tasks == []
 
 
@@ -107,20 +118,21 @@ def test_the_form_queues_a_folder_of_cell_types_for_the_task_chosen(admin_client
 @pytest.mark.django_db
 def test_class_folders_the_task_leaves_out_are_said_on_queueing(admin_client, sent_tasks, tmp_path):
     # PBC's eight types given to a four-type training: four of them are passed by, and said so; a
-    # folder of no cell type is counted, never named (a typed folder may be any server's).
+    # folder of no cell type without photographs is counted, never named (a typed folder may be any
+    # server's).
     data = write_cell_folder(tmp_path / "cells", per_class=2, test_per_class=1)
     for extra in ("BASOPHIL", "PLATELET", "apparmor.d"):
         (data / "TRAIN" / extra).mkdir()
     response = post_training(admin_client, data)
     assert response.status_code == 302
     page = admin_client.get(response["Location"]).content.decode()
-    assert (f"{data / 'TRAIN'} also holds BASOPHIL, PLATELET, 1 other folder: not types of the 4class "
-            "task, left out of this training.") in page
+    assert (f"{data / 'TRAIN'} also holds BASOPHIL/ (no images), PLATELET/ (no images), 1 other folder "
+            "without images: not types of the 4class task, left out of this training.") in page
     assert "apparmor" not in page
     # A binary run learns a basophil as POLYNUCLEAR; a platelet is in no group: it is left out.
     assert check_data([str(data)], "binary") == [
-        f"{data / 'TRAIN'} also holds PLATELET, 1 other folder: not types of the binary task, left out "
-        "of this training."]
+        f"{data / 'TRAIN'} also holds PLATELET/ (no images), 1 other folder without images: not types of "
+        "the binary task, left out of this training."]
 
 
 @pytest.mark.django_db
@@ -179,7 +191,8 @@ def test_the_form_trains_only_under_the_configured_roots_and_says_nothing_of_oth
     response = post_training(admin_client, folder)
     page = response.content.decode()
     assert response.status_code == 400
-    assert f"{folder} is not. The server&#x27;s administrator can add a folder to " in page
+    through_a_link = " (it leads out through a link)" if typed.endswith("link-to-etc") else ""
+    assert f"{folder}{through_a_link} is not. The server&#x27;s administrator can add a folder to " in page
     # Whether the folder exists is not told: the same words for /etc and for a folder that is not.
     assert "No such folder" not in page and "not a training data folder" not in page
     assert not ModelVersion.objects.exists() and not sent_tasks
@@ -194,6 +207,29 @@ def test_a_folder_under_a_configured_root_is_trained_on(admin_client, sent_tasks
     assert ModelVersion.objects.get().dataset_path == str(data)
     response = post_training(admin_client, write_cell_folder(tmp_path / "elsewhere", per_class=4))
     assert response.status_code == 400 and ModelVersion.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_a_folder_under_the_roots_is_refused_saying_what_is_wrong_with_it(admin_client, sent_tasks, tmp_path,
+                                                                        settings):
+    # The own-data audit: photographs kept in a subfolder of each class folder, refused in the words
+    # of what is expected, which the folder seemed to be; a file named as the folder was "no such
+    # folder".
+    settings.TRAINING_DATA_ROOTS = [tmp_path / "labs"]
+    nested = tmp_path / "labs" / "ours" / "TRAIN" / "NEUTROPHIL" / "slide1"
+    nested.mkdir(parents=True)
+    for index in range(3):
+        (nested / f"{index}.jpg").write_bytes(b"")
+    page = html.unescape(post_training(admin_client, tmp_path / "labs" / "ours").content.decode())
+    assert (f"{tmp_path / 'labs' / 'ours'} is not a training data folder for the 4class task: training data "
+            f"folder {tmp_path / 'labs' / 'ours' / 'TRAIN'} holds no images for the 4class task: its class "
+            "folders keep their images in subfolders (NEUTROPHIL/ 3), which are not read; move them up into "
+            "the class folder. Expected a folder with TRAIN/") in page
+    (tmp_path / "labs" / "cells.txt").write_text("NEUTROPHIL\n")
+    page = html.unescape(post_training(admin_client, tmp_path / "labs" / "cells.txt").content.decode())
+    assert f"A file, not a folder: {tmp_path / 'labs' / 'cells.txt'}." in page
+    assert "No such folder" not in page
+    assert not ModelVersion.objects.exists() and not sent_tasks
 
 
 @pytest.mark.django_db

@@ -19,9 +19,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from classifier import ood
-from classifier.dataset import folders_outside_task, task_class
+from classifier.dataset import left_out_note, task_class
 from classifier.errors import TrainingCancelled, TrainingDataError, UnreadableFolder
-from classifier.labels import BINARY_CLASSES, EIGHT_CLASSES
 from classifier.training.adaptation import check_enough, lab_cells
 from classifier.training.data import (
     check_class_counts_together,
@@ -151,10 +150,6 @@ DATA_FOLDER_EXPECTED = (
 )
 
 
-# The class folders a note on a data folder names; any other is counted, not named.
-KNOWN_CELL_TYPES = {*EIGHT_CLASSES, *BINARY_CLASSES}
-
-
 class TrainingStopped(KeyboardInterrupt):
     """A signal to end the process (SIGTERM from `kill` or a service manager, SIGHUP from a closed
     terminal) met while training at a terminal: raised where Python's default would end the process
@@ -211,16 +206,7 @@ def check_data(folders, task):
         check_class_counts_together(checked, task, TrainingConfig.min_images_per_class)
     except TrainingDataError as exc:
         raise TooFewImages(_as_sentence(str(exc))) from None
-    notes = []
-    for layout, _ in checked:
-        if left_out := folders_outside_task(layout.train_dir, task):
-            # Cell types by name; any other folder only counted: a typed folder may hold a server's.
-            named = [name for name in left_out if name.upper() in KNOWN_CELL_TYPES]
-            others = len(left_out) - len(named)
-            parts = named + ([count_of(others, "other folder")] if others else [])
-            notes.append(f"{layout.train_dir} also holds {', '.join(parts)}: not types of the {task} "
-                         "task, left out of this training.")
-    return notes
+    return [note for layout, _ in checked if (note := left_out_note(layout.train_dir, task))]
 
 
 

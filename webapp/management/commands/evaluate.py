@@ -3,7 +3,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import CommandError
 
-from classifier.dataset import evaluation_images
+from classifier.dataset import evaluation_folder, evaluation_images, left_out_note
 from classifier.errors import TrainingDataError
 from classifier.metrics import format_metrics
 from classifier.training.data import data_folders
@@ -28,11 +28,15 @@ class Command(ModelVersionCommand):
             raise CommandError("No data folder to evaluate on: give --data, or set LEUKOSCOPE_TRAINING_DATA.")
         # Every folder checked before the network loads: a slip is refused in one line, not after
         # TensorFlow's start-up lines, nor after the figures of the folders before it.
+        notes = []
         for folder in folders:
             try:
                 evaluation_images(folder, model_version.task, split)
             except TrainingDataError as exc:
                 raise CommandError(str(exc)) from None
+            measured = evaluation_folder(folder, split)[1]
+            if note := left_out_note(measured, model_version.task, "this evaluation"):
+                notes.append(f"Note: {note}")
         from classifier.training import evaluate_classifier  # TensorFlow: only when a command evaluates
 
         trained_on = self.trained_on(model_version)
@@ -46,6 +50,8 @@ class Command(ModelVersionCommand):
                 self.stdout.write("")
             self.stdout.write(format_metrics(metrics, title=self._title(model_version, folder, split)))
             self._details(metrics)
+        for note in notes:  # after the figures, where a lab reads on from them
+            self.stdout.write(note)
 
     def trained_on(self, model_version):
         """The TRAIN files the version learnt from (evaluation.trained_on_files), whose byte-for-byte

@@ -12,7 +12,7 @@ from classifier.training.command_line import (
     recipe_given,
     repeated_line,
 )
-from classifier.training.data import check_weights_name_folders, data_folders
+from classifier.training.data import absolute_folders, check_weights_name_folders, data_folders
 from classifier.training.recipe import SETTINGS_BY_NAME, Recipe, RecipeError, RefitDataMismatch
 from webapp.management.commands._activation import activate_unless_warned
 from webapp.models import ModelVersion
@@ -178,6 +178,8 @@ class Command(BaseCommand):
             raise CommandError("--force says to activate the new version even where the site would warn of "
                                "it: it goes with --activate.")
         quiet_tensorflow_startup(os.environ)
+        if options["data"]:
+            options["data"] = absolute_folders(options["data"])
         folders = data_folders(options["data"]) or default_data_folders()
         recipe, resolved = self.recipe_settings(options, folders)
         self.check_data(folders, options["data"], resolved.task, resolved.source_weights)
