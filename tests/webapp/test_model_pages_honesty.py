@@ -307,3 +307,17 @@ def test_a_test_split_of_cells_also_in_train_alone_gives_no_figure_in_words(staf
     assert ("on photographs like blood-cell-images/TEST: no figure, as all 40 are of cells also "
             "photographed in TRAIN.") in words
     assert "0% of cells right" not in words and "100%" not in words
+
+
+def test_an_adaptation_that_found_one_of_two_folders_names_the_one_it_measured(staff_client):
+    # The own-data audit: the parent's first folder gone, the adaptation measured the second's TEST,
+    # and its page said "on photographs like dup/TEST", the folder it never found.
+    parent = make(ModelVersion.Status.ACTIVE, two_source_metrics(0.955, 0.875))
+    record = {**adaptation(0.9, 0.85), "replay": {"per_class": 50, "cells": 60, "sources": ["clean4"],
+                                                  "missing": ["/data/dup"]}}
+    metrics = {"temperature": 1.1, "TEST": split(0.25, 20), "adaptation": record,
+               "sources": {"clean4": {"order": 0, "path": "/data/clean4", "TEST": split(0.25, 20)}}}
+    adapted = make(metrics=metrics, parent=parent, dataset_path="/data/dup:/data/clean4")
+    page = detail(staff_client, adapted)
+    assert "on photographs like clean4/TEST: 25% of cells right" in page and "dup/TEST" not in page
+    assert "Replayed 60 training images of clean4 (/data/dup not found here)." in page

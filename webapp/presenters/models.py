@@ -184,13 +184,13 @@ def plain_figures(version):
     photographed in TRAIN (originals.csv, or byte-for-byte copies), the figure is that without
     them, and they are counted apart: the sentence says its photographs were never trained on."""
     metrics = version.metrics or {}
-    folder = Path(version.dataset_path.split(os.pathsep)[0]).name if version.dataset_path else ""
+    unnamed = unnamed_test_source(version)
     figures = []
     for table in metric_tables(metrics):
         where = table.get("where", "")
         if not where.endswith("TEST") or table.get("accuracy") is None:
             continue
-        source = where.removesuffix("TEST").strip() or folder
+        source = where.removesuffix("TEST").strip() or unnamed
         held, also_in_train = table, 0
         if (without := table.get("never_trained_on")) and without.get("accuracy") is not None:
             held, also_in_train = without, (table.get("n") or 0) - (without.get("n") or 0)
@@ -548,18 +548,24 @@ class Difference:
         return f"{self.points:+.1f} points (95% interval {low:+.1f} to {high:+.1f})".replace("-", "−")
 
 
+def unnamed_test_source(version):
+    """The source a TEST table that names none ("TEST") measured: the one source a version records,
+    else its first data folder. Not the first folder alone: an adaptation whose parent's first
+    folder was gone measured the other (the own-data audit's "dup/TEST" for clean4's figure)."""
+    sources = list(((version.metrics or {}).get("sources") or {}).keys())
+    if len(sources) == 1:
+        return sources[0]
+    return Path(version.dataset_path.split(os.pathsep)[0]).name if version.dataset_path else ""
+
+
 def held_out_tables(version):
     """{source: its TEST metrics} of a version, sources named as plain_figures names them."""
-    metrics = version.metrics or {}
-    folder = Path(version.dataset_path.split(os.pathsep)[0]).name if version.dataset_path else ""
-    sources = list((metrics.get("sources") or {}).keys())
-    only = sources[0] if len(sources) == 1 else ""
+    unnamed = unnamed_test_source(version) or "TEST"
     figures = {}
-    for table in metric_tables(metrics):
+    for table in metric_tables(version.metrics or {}):
         where = table.get("where", "")
         if where.endswith("TEST") and table.get("accuracy") is not None:
-            source = where.removesuffix("TEST").strip() or only or folder or "TEST"
-            figures[source] = table
+            figures[where.removesuffix("TEST").strip() or unnamed] = table
     return figures
 
 
