@@ -12,6 +12,12 @@ def main():
 
     try:
         execute_from_command_line(sys.argv)
+    except BrokenPipeError:
+        # Its output piped to a reader that stopped early (`manage.py models | head`): nothing is
+        # wrong. stdout then leads nowhere, so that the flush at exit does not fail again (Python's
+        # signal documentation, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     except Exception as error:
         # A bad setting or a database that cannot be reached is the operator's to fix: one line
         # naming the setting, not a traceback (LEUKOSCOPE_DEBUG=1 or --traceback shows it).

@@ -152,6 +152,24 @@ def test_train_with_a_source_weight_for_no_folder_is_refused_before_a_version_is
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_listing_read_in_part_ends_without_a_traceback():
+    # The own-data audit: `manage.py models | head` printed BrokenPipeError's traceback.
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the subprocess is pointed at the SQLite test database file")
+    # More lines than a pipe holds (64 KiB), so that the listing is still writing when head stops.
+    ModelVersion.objects.bulk_create(
+        ModelVersion(architecture="paper", task="4class", status="failed", class_names=["A"], seed=number)
+        for number in range(2000))
+    env = dict(os.environ, DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}")
+    completed = subprocess.run(f"{sys.executable} manage.py models | head -n 2", shell=True, cwd=REPO_ROOT,
+                               env=env, capture_output=True, text=True, timeout=120)
+    assert len(completed.stdout.splitlines()) == 2 and completed.stdout.startswith("  id  status")
+    assert "Traceback" not in completed.stderr and "BrokenPipe" not in completed.stderr
+
+
+@pytest.mark.django_db(transaction=True)
 def test_train_with_a_bad_path_prints_one_line_and_no_traceback(tmp_path):
     from django.db import connection
 
