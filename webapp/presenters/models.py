@@ -22,6 +22,7 @@ from webapp.selectors import (
     Agreement,
     ReviewAgreement,
     activations_of,
+    active_version_id,
     adaptation_counts,
     adaptation_epochs,
     adaptation_plan,
@@ -705,10 +706,6 @@ class VersionRow:
         return activation_question(self.version, self.roll_back, self.warning)
 
 
-def serving_version_pk():
-    return ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("pk", flat=True).first()
-
-
 def is_roll_back(version, was_active, active_pk):
     """Activating ``version`` goes back: it served before and is older than the one serving now.
     A version newer than the one serving (one rolled back from, say) is activated, not rolled
@@ -748,7 +745,7 @@ def activation_confirmation(version, back_to_detail):
     warning = activation_warning(version)
     if not warning:
         return None
-    roll_back = is_roll_back(version, activations_of(version).exists(), serving_version_pk())
+    roll_back = is_roll_back(version, activations_of(version).exists(), active_version_id())
     return ActivationConfirmation(version, activation_verb(version, roll_back), warning,
                                   ACTIVATION_CONSEQUENCES, back_to_detail)
 
@@ -963,7 +960,7 @@ def version_page(version):
         trust["review"]["adapted_note"] = adapted_review_note(version, parent, fitted, metrics)
     warning = activation_warning(version, parent)
     was_active = activations.exists()
-    roll_back = is_roll_back(version, was_active, serving_version_pk())
+    roll_back = is_roll_back(version, was_active, active_version_id())
     curves_withheld = version.adapted_from_id is not None and not version.is_trained and not version.history
     return VersionPage(
         version=version,
