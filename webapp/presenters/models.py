@@ -740,11 +740,9 @@ class ActivationConfirmation(ViewModel):
     back_to_detail: bool
 
 
-def activation_confirmation(version, back_to_detail):
-    """The ActivationConfirmation of activating ``version``; None where nothing warns of it."""
-    warning = activation_warning(version)
-    if not warning:
-        return None
+def activation_confirmation(version, warning, back_to_detail):
+    """The ActivationConfirmation of activating ``version``, of which the site warns ``warning``
+    (activation_warning)."""
     roll_back = is_roll_back(version, activations_of(version).exists(), active_version_id())
     return ActivationConfirmation(version, activation_verb(version, roll_back), warning,
                                   ACTIVATION_CONSEQUENCES, back_to_detail)

@@ -200,9 +200,10 @@ def delete(request, pk):
 def activate(request, pk):
     version = _version_or_missing(model_versions(), pk)
     back_to_detail = request.POST.get("next") == "detail"
-    if request.POST.get("confirmed") != "1":
-        if confirmation := activation_confirmation(version, back_to_detail):
-            return render(request, "models/confirm_activation.html", confirmation.as_context())
+    warning = activation_warning(version)
+    if warning and request.POST.get("confirmed") != "1":
+        confirmation = activation_confirmation(version, warning, back_to_detail)
+        return render(request, "models/confirm_activation.html", confirmation.as_context())
     try:
         activate_version(version, user=request.user)
     except VersionDeletedMeanwhile as exc:
@@ -213,7 +214,7 @@ def activate(request, pk):
         messages.success(
             request, f"v{version.pk} is now the active model: new images are classified with it."
         )
-        if warning := activation_warning(version):
+        if warning:
             messages.warning(request, f"{warning} Activate another version to stop it.")
     if back_to_detail:
         return redirect("models:detail", pk=pk)
