@@ -176,13 +176,11 @@ def _images_in_subfolders(folder):
     return sum(len(image_files(sub)) for sub in _class_folders(folder))
 
 
-def _held(folder):
-    """What a class folder holds, in words: its images, or those its subfolders keep, which are not
-    read (a lab's NEUTROPHIL/slide1/)."""
-    count = len(image_files(folder))
+def _held(count, nested):
+    """What a class folder holds, in words: its ``count`` images, or the ``nested`` ones its
+    subfolders keep, which are not read (a lab's NEUTROPHIL/slide1/)."""
     if count:
         return f"{count} image{'s' if count != 1 else ''}"
-    nested = _images_in_subfolders(folder)
     return f"no images; {nested} in its subfolders, which are not read" if nested else "no images"
 
 
@@ -206,11 +204,13 @@ def left_out_note(split_dir, task, left_out_of="this training"):
     may hold a server's folders, never its photographs."""
     parts, others = [], 0
     for folder in folders_outside_task(split_dir, task):
-        held = _held(folder)
+        count = len(image_files(folder))
+        nested = 0 if count else _images_in_subfolders(folder)
         name = type_of_folder(folder.name)
-        if held == "no images" and name not in KNOWN_TYPES:
+        if not (count or nested or name in KNOWN_TYPES):
             others += 1
             continue
+        held = _held(count, nested)
         hint = TYPE_HINTS.get(name)
         if hint and task_class(hint, task):
             held += f"; rename it {hint}/ to count its cells as that type"
