@@ -47,7 +47,7 @@ def superseded_call(cell):
 
 def awaiting_another_reading(action):
     """Why a cell may not be worked on while its photograph waits to be classified again by the same
-    network (Cell.awaits_another_reading): ``action`` once it is done, as "Relabel it"."""
+    network (Cell.awaits_another_reading): ``action`` once it is done, as "relabel it"."""
     return ("Its photograph is queued to be classified again, and the cells that run finds replace "
             f"these, and work on a cell it does not find again would be lost with it: {action} once the "
             "photograph is done.")
