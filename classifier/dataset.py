@@ -126,15 +126,16 @@ def image_files(folder):
     )
 
 
-def resolve_layout(data_dir):
-    """Find TRAIN (and TEST, TEST_SIMPLE) under data_dir, or take data_dir as one split."""
+def resolve_layout(data_dir, kind="training data"):
+    """Find TRAIN (and TEST, TEST_SIMPLE) under data_dir, or take data_dir as one split; ``kind``:
+    what the folder is to its reader ("data" where it is only measured on)."""
     if data_dir is None or str(data_dir).strip() == "":
-        raise TrainingDataError("no training data folder was given")
+        raise TrainingDataError(f"no {kind} folder was given")
     root = Path(data_dir).expanduser()
     if not root.exists():
-        raise TrainingDataError(f"training data folder {root} does not exist")
+        raise TrainingDataError(f"{kind} folder {root} does not exist")
     if not root.is_dir():
-        raise TrainingDataError(f"training data path {root} is a file, not a folder")
+        raise TrainingDataError(f"{kind} path {root} is a file, not a folder")
     folders = _class_folders(root)
     # TRAIN/ and TEST/ in any case, as the class folders are (a lab's "Test/" was passed by).
     splits = {}
@@ -258,7 +259,7 @@ def list_images(split_dir, task, split, originals=None):
 def evaluation_folder(data_dir, split="TEST"):
     """(data_dir's layout, the folder evaluating on its ``split`` measures, the split that folder is:
     "" for a folder of class folders alone, measured whole); TrainingDataError where there is none."""
-    layout = resolve_layout(data_dir)
+    layout = resolve_layout(data_dir, "data")
     folder = layout.eval_dirs.get(split) or (layout.root / split)
     if Path(folder).is_dir():
         return layout, folder, split

@@ -521,8 +521,8 @@ def test_evaluate_checks_every_folder_before_it_loads_the_network(tmp_path, monk
 
     monkeypatch.setattr(evaluate, "load_classifier", loaded)
     cases = [
-        ((str(tmp_path / "not-there"),), "training data folder .*not-there does not exist"),
-        ((str(data), str(tmp_path / "not-there")), "training data folder .*not-there does not exist"),
+        ((str(tmp_path / "not-there"),), "^data folder .*not-there does not exist"),
+        ((str(data), str(tmp_path / "not-there")), "^data folder .*not-there does not exist"),
         ((str(data),), "has no VALIDATION folder", "VALIDATION"),
         ((str(data / "TEST" / "NEUTROPHIL"),), "is not a folder-per-class layout"),
     ]
