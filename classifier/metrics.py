@@ -163,6 +163,7 @@ def review_flagging(y_true, probabilities, thresholds, confidence=None, also_fla
             "threshold": float(threshold),
             "flagged_share": float(flagged.mean()) if len(y_true) else 0.0,
             "errors_caught": float(wrong[flagged].sum() / wrong.sum()) if wrong.any() else 1.0,
+            "errors": int(wrong.sum()),
             "unflagged_accuracy": float(1 - wrong[unflagged].mean()) if unflagged.any() else 1.0,
         })
     return rows
@@ -211,10 +212,18 @@ def format_review_flagging(rows, site_threshold=None, where=""):
         mark = "  <- the site's threshold" if at_site else ""
         lines.append(
             f"  under {row['threshold']:.2f}: {row['flagged_share']:.1%} of cells flagged, "
-            f"{row['errors_caught']:.1%} of the errors among them, "
-            f"{unflagged_words(row['flagged_share'], row['unflagged_accuracy'])}{mark}"
+            f"{caught_words(row)}, {unflagged_words(row['flagged_share'], row['unflagged_accuracy'])}{mark}"
         )
     return lines
+
+
+def caught_words(row):
+    """The share of the errors a review_flagging row's flag caught, in words; with no error to
+    catch (the stored share is then 1.0, which "100.0% of the errors" would misread) it says so.
+    Rows stored before the errors were counted read as they always did."""
+    if row.get("errors") == 0:
+        return "no errors to catch"
+    return f"{row['errors_caught']:.1%} of the errors among them"
 
 
 def unflagged_words(flagged_share, unflagged_accuracy):

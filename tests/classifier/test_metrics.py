@@ -59,10 +59,10 @@ def test_review_flagging_counts_flagged_cells_caught_errors_and_unflagged_accura
     at_08, at_06 = review_flagging(y, p, (0.8, 0.6))
     # Under 0.8: cells 3, 4, 5 flagged; 2 of the 3 errors among them; unflagged 1 of 2 right.
     assert at_08 == {"threshold": 0.8, "flagged_share": 0.6, "errors_caught": 2 / 3,
-                     "unflagged_accuracy": 0.5}
+                     "errors": 3, "unflagged_accuracy": 0.5}
     # Under 0.6 only cell 5 (0.55): 1 of 3 errors; unflagged 2 of 4 right.
     assert at_06 == {"threshold": 0.6, "flagged_share": 0.2, "errors_caught": 1 / 3,
-                     "unflagged_accuracy": 0.5}
+                     "errors": 3, "unflagged_accuracy": 0.5}
 
 
 def test_a_sites_review_threshold_joins_the_standard_ones_once_and_is_marked():
@@ -81,6 +81,19 @@ def test_a_sites_review_threshold_joins_the_standard_ones_once_and_is_marked():
     every = review_flagging([0, 1], [[0.6, 0.4], [0.7, 0.3]], (0.9,))
     assert format_review_flagging(every)[-1] == (
         "  under 0.90: 100.0% of cells flagged, 100.0% of the errors among them, no call left unflagged")
+
+
+def test_a_flag_with_no_error_to_catch_says_so_rather_than_catching_all_of_them():
+    """Every call right: the stored share of errors caught is 1.0, which read "100.0% of the errors
+    among them" where there were none."""
+    none_wrong = review_flagging([0, 1], [[0.6, 0.4], [0.3, 0.7]], (0.65, 0.9))
+    assert [row["errors"] for row in none_wrong] == [0, 0]
+    assert format_review_flagging(none_wrong)[1:] == [
+        "  under 0.65: 50.0% of cells flagged, no errors to catch, unflagged calls 100.0% right",
+        "  under 0.90: 100.0% of cells flagged, no errors to catch, no call left unflagged"]
+    # A row stored before errors were counted reads as it did.
+    stored = {"threshold": 0.9, "flagged_share": 0.5, "errors_caught": 1.0, "unflagged_accuracy": 1.0}
+    assert "100.0% of the errors among them" in format_review_flagging([stored])[1]
 
 
 def test_expected_calibration_error_of_overconfident_predictions():

@@ -1176,6 +1176,23 @@ def test_version_page_shows_each_sources_calibration_and_the_out_of_distribution
 
 
 @pytest.mark.django_db
+def test_review_flag_table_shows_no_share_of_errors_caught_where_no_call_was_wrong(staff_client):
+    """Every call right: the stored share of errors caught is 1.0, which the table showed as 100%."""
+    metrics = four_class_metrics()
+    metrics["TEST"]["review_flagging"] = [
+        {"threshold": 0.8, "flagged_share": 0.1, "errors_caught": 1.0, "errors": 0,
+         "unflagged_accuracy": 1.0},
+        {"threshold": 0.9, "flagged_share": 0.2, "errors_caught": 0.5, "errors": 2,
+         "unflagged_accuracy": 0.99},
+    ]
+    version = make_version(metrics=metrics)
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    rows = page.split('class="review-flagging"')[1].split("</tbody>")[0].split("<tr")[2:]
+    assert "none to catch" in rows[0] and "100%" not in rows[0]
+    assert ">50%<" in rows[1] and "none to catch" not in rows[1]
+
+
+@pytest.mark.django_db
 def test_version_page_says_which_review_threshold_the_version_chose_and_on_what(staff_client, settings):
     settings.REVIEW_CONFIDENCE_THRESHOLD = None
     metrics = four_class_metrics()
