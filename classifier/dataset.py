@@ -22,7 +22,7 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from classifier import detection, rendering
+from classifier import detection, quality, rendering
 from classifier.errors import TrainingDataError, UnreadableFolder, UnreadablePhotograph
 from classifier.labels import BINARY_CLASSES, BINARY_GROUP, EIGHT_CLASSES, TASK_CLASSES
 from classifier.preparation import WINDOW_SIZE, as_window, prepare_window
@@ -364,17 +364,48 @@ def check_some_readable(images, folder):
 
 
 def decode_image(path):
-    """RGB uint8 array, or None when the file cannot be read as an image.
+    """RGB uint8 array, or None when the file cannot be used as a photograph (skipped_because says why).
 
     Decoded as the site decodes a photograph it classifies (classifier.rendering.decode_rgb, upright
     as stored): read by OpenCV instead, a photograph with transparent pixels was learned with them
-    black where the site shows them white, and 0.2 ms a photograph is all OpenCV saved.
+    black where the site shows them white, and 0.2 ms a photograph is all OpenCV saved. One without
+    colour is refused as upload refuses it (webapp.intake): learnt from, it taught the network a
+    cell without its stain, which no lab's upload can then show it.
     """
     try:
         rgb = rendering.decode_rgb(Path(path).read_bytes(), upright=True)
     except (OSError, UnreadablePhotograph):
         return None
-    return rgb if min(rgb.shape[:2]) >= 8 else None
+    if min(rgb.shape[:2]) < 8 or not quality.photograph_shows_colour(rgb):
+        return None
+    return rgb
+
+
+SKIPPED_NAMED = 50  # of a split's skipped files, those a version records by name
+
+
+def skipped_because(path):
+    """Why decode_image gave no photograph for ``path``, in words (read again: only skipped files are)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return f"could not be opened ({exc.strerror or exc})"
+    try:
+        rgb = rendering.decode_rgb(data, upright=True)
+    except UnreadablePhotograph:
+        return "not an image, or damaged"
+    if min(rgb.shape[:2]) < 8:
+        return "smaller than 8 pixels a side"
+    if not quality.photograph_shows_colour(rgb):
+        return "greyscale: the network learns and calls cells by their stain colours"
+    return "could not be read then; it reads now"
+
+
+def skipped_files(images, ok):
+    """[{"path", "reason"}] of the first SKIPPED_NAMED ``images`` that did not prepare (``ok``
+    false), so a lab with thousands of photographs can find and mend them."""
+    skipped = [image.path for image, good in zip(images, ok, strict=True) if not good]
+    return [{"path": path, "reason": skipped_because(path)} for path in skipped[:SKIPPED_NAMED]]
 
 
 def _window_scale(result, window_scale):

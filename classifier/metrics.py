@@ -183,7 +183,7 @@ def format_metrics(metrics, title=None):
         head += f"  ROC AUC={metrics['roc_auc']:.4f}"
     if metrics.get("skipped_files"):  # a split's files that did not decode: n leaves them out
         skipped = metrics["skipped_files"]
-        head += f"  ({skipped} unreadable file{'' if skipped == 1 else 's'} skipped)"
+        head += f"  ({skipped} file{'' if skipped == 1 else 's'} skipped: named below)"
     lines.append(head)
     width = max(12, *(len(name) + 1 for name in names))
     lines.append(f"{'class':<{width}} {'precision':>9} {'recall':>7} {'F1':>7} {'support':>8}")
@@ -199,7 +199,20 @@ def format_metrics(metrics, title=None):
     for name, row in zip(names, metrics["confusion_matrix"], strict=True):
         lines.append(f"{name:<{width}}" + " ".join(f"{v:>7d}" for v in row))
     lines.extend(format_review_flagging(metrics.get("review_flagging") or []))
+    lines.extend(format_skipped(metrics.get("skipped_files"), metrics.get("skipped_named")))
     return "\n".join(lines)
+
+
+def format_skipped(count, named, left_out_of="these figures"):
+    """Printable lines naming the ``count`` skipped files (dataset.skipped_files' ``named``, the
+    first of them, with why), so that a lab can find and mend them; none where none was skipped."""
+    if not count:
+        return []
+    lines = [f"{count} file{'' if count == 1 else 's'} skipped, left out of {left_out_of}:"]
+    lines += [f"  {row['path']}: {row['reason']}" for row in named or []]
+    if count > len(named or []):
+        lines.append(f"  and {count - len(named or [])} more{' not named' if named else ''}")
+    return lines
 
 
 def format_review_flagging(rows, site_threshold=None, where=""):

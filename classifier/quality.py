@@ -110,6 +110,11 @@ def shows_colour(rgb: np.ndarray) -> bool:
     return np.count_nonzero(spread > COLOURED_SPREAD) >= max(16, COLOURED_SHARE * spread.size)
 
 
+def photograph_shows_colour(rgb: np.ndarray) -> bool:
+    """shows_colour of a photograph of any size (checked on a copy at most COLOUR_CHECK_SIDE a side)."""
+    return shows_colour(_colour_check_copy(rgb))
+
+
 def _colour_check_copy(rgb: np.ndarray) -> np.ndarray:
     height, width = rgb.shape[:2]
     factor = COLOUR_CHECK_SIDE / max(height, width)
@@ -189,7 +194,7 @@ def assess_quality(rgb: np.ndarray, scale: float | None = None, surround=NOT_LOO
             f"{REFERENCE_RBC_DIAMETER * MIN_SCALE:.1f} or more needed): granules and chromatin "
             "detail are lost, and results may be unreliable."
         )
-    if not shows_colour(_colour_check_copy(rgb)):
+    if not photograph_shows_colour(rgb):
         # The site refuses such a photograph at upload; the library takes any array it is given.
         warnings.append(
             "The image holds no colour: the network tells cells apart by their stain, and its calls "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from classifier.dataset import left_out_note, resolve_layout
 from classifier.errors import TrainingDataError
-from classifier.metrics import format_metrics
+from classifier.metrics import format_metrics, format_skipped
 from classifier.runtimes import quiet_tensorflow_startup
 from classifier.training import (
     TrainingConfig,
@@ -123,10 +123,9 @@ def main(argv=None):
         if "best_epoch" in metrics
         else f"last epoch {metrics['refit']['epochs']}"
     )
-    print(
-        f"{kept}, temperature {result.temperature:.3f}, "
-        f"{result.training_seconds:.0f}s, skipped files {result.skipped_files}"
-    )
+    print(f"{kept}, temperature {result.temperature:.3f}, {result.training_seconds:.0f}s")
+    for line in format_skipped(result.skipped_files, result.skipped_named, "training and validation"):
+        print(line)
     if "validation" in metrics:
         print(format_metrics(metrics["validation"], "validation (group-held-out from TRAIN)"))
     else:

@@ -62,7 +62,8 @@ class TrainingArrays:
     x_val: np.ndarray
     y_val: np.ndarray
     class_counts: dict  # training images per class, after the split and unreadable files
-    skipped: int  # files that did not decode
+    skipped: int  # files that did not decode, or decoded without colour (dataset.decode_image)
+    skipped_named: list  # the first of them, with why (dataset.skipped_files)
     margin: float
     validation_groups: int
     source_names: list  # the sources', in order; reviewed cells are the source after them
@@ -344,12 +345,13 @@ def load_arrays(selection, recipe, config):
     margins = [margin] if recipe.refit else sorted({margin, 1.0})
     class_names = recipe.class_names
     train, val = _Rows([], [], []), _Rows([], [], [])
-    skipped, groups = 0, set()
+    skipped, skipped_named, groups = 0, [], set()
     for index, source in enumerate(selection.sources):
         loaded = dataset.load_prepared_margins(source.all_train, recipe.input_spec, margins, **load)
         at_margin, ok_at_margin, _ = loaded[margin]
         unaugmented, ok_unaugmented, _ = loaded.get(1.0, loaded[margin])
         skipped += int((~ok_at_margin).sum())
+        skipped_named += dataset.skipped_files(source.all_train, ok_at_margin)
         rows = decoded_rows(source.all_train, source.train, ok_at_margin)
         train.add(at_margin[rows], [source.all_train[k] for k in rows], class_names, index)
         rows = decoded_rows(source.all_train, source.validation, ok_unaugmented)
@@ -359,6 +361,7 @@ def load_arrays(selection, recipe, config):
         # The lab's reviewed cells: a list of its own each run, not worth a file in the cache.
         inputs, ok, _ = dataset.load_prepared(selection.extras, recipe.input_spec, margin, **load, keep=False)
         skipped += int((~ok).sum())
+        skipped_named += dataset.skipped_files(selection.extras, ok)
         kept = [image for image, good in zip(selection.extras, ok, strict=True) if good]
         train.add(inputs[ok], kept, class_names, len(selection.sources))
     x_train, y_train, train_sources = train.arrays(_shape(recipe, margin))
@@ -374,6 +377,7 @@ def load_arrays(selection, recipe, config):
         y_val=y_val,
         class_counts=_class_counts(y_train, class_names),
         skipped=skipped,
+        skipped_named=skipped_named[:dataset.SKIPPED_NAMED],
         margin=margin,
         validation_groups=len(groups),
         source_names=[source.name for source in selection.sources],
@@ -405,7 +409,7 @@ def _class_counts(y_train, class_names):
     too_few = [f"{n}: {c}" for n, c in class_counts.items() if c < 1]
     if too_few:
         raise TrainingDataError(
-            "after setting aside the validation split and skipping unreadable files, some "
+            "after setting aside the validation split and skipping unusable files, some "
             "classes have no training images left: " + ", ".join(too_few)
         )
     return class_counts

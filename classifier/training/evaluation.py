@@ -194,15 +194,15 @@ def served_split_metrics(served, images, window_scale, held_classes, review_thre
     """source_split_metrics of a CellClassifier's calls on labelled single-cell photographs, as
     the site serves them (its runtime, temperature and second looks: second_look.classify_images),
     on ``held_classes``; with the uncalibrated ECE, the review flag's figures where a
-    ``review_threshold`` is given, and how many files did not decode (``skipped_files``)."""
+    ``review_threshold`` is given, and how many files did not decode or showed no colour
+    (``skipped_files``), the first of them named with why (``skipped_named``)."""
     looks, ok, decoded, y = served_calls(served, images, window_scale, **load)
     if not decoded:
         # Their headers read (dataset.check_some_readable passed them before training), their data not.
         folder = os.path.commonpath([os.path.dirname(os.path.dirname(image.path)) for image in images])
         raise dataset.unreadable_folder(len(images), folder)
-    images = decoded
     class_names = list(served.class_names)
-    same = np.array([image.same_cell_in_train for image in images])
+    same = np.array([image.same_cell_in_train for image in decoded])
     probabilities = looks.probabilities[ok]
     figures = source_split_metrics(probabilities, y, class_names, held_classes, same)
     uncalibrated = served.predict_inputs(looks.inputs[ok], calibrated=False)
@@ -211,6 +211,7 @@ def served_split_metrics(served, images, window_scale, held_classes, review_thre
         figures["review_flag"] = review_flag_figures(looks.needs_review(review_threshold)[ok], probabilities,
                                                      y, review_threshold, served.has_ood_score)
     figures["skipped_files"] = int((~ok).sum())
+    figures["skipped_named"] = dataset.skipped_files(images, ok)
     return figures
 
 

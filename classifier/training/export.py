@@ -7,7 +7,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from classifier import dataset, ood
@@ -37,6 +37,7 @@ class TrainingResult:
     metrics: dict
     training_seconds: float
     skipped_files: int = 0
+    skipped_named: list = field(default_factory=list)  # the first skipped files, with why
 
     def save(self, directory, default=False):
         """Write the bundled-model folder (model.keras + metadata.json); ``default`` marks it as
@@ -167,4 +168,5 @@ def training_result(config, recipe, selection, arrays, fitted, temperature, metr
         metrics=metrics,
         training_seconds=training_seconds,
         skipped_files=arrays.skipped,
+        skipped_named=arrays.skipped_named,
     )

@@ -163,6 +163,30 @@ def test_unreadable_files_are_marked_not_fatal(tmp_path):
     assert np.array_equal(again, inputs) and np.array_equal(ok, ok_again)
 
 
+def test_a_photograph_without_colour_is_skipped_as_upload_refuses_it_and_said_why(tmp_path):
+    """Upload refuses a greyscale photograph (webapp.intake); training learnt from it, 8- or 16-bit
+    or grey in three channels alike, and said nothing."""
+    from PIL import Image
+
+    write_split(tmp_path, "TRAIN", 1)
+    colour = np.asarray(Image.open(tmp_path / "TRAIN" / "MONOCYTE" / "_0_2.jpeg").convert("RGB"))
+    grey = np.asarray(Image.fromarray(colour).convert("L"))
+    folder = tmp_path / "TRAIN" / "MONOCYTE"
+    Image.fromarray(grey).save(folder / "grey8.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(folder / "grey16.png")
+    Image.fromarray(np.repeat(grey[..., None], 3, axis=2)).save(folder / "grey_rgb.png")
+    Image.fromarray(colour[:5, :5]).save(folder / "tiny.png")
+    images = dataset.list_images(tmp_path / "TRAIN", "4class", "TRAIN")
+    _, ok, _ = dataset.load_prepared(images, {"height": 60, "width": 80, "mode": "field"},
+                                     cache_dir=tmp_path / "cache")
+    skipped = {Path(row["path"]).name: row["reason"] for row in dataset.skipped_files(images, ok)}
+    assert ok.sum() == 4 and skipped == {
+        "grey8.png": "greyscale: the network learns and calls cells by their stain colours",
+        "grey16.png": "greyscale: the network learns and calls cells by their stain colours",
+        "grey_rgb.png": "greyscale: the network learns and calls cells by their stain colours",
+        "tiny.png": "smaller than 8 pixels a side"}
+
+
 def test_a_file_replaced_since_it_was_cached_as_unreadable_is_prepared_again(tmp_path):
     """The cache was keyed by the files' paths alone: a git-lfs pointer fetched since (replaced by
     its photograph, under the same name) stayed unreadable for every later run until the cache was

@@ -46,10 +46,13 @@ def test_metrics_match_a_hand_computed_confusion_matrix():
     json.dumps(m)
     text = format_metrics(m, "hand")
     assert "NEUTROPHIL" in text and "confusion matrix" in text
-    assert "unreadable" not in text
+    assert "skipped" not in text
     # train_cli printed a split's figures without the files it could not decode.
-    assert "n=10  accuracy=0.7000" in format_metrics({**m, "skipped_files": 2}) and (
-        "(2 unreadable files skipped)" in format_metrics({**m, "skipped_files": 2}))
+    named = [{"path": "/lab/TEST/NEUTROPHIL/a.jpg", "reason": "not an image, or damaged"}]
+    text = format_metrics({**m, "skipped_files": 2, "skipped_named": named})
+    assert "n=10  accuracy=0.7000  balanced" in text and "(2 files skipped: named below)" in text
+    assert text.endswith("2 files skipped, left out of these figures:\n"
+                         "  /lab/TEST/NEUTROPHIL/a.jpg: not an image, or damaged\n  and 1 more not named")
 
 
 def test_review_flagging_counts_flagged_cells_caught_errors_and_unflagged_accuracy():

@@ -1,5 +1,6 @@
 import json
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -71,10 +72,21 @@ def test_training_stores_a_loadable_result(leukonet_run, tmp_path):
 def test_paper_binary_network_extra_samples_and_unreadable_files_skipped_and_counted(tiny_data, tmp_path):
     (tiny_data / "TRAIN" / "NEUTROPHIL" / "corrupt.jpeg").write_bytes(b"\xff\xd8garbage")
     (tiny_data / "TRAIN" / "NEUTROPHIL" / "empty.png").write_bytes(b"")
+    # Upload refuses a greyscale photograph: training learnt from it, a cell without its stain.
+    grey = tiny_data / "TRAIN" / "MONOCYTE" / "grey.png"
+    cv2.imwrite(str(grey), cv2.cvtColor(draw_field("MONOCYTE", 8), cv2.COLOR_RGB2GRAY))
+    (tiny_data / "TEST" / "EOSINOPHIL" / "truncated.jpeg").write_bytes(b"\xff\xd8\xff\xe0garbage")
     extra = tmp_path / "reviewed.png"
     cv2.imwrite(str(extra), cv2.cvtColor(draw_field("MONOCYTE", 7), cv2.COLOR_RGB2BGR))
     settings = config(tiny_data, tmp_path, architecture="paper", task="binary", epochs=1)
-    assert train_classifier(settings).skipped_files == 2
+    first = train_classifier(settings)
+    assert first.skipped_files == 3
+    assert sorted((Path(row["path"]).name, row["reason"].split(":")[0]) for row in first.skipped_named) == [
+        ("corrupt.jpeg", "not an image, or damaged"), ("empty.png", "not an image, or damaged"),
+        ("grey.png", "greyscale")]
+    on_test = first.metrics["TEST"]
+    assert on_test["skipped_files"] == 1 and on_test["n"] == 8
+    assert [Path(row["path"]).name for row in on_test["skipped_named"]] == ["truncated.jpeg"]
     folder_alone = sorted(path.name for path in settings.cache_dir.iterdir())
     result = train_classifier(replace(settings, extra_samples=[(str(extra), "MONOCYTE")]))
     # The reviewed cells, another list each run, leave no file in the cache beside the folder's.
@@ -84,7 +96,8 @@ def test_paper_binary_network_extra_samples_and_unreadable_files_skipped_and_cou
     assert result.metadata["extra_samples"] == 1
     assert result.metrics["epoch_choice"] == "best"  # as published: the best epoch is stored
     assert result.metrics["TEST"]["roc_auc"] is not None
-    assert result.skipped_files == 2  # read from the cache: still counted
+    assert result.skipped_files == 3  # read from the cache: still counted, and named
+    assert sorted(map(str, result.skipped_named)) == sorted(map(str, first.skipped_named))
 
 
 def test_refit_trains_on_every_group_with_the_given_temperature(tiny_data, tmp_path):

@@ -299,6 +299,35 @@ def test_train_beside_a_site_training_says_so(tmp_path, monkeypatch):
 
 
 @pytest.mark.django_db
+def test_train_names_the_files_it_skipped_and_why(tmp_path, monkeypatch):
+    """The terminal said only TEST's count of files it could not read, never TRAIN's, and named
+    none: a lab with 2,000 photographs could not find them. A greyscale one, which upload refuses,
+    was learnt from."""
+    from PIL import Image
+
+    import classifier.dataset
+
+    monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    data = write_cell_folder(tmp_path / "cells", per_class=4, test_per_class=2)
+    neutrophils = data / "TRAIN" / "NEUTROPHIL"
+    (neutrophils / "broken.jpeg").write_bytes(b"\xff\xd8 not a photograph")
+    Image.open(next(neutrophils.glob("*_0.jpeg"))).convert("L").save(neutrophils / "grey.png")
+    (data / "TEST" / "MONOCYTE" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    out = StringIO()
+    call_command("train", "--data", str(data), "--arch", "paper", "--task", "4class", "--epochs", "1",
+                 "--batch-size", "8", stdout=out, stderr=StringIO())
+    printed = out.getvalue()
+    assert (f"2 files skipped, left out of training and validation:\n"
+            f"  {neutrophils / 'broken.jpeg'}: not an image, or damaged\n"
+            f"  {neutrophils / 'grey.png'}: greyscale: the network learns and calls cells by their stain "
+            "colours\n") in printed
+    assert (f"1 file skipped, left out of these figures:\n"
+            f"  {data / 'TEST' / 'MONOCYTE' / 'broken.png'}: not an image, or damaged") in printed
+    version = ModelVersion.objects.get(status="ready")
+    assert version.metrics["skipped_files"] == 2 and len(version.metrics["skipped_named"]) == 2
+
+
+@pytest.mark.django_db
 def test_train_refits_on_every_group_with_the_temperature_of_a_held_out_version(tmp_path, monkeypatch):
     import classifier.dataset
 

@@ -208,7 +208,7 @@ def test_version_page_names_a_held_out_run_by_its_folder_name_not_its_path(staff
 @pytest.mark.django_db
 @pytest.mark.parametrize("extra, notes", [
     ({}, "calibration temperature 1.300"),
-    ({"skipped_files": 2}, "calibration temperature 1.300 · 2 unreadable files skipped"),
+    ({"skipped_files": 2}, "calibration temperature 1.300"),
     ({"validation_groups": 9, "skipped_files": 0},
      "calibration temperature 1.300 · 9 photograph groups held out for validation"),
 ])
@@ -224,7 +224,22 @@ def test_a_test_split_whose_files_did_not_all_decode_says_how_many_beside_its_n(
     metrics["TEST"]["skipped_files"] = 3
     version = make_version(metrics=metrics)
     page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
-    assert page.count("unreadable file") == 1 and "n = 40 (3 unreadable files skipped)" in page
+    assert "n = 40 (3 files skipped)" in page
+    # Measured before files were named: the count alone, said so.
+    assert "Not named: this version was measured before skipped files were recorded" in page
+    metrics["TEST"]["skipped_named"] = [
+        {"path": "/lab/TEST/MONOCYTE/a.png", "reason": "not an image, or damaged"}]
+    version.metrics = {**metrics, "skipped_files": 1,
+                       "skipped_named": [{"path": "/lab/TRAIN/EOSINOPHIL/g.png", "reason": "greyscale: why"}]}
+    version.save(update_fields=["metrics"])
+    page = html.unescape(staff_client.get(reverse("models:detail", args=[version.pk])).content.decode())
+    listed = [re.sub(r"<[^>]+>|\s+", " ", part.split("</details>")[0]).split()
+              for part in page.split('data-role="skipped-files">')[1:]]
+    assert [" ".join(words) for words in listed] == [
+        "3 files skipped, left out of these figures: which, and why /lab/TEST/MONOCYTE/a.png : not an image, "
+        "or damaged Named: the first 1 of the 3.",
+        "1 file skipped, left out of training and validation: which, and why /lab/TRAIN/EOSINOPHIL/g.png : "
+        "greyscale: why"]
 
 
 def test_version_pages_show_what_reviewers_kept_of_its_calls(staff_client, staff):
@@ -865,7 +880,7 @@ def fake_result():
         input_spec={"height": 120, "width": 160, "mode": "field"},
         hyperparameters={"epochs": 2, "batch_size": 64, "learning_rate": 0.001}, seed=5, temperature=1.1,
         class_counts={name: 3 for name in FOUR}, dataset_fingerprint="12" * 32, history=HISTORY[:2],
-        metrics=four_class_metrics(), training_seconds=3.5, skipped_files=0,
+        metrics=four_class_metrics(), training_seconds=3.5, skipped_files=0, skipped_named=[],
     )
 
 

@@ -34,7 +34,6 @@ from webapp.selectors import (
     review_agreement_by_version,
     version_deletion_refusal,
 )
-from webapp.wording import count_of
 
 
 def _metric_table(title, metrics, threshold=None):
@@ -59,6 +58,7 @@ def _metric_table(title, metrics, threshold=None):
         "title": title,
         "n": metrics.get("n"),
         "skipped_files": metrics.get("skipped_files") or 0,  # files of the split that did not decode
+        "skipped_named": metrics.get("skipped_named") or [],  # the first of them, with why
         "accuracy": metrics.get("accuracy"),
         "balanced_accuracy": metrics.get("balanced_accuracy"),
         "ece": metrics.get("ece"),
@@ -466,8 +466,6 @@ def metric_notes(metrics):
         notes.append(f"calibration temperature {metrics['temperature']:.3f}")
     if metrics.get("validation_groups"):
         notes.append(f"{metrics['validation_groups']} photograph groups held out for validation")
-    if metrics.get("skipped_files"):
-        notes.append(f"{count_of(metrics['skipped_files'], 'unreadable file')} skipped")
     return notes
 
 
@@ -920,6 +918,7 @@ class VersionPage(ViewModel):
     epoch_choice: str | None
     refit: dict | None  # a refit's record, its temperature's source as shown_temperature_source says
     metric_notes: list
+    skipped_in_training: dict  # TRAIN files left out as unusable: {"count", "named"} (skipped_named)
     sources: list  # SourceRecord of each data folder, where recorded
     hyperparameters: dict
     activations: object
@@ -969,6 +968,8 @@ def version_page(version):
         epoch_choice=metrics.get("epoch_choice"),
         refit=refit,
         metric_notes=metric_notes(metrics),
+        skipped_in_training={"count": metrics.get("skipped_files") or 0,
+                             "named": metrics.get("skipped_named") or []},
         sources=source_records(metrics, holds_no_validation_split(version)),
         hyperparameters=hyperparameters,
         activations=activations,

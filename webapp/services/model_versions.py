@@ -44,7 +44,8 @@ def store_training_result(version, result):
     version.class_counts = dict(result.class_counts)
     version.dataset_fingerprint = result.dataset_fingerprint
     version.history = list(result.history)
-    version.metrics = dict(result.metrics, skipped_files=result.skipped_files)
+    version.metrics = dict(result.metrics, skipped_files=result.skipped_files,
+                           skipped_named=result.skipped_named)
     version.training_seconds = result.training_seconds
     version.status = ModelVersion.Status.READY
     version.failure_reason = ""

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 from django.core.management.base import BaseCommand, CommandError
 
 from classifier.errors import TrainingDataError
-from classifier.metrics import format_metrics
+from classifier.metrics import format_metrics, format_skipped
 from classifier.runtimes import quiet_tensorflow_startup
 from classifier.training.command_line import (
     add_recipe_arguments,
@@ -230,6 +230,9 @@ class Command(BaseCommand):
             self.stdout.write(format_metrics(metrics, title=f"v{version.pk} on the {title}"))
         self.stdout.write(self.style.SUCCESS(
             f"v{version.pk} is ready ({version.training_seconds:.0f} s, {version.size_bytes / 1e6:.2f} MB)."))
+        for line in format_skipped(version.metrics.get("skipped_files"), version.metrics.get("skipped_named"),
+                                   "training and validation"):
+            self.stdout.write(line)
         if options["activate"]:
             activate_unless_warned(self, version, options["force"])
         else:
