@@ -321,3 +321,61 @@ def test_an_adaptation_that_found_one_of_two_folders_names_the_one_it_measured(s
     page = detail(staff_client, adapted)
     assert "on photographs like clean4/TEST: 25% of cells right" in page and "dup/TEST" not in page
     assert "Replayed 60 training images of clean4 (/data/dup not found here)." in page
+
+
+def copies_then_clean_metrics(copies, clean, n=20):
+    """A run on `dup`, whose TEST holds byte-for-byte copies of its own TRAIN photographs alone (so
+    its figures without them are of n = 0), then on `clean4`, as the own-data audit trained."""
+    dup_test = dict(split(copies, n), without_same_cell_in_train=split(0.0, 0))
+    return {"temperature": 1.1,
+            "sources": {"dup": {"order": 0, "path": "/data/dup", "TEST": dup_test},
+                        "clean4": {"order": 1, "path": "/data/clean4", "TEST": split(clean, n)}},
+            "validation": split(0.9, 16)}
+
+
+def test_a_test_of_copies_of_train_alone_is_no_held_out_figure_anywhere(staff_client):
+    # The audit's `--data dup --data clean4`: the page said dup/TEST had no held-out figure, yet drew
+    # a table "without cells also photographed in TRAIN" of n = 0, headlined dup TEST's figure on
+    # the copies, and warned "called 25% of the dup TEST cells right" from those copies.
+    version = make(metrics=copies_then_clean_metrics(0.25, 0.9), dataset_path="/data/dup:/data/clean4")
+    page = detail(staff_client, version)
+    assert "without cells also photographed in TRAIN" not in page and "n = 0" not in page
+    assert ("No held-out figure: all 20 are of cells also photographed in TRAIN, so these figures say "
+            "nothing of photographs it never saw.") in page
+    assert "on photographs like dup/TEST: no figure, as all 20 are of cells also photographed in TRAIN" in (
+        page)
+    assert activation_warning(version) == ""
+    assert presenters.headline(version.metrics)["where"] == "clean4 TEST"
+    listing = text(staff_client.get(reverse("models:list")).content.decode())
+    assert "accuracy 0.9000, clean4 TEST" in listing and "dup TEST" not in listing
+    # A figure at chance on the photographs it never trained on is still warned of, by name.
+    guessing = make(metrics=copies_then_clean_metrics(1.0, 0.25), dataset_path="/data/dup:/data/clean4")
+    assert activation_warning(guessing).startswith(
+        f"v{guessing.pk} called 25% of the clean4 TEST cells right")
+
+
+def test_a_refit_on_copies_of_train_alone_is_warned_of_as_measured_on_nothing(staff_client):
+    # A folder copied into both TRAIN and TEST, refitted (no validation split): every figure it holds
+    # is on cells it learnt from, and nothing warned before activating it.
+    test = dict(split(1.0, 20), without_same_cell_in_train=split(0.0, 0))
+    version = make(metrics={"temperature": 1.0, "refit": {"epochs": 1}, "TEST": test},
+                   dataset_path="/data/dup", hyperparameters={"epochs": 1, "validation_fraction": 0.0})
+    words = (f"v{version.pk} was measured on no cells it did not learn from (dup/TEST: all 20 are of cells "
+             "also photographed in TRAIN, and it kept no validation split): nothing says how often its "
+             "calls are right.")
+    assert activation_warning(version) == words
+    assert words in detail(staff_client, version)
+    assert presenters.headline(version.metrics) is None
+
+
+def test_an_adaptation_is_not_compared_with_its_parent_on_copies_of_train(staff_client):
+    # Both measured on dup/TEST, all copies of the parent's TRAIN: a fall there from 100% to 50% is
+    # no held-out drop, and was warned of as one.
+    parent = make(ModelVersion.Status.ACTIVE, copies_then_clean_metrics(1.0, 0.9, n=400))
+    metrics = copies_then_clean_metrics(0.5, 0.9, n=400)
+    metrics.pop("validation")
+    metrics["adaptation"] = adaptation(0.9, 0.9)
+    adapted = make(metrics=metrics, parent=parent, dataset_path="/data/dup:/data/clean4")
+    assert presenters.held_out_drop_warning(adapted, parent) == ""
+    assert [row.source for row in presenters.held_out_comparison(adapted, parent)] == ["clean4/TEST"]
+    assert activation_warning(adapted, parent) == ""

@@ -107,16 +107,43 @@ def _split_tables(metrics, source="", threshold=None):
         restricted = value.get("restricted_to")
         shown = f"{title}, on the {len(restricted)} classes it holds" if restricted else title
         without = value.get("without_same_cell_in_train")
-        tables.append(dict(_metric_table(shown, value, threshold), where=f"{source} {key}".strip(),
-                           never_trained_on=without if _is_metrics(without) else None))
+        table = dict(_metric_table(shown, value, threshold), where=f"{source} {key}".strip(), figures=value,
+                     never_trained_on=without if _is_metrics(without) else None)
+        if not_held_out(table):
+            table["not_held_out"] = not_held_out_reason(value.get("n") or 0)
+        tables.append(table)
         for part, words in (
             ("four_classes", "the four types both sources share"),
             ("binary", "binary grouping"),
             ("without_same_cell_in_train", "without cells also photographed in TRAIN"),
         ):
-            if _is_metrics(value.get(part)):
+            # A part measured on no image (a TEST of copies of TRAIN alone, without them) is no table.
+            if _is_metrics(value.get(part)) and value[part].get("n") != 0:
                 tables.append(_metric_table(f"{title}: {words}", value[part], threshold))
     return tables
+
+
+def not_held_out(table):
+    """Whether a split's table (metric_tables) was measured on no photograph held out from training:
+    every one of them is of a cell also photographed in TRAIN (originals.csv, or a byte-for-byte
+    copy), so its figures are no held-out figure at all."""
+    without = table.get("never_trained_on")
+    return without is not None and not without.get("n")
+
+
+def not_held_out_reason(count):
+    """Why a TEST split of ``count`` photographs has no held-out figure, in the words every place
+    that says so uses."""
+    return f"all {count:,} are of cells also photographed in TRAIN"
+
+
+def held_out_figures(table):
+    """The figures of a split's table (metric_tables) on photographs never trained on: those
+    without cells also photographed in TRAIN where the run measured them apart, else the whole
+    split's; None where that leaves no photograph (not_held_out)."""
+    if not_held_out(table):
+        return None
+    return table.get("never_trained_on") or table.get("figures")
 
 
 def sources_in_given_order(metrics):
@@ -133,7 +160,7 @@ def metric_tables(metrics):
     metrics = metrics or {}
     threshold = review_threshold_of(ood.fitted_confidence_threshold(metrics))
     if _is_metrics(metrics):  # a bundled model may store one flat table
-        return [dict(_metric_table("Held-out", metrics, threshold), where="Held-out")]
+        return [dict(_metric_table("Held-out", metrics, threshold), where="Held-out", figures=metrics)]
     sources = metrics.get("sources") or {}
     if len(sources) < 2:  # one folder's figures are at the top level, as they always were
         return _split_tables(metrics, threshold=threshold)
@@ -145,8 +172,8 @@ def metric_tables(metrics):
 
 def headline(metrics):
     """(accuracy, where) of the figure to show in a list: TEST where there was one (the first data
-    folder's), else validation."""
-    tables = metric_tables(metrics)
+    folder's that held a photograph never trained on), else validation."""
+    tables = [table for table in metric_tables(metrics) if "where" in table and not not_held_out(table)]
     if not tables:
         return None
     return {"accuracy": tables[0]["accuracy"], "where": tables[0]["where"], "table": tables[0]}
@@ -174,8 +201,8 @@ class PlainFigure:
     @property
     def sentence(self):
         if self.percent is None:
-            return (f"on photographs like {self.where}: no figure, as all {self.also_in_train:,} are of "
-                    "cells also photographed in TRAIN")
+            reason = not_held_out_reason(self.also_in_train)
+            return f"on photographs like {self.where}: no figure, as {reason}"
         return f"on photographs like {self.where}: {self.percent:.0f}% of cells right"
 
 
@@ -185,21 +212,13 @@ def plain_figures(version):
     photographed in TRAIN (originals.csv, or byte-for-byte copies), the figure is that without
     them, and they are counted apart: the sentence says its photographs were never trained on."""
     metrics = version.metrics or {}
-    unnamed = unnamed_test_source(version)
     figures = []
-    for table in metric_tables(metrics):
-        where = table.get("where", "")
-        if not where.endswith("TEST") or table.get("accuracy") is None:
-            continue
-        source = where.removesuffix("TEST").strip() or unnamed
-        held, also_in_train = table, 0
-        if (without := table.get("never_trained_on")) and without.get("accuracy") is not None:
-            held, also_in_train = without, (table.get("n") or 0) - (without.get("n") or 0)
+    for test in source_test_splits(version):
         # A TEST of copies of TRAIN alone (a folder copied into both) has no figure: its 0 of 0 is
         # no "0% of cells right".
-        percent = round(100 * held["accuracy"], 1) if held.get("n") != 0 else None
-        figures.append(PlainFigure(f"{source}/TEST" if source else "its TEST photographs",
-                                   percent, held.get("n"), max(also_in_train, 0)))
+        held = test.held_out
+        percent = round(100 * held["accuracy"], 1) if held and held.get("accuracy") is not None else None
+        figures.append(PlainFigure(test.where, percent, held.get("n") if held else 0, test.also_in_train))
     if not figures:
         validation = next((t for t in metric_tables(metrics) if t.get("where", "").endswith("validation")),
                           None)
@@ -557,15 +576,43 @@ def unnamed_test_source(version):
     return Path(version.dataset_path.split(os.pathsep)[0]).name if version.dataset_path else ""
 
 
-def held_out_tables(version):
-    """{source: its TEST metrics} of a version, sources named as plain_figures names them."""
-    unnamed = unnamed_test_source(version) or "TEST"
-    figures = {}
+@dataclass
+class SourceTestSplit:
+    """One source's TEST split as a version's run measured it."""
+
+    source: str  # the data folder's name; "" where the version records none
+    table: dict  # the whole split's table (metric_tables)
+    held_out: dict | None  # its figures on photographs never trained on (held_out_figures)
+
+    @property
+    def where(self):
+        return f"{self.source}/TEST" if self.source else "its TEST photographs"
+
+    @property
+    def also_in_train(self):
+        """Its photographs of cells also photographed in TRAIN, left out of ``held_out``."""
+        held = (self.held_out or {}).get("n") or 0
+        return max((self.table.get("n") or 0) - held, 0)
+
+
+def source_test_splits(version):
+    """SourceTestSplit of each TEST split a version was measured on, in the page's order, named as its
+    page names them: the one place that says which of its TEST figures hold a held-out photograph."""
+    unnamed = unnamed_test_source(version)
+    splits = []
     for table in metric_tables(version.metrics or {}):
         where = table.get("where", "")
         if where.endswith("TEST") and table.get("accuracy") is not None:
-            figures[where.removesuffix("TEST").strip() or unnamed] = table
-    return figures
+            splits.append(SourceTestSplit(where.removesuffix("TEST").strip() or unnamed, table,
+                                    held_out_figures(table)))
+    return splits
+
+
+def held_out_tables(version):
+    """{source: its TEST metrics} of a version, sources named as plain_figures names them; a TEST
+    with no photograph never trained on (not_held_out) is left out: it measured nothing held out."""
+    return {test.source or "TEST": test.table for test in source_test_splits(version)
+            if test.held_out is not None}
 
 
 @dataclass
@@ -816,7 +863,7 @@ def chance_level_warning(version):
         return ""
     for table in metric_tables(version.metrics):
         accuracy, balanced, where = table.get("accuracy"), table.get("balanced_accuracy"), table.get("where")
-        if where is None or accuracy is None:
+        if where is None or accuracy is None or not_held_out(table):
             continue
         held = sum(1 for row in table.get("per_class") or () if row.get("support"))
         among = (f"the {held} types they hold" if 2 <= held < types else f"its {types} types")
@@ -837,14 +884,19 @@ def chance_level_warning(version):
 
 def unmeasured_warning(version):
     """A sentence where a trained version holds no figure on cells it did not learn from (its data
-    had no TEST folder, and a refit keeps no validation split): nothing says how often it is right,
-    and the page has no figure to warn by; "" otherwise."""
+    had no TEST folder, or one of photographs of cells also photographed in TRAIN alone, and a refit
+    keeps no validation split): nothing says how often it is right, and the page has no figure to
+    warn by; "" otherwise."""
     if not version.is_trained or headline(version.metrics) is not None:
         return ""
     if ((version.metrics or {}).get("adaptation") or {}).get("cross_validated") is not None:
         return ""  # measured on the lab's reviewed cells it left out, fold by fold
-    return (f"v{version.pk} was measured on no cells it did not learn from (its data folders hold no "
-            "TEST folder, and it kept no validation split): nothing says how often its calls are right.")
+    copied = [f"{test.where}: {not_held_out_reason(test.also_in_train)}"
+              for test in source_test_splits(version)]
+    why = (f"{'; '.join(copied)}, and it kept no validation split" if copied
+           else "its data folders hold no TEST folder, and it kept no validation split")
+    return (f"v{version.pk} was measured on no cells it did not learn from ({why}): nothing says how "
+            "often its calls are right.")
 
 
 _NO_PARENT = object()
