@@ -68,6 +68,21 @@ def test_models_lists_every_version_with_its_accuracy():
 
 
 @pytest.mark.django_db
+def test_models_gives_no_figure_for_a_test_of_copies_of_train_alone():
+    # The own-data audit's `--data dup --data clean4`, dup's TEST all copies of its TRAIN photographs:
+    # the list printed "0.2500 ... dup TEST", the figure on those copies, as the held-out accuracy.
+    table = {"n": 20, "accuracy": 0.25, "confusion_matrix": [[5]], "per_class": {}}
+    make_version("ready", dataset_path="/data/dup:/data/clean4", metrics={
+        "sources": {"dup": {"order": 0, "TEST": dict(table, without_same_cell_in_train=dict(table, n=0))},
+                    "clean4": {"order": 1, "TEST": dict(table, accuracy=0.9)}},
+        "validation": dict(table, accuracy=0.8)})
+    line = run("models").splitlines()[1]
+    assert "0.9000" in line and "0.2500" not in line
+    assert line.endswith(
+        "clean4 TEST; dup/TEST: no held-out figure, all 20 are of cells also photographed in TRAIN")
+
+
+@pytest.mark.django_db
 def test_models_gives_each_versions_time_in_the_sites_time_zone(settings):
     # As the model pages and every other page do: it printed UTC, an hour off in Madrid.
     settings.TIME_ZONE = "Europe/Madrid"
@@ -279,6 +294,27 @@ def test_train_one_epoch_on_a_tiny_set_stores_a_network_that_loads_back(tmp_path
     printed = capsys.readouterr().out
     assert f"Benchmarking v{version.pk} (paper/4class)" in printed and "TEST (n=8): accuracy" in printed
     assert "with the temperature fitted on this source's validation cells alone (1.500)" in printed
+
+
+@pytest.mark.django_db
+def test_train_prints_each_folders_held_out_figure_and_says_which_has_none(tmp_path, monkeypatch):
+    # `--data dup --data clean4`, dup's TEST all copies of its TRAIN: the terminal printed the
+    # validation split alone, neither clean4's TEST figure nor why dup's TEST gave none.
+    import shutil
+
+    import classifier.dataset
+
+    monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    dup = write_cell_folder(tmp_path / "dup", per_class=4, test_per_class=0, seed=1)
+    for train_file in (dup / "TRAIN").rglob("*.jpeg"):
+        shutil.copy(train_file, dup / "TEST" / train_file.parent.name / f"copy-of-{train_file.name}")
+    clean = write_cell_folder(tmp_path / "clean4", per_class=4, test_per_class=2, seed=2)
+    output = run("train", "--data", str(dup), "--data", str(clean), "--arch", "paper", "--task", "4class",
+                 "--epochs", "1", "--batch-size", "8")
+    version = ModelVersion.objects.get()
+    assert "dup/TEST: no held-out figure, all 16 are of cells also photographed in TRAIN." in output
+    assert f"v{version.pk} on clean4/TEST (held out)\nn=8  accuracy=" in output
+    assert "on dup/TEST (held out)" not in output and "validation split" not in output
 
 
 @pytest.mark.django_db

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from webapp.presenters.models import headline, metric_tables
+from webapp.presenters.models import headline, not_held_out_reason, source_test_splits
 from webapp.selectors import model_versions_with_cell_counts
 
 
@@ -23,14 +23,18 @@ class Command(BaseCommand):
         for version in versions:
             # The figure the model pages headline: the first source's TEST where there is one (a
             # version trained on several folders keeps each folder's apart), else validation; the
-            # other folders' TEST after it, since a lab like the second source reads that one.
+            # other folders' TEST after it, since a lab like the second source reads that one. A
+            # TEST of photographs of cells also in TRAIN alone is named with why it has no figure.
             shown = headline(version.metrics)
             accuracy = "-" if shown is None or shown["accuracy"] is None else f"{shown['accuracy']:.4f}"
             measured_on = [shown["where"]] if shown else []
-            measured_on += [f"{table['where']} {table['accuracy']:.4f}"
-                            for table in metric_tables(version.metrics)
-                            if table.get("where", "").endswith(" TEST") and table["where"] != measured_on[0]
-                            and table["accuracy"] is not None]
+            for test in source_test_splits(version):
+                where = test.table["where"]
+                if test.held_out is None:
+                    reason = not_held_out_reason(test.also_in_train)
+                    measured_on.append(f"{test.where}: no held-out figure, {reason}")
+                elif where not in measured_on:
+                    measured_on.append(f"{where} {test.table['accuracy']:.4f}")
             created = timezone.localtime(version.created_at)  # the site's time zone, as its pages
             self.stdout.write(
                 f"{version.pk:>4}  {version.status:<9}  {version.architecture:<12}  {version.task:<6}  "

@@ -16,6 +16,7 @@ from classifier.training.data import absolute_folders, check_weights_name_folder
 from classifier.training.recipe import SETTINGS_BY_NAME, Recipe, RecipeError, RefitDataMismatch
 from webapp.management.commands._activation import activate_unless_warned
 from webapp.models import ModelVersion
+from webapp.presenters.models import not_held_out_reason, source_test_splits
 from webapp.services.training import (
     TrainingRefused,
     TrainingStopped,
@@ -47,12 +48,23 @@ def signals_stop_training():
             signal.signal(signum, handler)
 
 
-def held_out_metrics(metrics):
-    """(title, metrics) of the figure to report: TEST when the data had one, else validation."""
-    for key, title in (("TEST", "held-out TEST split"), ("validation", "validation split")):
-        if isinstance(metrics.get(key), dict) and "confusion_matrix" in metrics[key]:
-            return title, metrics[key]
-    return None, None
+def held_out_reports(version):
+    """What to print of a trained version's figures: each data folder's TEST on the photographs it
+    never trained on, or why one has no such figure; the validation split where no TEST gave one."""
+    reports, measured = [], False
+    for test in source_test_splits(version):
+        if test.held_out is None:
+            reports.append(f"{test.where}: no held-out figure, {not_held_out_reason(test.also_in_train)}.")
+            continue
+        left_out = (f", without its {count_of(test.also_in_train, 'photograph')} of cells also photographed "
+                    "in TRAIN" if test.also_in_train else "")
+        title = f"v{version.pk} on {test.where} (held out){left_out}"
+        reports.append(format_metrics(test.held_out, title=title))
+        measured = True
+    validation = (version.metrics or {}).get("validation")
+    if not measured and isinstance(validation, dict) and "confusion_matrix" in validation:
+        reports.append(format_metrics(validation, title=f"v{version.pk} on the validation split"))
+    return reports
 
 
 def temperature_from(source):
@@ -225,9 +237,8 @@ class Command(BaseCommand):
         if version.status != ModelVersion.Status.READY:
             raise CommandError(f"v{version.pk} ended {version.get_status_display().lower()}: "
                                f"{version.failure_reason}")
-        title, metrics = held_out_metrics(version.metrics)
-        if metrics:
-            self.stdout.write(format_metrics(metrics, title=f"v{version.pk} on the {title}"))
+        for report in held_out_reports(version):
+            self.stdout.write(report)
         self.stdout.write(self.style.SUCCESS(
             f"v{version.pk} is ready ({version.training_seconds:.0f} s, {version.size_bytes / 1e6:.2f} MB)."))
         for line in format_skipped(version.metrics.get("skipped_files"), version.metrics.get("skipped_named"),
