@@ -974,8 +974,9 @@ def _postgresql_disk_full():
          "disk is full). Nothing of it was kept; free space for the database, then train again."),
     ],
 )
-def test_run_training_failure_is_recorded_readably(fake_trainer, error, expected):
-    version = queued_version()
+def test_run_training_failure_is_recorded_readably(fake_trainer, error, expected, tmp_path):
+    # Its data folder is there: a reason is the run's own (test_training_folder_gone for one gone).
+    version = queued_version(dataset_path=str(tmp_path))
 
     def behaviour(config, on_epoch, should_stop):
         raise error

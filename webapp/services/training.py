@@ -314,12 +314,36 @@ def _refit_recipe(refit_from, network, folders):
     return {**settings, "validation_fraction": 0.0}
 
 
+def _recorded_data_dir(version):
+    """The data folders a version's run learns from, as a run's data_dir lists them."""
+    return version.dataset_path or os.pathsep.join(default_data_folders())
+
+
+def gone_data_folders(version):
+    """Those of a training's recorded data folders that are not on this machine now: renamed,
+    moved or removed since it was queued."""
+    return [folder for folder in data_folders(_recorded_data_dir(version))
+            if not Path(folder).expanduser().exists()]
+
+
+def gone_data_folders_reason(folders):
+    """Why a training whose data ``folders`` vanished failed, as its page shows it."""
+    if len(folders) == 1:
+        which = f"The data folder {folders[0]} is"
+        remedy = "Put it back where it was, or start the training again on the folder where it is now."
+    else:
+        which = f"The data folders {', '.join(folders[:-1])} and {folders[-1]} are"
+        remedy = ("Put them back where they were, or start the training again on the folders where they "
+                  "are now.")
+    return f"{which} no longer there (renamed or removed since the training was queued). {remedy}"
+
+
 def training_settings(version):
     """The TrainingConfig of a version's run, by name: the recipe settings it asked for (the rest
     take the recipe's defaults when it runs), its data and, if asked, the reviewed cells."""
     requested = {key: value for key, value in version.hyperparameters.items() if key in RECIPE_SETTINGS}
     config = {
-        "data_dir": version.dataset_path or os.pathsep.join(default_data_folders()),
+        "data_dir": _recorded_data_dir(version),
         "architecture": version.architecture,
         "task": version.task,
         "seed": version.seed,
@@ -673,8 +697,14 @@ def _train(version_id, version, progress_bar):
         raise
     except Exception as exc:  # every failure, MemoryError included, must end as a readable reason
         if isinstance(exc, TrainingDataError):
-            logger.info("Training of model version v%s refused its data: %s", version_id, exc)
-            return _finish(version_id, ModelVersion.Status.FAILED, _failure_reason(exc))
+            reason = _failure_reason(exc)
+            # A folder gone before the run read it is "does not exist"; gone after the run listed its
+            # images, "some classes have no training images left". The cause is the folder, and an
+            # adaptation, which replays what it finds of its folders, is not refused for it.
+            if not adapting and (gone := gone_data_folders(version)):
+                reason = gone_data_folders_reason(gone)
+            logger.info("Training of model version v%s refused its data: %s", version_id, reason)
+            return _finish(version_id, ModelVersion.Status.FAILED, reason)
         return _failed(version_id, exc, adapting, "Training of model version v%s failed")
     try:
         return _finish(version_id, ModelVersion.Status.READY, result=result)
