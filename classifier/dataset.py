@@ -445,12 +445,15 @@ def detector_version():
 
 
 def decoder_version():
-    """Changes when how a training photograph becomes RGB may change (decode_image, the colour
-    conversion in classifier/rendering.py, the decoding library), so pixels cached by another
-    decoder are prepared again: a cache written before colour profiles were read held raw numbers."""
-    digest = hashlib.sha256(f"{PIL.__version__} {_source_version('rendering.py')}".encode())
+    """Changes when how a training photograph becomes RGB, or is refused, may change (decode_image,
+    the colour conversion in classifier/rendering.py, the decoding library, the colour check in
+    classifier/quality.py), so pixels cached by another decoder are prepared again: a cache written
+    before colour profiles were read held raw numbers."""
+    colour_check = (quality.COLOURED_SPREAD, quality.COLOURED_SHARE, quality.COLOUR_CHECK_SIDE)
+    digest = hashlib.sha256(f"{PIL.__version__} {_source_version('rendering.py')} {colour_check}".encode())
     try:
         digest.update(inspect.getsource(decode_image).encode())
+        digest.update(inspect.getsource(quality.shows_colour).encode())
     except OSError:  # installed without its sources: the file's hash above still tells releases apart
         pass
     return digest.hexdigest()[:16]

@@ -463,3 +463,13 @@ def test_a_fields_cache_follows_the_detector_that_scaled_it(tmp_path, monkeypatc
     assert dataset._cache_path(tmp_path, images, spec, 1.0, "image") != keys["image"]
     # Taken at reference scale, a photograph's pixels are its scale: no ruler, nothing to rebuild.
     assert dataset._cache_path(tmp_path, images, spec, 1.0, "reference") == keys["reference"]
+
+
+def test_cached_inputs_are_prepared_again_when_the_colour_check_changes(monkeypatch):
+    """Training refuses a photograph without colour (decode_image): a cache written under another
+    colour check would keep photographs the check now refuses, or drop those it now takes."""
+    from classifier import quality
+
+    before = dataset.decoder_version()
+    monkeypatch.setattr(quality, "COLOURED_SPREAD", quality.COLOURED_SPREAD + 1)
+    assert dataset.decoder_version() != before
