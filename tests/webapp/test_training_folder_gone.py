@@ -72,5 +72,5 @@ def test_a_folder_still_there_keeps_the_runs_own_reason(queued_on, monkeypatch):
     version.refresh_from_db()
     assert version.status == "failed" and folder.exists()
     assert version.failure_reason.startswith(
-        "after setting aside the validation split and skipping unreadable files, some classes have no "
+        "after setting aside the validation split and skipping unusable files, some classes have no "
         "training images left: EOSINOPHIL: 0")
