@@ -73,10 +73,30 @@ def test_media_outside_root_or_missing_is_404(client, django_user_model, path):
 
 @pytest.fixture
 def entered_sample(django_user_model):
-    from tests.webapp.lab_factories import make_sample
+    from tests.webapp.lab_factories import make_sample, with_role
 
-    creator = django_user_model.objects.create_user("creator", password="a-long-passphrase-1")
+    creator = with_role(django_user_model.objects.create_user("creator", password="a-long-passphrase-1"),
+                        "technologist")
     return make_sample("H26-DEL", types=("NEUTROPHIL",), user=creator)
+
+
+def test_the_creator_whose_role_was_taken_away_deletes_nothing(client, entered_sample, django_user_model):
+    """The roles audit: an account whose groups were all removed got the reader's home page ("changes
+    nothing"), yet its sample page still offered Delete, and deleting its photographs and its sample
+    went through."""
+    from webapp.models import Sample
+
+    creator = django_user_model.objects.get(username="creator")
+    creator.groups.clear()
+    client.force_login(creator)
+    detail = client.get(reverse("lab:sample-detail", args=[entered_sample.pk])).content.decode()
+    url = reverse("lab:sample-delete", args=[entered_sample.pk])
+    photograph = reverse("lab:image-delete", args=[entered_sample.images.get().pk])
+    assert url not in detail and photograph not in detail
+    for response in (client.post(url), client.post(photograph)):
+        assert response.status_code == 403
+        assert "lab work, and your account no longer holds a lab role" in response.content.decode()
+    assert Sample.objects.filter(pk=entered_sample.pk, images__isnull=False).exists()
 
 
 @pytest.mark.parametrize("who", ["technologist", "staff without a role"])

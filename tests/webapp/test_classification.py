@@ -379,7 +379,9 @@ def test_deleting_a_sample_asks_first_then_removes_every_file(
 
     make_version()
     classification.classify_smear_image(stored_image.pk)
-    creator = django_user_model.objects.create_user("t")
+    from tests.webapp.lab_factories import with_role
+
+    creator = with_role(django_user_model.objects.create_user("t"), "technologist")
     Sample.objects.filter(pk=stored_image.sample_id).update(created_by=creator)
     client.force_login(creator)
     files = [Path(stored_image.image.path), *files_of(Cell.objects.all())]

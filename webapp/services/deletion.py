@@ -16,6 +16,7 @@ from webapp.models import Cell, Sample, SmearImage
 from webapp.selectors import current_cells, image_file_names, sample_file_names
 from webapp.services.locking import DeletedMeanwhile, SampleLocked, ensure_editable
 from webapp.services.storage import delete_stored_files
+from webapp.views import roles
 from webapp.wording import count_of, isolated
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,16 @@ DELETE_ANY_SAMPLE = "webapp.delete_sample"
 
 
 def may_delete_sample(user, sample):
-    """Deleting a specimen's photographs and results is for the person who entered it, or an
+    """Deleting a specimen's photographs and results is for the person who entered it, while their
+    account still holds a lab role (entering samples is the role's, and ends with it), or an
     administrator (the admin role). Staff status alone is not enough: it opens the Django admin and
     /healthz, and an account with it and no role changes nothing."""
-    return user.has_perm(DELETE_ANY_SAMPLE) or (sample.created_by_id is not None
-                                                 and sample.created_by_id == user.pk)
+    return user.has_perm(DELETE_ANY_SAMPLE) or (entered_by(user, sample) and user.has_perm(roles.UPLOAD))
+
+
+def entered_by(user, sample):
+    """Whether ``user`` entered the sample."""
+    return sample.created_by_id is not None and sample.created_by_id == user.pk
 
 
 def ensure_never_released(sample):

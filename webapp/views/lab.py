@@ -48,7 +48,13 @@ from webapp.selectors import (
     samples_with_progress,
     unsent_photographs,
 )
-from webapp.services.deletion import PhotographBusy, delete_image, delete_sample, may_delete_sample
+from webapp.services.deletion import (
+    PhotographBusy,
+    delete_image,
+    delete_sample,
+    entered_by,
+    may_delete_sample,
+)
 from webapp.services.health import classify_workers_running
 from webapp.services.locking import DeletedMeanwhile, SampleLocked
 from webapp.services.photographs_kind import PhotographsKindKept, read_photographs_as, why_kind_is_kept
@@ -395,9 +401,13 @@ def _ensure_may_delete(user, sample, what):
     """PermissionDenied, naming who may, unless ``user`` may delete ``what`` of the sample ("it",
     "its photographs"): the person who entered it, or staff (services.deletion)."""
     if not may_delete_sample(user, sample):
-        entered_by = f" ({sample.created_by.get_username()})" if sample.created_by else ""
+        if entered_by(user, sample):
+            raise PermissionDenied(
+                f"Deleting {what} is lab work, and your account no longer holds a lab role: an "
+                f"administrator may delete {what}, or give your account its role again.")
+        entered_by_whom = f" ({sample.created_by.get_username()})" if sample.created_by else ""
         raise PermissionDenied(
-            f"Only the person who entered sample {sample.accession_number}{entered_by} or an "
+            f"Only the person who entered sample {sample.accession_number}{entered_by_whom} or an "
             f"administrator may delete {what}."
         )
 
