@@ -18,6 +18,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.actions import delete_selected
+from django.contrib.admin.models import LogEntry as AdminLogEntry
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import model_ngettext, unquote
 from django.contrib.auth.admin import UserAdmin
@@ -36,7 +37,16 @@ from django.utils.translation import gettext
 
 from webapp.counting import type_label
 from webapp.forms import SampleAdminForm, is_row_id
-from webapp.models import ApiToken, Cell, CellReview, FingerprintBand, Sample, SmearImage
+from webapp.models import (
+    ApiToken,
+    Cell,
+    CellReview,
+    FingerprintBand,
+    ModelActivation,
+    ModelVersion,
+    Sample,
+    SmearImage,
+)
 from webapp.selectors import count_per_row, type_vocabulary, typed_accession
 from webapp.services import api_tokens
 from webapp.services.deletion import delete_image, delete_sample
@@ -654,16 +664,37 @@ class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
             self.message_user(request, "API keys stay on record, so an account that has any is not "
                               "deleted: untick \"Active\" on it instead, which also stops its keys.",
                               messages.WARNING)
-        # The audit trail names who uploaded, reviewed, signed or changed each record; deleting the
-        # account would leave it naming no one ("the worker"). Such an account is made inactive.
-        actors = set(LogEntry.objects.filter(actor__in=objs).values_list("actor_id", flat=True).distinct())
-        if actors:
-            protected = [*protected, *(f"Account {account.get_username()}: named in the audit trail"
-                                       for account in objs if account.pk in actors)]
-            self.message_user(request, "An account the audit trail names (it uploaded, reviewed, signed or "
-                              "changed something) stays on record: untick \"Active\" on it instead, which "
-                              "stops its sign-in.", messages.WARNING)
+        # The records name who uploaded, reviewed, signed or changed each sample (the audit trail),
+        # who changed an account (the admin's own history of it, which Django deletes with its
+        # author), who chose the network serving calls and who trained one (their pages would say
+        # "system"). Deleting the account would leave them naming no one: it is made inactive.
+        on_record = accounts_on_record([account.pk for account in objs])
+        if on_record:
+            protected = [*protected, *(f"Account {account.get_username()}: {on_record[account.pk]}"
+                                       for account in objs if account.pk in on_record)]
+            self.message_user(request, "An account the lab's records name (it uploaded, reviewed, signed or "
+                              "changed something, changed an account, trained or activated a network) "
+                              "stays on record: untick \"Active\" on it instead, which stops its sign-in.",
+                              messages.WARNING)
         return deleted, counts, perms_needed, protected
+
+
+def accounts_on_record(account_ids):
+    """{account id: which record names it, in words} of those of ``account_ids`` that a record names."""
+    named_by = (
+        ("named in the audit trail", LogEntry.objects.filter(actor__in=account_ids), "actor_id"),
+        ("named in the history of accounts it changed",
+         AdminLogEntry.objects.filter(user__in=account_ids), "user_id"),
+        ("named as who activated a network",
+         ModelActivation.objects.filter(activated_by__in=account_ids), "activated_by_id"),
+        ("named as who trained a network", ModelVersion.objects.filter(created_by__in=account_ids),
+         "created_by_id"),
+    )
+    found = {}
+    for words, rows, column in named_by:
+        for account in rows.values_list(column, flat=True).distinct():
+            found.setdefault(account, words)
+    return found
 
 
 class AuditedRecordTypeFilter(ResourceTypeFilter):

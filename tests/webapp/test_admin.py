@@ -647,6 +647,38 @@ def test_an_account_the_audit_trail_names_is_made_inactive_not_deleted(client, d
     assert not django_user_model.objects.filter(pk=idle.pk).exists()
 
 
+def test_an_account_that_changed_accounts_or_chose_or_trained_a_network_is_kept(client, django_user_model):
+    """The roles audit: deleting an administrator deleted, with it, the admin's history of the role
+    changes and password resets it made, and credited its activations to "system"; who trained a
+    version went the same way."""
+    from django.contrib.admin.models import CHANGE
+    from django.contrib.admin.models import LogEntry as AdminLogEntry
+
+    from tests.webapp.lab_factories import make_version
+    from webapp.models import ModelActivation, ModelVersion
+
+    changer, chooser, trainer, idle = (django_user_model.objects.create_user(name)
+                                       for name in ("changer", "chooser", "trainer", "idle"))
+    promoted = django_user_model.objects.create_user("promoted")
+    AdminLogEntry.objects.log_actions(changer.pk, [promoted], CHANGE, change_message="Changed Groups.",
+                                      single_object=True)
+    version = make_version()
+    ModelActivation.objects.create(version=version, activated_by=chooser)
+    ModelVersion.objects.filter(pk=version.pk).update(created_by=trainer)
+    client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+
+    for account, why in ((changer, "named in the history of accounts it changed"),
+                         (chooser, "named as who activated a network"),
+                         (trainer, "named as who trained a network")):
+        asked = client.get(reverse("admin:auth_user_delete", args=[account.pk]))
+        assert asked.context["protected"] == [f"Account {account.username}: {why}"]
+        client.post(reverse("admin:auth_user_delete", args=[account.pk]), {"post": "yes"})
+        assert django_user_model.objects.filter(pk=account.pk).exists()
+    assert AdminLogEntry.objects.filter(user=changer, object_id=str(promoted.pk)).exists()
+    client.post(reverse("admin:auth_user_delete", args=[idle.pk]), {"post": "yes"})
+    assert not django_user_model.objects.filter(pk=idle.pk).exists()
+
+
 def test_the_admin_finds_a_sample_by_an_accession_number_typed_in_full_width(admin_client):
     """A Japanese input method types H26-0301 as "ｈ２６－０３０１": the lab's pages fold it (NFKC),
     and so does the admin's search box, for samples, photographs and cells."""
