@@ -573,8 +573,14 @@ class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
             return None
         if account.is_superuser:
             return "it is a superuser's account"
-        if account.is_staff and account.pk != request.user.pk:
+        if account.pk == request.user.pk:
+            return None
+        if account.is_staff:
             return "it has staff status, which a superuser gives and manages"
+        # Without staff status an administrator's account still manages accounts the day a
+        # superuser ticks it: set its password, or make it a hematologist, and one could sign as it.
+        if account.groups.filter(pk__in=admin_roles().values("pk")).exists():
+            return "it holds the admin role, which a superuser gives and manages"
         return None
 
     def get_form(self, request, obj=None, change=False, **kwargs):

@@ -508,11 +508,15 @@ def test_an_administrator_gives_other_accounts_the_lab_roles_but_not_the_admin_r
     _change_account(staff_client, tech, groups=[str(technologist.pk)], is_staff="on")
     stored = _fresh(tech)
     assert not stored.is_staff and list(stored.groups.values_list("name", flat=True)) == ["technologist"]
-    # ... nor to take: an account a superuser made an administrator keeps the role when its lab roles
-    # change, and one with staff status (a fellow administrator) is a superuser's to change.
-    tech.groups.add(admin_role)
-    _change_account(staff_client, tech, groups=[str(hematologist.pk)])
-    assert set(_fresh(tech).groups.values_list("name", flat=True)) == {"admin", "hematologist"}
+    # ... nor to take: an account a superuser gave the admin role is a superuser's to change, staff
+    # status or not (the roles audit: an administrator made one a hematologist, set its password,
+    # signed in as it and signed), and so is one with staff status (a fellow administrator).
+    tech.groups.set([admin_role])
+    assert _change_account(staff_client, tech, groups=[str(hematologist.pk)]).status_code == 403
+    assert list(_fresh(tech).groups.values_list("name", flat=True)) == ["admin"]
+    shown = staff_client.get(reverse("admin:auth_user_change", args=[tech.pk])).content.decode()
+    assert "Only a superuser may change, delete or set the password of tech: it holds the admin role" in shown
+    assert staff_client.get(reverse("admin:auth_user_password_change", args=[tech.pk])).status_code == 403
     colleague = with_role(django_user_model.objects.create_user("colleague", is_staff=True), "admin")
     assert _change_account(staff_client, colleague, groups=[], is_staff=None).status_code == 403
     stored = _fresh(colleague)
