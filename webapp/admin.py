@@ -600,6 +600,10 @@ class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         fields = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None and accounts_on_record([obj.pk]):
+            # The records name an account by its user name, read when shown: renamed, every result
+            # it signed, its FHIR performer and its trail entries would name someone else.
+            fields += ("username",)
         if request.user.is_superuser:
             return fields
         fields += ("is_staff", "is_superuser", "user_permissions")
@@ -632,6 +636,9 @@ class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
             if why and self.has_view_permission(request, account):
                 self.message_user(request, f"Only a superuser may change, delete or set the password of "
                                   f"{account.get_username()}: {why}.", messages.INFO)
+            elif account is not None and (named := accounts_on_record([account.pk]).get(account.pk)):
+                self.message_user(request, f"The user name {account.get_username()} stays as it is: the "
+                                  f"account is {named}, which name it so.", messages.INFO)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def user_change_password(self, request, id, form_url=""):

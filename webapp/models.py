@@ -175,6 +175,9 @@ class Sample(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     signed_at = models.DateTimeField(null=True, blank=True)
+    # The signer as the report named them when they signed (wording.person): an account renamed
+    # since would otherwise rename the signer of a result the LIS filed, unmarked as amended.
+    signed_by_name = models.CharField(max_length=320, blank=True)
     # Why it was signed with fewer leukocytes than the target ("" when the target was reached).
     below_target_reason = models.TextField(blank=True)
     # The hematologist signed with unidentified cells left as such (listed apart on the report).
@@ -184,6 +187,7 @@ class Sample(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     reopened_at = models.DateTimeField(null=True, blank=True)
+    reopened_by_name = models.CharField(max_length=320, blank=True)  # as signed_by_name
     reopen_reason = models.TextField(blank=True)
     # The figures its last signature certified (selectors.result_figures), kept with the signature's
     # audit row; and those of the signature the last reopening set aside. An amended result reports

@@ -7,6 +7,13 @@ import unicodedata
 from django.utils import formats, timezone
 
 
+def person(user):
+    """How a report names an account: its full name, else its user name; "" for none."""
+    if user is None:
+        return ""
+    return user.get_full_name() or user.get_username()
+
+
 def count_of(n, noun, plural=None):
     """count_of(1, "cell") -> "1 cell"; count_of(3, "box", "boxes") -> "3 boxes"."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"

@@ -785,3 +785,30 @@ def test_the_account_that_signed_or_reopened_a_result_cannot_be_deleted(hematolo
     with pytest.raises(ProtectedError):
         other.delete()
     assert Sample.objects.get(pk=sample.pk).signed_by == hematologist
+
+
+def test_a_signature_keeps_the_name_it_was_signed_under_when_the_account_is_renamed(client, hematologist,
+                                                                                  django_user_model):
+    """The roles audit: renaming an account renamed the signer of every result it had signed, on the
+    report, its PDF and the FHIR performer of a result the LIS had filed as final, unmarked as
+    amended. The name is kept as signed; and the admin keeps the user name of an account on record."""
+    from webapp.presenters.report import sample_report
+
+    hematologist.first_name, hematologist.last_name = "Ada", "Lovelace"
+    hematologist.save()
+    sample = signed_sample(hematologist)
+    reopen_sample(sample, hematologist, "recount")
+    sample = sign_sample(Sample.objects.get(pk=sample.pk), hematologist)
+    hematologist.first_name, hematologist.last_name = "Ada", "King"
+    hematologist.save()
+    report = sample_report(Sample.objects.get(pk=sample.pk))
+    assert (report.signed_by, report.reopened_by) == ("Ada Lovelace", "Ada Lovelace")
+
+    client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+    change = reverse("admin:auth_user_change", args=[hematologist.pk])
+    page = client.get(change).content.decode()
+    assert 'name="username"' not in page and "The user name hema stays as it is" in page
+    form = {"first_name": "Ada", "last_name": "King", "email": "", "is_active": "on",
+            "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00", "username": "dr.king"}
+    assert client.post(change, form).status_code == 302
+    assert django_user_model.objects.get(pk=hematologist.pk).username == "hema"

@@ -29,7 +29,7 @@ from webapp.selectors import (
     sample_images_with_cells,
     unfamiliar_unreviewed,
 )
-from webapp.wording import count_of
+from webapp.wording import count_of, person
 
 # Crops shown per type in the report's gallery.
 GALLERY_CROPS = 4
@@ -179,12 +179,6 @@ def changes_line(sample, formula):
     return f"Changed since the signed result: {'; '.join(changes)}." if changes else ""
 
 
-def _person(user):
-    if user is None:
-        return ""
-    return user.get_full_name() or user.get_username()
-
-
 
 
 def _warnings(sample, formula, photographs, version_lines):
@@ -299,13 +293,13 @@ def sample_report(sample):
         photographs_note=("Counted from photographs of one white cell each: each photograph gives the "
                           "cell in its middle." if sample.one_cell_each else ""),
         signed=signed,
-        signed_by=_person(sample.signed_by) if signed else "",
+        signed_by=(sample.signed_by_name or person(sample.signed_by)) if signed else "",
         signed_at=sample.signed_at if signed else None,
         result=sample.result,
         amended=sample.result == Sample.Result.AMENDED,
         times_signed=sample.times_signed,
         reopened=sample.status == Sample.Status.REOPENED,
-        reopened_by=_person(sample.reopened_by),
+        reopened_by=sample.reopened_by_name or person(sample.reopened_by),
         reopened_at=sample.reopened_at,
         reopen_reason=sample.reopen_reason,
         amended_because=sample.amended_because,

@@ -27,6 +27,7 @@ from webapp.selectors import (
     sign_off_facts,
 )
 from webapp.services.locking import ensure_editable
+from webapp.wording import person
 
 logger = logging.getLogger(__name__)
 
@@ -93,12 +94,13 @@ def sign_sample(sample, user, below_target_reason="", keep_unidentified=False, r
             + " ".join(refusal.message for refusal in standing), standing)
     sample.status = Sample.Status.SIGNED
     sample.signed_by = user
+    sample.signed_by_name = person(user)
     sample.signed_at = signature_time()
     sample.below_target_reason = below_target_reason if facts.leukocytes < sample.target_count else ""
     sample.unidentified_kept = bool(keep_unidentified and facts.unidentified)
     sample.times_signed += 1
     sample.signed_figures = result_figures(leukocyte_formula(sample))
-    audit.save_as(sample, user, ["status", "signed_by", "signed_at", "below_target_reason",
+    audit.save_as(sample, user, ["status", "signed_by", "signed_by_name", "signed_at", "below_target_reason",
                                  "unidentified_kept", "times_signed", "signed_figures"])
     # A result leaving the lab (the LIS may fetch it from now on): by ids, never the accession number.
     logger.info("Sample %s signed by %s (signature %d%s)", sample.pk, user.get_username(),
@@ -148,12 +150,13 @@ def reopen_sample(sample, user, reason):
                              "and on the amended report.")
     sample.status = Sample.Status.REOPENED
     sample.reopened_by = user
+    sample.reopened_by_name = person(user)
     sample.reopened_at = timezone.now()
     sample.reopen_reason = reason
     # The result as signed, which nothing could change since: a signature made before signatures
     # kept their figures has none stored.
     sample.previously_signed_figures = sample.signed_figures or result_figures(leukocyte_formula(sample))
-    audit.save_as(sample, user, ["status", "reopened_by", "reopened_at", "reopen_reason",
+    audit.save_as(sample, user, ["status", "reopened_by", "reopened_by_name", "reopened_at", "reopen_reason",
                                  "previously_signed_figures"])
     # The reason stays in the audit trail: it is free text, which may name the patient.
     logger.info("Sample %s reopened by %s: its signed result is withdrawn until it is signed again",
