@@ -654,6 +654,21 @@ class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
             raise PermissionDenied(f"Only a superuser may delete {account.get_username()}: {why}.")
         return super().delete_view(request, object_id, extra_context)
 
+    def construct_change_message(self, request, form, formsets, add=False):
+        """Django's record of the change, its roles and sign-in said as given or taken: "Changed
+        Groups." told no one reading the account's history whether the hematologist role was given
+        or taken away."""
+        message = super().construct_change_message(request, form, formsets, add)
+        if add or not message or "changed" not in message[0]:
+            return message
+        said = {"groups": _groups_changed(form), "is_active": _active_changed(form)}
+        labels = {str(form.fields[name].label): words for name, words in said.items()
+                  if name in form.changed_data and words}
+        fields = message[0]["changed"]["fields"]
+        message[0]["changed"]["fields"] = [f"{field} ({labels[field]})" if field in labels else field
+                                           for field in fields]
+        return message
+
     def get_actions(self, request):
         return delete_selected_through(super().get_actions(request), type(self)._delete_within_reach)
 
@@ -690,6 +705,19 @@ class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
                               "stays on record: untick \"Active\" on it instead, which stops its sign-in.",
                               messages.WARNING)
         return deleted, counts, perms_needed, protected
+
+
+def _groups_changed(form):
+    """The roles a saved account form gave and took, in words ("gave hematologist; took technologist")."""
+    before = {group.name for group in form.initial.get("groups") or ()}
+    after = {group.name for group in form.cleaned_data.get("groups") or ()}
+    parts = [f"{verb} {', '.join(sorted(names))}" for verb, names in (("gave", after - before),
+                                                                      ("took", before - after)) if names]
+    return "; ".join(parts)
+
+
+def _active_changed(form):
+    return "may sign in again" if form.cleaned_data.get("is_active") else "may no longer sign in"
 
 
 def accounts_on_record(account_ids):

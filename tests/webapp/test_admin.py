@@ -525,6 +525,23 @@ def test_an_administrator_gives_other_accounts_the_lab_roles_but_not_the_admin_r
     assert staff_client.get(password_page).status_code == 403
 
 
+def test_an_accounts_history_says_which_role_was_given_or_taken(staff_client, django_user_model):
+    """The roles audit: the history said "Changed Groups." and "Changed Active.", so no one could
+    tell from it whether the hematologist role was given or taken away."""
+    from django.contrib.admin.models import LogEntry as AdminLogEntry
+
+    tech = with_role(django_user_model.objects.create_user("tech", password="a-long-passphrase-4"),
+                     "technologist")
+    hematologist = str(_group("hematologist").pk)
+    assert _change_account(staff_client, tech, groups=[hematologist], first_name="Lee").status_code == 302
+    assert _change_account(staff_client, tech, groups=[hematologist], is_active=None).status_code == 302
+    history = [entry.get_change_message() for entry in
+               AdminLogEntry.objects.filter(object_id=str(tech.pk)).order_by("action_time", "pk")]
+    assert len(history) == 2
+    assert "First name, Groups (gave hematologist; took technologist)" in history[0]
+    assert "Active (may no longer sign in)" in history[1] and "Groups" not in history[1]
+
+
 def test_a_superuser_keeps_full_power_over_accounts(admin_client, django_user_model):
     boss = django_user_model.objects.get(username="boss")
     other = django_user_model.objects.create_superuser("other", password="a-long-passphrase-7")
