@@ -696,6 +696,15 @@ class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
         # who changed an account (the admin's own history of it, which Django deletes with its
         # author), who chose the network serving calls and who trained one (their pages would say
         # "system"). Deleting the account would leave them naming no one: it is made inactive.
+        signers = Sample.objects.filter(Q(signed_by__in=objs) | Q(reopened_by__in=objs))
+        if Sample._meta.verbose_name in perms_needed and signers.exists():
+            # The samples it signed are listed as protected (Sample.signed_by), which is the reason;
+            # Django also asked for the right to delete them, which no one has for a signed result,
+            # and told a superuser "your account doesn't have permission to delete ... sample".
+            perms_needed.discard(Sample._meta.verbose_name)
+            self.message_user(request, "An account that signed or reopened a result stays on record, "
+                              "named on its report: untick \"Active\" on it instead, which stops its "
+                              "sign-in.", messages.WARNING)
         on_record = accounts_on_record([account.pk for account in objs])
         if on_record:
             protected = [*protected, *(f"Account {account.get_username()}: {on_record[account.pk]}"

@@ -668,6 +668,20 @@ def test_an_account_the_audit_trail_names_is_made_inactive_not_deleted(client, d
     assert not django_user_model.objects.filter(pk=idle.pk).exists()
 
 
+def test_a_signers_account_is_kept_with_the_reason_not_a_missing_permission(client, django_user_model):
+    """The roles audit: deleting a hematologist who had signed a result told a superuser "your
+    account doesn't have permission to delete the following types of objects: sample"."""
+    signer = with_role(django_user_model.objects.create_user("hema2"), "hematologist")
+    mark_signed(make_sample("T-001", types=("NEUTROPHIL",)), signer)
+    client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+    asked = client.get(reverse("admin:auth_user_delete", args=[signer.pk]), follow=True)
+    page = asked.content.decode()
+    assert not asked.context["perms_lacking"] and "permission to delete" not in page
+    assert "signed or reopened a result stays on record" in page and "T-001" in page
+    client.post(reverse("admin:auth_user_delete", args=[signer.pk]), {"post": "yes"})
+    assert django_user_model.objects.filter(pk=signer.pk).exists()
+
+
 def test_an_account_that_changed_accounts_or_chose_or_trained_a_network_is_kept(client, django_user_model):
     """The roles audit: deleting an administrator deleted, with it, the admin's history of the role
     changes and password resets it made, and credited its activations to "system"; who trained a
