@@ -72,6 +72,8 @@ def test_an_administrator_without_a_lab_role_is_shown_the_network_not_a_review_q
     client.force_login(lead)
     body = client.get(reverse("home")).content.decode()
     assert 'data-role="awaiting-review"' not in body and "H-1" not in body
+    # Nor told to start a sample, which it may not (the roles audit).
+    assert "Start a sample" not in body and "Find a sample or look through every cell" in body
     assert ("<strong>No model version is active</strong>: new photographs wait to be classified until one "
             "is activated.") in body
     serving = make_version(status=ModelVersion.Status.ACTIVE)
@@ -84,6 +86,7 @@ def test_an_administrator_without_a_lab_role_is_shown_the_network_not_a_review_q
     with_role(lead, "technologist")
     body = client.get(reverse("home")).content.decode()
     assert 'data-role="awaiting-review"' in body and "H-1" in body and 'data-role="network"' not in body
+    assert "Start a sample, find one or look through every cell" in body
 
 
 def test_home_lists_for_a_signer_the_samples_only_a_signature_waits_for(client, django_user_model, tech):
