@@ -510,8 +510,11 @@ class ApiTokenAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected API keys")
     def revoke(self, request, queryset):
-        revoked = api_tokens.revoke_tokens(queryset)
-        self.message_user(request, f"{revoked} API key{'s' if revoked != 1 else ''} revoked.")
+        revoked = api_tokens.revoke_tokens(queryset, "Revoked in the admin.", by=request.user)
+        for token in revoked:
+            # The key's own history page names who revoked it, as it does for any change made here.
+            self.log_change(request, token, "Revoked.")
+        self.message_user(request, f"{len(revoked)} API key{'s' if len(revoked) != 1 else ''} revoked.")
 
 
 # Accounts. The admin role manages them (auth.add_user, auth.change_user, with staff status for this

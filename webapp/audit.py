@@ -81,7 +81,8 @@ def _fields(action, changes, actor, note, extra, instance):
     LogEntry = get_logentry_model()
     actions = {"create": LogEntry.Action.CREATE, "update": LogEntry.Action.UPDATE,
                "delete": LogEntry.Action.DELETE}
-    data = dict(instance.get_additional_data(), **extra)
+    # A record outside a sample's (an API key) carries no sample id.
+    data = dict(getattr(instance, "get_additional_data", dict)(), **extra)
     if note:
         data["note"] = note
     return {"action": actions[action], "actor": _signed_in(actor), "additional_data": data,

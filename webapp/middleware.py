@@ -113,8 +113,10 @@ class ApiTokenMiddleware:
             return JsonResponse({"error": "Give the API key as 'Authorization: Bearer <key>'."}, status=401)
         user = user_for_key(key.strip())
         if user is None:
-            return JsonResponse({"error": "This API key is unknown or revoked, or its account was given a "
-                                          "role or staff status since: ask the lab's administrator."},
+            return JsonResponse({"error": "This API key is unknown or revoked: a key is revoked for good "
+                                          "when its account is made inactive or given a role, staff "
+                                          "status or a permission. Ask the lab's administrator for a "
+                                          "new key."},
                                 status=401)
         if request.method not in self.READS:
             answer = JsonResponse({"error": f"An API key only reads: {request.method} is not accepted."},

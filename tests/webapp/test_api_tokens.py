@@ -6,6 +6,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from auditlog.models import LogEntry
 from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 from django.test import Client
@@ -142,14 +143,21 @@ def test_the_command_makes_a_key_shown_once_lists_and_revokes(lis, capsys, djang
     call_command("api_token", "list")
     listing = capsys.readouterr().out
     assert "lis\tLIS" in listing and "last used never\tactive" in listing and key not in listing
-    # A key stops when its account is given a role: it was still listed "active", and its 401 said
-    # "unknown or revoked", which sent the administrator looking for a revocation.
+    # A key is revoked when its account is given a role: it was once still listed "active", and its
+    # 401 said only "unknown or revoked", which sent the administrator looking for a revocation.
     lis.groups.add(Group.objects.get(name="technologist"))
     call_command("api_token", "list")
-    assert "last used never\tstopped: lis has a role (technologist)" in capsys.readouterr().out
+    assert "last used never\trevoked " in capsys.readouterr().out
     refused = Client().get(reverse("lab:api-samples"), **bearer(key))
-    assert refused.status_code == 401 and "given a role or staff status" in refused.json()["error"]
+    assert refused.status_code == 401
+    assert "given a role, staff status or a permission" in refused.json()["error"]
     lis.groups.clear()
+    # An account changed by a bulk update sends no signal: its key is not revoked, but stops.
+    _, spare = create_token(lis, "spare")
+    django_user_model.objects.filter(pk=lis.pk).update(is_active=False)
+    call_command("api_token", "list")
+    assert "\tstopped: lis is not active." in capsys.readouterr().out
+    assert Client().get(reverse("lab:api-samples"), **bearer(spare)).status_code == 401
 
     with pytest.raises(CommandError, match="There is no account 'nobody'"):
         call_command("api_token", "create", "nobody", "--name", "x")
@@ -444,3 +452,98 @@ def test_a_key_reads_a_samples_csv_from_the_api(client, lis):
     assert missing.status_code == 404 and "error" in missing.json()
     assert client.get(reverse("lab:api-sample-export", args=[sample.pk])).status_code == 401
 
+
+
+def test_a_key_stopped_by_its_accounts_change_stays_revoked_when_the_change_is_undone(
+        client, lis, django_user_model):
+    """The security audit: an administrator who made the account inactive, or gave it a role, to
+    stop a leaked key saw the key answer 200 again once the account was made active again, or its
+    role taken away: the key's state was read afresh at each request, and nothing revoked it."""
+    from tests.webapp.test_admin import _change_account
+
+    url = reverse("lab:api-samples")
+    root = django_user_model.objects.create_superuser("root", password="a-long-passphrase-8")
+    client.force_login(root)
+    token, key = create_token(lis, "LIS")
+    # In the admin: untick Active, then tick it again.
+    assert _change_account(client, lis, is_active=None).status_code == 302
+    lis.refresh_from_db()
+    assert not lis.is_active
+    assert _change_account(client, lis, is_active="on").status_code == 302
+    lis.refresh_from_db()
+    assert lis.is_active
+    client.logout()
+    assert client.get(url, **bearer(key)).status_code == 401
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    # The audit trail says why, and who: the administrator whose request made the change.
+    row = LogEntry.objects.get(content_type__model="apitoken", object_pk=str(token.pk))
+    assert row.actor == root and "lis is not active" in row.additional_data["note"]
+    assert ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).count() == 0
+
+    # A role given and taken away, in a shell: the key stays revoked.
+    _, key = create_token(lis, "LIS again")
+    lis.groups.add(Group.objects.get(name="technologist"))
+    lis.groups.clear()
+    assert client.get(url, **bearer(key)).status_code == 401
+    # The same from the group's side.
+    _, key = create_token(lis, "third")
+    Group.objects.get(name="technologist").user_set.add(lis)
+    lis.groups.clear()
+    assert client.get(url, **bearer(key)).status_code == 401
+    # Staff or superuser status, given and taken away.
+    for flag in ("is_staff", "is_superuser"):
+        _, key = create_token(lis, flag)
+        setattr(lis, flag, True)
+        lis.save()
+        setattr(lis, flag, False)
+        lis.save()
+        assert client.get(url, **bearer(key)).status_code == 401, flag
+    assert not ApiToken.objects.filter(user=lis, revoked_at__isnull=True).exists()
+    # A sign-in writes only its time: the keys of an account that may hold them are left alone.
+    _, key = create_token(lis, "kept")
+    client.force_login(lis)
+    client.logout()
+    assert client.get(url, **bearer(key)).status_code == 200
+
+
+def test_a_permission_given_to_a_keys_account_alone_revokes_the_key(client, lis):
+    """The security audit: an account given webapp.sign_sample by itself, no role, kept its key:
+    the checks read roles and staff status, never the account's own permissions."""
+    from django.contrib.auth.models import Permission
+
+    sign = Permission.objects.get(content_type__app_label="webapp", codename="sign_sample")
+    token, key = create_token(lis, "LIS")
+    lis.user_permissions.add(sign)
+    assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 401
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    with pytest.raises(CommandError, match=r"lis holds permissions of its own \(webapp.sign_sample\)"):
+        call_command("api_token", "create", "lis", "--name", "x")
+    # Given by a bulk write that sends no signal, the permission still stops the key.
+    lis.user_permissions.clear()
+    _, key = create_token(lis, "LIS again")
+    type(lis).user_permissions.through.objects.bulk_create(
+        [type(lis).user_permissions.through(user=lis, permission=sign)])
+    assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 401
+
+
+def test_a_key_revoked_in_the_admin_names_who_revoked_it(client, lis, django_user_model):
+    from django.contrib.admin.models import CHANGE
+    from django.contrib.admin.models import LogEntry as AdminLogEntry
+
+    token, _ = create_token(lis, "LIS")
+    root = django_user_model.objects.create_superuser("root", password="a-long-passphrase-8")
+    client.force_login(root)
+    changelist = reverse("admin:webapp_apitoken_changelist")
+
+    client.post(changelist, {"action": "revoke", "_selected_action": [token.pk]})
+    # Again: a key already revoked is not revoked, nor recorded, twice.
+    client.post(changelist, {"action": "revoke", "_selected_action": [token.pk]})
+
+    history = AdminLogEntry.objects.filter(object_id=str(token.pk), content_type__model="apitoken")
+    assert [(entry.user, entry.action_flag) for entry in history] == [(root, CHANGE)]
+    trail = LogEntry.objects.get(content_type__model="apitoken", object_pk=str(token.pk))
+    assert trail.actor == root and trail.additional_data["note"] == "Revoked in the admin."
+    history_page = client.get(reverse("admin:webapp_apitoken_history", args=[token.pk]))
+    assert "Revoked." in history_page.content.decode()

@@ -4,15 +4,22 @@ manage.py api_token), checked on each API request that carries one
 
 A key is 256 random bits, so its plain SHA-256 identifies it without a slow password hash, and the
 database never holds a key that would open the API.
+
+A key is revoked for good, never merely paused, when its account is made inactive or given a role,
+staff or superuser status or a permission of its own (revoke_keys_of_refused_account, on every change
+of an account: webapp.apps connects it): an administrator who made the account inactive to stop a
+leaked key must not see the key work again when the account is made active again.
 """
 
 import hashlib
 import secrets
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from webapp import audit
 from webapp.models import ApiToken
 
 # A key's last use is written at most this often: a program polling every few seconds must not
@@ -46,6 +53,13 @@ def refusal(user):
     if roles := ", ".join(user.groups.order_by("name").values_list("name", flat=True)):
         return (f"{user.get_username()} has a role ({roles}): a key stands for a program, not a person; "
                 "give the program an account of its own, without a role.")
+    # A permission given to the account alone (webapp.sign_sample, say) makes it more than a reader
+    # as surely as a role does.
+    held = user.user_permissions.order_by("content_type__app_label", "codename")
+    if permissions := ", ".join(f"{app}.{codename}" for app, codename
+                                in held.values_list("content_type__app_label", "codename")):
+        return (f"{user.get_username()} holds permissions of its own ({permissions}): a key stands for a "
+                "program that only reads; give the program an account of its own, without any.")
     return None
 
 
@@ -80,25 +94,66 @@ def is_key_of(token, key):
     return secrets.compare_digest(_digest(key), token.key_sha256)
 
 
-def revoke_tokens(tokens):
-    """Revoke those of ``tokens`` (a queryset) still in force; a revoked key keeps its first date.
-    Returns how many were revoked."""
-    return tokens.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+def revoke_tokens(tokens, because, by=None):
+    """Revoke those of ``tokens`` (a queryset) still in force, each with a row in the audit trail
+    saying ``because`` and who: ``by``, or where None the request's signed-in account (auditlog's
+    middleware), or no one (a shell, a command). A revoked key keeps its first date. Returns the
+    keys revoked."""
+    revoked = []
+    for token in tokens.filter(revoked_at__isnull=True):
+        now = timezone.now()
+        # Conditional: of two revocations of one key at once, one revokes it and writes its row.
+        if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now):
+            token.revoked_at = now
+            audit.record(token, "update", {"revoked_at": (None, now)}, actor=by, note=because)
+            revoked.append(token)
+    return revoked
 
 
-def revoke_token(token_id):
+def revoke_token(token_id, because, by=None):
     token = ApiToken.objects.select_related("user").filter(pk=token_id).first()
     if token is None:
         raise ApiTokenError(f"There is no API key {token_id}.")
-    revoke_tokens(ApiToken.objects.filter(pk=token.pk))
+    revoke_tokens(ApiToken.objects.filter(pk=token.pk), because, by=by)
     token.refresh_from_db(fields=["revoked_at"])
     return token
 
 
+def revoke_keys_of_refused_account(user):
+    """Revoke for good the keys of ``user`` in force, where the account may no longer hold one
+    (refusal). Returns the keys revoked."""
+    in_force = ApiToken.objects.filter(user=user, revoked_at__isnull=True)
+    # Most accounts hold no key: one query, and no reading of roles and permissions, on their saves.
+    if not in_force.exists() or (reason := refusal(user)) is None:
+        return []
+    return revoke_tokens(in_force, f"Revoked for good as its account changed: {reason}")
+
+
+# What an account's save can change that refusal reads. A save of other fields alone (the last
+# sign-in's time, written at each sign-in) is passed over.
+_REFUSAL_FIELDS = {"is_active", "is_staff", "is_superuser"}
+
+
+def on_account_saved(sender, instance, raw=False, update_fields=None, **kwargs):
+    """post_save of the user model: the admin's account page, a command, a shell."""
+    if raw or (update_fields is not None and not _REFUSAL_FIELDS & set(update_fields)):
+        return
+    revoke_keys_of_refused_account(instance)
+
+
+def on_account_given(sender, instance, action, reverse, pk_set, **kwargs):
+    """m2m_changed of an account's groups and permissions, from either side: ``account.groups.add``
+    or ``group.user_set.add``."""
+    if action != "post_add" or not pk_set:
+        return
+    for user in get_user_model().objects.filter(pk__in=pk_set) if reverse else [instance]:
+        revoke_keys_of_refused_account(user)
+
+
 def token_state(token):
     """Whether a key works, in the words its list shows: "active", "revoked <when>", or "stopped"
-    with why, where its account has since been given a role or staff status, or made inactive (the
-    key then answers 401 though no one revoked it)."""
+    with why, where its account was changed by a bulk update, which sends no signal to revoke the
+    key (the key then answers 401 though no one revoked it)."""
     if token.revoked_at:
         return f"revoked {token.revoked_at.isoformat(timespec='seconds')}"
     if why := refusal(token.user):
@@ -108,10 +163,11 @@ def token_state(token):
 
 def user_for_key(key):
     """The active account a key that is not revoked belongs to, else None; also None where the
-    account has since been given a role or staff status (refusal): its key stops with it."""
+    account may not hold a key (refusal) though the key was not revoked (a bulk update)."""
     token = (ApiToken.objects.select_related("user")
              .filter(key_sha256=_digest(key), revoked_at__isnull=True, user__is_active=True,
-                     user__is_staff=False, user__is_superuser=False, user__groups__isnull=True).first())
+                     user__is_staff=False, user__is_superuser=False, user__groups__isnull=True,
+                     user__user_permissions__isnull=True).first())
     if token is None:
         return None
     now = timezone.now()

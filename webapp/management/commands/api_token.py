@@ -44,7 +44,7 @@ class Command(BaseCommand):
                               f"made {_when(token.created_at)}\tlast used {used}\t{token_state(token)}")
 
     def _revoke(self, id, **_):
-        token = revoke_token(id)
+        token = revoke_token(id, "Revoked with manage.py api_token revoke.")
         self.stdout.write(f"API key {token.pk} ({token.name}, {token.user.get_username()}) is revoked.")
 
 
