@@ -4,6 +4,7 @@ still leaves for the LIS. The oldest state is 0012, the last migration of the re
 (dac417c); an upgrade from it was also run by hand on real smears (README, Upgrading)."""
 
 import io
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -104,3 +105,32 @@ def test_a_database_of_an_older_release_keeps_everything_through_every_migration
     assert bundle.json()["entry"][0]["resource"]["status"] == "final"
     assert client.get(reverse("lab:sample-report-pdf", args=[pk])).status_code == 200
     assert client.get(f"/media/{image.image.name}").status_code == 200
+
+
+def test_the_upgrade_revokes_the_keys_of_accounts_that_may_hold_none(newest_schema_afterwards):
+    """Before, a key of an inactive account (made so to stop a leaked key), or of one with a role or a
+    permission, was only stopped while that lasted; once the change was undone it worked again. The
+    upgrade revokes such keys, so that undoing the change after it brings none back."""
+    apps = migrate_to([("webapp", "0029_sample_signer_names")])
+    User, ApiToken = apps.get_model("auth", "User"), apps.get_model("webapp", "ApiToken")
+    accounts = {
+        "reader": User.objects.create(username="reader"),
+        "inactive": User.objects.create(username="inactive", is_active=False),
+        "staff": User.objects.create(username="staff", is_staff=True),
+        "technologist": User.objects.create(username="technologist"),
+        "signer": User.objects.create(username="signer"),
+    }
+    accounts["technologist"].groups.add(apps.get_model("auth", "Group").objects.get(name="technologist"))
+    accounts["signer"].user_permissions.add(
+        apps.get_model("auth", "Permission").objects.get(codename="sign_sample"))
+    earlier = timezone.now() - timedelta(days=3)
+    for name, account in accounts.items():
+        ApiToken.objects.create(user=account, name=name, key_sha256=name.ljust(64, "0"))
+    ApiToken.objects.create(user=accounts["inactive"], name="long revoked", key_sha256="x" * 64,
+                            revoked_at=earlier)
+
+    apps = migrate_to(newest())
+
+    revoked = dict(apps.get_model("webapp", "ApiToken").objects.values_list("name", "revoked_at"))
+    assert revoked["reader"] is None and revoked["long revoked"] == earlier
+    assert all(revoked[name] is not None for name in ("inactive", "staff", "technologist", "signer"))
