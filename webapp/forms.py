@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 from django import forms
 from django.conf import settings
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.validators import RegexValidator
 from django.urls import reverse
 from django.utils import timezone
@@ -32,6 +33,17 @@ def validate_plausible_date(day):
             f"{PLAUSIBLE_YEARS[0]} and {PLAUSIBLE_YEARS[-1]}.",
             code="implausible_date",
         )
+
+
+class SignInForm(AuthenticationForm):
+    """Django's sign-in form in the lab's words. "inactive" is said only to an inactive account that
+    gave its right password (webapp.sign_in.InactiveAccountToldBackend): a wrong one reads the same
+    for every account, and tells no one which names exist."""
+
+    error_messages = {
+        "invalid_login": "Your user name and password didn't match. Please try again.",
+        "inactive": "This account is inactive: ask the lab's administrator to make it active again.",
+    }
 
 
 class MultipleFileInput(forms.ClearableFileInput):

@@ -260,7 +260,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "webapp.sign_in.InactiveAccountToldBackend",
 ]
 # Password guessing: after five failed sign-ins for one user name from one address, that pair is
 # refused for a quarter of an hour (`manage.py axes_reset_username NAME` lifts it sooner). The pair,

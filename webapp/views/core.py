@@ -12,6 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from webapp import idle_sign_out
+from webapp.forms import SignInForm
 from webapp.models import SmearImage
 from webapp.selectors import (
     recently_signed_samples,
@@ -110,6 +111,8 @@ class SignOutView(auth_views.LogoutView):
 class SignInView(auth_views.LoginView):
     """Django's sign-in page, which says why the user is there: a sign-in that ended unused, or
     one that ended or was ended otherwise."""
+
+    authentication_form = SignInForm
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
