@@ -55,3 +55,7 @@ def test_a_sign_in_ends_when_its_account_is_made_inactive(client, django_user_mo
     tech.save()
     assert client.get(reverse("home")).status_code == 302
 
+
+def test_the_sign_in_page_says_whom_to_ask_for_a_forgotten_password(client):
+    page = client.get(reverse("login")).content.decode()
+    assert "Forgotten your password? Ask the lab's administrator to set a new one." in page
