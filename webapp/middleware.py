@@ -2,14 +2,16 @@
 
 import ipaddress
 import logging
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from django.conf import settings
 from django.contrib.auth.middleware import LoginRequiredMiddleware
+from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, JsonResponse
 from django.middleware.gzip import GZipMiddleware
-from django.shortcuts import render
+from django.shortcuts import redirect, render, resolve_url
 from django.utils.cache import add_never_cache_headers
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from webapp import idle_sign_out
 from webapp.db_errors import is_database_full, is_transient_database_error
@@ -75,7 +77,8 @@ class IdleSignOutMiddleware:
 class LoginRequiredOrUnauthorizedMiddleware(LoginRequiredMiddleware):
     """Django's sign-in requirement, except that the JSON API, and a page's script asking for JSON
     or polling for a part of a page after the sign-in expired, get 401 instead of the HTML login
-    page they cannot read (a poll given it would draw the login page into the page)."""
+    page they cannot read (a poll given it would draw the login page into the page); and that a
+    form sent after the sign-in ended comes back, once signed in, to the page the form was on."""
 
     def handle_no_permission(self, request, view_func):
         if reads_json(request) or idle_sign_out.is_background(request):
@@ -84,7 +87,25 @@ class LoginRequiredOrUnauthorizedMiddleware(LoginRequiredMiddleware):
                           "sends its API key as 'Authorization: Bearer <key>'."},
                 status=401,
             )
-        return super().handle_no_permission(request, view_func)
+        if request.method in ("GET", "HEAD"):
+            return super().handle_no_permission(request, view_func)
+        # The address a form posts to (sign, review, retry) takes nothing else: opened after signing
+        # in, it could only answer "Not a page to open" (405), and what the form sent is lost anyway.
+        login_url = resolve_url(self.get_login_url(view_func))
+        if (page := _page_the_form_was_on(request)) is None:
+            return redirect(login_url)
+        return redirect_to_login(page, login_url, self.get_redirect_field_name(view_func))
+
+
+def _page_the_form_was_on(request):
+    """The path and query of the request's Referer where it is a page of this site, else None (a
+    browser that sends no Referer: the sign-in then leads to the home page)."""
+    referer = request.headers.get("Referer", "")
+    if not url_has_allowed_host_and_scheme(referer, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        return None
+    parts = urlsplit(referer)
+    return f"{parts.path}?{parts.query}" if parts.query else parts.path or "/"
 
 
 class ApiTokenMiddleware:

@@ -1,5 +1,7 @@
 """What the sign-in page tells a person who cannot sign in, and where it takes one who can."""
 
+from urllib.parse import parse_qs, urlsplit
+
 import pytest
 from django.urls import reverse
 
@@ -59,3 +61,38 @@ def test_a_sign_in_ends_when_its_account_is_made_inactive(client, django_user_mo
 def test_the_sign_in_page_says_whom_to_ask_for_a_forgotten_password(client):
     page = client.get(reverse("login")).content.decode()
     assert "Forgotten your password? Ask the lab's administrator to set a new one." in page
+
+
+def test_a_form_sent_after_the_sign_in_ended_comes_back_to_its_page(client, django_user_model):
+    """The audit: a sign-off sent after the sign-in ended went to the login page with the sign
+    address as `next`, which only takes a POST: signed in, the person landed on "Not a page to
+    open" (405) instead of the sample they were signing."""
+    from tests.webapp.lab_factories import make_sample, named_hematologist, with_role
+
+    with_role(named_hematologist(django_user_model), "hematologist")
+    sample = make_sample("S-NEXT")
+    page = f"{reverse('lab:sample-detail', args=[sample.pk])}?page=1"
+    sign = reverse("lab:sample-sign", args=[sample.pk])
+    login = reverse("login")
+
+    sent = client.post(sign, {}, HTTP_REFERER=f"http://testserver{page}")
+
+    assert sent.status_code == 302 and login_leading_to(sent) == page
+    signed_in = client.post(login, {"username": "haem", "password": "a-long-passphrase-2", "next": page})
+    assert signed_in.status_code == 302 and signed_in["Location"] == page
+    sample.refresh_from_db()
+    assert sample.signed_at is None
+    client.logout()
+    # Without a Referer, or with another site's, the sign-in leads home.
+    assert login_leading_to(client.post(sign, {})) is None
+    elsewhere = "https://elsewhere.example/samples/1/"
+    assert login_leading_to(client.post(sign, {}, HTTP_REFERER=elsewhere)) is None
+    # A page opened still comes back to itself.
+    assert login_leading_to(client.get(page)) == page
+
+
+def login_leading_to(answer):
+    """Where the login page ``answer`` redirects to leads once signed in (its `next`), or None."""
+    address = urlsplit(answer["Location"])
+    assert answer.status_code == 302 and address.path == reverse("login")
+    return parse_qs(address.query).get("next", [None])[0]
