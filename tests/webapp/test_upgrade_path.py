@@ -134,3 +134,26 @@ def test_the_upgrade_revokes_the_keys_of_accounts_that_may_hold_none(newest_sche
     revoked = dict(apps.get_model("webapp", "ApiToken").objects.values_list("name", "revoked_at"))
     assert revoked["reader"] is None and revoked["long revoked"] == earlier
     assert all(revoked[name] is not None for name in ("inactive", "staff", "technologist", "signer"))
+
+
+def test_the_upgrade_names_each_signature_as_its_account_is_named_now(newest_schema_afterwards):
+    """Signatures made before the signer's name was kept with them take their accounts' names at the
+    upgrade (full name, else user name), so that the report reads as before; renaming later leaves
+    them be."""
+    apps = migrate_to([("webapp", "0028_index_cells_called_by_group_alone")])
+    User, Sample = apps.get_model("auth", "User"), apps.get_model("webapp", "Sample")
+    signer = User.objects.create(username="ada", first_name="Ada", last_name="Lovelace")
+    reopener = User.objects.create(username="hopper")
+    signed = Sample.objects.create(accession_number="H26-0501", status="signed", signed_by=signer,
+                                   signed_at=timezone.now(), times_signed=1)
+    reopened = Sample.objects.create(accession_number="H26-0502", status="reopened", signed_by=signer,
+                                     signed_at=timezone.now(), times_signed=1, reopened_by=reopener,
+                                     reopened_at=timezone.now(), reopen_reason="recount")
+    unsigned = Sample.objects.create(accession_number="H26-0503")
+
+    apps = migrate_to(newest())
+
+    Sample = apps.get_model("webapp", "Sample")
+    names = {sample.pk: (sample.signed_by_name, sample.reopened_by_name) for sample in Sample.objects.all()}
+    assert names == {signed.pk: ("Ada Lovelace", ""), reopened.pk: ("Ada Lovelace", "hopper"),
+                     unsigned.pk: ("", "")}
