@@ -13,10 +13,10 @@ from webapp import audit
 from webapp.cell_types import type_order
 from webapp.counting import type_label
 from webapp.models import Cell, Sample, SmearImage
+from webapp.permissions import UPLOAD
 from webapp.selectors import current_cells, image_file_names, sample_file_names
 from webapp.services.locking import DeletedMeanwhile, SampleLocked, ensure_editable
 from webapp.services.storage import delete_stored_files
-from webapp.views import roles
 from webapp.wording import count_of, isolated
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def may_delete_sample(user, sample):
     account still holds a lab role (entering samples is the role's, and ends with it), or an
     administrator (the admin role). Staff status alone is not enough: it opens the Django admin and
     /healthz, and an account with it and no role changes nothing."""
-    return user.has_perm(DELETE_ANY_SAMPLE) or (entered_by(user, sample) and user.has_perm(roles.UPLOAD))
+    return user.has_perm(DELETE_ANY_SAMPLE) or (entered_by(user, sample) and user.has_perm(UPLOAD))
 
 
 def entered_by(user, sample):

@@ -7,9 +7,7 @@ import functools
 
 from django.core.exceptions import PermissionDenied
 
-UPLOAD = "webapp.add_sample"
-ADD_PHOTOGRAPHS = "webapp.add_smearimage"
-REVIEW = "webapp.change_cell"
+from webapp.permissions import ADD_PHOTOGRAPHS, REVIEW, UPLOAD  # noqa: F401  (the views read them here)
 
 
 def lab_work(permission, action):
