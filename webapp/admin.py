@@ -641,7 +641,8 @@ class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
                                   f"{account.get_username()}: {why}.", messages.INFO)
             elif account is not None and (named := accounts_on_record([account.pk]).get(account.pk)):
                 self.message_user(request, f"The user name {account.get_username()} stays as it is: the "
-                                  f"account is {named}, which name it so.", messages.INFO)
+                                  f"account is {named}, and the lab's records name an account by its "
+                                  "user name.", messages.INFO)
         return super().change_view(request, object_id, form_url, extra_context)
 
     def user_change_password(self, request, id, form_url=""):
@@ -686,36 +687,33 @@ class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
 
     def get_deleted_objects(self, objs, request):
         # An account's API keys would go with it (on_delete=CASCADE), but a key stays on record
-        # (ApiTokenAdmin): the account is made inactive instead, which stops its keys too.
+        # (ApiTokenAdmin): the account is made inactive instead, which revokes its keys too.
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
         if ApiToken._meta.verbose_name in perms_needed:
             perms_needed.discard(ApiToken._meta.verbose_name)
             protected = [*protected, *(f"{capfirst(ApiToken._meta.verbose_name)}: {key}"
                                        for key in ApiToken.objects.filter(user__in=objs))]
             self.message_user(request, "API keys stay on record, so an account that has any is not "
-                              "deleted: untick \"Active\" on it instead, which also stops its keys.",
+                              "deleted: untick \"Active\" on it instead, which also revokes its keys.",
                               messages.WARNING)
         # The records name who uploaded, reviewed, signed or changed each sample (the audit trail),
         # who changed an account (the admin's own history of it, which Django deletes with its
         # author), who chose the network serving calls and who trained one (their pages would say
         # "system"). Deleting the account would leave them naming no one: it is made inactive.
-        signers = Sample.objects.filter(Q(signed_by__in=objs) | Q(reopened_by__in=objs))
-        if Sample._meta.verbose_name in perms_needed and signers.exists():
+        signed = Sample.objects.filter(Q(signed_by__in=objs) | Q(reopened_by__in=objs)).exists()
+        if signed:
             # The samples it signed are listed as protected (Sample.signed_by), which is the reason;
             # Django also asked for the right to delete them, which no one has for a signed result,
             # and told a superuser "your account doesn't have permission to delete ... sample".
             perms_needed.discard(Sample._meta.verbose_name)
-            self.message_user(request, "An account that signed or reopened a result stays on record, "
-                              "named on its report: untick \"Active\" on it instead, which stops its "
-                              "sign-in.", messages.WARNING)
         on_record = accounts_on_record([account.pk for account in objs])
-        if on_record:
-            protected = [*protected, *(f"Account {account.get_username()}: {on_record[account.pk]}"
-                                       for account in objs if account.pk in on_record)]
-            self.message_user(request, "An account the lab's records name (it uploaded, reviewed, signed or "
-                              "changed something, changed an account, trained or activated a network) "
-                              "stays on record: untick \"Active\" on it instead, which stops its sign-in.",
-                              messages.WARNING)
+        protected = [*protected, *(f"Account {account.get_username()}: {on_record[account.pk]}"
+                                   for account in objs if account.pk in on_record)]
+        if signed or on_record:
+            self.message_user(request, "An account the lab's records name (it signed or reopened a result, "
+                              "uploaded, reviewed or changed something, changed an account, trained or "
+                              "activated a network) stays on record: untick \"Active\" on it instead, "
+                              "which stops its sign-in.", messages.WARNING)
         return deleted, counts, perms_needed, protected
 
 

@@ -677,7 +677,7 @@ def test_a_signers_account_is_kept_with_the_reason_not_a_missing_permission(clie
     asked = client.get(reverse("admin:auth_user_delete", args=[signer.pk]), follow=True)
     page = asked.content.decode()
     assert not asked.context["perms_lacking"] and "permission to delete" not in page
-    assert "signed or reopened a result stays on record" in page and "T-001" in page
+    assert "(it signed or reopened a result, " in page and "T-001" in page
     client.post(reverse("admin:auth_user_delete", args=[signer.pk]), {"post": "yes"})
     assert django_user_model.objects.filter(pk=signer.pk).exists()
 
