@@ -45,6 +45,15 @@ class SignInForm(AuthenticationForm):
         "inactive": "This account is inactive: ask the lab's administrator to make it active again.",
     }
 
+    def full_clean(self):
+        super().full_clean()
+        if self.errors:
+            # The refusal is read with either field, where the sign-in page puts the focus again
+            # (templates/registration/login.html's error paragraph).
+            for name in ("username", "password"):
+                self.fields[name].widget.attrs.update(
+                    {"aria-invalid": "true", "aria-describedby": "sign-in-error"})
+
 
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True

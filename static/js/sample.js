@@ -137,6 +137,12 @@
     if (note && movedOn) note.remove();
   }
 
+  function spinner() {
+    var span = document.createElement("span");
+    span.className = "spinner";
+    return span;
+  }
+
   function setProgress(data) {
     dropNoClassifierNote(data);
     var bar = progress.querySelector(".progress");
@@ -145,14 +151,20 @@
     bar.classList.toggle("complete", data.complete);
     var text = document.getElementById("progress-text");
     var failed = (data.counts && data.counts.failed) || 0;
+    var said;
     if (data.complete) {
       // As _progress_text.html words it.
       var all = data.total === 1 ? "The photograph is classified" : data.total === 2 ? "Both photographs classified"
         : "All " + data.total + " photographs classified";
-      text.textContent = all + (failed ? " (" + failed + " failed)" : "");
+      said = all + (failed ? " (" + failed + " failed)" : "");
     } else {
-      text.innerHTML = '<span class="spinner"></span>';
-      text.appendChild(document.createTextNode(data.finished + " of " + data.total + " photographs classified"));
+      said = data.finished + " of " + data.total + " photographs classified";
+    }
+    // A live region (role=status): written again unchanged at every poll, a screen reader would
+    // read the same count out every few seconds.
+    if (text.textContent.trim() !== said) {
+      text.textContent = said;
+      if (!data.complete) text.insertBefore(spinner(), text.firstChild);
     }
     data.images.forEach(function (image) {
       var card = document.getElementById("image-" + image.id);

@@ -87,6 +87,9 @@ def test_the_cell_table_and_progress_bar_have_names_and_reviews_a_live_region(cl
     assert "<th></th>" not in re.search(r'<table class="cells">.*?</thead>', body).group()
     assert ('role="progressbar" aria-label="Photographs classified" aria-describedby="progress-text"'
             in body) and 'id="progress-text"' in body
+    # A live region, so that a screen reader says when the photographs are classified (the
+    # accessibility audit: only the bar's value changed, which is not read out).
+    assert '<div class="progress-text" id="progress-text" role="status">' in body
     # The region sample.js says a review's outcome in lies outside what it swaps in after one.
     region = body.index('<p class="visually-hidden" id="review-status" role="status"></p>')
     assert region < body.index('id="results"') and region < body.index('id="sign-off"')

@@ -96,3 +96,16 @@ def login_leading_to(answer):
     address = urlsplit(answer["Location"])
     assert answer.status_code == 302 and address.path == reverse("login")
     return parse_qs(address.query).get("next", [None])[0]
+
+
+def test_a_refused_sign_in_is_announced_and_tied_to_its_fields(client, django_user_model):
+    """The accessibility audit: the refusal was a plain paragraph, the fields said nothing of it, and
+    the focus went back to "User name", so a screen reader user heard no refusal."""
+    django_user_model.objects.create_user("tech", password=PASSWORD)
+    page = client.post(reverse("login"), {"username": "tech", "password": "guess"}).content.decode()
+    assert '<p class="error" id="sign-in-error" role="alert" data-role="sign-in-refused">' in page
+    for name in ("username", "password"):
+        field = page.split(f'name="{name}"', 1)[1].split(">", 1)[0]
+        assert 'aria-invalid="true"' in field and 'aria-describedby="sign-in-error"' in field
+    first = client.get(reverse("login")).content.decode()
+    assert "aria-invalid" not in first and 'role="alert"' not in first
