@@ -455,6 +455,23 @@ def test_the_type_buttons_mark_the_current_call_and_escape_a_labs_own_type():
     assert confirmed.count("current") == 1 and confirmed.count('aria-pressed="true"') == 1
 
 
+def test_the_cell_pages_type_buttons_say_which_is_the_cells_type_and_whether_confirmed(client, tech):
+    """The accessibility audit: the cell page's buttons, unlike the sample page's, had no pressed
+    state; which type the cell had, and whether a reviewer confirmed it, was a border alone."""
+    import html
+
+    cell = Cell.objects.filter(image__sample=make_sample(types=("NEUTROPHIL",))).get()
+    page = html.unescape(client.get(reverse("lab:cell-detail", args=[cell.pk])).content.decode())
+    buttons = page.split('class="type-grid"', 1)[1].split("</div>", 1)[0]
+    current = buttons.split('value="NEUTROPHIL"', 1)[1].split(">", 1)[0]
+    assert ('aria-pressed="true" aria-keyshortcuts="N" title="Neutrophil: the network\'s call, not yet '
+            'confirmed"') in current
+    assert buttons.count('aria-pressed="true"') == 1 and 'aria-pressed="false"' in buttons
+    client.post(reverse("lab:cell-review", args=[cell.pk]), {"cell_type": "NEUTROPHIL", "next": "/"})
+    page = client.get(reverse("lab:cell-detail", args=[cell.pk])).content.decode()
+    assert 'aria-pressed="true" aria-keyshortcuts="N" title="Neutrophil: confirmed by a reviewer"' in page
+
+
 def test_the_cell_page_says_why_a_call_needs_review(client, tech, settings):
     settings.REVIEW_CONFIDENCE_THRESHOLD = 0.8
     sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE"), confidence=0.9)

@@ -32,7 +32,9 @@ _ROW = ('<tr class="cellrow" data-cell="{pk}" tabindex="-1" data-href="{url}">'
         '</td></tr>')
 # Decorative: the row beside it says the cell's number and type, and its link is named "Open cell N".
 _PICTURE = '<img class="thumb" src="{}" alt="" loading="lazy">'
-_NETWORK_SAID = '<span class="was" title="The network said {0}">{0}</span>'
+# Struck through, which a screen reader does not say: the words say whose call it was.
+_NETWORK_SAID = ('<span class="was" title="The network said {0}"><span class="visually-hidden">, the '
+                 'network said </span>{0}</span>')
 _REVIEW_FORM = ('<form method="post" action="{action}" class="typebuttons review-form">{csrf}'
                 '<input type="hidden" name="next" value="{next}">'
                 '<input type="hidden" name="seen" value="{seen}">{buttons}</form>')
