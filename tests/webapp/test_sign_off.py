@@ -812,3 +812,12 @@ def test_a_signature_keeps_the_name_it_was_signed_under_when_the_account_is_rena
             "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00", "username": "dr.king"}
     assert client.post(change, form).status_code == 302
     assert django_user_model.objects.get(pk=hematologist.pk).username == "hema"
+
+
+def test_the_sign_off_panel_and_the_legend_are_reached_by_their_headings(client, hematologist):
+    """The accessibility audit: "Sign-off" and "Reading the page" were bold text, which a screen
+    reader's list of headings passes by."""
+    client.force_login(hematologist)
+    page = client.get(reverse("lab:sample-detail", args=[small_sample().pk])).content.decode()
+    assert '<h2 class="panel-heading">Sign-off</h2>' in page
+    assert '<h2 class="panel-heading">Reading the page</h2>' in page
