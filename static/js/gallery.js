@@ -5,8 +5,9 @@
 // without reloading the page. A relabel refused because someone reviewed some of the cells meanwhile
 // answers with those cells as they are now, drawn the same way beside the message.
 // Each type's row is a listbox of its own and one stop of the Tab key (a roving tabindex: the tile
-// last focused in it, else its first, has tabindex 0); a tile reached with Tab is selected where it
-// was not, so that a type's key then relabels the cell the focus is on.
+// last focused in it, else its first, has tabindex 0). Tab only moves the focus: the selection is
+// what a type's key or the legend relabels, and a Tab that replaced it on the way to the legend
+// relabelled a cell nobody chose (WCAG 3.2.1). Space, the arrows and clicks select.
 (function () {
   "use strict";
   var gallery = document.getElementById("gallery");
@@ -21,7 +22,6 @@
   var addMode = document.getElementById("gallery-add-mode");
   var anchor = null; // the tile a Shift range starts from
   var busy = false;
-  var steering = false; // the script moves the focus (arrows, clicks), not Tab
   var SIGNED_OUT = 401;
 
   function tiles() { return Array.prototype.slice.call(gallery.querySelectorAll(".gallery-row:not([hidden]) .gtile")); }
@@ -33,8 +33,7 @@
   }
   function clearSelection() { selectedTiles().forEach(function (tile) { setSelected(tile, false); }); }
   function focusTile(tile) {
-    steering = true;
-    try { tile.focus({ preventScroll: true }); } finally { steering = false; }
+    tile.focus({ preventScroll: true });
     tile.scrollIntoView({ block: "nearest" });
   }
 
@@ -196,10 +195,7 @@
   function redraw(data) {
     var focused = document.activeElement && document.activeElement.closest ? document.activeElement.closest(".gtile") : null;
     applyResult(data);
-    if (focused && focused.isConnected && document.activeElement !== focused) {
-      steering = true;
-      try { focused.focus({ preventScroll: true }); } finally { steering = false; }
-    }
+    if (focused && focused.isConnected && document.activeElement !== focused) focused.focus({ preventScroll: true });
     gallery.querySelectorAll(".gallery-row [role=listbox]").forEach(fixTabStop);
   }
 
@@ -288,15 +284,10 @@
     var adding = addMode && addMode.checked;
     pick(tile, event.shiftKey ? "range" : (event.ctrlKey || event.metaKey || adding) ? "toggle" : "only");
   });
-  // A tile reached with Tab (or Shift+Tab) becomes its row's stop, and is selected where it was not;
-  // one the script focuses (arrows, a click) or a mouse focuses keeps the selection it was given.
+  // A focused tile, however it got the focus, becomes its row's stop; the selection stays as it was.
   gallery.addEventListener("focusin", function (event) {
     var tile = event.target.closest && event.target.closest(".gtile");
-    if (!tile) return;
-    makeTabStop(tile);
-    var byKeyboard = false;
-    try { byKeyboard = tile.matches(":focus-visible"); } catch (error) { byKeyboard = false; }
-    if (!steering && byKeyboard && !tile.classList.contains("selected")) pick(tile, "only");
+    if (tile) makeTabStop(tile);
   });
   gallery.addEventListener("dblclick", function (event) {
     var tile = event.target.closest(".gtile");

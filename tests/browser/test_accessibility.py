@@ -1,7 +1,8 @@
 """What a screen reader and a keyboard meet, in a real browser (Chromium's accessibility tree, as
 Playwright's role locators read it): the sample page's type buttons named by their type and pressed
 for the cell's own, a review and a flash message said in live regions, the gallery's rows reached
-with Tab and relabelled with a key, and form fields described by help and error texts that exist.
+with Tab, selected with Space and relabelled with a key, and form fields described by help and
+error texts that exist.
 
 No worker: samples are made in the database.
 """
@@ -126,7 +127,10 @@ def test_tab_reaches_the_gallery_and_a_type_key_relabels_the_cell(live_server, b
     page.keyboard.press("Tab")
     assert focused_cell(page) == str(first.pk)
     tile = page.get_by_role("option", name=f"{first_name}, neutrophil", exact=True)
-    expect(tile).to_have_attribute("aria-selected", "true")  # reached with Tab, it is the selection
+    # Reached with Tab, it is only focused (WCAG 3.2.1); Space selects it.
+    expect(tile).to_have_attribute("aria-selected", "false")
+    page.keyboard.press("Space")
+    expect(tile).to_have_attribute("aria-selected", "true")
 
     page.keyboard.press("e")
     eosinophils = page.get_by_role("listbox", name="Eosinophil", exact=True)

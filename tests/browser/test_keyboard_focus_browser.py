@@ -1,0 +1,60 @@
+"""Keys only where they belong, from the keyboard alone (an accessibility audit's findings): Tab
+moves the focus through the gallery without changing the selection (WCAG 3.2.1), a single-letter
+shortcut acts only inside the part of the page it belongs to (WCAG 2.1.4), and the arrows scroll
+the page outside the tiles and the cell page's own controls.
+
+No worker: samples are made in the database.
+"""
+
+import pytest
+
+from tests.browser.test_lab_browser import PASSWORD, sign_in
+from tests.webapp.lab_factories import make_sample, with_role
+from webapp.models import Cell
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def technologist(django_user_model):
+    return with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+
+
+def focused(page, selector):
+    return page.evaluate("(selector) => document.activeElement.matches(selector)", selector)
+
+
+def selected_cells(page):
+    return set(page.locator(".gtile.selected").evaluate_all("tiles => tiles.map(tile => tile.dataset.cell)"))
+
+
+def test_tab_through_the_gallery_keeps_the_selection_the_legend_relabels(live_server, browser_page,
+                                                                           django_user_model):
+    user = technologist(django_user_model)
+    types = ("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE", "MONOCYTE")
+    sample = make_sample("BR-TAB-SEL", types=types, user=user)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/gallery/")
+
+    page.get_by_role("link", name="Photographs").focus()
+    page.keyboard.press("Tab")
+    assert focused(page, ".gtile")
+    page.keyboard.press("Shift+ArrowRight")
+    chosen = selected_cells(page)
+    assert len(chosen) == 2
+
+    # Tab on through the later rows and into the legend: each tile it lands on is only focused.
+    legend = '.keylist button[data-type="EOSINOPHIL"]'
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        assert selected_cells(page) == chosen
+        if focused(page, legend):
+            break
+    else:
+        pytest.fail("Tab never reaches the legend's Eosinophil button")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => document.querySelector('.gallery-row[data-type=\"EOSINOPHIL\"] [data-role=row-count]')"
+        ".textContent === '2'")
+    eosinophils = Cell.objects.filter(image__sample=sample, cell_type="EOSINOPHIL")
+    assert {str(pk) for pk in eosinophils.values_list("pk", flat=True)} == chosen
