@@ -294,16 +294,25 @@
     if (tile) openCell(tile);
   });
 
+  // The page itself holds the focus where nothing else does (just opened, or after a click beside
+  // the tiles): a selection made with the mouse is still relabelled by a key pressed then.
+  function nothingFocused(target) { return target === document.body || target === document.documentElement; }
+
   document.addEventListener("keydown", function (event) {
     if (event.target.closest("input, textarea, select, summary")) return;
-    var focused = document.activeElement && document.activeElement.closest ? document.activeElement.closest(".gtile") : null;
+    var focused = event.target.closest(".gtile");
+    // The keys are the tiles' and the legend's (WCAG 2.1.4): on a link or button elsewhere (the
+    // nav, "Photographs") a letter is that control's or nothing, and it keeps the focus it has.
+    var inLegend = Boolean(event.target.closest("[data-role=keys]")) && gallery.contains(event.target);
+    if (!focused && !inLegend && !nothingFocused(event.target)) return;
     var key = event.key;
     if (key.indexOf("Arrow") === 0) {
-      var from = focused || selectedTiles()[0];
-      var to = from ? neighbour(from, key) : tiles()[0];
+      // From a tile only: anywhere else, the page's own, they scroll it.
+      if (!focused) return;
+      var to = neighbour(focused, key);
       if (!to) return;
       event.preventDefault();
-      if (event.shiftKey) { selectRange(anchor || from, to); focusTile(to); }
+      if (event.shiftKey) { selectRange(anchor || focused, to); focusTile(to); }
       else if (event.ctrlKey || event.metaKey) focusTile(to);
       else pick(to, "only");
       return;

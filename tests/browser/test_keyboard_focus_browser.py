@@ -58,3 +58,49 @@ def test_tab_through_the_gallery_keeps_the_selection_the_legend_relabels(live_se
         ".textContent === '2'")
     eosinophils = Cell.objects.filter(image__sample=sample, cell_type="EOSINOPHIL")
     assert {str(pk) for pk in eosinophils.values_list("pk", flat=True)} == chosen
+
+
+# Each keydown's defaultPrevented, read once the page's own handlers had it (the window's listener
+# runs after the document's): false is the browser's own use of the key, a scroll.
+RECORD_PREVENTED = ("window.prevented = []; window.addEventListener('keydown', "
+                    "event => window.prevented.push(event.defaultPrevented))")
+
+
+def requests_to(page, part):
+    sent = []
+    page.on("request", lambda request: sent.append(request.url) if part in request.url else None)
+    return sent
+
+
+def test_gallery_keys_act_on_its_tiles_and_legend_only(live_server, browser_page, django_user_model):
+    user = technologist(django_user_model)
+    sample = make_sample("BR-GAL-KEYS", types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE"), user=user)
+    first = Cell.objects.filter(image__sample=sample).order_by("index").first()
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/gallery/")
+    page.evaluate(RECORD_PREVENTED)
+    relabels = requests_to(page, "/gallery/")
+    tile = page.locator(f'.gtile[data-cell="{first.pk}"]')
+    tile.click()
+    assert selected_cells(page) == {str(first.pk)}
+
+    # On the "Photographs" link and a nav link: a letter relabels nothing, and the arrows neither
+    # select nor take the focus, they are left to scroll the page.
+    for link in (page.get_by_role("link", name="Photographs"), page.get_by_role("link", name="Samples")):
+        link.focus()
+        for key in ("e", "ArrowDown", "ArrowRight", "Space"):
+            page.keyboard.press(key)
+        assert page.evaluate("() => document.activeElement.tagName") == "A"
+    assert page.evaluate("window.prevented") == [False] * 8
+    page.wait_for_timeout(300)
+    assert relabels == [] and Cell.objects.get(pk=first.pk).cell_type == "NEUTROPHIL"
+    assert selected_cells(page) == {str(first.pk)}
+
+    # On the tile, its keys still act.
+    tile.focus()
+    page.keyboard.press("e")
+    page.wait_for_function(
+        "() => document.querySelector('.gallery-row[data-type=\"EOSINOPHIL\"] [data-role=row-count]')"
+        ".textContent === '1'")
+    assert Cell.objects.get(pk=first.pk).cell_type == "EOSINOPHIL"
