@@ -372,9 +372,19 @@
     if (row && row.dataset.cell !== selected) select(row.dataset.cell, false);
   });
 
+  // The keys are the cell table's (WCAG 2.1.4): they act from a cell's row and the buttons and link
+  // in it, or with nothing focused (the page just opened, where J starts a review, or clicked beside
+  // its controls). On a link, button or field elsewhere (the nav, a photograph's card, the sign-off
+  // panel) a letter is that control's or nothing, and the focus stays where it is.
+  function ownsKeys(target) {
+    if (target === document.body || target === document.documentElement) return true;
+    return results.contains(target) && Boolean(target.closest("tr.cellrow"));
+  }
+
   document.addEventListener("keydown", function (event) {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     if (event.target.closest("input, textarea, select")) return;
+    if (!ownsKeys(event.target)) return;
     var key = event.key;
     // The arrows scroll the page unless the focus is on a cell's row: J and K always move.
     var inRow = event.target.closest && event.target.closest("tr.cellrow");

@@ -104,3 +104,32 @@ def test_gallery_keys_act_on_its_tiles_and_legend_only(live_server, browser_page
         "() => document.querySelector('.gallery-row[data-type=\"EOSINOPHIL\"] [data-role=row-count]')"
         ".textContent === '1'")
     assert Cell.objects.get(pk=first.pk).cell_type == "EOSINOPHIL"
+
+
+def test_sample_page_letters_act_from_its_cell_rows_only(live_server, browser_page, django_user_model):
+    user = technologist(django_user_model)
+    sample = make_sample("BR-ROW-KEYS", types=("NEUTROPHIL", "LYMPHOCYTE"), user=user)
+    first, second = Cell.objects.filter(image__sample=sample).order_by("index")
+    Cell.objects.filter(pk=second.pk).update(needs_review=True)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    reviews = requests_to(page, "/review")
+    page.keyboard.press("j")  # nothing focused yet: J starts on the first row
+    assert focused(page, f'tr.cellrow.selected[data-cell="{first.pk}"]')
+
+    # The focus moved to the nav: J, K, F and a type's letter neither move it back nor relabel.
+    samples = page.get_by_role("link", name="Samples", exact=True)
+    samples.focus()
+    for key in ("j", "k", "f", "e"):
+        page.keyboard.press(key)
+        assert focused(page, "nav a, header a"), key
+    page.wait_for_timeout(300)
+    assert reviews == [] and Cell.objects.get(pk=first.pk).cell_type == "NEUTROPHIL"
+    assert page.locator("tr.cellrow.selected").get_attribute("data-cell") == str(first.pk)
+
+    # Back on the row, its letter relabels it.
+    page.locator(f'tr.cellrow[data-cell="{first.pk}"]').focus()
+    page.keyboard.press("e")
+    page.wait_for_selector(f'tr.cellrow[data-cell="{first.pk}"] .current.confirmed[value=EOSINOPHIL]')
+    assert Cell.objects.get(pk=first.pk).cell_type == "EOSINOPHIL"
