@@ -133,3 +133,38 @@ def test_sample_page_letters_act_from_its_cell_rows_only(live_server, browser_pa
     page.keyboard.press("e")
     page.wait_for_selector(f'tr.cellrow[data-cell="{first.pk}"] .current.confirmed[value=EOSINOPHIL]')
     assert Cell.objects.get(pk=first.pk).cell_type == "EOSINOPHIL"
+
+
+def test_cell_page_keys_act_from_its_review_controls_or_nothing_focused(live_server, browser_page,
+                                                                          django_user_model):
+    user = technologist(django_user_model)
+    sample = make_sample("BR-CELL-KEYS", types=("NEUTROPHIL", "LYMPHOCYTE"), user=user)
+    first, second = Cell.objects.filter(image__sample=sample).order_by("index")
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/cells/{first.pk}/")
+    page.evaluate(RECORD_PREVENTED)
+    reviews = requests_to(page, "/review/")
+
+    # On the "Sample ..." link and the nav: the arrows open no other cell, a letter reviews nothing.
+    for link in (page.get_by_role("link", name=f"Sample {sample.accession_number}"),
+                 page.get_by_role("link", name="Samples", exact=True)):
+        link.focus()
+        for key in ("ArrowRight", "e"):
+            page.keyboard.press(key)
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.prevented") == [False] * 4
+    assert page.url == f"{live_server.url}/cells/{first.pk}/"
+    assert reviews == [] and Cell.objects.get(pk=first.pk).cell_type == "NEUTROPHIL"
+
+    # With nothing focused, as the page opens, the arrows walk the cells and a letter reviews.
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_url(f"**/cells/{second.pk}/")
+    page.keyboard.press("e")
+    page.wait_for_function("() => document.getElementById('cell-type').textContent.trim() === 'Eosinophil'")
+    assert Cell.objects.get(pk=second.pk).cell_type == "EOSINOPHIL"
+    # And from a review button, which is the page's own control.
+    page.locator("#cell-review-form button[value=MONOCYTE]").focus()
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_url(f"**/cells/{first.pk}/")
