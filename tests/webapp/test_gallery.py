@@ -339,5 +339,7 @@ def test_an_account_that_reads_only_is_not_told_of_keys_that_relabel(client, dja
 def test_a_technologist_is_shown_each_rows_key(client, tech):
     sample = make_sample(types=("NEUTROPHIL", "LYMPHOCYTE"))
     page = client.get(reverse("lab:sample-gallery", args=[sample.pk])).content.decode()
-    assert "(a type's key then relabels it)" in page
+    assert "<strong>Relabelling</strong> the selection: press a type's key" in page
+    # Tab only moves the focus (the accessibility audit: a Tab that selected relabelled the wrong cell).
+    assert "<kbd>Tab</kbd> reaches each row without changing the selection" in page
     assert re.search(r'id="gallery-row-\d+-name">Neutrophil</span> <kbd>N</kbd>', page)
