@@ -372,40 +372,54 @@ def decode_image(path):
     colour is refused as upload refuses it (webapp.intake): learnt from, it taught the network a
     cell without its stain, which no lab's upload can then show it.
     """
-    try:
-        rgb = rendering.decode_rgb(Path(path).read_bytes(), upright=True)
-    except (OSError, UnreadablePhotograph):
-        return None
-    if min(rgb.shape[:2]) < 8 or not quality.photograph_shows_colour(rgb):
-        return None
-    return rgb
-
-
-SKIPPED_NAMED = 50  # of a split's skipped files, those a version records by name
+    return _decoded(path)[0]
 
 
 def skipped_because(path):
     """Why decode_image gave no photograph for ``path``, in words (read again: only skipped files are)."""
+    return _decoded(path)[1] or "could not be read then; it reads now"
+
+
+def _decoded(path):
+    """(RGB array, "") of a photograph to learn from, else (None, why not, in words)."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        return f"could not be opened ({exc.strerror or exc})"
+        return None, f"could not be opened ({exc.strerror or exc})"
     try:
         rgb = rendering.decode_rgb(data, upright=True)
     except UnreadablePhotograph:
-        return "not an image, or damaged"
+        return None, "not an image, or damaged"
     if min(rgb.shape[:2]) < 8:
-        return "smaller than 8 pixels a side"
+        return None, "smaller than 8 pixels a side"
     if not quality.photograph_shows_colour(rgb):
-        return "greyscale: the network learns and calls cells by their stain colours"
-    return "could not be read then; it reads now"
+        return None, "greyscale: the network learns and calls cells by their stain colours"
+    return rgb, ""
 
 
-def skipped_files(images, ok):
-    """[{"path", "reason"}] of the first SKIPPED_NAMED ``images`` that did not prepare (``ok``
-    false), so a lab with thousands of photographs can find and mend them."""
+SKIPPED_NAMED = 50  # of a run's or a split's skipped files, those a version records by name
+
+
+def skipped_files(images, ok, limit=SKIPPED_NAMED):
+    """[{"path", "reason"}] of the first ``limit`` ``images`` that did not prepare (``ok`` false), so
+    a lab with thousands of photographs can find and mend them."""
     skipped = [image.path for image, good in zip(images, ok, strict=True) if not good]
-    return [{"path": path, "reason": skipped_because(path)} for path in skipped[:SKIPPED_NAMED]]
+    return [{"path": path, "reason": skipped_because(path)} for path in skipped[:limit]]
+
+
+class SkippedFiles:
+    """The files a run's preparation skipped, list by list: how many (``count``), and the first
+    SKIPPED_NAMED of them with why (``named``), none read again once that many are named."""
+
+    def __init__(self):
+        self.count = 0
+        self.named = []
+
+    def add(self, images, ok):
+        """Count and name the ``images`` whose ``ok`` is false (load_prepared's mask)."""
+        self.count += int((~ok).sum())
+        if room := SKIPPED_NAMED - len(self.named):
+            self.named += skipped_files(images, ok, room)
 
 
 def _window_scale(result, window_scale):
@@ -453,6 +467,7 @@ def decoder_version():
     digest = hashlib.sha256(f"{PIL.__version__} {_source_version('rendering.py')} {colour_check}".encode())
     try:
         digest.update(inspect.getsource(decode_image).encode())
+        digest.update(inspect.getsource(_decoded).encode())
         digest.update(inspect.getsource(quality.shows_colour).encode())
     except OSError:  # installed without its sources: the file's hash above still tells releases apart
         pass

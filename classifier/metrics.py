@@ -208,10 +208,11 @@ def format_skipped(count, named, left_out_of="these figures"):
     first of them, with why), so that a lab can find and mend them; none where none was skipped."""
     if not count:
         return []
+    named = named or []
     lines = [f"{count} file{'' if count == 1 else 's'} skipped, left out of {left_out_of}:"]
-    lines += [f"  {row['path']}: {row['reason']}" for row in named or []]
-    if count > len(named or []):
-        lines.append(f"  and {count - len(named or [])} more{' not named' if named else ''}")
+    lines += [f"  {row['path']}: {row['reason']}" for row in named]
+    if count > len(named):
+        lines.append(f"  and {count - len(named)} more{' not named' if named else ''}")
     return lines
 
 

@@ -208,25 +208,23 @@ class _Prepared:
     lab_images: list  # the lab's cells that decoded, in lab_rows' order
     margin: float
     skipped: int
-    skipped_named: list  # the first of them, with why (dataset.skipped_files)
+    skipped_named: list  # the first of them, with why (dataset.SkippedFiles)
 
 
 def prepare(sources, cells, recipe, config):
     margin = training_margin(recipe)
     load = dict(window_scale=recipe.window_scale, cache_dir=config.cache_dir, workers=config.workers)
-    xs, ys, where, skipped, skipped_named = [], [], [], 0, []
+    xs, ys, where, skipped = [], [], [], dataset.SkippedFiles()
     for index, source in enumerate(sources):
         inputs, ok, _ = dataset.load_prepared(source.all_train, recipe.input_spec, margin, **load)
-        skipped += int((~ok).sum())
-        skipped_named += dataset.skipped_files(source.all_train, ok)
+        skipped.add(source.all_train, ok)
         kept = [image for image, good in zip(source.all_train, ok, strict=True) if good]
         xs.append(inputs[ok])
         ys.append(data.labels(kept, recipe.class_names))
         where.append(np.full(len(kept), index, np.int64))
     # The lab's reviewed cells: a list of its own each run, not worth a file in the cache.
     inputs, ok, _ = dataset.load_prepared(cells.images, recipe.input_spec, margin, **load, keep=False)
-    skipped += int((~ok).sum())
-    skipped_named += dataset.skipped_files(cells.images, ok)
+    skipped.add(cells.images, ok)
     lab_images = [image for image, good in zip(cells.images, ok, strict=True) if good]
     start = sum(len(x) for x in xs)
     xs.append(inputs[ok])
@@ -236,7 +234,7 @@ def prepare(sources, cells, recipe, config):
         x=np.concatenate(xs), y=np.concatenate(ys), source=np.concatenate(where),
         source_names=[source.name for source in sources] + [LAB_SOURCE],
         lab_rows=np.arange(start, start + len(lab_images)), lab_images=lab_images, margin=margin,
-        skipped=skipped, skipped_named=skipped_named[:dataset.SKIPPED_NAMED],
+        skipped=skipped.count, skipped_named=skipped.named,
     )
 
 

@@ -63,7 +63,7 @@ class TrainingArrays:
     y_val: np.ndarray
     class_counts: dict  # training images per class, after the split and unreadable files
     skipped: int  # files that did not decode, or decoded without colour (dataset.decode_image)
-    skipped_named: list  # the first of them, with why (dataset.skipped_files)
+    skipped_named: list  # the first of them, with why (dataset.SkippedFiles)
     margin: float
     validation_groups: int
     source_names: list  # the sources', in order; reviewed cells are the source after them
@@ -345,13 +345,12 @@ def load_arrays(selection, recipe, config):
     margins = [margin] if recipe.refit else sorted({margin, 1.0})
     class_names = recipe.class_names
     train, val = _Rows([], [], []), _Rows([], [], [])
-    skipped, skipped_named, groups = 0, [], set()
+    skipped, groups = dataset.SkippedFiles(), set()
     for index, source in enumerate(selection.sources):
         loaded = dataset.load_prepared_margins(source.all_train, recipe.input_spec, margins, **load)
         at_margin, ok_at_margin, _ = loaded[margin]
         unaugmented, ok_unaugmented, _ = loaded.get(1.0, loaded[margin])
-        skipped += int((~ok_at_margin).sum())
-        skipped_named += dataset.skipped_files(source.all_train, ok_at_margin)
+        skipped.add(source.all_train, ok_at_margin)
         rows = decoded_rows(source.all_train, source.train, ok_at_margin)
         train.add(at_margin[rows], [source.all_train[k] for k in rows], class_names, index)
         rows = decoded_rows(source.all_train, source.validation, ok_unaugmented)
@@ -360,8 +359,7 @@ def load_arrays(selection, recipe, config):
     if selection.extras:
         # The lab's reviewed cells: a list of its own each run, not worth a file in the cache.
         inputs, ok, _ = dataset.load_prepared(selection.extras, recipe.input_spec, margin, **load, keep=False)
-        skipped += int((~ok).sum())
-        skipped_named += dataset.skipped_files(selection.extras, ok)
+        skipped.add(selection.extras, ok)
         kept = [image for image, good in zip(selection.extras, ok, strict=True) if good]
         train.add(inputs[ok], kept, class_names, len(selection.sources))
     x_train, y_train, train_sources = train.arrays(_shape(recipe, margin))
@@ -376,8 +374,8 @@ def load_arrays(selection, recipe, config):
         x_val=x_val,
         y_val=y_val,
         class_counts=_class_counts(y_train, class_names),
-        skipped=skipped,
-        skipped_named=skipped_named[:dataset.SKIPPED_NAMED],
+        skipped=skipped.count,
+        skipped_named=skipped.named,
         margin=margin,
         validation_groups=len(groups),
         source_names=[source.name for source in selection.sources],
