@@ -594,6 +594,13 @@ class SourceTestSplit:
         held = (self.held_out or {}).get("n") or 0
         return max((self.table.get("n") or 0) - held, 0)
 
+    @property
+    def no_figure(self):
+        """Why it has no held-out figure, in the words the commands print ("" where it has one)."""
+        if self.held_out is not None:
+            return ""
+        return f"{self.where}: no held-out figure, {not_held_out_reason(self.also_in_train)}"
+
 
 def source_test_splits(version):
     """SourceTestSplit of each TEST split a version was measured on, in the page's order, named as its

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 from django.utils import timezone
 
-from webapp.presenters.models import headline, not_held_out_reason, source_test_splits
+from webapp.presenters.models import headline, source_test_splits
 from webapp.selectors import model_versions_with_cell_counts
 
 
@@ -30,9 +30,8 @@ class Command(BaseCommand):
             measured_on = [shown["where"]] if shown else []
             for test in source_test_splits(version):
                 where = test.table["where"]
-                if test.held_out is None:
-                    reason = not_held_out_reason(test.also_in_train)
-                    measured_on.append(f"{test.where}: no held-out figure, {reason}")
+                if test.no_figure:
+                    measured_on.append(test.no_figure)
                 elif where not in measured_on:
                     measured_on.append(f"{where} {test.table['accuracy']:.4f}")
             created = timezone.localtime(version.created_at)  # the site's time zone, as its pages

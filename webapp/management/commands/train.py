@@ -16,7 +16,7 @@ from classifier.training.data import absolute_folders, check_weights_name_folder
 from classifier.training.recipe import SETTINGS_BY_NAME, Recipe, RecipeError, RefitDataMismatch
 from webapp.management.commands._activation import activate_unless_warned
 from webapp.models import ModelVersion
-from webapp.presenters.models import not_held_out_reason, source_test_splits
+from webapp.presenters.models import source_test_splits
 from webapp.services.training import (
     TrainingRefused,
     TrainingStopped,
@@ -53,8 +53,8 @@ def held_out_reports(version):
     never trained on, or why one has no such figure; the validation split where no TEST gave one."""
     reports, measured = [], False
     for test in source_test_splits(version):
-        if test.held_out is None:
-            reports.append(f"{test.where}: no held-out figure, {not_held_out_reason(test.also_in_train)}.")
+        if test.no_figure:
+            reports.append(f"{test.no_figure}.")
             continue
         left_out = (f", without its {count_of(test.also_in_train, 'photograph')} of cells also photographed "
                     "in TRAIN" if test.also_in_train else "")
