@@ -586,6 +586,14 @@ class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
             return "it holds the admin role, which a superuser gives and manages"
         return None
 
+    def _on_record(self, request, account):
+        """Which record names ``account``, in words, or None; read once a request, as the account
+        page asks twice (its notice and its read-only fields) and each asking is four queries."""
+        read = request.__dict__.setdefault("_accounts_on_record", {})
+        if account.pk not in read:
+            read[account.pk] = accounts_on_record([account.pk]).get(account.pk)
+        return read[account.pk]
+
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change=change, **kwargs)
         if "password" in form.base_fields and self._superusers_only(request, obj):
@@ -603,7 +611,7 @@ class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         fields = tuple(super().get_readonly_fields(request, obj))
-        if obj is not None and accounts_on_record([obj.pk]):
+        if obj is not None and self._on_record(request, obj):
             # The records name an account by its user name, read when shown: renamed, every result
             # it signed, its FHIR performer and its trail entries would name someone else.
             fields += ("username",)
@@ -639,7 +647,7 @@ class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
             if why and self.has_view_permission(request, account):
                 self.message_user(request, f"Only a superuser may change, delete or set the password of "
                                   f"{account.get_username()}: {why}.", messages.INFO)
-            elif account is not None and (named := accounts_on_record([account.pk]).get(account.pk)):
+            elif account is not None and (named := self._on_record(request, account)):
                 self.message_user(request, f"The user name {account.get_username()} stays as it is: the "
                                   f"account is {named}, and the lab's records name an account by its "
                                   "user name.", messages.INFO)

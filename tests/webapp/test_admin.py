@@ -738,3 +738,21 @@ def test_the_admin_finds_a_photograph_by_its_file_name_as_stored(admin_client):
     assert [image.sample.accession_number for image in listed.context["cl"].result_list] == ["H26-0401"]
     listed = admin_client.get(reverse("admin:webapp_smearimage_changelist"), {"q": "ｈ２６－０４０２"})
     assert [image.sample.accession_number for image in listed.context["cl"].result_list] == ["H26-0402"]
+
+
+def test_an_account_page_asks_once_which_record_names_the_account(client, django_user_model):
+    """Its notice and its read-only user name each asked which record names the account: the four
+    queries, one over the whole audit trail, ran twice for every opening of the page."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    reviewer = with_role(django_user_model.objects.create_user("tech"), "technologist")
+    review_cell(Cell.objects.get(image__sample=make_sample("K-0010", types=("NEUTROPHIL",))), "MONOCYTE",
+                reviewer)
+    client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+    with CaptureQueriesContext(connection) as queries:
+        page = client.get(reverse("admin:auth_user_change", args=[reviewer.pk])).content.decode()
+    assert "The user name tech stays as it is" in page and 'name="username"' not in page
+    trail_reads = [query for query in queries.captured_queries
+                   if "DISTINCT" in query["sql"] and "auditlog_logentry" in query["sql"]]
+    assert len(trail_reads) == 1
