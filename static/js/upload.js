@@ -13,6 +13,7 @@
   var maxBytes = parseInt(zone.dataset.maxBytes, 10) || 0;
   var maxTotalBytes = parseInt(zone.dataset.maxTotalBytes, 10) || 0;
   var warning = document.getElementById("upload-warning");
+  var status = document.getElementById("upload-status");
   // A Japanese input method types the label's H26-01 in full width ("Ｈ２６－０１"), which the field's
   // pattern refuses: folded as the server folds it (NFKC, the spaces around it dropped: the pattern's
   // first letter refused an input method's leading space) before the browser checks it.
@@ -42,7 +43,7 @@
       remove.type = "button";
       remove.textContent = "Remove";
       remove.setAttribute("aria-label", "Remove " + file.name);
-      remove.addEventListener("click", function () { chosen.splice(index, 1); sync(); });
+      remove.addEventListener("click", function () { removeAt(index); });
       right.appendChild(remove);
       item.appendChild(name);
       item.appendChild(right);
@@ -68,14 +69,33 @@
     button.disabled = chosen.length > maxFiles;
   }
 
+  function chosenText() {
+    return chosen.length === 1 ? "1 photograph chosen." : chosen.length + " photographs chosen.";
+  }
+
+  // The button pressed is gone with its file: left there, the focus fell to the page's start and a
+  // keyboard user lost their place in the list. The next file's Remove takes it, else the one
+  // before, else the drop zone that chooses files again; the removal is said, as nothing else is.
+  function removeAt(index) {
+    var name = chosen[index].name;
+    chosen.splice(index, 1);
+    sync();
+    var buttons = list.querySelectorAll("button");
+    var next = buttons[Math.min(index, buttons.length - 1)];
+    (next || zone).focus();
+    status.textContent = "Removed " + name + ". " + chosenText();
+  }
+
   function add(files) {
+    var added = [];
     Array.prototype.forEach.call(files, function (file) {
       var duplicate = chosen.some(function (c) {
         return c.name === file.name && c.size === file.size && c.lastModified === file.lastModified;
       });
-      if (!duplicate) chosen.push(file);
+      if (!duplicate) { chosen.push(file); added.push(file.name); }
     });
     sync();
+    if (added.length) status.textContent = "Added " + added.join(", ") + ". " + chosenText();
   }
 
   // With this script the zone is the one control that chooses files: a button to assistive

@@ -44,3 +44,42 @@ def test_a_batch_past_the_upload_s_bytes_or_files_is_named_before_it_is_sent(liv
     page.set_input_files("#id_images", [noisy_png(tmp_path / f"more-{n}.png", 10 + n) for n in range(3)])
     expect(warning).to_contain_text("At most 3 photographs per upload; remove 1 or split the batch.")
     expect(button).to_be_disabled()
+
+
+def tiny_png(path):
+    Image.new("RGB", (8, 8), (200, 150, 170)).save(path)
+    return str(path)
+
+
+def focused_remove(page):
+    """The file name of the Remove button that has the focus, or the focused element's id."""
+    return page.evaluate("""() => { const element = document.activeElement;
+        const label = element.getAttribute('aria-label') || '';
+        return label.startsWith('Remove ') ? label.slice(7) : '#' + element.id; }""")
+
+
+def test_remove_hands_the_focus_on_and_says_what_it_removed(live_server, browser_page, django_user_model,
+                                                            tmp_path):
+    # The audit: the pressed button went with its file and the focus fell to <body>, so a keyboard
+    # user started the page again from its top, and a screen reader heard nothing of the removal.
+    with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/new/")
+    page.wait_for_load_state()
+    page.set_input_files("#id_images", [tiny_png(tmp_path / f"{name}.png") for name in "abc"])
+    page.get_by_role("button", name="Remove b.png").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("button", name="Remove b.png")).to_have_count(0)
+    assert focused_remove(page) == "c.png"  # the next file's
+    status = page.get_by_role("status").and_(page.locator("#upload-status"))
+    expect(status).to_have_text("Removed b.png. 2 photographs chosen.")
+    page.keyboard.press("Enter")
+    assert focused_remove(page) == "a.png"  # the last one gone: the one before
+    expect(status).to_have_text("Removed c.png. 1 photograph chosen.")
+    page.keyboard.press("Space")
+    assert focused_remove(page) == "#dropzone"  # none left: where files are chosen again
+    expect(status).to_have_text("Removed a.png. 0 photographs chosen.")
+    expect(page.locator("#filelist li")).to_have_count(0)
+    page.set_input_files("#id_images", [tiny_png(tmp_path / "d.png")])
+    expect(status).to_have_text("Added d.png. 1 photograph chosen.")
