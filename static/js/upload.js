@@ -101,7 +101,11 @@
   // With this script the zone is the one control that chooses files: a button to assistive
   // technology, named, and the only Tab stop (the file input it opens is reached through it).
   zone.setAttribute("role", "button");
-  zone.setAttribute("aria-label", "Choose photographs, or drop them here");
+  // Named by the words it shows, the field's label first (WCAG 2.5.3): a speech user says what they
+  // see ("click Drop photographs here"), which the name "Choose photographs, or drop them here"
+  // did not hold. The formats and sizes describe it rather than lengthen its name.
+  zone.setAttribute("aria-labelledby", "images-label dropzone-title dropzone-action");
+  zone.setAttribute("aria-describedby", "dropzone-limits");
   input.tabIndex = -1;
   input.setAttribute("aria-hidden", "true");
   input.addEventListener("change", function () { add(input.files); });

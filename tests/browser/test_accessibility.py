@@ -26,6 +26,9 @@ DANGLING_DESCRIPTIONS = """() => Array.from(document.querySelectorAll('[aria-des
         .map(id => (element.id || element.tagName) + ' -> ' + id))"""
 
 
+DROP_ZONE_NAME = "Smear photographs Drop photographs here or click to choose files"
+
+
 def technologist(django_user_model):
     return with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
 
@@ -212,8 +215,28 @@ def test_the_first_tab_skips_the_bar_and_the_drop_zone_is_one_named_button(live_
     page.keyboard.press("Enter")
     assert page.evaluate("() => document.activeElement.id") == "content"
     page.goto(f"{live_server.url}/samples/new/")
-    zone = page.get_by_role("button", name="Choose photographs, or drop them here")
+    zone = page.get_by_role("button", name=DROP_ZONE_NAME, exact=True)
     expect(zone).to_have_count(1)
     zone.focus()
     page.keyboard.press("Tab")  # past the zone: not into its file input
     assert page.evaluate("() => document.activeElement.type") != "file"
+
+
+def test_the_drop_zone_is_named_by_the_words_it_shows(live_server, browser_page, django_user_model):
+    # The audit (WCAG 2.5.3, label in name): the zone showed "Drop photographs here" under the label
+    # "Smear photographs" and was named "Choose photographs, or drop them here", so a speech user's
+    # "click Drop photographs here" found nothing.
+    technologist(django_user_model)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/new/")
+    zone = page.locator("#dropzone")
+    expect(zone).to_have_role("button")
+    label = page.locator("label[for=id_images]").inner_text().strip()
+    title = zone.locator("strong").inner_text().strip()
+    assert (label, title) == ("Smear photographs", "Drop photographs here")
+    expect(zone).to_have_accessible_name(re.compile(f"^{re.escape(label)}\\b.*\\b{re.escape(title)}\\b"))
+    expect(zone).to_have_accessible_name(DROP_ZONE_NAME)
+    # What it takes is said as its description, not lost with the name it no longer has.
+    expect(zone).to_have_accessible_description(
+        re.compile(r"^JPEG, PNG, TIFF, BMP or WebP, up to \d+ MB each"))
