@@ -95,6 +95,8 @@
       if (!duplicate) { chosen.push(file); added.push(file.name); }
     });
     sync();
+    // Photographs chosen answer the error the page came back with (none, or none stored).
+    if (chosen.length) zone.removeAttribute("aria-invalid");
     if (added.length) status.textContent = "Added " + added.join(", ") + ". " + chosenText();
   }
 
@@ -105,7 +107,15 @@
   // see ("click Drop photographs here"), which the name "Choose photographs, or drop them here"
   // did not hold. The formats and sizes describe it rather than lengthen its name.
   zone.setAttribute("aria-labelledby", "images-label dropzone-title dropzone-action");
-  zone.setAttribute("aria-describedby", "dropzone-limits");
+  // The form's error for the photographs (Django ties it to the file input), and the note that
+  // photographs sent must be chosen again, describe the zone: the input is hidden from assistive
+  // technology, so tied to it alone they were never read with the control a user operates.
+  var about = (input.getAttribute("aria-describedby") || "").split(/\s+/).filter(function (id) {
+    return id && document.getElementById(id);
+  });
+  if (document.getElementById("choose-again")) about.push("choose-again");
+  zone.setAttribute("aria-describedby", about.concat(["dropzone-limits"]).join(" "));
+  if (input.getAttribute("aria-invalid") === "true") zone.setAttribute("aria-invalid", "true");
   input.tabIndex = -1;
   input.setAttribute("aria-hidden", "true");
   input.addEventListener("change", function () { add(input.files); });

@@ -14,6 +14,7 @@ from playwright.sync_api import expect
 
 from tests.browser.test_gallery_browser import write_crops
 from tests.browser.test_lab_browser import PASSWORD, sign_in
+from tests.browser.test_upload_page_browser import tiny_png
 from tests.webapp.lab_factories import make_sample, make_version, with_role
 from webapp.models import Cell
 
@@ -240,3 +241,30 @@ def test_the_drop_zone_is_named_by_the_words_it_shows(live_server, browser_page,
     # What it takes is said as its description, not lost with the name it no longer has.
     expect(zone).to_have_accessible_description(
         re.compile(r"^JPEG, PNG, TIFF, BMP or WebP, up to \d+ MB each"))
+
+
+def test_the_upload_s_error_describes_the_drop_zone_a_user_operates(live_server, browser_page,
+                                                                    django_user_model, tmp_path):
+    # The audit: the error under the drop zone ("Choose at least one ...") was tied to the file input,
+    # which the script hides from assistive technology (the zone opens it): nothing read it out with
+    # the control, and the zone did not say it was in error.
+    technologist(django_user_model)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/new/")
+    zone = page.locator("#dropzone")
+    expect(zone).not_to_have_attribute("aria-invalid", "true")
+    page.fill("#id_accession_number", "BR-NO-FILES")
+    page.evaluate("() => { document.getElementById('upload-form').noValidate = true; }")
+    page.click("#upload-button")
+    error = page.locator("#dropzone ~ .errorlist")
+    expect(error).to_have_text("Choose at least one smear photograph.")
+    zone = page.get_by_role("button", name=DROP_ZONE_NAME, exact=True)
+    expect(zone).to_have_attribute("aria-invalid", "true")
+    expect(zone).to_have_accessible_description(
+        re.compile(r"^Choose at least one smear photograph\. JPEG, PNG, TIFF, BMP or WebP"))
+    assert page.evaluate(DANGLING_DESCRIPTIONS) == []
+    # A photograph chosen answers it: the zone is no longer marked as in error.
+    page.set_input_files("#id_images", [tiny_png(tmp_path / "field.png")])
+    expect(page.get_by_role("button", name="Remove field.png")).to_have_count(1)
+    expect(zone).not_to_have_attribute("aria-invalid", "true")
