@@ -64,8 +64,10 @@
     if (maxTotalBytes && total > maxTotalBytes) problems.push("These photographs come to " + sizeText(total) +
       "; one upload holds at most " + sizeText(maxTotalBytes) + ", so the last of them will not be stored: " +
       "split the batch.");
-    warning.textContent = problems.join(" ");
-    warning.hidden = !problems.length;
+    // Written only when it changes: a live region written again is read again, at every file.
+    var said = problems.join(" ");
+    if (warning.textContent !== said) warning.textContent = said;
+    warning.hidden = !said;
     button.disabled = chosen.length > maxFiles;
   }
 

@@ -83,3 +83,34 @@ def test_remove_hands_the_focus_on_and_says_what_it_removed(live_server, browser
     expect(page.locator("#filelist li")).to_have_count(0)
     page.set_input_files("#id_images", [tiny_png(tmp_path / "d.png")])
     expect(status).to_have_text("Added d.png. 1 photograph chosen.")
+
+
+def test_the_warning_is_said_in_a_live_region_when_it_changes(live_server, browser_page, django_user_model,
+                                                               settings, tmp_path):
+    # The audit: the warning about files that will be refused appeared without being announced, and
+    # was written anew at every choice and removal, the same words or not.
+    settings.MAX_UPLOAD_BYTES = 300_000
+    with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/new/")
+    page.wait_for_load_state()
+    region = page.get_by_role("status").filter(has=page.locator("#upload-warning"))
+    expect(region).to_have_count(1)  # there before anything is said in it
+    page.evaluate("""() => { window.warningWrites = 0;
+        new MutationObserver(changes => { window.warningWrites += changes.length; })
+            .observe(document.getElementById('upload-warning'),
+                     { childList: true, characterData: true, subtree: true }); }""")
+
+    page.set_input_files("#id_images", [noisy_png(tmp_path / "big.png", 1),
+                                        tiny_png(tmp_path / "a.png"), tiny_png(tmp_path / "b.png")])
+    expect(region).to_have_text("big.png is over the 293 kB limit and will be refused.")
+    expect(page.locator("#upload-warning")).to_be_visible()
+    writes = page.evaluate("window.warningWrites")
+    assert writes > 0
+    page.get_by_role("button", name="Remove a.png").click()
+    expect(page.locator("#upload-status")).to_have_text("Removed a.png. 2 photographs chosen.")
+    assert page.evaluate("window.warningWrites") == writes  # the same words: not said again
+    page.get_by_role("button", name="Remove big.png").click()
+    expect(page.locator("#upload-warning")).to_be_hidden()
+    expect(region).to_have_text("")
