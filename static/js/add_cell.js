@@ -62,12 +62,70 @@
     showBox(panel, frameOf(panel), { x: values[0], y: values[1] }, { x: values[2], y: values[3] });
   }
 
+  var EDGES = ["x0", "y0", "x1", "y1"];
+
+  // What is wrong with the box the form holds, as sentences, and the fields at fault. The server
+  // judges the box again (its least size among it) and says why it refuses one; these say it beside
+  // the fields, before anything is sent, where the browser's own bubbles named no edge.
+  function boxProblems(form) {
+    var problems = [], wrong = [];
+    EDGES.forEach(function (name) {
+      var field = form.elements[name];
+      var edge = field.dataset.edge, max = parseInt(field.max, 10);
+      var value = field.valueAsNumber;
+      var said = edge.charAt(0).toUpperCase() + edge.slice(1);
+      if (field.value.trim() === "" && !field.validity.badInput) {
+        problems.push("Give the box's " + edge + ".");
+      } else if (isNaN(value) || value !== Math.round(value)) {
+        problems.push(said + " must be a whole number of pixels.");
+      } else if (value < 0 || value > max) {
+        problems.push(said + " must be 0 to " + max + ": the photograph is " + form.elements.x0.max + " by " +
+          form.elements.y0.max + " pixels.");
+      } else {
+        return;
+      }
+      wrong.push(field);
+    });
+    var e = form.elements;
+    [[e.x0, e.x1, "right edge", "left edge", "right of"], [e.y0, e.y1, "bottom edge", "top edge", "below"]]
+      .forEach(function (pair) {
+        if (wrong.indexOf(pair[0]) >= 0 || wrong.indexOf(pair[1]) >= 0) return;
+        if (pair[1].valueAsNumber > pair[0].valueAsNumber) return;
+        problems.push("The " + pair[2] + " (" + pair[1].value + ") must be " + pair[4] + " the " + pair[3] +
+          " (" + pair[0].value + ").");
+        wrong.push(pair[1]);
+      });
+    wrong.sort(function (a, b) { return EDGES.indexOf(a.name) - EDGES.indexOf(b.name); });
+    return { text: problems.join(" "), wrong: wrong };
+  }
+
+  // Says the problems found (none clears them): each field at fault marked invalid and described by them.
+  function showProblems(form, found) {
+    var message = form.querySelector("[data-role=add-cell-error]");
+    message.textContent = found.text;
+    EDGES.forEach(function (name) {
+      var field = form.elements[name];
+      if (found.wrong.indexOf(field) >= 0) {
+        field.setAttribute("aria-invalid", "true");
+        field.setAttribute("aria-describedby", message.id);
+      } else {
+        field.removeAttribute("aria-invalid");
+        field.removeAttribute("aria-describedby");
+      }
+    });
+  }
+
   function setDrawing(panel, on) {
     panel.classList.toggle("drawing", on);
     var frame = frameOf(panel);
     frame.classList.toggle("drawing", on);
     // Cancelled, its box is forgotten: the form, shown again, must not hold one no longer drawn.
-    if (!on) { clearBox(frame); panel.querySelector("[data-role=add-cell-form]").reset(); }
+    if (!on) {
+      clearBox(frame);
+      var form = panel.querySelector("[data-role=add-cell-form]");
+      form.reset();
+      showProblems(form, { text: "", wrong: [] });
+    }
     panel.querySelector("[data-role=add-cell-help]").hidden = !on;
     var toggle = panel.querySelector("[data-role=add-cell-toggle]");
     // Its words as the page drew them ("Add a missed cell", or a one-cell photograph's own).
@@ -127,6 +185,8 @@
     form.elements.y0.value = Math.min(current.start.y, end.y);
     form.elements.x1.value = Math.max(current.start.x, end.x);
     form.elements.y1.value = Math.max(current.start.y, end.y);
+    // A box drawn answers what was said of the typed one; one drawn too small is still said.
+    if (form.querySelector("[data-role=add-cell-error]").textContent) showProblems(form, boxProblems(form));
     // Sent by its own button, focused where it is so that the box stays in view; the server judges
     // the box (inside the photograph, large enough) and says why it refuses one.
     form.querySelector("button[type=submit]").focus({ preventScroll: true });
@@ -135,12 +195,25 @@
   results.addEventListener("pointerup", endDrag);
   results.addEventListener("pointercancel", endDrag);
 
-  // A box typed into the form is drawn too.
+  // A box typed into the form is drawn too; once problems were said, they follow the typing.
   results.addEventListener("input", function (event) {
     var form = event.target.closest("[data-role=add-cell-form]");
     if (!form) return;
     showFormBox(form.closest("[data-role=add-cell]"));
+    if (form.querySelector("[data-role=add-cell-error]").textContent) showProblems(form, boxProblems(form));
   });
+
+  // This check, said beside the fields, stands for the browser's (the form is novalidate: its
+  // bubbles named no edge and were gone at the next key). The form is shown by this script alone.
+  results.addEventListener("submit", function (event) {
+    var form = event.target.closest("[data-role=add-cell-form]");
+    if (!form) return;
+    var found = boxProblems(form);
+    showProblems(form, found);
+    if (!found.wrong.length) return;
+    event.preventDefault();
+    found.wrong[0].focus();
+  }, true);
 
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Escape") return;

@@ -6,6 +6,7 @@ No worker: the sample is made in the database, and a photograph "finishes" by an
 """
 
 import pytest
+from playwright.sync_api import expect
 
 from classifier.labels import BINARY_GROUP
 from tests.browser.test_lab_browser import PASSWORD, sign_in
@@ -308,3 +309,63 @@ def test_the_formulas_figures_and_headings_are_never_broken_inside(live_server, 
                     || range.getBoundingClientRect().height > 1.5 * line;
             }).map(cell => cell.textContent.trim())""")
         assert broken == [], (width, broken)
+
+
+def test_a_box_is_added_from_the_keyboard_by_its_edges_and_told_what_is_wrong(live_server, browser_page,
+                                                                               django_user_model):
+    # The audit (WCAG 2.1.1): a box could only be drawn by a drag; its form's fields, the keyboard's
+    # way, were labelled x0, y0, x1 and y1 in pixels of a size the page did not give, and the
+    # browser's bubbles said only that a field was wanted or out of range, naming no edge.
+    from webapp.models import AddedCellRequest
+
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-KEY-BOX", types=("NEUTROPHIL",), user=user)
+    image = sample.images.get()
+    assert (image.width, image.height) == (640, 480)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    page.get_by_role("button", name="Add a missed cell").focus()
+    page.keyboard.press("Enter")
+    box = page.get_by_role("group", name="The box, in the photograph's pixels (640 across, 480 down, "
+                                          "from its top left corner)")
+    expect(box).to_be_visible()
+    left, top, right, bottom = (box.get_by_role("spinbutton", name=f"{edge} edge", exact=True)
+                                for edge in ("Left", "Top", "Right", "Bottom"))
+    message = page.get_by_role("alert").and_(page.locator("[data-role=add-cell-error]"))
+    add = page.get_by_role("button", name="Add this box")
+
+    add.focus()
+    page.keyboard.press("Enter")  # nothing typed
+    expect(message).to_have_text("Give the box's left edge. Give the box's top edge. "
+                                 "Give the box's right edge. Give the box's bottom edge.")
+    expect(left).to_be_focused()
+    expect(left).to_have_attribute("aria-invalid", "true")
+    expect(left).to_have_accessible_description(message.inner_text())
+
+    page.keyboard.type("300")
+    for field, value in ((top, "200"), (right, "250"), (bottom, "900")):
+        page.keyboard.press("Tab")
+        expect(field).to_be_focused()
+        page.keyboard.type(value)
+    expect(message).to_have_text("Bottom edge must be 0 to 480: the photograph is 640 by 480 pixels. "
+                                 "The right edge (250) must be right of the left edge (300).")
+    for field, wrong in ((left, False), (top, False), (right, True), (bottom, True)):
+        assert (field.get_attribute("aria-invalid") == "true") is wrong
+    add.click()
+    expect(right).to_be_focused()  # the first field at fault
+    assert not AddedCellRequest.objects.exists()
+
+    right.fill("380")
+    bottom.fill("280")
+    expect(page.locator("[data-role=add-cell-error]")).to_be_empty()
+    expect(right).not_to_have_attribute("aria-invalid", "true")
+    # What is typed is drawn where a drag would have drawn it.
+    frame, drawn = page.locator(".smear-frame").first.bounding_box(), page.locator(".add-cell-rubber")
+    expect(drawn).to_be_visible()
+    shown = drawn.bounding_box()
+    scale = frame["width"] / 640
+    assert abs(shown["x"] - frame["x"] - 300 * scale) <= 2 and abs(shown["width"] - 80 * scale) <= 2
+    bottom.press("Enter")
+    added = wait_for(AddedCellRequest.objects.first, "the box sent", 60)
+    assert (added.image_id, added.x0, added.y0, added.x1, added.y1) == (image.pk, 300, 200, 380, 280)
