@@ -98,6 +98,9 @@ def test_a_good_box_waits_for_the_worker_and_shows_as_pending(client, tech, sent
     assert sent_tasks == [("add_cell", (request.pk,))]
     page = client.get(reverse("lab:sample-detail", args=[image.sample_id])).content.decode()
     assert 'data-role="pending-cell"' in page and 'points="400,300 480,300 480,380 400,380"' in page
+    # On a dark halo, drawn first, as the cells' outlines are: white alone hardly shows on a smear.
+    assert ('<polygon class="halo" points="400,300 480,300 480,380 400,380"></polygon>'
+            '<polygon data-role="pending-cell" points="400,300 480,300 480,380 400,380">') in page
     assert 'data-role="add-cell"' in page and "js/add_cell.js" in page
     # The same box again, while it waits, is refused.
     assert post_box(client, image, (402, 301, 480, 380), HTTP_ACCEPT="application/json").status_code == 400

@@ -39,16 +39,19 @@ def test_outlines_draw_each_box_with_its_number_type_and_review_state(client, te
                                                cell_type="LYMPHOCYTE")
     Cell.objects.filter(pk=edge.pk).update(is_partial=True)
     drawn = outlines(page(client, sample))
+    halo = '<polygon class="halo" points="{0}"></polygon><polygon points="{0}"></polygon>'.format
     assert drawn == [
-        f'<g class="cellbox t-neutrophil" data-cell="{first.pk}"><polygon points="10,30 90,30 90,100 10,100">'
-        f'</polygon><text x="10" y="25" font-size="17">1 Neutrophil</text></g>',
+        f'<g class="cellbox t-neutrophil" data-cell="{first.pk}">{halo("10,30 90,30 90,100 10,100")}'
+        f'<text x="10" y="25" font-size="17">1 Neutrophil</text></g>',
         # The others' labels go below their boxes, which touch the photograph's top.
-        f'<g class="cellbox t-lymphocyte flagged" data-cell="{unsure.pk}"><polygon points="110,20 190,20 '
-        f'190,100 110,100"></polygon><text x="110" y="117" font-size="17">2 Lymphocyte ?</text></g>',
-        f'<g class="cellbox t-lymphocyte reviewed" data-cell="{reviewed.pk}"><polygon points="210,20 290,20 '
-        f'290,100 210,100"></polygon><text x="210" y="117" font-size="17">3 Lymphocyte ✓</text></g>',
-        f'<g class="cellbox t-eosinophil edge" data-cell="{edge.pk}"><polygon points="310,20 390,20 '
-        f'390,100 310,100"></polygon><text x="310" y="117" font-size="17">4 Eosinophil</text></g>',
+        f'<g class="cellbox t-lymphocyte flagged" data-cell="{unsure.pk}">'
+        f'{halo("110,20 190,20 190,100 110,100")}'
+        f'<text x="110" y="117" font-size="17">2 Lymphocyte ?</text></g>',
+        f'<g class="cellbox t-lymphocyte reviewed" data-cell="{reviewed.pk}">'
+        f'{halo("210,20 290,20 290,100 210,100")}'
+        f'<text x="210" y="117" font-size="17">3 Lymphocyte ✓</text></g>',
+        f'<g class="cellbox t-eosinophil edge" data-cell="{edge.pk}">{halo("310,20 390,20 390,100 310,100")}'
+        f'<text x="310" y="117" font-size="17">4 Eosinophil</text></g>',
     ]
     # Counted in by a reviewer, an edge cell is drawn as any other.
     Cell.objects.filter(pk=edge.pk).update(count_partial=True)
