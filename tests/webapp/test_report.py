@@ -117,11 +117,11 @@ def test_report_page_shows_accession_figures_nrbc_and_signer(client, tech, hemat
     html = page.content.decode()
     assert "H26-0042" in html and "img/favicon.svg" in html  # its own head: no /favicon.ico 404
     assert "Ada Lovelace" in html and "NOT SIGNED" not in html and "amended" not in html
-    assert re.search(r'data-type="NEUTROPHIL"><td>Neutrophil</td><td class="num">3</td>'
+    assert re.search(r'data-type="NEUTROPHIL"><th scope="row">Neutrophil</th><td class="num">3</td>'
                      r'<td class="num">75.0</td>', html)
-    assert re.search(r'data-type="LYMPHOCYTE"><td>Lymphocyte</td><td class="num">1</td>'
+    assert re.search(r'data-type="LYMPHOCYTE"><th scope="row">Lymphocyte</th><td class="num">1</td>'
                      r'<td class="num">25.0</td>', html)
-    assert re.search(r'data-type="ERYTHROBLAST"><td>NRBC</td><td class="num">1</td>'
+    assert re.search(r'data-type="ERYTHROBLAST"><th scope="row">NRBC</th><td class="num">1</td>'
                      r'<td class="num">25.0</td>', html)
     assert "Mononuclear" in html and "Polynuclear" in html
     assert "4 leukocytes counted, below the target of 100" in html
@@ -278,8 +278,8 @@ def test_with_no_leukocyte_counted_no_share_or_per_100_figure_is_given(client, t
     assert "No leukocyte is counted: there is no differential, and no figure per 100 leukocytes." in html
     assert "100.0" not in html and "0.0&ndash;0.0" not in html and "less precise" not in html
     assert "<p>No leukocytes counted.</p>" in html
-    assert ('data-type="ERYTHROBLAST"><td>NRBC</td><td class="num">1</td><td class="num">&ndash;</td>'
-            in html)
+    assert ('data-type="ERYTHROBLAST"><th scope="row">NRBC</th><td class="num">1</td>'
+            '<td class="num">&ndash;</td>' in html)
     text = pdf_text(client.get(reverse("lab:sample-report-pdf", args=[sample.pk])).content)
     assert b"No leukocytes counted." in text and b"100.0" not in text
     rows = list(csv.reader(io.StringIO(client.get(reverse("lab:sample-export", args=[sample.pk])).content

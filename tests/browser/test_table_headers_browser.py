@@ -1,0 +1,41 @@
+"""The lab's tables as a screen reader meets them, in a real browser (Chromium's accessibility tree,
+as Playwright's role locators and ARIA snapshots read it): each figure is announced with its row's
+name and its column's, so a row's first cell is its row header and every column has a header.
+
+No worker: samples are made in the database.
+"""
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.test_lab_browser import PASSWORD, sign_in
+from tests.webapp.lab_factories import make_sample, with_role
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def technologist(django_user_model):
+    return with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+
+
+def test_the_reports_rows_are_named_by_their_first_cell(live_server, browser_page, django_user_model):
+    user = technologist(django_user_model)
+    sample = make_sample("BR-REPORT", types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE"), user=user)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/report/")
+
+    differential = page.locator("section.report-differential table.figures").first
+    # The Total row is named "Total", as each type's row is by its type: its count is read as
+    # "Total, Count, 3", not as a bare 3 under a column header.
+    for name in ("Neutrophil", "Lymphocyte", "Total"):
+        expect(differential.get_by_role("rowheader", name=name, exact=True)).to_have_count(1)
+    for name in ("Type", "Count", "%", "95% range"):
+        expect(differential.get_by_role("columnheader", name=name, exact=True)).to_have_count(1)
+    total = differential.get_by_role("row").filter(has=page.get_by_role("rowheader", name="Total"))
+    # The Total row's figures are data, not more headers.
+    expect(total.get_by_role("cell", name="3", exact=True)).to_have_count(1)
+    expect(total.get_by_role("columnheader")).to_have_count(0)
+    groups = page.locator("table.figures.groups")
+    for name in ("Mononuclear", "Polynuclear"):
+        expect(groups.get_by_role("rowheader", name=name, exact=True)).to_have_count(1)
