@@ -39,3 +39,20 @@ def test_the_reports_rows_are_named_by_their_first_cell(live_server, browser_pag
     groups = page.locator("table.figures.groups")
     for name in ("Mononuclear", "Polynuclear"):
         expect(groups.get_by_role("rowheader", name=name, exact=True)).to_have_count(1)
+
+
+def test_the_formulas_rows_are_named_by_their_first_cell(live_server, browser_page, django_user_model):
+    user = technologist(django_user_model)
+    sample = make_sample("BR-FORMULA", types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE"), user=user)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    for address in (f"/samples/{sample.pk}/", f"/samples/{sample.pk}/gallery/"):
+        page.goto(live_server.url + address)
+        types = page.locator("#formula table[data-role=types]")
+        for name in ("Neutrophil", "Lymphocyte", "Total"):
+            expect(types.get_by_role("rowheader", name=name, exact=True)).to_have_count(1)
+        total = types.get_by_role("row").filter(has=page.get_by_role("rowheader", name="Total"))
+        expect(total.get_by_role("cell", name="3", exact=True)).to_have_count(1)
+        groups = page.locator("#formula table[data-role=groups]")
+        for name in ("Mononuclear", "Polynuclear"):
+            expect(groups.get_by_role("rowheader", name=name, exact=True)).to_have_count(1)

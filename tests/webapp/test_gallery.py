@@ -92,7 +92,7 @@ def test_relabelling_a_selection_changes_the_labels_and_the_formula(client, tech
     assert data["formula"]["types"]["MONOCYTE"]["count"] == 2
     assert data["formula"]["types"]["NEUTROPHIL"]["count"] == 0
     assert data["formula"]["reviewed"] == 2 and data["formula"]["awaiting_review"] == 1
-    monocytes = ('data-type="MONOCYTE"><td><span class="chip">Monocyte</span></td>'
+    monocytes = ('data-type="MONOCYTE"><th scope="row"><span class="chip">Monocyte</span></th>'
                  '<td class="num" data-role="count">2<')
     assert monocytes in data["formula_html"]
     assert {cell.cell_type for cell in cells_of(sample)} == {"MONOCYTE", "LYMPHOCYTE"}

@@ -75,7 +75,7 @@ def cards(body):
 def formula(body):
     """Type -> count in the sidebar's differential, and its total."""
     counts = dict((name, int(count)) for name, count in re.findall(
-        r'<tr class="t-\w+" data-type="(\w+)"><td><span class="chip">[^<]*</span></td>'
+        r'<tr class="t-\w+" data-type="(\w+)"><th scope="row"><span class="chip">[^<]*</span></th>'
         r'<td class="num" data-role="count">(\d+)</td>', body))
     total = int(re.search(r'data-role="total">(\d+)<', body).group(1))
     return counts, total
