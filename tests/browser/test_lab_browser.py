@@ -113,7 +113,7 @@ def test_upload_watch_and_relabel_in_the_browser(live_server, celery_worker, ser
     page.screenshot(path=str(SCREENSHOTS / "sample-page.png"), full_page=True)
 
     page.goto(f"{live_server.url}/cells/{cell_id}/")
-    assert page.locator(".probs tr").count() == len(served_model.class_names)
+    assert page.locator(".probs tbody tr").count() == len(served_model.class_names)
     page.screenshot(path=str(SCREENSHOTS / "cell-page.png"), full_page=True)
     page.goto(f"{live_server.url}/history/")
     page.screenshot(path=str(SCREENSHOTS / "history-page.png"), full_page=True)

@@ -10,6 +10,7 @@ from playwright.sync_api import expect
 
 from tests.browser.test_lab_browser import PASSWORD, sign_in
 from tests.webapp.lab_factories import make_sample, with_role
+from webapp.models import Cell
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -56,3 +57,22 @@ def test_the_formulas_rows_are_named_by_their_first_cell(live_server, browser_pa
         groups = page.locator("#formula table[data-role=groups]")
         for name in ("Mononuclear", "Polynuclear"):
             expect(groups.get_by_role("rowheader", name=name, exact=True)).to_have_count(1)
+
+
+def test_the_cell_pages_probabilities_have_a_name_and_headers(live_server, browser_page, django_user_model):
+    user = technologist(django_user_model)
+    sample = make_sample("BR-PROBS", types=("NEUTROPHIL",), user=user)
+    cell = Cell.objects.get(image__sample=sample)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/cells/{cell.pk}/")
+
+    table = page.get_by_role("table", name="Network's probabilities", exact=True)
+    expect(table).to_have_count(1)
+    expect(table.get_by_role("columnheader", name="Type", exact=True)).to_have_count(1)
+    expect(table.get_by_role("columnheader", name="Probability", exact=True)).to_have_count(1)
+    # Every type the network gives a probability is a row named by it, its figure a data cell.
+    names = table.get_by_role("rowheader").all_inner_texts()
+    assert len(names) == len(cell.probabilities) and "Neutrophil" in [name.strip() for name in names]
+    best = table.get_by_role("row").filter(has=page.get_by_role("rowheader", name="Neutrophil"))
+    expect(best.get_by_role("cell", name="90.0%", exact=True)).to_have_count(1)
