@@ -44,3 +44,29 @@ def test_the_sample_lists_search_fields_have_labels_on_screen(live_server, brows
     expect(page.locator("table.sample-rows tbody tr")).to_have_count(1)
     expect(page.locator("table.sample-rows tbody")).to_contain_text("BR-LIST-1")
     assert page.evaluate(UNLABELLED) == []
+
+
+def test_the_history_pages_view_toggle_says_which_view_is_on(live_server, browser_page, django_user_model):
+    user = technologist(django_user_model)
+    make_sample("BR-HIST-1", types=("NEUTROPHIL", "LYMPHOCYTE"), user=user)
+    make_sample("BR-ELSE-2", types=("MONOCYTE",), user=user)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/history/?accession=BR-HIST-1")
+    toggle = page.get_by_role("group", name="View")
+    grid = toggle.get_by_role("button", name="Grid", exact=True)
+    table = toggle.get_by_role("button", name="Table", exact=True)
+    expect(grid).to_have_attribute("aria-pressed", "true")
+    expect(table).to_have_attribute("aria-pressed", "false")
+
+    # By the keyboard: the table is shown, its button now the pressed one, the filter kept.
+    table.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("table tbody tr")).to_have_count(2)
+    expect(toggle.get_by_role("button", name="Table", exact=True, pressed=True)).to_have_count(1)
+    expect(toggle.get_by_role("button", name="Grid", exact=True, pressed=False)).to_have_count(1)
+    assert "accession=BR-HIST-1" in page.url and "view=table" in page.url
+    toggle.get_by_role("button", name="Grid", exact=True).click()
+    expect(page.locator(".history-grid .tile")).to_have_count(2)
+    expect(toggle.get_by_role("button", name="Grid", exact=True, pressed=True)).to_have_count(1)
+    expect(toggle.get_by_role("button", name="Table", exact=True, pressed=False)).to_have_count(1)

@@ -527,6 +527,6 @@ def history(request):
         "page": page,
         "status_badges": sign_off_pages.status_badges(cell.image.sample_id for cell in page.object_list),
         "page_query": page_query,
-        "query_without_view": query.urlencode(),
+        "filters_kept": [(name, value) for name, values in query.lists() for value in values],
         "view": "table" if request.GET.get("view") == "table" else "grid",
     })
