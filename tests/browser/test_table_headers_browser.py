@@ -76,3 +76,45 @@ def test_the_cell_pages_probabilities_have_a_name_and_headers(live_server, brows
     assert len(names) == len(cell.probabilities) and "Neutrophil" in [name.strip() for name in names]
     best = table.get_by_role("row").filter(has=page.get_by_role("rowheader", name="Neutrophil"))
     expect(best.get_by_role("cell", name="90.0%", exact=True)).to_have_count(1)
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+def headers_and_rows(table):
+    """The table's column headers as the accessibility tree holds them, and each body row's number of
+    cells: a screen reader pairs a cell with the header of its column."""
+    headers = [name.strip() for name in table.get_by_role("columnheader").all_text_contents()]
+    rows = table.locator("tbody tr").evaluate_all("rows => rows.map(row => row.cells.length)")
+    return headers, rows
+
+
+def test_on_a_phone_each_cell_keeps_its_column_header(live_server, browser_page, django_user_model):
+    user = technologist(django_user_model)
+    sample = make_sample("BR-NARROW", types=("NEUTROPHIL", "LYMPHOCYTE"), user=user, confidence=0.6)
+    page = browser_page
+    page.set_viewport_size(PHONE)
+    sign_in(page, live_server.url, "tech")
+
+    # The sample page's cells are cards on a phone; their headers are out of sight, not gone.
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    cells = page.locator("table.cells")
+    headers, rows = headers_and_rows(cells)
+    assert headers == ["#", "Picture", "Type", "Confidence", "Group", "Review", "Set type", "Cell page"]
+    assert rows == [len(headers)] * 2
+
+    # The sample list's rows too; the names shown beside its figures are for the eye, the column's
+    # header already says them: "Leukocytes" is not read twice.
+    page.goto(f"{live_server.url}/samples/")
+    samples = page.locator("table.sample-rows")
+    headers, rows = headers_and_rows(samples)
+    assert headers == ["Accession number", "Received", "By", "Photographs", "Progress", "Leukocytes",
+                       "To review", "Status"]
+    assert rows == [len(headers)]
+    expect(samples.get_by_role("cell", name="2", exact=True)).to_have_count(2)  # leukocytes, to review
+    assert samples.locator("[data-role=leukocytes]").bounding_box()["width"] > 40  # its name shown
+
+    # The history's table keeps its headers in view, scrolling sideways in its own box.
+    page.goto(f"{live_server.url}/history/?view=table")
+    headers, rows = headers_and_rows(page.locator("main table"))
+    assert headers[1:4] == ["Type", "Confidence", "Review"] and rows == [len(headers)] * 2
