@@ -30,25 +30,62 @@
   }
 
   // Where the focus is in the results, as a place that survives a redraw: the cell's row, and the
-  // type button or link in it. null where the focus is elsewhere.
+  // type button or link in it; or, on any other control (a photograph's buttons, the formula's
+  // "How cells are counted", the page links), the part it is in and which of that part's like
+  // controls it is. null where the focus is elsewhere.
   function focusPlace(element) {
-    if (!element || !results.contains(element)) return null;
+    if (!element || element === results || !results.contains(element)) return null;
     var row = element.closest("tr.cellrow");
-    if (!row) return null;
+    if (!row) {
+      var part = element.parentElement.closest("[id]");
+      var kind = controlKind(element);
+      return { part: part.id, kind: kind, nth: likeControls(part, kind).indexOf(element),
+               open: element.tagName === "SUMMARY" && element.parentElement.open };
+    }
     var control = element === row ? null : element.closest("button[name=cell_type], a");
     return { cell: row.dataset.cell, type: control && control.value, link: control && control.tagName === "A" };
   }
 
+  // What makes two controls the same one in two drawings of a part: the fresh HTML holds new
+  // elements, never the ones the focus was on.
+  function controlKind(element) {
+    return [element.tagName, element.getAttribute("name"), element.getAttribute("value"),
+      element.getAttribute("href"), element.dataset.role, element.textContent.trim()].join("\u0000");
+  }
+
+  function likeControls(part, kind) {
+    return Array.prototype.filter.call(part.querySelectorAll(kind.split("\u0000")[0]),
+      function (candidate) { return controlKind(candidate) === kind; });
+  }
+
   // Swapping the results' HTML drops the focused element, and the focus falls back to <body>:
   // a keyboard or screen-reader user would lose their place at every review and every photograph
-  // that finishes. The same row, and the same control in it where there is one, takes it back.
+  // that finishes. The same row, and the same control in it where there is one, takes it back;
+  // elsewhere the same control of the same part (the card, the formula), or, where the redraw
+  // took that control away, the part's first control, then the results' first heading.
   function restoreFocus(place) {
     if (!place) return;
+    if (place.part) { restorePartFocus(place); return; }
     var row = results.querySelector('tr.cellrow[data-cell="' + place.cell + '"]');
     if (!row) return;
     var control = place.type ? row.querySelector('button[name=cell_type][value="' + place.type + '"]')
       : place.link ? row.querySelector("a") : null;
     (control || row).focus({ preventScroll: true });
+  }
+
+  function restorePartFocus(place) {
+    if (document.activeElement && document.activeElement !== document.body) return; // still on a control
+    var part = document.getElementById(place.part);
+    if (!part || !results.contains(part)) part = results;
+    var like = likeControls(part, place.kind);
+    var control = like[place.nth] || like[0];
+    if (control && control.tagName === "SUMMARY" && place.open) control.parentElement.open = true;
+    if (!control) control = part.querySelector("a[href], button:not(:disabled), summary");
+    if (!control) {
+      control = results.querySelector("h2");
+      if (control) control.setAttribute("tabindex", "-1");
+    }
+    if (control) control.focus({ preventScroll: true });
   }
 
   // The page's own fetches are nobody's use of it: they leave the sign-in's unused time running

@@ -1,0 +1,73 @@
+"""Where the keyboard's focus goes when the sample page draws part of itself again, in a real
+browser: a photograph finishing redraws the sidebar, or every card, from fresh HTML, and the focus,
+on a control there, stays on that control in the new drawing rather than falling to <body> (a
+screen reader would start again at the top of the page).
+
+No worker: the sample is made in the database, and a photograph "finishes" by an update.
+"""
+
+import pytest
+
+from tests.browser.test_lab_browser import PASSWORD, sign_in
+from tests.browser.test_sample_pages_browser import add_cells, photograph
+from tests.webapp.lab_factories import make_sample, with_role
+from webapp.models import SmearImage
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+# The focused element is one the redraw wrote (the old ones were marked "old") and matches selector.
+FOCUS_ON_NEW = """(selector) => document.activeElement !== document.body
+    && !document.activeElement.closest('.old') && document.activeElement.matches(selector)"""
+
+
+def technologist(django_user_model):
+    return with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+
+
+def finish(image, types):
+    add_cells(image, types)
+    SmearImage.objects.filter(pk=image.pk).update(status=SmearImage.Status.DONE)
+
+
+def test_the_focus_stays_in_the_sidebar_it_redraws(live_server, browser_page, django_user_model):
+    sample = make_sample("BR-FOCUS-SIDE", types=("NEUTROPHIL",), user=technologist(django_user_model))
+    waiting = photograph(sample, "waiting.png", SmearImage.Status.PROCESSING, ())
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    how = page.locator("#formula summary", has_text="How cells are counted")
+    how.focus()
+    page.keyboard.press("Enter")  # opened, as a reader would to read the rules
+    page.evaluate("document.querySelector('aside.sidebar').classList.add('old')")
+
+    finish(waiting, ("LYMPHOCYTE", "MONOCYTE"))
+    total = "document.querySelector('aside.sidebar [data-role=total]').textContent"
+    page.wait_for_function(f"() => {total} === '3'")
+    assert page.locator("aside.sidebar.old").count() == 0  # drawn again
+    # The focus is put back as the new sidebar goes in, in the same task: nothing to wait for.
+    assert page.evaluate(FOCUS_ON_NEW, "#formula details[open] > summary")
+    assert page.evaluate("document.activeElement.textContent.trim()") == "How cells are counted"
+
+
+def test_the_focus_stays_on_a_cards_control_when_every_card_is_redrawn(live_server, browser_page,
+                                                                         django_user_model):
+    user = technologist(django_user_model)
+    sample = make_sample("BR-FOCUS-CARD", types=("NEUTROPHIL",), user=user)
+    first = sample.images.get()
+    waiting = photograph(sample, "waiting.png", SmearImage.Status.PROCESSING, ())
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    delete = page.locator(f"#image-{first.pk} [data-role=delete-photograph] button")
+    delete.focus()
+    page.locator("section.image-card").evaluate_all("all => all.forEach(one => one.classList.add('old'))")
+
+    # A photograph added meanwhile (another tab) as the waiting one finishes: every card is drawn again.
+    photograph(sample, "added.png", SmearImage.Status.QUEUED, ())
+    finish(waiting, ("LYMPHOCYTE",))
+    page.wait_for_selector(f"#image-{waiting.pk}[data-status=done] tr.cellrow")
+    assert page.locator("section.image-card.old").count() == 0
+    assert page.evaluate(FOCUS_ON_NEW, f"#image-{first.pk} [data-role=delete-photograph] button")
+    # And the keys still act from where a reader left off: Tab goes on from that button.
+    page.keyboard.press("Shift+Tab")
+    assert page.evaluate(f"document.getElementById('image-{first.pk}').contains(document.activeElement)")
