@@ -1,0 +1,62 @@
+"""A refused signature as a screen reader meets it, in a real browser: the refusal is an alert,
+read out as the page comes back, while what was done is a polite status.
+
+No worker: samples are made in the database.
+"""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.test_lab_browser import PASSWORD, sign_in
+from tests.webapp.lab_factories import make_sample, with_role
+from webapp.models import Cell, Sample
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+REASON = re.compile("Reason for signing with fewer than 100")
+
+
+def hematologist(django_user_model):
+    return with_role(django_user_model.objects.create_user("hema", password=PASSWORD), "hematologist")
+
+
+def below_target_sample(user, accession):
+    """Three leukocytes, none flagged, of a target of 100: signing asks for a reason."""
+    sample = make_sample(accession, types=("NEUTROPHIL", "LYMPHOCYTE", "NEUTROPHIL"), user=user)
+    Sample.objects.filter(pk=sample.pk).update(target_count=100)
+    return sample
+
+
+def test_a_refusal_to_sign_is_an_alert_and_a_signature_a_status(live_server, browser_page, django_user_model):
+    sample = below_target_sample(hematologist(django_user_model), "BR-REFUSED")
+    page = browser_page
+    sign_in(page, live_server.url, "hema")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    panel = page.locator("#sign-off")
+    expect(page.get_by_role("alert")).to_have_count(0)
+
+    # Signed without a reason: refused, and said at once as the page comes back.
+    panel.get_by_role("button", name="Sign").click()
+    alert = page.get_by_role("alert").filter(has=page.locator("ul.messages"))
+    expect(alert).to_contain_text("cannot be signed yet: 3 of 100 leukocytes counted")
+    expect(alert.get_by_role("listitem")).to_have_count(1)  # still a list
+    expect(page.get_by_role("status").filter(has=page.locator("ul.messages"))).to_have_count(0)
+
+    # With a reason, refused for a cell still awaiting review: an alert again.
+    Cell.objects.filter(image__sample=sample, index=0).update(needs_review=True)
+    page.reload()
+    panel.get_by_role("textbox", name=REASON).fill("Leukopenic sample: all fields scanned")
+    panel.get_by_role("button", name="Sign").click()
+    expect(alert).to_contain_text("1 cell flagged for review was not reviewed yet")
+
+    # Signed: what was done is polite news, not an alert.
+    Cell.objects.filter(image__sample=sample).update(needs_review=False)
+    page.reload()
+    panel.get_by_role("textbox", name=REASON).fill("Leukopenic sample: all fields scanned")
+    panel.get_by_role("button", name="Sign").click()
+    status = page.get_by_role("status").filter(has=page.locator("ul.messages"))
+    expect(status).to_contain_text("Sample BR-REFUSED signed.")
+    expect(page.get_by_role("alert")).to_have_count(0)
+    assert Sample.objects.get(pk=sample.pk).is_signed
