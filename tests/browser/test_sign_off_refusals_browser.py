@@ -1,5 +1,7 @@
 """A refused signature as a screen reader meets it, in a real browser: the refusal is an alert,
-read out as the page comes back, while what was done is a polite status.
+read out as the page comes back, while what was done is a polite status; the field a refusal is
+about (the reason for signing below the target count, keeping unidentified cells) is marked invalid
+and described by the words that say why.
 
 No worker: samples are made in the database.
 """
@@ -9,6 +11,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.test_accessibility import DANGLING_DESCRIPTIONS
 from tests.browser.test_lab_browser import PASSWORD, sign_in
 from tests.webapp.lab_factories import make_sample, with_role
 from webapp.models import Cell, Sample
@@ -60,3 +63,42 @@ def test_a_refusal_to_sign_is_an_alert_and_a_signature_a_status(live_server, bro
     expect(status).to_contain_text("Sample BR-REFUSED signed.")
     expect(page.get_by_role("alert")).to_have_count(0)
     assert Sample.objects.get(pk=sample.pk).is_signed
+
+
+def test_the_field_a_refusal_is_about_is_marked_invalid_and_described(live_server, browser_page,
+                                                                       django_user_model):
+    sample = below_target_sample(hematologist(django_user_model), "BR-INVALID")
+    Cell.objects.filter(image__sample=sample, index=1).update(cell_type="UNIDENTIFIED",
+                                                              corrected_type="UNIDENTIFIED")
+    page = browser_page
+    sign_in(page, live_server.url, "hema")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    panel = page.locator("#sign-off")
+    reason = panel.get_by_role("textbox", name=REASON)
+    keep = panel.get_by_role("checkbox", name=re.compile("unidentified cell as unidentified"))
+    # Before any try: each described by the line that says why it is asked, neither invalid.
+    expect(reason).to_have_accessible_description(re.compile("2 of 100 leukocytes counted"))
+    expect(keep).to_have_accessible_description(re.compile("1 cell was marked unidentified"))
+    for field in (reason, keep):
+        expect(field).not_to_have_attribute("aria-invalid", "true")
+
+    # Refused for both: both marked, each still described by its own refusal.
+    panel.get_by_role("button", name="Sign").click()
+    expect(page.get_by_role("alert")).to_contain_text("cannot be signed yet")
+    for field in (reason, keep):
+        expect(field).to_have_attribute("aria-invalid", "true")
+    expect(reason).to_have_accessible_description(re.compile("2 of 100 leukocytes counted"))
+    assert page.evaluate(DANGLING_DESCRIPTIONS) == []
+
+    # A reason given, the cell not kept: the reason is valid now, the box still not.
+    reason.fill("Leukopenic sample: all fields scanned")
+    panel.get_by_role("button", name="Sign").click()
+    expect(page.get_by_role("alert")).to_contain_text("marked unidentified")
+    expect(reason).to_have_value("Leukopenic sample: all fields scanned")
+    expect(reason).not_to_have_attribute("aria-invalid", "true")
+    expect(keep).to_have_attribute("aria-invalid", "true")
+
+    # Written in again, the page is as fresh: nothing is invalid before the next try.
+    page.reload()
+    for field in (reason, keep):
+        expect(field).not_to_have_attribute("aria-invalid", "true")

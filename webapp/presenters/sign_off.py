@@ -69,6 +69,11 @@ class SignOffPanel(ViewModel):
     photographs_also_elsewhere: int = 0
     reason_draft: str = ""  # what a refused sign form held, written in again
     keep_unidentified_draft: bool = False
+    # The fields a refused signature was about (its Refusal codes: "below_target", "unidentified"),
+    # marked invalid and described by the refusal that names them.
+    refused: tuple = ()
+    reason_refusal: bool = False  # the refusals list says why a reason is asked (below_target)
+    unidentified_refusal: bool = False
 
 
 def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=200, draft=None):
@@ -96,6 +101,9 @@ def sign_off_panel(sample, may_sign, target_choices=(100, 200), timeline_limit=2
         photographs_also_elsewhere=len(held),
         reason_draft=draft.get("below_target_reason", ""),
         keep_unidentified_draft=bool(draft.get("keep_unidentified")),
+        refused=tuple(draft.get("refused", ())),
+        reason_refusal=any(refusal.code == "below_target" for refusal in refusals),
+        unidentified_refusal=any(refusal.code == "unidentified" for refusal in refusals),
     )
 
 

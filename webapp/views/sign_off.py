@@ -68,13 +68,16 @@ def draft_key(sample_pk):
     return f"sign-off-draft-{sample_pk}"
 
 
-def _keep_draft(request, sample):
+def _keep_draft(request, sample, refused=()):
     # A refused signature returns to the sample page, whose form is drawn empty: what the
-    # hematologist wrote is kept for it, once.
+    # hematologist wrote is kept for it, once, with what the refusal named (the fields it was
+    # about are marked invalid there: a screen reader says so on reaching them).
     reason = request.POST.get("below_target_reason", "")[:2000]
-    if reason.strip() or request.POST.get("keep_unidentified"):
+    codes = sorted({refusal.code for refusal in refused})
+    if reason.strip() or request.POST.get("keep_unidentified") or codes:
         request.session[draft_key(sample.pk)] = {
-            "below_target_reason": reason, "keep_unidentified": bool(request.POST.get("keep_unidentified"))}
+            "below_target_reason": reason, "keep_unidentified": bool(request.POST.get("keep_unidentified")),
+            "refused": codes}
 
 
 def _form_error(form):
@@ -93,7 +96,7 @@ def sample_sign(request, pk):
         sample = sign_sample(sample, request.user, form.cleaned_data["below_target_reason"],
                              form.cleaned_data["keep_unidentified"], form.cleaned_data["result_seen"])
     except SignOffRefused as exc:
-        _keep_draft(request, sample)
+        _keep_draft(request, sample, exc.reasons)
         return _answer(request, sample, str(exc))
     amended = " (amended result)" if sample.result == Sample.Result.AMENDED else ""
     return _answer(request, sample, done=f"Sample {sample.accession_number} signed{amended}.")
