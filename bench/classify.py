@@ -113,7 +113,7 @@ def _split_images(folder, task, split, originals):
     for class_folder in dataset.folders_outside_task(folder, task):
         files = dataset.image_files(class_folder)
         name = dataset.type_of_folder(class_folder.name)
-        foreign[name] = [dataset.LabelledImage(str(p), name, name, split) for p in files]
+        foreign[name] = [dataset.LabelledImage(str(p), name, split) for p in files]
     return known, foreign
 
 

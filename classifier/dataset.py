@@ -51,7 +51,6 @@ DEFAULT_CACHE_DIR = default_cache_dir()
 class LabelledImage:
     path: str
     class_name: str  # in the task's classes
-    folder_class: str  # as the folder names it
     split: str
     group: str | None = None
     same_cell_in_train: bool = False
@@ -240,7 +239,6 @@ def list_images(split_dir, task, split, originals=None):
                 LabelledImage(
                     path=str(path),
                     class_name=name,
-                    folder_class=folder.name.upper(),
                     split=split,
                     group=group,
                     same_cell_in_train=(same == "yes"),

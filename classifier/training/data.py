@@ -205,7 +205,6 @@ def extra_images(extra_samples, task):
             dataset.LabelledImage(
                 path=str(path),
                 class_name=mapped,
-                folder_class=str(name).upper(),
                 split="EXTRA",
                 group=str(group[0]) if group and group[0] is not None else str(path),
                 is_window=True,

@@ -139,7 +139,7 @@ def test_hidden_files_beside_the_photographs_are_not_listed(tmp_path):
 
 def test_validation_split_keeps_groups_together():
     images = [
-        dataset.LabelledImage(f"/x/{c}{g}{k}.jpeg", c, c, "TRAIN", group=f"{c}{g}")
+        dataset.LabelledImage(f"/x/{c}{g}{k}.jpeg", c, "TRAIN", group=f"{c}{g}")
         for c in FOUR_CLASSES
         for g in range(6)
         for k in range(5)
@@ -455,8 +455,7 @@ def test_a_fields_cache_follows_the_detector_that_scaled_it(tmp_path, monkeypatc
     # A field-mode network's photographs that are no 240x320 window are scaled by the detector's
     # red-cell ruler; the key named the detector for cell-mode networks only.
     spec = {"height": 60, "width": 80, "mode": "field"}
-    images = [dataset.LabelledImage(path=str(tmp_path / "cell.png"), class_name="MONOCYTE",
-                                    folder_class="MONOCYTE", split="TRAIN")]
+    images = [dataset.LabelledImage(path=str(tmp_path / "cell.png"), class_name="MONOCYTE", split="TRAIN")]
     keys = {scale: dataset._cache_path(tmp_path, images, spec, 1.0, scale)
             for scale in ("image", "reference")}
     monkeypatch.setattr(dataset, "detector_version", lambda: "another detector")

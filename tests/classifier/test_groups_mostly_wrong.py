@@ -15,7 +15,7 @@ def test_groups_whose_copies_are_mostly_wrong_are_listed_worst_first():
         + [("G4", "EOSINOPHIL", 0)] * 2 + [("G4", "EOSINOPHIL", 1)] * 2  # half right: not listed
     )
     images = [
-        LabelledImage(f"{k}.jpeg", label, label, "TEST", group) for k, (group, label, _) in enumerate(rows)
+        LabelledImage(f"{k}.jpeg", label, "TEST", group) for k, (group, label, _) in enumerate(rows)
     ]
     y = np.array([names.index(label) for _, label, _ in rows])
     probabilities = np.eye(2)[[called for _, _, called in rows]] * 0.8 + 0.1
@@ -39,7 +39,7 @@ def test_a_group_of_two_cell_types_is_judged_per_type_and_named_by_its_commonest
         + [("G8", "NEUTROPHIL", 2)] * 3 + [("G8", "NEUTROPHIL", 0)] * 2 + [("G8", "NEUTROPHIL", 1)] * 2
     )
     images = [
-        LabelledImage(f"{k}.jpeg", label, label, "TEST", group) for k, (group, label, _) in enumerate(rows)
+        LabelledImage(f"{k}.jpeg", label, "TEST", group) for k, (group, label, _) in enumerate(rows)
     ]
     y = np.array([names.index(label) for _, label, _ in rows])
     probabilities = np.eye(3)[[called for _, _, called in rows]]

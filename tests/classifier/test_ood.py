@@ -102,7 +102,7 @@ def test_the_score_is_higher_on_a_strongly_restained_copy_of_a_validation_image(
         # on them cannot undo this.
         copy = restained(dataset.decode_image(image.path), haematoxylin=0.3, eosin=2.0)
         cv2.imwrite(str(path), cv2.cvtColor(copy, cv2.COLOR_RGB2BGR))
-        copies.append(dataset.LabelledImage(str(path), image.class_name, image.folder_class, "COPY"))
+        copies.append(dataset.LabelledImage(str(path), image.class_name, "COPY"))
     classifier = CellClassifier.from_directory(trained.folder)
 
     originals = classifier.classify_inputs(prepared(classifier, validation, cache))
