@@ -51,10 +51,6 @@ class Figure:
     low: float | None = None  # 95% range of a percentage (exact binomial); None for per-100 figures
     high: float | None = None
 
-    @property
-    def unit(self):
-        return "%" if self.kind == PERCENT else "/100 WBC"
-
 
 @dataclass(frozen=True)
 class GalleryType:
