@@ -46,11 +46,6 @@ class Looks:
     first: object  # classifier.inference.CellCalls
     looked_again: np.ndarray
 
-    @property
-    def changed(self):
-        """(N,) bool: the second look changed the call."""
-        return self.probabilities.argmax(axis=1) != self.first.probabilities.argmax(axis=1)
-
     def needs_review(self, confidence_threshold):
         """(N,) bool: the site's review flag of each cell (needs_review below)."""
         return needs_review(self.first.probabilities, self.probabilities, self.first.ood_scores,

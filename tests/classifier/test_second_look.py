@@ -55,7 +55,7 @@ def test_a_confident_call_is_not_looked_at_again():
     looks, cut = looks_at({1.0: [view(2, 95, 30)]})
     assert cut == [(0, 1.0)]
     assert looks.factors.tolist() == [1.0] and looks.probabilities.argmax(axis=1).tolist() == [2]
-    assert not looks.changed.any()
+    assert looks.first.probabilities.argmax(axis=1).tolist() == [2]  # the call unchanged
 
 
 def test_an_unsure_call_takes_the_view_the_network_finds_most_familiar():
@@ -80,7 +80,8 @@ def test_an_unsure_call_takes_the_view_the_network_finds_most_familiar():
     np.testing.assert_array_equal(looks.windows[1], view(1, 70, 5))
     # The flag: the first look's, or a call the second look changed (cell 0: sure enough at 0.85
     # and 0.80, familiar at 0.8, but the views disagree), or a served confidence under it.
-    assert looks.changed.tolist() == [True, False, False, False]
+    changed = looks.probabilities.argmax(axis=1) != looks.first.probabilities.argmax(axis=1)
+    assert changed.tolist() == [True, False, False, False]
     assert looks.looked_again.tolist() == [True, True, False, True]
     assert looks.first.ood_scores.tolist() == [0.8, 0.5, 0.4, 0.8]
     assert looks.needs_review(0.65).tolist() == [True, False, False, False]
