@@ -104,6 +104,9 @@
 
   // With this script the zone is the one control that chooses files: a button to assistive
   // technology, named, and the only Tab stop (the file input it opens is reached through it).
+  // Without it the visible file input is that control, and the zone no Tab stop that does nothing.
+  zone.classList.add("scripted");
+  zone.tabIndex = 0;
   zone.setAttribute("role", "button");
   // Named by the words it shows, the field's label first (WCAG 2.5.3): a speech user says what they
   // see ("click Drop photographs here"), which the name "Choose photographs, or drop them here"

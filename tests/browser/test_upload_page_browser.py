@@ -114,3 +114,29 @@ def test_the_warning_is_said_in_a_live_region_when_it_changes(live_server, brows
     page.get_by_role("button", name="Remove big.png").click()
     expect(page.locator("#upload-warning")).to_be_hidden()
     expect(region).to_have_text("")
+
+
+def test_without_the_script_the_file_input_is_the_visible_control(live_server, chromium, django_user_model):
+    # The zone was a Tab stop that did nothing, and the input it stands for was a 1 px transparent
+    # box that took the focus unseen, where the page's script had not run.
+    with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    context = chromium.new_context(java_script_enabled=False, viewport={"width": 1360, "height": 900})
+    try:
+        page = context.new_page()
+        sign_in(page, live_server.url, "tech")
+        page.goto(f"{live_server.url}/samples/new/")
+        assert page.locator("#dropzone").get_attribute("tabindex") is None
+        files = page.locator("#id_images")
+        assert files.bounding_box()["width"] > 50
+        assert files.evaluate("input => getComputedStyle(input).opacity") == "1"
+    finally:
+        context.close()
+    scripted = chromium.new_context(viewport={"width": 1360, "height": 900})
+    try:
+        page = scripted.new_page()
+        sign_in(page, live_server.url, "tech")
+        page.goto(f"{live_server.url}/samples/new/")
+        expect(page.locator("#dropzone")).to_have_attribute("tabindex", "0")
+        assert page.locator("#id_images").bounding_box()["width"] <= 1
+    finally:
+        scripted.close()
