@@ -76,11 +76,16 @@
   function restorePartFocus(place) {
     if (document.activeElement && document.activeElement !== document.body) return; // still on a control
     var part = document.getElementById(place.part);
-    if (!part || !results.contains(part)) part = results;
-    var like = likeControls(part, place.kind);
-    var control = like[place.nth] || like[0];
-    if (control && control.tagName === "SUMMARY" && place.open) control.parentElement.open = true;
-    if (!control) control = part.querySelector("a[href], button:not(:disabled), summary");
+    var control = null;
+    // A part the redraw took away (its photograph deleted meanwhile, or now on another page) has
+    // no control to go back to: the like ones elsewhere are other photographs' (their Delete
+    // buttons), where the user never was.
+    if (part && results.contains(part)) {
+      var like = likeControls(part, place.kind);
+      control = like[place.nth] || like[0] || null;
+      if (control && control.tagName === "SUMMARY" && place.open) control.parentElement.open = true;
+      if (!control) control = part.querySelector("a[href], button:not(:disabled), summary");
+    }
     if (!control) {
       control = results.querySelector("h2");
       if (control) control.setAttribute("tabindex", "-1");

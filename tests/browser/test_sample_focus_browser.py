@@ -71,3 +71,24 @@ def test_the_focus_stays_on_a_cards_control_when_every_card_is_redrawn(live_serv
     # And the keys still act from where a reader left off: Tab goes on from that button.
     page.keyboard.press("Shift+Tab")
     assert page.evaluate(f"document.getElementById('image-{first.pk}').contains(document.activeElement)")
+
+
+def test_the_focus_goes_to_no_other_cards_control_when_its_card_is_gone(live_server, browser_page,
+                                                                        django_user_model):
+    # The photograph whose Delete button had the focus is deleted meanwhile (another tab): every
+    # card is drawn again without it. The other cards' Delete buttons are the same control in
+    # words, but of photographs the user never was on: the focus goes to no such button.
+    user = technologist(django_user_model)
+    sample = make_sample("BR-FOCUS-GONE", types=("NEUTROPHIL",), user=user)
+    gone = photograph(sample, "gone.png", SmearImage.Status.DONE, ("LYMPHOCYTE",))
+    photograph(sample, "waiting.png", SmearImage.Status.PROCESSING, ())  # keeps the page polling
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    page.locator(f"#image-{gone.pk} [data-role=delete-photograph] button").focus()
+
+    SmearImage.objects.filter(pk=gone.pk).delete()
+    page.wait_for_selector(f"#image-{gone.pk}", state="detached")
+    assert page.evaluate("document.activeElement.closest('[data-role=delete-photograph]') === null")
+    # Put where the redraw starts instead: the results' first heading, read out as the place it is.
+    assert page.evaluate("document.activeElement.matches('#results h2')")
