@@ -65,6 +65,10 @@
   // took that control away, the part's first control, then the results' first heading.
   function restoreFocus(place) {
     if (!place) return;
+    // Only from <body>, where the redraw dropped it: a review's answer comes a moment after the
+    // click, and a user who went on meanwhile (writing the reason for signing, say) keeps the
+    // focus there; put back on the row, the next letter typed would relabel its cell.
+    if (document.activeElement && document.activeElement !== document.body) return;
     if (place.part) { restorePartFocus(place); return; }
     var row = results.querySelector('tr.cellrow[data-cell="' + place.cell + '"]');
     if (!row) return;
@@ -74,7 +78,6 @@
   }
 
   function restorePartFocus(place) {
-    if (document.activeElement && document.activeElement !== document.body) return; // still on a control
     var part = document.getElementById(place.part);
     var control = null;
     // A part the redraw took away (its photograph deleted meanwhile, or now on another page) has

@@ -7,6 +7,7 @@ No worker: the sample is made in the database, and a photograph "finishes" by an
 """
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.test_lab_browser import PASSWORD, sign_in
 from tests.browser.test_sample_pages_browser import add_cells, photograph
@@ -92,3 +93,51 @@ def test_the_focus_goes_to_no_other_cards_control_when_its_card_is_gone(live_ser
     assert page.evaluate("document.activeElement.closest('[data-role=delete-photograph]') === null")
     # Put where the redraw starts instead: the results' first heading, read out as the place it is.
     assert page.evaluate("document.activeElement.matches('#results h2')")
+
+
+# Each review's answer held back a second, as on a busy server.
+HOLD_BACK_POSTS = """() => { const send = window.fetch.bind(window);
+    window.fetch = (url, options) => (options && options.method === 'POST')
+        ? new Promise(done => setTimeout(() => done(send(url, options)), 1000))
+        : send(url, options); }"""
+
+
+def test_a_reviews_answer_leaves_the_focus_where_the_user_went_meanwhile(live_server, browser_page,
+                                                                         django_user_model):
+    # A relabel's answer comes a moment after the click; meanwhile the hematologist went on to write
+    # the reason for signing below the target. The redrawn row takes the focus back only from <body>
+    # (where the redraw drops it), never from a field being typed in: a letter typed there next
+    # would have relabelled the row's cell.
+    user = with_role(django_user_model.objects.create_user("hema", password=PASSWORD), "hematologist")
+    sample = make_sample("BR-FOCUS-TYPING", types=("NEUTROPHIL",), user=user)
+    page = browser_page
+    sign_in(page, live_server.url, "hema")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    page.evaluate(HOLD_BACK_POSTS)
+    page.locator("tr.cellrow button[name=cell_type][value=LYMPHOCYTE]").click()
+    page.locator("#below-target-reason").click()
+    page.keyboard.type("one fi")
+    expect(page.locator("#review-status")).to_have_text("Cell 1 on BR-FOCUS-TYPING.png relabelled lymphocyte")
+    assert page.evaluate("document.activeElement.id") == "below-target-reason"
+    page.keyboard.type("eld")
+    assert page.locator("#below-target-reason").input_value() == "one field"
+    assert sample.images.get().cells.get().cell_type == "LYMPHOCYTE"
+
+
+def test_a_reviews_answer_leaves_the_focus_on_the_row_the_reviewer_went_on_to(live_server, browser_page,
+                                                                              django_user_model):
+    # N on a cell, then J to the next photograph's cell before the answer comes: the answer redraws
+    # the first photograph's card alone, and the focus stays on the row the reviewer is on. Put back
+    # on the reviewed row, the next key (N again) would relabel the cell just reviewed.
+    sample = make_sample("BR-FOCUS-ON", types=("LYMPHOCYTE",), user=technologist(django_user_model))
+    first = sample.images.get().cells.get()
+    second = photograph(sample, "second.png", SmearImage.Status.DONE, ("LYMPHOCYTE",)).cells.get()
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    page.evaluate(HOLD_BACK_POSTS)
+    for key in ("j", "n", "j"):
+        page.keyboard.press(key)
+    assert page.evaluate("document.activeElement.dataset.cell") == str(second.pk)
+    page.wait_for_selector(f'tr.cellrow[data-cell="{first.pk}"] button[value=NEUTROPHIL][aria-pressed=true]')
+    assert page.evaluate("document.activeElement.dataset.cell") == str(second.pk)
