@@ -75,12 +75,12 @@
       var value = field.valueAsNumber;
       var said = edge.charAt(0).toUpperCase() + edge.slice(1);
       if (field.value.trim() === "" && !field.validity.badInput) {
-        problems.push("Give the box's " + edge + ".");
+        problems.push({ field: field, text: "Give the box's " + edge + "." });
       } else if (isNaN(value) || value !== Math.round(value)) {
-        problems.push(said + " must be a whole number of pixels.");
+        problems.push({ field: field, text: said + " must be a whole number of pixels." });
       } else if (value < 0 || value > max) {
-        problems.push(said + " must be 0 to " + max + ": the photograph is " + form.elements.x0.max + " by " +
-          form.elements.y0.max + " pixels.");
+        problems.push({ field: field, text: said + " must be 0 to " + max + ": the photograph is " +
+          form.elements.x0.max + " by " + form.elements.y0.max + " pixels." });
       } else {
         return;
       }
@@ -91,12 +91,15 @@
       .forEach(function (pair) {
         if (wrong.indexOf(pair[0]) >= 0 || wrong.indexOf(pair[1]) >= 0) return;
         if (pair[1].valueAsNumber > pair[0].valueAsNumber) return;
-        problems.push("The " + pair[2] + " (" + pair[1].value + ") must be " + pair[4] + " the " + pair[3] +
-          " (" + pair[0].value + ").");
+        problems.push({ field: pair[1], text: "The " + pair[2] + " (" + pair[1].value + ") must be " + pair[4] +
+          " the " + pair[3] + " (" + pair[0].value + ")." });
         wrong.push(pair[1]);
       });
-    wrong.sort(function (a, b) { return EDGES.indexOf(a.name) - EDGES.indexOf(b.name); });
-    return { text: problems.join(" "), wrong: wrong };
+    // In the fields' order, so that the first sentence is about the field that takes the focus.
+    function order(field) { return EDGES.indexOf(field.name); }
+    wrong.sort(function (a, b) { return order(a) - order(b); });
+    problems.sort(function (a, b) { return order(a.field) - order(b.field); });
+    return { text: problems.map(function (problem) { return problem.text; }).join(" "), wrong: wrong };
   }
 
   // Says the problems found (none clears them): each field at fault marked invalid and described by them.

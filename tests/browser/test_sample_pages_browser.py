@@ -348,8 +348,9 @@ def test_a_box_is_added_from_the_keyboard_by_its_edges_and_told_what_is_wrong(li
         page.keyboard.press("Tab")
         expect(field).to_be_focused()
         page.keyboard.type(value)
-    expect(message).to_have_text("Bottom edge must be 0 to 480: the photograph is 640 by 480 pixels. "
-                                 "The right edge (250) must be right of the left edge (300).")
+    # In the fields' order: the first sentence is about the field that takes the focus.
+    expect(message).to_have_text("The right edge (250) must be right of the left edge (300). "
+                                 "Bottom edge must be 0 to 480: the photograph is 640 by 480 pixels.")
     for field, wrong in ((left, False), (top, False), (right, True), (bottom, True)):
         assert (field.get_attribute("aria-invalid") == "true") is wrong
     add.click()
