@@ -29,6 +29,9 @@
     set("status_display", p.status_display);
     set("phase", p.phase);
     set("counter", p.counter);
+    // Written at each poll, the same words would be read out again every two seconds.
+    var heard = panel.querySelector('[data-role="progress-announcement"]');
+    if (heard && p.announcement && heard.textContent !== p.announcement) heard.textContent = p.announcement;
     ["loss", "accuracy", "val_loss", "val_accuracy"].forEach(function (key) { set(key, figure(p[key])); });
     set("elapsed_seconds", duration(p.elapsed_seconds));
     set("eta_seconds", duration(p.eta_seconds));

@@ -7,6 +7,7 @@ No worker: the page reads the figures stored with each version and never loads a
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
 from tests.webapp.lab_factories import make_version, with_role
@@ -143,3 +144,34 @@ def test_the_progress_bar_tells_no_share_while_the_held_out_figures_are_measured
     band, whole = (page.evaluate(f"document.querySelector('{selector}').getBoundingClientRect().width")
                    for selector in (".training-progress .progress > span", ".training-progress .progress"))
     assert 0 < band < whole
+
+
+def test_a_running_training_is_announced_once_a_step_from_a_status_region(
+        live_server, browser_page, django_user_model):
+    # The audit: the epoch and stage changed on screen in silence; a screen reader heard nothing
+    # of a run it was told the page follows by itself.
+    running = {"state": "running", "epoch": 2, "epochs": 4, "elapsed_seconds": 20.0, "eta_seconds": 40.0}
+    version = make_version(status=ModelVersion.Status.TRAINING)
+    ModelVersion.objects.filter(pk=version.pk).update(progress=running, hyperparameters={"epochs": 4})
+    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    page = browser_page
+    sign_in(page, live_server.url, "lead")
+    page.goto(f"{live_server.url}/models/{version.pk}/")
+    region = page.get_by_role("status").filter(has_text="epoch")
+    expect(region).to_have_text("training: epoch 2 of 4")
+    page.evaluate("""() => {
+        window.regionWrites = 0;
+        new MutationObserver((changes) => { window.regionWrites += changes.length; }).observe(
+            document.querySelector('[data-role=progress-announcement]'),
+            {childList: true, characterData: true, subtree: true});
+    }""")
+    # Polls that bring new times and figures but the same step write nothing there.
+    ModelVersion.objects.filter(pk=version.pk).update(progress={**running, "elapsed_seconds": 24.0,
+                                                                "eta_seconds": 36.0, "loss": 0.5})
+    expect(page.locator("[data-field=loss]")).to_have_text("0.5000", timeout=10_000)
+    page.wait_for_timeout(2_500)
+    assert page.evaluate("window.regionWrites") == 0
+    ModelVersion.objects.filter(pk=version.pk).update(progress={**running, "epoch": 3})
+    expect(region).to_have_text("training: epoch 3 of 4", timeout=10_000)
+    page.wait_for_timeout(4_500)
+    assert page.evaluate("window.regionWrites") == 1

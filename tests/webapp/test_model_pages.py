@@ -626,6 +626,9 @@ def test_progress_says_when_the_training_process_went_silent(staff_client, setti
     assert data["phase"].startswith("no sign of life from the training process for 45 s")
     assert data["phase"].endswith("the version is marked failed within 90 s of its last sign")
     assert data["eta_seconds"] is None and data["epoch"] == 2
+    # The status region's words leave out the seconds, which change at every poll and would be
+    # read out again each time.
+    assert data["announcement"] == "no sign of life from the training process: epoch 2 of 8"
     page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
     assert "no sign of life from the training process" in page
     # Waiting for a worker is no silence: no process has claimed it yet.

@@ -419,6 +419,7 @@ def progress_report(version):
             phase = "loading images and building the network"
     else:
         phase = version.get_status_display().lower()
+    heard_phase = phase
     silent_for = silence_of(version)
     if silent_for is not None:
         # A dead worker's last epoch and time left stood unchanged until the reconciler failed it,
@@ -426,6 +427,9 @@ def progress_report(version):
         lost_after = settings.WORKER_LOST_AFTER + settings.RECONCILE_EVERY
         phase = (f"no sign of life from the training process for {silent_for} s: if it has stopped, "
                  f"the version is marked failed within {lost_after} s of its last sign")
+        # Without its seconds, which change at every poll: a screen reader would read it again each time.
+        heard_phase = "no sign of life from the training process"
+    counter = epoch_counter(epoch, epochs, progress, adapting=version.adapted_from_id is not None)
 
     def number(key):
         value = progress.get(key)
@@ -439,7 +443,10 @@ def progress_report(version):
         "phase": phase,
         "epoch": epoch,
         "epochs": epochs,
-        "counter": epoch_counter(epoch, epochs, progress, adapting=version.adapted_from_id is not None),
+        "counter": counter,
+        # What the page's status region says: words that change with the run's stage or epoch alone,
+        # not with its times and figures, so that a screen reader speaks once a step.
+        "announcement": f"{heard_phase}: {counter}",
         "percent": percent,
         "loss": number("loss"),
         "accuracy": number("accuracy"),
