@@ -133,6 +133,24 @@ def test_version_page_draws_learning_curves_as_inline_svg(staff_client):
 
 
 @pytest.mark.django_db
+def test_each_learning_curve_gives_its_figures_as_a_table(staff_client):
+    # The audit: a curve's figures were a drawing alone, its name all a screen reader had of it.
+    version = make_version(history=[*HISTORY[:2], {"epoch": 3, "loss": 0.5, "accuracy": 0.85}])
+    page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
+    figures = re.findall(r'<figure class="curve">.*?</figure>', page, re.S)
+    assert len(figures) == 2
+    loss = figures[0]
+    table = re.search(r"<table>.*?</table>", loss, re.S).group(0)
+    assert re.search(r"<caption[^>]*>Loss per epoch</caption>", table)
+    headers = re.findall(r'<th scope="col"[^>]*>([^<]*)</th>', table)
+    assert headers == ["epoch", "training", "validation"]
+    body = re.findall(r"<tr>(.*?)</tr>", table)[1:]
+    rows = [re.findall(r"<t[hd][^>]*>([^<]*)</t[hd]>", row) for row in body]
+    # The third epoch was measured on no validation cell: a dash, not a figure carried over.
+    assert rows == [["1", "1.2000", "1.1000"], ["2", "0.8000", "0.9000"], ["3", "0.5000", "–"]]
+
+
+@pytest.mark.django_db
 def test_version_page_shows_what_the_review_flag_catches_at_the_sites_threshold(staff_client, settings):
     settings.REVIEW_CONFIDENCE_THRESHOLD = 0.8
     metrics = four_class_metrics()

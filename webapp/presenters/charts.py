@@ -61,6 +61,17 @@ def learning_curve_chart(history, metric, title):
                     "last": rows[-1].get(key),
                 }
             )
+    # The figures the lines are drawn from, epoch by epoch: what a screen reader, or anyone who
+    # cannot tell a point's height on the drawing, reads instead (templates/models/_chart.html).
+    shown = [(key, label) for key, label, _ in series_keys if any(finite(row.get(key)) for row in rows)]
+    table = {
+        "columns": [label for _, label in shown],
+        "rows": [
+            {"epoch": row["epoch"], "values": [row.get(key) if finite(row.get(key)) else None
+                                               for key, _ in shown]}
+            for row in rows
+        ],
+    }
     y_ticks = []
     tick = math.ceil(low / step - 1e-9) * step  # ticks on round numbers, not on the data's minimum
     while tick <= high + 1e-9:
@@ -83,6 +94,7 @@ def learning_curve_chart(history, metric, title):
         "bottom": c["height"] - c["bottom"],
         "x_label_y": c["height"] - 4,
         "series": series,
+        "table": table,
         "y_ticks": y_ticks,
         "x_ticks": x_ticks,
     }
