@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
 from tests.webapp.lab_factories import make_version, with_role
-from tests.webapp.test_model_pages import four_class_metrics
+from tests.webapp.test_model_pages import HISTORY, four_class_metrics
 from webapp.models import ModelVersion
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -175,3 +175,28 @@ def test_a_running_training_is_announced_once_a_step_from_a_status_region(
     expect(region).to_have_text("training: epoch 3 of 4", timeout=10_000)
     page.wait_for_timeout(4_500)
     assert page.evaluate("window.regionWrites") == 1
+
+
+# The elements of the page that reach past its right edge, tables aside (they scroll in their box).
+PAST_THE_EDGE = """() => Array.from(document.querySelectorAll('main *'))
+    .filter(e => !e.closest('table')
+        && e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+    .map(e => e.tagName.toLowerCase() + (e.getAttribute('class') ? '.' + e.getAttribute('class') : ''))"""
+
+
+def test_the_model_pages_reflow_at_320_px(live_server, browser_page, django_user_model):
+    # The audit: at 320 px the list's columns (320 px at least) and the version page's curves
+    # (340 px) made the whole page scroll sideways.
+    make_version()
+    version = make_version(status=ModelVersion.Status.READY, metrics=four_class_metrics())
+    ModelVersion.objects.filter(pk=version.pk).update(history=HISTORY)  # its curves drawn
+    running = make_version(status=ModelVersion.Status.TRAINING)
+    ModelVersion.objects.filter(pk=running.pk).update(progress={"state": "running", "epoch": 1, "epochs": 3})
+    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    page = browser_page
+    page.set_viewport_size({"width": 320, "height": 800})
+    sign_in(page, live_server.url, "lead")
+    for address in ("/models/", f"/models/{version.pk}/", f"/models/{running.pk}/"):
+        page.goto(f"{live_server.url}{address}")
+        assert page.evaluate(PAST_THE_EDGE) == [], address
+        assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
