@@ -200,3 +200,22 @@ def test_the_model_pages_reflow_at_320_px(live_server, browser_page, django_user
         page.goto(f"{live_server.url}{address}")
         assert page.evaluate(PAST_THE_EDGE) == [], address
         assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+
+
+def test_the_confusion_matrix_names_each_class_in_full(live_server, browser_page, django_user_model):
+    # The audit: its headers were the classes' first four letters, "EOSI", "LYMP", and its corner
+    # an empty header; the whole name was a mouse's tooltip alone.
+    version = make_version(status=ModelVersion.Status.READY, metrics=four_class_metrics())
+    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    page = browser_page
+    sign_in(page, live_server.url, "lead")
+    page.goto(f"{live_server.url}/models/{version.pk}/")
+    matrix = page.get_by_role("table", name="Confusion matrix: rows true, columns predicted").first
+    for name in ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"):
+        expect(matrix.get_by_role("columnheader", name=name, exact=True)).to_have_count(1)
+        expect(matrix.get_by_role("rowheader", name=name, exact=True)).to_have_count(1)
+    expect(matrix.get_by_role("columnheader", name="true class", exact=True)).to_have_count(1)
+    # On screen the four letters stay, to keep the matrix narrow.
+    shown = matrix.locator("thead th").nth(1).locator("[aria-hidden=true]")
+    expect(shown).to_have_text("EOSI")
+    expect(shown).to_be_visible()
