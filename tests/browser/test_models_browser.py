@@ -219,3 +219,27 @@ def test_the_confusion_matrix_names_each_class_in_full(live_server, browser_page
     shown = matrix.locator("thead th").nth(1).locator("[aria-hidden=true]")
     expect(shown).to_have_text("EOSI")
     expect(shown).to_be_visible()
+
+
+def test_each_figure_of_a_versions_tables_is_named_by_its_row(live_server, browser_page, django_user_model):
+    # The audit: the per-class, review-flag and calibration tables' first cells were data cells,
+    # so a screen reader read "0.800" under "recall" without the class or source it was of.
+    metrics = four_class_metrics()
+    metrics["TEST"]["review_flagging"] = [
+        {"threshold": 0.8, "flagged_share": 0.11, "errors_caught": 0.39, "unflagged_accuracy": 0.916}]
+    metrics["calibration"] = {"sources": {"cells": {
+        "validation_cells": 40, "ece_uncalibrated": 0.1, "ece_served_temperature": 0.05,
+        "ece_own_temperature": 0.04, "temperature": 1.2}}}
+    version = make_version(status=ModelVersion.Status.READY, metrics=metrics)
+    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    page = browser_page
+    sign_in(page, live_server.url, "lead")
+    page.goto(f"{live_server.url}/models/{version.pk}/")
+    per_class = page.locator("table.per-class").first
+    for name in ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"):
+        expect(per_class.get_by_role("rowheader", name=name, exact=True)).to_have_count(1)
+    expect(per_class.get_by_role("cell")).to_have_count(16)
+    flagging = page.locator("table.review-flagging")
+    expect(flagging.get_by_role("rowheader", name="0.80", exact=False)).to_have_count(1)
+    calibration = page.locator("table.calibration")
+    expect(calibration.get_by_role("rowheader", name="cells", exact=True)).to_have_count(1)

@@ -166,7 +166,7 @@ def test_version_page_shows_what_the_review_flag_catches_at_the_sites_threshold(
     site_row = page.split('class="site-threshold"')[1].split("</tr>")[0]
     assert "0.80 · this site" in site_row and ">11%<" in site_row and ">39%<" in site_row
     assert ">0.916<" in site_row
-    all_flagged = page.split("<td>0.99</td>")[1].split("</tr>")[0]
+    all_flagged = page.split('<th scope="row">0.99</th>')[1].split("</tr>")[0]
     assert '<span title="Every cell was flagged">–</span>' in all_flagged and "1.000" not in all_flagged
 
 

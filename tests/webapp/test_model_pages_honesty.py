@@ -106,6 +106,8 @@ def test_an_adaptation_that_drops_on_held_out_photographs_shows_both_figures_and
     assert "95.5%" in pbc and "93.2%" in pbc and "−2.3 points" in pbc and "worse, beyond noise" in pbc
     bcci = table.split('data-source="blood-cell-images/TEST"')[1].split("</tr>")[0]
     assert "87.5%" in bcci and "87.0%" in bcci and "within noise" in bcci
+    # Each row's source heads it, so that a screen reader reads each figure with its source.
+    assert '<th scope="row">pbc/TEST</th>' in pbc and '<th scope="row">blood-cell-images/TEST</th>' in bcci
     assert "Newcombe" in page and "leaves out zero" in page  # the rule is stated
 
     warning = activation_warning(v4)
