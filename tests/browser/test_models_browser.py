@@ -243,3 +243,26 @@ def test_each_figure_of_a_versions_tables_is_named_by_its_row(live_server, brows
     expect(flagging.get_by_role("rowheader", name="0.80", exact=False)).to_have_count(1)
     calibration = page.locator("table.calibration")
     expect(calibration.get_by_role("rowheader", name="cells", exact=True)).to_have_count(1)
+
+
+def test_a_refused_form_puts_the_focus_on_its_error_or_says_it_as_the_page_arrives(
+        live_server, browser_page, django_user_model):
+    # The audit: a refused retraining or re-classification came back as a new page with the focus
+    # at its top and nothing said; the error sat unannounced halfway down.
+    make_version(status=ModelVersion.Status.ACTIVE)
+    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    page = browser_page
+    sign_in(page, live_server.url, "lead")
+    page.goto(f"{live_server.url}/models/")
+    page.fill("#id_epochs", "0")
+    page.evaluate("() => { document.querySelector('form.retrain-form').noValidate = true; }")
+    page.get_by_role("button", name="Start training").click()
+    epochs = page.locator("#id_epochs")
+    expect(epochs).to_have_attribute("aria-invalid", "true")
+    expect(epochs).to_be_focused()
+    expect(epochs).to_have_accessible_description(re.compile("greater than or equal to 1"))
+
+    # Neither a number nor "All samples": the form's own refusal, said from an alert region.
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Re-classify with the active version").click()
+    expect(page.get_by_role("alert").filter(has_text="Give an accession number")).to_have_count(1)

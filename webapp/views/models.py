@@ -92,7 +92,20 @@ def staff_required(view):
     return wrapped
 
 
+def _focus_first_error(form):
+    """A refused form comes back as a new page, whose focus starts at its top, far from the form: the
+    first field in error takes it, so a keyboard lands there and a screen reader reads its error."""
+    if form is None:
+        return
+    for name, field in form.fields.items():
+        if name in form.errors:
+            field.widget.attrs["autofocus"] = True
+            return
+
+
 def _render_list(request, retrain_form=None, reclassify_form=None, status=200):
+    _focus_first_error(retrain_form)
+    _focus_first_error(reclassify_form)
     context = listed_versions().as_context()
     context["retrain_form"] = retrain_form or RetrainForm()
     context["reclassify_form"] = reclassify_form or ReclassifyForm()
