@@ -266,3 +266,21 @@ def test_a_refused_form_puts_the_focus_on_its_error_or_says_it_as_the_page_arriv
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Re-classify with the active version").click()
     expect(page.get_by_role("alert").filter(has_text="Give an accession number")).to_have_count(1)
+
+
+def test_the_curves_legend_tells_its_lines_apart_by_more_than_colour(live_server, browser_page,
+                                                                     django_user_model):
+    # The audit: the validation line is dashed, yet both legend keys were solid bars, in two
+    # colours equally light: in grey the key named neither line.
+    version = make_version(status=ModelVersion.Status.READY, metrics=four_class_metrics())
+    ModelVersion.objects.filter(pk=version.pk).update(history=HISTORY)
+    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    page = browser_page
+    sign_in(page, live_server.url, "lead")
+    page.goto(f"{live_server.url}/models/{version.pk}/")
+    assert page.locator("svg.curve-svg .series.val").first.evaluate(
+        "line => getComputedStyle(line).strokeDasharray") not in ("", "none")
+    # The key is drawn as its line is: dashed for validation, solid for training.
+    pattern = "key => getComputedStyle(key).backgroundImage"
+    assert "repeating-linear-gradient" in page.locator(".legend .key.val").first.evaluate(pattern)
+    assert page.locator(".legend .key.train").first.evaluate(pattern) == "none"
