@@ -284,3 +284,18 @@ def test_the_curves_legend_tells_its_lines_apart_by_more_than_colour(live_server
     pattern = "key => getComputedStyle(key).backgroundImage"
     assert "repeating-linear-gradient" in page.locator(".legend .key.val").first.evaluate(pattern)
     assert page.locator(".legend .key.train").first.evaluate(pattern) == "none"
+
+
+def test_every_column_of_the_versions_table_has_a_header(live_server, browser_page, django_user_model):
+    # The audit: the column of Activate, Roll back and Cancel buttons had an empty header, so a
+    # screen reader named the column of a button it reached by nothing.
+    make_version()
+    make_version(status=ModelVersion.Status.READY, metrics=four_class_metrics())
+    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    page = browser_page
+    sign_in(page, live_server.url, "lead")
+    page.goto(f"{live_server.url}/models/")
+    headers = page.locator("table.versions > thead").get_by_role("columnheader")
+    expect(headers).to_have_count(10)
+    expect(headers.last).to_have_accessible_name("Activate or cancel")
+    assert all(name.strip() for name in headers.all_text_contents())
