@@ -167,7 +167,9 @@ def test_version_page_shows_what_the_review_flag_catches_at_the_sites_threshold(
     assert "0.80 · this site" in site_row and ">11%<" in site_row and ">39%<" in site_row
     assert ">0.916<" in site_row
     all_flagged = page.split('<th scope="row">0.99</th>')[1].split("</tr>")[0]
-    assert '<span title="Every cell was flagged">–</span>' in all_flagged and "1.000" not in all_flagged
+    assert 'title="Every cell was flagged"' in all_flagged and "1.000" not in all_flagged
+    # Said in words to a screen reader, which reads no title on a span.
+    assert '<span class="visually-hidden">none: every cell was flagged</span>' in all_flagged
 
 
 @pytest.mark.django_db
@@ -1226,6 +1228,8 @@ def test_review_flag_table_shows_no_share_of_errors_caught_where_no_call_was_wro
     page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
     rows = page.split('class="review-flagging"')[1].split("</tbody>")[0].split("<tr")[2:]
     assert "none to catch" in rows[0] and "100%" not in rows[0]
+    # Said in words to a screen reader, which reads no title on a span: a dash alone said nothing.
+    assert '<span class="visually-hidden">none: no call was wrong, none to catch</span>' in rows[0]
     assert ">50%<" in rows[1] and "none to catch" not in rows[1]
 
 
