@@ -304,3 +304,22 @@ def test_every_column_of_the_versions_table_has_a_header(live_server, browser_pa
     expect(headers).to_have_count(10)
     expect(headers.last).to_have_accessible_name("Activate or cancel")
     assert all(name.strip() for name in headers.all_text_contents())
+
+
+def test_a_disabled_training_button_is_described_by_why(live_server, browser_page, django_user_model):
+    # The audit: "Adapt" and "Start training" were unavailable with no word of why on the button;
+    # the reason stood in a paragraph nothing tied to it.
+    make_version()
+    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    page = browser_page
+    sign_in(page, live_server.url, "lead")
+    page.goto(f"{live_server.url}/models/")
+    adapt = page.get_by_role("button", name=re.compile("^Adapt v"))
+    expect(adapt).to_be_disabled()
+    expect(adapt).to_have_accessible_description(re.compile(r"At least \d+ are needed"))
+    running = make_version(status=ModelVersion.Status.TRAINING)
+    page.reload()
+    for name in ("Start training", re.compile("^Adapt v")):
+        button = page.get_by_role("button", name=name)
+        expect(button).to_be_disabled()
+        expect(button).to_have_accessible_description(re.compile(f"v{running.pk} is running"))
