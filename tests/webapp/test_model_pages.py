@@ -677,6 +677,10 @@ def test_progress_json_and_cancel(staff_client):
     # Named for what it covers: the evaluation after the last epoch is not in it.
     assert ("epochs' time left</dt>"
             '<dd data-field="eta_seconds" data-seconds="">–</dd>') in page
+    # What it leaves out is said on the page, where a keyboard and a screen reader meet it, not in
+    # a tooltip on its term.
+    assert "<dt title=" not in page
+    assert "The time left counts the epochs alone: measuring the held-out figures" in page
     assert 'aria-valuenow="25"' in page
     # Every epoch done, the held-out figures being measured: the bar tells no share, not 100%.
     ModelVersion.objects.filter(pk=version.pk).update(progress={
