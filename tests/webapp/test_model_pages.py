@@ -118,6 +118,10 @@ def test_models_page_lists_versions_with_data_metrics_cells_and_activation_log(s
     assert ">3</td>" in page  # cells classified by the active version
     assert page.count(staff.username) >= 2  # the activation log names who switched
     assert reverse("models:list") in staff_client.get(reverse("home")).content.decode()
+    # What "reviewers kept" is, and why it is no accuracy, said on the page: a tooltip on the
+    # column's header reached neither a keyboard nor a screen reader.
+    assert "<th class=\"num\">reviewers kept</th>" in page
+    assert "Reviewed cells are no random sample" in page
 
 
 @pytest.mark.django_db
