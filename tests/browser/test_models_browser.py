@@ -111,17 +111,25 @@ def test_activating_or_deleting_a_version_asks_first(live_server, browser_page, 
     assert active_version() == warned.pk
 
 
+RUNNING = {"state": "running", "epoch": 2, "epochs": 4, "elapsed_seconds": 20.0, "eta_seconds": 40.0}
+
+
+def open_a_running_training(live_server, page, django_user_model):
+    """A version training at epoch 2 of 4 (RUNNING), its page open to a staff admin."""
+    version = make_version(status=ModelVersion.Status.TRAINING)
+    ModelVersion.objects.filter(pk=version.pk).update(progress=RUNNING, hyperparameters={"epochs": 4})
+    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    sign_in(page, live_server.url, "lead")
+    page.goto(f"{live_server.url}/models/{version.pk}/")
+    return version
+
+
 def test_the_progress_bar_tells_no_share_while_the_held_out_figures_are_measured(
         live_server, browser_page, django_user_model):
     # The audit: after the last epoch the bar sat full, with no time left, for the minutes the TEST
     # figures took. The page follows the run by itself, so the change reaches an open page.
-    running = {"state": "running", "epoch": 2, "epochs": 4, "elapsed_seconds": 20.0, "eta_seconds": 40.0}
-    version = make_version(status=ModelVersion.Status.TRAINING)
-    ModelVersion.objects.filter(pk=version.pk).update(progress=running, hyperparameters={"epochs": 4})
-    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    version = open_a_running_training(live_server, browser_page, django_user_model)
     page = browser_page
-    sign_in(page, live_server.url, "lead")
-    page.goto(f"{live_server.url}/models/{version.pk}/")
     bar = page.locator(".training-progress [role=progressbar]")
     assert bar.get_attribute("aria-valuenow") == "50"
     # Half of it drawn, by the page's script: the policy refuses the style attribute that once did
@@ -133,7 +141,7 @@ def test_the_progress_bar_tells_no_share_while_the_held_out_figures_are_measured
     }""", timeout=5_000)
 
     ModelVersion.objects.filter(pk=version.pk).update(progress={
-        **running, "epoch": 4, "eta_seconds": None, "epochs_done": True,
+        **RUNNING, "epoch": 4, "eta_seconds": None, "epochs_done": True,
         "stage": "calibrating, fitting the review flag and measuring each source's TEST"})
 
     page.wait_for_selector(".training-progress .progress.finishing", timeout=10_000)
@@ -150,13 +158,8 @@ def test_a_running_training_is_announced_once_a_step_from_a_status_region(
         live_server, browser_page, django_user_model):
     # The audit: the epoch and stage changed on screen in silence; a screen reader heard nothing
     # of a run it was told the page follows by itself.
-    running = {"state": "running", "epoch": 2, "epochs": 4, "elapsed_seconds": 20.0, "eta_seconds": 40.0}
-    version = make_version(status=ModelVersion.Status.TRAINING)
-    ModelVersion.objects.filter(pk=version.pk).update(progress=running, hyperparameters={"epochs": 4})
-    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    version = open_a_running_training(live_server, browser_page, django_user_model)
     page = browser_page
-    sign_in(page, live_server.url, "lead")
-    page.goto(f"{live_server.url}/models/{version.pk}/")
     region = page.get_by_role("status").filter(has_text="epoch")
     expect(region).to_have_text("training: epoch 2 of 4")
     page.evaluate("""() => {
@@ -166,12 +169,12 @@ def test_a_running_training_is_announced_once_a_step_from_a_status_region(
             {childList: true, characterData: true, subtree: true});
     }""")
     # Polls that bring new times and figures but the same step write nothing there.
-    ModelVersion.objects.filter(pk=version.pk).update(progress={**running, "elapsed_seconds": 24.0,
+    ModelVersion.objects.filter(pk=version.pk).update(progress={**RUNNING, "elapsed_seconds": 24.0,
                                                                 "eta_seconds": 36.0, "loss": 0.5})
     expect(page.locator("[data-field=loss]")).to_have_text("0.5000", timeout=10_000)
     page.wait_for_timeout(2_500)
     assert page.evaluate("window.regionWrites") == 0
-    ModelVersion.objects.filter(pk=version.pk).update(progress={**running, "epoch": 3})
+    ModelVersion.objects.filter(pk=version.pk).update(progress={**RUNNING, "epoch": 3})
     expect(region).to_have_text("training: epoch 3 of 4", timeout=10_000)
     page.wait_for_timeout(4_500)
     assert page.evaluate("window.regionWrites") == 1
