@@ -466,7 +466,8 @@ def decoder_version():
     try:
         digest.update(inspect.getsource(decode_image).encode())
         digest.update(inspect.getsource(_decoded).encode())
-        digest.update(inspect.getsource(quality.shows_colour).encode())
+        for check in (quality.shows_colour, quality.photograph_shows_colour, quality.colour_check_copy):
+            digest.update(inspect.getsource(check).encode())
     except OSError:  # installed without its sources: the file's hash above still tells releases apart
         pass
     return digest.hexdigest()[:16]

@@ -103,19 +103,24 @@ def _check_rgb(rgb: np.ndarray) -> None:
 
 
 def shows_colour(rgb: np.ndarray) -> bool:
-    """Whether an RGB photograph (already at most COLOUR_CHECK_SIDE a side, for speed) shows any
-    stain colour: webapp.intake refuses one that does not, and assess_quality warns of it."""
+    """Whether an RGB photograph already at most COLOUR_CHECK_SIDE a side shows any stain colour;
+    photograph_shows_colour is the check of a photograph of any size."""
     pixels = np.asarray(rgb, dtype=np.int16)
     spread = pixels.max(axis=2) - pixels.min(axis=2)
     return np.count_nonzero(spread > COLOURED_SPREAD) >= max(16, COLOURED_SHARE * spread.size)
 
 
 def photograph_shows_colour(rgb: np.ndarray) -> bool:
-    """shows_colour of a photograph of any size (checked on a copy at most COLOUR_CHECK_SIDE a side)."""
-    return shows_colour(_colour_check_copy(rgb))
+    """shows_colour of a photograph of any size, checked on a copy at most COLOUR_CHECK_SIDE a side
+    (for speed). Upload refuses a photograph without colour (webapp.intake), training skips one
+    (classifier.dataset) and assess_quality warns of one, all by this one check: a photograph near
+    the threshold, copied smaller by Pillow's thumbnail for upload and by OpenCV for training, could
+    be taken by one and refused by the other."""
+    return shows_colour(colour_check_copy(rgb))
 
 
-def _colour_check_copy(rgb: np.ndarray) -> np.ndarray:
+def colour_check_copy(rgb: np.ndarray) -> np.ndarray:
+    """The photograph at most COLOUR_CHECK_SIDE a side, each pixel the mean of those it covers."""
     height, width = rgb.shape[:2]
     factor = COLOUR_CHECK_SIDE / max(height, width)
     if factor >= 1:

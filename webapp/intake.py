@@ -200,12 +200,6 @@ def _bits_per_channel_note(image):
     return ""
 
 
-def _has_colour(rgb_image):
-    sample = rgb_image.copy()
-    sample.thumbnail((quality.COLOUR_CHECK_SIDE, quality.COLOUR_CHECK_SIDE))
-    return quality.shows_colour(np.asarray(sample))
-
-
 # What a camera, a scanner's software or an editor may write beside the pixels: free text, where
 # some microscope software puts a patient's name or number, the time, the place (GPS) and the
 # device. Every other segment or chunk stays, the colour profile (JPEG APP2, PNG iCCP) and Adobe's
@@ -337,7 +331,8 @@ def check_image(uploaded):
         image = image.convert("RGB")
     elif sent_mode != "RGB":  # converted as its colours were read through its profile
         notes.append(CONVERTIBLE_MODES.get(sent_mode, f"converted from {sent_mode}"))
-    if not _has_colour(image):
+    # Training's check (classifier.quality), so that a photograph near the threshold gets one verdict.
+    if not quality.photograph_shows_colour(np.asarray(image)):
         raise ImageRejected(
             "This image holds no colour. Leukoscope needs a colour photograph of the stained smear."
         )

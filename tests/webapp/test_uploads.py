@@ -13,6 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from PIL import Image, PngImagePlugin, TiffImagePlugin
 
+from classifier import dataset
 from classifier.rendering import decode_rgb
 from tests.colour_profiles import display_p3_profile, padded_profile, srgb_profile, swapped_primaries_profile
 from tests.conftest import stored_files
@@ -160,6 +161,27 @@ def test_a_file_just_over_the_byte_limit_is_not_said_to_be_its_size(settings):
 def test_image_over_the_pixel_limit_is_refused_before_decoding(settings):
     settings.MAX_IMAGE_PIXELS = 10_000
     assert "more than" in rejection(jpeg_bytes(width=200, height=100))
+
+
+def test_upload_and_training_give_a_photograph_at_the_colour_threshold_one_verdict(tmp_path):
+    # A grey field with a faint coloured line, a little under to a little over what the colour check
+    # needs once the photograph is copied at most 512 px a side: upload copied it with Pillow's
+    # thumbnail, training with OpenCV, and the 26 and 28 lines were taken by training, refused by upload.
+    verdicts = {}
+    for strength in range(20, 36, 2):
+        pixels = np.full((768, 1024, 3), 128, np.uint8)
+        pixels[:, 100, 0] += strength
+        path = tmp_path / f"line{strength}.png"
+        Image.fromarray(pixels).save(path)
+        try:
+            check_image(upload(path.name, path.read_bytes()))
+            taken_by_upload = True
+        except ImageRejected as refused:
+            assert "holds no colour" in str(refused)
+            taken_by_upload = False
+        verdicts[strength] = (taken_by_upload, dataset.decode_image(path) is not None)
+    assert all(upload_says == training_says for upload_says, training_says in verdicts.values()), verdicts
+    assert {verdict for verdict, _ in verdicts.values()} == {True, False}  # both sides of the threshold
 
 
 @pytest.mark.parametrize(("width", "height"), [(320, 20), (20, 240)])
