@@ -25,6 +25,7 @@ from PIL import Image
 from classifier import detection, quality, rendering
 from classifier.errors import TrainingDataError, UnreadableFolder, UnreadablePhotograph
 from classifier.labels import BINARY_CLASSES, BINARY_GROUP, EIGHT_CLASSES, TASK_CLASSES
+from classifier.photograph_size import MAX_PHOTOGRAPH_PIXELS
 from classifier.preparation import WINDOW_SIZE, as_window, prepare_window
 
 # Those the site takes in an upload (webapp.intake): a lab's microscope that writes TIFF trains on them too.
@@ -368,7 +369,8 @@ def decode_image(path):
     as stored): read by OpenCV instead, a photograph with transparent pixels was learned with them
     black where the site shows them white, and 0.2 ms a photograph is all OpenCV saved. One without
     colour is refused as upload refuses it (webapp.intake): learnt from, it taught the network a
-    cell without its stain, which no lab's upload can then show it.
+    cell without its stain, which no lab's upload can then show it. One over upload's pixel limit
+    (photograph_size.MAX_PHOTOGRAPH_PIXELS) is refused from its header, before it is decoded.
     """
     return _decoded(path)[0]
 
@@ -384,6 +386,10 @@ def _decoded(path):
         data = Path(path).read_bytes()
     except OSError as exc:
         return None, f"could not be opened ({exc.strerror or exc})"
+    if too_large := rendering.too_many_pixels(data):
+        # As upload refuses it: decoded, it took the memory that limit guards (training decodes two
+        # at a time), and the site could never be sent it.
+        return None, f"{too_large} uploads have"
     try:
         rgb = rendering.decode_rgb(data, upright=True)
     except UnreadablePhotograph:
@@ -458,11 +464,12 @@ def detector_version():
 
 def decoder_version():
     """Changes when how a training photograph becomes RGB, or is refused, may change (decode_image,
-    the colour conversion in classifier/rendering.py, the decoding library, the colour check in
-    classifier/quality.py), so pixels cached by another decoder are prepared again: a cache written
-    before colour profiles were read held raw numbers."""
-    colour_check = (quality.COLOURED_SPREAD, quality.COLOURED_SHARE, quality.COLOUR_CHECK_SIDE)
-    digest = hashlib.sha256(f"{PIL.__version__} {_source_version('rendering.py')} {colour_check}".encode())
+    the colour conversion and pixel limit in classifier/rendering.py and photograph_size.py, the
+    decoding library, the colour check in classifier/quality.py), so pixels cached by another
+    decoder are prepared again: a cache written before colour profiles were read held raw numbers."""
+    checks = (quality.COLOURED_SPREAD, quality.COLOURED_SHARE, quality.COLOUR_CHECK_SIDE,
+              MAX_PHOTOGRAPH_PIXELS)
+    digest = hashlib.sha256(f"{PIL.__version__} {_source_version('rendering.py')} {checks}".encode())
     try:
         digest.update(inspect.getsource(decode_image).encode())
         digest.update(inspect.getsource(_decoded).encode())

@@ -5,12 +5,14 @@ network saw, and Grad-CAM drawn over the network's input), encoded as the site s
 
 import functools
 import io
+import warnings
 
 import cv2
 import numpy as np
 from PIL import Image, ImageCms, ImageOps
 
 from classifier.errors import UnreadablePhotograph
+from classifier.photograph_size import MAX_PHOTOGRAPH_PIXELS
 
 # Room around the detector's box in the thumbnail, so the cell's edge is visible.
 CROP_MARGIN = 0.15
@@ -50,6 +52,28 @@ def decode_rgb(source, upright=False):
         raise UnreadablePhotograph(
             "The photograph could not be read: the file is damaged or is not an image."
         ) from None
+
+
+def too_many_pixels(source, limit=MAX_PHOTOGRAPH_PIXELS):
+    """Why a photograph (an image file's bytes or a binary file object) is too large to decode, in
+    words, read from its header alone: no pixel is decoded. "" where it holds at most ``limit``
+    pixels, or where its header does not read (decode_rgb says why)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        source = io.BytesIO(source)
+    megapixels = f"{limit / 1e6:g}-megapixel limit"
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns from its own limit (89 megapixels) and refuses from twice that.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as picture:
+                width, height = picture.size
+    except Image.DecompressionBombError:
+        return f"more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, over the {megapixels}"
+    except (OSError, ValueError):
+        return ""
+    if width * height <= limit:
+        return ""
+    return f"{width}x{height} pixels, over the {megapixels}"
 
 
 def _as_rgb(picture):

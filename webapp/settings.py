@@ -17,6 +17,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from classifier.photograph_size import MAX_PHOTOGRAPH_PIXELS
 from classifier.runtimes import DEFAULT_RUNTIME, RUNTIMES
 from webapp.configuration import (
     env_flag,
@@ -314,7 +315,8 @@ MEDIA_URL = "/media/"
 
 # Uploads: checked by content; limits guard the worker against huge files and decompression bombs.
 MAX_UPLOAD_BYTES = env_count("LEUKOSCOPE_MAX_UPLOAD_BYTES", 1, default=25 * 1024 * 1024)
-MAX_IMAGE_PIXELS = env_count("LEUKOSCOPE_MAX_IMAGE_PIXELS", 1, default=40_000_000)
+# Training skips a photograph over MAX_PHOTOGRAPH_PIXELS whatever this says (classifier.dataset).
+MAX_IMAGE_PIXELS = env_count("LEUKOSCOPE_MAX_IMAGE_PIXELS", 1, default=MAX_PHOTOGRAPH_PIXELS)
 # A 200-cell differential of one-cell pictures (an analyser's export) in one upload. What bounds an
 # upload's time is the pixels to decode, and its memory the files held until they are stored, each
 # counted together as the files are sent, whatever becomes of each (webapp.intake.check_files):

@@ -187,6 +187,26 @@ def test_a_photograph_without_colour_is_skipped_as_upload_refuses_it_and_said_wh
         "tiny.png": "smaller than 8 pixels a side"}
 
 
+def test_a_photograph_over_uploads_pixel_limit_is_skipped_from_its_header_and_said_why(tmp_path):
+    """Upload refuses a photograph over 40 megapixels, a guard on memory; training decoded it, two
+    at a time, and learnt from it."""
+    from PIL import Image
+
+    write_split(tmp_path, "TRAIN", 1)
+    folder = tmp_path / "TRAIN" / "MONOCYTE"
+    width, height = 8000, 5001  # one row over 40 megapixels
+    Image.new("RGB", (width, height), (200, 150, 180)).save(folder / "large.png", compress_level=1)
+    # Its header alone, the pixels cut off: refused for its size, not as damaged, so the size was
+    # read before any pixel was decoded.
+    (folder / "large_header.png").write_bytes((folder / "large.png").read_bytes()[:100])
+    images = dataset.list_images(tmp_path / "TRAIN", "4class", "TRAIN")
+    _, ok, _ = dataset.load_prepared(images, {"height": 60, "width": 80, "mode": "field"},
+                                     cache_dir=tmp_path / "cache")
+    skipped = {Path(row["path"]).name: row["reason"] for row in dataset.skipped_files(images, ok)}
+    reason = "8000x5001 pixels, over the 40-megapixel limit uploads have"
+    assert ok.sum() == 4 and skipped == {"large.png": reason, "large_header.png": reason}
+
+
 def test_a_file_replaced_since_it_was_cached_as_unreadable_is_prepared_again(tmp_path):
     """The cache was keyed by the files' paths alone: a git-lfs pointer fetched since (replaced by
     its photograph, under the same name) stayed unreadable for every later run until the cache was

@@ -163,6 +163,17 @@ def test_image_over_the_pixel_limit_is_refused_before_decoding(settings):
     assert "more than" in rejection(jpeg_bytes(width=200, height=100))
 
 
+@pytest.mark.parametrize(("width", "height", "over"), [(8000, 5000, False), (8000, 5001, True)])
+def test_upload_and_training_refuse_a_photograph_by_one_pixel_limit(tmp_path, width, height, over):
+    # Training took photographs over upload's 40 megapixels, decoding them whole. Each reads the
+    # header alone (its pixels here are a few bytes: damaged, where under the limit).
+    data = png_with_claimed_size(width, height)
+    (tmp_path / "field.png").write_bytes(data)
+    refused_by_upload = "more than the 40 megapixels limit" in rejection(data, "field.png")
+    skipped_by_training = "over the 40-megapixel limit" in dataset.skipped_because(tmp_path / "field.png")
+    assert refused_by_upload == skipped_by_training == over
+
+
 def test_upload_and_training_give_a_photograph_at_the_colour_threshold_one_verdict(tmp_path):
     # A grey field with a faint coloured line, a little under to a little over what the colour check
     # needs once the photograph is copied at most 512 px a side: upload copied it with Pillow's
