@@ -6,8 +6,10 @@ classifier.training.adaptation writes them; nothing is trained."""
 
 import html
 import re
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 from django.urls import reverse
 
 from classifier.training.adaptation import PHASE_CROSS_VALIDATION, PHASE_EVALUATING, PHASE_FINAL
@@ -381,3 +383,57 @@ def test_an_adaptation_is_not_compared_with_its_parent_on_copies_of_train(staff_
     assert presenters.held_out_drop_warning(adapted, parent) == ""
     assert [row.source for row in presenters.held_out_comparison(adapted, parent)] == ["clean4/TEST"]
     assert activation_warning(adapted, parent) == ""
+
+
+def partly_copies(metrics, whole, held_out, source="blood-cell-images", n=2487, copies=87):
+    """``metrics`` with ``source``'s TEST holding ``copies`` photographs of cells also photographed in
+    TRAIN among its ``n``: ``whole`` the split's accuracy, ``held_out`` that without them."""
+    without = split(held_out, n - copies)
+    metrics["sources"][source]["TEST"] = dict(split(whole, n), without_same_cell_in_train=without)
+    return metrics
+
+
+def test_the_headline_and_models_quote_the_figure_without_copies_of_train_as_in_words(staff_client):
+    # The list headlined "accuracy 0.9050, blood-cell-images TEST", the whole split's, 87 copies of
+    # TRAIN among its 2,487, and `manage.py models` printed it, where the sentence beside it said 88%
+    # of 2,400 photographs never trained on.
+    metrics = partly_copies(two_source_metrics(0.955, 0.905), 0.905, 0.8767)
+    metrics["sources"]["blood-cell-images"]["order"], metrics["sources"]["pbc"]["order"] = 0, 1
+    version = make(ModelVersion.Status.ACTIVE, metrics, dataset_path="/data/blood-cell-images:/data/pbc")
+    shown = presenters.headline(version.metrics)
+    assert shown["accuracy"] == 0.8767 and shown["table"]["n"] == 2400
+    listing = text(staff_client.get(reverse("models:list")).content.decode())
+    assert ("accuracy 0.8767, blood-cell-images TEST, without its 87 photographs of cells also "
+            "photographed in TRAIN") in listing
+    assert "88% of cells right" in listing and "0.9050" not in listing
+    out = StringIO()
+    call_command("models", stdout=out)
+    line = out.getvalue().splitlines()[1]
+    assert "0.8767" in line and "0.9050" not in line
+    assert line.endswith("blood-cell-images TEST, without its 87 photographs of cells also photographed "
+                         "in TRAIN; pbc TEST 0.9550")
+
+
+def test_a_figure_at_chance_without_the_copies_of_train_is_warned_of(staff_client):
+    # 40% of 2,487 cleared the chance line (25% + 10 points) thanks to 87 copies of TRAIN; on the
+    # 2,400 photographs never trained on it called 30% right, and nothing warned.
+    metrics = partly_copies(two_source_metrics(0.955, 0.40), 0.40, 0.30)
+    version = make(metrics=metrics)
+    assert activation_warning(version) == (
+        f"v{version.pk} called 30% of the blood-cell-images TEST cells right (without its 87 photographs "
+        "of cells also photographed in TRAIN), no better than guessing among its 4 types (25%): it would "
+        "serve calls a lab cannot use.")
+
+
+def test_an_adaptation_is_compared_with_its_parent_without_copies_of_train(staff_client):
+    # Both TEST splits held 87 copies of TRAIN: the comparison read 90.5% against 90.0% of 2,487,
+    # within noise, where on the 2,400 photographs neither trained on it fell from 87.7% to 85.0%.
+    v1 = make(ModelVersion.Status.ACTIVE, partly_copies(two_source_metrics(0.955, 0.905), 0.905, 0.8767))
+    metrics = partly_copies(adapted_metrics(0.955, 0.90, adaptation(0.9375, 0.9375), "v1"), 0.90, 0.85)
+    v4 = make(metrics=metrics, parent=v1)
+    page = detail(staff_client, v4)
+    row = page.split('data-source="blood-cell-images/TEST"')[1].split("</tr>")[0]
+    row = re.sub(r"<[^>]+>", "", row)
+    assert "87.7% of 2400" in row and "85.0% of 2400" in row and "worse, beyond noise" in row
+    assert "90.5%" not in row and "2487" not in row
+    assert "blood-cell-images/TEST 85.0% against 87.7%" in activation_warning(v4)

@@ -120,6 +120,8 @@ def _split_tables(metrics, source="", threshold=None):
             # A part measured on no image (a TEST of copies of TRAIN alone, without them) is no table.
             if _is_metrics(value.get(part)) and value[part].get("n") != 0:
                 tables.append(_metric_table(f"{title}: {words}", value[part], threshold))
+                if part == "without_same_cell_in_train":
+                    table["held_out_table"] = tables[-1]
     return tables
 
 
@@ -135,6 +137,32 @@ def not_held_out_reason(count):
     """Why a TEST split of ``count`` photographs has no held-out figure, in the words every place
     that says so uses."""
     return f"all {count:,} are of cells also photographed in TRAIN"
+
+
+def held_out_table(table):
+    """The table (metric_tables) of a split's figures on photographs never trained on, as every figure
+    quoted of it is: that without cells also photographed in TRAIN where the run measured them apart
+    (a version's stored metrics hold it since it did), else the split's own; None where that leaves no
+    photograph (not_held_out)."""
+    if not_held_out(table):
+        return None
+    return table.get("held_out_table") or table
+
+
+def copies_left_out(table):
+    """How many of a split's photographs (metric_tables) its held-out figures leave out, being of cells
+    also photographed in TRAIN (0 for a split that held none, or was not measured apart)."""
+    shown = held_out_table(table)
+    return max((table.get("n") or 0) - (shown.get("n") or 0), 0) if shown else 0
+
+
+def without_copies(count):
+    """The words a held-out figure carries where it leaves out ``count`` photographs of cells also
+    photographed in TRAIN ("" for none): the pages, `manage.py models` and `manage.py train` say so
+    alike."""
+    if not count:
+        return ""
+    return f"without its {count:,} photograph{'' if count == 1 else 's'} of cells also photographed in TRAIN"
 
 
 def held_out_figures(table):
@@ -171,12 +199,16 @@ def metric_tables(metrics):
 
 
 def headline(metrics):
-    """(accuracy, where) of the figure to show in a list: TEST where there was one (the first data
-    folder's that held a photograph never trained on), else validation."""
+    """The figure to show in a list: TEST where there was one (the first data folder's that held a
+    photograph never trained on), else validation; on the photographs never trained on
+    (held_out_table), as the figure in words is. {"accuracy", "where": the split, "table": the
+    figure's table, "without": without_copies' words, "" where it is the whole split's}."""
     tables = [table for table in metric_tables(metrics) if "where" in table and not not_held_out(table)]
     if not tables:
         return None
-    return {"accuracy": tables[0]["accuracy"], "where": tables[0]["where"], "table": tables[0]}
+    shown = held_out_table(tables[0])
+    return {"accuracy": shown["accuracy"], "where": tables[0]["where"], "table": shown,
+            "without": without_copies(copies_left_out(tables[0]))}
 
 
 # What the site knows of the public data folders a bundled or lab-trained version may have learnt
@@ -640,18 +672,23 @@ class HeldOutRow:
 
 
 def held_out_comparison(version, parent):
-    """HeldOutRow for each TEST source measured on both the version and its parent (the photographs
-    neither trained on), in the version's order."""
+    """HeldOutRow for each TEST source measured on both the version and its parent, each on the
+    photographs it never trained on (held_out_figures, as its figure in words), in the version's order."""
     if parent is None:
         return []
-    theirs = held_out_tables(parent)
+
+    def never_trained_on(of):
+        return {test.source or "TEST": test.held_out for test in source_test_splits(of)
+                if test.held_out is not None}
+
+    theirs = never_trained_on(parent)
     rows = []
-    for source, table in held_out_tables(version).items():
+    for source, figures in never_trained_on(version).items():
         before = theirs.get(source)
         if before is None:
             continue
-        child, was = Share.of(table), Share.of(before)
-        rows.append(HeldOutRow(f"{source}/TEST", _percent(table["accuracy"]), _percent(before["accuracy"]),
+        child, was = Share.of(figures), Share.of(before)
+        rows.append(HeldOutRow(f"{source}/TEST", _percent(figures["accuracy"]), _percent(before["accuracy"]),
                                Difference(child, was) if child and was else None))
     return rows
 
@@ -876,18 +913,21 @@ def chance_level_warning(version):
     if types < 2:
         return ""
     for table in metric_tables(version.metrics):
-        accuracy, balanced, where = table.get("accuracy"), table.get("balanced_accuracy"), table.get("where")
-        if where is None or accuracy is None or not_held_out(table):
+        where, shown = table.get("where"), held_out_table(table)
+        if where is None or shown is None or shown.get("accuracy") is None:
             continue
-        held = sum(1 for row in table.get("per_class") or () if row.get("support"))
+        accuracy, balanced = shown["accuracy"], shown.get("balanced_accuracy")
+        held = sum(1 for row in shown.get("per_class") or () if row.get("support"))
         among = (f"the {held} types they hold" if 2 <= held < types else f"its {types} types")
         chance = 1 / (held if 2 <= held < types else types)
         cells = ("its validation cells" if where.endswith("validation")
                  else "its held-out cells" if where == "Held-out" else f"the {where} cells")
+        without = without_copies(copies_left_out(table))
+        right = f"right ({without})" if without else "right"
         if accuracy <= chance + CHANCE_MARGIN:
-            figure = f"called {round(100 * accuracy)}% of {cells} right"
+            figure = f"called {round(100 * accuracy)}% of {cells} {right}"
         elif balanced is not None and balanced <= chance + CHANCE_MARGIN:
-            figure = (f"called {round(100 * accuracy)}% of {cells} right but, type by type, "
+            figure = (f"called {round(100 * accuracy)}% of {cells} {right} but, type by type, "
                       f"{round(100 * balanced)}% on average")
         else:
             continue

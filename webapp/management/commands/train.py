@@ -16,7 +16,7 @@ from classifier.training.data import absolute_folders, check_weights_name_folder
 from classifier.training.recipe import SETTINGS_BY_NAME, Recipe, RecipeError, RefitDataMismatch
 from webapp.management.commands._activation import activate_unless_warned
 from webapp.models import ModelVersion
-from webapp.presenters.models import source_test_splits
+from webapp.presenters.models import source_test_splits, without_copies
 from webapp.services.training import (
     TrainingRefused,
     TrainingStopped,
@@ -56,9 +56,8 @@ def held_out_reports(version):
         if test.no_figure:
             reports.append(f"{test.no_figure}.")
             continue
-        left_out = (f", without its {count_of(test.also_in_train, 'photograph')} of cells also photographed "
-                    "in TRAIN" if test.also_in_train else "")
-        title = f"v{version.pk} on {test.where} (held out){left_out}"
+        without = without_copies(test.also_in_train)
+        title = f"v{version.pk} on {test.where} (held out)" + (f", {without}" if without else "")
         reports.append(format_metrics(test.held_out, title=title))
         measured = True
     validation = (version.metrics or {}).get("validation")
