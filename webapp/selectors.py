@@ -409,6 +409,14 @@ def sample_timeline(sample_id):
     )
 
 
+def deleted_sample_accession(sample_id):
+    """The accession number a deleted sample had, read from its deletion's audit row
+    (services.deletion); None where the trail records no deletion of that id."""
+    return (LogEntry.objects.get_for_model(Sample)
+            .filter(object_id=sample_id, action=LogEntry.Action.DELETE)
+            .values_list("object_repr", flat=True).first())
+
+
 @dataclass
 class SampleProgress:
     total: int

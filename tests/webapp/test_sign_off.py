@@ -136,6 +136,29 @@ def test_a_sample_deleted_while_its_page_was_open_is_refused_in_one_line_not_a_5
         sign_sample(sample, hematologist)
 
 
+@pytest.mark.parametrize("name, data, not_done", [
+    ("lab:sample-sign", {"result_seen": "x"}, "there is nothing to sign."),
+    ("lab:sample-target", {"target_count": "200"}, "the target count was not set."),
+])
+def test_a_sign_off_form_for_a_sample_deleted_before_it_was_sent_says_so(client, hematologist, name, data,
+                                                                         not_done):
+    """The audit: a sign-off posted for a sample deleted while its page was open answered "deleted
+    meanwhile" where the deletion committed as the signature waited on its lock, and the site's
+    generic 404 page where it had committed before the form arrived: one race, two answers."""
+    sample = small_sample()
+    delete_sample(Sample.objects.get(pk=sample.pk))
+    client.force_login(hematologist)
+    said = f"Sample H26-0001 was deleted meanwhile: {not_done}"
+
+    response = client.post(reverse(name, args=[sample.pk]), data, follow=True)
+    assert response.redirect_chain == [(reverse("lab:sample-list"), 302)]
+    assert [str(message) for message in response.context["messages"]] == [said]
+    answer = client.post(reverse(name, args=[sample.pk]), data, headers=JSON)
+    assert (answer.status_code, answer.json()) == (409, {"error": said})
+    # An id no sample ever had is still not found.
+    assert client.post(reverse(name, args=[sample.pk + 1000]), data).status_code == 404
+
+
 # --- what stops a signature --------------------------------------------------------------------
 
 

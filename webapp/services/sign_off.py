@@ -32,6 +32,10 @@ from webapp.wording import person
 logger = logging.getLogger(__name__)
 
 SIGN_PERMISSION = "webapp.sign_sample"
+# What was not done, said after "Sample H26-0001 was deleted meanwhile: ".
+NOTHING_TO_SIGN = "there is nothing to sign."
+NOTHING_TO_REOPEN = "there is nothing to reopen."
+TARGET_NOT_SET = "the target count was not set."
 # What a sample's page offers; LEUKOSCOPE_TARGET_COUNT, a new sample's, is one of them.
 TARGET_CHOICES = settings.TARGET_COUNT_CHOICES
 # PostgreSQL advisory lock taken by every signature until it commits (any number unused elsewhere).
@@ -67,8 +71,7 @@ def sign_sample(sample, user, below_target_reason="", keep_unidentified=False, r
     _ensure_may_sign(user, "Signing")
     locked = Sample.objects.select_for_update().filter(pk=sample.pk).first()
     if locked is None:  # deleted since the signer's page read it (a signed sample never is)
-        raise SignOffRefused(f"Sample {sample.accession_number} was deleted meanwhile: there is nothing "
-                             "to sign.")
+        raise SignOffRefused(f"Sample {sample.accession_number} was deleted meanwhile: {NOTHING_TO_SIGN}")
     sample = locked
     if sample.is_signed:
         raise SignOffRefused(f"Sample {sample.accession_number} is already signed.")
@@ -168,7 +171,7 @@ def reopen_sample(sample, user, reason):
 def set_target_count(sample, target_count, user=None):
     """How many leukocytes the sample should count before it is signed: 100 or 200."""
     # The sample locked until it is written, and read again as it stands under that lock.
-    ensure_editable(sample, "changing the target count", gone="the target count was not set.")
+    ensure_editable(sample, "changing the target count", gone=TARGET_NOT_SET)
     if target_count not in TARGET_CHOICES:
         raise SignOffRefused(f"The target count is one of {', '.join(map(str, TARGET_CHOICES))} leukocytes.")
     sample = Sample.objects.get(pk=sample.pk)

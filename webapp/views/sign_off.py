@@ -7,15 +7,19 @@ sample page, or as JSON with 409 to a script that asks for JSON (400 where the f
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import JsonResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from webapp.forms_sign_off import ReopenForm, SignForm, TargetCountForm
 from webapp.models import Sample
 from webapp.presenters.lab import sample_page_address
+from webapp.selectors import deleted_sample_accession
 from webapp.services.locking import DeletedMeanwhile, SampleLocked
 from webapp.services.sign_off import (
+    NOTHING_TO_REOPEN,
+    NOTHING_TO_SIGN,
+    TARGET_NOT_SET,
     SignOffRefused,
     may_sign,
     reopen_sample,
@@ -49,6 +53,25 @@ def refused_as_gone(request, refusal, sample_id=None, page_number=1):
     if sample_id is not None and Sample.objects.filter(pk=sample_id).exists():
         return redirect(sample_page_address(sample_id, page_number))
     return redirect("lab:sample-list")
+
+
+def _sample_or_gone(pk, gone):
+    """The sample the panel was posted for. One deleted since the page was drawn raises
+    DeletedMeanwhile, saying ``gone`` (what was not done), as the services say it when the deletion
+    commits while they wait on the sample's lock: the same race, met a moment sooner, must read the
+    same, not as the site's "page not found". An id the trail never saw deleted is a 404."""
+    sample = Sample.objects.filter(pk=pk).first()
+    if sample is not None:
+        return sample
+    if (accession := deleted_sample_accession(pk)) is None:
+        raise Http404("No such sample.")
+    raise DeletedMeanwhile(f"Sample {accession} was deleted meanwhile: {gone}")
+
+
+def _gone(request, refusal):
+    if wants_json(request):
+        return JsonResponse({"error": str(refusal)}, status=409)
+    return refused_as_gone(request, refusal)
 
 
 def _page_sent(request):
@@ -86,7 +109,10 @@ def _form_error(form):
 
 @require_POST
 def sample_sign(request, pk):
-    sample = get_object_or_404(Sample, pk=pk)
+    try:
+        sample = _sample_or_gone(pk, NOTHING_TO_SIGN)
+    except DeletedMeanwhile as exc:
+        return _gone(request, exc)
     _refuse_unless_may_sign(request, "Signing a sample")
     form = SignForm(request.POST)
     if not form.is_valid():
@@ -104,7 +130,10 @@ def sample_sign(request, pk):
 
 @require_POST
 def sample_reopen(request, pk):
-    sample = get_object_or_404(Sample, pk=pk)
+    try:
+        sample = _sample_or_gone(pk, NOTHING_TO_REOPEN)
+    except DeletedMeanwhile as exc:
+        return _gone(request, exc)
     _refuse_unless_may_sign(request, "Reopening a signed sample")
     form = ReopenForm(request.POST)
     if not form.is_valid():
@@ -120,7 +149,10 @@ def sample_reopen(request, pk):
 @require_POST
 @roles.lab_work(roles.REVIEW, "Setting the target count")
 def sample_target(request, pk):
-    sample = get_object_or_404(Sample, pk=pk)
+    try:
+        sample = _sample_or_gone(pk, TARGET_NOT_SET)
+    except DeletedMeanwhile as exc:
+        return _gone(request, exc)
     form = TargetCountForm(request.POST)
     if not form.is_valid():
         return _answer(request, sample, _form_error(form), status=400)
