@@ -415,13 +415,21 @@ class ApiTokenAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
     create`, each shown once (here, on the page the form leads to) and never kept; listed and revoked
     here (a revoked key stays on record)."""
 
-    list_display = ("id", "name", "user", "created_at", "last_used_at", "state")
-    list_select_related = ("user",)
+    list_display = ("id", "name", "user", "created_at", "last_used_at", "state", "revoked_by_shown")
+    list_select_related = ("user", "revoked_by")
     actions = ("revoke",)
 
     @admin.display(description="state")
     def state(self, token):
         return api_tokens.token_state(token)
+
+    @admin.display(description="revoked by")
+    def revoked_by_shown(self, token):
+        # None on a revoked key: a command or a shell, which its reason names, or a key revoked
+        # before who revoked it was kept, whose audit row named no account.
+        if token.revoked_at is None:
+            return ""
+        return token.revoked_by.get_username() if token.revoked_by else "unknown"
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
@@ -429,7 +437,8 @@ class ApiTokenAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
         return super().get_form(request, obj, change=change, **kwargs)
 
     def get_readonly_fields(self, request, obj=None):
-        return () if obj is None else ("user", "name", "created_at", "last_used_at", "revoked_at")
+        return () if obj is None else ("user", "name", "created_at", "last_used_at", "revoked_at",
+                                       "revoked_by_shown", "revoke_reason")
 
     def has_change_permission(self, request, obj=None):
         return False
@@ -720,8 +729,8 @@ class LabUserAdmin(ReadsOnlyWhatItCan, UserAdmin):
         if signed or on_record:
             self.message_user(request, "An account the lab's records name (it signed or reopened a result, "
                               "uploaded, reviewed or changed something, changed an account, trained or "
-                              "activated a network) stays on record: untick \"Active\" on it instead, "
-                              "which stops its sign-in.", messages.WARNING)
+                              "activated a network, revoked an API key) stays on record: untick "
+                              "\"Active\" on it instead, which stops its sign-in.", messages.WARNING)
         return deleted, counts, perms_needed, protected
 
 
@@ -748,6 +757,8 @@ def accounts_on_record(account_ids):
          ModelActivation.objects.filter(activated_by__in=account_ids), "activated_by_id"),
         ("named as who trained a network", ModelVersion.objects.filter(created_by__in=account_ids),
          "created_by_id"),
+        ("named as who revoked an API key", ApiToken.objects.filter(revoked_by__in=account_ids),
+         "revoked_by_id"),
     )
     found = {}
     for words, rows, column in named_by:

@@ -564,6 +564,14 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Who revoked it, and why, on the key itself as on its audit row (services.api_tokens.revoke_tokens).
+    # None where no account did (a command, a shell) or the trail did not say (keys revoked before
+    # this was kept). SET_NULL as for who trained or activated a network: an account these name is
+    # made inactive, not deleted (admin.accounts_on_record).
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoke_reason = models.TextField(blank=True)
     # The admin's add form carries a token of its own, used once: the form sent again (a script's
     # double POST, a resent page) finds its key already made here and makes no second one.
     made_by_form = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)

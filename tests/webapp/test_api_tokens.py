@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from tests.webapp.lab_factories import make_sample, mark_signed, named_hematologist, with_role
+from webapp.admin import accounts_on_record
 from webapp.models import ApiToken
 from webapp.services.api_tokens import LAST_USED_EVERY, create_token
 
@@ -477,8 +478,11 @@ def test_a_key_stopped_by_its_accounts_change_stays_revoked_when_the_change_is_u
     token.refresh_from_db()
     assert token.revoked_at is not None
     # The audit trail says why, and who: the administrator whose request made the change.
-    row = LogEntry.objects.get(content_type__model="apitoken", object_pk=str(token.pk))
+    row = LogEntry.objects.get(content_type__model="apitoken", object_pk=str(token.pk),
+                               action=LogEntry.Action.UPDATE)
     assert row.actor == root and "lis is not active" in row.additional_data["note"]
+    # The key says the same (the audit: only the trail did).
+    assert (token.revoked_by, token.revoke_reason) == (root, row.additional_data["note"])
     assert ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).count() == 0
 
     # A role given and taken away, in a shell: the key stays revoked.
@@ -543,10 +547,25 @@ def test_a_key_revoked_in_the_admin_names_who_revoked_it(client, lis, django_use
 
     history = AdminLogEntry.objects.filter(object_id=str(token.pk), content_type__model="apitoken")
     assert [(entry.user, entry.action_flag) for entry in history] == [(root, CHANGE)]
-    trail = LogEntry.objects.get(content_type__model="apitoken", object_pk=str(token.pk))
+    trail = LogEntry.objects.get(content_type__model="apitoken", object_pk=str(token.pk),
+                                 action=LogEntry.Action.UPDATE)
     assert trail.actor == root and trail.additional_data["note"] == "Revoked in the admin."
+    # The key says the same, on its page and in the list (the audit: only the trail did).
+    token.refresh_from_db()
+    assert (token.revoked_by, token.revoke_reason) == (root, "Revoked in the admin.")
+    page = client.get(reverse("admin:webapp_apitoken_change", args=[token.pk])).content.decode()
+    assert re.search(r'<div class="readonly">\s*root\s*</div>', page)
+    assert re.search(r'<div class="readonly">\s*Revoked in the admin.\s*</div>', page)
+    listing = client.get(changelist).content.decode()
+    assert '<td class="field-revoked_by_shown">root</td>' in listing
     history_page = client.get(reverse("admin:webapp_apitoken_history", args=[token.pk]))
     assert "Revoked." in history_page.content.decode()
+    # The revoker is on record: the account is made inactive, not deleted.
+    assert accounts_on_record([root.pk]) == {root.pk: "named in the audit trail"}
+    # The trail and the admin's history flushed: the key still names it.
+    LogEntry.objects.filter(actor=root).update(actor=None)
+    AdminLogEntry.objects.filter(user=root).delete()
+    assert accounts_on_record([root.pk]) == {root.pk: "named as who revoked an API key"}
 
 
 def test_the_audit_trail_lists_the_rows_about_api_keys_alone(client, lis, django_user_model):

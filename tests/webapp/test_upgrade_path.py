@@ -157,3 +157,40 @@ def test_the_upgrade_names_each_signature_as_its_account_is_named_now(newest_sch
     names = {sample.pk: (sample.signed_by_name, sample.reopened_by_name) for sample in Sample.objects.all()}
     assert names == {signed.pk: ("Ada Lovelace", ""), reopened.pk: ("Ada Lovelace", "hopper"),
                      unsigned.pk: ("", "")}
+
+
+def test_the_upgrade_names_who_revoked_each_key_where_the_trail_says(newest_schema_afterwards):
+    """Who revoked a key, and why, was only in the audit trail; the upgrade copies both onto each key
+    revoked before, from its revocation's row. A row naming no account (a command, a shell) and a
+    key revoked with no row (by 0030) leave the key naming nobody: the admin says "unknown"."""
+    apps = migrate_to([("webapp", "0030_revoke_keys_of_refused_accounts")])
+    User, ApiToken = apps.get_model("auth", "User"), apps.get_model("webapp", "ApiToken")
+    LogEntry = apps.get_model("auditlog", "LogEntry")
+    kind, _ = apps.get_model("contenttypes", "ContentType").objects.get_or_create(
+        app_label="webapp", model="apitoken")
+    root, lis = User.objects.create(username="root"), User.objects.create(username="lis")
+    earlier = timezone.now() - timedelta(days=2)
+    keys = {name: ApiToken.objects.create(user=lis, name=name, key_sha256=name.ljust(64, "0"),
+                                          revoked_at=None if name == "active" else earlier)
+            for name in ("in the admin", "by a command", "by 0030", "active")}
+
+    def row(key, action, actor, note):
+        LogEntry.objects.create(
+            content_type=kind, object_pk=str(key.pk), object_id=key.pk, object_repr=key.name, action=action,
+            actor=actor, changes={"revoked_at": ["None", str(earlier)]}, additional_data={"note": note})
+
+    row(keys["in the admin"], 0, None, "a create row, which names no revocation")
+    row(keys["in the admin"], 1, root, "Revoked in the admin.")
+    row(keys["by a command"], 1, None, "Revoked with manage.py api_token revoke.")
+
+    apps = migrate_to(newest())
+
+    ApiToken = apps.get_model("webapp", "ApiToken")
+    after = {key.name: (key.revoked_by_id, key.revoke_reason, key.revoked_at)
+             for key in ApiToken.objects.all()}
+    assert after == {
+        "in the admin": (root.pk, "Revoked in the admin.", earlier),
+        "by a command": (None, "Revoked with manage.py api_token revoke.", earlier),
+        "by 0030": (None, "", earlier),
+        "active": (None, "", None),
+    }

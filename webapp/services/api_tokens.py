@@ -97,16 +97,24 @@ def is_key_of(token, key):
 def revoke_tokens(tokens, because, by=None):
     """Revoke those of ``tokens`` (a queryset) still in force, each with a row in the audit trail
     saying ``because`` and who: ``by``, or where None the request's signed-in account (auditlog's
-    middleware), or no one (a shell, a command). A revoked key keeps its first date. Returns the
-    keys revoked."""
+    middleware), or no one (a shell, a command). The key keeps the same: who (``revoked_by``, the
+    row's actor) and why. A revoked key keeps its first date. Returns the keys revoked."""
     revoked = []
     for token in tokens.filter(revoked_at__isnull=True):
         now = timezone.now()
-        # Conditional: of two revocations of one key at once, one revokes it and writes its row.
-        if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=now):
-            token.revoked_at = now
-            audit.record(token, "update", {"revoked_at": (None, now)}, actor=by, note=because)
-            revoked.append(token)
+        by_account = by if by is not None and by.is_authenticated else None
+        with transaction.atomic():
+            # Conditional: of two revocations of one key at once, one revokes it and writes its row.
+            if not ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
+                    revoked_at=now, revoked_by=by_account, revoke_reason=because):
+                continue
+            row = audit.record(token, "update", {"revoked_at": (None, now)}, actor=by, note=because)
+            if by_account is None and row.actor_id is not None:
+                # Changed by a request (the admin's account page): the account it was made by, as
+                # auditlog's middleware found it for the row.
+                ApiToken.objects.filter(pk=token.pk).update(revoked_by=row.actor_id)
+        token.revoked_at, token.revoked_by_id, token.revoke_reason = now, row.actor_id, because
+        revoked.append(token)
     return revoked
 
 
@@ -115,7 +123,7 @@ def revoke_token(token_id, because, by=None):
     if token is None:
         raise ApiTokenError(f"There is no API key {token_id}.")
     revoke_tokens(ApiToken.objects.filter(pk=token.pk), because, by=by)
-    token.refresh_from_db(fields=["revoked_at"])
+    token.refresh_from_db(fields=["revoked_at", "revoked_by", "revoke_reason"])
     return token
 
 
