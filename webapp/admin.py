@@ -453,7 +453,8 @@ class ApiTokenAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
         # sent again leads to the key its first send made, which shows no key.
         try:
             token, request.api_key_made = api_tokens.create_token(
-                obj.user, obj.name, form_token=form.cleaned_data["form_token"])
+                obj.user, obj.name, form_token=form.cleaned_data["form_token"], how="Made in the admin.",
+                by=request.user)
         except api_tokens.FormAlreadySent as sent:
             token, request.api_key_made = sent.token, None
         obj.pk, obj.key_sha256, obj.created_at = token.pk, token.key_sha256, token.created_at
@@ -791,3 +792,12 @@ class AuditTrailAdmin(LogEntryAdmin):
     date_hierarchy = None
     show_full_result_count = False  # a big table: see SmearImageAdmin
     list_filter = ["action", AuditedRecordTypeFilter, ("timestamp", admin.DateFieldListFilter), CIDFilter]
+
+    @admin.display(description="User")
+    def user_url(self, entry):
+        # A row a command wrote names no account: who ran it, in words (audit.command_line_actor),
+        # rather than auditlog's "system".
+        said = entry.additional_data.get("who") if isinstance(entry.additional_data, dict) else None
+        if entry.actor_id is None and said:
+            return said
+        return super().user_url(entry)

@@ -15,6 +15,9 @@ webapp.models registers its records here as it defines them (auditlog's own way)
 imports no model of ours.
 """
 
+import getpass
+import os
+
 from auditlog import get_logentry_model
 from auditlog.cid import get_cid
 from auditlog.context import disable_auditlog
@@ -24,7 +27,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.db.models.signals import pre_save
 from django.utils.encoding import smart_str
 
-__all__ = ["create_all_as", "disable_auditlog", "record", "record_all", "register_models", "save_as"]
+__all__ = ["command_line_actor", "create_all_as", "disable_auditlog", "os_user", "record", "record_all",
+           "register_models", "save_as"]
 
 AUDITED_FIELDS = {
     "Sample": ["accession_number", "note", "status", "target_count", "signed_by", "signed_at",
@@ -46,13 +50,31 @@ def register_models(*models):
 
 def record(instance, action, changes, actor=None, note="", **extra):
     """One audit row written by hand for `instance`: `changes` maps a field or a word to
-    (from, to); `note` says in a sentence what happened ("classified by v3: 37 cells").
+    (from, to); `note` says in a sentence what happened ("classified by v3: 37 cells"). Where no
+    account acts, `extra` may say who did in words, as `who` (command_line_actor), which the
+    trail's admin shows in place of an account.
 
     action: "create", "update" or "delete".
     """
     LogEntry = get_logentry_model()
     fields = _fields(action, changes, actor, note, extra, instance)
     return LogEntry.objects.log_create(instance, force_log=True, **fields)
+
+
+def command_line_actor():
+    """Who acts through a management command, in the trail's words: nobody signs in on the command
+    line, so the operating-system account that ran it stands for the person ("command line (OS user
+    ana)")."""
+    return f"command line (OS user {os_user()})"
+
+
+def os_user():
+    """The operating-system account running this process; its numeric id where the system has no
+    name for it (a container's arbitrary user)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"id {os.getuid()}"
 
 
 def record_all(action, records, actor=None):

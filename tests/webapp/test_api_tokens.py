@@ -241,6 +241,41 @@ def test_an_administrator_makes_a_key_on_the_site_and_sees_it_once(client, lis, 
     refused = send_key_form(client, django_user_model.objects.get(username="root"), "x")
     assert refused.status_code == 200 and "is a staff account" in refused.content.decode()
     assert ApiToken.objects.count() == 1
+    # The trail names who made it, as the command's row names who ran the command.
+    row = LogEntry.objects.get(content_type__model="apitoken", action=LogEntry.Action.CREATE)
+    assert (row.actor.username, row.additional_data["note"]) == ("root", "Made in the admin.")
+
+
+def test_the_command_names_who_ran_it_in_the_audit_trail(lis, client, django_user_model):
+    """The audit: `api_token create` wrote no row at all, and `revoke` one naming no one. Nobody
+    signs in on the command line: the operating-system user stands for who did it."""
+    import getpass
+
+    from webapp.management.commands.api_token import Command
+
+    who = f"command line (OS user {getpass.getuser()})"
+    call_command("api_token", "create", "lis", "--name", "LIS")
+    token = ApiToken.objects.get()
+    rows = LogEntry.objects.filter(content_type__model="apitoken", object_pk=str(token.pk))
+    made = rows.get(action=LogEntry.Action.CREATE)
+    assert made.actor is None
+    assert made.additional_data == {"note": "Made with manage.py api_token create.", "who": who}
+    assert made.changes == {"user": ["None", "lis"], "name": ["None", "LIS"]}
+
+    call_command("api_token", "revoke", str(token.pk), "--reason", "sent by\n e-mail")
+    because = f"Revoked with manage.py api_token revoke by OS user {getpass.getuser()}: sent by e-mail"
+    revoked = rows.get(action=LogEntry.Action.UPDATE)
+    assert revoked.actor is None and revoked.additional_data == {"note": because, "who": who}
+    token.refresh_from_db()
+    assert (token.revoked_by, token.revoke_reason) == (None, because)
+
+    # The trail's list says who where it said "system"; the key names no account as who revoked it.
+    client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+    trail = client.get(reverse("admin:auditlog_logentry_changelist")).content.decode()
+    assert trail.count(f'<td class="field-user_url">{who}</td>') == 2 and ">system<" not in trail
+    keys = client.get(reverse("admin:webapp_apitoken_changelist")).content.decode()
+    assert '<td class="field-revoked_by_shown">unknown</td>' in keys
+    assert "operating-system user" in Command.help and "--reason" in Command.help
 
 
 def test_reloading_the_page_that_showed_a_key_makes_none_and_shows_none(client, lis, django_user_model):

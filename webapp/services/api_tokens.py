@@ -63,10 +63,12 @@ def refusal(user):
     return None
 
 
-def create_token(user, name, form_token=None):
+def create_token(user, name, form_token=None, how="", by=None, by_words=""):
     """(ApiToken, key) for ``user``; the key is not kept and cannot be shown again. A ``form_token``
     makes one key at most: a second call with it raises FormAlreadySent, which the database's unique
-    constraint enforces for two calls at once."""
+    constraint enforces for two calls at once. The key's audit row says ``how`` it was made and who
+    made it: ``by``, else the request's signed-in account, else ``by_words``
+    (audit.command_line_actor)."""
     if reason := refusal(user):
         raise ApiTokenError(reason)
     name = name.strip()
@@ -81,6 +83,8 @@ def create_token(user, name, form_token=None):
         with transaction.atomic():
             token = ApiToken.objects.create(
                 user=user, name=name, key_sha256=_digest(key), made_by_form=form_token)
+            _record(token, "create", {"user": (None, user.get_username()), "name": (None, name)},
+                    by, how, by_words)
     except IntegrityError:
         earlier = form_token and ApiToken.objects.filter(made_by_form=form_token).first()
         if not earlier:
@@ -94,11 +98,19 @@ def is_key_of(token, key):
     return secrets.compare_digest(_digest(key), token.key_sha256)
 
 
-def revoke_tokens(tokens, because, by=None):
+def _record(token, action, changes, by, note, by_words):
+    """The key's audit row; its actor ``by``, else the request's signed-in account (auditlog's
+    middleware), else none, said in ``by_words`` where a command knows who ran it."""
+    said = {"who": by_words} if by_words else {}
+    return audit.record(token, action, changes, actor=by, note=note, **said)
+
+
+def revoke_tokens(tokens, because, by=None, by_words=""):
     """Revoke those of ``tokens`` (a queryset) still in force, each with a row in the audit trail
     saying ``because`` and who: ``by``, or where None the request's signed-in account (auditlog's
-    middleware), or no one (a shell, a command). The key keeps the same: who (``revoked_by``, the
-    row's actor) and why. A revoked key keeps its first date. Returns the keys revoked."""
+    middleware), or no account (a shell, a command: ``by_words`` says who ran it). The key keeps
+    the same: who (``revoked_by``, the row's actor) and why. A revoked key keeps its first date.
+    Returns the keys revoked."""
     revoked = []
     for token in tokens.filter(revoked_at__isnull=True):
         now = timezone.now()
@@ -108,7 +120,7 @@ def revoke_tokens(tokens, because, by=None):
             if not ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
                     revoked_at=now, revoked_by=by_account, revoke_reason=because):
                 continue
-            row = audit.record(token, "update", {"revoked_at": (None, now)}, actor=by, note=because)
+            row = _record(token, "update", {"revoked_at": (None, now)}, by, because, by_words)
             if by_account is None and row.actor_id is not None:
                 # Changed by a request (the admin's account page): the account it was made by, as
                 # auditlog's middleware found it for the row.
@@ -118,11 +130,11 @@ def revoke_tokens(tokens, because, by=None):
     return revoked
 
 
-def revoke_token(token_id, because, by=None):
+def revoke_token(token_id, because, by=None, by_words=""):
     token = ApiToken.objects.select_related("user").filter(pk=token_id).first()
     if token is None:
         raise ApiTokenError(f"There is no API key {token_id}.")
-    revoke_tokens(ApiToken.objects.filter(pk=token.pk), because, by=by)
+    revoke_tokens(ApiToken.objects.filter(pk=token.pk), because, by=by, by_words=by_words)
     token.refresh_from_db(fields=["revoked_at", "revoked_by", "revoke_reason"])
     return token
 
