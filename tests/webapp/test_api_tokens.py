@@ -622,3 +622,40 @@ def test_the_audit_trail_lists_the_rows_about_api_keys_alone(client, lis, django
     listed = client.get(trail, {"resource_type": keys.pk}).context["cl"].result_list
     assert listed and {entry.content_type_id for entry in listed} == {keys.pk}
     assert {entry.object_pk for entry in listed} == {str(token.pk)}
+
+
+def test_a_key_stopped_by_a_bulk_update_is_revoked_on_its_next_use_or_by_the_reconciler(client, lis,
+                                                                                        django_user_model):
+    """The audit: ``User.objects.update(is_active=False)`` sends no signal, so the account's keys were
+    refused while it lasted but never revoked, and worked again once a second bulk update undid it."""
+    from webapp.services.reconciler import reconcile_work
+
+    url = reverse("lab:api-samples")
+    used, used_key = create_token(lis, "used")
+    swept, swept_key = create_token(lis, "swept")
+    other = django_user_model.objects.create_user("lis2")
+    kept, kept_key = create_token(other, "kept")
+    django_user_model.objects.filter(pk=lis.pk).update(is_active=False)
+
+    assert client.get(url, **bearer(used_key)).status_code == 401
+    used.refresh_from_db()
+    because = ("Revoked for good as its account was changed by a write that revoked nothing: "
+               "lis is not active.")
+    assert used.revoked_at is not None and (used.revoked_by, used.revoke_reason) == (None, because)
+    row = LogEntry.objects.get(content_type__model="apitoken", object_pk=str(used.pk),
+                               action=LogEntry.Action.UPDATE)
+    assert row.additional_data["note"] == because
+    swept.refresh_from_db()
+    assert swept.revoked_at is None  # another key's use revokes only itself
+
+    assert reconcile_work().keys_revoked == 1
+    swept.refresh_from_db()
+    assert (swept.revoked_at is not None, swept.revoke_reason) == (True, because)
+    assert reconcile_work().keys_revoked == 0, "revoked once"
+
+    django_user_model.objects.filter(pk=lis.pk).update(is_active=True)
+    assert client.get(url, **bearer(used_key)).status_code == 401
+    assert client.get(url, **bearer(swept_key)).status_code == 401
+    assert client.get(url, **bearer(kept_key)).status_code == 200
+    kept.refresh_from_db()
+    assert kept.revoked_at is None

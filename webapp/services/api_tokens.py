@@ -17,6 +17,7 @@ from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from webapp import audit
@@ -149,6 +150,28 @@ def revoke_keys_of_refused_account(user):
     return revoke_tokens(in_force, f"Revoked for good as its account changed: {reason}")
 
 
+# Accounts refusal refuses, in one query: what user_for_key reads in the negative.
+_REFUSED_ACCOUNT = (Q(user__is_active=False) | Q(user__is_staff=True) | Q(user__is_superuser=True)
+                    | Q(user__groups__isnull=False) | Q(user__user_permissions__isnull=False))
+
+
+def revoke_stopped_keys(tokens=None):
+    """Revoke for good the keys in force (of ``tokens``, else all) whose account may no longer hold
+    one though nothing revoked them: a bulk update (``User.objects.update(is_active=False)``), a
+    raw query or a restored backup sends no signal. Such a key is refused at once all the same
+    (user_for_key); this makes that refusal last, as a signal's revocation does, when the change is
+    undone. Called on the key's next use and by the reconciler's sweep. Returns the keys revoked."""
+    in_force = ApiToken.objects.filter(revoked_at__isnull=True) if tokens is None else tokens
+    # By id: the joins on roles and permissions would repeat a key once per role.
+    stopped = in_force.filter(_REFUSED_ACCOUNT, revoked_at__isnull=True).values("pk")
+    revoked = []
+    for token in ApiToken.objects.filter(pk__in=stopped).select_related("user"):
+        if reason := refusal(token.user):
+            because = f"Revoked for good as its account was changed by a write that revoked nothing: {reason}"
+            revoked += revoke_tokens(ApiToken.objects.filter(pk=token.pk), because)
+    return revoked
+
+
 # What an account's save can change that refusal reads. A save of other fields alone (the last
 # sign-in's time, written at each sign-in) is passed over.
 _REFUSAL_FIELDS = {"is_active", "is_staff", "is_superuser"}
@@ -173,7 +196,7 @@ def on_account_given(sender, instance, action, reverse, pk_set, **kwargs):
 def token_state(token):
     """Whether a key works, in the words its list shows: "active", "revoked <when>", or "stopped"
     with why, where its account was changed by a bulk update, which sends no signal to revoke the
-    key (the key then answers 401 though no one revoked it)."""
+    key (the key then answers 401, and its next use or the reconciler revokes it: revoke_stopped_keys)."""
     if token.revoked_at:
         return f"revoked {token.revoked_at.isoformat(timespec='seconds')}"
     if why := refusal(token.user):
@@ -189,6 +212,7 @@ def user_for_key(key):
                      user__is_staff=False, user__is_superuser=False, user__groups__isnull=True,
                      user__user_permissions__isnull=True).first())
     if token is None:
+        revoke_stopped_keys(ApiToken.objects.filter(key_sha256=_digest(key)))
         return None
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > LAST_USED_EVERY:

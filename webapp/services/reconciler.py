@@ -11,7 +11,9 @@ Each sweep, in this order:
 Boxes drawn around missed cells (AddedCellRequest, still pending) go through 3 and 4 beside the
 photographs, on the same queue. Before all this, whatever the broker's state, sign-ins past their
 expiry leave the session table (what Django's `clearsessions` does): nothing else removes them, and a
-site that runs for years would keep every sign-in that was never signed out.
+site that runs for years would keep every sign-in that was never signed out; and the API keys of
+accounts changed by a write that sends no signal (a bulk update) are revoked for good
+(api_tokens.revoke_stopped_keys), as the admin's change of the account would have revoked them.
 
 Safe to run twice at once: each change of a record is a conditional UPDATE that one sweep wins,
 and a task delivered twice runs once (see services/liveness.py). `manage.py reconcile` runs it.
@@ -28,6 +30,7 @@ from django.utils import timezone
 from webapp import queueing
 from webapp.models import AddedCellRequest, ModelVersion, SmearImage
 from webapp.selectors import abandoned_trainings, lost_images, queued_stuck_cutoff
+from webapp.services.api_tokens import revoke_stopped_keys
 from webapp.services.training import fail_abandoned_training
 from webapp.wording import count_of
 
@@ -45,14 +48,17 @@ class SweepReport:
     images_sent: int = 0
     trainings_sent: int = 0
     added_cells_sent: int = 0  # boxes drawn around missed cells (webapp.services.added_cells)
+    keys_revoked: int = 0
     broker_reachable: bool = True
 
     def __str__(self):
         broker = "" if self.broker_reachable else "; the broker did not answer, nothing was sent"
+        keys = (f"; {count_of(self.keys_revoked, 'API key')} of accounts changed by a bulk update revoked"
+                if self.keys_revoked else "")
         return (f"{count_of(self.trainings_failed, 'abandoned training')} failed, "
                 f"{count_of(self.images_requeued, 'photograph')} of stopped workers queued again, "
                 f"{count_of(self.images_sent, 'photograph')} and {count_of(self.trainings_sent, 'training')} "
-                f"sent, {count_of(self.added_cells_sent, 'drawn box', 'drawn boxes')} sent{broker}")
+                f"sent, {count_of(self.added_cells_sent, 'drawn box', 'drawn boxes')} sent{keys}{broker}")
 
 
 def clear_expired_sessions():
@@ -66,6 +72,7 @@ def reconcile_work(now=None):
     now = now or timezone.now()
     report = SweepReport()
     clear_expired_sessions()
+    report.keys_revoked = len(revoke_stopped_keys())
     for version_id in list(abandoned_trainings(now).values_list("pk", flat=True)):
         report.trainings_failed += fail_abandoned_training(version_id)
     for pk, sample_id, heartbeat_at in list(lost_images(now).values_list("pk", "sample_id", "heartbeat_at")):
@@ -137,7 +144,7 @@ def _send_each(still_waiting, rows, now, send, report):
 
 def _logged(report):
     if (report.trainings_failed or report.images_requeued or report.images_sent or report.trainings_sent
-            or report.added_cells_sent):
+            or report.added_cells_sent or report.keys_revoked):
         logger.warning("Reconciler: %s", report)
     elif not report.broker_reachable:
         logger.info("Reconciler: %s", report)
