@@ -159,6 +159,16 @@ def test_a_sign_off_form_for_a_sample_deleted_before_it_was_sent_says_so(client,
     assert client.post(reverse(name, args=[sample.pk + 1000]), data).status_code == 404
 
 
+def test_a_technologist_is_refused_a_deleted_samples_sign_off_without_its_accession(client, technologist):
+    sample = small_sample()
+    delete_sample(Sample.objects.get(pk=sample.pk))
+    client.force_login(technologist)
+    for name in ("lab:sample-sign", "lab:sample-reopen"):
+        answer = client.post(reverse(name, args=[sample.pk]), {"reason": "x"}, headers=JSON)
+        assert answer.status_code == 403
+        assert "H26-0001" not in answer.content.decode()
+
+
 # --- what stops a signature --------------------------------------------------------------------
 
 

@@ -109,11 +109,12 @@ def _form_error(form):
 
 @require_POST
 def sample_sign(request, pk):
+    # Asked first: a deleted sample's accession number is told only to those who may sign.
+    _refuse_unless_may_sign(request, "Signing a sample")
     try:
         sample = _sample_or_gone(pk, NOTHING_TO_SIGN)
     except DeletedMeanwhile as exc:
         return _gone(request, exc)
-    _refuse_unless_may_sign(request, "Signing a sample")
     form = SignForm(request.POST)
     if not form.is_valid():
         _keep_draft(request, sample)
@@ -130,11 +131,12 @@ def sample_sign(request, pk):
 
 @require_POST
 def sample_reopen(request, pk):
+    # Asked first: a deleted sample's accession number is told only to those who may sign.
+    _refuse_unless_may_sign(request, "Reopening a signed sample")
     try:
         sample = _sample_or_gone(pk, NOTHING_TO_REOPEN)
     except DeletedMeanwhile as exc:
         return _gone(request, exc)
-    _refuse_unless_may_sign(request, "Reopening a signed sample")
     form = ReopenForm(request.POST)
     if not form.is_valid():
         return _answer(request, sample, _form_error(form), status=400)
