@@ -1,5 +1,6 @@
 // Follows a running training on the model pages: polls the version's progress JSON and updates the
-// panel in place; when the run ends (ready, failed or cancelled) reloads so the page shows the result.
+// panel in place; when the run ends (ready, failed or cancelled) reloads so the page shows the result
+// and says it.
 (function () {
   "use strict";
   var panel = document.querySelector("[data-progress-url]");
@@ -65,7 +66,10 @@
       .then(function (p) {
         show(p);
         if (p.status !== "training") {
-          window.location.reload();
+          // The page drawn again says how the run ended (views.models: ?ended=), not the badge alone.
+          var address = new URL(window.location.href);
+          address.searchParams.set("ended", p.id);
+          window.location.replace(address.href);
           return;
         }
         window.setTimeout(poll, POLL_MS);

@@ -100,6 +100,43 @@ def test_a_flash_message_is_read_from_a_live_region(live_server, browser_page, d
     expect(region.get_by_role("list").get_by_role("listitem")).to_have_count(1)  # still a list
 
 
+# The live regions of a page's HTML, as served (before any script), that hold ``text``.
+REGIONS_SERVED_WITH = """([html, text]) => Array.from(
+    new DOMParser().parseFromString(html, 'text/html').querySelectorAll('[role=status], [aria-live]'))
+    .filter(region => region.textContent.includes(text)).length"""
+
+
+def test_a_flash_message_is_written_into_its_status_region_after_the_page_loads(
+        live_server, chromium, browser_page, django_user_model):
+    # The audit: what was done stood in its status region as the page arrived, and many screen
+    # readers read a polite region's words only when they change, not those it loads with.
+    user = technologist(django_user_model)
+    sample = make_sample("BR-A11Y-NEWS", types=("NEUTROPHIL",), user=user)
+    cell = Cell.objects.get(image__sample=sample)
+    Cell.objects.filter(pk=cell.pk).update(is_partial=True)
+    said = "is now counted in the formula"
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/cells/{cell.pk}/")
+    with page.expect_response(lambda response: response.request.method == "GET"
+                              and response.url.endswith(f"/cells/{cell.pk}/")) as arrival:
+        page.click("[data-role=count-in]")
+    assert page.evaluate(REGIONS_SERVED_WITH, [arrival.value.text(), said]) == 0
+    expect(page.get_by_role("status").filter(has_text=said)).to_have_count(1)
+
+    # Without scripts the message is on the page all the same, where it was drawn.
+    Cell.objects.filter(pk=cell.pk).update(count_partial=False)
+    context = chromium.new_context(java_script_enabled=False)
+    try:
+        plain = context.new_page()
+        sign_in(plain, live_server.url, "tech")
+        plain.goto(f"{live_server.url}/cells/{cell.pk}/")
+        plain.click("[data-role=count-in]")
+        expect(plain.locator("ul.messages").filter(has_text=said)).to_be_visible()
+    finally:
+        context.close()
+
+
 def test_tab_reaches_the_gallery_and_a_type_key_relabels_the_cell(live_server, browser_page,
                                                                    django_user_model):
     user = technologist(django_user_model)

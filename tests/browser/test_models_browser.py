@@ -180,6 +180,42 @@ def test_a_running_training_is_announced_once_a_step_from_a_status_region(
     assert page.evaluate("window.regionWrites") == 1
 
 
+def test_a_training_that_ends_on_an_open_page_says_how_it_ended(live_server, browser_page, django_user_model):
+    # The audit: as a run ended, training.js reloaded the page at once and nothing said that it had
+    # ended, or how: the status badge alone changed.
+    version = open_a_running_training(live_server, browser_page, django_user_model)
+    page = browser_page
+    ModelVersion.objects.filter(pk=version.pk).update(
+        status=ModelVersion.Status.FAILED, failure_reason="The training worker ran out of memory.")
+    failed = f"Training of v{version.pk} failed: The training worker ran out of memory."
+    expect(page.get_by_role("alert").filter(has_text=failed)).to_have_count(1, timeout=20_000)
+    # Said once: the page's own address again, which a reload draws without the message.
+    assert page.url == f"{live_server.url}/models/{version.pk}/"
+    page.reload()
+    expect(page.locator(".badge.failed").first).to_be_visible()
+    expect(page.get_by_text(failed)).to_have_count(0)
+
+    # On the list, a run that finished is news, said from the status region.
+    running = make_version(status=ModelVersion.Status.TRAINING)
+    ModelVersion.objects.filter(pk=running.pk).update(progress=RUNNING, hyperparameters={"epochs": 4})
+    page.goto(f"{live_server.url}/models/")
+    expect(page.locator(".training-progress")).to_have_count(1)
+    ModelVersion.objects.filter(pk=running.pk).update(status=ModelVersion.Status.READY)
+    finished = (f"Training of v{running.pk} finished: v{running.pk} is ready, and serves once someone "
+                "activates it.")
+    expect(page.get_by_role("status").filter(has_text=finished)).to_have_count(1, timeout=20_000)
+    assert page.url == f"{live_server.url}/models/"
+
+    # Stopped by someone else: a warning, said at once.
+    stopped = make_version(status=ModelVersion.Status.TRAINING)
+    ModelVersion.objects.filter(pk=stopped.pk).update(progress=RUNNING, hyperparameters={"epochs": 4})
+    page.goto(f"{live_server.url}/models/{stopped.pk}/")
+    ModelVersion.objects.filter(pk=stopped.pk).update(status=ModelVersion.Status.CANCELLED,
+                                                      failure_reason="Cancelled by another.")
+    stopped_words = f"Training of v{stopped.pk} stopped: Cancelled by another."
+    expect(page.get_by_role("alert").filter(has_text=stopped_words)).to_have_count(1, timeout=20_000)
+
+
 # The elements of the page that reach past its right edge, tables aside (they scroll in their box).
 PAST_THE_EDGE = """() => Array.from(document.querySelectorAll('main *'))
     .filter(e => !e.closest('table')

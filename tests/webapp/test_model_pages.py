@@ -661,6 +661,22 @@ def test_progress_says_when_the_training_process_went_silent(staff_client, setti
 
 
 @pytest.mark.django_db
+def test_the_page_a_run_ended_on_says_how_once_and_takes_its_own_address_back(staff_client):
+    # training.js reloads the page with ?ended=ID as the run ends (accessibility audit: nothing said
+    # how it ended); the message is said once, on the address without the parameter.
+    version = make_version(status=ModelVersion.Status.FAILED, failure_reason="Out of memory.")
+    detail = reverse("models:detail", args=[version.pk])
+    response = staff_client.get(f"{detail}?ended={version.pk}", follow=True)
+    assert response.redirect_chain == [(detail, 302)]
+    assert [str(message) for message in response.context["messages"]] == [
+        f"Training of v{version.pk} failed: Out of memory."]
+    # Anything else in the parameter is no run's end: the page, and no trace.
+    for given in ("x", "²", "9" * 40, str(version.pk + 99)):
+        response = staff_client.get(f"{reverse('models:list')}?ended={given}", follow=True)
+        assert response.status_code == 200 and response.redirect_chain == [(reverse("models:list"), 302)]
+        assert not list(response.context["messages"])
+
+
 def test_progress_json_and_cancel(staff_client):
     version = make_version(status=ModelVersion.Status.TRAINING, history=[], metrics={}, model_sha256="",
                            progress={"state": "running", "epoch": 2, "epochs": 8, "loss": 0.61,

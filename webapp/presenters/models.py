@@ -431,6 +431,32 @@ def epoch_counter(epoch, epochs, progress, adapting):
             "final one on every reviewed cell)")
 
 
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """How a run ended, in words, for the page that followed it (training.js reloads it then)."""
+
+    ended: str  # "finished", "failed" or "stopped"
+    words: str
+
+
+def training_outcome(version):
+    """None while the version still trains."""
+    run = (f"Adapting v{version.adapted_from_id} to this lab as v{version.pk}" if version.adapted_from_id
+           else f"Training of v{version.pk}")
+    Status = ModelVersion.Status
+    if version.status == Status.ACTIVE:
+        return TrainingOutcome("finished", f"{run} finished: v{version.pk} is the active model.")
+    if version.status == Status.READY:
+        return TrainingOutcome("finished", f"{run} finished: v{version.pk} is ready, and serves once "
+                                           "someone activates it.")
+    if version.status == Status.FAILED:
+        reason = version.failure_reason or "no reason was recorded."
+        return TrainingOutcome("failed", f"{run} failed: {reason}")
+    if version.status == Status.CANCELLED:
+        return TrainingOutcome("stopped", f"{run} stopped: {version.failure_reason or 'Cancelled.'}")
+    return None
+
+
 def progress_report(version):
     progress = dict(version.progress or {})
     epochs = int(progress.get("epochs") or version.hyperparameters.get("epochs") or 0)

@@ -14,12 +14,14 @@ from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
 from django.views.decorators.http import require_GET, require_POST
 
+from webapp.forms import is_row_id
 from webapp.forms_models import ReclassifyForm, RetrainForm
 from webapp.presenters.models import (
     activation_confirmation,
     activation_warning,
     listed_versions,
     progress_report,
+    training_outcome,
     version_page,
 )
 from webapp.selectors import model_versions, model_versions_with_cell_counts
@@ -112,15 +114,39 @@ def _render_list(request, retrain_form=None, reclassify_form=None, status=200):
     return render(request, "models/list.html", context, status=status)
 
 
+# How a run ended, said on the page that followed it: a polite status for a network ready, an alert
+# for a failure or a run someone else stopped (base.html, flash_messages).
+_OUTCOME_LEVELS = {"finished": messages.SUCCESS, "failed": messages.ERROR, "stopped": messages.WARNING}
+
+
+def _say_how_training_ended(request):
+    """training.js reloads the page that followed a run with ?ended=<version> once it is over (the
+    badge alone said so before, in silence). The outcome becomes a message and the page is sent to
+    its own address without the parameter, so that a later reload does not say it again."""
+    if "ended" not in request.GET:
+        return None
+    pk = request.GET["ended"]
+    version = model_versions().filter(pk=pk).first() if is_row_id(pk) else None
+    outcome = training_outcome(version) if version is not None else None
+    if outcome is not None:
+        messages.add_message(request, _OUTCOME_LEVELS[outcome.ended], outcome.words)
+    query = request.GET.copy()
+    del query["ended"]
+    return redirect(f"{request.path}?{query.urlencode()}" if query else request.path)
+
+
 @staff_required
 @require_GET
 def version_list(request):
-    return _render_list(request)
+    return _say_how_training_ended(request) or _render_list(request)
 
 
 @staff_required
 @require_GET
 def version_detail(request, pk):
+    said = _say_how_training_ended(request)
+    if said:
+        return said
     version = _version_or_missing(model_versions_with_cell_counts(), pk)
     return render(request, "models/detail.html", version_page(version).as_context())
 
