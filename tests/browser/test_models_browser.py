@@ -10,9 +10,10 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.test_lab_browser import PASSWORD, SCREENSHOTS, sign_in
-from tests.webapp.lab_factories import make_version, with_role
+from tests.webapp.lab_factories import make_sample, make_version, with_role
 from tests.webapp.test_model_pages import HISTORY, four_class_metrics
-from webapp.models import ModelVersion
+from webapp.models import Cell, ModelVersion
+from webapp.services.review import review_cell
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -310,6 +311,37 @@ def test_a_refused_form_puts_the_focus_on_its_error_or_says_it_as_the_page_arriv
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Re-classify with the active version").click()
     expect(page.get_by_role("alert").filter(has_text="Give an accession number")).to_have_count(1)
+
+
+def test_the_reviewers_table_names_its_axes_in_words_and_marks_kept_calls_beyond_colour(
+        live_server, browser_page, django_user_model):
+    # The audit: its corner read its arrows aloud ("network said down arrow, reviewer said right
+    # arrow"), and a kept call stood apart by bold green alone (and its place on the diagonal).
+    version = make_version()
+    lead = with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    sample = make_sample("BR-KEPT", types=("NEUTROPHIL", "NEUTROPHIL", "LYMPHOCYTE"), version=version)
+    cells = list(Cell.objects.filter(image__sample=sample).order_by("index"))
+    for cell, label in zip(cells, ("NEUTROPHIL", "EOSINOPHIL", "LYMPHOCYTE"), strict=True):
+        review_cell(cell, label, lead)
+    page = browser_page
+    sign_in(page, live_server.url, "lead")
+    page.goto(f"{live_server.url}/models/{version.pk}/")
+    table = page.locator("table.review-confusion")
+    heard = table.aria_snapshot()
+    assert "↓" not in heard and "→" not in heard, heard
+    expect(table.get_by_role("columnheader", name="network said", exact=True)).to_have_count(1)
+    expect(table.get_by_role("columnheader", name="reviewer said Eosinophil", exact=True)).to_have_count(1)
+    neutrophils = table.get_by_role("row", name=re.compile("^network said Neutrophil"))
+    expect(neutrophils.get_by_role("rowheader")).to_have_text("network said Neutrophil")
+    # The neutrophil kept once, the lymphocyte once: each said "kept", and marked on screen by a sign.
+    kept = table.locator("td.kept")
+    expect(kept).to_have_count(2)
+    for index in range(2):
+        expect(kept.nth(index).locator("[aria-hidden=true]")).to_have_text(" ✓")
+        expect(kept.nth(index).locator("[aria-hidden=true]")).to_be_visible()
+    assert heard.count('cell "1 kept"') == 2, heard
+    expect(table.locator("td:not(.kept) [aria-hidden=true]")).to_have_count(0)
+    expect(table.locator("caption")).to_contain_text("A call the reviewer kept is marked ✓")
 
 
 def test_the_curves_legend_tells_its_lines_apart_by_more_than_colour(live_server, browser_page,

@@ -293,7 +293,8 @@ def test_version_pages_show_what_reviewers_kept_of_its_calls(staff_client, staff
     page = staff_client.get(reverse("models:detail", args=[version.pk])).content.decode()
     assert "75.0% of 4" in page and "(95% range 30.1–95.4)" in page
     # Kept calls stand out: neutrophil twice, lymphocyte once.
-    assert '<td class="num kept">2</td>' in page and '<td class="num kept">1</td>' in page
+    assert '<td class="num kept">2<span aria-hidden="true"> ✓</span>' in page
+    assert '<td class="num kept">1<span aria-hidden="true"> ✓</span>' in page
     assert page.count('class="num kept"') == 2
     page = staff_client.get(reverse("models:detail", args=[untouched.pk])).content.decode()
     assert f"No cell classified by v{untouched.pk} has been reviewed yet." in page
