@@ -112,6 +112,56 @@ def test_activating_or_deleting_a_version_asks_first(live_server, browser_page, 
     assert active_version() == warned.pk
 
 
+def test_the_activation_question_works_from_the_keyboard(live_server, chromium, django_user_model):
+    # The audit read the page a warned activation asks its question on (where no script asked it)
+    # and never tried it: its focus started at the bar's links, nine Tabs before the answers; the
+    # button overriding the warning was not described by it; "Leave the active version serving",
+    # drawn as a button, was a link, which Space does not follow; and the page, without the models
+    # stylesheet, drew both answers alike and touching.
+    serving = make_version()
+    warned = make_version(status=ModelVersion.Status.READY, metrics={"refit": {"epochs": 1}})
+    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    context = chromium.new_context(java_script_enabled=False, viewport={"width": 1360, "height": 900})
+    try:
+        page = context.new_page()
+        sign_in(page, live_server.url, "lead")
+
+        def ask():
+            page.goto(f"{live_server.url}/models/{warned.pk}/")
+            page.get_by_role("button", name=f"Activate v{warned.pk}").press("Enter")
+            expect(page).to_have_title(f"Activate v{warned.pk}? · Leukoscope")
+
+        ask()
+        expect(page.get_by_role("heading", level=1, name=f"Activate v{warned.pk}?")).to_be_focused()
+        page.keyboard.press("Tab")
+        override = page.get_by_role("button", name=f"Activate v{warned.pk} all the same")
+        expect(override).to_be_focused()
+        expect(override).to_have_accessible_description(re.compile(f"^v{warned.pk} was measured on no cells"))
+        page.keyboard.press("Tab")
+        leave = page.get_by_role("button", name="Leave the active version serving")
+        expect(leave).to_be_focused()
+        answers = [page.evaluate("(e) => getComputedStyle(e).backgroundColor", control.element_handle())
+                   for control in (override, leave)]
+        assert answers[0] != answers[1]
+        override_box, leave_box = override.bounding_box(), leave.bounding_box()
+        assert leave_box["x"] >= override_box["x"] + override_box["width"] + 8  # apart
+        page.keyboard.press("Space")
+        page.wait_for_url(re.compile(rf".*/models/{warned.pk}/\??$"))
+        assert ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE).pk == serving.pk
+
+        # Answered "all the same" with the keyboard: done, and the warning said again, as an alert.
+        ask()
+        page.keyboard.press("Tab")
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(rf".*/models/{warned.pk}/$"))
+        expect(page.get_by_role("alert")).to_contain_text("Activate another version to stop it.")
+        done = f"v{warned.pk} is now the active model"
+        expect(page.locator("ul.messages").filter(has_text=done)).to_be_visible()
+        assert ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE).pk == warned.pk
+    finally:
+        context.close()
+
+
 RUNNING = {"state": "running", "epoch": 2, "epochs": 4, "elapsed_seconds": 20.0, "eta_seconds": 40.0}
 
 

@@ -754,10 +754,12 @@ def test_a_version_no_better_than_guessing_says_so_before_and_after_activation(s
     asked = staff_client.post(reverse("models:activate", args=[guessing.pk]), {"next": "detail"})
     page = asked.content.decode()
     assert asked.status_code == 200 and 'data-role="confirm-activation"' in page
-    assert f"<h1>Activate v{guessing.pk}?</h1>" in page and words in page
+    assert f'<h1 id="confirm-question" tabindex="-1" autofocus>Activate v{guessing.pk}?</h1>' in page
+    assert words in page
     assert ('<input type="hidden" name="confirmed" value="1"><input type="hidden" name="next" '
             'value="detail">') in page
-    assert f'href="{reverse("models:detail", args=[guessing.pk])}">Leave the active version serving' in page
+    assert (f'<form method="get" action="{reverse("models:detail", args=[guessing.pk])}">\n'
+            '      <button type="submit">Leave the active version serving') in page
     assert ModelVersion.objects.get(status="active") == serving
     response = staff_client.post(reverse("models:activate", args=[guessing.pk]), {"confirmed": "1"},
                                  follow=True)
