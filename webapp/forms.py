@@ -156,6 +156,13 @@ class SampleUploadForm(forms.Form):
         _refuse_duplicate_accession(accession)
         return accession
 
+    def describe_images_by(self, element_id):
+        """Ties the page's list of the files not stored (``element_id``) to the photographs' input,
+        after Django's own help and error texts; upload.js gives the drop zone what the input has."""
+        described = self["images"].aria_describedby
+        widget = self.fields["images"].widget
+        widget.attrs["aria-describedby"] = " ".join(filter(None, [described, element_id]))
+
 
 class SampleAdminForm(forms.ModelForm):
     """A sample's accession number and note as the Django admin edits them: held to the upload

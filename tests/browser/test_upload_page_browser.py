@@ -1,6 +1,7 @@
 """The upload page's own checks, before anything is sent: what the server would refuse of a batch,
 said while the photographs are still being chosen."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,46 @@ def test_without_the_script_the_file_input_is_the_visible_control(live_server, c
         assert page.locator("#id_images").bounding_box()["width"] <= 1
     finally:
         scripted.close()
+
+
+def test_the_drop_zone_says_what_works_with_the_script_and_without_it(live_server, chromium,
+                                                                      django_user_model):
+    # The audit: with scripts off the zone still said "Drop photographs here ... or click to choose
+    # files", and neither a drop on it nor a click did anything: the file field alone works then.
+    with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    for scripts, shown, absent in ((False, "Choose the photographs in the field below", "click"),
+                                   (True, "Drop photographs here", "field below")):
+        context = chromium.new_context(java_script_enabled=scripts, viewport={"width": 1360, "height": 900})
+        try:
+            page = context.new_page()
+            sign_in(page, live_server.url, "tech")
+            page.goto(f"{live_server.url}/samples/new/")
+            words = page.locator("#dropzone").inner_text()
+            assert shown in words and absent not in words, (scripts, words)
+            if not scripts:
+                assert "Drop" not in words and "several at once" in words
+        finally:
+            context.close()
+
+
+def test_the_files_not_stored_describe_the_control_that_chose_them(live_server, browser_page,
+                                                                   django_user_model, tmp_path):
+    # The audit: the "These files were not stored" alert stood under the drop zone tied to nothing,
+    # so a screen reader meeting the zone again did not hear which files had failed, or why.
+    with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/new/")
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(b"not a photograph at all")
+    page.fill("#id_accession_number", "BR-NOT-STORED")
+    page.set_input_files("#id_images", [str(damaged)])
+    page.click("#upload-button")
+    expect(page.get_by_role("alert").filter(has_text="These files were not stored")).to_have_count(1)
+    zone = page.locator("#dropzone")
+    expect(zone).to_have_accessible_description(re.compile(
+        r"^None of the files could be stored; nothing was saved\. "
+        r"These files were not stored: damaged\.png:"))
+    # Without the script the file input is the control: it is described by the list as well.
+    described = page.locator("#id_images").get_attribute("aria-describedby").split()
+    assert described == ["id_images_error", "upload-rejected"]

@@ -190,6 +190,7 @@ def upload(request):
         rejected = result.rejected
         form.add_error("images", ValidationError("None of the files could be stored; nothing was saved.",
                                                        code="none_stored"))
+        form.describe_images_by("upload-rejected")
     status = 200 if request.method == "GET" else 503 if refused_for_now else 400
     # A browser never fills a file input back in: photographs sent with a form refused for its
     # accession number or note are gone from it, and the page must say so.
