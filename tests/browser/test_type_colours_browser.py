@@ -5,6 +5,7 @@ No worker: the samples are made in the database.
 """
 
 import pytest
+from playwright.sync_api import expect
 
 from classifier.labels import BINARY_CLASSES
 from tests.browser.test_lab_browser import PASSWORD, contrast_on_white, sign_in
@@ -111,3 +112,43 @@ def test_every_outline_on_a_photograph_stands_out_from_the_smear(live_server, br
             if ratio < 3:
                 too_faint[f"{classes} on {name}"] = round(ratio, 2)
     assert too_faint == {}
+
+
+# How an outline of these classes is drawn: its halo's and its line's stroke, width, opacity, and
+# whether it is dashed (a swatch's dashes are its size's, shorter than the photograph's).
+OUTLINE_LOOKS = """([halo, line]) => [halo, line].map(part => {
+    const style = getComputedStyle(part);
+    return [style.stroke, style.strokeWidth, style.strokeOpacity,
+            style.strokeDasharray === 'none' ? 'solid' : 'dashed'];
+})"""
+# The same, for an outline of ``classes`` drawn on the photograph as sample_cells._OUTLINE draws one.
+PHOTOGRAPH_LOOKS = """(classes) => {
+    const svg = document.querySelector('.smear-frame svg');
+    const outline = document.createElementNS('http://www.w3.org/2000/svg', 'g');
+    outline.setAttribute('class', classes);
+    outline.innerHTML = '<polygon class="halo" points="1,1 40,1 40,30"></polygon>'
+        + '<polygon points="1,1 40,1 40,30"></polygon>';
+    svg.appendChild(outline);
+    const looks = (""" + OUTLINE_LOOKS + """)(outline.querySelectorAll('polygon'));
+    outline.remove();
+    return looks;
+}"""
+
+
+def test_the_legend_draws_each_outline_as_the_photograph_does(live_server, browser_page, django_user_model):
+    # The audit: the photograph's outlines lie on a black halo (lab.css), while the legend drew its
+    # swatches on white without one, thinner, and the artefact's in another grey.
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-LEGEND", types=("NEUTROPHIL",), user=user)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    swatches = page.locator("[data-role=box-legend] svg g.cellbox")
+    expect(swatches).to_have_count(5)
+    for index in range(5):
+        swatch = swatches.nth(index)
+        classes = swatch.get_attribute("class")
+        # A halo, then the line.
+        assert swatch.evaluate("g => g.querySelectorAll('rect').length") == 2, classes
+        legend = swatch.evaluate("g => (" + OUTLINE_LOOKS + ")(g.querySelectorAll('rect'))")
+        assert legend == page.evaluate(PHOTOGRAPH_LOOKS, classes), classes
