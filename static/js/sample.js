@@ -165,11 +165,28 @@
     if (!current || !section) return;
     var typing = current.contains(document.activeElement) ||
       Array.prototype.some.call(current.querySelectorAll("textarea"), function (box) { return box.value.trim(); });
-    if (!typing) { current.replaceWith(section); return; }
+    if (!typing) {
+      keepInvalidMarks(current, section);
+      current.replaceWith(section);
+      return;
+    }
     // Kept for the half-typed reason, the panel still signs the result now on this page.
     var seen = current.querySelector("input[name=result_seen]");
     var fresher = section.querySelector("input[name=result_seen]");
     if (seen && fresher) seen.value = fresher.value;
+  }
+
+  // A refused signature marks the fields it was about invalid on the page it returns to alone (the
+  // server keeps the refusal for that one drawing): a fresh panel keeps each mark while it still
+  // lists the refusal (data-code) the field answers (data-refusal).
+  function keepInvalidMarks(current, section) {
+    current.querySelectorAll('[aria-invalid="true"][data-refusal]').forEach(function (field) {
+      var code = field.getAttribute("data-refusal");
+      var fresh = section.querySelector('[data-refusal="' + code + '"]');
+      if (fresh && section.querySelector('.refusals li[data-code="' + code + '"]')) {
+        fresh.setAttribute("aria-invalid", "true");
+      }
+    });
   }
 
   // "No classifier worker is running" was true when the page was drawn; a photograph moving on

@@ -13,8 +13,10 @@ from playwright.sync_api import expect
 
 from tests.browser.test_accessibility import DANGLING_DESCRIPTIONS
 from tests.browser.test_lab_browser import PASSWORD, sign_in
+from tests.browser.test_sample_focus_browser import finish
+from tests.browser.test_sample_pages_browser import photograph
 from tests.webapp.lab_factories import make_sample, with_role
-from webapp.models import Cell, Sample
+from webapp.models import Cell, Sample, SmearImage
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -102,3 +104,26 @@ def test_the_field_a_refusal_is_about_is_marked_invalid_and_described(live_serve
     page.reload()
     for field in (reason, keep):
         expect(field).not_to_have_attribute("aria-invalid", "true")
+
+
+def test_a_refused_fields_mark_outlasts_a_redraw_while_the_refusal_stands(live_server, browser_page,
+                                                                           django_user_model):
+    # The audit: a photograph finishing redraws the panel from fresh HTML, and the refused field's
+    # aria-invalid, drawn only on the page the refusal returned to, was gone with the old panel.
+    sample = below_target_sample(hematologist(django_user_model), "BR-REDRAWN")
+    waiting = photograph(sample, "waiting.png", SmearImage.Status.PROCESSING, ())  # the page polls
+    page = browser_page
+    sign_in(page, live_server.url, "hema")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    panel = page.locator("#sign-off")
+    panel.get_by_role("button", name="Sign").click()
+    expect(page.get_by_role("alert")).to_contain_text("cannot be signed yet")
+    reason = panel.get_by_role("textbox", name=REASON)
+    expect(reason).to_have_attribute("aria-invalid", "true")
+    page.evaluate("document.getElementById('sign-off').classList.add('old')")
+
+    # Still below the target with the photograph's cell: the refusal stands, and so does the mark.
+    finish(waiting, ("LYMPHOCYTE",))
+    expect(page.locator("#sign-off:not(.old) [data-role=target-progress]")).to_contain_text("4 of 100")
+    expect(reason).to_have_attribute("aria-invalid", "true")
+    expect(reason).to_have_accessible_description(re.compile("4 of 100 leukocytes counted"))
