@@ -417,6 +417,35 @@ def deleted_sample_accession(sample_id):
             .values_list("object_repr", flat=True).first())
 
 
+def sample_entered_by_on_record(sample_id):
+    """The id of the account that entered a sample, read from its creation's audit row: the sample
+    may be gone; None where the row names no account (made by a command) or there is none."""
+    return (LogEntry.objects.get_for_model(Sample)
+            .filter(object_id=sample_id, action=LogEntry.Action.CREATE)
+            .values_list("actor_id", flat=True).first())
+
+
+@dataclass(frozen=True)
+class DeletedPhotograph:
+    sample_id: int
+    # None where it went with its sample, whose deletion writes the one row (services.deletion).
+    original_filename: str | None
+
+
+def deleted_photograph(image_id):
+    """A deleted photograph as its audit rows recall it: its sample's id (each row carries it) and,
+    where it was deleted on its own, its file's name from that deletion's row. None where the trail
+    holds no row of that photograph."""
+    rows = LogEntry.objects.get_for_model(SmearImage).filter(object_id=image_id)
+    deleted = (rows.filter(action=LogEntry.Action.DELETE)
+               .values_list("additional_data", "changes").first())
+    if deleted is not None:
+        data, changes = deleted
+        return DeletedPhotograph(data["sample_id"], changes["original_filename"][0])
+    data = rows.values_list("additional_data", flat=True).first()
+    return DeletedPhotograph(data["sample_id"], None) if data and data.get("sample_id") else None
+
+
 @dataclass
 class SampleProgress:
     total: int

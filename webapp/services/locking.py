@@ -20,7 +20,10 @@ class DeletedMeanwhile(LookupError):
     nothing was changed, and the message says so."""
 
 
-def ensure_editable(sample, action, gone="nothing was changed."):
+NOTHING_CHANGED = "nothing was changed."
+
+
+def ensure_editable(sample, action, gone=NOTHING_CHANGED):
     """Raise SampleLocked, saying why, if `action` (e.g. "Relabelling a cell") would change a
     signed sample's result, and DeletedMeanwhile if the sample is gone: "Sample H26-0001 was
     deleted meanwhile: " and `gone`, what was not done.

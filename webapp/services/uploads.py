@@ -163,6 +163,7 @@ def create_sample_with_images(accession_number, note, files, user=None,
 
 
 NOTHING_STORED = "nothing was stored."
+NOTHING_QUEUED = "nothing was queued."
 
 
 def add_images_to_sample(sample, files):
@@ -234,11 +235,10 @@ def _also_elsewhere(sample, stored):
 def requeue_image(image):
     """Queue an image again, after a failure or when it waited too long ("Try again"), with the
     version its sample's photographs share."""
-    ensure_editable(image.sample, "classifying a photograph again", gone="nothing was queued.")
+    ensure_editable(image.sample, "classifying a photograph again", gone=NOTHING_QUEUED)
     # Deleted meanwhile, on its own: nothing to queue, and no trail to add to.
     if not SmearImage.objects.filter(pk=image.pk).exists():
-        raise DeletedMeanwhile(f"{isolated(image.original_filename)} was deleted meanwhile: nothing was "
-                               "queued.")
+        raise DeletedMeanwhile(f"{isolated(image.original_filename)} was deleted meanwhile: {NOTHING_QUEUED}")
     version_id = sample_version_id(image.sample)
     audit.record(image, "update", {"status": (image.status, SmearImage.Status.QUEUED)},
                  note="queued again")

@@ -9,10 +9,11 @@ from django.views.decorators.http import require_POST
 from webapp.models import Cell, SmearImage
 from webapp.presenters.lab import photograph_address
 from webapp.selectors import cell_name
-from webapp.services.added_cells import AddCellError, request_added_cell
+from webapp.services.added_cells import PHOTOGRAPH_GONE, AddCellError, request_added_cell
 from webapp.services.edge_cells import CountInError, set_counted_in
 from webapp.services.locking import SampleLocked
 from webapp.views import roles
+from webapp.views.deleted_meanwhile import PhotographGone, answer_gone, photograph_or_gone
 from webapp.views.errors import wants_json
 from webapp.wording import isolated
 
@@ -31,7 +32,11 @@ def _refused(request, image, message, status):
 @require_POST
 @roles.lab_work(roles.REVIEW, "Adding a missed cell")
 def add_cell(request, pk):
-    image = get_object_or_404(SmearImage.objects.select_related("sample"), pk=pk)
+    try:
+        image = photograph_or_gone(pk, "no box was kept.", SmearImage.objects.select_related("sample"))
+    except PhotographGone as exc:
+        # In the words the service uses for a deletion it waited on: the same race, one answer.
+        return answer_gone(request, PHOTOGRAPH_GONE, exc.sample_id, status=400)
     box = [request.POST.get(name, "").strip() for name in BOX_FIELDS]
     try:
         added = request_added_cell(image, box, user=request.user)

@@ -41,6 +41,7 @@ from webapp.selectors import (
     label_stamp,
     leukocyte_formula,
     photograph_page_number,
+    sample_entered_by_on_record,
     sample_photograph_page,
     sample_progress,
     sample_record_counts,
@@ -49,6 +50,7 @@ from webapp.selectors import (
     unsent_photographs,
 )
 from webapp.services.deletion import (
+    NOTHING_LEFT,
     PhotographBusy,
     delete_image,
     delete_sample,
@@ -56,11 +58,13 @@ from webapp.services.deletion import (
     may_delete_sample,
 )
 from webapp.services.health import classify_workers_running
-from webapp.services.locking import DeletedMeanwhile, SampleLocked
+from webapp.services.locking import NOTHING_CHANGED, DeletedMeanwhile, SampleLocked
 from webapp.services.photographs_kind import PhotographsKindKept, read_photographs_as, why_kind_is_kept
 from webapp.services.review import ReviewError, StaleLabels, review_cell
 from webapp.services.sign_off import TARGET_CHOICES, may_sign
 from webapp.services.uploads import (
+    NOTHING_QUEUED,
+    NOTHING_STORED,
     DuplicateAccession,
     StorageRefused,
     add_images_to_sample,
@@ -68,8 +72,14 @@ from webapp.services.uploads import (
     requeue_image,
 )
 from webapp.views import roles
+from webapp.views.deleted_meanwhile import (
+    PhotographGone,
+    photograph_or_gone,
+    refused_as_gone,
+    sample_or_gone,
+)
 from webapp.views.errors import wants_json
-from webapp.views.sign_off import draft_key, refused_as_gone
+from webapp.views.sign_off import draft_key
 from webapp.wording import choose_again, count_of, isolated
 
 logger = logging.getLogger(__name__)
@@ -329,7 +339,10 @@ def sample_status(request, pk):
 @require_POST
 @roles.lab_work(roles.ADD_PHOTOGRAPHS, "Changing what the photographs show")
 def sample_photographs(request, pk):
-    sample = _sample(pk)
+    try:
+        sample = sample_or_gone(pk, NOTHING_CHANGED)
+    except DeletedMeanwhile as exc:
+        return refused_as_gone(request, exc)
     form = PhotographsKindForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose what the photographs show: fields of a smear, or one white cell "
@@ -353,7 +366,10 @@ def sample_photographs(request, pk):
 @require_POST
 @roles.lab_work(roles.ADD_PHOTOGRAPHS, "Adding photographs")
 def sample_add_images(request, pk):
-    sample = _sample(pk)
+    try:
+        sample = sample_or_gone(pk, NOTHING_STORED)
+    except DeletedMeanwhile as exc:
+        return refused_as_gone(request, exc)
     form = AddImagesForm(request.POST, request.FILES)
     if not form.is_valid():
         for error in form.errors["images"]:
@@ -380,7 +396,10 @@ def sample_add_images(request, pk):
 @require_POST
 @roles.lab_work(roles.ADD_PHOTOGRAPHS, "Classifying a photograph again")
 def image_retry(request, pk):
-    image = get_object_or_404(SmearImage, pk=pk)
+    try:
+        image = photograph_or_gone(pk, NOTHING_QUEUED)
+    except PhotographGone as exc:
+        return refused_as_gone(request, exc, exc.sample_id)
     if image.status == SmearImage.Status.DONE:
         # A page drawn before it finished offered "Try again"; a re-run would only mark the sample
         # unsignable for a while and add to its audit trail.
@@ -413,12 +432,29 @@ def _ensure_may_delete(user, sample, what):
         )
 
 
+def _ensure_may_delete_on_record(user, sample_id, what):
+    """_ensure_may_delete for a sample deleted meanwhile, who entered it read from the trail: asked
+    before the refusal names the sample, and naming none itself."""
+    on_record = Sample(pk=sample_id, created_by_id=sample_entered_by_on_record(sample_id))
+    if not may_delete_sample(user, on_record):
+        raise PermissionDenied(
+            f"Only the person who entered the sample or an administrator may delete {what}.")
+
+
 @require_POST
 def image_delete(request, pk):
     """A photograph deleted by whoever may delete its sample: one that failed (it would keep the
     sample from being signed), or one that does not belong to it (the page warns of a photograph
     another sample holds too). One the classifier is still reading is left until it is done."""
-    image = get_object_or_404(SmearImage.objects.select_related("sample__created_by"), pk=pk)
+    try:
+        image = photograph_or_gone(pk, NOTHING_LEFT, SmearImage.objects.select_related("sample__created_by"))
+    except PhotographGone as exc:
+        sample = Sample.objects.select_related("created_by").filter(pk=exc.sample_id).first()
+        if sample is None:
+            _ensure_may_delete_on_record(request.user, exc.sample_id, "its photographs")
+        else:
+            _ensure_may_delete(request.user, sample, "its photographs")
+        return refused_as_gone(request, exc, exc.sample_id)
     sample = image.sample
     _ensure_may_delete(request.user, sample, "its photographs")
     page_number = photograph_page_number(image)
@@ -436,7 +472,11 @@ def image_delete(request, pk):
 
 @require_http_methods(["GET", "POST"])
 def sample_delete(request, pk):
-    sample = _sample(pk)
+    try:
+        sample = sample_or_gone(pk, NOTHING_LEFT, Sample.objects.select_related("created_by"))
+    except DeletedMeanwhile as exc:  # its page was open: its "Delete" asked after another's deletion
+        _ensure_may_delete_on_record(request.user, pk, "it")
+        return refused_as_gone(request, exc)
     _ensure_may_delete(request.user, sample, "it")
     if request.method == "POST":
         accession = sample.accession_number

@@ -7,14 +7,13 @@ sample page, or as JSON with 409 to a script that asks for JSON (400 where the f
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, JsonResponse
+from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from webapp.forms_sign_off import ReopenForm, SignForm, TargetCountForm
 from webapp.models import Sample
 from webapp.presenters.lab import sample_page_address
-from webapp.selectors import deleted_sample_accession
 from webapp.services.locking import DeletedMeanwhile, SampleLocked
 from webapp.services.sign_off import (
     NOTHING_TO_REOPEN,
@@ -27,6 +26,7 @@ from webapp.services.sign_off import (
     sign_sample,
 )
 from webapp.views import roles
+from webapp.views.deleted_meanwhile import answer_gone, refused_as_gone, sample_or_gone
 from webapp.views.errors import wants_json
 
 
@@ -42,36 +42,6 @@ def _answer(request, sample, error=None, done="", status=409):
         return refused_as_gone(request, error, sample.pk, _page_sent(request))
     messages.success(request, done)
     return redirect(sample_page_address(sample.pk, _page_sent(request)))
-
-
-def refused_as_gone(request, refusal, sample_id=None, page_number=1):
-    """A refusal said on the sample's page (its page ``page_number``) where the sample is still
-    there, else on the sample list: a change to a sample or photograph deleted meanwhile
-    (locking.DeletedMeanwhile) has no page of its own to return to. The lab's views give it with
-    this one too: views.lab imports this module (the other way round would be a cycle)."""
-    messages.error(request, str(refusal))
-    if sample_id is not None and Sample.objects.filter(pk=sample_id).exists():
-        return redirect(sample_page_address(sample_id, page_number))
-    return redirect("lab:sample-list")
-
-
-def _sample_or_gone(pk, gone):
-    """The sample the panel was posted for. One deleted since the page was drawn raises
-    DeletedMeanwhile, saying ``gone`` (what was not done), as the services say it when the deletion
-    commits while they wait on the sample's lock: the same race, met a moment sooner, must read the
-    same, not as the site's "page not found". An id the trail never saw deleted is a 404."""
-    sample = Sample.objects.filter(pk=pk).first()
-    if sample is not None:
-        return sample
-    if (accession := deleted_sample_accession(pk)) is None:
-        raise Http404("No such sample.")
-    raise DeletedMeanwhile(f"Sample {accession} was deleted meanwhile: {gone}")
-
-
-def _gone(request, refusal):
-    if wants_json(request):
-        return JsonResponse({"error": str(refusal)}, status=409)
-    return refused_as_gone(request, refusal)
 
 
 def _page_sent(request):
@@ -112,9 +82,9 @@ def sample_sign(request, pk):
     # Asked first: a deleted sample's accession number is told only to those who may sign.
     _refuse_unless_may_sign(request, "Signing a sample")
     try:
-        sample = _sample_or_gone(pk, NOTHING_TO_SIGN)
+        sample = sample_or_gone(pk, NOTHING_TO_SIGN)
     except DeletedMeanwhile as exc:
-        return _gone(request, exc)
+        return answer_gone(request, exc)
     form = SignForm(request.POST)
     if not form.is_valid():
         _keep_draft(request, sample)
@@ -134,9 +104,9 @@ def sample_reopen(request, pk):
     # Asked first: a deleted sample's accession number is told only to those who may sign.
     _refuse_unless_may_sign(request, "Reopening a signed sample")
     try:
-        sample = _sample_or_gone(pk, NOTHING_TO_REOPEN)
+        sample = sample_or_gone(pk, NOTHING_TO_REOPEN)
     except DeletedMeanwhile as exc:
-        return _gone(request, exc)
+        return answer_gone(request, exc)
     form = ReopenForm(request.POST)
     if not form.is_valid():
         return _answer(request, sample, _form_error(form), status=400)
@@ -152,9 +122,9 @@ def sample_reopen(request, pk):
 @roles.lab_work(roles.REVIEW, "Setting the target count")
 def sample_target(request, pk):
     try:
-        sample = _sample_or_gone(pk, TARGET_NOT_SET)
+        sample = sample_or_gone(pk, TARGET_NOT_SET)
     except DeletedMeanwhile as exc:
-        return _gone(request, exc)
+        return answer_gone(request, exc)
     form = TargetCountForm(request.POST)
     if not form.is_valid():
         return _answer(request, sample, _form_error(form), status=400)
