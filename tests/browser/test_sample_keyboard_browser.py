@@ -5,12 +5,14 @@ the reviewed row (or the button pressed in it) once the results are redrawn.
 No worker: the sample is made in the database.
 """
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
 from tests.browser.test_lab_browser import PASSWORD, sign_in
 from tests.webapp.lab_factories import make_sample, with_role
-from webapp.models import Cell, SmearImage
+from webapp.models import Cell, Sample, SmearImage
 from webapp.services.review import review_cell
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -213,3 +215,23 @@ def test_a_cell_someone_relabelled_since_the_page_was_loaded_is_not_overwritten(
     row.locator("button[value=NEUTROPHIL]").click()
     page.wait_for_selector(f'tr.cellrow[data-cell="{second.pk}"] .current.confirmed[value=NEUTROPHIL]')
     assert len(alerts) == 1 and Cell.objects.get(pk=second.pk).cell_type == "NEUTROPHIL"
+
+
+def test_the_deletion_question_works_from_the_keyboard(live_server, browser_page, django_user_model):
+    # "Keep it" was a link drawn as a button, which Space does not follow, and the page's focus
+    # started at the bar's links, several Tabs before its answers.
+    user = with_role(django_user_model.objects.create_user("tech", password=PASSWORD), "technologist")
+    sample = make_sample("BR-KEEP", types=("NEUTROPHIL",), user=user)
+    page = browser_page
+    sign_in(page, live_server.url, "tech")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/delete/")
+    expect(page.get_by_role("heading", level=1, name="Delete sample BR-KEEP?")).to_be_focused()
+    page.keyboard.press("Tab")
+    delete = page.get_by_role("button", name="Delete for good")
+    expect(delete).to_be_focused()
+    expect(delete).to_have_accessible_description(re.compile("^This removes the sample, its 1 photograph"))
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Keep it")).to_be_focused()
+    page.keyboard.press("Space")
+    page.wait_for_url(re.compile(rf".*/samples/{sample.pk}/\??$"))
+    assert Sample.objects.filter(pk=sample.pk).exists()
