@@ -167,6 +167,7 @@
       Array.prototype.some.call(current.querySelectorAll("textarea"), function (box) { return box.value.trim(); });
     if (!typing) {
       keepInvalidMarks(current, section);
+      keepUnsentInput(current, section);
       current.replaceWith(section);
       return;
     }
@@ -186,6 +187,31 @@
       if (fresh && section.querySelector('.refusals li[data-code="' + code + '"]')) {
         fresh.setAttribute("aria-invalid", "true");
       }
+    });
+  }
+
+  // What the user chose in the panel and has not sent (a ticked "keep unidentified", a target
+  // count picked but not set, a reason) goes into the fresh panel where its form still offers the
+  // same field: a photograph finishing while the focus was elsewhere untied the box. A form no
+  // longer offered (signed meanwhile, nothing left unidentified) takes its input with it.
+  function keepUnsentInput(current, section) {
+    current.querySelectorAll("form[data-role]").forEach(function (form) {
+      var fresh = section.querySelector('form[data-role="' + form.getAttribute("data-role") + '"]');
+      if (!fresh) return;
+      Array.prototype.forEach.call(form.elements, function (field) {
+        if (!field.name || field.type === "hidden") return;
+        var twin = fresh.elements.namedItem(field.name);
+        if (!twin || twin.type !== field.type) return;
+        if (field.type === "checkbox" || field.type === "radio") {
+          if (field.checked !== field.defaultChecked) twin.checked = field.checked;
+        } else if (field.tagName === "SELECT") {
+          var chosen = field.options[field.selectedIndex];
+          var offered = Array.prototype.some.call(twin.options, function (option) { return option.value === field.value; });
+          if (chosen && !chosen.defaultSelected && offered) twin.value = field.value;
+        } else if (field.value !== field.defaultValue) {
+          twin.value = field.value;
+        }
+      });
     });
   }
 

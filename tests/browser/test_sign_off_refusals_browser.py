@@ -127,3 +127,28 @@ def test_a_refused_fields_mark_outlasts_a_redraw_while_the_refusal_stands(live_s
     expect(page.locator("#sign-off:not(.old) [data-role=target-progress]")).to_contain_text("4 of 100")
     expect(reason).to_have_attribute("aria-invalid", "true")
     expect(reason).to_have_accessible_description(re.compile("4 of 100 leukocytes counted"))
+
+
+def test_a_ticked_box_and_a_chosen_target_outlast_a_redraw(live_server, browser_page, django_user_model):
+    # The audit: a photograph finishing while the focus was elsewhere redrew the panel from fresh
+    # HTML, and a ticked "keep unidentified" box (no text typed, the focus gone on) came back unticked.
+    sample = below_target_sample(hematologist(django_user_model), "BR-TICKED")
+    Cell.objects.filter(image__sample=sample, index=1).update(cell_type="UNIDENTIFIED",
+                                                              corrected_type="UNIDENTIFIED")
+    waiting = photograph(sample, "waiting.png", SmearImage.Status.PROCESSING, ())  # the page polls
+    page = browser_page
+    sign_in(page, live_server.url, "hema")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    panel = page.locator("#sign-off")
+    keep = panel.get_by_role("checkbox", name=re.compile("unidentified cell as unidentified"))
+    keep.check()
+    target = panel.get_by_role("combobox", name="Target count")
+    target.select_option("200")
+    page.locator("main h1").first.click()  # the focus leaves the panel
+    page.evaluate("document.getElementById('sign-off').classList.add('old')")
+
+    finish(waiting, ("LYMPHOCYTE",))
+    expect(page.locator("#sign-off:not(.old) [data-role=target-progress]")).to_contain_text("3 of 100")
+    expect(keep).to_be_checked()
+    expect(target).to_have_value("200")
+    assert Sample.objects.get(pk=sample.pk).target_count == 100  # chosen, not sent
