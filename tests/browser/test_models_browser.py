@@ -444,3 +444,31 @@ def test_a_disabled_training_button_is_described_by_why(live_server, browser_pag
         button = page.get_by_role("button", name=name)
         expect(button).to_be_disabled()
         expect(button).to_have_accessible_description(re.compile(f"v{running.pk} is running"))
+
+
+def test_back_after_answering_the_activation_question_asks_no_resubmission(live_server, chromium,
+                                                                            django_user_model):
+    # The question was the answer to the activation's POST: Back after answering it came to the
+    # browser's "Confirm Form Resubmission" instead of a page.
+    make_version()
+    warned = make_version(status=ModelVersion.Status.READY, metrics={"refit": {"epochs": 1}})
+    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
+    context = chromium.new_context(java_script_enabled=False, viewport={"width": 1360, "height": 900})
+    try:
+        page = context.new_page()
+        sign_in(page, live_server.url, "lead")
+        page.goto(f"{live_server.url}/models/{warned.pk}/")
+        page.get_by_role("button", name=f"Activate v{warned.pk}").press("Enter")
+        expect(page).to_have_title(f"Activate v{warned.pk}? · Leukoscope")
+        assert page.url.endswith(f"/models/{warned.pk}/activate/?next=detail")
+        page.get_by_role("button", name=f"Activate v{warned.pk} all the same").press("Enter")
+        page.wait_for_url(re.compile(rf".*/models/{warned.pk}/$"))
+        assert ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE).pk == warned.pk
+
+        answer = page.go_back()
+        assert answer is not None and answer.ok
+        expect(page).to_have_title(f"Activate v{warned.pk}? · Leukoscope")
+        page.go_back()
+        expect(page).to_have_title(re.compile(f"v{warned.pk}"))
+    finally:
+        context.close()

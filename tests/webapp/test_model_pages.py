@@ -724,7 +724,9 @@ def test_progress_json_and_cancel(staff_client):
 def test_activate_and_roll_back_are_one_post_each_and_logged(staff_client, staff):
     first = make_version(status=ModelVersion.Status.ACTIVE)
     second = make_version()
-    assert staff_client.get(reverse("models:activate", args=[second.pk])).status_code == 405
+    # A GET activates nothing: with nothing to warn of, it goes back to the list.
+    assert staff_client.get(reverse("models:activate", args=[second.pk])).url == reverse("models:list")
+    assert ModelVersion.objects.get(status="active") == first
 
     staff_client.post(reverse("models:activate", args=[second.pk]))
     staff_client.post(reverse("models:activate", args=[first.pk]), {"next": "detail"})
@@ -751,7 +753,11 @@ def test_a_version_no_better_than_guessing_says_so_before_and_after_activation(s
         reverse("models:detail", args=[sound.pk])).content.decode()
     # Sent without the browser's confirm (scripts off): the server asks, and nothing changes yet.
     serving = ModelVersion.objects.get(status="active")
-    asked = staff_client.post(reverse("models:activate", args=[guessing.pk]), {"next": "detail"})
+    # The question is a page of its own, which the POST redirects to: Back after answering it
+    # returns to a page, not to the browser's "Confirm Form Resubmission".
+    asked = staff_client.post(reverse("models:activate", args=[guessing.pk]), {"next": "detail"}, follow=True)
+    question = f'{reverse("models:activate", args=[guessing.pk])}?next=detail'
+    assert asked.redirect_chain == [(question, 302)]
     page = asked.content.decode()
     assert asked.status_code == 200 and 'data-role="confirm-activation"' in page
     assert f'<h1 id="confirm-question" tabindex="-1" autofocus>Activate v{guessing.pk}?</h1>' in page

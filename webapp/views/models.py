@@ -12,7 +12,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
-from django.views.decorators.http import require_GET, require_POST
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.forms import is_row_id
 from webapp.forms_models import ReclassifyForm, RetrainForm
@@ -234,15 +235,29 @@ def delete(request, pk):
     return redirect("models:list")
 
 
+def _back_from_activation(pk, back_to_detail):
+    return redirect("models:detail", pk=pk) if back_to_detail else redirect("models:list")
+
+
 @staff_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def activate(request, pk):
+    """POST activates. A version the site warns of is activated only by a form that confirmed it:
+    one that did not (scripts off, so no browser confirm) is sent to the question, a page of its own
+    (GET), so that Back after answering it returns to a page, not to "Confirm Form Resubmission".
+    A GET activates nothing: the question, or where nothing is warned of, the page it came from."""
     version = _version_or_missing(model_versions(), pk)
-    back_to_detail = request.POST.get("next") == "detail"
+    sent = request.POST if request.method == "POST" else request.GET
+    back_to_detail = sent.get("next") == "detail"
     warning = activation_warning(version)
-    if warning and request.POST.get("confirmed") != "1":
+    if request.method == "GET":
+        if not warning:
+            return _back_from_activation(pk, back_to_detail)
         confirmation = activation_confirmation(version, warning, back_to_detail)
         return render(request, "models/confirm_activation.html", confirmation.as_context())
+    if warning and request.POST.get("confirmed") != "1":
+        question = reverse("models:activate", args=[pk])
+        return redirect(f"{question}?next=detail" if back_to_detail else question)
     try:
         activate_version(version, user=request.user)
     except VersionDeletedMeanwhile as exc:
@@ -255,9 +270,7 @@ def activate(request, pk):
         )
         if warning:
             messages.warning(request, f"{warning} Activate another version to stop it.")
-    if back_to_detail:
-        return redirect("models:detail", pk=pk)
-    return redirect("models:list")
+    return _back_from_activation(pk, back_to_detail)
 
 
 @staff_required
