@@ -15,8 +15,8 @@ webapp.models registers its records here as it defines them (auditlog's own way)
 imports no model of ours.
 """
 
-import getpass
 import os
+import pwd
 
 from auditlog import get_logentry_model
 from auditlog.cid import get_cid
@@ -70,10 +70,12 @@ def command_line_actor():
 
 def os_user():
     """The operating-system account running this process; its numeric id where the system has no
-    name for it (a container's arbitrary user)."""
+    name for it (a container's arbitrary user). Read from the account database by the process's
+    id, not from LOGNAME or USER as getpass.getuser reads it: whoever runs a command sets those as
+    they like, and `su` may leave the caller's there."""
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
         return f"id {os.getuid()}"
 
 
