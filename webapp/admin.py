@@ -425,11 +425,14 @@ class ApiTokenAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
 
     @admin.display(description="revoked by")
     def revoked_by_shown(self, token):
-        # None on a revoked key: a command or a shell, which its reason names, or a key revoked
-        # before who revoked it was kept, whose audit row named no account.
+        # No account revokes a key from a command, a shell, the reconciler's sweep or the key's own
+        # use, and the reason says which: "unknown" would read as a revocation nobody can explain.
+        # Unknown it is where no reason was kept either (revoked before migration 0031 without one).
         if token.revoked_at is None:
             return ""
-        return token.revoked_by.get_username() if token.revoked_by else "unknown"
+        if token.revoked_by:
+            return token.revoked_by.get_username()
+        return "no account (see the reason)" if token.revoke_reason else "unknown"
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:

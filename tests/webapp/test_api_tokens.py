@@ -274,7 +274,7 @@ def test_the_command_names_who_ran_it_in_the_audit_trail(lis, client, django_use
     trail = client.get(reverse("admin:auditlog_logentry_changelist")).content.decode()
     assert trail.count(f'<td class="field-user_url">{who}</td>') == 2 and ">system<" not in trail
     keys = client.get(reverse("admin:webapp_apitoken_changelist")).content.decode()
-    assert '<td class="field-revoked_by_shown">unknown</td>' in keys
+    assert '<td class="field-revoked_by_shown">no account (see the reason)</td>' in keys
     assert "operating-system user" in Command.help and "--reason" in Command.help
 
 
@@ -679,3 +679,22 @@ def test_a_key_stopped_by_a_bulk_update_is_revoked_on_its_next_use_or_by_the_rec
     assert client.get(url, **bearer(kept_key)).status_code == 200
     kept.refresh_from_db()
     assert kept.revoked_at is None
+
+
+def test_the_key_list_says_unknown_only_where_nothing_says_who_revoked_a_key(client, lis, django_user_model):
+    # Review: every key the sweep, a key's use or a command revoked was listed as revoked by
+    # "unknown", as if nobody could say, though its reason names what revoked it.
+    from webapp.services.reconciler import reconcile_work
+
+    swept, _ = create_token(lis, "swept")
+    unrecorded, _ = create_token(django_user_model.objects.create_user("lis2"), "before 0031")
+    django_user_model.objects.filter(pk=lis.pk).update(is_active=False)
+    assert reconcile_work().keys_revoked == 1
+    # As migration 0030 revoked a key: no row, so no one and no reason to copy onto it.
+    ApiToken.objects.filter(pk=unrecorded.pk).update(revoked_at=timezone.now())
+
+    client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+    keys = client.get(reverse("admin:webapp_apitoken_changelist")).content.decode()
+    shown = dict(re.findall(r'<a href="[^"]*/(\d+)/change/">\d+</a>.*?field-revoked_by_shown">([^<]*)<', keys,
+                            re.S))
+    assert shown == {str(swept.pk): "no account (see the reason)", str(unrecorded.pk): "unknown"}

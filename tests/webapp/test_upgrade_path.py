@@ -162,7 +162,8 @@ def test_the_upgrade_names_each_signature_as_its_account_is_named_now(newest_sch
 def test_the_upgrade_names_who_revoked_each_key_where_the_trail_says(newest_schema_afterwards):
     """Who revoked a key, and why, was only in the audit trail; the upgrade copies both onto each key
     revoked before, from its revocation's row. A row naming no account (a command, a shell) and a
-    key revoked with no row (by 0030) leave the key naming nobody: the admin says "unknown"."""
+    key revoked with no row (by 0030) leave the key naming nobody: the admin says "no account (see
+    the reason)" of the first, "unknown" of the second."""
     apps = migrate_to([("webapp", "0030_revoke_keys_of_refused_accounts")])
     User, ApiToken = apps.get_model("auth", "User"), apps.get_model("webapp", "ApiToken")
     LogEntry = apps.get_model("auditlog", "LogEntry")
