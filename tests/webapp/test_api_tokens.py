@@ -659,8 +659,8 @@ def test_a_key_stopped_by_a_bulk_update_is_revoked_on_its_next_use_or_by_the_rec
 
     assert client.get(url, **bearer(used_key)).status_code == 401
     used.refresh_from_db()
-    because = ("Revoked for good as its account was changed by a write that revoked nothing: "
-               "lis is not active.")
+    because = ("Revoked for good as its account changed, by a change made outside the admin that did not "
+               "revoke it then (a bulk update, a restored backup): lis is not active.")
     assert used.revoked_at is not None and (used.revoked_by, used.revoke_reason) == (None, because)
     row = LogEntry.objects.get(content_type__model="apitoken", object_pk=str(used.pk),
                                action=LogEntry.Action.UPDATE)

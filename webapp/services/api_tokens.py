@@ -167,7 +167,8 @@ def revoke_stopped_keys(tokens=None):
     revoked = []
     for token in ApiToken.objects.filter(pk__in=stopped).select_related("user"):
         if reason := refusal(token.user):
-            because = f"Revoked for good as its account was changed by a write that revoked nothing: {reason}"
+            because = (f"Revoked for good as its account changed, by a change made outside the admin that "
+                       f"did not revoke it then (a bulk update, a restored backup): {reason}")
             revoked += revoke_tokens(ApiToken.objects.filter(pk=token.pk), because)
     return revoked
 
