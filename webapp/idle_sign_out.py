@@ -74,8 +74,16 @@ def sign_out_if_idle(request):
 
 
 def was_signed_out_idle(request):
-    """Whether the sign-in before this request ended unused: answered once."""
-    return bool(request.session.pop(SIGNED_OUT_IDLE, False))
+    """Whether the sign-in before this request ended unused; said until the next sign-in
+    (forget_signed_out_idle), not once: the page left open reloads from two scripts at once (its
+    idle clock and its poll's 401), and a first load that the second aborted took the words along."""
+    return bool(request.session.get(SIGNED_OUT_IDLE, False))
+
+
+def forget_signed_out_idle(request):
+    """At a sign-in: Django keeps a signed-out session's keys through it (cycle_key), and a sign-in
+    that later ended otherwise would be said to have ended unused."""
+    request.session.pop(SIGNED_OUT_IDLE, None)
 
 
 def minutes():
