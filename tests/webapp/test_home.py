@@ -160,6 +160,11 @@ def test_home_lists_reopened_results_with_their_reason(client, tech, django_user
         assert 'data-role="reopened"' in page and "Reopened, to correct" in page
         assert f'href="{reverse("lab:sample-detail", args=[sample.pk])}#sign-off">H26-0700</a>' in page
         assert "<bdi>hema</bdi>, " in page and "“<bdi>Cell 1 is a basophil, not a lymphocyte.</bdi>”" in page
+    # An administrator without a lab role corrects nothing: the list is not its to act on.
+    lead = with_role(django_user_model.objects.create_user("lead", is_staff=True), "admin")
+    client.force_login(lead)
+    page = client.get(reverse("home")).content.decode()
+    assert 'data-role="reopened"' not in page and "H26-0700" not in page
 
 
 def test_a_right_to_left_name_and_reason_are_isolated_from_the_dates_beside_them(client, tech,

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from webapp import idle_sign_out
 from webapp.forms import SignInForm
-from webapp.models import SmearImage
+from webapp.models import Sample, SmearImage
 from webapp.selectors import (
     recently_signed_samples,
     reopened_samples,
@@ -58,7 +58,8 @@ def home(request):
             "signed": signed[:HOME_LIST_LENGTH], "signed_count": signed.count(),
             "days": HOME_RECENT_DAYS,
         })
-    reopened = reopened_samples()
+    # Reopened results wait for a correction, a relabel: listed to those who may make it.
+    reopened = reopened_samples() if request.user.has_perm(REVIEW) else Sample.objects.none()
     in_progress = (SmearImage.Status.QUEUED, SmearImage.Status.PROCESSING)
     signing_count, awaiting_signature = (samples_awaiting_signature(since, HOME_LIST_LENGTH)
                                          if may_sign(request.user) else (0, None))
