@@ -184,6 +184,16 @@ class RetrainForm(forms.Form):
         return data
 
 
+    def add_refusal(self, refusal):
+        """The training service's refusal (services.training.TrainingRefused), beside the field
+        holding the setting it names, else above the form. Its data folders are the ticked and the
+        typed ones together: named beside the typed ones, where any were typed."""
+        field = refusal.setting
+        if field == "data_dir" and not self.data.get("data_dir", "").strip():
+            field = "data_sources"
+        self.add_error(field if field in self.fields else None, str(refusal))
+
+
 def _through_a_link(folder):
     """Whether a typed path outside the training roots reads as one under them: a link on its way
     leads out (outside_training_roots resolves links)."""

@@ -587,8 +587,14 @@ def test_retrain_form_refits_a_held_out_run_on_every_group_with_its_temperature(
                             ({"epochs": 4}, "trains as long as it did: 1 epoch."),
                             # Its temperature and threshold were fitted on its own data's cells.
                             ({"data_dir": str(other)}, f"learns from the data folders it did: {data}.")):
-        response = staff_client.post(reverse("models:train"), {**form, **changed}, follow=True)
-        assert reason in response.content.decode()
+        response = staff_client.post(reverse("models:train"), {**form, **changed})
+        # The refusal comes back on the form as filled in, beside the field it is about (the model
+        # audit: it redirected to the list, every value lost, the reason far from its field).
+        page = html.unescape(response.content.decode())
+        (field, value), = changed.items()
+        assert response.status_code == 400
+        assert re.search(rf'<div id="id_{field}_error"><div class="error">[^<]*{re.escape(reason)}', page)
+        assert f'value="{value}"' in page and f'value="{held_out.pk}" selected' in page
     assert ModelVersion.objects.count() == 3 and not no_enqueue
 
     with django_capture_on_commit_callbacks(execute=True):

@@ -61,7 +61,13 @@ from webapp.wording import count_of
 logger = logging.getLogger(__name__)
 
 class TrainingRefused(ValueError):
-    """A user-facing reason why a training cannot be started or cancelled."""
+    """A user-facing reason why a training cannot be started or cancelled; ``setting``, where one
+    argument of start_training is at fault (a refit's epochs, say), names it, so that a form can say
+    the reason beside what was typed there."""
+
+    def __init__(self, message, setting=None):
+        super().__init__(message)
+        self.setting = setting
 
 
 def _as_sentence(reason):
@@ -93,13 +99,13 @@ def held_out_calibration(version):
     the settings to repeat, and the review threshold it fitted at that temperature."""
     if not version.is_trained:
         raise TrainingRefused(
-            f"v{version.pk} is {version.get_status_display().lower()}: it has no fitted temperature."
-        )
+            f"v{version.pk} is {version.get_status_display().lower()}: it has no fitted temperature.",
+            setting="refit_from")
     best_epoch = (version.metrics or {}).get("best_epoch")
     if best_epoch is None:
         raise TrainingRefused(
             f"v{version.pk} was trained on every group, without a validation split: its temperature "
-            "was itself borrowed. Refit from the held-out run it came from."
+            "was itself borrowed. Refit from the held-out run it came from.", setting="refit_from"
         )
     return HeldOutCalibration(
         version.temperature,
@@ -297,7 +303,7 @@ def _refit_recipe(refit_from, network, folders):
         raise TrainingRefused(
             f"A refit of v{refit_from.pk} learns from the data folders it did: "
             f"{', '.join(map(str, mismatch.run))}. Its temperature and review threshold were fitted on "
-            "those, and would not fit a network trained on others."
+            "those, and would not fit a network trained on others.", setting="data_dir"
         ) from None
     try:
         settings, _ = borrowed.for_refit(network)
@@ -305,11 +311,12 @@ def _refit_recipe(refit_from, network, folders):
         if set(mismatch.differing) == {"epochs"}:
             _, run_epochs = mismatch.differing["epochs"]
             raise TrainingRefused(
-                f"A refit of v{refit_from.pk} trains as long as it did: {count_of(run_epochs, 'epoch')}."
-            ) from None
+                f"A refit of v{refit_from.pk} trains as long as it did: {count_of(run_epochs, 'epoch')}.",
+                setting="epochs") from None
         raise TrainingRefused(
             f"v{refit_from.pk} is a {refit_from.architecture} / {refit_from.task} run: a refit "
-            "must repeat its architecture and task."
+            "must repeat its architecture and task.",
+            setting=next((name for name in ("architecture", "task") if name in mismatch.differing), None),
         ) from None
     return {**settings, "validation_fraction": 0.0}
 

@@ -177,8 +177,9 @@ def train(request):
             refit_from=data["refit_from"],
         )
     except TrainingRefused as exc:
-        # Shown on the form as it was filled in: a redirect to the list lost every value given.
-        form.add_error(None, str(exc))
+        # Shown on the form as it was filled in, beside the field at fault: a redirect to the list
+        # lost every value given.
+        form.add_refusal(exc)
         return _render_list(request, retrain_form=form, status=400)
     messages.success(request, f"Training of v{version.pk} is queued on the training worker.")
     for note in data.get("data_notes", ()):
