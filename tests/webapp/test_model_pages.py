@@ -900,6 +900,31 @@ def test_reclassify_with_a_binary_version_says_a_type_becomes_its_group(staff_cl
 
 
 @pytest.mark.django_db
+def test_reclassify_with_a_binary_version_says_so_beside_the_form_and_after(staff_client, no_enqueue):
+    # The form's own words said a reviewer's label is kept, and only the script's question (none with
+    # scripts off) said a binary version holds a type as its group; nor did the message after.
+    typed = make_version(status=ModelVersion.Status.ACTIVE)
+    sample = Sample.objects.create(accession_number="H1")
+    SmearImage.objects.create(sample=sample, image="smears/a.png", original_filename="a.png", width=640,
+                              height=480, file_size=10, checksum="0" * 64, status=SmearImage.Status.DONE)
+    said = "names only the two groups, so a cell a reviewer gave a type is held as its group"
+    page = html.unescape(staff_client.get(reverse("models:list")).content.decode())
+    assert 'data-role="groups-only"' not in page and said not in page
+    answer = staff_client.post(reverse("models:reclassify"), {"accession_number": "H1"}, follow=True)
+    assert said not in html.unescape(answer.content.decode())
+    ModelVersion.objects.filter(pk=typed.pk).update(status=ModelVersion.Status.READY)
+    binary = make_version(class_names=["MONONUCLEAR", "POLYNUCLEAR"], status=ModelVersion.Status.ACTIVE)
+    note = (f"v{binary.pk} {said} (a lymphocyte as MONONUCLEAR) and a re-classified sample's formula holds "
+            "the two groups alone; re-classifying it later with a version that names types gives back the "
+            "types the reviewers gave.")
+    page = html.unescape(staff_client.get(reverse("models:list")).content.decode())
+    assert f'<p class="small" data-role="groups-only">{note}</p>' in page
+    answer = staff_client.post(reverse("models:reclassify"), {"accession_number": "H1"}, follow=True)
+    assert f"queued for re-classification with v{binary.pk}" in html.unescape(answer.content.decode())
+    assert note in html.unescape(answer.content.decode())
+
+
+@pytest.mark.django_db
 def test_reclassify_queues_the_chosen_sample_with_the_active_version(staff_client, no_enqueue,
                                                                       django_capture_on_commit_callbacks):
     active = make_version(status=ModelVersion.Status.ACTIVE)

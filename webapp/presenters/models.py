@@ -879,6 +879,7 @@ class VersionList(ViewModel):
     activations: object  # the latest ModelActivation records
     adaptation: dict | None  # adaptation_offer of the active version
     reclassify_question: str = ""  # the confirm text of the re-classify button
+    reclassify_groups_note: str = ""  # groups_only_note of the active version
 
 
 def listed_versions():
@@ -905,7 +906,21 @@ def listed_versions():
         training_progress=progress_report(training) if training else None,
         activations=recent_activations(),
         reclassify_question=reclassify_question(active, by_pk),
+        reclassify_groups_note=groups_only_note(active),
     )
+
+
+def groups_only_note(version):
+    """What re-classifying with a version naming only the binary groups does to reviewed cells, said
+    beside the re-classify form and after it (its question says it too, but only where scripts run);
+    "" for a version that names types. Nothing is lost: each label keeps its link to the review it
+    came from, which a later typed version follows back to the reviewer's type."""
+    if version is None or not version.class_names or not set(version.class_names) <= set(BINARY_CLASSES):
+        return ""
+    return (f"v{version.pk} names only the two groups, so a cell a reviewer gave a type is held as its "
+            "group (a lymphocyte as MONONUCLEAR) and a re-classified sample's formula holds the two "
+            "groups alone; re-classifying it later with a version that names types gives back the "
+            "types the reviewers gave.")
 
 
 def reclassify_question(active, by_pk):

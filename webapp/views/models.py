@@ -20,6 +20,7 @@ from webapp.forms_models import ReclassifyForm, RetrainForm
 from webapp.presenters.models import (
     activation_confirmation,
     activation_warning,
+    groups_only_note,
     listed_versions,
     progress_report,
     training_outcome,
@@ -289,6 +290,8 @@ def reclassify_samples(request):
                                   f"v{done.version.pk}; other versions' calls stay in the history, and a "
                                   f"photograph v{done.version.pk} classified before gets its calls again, "
                                   "in place of its earlier ones.")
+        if groups_note := groups_only_note(done.version):
+            messages.warning(request, groups_note)
         if done.signed_skipped:
             skipped = len(done.signed_skipped)
             messages.warning(request, f"{count_of(skipped, 'signed sample')} left as "
