@@ -183,7 +183,6 @@ class RetrainForm(forms.Form):
         data["data_dir"] = os.pathsep.join(folders)
         return data
 
-
     def add_refusal(self, refusal):
         """The training service's refusal (services.training.TrainingRefused), beside the field
         holding the setting it names, else above the form. Its data folders are the ticked and the
