@@ -387,9 +387,10 @@ def _decoded(path):
     except OSError as exc:
         return None, f"could not be opened ({exc.strerror or exc})"
     if too_large := rendering.too_many_pixels(data):
-        # As upload refuses it: decoded, it took the memory that limit guards (training decodes two
-        # at a time), and the site could never be sent it.
-        return None, f"{too_large} uploads have"
+        # As upload refuses it at its default limit: decoded, it took the memory that limit guards
+        # (training decodes two at a time). A lab that raised upload's limit (LEUKOSCOPE_MAX_IMAGE_PIXELS)
+        # raised the web process's memory, not training's, so the words name training's own.
+        return None, f"{too_large} training takes"
     try:
         rgb = rendering.decode_rgb(data, upright=True)
     except UnreadablePhotograph:

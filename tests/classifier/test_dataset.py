@@ -203,7 +203,7 @@ def test_a_photograph_over_uploads_pixel_limit_is_skipped_from_its_header_and_sa
     _, ok, _ = dataset.load_prepared(images, {"height": 60, "width": 80, "mode": "field"},
                                      cache_dir=tmp_path / "cache")
     skipped = {Path(row["path"]).name: row["reason"] for row in dataset.skipped_files(images, ok)}
-    reason = "8000x5001 pixels, over the 40-megapixel limit uploads have"
+    reason = "8000x5001 pixels, over the 40-megapixel limit training takes"
     assert ok.sum() == 4 and skipped == {"large.png": reason, "large_header.png": reason}
 
 
