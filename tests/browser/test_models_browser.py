@@ -4,6 +4,7 @@ a fresh install registers them. Leaves test-output/models-list.png and models-ve
 No worker: the page reads the figures stored with each version and never loads a network.
 """
 
+import contextlib
 import re
 
 import pytest
@@ -112,12 +113,10 @@ def test_activating_or_deleting_a_version_asks_first(live_server, browser_page, 
     assert active_version() == warned.pk
 
 
-def test_the_activation_question_works_from_the_keyboard(live_server, chromium, django_user_model):
-    # The audit read the page a warned activation asks its question on (where no script asked it)
-    # and never tried it: its focus started at the bar's links, nine Tabs before the answers; the
-    # button overriding the warning was not described by it; "Leave the active version serving",
-    # drawn as a button, was a link, which Space does not follow; and the page, without the models
-    # stylesheet, drew both answers alike and touching.
+@contextlib.contextmanager
+def a_warned_version_without_scripts(live_server, chromium, django_user_model):
+    """A lab lead signed in with scripts off, where the site's own page asks before a warned
+    activation (no script asks first); the serving version and a ready one the site warns of."""
     serving = make_version()
     warned = make_version(status=ModelVersion.Status.READY, metrics={"refit": {"epochs": 1}})
     with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
@@ -125,7 +124,19 @@ def test_the_activation_question_works_from_the_keyboard(live_server, chromium, 
     try:
         page = context.new_page()
         sign_in(page, live_server.url, "lead")
+        yield page, serving, warned
+    finally:
+        context.close()
 
+
+def test_the_activation_question_works_from_the_keyboard(live_server, chromium, django_user_model):
+    # The audit read the page a warned activation asks its question on (where no script asked it)
+    # and never tried it: its focus started at the bar's links, nine Tabs before the answers; the
+    # button overriding the warning was not described by it; "Leave the active version serving",
+    # drawn as a button, was a link, which Space does not follow; and the page, without the models
+    # stylesheet, drew both answers alike and touching.
+    lead = a_warned_version_without_scripts(live_server, chromium, django_user_model)
+    with lead as (page, serving, warned):
         def ask():
             page.goto(f"{live_server.url}/models/{warned.pk}/")
             page.get_by_role("button", name=f"Activate v{warned.pk}").press("Enter")
@@ -158,8 +169,6 @@ def test_the_activation_question_works_from_the_keyboard(live_server, chromium, 
         done = f"v{warned.pk} is now the active model"
         expect(page.locator("ul.messages").filter(has_text=done)).to_be_visible()
         assert ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE).pk == warned.pk
-    finally:
-        context.close()
 
 
 RUNNING = {"state": "running", "epoch": 2, "epochs": 4, "elapsed_seconds": 20.0, "eta_seconds": 40.0}
@@ -450,13 +459,7 @@ def test_back_after_answering_the_activation_question_asks_no_resubmission(live_
                                                                             django_user_model):
     # The question was the answer to the activation's POST: Back after answering it came to the
     # browser's "Confirm Form Resubmission" instead of a page.
-    make_version()
-    warned = make_version(status=ModelVersion.Status.READY, metrics={"refit": {"epochs": 1}})
-    with_role(django_user_model.objects.create_user("lead", password=PASSWORD, is_staff=True), "admin")
-    context = chromium.new_context(java_script_enabled=False, viewport={"width": 1360, "height": 900})
-    try:
-        page = context.new_page()
-        sign_in(page, live_server.url, "lead")
+    with a_warned_version_without_scripts(live_server, chromium, django_user_model) as (page, _, warned):
         page.goto(f"{live_server.url}/models/{warned.pk}/")
         page.get_by_role("button", name=f"Activate v{warned.pk}").press("Enter")
         expect(page).to_have_title(f"Activate v{warned.pk}? · Leukoscope")
@@ -470,5 +473,3 @@ def test_back_after_answering_the_activation_question_asks_no_resubmission(live_
         expect(page).to_have_title(f"Activate v{warned.pk}? · Leukoscope")
         page.go_back()
         expect(page).to_have_title(re.compile(f"v{warned.pk}"))
-    finally:
-        context.close()
