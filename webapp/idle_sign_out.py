@@ -50,8 +50,12 @@ def start(session):
 
 
 def on_sign_in(sender, request, user, **kwargs):
-    """django.contrib.auth's user_logged_in signal."""
+    """django.contrib.auth's user_logged_in signal, which every sign-in sends (the site's login
+    page, the admin's): the one that ended unused is forgotten, as Django keeps a signed-out
+    session's keys through a sign-in (cycle_key), and one that later ended otherwise would be said
+    to have ended unused."""
     if request is not None and hasattr(request, "session"):
+        request.session.pop(SIGNED_OUT_IDLE, None)
         start(request.session)
 
 
@@ -75,15 +79,9 @@ def sign_out_if_idle(request):
 
 def was_signed_out_idle(request):
     """Whether the sign-in before this request ended unused; said until the next sign-in
-    (forget_signed_out_idle), not once: the page left open reloads from two scripts at once (its
+    (on_sign_in), not once: the page left open reloads from two scripts at once (its
     idle clock and its poll's 401), and a first load that the second aborted took the words along."""
     return bool(request.session.get(SIGNED_OUT_IDLE, False))
-
-
-def forget_signed_out_idle(request):
-    """At a sign-in: Django keeps a signed-out session's keys through it (cycle_key), and a sign-in
-    that later ended otherwise would be said to have ended unused."""
-    request.session.pop(SIGNED_OUT_IDLE, None)
 
 
 def minutes():

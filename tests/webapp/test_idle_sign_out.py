@@ -62,6 +62,26 @@ def test_a_sign_in_left_unused_ends_and_the_login_page_says_why_and_leads_back(c
 
 
 @pytest.mark.django_db
+def test_a_sign_in_through_the_admins_login_page_forgets_the_unused_one_before_it(client, tech):
+    # The review: only the site's own login form forgot it, so after a sign-in on /admin/login/ a
+    # sign-in ended by another cause (here its account made inactive) was said to have ended unused.
+    tech.is_staff = True
+    tech.save()
+    page = reverse("home")
+    client.get(page)
+    last_acted(client, settings.IDLE_SIGN_OUT_SECONDS + 1)
+    assert client.get(page).status_code == 302
+    signed_in = client.post(reverse("admin:login"), {"username": "tech", "password": "a-long-passphrase-1",
+                                                      "next": reverse("admin:index")})
+    assert signed_in.status_code == 302 and signed_in["Location"] == reverse("admin:index")
+    assert SIGNED_OUT_IDLE not in client.session
+    tech.is_active = False
+    tech.save()
+    login = client.get(client.get(page)["Location"]).content.decode()
+    assert 'data-role="signed-out-idle"' not in login
+
+
+@pytest.mark.django_db
 def test_a_pages_polls_leave_the_clock_running_and_a_persons_action_restarts_it(client, tech):
     sample = make_sample()
     client.get(reverse("home"))

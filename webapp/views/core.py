@@ -123,10 +123,6 @@ class SignInView(auth_views.LoginView):
             context["signed_out_idle"] = idle_sign_out.was_signed_out_idle(self.request)
         return context
 
-    def form_valid(self, form):
-        idle_sign_out.forget_signed_out_idle(self.request)
-        return super().form_valid(form)
-
 
 @never_cache
 @require_http_methods(["GET", "POST"])
