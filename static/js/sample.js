@@ -193,7 +193,9 @@
   // What the user chose in the panel and has not sent (a ticked "keep unidentified", a target
   // count picked but not set, a reason) goes into the fresh panel where its form still offers the
   // same field: a photograph finishing while the focus was elsewhere untied the box. A form no
-  // longer offered (signed meanwhile, nothing left unidentified) takes its input with it.
+  // longer offered (signed meanwhile, nothing left unidentified) takes its input with it, and a
+  // tick its box's words no longer match: it agreed to keep 1 unidentified cell, not the 2 a
+  // photograph finishing made them, and is asked again.
   function keepUnsentInput(current, section) {
     current.querySelectorAll("form[data-role]").forEach(function (form) {
       var fresh = section.querySelector('form[data-role="' + form.getAttribute("data-role") + '"]');
@@ -203,7 +205,9 @@
         var twin = fresh.elements.namedItem(field.name);
         if (!twin || twin.type !== field.type) return;
         if (field.type === "checkbox" || field.type === "radio") {
-          if (field.checked !== field.defaultChecked) twin.checked = field.checked;
+          if (field.checked !== field.defaultChecked && labelText(field) === labelText(twin)) {
+            twin.checked = field.checked;
+          }
         } else if (field.tagName === "SELECT") {
           var chosen = field.options[field.selectedIndex];
           var offered = Array.prototype.some.call(twin.options, function (option) { return option.value === field.value; });
@@ -213,6 +217,11 @@
         }
       });
     });
+  }
+
+  function labelText(field) {
+    var label = field.closest("label") || (field.labels && field.labels[0]);
+    return label ? label.textContent.replace(/\s+/g, " ").trim() : "";
   }
 
   // "No classifier worker is running" was true when the page was drawn; a photograph moving on

@@ -14,7 +14,7 @@ from playwright.sync_api import expect
 from tests.browser.test_accessibility import DANGLING_DESCRIPTIONS
 from tests.browser.test_lab_browser import PASSWORD, sign_in
 from tests.browser.test_sample_focus_browser import finish
-from tests.browser.test_sample_pages_browser import photograph
+from tests.browser.test_sample_pages_browser import add_cells, photograph
 from tests.webapp.lab_factories import make_sample, with_role
 from webapp.models import Cell, Sample, SmearImage
 
@@ -152,3 +152,27 @@ def test_a_ticked_box_and_a_chosen_target_outlast_a_redraw(live_server, browser_
     expect(keep).to_be_checked()
     expect(target).to_have_value("200")
     assert Sample.objects.get(pk=sample.pk).target_count == 100  # chosen, not sent
+
+
+def test_a_tick_is_not_carried_to_a_box_whose_count_changed(live_server, browser_page, django_user_model):
+    # The review: the tick given to "Keep the 1 unidentified cell" was carried into the fresh
+    # panel's "Keep the 2 unidentified cells", whose signature then kept a cell nobody agreed to.
+    sample = below_target_sample(hematologist(django_user_model), "BR-RECOUNTED")
+    Cell.objects.filter(image__sample=sample, index=1).update(cell_type="UNIDENTIFIED",
+                                                              corrected_type="UNIDENTIFIED")
+    waiting = photograph(sample, "waiting.png", SmearImage.Status.PROCESSING, ())  # the page polls
+    page = browser_page
+    sign_in(page, live_server.url, "hema")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    panel = page.locator("#sign-off")
+    panel.get_by_role("checkbox", name=re.compile("Keep the 1 unidentified cell as unidentified")).check()
+    page.locator("main h1").first.click()  # the focus leaves the panel
+    page.evaluate("document.getElementById('sign-off').classList.add('old')")
+
+    add_cells(waiting, ("LYMPHOCYTE",))
+    Cell.objects.filter(image=waiting).update(cell_type="UNIDENTIFIED", corrected_type="UNIDENTIFIED")
+    SmearImage.objects.filter(pk=waiting.pk).update(status=SmearImage.Status.DONE)
+    keep = page.locator("#sign-off:not(.old)").get_by_role(
+        "checkbox", name=re.compile("Keep the 2 unidentified cells as unidentified"))
+    expect(keep).to_have_count(1)
+    expect(keep).not_to_be_checked()
