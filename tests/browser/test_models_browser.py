@@ -468,8 +468,10 @@ def test_back_after_answering_the_activation_question_asks_no_resubmission(live_
         page.wait_for_url(re.compile(rf".*/models/{warned.pk}/$"))
         assert ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE).pk == warned.pk
 
+        # Back comes to the question's address, which asks nothing of the version now serving.
         answer = page.go_back()
         assert answer is not None and answer.ok
-        expect(page).to_have_title(f"Activate v{warned.pk}? · Leukoscope")
+        expect(page).to_have_title(f"v{warned.pk} · Model versions · Leukoscope")
+        expect(page.get_by_text(f"v{warned.pk} is the active model already")).to_be_visible()
         page.go_back()
         expect(page).to_have_title(re.compile(f"v{warned.pk}"))

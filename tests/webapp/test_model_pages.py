@@ -784,6 +784,31 @@ def test_a_version_no_better_than_guessing_says_so_before_and_after_activation(s
 
 
 @pytest.mark.django_db
+def test_the_activation_question_is_not_asked_again_of_a_version_that_serves(staff_client):
+    # The review: Back after answering the question (the page the POST-redirect-GET made for it)
+    # asked "Activate v2?" of the version serving, whose answer then said it "is now the active model".
+    make_version(status=ModelVersion.Status.ACTIVE)
+    guessing = make_version(status=ModelVersion.Status.READY,
+                            metrics={"validation": four_class_metrics(0.25)["validation"]})
+    question = f'{reverse("models:activate", args=[guessing.pk])}?next=detail'
+    assert 'data-role="confirm-activation"' in staff_client.get(question).content.decode()
+    staff_client.post(reverse("models:activate", args=[guessing.pk]), {"confirmed": "1", "next": "detail"},
+                      follow=True)
+    assert ModelVersion.objects.get(status="active") == guessing
+
+    back = staff_client.get(question, follow=True)
+    assert back.redirect_chain == [(reverse("models:detail", args=[guessing.pk]), 302)]
+    assert [str(message) for message in back.context["messages"]] == [
+        f"v{guessing.pk} is the active model already: there is nothing to activate."]
+    # Nor of one that cannot serve: its question's answer could only be refused.
+    failed = make_version(status=ModelVersion.Status.FAILED,
+                          metrics={"validation": four_class_metrics(0.25)["validation"]})
+    back = staff_client.get(reverse("models:activate", args=[failed.pk]), follow=True)
+    assert back.redirect_chain == [(reverse("models:list"), 302)]
+    assert 'data-role="confirm-activation"' not in back.content.decode()
+
+
+@pytest.mark.django_db
 def test_the_guessing_warning_names_the_figure_it_read(staff_client):
     # The audit's 2-epoch run: the page's headline said 25% on tiny/TEST, the warning "the
     # held-out accuracy, 17%" (its validation figure), two held-out accuracies for one version.

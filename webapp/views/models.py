@@ -247,13 +247,18 @@ def activate(request, pk):
     """POST activates. A version the site warns of is activated only by a form that confirmed it:
     one that did not (scripts off, so no browser confirm) is sent to the question, a page of its own
     (GET), so that Back after answering it returns to a page, not to "Confirm Form Resubmission".
-    A GET activates nothing: the question, or where nothing is warned of, the page it came from."""
+    A GET activates nothing: the question, or where nothing is warned of or the version is not one
+    ready to serve, the page it came from."""
     version = _version_or_missing(model_versions(), pk)
     sent = request.POST if request.method == "POST" else request.GET
     back_to_detail = sent.get("next") == "detail"
     warning = activation_warning(version)
     if request.method == "GET":
-        if not warning:
+        # Back after the answer comes here again: a version that serves, or cannot, is not asked of.
+        if version.is_active:
+            messages.info(request, f"v{version.pk} is the active model already: there is nothing to "
+                                   "activate.")
+        if not warning or not version.is_trained or version.is_active:
             return _back_from_activation(pk, back_to_detail)
         confirmation = activation_confirmation(version, warning, back_to_detail)
         return render(request, "models/confirm_activation.html", confirmation.as_context())
