@@ -129,17 +129,25 @@ def test_a_refused_fields_mark_outlasts_a_redraw_while_the_refusal_stands(live_s
     expect(reason).to_have_accessible_description(re.compile("4 of 100 leukocytes counted"))
 
 
+def open_a_panel_with_one_unidentified_cell(live_server, page, django_user_model, accession):
+    """A hematologist on a below-target sample's page, one of its cells unidentified and one
+    photograph still being classified (so the page polls and redraws the panel); (sample, that
+    photograph, the sign-off panel)."""
+    sample = below_target_sample(hematologist(django_user_model), accession)
+    Cell.objects.filter(image__sample=sample, index=1).update(cell_type="UNIDENTIFIED",
+                                                              corrected_type="UNIDENTIFIED")
+    waiting = photograph(sample, "waiting.png", SmearImage.Status.PROCESSING, ())
+    sign_in(page, live_server.url, "hema")
+    page.goto(f"{live_server.url}/samples/{sample.pk}/")
+    return sample, waiting, page.locator("#sign-off")
+
+
 def test_a_ticked_box_and_a_chosen_target_outlast_a_redraw(live_server, browser_page, django_user_model):
     # The audit: a photograph finishing while the focus was elsewhere redrew the panel from fresh
     # HTML, and a ticked "keep unidentified" box (no text typed, the focus gone on) came back unticked.
-    sample = below_target_sample(hematologist(django_user_model), "BR-TICKED")
-    Cell.objects.filter(image__sample=sample, index=1).update(cell_type="UNIDENTIFIED",
-                                                              corrected_type="UNIDENTIFIED")
-    waiting = photograph(sample, "waiting.png", SmearImage.Status.PROCESSING, ())  # the page polls
     page = browser_page
-    sign_in(page, live_server.url, "hema")
-    page.goto(f"{live_server.url}/samples/{sample.pk}/")
-    panel = page.locator("#sign-off")
+    sample, waiting, panel = open_a_panel_with_one_unidentified_cell(live_server, page, django_user_model,
+                                                                     "BR-TICKED")
     keep = panel.get_by_role("checkbox", name=re.compile("unidentified cell as unidentified"))
     keep.check()
     target = panel.get_by_role("combobox", name="Target count")
@@ -157,14 +165,9 @@ def test_a_ticked_box_and_a_chosen_target_outlast_a_redraw(live_server, browser_
 def test_a_tick_is_not_carried_to_a_box_whose_count_changed(live_server, browser_page, django_user_model):
     # The review: the tick given to "Keep the 1 unidentified cell" was carried into the fresh
     # panel's "Keep the 2 unidentified cells", whose signature then kept a cell nobody agreed to.
-    sample = below_target_sample(hematologist(django_user_model), "BR-RECOUNTED")
-    Cell.objects.filter(image__sample=sample, index=1).update(cell_type="UNIDENTIFIED",
-                                                              corrected_type="UNIDENTIFIED")
-    waiting = photograph(sample, "waiting.png", SmearImage.Status.PROCESSING, ())  # the page polls
     page = browser_page
-    sign_in(page, live_server.url, "hema")
-    page.goto(f"{live_server.url}/samples/{sample.pk}/")
-    panel = page.locator("#sign-off")
+    _, waiting, panel = open_a_panel_with_one_unidentified_cell(live_server, page, django_user_model,
+                                                                "BR-RECOUNTED")
     panel.get_by_role("checkbox", name=re.compile("Keep the 1 unidentified cell as unidentified")).check()
     page.locator("main h1").first.click()  # the focus leaves the panel
     page.evaluate("document.getElementById('sign-off').classList.add('old')")
