@@ -160,7 +160,8 @@ def test_the_activation_question_works_from_the_keyboard(live_server, chromium, 
         assert (leave_box["x"] >= override_box["x"] + override_box["width"] + 8
                 or leave_box["y"] >= override_box["y"] + override_box["height"] + 8)
         page.keyboard.press("Space")
-        page.wait_for_url(re.compile(rf".*/models/{warned.pk}/\??$"))
+        page.wait_for_url(re.compile(rf".*/models/{warned.pk}/$"))
+        expect(page.locator("ul.messages")).to_contain_text(f"v{warned.pk} was not activated")
         assert ModelVersion.objects.get(status=ModelVersion.Status.ACTIVE).pk == serving.pk
 
         # Answered "all the same" with the keyboard: done, and the warning said again, as an alert.

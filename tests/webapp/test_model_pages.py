@@ -770,8 +770,18 @@ def test_a_version_no_better_than_guessing_says_so_before_and_after_activation(s
     assert words in page
     assert ('<input type="hidden" name="confirmed" value="1"><input type="hidden" name="next" '
             'value="detail">') in page
-    assert (f'<form method="get" action="{reverse("models:detail", args=[guessing.pk])}">\n'
+    assert ('<input type="hidden" name="leave" value="1"><input type="hidden" name="next" value="detail">\n'
             '      <button type="submit">Leave the active version serving') in page
+    assert ModelVersion.objects.get(status="active") == serving
+    # Leaving: back to the page the question came from, by an address without the bare "?" a GET
+    # form with no fields gave it, and nothing changed.
+    left = staff_client.post(reverse("models:activate", args=[guessing.pk]), {"leave": "1", "next": "detail"},
+                             follow=True)
+    assert left.redirect_chain == [(reverse("models:detail", args=[guessing.pk]), 302)]
+    assert f"v{guessing.pk} was not activated: the active version stays serving." in left.content.decode()
+    assert ModelVersion.objects.get(status="active") == serving
+    left = staff_client.post(reverse("models:activate", args=[guessing.pk]), {"leave": "1"})
+    assert left.url == reverse("models:list")
     assert ModelVersion.objects.get(status="active") == serving
     response = staff_client.post(reverse("models:activate", args=[guessing.pk]), {"confirmed": "1"},
                                  follow=True)

@@ -248,7 +248,8 @@ def activate(request, pk):
     one that did not (scripts off, so no browser confirm) is sent to the question, a page of its own
     (GET), so that Back after answering it returns to a page, not to "Confirm Form Resubmission".
     A GET activates nothing: the question, or where nothing is warned of or the version is not one
-    ready to serve, the page it came from."""
+    ready to serve, the page it came from. The question's other answer, "leave", posts too and
+    changes nothing."""
     version = _version_or_missing(model_versions(), pk)
     sent = request.POST if request.method == "POST" else request.GET
     back_to_detail = sent.get("next") == "detail"
@@ -262,6 +263,9 @@ def activate(request, pk):
             return _back_from_activation(pk, back_to_detail)
         confirmation = activation_confirmation(version, warning, back_to_detail)
         return render(request, "models/confirm_activation.html", confirmation.as_context())
+    if request.POST.get("leave") == "1":
+        messages.info(request, f"v{version.pk} was not activated: the active version stays serving.")
+        return _back_from_activation(pk, back_to_detail)
     if warning and request.POST.get("confirmed") != "1":
         question = reverse("models:activate", args=[pk])
         return redirect(f"{question}?next=detail" if back_to_detail else question)
