@@ -64,7 +64,7 @@ def record(instance, action, changes, actor=None, note="", **extra):
 def command_line_actor():
     """Who acts through a management command, in the trail's words: nobody signs in on the command
     line, so the operating-system account that ran it stands for the person ("command line (OS user
-    ana)")."""
+    ana)", or "command line (OS user root, through sudo by ana)")."""
     return f"command line (OS user {os_user()})"
 
 
@@ -72,11 +72,31 @@ def os_user():
     """The operating-system account running this process; its numeric id where the system has no
     name for it (a container's arbitrary user). Read from the account database by the process's
     id, not from LOGNAME or USER as getpass.getuser reads it: whoever runs a command sets those as
-    they like, and `su` may leave the caller's there."""
+    they like, and `su` may leave the caller's there. A command run as root through sudo names the
+    account that ran sudo too ("root, through sudo by ana"): root alone names nobody."""
+    uid = os.getuid()
+    sudo_uid = _sudo_caller_uid(uid)
+    if sudo_uid is None:
+        return _account_name(uid)
+    return f"{_account_name(uid)}, through sudo by {_account_name(sudo_uid)}"
+
+
+def _sudo_caller_uid(uid):
+    """The id of the account that ran sudo, where this process runs as root and sudo said so
+    (SUDO_UID), else None. Read only in a process that runs as root: any other account can set
+    SUDO_UID to pass for someone else, while root could write any row it likes anyway, and sudo
+    sets the variable itself. Root through sudo by root adds nothing."""
+    said = os.environ.get("SUDO_UID", "")
+    if uid != 0 or not said.isascii() or not said.isdigit() or int(said) == 0:
+        return None
+    return int(said)
+
+
+def _account_name(uid):
     try:
-        return pwd.getpwuid(os.getuid()).pw_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        return f"id {os.getuid()}"
+        return f"id {uid}"
 
 
 def record_all(action, records, actor=None):

@@ -23,6 +23,13 @@ from webapp.services.api_tokens import LAST_USED_EVERY, create_token
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def not_through_sudo(monkeypatch):
+    # The trail names who ran sudo where root runs a command through it (audit.os_user): the
+    # account these tests expect is this process's own, however the suite itself is started.
+    monkeypatch.delenv("SUDO_UID", raising=False)
+
+
 @pytest.fixture
 def lis(django_user_model):
     return django_user_model.objects.create_user("lis", password="a-long-passphrase-9")
@@ -296,6 +303,70 @@ def test_the_trail_names_the_account_the_command_ran_as_whatever_the_environment
     assert [row.additional_data["who"] for row in rows] == [who, who]
     token.refresh_from_db()
     assert token.revoke_reason == f"Revoked with manage.py api_token revoke by OS user {os_account()}."
+
+
+def an_account_other_than_root():
+    """An account the system's account database names, other than root: (id, name)."""
+    account = next(entry for entry in pwd.getpwall() if entry.pw_uid != 0)
+    return account.pw_uid, account.pw_name
+
+
+def unnamed_id():
+    """A user id the system's account database has no name for."""
+    named = {entry.pw_uid for entry in pwd.getpwall()}
+    return next(uid for uid in range(4_000_000, 4_001_000) if uid not in named)
+
+
+def revoke_with_the_command(lis):
+    call_command("api_token", "create", "lis", "--name", "LIS")
+    token = ApiToken.objects.get()
+    call_command("api_token", "revoke", str(token.pk), "--reason", "sent by e-mail")
+    token.refresh_from_db()
+    rows = LogEntry.objects.filter(content_type__model="apitoken", object_pk=str(token.pk)).order_by("pk")
+    return token, [row.additional_data["who"] for row in rows]
+
+
+@pytest.mark.parametrize("known", [True, False])
+def test_a_command_run_as_root_through_sudo_names_who_ran_sudo(lis, monkeypatch, known):
+    # Review: `sudo manage.py api_token revoke 3` was recorded as root's doing, and root is
+    # everyone who may use sudo; sudo says who ran it in SUDO_UID.
+    sudo_uid, sudo_name = an_account_other_than_root() if known else (unnamed_id(), None)
+    sudo_name = sudo_name or f"id {sudo_uid}"
+    monkeypatch.setattr(os, "getuid", lambda: 0)
+    monkeypatch.setenv("SUDO_UID", str(sudo_uid))
+    monkeypatch.setenv("SUDO_USER", "someone-else")  # a name, as forgeable as USER: not read
+
+    token, who = revoke_with_the_command(lis)
+
+    root = pwd.getpwuid(0).pw_name
+    assert who == [f"command line (OS user {root}, through sudo by {sudo_name})"] * 2
+    assert token.revoke_reason == (f"Revoked with manage.py api_token revoke by OS user {root}, "
+                                   f"through sudo by {sudo_name}: sent by e-mail")
+
+
+@pytest.mark.parametrize("said", [None, "0", "", "ana", "-5"])
+def test_only_a_sudo_caller_sudo_says_is_named(lis, monkeypatch, said):
+    # Root without sudo, or through sudo from root itself, is root alone; what sudo never writes
+    # names nobody, and no traceback.
+    monkeypatch.setattr(os, "getuid", lambda: 0)
+    if said is not None:
+        monkeypatch.setenv("SUDO_UID", said)
+
+    _, who = revoke_with_the_command(lis)
+
+    assert who == [f"command line (OS user {pwd.getpwuid(0).pw_name})"] * 2
+
+
+def test_an_account_other_than_root_cannot_pass_for_another_through_sudo_uid(lis, monkeypatch):
+    # Any account sets SUDO_UID as it likes (`SUDO_UID=1000 manage.py api_token revoke 3`): only a
+    # process that runs as root, which sudo made so, is taken to have come through sudo.
+    uid, name = an_account_other_than_root()
+    monkeypatch.setattr(os, "getuid", lambda: uid)
+    monkeypatch.setenv("SUDO_UID", str(unnamed_id()))
+
+    token, who = revoke_with_the_command(lis)
+
+    assert who == [f"command line (OS user {name})"] * 2 and "sudo" not in token.revoke_reason
 
 
 def test_reloading_the_page_that_showed_a_key_makes_none_and_shows_none(client, lis, django_user_model):

@@ -10,8 +10,9 @@ class Command(BaseCommand):
     help = ("API keys for programs such as the lab's information system: "
             "create USER --name NAME (prints the key once), list, revoke ID [--reason WHY]. "
             "Nobody signs in on the command line: the audit trail names the operating-system user "
-            "who ran create or revoke, as \"command line (OS user NAME)\", and a key revoked here "
-            "names no account as who revoked it; its reason says the command and that user.")
+            "who ran create or revoke, as \"command line (OS user NAME)\", or \"(OS user root, through "
+            "sudo by NAME)\" where root runs it through sudo, and a key revoked here names no account "
+            "as who revoked it; its reason says the command and that user.")
 
     def add_arguments(self, parser):
         actions = parser.add_subparsers(dest="action", required=True)
