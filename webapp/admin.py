@@ -51,6 +51,7 @@ from webapp.selectors import count_per_row, type_vocabulary, typed_accession
 from webapp.services import api_tokens
 from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.locking import DeletedMeanwhile, SampleLocked
+from webapp.wording import count_of
 
 # The lab's staff see the product's name, not the framework's, on the user and record pages.
 admin.site.site_header = "Leukoscope administration"
@@ -405,6 +406,23 @@ class ApiTokenForm(forms.ModelForm):
         return super().clean()
 
 
+class RevokeApiKeysForm(forms.Form):
+    """Why the chosen keys are revoked: kept on each key and in its audit row, as the command's
+    --reason is, so that whoever later finds a key revoked learns why without asking around."""
+
+    # Long enough for a sentence and a ticket number; the list and the trail show it whole.
+    reason = forms.CharField(
+        max_length=500, label="Reason",
+        help_text="Kept with each key and in the audit trail, e.g. \"sent by e-mail\" or \"LIS replaced\".",
+        error_messages={"required": "Give a reason: it is kept with each key revoked and in the audit "
+                                    "trail."},
+        widget=forms.TextInput(attrs={"size": 60}))
+
+    def clean_reason(self):
+        # One line, as the command keeps it: the key's page and the trail's list show no line breaks.
+        return " ".join(self.cleaned_data["reason"].split())
+
+
 def _xor(data, pad):
     return bytes(d ^ p for d, p in zip(data, pad, strict=True))
 
@@ -523,11 +541,31 @@ class ApiTokenAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected API keys")
     def revoke(self, request, queryset):
-        revoked = api_tokens.revoke_tokens(queryset, "Revoked in the admin.", by=request.user)
+        """Asks why on a page of its own (the admin's intermediate page for an action: the keys
+        travel as its hidden fields), then revokes those still in force with that reason."""
+        keys = list(queryset.select_related("user"))
+        in_force = [token for token in keys if token.revoked_at is None]
+        if not in_force:
+            self.message_user(request, "The selected API keys are revoked already: nothing was changed.",
+                              messages.WARNING)
+            return None
+        form = RevokeApiKeysForm(request.POST if "post" in request.POST else None)
+        if not form.is_valid():
+            return TemplateResponse(request, "admin/webapp/apitoken/revoke_confirmation.html", {
+                **self.admin_site.each_context(request), "opts": self.opts, "form": form,
+                "title": "Revoke API keys", "in_force": len(in_force),
+                "keys": [(token, api_tokens.token_state(token)) for token in keys],
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            })
+        revoked = api_tokens.revoke_tokens(queryset, f"Revoked in the admin: {form.cleaned_data['reason']}",
+                                           by=request.user)
         for token in revoked:
             # The key's own history page names who revoked it, as it does for any change made here.
             self.log_change(request, token, "Revoked.")
-        self.message_user(request, f"{len(revoked)} API key{'s' if len(revoked) != 1 else ''} revoked.")
+        left = len(keys) - len(revoked)
+        self.message_user(request, f"{count_of(len(revoked), 'API key')} revoked." + (
+            f" {count_of(left, 'other was', 'others were')} revoked already and left as "
+            f"{'it was' if left == 1 else 'they were'}." if left else ""))
 
 
 # Accounts. The admin role manages them (auth.add_user, auth.change_user, with staff status for this

@@ -39,6 +39,13 @@ def bearer(key):
     return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
 
 
+def revoke_in_the_admin(client, *tokens, reason="LIS replaced", **kwargs):
+    """The admin's "Revoke" action, sent from its page that asks why."""
+    return client.post(reverse("admin:webapp_apitoken_changelist"), {
+        "action": "revoke", "_selected_action": [token.pk for token in tokens], "post": "yes",
+        "reason": reason}, **kwargs)
+
+
 def test_a_key_reads_signed_results_and_their_fhir_without_a_sign_in(client, lis, django_user_model):
     signed = mark_signed(make_sample("K-0001", types=("NEUTROPHIL",)), named_hematologist(django_user_model))
     token, key = create_token(lis, "LIS")
@@ -201,7 +208,7 @@ def test_the_admin_lists_keys_and_revokes_them_without_showing_any(client, lis, 
     page = client.get(changelist).content.decode()
     assert "LIS" in page and key not in page and token.key_sha256 not in page
     assert '<td class="field-state">active</td>' in page
-    client.post(changelist, {"action": "revoke", "_selected_action": [token.pk]})
+    revoke_in_the_admin(client, token)
     token.refresh_from_db()
     assert token.revoked_at is not None
     assert '<td class="field-state">revoked ' in client.get(changelist).content.decode()
@@ -525,7 +532,7 @@ def test_an_api_key_is_revoked_never_deleted(client, lis, django_user_model, rol
     assert client.post(delete, {"post": "yes"}).status_code == 403
     assert ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).exists()
     # Revoking is how a key is stopped; it stays listed, with the date.
-    client.post(changelist, {"action": "revoke", "_selected_action": [token.pk]})
+    revoke_in_the_admin(client, token)
     assert ApiToken.objects.get(pk=token.pk).revoked_at is not None
     assert "LIS" in client.get(changelist).content.decode()
 
@@ -667,21 +674,21 @@ def test_a_key_revoked_in_the_admin_names_who_revoked_it(client, lis, django_use
     client.force_login(root)
     changelist = reverse("admin:webapp_apitoken_changelist")
 
-    client.post(changelist, {"action": "revoke", "_selected_action": [token.pk]})
+    revoke_in_the_admin(client, token)
     # Again: a key already revoked is not revoked, nor recorded, twice.
-    client.post(changelist, {"action": "revoke", "_selected_action": [token.pk]})
+    revoke_in_the_admin(client, token)
 
     history = AdminLogEntry.objects.filter(object_id=str(token.pk), content_type__model="apitoken")
     assert [(entry.user, entry.action_flag) for entry in history] == [(root, CHANGE)]
     trail = LogEntry.objects.get(content_type__model="apitoken", object_pk=str(token.pk),
                                  action=LogEntry.Action.UPDATE)
-    assert trail.actor == root and trail.additional_data["note"] == "Revoked in the admin."
+    assert trail.actor == root and trail.additional_data["note"] == "Revoked in the admin: LIS replaced"
     # The key says the same, on its page and in the list (the audit: only the trail did).
     token.refresh_from_db()
-    assert (token.revoked_by, token.revoke_reason) == (root, "Revoked in the admin.")
+    assert (token.revoked_by, token.revoke_reason) == (root, "Revoked in the admin: LIS replaced")
     page = client.get(reverse("admin:webapp_apitoken_change", args=[token.pk])).content.decode()
     assert re.search(r'<div class="readonly">\s*root\s*</div>', page)
-    assert re.search(r'<div class="readonly">\s*Revoked in the admin.\s*</div>', page)
+    assert re.search(r'<div class="readonly">\s*Revoked in the admin: LIS replaced\s*</div>', page)
     listing = client.get(changelist).content.decode()
     assert '<td class="field-revoked_by_shown">root</td>' in listing
     history_page = client.get(reverse("admin:webapp_apitoken_history", args=[token.pk]))
@@ -694,6 +701,113 @@ def test_a_key_revoked_in_the_admin_names_who_revoked_it(client, lis, django_use
     assert accounts_on_record([root.pk]) == {root.pk: "named as who revoked an API key"}
 
 
+def shown_messages(response):
+    return [str(message) for message in response.context["messages"]]
+
+
+def test_the_admin_asks_why_before_it_revokes_a_key_and_keeps_the_reason(client, lis, django_user_model):
+    # Review: the admin's "Revoke" took no reason, and every key revoked there read "Revoked in the
+    # admin.", where the command kept the --reason it was given.
+    token, key = create_token(lis, "LIS")
+    spare, _ = create_token(lis, "spare")
+    root = django_user_model.objects.create_superuser("root", password="a-long-passphrase-8")
+    client.force_login(root)
+    changelist = reverse("admin:webapp_apitoken_changelist")
+
+    # The list's action leads to a page that asks why, and revokes nothing yet.
+    asked = client.post(changelist, {"action": "revoke", "_selected_action": [token.pk, spare.pk],
+                                     "index": 0})
+    page = asked.content.decode()
+    assert asked.status_code == 200
+    assert asked.templates[0].name == "admin/webapp/apitoken/revoke_confirmation.html"
+    assert re.search(r'<div class="breadcrumbs">.*?API keys</a>\s*&rsaquo; Revoke\s*</div>', page, re.S)
+    assert 'name="reason"' in page and 'maxlength="500"' in page and 'name="post" value="yes"' in page
+    carried = re.findall(r'name="_selected_action" value="(\d+)"', page)
+    assert sorted(carried) == sorted([str(token.pk), str(spare.pk)])
+    assert 'class="errornote"' not in page
+    assert not ApiToken.objects.filter(revoked_at__isnull=False).exists()
+
+    # Sent without a reason, or with spaces alone: the page again, saying so; nothing revoked.
+    for reason in ("", "  \n\t "):
+        again = revoke_in_the_admin(client, token, spare, reason=reason)
+        assert again.status_code == 200
+        assert "Give a reason: it is kept with each key revoked" in again.content.decode()
+        assert not ApiToken.objects.filter(revoked_at__isnull=False).exists()
+    too_long = revoke_in_the_admin(client, token, reason="x" * 501)
+    assert too_long.status_code == 200 and "at most 500 characters" in too_long.content.decode()
+    assert not ApiToken.objects.filter(revoked_at__isnull=False).exists()
+
+    done = revoke_in_the_admin(client, token, spare, reason=" sent by\n e-mail ", follow=True)
+
+    because = "Revoked in the admin: sent by e-mail"
+    assert shown_messages(done) == ["2 API keys revoked."]
+    for revoked in (token, spare):
+        revoked.refresh_from_db()
+        assert revoked.revoked_at is not None
+        assert (revoked.revoked_by, revoked.revoke_reason) == (root, because)
+        row = LogEntry.objects.get(content_type__model="apitoken", object_pk=str(revoked.pk),
+                                   action=LogEntry.Action.UPDATE)
+        assert row.actor == root and row.additional_data["note"] == because
+    client.logout()
+    assert client.get(reverse("lab:api-samples"), **bearer(key)).status_code == 401
+
+
+def test_the_admin_leaves_a_key_revoked_already_as_it_is_and_says_how_many_it_revoked(
+        client, lis, django_user_model):
+    earlier, _ = create_token(lis, "earlier")
+    call_command("api_token", "revoke", str(earlier.pk), "--reason", "lost")
+    earlier.refresh_from_db()
+    before = (earlier.revoked_at, earlier.revoked_by, earlier.revoke_reason)
+    token, _ = create_token(lis, "LIS")
+    client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
+    changelist = reverse("admin:webapp_apitoken_changelist")
+
+    asked = client.post(changelist, {"action": "revoke", "_selected_action": [earlier.pk, token.pk],
+                                     "index": 0})
+    assert "This key will be revoked with the reason you give" in asked.content.decode()
+    assert "left as it is" in asked.content.decode()
+    done = revoke_in_the_admin(client, earlier, token, follow=True)
+
+    assert shown_messages(done) == ["1 API key revoked. 1 other was revoked already and left as it was."]
+    earlier.refresh_from_db()
+    assert (earlier.revoked_at, earlier.revoked_by, earlier.revoke_reason) == before
+    assert LogEntry.objects.filter(content_type__model="apitoken", object_pk=str(earlier.pk),
+                                   action=LogEntry.Action.UPDATE).count() == 1
+    # Every key chosen revoked already: nothing to ask.
+    nothing = client.post(changelist, {"action": "revoke", "_selected_action": [earlier.pk], "index": 0},
+                          follow=True)
+    assert shown_messages(nothing) == ["The selected API keys are revoked already: nothing was changed."]
+
+
+def test_only_who_could_revoke_a_key_before_reaches_the_page_that_asks_why(client, lis, django_user_model):
+    token, _ = create_token(lis, "LIS")
+    changelist = reverse("admin:webapp_apitoken_changelist")
+    asking = {"action": "revoke", "_selected_action": [token.pk], "index": 0}
+
+    # Not signed in, or signed in without staff status: a sign-in page, nothing said.
+    for account in (None, django_user_model.objects.create_user("tech", password="a-long-passphrase-7")):
+        client.logout()
+        if account:
+            client.force_login(account)
+        for data in (asking, {**asking, "post": "yes", "reason": "LIS replaced"}):
+            refused = client.post(changelist, data)
+            assert refused.status_code == 302 and "/login/" in refused["Location"]
+            assert "LIS" not in refused.content.decode()
+    # Staff without the admin role's permission over keys: 403, nothing shown.
+    client.force_login(django_user_model.objects.create_user("clerk", is_staff=True))
+    for data in (asking, {**asking, "post": "yes", "reason": "LIS replaced"}):
+        refused = client.post(changelist, data)
+        assert refused.status_code == 403 and "LIS" not in refused.content.decode()
+    assert ApiToken.objects.get(pk=token.pk).revoked_at is None
+    # The admin role revokes, as before.
+    lead = with_role(django_user_model.objects.create_user("lead", is_staff=True), "admin")
+    client.force_login(lead)
+    assert "LIS" in client.post(changelist, asking).content.decode()
+    revoke_in_the_admin(client, token)
+    token.refresh_from_db()
+    assert (token.revoked_by, token.revoke_reason) == (lead, "Revoked in the admin: LIS replaced")
+
+
 def test_the_audit_trail_lists_the_rows_about_api_keys_alone(client, lis, django_user_model):
     """The audit: the trail's record-type filter offered the models auditlog watches, and API keys'
     rows, written by hand, could not be listed apart."""
@@ -702,8 +816,7 @@ def test_the_audit_trail_lists_the_rows_about_api_keys_alone(client, lis, django
     root = django_user_model.objects.create_superuser("root", password="a-long-passphrase-8")
     client.force_login(root)
     token, _ = create_token(lis, "LIS")
-    client.post(reverse("admin:webapp_apitoken_changelist"),
-                {"action": "revoke", "_selected_action": [token.pk]})
+    revoke_in_the_admin(client, token)
     make_sample()  # rows about other records, which the filter leaves out
     trail = reverse("admin:auditlog_logentry_changelist")
     keys = ContentType.objects.get_for_model(ApiToken)
