@@ -539,7 +539,9 @@ class ApiTokenAdmin(ReadsOnlyWhatItCan, admin.ModelAdmin):
         del request.session[self._sealed_name(token.pk)]
         return key
 
-    @admin.action(description="Revoke the selected API keys")
+    # Revoking is managing keys, as making them is: the admin role's right. Without a permission
+    # named, Django offers an action to whoever may only view the list (an auditor).
+    @admin.action(description="Revoke the selected API keys", permissions=["add"])
     def revoke(self, request, queryset):
         """Asks why on a page of its own (the admin's intermediate page for an action: the keys
         travel as its hidden fields), then revokes those still in force with that reason."""

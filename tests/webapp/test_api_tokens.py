@@ -808,6 +808,27 @@ def test_only_who_could_revoke_a_key_before_reaches_the_page_that_asks_why(clien
     assert (token.revoked_by, token.revoke_reason) == (lead, "Revoked in the admin: LIS replaced")
 
 
+def test_staff_who_may_only_view_api_keys_cannot_revoke_them(client, lis, django_user_model):
+    """An auditor's single "view API key" permission (which a superuser may give) opened the list,
+    and with it the Revoke action, which Django's admin offers to whoever sees the list unless the
+    action names a permission."""
+    from django.contrib.auth.models import Permission
+
+    token, _ = create_token(lis, "LIS")
+    auditor = django_user_model.objects.create_user("auditor", is_staff=True)
+    auditor.user_permissions.add(Permission.objects.get(codename="view_apitoken"))
+    client.force_login(auditor)
+    changelist = reverse("admin:webapp_apitoken_changelist")
+
+    listed = client.get(changelist)
+    assert listed.status_code == 200 and "LIS" in listed.content.decode()
+    assert 'value="revoke"' not in listed.content.decode()
+    asked = client.post(changelist, {"action": "revoke", "_selected_action": [token.pk], "index": 0})
+    assert "Revoke API keys" not in asked.content.decode()
+    revoke_in_the_admin(client, token)
+    assert ApiToken.objects.get(pk=token.pk).revoked_at is None
+
+
 def test_the_audit_trail_lists_the_rows_about_api_keys_alone(client, lis, django_user_model):
     """The audit: the trail's record-type filter offered the models auditlog watches, and API keys'
     rows, written by hand, could not be listed apart."""
