@@ -801,6 +801,8 @@ def accounts_on_record(account_ids):
          ModelActivation.objects.filter(activated_by__in=account_ids), "activated_by_id"),
         ("named as who trained a network", ModelVersion.objects.filter(created_by__in=account_ids),
          "created_by_id"),
+        ("named as who cancelled a training",
+         ModelVersion.objects.filter(cancelled_by__in=account_ids), "cancelled_by_id"),
         ("named as who revoked an API key", ApiToken.objects.filter(revoked_by__in=account_ids),
          "revoked_by_id"),
     )

@@ -61,6 +61,11 @@ class ModelVersion(models.Model):
     progress = models.JSONField(default=dict)  # live progress while training
     training_seconds = models.FloatField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    # Who pressed Cancel (none: the run stopped at a terminal, or before this was kept), so that the
+    # page the run ended on tells that person calmly what they asked for, and alerts everyone else.
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     celery_task_id = models.CharField(max_length=64, blank=True)
     # When the training task last went to the broker (None: not yet; the reconciler sends it), and
     # the last sign of life of the process training it: without one for WORKER_LOST_AFTER, the

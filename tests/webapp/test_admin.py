@@ -685,26 +685,30 @@ def test_a_signers_account_is_kept_with_the_reason_not_a_missing_permission(clie
 def test_an_account_that_changed_accounts_or_chose_or_trained_a_network_is_kept(client, django_user_model):
     """The roles audit: deleting an administrator deleted, with it, the admin's history of the role
     changes and password resets it made, and credited its activations to "system"; who trained a
-    version went the same way."""
+    version went the same way, and who cancelled one would."""
     from django.contrib.admin.models import CHANGE
     from django.contrib.admin.models import LogEntry as AdminLogEntry
 
     from tests.webapp.lab_factories import make_version
     from webapp.models import ModelActivation, ModelVersion
 
-    changer, chooser, trainer, idle = (django_user_model.objects.create_user(name)
-                                       for name in ("changer", "chooser", "trainer", "idle"))
+    changer, chooser, trainer, canceller, idle = (
+        django_user_model.objects.create_user(name)
+        for name in ("changer", "chooser", "trainer", "canceller", "idle"))
     promoted = django_user_model.objects.create_user("promoted")
     AdminLogEntry.objects.log_actions(changer.pk, [promoted], CHANGE, change_message="Changed Groups.",
                                       single_object=True)
     version = make_version()
     ModelActivation.objects.create(version=version, activated_by=chooser)
     ModelVersion.objects.filter(pk=version.pk).update(created_by=trainer)
+    ModelVersion.objects.filter(pk=make_version(status=ModelVersion.Status.CANCELLED).pk).update(
+        cancelled_by=canceller)
     client.force_login(django_user_model.objects.create_superuser("root", password="a-long-passphrase-8"))
 
     for account, why in ((changer, "named in the history of accounts it changed"),
                          (chooser, "named as who activated a network"),
-                         (trainer, "named as who trained a network")):
+                         (trainer, "named as who trained a network"),
+                         (canceller, "named as who cancelled a training")):
         asked = client.get(reverse("admin:auth_user_delete", args=[account.pk]))
         assert asked.context["protected"] == [f"Account {account.username}: {why}"]
         client.post(reverse("admin:auth_user_delete", args=[account.pk]), {"post": "yes"})

@@ -684,6 +684,36 @@ def test_the_page_a_run_ended_on_says_how_once_and_takes_its_own_address_back(st
         assert not list(response.context["messages"])
 
 
+@pytest.mark.django_db
+def test_a_stop_is_news_to_who_asked_for_it_and_an_alert_to_everyone_else(client, staff, django_user_model,
+                                                                         no_enqueue):
+    # The release notes: a run the reader cancelled in another tab was announced, when the page
+    # following it reloaded with ?ended=, in the alert region, as a failure is.
+    version = make_version(status=ModelVersion.Status.TRAINING, history=[], metrics={}, model_sha256="",
+                           progress={"state": "running", "epoch": 1, "epochs": 8})
+    colleague = with_role(django_user_model.objects.create_user("colleague", is_staff=True), "admin")
+    detail = reverse("models:detail", args=[version.pk])
+    client.force_login(staff)
+    client.post(reverse("models:cancel", args=[version.pk]))
+
+    def page_after_the_end(reader):
+        client.force_login(reader)
+        return client.get(f"{detail}?ended={version.pk}", follow=True).content.decode()
+
+    mine = page_after_the_end(staff)
+    assert 'role="alert"' not in mine
+    news = mine.split('data-role="news"')[1].split("</ul>")[0]
+    assert f"Training of v{version.pk} stopped, as you asked." in news
+    theirs = page_after_the_end(colleague)
+    alert = theirs.split('role="alert"')[1].split("</div>")[0]
+    assert f"Training of v{version.pk} stopped: Cancelled by lead." in alert
+    # A failure stays an alert for everyone, the one who started the run too.
+    ModelVersion.objects.filter(pk=version.pk).update(status=ModelVersion.Status.FAILED,
+                                                     failure_reason="Out of memory.")
+    failed = page_after_the_end(staff)
+    assert "failed: Out of memory." in failed.split('role="alert"')[1].split("</div>")[0]
+
+
 def test_progress_json_and_cancel(staff_client):
     version = make_version(status=ModelVersion.Status.TRAINING, history=[], metrics={}, model_sha256="",
                            progress={"state": "running", "epoch": 2, "epochs": 8, "loss": 0.61,

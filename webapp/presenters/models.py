@@ -435,12 +435,13 @@ def epoch_counter(epoch, epochs, progress, adapting):
 class TrainingOutcome:
     """How a run ended, in words, for the page that followed it (training.js reloads it then)."""
 
-    ended: str  # "finished", "failed" or "stopped"
+    ended: str  # "finished", "failed", "stopped" or "stopped_as_asked" (by the viewer)
     words: str
 
 
-def training_outcome(version):
-    """None while the version still trains."""
+def training_outcome(version, viewer=None):
+    """None while the version still trains. ``viewer``: who will read it, to tell a stop they
+    asked for themselves from one someone else (or a terminal) made."""
     run = (f"Adapting v{version.adapted_from_id} to this lab as v{version.pk}" if version.adapted_from_id
            else f"Training of v{version.pk}")
     Status = ModelVersion.Status
@@ -453,6 +454,8 @@ def training_outcome(version):
         reason = version.failure_reason or "no reason was recorded."
         return TrainingOutcome("failed", f"{run} failed: {reason}")
     if version.status == Status.CANCELLED:
+        if viewer is not None and viewer.pk is not None and version.cancelled_by_id == viewer.pk:
+            return TrainingOutcome("stopped_as_asked", f"{run} stopped, as you asked.")
         return TrainingOutcome("stopped", f"{run} stopped: {version.failure_reason or 'Cancelled.'}")
     return None
 

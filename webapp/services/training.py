@@ -495,12 +495,13 @@ def cancel_training(version, user=None):
                                   "not training.")
         who = user.get_username() if user is not None else "someone"
         version.cancel_requested = True
+        version.cancelled_by = user
         version.status = ModelVersion.Status.CANCELLED
         version.failure_reason = f"Cancelled by {who}."
         version.finished_at = timezone.now()
         version.progress = dict(version.progress, state="cancelled")
-        version.save(update_fields=["cancel_requested", "status", "failure_reason", "finished_at",
-                                    "progress"])
+        version.save(update_fields=["cancel_requested", "cancelled_by", "status", "failure_reason",
+                                    "finished_at", "progress"])
         transaction.on_commit(lambda task_id=version.celery_task_id: stop_task(task_id))
     return version
 

@@ -116,9 +116,11 @@ def _render_list(request, retrain_form=None, reclassify_form=None, status=200):
     return render(request, "models/list.html", context, status=status)
 
 
-# How a run ended, said on the page that followed it: a polite status for a network ready, an alert
-# for a failure or a run someone else stopped (base.html, flash_messages).
-_OUTCOME_LEVELS = {"finished": messages.SUCCESS, "failed": messages.ERROR, "stopped": messages.WARNING}
+# How a run ended, said on the page that followed it: a polite status for a network ready or a stop
+# the reader asked for, an alert for a failure or a run someone else stopped (base.html,
+# flash_messages).
+_OUTCOME_LEVELS = {"finished": messages.SUCCESS, "stopped_as_asked": messages.INFO,
+                   "failed": messages.ERROR, "stopped": messages.WARNING}
 
 
 def _say_how_training_ended(request):
@@ -129,7 +131,7 @@ def _say_how_training_ended(request):
         return None
     pk = request.GET["ended"]
     version = model_versions().filter(pk=pk).first() if is_row_id(pk) else None
-    outcome = training_outcome(version) if version is not None else None
+    outcome = training_outcome(version, request.user) if version is not None else None
     if outcome is not None:
         messages.add_message(request, _OUTCOME_LEVELS[outcome.ended], outcome.words)
     query = request.GET.copy()
