@@ -292,6 +292,44 @@ def test_a_photograph_deleted_meanwhile_is_refused_on_the_page_it_was_on(staff_c
     assert cards(response.content.decode()) == [ids[2], ids[4]]
 
 
+def sent_page(body, action):
+    """The page of the sample page the card's form posting to ``action`` names, as the browser
+    sends it: none where it names none."""
+    form = re.search(rf'<form method="post" action="{re.escape(action)}"[^>]*>(.*?)</form>', body, re.S)[1]
+    page = re.search(r'<input type="hidden" name="page" value="(\d+)">', form)
+    return {"page": page[1]} if page else {}
+
+
+@pytest.mark.parametrize("change", ["delete", "try again", "add a cell"])
+def test_a_photograph_deleted_before_its_form_came_is_refused_on_the_page_it_was_on(staff_client, staff,
+                                                                                    sample, change):
+    # The release notes: "Try again" for a photograph another tab had deleted went back to page 1,
+    # where the photograph had never been, as its gone id no longer told its page.
+    from webapp.services.deletion import delete_image
+
+    with_role(with_role(staff, "technologist"), "hematologist")  # who may try again and draw a box
+    ids = photograph_ids(sample)
+    if change != "add a cell":
+        SmearImage.objects.filter(pk__in=[ids[0], ids[3]]).update(status=SmearImage.Status.FAILED,
+                                                                 error="unreadable")
+    address = {"delete": "lab:image-delete", "try again": "lab:image-retry",
+               "add a cell": "lab:image-add-cell"}[change]
+    action = reverse(address, args=[ids[3]])
+    sent = sent_page(get(staff_client, "lab:sample-detail", sample, "?page=2"), action)
+    assert sent == {"page": "2"}
+    assert sent_page(get(staff_client, "lab:sample-results", sample, f"?image={ids[3]}"), action) == sent
+    delete_image(SmearImage.objects.get(pk=ids[3]))  # in the other tab
+    box = {"x0": "10", "y0": "10", "x1": "60", "y1": "60"} if change == "add a cell" else {}
+    response = staff_client.post(action, {**box, **sent}, follow=True)
+    assert response.redirect_chain == [(f"{reverse('lab:sample-detail', args=[sample.pk])}?page=2", 302)]
+    assert "deleted meanwhile" in " ".join(str(message) for message in response.context["messages"])
+    assert cards(response.content.decode()) == [ids[2], ids[4]]
+    # Page 1 names no page; a page that is no number is read as the first.
+    assert sent_page(get(staff_client, "lab:sample-detail", sample), reverse(address, args=[ids[0]])) == {}
+    answer = staff_client.post(action, {**box, "page": "²"})
+    assert answer["Location"] == reverse("lab:sample-detail", args=[sample.pk])
+
+
 def test_the_progress_poll_lists_the_photographs_of_the_page_shown(client, tech, sample):
     ids = photograph_ids(sample)
     SmearImage.objects.filter(pk=ids[4]).update(status=SmearImage.Status.PROCESSING)

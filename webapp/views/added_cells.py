@@ -13,7 +13,7 @@ from webapp.services.added_cells import PHOTOGRAPH_GONE, AddCellError, request_a
 from webapp.services.edge_cells import CountInError, set_counted_in
 from webapp.services.locking import SampleLocked
 from webapp.views import roles
-from webapp.views.deleted_meanwhile import PhotographGone, answer_gone, photograph_or_gone
+from webapp.views.deleted_meanwhile import PhotographGone, answer_gone, page_sent, photograph_or_gone
 from webapp.views.errors import wants_json
 from webapp.wording import isolated
 
@@ -36,7 +36,7 @@ def add_cell(request, pk):
         image = photograph_or_gone(pk, "no box was kept.", SmearImage.objects.select_related("sample"))
     except PhotographGone as exc:
         # In the words the service uses for a deletion it waited on: the same race, one answer.
-        return answer_gone(request, PHOTOGRAPH_GONE, exc.sample_id, status=400)
+        return answer_gone(request, PHOTOGRAPH_GONE, exc.sample_id, page_sent(request), status=400)
     box = [request.POST.get(name, "").strip() for name in BOX_FIELDS]
     try:
         added = request_added_cell(image, box, user=request.user)

@@ -65,6 +65,13 @@ def photograph_or_gone(pk, gone, photographs=SmearImage.objects):
     raise PhotographGone(refusal, deleted.sample_id)
 
 
+def page_sent(request):
+    """The page of the sample page a form was sent from (templates/lab/_page_field.html), 1 where it
+    names none or no page number: a photograph deleted meanwhile no longer says which it was on."""
+    page = request.POST.get("page", "")
+    return int(page) if page.isascii() and page.isdigit() and len(page) <= 6 else 1
+
+
 def refused_as_gone(request, refusal, sample_id=None, page_number=1):
     """A refusal said on the sample's page (its page ``page_number``) where the sample is still
     there, else on the sample list: a change to a sample or photograph deleted meanwhile has no

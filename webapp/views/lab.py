@@ -74,6 +74,7 @@ from webapp.services.uploads import (
 from webapp.views import roles
 from webapp.views.deleted_meanwhile import (
     PhotographGone,
+    page_sent,
     photograph_or_gone,
     refused_as_gone,
     sample_or_gone,
@@ -399,7 +400,7 @@ def image_retry(request, pk):
     try:
         image = photograph_or_gone(pk, NOTHING_QUEUED)
     except PhotographGone as exc:
-        return refused_as_gone(request, exc, exc.sample_id)
+        return refused_as_gone(request, exc, exc.sample_id, page_sent(request))
     if image.status == SmearImage.Status.DONE:
         # A page drawn before it finished offered "Try again"; a re-run would only mark the sample
         # unsignable for a while and add to its audit trail.
@@ -454,7 +455,7 @@ def image_delete(request, pk):
             _ensure_may_delete_on_record(request.user, exc.sample_id, "its photographs")
         else:
             _ensure_may_delete(request.user, sample, "its photographs")
-        return refused_as_gone(request, exc, exc.sample_id)
+        return refused_as_gone(request, exc, exc.sample_id, page_sent(request))
     sample = image.sample
     _ensure_may_delete(request.user, sample, "its photographs")
     page_number = photograph_page_number(image)

@@ -26,7 +26,7 @@ from webapp.services.sign_off import (
     sign_sample,
 )
 from webapp.views import roles
-from webapp.views.deleted_meanwhile import answer_gone, refused_as_gone, sample_or_gone
+from webapp.views.deleted_meanwhile import answer_gone, page_sent, refused_as_gone, sample_or_gone
 from webapp.views.errors import wants_json
 
 
@@ -39,15 +39,9 @@ def _answer(request, sample, error=None, done="", status=409):
         current = Sample.objects.get(pk=sample.pk)
         return JsonResponse({"sample": sample.pk, "status": current.status, "message": done})
     if error:
-        return refused_as_gone(request, error, sample.pk, _page_sent(request))
+        return refused_as_gone(request, error, sample.pk, page_sent(request))
     messages.success(request, done)
-    return redirect(sample_page_address(sample.pk, _page_sent(request)))
-
-
-def _page_sent(request):
-    """The page of the sample page the panel was on (templates/lab/_page_field.html)."""
-    page = request.POST.get("page", "")
-    return int(page) if page.isascii() and page.isdigit() and len(page) <= 6 else 1
+    return redirect(sample_page_address(sample.pk, page_sent(request)))
 
 
 def _refuse_unless_may_sign(request, action):
