@@ -251,3 +251,26 @@ def test_whoever_may_not_make_a_change_is_refused_without_the_deleted_samples_ac
         response = client.post(*asked(sample, image))
         assert response.status_code == 403, user
         assert "H26-0001" not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_gallery_relabel_sent_after_the_sample_was_deleted_says_so(client, django_user_model):
+    # The release notes: the gallery, open while another page deleted its sample, had its relabel
+    # answered "not found", as if no such sample had ever been.
+    user = with_role(django_user_model.objects.create_user("tech"), "technologist")
+    sample, image = entered_and_deleted(user)
+    relabel = reverse("lab:gallery-review", args=[sample.pk])
+    chosen = {"cells": "1", "cell_type": "MONOCYTE"}
+    # Whoever may not relabel hears 403, and not which sample it was.
+    client.force_login(django_user_model.objects.create_user("reader"))
+    refused = client.post(relabel, chosen, HTTP_ACCEPT="application/json")
+    assert refused.status_code == 403 and "H26-0001" not in refused.content.decode()
+    client.force_login(user)
+    trail_before = LogEntry.objects.count()
+    answer = client.post(relabel, chosen, HTTP_ACCEPT="application/json")
+    assert (answer.status_code, answer.json()) == (
+        409, {"error": "Sample H26-0001 was deleted meanwhile: nothing was changed."})
+    assert LogEntry.objects.count() == trail_before
+    # A sample id never used is still not found.
+    assert client.post(reverse("lab:gallery-review", args=[sample.pk + 1000]), chosen,
+                       HTTP_ACCEPT="application/json").status_code == 404

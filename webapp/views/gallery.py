@@ -10,9 +10,10 @@ from webapp.forms import GalleryReviewForm
 from webapp.models import Sample
 from webapp.presenters import gallery as gallery_pages
 from webapp.selectors import label_stamp, sample_cells_by_ids
-from webapp.services.locking import SampleLocked
+from webapp.services.locking import NOTHING_CHANGED, DeletedMeanwhile, SampleLocked
 from webapp.services.review import ReviewError, StaleLabels, review_cells
 from webapp.views import roles
+from webapp.views.deleted_meanwhile import answer_gone, sample_or_gone
 
 
 def _sample(pk):
@@ -46,7 +47,10 @@ def _redrawn(request, sample, cells):
 @roles.lab_work(roles.REVIEW, "Relabelling cells")
 def gallery_review(request, pk):
     """Relabel the selected cells as one type: all of them or, with a message, none."""
-    sample = _sample(pk)
+    try:
+        sample = sample_or_gone(pk, NOTHING_CHANGED, Sample.objects.select_related("created_by"))
+    except DeletedMeanwhile as exc:  # the gallery was open while another page deleted its sample
+        return answer_gone(request, exc)
     form = GalleryReviewForm(request.POST)
     if not form.is_valid():
         return _refused(" ".join(message for messages in form.errors.values() for message in messages))
