@@ -4,6 +4,7 @@ DoesNotExist or an IntegrityError, a 500; a second deletion reported success and
 audit row). Each is refused in one line, nothing kept. Two requests, each on a connection of its
 own (PostgreSQL's row locks; SQLite serialises the two transactions)."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -274,3 +275,49 @@ def test_a_gallery_relabel_sent_after_the_sample_was_deleted_says_so(client, dja
     # A sample id never used is still not found.
     assert client.post(reverse("lab:gallery-review", args=[sample.pk + 1000]), chosen,
                        HTTP_ACCEPT="application/json").status_code == 404
+
+
+def hidden_fields(body, action):
+    """The hidden fields of the form on ``body`` that posts to ``action``, as the browser sends them."""
+    form = re.search(rf'<form method="post" action="{re.escape(action)}"[^>]*>(.*?)</form>', body, re.S)[1]
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', form))
+
+
+@pytest.mark.django_db
+def test_a_cells_form_sent_after_its_sample_was_deleted_says_so(client, django_user_model):
+    # The release notes: a relabel or a count-in sent from a page open while another deleted the
+    # sample answered "not found". A worker's cell has no audit row of its own: the form names its
+    # sample, whose deletion's row says what it was.
+    user = with_role(django_user_model.objects.create_user("tech"), "technologist")
+    client.force_login(user)
+    with set_actor(user):
+        sample = make_sample(user=user)
+    cell = Cell.objects.filter(image__sample=sample).order_by("index").first()
+    Cell.objects.filter(pk=cell.pk).update(is_partial=True)  # offered "Count it in"
+    review, count_in = (reverse(name, args=[cell.pk]) for name in ("lab:cell-review", "lab:cell-count-in"))
+    sample_page = client.get(reverse("lab:sample-detail", args=[sample.pk])).content.decode()
+    cell_page = client.get(reverse("lab:cell-detail", args=[cell.pk])).content.decode()
+    monocyte = {"cell_type": "MONOCYTE"}
+    sent = [(review, {**hidden_fields(sample_page, review), **monocyte}),  # the sample page's relabel
+            (review, {**hidden_fields(cell_page, review), **monocyte}),  # the cell page's
+            (count_in, hidden_fields(cell_page, count_in))]
+    assert {fields["sample"] for _, fields in sent} == {str(sample.pk)}
+    delete_sample(Sample.objects.get(pk=sample.pk))
+    refusal = "Sample H26-0001 was deleted meanwhile: nothing was changed."
+    reader = django_user_model.objects.create_user("reader")
+    for action, fields in sent:
+        client.force_login(reader)
+        refused = client.post(action, fields)
+        assert refused.status_code == 403 and "H26-0001" not in refused.content.decode()
+        client.force_login(user)
+        trail_before = LogEntry.objects.count()
+        answer = client.post(action, fields, HTTP_ACCEPT="application/json")
+        assert (answer.status_code, answer.json()) == (409, {"error": refusal})
+        answer = client.post(action, fields, follow=True)
+        assert answer.redirect_chain == [(reverse("lab:sample-list"), 302)]
+        assert [str(message) for message in answer.context["messages"]] == [refusal]
+        assert LogEntry.objects.count() == trail_before
+    # A form naming no sample, a sample not deleted or no number is still "not found".
+    kept = make_sample("H26-0002")
+    for named in ({}, {"sample": str(kept.pk)}, {"sample": "²"}, {"sample": "9" * 40}):
+        assert client.post(count_in, named).status_code == 404

@@ -148,6 +148,7 @@ def test_only_a_reviewer_of_an_unsigned_sample_gets_the_type_buttons(client, tec
     assert re.search(
         rf'<td><form method="post" action="{reverse("lab:cell-review", args=[cell.pk])}" '
         rf'class="typebuttons review-form"><input type="hidden" name="csrfmiddlewaretoken" value="\w+">'
+        rf'<input type="hidden" name="sample" value="{sample.pk}">'
         rf'<input type="hidden" name="next" value="{back}">'
         rf'<input type="hidden" name="seen" value="{label_stamp(cell)}">'
         rf'<button type="submit" name="cell_type" ', first)

@@ -38,7 +38,10 @@ _PICTURE = '<img class="thumb" src="{}" alt="" loading="lazy">'
 # Struck through, which a screen reader does not say: the words say whose call it was.
 _NETWORK_SAID = ('<span class="was" title="The network said {0}"><span class="visually-hidden">, the '
                  'network said </span>{0}</span>')
+# "sample": the one trace of a cell once its sample is deleted, so that the answer can say so
+# (views.deleted_meanwhile.cell_or_gone) rather than "not found".
 _REVIEW_FORM = ('<form method="post" action="{action}" class="typebuttons review-form">{csrf}'
+                '<input type="hidden" name="sample" value="{sample}">'
                 '<input type="hidden" name="next" value="{next}">'
                 '<input type="hidden" name="seen" value="{seen}">{buttons}</form>')
 _EDGE = ('<span class="badge edge-cell" data-role="edge-cell" '
@@ -165,8 +168,8 @@ def cell_rows(context, photograph, sample, may_review):
             # Work on a cell the run does not find again would be lost with it (services.review).
             if photograph.image.reads_again_calls_of(mark.cell.model_version_id):
                 return _AWAITING
-            return format_html(_REVIEW_FORM, action=review_address(mark.cell.pk), csrf=csrf, next=back,
-                               seen=label_stamp(mark.cell),
+            return format_html(_REVIEW_FORM, action=review_address(mark.cell.pk), csrf=csrf,
+                               sample=sample.pk, next=back, seen=label_stamp(mark.cell),
                                buttons=review_buttons(mark.review_types, mark.cell))
     else:
         def set_type(mark):

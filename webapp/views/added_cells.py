@@ -3,17 +3,23 @@ counted in. Thin: webapp.services.added_cells and webapp.services.edge_cells dec
 
 from django.contrib import messages
 from django.http import JsonResponse
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
-from webapp.models import Cell, SmearImage
+from webapp.models import SmearImage
 from webapp.presenters.lab import photograph_address
 from webapp.selectors import cell_name
 from webapp.services.added_cells import PHOTOGRAPH_GONE, AddCellError, request_added_cell
 from webapp.services.edge_cells import CountInError, set_counted_in
-from webapp.services.locking import SampleLocked
+from webapp.services.locking import NOTHING_CHANGED, DeletedMeanwhile, SampleLocked
 from webapp.views import roles
-from webapp.views.deleted_meanwhile import PhotographGone, answer_gone, page_sent, photograph_or_gone
+from webapp.views.deleted_meanwhile import (
+    PhotographGone,
+    answer_gone,
+    cell_or_gone,
+    page_sent,
+    photograph_or_gone,
+)
 from webapp.views.errors import wants_json
 from webapp.wording import isolated
 
@@ -59,7 +65,10 @@ def add_cell(request, pk):
 @require_POST
 @roles.lab_work(roles.REVIEW, "Counting an edge cell in")
 def cell_count_in(request, pk):
-    cell = get_object_or_404(Cell, pk=pk)
+    try:
+        cell = cell_or_gone(request, pk, NOTHING_CHANGED)
+    except DeletedMeanwhile as exc:
+        return answer_gone(request, exc)
     wanted = request.POST.get("count_in")
     counted_in = (not cell.count_partial) if wanted is None else wanted == "1"
     try:

@@ -14,7 +14,8 @@ from django.contrib import messages
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect
 
-from webapp.models import Sample, SmearImage
+from webapp.forms import is_row_id
+from webapp.models import Cell, Sample, SmearImage
 from webapp.presenters.lab import sample_page_address
 from webapp.selectors import deleted_photograph, deleted_sample_accession
 from webapp.services.locking import DeletedMeanwhile
@@ -45,6 +46,20 @@ def sample_gone(pk, gone):
     if (accession := deleted_sample_accession(pk)) is None:
         raise Http404("No such sample.")
     return DeletedMeanwhile(f"Sample {accession} was deleted meanwhile: {gone}")
+
+
+def cell_or_gone(request, pk, gone, cells=Cell.objects):
+    """The cell (of ``cells``) numbered ``pk``. The worker writes a photograph's cells without an
+    audit row each, so a cell's id alone cannot tell one deleted from one never used: the form names
+    the sample it was drawn for (its hidden ``sample`` field), and where the trail records that
+    sample's deletion, DeletedMeanwhile says so. Anything else is a 404."""
+    cell = cells.filter(pk=pk).first()
+    if cell is not None:
+        return cell
+    sample_sent = request.POST.get("sample", "")
+    if not is_row_id(sample_sent):
+        raise Http404("No such cell.")
+    raise sample_gone(int(sample_sent), gone)
 
 
 def photograph_or_gone(pk, gone, photographs=SmearImage.objects):

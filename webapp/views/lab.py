@@ -74,6 +74,8 @@ from webapp.services.uploads import (
 from webapp.views import roles
 from webapp.views.deleted_meanwhile import (
     PhotographGone,
+    answer_gone,
+    cell_or_gone,
     page_sent,
     photograph_or_gone,
     refused_as_gone,
@@ -508,7 +510,10 @@ def cell_detail(request, pk):
 @require_POST
 @roles.lab_work(roles.REVIEW, "Relabelling a cell")
 def cell_review(request, pk):
-    cell = get_object_or_404(Cell.objects.select_related("image"), pk=pk)
+    try:
+        cell = cell_or_gone(request, pk, NOTHING_CHANGED, Cell.objects.select_related("image"))
+    except DeletedMeanwhile as exc:
+        return answer_gone(request, exc)
     form = ReviewForm(request.POST)
     error, status, stale = None, 400, False
     if form.is_valid():
