@@ -24,6 +24,7 @@ from webapp.services.deletion import delete_image, delete_sample
 from webapp.services.locking import DeletedMeanwhile, ensure_editable
 from webapp.services.photographs_kind import read_photographs_as
 from webapp.services.sign_off import set_target_count
+from webapp.views.errors import GONE
 
 
 def while_deleted(client, sample, path, data, delete=None, **headers):
@@ -321,3 +322,7 @@ def test_a_cells_form_sent_after_its_sample_was_deleted_says_so(client, django_u
     kept = make_sample("H26-0002")
     for named in ({}, {"sample": str(kept.pk)}, {"sample": "²"}, {"sample": "9" * 40}):
         assert client.post(count_in, named).status_code == 404
+        # Told to a page's script as the site's "no longer there", never "No such sample." of a
+        # sample that is still there.
+        answer = client.post(count_in, named, HTTP_ACCEPT="application/json")
+        assert answer.json() == {"error": GONE}

@@ -12,7 +12,7 @@ sample's accession number is told only to those who could have made the change.
 
 from django.contrib import messages
 from django.http import Http404, JsonResponse
-from django.shortcuts import redirect
+from django.shortcuts import get_object_or_404, redirect
 
 from webapp.forms import is_row_id
 from webapp.models import Cell, Sample, SmearImage
@@ -43,8 +43,14 @@ def sample_or_gone(pk, gone, samples=Sample.objects):
 def sample_gone(pk, gone):
     """The DeletedMeanwhile that says sample ``pk`` was deleted and ``gone`` not done; a 404 where
     the trail records no deletion of it."""
-    if (accession := deleted_sample_accession(pk)) is None:
+    if (refusal := _refusal_if_deleted(pk, gone)) is None:
         raise Http404("No such sample.")
+    return refusal
+
+
+def _refusal_if_deleted(sample_pk, gone):
+    if (accession := deleted_sample_accession(sample_pk)) is None:
+        return None
     return DeletedMeanwhile(f"Sample {accession} was deleted meanwhile: {gone}")
 
 
@@ -57,9 +63,11 @@ def cell_or_gone(request, pk, gone, cells=Cell.objects):
     if cell is not None:
         return cell
     sample_sent = request.POST.get("sample", "")
-    if not is_row_id(sample_sent):
-        raise Http404("No such cell.")
-    raise sample_gone(int(sample_sent), gone)
+    if is_row_id(sample_sent) and (refusal := _refusal_if_deleted(int(sample_sent), gone)) is not None:
+        raise refusal
+    # Django's own sentence, which views.errors tells a page's script as "no longer there": the
+    # cell may have gone with its photograph, or the page predates the hidden field.
+    return get_object_or_404(cells, pk=pk)
 
 
 def photograph_or_gone(pk, gone, photographs=SmearImage.objects):
