@@ -26,10 +26,11 @@ setup: install
 run: setup
 	$(PY) manage.py runlab
 
-# The suite waits on its Celery workers and subprocesses about half the time: one test process per
-# core (pytest-xdist, each with its own database, Redis database and worker; a test file stays in
-# one process, for its module fixtures) halves it on two cores. TEST_PROCESSES=0 runs it in one.
-TEST_PROCESSES ?= 2
+# The suite waits on its Celery workers, browsers and subprocesses about half the time: two test
+# processes per core (pytest-xdist, each with its own database, Redis database and worker; a test
+# file stays in one process, for its module fixtures) keep two cores busy, 8 minutes against 11 with
+# one a core. TEST_PROCESSES=0 runs it in one.
+TEST_PROCESSES ?= 4
 test: install
 	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
