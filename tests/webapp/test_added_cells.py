@@ -107,6 +107,40 @@ def test_a_good_box_waits_for_the_worker_and_shows_as_pending(client, tech, sent
 
 
 @pytest.mark.django_db
+def test_a_page_drawn_while_the_worker_stores_a_drawn_cell_keeps_following_it(client, tech, sent_tasks,
+                                                                            monkeypatch):
+    """A browser test failed, under load, waiting for a drawn box's cell on a page that showed
+    neither the box waiting nor its cell, and fetched nothing more: the page had read the cells, then
+    the worker committed the cell and the box's end, then the page read the boxes."""
+    from webapp.presenters import lab as lab_presenters
+
+    image = make_sample().images.get()
+    post_box(client, image, (400, 300, 480, 380))
+    request = AddedCellRequest.objects.get()
+    read_photographs = lab_presenters.sample_images_with_cells
+
+    def the_worker_commits_after_the_cells_are_read(*args, **kwargs):
+        photographs = read_photographs(*args, **kwargs)
+        if request.status == AddedCellRequest.Status.PENDING:  # the worker's one commit
+            drawn = image.cells.first()
+            drawn.pk, drawn.index, drawn.added_by_hand = None, 99, True
+            drawn.x0, drawn.y0, drawn.x1, drawn.y1 = 400, 300, 480, 380
+            drawn.save()
+            request.status = AddedCellRequest.Status.DONE
+            request.save(update_fields=["status"])
+        return photographs
+
+    monkeypatch.setattr(lab_presenters, "sample_images_with_cells",
+                        the_worker_commits_after_the_cells_are_read)
+    page = client.get(reverse("lab:sample-detail", args=[image.sample_id])).content.decode()
+
+    # The box still waiting, so that the page fetches its card again; the next draw shows the cell.
+    assert 'data-role="pending-cells"' in page
+    page = client.get(reverse("lab:sample-detail", args=[image.sample_id])).content.decode()
+    assert 'data-role="pending-cells"' not in page and 'points="400,300 480,300 480,380 400,380"' in page
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("second, message", [
     ((420, 320, 460, 360), "lies inside a box already waiting for the classifier"),  # drawn again, smaller
     ((380, 280, 520, 420), "holds a box already waiting for the classifier"),

@@ -193,6 +193,11 @@ def sample_results(sample, image_ids=None, page_number=None):
     None), or those of ``image_ids`` (what a review on one photograph changes, or the photographs
     the live refresh saw finish: none where those were on another page), beside the formula,
     progress and sign-off, which are the whole sample's."""
+    # Read before the cells: the worker stores a drawn box's cell and marks the box done in one
+    # commit, which may fall between the two reads. Read in this order, a page then shows the box
+    # still waiting, and its cell (and fetches the card again until the box is done); read the other
+    # way, neither, and the page stopped following, the cell missing until a reload.
+    added_boxes = added_cell_requests(sample)
     if image_ids is None:
         photograph_page = _photograph_page(sample, page_number)
         images = sample_images_with_cells(sample, list(photograph_page.page.object_list))
@@ -210,7 +215,6 @@ def sample_results(sample, image_ids=None, page_number=None):
     }
     stuck_ids = set(stuck_images().filter(sample=sample).values_list("pk", flat=True))
     legend = {pair for pairs in shortcuts.values() for pair in pairs}
-    added_boxes = added_cell_requests(sample)
     # An unsigned sample's sign-off panel searches the whole sample and keeps the answer: the page
     # reads its photographs from it rather than searching them again at every draw (9 ms a page).
     held_elsewhere = (photographs_held_elsewhere(sample, [entry.image.pk for entry in images])
