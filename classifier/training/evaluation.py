@@ -194,8 +194,10 @@ def served_split_metrics(served, images, window_scale, held_classes, review_thre
     """source_split_metrics of a CellClassifier's calls on labelled single-cell photographs, as
     the site serves them (its runtime, temperature and second looks: second_look.classify_images),
     on ``held_classes``; with the uncalibrated ECE, the review flag's figures where a
-    ``review_threshold`` is given, and how many files did not decode or showed no colour
-    (``skipped_files``), the first of them named with why (``skipped_named``)."""
+    ``review_threshold`` is given (those on the photographs never trained on too, beside their other
+    figures in "without_same_cell_in_train", where some are marked same_cell_in_train), and how many
+    files did not decode or showed no colour (``skipped_files``), the first of them named with why
+    (``skipped_named``)."""
     looks, ok, decoded, y = served_calls(served, images, window_scale, **load)
     if not decoded:
         # Their headers read (dataset.check_some_readable passed them before training), their data not.
@@ -208,8 +210,16 @@ def served_split_metrics(served, images, window_scale, held_classes, review_thre
     uncalibrated = served.predict_inputs(looks.inputs[ok], calibrated=False)
     figures["uncalibrated_ece"] = source_split_metrics(uncalibrated, y, class_names, held_classes)["ece"]
     if review_threshold is not None:
-        figures["review_flag"] = review_flag_figures(looks.needs_review(review_threshold)[ok], probabilities,
-                                                     y, review_threshold, served.has_ood_score)
+        flagged = looks.needs_review(review_threshold)[ok]
+        figures["review_flag"] = review_flag_figures(flagged, probabilities, y, review_threshold,
+                                                     served.has_ood_score)
+        never_trained_on = figures.get("without_same_cell_in_train")
+        if never_trained_on is not None:
+            # A flag rate quoted of a held-out split must not count cells the network learnt from,
+            # which it calls surely and so seldom flags: measured apart, as the split's other figures.
+            kept = ~same
+            never_trained_on["review_flag"] = review_flag_figures(
+                flagged[kept], probabilities[kept], y[kept], review_threshold, served.has_ood_score)
     figures["skipped_files"] = int((~ok).sum())
     figures["skipped_named"] = dataset.skipped_files(images, ok)
     return figures

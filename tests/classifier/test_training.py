@@ -351,7 +351,9 @@ def test_test_files_that_are_copies_of_training_files_are_measured_apart(tiny_da
     """A TEST folder holding byte-for-byte copies of TRAIN files (a lab copying a few across while
     sorting) was scored as held out without a word: its figures counted cells the network was
     trained on. Such copies are now told apart as cells also photographed in TRAIN, as an
-    originals.csv marks them, so the figures without them sit beside the whole folder's."""
+    originals.csv marks them, so the figures without them sit beside the whole folder's: the review
+    flag's too, which were measured on the whole folder alone, copies included, and so quoted as a
+    held-out flag rate on the adapted version's page."""
     import shutil
 
     for name in FOUR_CLASSES:
@@ -362,6 +364,14 @@ def test_test_files_that_are_copies_of_training_files_are_measured_apart(tiny_da
     test = result.metrics["TEST"]
     assert test["n"] == 12
     assert test["without_same_cell_in_train"]["n"] == 8
+    whole, never_trained_on = test["review_flag"], test["without_same_cell_in_train"]["review_flag"]
+    assert (whole["cells"], never_trained_on["cells"]) == (12, 8)
+    assert never_trained_on["confidence_threshold"] == whole["confidence_threshold"]
+    assert never_trained_on["ood_score"] == whole["ood_score"]
+    assert never_trained_on["errors"] <= whole["errors"]
+    # The flag's share on the eight, with the copies' four cells put back, is the whole folder's.
+    flagged_copies = round(whole["flagged_share"] * 12 - never_trained_on["flagged_share"] * 8, 6)
+    assert flagged_copies in {0, 1, 2, 3, 4}
 
 
 def test_command_line_that_cannot_save_its_network_says_so_in_one_line(tiny_data, tmp_path, capsys):
