@@ -197,6 +197,33 @@ def test_an_adapted_versions_review_flag_text_says_what_it_kept_and_what_was_ref
     assert "No flag rate was measured on its own TEST photographs" in detail(staff_client, bare)
 
 
+def test_an_adapted_versions_flag_rate_leaves_out_photographs_of_cells_also_in_train(staff_client, settings):
+    """Its sentence quoted the review flag of the whole TEST, copies of TRAIN cells included, while
+    every other figure the page quotes of a split is the one without them, and says so."""
+    settings.REVIEW_CONFIDENCE_THRESHOLD = None
+    v1 = make(ModelVersion.Status.ACTIVE, two_source_metrics(0.955, 0.875))
+    metrics = adapted_metrics(0.955, 0.875, adaptation(0.9375, 0.9375), f"v{v1.pk}")
+    for figures in (metrics["TEST"], metrics["sources"]["pbc"]["TEST"]):
+        figures["without_same_cell_in_train"] = split(0.95, 1700, flagged=0.15)
+    v4 = make(metrics=metrics, parent=v1)
+    page = detail(staff_client, v4)
+    note = page.split('data-role="review-threshold">')[1].split("</p>")[0]
+    assert ("pbc/TEST (without its 8 photographs of cells also photographed in TRAIN): 15% of 1700 cells "
+            "flagged, 80% of its wrong calls among them") in note
+    assert "1708 cells flagged" not in note
+    assert "blood-cell-images/TEST: 12% of 2487 cells flagged" in note  # no copies there: the whole split's
+    # The table of the photographs never trained on gives its own flag rate, as the whole split's does.
+    assert "15% of these 1700 cells flagged" in page and "12% of these 1708 cells flagged" in page
+
+    # Stored before runs measured the flag apart: the whole split's, as the page always said it.
+    for figures in (metrics["TEST"], metrics["sources"]["pbc"]["TEST"]):
+        del figures["without_same_cell_in_train"]["review_flag"]
+    earlier = make(metrics=metrics, parent=v1)
+    note = detail(staff_client, earlier).split('data-role="review-threshold">')[1].split("</p>")[0]
+    assert "pbc/TEST: 12% of 1708 cells flagged, 80% of its wrong calls among them" in note
+    assert "without its 8 photographs" not in note
+
+
 def test_the_activate_buttons_carry_the_warning_and_roll_back_only_goes_back(staff_client, staff):
     v1 = make(metrics=two_source_metrics(0.955, 0.875))
     v4 = make(metrics=adapted_metrics(0.932, 0.875, adaptation(0.9375, 0.9375), "v1"), parent=v1)

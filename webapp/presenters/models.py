@@ -165,6 +165,19 @@ def without_copies(count):
     return f"without its {count:,} photograph{'' if count == 1 else 's'} of cells also photographed in TRAIN"
 
 
+def held_out_review_flag(table):
+    """(The review flag's figures of a split's table (metric_tables) on photographs never trained on,
+    without_copies' words for them): those without cells also photographed in TRAIN where the run
+    measured the flag apart, else the whole split's, with no words (a run before it did: as its page
+    always said them); (None, "") where no photograph was held out (not_held_out)."""
+    shown = held_out_table(table)
+    if shown is None:
+        return None, ""
+    if shown is not table and shown.get("review_flag"):
+        return shown["review_flag"], without_copies(copies_left_out(table))
+    return table.get("review_flag"), ""
+
+
 def held_out_figures(table):
     """The figures of a split's table (metric_tables) on photographs never trained on: those
     without cells also photographed in TRAIN where the run measured them apart, else the whole
@@ -363,12 +376,13 @@ def adapted_review_note(version, parent, fitted, metrics):
     if temperature.startswith("kept"):
         words.append(f"Its temperature is {carried}'s, kept.")
     measured = []
-    for source, table in held_out_tables(version).items():
-        flag = table.get("review_flag")
+    for test in source_test_splits(version):
+        flag, without = held_out_review_flag(test.table)
         if flag and flag.get("flagged_share") is not None:
             caught = (f", {round(100 * flag['errors_caught'])}% of its wrong calls among them"
                       if flag.get("errors_caught") is not None else "")
-            measured.append(f"{source}/TEST: {round(100 * flag['flagged_share'])}% of "
+            where = f"{test.source or 'TEST'}/TEST" + (f" ({without})" if without else "")
+            measured.append(f"{where}: {round(100 * flag['flagged_share'])}% of "
                             f"{flag.get('cells', 'its')} cells flagged{caught}")
     words.append(f"Measured on its own TEST photographs: {'; '.join(measured)}." if measured
                  else "No flag rate was measured on its own TEST photographs.")
@@ -681,13 +695,6 @@ def source_test_splits(version):
             splits.append(SourceTestSplit(where.removesuffix("TEST").strip() or unnamed, table,
                                     held_out_figures(table)))
     return splits
-
-
-def held_out_tables(version):
-    """{source: its TEST metrics} of a version, sources named as plain_figures names them; a TEST
-    with no photograph never trained on (not_held_out) is left out: it measured nothing held out."""
-    return {test.source or "TEST": test.table for test in source_test_splits(version)
-            if test.held_out is not None}
 
 
 @dataclass
