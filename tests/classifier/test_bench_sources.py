@@ -296,3 +296,55 @@ def test_a_hidden_folder_beside_the_class_folders_is_no_type_of_the_benchmark(tm
     (data / "TEST" / ".ipynb_checkpoints").mkdir()
     known, foreign = load_bench("classify")._split_images(data / "TEST", "4class", "TEST", {})
     assert len(known) == 4 and {name: len(images) for name, images in foreign.items()} == {"BASOPHIL": 1}
+
+
+def test_the_classifier_benchmark_measures_the_review_flag_without_test_copies_of_train_files(
+        tmp_path, monkeypatch, capsys):
+    """The benchmark printed TEST's accuracy without photographs of cells the network learnt from
+    (byte-for-byte copies of its TRAIN files here), yet its review flag over the whole split, copies
+    included, which it calls surely and seldom flags: a flag rate read as held out that was not."""
+    import classifier.dataset
+    from classifier.inference import CellClassifier
+    from classifier.model_folder import BUNDLED_MODELS_DIR, is_model_folder, read_metadata, write_model_folder
+
+    bundled = BUNDLED_MODELS_DIR / "leukonet"
+    if not is_model_folder(bundled):
+        pytest.skip(f"bundled model {bundled} not present")
+    monkeypatch.setattr(classifier.dataset, "DEFAULT_CACHE_DIR", tmp_path / "cache")
+    data = write_cell_folder(tmp_path / "cells", per_class=2, test_per_class=2)
+    # The same TEST without the copies: a source none of whose photographs the network learnt from.
+    held_out = tmp_path / "held-out"
+    shutil.copytree(data / "TEST", held_out / "TEST")
+    copies_only = tmp_path / "copies-only"
+    for name in ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE"):
+        train_file = sorted((data / "TRAIN" / name).iterdir())[0]
+        shutil.copy(train_file, data / "TEST" / name / f"copy-of-{train_file.name}")
+        (copies_only / "TEST" / name).mkdir(parents=True)
+        shutil.copy(train_file, copies_only / "TEST" / name / f"copy-of-{train_file.name}")
+    folder = write_model_folder(tmp_path / "net", (bundled / "model.keras").read_bytes(),
+                                {**read_metadata(bundled), "dataset_path": str(data)})
+    classify = load_bench("classify")
+
+    report = classify.run_benchmark(CellClassifier.from_directory(folder), [data, held_out, copies_only],
+                                    speed=False)
+    classify.print_report(report)
+
+    printed = capsys.readouterr().out.splitlines()
+    with_copies, never_trained_on, _ = report["sources"]
+    assert with_copies["test_n"] == 11 and with_copies["test_without_same_cell"]["n"] == 8
+    flag = with_copies["test_without_same_cell"]["review_flag"]
+    alone = never_trained_on["review"]
+    assert flag["cells"] == 8 and flag["confidence_threshold"] == with_copies["review_threshold"]
+    assert (flag["flagged_share"], flag["errors"]) == (alone["flagged_share"], alone["errors"])
+    if alone["errors"]:
+        assert flag["errors_caught"] == alone["errors_caught"]
+    # Printed under the whole split's figures (its line, then how the flag is made up), as the
+    # accuracy without them is under the whole split's.
+    whole = next(k for k, line in enumerate(printed) if line.startswith("review flag as the site raises it"))
+    assert printed[whole + 2].startswith(
+        f"  on TEST without same_cell_in_train (n=8): {flag['flagged_share']:.1%} of cells flagged, ")
+    # Where no photograph is marked, the flag's figures are the whole split's: printed once, as before;
+    # where every one is, there is no held-out flag rate to print.
+    assert "test_without_same_cell" not in never_trained_on
+    assert [line for line in printed if "on TEST without same_cell_in_train" in line] == [
+        printed[whole + 2], "  on TEST without same_cell_in_train: none; every TEST image is marked so"]
