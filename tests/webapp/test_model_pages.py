@@ -849,6 +849,28 @@ def test_the_activation_question_is_not_asked_again_of_a_version_that_serves(sta
 
 
 @pytest.mark.django_db
+def test_leaving_a_version_someone_activated_meanwhile_says_it_serves(staff_client):
+    # Review: "Leave the active version serving", pressed on a question open while another
+    # administrator activated that very version, answered "v3 was not activated: the active version
+    # stays serving", of the version that now serves.
+    make_version(status=ModelVersion.Status.ACTIVE)
+    guessing = make_version(status=ModelVersion.Status.READY,
+                            metrics={"validation": four_class_metrics(0.25)["validation"]})
+    question = f'{reverse("models:activate", args=[guessing.pk])}?next=detail'
+    assert 'data-role="confirm-activation"' in staff_client.get(question).content.decode()
+    activate_version(guessing)  # the other administrator
+
+    left = staff_client.post(reverse("models:activate", args=[guessing.pk]), {"leave": "1", "next": "detail"},
+                             follow=True)
+
+    assert left.redirect_chain == [(reverse("models:detail", args=[guessing.pk]), 302)]
+    assert [(message.level_tag, str(message)) for message in left.context["messages"]] == [
+        ("warning", f"v{guessing.pk} is the active model: it was activated meanwhile. Activate another "
+                    "version to stop it.")]
+    assert ModelVersion.objects.get(status="active") == guessing
+
+
+@pytest.mark.django_db
 def test_the_guessing_warning_names_the_figure_it_read(staff_client):
     # The audit's 2-epoch run: the page's headline said 25% on tiny/TEST, the warning "the
     # held-out accuracy, 17%" (its validation figure), two held-out accuracies for one version.

@@ -266,7 +266,13 @@ def activate(request, pk):
         confirmation = activation_confirmation(version, warning, back_to_detail)
         return render(request, "models/confirm_activation.html", confirmation.as_context())
     if request.POST.get("leave") == "1":
-        messages.info(request, f"v{version.pk} was not activated: the active version stays serving.")
+        if version.is_active:
+            # Activated since the question was drawn (another administrator, or another tab): what
+            # the reader chose to avoid now serves, news to be alerted to, not reassurance.
+            messages.warning(request, f"v{version.pk} is the active model: it was activated meanwhile. "
+                                      "Activate another version to stop it.")
+        else:
+            messages.info(request, f"v{version.pk} was not activated: the active version stays serving.")
         return _back_from_activation(pk, back_to_detail)
     if warning and request.POST.get("confirmed") != "1":
         question = reverse("models:activate", args=[pk])
