@@ -849,6 +849,18 @@ def test_the_activation_question_is_not_asked_again_of_a_version_that_serves(sta
 
 
 @pytest.mark.django_db
+def test_the_activation_question_shows_none_of_its_templates_notes(staff_client):
+    # Review: a note to the template's readers, a {# #} comment broken over two lines (which Django
+    # reads as one line's only), was printed on the page between the two answers.
+    make_version(status=ModelVersion.Status.ACTIVE)
+    guessing = make_version(status=ModelVersion.Status.READY,
+                            metrics={"validation": four_class_metrics(0.25)["validation"]})
+    page = staff_client.get(reverse("models:activate", args=[guessing.pk])).content.decode()
+    assert 'data-role="confirm-activation"' in page
+    assert "{#" not in page and "#}" not in page and "whose address a browser ends" not in page
+
+
+@pytest.mark.django_db
 def test_leaving_a_version_someone_activated_meanwhile_says_it_serves(staff_client):
     # Review: "Leave the active version serving", pressed on a question open while another
     # administrator activated that very version, answered "v3 was not activated: the active version
