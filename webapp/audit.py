@@ -81,15 +81,21 @@ def os_user():
     return f"{_account_name(uid)}, through sudo by {_account_name(sudo_uid)}"
 
 
+# uid_t is 32 bits on the systems this runs on: a larger SUDO_UID is none sudo wrote.
+_LARGEST_UID = 2**32 - 1
+
+
 def _sudo_caller_uid(uid):
     """The id of the account that ran sudo, where this process runs as root and sudo said so
     (SUDO_UID), else None. Read only in a process that runs as root: any other account can set
     SUDO_UID to pass for someone else, while root could write any row it likes anyway, and sudo
     sets the variable itself. Root through sudo by root adds nothing."""
     said = os.environ.get("SUDO_UID", "")
-    if uid != 0 or not said.isascii() or not said.isdigit() or int(said) == 0:
+    # Ten digits at most before int(), which refuses thousands outright (a traceback, not a row).
+    if uid != 0 or not said.isascii() or not said.isdigit() or len(said) > len(str(_LARGEST_UID)):
         return None
-    return int(said)
+    caller = int(said)
+    return caller if 0 < caller <= _LARGEST_UID else None
 
 
 def _account_name(uid):

@@ -351,10 +351,11 @@ def test_a_command_run_as_root_through_sudo_names_who_ran_sudo(lis, monkeypatch,
                                    f"through sudo by {sudo_name}: sent by e-mail")
 
 
-@pytest.mark.parametrize("said", [None, "0", "", "ana", "-5"])
+@pytest.mark.parametrize("said", [None, "0", "", "ana", "-5", str(2**32), "9" * 5000])
 def test_only_a_sudo_caller_sudo_says_is_named(lis, monkeypatch, said):
     # Root without sudo, or through sudo from root itself, is root alone; what sudo never writes
-    # names nobody, and no traceback.
+    # names nobody, and no traceback: a number past any user id (32 bits), or past the digits
+    # Python's int() reads at all (review: a ValueError out of the command).
     monkeypatch.setattr(os, "getuid", lambda: 0)
     if said is not None:
         monkeypatch.setenv("SUDO_UID", said)
