@@ -13,6 +13,7 @@ from PIL import Image
 
 from classifier.labels import BINARY_GROUP
 from tests.webapp.lab_factories import make_sample, with_role
+from tests.webapp.test_deleted_meanwhile import hidden_fields
 from webapp import selectors
 from webapp.models import Cell, Sample, SmearImage
 from webapp.selectors import result_stamp
@@ -295,9 +296,7 @@ def test_a_photograph_deleted_meanwhile_is_refused_on_the_page_it_was_on(staff_c
 def sent_page(body, action):
     """The page of the sample page the card's form posting to ``action`` names, as the browser
     sends it: none where it names none."""
-    form = re.search(rf'<form method="post" action="{re.escape(action)}"[^>]*>(.*?)</form>', body, re.S)[1]
-    page = re.search(r'<input type="hidden" name="page" value="(\d+)">', form)
-    return {"page": page[1]} if page else {}
+    return {name: value for name, value in hidden_fields(body, action).items() if name == "page"}
 
 
 @pytest.mark.parametrize("change", ["delete", "try again", "add a cell"])
