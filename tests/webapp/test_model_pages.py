@@ -774,12 +774,18 @@ def test_activate_and_roll_back_are_one_post_each_and_logged(staff_client, staff
     ]
 
 
+def a_guessing_version_beside_an_active_one():
+    """A ready version no better than guessing among its four types (which the site warns of before
+    activating it), with another version serving."""
+    make_version(status=ModelVersion.Status.ACTIVE)
+    return make_version(status=ModelVersion.Status.READY,
+                        metrics={"validation": four_class_metrics(0.25)["validation"]})
+
+
 @pytest.mark.django_db
 def test_a_version_no_better_than_guessing_says_so_before_and_after_activation(staff_client):
     # The audit trained one on 96 images: 25% on four types, labelled Ready, one click to serve.
-    make_version(status=ModelVersion.Status.ACTIVE)
-    guessing = make_version(status=ModelVersion.Status.READY,
-                            metrics={"validation": four_class_metrics(0.25)["validation"]})
+    guessing = a_guessing_version_beside_an_active_one()
     sound = make_version(status=ModelVersion.Status.READY,
                          metrics={"validation": four_class_metrics(0.88)["validation"]})
     words = (f"v{guessing.pk} called 25% of its validation cells right, no better than guessing among its 4 "
@@ -827,9 +833,7 @@ def test_a_version_no_better_than_guessing_says_so_before_and_after_activation(s
 def test_the_activation_question_is_not_asked_again_of_a_version_that_serves(staff_client):
     # The review: Back after answering the question (the page the POST-redirect-GET made for it)
     # asked "Activate v2?" of the version serving, whose answer then said it "is now the active model".
-    make_version(status=ModelVersion.Status.ACTIVE)
-    guessing = make_version(status=ModelVersion.Status.READY,
-                            metrics={"validation": four_class_metrics(0.25)["validation"]})
+    guessing = a_guessing_version_beside_an_active_one()
     question = f'{reverse("models:activate", args=[guessing.pk])}?next=detail'
     assert 'data-role="confirm-activation"' in staff_client.get(question).content.decode()
     staff_client.post(reverse("models:activate", args=[guessing.pk]), {"confirmed": "1", "next": "detail"},
@@ -852,9 +856,7 @@ def test_the_activation_question_is_not_asked_again_of_a_version_that_serves(sta
 def test_the_activation_question_shows_none_of_its_templates_notes(staff_client):
     # Review: a note to the template's readers, a {# #} comment broken over two lines (which Django
     # reads as one line's only), was printed on the page between the two answers.
-    make_version(status=ModelVersion.Status.ACTIVE)
-    guessing = make_version(status=ModelVersion.Status.READY,
-                            metrics={"validation": four_class_metrics(0.25)["validation"]})
+    guessing = a_guessing_version_beside_an_active_one()
     page = staff_client.get(reverse("models:activate", args=[guessing.pk])).content.decode()
     assert 'data-role="confirm-activation"' in page
     assert "{#" not in page and "#}" not in page and "whose address a browser ends" not in page
@@ -865,9 +867,7 @@ def test_leaving_a_version_someone_activated_meanwhile_says_it_serves(staff_clie
     # Review: "Leave the active version serving", pressed on a question open while another
     # administrator activated that very version, answered "v3 was not activated: the active version
     # stays serving", of the version that now serves.
-    make_version(status=ModelVersion.Status.ACTIVE)
-    guessing = make_version(status=ModelVersion.Status.READY,
-                            metrics={"validation": four_class_metrics(0.25)["validation"]})
+    guessing = a_guessing_version_beside_an_active_one()
     question = f'{reverse("models:activate", args=[guessing.pk])}?next=detail'
     assert 'data-role="confirm-activation"' in staff_client.get(question).content.decode()
     activate_version(guessing)  # the other administrator
