@@ -31,8 +31,11 @@ run: setup
 # file stays in one process, for its module fixtures) keep two cores busy, 8 minutes against 11 with
 # one a core. TEST_PROCESSES=0 runs it in one.
 TEST_PROCESSES ?= 4
+# More pytest arguments: .ci/run leaves tests/classifier out of its PostgreSQL run, as they touch no
+# database.
+PYTEST_ARGS ?=
 test: install
-	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 lint: install
 	$(PY) -m ruff check .

@@ -183,7 +183,59 @@ def test_no_import_cycle_between_modules():
     assert import_cycles(modules, imports) == []
 
 
+# Fixtures that reach the database (pytest-django's and this suite's own, tests/conftest.py).
+DATABASE_FIXTURES = {"db", "transactional_db", "live_server", "django_db_setup", "django_db_blocker",
+                     "django_db_reset_sequences", "django_db_serialized_rollback", "client", "admin_client",
+                     "django_user_model", "celery_worker", "staff", "staff_client", "tech", "sent_tasks"}
+# What the database-free tests may import of the suite: its helpers that touch no database.
+OTHER_TESTS = ("tests.webapp", "tests.e2e", "tests.browser", "tests.faults")
+
+
+def database_uses(root, package="tests/classifier"):
+    """Where the tests under ``package`` could reach a database: an import of Django, Celery, the
+    web app or the tests that use them, a django_db mark, or a database fixture asked for."""
+    modules, imports = read_imports(root, (package,))
+    found = [(i.module, i.line, f"imports {i.target}") for i in imports
+             if i.top in WEB_LIBRARIES or _is(i.target, *OTHER_TESTS)]
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Attribute) and node.attr == "django_db":
+                found.append((module, node.lineno, "marks a test django_db"))
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                asked = sorted({argument.arg for argument in node.args.args} & DATABASE_FIXTURES)
+                found += [(module, node.lineno, f"{node.name} asks for {name}") for name in asked]
+    return modules, [f"{module}:{line} {what}" for module, line, what in sorted(found)]
+
+
+def test_the_ml_cores_tests_touch_no_database():
+    """.ci/run runs tests/classifier on SQLite alone, not again on PostgreSQL: they must not
+    reach a database, as the core they test imports no Django."""
+    modules, found = database_uses(REPO_ROOT)
+    assert "tests.classifier.test_training" in modules
+    assert not found, "\n".join(found)
+
+
 # --- the checker itself, on tiny module trees ----------------------------------------------------
+
+
+def test_the_database_check_finds_an_import_a_mark_and_a_fixture(tmp_path):
+    write_tree(tmp_path, {
+        "tests/classifier/__init__.py": "",
+        "tests/classifier/test_a.py": """\
+            import pytest
+            from tests.webapp.lab_factories import make_sample
+
+            @pytest.mark.django_db
+            def test_one(tmp_path, client):
+                pass
+            """,
+    })
+
+    assert database_uses(tmp_path)[1] == [
+        "tests.classifier.test_a:2 imports tests.webapp.lab_factories",
+        "tests.classifier.test_a:4 marks a test django_db",
+        "tests.classifier.test_a:5 test_one asks for client",
+    ]
 
 
 def write_tree(root, files):
