@@ -15,9 +15,12 @@ from webapp.services.review import ReviewError, StaleLabels, review_cells
 from webapp.views import roles
 from webapp.views.deleted_meanwhile import answer_gone, sample_or_gone
 
+# The gallery's page and its relabel read the sample alike.
+_SAMPLES = Sample.objects.select_related("created_by")
+
 
 def _sample(pk):
-    return get_object_or_404(Sample.objects.select_related("created_by"), pk=pk)
+    return get_object_or_404(_SAMPLES, pk=pk)
 
 
 @require_GET
@@ -48,7 +51,7 @@ def _redrawn(request, sample, cells):
 def gallery_review(request, pk):
     """Relabel the selected cells as one type: all of them or, with a message, none."""
     try:
-        sample = sample_or_gone(pk, NOTHING_CHANGED, Sample.objects.select_related("created_by"))
+        sample = sample_or_gone(pk, NOTHING_CHANGED, _SAMPLES)
     except DeletedMeanwhile as exc:  # the gallery was open while another page deleted its sample
         return answer_gone(request, exc)
     form = GalleryReviewForm(request.POST)
