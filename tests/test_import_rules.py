@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import DATABASE_FIXTURES as ROLE_DATABASE_FIXTURES
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("classifier", "webapp")
 
@@ -183,10 +185,11 @@ def test_no_import_cycle_between_modules():
     assert import_cycles(modules, imports) == []
 
 
-# Fixtures that reach the database (pytest-django's and this suite's own, tests/conftest.py).
-DATABASE_FIXTURES = {"db", "transactional_db", "live_server", "django_db_setup", "django_db_blocker",
-                     "django_db_reset_sequences", "django_db_serialized_rollback", "client", "admin_client",
-                     "django_user_model", "celery_worker", "staff", "staff_client", "tech", "sent_tasks"}
+# Fixtures that reach the database: those the suite gives the lab's roles for (tests/conftest.py),
+# and the others of pytest-django's and this suite's own that do.
+DATABASE_FIXTURES = ROLE_DATABASE_FIXTURES | {
+    "django_db_setup", "django_db_blocker", "client", "admin_client", "django_user_model", "celery_worker",
+    "staff", "staff_client", "tech", "sent_tasks"}
 # What the database-free tests may import of the suite: its helpers that touch no database.
 OTHER_TESTS = ("tests.webapp", "tests.e2e", "tests.browser", "tests.faults")
 
